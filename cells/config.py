@@ -1,0 +1,91 @@
+"""The resolved cluster: what `tools/bootstrap` writes to `<state>/cluster.json`
+from cluster.yaml, and what every service process reads at start.
+
+Every address here is fixed and explicit (no random ports), so firewalls can be
+written by hand.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    id: str  # "cell1/conductor", "cell1/compute/node1", "api"
+    kind: str  # router | conductor | scheduler | compute | api
+    host: str  # host name from cluster.yaml
+    bind: str  # tcp://ADDR:PORT for RPC services, ADDR:PORT for the API
+    cell: str | None = None  # cell path ("cell1", later "site1!cell-a"); None for the API
+    options: dict[str, Any] = field(default_factory=dict)  # e.g. {"virt_uri": "test:///default"}
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    name: str
+    path: str  # routing path from the top ("cell1")
+    db: str  # SQLAlchemy async URL
+    router: str  # tcp address of the cell's directory
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    address: str
+    via: str = "local"
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    listen: str  # "127.0.0.1:8774"
+    public_url: str  # "http://127.0.0.1:8774"
+    db: str
+    image_dir: str
+    region: str = "RegionOne"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    state_dir: str
+    api: ApiSpec
+    cells: tuple[CellSpec, ...]
+    services: tuple[ServiceSpec, ...]
+    hosts: tuple[HostSpec, ...]
+    secrets: dict[str, str] = field(default_factory=dict)  # admin_password, demo_password, service_password
+    heartbeat_interval: float = 1.0
+    curve: bool = False
+    version: str = "1"
+
+    def service(self, service_id: str) -> ServiceSpec:
+        for s in self.services:
+            if s.id == service_id:
+                return s
+        raise KeyError(f"no service {service_id!r} in cluster {self.name!r}")
+
+    def cell(self, path: str) -> CellSpec:
+        for c in self.cells:
+            if c.path == path:
+                return c
+        raise KeyError(f"no cell {path!r} in cluster {self.name!r}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ClusterConfig":
+        return cls(
+            name=d["name"], state_dir=d["state_dir"], api=ApiSpec(**d["api"]),
+            cells=tuple(CellSpec(**c) for c in d["cells"]),
+            services=tuple(ServiceSpec(**s) for s in d["services"]),
+            hosts=tuple(HostSpec(**h) for h in d["hosts"]),
+            secrets=dict(d.get("secrets") or {}), heartbeat_interval=float(d.get("heartbeat_interval", 1.0)),
+            curve=bool(d.get("curve", False)), version=str(d.get("version", "1")),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ClusterConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,47 @@
+"""The request context that travels with every RPC (and its deadline)."""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+def new_request_id() -> str:
+    return "req-" + str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    request_id: str = field(default_factory=new_request_id)
+    project: str | None = None
+    user: str | None = None
+    roles: tuple[str, ...] = ()
+    deadline: float | None = None  # absolute time.time(); None = caller's timeout decides
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    def with_timeout(self, seconds: float) -> "RequestContext":
+        """Keep the tighter of the existing deadline and now+seconds."""
+        new = time.time() + seconds
+        if self.deadline is not None and self.deadline < new:
+            return self
+        return replace(self, deadline=new)
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.time()
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "project": self.project, "user": self.user,
+                "roles": list(self.roles), "deadline": self.deadline}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "RequestContext":
+        return cls(request_id=d.get("request_id") or new_request_id(), project=d.get("project"),
+                   user=d.get("user"), roles=tuple(d.get("roles") or ()), deadline=d.get("deadline"))
+
+
+def admin_context() -> RequestContext:
+    return RequestContext(project=None, user="cellcloud-service", roles=("admin", "service"))

@@ -1,0 +1,55 @@
+"""The instance record as it crosses RPC (a plain dict with these keys).
+
+Times are ISO 8601 UTC strings with microseconds and a trailing Z
+("2026-11-21T12:00:00.123456Z"); `utcnow_iso()` makes them.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+FIELDS = (
+    "uuid", "name", "project_id", "user_id",
+    "host",  # compute host name, None until scheduled
+    "flavor",  # {"id", "name", "vcpus", "ram", "disk", "ephemeral", "swap", "extra_specs"}
+    "image",  # {"id", "name", "checksum", "os_hash_algo", "os_hash_value", "size", "disk_format",
+              #  "container_format", "properties"} as it was at boot time
+    "vm_state", "task_state", "power_state",
+    "created_at", "updated_at", "launched_at", "terminated_at", "deleted",
+    "metadata",  # {str: str}
+    "key_name", "availability_zone", "user_data",  # user_data: base64 text or None
+    "access_ipv4", "access_ipv6", "progress",
+    "fault",  # None or {"code": int, "message": str, "details": str, "created": iso}
+    "addresses",  # {"net-name": [{"addr", "version", "OS-EXT-IPS:type", "OS-EXT-IPS-MAC:mac_addr"}]}
+    "cell",  # routing path of the owning cell
+)
+
+
+class VmState:
+    BUILDING = "building"
+    ACTIVE = "active"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    SUSPENDED = "suspended"
+    ERROR = "error"
+    DELETED = "deleted"
+
+
+class TaskState:
+    SCHEDULING = "scheduling"
+    BLOCK_DEVICE_MAPPING = "block_device_mapping"
+    NETWORKING = "networking"
+    SPAWNING = "spawning"
+    DELETING = "deleting"
+
+
+class PowerState:  # Nova's numbers, shown as OS-EXT-STS:power_state
+    NOSTATE = 0
+    RUNNING = 1
+    PAUSED = 3
+    SHUTDOWN = 4
+    CRASHED = 6
+    SUSPENDED = 7
+
+
+def utcnow_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

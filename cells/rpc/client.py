@@ -1,0 +1,134 @@
+"""RpcClient: call / cast / fanout to the live members of a topic.
+
+One DEALER per peer address; replies are matched to futures by message id.
+Topics are resolved through a `DirectoryView` (the cell's routing table).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from typing import Any
+
+import zmq
+
+from cells import errors
+from cells.context import RequestContext
+from cells.rpc import wire
+from cells.rpc.directory import DirectoryView, Member
+from cells.rpc.transport import CurveKeys, ReaderSocket, make_socket
+
+
+def _expire(fut: "asyncio.Future[Any]", exc: Exception) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+class RpcClient:
+    def __init__(self, curve: CurveKeys | None = None) -> None:
+        self.curve = curve
+        self._dealers: dict[str, ReaderSocket] = {}
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._rr: dict[str, int] = {}
+
+    def close(self) -> None:
+        for sock in self._dealers.values():
+            sock.close()
+        self._dealers.clear()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(errors.RpcError(reason="client closed"))
+        self._pending.clear()
+
+    # --- address level ---------------------------------------------------
+
+    def _dealer(self, address: str, server_key: bytes | None) -> ReaderSocket:
+        sock = self._dealers.get(address)
+        if sock is None:
+            raw = make_socket(zmq.DEALER, self.curve, server_key=server_key)
+            raw.connect(address)
+            sock = ReaderSocket(raw, self._on_reply)
+            self._dealers[address] = sock
+        return sock
+
+    def forget(self, address: str) -> None:
+        sock = self._dealers.pop(address, None)
+        if sock is not None:
+            sock.close()
+
+    def _on_reply(self, frames: list[bytes]) -> None:
+        try:
+            msg = wire.unpack(frames[-1])
+        except Exception:
+            return
+        fut = self._pending.pop(msg.get("id", -1), None)
+        if fut is None or fut.done():
+            return
+        if msg.get("ok"):
+            fut.set_result(msg.get("result"))
+        else:
+            fut.set_exception(errors.from_wire(msg.get("error") or {}))
+
+    async def call_address(self, address: str, method: str, args: dict[str, Any], ctx: RequestContext,
+                           timeout: float, server_key: bytes | None = None, topic: str = "") -> Any:
+        ctx = ctx.with_timeout(timeout)
+        remaining = ctx.remaining() or timeout
+        if remaining <= 0:
+            raise errors.DeadlineExpired(method=method)
+        msg_id = next(self._ids)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending[msg_id] = fut
+        # call_later instead of asyncio.wait_for: no extra task per call on the hot path
+        timer = loop.call_later(remaining, _expire, fut, errors.RpcTimeout(
+            method=method, topic=topic or address, timeout=round(timeout, 3)))
+        try:
+            self._dealer(address, server_key).send([wire.request(msg_id, method, ctx.to_wire(), args, True)])
+            return await fut
+        except zmq.Again:
+            raise errors.RpcError(reason=f"send queue to {address} is full") from None
+        finally:
+            timer.cancel()
+            self._pending.pop(msg_id, None)
+
+    def cast_address(self, address: str, method: str, args: dict[str, Any], ctx: RequestContext,
+                     key: str | None = None, server_key: bytes | None = None, timeout: float = wire.NORMAL) -> None:
+        ctx = ctx.with_timeout(timeout)
+        msg = wire.request(next(self._ids), method, ctx.to_wire(), args, False, key or str(uuid.uuid4()))
+        try:
+            self._dealer(address, server_key).send([msg])
+        except zmq.Again:
+            raise errors.RpcError(reason=f"send queue to {address} is full") from None
+
+    # --- topic level -----------------------------------------------------
+
+    async def _pick(self, view: DirectoryView, topic: str, ctx: RequestContext) -> Member:
+        members = view.members(topic)
+        if not members:
+            await view.wait_synced(min(1.0, ctx.remaining() or 1.0))
+            members = view.members(topic)
+        if not members:
+            raise errors.NoLiveMember(topic=topic)
+        n = self._rr.get(topic, 0)
+        self._rr[topic] = n + 1
+        return members[n % len(members)]
+
+    async def call(self, view: DirectoryView, topic: str, method: wire.Method, args: dict[str, Any],
+                   ctx: RequestContext, timeout: float | None = None) -> Any:
+        member = await self._pick(view, topic, ctx)
+        return await self.call_address(member.address, method.name, args, ctx, timeout or method.timeout,
+                                       member.public_key, topic)
+
+    async def cast(self, view: DirectoryView, topic: str, method: wire.Method, args: dict[str, Any],
+                   ctx: RequestContext, key: str | None = None) -> None:
+        member = await self._pick(view, topic, ctx)
+        self.cast_address(member.address, method.name, args, ctx, key, member.public_key, method.timeout)
+
+    async def fanout(self, view: DirectoryView, topic: str, method: wire.Method, args: dict[str, Any],
+                     ctx: RequestContext) -> int:
+        """Cast to every live member of `topic`; returns how many were sent to."""
+        members = view.members(topic)
+        for m in members:
+            self.cast_address(m.address, method.name, args, ctx, None, m.public_key, method.timeout)
+        return len(members)

@@ -1,0 +1,206 @@
+"""The cell's directory: topic -> live members, kept by register + heartbeat.
+
+`Directory` is the handler of the cell's router service. `LivenessTable` is its
+pure core (no I/O, tested on its own). `DirectoryView` runs inside every other
+process: it heartbeats to the directory and keeps the routing table the
+directory sends back, so calls go straight to their peer (no broker).
+A member that misses `MISSED_BEATS` beats leaves the table.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable
+
+from cells import errors
+from cells.context import RequestContext
+from cells.rpc import wire
+
+if TYPE_CHECKING:
+    from cells.rpc.client import RpcClient
+
+LOG = logging.getLogger(__name__)
+MISSED_BEATS = 3
+DEFAULT_INTERVAL = 1.0
+
+SURFACE = wire.surface(
+    wire.Method("heartbeat", timeout=wire.FAST, retry_safe=True),
+    wire.Method("leave", timeout=wire.FAST, retry_safe=True),
+    wire.Method("table", timeout=wire.FAST, retry_safe=True),
+)
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    address: str
+    topics: tuple[str, ...] = ()
+    host: str = ""
+    service: str = ""
+    version: str = ""
+    public_key: bytes | None = None
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def to_wire(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["topics"] = list(self.topics)
+        return d
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "Member":
+        return cls(id=str(d["id"]), address=str(d["address"]), topics=tuple(d.get("topics") or ()),
+                   host=str(d.get("host", "")), service=str(d.get("service", "")),
+                   version=str(d.get("version", "")), public_key=d.get("public_key"),
+                   meta=dict(d.get("meta") or {}))
+
+
+class LivenessTable:
+    """Members with the time each was last heard from. Pure: time is passed in."""
+
+    def __init__(self, interval: float = DEFAULT_INTERVAL) -> None:
+        self.interval = interval
+        self.members: dict[str, Member] = {}
+        self.last_seen: dict[str, float] = {}
+        self.version = 0
+
+    def beat(self, member: Member, now: float) -> None:
+        old = self.members.get(member.id)
+        if old is None or old != member or old.meta != member.meta:
+            self.members[member.id] = member
+            self.version += 1
+        self.last_seen[member.id] = now
+
+    def leave(self, member_id: str) -> bool:
+        if self.members.pop(member_id, None) is None:
+            return False
+        self.last_seen.pop(member_id, None)
+        self.version += 1
+        return True
+
+    def expire(self, now: float) -> list[str]:
+        limit = now - MISSED_BEATS * self.interval
+        dead = [mid for mid, seen in self.last_seen.items() if seen < limit]
+        for mid in dead:
+            self.leave(mid)
+        return dead
+
+
+class Directory:
+    """RPC handler of the router service."""
+
+    def __init__(self, interval: float = DEFAULT_INTERVAL) -> None:
+        self.liveness = LivenessTable(interval)
+
+    async def heartbeat(self, ctx: RequestContext, member: dict[str, Any], version: int) -> dict[str, Any]:
+        self.liveness.beat(Member.from_wire(member), time.monotonic())
+        if version == self.liveness.version:
+            return {"version": version}
+        return self._snapshot()
+
+    async def leave(self, ctx: RequestContext, member_id: str) -> bool:
+        return self.liveness.leave(member_id)
+
+    async def table(self, ctx: RequestContext) -> dict[str, Any]:
+        return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {"version": self.liveness.version, "interval": self.liveness.interval,
+                "members": [dict(m.to_wire(), age=round(now - self.liveness.last_seen[m.id], 3))
+                            for m in self.liveness.members.values()]}
+
+    async def background(self) -> None:
+        """Expire members that stopped beating (run by the router service)."""
+        while True:
+            await asyncio.sleep(self.liveness.interval / 4)
+            for mid in self.liveness.expire(time.monotonic()):
+                LOG.warning("member %s missed %d heartbeats: removed from routing", mid, MISSED_BEATS)
+
+
+Listener = Callable[[set[str], set[str]], None]
+
+
+class DirectoryView:
+    """This process's copy of one directory's routing table."""
+
+    def __init__(self, client: "RpcClient", directory_address: str, me: Member | None = None,
+                 interval: float = DEFAULT_INTERVAL, directory_key: bytes | None = None) -> None:
+        self.client = client
+        self.address = directory_address
+        self.directory_key = directory_key
+        self.me = me
+        self.interval = interval
+        self.version = -1
+        self.by_id: dict[str, Member] = {}
+        self._by_topic: dict[str, list[Member]] = {}
+        self._synced = asyncio.Event()
+        self.listeners: list[Listener] = []
+        self.last_contact = 0.0
+
+    def members(self, topic: str) -> list[Member]:
+        return self._by_topic.get(topic, [])
+
+    def alive(self, member_id: str) -> bool:
+        return member_id in self.by_id
+
+    def set_meta(self, **meta: Any) -> None:
+        """Attach data (capacity, version, ...) to our next heartbeat."""
+        if self.me is not None:
+            self.me = replace(self.me, meta={**self.me.meta, **meta})
+
+    async def wait_synced(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def beat_once(self) -> None:
+        ctx = RequestContext(user="directory-view")
+        if self.me is None:
+            reply = await self.client.call_address(self.address, "table", {}, ctx, self.interval,
+                                                   self.directory_key, "directory")
+        else:
+            reply = await self.client.call_address(self.address, "heartbeat",
+                                                   {"member": self.me.to_wire(), "version": self.version},
+                                                   ctx, self.interval, self.directory_key, "directory")
+        self.last_contact = time.monotonic()
+        if "members" in reply:
+            self._install(reply)
+        self._synced.set()
+
+    def _install(self, reply: dict[str, Any]) -> None:
+        new = {m.id: m for m in (Member.from_wire(d) for d in reply["members"])}
+        joined, left = set(new) - set(self.by_id), set(self.by_id) - set(new)
+        by_topic: dict[str, list[Member]] = {}
+        for m in sorted(new.values(), key=lambda m: m.id):
+            for t in m.topics:
+                by_topic.setdefault(t, []).append(m)
+        self.by_id, self._by_topic, self.version = new, by_topic, int(reply["version"])
+        if joined or left:
+            for listener in self.listeners:
+                try:
+                    listener(joined, left)
+                except Exception:
+                    LOG.exception("directory listener failed")
+
+    async def run(self) -> None:
+        """Heartbeat forever; keeps the last table when the directory is unreachable."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.beat_once()
+            except errors.CellcloudError as exc:
+                LOG.debug("directory %s unreachable: %s", self.address, exc)
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    async def leave(self) -> None:
+        if self.me is None:
+            return
+        try:
+            await self.client.call_address(self.address, "leave", {"member_id": self.me.id},
+                                           RequestContext(), min(self.interval, 0.5), self.directory_key)
+        except errors.RpcError:
+            pass

@@ -1,0 +1,54 @@
+"""msgpack envelopes and the declared RPC surface type.
+
+Request: {v, id, method, ctx, args, reply, key}; reply: {v, id, ok, result | error}.
+`error` is {code, message, kwargs}: never a traceback.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+VERSION = 1
+
+# Timeout classes a method can declare (seconds). A caller may pass a tighter one.
+FAST, NORMAL, SLOW = 5.0, 30.0, 300.0
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of a service's declared RPC surface."""
+    name: str
+    timeout: float = NORMAL
+    retry_safe: bool = False  # safe to resend to another member after a timeout
+    cast: bool = False  # one-way: the caller never waits for a reply
+
+
+def surface(*methods: Method) -> dict[str, Method]:
+    return {m.name: m for m in methods}
+
+
+def pack(msg: dict[str, Any]) -> bytes:
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    msg = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    if not isinstance(msg, dict):
+        raise ValueError("envelope is not a map")
+    return msg
+
+
+def request(msg_id: int, method: str, ctx: dict[str, Any], args: dict[str, Any],
+            reply: bool, key: str | None = None) -> bytes:
+    return pack({"v": VERSION, "id": msg_id, "method": method, "ctx": ctx, "args": args,
+                 "reply": reply, "key": key})
+
+
+def ok_reply(msg_id: int, result: Any) -> bytes:
+    return pack({"v": VERSION, "id": msg_id, "ok": True, "result": result})
+
+
+def error_reply(msg_id: int, error: dict[str, Any]) -> bytes:
+    return pack({"v": VERSION, "id": msg_id, "ok": False, "error": error})

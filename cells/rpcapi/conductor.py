@@ -1,0 +1,77 @@
+"""The cell conductor's RPC surface (topic `conductor`).
+
+Instance records cross the wire as plain dicts (see cells/objects/instance.py
+for the fields). The conductor is the only writer of the cell DB besides the
+scheduler's claims; nodes never open a database.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from cells.context import RequestContext
+from cells.rpc.wire import FAST, NORMAL, Method, surface
+from cells.rpcapi import Caller
+
+TOPIC = "conductor"
+SURFACE = surface(
+    # from the API
+    Method("build_instances", NORMAL),
+    Method("instance_get", FAST, retry_safe=True),
+    Method("instance_list", FAST, retry_safe=True),
+    Method("instance_delete", NORMAL),
+    Method("capacity", FAST, retry_safe=True),
+    # from compute workers
+    Method("compute_node_update", FAST, retry_safe=True),
+    Method("instance_update", FAST),
+    Method("build_failed", FAST),
+    Method("instance_destroyed", FAST, retry_safe=True),
+    Method("instances_on_host", FAST, retry_safe=True),
+)
+M = SURFACE
+
+
+class ConductorAPI:
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+
+    async def build_instances(self, ctx: RequestContext, instances: list[dict[str, Any]],
+                              request_spec: dict[str, Any]) -> list[dict[str, Any]]:
+        """Create the instance rows (BUILD/scheduling) and return them at once;
+        scheduling and spawning continue in the conductor's background."""
+        return await self.caller.call(TOPIC, M["build_instances"],
+                                      {"instances": instances, "request_spec": request_spec}, ctx)
+
+    async def instance_get(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        return await self.caller.call(TOPIC, M["instance_get"], {"uuid": uuid}, ctx)
+
+    async def instance_list(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
+                            sort_dirs: list[str], limit: int | None, marker: str | None) -> list[dict[str, Any]]:
+        return await self.caller.call(TOPIC, M["instance_list"],
+                                      {"filters": filters, "sort_keys": sort_keys, "sort_dirs": sort_dirs,
+                                       "limit": limit, "marker": marker}, ctx)
+
+    async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        return await self.caller.call(TOPIC, M["instance_delete"], {"uuid": uuid}, ctx)
+
+    async def capacity(self, ctx: RequestContext) -> dict[str, Any]:
+        return await self.caller.call(TOPIC, M["capacity"], {}, ctx)
+
+    async def compute_node_update(self, ctx: RequestContext, host: str, resources: dict[str, Any]) -> None:
+        await self.caller.call(TOPIC, M["compute_node_update"], {"host": host, "resources": resources}, ctx)
+
+    async def instance_update(self, ctx: RequestContext, uuid: str, values: dict[str, Any],
+                              expected_task_state: list[str | None] | None = None) -> dict[str, Any]:
+        return await self.caller.call(TOPIC, M["instance_update"],
+                                      {"uuid": uuid, "values": values,
+                                       "expected_task_state": expected_task_state}, ctx)
+
+    async def build_failed(self, ctx: RequestContext, uuid: str, host: str, fault: dict[str, Any],
+                           retryable: bool) -> None:
+        await self.caller.call(TOPIC, M["build_failed"],
+                               {"uuid": uuid, "host": host, "fault": fault, "retryable": retryable}, ctx)
+
+    async def instance_destroyed(self, ctx: RequestContext, uuid: str, host: str) -> None:
+        await self.caller.call(TOPIC, M["instance_destroyed"], {"uuid": uuid, "host": host}, ctx)
+
+    async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+        return await self.caller.call(TOPIC, M["instances_on_host"], {"host": host}, ctx)

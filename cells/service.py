@@ -1,0 +1,80 @@
+"""The shell every cell-side service process runs in.
+
+It binds the service's ROUTER at its fixed address, joins the cell directory
+(register + heartbeat), runs the handler's background work in one TaskGroup,
+and on SIGTERM/SIGINT shuts down in reverse order (structured concurrency).
+
+A handler may define:
+  async def start(self, service: Service) -> None   # before serving
+  async def background(self) -> None                  # runs in the TaskGroup
+  async def stop(self) -> None                        # after serving stops
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from cells.config import ClusterConfig, ServiceSpec
+from cells.context import RequestContext
+from cells.rpc import wire
+from cells.rpc.client import RpcClient
+from cells.rpc.directory import DirectoryView, Member
+from cells.rpc.server import RpcServer
+
+LOG = logging.getLogger(__name__)
+CODE_VERSION = "1"
+
+
+class Service:
+    def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, handler: Any,
+                 surface: dict[str, wire.Method], topics: tuple[str, ...]) -> None:
+        self.cluster = cluster
+        self.spec = spec
+        self.handler = handler
+        self.cell = cluster.cell(spec.cell) if spec.cell else None
+        self.client = RpcClient()
+        self.server = RpcServer(spec.bind, handler, surface)
+        me = Member(id=spec.id, address=spec.bind, topics=topics, host=spec.host, service=spec.kind,
+                    version=CODE_VERSION)
+        router = self.cell.router if self.cell else spec.bind
+        self.view = DirectoryView(self.client, router, me, cluster.heartbeat_interval)
+
+    async def call(self, topic: str, method: wire.Method, args: dict[str, Any], ctx: RequestContext,
+                   timeout: float | None = None) -> Any:
+        return await self.client.call(self.view, topic, method, args, ctx, timeout)
+
+    async def cast(self, topic: str, method: wire.Method, args: dict[str, Any], ctx: RequestContext,
+                   key: str | None = None) -> None:
+        await self.client.cast(self.view, topic, method, args, ctx, key)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or _stop_on_signals()
+        if hasattr(self.handler, "start"):
+            await self.handler.start(self)
+        await self.server.start()
+        LOG.info("%s serving on %s", self.spec.id, self.spec.bind)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                beat = tg.create_task(self.view.run())
+                work = tg.create_task(self.handler.background()) if hasattr(self.handler, "background") else None
+                await stop.wait()
+                LOG.info("%s stopping", self.spec.id)
+                await self.view.leave()
+                for task in (work, beat):
+                    if task is not None:
+                        task.cancel()
+        finally:
+            await self.server.stop()
+            if hasattr(self.handler, "stop"):
+                await self.handler.stop()
+            self.client.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
