@@ -1,0 +1,171 @@
+"""Boot benchmark through the REST API with libvirt's test hypervisor.
+
+Brings up a throw-away one-cell cluster (real processes) whose host is a
+libvirt test node big enough for hundreds of servers, then measures:
+  - boot-to-ACTIVE and delete-to-gone latency, p50/p99, one server at a time
+  - sustained boots/s with many boots in flight
+beside two baselines taken in the same run: a trivial authenticated API GET
+(the HTTP floor) and raw libvirt define+start+destroy of a domain (the
+hypervisor floor). Goal (issue 2): boot p50 < 50 ms, >= 100 boots/s.
+
+    .venv/bin/python tools/bench/boot.py [--latency 50] [--burst 300] [--concurrency 32]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tools.devcluster import RunningCluster, running_cluster
+
+TEST_NODE = """<?xml version="1.0"?>
+<node>
+  <cpu><mhz>2000</mhz><model>x86_64</model><active>256</active><nodes>1</nodes>
+       <sockets>1</sockets><cores>256</cores><threads>1</threads></cpu>
+  <memory>1073741824</memory>
+</node>
+"""
+POLL = 0.002
+
+
+def pct(samples: list[float], q: float) -> float:
+    return sorted(samples)[min(len(samples) - 1, int(q * len(samples)))]
+
+
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, cluster: RunningCluster, token: str) -> None:
+        self.s, self.base, self.h = session, cluster.endpoint + "/compute/v2.1", {"X-Auth-Token": token}
+
+    async def boot(self, name: str, image: str) -> str:
+        body = {"server": {"name": name, "flavorRef": "1", "imageRef": image}}
+        async with self.s.post(self.base + "/servers", json=body, headers=self.h) as r:
+            assert r.status == 202, await r.text()
+            return str((await r.json())["server"]["id"])
+
+    async def wait_active(self, server_id: str) -> None:
+        while True:
+            async with self.s.get(f"{self.base}/servers/{server_id}", headers=self.h) as r:
+                status = (await r.json())["server"]["status"]
+            if status == "ACTIVE":
+                return
+            if status == "ERROR":
+                raise RuntimeError(f"server {server_id} went to ERROR")
+            await asyncio.sleep(POLL)
+
+    async def delete(self, server_id: str) -> None:
+        async with self.s.delete(f"{self.base}/servers/{server_id}", headers=self.h) as r:
+            assert r.status == 204, await r.text()
+        while True:
+            async with self.s.get(f"{self.base}/servers/{server_id}", headers=self.h) as r:
+                if r.status == 404:
+                    return
+            await asyncio.sleep(POLL)
+
+
+async def token_for(session: aiohttp.ClientSession, cluster: RunningCluster) -> str:
+    c = cluster.credentials("demo")
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": c["username"], "domain": {"name": "Default"}, "password": c["password"]}}},
+        "scope": {"project": {"name": c["project_name"], "domain": {"name": "Default"}}}}}
+    async with session.post(c["auth_url"] + "/auth/tokens", json=body) as r:
+        return r.headers["X-Subject-Token"]
+
+
+async def image_id(session: aiohttp.ClientSession, cluster: RunningCluster, token: str) -> str:
+    async with session.get(cluster.endpoint + "/image/v2/images?name=tiny-raw",
+                           headers={"X-Auth-Token": token}) as r:
+        return str((await r.json())["images"][0]["id"])
+
+
+async def measure(cluster: RunningCluster, latency_n: int, burst_n: int, concurrency: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 4)) as session:
+        token = await token_for(session, cluster)
+        api, image = Api(session, cluster, token), await image_id(session, cluster, token)
+        await api.wait_active(await api.boot("warm-up", image))  # fills the host's image cache
+
+        floor = []
+        for _ in range(latency_n):
+            t = time.perf_counter()
+            async with session.get(api.base + "/flavors/1", headers=api.h) as r:
+                await r.read()
+            floor.append(time.perf_counter() - t)
+
+        boots, deletes = [], []
+        for i in range(latency_n):
+            t = time.perf_counter()
+            sid = await api.boot(f"lat-{i}", image)
+            await api.wait_active(sid)
+            boots.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await api.delete(sid)
+            deletes.append(time.perf_counter() - t)
+
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(burst_n):
+            queue.put_nowait(i)
+        ids: list[str] = []
+
+        async def worker() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                sid = await api.boot(f"burst-{i}", image)
+                ids.append(sid)
+                await api.wait_active(sid)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        rate = burst_n / (time.perf_counter() - t)
+        for chunk in range(0, len(ids), concurrency):
+            await asyncio.gather(*(api.delete(sid) for sid in ids[chunk:chunk + concurrency]))
+        return {"floor": floor, "boots": boots, "deletes": deletes, "rate": rate}
+
+
+def raw_libvirt(uri: str, n: int) -> list[float]:
+    import libvirt
+    conn = libvirt.open(uri)
+    xml = ("<domain type='test'><name>raw-{i}</name><memory unit='MiB'>512</memory><vcpu>1</vcpu>"
+           "<os><type>hvm</type></os></domain>")
+    samples = []
+    for i in range(n):
+        t = time.perf_counter()
+        dom = conn.defineXML(xml.format(i=i))
+        dom.create()
+        dom.destroy()
+        dom.undefine()
+        samples.append(time.perf_counter() - t)
+    conn.close()
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency", type=int, default=50, help="sequential boots for latency")
+    parser.add_argument("--burst", type=int, default=300, help="boots for the throughput run")
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cellcloud-bench-") as tmp:
+        node = Path(tmp) / "testnode.xml"
+        node.write_text(TEST_NODE)
+        uri = f"test://{node}"
+        raw = raw_libvirt(uri, args.latency)
+        with running_cluster(Path(tmp) / "cluster", virt_uri=uri) as cluster:
+            r = asyncio.run(measure(cluster, args.latency, args.burst, args.concurrency))
+    ms = 1000.0
+    print(f"boot through the REST API, libvirt test hypervisor, one cell, {args.latency} sequential boots")
+    print(f"  API GET floor            p50 {pct(r['floor'], .5) * ms:7.2f} ms  p99 {pct(r['floor'], .99) * ms:7.2f} ms")
+    print(f"  raw libvirt start+stop   p50 {pct(raw, .5) * ms:7.2f} ms  p99 {pct(raw, .99) * ms:7.2f} ms")
+    print(f"  boot -> ACTIVE           p50 {pct(r['boots'], .5) * ms:7.2f} ms  p99 {pct(r['boots'], .99) * ms:7.2f} ms"
+          f"  (goal p50 < 50 ms)")
+    print(f"  delete -> gone           p50 {pct(r['deletes'], .5) * ms:7.2f} ms  p99 {pct(r['deletes'], .99) * ms:7.2f} ms")
+    print(f"  sustained: {r['rate']:.0f} boots/s ({args.burst} boots, {args.concurrency} in flight; goal >= 100)")
+    print(f"  ratios: boot p50 / API GET p50 {pct(r['boots'], .5) / pct(r['floor'], .5):.1f}x,"
+          f" boot p50 / raw libvirt p50 {pct(r['boots'], .5) / pct(raw, .5):.0f}x")
+
+
+if __name__ == "__main__":
+    main()
