@@ -20,6 +20,7 @@ class ServiceSpec:
     bind: str  # tcp://ADDR:PORT for RPC services, ADDR:PORT for the API
     cell: str | None = None  # cell path ("cell1", later "site1!cell-a"); None for the API
     options: dict[str, Any] = field(default_factory=dict)  # e.g. {"virt_uri": "test:///default"}
+    public_key: str = ""  # CURVE public key (z85); the secret half is in <state>/keys/
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,16 @@ class ClusterConfig:
     heartbeat_interval: float = 1.0
     curve: bool = False
     version: str = "1"
+    operator_key: str = ""  # CURVE public key of cellctl and other tools
+
+    def allowed_keys(self) -> set[str]:
+        """Every public key of this cluster: the ZAP allowlist of each ROUTER."""
+        return {s.public_key for s in self.services if s.public_key} | ({self.operator_key} - {""})
+
+    def router_key(self, cell_path: str) -> bytes | None:
+        if not self.curve:
+            return None
+        return self.service(f"{cell_path}/router").public_key.encode()
 
     def service(self, service_id: str) -> ServiceSpec:
         for s in self.services:
@@ -84,6 +95,7 @@ class ClusterConfig:
             hosts=tuple(HostSpec(**h) for h in d["hosts"]),
             secrets=dict(d.get("secrets") or {}), heartbeat_interval=float(d.get("heartbeat_interval", 1.0)),
             curve=bool(d.get("curve", False)), version=str(d.get("version", "1")),
+            operator_key=str(d.get("operator_key", "")),
         )
 
     @classmethod

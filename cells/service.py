@@ -21,7 +21,9 @@ from cells.context import RequestContext
 from cells.rpc import wire
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import DirectoryView, Member
+from cells.rpc import security
 from cells.rpc.server import RpcServer
+from cells.rpc.transport import CurveKeys
 
 LOG = logging.getLogger(__name__)
 CODE_VERSION = "1"
@@ -34,12 +36,14 @@ class Service:
         self.spec = spec
         self.handler = handler
         self.cell = cluster.cell(spec.cell) if spec.cell else None
-        self.client = RpcClient()
-        self.server = RpcServer(spec.bind, handler, surface)
+        keys = process_keys(cluster, spec.id)
+        self.client = RpcClient(keys)
+        self.server = RpcServer(spec.bind, handler, surface, keys)
         me = Member(id=spec.id, address=spec.bind, topics=topics, host=spec.host, service=spec.kind,
-                    version=CODE_VERSION)
+                    version=CODE_VERSION, public_key=keys.public if keys else None)
         router = self.cell.router if self.cell else spec.bind
-        self.view = DirectoryView(self.client, router, me, cluster.heartbeat_interval)
+        self.view = DirectoryView(self.client, router, me, cluster.heartbeat_interval,
+                                  cluster.router_key(self.cell.path) if self.cell else None)
 
     async def call(self, topic: str, method: wire.Method, args: dict[str, Any], ctx: RequestContext,
                    timeout: float | None = None) -> Any:
@@ -70,6 +74,15 @@ class Service:
             if hasattr(self.handler, "stop"):
                 await self.handler.stop()
             self.client.close()
+
+
+def process_keys(cluster: ClusterConfig, owner: str) -> CurveKeys | None:
+    """This process's CURVE keys, with its ZAP allowlist running; None in plaintext dev mode."""
+    if not cluster.curve:
+        return None
+    keys = security.load_keys(cluster.state_dir, owner)
+    security.start_allowlist(cluster.allowed_keys())
+    return keys
 
 
 def _stop_on_signals() -> asyncio.Event:
