@@ -1,0 +1,1 @@
+"""Operator tools: cluster.yaml resolution, the service supervisor, cellctl."""

@@ -1,0 +1,446 @@
+"""cluster.yaml -> cells.config.ClusterConfig: validate, resolve, write <state>/cluster.json.
+
+The schema (every key not listed here is an error; paths are relative to the
+directory that holds the file):
+
+    cluster: demo                    # required; name [A-Za-z0-9][A-Za-z0-9_-]*
+    state_dir: var                   # default "var"; `cellctl --state DIR` overrides it
+    heartbeat_interval: 1.0          # seconds, default 1.0; a member missing 3 beats is down
+    api:                             # required: the API cell's HTTP endpoint
+      host: ctl                      # required; a name from `hosts`
+      listen: 127.0.0.1:8774         # default <address of host>:8774
+      public_url: http://...:8774    # default http://<listen> (the host's address if listen is 0.0.0.0)
+      region: RegionOne              # default RegionOne
+    sites:                           # required, non-empty; a site groups cells
+      - name: site1
+        cells:                       # required, non-empty
+          - name: cell1              # unique in the whole file
+            db: sqlite:///var/cells/cell1.db    # default <state>/cells/<path>.db;
+                                     # sqlite:///REL (relative to the file), sqlite:////ABS,
+                                     # postgresql+asyncpg://... (postgresql:// gets +asyncpg)
+            services:                # where the cell's own services run
+              router: ctl:5601       # required HOST:PORT (HOST = a name from `hosts`)
+              conductor: ctl         # HOST or HOST:PORT; default <router host>:<router port + 1>
+              scheduler: ctl         # HOST or HOST:PORT; default <router host>:<router port + 2>
+            hosts: [node1]           # compute hosts of this cell (each host in at most one cell)
+            cells: [...]             # nested child cells, same schema; path "cell1!child"
+    hosts:                           # required: name -> host
+      ctl:   {address: 127.0.0.1, via: local}
+      node1:
+        address: 127.0.0.1           # required; IP address or DNS name peers connect to
+        via: local                   # local (netns and ssh are refused: not supported yet)
+        roles: [compute]             # default [compute]; volume/network: not supported yet
+        virt: {uri: "test:///default", type: auto}   # type: auto | kvm | qemu
+        rpc_port: 5610               # compute RPC port; default 5700 + index of the host in `hosts`
+    security: {curve: false}         # CURVE (true) is refused until it is implemented
+
+Resolution: every port is fixed and explicit; two services on the same address
+and port are an error. Cell path = cell name, or "<parent path>!<name>" for a
+nested cell. Service ids: "api", "<cell>/router", "<cell>/conductor",
+"<cell>/scheduler", "<cell>/compute/<host>". sqlite URLs become
+sqlite+aiosqlite:///ABSPATH. Secrets (admin/demo/service passwords) are made
+once and kept in <state>/secrets.json (0600); the resolved cluster, secrets
+included, is written to <state>/cluster.json (0600).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import secrets
+from collections.abc import Hashable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from cells.config import ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+VIA = ("local", "netns", "ssh")
+VIA_SUPPORTED = ("local",)
+ROLES = ("compute", "volume", "network")
+ROLES_SUPPORTED = ("compute",)
+VIRT_TYPES = ("auto", "kvm", "qemu")
+DEFAULT_API_PORT = 8774
+DEFAULT_COMPUTE_PORT_BASE = 5700
+SECRET_NAMES = ("admin_password", "demo_password", "service_password")
+
+
+class ClusterFileError(Exception):
+    """A mistake in cluster.yaml: names the file, the field path and what was expected."""
+
+    def __init__(self, file: str, path: str, message: str) -> None:
+        self.file, self.path, self.message = file, path, message
+        super().__init__(f"{file}: {path}: {message}" if path else f"{file}: {message}")
+
+
+# --- YAML loading ---------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (plain safe_load silently keeps the last)."""
+
+
+def _mapping_no_duplicates(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        if isinstance(key, Hashable):
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates)
+
+
+def read_yaml(path: Path, label: str) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ClusterFileError(label, "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ClusterFileError(label, where, f"invalid YAML: {problem}") from None
+
+
+# --- small typed validators -------------------------------------------------------
+
+def _got(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+@dataclass
+class _Host:
+    spec: HostSpec
+    roles: tuple[str, ...]
+    virt_uri: str
+    virt_type: str
+    rpc_port: int
+    rpc_port_given: bool
+    cell_field: str | None = None  # where the host was placed in a cell
+
+
+class _Parser:
+    def __init__(self, label: str, base_dir: Path) -> None:
+        self.label = label
+        self.base_dir = base_dir
+        self.hosts: dict[str, _Host] = {}
+        self.ports: dict[tuple[str, int], str] = {}  # (address, port) -> who uses it
+        self.cell_names: dict[str, str] = {}  # name -> field path of its first use
+        self.dbs: dict[str, str] = {}
+        self.cells: list[CellSpec] = []
+        self.services: list[ServiceSpec] = []
+
+    def fail(self, path: str, message: str) -> NoReturn:
+        raise ClusterFileError(self.label, path, message)
+
+    def mapping(self, value: Any, path: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(path, f"expected a mapping with keys {', '.join(required + optional)}, got {_got(value)}")
+        for key in value:
+            if key not in required and key not in optional:
+                self.fail(f"{path}.{key}" if path else str(key),
+                          f"unknown key (expected one of: {', '.join(required + optional)})")
+        for key in required:
+            if key not in value:
+                self.fail(f"{path}.{key}" if path else key, "required key is missing")
+        return value
+
+    def string(self, value: Any, path: str, expected: str = "a string") -> str:
+        if not isinstance(value, str) or not value:
+            self.fail(path, f"expected {expected}, got {_got(value)}")
+        return value
+
+    def name(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or not NAME_RE.match(value):
+            self.fail(path, f"expected a name of letters, digits, '-' and '_' (at most 63), got {_got(value)}")
+        return value
+
+    def port(self, value: Any, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            self.fail(path, f"expected a port number 1-65535, got {_got(value)}")
+        return value
+
+    def address(self, value: Any, path: str) -> str:
+        text = self.string(value, path, "an IP address or DNS name")
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            if not HOSTNAME_RE.match(text):
+                self.fail(path, f"expected an IP address or DNS name, got {text!r}")
+            return text
+
+    def host_ref(self, value: Any, path: str) -> _Host:
+        if not isinstance(value, str) or value not in self.hosts:
+            known = ", ".join(self.hosts) or "none"
+            self.fail(path, f"unknown host {_got(value)} (hosts defined: {known})")
+        return self.hosts[value]
+
+    def claim_port(self, address: str, port: int, owner: str, path: str) -> None:
+        """Fixed ports must not collide: same address (or a wildcard) and same port."""
+        for (addr, p), other in self.ports.items():
+            if p == port and (addr == address or addr in ("0.0.0.0", "::") or address in ("0.0.0.0", "::")):
+                self.fail(path, f"port {_join(address, port)} of {owner} is already used by {other}")
+        self.ports[(address, port)] = owner
+
+    # --- sections --------------------------------------------------------------
+
+    def parse_hosts(self, raw: Any) -> None:
+        if not isinstance(raw, dict) or not raw:
+            self.fail("hosts", f"expected a non-empty mapping of host name -> host, got {_got(raw)}")
+        for index, (name, value) in enumerate(raw.items()):
+            path = f"hosts.{name}"
+            self.name(name, path)
+            if isinstance(value, dict) and "via" in value:
+                via = value["via"]
+                if via not in VIA:
+                    self.fail(f"{path}.via", f"expected one of {', '.join(VIA)}, got {_got(via)}")
+                if via not in VIA_SUPPORTED:
+                    self.fail(f"{path}.via", f"{via!r} is not supported yet (supported: {', '.join(VIA_SUPPORTED)})")
+            m = self.mapping(value, path, ("address",), ("via", "roles", "virt", "rpc_port"))
+            address = self.address(m["address"], f"{path}.address")
+            roles = self.roles(m.get("roles", ["compute"]), f"{path}.roles")
+            virt = self.mapping(m.get("virt", {}), f"{path}.virt", (), ("uri", "type"))
+            uri = self.string(virt.get("uri", "test:///default"), f"{path}.virt.uri", "a libvirt URI like test:///default")
+            if "://" not in uri:
+                self.fail(f"{path}.virt.uri", f"expected a libvirt URI like test:///default, got {uri!r}")
+            vtype = virt.get("type", "auto")
+            if vtype not in VIRT_TYPES:
+                self.fail(f"{path}.virt.type", f"expected one of {', '.join(VIRT_TYPES)}, got {_got(vtype)}")
+            given = "rpc_port" in m
+            port = self.port(m["rpc_port"], f"{path}.rpc_port") if given else DEFAULT_COMPUTE_PORT_BASE + index
+            self.hosts[name] = _Host(HostSpec(name=name, address=address, via=m.get("via", "local")),
+                                     roles, uri, vtype, port, given)
+
+    def roles(self, raw: Any, path: str) -> tuple[str, ...]:
+        if not isinstance(raw, list):
+            self.fail(path, f"expected a list of roles ({', '.join(ROLES)}), got {_got(raw)}")
+        out: list[str] = []
+        for i, role in enumerate(raw):
+            if role not in ROLES:
+                self.fail(f"{path}[{i}]", f"expected one of {', '.join(ROLES)}, got {_got(role)}")
+            if role not in ROLES_SUPPORTED:
+                self.fail(f"{path}[{i}]", f"role {role!r} is not supported yet (supported: {', '.join(ROLES_SUPPORTED)})")
+            if role in out:
+                self.fail(f"{path}[{i}]", f"role {role!r} is listed twice")
+            out.append(role)
+        return tuple(out)
+
+    def parse_api(self, raw: Any) -> tuple[ApiSpec, ServiceSpec]:
+        m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region"))
+        host = self.host_ref(m["host"], "api.host")
+        listen_raw = m.get("listen", _join(host.spec.address, DEFAULT_API_PORT))
+        addr, port = self.host_port(listen_raw, "api.listen", "ADDRESS:PORT (e.g. 127.0.0.1:8774)")
+        addr = self.address(addr, "api.listen")
+        listen = _join(addr, port)
+        self.claim_port(addr, port, "api (api.listen)", "api.listen")
+        public = _join(host.spec.address if addr in ("0.0.0.0", "::") else addr, port)
+        url = self.string(m.get("public_url", f"http://{public}"), "api.public_url", "an http(s):// URL")
+        if not url.startswith(("http://", "https://")):
+            self.fail("api.public_url", f"expected an http(s):// URL, got {url!r}")
+        region = self.name(m.get("region", "RegionOne"), "api.region")
+        # The API DB and image store always live in the state dir: filled in by resolve().
+        spec = ApiSpec(listen=listen, public_url=url.rstrip("/"), db="", image_dir="", region=region)
+        svc = ServiceSpec(id="api", kind="api", host=host.spec.name, bind=listen)
+        return spec, svc
+
+    def host_port(self, raw: Any, path: str, expected: str) -> tuple[str, int]:
+        """Split "HOST:PORT" ("[v6]:PORT" too)."""
+        if not isinstance(raw, str) or ":" not in raw:
+            self.fail(path, f"expected {expected}, got {_got(raw)}")
+        host, _, port_text = raw.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            self.fail(path, f"expected {expected}, got {raw!r}")
+        return host, int(port_text)
+
+    def parse_sites(self, raw: Any, state: Path) -> None:
+        if not isinstance(raw, list) or not raw:
+            self.fail("sites", f"expected a non-empty list of sites, got {_got(raw)}")
+        site_names: set[str] = set()
+        for i, value in enumerate(raw):
+            path = f"sites[{i}]"
+            m = self.mapping(value, path, ("name", "cells"), ())
+            name = self.name(m["name"], f"{path}.name")
+            if name in site_names:
+                self.fail(f"{path}.name", f"site {name!r} is defined twice")
+            site_names.add(name)
+            self.parse_cells(m["cells"], f"{path}.cells", None, state)
+
+    def parse_cells(self, raw: Any, path: str, parent: CellSpec | None, state: Path) -> None:
+        if not isinstance(raw, list) or (not raw and parent is None):
+            self.fail(path, f"expected a non-empty list of cells, got {_got(raw)}")
+        for i, value in enumerate(raw):
+            self.parse_cell(value, f"{path}[{i}]", parent, state)
+
+    def parse_cell(self, value: Any, path: str, parent: CellSpec | None, state: Path) -> None:
+        m = self.mapping(value, path, ("name", "services"), ("db", "hosts", "cells"))
+        name = self.name(m["name"], f"{path}.name")
+        if name in self.cell_names:
+            self.fail(f"{path}.name", f"cell {name!r} is already defined at {self.cell_names[name]}")
+        self.cell_names[name] = path
+        cell_path = f"{parent.path}!{name}" if parent else name
+        db = self.db_url(m.get("db"), f"{path}.db", cell_path, state)
+
+        svc = self.mapping(m["services"], f"{path}.services", ("router",), ("conductor", "scheduler"))
+        rhost_name, rport = self.host_port(svc["router"], f"{path}.services.router", "HOST:PORT")
+        rhost = self.host_ref(rhost_name, f"{path}.services.router")
+        router = self.place(cell_path, "router", rhost, rport, f"{path}.services.router", "")
+        cell = CellSpec(name=name, path=cell_path, db=db, router=router.bind, parent=parent.path if parent else None)
+        self.cells.append(cell)
+        self.services.append(router)
+        for offset, kind in ((1, "conductor"), (2, "scheduler")):
+            field = f"{path}.services.{kind}"
+            raw = svc.get(kind, rhost.spec.name)
+            if not isinstance(raw, str):
+                self.fail(field, f"expected HOST or HOST:PORT, got {_got(raw)}")
+            if ":" in raw:
+                hname, port = self.host_port(raw, field, "HOST or HOST:PORT")
+                note = ""
+            else:
+                hname, port = raw, rport + offset
+                note = f" (default port: router + {offset})"
+                if port > 65535:
+                    self.fail(field, f"default port router + {offset} = {port} is past 65535; give HOST:PORT")
+            self.services.append(self.place(cell_path, kind, self.host_ref(hname, field), port, field, note))
+
+        hosts = m.get("hosts", [])
+        if not isinstance(hosts, list):
+            self.fail(f"{path}.hosts", f"expected a list of host names, got {_got(hosts)}")
+        for j, hname in enumerate(hosts):
+            field = f"{path}.hosts[{j}]"
+            host = self.host_ref(hname, field)
+            if host.cell_field is not None:
+                self.fail(field, f"host {hname!r} is already in a cell at {host.cell_field}")
+            if "compute" not in host.roles:
+                self.fail(field, f"host {hname!r} has no role to run in a cell (set roles: [compute])")
+            host.cell_field = field
+            note = "" if host.rpc_port_given else f" (default rpc_port {DEFAULT_COMPUTE_PORT_BASE} + host index)"
+            compute = self.place(cell_path, f"compute/{hname}", host, host.rpc_port, field, note)
+            self.services.append(replace(compute, options={"virt_uri": host.virt_uri, "virt_type": host.virt_type}))
+        if "cells" in m:
+            self.parse_cells(m["cells"], f"{path}.cells", cell, state)
+
+    def place(self, cell_path: str, suffix: str, host: _Host, port: int, field: str, note: str) -> ServiceSpec:
+        sid = f"{cell_path}/{suffix}"
+        self.claim_port(host.spec.address, port, f"{sid} ({field}{note})", field)
+        return ServiceSpec(id=sid, kind=suffix.split("/")[0], host=host.spec.name,
+                           bind=f"tcp://{_join(host.spec.address, port)}", cell=cell_path)
+
+    def db_url(self, raw: Any, path: str, cell_path: str, state: Path) -> str:
+        expected = "sqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
+        if raw is None:
+            url = f"sqlite+aiosqlite:///{state / 'cells' / (cell_path.replace('!', '/') + '.db')}"
+        else:
+            text = self.string(raw, path, expected)
+            scheme, sep, rest = text.partition("://")
+            if not sep:
+                self.fail(path, f"expected {expected}, got {text!r}")
+            if scheme in ("sqlite", "sqlite+aiosqlite"):
+                file = rest[1:] if rest.startswith("/") else ""
+                if not file or file == ":memory:":
+                    self.fail(path, f"expected sqlite:///PATH with a file path (each service is its own process), "
+                                    f"got {text!r}")
+                url = f"sqlite+aiosqlite:///{(self.base_dir / file).resolve()}"
+            elif scheme in ("postgresql", "postgresql+asyncpg"):
+                url = f"postgresql+asyncpg://{rest}"
+            else:
+                self.fail(path, f"expected {expected}, got {text!r}")
+        if url in self.dbs:
+            self.fail(path, f"database {url} is already used by {self.dbs[url]}")
+        self.dbs[url] = path
+        return url
+
+
+def _join(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+# --- public API -------------------------------------------------------------------
+
+def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig:
+    """Validate and resolve cluster.yaml. No side effects; the result has no secrets yet."""
+    file = Path(path)
+    label = str(path)
+    p = _Parser(label, file.resolve().parent)
+    raw = read_yaml(file, label)
+    top = p.mapping(raw, "", ("cluster", "api", "sites", "hosts"),
+                    ("state_dir", "heartbeat_interval", "security"))
+    name = p.name(top["cluster"], "cluster")
+    if state_dir is not None:
+        state = Path(state_dir).resolve()
+    else:
+        state = (p.base_dir / p.string(top.get("state_dir", "var"), "state_dir", "a directory path")).resolve()
+    interval = top.get("heartbeat_interval", 1.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 60:
+        p.fail("heartbeat_interval", f"expected seconds between 0 and 60, got {_got(interval)}")
+    security = p.mapping(top.get("security", {}), "security", (), ("curve",))
+    curve = security.get("curve", False)
+    if not isinstance(curve, bool):
+        p.fail("security.curve", f"expected true or false, got {_got(curve)}")
+    if curve:
+        p.fail("security.curve", "CURVE is not supported yet; set curve: false (plaintext, development only)")
+
+    p.parse_hosts(top["hosts"])
+    api, api_service = p.parse_api(top["api"])
+    api = replace(api, db=f"sqlite+aiosqlite:///{state / 'api.db'}", image_dir=str(state / "images"))
+    p.parse_sites(top["sites"], state)
+    return ClusterConfig(
+        name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
+        services=tuple(p.services) + (api_service,), hosts=tuple(h.spec for h in p.hosts.values()),
+        heartbeat_interval=float(interval), curve=False,
+    )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only, atomically (it may hold passwords)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_secrets(state: Path) -> dict[str, str]:
+    """The cluster's passwords: made once, then read back from <state>/secrets.json."""
+    path = state / "secrets.json"
+    stored: dict[str, str] = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ClusterFileError(str(path), "", f"cannot read secrets: {exc}") from None
+        if not isinstance(data, dict):
+            raise ClusterFileError(str(path), "", "expected a JSON object of name -> secret")
+        stored = {str(k): str(v) for k, v in data.items()}
+    missing = [n for n in SECRET_NAMES if not stored.get(n)]
+    if missing:
+        stored.update({n: secrets.token_urlsafe(18) for n in missing})
+        write_private(path, json.dumps(stored, indent=2, sort_keys=True) + "\n")
+    return stored
+
+
+def prepare(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig:
+    """load(), then create the state dir, add the secrets and write <state>/cluster.json."""
+    cluster = load(path, state_dir)
+    state = Path(cluster.state_dir)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cluster = replace(cluster, secrets=load_secrets(state))
+    write_private(state / "cluster.json", cluster.to_json() + "\n")
+    return cluster

@@ -1,0 +1,85 @@
+"""Run one service of a resolved cluster in this process.
+
+    python -m tools.serve --cluster <state>/cluster.json SERVICE_ID
+
+The supervisor starts one of these per service; stderr (the log) goes to
+<state>/log/<service>.log. Each kind's handler is imported only when needed,
+so a service pays for its own imports only.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+from cells.config import ClusterConfig, ServiceSpec
+
+
+def _cell_service(cluster: ClusterConfig, spec: ServiceSpec) -> tuple[Any, dict[str, Any], tuple[str, ...]]:
+    """(handler, surface, topics) for a cell-side service kind."""
+    if spec.kind == "router":
+        from cells.rpc.directory import SURFACE, Directory
+        return Directory(cluster.heartbeat_interval), SURFACE, ("router",)
+    if spec.kind == "conductor":
+        from cells.conductor.manager import ConductorManager
+        from cells.rpcapi.conductor import SURFACE as CONDUCTOR
+        return ConductorManager(cluster, spec), CONDUCTOR, ("conductor",)
+    if spec.kind == "scheduler":
+        from cells.rpcapi.scheduler import SURFACE as SCHEDULER
+        from cells.scheduler.manager import SchedulerManager
+        return SchedulerManager(cluster, spec), SCHEDULER, ("scheduler",)
+    if spec.kind == "compute":
+        from cells.rpcapi.compute import SURFACE as COMPUTE
+        from node.compute.manager import ComputeManager
+        return ComputeManager(cluster, spec), COMPUTE, (f"compute.{spec.host}",)
+    raise SystemExit(f"service {spec.id}: unknown kind {spec.kind!r}")
+
+
+async def run(cluster: ClusterConfig, spec: ServiceSpec) -> None:
+    if spec.kind == "api":
+        from api.app import serve
+        await serve(cluster, spec)
+        return
+    from cells.service import Service
+    handler, surface, topics = _cell_service(cluster, spec)
+    await Service(cluster, spec, handler, surface, topics).run()
+
+
+def setup_logging(service_id: str, level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr, level=level.upper(),
+        format=f"%(asctime)s %(levelname)s [{service_id}] %(name)s: %(message)s",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--cluster", required=True, help="resolved cluster: <state>/cluster.json")
+    parser.add_argument("--log-level", default=os.environ.get("CELLCLOUD_LOG_LEVEL", "INFO"))
+    parser.add_argument("service_id", help='e.g. "api", "cell1/conductor", "cell1/compute/node1"')
+    args = parser.parse_args(argv)
+    setup_logging(args.service_id, args.log_level)
+    log = logging.getLogger("tools.serve")
+    cluster = ClusterConfig.load(args.cluster)
+    try:
+        spec = cluster.service(args.service_id)
+    except KeyError as exc:
+        log.error("%s", exc.args[0])
+        return 2
+    log.info("starting %s (%s on %s, pid %d)", spec.id, spec.kind, spec.bind, os.getpid())
+    try:
+        asyncio.run(run(cluster, spec))
+    except KeyboardInterrupt:
+        pass
+    except Exception:
+        log.exception("%s crashed", spec.id)
+        return 1
+    log.info("%s stopped", spec.id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
