@@ -134,3 +134,44 @@ class DeadlineExpired(RpcError):
 @_register
 class UnknownMethod(RpcError):
     code, http_status, msg = "unknown_method", 500, "Method {method} is not part of this service's RPC surface"
+
+
+# --- compute node ---------------------------------------------------------
+
+@_register
+class HypervisorUnavailable(CellcloudError):
+    code, http_status, msg = "hypervisor_unavailable", 503, "Hypervisor {uri} cannot be used on this host: {reason}"
+
+
+@_register
+class ImageDownloadFailed(CellcloudError):
+    code, http_status, msg = "image_download_failed", 502, "Could not download image {image_id}: {reason}"
+
+
+
+# --- cell services (conductor, scheduler, cell DB) -------------------------
+
+@_register
+class MarkerNotFound(Invalid):
+    code, msg = "marker_not_found", "Marker {marker} could not be found."
+
+
+@_register
+class UnexpectedTaskState(Conflict):
+    code = "unexpected_task_state"
+    msg = "Unexpected task state for instance {instance_id}: expecting {expected} but the actual state is {actual}"
+
+
+@_register
+class UnexpectedDeletingTaskState(UnexpectedTaskState):
+    code = "unexpected_deleting_task_state"
+
+
+@_register
+class MaxRetriesExceeded(NoValidHost):
+    code, msg = "max_retries_exceeded", "Exceeded maximum number of retries. {reason}"
+
+
+@_register
+class DBSchemaTooNew(CellcloudError):
+    code, msg = "db_schema_too_new", "Cell DB schema version {found} is newer than this code supports ({supported})"

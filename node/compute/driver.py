@@ -1,0 +1,342 @@
+"""The libvirt driver: the only virt driver. The URI picks the backend.
+
+  test:///default           libvirt's in-process test hypervisor (the default, no QEMU)
+  qemu:///embed?root=DIR    real QEMU guests, in-process driver, no daemon
+  qemu:///system            libvirtd
+
+Every blocking libvirt call runs in a small bounded thread pool with a
+timeout, so the event loop never waits on the hypervisor. Mechanism only:
+what to do when something fails is the manager's business.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import grp
+import logging
+import os
+import pwd
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import libvirt
+
+from cells import errors
+from cells.objects.instance import PowerState
+from node.compute import domain_xml
+from node.compute.domain_xml import DomainPaths
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CALL_TIMEOUT = 30.0  # seconds for one libvirt call (QEMU's first capabilities probe takes ~4 s)
+QEMU_IMG_TIMEOUT = 60.0
+POOL_SIZE = 4
+EMBED_USER = "libvirt-qemu"
+# what qemu:///embed needs to run guests as root without a daemon (see HOST_NOTES)
+EMBED_QEMU_CONF = 'user = "root"\ngroup = "root"\nstdio_handler = "file"\nremember_owner = 0\n'
+
+# Nova's mapping of libvirt states to the power states users see
+POWER_STATES: dict[int, int] = {
+    libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUTDOWN,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
+}
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def start_libvirt_event_loop() -> None:
+    """Register libvirt's default event loop once per process and run it in a daemon
+    thread: domain events and the embed driver's monitor need it."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        # errors still raise libvirtError; this only stops libvirt printing them to stderr
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def hardware_virt_usable(dev_kvm: str = "/dev/kvm", cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """KVM only where the CPU shows vmx/svm: a /dev/kvm backed by a software nested
+    hypervisor (kvm_pvm) exists without them, and guests crash on it."""
+    if not os.path.exists(dev_kvm):
+        return False
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[-1].split())
+            if flags & {"vmx", "svm"}:
+                return True
+    return False
+
+
+def resolve_virt_type(uri: str, virt_type: str) -> str:
+    if virt_type != "auto":
+        if virt_type not in domain_xml.VIRT_TYPES:
+            raise errors.Invalid(reason=f"virt_type must be auto, kvm, qemu or test, not {virt_type!r}")
+        return virt_type
+    if uri.startswith("test:"):
+        return "test"
+    return "kvm" if hardware_virt_usable() else "qemu"
+
+
+def embed_root(uri: str) -> str | None:
+    """ROOT of a qemu:///embed?root=ROOT URI, None for any other URI."""
+    parts = urlsplit(uri)
+    if parts.scheme != "qemu" or parts.path != "/embed":
+        return None
+    roots = parse_qs(parts.query).get("root")
+    if not roots:
+        raise errors.HypervisorUnavailable(uri=uri, reason="qemu:///embed needs ?root=DIR")
+    return roots[0]
+
+
+def prepare_embed_root(uri: str, root: str) -> None:
+    """What the embedded QEMU driver needs before it can start guests."""
+    for name, lookup in (("user", pwd.getpwnam), ("group", grp.getgrnam)):
+        try:
+            lookup(EMBED_USER)
+        except KeyError:
+            raise errors.HypervisorUnavailable(
+                uri=uri, reason=f"the {name} {EMBED_USER!r} does not exist (libvirt's QEMU driver needs it); "
+                                f"create it with: groupadd --system {EMBED_USER}; useradd --system -g {EMBED_USER} "
+                                f"-M -s /usr/sbin/nologin {EMBED_USER}") from None
+    conf = Path(root) / "etc" / "qemu.conf"
+    if not conf.exists():
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(EMBED_QEMU_CONF)
+
+
+def _is_no_domain(exc: libvirt.libvirtError) -> bool:
+    return exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+
+
+class LibvirtDriver:
+    def __init__(self, uri: str = "test:///default", virt_type: str = "auto", *, instances_dir: str,
+                 pool_size: int = POOL_SIZE, call_timeout: float = CALL_TIMEOUT) -> None:
+        self.uri = uri
+        self.virt_type = resolve_virt_type(uri, virt_type)
+        self.instances_dir = instances_dir
+        self.call_timeout = call_timeout
+        self.is_test = uri.startswith("test:")
+        self._pool = concurrent.futures.ThreadPoolExecutor(pool_size, thread_name_prefix="libvirt")
+        self._conn: libvirt.virConnect | None = None
+        self._callback_id: int | None = None
+        # called on the event loop with the instance uuid when one of our domains changes state
+        self.on_lifecycle: Callable[[str], None] | None = None
+
+    # --- plumbing ----------------------------------------------------------
+
+    async def _run(self, func: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(loop.run_in_executor(self._pool, func, *args), timeout or self.call_timeout)
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        if self._conn is None:
+            raise errors.HypervisorUnavailable(uri=self.uri, reason="not connected")
+        return self._conn
+
+    def instance_dir(self, uuid: str) -> str:
+        return os.path.join(self.instances_dir, uuid)
+
+    # --- lifecycle of the driver -------------------------------------------
+
+    async def connect(self) -> None:
+        start_libvirt_event_loop()
+        root = embed_root(self.uri)
+        if root is not None:
+            await self._run(prepare_embed_root, self.uri, root)
+        await self._run(os.makedirs, self.instances_dir, 0o755, True)
+        try:
+            self._conn = await self._run(libvirt.open, self.uri)
+        except libvirt.libvirtError as exc:
+            raise errors.HypervisorUnavailable(uri=self.uri, reason=str(exc)) from exc
+        except asyncio.TimeoutError:
+            raise errors.HypervisorUnavailable(uri=self.uri, reason="connect timed out") from None
+        loop = asyncio.get_running_loop()
+        try:
+            self._callback_id = await self._run(self._register_events, loop)
+        except libvirt.libvirtError as exc:  # events are an optimisation: the periodic sync still runs
+            LOG.warning("no domain events from %s: %s", self.uri, exc)
+        LOG.info("connected to %s (virt_type %s)", self.uri, self.virt_type)
+
+    def _register_events(self, loop: asyncio.AbstractEventLoop) -> int:
+        def on_event(_conn: Any, dom: libvirt.virDomain, _event: int, _detail: int, _opaque: Any) -> None:
+            uuid = domain_xml.uuid_from_name(dom.name())  # runs in libvirt's event thread
+            if uuid is not None and self.on_lifecycle is not None:
+                try:
+                    loop.call_soon_threadsafe(self._emit, uuid)
+                except RuntimeError:  # the loop closed: nobody is listening any more
+                    pass
+
+        return int(self.conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None))
+
+    def _emit(self, uuid: str) -> None:
+        if self.on_lifecycle is not None:
+            self.on_lifecycle(uuid)
+
+    async def close(self) -> None:
+        """Drop the connection; guests keep running (they outlive the worker)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            def close() -> None:
+                if self._callback_id is not None:
+                    try:
+                        conn.domainEventDeregisterAny(self._callback_id)
+                    except libvirt.libvirtError:
+                        pass
+                conn.close()
+            try:
+                await self._run(close)
+            except (libvirt.libvirtError, asyncio.TimeoutError) as exc:
+                LOG.warning("closing %s: %s", self.uri, exc)
+        self._pool.shutdown(wait=False)
+
+    # --- queries -------------------------------------------------------------
+
+    async def host_resources(self) -> dict[str, int]:
+        info = await self._run(self.conn.getInfo)  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
+        usage = await self._run(shutil.disk_usage, self.instances_dir)
+        return {"vcpus": int(info[2]), "memory_mb": int(info[1]), "local_gb": int(usage.total // 1024 ** 3)}
+
+    async def power_state(self, uuid: str) -> int:
+        """Raises InstanceNotFound when there is no domain for `uuid`."""
+        def state() -> int:
+            try:
+                dom = self.conn.lookupByUUIDString(uuid)
+            except libvirt.libvirtError as exc:
+                if _is_no_domain(exc):
+                    raise errors.InstanceNotFound(instance_id=uuid) from None
+                raise
+            return POWER_STATES.get(dom.state()[0], PowerState.NOSTATE)
+        return await self._run(state)
+
+    async def power_states(self) -> dict[str, int]:
+        """uuid -> power state of every domain of ours, in one pass (for the periodic sync)."""
+        def states() -> dict[str, int]:
+            out: dict[str, int] = {}
+            for dom in self.conn.listAllDomains():
+                uuid = domain_xml.uuid_from_name(dom.name())
+                if uuid is None:
+                    continue
+                try:
+                    out[uuid] = POWER_STATES.get(dom.state()[0], PowerState.NOSTATE)
+                except libvirt.libvirtError as exc:
+                    if not _is_no_domain(exc):  # vanished between list and state: skip it
+                        raise
+            return out
+        return await self._run(states)
+
+    async def list_instance_uuids(self) -> list[str]:
+        """Instance uuids of our domains (running or not); foreign domains are ignored."""
+        return sorted(await self.power_states())
+
+    # --- actions -------------------------------------------------------------
+
+    async def spawn(self, instance: dict[str, Any], image_path: str | None) -> None:
+        """Define and start the domain. On any failure whatever was made is removed
+        and SpawnFailed raised."""
+        uuid = str(instance["uuid"])
+        inst_dir = self.instance_dir(uuid)
+        try:
+            await self._run(os.makedirs, inst_dir, 0o755, True)
+            paths = await self._disk_paths(instance, inst_dir, image_path)
+            xml = domain_xml.build_domain_xml(instance, self.virt_type, paths)
+            await self._run(self._define_and_start, xml)
+        except asyncio.CancelledError:
+            raise  # the manager's restart reconciliation removes half-built guests
+        except Exception as exc:
+            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+            LOG.warning("spawn of %s failed: %s", uuid, reason)
+            await self._cleanup_quietly(uuid)
+            raise errors.SpawnFailed(instance_id=uuid, reason=reason) from exc
+
+    def _define_and_start(self, xml: str) -> None:
+        dom = self.conn.defineXML(xml)
+        dom.create()
+
+    async def _disk_paths(self, instance: dict[str, Any], inst_dir: str, image_path: str | None) -> DomainPaths:
+        console = os.path.join(inst_dir, "console.log")
+        if image_path is None:
+            return DomainPaths(console_log=console)
+        if not await self._run(os.path.isfile, image_path):
+            raise FileNotFoundError(f"image file {image_path} is missing")
+        fmt = str((instance.get("image") or {}).get("disk_format") or "raw")
+        if fmt not in domain_xml.DISK_FORMATS:
+            fmt = "raw"
+        if self.is_test:  # the test hypervisor never reads disks: point at the cached base
+            return DomainPaths(console_log=console, disk=image_path, disk_format=fmt)
+        overlay = os.path.join(inst_dir, "disk")
+        await create_overlay(image_path, fmt, overlay)
+        return DomainPaths(console_log=console, disk=overlay, disk_format="qcow2")
+
+    async def destroy(self, uuid: str) -> None:
+        """Stop and undefine the domain; a missing domain is fine (idempotent)."""
+        await self._run(self._destroy_sync, uuid)
+
+    def _destroy_sync(self, uuid: str) -> None:
+        try:
+            dom = self.conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if _is_no_domain(exc):
+                return
+            raise
+        try:
+            if dom.isActive():
+                dom.destroy()
+            if dom.isPersistent():
+                dom.undefine()
+        except libvirt.libvirtError as exc:
+            if not _is_no_domain(exc):  # gone meanwhile: that is what we wanted
+                raise
+
+    async def remove_files(self, uuid: str) -> None:
+        """Remove the instance directory (overlay disk, console log)."""
+        await self._run(shutil.rmtree, self.instance_dir(uuid), True)
+
+    async def _cleanup_quietly(self, uuid: str) -> None:
+        try:
+            await self.destroy(uuid)
+        except Exception as exc:  # keep the original failure: it is the one worth reporting
+            LOG.warning("cleanup of domain %s failed: %s", uuid, exc)
+        try:
+            await self.remove_files(uuid)
+        except Exception as exc:
+            LOG.warning("cleanup of files of %s failed: %s", uuid, exc)
+
+
+async def create_overlay(base: str, base_format: str, overlay: str, timeout: float = QEMU_IMG_TIMEOUT) -> None:
+    """A qcow2 overlay backed by the cached base image: the base stays shared and untouched."""
+    proc = await asyncio.create_subprocess_exec(
+        "qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b", base, overlay,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"qemu-img create timed out after {timeout}s") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"qemu-img create failed: {err.decode(errors='replace').strip()}")

@@ -1,0 +1,223 @@
+"""The libvirt driver against real libvirt: the in-process test hypervisor by
+default, real QEMU (qemu:///embed) in the slow variant where the host can."""
+from __future__ import annotations
+
+import asyncio
+import grp
+import os
+import pwd
+import shutil
+import uuid as uuidlib
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from cells import errors
+from cells.objects.instance import PowerState
+from node.compute import driver as driver_mod
+from node.compute.driver import LibvirtDriver, create_overlay, hardware_virt_usable, resolve_virt_type
+
+
+def instance(**over: Any) -> dict[str, Any]:
+    inst: dict[str, Any] = {"uuid": str(uuidlib.uuid4()), "name": "vm", "project_id": "p", "user_id": "u",
+                            "flavor": {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 96, "disk": 1},
+                            "image": {"id": "img", "disk_format": "raw", "properties": {}}}
+    inst.update(over)
+    return inst
+
+
+@pytest.fixture
+async def drv(tmp_path: Path) -> AsyncIterator[LibvirtDriver]:
+    d = LibvirtDriver("test:///default", instances_dir=str(tmp_path / "instances"))
+    await d.connect()
+    yield d
+    for uuid in await d.list_instance_uuids():  # test:///default is shared by the whole process
+        await d.destroy(uuid)
+    await d.close()
+
+
+def raw_domain_names() -> list[str]:
+    conn = libvirt.open("test:///default")
+    try:
+        return [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
+
+
+async def test_spawn_runs_and_lists_only_our_domains(drv: LibvirtDriver, tmp_path: Path) -> None:
+    inst = instance(image={})
+    await drv.spawn(inst, None)
+    assert await drv.power_state(inst["uuid"]) == PowerState.RUNNING
+    assert await drv.list_instance_uuids() == [inst["uuid"]]
+    assert "test" in raw_domain_names()  # the foreign domain is there, and ignored
+    assert (tmp_path / "instances" / inst["uuid"]).is_dir()
+
+
+async def test_spawn_with_image_points_disk_at_cached_base(drv: LibvirtDriver, tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    base.write_bytes(b"\0" * 512)
+    inst = instance()
+    await drv.spawn(inst, str(base))
+    xml = await asyncio.to_thread(lambda: drv.conn.lookupByUUIDString(inst["uuid"]).XMLDesc())
+    source = ET.fromstring(xml).find("devices/disk/source")
+    assert source is not None and source.get("file") == str(base)
+
+
+async def test_destroy_is_idempotent(drv: LibvirtDriver) -> None:
+    inst = instance(image={})
+    await drv.spawn(inst, None)
+    await drv.destroy(inst["uuid"])
+    await drv.destroy(inst["uuid"])
+    await drv.destroy(str(uuidlib.uuid4()))
+    assert await drv.list_instance_uuids() == []
+    with pytest.raises(errors.InstanceNotFound):
+        await drv.power_state(inst["uuid"])
+
+
+async def test_rejected_xml_leaves_nothing_behind(drv: LibvirtDriver, tmp_path: Path) -> None:
+    inst = instance(image={}, flavor={"vcpus": 1, "ram": 0})  # the hypervisor refuses 0 MiB
+    with pytest.raises(errors.SpawnFailed) as info:
+        await drv.spawn(inst, None)
+    assert inst["uuid"] in str(info.value)
+    assert await drv.list_instance_uuids() == []
+    assert not (tmp_path / "instances" / inst["uuid"]).exists()
+
+
+async def test_start_failure_after_define_undefines(drv: LibvirtDriver, tmp_path: Path) -> None:
+    inst = instance(image={})
+    # a stale running domain with the same uuid: define succeeds, start fails ("already running")
+    await drv.spawn(inst, None)
+    with pytest.raises(errors.SpawnFailed, match="already running"):
+        await drv.spawn(inst, None)
+    assert await drv.list_instance_uuids() == []
+    assert f"cc-{inst['uuid']}" not in raw_domain_names()
+    assert not (tmp_path / "instances" / inst["uuid"]).exists()
+
+
+async def test_missing_image_file_fails_cleanly(drv: LibvirtDriver, tmp_path: Path) -> None:
+    inst = instance()
+    with pytest.raises(errors.SpawnFailed, match="missing"):
+        await drv.spawn(inst, str(tmp_path / "nope"))
+    assert await drv.list_instance_uuids() == []
+    assert not (tmp_path / "instances" / inst["uuid"]).exists()
+
+
+async def test_power_states_follow_the_domain(drv: LibvirtDriver) -> None:
+    inst = instance(image={})
+    await drv.spawn(inst, None)
+    await asyncio.to_thread(lambda: drv.conn.lookupByUUIDString(inst["uuid"]).suspend())
+    assert await drv.power_states() == {inst["uuid"]: PowerState.PAUSED}
+    await asyncio.to_thread(lambda: drv.conn.lookupByUUIDString(inst["uuid"]).destroy())
+    assert await drv.power_state(inst["uuid"]) == PowerState.SHUTDOWN
+    assert await drv.list_instance_uuids() == [inst["uuid"]]  # shut off but still defined
+
+
+async def test_lifecycle_events_reach_the_loop(drv: LibvirtDriver) -> None:
+    seen: asyncio.Queue[str] = asyncio.Queue()
+    drv.on_lifecycle = seen.put_nowait
+    inst = instance(image={})
+    await drv.spawn(inst, None)
+    assert await asyncio.wait_for(seen.get(), 5) == inst["uuid"]
+
+
+async def test_host_resources(drv: LibvirtDriver) -> None:
+    res = await drv.host_resources()
+    assert set(res) == {"vcpus", "memory_mb", "local_gb"}
+    assert res["vcpus"] > 0 and res["memory_mb"] > 0 and res["local_gb"] > 0
+
+
+async def test_calls_before_connect_fail_clearly(tmp_path: Path) -> None:
+    d = LibvirtDriver("test:///default", instances_dir=str(tmp_path))
+    with pytest.raises(errors.HypervisorUnavailable, match="not connected"):
+        await d.list_instance_uuids()
+    await d.close()
+
+
+async def test_unreachable_uri_is_a_clear_error(tmp_path: Path) -> None:
+    d = LibvirtDriver("qemu+unix:///system?socket=/nonexistent/sock", virt_type="qemu",
+                      instances_dir=str(tmp_path))
+    with pytest.raises(errors.HypervisorUnavailable, match="qemu"):
+        await d.connect()
+    await d.close()
+
+
+def test_virt_type_auto(tmp_path: Path) -> None:
+    kvm, cpuinfo = tmp_path / "kvm", tmp_path / "cpuinfo"
+    kvm.touch()
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 lm\n")
+    assert not hardware_virt_usable(str(kvm), str(cpuinfo))  # /dev/kvm without vmx/svm: nested software virt
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu vmx lm\n")
+    assert hardware_virt_usable(str(kvm), str(cpuinfo))
+    assert not hardware_virt_usable(str(tmp_path / "no-kvm"), str(cpuinfo))
+    assert resolve_virt_type("test:///default", "auto") == "test"
+    assert resolve_virt_type("qemu:///system", "qemu") == "qemu"
+    assert resolve_virt_type("qemu:///system", "auto") in ("kvm", "qemu")
+    with pytest.raises(errors.Invalid):
+        resolve_virt_type("qemu:///system", "xen")
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
+async def test_overlay_is_backed_by_base(tmp_path: Path) -> None:
+    base, overlay = tmp_path / "base.raw", tmp_path / "disk"
+    base.write_bytes(b"\0" * 1024 * 1024)
+    await create_overlay(str(base), "raw", str(overlay))
+    proc = await asyncio.create_subprocess_exec("qemu-img", "info", "--output=json", str(overlay),
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert b'"backing-filename-format": "raw"' in out and str(base).encode() in out
+    with pytest.raises(RuntimeError, match="qemu-img create failed"):
+        await create_overlay(str(tmp_path / "missing"), "raw", str(tmp_path / "disk2"))
+
+
+async def test_embed_root_is_prepared_or_refused_with_the_fix(tmp_path: Path) -> None:
+    d = LibvirtDriver(f"qemu:///embed?root={tmp_path / 'root'}", virt_type="qemu",
+                      instances_dir=str(tmp_path / "inst"))
+    try:
+        await d.connect()
+    except errors.HypervisorUnavailable as exc:
+        # only acceptable failure here: the host lacks the libvirt-qemu account, and the error says how to add it
+        assert "libvirt-qemu" in str(exc) and "useradd" in str(exc)
+        assert not (tmp_path / "root" / "etc" / "qemu.conf").exists()
+    else:
+        conf = (tmp_path / "root" / "etc" / "qemu.conf").read_text()
+        assert 'user = "root"' in conf and "remember_owner = 0" in conf
+    finally:
+        await d.close()
+
+
+def embed_unavailable_reason() -> str | None:
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 is not installed"
+    try:
+        pwd.getpwnam(driver_mod.EMBED_USER)
+        grp.getgrnam(driver_mod.EMBED_USER)
+    except KeyError:
+        return (f"qemu:///embed needs the user and group {driver_mod.EMBED_USER!r}, which this host lacks "
+                "(see HOST_NOTES.md)")
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(embed_unavailable_reason() is not None, reason=str(embed_unavailable_reason()))
+async def test_real_qemu_guest_spawns_on_an_overlay(tmp_path: Path) -> None:
+    root = tmp_path / "embed"
+    d = LibvirtDriver(f"qemu:///embed?root={root}", instances_dir=str(tmp_path / "instances"), call_timeout=60)
+    await d.connect()
+    try:
+        base = tmp_path / "base.raw"
+        base.write_bytes(b"\0" * 1024 * 1024)  # no bootable code: SeaBIOS keeps the guest running
+        inst = instance()
+        await d.spawn(inst, str(base))
+        assert await d.power_state(inst["uuid"]) == PowerState.RUNNING
+        assert os.path.exists(tmp_path / "instances" / inst["uuid"] / "disk")
+        await d.destroy(inst["uuid"])
+        await d.remove_files(inst["uuid"])
+        assert await d.list_instance_uuids() == []
+    finally:
+        for uuid in await d.list_instance_uuids():
+            await d.destroy(uuid)
+        await d.close()
