@@ -1,0 +1,227 @@
+"""The node's image cache: images downloaded from the API cell's image store,
+verified, and kept content-addressed (cache_dir/<os_hash_value>).
+
+A download streams into a temp file in the cache dir while hashing; only a
+file whose hashes match the image record is renamed into place (atomic), so
+a cached file is always a verified one. Concurrent fetches of one image share
+one download.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import uuid as uuidlib
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any, Protocol
+
+import aiohttp
+
+from cells import errors
+
+LOG = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+WRITE_BATCH = 4 * CHUNK  # bytes collected before one executor hop (write + hash)
+HEX = re.compile(r"^[0-9a-f]{32,128}$")  # the hash names a file: hex only, no path tricks
+ALGOS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_512", "md5", "sha1"})
+PARTIAL = ".part"
+
+
+class ImageFetcher(Protocol):
+    """Where image bits come from: an async stream of byte chunks."""
+
+    def stream(self, image_id: str) -> AsyncIterator[bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class ImageCache:
+    def __init__(self, cache_dir: str, fetcher: ImageFetcher) -> None:
+        self.cache_dir = cache_dir
+        self.fetcher = fetcher
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.downloads = 0  # completed downloads (for tests and metrics)
+
+    async def start(self) -> None:
+        """Create the cache dir and remove downloads a previous process left half-done."""
+        await asyncio.to_thread(self._prepare)
+
+    def _prepare(self) -> None:
+        os.makedirs(self.cache_dir, exist_ok=True)
+        for name in os.listdir(self.cache_dir):
+            if name.endswith(PARTIAL):
+                try:
+                    os.unlink(os.path.join(self.cache_dir, name))
+                except FileNotFoundError:
+                    pass
+
+    async def close(self) -> None:
+        await self.fetcher.close()
+
+    async def fetch(self, image: dict[str, Any]) -> str:
+        """The local path of `image`'s verified bits, downloading them if needed."""
+        image_id = str(image.get("id") or "")
+        algo, expected = _expected_hash(image)
+        path = os.path.join(self.cache_dir, expected)
+        if await asyncio.to_thread(_touch_if_exists, path):
+            return path
+        lock = self._locks.setdefault(expected, asyncio.Lock())
+        try:
+            async with lock:
+                if await asyncio.to_thread(_touch_if_exists, path):  # another fetch finished it meanwhile
+                    return path
+                await self._download(image_id, image, algo, expected, path)
+                return path
+        finally:
+            if not lock.locked() and self._locks.get(expected) is lock:
+                del self._locks[expected]
+
+    async def _download(self, image_id: str, image: dict[str, Any], algo: str, expected: str, path: str) -> None:
+        tmp = os.path.join(self.cache_dir, f".{expected[:16]}.{uuidlib.uuid4().hex}{PARTIAL}")
+        await asyncio.to_thread(os.makedirs, self.cache_dir, 0o755, True)
+        digest, md5 = hashlib.new(algo), hashlib.md5()
+        f = await asyncio.to_thread(open, tmp, "wb")
+        try:
+            batch: list[bytes] = []
+            size = 0
+            async with aclosing(self.fetcher.stream(image_id)) as chunks:
+                async for chunk in chunks:
+                    batch.append(chunk)
+                    size += len(chunk)
+                    if size >= WRITE_BATCH:
+                        await asyncio.to_thread(_write_and_hash, f, batch, digest, md5)
+                        batch, size = [], 0
+            await asyncio.to_thread(_write_and_hash, f, batch, digest, md5)
+            await asyncio.to_thread(_flush_and_close, f)
+            _verify(image_id, expected, digest.hexdigest(), image.get("checksum"), md5.hexdigest())
+            await asyncio.to_thread(os.replace, tmp, path)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(_discard, f, tmp))
+            raise
+        self.downloads += 1
+        LOG.info("image %s cached as %s", image_id, path)
+
+
+def _expected_hash(image: dict[str, Any]) -> tuple[str, str]:
+    """(algorithm, hex digest) the downloaded bits must match."""
+    image_id = str(image.get("id") or "")
+    algo = str(image.get("os_hash_algo") or "sha512").lower()
+    value = str(image.get("os_hash_value") or "").lower()
+    if not value and image.get("checksum"):  # an old-style record: md5 only
+        algo, value = "md5", str(image["checksum"]).lower()
+    if algo not in ALGOS:
+        raise errors.Invalid(reason=f"image {image_id} uses unsupported hash algorithm {algo!r}")
+    if not HEX.match(value):
+        raise errors.Invalid(reason=f"image {image_id} has no usable checksum to verify its bits against")
+    return algo, value
+
+
+def _verify(image_id: str, expected: str, actual: str, checksum: Any, md5: str) -> None:
+    if actual != expected:
+        raise errors.ImageChecksumMismatch(image_id=image_id, expected=expected, actual=actual)
+    if checksum and str(checksum).lower() != md5:
+        raise errors.ImageChecksumMismatch(image_id=image_id, expected=str(checksum), actual=md5)
+
+
+def _touch_if_exists(path: str) -> bool:
+    try:
+        os.utime(path)  # the mtime says when the image was last used (for a future cache pruner)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _write_and_hash(f: Any, chunks: list[bytes], digest: Any, md5: Any) -> None:
+    for chunk in chunks:
+        f.write(chunk)
+        digest.update(chunk)
+        md5.update(chunk)
+
+
+def _flush_and_close(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())  # the rename must never expose a file whose data is not on disk
+    f.close()
+
+
+def _discard(f: Any, tmp: str) -> None:
+    f.close()
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
+class HttpImageFetcher:
+    """Downloads from the API cell's image store (`GET /image/v2/images/{id}/file`)
+    as the cluster's service user, with a Keystone v3 token it renews on 401."""
+
+    def __init__(self, api_url: str, password: str, *, user: str = "cellcloud-service",
+                 project: str = "service", connect_timeout: float = 10.0, read_timeout: float = 60.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.password = password
+        self.user = user
+        self.project = project
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._token: str | None = None
+        self._auth_lock = asyncio.Lock()
+        self.auth_count = 0
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _get_token(self, stale: str | None = None) -> str:
+        """A valid token; `stale` is one the server just refused (renew unless another task already did)."""
+        async with self._auth_lock:
+            if self._token is None or self._token == stale:
+                self._token = await self._authenticate()
+            return self._token
+
+    async def _authenticate(self) -> str:
+        body = {"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": self.user, "domain": {"id": "default"}, "password": self.password}}},
+            "scope": {"project": {"name": self.project, "domain": {"id": "default"}}}}}
+        url = f"{self.api_url}/identity/v3/auth/tokens"
+        try:
+            async with self._http().post(url, json=body, timeout=aiohttp.ClientTimeout(total=15)) as resp:
+                token = resp.headers.get("X-Subject-Token")
+                if resp.status not in (200, 201) or not token:
+                    raise errors.ImageDownloadFailed(image_id="-", reason=f"service login failed: HTTP {resp.status}")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise errors.ImageDownloadFailed(image_id="-", reason=f"service login failed: {exc!r}") from exc
+        self.auth_count += 1
+        return token
+
+    async def stream(self, image_id: str) -> AsyncIterator[bytes]:
+        url = f"{self.api_url}/image/v2/images/{image_id}/file"
+        stale: str | None = None
+        for attempt in range(2):
+            token = await self._get_token(stale)
+            try:
+                async with self._http().get(url, headers={"X-Auth-Token": token}) as resp:
+                    if resp.status == 401 and attempt == 0:
+                        stale = token  # expired or revoked: log in again once
+                        continue
+                    if resp.status == 404:
+                        raise errors.ImageNotFound(image_id=image_id)
+                    if resp.status != 200:
+                        raise errors.ImageDownloadFailed(image_id=image_id, reason=f"HTTP {resp.status}")
+                    async for chunk in resp.content.iter_chunked(CHUNK):
+                        yield chunk
+                    return
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise errors.ImageDownloadFailed(image_id=image_id, reason=repr(exc)) from exc
+        raise errors.ImageDownloadFailed(image_id=image_id, reason="the image store refused the service token")
