@@ -32,15 +32,16 @@ directory that holds the file):
         roles: [compute]             # default [compute]; volume/network: not supported yet
         virt: {uri: "test:///default", type: auto}   # type: auto | kvm | qemu
         rpc_port: 5610               # compute RPC port; default 5700 + index of the host in `hosts`
-    security: {curve: false}         # CURVE (true) is refused until it is implemented
+    security: {curve: false}         # true: CURVE on every socket, keys in <state>/keys/ (default false for now)
 
 Resolution: every port is fixed and explicit; two services on the same address
 and port are an error. Cell path = cell name, or "<parent path>!<name>" for a
 nested cell. Service ids: "api", "<cell>/router", "<cell>/conductor",
 "<cell>/scheduler", "<cell>/compute/<host>". sqlite URLs become
 sqlite+aiosqlite:///ABSPATH. Secrets (admin/demo/service passwords) are made
-once and kept in <state>/secrets.json (0600); the resolved cluster, secrets
-included, is written to <state>/cluster.json (0600).
+once and kept in <state>/secrets.json (0600); with curve: true every service
+and the operator (cellctl) get a key pair once, in <state>/keys/. The resolved
+cluster, secrets and public keys included, is written to <state>/cluster.json (0600).
 """
 from __future__ import annotations
 
@@ -393,8 +394,6 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     curve = security.get("curve", False)
     if not isinstance(curve, bool):
         p.fail("security.curve", f"expected true or false, got {_got(curve)}")
-    if curve:
-        p.fail("security.curve", "CURVE is not supported yet; set curve: false (plaintext, development only)")
 
     p.parse_hosts(top["hosts"])
     api, api_service = p.parse_api(top["api"])
@@ -403,7 +402,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     return ClusterConfig(
         name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
         services=tuple(p.services) + (api_service,), hosts=tuple(h.spec for h in p.hosts.values()),
-        heartbeat_interval=float(interval), curve=False,
+        heartbeat_interval=float(interval), curve=curve,
     )
 
 
@@ -436,11 +435,27 @@ def load_secrets(state: Path) -> dict[str, str]:
     return stored
 
 
-def prepare(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig:
-    """load(), then create the state dir, add the secrets and write <state>/cluster.json."""
+def resolve(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig:
+    """load(), then create the state dir and add the secrets (and CURVE keys): all made once, reused."""
     cluster = load(path, state_dir)
     state = Path(cluster.state_dir)
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds passwords, keys and the DBs
     cluster = replace(cluster, secrets=load_secrets(state))
-    write_private(state / "cluster.json", cluster.to_json() + "\n")
+    if cluster.curve:
+        from cells.rpc import security  # imports zmq: only when CURVE is on
+
+        services = tuple(replace(s, public_key=security.ensure_keypair(state, s.id)) for s in cluster.services)
+        cluster = replace(cluster, services=services,
+                          operator_key=security.ensure_keypair(state, security.OPERATOR))
+    return cluster
+
+
+def cluster_json(cluster: ClusterConfig) -> Path:
+    return Path(cluster.state_dir) / "cluster.json"
+
+
+def prepare(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig:
+    """resolve(), then write <state>/cluster.json (0600): what every service process reads."""
+    cluster = resolve(path, state_dir)
+    write_private(cluster_json(cluster), cluster.to_json() + "\n")
     return cluster

@@ -4,8 +4,9 @@
 
 `cellctl up` starts it detached (its own session). It starts the services in
 order router -> conductor, scheduler -> compute -> api, sends each one's output
-to <state>/log/<service id, '/' -> '-'>.log, writes <state>/run/supervisor.pid
-and <state>/run/<service>.pid, restarts a service that exits with an
+to <state>/log/<service id, '/' -> '_'>.log, writes <state>/run/supervisor.pid
+and <state>/run/<service>.pid (the latest start's pid: kept while a crashed
+service waits for its restart, removed on stop), restarts a service that exits with an
 exponential backoff, and on SIGTERM/SIGINT stops the services in reverse order
 (SIGTERM, then SIGKILL after a grace period). Exits are noticed with
 Popen.poll (waitpid), never `kill -0`, which reports zombies as alive.
@@ -54,7 +55,49 @@ class _Child:
 
 
 def file_name(service_id: str) -> str:
-    return service_id.replace("/", "-")
+    """Log and pid file stem of a service ("cell1/compute/node1" -> "cell1_compute_node1")."""
+    return service_id.replace("/", "_")
+
+
+def write_pid(path: Path, pid: int) -> None:
+    """Atomic, so a reader never sees a half-written pid."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{pid}\n")
+    os.replace(tmp, path)
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int, needle: str = "") -> bool:
+    """True if `pid` runs (not a zombie) and its command line contains `needle`.
+
+    Reaps it first if it is our own child; reads /proc instead of `kill -0`,
+    which calls a zombie alive. `needle` guards against a reused pid."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+        return False
+    return needle in cmdline
+
+
+def running_supervisor(state_dir: Path) -> int | None:
+    """The pid of the supervisor of this state dir, if it runs."""
+    pid = read_pid(Path(state_dir) / "run" / "supervisor.pid")
+    return pid if pid is not None and pid_alive(pid, "tools.supervisor") else None
 
 
 def _die_with_parent() -> None:
@@ -87,7 +130,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # detached: a closing terminal must not stop us
-        (self.run_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+        write_pid(self.run_dir / "supervisor.pid", os.getpid())
         LOG.info("supervisor %d starting %d services", os.getpid(), len(self.children))
         try:
             self.start_all()
@@ -129,7 +172,7 @@ class Supervisor:
         child.started = time.monotonic()
         child.restart_at = None
         child.history.append(child.proc.pid)
-        (self.run_dir / f"{file_name(p.id)}.pid").write_text(f"{child.proc.pid}\n")
+        write_pid(self.run_dir / f"{file_name(p.id)}.pid", child.proc.pid)
         LOG.info("%s started (pid %d)", p.id, child.proc.pid)
 
     def schedule_restart(self, child: _Child, now: float) -> None:
@@ -150,7 +193,6 @@ class Supervisor:
                 LOG.warning("%s (pid %d) exited with %s after %.1f s", child.program.id, child.proc.pid,
                             _describe(code), now - child.started)
                 child.proc = None
-                (self.run_dir / f"{file_name(child.program.id)}.pid").unlink(missing_ok=True)
                 self.schedule_restart(child, now)
             elif child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1

@@ -1,0 +1,281 @@
+"""cellctl: bring a Cellcloud cluster up, take it down, show its health.
+
+    cellctl up     [FILE] [--state DIR] [--timeout 60]
+    cellctl down   [FILE] [--state DIR]
+    cellctl status [FILE] [--state DIR] [--json]
+
+FILE defaults to ./cluster.yaml. Exit codes: 0 healthy / done, 1 something is
+down (or did not come up), 2 the cluster file is invalid (nothing started).
+Imports stay lean here: zmq, SQLAlchemy and the API load only in the commands
+that need them.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tools import clusterfile
+from tools.clusterfile import ClusterFileError
+from tools.supervisor import PROJECT_ROOT, pid_alive, read_pid, running_supervisor
+
+if TYPE_CHECKING:
+    from cells.config import ClusterConfig
+
+UP_TIMEOUT = 60.0
+STOP_TIMEOUT = 60.0  # the supervisor's own stop is bounded by ranks x grace (4 x 5 s)
+CLOUD_DEMO, CLOUD_ADMIN = "cellcloud", "cellcloud-admin"
+
+
+def _err(message: str) -> None:
+    print(f"cellctl: {message}", file=sys.stderr)
+
+
+def _state_of(args: argparse.Namespace) -> Path:
+    """--state wins (so down/status work even if the file broke since); else the file's state_dir."""
+    if args.state:
+        return Path(args.state).resolve()
+    return Path(clusterfile.load(args.file).state_dir)
+
+
+def _running_config(args: argparse.Namespace) -> ClusterConfig:
+    """The cluster as it was started (<state>/cluster.json), else as the file describes it."""
+    from cells.config import ClusterConfig
+
+    state = _state_of(args)
+    if (state / "cluster.json").exists():
+        return ClusterConfig.load(state / "cluster.json")
+    return clusterfile.load(args.file, state)
+
+
+# --- up -----------------------------------------------------------------------------
+
+def cmd_up(args: argparse.Namespace) -> int:
+    cluster = clusterfile.resolve(args.file, args.state)  # validates first: a bad file starts nothing
+    state = Path(cluster.state_dir)
+    path = clusterfile.cluster_json(cluster)
+    pid = running_supervisor(state)
+    if pid is not None and path.exists() and path.read_text() != cluster.to_json() + "\n":
+        _err(f"the cluster in {state} runs (supervisor pid {pid}) with another configuration: "
+             f"run `cellctl down {args.file}` first to apply changes")
+        return 1
+    clusterfile.write_private(path, cluster.to_json() + "\n")
+    for sub in ("log", "run", "images", "cells"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        _create_databases(cluster)
+    except Exception as exc:  # a missing module or a DB error: report it and start nothing
+        _err(f"cannot create the databases: {type(exc).__name__}: {exc}")
+        return 1
+    files = write_credentials(cluster)
+    if pid is None:
+        proc = start_supervisor(path)
+        print(f"started the supervisor (pid {proc.pid}); logs in {state / 'log'}")
+    else:
+        proc = None
+        print(f"supervisor already running (pid {pid})")
+    if not _wait_healthy(cluster, args.timeout, proc):
+        return 1
+    print(f"cluster {cluster.name} is up: {len(cluster.services)} services alive")
+    print(f"API endpoint: {cluster.api.public_url}")
+    print(f"credentials:  source {files['openrc']}   (admin: {files['openrc.admin']})")
+    print(f"clouds.yaml:  {files['clouds.yaml']}   (clouds: {CLOUD_DEMO}, {CLOUD_ADMIN})")
+    return 0
+
+
+def _create_databases(cluster: ClusterConfig) -> None:
+    import asyncio
+
+    for url in [c.db for c in cluster.cells] + [cluster.api.db]:
+        prefix = "sqlite+aiosqlite:///"
+        if url.startswith(prefix):
+            Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+
+    async def create() -> None:
+        from api import bootstrap
+        from api.db import schema as api_schema
+        from cells.db import schema as cell_schema
+
+        for cell in cluster.cells:
+            await cell_schema.create_schema(cell.db)
+        await api_schema.create_schema(cluster.api.db)
+        await bootstrap.ensure(cluster)
+
+    asyncio.run(create())
+
+
+def write_credentials(cluster: ClusterConfig) -> dict[str, Path]:
+    """<state>/openrc (demo), openrc.admin and clouds.yaml, all 0600: they hold passwords."""
+    import shlex
+
+    import yaml
+
+    state = Path(cluster.state_dir)
+    auth_url = f"{cluster.api.public_url}/identity/v3"
+    paths: dict[str, Path] = {}
+    clouds: dict[str, Any] = {}
+    for who, rc, cloud in (("demo", "openrc", CLOUD_DEMO), ("admin", "openrc.admin", CLOUD_ADMIN)):
+        password = cluster.secrets[f"{who}_password"]
+        env = {
+            "OS_AUTH_URL": auth_url, "OS_USERNAME": who, "OS_PASSWORD": password, "OS_PROJECT_NAME": who,
+            "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
+            "OS_IDENTITY_API_VERSION": "3", "OS_REGION_NAME": cluster.api.region,
+            "OS_AUTH_TYPE": "password", "OS_INTERFACE": "public",
+        }
+        text = f"# Cellcloud cluster {cluster.name}: {who} credentials (written by cellctl up)\n"
+        text += "unset OS_CLOUD OS_TOKEN\n"  # they would override these variables in the openstack CLI
+        text += "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+        paths[rc] = state / rc
+        clusterfile.write_private(paths[rc], text)
+        clouds[cloud] = {
+            "auth": {"auth_url": auth_url, "username": who, "password": password, "project_name": who,
+                     "user_domain_name": "Default", "project_domain_name": "Default"},
+            "auth_type": "password", "region_name": cluster.api.region,
+            "identity_api_version": 3, "interface": "public",
+        }
+    paths["clouds.yaml"] = state / "clouds.yaml"
+    clusterfile.write_private(paths["clouds.yaml"], yaml.safe_dump({"clouds": clouds}, sort_keys=False))
+    return paths
+
+
+def start_supervisor(cluster_json: Path) -> subprocess.Popen[bytes]:
+    """Detached: its own session, so it outlives this command and the terminal."""
+    log = cluster_json.parent / "log" / "supervisor.log"
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tools.supervisor", "--cluster", str(cluster_json)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+            start_new_session=True, close_fds=True,
+        )
+
+
+def _wait_healthy(cluster: ClusterConfig, timeout: float, proc: subprocess.Popen[bytes] | None) -> bool:
+    import asyncio
+
+    from tools import health
+
+    async def wait() -> tuple[bool, health.Health | None, str]:
+        prober = health.Prober(cluster)
+        deadline = time.monotonic() + timeout
+        last: health.Health | None = None
+        try:
+            while time.monotonic() < deadline:
+                if proc is not None and proc.poll() is not None:
+                    return False, last, f"the supervisor exited with code {proc.returncode}"
+                last = await prober.probe()
+                if not last.down(cluster):
+                    return True, last, ""
+                await asyncio.sleep(0.25)
+            return False, last, f"not healthy after {timeout:.0f} s"
+        finally:
+            prober.close()
+
+    print(f"waiting for {len(cluster.services)} services (timeout {timeout:.0f} s) ...")
+    ok, last, why = asyncio.run(wait())
+    if ok:
+        return True
+    _err(why)
+    for s in cluster.services if last is None else last.down(cluster):
+        _err(f"  {s.id:<28} not alive   log: {health.log_path(cluster, s.id)}")
+    _err(f"  supervisor log: {Path(cluster.state_dir) / 'log' / 'supervisor.log'}")
+    _err("the services keep running (the supervisor restarts crashed ones); `cellctl down` stops them")
+    return False
+
+
+# --- down ---------------------------------------------------------------------------
+
+def cmd_down(args: argparse.Namespace) -> int:
+    state = _state_of(args)
+    pid = running_supervisor(state)
+    if pid is None:
+        print(f"no supervisor running for {state}")
+    else:
+        print(f"stopping the supervisor (pid {pid}) and its services ...")
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_gone(pid, "tools.supervisor", STOP_TIMEOUT):
+            _err(f"the supervisor (pid {pid}) did not stop in {STOP_TIMEOUT:.0f} s: SIGKILL")
+            os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid, "tools.supervisor", 5.0)
+    stray = _stop_strays(state)
+    print("stopped" + (f" ({stray} stray service processes killed)" if stray else ""))
+    return 0
+
+
+def _wait_gone(pid: int, needle: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid, needle):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _stop_strays(state: Path) -> int:
+    """Services left behind by a supervisor that was killed hard: their pid files still name them."""
+    run = state / "run"
+    count = 0
+    for pidfile in sorted(run.glob("*.pid")) if run.exists() else []:
+        pid = read_pid(pidfile)
+        if pidfile.name != "supervisor.pid" and pid is not None and pid_alive(pid, "tools.serve"):
+            os.kill(pid, signal.SIGTERM)
+            if not _wait_gone(pid, "tools.serve", 5.0):
+                os.kill(pid, signal.SIGKILL)
+            count += 1
+        pidfile.unlink(missing_ok=True)
+    return count
+
+
+# --- status -------------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from tools import health
+
+    cluster = _running_config(args)
+    status = health.report(cluster, asyncio.run(health.probe_once(cluster)),
+                           running_supervisor(Path(cluster.state_dir)))
+    print(json.dumps(status, indent=2) if args.json else health.render(status))
+    return 0 if status["healthy"] else 1
+
+
+# --- CLI ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cellctl", description="Bring a Cellcloud cluster up, down, and "
+                                     "show its health.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    helps = {"up": "validate FILE, create the state dir and DBs, start every service, wait until healthy",
+             "down": "stop the supervisor and so every service, and wait",
+             "status": "every cell, host and service with its liveness, and the API"}
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("file", nargs="?", default="cluster.yaml", help="the cluster file (default ./cluster.yaml)")
+        p.add_argument("--state", help="state directory (default: state_dir of the file)")
+        if name == "up":
+            p.add_argument("--timeout", type=float, default=UP_TIMEOUT, help="seconds to wait for health")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print the status as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status}
+    try:
+        return commands[args.command](args)
+    except ClusterFileError as exc:
+        _err(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

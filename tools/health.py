@@ -1,0 +1,168 @@
+"""Liveness of a running cluster, as `cellctl up` waits for it and `cellctl status` shows it.
+
+A cell service is alive when its cell's directory (the router's `table` RPC)
+lists it: members that miss 3 heartbeats leave that table, so this is the
+same liveness the cluster itself routes by. A cell whose router does not
+answer within ~1 s is down with all its services. The API is alive when
+GET {public_url}/identity answers with any non-5xx status.
+"""
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cells.config import ClusterConfig, ServiceSpec
+
+PROBE_TIMEOUT = 1.0
+
+
+@dataclass
+class CellHealth:
+    path: str
+    answered: bool = False  # the router answered the table RPC
+    members: dict[str, float] = field(default_factory=dict)  # member id -> seconds since last beat
+    error: str = ""
+
+
+@dataclass
+class Health:
+    cells: dict[str, CellHealth]
+    api_alive: bool
+    api_error: str = ""
+
+    def alive(self, service: ServiceSpec) -> bool:
+        if service.kind == "api":
+            return self.api_alive
+        cell = self.cells.get(service.cell or "")
+        return cell is not None and service.id in cell.members
+
+    def down(self, cluster: ClusterConfig) -> list[ServiceSpec]:
+        return [s for s in cluster.services if not self.alive(s)]
+
+
+class Prober:
+    """Reuses one RPC client across probes (up polls every fraction of a second)."""
+
+    def __init__(self, cluster: ClusterConfig) -> None:
+        from cells.rpc.client import RpcClient  # zmq: only paid by commands that probe
+
+        keys = None
+        if cluster.curve:
+            from cells.rpc import security
+            keys = security.load_keys(cluster.state_dir, security.OPERATOR)
+        self.cluster = cluster
+        self.client = RpcClient(keys)
+
+    def close(self) -> None:
+        self.client.close()
+
+    async def probe(self, timeout: float = PROBE_TIMEOUT) -> Health:
+        cells = await asyncio.gather(*(self._cell(c.path, c.router, timeout) for c in self.cluster.cells))
+        api_alive, api_error = await asyncio.to_thread(_http_answers, self.cluster.api.public_url + "/identity",
+                                                       timeout)
+        return Health({c.path: c for c in cells}, api_alive, api_error)
+
+    async def _cell(self, path: str, router: str, timeout: float) -> CellHealth:
+        from cells import errors
+        from cells.context import RequestContext
+
+        health = CellHealth(path)
+        try:
+            reply = await self.client.call_address(router, "table", {}, RequestContext(user="cellctl"), timeout,
+                                                   self.cluster.router_key(path), "directory")
+        except errors.CellcloudError as exc:
+            health.error = str(exc)
+            # drop the DEALER: its queue would replay stale requests when the router comes back
+            self.client.forget(router)
+            return health
+        health.answered = True
+        health.members = {str(m["id"]): float(m.get("age", 0.0)) for m in reply.get("members", [])}
+        return health
+
+
+def _http_answers(url: str, timeout: float) -> tuple[bool, str]:
+    # No proxies: the API is local to the cluster even when http_proxy is set for package registries.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as resp:
+            return resp.status < 500, ""
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500, f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, str(reason)
+
+
+async def probe_once(cluster: ClusterConfig, timeout: float = PROBE_TIMEOUT) -> Health:
+    prober = Prober(cluster)
+    try:
+        return await prober.probe(timeout)
+    finally:
+        prober.close()
+
+
+def log_path(cluster: ClusterConfig, service_id: str) -> Path:
+    from tools.supervisor import file_name
+    return Path(cluster.state_dir) / "log" / f"{file_name(service_id)}.log"
+
+
+# --- status report ----------------------------------------------------------------
+
+def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -> dict[str, Any]:
+    """The status as plain data: what `cellctl status --json` prints and the text view renders."""
+    addresses = {h.name: h.address for h in cluster.hosts}
+
+    def service(s: ServiceSpec) -> dict[str, Any]:
+        cell = health.cells.get(s.cell or "")
+        age = cell.members.get(s.id) if cell else None
+        return {"id": s.id, "kind": s.kind, "bind": s.bind, "alive": health.alive(s),
+                "last_beat_age": age, "log": str(log_path(cluster, s.id))}
+
+    cells = []
+    for c in cluster.cells:
+        ch = health.cells[c.path]
+        hosts: dict[str, list[dict[str, Any]]] = {}
+        for s in cluster.services:
+            if s.cell == c.path:
+                hosts.setdefault(s.host, []).append(service(s))
+        cells.append({
+            "name": c.name, "path": c.path, "parent": c.parent, "router": c.router, "db": c.db,
+            "alive": ch.answered, "error": ch.error,
+            "hosts": [{"name": h, "address": addresses.get(h, ""), "services": svcs} for h, svcs in hosts.items()],
+        })
+    api = cluster.service("api")
+    return {
+        "cluster": cluster.name, "state_dir": cluster.state_dir,
+        "healthy": not health.down(cluster),
+        "supervisor": {"running": supervisor_pid is not None, "pid": supervisor_pid},
+        "api": {"id": api.id, "host": api.host, "url": cluster.api.public_url, "alive": health.api_alive,
+                "error": health.api_error, "log": str(log_path(cluster, "api"))},
+        "cells": cells,
+    }
+
+
+def render(status: dict[str, Any]) -> str:
+    def word(alive: bool) -> str:
+        return "alive" if alive else "DOWN"
+
+    sup = status["supervisor"]
+    lines = [f"cluster {status['cluster']}  state {status['state_dir']}  "
+             + (f"supervisor pid {sup['pid']}" if sup["running"] else "supervisor NOT RUNNING")]
+    api = status["api"]
+    lines.append(f"api  {api['url']}  on {api['host']}  {word(api['alive'])}"
+                 + (f"  ({api['error']})" if api["error"] and not api["alive"] else ""))
+    for cell in status["cells"]:
+        parent = f"  child of {cell['parent']}" if cell["parent"] else ""
+        lines.append(f"cell {cell['path']}  router {cell['router']}{parent}  {word(cell['alive'])}"
+                     + (f"  ({cell['error']})" if cell["error"] else ""))
+        for host in cell["hosts"]:
+            lines.append(f"  host {host['name']} ({host['address']})")
+            for s in host["services"]:
+                beat = f"  beat {s['last_beat_age']:.1f}s ago" if s["last_beat_age"] is not None else ""
+                lines.append(f"    {s['id']:<28} {s['bind']:<24} {word(s['alive'])}{beat}")
+    lines.append("healthy" if status["healthy"] else "NOT HEALTHY: some services are DOWN")
+    return "\n".join(lines)
