@@ -1,0 +1,164 @@
+"""The instance lifecycle as a pure state machine (no I/O).
+
+    new_state, actions = on(event, state)
+
+`state` is (vm_state, task_state, power_state). `actions` names the side
+effects the caller must carry out in the same unit of work (release the claim,
+record a fault, cast to compute, ...). Build follows Nova's sequence:
+
+    build requested  -> building / scheduling
+    scheduled        -> building / None         (host set; compute takes over)
+    networking       -> building / networking
+    block devices    -> building / block_device_mapping
+    spawning         -> building / spawning
+    spawned          -> active   / None / RUNNING
+    reschedule       -> building / scheduling   (a retryable failure on one host)
+    build failed     -> error    / None         (final)
+    host lost        -> error    / None         (the host died while building)
+    delete requested -> <vm_state> / deleting
+    destroyed        -> deleted  / None / NOSTATE
+
+`status(vm_state, task_state)` is the API status, as Nova's status_from_state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from cells import errors
+from cells.objects.instance import PowerState, TaskState, VmState
+
+
+@dataclass(frozen=True)
+class State:
+    vm_state: str
+    task_state: str | None = None
+    power_state: int = PowerState.NOSTATE
+
+
+class Event:
+    BUILD_REQUESTED = "build_requested"
+    SCHEDULED = "scheduled"
+    NETWORKING = "networking"
+    BLOCK_DEVICE_MAPPING = "block_device_mapping"
+    SPAWNING = "spawning"
+    SPAWNED = "spawned"
+    RESCHEDULE = "reschedule"
+    BUILD_FAILED = "build_failed"
+    HOST_LOST = "host_lost"
+    DELETE_REQUESTED = "delete_requested"
+    DESTROYED = "destroyed"
+
+
+class Action:
+    """Side effects the caller performs along with the new state."""
+    SCHEDULE = "schedule"  # ask the scheduler for a host (it claims resources)
+    SET_HOST = "set_host"
+    CLEAR_HOST = "clear_host"
+    CAST_BUILD = "cast_build"  # compute.<host> build_and_run_instance
+    RELEASE_CLAIM = "release_claim"
+    RECORD_FAULT = "record_fault"
+    SET_LAUNCHED_AT = "set_launched_at"
+    CAST_TERMINATE = "cast_terminate"  # compute.<host> terminate_instance
+    SET_TERMINATED_AT = "set_terminated_at"
+    MARK_DELETED = "mark_deleted"
+
+
+NEW = State(vm_state="")  # the state before the row exists
+_BUILD_TASKS = (TaskState.SCHEDULING, None, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING,
+                TaskState.SPAWNING)
+
+
+def on(event: str, state: State, instance_id: str = "") -> tuple[State, tuple[str, ...]]:
+    """Apply `event` to `state`. Raises InstanceInvalidState when it does not apply."""
+    vm, task = state.vm_state, state.task_state
+
+    def invalid() -> errors.InstanceInvalidState:
+        attr, value = ("task_state", task) if vm == VmState.BUILDING or task else ("vm_state", vm)
+        return errors.InstanceInvalidState(action=event, instance_id=instance_id, attr=attr, state=value)
+
+    building = vm == VmState.BUILDING and task in _BUILD_TASKS
+    if event == Event.BUILD_REQUESTED:
+        if state != NEW:
+            raise invalid()
+        return State(VmState.BUILDING, TaskState.SCHEDULING), (Action.SCHEDULE,)
+    if event == Event.SCHEDULED:
+        if not (vm == VmState.BUILDING and task == TaskState.SCHEDULING):
+            raise invalid()
+        return replace(state, task_state=None), (Action.SET_HOST, Action.CAST_BUILD)
+    if event == Event.NETWORKING:
+        if not (vm == VmState.BUILDING and task in (None, TaskState.SCHEDULING)):
+            raise invalid()
+        return replace(state, task_state=TaskState.NETWORKING), ()
+    if event == Event.BLOCK_DEVICE_MAPPING:
+        if not (vm == VmState.BUILDING and task in (None, TaskState.NETWORKING)):
+            raise invalid()
+        return replace(state, task_state=TaskState.BLOCK_DEVICE_MAPPING), ()
+    if event == Event.SPAWNING:
+        if not (vm == VmState.BUILDING and task in (None, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING)):
+            raise invalid()
+        return replace(state, task_state=TaskState.SPAWNING), ()
+    if event == Event.SPAWNED:
+        if not (vm == VmState.BUILDING and task == TaskState.SPAWNING):
+            raise invalid()
+        return State(VmState.ACTIVE, None, PowerState.RUNNING), (Action.SET_LAUNCHED_AT,)
+    if event == Event.RESCHEDULE:
+        if not building or task == TaskState.SCHEDULING:
+            raise invalid()
+        return (State(VmState.BUILDING, TaskState.SCHEDULING, PowerState.NOSTATE),
+                (Action.RELEASE_CLAIM, Action.RECORD_FAULT, Action.CLEAR_HOST, Action.SCHEDULE))
+    if event in (Event.BUILD_FAILED, Event.HOST_LOST):
+        if not building:
+            raise invalid()
+        return replace(state, vm_state=VmState.ERROR, task_state=None), (Action.RELEASE_CLAIM, Action.RECORD_FAULT)
+    if event == Event.DELETE_REQUESTED:
+        # allowed from any live state, as Nova; again while deleting re-sends the terminate
+        if vm in (VmState.DELETED, ""):
+            raise invalid()
+        return replace(state, task_state=TaskState.DELETING), (Action.CAST_TERMINATE,)
+    if event == Event.DESTROYED:
+        if task != TaskState.DELETING or vm == VmState.DELETED:
+            raise invalid()
+        return (State(VmState.DELETED, None, PowerState.NOSTATE),
+                (Action.RELEASE_CLAIM, Action.SET_TERMINATED_AT, Action.MARK_DELETED))
+    raise invalid()
+
+
+# --- API status (Nova's nova/api/openstack/common.py _STATE_MAP) ------------
+
+# task and vm states Cellcloud does not drive yet, named as Nova names them so the
+# status map stays complete for data written by later features.
+_REBOOTING, _REBOOT_PENDING, _REBOOT_STARTED = "rebooting", "reboot_pending", "reboot_started"
+_REBOOTING_HARD, _REBOOT_PENDING_HARD, _REBOOT_STARTED_HARD = ("rebooting_hard", "reboot_pending_hard",
+                                                              "reboot_started_hard")
+_UPDATING_PASSWORD, _MIGRATING = "updating_password", "migrating"
+_REBUILDING, _REBUILD_BDM, _REBUILD_SPAWNING = "rebuilding", "rebuild_block_device_mapping", "rebuild_spawning"
+_RESIZE_TASKS = ("resize_prep", "resize_migrating", "resize_migrated", "resize_finish")
+_RESIZE_REVERTING = "resize_reverting"
+_REBUILD = {_REBUILDING: "REBUILD", _REBUILD_BDM: "REBUILD", _REBUILD_SPAWNING: "REBUILD"}
+_RESIZE = {t: "RESIZE" for t in _RESIZE_TASKS}
+
+_STATE_MAP: dict[str, dict[str | None, str]] = {
+    VmState.ACTIVE: {
+        "default": "ACTIVE",
+        _REBOOTING: "REBOOT", _REBOOT_PENDING: "REBOOT", _REBOOT_STARTED: "REBOOT",
+        _REBOOTING_HARD: "HARD_REBOOT", _REBOOT_PENDING_HARD: "HARD_REBOOT", _REBOOT_STARTED_HARD: "HARD_REBOOT",
+        _UPDATING_PASSWORD: "PASSWORD", _MIGRATING: "MIGRATING", **_REBUILD, **_RESIZE,
+    },
+    VmState.BUILDING: {"default": "BUILD"},
+    VmState.STOPPED: {"default": "SHUTOFF", **_RESIZE, **_REBUILD},
+    "resized": {"default": "VERIFY_RESIZE", _RESIZE_REVERTING: "REVERT_RESIZE"},
+    VmState.PAUSED: {"default": "PAUSED", _MIGRATING: "MIGRATING"},
+    VmState.SUSPENDED: {"default": "SUSPENDED"},
+    "rescued": {"default": "RESCUE"},
+    VmState.ERROR: {"default": "ERROR", **_REBUILD},
+    VmState.DELETED: {"default": "DELETED"},
+    "soft-delete": {"default": "SOFT_DELETED"},
+    "shelved": {"default": "SHELVED"},
+    "shelved_offloaded": {"default": "SHELVED_OFFLOADED"},
+}
+
+
+def status(vm_state: str, task_state: str | None = None) -> str:
+    """Nova's API status for (vm_state, task_state); UNKNOWN for a state Nova does not know."""
+    task_map = _STATE_MAP.get(vm_state, {"default": "UNKNOWN"})
+    return task_map.get(task_state, task_map["default"])

@@ -1,0 +1,101 @@
+"""The cell scheduler service (topic `scheduler`).
+
+select_destinations filters and weighs the cell's compute nodes, then claims
+the resources on the best host in one DB transaction (see cells/db/claims.py).
+Several scheduler processes may share one cell DB: a claim that loses a race
+simply fails its conditional UPDATE and the next candidate is tried.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from cells import errors
+from cells.config import ClusterConfig, ServiceSpec
+from cells.context import RequestContext
+from cells.db import claims
+from cells.db.claims import HostState, Resources
+from cells.db.engine import Database
+from cells.db.schema import ensure_schema
+from cells.rpcapi.compute import topic as compute_topic
+from cells.scheduler.filters import Alive, filter_hosts
+from cells.scheduler.weights import weigh
+from cells.service import Service
+
+LOG = logging.getLogger(__name__)
+NOT_ENOUGH_HOSTS = "There are not enough hosts available."
+
+
+async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any], instance_uuids: list[str],
+                     exclude_hosts: list[str], alternates: int = 2) -> list[dict[str, Any]]:
+    """Place and claim every instance, or none (NoValidHost releases what this call claimed)."""
+    flavor = request_spec.get("flavor")
+    if not isinstance(flavor, Mapping):
+        raise errors.Invalid(reason="request_spec has no flavor")
+    if not instance_uuids or len(set(instance_uuids)) != len(instance_uuids):
+        raise errors.Invalid(reason="instance_uuids must be a non-empty list of distinct ids")
+    req = Resources.from_flavor(flavor)
+    hosts = {h.host: h for h in await claims.load_hosts(db)}
+    placed: list[dict[str, Any]] = []
+    try:
+        for uuid in instance_uuids:
+            host, alts = await _place_one(db, hosts, req, uuid, alive, exclude_hosts, alternates)
+            placed.append({"instance_uuid": uuid, "host": host, "alternates": alts})
+    except errors.NoValidHost:
+        for done in placed:
+            await claims.release(db, done["instance_uuid"])
+        raise
+    return placed
+
+
+async def _place_one(db: Database, hosts: dict[str, HostState], req: Resources, uuid: str, alive: Alive,
+                     exclude: list[str], alternates: int) -> tuple[str, list[str]]:
+    for _ in range(2):  # a second pass re-reads usage when every candidate lost a race
+        candidates = weigh(filter_hosts(hosts.values(), req, alive, exclude))
+        if not candidates:
+            break
+        for cand in candidates:
+            if await claims.claim(db, cand.host, uuid, req):
+                hosts[cand.host] = cand.consume(req)  # spread the next instance of this request
+                return cand.host, [c.host for c in candidates if c.host != cand.host][:max(alternates, 0)]
+            LOG.debug("claim for %s on %s lost a race, trying the next host", uuid, cand.host)
+        hosts.clear()
+        hosts.update({h.host: h for h in await claims.load_hosts(db)})
+    raise errors.NoValidHost(reason=NOT_ENOUGH_HOSTS)
+
+
+class SchedulerManager:
+    def __init__(self, cluster: ClusterConfig, spec: ServiceSpec) -> None:
+        if spec.cell is None:
+            raise ValueError(f"scheduler {spec.id} belongs to no cell")
+        self.cluster = cluster
+        self.spec = spec
+        self.db_url = cluster.cell(spec.cell).db
+        self._db: Database | None = None
+        self._service: Service | None = None
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise errors.CellcloudError("scheduler is not started")
+        return self._db
+
+    async def start(self, service: Service) -> None:
+        self._service = service
+        self._db = Database(self.db_url)
+        await ensure_schema(self._db)
+
+    async def stop(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+
+    def host_alive(self, host: str) -> bool:
+        return self._service is not None and bool(self._service.view.members(compute_topic(host)))
+
+    # --- RPC (cells/rpcapi/scheduler.py SURFACE) ----------------------------
+
+    async def select_destinations(self, ctx: RequestContext, request_spec: dict[str, Any],
+                                  instance_uuids: list[str], exclude_hosts: list[str],
+                                  alternates: int = 2) -> list[dict[str, Any]]:
+        return await select_for(self.db, self.host_alive, request_spec, list(instance_uuids),
+                                list(exclude_hosts or ()), alternates)

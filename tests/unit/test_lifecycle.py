@@ -1,0 +1,142 @@
+"""The instance lifecycle state machine, without I/O."""
+from __future__ import annotations
+
+import pytest
+
+from cells import errors, lifecycle
+from cells.lifecycle import NEW, Action, Event, State, on, status
+from cells.objects.instance import PowerState, TaskState, VmState
+
+
+def run(*events: str) -> State:
+    state = NEW
+    for ev in events:
+        state, _ = on(ev, state)
+    return state
+
+
+def test_build_follows_novas_sequence() -> None:
+    state, actions = on(Event.BUILD_REQUESTED, NEW)
+    assert state == State(VmState.BUILDING, TaskState.SCHEDULING, PowerState.NOSTATE)
+    assert actions == (Action.SCHEDULE,)
+    state, actions = on(Event.SCHEDULED, state)
+    assert state == State(VmState.BUILDING, None)
+    assert actions == (Action.SET_HOST, Action.CAST_BUILD)
+    for ev, task in ((Event.NETWORKING, TaskState.NETWORKING),
+                     (Event.BLOCK_DEVICE_MAPPING, TaskState.BLOCK_DEVICE_MAPPING),
+                     (Event.SPAWNING, TaskState.SPAWNING)):
+        state, _ = on(ev, state)
+        assert state == State(VmState.BUILDING, task)
+    state, actions = on(Event.SPAWNED, state)
+    assert state == State(VmState.ACTIVE, None, PowerState.RUNNING)
+    assert Action.SET_LAUNCHED_AT in actions
+
+
+def test_networking_and_bdm_are_optional() -> None:
+    assert run(Event.BUILD_REQUESTED, Event.SCHEDULED, Event.SPAWNING, Event.SPAWNED).vm_state == VmState.ACTIVE
+
+
+def test_spawn_failed_is_final_error_and_releases_claim() -> None:
+    state = run(Event.BUILD_REQUESTED, Event.SCHEDULED, Event.SPAWNING)
+    state, actions = on(Event.BUILD_FAILED, state)
+    assert (state.vm_state, state.task_state) == (VmState.ERROR, None)
+    assert set(actions) == {Action.RELEASE_CLAIM, Action.RECORD_FAULT}
+    with pytest.raises(errors.InstanceInvalidState):
+        on(Event.SPAWNED, state)
+
+
+def test_reschedule_goes_back_to_scheduling_without_host() -> None:
+    state = run(Event.BUILD_REQUESTED, Event.SCHEDULED, Event.SPAWNING)
+    state, actions = on(Event.RESCHEDULE, state)
+    assert state == State(VmState.BUILDING, TaskState.SCHEDULING)
+    assert {Action.RELEASE_CLAIM, Action.CLEAR_HOST, Action.SCHEDULE} <= set(actions)
+
+
+def test_no_valid_host_fails_from_scheduling() -> None:
+    state, _ = on(Event.BUILD_FAILED, run(Event.BUILD_REQUESTED))
+    assert state.vm_state == VmState.ERROR
+
+
+def test_host_lost_while_building_is_error() -> None:
+    state, actions = on(Event.HOST_LOST, run(Event.BUILD_REQUESTED, Event.SCHEDULED))
+    assert (state.vm_state, state.task_state) == (VmState.ERROR, None)
+    assert Action.RELEASE_CLAIM in actions
+
+
+def test_host_lost_when_active_is_invalid() -> None:
+    active = run(Event.BUILD_REQUESTED, Event.SCHEDULED, Event.SPAWNING, Event.SPAWNED)
+    with pytest.raises(errors.InstanceInvalidState) as exc:
+        on(Event.HOST_LOST, active, "i-1")
+    assert exc.value.kwargs == {"action": Event.HOST_LOST, "instance_id": "i-1", "attr": "vm_state",
+                                "state": VmState.ACTIVE}
+
+
+def test_delete_then_destroyed() -> None:
+    active = run(Event.BUILD_REQUESTED, Event.SCHEDULED, Event.SPAWNING, Event.SPAWNED)
+    state, actions = on(Event.DELETE_REQUESTED, active)
+    assert (state.vm_state, state.task_state) == (VmState.ACTIVE, TaskState.DELETING)
+    assert actions == (Action.CAST_TERMINATE,)
+    again, _ = on(Event.DELETE_REQUESTED, state)  # a repeated delete re-sends the terminate
+    assert again == state
+    state, actions = on(Event.DESTROYED, state)
+    assert state == State(VmState.DELETED, None, PowerState.NOSTATE)
+    assert {Action.RELEASE_CLAIM, Action.MARK_DELETED, Action.SET_TERMINATED_AT} <= set(actions)
+
+
+def test_delete_while_building_and_in_error() -> None:
+    for state in (run(Event.BUILD_REQUESTED), run(Event.BUILD_REQUESTED, Event.BUILD_FAILED)):
+        new, _ = on(Event.DELETE_REQUESTED, state)
+        assert new.task_state == TaskState.DELETING
+
+
+@pytest.mark.parametrize("event,state", [
+    (Event.BUILD_REQUESTED, State(VmState.ACTIVE)),
+    (Event.SCHEDULED, State(VmState.BUILDING, None)),
+    (Event.SPAWNED, State(VmState.BUILDING, TaskState.SCHEDULING)),
+    (Event.DESTROYED, State(VmState.ACTIVE)),
+    (Event.DELETE_REQUESTED, State(VmState.DELETED)),
+    (Event.RESCHEDULE, State(VmState.BUILDING, TaskState.DELETING)),
+    (Event.BUILD_FAILED, State(VmState.BUILDING, TaskState.DELETING)),
+    ("no-such-event", State(VmState.ACTIVE)),
+])
+def test_invalid_transitions_raise(event: str, state: State) -> None:
+    with pytest.raises(errors.InstanceInvalidState):
+        on(event, state)
+
+
+def test_invalid_state_is_a_conflict() -> None:
+    with pytest.raises(errors.Conflict):
+        on(Event.SPAWNED, State(VmState.ERROR))
+
+
+@pytest.mark.parametrize("vm_state,task_state,expected", [
+    (VmState.BUILDING, TaskState.SCHEDULING, "BUILD"),
+    (VmState.BUILDING, TaskState.SPAWNING, "BUILD"),
+    (VmState.ACTIVE, None, "ACTIVE"),
+    (VmState.ACTIVE, TaskState.DELETING, "ACTIVE"),
+    (VmState.ACTIVE, "rebooting", "REBOOT"),
+    (VmState.ACTIVE, "rebooting_hard", "HARD_REBOOT"),
+    (VmState.ACTIVE, "resize_prep", "RESIZE"),
+    (VmState.ACTIVE, "rebuilding", "REBUILD"),
+    (VmState.ACTIVE, "updating_password", "PASSWORD"),
+    (VmState.STOPPED, None, "SHUTOFF"),
+    (VmState.PAUSED, None, "PAUSED"),
+    (VmState.SUSPENDED, None, "SUSPENDED"),
+    (VmState.ERROR, None, "ERROR"),
+    (VmState.ERROR, "rebuilding", "REBUILD"),
+    (VmState.DELETED, None, "DELETED"),
+    ("resized", "resize_reverting", "REVERT_RESIZE"),
+    ("resized", None, "VERIFY_RESIZE"),
+    ("rescued", None, "RESCUE"),
+    ("soft-delete", None, "SOFT_DELETED"),
+    ("shelved_offloaded", None, "SHELVED_OFFLOADED"),
+    ("bogus", None, "UNKNOWN"),
+])
+def test_status_matches_nova(vm_state: str, task_state: str | None, expected: str) -> None:
+    assert status(vm_state, task_state) == expected
+
+
+def test_module_is_pure() -> None:
+    # the lifecycle core must not reach for I/O: no asyncio, sockets or DB in its namespace
+    names = set(vars(lifecycle))
+    assert not names & {"asyncio", "sqlalchemy", "zmq", "socket"}

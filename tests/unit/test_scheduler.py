@@ -1,0 +1,163 @@
+"""Scheduler: pure filters and weigher; atomic claims against a real SQLite file
+shared by two engines (two "scheduler processes")."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from cells import errors
+from cells.db import claims
+from cells.db.claims import HostState, Resources
+from cells.db.engine import Database
+from cells.db.schema import claims as claims_table
+from cells.db.schema import create_schema
+from cells.scheduler.filters import disk_filter, filter_hosts, ram_filter, vcpu_filter
+from cells.scheduler.manager import select_for
+from cells.scheduler.weights import weigh
+
+SMALL = Resources(vcpus=1, memory_mb=512, local_gb=1)
+FLAVOR = {"vcpus": 1, "ram": 512, "disk": 1, "ephemeral": 0, "swap": 0}
+
+
+def host(name: str, vcpus: int = 4, ram: int = 2048, disk: int = 20, **used: int) -> HostState:
+    return HostState(name, vcpus, ram, disk, used.get("vcpus", 0), used.get("ram", 0), used.get("disk", 0))
+
+
+# --- pure parts ---------------------------------------------------------------
+
+def test_resources_from_flavor_counts_ephemeral_and_swap() -> None:
+    res = Resources.from_flavor({"vcpus": 2, "ram": 1024, "disk": 10, "ephemeral": 5, "swap": 1536})
+    assert res == Resources(vcpus=2, memory_mb=1024, local_gb=17)
+
+
+def test_ram_filter_uses_allocation_ratio() -> None:
+    full = host("a", ram=1024, ram_used=0)
+    assert ram_filter(full, Resources(1, 1024, 0))
+    assert not ram_filter(full, Resources(1, 1025, 0))
+    oversub = HostState("b", 4, 1024, 20, memory_mb_used=1024, ram_allocation_ratio=1.5)
+    assert ram_filter(oversub, Resources(1, 512, 0))
+    assert not ram_filter(oversub, Resources(1, 513, 0))
+
+
+def test_disk_and_vcpu_filters() -> None:
+    h = HostState("a", 2, 4096, 10, vcpus_used=7, local_gb_used=9)  # cpu ratio 4.0: 8 vcpus
+    assert vcpu_filter(h, Resources(1, 0, 0)) and not vcpu_filter(h, Resources(2, 0, 0))
+    assert disk_filter(h, Resources(0, 0, 1)) and not disk_filter(h, Resources(0, 0, 2))
+
+
+def test_filter_hosts_drops_dead_excluded_and_full_hosts() -> None:
+    hosts = [host("alive"), host("dead"), host("excluded"), host("full", ram=256)]
+    kept = filter_hosts(hosts, SMALL, alive=lambda h: h != "dead", exclude=["excluded"])
+    assert [h.host for h in kept] == ["alive"]
+
+
+def test_weigher_spreads_by_free_ram_then_vcpus_then_name() -> None:
+    hosts = [host("c", ram=2048), host("b", ram=4096, vcpus=2), host("a", ram=4096, vcpus=2),
+             host("d", ram=4096, vcpus=8)]
+    assert [h.host for h in weigh(hosts)] == ["d", "a", "b", "c"]
+
+
+def test_consume_moves_the_next_instance_elsewhere() -> None:
+    a, b = host("a"), host("b")
+    first = weigh([a, b])[0]
+    assert first.host == "a"
+    assert weigh([first.consume(SMALL), b])[0].host == "b"
+
+
+# --- claims against a real SQLite file ---------------------------------------
+
+async def _two_hosts(url: str, ram_each: int) -> Database:
+    await create_schema(url)
+    db = Database(url)
+    async with db.write() as conn:
+        for name in ("h1", "h2"):
+            await claims.upsert_node(conn, name, {"vcpus": 64, "memory_mb": ram_each, "local_gb": 1000})
+    return db
+
+
+async def test_claim_and_release_are_exact(tmp_path: Path) -> None:
+    db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", 1024)
+    try:
+        assert await claims.claim(db, "h1", "i-1", SMALL)
+        assert await claims.claim(db, "h1", "i-2", SMALL)
+        assert not await claims.claim(db, "h1", "i-3", SMALL)
+        async with db.read() as conn:
+            h1 = await claims.get_host(conn, "h1")
+        assert h1 is not None and h1.memory_mb_used == 1024 and h1.vcpus_used == 2
+        assert await claims.release(db, "i-1") == "h1"
+        assert await claims.release(db, "i-1") is None  # a second release gives nothing back
+        async with db.read() as conn:
+            h1 = await claims.get_host(conn, "h1")
+        assert h1 is not None and h1.memory_mb_used == 512
+    finally:
+        await db.close()
+
+
+async def test_reclaim_moves_the_claim_and_failed_claim_keeps_the_old(tmp_path: Path) -> None:
+    db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", 512)
+    try:
+        assert await claims.claim(db, "h1", "i-1", SMALL)
+        assert await claims.claim(db, "h2", "i-1", SMALL)  # moved: h1 is free again
+        assert await claims.claim(db, "h1", "i-2", SMALL)
+        assert not await claims.claim(db, "h1", "i-1", SMALL)  # h1 full: i-1 keeps its h2 claim
+        async with db.read() as conn:
+            held = await claims.claim_of(conn, "i-1")
+        assert held is not None and held["host"] == "h2"
+    finally:
+        await db.close()
+
+
+async def test_concurrent_claims_from_two_scheduler_processes_never_overcommit(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+    first = await _two_hosts(url, ram_each=5 * 512)  # room for 10 instances in total
+    second = Database(url)  # a second "scheduler process": its own engine and connections
+    try:
+        async def boot(i: int) -> str | None:
+            db = first if i % 2 else second
+            try:
+                [sel] = await select_for(db, lambda h: True, {"flavor": FLAVOR}, [f"i-{i}"], [])
+            except errors.NoValidHost:
+                return None
+            return str(sel["host"])
+
+        placed = await asyncio.gather(*(boot(i) for i in range(40)))
+        winners = [h for h in placed if h is not None]
+        assert len(winners) == 10
+        assert sorted(set(winners)) == ["h1", "h2"]
+        hosts = await claims.load_hosts(first)
+        for h in hosts:
+            assert 0 <= h.memory_mb_used <= h.memory_mb
+        assert sum(h.memory_mb_used for h in hosts) == 10 * 512
+        async with first.read() as conn:
+            assert (await conn.execute(select(func.count()).select_from(claims_table))).scalar() == 10
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_multi_instance_request_is_all_or_nothing_and_spreads(tmp_path: Path) -> None:
+    db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", ram_each=2 * 512)
+    try:
+        sels = await select_for(db, lambda h: True, {"flavor": FLAVOR}, ["a", "b"], [], alternates=2)
+        assert sorted(s["host"] for s in sels) == ["h1", "h2"]
+        assert all(s["alternates"] == [o for o in ("h1", "h2") if o != s["host"]] for s in sels)
+        with pytest.raises(errors.NoValidHost):
+            await select_for(db, lambda h: True, {"flavor": FLAVOR}, ["c", "d", "e"], [])
+        hosts = await claims.load_hosts(db)
+        assert sum(h.memory_mb_used for h in hosts) == 2 * 512  # c and d were given back
+    finally:
+        await db.close()
+
+
+async def test_select_skips_dead_and_excluded_hosts(tmp_path: Path) -> None:
+    db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", ram_each=4096)
+    try:
+        [sel] = await select_for(db, lambda h: h == "h2", {"flavor": FLAVOR}, ["x"], [])
+        assert sel["host"] == "h2" and sel["alternates"] == []
+        with pytest.raises(errors.NoValidHost, match="No valid host was found"):
+            await select_for(db, lambda h: h == "h2", {"flavor": FLAVOR}, ["y"], ["h2"])
+    finally:
+        await db.close()
