@@ -175,31 +175,3 @@ class MaxRetriesExceeded(NoValidHost):
 @_register
 class DBSchemaTooNew(CellcloudError):
     code, msg = "db_schema_too_new", "Cell DB schema version {found} is newer than this code supports ({supported})"
-
-
-# --- cell services (conductor, scheduler, cell DB) -------------------------
-
-@_register
-class MarkerNotFound(Invalid):
-    code, msg = "marker_not_found", "Marker {marker} could not be found."
-
-
-@_register
-class UnexpectedTaskState(Conflict):
-    code = "unexpected_task_state"
-    msg = "Unexpected task state for instance {instance_id}: expecting {expected} but the actual state is {actual}"
-
-
-@_register
-class UnexpectedDeletingTaskState(UnexpectedTaskState):
-    code = "unexpected_deleting_task_state"
-
-
-@_register
-class MaxRetriesExceeded(NoValidHost):
-    code, msg = "max_retries_exceeded", "Exceeded maximum number of retries. {reason}"
-
-
-@_register
-class DBSchemaTooNew(CellcloudError):
-    code, msg = "db_schema_too_new", "Cell DB schema version {found} is newer than this code supports ({supported})"
