@@ -1,0 +1,264 @@
+"""cluster.yaml -> ClusterConfig: the default file, every kind of mistake, ports, secrets."""
+from __future__ import annotations
+
+import copy
+import json
+import stat
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from cells.config import ClusterConfig
+from tools import clusterfile
+from tools.clusterfile import ClusterFileError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BASE: dict[str, Any] = {
+    "cluster": "demo",
+    "state_dir": "var",
+    "api": {"host": "ctl", "listen": "127.0.0.1:8774"},
+    "sites": [{"name": "site1", "cells": [{
+        "name": "cell1",
+        "services": {"router": "ctl:5601", "conductor": "ctl", "scheduler": "ctl"},
+        "hosts": ["node1"],
+    }]}],
+    "hosts": {
+        "ctl": {"address": "127.0.0.1", "via": "local"},
+        "node1": {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
+                  "virt": {"uri": "test:///default", "type": "auto"}, "rpc_port": 5610},
+    },
+    "security": {"curve": False},
+}
+
+
+def write(tmp_path: Path, doc: Any, name: str = "cluster.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def variant(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    doc = copy.deepcopy(BASE)
+    change(doc)
+    return doc
+
+
+def cell(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["sites"][0]["cells"][0]  # type: ignore[no-any-return]
+
+
+def test_repo_default_cluster_file_resolves() -> None:
+    cfg = clusterfile.load(ROOT / "cluster.yaml")
+    assert cfg.name == "demo"
+    assert cfg.state_dir == str(ROOT / "var")
+    assert [c.path for c in cfg.cells] == ["cell1"]
+    assert cfg.cells[0].db == f"sqlite+aiosqlite:///{ROOT}/var/cells/cell1.db"
+    assert cfg.cells[0].router == "tcp://127.0.0.1:5601"
+    binds = {s.id: s.bind for s in cfg.services}
+    assert binds == {
+        "cell1/router": "tcp://127.0.0.1:5601",
+        "cell1/conductor": "tcp://127.0.0.1:5602",  # router + 1
+        "cell1/scheduler": "tcp://127.0.0.1:5603",  # router + 2
+        "cell1/compute/node1": "tcp://127.0.0.1:5610",
+        "api": "127.0.0.1:8774",
+    }
+    compute = cfg.service("cell1/compute/node1")
+    assert (compute.kind, compute.host, compute.cell) == ("compute", "node1", "cell1")
+    assert compute.options == {"virt_uri": "test:///default", "virt_type": "auto"}
+    assert cfg.api.public_url == "http://127.0.0.1:8774"
+    assert cfg.api.db == f"sqlite+aiosqlite:///{ROOT}/var/api.db"
+    assert cfg.api.image_dir == f"{ROOT}/var/images"
+    assert cfg.curve is False and cfg.heartbeat_interval == 1.0
+    assert [h.name for h in cfg.hosts] == ["ctl", "node1"]
+
+
+def test_defaults_nested_cells_and_db_urls(tmp_path: Path) -> None:
+    def change(doc: dict[str, Any]) -> None:
+        del doc["state_dir"], doc["security"], doc["api"]["listen"]
+        doc["hosts"]["node2"] = {"address": "127.0.0.2"}  # roles default to [compute]
+        cell(doc)["db"] = "sqlite:///data/c1.db"  # relative to the file's directory
+        cell(doc)["services"] = {"router": "ctl:6000", "scheduler": "node1:7000"}
+        cell(doc)["cells"] = [{"name": "edge", "services": {"router": "ctl:6100"}, "hosts": ["node2"],
+                               "db": "postgresql://cc@db.example/edge"}]
+
+    cfg = clusterfile.load(write(tmp_path, variant(change)))
+    assert cfg.state_dir == str(tmp_path / "var")
+    assert cfg.api.listen == "127.0.0.1:8774"
+    assert [(c.path, c.parent) for c in cfg.cells] == [("cell1", None), ("cell1!edge", "cell1")]
+    assert cfg.cell("cell1").db == f"sqlite+aiosqlite:///{tmp_path}/data/c1.db"
+    assert cfg.cell("cell1!edge").db == "postgresql+asyncpg://cc@db.example/edge"
+    assert cfg.service("cell1/conductor").bind == "tcp://127.0.0.1:6001"  # defaults to the router's host
+    assert cfg.service("cell1/scheduler").bind == "tcp://127.0.0.1:7000"
+    assert cfg.service("cell1!edge/conductor").bind == "tcp://127.0.0.1:6101"
+    node2 = cfg.service("cell1!edge/compute/node2")
+    assert node2.bind == "tcp://127.0.0.2:5702"  # 5700 + index of node2 in hosts
+    assert node2.options == {"virt_uri": "test:///default", "virt_type": "auto"}
+
+
+def test_default_db_of_a_nested_cell_lives_under_its_parent(tmp_path: Path) -> None:
+    doc = variant(lambda d: cell(d).update(cells=[{"name": "edge", "services": {"router": "ctl:6100"}}]))
+    cfg = clusterfile.load(write(tmp_path, doc), state_dir=tmp_path / "st")
+    assert cfg.cell("cell1!edge").db == f"sqlite+aiosqlite:///{tmp_path}/st/cells/cell1/edge.db"
+
+
+def _set_cell(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda d: cell(d).__setitem__(key, value)
+
+
+def _set_host(host: str, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda d: d["hosts"][host].__setitem__(key, value)
+
+
+MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("router without port", _set_cell("services", {"router": "ctl"}),
+     "sites[0].cells[0].services.router: expected HOST:PORT, got 'ctl'"),
+    ("router port not a number", _set_cell("services", {"router": "ctl:http"}),
+     "sites[0].cells[0].services.router: expected HOST:PORT, got 'ctl:http'"),
+    ("unknown top-level key", lambda d: d.__setitem__("colour", "blue"), "colour: unknown key (expected one of"),
+    ("unknown cell key", _set_cell("size", 3), "sites[0].cells[0].size: unknown key"),
+    ("missing required key", lambda d: d["api"].pop("host"), "api.host: required key is missing"),
+    ("missing sites", lambda d: d.pop("sites"), "sites: required key is missing"),
+    ("unknown host in a cell", _set_cell("hosts", ["node9"]),
+     "sites[0].cells[0].hosts[0]: unknown host 'node9' (hosts defined: ctl, node1)"),
+    ("unknown host for a service", _set_cell("services", {"router": "ctl:5601", "conductor": "db1"}),
+     "sites[0].cells[0].services.conductor: unknown host 'db1'"),
+    ("unknown API host", lambda d: d["api"].__setitem__("host", "web"), "api.host: unknown host 'web'"),
+    ("via not a known transport", _set_host("node1", "via", "telnet"),
+     "hosts.node1.via: expected one of local, netns, ssh, got 'telnet'"),
+    ("via ssh not yet", _set_host("node1", "via", "ssh"), "hosts.node1.via: 'ssh' is not supported yet"),
+    ("via netns not yet", _set_host("node1", "via", "netns"), "hosts.node1.via: 'netns' is not supported yet"),
+    ("port out of range", _set_host("node1", "rpc_port", 70000),
+     "hosts.node1.rpc_port: expected a port number 1-65535, got 70000"),
+    ("port as text", _set_host("node1", "rpc_port", "5610"),
+     "hosts.node1.rpc_port: expected a port number 1-65535, got '5610'"),
+    ("bad address", _set_host("node1", "address", "not an address"),
+     "hosts.node1.address: expected an IP address or DNS name, got 'not an address'"),
+    ("unsupported role", _set_host("node1", "roles", ["compute", "volume"]),
+     "hosts.node1.roles[1]: role 'volume' is not supported yet"),
+    ("unknown role", _set_host("node1", "roles", ["gpu"]), "hosts.node1.roles[0]: expected one of compute, volume"),
+    ("virt type", _set_host("node1", "virt", {"type": "xen"}), "hosts.node1.virt.type: expected one of auto, kvm"),
+    ("virt uri", _set_host("node1", "virt", {"uri": "default"}),
+     "hosts.node1.virt.uri: expected a libvirt URI like test:///default, got 'default'"),
+    ("bad db scheme", _set_cell("db", "mysql://x/y"),
+     "sites[0].cells[0].db: expected sqlite:///PATH or postgresql+asyncpg://USER@HOST/DB, got 'mysql://x/y'"),
+    ("in-memory sqlite", _set_cell("db", "sqlite:///:memory:"), "sites[0].cells[0].db: expected sqlite:///PATH"),
+    ("sites not a list", lambda d: d.__setitem__("sites", {"site1": {}}),
+     "sites: expected a non-empty list of sites, got a mapping"),
+    ("no cells", lambda d: d["sites"][0].__setitem__("cells", []), "sites[0].cells: expected a non-empty list"),
+    ("bad name", _set_cell("name", "cell 1"), "sites[0].cells[0].name: expected a name of letters, digits"),
+    ("cell name twice", lambda d: d["sites"].append({"name": "site2", "cells": [
+        {"name": "cell1", "services": {"router": "ctl:5701"}}]}),
+     "sites[1].cells[0].name: cell 'cell1' is already defined at sites[0].cells[0]"),
+    ("site name twice", lambda d: d["sites"].append(copy.deepcopy(d["sites"][0])),
+     "sites[1].name: site 'site1' is defined twice"),
+    ("host in two cells", lambda d: d["sites"][0]["cells"].append(
+        {"name": "cell2", "services": {"router": "ctl:5621"}, "hosts": ["node1"]}),
+     "sites[0].cells[1].hosts[0]: host 'node1' is already in a cell at sites[0].cells[0].hosts[0]"),
+    ("host without role in a cell", _set_host("node1", "roles", []),
+     "sites[0].cells[0].hosts[0]: host 'node1' has no role to run in a cell"),
+    ("heartbeat", lambda d: d.__setitem__("heartbeat_interval", 0),
+     "heartbeat_interval: expected seconds between 0 and 60, got 0"),
+    ("curve not a bool", lambda d: d["security"].__setitem__("curve", "yes please"),
+     "security.curve: expected true or false, got 'yes please'"),
+    ("nested cell mistake", _set_cell("cells", [{"name": "edge", "services": {"router": "ctl"}}]),
+     "sites[0].cells[0].cells[0].services.router: expected HOST:PORT, got 'ctl'"),
+    ("api listen", lambda d: d["api"].__setitem__("listen", 8774),
+     "api.listen: expected ADDRESS:PORT (e.g. 127.0.0.1:8774), got 8774"),
+    ("same db twice", lambda d: d["sites"][0]["cells"].extend([
+        {"name": "cell2", "services": {"router": "ctl:5621"}, "db": "sqlite:///x.db"},
+        {"name": "cell3", "services": {"router": "ctl:5631"}, "db": "sqlite:///./x.db"}]),
+     "sites[0].cells[2].db: database sqlite+aiosqlite:///"),
+]
+
+
+@pytest.mark.parametrize("change, expected", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
+def test_each_mistake_names_file_field_and_expectation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       change: Callable[[dict[str, Any]], None],
+                                                       expected: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, variant(change))
+    with pytest.raises(ClusterFileError) as info:
+        clusterfile.load("cluster.yaml")
+    assert str(info.value).startswith(f"cluster.yaml: {expected}"), str(info.value)
+    assert not (tmp_path / "var").exists()  # validation writes nothing
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("cluster: demo\n  bad: indent\n", "cluster.yaml: line 2, column 6: invalid YAML"),
+    ("cluster: a\ncluster: b\n", "cluster.yaml: line 2, column 1: invalid YAML: duplicate key 'cluster'"),
+    ("- just\n- a list\n", "cluster.yaml: expected a mapping with keys cluster, api, sites, hosts"),
+])
+def test_yaml_level_mistakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, expected: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, text)
+    with pytest.raises(ClusterFileError, match="^" + expected.replace("(", r"\(").replace(")", r"\)")):
+        clusterfile.load("cluster.yaml")
+
+
+def test_missing_file_is_a_cluster_file_error(tmp_path: Path) -> None:
+    with pytest.raises(ClusterFileError, match=r"nope\.yaml: cannot read: No such file"):
+        clusterfile.load(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("change, expected", [
+    (_set_cell("services", {"router": "ctl:5601", "conductor": "node1:5610"}),
+     "sites[0].cells[0].hosts[0]: port 127.0.0.1:5610 of cell1/compute/node1 (sites[0].cells[0].hosts[0]) "
+     "is already used by cell1/conductor (sites[0].cells[0].services.conductor)"),
+    (_set_cell("services", {"router": "ctl:8773"}),  # the default scheduler port router+2 = 8775, conductor 8774
+     "sites[0].cells[0].services.conductor: port 127.0.0.1:8774 of cell1/conductor "
+     "(sites[0].cells[0].services.conductor (default port: router + 1)) is already used by api (api.listen)"),
+    (lambda d: d["api"].__setitem__("listen", "0.0.0.0:5601"),  # a wildcard bind takes the port on every address
+     "sites[0].cells[0].services.router: port 127.0.0.1:5601 of cell1/router"),
+])
+def test_port_collisions_are_reported(tmp_path: Path, change: Callable[[dict[str, Any]], None],
+                                      expected: str) -> None:
+    path = write(tmp_path, variant(change))
+    with pytest.raises(ClusterFileError) as info:
+        clusterfile.load(path)
+    assert str(info.value).startswith(f"{path}: {expected}"), str(info.value)
+
+
+def test_same_port_on_different_addresses_is_fine(tmp_path: Path) -> None:
+    doc = variant(lambda d: d["hosts"]["node1"].update(address="127.0.0.2", rpc_port=5601))
+    cfg = clusterfile.load(write(tmp_path, doc))
+    assert cfg.service("cell1/compute/node1").bind == "tcp://127.0.0.2:5601"
+
+
+def test_secrets_are_made_once_and_kept(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    first = clusterfile.prepare(path)
+    state = tmp_path / "var"
+    assert set(first.secrets) == {"admin_password", "demo_password", "service_password"}
+    assert len(set(first.secrets.values())) == 3 and all(len(v) >= 20 for v in first.secrets.values())
+    for name in ("secrets.json", "cluster.json"):
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+    second = clusterfile.prepare(path)
+    assert second.secrets == first.secrets
+    on_disk = ClusterConfig.load(state / "cluster.json")
+    assert on_disk == second  # what services read is exactly what was resolved
+    assert json.loads((state / "secrets.json").read_text()) == first.secrets
+
+
+def test_a_lost_secret_is_remade_and_the_others_kept(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    first = clusterfile.prepare(path, state_dir=tmp_path / "s")
+    stored = json.loads((tmp_path / "s" / "secrets.json").read_text())
+    del stored["service_password"]
+    (tmp_path / "s" / "secrets.json").write_text(json.dumps(stored))
+    again = clusterfile.prepare(path, state_dir=tmp_path / "s")
+    assert again.secrets["admin_password"] == first.secrets["admin_password"]
+    assert again.secrets["service_password"] and again.secrets["service_password"] != first.secrets["service_password"]
+
+
+def test_curve_gives_every_service_and_the_operator_a_stable_key(tmp_path: Path) -> None:
+    path = write(tmp_path, variant(lambda d: d["security"].update(curve=True)))
+    first = clusterfile.prepare(path)
+    assert first.curve
+    keys = {s.id: s.public_key for s in first.services}
+    assert all(len(k) == 40 for k in keys.values()) and len(set(keys.values())) == len(keys)
+    assert first.operator_key and first.operator_key not in keys.values()
+    assert first.router_key("cell1") == keys["cell1/router"].encode()
+    assert clusterfile.prepare(path).services == first.services
