@@ -1,0 +1,61 @@
+# Cellcloud. `make up` starts the cluster in cluster.yaml, `make test` runs every test.
+# Everything installs itself on a fresh Debian 12 machine (as root): `make deps`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CLUSTER ?= cluster.yaml
+STAMP := $(VENV)/.deps-installed
+# gcc + python3-dev build libvirt-python (sdist only) against libvirt-dev.
+APT_PACKAGES := python3-venv gcc python3-dev libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu \
+	qemu-system-x86 qemu-utils qemu-block-extra dnsmasq-base tgt nftables iproute2 iputils-ping lz4 busybox-static
+
+.PHONY: deps apt up down status test test-fast bench
+
+deps: $(STAMP)
+
+# Skips apt entirely when every package is already installed (dpkg says "install ok installed").
+apt:
+	@missing=$$(dpkg-query -W -f='$${Status} $${Package}\n' $(APT_PACKAGES) 2>&1 | grep -v '^install ok installed' || true); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing missing system packages"; \
+	  apt-get update; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+$(BIN)/python: | apt
+	$(PYTHON) -m venv $(VENV)
+
+# Re-run pip only when pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml | apt $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+up: deps
+	$(BIN)/cellctl up $(CLUSTER)
+
+down:
+	$(BIN)/cellctl down $(CLUSTER)
+
+status:
+	$(BIN)/cellctl status $(CLUSTER)
+
+# pytest exit code 5 ("no tests collected") fails the build like any other failure.
+test: deps
+	@rc=0; $(BIN)/pytest -q || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
+	exit $$rc
+
+test-fast: deps
+	@rc=0; $(BIN)/pytest -q -m "not slow" || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; fi; \
+	exit $$rc
+
+bench: deps
+	@ran=0; for f in tools/bench/*.py; do \
+	  name=$$(basename "$$f" .py); \
+	  if [ ! -f "$$f" ] || [ "$$name" = __init__ ]; then continue; fi; \
+	  echo "== tools/bench/$$name.py"; $(BIN)/python -m "tools.bench.$$name"; ran=1; \
+	done; \
+	if [ $$ran = 0 ]; then echo "no benchmarks in tools/bench"; fi
