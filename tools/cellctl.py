@@ -69,7 +69,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         (state / sub).mkdir(parents=True, exist_ok=True)
     try:
         _create_databases(cluster)
-    except Exception as exc:  # a missing module or a DB error: report it and start nothing
+    except Exception as exc:  # noqa: BLE001 - a missing module or a DB error: report it, start nothing
         _err(f"cannot create the databases: {type(exc).__name__}: {exc}")
         return 1
     files = write_credentials(cluster)

@@ -25,6 +25,7 @@ def _cell_service(cluster: ClusterConfig, spec: ServiceSpec) -> tuple[Any, dict[
         return Directory(cluster.heartbeat_interval), SURFACE, ("router",)
     if spec.kind == "conductor":
         from cells.conductor.manager import ConductorManager
+
         from cells.rpcapi.conductor import SURFACE as CONDUCTOR
         return ConductorManager(cluster, spec), CONDUCTOR, ("conductor",)
     if spec.kind == "scheduler":

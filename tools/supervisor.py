@@ -22,9 +22,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO
 
 LOG = logging.getLogger("supervisor")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -155,7 +156,8 @@ class Supervisor:
     def spawn(self, child: _Child) -> None:
         p = child.program
         if child.log is None:
-            child.log = open(self.log_dir / f"{file_name(p.id)}.log", "ab", buffering=0)
+            # kept open across restarts, closed in stop_all()
+            child.log = open(self.log_dir / f"{file_name(p.id)}.log", "ab", buffering=0)  # noqa: SIM115
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         child.log.write(f"--- {stamp} supervisor: starting {p.id} (start #{child.restarts + 1}) ---\n".encode())
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -4,8 +4,9 @@ from __future__ import annotations
 import copy
 import json
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -205,11 +206,11 @@ def test_missing_file_is_a_cluster_file_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("change, expected", [
     (_set_cell("services", {"router": "ctl:5601", "conductor": "node1:5610"}),
-     "sites[0].cells[0].hosts[0]: port 127.0.0.1:5610 of cell1/compute/node1 (sites[0].cells[0].hosts[0]) "
-     "is already used by cell1/conductor (sites[0].cells[0].services.conductor)"),
+     ("sites[0].cells[0].hosts[0]: port 127.0.0.1:5610 of cell1/compute/node1 (sites[0].cells[0].hosts[0]) "
+      "is already used by cell1/conductor (sites[0].cells[0].services.conductor)")),
     (_set_cell("services", {"router": "ctl:8773"}),  # the default scheduler port router+2 = 8775, conductor 8774
-     "sites[0].cells[0].services.conductor: port 127.0.0.1:8774 of cell1/conductor "
-     "(sites[0].cells[0].services.conductor (default port: router + 1)) is already used by api (api.listen)"),
+     ("sites[0].cells[0].services.conductor: port 127.0.0.1:8774 of cell1/conductor "
+      "(sites[0].cells[0].services.conductor (default port: router + 1)) is already used by api (api.listen)")),
     (lambda d: d["api"].__setitem__("listen", "0.0.0.0:5601"),  # a wildcard bind takes the port on every address
      "sites[0].cells[0].services.router: port 127.0.0.1:5601 of cell1/router"),
 ])

@@ -105,7 +105,7 @@ def test_starts_children_in_rank_order_with_pid_and_log_files(supervisor: Runnin
     assert read_pid(supervisor.state / "run" / "supervisor.pid") == supervisor.proc.pid
     for sid in IDS:
         log = supervisor.state / "log" / (sid.replace("/", "_") + ".log")
-        wait_for(f"{sid} output", lambda: "is running" in log.read_text())
+        wait_for(f"{sid} output", lambda log=log: "is running" in log.read_text())  # type: ignore[misc]
         assert f"supervisor: starting {sid} (start #1)" in log.read_text()
 
 
@@ -147,7 +147,7 @@ def test_children_die_with_a_killed_supervisor(supervisor: Running) -> None:
     supervisor.proc.wait()
     for pid in pids:
         assert pid is not None
-        wait_for(f"pid {pid} to exit", lambda: not pid_alive(pid, "child.py"))
+        wait_for(f"pid {pid} to exit", lambda pid=pid: not pid_alive(pid, "child.py"))  # type: ignore[misc]
 
 
 def test_backoff_doubles_caps_and_resets_after_a_stable_run(tmp_path: Path) -> None:
