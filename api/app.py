@@ -1,0 +1,82 @@
+"""The API cell's HTTP server: one aiohttp app, one port, a path per service.
+
+    /identity  Keystone v3 (tokens and the catalog)
+    /compute   Nova v2.1 (flavors, servers), routed to the child cells
+    /image     Glance v2 (image records and their bits)
+
+`make_app` builds it (tests drive it with aiohttp's test client); `serve`
+runs it until SIGTERM/SIGINT. Startup opens the API DB, the image store and
+the cell router; shutdown closes them in reverse order (cleanup_ctx).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from api.cell_router import CellRouter
+from api.compute.routes import make_compute_app
+from api.db.engine import make_engine
+from api.identity.handlers import make_identity_app
+from api.identity.tokens import TokenService
+from api.image.handlers import make_image_app
+from api.image.store import ImageStore
+from api.keys import CLUSTER, ENGINE, ROUTER, STORE, TOKENS
+from api.middleware import request_id
+from cells.config import ClusterConfig, ServiceSpec
+
+LOG = logging.getLogger(__name__)
+
+
+def make_app(cluster: ClusterConfig, router: CellRouter | None = None) -> web.Application:
+    """The whole API. `router` replaces the cell router built from `cluster` (tests)."""
+    app = web.Application(middlewares=[request_id])
+    app[CLUSTER] = cluster
+    app[STORE] = ImageStore(cluster.api.image_dir)
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        engine = make_engine(cluster.api.db)
+        app[ENGINE] = engine
+        app[TOKENS] = TokenService(engine)
+        yield
+        await engine.dispose()
+
+    async def cells(app: web.Application) -> AsyncIterator[None]:
+        app[ROUTER] = router or CellRouter.from_cluster(cluster)
+        app[ROUTER].start()
+        yield
+        await app[ROUTER].stop()
+
+    app.cleanup_ctx.extend([database, cells])
+    app.add_subapp("/identity", make_identity_app())
+    app.add_subapp("/compute", make_compute_app())
+    app.add_subapp("/image", make_image_app())
+    return app
+
+
+def _host_port(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def serve(cluster: ClusterConfig, spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
+    """Listen on spec.bind ("127.0.0.1:8774") until SIGTERM/SIGINT (or `stop` is set)."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(make_app(cluster), access_log=LOG)
+    await runner.setup()
+    try:
+        host, port = _host_port(spec.bind)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        LOG.info("API serving on http://%s:%d (public %s)", host, port, cluster.api.public_url)
+        await stop.wait()
+        LOG.info("API stopping")
+    finally:
+        await runner.cleanup()  # stops the site, then runs cleanup_ctx in reverse

@@ -1,0 +1,135 @@
+"""/compute/v2.1/flavors: the Nova 2.1 flavor views and list filters."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import Select, select
+from sqlalchemy.engine import Row
+
+from api.compute.views import links
+from api.db.schema import flavors
+from api.errors import MarkerNotFound
+from api.http import context
+from api.keys import ENGINE, public_url
+from cells import errors
+
+MAX_LIMIT = 1000
+_TRUE = {"1", "t", "true", "on", "y", "yes"}
+_FALSE = {"0", "f", "false", "off", "n", "no"}
+
+
+def flavor_dict(row: Row[Any]) -> dict[str, Any]:
+    """The flavor as an instance record carries it (cells/objects/instance.py)."""
+    return {"id": row.id, "name": row.name, "vcpus": row.vcpus, "ram": row.ram, "disk": row.disk,
+            "ephemeral": row.ephemeral, "swap": row.swap, "extra_specs": dict(row.extra_specs or {})}
+
+
+def _brief(base: str, row: Row[Any]) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "links": links(base, "flavors", row.id)}
+
+
+def _detail(base: str, row: Row[Any]) -> dict[str, Any]:
+    return {
+        "id": row.id, "name": row.name, "ram": row.ram, "disk": row.disk, "vcpus": row.vcpus,
+        "OS-FLV-EXT-DATA:ephemeral": row.ephemeral, "OS-FLV-DISABLED:disabled": row.disabled,
+        "os-flavor-access:is_public": row.is_public, "swap": row.swap or "",
+        "rxtx_factor": row.rxtx_factor, "links": links(base, "flavors", row.id),
+    }
+
+
+def parse_bool(value: str) -> bool | None:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    return None
+
+
+def _int_param(query: Any, name: str) -> int | None:
+    if name not in query:
+        return None
+    try:
+        value = int(query[name])
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise errors.Invalid(f"Invalid {name} filter [{query[name]}]" if name.startswith("min")
+                             else f"{name} param must be an integer")
+    return value
+
+
+def _list_query(request: web.Request) -> tuple[Select[Any], int, str | None]:
+    q = request.query
+    ctx = context(request)
+    query = select(flavors).where(flavors.c.disabled.is_(False))
+    # Non-admins only ever see public flavors (no flavor access lists yet);
+    # admins may ask for private ones (is_public=false) or all (is_public=none).
+    is_public: bool | None = True
+    if ctx.is_admin and "is_public" in q:
+        is_public = None if q["is_public"].strip().lower() == "none" else parse_bool(q["is_public"])
+        if is_public is None and q["is_public"].strip().lower() != "none":
+            raise errors.Invalid(f"Invalid is_public filter [{q['is_public']}]")
+    if is_public is not None:
+        query = query.where(flavors.c.is_public.is_(is_public))
+    min_ram, min_disk = _int_param(q, "minRam"), _int_param(q, "minDisk")
+    if min_ram is not None:
+        query = query.where(flavors.c.ram >= min_ram)
+    if min_disk is not None:
+        query = query.where(flavors.c.disk >= min_disk)
+    limit = _int_param(q, "limit")
+    limit = MAX_LIMIT if limit is None else min(limit, MAX_LIMIT)
+    return query.order_by(flavors.c.id), limit, q.get("marker")
+
+
+async def _list(request: web.Request, detail: bool) -> web.Response:
+    query, limit, marker = _list_query(request)
+    async with request.config_dict[ENGINE].connect() as conn:
+        if marker is not None:
+            found = (await conn.execute(select(flavors.c.id).where(flavors.c.id == marker))).first()
+            if found is None:
+                raise MarkerNotFound(marker=marker)
+            query = query.where(flavors.c.id > marker)
+        rows = (await conn.execute(query.limit(limit))).all()
+    base = public_url(request)
+    view = _detail if detail else _brief
+    body: dict[str, Any] = {"flavors": [view(base, r) for r in rows]}
+    if rows and len(rows) == limit and "limit" in request.query:
+        suffix = "/detail" if detail else ""
+        body["flavors_links"] = [{"rel": "next", "href": f"{base}/compute/v2.1/flavors{suffix}?limit={limit}"
+                                                         f"&marker={rows[-1].id}"}]
+    return web.json_response(body)
+
+
+async def index(request: web.Request) -> web.Response:
+    return await _list(request, detail=False)
+
+
+async def detail(request: web.Request) -> web.Response:
+    return await _list(request, detail=True)
+
+
+async def get_flavor(request: web.Request, flavor_id: str) -> Row[Any]:
+    """One flavor the caller may use; FlavorNotFound otherwise (private flavors are admin-only)."""
+    ctx = context(request)
+    query = select(flavors).where(flavors.c.id == flavor_id)
+    if not ctx.is_admin:
+        query = query.where(flavors.c.is_public.is_(True))
+    async with request.config_dict[ENGINE].connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None:
+        raise errors.FlavorNotFound(flavor_id=flavor_id)
+    return row
+
+
+async def show(request: web.Request) -> web.Response:
+    row = await get_flavor(request, request.match_info["flavor_id"])
+    return web.json_response({"flavor": _detail(public_url(request), row)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v2.1/flavors", index)
+    app.router.add_get("/v2.1/flavors/detail", detail)
+    app.router.add_get("/v2.1/flavors/{flavor_id}", show)
+

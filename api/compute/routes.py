@@ -1,0 +1,22 @@
+"""/compute: the Nova v2.1 sub-application."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.compute import flavors, servers, versions
+from api.errors import compute_body, error_middleware
+from api.middleware import token_auth
+
+
+def make_compute_app() -> web.Application:
+    # outermost first: version headers on everything, then errors in Nova's shape,
+    # then microversion negotiation, then the token check
+    app = web.Application(middlewares=[versions.version_headers, error_middleware(compute_body),
+                                       versions.negotiate, token_auth(versions.is_public)])
+    app.router.add_get("", versions.versions)
+    app.router.add_get("/", versions.versions)
+    app.router.add_get("/v2.1", versions.version)
+    app.router.add_get("/v2.1/", versions.version)
+    flavors.add_routes(app)
+    servers.add_routes(app)
+    return app

@@ -1,0 +1,190 @@
+"""POST /servers, step by step: validate -> resolve -> map -> build.
+
+Everything the request names (flavor, image, key, zone, groups) is checked
+before anything is written, so an invalid request creates nothing. The
+instance mappings are written before the conductor call (a server must be
+findable the moment the cell has it) and removed again if that call fails.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import string
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from api.compute import mappings
+from api.compute.flavors import flavor_dict, get_flavor
+from api.compute.schemas import SERVER_CREATE
+from api.compute.views import DEFAULT_AZ, server_created
+from api.http import context, json_body
+from api.image import images as image_db
+from api.keys import ENGINE, ROUTER, public_url
+from api.validation import validate
+from cells import errors
+from cells.context import RequestContext
+from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
+
+LOG = logging.getLogger(__name__)
+MAX_PER_REQUEST = 10  # stands in for the instances quota until quotas exist
+_PASSWORD_CHARS = string.ascii_letters + string.digits
+_CLEANUPS: set[asyncio.Task[None]] = set()  # strong refs to background cleanups
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """A validated boot request: everything needed to make the instance records."""
+    name: str
+    count: int
+    flavor: dict[str, Any]
+    image: dict[str, Any]
+    metadata: dict[str, str]
+    key_name: str | None
+    availability_zone: str
+    user_data: str | None
+    access_ipv4: str | None
+    access_ipv6: str | None
+    hints: dict[str, Any]
+
+
+def _count(value: Any, default: int) -> int:
+    return default if value is None else int(value)
+
+
+def _image_id(server: dict[str, Any]) -> str:
+    """imageRef is an image id or a link ending in one; without it, a local image BDM at boot index 0."""
+    ref = server.get("imageRef") or ""
+    if ref:
+        candidate = urlsplit(ref).path.rstrip("/").rsplit("/", 1)[-1] if "/" in ref else ref
+        if not image_db.is_uuid(candidate):
+            raise errors.Invalid("Invalid imageRef provided.")
+        return candidate
+    for bdm in server.get("block_device_mapping_v2") or []:
+        if str(bdm.get("boot_index")) == "0" and bdm.get("source_type") == "image" and bdm.get("uuid"):
+            if bdm.get("destination_type", "local") != "local":
+                break
+            return str(bdm["uuid"])
+    raise errors.Invalid("Booting from a volume is not supported by this cloud: give an imageRef.")
+
+
+def _check_bdms(server: dict[str, Any]) -> None:
+    if server.get("block_device_mapping"):
+        raise errors.Invalid("Block device mappings (v1) are not supported by this cloud.")
+    for bdm in server.get("block_device_mapping_v2") or []:
+        if bdm.get("destination_type") == "volume" or bdm.get("source_type") in ("volume", "snapshot"):
+            raise errors.Invalid("Volumes are not supported by this cloud yet.")
+
+
+def _flavor_id(ref: Any) -> str:
+    ref = str(ref)
+    return urlsplit(ref).path.rstrip("/").rsplit("/", 1)[-1] if "/" in ref else ref
+
+
+async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any]) -> BuildSpec:
+    server: dict[str, Any] = body["server"]
+    min_count = _count(server.get("min_count"), 1)
+    max_count = _count(server.get("max_count"), min_count)
+    if min_count > max_count:
+        raise errors.Invalid("min_count must be <= max_count")
+    if max_count > MAX_PER_REQUEST:
+        raise errors.QuotaExceeded(resource="instances", requested=max_count, limit=MAX_PER_REQUEST)
+    _check_bdms(server)
+    image_id = _image_id(server)
+    try:
+        flavor = await get_flavor(request, _flavor_id(server["flavorRef"]))
+    except errors.FlavorNotFound:
+        raise errors.Invalid("Invalid flavorRef provided.") from None
+    if flavor.disabled:
+        raise errors.Invalid(f"Flavor {flavor.id} is disabled.")
+    async with request.config_dict[ENGINE].connect() as conn:
+        try:
+            image = await image_db.get(conn, ctx, image_id)
+        except errors.ImageNotFound as exc:
+            raise errors.Invalid(exc.message) from None
+    if image.status != "active":
+        raise errors.Invalid(f"Image {image.id} is not active.")
+    if image.min_ram and image.min_ram > flavor.ram:
+        raise errors.Invalid("Flavor's memory is too small for requested image.")
+    if flavor.disk and ((image.min_disk or 0) > flavor.disk or (image.size or 0) > flavor.disk * (1 << 30)):
+        raise errors.Invalid("Flavor's disk is too small for requested image.")
+    if server.get("key_name") is not None:
+        raise errors.Invalid("Invalid key_name provided.")  # no keypairs exist yet
+    az = server.get("availability_zone") or DEFAULT_AZ
+    if az != DEFAULT_AZ:
+        raise errors.Invalid(f"The requested availability zone is not available: {az}")
+    for group in server.get("security_groups") or []:
+        if group.get("name") != "default":
+            raise errors.Invalid(f"Security group {group.get('name')} not found for project {ctx.project}.")
+    hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
+    return BuildSpec(name=server["name"], count=max_count, flavor=flavor_dict(flavor),
+                     image=image_db.snapshot(image), metadata=dict(server.get("metadata") or {}),
+                     key_name=None, availability_zone=az, user_data=server.get("user_data"),
+                     access_ipv4=server.get("accessIPv4"), access_ipv6=server.get("accessIPv6"), hints=hints)
+
+
+def instance_records(spec: BuildSpec, ctx: RequestContext, cell_path: str) -> list[dict[str, Any]]:
+    now = utcnow_iso()
+    records = []
+    for i in range(spec.count):
+        # Nova's multi_instance_display_name_template: "name-1", "name-2", ... when booting several
+        name = spec.name if spec.count == 1 else f"{spec.name}-{i + 1}"
+        records.append({
+            "uuid": str(uuid.uuid4()), "name": name, "project_id": ctx.project, "user_id": ctx.user,
+            "host": None, "flavor": dict(spec.flavor), "image": dict(spec.image),
+            "vm_state": VmState.BUILDING, "task_state": TaskState.SCHEDULING, "power_state": PowerState.NOSTATE,
+            "created_at": now, "updated_at": now, "launched_at": None, "terminated_at": None, "deleted": False,
+            "metadata": dict(spec.metadata), "key_name": spec.key_name,
+            "availability_zone": spec.availability_zone, "user_data": spec.user_data,
+            "access_ipv4": spec.access_ipv4, "access_ipv6": spec.access_ipv6, "progress": 0, "fault": None,
+            "addresses": {}, "cell": cell_path,
+        })
+    return records
+
+
+def request_spec(spec: BuildSpec, ctx: RequestContext, records: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"num_instances": spec.count, "instance_uuids": [r["uuid"] for r in records],
+            "flavor": spec.flavor, "image": spec.image, "project_id": ctx.project, "user_id": ctx.user,
+            "availability_zone": spec.availability_zone, "scheduler_hints": spec.hints}
+
+
+async def create(request: web.Request) -> web.Response:
+    ctx = context(request)
+    body = await json_body(request)
+    validate(SERVER_CREATE, body)
+    spec = await resolve(request, ctx, body)
+    router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
+    cell = router.pick_cell()
+    records = instance_records(spec, ctx, cell.path)
+    uuids = [r["uuid"] for r in records]
+    await mappings.add(engine, records, cell.path)
+    try:
+        await cell.conductor.build_instances(ctx, records, request_spec(spec, ctx, records))
+    except BaseException as exc:
+        # no half-made server: the mapping goes; on a timeout the cell may have made the rows, so ask it to drop them
+        await asyncio.shield(mappings.remove(engine, uuids))
+        if isinstance(exc, (errors.RpcTimeout, errors.DeadlineExpired)):
+            task = asyncio.ensure_future(_forget(cell.conductor, ctx, uuids))
+            _CLEANUPS.add(task)
+            task.add_done_callback(_CLEANUPS.discard)
+        raise
+    admin_pass = server_admin_pass(body["server"])
+    base = public_url(request)
+    return web.json_response(server_created(base, uuids[0], admin_pass), status=202,
+                             headers={"Location": f"{base}/compute/v2.1/servers/{uuids[0]}"})
+
+
+def server_admin_pass(server: dict[str, Any]) -> str:
+    return str(server.get("adminPass") or "".join(secrets.choice(_PASSWORD_CHARS) for _ in range(12)))
+
+
+async def _forget(conductor: Any, ctx: RequestContext, uuids: list[str]) -> None:
+    for instance_uuid in uuids:
+        try:
+            await conductor.instance_delete(ctx, instance_uuid)
+        except errors.CellcloudError as exc:
+            LOG.info("cleanup of unmapped instance %s: %s", instance_uuid, exc)

@@ -1,0 +1,178 @@
+"""/compute/v2.1/servers: list (scatter-gather over cells), show, delete; create is in server_create.py.
+
+One server is routed by its instance mapping to its cell's conductor. The
+mapping is also the project check: another project's server is a 404, never
+a 403, so ids cannot be probed.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from api.compute import mappings
+from api.compute.server_create import create
+from api.compute.views import record_status, server_brief, server_detail, vm_states_for
+from api.errors import MarkerNotFound
+from api.http import context
+from api.keys import ENGINE, ROUTER, public_url
+from api.timeutil import parse
+from cells import errors
+from cells.context import RequestContext
+
+MAX_LIMIT = 1000
+# Nova sort key -> instance record field (cells/objects/instance.py)
+SORT_KEYS = {"created_at": "created_at", "updated_at": "updated_at", "display_name": "name", "uuid": "uuid",
+             "launched_at": "launched_at", "terminated_at": "terminated_at", "vm_state": "vm_state",
+             "task_state": "task_state", "power_state": "power_state", "host": "host", "key_name": "key_name",
+             "project_id": "project_id", "user_id": "user_id", "availability_zone": "availability_zone",
+             "hostname": "name"}
+
+
+async def _record(request: web.Request, ctx: RequestContext, server_id: str) -> dict[str, Any]:
+    """The live record of a server the caller may see; 404 for everything else."""
+    engine = request.config_dict[ENGINE]
+    mapping = await mappings.get(engine, ctx, server_id)
+    conductor = request.config_dict[ROUTER].conductor(mapping.cell_path)
+    try:
+        record = await conductor.instance_get(ctx, mapping.instance_uuid)
+    except errors.InstanceNotFound:
+        record = None
+    if record is None or record.get("deleted"):
+        await mappings.remove(engine, [mapping.instance_uuid])  # gone from its cell: the mapping points nowhere
+        raise errors.InstanceNotFound(instance_id=server_id)
+    if not ctx.is_admin and record.get("project_id") != ctx.project:
+        raise errors.InstanceNotFound(instance_id=server_id)
+    return record
+
+
+async def show(request: web.Request) -> web.Response:
+    ctx = context(request)
+    record = await _record(request, ctx, request.match_info["server_id"])
+    return web.json_response({"server": server_detail(public_url(request), record, ctx.is_admin)})
+
+
+async def delete(request: web.Request) -> web.Response:
+    ctx = context(request)
+    mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
+    await request.config_dict[ROUTER].conductor(mapping.cell_path).instance_delete(ctx, mapping.instance_uuid)
+    return web.Response(status=204)
+
+
+def _sort(query: Any) -> tuple[list[str], list[str]]:
+    keys = [k.strip() for k in query.getall("sort_key", [])] or ["created_at"]
+    dirs = [d.strip() for d in query.getall("sort_dir", [])] or ["desc"]
+    fields = []
+    for k in keys:
+        if k not in SORT_KEYS:
+            raise errors.Invalid(f"Invalid sort key {k}")
+        fields.append(SORT_KEYS[k])
+    for d in dirs:
+        if d not in ("asc", "desc"):
+            raise errors.Invalid(f"Invalid sort direction {d}")
+    dirs = [dirs[i] if i < len(dirs) else dirs[-1] for i in range(len(fields))]
+    if "uuid" not in fields:
+        fields.append("uuid")  # a total order, so markers page exactly
+        dirs.append(dirs[-1])
+    return fields, dirs
+
+
+def _limit(query: Any) -> int:
+    if "limit" not in query:
+        return MAX_LIMIT
+    try:
+        limit = int(query["limit"])
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise errors.Invalid("limit param must be an integer")
+    return min(limit, MAX_LIMIT)
+
+
+def _filters(ctx: RequestContext, query: Any) -> tuple[dict[str, Any], list[str] | None]:
+    """Conductor filters for a listing, and the statuses to keep (None: any)."""
+    filters: dict[str, Any] = {"deleted": False}
+    all_tenants = "all_tenants" in query and query["all_tenants"].lower() not in ("0", "false", "off", "no")
+    if all_tenants and not ctx.is_admin:
+        raise errors.Forbidden("Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed.")
+    if not all_tenants:
+        filters["project_id"] = ctx.project
+    elif query.get("project_id") or query.get("tenant_id"):
+        filters["project_id"] = query.get("project_id") or query.get("tenant_id")
+    if "name" in query:
+        try:
+            re.compile(query["name"])
+        except re.error:
+            raise errors.Invalid(f"Invalid regular expression for name filter: {query['name']}") from None
+        filters["name"] = query["name"]  # a regular expression, as Nova
+    statuses = query.getall("status", []) or None
+    if statuses:
+        filters["vm_state"] = vm_states_for(statuses)
+    if "changes-since" in query:
+        try:
+            since = parse(query["changes-since"])
+        except ValueError:
+            raise errors.Invalid(f"Invalid filter field: changes-since. Value: {query['changes-since']}") from None
+        filters["changes_since"] = since.isoformat(timespec="microseconds") + "Z" if since else None
+        del filters["deleted"]  # Nova: changes-since shows deleted servers too
+    if "image" in query:
+        filters["image_id"] = query["image"].rstrip("/").rsplit("/", 1)[-1]
+    if "flavor" in query:
+        filters["flavor_id"] = query["flavor"].rstrip("/").rsplit("/", 1)[-1]
+    if "host" in query and ctx.is_admin:
+        filters["host"] = query["host"]
+    return filters, statuses
+
+
+def _keep(record: dict[str, Any], filters: dict[str, Any], statuses: list[str] | None) -> bool:
+    """The API re-checks what isolation and correctness depend on, whatever a cell did with the filters."""
+    if "project_id" in filters and record.get("project_id") != filters["project_id"]:
+        return False
+    if filters.get("deleted") is False and record.get("deleted"):
+        return False
+    if statuses and record_status(record) not in {s.upper() for s in statuses}:
+        return False
+    return not ("name" in filters and not re.search(filters["name"], record.get("name") or ""))
+
+
+async def _list(request: web.Request, detail: bool) -> web.Response:
+    ctx, query = context(request), request.query
+    filters, statuses = _filters(ctx, query)
+    sort_keys, sort_dirs = _sort(query)
+    limit = _limit(query)
+    marker = None
+    if "marker" in query:
+        try:
+            marker = await _record(request, ctx, query["marker"])
+        except errors.InstanceNotFound:
+            raise MarkerNotFound(marker=query["marker"]) from None
+    router = request.config_dict[ROUTER]
+    records = [] if statuses and not filters.get("vm_state") else await router.list_instances(
+        ctx, filters, sort_keys, sort_dirs, limit, marker)
+    records = [r for r in records if _keep(r, filters, statuses)]
+    base = public_url(request)
+    body: dict[str, Any] = {"servers": [server_detail(base, r, ctx.is_admin) if detail else server_brief(base, r)
+                                        for r in records]}
+    if records and len(records) == limit:
+        params = [(k, v) for k, v in query.items() if k != "marker"] + [("marker", records[-1]["uuid"])]
+        path = "servers/detail" if detail else "servers"
+        body["servers_links"] = [{"rel": "next", "href": f"{base}/compute/v2.1/{path}?{urlencode(params)}"}]
+    return web.json_response(body)
+
+
+async def index(request: web.Request) -> web.Response:
+    return await _list(request, detail=False)
+
+
+async def detail(request: web.Request) -> web.Response:
+    return await _list(request, detail=True)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v2.1/servers", index)
+    app.router.add_post("/v2.1/servers", create)
+    app.router.add_get("/v2.1/servers/detail", detail)
+    app.router.add_get("/v2.1/servers/{server_id}", show)
+    app.router.add_delete("/v2.1/servers/{server_id}", delete)

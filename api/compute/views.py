@@ -1,0 +1,144 @@
+"""Nova v2.1 views of servers, built from instance records (cells/objects/instance.py).
+
+Exactly the 2.1 schema's keys: nothing a later microversion added (locked,
+description, tags, ...). The admin-only OS-EXT-SRV-ATTR:* keys appear for admins.
+
+`status()` maps (vm_state, task_state) to the API status as Nova's
+status_from_state does. cells/lifecycle.py did not exist when this was
+written, so the table lives here; it covers the states this cloud has plus
+Nova's others, so records from a newer cell still show something sensible.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from api.timeutil import iso_naive_micro, iso_seconds
+
+DEFAULT_AZ = "nova"
+
+# vm_state -> {task_state or "default": status}; as nova/api/openstack/common.py
+_STATE_MAP: dict[str, dict[str, str]] = {
+    "active": {"default": "ACTIVE", "rebooting": "REBOOT", "reboot_pending": "REBOOT",
+               "reboot_started": "REBOOT", "rebooting_hard": "HARD_REBOOT",
+               "reboot_pending_hard": "HARD_REBOOT", "reboot_started_hard": "HARD_REBOOT",
+               "updating_password": "PASSWORD", "rebuilding": "REBUILD",
+               "rebuild_block_device_mapping": "REBUILD", "rebuild_spawning": "REBUILD",
+               "migrating": "MIGRATING", "resize_prep": "RESIZE", "resize_migrating": "RESIZE",
+               "resize_migrated": "RESIZE", "resize_finish": "RESIZE"},
+    "building": {"default": "BUILD"},
+    "stopped": {"default": "SHUTOFF", "resize_prep": "RESIZE", "resize_migrating": "RESIZE",
+                "resize_migrated": "RESIZE", "resize_finish": "RESIZE", "rebuilding": "REBUILD",
+                "rebuild_block_device_mapping": "REBUILD", "rebuild_spawning": "REBUILD"},
+    "resized": {"default": "VERIFY_RESIZE", "resize_reverting": "REVERT_RESIZE"},
+    "paused": {"default": "PAUSED", "migrating": "MIGRATING"},
+    "suspended": {"default": "SUSPENDED"},
+    "rescued": {"default": "RESCUE"},
+    "error": {"default": "ERROR", "rebuilding": "REBUILD", "rebuild_block_device_mapping": "REBUILD",
+              "rebuild_spawning": "REBUILD"},
+    "deleted": {"default": "DELETED"},
+    "soft-delete": {"default": "SOFT_DELETED"},
+    "shelved": {"default": "SHELVED"},
+    "shelved_offloaded": {"default": "SHELVED_OFFLOADED"},
+}
+_PROGRESS_STATUSES = {"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"}
+_FAULT_STATUSES = {"ERROR", "DELETED"}
+
+
+def status(vm_state: str | None, task_state: str | None) -> str:
+    task_map = _STATE_MAP.get(vm_state or "", {"default": "UNKNOWN"})
+    return task_map.get(task_state or "default", task_map["default"])
+
+
+def vm_states_for(statuses: list[str]) -> list[str]:
+    """The vm_states that can show one of `statuses` (for the list filter)."""
+    wanted = {s.upper() for s in statuses}
+    return sorted(vm for vm, m in _STATE_MAP.items() if wanted & set(m.values()))
+
+
+def record_status(record: dict[str, Any]) -> str:
+    if record.get("deleted"):
+        return "DELETED"
+    return status(record.get("vm_state"), record.get("task_state"))
+
+
+def links(base: str, collection: str, ident: str) -> list[dict[str, str]]:
+    return [{"rel": "self", "href": f"{base}/compute/v2.1/{collection}/{ident}"},
+            {"rel": "bookmark", "href": f"{base}/compute/{collection}/{ident}"}]
+
+
+def _bookmark(base: str, collection: str, ident: str) -> list[dict[str, str]]:
+    return [{"rel": "bookmark", "href": f"{base}/compute/{collection}/{ident}"}]
+
+
+def host_id(project_id: str | None, host: str | None) -> str:
+    """Nova's hostId: stable per (project, host), and reveals no host name."""
+    if not host:
+        return ""
+    return hashlib.sha224((str(project_id) + host).encode("utf-8")).hexdigest()
+
+
+def server_brief(base: str, record: dict[str, Any]) -> dict[str, Any]:
+    return {"id": record["uuid"], "name": record.get("name") or "", "links": links(base, "servers", record["uuid"])}
+
+
+def _fault(record: dict[str, Any], is_admin: bool) -> dict[str, Any] | None:
+    fault = record.get("fault")
+    if not fault:
+        return None
+    out = {"code": fault.get("code", 500), "created": iso_seconds(fault.get("created")),
+           "message": fault.get("message", "")}
+    # Nova hides the details of internal (500) faults from non-admins
+    if fault.get("details") and (is_admin or out["code"] != 500):
+        out["details"] = fault["details"]
+    return out
+
+
+def server_detail(base: str, record: dict[str, Any], is_admin: bool) -> dict[str, Any]:
+    st = record_status(record)
+    image = record.get("image") or {}
+    flavor = record.get("flavor") or {}
+    view: dict[str, Any] = {
+        "id": record["uuid"],
+        "name": record.get("name") or "",
+        "status": st,
+        "tenant_id": record.get("project_id") or "",
+        "user_id": record.get("user_id") or "",
+        "metadata": dict(record.get("metadata") or {}),
+        "hostId": host_id(record.get("project_id"), record.get("host")),
+        "image": {"id": image["id"], "links": _bookmark(base, "images", image["id"])} if image.get("id") else "",
+        "flavor": {"id": str(flavor.get("id", "")), "links": _bookmark(base, "flavors", str(flavor.get("id", "")))},
+        "created": iso_seconds(record.get("created_at")),
+        "updated": iso_seconds(record.get("updated_at") or record.get("created_at")),
+        "addresses": dict(record.get("addresses") or {}),
+        "accessIPv4": record.get("access_ipv4") or "",
+        "accessIPv6": record.get("access_ipv6") or "",
+        "links": links(base, "servers", record["uuid"]),
+        "OS-DCF:diskConfig": "MANUAL",
+        "OS-EXT-AZ:availability_zone": record.get("availability_zone") or DEFAULT_AZ,
+        "config_drive": "",
+        "key_name": record.get("key_name"),
+        "OS-SRV-USG:launched_at": iso_naive_micro(record.get("launched_at")),
+        "OS-SRV-USG:terminated_at": iso_naive_micro(record.get("terminated_at")),
+        "OS-EXT-STS:task_state": record.get("task_state"),
+        "OS-EXT-STS:vm_state": record.get("vm_state"),
+        "OS-EXT-STS:power_state": int(record.get("power_state") or 0),
+        "os-extended-volumes:volumes_attached": [],
+        "security_groups": [{"name": "default"}],
+    }
+    if st in _PROGRESS_STATUSES:
+        view["progress"] = int(record.get("progress") or 0)
+    if st in _FAULT_STATUSES:
+        fault = _fault(record, is_admin)
+        if fault is not None:
+            view["fault"] = fault
+    if is_admin:
+        view["OS-EXT-SRV-ATTR:host"] = record.get("host")
+        view["OS-EXT-SRV-ATTR:hypervisor_hostname"] = record.get("host")
+        view["OS-EXT-SRV-ATTR:instance_name"] = record.get("instance_name") or f"instance-{record['uuid']}"
+    return view
+
+
+def server_created(base: str, uuid: str, admin_pass: str) -> dict[str, Any]:
+    return {"server": {"id": uuid, "links": links(base, "servers", uuid), "OS-DCF:diskConfig": "MANUAL",
+                       "adminPass": admin_pass, "security_groups": [{"name": "default"}]}}

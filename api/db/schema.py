@@ -1,0 +1,212 @@
+"""The API DB: global data only (identity, flavors, images, cell and instance
+mappings). SQLAlchemy Core tables; every list filter has an index.
+
+`create_schema(url)` is idempotent: it reads `schema_version` and applies the
+missing migration steps in order, each in its own transaction. A change to a
+table is a new step in MIGRATIONS plus the matching edit of its Table below;
+released steps are never edited.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Float, ForeignKey, Index, Integer,
+                        MetaData, String, Table, Text, UniqueConstraint, insert, inspect, select, update)
+
+from api.db.engine import make_engine
+
+LOG = logging.getLogger(__name__)
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("id", Integer, primary_key=True),  # always 1: a single row
+    Column("version", Integer, nullable=False),
+)
+
+# --- identity ---------------------------------------------------------------
+
+domains = Table(
+    "domains", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("description", Text, nullable=False, default=""),
+)
+
+projects = Table(
+    "projects", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("domain_id", String(64), ForeignKey("domains.id"), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("description", Text, nullable=False, default=""),
+    UniqueConstraint("domain_id", "name", name="uq_projects_domain_name"),
+)
+
+users = Table(
+    "users", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("domain_id", String(64), ForeignKey("domains.id"), nullable=False),
+    Column("password_hash", String(512), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("default_project_id", String(64), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("domain_id", "name", name="uq_users_domain_name"),
+)
+
+roles = Table(
+    "roles", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+)
+
+role_assignments = Table(
+    "role_assignments", metadata,
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("role_id", String(64), ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_role_assignments_project", "project_id"),
+)
+
+tokens = Table(
+    "tokens", metadata,
+    Column("id_hash", String(64), primary_key=True),  # sha256 of the token id: a DB leak leaks no token
+    Column("user_id", String(64), nullable=False),
+    Column("project_id", String(64), nullable=True),  # None: unscoped
+    Column("roles", JSON, nullable=False),  # [{"id", "name"}] as issued
+    Column("methods", JSON, nullable=False),
+    Column("audit_id", String(32), nullable=False),
+    Column("issued_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Index("ix_tokens_expires_at", "expires_at"),
+    Index("ix_tokens_user", "user_id"),
+)
+
+# --- compute ----------------------------------------------------------------
+
+flavors = Table(
+    "flavors", metadata,
+    Column("id", String(255), primary_key=True),  # Nova's flavorid ("1")
+    Column("name", String(255), nullable=False, unique=True),
+    Column("vcpus", Integer, nullable=False),
+    Column("ram", Integer, nullable=False),  # MiB
+    Column("disk", Integer, nullable=False),  # GiB root disk
+    Column("ephemeral", Integer, nullable=False, default=0),
+    Column("swap", Integer, nullable=False, default=0),  # MiB
+    Column("rxtx_factor", Float, nullable=False, default=1.0),
+    Column("is_public", Boolean, nullable=False, default=True),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("extra_specs", JSON, nullable=False, default=dict),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_flavors_ram", "ram"),
+    Index("ix_flavors_disk", "disk"),
+    Index("ix_flavors_is_public", "is_public"),
+)
+
+cell_mappings = Table(
+    "cell_mappings", metadata,
+    Column("path", String(255), primary_key=True),  # routing path from the top ("cell1", "site1!cell-a")
+    Column("name", String(255), nullable=False),
+    Column("router", String(255), nullable=False),  # tcp address of the cell's directory
+    Column("public_key", String(255), nullable=True),  # CURVE public key (z85) when curve is on
+    Column("parent", String(255), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+instance_mappings = Table(
+    "instance_mappings", metadata,
+    Column("instance_uuid", String(36), primary_key=True),
+    Column("cell_path", String(255), nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_instance_mappings_project_created", "project_id", "created_at"),
+    Index("ix_instance_mappings_cell", "cell_path"),
+)
+
+# --- image ------------------------------------------------------------------
+
+images = Table(
+    "images", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=True),
+    Column("status", String(32), nullable=False),  # queued | saving | active | killed | deleted ...
+    Column("visibility", String(16), nullable=False),  # public | private | shared | community
+    Column("owner", String(64), nullable=True),
+    Column("checksum", String(32), nullable=True),  # md5 hex, as Glance
+    Column("os_hash_algo", String(64), nullable=True),
+    Column("os_hash_value", String(128), nullable=True),
+    Column("size", Integer, nullable=True),
+    Column("virtual_size", Integer, nullable=True),
+    Column("disk_format", String(32), nullable=True),
+    Column("container_format", String(32), nullable=True),
+    Column("min_disk", Integer, nullable=False, default=0),
+    Column("min_ram", Integer, nullable=False, default=0),
+    Column("protected", Boolean, nullable=False, default=False),
+    Column("os_hidden", Boolean, nullable=False, default=False),
+    Column("properties", JSON, nullable=False, default=dict),  # extra properties, shown flat
+    Column("tags", JSON, nullable=False, default=list),
+    Column("content_address", String(160), nullable=True),  # "sha512:<hex>" in the image store
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_images_name", "name"),
+    Index("ix_images_status", "status"),
+    Index("ix_images_visibility_owner", "visibility", "owner"),
+    Index("ix_images_created_at", "created_at"),
+)
+
+
+# --- migrations -------------------------------------------------------------
+
+def _v1(conn: Connection) -> None:
+    """The first schema: every table above as first released."""
+    metadata.create_all(conn, tables=[domains, projects, users, roles, role_assignments, tokens, flavors,
+                                      cell_mappings, instance_mappings, images])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1}
+LATEST = max(MIGRATIONS)
+
+
+def _current_version(conn: Connection) -> int:
+    if not inspect(conn).has_table("schema_version"):
+        schema_version.create(conn)
+        conn.execute(insert(schema_version).values(id=1, version=0))
+        return 0
+    version = conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1)).scalar()
+    if version is None:
+        conn.execute(insert(schema_version).values(id=1, version=0))
+        return 0
+    return int(version)
+
+
+def _migrate_step(conn: Connection) -> int | None:
+    """Apply the next missing step; None when up to date."""
+    current = _current_version(conn)
+    if current > LATEST:
+        raise RuntimeError(f"API DB schema {current} is newer than this code ({LATEST}): upgrade the code")
+    if current == LATEST:
+        return None
+    step = current + 1
+    MIGRATIONS[step](conn)
+    conn.execute(update(schema_version).where(schema_version.c.id == 1).values(version=step))
+    return step
+
+
+async def create_schema(url: str) -> None:
+    """Create or upgrade the API DB at `url` to the latest schema (idempotent)."""
+    engine = make_engine(url)
+    try:
+        while True:
+            async with engine.begin() as conn:
+                step = await conn.run_sync(_migrate_step)
+            if step is None:
+                return
+            LOG.info("API DB %s migrated to schema version %d", url, step)
+    finally:
+        await engine.dispose()

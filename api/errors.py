@@ -1,0 +1,104 @@
+"""Errors as each OpenStack API shapes them, and the API-only error classes.
+
+Handlers raise errors of the one tree (cells.errors); the middleware of each
+API turns them into that API's JSON body. A non-Cellcloud exception is logged
+with its traceback and answered with a bare 500: never a traceback on the wire.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from api.keys import public_url
+from cells import errors
+
+LOG = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Renderer = Callable[[int, str], dict[str, Any]]
+
+
+# --- API-only errors (they never cross the wire, so they are not registered) ---
+
+class VersionNotSupported(errors.CellcloudError):
+    code, http_status = "version_not_supported", 406
+    msg = "Version {version} is not supported by the API. Minimum is {min} and maximum is {max}."
+
+
+class MarkerNotFound(errors.Invalid):
+    code, msg = "marker_not_found", "marker [{marker}] not found"
+
+
+class MalformedBody(errors.Invalid):
+    code, msg = "malformed_body", "Malformed request body"
+
+
+class MethodNotAllowed(errors.CellcloudError):
+    code, http_status, msg = "method_not_allowed", 405, "The method is not allowed for this resource."
+
+
+# --- body shapes -------------------------------------------------------------
+
+_NOVA_FAULTS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
+                405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",
+                429: "overLimit", 501: "notImplemented", 503: "serviceUnavailable"}
+
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict", 413: "Request Entity Too Large",
+           415: "Unsupported Media Type", 500: "Internal Server Error", 501: "Not Implemented",
+           502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+def compute_body(status: int, message: str) -> dict[str, Any]:
+    """Nova: {"itemNotFound": {"code": 404, "message": ...}}; anything unnamed is computeFault."""
+    return {_NOVA_FAULTS.get(status, "computeFault"): {"code": status, "message": message}}
+
+
+def identity_body(status: int, message: str) -> dict[str, Any]:
+    """Keystone: {"error": {"code": 401, "message": ..., "title": "Unauthorized"}}."""
+    return {"error": {"code": status, "message": message, "title": _TITLES.get(status, "Error")}}
+
+
+def image_body(status: int, message: str) -> dict[str, Any]:
+    """Glance answers with webob's JSON error format."""
+    title = _TITLES.get(status, "Error")
+    return {"code": f"{status} {title}", "title": title, "message": message}
+
+
+def status_and_message(exc: BaseException, request: web.Request) -> tuple[int, str]:
+    if isinstance(exc, errors.CellcloudError):
+        if exc.http_status >= 500:
+            LOG.warning("%s %s failed: %s (%s)", request.method, request.path, exc.message, exc.code)
+        return exc.http_status, exc.message
+    if isinstance(exc, web.HTTPException):
+        if exc.status == 404:
+            return 404, "The resource could not be found."
+        if exc.status == 405:
+            return 405, "The method is not allowed for this resource."
+        return exc.status, exc.reason
+    LOG.exception("unexpected error in %s %s (%s)", request.method, request.path, request.get("request_id"))
+    return 500, f"Unexpected API Error. See the API log for request {request.get('request_id', '')}."
+
+
+def error_middleware(render: Renderer) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """A middleware answering every failure of one API in that API's shape."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:  # redirects and other non-errors pass through
+                raise
+            status, message = status_and_message(exc, request)
+        except errors.CellcloudError as exc:
+            status, message = status_and_message(exc, request)
+        except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a 500
+            status, message = status_and_message(exc, request)
+        headers = {"WWW-Authenticate": f'Keystone uri="{public_url(request)}/identity"'} if status == 401 else None
+        return web.json_response(render(status, message), status=status, headers=headers)
+
+    return middleware

@@ -1,0 +1,122 @@
+"""/image: Glance v2 versions, image list/show, image download, schemas.
+
+(Create, upload and delete come later; api/image/store.py already takes streams.)
+"""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from sqlalchemy import and_, select
+
+from api.db.schema import images
+from api.errors import MarkerNotFound, error_middleware, image_body
+from api.http import context
+from api.image import images as db
+from api.image.schemas import image_schema, images_schema
+from api.keys import ENGINE, STORE, public_url
+from api.middleware import token_auth
+from cells import errors
+
+DEFAULT_LIMIT = 25  # Glance's limit_param_default
+MAX_LIMIT = 1000
+VISIBILITIES = ("public", "private", "shared", "community", "all")
+
+
+async def versions(request: web.Request) -> web.Response:
+    base = public_url(request)
+    values = [{"id": f"v2.{minor}", "status": "CURRENT" if minor == 9 else "SUPPORTED",
+               "links": [{"rel": "self", "href": f"{base}/image/v2/"}]} for minor in range(9, -1, -1)]
+    # Glance answers an unversioned URL with 300 Multiple Choices; the version list itself with 200
+    status = 200 if request.path.rstrip("/").endswith("/versions") else 300
+    return web.json_response({"versions": values}, status=status)
+
+
+def _int(query: Any, name: str, default: int) -> int:
+    try:
+        value = int(query.get(name, default))
+    except ValueError:
+        raise errors.Invalid(f"{name} param must be an integer") from None
+    if value < 0:
+        raise errors.Invalid(f"{name} param must be positive")
+    return value
+
+
+async def list_images(request: web.Request) -> web.Response:
+    ctx, q = context(request), request.query
+    pairs = db.parse_sort(q)
+    limit = min(_int(q, "limit", DEFAULT_LIMIT), MAX_LIMIT)
+    visibility = q.get("visibility")
+    if visibility is not None and visibility not in VISIBILITIES:
+        raise errors.Invalid(f"Invalid visibility value: {visibility}")
+    where = [db.visible(ctx) if visibility else db.listed(ctx), images.c.status != "deleted"]
+    if visibility and visibility != "all":
+        where.append(images.c.visibility == visibility)
+    for key in ("name", "status", "owner", "disk_format", "container_format"):
+        if key in q:
+            where.append(images.c[key] == q[key])
+    hidden = q.get("os_hidden", "false").lower() == "true"
+    where.append(images.c.os_hidden.is_(hidden))
+    async with request.config_dict[ENGINE].connect() as conn:
+        if "marker" in q:
+            marker = (await conn.execute(select(images).where(and_(images.c.id == q["marker"],
+                                                                   db.visible(ctx))))).first()
+            if marker is None:
+                raise MarkerNotFound(marker=q["marker"])
+            where.append(db.after_marker(pairs, marker))
+        rows = (await conn.execute(db.ordered(select(images).where(and_(*where)), pairs).limit(limit))).all()
+    body: dict[str, Any] = {"images": [db.view(r) for r in rows], "first": _first(q), "schema": "/v2/schemas/images"}
+    if rows and len(rows) == limit:
+        params = [(k, v) for k, v in q.items() if k != "marker"] + [("marker", rows[-1].id)]
+        body["next"] = "/v2/images?" + urlencode(params)
+    return web.json_response(body)
+
+
+def _first(query: Any) -> str:
+    params = [(k, v) for k, v in query.items() if k != "marker"]
+    return "/v2/images" + ("?" + urlencode(params) if params else "")
+
+
+async def show_image(request: web.Request) -> web.Response:
+    async with request.config_dict[ENGINE].connect() as conn:
+        row = await db.get(conn, context(request), request.match_info["image_id"])
+    return web.json_response(db.view(row))
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    async with request.config_dict[ENGINE].connect() as conn:
+        row = await db.get(conn, context(request), request.match_info["image_id"])
+    if row.status != "active" or not row.content_address:
+        # Glance: 204 No Content for an image without data
+        return web.Response(status=204)
+    path = request.config_dict[STORE].path(row.content_address)
+    headers = {"Content-Type": "application/octet-stream"}
+    if row.checksum:
+        headers["Content-MD5"] = row.checksum  # Glance sends the hex md5 here, and clients expect that
+    # FileResponse streams with sendfile off the loop and honours Range requests
+    return web.FileResponse(path, headers=headers)
+
+
+async def schema_image(request: web.Request) -> web.Response:
+    return web.json_response(image_schema())
+
+
+async def schema_images(request: web.Request) -> web.Response:
+    return web.json_response(images_schema())
+
+
+def _is_public(request: web.Request) -> bool:
+    return request.method in ("GET", "HEAD") and request.path in ("/image", "/image/", "/image/versions")
+
+
+def make_image_app() -> web.Application:
+    app = web.Application(middlewares=[error_middleware(image_body), token_auth(_is_public)])
+    for path in ("", "/", "/versions"):
+        app.router.add_get(path, versions)
+    app.router.add_get("/v2/images", list_images)
+    app.router.add_get("/v2/images/{image_id}", show_image)
+    app.router.add_get("/v2/images/{image_id}/file", download)
+    app.router.add_get("/v2/schemas/image", schema_image)
+    app.router.add_get("/v2/schemas/images", schema_images)
+    return app

@@ -1,0 +1,117 @@
+"""Image records in the API DB: visibility rules, lookups, list queries, views."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from api.db.schema import images
+from api.timeutil import iso_seconds
+from cells import errors
+from cells.context import RequestContext
+
+# the core keys of the Glance v2 image schema; anything else in `properties` is shown flat beside them
+CORE = ("id", "name", "status", "visibility", "protected", "os_hidden", "checksum", "os_hash_algo",
+        "os_hash_value", "owner", "size", "virtual_size", "min_ram", "min_disk", "disk_format",
+        "container_format", "created_at", "updated_at", "tags")
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
+def visible(ctx: RequestContext) -> Any:
+    """Who sees what, as Glance: public and community to all, private/shared to the owner; admins all."""
+    if ctx.is_admin:
+        return images.c.id.is_not(None)
+    return or_(images.c.visibility.in_(("public", "community")), images.c.owner == ctx.project)
+
+
+def listed(ctx: RequestContext) -> Any:
+    """What a default list shows: community images only when asked for (as Glance)."""
+    if ctx.is_admin:
+        return images.c.id.is_not(None)
+    return or_(images.c.visibility == "public", images.c.owner == ctx.project)
+
+
+async def get(conn: AsyncConnection, ctx: RequestContext, image_id: str) -> Row[Any]:
+    """The image if the caller may see it; ImageNotFound otherwise (names are not ids: 404)."""
+    if not is_uuid(image_id):
+        raise errors.ImageNotFound(image_id=image_id)
+    row = (await conn.execute(select(images).where(and_(images.c.id == image_id.lower(), visible(ctx),
+                                                        images.c.status != "deleted")))).first()
+    if row is None:
+        raise errors.ImageNotFound(image_id=image_id)
+    return row
+
+
+def view(row: Row[Any]) -> dict[str, Any]:
+    """Glance v2's image document."""
+    doc: dict[str, Any] = {k: v for k, v in dict(row.properties or {}).items() if k not in CORE}
+    for key in CORE:
+        doc[key] = getattr(row, key)
+    doc["tags"] = list(row.tags or [])
+    doc["created_at"] = iso_seconds(row.created_at)
+    doc["updated_at"] = iso_seconds(row.updated_at)
+    doc["self"] = f"/v2/images/{row.id}"
+    doc["file"] = f"/v2/images/{row.id}/file"
+    doc["schema"] = "/v2/schemas/image"
+    return doc
+
+
+def snapshot(row: Row[Any]) -> dict[str, Any]:
+    """The image as an instance record carries it (cells/objects/instance.py)."""
+    return {"id": row.id, "name": row.name, "checksum": row.checksum, "os_hash_algo": row.os_hash_algo,
+            "os_hash_value": row.os_hash_value, "size": row.size, "disk_format": row.disk_format,
+            "container_format": row.container_format, "min_disk": row.min_disk, "min_ram": row.min_ram,
+            "properties": dict(row.properties or {})}
+
+
+SORT_KEYS = {"name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at",
+             "visibility", "owner", "min_disk", "min_ram"}
+
+
+def parse_sort(query: Any) -> list[tuple[str, str]]:
+    """Glance's two sort syntaxes: sort=name:asc,size:desc or sort_key=..&sort_dir=.."""
+    pairs: list[tuple[str, str]] = []
+    if "sort" in query:
+        for part in query["sort"].split(","):
+            key, _, direction = part.strip().partition(":")
+            pairs.append((key.strip(), (direction or "desc").strip()))
+    else:
+        keys = query.getall("sort_key", []) or ["created_at"]
+        dirs = query.getall("sort_dir", [])
+        for i, key in enumerate(keys):
+            pairs.append((key, dirs[i] if i < len(dirs) else (dirs[-1] if dirs else "desc")))
+    for key, direction in pairs:
+        if key not in SORT_KEYS:
+            raise errors.Invalid(f"Invalid sort key: {key}. It should be one of the following: "
+                                 f"{', '.join(sorted(SORT_KEYS))}.")
+        if direction not in ("asc", "desc"):
+            raise errors.Invalid(f"Invalid sort direction: {direction}")
+    if "id" not in [k for k, _ in pairs]:
+        pairs.append(("id", pairs[-1][1]))  # a total order, so markers page exactly
+    return pairs
+
+
+def after_marker(pairs: list[tuple[str, str]], marker: Row[Any]) -> Any:
+    """Rows strictly after `marker` in the order `pairs` (keyset pagination)."""
+    clauses = []
+    for i, (key, direction) in enumerate(pairs):
+        col, value = images.c[key], getattr(marker, key)
+        equal = [images.c[k] == getattr(marker, k) for k, _ in pairs[:i]]
+        step = col > value if direction == "asc" else col < value
+        if value is None:  # NULLs sort first in SQLite ascending
+            step = col.is_not(None) if direction == "asc" else images.c.id.is_(None)
+        clauses.append(and_(*equal, step))
+    return or_(*clauses)
+
+
+def ordered(query: Select[Any], pairs: list[tuple[str, str]]) -> Select[Any]:
+    return query.order_by(*(images.c[k].asc() if d == "asc" else images.c[k].desc() for k, d in pairs))

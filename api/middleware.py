@@ -1,0 +1,45 @@
+"""Middlewares shared by the APIs: request ids and the token check.
+
+The token check turns X-Auth-Token into the caller's RequestContext (project,
+user, roles) for every /compute and /image request except the public version
+documents. A missing, unknown, revoked or expired token is a 401; an unscoped
+token a 403 (these APIs act on a project).
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from api.errors import Handler
+from api.keys import CONTEXT, REQUEST_ID, TOKENS
+from cells import errors
+from cells.context import new_request_id
+
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request gets an id that travels in its RPC context and comes back in a header."""
+    rid = new_request_id()
+    request[REQUEST_ID] = rid
+    response = await handler(request)
+    response.headers["X-OpenStack-Request-ID"] = rid
+    return response
+
+
+def token_auth(is_public: Callable[[web.Request], bool]) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not is_public(request):
+            token_id = request.headers.get("X-Auth-Token")
+            if not token_id:
+                raise errors.Unauthorized()
+            token = await request.config_dict[TOKENS].validate(token_id)
+            if token.project is None:
+                raise errors.Forbidden("This action requires a project-scoped token.")
+            request[CONTEXT] = token.context(request.get(REQUEST_ID) or new_request_id())
+        return await handler(request)
+
+    return middleware

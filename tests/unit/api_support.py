@@ -1,0 +1,71 @@
+"""Shared fixtures of the API tests: a real SQLite API DB, bootstrapped, behind
+aiohttp's test client; tokens for the admin and demo users."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+
+from api import bootstrap
+from api.app import make_app
+from api.cell_router import CellRouter
+from cells.config import ApiSpec, CellSpec, ClusterConfig
+
+PUBLIC_URL = "http://cloud.test:8774"
+SECRETS = {"admin_password": "admin-secret", "demo_password": "demo-secret", "service_password": "svc-secret"}
+
+
+def make_cluster(tmp: Path, router: str = "tcp://127.0.0.1:1", interval: float = 0.1) -> ClusterConfig:
+    return ClusterConfig(
+        name="test", state_dir=str(tmp),
+        api=ApiSpec(listen="127.0.0.1:0", public_url=PUBLIC_URL, db=f"sqlite:///{tmp}/api.db",
+                    image_dir=f"{tmp}/images"),
+        cells=(CellSpec(name="cell1", path="cell1", db=f"sqlite:///{tmp}/cell1.db", router=router),),
+        services=(), hosts=(), secrets=dict(SECRETS), heartbeat_interval=interval)
+
+
+def auth_body(user: str, password: str, project: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"auth": {"identity": {"methods": ["password"], "password": {
+        "user": {"name": user, "domain": {"id": "default"}, "password": password}}}}}
+    if project is not None:
+        body["auth"]["scope"] = {"project": {"name": project, "domain": {"name": "Default"}}}
+    return body
+
+
+async def token(client: TestClient[Any, Any], user: str, password: str, project: str) -> str:
+    resp = await client.post("/identity/v3/auth/tokens", json=auth_body(user, password, project))
+    assert resp.status == 201, await resp.text()
+    return resp.headers["X-Subject-Token"]
+
+
+async def start_client(cluster: ClusterConfig, router: CellRouter | None = None) -> TestClient[Any, Any]:
+    await bootstrap.ensure(cluster)
+    client: TestClient[Any, Any] = TestClient(TestServer(make_app(cluster, router)))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> ClusterConfig:
+    return make_cluster(tmp_path)
+
+
+@pytest_asyncio.fixture
+async def client(cluster: ClusterConfig) -> AsyncIterator[TestClient[Any, Any]]:
+    c = await start_client(cluster)
+    yield c
+    await c.close()
+
+
+@pytest_asyncio.fixture
+async def admin_headers(client: TestClient[Any, Any]) -> dict[str, str]:
+    return {"X-Auth-Token": await token(client, "admin", SECRETS["admin_password"], "admin")}
+
+
+@pytest_asyncio.fixture
+async def demo_headers(client: TestClient[Any, Any]) -> dict[str, str]:
+    return {"X-Auth-Token": await token(client, "demo", SECRETS["demo_password"], "demo")}
