@@ -7,7 +7,8 @@ effects the caller must carry out in the same unit of work (release the claim,
 record a fault, cast to compute, ...). Build follows Nova's sequence:
 
     build requested  -> building / scheduling
-    scheduled        -> building / None         (host set; compute takes over)
+    scheduled        -> building / scheduling   (host set; compute takes over and,
+                                                 as in Nova, moves the task on itself)
     networking       -> building / networking
     block devices    -> building / block_device_mapping
     spawning         -> building / spawning
@@ -84,25 +85,25 @@ def on(event: str, state: State, instance_id: str = "") -> tuple[State, tuple[st
     if event == Event.SCHEDULED:
         if not (vm == VmState.BUILDING and task == TaskState.SCHEDULING):
             raise invalid()
-        return replace(state, task_state=None), (Action.SET_HOST, Action.CAST_BUILD)
+        return state, (Action.SET_HOST, Action.CAST_BUILD)
     if event == Event.NETWORKING:
-        if not (vm == VmState.BUILDING and task in (None, TaskState.SCHEDULING)):
+        if not (vm == VmState.BUILDING and task in (TaskState.SCHEDULING, None)):
             raise invalid()
         return replace(state, task_state=TaskState.NETWORKING), ()
     if event == Event.BLOCK_DEVICE_MAPPING:
-        if not (vm == VmState.BUILDING and task in (None, TaskState.NETWORKING)):
+        if not (vm == VmState.BUILDING and task in (TaskState.SCHEDULING, None, TaskState.NETWORKING)):
             raise invalid()
         return replace(state, task_state=TaskState.BLOCK_DEVICE_MAPPING), ()
     if event == Event.SPAWNING:
-        if not (vm == VmState.BUILDING and task in (None, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING)):
+        if not building or task in (TaskState.SPAWNING,):
             raise invalid()
         return replace(state, task_state=TaskState.SPAWNING), ()
     if event == Event.SPAWNED:
         if not (vm == VmState.BUILDING and task == TaskState.SPAWNING):
             raise invalid()
         return State(VmState.ACTIVE, None, PowerState.RUNNING), (Action.SET_LAUNCHED_AT,)
-    if event == Event.RESCHEDULE:
-        if not building or task == TaskState.SCHEDULING:
+    if event == Event.RESCHEDULE:  # the caller checks a host was tried
+        if not building:
             raise invalid()
         return (State(VmState.BUILDING, TaskState.SCHEDULING, PowerState.NOSTATE),
                 (Action.RELEASE_CLAIM, Action.RECORD_FAULT, Action.CLEAR_HOST, Action.SCHEDULE))

@@ -7,6 +7,8 @@ simply fails its conditional UPDATE and the next candidate is tried.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any, Mapping
 
@@ -27,14 +29,26 @@ NOT_ENOUGH_HOSTS = "There are not enough hosts available."
 
 
 async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any], instance_uuids: list[str],
-                     exclude_hosts: list[str], alternates: int = 2) -> list[dict[str, Any]]:
-    """Place and claim every instance, or none (NoValidHost releases what this call claimed)."""
+                     exclude_hosts: list[str], alternates: int = 2,
+                     lock: asyncio.Lock | None = None) -> list[dict[str, Any]]:
+    """Place and claim every instance, or none (NoValidHost releases what this call claimed).
+
+    `lock` serializes placements of one process, so each reads the usage the
+    previous one left and concurrent requests spread instead of piling onto the
+    same "best" host. Correctness never depends on it: claims are atomic in the DB.
+    """
     flavor = request_spec.get("flavor")
     if not isinstance(flavor, Mapping):
         raise errors.Invalid(reason="request_spec has no flavor")
     if not instance_uuids or len(set(instance_uuids)) != len(instance_uuids):
         raise errors.Invalid(reason="instance_uuids must be a non-empty list of distinct ids")
     req = Resources.from_flavor(flavor)
+    async with lock or contextlib.nullcontext():
+        return await _place_all(db, alive, req, instance_uuids, exclude_hosts, alternates)
+
+
+async def _place_all(db: Database, alive: Alive, req: Resources, instance_uuids: list[str],
+                     exclude_hosts: list[str], alternates: int) -> list[dict[str, Any]]:
     hosts = {h.host: h for h in await claims.load_hosts(db)}
     placed: list[dict[str, Any]] = []
     try:
@@ -73,6 +87,7 @@ class SchedulerManager:
         self.db_url = cluster.cell(spec.cell).db
         self._db: Database | None = None
         self._service: Service | None = None
+        self._placing = asyncio.Lock()
 
     @property
     def db(self) -> Database:
@@ -98,4 +113,4 @@ class SchedulerManager:
                                   instance_uuids: list[str], exclude_hosts: list[str],
                                   alternates: int = 2) -> list[dict[str, Any]]:
         return await select_for(self.db, self.host_alive, request_spec, list(instance_uuids),
-                                list(exclude_hosts or ()), alternates)
+                                list(exclude_hosts or ()), alternates, self._placing)

@@ -20,7 +20,7 @@ def test_build_follows_novas_sequence() -> None:
     assert state == State(VmState.BUILDING, TaskState.SCHEDULING, PowerState.NOSTATE)
     assert actions == (Action.SCHEDULE,)
     state, actions = on(Event.SCHEDULED, state)
-    assert state == State(VmState.BUILDING, None)
+    assert state == State(VmState.BUILDING, TaskState.SCHEDULING)  # compute moves the task on, as Nova
     assert actions == (Action.SET_HOST, Action.CAST_BUILD)
     for ev, task in ((Event.NETWORKING, TaskState.NETWORKING),
                      (Event.BLOCK_DEVICE_MAPPING, TaskState.BLOCK_DEVICE_MAPPING),
@@ -32,7 +32,7 @@ def test_build_follows_novas_sequence() -> None:
     assert Action.SET_LAUNCHED_AT in actions
 
 
-def test_networking_and_bdm_are_optional() -> None:
+def test_compute_may_start_spawning_right_after_scheduling() -> None:
     assert run(Event.BUILD_REQUESTED, Event.SCHEDULED, Event.SPAWNING, Event.SPAWNED).vm_state == VmState.ACTIVE
 
 
@@ -92,6 +92,7 @@ def test_delete_while_building_and_in_error() -> None:
 @pytest.mark.parametrize("event,state", [
     (Event.BUILD_REQUESTED, State(VmState.ACTIVE)),
     (Event.SCHEDULED, State(VmState.BUILDING, None)),
+    (Event.SPAWNING, State(VmState.BUILDING, TaskState.SPAWNING)),
     (Event.SPAWNED, State(VmState.BUILDING, TaskState.SCHEDULING)),
     (Event.DESTROYED, State(VmState.ACTIVE)),
     (Event.DELETE_REQUESTED, State(VmState.DELETED)),

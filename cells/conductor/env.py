@@ -1,0 +1,46 @@
+"""What every conductor flow needs: the cell DB, the service (RPC + directory view),
+the cell path, and a way to start background work in the service's TaskGroup."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Coroutine
+
+from sqlalchemy.engine import Row
+
+from cells.context import RequestContext
+from cells.db import instances as idb
+from cells.db.engine import Database
+from cells.lifecycle import State
+from cells.rpcapi.compute import topic as compute_topic
+from cells.service import Service
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@dataclass
+class FlowEnv:
+    db: Database
+    service: Service
+    cell: str
+    conductor_id: str  # this conductor's member id (owner of the build flows it runs)
+    spawn: Spawn  # run a coroutine in the conductor's TaskGroup (errors are logged, never fatal)
+
+    def host_alive(self, host: str) -> bool:
+        return bool(self.service.view.members(compute_topic(host)))
+
+    def record(self, row: Row[Any]) -> dict[str, Any]:
+        return idb.to_record(row, self.cell)
+
+
+def state_of(row: Row[Any]) -> State:
+    return State(row.vm_state, row.task_state, row.power_state)
+
+
+def state_values(state: State) -> dict[str, Any]:
+    return {"vm_state": state.vm_state, "task_state": state.task_state, "power_state": state.power_state}
+
+
+def background_ctx(ctx: RequestContext) -> RequestContext:
+    """Background steps outlive the API call's deadline; keep the request id for tracing."""
+    return dataclasses.replace(ctx, deadline=None)

@@ -1,0 +1,1 @@
+"""Multi-step conductor flows, one module each (validate -> lock -> check -> act)."""

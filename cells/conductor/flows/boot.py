@@ -1,0 +1,228 @@
+"""Boot: build_instances writes the rows and returns at once; scheduling, the
+cast to compute and reschedules run in the conductor's background.
+
+    build_instances -> rows BUILD/scheduling + 'create' action  (returned to the API)
+    background      -> scheduler.select_destinations (claims)  -> host set
+                    -> compute.<host> build_and_run_instance (cast)
+    build_failed    -> retryable and < MAX_ATTEMPTS: release claim, reschedule without the hosts tried
+                    -> otherwise: ERROR + fault, claim released
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid as uuidlib
+from typing import Any, Mapping
+
+from sqlalchemy import insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cells import errors
+from cells.conductor.flows.delete import complete_delete
+from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
+from cells.context import RequestContext
+from cells.db import actions, claims
+from cells.db import instances as idb
+from cells.db.schema import instances as instances_table
+from cells.lifecycle import NEW, Event, on
+from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
+from cells.rpcapi.compute import ComputeAPI
+from cells.rpcapi.scheduler import SchedulerAPI
+
+LOG = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3  # builds of one instance, first try included (Nova's max_attempts)
+CREATE = "create"
+EV_SCHEDULE = "conductor_schedule_and_build_instances"
+EV_BUILD = "compute_build_and_run_instance"
+_OPTIONAL = ("user_id", "key_name", "availability_zone", "user_data", "access_ipv4", "access_ipv6")
+
+
+# --- validate (pure) -------------------------------------------------------------
+
+def _int(value: Any, what: str, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise errors.Invalid(reason=f"{what} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def _text(value: Any, what: str, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+        raise errors.Invalid(reason=f"{what} must be a non-empty string of at most 255 characters")
+    return value
+
+
+def validate_flavor(flavor: Any) -> dict[str, Any]:
+    if not isinstance(flavor, Mapping):
+        raise errors.Invalid(reason="a flavor is required")
+    _int(flavor.get("vcpus"), "flavor vcpus", 1)
+    _int(flavor.get("ram"), "flavor ram", 1)
+    for key in ("disk", "ephemeral", "swap"):
+        _int(flavor.get(key) or 0, f"flavor {key}", 0)
+    return dict(flavor)
+
+
+def validate_build(instances: Any, request_spec: Any, now: str, conductor_id: str) -> list[dict[str, Any]]:
+    """The rows to insert for a build request. The conductor owns state, host and
+    times: those keys of the given records are ignored."""
+    if not isinstance(instances, list) or not instances:
+        raise errors.Invalid(reason="instances must be a non-empty list")
+    if not isinstance(request_spec, Mapping):
+        raise errors.Invalid(reason="request_spec must be a map")
+    state, _ = on(Event.BUILD_REQUESTED, NEW)
+    rows, seen = [], set()
+    for inst in instances:
+        if not isinstance(inst, Mapping):
+            raise errors.Invalid(reason="each instance must be a map")
+        unknown = set(inst) - set(FIELDS)
+        if unknown:
+            raise errors.Invalid(reason=f"unknown instance field(s) {sorted(unknown)}")
+        try:
+            uuid = str(uuidlib.UUID(str(inst.get("uuid"))))
+        except ValueError:
+            raise errors.Invalid(reason=f"instance uuid {inst.get('uuid')!r} is not a UUID") from None
+        if uuid in seen:
+            raise errors.Invalid(reason=f"instance {uuid} appears twice")
+        seen.add(uuid)
+        flavor = validate_flavor(inst.get("flavor") or request_spec.get("flavor"))
+        metadata = inst.get("metadata") or {}
+        if not isinstance(metadata, Mapping):
+            raise errors.Invalid(reason="metadata must be a map")
+        row: dict[str, Any] = {k: inst.get(k) for k in _OPTIONAL}
+        row.update(
+            uuid=uuid, name=_text(inst.get("name"), "name"), project_id=_text(inst.get("project_id"), "project_id"),
+            flavor=flavor, image=inst.get("image") or request_spec.get("image"), metadata=dict(metadata),
+            addresses=dict(inst.get("addresses") or {}), host=None, created_at=now, updated_at=now,
+            launched_at=None, terminated_at=None, deleted=False, fault=None, progress=0,
+            conductor_id=conductor_id, request_spec={**request_spec, "flavor": flavor}, retry_hosts=[],
+            **state_values(state))
+        rows.append(row)
+    return rows
+
+
+# --- act ---------------------------------------------------------------------------
+
+async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, request_spec: Any) -> list[dict[str, Any]]:
+    now = utcnow_iso()
+    rows = validate_build(instances, request_spec, now, env.conductor_id)
+    uuids = [r["uuid"] for r in rows]
+    async with env.db.write() as conn:
+        existing = await idb.get_rows(conn, uuids)
+        for u, old in existing.items():  # a retried request returns what the first one made
+            if old.project_id != next(r["project_id"] for r in rows if r["uuid"] == u):
+                raise errors.Conflict(reason=f"instance {u} already exists")
+        new = [r for r in rows if r["uuid"] not in existing]
+        if new:
+            await conn.execute(insert(instances_table), new)
+            for r in new:
+                await actions.start_action(conn, ctx, r["uuid"], CREATE, r["project_id"], now)
+                await actions.start_event(conn, r["uuid"], CREATE, EV_SCHEDULE)
+        got = await idb.get_rows(conn, uuids)
+    # one scheduler call per distinct flavor (a multi-create normally has one)
+    batches: dict[str, list[dict[str, Any]]] = {}
+    for r in new:
+        batches.setdefault(json.dumps(r["flavor"], sort_keys=True), []).append(r)
+    for batch in batches.values():
+        env.spawn(schedule_and_build(env, background_ctx(ctx), [r["uuid"] for r in batch],
+                                     batch[0]["request_spec"], []))
+    return [env.record(got[u]) for u in uuids]
+
+
+def _exhausted(uuid: str) -> errors.MaxRetriesExceeded:
+    return errors.MaxRetriesExceeded(
+        reason=f"Exhausted all hosts available for retrying build failures for instance {uuid}.")
+
+
+async def schedule_and_build(env: FlowEnv, ctx: RequestContext, uuids: list[str], request_spec: dict[str, Any],
+                             exclude: list[str]) -> None:
+    try:
+        selections = await SchedulerAPI(env.service).select_destinations(ctx, request_spec, uuids, exclude)
+    except errors.NoValidHost as exc:
+        final: errors.CellcloudError = _exhausted(uuids[0]) if exclude and len(uuids) == 1 else exc
+        await fail_builds(env, uuids, actions.make_fault(final.message))
+        return
+    except errors.CellcloudError as exc:  # scheduler down or timed out: a claim may exist, fail_builds frees it
+        LOG.warning("scheduling %s failed: %s", uuids, exc)
+        await fail_builds(env, uuids, actions.make_fault(f"No valid host was found. {exc.message}"))
+        return
+    for sel in selections:
+        await send_to_host(env, ctx, str(sel["instance_uuid"]), str(sel["host"]))
+
+
+async def send_to_host(env: FlowEnv, ctx: RequestContext, uuid: str, host: str) -> None:
+    async with env.db.write() as conn:
+        row = await idb.get_row(conn, uuid, lock=True)
+        if row is None or row.deleted or row.vm_state != VmState.BUILDING \
+                or row.task_state != TaskState.SCHEDULING or row.host is not None:
+            # deleted (or otherwise moved on) while the scheduler worked: give the claim back
+            await claims.release_claim(conn, uuid)
+            LOG.info("instance %s changed during scheduling: not sending it to %s", uuid, host)
+            return
+        state, _ = on(Event.SCHEDULED, state_of(row), uuid)
+        values = {**state_values(state), "host": host, "retry_hosts": [*(row.retry_hosts or []), host],
+                  "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}
+        await idb.update_row(conn, uuid, values)
+        await actions.finish_event(conn, uuid, CREATE, EV_SCHEDULE, actions.SUCCESS)
+        await actions.start_event(conn, uuid, CREATE, EV_BUILD, host)
+        record = env.record({**row._mapping, **values})
+    try:
+        await ComputeAPI(env.service).build_and_run_instance(ctx, host, record)
+    except errors.CellcloudError as exc:  # e.g. NoLiveMember: the host left since the scheduler saw it
+        await build_failed(env, ctx, uuid, host, {"message": f"Could not reach compute host {host}: {exc.message}"},
+                           retryable=True)
+
+
+async def set_error(conn: AsyncConnection, row: Row[Any], fault: dict[str, Any], event: str = Event.BUILD_FAILED) -> None:
+    """building -> ERROR with `fault`, claim released, create action closed with Error (one transaction)."""
+    state, _ = on(event, state_of(row), row.uuid)
+    await claims.release_claim(conn, row.uuid)
+    await actions.add_fault(conn, row.uuid, fault, row.host)
+    await idb.update_row(conn, row.uuid, {**state_values(state), "fault": fault, "updated_at": utcnow_iso()})
+    await actions.fail_open_events(conn, row.uuid, CREATE, fault["message"])
+
+
+async def fail_builds(env: FlowEnv, uuids: list[str], fault: dict[str, Any]) -> None:
+    async with env.db.write() as conn:
+        for uuid in uuids:
+            row = await idb.get_row(conn, uuid, lock=True)
+            if row is None or row.deleted or row.vm_state != VmState.BUILDING or row.task_state == TaskState.DELETING:
+                await claims.release_claim(conn, uuid)
+                continue
+            await set_error(conn, row, fault)
+    LOG.info("build of %s failed: %s", uuids, fault["message"])
+
+
+async def build_failed(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, fault: Mapping[str, Any],
+                       retryable: bool) -> None:
+    reported = actions.make_fault(fault)
+    reschedule: tuple[dict[str, Any], list[str]] | None = None
+    async with env.db.write() as conn:
+        row = await idb.get_row(conn, uuid, lock=True)
+        if row is None:
+            raise errors.InstanceNotFound(instance_id=uuid)
+        if row.deleted or row.vm_state != VmState.BUILDING or row.host != host:
+            LOG.info("stale build_failed for %s from %s ignored", uuid, host)  # e.g. the host was declared lost
+            return
+        if row.task_state == TaskState.DELETING:  # a delete raced the build; compute has cleaned up
+            await complete_delete(conn, env, row)
+            return
+        tried = list(row.retry_hosts or [])
+        if retryable and len(tried) < MAX_ATTEMPTS:
+            await actions.add_fault(conn, uuid, reported, host)  # kept in the history, not shown on the record
+            state, _ = on(Event.RESCHEDULE, state_of(row), uuid)
+            await claims.release_claim(conn, uuid)
+            await idb.update_row(conn, uuid, {**state_values(state), "host": None, "conductor_id": env.conductor_id,
+                                              "updated_at": utcnow_iso()})
+            await actions.finish_event(conn, uuid, CREATE, EV_BUILD, actions.ERROR, reported["message"], host)
+            await actions.start_event(conn, uuid, CREATE, EV_SCHEDULE)
+            reschedule = (dict(row.request_spec or {"flavor": row.flavor}), tried)
+        else:
+            if retryable:  # out of attempts: say so, as Nova
+                await actions.add_fault(conn, uuid, reported, host)
+                reported = actions.make_fault(_exhausted(uuid).message)
+            await set_error(conn, row, reported)
+    if reschedule is not None:
+        LOG.info("rescheduling %s after a failure on %s (tried %s)", uuid, host, reschedule[1])
+        env.spawn(schedule_and_build(env, background_ctx(ctx), [uuid], *reschedule))

@@ -1,0 +1,98 @@
+"""Delete: an instance whose host is gone (or never chosen) is deleted right away
+("local delete", as Nova); otherwise task_state=deleting and the host's compute
+terminates the guest, then reports instance_destroyed. Either way the claim is
+released in the same transaction that marks the row deleted."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cells import errors
+from cells.conductor.env import FlowEnv, state_of, state_values
+from cells.context import RequestContext
+from cells.db import actions, claims
+from cells.db import instances as idb
+from cells.lifecycle import Event, on
+from cells.objects.instance import TaskState, utcnow_iso
+from cells.rpcapi.compute import ComputeAPI
+
+LOG = logging.getLogger(__name__)
+DELETE = "delete"
+EV_TERMINATE = "compute_terminate_instance"
+EV_LOCAL = "conductor_local_delete"
+
+
+def visible(ctx: RequestContext, row: Row[Any]) -> bool:
+    """Project scope as Nova's DB layer: admins and services see all, others their project."""
+    return ctx.is_admin or "service" in ctx.roles or ctx.project is None or row.project_id == ctx.project
+
+
+async def complete_delete(conn: AsyncConnection, env: FlowEnv, row: Row[Any], event: str = EV_TERMINATE) -> dict[str, Any]:
+    """deleting -> DELETED: claim released, terminated_at set, actions closed (in the caller's transaction)."""
+    state = state_of(row)
+    if state.task_state != TaskState.DELETING:
+        state, _ = on(Event.DELETE_REQUESTED, state, row.uuid)
+    state, _ = on(Event.DESTROYED, state, row.uuid)
+    now = utcnow_iso()
+    values = {**state_values(state), "deleted": True, "terminated_at": now, "updated_at": now}
+    await claims.release_claim(conn, row.uuid)
+    await idb.update_row(conn, row.uuid, values)
+    await actions.fail_open_events(conn, row.uuid, "create", "Instance was deleted while building")
+    await actions.finish_event(conn, row.uuid, DELETE, event, actions.SUCCESS, host=row.host)
+    await actions.finish_action(conn, row.uuid, DELETE)
+    return env.record({**row._mapping, **values})
+
+
+async def instance_delete(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+    cast_to: str | None = None
+    async with env.db.write() as conn:
+        row = await idb.get_row(conn, uuid, lock=True)
+        if row is None or row.deleted or not visible(ctx, row):
+            raise errors.InstanceNotFound(instance_id=uuid)
+        state, _ = on(Event.DELETE_REQUESTED, state_of(row), uuid)
+        if row.task_state != TaskState.DELETING:  # a repeated delete re-sends the terminate, same action
+            await actions.start_action(conn, ctx, uuid, DELETE, row.project_id)
+        if row.host is None or not env.host_alive(row.host):
+            record = await complete_delete(conn, env, row, EV_LOCAL)
+        else:
+            values = {**state_values(state), "updated_at": utcnow_iso()}
+            await idb.update_row(conn, uuid, values)
+            await actions.start_event(conn, uuid, DELETE, EV_TERMINATE, row.host)
+            record = env.record({**row._mapping, **values})
+            cast_to = row.host
+    if cast_to is not None:
+        try:
+            await ComputeAPI(env.service).terminate_instance(ctx, cast_to, record)
+        except errors.NoLiveMember:  # the host left between the check and the cast
+            return await delete_locally(env, uuid)
+        except errors.CellcloudError as exc:  # stays deleting: a repeated delete or the host-lost sweep ends it
+            LOG.warning("terminate of %s on %s not sent: %s", uuid, cast_to, exc)
+    return record
+
+
+async def delete_locally(env: FlowEnv, uuid: str) -> dict[str, Any]:
+    async with env.db.write() as conn:
+        row = await idb.get_row(conn, uuid, lock=True)
+        if row is None:
+            raise errors.InstanceNotFound(instance_id=uuid)
+        if row.deleted:
+            return env.record(row)
+        return await complete_delete(conn, env, row, EV_LOCAL)
+
+
+async def instance_destroyed(env: FlowEnv, ctx: RequestContext, uuid: str, host: str) -> None:
+    async with env.db.write() as conn:
+        row = await idb.get_row(conn, uuid, lock=True)
+        if row is None:
+            raise errors.InstanceNotFound(instance_id=uuid)
+        if row.deleted:
+            return  # a repeated report (the method is retry-safe)
+        if row.host not in (host, None):
+            raise errors.Conflict(reason=f"instance {uuid} is on host {row.host}, not {host}")
+        if row.task_state != TaskState.DELETING:
+            raise errors.InstanceInvalidState(action="instance_destroyed", instance_id=uuid, attr="task_state",
+                                              state=row.task_state)
+        await complete_delete(conn, env, row)

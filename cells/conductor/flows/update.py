@@ -1,0 +1,64 @@
+"""instance_update: a compute worker reports a step of its flow.
+
+The optional expected_task_state is the compute's check: when the record's
+task_state is not one of them (typically a delete raced the build) the update
+is refused with UnexpectedTaskState / UnexpectedDeletingTaskState (Conflict),
+and the compute stops what it was doing. Deleted instances are not found.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from cells import errors
+from cells.conductor.env import FlowEnv
+from cells.conductor.flows.boot import CREATE, EV_BUILD
+from cells.context import RequestContext
+from cells.db import actions
+from cells.db import instances as idb
+from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
+
+# what a compute may change; identity, ownership and deletion go through their own methods
+UPDATABLE = frozenset(FIELDS) - {"uuid", "cell", "project_id", "user_id", "created_at", "deleted", "terminated_at"}
+VM_STATES = frozenset({VmState.BUILDING, VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED,
+                       VmState.ERROR})
+
+
+def validate_values(values: Any) -> dict[str, Any]:
+    if not isinstance(values, dict) or not values:
+        raise errors.Invalid(reason="values must be a non-empty map")
+    bad = set(values) - UPDATABLE
+    if bad:
+        raise errors.Invalid(reason=f"instance field(s) {sorted(bad)} cannot be updated this way")
+    if "vm_state" in values and values["vm_state"] not in VM_STATES:
+        raise errors.Invalid(reason=f"vm_state {values['vm_state']!r} cannot be set by instance_update")
+    out = dict(values)
+    if out.get("fault") is not None:
+        out["fault"] = actions.make_fault(out["fault"])
+    return out
+
+
+async def instance_update(env: FlowEnv, ctx: RequestContext, uuid: str, values: Any,
+                          expected_task_state: list[str | None] | None = None) -> dict[str, Any]:
+    new = validate_values(values)
+    if expected_task_state is not None and not isinstance(expected_task_state, list):
+        expected_task_state = [expected_task_state]
+    async with env.db.write() as conn:
+        row = await idb.get_row(conn, uuid, lock=True)
+        if row is None or row.deleted:
+            raise errors.InstanceNotFound(instance_id=uuid)
+        if expected_task_state is not None and row.task_state not in expected_task_state:
+            cls = (errors.UnexpectedDeletingTaskState if row.task_state == TaskState.DELETING
+                   else errors.UnexpectedTaskState)
+            raise cls(instance_id=uuid, expected=expected_task_state, actual=row.task_state)
+        new["updated_at"] = utcnow_iso()
+        if row.vm_state == VmState.BUILDING and new.get("vm_state") == VmState.ACTIVE:
+            if new.get("launched_at") is None:
+                new["launched_at"] = new["updated_at"]
+            await actions.finish_event(conn, uuid, CREATE, EV_BUILD, actions.SUCCESS, host=row.host)
+            await actions.finish_action(conn, uuid, CREATE)
+        if new.get("fault") is not None:
+            await actions.add_fault(conn, uuid, new["fault"], row.host)
+        if row.vm_state == VmState.BUILDING and new.get("vm_state") == VmState.ERROR:
+            await actions.fail_open_events(conn, uuid, CREATE, (new.get("fault") or {}).get("message", "Error"))
+        await idb.update_row(conn, uuid, new)
+        return env.record({**row._mapping, **new})

@@ -1,0 +1,184 @@
+"""The cell conductor service (topic `conductor`): every method of
+cells/rpcapi/conductor.py SURFACE. Queries live here; multi-step flows live in
+cells/conductor/flows/. Each RPC is one DB transaction (one unit of work);
+background steps run in a TaskGroup owned by `background()`, so shutdown
+cancels them with the service.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Coroutine
+
+from sqlalchemy import false
+
+from cells import errors
+from cells.conductor.env import FlowEnv
+from cells.conductor.flows import boot, delete, hosts, update
+from cells.config import ClusterConfig, ServiceSpec
+from cells.context import RequestContext
+from cells.db import claims
+from cells.db import instances as idb
+from cells.db.engine import Database
+from cells.db.schema import ensure_schema, instances
+from cells.rpc.directory import MISSED_BEATS
+from cells.service import Service
+
+LOG = logging.getLogger(__name__)
+SWEEP_BEATS = 5  # the safety-net sweep runs every this many heartbeat intervals
+
+
+class ConductorManager:
+    def __init__(self, cluster: ClusterConfig, spec: ServiceSpec) -> None:
+        if spec.cell is None:
+            raise ValueError(f"conductor {spec.id} belongs to no cell")
+        self.cluster = cluster
+        self.spec = spec
+        self.cell = spec.cell
+        self.db_url = cluster.cell(spec.cell).db
+        self._env: FlowEnv | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._pending: list[Coroutine[Any, Any, None]] = []  # spawned before background() began
+        self._compute_hosts: set[str] = set()
+        self._conductors: set[str] = set()
+
+    @property
+    def env(self) -> FlowEnv:
+        if self._env is None:
+            raise errors.CellcloudError("conductor is not started")
+        return self._env
+
+    # --- service hooks -------------------------------------------------------------
+
+    async def start(self, service: Service) -> None:
+        db = Database(self.db_url)
+        await ensure_schema(db)
+        self._env = FlowEnv(db=db, service=service, cell=self.cell, conductor_id=self.spec.id, spawn=self._spawn)
+        # a previous run of this conductor died mid-flow: its scheduling builds have no owner now
+        await hosts.orphaned_builds(self._env, [self.spec.id])
+        service.view.listeners.append(self._on_membership)
+
+    async def background(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            for coro in self._pending:
+                tg.create_task(self._guarded(coro))
+            self._pending.clear()
+            tg.create_task(self._sweeper())
+            try:
+                await asyncio.Future()  # until the service cancels us
+            finally:
+                self._tg = None
+
+    async def stop(self) -> None:
+        for coro in self._pending:
+            coro.close()
+        self._pending.clear()
+        if self._env is not None:
+            await self._env.db.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._tg is None:
+            self._pending.append(coro)
+        else:
+            self._tg.create_task(self._guarded(coro))
+
+    @staticmethod
+    async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
+        """A failing flow is logged; it must not cancel its siblings in the TaskGroup."""
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            LOG.exception("background flow failed")
+
+    def _on_membership(self, joined: set[str], left: set[str]) -> None:
+        """Directory listener (sync): spot compute hosts and conductors that went away."""
+        members = list(self.env.service.view.by_id.values())
+        now_hosts = hosts.compute_hosts(members)
+        for host in self._compute_hosts - now_hosts:
+            LOG.warning("compute host %s left the directory", host)
+            self._spawn(hosts.host_lost(self.env, host))
+        gone = {mid for mid in left if mid in self._conductors and mid != self.spec.id}
+        if gone:
+            self._spawn(hosts.orphaned_builds(self.env, sorted(gone)))
+        self._compute_hosts = now_hosts
+        self._conductors = {m.id for m in members if "conductor" in m.topics}
+
+    async def _sweeper(self) -> None:
+        view = self.env.service.view
+        interval = self.cluster.heartbeat_interval
+        await view.wait_synced(MISSED_BEATS * interval)
+        suspects: set[str] = set()
+        while True:
+            await asyncio.sleep(SWEEP_BEATS * interval)
+            try:
+                suspects = await hosts.sweep(self.env, suspects)
+            except errors.CellcloudError as exc:
+                LOG.warning("dead-member sweep failed: %s", exc)
+            except Exception:  # the sweep is a safety net: never let it take the service down
+                LOG.exception("dead-member sweep failed")
+
+    # --- RPC: from the API ---------------------------------------------------------
+
+    async def build_instances(self, ctx: RequestContext, instances: list[dict[str, Any]],
+                              request_spec: dict[str, Any]) -> list[dict[str, Any]]:
+        return await boot.build_instances(self.env, ctx, instances, request_spec)
+
+    async def instance_get(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        async with self.env.db.read() as conn:
+            row = await idb.get_row(conn, uuid)
+        if row is None or row.deleted or not delete.visible(ctx, row):
+            raise errors.InstanceNotFound(instance_id=uuid)
+        return self.env.record(row)
+
+    async def instance_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
+                            sort_keys: list[str] | None = None, sort_dirs: list[str] | None = None,
+                            limit: int | None = None, marker: str | None = None) -> list[dict[str, Any]]:
+        scope = []
+        if not (ctx.is_admin or "service" in ctx.roles) and ctx.project is not None:
+            scope.append(instances.c.project_id == ctx.project)  # a tenant sees its own project only
+        async with self.env.db.read() as conn:
+            rows = await idb.list_rows(conn, dict(filters or {}), sort_keys, sort_dirs, limit, marker, scope)
+        return [self.env.record(r) for r in rows]
+
+    async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        return await delete.instance_delete(self.env, ctx, uuid)
+
+    async def capacity(self, ctx: RequestContext) -> dict[str, Any]:
+        nodes = await claims.load_hosts(self.env.db)
+        alive = [n for n in nodes if self.env.host_alive(n.host)]
+        return {"hosts": len(nodes), "hosts_alive": len(alive),
+                "vcpus_free": int(sum(max(0.0, n.free_vcpus) for n in alive)),
+                "memory_mb_free": int(sum(max(0.0, n.free_ram_mb) for n in alive)),
+                "local_gb_free": int(sum(max(0.0, n.free_disk_gb) for n in alive))}
+
+    # --- RPC: from compute workers -------------------------------------------------
+
+    async def compute_node_update(self, ctx: RequestContext, host: str, resources: dict[str, Any]) -> None:
+        if not isinstance(resources, dict):
+            raise errors.Invalid(reason="resources must be a map")
+        for key in ("vcpus", "memory_mb", "local_gb"):
+            value = resources.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise errors.Invalid(reason=f"resources.{key} must be a non-negative integer, not {value!r}")
+        async with self.env.db.write() as conn:
+            await claims.upsert_node(conn, host, resources)
+
+    async def instance_update(self, ctx: RequestContext, uuid: str, values: dict[str, Any],
+                              expected_task_state: list[str | None] | None = None) -> dict[str, Any]:
+        return await update.instance_update(self.env, ctx, uuid, values, expected_task_state)
+
+    async def build_failed(self, ctx: RequestContext, uuid: str, host: str, fault: dict[str, Any],
+                           retryable: bool) -> None:
+        await boot.build_failed(self.env, ctx, uuid, host, fault, retryable)
+
+    async def instance_destroyed(self, ctx: RequestContext, uuid: str, host: str) -> None:
+        await delete.instance_destroyed(self.env, ctx, uuid, host)
+
+    async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+        """Live (not deleted) instances recorded on `host`, for the compute's reconciliation."""
+        async with self.env.db.read() as conn:
+            rows = await idb.rows_where(conn, instances.c.host == host, instances.c.deleted == false())
+        return [self.env.record(r) for r in rows]

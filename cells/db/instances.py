@@ -1,0 +1,175 @@
+"""Instance rows: Core queries, the wire record, and list filtering + keyset paging.
+
+Records cross the wire as plain dicts with exactly cells.objects.instance.FIELDS;
+the cell-internal columns (conductor_id, request_spec, retry_hosts) never leave.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+from sqlalchemy import ColumnElement, Select, and_, false, or_, select, true, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from cells import errors
+from cells.db.schema import instances
+from cells.objects.instance import FIELDS
+
+WIRE_COLUMNS = [instances.c[f] for f in FIELDS if f != "cell"]
+SORT_KEYS = frozenset({"uuid", "name", "project_id", "user_id", "host", "vm_state", "task_state", "power_state",
+                       "created_at", "updated_at", "launched_at", "terminated_at", "key_name", "availability_zone",
+                       "progress", "deleted"})
+FILTER_KEYS = frozenset({"project_id", "user_id", "name", "vm_state", "task_state", "host", "uuid", "deleted",
+                         "changes_since"})
+_LIST_FILTERS = ("project_id", "user_id", "vm_state", "task_state", "host", "uuid")  # exact match, str or list
+DEFAULT_SORT = ("created_at", "uuid")
+DEFAULT_DIR = "desc"
+
+
+def to_record(row: Row[Any] | Mapping[str, Any], cell: str | None) -> dict[str, Any]:
+    m = row._mapping if isinstance(row, Row) else row
+    rec = {f: m[f] for f in FIELDS if f != "cell"}
+    rec["deleted"] = bool(rec["deleted"])
+    rec["cell"] = cell
+    return rec
+
+
+async def get_row(conn: AsyncConnection, uuid: str, lock: bool = False) -> Row[Any] | None:
+    """The full row (deleted ones too). `lock` takes a row lock where the backend has them;
+    on SQLite the write transaction's BEGIN IMMEDIATE already serializes writers."""
+    stmt = select(instances).where(instances.c.uuid == uuid)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await conn.execute(stmt)).first()
+
+
+async def get_rows(conn: AsyncConnection, uuids: Sequence[str]) -> dict[str, Row[Any]]:
+    rows = await conn.execute(select(instances).where(instances.c.uuid.in_(list(uuids))))
+    return {r.uuid: r for r in rows}
+
+
+async def update_row(conn: AsyncConnection, uuid: str, values: Mapping[str, Any]) -> None:
+    await conn.execute(update(instances).where(instances.c.uuid == uuid).values(**values))
+
+
+async def rows_where(conn: AsyncConnection, *conds: ColumnElement[bool]) -> list[Row[Any]]:
+    return list(await conn.execute(select(instances).where(*conds)))
+
+
+# --- listing -------------------------------------------------------------------
+
+def normalize_time(value: Any, what: str) -> str:
+    """Any ISO 8601 time -> the stored form (UTC, microseconds, Z) so string comparison is time comparison."""
+    try:
+        dt = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise errors.Invalid(reason=f"{what} is not an ISO 8601 time: {value!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _as_bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise errors.Invalid(reason=f"{what} must be a boolean, not {value!r}")
+
+
+def filter_conditions(filters: Mapping[str, Any]) -> list[ColumnElement[bool]]:
+    """WHERE clauses for instance_list. Unknown filter keys are refused (they would
+    otherwise be silently ignored and widen a listing)."""
+    unknown = set(filters) - FILTER_KEYS
+    if unknown:
+        raise errors.Invalid(reason=f"unknown instance filter(s) {sorted(unknown)}; allowed: {sorted(FILTER_KEYS)}")
+    c = instances.c
+    conds: list[ColumnElement[bool]] = []
+    for key in _LIST_FILTERS:
+        if filters.get(key) is None:
+            continue
+        value = filters[key]
+        values = [value] if isinstance(value, (str, int)) else list(value)
+        conds.append(c[key].in_(values) if len(values) != 1 else c[key] == values[0])
+    name = filters.get("name")
+    if name:
+        try:  # Nova treats the name filter as a regular expression (unanchored search)
+            re.compile(str(name))
+        except re.error as exc:
+            raise errors.Invalid(reason=f"name filter is not a valid regular expression: {exc}") from None
+        conds.append(c.name.regexp_match(str(name)))
+    if filters.get("changes_since") is not None:
+        conds.append(c.updated_at >= normalize_time(filters["changes_since"], "changes_since"))
+    if filters.get("deleted") is not None:
+        conds.append(c.deleted == _as_bool(filters["deleted"], "deleted"))
+    elif filters.get("changes_since") is None:
+        conds.append(c.deleted == false())  # default: live instances; changes_since shows deletions too
+    return conds
+
+
+def sort_params(sort_keys: Sequence[str] | None, sort_dirs: Sequence[str] | None) -> list[tuple[str, str]]:
+    """Nova's process_sort_params: directions default to the first one given (else desc);
+    created_at and uuid are appended so the order is total (stable paging)."""
+    keys, dirs = list(sort_keys or ()), [d.lower() for d in (sort_dirs or ())]
+    if len(dirs) > len(keys) and keys:
+        raise errors.Invalid(reason="there are more sort directions than sort keys")
+    default_dir = dirs[0] if dirs else DEFAULT_DIR
+    for d in dirs:
+        if d not in ("asc", "desc"):
+            raise errors.Invalid(reason=f"sort direction must be asc or desc, not {d!r}")
+    for k in keys:
+        if k not in SORT_KEYS:
+            raise errors.Invalid(reason=f"cannot sort instances by {k!r}; allowed: {sorted(SORT_KEYS)}")
+    dirs += [default_dir] * (len(keys) - len(dirs))
+    pairs = list(dict(zip(keys, dirs)).items())  # a repeated key keeps its first direction
+    for k in DEFAULT_SORT:
+        if k not in keys:
+            pairs.append((k, default_dir))
+    return pairs
+
+
+def _beyond(col: Any, direction: str, value: Any) -> ColumnElement[bool]:
+    """Rows strictly after `value` in this column's order. NULLs sort first ascending and
+    last descending, on every backend (explicit NULLS FIRST/LAST below)."""
+    if direction == "asc":
+        return col.is_not(None) if value is None else col > value
+    return false() if value is None else or_(col < value, col.is_(None))
+
+
+def _equal(col: Any, value: Any) -> ColumnElement[bool]:
+    return col.is_(None) if value is None else col == value
+
+
+def keyset_after(order: Sequence[tuple[str, str]], marker: Mapping[str, Any]) -> ColumnElement[bool]:
+    clauses = []
+    for i, (key, direction) in enumerate(order):
+        prefix = [_equal(instances.c[k], marker[k]) for k, _ in order[:i]]
+        clauses.append(and_(true(), *prefix, _beyond(instances.c[key], direction, marker[key])))
+    return or_(false(), *clauses)
+
+
+async def list_rows(conn: AsyncConnection, filters: Mapping[str, Any], sort_keys: Sequence[str] | None,
+                    sort_dirs: Sequence[str] | None, limit: int | None, marker: str | None,
+                    extra: Iterable[ColumnElement[bool]] = ()) -> list[Row[Any]]:
+    order = sort_params(sort_keys, sort_dirs)
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise errors.Invalid(reason=f"limit must be a non-negative integer, not {limit!r}")
+    stmt: Select[Any] = select(*WIRE_COLUMNS).where(*filter_conditions(filters), *extra)
+    if marker is not None:
+        # the marker may be any instance of this cell, deleted ones too (as Nova)
+        mrow = (await conn.execute(select(*[instances.c[k] for k, _ in order])
+                                   .where(instances.c.uuid == marker))).first()
+        if mrow is None:
+            raise errors.MarkerNotFound(marker=marker)
+        stmt = stmt.where(keyset_after(order, mrow._mapping))
+    for key, direction in order:
+        col = instances.c[key]
+        stmt = stmt.order_by(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(await conn.execute(stmt))

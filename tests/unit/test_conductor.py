@@ -1,0 +1,451 @@
+"""Conductor + scheduler under cells.service.Service, real ZeroMQ on 127.0.0.1, a real
+directory, a real SQLite cell DB, and a fake compute worker at the process boundary
+(it serves cells/rpcapi/compute.py and calls the conductor back as a compute would)."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+from sqlalchemy import insert
+
+from cells import errors
+from cells.conductor.flows.boot import validate_build
+from cells.conductor.manager import ConductorManager
+from cells.config import ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
+from cells.context import RequestContext, admin_context
+from cells.db import actions, claims
+from cells.db.engine import Database
+from cells.db.schema import ensure_schema, instances
+from cells.objects.instance import TaskState, VmState
+from cells.rpc import wire
+from cells.rpc.client import RpcClient
+from cells.rpc.directory import SURFACE as DIRECTORY, Directory, DirectoryView
+from cells.rpcapi.compute import SURFACE as COMPUTE
+from cells.rpcapi.conductor import SURFACE as CONDUCTOR, ConductorAPI
+from cells.rpcapi.scheduler import SURFACE as SCHEDULER
+from cells.scheduler.manager import SchedulerManager
+from cells.service import Service
+
+BEAT = 0.2
+FLAVOR = {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1, "ephemeral": 0, "swap": 0}
+BUILD_TASKS = [TaskState.SCHEDULING, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING]
+EPOCH = "1970-01-01T00:00:00Z"  # changes_since this lists deleted instances too
+USER = RequestContext(project="p1", user="u1", roles=("member",))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeCompute:
+    """mode: "ok" spawns, "fail" reports a retryable failure, "hang" stays spawning."""
+
+    def __init__(self, host: str, mode: str = "ok") -> None:
+        self.host, self.mode = host, mode
+        self.builds: list[str] = []
+        self.conductor: ConductorAPI | None = None
+        self.terminate_gate = asyncio.Event()  # terminates wait for it (tests hold a delete open)
+        self.terminate_gate.set()
+
+    async def start(self, service: Service) -> None:
+        self.conductor = ConductorAPI(service)
+
+    async def background(self) -> None:
+        assert self.conductor is not None
+        while True:  # as a real compute: report resources until the conductor answers
+            try:
+                await self.conductor.compute_node_update(admin_context(), self.host,
+                                                         {"vcpus": 4, "memory_mb": 2048, "local_gb": 40})
+                break
+            except errors.RpcError:
+                await asyncio.sleep(0.05)
+        await asyncio.Future()
+
+    async def build_and_run_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        assert self.conductor is not None
+        uuid = instance["uuid"]
+        self.builds.append(uuid)
+        try:
+            await self.conductor.instance_update(ctx, uuid, {"task_state": TaskState.SPAWNING},
+                                                 expected_task_state=BUILD_TASKS)
+        except (errors.Conflict, errors.NotFound):
+            return
+        if self.mode == "fail":
+            await self.conductor.build_failed(ctx, uuid, self.host, {"code": 500, "message": f"boom on {self.host}"},
+                                              retryable=True)
+        elif self.mode == "ok":
+            await self.conductor.instance_update(ctx, uuid, {"vm_state": VmState.ACTIVE, "task_state": None,
+                                                             "power_state": 1}, expected_task_state=[TaskState.SPAWNING])
+
+    async def terminate_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        assert self.conductor is not None
+        await self.terminate_gate.wait()
+        await self.conductor.instance_destroyed(ctx, instance["uuid"], self.host)
+
+
+class ApiCaller:
+    """What the API process is to the cell: a directory reader plus an RPC client."""
+
+    def __init__(self, router: str) -> None:
+        self.client = RpcClient()
+        self.view = DirectoryView(self.client, router, None, BEAT)
+
+    async def call(self, topic: str, method: wire.Method, args: dict[str, Any], ctx: RequestContext,
+                   timeout: float | None = None) -> Any:
+        return await self.client.call(self.view, topic, method, args, ctx, timeout)
+
+    async def cast(self, topic: str, method: wire.Method, args: dict[str, Any], ctx: RequestContext,
+                   key: str | None = None) -> None:
+        await self.client.cast(self.view, topic, method, args, ctx, key)
+
+
+class Cell:
+    def __init__(self, tmp_path: Path, modes: dict[str, str]) -> None:
+        router = f"tcp://127.0.0.1:{free_port()}"
+        self.db_url = f"sqlite+aiosqlite:///{tmp_path}/cell1.db"
+        specs = [ServiceSpec("cell1/router", "router", "ctl", router, "cell1"),
+                 ServiceSpec("cell1/conductor", "conductor", "ctl", f"tcp://127.0.0.1:{free_port()}", "cell1"),
+                 ServiceSpec("cell1/scheduler", "scheduler", "ctl", f"tcp://127.0.0.1:{free_port()}", "cell1")]
+        specs += [ServiceSpec(f"cell1/compute/{h}", "compute", h, f"tcp://127.0.0.1:{free_port()}", "cell1")
+                  for h in modes]
+        self.cluster = ClusterConfig(
+            name="test", state_dir=str(tmp_path),
+            api=ApiSpec(listen="127.0.0.1:0", public_url="http://127.0.0.1:0", db="sqlite://", image_dir=str(tmp_path)),
+            cells=(CellSpec("cell1", "cell1", self.db_url, router),), services=tuple(specs),
+            hosts=tuple(HostSpec(h, "127.0.0.1") for h in ("ctl", *modes)), heartbeat_interval=BEAT)
+        self.computes = {h: FakeCompute(h, m) for h, m in modes.items()}
+        self.services: dict[str, Service] = {}
+        self.stops: dict[str, asyncio.Event] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.api = ApiCaller(router)
+        self.conductor = ConductorAPI(self.api)
+        self.db = Database(self.db_url)
+        self._view_task: asyncio.Task[None] | None = None
+
+    def _service(self, name: str) -> Service:
+        spec = self.cluster.service(f"cell1/{name}")
+        if spec.kind == "router":
+            return Service(self.cluster, spec, Directory(BEAT), DIRECTORY, ("router",))
+        if spec.kind == "conductor":
+            return Service(self.cluster, spec, ConductorManager(self.cluster, spec), CONDUCTOR, ("conductor",))
+        if spec.kind == "scheduler":
+            return Service(self.cluster, spec, SchedulerManager(self.cluster, spec), SCHEDULER, ("scheduler",))
+        return Service(self.cluster, spec, self.computes[spec.host], COMPUTE, (f"compute.{spec.host}",))
+
+    def run(self, name: str) -> None:
+        self.services[name] = svc = self._service(name)
+        self.stops[name] = stop = asyncio.Event()
+        self.tasks[name] = asyncio.create_task(svc.run(stop))
+
+    async def stop(self, name: str) -> None:
+        self.stops[name].set()
+        await self.tasks.pop(name)
+
+    async def crash(self, name: str) -> None:
+        """Gone without a goodbye: no `leave`, so the directory must notice missed beats."""
+        task = self.tasks.pop(name)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def start(self) -> None:
+        await ensure_schema(self.db)  # as bootstrap does; the services' own calls are then no-ops
+        for name in ("router", "conductor", "scheduler", *(f"compute/{h}" for h in self.computes)):
+            self.run(name)
+        self._view_task = asyncio.create_task(self.api.view.run())
+        sched = "scheduler"
+        await until(lambda: all(self.services[sched].view.members(f"compute.{h}") for h in self.computes)
+                    and bool(self.api.view.members("conductor")))
+        await until_async(lambda: self._all_reported())
+
+    async def _all_reported(self) -> bool:
+        return len(await claims.load_hosts(self.db)) == len(self.computes)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.stop(name) for name in list(self.tasks)))
+        if self._view_task:
+            self._view_task.cancel()
+            await asyncio.gather(self._view_task, return_exceptions=True)
+        self.api.client.close()
+        await self.db.close()
+
+    async def boot(self, name: str = "vm", flavor: dict[str, Any] = FLAVOR, project: str = "p1") -> dict[str, Any]:
+        inst = {"uuid": str(uuidlib.uuid4()), "name": name, "project_id": project, "user_id": "u1", "flavor": flavor,
+                "image": {"id": "img-1"}}
+        [rec] = await self.conductor.build_instances(USER, [inst], {"flavor": flavor, "num_instances": 1})
+        return rec
+
+    async def wait_state(self, uuid: str, vm_state: str, timeout: float = 5.0) -> dict[str, Any]:
+        rec: dict[str, Any] = {}
+
+        async def reached() -> bool:
+            nonlocal rec
+            [rec] = await self.conductor.instance_list(admin_context(), {"uuid": [uuid], "changes_since": EPOCH}, [], [],
+                                                      None, None)
+            return bool(rec["vm_state"] == vm_state and (vm_state == VmState.ERROR or rec["task_state"] is None))
+        await until_async(reached, timeout)
+        return rec
+
+    async def claim(self, uuid: str) -> dict[str, Any] | None:
+        async with self.db.read() as conn:
+            return await claims.claim_of(conn, uuid)
+
+
+async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def until_async(pred: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await pred():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def cell_fixture(modes: dict[str, str]) -> Callable[[Path], AsyncIterator[Cell]]:
+    async def fixture(tmp_path: Path) -> AsyncIterator[Cell]:
+        c = Cell(tmp_path, modes)
+        await c.start()
+        try:
+            yield c
+        finally:
+            await c.close()
+    return fixture
+
+
+cell = pytest.fixture(cell_fixture({"node1": "ok", "node2": "ok"}))
+flaky_cell = pytest.fixture(cell_fixture({"node1": "fail", "node2": "ok"}))
+failing_cell = pytest.fixture(cell_fixture({"node1": "fail", "node2": "fail"}))
+hanging_cell = pytest.fixture(cell_fixture({"node1": "hang"}))
+
+
+# --- boot and delete ----------------------------------------------------------------
+
+async def test_boot_goes_active_with_host_and_claim_then_delete_releases(cell: Cell) -> None:
+    rec = await cell.boot()
+    assert (rec["vm_state"], rec["task_state"], rec["host"], rec["cell"]) == (VmState.BUILDING, TaskState.SCHEDULING,
+                                                                           None, "cell1")
+    active = await cell.wait_state(rec["uuid"], VmState.ACTIVE)
+    assert active["host"] in ("node1", "node2") and active["launched_at"] and active["power_state"] == 1
+    claim = await cell.claim(rec["uuid"])
+    assert claim is not None and claim["host"] == active["host"] and claim["memory_mb"] == 512
+    cap = await cell.conductor.capacity(admin_context())
+    assert cap == {"hosts": 2, "hosts_alive": 2, "vcpus_free": 2 * 16 - 1, "memory_mb_free": 2 * 2048 - 512,
+                   "local_gb_free": 2 * 40 - 1}
+
+    await cell.conductor.instance_delete(USER, rec["uuid"])
+    gone = await cell.wait_state(rec["uuid"], VmState.DELETED)
+    assert gone["deleted"] and gone["terminated_at"] and gone["power_state"] == 0
+    assert await cell.claim(rec["uuid"]) is None
+    with pytest.raises(errors.InstanceNotFound):
+        await cell.conductor.instance_get(USER, rec["uuid"])
+    async with cell.db.read() as conn:
+        acts = await actions.actions_of(conn, rec["uuid"])
+    assert [(a["action"], a["request_id"] is not None, a["finish_time"] is not None) for a in acts] == [
+        ("create", True, True), ("delete", True, True)]
+    assert [(e["event"], e["result"]) for e in acts[0]["events"]] == [
+        ("conductor_schedule_and_build_instances", "Success"), ("compute_build_and_run_instance", "Success")]
+    assert [(e["event"], e["result"]) for e in acts[1]["events"]] == [("compute_terminate_instance", "Success")]
+
+
+async def test_instances_spread_over_hosts(cell: Cell) -> None:
+    recs = [await cell.boot(f"vm{i}") for i in range(4)]
+    hosts = [(await cell.wait_state(r["uuid"], VmState.ACTIVE))["host"] for r in recs]
+    assert sorted(hosts) == ["node1", "node1", "node2", "node2"]
+    on1 = await cell.conductor.instances_on_host(admin_context(), "node1")
+    assert sorted(r["uuid"] for r in on1) == sorted(r["uuid"] for r, h in zip(recs, hosts) if h == "node1")
+
+
+async def test_other_projects_cannot_see_or_delete(cell: Cell) -> None:
+    rec = await cell.boot()
+    other = RequestContext(project="p2", user="u2", roles=("member",))
+    with pytest.raises(errors.InstanceNotFound):
+        await cell.conductor.instance_get(other, rec["uuid"])
+    with pytest.raises(errors.InstanceNotFound):
+        await cell.conductor.instance_delete(other, rec["uuid"])
+    assert await cell.conductor.instance_list(other, {}, [], [], None, None) == []
+    assert (await cell.conductor.instance_get(USER, rec["uuid"]))["uuid"] == rec["uuid"]
+
+
+async def test_build_request_is_validated_and_idempotent(cell: Cell) -> None:
+    with pytest.raises(errors.Invalid, match="flavor"):
+        await cell.conductor.build_instances(USER, [{"uuid": str(uuidlib.uuid4()), "name": "x", "project_id": "p1"}],
+                                             {})
+    with pytest.raises(errors.Invalid, match="not a UUID"):
+        await cell.conductor.build_instances(USER, [{"uuid": "nope", "name": "x", "project_id": "p1"}],
+                                             {"flavor": FLAVOR})
+    inst = {"uuid": str(uuidlib.uuid4()), "name": "x", "project_id": "p1", "flavor": FLAVOR}
+    first = await cell.conductor.build_instances(USER, [inst], {"flavor": FLAVOR})
+    again = await cell.conductor.build_instances(USER, [inst], {"flavor": FLAVOR})
+    assert [r["created_at"] for r in again] == [r["created_at"] for r in first]
+
+
+async def test_no_valid_host_sets_error_with_novas_fault(cell: Cell) -> None:
+    huge = {**FLAVOR, "ram": 10 ** 6}
+    rec = await cell.boot(flavor=huge)
+    err = await cell.wait_state(rec["uuid"], VmState.ERROR)
+    assert err["task_state"] is None and err["host"] is None
+    assert err["fault"]["code"] == 500
+    assert err["fault"]["message"] == "No valid host was found. There are not enough hosts available."
+    assert await cell.claim(rec["uuid"]) is None
+
+
+# --- failures and reschedules ---------------------------------------------------------
+
+async def test_retryable_spawn_failure_reschedules_to_the_other_host(flaky_cell: Cell) -> None:
+    rec = await flaky_cell.boot()  # node1 is tried first (equal hosts: by name) and fails
+    active = await flaky_cell.wait_state(rec["uuid"], VmState.ACTIVE)
+    assert active["host"] == "node2" and active["fault"] is None
+    assert flaky_cell.computes["node1"].builds == [rec["uuid"]]
+    claim = await flaky_cell.claim(rec["uuid"])
+    assert claim is not None and claim["host"] == "node2"
+    hosts = {h.host: h for h in await claims.load_hosts(flaky_cell.db)}
+    assert hosts["node1"].memory_mb_used == 0 and hosts["node2"].memory_mb_used == 512
+    async with flaky_cell.db.read() as conn:
+        faults = await actions.faults_of(conn, rec["uuid"])
+    assert [(f["host"], f["message"]) for f in faults] == [("node1", "boom on node1")]
+
+
+async def test_failing_everywhere_ends_in_error_with_fault_and_no_claim(failing_cell: Cell) -> None:
+    rec = await failing_cell.boot()
+    err = await failing_cell.wait_state(rec["uuid"], VmState.ERROR)
+    assert err["fault"]["code"] == 500
+    assert err["fault"]["message"].startswith("Exceeded maximum number of retries.")
+    assert await failing_cell.claim(rec["uuid"]) is None
+    assert all(h.memory_mb_used == 0 for h in await claims.load_hosts(failing_cell.db))
+    assert sorted(failing_cell.computes["node1"].builds + failing_cell.computes["node2"].builds) == [rec["uuid"]] * 2
+    async with failing_cell.db.read() as conn:
+        acts = await actions.actions_of(conn, rec["uuid"])
+    assert acts[0]["message"] == "Error" and acts[0]["finish_time"] is not None
+
+
+# --- dead hosts ------------------------------------------------------------------------
+
+async def _spawning(c: Cell) -> dict[str, Any]:
+    rec = await c.boot()
+
+    async def spawning() -> bool:
+        got = await c.conductor.instance_get(USER, rec["uuid"])
+        return bool(got["task_state"] == TaskState.SPAWNING)
+    await until_async(spawning)
+    return rec
+
+
+async def test_compute_stopped_while_building_sets_error(hanging_cell: Cell) -> None:
+    rec = await _spawning(hanging_cell)
+    started = time.monotonic()
+    await hanging_cell.stop("compute/node1")
+    err = await hanging_cell.wait_state(rec["uuid"], VmState.ERROR, timeout=4 * BEAT + 1.0)
+    assert time.monotonic() - started <= 4 * BEAT + 0.5
+    assert err["fault"]["message"] == "Compute host node1 stopped responding while building the instance"
+    assert err["host"] == "node1"
+    assert await hanging_cell.claim(rec["uuid"]) is None
+
+
+async def test_compute_crash_is_noticed_by_missed_heartbeats(hanging_cell: Cell) -> None:
+    rec = await _spawning(hanging_cell)
+    started = time.monotonic()
+    await hanging_cell.crash("compute/node1")
+    await hanging_cell.wait_state(rec["uuid"], VmState.ERROR, timeout=6 * BEAT + 1.0)
+    assert time.monotonic() - started <= 6 * BEAT + 0.5  # 3 missed beats + propagation
+
+
+async def test_delete_while_building_on_a_live_host(hanging_cell: Cell) -> None:
+    rec = await _spawning(hanging_cell)
+    hanging_cell.computes["node1"].terminate_gate.clear()
+    deleting = await hanging_cell.conductor.instance_delete(USER, rec["uuid"])
+    assert deleting["task_state"] == TaskState.DELETING
+    finish = {"vm_state": VmState.ACTIVE, "task_state": None}
+    with pytest.raises(errors.UnexpectedDeletingTaskState):  # what a compute sees if its spawn ends now
+        await hanging_cell.conductor.instance_update(USER, rec["uuid"], finish,
+                                                     expected_task_state=[TaskState.SPAWNING])
+    again = await hanging_cell.conductor.instance_delete(USER, rec["uuid"])  # a repeated delete is harmless
+    assert again["task_state"] == TaskState.DELETING
+    hanging_cell.computes["node1"].terminate_gate.set()
+    await hanging_cell.wait_state(rec["uuid"], VmState.DELETED)
+    assert await hanging_cell.claim(rec["uuid"]) is None
+    with pytest.raises(errors.InstanceNotFound):  # ... and once the delete is done
+        await hanging_cell.conductor.instance_update(USER, rec["uuid"], finish,
+                                                     expected_task_state=[TaskState.SPAWNING])
+
+
+async def test_delete_on_a_dead_host_is_local(hanging_cell: Cell) -> None:
+    rec = await _spawning(hanging_cell)
+    await hanging_cell.stop("compute/node1")
+    await hanging_cell.wait_state(rec["uuid"], VmState.ERROR)
+    gone = await hanging_cell.conductor.instance_delete(USER, rec["uuid"])
+    assert gone["deleted"] and gone["vm_state"] == VmState.DELETED
+
+
+async def test_conductor_restart_fails_builds_it_owned(tmp_path: Path) -> None:
+    c = Cell(tmp_path, {"node1": "ok"})
+    await ensure_schema(c.db)
+    [row] = validate_build([{"uuid": str(uuidlib.uuid4()), "name": "orphan", "project_id": "p1", "flavor": FLAVOR}],
+                           {"flavor": FLAVOR}, "2026-01-01T00:00:00.000000Z", "cell1/conductor")
+    async with c.db.write() as conn:
+        await conn.execute(insert(instances).values(**row))
+    await c.start()
+    try:
+        err = await c.wait_state(row["uuid"], VmState.ERROR)
+        assert err["fault"]["message"] == "Conductor cell1/conductor stopped while scheduling the instance"
+    finally:
+        await c.close()
+
+
+# --- listing ---------------------------------------------------------------------------
+
+async def test_list_sorting_paging_and_filters(cell: Cell) -> None:
+    names = ["web-1", "db-1", "web-2", "cache", "web-3"]
+    recs = [await cell.boot(n) for n in names]
+    for r in recs:
+        await cell.wait_state(r["uuid"], VmState.ACTIVE)
+    admin = admin_context()
+    newest_first = await cell.conductor.instance_list(admin, {}, [], [], None, None)
+    assert [r["name"] for r in newest_first] == names[::-1]  # default: created_at desc
+
+    pages, marker = [], None
+    while True:
+        page = await cell.conductor.instance_list(admin, {}, [], [], 2, marker)
+        if not page:
+            break
+        pages.append([r["name"] for r in page])
+        marker = page[-1]["uuid"]
+    assert pages == [["web-3", "cache"], ["web-2", "db-1"], ["web-1"]]
+
+    by_name = await cell.conductor.instance_list(admin, {}, ["name"], ["asc"], 3, None)
+    assert [r["name"] for r in by_name] == ["cache", "db-1", "web-1"]
+    rest = await cell.conductor.instance_list(admin, {}, ["name"], ["asc"], None, by_name[-1]["uuid"])
+    assert [r["name"] for r in rest] == ["web-2", "web-3"]
+    by_host = await cell.conductor.instance_list(admin, {}, ["host", "name"], ["desc", "asc"], None, None)
+    assert [r["host"] for r in by_host] == sorted((r["host"] for r in by_host), reverse=True)
+
+    webs = await cell.conductor.instance_list(admin, {"name": "^web-[12]$"}, ["name"], ["asc"], None, None)
+    assert [r["name"] for r in webs] == ["web-1", "web-2"]
+    assert len(await cell.conductor.instance_list(admin, {"name": "eb"}, [], [], None, None)) == 3
+    assert len(await cell.conductor.instance_list(admin, {"vm_state": [VmState.ACTIVE]}, [], [], None, None)) == 5
+    assert await cell.conductor.instance_list(admin, {"project_id": "other"}, [], [], None, None) == []
+
+    since = (await cell.conductor.instance_get(admin, recs[-1]["uuid"]))["updated_at"]
+    await cell.conductor.instance_delete(admin, recs[0]["uuid"])
+    await cell.wait_state(recs[0]["uuid"], VmState.DELETED)
+    assert len(await cell.conductor.instance_list(admin, {}, [], [], None, None)) == 4
+    changed = await cell.conductor.instance_list(admin, {"changes_since": since}, [], [], None, None)
+    assert {r["name"] for r in changed} == {"web-1", "web-3"}  # the deleted one is included
+    deleted = await cell.conductor.instance_list(admin, {"deleted": True}, [], [], None, None)
+    assert [r["name"] for r in deleted] == ["web-1"]
+
+    with pytest.raises(errors.MarkerNotFound, match="Marker nope could not be found"):
+        await cell.conductor.instance_list(admin, {}, [], [], None, "nope")
+    with pytest.raises(errors.Invalid):
+        await cell.conductor.instance_list(admin, {"bogus": 1}, [], [], None, None)
+    with pytest.raises(errors.Invalid):
+        await cell.conductor.instance_list(admin, {}, ["flavor"], [], None, None)
