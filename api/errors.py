@@ -28,10 +28,6 @@ class VersionNotSupported(errors.CellcloudError):
     msg = "Version {version} is not supported by the API. Minimum is {min} and maximum is {max}."
 
 
-class MarkerNotFound(errors.Invalid):
-    code, msg = "marker_not_found", "marker [{marker}] not found"
-
-
 class MalformedBody(errors.Invalid):
     code, msg = "malformed_body", "Malformed request body"
 

@@ -9,7 +9,6 @@ from sqlalchemy.engine import Row
 
 from api.compute.views import links
 from api.db.schema import flavors
-from api.errors import MarkerNotFound
 from api.http import context
 from api.keys import ENGINE, public_url
 from cells import errors
@@ -89,7 +88,7 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
         if marker is not None:
             found = (await conn.execute(select(flavors.c.id).where(flavors.c.id == marker))).first()
             if found is None:
-                raise MarkerNotFound(marker=marker)
+                raise errors.MarkerNotFound(marker=marker)
             query = query.where(flavors.c.id > marker)
         rows = (await conn.execute(query.limit(limit))).all()
     base = public_url(request)

@@ -15,7 +15,6 @@ from aiohttp import web
 from api.compute import mappings
 from api.compute.server_create import create
 from api.compute.views import record_status, server_brief, server_detail, vm_states_for
-from api.errors import MarkerNotFound
 from api.http import context
 from api.keys import ENGINE, ROUTER, public_url
 from api.timeutil import parse
@@ -62,21 +61,25 @@ async def delete(request: web.Request) -> web.Response:
 
 
 def _sort(query: Any) -> tuple[list[str], list[str]]:
-    keys = [k.strip() for k in query.getall("sort_key", [])] or ["created_at"]
-    dirs = [d.strip() for d in query.getall("sort_dir", [])] or ["desc"]
-    fields = []
-    for k in keys:
-        if k not in SORT_KEYS:
-            raise errors.Invalid(f"Invalid sort key {k}")
-        fields.append(SORT_KEYS[k])
+    """Nova's sort params, made explicit and total (as the cell DB completes them:
+    missing directions take the first one, then created_at and uuid), so every
+    cell and the merge here order records the same way."""
+    keys = [k.strip() for k in query.getall("sort_key", [])]
+    dirs = [d.strip().lower() for d in query.getall("sort_dir", [])]
+    if keys and len(dirs) > len(keys):
+        raise errors.Invalid("there are more sort directions than sort keys")
     for d in dirs:
         if d not in ("asc", "desc"):
             raise errors.Invalid(f"Invalid sort direction {d}")
-    dirs = [dirs[i] if i < len(dirs) else dirs[-1] for i in range(len(fields))]
-    if "uuid" not in fields:
-        fields.append("uuid")  # a total order, so markers page exactly
-        dirs.append(dirs[-1])
-    return fields, dirs
+    default_dir = dirs[0] if dirs else "desc"
+    pairs: dict[str, str] = {}
+    for i, k in enumerate(keys):
+        if k not in SORT_KEYS:
+            raise errors.Invalid(f"Invalid sort key {k}")
+        pairs.setdefault(SORT_KEYS[k], dirs[i] if i < len(dirs) else default_dir)
+    for k in ("created_at", "uuid"):
+        pairs.setdefault(k, default_dir)
+    return list(pairs), list(pairs.values())
 
 
 def _limit(query: Any) -> int:
@@ -117,10 +120,6 @@ def _filters(ctx: RequestContext, query: Any) -> tuple[dict[str, Any], list[str]
             raise errors.Invalid(f"Invalid filter field: changes-since. Value: {query['changes-since']}") from None
         filters["changes_since"] = since.isoformat(timespec="microseconds") + "Z" if since else None
         del filters["deleted"]  # Nova: changes-since shows deleted servers too
-    if "image" in query:
-        filters["image_id"] = query["image"].rstrip("/").rsplit("/", 1)[-1]
-    if "flavor" in query:
-        filters["flavor_id"] = query["flavor"].rstrip("/").rsplit("/", 1)[-1]
     if "host" in query and ctx.is_admin:
         filters["host"] = query["host"]
     return filters, statuses
@@ -147,7 +146,7 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
         try:
             marker = await _record(request, ctx, query["marker"])
         except errors.InstanceNotFound:
-            raise MarkerNotFound(marker=query["marker"]) from None
+            raise errors.MarkerNotFound(marker=query["marker"]) from None
     router = request.config_dict[ROUTER]
     records = [] if statuses and not filters.get("vm_state") else await router.list_instances(
         ctx, filters, sort_keys, sort_dirs, limit, marker)

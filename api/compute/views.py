@@ -3,10 +3,7 @@
 Exactly the 2.1 schema's keys: nothing a later microversion added (locked,
 description, tags, ...). The admin-only OS-EXT-SRV-ATTR:* keys appear for admins.
 
-`status()` maps (vm_state, task_state) to the API status as Nova's
-status_from_state does. cells/lifecycle.py did not exist when this was
-written, so the table lives here; it covers the states this cloud has plus
-Nova's others, so records from a newer cell still show something sensible.
+The status comes from cells.lifecycle.status (Nova's status_from_state).
 """
 from __future__ import annotations
 
@@ -14,52 +11,33 @@ import hashlib
 from typing import Any
 
 from api.timeutil import iso_naive_micro, iso_seconds
+from cells.lifecycle import status
 
 DEFAULT_AZ = "nova"
 
-# vm_state -> {task_state or "default": status}; as nova/api/openstack/common.py
-_STATE_MAP: dict[str, dict[str, str]] = {
-    "active": {"default": "ACTIVE", "rebooting": "REBOOT", "reboot_pending": "REBOOT",
-               "reboot_started": "REBOOT", "rebooting_hard": "HARD_REBOOT",
-               "reboot_pending_hard": "HARD_REBOOT", "reboot_started_hard": "HARD_REBOOT",
-               "updating_password": "PASSWORD", "rebuilding": "REBUILD",
-               "rebuild_block_device_mapping": "REBUILD", "rebuild_spawning": "REBUILD",
-               "migrating": "MIGRATING", "resize_prep": "RESIZE", "resize_migrating": "RESIZE",
-               "resize_migrated": "RESIZE", "resize_finish": "RESIZE"},
-    "building": {"default": "BUILD"},
-    "stopped": {"default": "SHUTOFF", "resize_prep": "RESIZE", "resize_migrating": "RESIZE",
-                "resize_migrated": "RESIZE", "resize_finish": "RESIZE", "rebuilding": "REBUILD",
-                "rebuild_block_device_mapping": "REBUILD", "rebuild_spawning": "REBUILD"},
-    "resized": {"default": "VERIFY_RESIZE", "resize_reverting": "REVERT_RESIZE"},
-    "paused": {"default": "PAUSED", "migrating": "MIGRATING"},
-    "suspended": {"default": "SUSPENDED"},
-    "rescued": {"default": "RESCUE"},
-    "error": {"default": "ERROR", "rebuilding": "REBUILD", "rebuild_block_device_mapping": "REBUILD",
-              "rebuild_spawning": "REBUILD"},
-    "deleted": {"default": "DELETED"},
-    "soft-delete": {"default": "SOFT_DELETED"},
-    "shelved": {"default": "SHELVED"},
-    "shelved_offloaded": {"default": "SHELVED_OFFLOADED"},
+# API status -> the vm_states that can show it (for the list filter; the exact
+# status is re-checked on each record, since some statuses depend on task_state)
+_VM_STATES_OF: dict[str, tuple[str, ...]] = {
+    "ACTIVE": ("active",), "BUILD": ("building",), "SHUTOFF": ("stopped",), "ERROR": ("error",),
+    "DELETED": ("deleted",), "PAUSED": ("paused",), "SUSPENDED": ("suspended",), "RESCUE": ("rescued",),
+    "VERIFY_RESIZE": ("resized",), "REVERT_RESIZE": ("resized",), "SOFT_DELETED": ("soft-delete",),
+    "SHELVED": ("shelved",), "SHELVED_OFFLOADED": ("shelved_offloaded",),
+    "REBOOT": ("active",), "HARD_REBOOT": ("active",), "PASSWORD": ("active",),
+    "MIGRATING": ("active", "paused"), "RESIZE": ("active", "stopped"), "REBUILD": ("active", "stopped", "error"),
 }
 _PROGRESS_STATUSES = {"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"}
 _FAULT_STATUSES = {"ERROR", "DELETED"}
 
 
-def status(vm_state: str | None, task_state: str | None) -> str:
-    task_map = _STATE_MAP.get(vm_state or "", {"default": "UNKNOWN"})
-    return task_map.get(task_state or "default", task_map["default"])
-
-
 def vm_states_for(statuses: list[str]) -> list[str]:
     """The vm_states that can show one of `statuses` (for the list filter)."""
-    wanted = {s.upper() for s in statuses}
-    return sorted(vm for vm, m in _STATE_MAP.items() if wanted & set(m.values()))
+    return sorted({vm for s in statuses for vm in _VM_STATES_OF.get(s.upper(), ())})
 
 
 def record_status(record: dict[str, Any]) -> str:
     if record.get("deleted"):
         return "DELETED"
-    return status(record.get("vm_state"), record.get("task_state"))
+    return status(record.get("vm_state") or "", record.get("task_state"))
 
 
 def links(base: str, collection: str, ident: str) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ from aiohttp import web
 from sqlalchemy import and_, select
 
 from api.db.schema import images
-from api.errors import MarkerNotFound, error_middleware, image_body
+from api.errors import error_middleware, image_body
 from api.http import context
 from api.image import images as db
 from api.image.schemas import image_schema, images_schema
@@ -63,7 +63,7 @@ async def list_images(request: web.Request) -> web.Response:
             marker = (await conn.execute(select(images).where(and_(images.c.id == q["marker"],
                                                                    db.visible(ctx))))).first()
             if marker is None:
-                raise MarkerNotFound(marker=q["marker"])
+                raise errors.MarkerNotFound(marker=q["marker"])
             where.append(db.after_marker(pairs, marker))
         rows = (await conn.execute(db.ordered(select(images).where(and_(*where)), pairs).limit(limit))).all()
     body: dict[str, Any] = {"images": [db.view(r) for r in rows], "first": _first(q), "schema": "/v2/schemas/images"}

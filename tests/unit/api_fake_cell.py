@@ -1,0 +1,144 @@
+"""A fake child cell for the API tests: a real Directory router and a fake
+conductor serving cells/rpcapi/conductor.py's SURFACE over real ZeroMQ.
+
+The fake keeps instance records in memory and does what the API relies on:
+build_instances stores the records (BUILD/scheduling), instance_get /
+instance_list / instance_delete read and change them, with the list filters,
+sorting and keyset paging of the cell DB. Tests move records along with
+`activate()`; `fail_next_build` makes build_instances raise.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.cell_router import sort_key
+from cells import errors
+from cells.context import RequestContext
+from cells.objects.instance import PowerState, VmState, utcnow_iso
+from cells.rpc.client import RpcClient
+from cells.rpc.directory import SURFACE as DIRECTORY_SURFACE, Directory, DirectoryView, Member
+from cells.rpc.server import RpcServer
+from cells.rpcapi.conductor import SURFACE as CONDUCTOR_SURFACE
+from tests.conftest import free_port
+
+INTERVAL = 0.1
+
+
+@dataclass
+class FakeConductor:
+    cell: str = "cell1"
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    builds: list[dict[str, Any]] = field(default_factory=list)  # request_specs received
+    fail_next_build: errors.CellcloudError | None = None
+    list_calls: int = 0
+
+    async def build_instances(self, ctx: RequestContext, instances: list[dict[str, Any]],
+                              request_spec: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.fail_next_build is not None:
+            exc, self.fail_next_build = self.fail_next_build, None
+            raise exc
+        self.builds.append(request_spec)
+        for inst in instances:
+            self.records[inst["uuid"]] = dict(inst, cell=self.cell)
+        return [self.records[i["uuid"]] for i in instances]
+
+    def _visible(self, ctx: RequestContext, rec: dict[str, Any]) -> bool:
+        return ctx.is_admin or rec["project_id"] == ctx.project
+
+    async def instance_get(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        rec = self.records.get(uuid)
+        if rec is None or rec["deleted"] or not self._visible(ctx, rec):
+            raise errors.InstanceNotFound(instance_id=uuid)
+        return rec
+
+    async def instance_list(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
+                            sort_dirs: list[str], limit: int | None, marker: str | None) -> list[dict[str, Any]]:
+        self.list_calls += 1
+        allowed = {"project_id", "user_id", "name", "vm_state", "task_state", "host", "uuid", "deleted",
+                   "changes_since"}
+        if set(filters) - allowed:
+            raise errors.Invalid(reason=f"unknown instance filter(s) {sorted(set(filters) - allowed)}")
+        recs = [r for r in self.records.values() if self._visible(ctx, r) and self._match(r, filters)]
+        key = sort_key(sort_keys, sort_dirs)
+        recs.sort(key=key)
+        if marker is not None:
+            if marker not in self.records:
+                raise errors.MarkerNotFound(marker=marker)
+            pivot = key(self.records[marker])
+            recs = [r for r in recs if key(r) > pivot]
+        return recs[:limit] if limit is not None else recs
+
+    @staticmethod
+    def _match(rec: dict[str, Any], filters: dict[str, Any]) -> bool:
+        for k in ("project_id", "user_id", "host", "uuid", "task_state"):
+            if filters.get(k) is not None and rec.get(k) != filters[k]:
+                return False
+        if filters.get("vm_state") is not None:
+            wanted = filters["vm_state"] if isinstance(filters["vm_state"], list) else [filters["vm_state"]]
+            if rec["vm_state"] not in wanted:
+                return False
+        if filters.get("name") and not re.search(filters["name"], rec["name"]):
+            return False
+        if filters.get("changes_since") is not None:
+            return bool(rec["updated_at"] >= filters["changes_since"])
+        return bool(rec["deleted"] == filters.get("deleted", False))
+
+    async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        rec = await self.instance_get(ctx, uuid)
+        rec.update(task_state="deleting", updated_at=utcnow_iso())
+        return rec
+
+    async def capacity(self, ctx: RequestContext) -> dict[str, Any]:
+        return {"hosts": 1, "hosts_alive": 1}
+
+    # --- test controls ------------------------------------------------------
+
+    def activate(self, uuid: str, host: str = "node1") -> None:
+        now = utcnow_iso()
+        self.records[uuid].update(vm_state=VmState.ACTIVE, task_state=None, power_state=PowerState.RUNNING,
+                                  host=host, launched_at=now, updated_at=now,
+                                  addresses={"private": [{"addr": "10.0.0.5", "version": 4,
+                                                          "OS-EXT-IPS:type": "fixed",
+                                                          "OS-EXT-IPS-MAC:mac_addr": "fa:16:3e:00:00:01"}]})
+
+    def destroy(self, uuid: str) -> None:
+        now = utcnow_iso()
+        self.records[uuid].update(vm_state=VmState.DELETED, task_state=None, deleted=True, terminated_at=now,
+                                  updated_at=now)
+
+
+@dataclass
+class FakeCell:
+    router: str
+    conductor: FakeConductor
+
+
+@asynccontextmanager
+async def fake_cell(cell: str = "cell1") -> AsyncIterator[FakeCell]:
+    """A running router (real Directory) and fake conductor registered in it."""
+    router_addr = f"tcp://127.0.0.1:{free_port()}"
+    conductor_addr = f"tcp://127.0.0.1:{free_port()}"
+    directory = Directory(INTERVAL)
+    router = RpcServer(router_addr, directory, DIRECTORY_SURFACE)
+    await router.start()
+    handler = FakeConductor(cell)
+    server = RpcServer(conductor_addr, handler, CONDUCTOR_SURFACE)
+    await server.start()
+    client = RpcClient()
+    view = DirectoryView(client, router_addr, Member(f"{cell}/conductor", conductor_addr, ("conductor",)), INTERVAL)
+    tasks = [asyncio.ensure_future(directory.background()), asyncio.ensure_future(view.run())]
+    await view.wait_synced(2.0)
+    try:
+        yield FakeCell(router_addr, handler)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.stop()
+        await router.stop()
+        client.close()
