@@ -135,8 +135,8 @@ _UPDATING_PASSWORD, _MIGRATING = "updating_password", "migrating"
 _REBUILDING, _REBUILD_BDM, _REBUILD_SPAWNING = "rebuilding", "rebuild_block_device_mapping", "rebuild_spawning"
 _RESIZE_TASKS = ("resize_prep", "resize_migrating", "resize_migrated", "resize_finish")
 _RESIZE_REVERTING = "resize_reverting"
-_REBUILD = {_REBUILDING: "REBUILD", _REBUILD_BDM: "REBUILD", _REBUILD_SPAWNING: "REBUILD"}
-_RESIZE = {t: "RESIZE" for t in _RESIZE_TASKS}
+_REBUILD: dict[str | None, str] = {_REBUILDING: "REBUILD", _REBUILD_BDM: "REBUILD", _REBUILD_SPAWNING: "REBUILD"}
+_RESIZE: dict[str | None, str] = {t: "RESIZE" for t in _RESIZE_TASKS}
 
 _STATE_MAP: dict[str, dict[str | None, str]] = {
     VmState.ACTIVE: {

@@ -3,8 +3,9 @@ the cell path, and a way to start background work in the service's TaskGroup."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 from sqlalchemy.engine import Row
 
@@ -29,7 +30,7 @@ class FlowEnv:
     def host_alive(self, host: str) -> bool:
         return bool(self.service.view.members(compute_topic(host)))
 
-    def record(self, row: Row[Any]) -> dict[str, Any]:
+    def record(self, row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
         return idb.to_record(row, self.cell)
 
 

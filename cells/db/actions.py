@@ -8,7 +8,8 @@ in ERROR; every fault is kept in instance_faults, the latest is on the record.
 from __future__ import annotations
 
 import uuid as uuidlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection

@@ -9,8 +9,9 @@ release is the reverse, also in one transaction. Functions taking a
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -32,7 +33,7 @@ class Resources:
     local_gb: int
 
     @classmethod
-    def from_flavor(cls, flavor: Mapping[str, Any]) -> "Resources":
+    def from_flavor(cls, flavor: Mapping[str, Any]) -> Resources:
         """Disk as placement counts it: root + ephemeral + swap (MB, rounded up to GB)."""
         swap_gb = math.ceil(int(flavor.get("swap") or 0) / 1024)
         return cls(vcpus=int(flavor.get("vcpus") or 0), memory_mb=int(flavor.get("ram") or 0),
@@ -66,7 +67,7 @@ class HostState:
     def free_disk_gb(self) -> float:
         return self.local_gb * self.disk_allocation_ratio - self.local_gb_used
 
-    def consume(self, res: Resources) -> "HostState":
+    def consume(self, res: Resources) -> HostState:
         """The same host after `res` is claimed (the scheduler's in-memory view)."""
         return HostState(self.host, self.vcpus, self.memory_mb, self.local_gb, self.vcpus_used + res.vcpus,
                          self.memory_mb_used + res.memory_mb, self.local_gb_used + res.local_gb,

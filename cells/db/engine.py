@@ -10,9 +10,10 @@ SQLite specifics, set on every new connection:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
@@ -78,9 +79,8 @@ class Database:
             async with self._writer.begin() as conn:
                 yield conn
             return
-        async with self._write_lock:
-            async with self._writer.begin() as conn:
-                yield conn
+        async with self._write_lock, self._writer.begin() as conn:
+            yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

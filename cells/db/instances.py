@@ -6,8 +6,9 @@ the cell-internal columns (conductor_id, request_spec, retry_hosts) never leave.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, false, or_, select, true, update
 from sqlalchemy.engine import Row
@@ -63,12 +64,12 @@ async def rows_where(conn: AsyncConnection, *conds: ColumnElement[bool]) -> list
 def normalize_time(value: Any, what: str) -> str:
     """Any ISO 8601 time -> the stored form (UTC, microseconds, Z) so string comparison is time comparison."""
     try:
-        dt = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(str(value).strip())  # 3.11+ reads "Z"
     except ValueError:
         raise errors.Invalid(reason=f"{what} is not an ISO 8601 time: {value!r}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _as_bool(value: Any, what: str) -> bool:
@@ -133,7 +134,7 @@ def sort_params(sort_keys: Sequence[str] | None, sort_dirs: Sequence[str] | None
     return pairs
 
 
-def _beyond(col: Any, direction: str, value: Any) -> ColumnElement[bool]:
+def _beyond(col: ColumnElement[Any], direction: str, value: Any) -> ColumnElement[bool]:
     """Rows strictly after `value` in this column's order. NULLs sort first ascending and
     last descending, on every backend (explicit NULLS FIRST/LAST below)."""
     if direction == "asc":
@@ -141,11 +142,11 @@ def _beyond(col: Any, direction: str, value: Any) -> ColumnElement[bool]:
     return false() if value is None else or_(col < value, col.is_(None))
 
 
-def _equal(col: Any, value: Any) -> ColumnElement[bool]:
+def _equal(col: ColumnElement[Any], value: Any) -> ColumnElement[bool]:
     return col.is_(None) if value is None else col == value
 
 
-def keyset_after(order: Sequence[tuple[str, str]], marker: Mapping[str, Any]) -> ColumnElement[bool]:
+def keyset_after(order: Sequence[tuple[str, str]], marker: Mapping[Any, Any]) -> ColumnElement[bool]:
     clauses = []
     for i, (key, direction) in enumerate(order):
         prefix = [_equal(instances.c[k], marker[k]) for k, _ in order[:i]]

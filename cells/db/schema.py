@@ -12,10 +12,25 @@ steps of `MIGRATIONS` from its version up.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from sqlalchemy import (JSON, Boolean, Column, Connection, Float, ForeignKey, Index, Integer, MetaData, String,
-                        Table, Text, inspect, select, text)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+    text,
+)
 
 from cells import errors
 from cells.db.engine import Database

@@ -5,7 +5,7 @@ predicate (the caller looks it up in its DirectoryView), so filters stay pure.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from cells.db.claims import HostState, Resources
 

@@ -5,7 +5,7 @@ domains small and leaves room for large flavors on every host.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from cells.db.claims import HostState
 

@@ -7,8 +7,9 @@ import asyncio
 import socket
 import time
 import uuid as uuidlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import insert
@@ -24,16 +25,18 @@ from cells.db.schema import ensure_schema, instances
 from cells.objects.instance import TaskState, VmState
 from cells.rpc import wire
 from cells.rpc.client import RpcClient
-from cells.rpc.directory import SURFACE as DIRECTORY, Directory, DirectoryView
+from cells.rpc.directory import SURFACE as DIRECTORY
+from cells.rpc.directory import Directory, DirectoryView
 from cells.rpcapi.compute import SURFACE as COMPUTE
-from cells.rpcapi.conductor import SURFACE as CONDUCTOR, ConductorAPI
+from cells.rpcapi.conductor import SURFACE as CONDUCTOR
+from cells.rpcapi.conductor import ConductorAPI
 from cells.rpcapi.scheduler import SURFACE as SCHEDULER
 from cells.scheduler.manager import SchedulerManager
 from cells.service import Service
 
 BEAT = 0.2
 FLAVOR = {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1, "ephemeral": 0, "swap": 0}
-BUILD_TASKS = [TaskState.SCHEDULING, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING]
+BUILD_TASKS: list[str | None] = [TaskState.SCHEDULING, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING]
 EPOCH = "1970-01-01T00:00:00Z"  # changes_since this lists deleted instances too
 USER = RequestContext(project="p1", user="u1", roles=("member",))
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import uuid as uuidlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cells import errors
-from cells.conductor.flows.delete import complete_delete
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
+from cells.conductor.flows.delete import complete_delete
 from cells.context import RequestContext
 from cells.db import actions, claims
 from cells.db import instances as idb
