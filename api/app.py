@@ -27,12 +27,14 @@ from api.image.store import ImageStore
 from api.keys import CLUSTER, ENGINE, ROUTER, STORE, TOKENS
 from api.middleware import request_id
 from cells.config import ClusterConfig, ServiceSpec
+from cells.service import process_keys
 
 LOG = logging.getLogger(__name__)
 
 
-def make_app(cluster: ClusterConfig, router: CellRouter | None = None) -> web.Application:
-    """The whole API. `router` replaces the cell router built from `cluster` (tests)."""
+def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_id: str = "api") -> web.Application:
+    """The whole API. `router` replaces the cell router built from `cluster` (tests);
+    `service_id` names this process's CURVE keys when the cluster runs CURVE."""
     app = web.Application(middlewares=[request_id])
     app[CLUSTER] = cluster
     app[STORE] = ImageStore(cluster.api.image_dir)
@@ -45,7 +47,7 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None) -> web.Ap
         await engine.dispose()
 
     async def cells(app: web.Application) -> AsyncIterator[None]:
-        app[ROUTER] = router or CellRouter.from_cluster(cluster)
+        app[ROUTER] = router or CellRouter.from_cluster(cluster, process_keys(cluster, service_id))
         app[ROUTER].start()
         yield
         await app[ROUTER].stop()
@@ -69,7 +71,7 @@ async def serve(cluster: ClusterConfig, spec: ServiceSpec, stop: asyncio.Event |
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(make_app(cluster), access_log=LOG)
+    runner = web.AppRunner(make_app(cluster, service_id=spec.id), access_log=LOG)
     await runner.setup()
     try:
         host, port = _host_port(spec.bind)

@@ -69,13 +69,13 @@ class CellRouter:
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def from_cluster(cls, cluster: ClusterConfig, curve: CurveKeys | None = None,
-                     router_keys: dict[str, bytes] | None = None) -> "CellRouter":
-        """A client per child cell of the API cell (cells whose parent is the top)."""
+    def from_cluster(cls, cluster: ClusterConfig, curve: CurveKeys | None = None) -> "CellRouter":
+        """A client per child cell of the API cell (cells whose parent is the top).
+        `curve`: this process's keys when the cluster runs CURVE (cells.service.process_keys)."""
         clients = []
         for cell in cluster.cells:
             if cell.parent is None:
-                key = router_keys.get(cell.path) if router_keys else None
+                key = cluster.router_key(cell.path) if curve is not None else None
                 clients.append(CellClient(cell, cluster.heartbeat_interval, curve, key))
         return cls(clients)
 

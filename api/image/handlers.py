@@ -53,9 +53,9 @@ async def list_images(request: web.Request) -> web.Response:
     where = [db.visible(ctx) if visibility else db.listed(ctx), images.c.status != "deleted"]
     if visibility and visibility != "all":
         where.append(images.c.visibility == visibility)
-    for key in ("name", "status", "owner", "disk_format", "container_format"):
+    for key in ("id", "name", "status", "owner", "disk_format", "container_format"):
         if key in q:
-            where.append(images.c[key] == q[key])
+            where.append(_match(key, q[key]))
     hidden = q.get("os_hidden", "false").lower() == "true"
     where.append(images.c.os_hidden.is_(hidden))
     async with request.config_dict[ENGINE].connect() as conn:
@@ -71,6 +71,14 @@ async def list_images(request: web.Request) -> web.Response:
         params = [(k, v) for k, v in q.items() if k != "marker"] + [("marker", rows[-1].id)]
         body["next"] = "/v2/images?" + urlencode(params)
     return web.json_response(body)
+
+
+def _match(key: str, value: str) -> Any:
+    """Glance's filter syntax: an exact value, or "in:a,b" (values may be double-quoted)."""
+    if key != "owner" and value.startswith("in:"):
+        values = [v.strip().strip('"') for v in value[3:].split(",")]
+        return images.c[key].in_(values)
+    return images.c[key] == value
 
 
 def _first(query: Any) -> str:

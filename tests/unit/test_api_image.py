@@ -98,6 +98,9 @@ async def test_visibility_and_filters(client: TestClient[Any, Any], cluster: Clu
     assert (await client.get(f"/image/v2/images/{community}", headers=demo_headers)).status == 200
     assert [i["id"] for i in (await _images(client, demo_headers, "?visibility=community"))["images"]] == [community]
     assert [i["id"] for i in (await _images(client, demo_headers, "?status=queued"))["images"]] == [queued]
+    both = await _images(client, demo_headers, f"?id=in:{mine},{queued}&sort=name:asc")  # the SDK's id lookup
+    assert [i["name"] for i in both["images"]] == ["empty", "mine"]
+    assert [i["id"] for i in (await _images(client, demo_headers, '?name=in:"mine","nope"'))["images"]] == [mine]
     shown = await (await client.get(f"/image/v2/images/{mine}", headers=demo_headers)).json()
     assert shown["os_distro"] == "test"  # extra properties are flat, as Glance
     assert (await client.get(f"/image/v2/images/{queued}/file", headers=demo_headers)).status == 204
