@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +36,8 @@ class FakeConductor:
     builds: list[dict[str, Any]] = field(default_factory=list)  # request_specs received
     fail_next_build: errors.CellcloudError | None = None
     list_calls: int = 0
+    auto_after: float | None = None  # when set: builds go ACTIVE and deletes finish after this many seconds
+    _timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     async def build_instances(self, ctx: RequestContext, instances: list[dict[str, Any]],
                               request_spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -45,6 +47,7 @@ class FakeConductor:
         self.builds.append(request_spec)
         for inst in instances:
             self.records[inst["uuid"]] = dict(inst, cell=self.cell)
+            self._later(self.activate, inst["uuid"])
         return [self.records[i["uuid"]] for i in instances]
 
     def _visible(self, ctx: RequestContext, rec: dict[str, Any]) -> bool:
@@ -91,7 +94,12 @@ class FakeConductor:
     async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
         rec = await self.instance_get(ctx, uuid)
         rec.update(task_state="deleting", updated_at=utcnow_iso())
+        self._later(self.destroy, uuid)
         return rec
+
+    def _later(self, step: Callable[[str], None], uuid: str) -> None:
+        if self.auto_after is not None:
+            self._timers.append(asyncio.get_running_loop().call_later(self.auto_after, step, uuid))
 
     async def capacity(self, ctx: RequestContext) -> dict[str, Any]:
         return {"hosts": 1, "hosts_alive": 1}
@@ -99,6 +107,8 @@ class FakeConductor:
     # --- test controls ------------------------------------------------------
 
     def activate(self, uuid: str, host: str = "node1") -> None:
+        if self.records[uuid]["task_state"] == "deleting":
+            return
         now = utcnow_iso()
         self.records[uuid].update(vm_state=VmState.ACTIVE, task_state=None, power_state=PowerState.RUNNING,
                                   host=host, launched_at=now, updated_at=now,
@@ -139,6 +149,8 @@ async def fake_cell(cell: str = "cell1") -> AsyncIterator[FakeCell]:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for timer in handler._timers:
+            timer.cancel()
         await server.stop()
         await router.stop()
         client.close()
