@@ -16,8 +16,17 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.db.engine import make_engine
-from api.db.schema import (cell_mappings, create_schema, domains, flavors, images, projects, role_assignments,
-                           roles, users)
+from api.db.schema import (
+    cell_mappings,
+    create_schema,
+    domains,
+    flavors,
+    images,
+    projects,
+    role_assignments,
+    roles,
+    users,
+)
 from api.identity.passwords import hash_password, verify_password
 from api.identity.tokens import new_id
 from api.image import default as default_image

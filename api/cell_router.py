@@ -24,7 +24,8 @@ from cells.rpc import wire
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import DirectoryView
 from cells.rpc.transport import CurveKeys
-from cells.rpcapi.conductor import TOPIC as CONDUCTOR, ConductorAPI
+from cells.rpcapi.conductor import TOPIC as CONDUCTOR
+from cells.rpcapi.conductor import ConductorAPI
 
 LOG = logging.getLogger(__name__)
 LIST_BOUND = 1.0  # seconds each cell has to answer a listing
@@ -69,7 +70,7 @@ class CellRouter:
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def from_cluster(cls, cluster: ClusterConfig, curve: CurveKeys | None = None) -> "CellRouter":
+    def from_cluster(cls, cluster: ClusterConfig, curve: CurveKeys | None = None) -> CellRouter:
         """A client per child cell of the API cell (cells whose parent is the top).
         `curve`: this process's keys when the cluster runs CURVE (cells.service.process_keys)."""
         clients = []
@@ -168,10 +169,10 @@ class _Desc:
     def __init__(self, v: Any) -> None:
         self.v = v
 
-    def __lt__(self, other: "_Desc") -> bool:
+    def __lt__(self, other: _Desc) -> bool:
         return bool(other.v < self.v)
 
-    def __gt__(self, other: "_Desc") -> bool:
+    def __gt__(self, other: _Desc) -> bool:
         return bool(other.v > self.v)
 
     def __eq__(self, other: object) -> bool:

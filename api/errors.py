@@ -7,17 +7,17 @@ with its traceback and answered with a bare 500: never a traceback on the wire.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from api.keys import public_url
 from cells import errors
 
 LOG = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Renderer = Callable[[int, str], dict[str, Any]]
 
 
@@ -79,7 +79,7 @@ def status_and_message(exc: BaseException, request: web.Request) -> tuple[int, s
     return 500, f"Unexpected API Error. See the API log for request {request.get('request_id', '')}."
 
 
-def error_middleware(render: Renderer) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def error_middleware(render: Renderer) -> Middleware:
     """A middleware answering every failure of one API in that API's shape."""
 
     @web.middleware

@@ -28,7 +28,7 @@ async def json_body(request: web.Request) -> Any:
 
 def context(request: web.Request) -> RequestContext:
     """The caller's context, set by the token middleware."""
-    ctx = request.get(CONTEXT)
-    if ctx is None:
-        raise RuntimeError(f"{request.path} reached a handler without the token middleware")
-    return ctx
+    try:
+        return request[CONTEXT]
+    except KeyError:
+        raise RuntimeError(f"{request.path} reached a handler without the token middleware") from None

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
 CLUSTER = web.AppKey("cluster", ClusterConfig)
 ENGINE = web.AppKey("engine", AsyncEngine)
-TOKENS: web.AppKey["TokenService"] = web.AppKey("tokens")
-ROUTER: web.AppKey["CellRouter"] = web.AppKey("cell_router")
-STORE: web.AppKey["ImageStore"] = web.AppKey("image_store")
+TOKENS: web.AppKey[TokenService] = web.AppKey("tokens")
+ROUTER: web.AppKey[CellRouter] = web.AppKey("cell_router")
+STORE: web.AppKey[ImageStore] = web.AppKey("image_store")
 
 REQUEST_ID = web.RequestKey("request_id", str)  # "req-<uuid>"
 CONTEXT = web.RequestKey("context", RequestContext)  # the caller's, set by the token middleware

@@ -7,16 +7,14 @@ token a 403 (these APIs act on a project).
 """
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
-from api.errors import Handler
 from api.keys import CONTEXT, REQUEST_ID, TOKENS
 from cells import errors
 from cells.context import new_request_id
-
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 @web.middleware

@@ -5,12 +5,12 @@ The API DB stores naive UTC datetimes; records from cells carry ISO strings
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
     """Naive UTC (what the DB columns hold)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def parse(value: str | datetime | None) -> datetime | None:
@@ -20,9 +20,9 @@ def parse(value: str | datetime | None) -> datetime | None:
     if isinstance(value, datetime):
         dt = value
     else:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(value)  # 3.11 reads a trailing Z
     if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
     return dt
 
 

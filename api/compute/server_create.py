@@ -81,8 +81,8 @@ def _check_bdms(server: dict[str, Any]) -> None:
 
 
 def _flavor_id(ref: Any) -> str:
-    ref = str(ref)
-    return urlsplit(ref).path.rstrip("/").rsplit("/", 1)[-1] if "/" in ref else ref
+    text = str(ref)
+    return urlsplit(text).path.rstrip("/").rsplit("/", 1)[-1] if "/" in text else text
 
 
 async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any]) -> BuildSpec:

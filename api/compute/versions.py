@@ -11,8 +11,9 @@ import re
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from api.errors import Handler, VersionNotSupported
+from api.errors import VersionNotSupported
 from api.keys import public_url
 from cells import errors
 

@@ -11,8 +11,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import (JSON, Boolean, Column, Connection, DateTime, Float, ForeignKey, Index, Integer,
-                        MetaData, String, Table, Text, UniqueConstraint, insert, inspect, select, update)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    insert,
+    inspect,
+    select,
+    update,
+)
 
 from api.db.engine import make_engine
 

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.schema import domains, projects, role_assignments, roles, tokens, users
@@ -127,7 +126,7 @@ class TokenService:
         self._remember(_hash(token_id), token)
         return token_id, token
 
-    async def _find_user(self, conn: AsyncConnection, spec: dict[str, Any]) -> Row[Any] | None:
+    async def _find_user(self, conn: AsyncConnection, spec: dict[str, Any]) -> Any:
         query = (select(users.c.id, users.c.name, users.c.domain_id, users.c.password_hash, users.c.enabled,
                         users.c.default_project_id, domains.c.name.label("domain_name"))
                  .join(domains, domains.c.id == users.c.domain_id))

@@ -21,7 +21,8 @@ from cells import errors
 from cells.context import RequestContext
 from cells.objects.instance import PowerState, VmState, utcnow_iso
 from cells.rpc.client import RpcClient
-from cells.rpc.directory import SURFACE as DIRECTORY_SURFACE, Directory, DirectoryView, Member
+from cells.rpc.directory import SURFACE as DIRECTORY_SURFACE
+from cells.rpc.directory import Directory, DirectoryView, Member
 from cells.rpc.server import RpcServer
 from cells.rpcapi.conductor import SURFACE as CONDUCTOR_SURFACE
 from tests.conftest import free_port

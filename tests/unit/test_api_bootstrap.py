@@ -51,6 +51,7 @@ async def test_bootstrap_is_idempotent(tmp_path: Path) -> None:
 
 async def test_bootstrap_follows_changed_passwords_cells_and_lost_bits(tmp_path: Path) -> None:
     from aiohttp.test_utils import TestClient, TestServer
+
     from api.app import make_app
     from tests.unit.api_support import auth_body
 

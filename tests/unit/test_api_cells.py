@@ -83,7 +83,7 @@ async def test_a_down_cell_is_left_out_within_the_bound(two_cells: tuple[CellRou
 
 
 def test_sort_key_orders_nulls_like_the_cell_db() -> None:
-    recs = [{"k": None, "u": "1"}, {"k": "b", "u": "2"}, {"k": "a", "u": "3"}]
+    recs: list[dict[str, Any]] = [{"k": None, "u": "1"}, {"k": "b", "u": "2"}, {"k": "a", "u": "3"}]
     asc = sorted(recs, key=sort_key(["k", "u"], ["asc", "asc"]))
     assert [r["k"] for r in asc] == [None, "a", "b"]  # NULLs first ascending
     desc = sorted(recs, key=sort_key(["k", "u"], ["desc", "asc"]))

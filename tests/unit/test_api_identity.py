@@ -9,8 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from api.identity.passwords import hash_password_sync, verify_password_sync
 from api.keys import TOKENS
-from tests.unit.api_support import PUBLIC_URL, SECRETS, admin_headers, auth_body, client, cluster, \
-    demo_headers, token
+from tests.unit.api_support import PUBLIC_URL, SECRETS, admin_headers, auth_body, client, cluster, demo_headers, token
 
 __all__ = ["admin_headers", "client", "cluster", "demo_headers"]  # fixtures used by name
 
