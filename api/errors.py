@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from api.keys import public_url
+from api.keys import REQUEST_ID, public_url
 from cells import errors
 
 LOG = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ def status_and_message(exc: BaseException, request: web.Request) -> tuple[int, s
         if exc.status == 405:
             return 405, "The method is not allowed for this resource."
         return exc.status, exc.reason
-    LOG.exception("unexpected error in %s %s (%s)", request.method, request.path, request.get("request_id"))
-    return 500, f"Unexpected API Error. See the API log for request {request.get('request_id', '')}."
+    LOG.exception("unexpected error in %s %s (%s)", request.method, request.path, request.get(REQUEST_ID))
+    return 500, f"Unexpected API Error. See the API log for request {request.get(REQUEST_ID, '')}."
 
 
 def error_middleware(render: Renderer) -> Middleware:

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from api.errors import VersionNotSupported
-from api.keys import public_url
+from api.keys import REQUEST_ID, public_url
 from cells import errors
 
 MIN_VERSION = (2, 1)
@@ -64,6 +64,8 @@ async def version_headers(request: web.Request, handler: Handler) -> web.StreamR
     """Outermost compute middleware: stamps every response, including rendered errors."""
     response = await handler(request)
     response.headers.update(HEADERS)
+    if REQUEST_ID in request:
+        response.headers["X-Compute-Request-Id"] = request[REQUEST_ID]  # Nova's older name for the request id
     return response
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.schema import domains, projects, role_assignments, roles, tokens, users
-from api.identity.passwords import verify_password
+from api.identity.passwords import hash_password_sync, verify_password
 from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
@@ -55,6 +55,9 @@ class Token:
     def context(self, request_id: str) -> RequestContext:
         return RequestContext(request_id=request_id, project=self.project.id if self.project else None,
                               user=self.user.id, roles=self.role_names)
+
+
+_DECOY_HASH = hash_password_sync(secrets.token_urlsafe(16))
 
 
 def _hash(token_id: str) -> str:
@@ -97,8 +100,9 @@ class TokenService:
         scope = auth.get("scope")
         async with self.engine.connect() as conn:
             user_row = await self._find_user(conn, pw)
-            if user_row is None or not user_row.enabled or not await verify_password(password,
-                                                                                     user_row.password_hash):
+            # an unknown user costs the same hash as a wrong password: timing does not reveal who exists
+            stored = user_row.password_hash if user_row is not None else _DECOY_HASH
+            if not await verify_password(password, stored) or user_row is None or not user_row.enabled:
                 raise Unauthorized()
             user = Named(user_row.id, user_row.name, user_row.domain_id, user_row.domain_name)
             project = None

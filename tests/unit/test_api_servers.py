@@ -13,6 +13,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
+from api.cell_router import CellRouter
 from api.db.engine import make_engine
 from api.db.schema import instance_mappings
 from cells import errors
@@ -229,3 +230,25 @@ async def test_list_sorting_paging_and_filters(cloud: Cloud) -> None:
     for bad in ("sort_key=nope", "limit=x", "marker=not-a-server", "sort_dir=sideways"):
         resp = await cloud.client.get(f"/compute/v2.1/servers?{bad}", headers=cloud.demo)
         assert resp.status == 400, bad
+
+
+class _BrokenRouter(CellRouter):
+    """A router whose listing fails in an unexpected way (a bug, not a cell error)."""
+
+    async def list_instances(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        raise RuntimeError("secret internals /etc/cellcloud")
+
+
+async def test_unexpected_errors_are_500_without_internals(tmp_path: Path) -> None:
+    client = await start_client(make_cluster(tmp_path), router=_BrokenRouter([]))
+    try:
+        demo = {"X-Auth-Token": await token(client, "demo", SECRETS["demo_password"], "demo")}
+        resp = await client.get("/compute/v2.1/servers", headers=demo)
+        assert resp.status == 500
+        fault = (await resp.json())["computeFault"]
+        assert fault["code"] == 500 and "Unexpected API Error" in fault["message"]
+        assert "secret" not in await resp.text() and "Traceback" not in await resp.text()
+        assert resp.headers["X-Compute-Request-Id"] in fault["message"]  # the log line to look for
+        assert resp.headers["OpenStack-API-Version"] == "compute 2.1"
+    finally:
+        await client.close()
