@@ -128,8 +128,7 @@ class ConductorManager:
         return await boot.build_instances(self.env, ctx, instances, request_spec)
 
     async def instance_get(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        async with self.env.db.read() as conn:
-            row = await idb.get_row(conn, uuid)
+        row = await self.env.db.read(lambda conn: idb.get_row(conn, uuid))
         if row is None or row.deleted or not delete.visible(ctx, row):
             raise errors.InstanceNotFound(instance_id=uuid)
         return self.env.record(row)
@@ -140,8 +139,8 @@ class ConductorManager:
         scope = []
         if not (ctx.is_admin or "service" in ctx.roles) and ctx.project is not None:
             scope.append(instances.c.project_id == ctx.project)  # a tenant sees its own project only
-        async with self.env.db.read() as conn:
-            rows = await idb.list_rows(conn, dict(filters or {}), sort_keys, sort_dirs, limit, marker, scope)
+        rows = await self.env.db.read(
+            lambda conn: idb.list_rows(conn, dict(filters or {}), sort_keys, sort_dirs, limit, marker, scope))
         return [self.env.record(r) for r in rows]
 
     async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
@@ -164,8 +163,7 @@ class ConductorManager:
             value = resources.get(key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise errors.Invalid(reason=f"resources.{key} must be a non-negative integer, not {value!r}")
-        async with self.env.db.write() as conn:
-            await claims.upsert_node(conn, host, resources)
+        await self.env.db.write(lambda conn: claims.upsert_node(conn, host, resources))
 
     async def instance_update(self, ctx: RequestContext, uuid: str, values: dict[str, Any],
                               expected_task_state: list[str | None] | None = None) -> dict[str, Any]:
@@ -180,6 +178,6 @@ class ConductorManager:
 
     async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
         """Live (not deleted) instances recorded on `host`, for the compute's reconciliation."""
-        async with self.env.db.read() as conn:
-            rows = await idb.rows_where(conn, instances.c.host == host, instances.c.deleted == false())
+        rows = await self.env.db.read(
+            lambda conn: idb.rows_where(conn, instances.c.host == host, instances.c.deleted == false()))
         return [self.env.record(r) for r in rows]

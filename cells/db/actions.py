@@ -4,15 +4,15 @@ As Nova: an action per user request ("create", "delete"), events per step
 ("conductor_schedule_and_build_instances", "compute_terminate_instance", ...),
 results "Success" / "Error". A fault is the error a user sees on an instance
 in ERROR; every fault is kept in instance_faults, the latest is on the record.
+All functions are parts of the caller's unit of work (a sync Connection).
 """
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from cells.context import RequestContext
 from cells.db.schema import instance_action_events, instance_actions, instance_faults
@@ -20,69 +20,84 @@ from cells.objects.instance import utcnow_iso
 
 SUCCESS, ERROR = "Success", "Error"
 
+_a, _e, _f = instance_actions.c, instance_action_events.c, instance_faults.c
+_INSERT_ACTION = insert(instance_actions)
+_INSERT_EVENT = insert(instance_action_events)
+_INSERT_FAULT = insert(instance_faults)
+_CURRENT = (select(_a.uuid).where(_a.instance_uuid == bindparam("b_uuid"), _a.action == bindparam("b_action"))
+            .order_by(_a.start_time.desc(), _a.finish_time.is_(None).desc()).limit(1))
+_FINISH_ACTION = (update(instance_actions).where(_a.uuid == bindparam("b_action_id"), _a.finish_time.is_(None))
+                  .values(finish_time=bindparam("b_now"), message=bindparam("b_message")))
+_FINISH_EVENT = (update(instance_action_events)
+                 .where(_e.action_id == bindparam("b_action_id"), _e.event == bindparam("b_event"),
+                        _e.finish_time.is_(None))
+                 .values(finish_time=bindparam("b_now"), result=bindparam("b_result"),
+                         details=bindparam("b_details")))
+_FAIL_EVENTS = (update(instance_action_events).where(_e.action_id == bindparam("b_action_id"), _e.finish_time.is_(None))
+                .values(finish_time=bindparam("b_now"), result=ERROR, details=bindparam("b_details")))
 
-async def start_action(conn: AsyncConnection, ctx: RequestContext, instance_uuid: str, action: str,
-                       project_id: str | None = None, now: str | None = None) -> str:
-    action_id = str(uuidlib.uuid4())
-    await conn.execute(insert(instance_actions).values(
-        uuid=action_id, instance_uuid=instance_uuid, action=action, request_id=ctx.request_id, user_id=ctx.user,
-        project_id=ctx.project or project_id, start_time=now or utcnow_iso(), finish_time=None, message=None))
-    return action_id
+
+def start_actions(conn: Connection, ctx: RequestContext, action: str, instances: Sequence[tuple[str, str | None]],
+                  first_event: str | None = None, now: str | None = None) -> list[str]:
+    """Start `action` on each (instance_uuid, project_id), optionally with an open first event."""
+    now = now or utcnow_iso()
+    ids = [str(uuidlib.uuid4()) for _ in instances]
+    conn.execute(_INSERT_ACTION, [
+        {"uuid": aid, "instance_uuid": iuuid, "action": action, "request_id": ctx.request_id, "user_id": ctx.user,
+         "project_id": ctx.project or project, "start_time": now, "finish_time": None, "message": None}
+        for aid, (iuuid, project) in zip(ids, instances)])
+    if first_event is not None:
+        conn.execute(_INSERT_EVENT, [{"action_id": aid, "event": first_event, "start_time": now, "host": None}
+                                     for aid in ids])
+    return ids
 
 
-async def current_action(conn: AsyncConnection, instance_uuid: str, action: str) -> str | None:
+def start_action(conn: Connection, ctx: RequestContext, instance_uuid: str, action: str,
+                 project_id: str | None = None, now: str | None = None) -> str:
+    return start_actions(conn, ctx, action, [(instance_uuid, project_id)], None, now)[0]
+
+
+def current_action(conn: Connection, instance_uuid: str, action: str) -> str | None:
     """The latest action of that kind on the instance (events attach to it)."""
-    a = instance_actions.c
-    row = (await conn.execute(select(a.uuid).where(a.instance_uuid == instance_uuid, a.action == action)
-                              .order_by(a.start_time.desc()).limit(1))).first()
+    row = conn.execute(_CURRENT, {"b_uuid": instance_uuid, "b_action": action}).first()
     return None if row is None else str(row.uuid)
 
 
-async def finish_action(conn: AsyncConnection, instance_uuid: str, action: str, message: str | None = None) -> None:
-    action_id = await current_action(conn, instance_uuid, action)
+def finish_action(conn: Connection, instance_uuid: str, action: str, message: str | None = None) -> None:
+    action_id = current_action(conn, instance_uuid, action)
     if action_id is not None:
-        await conn.execute(update(instance_actions)
-                           .where(instance_actions.c.uuid == action_id, instance_actions.c.finish_time.is_(None))
-                           .values(finish_time=utcnow_iso(), message=message))
+        conn.execute(_FINISH_ACTION, {"b_action_id": action_id, "b_now": utcnow_iso(), "b_message": message})
 
 
-async def start_event(conn: AsyncConnection, instance_uuid: str, action: str, event: str,
-                      host: str | None = None) -> None:
-    action_id = await current_action(conn, instance_uuid, action)
+def start_event(conn: Connection, instance_uuid: str, action: str, event: str, host: str | None = None) -> None:
+    action_id = current_action(conn, instance_uuid, action)
     if action_id is not None:
-        await conn.execute(insert(instance_action_events).values(
-            action_id=action_id, event=event, start_time=utcnow_iso(), host=host))
+        conn.execute(_INSERT_EVENT, {"action_id": action_id, "event": event, "start_time": utcnow_iso(),
+                                     "host": host})
 
 
-async def finish_event(conn: AsyncConnection, instance_uuid: str, action: str, event: str, result: str,
-                       details: str | None = None, host: str | None = None) -> None:
+def finish_event(conn: Connection, instance_uuid: str, action: str, event: str, result: str,
+                 details: str | None = None, host: str | None = None) -> None:
     """Finish the open event of that name, or record a finished one if none is open."""
-    action_id = await current_action(conn, instance_uuid, action)
+    action_id = current_action(conn, instance_uuid, action)
     if action_id is None:
         return
-    e = instance_action_events.c
     now = utcnow_iso()
-    done = await conn.execute(update(instance_action_events)
-                              .where(e.action_id == action_id, e.event == event, e.finish_time.is_(None))
-                              .values(finish_time=now, result=result, details=details))
+    done = conn.execute(_FINISH_EVENT, {"b_action_id": action_id, "b_event": event, "b_now": now,
+                                        "b_result": result, "b_details": details})
     if done.rowcount == 0:
-        await conn.execute(insert(instance_action_events).values(
-            action_id=action_id, event=event, start_time=now, finish_time=now, result=result, details=details,
-            host=host))
+        conn.execute(_INSERT_EVENT, {"action_id": action_id, "event": event, "start_time": now, "finish_time": now,
+                                     "result": result, "details": details, "host": host})
 
 
-async def fail_open_events(conn: AsyncConnection, instance_uuid: str, action: str, details: str) -> None:
+def fail_open_events(conn: Connection, instance_uuid: str, action: str, details: str) -> None:
     """Close every still-open event of the action with Error, and the action itself."""
-    action_id = await current_action(conn, instance_uuid, action)
+    action_id = current_action(conn, instance_uuid, action)
     if action_id is None:
         return
-    e = instance_action_events.c
     now = utcnow_iso()
-    await conn.execute(update(instance_action_events).where(e.action_id == action_id, e.finish_time.is_(None))
-                       .values(finish_time=now, result=ERROR, details=details))
-    await conn.execute(update(instance_actions)
-                       .where(instance_actions.c.uuid == action_id, instance_actions.c.finish_time.is_(None))
-                       .values(finish_time=now, message=ERROR))
+    conn.execute(_FAIL_EVENTS, {"b_action_id": action_id, "b_now": now, "b_details": details})
+    conn.execute(_FINISH_ACTION, {"b_action_id": action_id, "b_now": now, "b_message": ERROR})
 
 
 def make_fault(fault: Mapping[str, Any] | str, code: int = 500) -> dict[str, Any]:
@@ -93,25 +108,21 @@ def make_fault(fault: Mapping[str, Any] | str, code: int = 500) -> dict[str, Any
             "details": str(fault.get("details") or ""), "created": str(fault.get("created") or utcnow_iso())}
 
 
-async def add_fault(conn: AsyncConnection, instance_uuid: str, fault: Mapping[str, Any],
-                    host: str | None = None) -> None:
-    await conn.execute(insert(instance_faults).values(
-        instance_uuid=instance_uuid, code=fault["code"], message=fault["message"], details=fault.get("details"),
-        host=host, created_at=fault["created"]))
+def add_fault(conn: Connection, instance_uuid: str, fault: Mapping[str, Any], host: str | None = None) -> None:
+    conn.execute(_INSERT_FAULT, {"instance_uuid": instance_uuid, "code": fault["code"], "message": fault["message"],
+                                 "details": fault.get("details"), "host": host, "created_at": fault["created"]})
 
 
-async def actions_of(conn: AsyncConnection, instance_uuid: str) -> list[dict[str, Any]]:
+def actions_of(conn: Connection, instance_uuid: str) -> list[dict[str, Any]]:
     """Actions of an instance, oldest first, each with its events (for os-instance-actions)."""
-    a, e = instance_actions.c, instance_action_events.c
-    acts = [dict(r._mapping) for r in await conn.execute(
-        select(instance_actions).where(a.instance_uuid == instance_uuid).order_by(a.start_time))]
+    acts = [dict(r._mapping) for r in conn.execute(
+        select(instance_actions).where(_a.instance_uuid == instance_uuid).order_by(_a.start_time))]
     for act in acts:
-        act["events"] = [dict(r._mapping) for r in await conn.execute(
-            select(instance_action_events).where(e.action_id == act["uuid"]).order_by(e.id))]
+        act["events"] = [dict(r._mapping) for r in conn.execute(
+            select(instance_action_events).where(_e.action_id == act["uuid"]).order_by(_e.id))]
     return acts
 
 
-async def faults_of(conn: AsyncConnection, instance_uuid: str) -> list[dict[str, Any]]:
-    f = instance_faults.c
-    return [dict(r._mapping) for r in await conn.execute(
-        select(instance_faults).where(f.instance_uuid == instance_uuid).order_by(f.id))]
+def faults_of(conn: Connection, instance_uuid: str) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in conn.execute(
+        select(instance_faults).where(_f.instance_uuid == instance_uuid).order_by(_f.id))]

@@ -3,8 +3,9 @@
 A claim is one conditional UPDATE of the host's usage (`... WHERE host = :h AND
 <it still fits>`) plus the INSERT of the claim row, in the same transaction:
 there is no separate "check" that another scheduler process could race. A
-release is the reverse, also in one transaction. Functions taking a
-`conn` run inside the caller's transaction; those taking a `db` open their own.
+release is the reverse, also in one transaction. Functions taking a `conn` are
+parts of the caller's unit of work; those taking a `db` run their own.
+Statements are built once (bind parameters), as they are on the hot path.
 """
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cells.db.engine import Database
 from cells.db.schema import claims, compute_nodes
@@ -75,19 +75,47 @@ class HostState:
                          self.stats)
 
 
+_cn, _cl = compute_nodes.c, claims.c
+_SELECT_NODES = select(compute_nodes)
+_SELECT_NODE = select(compute_nodes).where(_cn.host == bindparam("b_host"))
+_CLAIM_NODE = (
+    update(compute_nodes)
+    .where(_cn.host == bindparam("b_host"),
+           _cn.vcpus_used + bindparam("b_vcpus") <= _cn.vcpus * _cn.cpu_allocation_ratio,
+           _cn.memory_mb_used + bindparam("b_ram") <= _cn.memory_mb * _cn.ram_allocation_ratio,
+           _cn.local_gb_used + bindparam("b_disk") <= _cn.local_gb * _cn.disk_allocation_ratio)
+    .values(vcpus_used=_cn.vcpus_used + bindparam("b_vcpus"), memory_mb_used=_cn.memory_mb_used + bindparam("b_ram"),
+            local_gb_used=_cn.local_gb_used + bindparam("b_disk")))
+_INSERT_CLAIM = insert(claims)
+# DELETE .. RETURNING: of two concurrent releases only one gets the row back,
+# so usage is never given back twice
+_DELETE_CLAIM = (delete(claims).where(_cl.instance_uuid == bindparam("b_uuid"))
+                 .returning(_cl.host, _cl.vcpus, _cl.memory_mb, _cl.local_gb))
+_GIVE_BACK = (update(compute_nodes).where(_cn.host == bindparam("b_host"))
+              .values(vcpus_used=_cn.vcpus_used - bindparam("b_vcpus"),
+                      memory_mb_used=_cn.memory_mb_used - bindparam("b_ram"),
+                      local_gb_used=_cn.local_gb_used - bindparam("b_disk")))
+_SELECT_CLAIM = select(claims).where(_cl.instance_uuid == bindparam("b_uuid"))
+_USED_ON_HOST = select(func.coalesce(func.sum(_cl.vcpus), 0), func.coalesce(func.sum(_cl.memory_mb), 0),
+                       func.coalesce(func.sum(_cl.local_gb), 0)).where(_cl.host == bindparam("b_host"))
+_UPDATE_NODE = update(compute_nodes).where(_cn.host == bindparam("b_host"))
+
+
 def _host_state(row: Any) -> HostState:
     m = row._mapping
     return HostState(**{k: m[k] for k in HostState.__dataclass_fields__})
 
 
+def all_hosts(conn: Connection) -> list[HostState]:
+    return [_host_state(r) for r in conn.execute(_SELECT_NODES)]
+
+
 async def load_hosts(db: Database) -> list[HostState]:
-    async with db.read() as conn:
-        rows = await conn.execute(select(compute_nodes))
-        return [_host_state(r) for r in rows]
+    return await db.read(all_hosts)
 
 
-async def get_host(conn: AsyncConnection, host: str) -> HostState | None:
-    row = (await conn.execute(select(compute_nodes).where(compute_nodes.c.host == host))).first()
+def get_host(conn: Connection, host: str) -> HostState | None:
+    row = conn.execute(_SELECT_NODE, {"b_host": host}).first()
     return None if row is None else _host_state(row)
 
 
@@ -95,86 +123,72 @@ class _NoFit(Exception):
     """Raised inside a claim transaction to roll it back."""
 
 
-async def try_claim(conn: AsyncConnection, host: str, instance_uuid: str, res: Resources) -> bool:
+def try_claim(conn: Connection, host: str, instance_uuid: str, res: Resources) -> bool:
     """Claim `res` on `host` for the instance inside the caller's transaction.
 
     Any earlier claim of the same instance is released first, so a retried or
-    rescheduled request never holds two. Returns False (and changes nothing
-    the caller must undo, see `claim`) when the host has no room.
+    rescheduled request never holds two. Returns False when the host has no
+    room (see `claim` for rolling back that release).
     """
-    await release_claim(conn, instance_uuid)
-    cn = compute_nodes.c
-    fits = ((cn.vcpus_used + res.vcpus <= cn.vcpus * cn.cpu_allocation_ratio)
-            & (cn.memory_mb_used + res.memory_mb <= cn.memory_mb * cn.ram_allocation_ratio)
-            & (cn.local_gb_used + res.local_gb <= cn.local_gb * cn.disk_allocation_ratio))
-    result = await conn.execute(
-        update(compute_nodes).where((cn.host == host) & fits)
-        .values(vcpus_used=cn.vcpus_used + res.vcpus, memory_mb_used=cn.memory_mb_used + res.memory_mb,
-                local_gb_used=cn.local_gb_used + res.local_gb))
+    release_claim(conn, instance_uuid)
+    result = conn.execute(_CLAIM_NODE, {"b_host": host, "b_vcpus": res.vcpus, "b_ram": res.memory_mb,
+                                        "b_disk": res.local_gb})
     if result.rowcount != 1:
         return False
-    await conn.execute(insert(claims).values(instance_uuid=instance_uuid, host=host, vcpus=res.vcpus,
-                                             memory_mb=res.memory_mb, local_gb=res.local_gb,
-                                             created_at=utcnow_iso()))
+    conn.execute(_INSERT_CLAIM, {"instance_uuid": instance_uuid, "host": host, "vcpus": res.vcpus,
+                                 "memory_mb": res.memory_mb, "local_gb": res.local_gb, "created_at": utcnow_iso()})
+    return True
+
+
+def _claim_or_roll_back(conn: Connection, host: str, instance_uuid: str, res: Resources) -> bool:
+    if not try_claim(conn, host, instance_uuid, res):
+        raise _NoFit  # roll back the release of a previous claim too
     return True
 
 
 async def claim(db: Database, host: str, instance_uuid: str, res: Resources) -> bool:
-    """`try_claim` in its own transaction; a failed claim leaves the DB untouched."""
+    """`try_claim` as its own unit of work; a failed claim leaves the DB untouched."""
     try:
-        async with db.write() as conn:
-            if not await try_claim(conn, host, instance_uuid, res):
-                raise _NoFit  # roll back the release of a previous claim too
-            return True
+        return await db.write(lambda conn: _claim_or_roll_back(conn, host, instance_uuid, res))
     except _NoFit:
         return False
 
 
-async def release_claim(conn: AsyncConnection, instance_uuid: str) -> str | None:
+def release_claim(conn: Connection, instance_uuid: str) -> str | None:
     """Give the instance's claimed resources back; returns the host, None if it held none."""
-    # DELETE .. RETURNING: of two concurrent releases only one gets the row back,
-    # so usage is never given back twice
-    c = claims.c
-    row = (await conn.execute(delete(claims).where(c.instance_uuid == instance_uuid)
-                              .returning(c.host, c.vcpus, c.memory_mb, c.local_gb))).first()
+    row = conn.execute(_DELETE_CLAIM, {"b_uuid": instance_uuid}).first()
     if row is None:
         return None
-    cn = compute_nodes.c
-    await conn.execute(update(compute_nodes).where(cn.host == row.host)
-                       .values(vcpus_used=cn.vcpus_used - row.vcpus, memory_mb_used=cn.memory_mb_used - row.memory_mb,
-                               local_gb_used=cn.local_gb_used - row.local_gb))
+    conn.execute(_GIVE_BACK, {"b_host": row.host, "b_vcpus": row.vcpus, "b_ram": row.memory_mb,
+                              "b_disk": row.local_gb})
     return str(row.host)
 
 
 async def release(db: Database, instance_uuid: str) -> str | None:
-    async with db.write() as conn:
-        return await release_claim(conn, instance_uuid)
+    return await db.write(lambda conn: release_claim(conn, instance_uuid))
 
 
-async def claim_of(conn: AsyncConnection, instance_uuid: str) -> dict[str, Any] | None:
-    row = (await conn.execute(select(claims).where(claims.c.instance_uuid == instance_uuid))).first()
+def claim_of(conn: Connection, instance_uuid: str) -> dict[str, Any] | None:
+    row = conn.execute(_SELECT_CLAIM, {"b_uuid": instance_uuid}).first()
     return None if row is None else dict(row._mapping)
 
 
-async def upsert_node(conn: AsyncConnection, host: str, resources: Mapping[str, Any]) -> None:
+def upsert_node(conn: Connection, host: str, resources: Mapping[str, Any]) -> None:
     """Insert or update a node's capacity; usage is recomputed from its claims (self-healing)."""
     values: dict[str, Any] = {k: resources[k] for k in _NODE_KEYS if resources.get(k) is not None}
     for k in ("vcpus", "memory_mb", "local_gb"):
         if k in values:
             values[k] = int(values[k])
     stats = {k: v for k, v in resources.items() if k not in _NODE_KEYS and not k.endswith("_used")}
-    used = (await conn.execute(
-        select(func.coalesce(func.sum(claims.c.vcpus), 0), func.coalesce(func.sum(claims.c.memory_mb), 0),
-               func.coalesce(func.sum(claims.c.local_gb), 0)).where(claims.c.host == host))).one()
+    used = conn.execute(_USED_ON_HOST, {"b_host": host}).one()
     now = utcnow_iso()
     values.update(vcpus_used=int(used[0]), memory_mb_used=int(used[1]), local_gb_used=int(used[2]),
                   stats=stats, updated_at=now)
-    result = await conn.execute(update(compute_nodes).where(compute_nodes.c.host == host).values(**values))
-    if result.rowcount == 1:
+    if conn.execute(_UPDATE_NODE, {"b_host": host, **values}).rowcount == 1:
         return
     row = {"vcpus": 0, "memory_mb": 0, "local_gb": 0, **DEFAULT_RATIOS, **values, "host": host, "created_at": now}
     try:
-        async with conn.begin_nested():  # another conductor may insert the same host at once (PostgreSQL)
-            await conn.execute(insert(compute_nodes).values(**row))
+        with conn.begin_nested():  # another conductor may insert the same host at once (PostgreSQL)
+            conn.execute(insert(compute_nodes), row)
     except IntegrityError:
-        await conn.execute(update(compute_nodes).where(compute_nodes.c.host == host).values(**values))
+        conn.execute(_UPDATE_NODE, {"b_host": host, **values})

@@ -1,4 +1,5 @@
-"""Async engines for the cell DB (SQLite + aiosqlite by default, PostgreSQL + asyncpg too).
+"""Engines for the cell DB (SQLite by default, PostgreSQL + asyncpg too), and `Database`,
+the unit-of-work runner the cell services use.
 
 SQLite specifics, set on every new connection:
 - WAL + synchronous=NORMAL (measured 2-25x faster than the default journal),
@@ -6,42 +7,70 @@ SQLite specifics, set on every new connection:
 - We emit BEGIN ourselves (the sqlite3 driver's legacy mode skips it for SELECT),
   and write transactions use BEGIN IMMEDIATE: they take the write lock up front,
   so a read-then-write transaction can never fail half way with SQLITE_BUSY_SNAPSHOT.
+
+A unit of work is a plain function `fn(conn) -> T` over a sync Connection, run as
+one transaction by `await db.write(fn)` / `await db.read(fn)`. On SQLite it runs
+in a DB thread over the sync pysqlite driver: one thread hop per transaction
+instead of one per statement (measured here: aiosqlite cost ~1 ms per statement,
+a whole 5-statement transaction in one hop ~0.3 ms). Writes of a process share one
+writer thread (SQLite has one writer anyway); other processes are serialized by
+BEGIN IMMEDIATE + busy_timeout. On other backends the same function runs through
+AsyncConnection.run_sync, so the code is the same for asyncpg.
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+T = TypeVar("T")
+UnitOfWork = Callable[[Connection], T]
 
 _WRITE_OPTION = "cells_write"
 SQLITE_PRAGMAS = ("PRAGMA busy_timeout=10000", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
                   "PRAGMA foreign_keys=ON")
+READER_THREADS = 4
 
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def _ensure_sqlite_dir(url: str) -> None:
+    db = make_url(url).database
+    if db and db != ":memory:" and not db.startswith("file:"):
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+
+
 def make_engine(url: str) -> AsyncEngine:
     """An AsyncEngine for `url`; SQLite URLs get the pragmas and BEGIN handling above."""
     if not is_sqlite(url):
         return create_async_engine(url, pool_pre_ping=True)
-    db = make_url(url).database
-    if db and db != ":memory:" and not db.startswith("file:"):
-        Path(db).parent.mkdir(parents=True, exist_ok=True)
+    _ensure_sqlite_dir(url)
     engine = create_async_engine(url)
+    _install_sqlite_hooks(engine.sync_engine)
+    return engine
+
+
+def make_sync_sqlite_engine(url: str) -> Engine:
+    """The same SQLite database through the sync pysqlite driver (for DB threads)."""
+    _ensure_sqlite_dir(url)
+    sync_url = make_url(url).set(drivername="sqlite")
+    engine = create_engine(sync_url, connect_args={"check_same_thread": False},
+                           pool_size=READER_THREADS + 1, max_overflow=READER_THREADS)
     _install_sqlite_hooks(engine)
     return engine
 
 
-def _install_sqlite_hooks(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _install_sqlite_hooks(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see module doc)
         cur = dbapi_connection.cursor()
@@ -51,41 +80,61 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         finally:
             cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(_WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 class Database:
-    """One engine plus the two kinds of unit of work: `read()` and `write()`.
+    """Runs units of work against one cell DB; see the module doc.
 
-    Each `async with db.write() as conn:` is one transaction (commit on exit,
-    rollback on exception). On SQLite, writers of this process also queue on an
-    asyncio.Lock so they do not spin in SQLite's busy handler against each other;
-    other processes are serialized by BEGIN IMMEDIATE + busy_timeout.
+    A cancelled caller does not cancel a unit already running in its thread: it
+    commits or rolls back on its own, as a transaction in flight on a server would.
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.sqlite = is_sqlite(url)
-        self.engine = make_engine(url)
-        self._writer = self.engine.execution_options(**{_WRITE_OPTION: True})
-        self._write_lock = asyncio.Lock() if self.sqlite else None
+        self._sync: Engine | None = None
+        self._async: AsyncEngine | None = None
+        if self.sqlite:
+            self._sync = make_sync_sqlite_engine(url)
+            self._sync_writer = self._sync.execution_options(**{_WRITE_OPTION: True})
+            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="celldb-write")
+            self._read_threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="celldb-read")
+        else:
+            self._async = make_engine(url)
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
-            async with self._writer.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self._writer.begin() as conn:
-            yield conn
+    async def write(self, fn: UnitOfWork[T]) -> T:
+        """Run `fn` as one write transaction (commit on return, rollback on exception)."""
+        if self._sync is None:
+            return await self._run_async(fn)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._write_thread, functools.partial(_run_sync, self._sync_writer, fn))
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
-            yield conn
+    async def read(self, fn: UnitOfWork[T]) -> T:
+        if self._sync is None:
+            return await self._run_async(fn)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._read_threads, functools.partial(_run_sync, self._sync, fn))
+
+    async def _run_async(self, fn: UnitOfWork[T]) -> T:
+        assert self._async is not None
+        async with self._async.begin() as conn:
+            return await conn.run_sync(fn)
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self._sync is not None:
+            loop = asyncio.get_running_loop()
+            # let queued units finish, then drop the connections; the join runs off the loop
+            await loop.run_in_executor(None, self._write_thread.shutdown)
+            await loop.run_in_executor(None, self._read_threads.shutdown)
+            self._sync.dispose()
+        if self._async is not None:
+            await self._async.dispose()
+
+
+def _run_sync(engine: Engine, fn: UnitOfWork[T]) -> T:
+    with engine.begin() as conn:
+        return fn(conn)

@@ -10,9 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, or_, select, true, update
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, false, insert, or_, select, true, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cells import errors
 from cells.db.schema import instances
@@ -37,26 +36,31 @@ def to_record(row: Row[Any] | Mapping[str, Any], cell: str | None) -> dict[str, 
     return rec
 
 
-async def get_row(conn: AsyncConnection, uuid: str, lock: bool = False) -> Row[Any] | None:
+_c = instances.c
+_SELECT_ONE = select(instances).where(_c.uuid == bindparam("b_uuid"))
+_SELECT_ONE_LOCKED = _SELECT_ONE.with_for_update()
+_SELECT_MANY = select(instances).where(_c.uuid.in_(bindparam("b_uuids", expanding=True)))
+# no .values(): the SET clause comes from the parameter keys, so one statement serves every update
+_UPDATE_ONE = update(instances).where(_c.uuid == bindparam("b_uuid"))
+INSERT = insert(instances)
+
+
+def get_row(conn: Connection, uuid: str, lock: bool = False) -> Row[Any] | None:
     """The full row (deleted ones too). `lock` takes a row lock where the backend has them;
     on SQLite the write transaction's BEGIN IMMEDIATE already serializes writers."""
-    stmt = select(instances).where(instances.c.uuid == uuid)
-    if lock:
-        stmt = stmt.with_for_update()
-    return (await conn.execute(stmt)).first()
+    return conn.execute(_SELECT_ONE_LOCKED if lock else _SELECT_ONE, {"b_uuid": uuid}).first()
 
 
-async def get_rows(conn: AsyncConnection, uuids: Sequence[str]) -> dict[str, Row[Any]]:
-    rows = await conn.execute(select(instances).where(instances.c.uuid.in_(list(uuids))))
-    return {r.uuid: r for r in rows}
+def get_rows(conn: Connection, uuids: Sequence[str]) -> dict[str, Row[Any]]:
+    return {r.uuid: r for r in conn.execute(_SELECT_MANY, {"b_uuids": list(uuids)})}
 
 
-async def update_row(conn: AsyncConnection, uuid: str, values: Mapping[str, Any]) -> None:
-    await conn.execute(update(instances).where(instances.c.uuid == uuid).values(**values))
+def update_row(conn: Connection, uuid: str, values: Mapping[str, Any]) -> None:
+    conn.execute(_UPDATE_ONE, {**values, "b_uuid": uuid})
 
 
-async def rows_where(conn: AsyncConnection, *conds: ColumnElement[bool]) -> list[Row[Any]]:
-    return list(await conn.execute(select(instances).where(*conds)))
+def rows_where(conn: Connection, *conds: ColumnElement[bool]) -> list[Row[Any]]:
+    return list(conn.execute(select(instances).where(*conds)))
 
 
 # --- listing -------------------------------------------------------------------
@@ -154,7 +158,7 @@ def keyset_after(order: Sequence[tuple[str, str]], marker: Mapping[Any, Any]) ->
     return or_(false(), *clauses)
 
 
-async def list_rows(conn: AsyncConnection, filters: Mapping[str, Any], sort_keys: Sequence[str] | None,
+def list_rows(conn: Connection, filters: Mapping[str, Any], sort_keys: Sequence[str] | None,
                     sort_dirs: Sequence[str] | None, limit: int | None, marker: str | None,
                     extra: Iterable[ColumnElement[bool]] = ()) -> list[Row[Any]]:
     order = sort_params(sort_keys, sort_dirs)
@@ -163,8 +167,7 @@ async def list_rows(conn: AsyncConnection, filters: Mapping[str, Any], sort_keys
     stmt: Select[Any] = select(*WIRE_COLUMNS).where(*filter_conditions(filters), *extra)
     if marker is not None:
         # the marker may be any instance of this cell, deleted ones too (as Nova)
-        mrow = (await conn.execute(select(*[instances.c[k] for k, _ in order])
-                                   .where(instances.c.uuid == marker))).first()
+        mrow = conn.execute(select(*[instances.c[k] for k, _ in order]).where(instances.c.uuid == marker)).first()
         if mrow is None:
             raise errors.MarkerNotFound(marker=marker)
         stmt = stmt.where(keyset_after(order, mrow._mapping))
@@ -173,4 +176,4 @@ async def list_rows(conn: AsyncConnection, filters: Mapping[str, Any], sort_keys
         stmt = stmt.order_by(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
     if limit is not None:
         stmt = stmt.limit(limit)
-    return list(await conn.execute(stmt))
+    return list(conn.execute(stmt))

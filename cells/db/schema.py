@@ -155,28 +155,30 @@ MIGRATIONS: dict[int, list[Migration]] = {1: []}
 _PG_LOCK_KEY = 0x63656C6C  # "cell": advisory lock serializing schema changes on PostgreSQL
 
 
+def _ensure(conn: Connection, sqlite: bool) -> int:
+    if not sqlite:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+    current = 0
+    if inspect(conn).has_table("schema_version"):
+        current = conn.execute(select(schema_version.c.version)).scalar() or 0
+    if current > SCHEMA_VERSION:
+        raise errors.DBSchemaTooNew(found=current, supported=SCHEMA_VERSION)
+    if current == SCHEMA_VERSION:
+        return current
+    if current == 0:
+        metadata.create_all(conn)
+    else:
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for step in MIGRATIONS.get(version, []):
+                step(conn)
+    conn.execute(schema_version.delete())
+    conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION, updated_at=utcnow_iso()))
+    return SCHEMA_VERSION
+
+
 async def ensure_schema(db: Database) -> int:
-    """Create or migrate the schema of `db`; returns the version now in place."""
-    async with db.write() as conn:
-        if not db.sqlite:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-        has_table = await conn.run_sync(lambda c: inspect(c).has_table("schema_version"))
-        current = 0
-        if has_table:
-            current = (await conn.execute(select(schema_version.c.version))).scalar() or 0
-        if current > SCHEMA_VERSION:
-            raise errors.DBSchemaTooNew(found=current, supported=SCHEMA_VERSION)
-        if current == SCHEMA_VERSION:
-            return current
-        if current == 0:
-            await conn.run_sync(metadata.create_all)
-        else:
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for step in MIGRATIONS.get(version, []):
-                    await conn.run_sync(step)
-        await conn.execute(schema_version.delete())
-        await conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION, updated_at=utcnow_iso()))
-        return SCHEMA_VERSION
+    """Create or migrate the schema of `db` in one write transaction; returns the version now in place."""
+    return await db.write(lambda conn: _ensure(conn, db.sqlite))
 
 
 async def create_schema(url: str) -> None:

@@ -16,9 +16,8 @@ from cells.objects.instance import FIELDS
 async def test_sqlite_connections_get_wal_and_pragmas(tmp_path: Path) -> None:
     db = Database(f"sqlite+aiosqlite:///{tmp_path}/sub/cell.db")  # the directory is made on demand
     try:
-        async with db.read() as conn:
-            got = {p: (await conn.execute(text(f"PRAGMA {p}"))).scalar()
-                   for p in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")}
+        got = await db.read(lambda conn: {p: conn.execute(text(f"PRAGMA {p}")).scalar()
+                                          for p in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")})
         assert got == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 10000, "foreign_keys": 1}
     finally:
         await db.close()
@@ -30,11 +29,11 @@ async def test_create_schema_concurrently_is_idempotent(tmp_path: Path) -> None:
     await create_schema(url)
     db = Database(url)
     try:
-        async with db.read() as conn:
-            assert (await conn.execute(select(schema_version.c.version))).scalars().all() == [SCHEMA_VERSION]
-            names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-            indexed = await conn.run_sync(
-                lambda c: {col for ix in inspect(c).get_indexes("instances") for col in ix["column_names"]})
+        versions = await db.read(lambda c: c.execute(select(schema_version.c.version)).scalars().all())
+        assert versions == [SCHEMA_VERSION]
+        names = await db.read(lambda c: set(inspect(c).get_table_names()))
+        indexed = await db.read(
+            lambda c: {col for ix in inspect(c).get_indexes("instances") for col in ix["column_names"]})
         assert {"instances", "instance_actions", "instance_action_events", "instance_faults", "compute_nodes",
                 "claims", "schema_version"} <= names
         assert {"project_id", "host", "vm_state", "name", "created_at", "updated_at", "deleted"} <= indexed
@@ -52,8 +51,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     await create_schema(url)
     db = Database(url)
     try:
-        async with db.write() as conn:
-            await conn.execute(schema_version.update().values(version=SCHEMA_VERSION + 1))
+        await db.write(lambda conn: conn.execute(schema_version.update().values(version=SCHEMA_VERSION + 1)))
         with pytest.raises(errors.DBSchemaTooNew):
             await ensure_schema(db)
     finally:

@@ -196,8 +196,7 @@ class Cell:
         return rec
 
     async def claim(self, uuid: str) -> dict[str, Any] | None:
-        async with self.db.read() as conn:
-            return await claims.claim_of(conn, uuid)
+        return await self.db.read(lambda conn: claims.claim_of(conn, uuid))
 
 
 async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -251,8 +250,7 @@ async def test_boot_goes_active_with_host_and_claim_then_delete_releases(cell: C
     assert await cell.claim(rec["uuid"]) is None
     with pytest.raises(errors.InstanceNotFound):
         await cell.conductor.instance_get(USER, rec["uuid"])
-    async with cell.db.read() as conn:
-        acts = await actions.actions_of(conn, rec["uuid"])
+    acts = await cell.db.read(lambda conn: actions.actions_of(conn, rec["uuid"]))
     assert [(a["action"], a["request_id"] is not None, a["finish_time"] is not None) for a in acts] == [
         ("create", True, True), ("delete", True, True)]
     assert [(e["event"], e["result"]) for e in acts[0]["events"]] == [
@@ -313,8 +311,7 @@ async def test_retryable_spawn_failure_reschedules_to_the_other_host(flaky_cell:
     assert claim is not None and claim["host"] == "node2"
     hosts = {h.host: h for h in await claims.load_hosts(flaky_cell.db)}
     assert hosts["node1"].memory_mb_used == 0 and hosts["node2"].memory_mb_used == 512
-    async with flaky_cell.db.read() as conn:
-        faults = await actions.faults_of(conn, rec["uuid"])
+    faults = await flaky_cell.db.read(lambda conn: actions.faults_of(conn, rec["uuid"]))
     assert [(f["host"], f["message"]) for f in faults] == [("node1", "boom on node1")]
 
 
@@ -326,8 +323,7 @@ async def test_failing_everywhere_ends_in_error_with_fault_and_no_claim(failing_
     assert await failing_cell.claim(rec["uuid"]) is None
     assert all(h.memory_mb_used == 0 for h in await claims.load_hosts(failing_cell.db))
     assert sorted(failing_cell.computes["node1"].builds + failing_cell.computes["node2"].builds) == [rec["uuid"]] * 2
-    async with failing_cell.db.read() as conn:
-        acts = await actions.actions_of(conn, rec["uuid"])
+    acts = await failing_cell.db.read(lambda conn: actions.actions_of(conn, rec["uuid"]))
     assert acts[0]["message"] == "Error" and acts[0]["finish_time"] is not None
 
 
@@ -394,8 +390,7 @@ async def test_conductor_restart_fails_builds_it_owned(tmp_path: Path) -> None:
     await ensure_schema(c.db)
     [row] = validate_build([{"uuid": str(uuidlib.uuid4()), "name": "orphan", "project_id": "p1", "flavor": FLAVOR}],
                            {"flavor": FLAVOR}, "2026-01-01T00:00:00.000000Z", "cell1/conductor")
-    async with c.db.write() as conn:
-        await conn.execute(insert(instances).values(**row))
+    await c.db.write(lambda conn: conn.execute(insert(instances).values(**row)))
     await c.start()
     try:
         err = await c.wait_state(row["uuid"], VmState.ERROR)

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from cells import errors
 from cells.db import claims
@@ -72,9 +72,10 @@ def test_consume_moves_the_next_instance_elsewhere() -> None:
 async def _two_hosts(url: str, ram_each: int) -> Database:
     await create_schema(url)
     db = Database(url)
-    async with db.write() as conn:
+    def add_hosts(conn: Connection) -> None:
         for name in ("h1", "h2"):
-            await claims.upsert_node(conn, name, {"vcpus": 64, "memory_mb": ram_each, "local_gb": 1000})
+            claims.upsert_node(conn, name, {"vcpus": 64, "memory_mb": ram_each, "local_gb": 1000})
+    await db.write(add_hosts)
     return db
 
 
@@ -84,13 +85,11 @@ async def test_claim_and_release_are_exact(tmp_path: Path) -> None:
         assert await claims.claim(db, "h1", "i-1", SMALL)
         assert await claims.claim(db, "h1", "i-2", SMALL)
         assert not await claims.claim(db, "h1", "i-3", SMALL)
-        async with db.read() as conn:
-            h1 = await claims.get_host(conn, "h1")
+        h1 = await db.read(lambda conn: claims.get_host(conn, "h1"))
         assert h1 is not None and h1.memory_mb_used == 1024 and h1.vcpus_used == 2
         assert await claims.release(db, "i-1") == "h1"
         assert await claims.release(db, "i-1") is None  # a second release gives nothing back
-        async with db.read() as conn:
-            h1 = await claims.get_host(conn, "h1")
+        h1 = await db.read(lambda conn: claims.get_host(conn, "h1"))
         assert h1 is not None and h1.memory_mb_used == 512
     finally:
         await db.close()
@@ -103,8 +102,7 @@ async def test_reclaim_moves_the_claim_and_failed_claim_keeps_the_old(tmp_path: 
         assert await claims.claim(db, "h2", "i-1", SMALL)  # moved: h1 is free again
         assert await claims.claim(db, "h1", "i-2", SMALL)
         assert not await claims.claim(db, "h1", "i-1", SMALL)  # h1 full: i-1 keeps its h2 claim
-        async with db.read() as conn:
-            held = await claims.claim_of(conn, "i-1")
+        held = await db.read(lambda conn: claims.claim_of(conn, "i-1"))
         assert held is not None and held["host"] == "h2"
     finally:
         await db.close()
@@ -131,8 +129,8 @@ async def test_concurrent_claims_from_two_scheduler_processes_never_overcommit(t
         for h in hosts:
             assert 0 <= h.memory_mb_used <= h.memory_mb
         assert sum(h.memory_mb_used for h in hosts) == 10 * 512
-        async with first.read() as conn:
-            assert (await conn.execute(select(func.count()).select_from(claims_table))).scalar() == 10
+        count = await first.read(lambda conn: conn.execute(select(func.count()).select_from(claims_table)).scalar())
+        assert count == 10
     finally:
         await first.close()
         await second.close()

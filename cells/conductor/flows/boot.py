@@ -9,15 +9,15 @@ cast to compute and reschedules run in the conductor's background.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Connection
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
@@ -25,14 +25,15 @@ from cells.conductor.flows.delete import complete_delete
 from cells.context import RequestContext
 from cells.db import actions, claims
 from cells.db import instances as idb
-from cells.db.schema import instances as instances_table
 from cells.lifecycle import NEW, Event, on
 from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
+from cells.rpc.directory import MISSED_BEATS
 from cells.rpcapi.compute import ComputeAPI
 from cells.rpcapi.scheduler import SchedulerAPI
 
 LOG = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # builds of one instance, first try included (Nova's max_attempts)
+SCHEDULER_WAIT = 5.0  # seconds a build waits for a live scheduler before it fails
 CREATE = "create"
 EV_SCHEDULE = "conductor_schedule_and_build_instances"
 EV_BUILD = "compute_build_and_run_instance"
@@ -105,22 +106,26 @@ def validate_build(instances: Any, request_spec: Any, now: str, conductor_id: st
 
 # --- act ---------------------------------------------------------------------------
 
+def _insert_build(conn: Connection, env: FlowEnv, ctx: RequestContext, rows: list[dict[str, Any]],
+                  now: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(records for the caller, rows new to the DB). A retried request gets what the first one made."""
+    existing = idb.get_rows(conn, [r["uuid"] for r in rows])
+    for r in rows:
+        old = existing.get(r["uuid"])
+        if old is not None and old.project_id != r["project_id"]:
+            raise errors.Conflict(reason=f"instance {r['uuid']} already exists")
+    new = [r for r in rows if r["uuid"] not in existing]
+    if new:
+        conn.execute(idb.INSERT, new)
+        actions.start_actions(conn, ctx, CREATE, [(r["uuid"], r["project_id"]) for r in new], EV_SCHEDULE, now)
+    records = [env.record(existing[r["uuid"]]) if r["uuid"] in existing else env.record(r) for r in rows]
+    return records, new
+
+
 async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, request_spec: Any) -> list[dict[str, Any]]:
     now = utcnow_iso()
     rows = validate_build(instances, request_spec, now, env.conductor_id)
-    uuids = [r["uuid"] for r in rows]
-    async with env.db.write() as conn:
-        existing = await idb.get_rows(conn, uuids)
-        for u, old in existing.items():  # a retried request returns what the first one made
-            if old.project_id != next(r["project_id"] for r in rows if r["uuid"] == u):
-                raise errors.Conflict(reason=f"instance {u} already exists")
-        new = [r for r in rows if r["uuid"] not in existing]
-        if new:
-            await conn.execute(insert(instances_table), new)
-            for r in new:
-                await actions.start_action(conn, ctx, r["uuid"], CREATE, r["project_id"], now)
-                await actions.start_event(conn, r["uuid"], CREATE, EV_SCHEDULE)
-        got = await idb.get_rows(conn, uuids)
+    records, new = await env.db.write(lambda conn: _insert_build(conn, env, ctx, rows, now))
     # one scheduler call per distinct flavor (a multi-create normally has one)
     batches: dict[str, list[dict[str, Any]]] = {}
     for r in new:
@@ -128,7 +133,7 @@ async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, req
     for batch in batches.values():
         env.spawn(schedule_and_build(env, background_ctx(ctx), [r["uuid"] for r in batch],
                                      batch[0]["request_spec"], []))
-    return [env.record(got[u]) for u in uuids]
+    return records
 
 
 def _exhausted(uuid: str) -> errors.MaxRetriesExceeded:
@@ -136,10 +141,26 @@ def _exhausted(uuid: str) -> errors.MaxRetriesExceeded:
         reason=f"Exhausted all hosts available for retrying build failures for instance {uuid}.")
 
 
+async def _select(env: FlowEnv, ctx: RequestContext, uuids: list[str], request_spec: dict[str, Any],
+                  exclude: list[str]) -> list[dict[str, Any]]:
+    """select_destinations, waiting a little for a scheduler to appear in our directory view
+    (just after start-up our table may lag the directory by a heartbeat). NoLiveMember means
+    nothing was sent, so trying again is always safe."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + max(SCHEDULER_WAIT, MISSED_BEATS * env.service.view.interval)
+    while True:
+        try:
+            return await SchedulerAPI(env.service).select_destinations(ctx, request_spec, uuids, exclude)
+        except errors.NoLiveMember:
+            if loop.time() >= give_up:
+                raise
+            await asyncio.sleep(env.service.view.interval / 4)
+
+
 async def schedule_and_build(env: FlowEnv, ctx: RequestContext, uuids: list[str], request_spec: dict[str, Any],
                              exclude: list[str]) -> None:
     try:
-        selections = await SchedulerAPI(env.service).select_destinations(ctx, request_spec, uuids, exclude)
+        selections = await _select(env, ctx, uuids, request_spec, exclude)
     except errors.NoValidHost as exc:
         final: errors.CellcloudError = _exhausted(uuids[0]) if exclude and len(uuids) == 1 else exc
         await fail_builds(env, uuids, actions.make_fault(final.message))
@@ -152,22 +173,27 @@ async def schedule_and_build(env: FlowEnv, ctx: RequestContext, uuids: list[str]
         await send_to_host(env, ctx, str(sel["instance_uuid"]), str(sel["host"]))
 
 
+def _set_host(conn: Connection, env: FlowEnv, uuid: str, host: str) -> dict[str, Any] | None:
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is None or row.deleted or row.vm_state != VmState.BUILDING \
+            or row.task_state != TaskState.SCHEDULING or row.host is not None:
+        # deleted (or otherwise moved on) while the scheduler worked: give the claim back
+        claims.release_claim(conn, uuid)
+        LOG.info("instance %s changed during scheduling: not sending it to %s", uuid, host)
+        return None
+    state, _ = on(Event.SCHEDULED, state_of(row), uuid)
+    values = {**state_values(state), "host": host, "retry_hosts": [*(row.retry_hosts or []), host],
+              "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}
+    idb.update_row(conn, uuid, values)
+    actions.finish_event(conn, uuid, CREATE, EV_SCHEDULE, actions.SUCCESS)
+    actions.start_event(conn, uuid, CREATE, EV_BUILD, host)
+    return env.record({**row._mapping, **values})
+
+
 async def send_to_host(env: FlowEnv, ctx: RequestContext, uuid: str, host: str) -> None:
-    async with env.db.write() as conn:
-        row = await idb.get_row(conn, uuid, lock=True)
-        if row is None or row.deleted or row.vm_state != VmState.BUILDING \
-                or row.task_state != TaskState.SCHEDULING or row.host is not None:
-            # deleted (or otherwise moved on) while the scheduler worked: give the claim back
-            await claims.release_claim(conn, uuid)
-            LOG.info("instance %s changed during scheduling: not sending it to %s", uuid, host)
-            return
-        state, _ = on(Event.SCHEDULED, state_of(row), uuid)
-        values = {**state_values(state), "host": host, "retry_hosts": [*(row.retry_hosts or []), host],
-                  "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}
-        await idb.update_row(conn, uuid, values)
-        await actions.finish_event(conn, uuid, CREATE, EV_SCHEDULE, actions.SUCCESS)
-        await actions.start_event(conn, uuid, CREATE, EV_BUILD, host)
-        record = env.record({**row._mapping, **values})
+    record = await env.db.write(lambda conn: _set_host(conn, env, uuid, host))
+    if record is None:
+        return
     try:
         await ComputeAPI(env.service).build_and_run_instance(ctx, host, record)
     except errors.CellcloudError as exc:  # e.g. NoLiveMember: the host left since the scheduler saw it
@@ -175,55 +201,64 @@ async def send_to_host(env: FlowEnv, ctx: RequestContext, uuid: str, host: str) 
                            retryable=True)
 
 
-async def set_error(conn: AsyncConnection, row: Row[Any], fault: dict[str, Any], event: str = Event.BUILD_FAILED) -> None:
-    """building -> ERROR with `fault`, claim released, create action closed with Error (one transaction)."""
+def set_error(conn: Connection, row: Row[Any], fault: dict[str, Any], event: str = Event.BUILD_FAILED) -> None:
+    """building -> ERROR with `fault`, claim released, create action closed with Error (same unit of work)."""
     state, _ = on(event, state_of(row), row.uuid)
-    await claims.release_claim(conn, row.uuid)
-    await actions.add_fault(conn, row.uuid, fault, row.host)
-    await idb.update_row(conn, row.uuid, {**state_values(state), "fault": fault, "updated_at": utcnow_iso()})
-    await actions.fail_open_events(conn, row.uuid, CREATE, fault["message"])
+    claims.release_claim(conn, row.uuid)
+    actions.add_fault(conn, row.uuid, fault, row.host)
+    idb.update_row(conn, row.uuid, {**state_values(state), "fault": fault, "updated_at": utcnow_iso()})
+    actions.fail_open_events(conn, row.uuid, CREATE, fault["message"])
+
+
+def _fail_builds(conn: Connection, uuids: list[str], fault: dict[str, Any]) -> None:
+    for uuid in uuids:
+        row = idb.get_row(conn, uuid, lock=True)
+        if row is None or row.deleted or row.vm_state != VmState.BUILDING or row.task_state == TaskState.DELETING:
+            claims.release_claim(conn, uuid)
+            continue
+        set_error(conn, row, fault)
 
 
 async def fail_builds(env: FlowEnv, uuids: list[str], fault: dict[str, Any]) -> None:
-    async with env.db.write() as conn:
-        for uuid in uuids:
-            row = await idb.get_row(conn, uuid, lock=True)
-            if row is None or row.deleted or row.vm_state != VmState.BUILDING or row.task_state == TaskState.DELETING:
-                await claims.release_claim(conn, uuid)
-                continue
-            await set_error(conn, row, fault)
+    await env.db.write(lambda conn: _fail_builds(conn, uuids, fault))
     LOG.info("build of %s failed: %s", uuids, fault["message"])
+
+
+Reschedule = tuple[dict[str, Any], list[str]]
+
+
+def _build_failed(conn: Connection, env: FlowEnv, uuid: str, host: str, reported: dict[str, Any],
+                  retryable: bool) -> Reschedule | None:
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is None:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    if row.deleted or row.vm_state != VmState.BUILDING or row.host != host:
+        LOG.info("stale build_failed for %s from %s ignored", uuid, host)  # e.g. the host was declared lost
+        return None
+    if row.task_state == TaskState.DELETING:  # a delete raced the build; compute has cleaned up
+        complete_delete(conn, env, row)
+        return None
+    tried = list(row.retry_hosts or [])
+    if retryable and len(tried) < MAX_ATTEMPTS:
+        actions.add_fault(conn, uuid, reported, host)  # kept in the history, not shown on the record
+        state, _ = on(Event.RESCHEDULE, state_of(row), uuid)
+        claims.release_claim(conn, uuid)
+        idb.update_row(conn, uuid, {**state_values(state), "host": None, "conductor_id": env.conductor_id,
+                                    "updated_at": utcnow_iso()})
+        actions.finish_event(conn, uuid, CREATE, EV_BUILD, actions.ERROR, reported["message"], host)
+        actions.start_event(conn, uuid, CREATE, EV_SCHEDULE)
+        return dict(row.request_spec or {"flavor": row.flavor}), tried
+    if retryable:  # out of attempts: say so, as Nova
+        actions.add_fault(conn, uuid, reported, host)
+        reported = actions.make_fault(_exhausted(uuid).message)
+    set_error(conn, row, reported)
+    return None
 
 
 async def build_failed(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, fault: Mapping[str, Any],
                        retryable: bool) -> None:
     reported = actions.make_fault(fault)
-    reschedule: tuple[dict[str, Any], list[str]] | None = None
-    async with env.db.write() as conn:
-        row = await idb.get_row(conn, uuid, lock=True)
-        if row is None:
-            raise errors.InstanceNotFound(instance_id=uuid)
-        if row.deleted or row.vm_state != VmState.BUILDING or row.host != host:
-            LOG.info("stale build_failed for %s from %s ignored", uuid, host)  # e.g. the host was declared lost
-            return
-        if row.task_state == TaskState.DELETING:  # a delete raced the build; compute has cleaned up
-            await complete_delete(conn, env, row)
-            return
-        tried = list(row.retry_hosts or [])
-        if retryable and len(tried) < MAX_ATTEMPTS:
-            await actions.add_fault(conn, uuid, reported, host)  # kept in the history, not shown on the record
-            state, _ = on(Event.RESCHEDULE, state_of(row), uuid)
-            await claims.release_claim(conn, uuid)
-            await idb.update_row(conn, uuid, {**state_values(state), "host": None, "conductor_id": env.conductor_id,
-                                              "updated_at": utcnow_iso()})
-            await actions.finish_event(conn, uuid, CREATE, EV_BUILD, actions.ERROR, reported["message"], host)
-            await actions.start_event(conn, uuid, CREATE, EV_SCHEDULE)
-            reschedule = (dict(row.request_spec or {"flavor": row.flavor}), tried)
-        else:
-            if retryable:  # out of attempts: say so, as Nova
-                await actions.add_fault(conn, uuid, reported, host)
-                reported = actions.make_fault(_exhausted(uuid).message)
-            await set_error(conn, row, reported)
-    if reschedule is not None:
-        LOG.info("rescheduling %s after a failure on %s (tried %s)", uuid, host, reschedule[1])
-        env.spawn(schedule_and_build(env, background_ctx(ctx), [uuid], *reschedule))
+    again = await env.db.write(lambda conn: _build_failed(conn, env, uuid, host, reported, retryable))
+    if again is not None:
+        LOG.info("rescheduling %s after a failure on %s (tried %s)", uuid, host, again[1])
+        env.spawn(schedule_and_build(env, background_ctx(ctx), [uuid], *again))

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from cells import errors
 from cells.conductor.env import FlowEnv, state_of, state_values
@@ -30,39 +30,40 @@ def visible(ctx: RequestContext, row: Row[Any]) -> bool:
     return ctx.is_admin or "service" in ctx.roles or ctx.project is None or row.project_id == ctx.project
 
 
-async def complete_delete(conn: AsyncConnection, env: FlowEnv, row: Row[Any], event: str = EV_TERMINATE) -> dict[str, Any]:
-    """deleting -> DELETED: claim released, terminated_at set, actions closed (in the caller's transaction)."""
+def complete_delete(conn: Connection, env: FlowEnv, row: Row[Any], event: str = EV_TERMINATE) -> dict[str, Any]:
+    """deleting -> DELETED: claim released, terminated_at set, actions closed (in the caller's unit of work)."""
     state = state_of(row)
     if state.task_state != TaskState.DELETING:
         state, _ = on(Event.DELETE_REQUESTED, state, row.uuid)
     state, _ = on(Event.DESTROYED, state, row.uuid)
     now = utcnow_iso()
     values = {**state_values(state), "deleted": True, "terminated_at": now, "updated_at": now}
-    await claims.release_claim(conn, row.uuid)
-    await idb.update_row(conn, row.uuid, values)
-    await actions.fail_open_events(conn, row.uuid, "create", "Instance was deleted while building")
-    await actions.finish_event(conn, row.uuid, DELETE, event, actions.SUCCESS, host=row.host)
-    await actions.finish_action(conn, row.uuid, DELETE)
+    claims.release_claim(conn, row.uuid)
+    idb.update_row(conn, row.uuid, values)
+    actions.fail_open_events(conn, row.uuid, "create", "Instance was deleted while building")
+    actions.finish_event(conn, row.uuid, DELETE, event, actions.SUCCESS, host=row.host)
+    actions.finish_action(conn, row.uuid, DELETE)
     return env.record({**row._mapping, **values})
 
 
+def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tuple[dict[str, Any], str | None]:
+    """(record, host to cast terminate to or None when deleted locally)."""
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is None or row.deleted or not visible(ctx, row):
+        raise errors.InstanceNotFound(instance_id=uuid)
+    state, _ = on(Event.DELETE_REQUESTED, state_of(row), uuid)
+    if row.task_state != TaskState.DELETING:  # a repeated delete re-sends the terminate, same action
+        actions.start_action(conn, ctx, uuid, DELETE, row.project_id)
+    if row.host is None or not env.host_alive(row.host):
+        return complete_delete(conn, env, row, EV_LOCAL), None
+    values = {**state_values(state), "updated_at": utcnow_iso()}
+    idb.update_row(conn, uuid, values)
+    actions.start_event(conn, uuid, DELETE, EV_TERMINATE, row.host)
+    return env.record({**row._mapping, **values}), str(row.host)
+
+
 async def instance_delete(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-    cast_to: str | None = None
-    async with env.db.write() as conn:
-        row = await idb.get_row(conn, uuid, lock=True)
-        if row is None or row.deleted or not visible(ctx, row):
-            raise errors.InstanceNotFound(instance_id=uuid)
-        state, _ = on(Event.DELETE_REQUESTED, state_of(row), uuid)
-        if row.task_state != TaskState.DELETING:  # a repeated delete re-sends the terminate, same action
-            await actions.start_action(conn, ctx, uuid, DELETE, row.project_id)
-        if row.host is None or not env.host_alive(row.host):
-            record = await complete_delete(conn, env, row, EV_LOCAL)
-        else:
-            values = {**state_values(state), "updated_at": utcnow_iso()}
-            await idb.update_row(conn, uuid, values)
-            await actions.start_event(conn, uuid, DELETE, EV_TERMINATE, row.host)
-            record = env.record({**row._mapping, **values})
-            cast_to = row.host
+    record, cast_to = await env.db.write(lambda conn: _request_delete(conn, env, ctx, uuid))
     if cast_to is not None:
         try:
             await ComputeAPI(env.service).terminate_instance(ctx, cast_to, record)
@@ -73,26 +74,30 @@ async def instance_delete(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[
     return record
 
 
+def _delete_locally(conn: Connection, env: FlowEnv, uuid: str) -> dict[str, Any]:
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is None:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    return env.record(row) if row.deleted else complete_delete(conn, env, row, EV_LOCAL)
+
+
 async def delete_locally(env: FlowEnv, uuid: str) -> dict[str, Any]:
-    async with env.db.write() as conn:
-        row = await idb.get_row(conn, uuid, lock=True)
-        if row is None:
-            raise errors.InstanceNotFound(instance_id=uuid)
-        if row.deleted:
-            return env.record(row)
-        return await complete_delete(conn, env, row, EV_LOCAL)
+    return await env.db.write(lambda conn: _delete_locally(conn, env, uuid))
+
+
+def _destroyed(conn: Connection, env: FlowEnv, uuid: str, host: str) -> None:
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is None:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    if row.deleted:
+        return  # a repeated report (the method is retry-safe)
+    if row.host not in (host, None):
+        raise errors.Conflict(reason=f"instance {uuid} is on host {row.host}, not {host}")
+    if row.task_state != TaskState.DELETING:
+        raise errors.InstanceInvalidState(action="instance_destroyed", instance_id=uuid, attr="task_state",
+                                          state=row.task_state)
+    complete_delete(conn, env, row)
 
 
 async def instance_destroyed(env: FlowEnv, ctx: RequestContext, uuid: str, host: str) -> None:
-    async with env.db.write() as conn:
-        row = await idb.get_row(conn, uuid, lock=True)
-        if row is None:
-            raise errors.InstanceNotFound(instance_id=uuid)
-        if row.deleted:
-            return  # a repeated report (the method is retry-safe)
-        if row.host not in (host, None):
-            raise errors.Conflict(reason=f"instance {uuid} is on host {row.host}, not {host}")
-        if row.task_state != TaskState.DELETING:
-            raise errors.InstanceInvalidState(action="instance_destroyed", instance_id=uuid, attr="task_state",
-                                              state=row.task_state)
-        await complete_delete(conn, env, row)
+    await env.db.write(lambda conn: _destroyed(conn, env, uuid, host))

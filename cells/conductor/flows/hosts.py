@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import distinct, false, or_, select
+from sqlalchemy import Connection, false, or_, select
 
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows.boot import set_error
@@ -30,47 +30,61 @@ CONDUCTOR_LOST = "Conductor {owner} stopped while scheduling the instance"
 COMPUTE_PREFIX = "compute."
 
 
-async def host_lost(env: FlowEnv, host: str) -> None:
+def _host_lost(conn: Connection, env: FlowEnv, host: str) -> tuple[int, int]:
     c = instances.c
     failed = deleted = 0
-    async with env.db.write() as conn:
-        rows = await idb.rows_where(conn, c.host == host, c.deleted == false(),
-                                    or_(c.vm_state == VmState.BUILDING, c.task_state == TaskState.DELETING))
-        for row in rows:
-            if row.task_state == TaskState.DELETING:
-                await complete_delete(conn, env, row)
-                deleted += 1
-            else:
-                await set_error(conn, row, actions.make_fault(HOST_LOST.format(host=host)), Event.HOST_LOST)
-                failed += 1
-    if rows:
+    for row in idb.rows_where(conn, c.host == host, c.deleted == false(),
+                              or_(c.vm_state == VmState.BUILDING, c.task_state == TaskState.DELETING)):
+        if row.task_state == TaskState.DELETING:
+            complete_delete(conn, env, row)
+            deleted += 1
+        else:
+            set_error(conn, row, actions.make_fault(HOST_LOST.format(host=host)), Event.HOST_LOST)
+            failed += 1
+    return failed, deleted
+
+
+async def host_lost(env: FlowEnv, host: str) -> None:
+    failed, deleted = await env.db.write(lambda conn: _host_lost(conn, env, host))
+    if failed or deleted:
         LOG.warning("compute host %s lost: %d builds failed, %d deletes completed", host, failed, deleted)
 
 
-async def orphaned_builds(env: FlowEnv, owners: Iterable[str]) -> None:
+def _orphaned(conn: Connection, owners: list[str]) -> int:
     c = instances.c
-    async with env.db.write() as conn:
-        for owner in owners:
-            rows = await idb.rows_where(conn, c.conductor_id == owner, c.deleted == false(),
-                                        c.vm_state == VmState.BUILDING, c.task_state == TaskState.SCHEDULING)
-            for row in rows:
-                await set_error(conn, row, actions.make_fault(CONDUCTOR_LOST.format(owner=owner)))
-            if rows:
-                LOG.warning("%d builds orphaned by conductor %s set to ERROR", len(rows), owner)
+    rows = idb.rows_where(conn, c.conductor_id.in_(owners), c.deleted == false(),
+                          c.vm_state == VmState.BUILDING, c.task_state == TaskState.SCHEDULING)
+    for row in rows:
+        set_error(conn, row, actions.make_fault(CONDUCTOR_LOST.format(owner=row.conductor_id)))
+    return len(rows)
+
+
+async def orphaned_builds(env: FlowEnv, owners: Iterable[str]) -> None:
+    owners = list(owners)
+    if not owners:
+        return
+    count = await env.db.write(lambda conn: _orphaned(conn, owners))
+    if count:
+        LOG.warning("%d builds orphaned by conductor(s) %s set to ERROR", count, owners)
+
+
+def _unfinished(conn: Connection) -> tuple[list[str], list[str]]:
+    """Hosts with builds or deletes in flight, and conductors with builds being scheduled."""
+    c = instances.c
+    hosts = conn.execute(select(c.host).distinct().where(
+        c.host.is_not(None), c.deleted == false(),
+        or_(c.vm_state == VmState.BUILDING, c.task_state == TaskState.DELETING))).scalars().all()
+    owners = conn.execute(select(c.conductor_id).distinct().where(
+        c.conductor_id.is_not(None), c.deleted == false(), c.vm_state == VmState.BUILDING,
+        c.task_state == TaskState.SCHEDULING)).scalars().all()
+    return [str(h) for h in hosts], [str(o) for o in owners]
 
 
 async def sweep(env: FlowEnv, suspects: set[str]) -> set[str]:
     """Safety net behind the directory listener (missed events, conductor restarts):
     a host or conductor with unfinished work that is absent from the directory in two
     consecutive sweeps is handled as lost. Returns the names absent this time."""
-    c = instances.c
-    async with env.db.read() as conn:
-        hosts = (await conn.execute(select(distinct(c.host)).where(
-            c.host.is_not(None), c.deleted == false(),
-            or_(c.vm_state == VmState.BUILDING, c.task_state == TaskState.DELETING)))).scalars().all()
-        owners = (await conn.execute(select(distinct(c.conductor_id)).where(
-            c.conductor_id.is_not(None), c.deleted == false(), c.vm_state == VmState.BUILDING,
-            c.task_state == TaskState.SCHEDULING))).scalars().all()
+    hosts, owners = await env.db.read(_unfinished)
     absent: set[str] = set()
     for host in hosts:
         if not env.host_alive(host):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Connection
+
 from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows.boot import CREATE, EV_BUILD
@@ -37,28 +39,33 @@ def validate_values(values: Any) -> dict[str, Any]:
     return out
 
 
+def _update(conn: Connection, env: FlowEnv, uuid: str, new: dict[str, Any],
+            expected_task_state: list[str | None] | None) -> dict[str, Any]:
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is None or row.deleted:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    if expected_task_state is not None and row.task_state not in expected_task_state:
+        cls = (errors.UnexpectedDeletingTaskState if row.task_state == TaskState.DELETING
+               else errors.UnexpectedTaskState)
+        raise cls(instance_id=uuid, expected=expected_task_state, actual=row.task_state)
+    new["updated_at"] = utcnow_iso()
+    if row.vm_state == VmState.BUILDING and new.get("vm_state") == VmState.ACTIVE:
+        if new.get("launched_at") is None:
+            new["launched_at"] = new["updated_at"]
+        actions.finish_event(conn, uuid, CREATE, EV_BUILD, actions.SUCCESS, host=row.host)
+        actions.finish_action(conn, uuid, CREATE)
+    if new.get("fault") is not None:
+        actions.add_fault(conn, uuid, new["fault"], row.host)
+    if row.vm_state == VmState.BUILDING and new.get("vm_state") == VmState.ERROR:
+        actions.fail_open_events(conn, uuid, CREATE, (new.get("fault") or {}).get("message", "Error"))
+    idb.update_row(conn, uuid, new)
+    return env.record({**row._mapping, **new})
+
+
 async def instance_update(env: FlowEnv, ctx: RequestContext, uuid: str, values: Any,
                           expected_task_state: list[str | None] | None = None) -> dict[str, Any]:
     new = validate_values(values)
-    if expected_task_state is not None and not isinstance(expected_task_state, list):
-        expected_task_state = [expected_task_state]
-    async with env.db.write() as conn:
-        row = await idb.get_row(conn, uuid, lock=True)
-        if row is None or row.deleted:
-            raise errors.InstanceNotFound(instance_id=uuid)
-        if expected_task_state is not None and row.task_state not in expected_task_state:
-            cls = (errors.UnexpectedDeletingTaskState if row.task_state == TaskState.DELETING
-                   else errors.UnexpectedTaskState)
-            raise cls(instance_id=uuid, expected=expected_task_state, actual=row.task_state)
-        new["updated_at"] = utcnow_iso()
-        if row.vm_state == VmState.BUILDING and new.get("vm_state") == VmState.ACTIVE:
-            if new.get("launched_at") is None:
-                new["launched_at"] = new["updated_at"]
-            await actions.finish_event(conn, uuid, CREATE, EV_BUILD, actions.SUCCESS, host=row.host)
-            await actions.finish_action(conn, uuid, CREATE)
-        if new.get("fault") is not None:
-            await actions.add_fault(conn, uuid, new["fault"], row.host)
-        if row.vm_state == VmState.BUILDING and new.get("vm_state") == VmState.ERROR:
-            await actions.fail_open_events(conn, uuid, CREATE, (new.get("fault") or {}).get("message", "Error"))
-        await idb.update_row(conn, uuid, new)
-        return env.record({**row._mapping, **new})
+    expected = expected_task_state
+    if expected is not None and not isinstance(expected, list):
+        expected = [expected]
+    return await env.db.write(lambda conn: _update(conn, env, uuid, new, expected))
