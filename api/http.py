@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from api.errors import MalformedBody
 from api.keys import CONTEXT
+from cells import errors
 from cells.context import RequestContext
 
 MAX_BODY = 1 << 20  # 1 MiB is plenty for any JSON request these APIs take
+_TRUE = {"1", "t", "true", "on", "y", "yes"}
+_FALSE = {"0", "f", "false", "off", "n", "no"}
 
 
 async def json_body(request: web.Request) -> Any:
@@ -32,3 +37,34 @@ def context(request: web.Request) -> RequestContext:
         return request[CONTEXT]
     except KeyError:
         raise RuntimeError(f"{request.path} reached a handler without the token middleware") from None
+
+
+def query_int(query: Any, name: str, default: int | None = None, message: str | None = None) -> int | None:
+    """A non-negative integer query parameter; `default` when absent, 400 when malformed."""
+    if name not in query:
+        return default
+    try:
+        value = int(query[name])
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise errors.Invalid(message or f"{name} param must be a non-negative integer")
+    return value
+
+
+def parse_bool(value: str) -> bool | None:
+    """oslo's bool_from_string: None for anything that is not a recognised boolean."""
+    v = value.strip().lower()
+    return True if v in _TRUE else False if v in _FALSE else None
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
+def id_from_href(ref: str) -> str:
+    """An id, or the last path segment of a link to one ("http://.../images/<id>" -> "<id>")."""
+    return urlsplit(ref).path.rstrip("/").rsplit("/", 1)[-1] if "/" in ref else ref

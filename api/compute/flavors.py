@@ -9,13 +9,11 @@ from sqlalchemy.engine import Row
 
 from api.compute.views import links
 from api.db.schema import flavors
-from api.http import context
+from api.http import context, parse_bool, query_int
 from api.keys import ENGINE, public_url
 from cells import errors
 
 MAX_LIMIT = 1000
-_TRUE = {"1", "t", "true", "on", "y", "yes"}
-_FALSE = {"0", "f", "false", "off", "n", "no"}
 
 
 def flavor_dict(row: Row[Any]) -> dict[str, Any]:
@@ -37,28 +35,6 @@ def _detail(base: str, row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def parse_bool(value: str) -> bool | None:
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    return None
-
-
-def _int_param(query: Any, name: str) -> int | None:
-    if name not in query:
-        return None
-    try:
-        value = int(query[name])
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise errors.Invalid(f"Invalid {name} filter [{query[name]}]" if name.startswith("min")
-                             else f"{name} param must be an integer")
-    return value
-
-
 def _list_query(request: web.Request) -> tuple[Select[Any], int, str | None]:
     q = request.query
     ctx = context(request)
@@ -66,19 +42,21 @@ def _list_query(request: web.Request) -> tuple[Select[Any], int, str | None]:
     # Non-admins only ever see public flavors (no flavor access lists yet);
     # admins may ask for private ones (is_public=false) or all (is_public=none).
     is_public: bool | None = True
-    if ctx.is_admin and "is_public" in q:
-        is_public = None if q["is_public"].strip().lower() == "none" else parse_bool(q["is_public"])
-        if is_public is None and q["is_public"].strip().lower() != "none":
+    if ctx.is_admin and "is_public" in q and q["is_public"].strip().lower() == "none":
+        is_public = None
+    elif ctx.is_admin and "is_public" in q:
+        is_public = parse_bool(q["is_public"])
+        if is_public is None:
             raise errors.Invalid(f"Invalid is_public filter [{q['is_public']}]")
     if is_public is not None:
         query = query.where(flavors.c.is_public.is_(is_public))
-    min_ram, min_disk = _int_param(q, "minRam"), _int_param(q, "minDisk")
+    min_ram = query_int(q, "minRam", message=f"Invalid minRam filter [{q.get('minRam')}]")
+    min_disk = query_int(q, "minDisk", message=f"Invalid minDisk filter [{q.get('minDisk')}]")
     if min_ram is not None:
         query = query.where(flavors.c.ram >= min_ram)
     if min_disk is not None:
         query = query.where(flavors.c.disk >= min_disk)
-    limit = _int_param(q, "limit")
-    limit = MAX_LIMIT if limit is None else min(limit, MAX_LIMIT)
+    limit = min(query_int(q, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
     return query.order_by(flavors.c.id), limit, q.get("marker")
 
 

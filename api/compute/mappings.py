@@ -10,7 +10,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.db.schema import instance_mappings
-from api.image.images import is_uuid
+from api.http import is_uuid
 from api.timeutil import parse, utcnow
 from cells import errors
 from cells.context import RequestContext

@@ -14,7 +14,6 @@ import string
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -22,7 +21,7 @@ from api.compute import mappings
 from api.compute.flavors import flavor_dict, get_flavor
 from api.compute.schemas import SERVER_CREATE
 from api.compute.views import DEFAULT_AZ, server_created
-from api.http import context, json_body
+from api.http import context, id_from_href, is_uuid, json_body
 from api.image import images as image_db
 from api.keys import ENGINE, ROUTER, public_url
 from api.validation import validate
@@ -60,8 +59,8 @@ def _image_id(server: dict[str, Any]) -> str:
     """imageRef is an image id or a link ending in one; without it, a local image BDM at boot index 0."""
     ref = server.get("imageRef") or ""
     if ref:
-        candidate = urlsplit(ref).path.rstrip("/").rsplit("/", 1)[-1] if "/" in ref else ref
-        if not image_db.is_uuid(candidate):
+        candidate = id_from_href(ref)
+        if not is_uuid(candidate):
             raise errors.Invalid("Invalid imageRef provided.")
         return candidate
     for bdm in server.get("block_device_mapping_v2") or []:
@@ -80,11 +79,6 @@ def _check_bdms(server: dict[str, Any]) -> None:
             raise errors.Invalid("Volumes are not supported by this cloud yet.")
 
 
-def _flavor_id(ref: Any) -> str:
-    text = str(ref)
-    return urlsplit(text).path.rstrip("/").rsplit("/", 1)[-1] if "/" in text else text
-
-
 async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any]) -> BuildSpec:
     server: dict[str, Any] = body["server"]
     min_count = _count(server.get("min_count"), 1)
@@ -96,7 +90,7 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
     _check_bdms(server)
     image_id = _image_id(server)
     try:
-        flavor = await get_flavor(request, _flavor_id(server["flavorRef"]))
+        flavor = await get_flavor(request, id_from_href(str(server["flavorRef"])))
     except errors.FlavorNotFound:
         raise errors.Invalid("Invalid flavorRef provided.") from None
     if flavor.disabled:

@@ -15,7 +15,7 @@ from aiohttp import web
 from api.compute import mappings
 from api.compute.server_create import create
 from api.compute.views import record_status, server_brief, server_detail, vm_states_for
-from api.http import context
+from api.http import context, parse_bool, query_int
 from api.keys import ENGINE, ROUTER, public_url
 from api.timeutil import parse
 from cells import errors
@@ -82,22 +82,22 @@ def _sort(query: Any) -> tuple[list[str], list[str]]:
     return list(pairs), list(pairs.values())
 
 
-def _limit(query: Any) -> int:
-    if "limit" not in query:
-        return MAX_LIMIT
-    try:
-        limit = int(query["limit"])
-    except ValueError:
-        limit = -1
-    if limit < 0:
-        raise errors.Invalid("limit param must be an integer")
-    return min(limit, MAX_LIMIT)
+def _all_tenants(query: Any) -> bool:
+    """Nova's is_all_tenants: absent is off, an empty value on, else a strict boolean."""
+    if "all_tenants" not in query:
+        return False
+    if not query["all_tenants"]:
+        return True
+    value = parse_bool(query["all_tenants"])
+    if value is None:
+        raise errors.Invalid(f"Invalid value '{query['all_tenants']}' for all_tenants")
+    return value
 
 
 def _filters(ctx: RequestContext, query: Any) -> tuple[dict[str, Any], list[str] | None]:
     """Conductor filters for a listing, and the statuses to keep (None: any)."""
     filters: dict[str, Any] = {"deleted": False}
-    all_tenants = "all_tenants" in query and query["all_tenants"].lower() not in ("0", "false", "off", "no")
+    all_tenants = _all_tenants(query)
     if all_tenants and not ctx.is_admin:
         raise errors.Forbidden("Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed.")
     if not all_tenants:
@@ -140,7 +140,7 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     ctx, query = context(request), request.query
     filters, statuses = _filters(ctx, query)
     sort_keys, sort_dirs = _sort(query)
-    limit = _limit(query)
+    limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
     marker = None
     if "marker" in query:
         try:

@@ -12,7 +12,7 @@ from sqlalchemy import and_, select
 
 from api.db.schema import images
 from api.errors import error_middleware, image_body
-from api.http import context
+from api.http import context, query_int
 from api.image import images as db
 from api.image.schemas import image_schema, images_schema
 from api.keys import ENGINE, STORE, public_url
@@ -33,20 +33,10 @@ async def versions(request: web.Request) -> web.Response:
     return web.json_response({"versions": values}, status=status)
 
 
-def _int(query: Any, name: str, default: int) -> int:
-    try:
-        value = int(query.get(name, default))
-    except ValueError:
-        raise errors.Invalid(f"{name} param must be an integer") from None
-    if value < 0:
-        raise errors.Invalid(f"{name} param must be positive")
-    return value
-
-
 async def list_images(request: web.Request) -> web.Response:
     ctx, q = context(request), request.query
     pairs = db.parse_sort(q)
-    limit = min(_int(q, "limit", DEFAULT_LIMIT), MAX_LIMIT)
+    limit = min(query_int(q, "limit", DEFAULT_LIMIT) or 0, MAX_LIMIT)
     visibility = q.get("visibility")
     if visibility is not None and visibility not in VISIBILITIES:
         raise errors.Invalid(f"Invalid visibility value: {visibility}")

@@ -1,7 +1,6 @@
 """Image records in the API DB: visibility rules, lookups, list queries, views."""
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
@@ -9,6 +8,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.db.schema import images
+from api.http import is_uuid
 from api.timeutil import iso_seconds
 from cells import errors
 from cells.context import RequestContext
@@ -17,13 +17,6 @@ from cells.context import RequestContext
 CORE = ("id", "name", "status", "visibility", "protected", "os_hidden", "checksum", "os_hash_algo",
         "os_hash_value", "owner", "size", "virtual_size", "min_ram", "min_disk", "disk_format",
         "container_format", "created_at", "updated_at", "tags")
-
-
-def is_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value.lower()
-    except ValueError:
-        return False
 
 
 def visible(ctx: RequestContext) -> Any:

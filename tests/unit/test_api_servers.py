@@ -143,6 +143,8 @@ async def test_project_isolation(cloud: Cloud) -> None:
     everything = (await (await cloud.client.get("/compute/v2.1/servers?all_tenants=1",
                                                 headers=cloud.admin)).json())["servers"]
     assert {s["id"] for s in everything} == {theirs, ours}
+    for query, status in (("all_tenants=", 200), ("all_tenants=false", 200), ("all_tenants=maybe", 400)):
+        assert (await cloud.client.get(f"/compute/v2.1/servers?{query}", headers=cloud.admin)).status == status
 
 
 INVALID_BODIES: list[tuple[Any, str]] = [
