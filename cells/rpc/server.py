@@ -36,7 +36,17 @@ class RpcServer:
 
     async def start(self) -> None:
         sock = make_socket(zmq.ROUTER, self.curve, server=True)
-        sock.bind(self.bind)
+        # a socket closed a moment ago (same process, or a restarted service) may
+        # still hold the port while zmq's I/O thread tears it down: retry briefly
+        for attempt in range(40):
+            try:
+                sock.bind(self.bind)
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or attempt == 39:
+                    sock.close(linger=0)
+                    raise
+                await asyncio.sleep(0.05)
         self._sock = ReaderSocket(sock, self._on_frames)
 
     async def stop(self) -> None:
