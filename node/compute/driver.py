@@ -150,7 +150,9 @@ class LibvirtDriver:
 
     async def _run(self, func: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
         loop = asyncio.get_running_loop()
-        return await asyncio.wait_for(loop.run_in_executor(self._pool, func, *args), timeout or self.call_timeout)
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races the result
+        async with asyncio.timeout(timeout or self.call_timeout):
+            return await loop.run_in_executor(self._pool, func, *args)
 
     @property
     def conn(self) -> libvirt.virConnect:
@@ -173,7 +175,7 @@ class LibvirtDriver:
             self._conn = await self._run(libvirt.open, self.uri)
         except libvirt.libvirtError as exc:
             raise errors.HypervisorUnavailable(uri=self.uri, reason=str(exc)) from exc
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise errors.HypervisorUnavailable(uri=self.uri, reason="connect timed out") from None
         loop = asyncio.get_running_loop()
         try:
@@ -210,7 +212,7 @@ class LibvirtDriver:
                 conn.close()
             try:
                 await self._run(close)
-            except (libvirt.libvirtError, asyncio.TimeoutError) as exc:
+            except (libvirt.libvirtError, TimeoutError) as exc:
                 LOG.warning("closing %s: %s", self.uri, exc)
         self._pool.shutdown(wait=False)
 
@@ -268,7 +270,7 @@ class LibvirtDriver:
         except asyncio.CancelledError:
             raise  # the manager's restart reconciliation removes half-built guests
         except Exception as exc:
-            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
             LOG.warning("spawn of %s failed: %s", uuid, reason)
             await self._cleanup_quietly(uuid)
             raise errors.SpawnFailed(instance_id=uuid, reason=reason) from exc
@@ -333,8 +335,9 @@ async def create_overlay(base: str, base_format: str, overlay: str, timeout: flo
         "qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b", base, overlay,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout):
+            _, err = await proc.communicate()
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise RuntimeError(f"qemu-img create timed out after {timeout}s") from None

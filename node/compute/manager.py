@@ -1,0 +1,324 @@
+"""The compute worker (topic `compute.<host>`): strategy over the libvirt driver.
+
+It never opens a database: every state change goes to the cell conductor over
+RPC. Each instance flow is validate -> lock (per instance) -> check (the
+conductor's expected_task_state) -> act (driver).
+
+Start-up order: `start()` connects the hypervisor (a host that cannot run
+guests fails here, loudly). The conductor may start after us, and
+cells.service.Service only joins the directory after `start()`, so the first
+conductor exchange (resource report, reconciliation) is the first thing
+`background()` does, retrying until the conductor answers. Builds that arrive
+meanwhile wait for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from cells import errors
+from cells.config import ClusterConfig, ServiceSpec
+from cells.context import RequestContext, admin_context
+from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
+from cells.rpcapi import Caller
+from cells.rpcapi.conductor import ConductorAPI
+from node.compute.driver import LibvirtDriver
+from node.imagecache import HttpImageFetcher, ImageCache
+from node.locks import KeyedLocks
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BUILD_TASK_STATES: list[str | None] = [TaskState.SCHEDULING, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING]
+SYNC_INTERVAL = 5.0  # seconds between power-state sweeps (the safety net behind domain events)
+MIN_SYNC_GAP = 1.0  # a burst of domain events costs at most one sweep per this many seconds
+REPORT_INTERVAL = 60.0  # resources are re-reported so a conductor that lost them learns them again
+RETRY_MAX_DELAY = 5.0
+INTERRUPTED = "Build interrupted: compute service restarted"
+# failures that would fail the same way on any host: no point rescheduling
+NOT_RETRYABLE: tuple[type[Exception], ...] = (errors.ImageChecksumMismatch, errors.ImageNotFound, errors.Invalid)
+
+
+def power_sync_values(vm_state: str | None, recorded: int | None, actual: int | None) -> dict[str, Any]:
+    """What the record should say given the hypervisor's view (`actual` None: no domain).
+    Pure: the policy of the power sweep and of reconciliation, tested without I/O."""
+    if vm_state == VmState.ACTIVE and actual in (None, PowerState.SHUTDOWN, PowerState.CRASHED):
+        # the guest went away under us (powered off inside, crashed, host rebooted): it is stopped now
+        return {"vm_state": VmState.STOPPED, "power_state": PowerState.SHUTDOWN if actual is None else actual}
+    observed = PowerState.NOSTATE if actual is None else actual
+    return {} if observed == recorded else {"power_state": observed}
+
+
+def _fault(exc: BaseException) -> dict[str, Any]:
+    message = exc.message if isinstance(exc, errors.CellcloudError) else str(exc) or type(exc).__name__
+    return {"code": 500, "message": message, "details": ""}
+
+
+def _is_deleted(inst: dict[str, Any]) -> bool:
+    return bool(inst.get("deleted")) or inst.get("vm_state") == VmState.DELETED \
+        or inst.get("task_state") == TaskState.DELETING
+
+
+class ComputeManager:
+    def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, *, driver: LibvirtDriver | None = None,
+                 images: ImageCache | None = None) -> None:
+        self.host = spec.host
+        opts = spec.options
+        base = os.path.join(cluster.state_dir, "hosts", spec.host)
+        self.driver = driver or LibvirtDriver(str(opts.get("virt_uri") or "test:///default"),
+                                              str(opts.get("virt_type") or "auto"),
+                                              instances_dir=os.path.join(base, "instances"))
+        self.images = images or ImageCache(
+            os.path.join(base, "images"),
+            HttpImageFetcher(cluster.api.public_url, cluster.secrets.get("service_password", "")))
+        self.sync_interval = float(opts.get("sync_interval", SYNC_INTERVAL))
+        self._conductor: ConductorAPI | None = None
+        self._locks = KeyedLocks()
+        self._building: set[str] = set()  # builds received, from arrival to end (guards reconciliation)
+        self._ready = asyncio.Event()  # set once the start-up reconciliation is done
+        self._wake = asyncio.Event()  # a domain event asks for an early power sweep
+
+    @property
+    def conductor(self) -> ConductorAPI:
+        if self._conductor is None:
+            raise errors.RpcError(reason="compute manager not started")
+        return self._conductor
+
+    # --- service hooks -------------------------------------------------------
+
+    async def start(self, service: Caller) -> None:
+        self._conductor = ConductorAPI(service)
+        await self.driver.connect()
+        await self.images.start()
+        self.driver.on_lifecycle = lambda _uuid: self._wake.set()
+
+    async def background(self) -> None:
+        await self.sync_with_conductor()
+        last_report = time.monotonic()
+        while True:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel racing the event
+                async with asyncio.timeout(self.sync_interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.sync_power_states()
+                if time.monotonic() - last_report > REPORT_INTERVAL:
+                    await self.report_resources()
+                    last_report = time.monotonic()
+            except Exception:  # the sweep is a safety net: it must never take the worker down
+                LOG.exception("power state sweep failed")
+            await asyncio.sleep(MIN_SYNC_GAP)
+
+    async def stop(self) -> None:
+        """Close connections; guests keep running (they outlive the worker)."""
+        self.driver.on_lifecycle = None
+        await self.images.close()
+        await self.driver.close()
+
+    async def sync_with_conductor(self) -> None:
+        """Report resources, then reconcile the host with the records: retried until the conductor answers."""
+        await self._until_answered("resource report", self.report_resources)
+        await self._until_answered("reconciliation", self.reconcile)
+        self._ready.set()
+        LOG.info("compute %s ready", self.host)
+
+    async def report_resources(self) -> None:
+        resources = await self.driver.host_resources()
+        await self.conductor.compute_node_update(admin_context(), self.host, resources)
+
+    # --- RPC surface (cells/rpcapi/compute.py) ---------------------------------
+
+    async def build_and_run_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        uuid = str(instance["uuid"])
+        self._building.add(uuid)
+        try:
+            await self._ready.wait()
+            async with self._locks(uuid):
+                await self._build(_no_deadline(ctx), instance)
+        finally:
+            self._building.discard(uuid)
+
+    async def terminate_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        uuid = str(instance["uuid"])
+        async with self._locks(uuid):
+            await self._terminate(_no_deadline(ctx), uuid)
+
+    # --- flows -----------------------------------------------------------------
+
+    async def _build(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        uuid = str(instance["uuid"])
+        try:  # check: the conductor refuses when a delete (or anything else) raced the build
+            await self.conductor.instance_update(ctx, uuid, {"task_state": TaskState.SPAWNING},
+                                                 expected_task_state=BUILD_TASK_STATES)
+        except (errors.Conflict, errors.NotFound) as exc:
+            LOG.info("build of %s abandoned: %s", uuid, exc)
+            return
+        except errors.CellcloudError as exc:  # conductor unreachable: the record stays building
+            LOG.error("build of %s: cannot reach the conductor: %s", uuid, exc)
+            return
+        try:
+            image: dict[str, Any] = instance.get("image") or {}
+            image_path = await self.images.fetch(image) if image.get("id") else None
+            await self.driver.spawn(instance, image_path)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._build_failed(ctx, uuid, exc)
+            return
+        try:
+            await self.conductor.instance_update(
+                ctx, uuid, {"vm_state": VmState.ACTIVE, "task_state": None, "power_state": PowerState.RUNNING,
+                            "launched_at": utcnow_iso()}, expected_task_state=[TaskState.SPAWNING])
+        except errors.Conflict as exc:  # deleted while spawning: the terminate request (queued on our lock) cleans up
+            LOG.info("instance %s changed while spawning: %s", uuid, exc)
+        except errors.NotFound:
+            LOG.info("instance %s vanished while spawning: removing its guest", uuid)
+            await self._cleanup(uuid)
+        except errors.CellcloudError as exc:
+            await self._build_failed(ctx, uuid, exc)
+        else:
+            LOG.info("instance %s active on %s", uuid, self.host)
+
+    async def _build_failed(self, ctx: RequestContext, uuid: str, exc: Exception) -> None:
+        retryable = not isinstance(exc, NOT_RETRYABLE)
+        LOG.warning("build of %s failed (%s): %s", uuid, "will reschedule" if retryable else "final", exc)
+        await self._cleanup(uuid)
+        try:
+            await self.conductor.build_failed(ctx, uuid, self.host, fault=_fault(exc), retryable=retryable)
+        except errors.CellcloudError as rpc_exc:
+            LOG.error("could not report the failed build of %s: %s", uuid, rpc_exc)
+
+    async def _terminate(self, ctx: RequestContext, uuid: str) -> None:
+        try:
+            await self.driver.destroy(uuid)
+            await self.driver.remove_files(uuid)
+        except Exception as exc:
+            LOG.error("could not destroy %s: %s", uuid, exc)
+            try:
+                await self.conductor.instance_update(ctx, uuid, {"vm_state": VmState.ERROR, "task_state": None})
+            except errors.CellcloudError as rpc_exc:
+                LOG.error("could not record the failed delete of %s: %s", uuid, rpc_exc)
+            return
+        await self._retrying(lambda: self.conductor.instance_destroyed(ctx, uuid, self.host),
+                             f"instance_destroyed({uuid})")
+
+    async def _cleanup(self, uuid: str) -> None:
+        try:
+            await self.driver.destroy(uuid)
+            await self.driver.remove_files(uuid)
+        except Exception as exc:  # the failure being reported matters more; the sweep retries orphans
+            LOG.error("cleanup of %s failed: %s", uuid, exc)
+
+    # --- reconciliation and power sync -------------------------------------------
+
+    async def reconcile(self) -> None:
+        """After a restart: finish what the previous process left half done."""
+        ctx = admin_context()
+        instances = await self.conductor.instances_on_host(ctx, self.host)
+        domains = set(await self.driver.list_instance_uuids())
+        for inst in instances:
+            uuid = str(inst["uuid"])
+            if uuid in self._building:  # a build request already arrived for it: it is live, not interrupted
+                continue
+            try:
+                async with self._locks(uuid):
+                    await self._reconcile_one(ctx, inst, uuid in domains)
+            except errors.RpcError:
+                raise  # the conductor went away: start over once it answers
+            except Exception:
+                LOG.exception("reconciling %s failed", uuid)
+        for uuid in domains - {str(i["uuid"]) for i in instances}:
+            await self._reap_orphan(ctx, uuid)
+
+    async def _reconcile_one(self, ctx: RequestContext, inst: dict[str, Any], has_domain: bool) -> None:
+        uuid = str(inst["uuid"])
+        if _is_deleted(inst):
+            LOG.info("reconcile: %s was deleted: removing its guest", uuid)
+            await self._terminate(ctx, uuid)
+        elif inst.get("vm_state") == VmState.BUILDING:
+            LOG.warning("reconcile: build of %s was interrupted", uuid)
+            await self._cleanup(uuid)
+            await self.conductor.build_failed(ctx, uuid, self.host,
+                                              fault={"code": 500, "message": INTERRUPTED, "details": ""},
+                                              retryable=False)
+        elif inst.get("vm_state") == VmState.ACTIVE and not has_domain:
+            LOG.warning("reconcile: guest of active instance %s is gone: marking it stopped", uuid)
+            await self.conductor.instance_update(ctx, uuid, power_sync_values(VmState.ACTIVE, None, None))
+
+    async def _reap_orphan(self, ctx: RequestContext, uuid: str) -> None:
+        """A domain of ours that no record on this host claims: destroy it once the
+        conductor confirms (a build may have finished since the listing)."""
+        if uuid in self._building or self._locks.busy(uuid):
+            return
+        async with self._locks(uuid):
+            try:
+                inst = await self.conductor.instance_get(ctx, uuid)
+            except errors.InstanceNotFound:
+                inst = None
+            if inst is not None and inst.get("host") == self.host and not _is_deleted(inst):
+                return
+            LOG.warning("destroying orphan domain of instance %s", uuid)
+            await self._cleanup(uuid)
+            if inst is not None and _is_deleted(inst) and inst.get("host") == self.host:
+                await self.conductor.instance_destroyed(ctx, uuid, self.host)
+
+    async def sync_power_states(self) -> None:
+        """Compare every guest with its record and report differences (safety net behind events)."""
+        ctx = admin_context()
+        instances = await self.conductor.instances_on_host(ctx, self.host)
+        actual = await self.driver.power_states()
+        for inst in instances:
+            uuid = str(inst["uuid"])
+            # an instance in a flow belongs to that flow; building/deleted ones are the reconciler's
+            if uuid in self._building or self._locks.busy(uuid) or inst.get("task_state") is not None \
+                    or inst.get("vm_state") in (VmState.BUILDING, VmState.DELETED) or _is_deleted(inst):
+                continue
+            values = power_sync_values(inst.get("vm_state"), inst.get("power_state"), actual.get(uuid))
+            if not values:
+                continue
+            LOG.info("power sync: %s %s", uuid, values)
+            try:
+                await self.conductor.instance_update(ctx, uuid, values, expected_task_state=[None])
+            except (errors.Conflict, errors.NotFound) as exc:  # an operation started meanwhile: it wins
+                LOG.debug("power sync of %s skipped: %s", uuid, exc)
+        for uuid in set(actual) - {str(i["uuid"]) for i in instances}:
+            await self._reap_orphan(ctx, uuid)
+
+    # --- helpers -------------------------------------------------------------------
+
+    async def _until_answered(self, what: str, func: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.1
+        while True:
+            try:
+                return await func()
+            except errors.CellcloudError as exc:
+                LOG.info("%s: conductor not answering yet (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+    async def _retrying(self, func: Callable[[], Awaitable[None]], what: str, attempts: int = 3) -> None:
+        """For retry-safe conductor calls whose loss would leave a record wrong."""
+        for attempt in range(attempts):
+            try:
+                await func()
+                return
+            except errors.RpcError as exc:
+                LOG.warning("%s failed (attempt %d): %s", what, attempt + 1, exc)
+                await asyncio.sleep(0.2 * 2 ** attempt)
+            except errors.CellcloudError as exc:  # answered, but refused: retrying will not change that
+                LOG.info("%s: %s", what, exc)
+                return
+        LOG.error("%s: giving up after %d attempts", what, attempts)
+
+
+def _no_deadline(ctx: RequestContext) -> RequestContext:
+    """The cast's deadline bounded its delivery; the build itself (image download,
+    QEMU start) may take longer. Keep the request id for tracing."""
+    return dataclasses.replace(ctx, deadline=None)

@@ -1,0 +1,302 @@
+"""The compute worker against the real libvirt test hypervisor and a fake
+(in-memory) conductor."""
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid as uuidlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from cells.context import RequestContext
+from cells.objects.instance import PowerState, TaskState, VmState
+from node.compute.manager import INTERRUPTED, ComputeManager, power_sync_values
+from node.imagecache import ImageCache
+from node.locks import KeyedLocks
+from tests.compute_fakes import FakeConductor, FakeFetcher, cluster_config, image_record
+
+IMAGE = b"tiny disk image bits"
+CTX = RequestContext(project="p", user="u")
+
+
+@pytest.fixture
+def conductor() -> FakeConductor:
+    return FakeConductor()
+
+
+@pytest.fixture
+def fetcher() -> FakeFetcher:
+    return FakeFetcher({"img-1": IMAGE})
+
+
+def make_manager(tmp_path: Path, fetcher: FakeFetcher) -> ComputeManager:
+    cluster = cluster_config(str(tmp_path))
+    spec = cluster.service("cell1/compute/node1")
+    images = ImageCache(str(tmp_path / "hosts" / "node1" / "images"), fetcher)
+    return ComputeManager(cluster, spec, images=images)
+
+
+@pytest.fixture
+async def manager(tmp_path: Path, conductor: FakeConductor, fetcher: FakeFetcher) -> AsyncIterator[ComputeManager]:
+    m = make_manager(tmp_path, fetcher)
+    await m.start(conductor)
+    await m.sync_with_conductor()
+    yield m
+    for uuid in await m.driver.list_instance_uuids():  # test:///default is shared by the whole process
+        await m.driver.destroy(uuid)
+    await m.stop()
+
+
+def new_uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+def domain_names() -> list[str]:
+    conn = libvirt.open("test:///default")
+    try:
+        return [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
+
+
+def instance_dir(tmp_path: Path, uuid: str) -> Path:
+    return tmp_path / "hosts" / "node1" / "instances" / uuid
+
+
+async def test_start_reports_resources(manager: ComputeManager, conductor: FakeConductor) -> None:
+    assert set(conductor.nodes["node1"]) == {"vcpus", "memory_mb", "local_gb"}
+
+
+async def test_build_with_image_goes_active(manager: ComputeManager, conductor: FakeConductor,
+                                            fetcher: FakeFetcher, tmp_path: Path) -> None:
+    rec = conductor.add(new_uuid(), image=image_record("img-1", IMAGE))
+    await manager.build_and_run_instance(CTX, dict(rec))
+    rec = conductor.instances[rec["uuid"]]
+    assert (rec["vm_state"], rec["task_state"], rec["power_state"]) == (VmState.ACTIVE, None, PowerState.RUNNING)
+    assert rec["launched_at"] and rec["launched_at"].endswith("Z")
+    assert await manager.driver.power_state(rec["uuid"]) == PowerState.RUNNING
+    assert fetcher.downloads == 1
+    updates = [c for c in conductor.calls if c[0] == "instance_update"]
+    assert updates[0][1]["values"] == {"task_state": TaskState.SPAWNING}
+    assert updates[0][1]["expected"] == [TaskState.SCHEDULING, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING]
+    assert updates[1][1]["expected"] == [TaskState.SPAWNING]
+    # a second instance of the same image comes from the cache
+    other = conductor.add(new_uuid(), image=image_record("img-1", IMAGE))
+    await manager.build_and_run_instance(CTX, dict(other))
+    assert conductor.instances[other["uuid"]]["vm_state"] == VmState.ACTIVE and fetcher.downloads == 1
+
+
+async def test_build_without_image(manager: ComputeManager, conductor: FakeConductor) -> None:
+    rec = conductor.add(new_uuid(), image={}, task_state=TaskState.NETWORKING)
+    await manager.build_and_run_instance(CTX, dict(rec))
+    assert conductor.instances[rec["uuid"]]["vm_state"] == VmState.ACTIVE
+
+
+async def test_checksum_mismatch_fails_for_good(manager: ComputeManager, conductor: FakeConductor,
+                                                tmp_path: Path) -> None:
+    rec = conductor.add(new_uuid(), image=image_record("img-1", b"other bits"))
+    await manager.build_and_run_instance(CTX, dict(rec))
+    name, args = conductor.calls[-1]
+    assert name == "build_failed" and args["retryable"] is False and args["host"] == "node1"
+    assert "img-1" in args["fault"]["message"] and args["fault"]["code"] == 500
+    assert f"cc-{rec['uuid']}" not in domain_names()
+    assert not instance_dir(tmp_path, rec["uuid"]).exists()
+
+
+async def test_driver_failure_is_retryable_and_cleans_up(manager: ComputeManager, conductor: FakeConductor,
+                                                         tmp_path: Path) -> None:
+    rec = conductor.add(new_uuid(), flavor={"vcpus": 1, "ram": 0})  # the hypervisor refuses it
+    await manager.build_and_run_instance(CTX, dict(rec))
+    name, args = conductor.calls[-1]
+    assert name == "build_failed" and args["retryable"] is True
+    assert rec["uuid"] in args["fault"]["message"]
+    assert f"cc-{rec['uuid']}" not in domain_names()
+    assert not instance_dir(tmp_path, rec["uuid"]).exists()
+
+
+async def test_build_stops_when_delete_raced(manager: ComputeManager, conductor: FakeConductor,
+                                             fetcher: FakeFetcher) -> None:
+    rec = conductor.add(new_uuid(), image=image_record("img-1", IMAGE), task_state=TaskState.DELETING)
+    await manager.build_and_run_instance(CTX, dict(rec))
+    assert "build_failed" not in conductor.methods()
+    assert f"cc-{rec['uuid']}" not in domain_names()
+    assert fetcher.downloads == 0
+
+
+async def test_build_of_vanished_instance_does_nothing(manager: ComputeManager, conductor: FakeConductor) -> None:
+    uuid = new_uuid()
+    await manager.build_and_run_instance(CTX, {"uuid": uuid, "flavor": {"vcpus": 1, "ram": 64}})
+    assert f"cc-{uuid}" not in domain_names()
+
+
+async def test_terminate(manager: ComputeManager, conductor: FakeConductor, tmp_path: Path) -> None:
+    rec = conductor.add(new_uuid(), image=image_record("img-1", IMAGE))
+    await manager.build_and_run_instance(CTX, dict(rec))
+    assert instance_dir(tmp_path, rec["uuid"]).exists()
+    conductor.instances[rec["uuid"]]["task_state"] = TaskState.DELETING
+    await manager.terminate_instance(CTX, dict(rec))
+    assert conductor.calls[-1] == ("instance_destroyed", {"uuid": rec["uuid"], "host": "node1"})
+    assert f"cc-{rec['uuid']}" not in domain_names()
+    assert not instance_dir(tmp_path, rec["uuid"]).exists()
+    await manager.terminate_instance(CTX, dict(rec))  # idempotent: a redelivery is harmless
+    assert conductor.methods().count("instance_destroyed") == 2
+
+
+async def test_delete_during_build_waits_and_wins(manager: ComputeManager, conductor: FakeConductor) -> None:
+    rec = conductor.add(new_uuid(), image=image_record("img-1", IMAGE))
+    build = asyncio.ensure_future(manager.build_and_run_instance(CTX, dict(rec)))
+    await asyncio.sleep(0)  # the build holds the instance lock now
+    conductor.instances[rec["uuid"]]["task_state"] = TaskState.DELETING  # the API's delete
+    await asyncio.gather(build, manager.terminate_instance(CTX, dict(rec)))
+    assert rec["uuid"] not in conductor.instances
+    assert f"cc-{rec['uuid']}" not in domain_names()
+
+
+async def test_builds_wait_for_the_conductor(tmp_path: Path, conductor: FakeConductor, fetcher: FakeFetcher) -> None:
+    conductor.available = False  # it starts after us
+    m = make_manager(tmp_path, fetcher)
+    await m.start(conductor)
+    rec = conductor.add(new_uuid())
+    bg = asyncio.ensure_future(m.background())
+    build = asyncio.ensure_future(m.build_and_run_instance(CTX, dict(rec)))
+    try:
+        await asyncio.sleep(0.3)
+        assert not build.done() and "node1" not in conductor.nodes
+        conductor.available = True
+        await asyncio.wait_for(build, 5)
+        assert "node1" in conductor.nodes
+        assert conductor.instances[rec["uuid"]]["vm_state"] == VmState.ACTIVE  # not mistaken for interrupted
+    finally:
+        bg.cancel()
+        await asyncio.gather(bg, return_exceptions=True)
+        await m.driver.destroy(rec["uuid"])
+        await m.stop()
+
+
+async def test_restart_reconciles(tmp_path: Path, conductor: FakeConductor, fetcher: FakeFetcher) -> None:
+    # test:///default forgets its domains when its last connection closes: this one plays the host
+    # that keeps guests running while the worker restarts
+    keeper = await asyncio.to_thread(libvirt.open, "test:///default")
+    first = make_manager(tmp_path, fetcher)
+    await first.start(conductor)
+    await first.sync_with_conductor()
+    ids = {k: new_uuid() for k in ("deleting", "building", "active_gone", "active_ok", "orphan", "stale_record")}
+    for key in ("deleting", "building", "active_ok", "orphan"):
+        conductor.add(ids[key])
+        await first.build_and_run_instance(CTX, dict(conductor.instances[ids[key]]))
+    await first.stop()  # guests outlive the worker
+    # what happened while it was down
+    conductor.instances[ids["deleting"]].update(task_state=TaskState.DELETING)
+    conductor.instances[ids["building"]].update(vm_state=VmState.BUILDING, task_state=TaskState.SPAWNING)
+    conductor.add(ids["active_gone"], vm_state=VmState.ACTIVE, task_state=None, power_state=PowerState.RUNNING)
+    del conductor.instances[ids["orphan"]]
+    conductor.add(ids["stale_record"], host="node2", vm_state=VmState.ACTIVE, task_state=None)
+    conductor.calls.clear()
+
+    second = make_manager(tmp_path, fetcher)
+    await second.start(conductor)
+    try:
+        await second.sync_with_conductor()
+        names = domain_names()
+        assert ("instance_destroyed", {"uuid": ids["deleting"], "host": "node1"}) in conductor.calls
+        assert f"cc-{ids['deleting']}" not in names
+        failed = [a for n, a in conductor.calls if n == "build_failed"]
+        assert failed == [{"uuid": ids["building"], "host": "node1", "retryable": False,
+                           "fault": {"code": 500, "message": INTERRUPTED, "details": ""}}]
+        assert f"cc-{ids['building']}" not in names
+        gone = conductor.instances[ids["active_gone"]]
+        assert (gone["vm_state"], gone["power_state"]) == (VmState.STOPPED, PowerState.SHUTDOWN)
+        assert f"cc-{ids['orphan']}" not in names and not instance_dir(tmp_path, ids["orphan"]).exists()
+        assert f"cc-{ids['active_ok']}" in names
+        assert conductor.instances[ids["active_ok"]]["vm_state"] == VmState.ACTIVE
+    finally:
+        for uuid in await second.driver.list_instance_uuids():
+            await second.driver.destroy(uuid)
+        await second.stop()
+        await asyncio.to_thread(keeper.close)
+
+
+async def test_power_sweep_reports_differences(manager: ComputeManager, conductor: FakeConductor) -> None:
+    paused, gone, busy = (conductor.add(new_uuid()) for _ in range(3))
+    for rec in (paused, gone, busy):
+        await manager.build_and_run_instance(CTX, dict(rec))
+    conn = manager.driver.conn
+    await asyncio.to_thread(lambda: conn.lookupByUUIDString(paused["uuid"]).suspend())
+    await asyncio.to_thread(lambda: conn.lookupByUUIDString(gone["uuid"]).destroy())
+    await asyncio.to_thread(lambda: conn.lookupByUUIDString(busy["uuid"]).destroy())
+    conductor.instances[busy["uuid"]]["task_state"] = "rebooting"  # an operation in flight owns it
+    await manager.sync_power_states()
+    assert conductor.instances[paused["uuid"]]["power_state"] == PowerState.PAUSED
+    assert conductor.instances[paused["uuid"]]["vm_state"] == VmState.ACTIVE
+    assert (conductor.instances[gone["uuid"]]["vm_state"],
+            conductor.instances[gone["uuid"]]["power_state"]) == (VmState.STOPPED, PowerState.SHUTDOWN)
+    assert conductor.instances[busy["uuid"]]["vm_state"] == VmState.ACTIVE
+    calls = len(conductor.calls)
+    await manager.sync_power_states()  # nothing changed: nothing reported
+    assert len(conductor.calls) == calls
+
+
+async def test_domain_event_triggers_an_early_sweep(tmp_path: Path, conductor: FakeConductor,
+                                                    fetcher: FakeFetcher) -> None:
+    m = make_manager(tmp_path, fetcher)
+    m.sync_interval = 60.0  # only an event can make it sweep within this test
+    await m.start(conductor)
+    rec = conductor.add(new_uuid())
+    bg = asyncio.ensure_future(m.background())
+    try:
+        await m.build_and_run_instance(CTX, dict(rec))
+        await asyncio.sleep(1.2)  # let the sweep caused by our own start pass
+        await asyncio.to_thread(lambda: m.driver.conn.lookupByUUIDString(rec["uuid"]).destroy())
+        for _ in range(50):
+            if conductor.instances[rec["uuid"]]["vm_state"] == VmState.STOPPED:
+                break
+            await asyncio.sleep(0.1)
+        assert conductor.instances[rec["uuid"]]["vm_state"] == VmState.STOPPED
+    finally:
+        bg.cancel()
+        await asyncio.gather(bg, return_exceptions=True)
+        await m.driver.destroy(rec["uuid"])
+        await m.stop()
+
+
+@pytest.mark.parametrize("vm_state, recorded, actual, expected", [
+    (VmState.ACTIVE, PowerState.RUNNING, PowerState.RUNNING, {}),
+    (VmState.ACTIVE, PowerState.RUNNING, PowerState.PAUSED, {"power_state": PowerState.PAUSED}),
+    (VmState.ACTIVE, PowerState.RUNNING, None, {"vm_state": VmState.STOPPED, "power_state": PowerState.SHUTDOWN}),
+    (VmState.ACTIVE, PowerState.RUNNING, PowerState.CRASHED,
+     {"vm_state": VmState.STOPPED, "power_state": PowerState.CRASHED}),
+    (VmState.STOPPED, PowerState.SHUTDOWN, PowerState.SHUTDOWN, {}),
+    (VmState.STOPPED, PowerState.SHUTDOWN, None, {"power_state": PowerState.NOSTATE}),
+    (VmState.ERROR, PowerState.NOSTATE, None, {}),
+    (VmState.STOPPED, PowerState.SHUTDOWN, PowerState.RUNNING, {"power_state": PowerState.RUNNING}),
+])
+def test_power_sync_policy(vm_state: str, recorded: int, actual: int | None, expected: dict[str, Any]) -> None:
+    assert power_sync_values(vm_state, recorded, actual) == expected
+
+
+async def test_keyed_locks_exclude_and_forget() -> None:
+    locks = KeyedLocks()
+    order: list[str] = []
+
+    async def job(key: str, name: str) -> None:
+        async with locks(key):
+            order.append(f"{name}+")
+            await asyncio.sleep(0.01)
+            order.append(f"{name}-")
+
+    await asyncio.gather(job("a", "1"), job("a", "2"), job("b", "3"))
+    assert order.index("1-") < order.index("2+")  # same key: one at a time
+    assert order.index("3+") < order.index("1-")  # other key: concurrently
+    assert len(locks) == 0 and not locks.busy("a")
+
+
+def test_default_paths_follow_the_cluster_layout(tmp_path: Path) -> None:
+    cluster = cluster_config(str(tmp_path))
+    m = ComputeManager(cluster, cluster.service("cell1/compute/node1"))
+    assert m.driver.instances_dir == os.path.join(str(tmp_path), "hosts", "node1", "instances")
+    assert m.images.cache_dir == os.path.join(str(tmp_path), "hosts", "node1", "images")
+    assert m.driver.uri == "test:///default" and m.driver.virt_type == "test"
