@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import uuid as uuidlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, Protocol
 
@@ -34,7 +34,7 @@ PARTIAL = ".part"
 class ImageFetcher(Protocol):
     """Where image bits come from: an async stream of byte chunks."""
 
-    def stream(self, image_id: str) -> AsyncIterator[bytes]: ...
+    def stream(self, image_id: str) -> AsyncGenerator[bytes, None]: ...
 
     async def close(self) -> None: ...
 
@@ -200,12 +200,12 @@ class HttpImageFetcher:
                 token = resp.headers.get("X-Subject-Token")
                 if resp.status not in (200, 201) or not token:
                     raise errors.ImageDownloadFailed(image_id="-", reason=f"service login failed: HTTP {resp.status}")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise errors.ImageDownloadFailed(image_id="-", reason=f"service login failed: {exc!r}") from exc
         self.auth_count += 1
         return token
 
-    async def stream(self, image_id: str) -> AsyncIterator[bytes]:
+    async def stream(self, image_id: str) -> AsyncGenerator[bytes, None]:
         url = f"{self.api_url}/image/v2/images/{image_id}/file"
         stale: str | None = None
         for attempt in range(2):
@@ -222,6 +222,6 @@ class HttpImageFetcher:
                     async for chunk in resp.content.iter_chunked(CHUNK):
                         yield chunk
                     return
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise errors.ImageDownloadFailed(image_id=image_id, reason=repr(exc)) from exc
         raise errors.ImageDownloadFailed(image_id=image_id, reason="the image store refused the service token")

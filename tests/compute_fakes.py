@@ -3,7 +3,7 @@ a `Caller` or served as a real RPC handler) and an in-memory image fetcher."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from cells import errors
@@ -93,7 +93,7 @@ class FakeFetcher:
         self.images = images or {}
         self.downloads = 0
 
-    async def stream(self, image_id: str) -> AsyncIterator[bytes]:
+    async def stream(self, image_id: str) -> AsyncGenerator[bytes, None]:
         if image_id not in self.images:
             raise errors.ImageNotFound(image_id=image_id)
         self.downloads += 1

@@ -52,7 +52,7 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 def _positive_int(value: Any, what: str) -> int:
     # bool is an int subclass; a flavor with ram=True is a bug upstream, not 1 MiB
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
+        raise TypeError(f"{what} must be an integer, got {value!r}")
     return value
 
 

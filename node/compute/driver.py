@@ -18,11 +18,12 @@ import os
 import pwd
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-import libvirt
+import libvirt  # type: ignore[import-untyped]
 
 from cells import errors
 from cells.objects.instance import PowerState
@@ -129,7 +130,7 @@ def prepare_embed_root(uri: str, root: str) -> None:
 
 
 def _is_no_domain(exc: libvirt.libvirtError) -> bool:
-    return exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+    return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
 
 
 class LibvirtDriver:
@@ -321,11 +322,11 @@ class LibvirtDriver:
     async def _cleanup_quietly(self, uuid: str) -> None:
         try:
             await self.destroy(uuid)
-        except Exception as exc:  # keep the original failure: it is the one worth reporting
+        except Exception as exc:  # noqa: BLE001 - keep the original failure: it is the one worth reporting
             LOG.warning("cleanup of domain %s failed: %s", uuid, exc)
         try:
             await self.remove_files(uuid)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - same: cleanup must not mask the failure
             LOG.warning("cleanup of files of %s failed: %s", uuid, exc)
 
 

@@ -169,7 +169,7 @@ class ComputeManager:
             await self.driver.spawn(instance, image_path)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the build must end in a report
             await self._build_failed(ctx, uuid, exc)
             return
         try:
@@ -199,7 +199,7 @@ class ComputeManager:
         try:
             await self.driver.destroy(uuid)
             await self.driver.remove_files(uuid)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the record in ERROR, not deleting forever
             LOG.error("could not destroy %s: %s", uuid, exc)
             try:
                 await self.conductor.instance_update(ctx, uuid, {"vm_state": VmState.ERROR, "task_state": None})
@@ -213,7 +213,7 @@ class ComputeManager:
         try:
             await self.driver.destroy(uuid)
             await self.driver.remove_files(uuid)
-        except Exception as exc:  # the failure being reported matters more; the sweep retries orphans
+        except Exception as exc:  # noqa: BLE001 - the failure being reported matters more; the sweep retries
             LOG.error("cleanup of %s failed: %s", uuid, exc)
 
     # --- reconciliation and power sync -------------------------------------------

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import libvirt
+import libvirt  # type: ignore[import-untyped]
 import pytest
 
 from cells.context import RequestContext

@@ -110,7 +110,7 @@ def test_image_properties_choose_arch_and_machine() -> None:
     ({}, "xen"),
 ])
 def test_rejects_bad_input(over: dict[str, Any], virt_type: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises((ValueError, TypeError)):
         build_domain_xml(instance(**over), virt_type, DomainPaths(console_log="/c.log", disk="/d"))
 
 
