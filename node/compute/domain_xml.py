@@ -71,7 +71,8 @@ def build_domain_xml(instance: dict[str, Any], virt_type: str, paths: DomainPath
     dom = ET.Element("domain", type=virt_type)
     _sub(dom, "name", domain_name(uuid))
     _sub(dom, "uuid", uuid)
-    _sub(dom, "title", str(instance.get("name") or uuid))
+    # libvirt refuses a multi-line title; names are user input
+    _sub(dom, "title", " ".join(str(instance.get("name") or uuid).split()) or uuid)
     _metadata(dom, instance, flavor, image, created_at)
     _sub(dom, "memory", str(ram_mib), unit="MiB")
     _sub(dom, "vcpu", str(vcpus))

@@ -277,7 +277,8 @@ class LibvirtDriver:
             raise errors.SpawnFailed(instance_id=uuid, reason=reason) from exc
 
     def _define_and_start(self, xml: str) -> None:
-        dom = self.conn.defineXML(xml)
+        # validate against libvirt's schema even on test:///, which would accept XML real QEMU refuses
+        dom = self.conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         dom.create()
 
     async def _disk_paths(self, instance: dict[str, Any], inst_dir: str, image_path: str | None) -> DomainPaths:

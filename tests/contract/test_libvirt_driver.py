@@ -221,3 +221,21 @@ async def test_real_qemu_guest_spawns_on_an_overlay(tmp_path: Path) -> None:
         for uuid in await d.list_instance_uuids():
             await d.destroy(uuid)
         await d.close()
+
+
+@pytest.mark.parametrize("virt_type", ["test", "qemu", "kvm"])
+def test_domain_xml_passes_libvirts_schema(virt_type: str) -> None:
+    # the test hypervisor accepts nearly anything; libvirt's RNG schema is what real QEMU domains must pass
+    from node.compute.domain_xml import DomainPaths, build_domain_xml
+    paths = [DomainPaths(console_log="/i/console.log", disk="/i/disk", disk_format="qcow2"),
+             DomainPaths(console_log="/i/console.log", kernel="/k/vmlinuz", initrd="/k/initrd", cmdline="quiet")]
+    inst = instance(name="two\nlines", created_at="2026-11-21T12:00:00.000000Z",
+                    image={"id": "i", "properties": {"hw_disk_bus": "sata", "hw_machine_type": "pc"}})
+    conn = libvirt.open("test:///default")
+    try:
+        for p in paths:
+            dom = conn.defineXMLFlags(build_domain_xml(inst, virt_type, p), libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            assert dom.name() == f"cc-{inst['uuid']}"
+            dom.undefine()
+    finally:
+        conn.close()

@@ -117,3 +117,8 @@ def test_rejects_bad_input(over: dict[str, Any], virt_type: str) -> None:
 def test_uuid_from_name_ignores_foreign_domains() -> None:
     assert uuid_from_name(f"cc-{UUID}") == UUID
     assert uuid_from_name("test") is None
+
+
+def test_title_is_one_line() -> None:
+    root = parse(build_domain_xml(instance(name="a\nb\tc  "), "qemu", DomainPaths(console_log="/c.log")))
+    assert root.findtext("title") == "a b c"
