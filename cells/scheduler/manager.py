@@ -27,6 +27,7 @@ from cells.service import Service
 
 LOG = logging.getLogger(__name__)
 NOT_ENOUGH_HOSTS = "There are not enough hosts available."
+NEW_HOST_WAIT = 5.0  # seconds a request that fits nowhere waits for hosts coming (back) up
 
 
 async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any], instance_uuids: list[str],
@@ -113,5 +114,25 @@ class SchedulerManager:
     async def select_destinations(self, ctx: RequestContext, request_spec: dict[str, Any],
                                   instance_uuids: list[str], exclude_hosts: list[str],
                                   alternates: int = 2) -> list[dict[str, Any]]:
-        return await select_for(self.db, self.host_alive, request_spec, list(instance_uuids),
-                                list(exclude_hosts or ()), alternates, self._placing)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + NEW_HOST_WAIT
+        while True:
+            try:
+                return await select_for(self.db, self.host_alive, request_spec, list(instance_uuids),
+                                        list(exclude_hosts or ()), alternates, self._placing)
+            except errors.NoValidHost:
+                # a compute that is (re)starting is briefly absent from the directory, or live
+                # before its first resource report lands: give it a moment rather than failing
+                # a boot made right after start-up or during a worker restart
+                if loop.time() >= give_up or not await self._hosts_in_flux(exclude_hosts):
+                    raise
+                await asyncio.sleep(0.1)
+
+    async def _hosts_in_flux(self, exclude: list[str]) -> set[str]:
+        """Known hosts not live now, and live hosts not reported yet."""
+        if self._service is None:
+            return set()
+        live = {t[len("compute."):] for m in self._service.view.by_id.values() for t in m.topics
+                if t.startswith("compute.")}
+        known = {h.host for h in await claims.load_hosts(self.db)}
+        return (live ^ known) - set(exclude or ())
