@@ -385,6 +385,19 @@ async def test_delete_on_a_dead_host_is_local(hanging_cell: Cell) -> None:
     assert gone["deleted"] and gone["vm_state"] == VmState.DELETED
 
 
+single_cell = pytest.fixture(cell_fixture({"node1": "ok"}))
+
+
+async def test_boot_during_a_compute_restart_waits_for_it(single_cell: Cell) -> None:
+    await single_cell.stop("compute/node1")
+    await until(lambda: not single_cell.services["scheduler"].view.members("compute.node1"))
+    rec = await single_cell.boot()
+    await asyncio.sleep(2 * BEAT)
+    single_cell.run("compute/node1")  # the supervisor brings the worker back
+    active = await single_cell.wait_state(rec["uuid"], VmState.ACTIVE)
+    assert active["host"] == "node1"
+
+
 async def test_conductor_restart_fails_builds_it_owned(tmp_path: Path) -> None:
     c = Cell(tmp_path, {"node1": "ok"})
     await ensure_schema(c.db)
