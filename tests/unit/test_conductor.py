@@ -377,6 +377,16 @@ async def test_delete_while_building_on_a_live_host(hanging_cell: Cell) -> None:
                                                      expected_task_state=[TaskState.SPAWNING])
 
 
+async def test_pending_delete_completes_when_its_host_dies(hanging_cell: Cell) -> None:
+    rec = await _spawning(hanging_cell)
+    hanging_cell.computes["node1"].terminate_gate.clear()  # the terminate never finishes
+    deleting = await hanging_cell.conductor.instance_delete(USER, rec["uuid"])
+    assert deleting["task_state"] == TaskState.DELETING
+    await hanging_cell.crash("compute/node1")
+    gone = await hanging_cell.wait_state(rec["uuid"], VmState.DELETED, timeout=6 * BEAT + 1.0)
+    assert gone["deleted"] and await hanging_cell.claim(rec["uuid"]) is None
+
+
 async def test_delete_on_a_dead_host_is_local(hanging_cell: Cell) -> None:
     rec = await _spawning(hanging_cell)
     await hanging_cell.stop("compute/node1")
