@@ -104,7 +104,7 @@ def test_projects_are_isolated(cluster: RunningCluster) -> None:
         assert compute(cluster, "DELETE", f"/servers/{theirs.id}").status_code == 404
     finally:
         admin.compute.delete_server(theirs.id)
-        admin.compute.wait_for_delete(admin.compute.get_server(theirs.id), wait=30)
+        admin.compute.wait_for_delete(theirs, wait=30)
 
 
 @pytest.mark.parametrize("body, needle", [
