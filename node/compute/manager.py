@@ -235,7 +235,12 @@ class ComputeManager:
             except Exception:
                 LOG.exception("reconciling %s failed", uuid)
         for uuid in domains - {str(i["uuid"]) for i in instances}:
-            await self._reap_orphan(ctx, uuid)
+            try:
+                await self._reap_orphan(ctx, uuid)
+            except errors.RpcError:
+                raise
+            except Exception:  # noqa: BLE001 - one stuck guest must not keep the worker from serving
+                LOG.exception("reaping orphan domain %s failed", uuid)
 
     async def _reconcile_one(self, ctx: RequestContext, inst: dict[str, Any], has_domain: bool) -> None:
         uuid = str(inst["uuid"])
