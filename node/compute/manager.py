@@ -239,7 +239,7 @@ class ComputeManager:
                 await self._reap_orphan(ctx, uuid)
             except errors.RpcError:
                 raise
-            except Exception:  # noqa: BLE001 - one stuck guest must not keep the worker from serving
+            except Exception:  # one stuck guest must not keep the worker from serving
                 LOG.exception("reaping orphan domain %s failed", uuid)
 
     async def _reconcile_one(self, ctx: RequestContext, inst: dict[str, Any], has_domain: bool) -> None:
