@@ -106,8 +106,9 @@ class RpcClient:
     async def _pick(self, view: DirectoryView, topic: str, ctx: RequestContext) -> Member:
         members = view.members(topic)
         if not members:
+            # first sync at start-up, or a member restarting: give it up to two beats
             await view.wait_synced(min(1.0, ctx.remaining() or 1.0))
-            members = view.members(topic)
+            members = await view.wait_for_topic(topic, min(2 * view.interval, ctx.remaining() or view.interval))
         if not members:
             raise errors.NoLiveMember(topic=topic)
         n = self._rr.get(topic, 0)

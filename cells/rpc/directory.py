@@ -136,6 +136,7 @@ class DirectoryView:
         self.by_id: dict[str, Member] = {}
         self._by_topic: dict[str, list[Member]] = {}
         self._synced = asyncio.Event()
+        self._changed = asyncio.Event()  # replaced (after being set) on every table change
         self.listeners: list[Listener] = []
         self.last_contact = 0.0
 
@@ -149,6 +150,22 @@ class DirectoryView:
         """Attach data (capacity, version, ...) to our next heartbeat."""
         if self.me is not None:
             self.me = replace(self.me, meta={**self.me.meta, **meta})
+
+    async def wait_for_topic(self, topic: str, timeout: float) -> list[Member]:
+        """The topic's members, waiting up to `timeout` for one to (re)join:
+        a restarted peer is back in our table within one heartbeat."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._by_topic.get(topic):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            waiter = self._changed
+            try:
+                await asyncio.wait_for(waiter.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+        return self._by_topic.get(topic, [])
 
     async def wait_synced(self, timeout: float) -> bool:
         try:
@@ -179,6 +196,8 @@ class DirectoryView:
             for t in m.topics:
                 by_topic.setdefault(t, []).append(m)
         self.by_id, self._by_topic, self.version = new, by_topic, int(reply["version"])
+        self._changed.set()
+        self._changed = asyncio.Event()
         if joined or left:
             for listener in self.listeners:
                 try:
