@@ -64,6 +64,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         _err(f"the cluster in {state} runs (supervisor pid {pid}) with another configuration: "
              f"run `cellctl down {args.file}` first to apply changes")
         return 1
+    busy = ports_in_use(cluster) if pid is None else []
+    if busy:
+        for line in busy:
+            _err(line)
+        _err("free these ports or change them in the cluster file; nothing was started")
+        return 1
     clusterfile.write_private(path, cluster.to_json() + "\n")
     for sub in ("log", "run", "images", "cells"):
         (state / sub).mkdir(parents=True, exist_ok=True)
@@ -141,6 +147,26 @@ def write_credentials(cluster: ClusterConfig) -> dict[str, Path]:
     paths["clouds.yaml"] = state / "clouds.yaml"
     clusterfile.write_private(paths["clouds.yaml"], yaml.safe_dump({"clouds": clouds}, sort_keys=False))
     return paths
+
+
+def ports_in_use(cluster: ClusterConfig) -> list[str]:
+    """Each service's fixed port, tried before starting: a taken port would only show as a crash loop."""
+    import socket
+
+    local = {h.name for h in cluster.hosts if h.via == "local"}
+    busy = []
+    for s in cluster.services:
+        if s.host not in local:
+            continue
+        host, _, port = s.bind.removeprefix("tcp://").rpartition(":")
+        host = host.strip("[]")
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the services bind: TIME_WAIT is fine
+            try:
+                sock.bind((host, int(port)))
+            except OSError as exc:
+                busy.append(f"{s.id}: cannot bind {s.bind}: {exc.strerror or exc}")
+    return busy
 
 
 def start_supervisor(cluster_json: Path) -> subprocess.Popen[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -42,6 +43,18 @@ def test_up_with_a_bad_file_exits_2_and_starts_nothing(tmp_path: Path, monkeypat
     err = capsys.readouterr().err
     assert "cluster.yaml: sites[0].cells[0].services.router: expected HOST:PORT, got 'ctl'" in err
     assert not (tmp_path / "var").exists()
+
+
+def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    router = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", router))
+        taken.listen()
+        assert cellctl.main(["up", str(cluster_file(tmp_path, router, free_port()))]) == 1
+    err = capsys.readouterr().err
+    assert f"cell1/router: cannot bind tcp://127.0.0.1:{router}: Address already in use" in err
+    assert not (tmp_path / "var" / "run").exists() and not (tmp_path / "var" / "cluster.json").exists()
 
 
 def test_down_with_nothing_running_is_fine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
