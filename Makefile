@@ -52,10 +52,13 @@ test-fast: deps
 	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; fi; \
 	exit $$rc
 
+# Runs every benchmark even when one fails; fails at the end if any did.
 bench: deps
-	@ran=0; for f in tools/bench/*.py; do \
+	@ran=0; failed=""; for f in tools/bench/*.py; do \
 	  name=$$(basename "$$f" .py); \
 	  if [ ! -f "$$f" ] || [ "$$name" = __init__ ]; then continue; fi; \
-	  echo "== tools/bench/$$name.py"; $(BIN)/python -m "tools.bench.$$name"; ran=1; \
+	  echo "== tools/bench/$$name.py"; ran=1; \
+	  $(BIN)/python -m "tools.bench.$$name" || failed="$$failed $$name"; \
 	done; \
-	if [ $$ran = 0 ]; then echo "no benchmarks in tools/bench"; fi
+	if [ $$ran = 0 ]; then echo "no benchmarks in tools/bench"; fi; \
+	if [ -n "$$failed" ]; then echo "make bench: failed:$$failed" >&2; exit 1; fi
