@@ -179,6 +179,54 @@ images = Table(
 )
 
 
+# --- keypairs, quotas, EC2 (issue 7) ---------------------------------------
+
+key_pairs = Table(
+    "key_pairs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(64), nullable=False),  # Nova: keypairs belong to a user, not a project
+    Column("name", String(255), nullable=False),
+    Column("fingerprint", String(255), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("type", String(16), nullable=False, default="ssh"),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("user_id", "name", name="uq_key_pairs_user_name"),
+)
+
+quotas = Table(
+    "quotas", metadata,  # per-project overrides of the defaults (api/quota.py); -1 is unlimited
+    Column("project_id", String(64), primary_key=True),
+    Column("resource", String(64), primary_key=True),
+    Column("hard_limit", Integer, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+ec2_credentials = Table(
+    "ec2_credentials", metadata,  # Keystone's OS-EC2 credentials: the SigV4 signing secrets of /ec2
+    Column("access", String(64), primary_key=True),
+    Column("secret", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False, index=True),
+    Column("project_id", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+ec2_ids = Table(
+    "ec2_ids", metadata,  # EC2's short ids (i-0000000a, ami-..., vol-...) <-> our uuids
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # instance | image | volume
+)
+
+ec2_client_tokens = Table(
+    "ec2_client_tokens", metadata,  # ClientToken idempotency of RunInstances / CreateVolume
+    Column("project_id", String(64), primary_key=True),
+    Column("action", String(64), primary_key=True),
+    Column("client_token", String(64), primary_key=True),
+    Column("result", JSON, nullable=False),  # the uuids the first request made
+    Column("created_at", DateTime, nullable=False),
+)
+
+
 # --- migrations -------------------------------------------------------------
 
 def _v1(conn: Connection) -> None:
@@ -187,7 +235,12 @@ def _v1(conn: Connection) -> None:
                                       cell_mappings, instance_mappings, images])
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1}
+def _v2(conn: Connection) -> None:
+    """Keypairs, quota overrides, EC2 credentials, EC2 ids and ClientTokens."""
+    metadata.create_all(conn, tables=[key_pairs, quotas, ec2_credentials, ec2_ids, ec2_client_tokens])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
 LATEST = max(MIGRATIONS)
 
 
