@@ -15,7 +15,7 @@ from sqlalchemy import false
 
 from cells import errors
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows import boot, delete, hosts, update
+from cells.conductor.flows import boot, delete, hosts, lookups, update
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.db import claims
@@ -181,3 +181,14 @@ class ConductorManager:
         rows = await self.env.db.read(
             lambda conn: idb.rows_where(conn, instances.c.host == host, instances.c.deleted == false()))
         return [self.env.record(r) for r in rows]
+
+    # --- RPC: quotas, instance actions, metadata (cells/conductor/flows/lookups.py) --------
+
+    async def project_usage(self, ctx: RequestContext, project_id: str) -> dict[str, int]:
+        return await lookups.project_usage(self.env, ctx, project_id)
+
+    async def instance_actions(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
+        return await lookups.instance_actions(self.env, ctx, uuid)
+
+    async def instance_by_address(self, ctx: RequestContext, address: str) -> dict[str, Any]:
+        return await lookups.instance_by_address(self.env, ctx, address)

@@ -26,6 +26,10 @@ SURFACE = surface(
     Method("build_failed", FAST),
     Method("instance_destroyed", FAST, retry_safe=True),
     Method("instances_on_host", FAST, retry_safe=True),
+    # quotas, instance actions, the metadata service (issue 7)
+    Method("project_usage", FAST, retry_safe=True),
+    Method("instance_actions", FAST, retry_safe=True),
+    Method("instance_by_address", FAST, retry_safe=True),
 )
 M = SURFACE
 
@@ -75,3 +79,15 @@ class ConductorAPI:
 
     async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
         return await self.caller.call(TOPIC, M["instances_on_host"], {"host": host}, ctx)
+
+    async def project_usage(self, ctx: RequestContext, project_id: str) -> dict[str, int]:
+        """{"instances", "cores", "ram"} used by the project's live instances in this cell (for quotas)."""
+        return await self.caller.call(TOPIC, M["project_usage"], {"project_id": project_id}, ctx)
+
+    async def instance_actions(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
+        """The instance's actions, oldest first, each with its "events" (os-instance-actions)."""
+        return await self.caller.call(TOPIC, M["instance_actions"], {"uuid": uuid}, ctx)
+
+    async def instance_by_address(self, ctx: RequestContext, address: str) -> dict[str, Any]:
+        """The live instance with this fixed IP (the metadata service's lookup); admin/service only."""
+        return await self.caller.call(TOPIC, M["instance_by_address"], {"address": address}, ctx)

@@ -1,0 +1,72 @@
+"""Read-only conductor queries for the API's quotas, instance actions and the
+metadata service: each is one read unit of work on the cell DB."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, false, select
+
+from cells import errors
+from cells.conductor.env import FlowEnv
+from cells.conductor.flows import delete
+from cells.context import RequestContext
+from cells.db import actions
+from cells.db import instances as idb
+from cells.db.schema import instances
+
+
+def _usage(conn: Connection, project_id: str) -> dict[str, int]:
+    """Nova counts every instance not deleted (ERROR ones too) and its flavor's vcpus and RAM."""
+    rows = conn.execute(select(instances.c.flavor).where(instances.c.project_id == project_id,
+                                                         instances.c.deleted == false()))
+    used = {"instances": 0, "cores": 0, "ram": 0}
+    for (flavor,) in rows:
+        used["instances"] += 1
+        used["cores"] += int((flavor or {}).get("vcpus") or 0)
+        used["ram"] += int((flavor or {}).get("ram") or 0)
+    return used
+
+
+async def project_usage(env: FlowEnv, ctx: RequestContext, project_id: str) -> dict[str, int]:
+    if not isinstance(project_id, str) or not project_id:
+        raise errors.Invalid(reason="project_id must be a non-empty string")
+    if not (ctx.is_admin or "service" in ctx.roles) and ctx.project != project_id:
+        raise errors.Forbidden()
+    return await env.db.read(lambda conn: _usage(conn, project_id))
+
+
+def _actions(conn: Connection, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
+    row = idb.get_row(conn, uuid)
+    if row is None or not delete.visible(ctx, row):
+        raise errors.InstanceNotFound(instance_id=uuid)
+    return actions.actions_of(conn, uuid)
+
+
+async def instance_actions(env: FlowEnv, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
+    """Every action of the instance (deleted instances too, as Nova), oldest first, each with its events."""
+    return await env.db.read(lambda conn: _actions(conn, ctx, uuid))
+
+
+def _by_address(conn: Connection, address: str) -> Any:
+    """The live, scheduled instance holding `address` as a fixed IP (a scan of the cell's
+    live instances: the fixed-IP table of the network controller can index this later)."""
+    candidates = conn.execute(select(instances).where(instances.c.deleted == false(),
+                                                      instances.c.host.is_not(None)))
+    for row in candidates:
+        for ips in (row.addresses or {}).values():
+            for ip in ips:
+                if ip.get("addr") == address and ip.get("OS-EXT-IPS:type", "fixed") == "fixed":
+                    return row
+    return None
+
+
+async def instance_by_address(env: FlowEnv, ctx: RequestContext, address: str) -> dict[str, Any]:
+    """For the metadata service, which knows a guest only by the source address of its request."""
+    if not (ctx.is_admin or "service" in ctx.roles):
+        raise errors.Forbidden()
+    if not isinstance(address, str) or not address:
+        raise errors.Invalid(reason="address must be a non-empty string")
+    row = await env.db.read(lambda conn: _by_address(conn, address))
+    if row is None:
+        raise errors.InstanceNotFound(instance_id=address)
+    return env.record(row)
