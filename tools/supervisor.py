@@ -169,7 +169,8 @@ class Supervisor:
         except OSError as exc:
             LOG.error("%s: cannot start %s: %s", p.id, p.argv[0], exc)
             child.proc = None
-            self.schedule_restart(child, time.monotonic())
+            child.started = time.monotonic()  # counts as a quick failure: the backoff grows
+            self.schedule_restart(child, child.started)
             return
         child.started = time.monotonic()
         child.restart_at = None
