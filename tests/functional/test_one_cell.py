@@ -176,6 +176,9 @@ def test_compute_killed_while_building_goes_to_error(cluster: RunningCluster) ->
     deadline = time.monotonic() + 30
     while cluster.pid("cell1/compute/node1") == pid and time.monotonic() < deadline:
         time.sleep(0.2)
+    while cluster.cellctl("status", str(cluster.cluster_file), check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the restarted compute worker never rejoined its cell"
+        time.sleep(0.2)
     again = admin.compute.create_server(name="after-restart", image_id=image.id, flavor_id="1")
     wait_status(admin, again.id, {"ACTIVE"}, timeout=30)
     for s in list(admin.compute.servers()):
