@@ -175,3 +175,79 @@ class MaxRetriesExceeded(NoValidHost):
 @_register
 class DBSchemaTooNew(CellcloudError):
     code, msg = "db_schema_too_new", "Cell DB schema version {found} is newer than this code supports ({supported})"
+
+
+# --- networks (cells/network, node/network) ----------------------------------
+
+@_register
+class NetworkNotFound(NotFound):
+    code, msg = "network_not_found", "Network {net_id} could not be found."
+
+
+@_register
+class SubnetNotFound(NotFound):
+    code, msg = "subnet_not_found", "Subnet {subnet_id} could not be found."
+
+
+@_register
+class PortNotFound(NotFound):
+    code, msg = "port_not_found", "Port {port_id} could not be found."
+
+
+@_register
+class SecurityGroupNotFound(NotFound):
+    code, msg = "security_group_not_found", "Security group {id} does not exist"
+
+
+@_register
+class SecurityGroupRuleNotFound(NotFound):
+    code, msg = "security_group_rule_not_found", "Security group rule {id} does not exist"
+
+
+@_register
+class IpAddressExhausted(Conflict):
+    code, msg = "ip_address_exhausted", "No more IP addresses available on network {net_id}."
+
+
+@_register
+class NetworkInUse(Conflict):
+    code, msg = "network_in_use", "Unable to complete operation on network {net_id}. There are one or more ports still in use on the network."
+
+
+@_register
+class HostNetworkUnavailable(CellcloudError):
+    code, http_status, msg = "host_network_unavailable", 503, "Host networking cannot be used here: {reason}"
+
+
+# --- volumes (issue 6) ------------------------------------------------------
+
+@_register
+class VolumeNotFound(NotFound):
+    code, msg = "volume_not_found", "Volume {volume_id} could not be found."
+
+
+@_register
+class VolumeInvalidState(Invalid):
+    """Cinder answers a wrong volume status with 400 (InvalidVolume)."""
+    code, msg = "volume_invalid_state", "Invalid volume: {reason}"
+
+
+@_register
+class VolumeAttachConflict(Conflict):
+    code, msg = "volume_attach_conflict", "Volume {volume_id} cannot be attached: {reason}"
+
+
+@_register
+class VolumeBackendUnavailable(CellcloudError):
+    """A storage backend or export target this host cannot run (no device-mapper, no configfs...)."""
+    code, http_status, msg = "volume_backend_unavailable", 503, "Volume {kind} {name} cannot be used on this host: {reason}"
+
+
+@_register
+class VolumeExportFailed(CellcloudError):
+    code, http_status, msg = "volume_export_failed", 500, "Could not export volume {volume_id}: {reason}"
+
+
+@_register
+class VolumeAttachFailed(CellcloudError):
+    code, http_status, msg = "volume_attach_failed", 500, "Could not attach volume {volume_id} to {instance_id}: {reason}"

@@ -34,6 +34,7 @@ from sqlalchemy import (
 
 from cells import errors
 from cells.db.engine import Database
+from cells.network.schema import metadata as network_metadata
 from cells.objects.instance import utcnow_iso
 
 SCHEMA_VERSION = 1
@@ -163,6 +164,7 @@ def _ensure(conn: Connection, sqlite: bool) -> int:
         current = conn.execute(select(schema_version.c.version)).scalar() or 0
     if current > SCHEMA_VERSION:
         raise errors.DBSchemaTooNew(found=current, supported=SCHEMA_VERSION)
+    network_metadata.create_all(conn)  # own MetaData: only the missing network tables are created
     if current == SCHEMA_VERSION:
         return current
     if current == 0:

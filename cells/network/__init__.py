@@ -1,0 +1,1 @@
+"""The cell network controller (topic `network`): networks, subnets, ports, IPAM, security groups."""

@@ -1,0 +1,195 @@
+"""The cell network controller (topic `network`, kind `network`): every method of
+cells/rpcapi/network.py SURFACE, each one unit of work on the cell DB.
+
+It owns networks, subnets, ports, fixed IPs and security groups (the seed's
+network controller: allocate fixed IPs, a network per project, configure
+hosts). Host agents never touch the DB: they ask `bind_instance` and
+`host_config` here.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+
+from cells import errors
+from cells.config import ClusterConfig, ServiceSpec
+from cells.context import RequestContext
+from cells.db.engine import Database
+from cells.db.schema import ensure_schema
+from cells.network import instances as inets
+from cells.network import resources, secgroups
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _filters(filters: Any) -> dict[str, Any]:
+    if filters is None:
+        return {}
+    if not isinstance(filters, dict):
+        raise errors.Invalid(reason="filters must be a map")
+    return filters
+
+
+def _body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise errors.Invalid(reason="the request body must be a map")
+    return body
+
+
+class NetworkController:
+    def __init__(self, cluster: ClusterConfig | None = None, spec: ServiceSpec | None = None, *,
+                 db_url: str | None = None) -> None:
+        if db_url is None:
+            if cluster is None or spec is None or spec.cell is None:
+                raise ValueError("a network controller needs its cell's DB")
+            db_url = cluster.cell(spec.cell).db
+        self.db_url = db_url
+        options = spec.options if spec is not None else {}
+        self.cidr_pool = str(options.get("default_cidr_pool") or resources.DEFAULT_CIDR_POOL)
+        self._db: Database | None = None
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise errors.CellcloudError("network controller is not started")
+        return self._db
+
+    async def start(self, service: Any = None) -> None:
+        self._db = Database(self.db_url)
+        await ensure_schema(self._db)  # creates the network tables a DB from before them lacks
+
+    async def stop(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+
+    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.write(fn)
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.read(fn)
+
+    # --- networks ------------------------------------------------------------------
+
+    async def network_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
+        f = _filters(filters)
+        if ctx.project is not None and not resources.privileged(ctx):  # the project's own network on first use
+            await self._write(lambda c: resources.ensure_default_network(c, str(ctx.project), self.cidr_pool))
+        return await self._read(lambda c: resources.list_networks(c, ctx, f))
+
+    async def network_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
+        return await self._read(lambda c: resources.get_network(c, ctx, str(id)))
+
+    async def network_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        return await self._write(lambda c: resources.create_network(c, ctx, b))
+
+    async def network_delete(self, ctx: RequestContext, id: str) -> None:
+        await self._write(lambda c: resources.delete_network(c, ctx, str(id)))
+
+    # --- subnets ---------------------------------------------------------------------
+
+    async def subnet_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
+        f = _filters(filters)
+        if ctx.project is not None and not resources.privileged(ctx):
+            await self._write(lambda c: resources.ensure_default_network(c, str(ctx.project), self.cidr_pool))
+        return await self._read(lambda c: resources.list_subnets(c, ctx, f))
+
+    async def subnet_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
+        return await self._read(lambda c: resources.get_subnet(c, ctx, str(id)))
+
+    async def subnet_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        return await self._write(lambda c: resources.create_subnet(c, ctx, b))
+
+    async def subnet_delete(self, ctx: RequestContext, id: str) -> None:
+        await self._write(lambda c: resources.delete_subnet(c, ctx, str(id)))
+
+    # --- ports -------------------------------------------------------------------------
+
+    async def port_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
+        f = _filters(filters)
+        return await self._read(lambda c: resources.list_ports(c, ctx, f))
+
+    async def port_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
+        return await self._read(lambda c: resources.get_port(c, ctx, str(id)))
+
+    async def port_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        return await self._write(lambda c: resources.create_port(c, ctx, b))
+
+    async def port_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        return await self._write(lambda c: resources.update_port(c, ctx, str(id), b))
+
+    async def port_delete(self, ctx: RequestContext, id: str) -> None:
+        await self._write(lambda c: resources.delete_port(c, ctx, str(id)))
+
+    # --- security groups -------------------------------------------------------------------
+
+    async def security_group_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
+        f = _filters(filters)
+        groups = await self._write(lambda c: secgroups.list_groups(c, ctx))  # may make the default group
+        return [g for g in groups if resources.match(g, f)]
+
+    async def security_group_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
+        return await self._read(lambda c: secgroups.get_group(c, ctx, str(id)))
+
+    async def security_group_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        return await self._write(lambda c: secgroups.create_group(c, ctx, b))
+
+    async def security_group_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        return await self._write(lambda c: secgroups.update_group(c, ctx, str(id), b))
+
+    async def security_group_delete(self, ctx: RequestContext, id: str) -> None:
+        await self._write(lambda c: secgroups.delete_group(c, ctx, str(id)))
+
+    async def security_group_rule_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
+        f = _filters(filters)
+        rules = await self._read(lambda c: secgroups.list_rules(c, ctx))
+        return [r for r in rules if resources.match(r, f)]
+
+    async def security_group_rule_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
+        return await self._read(lambda c: secgroups.rule_record(secgroups.rule_row(c, ctx, str(id))))
+
+    async def security_group_rule_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        return await self._write(lambda c: secgroups.create_rule(c, ctx, b))
+
+    async def security_group_rule_delete(self, ctx: RequestContext, id: str) -> None:
+        await self._write(lambda c: secgroups.delete_rule(c, ctx, str(id)))
+
+    # --- instances -------------------------------------------------------------------------
+
+    async def allocate_for_instance(self, ctx: RequestContext, instance_uuid: str, project_id: str,
+                                    requested: Any = None, security_groups: Any = None) -> dict[str, Any]:
+        return await self._write(lambda c: inets.allocate_for_instance(
+            c, str(instance_uuid), str(project_id), requested, security_groups, self.cidr_pool))
+
+    async def instance_security_groups(self, ctx: RequestContext, instance_uuid: str) -> list[dict[str, Any]]:
+        return await self._read(lambda c: inets.instance_groups(c, str(instance_uuid)))
+
+    async def add_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
+        await self._write(lambda c: inets.add_security_group(c, ctx, str(instance_uuid), str(group)))
+
+    async def remove_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
+        await self._write(lambda c: inets.remove_security_group(c, ctx, str(instance_uuid), str(group)))
+
+    # --- host agents ---------------------------------------------------------------------------
+
+    async def agent_report(self, ctx: RequestContext, host: str, tunnel_ip: str, vlan_supported: bool) -> None:
+        try:
+            await self._write(lambda c: inets.report_agent(c, str(host), str(tunnel_ip), bool(vlan_supported)))
+        except ValueError:
+            raise errors.Invalid(reason=f"tunnel_ip {tunnel_ip!r} is not an IP address") from None
+
+    async def bind_instance(self, ctx: RequestContext, instance_uuid: str, host: str) -> list[dict[str, Any]]:
+        return await self._write(lambda c: inets.bind_instance(c, str(instance_uuid), str(host)))
+
+    async def host_config(self, ctx: RequestContext, host: str) -> dict[str, Any]:
+        return await self._read(lambda c: inets.host_config(c, str(host)))

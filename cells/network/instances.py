@@ -1,0 +1,264 @@
+"""Instance networking in the cell DB: ports and fixed IPs for a boot, their
+binding to a host, their release on delete, and what a host's agent must build.
+
+`allocate_for_instance` checks that the instance is still live in the same
+transaction that makes its ports, so a delete racing a boot can never leave a
+port behind; `release_instance` runs inside the conductor's unit of work that
+marks the instance deleted, so addresses go back to the pool in that commit.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
+
+from cells import errors
+from cells.context import RequestContext
+from cells.db.schema import instances
+from cells.network import ipam, resources, secgroups
+from cells.network.schema import ip_allocations, network_agents, networks, ports, security_group_rules, subnets
+from cells.objects.instance import utcnow_iso
+
+DEVICE_OWNER = resources.INSTANCE_OWNER
+
+
+def tap_name(port_id: str) -> str:
+    return "tap" + port_id[:11]
+
+
+def bridge_name(net_id: str) -> str:
+    return "brq" + net_id[:11]
+
+
+def vxlan_name(vni: int) -> str:
+    return f"vxlan-{vni}"
+
+
+def _instance_ports(conn: Connection, uuid: str) -> list[Row[Any]]:
+    return list(conn.execute(select(ports).where(ports.c.device_id == uuid, ports.c.device_owner == DEVICE_OWNER)
+                             .order_by(ports.c.created_at, ports.c.id)))
+
+
+def addresses(conn: Connection, port_rows: Sequence[Row[Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Nova 2.1's server addresses: {network name: [{addr, version, OS-EXT-IPS:type, ...:mac_addr}]}."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    ips = ipam.port_ips(conn, [p.id for p in port_rows])
+    names = {r.id: r.name for r in conn.execute(select(networks.c.id, networks.c.name).where(
+        networks.c.id.in_([p.network_id for p in port_rows])))}
+    for p in port_rows:
+        label = names.get(p.network_id) or p.network_id
+        for ip in ips[p.id]:
+            out.setdefault(label, []).append({"addr": ip["ip_address"],
+                                              "version": ipaddress.ip_address(ip["ip_address"]).version,
+                                              "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": p.mac_address})
+    return out
+
+
+def validate_requested(requested: Any) -> list[dict[str, str]]:
+    """Nova's `networks` of a server create, already shaped by the API: [{"uuid"} | {"port"}] (+ fixed_ip)."""
+    if requested is None:
+        return []
+    if not isinstance(requested, list):
+        raise errors.Invalid(reason="requested networks must be a list")
+    out = []
+    for item in requested:
+        if not isinstance(item, Mapping) or not (item.get("uuid") or item.get("port")):
+            raise errors.Invalid(reason="each requested network needs a uuid or a port")
+        out.append({k: str(v) for k, v in item.items() if k in ("uuid", "port", "fixed_ip") and v})
+    return out
+
+
+def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: Any, group_names: Any,
+                          cidr_pool: str = resources.DEFAULT_CIDR_POOL) -> dict[str, list[dict[str, Any]]]:
+    """Ports and fixed IPs for instance `uuid` (idempotent: a retry gets the same ports),
+    and the instance row's addresses filled, in one unit of work."""
+    wanted = validate_requested(requested)
+    inst = conn.execute(select(instances.c.deleted, instances.c.task_state)
+                        .where(instances.c.uuid == uuid)).first()
+    if inst is None or inst.deleted or inst.task_state == "deleting":
+        raise errors.InstanceNotFound(instance_id=uuid)
+    existing = _instance_ports(conn, uuid)
+    if not existing:
+        ctx = RequestContext(project=project, roles=("service",))
+        groups = secgroups.resolve_groups(conn, project, list(group_names) if group_names else None)
+        if not wanted:
+            wanted = [{"uuid": resources.ensure_default_network(conn, project, cidr_pool).id}]
+        for item in wanted:
+            if "port" in item:
+                _take_port(conn, project, item["port"], uuid)
+                continue
+            net = resources.network_row(conn, ctx, item["uuid"])
+            if net.project_id != project and not net.shared:
+                raise errors.NetworkNotFound(net_id=item["uuid"])
+            body: dict[str, Any] = {"network_id": net.id, "device_id": uuid, "device_owner": DEVICE_OWNER,
+                                    "security_groups": groups, "project_id": project}
+            if item.get("fixed_ip"):
+                body["fixed_ips"] = [{"ip_address": item["fixed_ip"]}]
+            port = resources.create_port(conn, ctx, body)
+            conn.execute(update(ports).where(ports.c.id == port["id"]).values(auto_delete=True))
+        existing = _instance_ports(conn, uuid)
+    result = addresses(conn, existing)
+    conn.execute(update(instances).where(instances.c.uuid == uuid).values(addresses=result))
+    return result
+
+
+def _take_port(conn: Connection, project: str, port_id: str, uuid: str) -> None:
+    row = conn.execute(select(ports).where(ports.c.id == port_id)).first()
+    if row is None or row.project_id != project:
+        raise errors.PortNotFound(port_id=port_id)
+    if row.device_id and row.device_id != uuid:
+        raise errors.Conflict(reason=f"Port {port_id} is still in use.")
+    conn.execute(update(ports).where(ports.c.id == port_id).values(
+        device_id=uuid, device_owner=DEVICE_OWNER, auto_delete=False, updated_at=utcnow_iso()))
+
+
+def release_instance(conn: Connection, uuid: str) -> int:
+    """Ports the boot made are deleted (their addresses freed); ports the user gave are
+    unbound and kept, as Nova does. Returns how many ports were touched."""
+    rows = _instance_ports(conn, uuid)
+    for p in rows:
+        if p.auto_delete:
+            ipam.release_port(conn, p.id)
+            conn.execute(delete(ports).where(ports.c.id == p.id))
+        else:
+            conn.execute(update(ports).where(ports.c.id == p.id).values(
+                device_id="", device_owner="", binding_host=None, status="DOWN", updated_at=utcnow_iso()))
+    return len(rows)
+
+
+def bind_instance(conn: Connection, uuid: str, host: str) -> list[dict[str, Any]]:
+    """Bind the instance's ports to `host` (ACTIVE); a network without a gateway host gets this one.
+    Returns the VIFs the compute plugs: [{port_id, mac, tap, bridge, network_id, ...}]."""
+    rows = _instance_ports(conn, uuid)
+    now = utcnow_iso()
+    for p in rows:
+        conn.execute(update(ports).where(ports.c.id == p.id).values(binding_host=host, status="ACTIVE",
+                                                                    updated_at=now))
+        conn.execute(update(networks).where(networks.c.id == p.network_id, networks.c.gateway_host.is_(None))
+                     .values(gateway_host=host, updated_at=now))
+    return [_vif(conn, p) for p in _instance_ports(conn, uuid)]
+
+
+def _vif(conn: Connection, p: Row[Any]) -> dict[str, Any]:
+    net = conn.execute(select(networks).where(networks.c.id == p.network_id)).one()
+    ips = ipam.port_ips(conn, [p.id])[p.id]
+    subnet = conn.execute(select(subnets).where(subnets.c.id == ips[0]["subnet_id"])).one() if ips else None
+    prefix = ipaddress.ip_network(subnet.cidr).prefixlen if subnet is not None else None
+    return {"port_id": p.id, "mac": p.mac_address, "tap": tap_name(p.id), "bridge": bridge_name(net.id),
+            "network_id": net.id, "network_name": net.name, "vni": net.segmentation_id, "mtu": net.mtu,
+            "ip": ips[0]["ip_address"] if ips else None, "prefixlen": prefix,
+            "gateway": subnet.gateway_ip if subnet is not None else None}
+
+
+def report_agent(conn: Connection, host: str, tunnel_ip: str, vlan_supported: bool) -> None:
+    ipaddress.ip_address(tunnel_ip)
+    values = {"host": host, "tunnel_ip": tunnel_ip, "vlan_supported": vlan_supported, "updated_at": utcnow_iso()}
+    if conn.dialect.name == "sqlite":
+        stmt = sqlite_insert(network_agents).values(values)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["host"], set_=values))
+        return
+    if conn.execute(update(network_agents).where(network_agents.c.host == host).values(values)).rowcount == 0:
+        conn.execute(network_agents.insert().values(values))
+
+
+def host_config(conn: Connection, host: str) -> dict[str, Any]:
+    """Everything the agent of `host` must build: the networks it takes part in (bridge, VXLAN
+    peers, and on the gateway host the gateway address and DHCP entries), its ports (taps), and
+    the security-group rules of those ports with the member addresses of remote groups."""
+    local = list(conn.execute(select(ports).where(ports.c.binding_host == host)))
+    net_ids = {p.network_id for p in local} | {
+        r.id for r in conn.execute(select(networks.c.id).where(networks.c.gateway_host == host))}
+    tunnels = {r.host: r.tunnel_ip for r in conn.execute(select(network_agents))}
+    nets = []
+    for net in conn.execute(select(networks).where(networks.c.id.in_(sorted(net_ids)))):
+        net_ports = list(conn.execute(select(ports).where(ports.c.network_id == net.id)))
+        hosts = {p.binding_host for p in net_ports if p.binding_host} | ({net.gateway_host} - {None})
+        subnet = conn.execute(select(subnets).where(subnets.c.network_id == net.id)
+                              .order_by(subnets.c.created_at)).first()
+        entry: dict[str, Any] = {
+            "id": net.id, "name": net.name, "vni": net.segmentation_id, "mtu": net.mtu,
+            "bridge": bridge_name(net.id), "vxlan": vxlan_name(net.segmentation_id),
+            "peers": sorted({tunnels[h] for h in hosts if h != host and h in tunnels}),
+            "gateway_host": net.gateway_host == host, "cidr": subnet.cidr if subnet else None,
+            "gateway_ip": subnet.gateway_ip if subnet else None, "dhcp_hosts": [],
+        }
+        if net.gateway_host == host and subnet is not None and subnet.enable_dhcp:
+            ips = ipam.port_ips(conn, [p.id for p in net_ports])
+            entry["dhcp_hosts"] = sorted((p.mac_address, ip["ip_address"]) for p in net_ports for ip in ips[p.id]
+                                         if ip["subnet_id"] == subnet.id)
+        nets.append(entry)
+    local_ips = ipam.port_ips(conn, [p.id for p in local])
+    group_ids = sorted({g for p in local for g in (p.security_groups or [])})
+    return {"host": host, "networks": nets,
+            "ports": [{"id": p.id, "tap": tap_name(p.id), "mac": p.mac_address, "network_id": p.network_id,
+                       "bridge": bridge_name(p.network_id), "device_id": p.device_id,
+                       "ips": [i["ip_address"] for i in local_ips[p.id]],
+                       "security_groups": list(p.security_groups or [])} for p in local],
+            "security_groups": _group_rules(conn, group_ids)}
+
+
+def _group_rules(conn: Connection, group_ids: list[str]) -> dict[str, Any]:
+    """group id -> {"rules": [...], } plus the member IPs of every group a rule names as remote."""
+    if not group_ids:
+        return {"rules": {}, "members": {}}
+    rules: dict[str, list[dict[str, Any]]] = {g: [] for g in group_ids}
+    remote: set[str] = set()
+    for r in conn.execute(select(security_group_rules)
+                          .where(security_group_rules.c.security_group_id.in_(group_ids))):
+        rules[r.security_group_id].append(secgroups.rule_record(r))
+        if r.remote_group_id:
+            remote.add(r.remote_group_id)
+    members: dict[str, list[str]] = {g: [] for g in remote}
+    if remote:
+        for p in conn.execute(select(ports.c.id, ports.c.security_groups)):
+            hit = [g for g in (p.security_groups or []) if g in members]
+            if hit:
+                addrs = [str(a[0]) for a in conn.execute(select(ip_allocations.c.address)
+                                                         .where(ip_allocations.c.port_id == p.id))]
+                for g in hit:
+                    members[g].extend(addrs)
+    return {"rules": rules, "members": {g: sorted(v) for g, v in members.items()}}
+
+
+def add_security_group(conn: Connection, ctx: RequestContext, uuid: str, group: str) -> None:
+    """Nova's addSecurityGroup: the group joins every port of the instance."""
+    rows = _instance_ports(conn, uuid)
+    if not rows:
+        raise errors.Invalid(reason=f"Instance {uuid} has no network ports")
+    project = rows[0].project_id
+    if not (resources.privileged(ctx) or ctx.project == project):
+        raise errors.InstanceNotFound(instance_id=uuid)
+    gid = secgroups.resolve_groups(conn, project, [group])[0]
+    for p in rows:
+        groups = list(p.security_groups or [])
+        if gid not in groups:
+            conn.execute(update(ports).where(ports.c.id == p.id).values(security_groups=[*groups, gid],
+                                                                        updated_at=utcnow_iso()))
+
+
+def remove_security_group(conn: Connection, ctx: RequestContext, uuid: str, group: str) -> None:
+    rows = _instance_ports(conn, uuid)
+    if not rows:
+        raise errors.Invalid(reason=f"Instance {uuid} has no network ports")
+    project = rows[0].project_id
+    if not (resources.privileged(ctx) or ctx.project == project):
+        raise errors.InstanceNotFound(instance_id=uuid)
+    gid = secgroups.resolve_groups(conn, project, [group])[0]
+    if not any(gid in (p.security_groups or []) for p in rows):
+        raise errors.Invalid(reason=f"Security group {group} not associated with the instance {uuid}")
+    for p in rows:
+        conn.execute(update(ports).where(ports.c.id == p.id).values(
+            security_groups=[g for g in (p.security_groups or []) if g != gid], updated_at=utcnow_iso()))
+
+
+def instance_groups(conn: Connection, uuid: str) -> list[dict[str, Any]]:
+    """The security groups of an instance's ports (Nova's server security_groups)."""
+    ids: list[str] = []
+    for p in _instance_ports(conn, uuid):
+        ids.extend(g for g in (p.security_groups or []) if g not in ids)
+    ctx = RequestContext(roles=("service",))
+    return [secgroups.get_group(conn, ctx, g) for g in ids]

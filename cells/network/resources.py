@@ -1,0 +1,455 @@
+"""Networks, subnets and ports in the cell DB, as Neutron-shaped records.
+
+Every function runs inside one write (or read) transaction the controller
+opens: validate -> check -> act happens in a single unit of work, so bad
+input leaves nothing half-made. Scope: a project sees its own resources and
+shared networks; admins and services see everything.
+"""
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import uuid as uuidlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+
+from cells import errors
+from cells.context import RequestContext
+from cells.network import ipam, secgroups
+from cells.network.schema import ip_allocations, networks, ports, subnets
+from cells.objects.instance import utcnow_iso
+
+VNI_MIN, VNI_MAX = 1000, (1 << 24) - 1
+DEFAULT_MTU = 1450  # 1500 minus the VXLAN overhead
+DEFAULT_NETWORK_NAME = "private"
+DEFAULT_CIDR_POOL = "10.0.0.0/8"
+DEFAULT_PREFIX = 24
+MAC_PREFIX = "fa:16:3e"  # OpenStack's
+INSTANCE_OWNER = "compute:nova"
+LIST_CONTROL = frozenset({"fields", "sort_key", "sort_dir", "limit", "marker", "page_reverse"})
+
+
+def new_id() -> str:
+    return str(uuidlib.uuid4())
+
+
+def privileged(ctx: RequestContext) -> bool:
+    return ctx.is_admin or "service" in ctx.roles or ctx.project is None
+
+
+def _project(ctx: RequestContext, body: Mapping[str, Any]) -> str:
+    """The owner of a new resource: the caller's project; an admin may name another."""
+    wanted = body.get("project_id") or body.get("tenant_id")
+    if wanted and wanted != ctx.project:
+        if not privileged(ctx):
+            raise errors.Forbidden("Only an admin may create resources for another project.")
+        return str(wanted)
+    if ctx.project is None and not wanted:
+        raise errors.Invalid(reason="project_id is required")
+    return str(wanted or ctx.project)
+
+
+def _text(body: Mapping[str, Any], key: str, default: str = "") -> str:
+    value = body.get(key, default)
+    if value is None:
+        value = default
+    if not isinstance(value, str) or len(value) > 255:
+        raise errors.Invalid(reason=f"'{key}' must be a string of at most 255 characters")
+    return value
+
+
+def _bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise errors.Invalid(reason=f"'{key}' must be true or false, not {value!r}")
+    return value
+
+
+def _unknown(body: Mapping[str, Any], allowed: set[str], what: str) -> None:
+    extra = set(body) - allowed
+    if extra:
+        raise errors.Invalid(reason=f"Unrecognized attribute(s) '{', '.join(sorted(extra))}' for {what}")
+
+
+def match(record: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
+    """Neutron's list filters: exact match, several values = any of them."""
+    for key, wanted in filters.items():
+        if key in LIST_CONTROL:
+            continue
+        if key not in record:
+            raise errors.Invalid(reason=f"'{key}' is not a valid filter")
+        values = wanted if isinstance(wanted, list) else [wanted]
+        have = record[key]
+        texts = {str(v).lower() if isinstance(have, bool) else str(v) for v in values}
+        if isinstance(have, list):
+            if not any(str(h) in texts for h in have):
+                return False
+        elif (str(have).lower() if isinstance(have, bool) else str(have)) not in texts:
+            return False
+    return True
+
+
+# --- networks ------------------------------------------------------------------
+
+def _visible_net(ctx: RequestContext, row: Row[Any]) -> bool:
+    return privileged(ctx) or row.project_id == ctx.project or bool(row.shared)
+
+
+def network_row(conn: Connection, ctx: RequestContext, net_id: str) -> Row[Any]:
+    row = conn.execute(select(networks).where(networks.c.id == net_id)).first()
+    if row is None or not _visible_net(ctx, row):
+        raise errors.NetworkNotFound(net_id=net_id)
+    return row
+
+
+def network_record(row: Row[Any], subnet_ids: Sequence[str]) -> dict[str, Any]:
+    return {
+        "id": row.id, "name": row.name, "tenant_id": row.project_id, "project_id": row.project_id,
+        "admin_state_up": bool(row.admin_state_up), "status": "ACTIVE", "subnets": list(subnet_ids),
+        "shared": bool(row.shared), "mtu": row.mtu, "provider:network_type": row.network_type,
+        "provider:segmentation_id": row.segmentation_id, "provider:physical_network": None,
+        "router:external": False, "is_default": bool(row.is_default), "port_security_enabled": True,
+        "availability_zone_hints": [], "availability_zones": ["nova"], "description": row.description,
+        "tags": [], "revision_number": 1, "created_at": row.created_at, "updated_at": row.updated_at,
+        "ipv4_address_scope": None, "ipv6_address_scope": None,
+    }
+
+
+def _subnet_ids(conn: Connection, net_ids: Sequence[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {n: [] for n in net_ids}
+    rows = conn.execute(select(subnets.c.id, subnets.c.network_id).where(subnets.c.network_id.in_(list(net_ids)))
+                        .order_by(subnets.c.created_at))
+    for r in rows:
+        out[r.network_id].append(r.id)
+    return out
+
+
+def list_networks(conn: Connection, ctx: RequestContext, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = [r for r in conn.execute(select(networks).order_by(networks.c.created_at)) if _visible_net(ctx, r)]
+    sub = _subnet_ids(conn, [r.id for r in rows])
+    return [rec for rec in (network_record(r, sub[r.id]) for r in rows) if match(rec, filters)]
+
+
+def get_network(conn: Connection, ctx: RequestContext, net_id: str) -> dict[str, Any]:
+    row = network_row(conn, ctx, net_id)
+    return network_record(row, _subnet_ids(conn, [row.id])[row.id])
+
+
+def _next_vni(conn: Connection) -> int:
+    top = conn.execute(select(func.max(networks.c.segmentation_id))).scalar()
+    vni = VNI_MIN if top is None else int(top) + 1
+    if vni > VNI_MAX:
+        raise errors.Conflict(reason="no free VXLAN segmentation id left")
+    return vni
+
+
+def create_network(conn: Connection, ctx: RequestContext, body: Mapping[str, Any],
+                   is_default: bool = False) -> dict[str, Any]:
+    _unknown(body, {"name", "admin_state_up", "shared", "project_id", "tenant_id", "description", "mtu",
+                    "port_security_enabled", "provider:network_type", "provider:segmentation_id",
+                    "availability_zone_hints", "router:external", "is_default"}, "network")
+    project = _project(ctx, body)
+    shared = _bool(body, "shared", False)
+    if shared and not privileged(ctx):
+        raise errors.Forbidden("Only an admin may create a shared network.")
+    if body.get("router:external"):
+        raise errors.Invalid(reason="external networks are not supported by this cloud")
+    net_type = body.get("provider:network_type") or "vxlan"
+    if net_type != "vxlan":
+        raise errors.Invalid(reason=f"network type {net_type!r} is not supported here (supported: vxlan)")
+    mtu = body.get("mtu", DEFAULT_MTU)
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= DEFAULT_MTU:
+        raise errors.Invalid(reason=f"mtu must be an integer between 68 and {DEFAULT_MTU}")
+    vni = body.get("provider:segmentation_id")
+    if vni is not None and (isinstance(vni, bool) or not isinstance(vni, int) or not VNI_MIN <= vni <= VNI_MAX):
+        raise errors.Invalid(reason=f"provider:segmentation_id must be an integer {VNI_MIN}-{VNI_MAX}")
+    now = utcnow_iso()
+    values = {"id": new_id(), "name": _text(body, "name"), "project_id": project, "shared": shared,
+              "admin_state_up": _bool(body, "admin_state_up", True), "network_type": "vxlan",
+              "segmentation_id": vni if vni is not None else _next_vni(conn), "mtu": mtu,
+              "is_default": is_default, "gateway_host": None, "description": _text(body, "description"),
+              "created_at": now, "updated_at": now}
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(networks), values)
+    except IntegrityError:
+        raise errors.Conflict(reason=f"segmentation id {values['segmentation_id']} is already in use") from None
+    return get_network(conn, ctx, str(values["id"]))
+
+
+def delete_network(conn: Connection, ctx: RequestContext, net_id: str) -> None:
+    row = network_row(conn, ctx, net_id)
+    if not privileged(ctx) and row.project_id != ctx.project:
+        raise errors.NetworkNotFound(net_id=net_id)
+    used = conn.execute(select(func.count()).select_from(ports).where(ports.c.network_id == net_id)).scalar()
+    if used:
+        raise errors.NetworkInUse(net_id=net_id)
+    conn.execute(delete(subnets).where(subnets.c.network_id == net_id))
+    conn.execute(delete(networks).where(networks.c.id == net_id))
+
+
+# --- subnets ---------------------------------------------------------------------
+
+def subnet_record(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "id": row.id, "name": row.name, "network_id": row.network_id, "tenant_id": row.project_id,
+        "project_id": row.project_id, "ip_version": row.ip_version, "cidr": row.cidr,
+        "gateway_ip": row.gateway_ip, "allocation_pools": list(row.allocation_pools),
+        "enable_dhcp": bool(row.enable_dhcp), "dns_nameservers": list(row.dns_nameservers), "host_routes": [],
+        "ipv6_ra_mode": None, "ipv6_address_mode": None, "subnetpool_id": None, "description": row.description,
+        "service_types": [], "tags": [], "revision_number": 1, "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def _visible_subnet(conn: Connection, ctx: RequestContext, row: Row[Any]) -> bool:
+    if privileged(ctx) or row.project_id == ctx.project:
+        return True
+    net = conn.execute(select(networks.c.shared).where(networks.c.id == row.network_id)).first()
+    return bool(net and net.shared)
+
+
+def subnet_row(conn: Connection, ctx: RequestContext, subnet_id: str) -> Row[Any]:
+    row = conn.execute(select(subnets).where(subnets.c.id == subnet_id)).first()
+    if row is None or not _visible_subnet(conn, ctx, row):
+        raise errors.SubnetNotFound(subnet_id=subnet_id)
+    return row
+
+
+def list_subnets(conn: Connection, ctx: RequestContext, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = conn.execute(select(subnets).order_by(subnets.c.created_at))
+    return [rec for rec in (subnet_record(r) for r in rows if _visible_subnet(conn, ctx, r)) if match(rec, filters)]
+
+
+def get_subnet(conn: Connection, ctx: RequestContext, subnet_id: str) -> dict[str, Any]:
+    return subnet_record(subnet_row(conn, ctx, subnet_id))
+
+
+def create_subnet(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) -> dict[str, Any]:
+    _unknown(body, {"name", "network_id", "cidr", "ip_version", "gateway_ip", "allocation_pools", "enable_dhcp",
+                    "dns_nameservers", "project_id", "tenant_id", "description", "host_routes", "subnetpool_id",
+                    "ipv6_ra_mode", "ipv6_address_mode", "prefixlen", "use_default_subnetpool",
+                    "service_types"}, "subnet")
+    if body.get("subnetpool_id") or body.get("use_default_subnetpool"):
+        raise errors.Invalid(reason="subnet pools are not supported by this cloud: give a cidr")
+    if body.get("host_routes"):
+        raise errors.Invalid(reason="host_routes are not supported by this cloud")
+    net_id = body.get("network_id")
+    if not isinstance(net_id, str):
+        raise errors.Invalid(reason="network_id is required")
+    net = network_row(conn, ctx, net_id)
+    if not privileged(ctx) and net.project_id != ctx.project:
+        raise errors.Forbidden(f"Network {net_id} belongs to another project.")
+    cidr = ipam.parse_cidr(body.get("cidr"))
+    version = body.get("ip_version", cidr.version)
+    if version != cidr.version:
+        raise errors.Invalid(reason=f"cidr {cidr} is not an IPv{version} network")
+    if cidr.version != 4:
+        raise errors.Invalid(reason="only IPv4 subnets are supported by this cloud")
+    existing = [str(r[0]) for r in conn.execute(select(subnets.c.cidr))]
+    clash = ipam.overlapping(cidr, existing)
+    if clash is not None:
+        raise errors.Invalid(reason=f"Requested subnet with cidr: {cidr} for network: {net_id} overlaps with "
+                                    f"another subnet ({clash}) of this cell")
+    gw_raw = body.get("gateway_ip", "auto")
+    gateway = None if gw_raw is None else (cidr.network_address + 1 if gw_raw == "auto"
+                                           else ipam.parse_address(gw_raw, cidr, "gateway_ip"))
+    if gateway is None:
+        raise errors.Invalid(reason="a subnet needs a gateway here (the network host holds it)")
+    pools = ipam.validate_pools(body.get("allocation_pools"), cidr, gateway)
+    dns = body.get("dns_nameservers") or []
+    if not isinstance(dns, list) or not all(isinstance(d, str) for d in dns):
+        raise errors.Invalid(reason="dns_nameservers must be a list of addresses")
+    for d in dns:
+        try:
+            ipaddress.ip_address(d)
+        except ValueError:
+            raise errors.Invalid(reason=f"dns nameserver {d!r} is not an IP address") from None
+    now = utcnow_iso()
+    values = {"id": new_id(), "network_id": net_id, "project_id": net.project_id, "name": _text(body, "name"),
+              "ip_version": 4, "cidr": str(cidr), "gateway_ip": str(gateway), "allocation_pools": pools,
+              "enable_dhcp": _bool(body, "enable_dhcp", True), "dns_nameservers": list(dns),
+              "description": _text(body, "description"), "created_at": now, "updated_at": now}
+    conn.execute(insert(subnets), values)
+    return get_subnet(conn, ctx, values["id"])
+
+
+def delete_subnet(conn: Connection, ctx: RequestContext, subnet_id: str) -> None:
+    row = subnet_row(conn, ctx, subnet_id)
+    if not privileged(ctx) and row.project_id != ctx.project:
+        raise errors.SubnetNotFound(subnet_id=subnet_id)
+    used = conn.execute(select(func.count()).select_from(ip_allocations)
+                        .where(ip_allocations.c.subnet_id == subnet_id)).scalar()
+    if used:
+        raise errors.Conflict(reason=f"Unable to complete operation on subnet {subnet_id}: "
+                                     "one or more ports have an IP allocation from this subnet.")
+    conn.execute(delete(subnets).where(subnets.c.id == subnet_id))
+
+
+# --- ports -------------------------------------------------------------------------
+
+def port_record(row: Row[Any] | Mapping[str, Any], fixed_ips: list[dict[str, str]]) -> dict[str, Any]:
+    m = row._mapping if isinstance(row, Row) else row
+    return {
+        "id": m["id"], "name": m["name"], "network_id": m["network_id"], "tenant_id": m["project_id"],
+        "project_id": m["project_id"], "mac_address": m["mac_address"], "fixed_ips": fixed_ips,
+        "device_id": m["device_id"], "device_owner": m["device_owner"], "status": m["status"],
+        "admin_state_up": bool(m["admin_state_up"]), "security_groups": list(m["security_groups"]),
+        "binding:host_id": m["binding_host"] or "", "binding:vif_type": "tap" if m["binding_host"] else "unbound",
+        "binding:vnic_type": "normal", "binding:vif_details": {}, "binding:profile": {},
+        "allowed_address_pairs": [], "extra_dhcp_opts": [], "port_security_enabled": True,
+        "description": m["description"], "tags": [], "revision_number": 1, "created_at": m["created_at"],
+        "updated_at": m["updated_at"],
+    }
+
+
+def _visible_port(ctx: RequestContext, row: Row[Any]) -> bool:
+    return privileged(ctx) or row.project_id == ctx.project
+
+
+def port_row(conn: Connection, ctx: RequestContext, port_id: str) -> Row[Any]:
+    row = conn.execute(select(ports).where(ports.c.id == port_id)).first()
+    if row is None or not _visible_port(ctx, row):
+        raise errors.PortNotFound(port_id=port_id)
+    return row
+
+
+def records_of(conn: Connection, rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+    ips = ipam.port_ips(conn, [r.id for r in rows])
+    return [port_record(r, ips[r.id]) for r in rows]
+
+
+def list_ports(conn: Connection, ctx: RequestContext, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = [r for r in conn.execute(select(ports).order_by(ports.c.created_at)) if _visible_port(ctx, r)]
+    return [rec for rec in records_of(conn, rows) if match(rec, filters)]
+
+
+def get_port(conn: Connection, ctx: RequestContext, port_id: str) -> dict[str, Any]:
+    return records_of(conn, [port_row(conn, ctx, port_id)])[0]
+
+
+def _new_mac(conn: Connection) -> str:
+    for _ in range(32):
+        mac = MAC_PREFIX + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
+        if conn.execute(select(ports.c.id).where(ports.c.mac_address == mac)).first() is None:
+            return mac
+    raise errors.Conflict(reason="could not find a free MAC address")
+
+
+def create_port(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) -> dict[str, Any]:
+    _unknown(body, {"name", "network_id", "fixed_ips", "mac_address", "device_id", "device_owner",
+                    "security_groups", "admin_state_up", "project_id", "tenant_id", "description",
+                    "binding:host_id", "port_security_enabled", "binding:vnic_type"}, "port")
+    net_id = body.get("network_id")
+    if not isinstance(net_id, str):
+        raise errors.Invalid(reason="network_id is required")
+    try:
+        net = network_row(conn, ctx, net_id)
+    except errors.NetworkNotFound:  # another project's network is as good as absent, and a bad request
+        raise errors.Invalid(reason=f"Network {net_id} could not be found.") from None
+    project = _project(ctx, body)
+    if net.project_id != project and not net.shared and not privileged(ctx):
+        raise errors.Invalid(reason=f"Network {net_id} belongs to another project.")
+    subnet_rows = list(conn.execute(select(subnets).where(subnets.c.network_id == net_id)
+                                    .order_by(subnets.c.created_at)))
+    if not subnet_rows:
+        raise errors.Invalid(reason=f"Network {net_id} has no subnet to allocate an address from.")
+    groups = body.get("security_groups")
+    group_ids = secgroups.resolve_groups(conn, project, groups)
+    mac = body.get("mac_address") or _new_mac(conn)
+    if not isinstance(mac, str) or len(mac) != 17:
+        raise errors.Invalid(reason=f"invalid mac_address {mac!r}")
+    now = utcnow_iso()
+    port_id = new_id()
+    values = {"id": port_id, "network_id": net_id, "project_id": project, "name": _text(body, "name"),
+              "mac_address": mac.lower(), "device_id": _text(body, "device_id"),
+              "device_owner": _text(body, "device_owner"), "binding_host": None, "status": "DOWN",
+              "admin_state_up": _bool(body, "admin_state_up", True), "security_groups": group_ids,
+              "description": _text(body, "description"), "created_at": now, "updated_at": now}
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(ports), values)
+    except IntegrityError:
+        raise errors.Conflict(reason=f"MAC address {mac} is already in use") from None
+    _allocate_fixed_ips(conn, net_id, subnet_rows, port_id, body.get("fixed_ips"))
+    return get_port(conn, ctx, port_id)
+
+
+def _allocate_fixed_ips(conn: Connection, net_id: str, subnet_rows: list[Row[Any]], port_id: str,
+                        fixed_ips: Any) -> None:
+    by_id = {s.id: s for s in subnet_rows}
+    if fixed_ips is None:
+        ipam.allocate(conn, subnet_rows[0], port_id)
+        return
+    if not isinstance(fixed_ips, list) or not fixed_ips:
+        raise errors.Invalid(reason="fixed_ips must be a non-empty list")
+    for item in fixed_ips:
+        if not isinstance(item, dict) or not set(item) <= {"subnet_id", "ip_address"}:
+            raise errors.Invalid(reason="each fixed_ips entry is {subnet_id, ip_address}")
+        subnet = by_id.get(str(item.get("subnet_id"))) if item.get("subnet_id") else None
+        if item.get("subnet_id") and subnet is None:
+            raise errors.Invalid(reason=f"subnet {item['subnet_id']} is not on network {net_id}")
+        if subnet is None:
+            wanted = item.get("ip_address")
+            subnet = next((s for s in subnet_rows if wanted and
+                           ipaddress.ip_address(str(wanted)) in ipaddress.ip_network(s.cidr)), None)
+            if subnet is None:
+                raise errors.Invalid(reason=f"IP address {wanted!r} is not in a subnet of network {net_id}")
+        ipam.allocate(conn, subnet, port_id, item.get("ip_address"))
+
+
+def update_port(conn: Connection, ctx: RequestContext, port_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    _unknown(body, {"name", "description", "security_groups", "admin_state_up", "device_id", "device_owner",
+                    "binding:host_id"}, "port")
+    row = port_row(conn, ctx, port_id)
+    values: dict[str, Any] = {"updated_at": utcnow_iso()}
+    for key in ("name", "description", "device_id", "device_owner"):
+        if key in body:
+            values[key] = _text(body, key)
+    if "admin_state_up" in body:
+        values["admin_state_up"] = _bool(body, "admin_state_up", True)
+    if "security_groups" in body:
+        values["security_groups"] = secgroups.resolve_groups(conn, row.project_id, body["security_groups"] or [],
+                                                             allow_empty=True)
+    if "binding:host_id" in body:
+        values["binding_host"] = body["binding:host_id"] or None
+    conn.execute(update(ports).where(ports.c.id == port_id).values(**values))
+    return get_port(conn, ctx, port_id)
+
+
+def delete_port(conn: Connection, ctx: RequestContext, port_id: str) -> None:
+    row = port_row(conn, ctx, port_id)
+    if row.device_owner == INSTANCE_OWNER and row.device_id and not privileged(ctx):
+        pass  # Neutron lets the owner delete a port in use: the server loses that NIC
+    ipam.release_port(conn, port_id)
+    conn.execute(delete(ports).where(ports.c.id == port_id))
+
+
+# --- per-project defaults ---------------------------------------------------------------
+
+def _free_cidr(conn: Connection, pool: str, prefix: int) -> str:
+    taken = [ipaddress.ip_network(str(r[0])) for r in conn.execute(select(subnets.c.cidr))]
+    for candidate in ipaddress.ip_network(pool).subnets(new_prefix=prefix):
+        if not any(candidate.overlaps(t) for t in taken):
+            return str(candidate)
+    raise errors.Conflict(reason=f"no free /{prefix} left in {pool} for a default network")
+
+
+def ensure_default_network(conn: Connection, project: str, pool: str = DEFAULT_CIDR_POOL) -> Row[Any]:
+    """The project's own network and subnet, made on first use (the per-project network of nova-network)."""
+    row = conn.execute(select(networks).where(networks.c.project_id == project,
+                                              networks.c.is_default.is_(True))).first()
+    if row is not None:
+        return row
+    ctx = RequestContext(project=project, roles=("service",))
+    net = create_network(conn, ctx, {"name": DEFAULT_NETWORK_NAME, "project_id": project}, is_default=True)
+    create_subnet(conn, ctx, {"network_id": net["id"], "name": f"{DEFAULT_NETWORK_NAME}-subnet",
+                              "cidr": _free_cidr(conn, pool, DEFAULT_PREFIX), "project_id": project})
+    secgroups.ensure_default_group(conn, project)
+    result = conn.execute(select(networks).where(networks.c.id == net["id"])).first()
+    assert result is not None
+    return result

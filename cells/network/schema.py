@@ -1,0 +1,137 @@
+"""Network tables of the cell DB: networks, subnets, ports, fixed IP allocations,
+security groups and rules, and the tunnel endpoint of each host's network agent.
+
+They live in their own MetaData and are created (idempotently, only the missing
+ones) by the network controller at start: only the controller writes them.
+Uniqueness the IPAM relies on is in the schema, not in code: one row per
+(subnet, address), one port per MAC, one network per segmentation id.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from cells.db.engine import Database
+
+TIME = String(32)
+metadata = MetaData()
+
+networks = Table(
+    "networks", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False, index=True),
+    Column("project_id", String(255), nullable=False, index=True),
+    Column("shared", Boolean, nullable=False, default=False),
+    Column("admin_state_up", Boolean, nullable=False, default=True),
+    Column("network_type", String(16), nullable=False),  # vxlan (vlan where the kernel has 802.1Q)
+    Column("segmentation_id", Integer, nullable=False, unique=True),  # the VXLAN VNI
+    Column("mtu", Integer, nullable=False),
+    Column("is_default", Boolean, nullable=False, default=False),  # the project's network made on first use
+    Column("gateway_host", String(255), nullable=True),  # host holding the gateway address and dnsmasq
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+)
+
+subnets = Table(
+    "subnets", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("network_id", String(36), ForeignKey("networks.id"), nullable=False, index=True),
+    Column("project_id", String(255), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("ip_version", Integer, nullable=False),
+    Column("cidr", String(64), nullable=False),
+    Column("gateway_ip", String(64), nullable=True),
+    Column("allocation_pools", JSON, nullable=False),  # [{"start", "end"}]
+    Column("enable_dhcp", Boolean, nullable=False, default=True),
+    Column("dns_nameservers", JSON, nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+)
+
+ports = Table(
+    "ports", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("network_id", String(36), ForeignKey("networks.id"), nullable=False, index=True),
+    Column("project_id", String(255), nullable=False, index=True),
+    Column("name", String(255), nullable=False, default=""),
+    Column("mac_address", String(17), nullable=False, unique=True),
+    Column("device_id", String(255), nullable=False, default="", index=True),
+    Column("device_owner", String(255), nullable=False, default=""),
+    Column("binding_host", String(255), nullable=True, index=True),
+    Column("status", String(16), nullable=False),  # DOWN until a host binds it, then ACTIVE
+    Column("admin_state_up", Boolean, nullable=False, default=True),
+    Column("security_groups", JSON, nullable=False),  # [group id]
+    Column("auto_delete", Boolean, nullable=False, default=False),  # made by a boot: deleted with the server
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+)
+
+ip_allocations = Table(
+    "ip_allocations", metadata,
+    Column("subnet_id", String(36), ForeignKey("subnets.id"), primary_key=True),
+    Column("address", String(64), primary_key=True),  # never handed out twice: the primary key says so
+    Column("port_id", String(36), ForeignKey("ports.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("network_id", String(36), nullable=False, index=True),
+)
+
+security_groups = Table(
+    "security_groups", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(255), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+)
+
+security_group_rules = Table(
+    "security_group_rules", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("security_group_id", String(36), ForeignKey("security_groups.id", ondelete="CASCADE"),
+           nullable=False, index=True),
+    Column("project_id", String(255), nullable=False),
+    Column("direction", String(8), nullable=False),  # ingress | egress
+    Column("ethertype", String(8), nullable=False),  # IPv4 | IPv6
+    Column("protocol", String(16), nullable=True),  # tcp | udp | icmp | None (any)
+    Column("port_range_min", Integer, nullable=True),
+    Column("port_range_max", Integer, nullable=True),
+    Column("remote_ip_prefix", String(64), nullable=True),
+    Column("remote_group_id", String(36), nullable=True),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", TIME, nullable=False),
+    UniqueConstraint("security_group_id", "direction", "ethertype", "protocol", "port_range_min",
+                     "port_range_max", "remote_ip_prefix", "remote_group_id", name="uq_security_group_rule"),
+)
+
+network_agents = Table(
+    "network_agents", metadata,
+    Column("host", String(255), primary_key=True),
+    Column("tunnel_ip", String(64), nullable=False),
+    Column("vlan_supported", Boolean, nullable=False, default=False),
+    Column("updated_at", TIME, nullable=False),
+)
+
+Index("ix_ports_device_network", ports.c.device_id, ports.c.network_id)
+
+
+def _create(conn: Connection) -> None:
+    metadata.create_all(conn)  # checkfirst: only the missing tables
+
+
+async def ensure_network_schema(db: Database) -> None:
+    """Create the missing network tables in one write transaction (safe when run concurrently)."""
+    await db.write(_create)

@@ -1,0 +1,83 @@
+"""The cell network controller's RPC surface (topic `network`).
+
+Records are Neutron v2.0 shaped dicts (what /network/v2.0 answers), so the API
+passes them through. The compute's host agent asks for its bindings and its
+host configuration here: nodes never open the cell DB.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from cells.context import RequestContext
+from cells.rpc.wire import FAST, NORMAL, Method, surface
+from cells.rpcapi import Caller
+
+TOPIC = "network"
+RESOURCES = ("network", "subnet", "port", "security_group", "security_group_rule")
+SURFACE = surface(
+    # the Neutron API: <resource>_list / _get / _create / _update / _delete
+    *(Method(f"{r}_list", FAST, retry_safe=True) for r in RESOURCES),
+    *(Method(f"{r}_get", FAST, retry_safe=True) for r in RESOURCES),
+    *(Method(f"{r}_create", NORMAL) for r in RESOURCES),
+    *(Method(f"{r}_update", NORMAL) for r in ("port", "security_group")),
+    *(Method(f"{r}_delete", NORMAL) for r in RESOURCES),
+    # the boot flow and Nova's server actions
+    Method("allocate_for_instance", NORMAL, retry_safe=True),
+    Method("instance_security_groups", FAST, retry_safe=True),
+    Method("add_security_group", NORMAL, retry_safe=True),
+    Method("remove_security_group", NORMAL),
+    # host agents
+    Method("agent_report", FAST, retry_safe=True),
+    Method("bind_instance", NORMAL, retry_safe=True),
+    Method("host_config", FAST, retry_safe=True),
+)
+M = SURFACE
+
+
+class NetworkAPI:
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+
+    async def index(self, ctx: RequestContext, resource: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self.caller.call(TOPIC, M[f"{resource}_list"], {"filters": filters}, ctx)
+
+    async def show(self, ctx: RequestContext, resource: str, id: str) -> dict[str, Any]:
+        return await self.caller.call(TOPIC, M[f"{resource}_get"], {"id": id}, ctx)
+
+    async def create(self, ctx: RequestContext, resource: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.caller.call(TOPIC, M[f"{resource}_create"], {"body": body}, ctx)
+
+    async def update(self, ctx: RequestContext, resource: str, id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.caller.call(TOPIC, M[f"{resource}_update"], {"id": id, "body": body}, ctx)
+
+    async def delete(self, ctx: RequestContext, resource: str, id: str) -> None:
+        await self.caller.call(TOPIC, M[f"{resource}_delete"], {"id": id}, ctx)
+
+    async def allocate_for_instance(self, ctx: RequestContext, instance_uuid: str, project_id: str,
+                                    requested: list[dict[str, str]] | None,
+                                    security_groups: list[str] | None) -> dict[str, Any]:
+        """Ports + fixed IPs for the instance (idempotent); returns its Nova `addresses`."""
+        return await self.caller.call(TOPIC, M["allocate_for_instance"],
+                                      {"instance_uuid": instance_uuid, "project_id": project_id,
+                                       "requested": requested, "security_groups": security_groups}, ctx)
+
+    async def instance_security_groups(self, ctx: RequestContext, instance_uuid: str) -> list[dict[str, Any]]:
+        return await self.caller.call(TOPIC, M["instance_security_groups"], {"instance_uuid": instance_uuid}, ctx)
+
+    async def add_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
+        await self.caller.call(TOPIC, M["add_security_group"], {"instance_uuid": instance_uuid, "group": group}, ctx)
+
+    async def remove_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
+        await self.caller.call(TOPIC, M["remove_security_group"], {"instance_uuid": instance_uuid, "group": group},
+                               ctx)
+
+    async def agent_report(self, ctx: RequestContext, host: str, tunnel_ip: str, vlan_supported: bool) -> None:
+        await self.caller.call(TOPIC, M["agent_report"],
+                               {"host": host, "tunnel_ip": tunnel_ip, "vlan_supported": vlan_supported}, ctx)
+
+    async def bind_instance(self, ctx: RequestContext, instance_uuid: str, host: str) -> list[dict[str, Any]]:
+        """Bind the instance's ports to `host`; returns the VIFs to plug."""
+        return await self.caller.call(TOPIC, M["bind_instance"], {"instance_uuid": instance_uuid, "host": host}, ctx)
+
+    async def host_config(self, ctx: RequestContext, host: str) -> dict[str, Any]:
+        return await self.caller.call(TOPIC, M["host_config"], {"host": host}, ctx)
