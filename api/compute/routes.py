@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.compute import flavors, servers, versions
+from api.compute import extensions, flavors, servers, versions
 from api.errors import compute_body, error_middleware
 from api.middleware import token_auth
 
@@ -19,4 +19,5 @@ def make_compute_app() -> web.Application:
     app.router.add_get("/v2.1/", versions.version)
     flavors.add_routes(app)
     servers.add_routes(app)
+    extensions.add_routes(app)
     return app

@@ -12,12 +12,13 @@ import logging
 import secrets
 import string
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
 
-from api.compute import mappings
+from api import quota
+from api.compute import keypairs, mappings
 from api.compute.flavors import flavor_dict, get_flavor
 from api.compute.schemas import SERVER_CREATE
 from api.compute.views import DEFAULT_AZ, server_created
@@ -30,7 +31,7 @@ from cells.context import RequestContext
 from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
 
 LOG = logging.getLogger(__name__)
-MAX_PER_REQUEST = 10  # stands in for the instances quota until quotas exist
+MAX_PER_REQUEST = 100  # one request's bound; the instances quota (api/quota.py) is the real limit
 _PASSWORD_CHARS = string.ascii_letters + string.digits
 _CLEANUPS: set[asyncio.Task[None]] = set()  # strong refs to background cleanups
 
@@ -49,6 +50,7 @@ class BuildSpec:
     access_ipv4: str | None
     access_ipv6: str | None
     hints: dict[str, Any]
+    min_count: int = 1  # `count` is max_count; quota may cut it down to no less than this
 
 
 def _count(value: Any, default: int) -> int:
@@ -87,6 +89,8 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
         raise errors.Invalid("min_count must be <= max_count")
     if max_count > MAX_PER_REQUEST:
         raise errors.QuotaExceeded(resource="instances", requested=max_count, limit=MAX_PER_REQUEST)
+    limits = await quota.limits(request.config_dict[ENGINE], str(ctx.project))
+    quota.check_metadata(limits, len(server.get("metadata") or {}))
     _check_bdms(server)
     image_id = _image_id(server)
     try:
@@ -107,7 +111,10 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
     if flavor.disk and ((image.min_disk or 0) > flavor.disk or (image.size or 0) > flavor.disk * (1 << 30)):
         raise errors.Invalid("Flavor's disk is too small for requested image.")
     if server.get("key_name") is not None:
-        raise errors.Invalid("Invalid key_name provided.")  # no keypairs exist yet
+        try:
+            await keypairs.get(request.config_dict[ENGINE], str(ctx.user), server["key_name"])
+        except keypairs.KeypairNotFound:
+            raise errors.Invalid("Invalid key_name provided.") from None
     az = server.get("availability_zone") or DEFAULT_AZ
     if az != DEFAULT_AZ:
         raise errors.Invalid(f"The requested availability zone is not available: {az}")
@@ -117,8 +124,9 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
     hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
     return BuildSpec(name=server["name"], count=max_count, flavor=flavor_dict(flavor),
                      image=image_db.snapshot(image), metadata=dict(server.get("metadata") or {}),
-                     key_name=None, availability_zone=az, user_data=server.get("user_data"),
-                     access_ipv4=server.get("accessIPv4"), access_ipv6=server.get("accessIPv6"), hints=hints)
+                     key_name=server.get("key_name"), availability_zone=az, user_data=server.get("user_data"),
+                     access_ipv4=server.get("accessIPv4"), access_ipv6=server.get("accessIPv6"), hints=hints,
+                     min_count=min_count)
 
 
 def instance_records(spec: BuildSpec, ctx: RequestContext, cell_path: str) -> list[dict[str, Any]]:
@@ -152,24 +160,40 @@ async def create(request: web.Request) -> web.Response:
     validate(SERVER_CREATE, body)
     spec = await resolve(request, ctx, body)
     router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
-    cell = router.pick_cell()
-    records = instance_records(spec, ctx, cell.path)
-    uuids = [r["uuid"] for r in records]
-    await mappings.add(engine, records, cell.path)
-    try:
-        await cell.conductor.build_instances(ctx, records, request_spec(spec, ctx, records))
-    except BaseException as exc:
-        # no half-made server: the mapping goes; on a timeout the cell may have made the rows, so ask it to drop them
-        await asyncio.shield(mappings.remove(engine, uuids))
-        if isinstance(exc, (errors.RpcTimeout, errors.DeadlineExpired)):
-            task = asyncio.ensure_future(_forget(cell.conductor, ctx, uuids))
-            _CLEANUPS.add(task)
-            task.add_done_callback(_CLEANUPS.discard)
-        raise
+    async with quota.project_lock(str(ctx.project)):  # the quota check and the rows it admits, together
+        spec = await _within_quota(request, ctx, spec)
+        cell = router.pick_cell()
+        records = instance_records(spec, ctx, cell.path)
+        uuids = [r["uuid"] for r in records]
+        await mappings.add(engine, records, cell.path)
+        try:
+            await cell.conductor.build_instances(ctx, records, request_spec(spec, ctx, records))
+        except BaseException as exc:
+            # no half-made server: the mapping goes; on a timeout the cell may have made the rows, so ask it
+            # to drop them
+            await asyncio.shield(mappings.remove(engine, uuids))
+            if isinstance(exc, (errors.RpcTimeout, errors.DeadlineExpired)):
+                task = asyncio.ensure_future(_forget(cell.conductor, ctx, uuids))
+                _CLEANUPS.add(task)
+                task.add_done_callback(_CLEANUPS.discard)
+            raise
     admin_pass = server_admin_pass(body["server"])
     base = public_url(request)
     return web.json_response(server_created(base, uuids[0], admin_pass), status=202,
                              headers={"Location": f"{base}/compute/v2.1/servers/{uuids[0]}"})
+
+
+async def _within_quota(request: web.Request, ctx: RequestContext, spec: BuildSpec) -> BuildSpec:
+    """As Nova: boot up to max_count if it fits, else as many as fit if that is at least min_count,
+    else 403 naming the resource that ran out."""
+    limits = await quota.limits(request.config_dict[ENGINE], str(ctx.project))
+    used = await quota.compute_usage(request.config_dict[ROUTER], ctx, str(ctx.project))
+    per = {"instances": 1, "cores": int(spec.flavor["vcpus"]), "ram": int(spec.flavor["ram"])}
+    count = spec.count
+    while count > spec.min_count and quota.over(limits, used, {r: n * count for r, n in per.items()}):
+        count -= 1
+    quota.check_instances(limits, used, {r: n * count for r, n in per.items()})
+    return spec if count == spec.count else replace(spec, count=count)
 
 
 def server_admin_pass(server: dict[str, Any]) -> str:

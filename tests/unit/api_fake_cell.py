@@ -38,6 +38,7 @@ class FakeConductor:
     fail_next_build: errors.CellcloudError | None = None
     list_calls: int = 0
     auto_after: float | None = None  # when set: builds go ACTIVE and deletes finish after this many seconds
+    actions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # uuid -> instance actions
     _timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
     async def build_instances(self, ctx: RequestContext, instances: list[dict[str, Any]],
@@ -48,6 +49,12 @@ class FakeConductor:
         self.builds.append(request_spec)
         for inst in instances:
             self.records[inst["uuid"]] = dict(inst, cell=self.cell)
+            self.actions[inst["uuid"]] = [{
+                "uuid": inst["uuid"], "instance_uuid": inst["uuid"], "action": "create",
+                "request_id": ctx.request_id, "user_id": ctx.user, "project_id": ctx.project,
+                "start_time": utcnow_iso(), "finish_time": None, "message": None,
+                "events": [{"event": "conductor_schedule_and_build_instances", "start_time": utcnow_iso(),
+                            "finish_time": None, "result": None, "details": None, "host": None}]}]
             self._later(self.activate, inst["uuid"])
         return [self.records[i["uuid"]] for i in instances]
 
@@ -104,6 +111,29 @@ class FakeConductor:
 
     async def capacity(self, ctx: RequestContext) -> dict[str, Any]:
         return {"hosts": 1, "hosts_alive": 1}
+
+    async def project_usage(self, ctx: RequestContext, project_id: str) -> dict[str, int]:
+        live = [r for r in self.records.values() if r["project_id"] == project_id and not r["deleted"]]
+        return {"instances": len(live), "cores": sum(r["flavor"]["vcpus"] for r in live),
+                "ram": sum(r["flavor"]["ram"] for r in live)}
+
+    async def instance_update(self, ctx: RequestContext, uuid: str, values: dict[str, Any],
+                              expected_task_state: list[str | None] | None = None) -> dict[str, Any]:
+        rec = await self.instance_get(ctx, uuid)
+        rec.update(values, updated_at=utcnow_iso())
+        return rec
+
+    async def instance_actions(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
+        rec = self.records.get(uuid)
+        if rec is None or not self._visible(ctx, rec):
+            raise errors.InstanceNotFound(instance_id=uuid)
+        return [dict(a) for a in self.actions.get(uuid, [])]
+
+    async def instance_by_address(self, ctx: RequestContext, address: str) -> dict[str, Any]:
+        for rec in self.records.values():
+            if not rec["deleted"] and any(ip["addr"] == address for ips in rec["addresses"].values() for ip in ips):
+                return rec
+        raise errors.InstanceNotFound(instance_id=address)
 
     # --- test controls ------------------------------------------------------
 

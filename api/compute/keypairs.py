@@ -1,0 +1,204 @@
+"""/compute/v2.1/os-keypairs: Nova 2.1 key pairs (per user), shared with EC2's key pair calls.
+
+A key pair is imported (the caller gives an OpenSSH public key) or generated
+here (RSA 2048; the private key is returned once and never stored). The
+fingerprint is the MD5 of the key blob in colon-separated hex, as Nova and
+ssh-keygen -l -E md5 print it. The key_pairs quota (per user, as Nova) is
+checked under the user's quota lock together with the insert.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import and_, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api import quota
+from api.compute.schemas import NAME
+from api.db.schema import key_pairs
+from api.http import context, json_body
+from api.keys import ENGINE
+from api.timeutil import iso_naive_micro, utcnow
+from api.validation import validate
+from cells import errors
+
+_SAFE_CHARS = frozenset(string.digits + string.ascii_letters + "-_ ")
+KEYGEN_TIMEOUT = 30.0
+
+KEYPAIR_CREATE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"keypair": {"type": "object",
+                               "properties": {"name": NAME, "public_key": {"type": "string"}},
+                               "required": ["name"], "additionalProperties": False}},
+    "required": ["keypair"],
+    "additionalProperties": False,
+}
+
+
+class InvalidKeypair(errors.Invalid):
+    code, msg = "invalid_keypair", "Keypair data is invalid: {reason}"
+
+
+class KeyPairExists(errors.Conflict):
+    code, msg = "keypair_exists", "Key pair '{key_name}' already exists."
+
+
+class KeypairNotFound(errors.NotFound):
+    code, msg = "keypair_not_found", "Keypair {name} not found for user {user_id}"
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    id: int
+    user_id: str
+    name: str
+    fingerprint: str
+    public_key: str
+    created_at: Any
+
+
+def fingerprint(public_key: str) -> str:
+    """MD5 of the key blob, colon-hex; InvalidKeypair when it is not an OpenSSH public key."""
+    try:
+        serialization.load_ssh_public_key(public_key.strip().encode("utf-8"))
+        blob = base64.b64decode(public_key.split()[1], validate=True)
+    except (ValueError, IndexError, UnicodeError, binascii.Error, TypeError):
+        raise InvalidKeypair(reason="failed to generate fingerprint") from None
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def _generate() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode("ascii")
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode("ascii")
+    return private, public + " Generated-by-Nova"
+
+
+async def generate() -> tuple[str, str]:
+    """(private PEM, OpenSSH public key); RSA generation is CPU work, kept off the loop."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(KEYGEN_TIMEOUT):
+        return await loop.run_in_executor(None, _generate)
+
+
+def check_name(name: str) -> None:
+    if not 1 <= len(name) <= 255:
+        raise InvalidKeypair(reason="Keypair name must be string and between 1 and 255 characters long")
+    if not set(name) <= _SAFE_CHARS:
+        raise InvalidKeypair(reason="Keypair name contains unsafe characters")
+
+
+def _keypair(row: Any) -> KeyPair:
+    return KeyPair(row.id, row.user_id, row.name, row.fingerprint, row.public_key, row.created_at)
+
+
+async def create(engine: AsyncEngine, user_id: str, project_id: str, name: str,
+                 public_key: str | None) -> tuple[KeyPair, str | None]:
+    """validate -> lock -> check (quota, uniqueness) -> insert. Returns (key pair, private key or None).
+    The limit is the project's key_pairs quota, counted per user (as Nova)."""
+    check_name(name)
+    private = None
+    if public_key is None:
+        private, public_key = await generate()
+    fp = fingerprint(public_key)
+    async with quota.project_lock(f"user:{user_id}"):
+        allowed = (await quota.limits(engine, project_id)).get("key_pairs", -1)
+        if allowed >= 0 and await quota.keypair_count(engine, user_id) >= allowed:
+            raise quota.KeypairLimitExceeded(resource="key_pairs", requested=1, limit=allowed)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(insert(key_pairs).values(
+                    user_id=user_id, name=name, fingerprint=fp, public_key=public_key, type="ssh",
+                    created_at=utcnow()))
+                row = (await conn.execute(select(key_pairs).where(
+                    and_(key_pairs.c.user_id == user_id, key_pairs.c.name == name)))).one()
+        except IntegrityError:
+            raise KeyPairExists(key_name=name) from None
+    return _keypair(row), private
+
+
+async def list_for(engine: AsyncEngine, user_id: str, names: list[str] | None = None) -> list[KeyPair]:
+    query = select(key_pairs).where(key_pairs.c.user_id == user_id)
+    if names is not None:
+        query = query.where(key_pairs.c.name.in_(names))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(key_pairs.c.name))).all()
+    return [_keypair(r) for r in rows]
+
+
+async def get(engine: AsyncEngine, user_id: str, name: str) -> KeyPair:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(key_pairs).where(
+            and_(key_pairs.c.user_id == user_id, key_pairs.c.name == name)))).first()
+    if row is None:
+        raise KeypairNotFound(name=name, user_id=user_id)
+    return _keypair(row)
+
+
+async def remove(engine: AsyncEngine, user_id: str, name: str) -> None:
+    async with engine.begin() as conn:
+        result = await conn.execute(delete(key_pairs).where(
+            and_(key_pairs.c.user_id == user_id, key_pairs.c.name == name)))
+    if result.rowcount == 0:
+        raise KeypairNotFound(name=name, user_id=user_id)
+
+
+# --- Nova views and handlers ------------------------------------------------------
+
+def _user(request: web.Request) -> str:
+    user = context(request).user
+    if not user:
+        raise errors.Forbidden()
+    return user
+
+
+async def index(request: web.Request) -> web.Response:
+    found = await list_for(request.config_dict[ENGINE], _user(request))
+    return web.json_response({"keypairs": [{"keypair": {"name": k.name, "public_key": k.public_key,
+                                                        "fingerprint": k.fingerprint}} for k in found]})
+
+
+async def show(request: web.Request) -> web.Response:
+    k = await get(request.config_dict[ENGINE], _user(request), request.match_info["name"])
+    return web.json_response({"keypair": {
+        "public_key": k.public_key, "name": k.name, "fingerprint": k.fingerprint, "user_id": k.user_id,
+        "deleted": False, "created_at": iso_naive_micro(k.created_at), "updated_at": None, "deleted_at": None,
+        "id": k.id}})
+
+
+async def create_handler(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    validate(KEYPAIR_CREATE, body)
+    spec = body["keypair"]
+    k, private = await create(request.config_dict[ENGINE], _user(request), str(context(request).project),
+                              spec["name"], spec.get("public_key"))
+    out: dict[str, Any] = {"fingerprint": k.fingerprint, "name": k.name, "public_key": k.public_key,
+                           "user_id": k.user_id}
+    if private is not None:
+        out["private_key"] = private
+    return web.json_response({"keypair": out})  # 200 at 2.1 (201 from 2.2)
+
+
+async def delete_handler(request: web.Request) -> web.Response:
+    await remove(request.config_dict[ENGINE], _user(request), request.match_info["name"])
+    return web.Response(status=202)  # 202 at 2.1 (204 from 2.2)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v2.1/os-keypairs", index)
+    app.router.add_post("/v2.1/os-keypairs", create_handler)
+    app.router.add_get("/v2.1/os-keypairs/{name}", show)
+    app.router.add_delete("/v2.1/os-keypairs/{name}", delete_handler)
