@@ -69,7 +69,8 @@ class ClusterConfig:
     def router_key(self, cell_path: str) -> bytes | None:
         if not self.curve:
             return None
-        return self.service(f"{cell_path}/router").public_key.encode()
+        key = self.service(f"{cell_path}/router").public_key
+        return key.encode() if key else None  # keys not made yet (a cluster never started)
 
     def service(self, service_id: str) -> ServiceSpec:
         for s in self.services:

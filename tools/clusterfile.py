@@ -22,6 +22,7 @@ directory that holds the file):
               router: ctl:5601       # required HOST:PORT (HOST = a name from `hosts`)
               conductor: ctl         # HOST or HOST:PORT; default <router host>:<router port + 1>
               scheduler: ctl         # HOST or HOST:PORT; default <router host>:<router port + 2>
+              network: ctl           # the network controller; default <router host>:<router port + 3>
             hosts: [node1]           # compute hosts of this cell (each host in at most one cell)
             cells: [...]             # nested child cells, same schema; path "cell1!child"
     hosts:                           # required: name -> host
@@ -32,12 +33,13 @@ directory that holds the file):
         roles: [compute]             # default [compute]; volume/network: not supported yet
         virt: {uri: "test:///default", type: auto}   # type: auto | kvm | qemu
         rpc_port: 5610               # compute RPC port; default 5700 + index of the host in `hosts`
-    security: {curve: false}         # true: CURVE on every socket, keys in <state>/keys/ (default false for now)
+    security: {curve: true}          # default true: CURVE on every socket, keys in <state>/keys/;
+                                     # false = plaintext, a development setting only
 
 Resolution: every port is fixed and explicit; two services on the same address
 and port are an error. Cell path = cell name, or "<parent path>!<name>" for a
 nested cell. Service ids: "api", "<cell>/router", "<cell>/conductor",
-"<cell>/scheduler", "<cell>/compute/<host>". sqlite URLs become
+"<cell>/scheduler", "<cell>/network", "<cell>/compute/<host>". sqlite URLs become
 sqlite+aiosqlite:///ABSPATH. Secrets (admin/demo/service passwords) are made
 once and kept in <state>/secrets.json (0600); with curve: true every service
 and the operator (cellctl) get a key pair once, in <state>/keys/. The resolved
@@ -298,14 +300,14 @@ class _Parser:
         cell_path = f"{parent.path}!{name}" if parent else name
         db = self.db_url(m.get("db"), f"{path}.db", cell_path, state)
 
-        svc = self.mapping(m["services"], f"{path}.services", ("router",), ("conductor", "scheduler"))
+        svc = self.mapping(m["services"], f"{path}.services", ("router",), ("conductor", "scheduler", "network"))
         rhost_name, rport = self.host_port(svc["router"], f"{path}.services.router", "HOST:PORT")
         rhost = self.host_ref(rhost_name, f"{path}.services.router")
         router = self.place(cell_path, "router", rhost, rport, f"{path}.services.router", "")
         cell = CellSpec(name=name, path=cell_path, db=db, router=router.bind, parent=parent.path if parent else None)
         self.cells.append(cell)
         self.services.append(router)
-        for offset, kind in ((1, "conductor"), (2, "scheduler")):
+        for offset, kind in ((1, "conductor"), (2, "scheduler"), (3, "network")):
             field = f"{path}.services.{kind}"
             raw = svc.get(kind, rhost.spec.name)
             if not isinstance(raw, str):
@@ -391,7 +393,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 60:
         p.fail("heartbeat_interval", f"expected seconds between 0 and 60, got {_got(interval)}")
     security = p.mapping(top.get("security", {}), "security", (), ("curve",))
-    curve = security.get("curve", False)
+    curve = security.get("curve", True)  # plaintext only when the file says so
     if not isinstance(curve, bool):
         p.fail("security.curve", f"expected true or false, got {_got(curve)}")
 

@@ -40,11 +40,10 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
         "sites": [{"name": "site1", "cells": [{
             "name": "cell1",
             "services": {"router": f"ctl:{router}", "conductor": f"ctl:{free_port()}",
-                         "scheduler": f"ctl:{free_port()}"},
+                         "scheduler": f"ctl:{free_port()}", "network": f"ctl:{free_port()}"},
             "hosts": host_names,
         }]}],
         "hosts": {"ctl": {"address": "127.0.0.1", "via": "local"}},
-        "security": {"curve": False},
     }
     for name in host_names:
         doc["hosts"][name] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],

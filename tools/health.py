@@ -53,7 +53,10 @@ class Prober:
         keys = None
         if cluster.curve:
             from cells.rpc import security
-            keys = security.load_keys(cluster.state_dir, security.OPERATOR)
+            if security.key_path(cluster.state_dir, security.OPERATOR).exists():
+                keys = security.load_keys(cluster.state_dir, security.OPERATOR)
+            else:  # never started here: nothing can answer, probe with a throw-away key
+                keys = security.throwaway_keys()
         self.cluster = cluster
         self.client = RpcClient(keys)
 

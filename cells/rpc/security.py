@@ -44,6 +44,12 @@ def load_keys(state_dir: str | Path, owner: str) -> CurveKeys:
     return CurveKeys(public=public, secret=secret)
 
 
+def throwaway_keys() -> CurveKeys:
+    """A key pair no cluster knows (probing a cluster whose keys were never made)."""
+    public, secret = zmq.curve_keypair()
+    return CurveKeys(public=public, secret=secret)
+
+
 class _Allowlist:
     def __init__(self, keys: set[bytes]) -> None:
         self.keys = keys

@@ -72,8 +72,14 @@ def test_repo_default_cluster_file_resolves() -> None:
     assert cfg.api.public_url == "http://127.0.0.1:8774"
     assert cfg.api.db == f"sqlite+aiosqlite:///{ROOT}/var/api.db"
     assert cfg.api.image_dir == f"{ROOT}/var/images"
-    assert cfg.curve is False and cfg.heartbeat_interval == 1.0
+    assert cfg.curve is True and cfg.heartbeat_interval == 1.0  # CURVE is on by default
     assert [h.name for h in cfg.hosts] == ["ctl", "node1"]
+
+
+def test_curve_is_the_default_and_plaintext_must_be_asked_for(tmp_path: Path) -> None:
+    assert clusterfile.load(write(tmp_path, variant(lambda d: d.pop("security")))).curve is True
+    assert clusterfile.load(write(tmp_path, variant(lambda d: d["security"].pop("curve")))).curve is True
+    assert clusterfile.load(write(tmp_path, BASE)).curve is False  # BASE says curve: false explicitly
 
 
 def test_defaults_nested_cells_and_db_urls(tmp_path: Path) -> None:

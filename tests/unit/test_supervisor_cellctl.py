@@ -26,6 +26,7 @@ def cluster_file(tmp_path: Path, router: int, api: int) -> Path:
         "sites": [{"name": "s", "cells": [{"name": "cell1", "hosts": ["node1"], "services": {
             "router": f"ctl:{router}", "conductor": f"ctl:{free_port()}", "scheduler": f"ctl:{free_port()}"}}]}],
         "hosts": {"ctl": {"address": "127.0.0.1"}, "node1": {"address": "127.0.0.1", "rpc_port": free_port()}},
+        "security": {"curve": False},  # these tests talk plaintext to an in-process directory
     }
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(doc))
