@@ -23,6 +23,9 @@ apt:
 	  apt-get update; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES); \
 	fi
+	@# qemu:///embed (real guests) needs the libvirt-qemu user and group to exist, even when guests run as root
+	@getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+	@id -u libvirt-qemu >/dev/null 2>&1 || useradd --system -g libvirt-qemu -M -s /usr/sbin/nologin libvirt-qemu
 
 $(BIN)/python: | apt
 	$(PYTHON) -m venv $(VENV)

@@ -163,3 +163,73 @@ def status(vm_state: str, task_state: str | None = None) -> str:
     """Nova's API status for (vm_state, task_state); UNKNOWN for a state Nova does not know."""
     task_map = _STATE_MAP.get(vm_state, {"default": "UNKNOWN"})
     return task_map.get(task_state, task_map["default"])
+
+
+# --- user actions on an existing server (Nova's compute API state checks) ---------
+
+@dataclass(frozen=True)
+class UserAction:
+    name: str  # Nova's action name: instance actions and 409 messages use it
+    from_vm_states: frozenset[str]  # vm_states it may start from
+    task_state: str  # task_state while the compute works on it
+    results: frozenset[str]  # vm_states the compute may report when it succeeded
+    from_task_states: frozenset[str | None] = frozenset({None})
+
+
+_HARD_REBOOT_FROM = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED, VmState.ERROR})
+_REBOOT_TASKS = frozenset({None, _REBOOTING, _REBOOT_PENDING, _REBOOT_STARTED})
+USER_ACTIONS: dict[str, UserAction] = {a.name: a for a in (
+    UserAction("stop", frozenset({VmState.ACTIVE, VmState.ERROR}), "powering-off", frozenset({VmState.STOPPED})),
+    UserAction("start", frozenset({VmState.STOPPED}), "powering-on", frozenset({VmState.ACTIVE})),
+    UserAction("reboot", frozenset({VmState.ACTIVE}), _REBOOTING, frozenset({VmState.ACTIVE})),
+    # a hard reboot may take over a soft one that hangs, as Nova
+    UserAction("reboot_hard", _HARD_REBOOT_FROM, _REBOOTING_HARD, frozenset({VmState.ACTIVE}),
+               _REBOOT_TASKS | {_REBOOTING_HARD}),
+    UserAction("pause", frozenset({VmState.ACTIVE}), "pausing", frozenset({VmState.PAUSED})),
+    UserAction("unpause", frozenset({VmState.PAUSED}), "unpausing", frozenset({VmState.ACTIVE})),
+    UserAction("suspend", frozenset({VmState.ACTIVE}), "suspending", frozenset({VmState.SUSPENDED})),
+    UserAction("resume", frozenset({VmState.SUSPENDED}), "resuming", frozenset({VmState.ACTIVE})),
+    # a rebuilt server that was stopped stays stopped, as Nova
+    UserAction("rebuild", frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR}), _REBUILDING,
+               frozenset({VmState.ACTIVE, VmState.STOPPED})),
+)}
+ACTION_TASK_STATES = frozenset(a.task_state for a in USER_ACTIONS.values())
+_RESULT_POWER = {VmState.ACTIVE: PowerState.RUNNING, VmState.STOPPED: PowerState.SHUTDOWN,
+                 VmState.PAUSED: PowerState.PAUSED, VmState.SUSPENDED: PowerState.SHUTDOWN}
+
+
+def user_action(name: str) -> UserAction:
+    try:
+        return USER_ACTIONS[name]
+    except KeyError:
+        raise errors.Invalid(reason=f"unknown server action {name!r}") from None
+
+
+def begin_action(name: str, state: State, instance_id: str = "") -> State:
+    """The state while the compute carries out `name`; InstanceInvalidState (409) when it does not fit.
+    Nova names the vm_state in the message when that is wrong, else the task_state."""
+    act = user_action(name)
+    shown = "reboot" if name == "reboot_hard" else name
+    if state.vm_state not in act.from_vm_states:
+        raise errors.InstanceInvalidState(action=shown, instance_id=instance_id, attr="vm_state",
+                                          state=state.vm_state)
+    if state.task_state not in act.from_task_states:
+        raise errors.InstanceInvalidState(action=shown, instance_id=instance_id, attr="task_state",
+                                          state=state.task_state)
+    return replace(state, task_state=act.task_state)
+
+
+def finish_action(name: str, state: State, vm_state: str | None, power_state: int | None, ok: bool,
+                  instance_id: str = "") -> State:
+    """The state after the compute reported `name` done (ok) or failed. A failure keeps the
+    vm_state unless the compute says the guest is in error; the task always ends."""
+    act = user_action(name)
+    if state.task_state != act.task_state:
+        raise errors.UnexpectedTaskState(instance_id=instance_id, expected=act.task_state, actual=state.task_state)
+    if ok:
+        if vm_state not in act.results:
+            raise errors.Invalid(reason=f"{name} cannot end in vm_state {vm_state!r}")
+        return State(vm_state, None, _RESULT_POWER[vm_state] if power_state is None else power_state)
+    if vm_state not in (None, state.vm_state, VmState.ERROR):
+        raise errors.Invalid(reason=f"a failed {name} cannot end in vm_state {vm_state!r}")
+    return State(vm_state or state.vm_state, None, state.power_state if power_state is None else power_state)

@@ -42,3 +42,10 @@ def free_port() -> int:
 @pytest.fixture
 def tcp_address() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def embed_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The one qemu:///embed root of this test process: libvirt opens a single embed root
+    per process and refuses a second path."""
+    return str(tmp_path_factory.mktemp("qemu-embed"))

@@ -21,6 +21,7 @@ MODULES = (
     "drivers/virtio/virtio_pci_legacy_dev", "drivers/virtio/virtio_pci", "drivers/block/virtio_blk",
     "net/core/failover", "drivers/net/net_failover", "drivers/net/virtio_net",
     "drivers/scsi/virtio_scsi",
+    "drivers/input/evdev", "drivers/acpi/button",  # the ACPI power button: clean shutdown and soft reboot
 )
 
 UDHCPC_SCRIPT = """#!/bin/sh
@@ -42,6 +43,11 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in $(cat /etc/modules-order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+# ACPI power button (libvirt's shutdown, Nova's clean stop and soft reboot): power off at once
+for e in /sys/class/input/event*; do
+  [ "$(cat $e/device/name 2>/dev/null)" = "Power Button" ] || continue
+  ( head -c 1 /dev/input/${{e##*/}} >/dev/null && echo "CELLCLOUD-POWEROFF" && poweroff -f ) &
+done
 echo "{BANNER} kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime) mem=$(awk '/MemTotal/{{print $2}}' /proc/meminfo)kB"
 # kernel command line: cc.ip=A.B.C.D/NN | cc.ip=dhcp ; cc.gw=A.B.C.D
 IP=dhcp

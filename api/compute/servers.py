@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from api.compute import mappings
+from api.compute import actions, mappings
 from api.compute.server_create import create
 from api.compute.views import record_status, server_brief, server_detail, vm_states_for
 from api.http import context, parse_bool, query_int
@@ -175,3 +175,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v2.1/servers/detail", detail)
     app.router.add_get("/v2.1/servers/{server_id}", show)
     app.router.add_delete("/v2.1/servers/{server_id}", delete)
+    actions.add_routes(app)  # POST /servers/{id}/action: api/compute/actions.py

@@ -15,6 +15,7 @@ from sqlalchemy import false
 
 from cells import errors
 from cells.conductor.env import FlowEnv
+from cells.conductor.flows import actions as server_actions
 from cells.conductor.flows import boot, delete, hosts, lookups, update
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
@@ -192,3 +193,16 @@ class ConductorManager:
 
     async def instance_by_address(self, ctx: RequestContext, address: str) -> dict[str, Any]:
         return await lookups.instance_by_address(self.env, ctx, address)
+
+    # --- RPC: server actions (cells/conductor/flows/actions.py) ------------------------
+
+    async def instance_action(self, ctx: RequestContext, uuid: str, action: str,
+                              args: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await server_actions.instance_action(self.env, ctx, uuid, action, args)
+
+    async def console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
+        return await server_actions.console_output(self.env, ctx, uuid, length)
+
+    async def instance_action_done(self, ctx: RequestContext, uuid: str, host: str, action: str, ok: bool,
+                                   values: dict[str, Any], fault: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await server_actions.instance_action_done(self.env, ctx, uuid, host, action, ok, values, fault)

@@ -10,6 +10,10 @@ from cells.rpcapi import Caller
 SURFACE = surface(
     Method("build_and_run_instance", NORMAL, cast=True),
     Method("terminate_instance", NORMAL, cast=True),
+    # user actions on a server (stop, start, reboot, reboot_hard, pause, unpause, suspend, resume,
+    # rebuild: cells/lifecycle.py USER_ACTIONS); the compute reports back with instance_action_done
+    Method("run_instance_action", NORMAL, cast=True),
+    Method("get_console_output", NORMAL, retry_safe=True),
 )
 M = SURFACE
 
@@ -29,3 +33,14 @@ class ComputeAPI:
     async def terminate_instance(self, ctx: RequestContext, host: str, instance: dict[str, Any]) -> None:
         await self.caller.cast(topic(host), M["terminate_instance"], {"instance": instance}, ctx,
                                key=f"terminate-{instance['uuid']}")
+
+    async def run_instance_action(self, ctx: RequestContext, host: str, instance: dict[str, Any], action: str,
+                                  args: dict[str, Any]) -> None:
+        await self.caller.cast(topic(host), M["run_instance_action"],
+                               {"instance": instance, "action": action, "args": args}, ctx,
+                               key=f"{action}-{instance['uuid']}-{instance.get('updated_at')}")
+
+    async def get_console_output(self, ctx: RequestContext, host: str, uuid: str, length: int | None) -> str:
+        """The guest's serial console log: the last `length` lines (None: all of it, up to a size cap)."""
+        return str(await self.caller.call(topic(host), M["get_console_output"], {"uuid": uuid, "length": length},
+                                          ctx))

@@ -30,6 +30,10 @@ SURFACE = surface(
     Method("project_usage", FAST, retry_safe=True),
     Method("instance_actions", FAST, retry_safe=True),
     Method("instance_by_address", FAST, retry_safe=True),
+    # server actions (issue 4): from the API, and the compute's report when one is done
+    Method("instance_action", NORMAL),
+    Method("console_output", NORMAL, retry_safe=True),
+    Method("instance_action_done", FAST),
 )
 M = SURFACE
 
@@ -91,3 +95,19 @@ class ConductorAPI:
     async def instance_by_address(self, ctx: RequestContext, address: str) -> dict[str, Any]:
         """The live instance with this fixed IP (the metadata service's lookup); admin/service only."""
         return await self.caller.call(TOPIC, M["instance_by_address"], {"address": address}, ctx)
+
+    async def instance_action(self, ctx: RequestContext, uuid: str, action: str,
+                              args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Check `action` fits the server's state (409 otherwise), set its task_state, send it to the
+        compute; returns the record at once (the compute finishes it in the background)."""
+        return await self.caller.call(TOPIC, M["instance_action"],
+                                      {"uuid": uuid, "action": action, "args": args or {}}, ctx)
+
+    async def console_output(self, ctx: RequestContext, uuid: str, length: int | None) -> str:
+        return str(await self.caller.call(TOPIC, M["console_output"], {"uuid": uuid, "length": length}, ctx))
+
+    async def instance_action_done(self, ctx: RequestContext, uuid: str, host: str, action: str, ok: bool,
+                                   values: dict[str, Any], fault: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self.caller.call(TOPIC, M["instance_action_done"],
+                                      {"uuid": uuid, "host": host, "action": action, "ok": ok, "values": values,
+                                       "fault": fault}, ctx)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import grp
 import logging
 import os
@@ -29,6 +30,7 @@ from cells import errors
 from cells.objects.instance import PowerState
 from node.compute import domain_xml
 from node.compute.domain_xml import DomainPaths
+from node.compute.power import PowerOps
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -133,7 +135,7 @@ def _is_no_domain(exc: libvirt.libvirtError) -> bool:
     return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
 
 
-class LibvirtDriver:
+class LibvirtDriver(PowerOps):
     def __init__(self, uri: str = "test:///default", virt_type: str = "auto", *, instances_dir: str,
                  pool_size: int = POOL_SIZE, call_timeout: float = CALL_TIMEOUT) -> None:
         self.uri = uri
@@ -258,7 +260,8 @@ class LibvirtDriver:
 
     # --- actions -------------------------------------------------------------
 
-    async def spawn(self, instance: dict[str, Any], image_path: str | None) -> None:
+    async def spawn(self, instance: dict[str, Any], image_path: str | None, *, kernel: str | None = None,
+                    ramdisk: str | None = None) -> None:
         """Define and start the domain. On any failure whatever was made is removed
         and SpawnFailed raised."""
         uuid = str(instance["uuid"])
@@ -266,6 +269,10 @@ class LibvirtDriver:
         try:
             await self._run(os.makedirs, inst_dir, 0o755, True)
             paths = await self._disk_paths(instance, inst_dir, image_path)
+            if kernel is not None:  # direct kernel boot (an AMI with kernel_id/ramdisk_id)
+                props = (instance.get("image") or {}).get("properties") or {}
+                paths = dataclasses.replace(paths, kernel=kernel, initrd=ramdisk,
+                                            cmdline=str(props.get("os_command_line") or "console=ttyS0"))
             xml = domain_xml.build_domain_xml(instance, self.virt_type, paths)
             await self._run(self._define_and_start, xml)
         except asyncio.CancelledError:
@@ -311,7 +318,8 @@ class LibvirtDriver:
             if dom.isActive():
                 dom.destroy()
             if dom.isPersistent():
-                dom.undefine()
+                # a suspended guest has a managed save image: it goes with the domain
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
         except libvirt.libvirtError as exc:
             if not _is_no_domain(exc):  # gone meanwhile: that is what we wanted
                 raise

@@ -27,6 +27,7 @@ from cells.context import RequestContext, admin_context
 from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
 from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
+from node.compute.actions import SHUTDOWN_TIMEOUT, ComputeActions
 from node.compute.driver import LibvirtDriver
 from node.imagecache import HttpImageFetcher, ImageCache
 from node.locks import KeyedLocks
@@ -64,7 +65,7 @@ def _is_deleted(inst: dict[str, Any]) -> bool:
         or inst.get("task_state") == TaskState.DELETING
 
 
-class ComputeManager:
+class ComputeManager(ComputeActions):  # server actions: node/compute/actions.py
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, *, driver: LibvirtDriver | None = None,
                  images: ImageCache | None = None) -> None:
         self.host = spec.host
@@ -77,6 +78,7 @@ class ComputeManager:
             os.path.join(base, "images"),
             HttpImageFetcher(cluster.api.public_url, cluster.secrets.get("service_password", "")))
         self.sync_interval = float(opts.get("sync_interval", SYNC_INTERVAL))
+        self.shutdown_timeout = float(opts.get("shutdown_timeout", SHUTDOWN_TIMEOUT))
         self._conductor: ConductorAPI | None = None
         self._locks = KeyedLocks()
         self._building: set[str] = set()  # builds received, from arrival to end (guards reconciliation)
@@ -164,9 +166,7 @@ class ComputeManager:
             LOG.error("build of %s: cannot reach the conductor: %s", uuid, exc)
             return
         try:
-            image: dict[str, Any] = instance.get("image") or {}
-            image_path = await self.images.fetch(image) if image.get("id") else None
-            await self.driver.spawn(instance, image_path)
+            await self.spawn_guest(instance)  # image (and an AMI's kernel/ramdisk) fetched and verified
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the build must end in a report

@@ -173,17 +173,17 @@ async def test_overlay_is_backed_by_base(tmp_path: Path) -> None:
         await create_overlay(str(tmp_path / "missing"), "raw", str(tmp_path / "disk2"))
 
 
-async def test_embed_root_is_prepared_or_refused_with_the_fix(tmp_path: Path) -> None:
-    d = LibvirtDriver(f"qemu:///embed?root={tmp_path / 'root'}", virt_type="qemu",
-                      instances_dir=str(tmp_path / "inst"))
+async def test_embed_root_is_prepared_or_refused_with_the_fix(tmp_path: Path, embed_root: str) -> None:
+    root = Path(embed_root)
+    d = LibvirtDriver(f"qemu:///embed?root={root}", virt_type="qemu", instances_dir=str(tmp_path / "inst"))
     try:
         await d.connect()
     except errors.HypervisorUnavailable as exc:
         # only acceptable failure here: the host lacks the libvirt-qemu account, and the error says how to add it
         assert "libvirt-qemu" in str(exc) and "useradd" in str(exc)
-        assert not (tmp_path / "root" / "etc" / "qemu.conf").exists()
+        assert not (root / "etc" / "qemu.conf").exists()
     else:
-        conf = (tmp_path / "root" / "etc" / "qemu.conf").read_text()
+        conf = (root / "etc" / "qemu.conf").read_text()
         assert 'user = "root"' in conf and "remember_owner = 0" in conf
     finally:
         await d.close()
@@ -203,8 +203,8 @@ def embed_unavailable_reason() -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(embed_unavailable_reason() is not None, reason=str(embed_unavailable_reason()))
-async def test_real_qemu_guest_spawns_on_an_overlay(tmp_path: Path) -> None:
-    root = tmp_path / "embed"
+async def test_real_qemu_guest_spawns_on_an_overlay(tmp_path: Path, embed_root: str) -> None:
+    root = embed_root
     d = LibvirtDriver(f"qemu:///embed?root={root}", instances_dir=str(tmp_path / "instances"), call_timeout=60)
     await d.connect()
     try:

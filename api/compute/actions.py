@@ -1,0 +1,125 @@
+"""POST /compute/v2.1/servers/{server_id}/action: Nova's server actions.
+
+    {"os-stop": null}  {"os-start": null}  {"reboot": {"type": "SOFT" | "HARD"}}
+    {"pause": null}  {"unpause": null}  {"suspend": null}  {"resume": null}
+    {"rebuild": {"imageRef": ..., "name"?, "metadata"?, "adminPass"?}}      202 + the server
+    {"os-getConsoleOutput": {"length": N}}                                   200 {"output": ...}
+
+The power actions answer 202 at once: the server shows its task state
+(REBOOT, HARD_REBOOT, REBUILD, or ACTIVE/SHUTOFF with a task) until the compute
+host has done it. An action that does not fit the server's state is a 409 with
+Nova's message ("Cannot 'stop' instance <id> while it is in vm_state stopped").
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from api.compute import mappings
+from api.compute.server_create import server_admin_pass
+from api.compute.views import server_detail
+from api.http import context, id_from_href, is_uuid, json_body
+from api.image import images as image_db
+from api.keys import ENGINE, ROUTER, public_url
+from api.validation import validate
+from cells import errors
+from cells.context import RequestContext
+from cells.rpcapi.conductor import ConductorAPI
+
+_NULL_OR_EMPTY = {"type": ["null", "object"], "properties": {}, "additionalProperties": False}
+# body key -> Cellcloud action (cells/lifecycle.py USER_ACTIONS) for the actions without arguments
+SIMPLE = {"os-stop": "stop", "os-start": "start", "pause": "pause", "unpause": "unpause", "suspend": "suspend",
+          "resume": "resume"}
+REBOOT = {"type": "object", "required": ["type"], "additionalProperties": False,
+          "properties": {"type": {"type": "string",
+                                  "enum": ["HARD", "Hard", "hard", "SOFT", "Soft", "soft"]}}}
+CONSOLE = {"type": ["object", "null"], "additionalProperties": False,
+           "properties": {"length": {"type": ["integer", "string", "null"]}}}
+REBUILD = {"type": "object", "required": ["imageRef"], "additionalProperties": True,
+           "properties": {"imageRef": {"type": "string", "minLength": 1},
+                          "name": {"type": "string", "minLength": 1, "maxLength": 255},
+                          "metadata": {"type": "object"}, "adminPass": {"type": "string"}}}
+
+
+async def _conductor(request: web.Request, ctx: RequestContext, server_id: str) -> tuple[ConductorAPI, str]:
+    mapping = await mappings.get(request.config_dict[ENGINE], ctx, server_id)
+    return request.config_dict[ROUTER].conductor(mapping.cell_path), str(mapping.instance_uuid)
+
+
+def _one_action(body: Any) -> tuple[str, Any]:
+    if not isinstance(body, dict) or len(body) != 1:
+        raise errors.Invalid("The action body must name exactly one action.")
+    return next(iter(body.items()))
+
+
+def console_length(value: Any) -> int | None:
+    """Nova's length: an integer or a string of one (-1 or absent: the whole log)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.lstrip("-").isdigit():
+            raise errors.Invalid(f"Invalid input for field/attribute length. Value: {value}. "
+                                 f"'{value}' does not match '^-?[0-9]+$'")
+        value = int(text)
+    if value < -1:
+        raise errors.Invalid(f"Invalid input for field/attribute length. Value: {value}. "
+                             f"{value} is less than the minimum of -1")
+    return None if value == -1 else int(value)
+
+
+async def _rebuild_args(request: web.Request, ctx: RequestContext, spec: dict[str, Any]) -> dict[str, Any]:
+    ref = id_from_href(spec["imageRef"])
+    if not is_uuid(ref):
+        raise errors.Invalid("Invalid imageRef provided.")
+    async with request.config_dict[ENGINE].connect() as conn:
+        try:
+            image = await image_db.get(conn, ctx, ref)
+        except errors.ImageNotFound as exc:
+            raise errors.Invalid(exc.message) from None
+    if image.status != "active":
+        raise errors.Invalid(f"Image {image.id} is not active.")
+    args: dict[str, Any] = {"image": image_db.snapshot(image)}
+    if "name" in spec:
+        args["name"] = spec["name"]
+    if "metadata" in spec:
+        meta = spec["metadata"]
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+            raise errors.Invalid("Invalid input for field/attribute metadata: keys and values must be strings.")
+        args["metadata"] = dict(meta)
+    return args
+
+
+async def server_action(request: web.Request) -> web.Response:
+    ctx = context(request)
+    server_id = request.match_info["server_id"]
+    name, spec = _one_action(await json_body(request))
+    if name in SIMPLE:
+        validate(_NULL_OR_EMPTY, spec, name)
+        conductor, uuid = await _conductor(request, ctx, server_id)
+        await conductor.instance_action(ctx, uuid, SIMPLE[name])
+        return web.Response(status=202)
+    if name == "reboot":
+        validate(REBOOT, spec, "reboot")
+        conductor, uuid = await _conductor(request, ctx, server_id)
+        await conductor.instance_action(ctx, uuid, "reboot_hard" if spec["type"].upper() == "HARD" else "reboot")
+        return web.Response(status=202)
+    if name == "os-getConsoleOutput":
+        validate(CONSOLE, spec, name)
+        length = console_length((spec or {}).get("length"))
+        conductor, uuid = await _conductor(request, ctx, server_id)
+        return web.json_response({"output": await conductor.console_output(ctx, uuid, length)})
+    if name == "rebuild":
+        validate(REBUILD, spec, "rebuild")
+        conductor, uuid = await _conductor(request, ctx, server_id)
+        args = await _rebuild_args(request, ctx, spec)
+        record = await conductor.instance_action(ctx, uuid, "rebuild", args)
+        body = server_detail(public_url(request), record, ctx.is_admin)
+        body["adminPass"] = server_admin_pass(spec)
+        return web.json_response({"server": body}, status=202)
+    raise errors.Invalid(f"There is no such action: {name}")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v2.1/servers/{server_id}/action", server_action)

@@ -1,0 +1,184 @@
+"""Server actions: stop, start, reboot (soft/hard), pause, unpause, suspend, resume,
+rebuild, and console output.
+
+    instance_action      validate -> lock the row -> check the state (cells/lifecycle.py
+                         begin_action: 409 when it does not fit) -> task_state set, action
+                         recorded -> cast compute.<host> run_instance_action
+    instance_action_done the compute's report: lock -> check the task_state is still ours
+                         -> final state, event and action closed, fault recorded on failure
+    console_output       the compute reads the serial log (Nova's `length`: last N lines)
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import Connection
+
+from cells import errors, lifecycle
+from cells.conductor.env import FlowEnv, state_of, state_values
+from cells.conductor.flows.delete import visible
+from cells.context import RequestContext
+from cells.db import actions
+from cells.db import instances as idb
+from cells.objects.instance import VmState, utcnow_iso
+from cells.rpcapi.compute import ComputeAPI
+
+LOG = logging.getLogger(__name__)
+MAX_CONSOLE_LINES = 100_000
+
+
+def event_name(action: str) -> str:
+    """Nova's compute event names: compute_stop_instance, compute_reboot_instance, ..."""
+    return f"compute_{action.removesuffix('_hard')}_instance"
+
+
+def record_action(action: str) -> str:
+    """The instance action name users see (os-instance-actions): a hard reboot is a reboot."""
+    return action.removesuffix("_hard")
+
+
+# --- validate (pure) -----------------------------------------------------------------
+
+def validate_args(action: str, args: Any) -> dict[str, Any]:
+    lifecycle.user_action(action)
+    if not isinstance(args, dict):
+        raise errors.Invalid(reason="action args must be a map")
+    if action != "rebuild":
+        return {}
+    image = args.get("image")
+    if not isinstance(image, dict) or not image.get("id"):
+        raise errors.Invalid(reason="rebuild needs the image record to boot from")
+    out: dict[str, Any] = {"image": dict(image)}
+    if args.get("name") is not None:
+        if not isinstance(args["name"], str) or not args["name"].strip() or len(args["name"]) > 255:
+            raise errors.Invalid(reason="name must be a non-empty string of at most 255 characters")
+        out["name"] = args["name"]
+    if args.get("metadata") is not None:
+        if not isinstance(args["metadata"], dict):
+            raise errors.Invalid(reason="metadata must be a map")
+        out["metadata"] = dict(args["metadata"])
+    return out
+
+
+def validate_length(length: Any) -> int | None:
+    """Nova's os-getConsoleOutput length: an integer (or its string), -1 or absent = everything."""
+    if length is None:
+        return None
+    if isinstance(length, bool) or not isinstance(length, (int, str)):
+        raise errors.Invalid(reason=f"length must be an integer, not {length!r}")
+    try:
+        value = int(length)
+    except ValueError:
+        raise errors.Invalid(reason=f"length must be an integer, not {length!r}") from None
+    if value < -1:
+        raise errors.Invalid(reason="length must be -1 or more")
+    return None if value == -1 else min(value, MAX_CONSOLE_LINES)
+
+
+# --- act ---------------------------------------------------------------------------
+
+def _row_for(conn: Connection, ctx: RequestContext, uuid: str, lock: bool) -> Any:
+    row = idb.get_row(conn, uuid, lock=lock)
+    if row is None or row.deleted or not visible(ctx, row):
+        raise errors.InstanceNotFound(instance_id=uuid)
+    return row
+
+
+def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, action: str,
+           args: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    row = _row_for(conn, ctx, uuid, lock=True)
+    state = lifecycle.begin_action(action, state_of(row), uuid)
+    if row.host is None:  # an ERROR server that never reached a host
+        raise errors.Conflict(reason=f"Instance {uuid} has no host to {record_action(action)} it on")
+    if not env.host_alive(row.host):
+        raise errors.Conflict(reason=f"Compute host {row.host} of instance {uuid} is not available")
+    now = utcnow_iso()
+    values: dict[str, Any] = {"task_state": state.task_state, "updated_at": now}
+    if action == "rebuild":
+        values.update(image=args["image"], **{k: args[k] for k in ("name", "metadata") if k in args})
+    if action.startswith("reboot") and row.task_state is not None:
+        pass  # a hard reboot taking over a soft one joins its action record
+    else:
+        actions.start_action(conn, ctx, uuid, record_action(action), row.project_id, now)
+    actions.start_event(conn, uuid, record_action(action), event_name(action), row.host)
+    idb.update_row(conn, uuid, values)
+    return env.record({**row._mapping, **values}), str(row.host)
+
+
+def _revert(conn: Connection, env: FlowEnv, uuid: str, action: str, reason: str) -> None:
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is None or row.task_state != lifecycle.user_action(action).task_state:
+        return
+    idb.update_row(conn, uuid, {"task_state": None, "updated_at": utcnow_iso()})
+    actions.fail_open_events(conn, uuid, record_action(action), reason)
+
+
+async def instance_action(env: FlowEnv, ctx: RequestContext, uuid: str, action: Any, args: Any) -> dict[str, Any]:
+    if not isinstance(action, str):
+        raise errors.Invalid(reason="action must be a string")
+    clean = validate_args(action, args if args is not None else {})
+    record, host = await env.db.write(lambda conn: _begin(conn, env, ctx, uuid, action, clean))
+    try:
+        await ComputeAPI(env.service).run_instance_action(ctx, host, record, action, clean)
+    except errors.CellcloudError as exc:  # nothing was sent: the server is as it was
+        LOG.warning("%s of %s not sent to %s: %s", action, uuid, host, exc)
+        reason = exc.message
+        await env.db.write(lambda conn: _revert(conn, env, uuid, action, reason))
+        raise errors.Conflict(reason=f"Compute host {host} of instance {uuid} is not available") from exc
+    return record
+
+
+def _done(conn: Connection, env: FlowEnv, uuid: str, host: str, action: str, ok: bool, values: dict[str, Any],
+          fault: dict[str, Any] | None) -> dict[str, Any]:
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is None or row.deleted:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    if row.host != host:
+        raise errors.Conflict(reason=f"instance {uuid} is on host {row.host}, not {host}")
+    power = values.get("power_state")
+    state = lifecycle.finish_action(action, state_of(row), values.get("vm_state"),
+                                    power if isinstance(power, int) and not isinstance(power, bool) else None,
+                                    ok, uuid)
+    now = utcnow_iso()
+    new: dict[str, Any] = {**state_values(state), "updated_at": now}
+    if ok and action in ("start", "reboot", "reboot_hard", "rebuild", "resume", "unpause") \
+            and state.vm_state == VmState.ACTIVE:
+        new["fault"] = None  # a server that runs again shows no stale fault
+    if ok and action == "rebuild":
+        new["launched_at"] = now
+    name = record_action(action)
+    if ok:
+        actions.finish_event(conn, uuid, name, event_name(action), actions.SUCCESS, host=host)
+        actions.finish_action(conn, uuid, name)
+    else:
+        made = actions.make_fault(fault or f"{name} failed")
+        actions.add_fault(conn, uuid, made, host)
+        if state.vm_state == VmState.ERROR:
+            new["fault"] = made
+        actions.finish_event(conn, uuid, name, event_name(action), actions.ERROR, made["message"], host)
+        actions.finish_action(conn, uuid, name, actions.ERROR)
+    idb.update_row(conn, uuid, new)
+    return env.record({**row._mapping, **new})
+
+
+async def instance_action_done(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, action: Any, ok: Any,
+                               values: Any, fault: Any = None) -> dict[str, Any]:
+    if not isinstance(action, str):
+        raise errors.Invalid(reason="action must be a string")
+    lifecycle.user_action(action)
+    if not isinstance(values, dict) or set(values) - {"vm_state", "power_state"}:
+        raise errors.Invalid(reason="values must be a map of vm_state and power_state")
+    return await env.db.write(lambda conn: _done(conn, env, uuid, host, action, bool(ok), values,
+                                                 fault if isinstance(fault, dict) else None))
+
+
+async def console_output(env: FlowEnv, ctx: RequestContext, uuid: str, length: Any) -> str:
+    lines = validate_length(length)
+    row = await env.db.read(lambda conn: _row_for(conn, ctx, uuid, lock=False))
+    if row.host is None or row.vm_state == VmState.BUILDING and row.task_state != "spawning":
+        raise errors.InstanceInvalidState(action="get_console_output", instance_id=uuid, attr="vm_state",
+                                          state=row.vm_state)
+    if not env.host_alive(row.host):
+        raise errors.Conflict(reason=f"Compute host {row.host} of instance {uuid} is not available")
+    return await ComputeAPI(env.service).get_console_output(ctx, str(row.host), uuid, lines)

@@ -1,0 +1,162 @@
+"""Server actions on the compute worker (mixed into ComputeManager): stop, start,
+reboot, pause, unpause, suspend, resume, rebuild, and console output.
+
+Each action is validate -> lock (the instance's) -> act (driver) -> report to the
+conductor with instance_action_done, which checks the task_state is still the
+action's (a delete that raced it wins). Whatever goes wrong ends in a report:
+the server never stays in a task state forever.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from cells import errors
+from cells.context import RequestContext
+from cells.lifecycle import USER_ACTIONS
+from cells.objects.instance import PowerState, VmState
+from cells.rpcapi.conductor import ConductorAPI
+from node.compute.driver import LibvirtDriver
+from node.imagecache import ImageCache
+from node.locks import KeyedLocks
+
+LOG = logging.getLogger(__name__)
+SHUTDOWN_TIMEOUT = 60.0  # seconds a guest gets to power off cleanly (Nova's shutdown_timeout)
+MAX_CONSOLE_LINES = 100_000
+
+
+def _fault(exc: BaseException) -> dict[str, Any]:
+    message = exc.message if isinstance(exc, errors.CellcloudError) else str(exc) or type(exc).__name__
+    return {"code": 500, "message": message, "details": ""}
+
+
+class ComputeActions:
+    """Needs, from ComputeManager: host, driver, images, conductor, _locks, shutdown_timeout."""
+
+    host: str
+    driver: LibvirtDriver
+    images: ImageCache
+    _locks: KeyedLocks
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT
+
+    @property
+    def conductor(self) -> ConductorAPI:
+        raise NotImplementedError
+
+    # --- RPC surface (cells/rpcapi/compute.py) ---------------------------------------
+
+    async def run_instance_action(self, ctx: RequestContext, instance: dict[str, Any], action: str,
+                                  args: dict[str, Any]) -> None:
+        uuid = str(instance["uuid"])
+        if action not in USER_ACTIONS:
+            LOG.error("unknown action %r for %s ignored", action, uuid)
+            return
+        ctx = dataclasses.replace(ctx, deadline=None)  # the cast's deadline bounded its delivery only
+        async with self._locks(uuid):
+            await self._run_action(ctx, instance, action, dict(args or {}))
+
+    async def get_console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
+            raise errors.Invalid(reason=f"length must be a non-negative integer or null, not {length!r}")
+        return await self.driver.console_output(uuid, None if length is None else min(length, MAX_CONSOLE_LINES))
+
+    # --- shared with the build ---------------------------------------------------------
+
+    async def spawn_guest(self, instance: dict[str, Any]) -> None:
+        """Fetch the image (and an AMI's kernel and ramdisk: hash-verified through the cache),
+        then define and start the domain."""
+        image: dict[str, Any] = instance.get("image") or {}
+        image_path = await self.images.fetch(image) if image.get("id") else None
+        kernel = ramdisk = None
+        if isinstance(image.get("kernel"), dict):
+            kernel = await self.images.fetch(image["kernel"])
+            if isinstance(image.get("ramdisk"), dict):
+                ramdisk = await self.images.fetch(image["ramdisk"])
+        await self.driver.spawn(instance, image_path, kernel=kernel, ramdisk=ramdisk)
+
+    # --- the actions ---------------------------------------------------------------------
+
+    async def _run_action(self, ctx: RequestContext, instance: dict[str, Any], action: str,
+                          args: dict[str, Any]) -> None:
+        uuid = str(instance["uuid"])
+        try:
+            vm_state = await self._act(instance, action, args)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, the task state must end
+            LOG.warning("%s of %s failed: %s", action, uuid, exc)
+            values: dict[str, Any] = {"power_state": await self._observed_power(uuid)}
+            if action == "rebuild" or (action == "reboot_hard" and values["power_state"] != PowerState.RUNNING):
+                values["vm_state"] = VmState.ERROR  # the guest is gone or half made: say so
+            await self._report(ctx, uuid, action, False, values, _fault(exc))
+            return
+        await self._report(ctx, uuid, action, True,
+                           {"vm_state": vm_state, "power_state": await self._observed_power(uuid)}, None)
+
+    async def _act(self, instance: dict[str, Any], action: str, args: dict[str, Any]) -> str:
+        """Carry out `action`; returns the vm_state the server is in afterwards."""
+        uuid = str(instance["uuid"])
+        d = self.driver
+        if action == "stop":
+            await d.power_off(uuid, self.shutdown_timeout)
+            return VmState.STOPPED
+        if action == "start":
+            await d.power_on(uuid)
+            return VmState.ACTIVE
+        if action in ("reboot", "reboot_hard"):
+            how = await d.reboot(uuid, hard=action == "reboot_hard", clean_timeout=self.shutdown_timeout)
+            LOG.info("instance %s rebooted (%s)", uuid, how)
+            return VmState.ACTIVE
+        if action == "pause":
+            await d.pause(uuid)
+            return VmState.PAUSED
+        if action == "unpause":
+            await d.unpause(uuid)
+            return VmState.ACTIVE
+        if action == "suspend":
+            await d.suspend(uuid)
+            return VmState.SUSPENDED
+        if action == "resume":
+            await d.resume(uuid)
+            return VmState.ACTIVE
+        if action == "rebuild":
+            return await self._rebuild(instance)
+        raise errors.Invalid(reason=f"unknown action {action!r}")
+
+    async def _rebuild(self, instance: dict[str, Any]) -> str:
+        """A fresh guest from the (maybe new) image: the old domain and overlay go first.
+        A server that was stopped stays stopped, as Nova."""
+        uuid = str(instance["uuid"])
+        was_stopped = instance.get("vm_state") == VmState.STOPPED
+        await self.driver.destroy(uuid)
+        await self.driver.remove_files(uuid)
+        await self.spawn_guest(instance)
+        if was_stopped:
+            await self.driver.power_off(uuid)
+            return VmState.STOPPED
+        return VmState.ACTIVE
+
+    async def _observed_power(self, uuid: str) -> int:
+        try:
+            return await self.driver.power_state(uuid)
+        except errors.InstanceNotFound:
+            return PowerState.NOSTATE
+        except Exception as exc:  # noqa: BLE001 - a report without the power state is still a report
+            LOG.warning("power state of %s unknown: %s", uuid, exc)
+            return PowerState.NOSTATE
+
+    async def _report(self, ctx: RequestContext, uuid: str, action: str, ok: bool, values: dict[str, Any],
+                      fault: dict[str, Any] | None) -> None:
+        for attempt in range(3):
+            try:
+                await self.conductor.instance_action_done(ctx, uuid, self.host, action, ok, values, fault)
+                return
+            except errors.RpcError as exc:
+                LOG.warning("reporting %s of %s failed (attempt %d): %s", action, uuid, attempt + 1, exc)
+                await asyncio.sleep(0.2 * 2 ** attempt)
+            except errors.CellcloudError as exc:  # e.g. deleted meanwhile: the delete owns it now
+                LOG.info("%s of %s not recorded: %s", action, uuid, exc)
+                return
+        LOG.error("%s of %s: could not report the result; the power sweep will correct the record", action, uuid)

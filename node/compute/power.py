@@ -1,0 +1,164 @@
+"""Power operations and console output of the libvirt driver (mixed into LibvirtDriver).
+
+Mechanism only, as the rest of the driver: every libvirt call runs in the driver's
+bounded pool with a timeout. A clean shutdown asks the guest (ACPI power button)
+and waits, then pulls the plug, as Nova's power_off with clean_shutdown does; a
+soft reboot is a clean shutdown followed by a start, falling back to a hard one.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import libvirt  # type: ignore[import-untyped]
+
+from cells import errors
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SHUTDOWN_POLL = 0.2  # seconds between state checks while a guest shuts down
+MAX_CONSOLE_BYTES = 100 * 1024  # Nova's cap on console output: the tail of the log
+CONSOLE_LOG = "console.log"
+
+
+def tail_lines(data: bytes, length: int | None) -> str:
+    """The last `length` lines of `data` (all of it for None), as Nova's _tail_log.
+    Bytes that are not UTF-8 are replaced, never an error."""
+    text = data.decode("utf-8", errors="replace")
+    if length is None:
+        return text
+    if length <= 0:
+        return ""
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-length:])
+
+
+def read_tail(path: str, max_bytes: int = MAX_CONSOLE_BYTES) -> bytes:
+    """The last `max_bytes` of a file (b"" when it does not exist yet), cut at a line start."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read(max_bytes)
+    except FileNotFoundError:
+        return b""
+    if size > max_bytes:  # the first line is cut: drop it
+        data = data.split(b"\n", 1)[-1]
+    return data
+
+
+class PowerOps:
+    """Mixed into LibvirtDriver: needs its `_run`, `conn` and `instance_dir`."""
+
+    conn: Any
+
+    async def _run(self, func: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        raise NotImplementedError
+
+    def instance_dir(self, uuid: str) -> str:
+        raise NotImplementedError
+
+    def _domain(self, uuid: str) -> Any:
+        try:
+            return self.conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise errors.InstanceNotFound(instance_id=uuid) from None
+            raise
+
+    def _is_active(self, uuid: str) -> bool:
+        return bool(self._domain(uuid).isActive())
+
+    async def _wait_inactive(self, uuid: str, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while await self._run(self._is_active, uuid):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(SHUTDOWN_POLL)
+        return True
+
+    def _ask_shutdown(self, uuid: str) -> bool:
+        """Ask the guest to power off; False when it is already off."""
+        dom = self._domain(uuid)
+        if not dom.isActive():
+            return False
+        state = dom.state()[0]
+        if state == libvirt.VIR_DOMAIN_PAUSED:  # a paused guest cannot hear the button
+            dom.resume()
+        dom.shutdown()
+        return True
+
+    def _hard_stop(self, uuid: str) -> None:
+        dom = self._domain(uuid)
+        if dom.isActive():
+            dom.destroy()  # the definition stays: a stopped server keeps its domain
+
+    async def power_off(self, uuid: str, clean_timeout: float = 0.0) -> None:
+        """Stop the guest: a clean shutdown when `clean_timeout` > 0, then destroy if still running."""
+        if clean_timeout > 0:
+            try:
+                asked = await self._run(self._ask_shutdown, uuid)
+            except libvirt.libvirtError as exc:
+                LOG.info("clean shutdown of %s refused (%s): stopping it hard", uuid, exc)
+                asked = True
+            if not asked or await self._wait_inactive(uuid, clean_timeout):
+                return
+            LOG.info("%s did not shut down within %.0fs: stopping it hard", uuid, clean_timeout)
+        await self._run(self._hard_stop, uuid)
+
+    def _start(self, uuid: str) -> None:
+        dom = self._domain(uuid)
+        if not dom.isActive():
+            dom.create()  # restores a managed save image (suspend) when there is one
+
+    async def power_on(self, uuid: str) -> None:
+        await self._run(self._start, uuid)
+
+    def _drop_saved_state(self, uuid: str) -> None:
+        dom = self._domain(uuid)
+        if dom.isActive():
+            dom.destroy()
+        if dom.hasManagedSaveImage(0):
+            dom.managedSaveRemove(0)
+
+    async def reboot(self, uuid: str, hard: bool, clean_timeout: float) -> str:
+        """Returns how it was done ("soft" or "hard"). A soft reboot that the guest ignores
+        becomes a hard one, as Nova's."""
+        if not hard:
+            if await self._run(self._is_active, uuid) \
+                    and await self._run(self._ask_shutdown, uuid) \
+                    and await self._wait_inactive(uuid, clean_timeout):
+                await self._run(self._start, uuid)
+                return "soft"
+            LOG.info("soft reboot of %s did not complete: rebooting it hard", uuid)
+        await self._run(self._drop_saved_state, uuid)
+        await self._run(self._start, uuid)
+        return "hard"
+
+    async def pause(self, uuid: str) -> None:
+        await self._run(lambda: self._domain(uuid).suspend())
+
+    async def unpause(self, uuid: str) -> None:
+        await self._run(lambda: self._domain(uuid).resume())
+
+    async def suspend(self, uuid: str) -> None:
+        """Save the guest's memory to disk and stop it (libvirt's managed save); start restores it."""
+        await self._run(lambda: self._domain(uuid).managedSave(0), timeout=max(60.0, 2 * self._timeout()))
+
+    async def resume(self, uuid: str) -> None:
+        await self._run(self._start, uuid, timeout=max(60.0, 2 * self._timeout()))
+
+    def _timeout(self) -> float:
+        return float(getattr(self, "call_timeout", 30.0))
+
+    async def console_output(self, uuid: str, length: int | None) -> str:
+        """The last `length` lines of the guest's serial log (Nova's os-getConsoleOutput)."""
+        path = os.path.join(self.instance_dir(uuid), CONSOLE_LOG)
+        data = await self._run(read_tail, path)
+        return tail_lines(data, length)
