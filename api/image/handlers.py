@@ -1,6 +1,6 @@
 """/image: Glance v2 versions, image list/show, image download, schemas.
 
-(Create, upload and delete come later; api/image/store.py already takes streams.)
+Create, upload and delete: api/image/upload.py.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from api.db.schema import images
 from api.errors import error_middleware, image_body
 from api.http import context, query_int
 from api.image import images as db
+from api.image import upload
 from api.image.schemas import image_schema, images_schema
 from api.keys import ENGINE, STORE, public_url
 from api.middleware import token_auth
@@ -117,4 +118,5 @@ def make_image_app() -> web.Application:
     app.router.add_get("/v2/images/{image_id}/file", download)
     app.router.add_get("/v2/schemas/image", schema_image)
     app.router.add_get("/v2/schemas/images", schema_images)
+    upload.add_routes(app)  # create, upload, delete: api/image/upload.py
     return app

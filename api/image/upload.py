@@ -1,0 +1,186 @@
+"""/image/v2: create an image record, upload its bits, delete it (Glance v2 subset).
+
+    POST   /v2/images              201, status queued
+    PUT    /v2/images/{id}/file    204; queued -> saving -> active (back to queued if the upload fails)
+    DELETE /v2/images/{id}         204; the blob goes when no other image shares it
+
+Bits go to the content-addressed store (api/image/store.py), hashed on the way:
+`checksum` (md5), `os_hash_algo`/`os_hash_value` (sha512), `size`. The switch to
+`saving` is one conditional UPDATE, so two concurrent uploads cannot both win.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import and_, delete, func, insert, select, update
+
+from api.db.schema import images
+from api.http import context, is_uuid, json_body
+from api.image import images as db
+from api.image.schemas import _FORMATS_CONTAINER, _FORMATS_DISK
+from api.keys import ENGINE, STORE
+from api.timeutil import utcnow
+from cells import errors
+from cells.context import RequestContext
+
+CHUNK = 1 << 20
+READ_ONLY = ("status", "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size", "created_at",
+             "updated_at", "self", "file", "schema", "direct_url", "locations")
+VISIBILITIES = ("public", "private", "shared", "community")
+MAX_PROPERTIES = 128
+
+
+class ImageForbidden(errors.Forbidden):
+    code, msg = "image_forbidden", "{reason}"
+
+
+def _string(value: Any, what: str, max_len: int = 255, nullable: bool = True) -> str | None:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise errors.Invalid(f"Invalid value for {what}: expected a string of at most {max_len} characters.")
+    return value
+
+
+def _non_negative(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise errors.Invalid(f"Invalid value for {what}: expected a non-negative integer, got {value!r}.")
+    return value
+
+
+def validate_create(ctx: RequestContext, body: Any) -> dict[str, Any]:
+    """The row values of a new image from Glance's create body; 400/403 as Glance."""
+    if not isinstance(body, dict):
+        raise errors.Invalid("The image create body must be a JSON object.")
+    for key in READ_ONLY:
+        if key in body:
+            raise ImageForbidden(reason=f"Attribute '{key}' is read-only.")
+    image_id = body.get("id") or str(uuid.uuid4())
+    if not isinstance(image_id, str) or not is_uuid(image_id):
+        raise errors.Invalid(f"Invalid image id {image_id!r}: it must be a lowercase UUID.")
+    visibility = body.get("visibility", "shared")
+    if visibility not in VISIBILITIES:
+        raise errors.Invalid(f"Invalid visibility value: {visibility}")
+    if visibility == "public" and not ctx.is_admin:
+        raise ImageForbidden(reason="You are not authorized to complete publicize_image action.")
+    disk_format = body.get("disk_format")
+    if disk_format not in _FORMATS_DISK:
+        raise errors.Invalid(f"Invalid disk format '{disk_format}' for image.")
+    container_format = body.get("container_format")
+    if container_format not in _FORMATS_CONTAINER:
+        raise errors.Invalid(f"Invalid container format '{container_format}' for image.")
+    owner = body.get("owner", ctx.project)
+    if owner != ctx.project and not ctx.is_admin:
+        raise ImageForbidden(reason="You are not permitted to create images owned by another project.")
+    tags = body.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and len(t) <= 255 for t in tags):
+        raise errors.Invalid("Invalid tags: expected a list of strings.")
+    core = set(db.CORE) | {"id"}
+    extra = {k: v for k, v in body.items() if k not in core}
+    if len(extra) > MAX_PROPERTIES:
+        raise errors.Invalid(f"Maximum number of image properties ({MAX_PROPERTIES}) exceeded.")
+    for key, value in extra.items():
+        if not isinstance(value, str):
+            raise errors.Invalid(f"Invalid value for property {key!r}: additional properties must be strings.")
+    for flag in ("protected", "os_hidden"):
+        if flag in body and not isinstance(body[flag], bool):
+            raise errors.Invalid(f"Invalid value for {flag}: expected a boolean.")
+    now = utcnow()
+    return {"id": image_id.lower(), "name": _string(body.get("name"), "name"), "status": "queued",
+            "visibility": visibility, "owner": _string(owner, "owner"), "checksum": None, "os_hash_algo": None,
+            "os_hash_value": None, "size": None, "virtual_size": None, "disk_format": disk_format,
+            "container_format": container_format, "min_disk": _non_negative(body.get("min_disk", 0), "min_disk"),
+            "min_ram": _non_negative(body.get("min_ram", 0), "min_ram"),
+            "protected": bool(body.get("protected", False)), "os_hidden": bool(body.get("os_hidden", False)),
+            "properties": extra, "tags": list(dict.fromkeys(tags)), "content_address": None,
+            "created_at": now, "updated_at": now}
+
+
+def _may_change(ctx: RequestContext, row: Any) -> None:
+    """Only the owner (or an admin) changes an image; others who can see it get 403, as Glance."""
+    if not ctx.is_admin and row.owner != ctx.project:
+        raise ImageForbidden(reason="You are not permitted to modify this image.")
+
+
+async def create_image(request: web.Request) -> web.Response:
+    ctx = context(request)
+    values = validate_create(ctx, await json_body(request))
+    async with request.config_dict[ENGINE].begin() as conn:
+        exists = (await conn.execute(select(images.c.id).where(images.c.id == values["id"]))).first()
+        if exists is not None:
+            raise errors.Conflict(f"Image with identifier {values['id']} already exists!")
+        await conn.execute(insert(images).values(**values))
+        row = (await conn.execute(select(images).where(images.c.id == values["id"]))).one()
+    return web.json_response(db.view(row), status=201,
+                             headers={"Location": f"{request.url.origin()}/image/v2/images/{row.id}"})
+
+
+async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(CHUNK):
+        yield chunk
+
+
+async def upload(request: web.Request) -> web.Response:
+    ctx = context(request)
+    engine, store = request.config_dict[ENGINE], request.config_dict[STORE]
+    image_id = request.match_info["image_id"]
+    async with engine.begin() as conn:  # check, then claim the upload in one conditional UPDATE
+        row = await db.get(conn, ctx, image_id)
+        _may_change(ctx, row)
+        if not row.disk_format or not row.container_format:
+            raise errors.Invalid("Properties disk_format, container_format must be set prior to saving data.")
+        claimed = await conn.execute(update(images).where(and_(images.c.id == row.id, images.c.status == "queued"))
+                                     .values(status="saving", updated_at=utcnow()))
+        if claimed.rowcount != 1:
+            raise errors.Conflict(f"Image status transition from {row.status} to saving is not allowed")
+    try:
+        blob = await store.put_stream(_chunks(request))
+    except BaseException:
+        async with engine.begin() as conn:  # a failed upload leaves the image as it was: queued, no data
+            await conn.execute(update(images).where(images.c.id == row.id).values(status="queued",
+                                                                                   updated_at=utcnow()))
+        raise
+    if blob.size == 0:
+        async with engine.begin() as conn:
+            await conn.execute(update(images).where(images.c.id == row.id).values(status="queued"))
+        raise errors.Invalid("The uploaded image data is empty.")
+    async with engine.begin() as conn:
+        done = await conn.execute(update(images).where(and_(images.c.id == row.id, images.c.status == "saving"))
+                                  .values(status="active", checksum=blob.md5, os_hash_algo="sha512",
+                                          os_hash_value=blob.sha512, size=blob.size, virtual_size=blob.size,
+                                          content_address=blob.address, updated_at=utcnow()))
+    if done.rowcount != 1:  # deleted while we were saving: the bits must not outlive it
+        await _drop_blob_if_unused(request, blob.address)
+        raise errors.Conflict(f"Image {row.id} was deleted during the upload.")
+    return web.Response(status=204)
+
+
+async def delete_image(request: web.Request) -> web.Response:
+    ctx = context(request)
+    engine = request.config_dict[ENGINE]
+    async with engine.begin() as conn:
+        row = await db.get(conn, ctx, request.match_info["image_id"])
+        _may_change(ctx, row)
+        if row.protected:
+            raise ImageForbidden(reason=f"Image {row.id} is protected and cannot be deleted.")
+        await conn.execute(delete(images).where(images.c.id == row.id))
+    if row.content_address:
+        await _drop_blob_if_unused(request, row.content_address)
+    return web.Response(status=204)
+
+
+async def _drop_blob_if_unused(request: web.Request, address: str) -> None:
+    async with request.config_dict[ENGINE].connect() as conn:
+        users = (await conn.execute(select(func.count()).select_from(images)
+                                    .where(images.c.content_address == address))).scalar()
+    if not users:
+        await request.config_dict[STORE].delete(address)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v2/images", create_image)
+    app.router.add_put("/v2/images/{image_id}/file", upload)
+    app.router.add_delete("/v2/images/{image_id}", delete_image)
