@@ -36,6 +36,10 @@ class ImageFetcher(Protocol):
 
     def stream(self, image_id: str) -> AsyncGenerator[bytes, None]: ...
 
+    async def record(self, image_id: str) -> dict[str, Any]:
+        """The image's record (id, hashes, size, formats): what a download is verified against."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -79,6 +83,11 @@ class ImageCache:
         finally:
             if not lock.locked() and self._locks.get(expected) is lock:
                 del self._locks[expected]
+
+    async def fetch_by_id(self, image_id: str) -> str:
+        """fetch() for an image known only by id (an AMI's kernel_id / ramdisk_id): its record
+        comes from the image store first."""
+        return await self.fetch(await self.fetcher.record(image_id))
 
     async def _download(self, image_id: str, image: dict[str, Any], algo: str, expected: str, path: str) -> None:
         tmp = os.path.join(self.cache_dir, f".{expected[:16]}.{uuidlib.uuid4().hex}{PARTIAL}")
@@ -204,6 +213,29 @@ class HttpImageFetcher:
             raise errors.ImageDownloadFailed(image_id="-", reason=f"service login failed: {exc!r}") from exc
         self.auth_count += 1
         return token
+
+    async def record(self, image_id: str) -> dict[str, Any]:
+        url = f"{self.api_url}/image/v2/images/{image_id}"
+        stale: str | None = None
+        for attempt in range(2):
+            token = await self._get_token(stale)
+            try:
+                async with self._http().get(url, headers={"X-Auth-Token": token}) as resp:
+                    if resp.status == 401 and attempt == 0:
+                        stale = token
+                        continue
+                    if resp.status == 404:
+                        raise errors.ImageNotFound(image_id=image_id)
+                    if resp.status != 200:
+                        raise errors.ImageDownloadFailed(image_id=image_id, reason=f"HTTP {resp.status}")
+                    doc = await resp.json()
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                raise errors.ImageDownloadFailed(image_id=image_id, reason=repr(exc)) from exc
+            if not isinstance(doc, dict) or doc.get("status") != "active":
+                raise errors.ImageDownloadFailed(image_id=image_id, reason="the image is not active")
+            return {k: doc.get(k) for k in ("id", "name", "checksum", "os_hash_algo", "os_hash_value", "size",
+                                            "disk_format", "container_format")}
+        raise errors.ImageDownloadFailed(image_id=image_id, reason="the image store refused the service token")
 
     async def stream(self, image_id: str) -> AsyncGenerator[bytes, None]:
         url = f"{self.api_url}/image/v2/images/{image_id}/file"

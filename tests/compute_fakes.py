@@ -99,6 +99,11 @@ class FakeFetcher:
         self.downloads += 1
         yield self.images[image_id]
 
+    async def record(self, image_id: str) -> dict[str, Any]:
+        if image_id not in self.images:
+            raise errors.ImageNotFound(image_id=image_id)
+        return image_record(image_id, self.images[image_id])
+
     async def close(self) -> None:
         pass
 

@@ -69,11 +69,12 @@ class ComputeActions:
         then define and start the domain."""
         image: dict[str, Any] = instance.get("image") or {}
         image_path = await self.images.fetch(image) if image.get("id") else None
+        props: dict[str, Any] = image.get("properties") or {}
         kernel = ramdisk = None
-        if isinstance(image.get("kernel"), dict):
-            kernel = await self.images.fetch(image["kernel"])
-            if isinstance(image.get("ramdisk"), dict):
-                ramdisk = await self.images.fetch(image["ramdisk"])
+        if props.get("kernel_id"):  # Nova's AMI: direct kernel boot
+            kernel = await self.images.fetch_by_id(str(props["kernel_id"]))
+            if props.get("ramdisk_id"):
+                ramdisk = await self.images.fetch_by_id(str(props["ramdisk_id"]))
         await self.driver.spawn(instance, image_path, kernel=kernel, ramdisk=ramdisk)
 
     # --- the actions ---------------------------------------------------------------------
