@@ -3,6 +3,7 @@
     /identity  Keystone v3 (tokens and the catalog)
     /compute   Nova v2.1 (flavors, servers), routed to the child cells
     /image     Glance v2 (image records and their bits)
+    /network   Neutron v2.0 (networks, subnets, ports, security groups), routed to the cells
 
 `make_app` builds it (tests drive it with aiohttp's test client); `serve`
 runs it until SIGTERM/SIGINT. Startup opens the API DB, the image store and
@@ -26,6 +27,7 @@ from api.image.handlers import make_image_app
 from api.image.store import ImageStore
 from api.keys import CLUSTER, ENGINE, ROUTER, STORE, TOKENS
 from api.middleware import request_id
+from api.network.routes import make_network_app
 from cells.config import ClusterConfig, ServiceSpec
 from cells.service import process_keys
 
@@ -56,6 +58,7 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
     app.add_subapp("/identity", make_identity_app())
     app.add_subapp("/compute", make_compute_app())
     app.add_subapp("/image", make_image_app())
+    app.add_subapp("/network", make_network_app())
     return app
 
 

@@ -32,6 +32,10 @@ def _cell_service(cluster: ClusterConfig, spec: ServiceSpec) -> tuple[Any, dict[
         from cells.rpcapi.scheduler import SURFACE as SCHEDULER
         from cells.scheduler.manager import SchedulerManager
         return SchedulerManager(cluster, spec), SCHEDULER, ("scheduler",)
+    if spec.kind == "network":
+        from cells.network.controller import NetworkController
+        from cells.rpcapi.network import SURFACE as NETWORK
+        return NetworkController(cluster, spec), NETWORK, ("network",)
     if spec.kind == "compute":
         from cells.rpcapi.compute import SURFACE as COMPUTE
         from node.compute.manager import ComputeManager

@@ -3,7 +3,7 @@
     python -m tools.supervisor --cluster <state>/cluster.json
 
 `cellctl up` starts it detached (its own session). It starts the services in
-order router -> conductor, scheduler -> compute -> api, sends each one's output
+order router -> conductor, scheduler, network -> compute -> api, sends each one's output
 to <state>/log/<service id, '/' -> '_'>.log, writes <state>/run/supervisor.pid
 and <state>/run/<service>.pid (the latest start's pid: kept while a crashed
 service waits for its restart, removed on stop), restarts a service that exits with an
@@ -30,7 +30,7 @@ from typing import IO
 LOG = logging.getLogger("supervisor")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Start order; stop order is the reverse.
-RANK = {"router": 0, "conductor": 1, "scheduler": 1, "compute": 2, "api": 3}
+RANK = {"router": 0, "conductor": 1, "scheduler": 1, "network": 1, "compute": 2, "api": 3}
 POLL = 0.1
 STABLE_AFTER = 10.0  # a child that ran this long gets its backoff reset
 PR_SET_PDEATHSIG = 1

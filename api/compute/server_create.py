@@ -12,7 +12,7 @@ import logging
 import secrets
 import string
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +24,7 @@ from api.compute.schemas import SERVER_CREATE
 from api.compute.views import DEFAULT_AZ, server_created
 from api.http import context, id_from_href, is_uuid, json_body
 from api.image import images as image_db
+from api.network import boot as network_boot
 from api.keys import ENGINE, ROUTER, public_url
 from api.validation import validate
 from cells import errors
@@ -51,6 +52,7 @@ class BuildSpec:
     access_ipv6: str | None
     hints: dict[str, Any]
     min_count: int = 1  # `count` is max_count; quota may cut it down to no less than this
+    networking: dict[str, Any] = field(default_factory=dict)  # requested_networks, security_groups
 
 
 def _count(value: Any, default: int) -> int:
@@ -118,15 +120,13 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
     az = server.get("availability_zone") or DEFAULT_AZ
     if az != DEFAULT_AZ:
         raise errors.Invalid(f"The requested availability zone is not available: {az}")
-    for group in server.get("security_groups") or []:
-        if group.get("name") != "default":
-            raise errors.Invalid(f"Security group {group.get('name')} not found for project {ctx.project}.")
+    networking = await network_boot.resolve(request, ctx, server)  # networks, ports, security groups: 400 if unknown
     hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
     return BuildSpec(name=server["name"], count=max_count, flavor=flavor_dict(flavor),
                      image=image_db.snapshot(image), metadata=dict(server.get("metadata") or {}),
                      key_name=server.get("key_name"), availability_zone=az, user_data=server.get("user_data"),
                      access_ipv4=server.get("accessIPv4"), access_ipv6=server.get("accessIPv6"), hints=hints,
-                     min_count=min_count)
+                     min_count=min_count, networking=networking)
 
 
 def instance_records(spec: BuildSpec, ctx: RequestContext, cell_path: str) -> list[dict[str, Any]]:
@@ -151,7 +151,7 @@ def instance_records(spec: BuildSpec, ctx: RequestContext, cell_path: str) -> li
 def request_spec(spec: BuildSpec, ctx: RequestContext, records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"num_instances": spec.count, "instance_uuids": [r["uuid"] for r in records],
             "flavor": spec.flavor, "image": spec.image, "project_id": ctx.project, "user_id": ctx.user,
-            "availability_zone": spec.availability_zone, "scheduler_hints": spec.hints}
+            "availability_zone": spec.availability_zone, "scheduler_hints": spec.hints, **spec.networking}
 
 
 async def create(request: web.Request) -> web.Response:

@@ -63,6 +63,7 @@ def test_repo_default_cluster_file_resolves() -> None:
         "cell1/router": "tcp://127.0.0.1:5601",
         "cell1/conductor": "tcp://127.0.0.1:5602",  # router + 1
         "cell1/scheduler": "tcp://127.0.0.1:5603",  # router + 2
+        "cell1/network": "tcp://127.0.0.1:5604",  # router + 3
         "cell1/compute/node1": "tcp://127.0.0.1:5610",
         "api": "127.0.0.1:8774",
     }

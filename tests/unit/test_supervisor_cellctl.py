@@ -72,7 +72,7 @@ def test_status_of_a_stopped_cluster_is_all_down_and_exit_1(tmp_path: Path,
     [cell] = status["cells"]
     assert cell["alive"] is False and "No reply" in cell["error"]
     services = [s for h in cell["hosts"] for s in h["services"]]
-    assert {s["id"] for s in services} == {"cell1/router", "cell1/conductor", "cell1/scheduler",
+    assert {s["id"] for s in services} == {"cell1/router", "cell1/conductor", "cell1/scheduler", "cell1/network",
                                            "cell1/compute/node1"}
     assert not any(s["alive"] for s in services)
 
@@ -121,7 +121,7 @@ async def test_liveness_comes_from_the_cell_directory(tmp_path: Path) -> None:
         finally:
             prober.close()
         alive = {s.id: found.alive(s) for s in cluster.services}
-        assert alive == {"cell1/router": True, "cell1/conductor": True, "cell1/scheduler": False,
+        assert alive == {"cell1/router": True, "cell1/conductor": True, "cell1/scheduler": False, "cell1/network": False,
                          "cell1/compute/node1": False, "api": False}
         status = health.report(cluster, found, supervisor_pid=None)
         assert status["cells"][0]["alive"] is True and status["healthy"] is False

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
+from cells.conductor.flows import network
 from cells.conductor.flows.delete import complete_delete
 from cells.context import RequestContext
 from cells.db import actions, claims
@@ -125,6 +126,9 @@ def _insert_build(conn: Connection, env: FlowEnv, ctx: RequestContext, rows: lis
 async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, request_spec: Any) -> list[dict[str, Any]]:
     now = utcnow_iso()
     rows = validate_build(instances, request_spec, now, env.conductor_id)
+    if request_spec.get("admission"):  # the API asks: refuse now if no host here has room (it tries another cell)
+        from cells.conductor.capacity import admit
+        await admit(env, rows[0]["flavor"])
     records, new = await env.db.write(lambda conn: _insert_build(conn, env, ctx, rows, now))
     # one scheduler call per distinct flavor (a multi-create normally has one)
     batches: dict[str, list[dict[str, Any]]] = {}
@@ -192,6 +196,9 @@ def _set_host(conn: Connection, env: FlowEnv, uuid: str, host: str) -> dict[str,
 
 async def send_to_host(env: FlowEnv, ctx: RequestContext, uuid: str, host: str) -> None:
     record = await env.db.write(lambda conn: _set_host(conn, env, uuid, host))
+    if record is None:
+        return
+    record = await network.allocate_for_build(env, ctx, record)  # ports + fixed IPs (boot step 3)
     if record is None:
         return
     try:

@@ -1,0 +1,1 @@
+"""/network: the Neutron v2.0 subset."""

@@ -1,0 +1,239 @@
+"""/network: the Neutron v2.0 subset (networks, subnets, ports, security groups
+and rules) in front of the cells' network controllers.
+
+Records live in the cell DBs. A listing asks every cell with a live network
+controller and merges; a show/update/delete finds the cell holding the id; a
+create goes to the cell of the network it names, or to the first cell. Errors
+come back in Neutron's shape: {"NeutronError": {"type", "message", "detail"}}.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from api.cell_router import CellClient, CellRouter
+from api.errors import status_and_message
+from api.http import context, json_body
+from api.keys import ROUTER, public_url
+from api.middleware import token_auth
+from cells import errors
+from cells.context import RequestContext
+from cells.rpcapi.network import TOPIC, NetworkAPI
+
+LOG = logging.getLogger(__name__)
+LIST_BOUND = 2.0
+# URL collection -> (controller resource, singular body key)
+COLLECTIONS = {"networks": ("network", "network"), "subnets": ("subnet", "subnet"), "ports": ("port", "port"),
+               "security-groups": ("security_group", "security_group"),
+               "security-group-rules": ("security_group_rule", "security_group_rule")}
+UPDATABLE = {"port", "security_group"}
+# error code of the one tree -> Neutron's exception type name
+NEUTRON_TYPES = {"network_not_found": "NetworkNotFound", "subnet_not_found": "SubnetNotFound",
+                 "port_not_found": "PortNotFound", "security_group_not_found": "SecurityGroupNotFound",
+                 "security_group_rule_not_found": "SecurityGroupRuleNotFound",
+                 "ip_address_exhausted": "IpAddressGenerationFailure", "network_in_use": "NetworkInUse",
+                 "invalid": "InvalidInput", "malformed_body": "BadRequest", "conflict": "Conflict",
+                 "forbidden": "PolicyNotAuthorized", "unauthorized": "NotAuthorized"}
+_FALLBACK = {400: "BadRequest", 401: "NotAuthorized", 403: "Forbidden", 404: "HTTPNotFound", 405: "HTTPMethodNotAllowed",
+             409: "Conflict", 503: "ServiceUnavailable"}
+EXTENSIONS = (("security-group", "security-group", "The security groups extension."),
+              ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
+              ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),
+              ("port-security", "Port Security", "Provides port security"),
+              ("standard-attr-description", "standard-attr-description", "Extension to add descriptions"),
+              ("default-subnetpools", "Default Subnetpools", "Not offered: give a cidr"))
+
+
+def neutron_body(exc: BaseException, status: int, message: str) -> dict[str, Any]:
+    code = exc.code if isinstance(exc, errors.CellcloudError) else ""
+    kind = NEUTRON_TYPES.get(code) or _FALLBACK.get(status, "HTTPInternalServerError")
+    return {"NeutronError": {"type": kind, "message": message, "detail": ""}}
+
+
+@web.middleware
+async def neutron_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        status, message = status_and_message(exc, request)
+        return web.json_response(neutron_body(exc, status, message), status=status)
+    except Exception as exc:  # noqa: BLE001 - every failure in Neutron's shape, never a traceback
+        status, message = status_and_message(exc, request)
+        return web.json_response(neutron_body(exc, status, message), status=status)
+
+
+def _is_public(request: web.Request) -> bool:
+    return request.method in ("GET", "HEAD") and request.path.rstrip("/") in ("/network", "/network/v2.0")
+
+
+def network_cells(request: web.Request) -> list[CellClient]:
+    router: CellRouter = request.config_dict[ROUTER]
+    cells = list(router.cells.values())
+    if not cells:
+        raise errors.NoLiveMember(topic=TOPIC)
+    live = [c for c in cells if c.view.members(TOPIC)]
+    return live or cells[:1]  # nobody seen yet (start-up): the call itself waits for a member
+
+
+async def _each_cell(request: web.Request, ctx: RequestContext,
+                     fn: Callable[[NetworkAPI], Awaitable[Any]]) -> list[Any]:
+    """Ask every cell; a cell that fails or does not answer in time is left out (and logged)."""
+    cells = network_cells(request)
+    results = await asyncio.gather(*(asyncio.wait_for(fn(NetworkAPI(c)), LIST_BOUND) for c in cells),
+                                   return_exceptions=True)
+    out = []
+    for cell, result in zip(cells, results):
+        if isinstance(result, BaseException):
+            if isinstance(result, errors.Invalid):
+                raise result
+            if not isinstance(result, (errors.CellcloudError, TimeoutError)):
+                raise result
+            LOG.warning("cell %s left out of a network listing: %s", cell.path, result)
+            continue
+        out.append(result)
+    return out
+
+
+async def find_cell(request: web.Request, ctx: RequestContext, resource: str, id: str) -> tuple[NetworkAPI, Any]:
+    """(the API of the cell holding `id`, its record); the resource's NotFound when no cell has it."""
+    last: errors.CellcloudError | None = None
+    for cell in network_cells(request):
+        api = NetworkAPI(cell)
+        try:
+            return api, await api.show(ctx, resource, id)
+        except errors.NotFound as exc:
+            last = exc
+    raise last or errors.NotFound()
+
+
+def _filters(request: web.Request) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in set(request.query):
+        values = request.query.getall(key)
+        out[key] = values if len(values) > 1 else values[0]
+    out.pop("fields", None)
+    return out
+
+
+def _only_fields(request: web.Request, record: dict[str, Any]) -> dict[str, Any]:
+    fields = request.query.getall("fields", [])
+    return {k: v for k, v in record.items() if k in fields} if fields else record
+
+
+async def list_collection(request: web.Request) -> web.Response:
+    collection = request.match_info["collection"]
+    resource, _ = _resource(collection)
+    ctx, filters = context(request), _filters(request)
+    if "tenant_id" in filters and "project_id" not in filters:
+        filters["project_id"] = filters.pop("tenant_id")
+    per_cell = await _each_cell(request, ctx, lambda api: api.index(ctx, resource, filters))
+    records = [_only_fields(request, r) for cell_records in per_cell for r in cell_records]
+    return web.json_response({collection.replace("-", "_"): records})
+
+
+async def show(request: web.Request) -> web.Response:
+    resource, key = _resource(request.match_info["collection"])
+    _, record = await find_cell(request, context(request), resource, request.match_info["id"])
+    return web.json_response({key: _only_fields(request, record)})
+
+
+async def create(request: web.Request) -> web.Response:
+    resource, key = _resource(request.match_info["collection"])
+    ctx = context(request)
+    body = await json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+        if isinstance(body, dict) and isinstance(body.get(key + "s"), list):
+            raise errors.Invalid(reason="bulk create is not supported by this cloud")
+        raise errors.Invalid(reason=f"Resource body required: {{\"{key}\": {{...}}}}")
+    item: dict[str, Any] = body[key]
+    api = NetworkAPI(network_cells(request)[0])
+    parent = item.get("network_id") if resource in ("subnet", "port") else \
+        item.get("security_group_id") if resource == "security_group_rule" else None
+    if isinstance(parent, str):
+        try:
+            api, _ = await find_cell(request, ctx, "network" if resource != "security_group_rule"
+                                     else "security_group", parent)
+        except errors.NotFound:
+            pass  # the cell's controller answers with the right error
+    record = await api.create(ctx, resource, item)
+    return web.json_response({key: record}, status=201)
+
+
+async def update(request: web.Request) -> web.Response:
+    resource, key = _resource(request.match_info["collection"])
+    if resource not in UPDATABLE:
+        raise errors.Invalid(reason=f"updating a {resource} is not supported by this cloud")
+    ctx = context(request)
+    body = await json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+        raise errors.Invalid(reason=f"Resource body required: {{\"{key}\": {{...}}}}")
+    api, _ = await find_cell(request, ctx, resource, request.match_info["id"])
+    return web.json_response({key: await api.update(ctx, resource, request.match_info["id"], body[key])})
+
+
+async def delete(request: web.Request) -> web.Response:
+    resource, _ = _resource(request.match_info["collection"])
+    ctx = context(request)
+    api, _ = await find_cell(request, ctx, resource, request.match_info["id"])
+    await api.delete(ctx, resource, request.match_info["id"])
+    return web.Response(status=204)
+
+
+def _resource(collection: str) -> tuple[str, str]:
+    try:
+        return COLLECTIONS[collection]
+    except KeyError:
+        raise web.HTTPNotFound() from None
+
+
+def _version(base: str) -> dict[str, Any]:
+    return {"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": f"{base}/network/v2.0/"}]}
+
+
+async def versions(request: web.Request) -> web.Response:
+    return web.json_response({"versions": [_version(public_url(request))]})
+
+
+async def version(request: web.Request) -> web.Response:
+    base = public_url(request)
+    return web.json_response({"resources": [
+        {"name": key, "collection": coll, "links": [{"rel": "self", "href": f"{base}/network/v2.0/{coll}"}]}
+        for coll, (_, key) in COLLECTIONS.items()]})
+
+
+async def extensions(request: web.Request) -> web.Response:
+    return web.json_response({"extensions": [
+        {"alias": alias, "name": name, "description": desc, "updated": "2013-01-01T00:00:00-00:00", "links": []}
+        for alias, name, desc in EXTENSIONS if alias != "default-subnetpools"]})
+
+
+async def extension(request: web.Request) -> web.Response:
+    for alias, name, desc in EXTENSIONS:
+        if alias == request.match_info["alias"] and alias != "default-subnetpools":
+            return web.json_response({"extension": {"alias": alias, "name": name, "description": desc,
+                                                    "updated": "2013-01-01T00:00:00-00:00", "links": []}})
+    raise errors.NotFound(f"Extension with alias {request.match_info['alias']} does not exist")
+
+
+def make_network_app() -> web.Application:
+    app = web.Application(middlewares=[neutron_errors, token_auth(_is_public)])
+    app.router.add_get("", versions)
+    app.router.add_get("/", versions)
+    app.router.add_get("/v2.0", version)
+    app.router.add_get("/v2.0/", version)
+    app.router.add_get("/v2.0/extensions", extensions)
+    app.router.add_get("/v2.0/extensions/{alias}", extension)
+    app.router.add_get("/v2.0/{collection}", list_collection)
+    app.router.add_post("/v2.0/{collection}", create)
+    app.router.add_get("/v2.0/{collection}/{id}", show)
+    app.router.add_put("/v2.0/{collection}/{id}", update)
+    app.router.add_delete("/v2.0/{collection}/{id}", delete)
+    return app
+

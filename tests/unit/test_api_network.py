@@ -1,0 +1,192 @@
+"""/network/v2.0 against a real network controller (real cell DB, real ZeroMQ,
+real Directory): Neutron's shapes and errors, and the unmodified `openstack` CLI."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from api import bootstrap
+from api.app import make_app
+from cells.db.schema import create_schema
+from cells.network.controller import NetworkController
+from cells.rpc.client import RpcClient
+from cells.rpc.directory import SURFACE as DIRECTORY_SURFACE
+from cells.rpc.directory import Directory, DirectoryView, Member
+from cells.rpc.server import RpcServer
+from cells.rpcapi.network import SURFACE as NETWORK_SURFACE
+from tests.conftest import free_port
+from tests.unit.api_support import PUBLIC_URL, SECRETS, auth_body, make_cluster, token
+
+INTERVAL = 0.1
+OPENSTACK = Path(sys.executable).with_name("openstack")
+
+
+@asynccontextmanager
+async def network_cell(tmp: Path) -> AsyncIterator[str]:
+    """A router and a real network controller on a cell DB in `tmp`; yields the router address."""
+    url = f"sqlite+aiosqlite:///{tmp}/cell1.db"
+    await create_schema(url)
+    router_addr, net_addr = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    directory = Directory(INTERVAL)
+    router = RpcServer(router_addr, directory, DIRECTORY_SURFACE)
+    await router.start()
+    controller = NetworkController(db_url=url)
+    await controller.start()
+    server = RpcServer(net_addr, controller, NETWORK_SURFACE)
+    await server.start()
+    client = RpcClient()
+    view = DirectoryView(client, router_addr, Member("cell1/network", net_addr, ("network",)), INTERVAL)
+    tasks = [asyncio.ensure_future(directory.background()), asyncio.ensure_future(view.run())]
+    await view.wait_synced(2.0)
+    try:
+        yield router_addr
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.stop()
+        await controller.stop()
+        await router.stop()
+        client.close()
+
+
+@asynccontextmanager
+async def api_client(tmp: Path) -> AsyncIterator[tuple[TestClient[Any, Any], dict[str, str], dict[str, str]]]:
+    async with network_cell(tmp) as router:
+        cluster = make_cluster(tmp, router=router, interval=INTERVAL)
+        await bootstrap.ensure(cluster)
+        client: TestClient[Any, Any] = TestClient(TestServer(make_app(cluster)))
+        await client.start_server()
+        try:
+            demo = {"X-Auth-Token": await token(client, "demo", SECRETS["demo_password"], "demo")}
+            admin = {"X-Auth-Token": await token(client, "admin", SECRETS["admin_password"], "admin")}
+            yield client, demo, admin
+        finally:
+            await client.close()
+
+
+async def test_networks_subnets_ports_and_neutron_errors(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        resp = await client.post("/identity/v3/auth/tokens", json=auth_body("demo", SECRETS["demo_password"], "demo"))
+        catalog = (await resp.json())["token"]["catalog"]
+        assert [e["endpoints"][0]["url"] for e in catalog if e["type"] == "network"] == [f"{PUBLIC_URL}/network"]
+        nets = (await (await client.get("/network/v2.0/networks", headers=demo)).json())["networks"]
+        assert [n["name"] for n in nets] == ["private"]  # made on first use
+        private = nets[0]
+        assert len(private["subnets"]) == 1
+
+        resp = await client.post("/network/v2.0/networks", json={"network": {"name": "blue"}}, headers=demo)
+        assert resp.status == 201
+        blue = (await resp.json())["network"]
+        resp = await client.post("/network/v2.0/subnets", headers=demo, json={"subnet": {
+            "network_id": blue["id"], "cidr": "192.168.50.0/24", "ip_version": 4, "name": "blue-sub"}})
+        assert resp.status == 201, await resp.text()
+        sub = (await resp.json())["subnet"]
+        assert sub["gateway_ip"] == "192.168.50.1"
+        assert sub["allocation_pools"] == [{"start": "192.168.50.2", "end": "192.168.50.254"}]
+
+        resp = await client.post("/network/v2.0/subnets", headers=demo, json={"subnet": {
+            "network_id": blue["id"], "cidr": "192.168.50.128/25", "ip_version": 4}})
+        assert resp.status == 400
+        assert (await resp.json())["NeutronError"]["type"] == "InvalidInput"
+
+        found = (await (await client.get("/network/v2.0/networks?name=blue", headers=demo)).json())["networks"]
+        assert [n["id"] for n in found] == [blue["id"]]
+
+        resp = await client.post("/network/v2.0/ports", json={"port": {"network_id": blue["id"]}}, headers=demo)
+        port = (await resp.json())["port"]
+        assert resp.status == 201 and port["fixed_ips"][0]["ip_address"] == "192.168.50.2"
+        assert port["mac_address"].startswith("fa:16:3e:")
+
+        resp = await client.delete(f"/network/v2.0/networks/{blue['id']}", headers=demo)
+        assert resp.status == 409
+        assert (await resp.json())["NeutronError"]["type"] == "NetworkInUse"
+
+        resp = await client.get("/network/v2.0/ports/0c2b9a5e-0000-4000-8000-000000000000", headers=demo)
+        assert resp.status == 404
+        assert (await resp.json())["NeutronError"]["type"] == "PortNotFound"
+
+        # the admin's project cannot put a port on demo's network unless it is an admin acting as such;
+        # a plain project of its own sees none of demo's networks
+        resp = await client.get(f"/network/v2.0/networks/{blue['id']}", headers=admin)
+        assert resp.status == 200  # admins see everything
+
+        assert (await client.delete(f"/network/v2.0/ports/{port['id']}", headers=demo)).status == 204
+        assert (await client.delete(f"/network/v2.0/networks/{blue['id']}", headers=demo)).status == 204
+        resp = await client.get(f"/network/v2.0/networks/{blue['id']}", headers=demo)
+        assert resp.status == 404
+        assert (await resp.json())["NeutronError"]["type"] == "NetworkNotFound"
+
+
+async def test_security_groups_and_rules(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, _):
+        resp = await client.post("/network/v2.0/security-groups", headers=demo,
+                                 json={"security_group": {"name": "web", "description": "http"}})
+        assert resp.status == 201
+        web_group = (await resp.json())["security_group"]
+        assert {r["direction"] for r in web_group["security_group_rules"]} == {"egress"}
+        rule = {"security_group_id": web_group["id"], "direction": "ingress", "protocol": "tcp",
+                "port_range_min": 80, "port_range_max": 80, "remote_ip_prefix": "0.0.0.0/0", "ethertype": "IPv4"}
+        resp = await client.post("/network/v2.0/security-group-rules", headers=demo,
+                                 json={"security_group_rule": rule})
+        assert resp.status == 201
+        resp = await client.post("/network/v2.0/security-group-rules", headers=demo,
+                                 json={"security_group_rule": rule})
+        assert resp.status == 409
+        bad = dict(rule, port_range_min=90)
+        resp = await client.post("/network/v2.0/security-group-rules", headers=demo, json={"security_group_rule": bad})
+        assert resp.status == 400
+        groups = (await (await client.get("/network/v2.0/security-groups", headers=demo)).json())["security_groups"]
+        assert sorted(g["name"] for g in groups) == ["default", "web"]
+
+
+async def _cli(url: str, *args: str) -> Any:
+    env = dict(os.environ, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME="demo", OS_PASSWORD=SECRETS["demo_password"],
+               OS_PROJECT_NAME="demo", OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
+               OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
+    env.pop("OS_CLOUD", None)
+    proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, f"openstack {' '.join(args)} failed:\n{err.decode()}"
+    return json.loads(out) if "-f" in args else out.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not OPENSTACK.exists(), reason="python-openstackclient is not installed")
+async def test_openstack_cli_networks(tmp_path: Path) -> None:
+    async with network_cell(tmp_path) as router:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        cluster = make_cluster(tmp_path, router=router, interval=INTERVAL)
+        cluster = replace(cluster, api=replace(cluster.api, listen=f"127.0.0.1:{port}", public_url=url))
+        await bootstrap.ensure(cluster)
+        server = TestServer(make_app(cluster), host="127.0.0.1", port=port)
+        await server.start_server()
+        try:
+            nets = await _cli(url, "network", "list", "-f", "json")
+            assert [n["Name"] for n in nets] == ["private"]
+            await _cli(url, "network", "create", "green", "-f", "json")
+            sub = await _cli(url, "subnet", "create", "--network", "green", "--subnet-range", "172.20.0.0/24",
+                             "green-sub", "-f", "json")
+            assert sub["cidr"] == "172.20.0.0/24"
+            made = await _cli(url, "port", "create", "--network", "green", "p1", "-f", "json")
+            ports = await _cli(url, "port", "list", "-f", "json")
+            assert [p["ID"] for p in ports] == [made["id"]]
+            await _cli(url, "security", "group", "create", "web", "-f", "json")
+            await _cli(url, "security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", "web",
+                       "-f", "json")
+            rules = await _cli(url, "security", "group", "rule", "list", "web", "-f", "json")
+            assert any(r["Port Range"] == "22:22" for r in rules)
+        finally:
+            await server.close()
