@@ -1,0 +1,193 @@
+"""The host side for real, in network namespaces this test makes (traffic never
+leaves them): two hosts joined by a veth "wan", the real network controller's
+host_config applied by the Linux driver (bridge, VXLAN, taps, gateway address,
+dnsmasq, nftables). A guest NIC is a veth whose host end carries the port's tap
+name and whose guest end sits in its own namespace, where busybox udhcpc asks
+for a lease as the tiny guest's /init does.
+
+Checked: each guest leases exactly its allocated IP; the gateway pings a guest;
+a guest on the other host pings it over VXLAN; a guest of another project and a
+guest outside the default group cannot; a re-sync changes nothing; a deleted
+port's tap and DHCP entry go; leftovers of a crashed agent are removed.
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from cells.context import RequestContext
+from cells.db.schema import create_schema
+from cells.network.controller import NetworkController
+from node.network.linux import LinuxNetworkDriver, detect_capabilities
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (shutil.which("dnsmasq") and shutil.which("busybox") and shutil.which("nft")),
+                                 reason="needs dnsmasq, busybox (udhcpc) and nft")]
+
+TAG = uuid.uuid4().hex[:4]
+H1, H2 = f"cc5h1-{TAG}", f"cc5h2-{TAG}"
+WAN = {H1: "192.168.77.1", H2: "192.168.77.2"}
+DEMO = RequestContext(project="demo", roles=("member",))
+ALT = RequestContext(project="alt", roles=("member",))
+UDHCPC_SCRIPT = """#!/bin/sh
+case "$1" in
+  bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface"
+               [ -n "$router" ] && ip route replace default via ${router%% *} dev "$interface"
+               echo "CELLCLOUD-NET dhcp bound $interface ip=$ip/$mask router=$router" ;;
+esac
+exit 0
+"""
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(list(argv), check=False, capture_output=True, text=True, timeout=30)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)}: {result.stderr}")
+    return result
+
+
+async def ash(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: sh(*argv, check=check))
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[list[str]]:
+    made: list[str] = []
+    try:
+        for ns in (H1, H2):
+            sh("ip", "netns", "add", ns)
+            made.append(ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "link", "add", f"w1-{TAG}", "netns", H1, "type", "veth", "peer", "name", f"w2-{TAG}", "netns", H2)
+        for ns, dev in ((H1, f"w1-{TAG}"), (H2, f"w2-{TAG}")):
+            sh("ip", "-n", ns, "addr", "add", f"{WAN[ns]}/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        yield made
+    finally:
+        for ns in made + [n for n in sh("ip", "netns", "list").stdout.split() if n.startswith(f"cc5g-{TAG}")]:
+            sh("ip", "netns", "del", ns, check=False)
+
+
+@pytest_asyncio.fixture
+async def controller(tmp_path: Path) -> AsyncIterator[NetworkController]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+    await create_schema(url)
+    c = NetworkController(db_url=url)
+    await c.start()
+    yield c
+    await c.stop()
+
+
+async def guest_port(c: NetworkController, ctx: RequestContext, net_id: str, host: str,
+                     groups: list[str] | None = None) -> dict[str, Any]:
+    """A port of a would-be instance, bound to `host` as the boot flow does."""
+    device = str(uuid.uuid4())
+    body: dict[str, Any] = {"network_id": net_id, "device_id": device, "device_owner": "compute:nova"}
+    if groups is not None:
+        body["security_groups"] = groups
+    port = await c.port_create(ctx, body)
+    (vif,) = await c.bind_instance(ctx, device, host)
+    return {**port, "vif": vif, "guest_ns": f"cc5g-{TAG}-{port['id'][:6]}", "host": host}
+
+
+async def plug_guest(port: dict[str, Any]) -> None:
+    """The guest's NIC: host end = the port's tap name, guest end eth0 with the port's MAC."""
+    ns, tap = port["guest_ns"], port["vif"]["tap"]
+    await ash("ip", "netns", "add", ns)
+    await ash("ip", "link", "add", tap, "netns", port["host"], "type", "veth", "peer", "name", "eth0", "netns", ns)
+    await ash("ip", "-n", ns, "link", "set", "eth0", "address", port["mac_address"])
+    await ash("ip", "-n", ns, "link", "set", "eth0", "up")
+    await ash("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+async def lease(port: dict[str, Any], script: Path) -> str:
+    out = await ash("ip", "netns", "exec", port["guest_ns"], "busybox", "udhcpc", "-i", "eth0", "-n", "-q",
+                    "-t", "8", "-T", "1", "-s", str(script))
+    line = next(x for x in out.stdout.splitlines() if "CELLCLOUD-NET dhcp bound" in x)
+    return line.split("ip=")[1].split("/")[0]
+
+
+async def pings(ns: str, addr: str) -> bool:
+    return (await ash("ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", addr, check=False)).returncode == 0
+
+
+async def sync(c: NetworkController, host: str, tmp: Path) -> dict[str, Any]:
+    config = await c.host_config(DEMO, host)
+    driver = LinuxNetworkDriver(str(tmp / host), netns=host, tunnel_ip=WAN[host], capabilities=CAPS)
+    await asyncio.get_running_loop().run_in_executor(None, driver.sync, config)
+    return config
+
+
+CAPS = detect_capabilities()
+
+
+def test_vlan_capability_is_detected_and_reported() -> None:
+    if not CAPS.vlan:
+        pytest.skip(f"802.1Q VLAN segmentation unavailable: {CAPS.vlan_reason}")
+    assert CAPS.vlan_reason == ""
+
+
+async def test_dhcp_vxlan_gateway_and_security_groups(hosts: list[str], controller: NetworkController,
+                                                      tmp_path: Path) -> None:
+    c = controller
+    script = tmp_path / "udhcpc.script"
+    script.write_text(UDHCPC_SCRIPT)
+    script.chmod(0o755)
+    for host in (H1, H2):
+        await c.agent_report(DEMO, host, WAN[host], CAPS.vlan)
+    demo_net = await c.network_create(DEMO, {"name": "demo-net"})
+    await c.subnet_create(DEMO, {"network_id": demo_net["id"], "cidr": "10.77.1.0/24"})
+    alt_net = await c.network_create(ALT, {"name": "alt-net"})
+    await c.subnet_create(ALT, {"network_id": alt_net["id"], "cidr": "10.77.2.0/24"})
+    loner = await c.security_group_create(DEMO, {"name": "loner"})
+
+    g1 = await guest_port(c, DEMO, demo_net["id"], H1)  # first bound: H1 becomes the gateway host
+    g2 = await guest_port(c, DEMO, demo_net["id"], H2)
+    g3 = await guest_port(c, ALT, alt_net["id"], H2)
+    g4 = await guest_port(c, DEMO, demo_net["id"], H2, groups=[loner["id"]])
+    guests = (g1, g2, g3, g4)
+    for g in guests:
+        await plug_guest(g)
+    await sync(c, H1, tmp_path)
+    await sync(c, H2, tmp_path)
+
+    for g in guests:  # each guest leases exactly the address IPAM gave its port
+        assert await lease(g, script) == g["fixed_ips"][0]["ip_address"]
+    ip1 = g1["fixed_ips"][0]["ip_address"]
+    assert await pings(H1, ip1)  # the gateway (on H1's bridge) reaches its guest
+    assert await pings(g2["guest_ns"], ip1)  # same project, same group, other host: over VXLAN
+    assert not await pings(g3["guest_ns"], ip1)  # another project's guest
+    assert not await pings(g4["guest_ns"], ip1)  # same network, not in g1's group: ingress refused
+
+    # a re-sync (an agent restart) changes nothing and breaks nothing
+    before = (await ash("ip", "-n", H2, "-br", "link")).stdout
+    await sync(c, H2, tmp_path)
+    assert (await ash("ip", "-n", H2, "-br", "link")).stdout == before
+    assert await pings(g2["guest_ns"], ip1)
+
+    # a crashed agent's leftovers and a deleted port: the next sync removes them
+    await ash("ip", "-n", H1, "link", "add", "tapdeadbeef000", "type", "bridge")
+    await c.port_delete(DEMO, g2["id"])
+    await sync(c, H1, tmp_path)
+    await sync(c, H2, tmp_path)
+    h1_links = (await ash("ip", "-n", H1, "-br", "link")).stdout
+    h2_links = (await ash("ip", "-n", H2, "-br", "link")).stdout
+    assert "tapdeadbeef000" not in h1_links
+    assert g2["vif"]["tap"] not in h2_links
+    hosts_file = (tmp_path / H1 / "dhcp" / demo_net["id"] / "hosts").read_text()
+    assert g2["mac_address"] not in hosts_file and g1["mac_address"] in hosts_file
+
+    # nothing left running once the hosts have no ports
+    for g in (g1, g3, g4):
+        await c.port_delete(DEMO if g is not g3 else ALT, g["id"])
+    for host in (H1, H2):
+        driver = LinuxNetworkDriver(str(tmp_path / host), netns=host, tunnel_ip=WAN[host], capabilities=CAPS)
+        await asyncio.get_running_loop().run_in_executor(None, driver.stop_all_dhcp)
