@@ -21,6 +21,7 @@ from aiohttp import web
 from api.cell_router import CellRouter
 from api.compute.routes import make_compute_app
 from api.db.engine import make_engine
+from api.ec2.app import make_ec2_app
 from api.identity.handlers import make_identity_app
 from api.identity.tokens import TokenService
 from api.image.handlers import make_image_app
@@ -58,6 +59,7 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
     app.add_subapp("/identity", make_identity_app())
     app.add_subapp("/compute", make_compute_app())
     app.add_subapp("/image", make_image_app())
+    app.add_subapp("/ec2", make_ec2_app())
     app.add_subapp("/network", make_network_app())
     return app
 

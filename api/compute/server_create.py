@@ -157,6 +157,15 @@ def request_spec(spec: BuildSpec, ctx: RequestContext, records: list[dict[str, A
 async def create(request: web.Request) -> web.Response:
     ctx = context(request)
     body = await json_body(request)
+    uuids = await create_servers(request, ctx, body)
+    admin_pass = server_admin_pass(body["server"])
+    base = public_url(request)
+    return web.json_response(server_created(base, uuids[0], admin_pass), status=202,
+                             headers={"Location": f"{base}/compute/v2.1/servers/{uuids[0]}"})
+
+
+async def create_servers(request: web.Request, ctx: RequestContext, body: Any) -> list[str]:
+    """Validate a Nova create body and boot it; the new servers' ids (EC2's RunInstances boots through here)."""
     validate(SERVER_CREATE, body)
     spec = await resolve(request, ctx, body)
     router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
@@ -177,10 +186,7 @@ async def create(request: web.Request) -> web.Response:
                 _CLEANUPS.add(task)
                 task.add_done_callback(_CLEANUPS.discard)
             raise
-    admin_pass = server_admin_pass(body["server"])
-    base = public_url(request)
-    return web.json_response(server_created(base, uuids[0], admin_pass), status=202,
-                             headers={"Location": f"{base}/compute/v2.1/servers/{uuids[0]}"})
+    return uuids
 
 
 async def _within_quota(request: web.Request, ctx: RequestContext, spec: BuildSpec) -> BuildSpec:

@@ -14,6 +14,7 @@ INTERFACES = ("public", "internal", "admin")
 # (type, name, path under the public URL): one port, a path per service
 SERVICES = (("identity", "keystone", "/identity"),
             ("compute", "nova", "/compute/v2.1"),
+            ("ec2", "ec2", "/ec2"),
             ("image", "glance", "/image"),
             ("network", "neutron", "/network"))
 _NS = uuid.UUID("9b0f5c4e-1c2d-4f7a-9a51-2b7c3d6e8f10")  # stable ids: the same catalog on every restart

@@ -37,9 +37,9 @@ async def test_issue_project_token_with_catalog(client: TestClient[Any, Any]) ->
     assert {r["name"] for r in tok["roles"]} == {"admin", "member", "reader"}  # implied roles included
     assert tok["expires_at"].endswith("Z") and len(tok["expires_at"]) == len("2026-11-21T13:00:00.000000Z")
     by_type = {entry["type"]: entry for entry in tok["catalog"]}
-    assert set(by_type) == {"identity", "compute", "image", "network"}
+    assert set(by_type) == {"identity", "compute", "image", "network", "ec2"}
     urls = {"identity": f"{PUBLIC_URL}/identity", "compute": f"{PUBLIC_URL}/compute/v2.1", "image": f"{PUBLIC_URL}/image",
-            "network": f"{PUBLIC_URL}/network"}
+            "network": f"{PUBLIC_URL}/network", "ec2": f"{PUBLIC_URL}/ec2"}
     for kind, entry in by_type.items():
         assert {e["interface"] for e in entry["endpoints"]} == {"public", "internal", "admin"}
         for ep in entry["endpoints"]:

@@ -1,0 +1,142 @@
+"""Keystone's EC2 credentials: /v3/users/{user_id}/credentials/OS-EC2 and the ec2
+entries of /v3/credentials.
+
+An EC2 credential is an (access, secret) pair bound to a user and a project;
+the /ec2 API verifies SigV4 signatures with the secret and acts as that user
+in that project. A user manages their own credentials (for a project they have
+a role on); admins anyone's.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import and_, delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.db.schema import ec2_credentials, role_assignments
+from api.http import json_body
+from api.identity.tokens import Token
+from api.keys import ENGINE, TOKENS, public_url
+from api.timeutil import utcnow
+from cells import errors
+
+
+class CredentialNotFound(errors.NotFound):
+    code, msg = "credential_not_found", "Could not find credential: {credential_id}."
+
+
+async def _caller(request: web.Request) -> Token:
+    token_id = request.headers.get("X-Auth-Token")
+    if not token_id:
+        raise errors.Unauthorized()
+    return await request.config_dict[TOKENS].validate(token_id)
+
+
+def _may_manage(token: Token, user_id: str) -> None:
+    if token.user.id != user_id and "admin" not in token.role_names:
+        raise errors.Forbidden("You are not authorized to perform the requested action: "
+                               "identity:ec2_create_credential.")
+
+
+def _ec2_view(base: str, row: Any) -> dict[str, Any]:
+    return {"user_id": row.user_id, "tenant_id": row.project_id, "access": row.access, "secret": row.secret,
+            "trust_id": None,
+            "links": {"self": f"{base}/identity/v3/users/{row.user_id}/credentials/OS-EC2/{row.access}"}}
+
+
+def _credential_view(base: str, row: Any) -> dict[str, Any]:
+    blob = json.dumps({"access": row.access, "secret": row.secret, "trust_id": None})
+    return {"id": row.access, "type": "ec2", "user_id": row.user_id, "project_id": row.project_id, "blob": blob,
+            "links": {"self": f"{base}/identity/v3/credentials/{row.access}"}}
+
+
+async def lookup(engine: AsyncEngine, access: str) -> Any:
+    """The credential row for an access key, or None (the /ec2 API's signature check)."""
+    async with engine.connect() as conn:
+        return (await conn.execute(select(ec2_credentials).where(ec2_credentials.c.access == access))).first()
+
+
+async def create(request: web.Request) -> web.Response:
+    token = await _caller(request)
+    user_id = request.match_info["user_id"]
+    _may_manage(token, user_id)
+    body = await json_body(request)
+    project = body.get("tenant_id") if isinstance(body, dict) else None
+    if not isinstance(project, str) or not project:
+        raise errors.Invalid("Invalid input for field 'tenant_id': 'tenant_id' is a required property")
+    engine = request.config_dict[ENGINE]
+    async with engine.begin() as conn:
+        has_role = (await conn.execute(select(role_assignments.c.role_id).where(and_(
+            role_assignments.c.user_id == user_id, role_assignments.c.project_id == project)))).first()
+        if has_role is None:
+            raise errors.Forbidden(f"User {user_id} has no role on project {project}.")
+        access = secrets.token_hex(16)
+        await conn.execute(insert(ec2_credentials).values(access=access, secret=secrets.token_hex(16),
+                                                          user_id=user_id, project_id=project,
+                                                          created_at=utcnow()))
+        row = (await conn.execute(select(ec2_credentials).where(ec2_credentials.c.access == access))).one()
+    return web.json_response({"credential": _ec2_view(public_url(request), row)}, status=201)
+
+
+async def _rows(engine: AsyncEngine, user_id: str | None) -> list[Any]:
+    query = select(ec2_credentials).order_by(ec2_credentials.c.created_at)
+    if user_id is not None:
+        query = query.where(ec2_credentials.c.user_id == user_id)
+    async with engine.connect() as conn:
+        return list((await conn.execute(query)).all())
+
+
+async def list_ec2(request: web.Request) -> web.Response:
+    token = await _caller(request)
+    user_id = request.match_info["user_id"]
+    _may_manage(token, user_id)
+    base = public_url(request)
+    rows = await _rows(request.config_dict[ENGINE], user_id)
+    return web.json_response({"credentials": [_ec2_view(base, r) for r in rows],
+                              "links": {"self": str(request.url), "previous": None, "next": None}})
+
+
+async def _own_row(request: web.Request) -> Any:
+    token = await _caller(request)
+    user_id = request.match_info["user_id"]
+    _may_manage(token, user_id)
+    row = await lookup(request.config_dict[ENGINE], request.match_info["access"])
+    if row is None or row.user_id != user_id:
+        raise CredentialNotFound(credential_id=request.match_info["access"])
+    return row
+
+
+async def show_ec2(request: web.Request) -> web.Response:
+    row = await _own_row(request)
+    return web.json_response({"credential": _ec2_view(public_url(request), row)})
+
+
+async def delete_ec2(request: web.Request) -> web.Response:
+    row = await _own_row(request)
+    async with request.config_dict[ENGINE].begin() as conn:
+        await conn.execute(delete(ec2_credentials).where(ec2_credentials.c.access == row.access))
+    return web.Response(status=204)
+
+
+async def list_credentials(request: web.Request) -> web.Response:
+    """/v3/credentials: only ec2 credentials exist here. Non-admins see their own."""
+    token = await _caller(request)
+    wanted_type = request.query.get("type")
+    user_id = request.query.get("user_id")
+    if "admin" not in token.role_names:
+        user_id = token.user.id if user_id in (None, token.user.id) else "\x00nobody"
+    rows = [] if wanted_type not in (None, "ec2") else await _rows(request.config_dict[ENGINE], user_id)
+    base = public_url(request)
+    return web.json_response({"credentials": [_credential_view(base, r) for r in rows],
+                              "links": {"self": str(request.url), "previous": None, "next": None}})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v3/users/{user_id}/credentials/OS-EC2", create)
+    app.router.add_get("/v3/users/{user_id}/credentials/OS-EC2", list_ec2)
+    app.router.add_get("/v3/users/{user_id}/credentials/OS-EC2/{access}", show_ec2)
+    app.router.add_delete("/v3/users/{user_id}/credentials/OS-EC2/{access}", delete_ec2)
+    app.router.add_get("/v3/credentials", list_credentials)
