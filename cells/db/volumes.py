@@ -1,0 +1,247 @@
+"""Volume tables of the cell DB (volumes, attachments, volume hosts) and their
+atomic state changes.
+
+The tables live in their own MetaData and are created idempotently (only the
+missing ones) by the conductor at start, like the network tables: only the
+conductor writes them. Every state change is ONE conditional UPDATE
+(`... WHERE id = :id AND status IN (...)`): of two concurrent requests exactly
+one sees rowcount 1, whatever the number of conductor processes. A volume is
+attached to at most one instance: `volume_attachments.volume_id` is unique.
+Functions taking a `conn` are parts of the caller's unit of work.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    false,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Row
+
+from cells.db.engine import Database
+from cells.objects.instance import utcnow_iso
+
+TIME = String(32)
+metadata = MetaData()
+
+
+class VolumeStatus:
+    """Cinder's volume statuses (the subset Cellcloud drives)."""
+    CREATING = "creating"
+    AVAILABLE = "available"
+    ATTACHING = "attaching"
+    IN_USE = "in-use"
+    DETACHING = "detaching"
+    DELETING = "deleting"
+    ERROR = "error"
+    ERROR_DELETING = "error_deleting"
+
+
+DELETABLE = (VolumeStatus.AVAILABLE, VolumeStatus.ERROR, VolumeStatus.ERROR_DELETING)
+UPDATABLE_FIELDS = frozenset({"name", "description", "metadata"})
+
+volumes = Table(
+    "volumes", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(255), nullable=False),
+    Column("user_id", String(255), nullable=True),
+    Column("name", String(255), nullable=True),
+    Column("description", Text, nullable=True),
+    Column("size", Integer, nullable=False),  # GiB
+    Column("status", String(32), nullable=False, index=True),
+    Column("host", String(255), nullable=True, index=True),  # the volume host holding the data
+    Column("backend", String(32), nullable=True),  # file | lvm (what the host made it with)
+    Column("disk_format", String(16), nullable=True),  # raw | qcow2
+    Column("availability_zone", String(255), nullable=False),
+    Column("volume_type", String(255), nullable=True),
+    Column("metadata", JSON, nullable=False),
+    Column("bootable", Boolean, nullable=False, default=False),
+    Column("error", Text, nullable=True),  # why the volume is in error (or why the last attach failed)
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("deleted_at", TIME, nullable=True),
+    # the usual tenant listing: WHERE project_id=? AND deleted=? ORDER BY created_at
+    Index("ix_volumes_project_deleted_created", "project_id", "deleted", "created_at"),
+)
+
+volume_attachments = Table(
+    "volume_attachments", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("volume_id", String(36), nullable=False, unique=True),  # at most one instance at a time
+    Column("instance_uuid", String(36), nullable=False, index=True),
+    Column("instance_host", String(255), nullable=True),  # the compute host of the instance
+    Column("device", String(64), nullable=True),  # /dev/vdb (a hint: guests name disks in discovery order)
+    Column("status", String(32), nullable=False),  # attaching | attached | detaching
+    Column("connection_info", JSON, nullable=True),  # what the volume host's export answered
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+)
+
+volume_nodes = Table(
+    "volume_nodes", metadata,
+    Column("host", String(255), primary_key=True),
+    Column("capacity_gb", Integer, nullable=False),
+    Column("allocated_gb", Integer, nullable=False, default=0),
+    Column("backend", String(32), nullable=False),
+    Column("targets", JSON, nullable=False),  # export targets the host offers, preferred first
+    Column("updated_at", TIME, nullable=False),
+)
+
+WIRE_FIELDS = tuple(c.name for c in volumes.columns if c.name != "deleted_at")
+ATTACHMENT_FIELDS = tuple(c.name for c in volume_attachments.columns)
+
+
+def _create(conn: Connection) -> None:
+    metadata.create_all(conn)  # checkfirst: only the missing tables
+
+
+async def ensure_volume_schema(db: Database) -> None:
+    await db.write(_create)
+
+
+# --- records ------------------------------------------------------------------------
+
+def attachment_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    m = row._mapping if isinstance(row, Row) else row
+    return {f: m[f] for f in ATTACHMENT_FIELDS}
+
+
+def volume_record(row: Row[Any] | Mapping[str, Any], attachments: Sequence[Mapping[str, Any]] = (),
+                  cell: str | None = None) -> dict[str, Any]:
+    m = row._mapping if isinstance(row, Row) else row
+    rec = {f: m[f] for f in WIRE_FIELDS}
+    rec["deleted"] = bool(rec["deleted"])
+    rec["bootable"] = bool(rec["bootable"])
+    rec["attachments"] = [attachment_record(a) for a in attachments]
+    rec["cell"] = cell
+    return rec
+
+
+# --- queries ------------------------------------------------------------------------
+
+_v, _a, _n = volumes.c, volume_attachments.c, volume_nodes.c
+_SELECT_ONE = select(volumes).where(_v.id == bindparam("b_id"))
+_UPDATE_ONE = update(volumes).where(_v.id == bindparam("b_id"))
+
+
+def get_row(conn: Connection, volume_id: str) -> Row[Any] | None:
+    return conn.execute(_SELECT_ONE, {"b_id": volume_id}).first()
+
+
+def attachments_of(conn: Connection, volume_ids: Iterable[str]) -> dict[str, list[Row[Any]]]:
+    ids = list(volume_ids)
+    out: dict[str, list[Row[Any]]] = {i: [] for i in ids}
+    if ids:
+        for r in conn.execute(select(volume_attachments).where(_a.volume_id.in_(ids))):
+            out[r.volume_id].append(r)
+    return out
+
+
+def attachments_for_instances(conn: Connection, instance_uuids: Iterable[str]) -> dict[str, list[Row[Any]]]:
+    uuids = list(instance_uuids)
+    out: dict[str, list[Row[Any]]] = {u: [] for u in uuids}
+    if uuids:
+        stmt = select(volume_attachments).where(_a.instance_uuid.in_(uuids)).order_by(_a.created_at)
+        for r in conn.execute(stmt):
+            out[r.instance_uuid].append(r)
+    return out
+
+
+def attachment_of(conn: Connection, volume_id: str) -> Row[Any] | None:
+    return conn.execute(select(volume_attachments).where(_a.volume_id == volume_id)).first()
+
+
+def insert_volume(conn: Connection, row: Mapping[str, Any]) -> None:
+    conn.execute(insert(volumes), dict(row))
+
+
+def update_volume(conn: Connection, volume_id: str, values: Mapping[str, Any]) -> None:
+    conn.execute(_UPDATE_ONE, {**values, "updated_at": utcnow_iso(), "b_id": volume_id})
+
+
+def transition(conn: Connection, volume_id: str, from_statuses: Sequence[str], values: Mapping[str, Any]) -> bool:
+    """The one atomic state change: set `values` only if the live volume is in one of
+    `from_statuses` now. True when this caller won."""
+    stmt = (update(volumes)
+            .where(_v.id == volume_id, _v.deleted == false(), _v.status.in_(list(from_statuses)))
+            .values(**values, updated_at=utcnow_iso()))
+    return conn.execute(stmt).rowcount == 1
+
+
+def list_rows(conn: Connection, project_id: str | None, name: str | None = None, status: str | None = None,
+              host: str | None = None, limit: int | None = None) -> list[Row[Any]]:
+    conds = [_v.deleted == false()]
+    if project_id is not None:
+        conds.append(_v.project_id == project_id)
+    if name is not None:
+        conds.append(_v.name == name)
+    if status is not None:
+        conds.append(_v.status == status)
+    if host is not None:
+        conds.append(_v.host == host)
+    stmt = select(volumes).where(and_(*conds)).order_by(_v.created_at.desc(), _v.id.desc())
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(conn.execute(stmt))
+
+
+def insert_attachment(conn: Connection, row: Mapping[str, Any]) -> None:
+    conn.execute(insert(volume_attachments), dict(row))
+
+
+def update_attachment(conn: Connection, volume_id: str, values: Mapping[str, Any]) -> None:
+    conn.execute(update(volume_attachments).where(_a.volume_id == volume_id)
+                 .values(**values, updated_at=utcnow_iso()))
+
+
+def delete_attachment(conn: Connection, volume_id: str) -> None:
+    conn.execute(delete(volume_attachments).where(_a.volume_id == volume_id))
+
+
+# --- volume hosts and their capacity --------------------------------------------------
+
+def upsert_node(conn: Connection, host: str, capacity_gb: int, backend: str, targets: Sequence[str]) -> None:
+    """A volume host's report; allocation is recomputed from its live volumes (self-healing)."""
+    used = sum(int(r.size) for r in conn.execute(select(_v.size).where(_v.host == host, _v.deleted == false())))
+    values = {"capacity_gb": int(capacity_gb), "allocated_gb": used, "backend": backend,
+              "targets": list(targets), "updated_at": utcnow_iso()}
+    if conn.execute(update(volume_nodes).where(_n.host == host).values(**values)).rowcount == 0:
+        conn.execute(insert(volume_nodes).values(host=host, **values))
+
+
+def nodes(conn: Connection) -> list[Row[Any]]:
+    return list(conn.execute(select(volume_nodes)))
+
+
+def node(conn: Connection, host: str) -> Row[Any] | None:
+    return conn.execute(select(volume_nodes).where(_n.host == host)).first()
+
+
+def try_allocate(conn: Connection, host: str, size_gb: int) -> bool:
+    """Take `size_gb` on `host` if it still has room: one conditional UPDATE, no check-then-act race."""
+    stmt = (update(volume_nodes)
+            .where(_n.host == host, _n.allocated_gb + size_gb <= _n.capacity_gb)
+            .values(allocated_gb=_n.allocated_gb + size_gb))
+    return conn.execute(stmt).rowcount == 1
+
+
+def release(conn: Connection, host: str, size_gb: int) -> None:
+    conn.execute(update(volume_nodes).where(_n.host == host).values(allocated_gb=_n.allocated_gb - size_gb))

@@ -1,0 +1,156 @@
+"""Volume RPC surfaces and caller stubs (issue 6).
+
+- `SURFACE`: a volume worker's (topic `volume.<host>`): make, remove, export
+  and unexport the volumes of its host.
+- `CONDUCTOR_METHODS`: the volume part of the conductor's surface (appended to
+  cells/rpcapi/conductor.py SURFACE): the API's volume requests and the volume
+  workers' reports. `VolumeConductorAPI` is their caller stub.
+- `COMPUTE_METHODS`: the volume part of a compute worker's surface (appended to
+  cells/rpcapi/compute.py SURFACE): hot-plug and unplug. `ComputeVolumeAPI`.
+
+Volume records cross the wire as plain dicts (cells/db/volumes.py
+`volume_record`); a connection_info is {"driver_volume_type": tgt|iscsi|nbd|
+local|lio, "data": {...}} as the export answered (node/volume/targets).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from cells.context import RequestContext
+from cells.rpc.wire import FAST, NORMAL, SLOW, Method, surface
+from cells.rpcapi import Caller
+
+CONDUCTOR = "conductor"
+
+SURFACE = surface(
+    Method("create_volume", SLOW),
+    Method("delete_volume", SLOW, retry_safe=True),
+    Method("export_volume", NORMAL, retry_safe=True),
+    Method("unexport_volume", NORMAL, retry_safe=True),
+    Method("volume_stats", FAST, retry_safe=True),
+)
+M = SURFACE
+
+CONDUCTOR_METHODS = (
+    # from the API
+    Method("volume_create", NORMAL),
+    Method("volume_get", FAST, retry_safe=True),
+    Method("volume_list", FAST, retry_safe=True),
+    Method("volume_update", FAST),
+    Method("volume_delete", NORMAL),
+    Method("volume_attach", NORMAL),
+    Method("volume_detach", NORMAL),
+    Method("volume_attachments", FAST, retry_safe=True),
+    # from volume workers
+    Method("volume_node_update", FAST, retry_safe=True),
+    Method("volumes_on_host", FAST, retry_safe=True),
+)
+_C = {m.name: m for m in CONDUCTOR_METHODS}
+
+COMPUTE_METHODS = (
+    Method("attach_volume", NORMAL),
+    Method("detach_volume", NORMAL, retry_safe=True),
+)
+_K = {m.name: m for m in COMPUTE_METHODS}
+
+
+def topic(host: str) -> str:
+    return f"volume.{host}"
+
+
+def compute_topic(host: str) -> str:
+    return f"compute.{host}"
+
+
+class VolumeAPI:
+    """Calls to one volume worker."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+
+    async def create_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any]) -> dict[str, Any]:
+        """Make the volume's storage; returns {"backend", "disk_format"}. Idempotent for one id."""
+        return await self.caller.call(topic(host), M["create_volume"], {"volume": volume}, ctx)
+
+    async def delete_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any]) -> None:
+        await self.caller.call(topic(host), M["delete_volume"], {"volume": volume}, ctx)
+
+    async def export_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any],
+                            connector: dict[str, Any]) -> dict[str, Any]:
+        """Export to the compute host in `connector` ({"host": name}); returns the connection_info."""
+        return await self.caller.call(topic(host), M["export_volume"], {"volume": volume, "connector": connector},
+                                      ctx)
+
+    async def unexport_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any],
+                              connection_info: dict[str, Any] | None) -> None:
+        await self.caller.call(topic(host), M["unexport_volume"],
+                               {"volume": volume, "connection_info": connection_info}, ctx)
+
+    async def volume_stats(self, ctx: RequestContext, host: str) -> dict[str, Any]:
+        return await self.caller.call(topic(host), M["volume_stats"], {}, ctx)
+
+
+class VolumeConductorAPI:
+    """The conductor's volume methods (same topic as cells/rpcapi/conductor.py)."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+
+    async def _call(self, method: str, ctx: RequestContext, **args: Any) -> Any:
+        return await self.caller.call(CONDUCTOR, _C[method], args, ctx)
+
+    async def volume_create(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:
+        """Insert the volume (status creating) and return it at once; placement and the
+        volume worker's create continue in the conductor's background."""
+        return await self._call("volume_create", ctx, volume=volume)
+
+    async def volume_get(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+        return await self._call("volume_get", ctx, volume_id=volume_id)
+
+    async def volume_list(self, ctx: RequestContext, filters: dict[str, Any],
+                          limit: int | None = None) -> list[dict[str, Any]]:
+        return await self._call("volume_list", ctx, filters=filters, limit=limit)
+
+    async def volume_update(self, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("volume_update", ctx, volume_id=volume_id, values=values)
+
+    async def volume_delete(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+        return await self._call("volume_delete", ctx, volume_id=volume_id)
+
+    async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
+                            device: str | None = None) -> dict[str, Any]:
+        """Atomically available -> attaching (exactly one of concurrent attaches wins);
+        returns the attachment at once, export and hot-plug run in the background."""
+        return await self._call("volume_attach", ctx, volume_id=volume_id, instance_uuid=instance_uuid,
+                                device=device)
+
+    async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+        return await self._call("volume_detach", ctx, volume_id=volume_id, instance_uuid=instance_uuid)
+
+    async def volume_attachments(self, ctx: RequestContext, instance_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """instance uuid -> its attachments (oldest first)."""
+        return await self._call("volume_attachments", ctx, instance_uuids=instance_uuids)
+
+    async def volume_node_update(self, ctx: RequestContext, host: str, stats: dict[str, Any]) -> None:
+        await self._call("volume_node_update", ctx, host=host, stats=stats)
+
+    async def volumes_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+        return await self._call("volumes_on_host", ctx, host=host)
+
+
+class ComputeVolumeAPI:
+    """Hot-plug calls to a compute worker."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+
+    async def attach_volume(self, ctx: RequestContext, host: str, instance_uuid: str, volume_id: str,
+                            connection_info: dict[str, Any], device: str | None) -> dict[str, Any]:
+        """Hot-plug into the running domain; returns {"device": target dev}."""
+        return await self.caller.call(compute_topic(host), _K["attach_volume"],
+                                      {"instance_uuid": instance_uuid, "volume_id": volume_id,
+                                       "connection_info": connection_info, "device": device}, ctx)
+
+    async def detach_volume(self, ctx: RequestContext, host: str, instance_uuid: str, volume_id: str) -> None:
+        await self.caller.call(compute_topic(host), _K["detach_volume"],
+                               {"instance_uuid": instance_uuid, "volume_id": volume_id}, ctx)

@@ -1,0 +1,40 @@
+"""Storage backends: where a volume's bytes live on its volume host.
+
+    file  raw sparse files (default) or qcow2, under the host's state dir
+    lvm   logical volumes of one volume group (hosts with device-mapper only)
+
+Every backend call that touches the disk runs off the event loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class VolumeStorage:
+    """Where one volume is, as targets need it."""
+    volume_id: str
+    path: str
+    disk_format: str  # raw | qcow2 (how the bytes at `path` are laid out)
+    block_device: bool = False  # a block device (LVM) rather than a regular file
+
+
+class Backend(Protocol):
+    name: str
+
+    async def check(self) -> None:
+        """Raise VolumeBackendUnavailable when this host cannot run the backend."""
+
+    async def create(self, volume_id: str, size_gb: int) -> VolumeStorage: ...
+
+    async def delete(self, volume_id: str) -> None: ...
+
+    async def locate(self, volume_id: str) -> VolumeStorage:
+        """Raise VolumeNotFound when the volume has no storage here."""
+
+    async def capacity_gb(self) -> int: ...
+
+
+def volume_name(volume_id: str) -> str:
+    return f"volume-{volume_id}"
