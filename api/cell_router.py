@@ -5,19 +5,31 @@ cell's router (me=None: the API only reads the table, it serves no topic),
 refreshed in the background. A CellClient is a `cells.rpcapi.Caller`, so the
 API talks to a cell through the same ConductorAPI stub every service uses.
 
+Nested cells ("site1!cell-a") are reached through their top-level cell's
+router, which relays hop by hop (cells/cellrouter.py): a `RelayClient` is the
+same Caller for such a cell. `cells` holds every cell that runs a conductor
+(those hold instances), `tops` the directly connected top-level cells.
+
 Listings ask every cell at once with a short bound and merge the sorted
-answers; a cell that does not answer in time is left out of the list (and
-logged) rather than failing the whole request.
+answers; a cell that does not answer in time does not fail the request: its
+servers come from `down_records` (the API's instance mappings) when the
+caller gives it, else it is left out (and logged).
+
+Cell choice for a boot: `candidates()` ranks the cells from the capacity
+summaries they report upward on their heartbeats (api/cell_choice.py).
 """
 from __future__ import annotations
 
 import asyncio
 import heapq
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
+from api import cell_choice
 from cells import errors
+from cells.cellrouter import RELAY, fresh, subtree_summaries
 from cells.config import CellSpec, ClusterConfig
 from cells.context import RequestContext
 from cells.rpc import wire
@@ -57,6 +69,19 @@ class CellClient:
     def has_conductor(self) -> bool:
         return bool(self.view.members(CONDUCTOR))
 
+    def reachable(self) -> bool:
+        """False once its router has been silent for 3 beats (never heard of yet: try it)."""
+        return self.view.last_contact == 0 or fresh(self.view)
+
+    async def relay(self, path: str, topic: str, method: wire.Method, args: dict[str, Any], ctx: RequestContext,
+                    timeout: float | None = None) -> Any:
+        """Call `method` in the cell `path` below this one, through this cell's router (hop by hop)."""
+        budget = timeout or method.timeout
+        return await self.client.call_address(
+            self.cell.router, RELAY.name,
+            {"path": path, "topic": topic, "method": method.name, "args": args, "timeout": budget},
+            ctx, budget, self.view.directory_key, f"{topic} in cell {path}")
+
     async def run(self) -> None:
         await self.view.run()
 
@@ -64,24 +89,92 @@ class CellClient:
         self.client.close()
 
 
+class RelayClient:
+    """A nested cell, reached through its top-level cell's router: the same Caller protocol."""
+
+    def __init__(self, cell: CellSpec, top: CellClient) -> None:
+        self.cell = cell
+        self.top = top
+        self.conductor = ConductorAPI(self)
+
+    @property
+    def path(self) -> str:
+        return self.cell.path
+
+    @property
+    def view(self) -> DirectoryView:  # the directory this API process can see on the way
+        return self.top.view
+
+    async def call(self, topic: str, method: wire.Method, args: dict[str, Any], ctx: RequestContext,
+                   timeout: float | None = None) -> Any:
+        return await self.top.relay(self.path, topic, method, args, ctx, timeout)
+
+    async def cast(self, topic: str, method: wire.Method, args: dict[str, Any], ctx: RequestContext,
+                   key: str | None = None) -> None:
+        await self.top.relay(self.path, topic, method, args, ctx)  # relayed casts are answered: nothing lost
+
+    def has_conductor(self) -> bool:
+        return self.path in subtree_summaries(self.top.view.by_id.values(), self.top.cell)
+
+    def reachable(self) -> bool:
+        return self.top.reachable()
+
+
+class Cell(Protocol):
+    """What the API needs of any cell holding instances (CellClient or RelayClient)."""
+    cell: CellSpec
+    conductor: ConductorAPI
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def view(self) -> DirectoryView: ...
+
+    async def call(self, topic: str, method: wire.Method, args: dict[str, Any], ctx: RequestContext,
+                   timeout: float | None = None) -> Any: ...
+
+    async def cast(self, topic: str, method: wire.Method, args: dict[str, Any], ctx: RequestContext,
+                   key: str | None = None) -> None: ...
+
+    def has_conductor(self) -> bool: ...
+
+    def reachable(self) -> bool: ...
+
+
+DownRecords = Callable[[list[str]], Awaitable[list[dict[str, Any]]]]
+
+
 class CellRouter:
-    def __init__(self, cells: Sequence[CellClient]) -> None:
-        self.cells: dict[str, CellClient] = {c.path: c for c in cells}
+    def __init__(self, cells: Sequence[CellClient], relayed: Sequence[RelayClient] = (),
+                 holding: Sequence[str] | None = None) -> None:
+        """`cells`: top-level cells, connected directly; `relayed`: nested cells reached through them;
+        `holding`: the paths of the cells that hold instances (run a conductor; default: all)."""
+        self.tops: dict[str, CellClient] = {c.path: c for c in cells}
+        everything: list[Cell] = [*cells, *relayed]
+        self.cells: dict[str, Cell] = {c.path: c for c in everything
+                                       if holding is None or c.path in holding}
+        self.pending = cell_choice.Pending()
+        self._reported: set[str] = set()  # cells whose capacity summary we have seen
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
     def from_cluster(cls, cluster: ClusterConfig, curve: CurveKeys | None = None) -> CellRouter:
-        """A client per child cell of the API cell (cells whose parent is the top).
+        """A client per top-level cell, and a relayed client per nested cell through its top-level cell.
         `curve`: this process's keys when the cluster runs CURVE (cells.service.process_keys)."""
-        clients = []
+        tops: dict[str, CellClient] = {}
         for cell in cluster.cells:
             if cell.parent is None:
                 key = cluster.router_key(cell.path) if curve is not None else None
-                clients.append(CellClient(cell, cluster.heartbeat_interval, curve, key))
-        return cls(clients)
+                tops[cell.path] = CellClient(cell, cluster.heartbeat_interval, curve, key)
+        relayed = [RelayClient(c, tops[c.path.split("!")[0]]) for c in cluster.cells if c.parent is not None]
+        holding = {s.cell for s in cluster.services if s.kind == "conductor" and s.cell}
+        # a cluster that names no services (tests, tools) holds instances in every cell
+        return cls(list(tops.values()), relayed, [c.path for c in cluster.cells if c.path in holding]
+                   if holding else None)
 
     def start(self) -> None:
-        for cell in self.cells.values():
+        for cell in self.tops.values():
             self._tasks.append(asyncio.ensure_future(cell.run()))
 
     async def stop(self) -> None:
@@ -89,12 +182,12 @@ class CellRouter:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        for cell in self.cells.values():
+        for cell in self.tops.values():
             cell.close()
 
-    def cell(self, path: str) -> CellClient:
-        """The client that reaches `path`: the cell itself, or the child cell on its way ("a!b" via "a")."""
-        client = self.cells.get(path) or self.cells.get(path.split("!")[0])
+    def cell(self, path: str) -> Cell:
+        """The client of the cell `path` (a nested one is relayed through its top-level cell)."""
+        client = self.cells.get(path)
         if client is None:
             raise errors.RpcError(reason=f"no route to cell {path!r}")
         return client
@@ -102,39 +195,80 @@ class CellRouter:
     def conductor(self, path: str) -> ConductorAPI:
         return self.cell(path).conductor
 
-    def pick_cell(self) -> CellClient:
-        """Where a new server goes: the first cell with a live conductor (capacity-aware choice comes later)."""
+    # --- cell choice ----------------------------------------------------
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """Capacity summaries of every cell we can currently hear of (all reported upward to the
+        top-level directories). A top-level cell we have not heard from in 3 beats is down, subtree and all."""
+        now = time.monotonic()
+        out: dict[str, dict[str, Any]] = {}
+        for top in self.tops.values():
+            if fresh(top.view, now):
+                out.update(subtree_summaries(top.view.by_id.values(), top.cell))
+        self._reported.update(out)
+        return out
+
+    def zone_exists(self, zone: str) -> bool:
+        return any(cell_choice.in_zone(c.cell, zone) for c in self.cells.values())
+
+    def candidates(self, flavor: Mapping[str, Any], zone: str | None,
+                   hints: Mapping[str, Any] | None = None) -> list[Cell]:
+        """Cells to try for a boot, best first (api/cell_choice.py)."""
         if not self.cells:
             raise errors.NoValidHost(reason="This cloud has no cells.")
-        for cell in self.cells.values():
-            if cell.has_conductor():
-                return cell
-        return next(iter(self.cells.values()))  # not synced yet: the call itself waits for the table
+        summaries = self.summaries()
+        # a cell that reported before and no longer does is down (its router left its parent's directory)
+        live = [c.cell for c in self.cells.values()
+                if c.reachable() and (c.path in summaries or c.path not in self._reported)]
+        order = cell_choice.rank(live, summaries, flavor, zone, hints or {}, self.pending)
+        return [self.cells[p] for p in order]
+
+    def pick_cell(self) -> Cell:
+        """The best cell for a small boot anywhere (callers that retry use `candidates`)."""
+        found = self.candidates({"vcpus": 1, "ram": 1, "disk": 0}, None)
+        if not found:
+            raise errors.NoValidHost(reason="No cell is reachable.")
+        return found[0]
 
     # --- scatter-gather -------------------------------------------------
 
     async def list_instances(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
                              sort_dirs: list[str], limit: int, marker: dict[str, Any] | None,
-                             bound: float = LIST_BOUND) -> list[dict[str, Any]]:
-        """Instances of every cell, merge-sorted by (sort_keys, sort_dirs), after `marker` (a record)."""
+                             bound: float = LIST_BOUND,
+                             down_records: DownRecords | None = None) -> list[dict[str, Any]]:
+        """Instances of every cell, merge-sorted by (sort_keys, sort_dirs), after `marker` (a record).
+        A cell that fails or does not answer within `bound` is down: `down_records(paths)` gives what
+        is known of its servers without it (the API's instance mappings), merged in the same order."""
+        cells = list(self.cells.values())
         results = await asyncio.gather(*(
             self._list_cell(cell, ctx.with_timeout(bound), filters, sort_keys, sort_dirs, limit, marker, bound)
-            for cell in self.cells.values()), return_exceptions=True)
+            for cell in cells), return_exceptions=True)
         lists: list[list[dict[str, Any]]] = []
-        for cell, result in zip(self.cells.values(), results):
+        down: list[str] = []
+        for cell, result in zip(cells, results):
             if isinstance(result, BaseException):
-                if not isinstance(result, (errors.CellcloudError, asyncio.TimeoutError)):
+                if not isinstance(result, (errors.CellcloudError, asyncio.TimeoutError)) \
+                        or isinstance(result, errors.Invalid):
                     raise result
-                LOG.warning("cell %s left out of a listing: %s", cell.path, result)
+                LOG.warning("cell %s is down for a listing: %s", cell.path, result)
+                down.append(cell.path)
                 continue
             lists.append(result)
         key = sort_key(sort_keys, sort_dirs)
+        if down and down_records is not None:
+            known = sorted(await down_records(down), key=key)
+            if marker is not None:
+                pivot = key(marker)
+                known = [r for r in known if key(r) > pivot]
+            lists.append(known[:limit])
         merged = heapq.merge(*lists, key=key)
         return [r for _, r in zip(range(limit), merged)]
 
-    async def _list_cell(self, cell: CellClient, ctx: RequestContext, filters: dict[str, Any],
+    async def _list_cell(self, cell: Cell, ctx: RequestContext, filters: dict[str, Any],
                          sort_keys: list[str], sort_dirs: list[str], limit: int, marker: dict[str, Any] | None,
                          bound: float) -> list[dict[str, Any]]:
+        if not cell.reachable():  # its top-level router has been silent for 3 beats: no need to wait
+            raise errors.RpcError(reason=f"cell {cell.path} is unreachable")
         async with asyncio.timeout(bound):
             if marker is None:
                 return await cell.conductor.instance_list(ctx, filters, sort_keys, sort_dirs, limit, None)
@@ -144,7 +278,7 @@ class CellRouter:
             return await self._after_foreign_marker(cell, ctx, filters, sort_keys, sort_dirs, limit, marker)
 
     @staticmethod
-    async def _after_foreign_marker(cell: CellClient, ctx: RequestContext, filters: dict[str, Any],
+    async def _after_foreign_marker(cell: Cell, ctx: RequestContext, filters: dict[str, Any],
                                     sort_keys: list[str], sort_dirs: list[str], limit: int,
                                     marker: dict[str, Any]) -> list[dict[str, Any]]:
         """This cell does not hold the marker: page through it (using its own records as markers)

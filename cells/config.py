@@ -30,6 +30,7 @@ class CellSpec:
     db: str  # SQLAlchemy async URL
     router: str  # tcp address of the cell's directory
     parent: str | None = None
+    site: str = ""  # the site (from cluster.yaml) the cell belongs to: an availability zone
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class HostSpec:
     name: str
     address: str
     via: str = "local"
+    site_net: str = ""  # via netns: the site whose network the host's namespace sits on (tools/netns.py)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class ClusterConfig:
     curve: bool = False
     version: str = "1"
     operator_key: str = ""  # CURVE public key of cellctl and other tools
+    list_bound: float = 1.0  # seconds a cell has to answer a listing before its servers show as UNKNOWN
+    sites: tuple[str, ...] = ()  # site names, in file order (site i's netns network is the i-th /24)
+    netns_range: str = "10.250.0.0/16"  # private range routed only into the cluster's netns hosts
 
     def allowed_keys(self) -> set[str]:
         """Every public key of this cluster: the ZAP allowlist of each ROUTER."""
@@ -96,7 +101,8 @@ class ClusterConfig:
             hosts=tuple(HostSpec(**h) for h in d["hosts"]),
             secrets=dict(d.get("secrets") or {}), heartbeat_interval=float(d.get("heartbeat_interval", 1.0)),
             curve=bool(d.get("curve", False)), version=str(d.get("version", "1")),
-            operator_key=str(d.get("operator_key", "")),
+            operator_key=str(d.get("operator_key", "")), list_bound=float(d.get("list_bound", 1.0)),
+            sites=tuple(d.get("sites") or ()), netns_range=str(d.get("netns_range", "10.250.0.0/16")),
         )
 
     @classmethod

@@ -11,6 +11,8 @@ directory that holds the file):
       listen: 127.0.0.1:8774         # default <address of host>:8774
       public_url: http://...:8774    # default http://<listen> (the host's address if listen is 0.0.0.0)
       region: RegionOne              # default RegionOne
+      list_bound: 1.0                # seconds each cell has to answer a listing (default 1.0); a cell
+                                     # slower than that is down: its servers list as UNKNOWN
     sites:                           # required, non-empty; a site groups cells
       - name: site1
         cells:                       # required, non-empty
@@ -23,16 +25,21 @@ directory that holds the file):
               conductor: ctl         # HOST or HOST:PORT; default <router host>:<router port + 1>
               scheduler: ctl         # HOST or HOST:PORT; default <router host>:<router port + 2>
               network: ctl           # the network controller; default <router host>:<router port + 3>
+                                     # a cell with child cells and no hosts runs only its router (a
+                                     # relay) unless conductor/scheduler/network are given
             hosts: [node1]           # compute hosts of this cell (each host in at most one cell)
             cells: [...]             # nested child cells, same schema; path "cell1!child"
     hosts:                           # required: name -> host
       ctl:   {address: 127.0.0.1, via: local}
       node1:
         address: 127.0.0.1           # required; IP address or DNS name peers connect to
-        via: local                   # local (netns and ssh are refused: not supported yet)
+        via: local                   # local | netns (ssh is refused: not supported yet)
+        site_net: site1              # via netns only (required): the site whose network the host is on;
+                                     # address must be in that site's /24 of netns.range (tools/netns.py)
         roles: [compute]             # default [compute]; volume/network: not supported yet
         virt: {uri: "test:///default", type: auto}   # type: auto | kvm | qemu
         rpc_port: 5610               # compute RPC port; default 5700 + index of the host in `hosts`
+    netns: {range: 10.250.0.0/16}    # default; site i (1-based, file order) gets the i-th /24, gateway .1
     security: {curve: true}          # default true: CURVE on every socket, keys in <state>/keys/;
                                      # false = plaintext, a development setting only
 
@@ -64,7 +71,7 @@ from cells.config import ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 VIA = ("local", "netns", "ssh")
-VIA_SUPPORTED = ("local",)
+VIA_SUPPORTED = ("local", "netns")
 ROLES = ("compute", "volume", "network")
 ROLES_SUPPORTED = ("compute",)
 VIRT_TYPES = ("auto", "kvm", "qemu")
@@ -148,6 +155,8 @@ class _Parser:
         self.dbs: dict[str, str] = {}
         self.cells: list[CellSpec] = []
         self.services: list[ServiceSpec] = []
+        self.site = ""  # the site whose cells are being parsed
+        self.list_bound = 1.0
 
     def fail(self, path: str, message: str) -> NoReturn:
         raise ClusterFileError(self.label, path, message)
@@ -214,8 +223,10 @@ class _Parser:
                 if via not in VIA:
                     self.fail(f"{path}.via", f"expected one of {', '.join(VIA)}, got {_got(via)}")
                 if via not in VIA_SUPPORTED:
-                    self.fail(f"{path}.via", f"{via!r} is not supported yet (supported: {', '.join(VIA_SUPPORTED)})")
-            m = self.mapping(value, path, ("address",), ("via", "roles", "virt", "rpc_port"))
+                    self.fail(f"{path}.via", f"{via!r} is not supported yet (supported: {', '.join(VIA_SUPPORTED)}; "
+                                             "for a remote machine, run `cellctl up` there with its hosts as "
+                                             "via: local)")
+            m = self.mapping(value, path, ("address",), ("via", "roles", "virt", "rpc_port", "site_net"))
             address = self.address(m["address"], f"{path}.address")
             roles = self.roles(m.get("roles", ["compute"]), f"{path}.roles")
             virt = self.mapping(m.get("virt", {}), f"{path}.virt", (), ("uri", "type"))
@@ -227,8 +238,53 @@ class _Parser:
                 self.fail(f"{path}.virt.type", f"expected one of {', '.join(VIRT_TYPES)}, got {_got(vtype)}")
             given = "rpc_port" in m
             port = self.port(m["rpc_port"], f"{path}.rpc_port") if given else DEFAULT_COMPUTE_PORT_BASE + index
-            self.hosts[name] = _Host(HostSpec(name=name, address=address, via=m.get("via", "local")),
-                                     roles, uri, vtype, port, given)
+            site_net = self.site_net(m, path)
+            self.hosts[name] = _Host(HostSpec(name=name, address=address, via=m.get("via", "local"),
+                                              site_net=site_net), roles, uri, vtype, port, given)
+
+    def site_net(self, m: dict[str, Any], path: str) -> str:
+        via = m.get("via", "local")
+        if via != "netns":
+            if "site_net" in m:
+                self.fail(f"{path}.site_net", f"only a host with via: netns sits on a site network (via is {via})")
+            return ""
+        if "site_net" not in m:
+            self.fail(f"{path}.site_net", "required key is missing (via: netns: the site whose network it is on)")
+        return self.name(m["site_net"], f"{path}.site_net")
+
+    def check_netns(self, sites: list[str], raw_range: Any) -> str:
+        """netns hosts: their site exists and their address is theirs alone, inside the site's /24."""
+        text = self.string(raw_range, "netns.range", "a private IPv4 /16 like 10.250.0.0/16")
+        try:
+            net = ipaddress.ip_network(text)
+        except ValueError:
+            self.fail("netns.range", f"expected a private IPv4 /16 like 10.250.0.0/16, got {text!r}")
+        if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen > 16 or not net.is_private:
+            self.fail("netns.range", f"expected a private IPv4 network of /16 or wider, got {text!r}")
+        if len(sites) > 250:
+            self.fail("sites", "at most 250 sites fit netns.range")
+        used: dict[str, str] = {}
+        for name, host in self.hosts.items():
+            spec = host.spec
+            if spec.via != "netns":
+                continue
+            path = f"hosts.{name}"
+            if spec.site_net not in sites:
+                self.fail(f"{path}.site_net", f"unknown site {spec.site_net!r} (sites: {', '.join(sites)})")
+            subnet = list(net.subnets(new_prefix=24))[sites.index(spec.site_net) + 1]
+            try:
+                addr = ipaddress.ip_address(spec.address)
+            except ValueError:
+                self.fail(f"{path}.address", f"expected an IP address in {subnet} (site {spec.site_net}), "
+                                             f"got {spec.address!r}")
+            if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address,
+                                              subnet.network_address + 1):
+                self.fail(f"{path}.address", f"expected an address in {subnet} (site {spec.site_net}'s network; "
+                                             f".0, .1 = gateway and .255 are taken), got {spec.address}")
+            if spec.address in used:
+                self.fail(f"{path}.address", f"address {spec.address} is already host {used[spec.address]}'s")
+            used[spec.address] = name
+        return str(net)
 
     def roles(self, raw: Any, path: str) -> tuple[str, ...]:
         if not isinstance(raw, list):
@@ -245,7 +301,11 @@ class _Parser:
         return tuple(out)
 
     def parse_api(self, raw: Any) -> tuple[ApiSpec, ServiceSpec]:
-        m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region"))
+        m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound"))
+        bound = m.get("list_bound", 1.0)
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= 30:
+            self.fail("api.list_bound", f"expected seconds between 0 and 30, got {_got(bound)}")
+        self.list_bound = float(bound)
         host = self.host_ref(m["host"], "api.host")
         listen_raw = m.get("listen", _join(host.spec.address, DEFAULT_API_PORT))
         addr, port = self.host_port(listen_raw, "api.listen", "ADDRESS:PORT (e.g. 127.0.0.1:8774)")
@@ -283,6 +343,7 @@ class _Parser:
             if name in site_names:
                 self.fail(f"{path}.name", f"site {name!r} is defined twice")
             site_names.add(name)
+            self.site = name  # the cells parsed now (nested ones too) belong to this site
             self.parse_cells(m["cells"], f"{path}.cells", None, state)
 
     def parse_cells(self, raw: Any, path: str, parent: CellSpec | None, state: Path) -> None:
@@ -304,11 +365,15 @@ class _Parser:
         rhost_name, rport = self.host_port(svc["router"], f"{path}.services.router", "HOST:PORT")
         rhost = self.host_ref(rhost_name, f"{path}.services.router")
         router = self.place(cell_path, "router", rhost, rport, f"{path}.services.router", "")
-        cell = CellSpec(name=name, path=cell_path, db=db, router=router.bind, parent=parent.path if parent else None)
+        cell = CellSpec(name=name, path=cell_path, db=db, router=router.bind, parent=parent.path if parent else None,
+                        site=self.site)
+        relay_only = bool(m.get("cells")) and not m.get("hosts")  # holds no instances: a router is enough
         self.cells.append(cell)
         self.services.append(router)
         for offset, kind in ((1, "conductor"), (2, "scheduler"), (3, "network")):
             field = f"{path}.services.{kind}"
+            if relay_only and kind not in svc:
+                continue
             raw = svc.get(kind, rhost.spec.name)
             if not isinstance(raw, str):
                 self.fail(field, f"expected HOST or HOST:PORT, got {_got(raw)}")
@@ -383,7 +448,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     p = _Parser(label, file.resolve().parent)
     raw = read_yaml(file, label)
     top = p.mapping(raw, "", ("cluster", "api", "sites", "hosts"),
-                    ("state_dir", "heartbeat_interval", "security"))
+                    ("state_dir", "heartbeat_interval", "security", "netns"))
     name = p.name(top["cluster"], "cluster")
     if state_dir is not None:
         state = Path(state_dir).resolve()
@@ -401,10 +466,14 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     api, api_service = p.parse_api(top["api"])
     api = replace(api, db=f"sqlite+aiosqlite:///{state / 'api.db'}", image_dir=str(state / "images"))
     p.parse_sites(top["sites"], state)
+    sites = [str(s["name"]) for s in top["sites"]]
+    netns = p.mapping(top.get("netns", {}), "netns", (), ("range",))
+    netns_range = p.check_netns(sites, netns.get("range", "10.250.0.0/16"))
     return ClusterConfig(
         name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
         services=tuple(p.services) + (api_service,), hosts=tuple(h.spec for h in p.hosts.values()),
-        heartbeat_interval=float(interval), curve=curve,
+        heartbeat_interval=float(interval), curve=curve, list_bound=p.list_bound, sites=tuple(sites),
+        netns_range=netns_range,
     )
 
 

@@ -21,8 +21,8 @@ from cells.config import ClusterConfig, ServiceSpec
 def _cell_service(cluster: ClusterConfig, spec: ServiceSpec) -> tuple[Any, dict[str, Any], tuple[str, ...]]:
     """(handler, surface, topics) for a cell-side service kind."""
     if spec.kind == "router":
-        from cells.rpc.directory import SURFACE, Directory
-        return Directory(cluster.heartbeat_interval), SURFACE, ("router",)
+        from cells.cellrouter import SURFACE, CellRouterService
+        return CellRouterService(cluster, spec), SURFACE, ("router",)
     if spec.kind == "conductor":
         from cells.conductor.manager import ConductorManager
 

@@ -7,7 +7,6 @@ findable the moment the cell has it) and removed again if that call fails.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import string
@@ -18,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
-from api.compute import keypairs, mappings
+from api.compute import keypairs, placement
 from api.compute.flavors import flavor_dict, get_flavor
 from api.compute.schemas import SERVER_CREATE
 from api.compute.views import DEFAULT_AZ, server_created
@@ -34,7 +33,6 @@ from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
 LOG = logging.getLogger(__name__)
 MAX_PER_REQUEST = 100  # one request's bound; the instances quota (api/quota.py) is the real limit
 _PASSWORD_CHARS = string.ascii_letters + string.digits
-_CLEANUPS: set[asyncio.Task[None]] = set()  # strong refs to background cleanups
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,7 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
         except keypairs.KeypairNotFound:
             raise errors.Invalid("Invalid key_name provided.") from None
     az = server.get("availability_zone") or DEFAULT_AZ
-    if az != DEFAULT_AZ:
+    if az != DEFAULT_AZ and not request.config_dict[ROUTER].zone_exists(az):  # a site or cell is a zone
         raise errors.Invalid(f"The requested availability zone is not available: {az}")
     networking = await network_boot.resolve(request, ctx, server)  # networks, ports, security groups: 400 if unknown
     hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
@@ -171,21 +169,11 @@ async def create_servers(request: web.Request, ctx: RequestContext, body: Any) -
     router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
     async with quota.project_lock(str(ctx.project)):  # the quota check and the rows it admits, together
         spec = await _within_quota(request, ctx, spec)
-        cell = router.pick_cell()
-        records = instance_records(spec, ctx, cell.path)
+        final = spec
+        _, records = await placement.build(  # best cell first, the next when one refuses
+            router, engine, ctx, spec.flavor, spec.availability_zone, spec.hints,
+            lambda path: instance_records(final, ctx, path), lambda recs: request_spec(final, ctx, recs))
         uuids = [r["uuid"] for r in records]
-        await mappings.add(engine, records, cell.path)
-        try:
-            await cell.conductor.build_instances(ctx, records, request_spec(spec, ctx, records))
-        except BaseException as exc:
-            # no half-made server: the mapping goes; on a timeout the cell may have made the rows, so ask it
-            # to drop them
-            await asyncio.shield(mappings.remove(engine, uuids))
-            if isinstance(exc, (errors.RpcTimeout, errors.DeadlineExpired)):
-                task = asyncio.ensure_future(_forget(cell.conductor, ctx, uuids))
-                _CLEANUPS.add(task)
-                task.add_done_callback(_CLEANUPS.discard)
-            raise
     return uuids
 
 
@@ -204,11 +192,3 @@ async def _within_quota(request: web.Request, ctx: RequestContext, spec: BuildSp
 
 def server_admin_pass(server: dict[str, Any]) -> str:
     return str(server.get("adminPass") or "".join(secrets.choice(_PASSWORD_CHARS) for _ in range(12)))
-
-
-async def _forget(conductor: Any, ctx: RequestContext, uuids: list[str]) -> None:
-    for instance_uuid in uuids:
-        try:
-            await conductor.instance_delete(ctx, instance_uuid)
-        except errors.CellcloudError as exc:
-            LOG.info("cleanup of unmapped instance %s: %s", instance_uuid, exc)

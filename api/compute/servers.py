@@ -12,11 +12,11 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from api.compute import actions, mappings
+from api.compute import actions, down_cells, mappings
 from api.compute.server_create import create
 from api.compute.views import record_status, server_brief, server_detail, vm_states_for
 from api.http import context, parse_bool, query_int
-from api.keys import ENGINE, ROUTER, public_url
+from api.keys import CLUSTER, ENGINE, ROUTER, public_url
 from api.timeutil import parse
 from cells import errors
 from cells.context import RequestContext
@@ -49,7 +49,11 @@ async def _record(request: web.Request, ctx: RequestContext, server_id: str) -> 
 
 async def show(request: web.Request) -> web.Response:
     ctx = context(request)
-    record = await _record(request, ctx, request.match_info["server_id"])
+    try:
+        record = await _record(request, ctx, request.match_info["server_id"])
+    except errors.RpcError:  # its cell is down: what the mapping knows, status UNKNOWN
+        mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
+        return web.json_response({"server": down_cells.detail(public_url(request), down_cells.record(mapping))})
     return web.json_response({"server": server_detail(public_url(request), record, ctx.is_admin)})
 
 
@@ -131,6 +135,8 @@ def _keep(record: dict[str, Any], filters: dict[str, Any], statuses: list[str] |
         return False
     if filters.get("deleted") is False and record.get("deleted"):
         return False
+    if record.get("down"):  # from a down cell's mappings: its status is UNKNOWN
+        return not statuses and not ("name" in filters and not re.search(filters["name"], record.get("name") or ""))
     if statuses and record_status(record) not in {s.upper() for s in statuses}:
         return False
     return not ("name" in filters and not re.search(filters["name"], record.get("name") or ""))
@@ -147,13 +153,17 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
             marker = await _record(request, ctx, query["marker"])
         except errors.InstanceNotFound:
             raise errors.MarkerNotFound(marker=query["marker"]) from None
-    router = request.config_dict[ROUTER]
+        except errors.RpcError:  # the marker's cell is down: its mapping still gives its sort position
+            marker = down_cells.record(await mappings.get(request.config_dict[ENGINE], ctx, query["marker"]))
+    router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
     records = [] if statuses and not filters.get("vm_state") else await router.list_instances(
-        ctx, filters, sort_keys, sort_dirs, limit, marker)
+        ctx, filters, sort_keys, sort_dirs, limit, marker, bound=request.config_dict[CLUSTER].list_bound,
+        down_records=lambda paths: down_cells.records(engine, paths, filters))
     records = [r for r in records if _keep(r, filters, statuses)]
     base = public_url(request)
-    body: dict[str, Any] = {"servers": [server_detail(base, r, ctx.is_admin) if detail else server_brief(base, r)
-                                        for r in records]}
+    body: dict[str, Any] = {"servers": [
+        (down_cells.detail(base, r) if detail else down_cells.brief(base, r)) if r.get("down")
+        else server_detail(base, r, ctx.is_admin) if detail else server_brief(base, r) for r in records]}
     if records and len(records) == limit:
         params = [(k, v) for k, v in query.items() if k != "marker"] + [("marker", records[-1]["uuid"])]
         path = "servers/detail" if detail else "servers"

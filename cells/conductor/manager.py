@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import false
 
 from cells import errors
+from cells.conductor import capacity
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows import actions as server_actions
 from cells.conductor.flows import boot, delete, hosts, lookups, update
@@ -67,6 +68,7 @@ class ConductorManager:
                 tg.create_task(self._guarded(coro))
             self._pending.clear()
             tg.create_task(self._sweeper())
+            tg.create_task(capacity.report(self.env, self.cluster.heartbeat_interval))  # upward, on heartbeats
             try:
                 await asyncio.Future()  # until the service cancels us
             finally:

@@ -112,6 +112,33 @@ def test_default_db_of_a_nested_cell_lives_under_its_parent(tmp_path: Path) -> N
     assert cfg.cell("cell1!edge").db == f"sqlite+aiosqlite:///{tmp_path}/st/cells/cell1/edge.db"
 
 
+def test_sites_netns_hosts_and_relay_only_parent_cells(tmp_path: Path) -> None:
+    def change(doc: dict[str, Any]) -> None:
+        doc["hosts"] = {
+            "ctl": {"address": "10.250.1.10", "via": "netns", "site_net": "east"},
+            "n1": {"address": "10.250.1.21", "via": "netns", "site_net": "east", "rpc_port": 5701},
+            "n2": {"address": "10.250.2.21", "via": "netns", "site_net": "west", "rpc_port": 5701},
+            "wctl": {"address": "10.250.2.10", "via": "netns", "site_net": "west"},
+        }
+        doc["api"] = {"host": "ctl", "list_bound": 0.5}
+        doc["sites"] = [
+            {"name": "east", "cells": [{"name": "e", "services": {"router": "ctl:5600"}, "cells": [
+                {"name": "e1", "services": {"router": "ctl:5610"}, "hosts": ["n1"]}]}]},
+            {"name": "west", "cells": [{"name": "w1", "services": {"router": "wctl:5610"}, "hosts": ["n2"]}]},
+        ]
+
+    cfg = clusterfile.load(write(tmp_path, variant(change)))
+    assert [(c.path, c.site) for c in cfg.cells] == [("e", "east"), ("e!e1", "east"), ("w1", "west")]
+    assert cfg.sites == ("east", "west") and cfg.netns_range == "10.250.0.0/16" and cfg.list_bound == 0.5
+    # "e" holds child cells and no hosts: only its router runs (it relays); e!e1 has every service
+    assert sorted(s.id for s in cfg.services if s.cell == "e") == ["e/router"]
+    assert {s.id for s in cfg.services if s.cell == "e!e1"} >= {"e!e1/router", "e!e1/conductor", "e!e1/scheduler"}
+    assert {h.name: (h.via, h.site_net) for h in cfg.hosts}["n2"] == ("netns", "west")
+    # every netns host has its own address: the same port on two hosts is fine
+    assert cfg.service("e!e1/compute/n1").bind == "tcp://10.250.1.21:5701"
+    assert cfg.service("w1/compute/n2").bind == "tcp://10.250.2.21:5701"
+
+
 def _set_cell(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return lambda d: cell(d).__setitem__(key, value)
 
@@ -137,7 +164,21 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("via not a known transport", _set_host("node1", "via", "telnet"),
      "hosts.node1.via: expected one of local, netns, ssh, got 'telnet'"),
     ("via ssh not yet", _set_host("node1", "via", "ssh"), "hosts.node1.via: 'ssh' is not supported yet"),
-    ("via netns not yet", _set_host("node1", "via", "netns"), "hosts.node1.via: 'netns' is not supported yet"),
+    ("netns host without its site", _set_host("node1", "via", "netns"),
+     "hosts.node1.site_net: required key is missing"),
+    ("netns host on an unknown site", lambda d: d["hosts"]["node1"].update(via="netns", site_net="site9"),
+     "hosts.node1.site_net: unknown site 'site9' (sites: site1)"),
+    ("netns host outside its site network", lambda d: d["hosts"]["node1"].update(via="netns", site_net="site1"),
+     "hosts.node1.address: expected an address in 10.250.1.0/24 (site site1's network"),
+    ("netns host on the gateway", lambda d: d["hosts"]["node1"].update(via="netns", site_net="site1",
+                                                                      address="10.250.1.1"),
+     "hosts.node1.address: expected an address in 10.250.1.0/24"),
+    ("site_net on a local host", _set_host("node1", "site_net", "site1"),
+     "hosts.node1.site_net: only a host with via: netns sits on a site network"),
+    ("netns range not private", lambda d: d.__setitem__("netns", {"range": "8.8.0.0/16"}),
+     "netns.range: expected a private IPv4 network of /16 or wider, got '8.8.0.0/16'"),
+    ("list bound zero", lambda d: d["api"].__setitem__("list_bound", 0),
+     "api.list_bound: expected seconds between 0 and 30, got 0"),
     ("port out of range", _set_host("node1", "rpc_port", 70000),
      "hosts.node1.rpc_port: expected a port number 1-65535, got 70000"),
     ("port as text", _set_host("node1", "rpc_port", "5610"),

@@ -1,0 +1,60 @@
+"""Servers of a cell that is down: what the API's instance mappings know.
+
+When a cell does not answer a listing within the bound (or a show), its
+servers still appear, from the mapping, with status UNKNOWN and only the
+fields the mapping has (id, name, tenant_id, user_id, created, the links), as
+Nova's down-cell handling does from microversion 2.69. We do it at 2.1 too
+(Nova there omits them unless list_records_by_skipping_down_cells = False):
+a user who lists servers while a site is cut off expects to see that their
+servers exist and are unknown, not that they vanished.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.compute.views import links
+from api.db.schema import instance_mappings
+from api.timeutil import iso_micro, iso_seconds
+
+UNKNOWN = "UNKNOWN"
+MAX_KNOWN = 10_000  # mappings read per down cell for one listing
+
+
+def record(row: Row[Any]) -> dict[str, Any]:
+    """A mapping as an instance record (for merging with the cells' records), marked `down`."""
+    return {"uuid": row.instance_uuid, "name": row.name, "project_id": row.project_id, "user_id": row.user_id,
+            "created_at": iso_micro(row.created_at), "cell": row.cell_path, "deleted": False, "down": True}
+
+
+async def records(engine: AsyncEngine, paths: list[str], filters: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mapping records of the servers in the cells `paths` that pass the filters a mapping can answer.
+    Filters it cannot answer (status, host, changes-since) keep the server: it may match, we cannot tell."""
+    m = instance_mappings.c
+    stmt = select(instance_mappings).where(m.cell_path.in_(paths))
+    if filters.get("project_id") is not None:
+        stmt = stmt.where(m.project_id == filters["project_id"])
+    if filters.get("user_id") is not None:
+        stmt = stmt.where(m.user_id == filters["user_id"])
+    stmt = stmt.order_by(m.created_at.desc(), m.instance_uuid.desc()).limit(MAX_KNOWN * len(paths))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).all()
+    out = [record(r) for r in rows]
+    if filters.get("name"):
+        pattern = re.compile(str(filters["name"]))
+        out = [r for r in out if pattern.search(r["name"] or "")]
+    return out
+
+
+def brief(base: str, rec: dict[str, Any]) -> dict[str, Any]:
+    return {"id": rec["uuid"], "name": rec.get("name") or "", "status": UNKNOWN,
+            "links": links(base, "servers", rec["uuid"])}
+
+
+def detail(base: str, rec: dict[str, Any]) -> dict[str, Any]:
+    return {**brief(base, rec), "tenant_id": rec.get("project_id") or "", "user_id": rec.get("user_id") or "",
+            "created": iso_seconds(rec.get("created_at"))}

@@ -1,0 +1,80 @@
+"""Boot into the best cell, and the next best when a cell refuses.
+
+For each candidate cell (api/cell_choice.py, best first): write the instance
+mappings for that cell, ask its conductor to build with `admission` (the cell
+refuses at once with NoValidHost when no live host has room: its own view is
+current, ours is up to a heartbeat old), and on a refusal or an unreachable
+cell remove the mappings and try the next. The last candidate builds without
+admission: with no room anywhere the server goes to ERROR with Nova's "No
+valid host" fault, as in Nova, rather than the request failing. Nothing is left half-made: a
+failure other than those removes the mappings, and after a timeout (the cell
+may have made the rows) asks the cell to drop them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.cell_router import Cell, CellRouter
+from api.compute import mappings
+from cells import errors
+from cells.context import RequestContext
+
+LOG = logging.getLogger(__name__)
+_CLEANUPS: set[asyncio.Task[None]] = set()  # strong refs to background cleanups
+# nothing was built: the next cell may be tried (a timeout is not one of these: the cell may have built)
+_TRY_NEXT = (errors.NoValidHost, errors.NoLiveMember)
+
+RecordsFor = Callable[[str], list[dict[str, Any]]]
+SpecFor = Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
+def _unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, errors.RpcError) and not isinstance(exc, (errors.RpcTimeout, errors.DeadlineExpired)) \
+        and "unreachable" in exc.message
+
+
+async def build(router: CellRouter, engine: AsyncEngine, ctx: RequestContext, flavor: dict[str, Any],
+                zone: str | None, hints: dict[str, Any], records_for: RecordsFor,
+                spec_for: SpecFor) -> tuple[Cell, list[dict[str, Any]]]:
+    """(the cell that took the boot, the instance records sent to it)."""
+    tried: list[str] = []
+    last: errors.CellcloudError | None = None
+    candidates = router.candidates(flavor, zone, hints)
+    for i, cell in enumerate(candidates):
+        records = records_for(cell.path)
+        uuids = [r["uuid"] for r in records]
+        await mappings.add(engine, records, cell.path)
+        try:
+            await cell.conductor.build_instances(ctx, records, {**spec_for(records),
+                                                                "admission": i < len(candidates) - 1})
+        except BaseException as exc:
+            await asyncio.shield(mappings.remove(engine, uuids))  # no half-made server
+            if isinstance(exc, _TRY_NEXT) or _unreachable(exc):
+                LOG.info("cell %s refused a boot (%s): trying the next", cell.path, exc)
+                tried.append(cell.path)
+                last = exc if isinstance(exc, errors.CellcloudError) else None
+                continue
+            if isinstance(exc, (errors.RpcTimeout, errors.DeadlineExpired)):
+                task = asyncio.ensure_future(_forget(cell, ctx, uuids))
+                _CLEANUPS.add(task)
+                task.add_done_callback(_CLEANUPS.discard)
+            raise
+        router.pending.add(cell.path, int(flavor.get("ram") or 0), int(flavor.get("vcpus") or 0), len(records))
+        return cell, records
+    where = f" in availability zone {zone}" if zone else ""
+    detail = f" Tried: {', '.join(tried)}." if tried else " No cell is reachable."
+    raise errors.NoValidHost(reason=f"No cell{where} could take the server.{detail}"
+                                    + (f" Last refusal: {last.message}" if last else ""))
+
+
+async def _forget(cell: Cell, ctx: RequestContext, uuids: list[str]) -> None:
+    for instance_uuid in uuids:
+        try:
+            await cell.conductor.instance_delete(ctx, instance_uuid)
+        except errors.CellcloudError as exc:
+            LOG.info("cleanup of unmapped instance %s: %s", instance_uuid, exc)

@@ -1,0 +1,88 @@
+"""Cell choice for a boot through the API: capacity ranking (pure), a cell that refuses
+is skipped for the next one, availability zones name sites and cells."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+from aiohttp.test_utils import TestClient
+
+from api.cell_choice import Pending, rank
+from api.cell_router import CellClient, CellRouter
+from cells import errors
+from cells.config import CellSpec
+from tests.unit.api_fake_cell import INTERVAL, FakeCell, fake_cell
+from tests.unit.api_support import SECRETS, make_cluster, start_client, token
+
+A = CellSpec("a", "a", "", "", site="east")
+B = CellSpec("b", "b", "", "", site="west")
+C = CellSpec("c", "west!c", "", "", parent="west", site="west")
+
+
+def _summary(ram: int, hosts: int = 1) -> dict[str, Any]:
+    return {"hosts_alive": hosts, "memory_mb_free": ram, "vcpus_free": 16, "local_gb_free": 100,
+            "max_memory_mb_free": ram, "max_vcpus_free": 16, "max_local_gb_free": 100}
+
+
+def test_rank_by_free_ram_zone_hints_and_what_was_just_placed() -> None:
+    flavor = {"ram": 512, "vcpus": 1, "disk": 1}
+    summaries = {"a": _summary(4096), "b": _summary(2048), "west!c": _summary(1024)}
+    assert rank([A, B, C], summaries, flavor, None, {}) == ["a", "b", "west!c"]
+    assert rank([A, B, C], summaries, flavor, "west", {}) == ["b", "west!c"]  # a site is a zone
+    assert rank([A, B, C], summaries, flavor, "c", {}) == ["west!c"]  # so is a cell
+    assert rank([A, B, C], summaries, flavor, "nova", {"target_cell": "west"}) == ["west!c"]
+    assert rank([A, B, C], summaries, flavor, None, {"different_cell": ["a"]}) == ["b", "west!c"]
+    # full (or hostless) cells go last, not-yet-reported ones before them
+    summaries["a"] = _summary(256)
+    assert rank([A, B, C], {k: v for k, v in summaries.items() if k != "b"}, flavor, None, {}) == ["west!c", "b", "a"]
+    # a burst spreads: what this API sent since the last report counts against a cell
+    pending = Pending()
+    summaries = {"a": _summary(4096), "b": _summary(3072)}
+    pending.add("a", 512, 1, count=3, now=100.0)
+    assert rank([A, B], summaries, flavor, None, {}, pending, now=100.5) == ["b", "a"]
+    assert rank([A, B], summaries, flavor, None, {}, pending, now=200.0) == ["a", "b"]  # expired
+
+
+@pytest_asyncio.fixture
+async def two_cells(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], FakeCell, FakeCell, str]]:
+    async with fake_cell("a") as a, fake_cell("b") as b:
+        cluster = make_cluster(tmp_path)
+        cluster = replace(cluster, cells=(replace(A, router=a.router), replace(B, router=b.router)))
+        router = CellRouter([CellClient(c, INTERVAL) for c in cluster.cells])
+        client = await start_client(cluster, router)
+        try:
+            demo = await token(client, "demo", SECRETS["demo_password"], "demo")
+            yield client, a, b, demo
+        finally:
+            await client.close()
+
+
+async def _boot(client: TestClient[Any, Any], tok: str, **extra: Any) -> Any:
+    images = (await (await client.get("/image/v2/images", headers={"X-Auth-Token": tok})).json())["images"]
+    body = {"server": {"name": "vm", "flavorRef": "1", "imageRef": images[0]["id"], **extra}}
+    return await client.post("/compute/v2.1/servers", json=body, headers={"X-Auth-Token": tok})
+
+
+async def test_a_cell_that_refuses_is_skipped_for_the_next(two_cells: Any) -> None:
+    client, a, b, tok = two_cells
+    a.conductor.fail_next_build = errors.NoValidHost(reason="cell a is full")
+    resp = await _boot(client, tok)
+    assert resp.status == 202, await resp.text()
+    sid = (await resp.json())["server"]["id"]
+    assert sid in b.conductor.records and not a.conductor.records
+    assert b.conductor.builds[-1]["admission"] is False  # the last candidate builds whatever happens
+    shown = await client.get(f"/compute/v2.1/servers/{sid}", headers={"X-Auth-Token": tok})
+    assert shown.status == 200  # the mapping points at the cell that took it
+
+
+async def test_zone_picks_the_site_and_unknown_zone_is_400(two_cells: Any) -> None:
+    client, a, b, tok = two_cells
+    resp = await _boot(client, tok, availability_zone="west")
+    assert resp.status == 202
+    assert len(b.conductor.records) == 1 and not a.conductor.records
+    resp = await _boot(client, tok, availability_zone="south")
+    assert resp.status == 400
+    assert "availability zone is not available: south" in (await resp.json())["badRequest"]["message"]
