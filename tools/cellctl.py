@@ -79,6 +79,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         _err(f"cannot create the databases: {type(exc).__name__}: {exc}")
         return 1
     files = write_credentials(cluster)
+    if pid is None and not _make_netns(cluster):
+        return 1
     if pid is None:
         proc = start_supervisor(path)
         print(f"started the supervisor (pid {proc.pid}); logs in {state / 'log'}")
@@ -213,6 +215,36 @@ def _wait_healthy(cluster: ClusterConfig, timeout: float, proc: subprocess.Popen
     return False
 
 
+def _make_netns(cluster: ClusterConfig) -> bool:
+    """The namespaces of the `via: netns` hosts (tools/netns.py), made fresh before anything starts."""
+    from tools import netns
+
+    topology = netns.Topology.from_cluster(cluster)
+    if not topology.hosts:
+        return True
+    try:
+        topology.create()
+    except netns.NetnsError as exc:
+        _err(f"cannot create the network namespaces of the netns hosts: {exc}")
+        _err("netns hosts need root and iproute2; nothing was started")
+        return False
+    print(f"made {len(topology.hosts)} netns hosts on {len(topology.sites)} site networks "
+          f"({topology.network}, routed from here via {topology.root_link})")
+    return True
+
+
+def _remove_netns(state: Path) -> None:
+    from cells.config import ClusterConfig
+    from tools import netns
+
+    if not (state / "cluster.json").exists():
+        return
+    topology = netns.Topology.from_cluster(ClusterConfig.load(state / "cluster.json"))
+    if topology.hosts:
+        topology.destroy()
+        print(f"removed the {len(topology.hosts)} netns hosts and their site networks")
+
+
 # --- down ---------------------------------------------------------------------------
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -228,6 +260,7 @@ def cmd_down(args: argparse.Namespace) -> int:
             os.kill(pid, signal.SIGKILL)
             _wait_gone(pid, "tools.supervisor", 5.0)
     stray = _stop_strays(state)
+    _remove_netns(state)
     print("stopped" + (f" ({stray} stray service processes killed)" if stray else ""))
     return 0
 

@@ -252,13 +252,17 @@ def serve_command(cluster_json: str, service_id: str) -> Sequence[str]:
 
 
 def programs_for(cluster_json: Path, build: CommandBuilder = serve_command) -> list[Program]:
-    """One program per service on a host reached `via: local`."""
+    """One program per service on a host reached `via: local`, or `via: netns` (run inside the
+    host's namespace, made by `cellctl up`: tools/netns.py)."""
     from cells.config import ClusterConfig
+    from tools.netns import Topology
 
     cluster = ClusterConfig.load(cluster_json)
     local = {h.name for h in cluster.hosts if h.via == "local"}
-    return [Program(s.id, tuple(build(str(cluster_json), s.id)), RANK.get(s.kind, len(RANK)))
-            for s in cluster.services if s.host in local]
+    topology = Topology.from_cluster(cluster)
+    inside = {h.name: topology.exec_prefix(h.name) for h in topology.hosts}
+    return [Program(s.id, (*inside.get(s.host, ()), *build(str(cluster_json), s.id)), RANK.get(s.kind, len(RANK)))
+            for s in cluster.services if s.host in local or s.host in inside]
 
 
 def main(argv: list[str] | None = None) -> int:
