@@ -18,6 +18,7 @@ from cells.conductor import capacity
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows import actions as server_actions
 from cells.conductor.flows import boot, delete, hosts, lookups, update
+from cells.conductor.volume_rpc import VolumeConductorMixin
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.db import claims
@@ -31,7 +32,7 @@ LOG = logging.getLogger(__name__)
 SWEEP_BEATS = 5  # the safety-net sweep runs every this many heartbeat intervals
 
 
-class ConductorManager:
+class ConductorManager(VolumeConductorMixin):
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec) -> None:
         if spec.cell is None:
             raise ValueError(f"conductor {spec.id} belongs to no cell")
@@ -59,6 +60,7 @@ class ConductorManager:
         self._env = FlowEnv(db=db, service=service, cell=self.cell, conductor_id=self.spec.id, spawn=self._spawn)
         # a previous run of this conductor died mid-flow: its scheduling builds have no owner now
         await hosts.orphaned_builds(self._env, [self.spec.id])
+        await self.start_volumes()
         service.view.listeners.append(self._on_membership)
 
     async def background(self) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 from cells.context import RequestContext
 from cells.rpc.wire import NORMAL, Method, surface
 from cells.rpcapi import Caller
+from cells.rpcapi.volume import COMPUTE_METHODS as VOLUME_METHODS
 
 SURFACE = surface(
     Method("build_and_run_instance", NORMAL, cast=True),
@@ -14,6 +15,8 @@ SURFACE = surface(
     # rebuild: cells/lifecycle.py USER_ACTIONS); the compute reports back with instance_action_done
     Method("run_instance_action", NORMAL, cast=True),
     Method("get_console_output", NORMAL, retry_safe=True),
+    # volume hot-plug (issue 6): cells/rpcapi/volume.py ComputeVolumeAPI
+    *VOLUME_METHODS,
 )
 M = SURFACE
 

@@ -11,6 +11,7 @@ from typing import Any
 from cells.context import RequestContext
 from cells.rpc.wire import FAST, NORMAL, Method, surface
 from cells.rpcapi import Caller
+from cells.rpcapi.volume import CONDUCTOR_METHODS as VOLUME_METHODS
 
 TOPIC = "conductor"
 SURFACE = surface(
@@ -34,6 +35,8 @@ SURFACE = surface(
     Method("instance_action", NORMAL),
     Method("console_output", NORMAL, retry_safe=True),
     Method("instance_action_done", FAST),
+    # volumes (issue 6): cells/rpcapi/volume.py VolumeConductorAPI
+    *VOLUME_METHODS,
 )
 M = SURFACE
 

@@ -29,6 +29,7 @@ from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
 from node.compute.actions import SHUTDOWN_TIMEOUT, ComputeActions
 from node.compute.driver import LibvirtDriver
+from node.compute.volumes import VolumeAttachMixin
 from node.imagecache import HttpImageFetcher, ImageCache
 from node.locks import KeyedLocks
 
@@ -65,7 +66,7 @@ def _is_deleted(inst: dict[str, Any]) -> bool:
         or inst.get("task_state") == TaskState.DELETING
 
 
-class ComputeManager(ComputeActions):  # server actions: node/compute/actions.py
+class ComputeManager(ComputeActions, VolumeAttachMixin):  # server actions: node/compute/actions.py; volumes: node/compute/volumes.py
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, *, driver: LibvirtDriver | None = None,
                  images: ImageCache | None = None) -> None:
         self.host = spec.host

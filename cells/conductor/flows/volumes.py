@@ -1,0 +1,404 @@
+"""Volume flows: create, delete, attach, detach (validate -> lock -> check -> act).
+
+The "lock" and the "check" are one conditional UPDATE in the cell DB
+(cells/db/volumes.py `transition`): of two concurrent attaches of one volume
+exactly one moves it available -> attaching; the other gets a 400, as Cinder's
+InvalidVolume. What follows runs in the conductor's background and always ends
+in a stable state:
+
+    create  creating -> (place on a volume host with room) -> volume.<host> create -> available | error
+    delete  available|error -> deleting -> volume.<host> delete -> row deleted | error_deleting
+    attach  available -> attaching -> volume.<host> export -> compute.<host> hot-plug -> in-use
+            any failure: unexport, attachment removed, back to available with the reason in `error`
+    detach  in-use -> detaching -> compute.<host> unplug -> volume.<host> unexport -> available
+            unplug failure: back to in-use with the reason
+"""
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection
+
+from cells import errors
+from cells.conductor.env import FlowEnv, background_ctx
+from cells.context import RequestContext
+from cells.db import instances as idb
+from cells.db import volumes as vdb
+from cells.db.volumes import VolumeStatus as S
+from cells.objects.instance import VmState, utcnow_iso
+from cells.rpcapi.volume import ComputeVolumeAPI, VolumeAPI
+
+LOG = logging.getLogger(__name__)
+MAX_SIZE_GB = 16 * 1024  # an absurd size is refused before anything is made
+ATTACHABLE_VM_STATES = (VmState.ACTIVE, VmState.STOPPED)
+NO_HOST = "No valid backend was found. No volume host with {size} GiB free is up."
+VOLUME_PREFIX = "volume."
+
+
+def visible(ctx: RequestContext, project_id: str) -> bool:
+    return ctx.is_admin or "service" in ctx.roles or ctx.project is None or project_id == ctx.project
+
+
+def record(env: FlowEnv, conn: Connection, row: Any) -> dict[str, Any]:
+    return vdb.volume_record(row, vdb.attachments_of(conn, [row.id])[row.id], env.cell)
+
+
+def _get_visible(conn: Connection, ctx: RequestContext, volume_id: str) -> Any:
+    row = vdb.get_row(conn, volume_id)
+    if row is None or row.deleted or not visible(ctx, row.project_id):
+        raise errors.VolumeNotFound(volume_id=volume_id)
+    return row
+
+
+# --- validate (pure) -----------------------------------------------------------------
+
+def validate_size(size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise errors.Invalid(reason=f"size must be an integer number of GiB, not {size!r}")
+    if size < 1 or size > MAX_SIZE_GB:
+        raise errors.Invalid(reason=f"size must be between 1 and {MAX_SIZE_GB} GiB, not {size}")
+    return size
+
+
+def _text(value: Any, what: str, limit: int = 255) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise errors.Invalid(reason=f"{what} must be a string of at most {limit} characters")
+    return value
+
+
+def validate_metadata(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in value.items()):
+        raise errors.Invalid(reason="metadata must be a map of strings to strings")
+    return dict(value)
+
+
+def validate_create(volume: Any, now: str) -> dict[str, Any]:
+    if not isinstance(volume, Mapping):
+        raise errors.Invalid(reason="volume must be a map")
+    try:
+        vid = str(uuidlib.UUID(str(volume.get("id"))))
+    except ValueError:
+        raise errors.Invalid(reason=f"volume id {volume.get('id')!r} is not a UUID") from None
+    project = _text(volume.get("project_id"), "project_id")
+    if not project:
+        raise errors.Invalid(reason="project_id is required")
+    return {"id": vid, "project_id": project, "user_id": _text(volume.get("user_id"), "user_id"),
+            "name": _text(volume.get("name"), "name"),
+            "description": _text(volume.get("description"), "description", 65535),
+            "size": validate_size(volume.get("size")), "status": S.CREATING, "host": None, "backend": None,
+            "disk_format": None, "availability_zone": _text(volume.get("availability_zone"), "availability_zone")
+            or "nova", "volume_type": _text(volume.get("volume_type"), "volume_type"),
+            "metadata": validate_metadata(volume.get("metadata")), "bootable": False, "error": None,
+            "created_at": now, "updated_at": now, "deleted": False, "deleted_at": None}
+
+
+def next_device(used: list[str]) -> str:
+    """Nova-like device name hint: the first free /dev/vdX after the root disk."""
+    taken = {d.rsplit("/", 1)[-1] for d in used if d}
+    for letter in "bcdefghijklmnopqrstuvwxyz":
+        if f"vd{letter}" not in taken:
+            return f"/dev/vd{letter}"
+    raise errors.Invalid(reason="no free device name left on this server")
+
+
+# --- create ----------------------------------------------------------------------------
+
+def _insert(conn: Connection, env: FlowEnv, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    old = vdb.get_row(conn, row["id"])
+    if old is not None:  # a retried request gets what the first one made
+        if old.project_id != row["project_id"]:
+            raise errors.Conflict(reason=f"volume {row['id']} already exists")
+        return record(env, conn, old), False
+    vdb.insert_volume(conn, row)
+    return vdb.volume_record(row, (), env.cell), True
+
+
+async def volume_create(env: FlowEnv, ctx: RequestContext, volume: Any) -> dict[str, Any]:
+    row = validate_create(volume, utcnow_iso())
+    rec, new = await env.db.write(lambda conn: _insert(conn, env, row))
+    if new:
+        env.spawn(_place_and_create(env, background_ctx(ctx), row["id"], row["size"]))
+    return rec
+
+
+def live_volume_hosts(env: FlowEnv) -> set[str]:
+    return {t[len(VOLUME_PREFIX):] for m in env.service.view.by_id.values() for t in m.topics
+            if t.startswith(VOLUME_PREFIX)}
+
+
+def _place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[str, Any] | None:
+    candidates = sorted((n for n in vdb.nodes(conn) if n.host in live),
+                        key=lambda n: n.capacity_gb - n.allocated_gb, reverse=True)
+    for node in candidates:  # most free space first; each try is an atomic conditional UPDATE
+        if vdb.try_allocate(conn, node.host, size):
+            vdb.update_volume(conn, volume_id, {"host": node.host})
+            return dict(vdb.get_row(conn, volume_id)._mapping)  # type: ignore[union-attr]
+    vdb.transition(conn, volume_id, [S.CREATING], {"status": S.ERROR, "error": NO_HOST.format(size=size)})
+    return None
+
+
+async def _place_and_create(env: FlowEnv, ctx: RequestContext, volume_id: str, size: int) -> None:
+    row = await env.db.write(lambda conn: _place(conn, volume_id, size, live_volume_hosts(env)))
+    if row is None:
+        LOG.warning("volume %s: %s", volume_id, NO_HOST.format(size=size))
+        return
+    try:
+        made = await VolumeAPI(env.service).create_volume(ctx, row["host"], vdb.volume_record(row))
+        values = {"status": S.AVAILABLE, "backend": made.get("backend"), "disk_format": made.get("disk_format")}
+    except errors.CellcloudError as exc:
+        LOG.warning("volume %s: create on %s failed: %s", volume_id, row["host"], exc)
+        values = {"status": S.ERROR, "error": exc.message}
+    await env.db.write(lambda conn: vdb.transition(conn, volume_id, [S.CREATING], values))
+
+
+# --- reads, update ----------------------------------------------------------------------
+
+async def volume_get(env: FlowEnv, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+    return await env.db.read(lambda conn: record(env, conn, _get_visible(conn, ctx, volume_id)))
+
+
+def _list(conn: Connection, env: FlowEnv, ctx: RequestContext, filters: Mapping[str, Any],
+          limit: int | None) -> list[dict[str, Any]]:
+    unknown = set(filters) - {"project_id", "name", "status", "host"}
+    if unknown:
+        raise errors.Invalid(reason=f"unknown volume filter(s) {sorted(unknown)}")
+    project = filters.get("project_id")
+    if not (ctx.is_admin or "service" in ctx.roles):
+        project = ctx.project  # a tenant sees its own project only, whatever it asked
+    rows = vdb.list_rows(conn, project, filters.get("name"), filters.get("status"), filters.get("host"), limit)
+    atts = vdb.attachments_of(conn, [r.id for r in rows])
+    return [vdb.volume_record(r, atts[r.id], env.cell) for r in rows]
+
+
+async def volume_list(env: FlowEnv, ctx: RequestContext, filters: Mapping[str, Any] | None,
+                      limit: int | None) -> list[dict[str, Any]]:
+    return await env.db.read(lambda conn: _list(conn, env, ctx, filters or {}, limit))
+
+
+def _update(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
+            values: Mapping[str, Any]) -> dict[str, Any]:
+    bad = set(values) - vdb.UPDATABLE_FIELDS
+    if bad:
+        raise errors.Invalid(reason=f"cannot update {sorted(bad)}; updatable: {sorted(vdb.UPDATABLE_FIELDS)}")
+    clean: dict[str, Any] = {}
+    if "name" in values:
+        clean["name"] = _text(values["name"], "name")
+    if "description" in values:
+        clean["description"] = _text(values["description"], "description", 65535)
+    if "metadata" in values:
+        clean["metadata"] = validate_metadata(values["metadata"])
+    row = _get_visible(conn, ctx, volume_id)
+    if clean:
+        vdb.update_volume(conn, volume_id, clean)
+        row = vdb.get_row(conn, volume_id)
+    return record(env, conn, row)
+
+
+async def volume_update(env: FlowEnv, ctx: RequestContext, volume_id: str, values: Any) -> dict[str, Any]:
+    if not isinstance(values, Mapping):
+        raise errors.Invalid(reason="values must be a map")
+    return await env.db.write(lambda conn: _update(conn, env, ctx, volume_id, values))
+
+
+# --- delete -------------------------------------------------------------------------------
+
+def _mark_deleted(conn: Connection, volume_id: str) -> None:
+    row = vdb.get_row(conn, volume_id)
+    if row is None or row.deleted:
+        return
+    now = utcnow_iso()
+    vdb.update_volume(conn, volume_id, {"status": "deleted", "deleted": True, "deleted_at": now})
+    if row.host is not None:
+        vdb.release(conn, row.host, int(row.size))
+
+
+def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str) -> tuple[dict[str, Any], bool]:
+    row = _get_visible(conn, ctx, volume_id)
+    if vdb.attachment_of(conn, volume_id) is not None or not vdb.transition(conn, volume_id, vdb.DELETABLE,
+                                                                            {"status": S.DELETING}):
+        raise errors.VolumeInvalidState(reason=(
+            f"Volume status must be available or error and must not be attached, but it is {row.status}."))
+    if row.host is None:  # never placed: nothing to remove on any host
+        _mark_deleted(conn, volume_id)
+        return record(env, conn, vdb.get_row(conn, volume_id)), False
+    return record(env, conn, vdb.get_row(conn, volume_id)), True
+
+
+async def volume_delete(env: FlowEnv, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+    rec, remote = await env.db.write(lambda conn: _request_delete(conn, env, ctx, volume_id))
+    if remote:
+        env.spawn(_delete_on_host(env, background_ctx(ctx), rec))
+    return rec
+
+
+async def _delete_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any]) -> None:
+    try:
+        await VolumeAPI(env.service).delete_volume(ctx, rec["host"], rec)
+    except errors.CellcloudError as exc:
+        LOG.warning("volume %s: delete on %s failed: %s", rec["id"], rec["host"], exc)
+        await env.db.write(lambda conn: vdb.transition(conn, rec["id"], [S.DELETING],
+                                                       {"status": S.ERROR_DELETING, "error": exc.message}))
+        return
+    await env.db.write(lambda conn: _mark_deleted(conn, rec["id"]))
+
+
+# --- attach ---------------------------------------------------------------------------------
+
+def _instance(conn: Connection, ctx: RequestContext, instance_uuid: str) -> Any:
+    inst = idb.get_row(conn, instance_uuid)
+    if inst is None or inst.deleted or not visible(ctx, inst.project_id):
+        raise errors.InstanceNotFound(instance_id=instance_uuid)
+    return inst
+
+
+def _reserve(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str, instance_uuid: str,
+             device: str | None) -> dict[str, Any]:
+    inst = _instance(conn, ctx, instance_uuid)
+    vol = _get_visible(conn, ctx, volume_id)
+    if inst.vm_state not in ATTACHABLE_VM_STATES or inst.task_state is not None or not inst.host:
+        raise errors.InstanceInvalidState(action="attach_volume", instance_id=instance_uuid, attr="vm_state",
+                                          state=inst.vm_state if inst.task_state is None else inst.task_state)
+    if vol.project_id != inst.project_id and not ctx.is_admin:
+        raise errors.VolumeNotFound(volume_id=volume_id)
+    used = [a.device for a in vdb.attachments_for_instances(conn, [instance_uuid])[instance_uuid]]
+    dev = device if device and device.rsplit("/", 1)[-1] not in {u.rsplit("/", 1)[-1] for u in used if u} \
+        else next_device(used)
+    # the one atomic step: of concurrent attaches only one moves the volume out of available
+    if not vdb.transition(conn, volume_id, [S.AVAILABLE], {"status": S.ATTACHING, "error": None}):
+        raise errors.VolumeInvalidState(reason=f"volume {volume_id} status must be available to attach, "
+                                               f"but it is {vol.status}")
+    now = utcnow_iso()
+    att = {"id": str(uuidlib.uuid4()), "volume_id": volume_id, "instance_uuid": instance_uuid,
+           "instance_host": inst.host, "device": dev, "status": "attaching", "connection_info": None,
+           "created_at": now, "updated_at": now}
+    vdb.insert_attachment(conn, att)
+    return {**att, "volume": vdb.volume_record(vol)}
+
+
+async def volume_attach(env: FlowEnv, ctx: RequestContext, volume_id: str, instance_uuid: str,
+                        device: str | None = None) -> dict[str, Any]:
+    att = await env.db.write(lambda conn: _reserve(conn, env, ctx, volume_id, instance_uuid, device))
+    volume = att.pop("volume")
+    env.spawn(_attach(env, background_ctx(ctx), volume, att))
+    return att
+
+
+def connector(env: FlowEnv, host: str) -> dict[str, Any]:
+    address = next((h.address for h in env.service.cluster.hosts if h.name == host), None)
+    return {"host": host, "ip": address}
+
+
+async def _attach(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any], att: dict[str, Any]) -> None:
+    vid, host = volume["id"], att["instance_host"]
+    info: dict[str, Any] | None = None
+    try:
+        info = await VolumeAPI(env.service).export_volume(ctx, volume["host"], volume, connector(env, host))
+        # recorded before the hot-plug: a volume worker restarting now re-establishes this export
+        await env.db.write(lambda conn: vdb.update_attachment(conn, vid, {"connection_info": info}))
+        done = await ComputeVolumeAPI(env.service).attach_volume(ctx, host, att["instance_uuid"], vid, info,
+                                                                 att["device"])
+    except errors.CellcloudError as exc:
+        LOG.warning("attach of volume %s to %s failed: %s", vid, att["instance_uuid"], exc)
+        await _roll_back_attach(env, ctx, volume, info, exc.message)
+        return
+    device = str(done.get("device") or att["device"])
+
+    def finish(conn: Connection) -> None:
+        vdb.update_attachment(conn, vid, {"status": "attached", "device": device})
+        vdb.transition(conn, vid, [S.ATTACHING], {"status": S.IN_USE})
+    await env.db.write(finish)
+    LOG.info("volume %s in use by %s as %s", vid, att["instance_uuid"], device)
+
+
+async def _roll_back_attach(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any],
+                            info: dict[str, Any] | None, reason: str) -> None:
+    vid = volume["id"]
+    status = S.AVAILABLE
+    try:
+        await VolumeAPI(env.service).unexport_volume(ctx, volume["host"], volume, info)
+    except errors.CellcloudError as exc:  # the export may still be up: say so rather than claim available
+        LOG.error("volume %s: unexport after a failed attach failed: %s", vid, exc)
+        status, reason = S.ERROR, f"{reason}; unexport failed: {exc.message}"
+
+    def roll_back(conn: Connection) -> None:
+        vdb.delete_attachment(conn, vid)
+        vdb.transition(conn, vid, [S.ATTACHING], {"status": status, "error": f"attach failed: {reason}"})
+    await env.db.write(roll_back)
+
+
+# --- detach ----------------------------------------------------------------------------------
+
+def _begin_detach(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
+                  instance_uuid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    _instance(conn, ctx, instance_uuid)
+    att = vdb.attachment_of(conn, volume_id)
+    if att is None or att.instance_uuid != instance_uuid:
+        raise errors.VolumeNotFound(f"Volume {volume_id} is not attached to server {instance_uuid}.",
+                                    volume_id=volume_id)
+    vol = _get_visible(conn, ctx, volume_id)
+    if not vdb.transition(conn, volume_id, [S.IN_USE], {"status": S.DETACHING}):
+        raise errors.VolumeInvalidState(reason=f"volume {volume_id} status must be in-use to detach, "
+                                               f"but it is {vol.status}")
+    vdb.update_attachment(conn, volume_id, {"status": "detaching"})
+    return vdb.attachment_record(att), vdb.volume_record(vol)
+
+
+async def volume_detach(env: FlowEnv, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+    att, volume = await env.db.write(lambda conn: _begin_detach(conn, env, ctx, volume_id, instance_uuid))
+    env.spawn(_detach(env, background_ctx(ctx), volume, att))
+    return att
+
+
+async def _detach(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any], att: dict[str, Any]) -> None:
+    vid = volume["id"]
+    try:
+        await ComputeVolumeAPI(env.service).detach_volume(ctx, att["instance_host"], att["instance_uuid"], vid)
+    except errors.CellcloudError as exc:
+        LOG.warning("detach of volume %s from %s failed: %s", vid, att["instance_uuid"], exc)
+
+        def back(conn: Connection) -> None:
+            vdb.update_attachment(conn, vid, {"status": "attached"})
+            vdb.transition(conn, vid, [S.DETACHING], {"status": S.IN_USE, "error": f"detach failed: {exc.message}"})
+        await env.db.write(back)
+        return
+    try:
+        await VolumeAPI(env.service).unexport_volume(ctx, volume["host"], volume, att.get("connection_info"))
+    except errors.CellcloudError as exc:  # the guest let go; a stale export is removed on the next export/restart
+        LOG.warning("volume %s: unexport after detach failed: %s", vid, exc)
+
+    def finish(conn: Connection) -> None:
+        vdb.delete_attachment(conn, vid)
+        vdb.transition(conn, vid, [S.DETACHING], {"status": S.AVAILABLE})
+    await env.db.write(finish)
+    LOG.info("volume %s detached from %s", vid, att["instance_uuid"])
+
+
+# --- for the API's server views, and for volume workers ----------------------------------------
+
+async def attachments_for(env: FlowEnv, ctx: RequestContext, instance_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    def read(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+        rows = vdb.attachments_for_instances(conn, instance_uuids)
+        return {u: [vdb.attachment_record(a) for a in atts] for u, atts in rows.items()}
+    return await env.db.read(read)
+
+
+async def node_update(env: FlowEnv, ctx: RequestContext, host: str, stats: Mapping[str, Any]) -> None:
+    await env.db.write(lambda conn: vdb.upsert_node(conn, host, int(stats.get("capacity_gb") or 0),
+                                                    str(stats.get("backend") or "file"),
+                                                    list(stats.get("targets") or [])))
+
+
+async def volumes_on_host(env: FlowEnv, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+    def read(conn: Connection) -> list[dict[str, Any]]:
+        rows = vdb.list_rows(conn, None, host=host)
+        atts = vdb.attachments_of(conn, [r.id for r in rows])
+        return [vdb.volume_record(r, atts[r.id], env.cell) for r in rows]
+    return await env.db.read(read)

@@ -1,0 +1,50 @@
+"""The conductor's volume RPC methods (cells/rpcapi/volume.py CONDUCTOR_METHODS),
+mixed into ConductorManager; the flows are in cells/conductor/flows/volumes.py."""
+from __future__ import annotations
+
+from typing import Any
+
+from cells.conductor.env import FlowEnv
+from cells.conductor.flows import volumes
+from cells.context import RequestContext
+from cells.db.volumes import ensure_volume_schema
+
+
+class VolumeConductorMixin:
+    env: FlowEnv
+
+    async def start_volumes(self) -> None:
+        await ensure_volume_schema(self.env.db)
+
+    async def volume_create(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:
+        return await volumes.volume_create(self.env, ctx, volume)
+
+    async def volume_get(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+        return await volumes.volume_get(self.env, ctx, volume_id)
+
+    async def volume_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
+                          limit: int | None = None) -> list[dict[str, Any]]:
+        return await volumes.volume_list(self.env, ctx, filters, limit)
+
+    async def volume_update(self, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> dict[str, Any]:
+        return await volumes.volume_update(self.env, ctx, volume_id, values)
+
+    async def volume_delete(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+        return await volumes.volume_delete(self.env, ctx, volume_id)
+
+    async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
+                            device: str | None = None) -> dict[str, Any]:
+        return await volumes.volume_attach(self.env, ctx, volume_id, instance_uuid, device)
+
+    async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+        return await volumes.volume_detach(self.env, ctx, volume_id, instance_uuid)
+
+    async def volume_attachments(self, ctx: RequestContext,
+                                 instance_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        return await volumes.attachments_for(self.env, ctx, list(instance_uuids))
+
+    async def volume_node_update(self, ctx: RequestContext, host: str, stats: dict[str, Any]) -> None:
+        await volumes.node_update(self.env, ctx, host, stats)
+
+    async def volumes_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+        return await volumes.volumes_on_host(self.env, ctx, host)

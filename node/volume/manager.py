@@ -1,0 +1,231 @@
+"""The volume worker (topic `volume.<host>`): strategy over a storage backend and
+export targets. It never opens a database: it reports to the conductor.
+
+Options (cluster.yaml `hosts.<name>.volume`, passed in ServiceSpec.options):
+    backend: file | lvm            (default file)
+    format: raw | qcow2            (file backend; default raw: every target can serve it)
+    volume_group: NAME             (lvm backend)
+    capacity_gb: N                 (default: the size of the filesystem / volume group)
+    targets: [local, tgt, nbd]     (preferred first; local only serves this host's computes)
+    iscsi_port / nbd_port: N       (fixed ports of the tgt/lio portal and the NBD server)
+
+Start-up: the backend and every configured target are checked (a host that
+cannot run one fails here, with the reason); then `background()` reports the
+capacity and re-establishes the export of every volume attached or being
+attached on this host, retrying until the conductor answers.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from typing import Any
+
+from cells import errors
+from cells.config import ClusterConfig, ServiceSpec
+from cells.context import RequestContext, admin_context
+from cells.rpcapi import Caller
+from cells.rpcapi.volume import VolumeConductorAPI
+from node.locks import KeyedLocks
+from node.volume.backends import Backend, VolumeStorage
+from node.volume.backends.file import FileBackend
+from node.volume.backends.lvm import LvmBackend
+from node.volume.targets import Target
+from node.volume.targets.lio import LioTarget
+from node.volume.targets.local import LocalTarget
+from node.volume.targets.nbd import NbdTarget
+from node.volume.targets.tgt import TgtTarget
+
+LOG = logging.getLogger(__name__)
+REPORT_INTERVAL = 30.0
+RETRY_MAX_DELAY = 5.0
+DEFAULT_TARGETS = ("local", "tgt", "nbd")
+DEFAULT_ISCSI_PORT = 3260
+DEFAULT_NBD_PORT = 10809
+TARGET_NAMES = ("local", "tgt", "nbd", "lio")
+# volume states whose export must exist while the worker runs
+EXPORTED_STATES = ("attaching", "in-use", "detaching")
+
+
+def make_backend(opts: dict[str, Any], volumes_dir: str) -> Backend:
+    kind = str(opts.get("backend") or "file")
+    capacity = opts.get("capacity_gb")
+    if kind == "file":
+        return FileBackend(volumes_dir, str(opts.get("format") or "raw"),
+                           int(capacity) if capacity is not None else None)
+    if kind == "lvm":
+        return LvmBackend(str(opts.get("volume_group") or "cellcloud"))
+    raise errors.Invalid(reason=f"volume backend must be file or lvm, not {kind!r}")
+
+
+def make_targets(opts: dict[str, Any], host: str, address: str, run_dir: str) -> dict[str, Target]:
+    names = list(opts.get("targets") or DEFAULT_TARGETS)
+    iscsi_port = int(opts.get("iscsi_port") or DEFAULT_ISCSI_PORT)
+    nbd_port = int(opts.get("nbd_port") or DEFAULT_NBD_PORT)
+    out: dict[str, Target] = {}
+    for name in names:
+        if name == "local":
+            out[name] = LocalTarget(host)
+        elif name == "tgt":
+            out[name] = TgtTarget(address, iscsi_port, os.path.join(run_dir, "tgtd.log"))
+        elif name == "nbd":
+            out[name] = NbdTarget(address, nbd_port, os.path.join(run_dir, "nbd"))
+        elif name == "lio":
+            out[name] = LioTarget(address, iscsi_port)
+        else:
+            raise errors.Invalid(reason=f"volume target must be one of {', '.join(TARGET_NAMES)}, not {name!r}")
+    if not out:
+        raise errors.Invalid(reason="a volume host needs at least one export target")
+    return out
+
+
+class VolumeManager:
+    def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, *, backend: Backend | None = None,
+                 targets: dict[str, Target] | None = None) -> None:
+        self.host = spec.host
+        opts = dict(spec.options)
+        base = os.path.join(cluster.state_dir, "hosts", spec.host)
+        address = next((h.address for h in cluster.hosts if h.name == spec.host), "127.0.0.1")
+        self.backend = backend or make_backend(opts, os.path.join(base, "volumes"))
+        self.targets = targets if targets is not None else make_targets(opts, spec.host, address,
+                                                                        os.path.join(base, "run"))
+        self.report_interval = float(opts.get("report_interval", REPORT_INTERVAL))
+        self._conductor: VolumeConductorAPI | None = None
+        self._locks = KeyedLocks()
+        self._started: list[Target] = []
+
+    @property
+    def conductor(self) -> VolumeConductorAPI:
+        if self._conductor is None:
+            raise errors.RpcError(reason="volume manager not started")
+        return self._conductor
+
+    # --- service hooks -----------------------------------------------------------
+
+    async def start(self, service: Caller) -> None:
+        self._conductor = VolumeConductorAPI(service)
+        await self.backend.check()
+        try:
+            for target in self.targets.values():
+                await target.start()
+                self._started.append(target)
+        except BaseException:
+            await self.stop()
+            raise
+        LOG.info("volume host %s: backend %s, targets %s", self.host, self.backend.name, ", ".join(self.targets))
+
+    async def background(self) -> None:
+        await self._until_answered("capacity report", self.report)
+        await self._until_answered("export re-establishment", self.reestablish_exports)
+        while True:
+            await asyncio.sleep(self.report_interval)
+            try:
+                await self.report()
+            except errors.CellcloudError as exc:
+                LOG.warning("capacity report failed: %s", exc)
+
+    async def stop(self) -> None:
+        """Tear down the exports and the daemons this worker started (they come back on the next start)."""
+        for target in reversed(self._started):
+            try:
+                await target.stop()
+            except Exception:  # noqa: BLE001 - stop every target even when one fails
+                LOG.exception("stopping target %s failed", target.name)
+        self._started.clear()
+
+    async def report(self) -> None:
+        await self.conductor.volume_node_update(admin_context(), self.host, await self.volume_stats(admin_context()))
+
+    async def reestablish_exports(self) -> None:
+        """After a (re)start: every volume attached here is exported again, by the target
+        that served it (its connection_info stays valid: IQN, NBD name and paths are stable)."""
+        ctx = admin_context()
+        count = 0
+        for vol in await self.conductor.volumes_on_host(ctx, self.host):
+            if vol.get("status") not in EXPORTED_STATES:
+                continue
+            for att in vol.get("attachments") or []:
+                info = att.get("connection_info") or {}
+                name = (info.get("data") or {}).get("target")
+                target = self.targets.get(str(name))
+                if target is None:
+                    continue  # the attach never got its export: its flow rolls back
+                try:
+                    async with self._locks(vol["id"]):
+                        storage = await self.backend.locate(vol["id"])
+                        await target.export(storage, {"host": att.get("instance_host")})
+                    count += 1
+                except errors.CellcloudError as exc:
+                    LOG.error("could not re-establish the export of volume %s: %s", vol["id"], exc)
+        LOG.info("volume host %s: %d export(s) re-established", self.host, count)
+
+    # --- RPC surface (cells/rpcapi/volume.py SURFACE) -------------------------------
+
+    async def volume_stats(self, ctx: RequestContext) -> dict[str, Any]:
+        return {"capacity_gb": await self.backend.capacity_gb(), "backend": self.backend.name,
+                "targets": list(self.targets)}
+
+    async def create_volume(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:
+        vid, size = str(volume["id"]), int(volume["size"])
+        async with self._locks(vid):
+            storage = await self.backend.create(vid, size)
+        LOG.info("volume %s created (%d GiB, %s at %s)", vid, size, storage.disk_format, storage.path)
+        return {"backend": self.backend.name, "disk_format": storage.disk_format}
+
+    async def delete_volume(self, ctx: RequestContext, volume: dict[str, Any]) -> None:
+        vid = str(volume["id"])
+        async with self._locks(vid):
+            for target in self.targets.values():
+                await target.unexport(vid)
+            await self.backend.delete(vid)
+        LOG.info("volume %s deleted", vid)
+
+    def choose_target(self, connector: dict[str, Any]) -> Target:
+        """The first configured target that reaches the compute host (local only on this host)."""
+        wanted = connector.get("target")
+        for name, target in self.targets.items():
+            if (wanted is None or wanted == name) and target.reaches(connector):
+                return target
+        raise errors.VolumeExportFailed(volume_id="-", reason=f"no export target of {self.host} "
+                                                              f"({', '.join(self.targets)}) reaches host "
+                                                              f"{connector.get('host')!r}")
+
+    async def export_volume(self, ctx: RequestContext, volume: dict[str, Any],
+                            connector: dict[str, Any]) -> dict[str, Any]:
+        vid = str(volume["id"])
+        async with self._locks(vid):
+            try:
+                target = self.choose_target(connector)
+            except errors.VolumeExportFailed as exc:
+                raise errors.VolumeExportFailed(volume_id=vid, reason=exc.kwargs.get("reason", "")) from None
+            storage: VolumeStorage = await self.backend.locate(vid)
+            info = await target.export(storage, connector)
+        LOG.info("volume %s exported by %s to %s", vid, target.name, connector.get("host"))
+        return info
+
+    async def unexport_volume(self, ctx: RequestContext, volume: dict[str, Any],
+                              connection_info: dict[str, Any] | None) -> None:
+        vid = str(volume["id"])
+        name = ((connection_info or {}).get("data") or {}).get("target")
+        async with self._locks(vid):
+            for target in self.targets.values():
+                if name is None or target.name == name:
+                    await target.unexport(vid)
+
+    # --- helpers ---------------------------------------------------------------------
+
+    async def _until_answered(self, what: str, func: Any) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await func()
+                return
+            except errors.RpcError as exc:
+                LOG.info("%s: conductor not answering yet (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+def _no_deadline(ctx: RequestContext) -> RequestContext:
+    return dataclasses.replace(ctx, deadline=None)
