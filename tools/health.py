@@ -26,6 +26,7 @@ class CellHealth:
     answered: bool = False  # the router answered the table RPC
     members: dict[str, float] = field(default_factory=dict)  # member id -> seconds since last beat
     error: str = ""
+    capacity: dict[str, Any] | None = None  # the conductor's summary (cells/conductor/capacity.py)
 
 
 @dataclass
@@ -84,6 +85,9 @@ class Prober:
             return health
         health.answered = True
         health.members = {str(m["id"]): float(m.get("age", 0.0)) for m in reply.get("members", [])}
+        for m in reply.get("members", []):
+            if "conductor" in (m.get("topics") or ()) and isinstance((m.get("meta") or {}).get("capacity"), dict):
+                health.capacity = dict(m["meta"]["capacity"])
         return health
 
 
@@ -133,8 +137,8 @@ def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -
             if s.cell == c.path:
                 hosts.setdefault(s.host, []).append(service(s))
         cells.append({
-            "name": c.name, "path": c.path, "parent": c.parent, "router": c.router, "db": c.db,
-            "alive": ch.answered, "error": ch.error,
+            "name": c.name, "path": c.path, "parent": c.parent, "site": c.site, "router": c.router, "db": c.db,
+            "alive": ch.answered, "error": ch.error, "capacity": ch.capacity,
             "hosts": [{"name": h, "address": addresses.get(h, ""), "services": svcs} for h, svcs in hosts.items()],
         })
     api = cluster.service("api")
@@ -158,14 +162,20 @@ def render(status: dict[str, Any]) -> str:
     api = status["api"]
     lines.append(f"api  {api['url']}  on {api['host']}  {word(api['alive'])}"
                  + (f"  ({api['error']})" if api["error"] and not api["alive"] else ""))
-    for cell in status["cells"]:
-        parent = f"  child of {cell['parent']}" if cell["parent"] else ""
-        lines.append(f"cell {cell['path']}  router {cell['router']}{parent}  {word(cell['alive'])}"
+    for cell in status["cells"]:  # in file order: a parent comes before its children
+        pad = "  " * cell["path"].count("!")
+        site = f"  site {cell['site']}" if cell.get("site") and not cell["parent"] else ""
+        lines.append(f"{pad}cell {cell['path']}{site}  router {cell['router']}  {word(cell['alive'])}"
                      + (f"  ({cell['error']})" if cell["error"] else ""))
+        cap = cell.get("capacity")
+        if cap:
+            lines.append(f"{pad}  free: {cap.get('vcpus_free', 0)} vCPUs, {cap.get('memory_mb_free', 0)} MB RAM, "
+                         f"{cap.get('local_gb_free', 0)} GB disk on {cap.get('hosts_alive', 0)} of "
+                         f"{cap.get('hosts', 0)} hosts alive (largest host: {cap.get('max_memory_mb_free', 0)} MB)")
         for host in cell["hosts"]:
-            lines.append(f"  host {host['name']} ({host['address']})")
+            lines.append(f"{pad}  host {host['name']} ({host['address']})")
             for s in host["services"]:
                 beat = f"  beat {s['last_beat_age']:.1f}s ago" if s["last_beat_age"] is not None else ""
-                lines.append(f"    {s['id']:<28} {s['bind']:<24} {word(s['alive'])}{beat}")
+                lines.append(f"{pad}    {s['id']:<28} {s['bind']:<24} {word(s['alive'])}{beat}")
     lines.append("healthy" if status["healthy"] else "NOT HEALTHY: some services are DOWN")
     return "\n".join(lines)
