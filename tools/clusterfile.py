@@ -11,6 +11,9 @@ directory that holds the file):
       listen: 127.0.0.1:8774         # default <address of host>:8774
       public_url: http://...:8774    # default http://<listen> (the host's address if listen is 0.0.0.0)
       region: RegionOne              # default RegionOne
+      workers: 1                     # API processes (default 1), all on the listen port (SO_REUSEPORT:
+                                     # the kernel spreads connections); ids api, api-2, ... Losing
+                                     # one costs capacity only; each shows in `cellctl status`
       list_bound: 1.0                # seconds each cell has to answer a listing (default 1.0); a cell
                                      # slower than that is down: its servers list as UNKNOWN
     sites:                           # required, non-empty; a site groups cells
@@ -24,6 +27,11 @@ directory that holds the file):
               router: ctl:5601       # required HOST:PORT (HOST = a name from `hosts`)
               conductor: ctl         # HOST or HOST:PORT; default <router host>:<router port + 1>
               scheduler: ctl         # HOST or HOST:PORT; default <router host>:<router port + 2>
+                                     # conductor and scheduler also take a list, one process each:
+                                     #   conductor: [ctl, ctl:5611]   (entries after the first need a
+                                     #   PORT); ids <cell>/conductor, <cell>/conductor-2, ... Members
+                                     #   share the topic round-robin; a flow is owned by one conductor
+                                     #   and adopted by a live one when its owner leaves the directory
               network: ctl           # the network controller; default <router host>:<router port + 3>
                                      # a cell with child cells and no hosts runs only its router (a
                                      # relay) unless conductor/scheduler/network are given
@@ -36,7 +44,10 @@ directory that holds the file):
         via: local                   # local | netns (ssh is refused: not supported yet)
         site_net: site1              # via netns only (required): the site whose network the host is on;
                                      # address must be in that site's /24 of netns.range (tools/netns.py)
-        roles: [compute]             # default [compute]; volume/network: not supported yet
+        roles: [compute]             # default [compute]; compute and/or volume (network: not supported yet)
+        volume: {backend: file, format: raw, targets: [local, tgt, nbd], capacity_gb: 20,
+                 port: 5800, iscsi_port: 3260, nbd_port: 10809}   # role volume only; ports default
+                                     # to these + the host's index; backend lvm takes volume_group
         virt: {uri: "test:///default", type: auto}   # type: auto | kvm | qemu
         rpc_port: 5610               # compute RPC port; default 5700 + index of the host in `hosts`
     netns: {range: 10.250.0.0/16}    # default; site i (1-based, file order) gets the i-th /24, gateway .1
@@ -46,7 +57,8 @@ directory that holds the file):
 Resolution: every port is fixed and explicit; two services on the same address
 and port are an error. Cell path = cell name, or "<parent path>!<name>" for a
 nested cell. Service ids: "api", "<cell>/router", "<cell>/conductor",
-"<cell>/scheduler", "<cell>/network", "<cell>/compute/<host>". sqlite URLs become
+"<cell>/scheduler", "<cell>/network", "<cell>/compute/<host>"; extra processes of a
+scaled-out service: "api-2", "<cell>/conductor-2", "<cell>/scheduler-2", ... sqlite URLs become
 sqlite+aiosqlite:///ABSPATH. Secrets (admin/demo/service passwords) are made
 once and kept in <state>/secrets.json (0600); with curve: true every service
 and the operator (cellctl) get a key pair once, in <state>/keys/. The resolved
@@ -73,10 +85,13 @@ HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 VIA = ("local", "netns", "ssh")
 VIA_SUPPORTED = ("local", "netns")
 ROLES = ("compute", "volume", "network")
-ROLES_SUPPORTED = ("compute",)
+ROLES_SUPPORTED = ("compute", "volume")
 VIRT_TYPES = ("auto", "kvm", "qemu")
 DEFAULT_API_PORT = 8774
 DEFAULT_COMPUTE_PORT_BASE = 5700
+# volume hosts (issue 6): RPC, iSCSI portal and NBD server ports default to these + the host's index
+DEFAULT_VOLUME_PORT_BASE, DEFAULT_ISCSI_PORT_BASE, DEFAULT_NBD_PORT_BASE = 5800, 3260, 10809
+VOLUME_KEYS = ("port", "backend", "format", "volume_group", "capacity_gb", "targets", "iscsi_port", "nbd_port")
 SECRET_NAMES = ("admin_password", "demo_password", "service_password")
 
 
@@ -143,6 +158,7 @@ class _Host:
     rpc_port: int
     rpc_port_given: bool
     cell_field: str | None = None  # where the host was placed in a cell
+    volume: dict[str, Any] | None = None  # the volume worker's options (role volume)
 
 
 class _Parser:
@@ -157,6 +173,7 @@ class _Parser:
         self.services: list[ServiceSpec] = []
         self.site = ""  # the site whose cells are being parsed
         self.list_bound = 1.0
+        self.api_workers: list[ServiceSpec] = []  # api-2 .. api-N
 
     def fail(self, path: str, message: str) -> NoReturn:
         raise ClusterFileError(self.label, path, message)
@@ -226,7 +243,7 @@ class _Parser:
                     self.fail(f"{path}.via", f"{via!r} is not supported yet (supported: {', '.join(VIA_SUPPORTED)}; "
                                              "for a remote machine, run `cellctl up` there with its hosts as "
                                              "via: local)")
-            m = self.mapping(value, path, ("address",), ("via", "roles", "virt", "rpc_port", "site_net"))
+            m = self.mapping(value, path, ("address",), ("via", "roles", "virt", "rpc_port", "site_net", "volume"))
             address = self.address(m["address"], f"{path}.address")
             roles = self.roles(m.get("roles", ["compute"]), f"{path}.roles")
             virt = self.mapping(m.get("virt", {}), f"{path}.virt", (), ("uri", "type"))
@@ -241,6 +258,7 @@ class _Parser:
             site_net = self.site_net(m, path)
             self.hosts[name] = _Host(HostSpec(name=name, address=address, via=m.get("via", "local"),
                                               site_net=site_net), roles, uri, vtype, port, given)
+            self.hosts[name].volume = self.volume(m, path, roles, index)
 
     def site_net(self, m: dict[str, Any], path: str) -> str:
         via = m.get("via", "local")
@@ -301,7 +319,7 @@ class _Parser:
         return tuple(out)
 
     def parse_api(self, raw: Any) -> tuple[ApiSpec, ServiceSpec]:
-        m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound"))
+        m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound", "workers"))
         bound = m.get("list_bound", 1.0)
         if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= 30:
             self.fail("api.list_bound", f"expected seconds between 0 and 30, got {_got(bound)}")
@@ -320,7 +338,12 @@ class _Parser:
         # The API DB and image store always live in the state dir: filled in by resolve().
         spec = ApiSpec(listen=listen, public_url=url.rstrip("/"), db="", image_dir="", region=region)
         svc = ServiceSpec(id="api", kind="api", host=host.spec.name, bind=listen)
-        return spec, svc
+        workers = m.get("workers", 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+            self.fail("api.workers", f"expected a number of processes 1-64, got {_got(workers)}")
+        # workers share the one port (SO_REUSEPORT: the kernel spreads connections over them)
+        self.api_workers = [replace(svc, id=f"api-{n}", options={"workers": workers}) for n in range(2, workers + 1)]
+        return spec, replace(svc, options={"workers": workers}) if workers > 1 else svc
 
     def host_port(self, raw: Any, path: str, expected: str) -> tuple[str, int]:
         """Split "HOST:PORT" ("[v6]:PORT" too)."""
@@ -375,17 +398,28 @@ class _Parser:
             if relay_only and kind not in svc:
                 continue
             raw = svc.get(kind, rhost.spec.name)
-            if not isinstance(raw, str):
-                self.fail(field, f"expected HOST or HOST:PORT, got {_got(raw)}")
-            if ":" in raw:
-                hname, port = self.host_port(raw, field, "HOST or HOST:PORT")
-                note = ""
-            else:
-                hname, port = raw, rport + offset
-                note = f" (default port: router + {offset})"
-                if port > 65535:
-                    self.fail(field, f"default port router + {offset} = {port} is past 65535; give HOST:PORT")
-            self.services.append(self.place(cell_path, kind, self.host_ref(hname, field), port, field, note))
+            # scale-out: conductor and scheduler take a list; members share the topic (round-robin)
+            entries = raw if isinstance(raw, list) and kind in SCALABLE else [raw]
+            if not entries:
+                self.fail(field, "expected HOST, HOST:PORT or a non-empty list of them, got an empty list")
+            for n, entry in enumerate(entries):
+                efield = f"{field}[{n}]" if isinstance(raw, list) else field
+                if not isinstance(entry, str):
+                    lists = " or a list of them" if kind in SCALABLE else ""
+                    self.fail(efield, f"expected HOST or HOST:PORT{lists}, got {_got(entry)}")
+                if ":" in entry:
+                    hname, port = self.host_port(entry, efield, "HOST or HOST:PORT")
+                    note = ""
+                elif n == 0:
+                    hname, port = entry, rport + offset
+                    note = f" (default port: router + {offset})"
+                    if port > 65535:
+                        self.fail(efield, f"default port router + {offset} = {port} is past 65535; give HOST:PORT")
+                else:
+                    self.fail(efield, f"expected HOST:PORT (only the first {kind} has a default port), got {entry!r}")
+                suffix = kind if n == 0 else f"{kind}-{n + 1}"
+                self.services.append(replace(self.place(cell_path, suffix, self.host_ref(hname, efield), port,
+                                                        efield, note), kind=kind))
 
         hosts = m.get("hosts", [])
         if not isinstance(hosts, list):
@@ -395,14 +429,58 @@ class _Parser:
             host = self.host_ref(hname, field)
             if host.cell_field is not None:
                 self.fail(field, f"host {hname!r} is already in a cell at {host.cell_field}")
-            if "compute" not in host.roles:
-                self.fail(field, f"host {hname!r} has no role to run in a cell (set roles: [compute])")
+            if "compute" not in host.roles and "volume" not in host.roles:
+                self.fail(field, f"host {hname!r} has no role to run in a cell (set roles: [compute] or [volume])")
             host.cell_field = field
-            note = "" if host.rpc_port_given else f" (default rpc_port {DEFAULT_COMPUTE_PORT_BASE} + host index)"
-            compute = self.place(cell_path, f"compute/{hname}", host, host.rpc_port, field, note)
-            self.services.append(replace(compute, options={"virt_uri": host.virt_uri, "virt_type": host.virt_type}))
+            if "compute" in host.roles:
+                note = "" if host.rpc_port_given else f" (default rpc_port {DEFAULT_COMPUTE_PORT_BASE} + host index)"
+                compute = self.place(cell_path, f"compute/{hname}", host, host.rpc_port, field, note)
+                self.services.append(replace(compute, options={"virt_uri": host.virt_uri,
+                                                               "virt_type": host.virt_type}))
+            if host.volume is not None:
+                self.place_volume(cell_path, hname, host, field)
         if "cells" in m:
             self.parse_cells(m["cells"], f"{path}.cells", cell, state)
+
+    def volume(self, m: dict[str, Any], path: str, roles: tuple[str, ...], index: int) -> dict[str, Any] | None:
+        """hosts.<name>.volume: the volume worker's options (only with role volume)."""
+        if "volume" not in roles:
+            if "volume" in m:
+                self.fail(f"{path}.volume", "only a host with role volume takes volume options")
+            return None
+        v = self.mapping(m.get("volume", {}), f"{path}.volume", (), VOLUME_KEYS)
+        out: dict[str, Any] = {"port": DEFAULT_VOLUME_PORT_BASE + index, "iscsi_port": DEFAULT_ISCSI_PORT_BASE + index,
+                               "nbd_port": DEFAULT_NBD_PORT_BASE + index}
+        for key in ("port", "iscsi_port", "nbd_port"):
+            if key in v:
+                out[key] = self.port(v[key], f"{path}.volume.{key}")
+        backend = v.get("backend", "file")
+        if backend not in ("file", "lvm"):
+            self.fail(f"{path}.volume.backend", f"expected file or lvm, got {_got(backend)}")
+        fmt = v.get("format", "raw")
+        if fmt not in ("raw", "qcow2"):
+            self.fail(f"{path}.volume.format", f"expected raw or qcow2, got {_got(fmt)}")
+        targets = v.get("targets", ["local", "tgt", "nbd"])
+        if not isinstance(targets, list) or not targets or any(t not in ("local", "tgt", "nbd", "lio") for t in targets):
+            self.fail(f"{path}.volume.targets", f"expected a non-empty list of local, tgt, nbd, lio, got {_got(targets)}")
+        if fmt == "qcow2" and {"tgt", "lio"} & set(targets):
+            self.fail(f"{path}.volume.format", "tgt and lio export raw volumes only: use format raw, or targets "
+                                               "[local, nbd]")
+        cap = v.get("capacity_gb")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            self.fail(f"{path}.volume.capacity_gb", f"expected a positive number of GiB, got {_got(cap)}")
+        out.update(backend=backend, format=fmt, targets=list(targets), capacity_gb=cap)
+        if backend == "lvm":
+            out["volume_group"] = self.name(v.get("volume_group", "cellcloud"), f"{path}.volume.volume_group")
+        return out
+
+    def place_volume(self, cell_path: str, hname: str, host: _Host, field: str) -> None:
+        opts = dict(host.volume or {})
+        addr = host.spec.address
+        svc = self.place(cell_path, f"volume/{hname}", host, int(opts.pop("port")), field, "")
+        for key in ("iscsi_port", "nbd_port"):
+            self.claim_port(addr, int(opts[key]), f"{svc.id} {key}", f"hosts.{hname}.volume.{key}")
+        self.services.append(replace(svc, options=opts))
 
     def place(self, cell_path: str, suffix: str, host: _Host, port: int, field: str, note: str) -> ServiceSpec:
         sid = f"{cell_path}/{suffix}"
@@ -471,7 +549,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     netns_range = p.check_netns(sites, netns.get("range", "10.250.0.0/16"))
     return ClusterConfig(
         name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
-        services=tuple(p.services) + (api_service,), hosts=tuple(h.spec for h in p.hosts.values()),
+        services=(*p.services, api_service, *p.api_workers), hosts=tuple(h.spec for h in p.hosts.values()),
         heartbeat_interval=float(interval), curve=curve, list_bound=p.list_bound, sites=tuple(sites),
         netns_range=netns_range,
     )

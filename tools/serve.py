@@ -40,6 +40,10 @@ def _cell_service(cluster: ClusterConfig, spec: ServiceSpec) -> tuple[Any, dict[
         from cells.rpcapi.compute import SURFACE as COMPUTE
         from node.compute.manager import ComputeManager
         return ComputeManager(cluster, spec), COMPUTE, (f"compute.{spec.host}",)
+    if spec.kind == "volume":
+        from cells.rpcapi.volume import SURFACE as VOLUME
+        from node.volume.manager import VolumeManager
+        return VolumeManager(cluster, spec), VOLUME, (f"volume.{spec.host}",)
     raise SystemExit(f"service {spec.id}: unknown kind {spec.kind!r}")
 
 

@@ -30,7 +30,7 @@ from typing import IO
 LOG = logging.getLogger("supervisor")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Start order; stop order is the reverse.
-RANK = {"router": 0, "conductor": 1, "scheduler": 1, "network": 1, "compute": 2, "api": 3}
+RANK = {"router": 0, "conductor": 1, "scheduler": 1, "network": 1, "compute": 2, "volume": 2, "api": 3}
 POLL = 0.1
 STABLE_AFTER = 10.0  # a child that ran this long gets its backoff reset
 PR_SET_PDEATHSIG = 1
