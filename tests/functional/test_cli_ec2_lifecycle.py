@@ -1,0 +1,157 @@
+"""Issue 7 end to end on a real cluster (cellctl up): the unmodified `openstack` CLI
+through key pairs, user data, quotas and limits, filters, rename and properties,
+power actions and the event list; real boto3 through EC2 credentials, images,
+zones, key pairs and the instance lifecycle."""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import openstack
+import pytest
+from botocore.config import Config
+
+from tools.devcluster import RunningCluster, running_cluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    with running_cluster(tmp_path_factory.mktemp("issue7")) as c:
+        yield c
+
+
+def ok(cluster: RunningCluster, *args: str, who: str = "demo") -> Any:
+    """Run the CLI; parse its JSON when asked for with -f json."""
+    done = cluster.cli(*args, who=who)
+    assert done.returncode == 0, f"openstack {' '.join(args)}: {done.stderr}"
+    return json.loads(done.stdout) if "json" in args else done.stdout
+
+
+def wait_status(cluster: RunningCluster, name: str, status: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        shown: dict[str, Any] = ok(cluster, "server", "show", name, "-f", "json")
+        if shown["status"] == status:
+            return shown
+        assert time.monotonic() < deadline, f"{name} stayed {shown['status']}"
+        time.sleep(0.3)
+
+
+def test_cli_keypairs_user_data_quotas_filters_and_events(cluster: RunningCluster, tmp_path: Path) -> None:
+    made = ok(cluster, "keypair", "create", "gen")
+    assert "PRIVATE KEY-----" in made  # this CLI makes the pair itself and imports the public half
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
+    imported = ok(cluster, "keypair", "create", "--public-key", str(tmp_path / "id.pub"), "mine", "-f", "json")
+    assert imported["name"] == "mine" and imported["fingerprint"]
+    assert sorted(k["Name"] for k in ok(cluster, "keypair", "list", "-f", "json")) == ["gen", "mine"]
+    assert ok(cluster, "keypair", "show", "mine", "-f", "json")["fingerprint"] == imported["fingerprint"]
+
+    user_data = tmp_path / "user-data"
+    user_data.write_text("#!/bin/sh\necho hello from user data\n")
+    server = ok(cluster, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--key-name", "mine",
+                "--user-data", str(user_data), "--wait", "-f", "json", "web1")
+    assert server["status"] == "ACTIVE" and server["key_name"] == "mine"
+    ok(cluster, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "db1")
+
+    limits = {r["Name"]: r["Value"] for r in ok(cluster, "limits", "show", "--absolute", "-f", "json")}
+    assert (limits["total_instances_used"], limits["instances"], limits["total_ram_used"]) == (2, 10, 1024)
+    quota = ok(cluster, "quota", "show", "--compute", "-f", "json")
+    quota = {r["Resource"]: r["Limit"] for r in quota} if isinstance(quota, list) else quota
+    assert quota["instances"] == 10 and quota["key-pairs"] == 100
+
+    names = [s["Name"] for s in ok(cluster, "server", "list", "--name", "^web", "-f", "json")]
+    assert names == ["web1"]
+    active = ok(cluster, "server", "list", "--status", "ACTIVE", "--sort-column", "Name", "-f", "json")
+    assert [s["Name"] for s in active] == ["db1", "web1"]
+
+    ok(cluster, "server", "set", "--name", "web2", "--property", "role=frontend", "web1")
+    shown = ok(cluster, "server", "show", "web2", "-f", "json")
+    assert "role='frontend'" in str(shown["properties"]) or shown["properties"] == {"role": "frontend"}
+
+    ok(cluster, "server", "reboot", "--soft", "--wait", "web2")
+    ok(cluster, "server", "stop", "web2")
+    wait_status(cluster, "web2", "SHUTOFF")
+    ok(cluster, "server", "start", "web2")
+    wait_status(cluster, "web2", "ACTIVE")
+    events = [e["Action"] for e in ok(cluster, "server", "event", "list", "web2", "-f", "json")]
+    assert {"create", "reboot", "stop", "start"} <= set(events)
+    assert cluster.cli("console", "log", "show", "web2").returncode == 0
+
+    # the quota holds: with instances at 2 a third boot is refused with Nova's 403
+    project = ok(cluster, "server", "show", "db1", "-f", "json")["project_id"]
+    # (`openstack quota set` first looks the project up in Keystone's /v3/projects, which this cloud does
+    # not serve yet: the admin sets it through the compute API)
+    admin = openstack.connect(**cluster.credentials("admin"), region_name="RegionOne")
+    resp = admin.compute.put(f"/os-quota-sets/{project}", json={"quota_set": {"instances": 2}})
+    assert resp.status_code == 200, resp.text
+    refused = cluster.cli("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "third")
+    assert refused.returncode != 0 and "Quota exceeded for instances" in refused.stderr
+
+    for name in ("web2", "db1"):
+        ok(cluster, "server", "delete", "--wait", name)
+    ok(cluster, "keypair", "delete", "gen", "mine")
+    assert ok(cluster, "keypair", "list", "-f", "json") == []
+
+
+def test_boto3_ec2_lifecycle(cluster: RunningCluster) -> None:
+    cred = ok(cluster, "ec2", "credentials", "create", "-f", "json")
+    ec2 = boto3.client("ec2", endpoint_url=cluster.endpoint + "/ec2", region_name="RegionOne",
+                       aws_access_key_id=cred["access"], aws_secret_access_key=cred["secret"],
+                       config=Config(retries={"max_attempts": 0}))
+    [image] = [i for i in ec2.describe_images()["Images"] if i["Name"] == "tiny-raw"]
+    assert [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]] == ["nova"]
+    key = ec2.create_key_pair(KeyName="ec2key")
+    assert key["KeyMaterial"].startswith("-----BEGIN")
+
+    res = ec2.run_instances(ImageId=image["ImageId"], MinCount=1, MaxCount=1, InstanceType="m1.tiny",
+                            KeyName="ec2key", UserData="#!/bin/sh\necho hi\n", ClientToken="once")
+    [inst] = res["Instances"]
+    again = ec2.run_instances(ImageId=image["ImageId"], MinCount=1, MaxCount=1, InstanceType="m1.tiny",
+                              ClientToken="once")
+    assert [i["InstanceId"] for i in again["Instances"]] == [inst["InstanceId"]]
+    deadline = time.monotonic() + 30
+    while True:
+        [r] = ec2.describe_instances(InstanceIds=[inst["InstanceId"]])["Reservations"]
+        if r["Instances"][0]["State"]["Name"] == "running":
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert r["Instances"][0]["KeyName"] == "ec2key"
+    ec2.reboot_instances(InstanceIds=[inst["InstanceId"]])
+    output = ec2.get_console_output(InstanceId=inst["InstanceId"])
+    assert output["InstanceId"] == inst["InstanceId"]
+    base64.b64decode(output.get("Output", ""))  # base64, as EC2 returns it
+
+    bad = boto3.client("ec2", endpoint_url=cluster.endpoint + "/ec2", region_name="RegionOne",
+                       aws_access_key_id=cred["access"], aws_secret_access_key="wrong" * 6,
+                       config=Config(retries={"max_attempts": 0}))
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        bad.describe_instances()
+    assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+    done = ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])
+    assert done["TerminatingInstances"][0]["CurrentState"]["Name"] == "shutting-down"
+    ec2.delete_key_pair(KeyName="ec2key")
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+
+
+def test_boto3_ec2_volumes(cluster: RunningCluster) -> None:
+    cred = ok(cluster, "ec2", "credentials", "create", "-f", "json")
+    ec2 = boto3.client("ec2", endpoint_url=cluster.endpoint + "/ec2", region_name="RegionOne",
+                       aws_access_key_id=cred["access"], aws_secret_access_key=cred["secret"],
+                       config=Config(retries={"max_attempts": 0}))
+    try:
+        ec2.describe_volumes()
+    except botocore.exceptions.ClientError as exc:
+        assert exc.response["Error"]["Code"] == "UnsupportedOperation"
+        pytest.skip(f"EC2 volume calls need the volume API (issue 6), not in this cloud yet: {exc}")
+    pytest.fail("the volume API exists now: write the EC2 volume lifecycle test")
