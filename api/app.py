@@ -80,7 +80,9 @@ async def serve(cluster: ClusterConfig, spec: ServiceSpec, stop: asyncio.Event |
     await runner.setup()
     try:
         host, port = _host_port(spec.bind)
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        # several API workers share the port (cluster.yaml api.workers): the kernel spreads connections
+        shared = int(spec.options.get("workers", 1)) > 1
+        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=shared or None)
         await site.start()
         LOG.info("API serving on http://%s:%d (public %s)", host, port, cluster.api.public_url)
         await stop.wait()

@@ -251,3 +251,16 @@ class VolumeExportFailed(CellcloudError):
 @_register
 class VolumeAttachFailed(CellcloudError):
     code, http_status, msg = "volume_attach_failed", 500, "Could not attach volume {volume_id} to {instance_id}: {reason}"
+
+
+# --- scale-out, versions and moves (issue 8) --------------------------------
+
+@_register
+class MemberGone(RpcError):
+    code, msg = "member_gone", "{member} left the directory before answering {method}"
+
+
+@_register
+class UnsupportedVersion(RpcError):
+    code, http_status = "unsupported_version", 409
+    msg = "{peer} speaks {what} {have}; {need} is needed (upgrade it first)"

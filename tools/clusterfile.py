@@ -11,6 +11,9 @@ directory that holds the file):
       listen: 127.0.0.1:8774         # default <address of host>:8774
       public_url: http://...:8774    # default http://<listen> (the host's address if listen is 0.0.0.0)
       region: RegionOne              # default RegionOne
+      workers: 1                     # API processes (default 1), all on the listen port (SO_REUSEPORT:
+                                     # the kernel spreads connections); ids api, api-2, ... Losing
+                                     # one costs capacity only; each shows in `cellctl status`
       list_bound: 1.0                # seconds each cell has to answer a listing (default 1.0); a cell
                                      # slower than that is down: its servers list as UNKNOWN
     sites:                           # required, non-empty; a site groups cells
@@ -24,6 +27,11 @@ directory that holds the file):
               router: ctl:5601       # required HOST:PORT (HOST = a name from `hosts`)
               conductor: ctl         # HOST or HOST:PORT; default <router host>:<router port + 1>
               scheduler: ctl         # HOST or HOST:PORT; default <router host>:<router port + 2>
+                                     # conductor and scheduler also take a list, one process each:
+                                     #   conductor: [ctl, ctl:5611]   (entries after the first need a
+                                     #   PORT); ids <cell>/conductor, <cell>/conductor-2, ... Members
+                                     #   share the topic round-robin; a flow is owned by one conductor
+                                     #   and adopted by a live one when its owner leaves the directory
               network: ctl           # the network controller; default <router host>:<router port + 3>
                                      # a cell with child cells and no hosts runs only its router (a
                                      # relay) unless conductor/scheduler/network are given
@@ -49,7 +57,8 @@ directory that holds the file):
 Resolution: every port is fixed and explicit; two services on the same address
 and port are an error. Cell path = cell name, or "<parent path>!<name>" for a
 nested cell. Service ids: "api", "<cell>/router", "<cell>/conductor",
-"<cell>/scheduler", "<cell>/network", "<cell>/compute/<host>". sqlite URLs become
+"<cell>/scheduler", "<cell>/network", "<cell>/compute/<host>"; extra processes of a
+scaled-out service: "api-2", "<cell>/conductor-2", "<cell>/scheduler-2", ... sqlite URLs become
 sqlite+aiosqlite:///ABSPATH. Secrets (admin/demo/service passwords) are made
 once and kept in <state>/secrets.json (0600); with curve: true every service
 and the operator (cellctl) get a key pair once, in <state>/keys/. The resolved
@@ -78,6 +87,7 @@ VIA_SUPPORTED = ("local", "netns")
 ROLES = ("compute", "volume", "network")
 ROLES_SUPPORTED = ("compute", "volume")
 VIRT_TYPES = ("auto", "kvm", "qemu")
+SCALABLE = ("conductor", "scheduler")  # cell services that may run as several processes
 DEFAULT_API_PORT = 8774
 DEFAULT_COMPUTE_PORT_BASE = 5700
 # volume hosts (issue 6): RPC, iSCSI portal and NBD server ports default to these + the host's index
@@ -164,6 +174,7 @@ class _Parser:
         self.services: list[ServiceSpec] = []
         self.site = ""  # the site whose cells are being parsed
         self.list_bound = 1.0
+        self.api_workers: list[ServiceSpec] = []  # api-2 .. api-N
 
     def fail(self, path: str, message: str) -> NoReturn:
         raise ClusterFileError(self.label, path, message)
@@ -309,7 +320,7 @@ class _Parser:
         return tuple(out)
 
     def parse_api(self, raw: Any) -> tuple[ApiSpec, ServiceSpec]:
-        m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound"))
+        m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound", "workers"))
         bound = m.get("list_bound", 1.0)
         if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= 30:
             self.fail("api.list_bound", f"expected seconds between 0 and 30, got {_got(bound)}")
@@ -328,7 +339,12 @@ class _Parser:
         # The API DB and image store always live in the state dir: filled in by resolve().
         spec = ApiSpec(listen=listen, public_url=url.rstrip("/"), db="", image_dir="", region=region)
         svc = ServiceSpec(id="api", kind="api", host=host.spec.name, bind=listen)
-        return spec, svc
+        workers = m.get("workers", 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+            self.fail("api.workers", f"expected a number of processes 1-64, got {_got(workers)}")
+        # workers share the one port (SO_REUSEPORT: the kernel spreads connections over them)
+        self.api_workers = [replace(svc, id=f"api-{n}", options={"workers": workers}) for n in range(2, workers + 1)]
+        return spec, replace(svc, options={"workers": workers}) if workers > 1 else svc
 
     def host_port(self, raw: Any, path: str, expected: str) -> tuple[str, int]:
         """Split "HOST:PORT" ("[v6]:PORT" too)."""
@@ -383,17 +399,28 @@ class _Parser:
             if relay_only and kind not in svc:
                 continue
             raw = svc.get(kind, rhost.spec.name)
-            if not isinstance(raw, str):
-                self.fail(field, f"expected HOST or HOST:PORT, got {_got(raw)}")
-            if ":" in raw:
-                hname, port = self.host_port(raw, field, "HOST or HOST:PORT")
-                note = ""
-            else:
-                hname, port = raw, rport + offset
-                note = f" (default port: router + {offset})"
-                if port > 65535:
-                    self.fail(field, f"default port router + {offset} = {port} is past 65535; give HOST:PORT")
-            self.services.append(self.place(cell_path, kind, self.host_ref(hname, field), port, field, note))
+            # scale-out: conductor and scheduler take a list; members share the topic (round-robin)
+            entries = raw if isinstance(raw, list) and kind in SCALABLE else [raw]
+            if not entries:
+                self.fail(field, "expected HOST, HOST:PORT or a non-empty list of them, got an empty list")
+            for n, entry in enumerate(entries):
+                efield = f"{field}[{n}]" if isinstance(raw, list) and kind in SCALABLE else field
+                if not isinstance(entry, str):
+                    lists = " or a list of them" if kind in SCALABLE else ""
+                    self.fail(efield, f"expected HOST or HOST:PORT{lists}, got {_got(entry)}")
+                if ":" in entry:
+                    hname, port = self.host_port(entry, efield, "HOST or HOST:PORT")
+                    note = ""
+                elif n == 0:
+                    hname, port = entry, rport + offset
+                    note = f" (default port: router + {offset})"
+                    if port > 65535:
+                        self.fail(efield, f"default port router + {offset} = {port} is past 65535; give HOST:PORT")
+                else:
+                    self.fail(efield, f"expected HOST:PORT (only the first {kind} has a default port), got {entry!r}")
+                suffix = kind if n == 0 else f"{kind}-{n + 1}"
+                self.services.append(replace(self.place(cell_path, suffix, self.host_ref(hname, efield), port,
+                                                        efield, note), kind=kind))
 
         hosts = m.get("hosts", [])
         if not isinstance(hosts, list):
@@ -523,7 +550,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     netns_range = p.check_netns(sites, netns.get("range", "10.250.0.0/16"))
     return ClusterConfig(
         name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
-        services=tuple(p.services) + (api_service,), hosts=tuple(h.spec for h in p.hosts.values()),
+        services=(*p.services, api_service, *p.api_workers), hosts=tuple(h.spec for h in p.hosts.values()),
         heartbeat_interval=float(interval), curve=curve, list_bound=p.list_bound, sites=tuple(sites),
         netns_range=netns_range,
     )

@@ -34,10 +34,12 @@ class Health:
     cells: dict[str, CellHealth]
     api_alive: bool
     api_error: str = ""
+    # API workers sharing one port (api.workers > 1): is each one's process running?
+    api_workers: dict[str, bool] = field(default_factory=dict)
 
     def alive(self, service: ServiceSpec) -> bool:
         if service.kind == "api":
-            return self.api_alive
+            return self.api_alive and self.api_workers.get(service.id, True)
         cell = self.cells.get(service.cell or "")
         return cell is not None and service.id in cell.members
 
@@ -68,7 +70,7 @@ class Prober:
         cells = await asyncio.gather(*(self._cell(c.path, c.router, timeout) for c in self.cluster.cells))
         api_alive, api_error = await asyncio.to_thread(_http_answers, self.cluster.api.public_url + "/identity",
                                                        timeout)
-        return Health({c.path: c for c in cells}, api_alive, api_error)
+        return Health({c.path: c for c in cells}, api_alive, api_error, _api_workers(self.cluster))
 
     async def _cell(self, path: str, router: str, timeout: float) -> CellHealth:
         from cells import errors
@@ -89,6 +91,22 @@ class Prober:
             if "conductor" in (m.get("topics") or ()) and isinstance((m.get("meta") or {}).get("capacity"), dict):
                 health.capacity = dict(m["meta"]["capacity"])
         return health
+
+
+def _api_workers(cluster: ClusterConfig) -> dict[str, bool]:
+    """With several API workers on one port, the port answering does not say which one
+    did: each worker is alive when the port answers and its process runs."""
+    workers = [s for s in cluster.services if s.kind == "api"]
+    if len(workers) < 2:
+        return {}
+    from tools.supervisor import file_name, pid_alive, read_pid
+
+    run = Path(cluster.state_dir) / "run"
+    out = {}
+    for s in workers:
+        pid = read_pid(run / f"{file_name(s.id)}.pid")
+        out[s.id] = pid is not None and pid_alive(pid, "tools.serve")
+    return out
 
 
 def _http_answers(url: str, timeout: float) -> tuple[bool, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
+import logging
 from typing import Any
 
 import zmq
@@ -17,6 +18,10 @@ from cells.context import RequestContext
 from cells.rpc import wire
 from cells.rpc.directory import DirectoryView, Member
 from cells.rpc.transport import CurveKeys, ReaderSocket, make_socket
+
+
+LOG = logging.getLogger(__name__)
+RETRY_MEMBERS = 3  # members a retry-safe call is tried on at most
 
 
 def _expire(fut: "asyncio.Future[Any]", exc: Exception) -> None:
@@ -31,6 +36,7 @@ class RpcClient:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._rr: dict[str, int] = {}
+        self._by_address: dict[str, set[int]] = {}  # calls awaiting a reply, per peer address
 
     def close(self) -> None:
         for sock in self._dealers.values():
@@ -57,6 +63,15 @@ class RpcClient:
         if sock is not None:
             sock.close()
 
+    def abandon(self, address: str, member: str) -> None:
+        """`member` left the directory: its pending calls fail now (MemberGone, so a retry-safe
+        call moves to another member at once) and messages still queued to it are dropped."""
+        for msg_id in self._by_address.pop(address, set()):
+            fut = self._pending.get(msg_id)
+            if fut is not None and not fut.done():
+                fut.set_exception(errors.MemberGone(member=member, method=getattr(fut, "method", "a call")))
+        self.forget(address)
+
     def _on_reply(self, frames: list[bytes]) -> None:
         try:
             msg = wire.unpack(frames[-1])
@@ -79,7 +94,9 @@ class RpcClient:
         msg_id = next(self._ids)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
+        fut.method = method  # type: ignore[attr-defined]  # named in MemberGone
         self._pending[msg_id] = fut
+        self._by_address.setdefault(address, set()).add(msg_id)
         # call_later instead of asyncio.wait_for: no extra task per call on the hot path
         timer = loop.call_later(remaining, _expire, fut, errors.RpcTimeout(
             method=method, topic=topic or address, timeout=round(timeout, 3)))
@@ -91,6 +108,7 @@ class RpcClient:
         finally:
             timer.cancel()
             self._pending.pop(msg_id, None)
+            self._by_address.get(address, set()).discard(msg_id)
 
     def cast_address(self, address: str, method: str, args: dict[str, Any], ctx: RequestContext,
                      key: str | None = None, server_key: bytes | None = None, timeout: float = wire.NORMAL) -> None:
@@ -103,8 +121,9 @@ class RpcClient:
 
     # --- topic level -----------------------------------------------------
 
-    async def _pick(self, view: DirectoryView, topic: str, ctx: RequestContext) -> Member:
-        members = view.members(topic)
+    async def _pick(self, view: DirectoryView, topic: str, ctx: RequestContext,
+                    avoid: frozenset[str] = frozenset()) -> Member:
+        members = [m for m in view.members(topic) if m.id not in avoid] or view.members(topic)
         if not members:
             # first sync at start-up, or a member restarting: give it up to two beats
             await view.wait_synced(min(1.0, ctx.remaining() or 1.0))
@@ -117,9 +136,28 @@ class RpcClient:
 
     async def call(self, view: DirectoryView, topic: str, method: wire.Method, args: dict[str, Any],
                    ctx: RequestContext, timeout: float | None = None) -> Any:
-        member = await self._pick(view, topic, ctx)
-        return await self.call_address(member.address, method.name, args, ctx, timeout or method.timeout,
-                                       member.public_key, topic)
+        """A retry-safe method whose member dies (MemberGone) or does not answer in time is sent
+        again to another live member of the topic, within the same overall deadline."""
+        budget = timeout or method.timeout
+        ctx = ctx.with_timeout(budget)
+        tried: set[str] = set()
+        while True:
+            member = await self._pick(view, topic, ctx, frozenset(tried))
+            tried.add(member.id)
+            remaining = ctx.remaining() or budget
+            # a retry-safe call to a shared topic leaves time for a second member
+            others = self.retry_slice(view, topic, method, tried)
+            try:
+                return await self.call_address(member.address, method.name, args, ctx,
+                                               remaining / 2 if others else remaining, member.public_key, topic)
+            except (errors.MemberGone, errors.RpcTimeout):
+                if not (method.retry_safe and (ctx.remaining() or 0) > 0 and len(tried) < RETRY_MEMBERS):
+                    raise
+                LOG.info("%s to %s (%s) unanswered: trying another member", method.name, member.id, topic)
+
+    @staticmethod
+    def retry_slice(view: DirectoryView, topic: str, method: wire.Method, tried: set[str]) -> bool:
+        return method.retry_safe and any(m.id not in tried for m in view.members(topic))
 
     async def cast(self, view: DirectoryView, topic: str, method: wire.Method, args: dict[str, Any],
                    ctx: RequestContext, key: str | None = None) -> None:

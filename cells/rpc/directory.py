@@ -195,6 +195,8 @@ class DirectoryView:
         for m in sorted(new.values(), key=lambda m: m.id):
             for t in m.topics:
                 by_topic.setdefault(t, []).append(m)
+        for mid in left:  # calls waiting on a member that left will never be answered
+            self.client.abandon(self.by_id[mid].address, mid)
         self.by_id, self._by_topic, self.version = new, by_topic, int(reply["version"])
         self._changed.set()
         self._changed = asyncio.Event()

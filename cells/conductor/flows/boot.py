@@ -179,6 +179,10 @@ async def schedule_and_build(env: FlowEnv, ctx: RequestContext, uuids: list[str]
 
 def _set_host(conn: Connection, env: FlowEnv, uuid: str, host: str) -> dict[str, Any] | None:
     row = idb.get_row(conn, uuid, lock=True)
+    if row is not None and row.conductor_id not in (None, env.conductor_id):
+        # another conductor adopted this build (we were taken for dead): the flow, and the claim, are its
+        LOG.warning("build of %s now belongs to %s: not sending it to %s", uuid, row.conductor_id, host)
+        return None
     if row is None or row.deleted or row.vm_state != VmState.BUILDING \
             or row.task_state != TaskState.SCHEDULING or row.host is not None:
         # deleted (or otherwise moved on) while the scheduler worked: give the claim back

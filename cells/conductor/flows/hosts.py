@@ -4,8 +4,13 @@
   "Compute host <host> stopped responding while building the instance", claim
   released), and its pending deletes complete (the guest is gone with the host,
   or will be reaped when the host comes back).
-- A conductor dies mid-flow: instances it was scheduling (building/scheduling,
-  not yet handed to a compute) go to ERROR. Resuming them comes later.
+- A conductor dies mid-flow: a live conductor adopts the builds it was scheduling
+  (building/scheduling, not yet taken over by a compute). Adoption is one
+  conditional UPDATE of the owner (conductor_id) in one transaction, so of several
+  live conductors exactly one wins each build; the winner resumes it: schedule
+  again (the scheduler's claim replaces any claim the dead owner made) or, when
+  the host was already chosen, send it to that host again (the cast carries the
+  same idempotency key).
 """
 from __future__ import annotations
 
@@ -14,19 +19,24 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, false, or_, select
+from sqlalchemy.engine import Row
 
+from cells import errors
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows.boot import set_error
+from cells.conductor.flows import network
+from cells.conductor.flows.boot import CREATE, build_failed, schedule_and_build, set_error
 from cells.conductor.flows.delete import complete_delete
+from cells.context import admin_context
 from cells.db import actions
 from cells.db import instances as idb
 from cells.db.schema import instances
 from cells.lifecycle import Event
-from cells.objects.instance import TaskState, VmState
+from cells.objects.instance import TaskState, VmState, utcnow_iso
+from cells.rpcapi.compute import ComputeAPI
 
 LOG = logging.getLogger(__name__)
 HOST_LOST = "Compute host {host} stopped responding while building the instance"
-CONDUCTOR_LOST = "Conductor {owner} stopped while scheduling the instance"
+EV_ADOPT = "conductor_adopt_build"
 COMPUTE_PREFIX = "compute."
 
 
@@ -50,22 +60,45 @@ async def host_lost(env: FlowEnv, host: str) -> None:
         LOG.warning("compute host %s lost: %d builds failed, %d deletes completed", host, failed, deleted)
 
 
-def _orphaned(conn: Connection, owners: list[str]) -> int:
+def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[Row[Any]]:
+    """Take over the builds `owners` were scheduling; returns the rows now ours."""
     c = instances.c
     rows = idb.rows_where(conn, c.conductor_id.in_(owners), c.deleted == false(),
                           c.vm_state == VmState.BUILDING, c.task_state == TaskState.SCHEDULING)
     for row in rows:
-        set_error(conn, row, actions.make_fault(CONDUCTOR_LOST.format(owner=row.conductor_id)))
-    return len(rows)
+        idb.update_row(conn, row.uuid, {"conductor_id": env.conductor_id, "updated_at": utcnow_iso()})
+        actions.start_event(conn, row.uuid, CREATE, EV_ADOPT, None)
+        actions.finish_event(conn, row.uuid, CREATE, EV_ADOPT, actions.SUCCESS,
+                             f"adopted by {env.conductor_id} from {row.conductor_id}")
+    return rows
+
+
+async def _resume(env: FlowEnv, row: Row[Any]) -> None:
+    ctx = admin_context()
+    if row.host is None:  # not placed yet (or the placement was not recorded): schedule again
+        spec = dict(row.request_spec or {"flavor": row.flavor})
+        await schedule_and_build(env, ctx, [row.uuid], spec, list(row.retry_hosts or []))
+        return
+    record = await network.allocate_for_build(env, ctx, env.record(row))  # idempotent
+    if record is None:
+        return
+    try:  # same key as the dead owner's cast: a compute that got it already drops the repeat
+        await ComputeAPI(env.service).build_and_run_instance(ctx, str(row.host), record)
+    except errors.CellcloudError as exc:
+        await build_failed(env, ctx, row.uuid, str(row.host),
+                           {"message": f"Could not reach compute host {row.host}: {exc.message}"}, retryable=True)
 
 
 async def orphaned_builds(env: FlowEnv, owners: Iterable[str]) -> None:
+    """Adopt and resume the builds of conductors that left (or of our own previous run)."""
     owners = list(owners)
     if not owners:
         return
-    count = await env.db.write(lambda conn: _orphaned(conn, owners))
-    if count:
-        LOG.warning("%d builds orphaned by conductor(s) %s set to ERROR", count, owners)
+    rows = await env.db.write(lambda conn: _adopt(conn, env, owners))
+    if rows:
+        LOG.warning("adopted %d builds of conductor(s) %s", len(rows), owners)
+    for row in rows:
+        env.spawn(_resume(env, row))
 
 
 def _unfinished(conn: Connection) -> tuple[list[str], list[str]]:
