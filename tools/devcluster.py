@@ -28,7 +28,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: float = 1.0) -> dict[str, Any]:
+def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: float = 1.0,
+                 conductors: int = 1, schedulers: int = 1, api_workers: int = 1) -> dict[str, Any]:
     router = free_port()
     # conductor and scheduler take router+1 and router+2 unless told: give explicit free ports
     host_names = [f"node{i + 1}" for i in range(hosts)]
@@ -39,16 +40,24 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
         "api": {"host": "ctl", "listen": f"127.0.0.1:{free_port()}"},
         "sites": [{"name": "site1", "cells": [{
             "name": "cell1",
-            "services": {"router": f"ctl:{router}", "conductor": f"ctl:{free_port()}",
-                         "scheduler": f"ctl:{free_port()}", "network": f"ctl:{free_port()}"},
+            "services": {"router": f"ctl:{router}", "conductor": _scaled(conductors),
+                         "scheduler": _scaled(schedulers), "network": f"ctl:{free_port()}"},
             "hosts": host_names,
         }]}],
         "hosts": {"ctl": {"address": "127.0.0.1", "via": "local"}},
     }
+    if api_workers > 1:
+        doc["api"]["workers"] = api_workers
     for name in host_names:
         doc["hosts"][name] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
                               "virt": {"uri": virt_uri}, "rpc_port": free_port()}
     return doc
+
+
+def _scaled(n: int) -> str | list[str]:
+    """One service process (HOST:PORT), or a list of n (scale-out)."""
+    ports = [f"ctl:{free_port()}" for _ in range(n)]
+    return ports[0] if n == 1 else ports
 
 
 @dataclass
@@ -100,10 +109,11 @@ class RunningCluster:
 
 @contextmanager
 def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default",
-                    heartbeat: float = 1.0) -> Iterator[RunningCluster]:
+                    heartbeat: float = 1.0, **scale: int) -> Iterator[RunningCluster]:
+    """`scale`: conductors, schedulers, api_workers (processes of each; default 1)."""
     root.mkdir(parents=True, exist_ok=True)
     cluster_file = root / "cluster.yaml"
-    cluster_file.write_text(yaml.safe_dump(cluster_yaml(hosts, virt_uri, heartbeat), sort_keys=False))
+    cluster_file.write_text(yaml.safe_dump(cluster_yaml(hosts, virt_uri, heartbeat, **scale), sort_keys=False))
     cluster = RunningCluster(root, cluster_file)
     up = cluster.cellctl("up", str(cluster_file), check=False)
     try:
