@@ -13,13 +13,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.compute.views import links
-from api.db.schema import instance_mappings
-from api.timeutil import iso_micro, iso_seconds
+from api.db.schema import instance_mappings, queued_deletes
+from api.timeutil import iso_micro, iso_seconds, utcnow
 
 UNKNOWN = "UNKNOWN"
 MAX_KNOWN = 10_000  # mappings read per down cell for one listing
@@ -35,7 +35,8 @@ async def records(engine: AsyncEngine, paths: list[str], filters: dict[str, Any]
     """Mapping records of the servers in the cells `paths` that pass the filters a mapping can answer.
     Filters it cannot answer (status, host, changes-since) keep the server: it may match, we cannot tell."""
     m = instance_mappings.c
-    stmt = select(instance_mappings).where(m.cell_path.in_(paths))
+    stmt = select(instance_mappings).where(
+        m.cell_path.in_(paths), m.instance_uuid.not_in(select(queued_deletes.c.instance_uuid)))
     if filters.get("project_id") is not None:
         stmt = stmt.where(m.project_id == filters["project_id"])
     if filters.get("user_id") is not None:
@@ -48,6 +49,15 @@ async def records(engine: AsyncEngine, paths: list[str], filters: dict[str, Any]
         pattern = re.compile(str(filters["name"]))
         out = [r for r in out if pattern.search(r["name"] or "")]
     return out
+
+
+async def queue_delete(engine: AsyncEngine, instance_uuid: str) -> None:
+    """A delete was accepted: the server no longer lists from its mapping (its cell lists it until gone)."""
+    async with engine.begin() as conn:
+        exists = (await conn.execute(select(queued_deletes.c.instance_uuid)
+                                     .where(queued_deletes.c.instance_uuid == instance_uuid))).first()
+        if exists is None:
+            await conn.execute(insert(queued_deletes).values(instance_uuid=instance_uuid, requested_at=utcnow()))
 
 
 def brief(base: str, rec: dict[str, Any]) -> dict[str, Any]:

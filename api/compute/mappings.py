@@ -9,7 +9,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.db.schema import instance_mappings
+from api.db.schema import instance_mappings, queued_deletes
 from api.http import is_uuid
 from api.timeutil import parse, utcnow
 from cells import errors
@@ -28,6 +28,7 @@ async def add(engine: AsyncEngine, records: Sequence[dict[str, Any]], cell_path:
 async def remove(engine: AsyncEngine, uuids: Sequence[str]) -> None:
     async with engine.begin() as conn:
         await conn.execute(delete(instance_mappings).where(instance_mappings.c.instance_uuid.in_(list(uuids))))
+        await conn.execute(delete(queued_deletes).where(queued_deletes.c.instance_uuid.in_(list(uuids))))
 
 
 async def get(engine: AsyncEngine, ctx: RequestContext, server_id: str) -> Row[Any]:

@@ -4,7 +4,7 @@ For each candidate cell (api/cell_choice.py, best first): write the instance
 mappings for that cell, ask its conductor to build with `admission` (the cell
 refuses at once with NoValidHost when no live host has room: its own view is
 current, ours is up to a heartbeat old), and on a refusal or an unreachable
-cell remove the mappings and try the next. The last candidate builds without
+cell (no answer within BUILD_BOUND) remove the mappings and try the next. The last candidate builds without
 admission: with no room anywhere the server goes to ERROR with Nova's "No
 valid host" fault, as in Nova, rather than the request failing. Nothing is left half-made: a
 failure other than those removes the mappings, and after a timeout (the cell
@@ -26,16 +26,10 @@ from cells.context import RequestContext
 
 LOG = logging.getLogger(__name__)
 _CLEANUPS: set[asyncio.Task[None]] = set()  # strong refs to background cleanups
-# nothing was built: the next cell may be tried (a timeout is not one of these: the cell may have built)
-_TRY_NEXT = (errors.NoValidHost, errors.NoLiveMember)
+BUILD_BOUND = 5.0  # seconds a cell has to take a boot (it only writes rows) before the next is tried
 
 RecordsFor = Callable[[str], list[dict[str, Any]]]
 SpecFor = Callable[[list[dict[str, Any]]], dict[str, Any]]
-
-
-def _unreachable(exc: BaseException) -> bool:
-    return isinstance(exc, errors.RpcError) and not isinstance(exc, (errors.RpcTimeout, errors.DeadlineExpired)) \
-        and "unreachable" in exc.message
 
 
 async def build(router: CellRouter, engine: AsyncEngine, ctx: RequestContext, flavor: dict[str, Any],
@@ -50,19 +44,20 @@ async def build(router: CellRouter, engine: AsyncEngine, ctx: RequestContext, fl
         uuids = [r["uuid"] for r in records]
         await mappings.add(engine, records, cell.path)
         try:
-            await cell.conductor.build_instances(ctx, records, {**spec_for(records),
-                                                                "admission": i < len(candidates) - 1})
+            await cell.conductor.build_instances(ctx.with_timeout(BUILD_BOUND), records,
+                                                 {**spec_for(records), "admission": i < len(candidates) - 1})
         except BaseException as exc:
             await asyncio.shield(mappings.remove(engine, uuids))  # no half-made server
-            if isinstance(exc, _TRY_NEXT) or _unreachable(exc):
-                LOG.info("cell %s refused a boot (%s): trying the next", cell.path, exc)
-                tried.append(cell.path)
-                last = exc if isinstance(exc, errors.CellcloudError) else None
-                continue
-            if isinstance(exc, (errors.RpcTimeout, errors.DeadlineExpired)):
+            if isinstance(exc, errors.RpcError) and not isinstance(exc, errors.NoLiveMember):
+                # it may have made the rows before going silent: ask it to drop them (new ids go elsewhere)
                 task = asyncio.ensure_future(_forget(cell, ctx, uuids))
                 _CLEANUPS.add(task)
                 task.add_done_callback(_CLEANUPS.discard)
+            if isinstance(exc, (errors.NoValidHost, errors.RpcError)):  # refused, or down: the next cell
+                LOG.info("cell %s did not take a boot (%s): trying the next", cell.path, exc)
+                tried.append(cell.path)
+                last = exc
+                continue
             raise
         router.pending.add(cell.path, int(flavor.get("ram") or 0), int(flavor.get("vcpus") or 0), len(records))
         return cell, records

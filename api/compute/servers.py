@@ -61,6 +61,7 @@ async def delete(request: web.Request) -> web.Response:
     ctx = context(request)
     mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
     await request.config_dict[ROUTER].conductor(mapping.cell_path).instance_delete(ctx, mapping.instance_uuid)
+    await down_cells.queue_delete(request.config_dict[ENGINE], mapping.instance_uuid)
     return web.Response(status=204)
 
 

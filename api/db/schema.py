@@ -147,6 +147,14 @@ instance_mappings = Table(
     Index("ix_instance_mappings_cell", "cell_path"),
 )
 
+# A delete was asked for (Nova's instance_mappings.queued_for_delete): while the server's
+# cell is down, a listing does not show it from its mapping (api/compute/down_cells.py).
+queued_deletes = Table(
+    "queued_deletes", metadata,
+    Column("instance_uuid", String(36), primary_key=True),
+    Column("requested_at", DateTime, nullable=False),
+)
+
 # --- image ------------------------------------------------------------------
 
 images = Table(
@@ -240,7 +248,12 @@ def _v2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[key_pairs, quotas, ec2_credentials, ec2_ids, ec2_client_tokens])
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2}
+def _v3(conn: Connection) -> None:
+    """Deletes queued for servers (down-cell listings leave them out)."""
+    metadata.create_all(conn, tables=[queued_deletes])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
 LATEST = max(MIGRATIONS)
 
 
