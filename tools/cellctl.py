@@ -3,6 +3,7 @@
     cellctl up     [FILE] [--state DIR] [--timeout 60]
     cellctl down   [FILE] [--state DIR]
     cellctl status [FILE] [--state DIR] [--json]
+    cellctl image build-tiny [FILE] [--state DIR] [--force]
 
 FILE defaults to ./cluster.yaml. Exit codes: 0 healthy / done, 1 something is
 down (or did not come up), 2 the cluster file is invalid (nothing started).
@@ -90,6 +91,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not _wait_healthy(cluster, args.timeout, proc):
         return 1
     print(f"cluster {cluster.name} is up: {len(cluster.services)} services alive")
+    if _runs_real_guests(cluster):  # e.g. examples/qemu.yaml: a bootable image to try them with
+        _register_tiny(cluster, force=False, quiet_failure=True)
     print(f"API endpoint: {cluster.api.public_url}")
     print(f"credentials:  source {files['openrc']}   (admin: {files['openrc.admin']})")
     print(f"clouds.yaml:  {files['clouds.yaml']}   (clouds: {CLOUD_DEMO}, {CLOUD_ADMIN})")
@@ -304,6 +307,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if status["healthy"] else 1
 
 
+# --- image -----------------------------------------------------------------------------
+
+def _runs_real_guests(cluster: ClusterConfig) -> bool:
+    return any(s.kind == "compute" and not str(s.options.get("virt_uri") or "test:").startswith("test:")
+               for s in cluster.services)
+
+
+def _register_tiny(cluster: ClusterConfig, force: bool, quiet_failure: bool = False) -> int:
+    from tools import tinyimage
+
+    try:
+        image = tinyimage.register(cluster.api.public_url, cluster.secrets["admin_password"],
+                                   Path(cluster.state_dir) / "guest", force=force)
+    except Exception as exc:  # noqa: BLE001 - apt, the build or the API: say which and how to retry
+        _err(f"could not register the {tinyimage.NAME} image: {exc}")
+        if quiet_failure:
+            _err("the cluster runs; retry with `cellctl image build-tiny` (needs `apt-get update` once)")
+        return 1
+    print(f"image {image['name']} ({image['id']}): {image['disk_format']}, kernel {image.get('kernel_id')}, "
+          f"ramdisk {image.get('ramdisk_id')}")
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    cluster = _running_config(args)
+    return _register_tiny(cluster, force=args.force)
+
+
 # --- CLI ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,12 +352,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--timeout", type=float, default=UP_TIMEOUT, help="seconds to wait for health")
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the status as JSON")
+    image = sub.add_parser("image", help="images in the cluster's image store")
+    image_sub = image.add_subparsers(dest="image_command", required=True)
+    tiny_help = ("build the tiny guest from Debian packages (kernel + busybox initramfs) and register it as "
+                 "tiny-linux (ami) with tiny-linux-kernel (aki) and tiny-linux-ramdisk (ari)")
+    tiny = image_sub.add_parser("build-tiny", help=tiny_help, description=tiny_help)
+    tiny.add_argument("file", nargs="?", default="cluster.yaml", help="the cluster file (default ./cluster.yaml)")
+    tiny.add_argument("--state", help="state directory (default: state_dir of the file)")
+    tiny.add_argument("--force", action="store_true", help="replace an existing tiny-linux")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status}
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "image": cmd_image}
     try:
         return commands[args.command](args)
     except ClusterFileError as exc:

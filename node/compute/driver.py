@@ -115,6 +115,16 @@ def embed_root(uri: str) -> str | None:
     return roots[0]
 
 
+def embed_uri_for_host(uri: str, host_dir: str) -> str:
+    """qemu:///embed without a root (or with a relative one) gets a root under the host's
+    state dir: one embed root per compute worker, as libvirt wants."""
+    parts = urlsplit(uri)
+    if parts.scheme != "qemu" or parts.path != "/embed":
+        return uri
+    root = (parse_qs(parts.query).get("root") or ["embed"])[0]
+    return f"qemu:///embed?root={os.path.join(host_dir, root)}" if not os.path.isabs(root) else uri
+
+
 def prepare_embed_root(uri: str, root: str) -> None:
     """What the embedded QEMU driver needs before it can start guests."""
     for name, lookup in (("user", pwd.getpwnam), ("group", grp.getgrnam)):

@@ -28,7 +28,7 @@ from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
 from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
 from node.compute.actions import SHUTDOWN_TIMEOUT, ComputeActions
-from node.compute.driver import LibvirtDriver
+from node.compute.driver import LibvirtDriver, embed_uri_for_host
 from node.compute.volumes import VolumeAttachMixin
 from node.imagecache import HttpImageFetcher, ImageCache
 from node.locks import KeyedLocks
@@ -72,7 +72,8 @@ class ComputeManager(ComputeActions, VolumeAttachMixin):  # server actions: node
         self.host = spec.host
         opts = spec.options
         base = os.path.join(cluster.state_dir, "hosts", spec.host)
-        self.driver = driver or LibvirtDriver(str(opts.get("virt_uri") or "test:///default"),
+        self.driver = driver or LibvirtDriver(embed_uri_for_host(str(opts.get("virt_uri") or "test:///default"),
+                                                                 os.path.abspath(base)),
                                               str(opts.get("virt_type") or "auto"),
                                               instances_dir=os.path.join(base, "instances"))
         self.images = images or ImageCache(
