@@ -18,15 +18,15 @@ from typing import Any
 
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
-from cells.rpc import wire
+from cells.objects import versions
+from cells.rpc import security, wire
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import DirectoryView, Member
-from cells.rpc import security
 from cells.rpc.server import RpcServer
 from cells.rpc.transport import CurveKeys
 
 LOG = logging.getLogger(__name__)
-CODE_VERSION = "1"
+CODE_VERSION = versions.RELEASE  # the release; what each surface and object speaks: cells/objects/versions.py
 
 
 class Service:
@@ -39,8 +39,10 @@ class Service:
         keys = process_keys(cluster, spec.id)
         self.client = RpcClient(keys)
         self.server = RpcServer(spec.bind, handler, surface, keys)
+        speaks = versions.advertised(surface)  # in every heartbeat: peers pin to the lowest they see
         me = Member(id=spec.id, address=spec.bind, topics=topics, host=spec.host, service=spec.kind,
-                    version=CODE_VERSION, public_key=keys.public if keys else None)
+                    version=versions.local.release, public_key=keys.public if keys else None,
+                    meta={"versions": speaks} if speaks is not None else {})
         router = self.cell.router if self.cell else spec.bind
         self.view = DirectoryView(self.client, router, me, cluster.heartbeat_interval,
                                   cluster.router_key(self.cell.path) if self.cell else None)

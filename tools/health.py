@@ -25,6 +25,8 @@ class CellHealth:
     path: str
     answered: bool = False  # the router answered the table RPC
     members: dict[str, float] = field(default_factory=dict)  # member id -> seconds since last beat
+    # member id -> {"release", "rpc", "objects"} as it advertises them (release "1": before versioning)
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str = ""
     capacity: dict[str, Any] | None = None  # the conductor's summary (cells/conductor/capacity.py)
 
@@ -88,6 +90,11 @@ class Prober:
         health.answered = True
         health.members = {str(m["id"]): float(m.get("age", 0.0)) for m in reply.get("members", [])}
         for m in reply.get("members", []):
+            speaks = (m.get("meta") or {}).get("versions") or {}
+            health.versions[str(m["id"])] = {"release": str(m.get("version") or "1"),
+                                             "rpc": str(speaks.get("rpc") or "1.0"),
+                                             "objects": dict(speaks.get("objects") or {"Instance": "1.0"})}
+        for m in reply.get("members", []):
             if "conductor" in (m.get("topics") or ()) and isinstance((m.get("meta") or {}).get("capacity"), dict):
                 health.capacity = dict(m["meta"]["capacity"])
         return health
@@ -144,8 +151,10 @@ def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -
     def service(s: ServiceSpec) -> dict[str, Any]:
         cell = health.cells.get(s.cell or "")
         age = cell.members.get(s.id) if cell else None
+        speaks = cell.versions.get(s.id) if cell else None
         return {"id": s.id, "kind": s.kind, "bind": s.bind, "alive": health.alive(s),
-                "last_beat_age": age, "log": str(log_path(cluster, s.id))}
+                "last_beat_age": age, "log": str(log_path(cluster, s.id)),
+                "release": speaks["release"] if speaks else None, "rpc": speaks["rpc"] if speaks else None}
 
     cells = []
     for c in cluster.cells:
@@ -156,7 +165,7 @@ def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -
                 hosts.setdefault(s.host, []).append(service(s))
         cells.append({
             "name": c.name, "path": c.path, "parent": c.parent, "site": c.site, "router": c.router, "db": c.db,
-            "alive": ch.answered, "error": ch.error, "capacity": ch.capacity,
+            "alive": ch.answered, "error": ch.error, "capacity": ch.capacity, "pins": pins(ch),
             "hosts": [{"name": h, "address": addresses.get(h, ""), "services": svcs} for h, svcs in hosts.items()],
         })
     api = cluster.service("api")
@@ -168,6 +177,20 @@ def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -
                 "error": health.api_error, "log": str(log_path(cluster, "api"))},
         "cells": cells,
     }
+
+
+def pins(cell: CellHealth) -> dict[str, str]:
+    """What the cell pins to: per object, the lowest version any live member speaks
+    (cells/objects/versions.py), and the lowest release running."""
+    out: dict[str, str] = {}
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in v.split("."))
+    for v in cell.versions.values():
+        for name, have in v["objects"].items():
+            out[name] = min(out.get(name, have), have, key=key)
+        out["release"] = min(out.get("release", v["release"]), v["release"], key=key)
+    return out
 
 
 def render(status: dict[str, Any]) -> str:
@@ -194,6 +217,10 @@ def render(status: dict[str, Any]) -> str:
             lines.append(f"{pad}  host {host['name']} ({host['address']})")
             for s in host["services"]:
                 beat = f"  beat {s['last_beat_age']:.1f}s ago" if s["last_beat_age"] is not None else ""
-                lines.append(f"{pad}    {s['id']:<28} {s['bind']:<24} {word(s['alive'])}{beat}")
+                ver = f"  release {s['release']} rpc {s['rpc']}" if s.get("release") else ""
+                lines.append(f"{pad}    {s['id']:<28} {s['bind']:<24} {word(s['alive'])}{beat}{ver}")
+        if cell.get("pins"):
+            lines.append(f"{pad}  pinned to the lowest live versions: "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(cell["pins"].items())))
     lines.append("healthy" if status["healthy"] else "NOT HEALTHY: some services are DOWN")
     return "\n".join(lines)

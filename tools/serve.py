@@ -52,7 +52,9 @@ async def run(cluster: ClusterConfig, spec: ServiceSpec) -> None:
         from api.app import serve
         await serve(cluster, spec)
         return
+    from cells.objects.versions import pin_from_env
     from cells.service import Service
+    pin_from_env(spec.id)  # rolling-upgrade tests run one service as the previous release
     handler, surface, topics = _cell_service(cluster, spec)
     await Service(cluster, spec, handler, surface, topics).run()
 

@@ -30,7 +30,7 @@ DEFAULT_DIR = "desc"
 
 def to_record(row: Row[Any] | Mapping[str, Any], cell: str | None) -> dict[str, Any]:
     m = row._mapping if isinstance(row, Row) else row
-    rec = {f: m[f] for f in FIELDS if f != "cell"}
+    rec = {f: m.get(f) for f in FIELDS if f != "cell"}  # a row built before v2 columns has no old_flavor
     rec["deleted"] = bool(rec["deleted"])
     rec["cell"] = cell
     return rec

@@ -34,10 +34,11 @@ from sqlalchemy import (
 
 from cells import errors
 from cells.db.engine import Database
+from cells.db.volumes import metadata as volume_metadata
 from cells.network.schema import metadata as network_metadata
 from cells.objects.instance import utcnow_iso
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TIME = String(32)  # "2026-11-21T12:00:00.123456Z"
 
 metadata = MetaData()
@@ -75,6 +76,7 @@ instances = Table(
     Column("progress", Integer, nullable=False, default=0),
     Column("fault", JSON, nullable=True),
     Column("addresses", JSON, nullable=False),
+    Column("old_flavor", JSON, nullable=True),  # v2: the flavor before a resize awaiting confirm (Nova's)
     # cell-internal bookkeeping, never on the wire:
     Column("conductor_id", String(255), nullable=True),  # conductor running the build flow
     Column("request_spec", JSON, nullable=True),  # kept for reschedules
@@ -148,10 +150,38 @@ claims = Table(
     Column("created_at", TIME, nullable=False),
 )
 
+# Moves (resize, cold migration, evacuation; issue 8): one row per move, owned by one
+# conductor at a time (conductor_id) so another adopts it when the owner dies. While a
+# move is in flight the destination's resources are claimed under the migration's uuid
+# (claims.instance_uuid holds a consumer id), the source's stay under the instance's.
+migrations = Table(
+    "migrations", metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("instance_uuid", String(36), ForeignKey("instances.uuid"), nullable=False, index=True),
+    Column("migration_type", String(32), nullable=False),  # resize | migration | evacuation
+    Column("status", String(32), nullable=False, index=True),  # Nova's: pre-migrating .. finished, confirmed, ...
+    Column("source_host", String(255), nullable=True),
+    Column("dest_host", String(255), nullable=True),
+    Column("old_flavor", JSON, nullable=False),
+    Column("new_flavor", JSON, nullable=False),
+    Column("old_vm_state", String(32), nullable=False),  # vm_state to return to (active or stopped)
+    Column("conductor_id", String(255), nullable=True),  # the conductor running the move
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+)
+
+
+def _v2(conn: Connection) -> None:
+    """v2 (issue 8): instances.old_flavor and the migrations table."""
+    if "old_flavor" not in {c["name"] for c in inspect(conn).get_columns("instances")}:
+        conn.execute(text("ALTER TABLE instances ADD COLUMN old_flavor JSON"))
+    migrations.create(conn, checkfirst=True)
+
+
 # version -> steps that bring a DB at version-1 to version (run in one transaction).
 # Version 1 is the initial schema above, made by create_all on a fresh DB.
 Migration = Callable[[Connection], None]
-MIGRATIONS: dict[int, list[Migration]] = {1: []}
+MIGRATIONS: dict[int, list[Migration]] = {1: [], 2: [_v2]}
 
 _PG_LOCK_KEY = 0x63656C6C  # "cell": advisory lock serializing schema changes on PostgreSQL
 
@@ -165,6 +195,7 @@ def _ensure(conn: Connection, sqlite: bool) -> int:
     if current > SCHEMA_VERSION:
         raise errors.DBSchemaTooNew(found=current, supported=SCHEMA_VERSION)
     network_metadata.create_all(conn)  # own MetaData: only the missing network tables are created
+    volume_metadata.create_all(conn)  # likewise the volume tables (issue 6)
     if current == SCHEMA_VERSION:
         return current
     if current == 0:

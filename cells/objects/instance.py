@@ -21,6 +21,7 @@ FIELDS = (
     "fault",  # None or {"code": int, "message": str, "details": str, "created": iso}
     "addresses",  # {"net-name": [{"addr", "version", "OS-EXT-IPS:type", "OS-EXT-IPS-MAC:mac_addr"}]}
     "cell",  # routing path of the owning cell
+    "old_flavor",  # the flavor before a resize that awaits confirm, else None (Instance 1.1)
 )
 
 

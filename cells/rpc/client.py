@@ -7,21 +7,45 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import uuid
 import logging
+import uuid
 from typing import Any
 
 import zmq
 
 from cells import errors
 from cells.context import RequestContext
+from cells.objects import versions as versions_
 from cells.rpc import wire
 from cells.rpc.directory import DirectoryView, Member
 from cells.rpc.transport import CurveKeys, ReaderSocket, make_socket
 
-
 LOG = logging.getLogger(__name__)
 RETRY_MEMBERS = 3  # members a retry-safe call is tried on at most
+
+
+def _for_member(member: Member, topic: str, method: wire.Method, args: dict[str, Any],
+                view: DirectoryView) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(args as this member reads them, envelope versions). Refuses a method newer than the
+    member speaks: the caller should have checked the cell's pin (DirectoryView.pinned_rpc)."""
+    speaks = versions_.member_versions(member.meta)
+    have = versions_.rpc_of(member.meta)
+    if method.version != versions_.BASE_RPC and versions_.newer(method.version, have):
+        raise errors.UnsupportedVersion(peer=member.id, what=f"RPC {topic}", have=have, need=method.version)
+    pin = view.pinned_objects()  # the cell's lowest, so a record passed on stays readable
+    target: dict[str, str | None] | None = None
+    if speaks is not None:
+        target = {name: min_version(str(v), pin.get(name)) for name, v in (speaks.get("objects") or {}).items()}
+    asked = versions_.asked_objects()
+    envelope = {"mv": method.version, "ov": asked} if asked is not None else None
+    return versions_.encode_args(method.name, args, target), envelope
+
+
+def min_version(a: str, b: str | None) -> str | None:
+    """The older of two versions; None (a member from before versioning) is oldest."""
+    if b is None:
+        return None
+    return b if versions_.newer(a, b) else a
 
 
 def _expire(fut: "asyncio.Future[Any]", exc: Exception) -> None:
@@ -86,7 +110,8 @@ class RpcClient:
             fut.set_exception(errors.from_wire(msg.get("error") or {}))
 
     async def call_address(self, address: str, method: str, args: dict[str, Any], ctx: RequestContext,
-                           timeout: float, server_key: bytes | None = None, topic: str = "") -> Any:
+                           timeout: float, server_key: bytes | None = None, topic: str = "",
+                           versions: dict[str, Any] | None = None) -> Any:
         ctx = ctx.with_timeout(timeout)
         remaining = ctx.remaining() or timeout
         if remaining <= 0:
@@ -101,7 +126,8 @@ class RpcClient:
         timer = loop.call_later(remaining, _expire, fut, errors.RpcTimeout(
             method=method, topic=topic or address, timeout=round(timeout, 3)))
         try:
-            self._dealer(address, server_key).send([wire.request(msg_id, method, ctx.to_wire(), args, True)])
+            self._dealer(address, server_key).send([wire.request(msg_id, method, ctx.to_wire(), args, True,
+                                                                 versions=versions)])
             return await fut
         except zmq.Again:
             raise errors.RpcError(reason=f"send queue to {address} is full") from None
@@ -111,9 +137,11 @@ class RpcClient:
             self._by_address.get(address, set()).discard(msg_id)
 
     def cast_address(self, address: str, method: str, args: dict[str, Any], ctx: RequestContext,
-                     key: str | None = None, server_key: bytes | None = None, timeout: float = wire.NORMAL) -> None:
+                     key: str | None = None, server_key: bytes | None = None, timeout: float = wire.NORMAL,
+                     versions: dict[str, Any] | None = None) -> None:
         ctx = ctx.with_timeout(timeout)
-        msg = wire.request(next(self._ids), method, ctx.to_wire(), args, False, key or str(uuid.uuid4()))
+        msg = wire.request(next(self._ids), method, ctx.to_wire(), args, False, key or str(uuid.uuid4()),
+                           versions)
         try:
             self._dealer(address, server_key).send([msg])
         except zmq.Again:
@@ -147,9 +175,12 @@ class RpcClient:
             remaining = ctx.remaining() or budget
             # a retry-safe call to a shared topic leaves time for a second member
             others = self.retry_slice(view, topic, method, tried)
+            sent, versions = _for_member(member, topic, method, args, view)
             try:
-                return await self.call_address(member.address, method.name, args, ctx,
-                                               remaining / 2 if others else remaining, member.public_key, topic)
+                result = await self.call_address(member.address, method.name, sent, ctx,
+                                                 remaining / 2 if others else remaining, member.public_key, topic,
+                                                 versions)
+                return versions_.decode_result(method.name, result)
             except (errors.MemberGone, errors.RpcTimeout):
                 if not (method.retry_safe and (ctx.remaining() or 0) > 0 and len(tried) < RETRY_MEMBERS):
                     raise
@@ -162,12 +193,14 @@ class RpcClient:
     async def cast(self, view: DirectoryView, topic: str, method: wire.Method, args: dict[str, Any],
                    ctx: RequestContext, key: str | None = None) -> None:
         member = await self._pick(view, topic, ctx)
-        self.cast_address(member.address, method.name, args, ctx, key, member.public_key, method.timeout)
+        sent, versions = _for_member(member, topic, method, args, view)
+        self.cast_address(member.address, method.name, sent, ctx, key, member.public_key, method.timeout, versions)
 
     async def fanout(self, view: DirectoryView, topic: str, method: wire.Method, args: dict[str, Any],
                      ctx: RequestContext) -> int:
         """Cast to every live member of `topic`; returns how many were sent to."""
         members = view.members(topic)
         for m in members:
-            self.cast_address(m.address, method.name, args, ctx, None, m.public_key, method.timeout)
+            sent, versions = _for_member(m, topic, method, args, view)
+            self.cast_address(m.address, method.name, sent, ctx, None, m.public_key, method.timeout, versions)
         return len(members)

@@ -139,12 +139,27 @@ class DirectoryView:
         self._changed = asyncio.Event()  # replaced (after being set) on every table change
         self.listeners: list[Listener] = []
         self.last_contact = 0.0
+        self._pin: tuple[int, dict[str, str | None]] = (-2, {})
 
     def members(self, topic: str) -> list[Member]:
         return self._by_topic.get(topic, [])
 
     def alive(self, member_id: str) -> bool:
         return member_id in self.by_id
+
+    def pinned_rpc(self, topic: str) -> str | None:
+        """The lowest RPC version a live member of `topic` speaks (None: no member): a caller
+        sends a method newer than that only when it can fall back (rolling upgrades)."""
+        from cells.objects import versions
+        return versions.pinned_rpc(m.meta for m in self.members(topic))
+
+    def pinned_objects(self) -> dict[str, str | None]:
+        """Per object, the lowest version any live member of the cell speaks: objects are sent
+        at that version, so whoever a record is passed on to can read it."""
+        if self._pin[0] != self.version:
+            from cells.objects import versions
+            self._pin = (self.version, versions.pinned_objects(m.meta for m in self.by_id.values()))
+        return self._pin[1]
 
     def set_meta(self, **meta: Any) -> None:
         """Attach data (capacity, version, ...) to our next heartbeat."""

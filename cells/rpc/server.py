@@ -16,6 +16,7 @@ import zmq
 
 from cells import errors
 from cells.context import RequestContext
+from cells.objects import versions
 from cells.rpc import wire
 from cells.rpc.transport import CurveKeys, ReaderSocket, make_socket
 
@@ -80,18 +81,23 @@ class RpcServer:
             if len(self._seen_keys) > SEEN_KEYS:
                 self._seen_keys.popitem(last=False)
         task = asyncio.ensure_future(self._dispatch(peer, msg_id, method, ctx, msg.get("args") or {},
-                                                    bool(msg.get("reply", True))))
+                                                    bool(msg.get("reply", True)), msg.get("mv"), msg.get("ov")))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _dispatch(self, peer: bytes, msg_id: int, method: str, ctx: RequestContext,
-                        args: dict[str, Any], want_reply: bool) -> None:
+                        args: dict[str, Any], want_reply: bool, wanted: Any = None, reads: Any = None) -> None:
         try:
-            if method not in self.surface:
+            declared = self.surface.get(method)
+            if declared is None or not versions.serves(declared):  # a pinned (older) service lacks newer methods
                 raise errors.UnknownMethod(method=method)
+            if isinstance(wanted, str) and versions.newer(wanted, declared.version):
+                raise errors.UnsupportedVersion(peer=method, what="RPC method", have=declared.version, need=wanted)
             func = getattr(self.handler, method)
-            result = await func(ctx, **args)
-            reply = wire.ok_reply(msg_id, result)
+            result = await func(ctx, **versions.decode_args(method, args))
+            # results in the object versions the caller reads (a caller from before versioning: plain 1.0)
+            reply = wire.ok_reply(msg_id, versions.encode_result(method, result,
+                                                                 reads if isinstance(reads, dict) else None))
         except errors.CellcloudError as exc:
             reply = wire.error_reply(msg_id, exc.to_wire())
         except asyncio.CancelledError:

@@ -1,7 +1,9 @@
 """msgpack envelopes and the declared RPC surface type.
 
-Request: {v, id, method, ctx, args, reply, key}; reply: {v, id, ok, result | error}.
-`error` is {code, message, kwargs}: never a traceback.
+Request: {v, id, method, ctx, args, reply, key, mv, ov}; reply: {v, id, ok, result | error}.
+`error` is {code, message, kwargs}: never a traceback. `mv` is the version of the
+method the caller means (Method.version), `ov` the object versions it reads results
+in (cells/objects/versions.py); both absent from callers that predate versioning.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class Method:
     timeout: float = NORMAL
     retry_safe: bool = False  # safe to resend to another member after a timeout
     cast: bool = False  # one-way: the caller never waits for a reply
+    version: str = "1.0"  # the surface version that added (or last changed) the method
 
 
 def surface(*methods: Method) -> dict[str, Method]:
@@ -41,9 +44,11 @@ def unpack(data: bytes) -> dict[str, Any]:
 
 
 def request(msg_id: int, method: str, ctx: dict[str, Any], args: dict[str, Any],
-            reply: bool, key: str | None = None) -> bytes:
-    return pack({"v": VERSION, "id": msg_id, "method": method, "ctx": ctx, "args": args,
-                 "reply": reply, "key": key})
+            reply: bool, key: str | None = None, versions: dict[str, Any] | None = None) -> bytes:
+    msg = {"v": VERSION, "id": msg_id, "method": method, "ctx": ctx, "args": args, "reply": reply, "key": key}
+    if versions:
+        msg.update(versions)
+    return pack(msg)
 
 
 def ok_reply(msg_id: int, result: Any) -> bytes:

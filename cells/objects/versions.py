@@ -1,0 +1,208 @@
+"""What this process speaks: the release, each RPC surface's version, each object's version;
+which RPC arguments and results are versioned objects; and the pin of a cell (the lowest
+version any live member speaks).
+
+Every service advertises `advertised()` in its heartbeat (Member.version = the release,
+Member.meta["versions"] = {"rpc": ..., "objects": {...}}), so every peer can see what
+the others speak. A member without that meta runs the release before versioning
+(release 1: every surface at RPC 1.0, every object at 1.0).
+
+Rolling upgrades: a service may be started as an older release (`pin_release`, or
+CELLCLOUD_PIN_RELEASE for one service id: tools/serve.py): it then advertises and
+serves only that release's RPC methods and object versions, exactly as the older
+code would, which is how the tests check old and new services side by side.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cells.objects.base import VersionedObject, newer
+from cells.objects.instance import FIELDS
+
+RELEASE = "2"
+BASE_RPC = "1.0"
+
+
+class Instance(VersionedObject):
+    obj_name = "Instance"
+    VERSION = "1.1"
+    history = {"1.1": ("old_flavor",)}  # 1.1: old_flavor (resize awaiting confirm)
+    fields = {name: kind for name, kind in {
+        "uuid": "str", "name": "str", "project_id": "str", "user_id": "str?", "host": "str?", "flavor": "dict",
+        "image": "dict?", "vm_state": "str", "task_state": "str?", "power_state": "int", "created_at": "str",
+        "updated_at": "str", "launched_at": "str?", "terminated_at": "str?", "deleted": "bool",
+        "metadata": "dict", "key_name": "str?", "availability_zone": "str?", "user_data": "str?",
+        "access_ipv4": "str?", "access_ipv6": "str?", "progress": "int", "fault": "dict?", "addresses": "dict",
+        "cell": "str?", "old_flavor": "dict?",
+    }.items()}
+
+
+Instance.fields.update({f: "any" for f in FIELDS if f not in Instance.fields})  # untyped new fields count too
+
+
+class Migration(VersionedObject):
+    obj_name = "Migration"
+    VERSION = "1.0"
+    fields = {"uuid": "str", "instance_uuid": "str", "migration_type": "str", "status": "str",
+              "source_host": "str?", "dest_host": "str?", "old_flavor": "dict", "new_flavor": "dict",
+              "old_vm_state": "str", "created_at": "str", "updated_at": "str"}
+
+
+OBJECTS: dict[str, type[VersionedObject]] = {o.obj_name: o for o in (Instance, Migration)}
+
+# method -> {argument: object}; method -> object of its result ("X[]": a list of X)
+ARGS: dict[str, dict[str, str]] = {
+    "build_and_run_instance": {"instance": "Instance"},
+    "terminate_instance": {"instance": "Instance"},
+    "run_instance_action": {"instance": "Instance"},
+    "prep_move": {"instance": "Instance", "migration": "Migration"},
+    "finish_move": {"instance": "Instance", "migration": "Migration"},
+    "confirm_move": {"instance": "Instance", "migration": "Migration"},
+    "revert_move": {"instance": "Instance", "migration": "Migration"},
+    "rebuild_evacuated": {"instance": "Instance", "migration": "Migration"},
+}
+RESULTS: dict[str, str] = {
+    "instance_get": "Instance", "instance_update": "Instance", "instances_on_host": "Instance[]",
+    "instance_action_done": "Instance",
+}
+
+
+@dataclass
+class Speaks:
+    release: str = RELEASE
+    rpc_cap: str | None = None  # None: every method of our surfaces; else only those <= this version
+    objects: dict[str, str] = field(default_factory=lambda: {n: o.VERSION for n, o in OBJECTS.items()})
+
+
+RELEASES: dict[str, Speaks] = {
+    "1": Speaks("1", BASE_RPC, {"Instance": "1.0", "Migration": "1.0"}),
+    RELEASE: Speaks(),
+}
+local = Speaks()
+
+
+def pin_release(release: str) -> None:
+    """Run this process as `release` speaks (rolling-upgrade tests; an operator never needs it)."""
+    global local
+    if release not in RELEASES:
+        raise ValueError(f"unknown release {release!r} (known: {', '.join(sorted(RELEASES))})")
+    local = RELEASES[release]
+
+
+def pin_from_env(service_id: str) -> None:
+    """CELLCLOUD_PIN_RELEASE="cell1/compute/node1=1,..." pins the listed services."""
+    for item in os.environ.get("CELLCLOUD_PIN_RELEASE", "").split(","):
+        sid, _, release = item.strip().partition("=")
+        if sid == service_id and release:
+            pin_release(release)
+
+
+def surface_version(surface: Mapping[str, Any]) -> str:
+    """The RPC version a process serving `surface` speaks: its newest method, capped by a pin."""
+    top = max((getattr(m, "version", BASE_RPC) for m in surface.values()), key=lambda v: tuple(map(int, v.split("."))),
+              default=BASE_RPC)
+    return local.rpc_cap if local.rpc_cap is not None and newer(top, local.rpc_cap) else top
+
+
+def serves(method: Any) -> bool:
+    """False for a method newer than this (pinned) process speaks: old code did not have it."""
+    return local.rpc_cap is None or not newer(getattr(method, "version", BASE_RPC), local.rpc_cap)
+
+
+def versioned() -> bool:
+    """False when pinned to release 1, which predates versioning: no versions advertised,
+    none asked for, plain dicts on the wire."""
+    return local.release != "1"
+
+
+def advertised(surface: Mapping[str, Any]) -> dict[str, Any] | None:
+    if not versioned():
+        return None
+    return {"rpc": surface_version(surface), "objects": dict(local.objects)}
+
+
+def asked_objects() -> dict[str, str] | None:
+    """The object versions a request asks its results in ("ov" in the envelope)."""
+    return dict(local.objects) if versioned() else None
+
+
+def member_versions(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A member's advertised versions; None for a member from before versioning."""
+    v = meta.get("versions")
+    return v if isinstance(v, dict) else None
+
+
+def rpc_of(meta: Mapping[str, Any]) -> str:
+    v = member_versions(meta)
+    return str(v.get("rpc", BASE_RPC)) if v else BASE_RPC
+
+
+def pinned_rpc(metas: Iterable[Mapping[str, Any]]) -> str | None:
+    """The lowest RPC version any of these members speaks (None: no member)."""
+    versions = [rpc_of(m) for m in metas]
+    return min(versions, key=lambda v: tuple(map(int, v.split(".")))) if versions else None
+
+
+def pinned_objects(metas: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
+    """Per object, the lowest version any of these members speaks; None when one predates versioning."""
+    out: dict[str, str | None] = {}
+    for meta in metas:
+        v = member_versions(meta)
+        for name in OBJECTS:
+            have = None if v is None else (v.get("objects") or {}).get(name)
+            if name not in out:
+                out[name] = have
+            elif out[name] is None or have is None:
+                out[name] = None
+            elif newer(out[name] or "", have):
+                out[name] = have
+    return out
+
+
+def encode_args(method: str, args: dict[str, Any], target: Mapping[str, str | None] | None) -> dict[str, Any]:
+    """Declared object arguments as primitives for a peer speaking `target` (None: predates versioning)."""
+    spec = ARGS.get(method)
+    if not spec:
+        return args
+    out = dict(args)
+    for arg, obj in spec.items():
+        if isinstance(out.get(arg), dict):
+            out[arg] = OBJECTS[obj].to_primitive(out[arg], None if target is None else target.get(obj))
+    return out
+
+
+def decode_args(method: str, args: dict[str, Any]) -> dict[str, Any]:
+    spec = ARGS.get(method)
+    if not spec:
+        return args
+    out = dict(args)
+    for arg, obj in spec.items():
+        if arg in out and out[arg] is not None:
+            out[arg] = OBJECTS[obj].from_primitive(out[arg], local.objects.get(obj))
+    return out
+
+
+def encode_result(method: str, result: Any, target: Mapping[str, str] | None) -> Any:
+    """The result for a caller speaking `target` (None: a caller from before versioning)."""
+    kind = RESULTS.get(method)
+    if not kind or result is None:
+        return result
+    obj = OBJECTS[kind.removesuffix("[]")]
+    version = None if target is None else target.get(obj.obj_name)
+    if kind.endswith("[]"):
+        return [obj.to_primitive(r, version) if isinstance(r, dict) else r for r in result]
+    return obj.to_primitive(result, version) if isinstance(result, dict) else result
+
+
+def decode_result(method: str, result: Any) -> Any:
+    kind = RESULTS.get(method)
+    if not kind or result is None:
+        return result
+    obj = OBJECTS[kind.removesuffix("[]")]
+    speaks = local.objects.get(obj.obj_name)
+    if kind.endswith("[]") and isinstance(result, list):
+        return [obj.from_primitive(r, speaks) for r in result]
+    return obj.from_primitive(result, speaks)

@@ -1,0 +1,91 @@
+"""Versioned wire objects: fingerprints pin each object's fields to its version; a newer
+service downgrades for an older peer; an older one refuses what it cannot read."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cells import errors
+from cells.objects import versions
+from cells.objects.base import is_primitive
+from cells.objects.versions import OBJECTS, Instance, Migration
+
+# A field added, removed or retyped changes the fingerprint: bump the object's VERSION, add the
+# field to its `history` (so older peers get it dropped), then record the new pair here.
+EXPECTED = {
+    "Instance": ("1.1", "c96ecbd28ca74b37"),
+    "Migration": ("1.0", "7d60432668c49433"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTS))
+def test_fields_change_only_with_a_version_bump(name: str) -> None:
+    obj = OBJECTS[name]
+    assert (obj.VERSION, obj.fingerprint()) == EXPECTED[name], (
+        f"{name}'s fields changed: bump {name}.VERSION, record the added fields in its history, "
+        f"and update EXPECTED[{name!r}] in this test to ({obj.VERSION!r}, {obj.fingerprint()!r})")
+
+
+def record(**extra: Any) -> dict[str, Any]:
+    rec = {f: None for f in Instance.fields}
+    rec.update(uuid="u1", name="vm", flavor={"id": "2"}, old_flavor={"id": "1"}, **extra)
+    return rec
+
+
+def test_downgrade_for_an_older_peer_drops_newer_fields() -> None:
+    wrapped = Instance.to_primitive(record(), "1.0")
+    assert is_primitive(wrapped) and wrapped["cc.version"] == "1.0"
+    assert "old_flavor" not in wrapped["cc.data"] and wrapped["cc.data"]["flavor"] == {"id": "2"}
+    plain = Instance.to_primitive(record(), None)  # a peer from before versioning: the plain 1.0 dict
+    assert not is_primitive(plain) and "old_flavor" not in plain
+
+
+def test_newer_reader_fills_what_an_older_sender_did_not_know() -> None:
+    old = Instance.to_primitive(record(), "1.0")
+    assert Instance.from_primitive(old)["old_flavor"] is None
+    assert Instance.from_primitive(Instance.make_compatible(record(), "1.0"))["old_flavor"] is None  # plain dict
+
+
+def test_older_reader_refuses_what_it_cannot_read() -> None:
+    with pytest.raises(errors.UnsupportedVersion):
+        Instance.from_primitive(Instance.to_primitive(record(), "1.1"), speaks="1.0")
+    with pytest.raises(errors.Invalid, match="old_flavor"):  # a newer field sent without a downgrade
+        Instance.from_primitive(record(), speaks="1.0")
+
+
+def test_cell_pins_the_lowest_version_any_member_speaks() -> None:
+    new = {"versions": {"rpc": "1.1", "objects": {"Instance": "1.1", "Migration": "1.0"}}}
+    older = {"versions": {"rpc": "1.0", "objects": {"Instance": "1.0", "Migration": "1.0"}}}
+    assert versions.pinned_rpc([new, older]) == "1.0" and versions.pinned_rpc([new]) == "1.1"
+    assert versions.pinned_objects([new, older])["Instance"] == "1.0"
+    assert versions.pinned_objects([new, {}])["Instance"] is None  # a member from before versioning
+
+
+def test_declared_arguments_and_results_cross_as_objects() -> None:
+    sent = versions.encode_args("build_and_run_instance", {"instance": record()}, {"Instance": "1.0"})
+    assert sent["instance"]["cc.version"] == "1.0"
+    got = versions.decode_args("build_and_run_instance", sent)
+    assert got["instance"]["old_flavor"] is None and got["instance"]["uuid"] == "u1"
+    listed = versions.encode_result("instances_on_host", [record()], None)
+    assert listed == [Instance.make_compatible(record(), "1.0")]
+    assert versions.decode_result("instance_get", versions.encode_result("instance_get", record(),
+                                                                          {"Instance": "1.1"}))["old_flavor"] == {
+        "id": "1"}
+
+
+def test_a_pinned_release_serves_only_its_methods() -> None:
+    from cells.rpc.wire import Method
+    try:
+        versions.pin_release("1")
+        assert not versions.versioned() and versions.advertised({}) is None
+        assert versions.serves(Method("old")) and not versions.serves(Method("new", version="1.1"))
+        assert versions.surface_version({"a": Method("a"), "b": Method("b", version="1.1")}) == "1.0"
+    finally:
+        versions.pin_release(versions.RELEASE)
+    assert versions.serves(Method("new", version="1.1"))
+
+
+def test_migration_object_round_trip() -> None:
+    mig = {f: "x" for f in Migration.fields}
+    assert Migration.from_primitive(Migration.to_primitive(mig, "1.0")) == mig
