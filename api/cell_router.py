@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -42,6 +43,8 @@ from cells.rpcapi.conductor import ConductorAPI
 LOG = logging.getLogger(__name__)
 LIST_BOUND = 1.0  # seconds each cell has to answer a listing
 PAGE = 1000
+OVERFETCH = 1.5  # a cell's first batch: its even share of the page times this
+MIN_BATCH = 50
 
 
 class CellClient:
@@ -237,32 +240,66 @@ class CellRouter:
                              bound: float = LIST_BOUND,
                              down_records: DownRecords | None = None) -> list[dict[str, Any]]:
         """Instances of every cell, merge-sorted by (sort_keys, sort_dirs), after `marker` (a record).
-        A cell that fails or does not answer within `bound` is down: `down_records(paths)` gives what
-        is known of its servers without it (the API's instance mappings), merged in the same order."""
+
+        Each cell is first asked for its share of the page plus a margin (not the whole page:
+        with N cells that would be N pages of work for one). A cell whose whole batch sorts
+        inside the page may hold more that belongs there: it is asked for the next batch (twice
+        as big) after its own last record, until no cell can change the page. A cell that fails
+        or does not answer within `bound` is down: `down_records(paths)` gives what is known of
+        its servers without it (the API's instance mappings), merged in the same order."""
         cells = list(self.cells.values())
+        key = sort_key(sort_keys, sort_dirs)
+        deadline = ctx.with_timeout(bound)
+        batch = limit if len(cells) <= 1 else min(limit, max(MIN_BATCH, math.ceil(limit * OVERFETCH / len(cells))))
         results = await asyncio.gather(*(
-            self._list_cell(cell, ctx.with_timeout(bound), filters, sort_keys, sort_dirs, limit, marker, bound)
+            self._list_cell(cell, deadline, filters, sort_keys, sort_dirs, batch, marker, bound)
             for cell in cells), return_exceptions=True)
-        lists: list[list[dict[str, Any]]] = []
+        got: dict[str, list[dict[str, Any]]] = {}
+        more: set[str] = set()  # cells that filled their batch: they may hold more
         down: list[str] = []
         for cell, result in zip(cells, results):
             if isinstance(result, BaseException):
-                if not isinstance(result, (errors.CellcloudError, asyncio.TimeoutError)) \
-                        or isinstance(result, errors.Invalid):
-                    raise result
-                LOG.warning("cell %s is down for a listing: %s", cell.path, result)
+                self._check_down(cell, result)
                 down.append(cell.path)
                 continue
-            lists.append(result)
-        key = sort_key(sort_keys, sort_dirs)
+            got[cell.path] = result
+            if len(result) >= batch:
+                more.add(cell.path)
+        known: list[dict[str, Any]] = []
         if down and down_records is not None:
             known = sorted(await down_records(down), key=key)
             if marker is not None:
                 pivot = key(marker)
                 known = [r for r in known if key(r) > pivot]
-            lists.append(known[:limit])
-        merged = heapq.merge(*lists, key=key)
-        return [r for _, r in zip(range(limit), merged)]
+            known = known[:limit]
+        while True:
+            page = [r for _, r in zip(range(limit), heapq.merge(*got.values(), known, key=key))]
+            cut = key(page[-1]) if len(page) == limit else None
+            # a cell whose last record is still inside the page could have more records before the cut
+            needy = [p for p in more if got[p] and (cut is None or key(got[p][-1]) < cut)]
+            if not needy:
+                return page
+            batch = min(limit, batch * 2)
+            remaining = (deadline.remaining() or bound)
+            fetched = await asyncio.gather(*(
+                asyncio.wait_for(self.cells[p].conductor.instance_list(
+                    deadline, filters, sort_keys, sort_dirs, batch, got[p][-1]["uuid"]), max(0.001, remaining))
+                for p in needy), return_exceptions=True)
+            for p, result in zip(needy, fetched):
+                if isinstance(result, BaseException):  # answered once, then not: keep what it gave
+                    self._check_down(self.cells[p], result)
+                    more.discard(p)
+                    continue
+                got[p] = got[p] + result
+                if len(result) < batch:
+                    more.discard(p)
+
+    @staticmethod
+    def _check_down(cell: Cell, exc: BaseException) -> None:
+        """A listing survives a cell that fails or times out; anything else (a bad filter) fails it."""
+        if not isinstance(exc, (errors.CellcloudError, asyncio.TimeoutError)) or isinstance(exc, errors.Invalid):
+            raise exc
+        LOG.warning("cell %s is down for a listing: %s", cell.path, exc)
 
     async def _list_cell(self, cell: Cell, ctx: RequestContext, filters: dict[str, Any],
                          sort_keys: list[str], sort_dirs: list[str], limit: int, marker: dict[str, Any] | None,

@@ -88,3 +88,24 @@ def test_sort_key_orders_nulls_like_the_cell_db() -> None:
     assert [r["k"] for r in asc] == [None, "a", "b"]  # NULLs first ascending
     desc = sorted(recs, key=sort_key(["k", "u"], ["desc", "asc"]))
     assert [r["k"] for r in desc] == ["b", "a", None]  # and last descending
+
+
+async def test_skewed_cells_page_exactly_like_the_sorted_union(two_cells: tuple[CellRouter, FakeCell, FakeCell],
+                                                                monkeypatch: Any) -> None:
+    """Each cell is first asked for its share of the page only: a cell holding most of the page
+    is asked again (after its own last record) until the page cannot change."""
+    from api import cell_router
+
+    monkeypatch.setattr(cell_router, "MIN_BATCH", 2)
+    router, a, b = two_cells
+    for i in range(30):  # a holds n00..n29 but n03 and n17, which b holds
+        cell = b if i in (3, 17) else a
+        rec = _record(f"00000000-0000-0000-0000-0000000000{i:02d}", f"n{i:02d}", cell.conductor.cell)
+        cell.conductor.records[rec["uuid"]] = rec
+    union = sorted([*a.conductor.records.values(), *b.conductor.records.values()], key=lambda r: r["name"])
+    for limit in (1, 5, 8, 20, 29, 40):
+        got = await router.list_instances(CTX, {"project_id": "p1"}, ["name", "uuid"], ["asc", "asc"], limit, None)
+        assert [r["name"] for r in got] == [r["name"] for r in union[:limit]], limit
+    marker = union[9]
+    got = await router.list_instances(CTX, {"project_id": "p1"}, ["name", "uuid"], ["asc", "asc"], 12, marker)
+    assert [r["name"] for r in got] == [r["name"] for r in union[10:22]]
