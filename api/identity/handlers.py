@@ -5,7 +5,7 @@ from aiohttp import web
 
 from api.errors import error_middleware, identity_body
 from api.http import json_body
-from api.identity import ec2creds
+from api.identity import ec2creds, resources
 from api.identity.views import token_body, v3_version
 from api.keys import CLUSTER, TOKENS, public_url
 from cells import errors
@@ -75,4 +75,5 @@ def make_identity_app() -> web.Application:
     app.router.add_get("/v3/auth/tokens", check_token)  # aiohttp adds HEAD for GET routes
     app.router.add_delete("/v3/auth/tokens", revoke_token)
     ec2creds.add_routes(app)
+    resources.add_routes(app)  # projects, users, roles, domains, role assignments (read only)
     return app
