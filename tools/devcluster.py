@@ -125,6 +125,23 @@ def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default
     finally:
         cluster.cellctl("down", str(cluster_file), check=False)
         _wait_gone(cluster)
+        reap_guests(cluster.state)
+
+
+def reap_guests(state: Path) -> int:
+    """Real guests outlive their compute worker (as they should in production); a throw-away
+    cluster must not leave QEMU processes behind. Kills the ones its embed roots recorded."""
+    killed = 0
+    for pidfile in state.glob("hosts/*/embed/run/qemu/cc-*.pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"qemu-system" in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    return killed
 
 
 def _wait_gone(cluster: RunningCluster, timeout: float = 15) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import grp
+import hashlib
 import logging
 import os
 import pwd
@@ -39,6 +40,8 @@ CALL_TIMEOUT = 30.0  # seconds for one libvirt call (QEMU's first capabilities p
 QEMU_IMG_TIMEOUT = 60.0
 POOL_SIZE = 4
 EMBED_USER = "libvirt-qemu"
+EMBED_ALIAS_DIR = "/run/cellcloud/embed"  # short symlinks to long embed roots (socket path limit)
+EMBED_SOCKET_SUFFIX = len("/lib/qemu/domain-9999-cc-01234567-0123-012/monitor.sock")
 # what qemu:///embed needs to run guests as root without a daemon (see HOST_NOTES)
 EMBED_QEMU_CONF = 'user = "root"\ngroup = "root"\nstdio_handler = "file"\nremember_owner = 0\n'
 
@@ -141,6 +144,21 @@ def prepare_embed_root(uri: str, root: str) -> None:
         conf.write_text(EMBED_QEMU_CONF)
 
 
+def short_embed_root(root: str, alias_dir: str = EMBED_ALIAS_DIR) -> str:
+    """`root`, or a short symlink to it when QEMU's monitor socket under it would pass the
+    108-byte limit of a UNIX socket path (ROOT/lib/qemu/domain-N-<name>/monitor.sock)."""
+    root = os.path.abspath(root)
+    if len(root) + EMBED_SOCKET_SUFFIX <= 107:
+        return root
+    os.makedirs(alias_dir, mode=0o700, exist_ok=True)
+    alias = os.path.join(alias_dir, hashlib.sha256(root.encode()).hexdigest()[:16])
+    if os.path.realpath(alias) != os.path.realpath(root):
+        tmp = f"{alias}.{os.getpid()}"
+        os.symlink(root, tmp)
+        os.replace(tmp, alias)  # atomic: a stale alias of a vanished root is replaced
+    return alias
+
+
 def _is_no_domain(exc: libvirt.libvirtError) -> bool:
     return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
 
@@ -181,11 +199,13 @@ class LibvirtDriver(PowerOps):
     async def connect(self) -> None:
         start_libvirt_event_loop()
         root = embed_root(self.uri)
+        open_uri = self.uri
         if root is not None:
             await self._run(prepare_embed_root, self.uri, root)
+            open_uri = f"qemu:///embed?root={await self._run(short_embed_root, root)}"
         await self._run(os.makedirs, self.instances_dir, 0o755, True)
         try:
-            self._conn = await self._run(libvirt.open, self.uri)
+            self._conn = await self._run(libvirt.open, open_uri)
         except libvirt.libvirtError as exc:
             raise errors.HypervisorUnavailable(uri=self.uri, reason=str(exc)) from exc
         except TimeoutError:

@@ -1,0 +1,230 @@
+"""Real QEMU guests end to end (qemu:///embed, TCG here): a cluster started by
+`cellctl up` registers the tiny guest; through the API it boots, prints its banner
+on the serial console (read back with os-getConsoleOutput and the openstack CLI),
+reboots soft and hard (a new boot each), stops and starts, survives a compute
+restart, is seen SHUTOFF when its QEMU dies behind our back, and is deleted
+with its domain and overlay. Bad images end in ERROR and leave nothing behind."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openstack
+import pytest
+import requests
+
+from node.compute import driver as driver_mod
+from tools.devcluster import RunningCluster, running_cluster
+
+pytestmark = pytest.mark.slow
+BANNER = "CELLCLOUD-GUEST-UP"
+
+
+def _unavailable() -> str | None:
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 is not installed"
+    try:
+        import grp
+        import pwd
+        pwd.getpwnam(driver_mod.EMBED_USER)
+        grp.getgrnam(driver_mod.EMBED_USER)
+    except KeyError:
+        return f"qemu:///embed needs the user and group {driver_mod.EMBED_USER!r} (make deps creates them)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    reason = _unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_cluster(tmp_path_factory.mktemp("qemu"), virt_uri="qemu:///embed") as c:
+        images = sdk(c, "admin").image.images(name="tiny-linux")
+        if not [i for i in images if i.status == "active"]:
+            pytest.fail("cellctl up did not register tiny-linux: see its output (needs `apt-get update` once)")
+        yield c
+
+
+def sdk(cluster: RunningCluster, who: str = "demo") -> openstack.connection.Connection:
+    return openstack.connect(**cluster.credentials(who), region_name="RegionOne")
+
+
+def host_dir(cluster: RunningCluster) -> Path:
+    return cluster.state / "hosts" / "node1"
+
+
+def qemu_pid(cluster: RunningCluster, server_id: str) -> int | None:
+    pidfile = host_dir(cluster) / "embed" / "run" / "qemu" / f"cc-{server_id}.pid"
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def console(conn: openstack.connection.Connection, server_id: str, length: int | None = None) -> str:
+    body = {"os-getConsoleOutput": {} if length is None else {"length": length}}
+    resp = conn.compute.post(f"/servers/{server_id}/action", json=body)
+    assert resp.status_code == 200, resp.text
+    return str(resp.json()["output"])
+
+
+def wait_console(conn: openstack.connection.Connection, server_id: str, needle: str, count: int = 1,
+                 timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = console(conn, server_id)
+        if out.count(needle) >= count:
+            return out
+        assert time.monotonic() < deadline, f"{needle!r} x{count} not in the console within {timeout}s:\n{out}"
+        time.sleep(0.25)
+
+
+def wait_status(conn: openstack.connection.Connection, server_id: str, status: str, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        server = conn.compute.get_server(server_id)
+        if server.status == status and not server.task_state:
+            return server
+        assert server.status != "ERROR" or status == "ERROR", f"server went ERROR: {server.fault}"
+        assert time.monotonic() < deadline, f"server stayed {server.status}/{server.task_state}"
+        time.sleep(0.25)
+
+
+def boot(conn: openstack.connection.Connection, name: str, image: str = "tiny-linux") -> str:
+    server = conn.compute.create_server(name=name, image_id=conn.image.find_image(image).id,
+                                        flavor_id=conn.compute.find_flavor("m1.tiny").id)
+    return str(server.id)
+
+
+def action(conn: openstack.connection.Connection, server_id: str, body: dict[str, Any]) -> None:
+    resp = conn.compute.post(f"/servers/{server_id}/action", json=body)
+    assert resp.status_code == 202, resp.text
+
+
+def assert_gone(cluster: RunningCluster, server_id: str) -> None:
+    assert not (host_dir(cluster) / "instances" / server_id).exists(), "the overlay and console log stayed"
+    assert qemu_pid(cluster, server_id) is None, "the QEMU process stayed"
+    defined = list((host_dir(cluster) / "embed").rglob(f"cc-{server_id}.xml"))
+    assert defined == [], f"the domain is still defined: {defined}"
+
+
+def test_boot_banner_reboots_stop_start_and_delete(cluster: RunningCluster) -> None:
+    conn = sdk(cluster)
+    sid = boot(conn, "real1")
+    wait_status(conn, sid, "ACTIVE")
+    out = wait_console(conn, sid, "CELLCLOUD-READY")
+    assert BANNER in out and "CELLCLOUD-NET" in out
+    overlay = host_dir(cluster) / "instances" / sid / "disk"
+    assert overlay.exists()  # a copy-on-write overlay over the cached base
+    last = cluster.cli("console", "log", "show", "--lines", "2", "real1")
+    assert last.returncode == 0, last.stderr
+    assert len(last.stdout.rstrip("\n").splitlines()) <= 2
+    assert console(conn, sid, 1).count("\n") <= 1
+
+    action(conn, sid, {"reboot": {"type": "SOFT"}})
+    wait_status(conn, sid, "ACTIVE")
+    wait_console(conn, sid, BANNER, count=2)
+    action(conn, sid, {"reboot": {"type": "HARD"}})
+    wait_status(conn, sid, "ACTIVE")
+    wait_console(conn, sid, BANNER, count=3)
+
+    action(conn, sid, {"os-stop": None})
+    assert wait_status(conn, sid, "SHUTOFF").power_state == 4
+    assert qemu_pid(cluster, sid) is None
+    conflict = conn.compute.post(f"/servers/{sid}/action", json={"reboot": {"type": "SOFT"}})
+    assert conflict.status_code == 409
+    action(conn, sid, {"os-start": None})
+    wait_status(conn, sid, "ACTIVE")
+    wait_console(conn, sid, BANNER, count=4)
+
+    conn.compute.delete_server(sid)
+    conn.compute.wait_for_delete(conn.compute.get_server(sid), wait=60)
+    assert_gone(cluster, sid)
+
+
+def test_a_dead_guest_shows_shutoff_and_a_restarted_compute_reconnects(cluster: RunningCluster) -> None:
+    conn = sdk(cluster)
+    sid = boot(conn, "real2")
+    wait_status(conn, sid, "ACTIVE")
+    wait_console(conn, sid, "CELLCLOUD-READY")
+    pid = qemu_pid(cluster, sid)
+    assert pid is not None
+
+    compute = cluster.signal("cell1/compute/node1", signal.SIGTERM)  # the supervisor starts a new one
+    deadline = time.monotonic() + 60
+    while cluster.pid("cell1/compute/node1") == compute or "compute node1 ready" not in \
+            cluster.log("cell1/compute/node1").split("(start #2)")[-1]:
+        assert time.monotonic() < deadline, "the compute worker did not come back"
+        time.sleep(0.2)
+    assert qemu_pid(cluster, sid) == pid  # the guest ran on, untouched
+    assert conn.compute.get_server(sid).status == "ACTIVE"
+    while True:  # until the cell's directory lists the new worker (a heartbeat or two), actions get 409
+        resp = conn.compute.post(f"/servers/{sid}/action", json={"os-getConsoleOutput": {}})
+        if resp.status_code != 409:
+            break
+        assert time.monotonic() < deadline, resp.text
+        time.sleep(0.2)
+    assert resp.status_code == 200 and BANNER in resp.json()["output"]  # the new worker reads the same console
+
+    os.kill(pid, signal.SIGKILL)  # the guest dies behind the API's back
+    t0 = time.monotonic()
+    server = wait_status(conn, sid, "SHUTOFF", timeout=30)
+    assert time.monotonic() - t0 < 15 and server.power_state in (4, 6)
+    action(conn, sid, {"os-start": None})
+    wait_status(conn, sid, "ACTIVE")
+    wait_console(conn, sid, BANNER, count=2)
+    conn.compute.delete_server(sid)
+    conn.compute.wait_for_delete(conn.compute.get_server(sid), wait=60)
+    assert_gone(cluster, sid)
+
+
+def _upload(cluster: RunningCluster, name: str, disk_format: str, data: bytes, **props: str) -> str:
+    admin = sdk(cluster, "admin")
+    token = admin.session.get_token()
+    base = f"{cluster.endpoint}/image/v2/images"
+    resp = requests.post(base, json={"name": name, "disk_format": disk_format, "container_format": "bare" if disk_format == "raw" else disk_format,
+                                     "visibility": "public", **props}, headers={"X-Auth-Token": token}, timeout=30)
+    assert resp.status_code == 201, resp.text
+    image_id = str(resp.json()["id"])
+    put = requests.put(f"{base}/{image_id}/file", data=data, timeout=30,
+                       headers={"X-Auth-Token": token, "Content-Type": "application/octet-stream"})
+    assert put.status_code == 204, put.text
+    return image_id
+
+
+def claims(cluster: RunningCluster) -> list[Any]:
+    with sqlite3.connect(cluster.state / "cells" / "cell1.db") as db:
+        return db.execute("SELECT instance_uuid FROM claims").fetchall()
+
+
+def test_a_tampered_image_and_a_guest_that_cannot_start_end_in_error_leaving_nothing(
+        cluster: RunningCluster) -> None:
+    conn = sdk(cluster)
+    data = b"CELLCLOUD tampered image test\n".ljust(1 << 16, b"\0")
+    tampered = _upload(cluster, "tampered", "raw", data)
+    digest = hashlib.sha512(data).hexdigest()
+    blob = cluster.state / "images" / "sha512" / digest[:2] / digest
+    blob.write_bytes(data.replace(b"tampered", b"TAMPERED"))  # the store's bits no longer match the record
+    bad_kernel = _upload(cluster, "bad-kernel", "aki", b"not a kernel" * 100)
+    unbootable = _upload(cluster, "unbootable", "ami", b"\0" * 4096, kernel_id=bad_kernel)
+    assert unbootable
+
+    sid = boot(conn, "tampered1", "tampered")
+    server = wait_status(conn, sid, "ERROR")
+    assert tampered in json.dumps(server.fault) and "checksum" in json.dumps(server.fault)
+    sid2 = boot(conn, "unbootable1", "unbootable")
+    server2 = wait_status(conn, sid2, "ERROR")
+    assert server2.fault and server2.fault.get("message")
+    for s in (sid, sid2):
+        assert_gone(cluster, s)
+    assert claims(cluster) == []
+    for s in (sid, sid2):
+        conn.compute.delete_server(s)
