@@ -4,6 +4,7 @@
     /compute   Nova v2.1 (flavors, servers), routed to the child cells
     /image     Glance v2 (image records and their bits)
     /network   Neutron v2.0 (networks, subnets, ports, security groups), routed to the cells
+    /volume    Cinder v3 (volumes, limits, quota sets), routed to the cells
 
 `make_app` builds it (tests drive it with aiohttp's test client); `serve`
 runs it until SIGTERM/SIGINT. Startup opens the API DB, the image store and
@@ -29,6 +30,7 @@ from api.image.store import ImageStore
 from api.keys import CLUSTER, ENGINE, ROUTER, STORE, TOKENS
 from api.middleware import request_id
 from api.network.routes import make_network_app
+from api.volume.routes import make_volume_app
 from cells.config import ClusterConfig, ServiceSpec
 from cells.service import process_keys
 
@@ -61,6 +63,7 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
     app.add_subapp("/image", make_image_app())
     app.add_subapp("/ec2", make_ec2_app())
     app.add_subapp("/network", make_network_app())
+    app.add_subapp("/volume", make_volume_app())
     return app
 
 

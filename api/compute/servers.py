@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from api.compute import actions, down_cells, mappings
+from api.compute import actions, down_cells, mappings, volume_attachments
 from api.compute.server_create import create
 from api.compute.views import record_status, server_brief, server_detail, vm_states_for
 from api.http import context, parse_bool, query_int
@@ -54,6 +54,7 @@ async def show(request: web.Request) -> web.Response:
     except errors.RpcError:  # its cell is down: what the mapping knows, status UNKNOWN
         mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
         return web.json_response({"server": down_cells.detail(public_url(request), down_cells.record(mapping))})
+    await volume_attachments.add_volume_ids(request, ctx, [record])
     return web.json_response({"server": server_detail(public_url(request), record, ctx.is_admin)})
 
 
@@ -161,6 +162,8 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
         ctx, filters, sort_keys, sort_dirs, limit, marker, bound=request.config_dict[CLUSTER].list_bound,
         down_records=lambda paths: down_cells.records(engine, paths, filters))
     records = [r for r in records if _keep(r, filters, statuses)]
+    if detail:
+        await volume_attachments.add_volume_ids(request, ctx, records)
     base = public_url(request)
     body: dict[str, Any] = {"servers": [
         (down_cells.detail(base, r) if detail else down_cells.brief(base, r)) if r.get("down")
@@ -187,3 +190,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v2.1/servers/{server_id}", show)
     app.router.add_delete("/v2.1/servers/{server_id}", delete)
     actions.add_routes(app)  # POST /servers/{id}/action: api/compute/actions.py
+    volume_attachments.add_routes(app)  # /servers/{id}/os-volume_attachments: api/compute/volume_attachments.py

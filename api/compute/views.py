@@ -101,7 +101,7 @@ def server_detail(base: str, record: dict[str, Any], is_admin: bool) -> dict[str
         "OS-EXT-STS:task_state": record.get("task_state"),
         "OS-EXT-STS:vm_state": record.get("vm_state"),
         "OS-EXT-STS:power_state": int(record.get("power_state") or 0),
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": [{"id": v} for v in record.get("volumes_attached") or ()],
         "security_groups": [{"name": "default"}],
     }
     if st in _PROGRESS_STATUSES:

@@ -11,12 +11,14 @@ from cells.config import ApiSpec
 V3_ID = "v3.14"
 V3_UPDATED = "2020-04-07T00:00:00Z"
 INTERFACES = ("public", "internal", "admin")
-# (type, name, path under the public URL): one port, a path per service
+# (type, name, path under the public URL): one port, a path per service; {project_id} is the token's
 SERVICES = (("identity", "keystone", "/identity"),
             ("compute", "nova", "/compute/v2.1"),
             ("ec2", "ec2", "/ec2"),
             ("image", "glance", "/image"),
-            ("network", "neutron", "/network"))
+            ("network", "neutron", "/network"),
+            ("block-storage", "cinder", "/volume/v3/{project_id}"),
+            ("volumev3", "cinderv3", "/volume/v3/{project_id}"))
 _NS = uuid.UUID("9b0f5c4e-1c2d-4f7a-9a51-2b7c3d6e8f10")  # stable ids: the same catalog on every restart
 
 
@@ -26,12 +28,13 @@ def v3_version(base: str) -> dict[str, Any]:
             "media-types": [{"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}]}
 
 
-def catalog(api: ApiSpec) -> list[dict[str, Any]]:
+def catalog(api: ApiSpec, project_id: str = "") -> list[dict[str, Any]]:
     base = api.public_url.rstrip("/")
     entries = []
     for kind, name, path in SERVICES:
+        url = base + path.replace("{project_id}", project_id)
         endpoints = [{"id": uuid.uuid5(_NS, f"{kind}/{iface}").hex, "interface": iface, "region": api.region,
-                      "region_id": api.region, "url": base + path} for iface in INTERFACES]
+                      "region_id": api.region, "url": url} for iface in INTERFACES]
         entries.append({"id": uuid.uuid5(_NS, kind).hex, "type": kind, "name": name, "endpoints": endpoints})
     return entries
 
@@ -54,5 +57,5 @@ def token_body(token: Token, api: ApiSpec | None) -> dict[str, Any]:
         body["is_domain"] = False
         body["roles"] = [{"id": i, "name": n} for i, n in token.roles]
         if api is not None:
-            body["catalog"] = catalog(api)
+            body["catalog"] = catalog(api, token.project.id)
     return {"token": body}

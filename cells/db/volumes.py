@@ -55,6 +55,7 @@ class VolumeStatus:
 
 
 DELETABLE = (VolumeStatus.AVAILABLE, VolumeStatus.ERROR, VolumeStatus.ERROR_DELETING)
+EXPORTED = (VolumeStatus.ATTACHING, VolumeStatus.IN_USE, VolumeStatus.DETACHING)  # an export must exist
 UPDATABLE_FIELDS = frozenset({"name", "description", "metadata"})
 
 volumes = Table(
@@ -124,7 +125,7 @@ def attachment_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
     return {f: m[f] for f in ATTACHMENT_FIELDS}
 
 
-def volume_record(row: Row[Any] | Mapping[str, Any], attachments: Sequence[Mapping[str, Any]] = (),
+def volume_record(row: Row[Any] | Mapping[str, Any], attachments: Sequence[Row[Any] | Mapping[str, Any]] = (),
                   cell: str | None = None) -> dict[str, Any]:
     m = row._mapping if isinstance(row, Row) else row
     rec = {f: m[f] for f in WIRE_FIELDS}
@@ -214,6 +215,17 @@ def update_attachment(conn: Connection, volume_id: str, values: Mapping[str, Any
 
 def delete_attachment(conn: Connection, volume_id: str) -> None:
     conn.execute(delete(volume_attachments).where(_a.volume_id == volume_id))
+
+
+def release_instance_volumes(conn: Connection, instance_uuid: str) -> list[str]:
+    """The instance is gone (deleted): its attachments end and its volumes are available again, in the
+    caller's unit of work. Their exports are left to the volume hosts, which remove exports no
+    attachment needs (node/volume/manager.py `remove_stale_exports`). Returns the released volume ids."""
+    ids = [r.volume_id for r in conn.execute(select(_a.volume_id).where(_a.instance_uuid == instance_uuid))]
+    for volume_id in ids:
+        delete_attachment(conn, volume_id)
+        transition(conn, volume_id, EXPORTED, {"status": VolumeStatus.AVAILABLE, "error": None})
+    return ids
 
 
 # --- volume hosts and their capacity --------------------------------------------------

@@ -12,7 +12,9 @@ Options (cluster.yaml `hosts.<name>.volume`, passed in ServiceSpec.options):
 Start-up: the backend and every configured target are checked (a host that
 cannot run one fails here, with the reason); then `background()` reports the
 capacity and re-establishes the export of every volume attached or being
-attached on this host, retrying until the conductor answers.
+attached on this host, retrying until the conductor answers. With each report
+it removes the exports no attachment needs any more (a server deleted with its
+volumes attached releases them in the cell DB only).
 """
 from __future__ import annotations
 
@@ -119,6 +121,10 @@ class VolumeManager:
         await self._until_answered("capacity report", self.report)
         await self._until_answered("export re-establishment", self.reestablish_exports)
         while True:
+            try:
+                await self.remove_stale_exports()
+            except errors.CellcloudError as exc:
+                LOG.warning("stale export sweep failed: %s", exc)
             await asyncio.sleep(self.report_interval)
             try:
                 await self.report()
@@ -130,7 +136,7 @@ class VolumeManager:
         for target in reversed(self._started):
             try:
                 await target.stop()
-            except Exception:  # noqa: BLE001 - stop every target even when one fails
+            except Exception:
                 LOG.exception("stopping target %s failed", target.name)
         self._started.clear()
 
@@ -159,6 +165,31 @@ class VolumeManager:
                 except errors.CellcloudError as exc:
                     LOG.error("could not re-establish the export of volume %s: %s", vol["id"], exc)
         LOG.info("volume host %s: %d export(s) re-established", self.host, count)
+
+    async def remove_stale_exports(self) -> int:
+        """Unexport what no attachment needs: the volume is not attaching/in-use/detaching any more, or
+        its attachment went through another target. Each is re-checked under the volume's lock, which an
+        export takes too: an attach that began after the first look keeps its export."""
+        exported = [(vid, t) for t in self.targets.values() for vid in await t.exported()]
+        if not exported:
+            return 0
+        ctx = admin_context()
+        needed = _needed_exports(await self.conductor.volumes_on_host(ctx, self.host))
+        removed = 0
+        for vid, target in exported:
+            if _needs(needed, vid, target.name):
+                continue
+            async with self._locks(vid):
+                try:
+                    again = _needed_exports([await self.conductor.volume_get(ctx, vid)])
+                except errors.VolumeNotFound:
+                    again = {}
+                if _needs(again, vid, target.name):
+                    continue
+                await target.unexport(vid)
+            removed += 1
+            LOG.info("volume %s: stale %s export removed", vid, target.name)
+        return removed
 
     # --- RPC surface (cells/rpcapi/volume.py SURFACE) -------------------------------
 
@@ -225,6 +256,30 @@ class VolumeManager:
                 LOG.info("%s: conductor not answering yet (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+def _needed_exports(volumes: list[dict[str, Any]]) -> dict[str, set[str] | None]:
+    """volume id -> the targets its attachment uses (None: any, its export is being made now)."""
+    out: dict[str, set[str] | None] = {}
+    for vol in volumes:
+        if vol.get("status") not in EXPORTED_STATES:
+            continue
+        names: set[str] | None = set()
+        for att in vol.get("attachments") or []:
+            name = ((att.get("connection_info") or {}).get("data") or {}).get("target")
+            if name is None:
+                names = None
+                break
+            names.add(str(name))  # type: ignore[union-attr]
+        out[str(vol["id"])] = names if vol.get("attachments") else None
+    return out
+
+
+def _needs(needed: dict[str, set[str] | None], volume_id: str, target: str) -> bool:
+    if volume_id not in needed:
+        return False
+    names = needed[volume_id]
+    return names is None or target in names
 
 
 def _no_deadline(ctx: RequestContext) -> RequestContext:

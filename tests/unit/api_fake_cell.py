@@ -160,14 +160,14 @@ class FakeCell:
 
 
 @asynccontextmanager
-async def fake_cell(cell: str = "cell1") -> AsyncIterator[FakeCell]:
-    """A running router (real Directory) and fake conductor registered in it."""
+async def fake_cell(cell: str = "cell1", handler: FakeConductor | None = None) -> AsyncIterator[FakeCell]:
+    """A running router (real Directory) and a fake conductor (`handler`, default a new one) registered in it."""
     router_addr = f"tcp://127.0.0.1:{free_port()}"
     conductor_addr = f"tcp://127.0.0.1:{free_port()}"
     directory = Directory(INTERVAL)
     router = RpcServer(router_addr, directory, DIRECTORY_SURFACE)
     await router.start()
-    handler = FakeConductor(cell)
+    handler = handler or FakeConductor(cell)
     server = RpcServer(conductor_addr, handler, CONDUCTOR_SURFACE)
     await server.start()
     client = RpcClient()

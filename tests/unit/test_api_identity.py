@@ -37,9 +37,10 @@ async def test_issue_project_token_with_catalog(client: TestClient[Any, Any]) ->
     assert {r["name"] for r in tok["roles"]} == {"admin", "member", "reader"}  # implied roles included
     assert tok["expires_at"].endswith("Z") and len(tok["expires_at"]) == len("2026-11-21T13:00:00.000000Z")
     by_type = {entry["type"]: entry for entry in tok["catalog"]}
-    assert set(by_type) == {"identity", "compute", "image", "network", "ec2"}
+    assert set(by_type) == {"identity", "compute", "image", "network", "ec2", "block-storage", "volumev3"}
+    volume = f"{PUBLIC_URL}/volume/v3/{tok['project']['id']}"  # Cinder's URLs name the project
     urls = {"identity": f"{PUBLIC_URL}/identity", "compute": f"{PUBLIC_URL}/compute/v2.1", "image": f"{PUBLIC_URL}/image",
-            "network": f"{PUBLIC_URL}/network", "ec2": f"{PUBLIC_URL}/ec2"}
+            "network": f"{PUBLIC_URL}/network", "ec2": f"{PUBLIC_URL}/ec2", "block-storage": volume, "volumev3": volume}
     for kind, entry in by_type.items():
         assert {e["interface"] for e in entry["endpoints"]} == {"public", "internal", "admin"}
         for ep in entry["endpoints"]:

@@ -5,113 +5,42 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from cells import errors
-from cells.conductor.env import FlowEnv
 from cells.conductor.flows import volumes as flows
-from cells.config import HostSpec, ServiceSpec
+from cells.conductor.flows.delete import delete_locally
 from cells.context import RequestContext
 from cells.db import instances as idb
-from cells.db import volumes as vdb
-from cells.db.engine import Database
-from cells.db.schema import ensure_schema
 from cells.objects.instance import utcnow_iso
-from cells.rpc.directory import Member
-from cells.rpc.wire import Method
-from node.volume.backends.file import FileBackend
-from node.volume.manager import VolumeManager
-from node.volume.targets.local import LocalTarget
-from tests.compute_fakes import cluster_config
+from tests.volume_fakes import VolumeCell, volume_cell
 
 DEMO = RequestContext(project="demo", user="u", roles=("member",))
 OTHER = RequestContext(project="other", user="o", roles=("member",))
 
 
-class FakeCompute:
-    """compute.<host>: remembers what is plugged where; `fail` makes the next hot-plug fail."""
-
-    def __init__(self) -> None:
-        self.plugged: dict[str, dict[str, Any]] = {}
-        self.fail: str | None = None
-
-    async def attach_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str,
-                            connection_info: dict[str, Any], device: str | None = None) -> dict[str, Any]:
-        if self.fail:
-            raise errors.VolumeAttachFailed(volume_id=volume_id, instance_id=instance_uuid, reason=self.fail)
-        self.plugged[volume_id] = {"instance": instance_uuid, "info": connection_info}
-        return {"device": device}
-
-    async def detach_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str) -> None:
-        if self.fail:
-            raise errors.VolumeAttachFailed(volume_id=volume_id, instance_id=instance_uuid, reason=self.fail)
-        self.plugged.pop(volume_id, None)
-
-
-class FakeService:
-    """The conductor's Service as flows use it: call() by topic, a directory view, the cluster."""
-
-    def __init__(self, cluster: Any, handlers: dict[str, Any]) -> None:
-        self.cluster = cluster
-        self.handlers = handlers
-        self.view = SimpleNamespace(by_id={t: Member(id=t, address="-", topics=(t,)) for t in handlers},
-                                    members=lambda topic: [topic] if topic in handlers else [], interval=1.0)
-
-    async def call(self, topic: str, method: Method, args: dict[str, Any], ctx: RequestContext,
-                   timeout: float | None = None) -> Any:
-        if topic not in self.handlers:
-            raise errors.NoLiveMember(topic=topic)
-        return await getattr(self.handlers[topic], method.name)(ctx, **args)
-
-
-class Env:
-    def __init__(self, env: FlowEnv, tasks: list[asyncio.Task[None]], compute: FakeCompute,
-                 worker: VolumeManager) -> None:
-        self.env, self.tasks, self.compute, self.worker = env, tasks, compute, worker
-
-    async def settle(self) -> None:
-        while self.tasks:
-            await self.tasks.pop(0)
-
-    async def status(self, vid: str) -> str:
-        return str((await flows.volume_get(self.env, DEMO, vid))["status"])
-
-
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'cell.db'}")
-    await ensure_schema(db)
-    await vdb.ensure_volume_schema(db)
-    cluster = cluster_config(str(tmp_path))
-    cluster = type(cluster)(**{**cluster.__dict__, "hosts": (HostSpec("node1", "127.0.0.1"),)})
-    spec = ServiceSpec(id="cell1/volume/node1", kind="volume", host="node1", bind="tcp://127.0.0.1:9", cell="cell1")
-    worker = VolumeManager(cluster, spec, backend=FileBackend(str(tmp_path / "vols"), "raw", capacity_gb=5),
-                           targets={"local": LocalTarget("node1")})
-    compute = FakeCompute()
-    service = FakeService(cluster, {"volume.node1": worker, "compute.node1": compute})
-    tasks: list[asyncio.Task[None]] = []
+async def env(tmp_path: Path) -> AsyncIterator[VolumeCell]:
+    cell = await volume_cell(tmp_path)
+    yield cell
+    await cell.close()
 
-    def spawn(coro: Coroutine[Any, Any, None]) -> None:
-        tasks.append(asyncio.ensure_future(coro))
 
-    flow_env = FlowEnv(db=db, service=service, cell="cell1", conductor_id="c1", spawn=spawn)  # type: ignore[arg-type]
-    await worker.backend.check()
-    await flows.node_update(flow_env, DEMO, "node1", await worker.volume_stats(DEMO))
-    yield Env(flow_env, tasks, compute, worker)
-    for t in tasks:
-        t.cancel()
-    await db.close()
+Env = VolumeCell
+
+
+async def status(env: Env, vid: str) -> str:
+    return str((await flows.volume_get(env.env, DEMO, vid))["status"])
 
 
 async def add_instance(env: Env, project: str = "demo", vm_state: str = "active") -> str:
     uid = str(uuid.uuid4())
     now = utcnow_iso()
-    row = {"uuid": uid, "name": "vm", "project_id": project, "user_id": "u", "host": "node1", "flavor": {},
+    row: dict[str, Any] = {"uuid": uid, "name": "vm", "project_id": project, "user_id": "u", "host": "node1", "flavor": {},
            "image": {}, "vm_state": vm_state, "task_state": None, "power_state": 1, "created_at": now,
            "updated_at": now, "deleted": False, "metadata": {}, "addresses": {}, "retry_hosts": [], "progress": 0}
     await env.env.db.write(lambda conn: conn.execute(idb.INSERT, row))
@@ -128,20 +57,20 @@ async def create(env: Env, size: int = 1, name: str = "v1") -> str:
 
 async def test_create_attach_detach_delete_cycle(env: Env) -> None:
     vid = await create(env)
-    assert await env.status(vid) == "available"
+    assert await status(env, vid) == "available"
     uid = await add_instance(env)
     att = await flows.volume_attach(env.env, DEMO, vid, uid)
-    assert att["device"] == "/dev/vdb" and await env.status(vid) == "attaching"
+    assert att["device"] == "/dev/vdb" and await status(env, vid) == "attaching"
     await env.settle()
     vol = await flows.volume_get(env.env, DEMO, vid)
     assert vol["status"] == "in-use" and vol["attachments"][0]["instance_uuid"] == uid
     assert env.compute.plugged[vid]["info"]["driver_volume_type"] == "local"
     with pytest.raises(errors.VolumeInvalidState):  # in use: delete refused, nothing changes
         await flows.volume_delete(env.env, DEMO, vid)
-    assert await env.status(vid) == "in-use"
+    assert await status(env, vid) == "in-use"
     await flows.volume_detach(env.env, DEMO, vid, uid)
     await env.settle()
-    assert await env.status(vid) == "available" and vid not in env.compute.plugged
+    assert await status(env, vid) == "available" and vid not in env.compute.plugged
     await flows.volume_delete(env.env, DEMO, vid)
     await env.settle()
     with pytest.raises(errors.VolumeNotFound):
@@ -200,7 +129,7 @@ async def test_bad_requests_change_nothing(env: Env) -> None:
         await flows.volume_attach(env.env, DEMO, vid, str(uuid.uuid4()))
     with pytest.raises(errors.VolumeNotFound):  # and another project's volume too
         await flows.volume_get(env.env, OTHER, vid)
-    assert await env.status(vid) == "available"
+    assert await status(env, vid) == "available"
 
 
 async def test_no_room_puts_the_volume_in_error(env: Env) -> None:
@@ -214,11 +143,11 @@ async def test_no_room_puts_the_volume_in_error(env: Env) -> None:
 async def test_capacity_is_taken_and_given_back(env: Env) -> None:
     first = await create(env, size=3)
     second = await create(env, size=3)
-    assert await env.status(first) == "available" and await env.status(second) == "error"
+    assert await status(env, first) == "available" and await status(env, second) == "error"
     await flows.volume_delete(env.env, DEMO, first)
     await env.settle()
     third = await create(env, size=3)
-    assert await env.status(third) == "available"
+    assert await status(env, third) == "available"
 
 
 async def test_restarted_worker_reexports_in_use_volumes(env: Env) -> None:
@@ -229,7 +158,51 @@ async def test_restarted_worker_reexports_in_use_volumes(env: Env) -> None:
     target = env.worker.targets["local"]
     await target.stop()  # a restart: exports are torn down with the worker...
     assert await target.exported() == set()
-    env.worker._conductor = SimpleNamespace(  # type: ignore[assignment]
-        volumes_on_host=lambda ctx, host: flows.volumes_on_host(env.env, ctx, host))
     await env.worker.reestablish_exports()  # ...and come back from the conductor's records
     assert await target.exported() == {vid}
+
+
+async def test_deleting_the_server_releases_its_volumes_and_the_host_drops_the_export(env: Env) -> None:
+    vid = await create(env)
+    uid = await add_instance(env)
+    await flows.volume_attach(env.env, DEMO, vid, uid)
+    await env.settle()
+    target = env.worker.targets["local"]
+    assert await status(env, vid) == "in-use" and await target.exported() == {vid}
+    assert await env.worker.remove_stale_exports() == 0  # in use: its export stays
+    await delete_locally(env.env, uid)  # the server is deleted with the volume attached
+    vol = await flows.volume_get(env.env, DEMO, vid)
+    assert vol["status"] == "available" and vol["attachments"] == []
+    assert await env.worker.remove_stale_exports() == 1 and await target.exported() == set()
+    other = await add_instance(env)  # and it attaches again elsewhere
+    await flows.volume_attach(env.env, DEMO, vid, other)
+    await env.settle()
+    assert await status(env, vid) == "in-use" and env.compute.plugged[vid]["instance"] == other
+
+
+async def test_a_server_deleted_while_attaching_keeps_its_volume_available(env: Env) -> None:
+    vid = await create(env)
+    uid = await add_instance(env)
+    await flows.volume_attach(env.env, DEMO, vid, uid)  # reserved; export and hot-plug still to run
+    await delete_locally(env.env, uid)
+    await env.settle()  # the attach flow finds its attachment gone and leaves the volume alone
+    vol = await flows.volume_get(env.env, DEMO, vid)
+    assert vol["status"] == "available" and vol["attachments"] == []
+
+
+async def test_the_target_a_volume_asks_for_is_used_or_the_attach_rolls_back(env: Env) -> None:
+    vid = str(uuid.uuid4())
+    await flows.volume_create(env.env, DEMO, {"id": vid, "project_id": "demo", "size": 1,
+                                              "metadata": {flows.TARGET_KEY: "nbd"}})
+    await env.settle()
+    uid = await add_instance(env)
+    await flows.volume_attach(env.env, DEMO, vid, uid)
+    await env.settle()  # this host offers only local: the export fails and the volume is available again
+    vol = await flows.volume_get(env.env, DEMO, vid)
+    assert vol["status"] == "available" and vol["attachments"] == []
+    assert "no export target" in vol["error"] and vid not in env.compute.plugged
+    await flows.volume_update(env.env, DEMO, vid, {"metadata": {flows.TARGET_KEY: "local"}})
+    await flows.volume_attach(env.env, DEMO, vid, uid)
+    await env.settle()
+    assert await status(env, vid) == "in-use"
+    assert env.compute.plugged[vid]["info"]["driver_volume_type"] == "local"

@@ -15,6 +15,7 @@ from cells.conductor.env import FlowEnv, state_of, state_values
 from cells.context import RequestContext
 from cells.db import actions, claims
 from cells.db import instances as idb
+from cells.db.volumes import release_instance_volumes
 from cells.lifecycle import Event, on
 from cells.network.instances import release_instance
 from cells.objects.instance import TaskState, utcnow_iso
@@ -41,6 +42,7 @@ def complete_delete(conn: Connection, env: FlowEnv, row: Row[Any], event: str = 
     values = {**state_values(state), "deleted": True, "terminated_at": now, "updated_at": now}
     claims.release_claim(conn, row.uuid)
     release_instance(conn, row.uuid)  # ports and fixed IPs go back in the same commit
+    release_instance_volumes(conn, row.uuid)  # and its volumes are available again (issue 6)
     idb.update_row(conn, row.uuid, values)
     actions.fail_open_events(conn, row.uuid, "create", "Instance was deleted while building")
     actions.finish_event(conn, row.uuid, DELETE, event, actions.SUCCESS, host=row.host)

@@ -36,6 +36,8 @@ MAX_SIZE_GB = 16 * 1024  # an absurd size is refused before anything is made
 ATTACHABLE_VM_STATES = (VmState.ACTIVE, VmState.STOPPED)
 NO_HOST = "No valid backend was found. No volume host with {size} GiB free is up."
 VOLUME_PREFIX = "volume."
+TARGET_KEY = "cellcloud:target"  # volume metadata: the export target its attaches ask for
+TARGETS = ("local", "tgt", "nbd", "lio")
 
 
 def visible(ctx: RequestContext, project_id: str) -> bool:
@@ -244,8 +246,9 @@ async def _delete_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any]
         await VolumeAPI(env.service).delete_volume(ctx, rec["host"], rec)
     except errors.CellcloudError as exc:
         LOG.warning("volume %s: delete on %s failed: %s", rec["id"], rec["host"], exc)
+        reason = exc.message
         await env.db.write(lambda conn: vdb.transition(conn, rec["id"], [S.DELETING],
-                                                       {"status": S.ERROR_DELETING, "error": exc.message}))
+                                                       {"status": S.ERROR_DELETING, "error": reason}))
         return
     await env.db.write(lambda conn: _mark_deleted(conn, rec["id"]))
 
@@ -291,35 +294,47 @@ async def volume_attach(env: FlowEnv, ctx: RequestContext, volume_id: str, insta
     return att
 
 
-def connector(env: FlowEnv, host: str) -> dict[str, Any]:
+def connector(env: FlowEnv, host: str, volume: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Who will open the export: the compute host (name, address), and the target the volume asks for."""
     address = next((h.address for h in env.service.cluster.hosts if h.name == host), None)
-    return {"host": host, "ip": address}
+    out: dict[str, Any] = {"host": host, "ip": address}
+    target = ((volume or {}).get("metadata") or {}).get(TARGET_KEY)
+    if target:
+        out["target"] = str(target)
+    return out
+
+
+def _still_ours(conn: Connection, volume_id: str, attachment_id: str) -> bool:
+    """The attachment this flow made is still the volume's (its server was not deleted meanwhile)."""
+    current = vdb.attachment_of(conn, volume_id)
+    return current is not None and current.id == attachment_id
 
 
 async def _attach(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any], att: dict[str, Any]) -> None:
     vid, host = volume["id"], att["instance_host"]
     info: dict[str, Any] | None = None
     try:
-        info = await VolumeAPI(env.service).export_volume(ctx, volume["host"], volume, connector(env, host))
+        info = await VolumeAPI(env.service).export_volume(ctx, volume["host"], volume, connector(env, host, volume))
         # recorded before the hot-plug: a volume worker restarting now re-establishes this export
         await env.db.write(lambda conn: vdb.update_attachment(conn, vid, {"connection_info": info}))
         done = await ComputeVolumeAPI(env.service).attach_volume(ctx, host, att["instance_uuid"], vid, info,
                                                                  att["device"])
     except errors.CellcloudError as exc:
         LOG.warning("attach of volume %s to %s failed: %s", vid, att["instance_uuid"], exc)
-        await _roll_back_attach(env, ctx, volume, info, exc.message)
+        await _roll_back_attach(env, ctx, volume, info, exc.message, att["id"])
         return
     device = str(done.get("device") or att["device"])
 
     def finish(conn: Connection) -> None:
-        vdb.update_attachment(conn, vid, {"status": "attached", "device": device})
-        vdb.transition(conn, vid, [S.ATTACHING], {"status": S.IN_USE})
+        if _still_ours(conn, vid, att["id"]):  # else the server was deleted meanwhile: its delete released it
+            vdb.update_attachment(conn, vid, {"status": "attached", "device": device})
+            vdb.transition(conn, vid, [S.ATTACHING], {"status": S.IN_USE})
     await env.db.write(finish)
     LOG.info("volume %s in use by %s as %s", vid, att["instance_uuid"], device)
 
 
 async def _roll_back_attach(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any],
-                            info: dict[str, Any] | None, reason: str) -> None:
+                            info: dict[str, Any] | None, reason: str, attachment_id: str) -> None:
     vid = volume["id"]
     status = S.AVAILABLE
     try:
@@ -329,8 +344,9 @@ async def _roll_back_attach(env: FlowEnv, ctx: RequestContext, volume: dict[str,
         status, reason = S.ERROR, f"{reason}; unexport failed: {exc.message}"
 
     def roll_back(conn: Connection) -> None:
-        vdb.delete_attachment(conn, vid)
-        vdb.transition(conn, vid, [S.ATTACHING], {"status": status, "error": f"attach failed: {reason}"})
+        if _still_ours(conn, vid, attachment_id):
+            vdb.delete_attachment(conn, vid)
+            vdb.transition(conn, vid, [S.ATTACHING], {"status": status, "error": f"attach failed: {reason}"})
     await env.db.write(roll_back)
 
 
@@ -363,10 +379,11 @@ async def _detach(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any], att
         await ComputeVolumeAPI(env.service).detach_volume(ctx, att["instance_host"], att["instance_uuid"], vid)
     except errors.CellcloudError as exc:
         LOG.warning("detach of volume %s from %s failed: %s", vid, att["instance_uuid"], exc)
+        reason = exc.message
 
         def back(conn: Connection) -> None:
             vdb.update_attachment(conn, vid, {"status": "attached"})
-            vdb.transition(conn, vid, [S.DETACHING], {"status": S.IN_USE, "error": f"detach failed: {exc.message}"})
+            vdb.transition(conn, vid, [S.DETACHING], {"status": S.IN_USE, "error": f"detach failed: {reason}"})
         await env.db.write(back)
         return
     try:

@@ -1,0 +1,143 @@
+"""/compute/v2.1/servers/{server_id}/os-volume_attachments: Nova 2.1's volume attach API.
+
+    GET    .../os-volume_attachments               {"volumeAttachments": [...]}
+    GET    .../os-volume_attachments/{volume_id}   {"volumeAttachment": {...}}
+    POST   .../os-volume_attachments               {"volumeAttachment": {"volumeId", "device"?}} -> 200
+    DELETE .../os-volume_attachments/{volume_id}   202
+
+The server is found through its instance mapping (another project's server or
+a missing one: 404). Its cell's conductor moves the volume available ->
+attaching in one conditional UPDATE (of two concurrent attaches one gets 400,
+Cinder's "Invalid volume"), answers the attachment at once, and exports and
+hot-plugs in its background: the volume shows attaching, then in-use (or back
+to available with the reason when the export or the hot-plug failed). A
+volume must be in the server's cell. At 2.1 an attachment's id is the volume's.
+
+`add_volume_ids` fills the servers' `os-extended-volumes:volumes_attached`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from api.compute import mappings
+from api.http import context, is_uuid, json_body
+from api.keys import ENGINE, ROUTER
+from api.validation import validate
+from api.volume import cells as volume_cells
+from cells import errors
+from cells.context import RequestContext
+from cells.rpcapi.volume import VolumeConductorAPI
+
+LOG = logging.getLogger(__name__)
+VOLUMES_BOUND = 2.0  # seconds a cell has to say which volumes its servers hold (in server views)
+ATTACH = {
+    "type": "object", "required": ["volumeAttachment"], "additionalProperties": False,
+    "properties": {"volumeAttachment": {
+        "type": "object", "required": ["volumeId"], "additionalProperties": False,
+        "properties": {"volumeId": {"type": "string", "format": "uuid"},
+                       "device": {"type": ["string", "null"],
+                                  "pattern": "(^/dev/x{0,1}[a-z]{0,1}d{0,1})([a-z]+)[0-9]*$"}}}},
+}
+
+
+class VolumeAttachmentNotFound(errors.NotFound):
+    code, msg = "volume_attachment_not_found", "Volume {volume_id} is not attached to server {server_id}."
+
+
+def view(att: dict[str, Any]) -> dict[str, Any]:
+    return {"id": att["volume_id"], "volumeId": att["volume_id"], "serverId": att["instance_uuid"],
+            "device": att.get("device")}
+
+
+async def _server(request: web.Request, ctx: RequestContext) -> tuple[VolumeConductorAPI, str]:
+    """The volume API of the server's cell and the server's uuid; 404 for a server the caller cannot see."""
+    mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
+    return VolumeConductorAPI(request.config_dict[ROUTER].cell(mapping.cell_path)), str(mapping.instance_uuid)
+
+
+async def _attachments(request: web.Request, ctx: RequestContext) -> tuple[VolumeConductorAPI, str, list[dict[str, Any]]]:
+    api, uuid = await _server(request, ctx)
+    return api, uuid, (await api.volume_attachments(ctx, [uuid])).get(uuid, [])
+
+
+async def index(request: web.Request) -> web.Response:
+    _, _, atts = await _attachments(request, context(request))
+    return web.json_response({"volumeAttachments": [view(a) for a in atts]})
+
+
+async def show(request: web.Request) -> web.Response:
+    volume_id = request.match_info["volume_id"]
+    _, uuid, atts = await _attachments(request, context(request))
+    for att in atts:
+        if att["volume_id"] == volume_id.lower():
+            return web.json_response({"volumeAttachment": view(att)})
+    raise VolumeAttachmentNotFound(volume_id=volume_id, server_id=uuid)
+
+
+async def attach(request: web.Request) -> web.Response:
+    ctx = context(request)
+    body = await json_body(request)
+    validate(ATTACH, body)
+    spec = body["volumeAttachment"]
+    volume_id = spec["volumeId"].lower()
+    api, uuid = await _server(request, ctx)
+    try:
+        att = await api.volume_attach(ctx, volume_id, uuid, spec.get("device"))
+    except errors.VolumeNotFound:
+        # the volume may live in another cell: a clearer 400 than "not found" (Nova: not in the same AZ)
+        try:
+            await volume_cells.find(request.config_dict[ROUTER], ctx, volume_id)
+        except errors.VolumeNotFound:
+            raise errors.VolumeNotFound(volume_id=volume_id) from None
+        raise errors.Invalid(f"Invalid volume: volume {volume_id} is not in the same cell as server {uuid}") \
+            from None
+    return web.json_response({"volumeAttachment": view(att)})
+
+
+async def detach(request: web.Request) -> web.Response:
+    ctx = context(request)
+    volume_id = request.match_info["volume_id"]
+    api, uuid = await _server(request, ctx)
+    if not is_uuid(volume_id):
+        raise VolumeAttachmentNotFound(volume_id=volume_id, server_id=uuid)
+    try:
+        await api.volume_detach(ctx, volume_id.lower(), uuid)
+    except errors.VolumeNotFound:
+        raise VolumeAttachmentNotFound(volume_id=volume_id, server_id=uuid) from None
+    return web.Response(status=202)
+
+
+async def add_volume_ids(request: web.Request, ctx: RequestContext, records: Sequence[dict[str, Any]]) -> None:
+    """Set each record's "volumes_attached" (volume ids, oldest attachment first), one call per cell.
+    A cell that does not answer in time leaves its servers' lists empty (logged), never fails the view."""
+    by_cell: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in records:
+        if rec.get("cell") and not rec.get("down"):
+            by_cell[rec["cell"]].append(rec)
+    router = request.config_dict[ROUTER]
+
+    async def one(path: str, recs: list[dict[str, Any]]) -> None:
+        try:
+            api = VolumeConductorAPI(router.cell(path))
+            found = await asyncio.wait_for(api.volume_attachments(ctx.with_timeout(VOLUMES_BOUND),
+                                                                  [r["uuid"] for r in recs]), VOLUMES_BOUND)
+        except (errors.CellcloudError, TimeoutError) as exc:
+            LOG.warning("volumes attached to servers of cell %s unknown: %s", path, exc)
+            return
+        for rec in recs:
+            rec["volumes_attached"] = [a["volume_id"] for a in found.get(rec["uuid"], [])]
+
+    await asyncio.gather(*(one(path, recs) for path, recs in by_cell.items()))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v2.1/servers/{server_id}/os-volume_attachments", index)
+    app.router.add_post("/v2.1/servers/{server_id}/os-volume_attachments", attach)
+    app.router.add_get("/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}", show)
+    app.router.add_delete("/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}", detach)

@@ -1,0 +1,96 @@
+"""Which cell holds a volume, and the volumes of every cell.
+
+Volumes live in the cell DBs, like servers, but the API keeps no volume
+mapping: a show, update or delete asks the cells at once and takes the one
+that knows the id (one cell answers in one round trip; many answer in
+parallel). A listing asks every cell within a bound and merges, newest first;
+a cell that fails to answer is left out (and logged), as the server list does.
+A new volume goes to a cell in the requested availability zone that has a
+live volume host (`volume.<host>` in its directory), else to the first cell
+in the zone: its conductor then puts the volume in `error` with the reason.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from api import cell_choice
+from api.cell_router import Cell, CellClient, CellRouter
+from cells import errors
+from cells.context import RequestContext
+from cells.rpcapi.volume import VolumeConductorAPI
+
+LOG = logging.getLogger(__name__)
+LIST_BOUND = 2.0  # seconds each cell has to answer
+T = TypeVar("T")
+
+
+def _cells(router: CellRouter) -> list[Cell]:
+    cells = list(router.cells.values())
+    if not cells:
+        raise errors.NoValidHost(reason="This cloud has no cells.")
+    return cells
+
+
+async def _each(router: CellRouter, ctx: RequestContext,
+                fn: Callable[[VolumeConductorAPI, RequestContext], Awaitable[T]],
+                strict: bool = False) -> list[tuple[Cell, T]]:
+    """fn on every cell at once. A cell that fails is left out, or (strict) fails the request."""
+    cells = _cells(router)
+    bounded = ctx.with_timeout(LIST_BOUND)
+    results = await asyncio.gather(*(asyncio.wait_for(fn(VolumeConductorAPI(c), bounded), LIST_BOUND)
+                                     for c in cells), return_exceptions=True)
+    out: list[tuple[Cell, T]] = []
+    for cell, result in zip(cells, results):
+        if isinstance(result, BaseException):
+            if isinstance(result, errors.Invalid) or not isinstance(result, (errors.CellcloudError, TimeoutError)):
+                raise result
+            if strict:
+                raise errors.RpcError(reason=f"cell {cell.path} did not answer: {result}") from result
+            LOG.warning("cell %s left out of a volume request: %s", cell.path, result)
+            continue
+        out.append((cell, result))
+    return out
+
+
+async def find(router: CellRouter, ctx: RequestContext, volume_id: str) -> tuple[VolumeConductorAPI, dict[str, Any]]:
+    """(the conductor of the cell holding the volume, its record); VolumeNotFound when no cell has it."""
+    async def get(api: VolumeConductorAPI, c: RequestContext) -> dict[str, Any] | None:
+        try:
+            return await api.volume_get(c, volume_id)
+        except errors.NotFound:
+            return None
+    for cell, record in await _each(router, ctx, get):
+        if record is not None:
+            return VolumeConductorAPI(cell), record
+    raise errors.VolumeNotFound(volume_id=volume_id)
+
+
+async def list_all(router: CellRouter, ctx: RequestContext, filters: dict[str, Any],
+                   strict: bool = False) -> list[dict[str, Any]]:
+    """Every matching volume of every cell, newest first (then by id, as the cell DBs order them)."""
+    async def one(api: VolumeConductorAPI, c: RequestContext) -> list[dict[str, Any]]:
+        return await api.volume_list(c, filters)
+    per_cell = await _each(router, ctx, one, strict)
+    records = [r for _, rs in per_cell for r in rs]
+    records.sort(key=lambda r: (r.get("created_at") or "", r["id"]), reverse=True)
+    return records
+
+
+def has_volume_host(cell: Cell) -> bool | None:
+    """Whether the cell's directory lists a volume worker (None: not visible from here, a relayed cell)."""
+    if not isinstance(cell, CellClient):
+        return None
+    return any(t.startswith("volume.") for m in cell.view.by_id.values() for t in m.topics)
+
+
+def choose(router: CellRouter, zone: str | None) -> Cell:
+    """The cell for a new volume in `zone` (None or "nova": anywhere)."""
+    if zone and zone != cell_choice.DEFAULT_ZONE and not router.zone_exists(zone):
+        raise errors.Invalid(f"Availability zone '{zone}' is invalid.")
+    in_zone = [c for c in _cells(router) if cell_choice.in_zone(c.cell, zone) and c.reachable()]
+    if not in_zone:
+        raise errors.RpcError(reason=f"no cell in availability zone {zone or cell_choice.DEFAULT_ZONE!r} is reachable")
+    return min(in_zone, key=lambda c: {True: 0, None: 1, False: 2}[has_volume_host(c)])

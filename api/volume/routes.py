@@ -1,0 +1,99 @@
+"""/volume: the Cinder v3 sub-application (block-storage and volumev3 in the catalog).
+
+    GET  /volume, /volume/v3                       version documents (public)
+    /volume/v3/{project_id}/volumes[/detail|/{id}] api/volume/volumes.py
+    /volume/v3/{project_id}/limits, os-quota-sets  api/volume/quotas.py
+
+This API speaks microversion 3.0 only: no header means 3.0, "latest" 3.0, a
+malformed version is a 400 and any other version a 406; every response says
+which version answered. The project in the URL must be the token's project
+("Malformed request url" otherwise, as Cinder). Errors come in Cinder's shape,
+which is Nova's: {"itemNotFound": {"code": 404, "message": ...}}.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from api.errors import VersionNotSupported, compute_body, error_middleware
+from api.keys import CONTEXT, public_url
+from api.middleware import token_auth
+from api.volume import quotas, volumes
+from cells import errors
+
+VERSION = (3, 0)
+UPDATED = "2016-02-08T12:20:21Z"
+_VERSION_RE = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")
+HEADERS = {"OpenStack-API-Version": "volume 3.0", "Vary": "OpenStack-API-Version"}
+_PUBLIC = ("/volume", "/volume/", "/volume/v3", "/volume/v3/")
+
+
+def is_public(request: web.Request) -> bool:
+    return request.method in ("GET", "HEAD") and request.path in _PUBLIC
+
+
+def requested_version(request: web.Request) -> tuple[int, int]:
+    raw: str | None = None
+    for item in request.headers.getall("OpenStack-API-Version", []):
+        for part in item.split(","):
+            service, _, value = part.strip().partition(" ")
+            if service.lower() == "volume":
+                raw = value.strip()
+    if raw is None or raw.lower() == "latest":
+        return VERSION
+    m = _VERSION_RE.match(raw)
+    if not m:
+        raise errors.Invalid(f"API Version String {raw} is of invalid format. Must be of format MajorNum.MinorNum.")
+    version = (int(m.group(1)), int(m.group(2)))
+    if version != VERSION:
+        raise VersionNotSupported(version=raw, min="3.0", max="3.0")
+    return version
+
+
+@web.middleware
+async def version_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.update(HEADERS)
+    return response
+
+
+@web.middleware
+async def negotiate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not is_public(request):
+        requested_version(request)
+    return await handler(request)
+
+
+@web.middleware
+async def own_project(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The project in the URL is the caller's (Cinder refuses any other, admins included)."""
+    project = request.match_info.get("project_id")
+    if project is not None and CONTEXT in request and project != request[CONTEXT].project:
+        raise errors.Invalid("Malformed request url")
+    return await handler(request)
+
+
+def _v3(base: str) -> dict[str, Any]:
+    return {"id": "v3.0", "status": "CURRENT", "version": "3.0", "min_version": "3.0", "updated": UPDATED,
+            "links": [{"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"},
+                      {"rel": "self", "href": f"{base}/volume/v3/"}],
+            "media-types": [{"base": "application/json",
+                             "type": "application/vnd.openstack.volume+json;version=3"}]}
+
+
+async def versions(request: web.Request) -> web.Response:
+    return web.json_response({"versions": [_v3(public_url(request))]})
+
+
+def make_volume_app() -> web.Application:
+    # outermost first: version headers on everything, errors in Cinder's shape, microversions, token, project
+    app = web.Application(middlewares=[version_headers, error_middleware(compute_body), negotiate,
+                                       token_auth(is_public), own_project])
+    for path in ("", "/", "/v3", "/v3/"):
+        app.router.add_get(path, versions)
+    volumes.add_routes(app)
+    quotas.add_routes(app)
+    return app

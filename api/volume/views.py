@@ -1,0 +1,66 @@
+"""Cinder v3.0 views of volumes, built from volume records (cells/db/volumes.py `volume_record`).
+
+Exactly the 3.0 keys. The admin-only os-vol-host-attr / os-vol-mig-status-attr keys
+appear for admins. An attachment shows once it is made (attached or detaching), as
+Cinder lists only attachments whose attach_status is attached.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from api.timeutil import iso_naive_micro
+
+DEFAULT_TYPE = "__DEFAULT__"
+SHOWN_ATTACHMENTS = ("attached", "detaching")
+
+
+def links(base: str, project_id: str, volume_id: str) -> list[dict[str, str]]:
+    return [{"rel": "self", "href": f"{base}/volume/v3/{project_id}/volumes/{volume_id}"},
+            {"rel": "bookmark", "href": f"{base}/volume/{project_id}/volumes/{volume_id}"}]
+
+
+def attachments(record: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for att in record.get("attachments") or []:
+        if att.get("status") not in SHOWN_ATTACHMENTS:
+            continue
+        out.append({"id": record["id"], "attachment_id": att["id"], "volume_id": record["id"],
+                    "server_id": att["instance_uuid"], "host_name": None, "device": att.get("device"),
+                    "attached_at": iso_naive_micro(att.get("created_at"))})
+    return out
+
+
+def volume_brief(base: str, project_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    return {"id": record["id"], "name": record.get("name"), "links": links(base, project_id, record["id"])}
+
+
+def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: bool) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": record["id"],
+        "name": record.get("name"),
+        "description": record.get("description"),
+        "status": record["status"],
+        "size": int(record["size"]),
+        "availability_zone": record.get("availability_zone") or "nova",
+        "created_at": iso_naive_micro(record.get("created_at")),
+        "updated_at": iso_naive_micro(record.get("updated_at")),
+        "volume_type": record.get("volume_type") or DEFAULT_TYPE,
+        "snapshot_id": None,
+        "source_volid": None,
+        "metadata": dict(record.get("metadata") or {}),
+        "links": links(base, project_id, record["id"]),
+        "user_id": record.get("user_id"),
+        "bootable": "true" if record.get("bootable") else "false",
+        "encrypted": False,
+        "replication_status": None,
+        "consistencygroup_id": None,
+        "multiattach": False,
+        "migration_status": None,
+        "attachments": attachments(record),
+        "os-vol-tenant-attr:tenant_id": record["project_id"],
+    }
+    if is_admin:
+        view["os-vol-host-attr:host"] = record.get("host")
+        view["os-vol-mig-status-attr:migstat"] = None
+        view["os-vol-mig-status-attr:name_id"] = None
+    return view

@@ -1,0 +1,283 @@
+"""/volume/v3/{project_id}/volumes: create, list (brief and detail), show, update, delete.
+
+Validate -> quota -> act: a request is checked whole before anything is made
+(size in whole GiB from 1 to MAX_SIZE_GB, strings, metadata, no unsupported
+source such as a snapshot or an image), then the project's volume quotas
+(volumes, gigabytes: 413 as Cinder) are checked under the project's lock
+together with the create, so two concurrent creates cannot both take the last
+unit. A new volume answers 202 in status `creating`; the cell's conductor
+places it on a volume host and it becomes `available` (or `error`, with the
+reason in its record).
+
+The metadata key `cellcloud:target` (local, tgt, nbd, lio) asks for that
+export target when the volume is attached; without it the volume host uses
+its first target that reaches the server's host.
+"""
+from __future__ import annotations
+
+import ast
+import uuid as uuidlib
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from api import quota
+from api.http import context, is_uuid, json_body, query_int
+from api.keys import ENGINE, ROUTER, public_url
+from api.volume import cells
+from api.volume.views import DEFAULT_TYPE, volume_brief, volume_detail
+from cells import errors
+from cells.conductor.flows.volumes import MAX_SIZE_GB
+from cells.context import RequestContext
+from cells.rpcapi.volume import VolumeConductorAPI
+
+MAX_LIMIT = 1000
+TARGET_KEY = "cellcloud:target"
+TARGETS = ("local", "tgt", "nbd", "lio")
+# create-body keys this cloud cannot honour when they are set (a volume is made empty, attached once)
+UNSUPPORTED_SOURCES = {"snapshot_id": "a snapshot", "source_volid": "another volume", "imageRef": "an image",
+                       "backup_id": "a backup", "consistencygroup_id": "a consistency group",
+                       "group_id": "a group", "source_replica": "a replica"}
+CREATE_KEYS = {"size", "name", "display_name", "description", "display_description", "availability_zone",
+               "volume_type", "metadata", "multiattach", "OS-SCH-HNT:scheduler_hints", *UNSUPPORTED_SOURCES}
+UPDATE_KEYS = {"name", "display_name", "description", "display_description", "metadata"}
+SORT_KEYS = ("created_at", "updated_at", "name", "size", "status", "id")
+
+
+# --- validation (pure) --------------------------------------------------------------
+
+def validate_size(raw: Any) -> int:
+    if isinstance(raw, str) and raw.strip().isdigit():
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise errors.Invalid(f"Invalid input received: Volume size '{raw}' must be an integer and greater than 0")
+    if raw > MAX_SIZE_GB:
+        raise errors.Invalid(f"Invalid input received: Volume size {raw} GiB is larger than the largest volume "
+                             f"this cloud makes ({MAX_SIZE_GB} GiB)")
+    return raw
+
+
+def _string(value: Any, field: str, limit: int = 255) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise errors.Invalid(f"Invalid input for field/attribute {field}. Value: {value}. "
+                             f"Expected a string of at most {limit} characters")
+    return value
+
+
+def validate_metadata(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise errors.Invalid("Invalid input for field/attribute metadata: expected a map of strings to strings")
+    for key, value in raw.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= 255:
+            raise errors.Invalid(f"Invalid metadata key {key!r}: a string of 1 to 255 characters")
+        if not isinstance(value, str) or len(value) > 255:
+            raise errors.Invalid(f"Invalid metadata value for {key!r}: a string of at most 255 characters")
+    target = raw.get(TARGET_KEY)
+    if target is not None and target not in TARGETS:
+        raise errors.Invalid(f"Invalid metadata {TARGET_KEY}={target!r}: expected one of {', '.join(TARGETS)}")
+    return dict(raw)
+
+
+def _names(item: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field, alias in (("name", "display_name"), ("description", "display_description")):
+        if field in item or alias in item:
+            out[field] = _string(item.get(field, item.get(alias)), field, 255 if field == "name" else 65535)
+    return out
+
+
+def _item(body: Any, key: str = "volume") -> Mapping[str, Any]:
+    if not isinstance(body, Mapping) or not isinstance(body.get(key), Mapping):
+        raise errors.Invalid(f"Missing required element '{key}' in request body.")
+    return body[key]  # type: ignore[no-any-return]
+
+
+def validate_create(body: Any) -> dict[str, Any]:
+    item = _item(body)
+    unknown = sorted(set(item) - CREATE_KEYS)
+    if unknown:
+        raise errors.Invalid(f"Invalid input: unexpected attribute(s) {', '.join(unknown)} in volume")
+    for key, what in UNSUPPORTED_SOURCES.items():
+        if item.get(key) is not None:
+            raise errors.Invalid(f"Creating a volume from {what} ({key}) is not supported by this cloud")
+    if item.get("multiattach"):
+        raise errors.Invalid("multiattach is not supported: a volume is attached to one server at a time")
+    if "size" not in item or item["size"] is None:
+        raise errors.Invalid("Invalid input received: a volume size is required")
+    vtype = _string(item.get("volume_type"), "volume_type")
+    if vtype not in (None, DEFAULT_TYPE):
+        raise errors.NotFound(f"Volume type with name {vtype} could not be found.")
+    return {"size": validate_size(item["size"]), **_names(item),
+            "availability_zone": _string(item.get("availability_zone"), "availability_zone"),
+            "metadata": validate_metadata(item.get("metadata"))}
+
+
+def validate_update(body: Any) -> dict[str, Any]:
+    item = _item(body)
+    unknown = sorted(set(item) - UPDATE_KEYS)
+    if unknown:
+        raise errors.Invalid(f"Invalid input: cannot update {', '.join(unknown)}; updatable: name, description, "
+                             "metadata")
+    values = _names(item)
+    if "metadata" in item:
+        values["metadata"] = validate_metadata(item["metadata"])
+    return values
+
+
+def _sort(query: Mapping[str, str]) -> list[tuple[str, bool]]:
+    """[(key, descending)] from Cinder's sort=key:dir,... or sort_key/sort_dir; default created_at desc."""
+    pairs: list[tuple[str, str]] = []
+    if query.get("sort"):
+        for part in query["sort"].split(","):
+            key, _, direction = part.strip().partition(":")
+            pairs.append((key, direction or "desc"))
+    elif query.get("sort_key"):
+        pairs.append((query["sort_key"], query.get("sort_dir", "desc")))
+    out = []
+    for key, direction in pairs:
+        if key not in SORT_KEYS:
+            raise errors.Invalid(f"Invalid input received: sort key {key!r} (one of {', '.join(SORT_KEYS)})")
+        if direction.lower() not in ("asc", "desc"):
+            raise errors.Invalid(f"Invalid input received: sort direction {direction!r} (asc or desc)")
+        out.append((key, direction.lower() == "desc"))
+    return out or [("created_at", True)]
+
+
+def sort_records(records: list[dict[str, Any]], order: list[tuple[str, bool]]) -> list[dict[str, Any]]:
+    out = sorted(records, key=lambda r: r["id"], reverse=order[0][1])  # ties: by id, in the first direction
+    for key, desc in reversed(order):  # stable sorts, least significant key first
+        out.sort(key=_by(key), reverse=desc)
+    return out
+
+
+def _by(key: str) -> Callable[[dict[str, Any]], tuple[bool, Any]]:
+    """Sort on one field, None first (ascending) as the cell DBs do."""
+    def value(record: dict[str, Any]) -> tuple[bool, Any]:
+        v = record.get(key)
+        return (v is not None, "" if v is None else v)
+    return value
+
+
+def _metadata_filter(raw: str) -> dict[str, str]:
+    """The SDK sends the metadata filter as a Python dict literal ("{'k': 'v'}"), as Cinder expects."""
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        raise errors.Invalid(f"Invalid input received: metadata filter {raw!r} is not a map") from None
+    if not isinstance(value, dict):
+        raise errors.Invalid(f"Invalid input received: metadata filter {raw!r} is not a map")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+# --- handlers ----------------------------------------------------------------------------
+
+def _project(request: web.Request) -> str:
+    return request.match_info["project_id"]
+
+
+async def usage(request: web.Request, ctx: RequestContext, project: str) -> dict[str, int]:
+    """volumes and gigabytes the project holds in every cell (a cell that cannot answer: refuse)."""
+    records = await cells.list_all(request.config_dict[ROUTER], ctx, {"project_id": project}, strict=True)
+    return {"volumes": len(records), "gigabytes": sum(int(r["size"]) for r in records)}
+
+
+async def create(request: web.Request) -> web.Response:
+    ctx, project = context(request), _project(request)
+    spec = validate_create(await json_body(request))
+    router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
+    cell = cells.choose(router, spec["availability_zone"])
+    volume = {"id": str(uuidlib.uuid4()), "project_id": project, "user_id": ctx.user, **spec}
+    async with quota.project_lock(project):
+        quota.check_volumes(await quota.limits(engine, project), await usage(request, ctx, project), 1,
+                            spec["size"])
+        record = await VolumeConductorAPI(cell).volume_create(ctx, volume)
+    return web.json_response({"volume": volume_detail(public_url(request), project, record, ctx.is_admin)},
+                             status=202)
+
+
+def _list_filters(ctx: RequestContext, query: Mapping[str, str]) -> dict[str, Any]:
+    filters: dict[str, Any] = {"project_id": ctx.project}
+    all_tenants = query.get("all_tenants") not in (None, "0", "false", "False", "f", "no")
+    if all_tenants and ctx.is_admin:
+        filters.pop("project_id")
+        if query.get("project_id"):
+            filters["project_id"] = query["project_id"]
+    for key in ("name", "status"):
+        if query.get(key):
+            filters[key] = query[key]
+    return filters
+
+
+async def _list(request: web.Request, detail: bool) -> web.Response:
+    ctx, project, query = context(request), _project(request), request.query
+    order = _sort(query)
+    limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
+    wanted_meta = _metadata_filter(query["metadata"]) if query.get("metadata") else {}
+    records = await cells.list_all(request.config_dict[ROUTER], ctx, _list_filters(ctx, query))
+    records = [r for r in records if all((r.get("metadata") or {}).get(k) == v for k, v in wanted_meta.items())]
+    records = sort_records(records, order)
+    if "marker" in query:
+        ids = [r["id"] for r in records]
+        if query["marker"] not in ids:
+            raise errors.NotFound(f"Marker {query['marker']} could not be found.")
+        records = records[ids.index(query["marker"]) + 1:]
+    page = records[:limit]
+    base = public_url(request)
+    body: dict[str, Any] = {"volumes": [volume_detail(base, project, r, ctx.is_admin) if detail
+                                        else volume_brief(base, project, r) for r in page]}
+    if page and len(records) > limit:
+        params = [(k, v) for k, v in query.items() if k != "marker"] + [("marker", page[-1]["id"])]
+        path = "volumes/detail" if detail else "volumes"
+        body["volumes_links"] = [{"rel": "next", "href": f"{base}/volume/v3/{project}/{path}?{urlencode(params)}"}]
+    return web.json_response(body)
+
+
+async def index(request: web.Request) -> web.Response:
+    return await _list(request, detail=False)
+
+
+async def detail(request: web.Request) -> web.Response:
+    return await _list(request, detail=True)
+
+
+async def find(request: web.Request, ctx: RequestContext, volume_id: str) -> tuple[VolumeConductorAPI, dict[str, Any]]:
+    if not is_uuid(volume_id):
+        raise errors.VolumeNotFound(volume_id=volume_id)
+    return await cells.find(request.config_dict[ROUTER], ctx, volume_id.lower())
+
+
+async def show(request: web.Request) -> web.Response:
+    ctx = context(request)
+    _, record = await find(request, ctx, request.match_info["volume_id"])
+    return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, ctx.is_admin)})
+
+
+async def update(request: web.Request) -> web.Response:
+    ctx = context(request)
+    values = validate_update(await json_body(request))
+    api, record = await find(request, ctx, request.match_info["volume_id"])
+    if values:
+        record = await api.volume_update(ctx, record["id"], values)
+    return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, ctx.is_admin)})
+
+
+async def delete(request: web.Request) -> web.Response:
+    ctx = context(request)
+    api, record = await find(request, ctx, request.match_info["volume_id"])
+    await api.volume_delete(ctx, record["id"])
+    return web.Response(status=202)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v3/{project_id}/volumes", index)
+    app.router.add_post("/v3/{project_id}/volumes", create)
+    app.router.add_get("/v3/{project_id}/volumes/detail", detail)
+    app.router.add_get("/v3/{project_id}/volumes/{volume_id}", show)
+    app.router.add_put("/v3/{project_id}/volumes/{volume_id}", update)
+    app.router.add_delete("/v3/{project_id}/volumes/{volume_id}", delete)

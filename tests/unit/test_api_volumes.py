@@ -1,0 +1,309 @@
+"""The block storage API (/volume/v3) and the compute API's os-volume_attachments
+against a cell over real ZeroMQ: a real Directory router and a conductor that keeps
+the fake cell's servers in memory but runs the real volume flows over a real cell DB
+with a real volume worker (file backend, local target) and a fake hypervisor."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+from aiohttp.test_utils import TestClient
+from sqlalchemy import delete
+
+from cells.conductor.volume_rpc import VolumeConductorMixin
+from cells.context import RequestContext
+from cells.db import instances as idb
+from cells.db.schema import instances
+from cells.objects.instance import utcnow_iso
+from tests.unit.api_fake_cell import FakeConductor, fake_cell
+from tests.unit.api_support import PUBLIC_URL, SECRETS, auth_body, make_cluster, start_client
+from tests.volume_fakes import VolumeCell, volume_cell
+
+VOLUME_KEYS_3_0 = {
+    "id", "name", "description", "status", "size", "availability_zone", "created_at", "updated_at", "volume_type",
+    "snapshot_id", "source_volid", "metadata", "links", "user_id", "bootable", "encrypted", "replication_status",
+    "consistencygroup_id", "multiattach", "migration_status", "attachments", "os-vol-tenant-attr:tenant_id",
+}
+ADMIN_KEYS = {"os-vol-host-attr:host", "os-vol-mig-status-attr:migstat", "os-vol-mig-status-attr:name_id"}
+
+
+class VolumeCellConductor(FakeConductor, VolumeConductorMixin):
+    """Servers in memory (FakeConductor), volumes through the real flows. The flows read servers from
+    the cell DB, so a server's record is written there before an attach or detach looks at it."""
+
+    def __init__(self, cell: VolumeCell) -> None:
+        super().__init__(cell="cell1")
+        self.env = cell.env
+
+    async def _mirror(self, uuid: str) -> None:
+        rec = self.records.get(uuid)
+        if rec is None:
+            return
+        now = utcnow_iso()
+        row = {"uuid": uuid, "name": rec["name"], "project_id": rec["project_id"], "user_id": rec["user_id"],
+               "host": rec.get("host"), "flavor": rec["flavor"], "image": rec.get("image") or {},
+               "vm_state": rec["vm_state"], "task_state": rec.get("task_state"), "power_state": 1,
+               "created_at": now, "updated_at": now, "deleted": bool(rec.get("deleted")), "metadata": {},
+               "addresses": {}, "retry_hosts": [], "progress": 0}
+
+        def write(conn: Any) -> None:
+            conn.execute(delete(instances).where(instances.c.uuid == uuid))
+            conn.execute(idb.INSERT, row)
+        await self.env.db.write(write)
+
+    async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
+                            device: str | None = None) -> dict[str, Any]:
+        await self._mirror(instance_uuid)
+        return await super().volume_attach(ctx, volume_id, instance_uuid, device)
+
+    async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+        await self._mirror(instance_uuid)
+        return await super().volume_detach(ctx, volume_id, instance_uuid)
+
+
+class Cloud:
+    def __init__(self, client: TestClient[Any, Any], cell: VolumeCell, conductor: VolumeCellConductor) -> None:
+        self.client, self.cell, self.conductor = client, cell, conductor
+        self.who: dict[str, tuple[dict[str, str], str]] = {}  # user -> (headers, project id)
+
+    async def login(self, user: str, password: str) -> None:
+        resp = await self.client.post("/identity/v3/auth/tokens", json=auth_body(user, password, user))
+        assert resp.status == 201
+        self.who[user] = ({"X-Auth-Token": resp.headers["X-Subject-Token"]},
+                          (await resp.json())["token"]["project"]["id"])
+
+    def url(self, user: str, path: str) -> str:
+        return f"/volume/v3/{self.who[user][1]}{path}"
+
+    async def req(self, method: str, user: str, path: str, json: Any = None,
+                  headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        url = path if path.startswith("/compute") else self.url(user, path)
+        resp = await self.client.request(method, url, json=json, headers={**self.who[user][0], **(headers or {})})
+        text = await resp.text()
+        return resp.status, (await resp.json() if text else None)
+
+    async def create(self, user: str = "demo", **volume: Any) -> dict[str, Any]:
+        status, body = await self.req("POST", user, "/volumes", {"volume": {"size": 1, **volume}})
+        assert status == 202, body
+        return dict(body["volume"])
+
+    async def wait_status(self, user: str, vid: str, wanted: str) -> dict[str, Any]:
+        for _ in range(200):
+            await self.cell.settle()
+            status, body = await self.req("GET", user, f"/volumes/{vid}")
+            assert status == 200, body
+            if body["volume"]["status"] == wanted:
+                return dict(body["volume"])
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"volume {vid} stayed {body['volume']['status']}, not {wanted}")
+
+    async def boot(self, user: str = "demo") -> str:
+        headers = self.who[user][0]
+        images = (await (await self.client.get("/image/v2/images", headers=headers)).json())["images"]
+        body = {"server": {"name": "vm", "flavorRef": "1", "imageRef": images[0]["id"]}}
+        resp = await self.client.post("/compute/v2.1/servers", json=body, headers=headers)
+        assert resp.status == 202, await resp.text()
+        sid = str((await resp.json())["server"]["id"])
+        self.conductor.activate(sid)
+        return sid
+
+
+@pytest_asyncio.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
+    cell = await volume_cell(tmp_path / "cell")
+    conductor = VolumeCellConductor(cell)
+    async with fake_cell(handler=conductor) as fake:
+        client = await start_client(make_cluster(tmp_path, router=fake.router))
+        try:
+            c = Cloud(client, cell, conductor)
+            await c.login("demo", SECRETS["demo_password"])
+            await c.login("admin", SECRETS["admin_password"])
+            yield c
+        finally:
+            await client.close()
+            await cell.close()
+
+
+async def test_versions_and_microversions(cloud: Cloud) -> None:
+    for path in ("/volume", "/volume/", "/volume/v3/"):
+        resp = await cloud.client.get(path)
+        doc = (await resp.json())["versions"][0]
+        assert resp.status == 200 and (doc["id"], doc["version"], doc["min_version"]) == ("v3.0", "3.0", "3.0")
+        assert {"rel": "self", "href": f"{PUBLIC_URL}/volume/v3/"} in doc["links"]
+    status, _ = await cloud.req("GET", "demo", "/volumes", headers={"OpenStack-API-Version": "volume 3.0"})
+    assert status == 200
+    resp = await cloud.client.get(cloud.url("demo", "/volumes"), headers={**cloud.who["demo"][0],
+                                                                          "OpenStack-API-Version": "volume 3.60"})
+    assert resp.status == 406 and resp.headers["OpenStack-API-Version"] == "volume 3.0"
+    status, body = await cloud.req("GET", "demo", "/volumes", headers={"OpenStack-API-Version": "volume x"})
+    assert status == 400 and body["badRequest"]["code"] == 400
+    assert (await cloud.client.get(cloud.url("demo", "/volumes"))).status == 401  # no token
+
+
+async def test_volume_lifecycle_in_cinder_shape(cloud: Cloud) -> None:
+    made = await cloud.create(name="v1", description="data", metadata={"k": "v"})
+    assert set(made) == VOLUME_KEYS_3_0 and made["status"] == "creating" and made["size"] == 1
+    project = cloud.who["demo"][1]
+    assert made["os-vol-tenant-attr:tenant_id"] == project and made["bootable"] == "false"
+    assert made["links"][0] == {"rel": "self", "href": f"{PUBLIC_URL}/volume/v3/{project}/volumes/{made['id']}"}
+    shown = await cloud.wait_status("demo", made["id"], "available")
+    assert shown["metadata"] == {"k": "v"} and shown["volume_type"] == "__DEFAULT__" and shown["attachments"] == []
+    other = await cloud.create(name="v2", size="2")  # a string of digits is a size too, as Cinder takes it
+    await cloud.wait_status("demo", other["id"], "available")
+
+    _, brief = await cloud.req("GET", "demo", "/volumes")
+    assert [set(v) for v in brief["volumes"]] == [{"id", "name", "links"}] * 2
+    assert [v["name"] for v in brief["volumes"]] == ["v2", "v1"]  # newest first
+    _, named = await cloud.req("GET", "demo", "/volumes/detail?name=v1")
+    assert [v["id"] for v in named["volumes"]] == [made["id"]] and set(named["volumes"][0]) == VOLUME_KEYS_3_0
+    _, meta = await cloud.req("GET", "demo", "/volumes/detail?metadata=%7B%27k%27%3A+%27v%27%7D")
+    assert [v["id"] for v in meta["volumes"]] == [made["id"]]
+    _, page = await cloud.req("GET", "demo", "/volumes?limit=1&sort=size:asc")
+    assert [v["name"] for v in page["volumes"]] == ["v1"] and "marker=" in page["volumes_links"][0]["href"]
+    _, rest = await cloud.req("GET", "demo", f"/volumes?limit=1&sort=size:asc&marker={made['id']}")
+    assert [v["name"] for v in rest["volumes"]] == ["v2"]
+
+    status, updated = await cloud.req("PUT", "demo", f"/volumes/{made['id']}",
+                                      {"volume": {"name": "renamed", "display_description": "d2"}})
+    assert status == 200 and (updated["volume"]["name"], updated["volume"]["description"]) == ("renamed", "d2")
+    _, admin_view = await cloud.req("GET", "admin", f"/volumes/detail?all_tenants=1&project_id={project}")
+    assert len(admin_view["volumes"]) == 2 and ADMIN_KEYS <= set(admin_view["volumes"][0])
+    assert admin_view["volumes"][0]["os-vol-host-attr:host"] == "node1"
+
+    status, _ = await cloud.req("DELETE", "demo", f"/volumes/{made['id']}")
+    assert status == 202
+    await cloud.cell.settle()
+    status, body = await cloud.req("GET", "demo", f"/volumes/{made['id']}")
+    assert status == 404 and body["itemNotFound"]["message"] == f"Volume {made['id']} could not be found."
+
+
+async def test_bad_requests_are_400_in_cinder_shape_and_make_nothing(cloud: Cloud) -> None:
+    bad: list[tuple[Any, int]] = [
+        ({"volume": {"size": 0}}, 400), ({"volume": {"size": -1}}, 400), ({"volume": {"size": 10 ** 9}}, 400),
+        ({"volume": {"size": "ten"}}, 400), ({"volume": {"size": True}}, 400), ({"volume": {"size": 1.5}}, 400),
+        ({"volume": {"name": "no size"}}, 400), ({"size": 1}, 400), ([], 400),
+        ({"volume": {"size": 1, "snapshot_id": "4c6a2e2e-7c3e-4f0e-9d5b-0a3c1e2f4b5d"}}, 400),
+        ({"volume": {"size": 1, "imageRef": "img"}}, 400), ({"volume": {"size": 1, "multiattach": True}}, 400),
+        ({"volume": {"size": 1, "colour": "red"}}, 400), ({"volume": {"size": 1, "metadata": {"a": 1}}}, 400),
+        ({"volume": {"size": 1, "metadata": {"cellcloud:target": "fibre"}}}, 400),
+        ({"volume": {"size": 1, "availability_zone": "mars"}}, 400),
+        ({"volume": {"size": 1, "volume_type": "gold"}}, 404),
+    ]
+    for body, expected in bad:
+        status, answer = await cloud.req("POST", "demo", "/volumes", body)
+        assert status == expected, (body, answer)
+        assert set(answer) == {"badRequest" if expected == 400 else "itemNotFound"}
+        assert answer[next(iter(answer))]["message"]
+    resp = await cloud.client.post(cloud.url("demo", "/volumes"), data=b"{nope", headers=cloud.who["demo"][0])
+    assert resp.status == 400
+    _, listed = await cloud.req("GET", "demo", "/volumes")
+    assert listed["volumes"] == []
+    vid = (await cloud.create(name="keep"))["id"]
+    status, _ = await cloud.req("PUT", "demo", f"/volumes/{vid}", {"volume": {"size": 5}})
+    assert status == 400
+    for path in ("/volumes/not-a-uuid", "/volumes/4c6a2e2e-7c3e-4f0e-9d5b-0a3c1e2f4b5d"):
+        assert (await cloud.req("GET", "demo", path))[0] == 404
+        assert (await cloud.req("DELETE", "demo", path))[0] == 404
+
+
+async def test_projects_see_their_own_volumes_only(cloud: Cloud) -> None:
+    vid = (await cloud.create("admin", name="admins"))["id"]
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[0] == 404
+    assert (await cloud.req("DELETE", "demo", f"/volumes/{vid}"))[0] == 404
+    assert (await cloud.req("GET", "demo", "/volumes"))[1]["volumes"] == []
+    # the project in the URL is the caller's: anything else is a malformed URL, as Cinder
+    resp = await cloud.client.get(f"/volume/v3/{cloud.who['admin'][1]}/volumes", headers=cloud.who["demo"][0])
+    assert resp.status == 400 and "Malformed request url" in (await resp.json())["badRequest"]["message"]
+    assert (await cloud.req("GET", "admin", f"/volumes/{vid}"))[0] == 200
+
+
+async def test_volume_quotas_and_limits(cloud: Cloud) -> None:
+    demo_project = cloud.who["demo"][1]
+    status, _ = await cloud.req("PUT", "demo", f"/os-quota-sets/{demo_project}", {"quota_set": {"volumes": 1}})
+    assert status == 403  # only admins change quotas
+    status, body = await cloud.req("PUT", "admin", f"/os-quota-sets/{demo_project}",
+                                   {"quota_set": {"volumes": 2, "gigabytes": 3}})
+    assert status == 200 and (body["quota_set"]["volumes"], body["quota_set"]["gigabytes"]) == (2, 3)
+    await cloud.create(size=2)
+    status, body = await cloud.req("POST", "demo", "/volumes", {"volume": {"size": 2}})
+    assert status == 413 and "gigabytes" in body["overLimit"]["message"]
+    await cloud.create(size=1)
+    await cloud.req("PUT", "admin", f"/os-quota-sets/{demo_project}", {"quota_set": {"gigabytes": 10}})
+    status, body = await cloud.req("POST", "demo", "/volumes", {"volume": {"size": 1}})
+    assert status == 413 and "volumes" in body["overLimit"]["message"]
+    _, limits = await cloud.req("GET", "demo", "/limits")
+    absolute = limits["limits"]["absolute"]
+    assert (absolute["maxTotalVolumes"], absolute["totalVolumesUsed"], absolute["totalGigabytesUsed"]) == (2, 2, 3)
+    _, quota = await cloud.req("GET", "demo", f"/os-quota-sets/{demo_project}?usage=True")
+    assert quota["quota_set"]["gigabytes"] == {"limit": 10, "in_use": 3, "reserved": 0, "allocated": 0}
+    _, defaults = await cloud.req("GET", "demo", f"/os-quota-sets/{demo_project}/defaults")
+    assert defaults["quota_set"]["volumes"] == 10
+
+
+async def test_attach_and_detach_through_the_compute_api(cloud: Cloud) -> None:
+    sid = await cloud.boot()
+    vid = (await cloud.create(name="data"))["id"]
+    await cloud.wait_status("demo", vid, "available")
+    base = f"/compute/v2.1/servers/{sid}/os-volume_attachments"
+    status, body = await cloud.req("POST", "demo", base, {"volumeAttachment": {"volumeId": vid}})
+    assert status == 200 and body == {"volumeAttachment": {"id": vid, "volumeId": vid, "serverId": sid,
+                                                           "device": "/dev/vdb"}}
+    attached = await cloud.wait_status("demo", vid, "in-use")
+    assert [(a["server_id"], a["device"]) for a in attached["attachments"]] == [(sid, "/dev/vdb")]
+    assert cloud.cell.compute.plugged[vid]["instance"] == sid
+    _, server = await cloud.req("GET", "demo", f"/compute/v2.1/servers/{sid}")
+    assert server["server"]["os-extended-volumes:volumes_attached"] == [{"id": vid}]
+    _, servers = await cloud.req("GET", "demo", "/compute/v2.1/servers/detail")
+    assert servers["servers"][0]["os-extended-volumes:volumes_attached"] == [{"id": vid}]
+    _, listed = await cloud.req("GET", "demo", base)
+    assert [a["volumeId"] for a in listed["volumeAttachments"]] == [vid]
+    assert (await cloud.req("GET", "demo", f"{base}/{vid}"))[1]["volumeAttachment"]["serverId"] == sid
+
+    status, body = await cloud.req("DELETE", "demo", f"/volumes/{vid}")  # in use: refused, nothing changes
+    assert status == 400 and "attached" in body["badRequest"]["message"]
+    other = await cloud.boot()
+    status, _ = await cloud.req("POST", "demo", f"/compute/v2.1/servers/{other}/os-volume_attachments",
+                                {"volumeAttachment": {"volumeId": vid}})
+    assert status == 400  # attached to one server at a time
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["status"] == "in-use"
+
+    assert (await cloud.req("DELETE", "demo", f"{base}/{vid}"))[0] == 202
+    await cloud.wait_status("demo", vid, "available")
+    assert vid not in cloud.cell.compute.plugged
+    assert (await cloud.req("GET", "demo", base))[1]["volumeAttachments"] == []
+    assert (await cloud.req("DELETE", "demo", f"{base}/{vid}"))[0] == 404  # not attached any more
+
+
+async def test_attach_refusals(cloud: Cloud) -> None:
+    sid = await cloud.boot()
+    admins_server = await cloud.boot("admin")
+    vid = (await cloud.create())["id"]
+    await cloud.wait_status("demo", vid, "available")
+    attach: Callable[[str, Any], Awaitable[tuple[int, Any]]] = lambda server, body: cloud.req(
+        "POST", "demo", f"/compute/v2.1/servers/{server}/os-volume_attachments", body)
+    assert (await attach(admins_server, {"volumeAttachment": {"volumeId": vid}}))[0] == 404  # another project's
+    assert (await attach("4c6a2e2e-7c3e-4f0e-9d5b-0a3c1e2f4b5d", {"volumeAttachment": {"volumeId": vid}}))[0] == 404
+    status, body = await attach(sid, {"volumeAttachment": {"volumeId": "4c6a2e2e-7c3e-4f0e-9d5b-0a3c1e2f4b5d"}})
+    assert status == 404 and "itemNotFound" in body
+    bad: dict[str, Any]
+    for bad in ({"volumeAttachment": {"volumeId": "nope"}}, {"volumeAttachment": {}}, {"volumeId": vid},
+                {"volumeAttachment": {"volumeId": vid, "device": "sdb!"}},
+                {"volumeAttachment": {"volumeId": vid, "tag": "x"}}):
+        status, body = await attach(sid, bad)
+        assert status == 400 and "badRequest" in body, bad
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["status"] == "available"
+
+
+async def test_concurrent_attaches_of_one_volume_have_one_winner(cloud: Cloud) -> None:
+    servers = [await cloud.boot() for _ in range(3)]
+    vid = (await cloud.create())["id"]
+    await cloud.wait_status("demo", vid, "available")
+    results = await asyncio.gather(*(cloud.req("POST", "demo", f"/compute/v2.1/servers/{s}/os-volume_attachments",
+                                               {"volumeAttachment": {"volumeId": vid}}) for s in servers))
+    assert sorted(status for status, _ in results) == [200, 400, 400]
+    winner = next(body["volumeAttachment"]["serverId"] for status, body in results if status == 200)
+    attached = await cloud.wait_status("demo", vid, "in-use")
+    assert [a["server_id"] for a in attached["attachments"]] == [winner]
