@@ -128,6 +128,11 @@ def _filters(ctx: RequestContext, query: Any) -> tuple[dict[str, Any], list[str]
         del filters["deleted"]  # Nova: changes-since shows deleted servers too
     if "host" in query and ctx.is_admin:
         filters["host"] = query["host"]
+    # flavor: a flavor id; image: an image id or its href (Nova matches the id at the end)
+    if query.get("flavor"):
+        filters["flavor_id"] = query.getall("flavor")[-1]
+    if query.get("image"):
+        filters["image_id"] = query.getall("image")[-1].rstrip("/").rsplit("/", 1)[-1]
     return filters, statuses
 
 
@@ -141,6 +146,9 @@ def _keep(record: dict[str, Any], filters: dict[str, Any], statuses: list[str] |
         return not statuses and not ("name" in filters and not re.search(filters["name"], record.get("name") or ""))
     if statuses and record_status(record) not in {s.upper() for s in statuses}:
         return False
+    for key, field in (("flavor_id", "flavor"), ("image_id", "image")):
+        if key in filters and (record.get(field) or {}).get("id") != filters[key]:
+            return False
     return not ("name" in filters and not re.search(filters["name"], record.get("name") or ""))
 
 

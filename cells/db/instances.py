@@ -22,7 +22,7 @@ SORT_KEYS = frozenset({"uuid", "name", "project_id", "user_id", "host", "vm_stat
                        "created_at", "updated_at", "launched_at", "terminated_at", "key_name", "availability_zone",
                        "progress", "deleted"})
 FILTER_KEYS = frozenset({"project_id", "user_id", "name", "vm_state", "task_state", "host", "uuid", "deleted",
-                         "changes_since"})
+                         "changes_since", "flavor_id", "image_id"})
 _LIST_FILTERS = ("project_id", "user_id", "vm_state", "task_state", "host", "uuid")  # exact match, str or list
 DEFAULT_SORT = ("created_at", "uuid")
 DEFAULT_DIR = "desc"
@@ -101,6 +101,11 @@ def filter_conditions(filters: Mapping[str, Any]) -> list[ColumnElement[bool]]:
         value = filters[key]
         values = [value] if isinstance(value, (str, int)) else list(value)
         conds.append(c[key].in_(values) if len(values) != 1 else c[key] == values[0])
+    # the flavor and image a server was built from live in its JSON columns: matched by their id
+    # (no index of their own: they narrow a listing the project/deleted index already bounds)
+    for key, column in (("flavor_id", c.flavor), ("image_id", c.image)):
+        if filters.get(key) is not None:
+            conds.append(column["id"].as_string() == str(filters[key]))
     name = filters.get("name")
     if name:
         try:  # Nova treats the name filter as a regular expression (unanchored search)

@@ -71,7 +71,7 @@ class FakeConductor:
                             sort_dirs: list[str], limit: int | None, marker: str | None) -> list[dict[str, Any]]:
         self.list_calls += 1
         allowed = {"project_id", "user_id", "name", "vm_state", "task_state", "host", "uuid", "deleted",
-                   "changes_since"}
+                   "changes_since", "flavor_id", "image_id"}
         if set(filters) - allowed:
             raise errors.Invalid(reason=f"unknown instance filter(s) {sorted(set(filters) - allowed)}")
         recs = [r for r in self.records.values() if self._visible(ctx, r) and self._match(r, filters)]
@@ -95,6 +95,9 @@ class FakeConductor:
                 return False
         if filters.get("name") and not re.search(filters["name"], rec["name"]):
             return False
+        for key, built_from in (("flavor_id", "flavor"), ("image_id", "image")):
+            if filters.get(key) is not None and (rec.get(built_from) or {}).get("id") != filters[key]:
+                return False
         if filters.get("changes_since") is not None:
             return bool(rec["updated_at"] >= filters["changes_since"])
         return bool(rec["deleted"] == filters.get("deleted", False))
