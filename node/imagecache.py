@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 import uuid as uuidlib
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -29,6 +30,7 @@ WRITE_BATCH = 4 * CHUNK  # bytes collected before one executor hop (write + hash
 HEX = re.compile(r"^[0-9a-f]{32,128}$")  # the hash names a file: hex only, no path tricks
 ALGOS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_512", "md5", "sha1"})
 PARTIAL = ".part"
+MAX_UNUSED_AGE = 24 * 3600.0  # seconds an unused base stays cached (Nova's remove_unused_original_minimum_age)
 
 
 class ImageFetcher(Protocol):
@@ -44,9 +46,10 @@ class ImageFetcher(Protocol):
 
 
 class ImageCache:
-    def __init__(self, cache_dir: str, fetcher: ImageFetcher) -> None:
+    def __init__(self, cache_dir: str, fetcher: ImageFetcher, max_unused_age: float = MAX_UNUSED_AGE) -> None:
         self.cache_dir = cache_dir
         self.fetcher = fetcher
+        self.max_unused_age = max_unused_age
         self._locks: dict[str, asyncio.Lock] = {}
         self.downloads = 0  # completed downloads (for tests and metrics)
 
@@ -83,6 +86,30 @@ class ImageCache:
         finally:
             if not lock.locked() and self._locks.get(expected) is lock:
                 del self._locks[expected]
+
+    async def prune(self, in_use: set[str]) -> list[str]:
+        """Remove cached bases no guest uses that were last fetched more than max_unused_age
+        ago (a fetch touches the file). `in_use`: paths of bases some guest on this host uses."""
+        async with asyncio.timeout(60):
+            removed = await asyncio.to_thread(self._prune, {os.path.abspath(p) for p in in_use})
+        for path in removed:
+            LOG.info("image cache: removed unused base %s", path)
+        return removed
+
+    def _prune(self, in_use: set[str]) -> list[str]:
+        removed: list[str] = []
+        cutoff = time.time() - self.max_unused_age
+        for name in os.listdir(self.cache_dir) if os.path.isdir(self.cache_dir) else []:
+            path = os.path.abspath(os.path.join(self.cache_dir, name))
+            if not HEX.match(name) or path in in_use or self._locks.get(name) is not None:
+                continue  # not a base, used, or being downloaded right now
+            try:
+                if os.stat(path).st_mtime < cutoff:
+                    os.unlink(path)
+                    removed.append(path)
+            except FileNotFoundError:
+                pass
+        return removed
 
     async def fetch_by_id(self, image_id: str) -> str:
         """fetch() for an image known only by id (an AMI's kernel_id / ramdisk_id): its record

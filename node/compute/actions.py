@@ -77,6 +77,10 @@ class ComputeActions:
                 ramdisk = await self.images.fetch_by_id(str(props["ramdisk_id"]))
         await self.driver.spawn(instance, image_path, kernel=kernel, ramdisk=ramdisk)
 
+    async def prune_image_cache(self) -> None:
+        """Remove cached bases that no guest here uses and nobody fetched for a while."""
+        await self.images.prune(await self.driver.bases_in_use())
+
     # --- the actions ---------------------------------------------------------------------
 
     async def _run_action(self, ctx: RequestContext, instance: dict[str, Any], action: str,

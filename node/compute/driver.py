@@ -15,6 +15,7 @@ import concurrent.futures
 import dataclasses
 import grp
 import hashlib
+import json
 import logging
 import os
 import pwd
@@ -40,6 +41,7 @@ CALL_TIMEOUT = 30.0  # seconds for one libvirt call (QEMU's first capabilities p
 QEMU_IMG_TIMEOUT = 60.0
 POOL_SIZE = 4
 EMBED_USER = "libvirt-qemu"
+BASES_FILE = "bases.json"  # in each instance dir: the cached images the guest needs
 EMBED_ALIAS_DIR = "/run/cellcloud/embed"  # short symlinks to long embed roots (socket path limit)
 EMBED_SOCKET_SUFFIX = len("/lib/qemu/domain-9999-cc-01234567-0123-012/monitor.sock")
 # what qemu:///embed needs to run guests as root without a daemon (see HOST_NOTES)
@@ -304,6 +306,8 @@ class LibvirtDriver(PowerOps):
                 paths = dataclasses.replace(paths, kernel=kernel, initrd=ramdisk,
                                             cmdline=str(props.get("os_command_line") or "console=ttyS0"))
             xml = domain_xml.build_domain_xml(instance, self.virt_type, paths)
+            bases = [p for p in (image_path, kernel, ramdisk) if p]  # what the image cache must keep for us
+            await self._run(Path(inst_dir, BASES_FILE).write_text, json.dumps(bases))
             await self._run(self._define_and_start, xml)
         except asyncio.CancelledError:
             raise  # the manager's restart reconciliation removes half-built guests
@@ -332,6 +336,18 @@ class LibvirtDriver(PowerOps):
         overlay = os.path.join(inst_dir, "disk")
         await create_overlay(image_path, fmt, overlay)
         return DomainPaths(console_log=console, disk=overlay, disk_format="qcow2")
+
+    async def bases_in_use(self) -> set[str]:
+        """Cached image files the guests of this host use (their overlays' bases, kernels, ramdisks)."""
+        def scan() -> set[str]:
+            used: set[str] = set()
+            for bases in Path(self.instances_dir).glob(f"*/{BASES_FILE}"):
+                try:
+                    used.update(str(p) for p in json.loads(bases.read_text()))
+                except (OSError, ValueError):
+                    continue
+            return used
+        return await self._run(scan)
 
     async def destroy(self, uuid: str) -> None:
         """Stop and undefine the domain; a missing domain is fine (idempotent)."""

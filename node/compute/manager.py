@@ -115,6 +115,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin):  # server actions: node
                 await self.sync_power_states()
                 if time.monotonic() - last_report > REPORT_INTERVAL:
                     await self.report_resources()
+                    await self.prune_image_cache()  # node/compute/actions.py
                     last_report = time.monotonic()
             except Exception:  # the sweep is a safety net: it must never take the worker down
                 LOG.exception("power state sweep failed")

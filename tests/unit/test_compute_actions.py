@@ -179,3 +179,24 @@ def test_tail_helpers_cap_the_size_and_cut_at_a_line(tmp_path: Path) -> None:
     assert read_tail(str(path), max_bytes=15) == b"y\n" * 7  # the cut first line is dropped
     assert read_tail(str(tmp_path / "missing")) == b""
     assert tail_lines(b"a\nb\nc", 2) == "b\nc" and tail_lines(b"a\n", None) == "a\n"
+
+
+async def test_unused_bases_are_pruned_after_their_age_and_used_ones_stay(
+        setup: tuple[ComputeManager, ActionConductor, FakeFetcher]) -> None:
+    import os
+    manager, conductor, fetcher = setup
+    uuid = await _active(manager, conductor, disk_format="ami", properties={"kernel_id": "kernel"})
+    cache = Path(manager.images.cache_dir)
+    stray = cache / ("ab" * 64)
+    stray.write_bytes(b"a base nobody uses any more")
+    old = 1_000_000_000.0  # long ago
+    for f in cache.iterdir():
+        os.utime(f, (old, old))
+    await manager.prune_image_cache()
+    assert not stray.exists()
+    assert len(list(cache.iterdir())) == 2  # the guest's base disk and kernel stay
+    await manager.terminate_instance(CTX, {"uuid": uuid})
+    await manager.prune_image_cache()
+    assert list(cache.iterdir()) == []  # unused and old: gone; a new boot fetches again
+    await _active(manager, conductor)
+    assert fetcher.downloads == 3
