@@ -55,9 +55,11 @@ def view(att: dict[str, Any]) -> dict[str, Any]:
             "device": att.get("device")}
 
 
-async def _server(request: web.Request, ctx: RequestContext) -> tuple[VolumeConductorAPI, str]:
-    """The volume API of the server's cell and the server's uuid; 404 for a server the caller cannot see."""
-    mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
+async def _server(request: web.Request, ctx: RequestContext,
+                  server_id: str | None = None) -> tuple[VolumeConductorAPI, str]:
+    """The volume API of the server's cell and the server's uuid (default: the URL's); 404 for a server the
+    caller cannot see."""
+    mapping = await mappings.get(request.config_dict[ENGINE], ctx, server_id or request.match_info["server_id"])
     return VolumeConductorAPI(request.config_dict[ROUTER].cell(mapping.cell_path)), str(mapping.instance_uuid)
 
 
@@ -85,10 +87,17 @@ async def attach(request: web.Request) -> web.Response:
     body = await json_body(request)
     validate(ATTACH, body)
     spec = body["volumeAttachment"]
-    volume_id = spec["volumeId"].lower()
-    api, uuid = await _server(request, ctx)
+    att = await attach_volume(request, ctx, request.match_info["server_id"], spec["volumeId"], spec.get("device"))
+    return web.json_response({"volumeAttachment": view(att)})
+
+
+async def attach_volume(request: web.Request, ctx: RequestContext, server_id: str, volume_id: str,
+                        device: str | None) -> dict[str, Any]:
+    """Attach a volume to a server (this API's POST and EC2's AttachVolume); the attachment record."""
+    volume_id = volume_id.lower()
+    api, uuid = await _server(request, ctx, server_id)
     try:
-        att = await api.volume_attach(ctx, volume_id, uuid, spec.get("device"))
+        att = await api.volume_attach(ctx, volume_id, uuid, device)
     except errors.VolumeNotFound:
         # the volume may live in another cell: a clearer 400 than "not found" (Nova: not in the same AZ)
         try:
@@ -97,20 +106,23 @@ async def attach(request: web.Request) -> web.Response:
             raise errors.VolumeNotFound(volume_id=volume_id) from None
         raise errors.Invalid(f"Invalid volume: volume {volume_id} is not in the same cell as server {uuid}") \
             from None
-    return web.json_response({"volumeAttachment": view(att)})
+    return att
 
 
 async def detach(request: web.Request) -> web.Response:
-    ctx = context(request)
-    volume_id = request.match_info["volume_id"]
-    api, uuid = await _server(request, ctx)
+    await detach_volume(request, context(request), request.match_info["server_id"], request.match_info["volume_id"])
+    return web.Response(status=202)
+
+
+async def detach_volume(request: web.Request, ctx: RequestContext, server_id: str, volume_id: str) -> dict[str, Any]:
+    """Detach a volume from a server (this API's DELETE and EC2's DetachVolume); the attachment record."""
+    api, uuid = await _server(request, ctx, server_id)
     if not is_uuid(volume_id):
         raise VolumeAttachmentNotFound(volume_id=volume_id, server_id=uuid)
     try:
-        await api.volume_detach(ctx, volume_id.lower(), uuid)
+        return await api.volume_detach(ctx, volume_id.lower(), uuid)
     except errors.VolumeNotFound:
         raise VolumeAttachmentNotFound(volume_id=volume_id, server_id=uuid) from None
-    return web.Response(status=202)
 
 
 async def add_volume_ids(request: web.Request, ctx: RequestContext, records: Sequence[dict[str, Any]]) -> None:

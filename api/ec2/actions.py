@@ -393,12 +393,6 @@ async def delete_key_pair(request: web.Request, ctx: RequestContext, params: dic
     return {}
 
 
-async def volume_service_missing(request: web.Request, ctx: RequestContext, params: dict[str, Any]) -> dict[
-        str, Any]:
-    raise Ec2Error("UnsupportedOperation", "This cloud runs no volume service yet: the volume calls of the EC2 API "
-                                           "need the Cinder API (/volume/v3)")
-
-
 ACTIONS: dict[str, Handler] = {
     "DescribeImages": describe_images, "DescribeAvailabilityZones": describe_availability_zones,
     "RunInstances": run_instances, "DescribeInstances": describe_instances,
@@ -406,6 +400,4 @@ ACTIONS: dict[str, Handler] = {
     "StopInstances": stop_instances, "StartInstances": start_instances, "GetConsoleOutput": get_console_output,
     "CreateKeyPair": create_key_pair, "ImportKeyPair": import_key_pair, "DescribeKeyPairs": describe_key_pairs,
     "DeleteKeyPair": delete_key_pair,
-    **dict.fromkeys(("CreateVolume", "DescribeVolumes", "AttachVolume", "DetachVolume", "DeleteVolume"),
-                    volume_service_missing),
-}
+}  # the volume calls: api/ec2/volumes.py

@@ -190,15 +190,21 @@ async def usage(request: web.Request, ctx: RequestContext, project: str) -> dict
 async def create(request: web.Request) -> web.Response:
     ctx, project = context(request), _project(request)
     spec = validate_create(await json_body(request))
+    record = await create_volume(request, ctx, project, spec)
+    return web.json_response({"volume": volume_detail(public_url(request), project, record, ctx.is_admin)},
+                             status=202)
+
+
+async def create_volume(request: web.Request, ctx: RequestContext, project: str,
+                        spec: dict[str, Any]) -> dict[str, Any]:
+    """Create a volume from a validated spec (this API's POST and EC2's CreateVolume); its record."""
     router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
     cell = cells.choose(router, spec["availability_zone"])
     volume = {"id": str(uuidlib.uuid4()), "project_id": project, "user_id": ctx.user, **spec}
     async with quota.project_lock(project):
         quota.check_volumes(await quota.limits(engine, project), await usage(request, ctx, project), 1,
                             spec["size"])
-        record = await VolumeConductorAPI(cell).volume_create(ctx, volume)
-    return web.json_response({"volume": volume_detail(public_url(request), project, record, ctx.is_admin)},
-                             status=202)
+        return await VolumeConductorAPI(cell).volume_create(ctx, volume)
 
 
 def _list_filters(ctx: RequestContext, query: Mapping[str, str]) -> dict[str, Any]:

@@ -159,11 +159,6 @@ async def test_run_instances_errors_create_nothing(ec2: Ec2) -> None:
     assert ec2.cloud.cell.conductor.records == {}
 
 
-async def test_volume_calls_say_the_service_is_missing(ec2: Ec2) -> None:
-    code, message = await ec2.error("describe_volumes")
-    assert code == "UnsupportedOperation" and "volume" in message
-
-
 async def test_bad_signatures_and_requests_get_ec2_error_xml(ec2: Ec2) -> None:
     wrong = Ec2(ec2.cloud, ec2.access, "0" * 32)
     assert (await wrong.error("describe_images"))[0] == "SignatureDoesNotMatch"

@@ -1,0 +1,133 @@
+"""EC2's volume calls through real boto3 (in a thread: it blocks) against the API,
+with the real volume flows, cell DB and volume worker of test_api_volumes' cell:
+vol- ids, Cinder states in EC2's words, ClientToken, attach/detach on a server,
+and EC2 error codes for requests that must change nothing."""
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+from botocore.config import Config
+
+from tests.unit.test_api_volumes import Cloud, cloud
+
+__all__ = ["cloud"]
+
+
+class Ec2:
+    def __init__(self, cloud: Cloud, access: str, secret: str) -> None:
+        self.access, self.secret = access, secret
+        self.client = boto3.client("ec2", endpoint_url=str(cloud.client.make_url("/ec2")), region_name="RegionOne",
+                                   aws_access_key_id=access, aws_secret_access_key=secret,
+                                   config=Config(retries={"max_attempts": 0}))
+
+    async def __call__(self, method: str, **kwargs: Any) -> Any:
+        call: Callable[[], Any] = functools.partial(getattr(self.client, method), **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
+    async def error(self, method: str, **kwargs: Any) -> str:
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            await self(method, **kwargs)
+        return str(info.value.response["Error"]["Code"])
+
+
+async def ec2_for(cloud: Cloud, user: str = "demo") -> Ec2:
+    headers, project = cloud.who[user]
+    me = await (await cloud.client.get("/identity/v3/auth/tokens",
+                                       headers={**headers, "X-Subject-Token": headers["X-Auth-Token"]})).json()
+    resp = await cloud.client.post(f"/identity/v3/users/{me['token']['user']['id']}/credentials/OS-EC2",
+                                   json={"tenant_id": project}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    cred = (await resp.json())["credential"]
+    return Ec2(cloud, cred["access"], cred["secret"])
+
+
+async def wait_state(cloud: Cloud, ec2: Ec2, volume_id: str, state: str) -> dict[str, Any]:
+    for _ in range(200):
+        await cloud.cell.settle()
+        [vol] = (await ec2("describe_volumes", VolumeIds=[volume_id]))["Volumes"]
+        if vol["State"] == state:
+            return dict(vol)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{volume_id} stayed {vol['State']}, not {state}")
+
+
+async def test_volume_lifecycle_through_boto3(cloud: Cloud) -> None:
+    ec2 = await ec2_for(cloud)
+    made = await ec2("create_volume", Size=1, AvailabilityZone="nova", ClientToken="vol-once")
+    assert made["VolumeId"].startswith("vol-") and (made["Size"], made["State"]) == (1, "creating")
+    again = await ec2("create_volume", Size=1, AvailabilityZone="nova", ClientToken="vol-once")
+    assert again["VolumeId"] == made["VolumeId"]  # the same token: the same volume, nothing new
+    _, cinder = await cloud.req("GET", "demo", "/volumes")
+    assert len(cinder["volumes"]) == 1
+    vol = await wait_state(cloud, ec2, made["VolumeId"], "available")
+    assert (vol["AvailabilityZone"], vol["Attachments"], vol["Encrypted"]) == ("nova", [], False)
+
+    server = await cloud.boot()
+    [reservation] = (await ec2("describe_instances"))["Reservations"]
+    instance = reservation["Instances"][0]["InstanceId"]
+    att = await ec2("attach_volume", VolumeId=made["VolumeId"], InstanceId=instance, Device="/dev/vdb")
+    assert (att["VolumeId"], att["InstanceId"], att["State"]) == (made["VolumeId"], instance, "attaching")
+    vol = await wait_state(cloud, ec2, made["VolumeId"], "in-use")
+    assert [(a["InstanceId"], a["State"], a["Device"]) for a in vol["Attachments"]] == \
+        [(instance, "attached", "/dev/vdb")]
+    assert cloud.cell.compute.plugged[vol_uuid(cinder)]["instance"] == server  # hot-plugged on the server
+    by_server = (await ec2("describe_volumes", Filters=[{"Name": "attachment.instance-id", "Values": [instance]}]))
+    assert [v["VolumeId"] for v in by_server["Volumes"]] == [made["VolumeId"]]
+    assert await ec2.error("delete_volume", VolumeId=made["VolumeId"]) == "VolumeInUse"
+    assert await ec2.error("attach_volume", VolumeId=made["VolumeId"], InstanceId=instance,
+                           Device="/dev/vdc") == "VolumeInUse"
+
+    detached = await ec2("detach_volume", VolumeId=made["VolumeId"])
+    assert (detached["InstanceId"], detached["State"]) == (instance, "detaching")
+    await wait_state(cloud, ec2, made["VolumeId"], "available")
+    assert await ec2.error("detach_volume", VolumeId=made["VolumeId"]) == "IncorrectState"
+    await ec2("delete_volume", VolumeId=made["VolumeId"])
+    await cloud.cell.settle()
+    assert (await ec2("describe_volumes"))["Volumes"] == []
+    assert await ec2.error("describe_volumes", VolumeIds=[made["VolumeId"]]) == "InvalidVolume.NotFound"
+
+
+def vol_uuid(cinder_list: dict[str, Any]) -> str:
+    return str(cinder_list["volumes"][0]["id"])
+
+
+async def test_bad_volume_requests_make_nothing(cloud: Cloud) -> None:
+    ec2 = await ec2_for(cloud)
+    refused: list[tuple[dict[str, Any], str]] = [
+        ({"Size": 0}, "InvalidParameterValue"), ({"Size": 10 ** 6}, "InvalidParameterValue"),
+        ({"Size": 1, "SnapshotId": "snap-00000001"}, "InvalidParameterCombination"),
+        ({"Size": 1, "VolumeType": "io2"}, "InvalidParameterValue"),
+        ({"Size": 1, "Encrypted": True}, "InvalidParameterValue"),
+        ({"Size": 1, "AvailabilityZone": "mars"}, "InvalidParameterValue"),
+        ({"Size": 1, "ClientToken": "x" * 65}, "InvalidParameterValue"),
+        ({"Size": 11 * 100}, "VolumeLimitExceeded")]  # past the 1000 GiB quota
+    for kwargs, code in refused:
+        assert await ec2.error("create_volume", **{"AvailabilityZone": "nova", **kwargs}) == code, kwargs
+    assert await ec2.error("create_volume", AvailabilityZone="nova") == "MissingParameter"
+    _, cinder = await cloud.req("GET", "demo", "/volumes")
+    assert cinder["volumes"] == []
+    for method, kwargs in (("delete_volume", {"VolumeId": "vol-0000ffff"}),
+                           ("delete_volume", {"VolumeId": "i-00000001"}),
+                           ("describe_volumes", {"VolumeIds": ["vol-nothex"]}),
+                           ("detach_volume", {"VolumeId": "vol-0000ffff"})):
+        assert await ec2.error(method, **kwargs) == "InvalidVolume.NotFound", (method, kwargs)
+
+    made = await ec2("create_volume", Size=1, AvailabilityZone="nova")
+    await wait_state(cloud, ec2, made["VolumeId"], "available")
+    assert await ec2.error("attach_volume", VolumeId=made["VolumeId"], InstanceId="i-0000ffff",
+                           Device="/dev/vdb") == "InvalidInstanceID.NotFound"
+    await cloud.boot()
+    instance = (await ec2("describe_instances"))["Reservations"][0]["Instances"][0]["InstanceId"]
+    assert await ec2.error("attach_volume", VolumeId=made["VolumeId"], InstanceId=instance,
+                           Device="not-a-device") == "InvalidParameterValue"
+    # another project sees neither the volume nor a way to act on it
+    other = await ec2_for(cloud, "admin")
+    assert await other.error("delete_volume", VolumeId=made["VolumeId"]) == "InvalidVolume.NotFound"
+    assert (await other("describe_volumes"))["Volumes"] == []
+    assert (await wait_state(cloud, ec2, made["VolumeId"], "available"))["Attachments"] == []
