@@ -29,7 +29,9 @@ def free_port() -> int:
 
 
 def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: float = 1.0,
-                 conductors: int = 1, schedulers: int = 1, api_workers: int = 1) -> dict[str, Any]:
+                 conductors: int = 1, schedulers: int = 1, api_workers: int = 1,
+                 volumes: bool = False) -> dict[str, Any]:
+    """`volumes`: node1 is a volume host too (file backend; local, tgt and nbd exports on free ports)."""
     router = free_port()
     # conductor and scheduler take router+1 and router+2 unless told: give explicit free ports
     host_names = [f"node{i + 1}" for i in range(hosts)]
@@ -51,6 +53,10 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     for name in host_names:
         doc["hosts"][name] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
                               "virt": {"uri": virt_uri}, "rpc_port": free_port()}
+    if volumes:
+        doc["hosts"]["node1"]["roles"].append("volume")
+        doc["hosts"]["node1"]["volume"] = {"capacity_gb": 20, "port": free_port(), "iscsi_port": free_port(),
+                                           "nbd_port": free_port()}
     return doc
 
 
@@ -110,7 +116,8 @@ class RunningCluster:
 @contextmanager
 def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default",
                     heartbeat: float = 1.0, **scale: int) -> Iterator[RunningCluster]:
-    """`scale`: conductors, schedulers, api_workers (processes of each; default 1)."""
+    """`scale`: conductors, schedulers, api_workers (processes of each; default 1); volumes=1 (True) makes
+    node1 a volume host too."""
     root.mkdir(parents=True, exist_ok=True)
     cluster_file = root / "cluster.yaml"
     cluster_file.write_text(yaml.safe_dump(cluster_yaml(hosts, virt_uri, heartbeat, **scale), sort_keys=False))

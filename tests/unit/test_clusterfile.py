@@ -65,6 +65,7 @@ def test_repo_default_cluster_file_resolves() -> None:
         "cell1/scheduler": "tcp://127.0.0.1:5603",  # router + 2
         "cell1/network": "tcp://127.0.0.1:5604",  # router + 3
         "cell1/compute/node1": "tcp://127.0.0.1:5610",
+        "cell1/volume/node1": "tcp://127.0.0.1:5801",  # 5800 + node1's index in hosts
         "api": "127.0.0.1:8774",
     }
     compute = cfg.service("cell1/compute/node1")

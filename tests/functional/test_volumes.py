@@ -1,0 +1,100 @@
+"""Issue 6 end to end on a real cluster (cellctl up, node1 a compute and volume host on
+test:///default): the unmodified `openstack` CLI through the whole volume lifecycle:
+create, list, show, attach to a server, refusals, detach, attach to another server,
+a server deleted with its volume attached, delete. Data written into the volume
+before the first attach is still there after each detach/attach cycle."""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.devcluster import RunningCluster, running_cluster
+
+pytestmark = pytest.mark.slow
+MARKER = b"CELLCLOUD-VOLUME-MARKER-0001"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    with running_cluster(tmp_path_factory.mktemp("volumes"), volumes=True) as c:
+        yield c
+
+
+def ok(cluster: RunningCluster, *args: str) -> Any:
+    done = cluster.cli(*args)
+    assert done.returncode == 0, f"openstack {' '.join(args)}: {done.stderr}"
+    return json.loads(done.stdout) if "json" in args else done.stdout
+
+
+def refused(cluster: RunningCluster, *args: str) -> str:
+    done = cluster.cli(*args)
+    assert done.returncode != 0, f"openstack {' '.join(args)} should have failed: {done.stdout}"
+    return done.stderr
+
+
+def wait_volume(cluster: RunningCluster, name: str, status: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        shown: dict[str, Any] = ok(cluster, "volume", "show", name, "-f", "json")
+        if shown["status"] == status:
+            return shown
+        assert time.monotonic() < deadline, f"volume {name} stayed {shown['status']}"
+        time.sleep(0.3)
+
+
+def volume_file(cluster: RunningCluster, volume_id: str) -> Path:
+    return cluster.state / "hosts" / "node1" / "volumes" / f"volume-{volume_id}.raw"
+
+
+def test_volume_lifecycle_with_the_cli(cluster: RunningCluster) -> None:
+    made = ok(cluster, "volume", "create", "--size", "1", "v1", "-f", "json")
+    assert made["status"] == "creating" and made["size"] == 1
+    vol = wait_volume(cluster, "v1", "available")
+    vid = vol["id"]
+    assert [(v["Name"], v["Size"]) for v in ok(cluster, "volume", "list", "-f", "json")] == [("v1", 1)]
+    path = volume_file(cluster, vid)
+    assert path.stat().st_size == 1 << 30 and path.stat().st_blocks == 0  # sparse
+    with path.open("r+b") as f:  # data written before the first attach
+        f.write(MARKER)
+
+    for server in ("s1", "s2"):
+        ok(cluster, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", server)
+    ok(cluster, "server", "add", "volume", "s1", "v1")
+    vol = wait_volume(cluster, "v1", "in-use")
+    s1 = ok(cluster, "server", "show", "s1", "-f", "json")
+    assert [a["server_id"] for a in vol["attachments"]] == [s1["id"]]
+    assert vid in json.dumps(s1["volumes_attached"])
+    listed = ok(cluster, "volume", "list", "-f", "json")
+    assert [a["server_id"] for a in listed[0]["Attached to"]] == [s1["id"]] and listed[0]["Status"] == "in-use"
+
+    # refusals change nothing: delete while in use, a second server, a bad size
+    assert "attached" in refused(cluster, "volume", "delete", "v1")
+    refused(cluster, "server", "add", "volume", "s2", "v1")
+    assert "greater than 0" in refused(cluster, "volume", "create", "--size", "0", "bad")
+    refused(cluster, "volume", "create", "--size", "100000", "absurd")
+    assert wait_volume(cluster, "v1", "in-use")["id"] == vid
+    assert [v["Name"] for v in ok(cluster, "volume", "list", "-f", "json")] == ["v1"]
+
+    ok(cluster, "server", "remove", "volume", "s1", "v1")
+    assert wait_volume(cluster, "v1", "available")["attachments"] == []
+    assert path.read_bytes()[:len(MARKER)] == MARKER
+
+    # to another server, which is then deleted with the volume attached: the volume is released
+    ok(cluster, "server", "add", "volume", "s2", "v1")
+    wait_volume(cluster, "v1", "in-use")
+    ok(cluster, "server", "delete", "--wait", "s2")
+    assert wait_volume(cluster, "v1", "available")["attachments"] == []
+    assert path.read_bytes()[:len(MARKER)] == MARKER
+
+    ok(cluster, "volume", "delete", "v1")
+    deadline = time.monotonic() + 30
+    while ok(cluster, "volume", "list", "-f", "json"):
+        assert time.monotonic() < deadline, "volume v1 was not deleted"
+        time.sleep(0.3)
+    assert not path.exists()
+    ok(cluster, "server", "delete", "--wait", "s1")
