@@ -21,6 +21,7 @@ from api.errors import status_and_message
 from api.http import context, json_body
 from api.keys import ROUTER, public_url
 from api.middleware import token_auth
+from api.network import quotas
 from cells import errors
 from cells.context import RequestContext
 from cells.rpcapi.network import TOPIC, NetworkAPI
@@ -230,6 +231,7 @@ def make_network_app() -> web.Application:
     app.router.add_get("/v2.0/", version)
     app.router.add_get("/v2.0/extensions", extensions)
     app.router.add_get("/v2.0/extensions/{alias}", extension)
+    quotas.add_routes(app)  # /v2.0/quotas (issue 7): api/network/quotas.py, before the generic routes
     app.router.add_get("/v2.0/{collection}", list_collection)
     app.router.add_post("/v2.0/{collection}", create)
     app.router.add_get("/v2.0/{collection}/{id}", show)
