@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api.compute import mappings
+from api.compute import mappings, move_actions
 from api.compute.server_create import server_admin_pass
 from api.compute.views import server_detail
 from api.http import context, id_from_href, is_uuid, json_body
@@ -118,6 +118,8 @@ async def server_action(request: web.Request) -> web.Response:
         body = server_detail(public_url(request), record, ctx.is_admin)
         body["adminPass"] = server_admin_pass(spec)
         return web.json_response({"server": body}, status=202)
+    if name in move_actions.ACTIONS:  # resize, confirm/revert, migrate, evacuate (issue 8)
+        return await move_actions.move_action(request, ctx, server_id, name, spec)
     raise errors.Invalid(f"There is no such action: {name}")
 
 

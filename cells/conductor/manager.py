@@ -210,3 +210,22 @@ class ConductorManager(VolumeConductorMixin):
     async def instance_action_done(self, ctx: RequestContext, uuid: str, host: str, action: str, ok: bool,
                                    values: dict[str, Any], fault: dict[str, Any] | None = None) -> dict[str, Any]:
         return await server_actions.instance_action_done(self.env, ctx, uuid, host, action, ok, values, fault)
+
+    # --- RPC: moves (issue 8; cells/conductor/flows/moves.py, evacuate.py) ---------------
+
+    async def move_instance(self, ctx: RequestContext, uuid: str, action: str,
+                            flavor: dict[str, Any] | None = None) -> dict[str, Any]:
+        from cells.conductor.flows import moves
+        return await moves.move_instance(self.env, ctx, uuid, action, flavor)
+
+    async def confirm_move(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        from cells.conductor.flows import moves
+        return await moves.confirm_move(self.env, ctx, uuid)
+
+    async def revert_move(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        from cells.conductor.flows import moves
+        return await moves.revert_move(self.env, ctx, uuid)
+
+    async def evacuate(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        from cells.conductor.flows import evacuate
+        return await evacuate.evacuate(self.env, ctx, uuid)

@@ -62,6 +62,7 @@ ARGS: dict[str, dict[str, str]] = {
     "finish_move": {"instance": "Instance", "migration": "Migration"},
     "confirm_move": {"instance": "Instance", "migration": "Migration"},
     "revert_move": {"instance": "Instance", "migration": "Migration"},
+    "finish_revert": {"instance": "Instance", "migration": "Migration"},
     "rebuild_evacuated": {"instance": "Instance", "migration": "Migration"},
 }
 RESULTS: dict[str, str] = {

@@ -88,13 +88,13 @@ class RpcClient:
             sock.close()
 
     def abandon(self, address: str, member: str) -> None:
-        """`member` left the directory: its pending calls fail now (MemberGone, so a retry-safe
-        call moves to another member at once) and messages still queued to it are dropped."""
+        """`member` left the directory: its pending retry-safe calls fail now (MemberGone) and
+        move to another member at once. Other calls keep waiting: a member that only missed
+        beats (a loaded machine) may still answer, and resending them is not safe."""
         for msg_id in self._by_address.pop(address, set()):
             fut = self._pending.get(msg_id)
             if fut is not None and not fut.done():
                 fut.set_exception(errors.MemberGone(member=member, method=getattr(fut, "method", "a call")))
-        self.forget(address)
 
     def _on_reply(self, frames: list[bytes]) -> None:
         try:
@@ -111,7 +111,7 @@ class RpcClient:
 
     async def call_address(self, address: str, method: str, args: dict[str, Any], ctx: RequestContext,
                            timeout: float, server_key: bytes | None = None, topic: str = "",
-                           versions: dict[str, Any] | None = None) -> Any:
+                           versions: dict[str, Any] | None = None, abandonable: bool = False) -> Any:
         ctx = ctx.with_timeout(timeout)
         remaining = ctx.remaining() or timeout
         if remaining <= 0:
@@ -121,7 +121,8 @@ class RpcClient:
         fut: asyncio.Future[Any] = loop.create_future()
         fut.method = method  # type: ignore[attr-defined]  # named in MemberGone
         self._pending[msg_id] = fut
-        self._by_address.setdefault(address, set()).add(msg_id)
+        if abandonable:
+            self._by_address.setdefault(address, set()).add(msg_id)
         # call_later instead of asyncio.wait_for: no extra task per call on the hot path
         timer = loop.call_later(remaining, _expire, fut, errors.RpcTimeout(
             method=method, topic=topic or address, timeout=round(timeout, 3)))
@@ -179,7 +180,7 @@ class RpcClient:
             try:
                 result = await self.call_address(member.address, method.name, sent, ctx,
                                                  remaining / 2 if others else remaining, member.public_key, topic,
-                                                 versions)
+                                                 versions, abandonable=method.retry_safe and others)
                 return versions_.decode_result(method.name, result)
             except (errors.MemberGone, errors.RpcTimeout):
                 if not (method.retry_safe and (ctx.remaining() or 0) > 0 and len(tried) < RETRY_MEMBERS):

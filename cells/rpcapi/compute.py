@@ -6,6 +6,7 @@ from typing import Any
 from cells.context import RequestContext
 from cells.rpc.wire import NORMAL, Method, surface
 from cells.rpcapi import Caller
+from cells.rpcapi.moves import COMPUTE_METHODS as MOVE_METHODS
 from cells.rpcapi.volume import COMPUTE_METHODS as VOLUME_METHODS
 
 SURFACE = surface(
@@ -17,6 +18,8 @@ SURFACE = surface(
     Method("get_console_output", NORMAL, retry_safe=True),
     # volume hot-plug (issue 6): cells/rpcapi/volume.py ComputeVolumeAPI
     *VOLUME_METHODS,
+    # moves (issue 8), RPC 1.1: cells/rpcapi/moves.py MoveComputeAPI
+    *MOVE_METHODS,
 )
 M = SURFACE
 

@@ -11,6 +11,7 @@ from typing import Any
 from cells.context import RequestContext
 from cells.rpc.wire import FAST, NORMAL, Method, surface
 from cells.rpcapi import Caller
+from cells.rpcapi.moves import CONDUCTOR_METHODS as MOVE_METHODS
 from cells.rpcapi.volume import CONDUCTOR_METHODS as VOLUME_METHODS
 
 TOPIC = "conductor"
@@ -37,6 +38,8 @@ SURFACE = surface(
     Method("instance_action_done", FAST),
     # volumes (issue 6): cells/rpcapi/volume.py VolumeConductorAPI
     *VOLUME_METHODS,
+    # moves (issue 8), RPC 1.1: cells/rpcapi/moves.py MoveConductorAPI
+    *MOVE_METHODS,
 )
 M = SURFACE
 

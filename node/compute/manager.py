@@ -29,6 +29,7 @@ from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
 from node.compute.actions import SHUTDOWN_TIMEOUT, ComputeActions
 from node.compute.driver import LibvirtDriver, embed_uri_for_host
+from node.compute.moves import ComputeMoves
 from node.compute.volumes import VolumeAttachMixin
 from node.imagecache import HttpImageFetcher, ImageCache
 from node.locks import KeyedLocks
@@ -66,7 +67,7 @@ def _is_deleted(inst: dict[str, Any]) -> bool:
         or inst.get("task_state") == TaskState.DELETING
 
 
-class ComputeManager(ComputeActions, VolumeAttachMixin):  # server actions: node/compute/actions.py; volumes: node/compute/volumes.py
+class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server actions: node/compute/actions.py; volumes: node/compute/volumes.py; moves: node/compute/moves.py
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, *, driver: LibvirtDriver | None = None,
                  images: ImageCache | None = None) -> None:
         self.host = spec.host
@@ -272,6 +273,8 @@ class ComputeManager(ComputeActions, VolumeAttachMixin):  # server actions: node
                 inst = None
             if inst is not None and inst.get("host") == self.host and not _is_deleted(inst):
                 return
+            if inst is not None and inst.get("vm_state") == "resized" and not _is_deleted(inst):
+                return  # the source copy of a resize awaiting confirm: confirm or revert decides
             LOG.warning("destroying orphan domain of instance %s", uuid)
             await self._cleanup(uuid)
             if inst is not None and _is_deleted(inst) and inst.get("host") == self.host:

@@ -99,6 +99,8 @@ async def orphaned_builds(env: FlowEnv, owners: Iterable[str]) -> None:
         LOG.warning("adopted %d builds of conductor(s) %s", len(rows), owners)
     for row in rows:
         env.spawn(_resume(env, row))
+    from cells.conductor.flows import moves  # imports boot, delete: kept out of this module's import time
+    await moves.adopt(env, owners)
 
 
 def _unfinished(conn: Connection) -> tuple[list[str], list[str]]:

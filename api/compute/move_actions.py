@@ -1,0 +1,85 @@
+"""Server moves through POST /compute/v2.1/servers/{id}/action (Nova's bodies):
+
+    {"resize": {"flavorRef": "2"}}   202; the server goes RESIZE, then VERIFY_RESIZE
+    {"confirmResize": null}          204; ACTIVE (or SHUTOFF) on the new flavor and host
+    {"revertResize": null}           202; back to the old flavor and host
+    {"migrate": null}                202 (admin); another host of the cell, then VERIFY_RESIZE
+    {"evacuate": {...}}              200 (admin) {"adminPass"?}; only when the server's host is down
+
+Bad flavors are 400 (same flavor, smaller disk, unknown), a state that does not fit 409
+(confirm/revert with no resize pending, a busy server), a compute host not down for
+evacuate 400, a non-admin migrate or evacuate 403. Each step shows in `server event list`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from api.compute import mappings
+from api.compute.flavors import flavor_dict, get_flavor
+from api.http import id_from_href
+from api.keys import ENGINE, ROUTER
+from api.validation import validate
+from cells import errors
+from cells.context import RequestContext
+from cells.rpcapi.moves import MoveConductorAPI
+
+ACTIONS = ("resize", "confirmResize", "revertResize", "migrate", "evacuate")
+_NULL_OR_EMPTY = {"type": ["null", "object"], "additionalProperties": True}
+RESIZE = {"type": "object", "required": ["flavorRef"], "additionalProperties": True,
+          "properties": {"flavorRef": {"type": ["string", "integer"], "minLength": 1},
+                         "OS-DCF:diskConfig": {"type": "string", "enum": ["AUTO", "MANUAL"]}}}
+EVACUATE = {"type": ["object", "null"], "additionalProperties": False,
+            "properties": {"host": {"type": "string"}, "adminPass": {"type": "string"},
+                           "onSharedStorage": {"type": ["boolean", "string"]}}}
+
+
+async def _conductor(request: web.Request, ctx: RequestContext, server_id: str) -> tuple[MoveConductorAPI, str]:
+    mapping = await mappings.get(request.config_dict[ENGINE], ctx, server_id)
+    cell = request.config_dict[ROUTER].conductor(mapping.cell_path)
+    return MoveConductorAPI(cell.caller), str(mapping.instance_uuid)
+
+
+def _admin(ctx: RequestContext, name: str) -> None:
+    if not ctx.is_admin:
+        raise errors.Forbidden(f"Policy doesn't allow os_compute_api:os-{name} to be performed.")
+
+
+async def move_action(request: web.Request, ctx: RequestContext, server_id: str, name: str,
+                      spec: Any) -> web.Response:
+    if name == "resize":
+        validate(RESIZE, spec, "resize")
+        try:
+            flavor = await get_flavor(request, id_from_href(str(spec["flavorRef"])))
+        except errors.FlavorNotFound:
+            raise errors.Invalid("Invalid flavorRef provided.") from None
+        conductor, uuid = await _conductor(request, ctx, server_id)
+        await conductor.move_instance(ctx, uuid, "resize", flavor_dict(flavor))
+        return web.Response(status=202)
+    if name in ("confirmResize", "revertResize"):
+        validate(_NULL_OR_EMPTY, spec, name)
+        conductor, uuid = await _conductor(request, ctx, server_id)
+        if name == "confirmResize":
+            await conductor.confirm_move(ctx, uuid)
+            return web.Response(status=204)
+        await conductor.revert_move(ctx, uuid)
+        return web.Response(status=202)
+    if name == "migrate":
+        validate(_NULL_OR_EMPTY, spec, name)
+        _admin(ctx, "migrate-server:migrate")
+        if isinstance(spec, dict) and spec.get("host"):
+            raise errors.Invalid("Choosing the destination host of a migration is not supported; "
+                                 "the scheduler picks one.")
+        conductor, uuid = await _conductor(request, ctx, server_id)
+        await conductor.move_instance(ctx, uuid, "migrate")
+        return web.Response(status=202)
+    validate(EVACUATE, spec, name)
+    _admin(ctx, "evacuate")
+    if isinstance(spec, dict) and spec.get("host"):
+        raise errors.Invalid("Choosing the destination host of an evacuation is not supported; "
+                             "the scheduler picks one.")
+    conductor, uuid = await _conductor(request, ctx, server_id)
+    await conductor.evacuate(ctx, uuid)
+    body = {"adminPass": spec["adminPass"]} if isinstance(spec, dict) and spec.get("adminPass") else {}
+    return web.json_response(body, status=200)

@@ -1,0 +1,93 @@
+"""Evacuate: rebuild a server of a dead host on a live one (admin).
+
+    evacuate   validate -> lock -> check: the source host's compute service is DOWN (else 400,
+               as Nova: "Compute service of <host> is still in use."), vm_state active, stopped
+               or error, no task -> migration (evacuation, accepted, owned by us), task rebuilding
+    background scheduler claims a destination under the migration's uuid (the dead host
+               excluded) -> the destination rebuilds the guest from the image (rebuild_evacuated)
+               -> host = destination, the dead host's claim released, the destination claim
+               becomes the instance's, vm_state as before (error -> active), migration done
+               no room: the server stays on the dead host, task cleared, fault on the action
+The dead host, if it comes back, finds a domain whose record lives elsewhere and destroys
+it instead of running it (node/compute/manager.py reconciliation reaps orphans).
+"""
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+from typing import Any
+
+from sqlalchemy import Connection
+
+from cells import errors
+from cells.conductor.env import FlowEnv, background_ctx
+from cells.conductor.flows.moves import _fail, _instance, migration_record, rekey_claim, set_migration
+from cells.context import RequestContext
+from cells.db import actions
+from cells.db import instances as idb
+from cells.db.schema import migrations
+from cells.objects.instance import PowerState, VmState, utcnow_iso
+from cells.rpcapi.moves import MoveComputeAPI
+from cells.rpcapi.scheduler import SchedulerAPI
+
+LOG = logging.getLogger(__name__)
+ACTION, EV_REBUILD = "evacuate", "compute_rebuild_instance"
+REBUILDING = "rebuilding"
+EVACUABLE = (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR)
+
+
+def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    row = _instance(conn, ctx, uuid)
+    if row.host is None:
+        raise errors.Conflict(reason=f"Instance {uuid} has no host to evacuate it from")
+    if env.host_alive(row.host):
+        raise errors.Invalid(f"Compute service of {row.host} is still in use.")
+    if row.vm_state not in EVACUABLE or row.task_state is not None:
+        attr, state = ("task_state", row.task_state) if row.task_state else ("vm_state", row.vm_state)
+        raise errors.InstanceInvalidState(action=ACTION, instance_id=uuid, attr=attr, state=state)
+    now = utcnow_iso()
+    back = VmState.STOPPED if row.vm_state == VmState.STOPPED else VmState.ACTIVE
+    mig = {"uuid": str(uuidlib.uuid4()), "instance_uuid": uuid, "migration_type": "evacuation",
+           "status": "accepted", "source_host": row.host, "dest_host": None, "old_flavor": dict(row.flavor),
+           "new_flavor": dict(row.flavor), "old_vm_state": back, "conductor_id": env.conductor_id,
+           "created_at": now, "updated_at": now}
+    conn.execute(migrations.insert().values(**mig))
+    actions.start_action(conn, ctx, uuid, ACTION, row.project_id, now)
+    actions.start_event(conn, uuid, ACTION, EV_REBUILD, None)
+    idb.update_row(conn, uuid, {"task_state": REBUILDING, "updated_at": now})
+    return env.record({**row._mapping, "task_state": REBUILDING}), migration_record(mig)
+
+
+def _done(conn: Connection, mig: dict[str, Any], power: int) -> None:
+    uuid = mig["instance_uuid"]
+    rekey_claim(conn, mig["uuid"], uuid)  # the dead host's claim goes, the destination's stays
+    idb.update_row(conn, uuid, {"host": mig["dest_host"], "vm_state": mig["old_vm_state"], "task_state": None,
+                                "power_state": power, "fault": None, "launched_at": utcnow_iso(),
+                                "updated_at": utcnow_iso()})
+    set_migration(conn, mig["uuid"], status="done", dest_host=mig["dest_host"])
+    actions.finish_event(conn, uuid, ACTION, EV_REBUILD, actions.SUCCESS, host=mig["dest_host"])
+    actions.finish_action(conn, uuid, ACTION)
+
+
+async def evacuate(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+    if not (ctx.is_admin or "service" in ctx.roles):
+        raise errors.Forbidden(reason="evacuating a server is an admin action")
+    record, mig = await env.db.write(lambda conn: _begin(conn, env, ctx, uuid))
+    env.spawn(_run(env, background_ctx(ctx), record, mig))
+    return record
+
+
+async def _run(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
+    try:
+        [sel] = await SchedulerAPI(env.service).select_destinations(
+            ctx, {"flavor": mig["new_flavor"]}, [mig["uuid"]], [mig["source_host"]], alternates=0)
+        mig["dest_host"] = dest = str(sel["host"])
+        await env.db.write(lambda conn: set_migration(conn, mig["uuid"], dest_host=dest))
+        power = await MoveComputeAPI(env.service).rebuild_evacuated(ctx, dest, {**record, "host": dest}, mig)
+    except errors.CellcloudError as exc:
+        LOG.warning("evacuation of %s failed: %s", record["uuid"], exc.message)
+        message = exc.message
+        await env.db.write(lambda conn: _fail(conn, mig, ACTION, message))
+        return
+    await env.db.write(lambda conn: _done(conn, mig, int(power if power is not None else PowerState.RUNNING)))
+    LOG.info("evacuated %s from %s to %s", record["uuid"], mig["source_host"], dest)

@@ -1,0 +1,331 @@
+"""Moves: resize and cold migration (one flow, a new flavor or the same one), confirm,
+revert, and the adoption of moves whose conductor died. Evacuation: flows/evacuate.py.
+
+    move_instance   validate (flavor: 400) -> lock the row -> check (active/stopped, no task,
+                    host alive: 409) -> migration row (pre-migrating, owned by us), task
+                    resize_prep, action "resize"/"migrate" -> returns; the rest runs here:
+    background      scheduler claims the destination under the MIGRATION's uuid (the source
+                    keeps the instance's claim) -> source compute powers the guest off and
+                    keeps it (prep_move) -> destination compute makes the guest there with the
+                    new flavor (finish_move) -> host=dest, flavor=new, old_flavor=old,
+                    vm_state resized (VERIFY_RESIZE), migration finished
+                    no room anywhere: task cleared, server ACTIVE where it was, the action's
+                    event closed with the fault (NoValidHost)
+    confirm_move    resized -> source guest destroyed; the instance's (source) claim released,
+                    the migration's (destination) claim becomes the instance's; vm_state back
+    revert_move     resized -> destination guest destroyed, source guest powered on again;
+                    the migration's claim released; host and flavor back
+    adopt           a dead owner's move: rolled back (destination guest removed, source guest
+                    powered on, destination claim released): never two running copies, never none
+
+Same-host resize is not supported: both guests share the instance's domain name.
+"""
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.engine import Row
+
+from cells import errors
+from cells.conductor.env import FlowEnv, background_ctx
+from cells.conductor.flows.delete import visible
+from cells.context import RequestContext, admin_context
+from cells.db import actions, claims
+from cells.db import instances as idb
+from cells.db.schema import claims as claims_table
+from cells.db.schema import migrations
+from cells.objects.instance import VmState, utcnow_iso
+from cells.rpcapi.moves import MoveComputeAPI
+from cells.rpcapi.scheduler import SchedulerAPI
+
+LOG = logging.getLogger(__name__)
+RESIZED = "resized"  # Nova's vm_state of a move awaiting confirm (VERIFY_RESIZE)
+PREP, MIGRATING, REVERTING, CONFIRMING = "resize_prep", "resize_migrating", "resize_reverting", "resize_confirming"
+EV_PREP, EV_MOVE, EV_FINISH = "compute_prep_resize", "compute_resize_instance", "compute_finish_resize"
+EV_CONFIRM, EV_REVERT = "compute_confirm_resize", "compute_revert_resize"
+MOVE_KINDS = {"resize": "resize", "migrate": "migration"}  # action -> Nova's migration_type
+MOVABLE = (VmState.ACTIVE, VmState.STOPPED)
+
+
+# --- validate (pure) ---------------------------------------------------------------
+
+def validate_resize(old: Mapping[str, Any], new: Any) -> dict[str, Any]:
+    """Nova's checks: a different flavor, and no smaller root disk (the disk cannot shrink)."""
+    if not isinstance(new, Mapping) or not new.get("id"):
+        raise errors.Invalid(reason="resize needs the new flavor")
+    if str(new["id"]) == str(old.get("id")):
+        raise errors.Invalid("When resizing, instances must change flavor!")
+    if int(new.get("disk") or 0) < int(old.get("disk") or 0):
+        raise errors.Invalid("Resizing to a smaller disk flavor is not allowed.")
+    return dict(new)
+
+
+def migration_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    m = row._mapping if isinstance(row, Row) else row
+    return {k: m[k] for k in ("uuid", "instance_uuid", "migration_type", "status", "source_host", "dest_host",
+                              "old_flavor", "new_flavor", "old_vm_state", "created_at", "updated_at")}
+
+
+# --- DB steps (parts of one unit of work each) -------------------------------------------
+
+def _instance(conn: Connection, ctx: RequestContext, uuid: str) -> Row[Any]:
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is None or row.deleted or not visible(ctx, row):
+        raise errors.InstanceNotFound(instance_id=uuid)
+    return row
+
+
+def pending(conn: Connection, uuid: str, statuses: Iterable[str]) -> Row[Any] | None:
+    return conn.execute(select(migrations).where(migrations.c.instance_uuid == uuid,
+                                                 migrations.c.status.in_(list(statuses)))
+                        .order_by(migrations.c.created_at.desc()).limit(1)).first()
+
+
+def set_migration(conn: Connection, mig_uuid: str, **values: Any) -> None:
+    conn.execute(update(migrations).where(migrations.c.uuid == mig_uuid).values(updated_at=utcnow_iso(), **values))
+
+
+def rekey_claim(conn: Connection, from_consumer: str, to_consumer: str) -> None:
+    """The destination claim, made under the migration, becomes the instance's."""
+    claims.release_claim(conn, to_consumer)
+    conn.execute(update(claims_table).where(claims_table.c.instance_uuid == from_consumer)
+                 .values(instance_uuid=to_consumer))
+
+
+def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, action: str,
+           new_flavor: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    row = _instance(conn, ctx, uuid)
+    if row.vm_state not in MOVABLE or row.task_state is not None:
+        attr, state = ("task_state", row.task_state) if row.task_state else ("vm_state", row.vm_state)
+        raise errors.InstanceInvalidState(action=action, instance_id=uuid, attr=attr, state=state)
+    if row.host is None or not env.host_alive(row.host):
+        raise errors.Conflict(reason=f"Compute host {row.host} of instance {uuid} is not available")
+    flavor = validate_resize(row.flavor, new_flavor) if action == "resize" else dict(row.flavor)
+    now = utcnow_iso()
+    mig = {"uuid": str(uuidlib.uuid4()), "instance_uuid": uuid, "migration_type": MOVE_KINDS[action],
+           "status": "pre-migrating", "source_host": row.host, "dest_host": None, "old_flavor": dict(row.flavor),
+           "new_flavor": flavor, "old_vm_state": row.vm_state, "conductor_id": env.conductor_id,
+           "created_at": now, "updated_at": now}
+    conn.execute(migrations.insert().values(**mig))
+    actions.start_action(conn, ctx, uuid, action, row.project_id, now)
+    actions.start_event(conn, uuid, action, EV_PREP, None)
+    values = {"task_state": PREP, "updated_at": now}
+    idb.update_row(conn, uuid, values)
+    return env.record({**row._mapping, **values}), migration_record(mig)
+
+
+def _fail(conn: Connection, mig: dict[str, Any], action: str, message: str) -> None:
+    """Roll the record back to before the move: the server stays where it was."""
+    uuid = mig["instance_uuid"]
+    claims.release_claim(conn, mig["uuid"])
+    set_migration(conn, mig["uuid"], status="error")
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is not None and not row.deleted:
+        idb.update_row(conn, uuid, {"task_state": None, "host": mig["source_host"], "flavor": mig["old_flavor"],
+                                    "vm_state": mig["old_vm_state"], "updated_at": utcnow_iso()})
+        actions.add_fault(conn, uuid, actions.make_fault(message), mig["source_host"])
+    actions.fail_open_events(conn, uuid, action, message)
+
+
+def _step(conn: Connection, mig: dict[str, Any], action: str, done: str, nxt: str | None, task: str,
+          **mig_values: Any) -> bool:
+    row = idb.get_row(conn, mig["instance_uuid"], lock=True)
+    if row is None or row.deleted:
+        return False
+    actions.finish_event(conn, row.uuid, action, done, actions.SUCCESS, host=mig["source_host"])
+    if nxt:
+        actions.start_event(conn, row.uuid, action, nxt, mig_values.get("dest_host") or mig["dest_host"])
+    idb.update_row(conn, row.uuid, {"task_state": task, "updated_at": utcnow_iso()})
+    set_migration(conn, mig["uuid"], **mig_values)
+    return True
+
+
+def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, power: int) -> None:
+    now = utcnow_iso()
+    idb.update_row(conn, mig["instance_uuid"], {
+        "host": mig["dest_host"], "flavor": mig["new_flavor"], "old_flavor": mig["old_flavor"],
+        "vm_state": RESIZED, "task_state": None, "power_state": power, "updated_at": now})
+    set_migration(conn, mig["uuid"], status="finished")
+    actions.finish_event(conn, mig["instance_uuid"], action, EV_FINISH, actions.SUCCESS, host=mig["dest_host"])
+    actions.finish_action(conn, mig["instance_uuid"], action)
+
+
+# --- act --------------------------------------------------------------------------------
+
+async def move_instance(env: FlowEnv, ctx: RequestContext, uuid: str, action: Any,
+                        flavor: Any = None) -> dict[str, Any]:
+    if action not in MOVE_KINDS:
+        raise errors.Invalid(reason=f"unknown move {action!r}")
+    if action == "migrate" and not (ctx.is_admin or "service" in ctx.roles):
+        raise errors.Forbidden(reason="migrating a server is an admin action")
+    record, mig = await env.db.write(lambda conn: _begin(conn, env, ctx, uuid, action, flavor))
+    env.spawn(_run(env, background_ctx(ctx), action, record, mig))
+    return record
+
+
+async def _run(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str, Any],
+               mig: dict[str, Any]) -> None:
+    try:
+        await _move(env, ctx, action, record, mig)
+    except errors.CellcloudError as exc:
+        LOG.warning("%s of %s failed: %s", action, record["uuid"], exc.message)
+        await _undo_guests(env, ctx, record, mig)
+        message = exc.message
+        await env.db.write(lambda conn: _fail(conn, mig, action, message))
+
+
+async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str, Any],
+                mig: dict[str, Any]) -> None:
+    uuid, source = record["uuid"], mig["source_host"]
+    # 1. a destination, claimed (under the migration) before anything moves
+    [sel] = await SchedulerAPI(env.service).select_destinations(
+        ctx, {"flavor": mig["new_flavor"]}, [mig["uuid"]], [source], alternates=0)
+    mig["dest_host"] = dest = str(sel["host"])
+    if not await env.db.write(lambda conn: _step(conn, mig, action, EV_PREP, EV_MOVE, MIGRATING,
+                                                 dest_host=dest, status="migrating")):
+        await claims.release(env.db, mig["uuid"])
+        return  # deleted meanwhile: the delete owns it now
+    compute = MoveComputeAPI(env.service)
+    # 2. the source guest stops (and stays, until confirm or revert)
+    await compute.prep_move(ctx, source, record, mig)
+    await env.db.write(lambda conn: _step(conn, mig, action, EV_MOVE, EV_FINISH, MIGRATING))
+    # 3. the destination makes the guest with the new flavor (disk from the image)
+    power = await compute.finish_move(ctx, dest, {**record, "flavor": mig["new_flavor"], "host": dest}, mig)
+    await env.db.write(lambda conn: _finished(conn, env, mig, action, int(power)))
+    LOG.info("%s of %s: %s -> %s, awaiting confirm", action, uuid, source, dest)
+
+
+async def _undo_guests(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
+    """Best effort: no guest left on the destination, the source guest running as before."""
+    compute = MoveComputeAPI(env.service)
+    if mig.get("dest_host") and env.host_alive(mig["dest_host"]):
+        try:
+            await compute.revert_move(ctx, mig["dest_host"], record, mig)
+        except errors.CellcloudError as exc:  # its reaper removes a guest whose record is elsewhere
+            LOG.warning("could not remove the guest of %s on %s: %s", record["uuid"], mig["dest_host"], exc)
+    if env.host_alive(mig["source_host"]):
+        try:
+            await compute.finish_revert(ctx, mig["source_host"], record, mig)
+        except errors.CellcloudError as exc:
+            LOG.warning("could not restart the guest of %s on %s: %s", record["uuid"], mig["source_host"], exc)
+
+
+# --- confirm and revert -------------------------------------------------------------------
+
+def _begin_end(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, which: str
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    row = _instance(conn, ctx, uuid)
+    mig = pending(conn, uuid, ["finished"])
+    if row.vm_state != RESIZED or row.task_state is not None or mig is None:
+        raise errors.InstanceInvalidState(action=which, instance_id=uuid, attr="vm_state", state=row.vm_state)
+    task = CONFIRMING if which == "confirmResize" else REVERTING
+    actions.start_action(conn, ctx, uuid, which, row.project_id)
+    actions.start_event(conn, uuid, which, EV_CONFIRM if task == CONFIRMING else EV_REVERT,
+                        mig.source_host if task == CONFIRMING else mig.dest_host)
+    idb.update_row(conn, uuid, {"task_state": task, "updated_at": utcnow_iso()})
+    set_migration(conn, mig.uuid, conductor_id=env.conductor_id)
+    return env.record({**row._mapping, "task_state": task}), migration_record(mig)
+
+
+def _confirmed(conn: Connection, mig: dict[str, Any]) -> None:
+    uuid = mig["instance_uuid"]
+    rekey_claim(conn, mig["uuid"], uuid)  # source claim released, destination claim is the instance's
+    idb.update_row(conn, uuid, {"vm_state": mig["old_vm_state"], "task_state": None, "old_flavor": None,
+                                "updated_at": utcnow_iso()})
+    set_migration(conn, mig["uuid"], status="confirmed")
+    actions.finish_event(conn, uuid, "confirmResize", EV_CONFIRM, actions.SUCCESS, host=mig["source_host"])
+    actions.finish_action(conn, uuid, "confirmResize")
+
+
+def _reverted(conn: Connection, mig: dict[str, Any], power: int) -> None:
+    uuid = mig["instance_uuid"]
+    claims.release_claim(conn, mig["uuid"])
+    idb.update_row(conn, uuid, {"vm_state": mig["old_vm_state"], "task_state": None, "old_flavor": None,
+                                "host": mig["source_host"], "flavor": mig["old_flavor"], "power_state": power,
+                                "updated_at": utcnow_iso()})
+    set_migration(conn, mig["uuid"], status="reverted")
+    actions.finish_event(conn, uuid, "revertResize", EV_REVERT, actions.SUCCESS, host=mig["dest_host"])
+    actions.finish_action(conn, uuid, "revertResize")
+
+
+async def confirm_move(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+    record, mig = await env.db.write(lambda conn: _begin_end(conn, env, ctx, uuid, "confirmResize"))
+    env.spawn(_confirm(env, background_ctx(ctx), record, mig))
+    return record
+
+
+async def _confirm(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
+    if env.host_alive(mig["source_host"]):  # a dead source destroys its stale copy when it comes back
+        try:
+            await MoveComputeAPI(env.service).confirm_move(ctx, mig["source_host"], record, mig)
+        except errors.CellcloudError as exc:
+            LOG.warning("confirm of %s: source guest on %s not removed now (%s); its reaper will",
+                        record["uuid"], mig["source_host"], exc)
+    await env.db.write(lambda conn: _confirmed(conn, mig))
+
+
+async def revert_move(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+    record, mig = await env.db.write(lambda conn: _begin_end(conn, env, ctx, uuid, "revertResize"))
+    env.spawn(_revert(env, background_ctx(ctx), record, mig))
+    return record
+
+
+async def _revert(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
+    compute = MoveComputeAPI(env.service)
+    power = 4
+    try:
+        await compute.revert_move(ctx, mig["dest_host"], record, mig)
+        power = await compute.finish_revert(ctx, mig["source_host"], {**record, "flavor": mig["old_flavor"]}, mig)
+    except errors.CellcloudError as exc:
+        LOG.warning("revert of %s: %s", record["uuid"], exc.message)
+        message = exc.message
+
+        def failed(conn: Connection) -> None:
+            idb.update_row(conn, record["uuid"], {"task_state": None, "updated_at": utcnow_iso()})
+            actions.fail_open_events(conn, record["uuid"], "revertResize", message)
+        await env.db.write(failed)
+        return
+    await env.db.write(lambda conn: _reverted(conn, mig, int(power)))
+
+
+# --- adoption --------------------------------------------------------------------------------
+
+def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[Row[Any]]:
+    rows = list(conn.execute(select(migrations).where(
+        migrations.c.conductor_id.in_(owners), migrations.c.status.in_(["pre-migrating", "migrating", "accepted"]))))
+    for row in rows:
+        set_migration(conn, row.uuid, conductor_id=env.conductor_id)
+    return rows
+
+
+async def adopt(env: FlowEnv, owners: Iterable[str]) -> None:
+    """Moves of conductors that left: rolled back by us (exactly one live conductor wins each)."""
+    rows = await env.db.write(lambda conn: _adopt(conn, env, list(owners)))
+    for row in rows:
+        LOG.warning("adopting %s %s of %s from %s: rolling it back", row.migration_type, row.uuid,
+                    row.instance_uuid, row.conductor_id)
+        env.spawn(_roll_back(env, migration_record(row)))
+
+
+async def _roll_back(env: FlowEnv, mig: dict[str, Any]) -> None:
+    ctx = admin_context()
+    action = {"resize": "resize", "migration": "migrate", "evacuation": "evacuate"}[mig["migration_type"]]
+    record = await env.db.read(lambda conn: idb.get_row(conn, mig["instance_uuid"]))
+    if record is None:
+        return
+    rec = env.record(record)
+    if action != "evacuate":
+        await _undo_guests(env, ctx, rec, mig)
+    else:  # the source is dead: only a half-made destination guest to remove
+        mig = {**mig, "source_host": rec["host"]}
+        if mig.get("dest_host") and env.host_alive(mig["dest_host"]):
+            try:
+                await MoveComputeAPI(env.service).revert_move(ctx, mig["dest_host"], rec, mig)
+            except errors.CellcloudError as exc:
+                LOG.warning("could not remove the evacuated guest of %s: %s", rec["uuid"], exc)
+    message = f"Conductor {mig.get('conductor_id') or 'owner'} stopped during the {action}: rolled back"
+    await env.db.write(lambda conn: _fail(conn, mig, action, message))
