@@ -8,8 +8,11 @@ BIN := $(VENV)/bin
 CLUSTER ?= cluster.yaml
 STAMP := $(VENV)/.deps-installed
 # gcc + python3-dev build libvirt-python (sdist only) against libvirt-dev.
+# openssh-client: cellctl reaches `via: ssh` hosts (ssh/scp); openssh-server: the ssh-host test runs
+# its own sshd (own config and host key) inside a netns host it makes.
 APT_PACKAGES := python3-venv gcc python3-dev libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu \
-	qemu-system-x86 qemu-utils qemu-block-extra dnsmasq-base tgt nftables iproute2 iputils-ping lz4 busybox-static
+	qemu-system-x86 qemu-utils qemu-block-extra dnsmasq-base tgt nftables iproute2 iputils-ping lz4 busybox-static \
+	openssh-client openssh-server
 
 .PHONY: deps apt up down status test test-fast bench
 

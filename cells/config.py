@@ -39,6 +39,9 @@ class HostSpec:
     address: str
     via: str = "local"
     site_net: str = ""  # via netns: the site whose network the host's namespace sits on (tools/netns.py)
+    # via ssh: user, port, identity_file, host_key, remote_dir, remote_state (tools/remote.py);
+    # empty for other hosts
+    ssh: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

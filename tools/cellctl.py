@@ -88,6 +88,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     else:
         proc = None
         print(f"supervisor already running (pid {pid})")
+    from tools import remote  # via: ssh hosts: copy their slice of the state, start their own supervisor
+
+    if not remote.up(cluster, print, _err):
+        _err("the other services keep running; fix the ssh host and run `cellctl up` again, or `cellctl down`")
+        return 1
     if not _wait_healthy(cluster, args.timeout, proc):
         return 1
     print(f"cluster {cluster.name} is up: {len(cluster.services)} services alive")
@@ -250,8 +255,19 @@ def _remove_netns(state: Path) -> None:
 
 # --- down ---------------------------------------------------------------------------
 
+def _stop_ssh_hosts(state: Path) -> bool:
+    """The supervisors of the `via: ssh` hosts (tools/remote.py), stopped over ssh first."""
+    from cells.config import ClusterConfig
+    from tools import remote
+
+    if not (state / "cluster.json").exists():
+        return True
+    return remote.down(ClusterConfig.load(state / "cluster.json"), print, _err)
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     state = _state_of(args)
+    remote_ok = _stop_ssh_hosts(state)
     pid = running_supervisor(state)
     if pid is None:
         print(f"no supervisor running for {state}")
@@ -265,7 +281,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     stray = _stop_strays(state)
     _remove_netns(state)
     print("stopped" + (f" ({stray} stray service processes killed)" if stray else ""))
-    return 0
+    return 0 if remote_ok else 1
 
 
 def _wait_gone(pid: int, needle: str, timeout: float) -> bool:

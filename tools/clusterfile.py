@@ -41,7 +41,7 @@ directory that holds the file):
       ctl:   {address: 127.0.0.1, via: local}
       node1:
         address: 127.0.0.1           # required; IP address or DNS name peers connect to
-        via: local                   # local | netns (ssh is refused: not supported yet)
+        via: local                   # local | netns | ssh (a remote machine: tools/remote.py)
         site_net: site1              # via netns only (required): the site whose network the host is on;
                                      # address must be in that site's /24 of netns.range (tools/netns.py)
         roles: [compute]             # default [compute]; compute and/or volume (network: not supported yet)
@@ -50,6 +50,18 @@ directory that holds the file):
                                      # to these + the host's index; backend lvm takes volume_group
         virt: {uri: "test:///default", type: auto}   # type: auto | kvm | qemu
         rpc_port: 5610               # compute RPC port; default 5700 + index of the host in `hosts`
+      node3:                         # via ssh: cellctl copies the host's slice of cluster.json and its own
+        address: 192.0.2.7           # services' CURVE keys there with scp and starts a supervisor for its
+        via: ssh                     # services with ssh; `down` stops it over ssh (details: tools/remote.py)
+        user: cellcloud              # default: ssh's own (the user running cellctl, ~/.ssh/config)
+        port: 22                     # the remote sshd's port (default 22)
+        identity_file: ~/.ssh/id_ed25519    # default: ssh's own keys/agent; relative = to this file
+        host_key: "ssh-ed25519 AAAA..."     # pins the remote host key; without it the first key seen is
+                                     # recorded in <state>/ssh/known_hosts and a changed key is refused
+        remote_dir: /opt/cellcloud   # the cellcloud checkout + .venv (`make deps`) there; default: this path
+        remote_state: /var/lib/cc    # its state dir there; default <remote_dir>/var/ssh/<cluster>/<host>
+                                     # an ssh host runs compute/volume workers and routers; the API and
+                                     # DB services of a SQLite cell are refused there
     netns: {range: 10.250.0.0/16}    # default; site i (1-based, file order) gets the i-th /24, gateway .1
     security: {curve: true}          # default true: CURVE on every socket, keys in <state>/keys/;
                                      # false = plaintext, a development setting only
@@ -79,11 +91,12 @@ from typing import Any, NoReturn
 import yaml
 
 from cells.config import ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
+from tools import remote
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 VIA = ("local", "netns", "ssh")
-VIA_SUPPORTED = ("local", "netns")
+VIA_SUPPORTED = ("local", "netns", "ssh")
 ROLES = ("compute", "volume", "network")
 ROLES_SUPPORTED = ("compute", "volume")
 VIRT_TYPES = ("auto", "kvm", "qemu")
@@ -244,7 +257,8 @@ class _Parser:
                     self.fail(f"{path}.via", f"{via!r} is not supported yet (supported: {', '.join(VIA_SUPPORTED)}; "
                                              "for a remote machine, run `cellctl up` there with its hosts as "
                                              "via: local)")
-            m = self.mapping(value, path, ("address",), ("via", "roles", "virt", "rpc_port", "site_net", "volume"))
+            m = self.mapping(value, path, ("address",), ("via", "roles", "virt", "rpc_port", "site_net", "volume",
+                                                          *remote.SSH_KEYS))
             address = self.address(m["address"], f"{path}.address")
             roles = self.roles(m.get("roles", ["compute"]), f"{path}.roles")
             virt = self.mapping(m.get("virt", {}), f"{path}.virt", (), ("uri", "type"))
@@ -258,7 +272,8 @@ class _Parser:
             port = self.port(m["rpc_port"], f"{path}.rpc_port") if given else DEFAULT_COMPUTE_PORT_BASE + index
             site_net = self.site_net(m, path)
             self.hosts[name] = _Host(HostSpec(name=name, address=address, via=m.get("via", "local"),
-                                              site_net=site_net), roles, uri, vtype, port, given)
+                                              site_net=site_net, ssh=remote.parse_options(self, m, path)),
+                                     roles, uri, vtype, port, given)
             self.hosts[name].volume = self.volume(m, path, roles, index)
 
     def site_net(self, m: dict[str, Any], path: str) -> str:
@@ -548,12 +563,16 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     sites = [str(s["name"]) for s in top["sites"]]
     netns = p.mapping(top.get("netns", {}), "netns", (), ("range",))
     netns_range = p.check_netns(sites, netns.get("range", "10.250.0.0/16"))
-    return ClusterConfig(
+    cluster = ClusterConfig(
         name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
         services=(*p.services, api_service, *p.api_workers), hosts=tuple(h.spec for h in p.hosts.values()),
         heartbeat_interval=float(interval), curve=curve, list_bound=p.list_bound, sites=tuple(sites),
         netns_range=netns_range,
     )
+    problem = remote.placement_problem(cluster)  # what an ssh host cannot run (this machine's files)
+    if problem is not None:
+        p.fail(*problem)
+    return cluster
 
 
 def write_private(path: Path, text: str) -> None:

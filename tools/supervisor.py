@@ -251,13 +251,17 @@ def serve_command(cluster_json: str, service_id: str) -> Sequence[str]:
     return (sys.executable, "-m", "tools.serve", "--cluster", cluster_json, service_id)
 
 
-def programs_for(cluster_json: Path, build: CommandBuilder = serve_command) -> list[Program]:
+def programs_for(cluster_json: Path, build: CommandBuilder = serve_command, host: str | None = None) -> list[Program]:
     """One program per service on a host reached `via: local`, or `via: netns` (run inside the
-    host's namespace, made by `cellctl up`: tools/netns.py)."""
+    host's namespace, made by `cellctl up`: tools/netns.py). With `host`: exactly that host's
+    services, run as they are (the supervisor on a `via: ssh` machine: tools/remote.py)."""
     from cells.config import ClusterConfig
     from tools.netns import Topology
 
     cluster = ClusterConfig.load(cluster_json)
+    if host is not None:
+        return [Program(s.id, tuple(build(str(cluster_json), s.id)), RANK.get(s.kind, len(RANK)))
+                for s in cluster.services if s.host == host]
     local = {h.name for h in cluster.hosts if h.via == "local"}
     topology = Topology.from_cluster(cluster)
     inside = {h.name: topology.exec_prefix(h.name) for h in topology.hosts}
@@ -269,11 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.supervisor", description=__doc__.splitlines()[0])
     parser.add_argument("--cluster", required=True, help="resolved cluster: <state>/cluster.json")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
+    parser.add_argument("--host", help="run only this host's services (on a via: ssh machine)")
     args = parser.parse_args(argv)
     cluster_json = Path(args.cluster).resolve()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s [supervisor] %(message)s")
-    return Supervisor(cluster_json.parent, programs_for(cluster_json), grace=args.grace).run()
+    return Supervisor(cluster_json.parent, programs_for(cluster_json, host=args.host), grace=args.grace).run()
 
 
 if __name__ == "__main__":
