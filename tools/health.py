@@ -147,6 +147,7 @@ def log_path(cluster: ClusterConfig, service_id: str) -> Path:
 def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -> dict[str, Any]:
     """The status as plain data: what `cellctl status --json` prints and the text view renders."""
     addresses = {h.name: h.address for h in cluster.hosts}
+    vias = {h.name: h.via for h in cluster.hosts}
 
     def service(s: ServiceSpec) -> dict[str, Any]:
         cell = health.cells.get(s.cell or "")
@@ -166,7 +167,8 @@ def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -
         cells.append({
             "name": c.name, "path": c.path, "parent": c.parent, "site": c.site, "router": c.router, "db": c.db,
             "alive": ch.answered, "error": ch.error, "capacity": ch.capacity, "pins": pins(ch),
-            "hosts": [{"name": h, "address": addresses.get(h, ""), "services": svcs} for h, svcs in hosts.items()],
+            "hosts": [{"name": h, "address": addresses.get(h, ""), "via": vias.get(h, "local"), "services": svcs}
+                      for h, svcs in hosts.items()],
         })
     api = cluster.service("api")
     return {
@@ -214,7 +216,8 @@ def render(status: dict[str, Any]) -> str:
                          f"{cap.get('local_gb_free', 0)} GB disk on {cap.get('hosts_alive', 0)} of "
                          f"{cap.get('hosts', 0)} hosts alive (largest host: {cap.get('max_memory_mb_free', 0)} MB)")
         for host in cell["hosts"]:
-            lines.append(f"{pad}  host {host['name']} ({host['address']})")
+            via = f", via {host['via']}" if host.get("via", "local") != "local" else ""
+            lines.append(f"{pad}  host {host['name']} ({host['address']}{via})")
             for s in host["services"]:
                 beat = f"  beat {s['last_beat_age']:.1f}s ago" if s["last_beat_age"] is not None else ""
                 ver = f"  release {s['release']} rpc {s['rpc']}" if s.get("release") else ""
