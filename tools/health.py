@@ -138,8 +138,15 @@ async def probe_once(cluster: ClusterConfig, timeout: float = PROBE_TIMEOUT) -> 
 
 
 def log_path(cluster: ClusterConfig, service_id: str) -> Path:
+    """Where the service logs; on a `via: ssh` host shown as scp does: HOST:REMOTE_PATH (tools/remote.py)."""
     from tools.supervisor import file_name
-    return Path(cluster.state_dir) / "log" / f"{file_name(service_id)}.log"
+    name = f"{file_name(service_id)}.log"
+    on = next((s.host for s in cluster.services if s.id == service_id), None)
+    host = next((h for h in cluster.hosts if h.via == "ssh" and h.name == on), None)
+    if host is not None:
+        from tools.remote import SshHost
+        return Path(f"{host.name}:{SshHost.of(cluster, host).remote_state}/log/{name}")
+    return Path(cluster.state_dir) / "log" / name
 
 
 # --- status report ----------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from cells.config import ClusterConfig
-from tools import clusterfile, remote
+from tools import clusterfile, health, remote
 from tools.clusterfile import ClusterFileError
 from tools.supervisor import programs_for
 
@@ -64,6 +64,9 @@ def test_an_ssh_host_resolves_with_its_options_and_defaults(tmp_path: Path) -> N
     host = remote.SshHost.of(cfg, far)
     assert host.remote_state == "/opt/cellcloud/var/ssh/demo/far"
     assert host.destination == "cellcloud@192.0.2.7" and host.known_hosts_name == "[192.0.2.7]:2222"
+    # where cellctl tells the operator to look: on the host, as scp would name it
+    assert str(health.log_path(cfg, "cell1/compute/far")) == "far:/opt/cellcloud/var/ssh/demo/far/log/cell1_compute_far.log"
+    assert health.log_path(cfg, "cell1/compute/node1") == tmp_path / "var" / "log" / "cell1_compute_node1.log"
     minimal = copy.deepcopy(DOC)
     minimal["hosts"]["far"] = {"address": "far.example.org", "via": "ssh", "rpc_port": 5700}
     plain = remote.ssh_hosts(load(tmp_path, minimal))[0]
