@@ -213,13 +213,20 @@ def test_a_server_boots_on_the_ssh_host_and_is_deleted(cluster: RunningCluster, 
     assert server_id in (box.dir / "remote" / "log" / "cell1_compute_box.log").read_text()
 
 
-def test_a_host_key_that_does_not_match_is_refused(cluster: RunningCluster, box: Box) -> None:
+def test_a_wrong_host_key_key_or_port_is_refused_clearly(cluster: RunningCluster, box: Box) -> None:
     host = remote.ssh_hosts(ClusterConfig.load(cluster.state / "cluster.json"))[0]
     other = keygen(box.dir / "not_the_box", "impostor")
     wrong = dataclasses.replace(host, host_key=other, known_hosts=box.dir / "other" / "known_hosts")
     with pytest.raises(remote.RemoteError, match="the host key does not match the pinned hosts.box.host_key"):
         remote.Remote(wrong).check()
-    remote.Remote(dataclasses.replace(wrong, host_key=box.host_key)).check()  # the right key passes
+    right = dataclasses.replace(wrong, host_key=box.host_key)
+    remote.Remote(right).check()  # the right key passes
+    stranger = dataclasses.replace(right, identity_file=str(box.dir / "not_the_box"))
+    with pytest.raises(remote.RemoteError, match=r"ssh login refused .*check user and identity_file"):
+        remote.Remote(stranger).check()
+    with pytest.raises(remote.RemoteError, match=r"box \(root@10.252.1.20 port 2200\): checking the host: ssh "
+                                                 r"failed: .*Connection refused"):
+        remote.Remote(dataclasses.replace(right, port=2200)).check()
 
 
 def test_down_leaves_nothing_running(box: Box, cluster: RunningCluster) -> None:
