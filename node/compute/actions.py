@@ -14,13 +14,14 @@ import logging
 from typing import Any
 
 from cells import errors
-from cells.context import RequestContext
+from cells.context import RequestContext, admin_context
 from cells.lifecycle import USER_ACTIONS
 from cells.objects.instance import PowerState, VmState
 from cells.rpcapi.conductor import ConductorAPI
 from node.compute.driver import LibvirtDriver
 from node.imagecache import ImageCache
 from node.locks import KeyedLocks
+from node.network.agent import NetworkAgent
 
 LOG = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 60.0  # seconds a guest gets to power off cleanly (Nova's shutdown_timeout)
@@ -38,6 +39,7 @@ class ComputeActions:
     host: str
     driver: LibvirtDriver
     images: ImageCache
+    network: NetworkAgent
     _locks: KeyedLocks
     shutdown_timeout: float = SHUTDOWN_TIMEOUT
 
@@ -75,6 +77,9 @@ class ComputeActions:
             kernel = await self.images.fetch_by_id(str(props["kernel_id"]))
             if props.get("ramdisk_id"):
                 ramdisk = await self.images.fetch_by_id(str(props["ramdisk_id"]))
+        vifs = await self.network.plug(admin_context(), instance)  # node/network/agent.py: taps before the domain
+        if vifs:
+            instance = {**instance, "vifs": vifs}
         await self.driver.spawn(instance, image_path, kernel=kernel, ramdisk=ramdisk)
 
     async def prune_image_cache(self) -> None:

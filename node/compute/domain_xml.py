@@ -100,6 +100,8 @@ def build_domain_xml(instance: dict[str, Any], virt_type: str, paths: DomainPath
     devices = _sub(dom, "devices")
     if paths.disk is not None:
         _disk(devices, paths, props)
+    for vif in instance.get("vifs") or []:  # taps the network agent made (node/network/agent.py)
+        _interface(devices, vif)
     # a pty serial so virDomainOpenConsole works, copied to a log file for console output
     serial = _sub(devices, "serial", type="pty")
     _sub(serial, "log", file=paths.console_log, append="on")
@@ -119,6 +121,16 @@ def _disk(devices: ET.Element, paths: DomainPaths, props: dict[str, Any]) -> Non
     _sub(disk, "driver", name="qemu", type=fmt)
     _sub(disk, "source", file=str(paths.disk))
     _sub(disk, "target", dev=BUS_DEV_PREFIX[bus] + "a", bus=bus)
+
+
+def _interface(devices: ET.Element, vif: dict[str, Any]) -> None:
+    """An existing tap on the network's bridge: libvirt opens it and leaves it to us (managed='no')."""
+    iface = _sub(devices, "interface", type="ethernet")
+    _sub(iface, "mac", address=str(vif["mac"]))
+    _sub(iface, "target", dev=str(vif["tap"]), managed="no")
+    _sub(iface, "model", type="virtio")
+    if vif.get("mtu"):
+        _sub(iface, "mtu", size=str(vif["mtu"]))
 
 
 def _metadata(dom: ET.Element, instance: dict[str, Any], flavor: dict[str, Any], image: dict[str, Any],

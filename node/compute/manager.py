@@ -33,6 +33,7 @@ from node.compute.moves import ComputeMoves
 from node.compute.volumes import VolumeAttachMixin
 from node.imagecache import HttpImageFetcher, ImageCache
 from node.locks import KeyedLocks
+from node.network.agent import NetworkAgent
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,6 +81,10 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         self.images = images or ImageCache(
             os.path.join(base, "images"),
             HttpImageFetcher(cluster.api.public_url, cluster.secrets.get("service_password", "")))
+        host_spec = next((h for h in cluster.hosts if h.name == spec.host), None)
+        self.network = NetworkAgent.from_options(  # VIF plugging: node/network/agent.py
+            spec.host, os.path.join(base, "network"), opts, str(opts.get("virt_uri") or "test:///default"),
+            host_spec.address if host_spec is not None else "127.0.0.1")
         self.sync_interval = float(opts.get("sync_interval", SYNC_INTERVAL))
         self.shutdown_timeout = float(opts.get("shutdown_timeout", SHUTDOWN_TIMEOUT))
         self._conductor: ConductorAPI | None = None
@@ -101,6 +106,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         await self.driver.connect()
         await self.images.start()
         self.driver.on_lifecycle = lambda _uuid: self._wake.set()
+        await self.network.start(service, self._conductor)
 
     async def background(self) -> None:
         await self.sync_with_conductor()
@@ -125,6 +131,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
     async def stop(self) -> None:
         """Close connections; guests keep running (they outlive the worker)."""
         self.driver.on_lifecycle = None
+        await self.network.stop()
         await self.images.close()
         await self.driver.close()
 
@@ -132,6 +139,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         """Report resources, then reconcile the host with the records: retried until the conductor answers."""
         await self._until_answered("resource report", self.report_resources)
         await self._until_answered("reconciliation", self.reconcile)
+        await self._until_answered("network sync", self.network.report_and_sync)
         self._ready.set()
         LOG.info("compute %s ready", self.host)
 
@@ -212,6 +220,13 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
             return
         await self._retrying(lambda: self.conductor.instance_destroyed(ctx, uuid, self.host),
                              f"instance_destroyed({uuid})")
+        await self._unplug()
+
+    async def _unplug(self) -> None:
+        try:  # the released ports' taps and DHCP entries go; a failure is repaired by the next start's sync
+            await self.network.unplug()
+        except Exception as exc:  # noqa: BLE001 - the guest is gone either way
+            LOG.error("network unplug failed: %s", exc)
 
     async def _cleanup(self, uuid: str) -> None:
         try:
