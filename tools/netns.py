@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +56,19 @@ def _run(args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess
 def namespaces() -> set[str]:
     out = _run([IP, "netns", "list"]).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def unused_range(first: int = 200, last: int = 249) -> str:
+    """A 10.N.0.0/16 (first <= N <= last) that no route or address of this machine uses yet: for
+    throw-away topologies (tests) that may run beside other ones. Starts at a pid-dependent N so
+    two runs starting together rarely pick the same one."""
+    used = _run([IP, "-4", "route", "show", "table", "all"]).stdout + _run([IP, "-4", "addr", "show"]).stdout
+    span = last - first + 1
+    for i in range(span):
+        n = first + (os.getpid() + i) % span
+        if f" 10.{n}." not in used and f"\n10.{n}." not in used and not used.startswith(f"10.{n}."):
+            return f"10.{n}.0.0/16"
+    raise NetnsError(f"every 10.N.0.0/16 with N in {first}..{last} is in use on this machine")
 
 
 @dataclass(frozen=True)

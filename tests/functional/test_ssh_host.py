@@ -9,6 +9,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -25,15 +26,12 @@ import yaml
 from cells.config import ClusterConfig
 from tools import remote
 from tools.devcluster import RunningCluster, free_port
-from tools.netns import NetnsHost, Topology, namespaces
+from tools.netns import NetnsHost, Topology, namespaces, unused_range
 from tools.supervisor import pid_alive, read_pid
 
 pytestmark = pytest.mark.slow
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
-NETWORK = ipaddress.IPv4Network("10.252.0.0/16")  # multisite's test uses 10.251, the example 10.250
-BOX = "10.252.1.20"
-HERE = "10.252.0.1"  # the root namespace's end of the link into the topology: reachable from the box
 
 _missing = [what for what, ok in (("root", os.geteuid() == 0), ("iproute2 (ip)", shutil.which("ip") is not None),
                                   (f"openssh-server ({SSHD})", os.path.exists(SSHD)),
@@ -47,6 +45,8 @@ if _missing:
 @dataclass
 class Box:
     topology: Topology
+    address: str  # the box's address on its site network, where sshd listens
+    here: str  # the root namespace's end of the link into the topology: the box reaches it
     sshd: subprocess.Popen[bytes]
     dir: Path
     host_key: str  # its public host key, "ssh-ed25519 AAAA..."
@@ -85,12 +85,15 @@ def answers(address: str, port: int) -> bool:
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     """A namespace host on its own site network, running sshd -D with this test's config."""
     d = tmp_path_factory.mktemp("sshbox")
-    topology = Topology("sshbox", NETWORK, ("lab",), (NetnsHost("box", "cc-sshbox-box", BOX, "lab"),))
+    network = ipaddress.IPv4Network(unused_range())  # beside any other run of this test on the machine
+    address, here = str(network.network_address + 256 + 20), str(network.network_address + 1)
+    name = f"ssh{os.getpid()}"
+    topology = Topology(name, network, ("lab",), (NetnsHost("box", f"cc-{name}-box", address, "lab"),))
     host_key = keygen(d / "host_key", "box")
     client_key = keygen(d / "id_box", "cellctl")
     (d / "authorized_keys").write_text(client_key + "\n")
     (d / "sshd_config").write_text("\n".join([
-        f"ListenAddress {BOX}:22", f"HostKey {d / 'host_key'}", f"PidFile {d / 'sshd.pid'}",
+        f"ListenAddress {address}:22", f"HostKey {d / 'host_key'}", f"PidFile {d / 'sshd.pid'}",
         f"AuthorizedKeysFile {d / 'authorized_keys'}", "PermitRootLogin prohibit-password",
         "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
         "StrictModes no", "UseDNS no", f"Subsystem sftp {SFTP_SERVER}", ""]))
@@ -100,9 +103,9 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     sshd = subprocess.Popen([*topology.exec_prefix("box"), SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for("sshd in the box to listen", lambda: answers(BOX, 22) or sshd.poll() is not None, timeout=15)
+        wait_for("sshd in the box to listen", lambda: answers(address, 22) or sshd.poll() is not None, timeout=15)
         assert sshd.poll() is None, (d / "sshd.log").read_text()
-        yield Box(topology, sshd, d, host_key, d / "id_box")
+        yield Box(topology, address, here, sshd, d, host_key, d / "id_box")
     finally:
         sshd.terminate()
         try:
@@ -122,7 +125,7 @@ def cluster(box: Box, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runn
     root = tmp_path_factory.mktemp("sshcluster")
     doc = {
         "cluster": "sshtest", "state_dir": "var", "heartbeat_interval": 1.0,
-        "api": {"host": "ctl", "listen": f"{HERE}:{free_port()}"},
+        "api": {"host": "ctl", "listen": f"{box.here}:{free_port()}"},
         "sites": [{"name": "lab", "cells": [{
             "name": "cell1",
             "services": {"router": f"ctl:{free_port()}", "conductor": f"ctl:{free_port()}",
@@ -130,8 +133,8 @@ def cluster(box: Box, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runn
             "hosts": ["box"],
         }]}],
         "hosts": {
-            "ctl": {"address": HERE, "via": "local"},
-            "box": {"address": BOX, "via": "ssh", "user": "root", "port": 22, "identity_file": str(box.identity),
+            "ctl": {"address": box.here, "via": "local"},
+            "box": {"address": box.address, "via": "ssh", "user": "root", "port": 22, "identity_file": str(box.identity),
                     "host_key": box.host_key, "remote_state": str(box.dir / "remote"), "rpc_port": 5700},
         },
     }
@@ -140,7 +143,7 @@ def cluster(box: Box, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runn
     up = c.cellctl("up", str(c.cluster_file), "--timeout", "90", check=False, timeout=180)
     try:
         assert up.returncode == 0, f"{up.stdout}\n{up.stderr}\n{remote_logs(box)}"
-        assert f"ssh host box (root@{BOX}): started the supervisor" in up.stdout
+        assert f"ssh host box (root@{box.address}): started the supervisor" in up.stdout
         yield c
     finally:  # test_down_leaves_nothing_running took it down already unless a test failed first
         c.cellctl("down", str(c.cluster_file), check=False, timeout=180)
@@ -178,12 +181,12 @@ def test_the_ssh_host_runs_its_own_services_with_only_its_own_secrets(cluster: R
     sliced = json.loads((there / "cluster.json").read_text())
     assert sliced["state_dir"] == str(there) and set(sliced["secrets"]) == {"service_password"}
     known = (cluster.state / "ssh" / "known_hosts").read_text()
-    assert known == f"{BOX} {box.host_key}\n"  # pinned by the tool, nothing else
+    assert known == f"{box.address} {box.host_key}\n"  # pinned by the tool, nothing else
     status = cluster.cellctl("status", str(cluster.cluster_file), check=False)
     assert status.returncode == 0, status.stdout + status.stderr
-    assert f"host box ({BOX}, via ssh)" in status.stdout
+    assert f"host box ({box.address}, via ssh)" in status.stdout
     line = next(x for x in status.stdout.splitlines() if "cell1/compute/box" in x)
-    assert f"tcp://{BOX}:5700" in line and "alive" in line
+    assert f"tcp://{box.address}:5700" in line and "alive" in line
 
 
 def test_a_server_boots_on_the_ssh_host_and_is_deleted(cluster: RunningCluster, box: Box) -> None:
@@ -224,8 +227,8 @@ def test_a_wrong_host_key_key_or_port_is_refused_clearly(cluster: RunningCluster
     stranger = dataclasses.replace(right, identity_file=str(box.dir / "not_the_box"))
     with pytest.raises(remote.RemoteError, match=r"ssh login refused .*check user and identity_file"):
         remote.Remote(stranger).check()
-    with pytest.raises(remote.RemoteError, match=r"box \(root@10.252.1.20 port 2200\): checking the host: ssh "
-                                                 r"failed: .*Connection refused"):
+    with pytest.raises(remote.RemoteError, match=rf"box \(root@{re.escape(box.address)} port 2200\): checking the "
+                                                 r"host: ssh failed: .*Connection refused"):
         remote.Remote(dataclasses.replace(right, port=2200)).check()
 
 
