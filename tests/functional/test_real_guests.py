@@ -54,7 +54,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 
 def sdk(cluster: RunningCluster, who: str = "demo") -> openstack.connection.Connection:
-    return openstack.connect(**cluster.credentials(who), region_name="RegionOne")
+    return openstack.connect(**cluster.credentials(who), region_name="RegionOne")  # type: ignore[arg-type]
 
 
 def host_dir(cluster: RunningCluster) -> Path:
@@ -99,8 +99,9 @@ def wait_status(conn: openstack.connection.Connection, server_id: str, status: s
 
 
 def boot(conn: openstack.connection.Connection, name: str, image: str = "tiny-linux") -> str:
-    server = conn.compute.create_server(name=name, image_id=conn.image.find_image(image).id,
-                                        flavor_id=conn.compute.find_flavor("m1.tiny").id)
+    found, flavor = conn.image.find_image(image), conn.compute.find_flavor("m1.tiny")
+    assert found is not None and flavor is not None
+    server = conn.compute.create_server(name=name, image_id=found.id, flavor_id=flavor.id)
     return str(server.id)
 
 
@@ -188,7 +189,7 @@ def test_a_dead_guest_shows_shutoff_and_a_restarted_compute_reconnects(cluster: 
 
 def _upload(cluster: RunningCluster, name: str, disk_format: str, data: bytes, **props: str) -> str:
     admin = sdk(cluster, "admin")
-    token = admin.session.get_token()
+    token = str(admin.session.get_token())
     base = f"{cluster.endpoint}/image/v2/images"
     resp = requests.post(base, json={"name": name, "disk_format": disk_format, "container_format": "bare" if disk_format == "raw" else disk_format,
                                      "visibility": "public", **props}, headers={"X-Auth-Token": token}, timeout=30)

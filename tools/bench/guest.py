@@ -37,7 +37,7 @@ from node.compute.driver import (
 from tools.devcluster import RunningCluster, running_cluster
 
 BANNER = "CELLCLOUD-GUEST-UP"
-POLL = 0.025
+POLL = 0.1  # seconds; each API poll costs three processes a hop, which a TCG guest on 2 cores feels
 TIMEOUT = 120.0
 
 
