@@ -2,11 +2,10 @@
 through key pairs, user data, quotas and limits (quota set/show by project name),
 filters (name, status, flavor, image), rename and properties, power actions and the
 event list; real boto3 through EC2 credentials, images, zones, key pairs, the
-instance lifecycle and, where node1 is a volume host, the volume lifecycle."""
+instance lifecycle and the volume lifecycle (node1 is a volume host too)."""
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 import subprocess
 import time
@@ -19,16 +18,15 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from tools.devcluster import RunningCluster, cluster_yaml, running_cluster
+from tools.devcluster import RunningCluster, running_cluster
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    # node1 is a volume host too where devcluster can make one (issue 6): the EC2 volume calls need it
-    volumes = {"volumes": True} if "volumes" in inspect.signature(cluster_yaml).parameters else {}
-    with running_cluster(tmp_path_factory.mktemp("issue7"), **volumes) as c:
+    # node1 is a volume host too (file backend): the EC2 volume calls need one
+    with running_cluster(tmp_path_factory.mktemp("issue7"), volumes=True) as c:
         yield c
 
 
@@ -70,6 +68,9 @@ def test_cli_keypairs_user_data_quotas_filters_and_events(cluster: RunningCluste
     quota = ok(cluster, "quota", "show", "--compute", "-f", "json")
     quota = {r["Resource"]: r["Limit"] for r in quota} if isinstance(quota, list) else quota
     assert quota["instances"] == 10 and quota["key-pairs"] == 100
+    every = ok(cluster, "quota", "show", "-f", "json")  # compute, volume and network quotas together
+    every = {r["Resource"]: r["Limit"] for r in every} if isinstance(every, list) else every
+    assert (every["instances"], every["networks"], every["ports"]) == (10, -1, -1)
 
     names = [s["Name"] for s in ok(cluster, "server", "list", "--name", "^web", "-f", "json")]
     assert names == ["web1"]
@@ -155,20 +156,20 @@ def test_boto3_ec2_lifecycle(cluster: RunningCluster) -> None:
 
 
 def test_boto3_ec2_volumes(cluster: RunningCluster) -> None:
-    if not any(s["kind"] == "volume" for s in cluster.config["services"]):
-        pytest.skip("this cluster has no volume host: tools/devcluster.py cannot make one yet (issue 6)")
     cred = ok(cluster, "ec2", "credentials", "create", "-f", "json")
     ec2 = boto3.client("ec2", endpoint_url=cluster.endpoint + "/ec2", region_name="RegionOne",
                        aws_access_key_id=cred["access"], aws_secret_access_key=cred["secret"],
                        config=Config(retries={"max_attempts": 0}))
 
-    def volume_state(volume_id: str, state: str) -> dict[str, Any]:
+    def volume_state(volume_id: str, state: str, attachments: list[str] | None = None) -> dict[str, Any]:
+        """Wait for the volume's state (and its attachments' states: EC2 shows an attaching volume in-use)."""
         deadline = time.monotonic() + 30
         while True:
             [vol] = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
-            if vol["State"] == state:
+            seen = [a["State"] for a in vol["Attachments"]]
+            if vol["State"] == state and (attachments is None or seen == attachments):
                 return dict(vol)
-            assert time.monotonic() < deadline, f"{volume_id} stayed {vol['State']}"
+            assert time.monotonic() < deadline, f"{volume_id} stayed {vol['State']} {seen}"
             time.sleep(0.3)
 
     made = ec2.create_volume(Size=1, AvailabilityZone="nova", ClientToken="vol-once")
@@ -186,13 +187,13 @@ def test_boto3_ec2_volumes(cluster: RunningCluster) -> None:
         time.sleep(0.3)
     att = ec2.attach_volume(VolumeId=made["VolumeId"], InstanceId=inst["InstanceId"], Device="/dev/vdb")
     assert att["State"] == "attaching"
-    vol = volume_state(made["VolumeId"], "in-use")
+    vol = volume_state(made["VolumeId"], "in-use", ["attached"])
     assert [(a["InstanceId"], a["State"]) for a in vol["Attachments"]] == [(inst["InstanceId"], "attached")]
     with pytest.raises(botocore.exceptions.ClientError) as info:
         ec2.delete_volume(VolumeId=made["VolumeId"])
     assert info.value.response["Error"]["Code"] == "VolumeInUse"
     assert ec2.detach_volume(VolumeId=made["VolumeId"])["State"] == "detaching"
-    volume_state(made["VolumeId"], "available")
+    volume_state(made["VolumeId"], "available", [])
     ec2.delete_volume(VolumeId=made["VolumeId"])
     deadline = time.monotonic() + 30
     while ec2.describe_volumes()["Volumes"]:
