@@ -35,7 +35,6 @@ from sqlalchemy import (
 from cells import errors
 from cells.db.engine import Database
 from cells.db.volumes import metadata as volume_metadata
-from cells.db.volumes import metadata as volume_metadata
 from cells.network.schema import metadata as network_metadata
 from cells.objects.instance import utcnow_iso
 
@@ -196,7 +195,6 @@ def _ensure(conn: Connection, sqlite: bool) -> int:
     if current > SCHEMA_VERSION:
         raise errors.DBSchemaTooNew(found=current, supported=SCHEMA_VERSION)
     network_metadata.create_all(conn)  # own MetaData: only the missing network tables are created
-    volume_metadata.create_all(conn)  # likewise the volume tables (issue 6)
     volume_metadata.create_all(conn)  # likewise the volume tables (issue 6)
     if current == SCHEMA_VERSION:
         return current
