@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cells.db.engine import immediate
 from cells.db.engine import make_engine as _make_engine
 
 
@@ -17,4 +18,7 @@ def async_url(url: str) -> str:
 
 
 def make_engine(url: str) -> AsyncEngine:
-    return _make_engine(async_url(url))
+    # API transactions are short and many read then write (mappings, queued deletes,
+    # quotas, tokens): on SQLite they take the write lock up front (BEGIN IMMEDIATE);
+    # measured: 54 of 64 concurrent server deletes failed with "database is locked" without it
+    return immediate(_make_engine(async_url(url)))

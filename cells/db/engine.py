@@ -59,6 +59,15 @@ def make_engine(url: str) -> AsyncEngine:
     return engine
 
 
+def immediate(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (same pool), every transaction taking SQLite's write lock up front.
+
+    For callers whose transactions mix reads and writes through plain
+    `engine.begin()`: a deferred BEGIN that reads and then writes fails at once
+    with "database is locked" when another writer committed in between."""
+    return engine.execution_options(**{_WRITE_OPTION: True})
+
+
 def make_sync_sqlite_engine(url: str) -> Engine:
     """The same SQLite database through the sync pysqlite driver (for DB threads)."""
     _ensure_sqlite_dir(url)
