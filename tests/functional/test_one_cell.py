@@ -185,3 +185,22 @@ def test_compute_killed_while_building_goes_to_error(cluster: RunningCluster) ->
         admin.compute.delete_server(s.id)
     for s in list(admin.compute.servers()):
         admin.compute.wait_for_delete(s, wait=30)
+
+
+def test_concurrent_deletes_all_succeed(cluster: RunningCluster) -> None:
+    """Many deletes at once: each API transaction must take SQLite's write lock up
+    front, or read-then-write transactions fail with 'database is locked' (500)."""
+    from concurrent.futures import ThreadPoolExecutor
+    demo = sdk(cluster)
+    image = demo.image.find_image("tiny-raw")
+    servers = [demo.compute.create_server(name=f"many-{i}", image_id=image.id, flavor_id="1") for i in range(4)]  # the test host has 3 GB
+    for s in servers:
+        wait_status(demo, s.id, {"ACTIVE"})
+    tok = token(cluster)
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda s: requests.delete(f"{cluster.endpoint}/compute/v2.1/servers/{s.id}",
+                                                         headers={"X-Auth-Token": tok}, timeout=30).status_code,
+                              servers))
+    assert codes == [204] * 4
+    for s in servers:
+        demo.compute.wait_for_delete(s, wait=30)
