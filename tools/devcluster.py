@@ -88,6 +88,17 @@ class RunningCluster:
         return {"auth_url": self.endpoint + "/identity/v3", "username": who, "password": secrets[f"{who}_password"],
                 "project_name": who, "user_domain_name": "Default", "project_domain_name": "Default"}
 
+    def token(self, who: str = "demo") -> str:
+        """A project-scoped Keystone token for one of the bootstrap users."""
+        import requests  # test-only dependency (openstacksdk brings it): keep tools' imports lean
+        creds = self.credentials(who)
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": creds["username"], "domain": {"name": "Default"}, "password": creds["password"]}}},
+            "scope": {"project": {"name": creds["project_name"], "domain": {"name": "Default"}}}}}
+        resp = requests.post(f"{self.endpoint}/identity/v3/auth/tokens", json=body, timeout=10)
+        assert resp.status_code == 201, resp.text
+        return str(resp.headers["X-Subject-Token"])
+
     def cellctl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "tools.cellctl", *args], capture_output=True, text=True,
                               timeout=timeout, check=check, cwd=self.root)

@@ -79,14 +79,7 @@ security: {{curve: false}}
         reap_guests(c.state)
 
 
-def token(c: RunningCluster) -> str:
-    creds = c.credentials("demo")
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": creds["username"], "domain": {"name": "Default"}, "password": creds["password"]}}},
-        "scope": {"project": {"name": creds["project_name"], "domain": {"name": "Default"}}}}}
-    resp = requests.post(f"{c.endpoint}/identity/v3/auth/tokens", json=body, timeout=10)
-    assert resp.status_code == 201, resp.text
-    return resp.headers["X-Subject-Token"]
+token = RunningCluster.token  # token(cluster, who="demo")
 
 
 def call(c: RunningCluster, tok: str, method: str, path: str, **kw: Any) -> requests.Response:

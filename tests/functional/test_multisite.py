@@ -62,14 +62,7 @@ def config(c: RunningCluster) -> ClusterConfig:
     return ClusterConfig.load(c.state / "cluster.json")
 
 
-def token(c: RunningCluster, who: str = "demo") -> str:
-    creds = c.credentials(who)
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": creds["username"], "domain": {"name": "Default"}, "password": creds["password"]}}},
-        "scope": {"project": {"name": creds["project_name"], "domain": {"name": "Default"}}}}}
-    resp = requests.post(f"{c.endpoint}/identity/v3/auth/tokens", json=body, timeout=10)
-    assert resp.status_code == 201, resp.text
-    return resp.headers["X-Subject-Token"]
+token = RunningCluster.token  # token(cluster, who="demo")
 
 
 def api(c: RunningCluster, method: str, path: str, tok: str, **kw: Any) -> requests.Response:

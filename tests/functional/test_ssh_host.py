@@ -155,14 +155,7 @@ def remote_logs(box: Box) -> str:
         f"\n--- sshd.log\n{(box.dir / 'sshd.log').read_text()[-2000:]}"
 
 
-def token(c: RunningCluster, who: str) -> str:
-    creds = c.credentials(who)
-    body: dict[str, Any] = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": creds["username"], "domain": {"name": "Default"}, "password": creds["password"]}}},
-        "scope": {"project": {"name": creds["project_name"], "domain": {"name": "Default"}}}}}
-    resp = requests.post(f"{c.endpoint}/identity/v3/auth/tokens", json=body, timeout=10)
-    assert resp.status_code == 201, resp.text
-    return resp.headers["X-Subject-Token"]
+token = RunningCluster.token  # token(cluster, who="demo")
 
 
 def netns_of(pid: int) -> str:
