@@ -86,6 +86,8 @@ def validate(schema: Schema, value: Any, field: str = "") -> None:
             _fail(field, value, f"{value!r} is too short")
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             _fail(field, value, f"{value!r} is too long")
+        if schema.get("uniqueItems") and len({repr(v) for v in value}) != len(value):
+            _fail(field, value, f"{value!r} has non-unique elements")
         if "items" in schema:
             for item in value:
                 validate(schema["items"], item, field)

@@ -31,7 +31,10 @@ _BDM_V2 = {
     "additionalProperties": False,
 }
 
-_HINTS = {"type": "object", "additionalProperties": True}
+_UUIDS = {"oneOf": [_UUID, {"type": "array", "items": _UUID, "uniqueItems": True}]}
+# Nova's same_host / different_host (SameHostFilter, DifferentHostFilter); others are kept and ignored
+_HINTS = {"type": "object", "properties": {"same_host": _UUIDS, "different_host": _UUIDS},
+          "additionalProperties": True}
 
 SERVER_CREATE: dict[str, Any] = {
     "type": "object",

@@ -5,8 +5,10 @@ predicate (the caller looks it up in its DirectoryView), so filters stay pure.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
+from cells import errors
 from cells.db.claims import HostState, Resources
 
 Alive = Callable[[str], bool]
@@ -35,8 +37,21 @@ def compute_alive_filter(alive: Alive) -> HostFilter:
     return _filter
 
 
+def hinted_instances(hints: Mapping[str, Any] | None, name: str) -> list[str]:
+    """The instance ids a same_host / different_host hint names (a single id or a list)."""
+    value = (hints or {}).get(name)
+    if value is None:
+        return []
+    ids = [value] if isinstance(value, str) else value
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise errors.Invalid(reason=f"scheduler hint {name} must be an instance id or a list of them")
+    return ids
+
+
 def filter_hosts(hosts: Iterable[HostState], req: Resources, alive: Alive,
-                 exclude: Iterable[str] = ()) -> list[HostState]:
+                 exclude: Iterable[str] = (), only: set[str] | None = None) -> list[HostState]:
+    """`only` (a same_host hint's hosts) narrows the choice; `exclude` removes hosts from it."""
     excluded = set(exclude)
     checks = (compute_alive_filter(alive), *RESOURCE_FILTERS)
-    return [h for h in hosts if h.host not in excluded and all(f(h, req) for f in checks)]
+    return [h for h in hosts if h.host not in excluded and (only is None or h.host in only)
+            and all(f(h, req) for f in checks)]

@@ -21,7 +21,7 @@ from cells.db.claims import HostState, Resources
 from cells.db.engine import Database
 from cells.db.schema import ensure_schema
 from cells.rpcapi.compute import topic as compute_topic
-from cells.scheduler.filters import Alive, filter_hosts
+from cells.scheduler.filters import Alive, filter_hosts, hinted_instances
 from cells.scheduler.weights import weigh
 from cells.service import Service
 
@@ -45,17 +45,29 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
     if not instance_uuids or len(set(instance_uuids)) != len(instance_uuids):
         raise errors.Invalid(reason="instance_uuids must be a non-empty list of distinct ids")
     req = Resources.from_flavor(flavor)
+    hints = request_spec.get("scheduler_hints")
+    same, different = hinted_instances(hints, "same_host"), hinted_instances(hints, "different_host")
+    only: set[str] | None = None
+    if same or different:
+        same_hosts, avoid = await db.read(lambda conn: (_hosts_of(conn, same), _hosts_of(conn, different)))
+        only = same_hosts if same else None
+        exclude_hosts = [*exclude_hosts, *avoid]
     async with lock or contextlib.nullcontext():
-        return await _place_all(db, alive, req, instance_uuids, exclude_hosts, alternates)
+        return await _place_all(db, alive, req, instance_uuids, exclude_hosts, alternates, only)
+
+
+def _hosts_of(conn: Any, instance_uuids: list[str]) -> set[str]:
+    """The hosts the named instances hold claims on (unknown ids name no host, as in Nova)."""
+    return {c["host"] for u in instance_uuids if (c := claims.claim_of(conn, u)) is not None}
 
 
 async def _place_all(db: Database, alive: Alive, req: Resources, instance_uuids: list[str],
-                     exclude_hosts: list[str], alternates: int) -> list[dict[str, Any]]:
+                     exclude_hosts: list[str], alternates: int, only: set[str] | None) -> list[dict[str, Any]]:
     hosts = {h.host: h for h in await claims.load_hosts(db)}
     placed: list[dict[str, Any]] = []
     try:
         for uuid in instance_uuids:
-            host, alts = await _place_one(db, hosts, req, uuid, alive, exclude_hosts, alternates)
+            host, alts = await _place_one(db, hosts, req, uuid, alive, exclude_hosts, alternates, only)
             placed.append({"instance_uuid": uuid, "host": host, "alternates": alts})
     except errors.NoValidHost:
         for done in placed:
@@ -65,9 +77,9 @@ async def _place_all(db: Database, alive: Alive, req: Resources, instance_uuids:
 
 
 async def _place_one(db: Database, hosts: dict[str, HostState], req: Resources, uuid: str, alive: Alive,
-                     exclude: list[str], alternates: int) -> tuple[str, list[str]]:
+                     exclude: list[str], alternates: int, only: set[str] | None) -> tuple[str, list[str]]:
     for _ in range(2):  # a second pass re-reads usage when every candidate lost a race
-        candidates = weigh(filter_hosts(hosts.values(), req, alive, exclude))
+        candidates = weigh(filter_hosts(hosts.values(), req, alive, exclude, only))
         if not candidates:
             break
         for cand in candidates:

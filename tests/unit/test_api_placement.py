@@ -86,3 +86,20 @@ async def test_zone_picks_the_site_and_unknown_zone_is_400(two_cells: Any) -> No
     resp = await _boot(client, tok, availability_zone="south")
     assert resp.status == 400
     assert "availability zone is not available: south" in (await resp.json())["badRequest"]["message"]
+
+
+async def test_scheduler_hints_reach_the_cell_and_bad_host_hints_are_400(two_cells: Any) -> None:
+    client, a, b, tok = two_cells
+    images = (await (await client.get("/image/v2/images", headers={"X-Auth-Token": tok})).json())["images"]
+    server = {"name": "vm", "flavorRef": "1", "imageRef": images[0]["id"]}
+    near = "0d5c2c6e-6a38-4d0c-9f0c-3c2b1b0d7a11"
+    for bad in ({"same_host": "not-a-uuid"}, {"different_host": [near, 5]}, {"different_host": [near, near]}):
+        resp = await client.post("/compute/v2.1/servers", json={"server": server, "os:scheduler_hints": bad},
+                                 headers={"X-Auth-Token": tok})
+        assert resp.status == 400, (bad, await resp.text())
+    assert not a.conductor.records and not b.conductor.records  # nothing made by a rejected request
+    resp = await client.post("/compute/v2.1/servers", json={"server": server, "os:scheduler_hints": {
+        "different_host": [near]}}, headers={"X-Auth-Token": tok})
+    assert resp.status == 202, await resp.text()
+    (built,) = a.conductor.builds + b.conductor.builds
+    assert built["scheduler_hints"] == {"different_host": [near]}

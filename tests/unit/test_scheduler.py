@@ -159,3 +159,26 @@ async def test_select_skips_dead_and_excluded_hosts(tmp_path: Path) -> None:
             await select_for(db, lambda h: h == "h2", {"flavor": FLAVOR}, ["y"], ["h2"])
     finally:
         await db.close()
+
+
+async def test_same_host_and_different_host_hints_follow_the_named_instances(tmp_path: Path) -> None:
+    db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", ram_each=4096)
+    alive = lambda h: True  # noqa: E731
+    try:
+        [first] = await select_for(db, alive, {"flavor": FLAVOR}, ["a"], [])
+        other = ({"h1", "h2"} - {first["host"]}).pop()
+        for i in range(3):  # spreading alone would alternate: the hints override it
+            [near] = await select_for(db, alive, {"flavor": FLAVOR, "scheduler_hints": {"same_host": "a"}},
+                                      [f"near-{i}"], [])
+            assert near["host"] == first["host"]
+        [far] = await select_for(db, alive, {"flavor": FLAVOR, "scheduler_hints": {"different_host": ["a"]}},
+                                 ["far"], [])
+        assert far["host"] == other
+        with pytest.raises(errors.NoValidHost):  # both hosts named: nowhere is left
+            await select_for(db, alive, {"flavor": FLAVOR, "scheduler_hints": {"different_host": ["a", "far"]}},
+                             ["none"], [])
+        assert await db.read(lambda conn: claims.claim_of(conn, "none")) is None
+        with pytest.raises(errors.Invalid):
+            await select_for(db, alive, {"flavor": FLAVOR, "scheduler_hints": {"same_host": 7}}, ["bad"], [])
+    finally:
+        await db.close()
