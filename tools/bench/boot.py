@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +33,28 @@ TEST_NODE = """<?xml version="1.0"?>
 </node>
 """
 POLL = 0.002
+
+
+def cpu_seconds(cluster: RunningCluster) -> dict[str, float]:
+    """CPU (user + system) each service process has used so far, from /proc/<pid>/stat, plus this
+    bench client's own (it shares the 2 cores): where a boot's CPU goes, process by process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pidfile in (cluster.state / "run").glob("*.pid"):
+        if pidfile.stem == "supervisor":
+            continue
+        try:
+            fields = Path(f"/proc/{int(pidfile.read_text())}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        used[pidfile.stem] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    used["(bench client)"] = me.ru_utime + me.ru_stime
+    return used
+
+
+def per_boot(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {k: (after[k] - before.get(k, 0.0)) / n for k in sorted(after)}
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -112,6 +136,7 @@ async def measure(cluster: RunningCluster, latency_n: int, burst_n: int, concurr
             floor.append(time.perf_counter() - t)
 
         boots, deletes = [], []
+        cpu0 = cpu_seconds(cluster)
         for i in range(latency_n):
             t = time.perf_counter()
             sid = await api.boot(f"lat-{i}", image)
@@ -120,6 +145,7 @@ async def measure(cluster: RunningCluster, latency_n: int, burst_n: int, concurr
             t = time.perf_counter()
             await api.delete(sid)
             deletes.append(time.perf_counter() - t)
+        cpu_seq = per_boot(cpu0, cpu_seconds(cluster), latency_n)
 
         # sustained: `concurrency` clients keep POSTing; one watcher polls the (short)
         # list of servers still building, so the bench's own polling stays light
@@ -130,19 +156,21 @@ async def measure(cluster: RunningCluster, latency_n: int, burst_n: int, concurr
             for i in names:
                 ids.append(await api.boot(f"burst-{i}", image))
 
-        t = time.perf_counter()
+        cpu0, t = cpu_seconds(cluster), time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         while await count(api, "BUILD"):
             await asyncio.sleep(0.02)
         rate = burst_n / (time.perf_counter() - t)
+        cpu_burst = per_boot(cpu0, cpu_seconds(cluster), burst_n)
         errors = await count(api, "ERROR")
         for chunk in range(0, len(ids), concurrency):
             await asyncio.gather(*(api.delete(sid) for sid in ids[chunk:chunk + concurrency]))
-        return {"floor": floor, "boots": boots, "deletes": deletes, "rate": rate, "errors": errors}
+        return {"floor": floor, "boots": boots, "deletes": deletes, "rate": rate, "errors": errors,
+                "cpu_seq": cpu_seq, "cpu_burst": cpu_burst}
 
 
 def raw_libvirt(uri: str, n: int) -> list[float]:
-    import libvirt
+    import libvirt  # type: ignore[import-untyped]
     conn = libvirt.open(uri)
     xml = ("<domain type='test'><name>raw-{i}</name><memory unit='MiB'>512</memory><vcpu>1</vcpu>"
            "<os><type>hvm</type></os></domain>")
@@ -183,6 +211,12 @@ def main() -> None:
           f" goal >= 100), {r['errors']} in ERROR")
     print(f"  ratios: boot p50 / API GET p50 {pct(r['boots'], .5) / pct(r['floor'], .5):.1f}x,"
           f" boot p50 / raw libvirt p50 {pct(r['boots'], .5) / pct(raw, .5):.0f}x")
+    print("  CPU ms per server, by process: sequential (boot + polls + delete) | burst (boot + list polls)")
+    for name in r["cpu_burst"]:
+        print(f"    {name:28} {r['cpu_seq'].get(name, 0.0) * ms:7.2f} | {r['cpu_burst'][name] * ms:6.2f}")
+    total = sum(r["cpu_burst"].values())
+    print(f"    {'total':28} {sum(r['cpu_seq'].values()) * ms:7.2f} | {total * ms:6.2f}"
+          f"  (2 cores: a floor of {2 / total:.0f} boots/s at this CPU per boot)")
 
 
 if __name__ == "__main__":
