@@ -30,7 +30,7 @@ import libvirt  # type: ignore[import-untyped]
 
 from cells import errors
 from cells.objects.instance import PowerState
-from node.compute import domain_xml
+from node.compute import domain_schema, domain_xml
 from node.compute.domain_xml import DomainPaths
 from node.compute.power import PowerOps
 
@@ -318,8 +318,8 @@ class LibvirtDriver(PowerOps):
             raise errors.SpawnFailed(instance_id=uuid, reason=reason) from exc
 
     def _define_and_start(self, xml: str) -> None:
-        # validate against libvirt's schema even on test:///, which would accept XML real QEMU refuses
-        dom = self.conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        # validated against libvirt's schema even on test:///, which would accept XML real QEMU refuses
+        dom = domain_schema.define(self.conn, xml)
         dom.create()
 
     async def _disk_paths(self, instance: dict[str, Any], inst_dir: str, image_path: str | None) -> DomainPaths:

@@ -239,3 +239,37 @@ def test_domain_xml_passes_libvirts_schema(virt_type: str) -> None:
             dom.undefine()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("breakage", [
+    ("<title>vm</title>", "<title>two\nlines</title>"),  # libvirt's schema wants one-line titles
+    ("<vcpu>", "<bogus /><vcpu>"),  # an element the schema lacks
+    ('type="qemu"', 'type="nosuch"'),  # a value outside an enumeration
+])
+def test_compiled_schema_refuses_what_libvirt_refuses(breakage: tuple[str, str]) -> None:
+    # domain_schema.define checks with the schema compiled once; libvirt's own flag recompiles it per
+    # define. Both must give the same verdict and message, and neither may leave a domain behind.
+    from node.compute import domain_schema
+    from node.compute.domain_xml import DomainPaths, build_domain_xml
+    if domain_schema.schema() is None:
+        pytest.skip("libvirt's domain.rng or libxml2 is missing here: define() uses libvirt's flag")
+    inst = instance()
+    good = build_domain_xml(inst, "qemu", DomainPaths(console_log="/i/console.log", disk="/i/disk"))
+    bad = good.replace(*breakage)
+    assert bad != good
+    conn = libvirt.open("test:///default")
+    try:
+        domain_schema.define(conn, good).undefine()
+        with pytest.raises(libvirt.libvirtError) as theirs:
+            conn.defineXMLFlags(bad, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        with pytest.raises(domain_schema.DomainXMLInvalid) as ours:
+            domain_schema.define(conn, bad)
+        assert str(ours.value) == theirs.value.get_error_message()
+        assert f"cc-{inst['uuid']}" not in conn.listDefinedDomains()
+    finally:
+        conn.close()
+
+
+def test_without_the_schema_file_libvirt_validates_itself() -> None:
+    from node.compute import domain_schema
+    assert domain_schema.load(("/nonexistent",)) is None
