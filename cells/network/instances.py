@@ -9,10 +9,10 @@ marks the instance deleted, so addresses go back to the pool in that commit.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 
@@ -43,18 +43,22 @@ def _instance_ports(conn: Connection, uuid: str) -> list[Row[Any]]:
                              .order_by(ports.c.created_at, ports.c.id)))
 
 
-def addresses(conn: Connection, port_rows: Sequence[Row[Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Nova 2.1's server addresses: {network name: [{addr, version, OS-EXT-IPS:type, ...:mac_addr}]}."""
+_ADDRESSES = (
+    select(ports.c.mac_address, ports.c.network_id, networks.c.name, ip_allocations.c.address)
+    .join(networks, networks.c.id == ports.c.network_id)
+    .join(ip_allocations, ip_allocations.c.port_id == ports.c.id)
+    .where(ports.c.device_id == bindparam("b_uuid"), ports.c.device_owner == DEVICE_OWNER)
+    .order_by(ports.c.created_at, ports.c.id, ip_allocations.c.subnet_id, ip_allocations.c.address))
+
+
+def addresses(conn: Connection, uuid: str) -> dict[str, list[dict[str, Any]]]:
+    """Nova 2.1's server addresses: {network name: [{addr, version, OS-EXT-IPS:type, ...:mac_addr}]},
+    in one query."""
     out: dict[str, list[dict[str, Any]]] = {}
-    ips = ipam.port_ips(conn, [p.id for p in port_rows])
-    names = {r.id: r.name for r in conn.execute(select(networks.c.id, networks.c.name).where(
-        networks.c.id.in_([p.network_id for p in port_rows])))}
-    for p in port_rows:
-        label = names.get(p.network_id) or p.network_id
-        for ip in ips[p.id]:
-            out.setdefault(label, []).append({"addr": ip["ip_address"],
-                                              "version": ipaddress.ip_address(ip["ip_address"]).version,
-                                              "OS-EXT-IPS:type": "fixed", "OS-EXT-IPS-MAC:mac_addr": p.mac_address})
+    for r in conn.execute(_ADDRESSES, {"b_uuid": uuid}):
+        out.setdefault(r.name or r.network_id, []).append({
+            "addr": r.address, "version": ipaddress.ip_address(r.address).version, "OS-EXT-IPS:type": "fixed",
+            "OS-EXT-IPS-MAC:mac_addr": r.mac_address})
     return out
 
 
@@ -81,8 +85,8 @@ def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: 
                         .where(instances.c.uuid == uuid)).first()
     if inst is None or inst.deleted or inst.task_state == "deleting":
         raise errors.InstanceNotFound(instance_id=uuid)
-    existing = _instance_ports(conn, uuid)
-    if not existing:
+    if not conn.execute(select(ports.c.id).where(ports.c.device_id == uuid, ports.c.device_owner == DEVICE_OWNER)
+                        .limit(1)).first():
         ctx = RequestContext(project=project, roles=("service",))
         groups = secgroups.resolve_groups(conn, project, list(group_names) if group_names else None)
         if not wanted:
@@ -94,14 +98,10 @@ def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: 
             net = resources.network_row(conn, ctx, item["uuid"])
             if net.project_id != project and not net.shared:
                 raise errors.NetworkNotFound(net_id=item["uuid"])
-            body: dict[str, Any] = {"network_id": net.id, "device_id": uuid, "device_owner": DEVICE_OWNER,
-                                    "security_groups": groups, "project_id": project}
-            if item.get("fixed_ip"):
-                body["fixed_ips"] = [{"ip_address": item["fixed_ip"]}]
-            port = resources.create_port(conn, ctx, body)
-            conn.execute(update(ports).where(ports.c.id == port["id"]).values(auto_delete=True))
-        existing = _instance_ports(conn, uuid)
-    result = addresses(conn, existing)
+            fixed = [{"ip_address": item["fixed_ip"]}] if item.get("fixed_ip") else None
+            resources.new_port(conn, net, project, groups, fixed, device_id=uuid, device_owner=DEVICE_OWNER,
+                               auto_delete=True)
+    result = addresses(conn, uuid)
     conn.execute(update(instances).where(instances.c.uuid == uuid).values(addresses=result))
     return result
 

@@ -4,10 +4,16 @@ Allocation and release run inside the caller's write transaction (one unit of
 work with the port they belong to), so a failed port create leaves no address
 behind and a deleted port frees its addresses in the same commit. The primary
 key (subnet_id, address) makes a double hand-out impossible even on a backend
-whose writers run concurrently (PostgreSQL): a losing insert raises
-IntegrityError inside a SAVEPOINT and the next free address is tried.
+whose writers run concurrently (PostgreSQL): each claim is one conditional
+INSERT (ON CONFLICT DO NOTHING) and a lost race just tries the next address.
 
-Pure helpers (pools, CIDR checks) are tested without a database.
+Allocation is O(1) statements: a per-subnet cursor (ip_cursors) names the next
+candidate, handed out round-robin through the pools, so a released address comes
+back last (as Linux PIDs; a guest's stale ARP and DHCP entries age out meanwhile).
+Only a crowded pool (FAST_PROBES candidates in a row taken) reads the subnet's
+addresses once to find the next free one, and only that says "exhausted".
+
+Pure helpers (pools, CIDR checks, the round-robin walk) are tested without a database.
 """
 from __future__ import annotations
 
@@ -15,13 +21,17 @@ import ipaddress
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from cells import errors
-from cells.network.schema import ip_allocations, subnets
+from cells.network.schema import ip_allocations, ip_cursors, subnets
 
 MAX_RACE_RETRIES = 16
+FAST_PROBES = 8  # taken candidates in a row before one read of the subnet's addresses
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -98,14 +108,38 @@ def pool_size(pools: Sequence[dict[str, str]]) -> int:
     return sum(int(ipaddress.ip_address(p["end"])) - int(ipaddress.ip_address(p["start"])) + 1 for p in pools)
 
 
-def candidates(pools: Sequence[dict[str, str]], used: set[str]) -> Iterator[str]:
-    """Free addresses in pool order (lowest first: a released address is reused first)."""
-    for pool in pools:
-        start, end = int(ipaddress.ip_address(pool["start"])), int(ipaddress.ip_address(pool["end"]))
-        for n in range(start, end + 1):
-            text = str(ipaddress.ip_address(n))
-            if text not in used:
-                yield text
+Ranges = list[tuple[int, int]]
+
+
+def pool_ranges(pools: Sequence[dict[str, str]]) -> Ranges:
+    """The pools as sorted (first, last) integer ranges."""
+    return sorted((int(ipaddress.ip_address(p["start"])), int(ipaddress.ip_address(p["end"]))) for p in pools)
+
+
+def in_pools(ranges: Ranges, n: int) -> int:
+    """`n` if it lies in a pool, else the next pool address after it (wrapping to the first)."""
+    for first, last in ranges:
+        if n <= last:
+            return max(n, first)
+    return ranges[0][0]
+
+
+def following(ranges: Ranges, n: int) -> int:
+    """The pool address after `n`, round-robin."""
+    return in_pools(ranges, n + 1)
+
+
+def walk(ranges: Ranges, start: int) -> Iterator[int]:
+    """Every pool address once, from `start` (a pool address) round-robin."""
+    n = start
+    for _ in range(sum(last - first + 1 for first, last in ranges)):
+        yield n
+        n = following(ranges, n)
+
+
+def first_free(ranges: Ranges, used: set[int], start: int) -> int | None:
+    """The first address not in `used`, walking from `start`; None when every one is taken."""
+    return next((n for n in walk(ranges, start) if n not in used), None)
 
 
 def overlapping(cidr: IPNetwork, others: Sequence[str]) -> str | None:
@@ -118,40 +152,83 @@ def overlapping(cidr: IPNetwork, others: Sequence[str]) -> str | None:
 
 # --- in a write transaction ------------------------------------------------------
 
+_SUBNETS = (select(subnets, ip_cursors.c.next_address)
+            .outerjoin(ip_cursors, ip_cursors.c.subnet_id == subnets.c.id)
+            .where(subnets.c.network_id == bindparam("b_network")).order_by(subnets.c.created_at))
+_MOVE_CURSOR = update(ip_cursors).where(ip_cursors.c.subnet_id == bindparam("b_subnet"))
+# conditional INSERTs by (dialect, table): a row whose key is taken inserts nothing (rowcount 0)
+_UNLESS_TAKEN: dict[tuple[str, str], Any] = {}
+
+
+def _conditional_insert(dialect: str, table: Table) -> Any:
+    if dialect == "sqlite":
+        return sqlite_insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing()
+    return None
+
+
 def used_addresses(conn: Connection, subnet_id: str) -> set[str]:
     rows = conn.execute(select(ip_allocations.c.address).where(ip_allocations.c.subnet_id == subnet_id))
     return {str(r[0]) for r in rows}
 
 
+def network_subnets(conn: Connection, network_id: str) -> list[Row[Any]]:
+    """The network's subnets, oldest first, each with its cursor (`next_address`) for `allocate`."""
+    return list(conn.execute(_SUBNETS, {"b_network": network_id}))
+
+
 def allocate(conn: Connection, subnet: Any, port_id: str, address: str | None = None) -> str:
-    """One address of `subnet` (a row) for `port_id`; `address` asks for a specific one.
-    Raises IpAddressExhausted when the pools are full, Conflict when `address` is taken."""
+    """One address of `subnet` (a row of network_subnets) for `port_id`; `address` asks for a
+    specific one. Raises IpAddressExhausted when the pools are full, Conflict when `address` is taken."""
     net = ipaddress.ip_network(subnet.cidr)
     values = {"subnet_id": subnet.id, "port_id": port_id, "network_id": subnet.network_id}
     if address is not None:
         wanted = str(parse_address(address, net, "ip_address"))
         if subnet.gateway_ip and wanted == subnet.gateway_ip:
             raise errors.Conflict(reason=f"IP address {wanted} is the gateway of subnet {subnet.id}")
-        if not _insert(conn, {**values, "address": wanted}):
+        if not insert_unless_taken(conn, ip_allocations, {**values, "address": wanted}):
             raise errors.Conflict(reason=f"IP address {wanted} already allocated in subnet {subnet.id}")
         return wanted
-    for _ in range(MAX_RACE_RETRIES):
-        free = next(candidates(subnet.allocation_pools, used_addresses(conn, subnet.id)), None)
-        if free is None:
-            raise errors.IpAddressExhausted(net_id=subnet.network_id)
-        if _insert(conn, {**values, "address": free}):
-            return free
+    ranges = pool_ranges(subnet.allocation_pools)
+    cursor = subnet.next_address
+    n = in_pools(ranges, int(ipaddress.ip_address(cursor)) if cursor else ranges[0][0])
+    for probe in range(FAST_PROBES + MAX_RACE_RETRIES):
+        if probe >= FAST_PROBES:  # crowded: read what is taken once, go to the next free one
+            used = {int(ipaddress.ip_address(a)) for a in used_addresses(conn, subnet.id)}
+            free = first_free(ranges, used, n)
+            if free is None:
+                raise errors.IpAddressExhausted(net_id=subnet.network_id)
+            n = free
+        text = str(ipaddress.ip_address(n))
+        if insert_unless_taken(conn, ip_allocations, {**values, "address": text}):
+            _move_cursor(conn, subnet.id, str(ipaddress.ip_address(following(ranges, n))))
+            return text
+        n = following(ranges, n)  # taken (or lost a race): the next candidate
     raise errors.IpAddressExhausted(net_id=subnet.network_id)
 
 
-def _insert(conn: Connection, values: dict[str, Any]) -> bool:
-    """Insert in a SAVEPOINT: a unique violation (someone else took it) undoes only this row."""
-    try:
+def insert_unless_taken(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """Insert the row unless a unique key of it is taken (one statement, no savepoint on SQLite
+    and PostgreSQL); True when this call inserted it."""
+    key = (conn.dialect.name, table.name)
+    if key not in _UNLESS_TAKEN:
+        _UNLESS_TAKEN[key] = _conditional_insert(conn.dialect.name, table)  # built once, so its SQL is cached
+    stmt = _UNLESS_TAKEN[key]
+    if stmt is not None:
+        return bool(conn.execute(stmt, values).rowcount)
+    try:  # another backend: the unique violation undoes only this row, in a SAVEPOINT
         with conn.begin_nested():
-            conn.execute(insert(ip_allocations), values)
+            conn.execute(insert(table), values)
     except IntegrityError:
         return False
     return True
+
+
+def _move_cursor(conn: Connection, subnet_id: str, next_address: str) -> None:
+    if not conn.execute(_MOVE_CURSOR, {"b_subnet": subnet_id, "next_address": next_address}).rowcount:
+        # the subnet's first allocation; a concurrent one may make the row first: a hint either way
+        insert_unless_taken(conn, ip_cursors, {"subnet_id": subnet_id, "next_address": next_address})
 
 
 def release_port(conn: Connection, port_id: str) -> int:
@@ -174,4 +251,11 @@ def free_count(conn: Connection, subnet_id: str) -> int:
     row = conn.execute(select(subnets).where(subnets.c.id == subnet_id)).first()
     if row is None:
         raise errors.SubnetNotFound(subnet_id=subnet_id)
-    return pool_size(row.allocation_pools) - len(used_addresses(conn, subnet_id))
+    used = conn.execute(select(func.count()).select_from(ip_allocations)
+                        .where(ip_allocations.c.subnet_id == subnet_id)).scalar()
+    return pool_size(row.allocation_pools) - int(used or 0)
+
+
+def forget_subnets(conn: Connection, subnet_ids: Sequence[str]) -> None:
+    """Drop the subnets' cursors (before their rows go)."""
+    conn.execute(delete(ip_cursors).where(ip_cursors.c.subnet_id.in_(list(subnet_ids))))

@@ -188,6 +188,8 @@ def delete_network(conn: Connection, ctx: RequestContext, net_id: str) -> None:
     used = conn.execute(select(func.count()).select_from(ports).where(ports.c.network_id == net_id)).scalar()
     if used:
         raise errors.NetworkInUse(net_id=net_id)
+    ipam.forget_subnets(conn, [str(r[0]) for r in conn.execute(select(subnets.c.id)
+                                                                .where(subnets.c.network_id == net_id))])
     conn.execute(delete(subnets).where(subnets.c.network_id == net_id))
     conn.execute(delete(networks).where(networks.c.id == net_id))
 
@@ -287,6 +289,7 @@ def delete_subnet(conn: Connection, ctx: RequestContext, subnet_id: str) -> None
     if used:
         raise errors.Conflict(reason=f"Unable to complete operation on subnet {subnet_id}: "
                                      "one or more ports have an IP allocation from this subnet.")
+    ipam.forget_subnets(conn, [subnet_id])
     conn.execute(delete(subnets).where(subnets.c.id == subnet_id))
 
 
@@ -332,12 +335,33 @@ def get_port(conn: Connection, ctx: RequestContext, port_id: str) -> dict[str, A
     return records_of(conn, [port_row(conn, ctx, port_id)])[0]
 
 
-def _new_mac(conn: Connection) -> str:
-    for _ in range(32):
-        mac = MAC_PREFIX + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
-        if conn.execute(select(ports.c.id).where(ports.c.mac_address == mac)).first() is None:
-            return mac
-    raise errors.Conflict(reason="could not find a free MAC address")
+def _random_mac() -> str:
+    return MAC_PREFIX + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
+
+
+def new_port(conn: Connection, net: Row[Any], project: str, group_ids: list[str], fixed_ips: Any = None,
+             mac: str | None = None, **fields: Any) -> str:
+    """Insert a port on `net` (a row) with its fixed IPs, in the caller's unit of work; its id.
+    `fields`: the other port columns (name, device_id, device_owner, auto_delete, ...)."""
+    subnet_rows = ipam.network_subnets(conn, net.id)
+    if not subnet_rows:
+        raise errors.Invalid(reason=f"Network {net.id} has no subnet to allocate an address from.")
+    if mac is not None and (not isinstance(mac, str) or len(mac) != 17):
+        raise errors.Invalid(reason=f"invalid mac_address {mac!r}")
+    now = utcnow_iso()
+    values = {"id": new_id(), "network_id": net.id, "project_id": project, "name": "", "device_id": "",
+              "device_owner": "", "binding_host": None, "status": "DOWN", "admin_state_up": True,
+              "security_groups": group_ids, "auto_delete": False, "description": "", "created_at": now,
+              "updated_at": now, **fields}
+    for _ in range(1 if mac else 32):  # a generated MAC that is taken is drawn again
+        values["mac_address"] = (mac or _random_mac()).lower()
+        if ipam.insert_unless_taken(conn, ports, values):
+            break
+    else:
+        raise errors.Conflict(reason=f"MAC address {mac} is already in use" if mac
+                              else "could not find a free MAC address")
+    _allocate_fixed_ips(conn, net.id, subnet_rows, values["id"], fixed_ips)
+    return str(values["id"])
 
 
 def create_port(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -354,28 +378,11 @@ def create_port(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) 
     project = _project(ctx, body)
     if net.project_id != project and not net.shared and not privileged(ctx):
         raise errors.Invalid(reason=f"Network {net_id} belongs to another project.")
-    subnet_rows = list(conn.execute(select(subnets).where(subnets.c.network_id == net_id)
-                                    .order_by(subnets.c.created_at)))
-    if not subnet_rows:
-        raise errors.Invalid(reason=f"Network {net_id} has no subnet to allocate an address from.")
-    groups = body.get("security_groups")
-    group_ids = secgroups.resolve_groups(conn, project, groups)
-    mac = body.get("mac_address") or _new_mac(conn)
-    if not isinstance(mac, str) or len(mac) != 17:
-        raise errors.Invalid(reason=f"invalid mac_address {mac!r}")
-    now = utcnow_iso()
-    port_id = new_id()
-    values = {"id": port_id, "network_id": net_id, "project_id": project, "name": _text(body, "name"),
-              "mac_address": mac.lower(), "device_id": _text(body, "device_id"),
-              "device_owner": _text(body, "device_owner"), "binding_host": None, "status": "DOWN",
-              "admin_state_up": _bool(body, "admin_state_up", True), "security_groups": group_ids,
-              "description": _text(body, "description"), "created_at": now, "updated_at": now}
-    try:
-        with conn.begin_nested():
-            conn.execute(insert(ports), values)
-    except IntegrityError:
-        raise errors.Conflict(reason=f"MAC address {mac} is already in use") from None
-    _allocate_fixed_ips(conn, net_id, subnet_rows, port_id, body.get("fixed_ips"))
+    group_ids = secgroups.resolve_groups(conn, project, body.get("security_groups"))
+    port_id = new_port(conn, net, project, group_ids, body.get("fixed_ips"), body.get("mac_address") or None,
+                       name=_text(body, "name"), device_id=_text(body, "device_id"),
+                       device_owner=_text(body, "device_owner"), admin_state_up=_bool(body, "admin_state_up", True),
+                       description=_text(body, "description"))
     return get_port(conn, ctx, port_id)
 
 
