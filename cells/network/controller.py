@@ -8,6 +8,7 @@ hosts). Host agents never touch the DB: they ask `bind_instance` and
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.db.engine import Database
 from cells.db.schema import ensure_schema
+from cells.rpcapi.compute import ComputeAPI
+from cells.network import fanout
 from cells.network import instances as inets
 from cells.network import resources, secgroups
 
@@ -51,6 +54,8 @@ class NetworkController:
         options = spec.options if spec is not None else {}
         self.cidr_pool = str(options.get("default_cidr_pool") or resources.DEFAULT_CIDR_POOL)
         self._db: Database | None = None
+        self._compute: ComputeAPI | None = None
+        self._refreshes: set[asyncio.Task[None]] = set()
 
     @property
     def db(self) -> Database:
@@ -59,6 +64,7 @@ class NetworkController:
         return self._db
 
     async def start(self, service: Any = None) -> None:
+        self._compute = ComputeAPI(service) if service is not None else None
         self._db = Database(self.db_url)
         await ensure_schema(self._db)  # creates the network tables a DB from before them lacks
 
@@ -71,6 +77,25 @@ class NetworkController:
 
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         return await self.db.read(fn)
+
+    def _refresh(self, ctx: RequestContext, hosts: set[str]) -> None:
+        """Tell these hosts' agents to re-sync, in the background: a host that is down
+        must not hold up the change (it syncs everything when it starts again)."""
+        if self._compute is None or not hosts:
+            return
+        task = asyncio.create_task(self._cast_refreshes(ctx, sorted(hosts)))
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    async def _cast_refreshes(self, ctx: RequestContext, hosts: list[str]) -> None:
+        assert self._compute is not None
+        for host in hosts:
+            try:
+                await self._compute.refresh_network(ctx, host)
+            except errors.UnsupportedVersion:  # a compute of the previous release: its periodic sync catches up
+                LOG.info("compute %s is too old for refresh_network", host)
+            except errors.CellcloudError as exc:
+                LOG.warning("could not ask %s to refresh its network: %s", host, exc)
 
     # --- networks ------------------------------------------------------------------
 
@@ -123,10 +148,17 @@ class NetworkController:
 
     async def port_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
         b = _body(body)
-        return await self._write(lambda c: resources.update_port(c, ctx, str(id), b))
+        port, hosts = await self._write(lambda c: (
+            resources.update_port(c, ctx, str(id), b), fanout.hosts_on_networks(c, fanout.port_network(c, str(id)))))
+        self._refresh(ctx, hosts)
+        return port
 
     async def port_delete(self, ctx: RequestContext, id: str) -> None:
-        await self._write(lambda c: resources.delete_port(c, ctx, str(id)))
+        def delete(c: Connection) -> set[str]:
+            hosts = fanout.hosts_on_networks(c, fanout.port_network(c, str(id)))
+            resources.delete_port(c, ctx, str(id))
+            return hosts
+        self._refresh(ctx, await self._write(delete))
 
     # --- security groups -------------------------------------------------------------------
 
@@ -159,10 +191,20 @@ class NetworkController:
 
     async def security_group_rule_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
         b = _body(body)
-        return await self._write(lambda c: secgroups.create_rule(c, ctx, b))
+
+        def create(c: Connection) -> tuple[dict[str, Any], set[str]]:
+            rule = secgroups.create_rule(c, ctx, b)
+            return rule, fanout.hosts_of_group(c, rule["security_group_id"])
+        rule, hosts = await self._write(create)
+        self._refresh(ctx, hosts)
+        return rule
 
     async def security_group_rule_delete(self, ctx: RequestContext, id: str) -> None:
-        await self._write(lambda c: secgroups.delete_rule(c, ctx, str(id)))
+        def delete(c: Connection) -> set[str]:
+            hosts = fanout.hosts_of_group(c, fanout.rule_group(c, str(id)))
+            secgroups.delete_rule(c, ctx, str(id))
+            return hosts
+        self._refresh(ctx, await self._write(delete))
 
     # --- instances -------------------------------------------------------------------------
 
@@ -175,10 +217,16 @@ class NetworkController:
         return await self._read(lambda c: inets.instance_groups(c, str(instance_uuid)))
 
     async def add_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
-        await self._write(lambda c: inets.add_security_group(c, ctx, str(instance_uuid), str(group)))
+        def add(c: Connection) -> set[str]:
+            inets.add_security_group(c, ctx, str(instance_uuid), str(group))
+            return fanout.hosts_on_networks(c, fanout.instance_networks(c, str(instance_uuid)))
+        self._refresh(ctx, await self._write(add))
 
     async def remove_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
-        await self._write(lambda c: inets.remove_security_group(c, ctx, str(instance_uuid), str(group)))
+        def remove(c: Connection) -> set[str]:
+            inets.remove_security_group(c, ctx, str(instance_uuid), str(group))
+            return fanout.hosts_on_networks(c, fanout.instance_networks(c, str(instance_uuid)))
+        self._refresh(ctx, await self._write(remove))
 
     # --- host agents ---------------------------------------------------------------------------
 
@@ -193,3 +241,10 @@ class NetworkController:
 
     async def host_config(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         return await self._read(lambda c: inets.host_config(c, str(host)))
+
+    async def host_changed(self, ctx: RequestContext, host: str, network_ids: Any) -> None:
+        """An agent bound or dropped ports on these networks: the other hosts on them re-sync."""
+        if not isinstance(network_ids, list) or not all(isinstance(n, str) for n in network_ids):
+            raise errors.Invalid(reason="network_ids must be a list of network ids")
+        hosts = await self._read(lambda c: fanout.hosts_on_networks(c, network_ids))
+        self._refresh(ctx, hosts - {str(host)})

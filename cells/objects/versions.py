@@ -22,7 +22,7 @@ from typing import Any
 from cells.objects.base import VersionedObject, newer
 from cells.objects.instance import FIELDS
 
-RELEASE = "2"
+RELEASE = "3"
 BASE_RPC = "1.0"
 
 
@@ -80,6 +80,7 @@ class Speaks:
 
 RELEASES: dict[str, Speaks] = {
     "1": Speaks("1", BASE_RPC, {"Instance": "1.0", "Migration": "1.0"}),
+    "2": Speaks("2", "1.1", {"Instance": "1.1", "Migration": "1.0"}),  # moves; 3: network refresh casts (RPC 1.2)
     RELEASE: Speaks(),
 }
 local = Speaks()

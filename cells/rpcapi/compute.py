@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from cells.context import RequestContext
-from cells.rpc.wire import NORMAL, Method, surface
+from cells.rpc.wire import FAST, NORMAL, Method, surface
 from cells.rpcapi import Caller
 from cells.rpcapi.moves import COMPUTE_METHODS as MOVE_METHODS
+from cells.rpcapi.network import AGENT_REFRESH_VERSION
 from cells.rpcapi.volume import COMPUTE_METHODS as VOLUME_METHODS
 
 SURFACE = surface(
@@ -16,6 +17,8 @@ SURFACE = surface(
     # rebuild: cells/lifecycle.py USER_ACTIONS); the compute reports back with instance_action_done
     Method("run_instance_action", NORMAL, cast=True),
     Method("get_console_output", NORMAL, retry_safe=True),
+    # the network controller: something this host's guests depend on changed (cells/network/fanout.py)
+    Method("refresh_network", FAST, cast=True, version=AGENT_REFRESH_VERSION),
     # volume hot-plug (issue 6): cells/rpcapi/volume.py ComputeVolumeAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/moves.py MoveComputeAPI
@@ -45,6 +48,9 @@ class ComputeAPI:
         await self.caller.cast(topic(host), M["run_instance_action"],
                                {"instance": instance, "action": action, "args": args}, ctx,
                                key=f"{action}-{instance['uuid']}-{instance.get('updated_at')}")
+
+    async def refresh_network(self, ctx: RequestContext, host: str) -> None:
+        await self.caller.cast(topic(host), M["refresh_network"], {}, ctx)
 
     async def get_console_output(self, ctx: RequestContext, host: str, uuid: str, length: int | None) -> str:
         """The guest's serial console log: the last `length` lines (None: all of it, up to a size cap)."""

@@ -13,6 +13,7 @@ from cells.rpc.wire import FAST, NORMAL, Method, surface
 from cells.rpcapi import Caller
 
 TOPIC = "network"
+AGENT_REFRESH_VERSION = "1.2"  # host_changed here, refresh_network on the compute
 RESOURCES = ("network", "subnet", "port", "security_group", "security_group_rule")
 SURFACE = surface(
     # the Neutron API: <resource>_list / _get / _create / _update / _delete
@@ -30,6 +31,7 @@ SURFACE = surface(
     Method("agent_report", FAST, retry_safe=True),
     Method("bind_instance", NORMAL, retry_safe=True),
     Method("host_config", FAST, retry_safe=True),
+    Method("host_changed", FAST, cast=True, version=AGENT_REFRESH_VERSION),
 )
 M = SURFACE
 
@@ -81,3 +83,7 @@ class NetworkAPI:
 
     async def host_config(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         return await self.caller.call(TOPIC, M["host_config"], {"host": host}, ctx)
+
+    async def host_changed(self, ctx: RequestContext, host: str, network_ids: list[str]) -> None:
+        """The agent of `host` bound or dropped ports on these networks (the others on them re-sync)."""
+        await self.caller.cast(TOPIC, M["host_changed"], {"host": host, "network_ids": network_ids}, ctx)

@@ -122,6 +122,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
                 await self.sync_power_states()
                 if time.monotonic() - last_report > REPORT_INTERVAL:
                     await self.report_resources()
+                    await self.network.refresh()  # repairs what a lost refresh_network cast left stale
                     await self.prune_image_cache()  # node/compute/actions.py
                     last_report = time.monotonic()
             except Exception:  # the sweep is a safety net: it must never take the worker down
@@ -158,6 +159,9 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
                 await self._build(_no_deadline(ctx), instance)
         finally:
             self._building.discard(uuid)
+
+    async def refresh_network(self, ctx: RequestContext) -> None:
+        await self.network.refresh()
 
     async def terminate_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         uuid = str(instance["uuid"])

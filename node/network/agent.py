@@ -81,6 +81,8 @@ class NetworkAgent:
         self._api: NetworkAPI | None = None
         self._lock = asyncio.Lock()
         self._metadata: metadata.MetadataServer | None = None
+        self._ports: dict[str, str] = {}  # port id -> network id, as last applied
+        self._refresh_waiting = False
 
     @classmethod
     def from_options(cls, host: str, state_dir: str, options: dict[str, Any], virt_uri: str,
@@ -141,10 +143,32 @@ class NetworkAgent:
         if self.enabled:
             await self.sync()
 
+    async def refresh(self) -> None:
+        """The controller says a change elsewhere concerns this host (refresh_network). Refreshes
+        arriving while one already waits for the lock join it: that sync reads the newest config."""
+        if not self.enabled or self._refresh_waiting:
+            return
+        self._refresh_waiting = True
+        await self.sync()
+
     async def sync(self) -> None:
         async with self._lock:
+            self._refresh_waiting = False
             config = await self.api.host_config(admin_context(), self.host)
             loop = asyncio.get_running_loop()
             await asyncio.wait_for(loop.run_in_executor(None, self.driver.sync, config), SYNC_TIMEOUT)
             if self._metadata is not None and any(n.get("gateway_host") for n in config.get("networks", [])):
                 await self._metadata.ensure()
+            ports = {str(p["id"]): str(p["network_id"]) for p in config.get("ports", [])}
+            changed = sorted({net for _, net in set(self._ports.items()) ^ set(ports.items())})
+            self._ports = ports
+        if changed:  # our ports came or went: the other hosts on those networks re-sync
+            await self._announce(changed)
+
+    async def _announce(self, network_ids: list[str]) -> None:
+        try:
+            await self.api.host_changed(admin_context(), self.host, network_ids)
+        except errors.UnsupportedVersion:
+            LOG.info("the network controller is too old for host_changed; peers catch up at their periodic sync")
+        except errors.CellcloudError as exc:
+            LOG.warning("could not announce the port change on %s: %s", ", ".join(network_ids), exc)

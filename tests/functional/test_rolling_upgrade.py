@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from cells.objects import versions
 from cells.rpcapi.conductor import SURFACE as CONDUCTOR
 from tools.devcluster import RunningCluster, running_cluster
 
@@ -70,7 +71,7 @@ def test_status_shows_each_services_release_and_the_pin(cluster: RunningCluster)
     services = {s["id"]: s for h in cell["hosts"] for s in h["services"]}
     assert (services[OLD]["release"], services[OLD]["rpc"]) == ("1", "1.0")
     newest = max(m.version for m in CONDUCTOR.values())  # what this release's conductor speaks
-    assert (services["cell1/conductor"]["release"], services["cell1/conductor"]["rpc"]) == ("2", newest)
+    assert (services["cell1/conductor"]["release"], services["cell1/conductor"]["rpc"]) == (versions.RELEASE, newest)
     assert cell["pins"]["Instance"] == "1.0" and cell["pins"]["release"] == "1"
     text = cluster.cellctl("status", str(cluster.cluster_file)).stdout
     assert "release 1 rpc 1.0" in text and "pinned to the lowest live versions: Instance 1.0" in text

@@ -4,6 +4,7 @@ controller on a SQLite cell DB, with a recording host driver in place of netlink
 metadata service (node/network/metadata.py) over HTTP."""
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -57,16 +58,35 @@ class DirectNetworkAPI:
     async def host_config(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         return await self.c.host_config(ctx, host)
 
+    async def host_changed(self, ctx: RequestContext, host: str, network_ids: list[str]) -> None:
+        await self.c.host_changed(ctx, host, network_ids)
+
+
+class AgentsByHost:
+    """ComputeAPI.refresh_network straight into each host's agent (no RPC hop)."""
+
+    def __init__(self) -> None:
+        self.agents: dict[str, NetworkAgent] = {}
+        self.refreshed: list[str] = []
+
+    async def refresh_network(self, ctx: RequestContext, host: str) -> None:
+        self.refreshed.append(host)
+        await self.agents[host].refresh()
+
+
+async def add_instance(db: Database, uuid: str) -> None:
+    await db.write(lambda c: c.execute(insert(instances).values(
+        uuid=uuid, name="web 1", project_id="demo", user_id="u", vm_state="building", deleted=False,
+        flavor={}, image={}, metadata={}, addresses={}, retry_hosts=[],
+        created_at="2026-01-01T00:00:00.000000Z", updated_at="2026-01-01T00:00:00.000000Z")))
+
 
 @pytest_asyncio.fixture
 async def controller(tmp_path: Path) -> AsyncIterator[NetworkController]:
     url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
     await create_schema(url)
     db = Database(url)
-    await db.write(lambda c: c.execute(insert(instances).values(
-        uuid=UUID, name="web 1", project_id="demo", user_id="u", vm_state="building", deleted=False,
-        flavor={}, image={}, metadata={}, addresses={}, retry_hosts=[],
-        created_at="2026-01-01T00:00:00.000000Z", updated_at="2026-01-01T00:00:00.000000Z")))
+    await add_instance(db, UUID)
     await db.close()
     c = NetworkController(db_url=url)
     await c.start()
@@ -74,9 +94,10 @@ async def controller(tmp_path: Path) -> AsyncIterator[NetworkController]:
     await c.stop()
 
 
-def agent_for(c: NetworkController, tmp_path: Path, host: str = "node1") -> tuple[NetworkAgent, RecordingDriver]:
+def agent_for(c: NetworkController, tmp_path: Path, host: str = "node1",
+              tunnel_ip: str = "192.0.2.1") -> tuple[NetworkAgent, RecordingDriver]:
     driver = RecordingDriver()
-    agent = NetworkAgent(host, str(tmp_path), enabled=True, reason="test", tunnel_ip="192.0.2.1", driver=driver)
+    agent = NetworkAgent(host, str(tmp_path), enabled=True, reason="test", tunnel_ip=tunnel_ip, driver=driver)
     agent._api = DirectNetworkAPI(c)  # type: ignore[assignment]
     return agent, driver
 
@@ -115,6 +136,53 @@ async def test_plug_binds_ports_and_makes_their_taps_unplug_removes_them(
     await agent.unplug()
     assert driver.taps == set()
     assert all(not n["dhcp_hosts"] for n in driver.configs[-1]["networks"])
+
+
+async def test_ports_coming_and_going_on_one_host_refresh_the_other_hosts_of_the_network(
+        controller: NetworkController, tmp_path: Path) -> None:
+    """VXLAN peers, the gateway host's DHCP entries and security-group members follow ports
+    bound on other hosts: without the refresh, guests on two hosts could not reach each other."""
+    other = "22222222-3333-4444-8555-666666666666"
+    hosts = AgentsByHost()
+    controller._compute = hosts  # type: ignore[assignment]
+    one, driver1 = agent_for(controller, tmp_path / "1", "node1", "192.0.2.1")
+    two, driver2 = agent_for(controller, tmp_path / "2", "node2", "192.0.2.2")
+    hosts.agents.update(node1=one, node2=two)
+    await add_instance(controller.db, other)
+    for agent in (one, two):
+        await agent.report_and_sync()
+
+    async def settled() -> None:
+        while controller._refreshes:
+            await asyncio.gather(*controller._refreshes)
+
+    await one.plug(DEMO, {"uuid": UUID, "addresses": await controller.allocate_for_instance(DEMO, UUID, "demo")})
+    (vif,) = await two.plug(DEMO, {"uuid": other,
+                                   "addresses": await controller.allocate_for_instance(DEMO, other, "demo")})
+    await settled()
+    assert hosts.refreshed == ["node1"]  # node2 synced itself; only node1 was told
+    (net,) = driver1.configs[-1]["networks"]
+    assert net["peers"] == ["192.0.2.2"] and (vif["mac"], vif["ip"]) in [tuple(h) for h in net["dhcp_hosts"]]
+    assert vif["ip"] in driver1.configs[-1]["security_groups"]["members"][vif_group(driver1)]
+
+    await controller.db.write(lambda c: inets.release_instance(c, other))
+    await two.unplug()
+    await settled()
+    (net,) = driver1.configs[-1]["networks"]
+    assert net["peers"] == [] and all(vif["mac"] != mac for mac, _ in net["dhcp_hosts"])
+
+    rule = await controller.security_group_rule_create(DEMO, {
+        "security_group_id": vif_group(driver1), "direction": "ingress", "protocol": "tcp",
+        "port_range_min": 22, "port_range_max": 22, "remote_ip_prefix": "0.0.0.0/0"})
+    await settled()
+    assert rule["id"] in {r["id"] for r in driver1.configs[-1]["security_groups"]["rules"][vif_group(driver1)]}
+    assert hosts.refreshed == ["node1", "node1", "node1"]
+
+
+def vif_group(driver: RecordingDriver) -> str:
+    (port,) = driver.configs[-1]["ports"]
+    (group,) = port["security_groups"]
+    return str(group)
 
 
 async def test_disabled_agent_touches_nothing(controller: NetworkController, tmp_path: Path) -> None:
