@@ -5,11 +5,12 @@ the serial console, configures eth0 (DHCP, or a static address from the kernel
 command line), prints its network settings, fetches and runs its user data
 from the metadata service, and reports block devices as they come and go.
 
-Outputs <out>/vmlinuz and <out>/initramfs.gz (~14 MB + ~1 MB). Needs
+Outputs <out>/vmlinuz and <out>/initramfs-<digest>.gz (~14 MB + ~1 MB). Needs
 `apt-get update` to have run once (apt-get download resolves from the lists).
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import tempfile
@@ -65,7 +66,15 @@ if [ -e /sys/class/net/eth0 ]; then
   fi
   echo "CELLCLOUD-NET eth0 mac=$(cat /sys/class/net/eth0/address) $(ip -4 -o addr show eth0 | awk '{{print $4}}')" \\
        "gw=$(ip route | awk '/default/{{print $3}}')"
-  if wget -q -T 3 -O /tmp/user-data http://169.254.169.254/latest/user-data 2>/dev/null && [ -s /tmp/user-data ]; then
+  # busybox-static's `wget -T` segfaults (Debian 1.35): bound it with `timeout` instead.
+  # The instance id always exists, so retrying it tells "no metadata yet" from "no user data".
+  for try in 1 2 3 4 5; do
+    ID=$(timeout 5 wget -q -O - http://169.254.169.254/latest/meta-data/instance-id 2>/dev/null) && break
+    sleep 1
+  done
+  echo "CELLCLOUD-METADATA instance-id=${{ID:-unreachable}}"
+  if [ -n "$ID" ] && timeout 5 wget -q -O /tmp/user-data http://169.254.169.254/latest/user-data 2>/dev/null \
+     && [ -s /tmp/user-data ]; then
     echo "CELLCLOUD-USERDATA-BEGIN"
     chmod +x /tmp/user-data; /tmp/user-data 2>&1
     echo "CELLCLOUD-USERDATA-END rc=$?"
@@ -111,8 +120,10 @@ def kernel_package(work: Path) -> str:
 
 
 def build(out: Path) -> tuple[Path, Path]:
-    """Build (or reuse) the guest; returns (kernel, initramfs)."""
-    kernel, initrd = out / "vmlinuz", out / "initramfs.gz"
+    """Build (or reuse) the guest; returns (kernel, initramfs). The initramfs is named by a digest of
+    what goes into it, so a changed /init is rebuilt instead of reused."""
+    digest = hashlib.sha256("\0".join([INIT, UDHCPC_SCRIPT, *MODULES]).encode()).hexdigest()[:12]
+    kernel, initrd = out / "vmlinuz", out / f"initramfs-{digest}.gz"
     if kernel.exists() and initrd.exists():
         return kernel, initrd
     out.mkdir(parents=True, exist_ok=True)
