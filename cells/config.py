@@ -31,6 +31,7 @@ class CellSpec:
     router: str  # tcp address of the cell's directory
     parent: str | None = None
     site: str = ""  # the site (from cluster.yaml) the cell belongs to: an availability zone
+    allow_resize_to_same_host: bool = False  # a resize may pick the server's own host (Nova's option)
 
 
 @dataclass(frozen=True)

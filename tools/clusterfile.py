@@ -36,6 +36,9 @@ directory that holds the file):
                                      # a cell with child cells and no hosts runs only its router (a
                                      # relay) unless conductor/scheduler/network are given
             hosts: [node1]           # compute hosts of this cell (each host in at most one cell)
+            allow_resize_to_same_host: false   # default false (Nova's option): a resize may stay on
+                                     # the server's own host (its flavor changed in place; both
+                                     # flavors claimed there until confirm); a migration never does
             cells: [...]             # nested child cells, same schema; path "cell1!child"
     hosts:                           # required: name -> host
       ctl:   {address: 127.0.0.1, via: local}
@@ -392,7 +395,7 @@ class _Parser:
             self.parse_cell(value, f"{path}[{i}]", parent, state)
 
     def parse_cell(self, value: Any, path: str, parent: CellSpec | None, state: Path) -> None:
-        m = self.mapping(value, path, ("name", "services"), ("db", "hosts", "cells"))
+        m = self.mapping(value, path, ("name", "services"), ("db", "hosts", "cells", "allow_resize_to_same_host"))
         name = self.name(m["name"], f"{path}.name")
         if name in self.cell_names:
             self.fail(f"{path}.name", f"cell {name!r} is already defined at {self.cell_names[name]}")
@@ -404,8 +407,11 @@ class _Parser:
         rhost_name, rport = self.host_port(svc["router"], f"{path}.services.router", "HOST:PORT")
         rhost = self.host_ref(rhost_name, f"{path}.services.router")
         router = self.place(cell_path, "router", rhost, rport, f"{path}.services.router", "")
+        same_host = m.get("allow_resize_to_same_host", False)
+        if not isinstance(same_host, bool):
+            self.fail(f"{path}.allow_resize_to_same_host", f"expected true or false, got {_got(same_host)}")
         cell = CellSpec(name=name, path=cell_path, db=db, router=router.bind, parent=parent.path if parent else None,
-                        site=self.site)
+                        site=self.site, allow_resize_to_same_host=same_host)
         relay_only = bool(m.get("cells")) and not m.get("hosts")  # holds no instances: a router is enough
         self.cells.append(cell)
         self.services.append(router)

@@ -26,6 +26,7 @@ class FlowEnv:
     cell: str
     conductor_id: str  # this conductor's member id (owner of the build flows it runs)
     spawn: Spawn  # run a coroutine in the conductor's TaskGroup (errors are logged, never fatal)
+    allow_resize_to_same_host: bool = False  # the cell's option (cluster.yaml), as Nova's
 
     def host_alive(self, host: str) -> bool:
         return bool(self.service.view.members(compute_topic(host)))

@@ -57,7 +57,8 @@ class ConductorManager(VolumeConductorMixin):
     async def start(self, service: Service) -> None:
         db = Database(self.db_url)
         await ensure_schema(db)
-        self._env = FlowEnv(db=db, service=service, cell=self.cell, conductor_id=self.spec.id, spawn=self._spawn)
+        self._env = FlowEnv(db=db, service=service, cell=self.cell, conductor_id=self.spec.id, spawn=self._spawn,
+                            allow_resize_to_same_host=self.cluster.cell(self.cell).allow_resize_to_same_host)
         # a previous run of this conductor died mid-flow: its scheduling builds have no owner now
         await hosts.orphaned_builds(self._env, [self.spec.id])
         await self.start_volumes()

@@ -20,6 +20,8 @@ DISK_FORMATS = frozenset({"raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx"})
 DISK_BUSES = frozenset({"virtio", "ide", "sata", "scsi", "usb"})
 BUS_DEV_PREFIX = {"virtio": "vd", "ide": "hd", "sata": "sd", "scsi": "sd", "usb": "sd"}
 VIRT_TYPES = frozenset({"kvm", "qemu", "test"})
+# flavor key -> element of the flavor recorded in the domain's metadata
+FLAVOR_FIELDS = (("ram", "memory"), ("disk", "disk"), ("swap", "swap"), ("ephemeral", "ephemeral"), ("vcpus", "vcpus"))
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,29 @@ def build_domain_xml(instance: dict[str, Any], virt_type: str, paths: DomainPath
     return ET.tostring(dom, encoding="unicode")
 
 
+def with_flavor(xml: str, flavor: dict[str, Any]) -> str:
+    """The same domain (libvirt's inactive XML: disks, NICs, console untouched) with the
+    vCPUs, memory and recorded flavor of `flavor`: a resize that stays on its host."""
+    vcpus = _positive_int(flavor.get("vcpus", 1), "flavor vcpus")
+    ram_kib = str(_positive_int(flavor.get("ram", 0), "flavor ram") * 1024)
+    dom = ET.fromstring(xml)
+    for tag in ("memory", "currentMemory"):
+        el = dom.find(tag)
+        if el is None and tag == "memory":
+            el = _sub(dom, tag)
+        if el is not None:
+            el.text, el.attrib["unit"] = ram_kib, "KiB"
+    vcpu = dom.find("vcpu")
+    (vcpu if vcpu is not None else _sub(dom, "vcpu")).text = str(vcpus)
+    fl = dom.find(f"metadata/{{{METADATA_NS}}}instance/{{{METADATA_NS}}}flavor")
+    if fl is not None:  # what `virsh dumpxml` shows as the guest's flavor
+        fl.attrib.update(name=str(flavor.get("name") or ""), id=str(flavor.get("id") or ""))
+        for key, tag in FLAVOR_FIELDS:
+            el = fl.find(f"{{{METADATA_NS}}}{tag}")
+            (el if el is not None else _sub(fl, f"{{{METADATA_NS}}}{tag}")).text = str(flavor.get(key) or 0)
+    return ET.tostring(dom, encoding="unicode")
+
+
 def _disk(devices: ET.Element, paths: DomainPaths, props: dict[str, Any]) -> None:
     bus = str(props.get("hw_disk_bus") or "virtio")
     if bus not in DISK_BUSES:
@@ -144,8 +169,7 @@ def _metadata(dom: ET.Element, instance: dict[str, Any], flavor: dict[str, Any],
     if created_at or instance.get("created_at"):
         _sub(inst, q("creationTime"), str(created_at or instance.get("created_at")))
     fl = _sub(inst, q("flavor"), name=str(flavor.get("name") or ""), id=str(flavor.get("id") or ""))
-    for key, tag in (("ram", "memory"), ("disk", "disk"), ("swap", "swap"), ("ephemeral", "ephemeral"),
-                     ("vcpus", "vcpus")):
+    for key, tag in FLAVOR_FIELDS:
         _sub(fl, q(tag), str(flavor.get(key) or 0))
     owner = _sub(inst, q("owner"))
     _sub(owner, q("user"), uuid=str(instance.get("user_id") or ""))

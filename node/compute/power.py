@@ -1,4 +1,5 @@
-"""Power operations and console output of the libvirt driver (mixed into LibvirtDriver).
+"""Power operations, the in-place flavor change of a stopped guest (a resize that stays
+on its host), and console output of the libvirt driver (mixed into LibvirtDriver).
 
 Mechanism only, as the rest of the driver: every libvirt call runs in the driver's
 bounded pool with a timeout. A clean shutdown asks the guest (ACPI power button)
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import libvirt  # type: ignore[import-untyped]
 
 from cells import errors
+from node.compute import domain_xml
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,6 +121,18 @@ class PowerOps:
 
     async def power_on(self, uuid: str) -> None:
         await self._run(self._start, uuid)
+
+    def _set_flavor(self, uuid: str, flavor: dict[str, Any]) -> None:
+        dom = self._domain(uuid)
+        if dom.isActive():
+            raise errors.InstanceInvalidState(action="set_flavor", instance_id=uuid, attr="power_state",
+                                              state="running")
+        xml = domain_xml.with_flavor(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), flavor)
+        self.conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)  # same uuid and name: replaces it
+
+    async def set_flavor(self, uuid: str, flavor: dict[str, Any]) -> None:
+        """The stopped guest's vCPUs and memory become `flavor`'s at its next start."""
+        await self._run(self._set_flavor, uuid, flavor)
 
     def _drop_saved_state(self, uuid: str) -> None:
         dom = self._domain(uuid)

@@ -1,12 +1,15 @@
-"""cluster.yaml scale-out: several conductors/schedulers per cell and several API workers."""
+"""cluster.yaml scale-out: several conductors/schedulers per cell and several API workers;
+and the cell's move option allow_resize_to_same_host (issue 8)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.unit.test_clusterfile import cell, variant, write
+from cells.config import ClusterConfig
+from tests.unit.test_clusterfile import BASE, cell, variant, write
 from tools import clusterfile
 from tools.clusterfile import ClusterFileError
 
@@ -50,3 +53,13 @@ def test_scale_out_mistakes(tmp_path: Path, change: Any, message: str) -> None:
     with pytest.raises(ClusterFileError) as err:
         clusterfile.load(write(tmp_path, variant(change)))
     assert message in str(err.value)
+
+
+def test_same_host_resize_is_a_cell_option_off_by_default(tmp_path: Path) -> None:
+    assert clusterfile.load(write(tmp_path, BASE)).cell("cell1").allow_resize_to_same_host is False
+    cfg = clusterfile.load(write(tmp_path, variant(lambda d: cell(d).update(allow_resize_to_same_host=True))))
+    assert cfg.cell("cell1").allow_resize_to_same_host is True
+    assert ClusterConfig.from_dict(json.loads(cfg.to_json())).cell("cell1").allow_resize_to_same_host is True
+    with pytest.raises(ClusterFileError) as err:
+        clusterfile.load(write(tmp_path, variant(lambda d: cell(d).update(allow_resize_to_same_host="yes"))))
+    assert "sites[0].cells[0].allow_resize_to_same_host: expected true or false, got" in str(err.value)

@@ -1,10 +1,12 @@
 """The compute worker against the real libvirt test hypervisor and a fake
-(in-memory) conductor."""
+(in-memory) conductor; at the end, the move steps of a resize that stays on its host
+(the one guest's vCPUs and memory changed in place and back)."""
 from __future__ import annotations
 
 import asyncio
 import os
 import uuid as uuidlib
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 
 from cells.context import RequestContext
 from cells.objects.instance import PowerState, TaskState, VmState
+from node.compute import domain_xml
 from node.compute.manager import INTERRUPTED, ComputeManager, power_sync_values
 from node.imagecache import ImageCache
 from node.locks import KeyedLocks
@@ -300,3 +303,67 @@ def test_default_paths_follow_the_cluster_layout(tmp_path: Path) -> None:
     assert m.driver.instances_dir == os.path.join(str(tmp_path), "hosts", "node1", "instances")
     assert m.images.cache_dir == os.path.join(str(tmp_path), "hosts", "node1", "images")
     assert m.driver.uri == "test:///default" and m.driver.virt_type == "test"
+
+
+# --- a resize that stays on its host (the cell's allow_resize_to_same_host) ---------------------
+
+TINY = {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1}
+SMALL = {"id": "2", "name": "m1.small", "vcpus": 2, "ram": 2048, "disk": 20}
+
+
+def _migration(uuid: str, old_vm_state: str = VmState.ACTIVE) -> dict[str, Any]:
+    return {"uuid": new_uuid(), "instance_uuid": uuid, "migration_type": "resize", "source_host": "node1",
+            "dest_host": "node1", "old_flavor": TINY, "new_flavor": SMALL, "old_vm_state": old_vm_state}
+
+
+def _shape(m: ComputeManager, uuid: str) -> tuple[int, int, str | None]:
+    """(vCPUs, memory MiB, recorded flavor id) of the guest's next start."""
+    xml = m.driver.conn.lookupByUUIDString(uuid).XMLDesc(0)
+    dom = ET.fromstring(xml)
+    flavor = dom.find(f"metadata/{{{domain_xml.METADATA_NS}}}instance/{{{domain_xml.METADATA_NS}}}flavor")
+    return int(dom.findtext("vcpu") or 0), int(dom.findtext("memory") or 0) // 1024, \
+        None if flavor is None else flavor.get("id")
+
+
+async def _active(m: ComputeManager, conductor: FakeConductor) -> dict[str, Any]:
+    rec = conductor.add(new_uuid(), image=image_record("img-1", IMAGE), flavor=TINY)
+    await m.build_and_run_instance(CTX, dict(rec))
+    return dict(conductor.instances[rec["uuid"]])
+
+
+async def test_same_host_resize_changes_the_one_guest_in_place_and_back(
+        manager: ComputeManager, conductor: FakeConductor) -> None:
+    rec = await _active(manager, conductor)
+    uuid, mig = rec["uuid"], _migration(rec["uuid"])
+    assert _shape(manager, uuid) == (1, 512, "1")
+    assert await manager.prep_move(CTX, rec, mig) == PowerState.SHUTDOWN
+    assert await manager.finish_move(CTX, {**rec, "flavor": SMALL}, mig) == PowerState.RUNNING
+    assert _shape(manager, uuid) == (2, 2048, "2")
+    assert await manager.driver.list_instance_uuids() == [uuid]  # still the one guest, same files
+    assert await manager.revert_move(CTX, rec, mig) == PowerState.SHUTDOWN  # back to the old flavor, stopped
+    assert _shape(manager, uuid) == (1, 512, "1")
+    assert await manager.finish_revert(CTX, rec, mig) == PowerState.RUNNING
+    await manager.prep_move(CTX, rec, mig)
+    await manager.finish_move(CTX, {**rec, "flavor": SMALL}, mig)
+    assert await manager.confirm_move(CTX, rec, mig) == PowerState.RUNNING  # nothing to remove
+    assert _shape(manager, uuid) == (2, 2048, "2")
+
+
+async def test_same_host_revert_never_makes_a_gone_guest_again(
+        manager: ComputeManager, conductor: FakeConductor) -> None:
+    rec = await _active(manager, conductor)
+    uuid, mig = rec["uuid"], _migration(rec["uuid"])
+    await manager.prep_move(CTX, rec, mig)
+    await manager.driver.destroy(uuid)  # deleted meanwhile
+    assert await manager.revert_move(CTX, rec, mig) == PowerState.NOSTATE
+    assert await manager.finish_revert(CTX, rec, mig) == PowerState.NOSTATE
+    assert uuid not in await manager.driver.list_instance_uuids()
+
+
+async def test_a_stopped_server_stays_stopped_through_a_same_host_resize(
+        manager: ComputeManager, conductor: FakeConductor) -> None:
+    rec = await _active(manager, conductor)
+    mig = _migration(rec["uuid"], old_vm_state=VmState.STOPPED)
+    await manager.driver.power_off(rec["uuid"])
+    assert await manager.finish_move(CTX, {**rec, "flavor": SMALL}, mig) == PowerState.SHUTDOWN
+    assert _shape(manager, rec["uuid"]) == (2, 2048, "2")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from node.compute.domain_xml import METADATA_NS, DomainPaths, build_domain_xml, domain_name, uuid_from_name
+from node.compute.domain_xml import METADATA_NS, DomainPaths, build_domain_xml, domain_name, uuid_from_name, with_flavor
 
 UUID = "6f1e9c1a-3b7e-4d43-9a55-0c2f3e6b7a10"
 NS = {"cc": METADATA_NS}
@@ -122,3 +122,24 @@ def test_uuid_from_name_ignores_foreign_domains() -> None:
 def test_title_is_one_line() -> None:
     root = parse(build_domain_xml(instance(name="a\nb\tc  "), "qemu", DomainPaths(console_log="/c.log")))
     assert root.findtext("title") == "a b c"
+
+
+def test_with_flavor_changes_vcpus_memory_and_recorded_flavor_only() -> None:
+    paths = DomainPaths(console_log="/i/console.log", disk="/i/disk")
+    before = build_domain_xml(instance(), "qemu", paths)
+    # libvirt's own rendering adds currentMemory in KiB: both follow the new flavor
+    live = before.replace('<memory unit="MiB">128</memory>',
+                          "<memory unit='KiB'>131072</memory><currentMemory unit='KiB'>131072</currentMemory>")
+    small = {"id": "2", "name": "m1.small", "vcpus": 4, "ram": 2048, "disk": 20, "ephemeral": 0, "swap": 0}
+    root = parse(with_flavor(live, small))
+    assert [(e.tag, e.text, e.get("unit")) for e in (root.find("memory"), root.find("currentMemory")) if e is not None
+            ] == [("memory", "2097152", "KiB"), ("currentMemory", "2097152", "KiB")]
+    assert root.findtext("vcpu") == "4"
+    flavor = root.find("metadata/cc:instance/cc:flavor", NS)
+    assert flavor is not None and (flavor.get("id"), flavor.get("name")) == ("2", "m1.small")
+    assert flavor.findtext("cc:memory", namespaces=NS) == "2048" and flavor.findtext("cc:disk", namespaces=NS) == "20"
+    old = parse(before)
+    for path in ("devices/disk/source", "devices/serial/log", "os/boot"):  # the guest's files stay its own
+        assert ET.tostring(root.find(path)) == ET.tostring(old.find(path))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        with_flavor(before, {**small, "ram": "lots"})

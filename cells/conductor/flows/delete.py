@@ -1,7 +1,12 @@
 """Delete: an instance whose host is gone (or never chosen) is deleted right away
 ("local delete", as Nova); otherwise task_state=deleting and the host's compute
 terminates the guest, then reports instance_destroyed. Either way the claim is
-released in the same transaction that marks the row deleted."""
+released in the same transaction that marks the row deleted.
+
+A server in the middle of a move (or in VERIFY_RESIZE) has a copy on a second host and a
+claim under its migration: the delete removes that copy too (the source of a finished
+move, the destination of one in flight; the move flow, seeing the delete, removes what
+it makes afterwards) and releases the migration's claim with the instance's."""
 from __future__ import annotations
 
 import logging
@@ -11,15 +16,17 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Row
 
 from cells import errors
-from cells.conductor.env import FlowEnv, state_of, state_values
+from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
 from cells.context import RequestContext
 from cells.db import actions, claims
 from cells.db import instances as idb
+from cells.db import moves as mdb
 from cells.db.volumes import release_instance_volumes
 from cells.lifecycle import Event, on
 from cells.network.instances import release_instance
 from cells.objects.instance import TaskState, utcnow_iso
 from cells.rpcapi.compute import ComputeAPI
+from cells.rpcapi.moves import MoveComputeAPI
 
 LOG = logging.getLogger(__name__)
 DELETE = "delete"
@@ -41,6 +48,7 @@ def complete_delete(conn: Connection, env: FlowEnv, row: Row[Any], event: str = 
     now = utcnow_iso()
     values = {**state_values(state), "deleted": True, "terminated_at": now, "updated_at": now}
     claims.release_claim(conn, row.uuid)
+    mdb.end_for_delete(conn, row.uuid)  # a move's destination claim goes with it
     release_instance(conn, row.uuid)  # ports and fixed IPs go back in the same commit
     release_instance_volumes(conn, row.uuid)  # and its volumes are available again (issue 6)
     idb.update_row(conn, row.uuid, values)
@@ -50,24 +58,50 @@ def complete_delete(conn: Connection, env: FlowEnv, row: Row[Any], event: str = 
     return env.record({**row._mapping, **values})
 
 
-def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tuple[dict[str, Any], str | None]:
-    """(record, host to cast terminate to or None when deleted locally)."""
+Copies = list[tuple[str, dict[str, Any]]]  # (host, migration): copies of a moving server elsewhere
+
+
+def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext,
+                    uuid: str) -> tuple[dict[str, Any], str | None, Copies]:
+    """(record, host to cast terminate to or None when deleted locally, other copies to remove)."""
     row = idb.get_row(conn, uuid, lock=True)
     if row is None or row.deleted or not visible(ctx, row):
         raise errors.InstanceNotFound(instance_id=uuid)
     state, _ = on(Event.DELETE_REQUESTED, state_of(row), uuid)
     if row.task_state != TaskState.DELETING:  # a repeated delete re-sends the terminate, same action
         actions.start_action(conn, ctx, uuid, DELETE, row.project_id)
+    others = mdb.other_copies(conn, row)  # before complete_delete ends the moves
     if row.host is None or not env.host_alive(row.host):
-        return complete_delete(conn, env, row, EV_LOCAL), None
+        return complete_delete(conn, env, row, EV_LOCAL), None, others
     values = {**state_values(state), "updated_at": utcnow_iso()}
     idb.update_row(conn, uuid, values)
     actions.start_event(conn, uuid, DELETE, EV_TERMINATE, row.host)
-    return env.record({**row._mapping, **values}), str(row.host)
+    return env.record({**row._mapping, **values}), str(row.host), others
+
+
+async def remove_copy(env: FlowEnv, ctx: RequestContext, host: str, record: dict[str, Any],
+                      mig: dict[str, Any]) -> None:
+    """Destroy the copy of a moving server on `host` (not its recorded host), when the host is
+    up; a host that is down reaps it when it comes back (the record is elsewhere or deleted)."""
+    if not env.host_alive(host):
+        return
+    compute = MoveComputeAPI(env.service)
+    drop = compute.confirm_move if host == mig["source_host"] else compute.revert_move
+    try:
+        await drop(ctx, host, record, mig)
+    except errors.CellcloudError as exc:
+        LOG.warning("copy of %s on %s not removed now (%s); its reaper will", record["uuid"], host, exc)
+
+
+async def _remove_copies(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], others: Copies) -> None:
+    for host, mig in others:
+        await remove_copy(env, ctx, host, record, mig)
 
 
 async def instance_delete(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-    record, cast_to = await env.db.write(lambda conn: _request_delete(conn, env, ctx, uuid))
+    record, cast_to, others = await env.db.write(lambda conn: _request_delete(conn, env, ctx, uuid))
+    if others:
+        env.spawn(_remove_copies(env, background_ctx(ctx), record, others))
     if cast_to is not None:
         try:
             await ComputeAPI(env.service).terminate_instance(ctx, cast_to, record)

@@ -8,6 +8,7 @@
                -> host = destination, the dead host's claim released, the destination claim
                becomes the instance's, vm_state as before (error -> active), migration done
                no room: the server stays on the dead host, task cleared, fault on the action
+               deleted meanwhile: the destination copy is removed (flows/move_recovery.py)
 The dead host, if it comes back, finds a domain whose record lives elsewhere and destroys
 it instead of running it (node/compute/manager.py reconciliation reaps orphans).
 """
@@ -21,10 +22,12 @@ from sqlalchemy import Connection
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx
-from cells.conductor.flows.moves import _fail, _instance, migration_record, rekey_claim, set_migration
+from cells.conductor.flows.move_recovery import REBUILDING, drive, go_on, why_stop
+from cells.conductor.flows.moves import _instance, rekey_claim
 from cells.context import RequestContext
 from cells.db import actions
 from cells.db import instances as idb
+from cells.db import moves as mdb
 from cells.db.schema import migrations
 from cells.objects.instance import PowerState, VmState, utcnow_iso
 from cells.rpcapi.moves import MoveComputeAPI
@@ -32,7 +35,6 @@ from cells.rpcapi.scheduler import SchedulerAPI
 
 LOG = logging.getLogger(__name__)
 ACTION, EV_REBUILD = "evacuate", "compute_rebuild_instance"
-REBUILDING = "rebuilding"
 EVACUABLE = (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR)
 
 
@@ -55,39 +57,43 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tu
     actions.start_action(conn, ctx, uuid, ACTION, row.project_id, now)
     actions.start_event(conn, uuid, ACTION, EV_REBUILD, None)
     idb.update_row(conn, uuid, {"task_state": REBUILDING, "updated_at": now})
-    return env.record({**row._mapping, "task_state": REBUILDING}), migration_record(mig)
+    return env.record({**row._mapping, "task_state": REBUILDING}), mdb.record(mig)
 
 
-def _done(conn: Connection, mig: dict[str, Any], power: int) -> None:
+def _placed(conn: Connection, env: FlowEnv, mig: dict[str, Any]) -> str | None:
+    if (reason := why_stop(conn, env, mig)) is None:
+        mdb.set_migration(conn, mig["uuid"], dest_host=mig["dest_host"])
+    return reason
+
+
+def _done(conn: Connection, env: FlowEnv, mig: dict[str, Any], power: int) -> str | None:
+    if (reason := why_stop(conn, env, mig)) is not None:
+        return reason
     uuid = mig["instance_uuid"]
     rekey_claim(conn, mig["uuid"], uuid)  # the dead host's claim goes, the destination's stays
     idb.update_row(conn, uuid, {"host": mig["dest_host"], "vm_state": mig["old_vm_state"], "task_state": None,
                                 "power_state": power, "fault": None, "launched_at": utcnow_iso(),
                                 "updated_at": utcnow_iso()})
-    set_migration(conn, mig["uuid"], status="done", dest_host=mig["dest_host"])
+    mdb.set_migration(conn, mig["uuid"], status="done", dest_host=mig["dest_host"])
     actions.finish_event(conn, uuid, ACTION, EV_REBUILD, actions.SUCCESS, host=mig["dest_host"])
     actions.finish_action(conn, uuid, ACTION)
+    return None
 
 
 async def evacuate(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
     if not (ctx.is_admin or "service" in ctx.roles):
         raise errors.Forbidden(reason="evacuating a server is an admin action")
     record, mig = await env.db.write(lambda conn: _begin(conn, env, ctx, uuid))
-    env.spawn(_run(env, background_ctx(ctx), record, mig))
+    bctx = background_ctx(ctx)
+    env.spawn(drive(env, bctx, ACTION, record, mig, lambda: _run(env, bctx, record, mig)))
     return record
 
 
 async def _run(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
-    try:
-        [sel] = await SchedulerAPI(env.service).select_destinations(
-            ctx, {"flavor": mig["new_flavor"]}, [mig["uuid"]], [mig["source_host"]], alternates=0)
-        mig["dest_host"] = dest = str(sel["host"])
-        await env.db.write(lambda conn: set_migration(conn, mig["uuid"], dest_host=dest))
-        power = await MoveComputeAPI(env.service).rebuild_evacuated(ctx, dest, {**record, "host": dest}, mig)
-    except errors.CellcloudError as exc:
-        LOG.warning("evacuation of %s failed: %s", record["uuid"], exc.message)
-        message = exc.message
-        await env.db.write(lambda conn: _fail(conn, mig, ACTION, message))
-        return
-    await env.db.write(lambda conn: _done(conn, mig, int(power if power is not None else PowerState.RUNNING)))
+    [sel] = await SchedulerAPI(env.service).select_destinations(
+        ctx, {"flavor": mig["new_flavor"]}, [mig["uuid"]], [mig["source_host"]], alternates=0)
+    mig["dest_host"] = dest = str(sel["host"])
+    await go_on(env, lambda conn: _placed(conn, env, mig))
+    power = await MoveComputeAPI(env.service).rebuild_evacuated(ctx, dest, {**record, "host": dest}, mig)
+    await go_on(env, lambda conn: _done(conn, env, mig, int(power if power is not None else PowerState.RUNNING)))
     LOG.info("evacuated %s from %s to %s", record["uuid"], mig["source_host"], dest)

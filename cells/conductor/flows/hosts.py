@@ -10,7 +10,10 @@
   live conductors exactly one wins each build; the winner resumes it: schedule
   again (the scheduler's claim replaces any claim the dead owner made) or, when
   the host was already chosen, send it to that host again (the cast carries the
-  same idempotency key).
+  same idempotency key). The moves it was driving are adopted the same way
+  (flows/moves.py adopt: rolled back, or a confirm/revert done again).
+- Both are noticed on the directory's leave event and, as a safety net, by a periodic
+  sweep of the owners recorded on unfinished work that are not live.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from cells.conductor.flows.delete import complete_delete
 from cells.context import admin_context
 from cells.db import actions
 from cells.db import instances as idb
+from cells.db.moves import open_owners
 from cells.db.schema import instances
 from cells.lifecycle import Event
 from cells.objects.instance import TaskState, VmState, utcnow_iso
@@ -104,7 +108,8 @@ async def orphaned_builds(env: FlowEnv, owners: Iterable[str]) -> None:
 
 
 def _unfinished(conn: Connection) -> tuple[list[str], list[str]]:
-    """Hosts with builds or deletes in flight, and conductors with builds being scheduled."""
+    """Hosts with builds or deletes in flight, and conductors with builds being scheduled or
+    moves to drive (cells/db/moves.py open_owners)."""
     c = instances.c
     hosts = conn.execute(select(c.host).distinct().where(
         c.host.is_not(None), c.deleted == false(),
@@ -112,7 +117,7 @@ def _unfinished(conn: Connection) -> tuple[list[str], list[str]]:
     owners = conn.execute(select(c.conductor_id).distinct().where(
         c.conductor_id.is_not(None), c.deleted == false(), c.vm_state == VmState.BUILDING,
         c.task_state == TaskState.SCHEDULING)).scalars().all()
-    return [str(h) for h in hosts], [str(o) for o in owners]
+    return [str(h) for h in hosts], sorted({str(o) for o in owners} | set(open_owners(conn)))
 
 
 async def sweep(env: FlowEnv, suspects: set[str]) -> set[str]:

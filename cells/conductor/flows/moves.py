@@ -1,5 +1,6 @@
 """Moves: resize and cold migration (one flow, a new flavor or the same one), confirm,
-revert, and the adoption of moves whose conductor died. Evacuation: flows/evacuate.py.
+revert, and the adoption of moves whose conductor died. Evacuation: flows/evacuate.py;
+stopping and rolling back: flows/move_recovery.py.
 
     move_instance   validate (flavor: 400) -> lock the row -> check (active/stopped, no task,
                     host alive: 409) -> migration row (pre-migrating, owned by us), task
@@ -11,14 +12,19 @@ revert, and the adoption of moves whose conductor died. Evacuation: flows/evacua
                     vm_state resized (VERIFY_RESIZE), migration finished
                     no room anywhere: task cleared, server ACTIVE where it was, the action's
                     event closed with the fault (NoValidHost)
+                    each step checks first that the move is still ours and the server not
+                    being deleted (move_recovery.why_stop)
     confirm_move    resized -> source guest destroyed; the instance's (source) claim released,
                     the migration's (destination) claim becomes the instance's; vm_state back
     revert_move     resized -> destination guest destroyed, source guest powered on again;
                     the migration's claim released; host and flavor back
-    adopt           a dead owner's move: rolled back (destination guest removed, source guest
-                    powered on, destination claim released): never two running copies, never none
+    adopt           a dead owner's move in flight: rolled back (destination guest removed, source
+                    guest powered on, destination claim released): never two running copies,
+                    never none; a confirm or revert it was running: done again (idempotent)
 
-Same-host resize is not supported: both guests share the instance's domain name.
+Same-host resize only when the cell allows it (cluster.yaml allow_resize_to_same_host, as
+Nova's option; never for a migration): both claims are then on the one host until confirm,
+and the compute changes the one guest's flavor in place (node/compute/moves.py).
 """
 from __future__ import annotations
 
@@ -32,10 +38,13 @@ from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx
-from cells.conductor.flows.delete import visible
+from cells.conductor.flows.delete import remove_copy, visible
+from cells.conductor.flows.move_recovery import ACTION_OF, DELETED, MIGRATING, PREP, drive, go_on, roll_back, why_stop
 from cells.context import RequestContext, admin_context
 from cells.db import actions, claims
 from cells.db import instances as idb
+from cells.db import moves as mdb
+from cells.db.moves import CONFIRMING, FINISHED, REVERTING
 from cells.db.schema import claims as claims_table
 from cells.db.schema import migrations
 from cells.objects.instance import VmState, utcnow_iso
@@ -44,9 +53,9 @@ from cells.rpcapi.scheduler import SchedulerAPI
 
 LOG = logging.getLogger(__name__)
 RESIZED = "resized"  # Nova's vm_state of a move awaiting confirm (VERIFY_RESIZE)
-PREP, MIGRATING, REVERTING, CONFIRMING = "resize_prep", "resize_migrating", "resize_reverting", "resize_confirming"
 EV_PREP, EV_MOVE, EV_FINISH = "compute_prep_resize", "compute_resize_instance", "compute_finish_resize"
 EV_CONFIRM, EV_REVERT = "compute_confirm_resize", "compute_revert_resize"
+EV_ADOPT = "conductor_adopt_move"
 MOVE_KINDS = {"resize": "resize", "migrate": "migration"}  # action -> Nova's migration_type
 MOVABLE = (VmState.ACTIVE, VmState.STOPPED)
 
@@ -64,12 +73,6 @@ def validate_resize(old: Mapping[str, Any], new: Any) -> dict[str, Any]:
     return dict(new)
 
 
-def migration_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
-    m = row._mapping if isinstance(row, Row) else row
-    return {k: m[k] for k in ("uuid", "instance_uuid", "migration_type", "status", "source_host", "dest_host",
-                              "old_flavor", "new_flavor", "old_vm_state", "created_at", "updated_at")}
-
-
 # --- DB steps (parts of one unit of work each) -------------------------------------------
 
 def _instance(conn: Connection, ctx: RequestContext, uuid: str) -> Row[Any]:
@@ -77,16 +80,6 @@ def _instance(conn: Connection, ctx: RequestContext, uuid: str) -> Row[Any]:
     if row is None or row.deleted or not visible(ctx, row):
         raise errors.InstanceNotFound(instance_id=uuid)
     return row
-
-
-def pending(conn: Connection, uuid: str, statuses: Iterable[str]) -> Row[Any] | None:
-    return conn.execute(select(migrations).where(migrations.c.instance_uuid == uuid,
-                                                 migrations.c.status.in_(list(statuses)))
-                        .order_by(migrations.c.created_at.desc()).limit(1)).first()
-
-
-def set_migration(conn: Connection, mig_uuid: str, **values: Any) -> None:
-    conn.execute(update(migrations).where(migrations.c.uuid == mig_uuid).values(updated_at=utcnow_iso(), **values))
 
 
 def rekey_claim(conn: Connection, from_consumer: str, to_consumer: str) -> None:
@@ -115,43 +108,35 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
     actions.start_event(conn, uuid, action, EV_PREP, None)
     values = {"task_state": PREP, "updated_at": now}
     idb.update_row(conn, uuid, values)
-    return env.record({**row._mapping, **values}), migration_record(mig)
+    return env.record({**row._mapping, **values}), mdb.record(mig)
 
 
-def _fail(conn: Connection, mig: dict[str, Any], action: str, message: str) -> None:
-    """Roll the record back to before the move: the server stays where it was."""
+def _step(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, done: str, nxt: str | None,
+          task: str, **mig_values: Any) -> str | None:
+    reason = why_stop(conn, env, mig)
+    if reason is not None:
+        return reason
     uuid = mig["instance_uuid"]
-    claims.release_claim(conn, mig["uuid"])
-    set_migration(conn, mig["uuid"], status="error")
-    row = idb.get_row(conn, uuid, lock=True)
-    if row is not None and not row.deleted:
-        idb.update_row(conn, uuid, {"task_state": None, "host": mig["source_host"], "flavor": mig["old_flavor"],
-                                    "vm_state": mig["old_vm_state"], "updated_at": utcnow_iso()})
-        actions.add_fault(conn, uuid, actions.make_fault(message), mig["source_host"])
-    actions.fail_open_events(conn, uuid, action, message)
-
-
-def _step(conn: Connection, mig: dict[str, Any], action: str, done: str, nxt: str | None, task: str,
-          **mig_values: Any) -> bool:
-    row = idb.get_row(conn, mig["instance_uuid"], lock=True)
-    if row is None or row.deleted:
-        return False
-    actions.finish_event(conn, row.uuid, action, done, actions.SUCCESS, host=mig["source_host"])
+    actions.finish_event(conn, uuid, action, done, actions.SUCCESS, host=mig["source_host"])
     if nxt:
-        actions.start_event(conn, row.uuid, action, nxt, mig_values.get("dest_host") or mig["dest_host"])
-    idb.update_row(conn, row.uuid, {"task_state": task, "updated_at": utcnow_iso()})
-    set_migration(conn, mig["uuid"], **mig_values)
-    return True
+        actions.start_event(conn, uuid, action, nxt, mig_values.get("dest_host") or mig["dest_host"])
+    idb.update_row(conn, uuid, {"task_state": task, "updated_at": utcnow_iso()})
+    mdb.set_migration(conn, mig["uuid"], **mig_values)
+    return None
 
 
-def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, power: int) -> None:
+def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, power: int) -> str | None:
+    reason = why_stop(conn, env, mig)
+    if reason is not None:
+        return reason
     now = utcnow_iso()
     idb.update_row(conn, mig["instance_uuid"], {
         "host": mig["dest_host"], "flavor": mig["new_flavor"], "old_flavor": mig["old_flavor"],
         "vm_state": RESIZED, "task_state": None, "power_state": power, "updated_at": now})
-    set_migration(conn, mig["uuid"], status="finished")
+    mdb.set_migration(conn, mig["uuid"], status=FINISHED)
     actions.finish_event(conn, mig["instance_uuid"], action, EV_FINISH, actions.SUCCESS, host=mig["dest_host"])
     actions.finish_action(conn, mig["instance_uuid"], action)
+    return None
 
 
 # --- act --------------------------------------------------------------------------------
@@ -163,55 +148,31 @@ async def move_instance(env: FlowEnv, ctx: RequestContext, uuid: str, action: An
     if action == "migrate" and not (ctx.is_admin or "service" in ctx.roles):
         raise errors.Forbidden(reason="migrating a server is an admin action")
     record, mig = await env.db.write(lambda conn: _begin(conn, env, ctx, uuid, action, flavor))
-    env.spawn(_run(env, background_ctx(ctx), action, record, mig))
+    bctx = background_ctx(ctx)
+    env.spawn(drive(env, bctx, action, record, mig, lambda: _move(env, bctx, action, record, mig)))
     return record
-
-
-async def _run(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str, Any],
-               mig: dict[str, Any]) -> None:
-    try:
-        await _move(env, ctx, action, record, mig)
-    except errors.CellcloudError as exc:
-        LOG.warning("%s of %s failed: %s", action, record["uuid"], exc.message)
-        await _undo_guests(env, ctx, record, mig)
-        message = exc.message
-        await env.db.write(lambda conn: _fail(conn, mig, action, message))
 
 
 async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str, Any],
                 mig: dict[str, Any]) -> None:
     uuid, source = record["uuid"], mig["source_host"]
-    # 1. a destination, claimed (under the migration) before anything moves
+    # 1. a destination, claimed (under the migration) before anything moves; the source
+    #    host only for a resize, and only where the cell allows it (Nova's rule)
+    same_host = action == "resize" and env.allow_resize_to_same_host
     [sel] = await SchedulerAPI(env.service).select_destinations(
-        ctx, {"flavor": mig["new_flavor"]}, [mig["uuid"]], [source], alternates=0)
+        ctx, {"flavor": mig["new_flavor"]}, [mig["uuid"]], [] if same_host else [source], alternates=0)
     mig["dest_host"] = dest = str(sel["host"])
-    if not await env.db.write(lambda conn: _step(conn, mig, action, EV_PREP, EV_MOVE, MIGRATING,
-                                                 dest_host=dest, status="migrating")):
-        await claims.release(env.db, mig["uuid"])
-        return  # deleted meanwhile: the delete owns it now
+    await go_on(env, lambda conn: _step(conn, env, mig, action, EV_PREP, EV_MOVE, MIGRATING,
+                                        dest_host=dest, status="migrating"))
     compute = MoveComputeAPI(env.service)
     # 2. the source guest stops (and stays, until confirm or revert)
     await compute.prep_move(ctx, source, record, mig)
-    await env.db.write(lambda conn: _step(conn, mig, action, EV_MOVE, EV_FINISH, MIGRATING))
-    # 3. the destination makes the guest with the new flavor (disk from the image)
+    await go_on(env, lambda conn: _step(conn, env, mig, action, EV_MOVE, EV_FINISH, MIGRATING))
+    # 3. the destination makes the guest with the new flavor (disk from the image), or on
+    #    the same host changes the one guest's flavor
     power = await compute.finish_move(ctx, dest, {**record, "flavor": mig["new_flavor"], "host": dest}, mig)
-    await env.db.write(lambda conn: _finished(conn, env, mig, action, int(power)))
+    await go_on(env, lambda conn: _finished(conn, env, mig, action, int(power)))
     LOG.info("%s of %s: %s -> %s, awaiting confirm", action, uuid, source, dest)
-
-
-async def _undo_guests(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
-    """Best effort: no guest left on the destination, the source guest running as before."""
-    compute = MoveComputeAPI(env.service)
-    if mig.get("dest_host") and env.host_alive(mig["dest_host"]):
-        try:
-            await compute.revert_move(ctx, mig["dest_host"], record, mig)
-        except errors.CellcloudError as exc:  # its reaper removes a guest whose record is elsewhere
-            LOG.warning("could not remove the guest of %s on %s: %s", record["uuid"], mig["dest_host"], exc)
-    if env.host_alive(mig["source_host"]):
-        try:
-            await compute.finish_revert(ctx, mig["source_host"], record, mig)
-        except errors.CellcloudError as exc:
-            LOG.warning("could not restart the guest of %s on %s: %s", record["uuid"], mig["source_host"], exc)
 
 
 # --- confirm and revert -------------------------------------------------------------------
@@ -219,7 +180,7 @@ async def _undo_guests(env: FlowEnv, ctx: RequestContext, record: dict[str, Any]
 def _begin_end(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, which: str
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
-    mig = pending(conn, uuid, ["finished"])
+    mig = mdb.pending(conn, uuid, [FINISHED])
     if row.vm_state != RESIZED or row.task_state is not None or mig is None:
         raise errors.InstanceInvalidState(action=which, instance_id=uuid, attr="vm_state", state=row.vm_state)
     task = CONFIRMING if which == "confirmResize" else REVERTING
@@ -227,29 +188,39 @@ def _begin_end(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, w
     actions.start_event(conn, uuid, which, EV_CONFIRM if task == CONFIRMING else EV_REVERT,
                         mig.source_host if task == CONFIRMING else mig.dest_host)
     idb.update_row(conn, uuid, {"task_state": task, "updated_at": utcnow_iso()})
-    set_migration(conn, mig.uuid, conductor_id=env.conductor_id)
-    return env.record({**row._mapping, "task_state": task}), migration_record(mig)
+    mdb.set_migration(conn, mig.uuid, conductor_id=env.conductor_id)
+    return env.record({**row._mapping, "task_state": task}), mdb.record(mig)
 
 
-def _confirmed(conn: Connection, mig: dict[str, Any]) -> None:
+def _ending(conn: Connection, env: FlowEnv, mig: dict[str, Any], task: str) -> str | None:
+    return why_stop(conn, env, mig, (FINISHED,), (task,))
+
+
+def _confirmed(conn: Connection, env: FlowEnv, mig: dict[str, Any]) -> str | None:
+    if (reason := _ending(conn, env, mig, CONFIRMING)) is not None:
+        return reason  # deleted meanwhile (the delete released both claims) or adopted
     uuid = mig["instance_uuid"]
     rekey_claim(conn, mig["uuid"], uuid)  # source claim released, destination claim is the instance's
     idb.update_row(conn, uuid, {"vm_state": mig["old_vm_state"], "task_state": None, "old_flavor": None,
                                 "updated_at": utcnow_iso()})
-    set_migration(conn, mig["uuid"], status="confirmed")
+    mdb.set_migration(conn, mig["uuid"], status="confirmed")
     actions.finish_event(conn, uuid, "confirmResize", EV_CONFIRM, actions.SUCCESS, host=mig["source_host"])
     actions.finish_action(conn, uuid, "confirmResize")
+    return None
 
 
-def _reverted(conn: Connection, mig: dict[str, Any], power: int) -> None:
+def _reverted(conn: Connection, env: FlowEnv, mig: dict[str, Any], power: int) -> str | None:
+    if (reason := _ending(conn, env, mig, REVERTING)) is not None:
+        return reason
     uuid = mig["instance_uuid"]
     claims.release_claim(conn, mig["uuid"])
     idb.update_row(conn, uuid, {"vm_state": mig["old_vm_state"], "task_state": None, "old_flavor": None,
                                 "host": mig["source_host"], "flavor": mig["old_flavor"], "power_state": power,
                                 "updated_at": utcnow_iso()})
-    set_migration(conn, mig["uuid"], status="reverted")
+    mdb.set_migration(conn, mig["uuid"], status="reverted")
     actions.finish_event(conn, uuid, "revertResize", EV_REVERT, actions.SUCCESS, host=mig["dest_host"])
     actions.finish_action(conn, uuid, "revertResize")
+    return None
 
 
 async def confirm_move(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
@@ -259,13 +230,14 @@ async def confirm_move(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str
 
 
 async def _confirm(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
-    if env.host_alive(mig["source_host"]):  # a dead source destroys its stale copy when it comes back
+    # a same-host resize has no old copy; a dead source destroys its stale copy when it comes back
+    if mig["source_host"] != mig["dest_host"] and env.host_alive(mig["source_host"]):
         try:
             await MoveComputeAPI(env.service).confirm_move(ctx, mig["source_host"], record, mig)
         except errors.CellcloudError as exc:
             LOG.warning("confirm of %s: source guest on %s not removed now (%s); its reaper will",
                         record["uuid"], mig["source_host"], exc)
-    await env.db.write(lambda conn: _confirmed(conn, mig))
+    await env.db.write(lambda conn: _confirmed(conn, env, mig))
 
 
 async def revert_move(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
@@ -285,47 +257,50 @@ async def _revert(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig
         message = exc.message
 
         def failed(conn: Connection) -> None:
-            idb.update_row(conn, record["uuid"], {"task_state": None, "updated_at": utcnow_iso()})
-            actions.fail_open_events(conn, record["uuid"], "revertResize", message)
+            if _ending(conn, env, mig, REVERTING) is None:
+                idb.update_row(conn, record["uuid"], {"task_state": None, "updated_at": utcnow_iso()})
+                actions.fail_open_events(conn, record["uuid"], "revertResize", message)
         await env.db.write(failed)
         return
-    await env.db.write(lambda conn: _reverted(conn, mig, int(power)))
+    reason = await env.db.write(lambda conn: _reverted(conn, env, mig, int(power)))
+    if reason == DELETED and mig["source_host"] != mig["dest_host"]:
+        # deleted while we started the source copy again (after the delete removed it): it goes too
+        await remove_copy(env, ctx, mig["source_host"], record, mig)
 
 
 # --- adoption --------------------------------------------------------------------------------
 
-def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[Row[Any]]:
-    rows = list(conn.execute(select(migrations).where(
-        migrations.c.conductor_id.in_(owners), migrations.c.status.in_(["pre-migrating", "migrating", "accepted"]))))
-    for row in rows:
-        set_migration(conn, row.uuid, conductor_id=env.conductor_id)
-    return rows
+def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[tuple[Row[Any], Row[Any]]]:
+    """Take over the moves `owners` were driving (in flight, or confirming/reverting): one
+    transaction, so of several live conductors exactly one wins each."""
+    taken = []
+    for mig in conn.execute(select(migrations).where(migrations.c.conductor_id.in_(owners),
+                                                     migrations.c.status.in_(mdb.OPEN))).all():
+        inst = idb.get_row(conn, mig.instance_uuid)
+        if inst is None or (mig.status == FINISHED and inst.task_state not in (CONFIRMING, REVERTING)):
+            continue  # awaiting the user's confirm or revert: nothing to drive
+        mdb.set_migration(conn, mig.uuid, conductor_id=env.conductor_id)
+        action = {CONFIRMING: "confirmResize", REVERTING: "revertResize"}.get(
+            inst.task_state, ACTION_OF[mig.migration_type])
+        actions.finish_event(conn, inst.uuid, action, EV_ADOPT, actions.SUCCESS,
+                             f"adopted by {env.conductor_id} from {mig.conductor_id}")
+        taken.append((mig, inst))
+    return taken
 
 
 async def adopt(env: FlowEnv, owners: Iterable[str]) -> None:
-    """Moves of conductors that left: rolled back by us (exactly one live conductor wins each)."""
-    rows = await env.db.write(lambda conn: _adopt(conn, env, list(owners)))
-    for row in rows:
-        LOG.warning("adopting %s %s of %s from %s: rolling it back", row.migration_type, row.uuid,
-                    row.instance_uuid, row.conductor_id)
-        env.spawn(_roll_back(env, migration_record(row)))
-
-
-async def _roll_back(env: FlowEnv, mig: dict[str, Any]) -> None:
+    """Moves of conductors that left: one in flight is rolled back, a confirm or revert is
+    done again (its compute steps are idempotent)."""
+    taken = await env.db.write(lambda conn: _adopt(conn, env, list(owners)))
     ctx = admin_context()
-    action = {"resize": "resize", "migration": "migrate", "evacuation": "evacuate"}[mig["migration_type"]]
-    record = await env.db.read(lambda conn: idb.get_row(conn, mig["instance_uuid"]))
-    if record is None:
-        return
-    rec = env.record(record)
-    if action != "evacuate":
-        await _undo_guests(env, ctx, rec, mig)
-    else:  # the source is dead: only a half-made destination guest to remove
-        mig = {**mig, "source_host": rec["host"]}
-        if mig.get("dest_host") and env.host_alive(mig["dest_host"]):
-            try:
-                await MoveComputeAPI(env.service).revert_move(ctx, mig["dest_host"], rec, mig)
-            except errors.CellcloudError as exc:
-                LOG.warning("could not remove the evacuated guest of %s: %s", rec["uuid"], exc)
-    message = f"Conductor {mig.get('conductor_id') or 'owner'} stopped during the {action}: rolled back"
-    await env.db.write(lambda conn: _fail(conn, mig, action, message))
+    for row, inst in taken:
+        mig, record = mdb.record(row), env.record(inst)
+        if row.status == FINISHED:
+            LOG.warning("adopting the %s of %s from %s", inst.task_state, inst.uuid, row.conductor_id)
+            env.spawn(_confirm(env, ctx, record, mig) if inst.task_state == CONFIRMING
+                      else _revert(env, ctx, record, mig))
+            continue
+        action = ACTION_OF[row.migration_type]
+        LOG.warning("adopting %s %s of %s from %s: rolling it back", action, row.uuid, inst.uuid, row.conductor_id)
+        message = f"Conductor {row.conductor_id} stopped during the {action}: rolled back by {env.conductor_id}"
+        env.spawn(roll_back(env, ctx, action, record, mig, message))

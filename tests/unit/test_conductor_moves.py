@@ -1,0 +1,381 @@
+"""Moves against real conductors, a real scheduler, a real cell DB and real ZeroMQ, with
+compute workers faked at the process boundary (they keep their guests as a compute does,
+node/compute/moves.py): a delete in VERIFY_RESIZE or mid-move releases both claims and
+both copies; a move whose conductor dies is finished or rolled back by the other one,
+noticed on the directory's leave event or by the sweep; same-host resize only where the
+cell allows it; a migration with no other host with room leaves the server where it was."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select
+
+from cells.config import ServiceSpec
+from cells.context import RequestContext, admin_context
+from cells.db import actions, claims
+from cells.db import instances as idb
+from cells.db.claims import Resources
+from cells.db.schema import migrations
+from cells.objects.instance import PowerState, VmState, utcnow_iso
+from cells.rpcapi.moves import MoveConductorAPI
+from tests.unit.test_conductor import FLAVOR, USER, Cell, FakeCompute, free_port, until_async
+
+SMALL = {"id": "2", "name": "m1.small", "vcpus": 1, "ram": 1024, "disk": 2, "ephemeral": 0, "swap": 0}
+FULL = {"id": "9", "name": "whole-host", "vcpus": 1, "ram": 2048, "disk": 1, "ephemeral": 0, "swap": 0}
+ADMIN = RequestContext(project="p1", user="admin", roles=("admin",))
+
+
+class MovingCompute(FakeCompute):
+    """Keeps its guests (uuid -> flavor id, running) and serves the move steps as the real
+    compute does, one step at a time per instance. A step named in `hold` waits for
+    `release` (a compute slow to finish it); `entered` tells a test the step began."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(host, "ok")
+        self.guests: dict[str, dict[str, Any]] = {}
+        self.hold: set[str] = set()
+        self.release = asyncio.Event()
+        self.entered: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def _gate(self, step: str) -> None:
+        self.entered[step].set()
+        if step in self.hold:
+            await self.release.wait()
+
+    async def build_and_run_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        self.guests[instance["uuid"]] = {"flavor": instance["flavor"]["id"], "running": True}
+        await super().build_and_run_instance(ctx, instance)
+
+    async def terminate_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
+        async with self._locks[instance["uuid"]]:
+            self.guests.pop(instance["uuid"], None)
+        await super().terminate_instance(ctx, instance)
+
+    @staticmethod
+    def _same(mig: dict[str, Any]) -> bool:
+        return bool(mig["source_host"] == mig["dest_host"])
+
+    async def prep_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+        async with self._locks[instance["uuid"]]:
+            await self._gate("prep_move")
+            if instance["uuid"] in self.guests:
+                self.guests[instance["uuid"]]["running"] = False
+            return PowerState.SHUTDOWN
+
+    async def finish_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+        async with self._locks[instance["uuid"]]:
+            await self._gate("finish_move")
+            self.guests[instance["uuid"]] = {"flavor": migration["new_flavor"]["id"], "running": True}
+            return PowerState.RUNNING
+
+    async def confirm_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+        async with self._locks[instance["uuid"]]:
+            await self._gate("confirm_move")
+            if not self._same(migration):
+                self.guests.pop(instance["uuid"], None)
+            return PowerState.NOSTATE
+
+    async def revert_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+        async with self._locks[instance["uuid"]]:
+            await self._gate("revert_move")
+            if not self._same(migration):
+                self.guests.pop(instance["uuid"], None)
+            elif instance["uuid"] in self.guests:
+                self.guests[instance["uuid"]] = {"flavor": migration["old_flavor"]["id"], "running": False}
+            return PowerState.NOSTATE
+
+    async def finish_revert(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+        async with self._locks[instance["uuid"]]:
+            await self._gate("finish_revert")
+            if instance["uuid"] not in self.guests and self._same(migration):
+                return PowerState.NOSTATE
+            self.guests[instance["uuid"]] = {"flavor": migration["old_flavor"]["id"], "running": True}
+            return PowerState.RUNNING
+
+
+def moving_cell(tmp_path: Path, hosts: tuple[str, ...] = ("node1", "node2"), conductors: int = 1,
+                same_host: bool = False) -> Cell:
+    c = Cell(tmp_path, {h: "ok" for h in hosts})
+    c.computes = {h: MovingCompute(h) for h in hosts}
+    extra = tuple(ServiceSpec(f"cell1/conductor-{n}", "conductor", "ctl", f"tcp://127.0.0.1:{free_port()}", "cell1")
+                  for n in range(2, conductors + 1))
+    cells = tuple(dataclasses.replace(s, allow_resize_to_same_host=same_host) for s in c.cluster.cells)
+    c.cluster = dataclasses.replace(c.cluster, services=(*c.cluster.services, *extra), cells=cells)
+    return c
+
+
+async def started(c: Cell, conductors: int = 1) -> Cell:
+    await c.start()
+    for n in range(2, conductors + 1):
+        c.run(f"conductor-{n}")
+    await until_async(lambda: _live_conductors(c, conductors))
+    return c
+
+
+async def _live_conductors(c: Cell, n: int) -> bool:
+    return len(c.api.view.members("conductor")) == n
+
+
+@pytest.fixture
+async def cell(tmp_path: Path) -> AsyncIterator[Cell]:
+    c = await started(moving_cell(tmp_path))
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def two(tmp_path: Path) -> AsyncIterator[Cell]:
+    c = await started(moving_cell(tmp_path, conductors=2), conductors=2)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def guests(c: Cell, uuid: str) -> dict[str, dict[str, Any]]:
+    """host -> that host's copy of the instance."""
+    return {h: comp.guests[uuid] for h, comp in c.computes.items()  # type: ignore[attr-defined]
+            if uuid in comp.guests}  # type: ignore[attr-defined]
+
+
+def computes(c: Cell) -> list[MovingCompute]:
+    return [comp for comp in c.computes.values() if isinstance(comp, MovingCompute)]
+
+
+async def usage(c: Cell) -> dict[str, tuple[int, int, int]]:
+    return {h.host: (h.vcpus_used, h.memory_mb_used, h.local_gb_used) for h in await claims.load_hosts(c.db)}
+
+
+async def claims_of(c: Cell, *consumers: str) -> dict[str, tuple[str, int]]:
+    out = {}
+    for consumer in consumers:
+        claim = await c.claim(consumer)
+        if claim is not None:
+            out[consumer] = (claim["host"], claim["memory_mb"])
+    return out
+
+
+async def migration(c: Cell, uuid: str) -> dict[str, Any]:
+    row = await c.db.read(lambda conn: conn.execute(select(migrations).where(
+        migrations.c.instance_uuid == uuid).order_by(migrations.c.created_at.desc())).first())
+    assert row is not None
+    return dict(row._mapping)
+
+
+async def events(c: Cell, uuid: str, action: str) -> list[tuple[str, str | None, str | None]]:
+    acts = await c.db.read(lambda conn: actions.actions_of(conn, uuid))
+    [act] = [a for a in acts if a["action"] == action][-1:]
+    return [(e["event"], e["result"], e["details"]) for e in act["events"]]
+
+
+async def wait_task(c: Cell, uuid: str, task: str | None, vm_state: str | None = None, timeout: float = 5.0
+                    ) -> dict[str, Any]:
+    rec: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        nonlocal rec
+        rec = await c.conductor.instance_get(admin_context(), uuid)
+        return bool(rec["task_state"] == task and (vm_state is None or rec["vm_state"] == vm_state))
+    await until_async(reached, timeout)
+    return rec
+
+
+async def resized(c: Cell, flavor: dict[str, Any] = SMALL) -> tuple[str, str, str]:
+    """A server resized to `flavor`, awaiting confirm: (uuid, source, destination)."""
+    uuid = (await c.boot("mover"))["uuid"]
+    source = (await c.wait_state(uuid, VmState.ACTIVE))["host"]
+    await MoveConductorAPI(c.api).move_instance(USER, uuid, "resize", flavor)
+    dest = (await wait_task(c, uuid, None, "resized"))["host"]
+    return uuid, source, dest
+
+
+# --- delete during a move (the destination claim and copy must not leak) ---------------------
+
+async def test_delete_in_verify_resize_releases_both_claims_and_both_copies(cell: Cell) -> None:
+    before = await usage(cell)
+    uuid, source, dest = await resized(cell)
+    mig = await migration(cell, uuid)
+    assert source != dest and set(guests(cell, uuid)) == {source, dest}
+    assert await claims_of(cell, uuid, mig["uuid"]) == {uuid: (source, 512), mig["uuid"]: (dest, 1024)}
+    await cell.conductor.instance_delete(USER, uuid)
+    await cell.wait_state(uuid, VmState.DELETED)
+    await until_async(lambda: _no_copies(cell, uuid))
+    assert await claims_of(cell, uuid, mig["uuid"]) == {}
+    assert await usage(cell) == before  # every host back to what it had before the boot
+    assert (await migration(cell, uuid))["status"] == "confirmed"  # Nova confirms a resize on delete
+
+
+async def _no_copies(c: Cell, uuid: str) -> bool:
+    return not guests(c, uuid)
+
+
+async def test_delete_mid_move_releases_the_destination(cell: Cell) -> None:
+    before = await usage(cell)
+    uuid = (await cell.boot("mover"))["uuid"]
+    source = (await cell.wait_state(uuid, VmState.ACTIVE))["host"]
+    for comp in computes(cell):
+        comp.hold.add("finish_move")  # the destination is slow to make its copy
+    await MoveConductorAPI(cell.api).move_instance(USER, uuid, "resize", SMALL)
+    dest = "node2" if source == "node1" else "node1"
+    await asyncio.wait_for(cell.computes[dest].entered["finish_move"].wait(), 5)  # type: ignore[attr-defined]
+    await cell.conductor.instance_delete(USER, uuid)
+    for comp in computes(cell):
+        comp.release.set()
+    await cell.wait_state(uuid, VmState.DELETED)
+    await until_async(lambda: _no_copies(cell, uuid))  # the copy made after the delete goes too
+    mig = await migration(cell, uuid)
+    assert mig["status"] == "error" and await claims_of(cell, uuid, mig["uuid"]) == {}
+    assert await usage(cell) == before
+    rec = await cell.db.read(lambda conn: idb.get_row(conn, uuid))
+    assert rec is not None and rec.vm_state == VmState.DELETED and rec.host == source  # never marked resized
+    assert ("compute_finish_resize", "Error", "Instance was deleted during the resize") in await events(
+        cell, uuid, "resize")
+
+
+# --- a conductor dies while it owns a move ----------------------------------------------------
+
+async def test_conductor_killed_mid_resize_the_other_rolls_it_back(two: Cell) -> None:
+    before = await usage(two)
+    uuid = (await two.boot("mover"))["uuid"]
+    source = (await two.wait_state(uuid, VmState.ACTIVE))["host"]
+    booted = await usage(two)
+    for comp in computes(two):
+        comp.hold.add("finish_move")
+    await MoveConductorAPI(two.api).move_instance(USER, uuid, "resize", SMALL)
+    dest = "node2" if source == "node1" else "node1"
+    await asyncio.wait_for(two.computes[dest].entered["finish_move"].wait(), 5)  # type: ignore[attr-defined]
+    mig = await migration(two, uuid)
+    owner = str(mig["conductor_id"])
+    assert mig["status"] == "migrating" and guests(two, uuid) == {source: {"flavor": "1", "running": False}}
+    await two.crash(owner.split("/", 1)[1])  # no goodbye: the directory notices the missed beats
+    for comp in computes(two):
+        comp.release.set()  # the dead owner's last call completes: a copy on the destination
+    rec = await wait_task(two, uuid, None, VmState.ACTIVE, timeout=10)
+    assert (rec["host"], rec["flavor"]["id"]) == (source, "1")
+    await until_async(lambda: _only_copy(two, uuid, source))
+    assert guests(two, uuid) == {source: {"flavor": "1", "running": True}}  # exactly one, running
+    done = await migration(two, uuid)
+    assert done["status"] == "error" and done["conductor_id"] != owner
+    assert await claims_of(two, uuid, mig["uuid"]) == {uuid: (source, 512)}
+    assert await usage(two) == booted != before
+    evs = await events(two, uuid, "resize")
+    assert any(e == "conductor_adopt_move" and f"from {owner}" in (d or "") for e, _, d in evs), evs
+    assert any(r == "Error" and "rolled back" in (d or "") for _, r, d in evs), evs
+
+
+async def _only_copy(c: Cell, uuid: str, host: str) -> bool:
+    return set(guests(c, uuid)) == {host}
+
+
+async def test_conductor_killed_during_confirm_the_other_finishes_it(two: Cell) -> None:
+    uuid, source, dest = await resized(two)
+    mig = await migration(two, uuid)
+    for comp in computes(two):
+        comp.hold.add("confirm_move")
+    await MoveConductorAPI(two.api).confirm_move(USER, uuid)
+    await asyncio.wait_for(two.computes[source].entered["confirm_move"].wait(), 5)  # type: ignore[attr-defined]
+    owner = str((await migration(two, uuid))["conductor_id"])
+    await two.crash(owner.split("/", 1)[1])
+    for comp in computes(two):
+        comp.release.set()
+    rec = await wait_task(two, uuid, None, VmState.ACTIVE, timeout=10)
+    assert (rec["host"], rec["flavor"]["id"]) == (dest, "2")
+    assert guests(two, uuid) == {dest: {"flavor": "2", "running": True}}
+    assert await claims_of(two, uuid, mig["uuid"]) == {uuid: (dest, 1024)}
+    assert (await migration(two, uuid))["status"] == "confirmed"
+
+
+async def test_sweep_adopts_a_move_whose_owner_never_left_in_our_sight(cell: Cell) -> None:
+    """The owner died before this conductor saw it (no leave event): the sweep finds it."""
+    uuid = (await cell.boot("mover"))["uuid"]
+    source = (await cell.wait_state(uuid, VmState.ACTIVE))["host"]
+    dest = "node2" if source == "node1" else "node1"
+    mig_uuid = "0b8e4a3c-0000-4000-8000-00000000abcd"
+    cell.computes[source].guests[uuid]["running"] = False  # type: ignore[attr-defined]
+    cell.computes[dest].guests[uuid] = {"flavor": "2", "running": True}  # type: ignore[attr-defined]
+    assert await claims.claim(cell.db, dest, mig_uuid, Resources.from_flavor(SMALL))
+
+    def orphan(conn: Any) -> None:  # a resize 'cell1/conductor-9' was driving when it died
+        now = utcnow_iso()
+        conn.execute(insert(migrations).values(
+            uuid=mig_uuid, instance_uuid=uuid, migration_type="resize", status="migrating", source_host=source,
+            dest_host=dest, old_flavor=FLAVOR, new_flavor=SMALL, old_vm_state=VmState.ACTIVE,
+            conductor_id="cell1/conductor-9", created_at=now, updated_at=now))
+        actions.start_action(conn, USER, uuid, "resize", "p1")
+        idb.update_row(conn, uuid, {"task_state": "resize_migrating"})
+    await cell.db.write(orphan)
+    rec = await wait_task(cell, uuid, None, VmState.ACTIVE, timeout=15)
+    assert rec["host"] == source
+    assert guests(cell, uuid) == {source: {"flavor": "1", "running": True}}
+    assert await claims_of(cell, uuid, mig_uuid) == {uuid: (source, 512)}
+    done = await migration(cell, uuid)
+    assert (done["status"], done["conductor_id"]) == ("error", "cell1/conductor")
+
+
+# --- same host, no room --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("same_host", [False, True])
+async def test_resize_on_a_one_host_cell_only_where_allowed(tmp_path: Path, same_host: bool) -> None:
+    c = await started(moving_cell(tmp_path, hosts=("node1",), same_host=same_host))
+    try:
+        before = await usage(c)
+        uuid = (await c.boot("mover"))["uuid"]
+        await c.wait_state(uuid, VmState.ACTIVE)
+        booted = await usage(c)
+        await MoveConductorAPI(c.api).move_instance(USER, uuid, "resize", SMALL)
+        if not same_host:  # Nova's default: no other host, so no valid host; the server stays as it was
+            rec = await wait_task(c, uuid, None, VmState.ACTIVE)
+            assert rec["flavor"]["id"] == "1" and await usage(c) == booted
+            assert any(r == "Error" and "No valid host" in (d or "") for _, r, d in await events(c, uuid, "resize"))
+            return
+        rec = await wait_task(c, uuid, None, "resized")
+        mig = await migration(c, uuid)
+        assert rec["host"] == "node1" and rec["flavor"]["id"] == "2"
+        assert await claims_of(c, uuid, mig["uuid"]) == {uuid: ("node1", 512), mig["uuid"]: ("node1", 1024)}
+        assert guests(c, uuid) == {"node1": {"flavor": "2", "running": True}}  # one guest, resized in place
+        await MoveConductorAPI(c.api).revert_move(USER, uuid)
+        rec = await wait_task(c, uuid, None, VmState.ACTIVE)
+        assert rec["flavor"]["id"] == "1" and await usage(c) == booted
+        assert guests(c, uuid) == {"node1": {"flavor": "1", "running": True}}
+        await MoveConductorAPI(c.api).move_instance(USER, uuid, "resize", SMALL)
+        await wait_task(c, uuid, None, "resized")
+        await MoveConductorAPI(c.api).confirm_move(USER, uuid)
+        rec = await wait_task(c, uuid, None, VmState.ACTIVE)
+        assert rec["flavor"]["id"] == "2" and guests(c, uuid) == {"node1": {"flavor": "2", "running": True}}
+        assert await claims_of(c, uuid) == {uuid: ("node1", 1024)}
+        await MoveConductorAPI(c.api).move_instance(ADMIN, uuid, "migrate")  # a migration never stays
+        rec = await wait_task(c, uuid, None, VmState.ACTIVE)
+        assert rec["host"] == "node1" and guests(c, uuid) == {"node1": {"flavor": "2", "running": True}}
+        await c.conductor.instance_delete(USER, uuid)
+        await c.wait_state(uuid, VmState.DELETED)
+        assert await usage(c) == before
+    finally:
+        await c.close()
+
+
+async def test_migrate_with_no_other_host_with_room_stays_active_with_a_fault(cell: Cell) -> None:
+    filler = (await cell.boot("filler", flavor=FULL))["uuid"]
+    full = (await cell.wait_state(filler, VmState.ACTIVE))["host"]
+    uuid = (await cell.boot("mover"))["uuid"]
+    source = (await cell.wait_state(uuid, VmState.ACTIVE))["host"]
+    assert source != full  # the only other host has no room left
+    booted = await usage(cell)
+    await MoveConductorAPI(cell.api).move_instance(ADMIN, uuid, "migrate")
+    rec = await wait_task(cell, uuid, None, VmState.ACTIVE)
+    assert rec["host"] == source and rec["power_state"] == PowerState.RUNNING
+    assert guests(cell, uuid) == {source: {"flavor": "1", "running": True}}
+    assert await usage(cell) == booted
+    evs = await events(cell, uuid, "migrate")
+    assert any(r == "Error" and "No valid host" in (d or "") for _, r, d in evs), evs
+    faults = await cell.db.read(lambda conn: actions.faults_of(conn, uuid))
+    assert faults and "No valid host" in faults[-1]["message"]
+    assert (await migration(cell, uuid))["status"] == "error"
