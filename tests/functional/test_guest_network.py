@@ -1,13 +1,15 @@
-"""A real guest on the network (slow): a cluster whose controller and compute are
-netns hosts (tools/netns.py, made by `cellctl up`), the compute on qemu:///embed
-inside its namespace, so its network agent plumbs for real (bridge, VXLAN,
-dnsmasq, nftables, 169.254.169.254 metadata) without touching the root namespace.
+"""Real guests on the network (slow): a cluster whose controller and two computes are
+netns hosts (tools/netns.py, made by `cellctl up`), each compute on qemu:///embed
+inside its namespace, so the network agents plumb for real (bridge, VXLAN between
+the hosts, dnsmasq, nftables, the 169.254.169.254 metadata listener) without
+touching the root namespace.
 
-Checked through the API: the tiny guest's console shows its DHCP lease of exactly
-the allocated fixed IP, the gateway (inside the host namespace) pings it, its
-metadata listener answers on 169.254.169.254 in the host namespace; deleting the
-server removes its tap and its DHCP entry on the host. (Not yet checked: the
-guest's own user-data fetch, which did not show in its console in the first runs.)
+Checked through the API and the guests' own consoles: a guest leases exactly its
+allocated fixed IP, reads its instance id and runs its user data from the metadata
+service, and the gateway pings it; a guest of the same project on the other host
+pings it over VXLAN; a guest of another project, on the same host, cannot reach it
+(while it reaches its own gateway). Deleting servers removes their taps and DHCP
+entries.
 """
 from __future__ import annotations
 
@@ -25,13 +27,12 @@ import pytest
 import requests
 
 from tests.functional.test_real_guests import _unavailable
-from tools.devcluster import RunningCluster, free_port
+from tools.devcluster import RunningCluster, free_port, reap_guests
 
 pytestmark = pytest.mark.slow
 TAG = uuid.uuid4().hex[:4]
 NAME = f"gn{TAG}"
-HOST = "n1"
-NAMESPACE = f"cc-{NAME}-{HOST}"
+HOSTS = ("n1", "n2")
 
 
 def _missing() -> str | None:
@@ -50,6 +51,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("guestnet")
     port = free_port()
+    computes = "\n".join(
+        f'  {h}: {{address: 10.253.1.{21 + i}, via: netns, site_net: site1, roles: [compute], rpc_port: 5700,\n'
+        f'        virt: {{uri: "qemu:///embed"}}}}' for i, h in enumerate(HOSTS))
     (root / "cluster.yaml").write_text(f"""\
 cluster: {NAME}
 state_dir: var
@@ -60,11 +64,10 @@ sites:
     cells:
       - name: cell1
         services: {{router: "ctl:5610"}}
-        hosts: [{HOST}]
+        hosts: [{", ".join(HOSTS)}]
 hosts:
   ctl: {{address: 10.253.1.10, via: netns, site_net: site1}}
-  {HOST}: {{address: 10.253.1.21, via: netns, site_net: site1, roles: [compute], rpc_port: 5700,
-        virt: {{uri: "qemu:///embed"}}}}
+{computes}
 netns: {{range: 10.253.0.0/16}}
 security: {{curve: false}}
 """)
@@ -75,20 +78,64 @@ security: {{curve: false}}
         yield c
     finally:
         c.cellctl("down", str(c.cluster_file), check=False, timeout=180)
-        from tools.devcluster import reap_guests
         reap_guests(c.state)
 
 
-token = RunningCluster.token  # token(cluster, who="demo")
+class Api:
+    def __init__(self, c: RunningCluster, who: str) -> None:
+        self.c = c
+        self.h = {"X-Auth-Token": c.token(who)}
+
+    def __call__(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return requests.request(method, f"{self.c.endpoint}{path}", headers=self.h, timeout=30, **kw)
+
+    def boot(self, name: str, network: str, script: str, hints: dict[str, Any] | None = None) -> str:
+        image = self("GET", "/image/v2/images?name=tiny-linux").json()["images"][0]["id"]
+        body: dict[str, Any] = {"server": {
+            "name": name, "flavorRef": "1", "imageRef": image, "networks": [{"uuid": network}],
+            "user_data": base64.b64encode(script.encode()).decode()}}
+        if hints:
+            body["os:scheduler_hints"] = hints
+        resp = self("POST", "/compute/v2.1/servers", json=body)
+        assert resp.status_code == 202, resp.text
+        return str(resp.json()["server"]["id"])
+
+    def server(self, sid: str) -> dict[str, Any]:
+        return dict(self("GET", f"/compute/v2.1/servers/{sid}").json()["server"])
+
+    def active(self, sid: str) -> dict[str, Any]:
+        got = wait_for(f"{sid} ACTIVE", lambda: (s := self.server(sid))["status"] in ("ACTIVE", "ERROR") and s, 180)
+        assert got["status"] == "ACTIVE", got.get("fault")
+        return dict(got)
+
+    def console_until(self, sid: str, marker: str, timeout: float = 150) -> str:
+        def console() -> str:
+            r = self("POST", f"/compute/v2.1/servers/{sid}/action", json={"os-getConsoleOutput": {}})
+            return str(r.json()["output"]) if r.status_code == 200 else ""
+        return str(wait_for(f"{marker} in the console of {sid}", lambda: marker in (o := console()) and o, timeout))
+
+    def port_of(self, sid: str) -> dict[str, Any]:
+        (port,) = self("GET", f"/network/v2.0/ports?device_id={sid}").json()["ports"]
+        return dict(port)
+
+    def delete(self, sid: str) -> None:
+        assert self("DELETE", f"/compute/v2.1/servers/{sid}").status_code == 204
+        wait_for(f"{sid} gone", lambda: self("GET", f"/compute/v2.1/servers/{sid}").status_code == 404, 60)
 
 
-def call(c: RunningCluster, tok: str, method: str, path: str, **kw: Any) -> requests.Response:
-    return requests.request(method, f"{c.endpoint}{path}", headers={"X-Auth-Token": tok}, timeout=30, **kw)
+def namespace(host: str) -> str:
+    return f"cc-{NAME}-{host}"
 
 
-def in_host(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", NAMESPACE, *argv], capture_output=True, text=True, timeout=30,
-                          check=False)
+def in_host(host: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", namespace(host), *argv], capture_output=True, text=True,
+                          timeout=30, check=False)
+
+
+def host_with(device: str) -> str | None:
+    found = [h for h in HOSTS if in_host(h, "ip", "link", "show", device).returncode == 0]
+    assert len(found) <= 1, f"{device} exists on {found}"
+    return found[0] if found else None
 
 
 def wait_for(what: str, predicate: Any, timeout: float) -> Any:
@@ -101,44 +148,73 @@ def wait_for(what: str, predicate: Any, timeout: float) -> Any:
         time.sleep(1.0)
 
 
-def test_guest_leases_its_fixed_ip_is_pinged_by_the_gateway_and_unplugged_on_delete(cluster: RunningCluster) -> None:
-    tok = token(cluster)
-    nets = call(cluster, tok, "GET", "/network/v2.0/networks").json()["networks"]
+def pinger(target: str, first: str | None = None) -> str:
+    """User data: report whether `target` (after `first`, when given) answers within ~10 tries."""
+    def probe(ip: str, tag: str) -> str:
+        return (f"for i in 1 2 3 4 5 6 7 8 9 10; do ping -c 1 -W 1 {ip} >/dev/null 2>&1 && "
+                f"{{ echo CELLCLOUD-{tag}-OK {ip}; break; }}; [ $i = 10 ] && echo CELLCLOUD-{tag}-FAIL {ip}; done\n")
+    return "#!/bin/sh\n" + (probe(first, "GW") if first else "") + probe(target, "PING")
+
+
+def test_guest_leases_its_ip_runs_its_user_data_and_is_pinged_by_the_gateway(cluster: RunningCluster) -> None:
+    demo = Api(cluster, "demo")
+    nets = demo("GET", "/network/v2.0/networks").json()["networks"]
     assert nets, "the project's own network is made on first use"
-    image = call(cluster, tok, "GET", "/image/v2/images?name=tiny-linux").json()["images"][0]["id"]
-    script = "#!/bin/sh\necho CELLCLOUD-SAYS-$((6*7))\n"
-    resp = call(cluster, tok, "POST", "/compute/v2.1/servers", json={"server": {
-        "name": "netvm", "flavorRef": "1", "imageRef": image, "networks": [{"uuid": nets[0]["id"]}],
-        "user_data": base64.b64encode(script.encode()).decode()}})
-    assert resp.status_code == 202, resp.text
-    sid = resp.json()["server"]["id"]
+    sid = demo.boot("netvm", nets[0]["id"], "#!/bin/sh\necho CELLCLOUD-SAYS-$((6*7))\n")
+    (ip,) = [a["addr"] for addrs in demo.active(sid)["addresses"].values() for a in addrs]
 
-    def server() -> dict[str, Any]:
-        return dict(call(cluster, tok, "GET", f"/compute/v2.1/servers/{sid}").json()["server"])
-
-    active = wait_for("ACTIVE", lambda: (s := server())["status"] in ("ACTIVE", "ERROR") and s, 180)
-    assert active["status"] == "ACTIVE", active.get("fault")
-    (ip,) = [a["addr"] for addrs in active["addresses"].values() for a in addrs]
-
-    def console() -> str:
-        r = call(cluster, tok, "POST", f"/compute/v2.1/servers/{sid}/action", json={"os-getConsoleOutput": {}})
-        return str(r.json()["output"]) if r.status_code == 200 else ""
-
-    out = wait_for("the guest's boot", lambda: "CELLCLOUD-READY" in (o := console()) and o, 150)
+    out = demo.console_until(sid, "CELLCLOUD-READY")
     assert f"CELLCLOUD-NET dhcp bound eth0 ip={ip}/" in out, out[-3000:]
-    # the metadata listener of the gateway host knows guests by source address only: the host itself is none
-    md = in_host("curl", "-s", "-m", "5", "http://169.254.169.254/latest/meta-data/instance-id")
-    assert "no instance has the address" in md.stdout, md.stdout + md.stderr
+    assert f"CELLCLOUD-METADATA instance-id={sid}" in out, out[-3000:]  # found by its source address
+    assert "CELLCLOUD-USERDATA-BEGIN\nCELLCLOUD-SAYS-42\nCELLCLOUD-USERDATA-END rc=0" in out.replace("\r", "")
 
-    ping = in_host("ping", "-c", "2", "-W", "3", ip)
+    gateway_ip = demo("GET", f"/network/v2.0/subnets?network_id={nets[0]['id']}").json()["subnets"][0]["gateway_ip"]
+    (gateway,) = [h for h in HOSTS if f" {gateway_ip}/" in in_host(h, "ip", "-o", "-4", "addr").stdout]
+    md = in_host(gateway, "curl", "-s", "-m", "5", "http://169.254.169.254/latest/meta-data/instance-id")
+    assert "no instance has the address" in md.stdout, md.stdout + md.stderr  # the host itself is no guest
+    ping = in_host(gateway, "ping", "-c", "2", "-W", "3", ip)
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
-    (port,) = call(cluster, tok, "GET", f"/network/v2.0/ports?device_id={sid}").json()["ports"]
+    port = demo.port_of(sid)
     tap = "tap" + port["id"][:11]
-    assert in_host("ip", "link", "show", tap).returncode == 0
-    assert call(cluster, tok, "DELETE", f"/compute/v2.1/servers/{sid}").status_code == 204
-    wait_for("the server gone", lambda: call(cluster, tok, "GET", f"/compute/v2.1/servers/{sid}").status_code == 404,
-             60)
-    wait_for("its tap gone", lambda: in_host("ip", "link", "show", tap).returncode != 0, 30)
-    hosts = list(Path(cluster.state, "hosts", HOST, "network", "dhcp").glob("*/hosts"))
+    assert host_with(tap) is not None
+    demo.delete(sid)
+    wait_for("its tap gone", lambda: host_with(tap) is None, 30)
+    hosts = list(Path(cluster.state, "hosts", gateway, "network", "dhcp").glob("*/hosts"))
     assert hosts and all(port["mac_address"] not in h.read_text() for h in hosts)
+
+
+def test_guests_of_a_project_reach_each_other_across_hosts_and_another_project_cannot(
+        cluster: RunningCluster) -> None:
+    demo, admin = Api(cluster, "demo"), Api(cluster, "admin")
+    net = demo("GET", "/network/v2.0/networks").json()["networks"][0]["id"]
+    first = demo.boot("target", net, "#!/bin/sh\necho CELLCLOUD-TARGET\n")
+    (target_ip,) = [a["addr"] for addrs in demo.active(first)["addresses"].values() for a in addrs]
+    demo.console_until(first, "CELLCLOUD-READY")
+
+    peer = demo.boot("peer", net, pinger(target_ip), {"different_host": first})
+    demo.active(peer)
+
+    other = admin("POST", "/network/v2.0/networks", json={"network": {"name": f"other-{TAG}"}}).json()["network"]
+    subnet = admin("POST", "/network/v2.0/subnets", json={"subnet": {
+        "network_id": other["id"], "cidr": "10.99.0.0/24", "ip_version": 4}})
+    assert subnet.status_code == 201, subnet.text
+    outsider = admin.boot("outsider", other["id"], pinger(target_ip, first=subnet.json()["subnet"]["gateway_ip"]),
+                          {"same_host": first})
+    admin.active(outsider)
+
+    taps = {sid: "tap" + api.port_of(sid)["id"][:11] for api, sid in ((demo, first), (demo, peer),
+                                                                       (admin, outsider))}
+    placed = {sid: host_with(tap) for sid, tap in taps.items()}
+    assert placed[peer] != placed[first] and placed[outsider] == placed[first], placed
+
+    peer_out = demo.console_until(peer, "CELLCLOUD-READY")
+    assert f"CELLCLOUD-PING-OK {target_ip}" in peer_out, peer_out[-3000:]  # over VXLAN between the hosts
+    outsider_out = admin.console_until(outsider, "CELLCLOUD-READY")
+    assert "CELLCLOUD-GW-OK" in outsider_out, outsider_out[-3000:]  # its own network works...
+    assert f"CELLCLOUD-PING-FAIL {target_ip}" in outsider_out, outsider_out[-3000:]  # ...the other project's does not
+
+    for api, sid in ((demo, first), (demo, peer), (admin, outsider)):
+        api.delete(sid)
+    wait_for("every tap gone", lambda: all(host_with(tap) is None for tap in taps.values()), 30)
+    assert admin("DELETE", f"/network/v2.0/networks/{other['id']}").status_code == 204
