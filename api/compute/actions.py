@@ -4,6 +4,7 @@
     {"pause": null}  {"unpause": null}  {"suspend": null}  {"resume": null}
     {"rebuild": {"imageRef": ..., "name"?, "metadata"?, "adminPass"?}}      202 + the server
     {"os-getConsoleOutput": {"length": N}}                                   200 {"output": ...}
+    {"addSecurityGroup": {"name": G}}  {"removeSecurityGroup": {"name": G}}  api/compute/security_groups.py
 
 The power actions answer 202 at once: the server shows its task state
 (REBOOT, HARD_REBOOT, REBUILD, or ACTIVE/SHUTOFF with a task) until the compute
@@ -16,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api.compute import mappings, move_actions
+from api.compute import mappings, move_actions, security_groups
 from api.compute.server_create import server_admin_pass
 from api.compute.views import server_detail
 from api.http import context, id_from_href, is_uuid, json_body
@@ -120,6 +121,8 @@ async def server_action(request: web.Request) -> web.Response:
         return web.json_response({"server": body}, status=202)
     if name in move_actions.ACTIONS:  # resize, confirm/revert, migrate, evacuate (issue 8)
         return await move_actions.move_action(request, ctx, server_id, name, spec)
+    if name in security_groups.ACTIONS:  # addSecurityGroup, removeSecurityGroup (issue 5)
+        return await security_groups.server_action(request, ctx, server_id, name, spec)
     raise errors.Invalid(f"There is no such action: {name}")
 
 

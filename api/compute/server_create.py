@@ -23,8 +23,8 @@ from api.compute.schemas import SERVER_CREATE
 from api.compute.views import DEFAULT_AZ, server_created
 from api.http import context, id_from_href, is_uuid, json_body
 from api.image import images as image_db
-from api.network import boot as network_boot
 from api.keys import ENGINE, ROUTER, public_url
+from api.network import boot as network_boot
 from api.validation import validate
 from cells import errors
 from cells.context import RequestContext
@@ -158,7 +158,8 @@ async def create(request: web.Request) -> web.Response:
     uuids = await create_servers(request, ctx, body)
     admin_pass = server_admin_pass(body["server"])
     base = public_url(request)
-    return web.json_response(server_created(base, uuids[0], admin_pass), status=202,
+    return web.json_response(server_created(base, uuids[0], admin_pass, body["server"].get("security_groups")),
+                             status=202,
                              headers={"Location": f"{base}/compute/v2.1/servers/{uuids[0]}"})
 
 

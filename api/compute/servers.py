@@ -6,13 +6,14 @@ a 403, so ids cannot be probed.
 """
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from api.compute import actions, down_cells, mappings, volume_attachments
+from api.compute import actions, down_cells, mappings, security_groups, volume_attachments
 from api.compute.server_create import create
 from api.compute.views import record_status, server_brief, server_detail, vm_states_for
 from api.http import context, parse_bool, query_int
@@ -54,7 +55,8 @@ async def show(request: web.Request) -> web.Response:
     except errors.RpcError:  # its cell is down: what the mapping knows, status UNKNOWN
         mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
         return web.json_response({"server": down_cells.detail(public_url(request), down_cells.record(mapping))})
-    await volume_attachments.add_volume_ids(request, ctx, [record])
+    await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, [record]),
+                         security_groups.add_group_names(request, ctx, [record]))
     return web.json_response({"server": server_detail(public_url(request), record, ctx.is_admin)})
 
 
@@ -171,7 +173,8 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
         down_records=lambda paths: down_cells.records(engine, paths, filters))
     records = [r for r in records if _keep(r, filters, statuses)]
     if detail:
-        await volume_attachments.add_volume_ids(request, ctx, records)
+        await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, records),
+                             security_groups.add_group_names(request, ctx, records))
     base = public_url(request)
     body: dict[str, Any] = {"servers": [
         (down_cells.detail(base, r) if detail else down_cells.brief(base, r)) if r.get("down")

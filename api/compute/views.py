@@ -102,8 +102,9 @@ def server_detail(base: str, record: dict[str, Any], is_admin: bool) -> dict[str
         "OS-EXT-STS:vm_state": record.get("vm_state"),
         "OS-EXT-STS:power_state": int(record.get("power_state") or 0),
         "os-extended-volumes:volumes_attached": [{"id": v} for v in record.get("volumes_attached") or ()],
-        "security_groups": [{"name": "default"}],
     }
+    if record.get("security_groups"):  # as Nova: only a server whose ports have groups shows the key
+        view["security_groups"] = [{"name": n} for n in record["security_groups"]]
     if st in _PROGRESS_STATUSES:
         view["progress"] = int(record.get("progress") or 0)
     if st in _FAULT_STATUSES:
@@ -117,6 +118,7 @@ def server_detail(base: str, record: dict[str, Any], is_admin: bool) -> dict[str
     return view
 
 
-def server_created(base: str, uuid: str, admin_pass: str) -> dict[str, Any]:
+def server_created(base: str, uuid: str, admin_pass: str, groups: Any = None) -> dict[str, Any]:
+    """Nova answers the groups the request named (the default group when it named none)."""
     return {"server": {"id": uuid, "links": links(base, "servers", uuid), "OS-DCF:diskConfig": "MANUAL",
-                       "adminPass": admin_pass, "security_groups": [{"name": "default"}]}}
+                       "adminPass": admin_pass, "security_groups": groups or [{"name": "default"}]}}

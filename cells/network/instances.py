@@ -18,7 +18,8 @@ from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.context import RequestContext
-from cells.db.schema import instances
+from cells.db import actions
+from cells.db.schema import instance_actions, instances
 from cells.network import ipam, resources, secgroups
 from cells.network.schema import ip_allocations, network_agents, networks, ports, security_group_rules, subnets
 from cells.objects.instance import utcnow_iso
@@ -224,35 +225,73 @@ def _group_rules(conn: Connection, group_ids: list[str]) -> dict[str, Any]:
     return {"rules": rules, "members": {g: sorted(v) for g, v in members.items()}}
 
 
-def add_security_group(conn: Connection, ctx: RequestContext, uuid: str, group: str) -> None:
-    """Nova's addSecurityGroup: the group joins every port of the instance."""
+# --- Nova's addSecurityGroup / removeSecurityGroup ---------------------------------------
+
+ADD_GROUP, REMOVE_GROUP = "addSecurityGroup", "removeSecurityGroup"  # instance action names, as Nova's
+
+
+def _server_ports(conn: Connection, ctx: RequestContext, uuid: str, group: str) -> tuple[str, list[Row[Any]]]:
+    """(the group's id, the live instance's ports); Nova's 404s when either is missing."""
+    inst = conn.execute(select(instances.c.project_id, instances.c.deleted).where(instances.c.uuid == uuid)).first()
+    if inst is None or inst.deleted or not (resources.privileged(ctx) or ctx.project == inst.project_id):
+        raise errors.InstanceNotFound(instance_id=uuid)
+    try:
+        gid = secgroups.resolve_groups(conn, str(inst.project_id), [group])[0]
+    except errors.SecurityGroupNotFound:
+        raise errors.SecurityGroupNotFound(f"Security group {group} is not found for project {inst.project_id}",
+                                           id=group) from None
     rows = _instance_ports(conn, uuid)
     if not rows:
-        raise errors.Invalid(reason=f"Instance {uuid} has no network ports")
-    project = rows[0].project_id
-    if not (resources.privileged(ctx) or ctx.project == project):
-        raise errors.InstanceNotFound(instance_id=uuid)
-    gid = secgroups.resolve_groups(conn, project, [group])[0]
-    for p in rows:
-        groups = list(p.security_groups or [])
-        if gid not in groups:
-            conn.execute(update(ports).where(ports.c.id == p.id).values(security_groups=[*groups, gid],
-                                                                        updated_at=utcnow_iso()))
+        raise errors.SecurityGroupNotFound(f"instance_id {uuid} could not be found as device id on any ports",
+                                           id=group)
+    return gid, rows
+
+
+def _record(conn: Connection, ctx: RequestContext, uuid: str, action: str, project: str) -> None:
+    """The action and its one event, done: the change is made in this same unit of work."""
+    actions.start_action(conn, ctx, uuid, action, project)
+    actions.finish_event(conn, uuid, action, f"network_{action}", actions.SUCCESS)
+    actions.finish_action(conn, uuid, action)
+
+
+def _retried(conn: Connection, ctx: RequestContext, uuid: str, action: str) -> bool:
+    """This request already did it (an RPC resent after a lost reply carries the same request id)."""
+    return conn.execute(select(instance_actions.c.uuid).where(
+        instance_actions.c.instance_uuid == uuid, instance_actions.c.request_id == ctx.request_id,
+        instance_actions.c.action == action).limit(1)).first() is not None
+
+
+def add_security_group(conn: Connection, ctx: RequestContext, uuid: str, group: str) -> None:
+    """The group (a name or id of the server's project) joins every port of the server.
+    400 when every port has it already; 404 for an unknown group or a server without ports."""
+    gid, rows = _server_ports(conn, ctx, uuid, group)
+    missing = [p for p in rows if gid not in (p.security_groups or [])]
+    if not missing:
+        if _retried(conn, ctx, uuid, ADD_GROUP):
+            return
+        raise errors.Invalid(f"Security group {group} is already associated with the instance {uuid}",
+                             reason="already associated")
+    now = utcnow_iso()
+    for p in missing:
+        conn.execute(update(ports).where(ports.c.id == p.id).values(
+            security_groups=[*(p.security_groups or []), gid], updated_at=now))
+    _record(conn, ctx, uuid, ADD_GROUP, rows[0].project_id)
 
 
 def remove_security_group(conn: Connection, ctx: RequestContext, uuid: str, group: str) -> None:
-    rows = _instance_ports(conn, uuid)
-    if not rows:
-        raise errors.Invalid(reason=f"Instance {uuid} has no network ports")
-    project = rows[0].project_id
-    if not (resources.privileged(ctx) or ctx.project == project):
-        raise errors.InstanceNotFound(instance_id=uuid)
-    gid = secgroups.resolve_groups(conn, project, [group])[0]
-    if not any(gid in (p.security_groups or []) for p in rows):
-        raise errors.Invalid(reason=f"Security group {group} not associated with the instance {uuid}")
-    for p in rows:
+    """The group leaves every port of the server that has it; 404 when none has (Nova's)."""
+    gid, rows = _server_ports(conn, ctx, uuid, group)
+    having = [p for p in rows if gid in (p.security_groups or [])]
+    if not having:
+        if _retried(conn, ctx, uuid, REMOVE_GROUP):
+            return
+        raise errors.SecurityGroupNotFound(f"Security group {group} not associated with the instance {uuid}",
+                                           id=group)
+    now = utcnow_iso()
+    for p in having:
         conn.execute(update(ports).where(ports.c.id == p.id).values(
-            security_groups=[g for g in (p.security_groups or []) if g != gid], updated_at=utcnow_iso()))
+            security_groups=[g for g in p.security_groups if g != gid], updated_at=now))
+    _record(conn, ctx, uuid, REMOVE_GROUP, rows[0].project_id)
 
 
 def instance_groups(conn: Connection, uuid: str) -> list[dict[str, Any]]:

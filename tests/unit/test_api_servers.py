@@ -25,8 +25,8 @@ SERVER_KEYS_2_1 = {
     "id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created", "updated",
     "addresses", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "OS-EXT-AZ:availability_zone",
     "config_drive", "key_name", "OS-SRV-USG:launched_at", "OS-SRV-USG:terminated_at", "OS-EXT-STS:task_state",
-    "OS-EXT-STS:vm_state", "OS-EXT-STS:power_state", "os-extended-volumes:volumes_attached", "security_groups",
-}
+    "OS-EXT-STS:vm_state", "OS-EXT-STS:power_state", "os-extended-volumes:volumes_attached",
+}  # + "security_groups" for a server whose ports have groups (Nova): this fake cell has no network
 ADMIN_KEYS = {"OS-EXT-SRV-ATTR:host", "OS-EXT-SRV-ATTR:hypervisor_hostname", "OS-EXT-SRV-ATTR:instance_name"}
 
 

@@ -1,0 +1,103 @@
+"""Security groups of servers, Nova 2.1 over the cells' network controllers (Neutron's model).
+
+    POST /servers/{id}/action {"addSecurityGroup": {"name": G}}     202: G joins every port of the server
+    POST /servers/{id}/action {"removeSecurityGroup": {"name": G}}  202: G leaves them
+
+G is a group name or id of the server's project. As Nova with Neutron: an unknown
+group, a server without ports, or (remove) a group the server does not have is a
+404; (add) a group every port has already is a 400; two groups of that name are
+a 409. The change and its instance action are one unit of work in the server's
+cell (cells/network/instances.py); that cell's controller then has the hosts
+concerned re-sync their rules.
+
+`add_group_names` fills the records' `security_groups` (names) for the server
+views, with two reads per cell: the servers' ports, then the groups they name.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from api.compute import mappings
+from api.keys import CLUSTER, ENGINE, ROUTER
+from cells import errors
+from cells.context import RequestContext
+from cells.rpcapi.network import NetworkAPI
+
+LOG = logging.getLogger(__name__)
+ACTIONS = ("addSecurityGroup", "removeSecurityGroup")
+GROUPS_BOUND = 2.0  # seconds a cell has to name its servers' groups (in server views)
+INSTANCE_OWNER = "compute:nova"  # the device_owner of a server's ports
+
+
+def group_name(spec: Any) -> str:
+    """The body's group, with Nova's messages for what is missing or empty."""
+    if not isinstance(spec, dict):
+        raise errors.Invalid("Missing parameter dict")
+    if "name" not in spec:
+        raise errors.Invalid("Security group not specified")
+    name = spec["name"]
+    if not isinstance(name, str) or not name.strip():
+        raise errors.Invalid("Security group name cannot be empty")
+    if len(name) > 255:
+        raise errors.Invalid("Security group name must be at most 255 characters")
+    return name
+
+
+async def server_action(request: web.Request, ctx: RequestContext, server_id: str, action: str,
+                        spec: Any) -> web.Response:
+    name = group_name(spec)
+    mapping = await mappings.get(request.config_dict[ENGINE], ctx, server_id)  # 404 for another project's
+    if not has_network(request, mapping.cell_path):  # no network here: the server has no ports
+        raise errors.SecurityGroupNotFound(
+            f"instance_id {mapping.instance_uuid} could not be found as device id on any ports", id=name)
+    api = NetworkAPI(request.config_dict[ROUTER].cell(mapping.cell_path))
+    if action == "addSecurityGroup":
+        await api.add_security_group(ctx, str(mapping.instance_uuid), name)
+    else:
+        await api.remove_security_group(ctx, str(mapping.instance_uuid), name)
+    return web.Response(status=202)
+
+
+def has_network(request: web.Request, cell_path: str) -> bool:
+    """Whether the cell runs a network controller (cluster.yaml): without one its servers have no ports."""
+    return any(s.kind == "network" and s.cell == cell_path for s in request.config_dict[CLUSTER].services)
+
+
+async def add_group_names(request: web.Request, ctx: RequestContext, records: Sequence[dict[str, Any]]) -> None:
+    """Set each record's "security_groups" (the names of its ports' groups, each once, in port order).
+    A cell that does not answer in time leaves its servers without them (logged), as servers without ports."""
+    by_cell: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in records:
+        if rec.get("cell") and not rec.get("down") and has_network(request, rec["cell"]):
+            by_cell[rec["cell"]].append(rec)
+
+    async def one(path: str, recs: list[dict[str, Any]]) -> None:
+        api = NetworkAPI(request.config_dict[ROUTER].cell(path))
+        bounded = ctx.with_timeout(GROUPS_BOUND)
+        try:
+            names = await asyncio.wait_for(_names(api, bounded, [r["uuid"] for r in recs]), GROUPS_BOUND)
+        except (errors.CellcloudError, TimeoutError) as exc:
+            LOG.warning("security groups of servers of cell %s unknown: %s", path, exc)
+            return
+        for rec in recs:
+            rec["security_groups"] = names.get(rec["uuid"], [])
+
+    await asyncio.gather(*(one(path, recs) for path, recs in by_cell.items()))
+
+
+async def _names(api: NetworkAPI, ctx: RequestContext, uuids: list[str]) -> dict[str, list[str]]:
+    ports = await api.index(ctx, "port", {"device_id": uuids, "device_owner": INSTANCE_OWNER})
+    ids = sorted({g for p in ports for g in p.get("security_groups") or []})
+    found = await asyncio.gather(*(api.show(ctx, "security_group", g) for g in ids), return_exceptions=True)
+    name_of = {g: str(r.get("name") or g) for g, r in zip(ids, found) if isinstance(r, dict)}
+    out: dict[str, list[str]] = {}
+    for p in ports:  # the port list comes oldest first: the server's first NIC's groups first
+        names = out.setdefault(str(p["device_id"]), [])
+        names.extend(n for n in (name_of.get(g) for g in p.get("security_groups") or []) if n and n not in names)
+    return out

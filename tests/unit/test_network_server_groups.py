@@ -1,0 +1,116 @@
+"""Nova's addSecurityGroup / removeSecurityGroup in the cell's network controller, on a
+real SQLite cell DB: every port of the server changes in one unit of work with its
+instance action, and Nova's errors (404 unknown group / no ports / not on the server,
+400 already on it) leave ports and actions as they were."""
+from __future__ import annotations
+
+import dataclasses
+import uuid as uuidlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import Connection, select
+
+from cells import errors
+from cells.conductor.flows.boot import validate_build
+from cells.context import RequestContext
+from cells.db import actions
+from cells.db import instances as idb
+from cells.db.schema import create_schema
+from cells.network.controller import NetworkController
+from cells.network.schema import ports
+from cells.objects.instance import utcnow_iso
+
+DEMO = RequestContext(project="demo", user="u1", roles=("member",))
+ALT = RequestContext(project="alt", user="u2", roles=("member",))
+
+
+@pytest_asyncio.fixture
+async def controller(tmp_path: Path) -> AsyncIterator[NetworkController]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+    await create_schema(url)
+    ctl = NetworkController(db_url=url)
+    await ctl.start()
+    yield ctl
+    await ctl.stop()
+
+
+async def _server(ctl: NetworkController, networks: int = 2) -> str:
+    """A server of project demo with a port on each of `networks` networks (none: no ports)."""
+    uuid = str(uuidlib.uuid4())
+    rows = validate_build([{"uuid": uuid, "name": "vm", "project_id": "demo", "flavor": {"vcpus": 1, "ram": 64}}],
+                          {}, utcnow_iso(), "test")
+
+    def insert(conn: Connection) -> None:
+        conn.execute(idb.INSERT, rows)
+    await ctl.db.write(insert)
+    if networks:
+        nets = []
+        for i in range(networks):
+            net = await ctl.network_create(DEMO, {"name": f"n{i}"})
+            await ctl.subnet_create(DEMO, {"network_id": net["id"], "cidr": f"10.7{i}.0.0/24"})
+            nets.append({"uuid": net["id"]})
+        await ctl.allocate_for_instance(DEMO, uuid, "demo", nets, None)
+    return uuid
+
+
+async def _port_groups(ctl: NetworkController, uuid: str) -> list[list[str]]:
+    def read(conn: Connection) -> list[list[str]]:
+        return [list(r[0]) for r in conn.execute(select(ports.c.security_groups).where(ports.c.device_id == uuid)
+                                                 .order_by(ports.c.created_at))]
+    return await ctl.db.read(read)
+
+
+async def _actions(ctl: NetworkController, uuid: str) -> list[tuple[str, Any, list[tuple[str, str]]]]:
+    acts = await ctl.db.read(lambda conn: actions.actions_of(conn, uuid))
+    return [(a["action"], a["request_id"], [(e["event"], e["result"]) for e in a["events"]]) for a in acts]
+
+
+async def test_add_and_remove_change_every_port_and_record_the_action(controller: NetworkController) -> None:
+    uuid = await _server(controller)
+    web = await controller.security_group_create(DEMO, {"name": "web"})
+    (default,) = [g["id"] for g in await controller.security_group_list(DEMO) if g["name"] == "default"]
+    assert await _port_groups(controller, uuid) == [[default], [default]]
+
+    add = dataclasses.replace(DEMO, request_id="req-add")
+    await controller.add_security_group(add, uuid, "web")
+    assert await _port_groups(controller, uuid) == [[default, web["id"]], [default, web["id"]]]
+    assert [g["name"] for g in await controller.instance_security_groups(DEMO, uuid)] == ["default", "web"]
+    await controller.add_security_group(add, uuid, "web")  # the same request resent: done already, no error
+    with pytest.raises(errors.Invalid, match="already associated") as exc:  # a new request: Nova's 400
+        await controller.add_security_group(DEMO, uuid, web["id"])
+    assert exc.value.http_status == 400
+
+    await controller.remove_security_group(DEMO, uuid, "default")
+    assert await _port_groups(controller, uuid) == [[web["id"]], [web["id"]]]
+    again = dataclasses.replace(DEMO, request_id="req-again")
+    with pytest.raises(errors.SecurityGroupNotFound, match="not associated with the instance") as missing:
+        await controller.remove_security_group(again, uuid, "default")
+    assert missing.value.http_status == 404
+    assert await _actions(controller, uuid) == [
+        ("addSecurityGroup", "req-add", [("network_addSecurityGroup", "Success")]),
+        ("removeSecurityGroup", DEMO.request_id, [("network_removeSecurityGroup", "Success")])]
+
+
+async def test_nova_errors_change_nothing(controller: NetworkController) -> None:
+    uuid = await _server(controller, networks=1)
+    before = await _port_groups(controller, uuid)
+    with pytest.raises(errors.SecurityGroupNotFound, match="is not found for project demo"):
+        await controller.add_security_group(DEMO, uuid, "no-such-group")
+    await controller.security_group_create(ALT, {"name": "theirs"})
+    with pytest.raises(errors.SecurityGroupNotFound):  # another project's group is as good as absent
+        await controller.add_security_group(DEMO, uuid, "theirs")
+    with pytest.raises(errors.InstanceNotFound):  # and so is another project's server
+        await controller.add_security_group(ALT, uuid, "default")
+    await controller.security_group_create(DEMO, {"name": "twin"})
+    await controller.security_group_create(DEMO, {"name": "twin"})
+    with pytest.raises(errors.Conflict, match="Multiple security groups"):
+        await controller.add_security_group(DEMO, uuid, "twin")
+    portless = await _server(controller, networks=0)
+    with pytest.raises(errors.SecurityGroupNotFound, match="could not be found as device id on any ports"):
+        await controller.add_security_group(DEMO, portless, "default")
+    assert await _port_groups(controller, uuid) == before
+    assert await _actions(controller, uuid) == []
