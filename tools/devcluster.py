@@ -13,13 +13,24 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5) -> Any:
+    """Poll until `predicate` returns something true, and return it; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -108,8 +119,14 @@ class RunningCluster:
         env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(self.state / "clouds.yaml"))
         cloud = "cellcloud" if who == "demo" else "cellcloud-admin"
         exe = Path(sys.executable).with_name("openstack")
-        return subprocess.run([str(exe), "--os-cloud", cloud, *args], capture_output=True, text=True,
+        return subprocess.run([str(exe), "--os-cloud", cloud, *args], capture_output=True, text=True, check=False,
                               timeout=timeout, env=env)
+
+    def ok(self, *args: str, who: str = "demo") -> Any:
+        """Run the CLI, which must succeed; its output parsed when asked for with -f json."""
+        done = self.cli(*args, who=who)
+        assert done.returncode == 0, f"openstack {' '.join(args)}: {done.stderr}"
+        return json.loads(done.stdout) if "json" in args else done.stdout
 
     def pid(self, service_id: str) -> int:
         return int((self.state / "run" / (service_id.replace("/", "_") + ".pid")).read_text())

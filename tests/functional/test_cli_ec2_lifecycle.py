@@ -6,9 +6,7 @@ instance lifecycle and the volume lifecycle (node1 is a volume host too)."""
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from tools.devcluster import RunningCluster, running_cluster
+from tools.devcluster import RunningCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,77 +28,65 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
         yield c
 
 
-def ok(cluster: RunningCluster, *args: str, who: str = "demo") -> Any:
-    """Run the CLI; parse its JSON when asked for with -f json."""
-    done = cluster.cli(*args, who=who)
-    assert done.returncode == 0, f"openstack {' '.join(args)}: {done.stderr}"
-    return json.loads(done.stdout) if "json" in args else done.stdout
-
-
 def wait_status(cluster: RunningCluster, name: str, status: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        shown: dict[str, Any] = ok(cluster, "server", "show", name, "-f", "json")
-        if shown["status"] == status:
-            return shown
-        assert time.monotonic() < deadline, f"{name} stayed {shown['status']}"
-        time.sleep(0.3)
+    return dict(wait_for(f"server {name} {status}", lambda: (
+        s := cluster.ok("server", "show", name, "-f", "json"))["status"] == status and s, timeout, 0.3))
 
 
 def test_cli_keypairs_user_data_quotas_filters_and_events(cluster: RunningCluster, tmp_path: Path) -> None:
-    made = ok(cluster, "keypair", "create", "gen")
+    made = cluster.ok("keypair", "create", "gen")
     assert "PRIVATE KEY-----" in made  # this CLI makes the pair itself and imports the public half
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
-    imported = ok(cluster, "keypair", "create", "--public-key", str(tmp_path / "id.pub"), "mine", "-f", "json")
+    imported = cluster.ok("keypair", "create", "--public-key", str(tmp_path / "id.pub"), "mine", "-f", "json")
     assert imported["name"] == "mine" and imported["fingerprint"]
-    assert sorted(k["Name"] for k in ok(cluster, "keypair", "list", "-f", "json")) == ["gen", "mine"]
-    assert ok(cluster, "keypair", "show", "mine", "-f", "json")["fingerprint"] == imported["fingerprint"]
+    assert sorted(k["Name"] for k in cluster.ok("keypair", "list", "-f", "json")) == ["gen", "mine"]
+    assert cluster.ok("keypair", "show", "mine", "-f", "json")["fingerprint"] == imported["fingerprint"]
 
     user_data = tmp_path / "user-data"
     user_data.write_text("#!/bin/sh\necho hello from user data\n")
-    server = ok(cluster, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--key-name", "mine",
+    server = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--key-name", "mine",
                 "--user-data", str(user_data), "--wait", "-f", "json", "web1")
     assert server["status"] == "ACTIVE" and server["key_name"] == "mine"
-    ok(cluster, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "db1")
+    cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "db1")
 
-    limits = {r["Name"]: r["Value"] for r in ok(cluster, "limits", "show", "--absolute", "-f", "json")}
+    limits = {r["Name"]: r["Value"] for r in cluster.ok("limits", "show", "--absolute", "-f", "json")}
     assert (limits["total_instances_used"], limits["instances"], limits["total_ram_used"]) == (2, 10, 1024)
-    quota = ok(cluster, "quota", "show", "--compute", "-f", "json")
+    quota = cluster.ok("quota", "show", "--compute", "-f", "json")
     quota = {r["Resource"]: r["Limit"] for r in quota} if isinstance(quota, list) else quota
     assert quota["instances"] == 10 and quota["key-pairs"] == 100
-    every = ok(cluster, "quota", "show", "-f", "json")  # compute, volume and network quotas together
+    every = cluster.ok("quota", "show", "-f", "json")  # compute, volume and network quotas together
     every = {r["Resource"]: r["Limit"] for r in every} if isinstance(every, list) else every
     assert (every["instances"], every["networks"], every["ports"]) == (10, -1, -1)
 
-    names = [s["Name"] for s in ok(cluster, "server", "list", "--name", "^web", "-f", "json")]
+    names = [s["Name"] for s in cluster.ok("server", "list", "--name", "^web", "-f", "json")]
     assert names == ["web1"]
-    active = ok(cluster, "server", "list", "--status", "ACTIVE", "--sort-column", "Name", "-f", "json")
+    active = cluster.ok("server", "list", "--status", "ACTIVE", "--sort-column", "Name", "-f", "json")
     assert [s["Name"] for s in active] == ["db1", "web1"]
-    ok(cluster, "server", "create", "--flavor", "m1.small", "--image", "tiny-raw", "--wait", "big1")
-    small = ok(cluster, "server", "list", "--flavor", "m1.small", "--image", "tiny-raw", "-f", "json")
+    cluster.ok("server", "create", "--flavor", "m1.small", "--image", "tiny-raw", "--wait", "big1")
+    small = cluster.ok("server", "list", "--flavor", "m1.small", "--image", "tiny-raw", "-f", "json")
     assert [s["Name"] for s in small] == ["big1"]
-    tiny = ok(cluster, "server", "list", "--flavor", "m1.tiny", "--sort-column", "Name", "-f", "json")
+    tiny = cluster.ok("server", "list", "--flavor", "m1.tiny", "--sort-column", "Name", "-f", "json")
     assert [s["Name"] for s in tiny] == ["db1", "web1"]
-    assert ok(cluster, "server", "list", "--flavor", "m1.medium", "-f", "json") == []
-    ok(cluster, "server", "delete", "--wait", "big1")
+    assert cluster.ok("server", "list", "--flavor", "m1.medium", "-f", "json") == []
+    cluster.ok("server", "delete", "--wait", "big1")
 
-    ok(cluster, "server", "set", "--name", "web2", "--property", "role=frontend", "web1")
-    shown = ok(cluster, "server", "show", "web2", "-f", "json")
+    cluster.ok("server", "set", "--name", "web2", "--property", "role=frontend", "web1")
+    shown = cluster.ok("server", "show", "web2", "-f", "json")
     assert "role='frontend'" in str(shown["properties"]) or shown["properties"] == {"role": "frontend"}
 
-    ok(cluster, "server", "reboot", "--soft", "--wait", "web2")
-    ok(cluster, "server", "stop", "web2")
+    cluster.ok("server", "reboot", "--soft", "--wait", "web2")
+    cluster.ok("server", "stop", "web2")
     wait_status(cluster, "web2", "SHUTOFF")
-    ok(cluster, "server", "start", "web2")
+    cluster.ok("server", "start", "web2")
     wait_status(cluster, "web2", "ACTIVE")
-    events = [e["Action"] for e in ok(cluster, "server", "event", "list", "web2", "-f", "json")]
+    events = [e["Action"] for e in cluster.ok("server", "event", "list", "web2", "-f", "json")]
     assert {"create", "reboot", "stop", "start"} <= set(events)
     assert cluster.cli("console", "log", "show", "web2").returncode == 0
 
     # the admin lowers demo's quota by project name (the CLI looks it up in Keystone's /v3/projects);
     # with instances at 2 a third boot is refused with Nova's 403
-    ok(cluster, "quota", "set", "--instances", "2", "--cores", "8", "demo", who="admin")
-    shown = ok(cluster, "quota", "show", "--compute", "demo", "-f", "json", who="admin")
+    cluster.ok("quota", "set", "--instances", "2", "--cores", "8", "demo", who="admin")
+    shown = cluster.ok("quota", "show", "--compute", "demo", "-f", "json", who="admin")
     shown = {r["Resource"]: r["Limit"] for r in shown} if isinstance(shown, list) else shown
     assert (shown["instances"], shown["cores"]) == (2, 8)
     assert "identity:list_projects" in cluster.cli("quota", "show", "--compute", "admin").stderr  # Keystone's policy
@@ -108,16 +94,27 @@ def test_cli_keypairs_user_data_quotas_filters_and_events(cluster: RunningCluste
     assert refused.returncode != 0 and "Quota exceeded for instances" in refused.stderr
 
     for name in ("web2", "db1"):
-        ok(cluster, "server", "delete", "--wait", name)
-    ok(cluster, "keypair", "delete", "gen", "mine")
-    assert ok(cluster, "keypair", "list", "-f", "json") == []
+        cluster.ok("server", "delete", "--wait", name)
+    cluster.ok("keypair", "delete", "gen", "mine")
+    assert cluster.ok("keypair", "list", "-f", "json") == []
+
+
+def ec2_client(cluster: RunningCluster, access: str, secret: str) -> Any:
+    return boto3.client("ec2", endpoint_url=cluster.endpoint + "/ec2", region_name="RegionOne",
+                        aws_access_key_id=access, aws_secret_access_key=secret,
+                        config=Config(retries={"max_attempts": 0}))
+
+
+def wait_running(ec2: Any, instance_id: str) -> dict[str, Any]:
+    def running() -> Any:
+        [r] = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        return r["Instances"][0]["State"]["Name"] == "running" and r["Instances"][0]
+    return dict(wait_for(f"{instance_id} running", running, 30, 0.3))
 
 
 def test_boto3_ec2_lifecycle(cluster: RunningCluster) -> None:
-    cred = ok(cluster, "ec2", "credentials", "create", "-f", "json")
-    ec2 = boto3.client("ec2", endpoint_url=cluster.endpoint + "/ec2", region_name="RegionOne",
-                       aws_access_key_id=cred["access"], aws_secret_access_key=cred["secret"],
-                       config=Config(retries={"max_attempts": 0}))
+    cred = cluster.ok("ec2", "credentials", "create", "-f", "json")
+    ec2 = ec2_client(cluster, cred["access"], cred["secret"])
     [image] = [i for i in ec2.describe_images()["Images"] if i["Name"] == "tiny-raw"]
     assert [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]] == ["nova"]
     key = ec2.create_key_pair(KeyName="ec2key")
@@ -129,22 +126,13 @@ def test_boto3_ec2_lifecycle(cluster: RunningCluster) -> None:
     again = ec2.run_instances(ImageId=image["ImageId"], MinCount=1, MaxCount=1, InstanceType="m1.tiny",
                               ClientToken="once")
     assert [i["InstanceId"] for i in again["Instances"]] == [inst["InstanceId"]]
-    deadline = time.monotonic() + 30
-    while True:
-        [r] = ec2.describe_instances(InstanceIds=[inst["InstanceId"]])["Reservations"]
-        if r["Instances"][0]["State"]["Name"] == "running":
-            break
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
-    assert r["Instances"][0]["KeyName"] == "ec2key"
+    assert wait_running(ec2, inst["InstanceId"])["KeyName"] == "ec2key"
     ec2.reboot_instances(InstanceIds=[inst["InstanceId"]])
     output = ec2.get_console_output(InstanceId=inst["InstanceId"])
     assert output["InstanceId"] == inst["InstanceId"]
     base64.b64decode(output.get("Output", ""))  # base64, as EC2 returns it
 
-    bad = boto3.client("ec2", endpoint_url=cluster.endpoint + "/ec2", region_name="RegionOne",
-                       aws_access_key_id=cred["access"], aws_secret_access_key="wrong" * 6,
-                       config=Config(retries={"max_attempts": 0}))
+    bad = ec2_client(cluster, cred["access"], "wrong" * 6)
     with pytest.raises(botocore.exceptions.ClientError) as info:
         bad.describe_instances()
     assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
@@ -156,35 +144,26 @@ def test_boto3_ec2_lifecycle(cluster: RunningCluster) -> None:
 
 
 def test_boto3_ec2_volumes(cluster: RunningCluster) -> None:
-    cred = ok(cluster, "ec2", "credentials", "create", "-f", "json")
-    ec2 = boto3.client("ec2", endpoint_url=cluster.endpoint + "/ec2", region_name="RegionOne",
-                       aws_access_key_id=cred["access"], aws_secret_access_key=cred["secret"],
-                       config=Config(retries={"max_attempts": 0}))
+    cred = cluster.ok("ec2", "credentials", "create", "-f", "json")
+    ec2 = ec2_client(cluster, cred["access"], cred["secret"])
 
     def volume_state(volume_id: str, state: str, attachments: list[str] | None = None) -> dict[str, Any]:
         """Wait for the volume's state (and its attachments' states: EC2 shows an attaching volume in-use)."""
-        deadline = time.monotonic() + 30
-        while True:
+        def reached() -> Any:
             [vol] = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
             seen = [a["State"] for a in vol["Attachments"]]
-            if vol["State"] == state and (attachments is None or seen == attachments):
-                return dict(vol)
-            assert time.monotonic() < deadline, f"{volume_id} stayed {vol['State']} {seen}"
-            time.sleep(0.3)
+            return vol["State"] == state and (attachments is None or seen == attachments) and vol
+        return dict(wait_for(f"{volume_id} {state} {attachments}", reached, 30, 0.3))
 
     made = ec2.create_volume(Size=1, AvailabilityZone="nova", ClientToken="vol-once")
     assert made["VolumeId"].startswith("vol-")
     assert ec2.create_volume(Size=1, AvailabilityZone="nova", ClientToken="vol-once")["VolumeId"] == made["VolumeId"]
-    assert len(ok(cluster, "volume", "list", "-f", "json")) == 1  # one volume, as the Cinder API sees it too
+    assert len(cluster.ok("volume", "list", "-f", "json")) == 1  # one volume, as the Cinder API sees it too
     volume_state(made["VolumeId"], "available")
 
     [image] = [i for i in ec2.describe_images()["Images"] if i["Name"] == "tiny-raw"]
     [inst] = ec2.run_instances(ImageId=image["ImageId"], MinCount=1, MaxCount=1, InstanceType="m1.tiny")["Instances"]
-    deadline = time.monotonic() + 30
-    while ec2.describe_instances(InstanceIds=[inst["InstanceId"]])["Reservations"][0]["Instances"][0]["State"][
-            "Name"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
+    wait_running(ec2, inst["InstanceId"])
     att = ec2.attach_volume(VolumeId=made["VolumeId"], InstanceId=inst["InstanceId"], Device="/dev/vdb")
     assert att["State"] == "attaching"
     vol = volume_state(made["VolumeId"], "in-use", ["attached"])
@@ -195,10 +174,7 @@ def test_boto3_ec2_volumes(cluster: RunningCluster) -> None:
     assert ec2.detach_volume(VolumeId=made["VolumeId"])["State"] == "detaching"
     volume_state(made["VolumeId"], "available", [])
     ec2.delete_volume(VolumeId=made["VolumeId"])
-    deadline = time.monotonic() + 30
-    while ec2.describe_volumes()["Volumes"]:
-        assert time.monotonic() < deadline, "the volume was not deleted"
-        time.sleep(0.3)
+    wait_for("the volume deleted", lambda: not ec2.describe_volumes()["Volumes"], 30, 0.3)
     with pytest.raises(botocore.exceptions.ClientError) as info:
         ec2.describe_volumes(VolumeIds=[made["VolumeId"]])
     assert info.value.response["Error"]["Code"] == "InvalidVolume.NotFound"

@@ -17,7 +17,6 @@ import base64
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 import requests
 
 from tests.functional.test_real_guests import _unavailable
-from tools.devcluster import RunningCluster, free_port, reap_guests
+from tools.devcluster import RunningCluster, free_port, reap_guests, wait_for
 
 pytestmark = pytest.mark.slow
 TAG = uuid.uuid4().hex[:4]
@@ -136,16 +135,6 @@ def host_with(device: str) -> str | None:
     found = [h for h in HOSTS if in_host(h, "ip", "link", "show", device).returncode == 0]
     assert len(found) <= 1, f"{device} exists on {found}"
     return found[0] if found else None
-
-
-def wait_for(what: str, predicate: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1.0)
 
 
 def pinger(target: str, first: str | None = None) -> str:

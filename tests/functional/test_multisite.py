@@ -29,7 +29,7 @@ from cells.config import ClusterConfig
 from cells.context import RequestContext
 from cells.rpc import security
 from cells.rpc.client import RpcClient
-from tools.devcluster import RunningCluster
+from tools.devcluster import RunningCluster, wait_for
 from tools.netns import Topology, unused_range
 
 pytestmark = pytest.mark.slow
@@ -79,16 +79,6 @@ def listing(c: RunningCluster, tok: str, query: str = "") -> list[dict[str, Any]
     resp = api(c, "GET", f"/servers/detail?limit=1000{query}", tok)
     assert resp.status_code == 200, resp.text
     return list(resp.json()["servers"])
-
-
-def wait_for(what: str, predicate: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
 
 
 def cell_pids(c: RunningCluster, cell: str) -> list[int]:

@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openstack

@@ -13,7 +13,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import yaml
 
 from cells.config import ClusterConfig
 from tools import remote
-from tools.devcluster import RunningCluster, free_port
+from tools.devcluster import RunningCluster, free_port, wait_for
 from tools.netns import NetnsHost, Topology, namespaces, unused_range
 from tools.supervisor import pid_alive, read_pid
 
@@ -61,16 +60,6 @@ def keygen(path: Path, comment: str) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True,
                    timeout=30)
     return " ".join(path.with_suffix(".pub").read_text().split()[:2])
-
-
-def wait_for(what: str, predicate: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
 
 
 def answers(address: str, port: int) -> bool:

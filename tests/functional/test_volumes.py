@@ -6,14 +6,13 @@ before the first attach is still there after each detach/attach cycle."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tools.devcluster import RunningCluster, running_cluster
+from tools.devcluster import RunningCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.slow
 MARKER = b"CELLCLOUD-VOLUME-MARKER-0001"
@@ -25,12 +24,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
         yield c
 
 
-def ok(cluster: RunningCluster, *args: str) -> Any:
-    done = cluster.cli(*args)
-    assert done.returncode == 0, f"openstack {' '.join(args)}: {done.stderr}"
-    return json.loads(done.stdout) if "json" in args else done.stdout
-
-
 def refused(cluster: RunningCluster, *args: str) -> str:
     done = cluster.cli(*args)
     assert done.returncode != 0, f"openstack {' '.join(args)} should have failed: {done.stdout}"
@@ -38,13 +31,8 @@ def refused(cluster: RunningCluster, *args: str) -> str:
 
 
 def wait_volume(cluster: RunningCluster, name: str, status: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        shown: dict[str, Any] = ok(cluster, "volume", "show", name, "-f", "json")
-        if shown["status"] == status:
-            return shown
-        assert time.monotonic() < deadline, f"volume {name} stayed {shown['status']}"
-        time.sleep(0.3)
+    return dict(wait_for(f"volume {name} {status}", lambda: (
+        v := cluster.ok("volume", "show", name, "-f", "json"))["status"] == status and v, timeout, 0.3))
 
 
 def volume_file(cluster: RunningCluster, volume_id: str) -> Path:
@@ -52,24 +40,24 @@ def volume_file(cluster: RunningCluster, volume_id: str) -> Path:
 
 
 def test_volume_lifecycle_with_the_cli(cluster: RunningCluster) -> None:
-    made = ok(cluster, "volume", "create", "--size", "1", "v1", "-f", "json")
+    made = cluster.ok("volume", "create", "--size", "1", "v1", "-f", "json")
     assert made["status"] == "creating" and made["size"] == 1
     vol = wait_volume(cluster, "v1", "available")
     vid = vol["id"]
-    assert [(v["Name"], v["Size"]) for v in ok(cluster, "volume", "list", "-f", "json")] == [("v1", 1)]
+    assert [(v["Name"], v["Size"]) for v in cluster.ok("volume", "list", "-f", "json")] == [("v1", 1)]
     path = volume_file(cluster, vid)
     assert path.stat().st_size == 1 << 30 and path.stat().st_blocks == 0  # sparse
     with path.open("r+b") as f:  # data written before the first attach
         f.write(MARKER)
 
     for server in ("s1", "s2"):
-        ok(cluster, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", server)
-    ok(cluster, "server", "add", "volume", "s1", "v1")
+        cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", server)
+    cluster.ok("server", "add", "volume", "s1", "v1")
     vol = wait_volume(cluster, "v1", "in-use")
-    s1 = ok(cluster, "server", "show", "s1", "-f", "json")
+    s1 = cluster.ok("server", "show", "s1", "-f", "json")
     assert [a["server_id"] for a in vol["attachments"]] == [s1["id"]]
     assert vid in json.dumps(s1["volumes_attached"])
-    listed = ok(cluster, "volume", "list", "-f", "json")
+    listed = cluster.ok("volume", "list", "-f", "json")
     assert [a["server_id"] for a in listed[0]["Attached to"]] == [s1["id"]] and listed[0]["Status"] == "in-use"
 
     # refusals change nothing: delete while in use, a second server, a bad size
@@ -78,23 +66,20 @@ def test_volume_lifecycle_with_the_cli(cluster: RunningCluster) -> None:
     assert "greater than 0" in refused(cluster, "volume", "create", "--size", "0", "bad")
     refused(cluster, "volume", "create", "--size", "100000", "absurd")
     assert wait_volume(cluster, "v1", "in-use")["id"] == vid
-    assert [v["Name"] for v in ok(cluster, "volume", "list", "-f", "json")] == ["v1"]
+    assert [v["Name"] for v in cluster.ok("volume", "list", "-f", "json")] == ["v1"]
 
-    ok(cluster, "server", "remove", "volume", "s1", "v1")
+    cluster.ok("server", "remove", "volume", "s1", "v1")
     assert wait_volume(cluster, "v1", "available")["attachments"] == []
     assert path.read_bytes()[:len(MARKER)] == MARKER
 
     # to another server, which is then deleted with the volume attached: the volume is released
-    ok(cluster, "server", "add", "volume", "s2", "v1")
+    cluster.ok("server", "add", "volume", "s2", "v1")
     wait_volume(cluster, "v1", "in-use")
-    ok(cluster, "server", "delete", "--wait", "s2")
+    cluster.ok("server", "delete", "--wait", "s2")
     assert wait_volume(cluster, "v1", "available")["attachments"] == []
     assert path.read_bytes()[:len(MARKER)] == MARKER
 
-    ok(cluster, "volume", "delete", "v1")
-    deadline = time.monotonic() + 30
-    while ok(cluster, "volume", "list", "-f", "json"):
-        assert time.monotonic() < deadline, "volume v1 was not deleted"
-        time.sleep(0.3)
+    cluster.ok("volume", "delete", "v1")
+    wait_for("volume v1 deleted", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
     assert not path.exists()
-    ok(cluster, "server", "delete", "--wait", "s1")
+    cluster.ok("server", "delete", "--wait", "s1")
