@@ -109,6 +109,9 @@ class NetworkAgent:
             caps = await asyncio.wait_for(loop.run_in_executor(None, detect_capabilities), SYNC_TIMEOUT)
             if not caps.vlan:
                 LOG.info("802.1Q VLAN segmentation unavailable here: %s; VXLAN only", caps.vlan_reason)
+            if not caps.bridge_conntrack:
+                LOG.info("no bridge conntrack (nf_conntrack_bridge) here: security groups are stateless "
+                         "(replies pass as TCP with ACK and ICMP replies)")
             self.driver = LinuxNetworkDriver(self.state_dir, tunnel_ip=self.tunnel_ip, capabilities=caps)
         if conductor is not None and self.metadata_address:
             self._metadata = metadata.MetadataServer(conductor, self.metadata_address)

@@ -59,7 +59,8 @@ def detect_capabilities() -> Capabilities:
         reason = "" if vlan.returncode == 0 else \
             f"the kernel cannot create 802.1Q VLAN devices ({vlan.stderr.strip() or 'vlan link refused'})"
         ct = _run(["ip", "netns", "exec", name, "nft", "-f", "-"],
-                  "table bridge probe { chain f { type filter hook forward priority 0; ct state established accept; } }")
+                  "table bridge probe {\n chain f {\n  type filter hook forward priority 0;\n"
+                  "  ct state established accept\n }\n}\n")  # nft needs the newlines between blocks
         return Capabilities(vlan.returncode == 0, reason, ct.returncode == 0)
     finally:
         _run(["ip", "netns", "del", name])
