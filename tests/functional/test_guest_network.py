@@ -88,10 +88,12 @@ class Api:
     def __call__(self, method: str, path: str, **kw: Any) -> requests.Response:
         return requests.request(method, f"{self.c.endpoint}{path}", headers=self.h, timeout=30, **kw)
 
-    def boot(self, name: str, network: str, script: str, hints: dict[str, Any] | None = None) -> str:
+    def boot(self, name: str, network: str, script: str, hints: dict[str, Any] | None = None,
+             groups: tuple[str, ...] = ("default",)) -> str:
         image = self("GET", "/image/v2/images?name=tiny-linux").json()["images"][0]["id"]
         body: dict[str, Any] = {"server": {
             "name": name, "flavorRef": "1", "imageRef": image, "networks": [{"uuid": network}],
+            "security_groups": [{"name": g} for g in groups],
             "user_data": base64.b64encode(script.encode()).decode()}}
         if hints:
             body["os:scheduler_hints"] = hints
@@ -207,3 +209,32 @@ def test_guests_of_a_project_reach_each_other_across_hosts_and_another_project_c
         api.delete(sid)
     wait_for("every tap gone", lambda: all(host_with(tap) is None for tap in taps.values()), 30)
     assert admin("DELETE", f"/network/v2.0/networks/{other['id']}").status_code == 204
+
+
+def test_security_groups_admit_a_peer_only_once_the_server_joins_its_group(cluster: RunningCluster) -> None:
+    """Default groups admit ingress from their own members only: a server in a group of its
+    own is unreachable from the project's other guests until `server add security group`."""
+    demo = Api(cluster, "demo")
+    net = demo("GET", "/network/v2.0/networks").json()["networks"][0]["id"]
+    quiet = demo("POST", "/network/v2.0/security-groups", json={"security_group": {"name": f"quiet-{TAG}"}})
+    assert quiet.status_code == 201, quiet.text
+    loner = demo.boot("loner", net, "#!/bin/sh\necho CELLCLOUD-LONER\n", groups=(f"quiet-{TAG}",))
+    (loner_ip,) = [a["addr"] for addrs in demo.active(loner)["addresses"].values() for a in addrs]
+    demo.console_until(loner, "CELLCLOUD-READY")
+    # in the background, so the guest finishes booting: report the first failures, then the first success
+    patient = (f"#!/bin/sh\n( n=0; while ! ping -c 1 -W 1 {loner_ip} >/dev/null 2>&1; do n=$((n+1));\n"
+               f"  [ $n = 5 ] && echo CELLCLOUD-STILL-FAILING; [ $n -gt 600 ] && exit 1; done;\n"
+               f"  echo CELLCLOUD-PING-OK {loner_ip} ) &\n")
+    knocker = demo.boot("knocker", net, patient, {"different_host": loner})
+    demo.active(knocker)
+    demo.console_until(knocker, "CELLCLOUD-STILL-FAILING")  # dropped at the loner's tap
+
+    added = demo("POST", f"/compute/v2.1/servers/{loner}/action", json={"addSecurityGroup": {"name": "default"}})
+    assert added.status_code == 202, added.text
+    names = {g["name"] for g in demo.server(loner)["security_groups"]}
+    assert names == {"default", f"quiet-{TAG}"}
+    demo.console_until(knocker, f"CELLCLOUD-PING-OK {loner_ip}", timeout=60)  # the loner's host re-synced
+
+    for sid in (loner, knocker):
+        demo.delete(sid)
+    assert demo("DELETE", f"/network/v2.0/security-groups/{quiet.json()['security_group']['id']}").status_code == 204
