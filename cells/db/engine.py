@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction, create_async_engine
 
 T = TypeVar("T")
 UnitOfWork = Callable[[Connection], T]
@@ -59,13 +59,31 @@ def make_engine(url: str) -> AsyncEngine:
     return engine
 
 
+class _ImmediateConnection(AsyncConnection):
+    __slots__ = ()
+
+    def begin(self) -> AsyncTransaction:
+        self._proxied.execution_options(**{_WRITE_OPTION: True})  # in place, no I/O (raises if not started)
+        return super().begin()
+
+
+class _ImmediateEngine(AsyncEngine):
+    __slots__ = ()
+    _connection_cls = _ImmediateConnection
+
+
 def immediate(engine: AsyncEngine) -> AsyncEngine:
-    """The same engine (same pool), every transaction taking SQLite's write lock up front.
+    """The same engine (same pool), every explicit transaction (`engine.begin()`,
+    `conn.begin()`) taking SQLite's write lock up front.
 
     For callers whose transactions mix reads and writes through plain
     `engine.begin()`: a deferred BEGIN that reads and then writes fails at once
-    with "database is locked" when another writer committed in between."""
-    return engine.execution_options(**{_WRITE_OPTION: True})
+    with "database is locked" when another writer committed in between. The
+    implicit transaction of a plain `engine.connect()` (never committed, so
+    read-only) keeps a deferred BEGIN: in WAL mode a reader neither waits for
+    writers nor holds them back, where taking the write lock would queue every
+    read behind every write (SQLite's busy wait sleeps 1, 2, 5, 10 ms...)."""
+    return _ImmediateEngine(engine.sync_engine)
 
 
 def make_sync_sqlite_engine(url: str) -> Engine:

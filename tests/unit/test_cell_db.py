@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import Connection, inspect, select, text
 
 from cells import errors
 from cells.db.engine import Database
@@ -56,3 +58,53 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
             await ensure_schema(db)
     finally:
         await db.close()
+
+
+async def test_a_v2_db_is_migrated_with_its_instances_kept(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+    await create_schema(url)
+    db = Database(url)
+    try:
+        def make_v2(conn: Connection) -> None:  # what release 2 left: no key_data column, version 2
+            conn.execute(text("ALTER TABLE instances DROP COLUMN key_data"))
+            conn.execute(text("INSERT INTO instances (uuid, name, project_id, flavor, vm_state, power_state, "
+                              "created_at, updated_at, deleted, metadata, progress, addresses, retry_hosts) VALUES "
+                              "('u1', 'vm', 'p1', '{}', 'active', 1, 't', 't', 0, '{}', 0, '{}', '[]')"))
+            conn.execute(schema_version.update().values(version=2))
+        await db.write(make_v2)
+        assert await ensure_schema(db) == SCHEMA_VERSION
+        rows = await db.read(lambda c: c.execute(select(instances.c.uuid, instances.c.key_data)).all())
+        assert [tuple(r) for r in rows] == [("u1", None)]
+    finally:
+        await db.close()
+
+
+async def test_immediate_engine_locks_for_transactions_not_for_plain_reads(tmp_path: Path) -> None:
+    import sqlite3
+
+    from cells.db.engine import immediate, make_engine
+    path = tmp_path / "api.db"
+    engine = immediate(make_engine(f"sqlite+aiosqlite:///{path}"))
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)  # a second writer that never waits
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (x)"))
+        async with engine.connect() as reader:  # a read's implicit transaction: deferred, no write lock
+            assert (await reader.execute(text("SELECT count(*) FROM t"))).scalar() == 0
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO t VALUES (1)")
+            other.execute("COMMIT")
+        for explicit in (engine.begin(), _begun(engine)):  # engine.begin() and conn.begin() lock up front
+            async with explicit as conn:
+                await conn.execute(text("SELECT count(*) FROM t"))  # reads only, yet holds the write lock
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")
+    finally:
+        other.close()
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _begun(engine: Any) -> Any:
+    async with engine.connect() as conn, conn.begin():
+        yield conn
