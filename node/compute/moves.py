@@ -88,6 +88,7 @@ class ComputeMoves:
     async def _new_guest(self, instance: dict[str, Any], migration: dict[str, Any], what: str) -> int:
         uuid = str(instance["uuid"])
         async with self._locks(uuid):
+            LOG.info("move %s of %s: making the guest on %s", migration["uuid"], uuid, self.host)
             await self.driver.destroy(uuid)  # a half-made guest of an earlier try goes first
             await self.driver.remove_files(uuid)
             try:

@@ -15,7 +15,7 @@ import requests
 
 from tests.functional.test_rolling_upgrade import Rest
 from tools.bench.boot import TEST_NODE
-from tools.devcluster import RunningCluster, running_cluster
+from tools.devcluster import RunningCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.slow
 TINY, SMALL, MEDIUM = "1", "2", "3"
@@ -40,15 +40,20 @@ def claims(cluster: RunningCluster) -> dict[str, tuple[str, int, int]]:
         db.close()
 
 
+def usage(cluster: RunningCluster) -> dict[str, tuple[int, int, int]]:
+    """host -> (vcpus, memory_mb, local_gb) in use, as the scheduler sees it."""
+    db = sqlite3.connect(cluster.state / "cells" / "cell1.db")
+    try:
+        return {r[0]: (r[1], r[2], r[3]) for r in db.execute(
+            "SELECT host, vcpus_used, memory_mb_used, local_gb_used FROM compute_nodes")}
+    finally:
+        db.close()
+
+
 class Admin(Rest):
     def __init__(self, cluster: RunningCluster) -> None:
         super().__init__(cluster)
-        c = cluster.credentials("admin")
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": c["username"], "domain": {"name": "Default"}, "password": c["password"]}}},
-            "scope": {"project": {"name": c["project_name"], "domain": {"name": "Default"}}}}}
-        r = requests.post(c["auth_url"] + "/auth/tokens", json=body, timeout=10)
-        self.admin = {"X-Auth-Token": r.headers["X-Subject-Token"]}
+        self.admin = {"X-Auth-Token": cluster.token("admin")}
 
     def post(self, sid: str, body: dict[str, Any], admin: bool = False) -> requests.Response:
         return requests.post(f"{self.base}/servers/{sid}/action", json=body, timeout=30,
@@ -120,6 +125,22 @@ def test_resize_revert_returns_to_the_old_flavor_and_host(cluster: RunningCluste
     assert not [k for k, v in claims(cluster).items() if v[1] == 2048 and k != sid and k not in _servers(api)]
 
 
+def test_delete_in_verify_resize_gives_back_both_claims(cluster: RunningCluster, api: Admin) -> None:
+    before_claims, before = claims(cluster), usage(cluster)
+    sid = api.boot("rzdel")
+    src = api.host(sid)
+    assert api.post(sid, {"resize": {"flavorRef": SMALL}}).status_code == 202
+    api.wait(sid, "VERIFY_RESIZE")
+    dest = api.host(sid)
+    held = {k: v for k, v in claims(cluster).items() if k not in before_claims}
+    assert sorted(held.values()) == sorted([(src, 512, 1), (dest, 2048, 20)])  # the source's and the migration's
+    assert requests.delete(f"{api.base}/servers/{sid}", headers=api.h, timeout=10).status_code == 204
+    wait_for("server never went away", lambda: api.server(sid).status_code == 404, timeout=30, interval=0.1)
+    assert claims(cluster) == before_claims and usage(cluster) == before  # nothing leaked on either host
+    removed = f"instance {sid} on {src}: old guest removed after confirm"  # the source copy goes too
+    wait_for(f"copy of {sid} on {src} removed", lambda: removed in cluster.log(f"cell1/compute/{src}"), timeout=30)
+
+
 def _servers(api: Admin) -> set[str]:
     r = requests.get(f"{api.base}/servers", headers=api.h, timeout=10)
     return {s["id"] for s in r.json()["servers"]}
@@ -181,7 +202,7 @@ def test_evacuate_rebuilds_a_dead_hosts_server_and_the_stale_copy_goes(cluster: 
         assert api.post(live, {"migrate": None}, admin=True).status_code == 202
         api.wait(live, "ACTIVE", timeout=30)
         assert api.host(live) == other
-        events = [a for a in api.events(live) if a[0] == "migrate"][0][1]  # the latest migrate
+        events = next(a for a in api.events(live) if a[0] == "migrate")[1]  # the latest migrate (newest first)
         assert any(result == "Error" for _, result in events), events  # the fault is on the action
     finally:
         import os
