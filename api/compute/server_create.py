@@ -44,6 +44,7 @@ class BuildSpec:
     image: dict[str, Any]
     metadata: dict[str, str]
     key_name: str | None
+    key_data: str | None  # the key pair's public key, kept with the instance (the metadata service serves it)
     availability_zone: str
     user_data: str | None
     access_ipv4: str | None
@@ -110,9 +111,10 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
         raise errors.Invalid("Flavor's memory is too small for requested image.")
     if flavor.disk and ((image.min_disk or 0) > flavor.disk or (image.size or 0) > flavor.disk * (1 << 30)):
         raise errors.Invalid("Flavor's disk is too small for requested image.")
+    key_data = None
     if server.get("key_name") is not None:
         try:
-            await keypairs.get(request.config_dict[ENGINE], str(ctx.user), server["key_name"])
+            key_data = (await keypairs.get(request.config_dict[ENGINE], str(ctx.user), server["key_name"])).public_key
         except keypairs.KeypairNotFound:
             raise errors.Invalid("Invalid key_name provided.") from None
     az = server.get("availability_zone") or DEFAULT_AZ
@@ -122,7 +124,8 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
     hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
     return BuildSpec(name=server["name"], count=max_count, flavor=flavor_dict(flavor),
                      image=image_db.snapshot(image), metadata=dict(server.get("metadata") or {}),
-                     key_name=server.get("key_name"), availability_zone=az, user_data=server.get("user_data"),
+                     key_name=server.get("key_name"), key_data=key_data, availability_zone=az,
+                     user_data=server.get("user_data"),
                      access_ipv4=server.get("accessIPv4"), access_ipv6=server.get("accessIPv6"), hints=hints,
                      min_count=min_count, networking=networking)
 
@@ -138,7 +141,7 @@ def instance_records(spec: BuildSpec, ctx: RequestContext, cell_path: str) -> li
             "host": None, "flavor": dict(spec.flavor), "image": dict(spec.image),
             "vm_state": VmState.BUILDING, "task_state": TaskState.SCHEDULING, "power_state": PowerState.NOSTATE,
             "created_at": now, "updated_at": now, "launched_at": None, "terminated_at": None, "deleted": False,
-            "metadata": dict(spec.metadata), "key_name": spec.key_name,
+            "metadata": dict(spec.metadata), "key_name": spec.key_name, "key_data": spec.key_data,
             "availability_zone": spec.availability_zone, "user_data": spec.user_data,
             "access_ipv4": spec.access_ipv4, "access_ipv6": spec.access_ipv6, "progress": 0, "fault": None,
             "addresses": {}, "cell": cell_path,

@@ -38,7 +38,7 @@ from cells.db.volumes import metadata as volume_metadata
 from cells.network.schema import metadata as network_metadata
 from cells.objects.instance import utcnow_iso
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TIME = String(32)  # "2026-11-21T12:00:00.123456Z"
 
 metadata = MetaData()
@@ -77,6 +77,7 @@ instances = Table(
     Column("fault", JSON, nullable=True),
     Column("addresses", JSON, nullable=False),
     Column("old_flavor", JSON, nullable=True),  # v2: the flavor before a resize awaiting confirm (Nova's)
+    Column("key_data", Text, nullable=True),  # v3: the public key of key_name at boot (Nova keeps it too)
     # cell-internal bookkeeping, never on the wire:
     Column("conductor_id", String(255), nullable=True),  # conductor running the build flow
     Column("request_spec", JSON, nullable=True),  # kept for reschedules
@@ -178,10 +179,16 @@ def _v2(conn: Connection) -> None:
     migrations.create(conn, checkfirst=True)
 
 
+def _v3(conn: Connection) -> None:
+    """v3 (issue 7): instances.key_data for the metadata service's public-keys."""
+    if "key_data" not in {c["name"] for c in inspect(conn).get_columns("instances")}:
+        conn.execute(text("ALTER TABLE instances ADD COLUMN key_data TEXT"))
+
+
 # version -> steps that bring a DB at version-1 to version (run in one transaction).
 # Version 1 is the initial schema above, made by create_all on a fresh DB.
 Migration = Callable[[Connection], None]
-MIGRATIONS: dict[int, list[Migration]] = {1: [], 2: [_v2]}
+MIGRATIONS: dict[int, list[Migration]] = {1: [], 2: [_v2], 3: [_v3]}
 
 _PG_LOCK_KEY = 0x63656C6C  # "cell": advisory lock serializing schema changes on PostgreSQL
 

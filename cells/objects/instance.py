@@ -22,6 +22,7 @@ FIELDS = (
     "addresses",  # {"net-name": [{"addr", "version", "OS-EXT-IPS:type", "OS-EXT-IPS-MAC:mac_addr"}]}
     "cell",  # routing path of the owning cell
     "old_flavor",  # the flavor before a resize that awaits confirm, else None (Instance 1.1)
+    "key_data",  # the OpenSSH public key of key_name as it was at boot, for the metadata service (Instance 1.2)
 )
 
 

@@ -28,15 +28,16 @@ BASE_RPC = "1.0"
 
 class Instance(VersionedObject):
     obj_name = "Instance"
-    VERSION = "1.1"
-    history = {"1.1": ("old_flavor",)}  # 1.1: old_flavor (resize awaiting confirm)
+    VERSION = "1.2"
+    history = {"1.1": ("old_flavor",),  # 1.1: old_flavor (resize awaiting confirm)
+               "1.2": ("key_data",)}  # 1.2: key_data (the boot's public key, for the metadata service)
     fields = {name: kind for name, kind in {
         "uuid": "str", "name": "str", "project_id": "str", "user_id": "str?", "host": "str?", "flavor": "dict",
         "image": "dict?", "vm_state": "str", "task_state": "str?", "power_state": "int", "created_at": "str",
         "updated_at": "str", "launched_at": "str?", "terminated_at": "str?", "deleted": "bool",
         "metadata": "dict", "key_name": "str?", "availability_zone": "str?", "user_data": "str?",
         "access_ipv4": "str?", "access_ipv6": "str?", "progress": "int", "fault": "dict?", "addresses": "dict",
-        "cell": "str?", "old_flavor": "dict?",
+        "cell": "str?", "old_flavor": "dict?", "key_data": "str?",
     }.items()}
 
 
@@ -69,6 +70,9 @@ RESULTS: dict[str, str] = {
     "instance_get": "Instance", "instance_update": "Instance", "instances_on_host": "Instance[]",
     "instance_action_done": "Instance",
 }
+# arguments older than versioning that stay plain dicts on the wire (a list: each item), only
+# made compatible with the peer: the fields it does not know are dropped
+PLAIN_ARGS: dict[str, dict[str, str]] = {"build_instances": {"instances": "Instance"}}
 
 
 @dataclass
@@ -80,7 +84,8 @@ class Speaks:
 
 RELEASES: dict[str, Speaks] = {
     "1": Speaks("1", BASE_RPC, {"Instance": "1.0", "Migration": "1.0"}),
-    "2": Speaks("2", "1.1", {"Instance": "1.1", "Migration": "1.0"}),  # moves; 3: network refresh casts (RPC 1.2)
+    # 2: moves; 3: network refresh casts (RPC 1.2), Instance 1.2 (key_data)
+    "2": Speaks("2", "1.1", {"Instance": "1.1", "Migration": "1.0"}),
     RELEASE: Speaks(),
 }
 local = Speaks()
@@ -166,13 +171,18 @@ def pinned_objects(metas: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
 
 def encode_args(method: str, args: dict[str, Any], target: Mapping[str, str | None] | None) -> dict[str, Any]:
     """Declared object arguments as primitives for a peer speaking `target` (None: predates versioning)."""
-    spec = ARGS.get(method)
-    if not spec:
+    spec, plain = ARGS.get(method), PLAIN_ARGS.get(method)
+    if not spec and not plain:
         return args
     out = dict(args)
-    for arg, obj in spec.items():
+    for arg, obj in (spec or {}).items():
         if isinstance(out.get(arg), dict):
             out[arg] = OBJECTS[obj].to_primitive(out[arg], None if target is None else target.get(obj))
+    for arg, obj in (plain or {}).items():
+        cls = OBJECTS[obj]
+        version = (None if target is None else target.get(obj)) or cls.first_version()
+        if isinstance(out.get(arg), list):
+            out[arg] = [cls.make_compatible(x, version) if isinstance(x, dict) else x for x in out[arg]]
     return out
 
 

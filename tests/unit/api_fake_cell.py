@@ -19,6 +19,7 @@ from typing import Any
 from api.cell_router import sort_key
 from cells import errors
 from cells.context import RequestContext
+from cells.objects import versions
 from cells.objects.instance import PowerState, VmState, utcnow_iso
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import SURFACE as DIRECTORY_SURFACE
@@ -174,7 +175,9 @@ async def fake_cell(cell: str = "cell1", handler: FakeConductor | None = None) -
     server = RpcServer(conductor_addr, handler, CONDUCTOR_SURFACE)
     await server.start()
     client = RpcClient()
-    view = DirectoryView(client, router_addr, Member(f"{cell}/conductor", conductor_addr, ("conductor",)), INTERVAL)
+    me = Member(f"{cell}/conductor", conductor_addr, ("conductor",), version=versions.RELEASE,
+                meta={"versions": versions.advertised(CONDUCTOR_SURFACE)})  # a conductor of this release
+    view = DirectoryView(client, router_addr, me, INTERVAL)
     tasks = [asyncio.ensure_future(directory.background()), asyncio.ensure_future(view.run())]
     await view.wait_synced(2.0)
     try:

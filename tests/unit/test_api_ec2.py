@@ -121,6 +121,8 @@ async def test_run_describe_terminate_with_user_data_and_client_token(ec2: Ec2) 
     assert (inst["ImageId"], inst["KeyName"], inst["InstanceType"]) == (image, "k1", "m1.tiny")
     record = next(iter(ec2.cloud.cell.conductor.records.values()))
     assert base64.b64decode(record["user_data"]) == b"#!/bin/sh\necho hello-ec2\n"
+    k1 = await (await ec2.cloud.client.get("/compute/v2.1/os-keypairs/k1", headers=ec2.cloud.demo)).json()
+    assert (record["key_name"], record["key_data"]) == ("k1", k1["keypair"]["public_key"])  # for the metadata
     # the same ClientToken is the same reservation, not a second instance
     again = await ec2("run_instances", ImageId=image, MinCount=1, MaxCount=1, InstanceType="m1.tiny",
                       ClientToken="tok-1")

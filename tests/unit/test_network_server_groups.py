@@ -6,36 +6,26 @@ from __future__ import annotations
 
 import dataclasses
 import uuid as uuidlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import Connection, select
 
 from cells import errors
 from cells.conductor.flows.boot import validate_build
-from cells.context import RequestContext
 from cells.db import actions
 from cells.db import instances as idb
-from cells.db.schema import create_schema
 from cells.network.controller import NetworkController
 from cells.network.schema import ports
 from cells.objects.instance import utcnow_iso
+from tests.unit.test_network_ipam import ALT, DEMO, controllers
 
-DEMO = RequestContext(project="demo", user="u1", roles=("member",))
-ALT = RequestContext(project="alt", user="u2", roles=("member",))
+__all__ = ["controllers"]
 
 
-@pytest_asyncio.fixture
-async def controller(tmp_path: Path) -> AsyncIterator[NetworkController]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
-    await create_schema(url)
-    ctl = NetworkController(db_url=url)
-    await ctl.start()
-    yield ctl
-    await ctl.stop()
+@pytest.fixture
+def controller(controllers: tuple[NetworkController, NetworkController]) -> NetworkController:
+    return controllers[0]
 
 
 async def _server(ctl: NetworkController, networks: int = 2) -> str:

@@ -14,7 +14,7 @@ from cells.objects.versions import OBJECTS, Instance, Migration
 # A field added, removed or retyped changes the fingerprint: bump the object's VERSION, add the
 # field to its `history` (so older peers get it dropped), then record the new pair here.
 EXPECTED = {
-    "Instance": ("1.1", "c96ecbd28ca74b37"),
+    "Instance": ("1.2", "de34e49dc4c937b8"),
     "Migration": ("1.0", "7d60432668c49433"),
 }
 
@@ -52,6 +52,26 @@ def test_older_reader_refuses_what_it_cannot_read() -> None:
         Instance.from_primitive(Instance.to_primitive(record(), "1.1"), speaks="1.0")
     with pytest.raises(errors.Invalid, match="old_flavor"):  # a newer field sent without a downgrade
         Instance.from_primitive(record(), speaks="1.0")
+
+
+def test_key_data_is_dropped_for_a_peer_before_1_2() -> None:
+    rec = record(key_data="ssh-ed25519 AAAAC3 me@host")
+    assert "key_data" not in Instance.to_primitive(rec, "1.1")["cc.data"]
+    assert Instance.from_primitive(Instance.to_primitive(rec, "1.2"))["key_data"] == rec["key_data"]
+    assert Instance.from_primitive(Instance.to_primitive(rec, "1.1"))["key_data"] is None  # an older sender's
+
+
+def test_build_instances_records_stay_plain_dicts_made_compatible() -> None:
+    """The API's build_instances predates versioning: its records are never wrapped (an older conductor
+    reads plain dicts), only stripped of what the cell's pin does not know."""
+    rec = record(key_data="ssh-ed25519 AAAAC3 me@host")
+    args = {"instances": [rec], "request_spec": {"num_instances": 1}}
+    old = versions.encode_args("build_instances", args, {"Instance": "1.1"})["instances"][0]
+    assert not is_primitive(old) and "key_data" not in old and old["old_flavor"] == {"id": "1"}
+    oldest = versions.encode_args("build_instances", args, None)["instances"][0]
+    assert "key_data" not in oldest and "old_flavor" not in oldest
+    assert versions.encode_args("build_instances", args, {"Instance": "1.2"})["instances"] == [rec]
+    assert versions.decode_args("build_instances", {"instances": [old]}) == {"instances": [old]}
 
 
 def test_cell_pins_the_lowest_version_any_member_speaks() -> None:

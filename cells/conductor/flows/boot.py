@@ -38,7 +38,8 @@ SCHEDULER_WAIT = 5.0  # seconds a build waits for a live scheduler before it fai
 CREATE = "create"
 EV_SCHEDULE = "conductor_schedule_and_build_instances"
 EV_BUILD = "compute_build_and_run_instance"
-_OPTIONAL = ("user_id", "key_name", "availability_zone", "user_data", "access_ipv4", "access_ipv6")
+_OPTIONAL = ("user_id", "key_name", "key_data", "availability_zone", "user_data", "access_ipv4", "access_ipv6")
+MAX_KEY_DATA = 16384  # an OpenSSH public key line; RSA 16384-bit is ~2.8 KB
 
 
 # --- validate (pure) -------------------------------------------------------------
@@ -93,6 +94,9 @@ def validate_build(instances: Any, request_spec: Any, now: str, conductor_id: st
         metadata = inst.get("metadata") or {}
         if not isinstance(metadata, Mapping):
             raise errors.Invalid(reason="metadata must be a map")
+        key_data = inst.get("key_data")
+        if key_data is not None and (not isinstance(key_data, str) or len(key_data) > MAX_KEY_DATA):
+            raise errors.Invalid(reason=f"key_data must be a public key of at most {MAX_KEY_DATA} characters")
         row: dict[str, Any] = {k: inst.get(k) for k in _OPTIONAL}
         row.update(
             uuid=uuid, name=_text(inst.get("name"), "name"), project_id=_text(inst.get("project_id"), "project_id"),
