@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 
+from cells.conductor.flows import moves
 from cells.config import ServiceSpec
 from cells.context import RequestContext, admin_context
 from cells.db import actions, claims
@@ -274,6 +275,33 @@ async def test_conductor_killed_mid_resize_the_other_rolls_it_back(two: Cell) ->
 
 async def _only_copy(c: Cell, uuid: str, host: str) -> bool:
     return set(guests(c, uuid)) == {host}
+
+
+async def test_an_owner_taken_for_dead_leaves_the_move_to_its_adopter(two: Cell,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The owner stalled (not dead) and was adopted: when its late step returns it must not
+    finish the move under the adopter's rollback."""
+    uuid = (await two.boot("mover"))["uuid"]
+    source = (await two.wait_state(uuid, VmState.ACTIVE))["host"]
+    for comp in computes(two):
+        comp.hold.add("finish_move")
+    await MoveConductorAPI(two.api).move_instance(USER, uuid, "resize", SMALL)
+    dest = "node2" if source == "node1" else "node1"
+    await asyncio.wait_for(two.computes[dest].entered["finish_move"].wait(), 5)  # type: ignore[attr-defined]
+    mig = await migration(two, uuid)
+    owner = str(mig["conductor_id"])
+    adopter = next(n for n in ("conductor", "conductor-2") if f"cell1/{n}" != owner)
+    env = two.services[adopter].handler.env
+    await moves.adopt(env, [owner])  # as if the owner had missed its beats
+    for comp in computes(two):
+        comp.release.set()  # the owner's finish_move returns: a copy made on the destination
+    rec = await wait_task(two, uuid, None, VmState.ACTIVE)
+    assert (rec["host"], rec["flavor"]["id"]) == (source, "1")
+    await until_async(lambda: _only_copy(two, uuid, source))
+    assert guests(two, uuid) == {source: {"flavor": "1", "running": True}}
+    assert await claims_of(two, uuid, mig["uuid"]) == {uuid: (source, 512)}
+    assert (await migration(two, uuid))["conductor_id"] == f"cell1/{adopter}"
+    assert any("no longer ours" in r.getMessage() for r in caplog.records)
 
 
 async def test_conductor_killed_during_confirm_the_other_finishes_it(two: Cell) -> None:
