@@ -41,8 +41,9 @@ def free_port() -> int:
 
 def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: float = 1.0,
                  conductors: int = 1, schedulers: int = 1, api_workers: int = 1,
-                 volumes: bool = False) -> dict[str, Any]:
-    """`volumes`: node1 is a volume host too (file backend; local, tgt and nbd exports on free ports)."""
+                 volumes: bool = False, same_host_resize: bool = False) -> dict[str, Any]:
+    """`volumes`: node1 is a volume host too (file backend; local, tgt and nbd exports on free ports).
+    `same_host_resize`: the cell's allow_resize_to_same_host."""
     router = free_port()
     # conductor and scheduler take router+1 and router+2 unless told: give explicit free ports
     host_names = [f"node{i + 1}" for i in range(hosts)]
@@ -61,6 +62,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     }
     if api_workers > 1:
         doc["api"]["workers"] = api_workers
+    if same_host_resize:
+        doc["sites"][0]["cells"][0]["allow_resize_to_same_host"] = True
     for name in host_names:
         doc["hosts"][name] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
                               "virt": {"uri": virt_uri}, "rpc_port": free_port()}
@@ -145,7 +148,7 @@ class RunningCluster:
 def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default",
                     heartbeat: float = 1.0, **scale: int) -> Iterator[RunningCluster]:
     """`scale`: conductors, schedulers, api_workers (processes of each; default 1); volumes=1 (True) makes
-    node1 a volume host too."""
+    node1 a volume host too; same_host_resize=1 (True) lets a resize stay on its host."""
     root.mkdir(parents=True, exist_ok=True)
     cluster_file = root / "cluster.yaml"
     cluster_file.write_text(yaml.safe_dump(cluster_yaml(hosts, virt_uri, heartbeat, **scale), sort_keys=False))
