@@ -144,3 +144,6 @@ async def drive(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str
     except errors.CellcloudError as exc:
         LOG.warning("%s of %s failed: %s", action, record["uuid"], exc.message)
         await roll_back(env, ctx, action, record, mig, exc.message)
+    except Exception as exc:  # a bug must not leave the move half-done with a live owner nobody adopts from
+        LOG.exception("%s of %s failed", action, record["uuid"])
+        await roll_back(env, ctx, action, record, mig, f"{action} failed: {type(exc).__name__}")
