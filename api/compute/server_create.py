@@ -114,7 +114,8 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
     key_data = None
     if server.get("key_name") is not None:
         try:
-            key_data = (await keypairs.get(request.config_dict[ENGINE], str(ctx.user), server["key_name"])).public_key
+            pair = await keypairs.get(request.config_dict[ENGINE], str(ctx.user), server["key_name"])
+            key_data = pair.public_key.strip()  # the key line (an imported file's newline is not part of it)
         except keypairs.KeypairNotFound:
             raise errors.Invalid("Invalid key_name provided.") from None
     az = server.get("availability_zone") or DEFAULT_AZ
