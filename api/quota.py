@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.schema import key_pairs, quotas
 from api.timeutil import utcnow
@@ -73,8 +73,13 @@ def project_lock(project_id: str) -> asyncio.Lock:
 async def limits(engine: AsyncEngine, project_id: str) -> dict[str, int]:
     """Every resource's limit for the project: the defaults, overridden by the quotas table."""
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(quotas.c.resource, quotas.c.hard_limit)
-                                   .where(quotas.c.project_id == project_id))).all()
+        return await limits_in(conn, project_id)
+
+
+async def limits_in(conn: AsyncConnection, project_id: str) -> dict[str, int]:
+    """limits() on a connection the caller holds (one connection for several lookups)."""
+    rows = (await conn.execute(select(quotas.c.resource, quotas.c.hard_limit)
+                               .where(quotas.c.project_id == project_id))).all()
     out = dict(DEFAULTS)
     out.update({r.resource: int(r.hard_limit) for r in rows if r.resource in DEFAULTS})
     return out

@@ -6,12 +6,14 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Select, select
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.compute.views import links
 from api.db.schema import flavors
 from api.http import context, parse_bool, query_int
 from api.keys import ENGINE, public_url
 from cells import errors
+from cells.context import RequestContext
 
 MAX_LIMIT = 1000
 
@@ -89,12 +91,16 @@ async def detail(request: web.Request) -> web.Response:
 
 async def get_flavor(request: web.Request, flavor_id: str) -> Row[Any]:
     """One flavor the caller may use; FlavorNotFound otherwise (private flavors are admin-only)."""
-    ctx = context(request)
+    async with request.config_dict[ENGINE].connect() as conn:
+        return await flavor_in(conn, context(request), flavor_id)
+
+
+async def flavor_in(conn: AsyncConnection, ctx: RequestContext, flavor_id: str) -> Row[Any]:
+    """get_flavor() on a connection the caller holds (one connection for several lookups)."""
     query = select(flavors).where(flavors.c.id == flavor_id)
     if not ctx.is_admin:
         query = query.where(flavors.c.is_public.is_(True))
-    async with request.config_dict[ENGINE].connect() as conn:
-        row = (await conn.execute(query)).first()
+    row = (await conn.execute(query)).first()
     if row is None:
         raise errors.FlavorNotFound(flavor_id=flavor_id)
     return row

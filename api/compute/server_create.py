@@ -18,7 +18,7 @@ from aiohttp import web
 
 from api import quota
 from api.compute import keypairs, placement
-from api.compute.flavors import flavor_dict, get_flavor
+from api.compute.flavors import flavor_dict, flavor_in
 from api.compute.schemas import SERVER_CREATE
 from api.compute.views import DEFAULT_AZ, server_created
 from api.http import context, id_from_href, is_uuid, json_body
@@ -52,6 +52,7 @@ class BuildSpec:
     hints: dict[str, Any]
     min_count: int = 1  # `count` is max_count; quota may cut it down to no less than this
     networking: dict[str, Any] = field(default_factory=dict)  # requested_networks, security_groups
+    limits: dict[str, int] = field(default_factory=dict)  # the project's quotas as validation read them
 
 
 def _count(value: Any, default: int) -> int:
@@ -90,17 +91,17 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
         raise errors.Invalid("min_count must be <= max_count")
     if max_count > MAX_PER_REQUEST:
         raise errors.QuotaExceeded(resource="instances", requested=max_count, limit=MAX_PER_REQUEST)
-    limits = await quota.limits(request.config_dict[ENGINE], str(ctx.project))
-    quota.check_metadata(limits, len(server.get("metadata") or {}))
-    _check_bdms(server)
-    image_id = _image_id(server)
-    try:
-        flavor = await get_flavor(request, id_from_href(str(server["flavorRef"])))
-    except errors.FlavorNotFound:
-        raise errors.Invalid("Invalid flavorRef provided.") from None
-    if flavor.disabled:
-        raise errors.Invalid(f"Flavor {flavor.id} is disabled.")
-    async with request.config_dict[ENGINE].connect() as conn:
+    async with request.config_dict[ENGINE].connect() as conn:  # one connection: each costs ~1 ms of API CPU
+        limits = await quota.limits_in(conn, str(ctx.project))
+        quota.check_metadata(limits, len(server.get("metadata") or {}))
+        _check_bdms(server)
+        image_id = _image_id(server)
+        try:
+            flavor = await flavor_in(conn, ctx, id_from_href(str(server["flavorRef"])))
+        except errors.FlavorNotFound:
+            raise errors.Invalid("Invalid flavorRef provided.") from None
+        if flavor.disabled:
+            raise errors.Invalid(f"Flavor {flavor.id} is disabled.")
         try:
             image = await image_db.get(conn, ctx, image_id)
         except errors.ImageNotFound as exc:
@@ -128,7 +129,7 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
                      key_name=server.get("key_name"), key_data=key_data, availability_zone=az,
                      user_data=server.get("user_data"),
                      access_ipv4=server.get("accessIPv4"), access_ipv6=server.get("accessIPv6"), hints=hints,
-                     min_count=min_count, networking=networking)
+                     min_count=min_count, networking=networking, limits=limits)
 
 
 def instance_records(spec: BuildSpec, ctx: RequestContext, cell_path: str) -> list[dict[str, Any]]:
@@ -185,7 +186,7 @@ async def create_servers(request: web.Request, ctx: RequestContext, body: Any) -
 async def _within_quota(request: web.Request, ctx: RequestContext, spec: BuildSpec) -> BuildSpec:
     """As Nova: boot up to max_count if it fits, else as many as fit if that is at least min_count,
     else 403 naming the resource that ran out."""
-    limits = await quota.limits(request.config_dict[ENGINE], str(ctx.project))
+    limits = spec.limits
     per = {"instances": 1, "cores": int(spec.flavor["vcpus"]), "ram": int(spec.flavor["ram"])}
     if all(limits.get(r, -1) < 0 for r in per):  # unlimited: nothing to count, and a down cell cannot block boots
         return spec
