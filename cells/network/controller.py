@@ -20,10 +20,9 @@ from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.db.engine import Database
 from cells.db.schema import ensure_schema
-from cells.rpcapi.compute import ComputeAPI
-from cells.network import fanout
+from cells.network import fanout, resources, secgroups
 from cells.network import instances as inets
-from cells.network import resources, secgroups
+from cells.rpcapi.compute import ComputeAPI
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
