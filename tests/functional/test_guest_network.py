@@ -89,12 +89,14 @@ class Api:
         return requests.request(method, f"{self.c.endpoint}{path}", headers=self.h, timeout=30, **kw)
 
     def boot(self, name: str, network: str, script: str, hints: dict[str, Any] | None = None,
-             groups: tuple[str, ...] = ("default",)) -> str:
+             groups: tuple[str, ...] = ("default",), key_name: str | None = None) -> str:
         image = self("GET", "/image/v2/images?name=tiny-linux").json()["images"][0]["id"]
         body: dict[str, Any] = {"server": {
             "name": name, "flavorRef": "1", "imageRef": image, "networks": [{"uuid": network}],
             "security_groups": [{"name": g} for g in groups],
             "user_data": base64.b64encode(script.encode()).decode()}}
+        if key_name:
+            body["server"]["key_name"] = key_name
         if hints:
             body["os:scheduler_hints"] = hints
         resp = self("POST", "/compute/v2.1/servers", json=body)
@@ -147,17 +149,26 @@ def pinger(target: str, first: str | None = None) -> str:
     return "#!/bin/sh\n" + (probe(first, "GW") if first else "") + probe(target, "PING")
 
 
-def test_guest_leases_its_ip_runs_its_user_data_and_is_pinged_by_the_gateway(cluster: RunningCluster) -> None:
+def test_guest_leases_its_ip_runs_its_user_data_and_is_pinged_by_the_gateway(cluster: RunningCluster,
+                                                                             tmp_path: Path) -> None:
     demo = Api(cluster, "demo")
     nets = demo("GET", "/network/v2.0/networks").json()["networks"]
     assert nets, "the project's own network is made on first use"
-    sid = demo.boot("netvm", nets[0]["id"], "#!/bin/sh\necho CELLCLOUD-SAYS-$((6*7))\n")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"guest@{TAG}", "-f", str(tmp_path / "id")],
+                   check=True, timeout=30)
+    key = (tmp_path / "id.pub").read_text().strip()
+    made = demo("POST", "/compute/v2.1/os-keypairs", json={"keypair": {"name": f"k{TAG}", "public_key": key}})
+    assert made.status_code == 200, made.text
+    script = ("#!/bin/sh\necho CELLCLOUD-SAYS-$((6*7))\n"
+              "echo KEY=$(wget -q -O - http://169.254.169.254/latest/meta-data/public-keys/0/openssh-key)\n")
+    sid = demo.boot("netvm", nets[0]["id"], script, key_name=f"k{TAG}")
     (ip,) = [a["addr"] for addrs in demo.active(sid)["addresses"].values() for a in addrs]
 
     out = demo.console_until(sid, "CELLCLOUD-READY")
     assert f"CELLCLOUD-NET dhcp bound eth0 ip={ip}/" in out, out[-3000:]
     assert f"CELLCLOUD-METADATA instance-id={sid}" in out, out[-3000:]  # found by its source address
-    assert "CELLCLOUD-USERDATA-BEGIN\nCELLCLOUD-SAYS-42\nCELLCLOUD-USERDATA-END rc=0" in out.replace("\r", "")
+    assert "CELLCLOUD-USERDATA-BEGIN\nCELLCLOUD-SAYS-42\n" in out.replace("\r", ""), out[-3000:]
+    assert f"KEY={key}" in out, out[-3000:]  # the key pair's public key, served to the guest
 
     gateway_ip = demo("GET", f"/network/v2.0/subnets?network_id={nets[0]['id']}").json()["subnets"][0]["gateway_ip"]
     (gateway,) = [h for h in HOSTS if f" {gateway_ip}/" in in_host(h, "ip", "-o", "-4", "addr").stdout]
