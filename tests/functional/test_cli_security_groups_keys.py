@@ -110,3 +110,18 @@ def test_the_key_pair_reaches_the_metadata_service(cluster: RunningCluster, tmp_
     doc = json.loads(served["/openstack/latest/meta_data.json"])
     assert doc["public_keys"] == {"mine": public} and doc["keys"] == [{"name": "mine", "type": "ssh", "data": public}]
     cluster.ok("server", "delete", "--wait", "keyed")
+
+
+def test_server_on_a_network_the_project_made(cluster: RunningCluster) -> None:
+    cluster.ok("network", "create", "blue", "-f", "json")
+    cluster.ok("subnet", "create", "--network", "blue", "--subnet-range", "172.31.7.0/24", "blue-sub", "-f", "json")
+    cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--network", "blue", "--wait", "nb1")
+    shown = cluster.ok("server", "show", "nb1", "-f", "json")
+    (address,) = shown["addresses"]["blue"]  # the CLI prints {network: [ip, ...]}
+    assert address.startswith("172.31.7.")  # a fixed IP of the subnet, its port on the network
+    [port] = cluster.ok("port", "list", "--server", "nb1", "-f", "json")
+    assert port["Fixed IP Addresses"][0]["ip_address"] == address
+    assert "ports" in fails(cluster, "network", "delete", "blue")  # in use: 409
+    cluster.ok("server", "delete", "--wait", "nb1")
+    assert cluster.ok("port", "list", "--network", "blue", "-f", "json") == []  # the boot's port went with it
+    cluster.ok("network", "delete", "blue")
