@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 
 from cells import errors
 from cells.config import ClusterConfig, ServiceSpec
-from cells.context import RequestContext
+from cells.context import RequestContext, admin_context
 from cells.db.engine import Database
 from cells.db.schema import ensure_schema
 from cells.network import fanout, resources, secgroups
@@ -77,20 +77,20 @@ class NetworkController:
     async def _read(self, fn: Callable[[Connection], T]) -> T:
         return await self.db.read(fn)
 
-    def _refresh(self, ctx: RequestContext, hosts: set[str]) -> None:
+    def _refresh(self, hosts: set[str]) -> None:
         """Tell these hosts' agents to re-sync, in the background: a host that is down
         must not hold up the change (it syncs everything when it starts again)."""
         if self._compute is None or not hosts:
             return
-        task = asyncio.create_task(self._cast_refreshes(ctx, sorted(hosts)))
+        task = asyncio.create_task(self._cast_refreshes(sorted(hosts)))
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
 
-    async def _cast_refreshes(self, ctx: RequestContext, hosts: list[str]) -> None:
+    async def _cast_refreshes(self, hosts: list[str]) -> None:
         assert self._compute is not None
         for host in hosts:
             try:
-                await self._compute.refresh_network(ctx, host)
+                await self._compute.refresh_network(admin_context(), host)  # outlives the request
             except errors.UnsupportedVersion:  # a compute of the previous release: its periodic sync catches up
                 LOG.info("compute %s is too old for refresh_network", host)
             except errors.CellcloudError as exc:
@@ -149,7 +149,7 @@ class NetworkController:
         b = _body(body)
         port, hosts = await self._write(lambda c: (
             resources.update_port(c, ctx, str(id), b), fanout.hosts_on_networks(c, fanout.port_network(c, str(id)))))
-        self._refresh(ctx, hosts)
+        self._refresh(hosts)
         return port
 
     async def port_delete(self, ctx: RequestContext, id: str) -> None:
@@ -157,7 +157,7 @@ class NetworkController:
             hosts = fanout.hosts_on_networks(c, fanout.port_network(c, str(id)))
             resources.delete_port(c, ctx, str(id))
             return hosts
-        self._refresh(ctx, await self._write(delete))
+        self._refresh(await self._write(delete))
 
     # --- security groups -------------------------------------------------------------------
 
@@ -195,7 +195,7 @@ class NetworkController:
             rule = secgroups.create_rule(c, ctx, b)
             return rule, fanout.hosts_of_group(c, rule["security_group_id"])
         rule, hosts = await self._write(create)
-        self._refresh(ctx, hosts)
+        self._refresh(hosts)
         return rule
 
     async def security_group_rule_delete(self, ctx: RequestContext, id: str) -> None:
@@ -203,7 +203,7 @@ class NetworkController:
             hosts = fanout.hosts_of_group(c, fanout.rule_group(c, str(id)))
             secgroups.delete_rule(c, ctx, str(id))
             return hosts
-        self._refresh(ctx, await self._write(delete))
+        self._refresh(await self._write(delete))
 
     # --- instances -------------------------------------------------------------------------
 
@@ -219,13 +219,13 @@ class NetworkController:
         def add(c: Connection) -> set[str]:
             inets.add_security_group(c, ctx, str(instance_uuid), str(group))
             return fanout.hosts_on_networks(c, fanout.instance_networks(c, str(instance_uuid)))
-        self._refresh(ctx, await self._write(add))
+        self._refresh(await self._write(add))
 
     async def remove_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
         def remove(c: Connection) -> set[str]:
             inets.remove_security_group(c, ctx, str(instance_uuid), str(group))
             return fanout.hosts_on_networks(c, fanout.instance_networks(c, str(instance_uuid)))
-        self._refresh(ctx, await self._write(remove))
+        self._refresh(await self._write(remove))
 
     # --- host agents ---------------------------------------------------------------------------
 
@@ -246,4 +246,4 @@ class NetworkController:
         if not isinstance(network_ids, list) or not all(isinstance(n, str) for n in network_ids):
             raise errors.Invalid(reason="network_ids must be a list of network ids")
         hosts = await self._read(lambda c: fanout.hosts_on_networks(c, network_ids))
-        self._refresh(ctx, hosts - {str(host)})
+        self._refresh(hosts - {str(host)})
