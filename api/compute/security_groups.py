@@ -11,7 +11,8 @@ cell (cells/network/instances.py); that cell's controller then has the hosts
 concerned re-sync their rules.
 
 `add_group_names` fills the records' `security_groups` (names) for the server
-views, with two reads per cell: the servers' ports, then the groups they name.
+views, with one call per cell (two reads for a network controller of an older
+release: the servers' ports, then the groups they name).
 """
 from __future__ import annotations
 
@@ -92,6 +93,13 @@ async def add_group_names(request: web.Request, ctx: RequestContext, records: Se
 
 
 async def _names(api: NetworkAPI, ctx: RequestContext, uuids: list[str]) -> dict[str, list[str]]:
+    try:  # one call (RPC 1.3); every server show asks, so its cost is every poll's
+        return await api.security_group_names(ctx, uuids)
+    except errors.UnsupportedVersion:  # a network controller of an older release: its ports, then its groups
+        return await _names_from_resources(api, ctx, uuids)
+
+
+async def _names_from_resources(api: NetworkAPI, ctx: RequestContext, uuids: list[str]) -> dict[str, list[str]]:
     ports = await api.index(ctx, "port", {"device_id": uuids, "device_owner": INSTANCE_OWNER})
     ids = sorted({g for p in ports for g in p.get("security_groups") or []})
     found = await asyncio.gather(*(api.show(ctx, "security_group", g) for g in ids), return_exceptions=True)

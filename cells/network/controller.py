@@ -215,6 +215,12 @@ class NetworkController:
     async def instance_security_groups(self, ctx: RequestContext, instance_uuid: str) -> list[dict[str, Any]]:
         return await self._read(lambda c: inets.instance_groups(c, str(instance_uuid)))
 
+    async def security_group_names(self, ctx: RequestContext, instance_uuids: Any) -> dict[str, list[str]]:
+        if not isinstance(instance_uuids, list):
+            raise errors.Invalid(reason="instance_uuids must be a list")
+        uuids = [str(u) for u in instance_uuids]
+        return await self._read(lambda c: inets.group_names(c, ctx, uuids))
+
     async def add_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
         def add(c: Connection) -> set[str]:
             inets.add_security_group(c, ctx, str(instance_uuid), str(group))

@@ -14,6 +14,7 @@ from cells.rpcapi import Caller
 
 TOPIC = "network"
 AGENT_REFRESH_VERSION = "1.2"  # host_changed here, refresh_network on the compute
+GROUP_NAMES_VERSION = "1.3"  # security_group_names: what server views show, in one call
 RESOURCES = ("network", "subnet", "port", "security_group", "security_group_rule")
 SURFACE = surface(
     # the Neutron API: <resource>_list / _get / _create / _update / _delete
@@ -25,6 +26,7 @@ SURFACE = surface(
     # the boot flow and Nova's server actions
     Method("allocate_for_instance", NORMAL, retry_safe=True),
     Method("instance_security_groups", FAST, retry_safe=True),
+    Method("security_group_names", FAST, retry_safe=True, version=GROUP_NAMES_VERSION),
     Method("add_security_group", NORMAL, retry_safe=True),
     Method("remove_security_group", NORMAL),
     # host agents
@@ -65,6 +67,10 @@ class NetworkAPI:
 
     async def instance_security_groups(self, ctx: RequestContext, instance_uuid: str) -> list[dict[str, Any]]:
         return await self.caller.call(TOPIC, M["instance_security_groups"], {"instance_uuid": instance_uuid}, ctx)
+
+    async def security_group_names(self, ctx: RequestContext, instance_uuids: list[str]) -> dict[str, list[str]]:
+        """{instance uuid: names of its ports' security groups, each once, first port first}."""
+        return await self.caller.call(TOPIC, M["security_group_names"], {"instance_uuids": instance_uuids}, ctx)
 
     async def add_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
         await self.caller.call(TOPIC, M["add_security_group"], {"instance_uuid": instance_uuid, "group": group}, ctx)

@@ -104,3 +104,34 @@ async def test_nova_errors_change_nothing(controller: NetworkController) -> None
         await controller.add_security_group(DEMO, portless, "default")
     assert await _port_groups(controller, uuid) == before
     assert await _actions(controller, uuid) == []
+
+
+class _Direct:
+    """NetworkAPI's index/show straight onto the controller (what the RPC would carry)."""
+
+    def __init__(self, ctl: NetworkController) -> None:
+        self.ctl = ctl
+
+    async def index(self, ctx: Any, resource: str, filters: dict[str, Any]) -> Any:
+        return await getattr(self.ctl, f"{resource}_list")(ctx, filters)
+
+    async def show(self, ctx: Any, resource: str, id: str) -> Any:
+        return await getattr(self.ctl, f"{resource}_get")(ctx, id)
+
+
+async def test_group_names_in_one_call_match_ports_then_groups(controller: NetworkController) -> None:
+    # server views ask for the names in one call; an older controller answers through its port and
+    # group reads: both must give the same names, in port order, each once, only what the caller sees
+    from api.compute.security_groups import _names_from_resources
+    two, one, none = await _server(controller), await _server(controller, 0), await _server(controller, 0)
+    net = (await controller.port_list(DEMO, {"device_id": two}))[0]["network_id"]
+    await controller.allocate_for_instance(DEMO, one, "demo", [{"uuid": net}], None)
+    web = await controller.security_group_create(DEMO, {"name": "web"})
+    await controller.add_security_group(DEMO, two, web["id"])
+    uuids = [two, one, none]
+    names = await controller.security_group_names(DEMO, uuids)
+    assert names == {two: ["default", "web"], one: ["default"]}
+    assert names == await _names_from_resources(_Direct(controller), DEMO, uuids)  # type: ignore[arg-type]
+    assert await controller.security_group_names(ALT, uuids) == {}
+    with pytest.raises(errors.Invalid):
+        await controller.security_group_names(DEMO, two)
