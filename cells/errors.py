@@ -109,6 +109,11 @@ class SpawnFailed(CellcloudError):
     code, msg = "spawn_failed", "Failed to spawn instance {instance_id}: {reason}"
 
 
+@_register
+class DiskCopyFailed(CellcloudError):
+    code, msg = "disk_copy_failed", "Could not copy the disks of instance {instance_id}: {reason}"
+
+
 # --- messaging -----------------------------------------------------------
 
 @_register

@@ -171,11 +171,11 @@ def _touch_if_exists(path: str) -> bool:
         return False
 
 
-def _write_and_hash(f: Any, chunks: list[bytes], digest: Any, md5: Any) -> None:
+def _write_and_hash(f: Any, chunks: list[bytes], *digests: Any) -> None:
     for chunk in chunks:
         f.write(chunk)
-        digest.update(chunk)
-        md5.update(chunk)
+        for digest in digests:
+            digest.update(chunk)
 
 
 def _flush_and_close(f: Any) -> None:

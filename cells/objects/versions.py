@@ -84,7 +84,8 @@ class Speaks:
 
 RELEASES: dict[str, Speaks] = {
     "1": Speaks("1", BASE_RPC, {"Instance": "1.0", "Migration": "1.0"}),
-    # 2: moves; 3: network refresh casts (RPC 1.2), Instance 1.2 (key_data)
+    # 2: moves; 3: network refresh casts (RPC 1.2), Instance 1.2 (key_data), a move's disks copied
+    # from its source (compute disk_info and read_disk, finish_move's disk_source: RPC 1.2)
     "2": Speaks("2", "1.1", {"Instance": "1.1", "Migration": "1.0"}),
     RELEASE: Speaks(),
 }

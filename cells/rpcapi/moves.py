@@ -10,16 +10,23 @@ Compute (from the conductor, calls: the conductor drives every step):
   guest with the new flavor), confirm_move (source: destroy its copy), revert_move
   (destination: destroy its copy), finish_revert (source: start the guest again),
   rebuild_evacuated (destination: a new guest from the image). Each returns the power state.
+Disk copy (RPC 1.2, DISK_COPY_VERSION): finish_move takes `disk_source`, the host to copy the
+  stopped guest's disks from, and then answers {power_state, files, bytes}; the conductor
+  sends it only when both computes speak 1.2 (else the disk is made from the image, as
+  before). The destination reads them from the source, compute to compute: disk_info
+  (name, size, sha256 of each file) and read_disk (one chunk), node/compute/disks.py.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from cells import errors
 from cells.context import RequestContext
 from cells.rpc.wire import NORMAL, SLOW, Method
 from cells.rpcapi import Caller
 
 MOVES_VERSION = "1.1"
+DISK_COPY_VERSION = "1.2"
 CONDUCTOR_METHODS = (
     Method("move_instance", NORMAL, version=MOVES_VERSION),
     Method("confirm_move", NORMAL, version=MOVES_VERSION),
@@ -33,6 +40,8 @@ COMPUTE_METHODS = (
     Method("revert_move", NORMAL, retry_safe=True, version=MOVES_VERSION),
     Method("finish_revert", SLOW, version=MOVES_VERSION),
     Method("rebuild_evacuated", SLOW, version=MOVES_VERSION),
+    Method("disk_info", NORMAL, retry_safe=True, version=DISK_COPY_VERSION),
+    Method("read_disk", NORMAL, retry_safe=True, version=DISK_COPY_VERSION),
 )
 _C = {m.name: m for m in CONDUCTOR_METHODS}
 _K = {m.name: m for m in COMPUTE_METHODS}
@@ -75,6 +84,16 @@ class MoveComputeAPI:
                           migration: dict[str, Any]) -> int:
         return await self._call("finish_move", ctx, host, instance, migration)
 
+    async def finish_move_copying(self, ctx: RequestContext, host: str, instance: dict[str, Any],
+                                  migration: dict[str, Any], source: str) -> dict[str, int]:
+        """finish_move with the guest's disks copied from `source` (both must speak
+        DISK_COPY_VERSION): {power_state, files, bytes}."""
+        done = await self.caller.call(f"compute.{host}", _K["finish_move"],
+                                      {"instance": instance, "migration": migration, "disk_source": source}, ctx)
+        if not isinstance(done, dict):
+            raise errors.RpcError(reason=f"compute {host} answered finish_move with {done!r}, not what it copied")
+        return {k: int(done.get(k) or 0) for k in ("power_state", "files", "bytes")}
+
     async def confirm_move(self, ctx: RequestContext, host: str, instance: dict[str, Any],
                            migration: dict[str, Any]) -> int:
         return await self._call("confirm_move", ctx, host, instance, migration)
@@ -90,3 +109,24 @@ class MoveComputeAPI:
     async def rebuild_evacuated(self, ctx: RequestContext, host: str, instance: dict[str, Any],
                                 migration: dict[str, Any]) -> int:
         return await self._call("rebuild_evacuated", ctx, host, instance, migration)
+
+
+class DiskCopyAPI:
+    """Compute to compute (RPC 1.2): a move's destination reads the stopped guest's disks
+    from the source (node/compute/disks.py)."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.caller = caller
+
+    async def disk_info(self, ctx: RequestContext, host: str, uuid: str) -> list[dict[str, Any]]:
+        """[{name, size, sha256}] of the guest's disk files on `host` (409 while it runs)."""
+        return list(await self.caller.call(f"compute.{host}", _K["disk_info"], {"uuid": uuid}, ctx) or [])
+
+    async def read_disk(self, ctx: RequestContext, host: str, uuid: str, name: str, offset: int,
+                        length: int) -> bytes:
+        """At most `length` bytes of disk file `name` from `offset`."""
+        data = await self.caller.call(f"compute.{host}", _K["read_disk"],
+                                      {"uuid": uuid, "name": name, "offset": offset, "length": length}, ctx)
+        if not isinstance(data, bytes):
+            raise errors.RpcError(reason=f"compute {host} answered read_disk with {type(data).__name__}, not bytes")
+        return data

@@ -66,9 +66,9 @@ class ComputeActions:
 
     # --- shared with the build ---------------------------------------------------------
 
-    async def spawn_guest(self, instance: dict[str, Any]) -> None:
+    async def spawn_guest(self, instance: dict[str, Any], disk_ready: bool = False) -> None:
         """Fetch the image (and an AMI's kernel and ramdisk: hash-verified through the cache),
-        then define and start the domain."""
+        then define and start the domain (`disk_ready`: on a disk a move copied here)."""
         image: dict[str, Any] = instance.get("image") or {}
         image_path = await self.images.fetch(image) if image.get("id") else None
         props: dict[str, Any] = image.get("properties") or {}
@@ -80,7 +80,7 @@ class ComputeActions:
         vifs = await self.network.plug(admin_context(), instance)  # node/network/agent.py: taps before the domain
         if vifs:
             instance = {**instance, "vifs": vifs}
-        await self.driver.spawn(instance, image_path, kernel=kernel, ramdisk=ramdisk)
+        await self.driver.spawn(instance, image_path, kernel=kernel, ramdisk=ramdisk, disk_ready=disk_ready)
 
     async def prune_image_cache(self) -> None:
         """Remove cached bases that no guest here uses and nobody fetched for a while."""

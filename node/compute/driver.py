@@ -31,6 +31,7 @@ import libvirt  # type: ignore[import-untyped]
 from cells import errors
 from cells.objects.instance import PowerState
 from node.compute import domain_schema, domain_xml
+from node.compute.disks import QEMU_IMG_TIMEOUT, DiskOps, qemu_img
 from node.compute.domain_xml import DomainPaths
 from node.compute.power import PowerOps
 
@@ -38,7 +39,6 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CALL_TIMEOUT = 30.0  # seconds for one libvirt call (QEMU's first capabilities probe takes ~4 s)
-QEMU_IMG_TIMEOUT = 60.0
 POOL_SIZE = 4
 EMBED_USER = "libvirt-qemu"
 BASES_FILE = "bases.json"  # in each instance dir: the cached images the guest needs
@@ -165,7 +165,7 @@ def _is_no_domain(exc: libvirt.libvirtError) -> bool:
     return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
 
 
-class LibvirtDriver(PowerOps):
+class LibvirtDriver(PowerOps, DiskOps):
     def __init__(self, uri: str = "test:///default", virt_type: str = "auto", *, instances_dir: str,
                  pool_size: int = POOL_SIZE, call_timeout: float = CALL_TIMEOUT) -> None:
         self.uri = uri
@@ -293,14 +293,15 @@ class LibvirtDriver(PowerOps):
     # --- actions -------------------------------------------------------------
 
     async def spawn(self, instance: dict[str, Any], image_path: str | None, *, kernel: str | None = None,
-                    ramdisk: str | None = None) -> None:
+                    ramdisk: str | None = None, disk_ready: bool = False) -> None:
         """Define and start the domain. On any failure whatever was made is removed
-        and SpawnFailed raised."""
+        and SpawnFailed raised. `disk_ready`: the root overlay is already in the instance dir
+        (copied from a move's source, node/compute/disks.py), resting on `image_path`."""
         uuid = str(instance["uuid"])
         inst_dir = self.instance_dir(uuid)
         try:
             await self._run(os.makedirs, inst_dir, 0o755, True)
-            paths = await self._disk_paths(instance, inst_dir, image_path)
+            paths = await self._disk_paths(instance, inst_dir, image_path, disk_ready)
             if kernel is not None:  # direct kernel boot (an AMI with kernel_id/ramdisk_id)
                 props = (instance.get("image") or {}).get("properties") or {}
                 paths = dataclasses.replace(paths, kernel=kernel, initrd=ramdisk,
@@ -322,19 +323,21 @@ class LibvirtDriver(PowerOps):
         dom = domain_schema.define(self.conn, xml)
         dom.create()
 
-    async def _disk_paths(self, instance: dict[str, Any], inst_dir: str, image_path: str | None) -> DomainPaths:
+    async def _disk_paths(self, instance: dict[str, Any], inst_dir: str, image_path: str | None,
+                          disk_ready: bool = False) -> DomainPaths:
         console = os.path.join(inst_dir, "console.log")
         if image_path is None:
             return DomainPaths(console_log=console)
         if not await self._run(os.path.isfile, image_path):
             raise FileNotFoundError(f"image file {image_path} is missing")
-        fmt = str((instance.get("image") or {}).get("disk_format") or "raw")
-        if fmt not in domain_xml.DISK_FORMATS:
-            fmt = "raw"
+        fmt = base_format(instance)
         if self.is_test:  # the test hypervisor never reads disks: point at the cached base
             return DomainPaths(console_log=console, disk=image_path, disk_format=fmt)
         overlay = os.path.join(inst_dir, "disk")
-        await create_overlay(image_path, fmt, overlay)
+        if not disk_ready:
+            await create_overlay(image_path, fmt, overlay)
+        elif not await self._run(os.path.isfile, overlay):
+            raise FileNotFoundError(f"the copied disk {overlay} is missing")
         return DomainPaths(console_log=console, disk=overlay, disk_format="qcow2")
 
     async def bases_in_use(self) -> set[str]:
@@ -387,15 +390,10 @@ class LibvirtDriver(PowerOps):
 
 async def create_overlay(base: str, base_format: str, overlay: str, timeout: float = QEMU_IMG_TIMEOUT) -> None:
     """A qcow2 overlay backed by the cached base image: the base stays shared and untouched."""
-    proc = await asyncio.create_subprocess_exec(
-        "qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b", base, overlay,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        async with asyncio.timeout(timeout):
-            _, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise RuntimeError(f"qemu-img create timed out after {timeout}s") from None
-    if proc.returncode != 0:
-        raise RuntimeError(f"qemu-img create failed: {err.decode(errors='replace').strip()}")
+    await qemu_img("create", "-q", "-f", "qcow2", "-F", base_format, "-b", base, overlay, timeout=timeout)
+
+
+def base_format(instance: dict[str, Any]) -> str:
+    """The format libvirt and qemu-img read the instance's cached image in (unknown ones: raw)."""
+    fmt = str((instance.get("image") or {}).get("disk_format") or "raw")
+    return fmt if fmt in domain_xml.DISK_FORMATS else "raw"

@@ -27,6 +27,7 @@ from cells.context import RequestContext, admin_context
 from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
 from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
+from cells.rpcapi.moves import DiskCopyAPI
 from node.compute.actions import SHUTDOWN_TIMEOUT, ComputeActions
 from node.compute.driver import LibvirtDriver, embed_uri_for_host
 from node.compute.moves import ComputeMoves
@@ -103,6 +104,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
 
     async def start(self, service: Caller) -> None:
         self._conductor = ConductorAPI(service)
+        self.peers = DiskCopyAPI(service)  # other computes: a move's source serves its disks
         await self.driver.connect()
         await self.images.start()
         self.driver.on_lifecycle = lambda _uuid: self._wake.set()

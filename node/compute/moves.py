@@ -4,8 +4,13 @@ for resize, cold migration and evacuation (cells/conductor/flows/moves.py, evacu
 Every step runs under the instance's lock and is idempotent, so a conductor that adopts
 a move, or retries a step, never makes a second guest or loses the only one:
   prep_move          source: power the guest off, keep it (revert starts it again)
-  finish_move        destination: make the guest with the new flavor (the disk is made
-                     again from the image: there is no shared storage or disk copy yet)
+  finish_move        destination: make the guest with the new flavor on a copy of the
+                     source's disks (`disk_source`, RPC 1.2: pulled with the source's
+                     disk_info and read_disk, node/compute/disks.py), or on a disk made
+                     from the image when the conductor asks for no copy (a compute of
+                     the previous release is involved)
+  disk_info,         source: what the stopped guest's disk files are, and their bytes in
+  read_disk          chunks (compute to compute; hosts share no storage)
   confirm_move       source: destroy the old guest and its files
   revert_move        destination: destroy the new guest and its files
   finish_revert      source: start the old guest again (unless it was stopped before)
@@ -20,12 +25,15 @@ makes the guest again (a guest that is gone was deleted or lost with the host).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from cells import errors
 from cells.context import RequestContext
 from cells.objects.instance import PowerState, VmState
-from node.compute.driver import LibvirtDriver
+from cells.rpcapi.moves import DiskCopyAPI
+from node.compute.driver import LibvirtDriver, base_format
+from node.imagecache import ImageCache
 from node.locks import KeyedLocks
 
 LOG = logging.getLogger(__name__)
@@ -36,14 +44,16 @@ def same_host(migration: dict[str, Any]) -> bool:
 
 
 class ComputeMoves:
-    """Needs, from ComputeManager: host, driver, _locks, spawn_guest, shutdown_timeout."""
+    """Needs, from ComputeManager: host, driver, images, peers, _locks, spawn_guest, shutdown_timeout."""
 
     host: str
     driver: LibvirtDriver
+    images: ImageCache
+    peers: DiskCopyAPI  # set when the service starts
     _locks: KeyedLocks
     shutdown_timeout: float
 
-    async def spawn_guest(self, instance: dict[str, Any]) -> None:
+    async def spawn_guest(self, instance: dict[str, Any], disk_ready: bool = False) -> None:
         raise NotImplementedError
 
     async def _power(self, uuid: str) -> int:
@@ -60,11 +70,49 @@ class ComputeMoves:
             LOG.info("move %s of %s: source guest stopped on %s", migration["uuid"], uuid, self.host)
             return await self._power(uuid)
 
-    async def finish_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+    async def finish_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any],
+                          disk_source: str | None = None) -> int | dict[str, int]:
+        """The power state; with `disk_source` (a conductor of RPC 1.2 or later) the disks are
+        copied from that host and the answer is {power_state, files, bytes}."""
+        copied = {"files": 0, "bytes": 0}
         if same_host(migration):
-            return await self._reflavor(str(instance["uuid"]), migration["new_flavor"],
-                                        start=migration.get("old_vm_state") != VmState.STOPPED, missing_ok=False)
-        return await self._new_guest(instance, migration, "moved here")
+            power = await self._reflavor(str(instance["uuid"]), migration["new_flavor"],
+                                         start=migration.get("old_vm_state") != VmState.STOPPED, missing_ok=False)
+        else:
+            power, copied = await self._new_guest(ctx, instance, migration, "moved here", disk_source)
+        return power if disk_source is None else {"power_state": power, **copied}
+
+    async def disk_info(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
+        async with self._locks(str(uuid)):  # after a prep_move still stopping the guest
+            return await self.driver.disk_files(uuid)
+
+    async def read_disk(self, ctx: RequestContext, uuid: str, name: str, offset: int, length: int) -> bytes:
+        return await self.driver.read_disk(uuid, name, offset, length)
+
+    async def _copy_disks(self, ctx: RequestContext, source: str, instance: dict[str, Any]) -> dict[str, int]:
+        """The stopped source guest's disks, copied into this host's instance dir and rebased
+        onto this host's cached image; {files, bytes} (none on the test hypervisor)."""
+        uuid = str(instance["uuid"])
+        t0 = time.monotonic()
+        try:
+            files = await self.peers.disk_info(ctx, source, uuid)
+            if not files:
+                LOG.info("move of %s: no disk files on %s to copy: the disk is made from the image", uuid, source)
+                return {"files": 0, "bytes": 0}
+            image: dict[str, Any] = instance.get("image") or {}
+            base = await self.images.fetch(image) if image.get("id") else None
+
+            async def read(name: str, offset: int, length: int) -> bytes:
+                return await self.peers.read_disk(ctx, source, uuid, name, offset, length)
+            size = await self.driver.receive_disks(uuid, files, read, base, base_format(instance))
+        except errors.DiskCopyFailed:
+            raise
+        except (errors.CellcloudError, OSError, RuntimeError) as exc:  # RuntimeError: qemu-img
+            reason = exc.message if isinstance(exc, errors.CellcloudError) else str(exc)
+            raise errors.DiskCopyFailed(instance_id=uuid, reason=f"from {source}: {reason}") from exc
+        LOG.info("move of %s: %d disk file(s), %d bytes copied from %s in %.2fs", uuid, len(files), size, source,
+                 time.monotonic() - t0)
+        return {"files": len(files), "bytes": size}
 
     async def _reflavor(self, uuid: str, flavor: dict[str, Any], *, start: bool, missing_ok: bool) -> int:
         async with self._locks(uuid):
@@ -83,16 +131,20 @@ class ComputeMoves:
 
     async def rebuild_evacuated(self, ctx: RequestContext, instance: dict[str, Any],
                                 migration: dict[str, Any]) -> int:
-        return await self._new_guest(instance, migration, "evacuated here")
+        return (await self._new_guest(ctx, instance, migration, "evacuated here"))[0]  # its source is down
 
-    async def _new_guest(self, instance: dict[str, Any], migration: dict[str, Any], what: str) -> int:
+    async def _new_guest(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any], what: str,
+                         disk_source: str | None = None) -> tuple[int, dict[str, int]]:
         uuid = str(instance["uuid"])
         async with self._locks(uuid):
             LOG.info("move %s of %s: making the guest on %s", migration["uuid"], uuid, self.host)
             await self.driver.destroy(uuid)  # a half-made guest of an earlier try goes first
             await self.driver.remove_files(uuid)
+            copied = {"files": 0, "bytes": 0}
             try:
-                await self.spawn_guest(instance)
+                if disk_source is not None:
+                    copied = await self._copy_disks(ctx, disk_source, instance)
+                await self.spawn_guest(instance, disk_ready=copied["files"] > 0)
                 if migration.get("old_vm_state") == VmState.STOPPED:
                     await self.driver.power_off(uuid)
             except Exception as exc:  # nothing may stay behind; the conductor rolls back
@@ -102,7 +154,7 @@ class ComputeMoves:
                     raise
                 raise errors.SpawnFailed(instance_id=uuid, reason=str(exc)) from exc
             LOG.info("instance %s %s (%s, migration %s)", uuid, what, self.host, migration["uuid"])
-            return await self._power(uuid)
+            return await self._power(uuid), copied
 
     async def confirm_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
         if same_host(migration):  # the one guest is the resized one: nothing to remove

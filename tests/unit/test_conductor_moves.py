@@ -23,8 +23,9 @@ from cells.db import actions, claims
 from cells.db import instances as idb
 from cells.db.claims import Resources
 from cells.db.schema import migrations
+from cells.objects import versions
 from cells.objects.instance import PowerState, VmState, utcnow_iso
-from cells.rpcapi.moves import MoveConductorAPI
+from cells.rpcapi.moves import DISK_COPY_VERSION, MoveConductorAPI
 from tests.unit.test_conductor import FLAVOR, USER, Cell, FakeCompute, free_port, until_async
 
 SMALL = {"id": "2", "name": "m1.small", "vcpus": 1, "ram": 1024, "disk": 2, "ephemeral": 0, "swap": 0}
@@ -40,6 +41,7 @@ class MovingCompute(FakeCompute):
     def __init__(self, host: str) -> None:
         super().__init__(host, "ok")
         self.guests: dict[str, dict[str, Any]] = {}
+        self.disk_from: dict[str, str | None] = {}  # uuid -> the host finish_move was asked to copy from
         self.hold: set[str] = set()
         self.release = asyncio.Event()
         self.entered: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
@@ -70,11 +72,15 @@ class MovingCompute(FakeCompute):
                 self.guests[instance["uuid"]]["running"] = False
             return PowerState.SHUTDOWN
 
-    async def finish_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+    async def finish_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any],
+                          disk_source: str | None = None) -> int | dict[str, int]:
         async with self._locks[instance["uuid"]]:
             await self._gate("finish_move")
             self.guests[instance["uuid"]] = {"flavor": migration["new_flavor"]["id"], "running": True}
-            return PowerState.RUNNING
+            self.disk_from[instance["uuid"]] = disk_source
+            # as a test hypervisor's compute: no disk files on the source to copy
+            return PowerState.RUNNING if disk_source is None else {"power_state": PowerState.RUNNING,
+                                                                   "files": 0, "bytes": 0}
 
     async def confirm_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
         async with self._locks[instance["uuid"]]:
@@ -407,3 +413,34 @@ async def test_migrate_with_no_other_host_with_room_stays_active_with_a_fault(ce
     faults = await cell.db.read(lambda conn: actions.faults_of(conn, uuid))
     assert faults and "No valid host" in faults[-1]["message"]
     assert (await migration(cell, uuid))["status"] == "error"
+
+
+# --- the guest's disks: copied from the source where both computes speak RPC 1.2 ---------------
+
+async def test_a_resize_asks_the_destination_to_copy_the_disks_from_the_source(cell: Cell) -> None:
+    uuid, source, dest = await resized(cell)
+    assert cell.computes[dest].disk_from[uuid] == source  # type: ignore[attr-defined]
+    finish = [e for e in await events(cell, uuid, "resize") if e[0] == moves.EV_FINISH]
+    # this fake is a test hypervisor's compute: nothing to copy, said so on the event
+    assert finish == [(moves.EV_FINISH, "Success", f"No disk files on {source} to copy: disk made from the image")]
+
+
+async def test_a_source_of_the_previous_release_gets_its_disk_made_from_the_image(
+        cell: Cell, caplog: pytest.LogCaptureFixture) -> None:
+    uuid = (await cell.boot("mover"))["uuid"]
+    source = (await cell.wait_state(uuid, VmState.ACTIVE))["host"]
+    old = versions.RELEASES["2"]  # speaks RPC 1.1: no disk_info, no read_disk
+    cell.services[f"compute/{source}"].view.set_meta(versions={"rpc": old.rpc_cap, "objects": old.objects})
+    conductor = cell.services["conductor"].view
+    await until_async(lambda: _speaks(conductor.pinned_rpc(f"compute.{source}"), "1.1"))
+    await MoveConductorAPI(cell.api).move_instance(USER, uuid, "resize", SMALL)
+    dest = (await wait_task(cell, uuid, None, "resized"))["host"]
+    assert cell.computes[dest].disk_from[uuid] is None  # type: ignore[attr-defined]
+    why = f"compute {source} speaks RPC 1.1; copying needs {DISK_COPY_VERSION}"
+    finish = [e for e in await events(cell, uuid, "resize") if e[0] == moves.EV_FINISH]
+    assert finish == [(moves.EV_FINISH, "Success", f"Disk re-created from the image: {why}")]
+    assert any("made again from the image" in r.getMessage() and why in r.getMessage() for r in caplog.records)
+
+
+async def _speaks(have: str | None, want: str) -> bool:
+    return have == want

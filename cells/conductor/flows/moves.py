@@ -8,7 +8,9 @@ stopping and rolling back: flows/move_recovery.py.
     background      scheduler claims the destination under the MIGRATION's uuid (the source
                     keeps the instance's claim) -> source compute powers the guest off and
                     keeps it (prep_move) -> destination compute makes the guest there with the
-                    new flavor (finish_move) -> host=dest, flavor=new, old_flavor=old,
+                    new flavor on a copy of the source's disks (finish_move with disk_source;
+                    made from the image where a compute is too old to copy, said in the log
+                    and on the compute_finish_resize event) -> host=dest, flavor=new, old_flavor=old,
                     vm_state resized (VERIFY_RESIZE), migration finished
                     no room anywhere: task cleared, server ACTIVE where it was, the action's
                     event closed with the fault (NoValidHost)
@@ -47,8 +49,10 @@ from cells.db import moves as mdb
 from cells.db.moves import CONFIRMING, FINISHED, REVERTING
 from cells.db.schema import claims as claims_table
 from cells.db.schema import migrations
+from cells.objects.base import newer
 from cells.objects.instance import VmState, utcnow_iso
-from cells.rpcapi.moves import MoveComputeAPI
+from cells.rpcapi.compute import topic as compute_topic
+from cells.rpcapi.moves import DISK_COPY_VERSION, MoveComputeAPI
 from cells.rpcapi.scheduler import SchedulerAPI
 
 LOG = logging.getLogger(__name__)
@@ -125,7 +129,8 @@ def _step(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, done
     return None
 
 
-def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, power: int) -> str | None:
+def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, power: int,
+              disk_note: str | None) -> str | None:
     reason = why_stop(conn, env, mig)
     if reason is not None:
         return reason
@@ -134,7 +139,8 @@ def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, 
         "host": mig["dest_host"], "flavor": mig["new_flavor"], "old_flavor": mig["old_flavor"],
         "vm_state": RESIZED, "task_state": None, "power_state": power, "updated_at": now})
     mdb.set_migration(conn, mig["uuid"], status=FINISHED)
-    actions.finish_event(conn, mig["instance_uuid"], action, EV_FINISH, actions.SUCCESS, host=mig["dest_host"])
+    actions.finish_event(conn, mig["instance_uuid"], action, EV_FINISH, actions.SUCCESS, disk_note,
+                         host=mig["dest_host"])
     actions.finish_action(conn, mig["instance_uuid"], action)
     return None
 
@@ -168,11 +174,38 @@ async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str
     # 2. the source guest stops (and stays, until confirm or revert)
     await compute.prep_move(ctx, source, record, mig)
     await go_on(env, lambda conn: _step(conn, env, mig, action, EV_MOVE, EV_FINISH, MIGRATING))
-    # 3. the destination makes the guest with the new flavor (disk from the image), or on
-    #    the same host changes the one guest's flavor
-    power = await compute.finish_move(ctx, dest, {**record, "flavor": mig["new_flavor"], "host": dest}, mig)
-    await go_on(env, lambda conn: _finished(conn, env, mig, action, int(power)))
+    # 3. the destination makes the guest with the new flavor, or on the same host changes
+    #    the one guest's flavor
+    power, note = await _finish(env, ctx, compute, {**record, "flavor": mig["new_flavor"], "host": dest}, mig)
+    await go_on(env, lambda conn: _finished(conn, env, mig, action, power, note))
     LOG.info("%s of %s: %s -> %s, awaiting confirm", action, uuid, source, dest)
+
+
+def disk_copy_refused(env: FlowEnv, source: str, dest: str) -> str | None:
+    """Why the destination cannot copy the guest's disks from the source: a compute of the
+    release before DISK_COPY_VERSION neither serves them nor asks for them. None: it can."""
+    for host in (source, dest):
+        have = env.service.view.pinned_rpc(compute_topic(host))
+        if have is None or newer(DISK_COPY_VERSION, have):
+            return f"compute {host} speaks RPC {have or '(none: not live)'}; copying needs {DISK_COPY_VERSION}"
+    return None
+
+
+async def _finish(env: FlowEnv, ctx: RequestContext, compute: MoveComputeAPI, instance: dict[str, Any],
+                  mig: dict[str, Any]) -> tuple[int, str | None]:
+    """finish_move on the destination: (power state, how the disk got there, for the event)."""
+    source, dest = mig["source_host"], mig["dest_host"]
+    if source == dest:  # the one guest keeps its disk
+        return await compute.finish_move(ctx, dest, instance, mig), None
+    refused = disk_copy_refused(env, source, dest)
+    if refused is not None:  # what every move did before 1.2: whatever the guest wrote to its disk is lost
+        LOG.warning("%s of %s: the disk is made again from the image on %s, not copied from %s (%s)",
+                    mig["migration_type"], instance["uuid"], dest, source, refused)
+        return await compute.finish_move(ctx, dest, instance, mig), f"Disk re-created from the image: {refused}"
+    done = await compute.finish_move_copying(ctx, dest, instance, mig, source)
+    note = f"Disk copied from {source}: {done['files']} file(s), {done['bytes']} bytes" if done["files"] \
+        else f"No disk files on {source} to copy: disk made from the image"
+    return done["power_state"], note
 
 
 # --- confirm and revert -------------------------------------------------------------------

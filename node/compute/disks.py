@@ -1,0 +1,198 @@
+"""A stopped guest's disk files moving to another host (resize and cold migration, issue 8),
+mixed into LibvirtDriver. Mechanism only, as power.py:
+
+  source       disk_files(uuid): name, size and sha256 of each disk file of the guest,
+               refused while the guest runs (the copy must be of a disk nobody writes);
+               read_disk(uuid, name, offset, length): one chunk of one of those files
+  destination  receive_disks(uuid, files, read, base, base_format): each file pulled chunk
+               by chunk into the instance dir under a temporary name, its size and sha256
+               checked, then renamed into place; the qcow2 root overlay rebased onto this
+               host's own cached copy of its base image (`qemu-img rebase -u`: both hosts
+               cache the same verified bits, named by the image's hash)
+
+Hosts share nothing: the bytes travel over RPC (`read` fetches a chunk with the source's
+read_disk), one chunk in memory at a time. The test hypervisor keeps no disk files:
+disk_files is empty there and the destination makes the disk from the image as a build does.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import uuid as uuidlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from cells import errors
+from node.imagecache import _discard, _flush_and_close, _write_and_hash
+
+T = TypeVar("T")
+
+DISK_NAMES = ("disk",)  # the instance dir's files that are guest disks (driver._disk_paths makes them)
+CHUNK = 4 * 1024 * 1024  # bytes per read_disk call: milliseconds on a LAN, far inside its timeout
+MAX_CHUNK = 16 * 1024 * 1024  # the most one read_disk answers (bounds the source's memory per call)
+FILE_TIMEOUT = 600.0  # seconds to hash one disk file (the source) or to verify and place it (the destination)
+QEMU_IMG_TIMEOUT = 60.0
+PARTIAL = ".part"
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+ChunkReader = Callable[[str, int, int], Awaitable[bytes]]  # (name, offset, length) -> at most length bytes
+
+
+def _fail(uuid: str, reason: str) -> errors.DiskCopyFailed:
+    return errors.DiskCopyFailed(instance_id=uuid, reason=reason)
+
+
+def checked_uuid(uuid: Any) -> str:
+    """An instance uuid fit to name a directory (RPC input: never a path)."""
+    try:
+        if str(uuidlib.UUID(str(uuid))) == str(uuid):
+            return str(uuid)
+    except ValueError:
+        pass
+    raise errors.Invalid(reason=f"{uuid!r} is not an instance uuid")
+
+
+def disk_path(inst_dir: str, name: Any) -> str:
+    if name not in DISK_NAMES:
+        raise errors.Invalid(reason=f"{name!r} is not a guest disk (known: {', '.join(DISK_NAMES)})")
+    return os.path.join(inst_dir, str(name))
+
+
+def describe(inst_dir: str) -> list[dict[str, Any]]:
+    """[{name, size, sha256}] of the guest disks present in `inst_dir` (blocking)."""
+    files = []
+    for name in DISK_NAMES:
+        try:
+            with open(os.path.join(inst_dir, name), "rb") as f:
+                digest = hashlib.file_digest(f, "sha256")
+                files.append({"name": name, "size": os.fstat(f.fileno()).st_size, "sha256": digest.hexdigest()})
+        except FileNotFoundError:
+            continue
+    return files
+
+
+def read_chunk(path: str, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def _spec(uuid: str, spec: Any) -> tuple[str, int, str]:
+    """(name, size, sha256) of one entry of the source's disk_files, checked: it is remote input."""
+    if not isinstance(spec, dict):
+        raise _fail(uuid, f"bad disk description {spec!r}")
+    name, size, sha = spec.get("name"), spec.get("size"), spec.get("sha256")
+    if name not in DISK_NAMES or isinstance(size, bool) or not isinstance(size, int) or size < 0 \
+            or not isinstance(sha, str) or not SHA256.match(sha):
+        raise _fail(uuid, f"bad disk description {spec!r}")
+    return str(name), size, sha
+
+
+async def receive(uuid: str, inst_dir: str, files: list[Any], read: ChunkReader) -> int:
+    """Pull `files` (the source's disk_files) into `inst_dir`; returns the bytes copied. A file
+    is in place only once its size and sha256 match; on any failure its partial copy goes."""
+    total = 0
+    for spec in files:
+        name, size, want = _spec(uuid, spec)
+        path = disk_path(inst_dir, name)
+        tmp = path + PARTIAL
+        f = await asyncio.to_thread(open, tmp, "wb")
+        digest = hashlib.sha256()
+        try:
+            offset = 0
+            while offset < size:
+                asked = min(CHUNK, size - offset)
+                data = await read(name, offset, asked)
+                if not isinstance(data, bytes) or not data or len(data) > asked:
+                    got = len(data) if isinstance(data, bytes) else type(data).__name__
+                    raise _fail(uuid, f"{name}: asked {asked} bytes at {offset}, got {got}")
+                await asyncio.to_thread(_write_and_hash, f, [data], digest)
+                offset += len(data)
+            async with asyncio.timeout(FILE_TIMEOUT):
+                await asyncio.to_thread(_flush_and_close, f)
+            if digest.hexdigest() != want:
+                raise _fail(uuid, f"{name}: sha256 {digest.hexdigest()} does not match the source's {want}")
+            await asyncio.to_thread(os.replace, tmp, path)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(_discard, f, tmp))
+            raise
+        total += size
+    return total
+
+
+class DiskOps:
+    """Mixed into LibvirtDriver: needs its `is_test`, `instance_dir` and PowerOps' `_run` and `_is_active`."""
+
+    is_test: bool
+
+    async def _run(self, func: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        raise NotImplementedError
+
+    def instance_dir(self, uuid: str) -> str:
+        raise NotImplementedError
+
+    def _is_active(self, uuid: str) -> bool:
+        raise NotImplementedError
+
+    def _running(self, uuid: str) -> bool:
+        try:
+            return self._is_active(uuid)
+        except errors.InstanceNotFound:  # no domain (lost with a restart): its files may still be here
+            return False
+
+    async def disk_files(self, uuid: str) -> list[dict[str, Any]]:
+        """The stopped guest's disk files to copy ([] on the test hypervisor: it keeps none)."""
+        uuid = checked_uuid(uuid)
+        if self.is_test:
+            return []
+        if await self._run(self._running, uuid):
+            raise errors.InstanceInvalidState(action="copy the disks of", instance_id=uuid, attr="power_state",
+                                              state="running")
+        async with asyncio.timeout(FILE_TIMEOUT):
+            return await asyncio.to_thread(describe, self.instance_dir(uuid))
+
+    async def read_disk(self, uuid: str, name: str, offset: int, length: int) -> bytes:
+        path = disk_path(self.instance_dir(checked_uuid(uuid)), name)
+        for what, value, low in (("offset", offset, 0), ("length", length, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise errors.Invalid(reason=f"{what} must be an integer >= {low}, not {value!r}")
+        if length > MAX_CHUNK:
+            raise errors.Invalid(reason=f"length {length} is over {MAX_CHUNK} bytes: read in chunks")
+        try:
+            return await asyncio.to_thread(read_chunk, path, offset, length)
+        except FileNotFoundError:
+            raise errors.InstanceNotFound(instance_id=uuid) from None
+
+    async def receive_disks(self, uuid: str, files: list[Any], read: ChunkReader, base: str | None,
+                            base_format: str) -> int:
+        """Copy the source's `files` here (see receive); the root overlay then rests on `base`,
+        this host's cached image. Returns the bytes copied."""
+        inst_dir = self.instance_dir(checked_uuid(uuid))
+        await asyncio.to_thread(os.makedirs, inst_dir, 0o755, True)
+        total = await receive(uuid, inst_dir, files, read)
+        if base is not None and any(isinstance(f, dict) and f.get("name") == "disk" for f in files):
+            await rebase_overlay(os.path.join(inst_dir, "disk"), base, base_format)
+        return total
+
+
+async def qemu_img(*args: str, timeout: float = QEMU_IMG_TIMEOUT) -> None:
+    """Run `qemu-img ARGS`; RuntimeError with its message when it fails or takes too long."""
+    proc = await asyncio.create_subprocess_exec("qemu-img", *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(timeout):
+            _, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"qemu-img {args[0]} timed out after {timeout}s") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"qemu-img {args[0]} failed: {err.decode(errors='replace').strip()}")
+
+
+async def rebase_overlay(overlay: str, base: str, base_format: str, timeout: float = QEMU_IMG_TIMEOUT) -> None:
+    """Point a copied qcow2 overlay at this host's copy of its base. Unsafe mode (-u) only
+    rewrites the header: right because the new base holds the same bits as the old one."""
+    await qemu_img("rebase", "-q", "-u", "-f", "qcow2", "-b", base, "-F", base_format, overlay, timeout=timeout)
