@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from cells.db import groups
 from cells.db.engine import Database
+from cells.db.groups import GroupClaim
 from cells.db.schema import claims, compute_nodes
 from cells.objects.instance import utcnow_iso
 
@@ -123,33 +125,41 @@ class _NoFit(Exception):
     """Raised inside a claim transaction to roll it back."""
 
 
-def try_claim(conn: Connection, host: str, instance_uuid: str, res: Resources) -> bool:
+def try_claim(conn: Connection, host: str, instance_uuid: str, res: Resources,
+              group: GroupClaim | None = None) -> bool:
     """Claim `res` on `host` for the instance inside the caller's transaction.
 
     Any earlier claim of the same instance is released first, so a retried or
     rescheduled request never holds two. Returns False when the host has no
-    room (see `claim` for rolling back that release).
+    room, or its server group's policy forbids the host (see `claim` for
+    rolling back that release). The group is locked first, so a PostgreSQL
+    transaction never holds a host row while it waits for the group.
     """
+    if group is not None and not groups.admits(conn, group, host, instance_uuid):
+        return False
     release_claim(conn, instance_uuid)
     result = conn.execute(_CLAIM_NODE, {"b_host": host, "b_vcpus": res.vcpus, "b_ram": res.memory_mb,
                                         "b_disk": res.local_gb})
     if result.rowcount != 1:
         return False
     conn.execute(_INSERT_CLAIM, {"instance_uuid": instance_uuid, "host": host, "vcpus": res.vcpus,
-                                 "memory_mb": res.memory_mb, "local_gb": res.local_gb, "created_at": utcnow_iso()})
+                                 "memory_mb": res.memory_mb, "local_gb": res.local_gb, "created_at": utcnow_iso(),
+                                 "group_uuid": group.uuid if group else None})
     return True
 
 
-def _claim_or_roll_back(conn: Connection, host: str, instance_uuid: str, res: Resources) -> bool:
-    if not try_claim(conn, host, instance_uuid, res):
+def _claim_or_roll_back(conn: Connection, host: str, instance_uuid: str, res: Resources,
+                        group: GroupClaim | None) -> bool:
+    if not try_claim(conn, host, instance_uuid, res, group):
         raise _NoFit  # roll back the release of a previous claim too
     return True
 
 
-async def claim(db: Database, host: str, instance_uuid: str, res: Resources) -> bool:
+async def claim(db: Database, host: str, instance_uuid: str, res: Resources,
+                group: GroupClaim | None = None) -> bool:
     """`try_claim` as its own unit of work; a failed claim leaves the DB untouched."""
     try:
-        return await db.write(lambda conn: _claim_or_roll_back(conn, host, instance_uuid, res))
+        return await db.write(lambda conn: _claim_or_roll_back(conn, host, instance_uuid, res, group))
     except _NoFit:
         return False
 

@@ -38,7 +38,7 @@ from cells.db.volumes import metadata as volume_metadata
 from cells.network.schema import metadata as network_metadata
 from cells.objects.instance import utcnow_iso
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TIME = String(32)  # "2026-11-21T12:00:00.123456Z"
 
 metadata = MetaData()
@@ -149,6 +149,17 @@ claims = Table(
     Column("memory_mb", Integer, nullable=False),
     Column("local_gb", Integer, nullable=False),
     Column("created_at", TIME, nullable=False),
+    # v4: the server group the claim was made for (cells/db/groups.py checks its policy in the claim's transaction)
+    Column("group_uuid", String(36), nullable=True, index=True),
+)
+
+# v4: the server groups claims were made for; the row is the lock claims of one group take
+# (cells/db/groups.py), and keeps the policy for moves of the group's members
+server_groups = Table(
+    "server_groups", metadata,
+    Column("uuid", String(36), primary_key=True),
+    Column("policy", String(32), nullable=False),
+    Column("created_at", TIME, nullable=False),
 )
 
 # Moves (resize, cold migration, evacuation; issue 8): one row per move, owned by one
@@ -185,10 +196,18 @@ def _v3(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE instances ADD COLUMN key_data TEXT"))
 
 
+def _v4(conn: Connection) -> None:
+    """v4: server groups (claims.group_uuid, server_groups)."""
+    if "group_uuid" not in {c["name"] for c in inspect(conn).get_columns("claims")}:
+        conn.execute(text("ALTER TABLE claims ADD COLUMN group_uuid VARCHAR(36)"))
+        conn.execute(text("CREATE INDEX IF NOT EXISTS ix_claims_group_uuid ON claims (group_uuid)"))
+    server_groups.create(conn, checkfirst=True)
+
+
 # version -> steps that bring a DB at version-1 to version (run in one transaction).
 # Version 1 is the initial schema above, made by create_all on a fresh DB.
 Migration = Callable[[Connection], None]
-MIGRATIONS: dict[int, list[Migration]] = {1: [], 2: [_v2], 3: [_v3]}
+MIGRATIONS: dict[int, list[Migration]] = {1: [], 2: [_v2], 3: [_v3], 4: [_v4]}
 
 _PG_LOCK_KEY = 0x63656C6C  # "cell": advisory lock serializing schema changes on PostgreSQL
 

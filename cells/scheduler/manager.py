@@ -3,7 +3,9 @@
 select_destinations filters and weighs the cell's compute nodes, then claims
 the resources on the best host in one DB transaction (see cells/db/claims.py).
 Several scheduler processes may share one cell DB: a claim that loses a race
-simply fails its conditional UPDATE and the next candidate is tried.
+simply fails its conditional UPDATE and the next candidate is tried. A member
+of a server group is placed by its group's policy, checked again inside the
+claim's transaction under the group's lock (cells/db/groups.py).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cells import errors
@@ -19,8 +22,10 @@ from cells.context import RequestContext
 from cells.db import claims
 from cells.db.claims import HostState, Resources
 from cells.db.engine import Database
+from cells.db.groups import GroupClaim, allows
 from cells.db.schema import ensure_schema
 from cells.rpcapi.compute import topic as compute_topic
+from cells.scheduler import groups as sgroups
 from cells.scheduler.filters import Alive, filter_hosts, hinted_instances
 from cells.scheduler.weights import weigh
 from cells.service import Service
@@ -52,8 +57,13 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
         same_hosts, avoid = await db.read(lambda conn: (_hosts_of(conn, same), _hosts_of(conn, different)))
         only = same_hosts if same else None
         exclude_hosts = [*exclude_hosts, *avoid]
+    group = sgroups.from_spec(request_spec)
     async with lock or contextlib.nullcontext():
-        return await _place_all(db, alive, req, instance_uuids, exclude_hosts, alternates, only)
+        peers: set[str] = set()
+        if group is not None or "instance_uuid" in request_spec:  # read under the lock: the last placement counts
+            group, peers = await db.read(lambda conn: sgroups.resolve(conn, request_spec, group, instance_uuids))
+        return await _place_all(db, alive, req, instance_uuids, exclude_hosts, alternates, only,
+                                Grouping(group, peers) if group else None)
 
 
 def _hosts_of(conn: Any, instance_uuids: list[str]) -> set[str]:
@@ -61,13 +71,24 @@ def _hosts_of(conn: Any, instance_uuids: list[str]) -> set[str]:
     return {c["host"] for u in instance_uuids if (c := claims.claim_of(conn, u)) is not None}
 
 
+@dataclass
+class Grouping:
+    """The request's server group and the hosts its members hold (this request's as they are placed)."""
+    group: GroupClaim
+    peers: set[str]
+
+    def allows(self, host: HostState) -> bool:
+        return allows(self.group.policy, self.peers, host.host)
+
+
 async def _place_all(db: Database, alive: Alive, req: Resources, instance_uuids: list[str],
-                     exclude_hosts: list[str], alternates: int, only: set[str] | None) -> list[dict[str, Any]]:
+                     exclude_hosts: list[str], alternates: int, only: set[str] | None,
+                     grouping: Grouping | None = None) -> list[dict[str, Any]]:
     hosts = {h.host: h for h in await claims.load_hosts(db)}
     placed: list[dict[str, Any]] = []
     try:
         for uuid in instance_uuids:
-            host, alts = await _place_one(db, hosts, req, uuid, alive, exclude_hosts, alternates, only)
+            host, alts = await _place_one(db, hosts, req, uuid, alive, exclude_hosts, alternates, only, grouping)
             placed.append({"instance_uuid": uuid, "host": host, "alternates": alts})
     except errors.NoValidHost:
         for done in placed:
@@ -77,14 +98,20 @@ async def _place_all(db: Database, alive: Alive, req: Resources, instance_uuids:
 
 
 async def _place_one(db: Database, hosts: dict[str, HostState], req: Resources, uuid: str, alive: Alive,
-                     exclude: list[str], alternates: int, only: set[str] | None) -> tuple[str, list[str]]:
+                     exclude: list[str], alternates: int, only: set[str] | None,
+                     grouping: Grouping | None) -> tuple[str, list[str]]:
     for _ in range(2):  # a second pass re-reads usage when every candidate lost a race
-        candidates = weigh(filter_hosts(hosts.values(), req, alive, exclude, only))
+        candidates = weigh(h for h in filter_hosts(hosts.values(), req, alive, exclude, only)
+                           if grouping is None or grouping.allows(h))
         if not candidates:
             break
         for cand in candidates:
-            if await claims.claim(db, cand.host, uuid, req):
+            # the group's policy is checked again in the claim's transaction: a peer placed by
+            # another scheduler since `grouping` was read makes the claim fail, not break the policy
+            if await claims.claim(db, cand.host, uuid, req, grouping.group if grouping else None):
                 hosts[cand.host] = cand.consume(req)  # spread the next instance of this request
+                if grouping is not None:
+                    grouping.peers.add(cand.host)
                 return cand.host, [c.host for c in candidates if c.host != cand.host][:max(alternates, 0)]
             LOG.debug("claim for %s on %s lost a race, trying the next host", uuid, cand.host)
         hosts.clear()

@@ -1,0 +1,92 @@
+"""Server-group policies, enforced inside the claim transaction (cells/db/claims.py).
+
+A claim made for a member of a group carries the group's uuid (claims.group_uuid).
+Before it is made, in the same transaction, the claim takes the group's row in
+`server_groups` (SELECT .. FOR UPDATE: claims of one group queue behind each
+other on PostgreSQL; SQLite's BEGIN IMMEDIATE serializes every claim anyway),
+then reads the hosts the group's other claims are on and refuses a host the
+policy forbids. Two schedulers placing members of one group at once therefore
+never both see "no peer here" (Nova checks late, on the compute, and
+reschedules instead).
+
+Consumers: a boot claims under the instance's uuid; a move claims the
+destination under the migration's uuid while the instance keeps its source
+claim. Both of a member's own claims are left out of its peers.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from cells import errors
+from cells.db.schema import claims, server_groups
+from cells.objects.instance import utcnow_iso
+
+AFFINITY, ANTI_AFFINITY = "affinity", "anti-affinity"
+POLICIES = (AFFINITY, ANTI_AFFINITY)  # Nova 2.1's (the soft ones came with 2.15)
+
+
+@dataclass(frozen=True)
+class GroupClaim:
+    """The group a claim is made for. `member`: the instance when the consumer is not the
+    instance itself (a move's migration); its own claims are not its peers."""
+    uuid: str
+    policy: str
+    member: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise errors.Invalid(reason=f"server group policy must be one of {list(POLICIES)}, not {self.policy!r}")
+
+    def own(self, consumers: Iterable[str]) -> set[str]:
+        return {*consumers, *([self.member] if self.member else [])}
+
+
+def allows(policy: str, peer_hosts: Iterable[str], host: str) -> bool:
+    """Pure: may a member of a group with `policy` go to `host`, its peers being on `peer_hosts`?"""
+    peers = set(peer_hosts)
+    if policy == ANTI_AFFINITY:
+        return host not in peers
+    return not peers or peers == {host}
+
+
+_c, _g = claims.c, server_groups.c
+_LOCK = select(_g.policy).where(_g.uuid == bindparam("b_group")).with_for_update()
+_PEERS = select(_c.instance_uuid, _c.host).where(_c.group_uuid == bindparam("b_group"))
+_GROUP_OF = (select(_c.group_uuid, _g.policy).join(server_groups, _g.uuid == _c.group_uuid)
+             .where(_c.instance_uuid == bindparam("b_uuid")))
+
+
+def lock(conn: Connection, group: GroupClaim) -> str:
+    """Take the group's row (made on its first claim); returns the policy on record."""
+    row = conn.execute(_LOCK, {"b_group": group.uuid}).first()
+    if row is not None:
+        return str(row.policy)
+    try:
+        with conn.begin_nested():  # another scheduler may make the same group's row at once (PostgreSQL)
+            conn.execute(insert(server_groups), {"uuid": group.uuid, "policy": group.policy,
+                                                 "created_at": utcnow_iso()})
+    except IntegrityError:
+        return str(conn.execute(_LOCK, {"b_group": group.uuid}).one().policy)
+    return group.policy
+
+
+def peer_hosts(conn: Connection, group: GroupClaim, consumers: Iterable[str]) -> set[str]:
+    """The hosts the group's claims other than the member's own (or `consumers`') are on."""
+    own = group.own(consumers)
+    return {str(r.host) for r in conn.execute(_PEERS, {"b_group": group.uuid}) if r.instance_uuid not in own}
+
+
+def admits(conn: Connection, group: GroupClaim, host: str, consumer: str) -> bool:
+    """In the claim's transaction, before it is made: lock the group, check its policy."""
+    policy = lock(conn, group)
+    return allows(policy, peer_hosts(conn, group, [consumer]), host)
+
+
+def group_of(conn: Connection, instance_uuid: str) -> GroupClaim | None:
+    """The group an instance's claim was made for (a move keeps it), as a claim for that member."""
+    row = conn.execute(_GROUP_OF, {"b_uuid": instance_uuid}).first()
+    return None if row is None else GroupClaim(str(row.group_uuid), str(row.policy), member=instance_uuid)
