@@ -31,6 +31,7 @@ from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpcapi.compute import ComputeAPI
 from cells.rpcapi.scheduler import SchedulerAPI
+from cells.scheduler import groups
 
 LOG = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # builds of one instance, first try included (Nova's max_attempts)
@@ -75,6 +76,7 @@ def validate_build(instances: Any, request_spec: Any, now: str, conductor_id: st
         raise errors.Invalid(reason="instances must be a non-empty list")
     if not isinstance(request_spec, Mapping):
         raise errors.Invalid(reason="request_spec must be a map")
+    groups.from_spec(request_spec)  # a malformed server group is refused before any row is written
     state, _ = on(Event.BUILD_REQUESTED, NEW)
     rows, seen = [], set()
     for inst in instances:
