@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
+from api.compute import server_groups
 from api.http import context, json_body
 from api.keys import ENGINE, ROUTER
 from api.validation import validate
@@ -44,6 +45,7 @@ async def _usage(request: web.Request, ctx: RequestContext, project: str) -> dic
     used = await quota.compute_usage(request.config_dict[ROUTER], ctx, project)
     used["key_pairs"] = await quota.keypair_count(request.config_dict[ENGINE], str(ctx.user)) \
         if project == ctx.project else 0
+    used["server_groups"] = await server_groups.group_count(request.config_dict[ENGINE], project)
     return used
 
 
@@ -120,7 +122,8 @@ async def limits(request: web.Request) -> web.Response:
         "maxTotalKeypairs": lim["key_pairs"], "maxTotalRAMSize": lim["ram"],
         "maxServerGroups": lim["server_groups"], "maxServerGroupMembers": lim["server_group_members"],
         "totalCoresUsed": used["cores"], "totalInstancesUsed": used["instances"], "totalRAMUsed": used["ram"],
-        "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0, "totalServerGroupsUsed": 0,
+        "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0,
+        "totalServerGroupsUsed": await server_groups.group_count(request.config_dict[ENGINE], project),
     }
     return web.json_response({"limits": {"rate": [], "absolute": absolute}})
 

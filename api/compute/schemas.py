@@ -32,8 +32,9 @@ _BDM_V2 = {
 }
 
 _UUIDS = {"oneOf": [_UUID, {"type": "array", "items": _UUID, "uniqueItems": True}]}
-# Nova's same_host / different_host (SameHostFilter, DifferentHostFilter); others are kept and ignored
-_HINTS = {"type": "object", "properties": {"same_host": _UUIDS, "different_host": _UUIDS},
+# Nova's same_host / different_host (SameHostFilter, DifferentHostFilter) and group (a server group's
+# id: api/compute/server_groups.py); others are kept and ignored
+_HINTS = {"type": "object", "properties": {"same_host": _UUIDS, "different_host": _UUIDS, "group": _UUID},
           "additionalProperties": True}
 
 SERVER_CREATE: dict[str, Any] = {

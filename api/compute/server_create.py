@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
-from api.compute import keypairs, placement
+from api.compute import keypairs, placement, server_groups
 from api.compute.flavors import flavor_dict, flavor_in
 from api.compute.schemas import SERVER_CREATE
 from api.compute.views import DEFAULT_AZ, server_created
@@ -53,6 +53,7 @@ class BuildSpec:
     min_count: int = 1  # `count` is max_count; quota may cut it down to no less than this
     networking: dict[str, Any] = field(default_factory=dict)  # requested_networks, security_groups
     limits: dict[str, int] = field(default_factory=dict)  # the project's quotas as validation read them
+    group: server_groups.ServerGroup | None = None  # the `group` hint's server group
 
 
 def _count(value: Any, default: int) -> int:
@@ -91,8 +92,10 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
         raise errors.Invalid("min_count must be <= max_count")
     if max_count > MAX_PER_REQUEST:
         raise errors.QuotaExceeded(resource="instances", requested=max_count, limit=MAX_PER_REQUEST)
+    hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
     async with request.config_dict[ENGINE].connect() as conn:  # one connection: each costs ~1 ms of API CPU
         limits = await quota.limits_in(conn, str(ctx.project))
+        group = await server_groups.for_boot(conn, ctx, hints)
         quota.check_metadata(limits, len(server.get("metadata") or {}))
         _check_bdms(server)
         image_id = _image_id(server)
@@ -123,13 +126,12 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
     if az != DEFAULT_AZ and not request.config_dict[ROUTER].zone_exists(az):  # a site or cell is a zone
         raise errors.Invalid(f"The requested availability zone is not available: {az}")
     networking = await network_boot.resolve(request, ctx, server)  # networks, ports, security groups: 400 if unknown
-    hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
     return BuildSpec(name=server["name"], count=max_count, flavor=flavor_dict(flavor),
                      image=image_db.snapshot(image), metadata=dict(server.get("metadata") or {}),
                      key_name=server.get("key_name"), key_data=key_data, availability_zone=az,
                      user_data=server.get("user_data"),
                      access_ipv4=server.get("accessIPv4"), access_ipv6=server.get("accessIPv6"), hints=hints,
-                     min_count=min_count, networking=networking, limits=limits)
+                     min_count=min_count, networking=networking, limits=limits, group=group)
 
 
 def instance_records(spec: BuildSpec, ctx: RequestContext, cell_path: str) -> list[dict[str, Any]]:
@@ -154,7 +156,8 @@ def instance_records(spec: BuildSpec, ctx: RequestContext, cell_path: str) -> li
 def request_spec(spec: BuildSpec, ctx: RequestContext, records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"num_instances": spec.count, "instance_uuids": [r["uuid"] for r in records],
             "flavor": spec.flavor, "image": spec.image, "project_id": ctx.project, "user_id": ctx.user,
-            "availability_zone": spec.availability_zone, "scheduler_hints": spec.hints, **spec.networking}
+            "availability_zone": spec.availability_zone, "scheduler_hints": spec.hints, **spec.networking,
+            **server_groups.spec_part(spec.group)}
 
 
 async def create(request: web.Request) -> web.Response:
@@ -176,10 +179,12 @@ async def create_servers(request: web.Request, ctx: RequestContext, body: Any) -
     async with quota.project_lock(str(ctx.project)):  # the quota check and the rows it admits, together
         spec = await _within_quota(request, ctx, spec)
         final = spec
+        choice = await server_groups.admit(engine, spec.group, spec.count, spec.limits, spec.hints)
         _, records = await placement.build(  # best cell first, the next when one refuses
-            router, engine, ctx, spec.flavor, spec.availability_zone, spec.hints,
+            router, engine, ctx, spec.flavor, spec.availability_zone, choice,
             lambda path: instance_records(final, ctx, path), lambda recs: request_spec(final, ctx, recs))
         uuids = [r["uuid"] for r in records]
+        await server_groups.add_members(engine, spec.group, uuids)
     return uuids
 
 

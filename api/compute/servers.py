@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from api.compute import actions, down_cells, mappings, security_groups, volume_attachments
+from api.compute import actions, down_cells, mappings, security_groups, server_groups, volume_attachments
 from api.compute.server_create import create
 from api.compute.views import record_status, server_brief, server_detail, vm_states_for
 from api.http import context, parse_bool, query_int
@@ -65,6 +65,7 @@ async def delete(request: web.Request) -> web.Response:
     mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
     await request.config_dict[ROUTER].conductor(mapping.cell_path).instance_delete(ctx, mapping.instance_uuid)
     await down_cells.queue_delete(request.config_dict[ENGINE], mapping.instance_uuid)
+    await server_groups.remove_members(request.config_dict[ENGINE], [mapping.instance_uuid])
     return web.Response(status=204)
 
 

@@ -235,6 +235,28 @@ ec2_client_tokens = Table(
 )
 
 
+# --- server groups (os-server-groups) ----------------------------------------
+
+server_groups = Table(
+    "server_groups", metadata,  # Nova's instance groups: global, per project (api/compute/server_groups.py)
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("policy", String(32), nullable=False),  # one policy, as Nova 2.1 takes it
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_server_groups_project_created", "project_id", "created_at"),
+)
+
+server_group_members = Table(
+    "server_group_members", metadata,  # a server is in at most one group (one hint per boot)
+    Column("instance_uuid", String(36), primary_key=True),
+    Column("group_id", String(36), ForeignKey("server_groups.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_server_group_members_group", "group_id", "created_at"),
+)
+
+
 # --- migrations -------------------------------------------------------------
 
 def _v1(conn: Connection) -> None:
@@ -253,7 +275,12 @@ def _v3(conn: Connection) -> None:
     metadata.create_all(conn, tables=[queued_deletes])
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
+def _v4(conn: Connection) -> None:
+    """Server groups and their members."""
+    metadata.create_all(conn, tables=[server_groups, server_group_members])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 LATEST = max(MIGRATIONS)
 
 
