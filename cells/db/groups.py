@@ -56,12 +56,16 @@ def allows(policy: str, peer_hosts: Iterable[str], host: str) -> bool:
 _c, _g = claims.c, server_groups.c
 _LOCK = select(_g.policy).where(_g.uuid == bindparam("b_group")).with_for_update()
 _PEERS = select(_c.instance_uuid, _c.host).where(_c.group_uuid == bindparam("b_group"))
-_GROUP_OF = (select(_c.group_uuid, _g.policy).join(server_groups, _g.uuid == _c.group_uuid)
+_GROUP_OF = (select(_g.uuid, _g.policy).join(server_groups, _g.uuid == _c.group_uuid)
              .where(_c.instance_uuid == bindparam("b_uuid")))
 
 
 def lock(conn: Connection, group: GroupClaim) -> str:
-    """Take the group's row (made on its first claim); returns the policy on record."""
+    """Take the group's row (made on its first claim); returns the policy on record.
+
+    The peers are read by a later statement, not joined here: on PostgreSQL (READ
+    COMMITTED) a statement that waited for the lock still reads other rows as of its
+    start, so it would miss the claim the lock's previous holder just committed."""
     row = conn.execute(_LOCK, {"b_group": group.uuid}).first()
     if row is not None:
         return str(row.policy)
@@ -81,7 +85,7 @@ def peer_hosts(conn: Connection, group: GroupClaim, consumers: Iterable[str]) ->
 
 
 def admits(conn: Connection, group: GroupClaim, host: str, consumer: str) -> bool:
-    """In the claim's transaction, before it is made: lock the group, check its policy."""
+    """In the claim's transaction, before it is made: lock the group, then check its policy."""
     policy = lock(conn, group)
     return allows(policy, peer_hosts(conn, group, [consumer]), host)
 
@@ -89,4 +93,4 @@ def admits(conn: Connection, group: GroupClaim, host: str, consumer: str) -> boo
 def group_of(conn: Connection, instance_uuid: str) -> GroupClaim | None:
     """The group an instance's claim was made for (a move keeps it), as a claim for that member."""
     row = conn.execute(_GROUP_OF, {"b_uuid": instance_uuid}).first()
-    return None if row is None else GroupClaim(str(row.group_uuid), str(row.policy), member=instance_uuid)
+    return None if row is None else GroupClaim(str(row.uuid), str(row.policy), member=instance_uuid)

@@ -59,10 +59,13 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
         exclude_hosts = [*exclude_hosts, *avoid]
     group = sgroups.from_spec(request_spec)
     async with lock or contextlib.nullcontext():
-        peers: set[str] = set()
-        if group is not None or "instance_uuid" in request_spec:  # read under the lock: the last placement counts
-            group, peers = await db.read(lambda conn: sgroups.resolve(conn, request_spec, group, instance_uuids))
-        return await _place_all(db, alive, req, instance_uuids, exclude_hosts, alternates, only,
+        if group is None and "instance_uuid" not in request_spec:
+            return await _place_all(db, alive, req, instance_uuids, exclude_hosts, alternates, only,
+                                    await claims.load_hosts(db))
+        # the group's members and the hosts in one read, under the lock: the last placement counts
+        group, peers, hosts = await db.read(lambda conn: (
+            *sgroups.resolve(conn, request_spec, group, instance_uuids), claims.all_hosts(conn)))
+        return await _place_all(db, alive, req, instance_uuids, exclude_hosts, alternates, only, hosts,
                                 Grouping(group, peers) if group else None)
 
 
@@ -82,9 +85,9 @@ class Grouping:
 
 
 async def _place_all(db: Database, alive: Alive, req: Resources, instance_uuids: list[str],
-                     exclude_hosts: list[str], alternates: int, only: set[str] | None,
+                     exclude_hosts: list[str], alternates: int, only: set[str] | None, loaded: list[HostState],
                      grouping: Grouping | None = None) -> list[dict[str, Any]]:
-    hosts = {h.host: h for h in await claims.load_hosts(db)}
+    hosts = {h.host: h for h in loaded}
     placed: list[dict[str, Any]] = []
     try:
         for uuid in instance_uuids:
