@@ -166,19 +166,65 @@ def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default
         reap_guests(cluster.state)
 
 
+@contextmanager
+def running_netns_cluster(root: Path, name: str, hosts: tuple[str, ...] = ("n1", "n2"),
+                          virt_uri: str = "qemu:///embed", timeout: float = 150) -> Iterator[RunningCluster]:
+    """A cluster whose controller and compute hosts are netns hosts (tools/netns.py, made by
+    `cellctl up`) on a 10.N.0.0/16 no other run on this machine uses: the network agents plumb
+    for real (bridges, VXLAN, dnsmasq, nftables, metadata) without touching the root namespace.
+    `name` names the namespaces (cc-NAME-HOST): keep it short and unique to the run."""
+    from tools.netns import unused_range
+    prefix = unused_range().removesuffix("0.0/16")  # "10.N.": site1 is 10.N.1.0/24
+    computes = "\n".join(
+        f'  {h}: {{address: {prefix}1.{21 + i}, via: netns, site_net: site1, roles: [compute], rpc_port: 5700,\n'
+        f'        virt: {{uri: "{virt_uri}"}}}}' for i, h in enumerate(hosts))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cluster.yaml").write_text(f"""\
+cluster: {name}
+state_dir: var
+heartbeat_interval: 1.0
+api: {{host: ctl, listen: "{prefix}1.10:{free_port()}"}}
+sites:
+  - name: site1
+    cells:
+      - name: cell1
+        services: {{router: "ctl:5610"}}
+        hosts: [{", ".join(hosts)}]
+hosts:
+  ctl: {{address: {prefix}1.10, via: netns, site_net: site1}}
+{computes}
+netns: {{range: {prefix}0.0/16}}
+security: {{curve: false}}
+""")
+    cluster = RunningCluster(root, root / "cluster.yaml")
+    up = cluster.cellctl("up", str(cluster.cluster_file), "--timeout", str(int(timeout)), check=False,
+                         timeout=2 * timeout)
+    try:
+        assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
+        yield cluster
+    finally:
+        cluster.cellctl("down", str(cluster.cluster_file), check=False, timeout=180)
+        reap_guests(cluster.state)
+
+
 def reap_guests(state: Path) -> int:
-    """Real guests outlive their compute worker (as they should in production); a throw-away
-    cluster must not leave QEMU processes behind. Kills the ones its embed roots recorded."""
+    """Real guests and the networks' dnsmasq outlive their compute worker and network agent
+    (as they should in production); a throw-away cluster must not leave them behind. Kills
+    the ones its embed roots and DHCP dirs recorded."""
     killed = 0
-    for pidfile in state.glob("hosts/*/embed/run/qemu/cc-*.pid"):
-        try:
-            pid = int(pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if b"qemu-system" in cmdline:
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
+    # a stale pid file may name someone else's process: dnsmasq's command line names our state dir
+    # (QEMU's may name a short alias of the embed root instead: its program name must do)
+    for pattern, program, ours in (("hosts/*/embed/run/qemu/cc-*.pid", b"qemu-system", b""),
+                                   ("hosts/*/network/dhcp/*/pid", b"dnsmasq", str(state).encode())):
+        for pidfile in state.glob(pattern):
+            try:
+                pid = int(pidfile.read_text().strip())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if program in cmdline and ours in cmdline:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
     return killed
 
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from cells import errors
 from node.imagecache import _discard, _flush_and_close, _write_and_hash
+from node.volume import proc
 
 T = TypeVar("T")
 
@@ -179,17 +180,11 @@ class DiskOps:
 
 async def qemu_img(*args: str, timeout: float = QEMU_IMG_TIMEOUT) -> None:
     """Run `qemu-img ARGS`; RuntimeError with its message when it fails or takes too long."""
-    proc = await asyncio.create_subprocess_exec("qemu-img", *args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
     try:
-        async with asyncio.timeout(timeout):
-            _, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise RuntimeError(f"qemu-img {args[0]} timed out after {timeout}s") from None
-    if proc.returncode != 0:
-        raise RuntimeError(f"qemu-img {args[0]} failed: {err.decode(errors='replace').strip()}")
+        await proc.run(["qemu-img", *args], timeout)
+    except proc.CommandFailed as exc:
+        what = f"timed out after {timeout}s" if exc.returncode is None else f"failed: {exc.stderr.strip()}"
+        raise RuntimeError(f"qemu-img {args[0]} {what}") from None
 
 
 async def rebase_overlay(overlay: str, base: str, base_format: str, timeout: float = QEMU_IMG_TIMEOUT) -> None:

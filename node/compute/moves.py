@@ -13,7 +13,8 @@ a move, or retries a step, never makes a second guest or loses the only one:
   read_disk          chunks (compute to compute; hosts share no storage)
   confirm_move       source: destroy the old guest and its files
   revert_move        destination: destroy the new guest and its files
-  finish_revert      source: start the old guest again (unless it was stopped before)
+  finish_revert      source: bind the guest's ports here again (the destination took them)
+                     and start the old guest again (unless it was stopped before)
   rebuild_evacuated  destination: a new guest from the image for a server of a dead host
 Each returns the guest's power state afterwards.
 
@@ -29,12 +30,13 @@ import time
 from typing import Any
 
 from cells import errors
-from cells.context import RequestContext
+from cells.context import RequestContext, admin_context
 from cells.objects.instance import PowerState, VmState
 from cells.rpcapi.moves import DiskCopyAPI
 from node.compute.driver import LibvirtDriver, base_format
 from node.imagecache import ImageCache
 from node.locks import KeyedLocks
+from node.network.agent import NetworkAgent
 
 LOG = logging.getLogger(__name__)
 
@@ -44,11 +46,13 @@ def same_host(migration: dict[str, Any]) -> bool:
 
 
 class ComputeMoves:
-    """Needs, from ComputeManager: host, driver, images, peers, _locks, spawn_guest, shutdown_timeout."""
+    """Needs, from ComputeManager: host, driver, images, network, peers, _locks, spawn_guest,
+    shutdown_timeout."""
 
     host: str
     driver: LibvirtDriver
     images: ImageCache
+    network: NetworkAgent
     peers: DiskCopyAPI  # set when the service starts
     _locks: KeyedLocks
     shutdown_timeout: float
@@ -183,6 +187,9 @@ class ComputeMoves:
                 await self.spawn_guest(instance)  # the old guest is gone (lost with a restart): make it again
                 if migration.get("old_vm_state") == VmState.STOPPED:
                     await self.driver.power_off(uuid)
-            elif migration.get("old_vm_state") != VmState.STOPPED and await self._power(uuid) != PowerState.RUNNING:
+                return await self._power(uuid)
+            if not same_host(migration):  # its ports went to the destination: bound here again, taps remade
+                await self.network.plug(admin_context(), instance)
+            if migration.get("old_vm_state") != VmState.STOPPED and await self._power(uuid) != PowerState.RUNNING:
                 await self.driver.power_on(uuid)
             return await self._power(uuid)

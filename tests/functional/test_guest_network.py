@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from tests.functional.test_real_guests import _unavailable
-from tools.devcluster import RunningCluster, free_port, reap_guests, wait_for
+from tools.devcluster import RunningCluster, running_netns_cluster, wait_for
 
 pytestmark = pytest.mark.slow
 TAG = uuid.uuid4().hex[:4]
@@ -48,36 +48,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
     reason = _missing()
     if reason is not None:
         pytest.skip(reason)
-    root = tmp_path_factory.mktemp("guestnet")
-    port = free_port()
-    computes = "\n".join(
-        f'  {h}: {{address: 10.253.1.{21 + i}, via: netns, site_net: site1, roles: [compute], rpc_port: 5700,\n'
-        f'        virt: {{uri: "qemu:///embed"}}}}' for i, h in enumerate(HOSTS))
-    (root / "cluster.yaml").write_text(f"""\
-cluster: {NAME}
-state_dir: var
-heartbeat_interval: 1.0
-api: {{host: ctl, listen: "10.253.1.10:{port}"}}
-sites:
-  - name: site1
-    cells:
-      - name: cell1
-        services: {{router: "ctl:5610"}}
-        hosts: [{", ".join(HOSTS)}]
-hosts:
-  ctl: {{address: 10.253.1.10, via: netns, site_net: site1}}
-{computes}
-netns: {{range: 10.253.0.0/16}}
-security: {{curve: false}}
-""")
-    c = RunningCluster(root, root / "cluster.yaml")
-    up = c.cellctl("up", str(c.cluster_file), "--timeout", "150", check=False, timeout=300)
-    try:
-        assert up.returncode == 0, f"{up.stdout}\n{up.stderr}"
+    with running_netns_cluster(tmp_path_factory.mktemp("guestnet"), NAME, HOSTS) as c:
         yield c
-    finally:
-        c.cellctl("down", str(c.cluster_file), check=False, timeout=180)
-        reap_guests(c.state)
 
 
 class Api:

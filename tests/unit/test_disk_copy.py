@@ -13,12 +13,18 @@ import subprocess
 import uuid as uuidlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cells import errors
+from cells.context import RequestContext
+from cells.objects.instance import PowerState, VmState
 from node.compute import disks
 from node.compute.driver import LibvirtDriver, create_overlay
+from node.compute.manager import ComputeManager
+from node.imagecache import ImageCache
+from tests.compute_fakes import FakeConductor, FakeFetcher, cluster_config, image_record
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None or shutil.which("qemu-io") is None,
                                 reason="qemu-img and qemu-io (qemu-utils) are not installed")
@@ -171,3 +177,68 @@ async def test_the_test_hypervisor_has_no_disk_files_to_copy(hosts: tuple[Host, 
     source, _ = hosts
     uuid = await written_guest(source)
     assert await source.driver.disk_files(uuid) == []  # test:///default never reads disks: nothing to move
+
+
+# --- the destination compute's finish_move with disk_source (test hypervisor, node1) ----------------
+
+IMAGE = b"tiny disk image bits"
+CTX = RequestContext(project="p", user="u")
+SMALL = {"id": "2", "name": "m1.small", "vcpus": 1, "ram": 128, "disk": 2}
+
+
+class SourceCompute(FakeConductor):
+    """The conductor and, at the process boundary, the move's source compute (node2): what
+    its disk_info and read_disk answer (`files` None: it is not reachable)."""
+
+    def __init__(self, files: list[dict[str, object]] | None) -> None:
+        super().__init__()
+        self.files = files
+
+    async def disk_info(self, ctx: RequestContext, uuid: str) -> list[dict[str, object]]:
+        if self.files is None:
+            raise errors.NoLiveMember(topic="compute.node2")
+        return self.files
+
+    async def read_disk(self, ctx: RequestContext, uuid: str, name: str, offset: int, length: int) -> bytes:
+        raise errors.RpcTimeout(method="read_disk", topic="compute.node2", timeout=30)
+
+
+async def moved_here(tmp_path: Path, source: SourceCompute) -> tuple[ComputeManager, dict[str, Any], dict[str, Any]]:
+    """node1's compute, and an instance resizing to it from node2 (its record and migration)."""
+    m = ComputeManager(cluster_config(str(tmp_path)), cluster_config(str(tmp_path)).service("cell1/compute/node1"),
+                       images=ImageCache(str(tmp_path / "images"), FakeFetcher({"img-1": IMAGE})))
+    await m.start(source)
+    await m.sync_with_conductor()
+    rec = source.add(str(uuidlib.uuid4()), image=image_record("img-1", IMAGE), flavor=SMALL,
+                     vm_state=VmState.ACTIVE, task_state="resize_migrating")
+    mig = {"uuid": str(uuidlib.uuid4()), "instance_uuid": rec["uuid"], "migration_type": "resize",
+           "source_host": "node2", "dest_host": "node1", "old_flavor": SMALL, "new_flavor": SMALL,
+           "old_vm_state": VmState.ACTIVE}
+    return m, rec, mig
+
+
+async def test_a_test_hypervisor_source_has_nothing_to_copy_and_the_guest_is_made_from_the_image(
+        tmp_path: Path) -> None:
+    m, rec, mig = await moved_here(tmp_path, SourceCompute([]))
+    uuid = rec["uuid"]
+    try:
+        done = await m.finish_move(CTX, rec, mig, disk_source="node2")
+        assert done == {"power_state": PowerState.RUNNING, "files": 0, "bytes": 0}
+        assert await m.driver.power_state(uuid) == PowerState.RUNNING
+    finally:
+        await m.driver.destroy(uuid)  # test:///default is shared by the whole process
+        await m.stop()
+
+
+@pytest.mark.parametrize("files", [None, [{"name": "disk", "size": 10, "sha256": "0" * 64}]])
+async def test_a_copy_that_fails_leaves_no_guest_and_no_files(tmp_path: Path,
+                                                              files: list[dict[str, object]] | None) -> None:
+    m, rec, mig = await moved_here(tmp_path, SourceCompute(files))
+    uuid = rec["uuid"]
+    try:
+        with pytest.raises(errors.DiskCopyFailed, match="from node2: No (reply to read_disk|live member)"):
+            await m.finish_move(CTX, rec, mig, disk_source="node2")
+        assert uuid not in await m.driver.list_instance_uuids()
+        assert not os.path.exists(m.driver.instance_dir(uuid))
+    finally:
+        await m.stop()

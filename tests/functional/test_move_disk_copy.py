@@ -1,0 +1,131 @@
+"""Resize and cold migration keep what the guest wrote to its disk (issue 8): real QEMU
+guests (qemu:///embed, TCG here) on two netns hosts with their own state dirs, moved with
+the unmodified openstack CLI.
+
+The guest's user data (run at every boot, from the metadata service) writes a marker of
+its own over the first bytes of its root disk at first boot, and says so; at a later
+boot it finds the marker and leaves it. The tiny guest prints its disk's first 32 bytes
+on the console at every boot (`CELLCLOUD-DISK added vda ... head=[...]`). After a
+resize and after a migration the new host's console shows the marker found, never
+written again: the disk was copied from the source (and rebased onto the new host's
+own cached image), not made again from the image. A revert starts the source guest
+again on its own disk; a confirm removes it. The resize action's compute_finish_resize
+event says the disk was copied."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import uuid as uuidlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.functional.test_guest_network import _missing
+from tools.devcluster import RunningCluster, running_netns_cluster, wait_for
+
+pytestmark = pytest.mark.slow
+TAG = uuidlib.uuid4().hex[:4]
+MARK = f"CCMARK{TAG}"  # 10 bytes: the guest's own data at the start of its root disk
+USER_DATA = f"""#!/bin/sh
+if [ "$(dd if=/dev/vda bs={len(MARK)} count=1 2>/dev/null)" = "{MARK}" ]; then
+  echo CELLCLOUD-MARK-FOUND
+else
+  printf {MARK} | dd of=/dev/vda conv=notrunc,fsync 2>/dev/null && sync && echo CELLCLOUD-MARK-WRITTEN
+fi
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    reason = _missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_netns_cluster(tmp_path_factory.mktemp("diskcopy"), f"dc{TAG}") as c:
+        yield c
+
+
+def host_of(c: RunningCluster, sid: str) -> str:
+    return str(c.ok("server", "show", sid, "-f", "json", who="admin")["OS-EXT-SRV-ATTR:host"])
+
+
+def boots(c: RunningCluster, sid: str, count: int) -> str:
+    """The console once the guest has reported its root disk `count` times (one per boot on this host)."""
+    def seen() -> str:
+        out = c.cli("console", "log", "show", sid)
+        return out.stdout if out.returncode == 0 and out.stdout.count("CELLCLOUD-DISK added vda") >= count else ""
+    return str(wait_for(f"boot {count} of {sid} on the console", seen, timeout=180, interval=1))
+
+
+def last_boot(console: str) -> tuple[str, str]:
+    """(what the user data said, the root disk's head) of the newest boot on a console."""
+    boot = console.split("CELLCLOUD-GUEST-UP")[-1]
+    said = "FOUND" if "CELLCLOUD-MARK-FOUND" in boot else "WRITTEN" if "CELLCLOUD-MARK-WRITTEN" in boot else "-"
+    head = boot.split("CELLCLOUD-DISK added vda", 1)[1].split("head=[", 1)[1].split("]", 1)[0]
+    return said, head
+
+
+def disk_of(c: RunningCluster, host: str, sid: str) -> Path:
+    return c.state / "hosts" / host / "instances" / sid / "disk"
+
+
+def finish_event(c: RunningCluster, sid: str, action: str) -> str:
+    db = sqlite3.connect(c.state / "cells" / "cell1.db")
+    try:
+        rows = db.execute(
+            "SELECT e.details FROM instance_action_events e JOIN instance_actions a ON e.action_id = a.uuid"
+            " WHERE a.instance_uuid = ? AND a.action = ? AND e.event = 'compute_finish_resize'"
+            " ORDER BY a.start_time", (sid, action)).fetchall()
+    finally:
+        db.close()
+    return str(rows[-1][0])
+
+
+def moved(c: RunningCluster, sid: str, source: str, action: str) -> str:
+    """After a resize or migration to VERIFY_RESIZE: the guest on the other host booted on a
+    copy of its disk. Returns the new host."""
+    dest = host_of(c, sid)
+    assert dest != source
+    said, head = last_boot(boots(c, sid, 1))  # a fresh console on the new host: its first boot there
+    assert (said, head[:len(MARK)]) == ("FOUND", MARK), "the guest's disk was not carried over"
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(disk_of(c, dest, sid))],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["backing-filename"].startswith(str(c.state / "hosts" / dest / "images")), info
+    assert finish_event(c, sid, action).startswith(f"Disk copied from {source}: 1 file(s), ")
+    return dest
+
+
+def test_resize_and_migration_carry_the_disk_and_revert_keeps_the_source(cluster: RunningCluster) -> None:
+    c = cluster
+    net = c.ok("network", "list", "-f", "json")[0]["ID"]
+    script = c.root / "mark.sh"
+    script.write_text(USER_DATA)
+    sid = c.ok("server", "create", "--image", "tiny-linux", "--flavor", "m1.tiny", "--network", net,
+               "--user-data", str(script), "--wait", "-f", "json", f"mover{TAG}")["id"]
+    first = host_of(c, sid)
+    said, head = last_boot(boots(c, sid, 1))
+    assert said == "WRITTEN" and head.startswith(MARK)  # over the image's "CELLCLOUDtiny-linux..."
+    c.ok("server", "reboot", "--wait", sid)
+    said, head = last_boot(boots(c, sid, 2))
+    assert said == "FOUND" and head.startswith(MARK)  # on the disk for good
+
+    c.ok("server", "resize", "--flavor", "m1.small", "--wait", sid)
+    second = moved(c, sid, first, "resize")
+    c.ok("server", "resize", "revert", sid)
+    wait_for("revert", lambda: c.ok("server", "show", sid, "-f", "json")["status"] == "ACTIVE", 120)
+    assert host_of(c, sid) == first and not disk_of(c, second, sid).exists()
+    said, head = last_boot(boots(c, sid, 3))  # the source guest again, on its own disk
+    assert said == "FOUND" and head.startswith(MARK)
+
+    c.ok("server", "resize", "--flavor", "m1.small", "--wait", sid)
+    assert moved(c, sid, first, "resize") == second
+    c.ok("server", "resize", "confirm", sid)
+    wait_for("confirm", lambda: c.ok("server", "show", sid, "-f", "json")["status"] == "ACTIVE", 120)
+    assert not disk_of(c, first, sid).exists()  # the old copy went with the confirm
+
+    c.ok("server", "migrate", "--wait", sid, who="admin")
+    assert moved(c, sid, second, "migrate") == first
+    c.ok("server", "resize", "confirm", sid)
+    wait_for("confirm", lambda: c.ok("server", "show", sid, "-f", "json")["status"] == "ACTIVE", 120)
+    c.ok("server", "delete", "--wait", sid)
