@@ -69,9 +69,10 @@ async def test_affinity_members_stack_and_a_malformed_group_makes_nothing(cell: 
     group = {"uuid": str(uuidlib.uuid4()), "policy": "affinity"}
     hosts = {(await boot(cell, f"a{i}", group))["host"] for i in range(3)}
     assert len(hosts) == 1
-    inst = {"uuid": str(uuidlib.uuid4()), "name": "bad", "project_id": "p1", "user_id": "u1", "flavor": FLAVOR}
+    bad = str(uuidlib.uuid4())
+    inst: dict[str, Any] = {"uuid": bad, "name": "bad", "project_id": "p1", "user_id": "u1", "flavor": FLAVOR}
     with pytest.raises(errors.Invalid, match="policy must be one of"):
         await cell.conductor.build_instances(USER, [inst], {"flavor": FLAVOR, "group": {
             "uuid": group["uuid"], "policy": "soft-affinity"}})
     with pytest.raises(errors.InstanceNotFound):
-        await cell.conductor.instance_get(USER, inst["uuid"])
+        await cell.conductor.instance_get(USER, bad)
