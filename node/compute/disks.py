@@ -5,13 +5,14 @@ mixed into LibvirtDriver. Mechanism only, as power.py:
                refused while the guest runs (the copy must be of a disk nobody writes);
                read_disk(uuid, name, offset, length): one chunk of one of those files
   destination  receive_disks(uuid, files, read, base, base_format): each file pulled chunk
-               by chunk into the instance dir under a temporary name, its size and sha256
-               checked, then renamed into place; the qcow2 root overlay rebased onto this
+               by chunk (the next one asked for while this one is written) into the
+               instance dir under a temporary name, its size and sha256 checked, then
+               renamed into place; the qcow2 root overlay rebased onto this
                host's own cached copy of its base image (`qemu-img rebase -u`: both hosts
                cache the same verified bits, named by the image's hash)
 
 Hosts share nothing: the bytes travel over RPC (`read` fetches a chunk with the source's
-read_disk), one chunk in memory at a time. The test hypervisor keeps no disk files:
+read_disk), two chunks in memory at the most. The test hypervisor keeps no disk files:
 disk_files is empty there and the destination makes the disk from the image as a build does.
 """
 from __future__ import annotations
@@ -21,7 +22,8 @@ import hashlib
 import os
 import re
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any, TypeVar
 
 from cells import errors
@@ -91,6 +93,28 @@ def _spec(uuid: str, spec: Any) -> tuple[str, int, str]:
     return str(name), size, sha
 
 
+async def _chunks(uuid: str, name: str, size: int, read: ChunkReader) -> AsyncGenerator[bytes, None]:
+    """The file's bytes in order, checked; the next chunk is already on its way while the
+    caller writes this one (two chunks in memory at the most)."""
+    def ask(offset: int) -> asyncio.Future[bytes]:
+        return asyncio.ensure_future(read(name, offset, min(CHUNK, size - offset)))
+    offset = 0
+    nxt = ask(0) if size else None
+    try:
+        while nxt is not None:
+            data, asked = await nxt, min(CHUNK, size - offset)
+            if not isinstance(data, bytes) or not data or len(data) > asked:
+                got = len(data) if isinstance(data, bytes) else type(data).__name__
+                raise _fail(uuid, f"{name}: asked {asked} bytes at {offset}, got {got}")
+            offset += len(data)
+            nxt = ask(offset) if offset < size else None
+            yield data
+    finally:
+        if nxt is not None:  # the copy failed or was cancelled: the read ahead is not wanted
+            nxt.cancel()
+            await asyncio.gather(nxt, return_exceptions=True)
+
+
 async def receive(uuid: str, inst_dir: str, files: list[Any], read: ChunkReader) -> int:
     """Pull `files` (the source's disk_files) into `inst_dir`; returns the bytes copied. A file
     is in place only once its size and sha256 match; on any failure its partial copy goes."""
@@ -102,15 +126,9 @@ async def receive(uuid: str, inst_dir: str, files: list[Any], read: ChunkReader)
         f = await asyncio.to_thread(open, tmp, "wb")
         digest = hashlib.sha256()
         try:
-            offset = 0
-            while offset < size:
-                asked = min(CHUNK, size - offset)
-                data = await read(name, offset, asked)
-                if not isinstance(data, bytes) or not data or len(data) > asked:
-                    got = len(data) if isinstance(data, bytes) else type(data).__name__
-                    raise _fail(uuid, f"{name}: asked {asked} bytes at {offset}, got {got}")
-                await asyncio.to_thread(_write_and_hash, f, [data], digest)
-                offset += len(data)
+            async with aclosing(_chunks(uuid, name, size, read)) as chunks:
+                async for data in chunks:
+                    await asyncio.to_thread(_write_and_hash, f, [data], digest)
             async with asyncio.timeout(FILE_TIMEOUT):
                 await asyncio.to_thread(_flush_and_close, f)
             if digest.hexdigest() != want:
