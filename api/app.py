@@ -21,13 +21,13 @@ from aiohttp import web
 
 from api.cell_router import CellRouter
 from api.compute.routes import make_compute_app
-from api.db.engine import make_engine
+from api.db.engine import make_database, make_engine
 from api.ec2.app import make_ec2_app
 from api.identity.handlers import make_identity_app
 from api.identity.tokens import TokenService
 from api.image.handlers import make_image_app
 from api.image.store import ImageStore
-from api.keys import CLUSTER, ENGINE, ROUTER, STORE, TOKENS
+from api.keys import CLUSTER, DB, ENGINE, ROUTER, STORE, TOKENS
 from api.middleware import request_id
 from api.network.routes import make_network_app
 from api.volume.routes import make_volume_app
@@ -47,8 +47,10 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = make_engine(cluster.api.db)
         app[ENGINE] = engine
+        app[DB] = make_database(cluster.api.db)
         app[TOKENS] = TokenService(engine)
         yield
+        await app[DB].close()
         await engine.dispose()
 
     async def cells(app: web.Application) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cells.config import ClusterConfig
 from cells.context import RequestContext
+from cells.db.engine import Database
 
 if TYPE_CHECKING:
     from api.cell_router import CellRouter
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 CLUSTER = web.AppKey("cluster", ClusterConfig)
 ENGINE = web.AppKey("engine", AsyncEngine)
+DB = web.AppKey("db", Database)  # the same API DB, one thread hop per unit of work (api/db/engine.py)
 TOKENS: web.AppKey[TokenService] = web.AppKey("tokens")
 ROUTER: web.AppKey[CellRouter] = web.AppKey("cell_router")
 STORE: web.AppKey[ImageStore] = web.AppKey("image_store")

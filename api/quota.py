@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy import Connection, and_, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.schema import key_pairs, quotas
@@ -78,8 +78,12 @@ async def limits(engine: AsyncEngine, project_id: str) -> dict[str, int]:
 
 async def limits_in(conn: AsyncConnection, project_id: str) -> dict[str, int]:
     """limits() on a connection the caller holds (one connection for several lookups)."""
-    rows = (await conn.execute(select(quotas.c.resource, quotas.c.hard_limit)
-                               .where(quotas.c.project_id == project_id))).all()
+    return await conn.run_sync(limits_of, project_id)
+
+
+def limits_of(conn: Connection, project_id: str) -> dict[str, int]:
+    """limits() in a unit of work (api/db/engine.py make_database)."""
+    rows = conn.execute(select(quotas.c.resource, quotas.c.hard_limit).where(quotas.c.project_id == project_id)).all()
     out = dict(DEFAULTS)
     out.update({r.resource: int(r.hard_limit) for r in rows if r.resource in DEFAULTS})
     return out

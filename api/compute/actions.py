@@ -22,7 +22,7 @@ from api.compute.server_create import server_admin_pass
 from api.compute.views import server_detail
 from api.http import context, id_from_href, is_uuid, json_body
 from api.image import images as image_db
-from api.keys import ENGINE, ROUTER, public_url
+from api.keys import DB, ENGINE, ROUTER, public_url
 from api.validation import validate
 from cells import errors
 from cells.context import RequestContext
@@ -44,7 +44,7 @@ REBUILD = {"type": "object", "required": ["imageRef"], "additionalProperties": T
 
 
 async def _conductor(request: web.Request, ctx: RequestContext, server_id: str) -> tuple[ConductorAPI, str]:
-    mapping = await mappings.get(request.config_dict[ENGINE], ctx, server_id)
+    mapping = await mappings.get(request.config_dict[DB], ctx, server_id)
     return request.config_dict[ROUTER].conductor(mapping.cell_path), str(mapping.instance_uuid)
 
 

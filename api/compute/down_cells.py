@@ -13,13 +13,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.compute.views import links
 from api.db.schema import instance_mappings, queued_deletes
 from api.timeutil import iso_micro, iso_seconds, utcnow
+from cells.db.engine import Database
 
 UNKNOWN = "UNKNOWN"
 MAX_KNOWN = 10_000  # mappings read per down cell for one listing
@@ -51,13 +52,16 @@ async def records(engine: AsyncEngine, paths: list[str], filters: dict[str, Any]
     return out
 
 
-async def queue_delete(engine: AsyncEngine, instance_uuid: str) -> None:
+def _queue_delete(conn: Connection, instance_uuid: str) -> None:
+    exists = conn.execute(select(queued_deletes.c.instance_uuid)
+                          .where(queued_deletes.c.instance_uuid == instance_uuid)).first()
+    if exists is None:
+        conn.execute(insert(queued_deletes).values(instance_uuid=instance_uuid, requested_at=utcnow()))
+
+
+async def queue_delete(db: Database, instance_uuid: str) -> None:
     """A delete was accepted: the server no longer lists from its mapping (its cell lists it until gone)."""
-    async with engine.begin() as conn:
-        exists = (await conn.execute(select(queued_deletes.c.instance_uuid)
-                                     .where(queued_deletes.c.instance_uuid == instance_uuid))).first()
-        if exists is None:
-            await conn.execute(insert(queued_deletes).values(instance_uuid=instance_uuid, requested_at=utcnow()))
+    await db.write(lambda conn: _queue_delete(conn, instance_uuid))
 
 
 def brief(base: str, rec: dict[str, Any]) -> dict[str, Any]:

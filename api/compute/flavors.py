@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import Select, select
+from sqlalchemy import Connection, Select, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -97,10 +97,15 @@ async def get_flavor(request: web.Request, flavor_id: str) -> Row[Any]:
 
 async def flavor_in(conn: AsyncConnection, ctx: RequestContext, flavor_id: str) -> Row[Any]:
     """get_flavor() on a connection the caller holds (one connection for several lookups)."""
+    return await conn.run_sync(flavor_of, ctx, flavor_id)
+
+
+def flavor_of(conn: Connection, ctx: RequestContext, flavor_id: str) -> Row[Any]:
+    """get_flavor() in a unit of work (api/db/engine.py make_database)."""
     query = select(flavors).where(flavors.c.id == flavor_id)
     if not ctx.is_admin:
         query = query.where(flavors.c.is_public.is_(True))
-    row = (await conn.execute(query)).first()
+    row = conn.execute(query).first()
     if row is None:
         raise errors.FlavorNotFound(flavor_id=flavor_id)
     return row

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from api.compute import mappings
 from api.http import context
-from api.keys import ENGINE, ROUTER
+from api.keys import DB, ROUTER
 from api.timeutil import iso_naive_micro
 from cells import errors
 
@@ -34,7 +34,7 @@ def _event(e: dict[str, Any]) -> dict[str, Any]:
 
 async def _actions(request: web.Request) -> list[dict[str, Any]]:
     ctx = context(request)
-    mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
+    mapping = await mappings.get(request.config_dict[DB], ctx, request.match_info["server_id"])
     conductor = request.config_dict[ROUTER].conductor(mapping.cell_path)
     await conductor.instance_get(ctx, mapping.instance_uuid)  # 404 when deleted or not the caller's
     acts = await conductor.instance_actions(ctx, mapping.instance_uuid)

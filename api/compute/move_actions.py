@@ -19,7 +19,7 @@ from aiohttp import web
 from api.compute import mappings
 from api.compute.flavors import flavor_dict, get_flavor
 from api.http import id_from_href
-from api.keys import ENGINE, ROUTER
+from api.keys import DB, ROUTER
 from api.validation import validate
 from cells import errors
 from cells.context import RequestContext
@@ -36,7 +36,7 @@ EVACUATE = {"type": ["object", "null"], "additionalProperties": False,
 
 
 async def _conductor(request: web.Request, ctx: RequestContext, server_id: str) -> tuple[MoveConductorAPI, str]:
-    mapping = await mappings.get(request.config_dict[ENGINE], ctx, server_id)
+    mapping = await mappings.get(request.config_dict[DB], ctx, server_id)
     cell = request.config_dict[ROUTER].conductor(mapping.cell_path)
     return MoveConductorAPI(cell.caller), str(mapping.instance_uuid)
 

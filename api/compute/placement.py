@@ -17,12 +17,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from api.cell_router import Cell, CellRouter
 from api.compute import mappings
 from cells import errors
 from cells.context import RequestContext
+from cells.db.engine import Database
 
 LOG = logging.getLogger(__name__)
 _CLEANUPS: set[asyncio.Task[None]] = set()  # strong refs to background cleanups
@@ -32,7 +31,7 @@ RecordsFor = Callable[[str], list[dict[str, Any]]]
 SpecFor = Callable[[list[dict[str, Any]]], dict[str, Any]]
 
 
-async def build(router: CellRouter, engine: AsyncEngine, ctx: RequestContext, flavor: dict[str, Any],
+async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: dict[str, Any],
                 zone: str | None, hints: dict[str, Any], records_for: RecordsFor,
                 spec_for: SpecFor) -> tuple[Cell, list[dict[str, Any]]]:
     """(the cell that took the boot, the instance records sent to it)."""
@@ -42,12 +41,12 @@ async def build(router: CellRouter, engine: AsyncEngine, ctx: RequestContext, fl
     for i, cell in enumerate(candidates):
         records = records_for(cell.path)
         uuids = [r["uuid"] for r in records]
-        await mappings.add(engine, records, cell.path)
+        await mappings.add(db, records, cell.path)
         try:
             await cell.conductor.build_instances(ctx.with_timeout(BUILD_BOUND), records,
                                                  {**spec_for(records), "admission": i < len(candidates) - 1})
         except BaseException as exc:
-            await asyncio.shield(mappings.remove(engine, uuids))  # no half-made server
+            await asyncio.shield(mappings.remove(db, uuids))  # no half-made server
             if isinstance(exc, errors.RpcError) and not isinstance(exc, errors.NoLiveMember):
                 # it may have made the rows before going silent: ask it to drop them (new ids go elsewhere)
                 task = asyncio.ensure_future(_forget(cell, ctx, uuids))

@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from api.compute import mappings
-from api.keys import CLUSTER, ENGINE, ROUTER
+from api.keys import CLUSTER, DB, ROUTER
 from cells import errors
 from cells.context import RequestContext
 from cells.rpcapi.network import NetworkAPI
@@ -53,7 +53,7 @@ def group_name(spec: Any) -> str:
 async def server_action(request: web.Request, ctx: RequestContext, server_id: str, action: str,
                         spec: Any) -> web.Response:
     name = group_name(spec)
-    mapping = await mappings.get(request.config_dict[ENGINE], ctx, server_id)  # 404 for another project's
+    mapping = await mappings.get(request.config_dict[DB], ctx, server_id)  # 404 for another project's
     if not has_network(request, mapping.cell_path):  # no network here: the server has no ports
         raise errors.SecurityGroupNotFound(
             f"instance_id {mapping.instance_uuid} could not be found as device id on any ports", id=name)

@@ -19,7 +19,7 @@ from api.compute.schemas import NAME, SERVER_CREATE
 from api.compute.views import server_detail
 from api.db.schema import instance_mappings
 from api.http import context, json_body
-from api.keys import ENGINE, ROUTER, public_url
+from api.keys import DB, ENGINE, ROUTER, public_url
 from api.validation import validate
 from cells import errors
 from cells.context import RequestContext
@@ -58,7 +58,7 @@ def _lock(uuid: str) -> asyncio.Lock:
 
 async def _server(request: web.Request, ctx: RequestContext) -> tuple[Any, dict[str, Any]]:
     """(conductor, live record) of a server the caller may see; 404 otherwise."""
-    mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
+    mapping = await mappings.get(request.config_dict[DB], ctx, request.match_info["server_id"])
     conductor = request.config_dict[ROUTER].conductor(mapping.cell_path)
     record = await conductor.instance_get(ctx, mapping.instance_uuid)
     if record.get("deleted"):

@@ -17,7 +17,7 @@ from api.compute import actions, down_cells, mappings, security_groups, server_g
 from api.compute.server_create import create
 from api.compute.views import record_status, server_brief, server_detail, vm_states_for
 from api.http import context, parse_bool, query_int
-from api.keys import CLUSTER, ENGINE, ROUTER, public_url
+from api.keys import CLUSTER, DB, ENGINE, ROUTER, public_url
 from api.timeutil import parse
 from cells import errors
 from cells.context import RequestContext
@@ -33,15 +33,15 @@ SORT_KEYS = {"created_at": "created_at", "updated_at": "updated_at", "display_na
 
 async def _record(request: web.Request, ctx: RequestContext, server_id: str) -> dict[str, Any]:
     """The live record of a server the caller may see; 404 for everything else."""
-    engine = request.config_dict[ENGINE]
-    mapping = await mappings.get(engine, ctx, server_id)
+    db = request.config_dict[DB]
+    mapping = await mappings.get(db, ctx, server_id)
     conductor = request.config_dict[ROUTER].conductor(mapping.cell_path)
     try:
         record = await conductor.instance_get(ctx, mapping.instance_uuid)
     except errors.InstanceNotFound:
         record = None
     if record is None or record.get("deleted"):
-        await mappings.remove(engine, [mapping.instance_uuid])  # gone from its cell: the mapping points nowhere
+        await mappings.remove(db, [mapping.instance_uuid])  # gone from its cell: the mapping points nowhere
         raise errors.InstanceNotFound(instance_id=server_id)
     if not ctx.is_admin and record.get("project_id") != ctx.project:
         raise errors.InstanceNotFound(instance_id=server_id)
@@ -53,7 +53,7 @@ async def show(request: web.Request) -> web.Response:
     try:
         record = await _record(request, ctx, request.match_info["server_id"])
     except errors.RpcError:  # its cell is down: what the mapping knows, status UNKNOWN
-        mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
+        mapping = await mappings.get(request.config_dict[DB], ctx, request.match_info["server_id"])
         return web.json_response({"server": down_cells.detail(public_url(request), down_cells.record(mapping))})
     await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, [record]),
                          security_groups.add_group_names(request, ctx, [record]))
@@ -62,9 +62,9 @@ async def show(request: web.Request) -> web.Response:
 
 async def delete(request: web.Request) -> web.Response:
     ctx = context(request)
-    mapping = await mappings.get(request.config_dict[ENGINE], ctx, request.match_info["server_id"])
+    mapping = await mappings.get(request.config_dict[DB], ctx, request.match_info["server_id"])
     await request.config_dict[ROUTER].conductor(mapping.cell_path).instance_delete(ctx, mapping.instance_uuid)
-    await down_cells.queue_delete(request.config_dict[ENGINE], mapping.instance_uuid)
+    await down_cells.queue_delete(request.config_dict[DB], mapping.instance_uuid)
     await server_groups.remove_members(request.config_dict[ENGINE], [mapping.instance_uuid])
     return web.Response(status=204)
 
@@ -167,7 +167,7 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
         except errors.InstanceNotFound:
             raise errors.MarkerNotFound(marker=query["marker"]) from None
         except errors.RpcError:  # the marker's cell is down: its mapping still gives its sort position
-            marker = down_cells.record(await mappings.get(request.config_dict[ENGINE], ctx, query["marker"]))
+            marker = down_cells.record(await mappings.get(request.config_dict[DB], ctx, query["marker"]))
     router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
     records = [] if statuses and not filters.get("vm_state") else await router.list_instances(
         ctx, filters, sort_keys, sort_dirs, limit, marker, bound=request.config_dict[CLUSTER].list_bound,

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from api.compute import mappings
 from api.http import context, is_uuid, json_body
-from api.keys import ENGINE, ROUTER
+from api.keys import DB, ROUTER
 from api.validation import validate
 from api.volume import cells as volume_cells
 from cells import errors
@@ -59,7 +59,7 @@ async def _server(request: web.Request, ctx: RequestContext,
                   server_id: str | None = None) -> tuple[VolumeConductorAPI, str]:
     """The volume API of the server's cell and the server's uuid (default: the URL's); 404 for a server the
     caller cannot see."""
-    mapping = await mappings.get(request.config_dict[ENGINE], ctx, server_id or request.match_info["server_id"])
+    mapping = await mappings.get(request.config_dict[DB], ctx, server_id or request.match_info["server_id"])
     return VolumeConductorAPI(request.config_dict[ROUTER].cell(mapping.cell_path)), str(mapping.instance_uuid)
 
 

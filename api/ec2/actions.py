@@ -25,7 +25,7 @@ from api.db.schema import ec2_client_tokens, flavors, images
 from api.ec2 import ids
 from api.ec2.errors import Ec2Error
 from api.image import images as image_db
-from api.keys import CLUSTER, ENGINE, ROUTER
+from api.keys import CLUSTER, DB, ENGINE, ROUTER
 from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
@@ -149,11 +149,11 @@ async def _uuids(request: web.Request, ec2_instance_ids: list[Any]) -> list[str]
 
 async def _live(request: web.Request, ctx: RequestContext, uuids: list[str]) -> list[dict[str, Any]]:
     """(records) of the caller's live servers; InvalidInstanceID.NotFound for any other."""
-    engine, router = request.config_dict[ENGINE], request.config_dict[ROUTER]
+    engine, db, router = request.config_dict[ENGINE], request.config_dict[DB], request.config_dict[ROUTER]
     records = []
     for uuid in uuids:
         try:
-            mapping = await mappings.get(engine, ctx, uuid)
+            mapping = await mappings.get(db, ctx, uuid)
             records.append(await router.conductor(mapping.cell_path).instance_get(ctx, uuid))
         except errors.InstanceNotFound:
             ec2_id = await ids.ec2_id(engine, "instance", uuid)
@@ -259,11 +259,11 @@ def _changes(views: list[dict[str, Any]], current: dict[str, Any]) -> list[dict[
 async def terminate_instances(request: web.Request, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     records = await _live(request, ctx, await _uuids(request, _list(params, "InstanceId")))
     views = await _instance_views(request, records)
-    router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
+    router, db = request.config_dict[ROUTER], request.config_dict[DB]
     for r in records:
-        mapping = await mappings.get(engine, ctx, r["uuid"])
+        mapping = await mappings.get(db, ctx, r["uuid"])
         await router.conductor(mapping.cell_path).instance_delete(ctx, r["uuid"])
-    await server_groups.remove_members(engine, [r["uuid"] for r in records])
+    await server_groups.remove_members(request.config_dict[ENGINE], [r["uuid"] for r in records])
     return {"TerminatingInstances": _changes(views, {"Code": 32, "Name": "shutting-down"})}
 
 
@@ -271,9 +271,9 @@ async def _power(request: web.Request, ctx: RequestContext, params: dict[str, An
         dict[str, Any]]:
     records = await _live(request, ctx, await _uuids(request, _list(params, "InstanceId")))
     views = await _instance_views(request, records)
-    router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
+    router, db = request.config_dict[ROUTER], request.config_dict[DB]
     for r in records:
-        mapping = await mappings.get(engine, ctx, r["uuid"])
+        mapping = await mappings.get(db, ctx, r["uuid"])
         await router.conductor(mapping.cell_path).instance_action(ctx, r["uuid"], action)
     return views
 
@@ -296,7 +296,7 @@ async def start_instances(request: web.Request, ctx: RequestContext, params: dic
 async def get_console_output(request: web.Request, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     ec2_id = _str(params, "InstanceId", required=True) or ""
     [record] = await _live(request, ctx, await _uuids(request, [ec2_id]))
-    mapping = await mappings.get(request.config_dict[ENGINE], ctx, record["uuid"])
+    mapping = await mappings.get(request.config_dict[DB], ctx, record["uuid"])
     text = await request.config_dict[ROUTER].conductor(mapping.cell_path).console_output(ctx, record["uuid"], None)
     return {"InstanceId": ec2_id, "Timestamp": utcnow(),
             "Output": base64.b64encode(text.encode("utf-8", "replace")).decode("ascii")}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Connection, Select, and_, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,10 +35,15 @@ def listed(ctx: RequestContext) -> Any:
 
 async def get(conn: AsyncConnection, ctx: RequestContext, image_id: str) -> Row[Any]:
     """The image if the caller may see it; ImageNotFound otherwise (names are not ids: 404)."""
+    return await conn.run_sync(get_of, ctx, image_id)
+
+
+def get_of(conn: Connection, ctx: RequestContext, image_id: str) -> Row[Any]:
+    """get() in a unit of work (api/db/engine.py make_database)."""
     if not is_uuid(image_id):
         raise errors.ImageNotFound(image_id=image_id)
-    row = (await conn.execute(select(images).where(and_(images.c.id == image_id.lower(), visible(ctx),
-                                                        images.c.status != "deleted")))).first()
+    row = conn.execute(select(images).where(and_(images.c.id == image_id.lower(), visible(ctx),
+                                                 images.c.status != "deleted"))).first()
     if row is None:
         raise errors.ImageNotFound(image_id=image_id)
     return row
