@@ -5,7 +5,8 @@ forms cluster.yaml allows into async driver URLs.
 Hot paths (server create, show, delete) use `make_database`: the cell DB's
 unit-of-work runner, one thread hop per transaction. Through the AsyncEngine
 (aiosqlite) every statement, cursor, fetch, BEGIN and ROLLBACK is a hop of
-its own: measured ~2 ms of API CPU for a 3-statement read, ~0.4 ms in one hop."""
+its own: moving POST /servers' two transactions here took its API CPU from
+~10 to ~6 ms, GET /servers/{id}'s mapping read from ~5.8 to ~3.8 ms."""
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
