@@ -12,7 +12,7 @@ import uuid as uuidlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, String, bindparam, insert, select, update
 
 from cells.context import RequestContext
 from cells.db.schema import instance_action_events, instance_actions, instance_faults
@@ -26,13 +26,21 @@ _INSERT_EVENT = insert(instance_action_events)
 _INSERT_FAULT = insert(instance_faults)
 _CURRENT = (select(_a.uuid).where(_a.instance_uuid == bindparam("b_uuid"), _a.action == bindparam("b_action"))
             .order_by(_a.start_time.desc(), _a.finish_time.is_(None).desc()).limit(1))
+# the hot steps of a boot name the current action by this subquery: one statement each, not a lookup and then one
+_CURRENT_ID = _CURRENT.scalar_subquery()
 _FINISH_ACTION = (update(instance_actions).where(_a.uuid == bindparam("b_action_id"), _a.finish_time.is_(None))
                   .values(finish_time=bindparam("b_now"), message=bindparam("b_message")))
+_FINISH_CURRENT_ACTION = (update(instance_actions).where(_a.uuid == _CURRENT_ID, _a.finish_time.is_(None))
+                          .values(finish_time=bindparam("b_now"), message=bindparam("b_message")))
 _FINISH_EVENT = (update(instance_action_events)
-                 .where(_e.action_id == bindparam("b_action_id"), _e.event == bindparam("b_event"),
-                        _e.finish_time.is_(None))
+                 .where(_e.action_id == _CURRENT_ID, _e.event == bindparam("b_event"), _e.finish_time.is_(None))
                  .values(finish_time=bindparam("b_now"), result=bindparam("b_result"),
                          details=bindparam("b_details")))
+_START_EVENT = insert(instance_action_events).from_select(
+    ["action_id", "event", "start_time", "host"],
+    select(_a.uuid, bindparam("b_event", type_=String), bindparam("b_now", type_=String),
+           bindparam("b_host", type_=String))
+    .where(_a.uuid == _CURRENT_ID))
 _FAIL_EVENTS = (update(instance_action_events).where(_e.action_id == bindparam("b_action_id"), _e.finish_time.is_(None))
                 .values(finish_time=bindparam("b_now"), result=ERROR, details=bindparam("b_details")))
 
@@ -64,28 +72,27 @@ def current_action(conn: Connection, instance_uuid: str, action: str) -> str | N
 
 
 def finish_action(conn: Connection, instance_uuid: str, action: str, message: str | None = None) -> None:
-    action_id = current_action(conn, instance_uuid, action)
-    if action_id is not None:
-        conn.execute(_FINISH_ACTION, {"b_action_id": action_id, "b_now": utcnow_iso(), "b_message": message})
+    """Close the latest action of that kind (none: nothing to do)."""
+    conn.execute(_FINISH_CURRENT_ACTION, {"b_uuid": instance_uuid, "b_action": action, "b_now": utcnow_iso(),
+                                          "b_message": message})
 
 
 def start_event(conn: Connection, instance_uuid: str, action: str, event: str, host: str | None = None) -> None:
-    action_id = current_action(conn, instance_uuid, action)
-    if action_id is not None:
-        conn.execute(_INSERT_EVENT, {"action_id": action_id, "event": event, "start_time": utcnow_iso(),
-                                     "host": host})
+    """Open an event on the latest action of that kind (none: nothing to do)."""
+    conn.execute(_START_EVENT, {"b_uuid": instance_uuid, "b_action": action, "b_event": event,
+                                "b_now": utcnow_iso(), "b_host": host})
 
 
 def finish_event(conn: Connection, instance_uuid: str, action: str, event: str, result: str,
                  details: str | None = None, host: str | None = None) -> None:
     """Finish the open event of that name, or record a finished one if none is open."""
-    action_id = current_action(conn, instance_uuid, action)
-    if action_id is None:
-        return
     now = utcnow_iso()
-    done = conn.execute(_FINISH_EVENT, {"b_action_id": action_id, "b_event": event, "b_now": now,
+    done = conn.execute(_FINISH_EVENT, {"b_uuid": instance_uuid, "b_action": action, "b_event": event, "b_now": now,
                                         "b_result": result, "b_details": details})
-    if done.rowcount == 0:
+    if done.rowcount:
+        return
+    action_id = current_action(conn, instance_uuid, action)
+    if action_id is not None:
         conn.execute(_INSERT_EVENT, {"action_id": action_id, "event": event, "start_time": now, "finish_time": now,
                                      "result": result, "details": details, "host": host})
 

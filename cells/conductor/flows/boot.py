@@ -180,7 +180,7 @@ async def schedule_and_build(env: FlowEnv, ctx: RequestContext, uuids: list[str]
         await fail_builds(env, uuids, actions.make_fault(f"No valid host was found. {exc.message}"))
         return
     for sel in selections:
-        await send_to_host(env, ctx, str(sel["instance_uuid"]), str(sel["host"]))
+        await send_to_host(env, ctx, str(sel["instance_uuid"]), str(sel["host"]), request_spec)
 
 
 def _set_host(conn: Connection, env: FlowEnv, uuid: str, host: str) -> dict[str, Any] | None:
@@ -204,11 +204,11 @@ def _set_host(conn: Connection, env: FlowEnv, uuid: str, host: str) -> dict[str,
     return env.record({**row._mapping, **values})
 
 
-async def send_to_host(env: FlowEnv, ctx: RequestContext, uuid: str, host: str) -> None:
+async def send_to_host(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, request_spec: dict[str, Any]) -> None:
     record = await env.db.write(lambda conn: _set_host(conn, env, uuid, host))
     if record is None:
         return
-    record = await network.allocate_for_build(env, ctx, record)  # ports + fixed IPs (boot step 3)
+    record = await network.allocate_for_build(env, ctx, record, request_spec)  # ports + fixed IPs (boot step 3)
     if record is None:
         return
     try:

@@ -41,12 +41,14 @@ async def _request_spec(env: FlowEnv, uuid: str) -> dict[str, Any]:
     return dict(row.request_spec or {}) if row is not None else {}
 
 
-async def allocate_for_build(env: FlowEnv, ctx: RequestContext, record: dict[str, Any]) -> dict[str, Any] | None:
-    """`record` with its addresses filled, or None when the build failed here (recorded as ERROR)."""
+async def allocate_for_build(env: FlowEnv, ctx: RequestContext, record: dict[str, Any],
+                             request_spec: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """`record` with its addresses filled, or None when the build failed here (recorded as ERROR).
+    `request_spec`: the build's, when the caller has it (else it is read from the row)."""
     if not has_network_controller(env):
         return record
     uuid = str(record["uuid"])
-    spec = await _request_spec(env, uuid)
+    spec = request_spec if request_spec is not None else await _request_spec(env, uuid)
     api = NetworkAPI(env.service)
     loop = asyncio.get_running_loop()
     give_up = loop.time() + max(CONTROLLER_WAIT, MISSED_BEATS * env.service.view.interval)
