@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import uuid as uuidlib
@@ -37,6 +38,7 @@ CHUNK = 4 * 1024 * 1024  # bytes per read_disk call: milliseconds on a LAN, far 
 MAX_CHUNK = 16 * 1024 * 1024  # the most one read_disk answers (bounds the source's memory per call)
 FILE_TIMEOUT = 600.0  # seconds to hash one disk file (the source) or to verify and place it (the destination)
 QEMU_IMG_TIMEOUT = 60.0
+GIB = 1 << 30
 PARTIAL = ".part"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -155,6 +157,13 @@ class DiskOps:
     def _is_active(self, uuid: str) -> bool:
         raise NotImplementedError
 
+    async def grow_root(self, uuid: str, flavor: dict[str, Any]) -> bool:
+        """A resize in place (same host): the stopped guest's root overlay grows to the new flavor's disk."""
+        path = os.path.join(self.instance_dir(uuid), "disk")
+        if self.is_test or not await self._run(os.path.isfile, path):
+            return False
+        return await grow_disk(path, root_disk_bytes(flavor))
+
     def _running(self, uuid: str) -> bool:
         try:
             return self._is_active(uuid)
@@ -196,13 +205,34 @@ class DiskOps:
         return total
 
 
-async def qemu_img(*args: str, timeout: float = QEMU_IMG_TIMEOUT) -> None:
-    """Run `qemu-img ARGS`; RuntimeError with its message when it fails or takes too long."""
+async def qemu_img(*args: str, timeout: float = QEMU_IMG_TIMEOUT) -> str:
+    """Run `qemu-img ARGS`, returning its output; RuntimeError with its message when it fails or takes too long."""
     try:
-        await proc.run(["qemu-img", *args], timeout)
+        return await proc.run(["qemu-img", *args], timeout)
     except proc.CommandFailed as exc:
         what = f"timed out after {timeout}s" if exc.returncode is None else f"failed: {exc.stderr.strip()}"
         raise RuntimeError(f"qemu-img {args[0]} {what}") from None
+
+
+def root_disk_bytes(flavor: dict[str, Any]) -> int:
+    """The root disk a flavor gives (0: as big as the image, Nova's disk=0)."""
+    return int(flavor.get("disk") or 0) * GIB
+
+
+async def virtual_size(path: str, fmt: str) -> int:
+    """What the guest sees of a disk file: a raw file's length, a qcow2 header's size."""
+    if fmt == "raw":
+        return (await asyncio.to_thread(os.stat, path)).st_size
+    return int(json.loads(await qemu_img("info", "--output=json", "-f", fmt, path))["virtual-size"])
+
+
+async def grow_disk(path: str, size: int) -> bool:
+    """Grow a qcow2 disk to `size` bytes when it is smaller: a resize to a larger flavor gets the
+    larger root disk (the guest grows its filesystem itself); never shrunk, as Nova."""
+    if not size or size <= await virtual_size(path, "qcow2"):
+        return False
+    await qemu_img("resize", "-q", "-f", "qcow2", path, str(size))
+    return True
 
 
 async def rebase_overlay(overlay: str, base: str, base_format: str, timeout: float = QEMU_IMG_TIMEOUT) -> None:

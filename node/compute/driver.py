@@ -31,7 +31,7 @@ import libvirt  # type: ignore[import-untyped]
 from cells import errors
 from cells.objects.instance import PowerState
 from node.compute import domain_schema, domain_xml
-from node.compute.disks import QEMU_IMG_TIMEOUT, DiskOps, qemu_img
+from node.compute.disks import QEMU_IMG_TIMEOUT, DiskOps, grow_disk, qemu_img, root_disk_bytes, virtual_size
 from node.compute.domain_xml import DomainPaths
 from node.compute.power import PowerOps
 
@@ -334,10 +334,16 @@ class LibvirtDriver(PowerOps, DiskOps):
         if self.is_test:  # the test hypervisor never reads disks: point at the cached base
             return DomainPaths(console_log=console, disk=image_path, disk_format=fmt)
         overlay = os.path.join(inst_dir, "disk")
+        size = root_disk_bytes(instance.get("flavor") or {})
         if not disk_ready:
-            await create_overlay(image_path, fmt, overlay)
+            base_size = await virtual_size(image_path, fmt)
+            if size and size < base_size:  # a qcow2 image bigger inside than its file: the API saw only the file
+                raise errors.Invalid(reason="Flavor's disk is too small for requested image.")
+            await create_overlay(image_path, fmt, overlay, size)
         elif not await self._run(os.path.isfile, overlay):
             raise FileNotFoundError(f"the copied disk {overlay} is missing")
+        else:
+            await grow_disk(overlay, size)  # a resize to a larger flavor
         return DomainPaths(console_log=console, disk=overlay, disk_format="qcow2")
 
     async def bases_in_use(self) -> set[str]:
@@ -388,9 +394,12 @@ class LibvirtDriver(PowerOps, DiskOps):
             LOG.warning("cleanup of files of %s failed: %s", uuid, exc)
 
 
-async def create_overlay(base: str, base_format: str, overlay: str, timeout: float = QEMU_IMG_TIMEOUT) -> None:
-    """A qcow2 overlay backed by the cached base image: the base stays shared and untouched."""
-    await qemu_img("create", "-q", "-f", "qcow2", "-F", base_format, "-b", base, overlay, timeout=timeout)
+async def create_overlay(base: str, base_format: str, overlay: str, size: int = 0,
+                         timeout: float = QEMU_IMG_TIMEOUT) -> None:
+    """A qcow2 overlay backed by the cached base image (which stays shared and untouched), `size`
+    bytes big: the flavor's root disk (0: the base's size)."""
+    await qemu_img("create", "-q", "-f", "qcow2", "-F", base_format, "-b", base, overlay,
+                   *([str(size)] if size else []), timeout=timeout)
 
 
 def base_format(instance: dict[str, Any]) -> str:

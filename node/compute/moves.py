@@ -128,6 +128,7 @@ class ComputeMoves:
             if power == PowerState.RUNNING:
                 await self.driver.power_off(uuid, self.shutdown_timeout)
             await self.driver.set_flavor(uuid, flavor)
+            await self.driver.grow_root(uuid, flavor)
             if start:
                 await self.driver.power_on(uuid)
             LOG.info("instance %s on %s: flavor %s in place", uuid, self.host, flavor.get("name") or flavor.get("id"))

@@ -19,6 +19,7 @@ import pytest
 from cells import errors
 from cells.objects.instance import PowerState
 from node.compute import driver as driver_mod
+from node.compute.disks import grow_disk, root_disk_bytes, virtual_size
 from node.compute.driver import LibvirtDriver, create_overlay, hardware_virt_usable, resolve_virt_type
 
 
@@ -171,6 +172,21 @@ async def test_overlay_is_backed_by_base(tmp_path: Path) -> None:
     assert b'"backing-filename-format": "raw"' in out and str(base).encode() in out
     with pytest.raises(RuntimeError, match="qemu-img create failed"):
         await create_overlay(str(tmp_path / "missing"), "raw", str(tmp_path / "disk2"))
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
+async def test_root_disk_has_the_flavors_size_and_grows_never_shrinks(tmp_path: Path) -> None:
+    base, overlay = tmp_path / "base.raw", tmp_path / "disk"
+    base.write_bytes(b"\0" * 1024 * 1024)
+    await create_overlay(str(base), "raw", str(overlay), root_disk_bytes({"disk": 1}))
+    assert await virtual_size(str(overlay), "qcow2") == 1 << 30
+    assert await grow_disk(str(overlay), root_disk_bytes({"disk": 20}))
+    assert await virtual_size(str(overlay), "qcow2") == 20 << 30
+    assert not await grow_disk(str(overlay), root_disk_bytes({"disk": 1}))  # a smaller flavor keeps the disk
+    assert not await grow_disk(str(overlay), root_disk_bytes({"disk": 0}))
+    assert await virtual_size(str(overlay), "qcow2") == 20 << 30
+    await create_overlay(str(base), "raw", str(tmp_path / "disk0"))  # disk 0: as big as the image
+    assert await virtual_size(str(tmp_path / "disk0"), "qcow2") == 1024 * 1024
 
 
 async def test_embed_root_is_prepared_or_refused_with_the_fix(tmp_path: Path, embed_root: str) -> None:

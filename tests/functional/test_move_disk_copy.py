@@ -58,12 +58,14 @@ def boots(c: RunningCluster, sid: str, count: int) -> str:
     return str(wait_for(f"boot {count} of {sid} on the console", seen, timeout=180, interval=1))
 
 
-def last_boot(console: str) -> tuple[str, str]:
-    """(what the user data said, the root disk's head) of the newest boot on a console."""
+def last_boot(console: str) -> tuple[str, str, int]:
+    """(what the user data said, the root disk's head, its size in GiB) of the newest boot on a console."""
     boot = console.split("CELLCLOUD-GUEST-UP")[-1]
     said = "FOUND" if "CELLCLOUD-MARK-FOUND" in boot else "WRITTEN" if "CELLCLOUD-MARK-WRITTEN" in boot else "-"
-    head = boot.split("CELLCLOUD-DISK added vda", 1)[1].split("head=[", 1)[1].split("]", 1)[0]
-    return said, head
+    disk = boot.split("CELLCLOUD-DISK added vda", 1)[1]
+    head = disk.split("head=[", 1)[1].split("]", 1)[0]
+    sectors = int(disk.split("sectors=", 1)[1].split()[0])
+    return said, head, sectors * 512 // (1 << 30)
 
 
 def disk_of(c: RunningCluster, host: str, sid: str) -> Path:
@@ -87,8 +89,9 @@ def moved(c: RunningCluster, sid: str, source: str, action: str) -> str:
     copy of its disk. Returns the new host."""
     dest = host_of(c, sid)
     assert dest != source
-    said, head = last_boot(boots(c, sid, 1))  # a fresh console on the new host: its first boot there
+    said, head, gib = last_boot(boots(c, sid, 1))  # a fresh console on the new host: its first boot there
     assert (said, head[:len(MARK)]) == ("FOUND", MARK), "the guest's disk was not carried over"
+    assert gib == 20  # m1.small's root disk: the copy grew to it (m1.tiny's is 1 GiB)
     info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(disk_of(c, dest, sid))],
                                      capture_output=True, text=True, check=True).stdout)
     assert info["backing-filename"].startswith(str(c.state / "hosts" / dest / "images")), info
@@ -104,10 +107,11 @@ def test_resize_and_migration_carry_the_disk_and_revert_keeps_the_source(cluster
     sid = c.ok("server", "create", "--image", "tiny-linux", "--flavor", "m1.tiny", "--network", net,
                "--user-data", str(script), "--wait", "-f", "json", f"mover{TAG}")["id"]
     first = host_of(c, sid)
-    said, head = last_boot(boots(c, sid, 1))
+    said, head, gib = last_boot(boots(c, sid, 1))
     assert said == "WRITTEN" and head.startswith(MARK)  # over the image's "CELLCLOUDtiny-linux..."
+    assert gib == 1  # the flavor's root disk, not the 1 MiB image
     c.ok("server", "reboot", "--wait", sid)
-    said, head = last_boot(boots(c, sid, 2))
+    said, head, _ = last_boot(boots(c, sid, 2))
     assert said == "FOUND" and head.startswith(MARK)  # on the disk for good
 
     c.ok("server", "resize", "--flavor", "m1.small", "--wait", sid)
@@ -115,8 +119,8 @@ def test_resize_and_migration_carry_the_disk_and_revert_keeps_the_source(cluster
     c.ok("server", "resize", "revert", sid)
     wait_for("revert", lambda: c.ok("server", "show", sid, "-f", "json")["status"] == "ACTIVE", 120)
     assert host_of(c, sid) == first and not disk_of(c, second, sid).exists()
-    said, head = last_boot(boots(c, sid, 3))  # the source guest again, on its own disk
-    assert said == "FOUND" and head.startswith(MARK)
+    said, head, gib = last_boot(boots(c, sid, 3))  # the source guest again, on its own disk
+    assert said == "FOUND" and head.startswith(MARK) and gib == 1
 
     c.ok("server", "resize", "--flavor", "m1.small", "--wait", sid)
     assert moved(c, sid, first, "resize") == second
