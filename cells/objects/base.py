@@ -17,6 +17,7 @@ Records stay plain dicts inside a service. At the RPC boundary an object travels
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -24,8 +25,10 @@ from typing import Any, ClassVar
 from cells import errors
 
 NAME, VERSION, DATA = "cc.object", "cc.version", "cc.data"
+_FIELDS_AT: dict[tuple[str, str], frozenset[str]] = {}  # (object, version) -> its fields there
 
 
+@functools.lru_cache(maxsize=256)  # a handful of distinct versions, asked for on every record sent or read
 def vtuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in str(version).split("."))
 
@@ -44,8 +47,14 @@ class VersionedObject:
 
     @classmethod
     def fields_at(cls, version: str) -> frozenset[str]:
-        later = {f for v, added in cls.history.items() if newer(v, version) for f in added}
-        return frozenset(cls.fields) - later
+        key = (cls.obj_name, version)
+        known = _FIELDS_AT.get(key)
+        if known is None:  # objects are declared once: their fields at a version never change at run time
+            if len(_FIELDS_AT) > 256:  # versions come from peers: keep it bounded
+                _FIELDS_AT.clear()
+            later = {f for v, added in cls.history.items() if newer(v, version) for f in added}
+            known = _FIELDS_AT[key] = frozenset(cls.fields) - later
+        return known
 
     @classmethod
     def first_version(cls) -> str:
