@@ -49,7 +49,7 @@ status:
 
 # pytest exit code 5 ("no tests collected") fails the build like any other failure.
 test: deps
-	@rc=0; $(BIN)/pytest -q || rc=$$?; \
+	@rc=0; $(BIN)/pytest -q --durations=15 || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc
 
