@@ -7,6 +7,7 @@ findable the moment the cell has it) and removed again if that call fails.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import string
@@ -187,7 +188,10 @@ async def create_servers(request: web.Request, ctx: RequestContext, body: Any) -
     validate(SERVER_CREATE, body)
     spec = await resolve(request, ctx, body)
     router, engine, db = request.config_dict[ROUTER], request.config_dict[ENGINE], request.config_dict[DB]
-    async with quota.project_lock(str(ctx.project)):  # the quota check and the rows it admits, together
+    # the quota check and the rows it admits, together; with nothing to count (unlimited, no group) the
+    # project's boots need not queue behind each other's conductor round trip
+    lock = quota.project_lock(str(ctx.project)) if spec.group or _counted(spec) else contextlib.nullcontext()
+    async with lock:
         spec = await _within_quota(request, ctx, spec)
         final = spec
         choice = await server_groups.admit(engine, spec.group, spec.count, spec.limits, spec.hints)
@@ -203,8 +207,8 @@ async def _within_quota(request: web.Request, ctx: RequestContext, spec: BuildSp
     """As Nova: boot up to max_count if it fits, else as many as fit if that is at least min_count,
     else 403 naming the resource that ran out."""
     limits = spec.limits
-    per = {"instances": 1, "cores": int(spec.flavor["vcpus"]), "ram": int(spec.flavor["ram"])}
-    if all(limits.get(r, -1) < 0 for r in per):  # unlimited: nothing to count, and a down cell cannot block boots
+    per = _per_server(spec)
+    if not _counted(spec):  # unlimited: nothing to count, and a down cell cannot block boots
         return spec
     used = await quota.compute_usage(request.config_dict[ROUTER], ctx, str(ctx.project))
     count = spec.count
@@ -212,6 +216,15 @@ async def _within_quota(request: web.Request, ctx: RequestContext, spec: BuildSp
         count -= 1
     quota.check_instances(limits, used, {r: n * count for r, n in per.items()})
     return spec if count == spec.count else replace(spec, count=count)
+
+
+def _per_server(spec: BuildSpec) -> dict[str, int]:
+    return {"instances": 1, "cores": int(spec.flavor["vcpus"]), "ram": int(spec.flavor["ram"])}
+
+
+def _counted(spec: BuildSpec) -> bool:
+    """Whether any of the project's instance quotas is limited (then the boot counts usage)."""
+    return any(spec.limits.get(r, -1) >= 0 for r in _per_server(spec))
 
 
 def server_admin_pass(server: dict[str, Any]) -> str:
