@@ -85,33 +85,41 @@ def validate_requested(requested: Any) -> list[dict[str, str]]:
     return out
 
 
+# a boot's own statements, built once (SQLAlchemy otherwise builds and keys each one on every call)
+_INSTANCE_STATE = select(instances.c.deleted, instances.c.task_state).where(instances.c.uuid == bindparam("b_uuid"))
+_HAS_PORT = (select(ports.c.id).where(ports.c.device_id == bindparam("b_uuid"), ports.c.device_owner == DEVICE_OWNER)
+             .limit(1))
+_SET_ADDRESSES = update(instances).where(instances.c.uuid == bindparam("b_uuid"))
+
+
 def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: Any, group_names: Any,
                           cidr_pool: str = resources.DEFAULT_CIDR_POOL) -> dict[str, list[dict[str, Any]]]:
     """Ports and fixed IPs for instance `uuid` (idempotent: a retry gets the same ports),
     and the instance row's addresses filled, in one unit of work."""
     wanted = validate_requested(requested)
-    inst = conn.execute(select(instances.c.deleted, instances.c.task_state)
-                        .where(instances.c.uuid == uuid)).first()
+    inst = conn.execute(_INSTANCE_STATE, {"b_uuid": uuid}).first()
     if inst is None or inst.deleted or inst.task_state == "deleting":
         raise errors.InstanceNotFound(instance_id=uuid)
-    if not conn.execute(select(ports.c.id).where(ports.c.device_id == uuid, ports.c.device_owner == DEVICE_OWNER)
-                        .limit(1)).first():
+    if not conn.execute(_HAS_PORT, {"b_uuid": uuid}).first():
         ctx = RequestContext(project=project, roles=("service",))
         groups = secgroups.resolve_groups(conn, project, list(group_names) if group_names else None)
+        default = None
         if not wanted:
-            wanted = [{"uuid": resources.ensure_default_network(conn, project, cidr_pool).id}]
+            default = resources.ensure_default_network(conn, project, cidr_pool)
+            wanted = [{"uuid": default.id}]
         for item in wanted:
             if "port" in item:
                 _take_port(conn, project, item["port"], uuid)
                 continue
-            net = resources.network_row(conn, ctx, item["uuid"])
+            # the project's default network is its own: no need to read it again
+            net = default if default is not None else resources.network_row(conn, ctx, item["uuid"])
             if net.project_id != project and not net.shared:
                 raise errors.NetworkNotFound(net_id=item["uuid"])
             fixed = [{"ip_address": item["fixed_ip"]}] if item.get("fixed_ip") else None
             resources.new_port(conn, net, project, groups, fixed, device_id=uuid, device_owner=DEVICE_OWNER,
                                auto_delete=True)
     result = addresses(conn, uuid)
-    conn.execute(update(instances).where(instances.c.uuid == uuid).values(addresses=result))
+    conn.execute(_SET_ADDRESSES, {"b_uuid": uuid, "addresses": result})
     return result
 
 

@@ -13,7 +13,7 @@ import uuid as uuidlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
@@ -99,8 +99,13 @@ def _visible_net(ctx: RequestContext, row: Row[Any]) -> bool:
     return privileged(ctx) or row.project_id == ctx.project or bool(row.shared)
 
 
+_NETWORK = select(networks).where(networks.c.id == bindparam("b_id"))  # built once: every boot reads one
+_DEFAULT_NETWORK = select(networks).where(networks.c.project_id == bindparam("b_project"),
+                                          networks.c.is_default.is_(True))
+
+
 def network_row(conn: Connection, ctx: RequestContext, net_id: str) -> Row[Any]:
-    row = conn.execute(select(networks).where(networks.c.id == net_id)).first()
+    row = conn.execute(_NETWORK, {"b_id": net_id}).first()
     if row is None or not _visible_net(ctx, row):
         raise errors.NetworkNotFound(net_id=net_id)
     return row
@@ -461,8 +466,7 @@ def _free_cidr(conn: Connection, pool: str, prefix: int) -> str:
 
 def ensure_default_network(conn: Connection, project: str, pool: str = DEFAULT_CIDR_POOL) -> Row[Any]:
     """The project's own network and subnet, made on first use (the per-project network of nova-network)."""
-    row = conn.execute(select(networks).where(networks.c.project_id == project,
-                                              networks.c.is_default.is_(True))).first()
+    row = conn.execute(_DEFAULT_NETWORK, {"b_project": project}).first()
     if row is not None:
         return row
     ctx = RequestContext(project=project, roles=("service",))

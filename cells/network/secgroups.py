@@ -10,7 +10,7 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Row
 
 from cells import errors
@@ -53,9 +53,12 @@ def _rules_by_group(conn: Connection, group_ids: list[str]) -> dict[str, list[di
     return out
 
 
+_DEFAULT_GROUP = select(security_groups.c.id).where(security_groups.c.project_id == bindparam("b_project"),
+                                                    security_groups.c.name == DEFAULT_GROUP)  # built once: every boot asks
+
+
 def ensure_default_group(conn: Connection, project: str) -> str:
-    row = conn.execute(select(security_groups.c.id).where(security_groups.c.project_id == project,
-                                                          security_groups.c.name == DEFAULT_GROUP)).first()
+    row = conn.execute(_DEFAULT_GROUP, {"b_project": project}).first()
     if row is not None:
         return str(row.id)
     now = utcnow_iso()
