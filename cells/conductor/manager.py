@@ -11,7 +11,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from sqlalchemy import false
+from sqlalchemy import Connection, false
+from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.conductor import capacity
@@ -23,8 +24,10 @@ from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.db import claims
 from cells.db import instances as idb
+from cells.db import volumes as vdb
 from cells.db.engine import Database
 from cells.db.schema import ensure_schema, instances
+from cells.network import instances as inets
 from cells.rpc.directory import MISSED_BEATS
 from cells.service import Service
 
@@ -138,6 +141,17 @@ class ConductorManager(VolumeConductorMixin):
         if row is None or row.deleted or not delete.visible(ctx, row):
             raise errors.InstanceNotFound(instance_id=uuid)
         return self.env.record(row)
+
+    async def instance_show(self, ctx: RequestContext, uuid: str, groups: bool = False) -> dict[str, Any]:
+        """A server view's reads in one unit of work (every poll of a booting server is one)."""
+        def read(conn: Connection) -> tuple[Row[Any], list[str], list[str] | None]:
+            row = idb.get_row(conn, uuid)
+            if row is None or row.deleted or not delete.visible(ctx, row):
+                raise errors.InstanceNotFound(instance_id=uuid)
+            volumes = [a.volume_id for a in vdb.attachments_for_instances(conn, [uuid])[uuid]]
+            return row, volumes, inets.group_names(conn, ctx, [uuid]).get(uuid, []) if groups else None
+        row, volumes, names = await self.env.db.read(read)
+        return {"instance": self.env.record(row), "volumes_attached": volumes, "security_groups": names}
 
     async def instance_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
                             sort_keys: list[str] | None = None, sort_dirs: list[str] | None = None,

@@ -69,6 +69,7 @@ ARGS: dict[str, dict[str, str]] = {
 RESULTS: dict[str, str] = {
     "instance_get": "Instance", "instance_update": "Instance", "instances_on_host": "Instance[]",
     "instance_action_done": "Instance",
+    "instance_show": "Instance@instance",  # "X@key": a map whose `key` entry is an X (the rest is plain)
 }
 # arguments older than versioning that stay plain dicts on the wire (a list: each item), only
 # made compatible with the peer: the fields it does not know are dropped
@@ -170,6 +171,13 @@ def pinned_objects(metas: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
     return out
 
 
+def _in_map(result: Any, key: str, convert: Any) -> Any:
+    """`result` with its `key` entry converted (a result kind "X@key")."""
+    if not isinstance(result, dict) or result.get(key) is None:
+        return result
+    return {**result, key: convert(result[key])}
+
+
 def encode_args(method: str, args: dict[str, Any], target: Mapping[str, str | None] | None) -> dict[str, Any]:
     """Declared object arguments as primitives for a peer speaking `target` (None: predates versioning)."""
     spec, plain = ARGS.get(method), PLAIN_ARGS.get(method)
@@ -203,6 +211,13 @@ def encode_result(method: str, result: Any, target: Mapping[str, str] | None) ->
     kind = RESULTS.get(method)
     if not kind or result is None:
         return result
+    kind, _, key = kind.partition("@")
+    if key:
+        return _in_map(result, key, lambda value: _encode(kind, value, target))
+    return _encode(kind, result, target)
+
+
+def _encode(kind: str, result: Any, target: Mapping[str, str] | None) -> Any:
     obj = OBJECTS[kind.removesuffix("[]")]
     version = None if target is None else target.get(obj.obj_name)
     if kind.endswith("[]"):
@@ -214,6 +229,13 @@ def decode_result(method: str, result: Any) -> Any:
     kind = RESULTS.get(method)
     if not kind or result is None:
         return result
+    kind, _, key = kind.partition("@")
+    if key:
+        return _in_map(result, key, lambda value: _decode(kind, value))
+    return _decode(kind, result)
+
+
+def _decode(kind: str, result: Any) -> Any:
     obj = OBJECTS[kind.removesuffix("[]")]
     speaks = local.objects.get(obj.obj_name)
     if kind.endswith("[]") and isinstance(result, list):

@@ -15,10 +15,12 @@ from cells.rpcapi.moves import CONDUCTOR_METHODS as MOVE_METHODS
 from cells.rpcapi.volume import CONDUCTOR_METHODS as VOLUME_METHODS
 
 TOPIC = "conductor"
+SHOW_VERSION = "1.2"  # instance_show: a server view's record, volumes and security groups in one call
 SURFACE = surface(
     # from the API
     Method("build_instances", NORMAL),
     Method("instance_get", FAST, retry_safe=True),
+    Method("instance_show", FAST, retry_safe=True, version=SHOW_VERSION),
     Method("instance_list", FAST, retry_safe=True),
     Method("instance_delete", NORMAL),
     Method("capacity", FAST, retry_safe=True),
@@ -57,6 +59,17 @@ class ConductorAPI:
 
     async def instance_get(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
         return await self.caller.call(TOPIC, M["instance_get"], {"uuid": uuid}, ctx)
+
+    async def instance_show(self, ctx: RequestContext, uuid: str, groups: bool) -> dict[str, Any]:
+        """instance_get's record with what a server view adds: "volumes_attached" (volume ids, oldest
+        attachment first) and, when `groups` (the cell has a network controller), "security_groups"
+        (its ports' group names). UnsupportedVersion from a conductor older than SHOW_VERSION."""
+        shown = await self.caller.call(TOPIC, M["instance_show"], {"uuid": uuid, "groups": groups}, ctx)
+        record: dict[str, Any] = shown["instance"]
+        record["volumes_attached"] = list(shown.get("volumes_attached") or [])
+        if shown.get("security_groups") is not None:
+            record["security_groups"] = list(shown["security_groups"])
+        return record
 
     async def instance_list(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
                             sort_dirs: list[str], limit: int | None, marker: str | None) -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ class FakeConductor:
     builds: list[dict[str, Any]] = field(default_factory=list)  # request_specs received
     fail_next_build: errors.CellcloudError | None = None
     list_calls: int = 0
+    show_calls: int = 0  # instance_show (RPC 1.2) answered
     auto_after: float | None = None  # when set: builds go ACTIVE and deletes finish after this many seconds
     actions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # uuid -> instance actions
     _timers: list[asyncio.TimerHandle] = field(default_factory=list)
@@ -67,6 +68,14 @@ class FakeConductor:
         if rec is None or rec["deleted"] or not self._visible(ctx, rec):
             raise errors.InstanceNotFound(instance_id=uuid)
         return rec
+
+    async def instance_show(self, ctx: RequestContext, uuid: str, groups: bool = False) -> dict[str, Any]:
+        self.show_calls += 1
+        record, volumes = await self.instance_get(ctx, uuid), []
+        attachments = getattr(self, "volume_attachments", None)  # a fake with the real volume flows has them
+        if attachments is not None:
+            volumes = [a["volume_id"] for a in (await attachments(ctx, [uuid])).get(uuid, [])]
+        return {"instance": record, "volumes_attached": volumes, "security_groups": [] if groups else None}
 
     async def instance_list(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
                             sort_dirs: list[str], limit: int | None, marker: str | None) -> list[dict[str, Any]]:
@@ -164,8 +173,11 @@ class FakeCell:
 
 
 @asynccontextmanager
-async def fake_cell(cell: str = "cell1", handler: FakeConductor | None = None) -> AsyncIterator[FakeCell]:
-    """A running router (real Directory) and a fake conductor (`handler`, default a new one) registered in it."""
+async def fake_cell(cell: str = "cell1", handler: FakeConductor | None = None,
+                    rpc: str | None = None) -> AsyncIterator[FakeCell]:
+    """A running router (real Directory) and a fake conductor (`handler`, default a new one) registered in it;
+    `rpc`: the conductor RPC version it advertises (default this release's: an older one stands for an older
+    conductor, which callers then do not ask newer methods)."""
     router_addr = f"tcp://127.0.0.1:{free_port()}"
     conductor_addr = f"tcp://127.0.0.1:{free_port()}"
     directory = Directory(INTERVAL)
@@ -175,8 +187,9 @@ async def fake_cell(cell: str = "cell1", handler: FakeConductor | None = None) -
     server = RpcServer(conductor_addr, handler, CONDUCTOR_SURFACE)
     await server.start()
     client = RpcClient()
+    speaks = versions.advertised(CONDUCTOR_SURFACE) or {}  # a conductor of this release, unless told
     me = Member(f"{cell}/conductor", conductor_addr, ("conductor",), version=versions.RELEASE,
-                meta={"versions": versions.advertised(CONDUCTOR_SURFACE)})  # a conductor of this release
+                meta={"versions": {**speaks, "rpc": rpc} if rpc else speaks})
     view = DirectoryView(client, router_addr, me, INTERVAL)
     tasks = [asyncio.ensure_future(directory.background()), asyncio.ensure_future(view.run())]
     await view.wait_synced(2.0)

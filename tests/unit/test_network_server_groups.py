@@ -9,7 +9,7 @@ import uuid as uuidlib
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, insert, select
 
 from cells import errors
 from cells.conductor.flows.boot import validate_build
@@ -135,3 +135,27 @@ async def test_group_names_in_one_call_match_ports_then_groups(controller: Netwo
     assert await controller.security_group_names(ALT, uuids) == {}
     with pytest.raises(errors.Invalid):
         await controller.security_group_names(DEMO, two)
+
+
+async def test_instance_show_is_instance_get_with_volumes_and_group_names(controller: NetworkController) -> None:
+    # server views ask the conductor once (instance_show, RPC 1.2); a conductor of an older release is
+    # asked instance_get, volume_attachments and the network controller's security_group_names: same view
+    from cells.conductor.env import FlowEnv
+    from cells.conductor.manager import ConductorManager
+    from cells.db.volumes import volume_attachments
+    conductor = ConductorManager.__new__(ConductorManager)  # its reads, straight on the same cell DB
+    conductor._env = FlowEnv(db=controller.db, service=None, cell="cell1", conductor_id="t",  # type: ignore[arg-type]
+                             spawn=lambda coro: None)
+    two, none = await _server(controller), await _server(controller, 0)
+    now = utcnow_iso()
+    await controller.db.write(lambda conn: conn.execute(insert(volume_attachments), [
+        {"id": str(uuidlib.uuid4()), "volume_id": vid, "instance_uuid": two, "status": "attached",
+         "created_at": at, "updated_at": at} for vid, at in (("v-new", now), ("v-old", "2000-01-01T00:00:00.000000Z"))]))
+    shown = await conductor.instance_show(DEMO, two, groups=True)
+    assert shown["instance"] == await conductor.instance_get(DEMO, two)
+    assert shown["volumes_attached"] == ["v-old", "v-new"]  # oldest attachment first
+    assert shown["security_groups"] == (await controller.security_group_names(DEMO, [two]))[two] == ["default"]
+    assert (await conductor.instance_show(DEMO, none, groups=True))["security_groups"] == []
+    assert (await conductor.instance_show(DEMO, none))["security_groups"] is None  # a cell without a controller
+    with pytest.raises(errors.InstanceNotFound):  # another project's server is not there
+        await conductor.instance_show(ALT, two, groups=True)
