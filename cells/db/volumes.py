@@ -160,10 +160,13 @@ def attachments_for_instances(conn: Connection, instance_uuids: Iterable[str]) -
     uuids = list(instance_uuids)
     out: dict[str, list[Row[Any]]] = {u: [] for u in uuids}
     if uuids:
-        stmt = select(volume_attachments).where(_a.instance_uuid.in_(uuids)).order_by(_a.created_at)
-        for r in conn.execute(stmt):
+        for r in conn.execute(_ATTACHMENTS_OF, {"b_uuids": uuids}):
             out[r.instance_uuid].append(r)
     return out
+
+
+_ATTACHMENTS_OF = (select(volume_attachments).where(_a.instance_uuid.in_(bindparam("b_uuids", expanding=True)))
+                   .order_by(_a.created_at))  # built once: every server view asks
 
 
 def attachment_of(conn: Connection, volume_id: str) -> Row[Any] | None:

@@ -310,21 +310,25 @@ def remove_security_group(conn: Connection, ctx: RequestContext, uuid: str, grou
     _record(conn, ctx, uuid, REMOVE_GROUP, rows[0].project_id)
 
 
+# server views ask on every show and every poll: the statements are built once (privileged callers see
+# every project's, others their own)
+_VIEW_PORTS = (select(ports.c.device_id, ports.c.security_groups)
+               .where(ports.c.device_id.in_(bindparam("b_uuids", expanding=True)), ports.c.device_owner == DEVICE_OWNER)
+               .order_by(ports.c.created_at, ports.c.id))
+_VIEW_GROUPS = select(security_groups.c.id, security_groups.c.name).where(
+    security_groups.c.id.in_(bindparam("b_ids", expanding=True)))
+_VIEW_PORTS_OF = _VIEW_PORTS.where(ports.c.project_id == bindparam("b_project"))
+_VIEW_GROUPS_OF = _VIEW_GROUPS.where(security_groups.c.project_id == bindparam("b_project"))
+
+
 def group_names(conn: Connection, ctx: RequestContext, uuids: list[str]) -> dict[str, list[str]]:
     """{instance: the names of its ports' security groups, each once, first port first} for the
     instances with ports the caller may see: what server views show, in two queries."""
-    query = (select(ports.c.device_id, ports.c.security_groups)
-             .where(ports.c.device_id.in_(uuids), ports.c.device_owner == DEVICE_OWNER)
-             .order_by(ports.c.created_at, ports.c.id))
-    if not resources.privileged(ctx):
-        query = query.where(ports.c.project_id == ctx.project)
-    rows = list(conn.execute(query))
+    every = resources.privileged(ctx)
+    rows = list(conn.execute(_VIEW_PORTS if every else _VIEW_PORTS_OF, {"b_uuids": list(uuids), "b_project": ctx.project}))
     ids = {g for r in rows for g in r.security_groups or []}
-    groups = select(security_groups.c.id, security_groups.c.name).where(
-        security_groups.c.id.in_(ids))
-    if not resources.privileged(ctx):
-        groups = groups.where(security_groups.c.project_id == ctx.project)
-    name_of = {g.id: g.name or g.id for g in conn.execute(groups)} if ids else {}
+    name_of = {g.id: g.name or g.id for g in conn.execute(
+        _VIEW_GROUPS if every else _VIEW_GROUPS_OF, {"b_ids": sorted(ids), "b_project": ctx.project})} if ids else {}
     out: dict[str, list[str]] = {}
     for r in rows:
         names = out.setdefault(r.device_id, [])
