@@ -107,7 +107,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         self.peers = DiskCopyAPI(service)  # other computes: a move's source serves its disks
         await self.driver.connect()
         await self.images.start()
-        self.driver.on_lifecycle = lambda _uuid: self._wake.set()
+        self.driver.on_lifecycle = self._on_lifecycle
         await self.network.start(service, self._conductor)
 
     async def background(self) -> None:
@@ -130,6 +130,13 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
             except Exception:  # the sweep is a safety net: it must never take the worker down
                 LOG.exception("power state sweep failed")
             await asyncio.sleep(MIN_SYNC_GAP)
+
+    def _on_lifecycle(self, uuid: str) -> None:
+        """A domain changed state: sweep early, unless one of our own flows changed it (a build
+        starting its guest, a delete destroying it): the sweep skips instances in a flow anyway, and
+        a burst of boots would otherwise re-read every instance of the host each MIN_SYNC_GAP."""
+        if uuid not in self._building and not self._locks.busy(uuid):
+            self._wake.set()
 
     async def stop(self) -> None:
         """Close connections; guests keep running (they outlive the worker)."""
