@@ -116,8 +116,10 @@ async def image_id(session: aiohttp.ClientSession, cluster: RunningCluster, toke
         return str((await r.json())["images"][0]["id"])
 
 
-async def count(api: Api, status: str) -> int:
-    async with api.s.get(f"{api.base}/servers?status={status}", headers=api.h) as r:
+async def count(api: Api, status: str, limit: int | None = None) -> int:
+    """How many of the project's servers are in `status` (at most `limit`: limit=1 asks whether any is)."""
+    query = f"status={status}" + (f"&limit={limit}" if limit else "")
+    async with api.s.get(f"{api.base}/servers?{query}", headers=api.h) as r:
         return len((await r.json())["servers"])
 
 
@@ -147,8 +149,8 @@ async def measure(cluster: RunningCluster, latency_n: int, burst_n: int, concurr
             deletes.append(time.perf_counter() - t)
         cpu_seq = per_boot(cpu0, cpu_seconds(cluster), latency_n)
 
-        # sustained: `concurrency` clients keep POSTing; one watcher polls the (short)
-        # list of servers still building, so the bench's own polling stays light
+        # sustained: `concurrency` clients keep POSTing, then one watcher asks every 20 ms whether any
+        # server is still building (a list of at most one: the bench's own polling stays light)
         names = iter(range(burst_n))
         ids: list[str] = []
 
@@ -158,7 +160,7 @@ async def measure(cluster: RunningCluster, latency_n: int, burst_n: int, concurr
 
         cpu0, t = cpu_seconds(cluster), time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
-        while await count(api, "BUILD"):
+        while await count(api, "BUILD", limit=1):
             await asyncio.sleep(0.02)
         rate = burst_n / (time.perf_counter() - t)
         cpu_burst = per_boot(cpu0, cpu_seconds(cluster), burst_n)
