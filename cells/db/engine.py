@@ -14,8 +14,10 @@ in a DB thread over the sync pysqlite driver: one thread hop per transaction
 instead of one per statement (measured here: aiosqlite cost ~1 ms per statement,
 a whole 5-statement transaction in one hop ~0.3 ms). Writes of a process share one
 writer thread (SQLite has one writer anyway); other processes are serialized by
-BEGIN IMMEDIATE + busy_timeout. On other backends the same function runs through
-AsyncConnection.run_sync, so the code is the same for asyncpg.
+BEGIN IMMEDIATE + busy_timeout. Write units queued while one runs share the
+next transaction, each in a savepoint (cells/db/group_commit.py). On other
+backends the same function runs through AsyncConnection.run_sync, so the code
+is the same for asyncpg.
 
 Writers of one SQLite file queue on an flock of `<db>-wlock` before BEGIN
 IMMEDIATE: SQLite's own busy handler sleeps 1, 2, 5, 10, 25... ms between
@@ -28,7 +30,6 @@ orders the writers that use it (others still wait through busy_timeout).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import functools
 import os
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction, create_async_engine
+
+from cells.db.group_commit import GroupWriter
 
 T = TypeVar("T")
 UnitOfWork = Callable[[Connection], T]
@@ -149,16 +152,17 @@ class Database:
             lock_path = _writer_lock_path(url)
             self._write_lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="celldb-write")
+            self._writer = GroupWriter(self._sync_writer, self._write_lock, self._write_thread)
             self._read_threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="celldb-read")
         else:
             self._async = make_engine(url)
 
     async def write(self, fn: UnitOfWork[T]) -> T:
-        """Run `fn` as one write transaction (commit on return, rollback on exception)."""
+        """Run `fn` as one write transaction (commit on return, rollback on exception). On SQLite
+        the units queued meanwhile share it, each in a savepoint (cells/db/group_commit.py)."""
         if self._sync is None:
             return await self._run_async(fn)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._write_thread, functools.partial(_run_write, self._sync_writer, self._write_lock, fn))
+        return await self._writer.write(fn)
 
     async def read(self, fn: UnitOfWork[T]) -> T:
         if self._sync is None:
@@ -188,13 +192,3 @@ class Database:
 def _run_sync(engine: Engine, fn: UnitOfWork[T]) -> T:
     with engine.begin() as conn:
         return fn(conn)
-
-
-def _run_write(engine: Engine, lock: int | None, fn: UnitOfWork[T]) -> T:
-    if lock is None:
-        return _run_sync(engine, fn)
-    fcntl.flock(lock, fcntl.LOCK_EX)  # blocks this DB thread only; released with the transaction
-    try:
-        return _run_sync(engine, fn)
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
