@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.schema import key_pairs, quotas
@@ -81,9 +81,12 @@ async def limits_in(conn: AsyncConnection, project_id: str) -> dict[str, int]:
     return await conn.run_sync(limits_of, project_id)
 
 
+_LIMITS = select(quotas.c.resource, quotas.c.hard_limit).where(quotas.c.project_id == bindparam("b_project"))
+
+
 def limits_of(conn: Connection, project_id: str) -> dict[str, int]:
     """limits() in a unit of work (api/db/engine.py make_database)."""
-    rows = conn.execute(select(quotas.c.resource, quotas.c.hard_limit).where(quotas.c.project_id == project_id)).all()
+    rows = conn.execute(_LIMITS, {"b_project": project_id}).all()
     out = dict(DEFAULTS)
     out.update({r.resource: int(r.hard_limit) for r in rows if r.resource in DEFAULTS})
     return out

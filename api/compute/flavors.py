@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -100,12 +100,13 @@ async def flavor_in(conn: AsyncConnection, ctx: RequestContext, flavor_id: str) 
     return await conn.run_sync(flavor_of, ctx, flavor_id)
 
 
+_FLAVOR_ANY = select(flavors).where(flavors.c.id == bindparam("b_id"))  # built once: every boot reads one
+_FLAVOR_PUBLIC = _FLAVOR_ANY.where(flavors.c.is_public.is_(True))  # private flavors are admin-only
+
+
 def flavor_of(conn: Connection, ctx: RequestContext, flavor_id: str) -> Row[Any]:
     """get_flavor() in a unit of work (api/db/engine.py make_database)."""
-    query = select(flavors).where(flavors.c.id == flavor_id)
-    if not ctx.is_admin:
-        query = query.where(flavors.c.is_public.is_(True))
-    row = conn.execute(query).first()
+    row = conn.execute(_FLAVOR_ANY if ctx.is_admin else _FLAVOR_PUBLIC, {"b_id": flavor_id}).first()
     if row is None:
         raise errors.FlavorNotFound(flavor_id=flavor_id)
     return row
