@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 from sqlalchemy.engine import Row
 
 from api.db.schema import instance_mappings, queued_deletes
@@ -33,13 +33,15 @@ async def remove(db: Database, uuids: Sequence[str]) -> None:
     await db.write(lambda conn: _remove(conn, list(uuids)))
 
 
+_GET = select(instance_mappings).where(instance_mappings.c.instance_uuid == bindparam("b_uuid"))  # every show
+
+
 async def get(db: Database, ctx: RequestContext, server_id: str) -> Row[Any]:
     """The mapping of a server the caller may see. Another project's server, a
     name instead of an id, or an unknown id are all the same 404."""
     if not is_uuid(server_id):
         raise errors.InstanceNotFound(instance_id=server_id)
-    query = select(instance_mappings).where(instance_mappings.c.instance_uuid == server_id.lower())
-    row = await db.read(lambda conn: conn.execute(query).first())
+    row = await db.read(lambda conn: conn.execute(_GET, {"b_uuid": server_id.lower()}).first())
     if row is None or (not ctx.is_admin and row.project_id != ctx.project):
         raise errors.InstanceNotFound(instance_id=server_id)
     return row
