@@ -86,12 +86,21 @@ class GroupWriter:
                 if len(batch) == 1:
                     done.append((batch[0], True, batch[0].fn(conn)))
                 else:
+                    # the savepoints go straight to the driver: SQLAlchemy's begin_nested() cost more
+                    # than a typical unit (measured: 14% of the conductor's CPU in a burst)
+                    raw = conn.connection.driver_connection
+                    assert raw is not None
                     for unit in batch:
+                        raw.execute("SAVEPOINT cc_unit")
                         try:
-                            with conn.begin_nested():
-                                done.append((unit, True, unit.fn(conn)))
+                            value = unit.fn(conn)
                         except BaseException as exc:  # noqa: BLE001 - it fails alone, and its caller gets it
+                            raw.execute("ROLLBACK TO cc_unit")
+                            raw.execute("RELEASE cc_unit")
                             done.append((unit, False, exc))
+                        else:
+                            raw.execute("RELEASE cc_unit")
+                            done.append((unit, True, value))
         except BaseException as exc:  # noqa: BLE001 - nothing of the transaction was committed
             done = [(unit, False, exc) for unit in batch]
         finally:
