@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -130,8 +131,12 @@ def _install_sqlite_hooks(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get(_WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        begin = "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION, False) else "BEGIN"
+        raw = conn.connection.dbapi_connection
+        if isinstance(raw, sqlite3.Connection):  # the DB threads' driver: straight to it, every transaction
+            raw.execute(begin)  # pays SQLAlchemy's statement machinery otherwise (~12% of a scheduler's CPU)
+        else:
+            conn.exec_driver_sql(begin)
 
 
 class Database:
