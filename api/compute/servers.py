@@ -42,7 +42,9 @@ async def _record(request: web.Request, ctx: RequestContext, server_id: str, vie
             try:  # every poll of a booting server is one: one call and one read instead of three
                 record = await conductor.instance_show(ctx, mapping.instance_uuid,
                                                        security_groups.has_network(request, mapping.cell_path))
-            except errors.UnsupportedVersion:  # a conductor of an older release: show() asks the others
+            # a conductor of an older release: show() asks for the rest apart (UnknownMethod: a nested cell's
+            # conductor, reached through its routers, whose release the API cannot see beforehand)
+            except (errors.UnsupportedVersion, errors.UnknownMethod):
                 record = await conductor.instance_get(ctx, mapping.instance_uuid)
         else:
             record = await conductor.instance_get(ctx, mapping.instance_uuid)
