@@ -48,9 +48,9 @@ def min_version(a: str, b: str | None) -> str | None:
     return b if versions_.newer(a, b) else a
 
 
-def _expire(fut: "asyncio.Future[Any]", exc: Exception) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
+def _expire(fut: asyncio.Future[Any], method: str, topic: str, timeout: float) -> None:
+    if not fut.done():  # the error is made only when a call does time out (its message costs)
+        fut.set_exception(errors.RpcTimeout(method=method, topic=topic, timeout=round(timeout, 3)))
 
 
 class RpcClient:
@@ -124,8 +124,7 @@ class RpcClient:
         if abandonable:
             self._by_address.setdefault(address, set()).add(msg_id)
         # call_later instead of asyncio.wait_for: no extra task per call on the hot path
-        timer = loop.call_later(remaining, _expire, fut, errors.RpcTimeout(
-            method=method, topic=topic or address, timeout=round(timeout, 3)))
+        timer = loop.call_later(remaining, _expire, fut, method, topic or address, timeout)
         try:
             self._dealer(address, server_key).send([wire.request(msg_id, method, ctx.to_wire(), args, True,
                                                                  versions=versions)])

@@ -308,8 +308,7 @@ class LibvirtDriver(PowerOps, DiskOps):
                                             cmdline=str(props.get("os_command_line") or "console=ttyS0"))
             xml = domain_xml.build_domain_xml(instance, self.virt_type, paths)
             bases = [p for p in (image_path, kernel, ramdisk) if p]  # what the image cache must keep for us
-            await self._run(Path(inst_dir, BASES_FILE).write_text, json.dumps(bases))
-            await self._run(self._define_and_start, xml)
+            await self._run(self._note_bases_and_start, inst_dir, bases, xml)  # one thread hop for both
         except asyncio.CancelledError:
             raise  # the manager's restart reconciliation removes half-built guests
         except Exception as exc:
@@ -317,6 +316,10 @@ class LibvirtDriver(PowerOps, DiskOps):
             LOG.warning("spawn of %s failed: %s", uuid, reason)
             await self._cleanup_quietly(uuid)
             raise errors.SpawnFailed(instance_id=uuid, reason=reason) from exc
+
+    def _note_bases_and_start(self, inst_dir: str, bases: list[str], xml: str) -> None:
+        Path(inst_dir, BASES_FILE).write_text(json.dumps(bases))
+        self._define_and_start(xml)
 
     def _define_and_start(self, xml: str) -> None:
         # validated against libvirt's schema even on test:///, which would accept XML real QEMU refuses
