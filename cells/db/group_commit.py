@@ -78,10 +78,11 @@ class GroupWriter:
 
     def _run(self, batch: list[_Unit]) -> list[tuple[_Unit, bool, Any]]:
         done: list[tuple[_Unit, bool, Any]] = []
-        lock = self._lock
-        if lock is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # blocks this thread only; released with the transaction
-        try:
+        lock, locked = self._lock, False
+        try:  # whatever fails here fails the batch's callers: the writer itself must never stop
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # blocks this thread only; released with the transaction
+                locked = True
             with self._engine.begin() as conn:
                 if len(batch) == 1:
                     done.append((batch[0], True, batch[0].fn(conn)))
@@ -104,7 +105,7 @@ class GroupWriter:
         except BaseException as exc:  # noqa: BLE001 - nothing of the transaction was committed
             done = [(unit, False, exc) for unit in batch]
         finally:
-            if lock is not None:
+            if locked and lock is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return done
 

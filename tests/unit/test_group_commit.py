@@ -92,3 +92,17 @@ async def test_a_failed_commit_fails_every_unit_of_the_batch(tmp_path: Path, mon
         assert await db.read(_rows) == []
     finally:
         await db.close()
+
+
+async def test_a_failure_before_the_transaction_fails_the_batch_and_the_writer_goes_on(tmp_path: Path) -> None:
+    db = await _db(tmp_path)
+    try:
+        assert db._write_lock is not None
+        real, db._writer._lock = db._writer._lock, 987654  # no such descriptor: flock raises
+        with pytest.raises(OSError):
+            await db.write(lambda conn: conn.execute(text("INSERT INTO t VALUES ('x', 1)")))
+        db._writer._lock = real
+        await db.write(lambda conn: conn.execute(text("INSERT INTO t VALUES ('y', 1)")))  # not stuck
+        assert await db.read(_rows) == [("y", 1)]
+    finally:
+        await db.close()
