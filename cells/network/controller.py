@@ -242,7 +242,12 @@ class NetworkController:
             raise errors.Invalid(reason=f"tunnel_ip {tunnel_ip!r} is not an IP address") from None
 
     async def bind_instance(self, ctx: RequestContext, instance_uuid: str, host: str) -> list[dict[str, Any]]:
-        return await self._write(lambda c: inets.bind_instance(c, str(instance_uuid), str(host)))
+        def bind(c: Connection) -> tuple[list[dict[str, Any]], set[str]]:
+            before = fanout.instance_hosts(c, str(instance_uuid))
+            return inets.bind_instance(c, str(instance_uuid), str(host)), before - {str(host)}
+        vifs, moved_from = await self._write(bind)
+        self._refresh(moved_from)  # a move took the ports away: that host drops its taps now
+        return vifs
 
     async def host_config(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         return await self._read(lambda c: inets.host_config(c, str(host)))

@@ -32,6 +32,13 @@ def instance_networks(conn: Connection, instance_uuid: str) -> set[str]:
     return {str(r[0]) for r in conn.execute(select(ports.c.network_id).where(ports.c.device_id == instance_uuid))}
 
 
+def instance_hosts(conn: Connection, instance_uuid: str) -> set[str]:
+    """The hosts the instance's ports are bound to now (before a move binds them elsewhere)."""
+    rows = conn.execute(select(ports.c.binding_host).where(ports.c.device_id == instance_uuid,
+                                                           ports.c.binding_host.is_not(None)).distinct())
+    return {str(r[0]) for r in rows}
+
+
 def port_network(conn: Connection, port_id: str) -> set[str]:
     return {str(r[0]) for r in conn.execute(select(ports.c.network_id).where(ports.c.id == port_id))}
 

@@ -138,7 +138,9 @@ class NetworkAgent:
         if not self.enabled or not instance.get("addresses"):
             return []
         vifs = await self.api.bind_instance(ctx, str(instance["uuid"]), self.host)
-        await self.sync()
+        # announced even when this agent's memory says nothing changed: a move may bring back a port
+        # that was bound here before, which the other hosts have since dropped from their peers
+        await self.sync(announce={str(v["network_id"]) for v in vifs})
         return vifs
 
     async def unplug(self) -> None:
@@ -154,7 +156,7 @@ class NetworkAgent:
         self._refresh_waiting = True
         await self.sync()
 
-    async def sync(self) -> None:
+    async def sync(self, announce: set[str] | None = None) -> None:
         async with self._lock:
             self._refresh_waiting = False
             config = await self.api.host_config(admin_context(), self.host)
@@ -163,7 +165,7 @@ class NetworkAgent:
             if self._metadata is not None and any(n.get("gateway_host") for n in config.get("networks", [])):
                 await self._metadata.ensure()
             ports = {str(p["id"]): str(p["network_id"]) for p in config.get("ports", [])}
-            changed = sorted({net for _, net in set(self._ports.items()) ^ set(ports.items())})
+            changed = sorted({net for _, net in set(self._ports.items()) ^ set(ports.items())} | (announce or set()))
             self._ports = ports
         if changed:  # our ports came or went: the other hosts on those networks re-sync
             await self._announce(changed)
