@@ -5,7 +5,6 @@ compute host's domain follows every step."""
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -23,12 +22,6 @@ pytestmark = pytest.mark.slow
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     with running_cluster(tmp_path_factory.mktemp("actions")) as c:
         yield c
-
-
-def cli_ok(cluster: RunningCluster, *args: str) -> str:
-    done = cluster.cli(*args)
-    assert done.returncode == 0, f"openstack {' '.join(args)} failed: {done.stderr}"
-    return done.stdout
 
 
 @functools.cache
@@ -74,12 +67,12 @@ def act(cluster: RunningCluster, server_id: str, body: dict[str, Any]) -> None:
 
 
 def test_power_actions_walk_the_server_through_novas_states(cluster: RunningCluster) -> None:
-    server = json.loads(cli_ok(cluster, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw",
-                               "--wait", "-f", "json", "act1"))
+    server = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw",
+                        "--wait", "-f", "json", "act1")
     sid = server["id"]
     assert server["status"] == "ACTIVE"
 
-    cli_ok(cluster, "server", "stop", sid)
+    cluster.ok("server", "stop", sid)
     assert wait_for(cluster, sid, "SHUTOFF")["OS-EXT-STS:power_state"] in ("Shutdown", 4)
     conflict = action(cluster, sid, {"os-stop": None})
     assert conflict.status_code == 409
@@ -93,7 +86,7 @@ def test_power_actions_walk_the_server_through_novas_states(cluster: RunningClus
     started = action(cluster, sid, {"os-start": None})
     assert started.status_code == 409 and "vm_state active" in started.json()["conflictingRequest"]["message"]
 
-    cli_ok(cluster, "server", "reboot", "--soft", "--wait", sid)
+    cluster.ok("server", "reboot", "--soft", "--wait", sid)
     act(cluster, sid, {"reboot": {"type": "HARD"}})
     assert wait_for(cluster, sid, "ACTIVE")["OS-EXT-STS:power_state"] in ("Running", 1)
 
@@ -106,21 +99,21 @@ def test_power_actions_walk_the_server_through_novas_states(cluster: RunningClus
     act(cluster, sid, {"resume": None})
     wait_for(cluster, sid, "ACTIVE")
 
-    cli_ok(cluster, "server", "rebuild", "--image", "tiny-raw", "--wait", sid)
+    cluster.ok("server", "rebuild", "--image", "tiny-raw", "--wait", sid)
     wait_for(cluster, sid, "ACTIVE")
-    log = cli_ok(cluster, "console", "log", "show", sid)  # the test hypervisor writes no console: empty
+    log = cluster.ok("console", "log", "show", sid)  # the test hypervisor writes no console: empty
     assert log.strip() == ""
     act(cluster, sid, {"os-stop": None})
     wait_for(cluster, sid, "SHUTOFF")
     rebuilt = action(cluster, sid, {"rebuild": {"imageRef": show(cluster, sid)["image"]["id"], "name": "act1b"}})
     assert rebuilt.status_code == 202 and rebuilt.json()["server"]["status"] == "REBUILD"
     assert wait_for(cluster, sid, "SHUTOFF")["name"] == "act1b"  # a stopped server stays stopped, as Nova
-    cli_ok(cluster, "server", "delete", "--wait", sid)
+    cluster.ok("server", "delete", "--wait", sid)
 
 
 def test_bad_action_bodies_get_novas_400_and_unknown_servers_404(cluster: RunningCluster) -> None:
-    server = json.loads(cli_ok(cluster, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw",
-                               "--wait", "-f", "json", "act2"))
+    server = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw",
+                        "--wait", "-f", "json", "act2")
     sid = server["id"]
     bad = action(cluster, sid, {"reboot": {"type": "GENTLE"}})
     assert bad.status_code == 400 and "badRequest" in bad.json()
@@ -131,4 +124,4 @@ def test_bad_action_bodies_get_novas_400_and_unknown_servers_404(cluster: Runnin
     missing = action(cluster, "8b4e4b4e-0000-4000-8000-000000000000", {"os-stop": None})
     assert missing.status_code == 404 and "itemNotFound" in missing.json()
     assert show(cluster, sid)["status"] == "ACTIVE"  # nothing changed by the bad requests
-    cli_ok(cluster, "server", "delete", "--wait", sid)
+    cluster.ok("server", "delete", "--wait", sid)

@@ -250,18 +250,24 @@ async def test_delete_mid_move_releases_the_destination(cell: Cell) -> None:
 
 # --- a conductor dies while it owns a move ----------------------------------------------------
 
+async def resize_held_at_finish_move(c: Cell, uuid: str, source: str) -> tuple[dict[str, Any], str]:
+    """Start a resize whose destination holds finish_move, so the move stays midway:
+    (its migration record, its owning conductor)."""
+    for comp in computes(c):
+        comp.hold.add("finish_move")
+    await MoveConductorAPI(c.api).move_instance(USER, uuid, "resize", SMALL)
+    dest = "node2" if source == "node1" else "node1"
+    await asyncio.wait_for(c.computes[dest].entered["finish_move"].wait(), 5)  # type: ignore[attr-defined]
+    mig = await migration(c, uuid)
+    return mig, str(mig["conductor_id"])
+
+
 async def test_conductor_killed_mid_resize_the_other_rolls_it_back(two: Cell) -> None:
     before = await usage(two)
     uuid = (await two.boot("mover"))["uuid"]
     source = (await two.wait_state(uuid, VmState.ACTIVE))["host"]
     booted = await usage(two)
-    for comp in computes(two):
-        comp.hold.add("finish_move")
-    await MoveConductorAPI(two.api).move_instance(USER, uuid, "resize", SMALL)
-    dest = "node2" if source == "node1" else "node1"
-    await asyncio.wait_for(two.computes[dest].entered["finish_move"].wait(), 5)  # type: ignore[attr-defined]
-    mig = await migration(two, uuid)
-    owner = str(mig["conductor_id"])
+    mig, owner = await resize_held_at_finish_move(two, uuid, source)
     assert mig["status"] == "migrating" and guests(two, uuid) == {source: {"flavor": "1", "running": False}}
     await two.crash(owner.split("/", 1)[1])  # no goodbye: the directory notices the missed beats
     for comp in computes(two):
@@ -289,13 +295,7 @@ async def test_an_owner_taken_for_dead_leaves_the_move_to_its_adopter(two: Cell,
     finish the move under the adopter's rollback."""
     uuid = (await two.boot("mover"))["uuid"]
     source = (await two.wait_state(uuid, VmState.ACTIVE))["host"]
-    for comp in computes(two):
-        comp.hold.add("finish_move")
-    await MoveConductorAPI(two.api).move_instance(USER, uuid, "resize", SMALL)
-    dest = "node2" if source == "node1" else "node1"
-    await asyncio.wait_for(two.computes[dest].entered["finish_move"].wait(), 5)  # type: ignore[attr-defined]
-    mig = await migration(two, uuid)
-    owner = str(mig["conductor_id"])
+    mig, owner = await resize_held_at_finish_move(two, uuid, source)
     adopter = next(n for n in ("conductor", "conductor-2") if f"cell1/{n}" != owner)
     env = two.services[adopter].handler.env
     await moves.adopt(env, [owner])  # as if the owner had missed its beats
