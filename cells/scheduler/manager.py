@@ -10,11 +10,12 @@ claim's transaction under the group's lock (cells/db/groups.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import Connection
 
 from cells import errors
 from cells.config import ClusterConfig, ServiceSpec
@@ -32,17 +33,20 @@ from cells.service import Service
 
 LOG = logging.getLogger(__name__)
 NOT_ENOUGH_HOSTS = "There are not enough hosts available."
+COMPUTE_PREFIX = compute_topic("")  # compute.<host>
 NEW_HOST_WAIT = 5.0  # seconds a request that fits nowhere waits for hosts coming (back) up
 
 
 async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any], instance_uuids: list[str],
-                     exclude_hosts: list[str], alternates: int = 2,
-                     lock: asyncio.Lock | None = None) -> list[dict[str, Any]]:
-    """Place and claim every instance, or none (NoValidHost releases what this call claimed).
+                     exclude_hosts: list[str], alternates: int = 2) -> list[dict[str, Any]]:
+    """Place and claim every instance, or none (NoValidHost rolls back what this call claimed).
 
-    `lock` serializes placements of one process, so each reads the usage the
-    previous one left and concurrent requests spread instead of piling onto the
-    same "best" host. Correctness never depends on it: claims are atomic in the DB.
+    The whole placement (read the hosts, filter, weigh, claim) is one write unit of
+    work: it reads the usage the previous placement left, so concurrent requests
+    spread instead of piling onto the same "best" host, and the placements a burst
+    queues share one transaction (cells/db/group_commit.py). Correctness never
+    depends on that: each claim is a conditional UPDATE, and another scheduler's
+    claim since the read makes it fail and the next candidate is tried.
     """
     flavor = request_spec.get("flavor")
     if not isinstance(flavor, Mapping):
@@ -52,24 +56,24 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
     req = Resources.from_flavor(flavor)
     hints = request_spec.get("scheduler_hints")
     same, different = hinted_instances(hints, "same_host"), hinted_instances(hints, "different_host")
-    only: set[str] | None = None
-    if same or different:
-        same_hosts, avoid = await db.read(lambda conn: (_hosts_of(conn, same), _hosts_of(conn, different)))
-        only = same_hosts if same else None
-        exclude_hosts = [*exclude_hosts, *avoid]
     group = sgroups.from_spec(request_spec)
-    async with lock or contextlib.nullcontext():
-        if group is None and "instance_uuid" not in request_spec:
-            return await _place_all(db, alive, req, instance_uuids, exclude_hosts, alternates, only,
-                                    await claims.load_hosts(db))
-        # the group's members and the hosts in one read, under the lock: the last placement counts
-        group, peers, hosts = await db.read(lambda conn: (
-            *sgroups.resolve(conn, request_spec, group, instance_uuids), claims.all_hosts(conn)))
-        return await _place_all(db, alive, req, instance_uuids, exclude_hosts, alternates, only, hosts,
-                                Grouping(group, peers) if group else None)
+
+    def place(conn: Connection) -> list[dict[str, Any]]:
+        only, exclude = None, list(exclude_hosts)
+        if same or different:
+            only = _hosts_of(conn, same) if same else None
+            exclude += _hosts_of(conn, different)
+        grouping = None
+        if group is not None or "instance_uuid" in request_spec:
+            resolved, peers = sgroups.resolve(conn, request_spec, group, instance_uuids)
+            grouping = Grouping(resolved, peers) if resolved else None
+        hosts = {h.host: h for h in claims.all_hosts(conn)}
+        return [_place_one(conn, hosts, req, uuid, alive, exclude, alternates, only, grouping)
+                for uuid in instance_uuids]
+    return await db.write(place)
 
 
-def _hosts_of(conn: Any, instance_uuids: list[str]) -> set[str]:
+def _hosts_of(conn: Connection, instance_uuids: list[str]) -> set[str]:
     """The hosts the named instances hold claims on (unknown ids name no host, as in Nova)."""
     return {c["host"] for u in instance_uuids if (c := claims.claim_of(conn, u)) is not None}
 
@@ -84,42 +88,27 @@ class Grouping:
         return allows(self.group.policy, self.peers, host.host)
 
 
-async def _place_all(db: Database, alive: Alive, req: Resources, instance_uuids: list[str],
-                     exclude_hosts: list[str], alternates: int, only: set[str] | None, loaded: list[HostState],
-                     grouping: Grouping | None = None) -> list[dict[str, Any]]:
-    hosts = {h.host: h for h in loaded}
-    placed: list[dict[str, Any]] = []
-    try:
-        for uuid in instance_uuids:
-            host, alts = await _place_one(db, hosts, req, uuid, alive, exclude_hosts, alternates, only, grouping)
-            placed.append({"instance_uuid": uuid, "host": host, "alternates": alts})
-    except errors.NoValidHost:
-        for done in placed:
-            await claims.release(db, done["instance_uuid"])
-        raise
-    return placed
-
-
-async def _place_one(db: Database, hosts: dict[str, HostState], req: Resources, uuid: str, alive: Alive,
-                     exclude: list[str], alternates: int, only: set[str] | None,
-                     grouping: Grouping | None) -> tuple[str, list[str]]:
+def _place_one(conn: Connection, hosts: dict[str, HostState], req: Resources, uuid: str, alive: Alive,
+               exclude: list[str], alternates: int, only: set[str] | None,
+               grouping: Grouping | None) -> dict[str, Any]:
     for _ in range(2):  # a second pass re-reads usage when every candidate lost a race
         candidates = weigh(h for h in filter_hosts(hosts.values(), req, alive, exclude, only)
                            if grouping is None or grouping.allows(h))
         if not candidates:
             break
         for cand in candidates:
-            # the group's policy is checked again in the claim's transaction: a peer placed by
-            # another scheduler since `grouping` was read makes the claim fail, not break the policy
-            if await claims.claim(db, cand.host, uuid, req, grouping.group if grouping else None):
+            # the group's policy is checked again by the claim, under the group's lock: a peer placed
+            # by another scheduler since `grouping` was read makes the claim fail, not break the policy
+            if claims.try_claim(conn, cand.host, uuid, req, grouping.group if grouping else None):
                 hosts[cand.host] = cand.consume(req)  # spread the next instance of this request
                 if grouping is not None:
                     grouping.peers.add(cand.host)
-                return cand.host, [c.host for c in candidates if c.host != cand.host][:max(alternates, 0)]
+                alts = [c.host for c in candidates if c.host != cand.host][:max(alternates, 0)]
+                return {"instance_uuid": uuid, "host": cand.host, "alternates": alts}
             LOG.debug("claim for %s on %s lost a race, trying the next host", uuid, cand.host)
         hosts.clear()
-        hosts.update({h.host: h for h in await claims.load_hosts(db)})
-    raise errors.NoValidHost(reason=NOT_ENOUGH_HOSTS)
+        hosts.update({h.host: h for h in claims.all_hosts(conn)})
+    raise errors.NoValidHost(reason=NOT_ENOUGH_HOSTS)  # the unit rolls back: this request claims nothing
 
 
 class SchedulerManager:
@@ -131,7 +120,7 @@ class SchedulerManager:
         self.db_url = cluster.cell(spec.cell).db
         self._db: Database | None = None
         self._service: Service | None = None
-        self._placing = asyncio.Lock()
+        self._live: tuple[int, frozenset[str]] = (-1, frozenset())
 
     @property
     def db(self) -> Database:
@@ -148,8 +137,16 @@ class SchedulerManager:
         if self._db is not None:
             await self._db.close()
 
-    def host_alive(self, host: str) -> bool:
-        return self._service is not None and bool(self._service.view.members(compute_topic(host)))
+    def live_hosts(self) -> frozenset[str]:
+        """Hosts with a live compute member: a snapshot (placement runs in the DB thread),
+        made again when the directory's membership changes."""
+        if self._service is None:
+            return frozenset()
+        view = self._service.view
+        if self._live[0] != view.version:
+            self._live = (view.version, frozenset(t[len(COMPUTE_PREFIX):] for m in view.by_id.values()
+                                                  for t in m.topics if t.startswith(COMPUTE_PREFIX)))
+        return self._live[1]
 
     # --- RPC (cells/rpcapi/scheduler.py SURFACE) ----------------------------
 
@@ -160,8 +157,8 @@ class SchedulerManager:
         give_up = loop.time() + NEW_HOST_WAIT
         while True:
             try:
-                return await select_for(self.db, self.host_alive, request_spec, list(instance_uuids),
-                                        list(exclude_hosts or ()), alternates, self._placing)
+                return await select_for(self.db, self.live_hosts().__contains__, request_spec,
+                                        list(instance_uuids), list(exclude_hosts or ()), alternates)
             except errors.NoValidHost:
                 # a compute that is (re)starting is briefly absent from the directory, or live
                 # before its first resource report lands: give it a moment rather than failing
@@ -174,7 +171,6 @@ class SchedulerManager:
         """Known hosts not live now, and live hosts not reported yet."""
         if self._service is None:
             return set()
-        live = {t[len("compute."):] for m in self._service.view.by_id.values() for t in m.topics
-                if t.startswith("compute.")}
+        live = self.live_hosts()
         known = {h.host for h in await claims.load_hosts(self.db)}
         return (live ^ known) - set(exclude or ())

@@ -38,7 +38,6 @@ async def run(boots: int, concurrency: int, hosts: int, group_size: int) -> None
             for h in range(hosts):
                 claims.upsert_node(conn, f"h{h}", {"vcpus": 4096, "memory_mb": 1 << 20, "local_gb": 1 << 16})
         await db.write(add_hosts)
-        lock = asyncio.Lock()  # as one scheduler process
         groups = {p: [str(uuid.uuid4()) for _ in range(-(-boots // group_size))] for p in ("anti", "aff")}
 
         def place(kind: str, i: int) -> Any:
@@ -46,7 +45,7 @@ async def run(boots: int, concurrency: int, hosts: int, group_size: int) -> None
             if kind != "plain":
                 policy = "anti-affinity" if kind == "anti" else "affinity"
                 spec["group"] = {"uuid": groups[kind][i // group_size], "policy": policy}
-            return select_for(db, lambda h: True, spec, [f"{kind}-{i}"], [], 2, lock)
+            return select_for(db, lambda h: True, spec, [f"{kind}-{i}"], [], 2)
 
         plain, anti, aff = await _interleaved(boots, concurrency, [
             lambda i: place("plain", i), lambda i: place("anti", i), lambda i: place("aff", i)])
