@@ -24,6 +24,7 @@ from api.db.schema import key_pairs, quotas
 from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
+from cells.db.fast import Fast
 
 # Nova's and Cinder's defaults
 DEFAULTS: dict[str, int] = {
@@ -81,12 +82,12 @@ async def limits_in(conn: AsyncConnection, project_id: str) -> dict[str, int]:
     return await conn.run_sync(limits_of, project_id)
 
 
-_LIMITS = select(quotas.c.resource, quotas.c.hard_limit).where(quotas.c.project_id == bindparam("b_project"))
+_LIMITS = Fast(select(quotas.c.resource, quotas.c.hard_limit).where(quotas.c.project_id == bindparam("b_project")))
 
 
 def limits_of(conn: Connection, project_id: str) -> dict[str, int]:
     """limits() in a unit of work (api/db/engine.py make_database)."""
-    rows = conn.execute(_LIMITS, {"b_project": project_id}).all()
+    rows = _LIMITS.rows(conn, {"b_project": project_id})
     out = dict(DEFAULTS)
     out.update({r.resource: int(r.hard_limit) for r in rows if r.resource in DEFAULTS})
     return out

@@ -14,6 +14,7 @@ from api.http import context, parse_bool, query_int
 from api.keys import ENGINE, public_url
 from cells import errors
 from cells.context import RequestContext
+from cells.db.fast import Fast
 
 MAX_LIMIT = 1000
 
@@ -100,13 +101,14 @@ async def flavor_in(conn: AsyncConnection, ctx: RequestContext, flavor_id: str) 
     return await conn.run_sync(flavor_of, ctx, flavor_id)
 
 
-_FLAVOR_ANY = select(flavors).where(flavors.c.id == bindparam("b_id"))  # built once: every boot reads one
-_FLAVOR_PUBLIC = _FLAVOR_ANY.where(flavors.c.is_public.is_(True))  # private flavors are admin-only
+_FLAVOR_ANY_SELECT = select(flavors).where(flavors.c.id == bindparam("b_id"))  # built once: every boot reads one
+_FLAVOR_ANY = Fast(_FLAVOR_ANY_SELECT)
+_FLAVOR_PUBLIC = Fast(_FLAVOR_ANY_SELECT.where(flavors.c.is_public.is_(True)))  # private flavors are admin-only
 
 
 def flavor_of(conn: Connection, ctx: RequestContext, flavor_id: str) -> Row[Any]:
     """get_flavor() in a unit of work (api/db/engine.py make_database)."""
-    row = conn.execute(_FLAVOR_ANY if ctx.is_admin else _FLAVOR_PUBLIC, {"b_id": flavor_id}).first()
+    row = (_FLAVOR_ANY if ctx.is_admin else _FLAVOR_PUBLIC).first(conn, {"b_id": flavor_id})
     if row is None:
         raise errors.FlavorNotFound(flavor_id=flavor_id)
     return row

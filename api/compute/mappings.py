@@ -14,6 +14,9 @@ from api.timeutil import parse, utcnow
 from cells import errors
 from cells.context import RequestContext
 from cells.db.engine import Database
+from cells.db.fast import Fast
+
+_INSERT = Fast(insert(instance_mappings))
 
 
 async def add(db: Database, records: Sequence[dict[str, Any]], cell_path: str) -> None:
@@ -21,7 +24,7 @@ async def add(db: Database, records: Sequence[dict[str, Any]], cell_path: str) -
     rows = [{"instance_uuid": r["uuid"], "cell_path": cell_path, "project_id": r["project_id"],
              "user_id": r["user_id"], "name": r["name"], "created_at": parse(r.get("created_at")) or now}
             for r in records]
-    await db.write(lambda conn: conn.execute(insert(instance_mappings), rows))
+    await db.write(lambda conn: _INSERT.run_many(conn, rows))
 
 
 def _remove(conn: Connection, uuids: list[str]) -> None:
@@ -33,7 +36,7 @@ async def remove(db: Database, uuids: Sequence[str]) -> None:
     await db.write(lambda conn: _remove(conn, list(uuids)))
 
 
-_GET = select(instance_mappings).where(instance_mappings.c.instance_uuid == bindparam("b_uuid"))  # every show
+_GET = Fast(select(instance_mappings).where(instance_mappings.c.instance_uuid == bindparam("b_uuid")))  # every show
 
 
 async def get(db: Database, ctx: RequestContext, server_id: str) -> Row[Any]:
@@ -41,7 +44,7 @@ async def get(db: Database, ctx: RequestContext, server_id: str) -> Row[Any]:
     name instead of an id, or an unknown id are all the same 404."""
     if not is_uuid(server_id):
         raise errors.InstanceNotFound(instance_id=server_id)
-    row = await db.read(lambda conn: conn.execute(_GET, {"b_uuid": server_id.lower()}).first())
+    row = await db.read(lambda conn: _GET.first(conn, {"b_uuid": server_id.lower()}))
     if row is None or (not ctx.is_admin and row.project_id != ctx.project):
         raise errors.InstanceNotFound(instance_id=server_id)
     return row

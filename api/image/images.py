@@ -12,6 +12,7 @@ from api.http import is_uuid
 from api.timeutil import iso_seconds
 from cells import errors
 from cells.context import RequestContext
+from cells.db.fast import Fast
 
 # the core keys of the Glance v2 image schema; anything else in `properties` is shown flat beside them
 CORE = ("id", "name", "status", "visibility", "protected", "os_hidden", "checksum", "os_hash_algo",
@@ -39,17 +40,17 @@ async def get(conn: AsyncConnection, ctx: RequestContext, image_id: str) -> Row[
 
 
 # every boot reads its image: the two forms of the lookup (admin; anyone else) are built once
-_GET_ANY = select(images).where(images.c.id == bindparam("b_id"), images.c.status != "deleted")
-_GET_VISIBLE = _GET_ANY.where(or_(images.c.visibility.in_(("public", "community")),
-                                  images.c.owner == bindparam("b_project")))  # visible(ctx) for a non-admin
+_GET_ANY_SELECT = select(images).where(images.c.id == bindparam("b_id"), images.c.status != "deleted")
+_GET_ANY = Fast(_GET_ANY_SELECT)
+_GET_VISIBLE = Fast(_GET_ANY_SELECT.where(or_(images.c.visibility.in_(("public", "community")),
+                                              images.c.owner == bindparam("b_project"))))  # visible(ctx): non-admin
 
 
 def get_of(conn: Connection, ctx: RequestContext, image_id: str) -> Row[Any]:
     """get() in a unit of work (api/db/engine.py make_database)."""
     if not is_uuid(image_id):
         raise errors.ImageNotFound(image_id=image_id)
-    row = conn.execute(_GET_ANY if ctx.is_admin else _GET_VISIBLE,
-                       {"b_id": image_id.lower(), "b_project": ctx.project}).first()
+    row = (_GET_ANY if ctx.is_admin else _GET_VISIBLE).first(conn, {"b_id": image_id.lower(), "b_project": ctx.project})
     if row is None:
         raise errors.ImageNotFound(image_id=image_id)
     return row

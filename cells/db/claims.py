@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cells.db import groups
 from cells.db.engine import Database
+from cells.db.fast import Fast
 from cells.db.groups import GroupClaim
 from cells.db.schema import claims, compute_nodes
 from cells.objects.instance import utcnow_iso
@@ -78,9 +79,9 @@ class HostState:
 
 
 _cn, _cl = compute_nodes.c, claims.c
-_SELECT_NODES = select(compute_nodes)
-_SELECT_NODE = select(compute_nodes).where(_cn.host == bindparam("b_host"))
-_CLAIM_NODE = (
+_SELECT_NODES = Fast(select(compute_nodes))
+_SELECT_NODE = Fast(select(compute_nodes).where(_cn.host == bindparam("b_host")))
+_CLAIM_NODE = Fast(
     update(compute_nodes)
     .where(_cn.host == bindparam("b_host"),
            _cn.vcpus_used + bindparam("b_vcpus") <= _cn.vcpus * _cn.cpu_allocation_ratio,
@@ -88,16 +89,16 @@ _CLAIM_NODE = (
            _cn.local_gb_used + bindparam("b_disk") <= _cn.local_gb * _cn.disk_allocation_ratio)
     .values(vcpus_used=_cn.vcpus_used + bindparam("b_vcpus"), memory_mb_used=_cn.memory_mb_used + bindparam("b_ram"),
             local_gb_used=_cn.local_gb_used + bindparam("b_disk")))
-_INSERT_CLAIM = insert(claims)
+_INSERT_CLAIM = Fast(insert(claims))
 # DELETE .. RETURNING: of two concurrent releases only one gets the row back,
 # so usage is never given back twice
-_DELETE_CLAIM = (delete(claims).where(_cl.instance_uuid == bindparam("b_uuid"))
+_DELETE_CLAIM = Fast(delete(claims).where(_cl.instance_uuid == bindparam("b_uuid"))
                  .returning(_cl.host, _cl.vcpus, _cl.memory_mb, _cl.local_gb))
-_GIVE_BACK = (update(compute_nodes).where(_cn.host == bindparam("b_host"))
+_GIVE_BACK = Fast(update(compute_nodes).where(_cn.host == bindparam("b_host"))
               .values(vcpus_used=_cn.vcpus_used - bindparam("b_vcpus"),
                       memory_mb_used=_cn.memory_mb_used - bindparam("b_ram"),
                       local_gb_used=_cn.local_gb_used - bindparam("b_disk")))
-_SELECT_CLAIM = select(claims).where(_cl.instance_uuid == bindparam("b_uuid"))
+_SELECT_CLAIM = Fast(select(claims).where(_cl.instance_uuid == bindparam("b_uuid")))
 _USED_ON_HOST = select(func.coalesce(func.sum(_cl.vcpus), 0), func.coalesce(func.sum(_cl.memory_mb), 0),
                        func.coalesce(func.sum(_cl.local_gb), 0)).where(_cl.host == bindparam("b_host"))
 _UPDATE_NODE = update(compute_nodes).where(_cn.host == bindparam("b_host"))
@@ -109,7 +110,7 @@ def _host_state(row: Any) -> HostState:
 
 
 def all_hosts(conn: Connection) -> list[HostState]:
-    return [_host_state(r) for r in conn.execute(_SELECT_NODES)]
+    return [_host_state(r) for r in _SELECT_NODES.rows(conn)]
 
 
 async def load_hosts(db: Database) -> list[HostState]:
@@ -117,7 +118,7 @@ async def load_hosts(db: Database) -> list[HostState]:
 
 
 def get_host(conn: Connection, host: str) -> HostState | None:
-    row = conn.execute(_SELECT_NODE, {"b_host": host}).first()
+    row = _SELECT_NODE.first(conn, {"b_host": host})
     return None if row is None else _host_state(row)
 
 
@@ -138,13 +139,13 @@ def try_claim(conn: Connection, host: str, instance_uuid: str, res: Resources,
     if group is not None and not groups.admits(conn, group, host, instance_uuid):
         return False
     release_claim(conn, instance_uuid)
-    result = conn.execute(_CLAIM_NODE, {"b_host": host, "b_vcpus": res.vcpus, "b_ram": res.memory_mb,
-                                        "b_disk": res.local_gb})
-    if result.rowcount != 1:
+    claimed = _CLAIM_NODE.run(conn, {"b_host": host, "b_vcpus": res.vcpus, "b_ram": res.memory_mb,
+                                     "b_disk": res.local_gb})
+    if claimed != 1:
         return False
-    conn.execute(_INSERT_CLAIM, {"instance_uuid": instance_uuid, "host": host, "vcpus": res.vcpus,
-                                 "memory_mb": res.memory_mb, "local_gb": res.local_gb, "created_at": utcnow_iso(),
-                                 "group_uuid": group.uuid if group else None})
+    _INSERT_CLAIM.run(conn, {"instance_uuid": instance_uuid, "host": host, "vcpus": res.vcpus,
+                             "memory_mb": res.memory_mb, "local_gb": res.local_gb, "created_at": utcnow_iso(),
+                             "group_uuid": group.uuid if group else None})
     return True
 
 
@@ -166,11 +167,11 @@ async def claim(db: Database, host: str, instance_uuid: str, res: Resources,
 
 def release_claim(conn: Connection, instance_uuid: str) -> str | None:
     """Give the instance's claimed resources back; returns the host, None if it held none."""
-    row = conn.execute(_DELETE_CLAIM, {"b_uuid": instance_uuid}).first()
+    row = _DELETE_CLAIM.first(conn, {"b_uuid": instance_uuid})
     if row is None:
         return None
-    conn.execute(_GIVE_BACK, {"b_host": row.host, "b_vcpus": row.vcpus, "b_ram": row.memory_mb,
-                              "b_disk": row.local_gb})
+    _GIVE_BACK.run(conn, {"b_host": row.host, "b_vcpus": row.vcpus, "b_ram": row.memory_mb,
+                          "b_disk": row.local_gb})
     return str(row.host)
 
 
@@ -179,7 +180,7 @@ async def release(db: Database, instance_uuid: str) -> str | None:
 
 
 def claim_of(conn: Connection, instance_uuid: str) -> dict[str, Any] | None:
-    row = conn.execute(_SELECT_CLAIM, {"b_uuid": instance_uuid}).first()
+    row = _SELECT_CLAIM.first(conn, {"b_uuid": instance_uuid})
     return None if row is None else dict(row._mapping)
 
 

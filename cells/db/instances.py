@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, false
 from sqlalchemy.engine import Row
 
 from cells import errors
+from cells.db.fast import AnyRow, Fast
 from cells.db.schema import instances
 from cells.objects.instance import FIELDS
 
@@ -28,8 +29,8 @@ DEFAULT_SORT = ("created_at", "uuid")
 DEFAULT_DIR = "desc"
 
 
-def to_record(row: Row[Any] | Mapping[str, Any], cell: str | None) -> dict[str, Any]:
-    m = row._mapping if isinstance(row, Row) else row
+def to_record(row: AnyRow | Mapping[str, Any], cell: str | None) -> dict[str, Any]:
+    m = row if isinstance(row, Mapping) else row._mapping
     rec = {f: m.get(f) for f in FIELDS if f != "cell"}  # a row built before v2 columns has no old_flavor
     rec["deleted"] = bool(rec["deleted"])
     rec["cell"] = cell
@@ -37,26 +38,34 @@ def to_record(row: Row[Any] | Mapping[str, Any], cell: str | None) -> dict[str, 
 
 
 _c = instances.c
-_SELECT_ONE = select(instances).where(_c.uuid == bindparam("b_uuid"))
-_SELECT_ONE_LOCKED = _SELECT_ONE.with_for_update()
+_SELECT_ONE = Fast(select(instances).where(_c.uuid == bindparam("b_uuid")))
+_SELECT_ONE_LOCKED = Fast(select(instances).where(_c.uuid == bindparam("b_uuid")).with_for_update())
 _SELECT_MANY = select(instances).where(_c.uuid.in_(bindparam("b_uuids", expanding=True)))
 # no .values(): the SET clause comes from the parameter keys, so one statement serves every update
-_UPDATE_ONE = update(instances).where(_c.uuid == bindparam("b_uuid"))
+_UPDATE_ONE = Fast(update(instances).where(_c.uuid == bindparam("b_uuid")))
 INSERT = insert(instances)
+_INSERT = Fast(INSERT)
 
 
-def get_row(conn: Connection, uuid: str, lock: bool = False) -> Row[Any] | None:
+def get_row(conn: Connection, uuid: str, lock: bool = False) -> AnyRow | None:
     """The full row (deleted ones too). `lock` takes a row lock where the backend has them;
     on SQLite the write transaction's BEGIN IMMEDIATE already serializes writers."""
-    return conn.execute(_SELECT_ONE_LOCKED if lock else _SELECT_ONE, {"b_uuid": uuid}).first()
+    return (_SELECT_ONE_LOCKED if lock else _SELECT_ONE).first(conn, {"b_uuid": uuid})
 
 
-def get_rows(conn: Connection, uuids: Sequence[str]) -> dict[str, Row[Any]]:
+def get_rows(conn: Connection, uuids: Sequence[str]) -> dict[str, AnyRow]:
+    if len(uuids) == 1:  # a single boot: the statement the fast path runs
+        row = get_row(conn, uuids[0])
+        return {} if row is None else {row.uuid: row}
     return {r.uuid: r for r in conn.execute(_SELECT_MANY, {"b_uuids": list(uuids)})}
 
 
+def insert_rows(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    _INSERT.run_many(conn, rows)
+
+
 def update_row(conn: Connection, uuid: str, values: Mapping[str, Any]) -> None:
-    conn.execute(_UPDATE_ONE, {**values, "b_uuid": uuid})
+    _UPDATE_ONE.run(conn, {**values, "b_uuid": uuid})
 
 
 def rows_where(conn: Connection, *conds: ColumnElement[bool]) -> list[Row[Any]]:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Row
 from cells import errors
 from cells.context import RequestContext
 from cells.db import actions
+from cells.db.fast import Fast
 from cells.db.schema import instance_actions, instances
 from cells.network import ipam, resources, secgroups
 from cells.network.schema import (
@@ -52,7 +53,7 @@ def _instance_ports(conn: Connection, uuid: str) -> list[Row[Any]]:
                              .order_by(ports.c.created_at, ports.c.id)))
 
 
-_ADDRESSES = (
+_ADDRESSES = Fast(
     select(ports.c.mac_address, ports.c.network_id, networks.c.name, ip_allocations.c.address)
     .join(networks, networks.c.id == ports.c.network_id)
     .join(ip_allocations, ip_allocations.c.port_id == ports.c.id)
@@ -64,7 +65,7 @@ def addresses(conn: Connection, uuid: str) -> dict[str, list[dict[str, Any]]]:
     """Nova 2.1's server addresses: {network name: [{addr, version, OS-EXT-IPS:type, ...:mac_addr}]},
     in one query."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for r in conn.execute(_ADDRESSES, {"b_uuid": uuid}):
+    for r in _ADDRESSES.rows(conn, {"b_uuid": uuid}):
         out.setdefault(r.name or r.network_id, []).append({
             "addr": r.address, "version": ipaddress.ip_address(r.address).version, "OS-EXT-IPS:type": "fixed",
             "OS-EXT-IPS-MAC:mac_addr": r.mac_address})
@@ -86,10 +87,11 @@ def validate_requested(requested: Any) -> list[dict[str, str]]:
 
 
 # a boot's own statements, built once (SQLAlchemy otherwise builds and keys each one on every call)
-_INSTANCE_STATE = select(instances.c.deleted, instances.c.task_state).where(instances.c.uuid == bindparam("b_uuid"))
-_HAS_PORT = (select(ports.c.id).where(ports.c.device_id == bindparam("b_uuid"), ports.c.device_owner == DEVICE_OWNER)
-             .limit(1))
-_SET_ADDRESSES = update(instances).where(instances.c.uuid == bindparam("b_uuid"))
+_INSTANCE_STATE = Fast(select(instances.c.deleted, instances.c.task_state)
+                       .where(instances.c.uuid == bindparam("b_uuid")))
+_HAS_PORT = Fast(select(ports.c.id).where(ports.c.device_id == bindparam("b_uuid"),
+                                          ports.c.device_owner == DEVICE_OWNER).limit(1))
+_SET_ADDRESSES = Fast(update(instances).where(instances.c.uuid == bindparam("b_uuid")))
 
 
 def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: Any, group_names: Any,
@@ -97,10 +99,10 @@ def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: 
     """Ports and fixed IPs for instance `uuid` (idempotent: a retry gets the same ports),
     and the instance row's addresses filled, in one unit of work."""
     wanted = validate_requested(requested)
-    inst = conn.execute(_INSTANCE_STATE, {"b_uuid": uuid}).first()
+    inst = _INSTANCE_STATE.first(conn, {"b_uuid": uuid})
     if inst is None or inst.deleted or inst.task_state == "deleting":
         raise errors.InstanceNotFound(instance_id=uuid)
-    if not conn.execute(_HAS_PORT, {"b_uuid": uuid}).first():
+    if not _HAS_PORT.first(conn, {"b_uuid": uuid}):
         ctx = RequestContext(project=project, roles=("service",))
         groups = secgroups.resolve_groups(conn, project, list(group_names) if group_names else None)
         default = None
@@ -119,7 +121,7 @@ def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: 
             resources.new_port(conn, net, project, groups, fixed, device_id=uuid, device_owner=DEVICE_OWNER,
                                auto_delete=True)
     result = addresses(conn, uuid)
-    conn.execute(_SET_ADDRESSES, {"b_uuid": uuid, "addresses": result})
+    _SET_ADDRESSES.run(conn, {"b_uuid": uuid, "addresses": result})
     return result
 
 

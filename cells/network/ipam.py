@@ -24,10 +24,10 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
 from cells import errors
+from cells.db.fast import AnyRow, Fast
 from cells.network.schema import ip_allocations, ip_cursors, subnets
 
 MAX_RACE_RETRIES = 16
@@ -152,12 +152,12 @@ def overlapping(cidr: IPNetwork, others: Sequence[str]) -> str | None:
 
 # --- in a write transaction ------------------------------------------------------
 
-_SUBNETS = (select(subnets, ip_cursors.c.next_address)
-            .outerjoin(ip_cursors, ip_cursors.c.subnet_id == subnets.c.id)
-            .where(subnets.c.network_id == bindparam("b_network")).order_by(subnets.c.created_at))
-_MOVE_CURSOR = update(ip_cursors).where(ip_cursors.c.subnet_id == bindparam("b_subnet"))
+_SUBNETS = Fast(select(subnets, ip_cursors.c.next_address)
+                .outerjoin(ip_cursors, ip_cursors.c.subnet_id == subnets.c.id)
+                .where(subnets.c.network_id == bindparam("b_network")).order_by(subnets.c.created_at))
+_MOVE_CURSOR = Fast(update(ip_cursors).where(ip_cursors.c.subnet_id == bindparam("b_subnet")))
 # conditional INSERTs by (dialect, table): a row whose key is taken inserts nothing (rowcount 0)
-_UNLESS_TAKEN: dict[tuple[str, str], Any] = {}
+_UNLESS_TAKEN: dict[tuple[str, str], Fast | None] = {}
 
 
 def _conditional_insert(dialect: str, table: Table) -> Any:
@@ -173,9 +173,9 @@ def used_addresses(conn: Connection, subnet_id: str) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-def network_subnets(conn: Connection, network_id: str) -> list[Row[Any]]:
+def network_subnets(conn: Connection, network_id: str) -> list[AnyRow]:
     """The network's subnets, oldest first, each with its cursor (`next_address`) for `allocate`."""
-    return list(conn.execute(_SUBNETS, {"b_network": network_id}))
+    return _SUBNETS.rows(conn, {"b_network": network_id})
 
 
 def allocate(conn: Connection, subnet: Any, port_id: str, address: str | None = None) -> str:
@@ -213,10 +213,11 @@ def insert_unless_taken(conn: Connection, table: Table, values: dict[str, Any]) 
     and PostgreSQL); True when this call inserted it."""
     key = (conn.dialect.name, table.name)
     if key not in _UNLESS_TAKEN:
-        _UNLESS_TAKEN[key] = _conditional_insert(conn.dialect.name, table)  # built once, so its SQL is cached
-    stmt = _UNLESS_TAKEN[key]
-    if stmt is not None:
-        return bool(conn.execute(stmt, values).rowcount)
+        stmt = _conditional_insert(conn.dialect.name, table)  # built once, so its SQL is cached
+        _UNLESS_TAKEN[key] = None if stmt is None else Fast(stmt)
+    fast = _UNLESS_TAKEN[key]
+    if fast is not None:
+        return bool(fast.run(conn, values))
     try:  # another backend: the unique violation undoes only this row, in a SAVEPOINT
         with conn.begin_nested():
             conn.execute(insert(table), values)
@@ -226,7 +227,7 @@ def insert_unless_taken(conn: Connection, table: Table, values: dict[str, Any]) 
 
 
 def _move_cursor(conn: Connection, subnet_id: str, next_address: str) -> None:
-    if not conn.execute(_MOVE_CURSOR, {"b_subnet": subnet_id, "next_address": next_address}).rowcount:
+    if not _MOVE_CURSOR.run(conn, {"b_subnet": subnet_id, "next_address": next_address}):
         # the subnet's first allocation; a concurrent one may make the row first: a hint either way
         insert_unless_taken(conn, ip_cursors, {"subnet_id": subnet_id, "next_address": next_address})
 

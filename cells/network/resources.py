@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cells import errors
 from cells.context import RequestContext
+from cells.db.fast import Fast
 from cells.network import ipam, secgroups
 from cells.network.schema import ip_allocations, networks, ports, subnets
 from cells.objects.instance import utcnow_iso
@@ -100,8 +101,8 @@ def _visible_net(ctx: RequestContext, row: Row[Any]) -> bool:
 
 
 _NETWORK = select(networks).where(networks.c.id == bindparam("b_id"))  # built once: every boot reads one
-_DEFAULT_NETWORK = select(networks).where(networks.c.project_id == bindparam("b_project"),
-                                          networks.c.is_default.is_(True))
+_DEFAULT_NETWORK = Fast(select(networks).where(networks.c.project_id == bindparam("b_project"),
+                                               networks.c.is_default.is_(True)))
 
 
 def network_row(conn: Connection, ctx: RequestContext, net_id: str) -> Row[Any]:
@@ -466,7 +467,7 @@ def _free_cidr(conn: Connection, pool: str, prefix: int) -> str:
 
 def ensure_default_network(conn: Connection, project: str, pool: str = DEFAULT_CIDR_POOL) -> Row[Any]:
     """The project's own network and subnet, made on first use (the per-project network of nova-network)."""
-    row = conn.execute(_DEFAULT_NETWORK, {"b_project": project}).first()
+    row = _DEFAULT_NETWORK.first(conn, {"b_project": project})
     if row is not None:
         return row
     ctx = RequestContext(project=project, roles=("service",))

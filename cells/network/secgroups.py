@@ -15,6 +15,7 @@ from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.context import RequestContext
+from cells.db.fast import Fast
 from cells.network.schema import ports, security_group_rules, security_groups
 from cells.objects.instance import utcnow_iso
 
@@ -53,12 +54,12 @@ def _rules_by_group(conn: Connection, group_ids: list[str]) -> dict[str, list[di
     return out
 
 
-_DEFAULT_GROUP = select(security_groups.c.id).where(security_groups.c.project_id == bindparam("b_project"),
-                                                    security_groups.c.name == DEFAULT_GROUP)  # built once: every boot asks
+_DEFAULT_GROUP = Fast(select(security_groups.c.id).where(  # built once: every boot asks
+    security_groups.c.project_id == bindparam("b_project"), security_groups.c.name == DEFAULT_GROUP))
 
 
 def ensure_default_group(conn: Connection, project: str) -> str:
-    row = conn.execute(_DEFAULT_GROUP, {"b_project": project}).first()
+    row = _DEFAULT_GROUP.first(conn, {"b_project": project})
     if row is not None:
         return str(row.id)
     now = utcnow_iso()

@@ -173,4 +173,4 @@ class SchedulerManager:
             return set()
         live = self.live_hosts()
         known = {h.host for h in await claims.load_hosts(self.db)}
-        return (live ^ known) - set(exclude or ())
+        return set(live ^ known) - set(exclude or ())

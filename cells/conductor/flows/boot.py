@@ -123,7 +123,7 @@ def _insert_build(conn: Connection, env: FlowEnv, ctx: RequestContext, rows: lis
             raise errors.Conflict(reason=f"instance {r['uuid']} already exists")
     new = [r for r in rows if r["uuid"] not in existing]
     if new:
-        conn.execute(idb.INSERT, new)
+        idb.insert_rows(conn, new)
         actions.start_actions(conn, ctx, CREATE, [(r["uuid"], r["project_id"]) for r in new], EV_SCHEDULE, now)
     records = [env.record(existing[r["uuid"]]) if r["uuid"] in existing else env.record(r) for r in rows]
     return records, new
