@@ -4,7 +4,7 @@ A claim is one conditional UPDATE of the host's usage (`... WHERE host = :h AND
 <it still fits>`) plus the INSERT of the claim row, in the same transaction:
 there is no separate "check" that another scheduler process could race. A
 release is the reverse, also in one transaction. Functions taking a `conn` are
-parts of the caller's unit of work; those taking a `db` run their own.
+parts of the caller's unit of work; `load_hosts` runs its own.
 Statements are built once (bind parameters), as they are on the hot path.
 """
 from __future__ import annotations
@@ -122,18 +122,15 @@ def get_host(conn: Connection, host: str) -> HostState | None:
     return None if row is None else _host_state(row)
 
 
-class _NoFit(Exception):
-    """Raised inside a claim transaction to roll it back."""
-
-
 def try_claim(conn: Connection, host: str, instance_uuid: str, res: Resources,
               group: GroupClaim | None = None) -> bool:
     """Claim `res` on `host` for the instance inside the caller's transaction.
 
     Any earlier claim of the same instance is released first, so a retried or
     rescheduled request never holds two. Returns False when the host has no
-    room, or its server group's policy forbids the host (see `claim` for
-    rolling back that release). The group is locked first, so a PostgreSQL
+    room, or its server group's policy forbids the host; a caller that places
+    the instance nowhere raises, so its unit of work rolls that release back
+    (cells/scheduler/manager.py). The group is locked first, so a PostgreSQL
     transaction never holds a host row while it waits for the group.
     """
     if group is not None and not groups.admits(conn, group, host, instance_uuid):
@@ -149,22 +146,6 @@ def try_claim(conn: Connection, host: str, instance_uuid: str, res: Resources,
     return True
 
 
-def _claim_or_roll_back(conn: Connection, host: str, instance_uuid: str, res: Resources,
-                        group: GroupClaim | None) -> bool:
-    if not try_claim(conn, host, instance_uuid, res, group):
-        raise _NoFit  # roll back the release of a previous claim too
-    return True
-
-
-async def claim(db: Database, host: str, instance_uuid: str, res: Resources,
-                group: GroupClaim | None = None) -> bool:
-    """`try_claim` as its own unit of work; a failed claim leaves the DB untouched."""
-    try:
-        return await db.write(lambda conn: _claim_or_roll_back(conn, host, instance_uuid, res, group))
-    except _NoFit:
-        return False
-
-
 def release_claim(conn: Connection, instance_uuid: str) -> str | None:
     """Give the instance's claimed resources back; returns the host, None if it held none."""
     row = _DELETE_CLAIM.first(conn, {"b_uuid": instance_uuid})
@@ -173,10 +154,6 @@ def release_claim(conn: Connection, instance_uuid: str) -> str | None:
     _GIVE_BACK.run(conn, {"b_host": row.host, "b_vcpus": row.vcpus, "b_ram": row.memory_mb,
                           "b_disk": row.local_gb})
     return str(row.host)
-
-
-async def release(db: Database, instance_uuid: str) -> str | None:
-    return await db.write(lambda conn: release_claim(conn, instance_uuid))
 
 
 def claim_of(conn: Connection, instance_uuid: str) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from cells.db.schema import migrations
 from cells.objects import versions
 from cells.objects.instance import PowerState, VmState, utcnow_iso
 from cells.rpcapi.moves import DISK_COPY_VERSION, MoveConductorAPI
+from tests.unit.claim_support import claim
 from tests.unit.test_conductor import FLAVOR, USER, Cell, FakeCompute, free_port, until_async
 
 SMALL = {"id": "2", "name": "m1.small", "vcpus": 1, "ram": 1024, "disk": 2, "ephemeral": 0, "swap": 0}
@@ -336,7 +337,7 @@ async def test_sweep_adopts_a_move_whose_owner_never_left_in_our_sight(cell: Cel
     mig_uuid = "0b8e4a3c-0000-4000-8000-00000000abcd"
     cell.computes[source].guests[uuid]["running"] = False  # type: ignore[attr-defined]
     cell.computes[dest].guests[uuid] = {"flavor": "2", "running": True}  # type: ignore[attr-defined]
-    assert await claims.claim(cell.db, dest, mig_uuid, Resources.from_flavor(SMALL))
+    assert await claim(cell.db, dest, mig_uuid, Resources.from_flavor(SMALL))
 
     def orphan(conn: Any) -> None:  # a resize 'cell1/conductor-9' was driving when it died
         now = utcnow_iso()

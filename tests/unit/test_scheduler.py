@@ -17,6 +17,7 @@ from cells.db.schema import create_schema
 from cells.scheduler.filters import disk_filter, filter_hosts, ram_filter, vcpu_filter
 from cells.scheduler.manager import select_for
 from cells.scheduler.weights import weigh
+from tests.unit.claim_support import claim, release
 
 SMALL = Resources(vcpus=1, memory_mb=512, local_gb=1)
 FLAVOR = {"vcpus": 1, "ram": 512, "disk": 1, "ephemeral": 0, "swap": 0}
@@ -82,13 +83,13 @@ async def _two_hosts(url: str, ram_each: int) -> Database:
 async def test_claim_and_release_are_exact(tmp_path: Path) -> None:
     db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", 1024)
     try:
-        assert await claims.claim(db, "h1", "i-1", SMALL)
-        assert await claims.claim(db, "h1", "i-2", SMALL)
-        assert not await claims.claim(db, "h1", "i-3", SMALL)
+        assert await claim(db, "h1", "i-1", SMALL)
+        assert await claim(db, "h1", "i-2", SMALL)
+        assert not await claim(db, "h1", "i-3", SMALL)
         h1 = await db.read(lambda conn: claims.get_host(conn, "h1"))
         assert h1 is not None and h1.memory_mb_used == 1024 and h1.vcpus_used == 2
-        assert await claims.release(db, "i-1") == "h1"
-        assert await claims.release(db, "i-1") is None  # a second release gives nothing back
+        assert await release(db, "i-1") == "h1"
+        assert await release(db, "i-1") is None  # a second release gives nothing back
         h1 = await db.read(lambda conn: claims.get_host(conn, "h1"))
         assert h1 is not None and h1.memory_mb_used == 512
     finally:
@@ -98,10 +99,10 @@ async def test_claim_and_release_are_exact(tmp_path: Path) -> None:
 async def test_reclaim_moves_the_claim_and_failed_claim_keeps_the_old(tmp_path: Path) -> None:
     db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", 512)
     try:
-        assert await claims.claim(db, "h1", "i-1", SMALL)
-        assert await claims.claim(db, "h2", "i-1", SMALL)  # moved: h1 is free again
-        assert await claims.claim(db, "h1", "i-2", SMALL)
-        assert not await claims.claim(db, "h1", "i-1", SMALL)  # h1 full: i-1 keeps its h2 claim
+        assert await claim(db, "h1", "i-1", SMALL)
+        assert await claim(db, "h2", "i-1", SMALL)  # moved: h1 is free again
+        assert await claim(db, "h1", "i-2", SMALL)
+        assert not await claim(db, "h1", "i-1", SMALL)  # h1 full: i-1 keeps its h2 claim
         held = await db.read(lambda conn: claims.claim_of(conn, "i-1"))
         assert held is not None and held["host"] == "h2"
     finally:

@@ -16,6 +16,7 @@ from cells.db.engine import Database
 from cells.db.groups import AFFINITY, ANTI_AFFINITY, GroupClaim, allows
 from cells.db.schema import SCHEMA_VERSION, create_schema, ensure_schema, schema_version, server_groups
 from cells.scheduler.manager import NOT_ENOUGH_HOSTS, select_for
+from tests.unit.claim_support import claim, release
 from tests.unit.test_scheduler import FLAVOR, SMALL
 
 HOSTS = ("h1", "h2", "h3")
@@ -77,7 +78,7 @@ async def test_anti_affinity_members_take_distinct_hosts_until_none_is_left(db: 
     # another group's members are not its peers
     assert await place(db, spec(str(uuidlib.uuid4()), ANTI_AFFINITY), "other") in HOSTS
     # a member gone (its claim released) frees its host for the next member
-    freed = await claims.release(db, "m1")
+    freed = await release(db, "m1")
     assert await place(db, spec(group, ANTI_AFFINITY), "m4") == freed
 
 
@@ -89,7 +90,7 @@ async def test_affinity_members_stack_on_the_first_members_host(db: Database) ->
     with pytest.raises(errors.NoValidHost, match=NOT_ENOUGH_HOSTS):  # its host is full: nowhere else will do
         await place(db, spec(group, AFFINITY), "a8")
     # the group's host excluded (a reschedule away from it): also no host
-    await claims.release(db, "a7")
+    await release(db, "a7")
     with pytest.raises(errors.NoValidHost):
         await place(db, spec(group, AFFINITY), "a8", exclude=[first])
 
@@ -97,20 +98,20 @@ async def test_affinity_members_stack_on_the_first_members_host(db: Database) ->
 async def test_the_claim_itself_refuses_what_the_policy_forbids(db: Database) -> None:
     """Without the scheduler's filtering (as when another scheduler placed a peer since it read)."""
     anti = GroupClaim(str(uuidlib.uuid4()), ANTI_AFFINITY)
-    assert await claims.claim(db, "h1", "x1", SMALL, anti)
+    assert await claim(db, "h1", "x1", SMALL, anti)
     before = await db.read(lambda conn: claims.get_host(conn, "h1"))
-    assert not await claims.claim(db, "h1", "x2", SMALL, anti)
+    assert not await claim(db, "h1", "x2", SMALL, anti)
     assert await db.read(lambda conn: claims.get_host(conn, "h1")) == before  # nothing changed
-    assert await claims.claim(db, "h1", "x1", SMALL, anti)  # its own claim is no peer: a re-claim is fine
-    assert await claims.claim(db, "h2", "x1", SMALL, anti)  # it moves; h1 is free for the group again
-    assert await claims.claim(db, "h1", "x2", SMALL, anti)
+    assert await claim(db, "h1", "x1", SMALL, anti)  # its own claim is no peer: a re-claim is fine
+    assert await claim(db, "h2", "x1", SMALL, anti)  # it moves; h1 is free for the group again
+    assert await claim(db, "h1", "x2", SMALL, anti)
 
     aff = GroupClaim(str(uuidlib.uuid4()), AFFINITY)
-    assert await claims.claim(db, "h3", "y1", SMALL, aff)
-    assert not await claims.claim(db, "h2", "y2", SMALL, aff)
-    assert await claims.claim(db, "h3", "y2", SMALL, aff)
+    assert await claim(db, "h3", "y1", SMALL, aff)
+    assert not await claim(db, "h2", "y2", SMALL, aff)
+    assert await claim(db, "h3", "y2", SMALL, aff)
     # a group keeps the policy its first claim recorded
-    assert not await claims.claim(db, "h2", "y3", SMALL, GroupClaim(aff.uuid, ANTI_AFFINITY))
+    assert not await claim(db, "h2", "y3", SMALL, GroupClaim(aff.uuid, ANTI_AFFINITY))
     held = await claim_hosts(db)
     assert held == {"x1": "h2", "x2": "h1", "y1": "h3", "y2": "h3"}
 
@@ -134,7 +135,7 @@ async def test_a_move_keeps_its_instances_group(db: Database) -> None:
     # m1's migration may go neither to its own host (excluded) nor to m2's
     assert await place(db, {"flavor": FLAVOR, "instance_uuid": "m1"}, "mig-1", exclude=[m1]) == free
     assert (await claim_hosts(db))["mig-1"] == free
-    await claims.release(db, "mig-1")
+    await release(db, "mig-1")
     # a same-host resize: the member's own claim on its host is no peer
     assert await place(db, {"flavor": FLAVOR, "instance_uuid": "m1"}, "mig-2", exclude=[m2, free]) == m1
 
@@ -142,7 +143,7 @@ async def test_a_move_keeps_its_instances_group(db: Database) -> None:
     await place(db, spec(aff, AFFINITY), "a2")
     with pytest.raises(errors.NoValidHost):  # a member with peers cannot leave their host
         await place(db, {"flavor": FLAVOR, "instance_uuid": "a1"}, "mig-3", exclude=[a1])
-    await claims.release(db, "a2")
+    await release(db, "a2")
     assert await place(db, {"flavor": FLAVOR, "instance_uuid": "a1"}, "mig-4", exclude=[a1]) != a1
 
 
