@@ -14,19 +14,19 @@ import re
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.compute.views import links
 from api.db.schema import instance_mappings, queued_deletes
 from api.timeutil import iso_micro, iso_seconds, utcnow
 from cells.db.engine import Database
+from cells.db.fast import AnyRow
 
 UNKNOWN = "UNKNOWN"
 MAX_KNOWN = 10_000  # mappings read per down cell for one listing
 
 
-def record(row: Row[Any]) -> dict[str, Any]:
+def record(row: AnyRow) -> dict[str, Any]:
     """A mapping as an instance record (for merging with the cells' records), marked `down`."""
     return {"uuid": row.instance_uuid, "name": row.name, "project_id": row.project_id, "user_id": row.user_id,
             "created_at": iso_micro(row.created_at), "cell": row.cell_path, "deleted": False, "down": True}

@@ -14,12 +14,12 @@ from api.http import context, parse_bool, query_int
 from api.keys import ENGINE, public_url
 from cells import errors
 from cells.context import RequestContext
-from cells.db.fast import Fast
+from cells.db.fast import AnyRow, Fast
 
 MAX_LIMIT = 1000
 
 
-def flavor_dict(row: Row[Any]) -> dict[str, Any]:
+def flavor_dict(row: AnyRow) -> dict[str, Any]:
     """The flavor as an instance record carries it (cells/objects/instance.py)."""
     return {"id": row.id, "name": row.name, "vcpus": row.vcpus, "ram": row.ram, "disk": row.disk,
             "ephemeral": row.ephemeral, "swap": row.swap, "extra_specs": dict(row.extra_specs or {})}
@@ -29,7 +29,7 @@ def _brief(base: str, row: Row[Any]) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "links": links(base, "flavors", row.id)}
 
 
-def _detail(base: str, row: Row[Any]) -> dict[str, Any]:
+def _detail(base: str, row: AnyRow) -> dict[str, Any]:
     return {
         "id": row.id, "name": row.name, "ram": row.ram, "disk": row.disk, "vcpus": row.vcpus,
         "OS-FLV-EXT-DATA:ephemeral": row.ephemeral, "OS-FLV-DISABLED:disabled": row.disabled,
@@ -90,13 +90,13 @@ async def detail(request: web.Request) -> web.Response:
     return await _list(request, detail=True)
 
 
-async def get_flavor(request: web.Request, flavor_id: str) -> Row[Any]:
+async def get_flavor(request: web.Request, flavor_id: str) -> AnyRow:
     """One flavor the caller may use; FlavorNotFound otherwise (private flavors are admin-only)."""
     async with request.config_dict[ENGINE].connect() as conn:
         return await flavor_in(conn, context(request), flavor_id)
 
 
-async def flavor_in(conn: AsyncConnection, ctx: RequestContext, flavor_id: str) -> Row[Any]:
+async def flavor_in(conn: AsyncConnection, ctx: RequestContext, flavor_id: str) -> AnyRow:
     """get_flavor() on a connection the caller holds (one connection for several lookups)."""
     return await conn.run_sync(flavor_of, ctx, flavor_id)
 
@@ -106,7 +106,7 @@ _FLAVOR_ANY = Fast(_FLAVOR_ANY_SELECT)
 _FLAVOR_PUBLIC = Fast(_FLAVOR_ANY_SELECT.where(flavors.c.is_public.is_(True)))  # private flavors are admin-only
 
 
-def flavor_of(conn: Connection, ctx: RequestContext, flavor_id: str) -> Row[Any]:
+def flavor_of(conn: Connection, ctx: RequestContext, flavor_id: str) -> AnyRow:
     """get_flavor() in a unit of work (api/db/engine.py make_database)."""
     row = (_FLAVOR_ANY if ctx.is_admin else _FLAVOR_PUBLIC).first(conn, {"b_id": flavor_id})
     if row is None:

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select
-from sqlalchemy.engine import Row
 
 from api.db.schema import instance_mappings, queued_deletes
 from api.http import is_uuid
@@ -14,7 +13,7 @@ from api.timeutil import parse, utcnow
 from cells import errors
 from cells.context import RequestContext
 from cells.db.engine import Database
-from cells.db.fast import Fast
+from cells.db.fast import AnyRow, Fast
 
 _INSERT = Fast(insert(instance_mappings))
 
@@ -39,7 +38,7 @@ async def remove(db: Database, uuids: Sequence[str]) -> None:
 _GET = Fast(select(instance_mappings).where(instance_mappings.c.instance_uuid == bindparam("b_uuid")))  # every show
 
 
-async def get(db: Database, ctx: RequestContext, server_id: str) -> Row[Any]:
+async def get(db: Database, ctx: RequestContext, server_id: str) -> AnyRow:
     """The mapping of a server the caller may see. Another project's server, a
     name instead of an id, or an unknown id are all the same 404."""
     if not is_uuid(server_id):

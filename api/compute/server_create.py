@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import Connection
-from sqlalchemy.engine import Row
 
 from api import quota
 from api.compute import keypairs, placement, server_groups
@@ -31,6 +30,7 @@ from api.network import boot as network_boot
 from api.validation import validate
 from cells import errors
 from cells.context import RequestContext
+from cells.db.fast import AnyRow
 from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
 
 LOG = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def _check_bdms(server: dict[str, Any]) -> None:
             raise errors.Invalid("Volumes are not supported by this cloud yet.")
 
 
-def _lookups(conn: Connection, ctx: RequestContext, server: dict[str, Any]) -> tuple[dict[str, int], Row[Any], Row[Any]]:
+def _lookups(conn: Connection, ctx: RequestContext, server: dict[str, Any]) -> tuple[dict[str, int], AnyRow, AnyRow]:
     """(quota limits, flavor, image) of a boot, with the checks between them in their order."""
     limits = quota.limits_of(conn, str(ctx.project))
     quota.check_metadata(limits, len(server.get("metadata") or {}))

@@ -12,7 +12,7 @@ from api.http import is_uuid
 from api.timeutil import iso_seconds
 from cells import errors
 from cells.context import RequestContext
-from cells.db.fast import Fast
+from cells.db.fast import AnyRow, Fast
 
 # the core keys of the Glance v2 image schema; anything else in `properties` is shown flat beside them
 CORE = ("id", "name", "status", "visibility", "protected", "os_hidden", "checksum", "os_hash_algo",
@@ -34,7 +34,7 @@ def listed(ctx: RequestContext) -> Any:
     return or_(images.c.visibility == "public", images.c.owner == ctx.project)
 
 
-async def get(conn: AsyncConnection, ctx: RequestContext, image_id: str) -> Row[Any]:
+async def get(conn: AsyncConnection, ctx: RequestContext, image_id: str) -> AnyRow:
     """The image if the caller may see it; ImageNotFound otherwise (names are not ids: 404)."""
     return await conn.run_sync(get_of, ctx, image_id)
 
@@ -46,7 +46,7 @@ _GET_VISIBLE = Fast(_GET_ANY_SELECT.where(or_(images.c.visibility.in_(("public",
                                               images.c.owner == bindparam("b_project"))))  # visible(ctx): non-admin
 
 
-def get_of(conn: Connection, ctx: RequestContext, image_id: str) -> Row[Any]:
+def get_of(conn: Connection, ctx: RequestContext, image_id: str) -> AnyRow:
     """get() in a unit of work (api/db/engine.py make_database)."""
     if not is_uuid(image_id):
         raise errors.ImageNotFound(image_id=image_id)
@@ -56,7 +56,7 @@ def get_of(conn: Connection, ctx: RequestContext, image_id: str) -> Row[Any]:
     return row
 
 
-def view(row: Row[Any]) -> dict[str, Any]:
+def view(row: AnyRow) -> dict[str, Any]:
     """Glance v2's image document."""
     doc: dict[str, Any] = {k: v for k, v in dict(row.properties or {}).items() if k not in CORE}
     for key in CORE:
@@ -70,7 +70,7 @@ def view(row: Row[Any]) -> dict[str, Any]:
     return doc
 
 
-def snapshot(row: Row[Any]) -> dict[str, Any]:
+def snapshot(row: AnyRow) -> dict[str, Any]:
     """The image as an instance record carries it (cells/objects/instance.py)."""
     return {"id": row.id, "name": row.name, "checksum": row.checksum, "os_hash_algo": row.os_hash_algo,
             "os_hash_value": row.os_hash_value, "size": row.size, "disk_format": row.disk_format,

@@ -7,11 +7,10 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.engine import Row
-
 from cells.context import RequestContext
 from cells.db import instances as idb
 from cells.db.engine import Database
+from cells.db.fast import AnyRow
 from cells.lifecycle import State
 from cells.rpcapi.compute import topic as compute_topic
 from cells.service import Service
@@ -31,11 +30,11 @@ class FlowEnv:
     def host_alive(self, host: str) -> bool:
         return bool(self.service.view.members(compute_topic(host)))
 
-    def record(self, row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    def record(self, row: AnyRow | Mapping[str, Any]) -> dict[str, Any]:
         return idb.to_record(row, self.cell)
 
 
-def state_of(row: Row[Any]) -> State:
+def state_of(row: AnyRow) -> State:
     return State(row.vm_state, row.task_state, row.power_state)
 
 

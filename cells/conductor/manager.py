@@ -12,7 +12,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 from sqlalchemy import Connection, false
-from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.conductor import capacity
@@ -26,6 +25,7 @@ from cells.db import claims
 from cells.db import instances as idb
 from cells.db import volumes as vdb
 from cells.db.engine import Database
+from cells.db.fast import AnyRow
 from cells.db.schema import ensure_schema, instances
 from cells.network import instances as inets
 from cells.rpc.directory import MISSED_BEATS
@@ -144,7 +144,7 @@ class ConductorManager(VolumeConductorMixin):
 
     async def instance_show(self, ctx: RequestContext, uuid: str, groups: bool = False) -> dict[str, Any]:
         """A server view's reads in one unit of work (every poll of a booting server is one)."""
-        def read(conn: Connection) -> tuple[Row[Any], list[str], list[str] | None]:
+        def read(conn: Connection) -> tuple[AnyRow, list[str], list[str] | None]:
             row = idb.get_row(conn, uuid)
             if row is None or row.deleted or not delete.visible(ctx, row):
                 raise errors.InstanceNotFound(instance_id=uuid)

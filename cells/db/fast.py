@@ -45,6 +45,11 @@ class FastRow(tuple[Any, ...]):
 AnyRow = FastRow | Row[Any]  # what a Fast statement returns: SQLAlchemy's Row off SQLite
 
 
+def as_mapping(row: AnyRow | Mapping[str, Any]) -> Mapping[Any, Any]:
+    """A row of either kind, or a mapping already, as a mapping of its columns (by name)."""
+    return row if isinstance(row, Mapping) else row._mapping
+
+
 class _Unsupported(Exception):
     """The statement needs SQLAlchemy's execution (an expanding IN, a Python-side default)."""
 

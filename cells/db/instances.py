@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, false
 from sqlalchemy.engine import Row
 
 from cells import errors
-from cells.db.fast import AnyRow, Fast
+from cells.db.fast import AnyRow, Fast, as_mapping
 from cells.db.schema import instances
 from cells.objects.instance import FIELDS
 
@@ -30,7 +30,7 @@ DEFAULT_DIR = "desc"
 
 
 def to_record(row: AnyRow | Mapping[str, Any], cell: str | None) -> dict[str, Any]:
-    m = row if isinstance(row, Mapping) else row._mapping
+    m = as_mapping(row)
     rec = {f: m.get(f) for f in FIELDS if f != "cell"}  # a row built before v2 columns has no old_flavor
     rec["deleted"] = bool(rec["deleted"])
     rec["cell"] = cell

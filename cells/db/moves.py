@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import Row
 
 from cells.db import claims
+from cells.db.fast import AnyRow, as_mapping
 from cells.db.schema import instances, migrations
 from cells.objects.instance import utcnow_iso
 
@@ -26,8 +27,8 @@ FIELDS = ("uuid", "instance_uuid", "migration_type", "status", "source_host", "d
           "new_flavor", "old_vm_state", "created_at", "updated_at")
 
 
-def record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
-    m = row._mapping if isinstance(row, Row) else row
+def record(row: AnyRow | Mapping[str, Any]) -> dict[str, Any]:
+    m = as_mapping(row)
     return {k: m[k] for k in FIELDS}
 
 
@@ -46,7 +47,7 @@ def set_migration(conn: Connection, mig_uuid: str, **values: Any) -> None:
     conn.execute(update(migrations).where(migrations.c.uuid == mig_uuid).values(updated_at=utcnow_iso(), **values))
 
 
-def other_copies(conn: Connection, row: Row[Any]) -> list[tuple[str, dict[str, Any]]]:
+def other_copies(conn: Connection, row: AnyRow) -> list[tuple[str, dict[str, Any]]]:
     """(host, migration) for every host besides the instance's own that may hold a copy of
     it: the source of a finished move (kept until confirm), the destination of one in
     flight (being made). A same-host move has none."""

@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row
 
 from cells.db.engine import Database
+from cells.db.fast import AnyRow, as_mapping
 from cells.objects.instance import utcnow_iso
 
 TIME = String(32)
@@ -120,14 +121,14 @@ async def ensure_volume_schema(db: Database) -> None:
 
 # --- records ------------------------------------------------------------------------
 
-def attachment_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
-    m = row._mapping if isinstance(row, Row) else row
+def attachment_record(row: AnyRow | Mapping[str, Any]) -> dict[str, Any]:
+    m = as_mapping(row)
     return {f: m[f] for f in ATTACHMENT_FIELDS}
 
 
-def volume_record(row: Row[Any] | Mapping[str, Any], attachments: Sequence[Row[Any] | Mapping[str, Any]] = (),
+def volume_record(row: AnyRow | Mapping[str, Any], attachments: Sequence[Row[Any] | Mapping[str, Any]] = (),
                   cell: str | None = None) -> dict[str, Any]:
-    m = row._mapping if isinstance(row, Row) else row
+    m = as_mapping(row)
     rec = {f: m[f] for f in WIRE_FIELDS}
     rec["deleted"] = bool(rec["deleted"])
     rec["bootable"] = bool(rec["bootable"])

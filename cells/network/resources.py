@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cells import errors
 from cells.context import RequestContext
-from cells.db.fast import Fast
+from cells.db.fast import AnyRow, Fast, as_mapping
 from cells.network import ipam, secgroups
 from cells.network.schema import ip_allocations, networks, ports, subnets
 from cells.objects.instance import utcnow_iso
@@ -301,8 +301,8 @@ def delete_subnet(conn: Connection, ctx: RequestContext, subnet_id: str) -> None
 
 # --- ports -------------------------------------------------------------------------
 
-def port_record(row: Row[Any] | Mapping[str, Any], fixed_ips: list[dict[str, str]]) -> dict[str, Any]:
-    m = row._mapping if isinstance(row, Row) else row
+def port_record(row: AnyRow | Mapping[str, Any], fixed_ips: list[dict[str, str]]) -> dict[str, Any]:
+    m = as_mapping(row)
     return {
         "id": m["id"], "name": m["name"], "network_id": m["network_id"], "tenant_id": m["project_id"],
         "project_id": m["project_id"], "mac_address": m["mac_address"], "fixed_ips": fixed_ips,
@@ -358,7 +358,7 @@ def _random_mac() -> str:
     return MAC_PREFIX + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
 
 
-def new_port(conn: Connection, net: Row[Any], project: str, group_ids: list[str], fixed_ips: Any = None,
+def new_port(conn: Connection, net: AnyRow, project: str, group_ids: list[str], fixed_ips: Any = None,
              mac: str | None = None, **fields: Any) -> str:
     """Insert a port on `net` (a row) with its fixed IPs, in the caller's unit of work; its id.
     `fields`: the other port columns (name, device_id, device_owner, auto_delete, ...)."""
@@ -405,7 +405,7 @@ def create_port(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) 
     return get_port(conn, ctx, port_id)
 
 
-def _allocate_fixed_ips(conn: Connection, net_id: str, subnet_rows: list[Row[Any]], port_id: str,
+def _allocate_fixed_ips(conn: Connection, net_id: str, subnet_rows: list[AnyRow], port_id: str,
                         fixed_ips: Any) -> None:
     by_id = {s.id: s for s in subnet_rows}
     if fixed_ips is None:
@@ -465,7 +465,7 @@ def _free_cidr(conn: Connection, pool: str, prefix: int) -> str:
     raise errors.Conflict(reason=f"no free /{prefix} left in {pool} for a default network")
 
 
-def ensure_default_network(conn: Connection, project: str, pool: str = DEFAULT_CIDR_POOL) -> Row[Any]:
+def ensure_default_network(conn: Connection, project: str, pool: str = DEFAULT_CIDR_POOL) -> AnyRow:
     """The project's own network and subnet, made on first use (the per-project network of nova-network)."""
     row = _DEFAULT_NETWORK.first(conn, {"b_project": project})
     if row is not None:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.context import RequestContext
-from cells.db.fast import Fast
+from cells.db.fast import AnyRow, Fast, as_mapping
 from cells.network.schema import ports, security_group_rules, security_groups
 from cells.objects.instance import utcnow_iso
 
@@ -28,8 +28,8 @@ def _privileged(ctx: RequestContext) -> bool:
     return ctx.is_admin or "service" in ctx.roles or ctx.project is None
 
 
-def rule_record(row: Row[Any] | Mapping[str, Any]) -> dict[str, Any]:
-    m = row._mapping if isinstance(row, Row) else row
+def rule_record(row: AnyRow | Mapping[str, Any]) -> dict[str, Any]:
+    m = as_mapping(row)
     return {"id": m["id"], "security_group_id": m["security_group_id"], "direction": m["direction"],
             "ethertype": m["ethertype"], "protocol": m["protocol"], "port_range_min": m["port_range_min"],
             "port_range_max": m["port_range_max"], "remote_ip_prefix": m["remote_ip_prefix"],

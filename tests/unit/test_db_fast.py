@@ -6,8 +6,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import (JSON, Boolean, Column, Connection, Integer, MetaData, String, Table, bindparam, create_engine,
-                        delete, insert, select, text, update)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from cells.db.fast import Fast

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
@@ -26,6 +25,7 @@ from cells.conductor.flows.delete import complete_delete
 from cells.context import RequestContext
 from cells.db import actions, claims
 from cells.db import instances as idb
+from cells.db.fast import AnyRow
 from cells.lifecycle import NEW, Event, on
 from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
 from cells.rpc.directory import MISSED_BEATS
@@ -218,7 +218,7 @@ async def send_to_host(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, 
                            retryable=True)
 
 
-def set_error(conn: Connection, row: Row[Any], fault: dict[str, Any], event: str = Event.BUILD_FAILED) -> None:
+def set_error(conn: Connection, row: AnyRow, fault: dict[str, Any], event: str = Event.BUILD_FAILED) -> None:
     """building -> ERROR with `fault`, claim released, create action closed with Error (same unit of work)."""
     state, _ = on(event, state_of(row), row.uuid)
     claims.release_claim(conn, row.uuid)

@@ -13,7 +13,6 @@ import logging
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
@@ -21,6 +20,7 @@ from cells.context import RequestContext
 from cells.db import actions, claims
 from cells.db import instances as idb
 from cells.db import moves as mdb
+from cells.db.fast import AnyRow
 from cells.db.volumes import release_instance_volumes
 from cells.lifecycle import Event, on
 from cells.network.instances import release_instance
@@ -34,12 +34,12 @@ EV_TERMINATE = "compute_terminate_instance"
 EV_LOCAL = "conductor_local_delete"
 
 
-def visible(ctx: RequestContext, row: Row[Any]) -> bool:
+def visible(ctx: RequestContext, row: AnyRow) -> bool:
     """Project scope as Nova's DB layer: admins and services see all, others their project."""
     return ctx.is_admin or "service" in ctx.roles or ctx.project is None or row.project_id == ctx.project
 
 
-def complete_delete(conn: Connection, env: FlowEnv, row: Row[Any], event: str = EV_TERMINATE) -> dict[str, Any]:
+def complete_delete(conn: Connection, env: FlowEnv, row: AnyRow, event: str = EV_TERMINATE) -> dict[str, Any]:
     """deleting -> DELETED: claim released, terminated_at set, actions closed (in the caller's unit of work)."""
     state = state_of(row)
     if state.task_state != TaskState.DELETING:

@@ -46,6 +46,7 @@ from cells.context import RequestContext, admin_context
 from cells.db import actions, claims
 from cells.db import instances as idb
 from cells.db import moves as mdb
+from cells.db.fast import AnyRow
 from cells.db.moves import CONFIRMING, FINISHED, REVERTING
 from cells.db.schema import claims as claims_table
 from cells.db.schema import migrations
@@ -79,7 +80,7 @@ def validate_resize(old: Mapping[str, Any], new: Any) -> dict[str, Any]:
 
 # --- DB steps (parts of one unit of work each) -------------------------------------------
 
-def _instance(conn: Connection, ctx: RequestContext, uuid: str) -> Row[Any]:
+def _instance(conn: Connection, ctx: RequestContext, uuid: str) -> AnyRow:
     row = idb.get_row(conn, uuid, lock=True)
     if row is None or row.deleted or not visible(ctx, row):
         raise errors.InstanceNotFound(instance_id=uuid)
@@ -304,7 +305,7 @@ async def _revert(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig
 
 # --- adoption --------------------------------------------------------------------------------
 
-def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[tuple[Row[Any], Row[Any]]]:
+def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[tuple[Row[Any], AnyRow]]:
     """Take over the moves `owners` were driving (in flight, or confirming/reverting): one
     transaction, so of several live conductors exactly one wins each."""
     taken = []
