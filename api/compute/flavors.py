@@ -6,7 +6,6 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.compute.views import links
 from api.db.schema import flavors
@@ -93,12 +92,7 @@ async def detail(request: web.Request) -> web.Response:
 async def get_flavor(request: web.Request, flavor_id: str) -> AnyRow:
     """One flavor the caller may use; FlavorNotFound otherwise (private flavors are admin-only)."""
     async with request.config_dict[ENGINE].connect() as conn:
-        return await flavor_in(conn, context(request), flavor_id)
-
-
-async def flavor_in(conn: AsyncConnection, ctx: RequestContext, flavor_id: str) -> AnyRow:
-    """get_flavor() on a connection the caller holds (one connection for several lookups)."""
-    return await conn.run_sync(flavor_of, ctx, flavor_id)
+        return await conn.run_sync(flavor_of, context(request), flavor_id)
 
 
 _FLAVOR_ANY_SELECT = select(flavors).where(flavors.c.id == bindparam("b_id"))  # built once: every boot reads one
