@@ -33,9 +33,10 @@ apt:
 $(BIN)/python: | apt
 	$(PYTHON) -m venv $(VENV)
 
-# Re-run pip only when pyproject.toml is newer than the stamp.
-$(STAMP): pyproject.toml | apt $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+# Re-run pip only when pyproject.toml or constraints.txt is newer than the stamp; constraints.txt pins
+# every package, so a fresh machine gets the versions CI last tested.
+$(STAMP): pyproject.toml constraints.txt | apt $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 up: deps
