@@ -42,6 +42,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction, create_async_engine
 
+from cells import linear_regex
 from cells.db.group_commit import GroupWriter
 
 T = TypeVar("T")
@@ -122,6 +123,8 @@ def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see module doc)
+        # the server list's name filter (cells/db/instances.py name_search): linear time, unlike REGEXP
+        dbapi_connection.create_function("cc_name_search", 2, linear_regex.search, deterministic=True)
         cur = dbapi_connection.cursor()
         try:
             for pragma in SQLITE_PRAGMAS:  # busy_timeout first: journal_mode may need to wait

@@ -5,15 +5,18 @@ the cell-internal columns (conductor_id, request_spec, retry_hosts) never leave.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, false, insert, or_, select, true, update
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import GenericFunction
+from sqlalchemy.types import Boolean
 
-from cells import errors
+from cells import errors, linear_regex
 from cells.db.fast import AnyRow, Fast, as_mapping
 from cells.db.schema import instances
 from cells.objects.instance import FIELDS
@@ -27,6 +30,30 @@ FILTER_KEYS = frozenset({"project_id", "user_id", "name", "vm_state", "task_stat
 _LIST_FILTERS = ("project_id", "user_id", "vm_state", "task_state", "host", "uuid")  # exact match, str or list
 DEFAULT_SORT = ("created_at", "uuid")
 DEFAULT_DIR = "desc"
+
+
+class name_search(GenericFunction[bool]):
+    """name_search(pattern, name): Nova's name filter, an unanchored regular-expression search.
+    On SQLite it is cells.linear_regex (registered on every connection, cells/db/engine.py): linear
+    in the name whatever the pattern, where SQLite's REGEXP (Python's re) backtracks exponentially;
+    PostgreSQL runs its own (non-backtracking without backreferences) ~ operator on the same subset."""
+    type = Boolean()
+    name = "cc_name_search"
+    inherit_cache = True
+
+
+@compiles(name_search, "postgresql")
+def _name_search_postgresql(element: name_search, compiler: SQLCompiler, **kw: Any) -> str:
+    pattern, name = list(element.clauses)
+    return f"({compiler.process(name, **kw)} ~ {compiler.process(pattern, **kw)})"
+
+
+def check_name_pattern(pattern: str) -> None:
+    """Refuse a name filter outside the linear-time subset (a 400 at the API)."""
+    try:
+        linear_regex.compile_pattern(pattern)
+    except linear_regex.PatternError as exc:
+        raise errors.Invalid(reason=f"name filter is not a supported regular expression: {exc}") from None
 
 
 def to_record(row: AnyRow | Mapping[str, Any], cell: str | None) -> dict[str, Any]:
@@ -117,11 +144,8 @@ def filter_conditions(filters: Mapping[str, Any]) -> list[ColumnElement[bool]]:
             conds.append(column["id"].as_string() == str(filters[key]))
     name = filters.get("name")
     if name:
-        try:  # Nova treats the name filter as a regular expression (unanchored search)
-            re.compile(str(name))
-        except re.error as exc:
-            raise errors.Invalid(reason=f"name filter is not a valid regular expression: {exc}") from None
-        conds.append(c.name.regexp_match(str(name)))
+        check_name_pattern(str(name))  # Nova treats the name filter as a regular expression (unanchored search)
+        conds.append(name_search(str(name), c.name))
     if filters.get("changes_since") is not None:
         conds.append(c.updated_at >= normalize_time(filters["changes_since"], "changes_since"))
     if filters.get("deleted") is not None:

@@ -10,14 +10,13 @@ sorting and keyset paging of the cell DB. Tests move records along with
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from api.cell_router import sort_key
-from cells import errors
+from cells import errors, linear_regex
 from cells.context import RequestContext
 from cells.objects import versions
 from cells.objects.instance import PowerState, VmState, utcnow_iso
@@ -103,7 +102,7 @@ class FakeConductor:
             wanted = filters["vm_state"] if isinstance(filters["vm_state"], list) else [filters["vm_state"]]
             if rec["vm_state"] not in wanted:
                 return False
-        if filters.get("name") and not re.search(filters["name"], rec["name"]):
+        if filters.get("name") and not linear_regex.search(filters["name"], rec["name"]):
             return False
         for key, built_from in (("flavor_id", "flavor"), ("image_id", "image")):
             if filters.get(key) is not None and (rec.get(built_from) or {}).get("id") != filters[key]:
