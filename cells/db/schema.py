@@ -38,7 +38,7 @@ from cells.db.volumes import metadata as volume_metadata
 from cells.network.schema import metadata as network_metadata
 from cells.objects.instance import utcnow_iso
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TIME = String(32)  # "2026-11-21T12:00:00.123456Z"
 
 metadata = MetaData()
@@ -79,7 +79,7 @@ instances = Table(
     Column("old_flavor", JSON, nullable=True),  # v2: the flavor before a resize awaiting confirm (Nova's)
     Column("key_data", Text, nullable=True),  # v3: the public key of key_name at boot (Nova keeps it too)
     # cell-internal bookkeeping, never on the wire:
-    Column("conductor_id", String(255), nullable=True),  # conductor running the build flow
+    Column("conductor_id", String(255), nullable=True),  # conductor running the build flow or the pending delete
     Column("request_spec", JSON, nullable=True),  # kept for reschedules
     Column("retry_hosts", JSON, nullable=False),  # hosts a build was tried on, in order
     # the usual tenant listing: WHERE project_id=? AND deleted=? ORDER BY created_at
@@ -204,10 +204,16 @@ def _v4(conn: Connection) -> None:
     server_groups.create(conn, checkfirst=True)
 
 
+def _v5(conn: Connection) -> None:
+    """v5 (issue 14): volumes.conductor_id, the owner of a volume's flow in progress."""
+    if "conductor_id" not in {c["name"] for c in inspect(conn).get_columns("volumes")}:
+        conn.execute(text("ALTER TABLE volumes ADD COLUMN conductor_id VARCHAR(255)"))
+
+
 # version -> steps that bring a DB at version-1 to version (run in one transaction).
 # Version 1 is the initial schema above, made by create_all on a fresh DB.
 Migration = Callable[[Connection], None]
-MIGRATIONS: dict[int, list[Migration]] = {1: [], 2: [_v2], 3: [_v3], 4: [_v4]}
+MIGRATIONS: dict[int, list[Migration]] = {1: [], 2: [_v2], 3: [_v3], 4: [_v4], 5: [_v5]}
 
 _PG_LOCK_KEY = 0x63656C6C  # "cell": advisory lock serializing schema changes on PostgreSQL
 

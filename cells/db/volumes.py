@@ -55,6 +55,7 @@ class VolumeStatus:
     ERROR_DELETING = "error_deleting"
 
 
+IN_PROGRESS = (VolumeStatus.CREATING, VolumeStatus.ATTACHING, VolumeStatus.DETACHING, VolumeStatus.DELETING)
 DELETABLE = (VolumeStatus.AVAILABLE, VolumeStatus.ERROR, VolumeStatus.ERROR_DELETING)
 EXPORTED = (VolumeStatus.ATTACHING, VolumeStatus.IN_USE, VolumeStatus.DETACHING)  # an export must exist
 UPDATABLE_FIELDS = frozenset({"name", "description", "metadata"})
@@ -80,6 +81,9 @@ volumes = Table(
     Column("updated_at", TIME, nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
     Column("deleted_at", TIME, nullable=True),
+    # v5 (cells/db/schema.py): the conductor driving the volume's flow while it is creating, attaching,
+    # detaching or deleting; a live conductor adopts the flow when its owner leaves (flows/volume_recovery.py)
+    Column("conductor_id", String(255), nullable=True),
     # the usual tenant listing: WHERE project_id=? AND deleted=? ORDER BY created_at
     Index("ix_volumes_project_deleted_created", "project_id", "deleted", "created_at"),
 )
@@ -107,7 +111,7 @@ volume_nodes = Table(
     Column("updated_at", TIME, nullable=False),
 )
 
-WIRE_FIELDS = tuple(c.name for c in volumes.columns if c.name != "deleted_at")
+WIRE_FIELDS = tuple(c.name for c in volumes.columns if c.name not in ("deleted_at", "conductor_id"))
 ATTACHMENT_FIELDS = tuple(c.name for c in volume_attachments.columns)
 
 

@@ -6,9 +6,10 @@ import dataclasses
 import uuid as uuidlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from cells.conductor.flows.boot import validate_build
 from cells.config import ServiceSpec
@@ -67,3 +68,29 @@ async def test_build_of_a_dead_conductor_is_adopted_once_and_finished(two: Cell)
     adopted = [e for e in create["events"] if e["event"] == "conductor_adopt_build"]
     assert len(adopted) == 1 and "from cell1/conductor-2" in adopted[0]["details"]
     assert sum(b == row["uuid"] for comp in two.computes.values() for b in comp.builds) == 1
+
+
+async def test_pending_delete_of_a_dead_conductor_is_adopted_and_completed(two: Cell) -> None:
+    rec = await two.boot("doomed")
+    await two.wait_state(rec["uuid"], VmState.ACTIVE)
+    host = (await two.claim(rec["uuid"]) or {})["host"]
+    terminated: list[str] = []
+    comp = two.computes[host]
+    real_terminate = comp.terminate_instance
+
+    async def counting(ctx: Any, instance: dict[str, Any]) -> None:
+        terminated.append(instance["uuid"])
+        await real_terminate(ctx, instance)
+    comp.terminate_instance = counting  # type: ignore[method-assign]
+    # conductor-2 committed the delete (deleting, its own) and died before the terminate went out
+    await two.db.write(lambda conn: conn.execute(update(instances).where(instances.c.uuid == rec["uuid"]).values(
+        task_state="deleting", conductor_id="cell1/conductor-2")))
+    await two.crash("conductor-2")
+
+    async def deleted() -> bool:
+        return bool(await two.db.read(lambda conn: conn.execute(
+            select(instances.c.deleted).where(instances.c.uuid == rec["uuid"])).scalar()))
+    await until_async(deleted, timeout=10)
+    assert terminated == [rec["uuid"]]  # the terminate was sent again, once
+    assert await two.claim(rec["uuid"]) is None
+    assert await _owner(two, rec["uuid"]) == "cell1/conductor"

@@ -6,21 +6,28 @@ released in the same transaction that marks the row deleted.
 A server in the middle of a move (or in VERIFY_RESIZE) has a copy on a second host and a
 claim under its migration: the delete removes that copy too (the source of a finished
 move, the destination of one in flight; the move flow, seeing the delete, removes what
-it makes afterwards) and releases the migration's claim with the instance's."""
+it makes afterwards) and releases the migration's claim with the instance's.
+
+A pending delete (deleting, terminate sent to the host) is owned by the conductor that
+asked for it (instances.conductor_id). If that conductor dies before the terminate went
+out, a live conductor adopts the delete (`adopt_deletes`) and sends it again (same
+idempotency key: a compute that got it drops the repeat), or completes it locally when
+the host is gone."""
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, false, select
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
-from cells.context import RequestContext
+from cells.context import RequestContext, admin_context
 from cells.db import actions, claims
 from cells.db import instances as idb
 from cells.db import moves as mdb
 from cells.db.fast import AnyRow
+from cells.db.schema import instances
 from cells.db.volumes import release_instance_volumes
 from cells.lifecycle import Event, on
 from cells.network.instances import release_instance
@@ -73,7 +80,7 @@ def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext,
     others = mdb.other_copies(conn, row)  # before complete_delete ends the moves
     if row.host is None or not env.host_alive(row.host):
         return complete_delete(conn, env, row, EV_LOCAL), None, others
-    values = {**state_values(state), "updated_at": utcnow_iso()}
+    values = {**state_values(state), "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}
     idb.update_row(conn, uuid, values)
     actions.start_event(conn, uuid, DELETE, EV_TERMINATE, row.host)
     return env.record({**row._mapping, **values}), str(row.host), others
@@ -103,13 +110,55 @@ async def instance_delete(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[
     if others:
         env.spawn(_remove_copies(env, background_ctx(ctx), record, others))
     if cast_to is not None:
-        try:
-            await ComputeAPI(env.service).terminate_instance(ctx, cast_to, record)
-        except errors.NoLiveMember:  # the host left between the check and the cast
-            return await delete_locally(env, uuid)
-        except errors.CellcloudError as exc:  # stays deleting: a repeated delete or the host-lost sweep ends it
-            LOG.warning("terminate of %s on %s not sent: %s", uuid, cast_to, exc)
+        done = await send_terminate(env, ctx, cast_to, record)
+        if done is not None:
+            return done
     return record
+
+
+async def send_terminate(env: FlowEnv, ctx: RequestContext, host: str,
+                         record: dict[str, Any]) -> dict[str, Any] | None:
+    """Cast the terminate; the record deleted locally (returned) when the host left meanwhile."""
+    try:
+        await ComputeAPI(env.service).terminate_instance(ctx, host, record)
+    except errors.NoLiveMember:  # the host left between the check and the cast
+        return await delete_locally(env, record["uuid"])
+    except errors.CellcloudError as exc:  # stays deleting: a repeated delete or the host-lost sweep ends it
+        LOG.warning("terminate of %s on %s not sent: %s", record["uuid"], host, exc)
+    return None
+
+
+def pending_delete_owners(conn: Connection) -> list[str]:
+    """Conductors that asked for a delete still pending (for the dead-member sweep)."""
+    c = instances.c
+    rows = conn.execute(select(c.conductor_id).distinct().where(
+        c.conductor_id.is_not(None), c.deleted == false(), c.task_state == TaskState.DELETING)).scalars().all()
+    return [str(r) for r in rows]
+
+
+def _adopt_deletes(conn: Connection, env: FlowEnv, owners: list[str]) -> list[dict[str, Any]]:
+    c = instances.c
+    taken = []
+    for row in idb.rows_where(conn, c.conductor_id.in_(owners), c.deleted == false(),
+                              c.task_state == TaskState.DELETING):
+        idb.update_row(conn, row.uuid, {"conductor_id": env.conductor_id, "updated_at": utcnow_iso()})
+        taken.append(env.record(row))
+    return taken
+
+
+async def adopt_deletes(env: FlowEnv, owners: list[str]) -> int:
+    """Pending deletes of conductors that left: the terminate sent again (or a local delete)."""
+    if not owners:
+        return 0
+    taken = await env.db.write(lambda conn: _adopt_deletes(conn, env, owners))
+    ctx = admin_context()
+    for record in taken:
+        LOG.warning("adopting the pending delete of %s from %s", record["uuid"], owners)
+        if record["host"] is None or not env.host_alive(str(record["host"])):
+            await delete_locally(env, record["uuid"])
+        else:
+            await send_terminate(env, ctx, str(record["host"]), record)
+    return len(taken)
 
 
 def _delete_locally(conn: Connection, env: FlowEnv, uuid: str) -> dict[str, Any]:

@@ -12,6 +12,8 @@
   the host was already chosen, send it to that host again (the cast carries the
   same idempotency key). The moves it was driving are adopted the same way
   (flows/moves.py adopt: rolled back, or a confirm/revert done again).
+- Its volume flows (flows/volume_recovery.py) and pending deletes (flows/delete.py
+  adopt_deletes) are adopted too, and driven on from where the DB says they are.
 - Both are noticed on the directory's leave event and, as a safety net, by a periodic
   sweep of the owners recorded on unfinished work that are not live.
 """
@@ -26,9 +28,9 @@ from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows import network
+from cells.conductor.flows import network, volume_recovery
 from cells.conductor.flows.boot import CREATE, build_failed, schedule_and_build, set_error
-from cells.conductor.flows.delete import complete_delete
+from cells.conductor.flows.delete import adopt_deletes, complete_delete, pending_delete_owners
 from cells.context import admin_context
 from cells.db import actions
 from cells.db import instances as idb
@@ -105,11 +107,15 @@ async def orphaned_builds(env: FlowEnv, owners: Iterable[str]) -> None:
         env.spawn(_resume(env, row))
     from cells.conductor.flows import moves  # imports boot, delete: kept out of this module's import time
     await moves.adopt(env, owners)
+    volumes = await volume_recovery.adopt(env, owners)
+    deletes = await adopt_deletes(env, owners)
+    if volumes or deletes:
+        LOG.warning("adopted %d volume flows and %d pending deletes of conductor(s) %s", volumes, deletes, owners)
 
 
 def _unfinished(conn: Connection) -> tuple[list[str], list[str]]:
-    """Hosts with builds or deletes in flight, and conductors with builds being scheduled or
-    moves to drive (cells/db/moves.py open_owners)."""
+    """Hosts with builds or deletes in flight, and conductors with builds being scheduled,
+    moves to drive (cells/db/moves.py open_owners), volume flows or pending deletes."""
     c = instances.c
     hosts = conn.execute(select(c.host).distinct().where(
         c.host.is_not(None), c.deleted == false(),
@@ -117,7 +123,9 @@ def _unfinished(conn: Connection) -> tuple[list[str], list[str]]:
     owners = conn.execute(select(c.conductor_id).distinct().where(
         c.conductor_id.is_not(None), c.deleted == false(), c.vm_state == VmState.BUILDING,
         c.task_state == TaskState.SCHEDULING)).scalars().all()
-    return [str(h) for h in hosts], sorted({str(o) for o in owners} | set(open_owners(conn)))
+    return [str(h) for h in hosts], sorted({str(o) for o in owners} | set(open_owners(conn))
+                                           | set(volume_recovery.owners_in_progress(conn))
+                                           | set(pending_delete_owners(conn)))
 
 
 async def sweep(env: FlowEnv, suspects: set[str]) -> set[str]:

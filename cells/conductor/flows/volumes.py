@@ -12,6 +12,11 @@ in a stable state:
             any failure: unexport, attachment removed, back to available with the reason in `error`
     detach  in-use -> detaching -> compute.<host> unplug -> volume.<host> unexport -> available
             unplug failure: back to in-use with the reason
+
+Each of the four in-progress statuses records its owner (volumes.conductor_id, set in the
+same UPDATE that enters the status); when the owner leaves, a live conductor adopts the
+flow and drives it again from where the DB says it is (flows/volume_recovery.py). Every
+step on a volume or compute host is idempotent, so a repeated step is harmless.
 """
 from __future__ import annotations
 
@@ -124,10 +129,10 @@ def _insert(conn: Connection, env: FlowEnv, row: dict[str, Any]) -> tuple[dict[s
 
 
 async def volume_create(env: FlowEnv, ctx: RequestContext, volume: Any) -> dict[str, Any]:
-    row = validate_create(volume, utcnow_iso())
+    row = {**validate_create(volume, utcnow_iso()), "conductor_id": env.conductor_id}
     rec, new = await env.db.write(lambda conn: _insert(conn, env, row))
     if new:
-        env.spawn(_place_and_create(env, background_ctx(ctx), row["id"], row["size"]))
+        env.spawn(place_and_create(env, background_ctx(ctx), row["id"], row["size"]))
     return rec
 
 
@@ -147,11 +152,17 @@ def _place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[
     return None
 
 
-async def _place_and_create(env: FlowEnv, ctx: RequestContext, volume_id: str, size: int) -> None:
+async def place_and_create(env: FlowEnv, ctx: RequestContext, volume_id: str, size: int) -> None:
     row = await env.db.write(lambda conn: _place(conn, volume_id, size, live_volume_hosts(env)))
     if row is None:
         LOG.warning("volume %s: %s", volume_id, NO_HOST.format(size=size))
         return
+    await create_on_host(env, ctx, row)
+
+
+async def create_on_host(env: FlowEnv, ctx: RequestContext, row: Mapping[str, Any]) -> None:
+    """The placed volume made on its host (a repeat finds the file made), then available or error."""
+    volume_id = row["id"]
     try:
         made = await VolumeAPI(env.service).create_volume(ctx, row["host"], vdb.volume_record(row))
         values = {"status": S.AVAILABLE, "backend": made.get("backend"), "disk_format": made.get("disk_format")}
@@ -224,8 +235,8 @@ def _mark_deleted(conn: Connection, volume_id: str) -> None:
 
 def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str) -> tuple[dict[str, Any], bool]:
     row = _get_visible(conn, ctx, volume_id)
-    if vdb.attachment_of(conn, volume_id) is not None or not vdb.transition(conn, volume_id, vdb.DELETABLE,
-                                                                            {"status": S.DELETING}):
+    if vdb.attachment_of(conn, volume_id) is not None or not vdb.transition(
+            conn, volume_id, vdb.DELETABLE, {"status": S.DELETING, "conductor_id": env.conductor_id}):
         raise errors.VolumeInvalidState(reason=(
             f"Volume status must be available or error and must not be attached, but it is {row.status}."))
     if row.host is None:  # never placed: nothing to remove on any host
@@ -237,11 +248,11 @@ def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_
 async def volume_delete(env: FlowEnv, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
     rec, remote = await env.db.write(lambda conn: _request_delete(conn, env, ctx, volume_id))
     if remote:
-        env.spawn(_delete_on_host(env, background_ctx(ctx), rec))
+        env.spawn(delete_on_host(env, background_ctx(ctx), rec))
     return rec
 
 
-async def _delete_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any]) -> None:
+async def delete_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any]) -> None:
     try:
         await VolumeAPI(env.service).delete_volume(ctx, rec["host"], rec)
     except errors.CellcloudError as exc:
@@ -275,7 +286,8 @@ def _reserve(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str
     dev = device if device and device.rsplit("/", 1)[-1] not in {u.rsplit("/", 1)[-1] for u in used if u} \
         else next_device(used)
     # the one atomic step: of concurrent attaches only one moves the volume out of available
-    if not vdb.transition(conn, volume_id, [S.AVAILABLE], {"status": S.ATTACHING, "error": None}):
+    if not vdb.transition(conn, volume_id, [S.AVAILABLE],
+                          {"status": S.ATTACHING, "error": None, "conductor_id": env.conductor_id}):
         raise errors.VolumeInvalidState(reason=f"volume {volume_id} status must be available to attach, "
                                                f"but it is {vol.status}")
     now = utcnow_iso()
@@ -290,7 +302,7 @@ async def volume_attach(env: FlowEnv, ctx: RequestContext, volume_id: str, insta
                         device: str | None = None) -> dict[str, Any]:
     att = await env.db.write(lambda conn: _reserve(conn, env, ctx, volume_id, instance_uuid, device))
     volume = att.pop("volume")
-    env.spawn(_attach(env, background_ctx(ctx), volume, att))
+    env.spawn(attach_steps(env, background_ctx(ctx), volume, att))
     return att
 
 
@@ -310,7 +322,7 @@ def _still_ours(conn: Connection, volume_id: str, attachment_id: str) -> bool:
     return current is not None and current.id == attachment_id
 
 
-async def _attach(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any], att: dict[str, Any]) -> None:
+async def attach_steps(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any], att: dict[str, Any]) -> None:
     vid, host = volume["id"], att["instance_host"]
     info: dict[str, Any] | None = None
     try:
@@ -360,7 +372,7 @@ def _begin_detach(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id
         raise errors.VolumeNotFound(f"Volume {volume_id} is not attached to server {instance_uuid}.",
                                     volume_id=volume_id)
     vol = _get_visible(conn, ctx, volume_id)
-    if not vdb.transition(conn, volume_id, [S.IN_USE], {"status": S.DETACHING}):
+    if not vdb.transition(conn, volume_id, [S.IN_USE], {"status": S.DETACHING, "conductor_id": env.conductor_id}):
         raise errors.VolumeInvalidState(reason=f"volume {volume_id} status must be in-use to detach, "
                                                f"but it is {vol.status}")
     vdb.update_attachment(conn, volume_id, {"status": "detaching"})
@@ -369,11 +381,11 @@ def _begin_detach(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id
 
 async def volume_detach(env: FlowEnv, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
     att, volume = await env.db.write(lambda conn: _begin_detach(conn, env, ctx, volume_id, instance_uuid))
-    env.spawn(_detach(env, background_ctx(ctx), volume, att))
+    env.spawn(detach_steps(env, background_ctx(ctx), volume, att))
     return att
 
 
-async def _detach(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any], att: dict[str, Any]) -> None:
+async def detach_steps(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any], att: dict[str, Any]) -> None:
     vid = volume["id"]
     try:
         await ComputeVolumeAPI(env.service).detach_volume(ctx, att["instance_host"], att["instance_uuid"], vid)

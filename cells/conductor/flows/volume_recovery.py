@@ -1,0 +1,88 @@
+"""Volume flows whose conductor left (issue 14): adopted by a live conductor and driven on.
+
+A volume in `creating`, `attaching`, `detaching` or `deleting` records the conductor
+driving it (volumes.conductor_id). When that conductor leaves the directory (or the
+periodic sweep finds it not live, or it restarts: its own previous run), a live
+conductor takes each such volume with one conditional UPDATE of the owner (of several
+live conductors exactly one wins a volume) and runs the flow again from the state the
+DB holds. Every step is idempotent on the hosts (create finds the file made, export
+and hot-plug answer the same for a repeat, unplug and delete of what is gone succeed),
+and each flow ends in a stable state or rolls back as it would have for its first owner:
+
+    creating   not placed: placed and made; placed: made on its host -> available | error
+    deleting   delete on the volume host again -> row deleted | error_deleting
+    attaching  export + hot-plug again -> in-use; any failure rolls back to available
+    detaching  unplug + unexport again -> available; an unplug failure goes back to in-use
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, false, select, update
+
+from cells.conductor.env import FlowEnv
+from cells.conductor.flows import volumes as flows
+from cells.context import admin_context
+from cells.db import volumes as vdb
+from cells.db.volumes import VolumeStatus as S
+
+LOG = logging.getLogger(__name__)
+Adopted = tuple[dict[str, Any], dict[str, Any] | None]  # (volume row, its attachment)
+_v = vdb.volumes.c
+
+
+def owners_in_progress(conn: Connection) -> list[str]:
+    """Conductors driving a volume flow now (for the dead-member sweep)."""
+    rows = conn.execute(select(_v.conductor_id).distinct().where(
+        _v.conductor_id.is_not(None), _v.deleted == false(), _v.status.in_(vdb.IN_PROGRESS))).scalars().all()
+    return [str(r) for r in rows]
+
+
+def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[Adopted]:
+    taken: list[Adopted] = []
+    for row in conn.execute(select(vdb.volumes).where(_v.conductor_id.in_(owners), _v.deleted == false(),
+                                                      _v.status.in_(vdb.IN_PROGRESS))).all():
+        won = conn.execute(update(vdb.volumes).where(
+            _v.id == row.id, _v.conductor_id == row.conductor_id, _v.status == row.status)
+            .values(conductor_id=env.conductor_id)).rowcount == 1
+        if won:
+            att = vdb.attachment_of(conn, row.id)
+            taken.append((dict(row._mapping), None if att is None else vdb.attachment_record(att)))
+    return taken
+
+
+async def adopt(env: FlowEnv, owners: Iterable[str]) -> int:
+    """Adopt and resume the volume flows of `owners`; returns how many were taken."""
+    owners = list(owners)
+    if not owners:
+        return 0
+    taken = await env.db.write(lambda conn: _adopt(conn, env, owners))
+    for row, att in taken:
+        LOG.warning("volume %s: adopting its %s flow from %s", row["id"], row["status"], owners)
+        env.spawn(resume(env, row, att))
+    return len(taken)
+
+
+def _no_attachment(conn: Connection, volume_id: str) -> None:
+    vdb.transition(conn, volume_id, [S.ATTACHING, S.DETACHING],
+                   {"status": S.AVAILABLE, "error": "attachment lost with its conductor"})
+
+
+async def resume(env: FlowEnv, row: dict[str, Any], att: dict[str, Any] | None) -> None:
+    ctx = admin_context()
+    status, volume = row["status"], vdb.volume_record(row)
+    if status == S.CREATING:
+        if row["host"] is None:
+            await flows.place_and_create(env, ctx, row["id"], int(row["size"]))
+        else:
+            await flows.create_on_host(env, ctx, row)
+    elif status == S.DELETING:
+        await flows.delete_on_host(env, ctx, volume)
+    elif att is None:  # attach and detach write the attachment with the status: not expected, but never stuck
+        await env.db.write(lambda conn: _no_attachment(conn, row["id"]))
+    elif status == S.ATTACHING:
+        await flows.attach_steps(env, ctx, volume, att)
+    elif status == S.DETACHING:
+        await flows.detach_steps(env, ctx, volume, att)
