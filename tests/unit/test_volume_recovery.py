@@ -66,18 +66,20 @@ def volume_path(env: VolumeCell, vid: str) -> Path:
 async def test_every_flow_records_its_owner(env: VolumeCell) -> None:
     vid = await create(env)
     assert await owner(env, vid) == "c1"  # entered creating in the insert
-    await orphan(env, vid)
     server = await add_instance(env)
     await flows.volume_attach(env.env, DEMO, vid, server)
+    drop_steps(env)
     assert await owner(env, vid) == "c1" and await status(env, vid) == "attaching"
-    await env.settle()
     await orphan(env, vid)
+    assert await adopt(env) == 1 and await status(env, vid) == "in-use"
     await flows.volume_detach(env.env, DEMO, vid, server)
+    drop_steps(env)
     assert await owner(env, vid) == "c1" and await status(env, vid) == "detaching"
-    await env.settle()
     await orphan(env, vid)
+    assert await adopt(env) == 1 and await status(env, vid) == "available"
     await flows.volume_delete(env.env, DEMO, vid)
-    assert await owner(env, vid) == "c1"
+    drop_steps(env)
+    assert await owner(env, vid) == "c1" and await status(env, vid) == "deleting"
 
 
 async def test_creating_not_yet_placed_is_placed_and_made(env: VolumeCell) -> None:
