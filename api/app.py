@@ -25,6 +25,7 @@ from api.db.engine import make_database, make_engine
 from api.ec2.app import make_ec2_app
 from api.identity.handlers import make_identity_app
 from api.identity.tokens import TokenService
+from api.image import leases
 from api.image.handlers import make_image_app
 from api.image.store import ImageStore
 from api.keys import CLUSTER, DB, ENGINE, ROUTER, STORE, TOKENS
@@ -59,7 +60,14 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
         yield
         await app[ROUTER].stop()
 
-    app.cleanup_ctx.extend([database, cells])
+    async def upload_sweep(app: web.Application) -> AsyncIterator[None]:
+        # images a dead upload left `saving` go back to `queued` now and whenever one is found later
+        task = asyncio.create_task(leases.sweep_forever(app[ENGINE], cluster.api.image_dir))
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    app.cleanup_ctx.extend([database, upload_sweep, cells])
     app.add_subapp("/identity", make_identity_app())
     app.add_subapp("/compute", make_compute_app())
     app.add_subapp("/image", make_image_app())

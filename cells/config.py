@@ -52,6 +52,11 @@ class ApiSpec:
     db: str
     image_dir: str
     region: str = "RegionOne"
+    # upload bounds (api/image/bounds.py): one image's data, a project's active image data, the
+    # image store filesystem's free space an upload must leave
+    image_size_cap: int = 8 << 30
+    image_size_total: int = 32 << 30
+    image_store_min_free: int = 1 << 30
 
 
 @dataclass(frozen=True)

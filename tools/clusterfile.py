@@ -109,6 +109,7 @@ DEFAULT_COMPUTE_PORT_BASE = 5700
 # volume hosts (issue 6): RPC, iSCSI portal and NBD server ports default to these + the host's index
 DEFAULT_VOLUME_PORT_BASE, DEFAULT_ISCSI_PORT_BASE, DEFAULT_NBD_PORT_BASE = 5800, 3260, 10809
 VOLUME_KEYS = ("port", "backend", "format", "volume_group", "capacity_gb", "targets", "iscsi_port", "nbd_port")
+IMAGE_BOUNDS = ("image_size_cap", "image_size_total", "image_store_min_free")  # api/image/bounds.py
 SECRET_NAMES = ("admin_password", "demo_password", "service_password")
 
 
@@ -338,7 +339,8 @@ class _Parser:
         return tuple(out)
 
     def parse_api(self, raw: Any) -> tuple[ApiSpec, ServiceSpec]:
-        m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound", "workers"))
+        m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound", "workers",
+                                                  *IMAGE_BOUNDS))
         bound = m.get("list_bound", 1.0)
         if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= 30:
             self.fail("api.list_bound", f"expected seconds between 0 and 30, got {_got(bound)}")
@@ -355,7 +357,8 @@ class _Parser:
             self.fail("api.public_url", f"expected an http(s):// URL, got {url!r}")
         region = self.name(m.get("region", "RegionOne"), "api.region")
         # The API DB and image store always live in the state dir: filled in by resolve().
-        spec = ApiSpec(listen=listen, public_url=url.rstrip("/"), db="", image_dir="", region=region)
+        bounds = {key: self.byte_size(m[key], f"api.{key}") for key in IMAGE_BOUNDS if key in m}
+        spec = ApiSpec(listen=listen, public_url=url.rstrip("/"), db="", image_dir="", region=region, **bounds)
         svc = ServiceSpec(id="api", kind="api", host=host.spec.name, bind=listen)
         workers = m.get("workers", 1)
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
@@ -363,6 +366,15 @@ class _Parser:
         # workers share the one port (SO_REUSEPORT: the kernel spreads connections over them)
         self.api_workers = [replace(svc, id=f"api-{n}", options={"workers": workers}) for n in range(2, workers + 1)]
         return spec, replace(svc, options={"workers": workers}) if workers > 1 else svc
+
+    def byte_size(self, raw: Any, path: str) -> int:
+        """A size in bytes: an integer, or a number with a binary suffix ("8G", "512M")."""
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+            return raw
+        m = re.fullmatch(r"(\d+)\s*([KMGT])i?B?", raw.strip(), re.IGNORECASE) if isinstance(raw, str) else None
+        if m is None or int(m.group(1)) <= 0:
+            self.fail(path, f"expected a positive size in bytes or with a K/M/G/T suffix (e.g. 8G), got {_got(raw)}")
+        return int(m.group(1)) << (10 * ("KMGT".index(m.group(2).upper()) + 1))
 
     def host_port(self, raw: Any, path: str, expected: str) -> tuple[str, int]:
         """Split "HOST:PORT" ("[v6]:PORT" too)."""

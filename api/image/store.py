@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +48,14 @@ class ImageStore:
             yield data
         return await self.put_stream(one())
 
-    async def put_stream(self, chunks: AsyncIterable[bytes]) -> Blob:
-        """Store the bytes of `chunks`; returns where they went and their hashes."""
+    async def put_stream(self, chunks: AsyncIterable[bytes], verify: Callable[[Blob], None] | None = None,
+                         tmp_prefix: str = "") -> Blob:
+        """Store the bytes of `chunks`; returns where they went and their hashes. `verify` sees the
+        blob before it is placed: when it raises, the bytes are removed and never seen by anyone.
+        The temporary file's name starts with `tmp_prefix` (a dead upload's partial bytes are found by it)."""
         tmp_dir = self.root / "tmp"
         await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
-        fd, tmp_name = await asyncio.to_thread(tempfile.mkstemp, dir=tmp_dir)
+        fd, tmp_name = await asyncio.to_thread(tempfile.mkstemp, dir=tmp_dir, prefix=tmp_prefix or "tmp")
         md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha512()
         size = 0
         try:
@@ -65,6 +68,8 @@ class ImageStore:
                 await asyncio.to_thread(os.fsync, f.fileno())
             blob = Blob(address=f"{HASH_ALGO}:{sha.hexdigest()}", size=size, md5=md5.hexdigest(),
                         sha512=sha.hexdigest())
+            if verify is not None:
+                verify(blob)
             final = self.path(blob.address)
             await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
             await asyncio.to_thread(os.replace, tmp_name, final)  # atomic: readers see all or nothing

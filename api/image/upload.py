@@ -1,17 +1,22 @@
 """/image/v2: create an image record, upload its bits, delete it (Glance v2 subset).
 
     POST   /v2/images              201, status queued
-    PUT    /v2/images/{id}/file    204; queued -> saving -> active (back to queued if the upload fails)
+    PUT    /v2/images/{id}/file    204; queued -> saving -> active (back to queued if the upload fails
+                                   or is refused: bounds in api/image/bounds.py, the data's format in
+                                   cells/imageformat.py; an upload that dies: api/image/leases.py)
     DELETE /v2/images/{id}         204; the blob goes when no other image shares it
 
 Bits go to the content-addressed store (api/image/store.py), hashed on the way:
 `checksum` (md5), `os_hash_algo`/`os_hash_value` (sha512), `size`. The switch to
-`saving` is one conditional UPDATE, so two concurrent uploads cannot both win.
+`saving` is one conditional UPDATE, so two concurrent uploads cannot both win. The data is
+inspected as it streams; data that is not what its disk_format says, or that QEMU must not open,
+is refused (400) before the store places it.
 """
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,11 +25,15 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from api.db.schema import images
 from api.http import context, is_uuid, json_body
 from api.image import images as db
+from api.image.bounds import Bounds, ImageTooLarge, UploadGuard, check_total, used_by
+from api.image.leases import UploadLease, partial_prefix
 from api.image.schemas import _FORMATS_CONTAINER, _FORMATS_DISK
-from api.keys import ENGINE, STORE
+from api.image.store import Blob, ImageStore
+from api.keys import CLUSTER, ENGINE, STORE
 from api.timeutil import utcnow
-from cells import errors
+from cells import errors, imageformat
 from cells.context import RequestContext
+from cells.imageformat import StreamInspector
 
 CHUNK = 1 << 20
 READ_ONLY = ("status", "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size", "created_at",
@@ -118,40 +127,76 @@ async def create_image(request: web.Request) -> web.Response:
                              headers={"Location": f"{request.url.origin()}/image/v2/images/{row.id}"})
 
 
-async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+async def _chunks(request: web.Request, guard: UploadGuard, inspector: StreamInspector) -> AsyncIterator[bytes]:
+    """The request body, counted against the upload's bounds and inspected as it passes."""
     async for chunk in request.content.iter_chunked(CHUNK):
+        await guard.passed(len(chunk))
+        inspector.feed(chunk)
         yield chunk
+
+
+def _verifier(disk_format: str, inspector: StreamInspector) -> Callable[[Blob], None]:
+    """What the store runs before it places the bytes: refused data never lands."""
+    def verify(blob: Blob) -> None:
+        if blob.size == 0:
+            raise errors.Invalid("The uploaded image data is empty.")
+        imageformat.check(disk_format, inspector.result())
+    return verify
 
 
 async def upload(request: web.Request) -> web.Response:
     ctx = context(request)
     engine, store = request.config_dict[ENGINE], request.config_dict[STORE]
+    bounds = Bounds.of(request.config_dict[CLUSTER].api)
     image_id = request.match_info["image_id"]
-    async with engine.begin() as conn:  # check, then claim the upload in one conditional UPDATE
+    async with engine.connect() as conn:
         row = await db.get(conn, ctx, image_id)
-        _may_change(ctx, row)
-        if not row.disk_format or not row.container_format:
-            raise errors.Invalid("Properties disk_format, container_format must be set prior to saving data.")
+    _may_change(ctx, row)
+    if not row.disk_format or not row.container_format:
+        raise errors.Invalid("Properties disk_format, container_format must be set prior to saving data.")
+    lease = UploadLease(store.root, row.id)
+    if not await asyncio.to_thread(lease.acquire):
+        raise errors.Conflict(f"Image status transition from {row.status} to saving is not allowed")
+    try:
+        return await _owned_upload(request, engine, store, bounds, row)
+    finally:
+        await asyncio.shield(asyncio.to_thread(lease.release))
+
+
+async def _owned_upload(request: web.Request, engine: Any, store: ImageStore, bounds: Bounds, row: Any) -> web.Response:
+    """The upload once it holds the image's lease: claim, stream + inspect, activate (or back to queued)."""
+    async with engine.begin() as conn:  # check, then claim the upload in one conditional UPDATE
         claimed = await conn.execute(update(images).where(and_(images.c.id == row.id, images.c.status == "queued"))
                                      .values(status="saving", updated_at=utcnow()))
         if claimed.rowcount != 1:
             raise errors.Conflict(f"Image status transition from {row.status} to saving is not allowed")
+        used = await conn.run_sync(used_by, row.owner, row.id)
+    inspector = StreamInspector()
     try:
-        blob = await store.put_stream(_chunks(request))
+        guard = UploadGuard(bounds, str(store.root), used, request.content_length)
+        await guard.start()
+        blob = await store.put_stream(_chunks(request, guard, inspector), _verifier(row.disk_format, inspector),
+                                      tmp_prefix=partial_prefix(row.id))
     except BaseException:
-        async with engine.begin() as conn:  # a failed upload leaves the image as it was: queued, no data
+        async with engine.begin() as conn:  # a refused or failed upload leaves the image as it was: queued, no data
             await conn.execute(update(images).where(images.c.id == row.id).values(status="queued",
                                                                                    updated_at=utcnow()))
         raise
-    if blob.size == 0:
+    found = inspector.result()
+    try:
         async with engine.begin() as conn:
-            await conn.execute(update(images).where(images.c.id == row.id).values(status="queued"))
-        raise errors.Invalid("The uploaded image data is empty.")
-    async with engine.begin() as conn:
-        done = await conn.execute(update(images).where(and_(images.c.id == row.id, images.c.status == "saving"))
-                                  .values(status="active", checksum=blob.md5, os_hash_algo="sha512",
-                                          os_hash_value=blob.sha512, size=blob.size, virtual_size=blob.size,
-                                          content_address=blob.address, updated_at=utcnow()))
+            check_total(bounds, await conn.run_sync(used_by, row.owner, row.id), blob.size)  # racing uploads
+            done = await conn.execute(update(images).where(and_(images.c.id == row.id, images.c.status == "saving"))
+                                      .values(status="active", checksum=blob.md5, os_hash_algo="sha512",
+                                              os_hash_value=blob.sha512, size=blob.size,
+                                              virtual_size=found.virtual_size, content_address=blob.address,
+                                              updated_at=utcnow()))
+    except ImageTooLarge:
+        async with engine.begin() as conn:
+            await conn.execute(update(images).where(images.c.id == row.id).values(status="queued",
+                                                                                   updated_at=utcnow()))
+        await _drop_blob_if_unused(request, blob.address)
+        raise
     if done.rowcount != 1:  # deleted while we were saving: the bits must not outlive it
         await _drop_blob_if_unused(request, blob.address)
         raise errors.Conflict(f"Image {row.id} was deleted during the upload.")

@@ -313,3 +313,17 @@ def test_curve_gives_every_service_and_the_operator_a_stable_key(tmp_path: Path)
     assert first.operator_key and first.operator_key not in keys.values()
     assert first.router_key("cell1") == keys["cell1/router"].encode()
     assert clusterfile.prepare(path).services == first.services
+
+
+def test_image_upload_bounds_default_and_parse_with_suffixes(tmp_path: Path) -> None:
+    api = clusterfile.load(write(tmp_path, BASE)).api
+    assert (api.image_size_cap, api.image_size_total, api.image_store_min_free) == (8 << 30, 32 << 30, 1 << 30)
+
+    def bounds(doc: dict[str, Any]) -> None:
+        doc["api"].update(image_size_cap="2G", image_size_total=5 << 30, image_store_min_free="512MiB")
+    api = clusterfile.load(write(tmp_path, variant(bounds))).api
+    assert (api.image_size_cap, api.image_size_total, api.image_store_min_free) == (2 << 30, 5 << 30, 512 << 20)
+    for bad in ("lots", 0, -1, True, "0G", "2X"):
+        with pytest.raises(ClusterFileError) as caught:
+            clusterfile.load(write(tmp_path, variant(lambda d, b=bad: d["api"].update(image_size_cap=b))))
+        assert "api.image_size_cap" in str(caught.value) and "K/M/G/T suffix" in str(caught.value), bad
