@@ -77,11 +77,12 @@ async def _rebuild_args(request: web.Request, ctx: RequestContext, spec: dict[st
     async with request.config_dict[ENGINE].connect() as conn:
         try:
             image = await image_db.get(conn, ctx, ref)
+            if image.status != "active":
+                raise errors.Invalid(f"Image {image.id} is not active.")
+            boot_image = await conn.run_sync(image_db.boot_snapshot_of, ctx, image)
         except errors.ImageNotFound as exc:
             raise errors.Invalid(exc.message) from None
-    if image.status != "active":
-        raise errors.Invalid(f"Image {image.id} is not active.")
-    args: dict[str, Any] = {"image": image_db.snapshot(image)}
+    args: dict[str, Any] = {"image": boot_image}
     if "name" in spec:
         args["name"] = spec["name"]
     if "metadata" in spec:

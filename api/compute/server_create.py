@@ -87,8 +87,10 @@ def _check_bdms(server: dict[str, Any]) -> None:
             raise errors.Invalid("Volumes are not supported by this cloud yet.")
 
 
-def _lookups(conn: Connection, ctx: RequestContext, server: dict[str, Any]) -> tuple[dict[str, int], AnyRow, AnyRow]:
-    """(quota limits, flavor, image) of a boot, with the checks between them in their order."""
+def _lookups(conn: Connection, ctx: RequestContext,
+             server: dict[str, Any]) -> tuple[dict[str, int], AnyRow, AnyRow, dict[str, Any]]:
+    """(quota limits, flavor, image, the image's boot snapshot) of a boot, with the checks between
+    them in their order."""
     limits = quota.limits_of(conn, str(ctx.project))
     quota.check_metadata(limits, len(server.get("metadata") or {}))
     _check_bdms(server)
@@ -101,9 +103,10 @@ def _lookups(conn: Connection, ctx: RequestContext, server: dict[str, Any]) -> t
         raise errors.Invalid(f"Flavor {flavor.id} is disabled.")
     try:
         image = image_db.get_of(conn, ctx, image_id)
+        boot_image = image_db.boot_snapshot_of(conn, ctx, image)  # its kernel_id/ramdisk_id as ctx sees them
     except errors.ImageNotFound as exc:
         raise errors.Invalid(exc.message) from None
-    return limits, flavor, image
+    return limits, flavor, image, boot_image
 
 
 async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any]) -> BuildSpec:
@@ -120,7 +123,7 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
         async with request.config_dict[ENGINE].connect() as conn:
             group = await server_groups.for_boot(conn, ctx, hints)
     # the rest in one unit of work: one thread hop instead of ~20 through the AsyncEngine
-    limits, flavor, image = await request.config_dict[DB].read(lambda conn: _lookups(conn, ctx, server))
+    limits, flavor, image, boot_image = await request.config_dict[DB].read(lambda conn: _lookups(conn, ctx, server))
     if image.status != "active":
         raise errors.Invalid(f"Image {image.id} is not active.")
     if image.min_ram and image.min_ram > flavor.ram:
@@ -139,7 +142,7 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
         raise errors.Invalid(f"The requested availability zone is not available: {az}")
     networking = await network_boot.resolve(request, ctx, server)  # networks, ports, security groups: 400 if unknown
     return BuildSpec(name=server["name"], count=max_count, flavor=flavor_dict(flavor),
-                     image=image_db.snapshot(image), metadata=dict(server.get("metadata") or {}),
+                     image=boot_image, metadata=dict(server.get("metadata") or {}),
                      key_name=server.get("key_name"), key_data=key_data, availability_zone=az,
                      user_data=server.get("user_data"),
                      access_ipv4=server.get("accessIPv4"), access_ipv6=server.get("accessIPv6"), hints=hints,

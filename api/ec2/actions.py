@@ -232,9 +232,7 @@ async def run_instances(request: web.Request, ctx: RequestContext, params: dict[
             if done is not None:  # the same request again: the same reservation, nothing new
                 records = [r for r in await _records(request, ctx) if r["uuid"] in set(done)]
                 return _reservation(ctx, await _instance_views(request, records))
-        image_uuid = await ids.uuid_of(request.config_dict[ENGINE], "image", image_ec2)
-        if image_uuid is None:
-            raise Ec2Error("InvalidAMIID.NotFound", f"The image id '[{image_ec2}]' does not exist")
+        image_uuid = await _visible_image(request, ctx, image_ec2)
         server: dict[str, Any] = {
             "name": "ec2-instance", "imageRef": image_uuid, "min_count": min_count, "max_count": max_count,
             "flavorRef": await _flavor_id(request, _str(params, "InstanceType") or DEFAULT_INSTANCE_TYPE)}
@@ -306,28 +304,35 @@ async def get_console_output(request: web.Request, ctx: RequestContext, params: 
 
 async def describe_images(request: web.Request, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     engine = request.config_dict[ENGINE]
-    wanted: set[str] | None = None
-    if "ImageId" in params:
-        wanted = set()
-        for ec2_id in _list(params, "ImageId"):
-            uuid = await ids.uuid_of(engine, "image", str(ec2_id))
-            if uuid is None:
-                raise Ec2Error("InvalidAMIID.NotFound", f"The image id '[{ec2_id}]' does not exist")
-            wanted.add(uuid)
+    asked: dict[str, str] = {}  # uuid -> the EC2 id asked for
+    for ec2_id in _list(params, "ImageId") if "ImageId" in params else []:
+        asked[await _visible_image(request, ctx, str(ec2_id))] = str(ec2_id)
+    # asked for by id: any image the caller may see; a plain listing: what Glance lists
+    where = [images.c.status == "active"] + ([images.c.id.in_(asked), image_db.visible(ctx)] if asked else
+                                             [image_db.listed(ctx), images.c.os_hidden.is_(False)])
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(images).where(image_db.listed(ctx), images.c.status == "active",
-                                                        images.c.os_hidden.is_(False))
-                                   .order_by(images.c.created_at))).all()
-    if wanted is not None:
-        rows = [r for r in rows if r.id in wanted]
-        if len(rows) != len(wanted):
-            raise Ec2Error("InvalidAMIID.NotFound", "The image id does not exist")
+        rows = (await conn.execute(select(images).where(*where).order_by(images.c.created_at))).all()
+    for uuid in set(asked) - {r.id for r in rows}:  # visible but not available: as if it did not exist
+        raise Ec2Error("InvalidAMIID.NotFound", f"The image id '[{asked[uuid]}]' does not exist")
     image_ids = await ids.ec2_ids_for(engine, "image", [r.id for r in rows])
     return {"Images": [{
         "ImageId": image_ids[r.id], "ImageLocation": r.name or r.id, "State": "available", "OwnerId": r.owner,
         "Public": r.visibility == "public", "Architecture": "x86_64", "ImageType": "machine", "Name": r.name,
         "RootDeviceType": "instance-store", "VirtualizationType": "hvm",
         "CreationDate": r.created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")} for r in rows]}
+
+
+async def _visible_image(request: web.Request, ctx: RequestContext, ec2_id: str) -> str:
+    """The uuid behind an ami-/aki-/ari- id the caller may see. One the caller may not see
+    answers exactly as one that does not exist: the same code, the same message."""
+    uuid = await ids.uuid_of(request.config_dict[ENGINE], "image", ec2_id)
+    if uuid is not None:
+        async with request.config_dict[ENGINE].connect() as conn:
+            try:
+                return str((await image_db.get(conn, ctx, uuid)).id)
+            except errors.ImageNotFound:
+                pass
+    raise Ec2Error("InvalidAMIID.NotFound", f"The image id '[{ec2_id}]' does not exist")
 
 
 async def describe_availability_zones(request: web.Request, ctx: RequestContext,

@@ -1,4 +1,5 @@
 """EC2's short ids (i-0000000a, ami-00000001, vol-0000000c) <-> Cellcloud uuids.
+An image's id also reads as aki-/ari- (Nova named kernels and ramdisks so): same number, same image.
 
 Each uuid gets a row in ec2_ids the first time EC2 shows it; the row's integer
 is the id's hex part, as Nova's EC2 API did. The prefix names the kind, and a
@@ -15,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.db.schema import ec2_ids
 
 PREFIX = {"instance": "i", "image": "ami", "volume": "vol"}
-_ID = re.compile(r"^(i|ami|vol)-([0-9a-f]{8,16})$")
+# the prefixes an id of each kind may have: Nova's EC2 API named kernels aki- and ramdisks ari-
+ACCEPTED = {"instance": ("i",), "image": ("ami", "aki", "ari"), "volume": ("vol",)}
+_ID = re.compile(r"^(i|ami|aki|ari|vol)-([0-9a-f]{8,16})$")
 
 
 def fmt(kind: str, number: int) -> str:
@@ -48,7 +51,7 @@ async def ec2_id(engine: AsyncEngine, kind: str, uuid: str) -> str:
 async def uuid_of(engine: AsyncEngine, kind: str, ec2_id: str) -> str | None:
     """The uuid behind an EC2 id of this kind; None for malformed, unknown or other-kind ids."""
     m = _ID.match(ec2_id.strip().lower())
-    if m is None or m.group(1) != PREFIX[kind]:
+    if m is None or m.group(1) not in ACCEPTED[kind]:
         return None
     async with engine.connect() as conn:
         row = (await conn.execute(select(ec2_ids.c.uuid).where(

@@ -78,6 +78,30 @@ def snapshot(row: AnyRow) -> dict[str, Any]:
             "properties": dict(row.properties or {})}
 
 
+# an AMI's companions (Nova's kernel_id / ramdisk_id properties) and the disk_format each must have
+COMPANIONS = (("kernel_id", "kernel", "aki"), ("ramdisk_id", "ramdisk", "ari"))
+
+
+def boot_snapshot_of(conn: Connection, ctx: RequestContext, row: AnyRow) -> dict[str, Any]:
+    """snapshot(row) for a boot or rebuild, with the kernel and ramdisk its properties name
+    resolved as the requester sees them (`kernel`, `ramdisk`: their records, which the compute
+    fetches and verifies). An id the requester may not see is ImageNotFound, as one that does
+    not exist: a project never boots, nor learns of, another project's private image."""
+    doc = snapshot(row)
+    props = dict(row.properties or {})
+    for prop, key, disk_format in COMPANIONS:
+        ref = props.get(prop)
+        if not ref:
+            continue
+        companion = get_of(conn, ctx, str(ref))
+        if companion.status != "active":
+            raise errors.Invalid(f"Image {companion.id} is not active.")
+        if companion.disk_format != disk_format:
+            raise errors.Invalid(f"Image {companion.id} named by {prop} is not an {disk_format} image.")
+        doc[key] = {k: v for k, v in snapshot(companion).items() if k != "properties"}
+    return doc
+
+
 SORT_KEYS = {"name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at",
              "visibility", "owner", "min_disk", "min_ram"}
 

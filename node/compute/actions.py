@@ -74,13 +74,22 @@ class ComputeActions:
         props: dict[str, Any] = image.get("properties") or {}
         kernel = ramdisk = None
         if props.get("kernel_id"):  # Nova's AMI: direct kernel boot
-            kernel = await self.images.fetch_by_id(str(props["kernel_id"]))
+            kernel = await self._companion(image, "kernel", "kernel_id")
             if props.get("ramdisk_id"):
-                ramdisk = await self.images.fetch_by_id(str(props["ramdisk_id"]))
+                ramdisk = await self._companion(image, "ramdisk", "ramdisk_id")
         vifs = await self.network.plug(admin_context(), instance)  # node/network/agent.py: taps before the domain
         if vifs:
             instance = {**instance, "vifs": vifs}
         await self.driver.spawn(instance, image_path, kernel=kernel, ramdisk=ramdisk, disk_ready=disk_ready)
+
+    async def _companion(self, image: dict[str, Any], key: str, prop: str) -> str:
+        """The cached kernel or ramdisk of an AMI: the record the API resolved with the requester's
+        visibility (api/image/images.py boot_snapshot_of). Instances recorded before the API did
+        that carry only the property's id: those are looked up by id, as they always were."""
+        record = image.get(key)
+        if isinstance(record, dict) and record.get("id") == (image.get("properties") or {}).get(prop):
+            return await self.images.fetch(record)
+        return await self.images.fetch_by_id(str(image["properties"][prop]))
 
     async def prune_image_cache(self) -> None:
         """Remove cached bases that no guest here uses and nobody fetched for a while."""
