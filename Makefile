@@ -14,7 +14,7 @@ APT_PACKAGES := python3-venv gcc python3-dev libvirt-dev pkg-config libvirt-daem
 	qemu-system-x86 qemu-utils qemu-block-extra dnsmasq-base tgt nftables iproute2 iputils-ping lz4 busybox-static \
 	openssh-client openssh-server
 
-.PHONY: deps apt up down status test test-fast bench
+.PHONY: deps apt up down status lint test test-fast bench
 
 deps: $(STAMP)
 
@@ -48,8 +48,13 @@ down:
 status:
 	$(BIN)/cellctl status $(CLUSTER)
 
+# The typing and lint gate: any finding fails (mypy settings and its file list are in pyproject.toml).
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 # pytest exit code 5 ("no tests collected") fails the build like any other failure.
-test: deps
+test: deps lint
 	@rc=0; $(BIN)/pytest -q --durations=15 || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc

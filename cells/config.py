@@ -102,7 +102,7 @@ class ClusterConfig:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ClusterConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ClusterConfig:
         return cls(
             name=d["name"], state_dir=d["state_dir"], api=ApiSpec(**d["api"]),
             cells=tuple(CellSpec(**c) for c in d["cells"]),
@@ -115,5 +115,5 @@ class ClusterConfig:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "ClusterConfig":
+    def load(cls, path: str | Path) -> ClusterConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))

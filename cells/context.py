@@ -23,7 +23,7 @@ class RequestContext:
     def is_admin(self) -> bool:
         return "admin" in self.roles
 
-    def with_timeout(self, seconds: float) -> "RequestContext":
+    def with_timeout(self, seconds: float) -> RequestContext:
         """Keep the tighter of the existing deadline and now+seconds."""
         new = time.time() + seconds
         if self.deadline is not None and self.deadline < new:
@@ -38,7 +38,7 @@ class RequestContext:
                 "roles": list(self.roles), "deadline": self.deadline}
 
     @classmethod
-    def from_wire(cls, d: dict[str, Any]) -> "RequestContext":
+    def from_wire(cls, d: dict[str, Any]) -> RequestContext:
         return cls(request_id=d.get("request_id") or new_request_id(), project=d.get("project"),
                    user=d.get("user"), roles=tuple(d.get("roles") or ()), deadline=d.get("deadline"))
 

@@ -91,7 +91,8 @@ class RunningCluster:
 
     @property
     def config(self) -> dict[str, Any]:
-        return json.loads((self.state / "cluster.json").read_text())
+        config: dict[str, Any] = json.loads((self.state / "cluster.json").read_text())
+        return config
 
     @property
     def endpoint(self) -> str:
@@ -106,7 +107,7 @@ class RunningCluster:
         """A project-scoped Keystone token for one of the bootstrap users."""
         import requests  # test-only dependency (openstacksdk brings it): keep tools' imports lean
         creds = self.credentials(who)
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        body: dict[str, Any] = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": creds["username"], "domain": {"name": "Default"}, "password": creds["password"]}}},
             "scope": {"project": {"name": creds["project_name"], "domain": {"name": "Default"}}}}}
         resp = requests.post(f"{self.endpoint}/identity/v3/auth/tokens", json=body, timeout=10)
@@ -146,7 +147,7 @@ class RunningCluster:
 
 @contextmanager
 def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default",
-                    heartbeat: float = 1.0, **scale: int) -> Iterator[RunningCluster]:
+                    heartbeat: float = 1.0, **scale: Any) -> Iterator[RunningCluster]:
     """`scale`: conductors, schedulers, api_workers (processes of each; default 1); volumes=1 (True) makes
     node1 a volume host too; same_host_resize=1 (True) lets a resize stay on its host."""
     root.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,6 @@ def _cell_service(cluster: ClusterConfig, spec: ServiceSpec) -> tuple[Any, dict[
         return CellRouterService(cluster, spec), SURFACE, ("router",)
     if spec.kind == "conductor":
         from cells.conductor.manager import ConductorManager
-
         from cells.rpcapi.conductor import SURFACE as CONDUCTOR
         return ConductorManager(cluster, spec), CONDUCTOR, ("conductor",)
     if spec.kind == "scheduler":

@@ -72,7 +72,8 @@ def parse_params(form: list[tuple[str, str]]) -> dict[str, Any]:
                 if not isinstance(child, dict):
                     raise ParamError(f"Parameter {key!r} conflicts with another")
                 node = child
-    return _listify(tree)
+    listed: dict[str, Any] = _listify(tree)
+    return listed
 
 
 def _listify(node: Any) -> Any:
@@ -113,7 +114,7 @@ def _render(shape: Shape, value: Any, name: str, out: list[str]) -> None:
         _members(shape, value, out)
         out.append(f"</{name}>")
     elif kind == "list":
-        member = shape.member  # type: ignore[attr-defined]
+        member = shape.member
         item = member.serialization.get("name", "item")
         out.append(f"<{name}>")
         for v in value:
@@ -124,7 +125,7 @@ def _render(shape: Shape, value: Any, name: str, out: list[str]) -> None:
 
 
 def _members(shape: Shape, value: dict[str, Any], out: list[str]) -> None:
-    members = shape.members  # type: ignore[attr-defined]
+    members = shape.members
     for key, v in value.items():
         if key not in members:
             raise KeyError(f"{shape.name} has no member {key!r}")

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.cell_router import CellClient, CellRouter
+from api.cell_router import Cell, CellRouter
 from api.errors import status_and_message
 from api.http import context, json_body
 from api.keys import ROUTER, public_url
@@ -74,7 +74,7 @@ def _is_public(request: web.Request) -> bool:
     return request.method in ("GET", "HEAD") and request.path.rstrip("/") in ("/network", "/network/v2.0")
 
 
-def network_cells(request: web.Request) -> list[CellClient]:
+def network_cells(request: web.Request) -> list[Cell]:
     router: CellRouter = request.config_dict[ROUTER]
     cells = list(router.cells.values())
     if not cells:

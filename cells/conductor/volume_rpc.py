@@ -11,7 +11,9 @@ from cells.db.volumes import ensure_volume_schema
 
 
 class VolumeConductorMixin:
-    env: FlowEnv
+    @property
+    def env(self) -> FlowEnv:  # the ConductorManager's
+        raise NotImplementedError
 
     async def start_volumes(self) -> None:
         await ensure_volume_schema(self.env.db)

@@ -5,7 +5,7 @@ Times are ISO 8601 UTC strings with microseconds and a trailing Z
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 FIELDS = (
     "uuid", "name", "project_id", "user_id",
@@ -54,4 +54,4 @@ class PowerState:  # Nova's numbers, shown as OS-EXT-STS:power_state
 
 
 def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

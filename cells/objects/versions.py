@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from cells.objects.base import VersionedObject, newer
 from cells.objects.instance import FIELDS
@@ -29,9 +29,9 @@ BASE_RPC = "1.0"
 class Instance(VersionedObject):
     obj_name = "Instance"
     VERSION = "1.2"
-    history = {"1.1": ("old_flavor",),  # 1.1: old_flavor (resize awaiting confirm)
+    history: ClassVar[dict[str, tuple[str, ...]]] = {"1.1": ("old_flavor",),  # 1.1: old_flavor (resize awaiting confirm)
                "1.2": ("key_data",)}  # 1.2: key_data (the boot's public key, for the metadata service)
-    fields = {name: kind for name, kind in {
+    fields: ClassVar[dict[str, str]] = {name: kind for name, kind in {
         "uuid": "str", "name": "str", "project_id": "str", "user_id": "str?", "host": "str?", "flavor": "dict",
         "image": "dict?", "vm_state": "str", "task_state": "str?", "power_state": "int", "created_at": "str",
         "updated_at": "str", "launched_at": "str?", "terminated_at": "str?", "deleted": "bool",
@@ -47,9 +47,10 @@ Instance.fields.update({f: "any" for f in FIELDS if f not in Instance.fields})  
 class Migration(VersionedObject):
     obj_name = "Migration"
     VERSION = "1.0"
-    fields = {"uuid": "str", "instance_uuid": "str", "migration_type": "str", "status": "str",
-              "source_host": "str?", "dest_host": "str?", "old_flavor": "dict", "new_flavor": "dict",
-              "old_vm_state": "str", "created_at": "str", "updated_at": "str"}
+    fields: ClassVar[dict[str, str]] = {
+        "uuid": "str", "instance_uuid": "str", "migration_type": "str", "status": "str",
+        "source_host": "str?", "dest_host": "str?", "old_flavor": "dict", "new_flavor": "dict",
+        "old_vm_state": "str", "created_at": "str", "updated_at": "str"}
 
 
 OBJECTS: dict[str, type[VersionedObject]] = {o.obj_name: o for o in (Instance, Migration)}

@@ -16,6 +16,7 @@ import zmq
 from cells import errors
 from cells.context import RequestContext
 from cells.objects import versions as versions_
+from cells.objects.base import newer
 from cells.rpc import wire
 from cells.rpc.directory import DirectoryView, Member
 from cells.rpc.transport import CurveKeys, ReaderSocket, make_socket
@@ -30,7 +31,7 @@ def _for_member(member: Member, topic: str, method: wire.Method, args: dict[str,
     member speaks: the caller should have checked the cell's pin (DirectoryView.pinned_rpc)."""
     speaks = versions_.member_versions(member.meta)
     have = versions_.rpc_of(member.meta)
-    if method.version != versions_.BASE_RPC and versions_.newer(method.version, have):
+    if method.version != versions_.BASE_RPC and newer(method.version, have):
         raise errors.UnsupportedVersion(peer=member.id, what=f"RPC {topic}", have=have, need=method.version)
     pin = view.pinned_objects()  # the cell's lowest, so a record passed on stays readable
     target: dict[str, str | None] | None = None
@@ -45,7 +46,7 @@ def min_version(a: str, b: str | None) -> str | None:
     """The older of two versions; None (a member from before versioning) is oldest."""
     if b is None:
         return None
-    return b if versions_.newer(a, b) else a
+    return b if newer(a, b) else a
 
 
 def _expire(fut: asyncio.Future[Any], method: str, topic: str, timeout: float) -> None:
@@ -99,7 +100,7 @@ class RpcClient:
     def _on_reply(self, frames: list[bytes]) -> None:
         try:
             msg = wire.unpack(frames[-1])
-        except Exception:
+        except Exception:  # noqa: BLE001 - a reply we cannot read answers nothing; msgpack raises many kinds
             return
         fut = self._pending.pop(msg.get("id", -1), None)
         if fut is None or fut.done():

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from cells import errors
 from cells.context import RequestContext
@@ -49,7 +50,7 @@ class Member:
         return d
 
     @classmethod
-    def from_wire(cls, d: dict[str, Any]) -> "Member":
+    def from_wire(cls, d: dict[str, Any]) -> Member:
         return cls(id=str(d["id"]), address=str(d["address"]), topics=tuple(d.get("topics") or ()),
                    host=str(d.get("host", "")), service=str(d.get("service", "")),
                    version=str(d.get("version", "")), public_key=d.get("public_key"),
@@ -125,7 +126,7 @@ Listener = Callable[[set[str], set[str]], None]
 class DirectoryView:
     """This process's copy of one directory's routing table."""
 
-    def __init__(self, client: "RpcClient", directory_address: str, me: Member | None = None,
+    def __init__(self, client: RpcClient, directory_address: str, me: Member | None = None,
                  interval: float = DEFAULT_INTERVAL, directory_key: bytes | None = None) -> None:
         self.client = client
         self.address = directory_address
@@ -178,7 +179,7 @@ class DirectoryView:
             waiter = self._changed
             try:
                 await asyncio.wait_for(waiter.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         return self._by_topic.get(topic, [])
 
@@ -186,7 +187,7 @@ class DirectoryView:
         try:
             await asyncio.wait_for(self._synced.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def beat_once(self) -> None:

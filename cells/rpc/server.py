@@ -17,6 +17,7 @@ import zmq
 from cells import errors
 from cells.context import RequestContext
 from cells.objects import versions
+from cells.objects.base import newer
 from cells.rpc import wire
 from cells.rpc.transport import CurveKeys, ReaderSocket, make_socket
 
@@ -67,7 +68,7 @@ class RpcServer:
             ctx = RequestContext.from_wire(msg.get("ctx") or {})
             method = str(msg["method"])
             msg_id = msg["id"]
-        except Exception:  # a malformed envelope gets no answer: there is no id to answer to
+        except Exception:  # noqa: BLE001 - a malformed envelope gets no answer: there is no id to answer to
             LOG.warning("dropping malformed RPC envelope from %r", peer)
             return
         if ctx.deadline is not None and ctx.deadline < time.time():
@@ -91,7 +92,7 @@ class RpcServer:
             declared = self.surface.get(method)
             if declared is None or not versions.serves(declared):  # a pinned (older) service lacks newer methods
                 raise errors.UnknownMethod(method=method)
-            if isinstance(wanted, str) and versions.newer(wanted, declared.version):
+            if isinstance(wanted, str) and newer(wanted, declared.version):
                 raise errors.UnsupportedVersion(peer=method, what="RPC method", have=declared.version, need=wanted)
             func = getattr(self.handler, method)
             result = await func(ctx, **versions.decode_args(method, args))

@@ -7,8 +7,8 @@ each send (a send can consume the edge of a pending inbound message).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import zmq
 
@@ -39,7 +39,7 @@ class ReaderSocket:
         self.sock = sock
         self.on_frames = on_frames
         self.loop = asyncio.get_running_loop()
-        self.fd = sock.getsockopt(zmq.FD)
+        self.fd: int = sock.getsockopt(zmq.FD)  # type: ignore[assignment]  # an int for zmq.FD
         self._drain_scheduled = False
         self.closed = False
         self.loop.add_reader(self.fd, self._drain)

@@ -33,13 +33,14 @@ def surface(*methods: Method) -> dict[str, Method]:
 
 
 def pack(msg: dict[str, Any]) -> bytes:
-    return msgpack.packb(msg, use_bin_type=True)
+    packed: bytes = msgpack.packb(msg, use_bin_type=True)
+    return packed
 
 
 def unpack(data: bytes) -> dict[str, Any]:
     msg = msgpack.unpackb(data, raw=False, strict_map_key=False)
     if not isinstance(msg, dict):
-        raise ValueError("envelope is not a map")
+        raise TypeError("envelope is not a map")
     return msg
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from cells import errors
 from cells.context import RequestContext
 from cells.rpc.wire import Method
 
@@ -17,3 +18,17 @@ class Caller(Protocol):
 
     async def cast(self, topic: str, method: Method, args: dict[str, Any], ctx: RequestContext,
                    key: str | None = None) -> None: ...
+
+
+def map_reply(result: Any) -> dict[str, Any]:
+    """A reply that must be a map: anything else is a broken or hostile peer, not data to use."""
+    if not isinstance(result, dict):
+        raise errors.RpcError(reason=f"a peer answered with {type(result).__name__} where a map was expected")
+    return result
+
+
+def list_reply(result: Any) -> list[Any]:
+    """A reply that must be a list (see map_reply)."""
+    if not isinstance(result, list):
+        raise errors.RpcError(reason=f"a peer answered with {type(result).__name__} where a list was expected")
+    return result

@@ -10,7 +10,7 @@ from typing import Any
 
 from cells.context import RequestContext
 from cells.rpc.wire import FAST, NORMAL, Method, surface
-from cells.rpcapi import Caller
+from cells.rpcapi import Caller, list_reply, map_reply
 from cells.rpcapi.moves import CONDUCTOR_METHODS as MOVE_METHODS
 from cells.rpcapi.volume import CONDUCTOR_METHODS as VOLUME_METHODS
 
@@ -54,11 +54,11 @@ class ConductorAPI:
                               request_spec: dict[str, Any]) -> list[dict[str, Any]]:
         """Create the instance rows (BUILD/scheduling) and return them at once;
         scheduling and spawning continue in the conductor's background."""
-        return await self.caller.call(TOPIC, M["build_instances"],
-                                      {"instances": instances, "request_spec": request_spec}, ctx)
+        return list_reply(await self.caller.call(TOPIC, M["build_instances"],
+                                      {"instances": instances, "request_spec": request_spec}, ctx))
 
     async def instance_get(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        return await self.caller.call(TOPIC, M["instance_get"], {"uuid": uuid}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M["instance_get"], {"uuid": uuid}, ctx))
 
     async def instance_show(self, ctx: RequestContext, uuid: str, groups: bool) -> dict[str, Any]:
         """instance_get's record with what a server view adds: "volumes_attached" (volume ids, oldest
@@ -73,24 +73,24 @@ class ConductorAPI:
 
     async def instance_list(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
                             sort_dirs: list[str], limit: int | None, marker: str | None) -> list[dict[str, Any]]:
-        return await self.caller.call(TOPIC, M["instance_list"],
+        return list_reply(await self.caller.call(TOPIC, M["instance_list"],
                                       {"filters": filters, "sort_keys": sort_keys, "sort_dirs": sort_dirs,
-                                       "limit": limit, "marker": marker}, ctx)
+                                       "limit": limit, "marker": marker}, ctx))
 
     async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        return await self.caller.call(TOPIC, M["instance_delete"], {"uuid": uuid}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M["instance_delete"], {"uuid": uuid}, ctx))
 
     async def capacity(self, ctx: RequestContext) -> dict[str, Any]:
-        return await self.caller.call(TOPIC, M["capacity"], {}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M["capacity"], {}, ctx))
 
     async def compute_node_update(self, ctx: RequestContext, host: str, resources: dict[str, Any]) -> None:
         await self.caller.call(TOPIC, M["compute_node_update"], {"host": host, "resources": resources}, ctx)
 
     async def instance_update(self, ctx: RequestContext, uuid: str, values: dict[str, Any],
                               expected_task_state: list[str | None] | None = None) -> dict[str, Any]:
-        return await self.caller.call(TOPIC, M["instance_update"],
+        return map_reply(await self.caller.call(TOPIC, M["instance_update"],
                                       {"uuid": uuid, "values": values,
-                                       "expected_task_state": expected_task_state}, ctx)
+                                       "expected_task_state": expected_task_state}, ctx))
 
     async def build_failed(self, ctx: RequestContext, uuid: str, host: str, fault: dict[str, Any],
                            retryable: bool) -> None:
@@ -101,32 +101,32 @@ class ConductorAPI:
         await self.caller.call(TOPIC, M["instance_destroyed"], {"uuid": uuid, "host": host}, ctx)
 
     async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
-        return await self.caller.call(TOPIC, M["instances_on_host"], {"host": host}, ctx)
+        return list_reply(await self.caller.call(TOPIC, M["instances_on_host"], {"host": host}, ctx))
 
     async def project_usage(self, ctx: RequestContext, project_id: str) -> dict[str, int]:
         """{"instances", "cores", "ram"} used by the project's live instances in this cell (for quotas)."""
-        return await self.caller.call(TOPIC, M["project_usage"], {"project_id": project_id}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M["project_usage"], {"project_id": project_id}, ctx))
 
     async def instance_actions(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
         """The instance's actions, oldest first, each with its "events" (os-instance-actions)."""
-        return await self.caller.call(TOPIC, M["instance_actions"], {"uuid": uuid}, ctx)
+        return list_reply(await self.caller.call(TOPIC, M["instance_actions"], {"uuid": uuid}, ctx))
 
     async def instance_by_address(self, ctx: RequestContext, address: str) -> dict[str, Any]:
         """The live instance with this fixed IP (the metadata service's lookup); admin/service only."""
-        return await self.caller.call(TOPIC, M["instance_by_address"], {"address": address}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M["instance_by_address"], {"address": address}, ctx))
 
     async def instance_action(self, ctx: RequestContext, uuid: str, action: str,
                               args: dict[str, Any] | None = None) -> dict[str, Any]:
         """Check `action` fits the server's state (409 otherwise), set its task_state, send it to the
         compute; returns the record at once (the compute finishes it in the background)."""
-        return await self.caller.call(TOPIC, M["instance_action"],
-                                      {"uuid": uuid, "action": action, "args": args or {}}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M["instance_action"],
+                                      {"uuid": uuid, "action": action, "args": args or {}}, ctx))
 
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None) -> str:
         return str(await self.caller.call(TOPIC, M["console_output"], {"uuid": uuid, "length": length}, ctx))
 
     async def instance_action_done(self, ctx: RequestContext, uuid: str, host: str, action: str, ok: bool,
                                    values: dict[str, Any], fault: dict[str, Any] | None = None) -> dict[str, Any]:
-        return await self.caller.call(TOPIC, M["instance_action_done"],
+        return map_reply(await self.caller.call(TOPIC, M["instance_action_done"],
                                       {"uuid": uuid, "host": host, "action": action, "ok": ok, "values": values,
-                                       "fault": fault}, ctx)
+                                       "fault": fault}, ctx))

@@ -23,7 +23,7 @@ from typing import Any
 from cells import errors
 from cells.context import RequestContext
 from cells.rpc.wire import NORMAL, SLOW, Method
-from cells.rpcapi import Caller
+from cells.rpcapi import Caller, map_reply
 
 MOVES_VERSION = "1.1"
 DISK_COPY_VERSION = "1.2"
@@ -54,17 +54,17 @@ class MoveConductorAPI:
     async def move_instance(self, ctx: RequestContext, uuid: str, action: str,
                             flavor: dict[str, Any] | None = None) -> dict[str, Any]:
         """action resize (with the new flavor) or migrate (admin); 400 bad flavor, 409 wrong state."""
-        return await self.caller.call("conductor", _C["move_instance"],
-                                      {"uuid": uuid, "action": action, "flavor": flavor}, ctx)
+        return map_reply(await self.caller.call("conductor", _C["move_instance"],
+                                      {"uuid": uuid, "action": action, "flavor": flavor}, ctx))
 
     async def confirm_move(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        return await self.caller.call("conductor", _C["confirm_move"], {"uuid": uuid}, ctx)
+        return map_reply(await self.caller.call("conductor", _C["confirm_move"], {"uuid": uuid}, ctx))
 
     async def revert_move(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        return await self.caller.call("conductor", _C["revert_move"], {"uuid": uuid}, ctx)
+        return map_reply(await self.caller.call("conductor", _C["revert_move"], {"uuid": uuid}, ctx))
 
     async def evacuate(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        return await self.caller.call("conductor", _C["evacuate"], {"uuid": uuid}, ctx)
+        return map_reply(await self.caller.call("conductor", _C["evacuate"], {"uuid": uuid}, ctx))
 
 
 class MoveComputeAPI:

@@ -10,7 +10,7 @@ from typing import Any
 
 from cells.context import RequestContext
 from cells.rpc.wire import FAST, NORMAL, Method, surface
-from cells.rpcapi import Caller
+from cells.rpcapi import Caller, list_reply, map_reply
 
 TOPIC = "network"
 AGENT_REFRESH_VERSION = "1.2"  # host_changed here, refresh_network on the compute
@@ -43,16 +43,16 @@ class NetworkAPI:
         self.caller = caller
 
     async def index(self, ctx: RequestContext, resource: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
-        return await self.caller.call(TOPIC, M[f"{resource}_list"], {"filters": filters}, ctx)
+        return list_reply(await self.caller.call(TOPIC, M[f"{resource}_list"], {"filters": filters}, ctx))
 
     async def show(self, ctx: RequestContext, resource: str, id: str) -> dict[str, Any]:
-        return await self.caller.call(TOPIC, M[f"{resource}_get"], {"id": id}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M[f"{resource}_get"], {"id": id}, ctx))
 
     async def create(self, ctx: RequestContext, resource: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self.caller.call(TOPIC, M[f"{resource}_create"], {"body": body}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M[f"{resource}_create"], {"body": body}, ctx))
 
     async def update(self, ctx: RequestContext, resource: str, id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self.caller.call(TOPIC, M[f"{resource}_update"], {"id": id, "body": body}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M[f"{resource}_update"], {"id": id, "body": body}, ctx))
 
     async def delete(self, ctx: RequestContext, resource: str, id: str) -> None:
         await self.caller.call(TOPIC, M[f"{resource}_delete"], {"id": id}, ctx)
@@ -61,16 +61,16 @@ class NetworkAPI:
                                     requested: list[dict[str, str]] | None,
                                     security_groups: list[str] | None) -> dict[str, Any]:
         """Ports + fixed IPs for the instance (idempotent); returns its Nova `addresses`."""
-        return await self.caller.call(TOPIC, M["allocate_for_instance"],
+        return map_reply(await self.caller.call(TOPIC, M["allocate_for_instance"],
                                       {"instance_uuid": instance_uuid, "project_id": project_id,
-                                       "requested": requested, "security_groups": security_groups}, ctx)
+                                       "requested": requested, "security_groups": security_groups}, ctx))
 
     async def instance_security_groups(self, ctx: RequestContext, instance_uuid: str) -> list[dict[str, Any]]:
-        return await self.caller.call(TOPIC, M["instance_security_groups"], {"instance_uuid": instance_uuid}, ctx)
+        return list_reply(await self.caller.call(TOPIC, M["instance_security_groups"], {"instance_uuid": instance_uuid}, ctx))
 
     async def security_group_names(self, ctx: RequestContext, instance_uuids: list[str]) -> dict[str, list[str]]:
         """{instance uuid: names of its ports' security groups, each once, first port first}."""
-        return await self.caller.call(TOPIC, M["security_group_names"], {"instance_uuids": instance_uuids}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M["security_group_names"], {"instance_uuids": instance_uuids}, ctx))
 
     async def add_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
         await self.caller.call(TOPIC, M["add_security_group"], {"instance_uuid": instance_uuid, "group": group}, ctx)
@@ -85,10 +85,10 @@ class NetworkAPI:
 
     async def bind_instance(self, ctx: RequestContext, instance_uuid: str, host: str) -> list[dict[str, Any]]:
         """Bind the instance's ports to `host`; returns the VIFs to plug."""
-        return await self.caller.call(TOPIC, M["bind_instance"], {"instance_uuid": instance_uuid, "host": host}, ctx)
+        return list_reply(await self.caller.call(TOPIC, M["bind_instance"], {"instance_uuid": instance_uuid, "host": host}, ctx))
 
     async def host_config(self, ctx: RequestContext, host: str) -> dict[str, Any]:
-        return await self.caller.call(TOPIC, M["host_config"], {"host": host}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M["host_config"], {"host": host}, ctx))
 
     async def host_changed(self, ctx: RequestContext, host: str, network_ids: list[str]) -> None:
         """The agent of `host` bound or dropped ports on these networks (the others on them re-sync)."""

@@ -5,7 +5,7 @@ from typing import Any
 
 from cells.context import RequestContext
 from cells.rpc.wire import NORMAL, Method, surface
-from cells.rpcapi import Caller
+from cells.rpcapi import Caller, list_reply
 
 TOPIC = "scheduler"
 SURFACE = surface(Method("select_destinations", NORMAL))
@@ -22,6 +22,6 @@ class SchedulerAPI:
         """For each instance: {"instance_uuid", "host", "alternates": [host, ...]}.
         The chosen host's resources are claimed in the same transaction that picks it;
         alternates are not claimed. Raises NoValidHost when nothing fits."""
-        return await self.caller.call(TOPIC, M["select_destinations"],
+        return list_reply(await self.caller.call(TOPIC, M["select_destinations"],
                                       {"request_spec": request_spec, "instance_uuids": instance_uuids,
-                                       "exclude_hosts": exclude_hosts, "alternates": alternates}, ctx)
+                                       "exclude_hosts": exclude_hosts, "alternates": alternates}, ctx))

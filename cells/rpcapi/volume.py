@@ -18,7 +18,7 @@ from typing import Any
 
 from cells.context import RequestContext
 from cells.rpc.wire import FAST, NORMAL, SLOW, Method, surface
-from cells.rpcapi import Caller
+from cells.rpcapi import Caller, list_reply, map_reply
 
 CONDUCTOR = "conductor"
 
@@ -70,7 +70,7 @@ class VolumeAPI:
 
     async def create_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any]) -> dict[str, Any]:
         """Make the volume's storage; returns {"backend", "disk_format"}. Idempotent for one id."""
-        return await self.caller.call(topic(host), M["create_volume"], {"volume": volume}, ctx)
+        return map_reply(await self.caller.call(topic(host), M["create_volume"], {"volume": volume}, ctx))
 
     async def delete_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any]) -> None:
         await self.caller.call(topic(host), M["delete_volume"], {"volume": volume}, ctx)
@@ -78,8 +78,8 @@ class VolumeAPI:
     async def export_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any],
                             connector: dict[str, Any]) -> dict[str, Any]:
         """Export to the compute host in `connector` ({"host": name}); returns the connection_info."""
-        return await self.caller.call(topic(host), M["export_volume"], {"volume": volume, "connector": connector},
-                                      ctx)
+        return map_reply(await self.caller.call(topic(host), M["export_volume"], {"volume": volume, "connector": connector},
+                                      ctx))
 
     async def unexport_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any],
                               connection_info: dict[str, Any] | None) -> None:
@@ -87,7 +87,7 @@ class VolumeAPI:
                                {"volume": volume, "connection_info": connection_info}, ctx)
 
     async def volume_stats(self, ctx: RequestContext, host: str) -> dict[str, Any]:
-        return await self.caller.call(topic(host), M["volume_stats"], {}, ctx)
+        return map_reply(await self.caller.call(topic(host), M["volume_stats"], {}, ctx))
 
 
 class VolumeConductorAPI:
@@ -102,40 +102,40 @@ class VolumeConductorAPI:
     async def volume_create(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:
         """Insert the volume (status creating) and return it at once; placement and the
         volume worker's create continue in the conductor's background."""
-        return await self._call("volume_create", ctx, volume=volume)
+        return map_reply(await self._call("volume_create", ctx, volume=volume))
 
     async def volume_get(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
-        return await self._call("volume_get", ctx, volume_id=volume_id)
+        return map_reply(await self._call("volume_get", ctx, volume_id=volume_id))
 
     async def volume_list(self, ctx: RequestContext, filters: dict[str, Any],
                           limit: int | None = None) -> list[dict[str, Any]]:
-        return await self._call("volume_list", ctx, filters=filters, limit=limit)
+        return list_reply(await self._call("volume_list", ctx, filters=filters, limit=limit))
 
     async def volume_update(self, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("volume_update", ctx, volume_id=volume_id, values=values)
+        return map_reply(await self._call("volume_update", ctx, volume_id=volume_id, values=values))
 
     async def volume_delete(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
-        return await self._call("volume_delete", ctx, volume_id=volume_id)
+        return map_reply(await self._call("volume_delete", ctx, volume_id=volume_id))
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> dict[str, Any]:
         """Atomically available -> attaching (exactly one of concurrent attaches wins);
         returns the attachment at once, export and hot-plug run in the background."""
-        return await self._call("volume_attach", ctx, volume_id=volume_id, instance_uuid=instance_uuid,
-                                device=device)
+        return map_reply(await self._call("volume_attach", ctx, volume_id=volume_id, instance_uuid=instance_uuid,
+                                device=device))
 
     async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
-        return await self._call("volume_detach", ctx, volume_id=volume_id, instance_uuid=instance_uuid)
+        return map_reply(await self._call("volume_detach", ctx, volume_id=volume_id, instance_uuid=instance_uuid))
 
     async def volume_attachments(self, ctx: RequestContext, instance_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """instance uuid -> its attachments (oldest first)."""
-        return await self._call("volume_attachments", ctx, instance_uuids=instance_uuids)
+        return map_reply(await self._call("volume_attachments", ctx, instance_uuids=instance_uuids))
 
     async def volume_node_update(self, ctx: RequestContext, host: str, stats: dict[str, Any]) -> None:
         await self._call("volume_node_update", ctx, host=host, stats=stats)
 
     async def volumes_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
-        return await self._call("volumes_on_host", ctx, host=host)
+        return list_reply(await self._call("volumes_on_host", ctx, host=host))
 
 
 class ComputeVolumeAPI:
@@ -147,9 +147,9 @@ class ComputeVolumeAPI:
     async def attach_volume(self, ctx: RequestContext, host: str, instance_uuid: str, volume_id: str,
                             connection_info: dict[str, Any], device: str | None) -> dict[str, Any]:
         """Hot-plug into the running domain; returns {"device": target dev}."""
-        return await self.caller.call(compute_topic(host), _K["attach_volume"],
+        return map_reply(await self.caller.call(compute_topic(host), _K["attach_volume"],
                                       {"instance_uuid": instance_uuid, "volume_id": volume_id,
-                                       "connection_info": connection_info, "device": device}, ctx)
+                                       "connection_info": connection_info, "device": device}, ctx))
 
     async def detach_volume(self, ctx: RequestContext, host: str, instance_uuid: str, volume_id: str) -> None:
         await self.caller.call(compute_topic(host), _K["detach_volume"],

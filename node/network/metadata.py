@@ -147,7 +147,8 @@ class MetadataServer:
         self._runner: web.AppRunner | None = None
 
     async def _lookup(self, source: str) -> dict[str, Any]:
-        return await self.conductor.instance_by_address(admin_context(), source)
+        found: dict[str, Any] = await self.conductor.instance_by_address(admin_context(), source)
+        return found
 
     async def ensure(self) -> None:
         if self._runner is not None:

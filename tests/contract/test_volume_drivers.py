@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,10 @@ def backend_skip(name: str) -> str | None:
 def target_skip(name: str) -> str | None:
     if shutil.which("qemu-io") is None:
         return "qemu-io is not installed (qemu-utils)"
-    return {"tgt": tgt_mod.unavailable_reason, "nbd": nbd_mod.unavailable_reason,
-            "lio": lio_mod.unavailable_reason, "local": lambda: None}[name]()
+    reasons: dict[str, Callable[[], str | None]] = {
+        "tgt": tgt_mod.unavailable_reason, "nbd": nbd_mod.unavailable_reason,
+        "lio": lio_mod.unavailable_reason, "local": lambda: None}
+    return reasons[name]()
 
 
 def make_backend(name: str, tmp: Path) -> Backend:

@@ -25,7 +25,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 
 def sdk(cluster: RunningCluster, who: str = "demo") -> openstack.connection.Connection:
-    return openstack.connect(**cluster.credentials(who), region_name="RegionOne")
+    creds: dict[str, Any] = cluster.credentials(who)
+    return openstack.connect(**creds, region_name="RegionOne")
 
 
 def token(cluster: RunningCluster, who: str = "demo") -> str:
@@ -93,8 +94,8 @@ def test_openstack_cli_lifecycle(cluster: RunningCluster) -> None:
 
 def test_projects_are_isolated(cluster: RunningCluster) -> None:
     admin, demo = sdk(cluster, "admin"), sdk(cluster, "demo")
-    image = admin.image.find_image("tiny-raw")
-    flavor = admin.compute.find_flavor("m1.tiny")
+    image = admin.image.find_image("tiny-raw", ignore_missing=False)
+    flavor = admin.compute.find_flavor("m1.tiny", ignore_missing=False)
     theirs = admin.compute.create_server(name="admins", image_id=image.id, flavor_id=flavor.id)
     wait_status(admin, theirs.id, {"ACTIVE"})
     try:
@@ -115,7 +116,7 @@ def test_projects_are_isolated(cluster: RunningCluster) -> None:
     ({"nothing": {}}, "server"),
 ])
 def test_bad_create_is_400_and_creates_nothing(cluster: RunningCluster, body: dict[str, Any], needle: str) -> None:
-    image = sdk(cluster).image.find_image("tiny-raw").id
+    image = sdk(cluster).image.find_image("tiny-raw", ignore_missing=False).id
     raw = json.loads(json.dumps(body).replace("IMAGE", image))
     resp = compute(cluster, "POST", "/servers", json=raw)
     assert resp.status_code == 400, resp.text
@@ -137,7 +138,7 @@ def test_malformed_json_unknown_server_and_bad_token(cluster: RunningCluster) ->
 
 def test_spawn_failure_ends_in_error_with_fault_and_releases_claim(cluster: RunningCluster) -> None:
     admin = sdk(cluster, "admin")
-    image = admin.image.find_image("tiny-raw")
+    image = admin.image.find_image("tiny-raw", ignore_missing=False)
     # corrupt the stored bits: the compute host's checksum check must catch it
     stored = [p for p in (cluster.state / "images").rglob("*") if p.is_file()]
     assert stored, "image store is empty"
@@ -161,7 +162,7 @@ def test_spawn_failure_ends_in_error_with_fault_and_releases_claim(cluster: Runn
 
 def test_compute_killed_while_building_goes_to_error(cluster: RunningCluster) -> None:
     admin = sdk(cluster, "admin")
-    image = admin.image.find_image("tiny-raw")
+    image = admin.image.find_image("tiny-raw", ignore_missing=False)
     pid = cluster.signal("cell1/compute/node1", signal.SIGSTOP)  # frozen: no heartbeats, no builds
     try:
         server = admin.compute.create_server(name="orphan", image_id=image.id, flavor_id="1")
@@ -191,7 +192,7 @@ def test_concurrent_deletes_all_succeed(cluster: RunningCluster) -> None:
     front, or read-then-write transactions fail with 'database is locked' (500)."""
     from concurrent.futures import ThreadPoolExecutor
     demo = sdk(cluster)
-    image = demo.image.find_image("tiny-raw")
+    image = demo.image.find_image("tiny-raw", ignore_missing=False)
     servers = [demo.compute.create_server(name=f"many-{i}", image_id=image.id, flavor_id="1") for i in range(4)]  # the test host has 3 GB
     for s in servers:
         wait_status(demo, s.id, {"ACTIVE"})

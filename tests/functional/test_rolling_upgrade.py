@@ -38,7 +38,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 class Rest:
     def __init__(self, cluster: RunningCluster) -> None:
         c = cluster.credentials("demo")
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        body: dict[str, Any] = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": c["username"], "domain": {"name": "Default"}, "password": c["password"]}}},
             "scope": {"project": {"name": c["project_name"], "domain": {"name": "Default"}}}}}
         r = requests.post(c["auth_url"] + "/auth/tokens", json=body, timeout=10)

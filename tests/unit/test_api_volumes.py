@@ -13,6 +13,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient
 from sqlalchemy import delete
 
+from cells.conductor.env import FlowEnv
 from cells.conductor.volume_rpc import VolumeConductorMixin
 from cells.context import RequestContext
 from cells.db import instances as idb
@@ -36,7 +37,11 @@ class VolumeCellConductor(FakeConductor, VolumeConductorMixin):
 
     def __init__(self, cell: VolumeCell) -> None:
         super().__init__(cell="cell1")
-        self.env = cell.env
+        self._cell_env = cell.env
+
+    @property
+    def env(self) -> FlowEnv:
+        return self._cell_env
 
     async def _mirror(self, uuid: str) -> None:
         rec = self.records.get(uuid)

@@ -146,7 +146,7 @@ async def test_ports_coming_and_going_on_one_host_refresh_the_other_hosts_of_the
     hosts = AgentsByHost()
     controller._compute = hosts  # type: ignore[assignment]
     one, driver1 = agent_for(controller, tmp_path / "1", "node1", "192.0.2.1")
-    two, driver2 = agent_for(controller, tmp_path / "2", "node2", "192.0.2.2")
+    two, _ = agent_for(controller, tmp_path / "2", "node2", "192.0.2.2")
     hosts.agents.update(node1=one, node2=two)
     await add_instance(controller.db, other)
     for agent in (one, two):
@@ -220,7 +220,8 @@ async def md_client() -> AsyncIterator[tuple[TestClient[Any, Any], list[str], di
         asked.append(address)
         if address not in known:
             raise errors.InstanceNotFound(instance_id=address)
-        return known[address]
+        found: dict[str, Any] = known[address]
+        return found
 
     client: TestClient[Any, Any] = TestClient(TestServer(metadata.make_app(lookup), host="127.0.0.1"))
     await client.start_server()

@@ -28,7 +28,7 @@ def test_fields_change_only_with_a_version_bump(name: str) -> None:
 
 
 def record(**extra: Any) -> dict[str, Any]:
-    rec = {f: None for f in Instance.fields}
+    rec: dict[str, Any] = dict.fromkeys(Instance.fields)
     rec.update(uuid="u1", name="vm", flavor={"id": "2"}, old_flavor={"id": "1"}, **extra)
     return rec
 

@@ -164,7 +164,7 @@ async def test_select_skips_dead_and_excluded_hosts(tmp_path: Path) -> None:
 
 async def test_same_host_and_different_host_hints_follow_the_named_instances(tmp_path: Path) -> None:
     db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", ram_each=4096)
-    alive = lambda h: True  # noqa: E731
+    alive = lambda h: True
     try:
         [first] = await select_for(db, alive, {"flavor": FLAVOR}, ["a"], [])
         other = ({"h1", "h2"} - {first["host"]}).pop()

@@ -15,6 +15,7 @@ from cells.db import claims
 from cells.db.engine import Database
 from cells.db.groups import AFFINITY, ANTI_AFFINITY, GroupClaim, allows
 from cells.db.schema import SCHEMA_VERSION, create_schema, ensure_schema, schema_version, server_groups
+from cells.db.schema import claims as claims_table
 from cells.scheduler.manager import NOT_ENOUGH_HOSTS, select_for
 from tests.unit.claim_support import claim, release
 from tests.unit.test_scheduler import FLAVOR, SMALL
@@ -48,7 +49,7 @@ async def place(db: Database, request_spec: dict[str, Any], uuid: str, exclude: 
 
 async def claim_hosts(db: Database) -> dict[str, str]:
     return {r.instance_uuid: r.host for r in await db.read(
-        lambda conn: conn.execute(select(claims.claims.c.instance_uuid, claims.claims.c.host)).all())}
+        lambda conn: conn.execute(select(claims_table.c.instance_uuid, claims_table.c.host)).all())}
 
 
 def test_policy_is_pure_and_only_nova_2_1_policies_exist() -> None:

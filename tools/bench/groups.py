@@ -21,6 +21,7 @@ from sqlalchemy import Connection, select
 
 from cells.db import claims
 from cells.db.engine import Database
+from cells.db.schema import claims as claims_table
 from cells.db.schema import create_schema
 from cells.scheduler.manager import select_for
 from tools.bench.ipam import _interleaved
@@ -49,8 +50,8 @@ async def run(boots: int, concurrency: int, hosts: int, group_size: int) -> None
 
         plain, anti, aff = await _interleaved(boots, concurrency, [
             lambda i: place("plain", i), lambda i: place("anti", i), lambda i: place("aff", i)])
-        rows = await db.read(lambda c: c.execute(select(claims.claims.c.instance_uuid, claims.claims.c.host,
-                                                        claims.claims.c.group_uuid)).all())
+        rows = await db.read(lambda c: c.execute(select(claims_table.c.instance_uuid, claims_table.c.host,
+                                                        claims_table.c.group_uuid)).all())
         await db.close()
     by_group: dict[str, list[str]] = defaultdict(list)
     for r in rows:

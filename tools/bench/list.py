@@ -26,10 +26,12 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import Connection
 
 from api.cell_router import CellClient, CellRouter
 from cells.config import ClusterConfig
@@ -74,7 +76,7 @@ def cluster_file(root: Path) -> Path:
 
 
 def rows(start: int, count: int, base: datetime) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for i in range(start, start + count):
         created = (base + timedelta(milliseconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         out.append({
@@ -86,6 +88,10 @@ def rows(start: int, count: int, base: datetime) -> list[dict[str, Any]]:
             "availability_zone": "nova", "user_data": None, "access_ipv4": None, "access_ipv6": None,
             "conductor_id": "seed", "request_spec": {}, "retry_hosts": []})
     return out
+
+
+def _insert(batch: list[dict[str, Any]], conn: Connection) -> None:
+    conn.execute(idb.INSERT, batch)
 
 
 async def seed(cluster: ClusterConfig) -> None:
@@ -100,7 +106,7 @@ async def seed(cluster: ClusterConfig) -> None:
             index = int(cell.name[1:])
             batches = [[r for r in rows(0, CELLS * PER_CELL, base) if int(r["name"][2:]) % CELLS == index]]
         for batch in batches:
-            await db.write(lambda conn, b=batch: conn.execute(idb.INSERT, b))
+            await db.write(partial(_insert, batch))
         await db.close()
 
 

@@ -24,7 +24,7 @@ from node.volume.targets.daemon import Daemon
 
 LOG = logging.getLogger(__name__)
 LUN = 1
-_TARGET_LINE = re.compile(r"^Target (\d+): (\S+)", re.M)
+_TARGET_LINE = re.compile(r"^Target (\d+): (\S+)", re.MULTILINE)
 
 
 def unavailable_reason() -> str | None:
