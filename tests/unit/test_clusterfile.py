@@ -324,6 +324,8 @@ def test_image_upload_bounds_default_and_parse_with_suffixes(tmp_path: Path) -> 
     api = clusterfile.load(write(tmp_path, variant(bounds))).api
     assert (api.image_size_cap, api.image_size_total, api.image_store_min_free) == (2 << 30, 5 << 30, 512 << 20)
     for bad in ("lots", 0, -1, True, "0G", "2X"):
+        def bad_cap(doc: dict[str, Any], value: object = bad) -> None:
+            doc["api"].update(image_size_cap=value)
         with pytest.raises(ClusterFileError) as caught:
-            clusterfile.load(write(tmp_path, variant(lambda d, b=bad: d["api"].update(image_size_cap=b))))
+            clusterfile.load(write(tmp_path, variant(bad_cap)))
         assert "api.image_size_cap" in str(caught.value) and "K/M/G/T suffix" in str(caught.value), bad
