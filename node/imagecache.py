@@ -2,8 +2,10 @@
 verified, and kept content-addressed (cache_dir/<os_hash_value>).
 
 A download streams into a temp file in the cache dir while hashing; only a
-file whose hashes match the image record is renamed into place (atomic), so
-a cached file is always a verified one. Concurrent fetches of one image share
+file whose hashes match the image record, and whose bytes are what its
+disk_format says and safe for QEMU (cells/imageformat.py), is renamed into
+place (atomic), so a cached file is always a verified one; every use of a
+cached base inspects it again. Concurrent fetches of one image share
 one download.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from cells import errors
+from cells import errors, imageformat
 
 LOG = logging.getLogger(__name__)
 
@@ -75,12 +77,12 @@ class ImageCache:
         algo, expected = _expected_hash(image)
         path = os.path.join(self.cache_dir, expected)
         if await asyncio.to_thread(_touch_if_exists, path):
-            return path
+            return await _inspected(image, path)
         lock = self._locks.setdefault(expected, asyncio.Lock())
         try:
             async with lock:
                 if await asyncio.to_thread(_touch_if_exists, path):  # another fetch finished it meanwhile
-                    return path
+                    return await _inspected(image, path)
                 await self._download(image_id, image, algo, expected, path)
                 return path
         finally:
@@ -134,12 +136,26 @@ class ImageCache:
             await asyncio.to_thread(_write_and_hash, f, batch, digest, md5)
             await asyncio.to_thread(_flush_and_close, f)
             _verify(image_id, expected, digest.hexdigest(), image.get("checksum"), md5.hexdigest())
+            await _inspected(image, tmp)  # refused bits never become a cached base
             await asyncio.to_thread(os.replace, tmp, path)
         except BaseException:
             await asyncio.shield(asyncio.to_thread(_discard, f, tmp))
             raise
         self.downloads += 1
         LOG.info("image %s cached as %s", image_id, path)
+
+
+async def _inspected(image: dict[str, Any], path: str) -> str:
+    """`path`, once its bytes are what the image's disk_format says and safe for QEMU to open
+    (cells/imageformat.py): the API inspected them at upload, the compute trusts no one and
+    looks again before a base backs a guest's disk. ImageFormatRefused otherwise."""
+    found = await asyncio.to_thread(imageformat.inspect_file, path)
+    try:
+        imageformat.check(str(image.get("disk_format") or "raw"), found)
+    except imageformat.ImageFormatRefused as exc:
+        LOG.warning("image %s refused as a base: %s", image.get("id"), exc.message)
+        raise
+    return path
 
 
 def _expected_hash(image: dict[str, Any]) -> tuple[str, str]:

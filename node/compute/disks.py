@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import uuid as uuidlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
@@ -38,6 +39,8 @@ CHUNK = 4 * 1024 * 1024  # bytes per read_disk call: milliseconds on a LAN, far 
 MAX_CHUNK = 16 * 1024 * 1024  # the most one read_disk answers (bounds the source's memory per call)
 FILE_TIMEOUT = 600.0  # seconds to hash one disk file (the source) or to verify and place it (the destination)
 QEMU_IMG_TIMEOUT = 60.0
+QEMU_IMG_MAX_ADDRESS_SPACE = 1 << 30  # bytes (Nova's QEMU_IMG_LIMITS: 1 GiB of address space, 30 s of CPU)
+QEMU_IMG_MAX_CPU_SECONDS = 30
 GIB = 1 << 30
 PARTIAL = ".part"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -205,10 +208,20 @@ class DiskOps:
         return total
 
 
+def limited(argv: list[str]) -> list[str]:
+    """`argv` under Nova's qemu-img limits (address space, CPU seconds): a crafted image header
+    must not make qemu-img eat the host. prlimit (util-linux) sets them on the child alone."""
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        raise RuntimeError("prlimit (util-linux) is missing: qemu-img does not run without its resource limits")
+    return [prlimit, f"--as={QEMU_IMG_MAX_ADDRESS_SPACE}", f"--cpu={QEMU_IMG_MAX_CPU_SECONDS}", *argv]
+
+
 async def qemu_img(*args: str, timeout: float = QEMU_IMG_TIMEOUT) -> str:
-    """Run `qemu-img ARGS`, returning its output; RuntimeError with its message when it fails or takes too long."""
+    """Run `qemu-img ARGS` under limited(), returning its output; RuntimeError with its message
+    when it fails, is killed by a limit or takes too long."""
     try:
-        return await proc.run(["qemu-img", *args], timeout)
+        return await proc.run(limited(["qemu-img", *args]), timeout)
     except proc.CommandFailed as exc:
         what = f"timed out after {timeout}s" if exc.returncode is None else f"failed: {exc.stderr.strip()}"
         raise RuntimeError(f"qemu-img {args[0]} {what}") from None

@@ -15,8 +15,9 @@ DOMAIN_PREFIX = "cc-"
 METADATA_NS = "http://cellcloud.dev/xmlns/libvirt/instance/1"
 ET.register_namespace("cellcloud", METADATA_NS)
 
-# disk formats libvirt's qemu driver can open directly; anything else is handed over as raw
-DISK_FORMATS = frozenset({"raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx"})
+# the disk formats a guest's disk or its base may have (what cells/imageformat.py lets in); anything
+# else is handed over as raw. The format is always named, so QEMU never probes one from the bytes.
+DISK_FORMATS = frozenset({"raw", "qcow2"})
 DISK_BUSES = frozenset({"virtio", "ide", "sata", "scsi", "usb"})
 BUS_DEV_PREFIX = {"virtio": "vd", "ide": "hd", "sata": "sd", "scsi": "sd", "usb": "sd"}
 VIRT_TYPES = frozenset({"kvm", "qemu", "test"})
@@ -30,6 +31,8 @@ class DomainPaths:
     console_log: str
     disk: str | None = None  # None: no image, no disk
     disk_format: str = "qcow2"
+    backing: str | None = None  # the base image a qcow2 overlay `disk` rests on; None: the disk has none
+    backing_format: str = "raw"
     kernel: str | None = None  # direct kernel boot (later: images with kernel_id/ramdisk_id)
     initrd: str | None = None
     cmdline: str | None = None
@@ -145,7 +148,20 @@ def _disk(devices: ET.Element, paths: DomainPaths, props: dict[str, Any]) -> Non
     disk = _sub(devices, "disk", type="file", device="disk")
     _sub(disk, "driver", name="qemu", type=fmt)
     _sub(disk, "source", file=str(paths.disk))
+    _backing_chain(disk, paths)
     _sub(disk, "target", dev=BUS_DEV_PREFIX[bus] + "a", bus=bus)
+
+
+def _backing_chain(disk: ET.Element, paths: DomainPaths) -> None:
+    """The disk's whole backing chain, each file with its format, ended by an empty <backingStore/>:
+    libvirt and QEMU open these files and no other, whatever a header says."""
+    if paths.backing is None:
+        _sub(disk, "backingStore")
+        return
+    store = _sub(disk, "backingStore", type="file")
+    _sub(store, "format", type=paths.backing_format if paths.backing_format in DISK_FORMATS else "raw")
+    _sub(store, "source", file=paths.backing)
+    _sub(store, "backingStore")
 
 
 def _interface(devices: ET.Element, vif: dict[str, Any]) -> None:

@@ -347,7 +347,8 @@ class LibvirtDriver(PowerOps, DiskOps):
             raise FileNotFoundError(f"the copied disk {overlay} is missing")
         else:
             await grow_disk(overlay, size)  # a resize to a larger flavor
-        return DomainPaths(console_log=console, disk=overlay, disk_format="qcow2")
+        return DomainPaths(console_log=console, disk=overlay, disk_format="qcow2", backing=image_path,
+                           backing_format=fmt)
 
     async def bases_in_use(self) -> set[str]:
         """Cached image files the guests of this host use (their overlays' bases, kernels, ramdisks)."""

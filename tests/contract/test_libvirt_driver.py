@@ -244,6 +244,8 @@ def test_domain_xml_passes_libvirts_schema(virt_type: str) -> None:
     # the test hypervisor accepts nearly anything; libvirt's RNG schema is what real QEMU domains must pass
     from node.compute.domain_xml import DomainPaths, build_domain_xml
     paths = [DomainPaths(console_log="/i/console.log", disk="/i/disk", disk_format="qcow2"),
+             DomainPaths(console_log="/i/console.log", disk="/i/disk", disk_format="qcow2", backing="/c/base",
+                         backing_format="raw"),
              DomainPaths(console_log="/i/console.log", kernel="/k/vmlinuz", initrd="/k/initrd", cmdline="quiet")]
     inst = instance(name="two\nlines", created_at="2026-11-21T12:00:00.000000Z",
                     image={"id": "i", "properties": {"hw_disk_bus": "sata", "hw_machine_type": "pc"}})

@@ -117,7 +117,8 @@ class Raw:
                     "image": self.image}
         log = inst_dir / "console.log"
         xml = domain_xml.build_domain_xml(instance, self.virt_type, domain_xml.DomainPaths(
-            console_log=str(log), disk=str(overlay), disk_format="qcow2", kernel=self.paths["kernel"],
+            console_log=str(log), disk=str(overlay), disk_format="qcow2", backing=self.paths["disk"],
+            backing_format="raw", kernel=self.paths["kernel"],
             initrd=self.paths["ramdisk"], cmdline=str(self.image["properties"]["os_command_line"])))
         t0 = time.perf_counter()
         dom = await asyncio.to_thread(self.conn.createXML, xml, 0)
