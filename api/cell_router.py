@@ -226,13 +226,6 @@ class CellRouter:
         order = cell_choice.rank(live, summaries, flavor, zone, hints or {}, self.pending)
         return [self.cells[p] for p in order]
 
-    def pick_cell(self) -> Cell:
-        """The best cell for a small boot anywhere (callers that retry use `candidates`)."""
-        found = self.candidates({"vcpus": 1, "ram": 1, "disk": 0}, None)
-        if not found:
-            raise errors.NoValidHost(reason="No cell is reachable.")
-        return found[0]
-
     # --- scatter-gather -------------------------------------------------
 
     async def list_instances(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],

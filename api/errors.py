@@ -32,10 +32,6 @@ class MalformedBody(errors.Invalid):
     code, msg = "malformed_body", "Malformed request body"
 
 
-class MethodNotAllowed(errors.CellcloudError):
-    code, http_status, msg = "method_not_allowed", 405, "The method is not allowed for this resource."
-
-
 # --- body shapes -------------------------------------------------------------
 
 _NOVA_FAULTS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",

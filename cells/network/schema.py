@@ -12,7 +12,6 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
-    Connection,
     ForeignKey,
     Index,
     Integer,
@@ -21,8 +20,6 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
 )
-
-from cells.db.engine import Database
 
 TIME = String(32)
 metadata = MetaData()
@@ -136,11 +133,3 @@ network_agents = Table(
 
 Index("ix_ports_device_network", ports.c.device_id, ports.c.network_id)
 
-
-def _create(conn: Connection) -> None:
-    metadata.create_all(conn)  # checkfirst: only the missing tables
-
-
-async def ensure_network_schema(db: Database) -> None:
-    """Create the missing network tables in one write transaction (safe when run concurrently)."""
-    await db.write(_create)
