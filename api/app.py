@@ -23,6 +23,7 @@ from api.cell_router import CellRouter
 from api.compute.routes import make_compute_app
 from api.db.engine import make_database, make_engine
 from api.ec2.app import make_ec2_app
+from api.http import MAX_BODY
 from api.identity.handlers import make_identity_app
 from api.identity.tokens import TokenService
 from api.image import leases
@@ -41,7 +42,8 @@ LOG = logging.getLogger(__name__)
 def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_id: str = "api") -> web.Application:
     """The whole API. `router` replaces the cell router built from `cluster` (tests);
     `service_id` names this process's CURVE keys when the cluster runs CURVE."""
-    app = web.Application(middlewares=[request_id])
+    # request bodies read whole stop at MAX_BODY (413); image uploads stream and are bounded on their own
+    app = web.Application(middlewares=[request_id], client_max_size=MAX_BODY)
     app[CLUSTER] = cluster
     app[STORE] = ImageStore(cluster.api.image_dir)
 

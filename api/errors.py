@@ -32,6 +32,11 @@ class MalformedBody(errors.Invalid):
     code, msg = "malformed_body", "Malformed request body"
 
 
+class RequestTooLarge(errors.CellcloudError):
+    """A body over the API's limit (api/http.py MAX_BODY): Nova's 413 (oslo sizelimit's message)."""
+    code, http_status, msg = "request_too_large", 413, "Request is too large."
+
+
 # --- body shapes -------------------------------------------------------------
 
 _NOVA_FAULTS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",

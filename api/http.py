@@ -8,21 +8,24 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from api.errors import MalformedBody
+from api.errors import MalformedBody, RequestTooLarge
 from api.keys import CONTEXT
 from cells import errors
 from cells.context import RequestContext
 
-MAX_BODY = 1 << 20  # 1 MiB is plenty for any JSON request these APIs take
+MAX_BODY = 1 << 20  # 1 MiB is plenty for any JSON request these APIs take (aiohttp's client_max_size too)
 _TRUE = {"1", "t", "true", "on", "y", "yes"}
 _FALSE = {"0", "f", "false", "off", "n", "no"}
 
 
 async def json_body(request: web.Request) -> Any:
-    """The request's JSON document; 400 when it is missing or malformed."""
+    """The request's JSON document; 400 when it is missing or malformed, 413 over MAX_BODY."""
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise MalformedBody("Request body is too large")
-    raw = await request.read()
+        raise RequestTooLarge()
+    try:
+        raw = await request.read()  # a chunked body stops at the app's client_max_size
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestTooLarge() from None
     if not raw:
         raise MalformedBody("The request body is empty")
     try:

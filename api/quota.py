@@ -13,8 +13,9 @@ so two concurrent requests of one project cannot both take the last unit
 from __future__ import annotations
 
 import asyncio
+import base64
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select
@@ -51,6 +52,18 @@ class KeypairLimitExceeded(errors.QuotaExceeded):
 class MetadataLimitExceeded(errors.QuotaExceeded):
     code = "metadata_limit_exceeded"
     msg = "Quota exceeded for metadata_items: Maximum number of metadata items exceeds {allowed}"
+
+
+class PersonalityLimitExceeded(errors.QuotaExceeded):
+    code, msg = "personality_limit_exceeded", "Personality file limit exceeded"
+
+
+class PersonalityPathLimitExceeded(errors.QuotaExceeded):
+    code, msg = "personality_path_limit_exceeded", "Personality file path exceeds maximum {allowed}"
+
+
+class PersonalityContentLimitExceeded(errors.QuotaExceeded):
+    code, msg = "personality_content_limit_exceeded", "Personality file content exceeds maximum {allowed}"
 
 
 class VolumeOverLimit(errors.QuotaExceeded):
@@ -150,6 +163,20 @@ def check_metadata(limit: Mapping[str, int], items: int) -> None:
     allowed = limit.get("metadata_items", -1)
     if allowed >= 0 and items > allowed:
         raise MetadataLimitExceeded(allowed=allowed, resource="metadata_items", requested=items, limit=allowed)
+
+
+def check_injected_files(limit: Mapping[str, int], files: Sequence[Mapping[str, Any]]) -> None:
+    """Nova 2.1's personality checks (403): how many files, each path's bytes, each file's decoded bytes.
+    `files` passed the schema (path a string, contents base64)."""
+    checks = (("injected_files", len(files), PersonalityLimitExceeded),
+              ("injected_file_path_bytes", max((len(str(f.get("path", "")).encode()) for f in files), default=0),
+               PersonalityPathLimitExceeded),
+              ("injected_file_content_bytes", max((len(base64.b64decode(str(f.get("contents", ""))))
+                                                   for f in files), default=0), PersonalityContentLimitExceeded))
+    for resource, used, error in checks:
+        allowed = limit.get(resource, -1)
+        if allowed >= 0 and used > allowed:
+            raise error(allowed=allowed, resource=resource, requested=used, limit=allowed)
 
 
 def check_volumes(limit: Mapping[str, int], used: Mapping[str, int], volumes: int, gigabytes: int) -> None:

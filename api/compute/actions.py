@@ -17,7 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
+from api import quota
 from api.compute import mappings, move_actions, security_groups
+from api.compute.schemas import NAME, SERVER_CREATE
 from api.compute.server_create import server_admin_pass
 from api.compute.views import server_detail
 from api.http import context, id_from_href, is_uuid, json_body
@@ -37,10 +39,15 @@ REBOOT = {"type": "object", "required": ["type"], "additionalProperties": False,
                                   "enum": ["HARD", "Hard", "hard", "SOFT", "Soft", "soft"]}}}
 CONSOLE = {"type": ["object", "null"], "additionalProperties": False,
            "properties": {"length": {"type": ["integer", "string", "null"]}}}
-REBUILD = {"type": "object", "required": ["imageRef"], "additionalProperties": True,
-           "properties": {"imageRef": {"type": "string", "minLength": 1},
-                          "name": {"type": "string", "minLength": 1, "maxLength": 255},
-                          "metadata": {"type": "object"}, "adminPass": {"type": "string"}}}
+_SERVER = SERVER_CREATE["properties"]["server"]["properties"]
+# Nova 2.1's rebuild: metadata and personality as at create (keys 1-255, values up to 255: 400; more
+# items or files than the project's quota: 403)
+REBUILD = {"type": "object", "required": ["imageRef"], "additionalProperties": False,
+           "properties": {"imageRef": {"type": "string", "minLength": 1}, "name": NAME,
+                          "metadata": _SERVER["metadata"], "personality": _SERVER["personality"],
+                          "adminPass": {"type": "string"}, "accessIPv4": _SERVER["accessIPv4"],
+                          "accessIPv6": _SERVER["accessIPv6"], "OS-DCF:diskConfig": _SERVER["OS-DCF:diskConfig"],
+                          "preserve_ephemeral": {"type": "boolean"}}}
 
 
 async def _conductor(request: web.Request, ctx: RequestContext, server_id: str) -> tuple[ConductorAPI, str]:
@@ -70,11 +77,15 @@ def console_length(value: Any) -> int | None:
     return None if value == -1 else int(value)
 
 
-async def _rebuild_args(request: web.Request, ctx: RequestContext, spec: dict[str, Any]) -> dict[str, Any]:
+async def _rebuild_args(request: web.Request, ctx: RequestContext, project: str,
+                        spec: dict[str, Any]) -> dict[str, Any]:
     ref = id_from_href(spec["imageRef"])
     if not is_uuid(ref):
         raise errors.Invalid("Invalid imageRef provided.")
     async with request.config_dict[ENGINE].connect() as conn:
+        limits = await quota.limits_in(conn, project)
+        quota.check_metadata(limits, len(spec.get("metadata") or {}))
+        quota.check_injected_files(limits, spec.get("personality") or [])
         try:
             image = await image_db.get(conn, ctx, ref)
             if image.status != "active":
@@ -86,10 +97,7 @@ async def _rebuild_args(request: web.Request, ctx: RequestContext, spec: dict[st
     if "name" in spec:
         args["name"] = spec["name"]
     if "metadata" in spec:
-        meta = spec["metadata"]
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-            raise errors.Invalid("Invalid input for field/attribute metadata: keys and values must be strings.")
-        args["metadata"] = dict(meta)
+        args["metadata"] = dict(spec["metadata"])
     return args
 
 
@@ -114,8 +122,9 @@ async def server_action(request: web.Request) -> web.Response:
         return web.json_response({"output": await conductor.console_output(ctx, uuid, length)})
     if name == "rebuild":
         validate(REBUILD, spec, "rebuild")
-        conductor, uuid = await _conductor(request, ctx, server_id)
-        args = await _rebuild_args(request, ctx, spec)
+        mapping = await mappings.get(request.config_dict[DB], ctx, server_id)
+        conductor, uuid = request.config_dict[ROUTER].conductor(mapping.cell_path), str(mapping.instance_uuid)
+        args = await _rebuild_args(request, ctx, str(mapping.project_id), spec)
         record = await conductor.instance_action(ctx, uuid, "rebuild", args)
         body = server_detail(public_url(request), record, ctx.is_admin)
         body["adminPass"] = server_admin_pass(spec)

@@ -93,6 +93,7 @@ def _lookups(conn: Connection, ctx: RequestContext,
     them in their order."""
     limits = quota.limits_of(conn, str(ctx.project))
     quota.check_metadata(limits, len(server.get("metadata") or {}))
+    quota.check_injected_files(limits, server.get("personality") or [])
     _check_bdms(server)
     image_id = _image_id(server)
     try:

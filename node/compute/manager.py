@@ -122,6 +122,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
             self._wake.clear()
             try:
                 await self.sync_power_states()
+                await self.driver.trim_console_logs()  # a guest writing forever must not fill the disk
                 if time.monotonic() - last_report > REPORT_INTERVAL:
                     await self.report_resources()
                     await self.network.refresh()  # repairs what a lost refresh_network cast left stale

@@ -24,6 +24,9 @@ T = TypeVar("T")
 
 SHUTDOWN_POLL = 0.2  # seconds between state checks while a guest shuts down
 MAX_CONSOLE_BYTES = 100 * 1024  # Nova's cap on console output: the tail of the log
+# a guest can write to its serial port forever: past this size the log is cut back to its last
+# MAX_CONSOLE_BYTES (QEMU appends, O_APPEND, so its next write lands at the new end)
+MAX_CONSOLE_LOG = 1024 * 1024
 CONSOLE_LOG = "console.log"
 
 
@@ -52,6 +55,25 @@ def read_tail(path: str, max_bytes: int = MAX_CONSOLE_BYTES) -> bytes:
     if size > max_bytes:  # the first line is cut: drop it
         data = data.split(b"\n", 1)[-1]
     return data
+
+
+def trim_log(path: str, limit: int = MAX_CONSOLE_LOG, keep: int = MAX_CONSOLE_BYTES) -> bool:
+    """Cut a log longer than `limit` down to its last `keep` bytes, in place (copy-truncate: the
+    writer keeps its descriptor). True when it was cut. What the writer adds between the read and
+    the truncate is lost: a console log may drop a line, the host disk may not fill."""
+    try:
+        with open(path, "r+b") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= limit:
+                return False
+            f.seek(size - keep)
+            tail = f.read(keep)
+            f.seek(0)
+            f.write(tail)
+            f.truncate(len(tail))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class PowerOps:
@@ -170,6 +192,21 @@ class PowerOps:
 
     def _timeout(self) -> float:
         return float(getattr(self, "call_timeout", 30.0))
+
+    async def trim_console_logs(self) -> int:
+        """Bound every guest's serial log on this host (trim_log); how many were cut."""
+        root = getattr(self, "instances_dir", None)
+        if not root:
+            return 0
+
+        def trim_all() -> int:
+            try:
+                uuids = os.listdir(root)
+            except FileNotFoundError:
+                return 0
+            return sum(trim_log(os.path.join(root, uuid, CONSOLE_LOG)) for uuid in uuids)
+
+        return await self._run(trim_all)
 
     async def console_output(self, uuid: str, length: int | None) -> str:
         """The last `length` lines of the guest's serial log (Nova's os-getConsoleOutput)."""
