@@ -2,19 +2,44 @@
 
 Every async test runs under a watchdog that fails it when its event loop was
 blocked (DESIGN: never block the loop; libvirt, subprocesses and files go
-through executors)."""
+through executors).
+
+The caller's cloud never reaches a test: the session starts by removing every
+OS_* and AWS_* variable (what `source var/openrc` or an AWS profile leave in a
+shell) from os.environ, so no test and no subprocess a test starts sees them;
+helpers that run a client build its environment from scratch
+(tools/devcluster.py cli_env).
+
+Ports: `free_port()` (tools/devcluster.py) hands out loopback ports below the
+kernel's ephemeral range, from a block of ports this process holds by an flock
+that no other test process can hold at the same time: no outgoing connection
+and no other test run takes a port between its pick and its bind. A port some
+other program took since is refused by `cellctl up` before anything starts,
+and `running_cluster` retries with fresh ports."""
 from __future__ import annotations
 
 import asyncio
-import socket
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tools.devcluster import CALLER_CLOUD_PREFIXES, free_port
+
+__all__ = ["free_port"]  # tests import it from here
+
 BLOCKED_LOOP_LIMIT = 1.0  # CPU seconds one callback may hold its event loop
 STALLED_LOOP_LIMIT = 5.0  # wall seconds one callback may hold it (a blocking wait)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _scrubbed_environment() -> Iterator[None]:
+    """No OS_* / AWS_* variable of the caller's shell reaches a test or what it starts."""
+    removed = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(CALLER_CLOUD_PREFIXES)}
+    yield
+    os.environ.update(removed)
 
 
 @pytest.fixture(autouse=True)
@@ -43,12 +68,6 @@ def _fail_on_blocked_loop(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         f"one callback kept the event loop busy for {worst['cpu']:.2f} CPU s: {worst['cpu_at']}"
     assert worst["wall"] < STALLED_LOOP_LIMIT, \
         f"one callback held the event loop for {worst['wall']:.2f} s: {worst['wall_at']}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -6,14 +6,16 @@ tears it down with `cellctl down`.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +35,100 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 60.0, int
         time.sleep(interval)
 
 
-def free_port() -> int:
+# --- the caller's cloud never reaches a test ---------------------------------------------
+
+# What `source var/openrc`, a clouds.yaml selection or an AWS profile leave in a shell: the openstack CLI,
+# openstacksdk and boto3 prefer them to what a test passes, and would reach another cloud.
+CALLER_CLOUD_PREFIXES = ("OS_", "AWS_")
+
+
+def without_cloud_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` minus every OS_* / AWS_* variable (OS_CLOUD, OS_AUTH_URL, AWS_PROFILE, ...)."""
+    return {k: v for k, v in env.items() if not k.startswith(CALLER_CLOUD_PREFIXES)}
+
+
+def cli_env(home: Path, **variables: str) -> dict[str, str]:
+    """A client's environment built from scratch: PATH and the locale from ours, HOME = `home` (so no
+    ~/.config/openstack/clouds.yaml or ~/.aws/config of the caller is read), plus `variables`."""
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
+    return {**env, "HOME": str(home), **variables}
+
+
+# --- ports no one else takes between the pick and the bind ----------------------------------
+
+# Ports handed out below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by default), so
+# no outgoing connection of any process is given one; each test process holds a block of them by an
+# flock on its own lock file (released when the process dies), so two test processes (two engineers'
+# pytest runs, a pytest inside a test) never hand out the same port. A port still bound by someone else
+# (a leftover cluster, a socket in TIME_WAIT) is skipped; cellctl up refuses ports taken since, and
+# running_cluster then retries with fresh ones.
+PORT_RANGE = (20000, 32000)
+PORT_BLOCK = 200
+PORT_STRIDE = 5  # a cell's conductor, scheduler and network default to its router's port + 1, 2, 3: never handed out
+PORT_LOCK_DIR = Path("/tmp/cellcloud-test-ports")
+
+
+class _PortBlocks:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: list[int] = []  # lock file descriptors, kept open for the process' life
+        self.next = 0
+        self.end = 0
+
+    def _claim_block(self) -> None:
+        first, last = PORT_RANGE[0], min(PORT_RANGE[1], _ephemeral_low() - 1)
+        count = (last - first + 1) // PORT_BLOCK
+        PORT_LOCK_DIR.mkdir(mode=0o1777, parents=True, exist_ok=True)
+        for i in range(count):
+            block = (os.getpid() + len(self.held) + i) % count
+            fd = os.open(PORT_LOCK_DIR / f"block-{block}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.held.append(fd)
+            self.next, self.end = first + block * PORT_BLOCK, first + (block + 1) * PORT_BLOCK
+            return
+        raise RuntimeError(f"every block of {PORT_BLOCK} test ports in {first}-{last} is held by another process")
+
+    def take(self) -> int:
+        with self.lock:
+            while True:
+                if self.next >= self.end:
+                    self._claim_block()
+                port, self.next = self.next, self.next + PORT_STRIDE
+                if _bindable(port):
+                    return port
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    """No SO_REUSEADDR: a port with a socket in TIME_WAIT counts as taken too."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+_PORTS = _PortBlocks()
+
+
+def free_port() -> int:
+    """A loopback TCP port this process alone hands out (see PORT_RANGE), free when handed out."""
+    return _PORTS.take()
+
+
+UP_ATTEMPTS = 3
+PORT_TAKEN = "free these ports"  # what cellctl up says when a port was taken after it was picked
 
 
 def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: float = 1.0,
@@ -116,11 +208,12 @@ class RunningCluster:
 
     def cellctl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "tools.cellctl", *args], capture_output=True, text=True,
-                              timeout=timeout, check=check, cwd=self.root)
+                              timeout=timeout, check=check, cwd=self.root, env=without_cloud_variables(os.environ))
 
     def cli(self, *args: str, who: str = "demo", timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run the unmodified `openstack` CLI against this cluster."""
-        env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(self.state / "clouds.yaml"))
+        """Run the unmodified `openstack` CLI against this cluster, in an environment built from scratch:
+        only this cluster's clouds.yaml says where to go."""
+        env = cli_env(self.root, OS_CLIENT_CONFIG_FILE=str(self.state / "clouds.yaml"))
         cloud = "cellcloud" if who == "demo" else "cellcloud-admin"
         exe = Path(sys.executable).with_name("openstack")
         return subprocess.run([str(exe), "--os-cloud", cloud, *args], capture_output=True, text=True, check=False,
@@ -152,9 +245,12 @@ def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default
     node1 a volume host too; same_host_resize=1 (True) lets a resize stay on its host."""
     root.mkdir(parents=True, exist_ok=True)
     cluster_file = root / "cluster.yaml"
-    cluster_file.write_text(yaml.safe_dump(cluster_yaml(hosts, virt_uri, heartbeat, **scale), sort_keys=False))
     cluster = RunningCluster(root, cluster_file)
-    up = cluster.cellctl("up", str(cluster_file), check=False)
+    for _attempt in range(UP_ATTEMPTS):
+        cluster_file.write_text(yaml.safe_dump(cluster_yaml(hosts, virt_uri, heartbeat, **scale), sort_keys=False))
+        up = cluster.cellctl("up", str(cluster_file), check=False)
+        if PORT_TAKEN not in up.stderr:  # cellctl up started nothing when a port was taken: fresh ports
+            break
     try:
         if up.returncode != 0:
             logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((cluster.state / "log").glob("*.log"))) \

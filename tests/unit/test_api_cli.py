@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,17 +22,17 @@ from api.app import make_app
 from tests.conftest import free_port
 from tests.unit.api_fake_cell import fake_cell
 from tests.unit.api_support import SECRETS, make_cluster
+from tools.devcluster import cli_env
 
 OPENSTACK = Path(sys.executable).with_name("openstack")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not OPENSTACK.exists(), reason="python-openstackclient is not installed")]
 
 
-async def _cli(url: str, *args: str) -> Any:
-    env = dict(os.environ, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME="demo", OS_PASSWORD=SECRETS["demo_password"],
-               OS_PROJECT_NAME="demo", OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
-               OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
-    env.pop("OS_CLOUD", None)
+async def _cli(home: Path, url: str, *args: str) -> Any:
+    env = cli_env(home, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME="demo", OS_PASSWORD=SECRETS["demo_password"],
+                  OS_PROJECT_NAME="demo", OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
+                  OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
     proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 120)
@@ -52,19 +51,19 @@ async def test_openstack_cli_boot_list_show_delete(tmp_path: Path) -> None:
         server = TestServer(make_app(cluster), host="127.0.0.1", port=port)
         await server.start_server()
         try:
-            flavors = await _cli(url, "flavor", "list", "-f", "json")
+            flavors = await _cli(tmp_path, url, "flavor", "list", "-f", "json")
             assert [f["Name"] for f in flavors] == ["m1.tiny", "m1.small", "m1.medium"]
-            images = await _cli(url, "image", "list", "-f", "json")
+            images = await _cli(tmp_path, url, "image", "list", "-f", "json")
             assert [(i["Name"], i["Status"]) for i in images] == [("tiny-raw", "active")]
-            created = await _cli(url, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait",
+            created = await _cli(tmp_path, url, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait",
                                  "demo1", "-f", "json")
             assert created["status"] == "ACTIVE" and created["name"] == "demo1"
-            listed = await _cli(url, "server", "list", "-f", "json")
+            listed = await _cli(tmp_path, url, "server", "list", "-f", "json")
             assert [(s["Name"], s["Status"], s["Image"], s["Flavor"]) for s in listed] == \
                 [("demo1", "ACTIVE", "tiny-raw", "m1.tiny")]
-            shown = await _cli(url, "server", "show", "demo1", "-f", "json")
+            shown = await _cli(tmp_path, url, "server", "show", "demo1", "-f", "json")
             assert shown["id"] == created["id"] and shown["OS-EXT-STS:vm_state"] == "active"
-            await _cli(url, "server", "delete", "--wait", "demo1")
-            assert await _cli(url, "server", "list", "-f", "json") == []
+            await _cli(tmp_path, url, "server", "delete", "--wait", "demo1")
+            assert await _cli(tmp_path, url, "server", "list", "-f", "json") == []
         finally:
             await server.close()

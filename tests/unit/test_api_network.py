@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from cells.rpc.server import RpcServer
 from cells.rpcapi.network import SURFACE as NETWORK_SURFACE
 from tests.conftest import free_port
 from tests.unit.api_support import PUBLIC_URL, SECRETS, auth_body, make_cluster, token
+from tools.devcluster import cli_env
 
 INTERVAL = 0.1
 OPENSTACK = Path(sys.executable).with_name("openstack")
@@ -150,11 +150,10 @@ async def test_security_groups_and_rules(tmp_path: Path) -> None:
         assert sorted(g["name"] for g in groups) == ["default", "web"]
 
 
-async def _cli(url: str, *args: str) -> Any:
-    env = dict(os.environ, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME="demo", OS_PASSWORD=SECRETS["demo_password"],
-               OS_PROJECT_NAME="demo", OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
-               OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
-    env.pop("OS_CLOUD", None)
+async def _cli(home: Path, url: str, *args: str) -> Any:
+    env = cli_env(home, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME="demo", OS_PASSWORD=SECRETS["demo_password"],
+                  OS_PROJECT_NAME="demo", OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
+                  OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
     proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 120)
@@ -174,19 +173,19 @@ async def test_openstack_cli_networks(tmp_path: Path) -> None:
         server = TestServer(make_app(cluster), host="127.0.0.1", port=port)
         await server.start_server()
         try:
-            nets = await _cli(url, "network", "list", "-f", "json")
+            nets = await _cli(tmp_path, url, "network", "list", "-f", "json")
             assert [n["Name"] for n in nets] == ["private"]
-            await _cli(url, "network", "create", "green", "-f", "json")
-            sub = await _cli(url, "subnet", "create", "--network", "green", "--subnet-range", "172.20.0.0/24",
+            await _cli(tmp_path, url, "network", "create", "green", "-f", "json")
+            sub = await _cli(tmp_path, url, "subnet", "create", "--network", "green", "--subnet-range", "172.20.0.0/24",
                              "green-sub", "-f", "json")
             assert sub["cidr"] == "172.20.0.0/24"
-            made = await _cli(url, "port", "create", "--network", "green", "p1", "-f", "json")
-            ports = await _cli(url, "port", "list", "-f", "json")
+            made = await _cli(tmp_path, url, "port", "create", "--network", "green", "p1", "-f", "json")
+            ports = await _cli(tmp_path, url, "port", "list", "-f", "json")
             assert [p["ID"] for p in ports] == [made["id"]]
-            await _cli(url, "security", "group", "create", "web", "-f", "json")
-            await _cli(url, "security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", "web",
+            await _cli(tmp_path, url, "security", "group", "create", "web", "-f", "json")
+            await _cli(tmp_path, url, "security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", "web",
                        "-f", "json")
-            rules = await _cli(url, "security", "group", "rule", "list", "web", "-f", "json")
+            rules = await _cli(tmp_path, url, "security", "group", "rule", "list", "web", "-f", "json")
             assert any(r["Port Range"] == "22:22" for r in rules)
         finally:
             await server.close()
