@@ -28,7 +28,8 @@ import requests
 from tests.functional.test_real_guests import _unavailable
 from tools.devcluster import RunningCluster, running_netns_cluster, wait_for
 
-pytestmark = pytest.mark.slow
+# real guests or netns hosts: the module's cluster comes up inside its first test's timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 TAG = uuid.uuid4().hex[:4]
 NAME = f"gn{TAG}"
 HOSTS = ("n1", "n2")

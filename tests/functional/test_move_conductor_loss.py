@@ -28,7 +28,8 @@ from tests.functional.test_moves import Admin, claims, usage
 from tests.functional.test_real_guests import BANNER, _unavailable
 from tools.devcluster import RunningCluster, running_cluster, wait_for
 
-pytestmark = pytest.mark.slow
+# real guests or netns hosts: the module's cluster comes up inside its first test's timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 SMALL = "2"
 
 

@@ -25,7 +25,8 @@ import pytest
 from tests.functional.test_guest_network import _missing
 from tools.devcluster import RunningCluster, running_netns_cluster, wait_for
 
-pytestmark = pytest.mark.slow
+# real guests or netns hosts: the module's cluster comes up inside its first test's timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 TAG = uuidlib.uuid4().hex[:4]
 MARK = f"CCMARK{TAG}"  # 10 bytes: the guest's own data at the start of its root disk
 USER_DATA = f"""#!/bin/sh

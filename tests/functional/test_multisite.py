@@ -32,7 +32,8 @@ from cells.rpc.client import RpcClient
 from tools.devcluster import RunningCluster, wait_for
 from tools.netns import Topology, unused_range
 
-pytestmark = pytest.mark.slow
+# real guests or netns hosts: the module's cluster comes up inside its first test's timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[2]
 BOOTS = 54
 LEAVES = {f"{site}!{site}-{x}" for site in ("east", "central", "west") for x in "ab"}

@@ -24,7 +24,8 @@ import requests
 from node.compute import driver as driver_mod
 from tools.devcluster import RunningCluster, running_cluster
 
-pytestmark = pytest.mark.slow
+# real guests or netns hosts: the module's cluster comes up inside its first test's timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 BANNER = "CELLCLOUD-GUEST-UP"
 
 

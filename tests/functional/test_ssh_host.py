@@ -28,7 +28,8 @@ from tools.devcluster import RunningCluster, free_port, wait_for
 from tools.netns import NetnsHost, Topology, namespaces, unused_range
 from tools.supervisor import pid_alive, read_pid
 
-pytestmark = pytest.mark.slow
+# real guests or netns hosts: the module's cluster comes up inside its first test's timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 

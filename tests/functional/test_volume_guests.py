@@ -18,7 +18,8 @@ from node.volume.targets import nbd, tgt
 from tests.functional.test_real_guests import _unavailable, boot, console, sdk, wait_console, wait_status
 from tools.devcluster import RunningCluster, running_cluster
 
-pytestmark = pytest.mark.slow
+# real guests or netns hosts: the module's cluster comes up inside its first test's timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 MARKER = b"CELLCLOUD-VOLUME-MARKER-42"
 SECTORS = (1 << 30) // 512
 
