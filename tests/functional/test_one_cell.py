@@ -160,7 +160,11 @@ def test_spawn_failure_ends_in_error_with_fault_and_releases_claim(cluster: Runn
             p.write_bytes(data)
 
 
-def test_compute_killed_while_building_goes_to_error(cluster: RunningCluster) -> None:
+def test_boot_onto_a_frozen_compute_errors_and_the_restarted_compute_serves(cluster: RunningCluster) -> None:
+    """The only compute is frozen (SIGSTOP) before the boot, so the build sent to it goes unanswered:
+    the server ends in ERROR with a fault naming node1 and its claim released. The frozen worker is
+    then killed; the supervisor restarts it, it rejoins its cell and a new boot goes ACTIVE.
+    (A compute killed in the middle of a build is a case of tests/chaos.)"""
     admin = sdk(cluster, "admin")
     image = admin.image.find_image("tiny-raw", ignore_missing=False)
     pid = cluster.signal("cell1/compute/node1", signal.SIGSTOP)  # frozen: no heartbeats, no builds

@@ -3,8 +3,11 @@ written into it from the host before the first attach, hot-plugged into a runnin
 tiny guest through each export target this machine offers (local, tgt iSCSI, nbd),
 each time seen by the guest on its console (`CELLCLOUD-DISK added vdX sectors=...
 head=[marker]`), then unplugged (`CELLCLOUD-DISK removed vdX`) and back to available.
-The marker read by the guest through the next target shows the data persisted across
-every detach/attach cycle. Targets this machine lacks are skipped with the reason."""
+Each target serves the volume's own data: the guest reads the host-written marker
+through it, after the earlier targets' attach/detach cycles. The tiny guest only
+reads: that a guest's own writes persist is not checked here (tests/functional/
+test_volumes.py checks data across cycles from the host side). Targets this machine
+lacks are skipped with the reason."""
 from __future__ import annotations
 
 import re
