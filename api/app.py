@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from api.cell_router import CellRouter
+from api.compute import boot_sweep
 from api.compute.routes import make_compute_app
 from api.db.engine import make_database, make_engine
 from api.ec2.app import make_ec2_app
@@ -69,7 +70,8 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    app.cleanup_ctx.extend([database, upload_sweep, cells])
+    # boot_sweep.sweeper: half-made boots (issue 14)
+    app.cleanup_ctx.extend([database, upload_sweep, cells, boot_sweep.sweeper])
     app.add_subapp("/identity", make_identity_app())
     app.add_subapp("/compute", make_compute_app())
     app.add_subapp("/image", make_image_app())

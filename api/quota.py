@@ -1,14 +1,20 @@
 """Per-project quotas, enforced at the API (as Nova and Cinder do).
 
 Limits are the defaults below unless the `quotas` table overrides them for a
-project (-1: unlimited). Usage is counted where it lives, never cached:
-instances, cores and RAM from the cells (conductor `project_usage`), key pairs
-from the API DB, volumes and gigabytes by the volume API (it passes its own
-counts to `check`).
+project (-1: unlimited). Usage is counted, never cached: key pairs from the API
+DB, volumes and gigabytes by the volume API (it passes its own counts to
+`check`), and instances, cores and RAM from the instance mappings in the API DB
+(each mapping carries the vcpus and ram it was admitted with; a server whose
+delete was accepted no longer counts).
 
-A check and the write it guards run under the project's lock (`project_lock`),
-so two concurrent requests of one project cannot both take the last unit
-(this API is one process; Nova re-counts after the write instead).
+A boot's instance count is checked and its mappings written in ONE write unit of
+the API DB (`admit_boot`, called by api/compute/mappings.py `add`): the writers of
+the DB queue on its write lock, whatever the number of API worker processes, so of
+two boots racing for a project's last instance exactly one is admitted. Nothing
+waits on a per-project lock, so a project's boots still share group commits and
+run their conductor calls in parallel. A resize counts the new flavor the same way
+(`admit_resize`). The conductor's `project_usage` (what the cells hold) is still
+what the quota views show.
 """
 from __future__ import annotations
 
@@ -16,12 +22,13 @@ import asyncio
 import base64
 import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from api.db.schema import key_pairs, quotas
+from api.db.schema import instance_mappings, key_pairs, queued_deletes, quotas
 from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
@@ -186,3 +193,72 @@ def check_volumes(limit: Mapping[str, int], used: Mapping[str, int], volumes: in
         if resource in over(limit, used, {resource: delta}):
             raise VolumeOverLimit(what=what, resource=resource, req=delta, used=used.get(resource, 0),
                                   allowed=limit[resource], requested=delta, limit=limit[resource])
+
+
+# --- instance quotas counted in the API DB (see the module doc) -------------------------
+
+_m, _q = instance_mappings.c, queued_deletes.c
+_USAGE = Fast(select(func.count(), func.coalesce(func.sum(_m.vcpus), 0), func.coalesce(func.sum(_m.ram), 0))
+              .where(_m.project_id == bindparam("b_project"),
+                     ~exists().where(_q.instance_uuid == _m.instance_uuid)))
+
+
+def usage_of(conn: Connection, project_id: str) -> dict[str, int]:
+    """instances, cores and ram the project's servers count (mappings not queued for delete)."""
+    row = _USAGE.first(conn, {"b_project": project_id})
+    count, cores, ram = (0, 0, 0) if row is None else [int(v) for v in row]
+    return {"instances": count, "cores": cores, "ram": ram}
+
+
+def per_server(flavor: Mapping[str, Any]) -> dict[str, int]:
+    return {"instances": 1, "cores": int(flavor.get("vcpus") or 0), "ram": int(flavor.get("ram") or 0)}
+
+
+def counted(limit: Mapping[str, int]) -> bool:
+    """Whether any instance quota of the project is limited (else a boot counts nothing)."""
+    return any(limit.get(r, -1) >= 0 for r in COMPUTE_COUNTED)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A boot's quota terms: the project's limits, what one server takes, the fewest it may boot."""
+    limits: Mapping[str, int]
+    per_server: Mapping[str, int]
+    min_count: int = 1
+
+
+def admit_boot(conn: Connection, project_id: str, admission: Admission, count: int) -> int:
+    """How many of `count` servers fit (as Nova: all if they fit, else as many as fit if at least
+    min_count), counted in the caller's write unit; TooManyInstances (403) when not even min_count."""
+    if not counted(admission.limits):
+        return count
+    used = usage_of(conn, project_id)
+    per = admission.per_server
+    while count > admission.min_count and over(admission.limits, used, {r: n * count for r, n in per.items()}):
+        count -= 1
+    check_instances(admission.limits, used, {r: n * count for r, n in per.items()})
+    return count
+
+
+_COUNTED_AS = Fast(select(_m.vcpus, _m.ram).where(_m.instance_uuid == bindparam("b_uuid")))
+
+
+def admit_resize(conn: Connection, project_id: str, instance_uuid: str, flavor: Mapping[str, Any]) -> tuple[int, int]:
+    """A resize to `flavor`: its cores and ram delta checked against the project's limits and the
+    server counted with the new flavor, in the caller's write unit. Returns what it counted before
+    (for `count_as` to put back if the resize is refused)."""
+    row = _COUNTED_AS.first(conn, {"b_uuid": instance_uuid})
+    if row is None:
+        raise errors.InstanceNotFound(instance_id=instance_uuid)
+    old = (int(row.vcpus), int(row.ram))
+    new = per_server(flavor)
+    limit = limits_of(conn, project_id)
+    if counted(limit):
+        deltas = {"cores": new["cores"] - old[0], "ram": new["ram"] - old[1]}
+        check_instances(limit, usage_of(conn, project_id), deltas)
+    count_as(conn, instance_uuid, new["cores"], new["ram"])
+    return old
+
+
+def count_as(conn: Connection, instance_uuid: str, vcpus: int, ram: int) -> None:
+    conn.execute(update(instance_mappings).where(_m.instance_uuid == instance_uuid).values(vcpus=vcpus, ram=ram))

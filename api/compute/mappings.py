@@ -1,12 +1,17 @@
 """Instance mappings: which cell holds a server (plus project, name and
-created_at, so the API can still say something about it when its cell is down)."""
+created_at, so the API can still say something about it when its cell is down),
+what it counts against its project's quota (vcpus, ram: api/quota.py), and whether
+its cell took the build (`built`: api/compute/boot_sweep.py finds the ones it did not)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
+from api import quota
 from api.db.schema import instance_mappings, queued_deletes
 from api.http import is_uuid
 from api.timeutil import parse, utcnow
@@ -15,15 +20,68 @@ from cells.context import RequestContext
 from cells.db.engine import Database
 from cells.db.fast import AnyRow, Fast
 
+LOG = logging.getLogger(__name__)
 _INSERT = Fast(insert(instance_mappings))
 
 
-async def add(db: Database, records: Sequence[dict[str, Any]], cell_path: str) -> None:
+_BACKGROUND: set[asyncio.Task[None]] = set()  # strong refs to background mapping updates
+
+
+def _add(conn: Connection, records: Sequence[dict[str, Any]], cell_path: str,
+         admission: quota.Admission | None) -> list[dict[str, Any]]:
+    if admission is not None and records:  # counted in this unit: API workers queue on the DB's write lock
+        records = records[:quota.admit_boot(conn, str(records[0]["project_id"]), admission, len(records))]
     now = utcnow()
     rows = [{"instance_uuid": r["uuid"], "cell_path": cell_path, "project_id": r["project_id"],
-             "user_id": r["user_id"], "name": r["name"], "created_at": parse(r.get("created_at")) or now}
+             "user_id": r["user_id"], "name": r["name"], "created_at": parse(r.get("created_at")) or now,
+             "vcpus": int(r["flavor"].get("vcpus") or 0), "ram": int(r["flavor"].get("ram") or 0), "built": False}
             for r in records]
-    await db.write(lambda conn: _INSERT.run_many(conn, rows))
+    if rows:
+        _INSERT.run_many(conn, rows)
+    return list(records)
+
+
+async def add(db: Database, records: Sequence[dict[str, Any]], cell_path: str,
+              admission: quota.Admission | None = None) -> list[dict[str, Any]]:
+    """Map `records` to `cell_path`, not built yet. With `admission`, only as many as the project's
+    quota admits (a prefix of `records`, counted in the same write unit) or TooManyInstances."""
+    return await db.write(lambda conn: _add(conn, records, cell_path, admission))
+
+
+def _mark_built(conn: Connection, uuids: list[str]) -> None:
+    conn.execute(update(instance_mappings).where(instance_mappings.c.instance_uuid.in_(uuids)).values(built=True))
+
+
+def mark_built(db: Database, uuids: Sequence[str]) -> None:
+    """The cell took the build. Written in the background (the boot's answer does not wait for it;
+    queued writes share a commit): if this process dies first, the boot sweep asks the cell."""
+    _background(db.write(lambda conn: _mark_built(conn, list(uuids))))
+
+
+def _background(write: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(write)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_written)
+
+
+def _written(task: asyncio.Task[None]) -> None:
+    _BACKGROUND.discard(task)
+    if not task.cancelled() and task.exception() is not None:  # the boot sweep / the next show tries again
+        LOG.warning("background mapping update failed: %s", task.exception())
+
+
+def recount_if_stale(db: Database, mapping: AnyRow, record: dict[str, Any]) -> None:
+    """A server at rest counts its cell's flavor: a reverted or failed resize (counted with the new
+    flavor when asked), or a mapping made before v5 (counted 0), is corrected in the background."""
+    flavor = record.get("flavor") or {}
+    now = (int(flavor.get("vcpus") or 0), int(flavor.get("ram") or 0))
+    if record.get("task_state") is None and (int(mapping.vcpus), int(mapping.ram)) != now:
+        uuid = str(mapping.instance_uuid)
+        _background(db.write(lambda conn: quota.count_as(conn, uuid, *now)))
+
+
+async def set_built(db: Database, uuids: Sequence[str]) -> None:
+    await db.write(lambda conn: _mark_built(conn, list(uuids)))
 
 
 def _remove(conn: Connection, uuids: list[str]) -> None:

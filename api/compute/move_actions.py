@@ -6,16 +6,19 @@
     {"migrate": null}                202 (admin); another host of the cell, then VERIFY_RESIZE
     {"evacuate": {...}}              200 (admin) {"adminPass"?}; only when the server's host is down
 
-Bad flavors are 400 (same flavor, smaller disk, unknown), a state that does not fit 409
+A resize counts the new flavor against the project's cores and ram quota at once (403 when
+the increase does not fit; api/quota.py admit_resize). Bad flavors are 400 (same flavor, smaller disk, unknown), a state that does not fit 409
 (confirm/revert with no resize pending, a busy server), a compute host not down for
 evacuate 400, a non-admin migrate or evacuate 403. Each step shows in `server event list`.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
+from api import quota
 from api.compute import mappings
 from api.compute.flavors import flavor_dict, get_flavor
 from api.http import id_from_href
@@ -55,7 +58,15 @@ async def move_action(request: web.Request, ctx: RequestContext, server_id: str,
         except errors.FlavorNotFound:
             raise errors.Invalid("Invalid flavorRef provided.") from None
         conductor, uuid = await _conductor(request, ctx, server_id)
-        await conductor.move_instance(ctx, uuid, "resize", flavor_dict(flavor))
+        new = flavor_dict(flavor)
+        db, project = request.config_dict[DB], str(ctx.project)
+        # counted with the new flavor from now (its cores/ram delta checked: 403 if over), as Nova
+        old = await db.write(lambda conn: quota.admit_resize(conn, project, uuid, new))
+        try:
+            await conductor.move_instance(ctx, uuid, "resize", new)
+        except BaseException:
+            await asyncio.shield(db.write(lambda conn: quota.count_as(conn, uuid, *old)))  # refused: as before
+            raise
         return web.Response(status=202)
     if name in ("confirmResize", "revertResize"):
         validate(_NULL_OR_EMPTY, spec, name)

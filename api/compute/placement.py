@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from api import quota
 from api.cell_router import Cell, CellRouter
 from api.compute import mappings
 from cells import errors
@@ -33,15 +34,15 @@ SpecFor = Callable[[list[dict[str, Any]]], dict[str, Any]]
 
 async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: dict[str, Any],
                 zone: str | None, hints: dict[str, Any], records_for: RecordsFor,
-                spec_for: SpecFor) -> tuple[Cell, list[dict[str, Any]]]:
-    """(the cell that took the boot, the instance records sent to it)."""
+                spec_for: SpecFor, admission: quota.Admission | None = None) -> tuple[Cell, list[dict[str, Any]]]:
+    """(the cell that took the boot, the instance records sent to it). With `admission` the
+    mappings are written only for as many records as the project's quota admits (mappings.add)."""
     tried: list[str] = []
     last: errors.CellcloudError | None = None
     candidates = router.candidates(flavor, zone, hints)
     for i, cell in enumerate(candidates):
-        records = records_for(cell.path)
+        records = await mappings.add(db, records_for(cell.path), cell.path, admission)
         uuids = [r["uuid"] for r in records]
-        await mappings.add(db, records, cell.path)
         try:
             await cell.conductor.build_instances(ctx.with_timeout(BUILD_BOUND), records,
                                                  {**spec_for(records), "admission": i < len(candidates) - 1})
@@ -58,6 +59,7 @@ async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: d
                 last = exc
                 continue
             raise
+        mappings.mark_built(db, uuids)
         router.pending.add(cell.path, int(flavor.get("ram") or 0), int(flavor.get("vcpus") or 0), len(records))
         return cell, records
     where = f" in availability zone {zone}" if zone else ""

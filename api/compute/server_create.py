@@ -192,43 +192,24 @@ async def create_servers(request: web.Request, ctx: RequestContext, body: Any) -
     validate(SERVER_CREATE, body)
     spec = await resolve(request, ctx, body)
     router, engine, db = request.config_dict[ROUTER], request.config_dict[ENGINE], request.config_dict[DB]
-    # the quota check and the rows it admits, together; with nothing to count (unlimited, no group) the
-    # project's boots need not queue behind each other's conductor round trip
-    lock = quota.project_lock(str(ctx.project)) if spec.group or _counted(spec) else contextlib.nullcontext()
-    async with lock:
-        spec = await _within_quota(request, ctx, spec)
-        final = spec
+    # the instance quota is counted where the mappings are written, in the same API DB write unit
+    # (api/quota.py admit_boot): no lock held across the conductor round trip, whatever the workers.
+    # A server group's member quota and policy still take the project's (in-process) lock.
+    admission = quota.Admission(spec.limits, quota.per_server(spec.flavor), spec.min_count) \
+        if quota.counted(spec.limits) else None
+    async with quota.project_lock(str(ctx.project)) if spec.group else contextlib.nullcontext():
         choice = await server_groups.admit(engine, spec.group, spec.count, spec.limits, spec.hints)
+
+        def records_for(path: str) -> list[dict[str, Any]]:
+            return instance_records(spec, ctx, path)
+
+        def spec_for(recs: list[dict[str, Any]]) -> dict[str, Any]:  # the admitted count, when quota cut it
+            return request_spec(replace(spec, count=len(recs)), ctx, recs)
         _, records = await placement.build(  # best cell first, the next when one refuses
-            router, db, ctx, spec.flavor, spec.availability_zone, choice,
-            lambda path: instance_records(final, ctx, path), lambda recs: request_spec(final, ctx, recs))
+            router, db, ctx, spec.flavor, spec.availability_zone, choice, records_for, spec_for, admission)
         uuids = [r["uuid"] for r in records]
         await server_groups.add_members(engine, spec.group, uuids)
     return uuids
-
-
-async def _within_quota(request: web.Request, ctx: RequestContext, spec: BuildSpec) -> BuildSpec:
-    """As Nova: boot up to max_count if it fits, else as many as fit if that is at least min_count,
-    else 403 naming the resource that ran out."""
-    limits = spec.limits
-    per = _per_server(spec)
-    if not _counted(spec):  # unlimited: nothing to count, and a down cell cannot block boots
-        return spec
-    used = await quota.compute_usage(request.config_dict[ROUTER], ctx, str(ctx.project))
-    count = spec.count
-    while count > spec.min_count and quota.over(limits, used, {r: n * count for r, n in per.items()}):
-        count -= 1
-    quota.check_instances(limits, used, {r: n * count for r, n in per.items()})
-    return spec if count == spec.count else replace(spec, count=count)
-
-
-def _per_server(spec: BuildSpec) -> dict[str, int]:
-    return {"instances": 1, "cores": int(spec.flavor["vcpus"]), "ram": int(spec.flavor["ram"])}
-
-
-def _counted(spec: BuildSpec) -> bool:
-    """Whether any of the project's instance quotas is limited (then the boot counts usage)."""
-    return any(spec.limits.get(r, -1) >= 0 for r in _per_server(spec))
 
 
 def server_admin_pass(server: dict[str, Any]) -> str:

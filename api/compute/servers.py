@@ -54,6 +54,7 @@ async def _record(request: web.Request, ctx: RequestContext, server_id: str, vie
         raise errors.InstanceNotFound(instance_id=server_id)
     if not ctx.is_admin and record.get("project_id") != ctx.project:
         raise errors.InstanceNotFound(instance_id=server_id)
+    mappings.recount_if_stale(db, mapping, record)
     return record
 
 

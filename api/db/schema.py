@@ -29,6 +29,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    text,
     update,
 )
 
@@ -143,6 +144,13 @@ instance_mappings = Table(
     Column("user_id", String(64), nullable=False),
     Column("name", String(255), nullable=False),
     Column("created_at", DateTime, nullable=False),
+    # v5 (issue 14): what the server counts against its project's quota (api/quota.py usage_of): the
+    # flavor's vcpus and ram as last admitted (a resize counts the new flavor); and whether its cell
+    # took the build (false until the API saw build_instances answer: the half-made-boot sweep,
+    # api/compute/boot_sweep.py, asks the cell about a mapping still false after a grace)
+    Column("vcpus", Integer, nullable=False, server_default="0"),
+    Column("ram", Integer, nullable=False, server_default="0"),
+    Column("built", Boolean, nullable=False, server_default="1"),
     Index("ix_instance_mappings_project_created", "project_id", "created_at"),
     Index("ix_instance_mappings_cell", "cell_path"),
 )
@@ -280,7 +288,17 @@ def _v4(conn: Connection) -> None:
     metadata.create_all(conn, tables=[server_groups, server_group_members])
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+def _v5(conn: Connection) -> None:
+    """Quota counted in the API DB (instance_mappings.vcpus, ram) and half-made boots (built)."""
+    have = {c["name"] for c in inspect(conn).get_columns("instance_mappings")}
+    for ddl in ("vcpus INTEGER NOT NULL DEFAULT 0", "ram INTEGER NOT NULL DEFAULT 0",
+                "built BOOLEAN NOT NULL DEFAULT 1" if conn.dialect.name == "sqlite" else
+                "built BOOLEAN NOT NULL DEFAULT TRUE"):
+        if ddl.split()[0] not in have:
+            conn.execute(text(f"ALTER TABLE instance_mappings ADD COLUMN {ddl}"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
 LATEST = max(MIGRATIONS)
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import and_, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from api import quota
-from api.compute import keypairs, mappings, server_groups
+from api.compute import down_cells, keypairs, mappings, server_groups
 from api.compute.server_create import create_servers
 from api.compute.views import DEFAULT_AZ, record_status
 from api.db.schema import ec2_client_tokens, flavors, images
@@ -261,6 +261,7 @@ async def terminate_instances(request: web.Request, ctx: RequestContext, params:
     for r in records:
         mapping = await mappings.get(db, ctx, r["uuid"])
         await router.conductor(mapping.cell_path).instance_delete(ctx, r["uuid"])
+        await down_cells.queue_delete(db, r["uuid"])  # as a Nova delete: it no longer counts against quota
     await server_groups.remove_members(request.config_dict[ENGINE], [r["uuid"] for r in records])
     return {"TerminatingInstances": _changes(views, {"Code": 32, "Name": "shutting-down"})}
 
