@@ -20,7 +20,7 @@ from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext, admin_context
 from cells.db.engine import Database
 from cells.db.schema import ensure_schema
-from cells.network import fanout, resources, secgroups
+from cells.network import fanout, policy, resources, secgroups
 from cells.network import instances as inets
 from cells.rpcapi.compute import ComputeAPI
 
@@ -42,6 +42,22 @@ def _body(body: Any) -> dict[str, Any]:
     return body
 
 
+def _address_of(bind: str) -> str:
+    """The host part of tcp://ADDR:PORT or ADDR:PORT."""
+    return bind.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+
+
+def subnet_policy(cluster: ClusterConfig | None, options: dict[str, Any]) -> policy.SubnetPolicy:
+    """Tenant subnets keep off the cluster's own addresses: its netns range, every host's address
+    and every service's bind address; `min_subnet_prefix` (option) bounds their size."""
+    min_prefix = int(options.get("min_subnet_prefix") or policy.DEFAULT_MIN_PREFIX)
+    if cluster is None:
+        return policy.SubnetPolicy(min_prefix=min_prefix)
+    addresses = [h.address for h in cluster.hosts] + [_address_of(s.bind) for s in cluster.services] + \
+        [_address_of(cluster.api.listen)]
+    return policy.SubnetPolicy(tuple(policy.reserved_ranges(cluster.netns_range, addresses)), min_prefix)
+
+
 class NetworkController:
     def __init__(self, cluster: ClusterConfig | None = None, spec: ServiceSpec | None = None, *,
                  db_url: str | None = None) -> None:
@@ -52,6 +68,7 @@ class NetworkController:
         self.db_url = db_url
         options = spec.options if spec is not None else {}
         self.cidr_pool = str(options.get("default_cidr_pool") or resources.DEFAULT_CIDR_POOL)
+        self.subnet_policy = subnet_policy(cluster, options)
         self._db: Database | None = None
         self._compute: ComputeAPI | None = None
         self._refreshes: set[asyncio.Task[None]] = set()
@@ -101,7 +118,8 @@ class NetworkController:
     async def network_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
         f = _filters(filters)
         if ctx.project is not None and not resources.privileged(ctx):  # the project's own network on first use
-            await self._write(lambda c: resources.ensure_default_network(c, str(ctx.project), self.cidr_pool))
+            await self._write(lambda c: resources.ensure_default_network(
+                c, str(ctx.project), self.cidr_pool, self.subnet_policy))
         return await self._read(lambda c: resources.list_networks(c, ctx, f))
 
     async def network_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
@@ -119,7 +137,8 @@ class NetworkController:
     async def subnet_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
         f = _filters(filters)
         if ctx.project is not None and not resources.privileged(ctx):
-            await self._write(lambda c: resources.ensure_default_network(c, str(ctx.project), self.cidr_pool))
+            await self._write(lambda c: resources.ensure_default_network(
+                c, str(ctx.project), self.cidr_pool, self.subnet_policy))
         return await self._read(lambda c: resources.list_subnets(c, ctx, f))
 
     async def subnet_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
@@ -127,7 +146,7 @@ class NetworkController:
 
     async def subnet_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
         b = _body(body)
-        return await self._write(lambda c: resources.create_subnet(c, ctx, b))
+        return await self._write(lambda c: resources.create_subnet(c, ctx, b, self.subnet_policy))
 
     async def subnet_delete(self, ctx: RequestContext, id: str) -> None:
         await self._write(lambda c: resources.delete_subnet(c, ctx, str(id)))
@@ -210,7 +229,7 @@ class NetworkController:
     async def allocate_for_instance(self, ctx: RequestContext, instance_uuid: str, project_id: str,
                                     requested: Any = None, security_groups: Any = None) -> dict[str, Any]:
         return await self._write(lambda c: inets.allocate_for_instance(
-            c, str(instance_uuid), str(project_id), requested, security_groups, self.cidr_pool))
+            c, str(instance_uuid), str(project_id), requested, security_groups, self.cidr_pool, self.subnet_policy))
 
     async def instance_security_groups(self, ctx: RequestContext, instance_uuid: str) -> list[dict[str, Any]]:
         return await self._read(lambda c: inets.instance_groups(c, str(instance_uuid)))

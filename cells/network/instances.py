@@ -21,7 +21,7 @@ from cells.context import RequestContext
 from cells.db import actions
 from cells.db.fast import Fast
 from cells.db.schema import instance_actions, instances
-from cells.network import ipam, resources, secgroups
+from cells.network import ipam, policy, resources, secgroups
 from cells.network.schema import (
     ip_allocations,
     network_agents,
@@ -95,7 +95,9 @@ _SET_ADDRESSES = Fast(update(instances).where(instances.c.uuid == bindparam("b_u
 
 
 def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: Any, group_names: Any,
-                          cidr_pool: str = resources.DEFAULT_CIDR_POOL) -> dict[str, list[dict[str, Any]]]:
+                          cidr_pool: str = resources.DEFAULT_CIDR_POOL,
+                          rules: policy.SubnetPolicy = resources.DEFAULT_SUBNET_POLICY
+                          ) -> dict[str, list[dict[str, Any]]]:
     """Ports and fixed IPs for instance `uuid` (idempotent: a retry gets the same ports),
     and the instance row's addresses filled, in one unit of work."""
     wanted = validate_requested(requested)
@@ -107,7 +109,7 @@ def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: 
         groups = secgroups.resolve_groups(conn, project, list(group_names) if group_names else None)
         default = None
         if not wanted:
-            default = resources.ensure_default_network(conn, project, cidr_pool)
+            default = resources.ensure_default_network(conn, project, cidr_pool, rules)
             wanted = [{"uuid": default.id}]
         for item in wanted:
             if "port" in item:

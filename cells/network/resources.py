@@ -20,7 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from cells import errors
 from cells.context import RequestContext
 from cells.db.fast import AnyRow, Fast, as_mapping
-from cells.network import ipam, secgroups
+from cells.db.schema import instances
+from cells.network import ipam, policy, secgroups
 from cells.network.schema import ip_allocations, networks, ports, subnets
 from cells.objects.instance import utcnow_iso
 
@@ -31,6 +32,7 @@ DEFAULT_CIDR_POOL = "10.0.0.0/8"
 DEFAULT_PREFIX = 24
 MAC_PREFIX = "fa:16:3e"  # OpenStack's
 INSTANCE_OWNER = "compute:nova"
+DEFAULT_SUBNET_POLICY = policy.SubnetPolicy()
 LIST_CONTROL = frozenset({"fields", "sort_key", "sort_dir", "limit", "marker", "page_reverse"})
 
 
@@ -38,8 +40,7 @@ def new_id() -> str:
     return str(uuidlib.uuid4())
 
 
-def privileged(ctx: RequestContext) -> bool:
-    return ctx.is_admin or "service" in ctx.roles or ctx.project is None
+privileged = policy.privileged
 
 
 def _project(ctx: RequestContext, body: Mapping[str, Any]) -> str:
@@ -145,23 +146,36 @@ def get_network(conn: Connection, ctx: RequestContext, net_id: str) -> dict[str,
     return network_record(row, _subnet_ids(conn, [row.id])[row.id])
 
 
-def _next_vni(conn: Connection) -> int:
-    top = conn.execute(select(func.max(networks.c.segmentation_id))).scalar()
-    vni = VNI_MIN if top is None else int(top) + 1
-    if vni > VNI_MAX:
+_VNI_TAKEN = networks.alias("taken")
+# the lowest free VNI: VNI_MIN itself, or the one after a taken VNI whose successor is free (the
+# unique index on segmentation_id answers both), so deleted networks' VNIs are used again
+_VNI_MIN_TAKEN = Fast(select(networks.c.id).where(networks.c.segmentation_id == VNI_MIN).limit(1))
+_VNI_GAP = Fast(select(func.min(networks.c.segmentation_id + 1)).where(
+    networks.c.segmentation_id >= VNI_MIN, networks.c.segmentation_id < VNI_MAX,
+    ~select(_VNI_TAKEN.c.id).where(_VNI_TAKEN.c.segmentation_id == networks.c.segmentation_id + 1).exists()))
+
+
+def next_vni(conn: Connection) -> int:
+    """The lowest free segmentation id in VNI_MIN..VNI_MAX (a gap left by a deleted network first)."""
+    if _VNI_MIN_TAKEN.first(conn, {}) is None:
+        return VNI_MIN
+    row = _VNI_GAP.first(conn, {})
+    if row is None or row[0] is None:
         raise errors.Conflict(reason="no free VXLAN segmentation id left")
-    return vni
+    return int(row[0])
 
 
 def create_network(conn: Connection, ctx: RequestContext, body: Mapping[str, Any],
                    is_default: bool = False) -> dict[str, Any]:
     _unknown(body, {"name", "admin_state_up", "shared", "project_id", "tenant_id", "description", "mtu",
                     "port_security_enabled", "provider:network_type", "provider:segmentation_id",
-                    "availability_zone_hints", "router:external", "is_default"}, "network")
+                    "availability_zone_hints", "router:external", "is_default", "provider:physical_network"},
+             "network")
+    policy.check_network_fields(ctx, body)
     project = _project(ctx, body)
     shared = _bool(body, "shared", False)
-    if shared and not privileged(ctx):
-        raise errors.Forbidden("Only an admin may create a shared network.")
+    if body.get("provider:physical_network") is not None:
+        raise errors.Invalid(reason="physical networks are not supported by this cloud (VXLAN only)")
     if body.get("router:external"):
         raise errors.Invalid(reason="external networks are not supported by this cloud")
     net_type = body.get("provider:network_type") or "vxlan"
@@ -176,7 +190,7 @@ def create_network(conn: Connection, ctx: RequestContext, body: Mapping[str, Any
     now = utcnow_iso()
     values = {"id": new_id(), "name": _text(body, "name"), "project_id": project, "shared": shared,
               "admin_state_up": _bool(body, "admin_state_up", True), "network_type": "vxlan",
-              "segmentation_id": vni if vni is not None else _next_vni(conn), "mtu": mtu,
+              "segmentation_id": vni if vni is not None else next_vni(conn), "mtu": mtu,
               "is_default": is_default, "gateway_host": None, "description": _text(body, "description"),
               "created_at": now, "updated_at": now}
     try:
@@ -237,7 +251,8 @@ def get_subnet(conn: Connection, ctx: RequestContext, subnet_id: str) -> dict[st
     return subnet_record(subnet_row(conn, ctx, subnet_id))
 
 
-def create_subnet(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) -> dict[str, Any]:
+def create_subnet(conn: Connection, ctx: RequestContext, body: Mapping[str, Any],
+                  rules: policy.SubnetPolicy = DEFAULT_SUBNET_POLICY) -> dict[str, Any]:
     _unknown(body, {"name", "network_id", "cidr", "ip_version", "gateway_ip", "allocation_pools", "enable_dhcp",
                     "dns_nameservers", "project_id", "tenant_id", "description", "host_routes", "subnetpool_id",
                     "ipv6_ra_mode", "ipv6_address_mode", "prefixlen", "use_default_subnetpool",
@@ -256,6 +271,7 @@ def create_subnet(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]
     version = body.get("ip_version", cidr.version)
     if version != cidr.version:
         raise errors.Invalid(reason=f"cidr {cidr} is not an IPv{version} network")
+    rules.check(cidr)
     if cidr.version != 4:
         raise errors.Invalid(reason="only IPv4 subnets are supported by this cloud")
     existing = [str(r[0]) for r in conn.execute(select(subnets.c.cidr))]
@@ -365,8 +381,8 @@ def new_port(conn: Connection, net: AnyRow, project: str, group_ids: list[str], 
     subnet_rows = ipam.network_subnets(conn, net.id)
     if not subnet_rows:
         raise errors.Invalid(reason=f"Network {net.id} has no subnet to allocate an address from.")
-    if mac is not None and (not isinstance(mac, str) or len(mac) != 17):
-        raise errors.Invalid(reason=f"invalid mac_address {mac!r}")
+    if mac is not None:
+        mac = policy.normalize_mac(mac)
     now = utcnow_iso()
     values = {"id": new_id(), "network_id": net.id, "project_id": project, "name": "", "device_id": "",
               "device_owner": "", "binding_host": None, "status": "DOWN", "admin_state_up": True,
@@ -386,7 +402,7 @@ def new_port(conn: Connection, net: AnyRow, project: str, group_ids: list[str], 
 def create_port(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) -> dict[str, Any]:
     _unknown(body, {"name", "network_id", "fixed_ips", "mac_address", "device_id", "device_owner",
                     "security_groups", "admin_state_up", "project_id", "tenant_id", "description",
-                    "binding:host_id", "port_security_enabled", "binding:vnic_type"}, "port")
+                    "binding:host_id", "port_security_enabled", "binding:vnic_type", "binding:profile"}, "port")
     net_id = body.get("network_id")
     if not isinstance(net_id, str):
         raise errors.Invalid(reason="network_id is required")
@@ -394,15 +410,42 @@ def create_port(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) 
         net = network_row(conn, ctx, net_id)
     except errors.NetworkNotFound:  # another project's network is as good as absent, and a bad request
         raise errors.Invalid(reason=f"Network {net_id} could not be found.") from None
+    policy.check_port_fields(ctx, body, "create_port")
+    policy.check_unsupported_binding(body)
     project = _project(ctx, body)
     if net.project_id != project and not net.shared and not privileged(ctx):
         raise errors.Invalid(reason=f"Network {net_id} belongs to another project.")
+    if body.get("fixed_ips") is not None and net.project_id != project and not privileged(ctx):
+        raise errors.Forbidden("(rule:create_port and rule:create_port:fixed_ips) is disallowed by policy")
+    mac = policy.normalize_mac(body["mac_address"]) if body.get("mac_address") is not None else None
+    device_id, device_owner = _text(body, "device_id"), _text(body, "device_owner")
+    _check_device(conn, project, device_id, device_owner)
     group_ids = secgroups.resolve_groups(conn, project, body.get("security_groups"))
-    port_id = new_port(conn, net, project, group_ids, body.get("fixed_ips"), body.get("mac_address") or None,
-                       name=_text(body, "name"), device_id=_text(body, "device_id"),
-                       device_owner=_text(body, "device_owner"), admin_state_up=_bool(body, "admin_state_up", True),
-                       description=_text(body, "description"))
+    port_id = new_port(conn, net, project, group_ids, body.get("fixed_ips"), mac,
+                       name=_text(body, "name"), device_id=device_id, device_owner=device_owner,
+                       admin_state_up=_bool(body, "admin_state_up", True), description=_text(body, "description"),
+                       binding_host=_text(body, "binding:host_id") or None)
     return get_port(conn, ctx, port_id)
+
+
+_INSTANCE_PROJECT = Fast(select(instances.c.project_id, instances.c.deleted)
+                         .where(instances.c.uuid == bindparam("b_uuid")))
+
+
+def _check_device(conn: Connection, project: str, device_id: str, device_owner: str) -> None:
+    """A port joins a server only of its own project, and a compute-owned port names a live server
+    of this cell (the boot flow's _take_port holds the same rule)."""
+    if not device_id and not device_owner.startswith("compute:"):
+        return
+    row = _INSTANCE_PROJECT.first(conn, {"b_uuid": device_id}) if device_id else None
+    if row is None:
+        if device_owner.startswith("compute:"):
+            raise errors.Invalid(reason=f"device_id {device_id!r} is not a server of this cloud: a port "
+                                        "owned by compute:* must name its server")
+        return  # another kind of device (Neutron's device_id is free text)
+    if row.deleted or row.project_id != project:
+        raise errors.Conflict(reason=f"Port cannot join server {device_id}: it belongs to another project "
+                                     "or is deleted.")
 
 
 def _allocate_fixed_ips(conn: Connection, net_id: str, subnet_rows: list[AnyRow], port_id: str,
@@ -430,19 +473,24 @@ def _allocate_fixed_ips(conn: Connection, net_id: str, subnet_rows: list[AnyRow]
 
 def update_port(conn: Connection, ctx: RequestContext, port_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     _unknown(body, {"name", "description", "security_groups", "admin_state_up", "device_id", "device_owner",
-                    "binding:host_id"}, "port")
+                    "binding:host_id", "binding:profile"}, "port")
     row = port_row(conn, ctx, port_id)
+    policy.check_port_fields(ctx, body, "update_port", records_of(conn, [row])[0])
+    policy.check_unsupported_binding(body)
     values: dict[str, Any] = {"updated_at": utcnow_iso()}
     for key in ("name", "description", "device_id", "device_owner"):
         if key in body:
             values[key] = _text(body, key)
+    if "device_id" in values or "device_owner" in values:
+        _check_device(conn, row.project_id, values.get("device_id", row.device_id),
+                      values.get("device_owner", row.device_owner))
     if "admin_state_up" in body:
         values["admin_state_up"] = _bool(body, "admin_state_up", True)
     if "security_groups" in body:
         values["security_groups"] = secgroups.resolve_groups(conn, row.project_id, body["security_groups"] or [],
                                                              allow_empty=True)
     if "binding:host_id" in body:
-        values["binding_host"] = body["binding:host_id"] or None
+        values["binding_host"] = _text(body, "binding:host_id") or None
     conn.execute(update(ports).where(ports.c.id == port_id).values(**values))
     return get_port(conn, ctx, port_id)
 
@@ -457,15 +505,16 @@ def delete_port(conn: Connection, ctx: RequestContext, port_id: str) -> None:
 
 # --- per-project defaults ---------------------------------------------------------------
 
-def _free_cidr(conn: Connection, pool: str, prefix: int) -> str:
+def _free_cidr(conn: Connection, pool: str, prefix: int, rules: policy.SubnetPolicy) -> str:
     taken = [ipaddress.ip_network(str(r[0])) for r in conn.execute(select(subnets.c.cidr))]
     for candidate in ipaddress.ip_network(pool).subnets(new_prefix=prefix):
-        if not any(candidate.overlaps(t) for t in taken):
+        if rules.allows(candidate) and not any(candidate.overlaps(t) for t in taken):
             return str(candidate)
     raise errors.Conflict(reason=f"no free /{prefix} left in {pool} for a default network")
 
 
-def ensure_default_network(conn: Connection, project: str, pool: str = DEFAULT_CIDR_POOL) -> AnyRow:
+def ensure_default_network(conn: Connection, project: str, pool: str = DEFAULT_CIDR_POOL,
+                           rules: policy.SubnetPolicy = DEFAULT_SUBNET_POLICY) -> AnyRow:
     """The project's own network and subnet, made on first use (the per-project network of nova-network)."""
     row = _DEFAULT_NETWORK.first(conn, {"b_project": project})
     if row is not None:
@@ -473,7 +522,7 @@ def ensure_default_network(conn: Connection, project: str, pool: str = DEFAULT_C
     ctx = RequestContext(project=project, roles=("service",))
     net = create_network(conn, ctx, {"name": DEFAULT_NETWORK_NAME, "project_id": project}, is_default=True)
     create_subnet(conn, ctx, {"network_id": net["id"], "name": f"{DEFAULT_NETWORK_NAME}-subnet",
-                              "cidr": _free_cidr(conn, pool, DEFAULT_PREFIX), "project_id": project})
+                              "cidr": _free_cidr(conn, pool, DEFAULT_PREFIX, rules), "project_id": project}, rules)
     secgroups.ensure_default_group(conn, project)
     result = conn.execute(select(networks).where(networks.c.id == net["id"])).first()
     assert result is not None
