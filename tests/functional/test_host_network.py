@@ -22,10 +22,14 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import Connection
 
+from cells.conductor.flows.boot import validate_build
 from cells.context import RequestContext
+from cells.db import instances as idb
 from cells.db.schema import create_schema
 from cells.network.controller import NetworkController
+from cells.objects.instance import utcnow_iso
 from node.network.linux import LinuxNetworkDriver, detect_capabilities
 
 pytestmark = [pytest.mark.slow,
@@ -88,13 +92,18 @@ async def controller(tmp_path: Path) -> AsyncIterator[NetworkController]:
 
 async def guest_port(c: NetworkController, ctx: RequestContext, net_id: str, host: str,
                      groups: list[str] | None = None) -> dict[str, Any]:
-    """A port of a would-be instance, bound to `host` as the boot flow does."""
+    """The port of an instance (a row in the cell DB), made and bound to `host` as the boot flow does
+    (a member may not set a port's device_id or a compute device_owner itself)."""
     device = str(uuid.uuid4())
-    body: dict[str, Any] = {"network_id": net_id, "device_id": device, "device_owner": "compute:nova"}
-    if groups is not None:
-        body["security_groups"] = groups
-    port = await c.port_create(ctx, body)
+    rows = validate_build([{"uuid": device, "name": "g", "project_id": ctx.project,
+                            "flavor": {"vcpus": 1, "ram": 64}}], {}, utcnow_iso(), "test")
+
+    def insert(conn: Connection) -> None:
+        conn.execute(idb.INSERT, rows)
+    await c.db.write(insert)
+    await c.allocate_for_instance(ctx, device, str(ctx.project), [{"uuid": net_id}], groups)
     (vif,) = await c.bind_instance(ctx, device, host)
+    (port,) = await c.port_list(ctx, {"device_id": device})
     return {**port, "vif": vif, "guest_ns": f"cc5g-{TAG}-{port['id'][:6]}", "host": host}
 
 
