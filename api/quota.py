@@ -33,6 +33,7 @@ from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
 from cells.db.fast import Fast
+from cells.network import quota as netquota
 
 # Nova's and Cinder's defaults
 DEFAULTS: dict[str, int] = {
@@ -43,6 +44,8 @@ DEFAULTS: dict[str, int] = {
     "fixed_ips": -1, "floating_ips": 10, "security_groups": 10, "security_group_rules": 20,
     # Cinder
     "volumes": 10, "gigabytes": 1000, "snapshots": 10,
+    # Neutron (singular names, as its quota API; enforced by the cell's network controller)
+    **netquota.DEFAULTS,
 }
 COMPUTE_COUNTED = ("instances", "cores", "ram")
 

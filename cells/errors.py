@@ -220,6 +220,12 @@ class NetworkInUse(Conflict):
 
 
 @_register
+class OverQuota(Conflict):
+    """Neutron's 409 OverQuota."""
+    code, msg = "over_quota", "Quota exceeded for resources: ['{resource}']."
+
+
+@_register
 class HostNetworkUnavailable(CellcloudError):
     code, http_status, msg = "host_network_unavailable", 503, "Host networking cannot be used here: {reason}"
 

@@ -1,30 +1,35 @@
-"""/network/v2.0/quotas: Neutron's quota API, as `openstack quota show` reads it.
+"""/network/v2.0/quotas: Neutron's quota API, as `openstack quota show|set` use it.
 
-This cloud does not limit network resources per project, so every limit is
--1 (Neutron's "unlimited") and says so; `details` counts what the project
-really holds in every cell. Changing a network limit is refused with the
-reason rather than stored and ignored. Neutron's whole default set is listed;
-routers, floating IPs, RBAC policies and subnet pools do not exist here, so
-their use is always 0.
+Networks, subnets, ports, security groups and rules have per-project limits with
+Neutron's defaults (cells/network/quota.py), kept in the API DB's quotas table
+beside Nova's and Cinder's; the create route sends the owner's limit to the cell's
+network controller, which checks it in the same write that creates the resource.
+`details` counts what the project really holds in every cell. Routers, floating
+IPs, RBAC policies and subnet pools do not exist here: -1 and always 0 used, and
+setting them is refused. Policy as Neutron's: a member reads its own project's,
+only admins read others' or change them.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 
-from api.http import context
+from api import quota
+from api.db.schema import quotas as quota_table
+from api.http import context, json_body
+from api.keys import ENGINE
 from api.network import routes
 from cells import errors
 from cells.context import RequestContext
+from cells.network import quota as netquota
 from cells.rpcapi.network import NetworkAPI
 
 UNLIMITED = -1
-# Neutron quota resource -> the controller's resource it counts (None: no such resource here)
-RESOURCES: dict[str, str | None] = {
-    "network": "network", "subnet": "subnet", "port": "port", "router": None, "floatingip": None,
-    "security_group": "security_group", "security_group_rule": "security_group_rule", "rbac_policy": None,
-    "subnetpool": None}
+_MAX = 0x7FFFFFFF
+ABSENT = ("router", "floatingip", "rbac_policy", "subnetpool")  # no such resources here
+LIMITED = tuple(netquota.DEFAULTS)
 
 
 def _project(request: web.Request, ctx: RequestContext) -> str:
@@ -34,43 +39,100 @@ def _project(request: web.Request, ctx: RequestContext) -> str:
     return project
 
 
+def _admin(ctx: RequestContext) -> None:
+    if not ctx.is_admin:
+        raise errors.Forbidden("rule:update_quota is disallowed by policy")
+
+
+async def project_limits(request: web.Request, project: str) -> dict[str, int]:
+    """Every Neutron quota resource's limit for the project (the absent ones -1)."""
+    limits = await quota.limits(request.config_dict[ENGINE], project)
+    return {**{r: limits[r] for r in LIMITED}, **dict.fromkeys(ABSENT, UNLIMITED)}
+
+
 async def show(request: web.Request) -> web.Response:
-    _project(request, context(request))
-    return web.json_response({"quota": dict.fromkeys(RESOURCES, UNLIMITED)})
+    project = _project(request, context(request))
+    return web.json_response({"quota": await project_limits(request, project)})
 
 
 async def defaults(request: web.Request) -> web.Response:
     _project(request, context(request))
-    return web.json_response({"quota": dict.fromkeys(RESOURCES, UNLIMITED)})
+    return web.json_response({"quota": {**netquota.DEFAULTS, **dict.fromkeys(ABSENT, UNLIMITED)}})
 
 
 async def details(request: web.Request) -> web.Response:
     ctx = context(request)
     project = _project(request, ctx)
-    used = dict.fromkeys(RESOURCES, 0)
-    for quota_name, resource in RESOURCES.items():
-        if resource is None:
-            continue
-
+    used = dict.fromkeys([*LIMITED, *ABSENT], 0)
+    for resource in LIMITED:
         async def count(api: NetworkAPI, kind: str = resource) -> Any:
             return await api.index(ctx, kind, {"project_id": project})
         for records in await routes._each_cell(request, ctx, count):
-            used[quota_name] += len(records)
-    return web.json_response({"quota": {name: {"limit": UNLIMITED, "used": used[name], "reserved": 0}
-                                        for name in RESOURCES}})
+            used[resource] += len(records)
+    limits = await project_limits(request, project)
+    return web.json_response({"quota": {name: {"limit": limits[name], "used": used[name], "reserved": 0}
+                                        for name in limits}})
 
 
-async def refuse_change(request: web.Request) -> web.Response:
-    if not context(request).is_admin:
-        raise errors.Forbidden("rule:update_quota is disallowed by policy")
-    raise errors.Invalid(reason="this cloud does not limit network resources per project: every network quota "
-                                "is -1 (unlimited) and cannot be changed")
+def _values(body: Any) -> dict[str, int]:
+    """Neutron's {"quota": {resource: limit}}: integers from -1 up, for resources that exist here."""
+    if not isinstance(body, dict) or not isinstance(body.get("quota"), dict) or set(body) != {"quota"}:
+        raise errors.Invalid(reason='Resource body required: {"quota": {...}}')
+    out: dict[str, int] = {}
+    for resource, raw in body["quota"].items():
+        if resource in ("project_id", "tenant_id", "force", "check_limit"):
+            continue  # what clients send beside the limits
+        if resource in ABSENT:
+            raise errors.Invalid(reason=f"{resource} does not exist in this cloud: its quota cannot be set")
+        if resource not in LIMITED:
+            raise errors.Invalid(reason=f"Unrecognized attribute(s) '{resource}'")
+        try:
+            value = int(raw) if not isinstance(raw, bool) and isinstance(raw, (int, str)) else None
+        except ValueError:
+            value = None
+        if value is None or not UNLIMITED <= value <= _MAX:
+            raise errors.Invalid(reason=f"'{raw}' is not a valid quota for {resource}: an integer from -1 to {_MAX}")
+        out[resource] = value
+    return out
+
+
+async def update(request: web.Request) -> web.Response:
+    _admin(context(request))
+    project = request.match_info["project_id"]
+    values = _values(await json_body(request))
+    await quota.set_limits(request.config_dict[ENGINE], project, values)
+    return web.json_response({"quota": await project_limits(request, project)})
+
+
+async def reset(request: web.Request) -> web.Response:
+    _admin(context(request))
+    project = request.match_info["project_id"]
+    async with request.config_dict[ENGINE].begin() as conn:  # no override left: Neutron's defaults again
+        await conn.execute(quota_table.delete().where(quota_table.c.project_id == project,
+                                                      quota_table.c.resource.in_(LIMITED)))
+    return web.Response(status=204)
 
 
 async def index(request: web.Request) -> web.Response:
+    """The projects whose network quotas differ from the defaults (admin)."""
     if not context(request).is_admin:
         raise errors.Forbidden("rule:get_quota is disallowed by policy")
-    return web.json_response({"quotas": []})  # no project has a non-default network quota
+    async with request.config_dict[ENGINE].connect() as conn:
+        rows = (await conn.execute(select(quota_table.c.project_id).where(quota_table.c.resource.in_(LIMITED))
+                                   .distinct().order_by(quota_table.c.project_id))).all()
+    out = []
+    for (project,) in rows:
+        limits = await project_limits(request, str(project))
+        out.append({"project_id": project, "tenant_id": project, **limits})
+    return web.json_response({"quotas": out})
+
+
+async def limit_for(request: web.Request, resource: str, project: str) -> dict[str, Any] | None:
+    """What the create route sends the controller: {"project", "limit"}, None for uncounted kinds."""
+    if resource not in LIMITED:
+        return None
+    limits = await quota.limits(request.config_dict[ENGINE], project)
+    return {"project": project, "limit": limits[resource]}
 
 
 def add_routes(app: web.Application) -> None:
@@ -79,5 +141,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v2.0/quotas/{project_id}", show)
     app.router.add_get("/v2.0/quotas/{project_id}/default", defaults)
     app.router.add_get("/v2.0/quotas/{project_id}/details", details)
-    app.router.add_put("/v2.0/quotas/{project_id}", refuse_change)
-    app.router.add_delete("/v2.0/quotas/{project_id}", refuse_change)
+    app.router.add_put("/v2.0/quotas/{project_id}", update)
+    app.router.add_delete("/v2.0/quotas/{project_id}", reset)

@@ -39,7 +39,7 @@ NEUTRON_TYPES = {"network_not_found": "NetworkNotFound", "subnet_not_found": "Su
                  "security_group_rule_not_found": "SecurityGroupRuleNotFound",
                  "ip_address_exhausted": "IpAddressGenerationFailure", "network_in_use": "NetworkInUse",
                  "invalid": "InvalidInput", "malformed_body": "BadRequest", "conflict": "Conflict",
-                 "forbidden": "PolicyNotAuthorized", "unauthorized": "NotAuthorized"}
+                 "forbidden": "PolicyNotAuthorized", "unauthorized": "NotAuthorized", "over_quota": "OverQuota"}
 _FALLBACK = {400: "BadRequest", 401: "NotAuthorized", 403: "Forbidden", 404: "HTTPNotFound", 405: "HTTPMethodNotAllowed",
              409: "Conflict", 503: "ServiceUnavailable"}
 EXTENSIONS = (("security-group", "security-group", "The security groups extension."),
@@ -157,13 +157,17 @@ async def create(request: web.Request) -> web.Response:
     api = NetworkAPI(network_cells(request)[0])
     parent = item.get("network_id") if resource in ("subnet", "port") else \
         item.get("security_group_id") if resource == "security_group_rule" else None
+    owner = item.get("project_id") or item.get("tenant_id") or ctx.project
     if isinstance(parent, str):
         try:
-            api, _ = await find_cell(request, ctx, "network" if resource != "security_group_rule"
-                                     else "security_group", parent)
+            api, parent_record = await find_cell(request, ctx, "network" if resource != "security_group_rule"
+                                                 else "security_group", parent)
+            if resource != "port":  # a subnet or rule belongs to its network's or group's project
+                owner = parent_record.get("project_id") or owner
         except errors.NotFound:
             pass  # the cell's controller answers with the right error
-    record = await api.create(ctx, resource, item)
+    limit = await quotas.limit_for(request, resource, str(owner)) if isinstance(owner, str) and owner else None
+    record = await api.create(ctx, resource, item, limit)
     return web.json_response({key: record}, status=201)
 
 

@@ -22,6 +22,7 @@ from cells.db.engine import Database
 from cells.db.schema import ensure_schema
 from cells.network import fanout, policy, resources, secgroups
 from cells.network import instances as inets
+from cells.network import quota as netquota
 from cells.rpcapi.compute import ComputeAPI
 
 LOG = logging.getLogger(__name__)
@@ -56,6 +57,12 @@ def subnet_policy(cluster: ClusterConfig | None, options: dict[str, Any]) -> pol
     addresses = [h.address for h in cluster.hosts] + [_address_of(s.bind) for s in cluster.services] + \
         [_address_of(cluster.api.listen)]
     return policy.SubnetPolicy(tuple(policy.reserved_ranges(cluster.netns_range, addresses)), min_prefix)
+
+
+def _counted(conn: Connection, resource: str, limit: int | None, record: dict[str, Any]) -> dict[str, Any]:
+    """The record just created, once its owner's count of `resource` is within `limit` (same unit)."""
+    netquota.check_after_insert(conn, resource, str(record["project_id"]), limit)
+    return record
 
 
 class NetworkController:
@@ -125,9 +132,9 @@ class NetworkController:
     async def network_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
         return await self._read(lambda c: resources.get_network(c, ctx, str(id)))
 
-    async def network_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
-        b = _body(body)
-        return await self._write(lambda c: resources.create_network(c, ctx, b))
+    async def network_create(self, ctx: RequestContext, body: Any, quota: Any = None) -> dict[str, Any]:
+        b, limit = _body(body), netquota.parse(quota)
+        return await self._write(lambda c: _counted(c, "network", limit, resources.create_network(c, ctx, b)))
 
     async def network_delete(self, ctx: RequestContext, id: str) -> None:
         await self._write(lambda c: resources.delete_network(c, ctx, str(id)))
@@ -144,9 +151,10 @@ class NetworkController:
     async def subnet_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
         return await self._read(lambda c: resources.get_subnet(c, ctx, str(id)))
 
-    async def subnet_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
-        b = _body(body)
-        return await self._write(lambda c: resources.create_subnet(c, ctx, b, self.subnet_policy))
+    async def subnet_create(self, ctx: RequestContext, body: Any, quota: Any = None) -> dict[str, Any]:
+        b, limit = _body(body), netquota.parse(quota)
+        return await self._write(lambda c: _counted(c, "subnet", limit,
+                                                    resources.create_subnet(c, ctx, b, self.subnet_policy)))
 
     async def subnet_delete(self, ctx: RequestContext, id: str) -> None:
         await self._write(lambda c: resources.delete_subnet(c, ctx, str(id)))
@@ -160,9 +168,9 @@ class NetworkController:
     async def port_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
         return await self._read(lambda c: resources.get_port(c, ctx, str(id)))
 
-    async def port_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
-        b = _body(body)
-        return await self._write(lambda c: resources.create_port(c, ctx, b))
+    async def port_create(self, ctx: RequestContext, body: Any, quota: Any = None) -> dict[str, Any]:
+        b, limit = _body(body), netquota.parse(quota)
+        return await self._write(lambda c: _counted(c, "port", limit, resources.create_port(c, ctx, b)))
 
     async def port_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
         b = _body(body)
@@ -188,9 +196,9 @@ class NetworkController:
     async def security_group_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
         return await self._read(lambda c: secgroups.get_group(c, ctx, str(id)))
 
-    async def security_group_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
-        b = _body(body)
-        return await self._write(lambda c: secgroups.create_group(c, ctx, b))
+    async def security_group_create(self, ctx: RequestContext, body: Any, quota: Any = None) -> dict[str, Any]:
+        b, limit = _body(body), netquota.parse(quota)
+        return await self._write(lambda c: _counted(c, "security_group", limit, secgroups.create_group(c, ctx, b)))
 
     async def security_group_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
         b = _body(body)
@@ -207,11 +215,11 @@ class NetworkController:
     async def security_group_rule_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
         return await self._read(lambda c: secgroups.rule_record(secgroups.rule_row(c, ctx, str(id))))
 
-    async def security_group_rule_create(self, ctx: RequestContext, body: Any) -> dict[str, Any]:
-        b = _body(body)
+    async def security_group_rule_create(self, ctx: RequestContext, body: Any, quota: Any = None) -> dict[str, Any]:
+        b, limit = _body(body), netquota.parse(quota)
 
         def create(c: Connection) -> tuple[dict[str, Any], set[str]]:
-            rule = secgroups.create_rule(c, ctx, b)
+            rule = _counted(c, "security_group_rule", limit, secgroups.create_rule(c, ctx, b))
             return rule, fanout.hosts_of_group(c, rule["security_group_id"])
         rule, hosts = await self._write(create)
         self._refresh(hosts)

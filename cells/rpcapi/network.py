@@ -48,8 +48,12 @@ class NetworkAPI:
     async def show(self, ctx: RequestContext, resource: str, id: str) -> dict[str, Any]:
         return map_reply(await self.caller.call(TOPIC, M[f"{resource}_get"], {"id": id}, ctx))
 
-    async def create(self, ctx: RequestContext, resource: str, body: dict[str, Any]) -> dict[str, Any]:
-        return map_reply(await self.caller.call(TOPIC, M[f"{resource}_create"], {"body": body}, ctx))
+    async def create(self, ctx: RequestContext, resource: str, body: dict[str, Any],
+                     quota: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`quota`: {"project", "limit"} of the resource for the owner (the API's limits), checked in
+        the creating write."""
+        args: dict[str, Any] = {"body": body} if quota is None else {"body": body, "quota": quota}
+        return map_reply(await self.caller.call(TOPIC, M[f"{resource}_create"], args, ctx))
 
     async def update(self, ctx: RequestContext, resource: str, id: str, body: dict[str, Any]) -> dict[str, Any]:
         return map_reply(await self.caller.call(TOPIC, M[f"{resource}_update"], {"id": id, "body": body}, ctx))

@@ -1,41 +1,146 @@
-"""/network/v2.0/quotas against a real network controller: every limit is -1
-(this cloud does not limit network resources), details count what the project
-really holds, a change is refused with the reason, policy as Neutron's."""
+"""/network/v2.0/quotas against a real network controller: Neutron's default limits, the
+N+1th resource refused with 409 OverQuota in the write that would make it (nothing made,
+even by concurrent creates), details counting what the project really holds, limits
+settable and resettable by admins only, and the unmodified `openstack quota show`."""
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from tests.unit.test_api_network import api_client
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from api import bootstrap
+from api.app import make_app
+from tests.conftest import free_port
+from tests.unit.api_support import make_cluster
+from tests.unit.test_api_network import INTERVAL, OPENSTACK, _cli, api_client, network_cell
+
+NEUTRON_DEFAULTS = {"network": 100, "subnet": 100, "port": 500, "security_group": 10, "security_group_rule": 100,
+                    "router": -1, "floatingip": -1, "rbac_policy": -1, "subnetpool": -1}
 
 
-async def test_network_quotas_are_unlimited_and_count_real_use(tmp_path: Path) -> None:
-    async with api_client(tmp_path) as (client, demo, admin):
-        me = await (await client.get("/identity/v3/auth/tokens",
-                                     headers={**demo, "X-Subject-Token": demo["X-Auth-Token"]})).json()
-        project = me["token"]["project"]["id"]
+async def _project(client: TestClient[Any, Any], headers: dict[str, str]) -> str:
+    me = await (await client.get("/identity/v3/auth/tokens",
+                                 headers={**headers, "X-Subject-Token": headers["X-Auth-Token"]})).json()
+    return str(me["token"]["project"]["id"])
+
+
+async def _names(client: TestClient[Any, Any], headers: dict[str, str], collection: str) -> list[str]:
+    return [r["name"] for r in (await (await client.get(f"/network/v2.0/{collection}", headers=headers)).json())
+            [collection.replace("-", "_")]]
+
+
+async def test_defaults_are_neutrons_and_details_count_real_use(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, _admin):
+        project = await _project(client, demo)
         resp = await client.post("/network/v2.0/networks", json={"network": {"name": "blue"}}, headers=demo)
         assert resp.status == 201
-        [private] = [n for n in (await (await client.get("/network/v2.0/networks", headers=demo)).json())["networks"]
-                     if n["name"] == "private"]  # made on first use, with its subnet
-        resp = await client.post("/network/v2.0/ports", json={"port": {"network_id": private["id"]}}, headers=demo)
-        assert resp.status == 201, await resp.text()
-
         shown = (await (await client.get(f"/network/v2.0/quotas/{project}", headers=demo)).json())["quota"]
-        assert shown["network"] == shown["port"] == shown["floatingip"] == -1
+        assert shown == NEUTRON_DEFAULTS
         default = await (await client.get(f"/network/v2.0/quotas/{project}/default", headers=demo)).json()
-        assert default["quota"] == shown
+        assert default["quota"] == NEUTRON_DEFAULTS
         details = (await (await client.get(f"/network/v2.0/quotas/{project}/details", headers=demo)).json())["quota"]
-        networks = (await (await client.get("/network/v2.0/networks", headers=demo)).json())["networks"]
-        ports = (await (await client.get("/network/v2.0/ports", headers=demo)).json())["ports"]
-        assert details["network"] == {"limit": -1, "used": len(networks), "reserved": 0}
-        assert details["port"]["used"] == len(ports) >= 1 and details["router"]["used"] == 0
+        nets = await _names(client, demo, "networks")
+        assert sorted(nets) == ["blue", "private"]  # private: made on first use, and counted
+        assert details["network"] == {"limit": 100, "used": 2, "reserved": 0}
+        assert details["subnet"]["used"] == 1 and details["router"] == {"limit": -1, "used": 0, "reserved": 0}
+        assert details["security_group"]["used"] == 1  # the default group
 
-        resp = await client.put(f"/network/v2.0/quotas/{project}", json={"quota": {"network": 5}}, headers=admin)
-        assert resp.status == 400 and "unlimited" in (await resp.json())["NeutronError"]["message"]
-        resp = await client.put(f"/network/v2.0/quotas/{project}", json={"quota": {"network": 5}}, headers=demo)
-        assert resp.status == 403
         resp = await client.get("/network/v2.0/quotas/someone-else", headers=demo)
         assert resp.status == 403 and (await resp.json())["NeutronError"]["type"] == "PolicyNotAuthorized"
-        assert (await (await client.get("/network/v2.0/quotas", headers=admin)).json()) == {"quotas": []}
-        # the generic collection routes still answer everything else
-        assert (await client.get("/network/v2.0/networks", headers=demo)).status == 200
+        resp = await client.get("/network/v2.0/quotas", headers=demo)
+        assert resp.status == 403
+
+
+async def test_the_n_plus_first_network_is_409_over_quota_and_nothing_is_made(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        project = await _project(client, demo)
+        resp = await client.put(f"/network/v2.0/quotas/{project}", json={"quota": {"network": 3}}, headers=demo)
+        assert resp.status == 403  # a member does not set its own limits
+        resp = await client.put(f"/network/v2.0/quotas/{project}", json={"quota": {"network": 3}}, headers=admin)
+        assert resp.status == 200 and (await resp.json())["quota"]["network"] == 3
+        assert (await (await client.get("/network/v2.0/quotas", headers=admin)).json())["quotas"] == [
+            {"project_id": project, "tenant_id": project, **NEUTRON_DEFAULTS, "network": 3}]
+        await _names(client, demo, "networks")  # the default network: 1 of 3
+
+        async def create(name: str) -> int:
+            resp = await client.post("/network/v2.0/networks", json={"network": {"name": name}}, headers=demo)
+            body = await resp.json()
+            if resp.status == 409:
+                assert body["NeutronError"]["type"] == "OverQuota"
+                assert body["NeutronError"]["message"] == "Quota exceeded for resources: ['network']."
+            return resp.status
+        # concurrent creates race for the last two: exactly two pass, checked in the writes themselves
+        statuses = await asyncio.gather(*(create(f"n{i}") for i in range(6)))
+        assert sorted(statuses) == [201, 201, 409, 409, 409, 409]
+        assert len(await _names(client, demo, "networks")) == 3
+        details = (await (await client.get(f"/network/v2.0/quotas/{project}/details", headers=demo)).json())["quota"]
+        assert details["network"] == {"limit": 3, "used": 3, "reserved": 0}
+
+        resp = await client.delete(f"/network/v2.0/quotas/{project}", headers=admin)
+        assert resp.status == 204
+        assert (await (await client.get(f"/network/v2.0/quotas/{project}", headers=demo)).json())["quota"] == \
+            NEUTRON_DEFAULTS
+        assert await create("after-reset") == 201
+
+
+async def test_each_counted_kind_stops_at_its_limit(tmp_path: Path) -> None:
+    """subnet, port, security_group and security_group_rule are counted like networks."""
+    async with api_client(tmp_path) as (client, demo, admin):
+        project = await _project(client, demo)
+        [private] = [n for n in (await (await client.get("/network/v2.0/networks", headers=demo)).json())["networks"]]
+        groups = (await (await client.get("/network/v2.0/security-groups", headers=demo)).json())["security_groups"]
+        limits = {"subnet": 1, "port": 1, "security_group": 1, "security_group_rule": 4}  # what first use made
+        resp = await client.put(f"/network/v2.0/quotas/{project}", json={"quota": limits}, headers=admin)
+        assert resp.status == 200, await resp.text()
+        assert (await client.post("/network/v2.0/ports", json={"port": {"network_id": private["id"]}},
+                                  headers=demo)).status == 201
+        attempts = {
+            "subnet": {"network_id": private["id"], "cidr": "192.168.77.0/24"},
+            "port": {"network_id": private["id"]},
+            "security_group": {"name": "web"},
+            "security_group_rule": {"security_group_id": groups[0]["id"], "direction": "ingress",
+                                    "protocol": "tcp", "port_range_min": 22, "port_range_max": 22},
+        }
+        for kind, body in attempts.items():
+            collection = kind.replace("_", "-") + "s"
+            before = (await (await client.get(f"/network/v2.0/{collection}", headers=demo)).json())
+            resp = await client.post(f"/network/v2.0/{collection}", json={kind: body}, headers=demo)
+            assert resp.status == 409, (kind, await resp.text())
+            assert (await resp.json())["NeutronError"]["type"] == "OverQuota"
+            after = (await (await client.get(f"/network/v2.0/{collection}", headers=demo)).json())
+            assert after == before, kind
+
+
+async def test_a_bad_quota_change_is_400_and_changes_nothing(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        project = await _project(client, demo)
+        for body in ({"quota": {"network": -2}}, {"quota": {"network": "many"}}, {"quota": {"router": 5}},
+                     {"quota": {"bogus": 1}}, {"network": 5}, {"quota": {"network": True}}):
+            resp = await client.put(f"/network/v2.0/quotas/{project}", json=body, headers=admin)
+            assert resp.status == 400, body
+        shown = (await (await client.get(f"/network/v2.0/quotas/{project}", headers=demo)).json())["quota"]
+        assert shown == NEUTRON_DEFAULTS
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not OPENSTACK.exists(), reason="python-openstackclient is not installed")
+async def test_openstack_quota_show_lists_the_network_limits(tmp_path: Path) -> None:
+    async with network_cell(tmp_path) as router:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        cluster = make_cluster(tmp_path, router=router, interval=INTERVAL)
+        cluster = replace(cluster, api=replace(cluster.api, listen=f"127.0.0.1:{port}", public_url=url))
+        await bootstrap.ensure(cluster)
+        server = TestServer(make_app(cluster), host="127.0.0.1", port=port)
+        await server.start_server()
+        try:
+            rows = await _cli(url, "quota", "show", "--network", "-f", "json")
+            shown = {r["Resource"]: r["Limit"] for r in rows}
+            assert (shown["networks"], shown["subnets"], shown["ports"]) == (100, 100, 500)
+            assert (shown["security_groups"], shown["security_group_rules"], shown["routers"]) == (10, 100, -1)
+        finally:
+            await server.close()
