@@ -29,6 +29,8 @@ from typing import Any
 
 from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
 
+from node.network import validate
+
 LOG = logging.getLogger(__name__)
 PREFIXES = ("brq", "vxlan-", "tap")
 VXLAN_PORT = 4789
@@ -95,7 +97,9 @@ class LinuxNetworkDriver:
     # --- the one entry point ---------------------------------------------------------
 
     def sync(self, config: dict[str, Any]) -> None:
-        """Make the host match `config` (cells/network/instances.host_config); idempotent."""
+        """Make the host match `config` (cells/network/instances.host_config); idempotent. Only the
+        values that pass the agent's own check are rendered (node/network/validate.py)."""
+        config = validate.clean(config)
         nets = {n["id"]: n for n in config.get("networks", [])}
         ports = config.get("ports", [])
         with self._ipr() as ipr:
