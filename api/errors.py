@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from api.keys import REQUEST_ID, public_url
+from api.keys import CONTEXT, REQUEST_ID, public_url
 from cells import errors
 
 LOG = logging.getLogger(__name__)
@@ -65,11 +65,34 @@ def image_body(status: int, message: str) -> dict[str, Any]:
     return {"code": f"{status} {title}", "title": title, "message": message}
 
 
+# server-side failures a user can act on: a fixed text for them (the cause stays in the log)
+_PUBLIC_5XX = {"no_valid_host": "No valid host was found. There are not enough hosts available."}
+
+
+def unexpected(status: int, request: web.Request) -> str:
+    """What a non-admin reads of a server-side failure: the request id to quote, nothing of its cause."""
+    what = "Unexpected error" if status == 500 else _TITLES.get(status, "Server error")
+    return f"{what}, request id {request.get(REQUEST_ID, '')}"
+
+
+def _is_admin(request: web.Request) -> bool:
+    ctx = request.get(CONTEXT)
+    return ctx is not None and ctx.is_admin
+
+
 def status_and_message(exc: BaseException, request: web.Request) -> tuple[int, str]:
     if isinstance(exc, errors.CellcloudError):
-        if exc.http_status >= 500:
-            LOG.warning("%s %s failed: %s (%s)", request.method, request.path, exc.message, exc.code)
-        return exc.http_status, exc.message
+        if exc.http_status < 500:
+            return exc.http_status, exc.message
+        # a 5xx's text may carry what a peer raised ("OperationalError: ... [SQL: ...]"), host names and
+        # addresses: the log keeps it under the request id, a non-admin gets only that id
+        LOG.warning("%s %s failed (%s): %s (%s)", request.method, request.path, request.get(REQUEST_ID),
+                    exc.message, exc.code)
+        if _is_admin(request):
+            return exc.http_status, exc.message
+        public = _PUBLIC_5XX.get(exc.code)
+        return exc.http_status, f"{public} Request id {request.get(REQUEST_ID, '')}" if public \
+            else unexpected(exc.http_status, request)
     if isinstance(exc, web.HTTPException):
         if exc.status == 404:
             return 404, "The resource could not be found."
@@ -77,7 +100,7 @@ def status_and_message(exc: BaseException, request: web.Request) -> tuple[int, s
             return 405, "The method is not allowed for this resource."
         return exc.status, exc.reason
     LOG.exception("unexpected error in %s %s (%s)", request.method, request.path, request.get(REQUEST_ID))
-    return 500, f"Unexpected API Error. See the API log for request {request.get(REQUEST_ID, '')}."
+    return 500, unexpected(500, request)
 
 
 def error_middleware(render: Renderer) -> Middleware:

@@ -18,6 +18,11 @@ class Ec2Error(Exception):
         return _STATUS.get(self.code, 400)
 
 
+_INTERNAL = "An internal error occurred"
+_SERVER_SIDE = {"InsufficientInstanceCapacity": "There is not enough capacity to fulfill your request.",
+                "Unavailable": "The service is unavailable. Please try again shortly."}
+
+
 def from_cellcloud(exc: errors.CellcloudError) -> Ec2Error:
     """The EC2 code for an error of the tree (by class, most specific first)."""
     table: list[tuple[type[errors.CellcloudError], str]] = [
@@ -32,5 +37,6 @@ def from_cellcloud(exc: errors.CellcloudError) -> Ec2Error:
         if isinstance(exc, cls):
             if code == "InstanceLimitExceeded" and exc.code == "keypair_limit_exceeded":
                 code = "ResourceLimitExceeded"
-            return Ec2Error(code, exc.message)
-    return Ec2Error("InternalError", exc.message if exc.http_status < 500 else "An internal error occurred")
+            # a 5xx's text may name hosts, addresses or what a peer raised: EC2 clients get a fixed one
+            return Ec2Error(code, exc.message if exc.http_status < 500 else _SERVER_SIDE.get(code, _INTERNAL))
+    return Ec2Error("InternalError", exc.message if exc.http_status < 500 else _INTERNAL)
