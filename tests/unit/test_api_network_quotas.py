@@ -138,7 +138,7 @@ async def test_openstack_quota_show_lists_the_network_limits(tmp_path: Path) -> 
         server = TestServer(make_app(cluster), host="127.0.0.1", port=port)
         await server.start_server()
         try:
-            rows = await _cli(url, "quota", "show", "--network", "-f", "json")
+            rows = await _cli(tmp_path, url, "quota", "show", "--network", "-f", "json")
             shown = {r["Resource"]: r["Limit"] for r in rows}
             assert (shown["networks"], shown["subnets"], shown["ports"]) == (100, 100, 500)
             assert (shown["security_groups"], shown["security_group_rules"], shown["routers"]) == (10, 100, -1)
