@@ -8,6 +8,10 @@ beside two baselines taken in the same run: a trivial authenticated API GET
 (the HTTP floor) and raw libvirt define+start+destroy of a domain (the
 hypervisor floor). Goal (issue 2): boot p50 < 50 ms, >= 100 boots/s.
 
+Then the quota comparison (issue 14): the same burst into the project with its
+instances quota set (so every boot counts usage) and with quotas unlimited,
+alternated `--rounds` times each, and the ratio of the two rates. Goal >= 0.8x.
+
     .venv/bin/python tools/bench/boot.py [--latency 50] [--burst 200] [--concurrency 32]
 """
 from __future__ import annotations
@@ -101,10 +105,12 @@ async def token_for(session: aiohttp.ClientSession, cluster: RunningCluster, who
         return r.headers["X-Subject-Token"], (await r.json())["token"]["project"]["id"]
 
 
-async def lift_quota(session: aiohttp.ClientSession, cluster: RunningCluster, project: str) -> None:
-    """The admin lifts the demo project's compute quota: the bench boots hundreds of servers."""
+async def lift_quota(session: aiohttp.ClientSession, cluster: RunningCluster, project: str,
+                     instances: int = -1) -> None:
+    """The admin lifts the demo project's compute quota: the bench boots hundreds of servers.
+    `instances` >= 0 sets that limit instead (every boot then counts the project's usage)."""
     admin, _ = await token_for(session, cluster, "admin")
-    body = {"quota_set": {"instances": -1, "cores": -1, "ram": -1}}
+    body = {"quota_set": {"instances": instances, "cores": -1, "ram": -1}}
     async with session.put(f"{cluster.endpoint}/compute/v2.1/os-quota-sets/{project}", json=body,
                            headers={"X-Auth-Token": admin}) as r:
         assert r.status == 200, await r.text()
@@ -123,7 +129,8 @@ async def count(api: Api, status: str, limit: int | None = None) -> int:
         return len((await r.json())["servers"])
 
 
-async def measure(cluster: RunningCluster, latency_n: int, burst_n: int, concurrency: int) -> dict[str, Any]:
+async def measure(cluster: RunningCluster, latency_n: int, burst_n: int, concurrency: int,
+                  rounds: int) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 4)) as session:
         token, project = await token_for(session, cluster)
         await lift_quota(session, cluster, project)
@@ -149,26 +156,38 @@ async def measure(cluster: RunningCluster, latency_n: int, burst_n: int, concurr
             deletes.append(time.perf_counter() - t)
         cpu_seq = per_boot(cpu0, cpu_seconds(cluster), latency_n)
 
-        # sustained: `concurrency` clients keep POSTing, then one watcher asks every 20 ms whether any
-        # server is still building (a list of at most one: the bench's own polling stays light)
-        names = iter(range(burst_n))
-        ids: list[str] = []
-
-        async def client() -> None:
-            for i in names:
-                ids.append(await api.boot(f"burst-{i}", image))
-
-        cpu0, t = cpu_seconds(cluster), time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        while await count(api, "BUILD", limit=1):
-            await asyncio.sleep(0.02)
-        rate = burst_n / (time.perf_counter() - t)
-        cpu_burst = per_boot(cpu0, cpu_seconds(cluster), burst_n)
-        errors = await count(api, "ERROR")
-        for chunk in range(0, len(ids), concurrency):
-            await asyncio.gather(*(api.delete(sid) for sid in ids[chunk:chunk + concurrency]))
+        rate, cpu_burst, errors = await burst(cluster, api, image, burst_n, concurrency)
+        quota_rates: dict[str, list[float]] = {"unlimited": [], "quota": []}
+        for _ in range(rounds):  # alternated, so a drift of the machine's speed hits both alike
+            for kind in ("quota", "unlimited"):
+                await lift_quota(session, cluster, project, 10 * burst_n if kind == "quota" else -1)
+                quota_rates[kind].append((await burst(cluster, api, image, burst_n, concurrency))[0])
         return {"floor": floor, "boots": boots, "deletes": deletes, "rate": rate, "errors": errors,
-                "cpu_seq": cpu_seq, "cpu_burst": cpu_burst}
+                "cpu_seq": cpu_seq, "cpu_burst": cpu_burst, "quota_rates": quota_rates}
+
+
+async def burst(cluster: RunningCluster, api: Api, image: str, n: int,
+                concurrency: int) -> tuple[float, dict[str, float], int]:
+    """(boots/s to ACTIVE, CPU per boot by process, servers in ERROR) of `n` boots; deleted after."""
+    # `concurrency` clients keep POSTing, then one watcher asks every 20 ms whether any server is
+    # still building (a list of at most one: the bench's own polling stays light)
+    names = iter(range(n))
+    ids: list[str] = []
+
+    async def client() -> None:
+        for i in names:
+            ids.append(await api.boot(f"burst-{i}", image))
+
+    cpu0, t = cpu_seconds(cluster), time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    while await count(api, "BUILD", limit=1):
+        await asyncio.sleep(0.02)
+    rate = n / (time.perf_counter() - t)
+    cpu = per_boot(cpu0, cpu_seconds(cluster), n)
+    errors = await count(api, "ERROR")
+    for chunk in range(0, len(ids), concurrency):
+        await asyncio.gather(*(api.delete(sid) for sid in ids[chunk:chunk + concurrency]))
+    return rate, cpu, errors
 
 
 def raw_libvirt(uri: str, n: int) -> list[float]:
@@ -194,6 +213,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=200,
                         help="boots for the throughput run (each m1.tiny claims 1 GB of the real disk)")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2, help="bursts with and without an instances quota, each")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cellcloud-bench-") as tmp:
         node = Path(tmp) / "testnode.xml"
@@ -201,7 +221,7 @@ def main() -> None:
         uri = f"test://{node}"
         raw = raw_libvirt(uri, args.latency)
         with running_cluster(Path(tmp) / "cluster", virt_uri=uri) as cluster:
-            r = asyncio.run(measure(cluster, args.latency, args.burst, args.concurrency))
+            r = asyncio.run(measure(cluster, args.latency, args.burst, args.concurrency, args.rounds))
     ms = 1000.0
     print(f"boot through the REST API, libvirt test hypervisor, one cell, {args.latency} sequential boots")
     print(f"  API GET floor            p50 {pct(r['floor'], .5) * ms:7.2f} ms  p99 {pct(r['floor'], .99) * ms:7.2f} ms")
@@ -219,6 +239,12 @@ def main() -> None:
     total = sum(r["cpu_burst"].values())
     print(f"    {'total':28} {sum(r['cpu_seq'].values()) * ms:7.2f} | {total * ms:6.2f}"
           f"  (2 cores: a floor of {2 / total:.0f} boots/s at this CPU per boot)")
+    q, u = r["quota_rates"]["quota"], r["quota_rates"]["unlimited"]
+    print(f"  quota: {args.burst} boots with an instances quota set (counted) vs unlimited, {args.rounds} rounds each,"
+          f" alternated")
+    print(f"    counted   {' '.join(f'{x:5.0f}' for x in q)} boots/s   unlimited {' '.join(f'{x:5.0f}' for x in u)}"
+          f" boots/s")
+    print(f"    ratio counted / unlimited {sum(q) / sum(u):.2f}x  (goal >= 0.8x)")
 
 
 if __name__ == "__main__":
