@@ -10,9 +10,11 @@ STAMP := $(VENV)/.deps-installed
 # gcc + python3-dev build libvirt-python (sdist only) against libvirt-dev.
 # openssh-client: cellctl reaches `via: ssh` hosts (ssh/scp); openssh-server: the ssh-host test runs
 # its own sshd (own config and host key) inside a netns host it makes.
+# postgresql: its binaries only (/usr/lib/postgresql/N/bin): cellctl and the tests run private servers
+# (tools/pgserver.py); the package's own cluster service is never used.
 APT_PACKAGES := python3-venv gcc python3-dev libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu \
 	qemu-system-x86 qemu-utils qemu-block-extra dnsmasq-base tgt nftables iproute2 iputils-ping lz4 busybox-static \
-	openssh-client openssh-server
+	openssh-client openssh-server postgresql
 
 .PHONY: deps apt up down status lint test test-fast bench
 
@@ -36,7 +38,7 @@ $(BIN)/python: | apt
 # Re-run pip only when pyproject.toml or constraints.txt is newer than the stamp; constraints.txt pins
 # every package, so a fresh machine gets the versions CI last tested.
 $(STAMP): pyproject.toml constraints.txt | apt $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,postgres]'
 	touch $@
 
 up: deps

@@ -19,13 +19,18 @@ and `running_cluster` retries with fresh ports."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tools import pgserver
 from tools.devcluster import CALLER_CLOUD_PREFIXES, free_port
 
 __all__ = ["free_port"]  # tests import it from here
@@ -80,3 +85,47 @@ def embed_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The one qemu:///embed root of this test process: libvirt opens a single embed root
     per process and refuses a second path."""
     return str(tmp_path_factory.mktemp("qemu-embed"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[pgserver.PrivateServer]:
+    """One private PostgreSQL for the test session (tools/pgserver.py), in its own temp dir (not under
+    pytest's: that is closed to the postgres user the server must run as when the tests run as root)."""
+    reason = pgserver.missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        import psycopg  # noqa: F401 - the driver of the `postgres` extra
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install -e '.[postgres]')")
+    base = Path(tempfile.mkdtemp(prefix="cc-pg-"))
+    server = pgserver.PrivateServer(base / "pg")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+_databases = itertools.count()
+
+
+def new_postgres_database(server: pgserver.PrivateServer) -> str:
+    """A fresh, empty database on `server`; its URL."""
+    name = f"t{os.getpid()}_{next(_databases)}"
+    server.create_database(name)
+    return server.url(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty cell DB, once on SQLite and once on PostgreSQL (a fresh database on the session's
+    private server; skipped with the reason where it cannot run)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+        return
+    server: pgserver.PrivateServer = request.getfixturevalue("postgres_server")
+    url = new_postgres_database(server)
+    yield url
+    server.drop_database(url.split("@/", 1)[1].split("?", 1)[0])

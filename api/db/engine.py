@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cells.db.engine import Database, immediate
+from cells.db.engine import Database, driver_url, immediate
 from cells.db.engine import make_engine as _make_engine
 
 
 def async_url(url: str) -> str:
+    """SQLite URLs name aiosqlite; PostgreSQL ones run on psycopg (cells/db/engine.py driver_url)."""
     if url.startswith("sqlite:///"):
         return "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
-    if url.startswith("postgresql://"):
-        return "postgresql+asyncpg://" + url[len("postgresql://"):]
-    return url
+    return driver_url(url)
 
 
 def make_engine(url: str) -> AsyncEngine:

@@ -1,5 +1,6 @@
-"""Engines for the cell DB (SQLite by default, PostgreSQL + asyncpg too), and `Database`,
-the unit-of-work runner the cell services use.
+"""Engines for the cell DB (SQLite by default, PostgreSQL through psycopg 3), and `Database`,
+the unit-of-work runner the cell and API services use. Every choice that differs by dialect is
+made here (`Dialect`); the rest of the code writes one unit of work for both.
 
 SQLite specifics, set on every new connection:
 - WAL + synchronous=NORMAL (measured 2-25x faster than the default journal),
@@ -15,9 +16,21 @@ instead of one per statement (measured here: aiosqlite cost ~1 ms per statement,
 a whole 5-statement transaction in one hop ~0.3 ms). Writes of a process share one
 writer thread (SQLite has one writer anyway); other processes are serialized by
 BEGIN IMMEDIATE + busy_timeout. Write units queued while one runs share the
-next transaction, each in a savepoint (cells/db/group_commit.py). On other
-backends the same function runs through AsyncConnection.run_sync, so the code
-is the same for asyncpg.
+next transaction, each in a savepoint (cells/db/group_commit.py).
+
+PostgreSQL runs the same model over psycopg's sync driver (a URL naming asyncpg or
+no driver runs on psycopg too: the DB threads need a sync driver, and one driver
+serves the async engine as well). The code's units of work were written against
+SQLite's single writer (read, decide, write in one transaction); on PostgreSQL a
+write transaction takes a transaction-scoped advisory lock of its database as its
+first statement instead of flock + BEGIN IMMEDIATE, so write units still run one
+at a time across processes, each seeing every commit before it (READ COMMITTED
+reads the latest committed rows per statement), and the lock goes with the COMMIT
+or ROLLBACK, even when the client dies. Reads take no lock (MVCC). The places
+where concurrency is decided also hold on their own, as they would under row
+locks alone: a claim is one conditional UPDATE, a volume attach one conditional
+UPDATE, IPAM inserts are conditional INSERTs on a unique key (ON CONFLICT DO
+NOTHING), a server group's claims lock its row first.
 
 Writers of one SQLite file queue on an flock of `<db>-wlock` before BEGIN
 IMMEDIATE: SQLite's own busy handler sleeps 1, 2, 5, 10, 25... ms between
@@ -54,8 +67,24 @@ SQLITE_PRAGMAS = ("PRAGMA busy_timeout=10000", "PRAGMA journal_mode=WAL", "PRAGM
 READER_THREADS = 4
 
 
+PG_WRITE_LOCK_KEY = 0x63635752  # "ccWR": the write lock of one PostgreSQL database (advisory locks are per database)
+PG_DRIVERS = ("postgresql", "postgresql+psycopg", "postgresql+asyncpg", "postgresql+psycopg_async")
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def is_postgresql(url: str) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
+
+
+def driver_url(url: str) -> str:
+    """The URL SQLAlchemy should open: PostgreSQL URLs run on psycopg (see module doc), others as given."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername != "postgresql+psycopg":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
 
 
 def _writer_lock_path(url: str) -> str | None:
@@ -75,7 +104,9 @@ def _ensure_sqlite_dir(url: str) -> None:
 def make_engine(url: str) -> AsyncEngine:
     """An AsyncEngine for `url`; SQLite URLs get the pragmas and BEGIN handling above."""
     if not is_sqlite(url):
-        return create_async_engine(url, pool_pre_ping=True)
+        engine = create_async_engine(driver_url(url), pool_pre_ping=True)
+        _install_postgresql_hooks(engine.sync_engine)
+        return engine
     _ensure_sqlite_dir(url)
     engine = create_async_engine(url)
     _install_sqlite_hooks(engine.sync_engine)
@@ -119,6 +150,22 @@ def make_sync_sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def make_sync_postgresql_engine(url: str) -> Engine:
+    """A PostgreSQL database through psycopg's sync driver (for DB threads), write transactions
+    taking the database's write lock (see module doc)."""
+    engine = create_engine(driver_url(url), pool_size=READER_THREADS + 1, max_overflow=READER_THREADS,
+                           pool_pre_ping=True)
+    _install_postgresql_hooks(engine)
+    return engine
+
+
+def _install_postgresql_hooks(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(_WRITE_OPTION, False):
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK_KEY})")
+
+
 def _install_sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -154,20 +201,29 @@ class Database:
         self.sqlite = is_sqlite(url)
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None
-        if self.sqlite:
-            self._sync = make_sync_sqlite_engine(url)
+        self._write_lock: int | None = None
+        if self.sqlite or is_postgresql(url):
+            if self.sqlite:
+                self._sync = make_sync_sqlite_engine(url)
+                lock_path = _writer_lock_path(url)
+                self._write_lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
+            else:
+                self._sync = make_sync_postgresql_engine(url)
             self._sync_writer = self._sync.execution_options(**{_WRITE_OPTION: True})
-            lock_path = _writer_lock_path(url)
-            self._write_lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="celldb-write")
             self._writer = GroupWriter(self._sync_writer, self._write_lock, self._write_thread)
             self._read_threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="celldb-read")
         else:
             self._async = make_engine(url)
 
+    @property
+    def dialect(self) -> str:
+        """"sqlite" or "postgresql" (SQLAlchemy's backend name)."""
+        return make_url(self.url).get_backend_name()
+
     async def write(self, fn: UnitOfWork[T]) -> T:
-        """Run `fn` as one write transaction (commit on return, rollback on exception). On SQLite
-        the units queued meanwhile share it, each in a savepoint (cells/db/group_commit.py)."""
+        """Run `fn` as one write transaction (commit on return, rollback on exception). The units
+        queued meanwhile share it, each in a savepoint (cells/db/group_commit.py)."""
         if self._sync is None:
             return await self._run_async(fn)
         return await self._writer.write(fn)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 
@@ -178,8 +179,8 @@ def _vif(conn: Connection, p: Row[Any]) -> dict[str, Any]:
 def report_agent(conn: Connection, host: str, tunnel_ip: str, vlan_supported: bool) -> None:
     ipaddress.ip_address(tunnel_ip)
     values = {"host": host, "tunnel_ip": tunnel_ip, "vlan_supported": vlan_supported, "updated_at": utcnow_iso()}
-    if conn.dialect.name == "sqlite":
-        stmt = sqlite_insert(network_agents).values(values)
+    if conn.dialect.name in ("sqlite", "postgresql"):
+        stmt = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(network_agents).values(values)
         conn.execute(stmt.on_conflict_do_update(index_elements=["host"], set_=values))
         return
     if conn.execute(update(network_agents).where(network_agents.c.host == host).values(values)).rowcount == 0:

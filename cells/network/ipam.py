@@ -163,8 +163,8 @@ _UNLESS_TAKEN: dict[tuple[str, str], Fast | None] = {}
 def _conditional_insert(dialect: str, table: Table) -> Any:
     if dialect == "sqlite":
         return sqlite_insert(table).on_conflict_do_nothing()
-    if dialect == "postgresql":
-        return pg_insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":  # psycopg reports no rowcount for an INSERT: the row it returns says it
+        return pg_insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
     return None
 
 
@@ -216,6 +216,8 @@ def insert_unless_taken(conn: Connection, table: Table, values: dict[str, Any]) 
         stmt = _conditional_insert(conn.dialect.name, table)  # built once, so its SQL is cached
         _UNLESS_TAKEN[key] = None if stmt is None else Fast(stmt)
     fast = _UNLESS_TAKEN[key]
+    if fast is not None and key[0] == "postgresql":
+        return fast.first(conn, values) is not None
     if fast is not None:
         return bool(fast.run(conn, values))
     try:  # another backend: the unique violation undoes only this row, in a SAVEPOINT

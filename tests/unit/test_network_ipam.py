@@ -8,7 +8,6 @@ import ipaddress
 import uuid as uuidlib
 from collections.abc import AsyncIterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,8 +31,8 @@ ALT = RequestContext(project="alt", user="u2", roles=("member",))
 
 
 @pytest_asyncio.fixture
-async def controllers(tmp_path: Path) -> AsyncIterator[tuple[NetworkController, NetworkController]]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+async def controllers(db_url: str) -> AsyncIterator[tuple[NetworkController, NetworkController]]:
+    url = db_url
     await create_schema(url)
     one, two = NetworkController(db_url=url), NetworkController(db_url=url)  # two "processes"
     await one.start()

@@ -3,7 +3,6 @@ shared by two engines (two "scheduler processes")."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, func, select
@@ -80,8 +79,8 @@ async def _two_hosts(url: str, ram_each: int) -> Database:
     return db
 
 
-async def test_claim_and_release_are_exact(tmp_path: Path) -> None:
-    db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", 1024)
+async def test_claim_and_release_are_exact(db_url: str) -> None:
+    db = await _two_hosts(db_url, 1024)
     try:
         assert await claim(db, "h1", "i-1", SMALL)
         assert await claim(db, "h1", "i-2", SMALL)
@@ -96,8 +95,8 @@ async def test_claim_and_release_are_exact(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_reclaim_moves_the_claim_and_failed_claim_keeps_the_old(tmp_path: Path) -> None:
-    db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", 512)
+async def test_reclaim_moves_the_claim_and_failed_claim_keeps_the_old(db_url: str) -> None:
+    db = await _two_hosts(db_url, 512)
     try:
         assert await claim(db, "h1", "i-1", SMALL)
         assert await claim(db, "h2", "i-1", SMALL)  # moved: h1 is free again
@@ -109,8 +108,8 @@ async def test_reclaim_moves_the_claim_and_failed_claim_keeps_the_old(tmp_path: 
         await db.close()
 
 
-async def test_concurrent_claims_from_two_scheduler_processes_never_overcommit(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+async def test_concurrent_claims_from_two_scheduler_processes_never_overcommit(db_url: str) -> None:
+    url = db_url
     first = await _two_hosts(url, ram_each=5 * 512)  # room for 10 instances in total
     second = Database(url)  # a second "scheduler process": its own engine and connections
     try:
@@ -137,8 +136,8 @@ async def test_concurrent_claims_from_two_scheduler_processes_never_overcommit(t
         await second.close()
 
 
-async def test_multi_instance_request_is_all_or_nothing_and_spreads(tmp_path: Path) -> None:
-    db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", ram_each=2 * 512)
+async def test_multi_instance_request_is_all_or_nothing_and_spreads(db_url: str) -> None:
+    db = await _two_hosts(db_url, ram_each=2 * 512)
     try:
         sels = await select_for(db, lambda h: True, {"flavor": FLAVOR}, ["a", "b"], [], alternates=2)
         assert sorted(s["host"] for s in sels) == ["h1", "h2"]
@@ -151,8 +150,8 @@ async def test_multi_instance_request_is_all_or_nothing_and_spreads(tmp_path: Pa
         await db.close()
 
 
-async def test_select_skips_dead_and_excluded_hosts(tmp_path: Path) -> None:
-    db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", ram_each=4096)
+async def test_select_skips_dead_and_excluded_hosts(db_url: str) -> None:
+    db = await _two_hosts(db_url, ram_each=4096)
     try:
         [sel] = await select_for(db, lambda h: h == "h2", {"flavor": FLAVOR}, ["x"], [])
         assert sel["host"] == "h2" and sel["alternates"] == []
@@ -162,8 +161,8 @@ async def test_select_skips_dead_and_excluded_hosts(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_same_host_and_different_host_hints_follow_the_named_instances(tmp_path: Path) -> None:
-    db = await _two_hosts(f"sqlite+aiosqlite:///{tmp_path}/cell.db", ram_each=4096)
+async def test_same_host_and_different_host_hints_follow_the_named_instances(db_url: str) -> None:
+    db = await _two_hosts(db_url, ram_each=4096)
     alive = lambda h: True
     try:
         [first] = await select_for(db, alive, {"flavor": FLAVOR}, ["a"], [])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuidlib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,8 +61,8 @@ def test_policy_is_pure_and_only_nova_2_1_policies_exist() -> None:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> Any:
-    database = await cell_db(f"sqlite+aiosqlite:///{tmp_path}/cell.db")
+async def db(db_url: str) -> Any:
+    database = await cell_db(db_url)
     yield database
     await database.close()
 
@@ -172,8 +171,8 @@ async def _race(url: str, policy: str, boots: int) -> list[str | None]:
         await second.close()
 
 
-async def test_concurrent_anti_affinity_boots_from_two_schedulers_never_share_a_host(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+async def test_concurrent_anti_affinity_boots_from_two_schedulers_never_share_a_host(db_url: str) -> None:
+    url = db_url
     await (await cell_db(url)).close()
     placed = await _race(url, ANTI_AFFINITY, 12)
     winners = [h for h in placed if h is not None]
@@ -187,8 +186,8 @@ async def test_concurrent_anti_affinity_boots_from_two_schedulers_never_share_a_
         await db.close()
 
 
-async def test_concurrent_affinity_boots_from_two_schedulers_share_one_host(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+async def test_concurrent_affinity_boots_from_two_schedulers_share_one_host(db_url: str) -> None:
+    url = db_url
     await (await cell_db(url, ram_each=6 * 512)).close()
     placed = await _race(url, AFFINITY, 10)
     winners = [h for h in placed if h is not None]
@@ -200,8 +199,8 @@ async def test_concurrent_affinity_boots_from_two_schedulers_share_one_host(tmp_
         await db.close()
 
 
-async def test_a_v3_cell_db_gains_group_claims(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+async def test_a_v3_cell_db_gains_group_claims(db_url: str) -> None:
+    url = db_url
     db = await cell_db(url)
     try:
         def make_v3(conn: Connection) -> None:  # what release 3 left: no group_uuid, no server_groups
