@@ -33,11 +33,13 @@ from api.image import default as default_image
 from api.image.store import HASH_ALGO, ImageStore
 from api.timeutil import utcnow
 from cells.config import ClusterConfig
+from cells.context import IMAGE_READER
 
 LOG = logging.getLogger(__name__)
 DEFAULT_DOMAIN = ("default", "Default")
 ROLES = ("admin", "member", "reader")
 PROJECTS = ("admin", "demo", "service")
+IMAGE_READER_USER = "cellcloud-image-reader"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ USERS = (
     UserSpec("admin", "admin_password", (("admin", "admin"),)),
     UserSpec("demo", "demo_password", (("demo", "member"),)),
     UserSpec("cellcloud-service", "service_password", (("service", "admin"), ("service", "service"))),
+    # what compute hosts fetch images with: it may show and download images, nothing else
+    UserSpec(IMAGE_READER_USER, "image_reader_password", (("service", IMAGE_READER),)),
 )
 # Nova's classic flavors: (id, name, vcpus, ram MiB, disk GiB)
 FLAVORS = (("1", "m1.tiny", 1, 512, 1), ("2", "m1.small", 1, 2048, 20), ("3", "m1.medium", 2, 4096, 40))
@@ -83,7 +87,7 @@ async def _identity(conn: AsyncConnection, cluster: ClusterConfig) -> None:
         await conn.execute(insert(domains).values(id=domain_id, name=domain_name, enabled=True,
                                                   description="The default domain"))
     role_ids: dict[str, str] = {}
-    for name in ROLES + ("service",):
+    for name in ROLES + ("service", IMAGE_READER):
         role_ids[name] = await _id_by(conn, roles, name=name) or await _insert_id(conn, roles, name=name)
     project_ids: dict[str, str] = {}
     for name in PROJECTS:

@@ -3,10 +3,12 @@
 The token check turns X-Auth-Token into the caller's RequestContext (project,
 user, roles) for every /compute and /image request except the public version
 documents. A missing, unknown, revoked or expired token is a 401; an unscoped
-token a 403 (these APIs act on a project).
+token a 403 (these APIs act on a project). A token with only the image_reader role (the compute
+hosts' credential) may show and download images and nothing else: 403.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from aiohttp import web
@@ -27,6 +29,13 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     return response
 
 
+_IMAGE_READ = re.compile(r"^/image/v2/images/[^/]+(/file)?$")
+
+
+def _reads_an_image(request: web.Request) -> bool:
+    return request.method in ("GET", "HEAD") and _IMAGE_READ.match(request.path) is not None
+
+
 def token_auth(is_public: Callable[[web.Request], bool]) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -37,7 +46,10 @@ def token_auth(is_public: Callable[[web.Request], bool]) -> Middleware:
             token = await request.config_dict[TOKENS].validate(token_id)
             if token.project is None:
                 raise errors.Forbidden("This action requires a project-scoped token.")
-            request[CONTEXT] = token.context(request.get(REQUEST_ID) or new_request_id())
+            ctx = token.context(request.get(REQUEST_ID) or new_request_id())
+            if ctx.is_image_reader_only and not _reads_an_image(request):
+                raise errors.Forbidden("The image_reader role may only show and download images.")
+            request[CONTEXT] = ctx
         return await handler(request)
 
     return middleware

@@ -6,6 +6,10 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+# the role of the credential compute hosts fetch images with (api/bootstrap.py cellcloud-image-reader):
+# show and download any image, nothing else (api/middleware.py token_auth)
+IMAGE_READER = "image_reader"
+
 
 def new_request_id() -> str:
     return "req-" + str(uuid.uuid4())
@@ -22,6 +26,11 @@ class RequestContext:
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
+
+    @property
+    def is_image_reader_only(self) -> bool:
+        """The compute hosts' credential (IMAGE_READER): it reads any image and does nothing else."""
+        return IMAGE_READER in self.roles and not self.is_admin
 
     def with_timeout(self, seconds: float) -> RequestContext:
         """Keep the tighter of the existing deadline and now+seconds."""

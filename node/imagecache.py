@@ -210,9 +210,10 @@ def _discard(f: Any, tmp: str) -> None:
 
 class HttpImageFetcher:
     """Downloads from the API cell's image store (`GET /image/v2/images/{id}/file`)
-    as the cluster's service user, with a Keystone v3 token it renews on 401."""
+    as the cluster's image reader (a user whose only role, image_reader, shows and downloads
+    images: never the admin or service password), with a Keystone v3 token it renews on 401."""
 
-    def __init__(self, api_url: str, password: str, *, user: str = "cellcloud-service",
+    def __init__(self, api_url: str, password: str, *, user: str = "cellcloud-image-reader",
                  project: str = "service", connect_timeout: float = 10.0, read_timeout: float = 60.0) -> None:
         self.api_url = api_url.rstrip("/")
         self.password = password

@@ -128,5 +128,5 @@ def cluster_config(state_dir: str, router: str = "tcp://127.0.0.1:1", compute_bi
     )
     return ClusterConfig(name="test", state_dir=state_dir, api=api,
                          cells=(CellSpec(name="cell1", path="cell1", db="sqlite://", router=router),),
-                         services=services, hosts=(), secrets={"service_password": "pw"},
+                         services=services, hosts=(), secrets={"image_reader_password": "pw"},
                          heartbeat_interval=heartbeat)

@@ -202,7 +202,7 @@ def host_config(cluster: ClusterConfig, host: SshHost) -> ClusterConfig:
     """The host's slice of the cluster: its own state dir, no operator passwords, no foreign DB URLs."""
     db_cells = {s.cell for s in cluster.services if s.host == host.name and s.kind in DB_KINDS}
     cells = tuple(c if c.path in db_cells else replace(c, db="") for c in cluster.cells)
-    secrets = {k: v for k, v in cluster.secrets.items() if k == "service_password"}
+    secrets = {k: v for k, v in cluster.secrets.items() if k == "image_reader_password"}  # fetches images only
     return replace(cluster, state_dir=host.remote_state, secrets=secrets, cells=cells)
 
 

@@ -22,6 +22,7 @@ from api.identity.tokens import Token
 from api.keys import ENGINE, TOKENS, public_url
 from api.timeutil import utcnow
 from cells import errors
+from cells.context import IMAGE_READER
 
 
 class CredentialNotFound(errors.NotFound):
@@ -36,7 +37,8 @@ async def _caller(request: web.Request) -> Token:
 
 
 def _may_manage(token: Token, user_id: str) -> None:
-    if token.user.id != user_id and "admin" not in token.role_names:
+    # the image reader (the compute hosts' credential) gets no EC2 keys: they would act in its project
+    if "admin" not in token.role_names and (token.user.id != user_id or IMAGE_READER in token.role_names):
         raise errors.Forbidden("You are not authorized to perform the requested action: "
                                "identity:ec2_create_credential.")
 

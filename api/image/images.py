@@ -50,7 +50,8 @@ def get_of(conn: Connection, ctx: RequestContext, image_id: str) -> AnyRow:
     """get() in a unit of work (api/db/engine.py make_database)."""
     if not is_uuid(image_id):
         raise errors.ImageNotFound(image_id=image_id)
-    row = (_GET_ANY if ctx.is_admin else _GET_VISIBLE).first(conn, {"b_id": image_id.lower(), "b_project": ctx.project})
+    sees_all = ctx.is_admin or ctx.is_image_reader_only  # a compute fetches the image of any project's boot
+    row = (_GET_ANY if sees_all else _GET_VISIBLE).first(conn, {"b_id": image_id.lower(), "b_project": ctx.project})
     if row is None:
         raise errors.ImageNotFound(image_id=image_id)
     return row

@@ -81,7 +81,8 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
                                               instances_dir=os.path.join(base, "instances"))
         self.images = images or ImageCache(
             os.path.join(base, "images"),
-            HttpImageFetcher(cluster.api.public_url, cluster.secrets.get("service_password", "")))
+            HttpImageFetcher(cluster.api.public_url, cluster.secrets.get("image_reader_password", ""),
+                             user="cellcloud-image-reader"))
         host_spec = next((h for h in cluster.hosts if h.name == spec.host), None)
         self.network = NetworkAgent.from_options(  # VIF plugging: node/network/agent.py
             spec.host, os.path.join(base, "network"), opts, str(opts.get("virt_uri") or "test:///default"),

@@ -162,7 +162,7 @@ def test_the_ssh_host_runs_its_own_services_with_only_its_own_secrets(cluster: R
     assert not (cluster.state / "run" / "cell1_compute_box.pid").exists()  # the local supervisor does not run it
     assert [p.name for p in (there / "keys").iterdir()] == ["cell1_compute_box.secret"]
     sliced = json.loads((there / "cluster.json").read_text())
-    assert sliced["state_dir"] == str(there) and set(sliced["secrets"]) == {"service_password"}
+    assert sliced["state_dir"] == str(there) and set(sliced["secrets"]) == {"image_reader_password"}
     known = (cluster.state / "ssh" / "known_hosts").read_text()
     assert known == f"{box.address} {box.host_key}\n"  # pinned by the tool, nothing else
     status = cluster.cellctl("status", str(cluster.cluster_file), check=False)

@@ -16,7 +16,8 @@ from api.cell_router import CellRouter
 from cells.config import ApiSpec, CellSpec, ClusterConfig
 
 PUBLIC_URL = "http://cloud.test:8774"
-SECRETS = {"admin_password": "admin-secret", "demo_password": "demo-secret", "service_password": "svc-secret"}
+SECRETS = {"admin_password": "admin-secret", "demo_password": "demo-secret", "service_password": "svc-secret",
+           "image_reader_password": "reader-secret"}
 
 
 def make_cluster(tmp: Path, router: str = "tcp://127.0.0.1:1", interval: float = 0.1) -> ClusterConfig:

@@ -66,7 +66,7 @@ async def test_users_roles_domains(client: TestClient[Any, Any], admin_headers: 
     assert (await _get(client, "/users/nope", admin_headers, status=404))["error"]["message"] == \
         "Could not find user: nope."
     roles = (await _get(client, "/roles", admin_headers))["roles"]
-    assert [r["name"] for r in roles] == ["admin", "member", "reader", "service"]
+    assert [r["name"] for r in roles] == ["admin", "image_reader", "member", "reader", "service"]
     [member] = (await _get(client, "/roles?name=member", admin_headers))["roles"]
     assert (await _get(client, f"/roles/{member['id']}", admin_headers))["role"] == member
     assert member["domain_id"] is None

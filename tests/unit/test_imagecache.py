@@ -35,7 +35,7 @@ class Store:
         body = await request.json()
         ident = body["auth"]["identity"]["password"]["user"]
         scope = body["auth"]["scope"]["project"]
-        if (ident["name"], ident["password"], scope["name"]) != ("cellcloud-service", PASSWORD, "service"):
+        if (ident["name"], ident["password"], scope["name"]) != ("cellcloud-image-reader", PASSWORD, "service"):
             return web.json_response({"error": {"code": 401}}, status=401)
         self.logins += 1
         token = f"tok-{self.logins}"

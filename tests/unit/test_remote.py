@@ -139,7 +139,8 @@ def test_the_host_gets_its_slice_and_only_its_own_keys(tmp_path: Path) -> None:
     sliced = ClusterConfig.load(there / "cluster.json")
     assert stat.S_IMODE((there / "cluster.json").stat().st_mode) == 0o600
     assert sliced.state_dir == str(there)
-    assert sliced.secrets == {"service_password": cluster.secrets["service_password"]}  # no admin/demo password
+    # only the image reader's: no admin, demo or service password
+    assert sliced.secrets == {"image_reader_password": cluster.secrets["image_reader_password"]}
     assert [c.db for c in sliced.cells] == [""]  # it runs no DB service: no DB URL
     assert sliced.allowed_keys() == cluster.allowed_keys()  # it must accept the whole cluster's peers
     ssh_call = calls[0]
