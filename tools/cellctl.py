@@ -279,9 +279,35 @@ def cmd_down(args: argparse.Namespace) -> int:
             os.kill(pid, signal.SIGKILL)
             _wait_gone(pid, "tools.supervisor", 5.0)
     stray = _stop_strays(state)
+    helpers_ok = _stop_helpers(state)
     _remove_netns(state)
     print("stopped" + (f" ({stray} stray service processes killed)" if stray else ""))
-    return 0 if remote_ok else 1
+    return 0 if remote_ok and helpers_ok else 1
+
+
+def _stop_helpers(state: Path) -> bool:
+    """What the services started and left running on purpose (dnsmasq, tgtd, qemu-storage-daemon, QEMU
+    guests: tools/leftovers.py), stopped while the netns hosts still exist to find them by."""
+    from tools import leftovers
+
+    found = leftovers.find(state, _namespaces(state))
+    if not found:
+        return True
+    print(f"stopping {len(found)} processes the services left running ...")
+    left = leftovers.stop(found)
+    for p in left:
+        _err(f"still running after SIGKILL: {p}")
+    return not left
+
+
+def _namespaces(state: Path) -> list[str]:
+    from cells.config import ClusterConfig
+    from tools import netns
+
+    if not (state / "cluster.json").exists():
+        return []
+    topology = netns.Topology.from_cluster(ClusterConfig.load(state / "cluster.json"))
+    return [h.namespace for h in topology.hosts] + ([topology.wan] if topology.hosts else [])
 
 
 def _wait_gone(pid: int, needle: str, timeout: float) -> bool:

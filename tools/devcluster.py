@@ -265,15 +265,20 @@ def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default
 
 @contextmanager
 def running_netns_cluster(root: Path, name: str, hosts: tuple[str, ...] = ("n1", "n2"),
-                          virt_uri: str = "qemu:///embed", timeout: float = 150) -> Iterator[RunningCluster]:
+                          virt_uri: str = "qemu:///embed", timeout: float = 150,
+                          volume_host: str | None = None) -> Iterator[RunningCluster]:
     """A cluster whose controller and compute hosts are netns hosts (tools/netns.py, made by
     `cellctl up`) on a 10.N.0.0/16 no other run on this machine uses: the network agents plumb
     for real (bridges, VXLAN, dnsmasq, nftables, metadata) without touching the root namespace.
-    `name` names the namespaces (cc-NAME-HOST): keep it short and unique to the run."""
+    `name` names the namespaces (cc-NAME-HOST): keep it short and unique to the run. `volume_host`:
+    that host runs a volume worker too (file backend; local, tgt and nbd exports on the default ports)."""
     from tools.netns import unused_range
     prefix = unused_range().removesuffix("0.0/16")  # "10.N.": site1 is 10.N.1.0/24
+
+    def roles(host: str) -> str:
+        return "[compute, volume], volume: {capacity_gb: 20}" if host == volume_host else "[compute]"
     computes = "\n".join(
-        f'  {h}: {{address: {prefix}1.{21 + i}, via: netns, site_net: site1, roles: [compute], rpc_port: 5700,\n'
+        f'  {h}: {{address: {prefix}1.{21 + i}, via: netns, site_net: site1, roles: {roles(h)}, rpc_port: 5700,\n'
         f'        virt: {{uri: "{virt_uri}"}}}}' for i, h in enumerate(hosts))
     root.mkdir(parents=True, exist_ok=True)
     (root / "cluster.yaml").write_text(f"""\
@@ -305,24 +310,13 @@ security: {{curve: false}}
 
 
 def reap_guests(state: Path) -> int:
-    """Real guests and the networks' dnsmasq outlive their compute worker and network agent
-    (as they should in production); a throw-away cluster must not leave them behind. Kills
-    the ones its embed roots and DHCP dirs recorded."""
-    killed = 0
-    # a stale pid file may name someone else's process: dnsmasq's command line names our state dir
-    # (QEMU's may name a short alias of the embed root instead: its program name must do)
-    for pattern, program, ours in (("hosts/*/embed/run/qemu/cc-*.pid", b"qemu-system", b""),
-                                   ("hosts/*/network/dhcp/*/pid", b"dnsmasq", str(state).encode())):
-        for pidfile in state.glob(pattern):
-            try:
-                pid = int(pidfile.read_text().strip())
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except (OSError, ValueError):
-                continue
-            if program in cmdline and ours in cmdline:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-    return killed
+    """What `cellctl down` should have stopped (tools/leftovers.py: guests, dnsmasq, tgtd, ...), killed
+    so a throw-away cluster leaves nothing behind even when down failed; how many there were."""
+    from tools import leftovers
+
+    found = leftovers.find(state)
+    leftovers.stop(found, grace=0.0)
+    return len(found)
 
 
 def _wait_gone(cluster: RunningCluster, timeout: float = 15) -> None:

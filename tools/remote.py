@@ -414,9 +414,16 @@ def agent_stop(state: Path) -> int:
             os.kill(pid, signal.SIGKILL)
             _wait_gone(pid, "tools.supervisor", 5.0)
     stray = _stop_strays(state)
+    from tools import leftovers  # dnsmasq, tgtd, qemu-storage-daemon, guests the services left running
+
+    helpers = leftovers.find(state)
+    left = leftovers.stop(helpers)
     said = f"stopped the supervisor (pid {pid})" if pid is not None else "no supervisor running"
-    print(said + (f", {stray} stray service processes killed" if stray else ""))
-    return 0
+    print(said + (f", {stray} stray service processes killed" if stray else "")
+          + (f", {len(helpers) - len(left)} helper processes stopped" if helpers else ""))
+    for p in left:
+        print(f"still running after SIGKILL: {p}", file=sys.stderr)
+    return 1 if left else 0
 
 
 def main(argv: list[str] | None = None) -> int:
