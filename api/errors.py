@@ -66,7 +66,8 @@ def image_body(status: int, message: str) -> dict[str, Any]:
 
 
 # server-side failures a user can act on: a fixed text for them (the cause stays in the log)
-_PUBLIC_5XX = {"no_valid_host": "No valid host was found. There are not enough hosts available."}
+_PUBLIC_5XX = {"no_valid_host": "No valid host was found. There are not enough hosts available.",
+               "image_store_full": "The image store is too full to take this image. Try again later."}
 
 
 def unexpected(status: int, request: web.Request) -> str:
