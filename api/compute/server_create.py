@@ -129,7 +129,9 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
         raise errors.Invalid(f"Image {image.id} is not active.")
     if image.min_ram and image.min_ram > flavor.ram:
         raise errors.Invalid("Flavor's memory is too small for requested image.")
-    if flavor.disk and ((image.min_disk or 0) > flavor.disk or (image.size or 0) > flavor.disk * (1 << 30)):
+    # the inspected virtual_size too: a small qcow2 may unfold into a disk far bigger than its file
+    biggest = max(image.size or 0, image.virtual_size or 0)
+    if flavor.disk and ((image.min_disk or 0) > flavor.disk or biggest > flavor.disk * (1 << 30)):
         raise errors.Invalid("Flavor's disk is too small for requested image.")
     key_data = None
     if server.get("key_name") is not None:
