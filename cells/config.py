@@ -75,6 +75,9 @@ class ClusterConfig:
     list_bound: float = 1.0  # seconds a cell has to answer a listing before its servers show as UNKNOWN
     sites: tuple[str, ...] = ()  # site names, in file order (site i's netns network is the i-th /24)
     netns_range: str = "10.250.0.0/16"  # private range routed only into the cluster's netns hosts
+    # the cluster's private PostgreSQL (tools/pgserver.py) when a db is `{engine: postgresql, managed: true}`:
+    # {"dir": <state>/postgres, "port": 5432, "databases": ["api", "cell_cell1", ...]}; empty when none
+    managed_postgres: dict[str, Any] = field(default_factory=dict)
 
     def allowed_keys(self) -> set[str]:
         """Every public key of this cluster: the ZAP allowlist of each ROUTER."""
@@ -112,6 +115,7 @@ class ClusterConfig:
             curve=bool(d.get("curve", False)), version=str(d.get("version", "1")),
             operator_key=str(d.get("operator_key", "")), list_bound=float(d.get("list_bound", 1.0)),
             sites=tuple(d.get("sites") or ()), netns_range=str(d.get("netns_range", "10.250.0.0/16")),
+            managed_postgres=dict(d.get("managed_postgres") or {}),
         )
 
     @classmethod

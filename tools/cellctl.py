@@ -75,6 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     for sub in ("log", "run", "images", "cells"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     try:
+        start_managed_postgres(cluster)
         _create_databases(cluster)
     except Exception as exc:  # noqa: BLE001 - a missing module or a DB error: report it, start nothing
         _err(f"cannot create the databases: {type(exc).__name__}: {exc}")
@@ -102,6 +103,40 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"credentials:  source {files['openrc']}   (admin: {files['openrc.admin']})")
     print(f"clouds.yaml:  {files['clouds.yaml']}   (clouds: {CLOUD_DEMO}, {CLOUD_ADMIN})")
     return 0
+
+
+def start_managed_postgres(cluster: ClusterConfig) -> None:
+    """The cluster's private PostgreSQL (cluster.yaml `db: {engine: postgresql, managed: true}`): initdb on
+    first use, started before any service, each managed database created."""
+    if not cluster.managed_postgres:
+        return
+    from tools import pgserver
+
+    server = pgserver.PrivateServer(Path(cluster.managed_postgres["dir"]), int(cluster.managed_postgres["port"]))
+    if not server.running():
+        print(f"starting the cluster's PostgreSQL in {server.directory}")
+    server.start()
+    for name in cluster.managed_postgres["databases"]:
+        server.create_database(name)
+
+
+def _stop_managed_postgres(state: Path) -> None:
+    """Stop the private PostgreSQL after the services that used it (its data stays for the next up)."""
+    from tools import pgserver
+
+    directory = state / "postgres"
+    if not (directory / "data" / "PG_VERSION").exists():
+        return
+    try:
+        from cells.config import ClusterConfig
+
+        port = int(ClusterConfig.load(state / "cluster.json").managed_postgres.get("port") or 5432)
+    except (OSError, ValueError, KeyError):
+        port = 5432
+    server = pgserver.PrivateServer(directory, port)
+    if server.running():
+        server.stop()
+        print(f"stopped the cluster's PostgreSQL ({directory})")
 
 
 def _create_databases(cluster: ClusterConfig) -> None:
@@ -280,6 +315,7 @@ def cmd_down(args: argparse.Namespace) -> int:
             _wait_gone(pid, "tools.supervisor", 5.0)
     stray = _stop_strays(state)
     helpers_ok = _stop_helpers(state)
+    _stop_managed_postgres(state)
     _remove_netns(state)
     print("stopped" + (f" ({stray} stray service processes killed)" if stray else ""))
     return 0 if remote_ok and helpers_ok else 1

@@ -94,7 +94,7 @@ from typing import Any, NoReturn
 import yaml
 
 from cells.config import ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
-from tools import remote
+from tools import pgserver, remote
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
@@ -105,6 +105,7 @@ ROLES_SUPPORTED = ("compute", "volume")
 VIRT_TYPES = ("auto", "kvm", "qemu")
 SCALABLE = ("conductor", "scheduler")  # cell services that may run as several processes
 DEFAULT_API_PORT = 8774
+DEFAULT_POSTGRES_PORT = 5432  # a managed PostgreSQL listens on a unix socket only: the port names its socket file
 DEFAULT_COMPUTE_PORT_BASE = 5700
 # volume hosts (issue 6): RPC, iSCSI portal and NBD server ports default to these + the host's index
 DEFAULT_VOLUME_PORT_BASE, DEFAULT_ISCSI_PORT_BASE, DEFAULT_NBD_PORT_BASE = 5800, 3260, 10809
@@ -192,6 +193,8 @@ class _Parser:
         self.site = ""  # the site whose cells are being parsed
         self.list_bound = 1.0
         self.api_workers: list[ServiceSpec] = []  # api-2 .. api-N
+        self.api_db: Any = None  # api.db as written (resolved in load, once the state dir is known)
+        self.managed_postgres: dict[str, Any] = {}  # the cluster's private PostgreSQL, when a db asks for it
 
     def fail(self, path: str, message: str) -> NoReturn:
         raise ClusterFileError(self.label, path, message)
@@ -339,8 +342,9 @@ class _Parser:
         return tuple(out)
 
     def parse_api(self, raw: Any) -> tuple[ApiSpec, ServiceSpec]:
-        m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound", "workers",
+        m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound", "workers", "db",
                                                   *IMAGE_BOUNDS))
+        self.api_db = m.get("db")
         bound = m.get("list_bound", 1.0)
         if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= 30:
             self.fail("api.list_bound", f"expected seconds between 0 and 30, got {_got(bound)}")
@@ -522,9 +526,12 @@ class _Parser:
         return ServiceSpec(id=sid, kind=suffix.split("/")[0], host=host.spec.name,
                            bind=f"tcp://{_join(host.spec.address, port)}", cell=cell_path)
 
-    def db_url(self, raw: Any, path: str, cell_path: str, state: Path) -> str:
-        expected = "sqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
-        if raw is None:
+    def db_url(self, raw: Any, path: str, cell_path: str, state: Path, managed_name: str = "") -> str:
+        expected = ("sqlite:///PATH, postgresql://USER@HOST/DB (+psycopg or +asyncpg) or "
+                    "{engine: postgresql, managed: true}")
+        if isinstance(raw, dict):
+            url = self.managed_db(raw, path, managed_name or "cell_" + cell_path.replace("!", "_").lower(), state)
+        elif raw is None:
             url = f"sqlite+aiosqlite:///{state / 'cells' / (cell_path.replace('!', '/') + '.db')}"
         else:
             text = self.string(raw, path, expected)
@@ -537,14 +544,35 @@ class _Parser:
                     self.fail(path, f"expected sqlite:///PATH with a file path (each service is its own process), "
                                     f"got {text!r}")
                 url = f"sqlite+aiosqlite:///{(self.base_dir / file).resolve()}"
-            elif scheme in ("postgresql", "postgresql+asyncpg"):
-                url = f"postgresql+asyncpg://{rest}"
+            elif scheme in ("postgresql", "postgresql+asyncpg", "postgresql+psycopg"):
+                url = f"postgresql+psycopg://{rest}"  # one driver for the DB threads and the async engine
             else:
                 self.fail(path, f"expected {expected}, got {text!r}")
         if url in self.dbs:
             self.fail(path, f"database {url} is already used by {self.dbs[url]}")
         self.dbs[url] = path
         return url
+
+    def managed_db(self, raw: dict[str, Any], path: str, database: str, state: Path) -> str:
+        """`{engine: postgresql, managed: true, port: 5432}`: a database on the cluster's private PostgreSQL
+        (tools/pgserver.py, in <state>/postgres; one server for every managed DB of the cluster)."""
+        m = self.mapping(raw, path, ("engine",), ("managed", "port"))
+        if m["engine"] != "postgresql":
+            self.fail(f"{path}.engine", f"expected postgresql, got {_got(m['engine'])}")
+        if m.get("managed", False) is not True:
+            self.fail(f"{path}.managed", "expected true (a server of your own: give its URL as db instead)")
+        port = m.get("port", self.managed_postgres.get("port", DEFAULT_POSTGRES_PORT))
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            self.fail(f"{path}.port", f"expected a port number, got {_got(port)}")
+        if self.managed_postgres and self.managed_postgres["port"] != port:
+            self.fail(f"{path}.port", f"the cluster's one private PostgreSQL already has port "
+                                      f"{self.managed_postgres['port']} ({self.managed_postgres['field']})")
+        directory = state / "postgres"
+        if not self.managed_postgres:
+            self.managed_postgres = {"dir": str(directory), "port": port, "field": f"{path}.port",
+                                     "databases": []}
+        self.managed_postgres["databases"].append(database)
+        return pgserver.url(directory, port, database)
 
 
 def _join(address: str, port: int) -> str:
@@ -576,8 +604,11 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
 
     p.parse_hosts(top["hosts"])
     api, api_service = p.parse_api(top["api"])
-    api = replace(api, db=f"sqlite+aiosqlite:///{state / 'api.db'}", image_dir=str(state / "images"))
     p.parse_sites(top["sites"], state)
+    api_db = f"sqlite+aiosqlite:///{state / 'api.db'}"
+    if p.api_db is not None:
+        api_db = p.db_url(p.api_db, "api.db", "", state, managed_name="api")
+    api = replace(api, db=api_db, image_dir=str(state / "images"))
     sites = [str(s["name"]) for s in top["sites"]]
     netns = p.mapping(top.get("netns", {}), "netns", (), ("range",))
     netns_range = p.check_netns(sites, netns.get("range", "10.250.0.0/16"))
@@ -586,6 +617,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
         services=(*p.services, api_service, *p.api_workers), hosts=tuple(h.spec for h in p.hosts.values()),
         heartbeat_interval=float(interval), curve=curve, list_bound=p.list_bound, sites=tuple(sites),
         netns_range=netns_range,
+        managed_postgres={k: v for k, v in p.managed_postgres.items() if k != "field"},
     )
     problem = remote.placement_problem(cluster)  # what an ssh host cannot run (this machine's files)
     if problem is not None:

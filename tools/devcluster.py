@@ -133,9 +133,10 @@ PORT_TAKEN = "free these ports"  # what cellctl up says when a port was taken af
 
 def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: float = 1.0,
                  conductors: int = 1, schedulers: int = 1, api_workers: int = 1,
-                 volumes: bool = False, same_host_resize: bool = False) -> dict[str, Any]:
+                 volumes: bool = False, same_host_resize: bool = False, postgres: bool = False) -> dict[str, Any]:
     """`volumes`: node1 is a volume host too (file backend; local, tgt and nbd exports on free ports).
-    `same_host_resize`: the cell's allow_resize_to_same_host."""
+    `same_host_resize`: the cell's allow_resize_to_same_host. `postgres`: the API and cell DBs live on the
+    cluster's managed PostgreSQL (tools/pgserver.py) instead of SQLite files."""
     router = free_port()
     # conductor and scheduler take router+1 and router+2 unless told: give explicit free ports
     host_names = [f"node{i + 1}" for i in range(hosts)]
@@ -156,6 +157,9 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
         doc["api"]["workers"] = api_workers
     if same_host_resize:
         doc["sites"][0]["cells"][0]["allow_resize_to_same_host"] = True
+    if postgres:
+        doc["api"]["db"] = {"engine": "postgresql", "managed": True}
+        doc["sites"][0]["cells"][0]["db"] = {"engine": "postgresql", "managed": True}
     for name in host_names:
         doc["hosts"][name] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
                               "virt": {"uri": virt_uri}, "rpc_port": free_port()}

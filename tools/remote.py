@@ -130,11 +130,19 @@ def placement_problem(cluster: ClusterConfig) -> tuple[str, str] | None:
         if s.kind == "api":
             return "api.host", (f"the API cannot run on ssh host {s.host!r} (its database and image store "
                                 "are in this machine's state dir): use a local or netns host")
-        if s.kind in DB_KINDS and s.cell and cluster.cell(s.cell).db.startswith("sqlite"):
-            why = (f"ssh host {s.host!r} would run {s.id}, which opens the SQLite database of cell {s.cell} on "
-                   "this machine: run it on a local or netns host, or give the cell a postgresql db")
+        local_db = cluster.cell(s.cell).db.startswith("sqlite") or _on_managed_postgres(cluster, s.cell) \
+            if s.cell else False
+        if s.kind in DB_KINDS and s.cell and local_db:
+            why = (f"ssh host {s.host!r} would run {s.id}, which opens the database of cell {s.cell} on this machine "
+                   "(a SQLite file or the managed PostgreSQL's unix socket): run it on a local or netns host, or "
+                   "give the cell the URL of a PostgreSQL server it can reach")
             return f"hosts.{s.host}.via", why
     return None
+
+
+def _on_managed_postgres(cluster: ClusterConfig, cell: str) -> bool:
+    directory = cluster.managed_postgres.get("dir")
+    return bool(directory) and f"host={directory}" in cluster.cell(cell).db
 
 
 # --- what an ssh host is ---------------------------------------------------------------------

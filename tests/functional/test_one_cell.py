@@ -51,6 +51,16 @@ def wait_status(conn: openstack.connection.Connection, server_id: str, statuses:
 
 
 def claims(cluster: RunningCluster) -> list[tuple[Any, ...]]:
+    url = str(cluster.config["cells"][0]["db"])
+    if url.startswith("postgresql"):  # tests/functional/test_one_cell_postgres.py
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(text("SELECT instance_uuid, host FROM claims"))]
+        finally:
+            engine.dispose()
     db = cluster.state / "cells" / "cell1.db"
     with sqlite3.connect(db) as conn:
         return conn.execute("SELECT instance_uuid, host FROM claims").fetchall()

@@ -98,13 +98,28 @@ def test_defaults_nested_cells_and_db_urls(tmp_path: Path) -> None:
     assert cfg.api.listen == "127.0.0.1:8774"
     assert [(c.path, c.parent) for c in cfg.cells] == [("cell1", None), ("cell1!edge", "cell1")]
     assert cfg.cell("cell1").db == f"sqlite+aiosqlite:///{tmp_path}/data/c1.db"
-    assert cfg.cell("cell1!edge").db == "postgresql+asyncpg://cc@db.example/edge"
+    assert cfg.cell("cell1!edge").db == "postgresql+psycopg://cc@db.example/edge"  # psycopg serves every PostgreSQL URL
     assert cfg.service("cell1/conductor").bind == "tcp://127.0.0.1:6001"  # defaults to the router's host
     assert cfg.service("cell1/scheduler").bind == "tcp://127.0.0.1:7000"
     assert cfg.service("cell1!edge/conductor").bind == "tcp://127.0.0.1:6101"
     node2 = cfg.service("cell1!edge/compute/node2")
     assert node2.bind == "tcp://127.0.0.2:5702"  # 5700 + index of node2 in hosts
     assert node2.options == {"virt_uri": "test:///default", "virt_type": "auto"}
+
+
+def test_managed_postgresql_for_the_api_and_a_cell_beside_a_sqlite_cell(tmp_path: Path) -> None:
+    def change(doc: dict[str, Any]) -> None:
+        doc["api"]["db"] = {"engine": "postgresql", "managed": True}
+        cell(doc)["db"] = {"engine": "postgresql", "managed": True, "port": 5499}
+        doc["sites"][0]["cells"].append({"name": "cell2", "services": {"router": "ctl:5621"}})
+
+    cfg = clusterfile.load(write(tmp_path, variant(change)))
+    pg = tmp_path / "var" / "postgres"
+    assert cfg.managed_postgres == {"dir": str(pg), "port": 5499, "databases": ["cell_cell1", "api"]}
+    assert cfg.cell("cell1").db == f"postgresql+psycopg://cc@/cell_cell1?host={pg}&port=5499"
+    assert cfg.api.db == f"postgresql+psycopg://cc@/api?host={pg}&port=5499"
+    assert cfg.cell("cell2").db == f"sqlite+aiosqlite:///{tmp_path}/var/cells/cell2.db"
+    assert ClusterConfig.from_dict(json.loads(cfg.to_json())).managed_postgres == cfg.managed_postgres
 
 
 def test_default_db_of_a_nested_cell_lives_under_its_parent(tmp_path: Path) -> None:
@@ -142,6 +157,11 @@ def test_sites_netns_hosts_and_relay_only_parent_cells(tmp_path: Path) -> None:
 
 def _set_cell(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return lambda d: cell(d).__setitem__(key, value)
+
+
+def _two_managed_ports(doc: dict[str, Any]) -> None:
+    cell(doc)["db"] = {"engine": "postgresql", "managed": True, "port": 5440}
+    doc["api"]["db"] = {"engine": "postgresql", "managed": True, "port": 5441}
 
 
 def _set_host(host: str, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -194,7 +214,16 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("virt uri", _set_host("node1", "virt", {"uri": "default"}),
      "hosts.node1.virt.uri: expected a libvirt URI like test:///default, got 'default'"),
     ("bad db scheme", _set_cell("db", "mysql://x/y"),
-     "sites[0].cells[0].db: expected sqlite:///PATH or postgresql+asyncpg://USER@HOST/DB, got 'mysql://x/y'"),
+     ("sites[0].cells[0].db: expected sqlite:///PATH, postgresql://USER@HOST/DB (+psycopg or +asyncpg) or "
+     "{engine: postgresql, managed: true}, got 'mysql://x/y'")),
+    ("managed db of another engine", _set_cell("db", {"engine": "mysql", "managed": True}),
+     "sites[0].cells[0].db.engine: expected postgresql, got 'mysql'"),
+    ("managed db not managed", _set_cell("db", {"engine": "postgresql"}),
+     "sites[0].cells[0].db.managed: expected true"),
+    ("managed db with an unknown key", _set_cell("db", {"engine": "postgresql", "managed": True, "user": "x"}),
+     "sites[0].cells[0].db.user: unknown key (expected one of: engine, managed, port)"),
+    ("two managed ports", _two_managed_ports,
+     "api.db.port: the cluster's one private PostgreSQL already has port 5440 (sites[0].cells[0].db.port)"),
     ("in-memory sqlite", _set_cell("db", "sqlite:///:memory:"), "sites[0].cells[0].db: expected sqlite:///PATH"),
     ("sites not a list", lambda d: d.__setitem__("sites", {"site1": {}}),
      "sites: expected a non-empty list of sites, got a mapping"),

@@ -98,7 +98,7 @@ def test_services_needing_this_machines_files_are_refused_on_an_ssh_host(tmp_pat
     conductor_there = copy.deepcopy(DOC)
     conductor_there["sites"][0]["cells"][0]["services"]["conductor"] = "far:5602"
     with pytest.raises(ClusterFileError, match=r"hosts\.far\.via: ssh host 'far' would run cell1/conductor, which "
-                                               r"opens the SQLite database of cell cell1"):
+                                               r"opens the database of cell cell1"):
         load(tmp_path, conductor_there)
     # a cell on postgresql may run its conductor there; a router needs no database at all
     conductor_there["sites"][0]["cells"][0]["db"] = "postgresql://cc@db.example.org/cell1"
