@@ -62,6 +62,7 @@ def disk_xml(connection_info: dict[str, Any], dev: str, volume_id: str) -> str:
         raise errors.Invalid(reason=f"unknown volume connection type {kind!r}")
     driver = ET.Element("driver", name="qemu", type=fmt)
     disk.insert(0, driver)
+    ET.SubElement(disk, "backingStore")  # a volume has no base: QEMU opens this one file or export, nothing a header names
     ET.SubElement(disk, "target", dev=dev, bus="virtio")
     ET.SubElement(disk, "serial").text = serial(volume_id)
     return ET.tostring(disk, encoding="unicode")

@@ -22,6 +22,7 @@ from cells.objects.instance import VmState
 from node.compute import disks
 from node.compute.domain_xml import DomainPaths, build_domain_xml
 from node.compute.manager import ComputeManager
+from node.compute.volumes import disk_xml as volume_disk_xml
 from node.imagecache import ImageCache
 from node.volume import proc
 from tests.compute_fakes import FakeConductor, FakeFetcher, cluster_config, image_record
@@ -115,6 +116,19 @@ def test_a_qcow2_disk_names_its_format_and_ends_its_backing_chain() -> None:
             conn.defineXMLFlags(build_domain_xml(inst, "qemu", paths), libvirt.VIR_DOMAIN_DEFINE_VALIDATE).undefine()
     finally:
         conn.close()
+
+
+def test_every_volume_disk_names_its_format_and_has_no_backing_chain() -> None:
+    infos = [{"driver_volume_type": "local", "data": {"path": "/v/vol.qcow2", "format": "qcow2"}},
+             {"driver_volume_type": "local", "data": {"path": "/dev/vg/vol", "block_device": True}},
+             {"driver_volume_type": "iscsi", "data": {"target_portal": "127.0.0.1:3260", "target_iqn": "iqn.x:v",
+                                                      "target_lun": 1}},
+             {"driver_volume_type": "nbd", "data": {"name": "v", "host": "127.0.0.1", "port": 10809}}]
+    for info, fmt in zip(infos, ("qcow2", "raw", "raw", "raw"), strict=True):
+        disk = ET.fromstring(volume_disk_xml(info, "vdb", str(uuidlib.uuid4())))
+        assert disk.find("driver").attrib == {"name": "qemu", "type": fmt}  # type: ignore[union-attr]
+        end = disk.find("backingStore")
+        assert end is not None and end.attrib == {} and list(end) == [], info
 
 
 async def test_qemu_img_runs_under_cpu_and_address_space_limits() -> None:
