@@ -9,6 +9,7 @@ from typing import Any
 from cells import errors
 from cells.config import ApiSpec, CellSpec, ClusterConfig, ServiceSpec
 from cells.context import RequestContext
+from cells.lifecycle import State, finish_action
 from cells.objects.instance import PowerState, TaskState, VmState
 from cells.rpc.wire import Method
 
@@ -21,6 +22,7 @@ class FakeConductor:
         self.instances: dict[str, dict[str, Any]] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.done: list[tuple[str, str, bool, dict[str, Any], dict[str, Any] | None]] = []  # action reports
         self.available = True
 
     # Caller protocol: lets a ComputeManager talk to us without sockets
@@ -84,6 +86,20 @@ class FakeConductor:
     async def instance_destroyed(self, ctx: RequestContext, uuid: str, host: str) -> None:
         self.calls.append(("instance_destroyed", {"uuid": uuid, "host": host}))
         self.instances.pop(uuid, None)
+
+    async def instance_action_done(self, ctx: RequestContext, uuid: str, host: str, action: str, ok: bool,
+                                   values: dict[str, Any], fault: dict[str, Any] | None = None) -> dict[str, Any]:
+        """With the real lifecycle's checks (cells/lifecycle.py finish_action)."""
+        self.done.append((uuid, action, ok, values, fault))
+        rec = self._get(uuid)
+        state = finish_action(action, State(rec["vm_state"], rec["task_state"], rec["power_state"]),
+                              values.get("vm_state"), values.get("power_state"), ok, uuid)
+        rec.update(vm_state=state.vm_state, task_state=state.task_state, power_state=state.power_state)
+        return dict(rec)
+
+    async def host_rejoined(self, ctx: RequestContext, host: str) -> dict[str, str]:
+        self.calls.append(("host_rejoined", {"host": host}))
+        return {"host": host, "state": "alive"}
 
 
 class FakeFetcher:

@@ -5,7 +5,9 @@ directory that holds the file):
 
     cluster: demo                    # required; name [A-Za-z0-9][A-Za-z0-9_-]*
     state_dir: var                   # default "var"; `cellctl --state DIR` overrides it
-    heartbeat_interval: 1.0          # seconds, default 1.0; a member missing 3 beats is down
+    heartbeat_interval: 1.0          # seconds, default 1.0; a member missing 3 beats is suspect
+    dead_after: 60                   # seconds (default 60) a suspect host stays silent before it is dead
+    max_attempts: 3                  # hosts a build may try, the first included (default 3, Nova's)
     api:                             # required: the API cell's HTTP endpoint
       host: ctl                      # required; a name from `hosts`
       listen: 127.0.0.1:8774         # default <address of host>:8774
@@ -94,6 +96,7 @@ from typing import Any, NoReturn
 import yaml
 
 from cells.config import ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
+from cells.rpc.liveness import DEFAULT_GRACE
 from tools import pgserver, remote
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -588,7 +591,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     p = _Parser(label, file.resolve().parent)
     raw = read_yaml(file, label)
     top = p.mapping(raw, "", ("cluster", "api", "sites", "hosts"),
-                    ("state_dir", "heartbeat_interval", "security", "netns"))
+                    ("state_dir", "heartbeat_interval", "dead_after", "max_attempts", "security", "netns"))
     name = p.name(top["cluster"], "cluster")
     if state_dir is not None:
         state = Path(state_dir).resolve()
@@ -597,6 +600,14 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     interval = top.get("heartbeat_interval", 1.0)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 60:
         p.fail("heartbeat_interval", f"expected seconds between 0 and 60, got {_got(interval)}")
+    dead_after = top.get("dead_after", DEFAULT_GRACE)
+    if isinstance(dead_after, bool) or not isinstance(dead_after, (int, float)) \
+            or not 3 * interval < dead_after <= 86400:
+        p.fail("dead_after", f"expected seconds above 3 heartbeats ({3 * interval:g}) and up to 86400, "
+                             f"got {_got(dead_after)}")
+    attempts = top.get("max_attempts", 3)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 20:
+        p.fail("max_attempts", f"expected an integer between 1 and 20, got {_got(attempts)}")
     security = p.mapping(top.get("security", {}), "security", (), ("curve",))
     curve = security.get("curve", True)  # plaintext only when the file says so
     if not isinstance(curve, bool):
@@ -615,7 +626,8 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     cluster = ClusterConfig(
         name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
         services=(*p.services, api_service, *p.api_workers), hosts=tuple(h.spec for h in p.hosts.values()),
-        heartbeat_interval=float(interval), curve=curve, list_bound=p.list_bound, sites=tuple(sites),
+        heartbeat_interval=float(interval), dead_after=float(dead_after), max_attempts=attempts, curve=curve,
+        list_bound=p.list_bound, sites=tuple(sites),
         netns_range=netns_range,
         managed_postgres={k: v for k, v in p.managed_postgres.items() if k != "field"},
     )

@@ -133,15 +133,17 @@ PORT_TAKEN = "free these ports"  # what cellctl up says when a port was taken af
 
 def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: float = 1.0,
                  conductors: int = 1, schedulers: int = 1, api_workers: int = 1,
-                 volumes: bool = False, same_host_resize: bool = False, postgres: bool = False) -> dict[str, Any]:
+                 volumes: bool = False, same_host_resize: bool = False, postgres: bool = False,
+                 dead_after: float | None = None, name: str = "test") -> dict[str, Any]:
     """`volumes`: node1 is a volume host too (file backend; local, tgt and nbd exports on free ports).
     `same_host_resize`: the cell's allow_resize_to_same_host. `postgres`: the API and cell DBs live on the
-    cluster's managed PostgreSQL (tools/pgserver.py) instead of SQLite files."""
+    cluster's managed PostgreSQL (tools/pgserver.py) instead of SQLite files. `dead_after`: seconds a
+    silent host is suspect before it is dead (default: cluster.yaml's)."""
     router = free_port()
     # conductor and scheduler take router+1 and router+2 unless told: give explicit free ports
     host_names = [f"node{i + 1}" for i in range(hosts)]
     doc: dict[str, Any] = {
-        "cluster": "test",
+        "cluster": name,
         "state_dir": "var",
         "heartbeat_interval": heartbeat,
         "api": {"host": "ctl", "listen": f"127.0.0.1:{free_port()}"},
@@ -155,6 +157,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     }
     if api_workers > 1:
         doc["api"]["workers"] = api_workers
+    if dead_after is not None:
+        doc["dead_after"] = dead_after
     if same_host_resize:
         doc["sites"][0]["cells"][0]["allow_resize_to_same_host"] = True
     if postgres:
@@ -244,14 +248,16 @@ class RunningCluster:
 
 @contextmanager
 def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default",
-                    heartbeat: float = 1.0, **scale: Any) -> Iterator[RunningCluster]:
+                    heartbeat: float = 1.0, dead_after: float | None = None, name: str = "test",
+                    **scale: Any) -> Iterator[RunningCluster]:
     """`scale`: conductors, schedulers, api_workers (processes of each; default 1); volumes=1 (True) makes
     node1 a volume host too; same_host_resize=1 (True) lets a resize stay on its host."""
     root.mkdir(parents=True, exist_ok=True)
     cluster_file = root / "cluster.yaml"
     cluster = RunningCluster(root, cluster_file)
     for _attempt in range(UP_ATTEMPTS):
-        cluster_file.write_text(yaml.safe_dump(cluster_yaml(hosts, virt_uri, heartbeat, **scale), sort_keys=False))
+        cluster_file.write_text(yaml.safe_dump(cluster_yaml(hosts, virt_uri, heartbeat, dead_after=dead_after,
+                                                            name=name, **scale), sort_keys=False))
         up = cluster.cellctl("up", str(cluster_file), check=False)
         if PORT_TAKEN not in up.stderr:  # cellctl up started nothing when a port was taken: fresh ports
             break

@@ -3,8 +3,9 @@ the cell path, and a way to start background work in the service's TaskGroup."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cells.context import RequestContext
@@ -12,6 +13,7 @@ from cells.db import instances as idb
 from cells.db.engine import Database
 from cells.db.fast import AnyRow
 from cells.lifecycle import State
+from cells.rpc.liveness import ALIVE, DEAD, DEFAULT_GRACE, HostLiveness
 from cells.rpcapi.compute import topic as compute_topic
 from cells.service import Service
 
@@ -26,9 +28,21 @@ class FlowEnv:
     conductor_id: str  # this conductor's member id (owner of the build flows it runs)
     spawn: Spawn  # run a coroutine in the conductor's TaskGroup (errors are logged, never fatal)
     allow_resize_to_same_host: bool = False  # the cell's option (cluster.yaml), as Nova's
+    max_attempts: int = 3  # hosts one build may try (cluster.yaml max_attempts)
+    liveness: HostLiveness = field(default_factory=lambda: HostLiveness(DEFAULT_GRACE, time.monotonic()))
 
     def host_alive(self, host: str) -> bool:
-        return bool(self.service.view.members(compute_topic(host)))
+        """Usable now: its compute is in the routing table and it is not fenced or marked down."""
+        return self.host_state(host) == ALIVE
+
+    def host_state(self, host: str) -> str:
+        """alive | suspect | dead | fenced (cells/rpc/liveness.py), by the routing table as it is now."""
+        present = bool(self.service.view.members(compute_topic(host)))
+        return self.liveness.state(host, time.monotonic(), present)
+
+    def host_dead(self, host: str) -> bool:
+        """Only a dead host's work may be recovered destructively (local deletes, evacuation)."""
+        return self.host_state(host) == DEAD
 
     def record(self, row: AnyRow | Mapping[str, Any]) -> dict[str, Any]:
         return idb.to_record(row, self.cell)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
-from sqlalchemy import Connection, false
+from sqlalchemy import Connection, false, select
 
 from cells import errors
 from cells.conductor import capacity
@@ -22,17 +23,26 @@ from cells.conductor.volume_rpc import VolumeConductorMixin
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.db import claims
+from cells.db import hosts as hdb
 from cells.db import instances as idb
 from cells.db import volumes as vdb
 from cells.db.engine import Database
 from cells.db.fast import AnyRow
-from cells.db.schema import ensure_schema, instances
+from cells.db.schema import compute_nodes, ensure_schema, instances
 from cells.network import instances as inets
 from cells.rpc.directory import MISSED_BEATS
+from cells.rpc.liveness import HostLiveness
 from cells.service import Service
 
 LOG = logging.getLogger(__name__)
 SWEEP_BEATS = 5  # the safety-net sweep runs every this many heartbeat intervals
+
+
+def _known_hosts(conn: Connection) -> tuple[set[str], set[str], set[str]]:
+    """(compute hosts the cell DB knows, hosts marked down, fenced hosts): the liveness watch's read."""
+    known = set(conn.execute(select(compute_nodes.c.host)).scalars())
+    down, fenced = hdb.read_marks(conn)
+    return known, down, fenced
 
 
 class ConductorManager(VolumeConductorMixin):
@@ -60,8 +70,11 @@ class ConductorManager(VolumeConductorMixin):
     async def start(self, service: Service) -> None:
         db = Database(self.db_url)
         await ensure_schema(db)
+        # the grace counts from our start: an empty table just after it (ours or the directory's) kills nobody
+        liveness = HostLiveness(self.cluster.dead_after, time.monotonic())
         self._env = FlowEnv(db=db, service=service, cell=self.cell, conductor_id=self.spec.id, spawn=self._spawn,
-                            allow_resize_to_same_host=self.cluster.cell(self.cell).allow_resize_to_same_host)
+                            allow_resize_to_same_host=self.cluster.cell(self.cell).allow_resize_to_same_host,
+                            max_attempts=self.cluster.max_attempts, liveness=liveness)
         # a previous run of this conductor died mid-flow: its scheduling builds have no owner now
         await hosts.orphaned_builds(self._env, [self.spec.id])
         await self.start_volumes()
@@ -74,6 +87,7 @@ class ConductorManager(VolumeConductorMixin):
                 tg.create_task(self._guarded(coro))
             self._pending.clear()
             tg.create_task(self._sweeper())
+            tg.create_task(self._watch_hosts())
             tg.create_task(capacity.report(self.env, self.cluster.heartbeat_interval))  # upward, on heartbeats
             try:
                 await asyncio.Future()  # until the service cancels us
@@ -104,12 +118,16 @@ class ConductorManager(VolumeConductorMixin):
             LOG.exception("background flow failed")
 
     def _on_membership(self, joined: set[str], left: set[str]) -> None:
-        """Directory listener (sync): spot compute hosts and conductors that went away."""
+        """Directory listener (sync): compute hosts that left are suspect (nothing destroyed:
+        the liveness watch declares them dead after the grace), those back get the deletes
+        asked meanwhile; builds of conductors that went away are adopted."""
         members = list(self.env.service.view.by_id.values())
         now_hosts = hosts.compute_hosts(members)
+        self.env.liveness.observe(now_hosts, time.monotonic())
         for host in self._compute_hosts - now_hosts:
-            LOG.warning("compute host %s left the directory", host)
-            self._spawn(hosts.host_lost(self.env, host))
+            LOG.warning("compute host %s left the directory: suspect", host)
+        for host in now_hosts - self._compute_hosts:
+            self._spawn(hosts.host_back(self.env, host))
         gone = {mid for mid in left if mid in self._conductors and mid != self.spec.id}
         if gone:
             self._spawn(hosts.orphaned_builds(self.env, sorted(gone)))
@@ -129,6 +147,58 @@ class ConductorManager(VolumeConductorMixin):
                 LOG.warning("dead-member sweep failed: %s", exc)
             except Exception:  # the sweep is a safety net: never let it take the service down
                 LOG.exception("dead-member sweep failed")
+
+    async def _watch_hosts(self) -> None:
+        """Every half heartbeat: the operator's marks and fences from the cell DB, the routing
+        table, verdicts; a host newly dead is recovered (flows/hosts.py host_dead). The hosts'
+        states ride on our heartbeat (meta "hosts"): computes see their fence, status shows them."""
+        view = self.env.service.view
+        liveness = self.env.liveness
+        published: dict[str, str] | None = None
+        while True:
+            try:
+                known, down, fenced = await self.env.db.read(_known_hosts)
+                liveness.marks(down, fenced)
+                now = time.monotonic()
+                liveness.observe(hosts.compute_hosts(view.by_id.values()), now)
+                for host in liveness.newly_dead(known, now):
+                    self._spawn(hosts.host_dead(self.env, host))
+                states = liveness.states(known, now)
+                if states != published:
+                    view.set_meta(hosts=states)
+                    published = states
+            except errors.CellcloudError as exc:
+                LOG.warning("host liveness watch failed: %s", exc)
+            except Exception:  # a safety net must never take the conductor down
+                LOG.exception("host liveness watch failed")
+            await asyncio.sleep(self.cluster.heartbeat_interval / 2)
+
+    # --- RPC: operators and fenced hosts --------------------------------------------
+
+    async def host_mark(self, ctx: RequestContext, host: str, down: bool) -> dict[str, str]:
+        """`cellctl host down|up HOST`: the operator says the host is dead (destructive recovery
+        may start at once), or takes the mark back (a fenced host still reconciles first)."""
+        if not (ctx.is_admin or "service" in ctx.roles):
+            raise errors.Forbidden(reason="marking a host down or up is an admin action")
+        if not isinstance(host, str) or not isinstance(down, bool):
+            raise errors.Invalid(reason="host must be a host name and down true or false")
+        cell_hosts = {s.host for s in self.cluster.services if s.cell == self.cell and s.kind == "compute"}
+        known = await self.env.db.read(_known_hosts)
+        if host not in cell_hosts | known[0]:
+            raise errors.NotFound(f"Compute host {host} could not be found.", host=host)
+        await self.env.db.write(lambda conn: hdb.set_forced_down(conn, host, down))
+        (self.env.liveness.forced_down.add if down else self.env.liveness.forced_down.discard)(host)
+        LOG.warning("operator marked compute host %s %s", host, "down" if down else "up")
+        return {"host": host, "state": self.env.host_state(host)}
+
+    async def host_rejoined(self, ctx: RequestContext, host: str) -> dict[str, str]:
+        """A fenced host's compute reconciled against the cell DB: it may serve again."""
+        if not isinstance(host, str):
+            raise errors.Invalid(reason="host must be a host name")
+        if await self.env.db.write(lambda conn: hdb.unfence(conn, host)):
+            LOG.warning("compute host %s reconciled after being declared dead: it rejoins", host)
+        self.env.liveness.fenced.discard(host)
+        return {"host": host, "state": self.env.host_state(host)}
 
     # --- RPC: from the API ---------------------------------------------------------
 

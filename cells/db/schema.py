@@ -34,6 +34,7 @@ from sqlalchemy import (
 
 from cells import errors
 from cells.db.engine import Database
+from cells.db.hosts import metadata as hosts_metadata
 from cells.db.volumes import metadata as volume_metadata
 from cells.network.schema import metadata as network_metadata
 from cells.objects.instance import utcnow_iso
@@ -228,6 +229,7 @@ def _ensure(conn: Connection, sqlite: bool) -> int:
         raise errors.DBSchemaTooNew(found=current, supported=SCHEMA_VERSION)
     network_metadata.create_all(conn)  # own MetaData: only the missing network tables are created
     volume_metadata.create_all(conn)  # likewise the volume tables (issue 6)
+    hosts_metadata.create_all(conn)  # and the operator's marks and fences of hosts (cells/db/hosts.py)
     if current == SCHEMA_VERSION:
         return current
     if current == 0:

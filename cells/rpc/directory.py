@@ -4,12 +4,21 @@
 pure core (no I/O, tested on its own). `DirectoryView` runs inside every other
 process: it heartbeats to the directory and keeps the routing table the
 directory sends back, so calls go straight to their peer (no broker).
-A member that misses `MISSED_BEATS` beats leaves the table.
+A member that misses `MISSED_BEATS` beats leaves the table: it is suspect, not
+dead (cells/rpc/liveness.py: the conductor decides when a host is dead).
+
+A restarted directory starts empty and learns every member from its next beat. So
+that nobody takes that for every member leaving, its snapshots say `warming` for
+the first MISSED_BEATS intervals: a view keeps the members it knew that have not
+re-registered yet, and the directory's first snapshot after warming (a new version)
+drops those that never came back. Versions start at a random number, so a view never
+mistakes the new directory's table for the old one it holds.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -93,9 +102,21 @@ class Directory:
 
     def __init__(self, interval: float = DEFAULT_INTERVAL) -> None:
         self.liveness = LivenessTable(interval)
+        self.liveness.version = random.getrandbits(48)  # never one a view holds from our previous run
+        self.started = time.monotonic()
+        self._warm = False
+
+    def warming(self, now: float) -> bool:
+        """Just (re)started: members are still re-registering."""
+        if not self._warm and now - self.started >= MISSED_BEATS * self.liveness.interval:
+            self._warm = True
+            self.liveness.version += 1  # every view gets the whole, final table on its next beat
+        return not self._warm
 
     async def heartbeat(self, ctx: RequestContext, member: dict[str, Any], version: int) -> dict[str, Any]:
-        self.liveness.beat(Member.from_wire(member), time.monotonic())
+        now = time.monotonic()
+        self.liveness.beat(Member.from_wire(member), now)
+        self.warming(now)  # its end bumps the version: the views drop who never came back
         if version == self.liveness.version:
             return {"version": version}
         return self._snapshot()
@@ -108,7 +129,8 @@ class Directory:
 
     def _snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
-        return {"version": self.liveness.version, "interval": self.liveness.interval,
+        warming = self.warming(now)
+        return {"version": self.liveness.version, "interval": self.liveness.interval, "warming": warming,
                 "members": [dict(m.to_wire(), age=round(now - self.liveness.last_seen[m.id], 3))
                             for m in self.liveness.members.values()]}
 
@@ -116,8 +138,9 @@ class Directory:
         """Expire members that stopped beating (run by the router service)."""
         while True:
             await asyncio.sleep(self.liveness.interval / 4)
+            self.warming(time.monotonic())
             for mid in self.liveness.expire(time.monotonic()):
-                LOG.warning("member %s missed %d heartbeats: removed from routing", mid, MISSED_BEATS)
+                LOG.warning("member %s missed %d heartbeats: removed from routing (suspect)", mid, MISSED_BEATS)
 
 
 Listener = Callable[[set[str], set[str]], None]
@@ -206,6 +229,8 @@ class DirectoryView:
 
     def _install(self, reply: dict[str, Any]) -> None:
         new = {m.id: m for m in (Member.from_wire(d) for d in reply["members"])}
+        if reply.get("warming"):  # a restarted directory: who has not re-registered yet is not gone
+            new = {**self.by_id, **new}
         joined, left = set(new) - set(self.by_id), set(self.by_id) - set(new)
         by_topic: dict[str, list[Member]] = {}
         for m in sorted(new.values(), key=lambda m: m.id):

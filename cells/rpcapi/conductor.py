@@ -30,6 +30,9 @@ SURFACE = surface(
     Method("build_failed", FAST),
     Method("instance_destroyed", FAST, retry_safe=True),
     Method("instances_on_host", FAST, retry_safe=True),
+    # host liveness (cells/rpc/liveness.py): an operator's mark (cellctl host down|up), a fenced host back
+    Method("host_mark", FAST, retry_safe=True),
+    Method("host_rejoined", FAST, retry_safe=True),
     # quotas, instance actions, the metadata service (issue 7)
     Method("project_usage", FAST, retry_safe=True),
     Method("instance_actions", FAST, retry_safe=True),
@@ -102,6 +105,10 @@ class ConductorAPI:
 
     async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
         return list_reply(await self.caller.call(TOPIC, M["instances_on_host"], {"host": host}, ctx))
+
+    async def host_rejoined(self, ctx: RequestContext, host: str) -> dict[str, str]:
+        """Our host reconciled after being declared dead (fenced): it may serve again."""
+        return await self.caller.call(TOPIC, M["host_rejoined"], {"host": host}, ctx)
 
     async def project_usage(self, ctx: RequestContext, project_id: str) -> dict[str, int]:
         """{"instances", "cores", "ram"} used by the project's live instances in this cell (for quotas)."""

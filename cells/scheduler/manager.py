@@ -21,6 +21,7 @@ from cells import errors
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.db import claims
+from cells.db import hosts as hdb
 from cells.db.claims import HostState, Resources
 from cells.db.engine import Database
 from cells.db.groups import GroupClaim, allows
@@ -34,6 +35,7 @@ from cells.service import Service
 LOG = logging.getLogger(__name__)
 NOT_ENOUGH_HOSTS = "There are not enough hosts available."
 COMPUTE_PREFIX = compute_topic("")  # compute.<host>
+HEALTHY = "ok"  # a compute's heartbeat meta "health" (node/compute/manager.py)
 NEW_HOST_WAIT = 5.0  # seconds a request that fits nowhere waits for hosts coming (back) up
 
 
@@ -67,6 +69,7 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
         if group is not None or "instance_uuid" in request_spec:
             resolved, peers = sgroups.resolve(conn, request_spec, group, instance_uuids)
             grouping = Grouping(resolved, peers) if resolved else None
+        exclude += hdb.unusable(conn)  # fenced (declared dead, not reconciled yet) or marked down
         hosts = {h.host: h for h in claims.all_hosts(conn)}
         return [_place_one(conn, hosts, req, uuid, alive, exclude, alternates, only, grouping)
                 for uuid in instance_uuids]
@@ -138,13 +141,15 @@ class SchedulerManager:
             await self._db.close()
 
     def live_hosts(self) -> frozenset[str]:
-        """Hosts with a live compute member: a snapshot (placement runs in the DB thread),
-        made again when the directory's membership changes."""
+        """Hosts with a live compute member that reports itself healthy (meta "health": its
+        libvirt calls are not stuck): a snapshot (placement runs in the DB thread), made again
+        when the directory's table changes. A host that missed beats (suspect) is not in it."""
         if self._service is None:
             return frozenset()
         view = self._service.view
         if self._live[0] != view.version:
             self._live = (view.version, frozenset(t[len(COMPUTE_PREFIX):] for m in view.by_id.values()
+                                                  if m.meta.get("health", HEALTHY) == HEALTHY
                                                   for t in m.topics if t.startswith(COMPUTE_PREFIX)))
         return self._live[1]
 

@@ -31,6 +31,7 @@ import libvirt  # type: ignore[import-untyped]
 from cells import errors
 from cells.objects.instance import PowerState
 from node.compute import domain_schema, domain_xml
+from node.compute.calls import CallTracker
 from node.compute.disks import QEMU_IMG_TIMEOUT, DiskOps, grow_disk, qemu_img, root_disk_bytes, virtual_size
 from node.compute.domain_xml import DomainPaths
 from node.compute.power import PowerOps
@@ -174,6 +175,7 @@ class LibvirtDriver(PowerOps, DiskOps):
         self.call_timeout = call_timeout
         self.is_test = uri.startswith("test:")
         self._pool = concurrent.futures.ThreadPoolExecutor(pool_size, thread_name_prefix="libvirt")
+        self._calls = CallTracker()
         self._conn: libvirt.virConnect | None = None
         self._callback_id: int | None = None
         # called on the event loop with the instance uuid when one of our domains changes state
@@ -183,9 +185,17 @@ class LibvirtDriver(PowerOps, DiskOps):
 
     async def _run(self, func: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
         loop = asyncio.get_running_loop()
-        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races the result
-        async with asyncio.timeout(timeout or self.call_timeout):
-            return await loop.run_in_executor(self._pool, func, *args)
+        limit = timeout or self.call_timeout
+        call_id, tracked = self._calls.track(func, limit)
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races the result
+            async with asyncio.timeout(limit):
+                return await loop.run_in_executor(self._pool, tracked, *args)
+        finally:
+            self._calls.given_up(call_id)
+
+    def health(self) -> str:
+        """"" when the hypervisor answers; else why not (calls stuck past their timeout, the pool full)."""
+        return self._calls.health()
 
     @property
     def conn(self) -> libvirt.virConnect:

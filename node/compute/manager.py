@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 from cells import errors
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext, admin_context
+from cells.lifecycle import USER_ACTIONS
 from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
+from cells.rpc.liveness import FENCED
 from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
 from cells.rpcapi.moves import DiskCopyAPI
@@ -45,6 +47,26 @@ MIN_SYNC_GAP = 1.0  # a burst of domain events costs at most one sweep per this 
 REPORT_INTERVAL = 60.0  # resources are re-reported so a conductor that lost them learns them again
 RETRY_MAX_DELAY = 5.0
 INTERRUPTED = "Build interrupted: compute service restarted"
+ACTION_INTERRUPTED = "{action} interrupted: compute service restarted"
+HEALTHY = "ok"  # the heartbeat's meta "health" when the driver's calls are not stuck
+# task state of a server action -> the action (a restart clears the ones it no longer holds)
+ACTION_OF_TASK = {a.task_state: name for name, a in USER_ACTIONS.items()}
+_RESULT_POWER = {VmState.ACTIVE: PowerState.RUNNING, VmState.STOPPED: PowerState.SHUTDOWN,
+                 VmState.PAUSED: PowerState.PAUSED}
+
+
+def interrupted_action(action: str, actual: int | None) -> tuple[bool, dict[str, Any]]:
+    """(ok, values) to report for a server action a previous process left in flight, from
+    the domain as it is now (`actual` None: no domain). Pure. It succeeded when the guest
+    is where the action leads (a stop whose guest is off); else it failed, and a rebuild
+    that left no running guest is in error, as a failed rebuild is."""
+    observed = PowerState.NOSTATE if actual is None else actual
+    for result in USER_ACTIONS[action].results:
+        if _RESULT_POWER.get(result) == observed:
+            return True, {"vm_state": result, "power_state": observed}
+    if action == "rebuild":
+        return False, {"vm_state": VmState.ERROR, "power_state": observed}
+    return False, {"power_state": observed}
 # failures that would fail the same way on any host: no point rescheduling
 NOT_RETRYABLE: tuple[type[Exception], ...] = (errors.ImageChecksumMismatch, errors.ImageNotFound, errors.Invalid)
 
@@ -90,6 +112,8 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         self.sync_interval = float(opts.get("sync_interval", SYNC_INTERVAL))
         self.shutdown_timeout = float(opts.get("shutdown_timeout", SHUTDOWN_TIMEOUT))
         self._conductor: ConductorAPI | None = None
+        self._view: Any = None  # our directory view (cells/rpc/directory.py): fence verdicts in, health out
+        self.heartbeat_interval = cluster.heartbeat_interval
         self._locks = KeyedLocks()
         self._building: set[str] = set()  # builds received, from arrival to end (guards reconciliation)
         self._ready = asyncio.Event()  # set once the start-up reconciliation is done
@@ -105,6 +129,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
 
     async def start(self, service: Caller) -> None:
         self._conductor = ConductorAPI(service)
+        self._view = getattr(service, "view", None)
         self.peers = DiskCopyAPI(service)  # other computes: a move's source serves its disks
         await self.driver.connect()
         await self.images.start()
@@ -112,6 +137,11 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         await self.network.start(service, self._conductor)
 
     async def background(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._report_health())
+            await self._sweeps()
+
+    async def _sweeps(self) -> None:
         await self.sync_with_conductor()
         last_report = time.monotonic()
         while True:
@@ -122,6 +152,8 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
                 pass
             self._wake.clear()
             try:
+                if self.fenced():
+                    await self.rejoin()
                 await self.sync_power_states()
                 await self.driver.trim_console_logs()  # a guest writing forever must not fill the disk
                 if time.monotonic() - last_report > REPORT_INTERVAL:
@@ -132,6 +164,36 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
             except Exception:  # the sweep is a safety net: it must never take the worker down
                 LOG.exception("power state sweep failed")
             await asyncio.sleep(MIN_SYNC_GAP)
+
+    async def _report_health(self) -> None:
+        """Every heartbeat: whether our libvirt calls are stuck (meta "health" on the next beat),
+        so the scheduler avoids this host and status shows why, instead of it beating as fine."""
+        last = ""
+        while True:
+            health = self.driver.health() or HEALTHY
+            if health != last and self._view is not None:
+                if health != HEALTHY:
+                    LOG.error("compute %s unhealthy: %s", self.host, health)
+                elif last:
+                    LOG.warning("compute %s healthy again", self.host)
+                self._view.set_meta(health=health)
+                last = health
+            await asyncio.sleep(self.heartbeat_interval)
+
+    def fenced(self) -> bool:
+        """A conductor says we were declared dead (its heartbeat's meta "hosts")."""
+        if self._view is None:
+            return False
+        return any((m.meta.get("hosts") or {}).get(self.host) == FENCED for m in self._view.members("conductor"))
+
+    async def rejoin(self) -> None:
+        """Declared dead while we were away (frozen, partitioned): our builds went elsewhere, our
+        servers may have been evacuated or deleted. Reconcile with the cell DB (guests whose
+        records are finished elsewhere are destroyed) before serving again, then say so."""
+        LOG.warning("compute %s was declared dead: reconciling before it serves again", self.host)
+        await self.reconcile()
+        await self.conductor.host_rejoined(admin_context(), self.host)
+        LOG.warning("compute %s reconciled and rejoined", self.host)
 
     def _on_lifecycle(self, uuid: str) -> None:
         """A domain changed state: sweep early, unless one of our own flows changed it (a build
@@ -151,9 +213,16 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         """Report resources, then reconcile the host with the records: retried until the conductor answers."""
         await self._until_answered("resource report", self.report_resources)
         await self._until_answered("reconciliation", self.reconcile)
+        await self._until_answered("rejoin", self._rejoined)  # fenced while we were down: no longer
         await self._until_answered("network sync", self.network.report_and_sync)
         self._ready.set()
         LOG.info("compute %s ready", self.host)
+
+    async def _rejoined(self) -> None:
+        try:
+            await self.conductor.host_rejoined(admin_context(), self.host)
+        except errors.UnknownMethod:  # a conductor of an older release: it fences nobody
+            pass
 
     async def report_resources(self) -> None:
         resources = await self.driver.host_resources()
@@ -282,14 +351,27 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
             LOG.info("reconcile: %s was deleted: removing its guest", uuid)
             await self._terminate(ctx, uuid)
         elif inst.get("vm_state") == VmState.BUILDING:
-            LOG.warning("reconcile: build of %s was interrupted", uuid)
+            LOG.warning("reconcile: build of %s was interrupted: another host will try it", uuid)
             await self._cleanup(uuid)
             await self.conductor.build_failed(ctx, uuid, self.host,
                                               fault={"code": 500, "message": INTERRUPTED, "details": ""},
-                                              retryable=False)
+                                              retryable=True)
+        elif inst.get("task_state") in ACTION_OF_TASK:
+            await self._end_interrupted_action(ctx, inst, has_domain)
         elif inst.get("vm_state") == VmState.ACTIVE and not has_domain:
             LOG.warning("reconcile: guest of active instance %s is gone: marking it stopped", uuid)
             await self.conductor.instance_update(ctx, uuid, power_sync_values(VmState.ACTIVE, None, None))
+
+    async def _end_interrupted_action(self, ctx: RequestContext, inst: dict[str, Any], has_domain: bool) -> None:
+        """A server action the previous process held when it died: its task state would stay
+        forever. End it as the domain is now."""
+        uuid, action = str(inst["uuid"]), ACTION_OF_TASK[inst.get("task_state")]
+        actual = await self._observed_power(uuid) if has_domain else None
+        ok, values = interrupted_action(action, actual)
+        LOG.warning("reconcile: %s of %s was interrupted: ending it (%s, %s)", action, uuid,
+                    "done" if ok else "failed", values)
+        fault = None if ok else {"code": 500, "message": ACTION_INTERRUPTED.format(action=action), "details": ""}
+        await self._report(ctx, uuid, action, ok, values, fault)
 
     async def _reap_orphan(self, ctx: RequestContext, uuid: str) -> None:
         """A domain of ours that no record on this host claims: destroy it once the

@@ -15,7 +15,7 @@ import pytest
 
 from cells import errors
 from cells.context import RequestContext
-from cells.lifecycle import State, begin_action, finish_action
+from cells.lifecycle import State, begin_action
 from cells.objects.instance import PowerState, VmState
 from node.compute.manager import ComputeManager
 from node.compute.power import read_tail, tail_lines
@@ -27,25 +27,12 @@ DISK, KERNEL, RAMDISK = b"machine image", b"kernel image", b"ramdisk image"
 
 
 class ActionConductor(FakeConductor):
-    """FakeConductor plus instance_action_done, with the real lifecycle's checks."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.done: list[tuple[str, str, bool, dict[str, Any], dict[str, Any] | None]] = []
+    """FakeConductor that starts actions as the real conductor does (cells/lifecycle.py begin_action)."""
 
     def begin(self, uuid: str, action: str) -> dict[str, Any]:
         rec = self.instances[uuid]
         state = begin_action(action, State(rec["vm_state"], rec["task_state"], rec["power_state"]), uuid)
         rec["task_state"] = state.task_state
-        return dict(rec)
-
-    async def instance_action_done(self, ctx: RequestContext, uuid: str, host: str, action: str, ok: bool,
-                                   values: dict[str, Any], fault: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.done.append((uuid, action, ok, values, fault))
-        rec = self._get(uuid)
-        state = finish_action(action, State(rec["vm_state"], rec["task_state"], rec["power_state"]),
-                              values.get("vm_state"), values.get("power_state"), ok, uuid)
-        rec.update(vm_state=state.vm_state, task_state=state.task_state, power_state=state.power_state)
         return dict(rec)
 
 

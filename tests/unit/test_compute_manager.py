@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ import pytest
 from cells.context import RequestContext
 from cells.objects.instance import PowerState, TaskState, VmState
 from node.compute import domain_xml
-from node.compute.manager import INTERRUPTED, ComputeManager, power_sync_values
+from node.compute.manager import INTERRUPTED, ComputeManager, interrupted_action, power_sync_values
 from node.imagecache import ImageCache
 from node.locks import KeyedLocks
 from tests.compute_fakes import FakeConductor, FakeFetcher, cluster_config, image_record
@@ -187,8 +188,9 @@ async def test_restart_reconciles(tmp_path: Path, conductor: FakeConductor, fetc
     first = make_manager(tmp_path, fetcher)
     await first.start(conductor)
     await first.sync_with_conductor()
-    ids = {k: new_uuid() for k in ("deleting", "building", "active_gone", "active_ok", "orphan", "stale_record")}
-    for key in ("deleting", "building", "active_ok", "orphan"):
+    ids = {k: new_uuid() for k in ("deleting", "building", "active_gone", "active_ok", "orphan", "stale_record",
+                                   "stopping_done", "stopping_not_done")}
+    for key in ("deleting", "building", "active_ok", "orphan", "stopping_done", "stopping_not_done"):
         conductor.add(ids[key])
         await first.build_and_run_instance(CTX, dict(conductor.instances[ids[key]]))
     await first.stop()  # guests outlive the worker
@@ -198,6 +200,10 @@ async def test_restart_reconciles(tmp_path: Path, conductor: FakeConductor, fetc
     conductor.add(ids["active_gone"], vm_state=VmState.ACTIVE, task_state=None, power_state=PowerState.RUNNING)
     del conductor.instances[ids["orphan"]]
     conductor.add(ids["stale_record"], host="node2", vm_state=VmState.ACTIVE, task_state=None)
+    # stops in flight when the worker died: one guest got as far as powering off, one did not
+    await asyncio.to_thread(lambda: keeper.lookupByName(f"cc-{ids['stopping_done']}").destroy())
+    for key in ("stopping_done", "stopping_not_done"):
+        conductor.instances[ids[key]].update(task_state="powering-off")
     conductor.calls.clear()
 
     second = make_manager(tmp_path, fetcher)
@@ -208,7 +214,7 @@ async def test_restart_reconciles(tmp_path: Path, conductor: FakeConductor, fetc
         assert ("instance_destroyed", {"uuid": ids["deleting"], "host": "node1"}) in conductor.calls
         assert f"cc-{ids['deleting']}" not in names
         failed = [a for n, a in conductor.calls if n == "build_failed"]
-        assert failed == [{"uuid": ids["building"], "host": "node1", "retryable": False,
+        assert failed == [{"uuid": ids["building"], "host": "node1", "retryable": True,  # another host tries it
                            "fault": {"code": 500, "message": INTERRUPTED, "details": ""}}]
         assert f"cc-{ids['building']}" not in names
         gone = conductor.instances[ids["active_gone"]]
@@ -216,6 +222,15 @@ async def test_restart_reconciles(tmp_path: Path, conductor: FakeConductor, fetc
         assert f"cc-{ids['orphan']}" not in names and not instance_dir(tmp_path, ids["orphan"]).exists()
         assert f"cc-{ids['active_ok']}" in names
         assert conductor.instances[ids["active_ok"]]["vm_state"] == VmState.ACTIVE
+        done = {uuid: (action, ok, values, fault) for uuid, action, ok, values, fault in conductor.done}
+        assert done[ids["stopping_done"]] == ("stop", True, {"vm_state": VmState.STOPPED,
+                                                             "power_state": PowerState.SHUTDOWN}, None)
+        assert done[ids["stopping_not_done"]] == ("stop", False, {"power_state": PowerState.RUNNING}, {
+            "code": 500, "message": "stop interrupted: compute service restarted", "details": ""})
+        states = {k: (conductor.instances[ids[k]]["vm_state"], conductor.instances[ids[k]]["task_state"])
+                  for k in ("stopping_done", "stopping_not_done")}
+        assert states == {"stopping_done": (VmState.STOPPED, None), "stopping_not_done": (VmState.ACTIVE, None)}
+        assert ("host_rejoined", {"host": "node1"}) in conductor.calls  # a fence (if any) is lifted
     finally:
         for uuid in await second.driver.list_instance_uuids():
             await second.driver.destroy(uuid)
@@ -367,3 +382,47 @@ async def test_a_stopped_server_stays_stopped_through_a_same_host_resize(
     await manager.driver.power_off(rec["uuid"])
     assert await manager.finish_move(CTX, {**rec, "flavor": SMALL}, mig) == PowerState.SHUTDOWN
     assert _shape(manager, rec["uuid"]) == (2, 2048, "2")
+
+
+@pytest.mark.parametrize("action, actual, expected", [
+    ("stop", PowerState.SHUTDOWN, (True, {"vm_state": VmState.STOPPED, "power_state": PowerState.SHUTDOWN})),
+    ("stop", PowerState.RUNNING, (False, {"power_state": PowerState.RUNNING})),
+    ("start", PowerState.RUNNING, (True, {"vm_state": VmState.ACTIVE, "power_state": PowerState.RUNNING})),
+    ("pause", PowerState.PAUSED, (True, {"vm_state": VmState.PAUSED, "power_state": PowerState.PAUSED})),
+    ("rebuild", None, (False, {"vm_state": VmState.ERROR, "power_state": PowerState.NOSTATE})),
+    ("reboot", PowerState.RUNNING, (True, {"vm_state": VmState.ACTIVE, "power_state": PowerState.RUNNING})),
+])
+def test_interrupted_action_ends_as_the_domain_is(action: str, actual: int | None,
+                                                  expected: tuple[bool, dict[str, Any]]) -> None:
+    assert interrupted_action(action, actual) == expected
+
+
+async def test_fenced_host_reconciles_then_rejoins(manager: ComputeManager, conductor: FakeConductor,
+                                                   tmp_path: Path) -> None:
+    """Declared dead while away: guests whose servers were evacuated or deleted meanwhile are
+    destroyed before the host says it rejoins; its own servers keep theirs."""
+    ids = {k: new_uuid() for k in ("evacuated", "deleted", "kept")}
+    for uuid in ids.values():
+        conductor.add(uuid)
+        await manager.build_and_run_instance(CTX, dict(conductor.instances[uuid]))
+    conductor.instances[ids["evacuated"]].update(host="node2")
+    del conductor.instances[ids["deleted"]]
+    conductor.calls.clear()
+    await manager.rejoin()
+    names = domain_names()
+    assert f"cc-{ids['evacuated']}" not in names and f"cc-{ids['deleted']}" not in names
+    assert not instance_dir(tmp_path, ids["evacuated"]).exists()
+    assert f"cc-{ids['kept']}" in names
+    assert conductor.methods()[-1] == "host_rejoined"
+
+
+async def test_stuck_libvirt_calls_make_the_driver_unhealthy(manager: ComputeManager) -> None:
+    release = threading.Event()
+    assert manager.driver.health() == ""
+    with pytest.raises(TimeoutError):
+        await manager.driver._run(release.wait, 5.0, timeout=0.05)
+    await asyncio.sleep(0.06)
+    assert manager.driver.health().startswith("libvirt call wait stuck for")
+    release.set()
+    await asyncio.sleep(0.05)
+    assert manager.driver.health() == ""

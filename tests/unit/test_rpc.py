@@ -287,3 +287,41 @@ def test_malformed_envelope_does_not_crash_the_server() -> None:
             await server.stop()
 
     asyncio.run(run())
+
+
+async def test_directory_restart_loses_no_member_from_the_views() -> None:
+    """While a restarted directory relearns its members, views keep the ones not back yet
+    (no member seen leaving); once it is warm, a member that never came back is dropped."""
+    beat = 0.3  # warming lasts MISSED_BEATS of them: room for the re-registration on a loaded machine
+    address = _addr()
+    directory = Directory(beat)
+    dserver = RpcServer(address, directory, DIRECTORY_SURFACE)
+    await dserver.start()
+    client = RpcClient()
+    views = {mid: DirectoryView(client, address, Member(mid, _addr(), ("work",)), beat) for mid in ("w1", "w2")}
+    beats = {mid: asyncio.ensure_future(v.run()) for mid, v in views.items()}
+    left: list[set[str]] = []
+    views["w1"].listeners.append(lambda _joined, gone: left.append(gone) if gone else None)
+    directory2: Directory | None = None
+    try:
+        while len(views["w1"].members("work")) != 2:
+            await asyncio.sleep(0.01)
+        old_version = views["w1"].version
+        beats.pop("w2").cancel()  # w2 dies with the old directory: it never re-registers
+        await dserver.stop()
+        directory2 = Directory(beat)
+        dserver = RpcServer(address, directory2, DIRECTORY_SURFACE)
+        await dserver.start()
+        while views["w1"].version == old_version:  # w1 re-registered and installed the warming table
+            await asyncio.sleep(0.01)
+        assert {m.id for m in views["w1"].members("work")} == {"w1", "w2"} and left == []
+        start = time.monotonic()
+        while "w2" in views["w1"].by_id:
+            assert time.monotonic() - start < (MISSED_BEATS + 3) * beat, "w2 never dropped"
+            await asyncio.sleep(0.01)
+        assert left == [{"w2"}]
+    finally:
+        for task in beats.values():
+            task.cancel()
+        await dserver.stop()
+        client.close()

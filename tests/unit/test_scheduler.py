@@ -9,12 +9,15 @@ from sqlalchemy import Connection, func, select
 
 from cells import errors
 from cells.db import claims
+from cells.db import hosts as hdb
 from cells.db.claims import HostState, Resources
 from cells.db.engine import Database
 from cells.db.schema import claims as claims_table
 from cells.db.schema import create_schema
 from cells.scheduler.filters import disk_filter, filter_hosts, ram_filter, vcpu_filter
-from cells.scheduler.manager import select_for
+from cells.config import ApiSpec, CellSpec, ClusterConfig, ServiceSpec
+from cells.rpc.directory import Member
+from cells.scheduler.manager import SchedulerManager, select_for
 from cells.scheduler.weights import weigh
 from tests.unit.claim_support import claim, release
 
@@ -159,6 +162,46 @@ async def test_select_skips_dead_and_excluded_hosts(db_url: str) -> None:
             await select_for(db, lambda h: h == "h2", {"flavor": FLAVOR}, ["y"], ["h2"])
     finally:
         await db.close()
+
+
+async def test_select_skips_fenced_and_marked_down_hosts(db_url: str) -> None:
+    """A host declared dead stays out until it reconciled (fenced), even while it beats again;
+    so does one an operator marked down."""
+    db = await _two_hosts(db_url, ram_each=4096)
+    try:
+        await db.write(lambda conn: hdb.fence(conn, "h1"))
+        [sel] = await select_for(db, lambda h: True, {"flavor": FLAVOR}, ["x"], [])
+        assert sel["host"] == "h2"
+        await db.write(lambda conn: hdb.set_forced_down(conn, "h2", True))
+        with pytest.raises(errors.NoValidHost):
+            await select_for(db, lambda h: True, {"flavor": FLAVOR}, ["y"], [])
+        await db.write(lambda conn: hdb.unfence(conn, "h1"))
+        [sel] = await select_for(db, lambda h: True, {"flavor": FLAVOR}, ["y"], [])
+        assert sel["host"] == "h1"
+    finally:
+        await db.close()
+
+
+class _Service:
+    """What SchedulerManager.live_hosts reads: the directory view's table."""
+
+    def __init__(self, members: list[Member]) -> None:
+        self.view = self
+        self.version = 1
+        self.by_id = {m.id: m for m in members}
+
+
+def test_live_hosts_leave_out_computes_that_report_themselves_unhealthy(tmp_path: Path) -> None:
+    spec = ServiceSpec("cell1/scheduler", "scheduler", "ctl", "tcp://127.0.0.1:1", "cell1")
+    cluster = ClusterConfig("t", str(tmp_path), ApiSpec("127.0.0.1:0", "http://127.0.0.1:0", "sqlite://", ""),
+                            (CellSpec("cell1", "cell1", "sqlite://", "tcp://127.0.0.1:2"),), (spec,), ())
+    sched = SchedulerManager(cluster, spec)
+    sched._service = _Service([  # type: ignore[assignment]
+        Member("c/compute/n1", "a", ("compute.n1",), meta={"health": "ok"}),
+        Member("c/compute/n2", "b", ("compute.n2",), meta={"health": "libvirt call spawn stuck for 40 s"}),
+        Member("c/compute/n3", "c", ("compute.n3",)),  # an older release reports no health: taken as fine
+    ])
+    assert sched.live_hosts() == frozenset({"n1", "n3"})
 
 
 async def test_same_host_and_different_host_hints_follow_the_named_instances(db_url: str) -> None:

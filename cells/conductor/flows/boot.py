@@ -4,8 +4,10 @@ cast to compute and reschedules run in the conductor's background.
     build_instances -> rows BUILD/scheduling + 'create' action  (returned to the API)
     background      -> scheduler.select_destinations (claims)  -> host set
                     -> compute.<host> build_and_run_instance (cast)
-    build_failed    -> retryable and < MAX_ATTEMPTS: release claim, reschedule without the hosts tried
-                    -> otherwise: ERROR + fault, claim released
+    build_failed    -> retryable and < max_attempts (cluster.yaml, default 3): release claim, reschedule
+                       without the hosts tried (a compute killed mid-build, or its host declared dead,
+                       is a retryable failure: flows/hosts.py)
+                    -> otherwise: ERROR + fault (naming every host tried), claim released
 """
 from __future__ import annotations
 
@@ -30,11 +32,11 @@ from cells.lifecycle import NEW, Event, on
 from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpcapi.compute import ComputeAPI
+from cells.rpcapi.compute import topic as compute_topic
 from cells.rpcapi.scheduler import SchedulerAPI
 from cells.scheduler import groups
 
 LOG = logging.getLogger(__name__)
-MAX_ATTEMPTS = 3  # builds of one instance, first try included (Nova's max_attempts)
 SCHEDULER_WAIT = 5.0  # seconds a build waits for a live scheduler before it fails
 CREATE = "create"
 EV_SCHEDULE = "conductor_schedule_and_build_instances"
@@ -146,9 +148,10 @@ async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, req
     return records
 
 
-def _exhausted(uuid: str) -> errors.MaxRetriesExceeded:
+def _exhausted(uuid: str, tried: list[str]) -> errors.MaxRetriesExceeded:
     return errors.MaxRetriesExceeded(
-        reason=f"Exhausted all hosts available for retrying build failures for instance {uuid}.")
+        reason=f"Exhausted all hosts available for retrying build failures for instance {uuid}."
+               + (f" Hosts tried: {', '.join(tried)}." if tried else ""))
 
 
 async def _select(env: FlowEnv, ctx: RequestContext, uuids: list[str], request_spec: dict[str, Any],
@@ -172,7 +175,7 @@ async def schedule_and_build(env: FlowEnv, ctx: RequestContext, uuids: list[str]
     try:
         selections = await _select(env, ctx, uuids, request_spec, exclude)
     except errors.NoValidHost as exc:
-        final: errors.CellcloudError = _exhausted(uuids[0]) if exclude and len(uuids) == 1 else exc
+        final: errors.CellcloudError = _exhausted(uuids[0], exclude) if exclude and len(uuids) == 1 else exc
         await fail_builds(env, uuids, actions.make_fault(final.message))
         return
     except errors.CellcloudError as exc:  # scheduler down or timed out: a claim may exist, fail_builds frees it
@@ -212,10 +215,22 @@ async def send_to_host(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, 
     if record is None:
         return
     try:
-        await ComputeAPI(env.service).build_and_run_instance(ctx, host, record)
+        await _cast_build(env, ctx, host, record)
     except errors.CellcloudError as exc:  # e.g. NoLiveMember: the host left since the scheduler saw it
         await build_failed(env, ctx, uuid, host, {"message": f"Could not reach compute host {host}: {exc.message}"},
                            retryable=True)
+
+
+async def _cast_build(env: FlowEnv, ctx: RequestContext, host: str, record: dict[str, Any]) -> None:
+    """Send the build; a host that left the table a moment ago (a missed beat, the directory
+    restarting) gets a few heartbeats to come back before the build goes elsewhere."""
+    try:
+        await ComputeAPI(env.service).build_and_run_instance(ctx, host, record)
+    except errors.NoLiveMember:
+        view = env.service.view
+        if not await view.wait_for_topic(compute_topic(host), MISSED_BEATS * view.interval):
+            raise
+        await ComputeAPI(env.service).build_and_run_instance(ctx, host, record)
 
 
 def set_error(conn: Connection, row: AnyRow, fault: dict[str, Any], event: str = Event.BUILD_FAILED) -> None:
@@ -244,7 +259,7 @@ async def fail_builds(env: FlowEnv, uuids: list[str], fault: dict[str, Any]) -> 
 Reschedule = tuple[dict[str, Any], list[str]]
 
 
-def _build_failed(conn: Connection, env: FlowEnv, uuid: str, host: str, reported: dict[str, Any],
+def record_build_failure(conn: Connection, env: FlowEnv, uuid: str, host: str, reported: dict[str, Any],
                   retryable: bool) -> Reschedule | None:
     row = idb.get_row(conn, uuid, lock=True)
     if row is None:
@@ -256,7 +271,7 @@ def _build_failed(conn: Connection, env: FlowEnv, uuid: str, host: str, reported
         complete_delete(conn, env, row)
         return None
     tried = list(row.retry_hosts or [])
-    if retryable and len(tried) < MAX_ATTEMPTS:
+    if retryable and len(tried) < env.max_attempts:
         actions.add_fault(conn, uuid, reported, host)  # kept in the history, not shown on the record
         state, _ = on(Event.RESCHEDULE, state_of(row), uuid)
         claims.release_claim(conn, uuid)
@@ -267,7 +282,7 @@ def _build_failed(conn: Connection, env: FlowEnv, uuid: str, host: str, reported
         return dict(row.request_spec or {"flavor": row.flavor}), tried
     if retryable:  # out of attempts: say so, as Nova
         actions.add_fault(conn, uuid, reported, host)
-        reported = actions.make_fault(_exhausted(uuid).message)
+        reported = actions.make_fault(_exhausted(uuid, tried).message)
     set_error(conn, row, reported)
     return None
 
@@ -275,7 +290,7 @@ def _build_failed(conn: Connection, env: FlowEnv, uuid: str, host: str, reported
 async def build_failed(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, fault: Mapping[str, Any],
                        retryable: bool) -> None:
     reported = actions.make_fault(fault)
-    again = await env.db.write(lambda conn: _build_failed(conn, env, uuid, host, reported, retryable))
+    again = await env.db.write(lambda conn: record_build_failure(conn, env, uuid, host, reported, retryable))
     if again is not None:
         LOG.info("rescheduling %s after a failure on %s (tried %s)", uuid, host, again[1])
         env.spawn(schedule_and_build(env, background_ctx(ctx), [uuid], *again))

@@ -1,6 +1,7 @@
-"""Delete: an instance whose host is gone (or never chosen) is deleted right away
+"""Delete: an instance whose host is dead (or never chosen) is deleted right away
 ("local delete", as Nova); otherwise task_state=deleting and the host's compute
-terminates the guest, then reports instance_destroyed. Either way the claim is
+terminates the guest, then reports instance_destroyed (a suspect host gets the
+terminate when it is back; if it is declared dead instead, the delete completes then). Either way the claim is
 released in the same transaction that marks the row deleted.
 
 A server in the middle of a move (or in VERIFY_RESIZE) has a copy on a second host and a
@@ -78,12 +79,15 @@ def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext,
     if row.task_state != TaskState.DELETING:  # a repeated delete re-sends the terminate, same action
         actions.start_action(conn, ctx, uuid, DELETE, row.project_id)
     others = mdb.other_copies(conn, row)  # before complete_delete ends the moves
-    if row.host is None or not env.host_alive(row.host):
+    if row.host is None or env.host_dead(row.host):
         return complete_delete(conn, env, row, EV_LOCAL), None, others
     values = {**state_values(state), "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}
     idb.update_row(conn, uuid, values)
     actions.start_event(conn, uuid, DELETE, EV_TERMINATE, row.host)
-    return env.record({**row._mapping, **values}), str(row.host), others
+    # a suspect (or fenced) host gets the terminate when it is back (flows/hosts.py host_back, or
+    # its reconciliation); if it is declared dead instead, the delete completes then
+    cast_to = str(row.host) if env.host_alive(row.host) else None
+    return env.record({**row._mapping, **values}), cast_to, others
 
 
 async def remove_copy(env: FlowEnv, ctx: RequestContext, host: str, record: dict[str, Any],
@@ -118,11 +122,14 @@ async def instance_delete(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[
 
 async def send_terminate(env: FlowEnv, ctx: RequestContext, host: str,
                          record: dict[str, Any]) -> dict[str, Any] | None:
-    """Cast the terminate; the record deleted locally (returned) when the host left meanwhile."""
+    """Cast the terminate; the record deleted locally (returned) when the host is dead by now (a
+    suspect one gets it when it is back: flows/hosts.py host_back)."""
     try:
         await ComputeAPI(env.service).terminate_instance(ctx, host, record)
-    except errors.NoLiveMember:  # the host left between the check and the cast
-        return await delete_locally(env, record["uuid"])
+    except errors.NoLiveMember:  # the host left between the check and the cast: suspect at most
+        if env.host_dead(host):
+            return await delete_locally(env, record["uuid"])
+        LOG.warning("terminate of %s not sent: host %s is %s", record["uuid"], host, env.host_state(host))
     except errors.CellcloudError as exc:  # stays deleting: a repeated delete or the host-lost sweep ends it
         LOG.warning("terminate of %s on %s not sent: %s", record["uuid"], host, exc)
     return None

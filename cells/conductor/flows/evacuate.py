@@ -1,7 +1,8 @@
 """Evacuate: rebuild a server of a dead host on a live one (admin).
 
-    evacuate   validate -> lock -> check: the source host's compute service is DOWN (else 400,
-               as Nova: "Compute service of <host> is still in use."), vm_state active, stopped
+    evacuate   validate -> lock -> check: the source host is dead (silent past the cell's dead_after,
+               or marked down by an operator; else 400, as Nova: "Compute service of <host> is
+               still in use." -- a merely suspect host too), vm_state active, stopped
                or error, no task -> migration (evacuation, accepted, owned by us), task rebuilding
     background scheduler claims a destination under the migration's uuid (the dead host
                excluded) -> the destination rebuilds the guest from the image (rebuild_evacuated)
@@ -9,8 +10,8 @@
                becomes the instance's, vm_state as before (error -> active), migration done
                no room: the server stays on the dead host, task cleared, fault on the action
                deleted meanwhile: the destination copy is removed (flows/move_recovery.py)
-The dead host, if it comes back, finds a domain whose record lives elsewhere and destroys
-it instead of running it (node/compute/manager.py reconciliation reaps orphans).
+The dead host is fenced: if it comes back, it reconciles before serving, finds a domain whose
+record lives elsewhere and destroys it instead of running it (node/compute/manager.py).
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tu
     row = _instance(conn, ctx, uuid)
     if row.host is None:
         raise errors.Conflict(reason=f"Instance {uuid} has no host to evacuate it from")
-    if env.host_alive(row.host):
-        raise errors.Invalid(f"Compute service of {row.host} is still in use.")
+    if not env.host_dead(row.host):  # a suspect host may come back with the guest running: never two copies
+        raise errors.Invalid(f"Compute service of {row.host} is still in use.", host=row.host,
+                             state=env.host_state(row.host))
     if row.vm_state not in EVACUABLE or row.task_state is not None:
         attr, state = ("task_state", row.task_state) if row.task_state else ("vm_state", row.vm_state)
         raise errors.InstanceInvalidState(action=ACTION, instance_id=uuid, attr=attr, state=state)

@@ -1,9 +1,14 @@
-"""Dead members: compute hosts that left the directory and conductors that died mid-flow.
+"""Dead members: compute hosts declared dead and conductors that died mid-flow.
 
-- A compute host leaves: its instances still building go to ERROR (fault
-  "Compute host <host> stopped responding while building the instance", claim
-  released), and its pending deletes complete (the guest is gone with the host,
-  or will be reaped when the host comes back).
+- A compute host that leaves the directory is only suspect (cells/rpc/liveness.py):
+  nothing is done to its work. Once it is dead (silent for the cell's dead_after, or
+  marked down by an operator) it is fenced in the cell DB, its builds are rescheduled
+  to other hosts as a retryable build failure (fault "Compute host <host> was declared
+  dead while building the instance"; ERROR only when no attempt is left), and its
+  pending deletes complete (the guest is reaped when the host comes back: a fenced
+  host reconciles before it serves again, then calls host_rejoined).
+- A compute host that comes back from suspect gets the terminates of the deletes
+  requested while it was away.
 - A conductor dies mid-flow: a live conductor adopts the builds it was scheduling
   (building/scheduling, not yet taken over by a compute). Adoption is one
   conditional UPDATE of the owner (conductor_id) in one transaction, so of several
@@ -29,41 +34,66 @@ from sqlalchemy.engine import Row
 from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows import network, volume_recovery
-from cells.conductor.flows.boot import CREATE, build_failed, schedule_and_build, set_error
+from cells.conductor.flows.boot import CREATE, Reschedule, build_failed, record_build_failure, schedule_and_build
 from cells.conductor.flows.delete import adopt_deletes, complete_delete, pending_delete_owners
 from cells.context import admin_context
 from cells.db import actions
+from cells.db import hosts as hdb
 from cells.db import instances as idb
 from cells.db.moves import open_owners
 from cells.db.schema import instances
-from cells.lifecycle import Event
 from cells.objects.instance import TaskState, VmState, utcnow_iso
 from cells.rpcapi.compute import ComputeAPI
 
 LOG = logging.getLogger(__name__)
-HOST_LOST = "Compute host {host} stopped responding while building the instance"
+HOST_DEAD = "Compute host {host} was declared dead while building the instance"
 EV_ADOPT = "conductor_adopt_build"
 COMPUTE_PREFIX = "compute."
 
 
-def _host_lost(conn: Connection, env: FlowEnv, host: str) -> tuple[int, int]:
+def _host_dead(conn: Connection, env: FlowEnv, host: str) -> tuple[list[tuple[str, Reschedule]], int]:
+    """Fence the host; its builds fail retryably (rescheduled or, out of attempts, ERROR);
+    its deletes complete. One unit of work."""
     c = instances.c
-    failed = deleted = 0
+    hdb.fence(conn, host)
+    again: list[tuple[str, Reschedule]] = []
+    deleted = 0
+    fault = actions.make_fault(HOST_DEAD.format(host=host))
     for row in idb.rows_where(conn, c.host == host, c.deleted == false(),
                               or_(c.vm_state == VmState.BUILDING, c.task_state == TaskState.DELETING)):
         if row.task_state == TaskState.DELETING:
             complete_delete(conn, env, row)
             deleted += 1
-        else:
-            set_error(conn, row, actions.make_fault(HOST_LOST.format(host=host)), Event.HOST_LOST)
-            failed += 1
-    return failed, deleted
+        elif (retry := record_build_failure(conn, env, row.uuid, host, fault, retryable=True)) is not None:
+            again.append((row.uuid, retry))
+    return again, deleted
 
 
-async def host_lost(env: FlowEnv, host: str) -> None:
-    failed, deleted = await env.db.write(lambda conn: _host_lost(conn, env, host))
-    if failed or deleted:
-        LOG.warning("compute host %s lost: %d builds failed, %d deletes completed", host, failed, deleted)
+async def host_dead(env: FlowEnv, host: str) -> None:
+    again, deleted = await env.db.write(lambda conn: _host_dead(conn, env, host))
+    env.liveness.fenced.add(host)
+    LOG.warning("compute host %s declared dead: fenced, %d builds rescheduled, %d deletes completed",
+                host, len(again), deleted)
+    for uuid, (spec, tried) in again:
+        env.spawn(schedule_and_build(env, admin_context(), [uuid], spec, tried))
+
+
+def _pending_deletes(conn: Connection, host: str) -> list[Row[Any]]:
+    c = instances.c
+    return list(idb.rows_where(conn, c.host == host, c.deleted == false(), c.task_state == TaskState.DELETING))
+
+
+async def host_back(env: FlowEnv, host: str) -> None:
+    """A host back in the table (from suspect): send the terminates of the deletes asked
+    meanwhile (a repeated terminate is harmless: the compute serializes per instance)."""
+    if not env.host_alive(host):
+        return  # fenced: its reconciliation removes those guests
+    rows = await env.db.read(lambda conn: _pending_deletes(conn, host))
+    for row in rows:
+        try:
+            await ComputeAPI(env.service).terminate_instance(admin_context(), host, env.record(row))
+        except errors.CellcloudError as exc:
+            LOG.warning("terminate of %s on %s not sent: %s", row.uuid, host, exc)
 
 
 def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[Row[Any]]:
@@ -113,32 +143,25 @@ async def orphaned_builds(env: FlowEnv, owners: Iterable[str]) -> None:
         LOG.warning("adopted %d volume flows and %d pending deletes of conductor(s) %s", volumes, deletes, owners)
 
 
-def _unfinished(conn: Connection) -> tuple[list[str], list[str]]:
-    """Hosts with builds or deletes in flight, and conductors with builds being scheduled,
-    moves to drive (cells/db/moves.py open_owners), volume flows or pending deletes."""
+def _unfinished(conn: Connection) -> list[str]:
+    """Conductors with builds being scheduled, moves to drive (cells/db/moves.py open_owners),
+    volume flows or pending deletes."""
     c = instances.c
-    hosts = conn.execute(select(c.host).distinct().where(
-        c.host.is_not(None), c.deleted == false(),
-        or_(c.vm_state == VmState.BUILDING, c.task_state == TaskState.DELETING))).scalars().all()
     owners = conn.execute(select(c.conductor_id).distinct().where(
         c.conductor_id.is_not(None), c.deleted == false(), c.vm_state == VmState.BUILDING,
         c.task_state == TaskState.SCHEDULING)).scalars().all()
-    return [str(h) for h in hosts], sorted({str(o) for o in owners} | set(open_owners(conn))
+    return sorted({str(o) for o in owners} | set(open_owners(conn))
                                            | set(volume_recovery.owners_in_progress(conn))
                                            | set(pending_delete_owners(conn)))
 
 
 async def sweep(env: FlowEnv, suspects: set[str]) -> set[str]:
-    """Safety net behind the directory listener (missed events, conductor restarts):
-    a host or conductor with unfinished work that is absent from the directory in two
-    consecutive sweeps is handled as lost. Returns the names absent this time."""
-    hosts, owners = await env.db.read(_unfinished)
+    """Safety net behind the directory listener (missed events, conductor restarts): a
+    conductor with unfinished work that is absent from the directory in two consecutive
+    sweeps is handled as lost. Returns the names absent this time. (Hosts: the conductor's
+    liveness watch, cells/conductor/manager.py.)"""
+    owners = await env.db.read(_unfinished)
     absent: set[str] = set()
-    for host in hosts:
-        if not env.host_alive(host):
-            absent.add(COMPUTE_PREFIX + host)
-            if COMPUTE_PREFIX + host in suspects:
-                await host_lost(env, host)
     dead = [o for o in owners if o != env.conductor_id and not env.service.view.alive(o)]
     absent.update(dead)
     await orphaned_builds(env, [o for o in dead if o in suspects])
