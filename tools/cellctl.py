@@ -3,6 +3,7 @@
     cellctl up     [FILE] [--state DIR] [--timeout 60]
     cellctl down   [FILE] [--state DIR]
     cellctl status [FILE] [--state DIR] [--json]
+    cellctl host down|up HOST [FILE] [--state DIR]
     cellctl image build-tiny [FILE] [--state DIR] [--force]
 
 FILE defaults to ./cluster.yaml. Exit codes: 0 healthy / done, 1 something is
@@ -385,6 +386,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if status["healthy"] else 1
 
 
+def cmd_host(args: argparse.Namespace) -> int:
+    """`host down HOST`: the operator says the host is dead (its servers may be evacuated, its
+    builds go elsewhere, it is fenced); `host up HOST` takes the mark back."""
+    import asyncio
+
+    from cells import errors
+    from tools import health
+
+    cluster = _running_config(args)
+
+    async def mark() -> dict[str, Any]:
+        prober = health.Prober(cluster)
+        try:
+            return await prober.mark_host(args.host, args.host_command == "down")
+        finally:
+            prober.close()
+    try:
+        reply = asyncio.run(mark())
+    except KeyError as exc:
+        _err(str(exc.args[0]))
+        return 2
+    except errors.CellcloudError as exc:
+        _err(f"host {args.host}: {exc.message}")
+        return 1
+    print(f"host {reply['host']} {reply['state']}")
+    return 0
+
+
 # --- image -----------------------------------------------------------------------------
 
 def _runs_real_guests(cluster: ClusterConfig) -> bool:
@@ -430,6 +459,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--timeout", type=float, default=UP_TIMEOUT, help="seconds to wait for health")
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the status as JSON")
+    host = sub.add_parser("host", help="an operator's verdict on a compute host")
+    host_sub = host.add_subparsers(dest="host_command", required=True)
+    verbs = {"down": "declare HOST dead now (no grace): its builds go elsewhere, its servers may be evacuated, "
+                     "it is fenced until it reconciles",
+             "up": "take back an operator's down mark (a fenced host still reconciles first)"}
+    for verb, text in verbs.items():
+        p = host_sub.add_parser(verb, help=text, description=text)
+        p.add_argument("host", help="a compute host name from the cluster file")
+        p.add_argument("file", nargs="?", default="cluster.yaml", help="the cluster file (default ./cluster.yaml)")
+        p.add_argument("--state", help="state directory (default: state_dir of the file)")
     image = sub.add_parser("image", help="images in the cluster's image store")
     image_sub = image.add_subparsers(dest="image_command", required=True)
     tiny_help = ("build the tiny guest from Debian packages (kernel + busybox initramfs) and register it as "
@@ -443,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "image": cmd_image}
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "host": cmd_host, "image": cmd_image}
     try:
         return commands[args.command](args)
     except ClusterFileError as exc:

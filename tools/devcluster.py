@@ -164,8 +164,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     if postgres:
         doc["api"]["db"] = {"engine": "postgresql", "managed": True}
         doc["sites"][0]["cells"][0]["db"] = {"engine": "postgresql", "managed": True}
-    for name in host_names:
-        doc["hosts"][name] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
+    for host in host_names:
+        doc["hosts"][host] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
                               "virt": {"uri": virt_uri}, "rpc_port": free_port()}
     if volumes:
         doc["hosts"]["node1"]["roles"].append("volume")

@@ -29,6 +29,9 @@ class CellHealth:
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str = ""
     capacity: dict[str, Any] | None = None  # the conductor's summary (cells/conductor/capacity.py)
+    # compute host -> alive | suspect | dead | fenced, as the cell's conductor judges it (cells/rpc/liveness.py)
+    host_states: dict[str, str] = field(default_factory=dict)
+    unhealthy: dict[str, str] = field(default_factory=dict)  # member id -> why (its heartbeat's meta "health")
 
 
 @dataclass
@@ -95,9 +98,28 @@ class Prober:
                                              "rpc": str(speaks.get("rpc") or "1.0"),
                                              "objects": dict(speaks.get("objects") or {"Instance": "1.0"})}
         for m in reply.get("members", []):
-            if "conductor" in (m.get("topics") or ()) and isinstance((m.get("meta") or {}).get("capacity"), dict):
-                health.capacity = dict(m["meta"]["capacity"])
+            meta = m.get("meta") or {}
+            if "conductor" in (m.get("topics") or ()) and isinstance(meta.get("capacity"), dict):
+                health.capacity = dict(meta["capacity"])
+            if "conductor" in (m.get("topics") or ()) and isinstance(meta.get("hosts"), dict):
+                health.host_states.update({str(h): str(v) for h, v in meta["hosts"].items()})
+            if meta.get("health") not in (None, "ok"):
+                health.unhealthy[str(m["id"])] = str(meta["health"])
         return health
+
+    async def mark_host(self, host: str, down: bool, timeout: float = 5.0) -> dict[str, Any]:
+        """`cellctl host down|up HOST`: the conductor of the host's cell records the operator's mark."""
+        from cells.context import RequestContext
+
+        cell = next((s.cell for s in self.cluster.services if s.kind == "compute" and s.host == host), None)
+        if cell is None:
+            raise KeyError(f"no compute host {host!r} in cluster {self.cluster.name!r}")
+        conductor = self.cluster.service(f"{cell}/conductor")
+        key = conductor.public_key.encode() if self.cluster.curve and conductor.public_key else None
+        ctx = RequestContext(user="cellctl", roles=("admin",))
+        reply: dict[str, Any] = await self.client.call_address(
+            conductor.bind, "host_mark", {"host": host, "down": down}, ctx, timeout, key, "conductor")
+        return reply
 
 
 def _api_workers(cluster: ClusterConfig) -> dict[str, bool]:
@@ -161,6 +183,7 @@ def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -
         age = cell.members.get(s.id) if cell else None
         speaks = cell.versions.get(s.id) if cell else None
         return {"id": s.id, "kind": s.kind, "bind": s.bind, "alive": health.alive(s),
+                "unhealthy": cell.unhealthy.get(s.id) if cell else None,
                 "last_beat_age": age, "log": str(log_path(cluster, s.id)),
                 "release": speaks["release"] if speaks else None, "rpc": speaks["rpc"] if speaks else None}
 
@@ -174,7 +197,8 @@ def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -
         cells.append({
             "name": c.name, "path": c.path, "parent": c.parent, "site": c.site, "router": c.router, "db": c.db,
             "alive": ch.answered, "error": ch.error, "capacity": ch.capacity, "pins": pins(ch),
-            "hosts": [{"name": h, "address": addresses.get(h, ""), "via": vias.get(h, "local"), "services": svcs}
+            "hosts": [{"name": h, "address": addresses.get(h, ""), "via": vias.get(h, "local"),
+                       "state": ch.host_states.get(h), "services": svcs}
                       for h, svcs in hosts.items()],
         })
     api = cluster.service("api")
@@ -224,11 +248,14 @@ def render(status: dict[str, Any]) -> str:
                          f"{cap.get('hosts', 0)} hosts alive (largest host: {cap.get('max_memory_mb_free', 0)} MB)")
         for host in cell["hosts"]:
             via = f", via {host['via']}" if host.get("via", "local") != "local" else ""
-            lines.append(f"{pad}  host {host['name']} ({host['address']}{via})")
+            state = host.get("state") or ""  # the conductor's verdict: anything but alive is shouted
+            shown = f"  {state if state == 'alive' else state.upper()}" if state else ""
+            lines.append(f"{pad}  host {host['name']} ({host['address']}{via}){shown}")
             for s in host["services"]:
                 beat = f"  beat {s['last_beat_age']:.1f}s ago" if s["last_beat_age"] is not None else ""
                 ver = f"  release {s['release']} rpc {s['rpc']}" if s.get("release") else ""
-                lines.append(f"{pad}    {s['id']:<28} {s['bind']:<24} {word(s['alive'])}{beat}{ver}")
+                sick = f"  UNHEALTHY: {s['unhealthy']}" if s.get("unhealthy") else ""
+                lines.append(f"{pad}    {s['id']:<28} {s['bind']:<24} {word(s['alive'])}{beat}{ver}{sick}")
         if cell.get("pins"):
             lines.append(f"{pad}  pinned to the lowest live versions: "
                          + ", ".join(f"{k} {v}" for k, v in sorted(cell["pins"].items())))

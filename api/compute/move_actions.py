@@ -4,7 +4,7 @@
     {"confirmResize": null}          204; ACTIVE (or SHUTOFF) on the new flavor and host
     {"revertResize": null}           202; back to the old flavor and host
     {"migrate": null}                202 (admin); another host of the cell, then VERIFY_RESIZE
-    {"evacuate": {...}}              200 (admin) {"adminPass"?}; only when the server's host is down
+    {"evacuate": {...}}              200 (admin) {"adminPass"?}; only when the server's host is dead (silent past dead_after, or cellctl host down)
 
 A resize counts the new flavor against the project's cores and ram quota at once (403 when
 the increase does not fit; api/quota.py admit_resize). Bad flavors are 400 (same flavor, smaller disk, unknown), a state that does not fit 409

@@ -106,9 +106,9 @@ class ConductorAPI:
     async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
         return list_reply(await self.caller.call(TOPIC, M["instances_on_host"], {"host": host}, ctx))
 
-    async def host_rejoined(self, ctx: RequestContext, host: str) -> dict[str, str]:
+    async def host_rejoined(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         """Our host reconciled after being declared dead (fenced): it may serve again."""
-        return await self.caller.call(TOPIC, M["host_rejoined"], {"host": host}, ctx)
+        return map_reply(await self.caller.call(TOPIC, M["host_rejoined"], {"host": host}, ctx))
 
     async def project_usage(self, ctx: RequestContext, project_id: str) -> dict[str, int]:
         """{"instances", "cores", "ram"} used by the project's live instances in this cell (for quotas)."""

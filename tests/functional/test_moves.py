@@ -189,12 +189,16 @@ def test_evacuate_rebuilds_a_dead_hosts_server_and_the_stale_copy_goes(cluster: 
         api.wait(live, "VERIFY_RESIZE")
         assert api.post(live, {"confirmResize": None}).status_code == 204
         api.wait(live, "ACTIVE")
-    pid = cluster.signal(f"cell1/compute/{dead}", signal.SIGSTOP)  # stops beating: down in 3 beats
-    try:
+    pid = cluster.signal(f"cell1/compute/{dead}", signal.SIGSTOP)  # stops beating: suspect in 3 beats
+    marked = False
+    try:  # suspect is not dead (its guest may still run): the operator declares it dead
         deadline = time.monotonic() + 15
         while api.post(sid, {"evacuate": {}}, admin=True).status_code == 400:
-            assert time.monotonic() < deadline, "host never seen down"
+            assert time.monotonic() < deadline, "host never declared dead"
+            if not marked and "SUSPECT" in cluster.cellctl("status", str(cluster.cluster_file), check=False).stdout:
+                marked = cluster.cellctl("host", "down", dead, str(cluster.cluster_file)).returncode == 0
             time.sleep(0.3)
+        assert marked  # not evacuated before the operator said so
         api.wait(sid, "ACTIVE", timeout=30)
         assert api.host(sid) == other
         assert claims(cluster)[sid][0] == other
@@ -207,7 +211,8 @@ def test_evacuate_rebuilds_a_dead_hosts_server_and_the_stale_copy_goes(cluster: 
     finally:
         import os
         os.kill(pid, signal.SIGCONT)
-    deadline = time.monotonic() + 30  # back: it destroys its stale copy instead of running it
+        cluster.cellctl("host", "up", dead, str(cluster.cluster_file), check=False)  # fenced until it reconciles
+    deadline = time.monotonic() + 30  # back: it reconciles, destroying its stale copy instead of running it
     while "destroying orphan domain of instance " + sid not in cluster.log(f"cell1/compute/{dead}"):
         assert time.monotonic() < deadline, "stale copy not destroyed"
         time.sleep(0.3)

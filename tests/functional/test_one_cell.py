@@ -171,15 +171,19 @@ def test_spawn_failure_ends_in_error_with_fault_and_releases_claim(cluster: Runn
 
 
 def test_boot_onto_a_frozen_compute_errors_and_the_restarted_compute_serves(cluster: RunningCluster) -> None:
-    """The only compute is frozen (SIGSTOP) before the boot, so the build sent to it goes unanswered:
-    the server ends in ERROR with a fault naming node1 and its claim released. The frozen worker is
-    then killed; the supervisor restarts it, it rejoins its cell and a new boot goes ACTIVE.
+    """The only compute is frozen (SIGSTOP) before the boot, so the build sent to it goes unanswered
+    while it is suspect; the operator declares it dead (`cellctl host down`) and the server ends in
+    ERROR with a fault naming node1 (no other host to retry on) and its claim released. The frozen
+    worker is then killed; the supervisor restarts it, the operator takes the mark back, it rejoins
+    its cell and a new boot goes ACTIVE.
     (A compute killed in the middle of a build is a case of tests/chaos.)"""
     admin = sdk(cluster, "admin")
     image = admin.image.find_image("tiny-raw", ignore_missing=False)
     pid = cluster.signal("cell1/compute/node1", signal.SIGSTOP)  # frozen: no heartbeats, no builds
     try:
         server = admin.compute.create_server(name="orphan", image_id=image.id, flavor_id="1")
+        time.sleep(2)  # the build went to the frozen host, or finds no live one: either way it waits
+        assert cluster.cellctl("host", "down", "node1", str(cluster.cluster_file)).stdout.strip() == "host node1 dead"
         server = wait_status(admin, server.id, {"ERROR"}, timeout=20)
         assert "node1" in server.fault["message"]
         assert server.id not in [c[0] for c in claims(cluster)]
@@ -190,6 +194,7 @@ def test_boot_onto_a_frozen_compute_errors_and_the_restarted_compute_serves(clus
     deadline = time.monotonic() + 30
     while cluster.pid("cell1/compute/node1") == pid and time.monotonic() < deadline:
         time.sleep(0.2)
+    cluster.cellctl("host", "up", "node1", str(cluster.cluster_file))
     while cluster.cellctl("status", str(cluster.cluster_file), check=False).returncode != 0:
         assert time.monotonic() < deadline, "the restarted compute worker never rejoined its cell"
         time.sleep(0.2)

@@ -8,15 +8,15 @@ import pytest
 from sqlalchemy import Connection, func, select
 
 from cells import errors
+from cells.config import ApiSpec, CellSpec, ClusterConfig, ServiceSpec
 from cells.db import claims
 from cells.db import hosts as hdb
 from cells.db.claims import HostState, Resources
 from cells.db.engine import Database
 from cells.db.schema import claims as claims_table
 from cells.db.schema import create_schema
-from cells.scheduler.filters import disk_filter, filter_hosts, ram_filter, vcpu_filter
-from cells.config import ApiSpec, CellSpec, ClusterConfig, ServiceSpec
 from cells.rpc.directory import Member
+from cells.scheduler.filters import disk_filter, filter_hosts, ram_filter, vcpu_filter
 from cells.scheduler.manager import SchedulerManager, select_for
 from cells.scheduler.weights import weigh
 from tests.unit.claim_support import claim, release
