@@ -365,7 +365,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
     async def _end_interrupted_action(self, ctx: RequestContext, inst: dict[str, Any], has_domain: bool) -> None:
         """A server action the previous process held when it died: its task state would stay
         forever. End it as the domain is now."""
-        uuid, action = str(inst["uuid"]), ACTION_OF_TASK[inst.get("task_state")]
+        uuid, action = str(inst["uuid"]), ACTION_OF_TASK[str(inst.get("task_state"))]
         actual = await self._observed_power(uuid) if has_domain else None
         ok, values = interrupted_action(action, actual)
         LOG.warning("reconcile: %s of %s was interrupted: ending it (%s, %s)", action, uuid,
