@@ -3,6 +3,7 @@ shared by two engines (two "scheduler processes")."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, func, select
