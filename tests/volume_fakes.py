@@ -87,8 +87,9 @@ class VolumeCell:
         await self.env.db.close()
 
 
-async def volume_cell(tmp_path: Path, capacity_gb: int = 5) -> VolumeCell:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'cell.db'}")
+async def volume_cell(tmp_path: Path, capacity_gb: int = 5, db_url: str | None = None) -> VolumeCell:
+    """`db_url`: the cell DB (default a SQLite file in tmp_path)."""
+    db = Database(db_url or f"sqlite+aiosqlite:///{tmp_path / 'cell.db'}")
     await ensure_schema(db)  # the volume tables come with the cell schema
     cluster = cluster_config(str(tmp_path))
     cluster = type(cluster)(**{**cluster.__dict__, "hosts": (HostSpec("node1", "127.0.0.1"),)})

@@ -25,8 +25,8 @@ async def test_sqlite_connections_get_wal_and_pragmas(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_create_schema_concurrently_is_idempotent(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+async def test_create_schema_concurrently_is_idempotent(db_url: str) -> None:
+    url = db_url
     await asyncio.gather(*(create_schema(url) for _ in range(4)))
     await create_schema(url)
     db = Database(url)

@@ -111,9 +111,9 @@ class ApiCaller:
 
 
 class Cell:
-    def __init__(self, tmp_path: Path, modes: dict[str, str]) -> None:
+    def __init__(self, tmp_path: Path, modes: dict[str, str], db_url: str | None = None) -> None:
         router = f"tcp://127.0.0.1:{free_port()}"
-        self.db_url = f"sqlite+aiosqlite:///{tmp_path}/cell1.db"
+        self.db_url = db_url or f"sqlite+aiosqlite:///{tmp_path}/cell1.db"
         specs = [ServiceSpec("cell1/router", "router", "ctl", router, "cell1"),
                  ServiceSpec("cell1/conductor", "conductor", "ctl", f"tcp://127.0.0.1:{free_port()}", "cell1"),
                  ServiceSpec("cell1/scheduler", "scheduler", "ctl", f"tcp://127.0.0.1:{free_port()}", "cell1")]
@@ -215,9 +215,10 @@ async def until_async(pred: Callable[[], Awaitable[bool]], timeout: float = 5.0)
         await asyncio.sleep(0.02)
 
 
-def cell_fixture(modes: dict[str, str]) -> Callable[[Path], AsyncIterator[Cell]]:
-    async def fixture(tmp_path: Path) -> AsyncIterator[Cell]:
-        c = Cell(tmp_path, modes)
+def cell_fixture(modes: dict[str, str]) -> Callable[[Path, str], AsyncIterator[Cell]]:
+    """A started cell whose DB is each of the db_url fixture's (SQLite, PostgreSQL)."""
+    async def fixture(tmp_path: Path, db_url: str) -> AsyncIterator[Cell]:
+        c = Cell(tmp_path, modes, db_url)
         await c.start()
         try:
             yield c

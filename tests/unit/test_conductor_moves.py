@@ -109,8 +109,8 @@ class MovingCompute(FakeCompute):
 
 
 def moving_cell(tmp_path: Path, hosts: tuple[str, ...] = ("node1", "node2"), conductors: int = 1,
-                same_host: bool = False) -> Cell:
-    c = Cell(tmp_path, {h: "ok" for h in hosts})
+                same_host: bool = False, db_url: str | None = None) -> Cell:
+    c = Cell(tmp_path, {h: "ok" for h in hosts}, db_url)
     c.computes = {h: MovingCompute(h) for h in hosts}
     extra = tuple(ServiceSpec(f"cell1/conductor-{n}", "conductor", "ctl", f"tcp://127.0.0.1:{free_port()}", "cell1")
                   for n in range(2, conductors + 1))
@@ -132,8 +132,8 @@ async def _live_conductors(c: Cell, n: int) -> bool:
 
 
 @pytest.fixture
-async def cell(tmp_path: Path) -> AsyncIterator[Cell]:
-    c = await started(moving_cell(tmp_path))
+async def cell(tmp_path: Path, db_url: str) -> AsyncIterator[Cell]:
+    c = await started(moving_cell(tmp_path, db_url=db_url))
     try:
         yield c
     finally:
@@ -141,8 +141,8 @@ async def cell(tmp_path: Path) -> AsyncIterator[Cell]:
 
 
 @pytest.fixture
-async def two(tmp_path: Path) -> AsyncIterator[Cell]:
-    c = await started(moving_cell(tmp_path, conductors=2), conductors=2)
+async def two(tmp_path: Path, db_url: str) -> AsyncIterator[Cell]:
+    c = await started(moving_cell(tmp_path, conductors=2, db_url=db_url), conductors=2)
     try:
         yield c
     finally:

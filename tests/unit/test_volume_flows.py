@@ -24,8 +24,8 @@ OTHER = RequestContext(project="other", user="o", roles=("member",))
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[VolumeCell]:
-    cell = await volume_cell(tmp_path)
+async def env(tmp_path: Path, db_url: str) -> AsyncIterator[VolumeCell]:
+    cell = await volume_cell(tmp_path, db_url=db_url)
     yield cell
     await cell.close()
 
