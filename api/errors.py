@@ -46,7 +46,7 @@ _NOVA_FAULTS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "
 _TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict", 413: "Request Entity Too Large",
            415: "Unsupported Media Type", 500: "Internal Server Error", 501: "Not Implemented",
-           502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+           502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout", 507: "Insufficient Storage"}
 
 
 def compute_body(status: int, message: str) -> dict[str, Any]:

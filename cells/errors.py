@@ -178,6 +178,27 @@ class MaxRetriesExceeded(NoValidHost):
 
 
 @_register
+class DBFull(CellcloudError):
+    """A write hit a full disk: the request fails (507, as WebDAV's Insufficient Storage), the service goes on."""
+    code, http_status = "db_full", 507
+    msg = "The database {db} is out of disk space; the request was not carried out ({reason})"
+
+
+@_register
+class LowDiskSpace(CellcloudError):
+    """Below the free-space watermark (cluster.yaml db_settings.min_free_mb): new builds are refused first."""
+    code, http_status = "low_disk_space", 507
+    msg = ("Not enough free disk space for {what}: {free} MiB free in {where}, at least {needed} MiB must stay "
+           "free. New servers are refused until space is freed.")
+
+
+@_register
+class DBBusy(CellcloudError):
+    code, http_status = "db_busy", 503
+    msg = "The database {db} stayed locked by another writer for {seconds} s; try again"
+
+
+@_register
 class DBSchemaTooNew(CellcloudError):
     code, msg = "db_schema_too_new", "Cell DB schema version {found} is newer than this code supports ({supported})"
 

@@ -96,6 +96,7 @@ from typing import Any, NoReturn
 import yaml
 
 from cells.config import ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
+from cells.db import settings as dbsettings
 from cells.rpc.liveness import DEFAULT_GRACE
 from tools import pgserver, remote
 
@@ -198,6 +199,7 @@ class _Parser:
         self.api_workers: list[ServiceSpec] = []  # api-2 .. api-N
         self.api_db: Any = None  # api.db as written (resolved in load, once the state dir is known)
         self.managed_postgres: dict[str, Any] = {}  # the cluster's private PostgreSQL, when a db asks for it
+        self.api_db_settings: Any = None  # api.db_settings as written (checked in load, with the api.db)
 
     def fail(self, path: str, message: str) -> NoReturn:
         raise ClusterFileError(self.label, path, message)
@@ -346,8 +348,9 @@ class _Parser:
 
     def parse_api(self, raw: Any) -> tuple[ApiSpec, ServiceSpec]:
         m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound", "workers", "db",
-                                                  *IMAGE_BOUNDS))
+                                                  "db_settings", *IMAGE_BOUNDS))
         self.api_db = m.get("db")
+        self.api_db_settings = m.get("db_settings")
         bound = m.get("list_bound", 1.0)
         if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= 30:
             self.fail("api.list_bound", f"expected seconds between 0 and 30, got {_got(bound)}")
@@ -373,6 +376,24 @@ class _Parser:
         # workers share the one port (SO_REUSEPORT: the kernel spreads connections over them)
         self.api_workers = [replace(svc, id=f"api-{n}", options={"workers": workers}) for n in range(2, workers + 1)]
         return spec, replace(svc, options={"workers": workers}) if workers > 1 else svc
+
+    def db_settings(self, raw: Any, path: str, sqlite: bool) -> dbsettings.DbSettings:
+        """cells/db/settings.py: synchronous NORMAL|FULL, lock_timeout seconds, min_free_mb MiB (SQLite only)."""
+        if raw is None:
+            return dbsettings.DEFAULTS
+        m = self.mapping(raw, path, (), ("synchronous", "lock_timeout", "min_free_mb"))
+        if m and not sqlite:
+            self.fail(path, "db_settings apply to SQLite databases only (PostgreSQL has its own)")
+        sync = m.get("synchronous", dbsettings.DEFAULTS.synchronous)
+        if sync not in dbsettings.SYNCHRONOUS:
+            self.fail(f"{path}.synchronous", f"expected one of {', '.join(dbsettings.SYNCHRONOUS)}, got {_got(sync)}")
+        timeout = m.get("lock_timeout", dbsettings.DEFAULTS.lock_timeout)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+            self.fail(f"{path}.lock_timeout", f"expected seconds between 0 and 3600, got {_got(timeout)}")
+        free = m.get("min_free_mb", dbsettings.DEFAULTS.min_free_mb)
+        if isinstance(free, bool) or not isinstance(free, int) or not 0 <= free <= 1 << 20:
+            self.fail(f"{path}.min_free_mb", f"expected MiB between 0 and 1048576, got {_got(free)}")
+        return dbsettings.DbSettings(synchronous=sync, lock_timeout=float(timeout), min_free_mb=free)
 
     def byte_size(self, raw: Any, path: str) -> int:
         """A size in bytes: an integer, or a number with a binary suffix ("8G", "512M")."""
@@ -414,13 +435,16 @@ class _Parser:
             self.parse_cell(value, f"{path}[{i}]", parent, state)
 
     def parse_cell(self, value: Any, path: str, parent: CellSpec | None, state: Path) -> None:
-        m = self.mapping(value, path, ("name", "services"), ("db", "hosts", "cells", "allow_resize_to_same_host"))
+        m = self.mapping(value, path, ("name", "services"), ("db", "db_settings", "hosts", "cells",
+                                                             "allow_resize_to_same_host"))
         name = self.name(m["name"], f"{path}.name")
         if name in self.cell_names:
             self.fail(f"{path}.name", f"cell {name!r} is already defined at {self.cell_names[name]}")
         self.cell_names[name] = path
         cell_path = f"{parent.path}!{name}" if parent else name
         db = self.db_url(m.get("db"), f"{path}.db", cell_path, state)
+        db = dbsettings.with_settings(db, self.db_settings(m.get("db_settings"), f"{path}.db_settings",
+                                                           db.startswith("sqlite")))
 
         svc = self.mapping(m["services"], f"{path}.services", ("router",), ("conductor", "scheduler", "network"))
         rhost_name, rport = self.host_port(svc["router"], f"{path}.services.router", "HOST:PORT")
@@ -619,6 +643,8 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     api_db = f"sqlite+aiosqlite:///{state / 'api.db'}"
     if p.api_db is not None:
         api_db = p.db_url(p.api_db, "api.db", "", state, managed_name="api")
+    api_db = dbsettings.with_settings(api_db, p.db_settings(p.api_db_settings, "api.db_settings",
+                                                            api_db.startswith("sqlite")))
     api = replace(api, db=api_db, image_dir=str(state / "images"))
     sites = [str(s["name"]) for s in top["sites"]]
     netns = p.mapping(top.get("netns", {}), "netns", (), ("range",))

@@ -194,6 +194,7 @@ async def create_servers(request: web.Request, ctx: RequestContext, body: Any) -
     validate(SERVER_CREATE, body)
     spec = await resolve(request, ctx, body)
     router, engine, db = request.config_dict[ROUTER], request.config_dict[ENGINE], request.config_dict[DB]
+    await db.check_free_space("new servers")  # the API DB's watermark (cells/db/settings.py): 507 before a write
     # the instance quota is counted where the mappings are written, in the same API DB write unit
     # (api/quota.py admit_boot): no lock held across the conductor round trip, whatever the workers.
     # A server group's member quota and policy still take the project's (in-process) lock.

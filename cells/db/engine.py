@@ -3,7 +3,9 @@ the unit-of-work runner the cell and API services use. Every choice that differs
 made here (`Dialect`); the rest of the code writes one unit of work for both.
 
 SQLite specifics, set on every new connection:
-- WAL + synchronous=NORMAL (measured 2-25x faster than the default journal),
+- WAL + synchronous=NORMAL (measured 2-25x faster than the default journal; FULL where
+  cluster.yaml's db_settings asks: cells/db/settings.py, which also bounds the writer-lock
+  wait and turns a full disk into a failed request, DBFull),
   busy_timeout so concurrent processes wait instead of failing, foreign keys on.
 - We emit BEGIN ourselves (the sqlite3 driver's legacy mode skips it for SELECT),
   and write transactions use BEGIN IMMEDIATE: they take the write lock up front,
@@ -53,17 +55,17 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction, create_async_engine
 
-from cells import linear_regex
+from cells import errors, linear_regex
+from cells.db import settings as dbsettings
 from cells.db.group_commit import GroupWriter
 
 T = TypeVar("T")
 UnitOfWork = Callable[[Connection], T]
 
 _WRITE_OPTION = "cells_write"
-SQLITE_PRAGMAS = ("PRAGMA busy_timeout=10000", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
-                  "PRAGMA foreign_keys=ON")
 READER_THREADS = 4
 
 
@@ -103,13 +105,14 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 def make_engine(url: str) -> AsyncEngine:
     """An AsyncEngine for `url`; SQLite URLs get the pragmas and BEGIN handling above."""
+    url, settings = dbsettings.split(url)
     if not is_sqlite(url):
         engine = create_async_engine(driver_url(url), pool_pre_ping=True)
         _install_postgresql_hooks(engine.sync_engine)
         return engine
     _ensure_sqlite_dir(url)
     engine = create_async_engine(url)
-    _install_sqlite_hooks(engine.sync_engine)
+    _install_sqlite_hooks(engine.sync_engine, settings)
     return engine
 
 
@@ -142,11 +145,12 @@ def immediate(engine: AsyncEngine) -> AsyncEngine:
 
 def make_sync_sqlite_engine(url: str) -> Engine:
     """The same SQLite database through the sync pysqlite driver (for DB threads)."""
+    url, settings = dbsettings.split(url)
     _ensure_sqlite_dir(url)
     sync_url = make_url(url).set(drivername="sqlite")
     engine = create_engine(sync_url, connect_args={"check_same_thread": False},
                            pool_size=READER_THREADS + 1, max_overflow=READER_THREADS)
-    _install_sqlite_hooks(engine)
+    _install_sqlite_hooks(engine, settings)
     return engine
 
 
@@ -166,7 +170,9 @@ def _install_postgresql_hooks(engine: Engine) -> None:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK_KEY})")
 
 
-def _install_sqlite_hooks(engine: Engine) -> None:
+def _install_sqlite_hooks(engine: Engine, settings: dbsettings.DbSettings) -> None:
+    pragmas = dbsettings.pragmas(settings)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see module doc)
@@ -174,7 +180,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         dbapi_connection.create_function("cc_name_search", 2, linear_regex.search, deterministic=True)
         cur = dbapi_connection.cursor()
         try:
-            for pragma in SQLITE_PRAGMAS:  # busy_timeout first: journal_mode may need to wait
+            for pragma in pragmas:
                 cur.execute(pragma)
         finally:
             cur.close()
@@ -198,20 +204,27 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.sqlite = is_sqlite(url)
+        plain, self.settings = dbsettings.split(url)
+        self.sqlite = is_sqlite(plain)
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None
         self._write_lock: int | None = None
-        if self.sqlite or is_postgresql(url):
+        self.free_space: dbsettings.FreeSpace | None = None  # SQLite files: the watermark's reading
+        self._path = make_url(plain).database or "database"
+        if self.sqlite or is_postgresql(plain):
+            lock_path = None
             if self.sqlite:
                 self._sync = make_sync_sqlite_engine(url)
-                lock_path = _writer_lock_path(url)
+                lock_path = _writer_lock_path(plain)
                 self._write_lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
             else:
-                self._sync = make_sync_postgresql_engine(url)
+                self._sync = make_sync_postgresql_engine(plain)
             self._sync_writer = self._sync.execution_options(**{_WRITE_OPTION: True})
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="celldb-write")
-            self._writer = GroupWriter(self._sync_writer, self._write_lock, self._write_thread)
+            self._writer = GroupWriter(self._sync_writer, self._write_lock, self._write_thread,
+                                       self.settings.lock_timeout, os.path.basename(self._path))
+            if lock_path:
+                self.free_space = dbsettings.FreeSpace(self._path, self.settings.min_free_mb)
             self._read_threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="celldb-read")
         else:
             self._async = make_engine(url)
@@ -226,7 +239,19 @@ class Database:
         queued meanwhile share it, each in a savepoint (cells/db/group_commit.py)."""
         if self._sync is None:
             return await self._run_async(fn)
-        return await self._writer.write(fn)
+        try:
+            return await self._writer.write(fn)
+        except (SAOperationalError, sqlite3.OperationalError) as exc:
+            if dbsettings.is_disk_full(exc):  # rolled back: the request fails, the service goes on
+                raise dbsettings.full_error(self._path, exc) from exc
+            if "database is locked" in str(exc):  # a writer outside the flock held SQLite's lock past busy_timeout
+                raise errors.DBBusy(db=os.path.basename(self._path), seconds=10) from exc
+            raise
+
+    async def check_free_space(self, what: str) -> None:
+        """LowDiskSpace (507) when the DB's file system is below its watermark (SQLite files only)."""
+        if self.free_space is not None:
+            await self.free_space.check(what)
 
     async def read(self, fn: UnitOfWork[T]) -> T:
         if self._sync is None:

@@ -16,6 +16,12 @@ started skips it; one already running commits or rolls back on its own.
 
 On PostgreSQL the write lock is an advisory lock taken as the transaction begins
 (cells/db/engine.py) and the same batching applies, savepoints included.
+
+The wait for the writer lock is bounded (`lock_timeout`, cluster.yaml db_settings): a
+blocking flock cannot time out, so when the lock is taken the wait runs on a helper
+thread and the writer gives up after the timeout, failing the batch with DBBusy (503).
+The kernel still hands the lock to the helper the moment it is free (no polling); a
+helper that gets it after its writer gave up lets it go at once.
 """
 from __future__ import annotations
 
@@ -26,11 +32,14 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
+
+from cells import errors
 
 T = TypeVar("T")
 MAX_BATCH = 32  # units per transaction: bounds how long one batch holds the write lock
@@ -47,13 +56,15 @@ class GroupWriter:
     """Runs write units on `thread` (one thread: SQLite has one writer anyway), behind an flock
     of `lock` when given (see cells/db/engine.py)."""
 
-    def __init__(self, engine: Engine, lock: int | None, thread: ThreadPoolExecutor) -> None:
+    def __init__(self, engine: Engine, lock: int | None, thread: ThreadPoolExecutor, lock_timeout: float = 30.0,
+                 name: str = "database") -> None:
         self._engine = engine
         self._lock = lock
         self._thread = thread
         self._queued: deque[_Unit] = deque()
         self._guard = threading.Lock()
         self._draining = False
+        self._flock = _BoundedFlock(lock_timeout, name)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -85,7 +96,7 @@ class GroupWriter:
         lock, locked = self._lock, False
         try:  # whatever fails here fails the batch's callers: the writer itself must never stop
             if lock is not None:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # blocks this thread only; released with the transaction
+                self._flock.acquire(lock)  # blocks this thread only (bounded); released with the transaction
                 locked = True
             with self._engine.begin() as conn:
                 if len(batch) == 1:
@@ -124,6 +135,41 @@ class _DriverSQL:
 
     def execute(self, sql: str) -> None:
         self._conn.exec_driver_sql(sql)
+
+
+class _BoundedFlock:
+    """flock(LOCK_EX) that gives up after `timeout` seconds with DBBusy (see the module doc)."""
+
+    def __init__(self, timeout: float, name: str) -> None:
+        self._timeout, self._name = timeout, name
+        self._helper = ThreadPoolExecutor(1, thread_name_prefix="db-wlock")
+        self._handover = threading.Lock()
+        self._abandoned = False
+
+    def acquire(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the usual case: free, or ours to take now
+            return
+        except BlockingIOError:
+            pass
+        with self._handover:
+            self._abandoned = False
+        waiting = self._helper.submit(self._wait, fd)
+        try:
+            waiting.result(self._timeout)
+            return
+        except FutureTimeout:
+            with self._handover:
+                if not waiting.done():
+                    self._abandoned = True  # the helper lets the lock go when it finally gets it
+                    raise errors.DBBusy(db=self._name, seconds=self._timeout) from None
+        waiting.result()  # it got the lock just as we gave up: keep it
+
+    def _wait(self, fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._handover:
+            if self._abandoned:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _settle_all(done: list[tuple[_Unit, bool, Any]]) -> None:

@@ -134,6 +134,9 @@ def _insert_build(conn: Connection, env: FlowEnv, ctx: RequestContext, rows: lis
 async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, request_spec: Any) -> list[dict[str, Any]]:
     now = utcnow_iso()
     rows = validate_build(instances, request_spec, now, env.conductor_id)
+    # below the cell DB's free-space watermark new servers are refused first (507), so the writes of
+    # servers that exist (deletes, state changes) still find room (cells/db/settings.py)
+    await env.db.check_free_space(f"new servers in cell {env.cell}")
     if request_spec.get("admission"):  # the API asks: refuse now if no host here has room (it tries another cell)
         from cells.conductor.capacity import admit
         await admit(env, rows[0]["flavor"])
