@@ -133,3 +133,44 @@ async def test_liveness_comes_from_the_cell_directory(tmp_path: Path) -> None:
         client.close()
         stop.set()
         await serving
+
+
+async def test_status_shows_the_conductors_host_verdicts_and_unhealthy_computes(tmp_path: Path) -> None:
+    """Host states ride on the conductor's heartbeat, a compute's health on its own: status shows both."""
+    cluster = clusterfile.load(cluster_file(tmp_path, free_port(), free_port()))
+    router = Service(cluster, cluster.service("cell1/router"), Directory(cluster.heartbeat_interval), SURFACE,
+                     ("router",))
+    stop = asyncio.Event()
+    serving = asyncio.ensure_future(router.run(stop))
+    client = RpcClient()
+    conductor, compute = cluster.service("cell1/conductor"), cluster.service("cell1/compute/node1")
+    members = [Member(id=conductor.id, address=conductor.bind, topics=("conductor",),
+                      meta={"hosts": {"node1": "suspect"}}),
+               Member(id=compute.id, address=compute.bind, topics=("compute.node1",),
+                      meta={"health": "libvirt call spawn stuck for 42 s (timeout 30 s)"})]
+    views = [DirectoryView(client, cluster.cell("cell1").router, m, cluster.heartbeat_interval) for m in members]
+    beating = [asyncio.ensure_future(v.run()) for v in views]
+    try:
+        prober = health.Prober(cluster)
+        try:
+            for _ in range(50):
+                found = await prober.probe(timeout=0.5)
+                if {conductor.id, compute.id} <= set(found.cells["cell1"].members):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            prober.close()
+        status = health.report(cluster, found, supervisor_pid=None)
+        [node1] = [h for h in status["cells"][0]["hosts"] if h["name"] == "node1"]
+        assert node1["state"] == "suspect"
+        [svc] = [s for s in node1["services"] if s["id"] == compute.id]
+        assert svc["unhealthy"] == "libvirt call spawn stuck for 42 s (timeout 30 s)"
+        text = health.render(status)
+        assert "host node1 (127.0.0.1)  SUSPECT" in text
+        assert "UNHEALTHY: libvirt call spawn stuck for 42 s (timeout 30 s)" in text
+    finally:
+        for task in beating:
+            task.cancel()
+        client.close()
+        stop.set()
+        await serving

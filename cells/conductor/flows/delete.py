@@ -161,10 +161,12 @@ async def adopt_deletes(env: FlowEnv, owners: list[str]) -> int:
     ctx = admin_context()
     for record in taken:
         LOG.warning("adopting the pending delete of %s from %s", record["uuid"], owners)
-        if record["host"] is None or not env.host_alive(str(record["host"])):
+        host = record["host"]
+        if host is None or env.host_dead(str(host)):
             await delete_locally(env, record["uuid"])
-        else:
-            await send_terminate(env, ctx, str(record["host"]), record)
+        elif env.host_alive(str(host)):
+            await send_terminate(env, ctx, str(host), record)
+        # else suspect or fenced: sent when it is back (flows/hosts.py host_back), completed if it dies
     return len(taken)
 
 
