@@ -74,10 +74,12 @@ def _u64le(data: bytes, at: int) -> int:
     return int(struct.unpack_from("<Q", data, at)[0])
 
 
-def inspect(head: bytes, tail: bytes, size: int) -> Inspection:
-    """The format of data of `size` bytes whose first bytes are `head` and last bytes `tail`."""
+def inspect(head: bytes, tail: bytes, size: int, *, overlay: bool = False) -> Inspection:
+    """The format of data of `size` bytes whose first bytes are `head` and last bytes `tail`.
+    `overlay`: a guest's own qcow2 overlay, whose backing file the compute names itself
+    (`qemu-img rebase -u`, the domain XML's <backingStore>): its header's backing name is let pass."""
     if head[:4] == QCOW2_MAGIC:
-        return _qcow2(head)
+        return _qcow2(head, overlay)
     if head[:4] in (VMDK_SPARSE_MAGIC, VMDK3_MAGIC) or VMDK_DESCRIPTOR_TEXT in head[:1024]:
         return _vmdk(head)
     if head[:8] == b"vhdxfile":
@@ -95,14 +97,14 @@ def inspect(head: bytes, tail: bytes, size: int) -> Inspection:
     return Inspection("raw", size)
 
 
-def _qcow2(head: bytes) -> Inspection:
+def _qcow2(head: bytes, overlay: bool = False) -> Inspection:
     if len(head) < QCOW2_V2_HEADER:
         return Inspection("qcow2", 0, "the qcow2 header is truncated")
     version = _u32be(head, 4)
     if version not in (2, 3):
         return Inspection("qcow2", 0, f"qcow2 version {version} is not supported")
     virtual = _u64be(head, 24)
-    if _u64be(head, 8) or _u32be(head, 16):
+    if (_u64be(head, 8) or _u32be(head, 16)) and not overlay:
         return Inspection("qcow2", virtual, "the qcow2 image names a backing file")
     cluster_bits = _u32be(head, 20)
     if not 9 <= cluster_bits <= 21:
@@ -195,10 +197,10 @@ class StreamInspector:
         return inspect(bytes(self._head), self._tail, self.size)
 
 
-def inspect_file(path: str) -> Inspection:
+def inspect_file(path: str, *, overlay: bool = False) -> Inspection:
     """inspect() of a file on disk (blocking: reads its head and tail only)."""
     with open(path, "rb") as f:
         head = f.read(HEAD_BYTES)
         size = f.seek(0, 2)
         f.seek(max(0, size - TAIL_BYTES))
-        return inspect(head, f.read(TAIL_BYTES), size)
+        return inspect(head, f.read(TAIL_BYTES), size, overlay=overlay)

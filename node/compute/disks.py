@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, TypeVar
 
-from cells import errors
+from cells import errors, imageformat
 from node.imagecache import _discard, _flush_and_close, _write_and_hash
 from node.volume import proc
 
@@ -203,9 +203,28 @@ class DiskOps:
         inst_dir = self.instance_dir(checked_uuid(uuid))
         await asyncio.to_thread(os.makedirs, inst_dir, 0o755, True)
         total = await receive(uuid, inst_dir, files, read)
-        if base is not None and any(isinstance(f, dict) and f.get("name") == "disk" for f in files):
-            await rebase_overlay(os.path.join(inst_dir, "disk"), base, base_format)
+        if any(isinstance(f, dict) and f.get("name") == "disk" for f in files):
+            await _check_overlay(uuid, os.path.join(inst_dir, "disk"))
+            if base is not None:
+                await rebase_overlay(os.path.join(inst_dir, "disk"), base, base_format)
         return total
+
+
+async def _check_overlay(uuid: str, path: str) -> None:
+    """A peer's copy of a guest's root overlay is a plain qcow2 overlay, or it goes: an external data
+    file or unknown features in it would have QEMU open host files here (every peer is suspect)."""
+    found = await asyncio.to_thread(imageformat.inspect_file, path, overlay=True)
+    reason = found.unsafe or (None if found.format == "qcow2" else f"it is {found.format}, not a qcow2 overlay")
+    if reason:
+        await asyncio.to_thread(_unlink_quietly, path)
+        raise _fail(uuid, f"the copied disk is refused: {reason}")
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def limited(argv: list[str]) -> list[str]:

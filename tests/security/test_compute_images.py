@@ -16,11 +16,13 @@ from pathlib import Path
 import libvirt  # type: ignore[import-untyped]
 import pytest
 
+from cells import errors
 from cells.context import RequestContext
 from cells.imageformat import ImageFormatRefused
 from cells.objects.instance import VmState
 from node.compute import disks
 from node.compute.domain_xml import DomainPaths, build_domain_xml
+from node.compute.driver import LibvirtDriver
 from node.compute.manager import ComputeManager
 from node.compute.volumes import disk_xml as volume_disk_xml
 from node.imagecache import ImageCache
@@ -116,6 +118,30 @@ def test_a_qcow2_disk_names_its_format_and_ends_its_backing_chain() -> None:
             conn.defineXMLFlags(build_domain_xml(inst, "qemu", paths), libvirt.VIR_DOMAIN_DEFINE_VALIDATE).undefine()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("hostile", ["data_file", "raw"])
+async def test_a_peers_disk_copy_that_is_not_a_plain_overlay_is_refused(tmp_path: Path, hostile: str) -> None:
+    """A move's destination inspects the overlay a source compute sent before it rebases or boots it."""
+    base = tmp_path / "base"
+    base.write_bytes(bytes(1 << 20))
+    data = qcow2(tmp_path, "sent", "-o", f"data_file={tmp_path / 'host.raw'}") if hostile == "data_file" \
+        else b"\x09" * 4096
+    files = [{"name": "disk", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]
+
+    async def read(name: str, offset: int, length: int) -> bytes:
+        return data[offset:offset + length]
+    driver = LibvirtDriver("test:///default", instances_dir=str(tmp_path / "instances"))
+    uuid = str(uuidlib.uuid4())
+    try:
+        with pytest.raises(errors.DiskCopyFailed) as caught:
+            await driver.receive_disks(uuid, files, read, str(base), "raw")
+    finally:
+        await driver.close()
+    reason = ("the qcow2 image keeps its data in an external data file" if hostile == "data_file"
+              else "it is raw, not a qcow2 overlay")
+    assert caught.value.message.endswith(f"the copied disk is refused: {reason}")
+    assert list((tmp_path / "instances" / uuid).iterdir()) == []
 
 
 def test_every_volume_disk_names_its_format_and_has_no_backing_chain() -> None:

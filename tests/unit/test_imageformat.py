@@ -167,3 +167,13 @@ def test_other_container_formats_are_recognised_and_never_pass_as_raw(tmp_path: 
     found = inspect_file(str(make(tmp_path, f"x.{fmt}", fmt, *options)))
     assert found.format == expected
     assert refused("raw", found) == f"Image data refused: the data is {expected}, not raw as the image says."
+
+
+def test_an_overlay_may_name_a_backing_file_but_nothing_else(tmp_path: Path) -> None:
+    """A guest's own overlay (the compute names its base itself): the backing name passes, the rest is checked."""
+    backed = make(tmp_path, "o.qcow2", "qcow2", "-u", "-F", "raw", "-b", "/cache/base")
+    assert inspect_file(str(backed), overlay=True) == Inspection("qcow2", MIB)
+    assert inspect_file(str(backed)).unsafe == "the qcow2 image names a backing file"
+    both = make(tmp_path, "d.qcow2", "qcow2", "-u", "-F", "raw", "-b", "/cache/base", "-o",
+                f"data_file={tmp_path / 'd.raw'}")
+    assert inspect_file(str(both), overlay=True).unsafe == "the qcow2 image keeps its data in an external data file"
