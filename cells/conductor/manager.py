@@ -283,6 +283,9 @@ class ConductorManager(VolumeConductorMixin):
     async def instance_by_address(self, ctx: RequestContext, address: str) -> dict[str, Any]:
         return await lookups.instance_by_address(self.env, ctx, address)
 
+    async def instance_for_metadata(self, ctx: RequestContext, network_id: str, address: str) -> dict[str, Any]:
+        return await lookups.instance_for_metadata(self.env, ctx, network_id, address)
+
     # --- RPC: server actions (cells/conductor/flows/actions.py) ------------------------
 
     async def instance_action(self, ctx: RequestContext, uuid: str, action: str,

@@ -37,6 +37,7 @@ SURFACE = surface(
     Method("project_usage", FAST, retry_safe=True),
     Method("instance_actions", FAST, retry_safe=True),
     Method("instance_by_address", FAST, retry_safe=True),
+    Method("instance_for_metadata", FAST, retry_safe=True),
     # server actions (issue 4): from the API, and the compute's report when one is done
     Method("instance_action", NORMAL),
     Method("console_output", NORMAL, retry_safe=True),
@@ -121,6 +122,12 @@ class ConductorAPI:
     async def instance_by_address(self, ctx: RequestContext, address: str) -> dict[str, Any]:
         """The live instance with this fixed IP (the metadata service's lookup); admin/service only."""
         return map_reply(await self.caller.call(TOPIC, M["instance_by_address"], {"address": address}, ctx))
+
+    async def instance_for_metadata(self, ctx: RequestContext, network_id: str, address: str) -> dict[str, Any]:
+        """The live instance whose port on `network_id` holds `address` (the metadata service's lookup:
+        the network its request arrived on and its source IP); admin/service only."""
+        return map_reply(await self.caller.call(TOPIC, M["instance_for_metadata"],
+                                                {"network_id": network_id, "address": address}, ctx))
 
     async def instance_action(self, ctx: RequestContext, uuid: str, action: str,
                               args: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from cells import errors
 from cells.context import RequestContext, admin_context
 from cells.rpcapi import Caller
 from cells.rpcapi.network import NetworkAPI
-from node.network import metadata
+from node.network import metadata, validate
 
 LOG = logging.getLogger(__name__)
 SYNC_TIMEOUT = 60.0  # netlink, dnsmasq start and nft together; far above the ~0.2 s they take
@@ -159,11 +159,12 @@ class NetworkAgent:
     async def sync(self, announce: set[str] | None = None) -> None:
         async with self._lock:
             self._refresh_waiting = False
-            config = await self.api.host_config(admin_context(), self.host)
+            config = validate.clean(await self.api.host_config(admin_context(), self.host))
             loop = asyncio.get_running_loop()
             await asyncio.wait_for(loop.run_in_executor(None, self.driver.sync, config), SYNC_TIMEOUT)
-            if self._metadata is not None and any(n.get("gateway_host") for n in config.get("networks", [])):
-                await self._metadata.ensure()
+            if self._metadata is not None:  # a listener per network whose gateway is here
+                await self._metadata.ensure([(str(n["id"]), str(n["bridge"]))
+                                             for n in config.get("networks", []) if n.get("gateway_host")])
             ports = {str(p["id"]): str(p["network_id"]) for p in config.get("ports", [])}
             changed = sorted({net for _, net in set(self._ports.items()) ^ set(ports.items())} | (announce or set()))
             self._ports = ports

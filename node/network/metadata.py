@@ -1,7 +1,15 @@
 """The metadata service (EC2 /latest and OpenStack /openstack/latest) for guests,
-served on a network host at 169.254.169.254:80. A guest is known only by the
-source address of its request: its fixed IP, which the conductor maps to the
-live instance holding it (instance_by_address, admin/service only).
+served on a network host at 169.254.169.254:80.
+
+A guest is known by where its request came from: the network whose bridge it
+arrived on and its source IP. Each network with its gateway here gets its own
+listener, bound to its bridge (SO_BINDTODEVICE; 169.254.169.254 itself sits on
+`lo`), and asks the conductor for the instance whose port on that network holds
+the source address (instance_for_metadata, through the port table). An IP alone
+is not an identity: another network may use the same one, and a guest may forge
+its source address but not the bridge its packets cross. No match, several, or a
+stale one (server gone, port unbound) is a 404. Each source is rate-limited (a
+token bucket per network and address): past it, 429.
 
 Paths served:
   /latest/meta-data/                 index; instance-id, hostname, local-hostname,
@@ -16,12 +24,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ctypes
 import logging
 import re
-from collections.abc import Awaitable, Callable
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from cells import errors
 from cells.context import admin_context
@@ -31,6 +45,41 @@ METADATA_ADDRESS = "169.254.169.254"
 METADATA_PORT = 80
 Lookup = Callable[[str], Awaitable[dict[str, Any]]]
 LOOKUP_KEY: web.AppKey[Lookup] = web.AppKey("lookup")
+RATE, BURST = 10.0, 50  # per source: cloud-init's first run asks a few dozen paths at once
+CLONE_NEWNET = 0x40000000
+
+
+class RateLimiter:
+    """A token bucket per key (the source address of one network's listener): `burst` at once,
+    then `rate` per second. Full buckets are forgotten when many keys are held, so a flood of
+    forged sources cannot grow it without bound."""
+
+    MAX_KEYS = 4096
+
+    def __init__(self, rate: float = RATE, burst: int = BURST, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when)
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        tokens, then = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.MAX_KEYS:
+            self._forget_full(now)
+        return allowed
+
+    def _forget_full(self, now: float) -> None:
+        for key, (tokens, then) in list(self._buckets.items()):
+            if tokens + (now - then) * self.rate >= self.burst:
+                del self._buckets[key]
+        if len(self._buckets) > self.MAX_KEYS // 2:  # still crowded: the oldest half goes (bounded work)
+            for key in list(self._buckets)[:len(self._buckets) - self.MAX_KEYS // 2]:
+                del self._buckets[key]
+
+
+LIMITER_KEY: web.AppKey[RateLimiter | None] = web.AppKey("limiter")
 
 
 def hostname(instance: dict[str, Any]) -> str:
@@ -123,9 +172,19 @@ async def index(request: web.Request) -> web.Response:
     return _text("latest\nopenstack\n")
 
 
-def make_app(lookup: Lookup) -> web.Application:
-    app = web.Application()
+@web.middleware
+async def _rate_limited(request: web.Request, handler: Handler) -> web.StreamResponse:
+    limiter = request.app[LIMITER_KEY]
+    if limiter is not None and not limiter.allow(request.remote or ""):
+        raise web.HTTPTooManyRequests(text="too many metadata requests, slow down\n")
+    return await handler(request)
+
+
+def make_app(lookup: Lookup, limiter: RateLimiter | None = None) -> web.Application:
+    """`lookup(source address)`: the instance for one listener's network; `limiter`: per source."""
+    app = web.Application(middlewares=[_rate_limited])
     app[LOOKUP_KEY] = lookup
+    app[LIMITER_KEY] = limiter
     app.router.add_get("/", index)
     for prefix in ("/latest", "/2009-04-04"):
         app.router.add_get(prefix + "/meta-data{path:/?.*}", ec2_meta_data)
@@ -136,39 +195,116 @@ def make_app(lookup: Lookup) -> web.Application:
     return app
 
 
-class MetadataServer:
-    """The listener on the network host: 169.254.169.254/32 on `lo` (the guest's packets to
-    it arrive on the bridge and are delivered locally), the app bound to it once."""
+@dataclass
+class _Listener:
+    bridge: str
+    ifindex: int  # the bridge's: a bridge made again (new index) needs a new socket
+    runner: web.AppRunner
 
-    def __init__(self, conductor: Any, address: str = METADATA_ADDRESS, port: int = METADATA_PORT) -> None:
+
+class MetadataServer:
+    """One listener per network whose gateway is on this host, each bound to the network's bridge;
+    169.254.169.254/32 on `lo` (the guests' packets to it arrive on the bridge and are delivered
+    locally). `conductor`: anything with instance_for_metadata (ConductorAPI). `netns`: make the
+    sockets and the address inside that named namespace (tests; an agent runs inside its own)."""
+
+    def __init__(self, conductor: Any, address: str = METADATA_ADDRESS, port: int = METADATA_PORT, *,
+                 netns: str | None = None, rate: float = RATE, burst: int = BURST) -> None:
         self.conductor = conductor
         self.address = address
         self.port = port
-        self._runner: web.AppRunner | None = None
+        self.netns = netns
+        self.rate, self.burst = rate, burst
+        self._listeners: dict[str, _Listener] = {}
+        self._address_ready = False
 
-    async def _lookup(self, source: str) -> dict[str, Any]:
-        found: dict[str, Any] = await self.conductor.instance_by_address(admin_context(), source)
-        return found
+    def _lookup_for(self, network_id: str) -> Lookup:
+        async def lookup(source: str) -> dict[str, Any]:
+            found: dict[str, Any] = await self.conductor.instance_for_metadata(admin_context(), network_id, source)
+            return found
+        return lookup
 
-    async def ensure(self) -> None:
-        if self._runner is not None:
-            return
-        await asyncio.get_running_loop().run_in_executor(None, _ensure_loopback_address, self.address)
-        runner = web.AppRunner(make_app(self._lookup), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, self.address, self.port, reuse_address=True).start()
-        self._runner = runner
-        LOG.info("metadata service listening on %s:%d", self.address, self.port)
+    async def ensure(self, networks: Sequence[tuple[str, str]]) -> None:
+        """Listen on exactly these (network id, bridge) pairs: new ones start, gone ones stop."""
+        loop = asyncio.get_running_loop()
+        if networks and not self._address_ready:
+            await loop.run_in_executor(None, _ensure_loopback_address, self.address, self.netns)
+            self._address_ready = True
+        wanted = dict(networks)
+        for net_id in [n for n in self._listeners if n not in wanted]:
+            await self._close(net_id)
+        for net_id, bridge in wanted.items():
+            have = self._listeners.get(net_id)
+            ifindex = await loop.run_in_executor(None, _ifindex, bridge, self.netns)
+            if have is not None and (have.bridge, have.ifindex) == (bridge, ifindex):
+                continue
+            if have is not None:
+                await self._close(net_id)
+            if ifindex is None:
+                LOG.warning("metadata: bridge %s of network %s is missing, not listening there", bridge, net_id)
+                continue
+            sock = await loop.run_in_executor(None, _listening_socket, self.address, self.port, bridge, self.netns)
+            runner = web.AppRunner(make_app(self._lookup_for(net_id), RateLimiter(self.rate, self.burst)),
+                                   access_log=None)
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+            self._listeners[net_id] = _Listener(bridge, ifindex, runner)
+            LOG.info("metadata service listening on %s:%d for network %s (%s)", self.address, self.port,
+                     net_id, bridge)
+
+    async def _close(self, net_id: str) -> None:
+        listener = self._listeners.pop(net_id)
+        await listener.runner.cleanup()
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for net_id in list(self._listeners):
+            await self._close(net_id)
 
 
-def _ensure_loopback_address(address: str) -> None:
-    from pyroute2 import IPRoute  # type: ignore[import-untyped]
-    with IPRoute() as ipr:
+@contextmanager
+def _in_netns(netns: str | None) -> Iterator[None]:
+    """Run the block in the named network namespace (this thread only: the caller's executor thread)."""
+    if netns is None:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/thread-self/ns/net") as own, open(f"/run/netns/{netns}") as target:
+        if libc.setns(target.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {netns} failed")
+        try:
+            yield
+        finally:
+            if libc.setns(own.fileno(), CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back failed")
+
+
+def _ifindex(bridge: str, netns: str | None) -> int | None:
+    with _in_netns(netns):
+        try:
+            return socket.if_nametoindex(bridge)
+        except OSError:
+            return None
+
+
+def _listening_socket(address: str, port: int, bridge: str, netns: str | None) -> socket.socket:
+    """A TCP listener on address:port that hears only what arrives on `bridge`."""
+    with _in_netns(netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bridge.encode())
+            sock.bind((address, port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+
+def _ensure_loopback_address(address: str, netns: str | None = None) -> None:
+    from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
+    with (NetNS(netns) if netns else IPRoute()) as ipr:
         lo = ipr.link_lookup(ifname="lo")[0]
         have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=lo, family=2)}
         if address not in have:

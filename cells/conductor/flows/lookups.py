@@ -13,6 +13,7 @@ from cells.context import RequestContext
 from cells.db import actions
 from cells.db import instances as idb
 from cells.db.schema import instances
+from cells.network.schema import ip_allocations, ports
 
 
 def _usage(conn: Connection, project_id: str) -> dict[str, int]:
@@ -67,6 +68,38 @@ async def instance_by_address(env: FlowEnv, ctx: RequestContext, address: str) -
     if not isinstance(address, str) or not address:
         raise errors.Invalid(reason="address must be a non-empty string")
     row = await env.db.read(lambda conn: _by_address(conn, address))
+    if row is None:
+        raise errors.InstanceNotFound(instance_id=address)
+    return env.record(row)
+
+
+def by_port_address(conn: Connection, network_id: str, address: str) -> Any:
+    """The live instance whose compute port on `network_id` holds `address`, through the port table;
+    None when no port, more than one, or a stale one answers (a port whose server is gone, of another
+    project, or not bound to a host): the metadata service then gives nothing."""
+    rows = conn.execute(select(ports.c.device_id, ports.c.device_owner, ports.c.project_id, ports.c.binding_host)
+                        .join(ip_allocations, ip_allocations.c.port_id == ports.c.id)
+                        .where(ip_allocations.c.network_id == network_id, ip_allocations.c.address == address,
+                               ports.c.network_id == network_id)).all()
+    if len(rows) != 1:
+        return None
+    port = rows[0]
+    if not str(port.device_owner).startswith("compute:") or not port.device_id or not port.binding_host:
+        return None
+    row = conn.execute(select(instances).where(instances.c.uuid == port.device_id)).first()
+    if row is None or row.deleted or row.host is None or row.project_id != port.project_id:
+        return None
+    return row
+
+
+async def instance_for_metadata(env: FlowEnv, ctx: RequestContext, network_id: str, address: str) -> dict[str, Any]:
+    """For the metadata service: the guest that sent a request from `address` on `network_id` (the
+    network whose bridge it arrived on). An IP alone is not an identity: networks may reuse one."""
+    if not (ctx.is_admin or "service" in ctx.roles):
+        raise errors.Forbidden()
+    if not isinstance(network_id, str) or not network_id or not isinstance(address, str) or not address:
+        raise errors.Invalid(reason="network_id and address must be non-empty strings")
+    row = await env.db.read(lambda conn: by_port_address(conn, network_id, address))
     if row is None:
         raise errors.InstanceNotFound(instance_id=address)
     return env.record(row)
