@@ -15,8 +15,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from api import bootstrap
 from api.app import make_app
 from tests.conftest import free_port
-from tests.unit.api_support import make_cluster
+from tests.unit.api_support import SECRETS, make_cluster
 from tests.unit.test_api_network import INTERVAL, OPENSTACK, _cli, api_client, network_cell
+from tools.devcluster import cli_env
+
+
+async def _admin_cli(home: Path, url: str, *args: str) -> None:
+    env = cli_env(home, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME="admin", OS_PASSWORD=SECRETS["admin_password"],
+                  OS_PROJECT_NAME="admin", OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
+                  OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
+    proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, f"openstack {' '.join(args)} failed:\n{err.decode()}"
+
 
 NEUTRON_DEFAULTS = {"network": 100, "subnet": 100, "port": 500, "security_group": 10, "security_group_rule": 100,
                     "router": -1, "floatingip": -1, "rbac_policy": -1, "subnetpool": -1}
@@ -142,5 +154,9 @@ async def test_openstack_quota_show_lists_the_network_limits(tmp_path: Path) -> 
             shown = {r["Resource"]: r["Limit"] for r in rows}
             assert (shown["networks"], shown["subnets"], shown["ports"]) == (100, 100, 500)
             assert (shown["security_groups"], shown["security_group_rules"], shown["routers"]) == (10, 100, -1)
+            await _admin_cli(tmp_path, url, "quota", "set", "--networks", "5", "--ports", "7", "demo")
+            rows = await _cli(tmp_path, url, "quota", "show", "--network", "-f", "json")
+            shown = {r["Resource"]: r["Limit"] for r in rows}
+            assert (shown["networks"], shown["ports"], shown["subnets"]) == (5, 7, 100)
         finally:
             await server.close()
