@@ -25,6 +25,7 @@ from api.compute.routes import make_compute_app
 from api.db.engine import make_database, make_engine
 from api.ec2.app import make_ec2_app
 from api.http import MAX_BODY
+from api.identity import ec2creds
 from api.identity.handlers import make_identity_app
 from api.identity.tokens import TokenService
 from api.image import leases
@@ -53,6 +54,7 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
         app[ENGINE] = engine
         app[DB] = make_database(cluster.api.db)
         app[TOKENS] = TokenService(engine)
+        await ec2creds.seal_plaintext_rows(engine, cluster)  # rows from before sealing existed
         yield
         await app[DB].close()
         await engine.dispose()

@@ -220,7 +220,7 @@ quotas = Table(
 ec2_credentials = Table(
     "ec2_credentials", metadata,  # Keystone's OS-EC2 credentials: the SigV4 signing secrets of /ec2
     Column("access", String(64), primary_key=True),
-    Column("secret", String(64), nullable=False),
+    Column("secret", Text, nullable=False),  # sealed with the cluster's ec2_credential_key (api/identity/ec2creds.py)
     Column("user_id", String(64), nullable=False, index=True),
     Column("project_id", String(64), nullable=False),
     Column("created_at", DateTime, nullable=False),
@@ -298,7 +298,14 @@ def _v5(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE instance_mappings ADD COLUMN {ddl}"))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
+def _v6(conn: Connection) -> None:
+    """EC2 secrets are stored sealed, longer than the 64 characters of a plaintext one (SQLite does not
+    enforce a VARCHAR's length; the rows themselves are sealed by the API at start)."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(text("ALTER TABLE ec2_credentials ALTER COLUMN secret TYPE TEXT"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
 LATEST = max(MIGRATIONS)
 
 

@@ -45,7 +45,7 @@ async def _form(request: web.Request) -> tuple[bytes, list[tuple[str, str]]]:
 async def _authenticate(request: web.Request, body: bytes) -> RequestContext:
     try:
         auth = sigv4.parse_authorization(request.headers.get("Authorization"))
-        cred = await ec2creds.lookup(request.config_dict[ENGINE], auth.access_key)
+        cred = await ec2creds.lookup(request, auth.access_key)
         if cred is None:
             raise sigv4.SignatureError("AuthFailure", "AWS was not able to validate the provided access credentials")
         sigv4.verify(auth, cred.secret, request.method, request.rel_url.raw_path, request.rel_url.raw_query_string,
@@ -53,7 +53,10 @@ async def _authenticate(request: web.Request, body: bytes) -> RequestContext:
     except sigv4.SignatureError as exc:
         raise Ec2Error(exc.code, exc.message) from None
     async with request.config_dict[ENGINE].connect() as conn:
+        enabled = await TokenService.enabled(conn, cred.user_id, cred.project_id)
         roles = await TokenService._roles(conn, cred.user_id, cred.project_id)
+    if not enabled:
+        raise Ec2Error("AuthFailure", "AWS was not able to validate the provided access credentials")
     if not roles:
         raise Ec2Error("AuthFailure", "The credential's user has no role on its project any more")
     return RequestContext(request_id=request.get(REQUEST_ID) or new_request_id(), project=cred.project_id,

@@ -1,14 +1,18 @@
 """Tokens: issue (password method), validate, revoke.
 
 A token id is 32 random bytes (urlsafe text); the DB keeps only its sha256,
-so a copy of the DB holds no usable token. Validated tokens are cached in
-memory until they expire: every /compute and /image request validates one,
-and a revocation goes through this same process, which drops it from the cache.
+so a copy of the DB holds no usable token. Every /compute and /image request
+validates one: a validation is cached for CACHE_TTL seconds, then read again
+from the DB, where a revoked token (its row gone), a disabled user, project or
+domain, or a role removed from the user on the project makes it invalid. So
+whichever API worker revoked or disabled something, every worker refuses the
+token within CACHE_TTL (plus one DB read).
 """
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from cells.context import RequestContext
 
 TOKEN_TTL = timedelta(hours=1)  # Keystone's default expiration
 CACHE_SIZE = 10_000
+CACHE_TTL = 2.0  # seconds a worker trusts a validation it made: revocations reach every worker within this
 PRUNE_EVERY = 200  # issues between sweeps of expired rows
 IMPLIED_ROLES = {"admin": ("member",), "member": ("reader",)}  # Keystone's bootstrap implications
 
@@ -75,10 +80,11 @@ def _need(d: Any, key: str, where: str) -> Any:
 
 
 class TokenService:
-    def __init__(self, engine: AsyncEngine, ttl: timedelta = TOKEN_TTL) -> None:
+    def __init__(self, engine: AsyncEngine, ttl: timedelta = TOKEN_TTL, cache_ttl: float = CACHE_TTL) -> None:
         self.engine = engine
         self.ttl = ttl
-        self._cache: OrderedDict[str, Token] = OrderedDict()
+        self.cache_ttl = cache_ttl
+        self._cache: OrderedDict[str, tuple[float, Token]] = OrderedDict()  # id hash -> (cached at, token)
         self._issued = 0
 
     # --- issue -------------------------------------------------------------
@@ -131,7 +137,8 @@ class TokenService:
         return token_id, token
 
     async def _find_user(self, conn: AsyncConnection, spec: dict[str, Any]) -> Any:
-        query = (select(users.c.id, users.c.name, users.c.domain_id, users.c.password_hash, users.c.enabled,
+        query = (select(users.c.id, users.c.name, users.c.domain_id, users.c.password_hash,
+                        and_(users.c.enabled, domains.c.enabled).label("enabled"),
                         users.c.default_project_id, domains.c.name.label("domain_name"))
                  .join(domains, domains.c.id == users.c.domain_id))
         if spec.get("id"):
@@ -157,8 +164,8 @@ class TokenService:
                 raise errors.Invalid("Only project scope is supported by this cloud")
             raise errors.Invalid("Invalid input for field 'scope': 'project' is a required property")
         spec = scope["project"]
-        query = (select(projects.c.id, projects.c.name, projects.c.domain_id, projects.c.enabled,
-                        domains.c.name.label("domain_name"))
+        query = (select(projects.c.id, projects.c.name, projects.c.domain_id,
+                        and_(projects.c.enabled, domains.c.enabled).label("enabled"), domains.c.name.label("domain_name"))
                  .join(domains, domains.c.id == projects.c.domain_id))
         if isinstance(spec, dict) and spec.get("id"):
             query = query.where(projects.c.id == str(spec["id"]))
@@ -177,6 +184,16 @@ class TokenService:
             select(projects.c.id, projects.c.name, projects.c.domain_id, domains.c.name.label("domain_name"))
             .join(domains, domains.c.id == projects.c.domain_id).where(projects.c.id == project_id))).first()
         return None if row is None else Named(row.id, row.name, row.domain_id, row.domain_name)
+
+    @staticmethod
+    async def enabled(conn: AsyncConnection, user_id: str, project_id: str) -> bool:
+        """Whether the user, the project and both their domains are enabled (the EC2 API's check)."""
+        ud, pd = domains.alias("ud"), domains.alias("pd")
+        row = (await conn.execute(
+            select(users.c.enabled, ud.c.enabled, projects.c.enabled, pd.c.enabled)
+            .join(ud, ud.c.id == users.c.domain_id).join(projects, projects.c.id == project_id)
+            .join(pd, pd.c.id == projects.c.domain_id).where(users.c.id == user_id))).first()
+        return row is not None and all(row)
 
     @staticmethod
     async def _roles(conn: AsyncConnection, user_id: str, project_id: str) -> list[tuple[str, str]]:
@@ -201,8 +218,11 @@ class TokenService:
     async def validate(self, token_id: str) -> Token:
         """The token for `token_id`; Unauthorized when unknown, revoked or expired."""
         key = _hash(token_id)
-        token = self._cache.get(key)
-        if token is None:
+        cached = self._cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] <= self.cache_ttl:
+            token = cached[1]
+        else:
+            self._cache.pop(key, None)
             token = await self._load(key)
             self._remember(key, token)
         if token.expires_at <= utcnow():
@@ -214,7 +234,9 @@ class TokenService:
         ud, pd = domains.alias("ud"), domains.alias("pd")
         query = (select(tokens, users.c.name.label("user_name"), users.c.domain_id.label("user_domain_id"),
                         ud.c.name.label("user_domain_name"), projects.c.name.label("project_name"),
-                        projects.c.domain_id.label("project_domain_id"), pd.c.name.label("project_domain_name"))
+                        projects.c.domain_id.label("project_domain_id"), pd.c.name.label("project_domain_name"),
+                        users.c.enabled.label("user_enabled"), ud.c.enabled.label("user_domain_enabled"),
+                        projects.c.enabled.label("project_enabled"), pd.c.enabled.label("project_domain_enabled"))
                  .join(users, users.c.id == tokens.c.user_id)
                  .join(ud, ud.c.id == users.c.domain_id)
                  .outerjoin(projects, projects.c.id == tokens.c.project_id)
@@ -222,8 +244,15 @@ class TokenService:
                  .where(tokens.c.id_hash == key))
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        if row is None:
-            raise Unauthorized()
+            if row is None or not (row.user_enabled and row.user_domain_enabled):
+                raise Unauthorized()
+            if row.project_id is not None:
+                if not (row.project_enabled and row.project_domain_enabled):
+                    raise Unauthorized()
+                # Keystone revokes a user's tokens on a project when one of their roles there is removed
+                current = {name for _, name in await self._roles(conn, row.user_id, row.project_id)}
+                if not {r["name"] for r in row.roles} <= current:
+                    raise Unauthorized()
         project = None
         if row.project_id is not None:
             project = Named(row.project_id, row.project_name or "", row.project_domain_id or "",
@@ -242,7 +271,7 @@ class TokenService:
             raise errors.NotFound("Could not find token.")
 
     def _remember(self, key: str, token: Token) -> None:
-        self._cache[key] = token
+        self._cache[key] = (time.monotonic(), token)
         self._cache.move_to_end(key)
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
