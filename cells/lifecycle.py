@@ -45,7 +45,6 @@ class Event:
     SPAWNED = "spawned"
     RESCHEDULE = "reschedule"
     BUILD_FAILED = "build_failed"
-    HOST_LOST = "host_lost"
     DELETE_REQUESTED = "delete_requested"
     DESTROYED = "destroyed"
 
@@ -107,7 +106,7 @@ def on(event: str, state: State, instance_id: str = "") -> tuple[State, tuple[st
             raise invalid()
         return (State(VmState.BUILDING, TaskState.SCHEDULING, PowerState.NOSTATE),
                 (Action.RELEASE_CLAIM, Action.RECORD_FAULT, Action.CLEAR_HOST, Action.SCHEDULE))
-    if event in (Event.BUILD_FAILED, Event.HOST_LOST):
+    if event == Event.BUILD_FAILED:
         if not building:
             raise invalid()
         return replace(state, vm_state=VmState.ERROR, task_state=None), (Action.RELEASE_CLAIM, Action.RECORD_FAULT)

@@ -223,6 +223,10 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
             await self.conductor.host_rejoined(admin_context(), self.host)
         except errors.UnknownMethod:  # a conductor of an older release: it fences nobody
             pass
+        except errors.RpcError:
+            raise  # not answered: asked again
+        except errors.CellcloudError as exc:  # answered, and refused: serving matters more than the fence
+            LOG.error("compute %s: host_rejoined refused: %s", self.host, exc)
 
     async def report_resources(self) -> None:
         resources = await self.driver.host_resources()
