@@ -26,7 +26,7 @@ from tools.bench.boot import TEST_NODE
 from tools.devcluster import RunningCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.slow
-GRACE = 10.0  # the test clusters' dead_after: long enough to act on a suspect host, short enough to wait out
+GRACE = 15.0  # the test clusters' dead_after: long enough to act on a suspect host under load, short enough to wait out
 TINY = "1"
 
 
