@@ -15,6 +15,10 @@ waits on a per-project lock, so a project's boots still share group commits and
 run their conductor calls in parallel. A resize counts the new flavor the same way
 (`admit_resize`). The conductor's `project_usage` (what the cells hold) is still
 what the quota views show.
+
+Volumes live in the cells only: a create counts what the cells list plus the volumes
+reserved by creates not listed yet, and reserves its own, in one write unit of the API DB
+(`reserve_volume`), so two API workers creating a project's last volume cannot both win.
 """
 from __future__ import annotations
 
@@ -23,12 +27,13 @@ import base64
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from api.db.schema import instance_mappings, key_pairs, queued_deletes, quotas
+from api.db.schema import instance_mappings, key_pairs, queued_deletes, quotas, volume_reservations
 from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
@@ -265,3 +270,30 @@ def admit_resize(conn: Connection, project_id: str, instance_uuid: str, flavor: 
 
 def count_as(conn: Connection, instance_uuid: str, vcpus: int, ram: int) -> None:
     conn.execute(update(instance_mappings).where(_m.instance_uuid == instance_uuid).values(vcpus=vcpus, ram=ram))
+
+
+# --- volume quotas across API workers ---------------------------------------------------
+
+RESERVATION_TTL = 60.0  # seconds a volume reservation counts (a create's cell lists the volume long before)
+_r = volume_reservations.c
+
+
+def reserve_volume(conn: Connection, project_id: str, volume_id: str, gigabytes: int, listed: Mapping[str, int],
+                   listed_ids: set[str]) -> None:
+    """Check a new volume against the project's volumes and gigabytes quotas and reserve it, in the
+    caller's write unit of the API DB (API workers queue on its write lock). `listed`: what the cells
+    list for the project (read just before), `listed_ids` the volumes they listed; volumes reserved
+    by creates the cells do not list yet count too, each once. 413 VolumeOverLimit when over."""
+    conn.execute(delete(volume_reservations).where(_r.created_at < utcnow() - timedelta(seconds=RESERVATION_TTL)))
+    pending = [r for r in conn.execute(select(_r.volume_id, _r.gigabytes).where(_r.project_id == project_id))
+               if r.volume_id not in listed_ids]
+    used = {"volumes": listed.get("volumes", 0) + len(pending),
+            "gigabytes": listed.get("gigabytes", 0) + sum(int(r.gigabytes) for r in pending)}
+    check_volumes(limits_of(conn, project_id), used, 1, gigabytes)
+    conn.execute(insert(volume_reservations).values(volume_id=volume_id, project_id=project_id,
+                                                    gigabytes=gigabytes, created_at=utcnow()))
+
+
+def release_volume(conn: Connection, volume_id: str) -> None:
+    """The create was refused: its reservation goes."""
+    conn.execute(delete(volume_reservations).where(_r.volume_id == volume_id))

@@ -163,6 +163,16 @@ queued_deletes = Table(
     Column("requested_at", DateTime, nullable=False),
 )
 
+# Volumes being created (issue 14): what a create takes from its project's volume quota until its
+# cell lists the volume (api/quota.py reserve_volume); a row outlives that by at most RESERVATION_TTL.
+volume_reservations = Table(
+    "volume_reservations", metadata,
+    Column("volume_id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("gigabytes", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
 # --- image ------------------------------------------------------------------
 
 images = Table(
@@ -305,7 +315,12 @@ def _v6(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE ec2_credentials ALTER COLUMN secret TYPE TEXT"))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
+def _v7(conn: Connection) -> None:
+    """Volume quota reservations (volumes being created, counted across API workers)."""
+    metadata.create_all(conn, tables=[volume_reservations])
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7}
 LATEST = max(MIGRATIONS)
 
 

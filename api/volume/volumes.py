@@ -3,9 +3,9 @@
 Validate -> quota -> act: a request is checked whole before anything is made
 (size in whole GiB from 1 to MAX_SIZE_GB, strings, metadata, no unsupported
 source such as a snapshot or an image), then the project's volume quotas
-(volumes, gigabytes: 413 as Cinder) are checked under the project's lock
-together with the create, so two concurrent creates cannot both take the last
-unit. A new volume answers 202 in status `creating`; the cell's conductor
+(volumes, gigabytes: 413 as Cinder) are checked and the new volume reserved in
+one write unit of the API DB (api/quota.py reserve_volume), so two concurrent
+creates, through one API worker or several, cannot both take the last unit. A new volume answers 202 in status `creating`; the cell's conductor
 places it on a volume host and it becomes `available` (or `error`, with the
 reason in its record).
 
@@ -16,6 +16,7 @@ its first target that reaches the server's host.
 from __future__ import annotations
 
 import ast
+import asyncio
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,7 +26,7 @@ from aiohttp import web
 
 from api import quota
 from api.http import context, is_uuid, json_body, query_int
-from api.keys import ENGINE, ROUTER, public_url
+from api.keys import DB, ROUTER, public_url
 from api.volume import cells
 from api.volume.views import DEFAULT_TYPE, volume_brief, volume_detail
 from cells import errors
@@ -198,13 +199,20 @@ async def create(request: web.Request) -> web.Response:
 async def create_volume(request: web.Request, ctx: RequestContext, project: str,
                         spec: dict[str, Any]) -> dict[str, Any]:
     """Create a volume from a validated spec (this API's POST and EC2's CreateVolume); its record."""
-    router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
+    router, db = request.config_dict[ROUTER], request.config_dict[DB]
     cell = cells.choose(router, spec["availability_zone"])
     volume = {"id": str(uuidlib.uuid4()), "project_id": project, "user_id": ctx.user, **spec}
-    async with quota.project_lock(project):
-        quota.check_volumes(await quota.limits(engine, project), await usage(request, ctx, project), 1,
-                            spec["size"])
+    records = await cells.list_all(router, ctx, {"project_id": project}, strict=True)
+    listed = {"volumes": len(records), "gigabytes": sum(int(r["size"]) for r in records)}
+    listed_ids = {str(r["id"]) for r in records}
+    vid, size = str(volume["id"]), int(spec["size"])
+    # checked and reserved in one API DB write unit: creates of every API worker queue on it (api/quota.py)
+    await db.write(lambda conn: quota.reserve_volume(conn, project, vid, size, listed, listed_ids))
+    try:
         return await VolumeConductorAPI(cell).volume_create(ctx, volume)
+    except BaseException:
+        await asyncio.shield(db.write(lambda conn: quota.release_volume(conn, vid)))
+        raise
 
 
 def _list_filters(ctx: RequestContext, query: Mapping[str, str]) -> dict[str, Any]:

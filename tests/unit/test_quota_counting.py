@@ -59,6 +59,38 @@ RACER = textwrap.dedent("""
 """)
 
 
+VOLUME_RACER = textwrap.dedent("""
+    import asyncio, sys, time, uuid
+    from api import quota
+    from api.db.engine import make_database
+
+    async def main(url: str, creates: int, start: float) -> None:
+        db = make_database(url)
+        await asyncio.sleep(max(0.0, start - time.time()))
+
+        async def create() -> int:
+            vid = str(uuid.uuid4())
+            try:  # the cells list nothing yet: only reservations count
+                await db.write(lambda conn: quota.reserve_volume(conn, "p1", vid, 1, {}, set()))
+                return 1
+            except quota.VolumeOverLimit:
+                return 0
+        print(sum(await asyncio.gather(*(create() for _ in range(creates)))))
+        await db.close()
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
+""")
+
+
+async def race(script: str, api_db: str, each: int) -> list[int]:
+    start = time.time() + 1.5  # both processes are up (imports take ~0.5 s) before either acts
+    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", script, api_db, str(each), str(start),
+                                                  stdout=PIPE, stderr=PIPE) for _ in range(2)]
+    outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 60)
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    return [int(o[0].strip()) for o in outs]
+
+
 def record(project: str = "p1", flavor: dict[str, int] = TINY) -> dict[str, Any]:
     return {"uuid": str(uuid.uuid4()), "project_id": project, "user_id": "u", "name": "vm", "flavor": flavor}
 
@@ -72,18 +104,42 @@ async def api_db(tmp_path: Path) -> AsyncIterator[str]:
 
 async def test_two_api_processes_racing_for_the_last_instances_admit_exactly_the_quota(api_db: str) -> None:
     """Quota 5 instances, two processes each firing 10 single boots at the same moment: exactly 5 admitted."""
-    start = time.time() + 1.5  # both processes are up (imports take ~0.5 s) before either boots
-    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", RACER, api_db, "10", str(start),
-                                                  stdout=PIPE, stderr=PIPE) for _ in range(2)]
-    outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 60)
-    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    admitted = [int(o[0].strip()) for o in outs]
+    admitted = await race(RACER, api_db, 10)
     assert sum(admitted) == 5, admitted
     db = make_database(api_db)
     try:
         assert await db.read(lambda conn: quota.usage_of(conn, "p1")) == {"instances": 5, "cores": 5, "ram": 2560}
     finally:
         await db.close()
+
+
+async def test_two_api_processes_racing_for_the_last_volumes_reserve_exactly_the_quota(api_db: str) -> None:
+    """Volumes quota 3, two processes each creating 6 at the same moment: exactly 3 reserved."""
+    engine = make_engine(api_db)
+    try:
+        await quota.set_limits(engine, "p1", {"volumes": 3})
+    finally:
+        await engine.dispose()
+    reserved = await race(VOLUME_RACER, api_db, 6)
+    assert sum(reserved) == 3, reserved
+
+
+async def test_a_reservation_counts_until_its_cell_lists_the_volume_and_not_twice(api_db: str) -> None:
+    db = make_database(api_db)
+    engine = make_engine(api_db)
+    try:
+        await quota.set_limits(engine, "p1", {"volumes": 2, "gigabytes": 100})
+        await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v1", 10, {}, set()))
+        listed = {"volumes": 1, "gigabytes": 10}  # the cell lists v1 now: its reservation is not counted again
+        await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v2", 10, listed, {"v1"}))
+        with pytest.raises(quota.VolumeOverLimit) as over:  # v1 listed + v2 reserved (not listed yet) = 2
+            await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v3", 10, listed, {"v1"}))
+        assert over.value.http_status == 413
+        await db.write(lambda conn: quota.release_volume(conn, "v2"))  # v2's create was refused
+        await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v3", 10, listed, {"v1"}))
+    finally:
+        await db.close()
+        await engine.dispose()
 
 
 async def test_a_multi_create_is_cut_to_what_fits_and_refused_below_min_count(api_db: str) -> None:
