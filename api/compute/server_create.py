@@ -175,6 +175,7 @@ def request_spec(spec: BuildSpec, ctx: RequestContext, records: list[dict[str, A
     return {"num_instances": spec.count, "instance_uuids": [r["uuid"] for r in records],
             "flavor": spec.flavor, "image": spec.image, "project_id": ctx.project, "user_id": ctx.user,
             "availability_zone": spec.availability_zone, "scheduler_hints": spec.hints, **spec.networking,
+            "port_quota": spec.limits.get("port", -1),  # the ports the boot makes count (checked in their write)
             **server_groups.spec_part(spec.group)}
 
 

@@ -235,9 +235,12 @@ class NetworkController:
     # --- instances -------------------------------------------------------------------------
 
     async def allocate_for_instance(self, ctx: RequestContext, instance_uuid: str, project_id: str,
-                                    requested: Any = None, security_groups: Any = None) -> dict[str, Any]:
+                                    requested: Any = None, security_groups: Any = None,
+                                    port_quota: Any = None) -> dict[str, Any]:
+        limit = None if port_quota is None else netquota.parse({"limit": port_quota})
         return await self._write(lambda c: inets.allocate_for_instance(
-            c, str(instance_uuid), str(project_id), requested, security_groups, self.cidr_pool, self.subnet_policy))
+            c, str(instance_uuid), str(project_id), requested, security_groups, self.cidr_pool, self.subnet_policy,
+            limit))
 
     async def instance_security_groups(self, ctx: RequestContext, instance_uuid: str) -> list[dict[str, Any]]:
         return await self._read(lambda c: inets.instance_groups(c, str(instance_uuid)))

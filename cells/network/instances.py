@@ -23,6 +23,7 @@ from cells.db import actions
 from cells.db.fast import Fast
 from cells.db.schema import instance_actions, instances
 from cells.network import ipam, policy, resources, secgroups
+from cells.network import quota as netquota
 from cells.network.schema import (
     ip_allocations,
     network_agents,
@@ -97,10 +98,11 @@ _SET_ADDRESSES = Fast(update(instances).where(instances.c.uuid == bindparam("b_u
 
 def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: Any, group_names: Any,
                           cidr_pool: str = resources.DEFAULT_CIDR_POOL,
-                          rules: policy.SubnetPolicy = resources.DEFAULT_SUBNET_POLICY
-                          ) -> dict[str, list[dict[str, Any]]]:
+                          rules: policy.SubnetPolicy = resources.DEFAULT_SUBNET_POLICY,
+                          port_limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
     """Ports and fixed IPs for instance `uuid` (idempotent: a retry gets the same ports),
-    and the instance row's addresses filled, in one unit of work."""
+    and the instance row's addresses filled, in one unit of work. The ports it makes count
+    against `port_limit` (the project's port quota): past it, OverQuota and nothing is made."""
     wanted = validate_requested(requested)
     inst = _INSTANCE_STATE.first(conn, {"b_uuid": uuid})
     if inst is None or inst.deleted or inst.task_state == "deleting":
@@ -123,6 +125,7 @@ def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: 
             fixed = [{"ip_address": item["fixed_ip"]}] if item.get("fixed_ip") else None
             resources.new_port(conn, net, project, groups, fixed, device_id=uuid, device_owner=DEVICE_OWNER,
                                auto_delete=True)
+            netquota.check_after_insert(conn, "port", project, port_limit)
     result = addresses(conn, uuid)
     _SET_ADDRESSES.run(conn, {"b_uuid": uuid, "addresses": result})
     return result

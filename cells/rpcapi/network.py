@@ -63,11 +63,14 @@ class NetworkAPI:
 
     async def allocate_for_instance(self, ctx: RequestContext, instance_uuid: str, project_id: str,
                                     requested: list[dict[str, str]] | None,
-                                    security_groups: list[str] | None) -> dict[str, Any]:
-        """Ports + fixed IPs for the instance (idempotent); returns its Nova `addresses`."""
-        return map_reply(await self.caller.call(TOPIC, M["allocate_for_instance"],
-                                      {"instance_uuid": instance_uuid, "project_id": project_id,
-                                       "requested": requested, "security_groups": security_groups}, ctx))
+                                    security_groups: list[str] | None, port_quota: Any = None) -> dict[str, Any]:
+        """Ports + fixed IPs for the instance (idempotent); returns its Nova `addresses`. `port_quota`:
+        the project's port limit (-1 unlimited), checked in the write that makes the ports."""
+        args: dict[str, Any] = {"instance_uuid": instance_uuid, "project_id": project_id, "requested": requested,
+                                "security_groups": security_groups}
+        if port_quota is not None:  # absent for callers without one (and controllers from before it)
+            args["port_quota"] = port_quota
+        return map_reply(await self.caller.call(TOPIC, M["allocate_for_instance"], args, ctx))
 
     async def instance_security_groups(self, ctx: RequestContext, instance_uuid: str) -> list[dict[str, Any]]:
         return list_reply(await self.caller.call(TOPIC, M["instance_security_groups"], {"instance_uuid": instance_uuid}, ctx))

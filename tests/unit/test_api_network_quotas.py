@@ -5,18 +5,27 @@ settable and resettable by admins only, and the unmodified `openstack quota show
 from __future__ import annotations
 
 import asyncio
+import uuid as uuidlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import Connection
 
 from api import bootstrap
 from api.app import make_app
+from api.compute.server_create import BuildSpec, request_spec
+from cells import errors
+from cells.conductor.flows.boot import validate_build
+from cells.db import instances as idb
+from cells.network.controller import NetworkController
+from cells.objects.instance import utcnow_iso
 from tests.conftest import free_port
 from tests.unit.api_support import SECRETS, make_cluster
 from tests.unit.test_api_network import INTERVAL, OPENSTACK, _cli, api_client, network_cell
+from tests.unit.test_network_ipam import DEMO, _net, controllers
 from tools.devcluster import cli_env
 
 
@@ -30,6 +39,7 @@ async def _admin_cli(home: Path, url: str, *args: str) -> None:
     assert proc.returncode == 0, f"openstack {' '.join(args)} failed:\n{err.decode()}"
 
 
+__all__ = ["controllers"]
 NEUTRON_DEFAULTS = {"network": 100, "subnet": 100, "port": 500, "security_group": 10, "security_group_rule": 100,
                     "router": -1, "floatingip": -1, "rbac_policy": -1, "subnetpool": -1}
 
@@ -160,3 +170,38 @@ async def test_openstack_quota_show_lists_the_network_limits(tmp_path: Path) -> 
             assert (shown["networks"], shown["ports"], shown["subnets"]) == (5, 7, 100)
         finally:
             await server.close()
+
+
+async def _instance(c: NetworkController, project: str = "demo") -> str:
+    uuid = str(uuidlib.uuid4())
+    rows = validate_build([{"uuid": uuid, "name": "vm", "project_id": project, "flavor": {"vcpus": 1, "ram": 64}}],
+                          {}, utcnow_iso(), "test")
+
+    def insert(conn: Connection) -> None:
+        conn.execute(idb.INSERT, rows)
+    await c.db.write(insert)
+    return uuid
+
+
+async def test_ports_a_boot_makes_count_against_the_port_quota(
+        controllers: tuple[NetworkController, NetworkController]) -> None:
+    """The boot flow's allocate_for_instance checks the project's port limit (the API puts it in the
+    request_spec) in the write that makes the ports: past it OverQuota, and the instance gets none."""
+    c, _ = controllers
+    net, _ = await _net(c, DEMO, "192.168.33.0/24")
+    await c.port_create(DEMO, {"network_id": net}, {"project": "demo", "limit": 2})  # 1 of 2
+    first = await _instance(c)
+    assert await c.allocate_for_instance(DEMO, first, "demo", [{"uuid": net}], None, 2)
+    second = await _instance(c)
+    with pytest.raises(errors.OverQuota):
+        await c.allocate_for_instance(DEMO, second, "demo", [{"uuid": net}, {"uuid": net}], None, 3)
+    assert await c.port_list(DEMO, {"device_id": second}) == []  # both of its ports rolled back
+    assert len(await c.port_list(DEMO, {})) == 2
+    assert await c.allocate_for_instance(DEMO, second, "demo", [{"uuid": net}], None, -1)  # -1: unlimited
+
+
+def test_the_boot_request_spec_carries_the_port_limit() -> None:
+    spec = BuildSpec(name="vm", count=1, flavor={}, image={}, metadata={}, key_name=None, key_data=None,
+                     availability_zone="nova", user_data=None, access_ipv4=None, access_ipv6=None, hints={},
+                     limits={"port": 7})
+    assert request_spec(spec, DEMO, [{"uuid": "u"}])["port_quota"] == 7

@@ -55,7 +55,8 @@ async def allocate_for_build(env: FlowEnv, ctx: RequestContext, record: dict[str
     while True:
         try:
             addresses = await api.allocate_for_instance(ctx, uuid, str(record["project_id"]),
-                                                        spec.get("requested_networks"), spec.get("security_groups"))
+                                                        spec.get("requested_networks"), spec.get("security_groups"),
+                                                        spec.get("port_quota"))
             return {**record, "addresses": addresses}
         except errors.NoLiveMember as exc:
             if loop.time() < give_up:
