@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from cells import errors
 from cells.config import CellSpec, ClusterConfig, ServiceSpec
 from cells.context import RequestContext
-from cells.rpc import directory, wire
+from cells.rpc import directory, principal, wire
 from cells.rpc.directory import Directory, DirectoryView, Member
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 CELL_TOPIC = "cell."  # + child cell name: a child cell's router in its parent's directory
-RELAY = wire.Method("relay", timeout=wire.NORMAL)
+# from the API, and a parent cell's router passing the API's request on (hop by hop)
+RELAY = wire.Method("relay", timeout=wire.NORMAL, callers=principal.callers(principal.API, principal.ROUTER))
 SURFACE = {**directory.SURFACE, RELAY.name: RELAY}
 
 

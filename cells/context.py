@@ -4,7 +4,10 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cells.rpc.principal import Principal
 
 # the role of the credential compute hosts fetch images with (api/bootstrap.py cellcloud-image-reader):
 # show and download any image, nothing else (api/middleware.py token_auth)
@@ -22,6 +25,9 @@ class RequestContext:
     user: str | None = None
     roles: tuple[str, ...] = ()
     deadline: float | None = None  # absolute time.time(); None = caller's timeout decides
+    # who sent it, from its CURVE key (set by the RPC server, never from the wire): None in-process,
+    # in plaintext dev mode, and for requests this process makes
+    principal: Principal | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:

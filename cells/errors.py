@@ -296,3 +296,16 @@ class MemberGone(RpcError):
 class UnsupportedVersion(RpcError):
     code, http_status = "unsupported_version", 409
     msg = "{peer} speaks {what} {have}; {need} is needed (upgrade it first)"
+
+
+# --- RPC authorization (issue 13) -----------------------------------------------
+
+@_register
+class RpcForbidden(Forbidden):
+    """The calling principal (from its CURVE key) may not call this method, or not for this target."""
+    code, msg = "rpc_forbidden", "{principal} may not call {method}: {reason}"
+
+
+@_register
+class ServiceBusy(RpcError):
+    code, msg = "service_busy", "{service} is busy ({waiting} requests waiting): try again later"

@@ -22,6 +22,7 @@ from cells.objects import versions
 from cells.rpc import security, wire
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import DirectoryView, Member
+from cells.rpc.principal import principals_of
 from cells.rpc.server import RpcServer
 from cells.rpc.transport import CurveKeys
 
@@ -38,7 +39,7 @@ class Service:
         self.cell = cluster.cell(spec.cell) if spec.cell else None
         keys = process_keys(cluster, spec.id)
         self.client = RpcClient(keys)
-        self.server = RpcServer(spec.bind, handler, surface, keys)
+        self.server = RpcServer(spec.bind, handler, surface, keys, cell=spec.cell)
         speaks = versions.advertised(surface)  # in every heartbeat: peers pin to the lowest they see
         me = Member(id=spec.id, address=spec.bind, topics=topics, host=spec.host, service=spec.kind,
                     version=versions.local.release, public_key=keys.public if keys else None,
@@ -83,7 +84,7 @@ def process_keys(cluster: ClusterConfig, owner: str) -> CurveKeys | None:
     if not cluster.curve:
         return None
     keys = security.load_keys(cluster.state_dir, owner)
-    security.start_allowlist(cluster.allowed_keys())
+    security.start_allowlist(principals_of(cluster))
     return keys
 
 

@@ -23,6 +23,7 @@ class FakeConductor:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.done: list[tuple[str, str, bool, dict[str, Any], dict[str, Any] | None]] = []  # action reports
+        self.connections: dict[tuple[str, str], dict[str, Any]] = {}
         self.available = True
 
     # Caller protocol: lets a ComputeManager talk to us without sockets
@@ -100,6 +101,14 @@ class FakeConductor:
     async def host_rejoined(self, ctx: RequestContext, host: str) -> dict[str, str]:
         self.calls.append(("host_rejoined", {"host": host}))
         return {"host": host, "state": "alive"}
+
+    async def volume_connection(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+        """What the conductor recorded for the attachment being made (`connections`: (volume, instance) ->)."""
+        self.calls.append(("volume_connection", {"volume_id": volume_id, "instance_uuid": instance_uuid}))
+        info = self.connections.get((volume_id, instance_uuid))
+        if info is None:
+            raise errors.VolumeNotFound(volume_id=volume_id)
+        return info
 
 
 class FakeFetcher:

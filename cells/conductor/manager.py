@@ -32,6 +32,7 @@ from cells.db.schema import compute_nodes, ensure_schema, instances
 from cells.network import instances as inets
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpc.liveness import HostLiveness
+from cells.rpc.principal import require_host
 from cells.service import Service
 
 LOG = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class ConductorManager(VolumeConductorMixin):
                             max_attempts=self.cluster.max_attempts, liveness=liveness)
         # a previous run of this conductor died mid-flow: its scheduling builds have no owner now
         await hosts.orphaned_builds(self._env, [self.spec.id])
-        await self.start_volumes()
+        await self._start_volumes()
         service.view.listeners.append(self._on_membership)
 
     async def background(self) -> None:
@@ -193,6 +194,7 @@ class ConductorManager(VolumeConductorMixin):
 
     async def host_rejoined(self, ctx: RequestContext, host: str) -> dict[str, str]:
         """A fenced host's compute reconciled against the cell DB: it may serve again."""
+        require_host(ctx, host, "host_rejoined")
         if not isinstance(host, str):
             raise errors.Invalid(reason="host must be a host name")
         if await self.env.db.write(lambda conn: hdb.unfence(conn, host)):
@@ -236,17 +238,10 @@ class ConductorManager(VolumeConductorMixin):
     async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
         return await delete.instance_delete(self.env, ctx, uuid)
 
-    async def capacity(self, ctx: RequestContext) -> dict[str, Any]:
-        nodes = await claims.load_hosts(self.env.db)
-        alive = [n for n in nodes if self.env.host_alive(n.host)]
-        return {"hosts": len(nodes), "hosts_alive": len(alive),
-                "vcpus_free": int(sum(max(0.0, n.free_vcpus) for n in alive)),
-                "memory_mb_free": int(sum(max(0.0, n.free_ram_mb) for n in alive)),
-                "local_gb_free": int(sum(max(0.0, n.free_disk_gb) for n in alive))}
-
     # --- RPC: from compute workers -------------------------------------------------
 
     async def compute_node_update(self, ctx: RequestContext, host: str, resources: dict[str, Any]) -> None:
+        require_host(ctx, host, "compute_node_update")
         if not isinstance(resources, dict):
             raise errors.Invalid(reason="resources must be a map")
         for key in ("vcpus", "memory_mb", "local_gb"):
@@ -261,13 +256,16 @@ class ConductorManager(VolumeConductorMixin):
 
     async def build_failed(self, ctx: RequestContext, uuid: str, host: str, fault: dict[str, Any],
                            retryable: bool) -> None:
+        require_host(ctx, host, "build_failed")
         await boot.build_failed(self.env, ctx, uuid, host, fault, retryable)
 
     async def instance_destroyed(self, ctx: RequestContext, uuid: str, host: str) -> None:
+        require_host(ctx, host, "instance_destroyed")
         await delete.instance_destroyed(self.env, ctx, uuid, host)
 
     async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
         """Live (not deleted) instances recorded on `host`, for the compute's reconciliation."""
+        require_host(ctx, host, "instances_on_host")
         rows = await self.env.db.read(
             lambda conn: idb.rows_where(conn, instances.c.host == host, instances.c.deleted == false()))
         return [self.env.record(r) for r in rows]
@@ -297,6 +295,7 @@ class ConductorManager(VolumeConductorMixin):
 
     async def instance_action_done(self, ctx: RequestContext, uuid: str, host: str, action: str, ok: bool,
                                    values: dict[str, Any], fault: dict[str, Any] | None = None) -> dict[str, Any]:
+        require_host(ctx, host, "instance_action_done")
         return await server_actions.instance_action_done(self.env, ctx, uuid, host, action, ok, values, fault)
 
     # --- RPC: moves (issue 8; cells/conductor/flows/moves.py, evacuate.py) ---------------

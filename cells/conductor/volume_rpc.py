@@ -8,6 +8,7 @@ from cells.conductor.env import FlowEnv
 from cells.conductor.flows import volumes
 from cells.context import RequestContext
 from cells.db.volumes import ensure_volume_schema
+from cells.rpc.principal import require_host
 
 
 class VolumeConductorMixin:
@@ -15,7 +16,7 @@ class VolumeConductorMixin:
     def env(self) -> FlowEnv:  # the ConductorManager's
         raise NotImplementedError
 
-    async def start_volumes(self) -> None:
+    async def _start_volumes(self) -> None:
         await ensure_volume_schema(self.env.db)
 
     async def volume_create(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:
@@ -45,8 +46,13 @@ class VolumeConductorMixin:
                                  instance_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
         return await volumes.attachments_for(self.env, ctx, list(instance_uuids))
 
+    async def volume_connection(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+        return await volumes.volume_connection(self.env, ctx, volume_id, instance_uuid)
+
     async def volume_node_update(self, ctx: RequestContext, host: str, stats: dict[str, Any]) -> None:
+        require_host(ctx, host, "volume_node_update")
         await volumes.node_update(self.env, ctx, host, stats)
 
     async def volumes_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+        require_host(ctx, host, "volumes_on_host")
         return await volumes.volumes_on_host(self.env, ctx, host)

@@ -78,3 +78,11 @@ def open_owners(conn: Connection) -> list[str]:
         migrations.c.status.in_(IN_FLIGHT) | ((migrations.c.status == FINISHED)
                                               & migrations.c.instance_uuid.in_(busy)))).scalars().all()
     return [str(r) for r in rows]
+
+
+def holds_copy(conn: Connection, uuid: str, host: str) -> bool:
+    """`host` holds a copy of the live instance: it is the instance's host or an open move's other end."""
+    row = conn.execute(select(instances).where(instances.c.uuid == uuid)).first()
+    if row is None or row.deleted:
+        return False
+    return row.host == host or host in (h for h, _ in other_copies(conn, row))

@@ -19,10 +19,12 @@ from cells import errors
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext, admin_context
 from cells.db.engine import Database
+from cells.db.moves import holds_copy
 from cells.db.schema import ensure_schema
 from cells.network import fanout, policy, resources, secgroups
 from cells.network import instances as inets
 from cells.network import quota as netquota
+from cells.rpc.principal import host_worker, require_host
 from cells.rpcapi.compute import ComputeAPI
 
 LOG = logging.getLogger(__name__)
@@ -266,13 +268,20 @@ class NetworkController:
     # --- host agents ---------------------------------------------------------------------------
 
     async def agent_report(self, ctx: RequestContext, host: str, tunnel_ip: str, vlan_supported: bool) -> None:
+        require_host(ctx, host, "agent_report")
         try:
             await self._write(lambda c: inets.report_agent(c, str(host), str(tunnel_ip), bool(vlan_supported)))
         except ValueError:
             raise errors.Invalid(reason=f"tunnel_ip {tunnel_ip!r} is not an IP address") from None
 
     async def bind_instance(self, ctx: RequestContext, instance_uuid: str, host: str) -> list[dict[str, Any]]:
+        require_host(ctx, host, "bind_instance")
+        worker = host_worker(ctx)
+
         def bind(c: Connection) -> tuple[list[dict[str, Any]], set[str]]:
+            if worker is not None and not holds_copy(c, str(instance_uuid), worker.host):
+                raise errors.RpcForbidden(principal=worker.name, method="bind_instance",
+                                          reason=f"instance {instance_uuid} is not on host {worker.host}")
             before = fanout.instance_hosts(c, str(instance_uuid))
             return inets.bind_instance(c, str(instance_uuid), str(host)), before - {str(host)}
         vifs, moved_from = await self._write(bind)
@@ -280,10 +289,12 @@ class NetworkController:
         return vifs
 
     async def host_config(self, ctx: RequestContext, host: str) -> dict[str, Any]:
+        require_host(ctx, host, "host_config")
         return await self._read(lambda c: inets.host_config(c, str(host)))
 
     async def host_changed(self, ctx: RequestContext, host: str, network_ids: Any) -> None:
         """An agent bound or dropped ports on these networks: the other hosts on them re-sync."""
+        require_host(ctx, host, "host_changed")
         if not isinstance(network_ids, list) or not all(isinstance(n, str) for n in network_ids):
             raise errors.Invalid(reason="network_ids must be a list of network ids")
         hosts = await self._read(lambda c: fanout.hosts_on_networks(c, network_ids))

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from cells.objects.base import VersionedObject, newer
 from cells.objects.instance import FIELDS
 
-RELEASE = "3"
+RELEASE = "4"
 BASE_RPC = "1.0"
 
 
@@ -89,6 +89,8 @@ RELEASES: dict[str, Speaks] = {
     # 2: moves; 3: network refresh casts (RPC 1.2), Instance 1.2 (key_data), a move's disks copied
     # from its source (compute disk_info and read_disk, finish_move's disk_source: RPC 1.2)
     "2": Speaks("2", "1.1", {"Instance": "1.1", "Migration": "1.0"}),
+    # 4: a compute asks the conductor for the connection of a volume it plugs (volume_connection, RPC 1.4)
+    "3": Speaks("3", "1.3", {"Instance": "1.2", "Migration": "1.0"}),
     RELEASE: Speaks(),
 }
 local = Speaks()

@@ -49,6 +49,13 @@ def min_version(a: str, b: str | None) -> str | None:
     return b if newer(a, b) else a
 
 
+def _check_kind(method: wire.Method, cast: bool) -> None:
+    """A method is sent the way its declaration says: a call waits for a reply, a cast never does."""
+    if method.cast != cast:
+        declared, used = ("a cast", "call()") if method.cast else ("a call", "cast()")
+        raise errors.RpcError(reason=f"{method.name} is declared {declared}: {used} cannot send it")
+
+
 def _expire(fut: asyncio.Future[Any], method: str, topic: str, timeout: float) -> None:
     if not fut.done():  # the error is made only when a call does time out (its message costs)
         fut.set_exception(errors.RpcTimeout(method=method, topic=topic, timeout=round(timeout, 3)))
@@ -167,6 +174,7 @@ class RpcClient:
                    ctx: RequestContext, timeout: float | None = None) -> Any:
         """A retry-safe method whose member dies (MemberGone) or does not answer in time is sent
         again to another live member of the topic, within the same overall deadline."""
+        _check_kind(method, cast=False)
         budget = timeout or method.timeout
         ctx = ctx.with_timeout(budget)
         tried: set[str] = set()
@@ -193,6 +201,7 @@ class RpcClient:
 
     async def cast(self, view: DirectoryView, topic: str, method: wire.Method, args: dict[str, Any],
                    ctx: RequestContext, key: str | None = None) -> None:
+        _check_kind(method, cast=True)
         member = await self._pick(view, topic, ctx)
         sent, versions = _for_member(member, topic, method, args, view)
         self.cast_address(member.address, method.name, sent, ctx, key, member.public_key, method.timeout, versions)
@@ -200,6 +209,7 @@ class RpcClient:
     async def fanout(self, view: DirectoryView, topic: str, method: wire.Method, args: dict[str, Any],
                      ctx: RequestContext) -> int:
         """Cast to every live member of `topic`; returns how many were sent to."""
+        _check_kind(method, cast=True)
         members = view.members(topic)
         for m in members:
             sent, versions = _for_member(m, topic, method, args, view)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from cells import errors
 from cells.context import RequestContext
-from cells.rpc import wire
+from cells.rpc import principal, wire
 
 if TYPE_CHECKING:
     from cells.rpc.client import RpcClient
@@ -35,10 +35,13 @@ LOG = logging.getLogger(__name__)
 MISSED_BEATS = 3
 DEFAULT_INTERVAL = 1.0
 
+# members: every service of the cell (a child cell's router in its parent's directory); readers: the API too
+_MEMBERS = principal.callers(principal.ROUTER, principal.CONDUCTOR, principal.SCHEDULER, principal.NETWORK,
+                             principal.COMPUTE, principal.VOLUME)
 SURFACE = wire.surface(
-    wire.Method("heartbeat", timeout=wire.FAST, retry_safe=True),
-    wire.Method("leave", timeout=wire.FAST, retry_safe=True),
-    wire.Method("table", timeout=wire.FAST, retry_safe=True),
+    wire.Method("heartbeat", timeout=wire.FAST, retry_safe=True, callers=_MEMBERS),
+    wire.Method("leave", timeout=wire.FAST, retry_safe=True, callers=_MEMBERS),
+    wire.Method("table", timeout=wire.FAST, retry_safe=True, callers=_MEMBERS | {principal.API}),
 )
 
 
@@ -97,6 +100,27 @@ class LivenessTable:
         return dead
 
 
+def may_serve(caller: principal.Principal, topic: str) -> bool:
+    """The topics a principal may register for: its own service's, a host worker for its own host."""
+    if caller.kind in principal.HOST_KINDS:
+        return topic == f"{caller.kind}.{caller.host}"
+    if caller.kind == principal.ROUTER:  # its own cell's directory, or its parent's as `cell.<its name>`
+        return topic in ("router", "cell." + (caller.cell or "").rpartition("!")[2])
+    return topic == caller.kind
+
+
+def _check_member(ctx: RequestContext, member: Member) -> None:
+    """A heartbeat registers only the member the caller's key belongs to, for its own topics."""
+    caller = ctx.principal
+    if caller is None or caller.kind == principal.OPERATOR:
+        return
+    if member.id != caller.id:
+        raise errors.RpcForbidden(principal=caller.name, method="heartbeat", reason=f"{member.id!r} is not itself")
+    foreign = [t for t in member.topics if not may_serve(caller, t)]
+    if foreign:
+        raise errors.RpcForbidden(principal=caller.name, method="heartbeat", reason=f"it does not serve {foreign}")
+
+
 class Directory:
     """RPC handler of the router service."""
 
@@ -114,15 +138,23 @@ class Directory:
         return not self._warm
 
     async def heartbeat(self, ctx: RequestContext, member: dict[str, Any], version: int) -> dict[str, Any]:
+        try:
+            joining = Member.from_wire(member)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise errors.Invalid(reason="member is not a member record") from None
+        _check_member(ctx, joining)
         now = time.monotonic()
-        self.liveness.beat(Member.from_wire(member), now)
+        self.liveness.beat(joining, now)
         self.warming(now)  # its end bumps the version: the views drop who never came back
         if version == self.liveness.version:
             return {"version": version}
         return self._snapshot()
 
     async def leave(self, ctx: RequestContext, member_id: str) -> bool:
-        return self.liveness.leave(member_id)
+        caller = ctx.principal
+        if caller is not None and caller.kind != principal.OPERATOR and caller.id != member_id:
+            raise errors.RpcForbidden(principal=caller.name, method="leave", reason=f"{member_id!r} is not itself")
+        return self.liveness.leave(str(member_id))
 
     async def table(self, ctx: RequestContext) -> dict[str, Any]:
         return self._snapshot()

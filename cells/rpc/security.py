@@ -4,7 +4,9 @@ Every service has its own key pair: the public half is in cluster.json (and so
 known to every member of the cluster), the secret half only in
 <state>/keys/<service>.secret (0600). Each process runs a ZAP handler that
 accepts only clients whose public key belongs to the cluster, so a peer with a
-foreign key never gets an answer.
+foreign key never gets an answer, and names the principal each key belongs to
+(cells/rpc/principal.py) as the connection's ZAP User-Id (its service id):
+`principal_of(user_id)` is what the RPC server reads for every message.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import os
 from pathlib import Path
 
 import zmq
+import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
+from cells.rpc.principal import Principal
 from cells.rpc.transport import CurveKeys, context
 
 LOG = logging.getLogger(__name__)
@@ -61,22 +65,47 @@ class _Allowlist:
         return allowed
 
 
+class _PrincipalAuthenticator(ThreadAuthenticator):
+    """The ZAP handler: an accepted key's User-Id is the id of the principal it belongs to."""
+
+    def __init__(self, table: dict[bytes, Principal]) -> None:
+        super().__init__(context())
+        self.table = table
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        principal = self.table.get(zmq.utils.z85.encode(client_public_key))
+        return principal.id if principal is not None else ""  # not reached: the allowlist refused it
+
+
 _authenticator: ThreadAuthenticator | None = None
+_principals: dict[str, Principal] = {}  # principal id (the User-Id) -> principal
 
 
-def start_allowlist(public_keys: set[str]) -> None:
-    """Run this process's ZAP handler, accepting only `public_keys` (z85)."""
-    global _authenticator
-    if _authenticator is not None:
-        _authenticator.stop()
-    auth = ThreadAuthenticator(context())
+def start_allowlist(principals: dict[str, Principal]) -> None:
+    """Run this process's ZAP handler, accepting only the keys of `principals` (z85 public key ->
+    the principal it belongs to: cells/rpc/principal.py principals_of). A running one takes the new
+    table in place (several services of one process, in tests, each start it)."""
+    global _authenticator, _principals
+    table = {key.encode(): p for key, p in principals.items()}
+    _principals = {p.id: p for p in principals.values()}
+    if isinstance(_authenticator, _PrincipalAuthenticator) and _authenticator.is_alive():
+        _authenticator.table = table
+        _authenticator.configure_curve_callback("*", credentials_provider=_Allowlist(set(table)))
+        return
+    auth = _PrincipalAuthenticator(table)
     auth.start()
-    auth.configure_curve_callback("*", credentials_provider=_Allowlist({k.encode() for k in public_keys}))
+    auth.configure_curve_callback("*", credentials_provider=_Allowlist(set(table)))
     _authenticator = auth
 
 
+def principal_of(user_id: str) -> Principal | None:
+    """The principal whose key the ZAP handler accepted with this User-Id (None: unknown)."""
+    return _principals.get(user_id)
+
+
 def stop_allowlist() -> None:
-    global _authenticator
+    global _authenticator, _principals
     if _authenticator is not None:
         _authenticator.stop()
         _authenticator = None
+    _principals = {}

@@ -7,12 +7,20 @@ each send (a send can consume the edge of a pending inbound message).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 
+LOG = logging.getLogger(__name__)
 HWM = 100_000
+# the largest message a socket takes: a bigger one drops that peer's connection (zmq reconnects it),
+# never the process's memory. Requests: a 100-server boot with 64 KiB of user data each fits;
+# replies: a disk copy's 16 MiB chunk (node/compute/disks.py MAX_CHUNK) or a long listing fits.
+MAX_REQUEST = 8 * 1024 * 1024
+MAX_REPLY = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,9 +43,11 @@ def context() -> zmq.Context[zmq.Socket[bytes]]:
 class ReaderSocket:
     """A zmq socket owned by one event loop; `on_frames` runs for each message."""
 
-    def __init__(self, sock: zmq.Socket[bytes], on_frames: Callable[[list[bytes]], None]) -> None:
+    def __init__(self, sock: zmq.Socket[bytes], on_frames: Callable[[list[Any]], None], copy: bool = True) -> None:
+        """`copy=False`: `on_frames` gets zmq.Frame objects, whose properties (the ZAP User-Id) it can read."""
         self.sock = sock
         self.on_frames = on_frames
+        self.copy = copy
         self.loop = asyncio.get_running_loop()
         self.fd: int = sock.getsockopt(zmq.FD)  # type: ignore[assignment]  # an int for zmq.FD
         self._drain_scheduled = False
@@ -46,13 +56,16 @@ class ReaderSocket:
 
     def _drain(self) -> None:
         self._drain_scheduled = False
-        recv = self.sock.recv_multipart
+        recv, copy = self.sock.recv_multipart, self.copy
         while not self.closed:
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
                 return
-            self.on_frames(frames)
+            try:
+                self.on_frames(frames)
+            except Exception:  # one bad message never stops the drain (the next ones would wait for an edge)
+                LOG.exception("dropped a message its handler could not take")
 
     def send(self, frames: list[bytes]) -> None:
         if self.closed:
@@ -71,9 +84,11 @@ class ReaderSocket:
 
 
 def make_socket(kind: int, curve: CurveKeys | None = None, server_key: bytes | None = None,
-                server: bool = False, identity: bytes | None = None) -> zmq.Socket[bytes]:
+                server: bool = False, identity: bytes | None = None,
+                max_message: int = MAX_REPLY) -> zmq.Socket[bytes]:
     sock = context().socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message)
     sock.setsockopt(zmq.SNDHWM, HWM)
     sock.setsockopt(zmq.RCVHWM, HWM)
     if identity is not None:

@@ -26,10 +26,20 @@ class Method:
     retry_safe: bool = False  # safe to resend to another member after a timeout
     cast: bool = False  # one-way: the caller never waits for a reply
     version: str = "1.0"  # the surface version that added (or last changed) the method
+    # principal kinds that may call it (cells/rpc/principal.py; the operator may call any method)
+    callers: frozenset[str] = frozenset()
 
 
 def surface(*methods: Method) -> dict[str, Method]:
-    return {m.name: m for m in methods}
+    """One service's RPC table: each method declared once, with the principals that may call it."""
+    table: dict[str, Method] = {}
+    for m in methods:
+        if m.name in table:
+            raise ValueError(f"RPC method {m.name!r} is declared twice")
+        if not m.callers:
+            raise ValueError(f"RPC method {m.name!r} declares no caller")
+        table[m.name] = m
+    return table
 
 
 def pack(msg: dict[str, Any]) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from cells.context import RequestContext
+from cells.rpc.principal import CONDUCTOR, NETWORK, callers
 from cells.rpc.wire import FAST, NORMAL, Method, surface
 from cells.rpcapi import Caller
 from cells.rpcapi.moves import COMPUTE_METHODS as MOVE_METHODS
@@ -11,14 +12,14 @@ from cells.rpcapi.network import AGENT_REFRESH_VERSION
 from cells.rpcapi.volume import COMPUTE_METHODS as VOLUME_METHODS
 
 SURFACE = surface(
-    Method("build_and_run_instance", NORMAL, cast=True),
-    Method("terminate_instance", NORMAL, cast=True),
+    Method("build_and_run_instance", NORMAL, cast=True, callers=callers(CONDUCTOR)),
+    Method("terminate_instance", NORMAL, cast=True, callers=callers(CONDUCTOR)),
     # user actions on a server (stop, start, reboot, reboot_hard, pause, unpause, suspend, resume,
     # rebuild: cells/lifecycle.py USER_ACTIONS); the compute reports back with instance_action_done
-    Method("run_instance_action", NORMAL, cast=True),
-    Method("get_console_output", NORMAL, retry_safe=True),
+    Method("run_instance_action", NORMAL, cast=True, callers=callers(CONDUCTOR)),
+    Method("get_console_output", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
     # the network controller: something this host's guests depend on changed (cells/network/fanout.py)
-    Method("refresh_network", FAST, cast=True, version=AGENT_REFRESH_VERSION),
+    Method("refresh_network", FAST, cast=True, version=AGENT_REFRESH_VERSION, callers=callers(NETWORK)),
     # volume hot-plug (issue 6): cells/rpcapi/volume.py ComputeVolumeAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/moves.py MoveComputeAPI

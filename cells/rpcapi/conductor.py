@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cells.context import RequestContext
+from cells.rpc.principal import API, COMPUTE, OPERATOR, callers
 from cells.rpc.wire import FAST, NORMAL, Method, surface
 from cells.rpcapi import Caller, list_reply, map_reply
 from cells.rpcapi.moves import CONDUCTOR_METHODS as MOVE_METHODS
@@ -18,30 +19,30 @@ TOPIC = "conductor"
 SHOW_VERSION = "1.2"  # instance_show: a server view's record, volumes and security groups in one call
 SURFACE = surface(
     # from the API
-    Method("build_instances", NORMAL),
-    Method("instance_get", FAST, retry_safe=True),
-    Method("instance_show", FAST, retry_safe=True, version=SHOW_VERSION),
-    Method("instance_list", FAST, retry_safe=True),
-    Method("instance_delete", NORMAL),
-    Method("capacity", FAST, retry_safe=True),
+    Method("build_instances", NORMAL, callers=callers(API)),
+    Method("instance_get", FAST, retry_safe=True, callers=callers(API, COMPUTE)),
+    Method("instance_show", FAST, retry_safe=True, version=SHOW_VERSION, callers=callers(API)),
+    Method("instance_list", FAST, retry_safe=True, callers=callers(API)),
+    Method("instance_delete", NORMAL, callers=callers(API)),
     # from compute workers
-    Method("compute_node_update", FAST, retry_safe=True),
-    Method("instance_update", FAST),
-    Method("build_failed", FAST),
-    Method("instance_destroyed", FAST, retry_safe=True),
-    Method("instances_on_host", FAST, retry_safe=True),
+    Method("compute_node_update", FAST, retry_safe=True, callers=callers(COMPUTE)),
+    Method("instance_update", FAST, callers=callers(COMPUTE)),
+    Method("build_failed", FAST, callers=callers(COMPUTE)),
+    Method("instance_destroyed", FAST, retry_safe=True, callers=callers(COMPUTE)),
+    Method("instances_on_host", FAST, retry_safe=True, callers=callers(COMPUTE)),
     # host liveness (cells/rpc/liveness.py): an operator's mark (cellctl host down|up), a fenced host back
-    Method("host_mark", FAST, retry_safe=True),
-    Method("host_rejoined", FAST, retry_safe=True),
+    Method("host_mark", FAST, retry_safe=True, callers=callers(OPERATOR)),
+    Method("host_rejoined", FAST, retry_safe=True, callers=callers(COMPUTE)),
     # quotas, instance actions, the metadata service (issue 7)
-    Method("project_usage", FAST, retry_safe=True),
-    Method("instance_actions", FAST, retry_safe=True),
-    Method("instance_by_address", FAST, retry_safe=True),
-    Method("instance_for_metadata", FAST, retry_safe=True),
+    Method("project_usage", FAST, retry_safe=True, callers=callers(API)),
+    Method("instance_actions", FAST, retry_safe=True, callers=callers(API)),
+    Method("instance_by_address", FAST, retry_safe=True, callers=callers(COMPUTE)),
+    # a guest's metadata request, from the metadata service on the network's gateway host (any compute)
+    Method("instance_for_metadata", FAST, retry_safe=True, callers=callers(COMPUTE)),
     # server actions (issue 4): from the API, and the compute's report when one is done
-    Method("instance_action", NORMAL),
-    Method("console_output", NORMAL, retry_safe=True),
-    Method("instance_action_done", FAST),
+    Method("instance_action", NORMAL, callers=callers(API)),
+    Method("console_output", NORMAL, retry_safe=True, callers=callers(API)),
+    Method("instance_action_done", FAST, callers=callers(COMPUTE)),
     # volumes (issue 6): cells/rpcapi/volume.py VolumeConductorAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/moves.py MoveConductorAPI
@@ -83,9 +84,6 @@ class ConductorAPI:
 
     async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
         return map_reply(await self.caller.call(TOPIC, M["instance_delete"], {"uuid": uuid}, ctx))
-
-    async def capacity(self, ctx: RequestContext) -> dict[str, Any]:
-        return map_reply(await self.caller.call(TOPIC, M["capacity"], {}, ctx))
 
     async def compute_node_update(self, ctx: RequestContext, host: str, resources: dict[str, Any]) -> None:
         await self.caller.call(TOPIC, M["compute_node_update"], {"host": host, "resources": resources}, ctx)

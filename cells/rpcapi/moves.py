@@ -22,26 +22,29 @@ from typing import Any
 
 from cells import errors
 from cells.context import RequestContext
+from cells.rpc.principal import API, COMPUTE, CONDUCTOR, callers
 from cells.rpc.wire import NORMAL, SLOW, Method
 from cells.rpcapi import Caller, map_reply
 
 MOVES_VERSION = "1.1"
 DISK_COPY_VERSION = "1.2"
 CONDUCTOR_METHODS = (
-    Method("move_instance", NORMAL, version=MOVES_VERSION),
-    Method("confirm_move", NORMAL, version=MOVES_VERSION),
-    Method("revert_move", NORMAL, version=MOVES_VERSION),
-    Method("evacuate", NORMAL, version=MOVES_VERSION),
+    Method("move_instance", NORMAL, version=MOVES_VERSION, callers=callers(API)),
+    Method("confirm_move", NORMAL, version=MOVES_VERSION, callers=callers(API)),
+    Method("revert_move", NORMAL, version=MOVES_VERSION, callers=callers(API)),
+    Method("evacuate", NORMAL, version=MOVES_VERSION, callers=callers(API)),
 )
 COMPUTE_METHODS = (
-    Method("prep_move", SLOW, version=MOVES_VERSION),
-    Method("finish_move", SLOW, version=MOVES_VERSION),
-    Method("confirm_move", NORMAL, retry_safe=True, version=MOVES_VERSION),
-    Method("revert_move", NORMAL, retry_safe=True, version=MOVES_VERSION),
-    Method("finish_revert", SLOW, version=MOVES_VERSION),
-    Method("rebuild_evacuated", SLOW, version=MOVES_VERSION),
-    Method("disk_info", NORMAL, retry_safe=True, version=DISK_COPY_VERSION),
-    Method("read_disk", NORMAL, retry_safe=True, version=DISK_COPY_VERSION),
+    Method("prep_move", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR)),
+    Method("finish_move", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR)),
+    Method("confirm_move", NORMAL, retry_safe=True, version=MOVES_VERSION,
+           callers=callers(CONDUCTOR)),
+    Method("revert_move", NORMAL, retry_safe=True, version=MOVES_VERSION,
+           callers=callers(CONDUCTOR)),
+    Method("finish_revert", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR)),
+    Method("rebuild_evacuated", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR)),
+    Method("disk_info", NORMAL, retry_safe=True, version=DISK_COPY_VERSION, callers=callers(COMPUTE)),
+    Method("read_disk", NORMAL, retry_safe=True, version=DISK_COPY_VERSION, callers=callers(COMPUTE)),
 )
 _C = {m.name: m for m in CONDUCTOR_METHODS}
 _K = {m.name: m for m in COMPUTE_METHODS}

@@ -9,31 +9,49 @@ from __future__ import annotations
 from typing import Any
 
 from cells.context import RequestContext
+from cells.rpc.principal import API, COMPUTE, CONDUCTOR, callers
 from cells.rpc.wire import FAST, NORMAL, Method, surface
 from cells.rpcapi import Caller, list_reply, map_reply
 
 TOPIC = "network"
 AGENT_REFRESH_VERSION = "1.2"  # host_changed here, refresh_network on the compute
 GROUP_NAMES_VERSION = "1.3"  # security_group_names: what server views show, in one call
-RESOURCES = ("network", "subnet", "port", "security_group", "security_group_rule")
+_API = callers(API)
 SURFACE = surface(
-    # the Neutron API: <resource>_list / _get / _create / _update / _delete
-    *(Method(f"{r}_list", FAST, retry_safe=True) for r in RESOURCES),
-    *(Method(f"{r}_get", FAST, retry_safe=True) for r in RESOURCES),
-    *(Method(f"{r}_create", NORMAL) for r in RESOURCES),
-    *(Method(f"{r}_update", NORMAL) for r in ("port", "security_group")),
-    *(Method(f"{r}_delete", NORMAL) for r in RESOURCES),
+    # the Neutron API (/network/v2.0): <resource>_list / _get / _create / _update / _delete
+    Method("network_list", FAST, retry_safe=True, callers=_API),
+    Method("network_get", FAST, retry_safe=True, callers=_API),
+    Method("network_create", NORMAL, callers=_API),
+    Method("network_delete", NORMAL, callers=_API),
+    Method("subnet_list", FAST, retry_safe=True, callers=_API),
+    Method("subnet_get", FAST, retry_safe=True, callers=_API),
+    Method("subnet_create", NORMAL, callers=_API),
+    Method("subnet_delete", NORMAL, callers=_API),
+    Method("port_list", FAST, retry_safe=True, callers=_API),
+    Method("port_get", FAST, retry_safe=True, callers=_API),
+    Method("port_create", NORMAL, callers=_API),
+    Method("port_update", NORMAL, callers=_API),
+    Method("port_delete", NORMAL, callers=_API),
+    Method("security_group_list", FAST, retry_safe=True, callers=_API),
+    Method("security_group_get", FAST, retry_safe=True, callers=_API),
+    Method("security_group_create", NORMAL, callers=_API),
+    Method("security_group_update", NORMAL, callers=_API),
+    Method("security_group_delete", NORMAL, callers=_API),
+    Method("security_group_rule_list", FAST, retry_safe=True, callers=_API),
+    Method("security_group_rule_get", FAST, retry_safe=True, callers=_API),
+    Method("security_group_rule_create", NORMAL, callers=_API),
+    Method("security_group_rule_delete", NORMAL, callers=_API),
     # the boot flow and Nova's server actions
-    Method("allocate_for_instance", NORMAL, retry_safe=True),
-    Method("instance_security_groups", FAST, retry_safe=True),
-    Method("security_group_names", FAST, retry_safe=True, version=GROUP_NAMES_VERSION),
-    Method("add_security_group", NORMAL, retry_safe=True),
-    Method("remove_security_group", NORMAL),
-    # host agents
-    Method("agent_report", FAST, retry_safe=True),
-    Method("bind_instance", NORMAL, retry_safe=True),
-    Method("host_config", FAST, retry_safe=True),
-    Method("host_changed", FAST, cast=True, version=AGENT_REFRESH_VERSION),
+    Method("allocate_for_instance", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
+    Method("instance_security_groups", FAST, retry_safe=True, callers=_API),
+    Method("security_group_names", FAST, retry_safe=True, version=GROUP_NAMES_VERSION, callers=_API),
+    Method("add_security_group", NORMAL, retry_safe=True, callers=_API),
+    Method("remove_security_group", NORMAL, callers=_API),
+    # host agents (in each compute worker): each for its own host only
+    Method("agent_report", FAST, retry_safe=True, callers=callers(COMPUTE)),
+    Method("bind_instance", NORMAL, retry_safe=True, callers=callers(COMPUTE)),
+    Method("host_config", FAST, retry_safe=True, callers=callers(COMPUTE)),
+    Method("host_changed", FAST, cast=True, version=AGENT_REFRESH_VERSION, callers=callers(COMPUTE)),
 )
 M = SURFACE
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from cells.context import RequestContext
+from cells.rpc.principal import CONDUCTOR, callers
 from cells.rpc.wire import NORMAL, Method, surface
 from cells.rpcapi import Caller, list_reply
 
 TOPIC = "scheduler"
-SURFACE = surface(Method("select_destinations", NORMAL))
+SURFACE = surface(Method("select_destinations", NORMAL, callers=callers(CONDUCTOR)))
 M = SURFACE
 
 

@@ -17,39 +17,43 @@ from __future__ import annotations
 from typing import Any
 
 from cells.context import RequestContext
+from cells.rpc.principal import API, COMPUTE, CONDUCTOR, VOLUME, callers
 from cells.rpc.wire import FAST, NORMAL, SLOW, Method, surface
 from cells.rpcapi import Caller, list_reply, map_reply
 
-CONDUCTOR = "conductor"
+CONDUCTOR_TOPIC = "conductor"
+CONNECTION_VERSION = "1.4"  # conductor volume_connection: a compute resolves what it plugs itself
 
 SURFACE = surface(
-    Method("create_volume", SLOW),
-    Method("delete_volume", SLOW, retry_safe=True),
-    Method("export_volume", NORMAL, retry_safe=True),
-    Method("unexport_volume", NORMAL, retry_safe=True),
-    Method("volume_stats", FAST, retry_safe=True),
+    Method("create_volume", SLOW, callers=callers(CONDUCTOR)),
+    Method("delete_volume", SLOW, retry_safe=True, callers=callers(CONDUCTOR)),
+    Method("export_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
+    Method("unexport_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
+    Method("volume_stats", FAST, retry_safe=True, callers=callers(CONDUCTOR)),
 )
 M = SURFACE
 
 CONDUCTOR_METHODS = (
     # from the API
-    Method("volume_create", NORMAL),
-    Method("volume_get", FAST, retry_safe=True),
-    Method("volume_list", FAST, retry_safe=True),
-    Method("volume_update", FAST),
-    Method("volume_delete", NORMAL),
-    Method("volume_attach", NORMAL),
-    Method("volume_detach", NORMAL),
-    Method("volume_attachments", FAST, retry_safe=True),
+    Method("volume_create", NORMAL, callers=callers(API)),
+    Method("volume_get", FAST, retry_safe=True, callers=callers(API, VOLUME)),
+    Method("volume_list", FAST, retry_safe=True, callers=callers(API)),
+    Method("volume_update", FAST, callers=callers(API)),
+    Method("volume_delete", NORMAL, callers=callers(API)),
+    Method("volume_attach", NORMAL, callers=callers(API)),
+    Method("volume_detach", NORMAL, callers=callers(API)),
+    Method("volume_attachments", FAST, retry_safe=True, callers=callers(API)),
+    # from compute workers: the connection of the volume a compute is plugging (it asks, never takes one)
+    Method("volume_connection", FAST, retry_safe=True, version=CONNECTION_VERSION, callers=callers(COMPUTE)),
     # from volume workers
-    Method("volume_node_update", FAST, retry_safe=True),
-    Method("volumes_on_host", FAST, retry_safe=True),
+    Method("volume_node_update", FAST, retry_safe=True, callers=callers(VOLUME)),
+    Method("volumes_on_host", FAST, retry_safe=True, callers=callers(VOLUME)),
 )
 _C = {m.name: m for m in CONDUCTOR_METHODS}
 
 COMPUTE_METHODS = (
-    Method("attach_volume", NORMAL),
-    Method("detach_volume", NORMAL, retry_safe=True),
+    Method("attach_volume", NORMAL, callers=callers(CONDUCTOR)),
+    Method("detach_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
 )
 _K = {m.name: m for m in COMPUTE_METHODS}
 
@@ -97,7 +101,7 @@ class VolumeConductorAPI:
         self.caller = caller
 
     async def _call(self, method: str, ctx: RequestContext, **args: Any) -> Any:
-        return await self.caller.call(CONDUCTOR, _C[method], args, ctx)
+        return await self.caller.call(CONDUCTOR_TOPIC, _C[method], args, ctx)
 
     async def volume_create(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:
         """Insert the volume (status creating) and return it at once; placement and the
@@ -131,6 +135,10 @@ class VolumeConductorAPI:
         """instance uuid -> its attachments (oldest first)."""
         return map_reply(await self._call("volume_attachments", ctx, instance_uuids=instance_uuids))
 
+    async def volume_connection(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+        """The connection_info of the volume being attached to the instance (a compute's own host's)."""
+        return map_reply(await self._call("volume_connection", ctx, volume_id=volume_id, instance_uuid=instance_uuid))
+
     async def volume_node_update(self, ctx: RequestContext, host: str, stats: dict[str, Any]) -> None:
         await self._call("volume_node_update", ctx, host=host, stats=stats)
 
@@ -146,10 +154,12 @@ class ComputeVolumeAPI:
 
     async def attach_volume(self, ctx: RequestContext, host: str, instance_uuid: str, volume_id: str,
                             connection_info: dict[str, Any], device: str | None) -> dict[str, Any]:
-        """Hot-plug into the running domain; returns {"device": target dev}."""
+        """Hot-plug into the running domain; returns {"device": target dev}. A compute of this release
+        asks the conductor for the connection itself (volume_connection) and ignores `connection_info`,
+        which only a compute of release 3 or before reads."""
         return map_reply(await self.caller.call(compute_topic(host), _K["attach_volume"],
-                                      {"instance_uuid": instance_uuid, "volume_id": volume_id,
-                                       "connection_info": connection_info, "device": device}, ctx))
+                                                {"instance_uuid": instance_uuid, "volume_id": volume_id,
+                                                 "connection_info": connection_info, "device": device}, ctx))
 
     async def detach_volume(self, ctx: RequestContext, host: str, instance_uuid: str, volume_id: str) -> None:
         await self.caller.call(compute_topic(host), _K["detach_volume"],

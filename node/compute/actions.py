@@ -66,7 +66,7 @@ class ComputeActions:
 
     # --- shared with the build ---------------------------------------------------------
 
-    async def spawn_guest(self, instance: dict[str, Any], disk_ready: bool = False) -> None:
+    async def _spawn_guest(self, instance: dict[str, Any], disk_ready: bool = False) -> None:
         """Fetch the image (and an AMI's kernel and ramdisk: hash-verified through the cache),
         then define and start the domain (`disk_ready`: on a disk a move copied here)."""
         image: dict[str, Any] = instance.get("image") or {}
@@ -91,7 +91,7 @@ class ComputeActions:
             return await self.images.fetch(record)
         return await self.images.fetch_by_id(str(image["properties"][prop]))
 
-    async def prune_image_cache(self) -> None:
+    async def _prune_image_cache(self) -> None:
         """Remove cached bases that no guest here uses and nobody fetched for a while."""
         await self.images.prune(await self.driver.bases_in_use())
 
@@ -151,7 +151,7 @@ class ComputeActions:
         was_stopped = instance.get("vm_state") == VmState.STOPPED
         await self.driver.destroy(uuid)
         await self.driver.remove_files(uuid)
-        await self.spawn_guest(instance)
+        await self._spawn_guest(instance)
         if was_stopped:
             await self.driver.power_off(uuid)
             return VmState.STOPPED

@@ -115,6 +115,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         self._view: Any = None  # our directory view (cells/rpc/directory.py): fence verdicts in, health out
         self.heartbeat_interval = cluster.heartbeat_interval
         self._locks = KeyedLocks()
+        self._outgoing: dict[str, str] = {}  # moves from here: node/compute/moves.py
         self._building: set[str] = set()  # builds received, from arrival to end (guards reconciliation)
         self._ready = asyncio.Event()  # set once the start-up reconciliation is done
         self._wake = asyncio.Event()  # a domain event asks for an early power sweep
@@ -142,7 +143,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
             await self._sweeps()
 
     async def _sweeps(self) -> None:
-        await self.sync_with_conductor()
+        await self._sync_with_conductor()
         last_report = time.monotonic()
         while True:
             try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel racing the event
@@ -153,13 +154,13 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
             self._wake.clear()
             try:
                 if self.fenced():
-                    await self.rejoin()
-                await self.sync_power_states()
+                    await self._rejoin()
+                await self._sync_power_states()
                 await self.driver.trim_console_logs()  # a guest writing forever must not fill the disk
                 if time.monotonic() - last_report > REPORT_INTERVAL:
-                    await self.report_resources()
+                    await self._report_resources()
                     await self.network.refresh()  # repairs what a lost refresh_network cast left stale
-                    await self.prune_image_cache()  # node/compute/actions.py
+                    await self._prune_image_cache()  # node/compute/actions.py
                     last_report = time.monotonic()
             except Exception:  # the sweep is a safety net: it must never take the worker down
                 LOG.exception("power state sweep failed")
@@ -186,12 +187,12 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
             return False
         return any((m.meta.get("hosts") or {}).get(self.host) == FENCED for m in self._view.members("conductor"))
 
-    async def rejoin(self) -> None:
+    async def _rejoin(self) -> None:
         """Declared dead while we were away (frozen, partitioned): our builds went elsewhere, our
         servers may have been evacuated or deleted. Reconcile with the cell DB (guests whose
         records are finished elsewhere are destroyed) before serving again, then say so."""
         LOG.warning("compute %s was declared dead: reconciling before it serves again", self.host)
-        await self.reconcile()
+        await self._reconcile()
         await self.conductor.host_rejoined(admin_context(), self.host)
         LOG.warning("compute %s reconciled and rejoined", self.host)
 
@@ -209,10 +210,10 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         await self.images.close()
         await self.driver.close()
 
-    async def sync_with_conductor(self) -> None:
+    async def _sync_with_conductor(self) -> None:
         """Report resources, then reconcile the host with the records: retried until the conductor answers."""
-        await self._until_answered("resource report", self.report_resources)
-        await self._until_answered("reconciliation", self.reconcile)
+        await self._until_answered("resource report", self._report_resources)
+        await self._until_answered("reconciliation", self._reconcile)
         await self._until_answered("rejoin", self._rejoined)  # fenced while we were down: no longer
         await self._until_answered("network sync", self.network.report_and_sync)
         self._ready.set()
@@ -228,7 +229,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         except errors.CellcloudError as exc:  # answered, and refused: serving matters more than the fence
             LOG.error("compute %s: host_rejoined refused: %s", self.host, exc)
 
-    async def report_resources(self) -> None:
+    async def _report_resources(self) -> None:
         resources = await self.driver.host_resources()
         await self.conductor.compute_node_update(admin_context(), self.host, resources)
 
@@ -266,7 +267,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
             LOG.error("build of %s: cannot reach the conductor: %s", uuid, exc)
             return
         try:
-            await self.spawn_guest(instance)  # image (and an AMI's kernel/ramdisk) fetched and verified
+            await self._spawn_guest(instance)  # image (and an AMI's kernel/ramdisk) fetched and verified
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the build must end in a report
@@ -325,7 +326,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
 
     # --- reconciliation and power sync -------------------------------------------
 
-    async def reconcile(self) -> None:
+    async def _reconcile(self) -> None:
         """After a restart: finish what the previous process left half done."""
         ctx = admin_context()
         instances = await self.conductor.instances_on_host(ctx, self.host)
@@ -396,7 +397,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
             if inst is not None and _is_deleted(inst) and inst.get("host") == self.host:
                 await self.conductor.instance_destroyed(ctx, uuid, self.host)
 
-    async def sync_power_states(self) -> None:
+    async def _sync_power_states(self) -> None:
         """Compare every guest with its record and report differences (safety net behind events)."""
         ctx = admin_context()
         instances = await self.conductor.instances_on_host(ctx, self.host)

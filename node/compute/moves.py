@@ -10,7 +10,9 @@ a move, or retries a step, never makes a second guest or loses the only one:
                      from the image when the conductor asks for no copy (a compute of
                      the previous release is involved)
   disk_info,         source: what the stopped guest's disk files are, and their bytes in
-  read_disk          chunks (compute to compute; hosts share no storage)
+  read_disk          chunks (compute to compute; hosts share no storage), served only to the
+                     destination of the move prep_move stopped the guest for (a source that
+                     restarted since refuses: the move fails and the conductor rolls it back)
   confirm_move       source: destroy the old guest and its files
   revert_move        destination: destroy the new guest and its files
   finish_revert      source: bind the guest's ports here again (the destination took them)
@@ -32,6 +34,7 @@ from typing import Any
 from cells import errors
 from cells.context import RequestContext, admin_context
 from cells.objects.instance import PowerState, VmState
+from cells.rpc.principal import host_worker
 from cells.rpcapi.moves import DiskCopyAPI
 from node.compute.driver import LibvirtDriver, base_format
 from node.imagecache import ImageCache
@@ -46,7 +49,7 @@ def same_host(migration: dict[str, Any]) -> bool:
 
 
 class ComputeMoves:
-    """Needs, from ComputeManager: host, driver, images, network, peers, _locks, spawn_guest,
+    """Needs, from ComputeManager: host, driver, images, network, peers, _locks, _spawn_guest,
     shutdown_timeout."""
 
     host: str
@@ -55,9 +58,10 @@ class ComputeMoves:
     network: NetworkAgent
     peers: DiskCopyAPI  # set when the service starts
     _locks: KeyedLocks
+    _outgoing: dict[str, str]  # instance uuid -> destination host of its move from here (set by prep_move)
     shutdown_timeout: float
 
-    async def spawn_guest(self, instance: dict[str, Any], disk_ready: bool = False) -> None:
+    async def _spawn_guest(self, instance: dict[str, Any], disk_ready: bool = False) -> None:
         raise NotImplementedError
 
     async def _power(self, uuid: str) -> int:
@@ -69,6 +73,8 @@ class ComputeMoves:
     async def prep_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
         uuid = str(instance["uuid"])
         async with self._locks(uuid):
+            if not same_host(migration) and migration.get("dest_host"):
+                self._outgoing[uuid] = str(migration["dest_host"])  # the one host its disks may be read by
             if await self._power(uuid) == PowerState.RUNNING:
                 await self.driver.power_off(uuid, self.shutdown_timeout)
             LOG.info("move %s of %s: source guest stopped on %s", migration["uuid"], uuid, self.host)
@@ -86,11 +92,21 @@ class ComputeMoves:
             power, copied = await self._new_guest(ctx, instance, migration, "moved here", disk_source)
         return power if disk_source is None else {"power_state": power, **copied}
 
+    def _check_disk_reader(self, ctx: RequestContext, uuid: Any, what: str) -> None:
+        """Only the destination of a move of this guest from here reads its disks."""
+        reader = host_worker(ctx)
+        if reader is not None and (not isinstance(uuid, str) or self._outgoing.get(uuid) != reader.host):
+            raise errors.RpcForbidden(principal=reader.name, method=what,
+                                      reason=f"no move of instance {uuid} from {self.host} to {reader.host} "
+                                             f"is in progress")
+
     async def disk_info(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
+        self._check_disk_reader(ctx, uuid, "disk_info")
         async with self._locks(str(uuid)):  # after a prep_move still stopping the guest
             return await self.driver.disk_files(uuid)
 
     async def read_disk(self, ctx: RequestContext, uuid: str, name: str, offset: int, length: int) -> bytes:
+        self._check_disk_reader(ctx, uuid, "read_disk")
         return await self.driver.read_disk(uuid, name, offset, length)
 
     async def _copy_disks(self, ctx: RequestContext, source: str, instance: dict[str, Any]) -> dict[str, int]:
@@ -149,7 +165,7 @@ class ComputeMoves:
             try:
                 if disk_source is not None:
                     copied = await self._copy_disks(ctx, disk_source, instance)
-                await self.spawn_guest(instance, disk_ready=copied["files"] > 0)
+                await self._spawn_guest(instance, disk_ready=copied["files"] > 0)
                 if migration.get("old_vm_state") == VmState.STOPPED:
                     await self.driver.power_off(uuid)
             except Exception as exc:  # nothing may stay behind; the conductor rolls back
@@ -162,6 +178,7 @@ class ComputeMoves:
             return await self._power(uuid), copied
 
     async def confirm_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+        self._outgoing.pop(str(instance["uuid"]), None)  # the move is over: its disks are read no more
         if same_host(migration):  # the one guest is the resized one: nothing to remove
             return await self._power(str(instance["uuid"]))
         return await self._drop(instance, "old guest removed after confirm")
@@ -181,11 +198,12 @@ class ComputeMoves:
 
     async def finish_revert(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
         uuid = str(instance["uuid"])
+        self._outgoing.pop(uuid, None)
         async with self._locks(uuid):
             if await self._power(uuid) == PowerState.NOSTATE:
                 if same_host(migration):  # the one guest is gone: deleted, or lost with the host
                     return PowerState.NOSTATE
-                await self.spawn_guest(instance)  # the old guest is gone (lost with a restart): make it again
+                await self._spawn_guest(instance)  # the old guest is gone (lost with a restart): make it again
                 if migration.get("old_vm_state") == VmState.STOPPED:
                     await self.driver.power_off(uuid)
                 return await self._power(uuid)

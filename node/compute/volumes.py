@@ -22,6 +22,8 @@ import libvirt  # type: ignore[import-untyped]
 
 from cells import errors
 from cells.context import RequestContext
+from cells.rpcapi.conductor import ConductorAPI
+from cells.rpcapi.volume import VolumeConductorAPI
 from node.compute.driver import LibvirtDriver
 from node.locks import KeyedLocks
 
@@ -161,12 +163,19 @@ class VolumeAttachMixin:
     driver: LibvirtDriver
     _locks: KeyedLocks
 
+    @property
+    def conductor(self) -> ConductorAPI:
+        raise NotImplementedError
+
     async def attach_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str,
-                            connection_info: dict[str, Any], device: str | None = None) -> dict[str, Any]:
+                            connection_info: Any = None, device: str | None = None) -> dict[str, Any]:
+        """`connection_info` is ignored (callers before RPC 1.4 send it): what this host opens comes
+        from the conductor's record of the attachment, for an instance on this host only."""
+        info = await VolumeConductorAPI(self.conductor.caller).volume_connection(ctx, volume_id, instance_uuid)
         async with self._locks(instance_uuid):
             try:
                 dev = await self.driver._run(attach_sync, self.driver.conn, self.driver.is_test, instance_uuid,
-                                             volume_id, connection_info, device)
+                                             volume_id, info, device)
             except (libvirt.libvirtError, TimeoutError, KeyError, ValueError) as exc:
                 reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
                 raise errors.VolumeAttachFailed(volume_id=volume_id, instance_id=instance_uuid,

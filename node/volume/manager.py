@@ -118,16 +118,16 @@ class VolumeManager:
         LOG.info("volume host %s: backend %s, targets %s", self.host, self.backend.name, ", ".join(self.targets))
 
     async def background(self) -> None:
-        await self._until_answered("capacity report", self.report)
-        await self._until_answered("export re-establishment", self.reestablish_exports)
+        await self._until_answered("capacity report", self._report)
+        await self._until_answered("export re-establishment", self._reestablish_exports)
         while True:
             try:
-                await self.remove_stale_exports()
+                await self._remove_stale_exports()
             except errors.CellcloudError as exc:
                 LOG.warning("stale export sweep failed: %s", exc)
             await asyncio.sleep(self.report_interval)
             try:
-                await self.report()
+                await self._report()
             except errors.CellcloudError as exc:
                 LOG.warning("capacity report failed: %s", exc)
 
@@ -140,10 +140,10 @@ class VolumeManager:
                 LOG.exception("stopping target %s failed", target.name)
         self._started.clear()
 
-    async def report(self) -> None:
+    async def _report(self) -> None:
         await self.conductor.volume_node_update(admin_context(), self.host, await self.volume_stats(admin_context()))
 
-    async def reestablish_exports(self) -> None:
+    async def _reestablish_exports(self) -> None:
         """After a (re)start: every volume attached here is exported again, by the target
         that served it (its connection_info stays valid: IQN, NBD name and paths are stable)."""
         ctx = admin_context()
@@ -166,7 +166,7 @@ class VolumeManager:
                     LOG.error("could not re-establish the export of volume %s: %s", vol["id"], exc)
         LOG.info("volume host %s: %d export(s) re-established", self.host, count)
 
-    async def remove_stale_exports(self) -> int:
+    async def _remove_stale_exports(self) -> int:
         """Unexport what no attachment needs: the volume is not attaching/in-use/detaching any more, or
         its attachment went through another target. Each is re-checked under the volume's lock, which an
         export takes too: an attach that began after the first look keeps its export."""

@@ -49,7 +49,7 @@ async def compute(tmp_path: Path) -> AsyncIterator[tuple[ComputeManager, FakeCon
     manager = ComputeManager(cluster, cluster.service("cell1/compute/node1"),
                              images=ImageCache(str(tmp_path / "images"), fetcher))
     await manager.start(conductor)
-    await manager.sync_with_conductor()
+    await manager._sync_with_conductor()
     yield manager, conductor, fetcher
     for uuid in await manager.driver.list_instance_uuids():
         await manager.driver.destroy(uuid)

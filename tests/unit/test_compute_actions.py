@@ -44,7 +44,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[ComputeManager, ActionCon
     manager = ComputeManager(cluster, cluster.service("cell1/compute/node1"),
                              images=ImageCache(str(tmp_path / "images"), fetcher))
     await manager.start(conductor)
-    await manager.sync_with_conductor()
+    await manager._sync_with_conductor()
     yield manager, conductor, fetcher
     for uuid in await manager.driver.list_instance_uuids():  # test:///default is shared by the process
         await manager.driver.destroy(uuid)
@@ -179,11 +179,11 @@ async def test_unused_bases_are_pruned_after_their_age_and_used_ones_stay(
     old = 1_000_000_000.0  # long ago
     for f in cache.iterdir():
         os.utime(f, (old, old))
-    await manager.prune_image_cache()
+    await manager._prune_image_cache()
     assert not stray.exists()
     assert len(list(cache.iterdir())) == 2  # the guest's base disk and kernel stay
     await manager.terminate_instance(CTX, {"uuid": uuid})
-    await manager.prune_image_cache()
+    await manager._prune_image_cache()
     assert list(cache.iterdir()) == []  # unused and old: gone; a new boot fetches again
     await _active(manager, conductor)
     assert fetcher.downloads == 3

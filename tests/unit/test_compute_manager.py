@@ -48,7 +48,7 @@ def make_manager(tmp_path: Path, fetcher: FakeFetcher) -> ComputeManager:
 async def manager(tmp_path: Path, conductor: FakeConductor, fetcher: FakeFetcher) -> AsyncIterator[ComputeManager]:
     m = make_manager(tmp_path, fetcher)
     await m.start(conductor)
-    await m.sync_with_conductor()
+    await m._sync_with_conductor()
     yield m
     for uuid in await m.driver.list_instance_uuids():  # test:///default is shared by the whole process
         await m.driver.destroy(uuid)
@@ -187,7 +187,7 @@ async def test_restart_reconciles(tmp_path: Path, conductor: FakeConductor, fetc
     keeper = await asyncio.to_thread(libvirt.open, "test:///default")
     first = make_manager(tmp_path, fetcher)
     await first.start(conductor)
-    await first.sync_with_conductor()
+    await first._sync_with_conductor()
     ids = {k: new_uuid() for k in ("deleting", "building", "active_gone", "active_ok", "orphan", "stale_record",
                                    "stopping_done", "stopping_not_done")}
     for key in ("deleting", "building", "active_ok", "orphan", "stopping_done", "stopping_not_done"):
@@ -209,7 +209,7 @@ async def test_restart_reconciles(tmp_path: Path, conductor: FakeConductor, fetc
     second = make_manager(tmp_path, fetcher)
     await second.start(conductor)
     try:
-        await second.sync_with_conductor()
+        await second._sync_with_conductor()
         names = domain_names()
         assert ("instance_destroyed", {"uuid": ids["deleting"], "host": "node1"}) in conductor.calls
         assert f"cc-{ids['deleting']}" not in names
@@ -247,14 +247,14 @@ async def test_power_sweep_reports_differences(manager: ComputeManager, conducto
     await asyncio.to_thread(lambda: conn.lookupByUUIDString(gone["uuid"]).destroy())
     await asyncio.to_thread(lambda: conn.lookupByUUIDString(busy["uuid"]).destroy())
     conductor.instances[busy["uuid"]]["task_state"] = "rebooting"  # an operation in flight owns it
-    await manager.sync_power_states()
+    await manager._sync_power_states()
     assert conductor.instances[paused["uuid"]]["power_state"] == PowerState.PAUSED
     assert conductor.instances[paused["uuid"]]["vm_state"] == VmState.ACTIVE
     assert (conductor.instances[gone["uuid"]]["vm_state"],
             conductor.instances[gone["uuid"]]["power_state"]) == (VmState.STOPPED, PowerState.SHUTDOWN)
     assert conductor.instances[busy["uuid"]]["vm_state"] == VmState.ACTIVE
     calls = len(conductor.calls)
-    await manager.sync_power_states()  # nothing changed: nothing reported
+    await manager._sync_power_states()  # nothing changed: nothing reported
     assert len(conductor.calls) == calls
 
 
@@ -408,7 +408,7 @@ async def test_fenced_host_reconciles_then_rejoins(manager: ComputeManager, cond
     conductor.instances[ids["evacuated"]].update(host="node2")
     del conductor.instances[ids["deleted"]]
     conductor.calls.clear()
-    await manager.rejoin()
+    await manager._rejoin()
     names = domain_names()
     assert f"cc-{ids['evacuated']}" not in names and f"cc-{ids['deleted']}" not in names
     assert not instance_dir(tmp_path, ids["evacuated"]).exists()

@@ -208,7 +208,7 @@ async def moved_here(tmp_path: Path, source: SourceCompute) -> tuple[ComputeMana
     m = ComputeManager(cluster_config(str(tmp_path)), cluster_config(str(tmp_path)).service("cell1/compute/node1"),
                        images=ImageCache(str(tmp_path / "images"), FakeFetcher({"img-1": IMAGE})))
     await m.start(source)
-    await m.sync_with_conductor()
+    await m._sync_with_conductor()
     rec = source.add(str(uuidlib.uuid4()), image=image_record("img-1", IMAGE), flavor=SMALL,
                      vm_state=VmState.ACTIVE, task_state="resize_migrating")
     mig = {"uuid": str(uuidlib.uuid4()), "instance_uuid": rec["uuid"], "migration_type": "resize",

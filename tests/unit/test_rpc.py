@@ -17,16 +17,18 @@ from cells.rpc import wire
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import MISSED_BEATS, Directory, DirectoryView, LivenessTable, Member
 from cells.rpc.directory import SURFACE as DIRECTORY_SURFACE
+from cells.rpc.principal import CONDUCTOR, callers
 from cells.rpc.server import RpcServer
 from cells.rpc.transport import make_socket
 from tests.conftest import free_port
 
 INTERVAL = 0.1
+PEERS = callers(CONDUCTOR)
 SURFACE = wire.surface(
-    wire.Method("echo", timeout=2.0),
-    wire.Method("sleep", timeout=2.0),
-    wire.Method("fail", timeout=2.0),
-    wire.Method("note", cast=True),
+    wire.Method("echo", timeout=2.0, callers=PEERS),
+    wire.Method("sleep", timeout=2.0, callers=PEERS),
+    wire.Method("fail", timeout=2.0, callers=PEERS),
+    wire.Method("note", cast=True, callers=PEERS),
 )
 
 
@@ -325,3 +327,18 @@ async def test_directory_restart_loses_no_member_from_the_views() -> None:
             task.cancel()
         await dserver.stop()
         client.close()
+
+
+async def test_a_method_is_sent_only_the_way_it_is_declared(cell: Cell) -> None:
+    """Method.cast is read: call() of a declared cast and cast()/fanout() of a declared call are refused
+    before anything is sent."""
+    h1 = await cell.add_member("w1", ("work", "all"))
+    await cell.wait_for("all", 1)
+    with pytest.raises(errors.RpcError, match="declared a cast"):
+        await cell.client.call(cell.view, "work", SURFACE["note"], {"value": "x"}, RequestContext())
+    with pytest.raises(errors.RpcError, match="declared a call"):
+        await cell.client.cast(cell.view, "work", SURFACE["sleep"], {"seconds": 0}, RequestContext())
+    with pytest.raises(errors.RpcError, match="declared a call"):
+        await cell.client.fanout(cell.view, "all", SURFACE["sleep"], {"seconds": 0}, RequestContext())
+    await asyncio.sleep(0.1)
+    assert (h1.notes, h1.started) == ([], 0)

@@ -11,10 +11,11 @@ from cells import errors
 from cells.context import RequestContext
 from cells.rpc import security, wire
 from cells.rpc.client import RpcClient
+from cells.rpc.principal import COMPUTE, CONDUCTOR, Principal, callers
 from cells.rpc.server import RpcServer
 from tests.conftest import free_port
 
-SURFACE = wire.surface(wire.Method("echo"))
+SURFACE = wire.surface(wire.Method("echo", callers=callers(COMPUTE)))
 
 
 class Echo:
@@ -29,7 +30,8 @@ async def test_only_cluster_keys_get_answers(tmp_path: Path) -> None:
     assert security.ensure_keypair(tmp_path, "cell1/conductor") == server_pub  # made once, then reused
     assert (security.key_path(tmp_path, "cell1/conductor").stat().st_mode & 0o777) == 0o600
 
-    security.start_allowlist({server_pub, member_pub})
+    security.start_allowlist({server_pub: Principal(CONDUCTOR, "cell1/conductor", "ctl", "cell1"),
+                              member_pub: Principal(COMPUTE, "cell1/compute/node1", "node1", "cell1")})
     address = f"tcp://127.0.0.1:{free_port()}"
     server = RpcServer(address, Echo(), SURFACE, security.load_keys(tmp_path, "cell1/conductor"))
     await server.start()

@@ -158,7 +158,7 @@ async def test_restarted_worker_reexports_in_use_volumes(env: Env) -> None:
     target = env.worker.targets["local"]
     await target.stop()  # a restart: exports are torn down with the worker...
     assert await target.exported() == set()
-    await env.worker.reestablish_exports()  # ...and come back from the conductor's records
+    await env.worker._reestablish_exports()  # ...and come back from the conductor's records
     assert await target.exported() == {vid}
 
 
@@ -169,11 +169,11 @@ async def test_deleting_the_server_releases_its_volumes_and_the_host_drops_the_e
     await env.settle()
     target = env.worker.targets["local"]
     assert await status(env, vid) == "in-use" and await target.exported() == {vid}
-    assert await env.worker.remove_stale_exports() == 0  # in use: its export stays
+    assert await env.worker._remove_stale_exports() == 0  # in use: its export stays
     await delete_locally(env.env, uid)  # the server is deleted with the volume attached
     vol = await flows.volume_get(env.env, DEMO, vid)
     assert vol["status"] == "available" and vol["attachments"] == []
-    assert await env.worker.remove_stale_exports() == 1 and await target.exported() == set()
+    assert await env.worker._remove_stale_exports() == 1 and await target.exported() == set()
     other = await add_instance(env)  # and it attaches again elsewhere
     await flows.volume_attach(env.env, DEMO, vid, other)
     await env.settle()

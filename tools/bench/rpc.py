@@ -22,9 +22,11 @@ import zmq.asyncio
 from cells.context import RequestContext
 from cells.rpc import wire
 from cells.rpc.client import RpcClient
+from cells.rpc.principal import CONDUCTOR, callers
 from cells.rpc.server import RpcServer
 
-SURFACE = wire.surface(wire.Method("echo"), wire.Method("note", cast=True))
+SURFACE = wire.surface(wire.Method("echo", callers=callers(CONDUCTOR)),
+                       wire.Method("note", cast=True, callers=callers(CONDUCTOR)))
 PAYLOAD = {"uuid": "9d9f2a4e-1c5b-4b3a-8f7e-0a1b2c3d4e5f", "vm_state": "active", "task_state": None,
            "power_state": 1, "host": "node1", "flavor": {"vcpus": 1, "ram": 512, "disk": 1}}
 

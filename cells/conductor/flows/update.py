@@ -15,9 +15,11 @@ from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows.boot import CREATE, EV_BUILD
 from cells.context import RequestContext
-from cells.db import actions
+from cells.db import actions, moves
 from cells.db import instances as idb
+from cells.db.fast import AnyRow
 from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
+from cells.rpc.principal import Principal, host_worker
 
 # what a compute may change; identity, ownership and deletion go through their own methods
 UPDATABLE = frozenset(FIELDS) - {"uuid", "cell", "project_id", "user_id", "created_at", "deleted", "terminated_at"}
@@ -40,10 +42,12 @@ def validate_values(values: Any) -> dict[str, Any]:
 
 
 def _update(conn: Connection, env: FlowEnv, uuid: str, new: dict[str, Any],
-            expected_task_state: list[str | None] | None) -> dict[str, Any]:
+            expected_task_state: list[str | None] | None, worker: Principal | None) -> dict[str, Any]:
     row = idb.get_row(conn, uuid, lock=True)
     if row is None or row.deleted:
         raise errors.InstanceNotFound(instance_id=uuid)
+    if worker is not None:
+        _check_worker(conn, row, new, worker)
     if expected_task_state is not None and row.task_state not in expected_task_state:
         cls = (errors.UnexpectedDeletingTaskState if row.task_state == TaskState.DELETING
                else errors.UnexpectedTaskState)
@@ -62,10 +66,19 @@ def _update(conn: Connection, env: FlowEnv, uuid: str, new: dict[str, Any],
     return env.record({**row._mapping, **new})
 
 
+def _check_worker(conn: Connection, row: AnyRow, new: dict[str, Any], worker: Principal) -> None:
+    """A compute updates only the instances it holds a copy of (its host's, or a move's other end),
+    and never hands one to another host."""
+    if not moves.holds_copy(conn, row.uuid, worker.host) or new.get("host", worker.host) != worker.host:
+        raise errors.RpcForbidden(principal=worker.name, method="instance_update",
+                                  reason=f"instance {row.uuid} is not on host {worker.host}")
+
+
 async def instance_update(env: FlowEnv, ctx: RequestContext, uuid: str, values: Any,
                           expected_task_state: list[str | None] | None = None) -> dict[str, Any]:
     new = validate_values(values)
     expected = expected_task_state
     if expected is not None and not isinstance(expected, list):
         expected = [expected]
-    return await env.db.write(lambda conn: _update(conn, env, uuid, new, expected))
+    worker = host_worker(ctx)
+    return await env.db.write(lambda conn: _update(conn, env, uuid, new, expected, worker))

@@ -32,8 +32,10 @@ from cells.conductor.env import FlowEnv, background_ctx
 from cells.context import RequestContext
 from cells.db import instances as idb
 from cells.db import volumes as vdb
+from cells.db.moves import holds_copy
 from cells.db.volumes import VolumeStatus as S
 from cells.objects.instance import VmState, utcnow_iso
+from cells.rpc.principal import host_worker
 from cells.rpcapi.volume import ComputeVolumeAPI, VolumeAPI
 
 LOG = logging.getLogger(__name__)
@@ -411,6 +413,26 @@ async def detach_steps(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any]
 
 
 # --- for the API's server views, and for volume workers ----------------------------------------
+
+async def volume_connection(env: FlowEnv, ctx: RequestContext, volume_id: Any, instance_uuid: Any) -> dict[str, Any]:
+    """How the compute of `instance_uuid` opens the volume it is plugging: the connection_info its
+    export answered, only for the attachment being made to that instance, and (from a compute) only
+    to the host holding the instance. A compute never takes a path or target from its caller."""
+    if not isinstance(volume_id, str) or not isinstance(instance_uuid, str):
+        raise errors.Invalid(reason="volume_id and instance_uuid must be strings")
+    worker = host_worker(ctx)
+
+    def read(conn: Connection) -> dict[str, Any]:
+        att = vdb.attachment_of(conn, volume_id)
+        if att is None or att.instance_uuid != instance_uuid or att.status != "attaching" \
+                or not isinstance(att.connection_info, dict):
+            raise errors.VolumeNotFound(volume_id=volume_id)
+        if worker is not None and not holds_copy(conn, instance_uuid, worker.host):
+            raise errors.RpcForbidden(principal=worker.name, method="volume_connection",
+                                      reason=f"instance {instance_uuid} is not on host {worker.host}")
+        return dict(att.connection_info)
+    return await env.db.read(read)
+
 
 async def attachments_for(env: FlowEnv, ctx: RequestContext, instance_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
     def read(conn: Connection) -> dict[str, list[dict[str, Any]]]:
