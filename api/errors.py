@@ -67,7 +67,11 @@ def image_body(status: int, message: str) -> dict[str, Any]:
 
 # server-side failures a user can act on: a fixed text for them (the cause stays in the log)
 _PUBLIC_5XX = {"no_valid_host": "No valid host was found. There are not enough hosts available.",
-               "image_store_full": "The image store is too full to take this image. Try again later."}
+               "image_store_full": "The image store is too full to take this image. Try again later.",
+               # issue 14: a full or nearly full database disk, a writer lock held too long
+               "low_disk_space": "Not enough free disk space for new servers: they are refused until space is freed.",
+               "db_full": "The database is out of disk space; the request was not carried out. Try again later.",
+               "db_busy": "The database is busy; the request was not carried out. Try again."}
 
 
 def unexpected(status: int, request: web.Request) -> str:
