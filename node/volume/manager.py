@@ -88,7 +88,8 @@ class VolumeManager:
         self.host = spec.host
         opts = dict(spec.options)
         base = os.path.join(cluster.state_dir, "hosts", spec.host)
-        address = next((h.address for h in cluster.hosts if h.name == spec.host), "127.0.0.1")
+        self.addresses = {h.name: h.address for h in cluster.hosts}  # a connector admits its host's address
+        address = self.addresses.get(spec.host, "127.0.0.1")
         self.backend = backend or make_backend(opts, os.path.join(base, "volumes"))
         self.targets = targets if targets is not None else make_targets(opts, spec.host, address,
                                                                         os.path.join(base, "run"))
@@ -160,7 +161,8 @@ class VolumeManager:
                 try:
                     async with self._locks(vol["id"]):
                         storage = await self.backend.locate(vol["id"])
-                        await target.export(storage, {"host": att.get("instance_host")})
+                        host = att.get("instance_host")
+                        await target.export(storage, {"host": host, "ip": self.addresses.get(str(host))})
                     count += 1
                 except errors.CellcloudError as exc:
                     LOG.error("could not re-establish the export of volume %s: %s", vol["id"], exc)

@@ -9,11 +9,16 @@
 restarted worker re-establishes exports by calling it again. A connection_info
 is {"driver_volume_type": "iscsi" | "nbd" | "local", "data": {..., "target": name}}:
 the compute side (node/compute/volumes.py) turns it into a libvirt <disk>.
+The network targets admit only the connector's address (`initiator_address`).
 """
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import socket
 from typing import Any, Protocol
 
+from cells import errors
 from node.volume.backends import VolumeStorage
 
 IQN_PREFIX = "iqn.2010-10.dev.cellcloud"
@@ -21,6 +26,21 @@ IQN_PREFIX = "iqn.2010-10.dev.cellcloud"
 
 def iqn(volume_id: str) -> str:
     return f"{IQN_PREFIX}:volume-{volume_id}"
+
+
+async def initiator_address(volume_id: str, connector: dict[str, Any]) -> str:
+    """The compute host's IP address (a DNS name is resolved); never ALL."""
+    given = str(connector.get("ip") or "")
+    if not given or given.upper() == "ALL":  # never an export every address may log in to
+        raise errors.VolumeExportFailed(volume_id=volume_id, reason="the connector names no compute host address "
+                                                                    "to admit")
+    try:
+        return str(ipaddress.ip_address(given))
+    except ValueError:
+        try:
+            return await asyncio.to_thread(socket.gethostbyname, given)
+        except OSError as exc:
+            raise errors.VolumeExportFailed(volume_id=volume_id, reason=f"cannot resolve {given}: {exc}") from None
 
 
 class Target(Protocol):

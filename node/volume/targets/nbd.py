@@ -4,7 +4,10 @@ one export per volume (export name volume-<id>).
 Exports are added and removed at run time over the daemon's QMP socket
 (blockdev-add + block-export-add, block-export-del + blockdev-del), so a single
 fixed port serves every volume. qemu-storage-daemon opens raw and qcow2
-files alike and serves plain bytes: the guest side always sees raw.
+files alike and serves plain bytes: the guest side always sees raw. The daemon
+listens on a unix socket in the worker's private run dir; the NBD port is the
+worker's gate (nbd_gate.py), which lets a client open only the exports made for
+its address. A worker restart drops the NBD connections (the gate lives in it).
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ from typing import Any
 
 from cells import errors
 from node.volume.backends import VolumeStorage, volume_name
+from node.volume.targets import initiator_address
 from node.volume.targets.daemon import Daemon
+from node.volume.targets.nbd_gate import NbdGate
 
 LOG = logging.getLogger(__name__)
 QMP_TIMEOUT = 10.0
@@ -92,12 +97,14 @@ class NbdTarget:
         self.address = address
         self.port = port
         self.socket = os.path.join(run_dir, "qsd.qmp")
+        self.nbd_socket = os.path.join(run_dir, "qsd.nbd")
         self.daemon = Daemon("nbd", [
             "qemu-storage-daemon",
             "--chardev", f"socket,id=qmp,path={self.socket},server=on,wait=off",
             "--monitor", "chardev=qmp",
-            "--nbd-server", f"addr.type=inet,addr.host={address},addr.port={port}",
+            "--nbd-server", f"addr.type=unix,addr.path={self.nbd_socket}",
         ], os.path.join(run_dir, "qsd.log"))
+        self.gate = NbdGate(address, port, self.nbd_socket)
         self.run_dir = run_dir
         self.qmp: Qmp | None = None
 
@@ -119,14 +126,20 @@ class NbdTarget:
         if reason is not None:
             raise errors.VolumeBackendUnavailable(kind="target", name=self.name, reason=reason)
         await asyncio.to_thread(os.makedirs, self.run_dir, 0o700, True)
-        if await self._connect():  # the daemon of a previous worker run: keep it and its clients
+        if await self._connect():  # the daemon of a previous worker run: keep it and its exports
             LOG.info("adopting the running qemu-storage-daemon at %s", self.socket)
-            return
+        else:
+            for path in (self.socket, self.nbd_socket):
+                try:
+                    await asyncio.to_thread(os.unlink, path)
+                except FileNotFoundError:
+                    pass
+            await self.daemon.spawn(self._connect)
         try:
-            await asyncio.to_thread(os.unlink, self.socket)
-        except FileNotFoundError:
-            pass
-        await self.daemon.spawn(self._connect)
+            await self.gate.start()
+        except OSError as exc:
+            raise errors.VolumeBackendUnavailable(kind="target", name=self.name,
+                                                  reason=f"NBD port {self.address}:{self.port}: {exc}") from None
 
     def _qmp(self) -> Qmp:
         if self.qmp is None:
@@ -136,6 +149,7 @@ class NbdTarget:
     async def export(self, storage: VolumeStorage, connector: dict[str, Any]) -> dict[str, Any]:
         vid, qmp = storage.volume_id, self._qmp()
         node, name = node_name(vid), volume_name(vid)
+        client = await initiator_address(vid, connector)
         if name not in await self._exports():
             try:
                 if node not in await self._nodes():
@@ -147,6 +161,7 @@ class NbdTarget:
             except (QmpError, TimeoutError) as exc:
                 await self._drop(vid)
                 raise errors.VolumeExportFailed(volume_id=vid, reason=str(exc)) from None
+        self.gate.grant(name, client)  # a re-export to another host (a move) takes it from the previous one
         return {"driver_volume_type": "nbd",
                 "data": {"target": self.name, "host": self.address, "port": self.port, "name": name}}
 
@@ -171,6 +186,7 @@ class NbdTarget:
         LOG.warning("node %s is still busy after its export was removed", node)
 
     async def unexport(self, volume_id: str) -> None:
+        self.gate.revoke(volume_name(volume_id))
         try:
             await self._drop(volume_id)
         except (QmpError, TimeoutError) as exc:
@@ -181,6 +197,7 @@ class NbdTarget:
         return {e[len(prefix):] for e in await self._exports() if e.startswith(prefix)}
 
     async def stop(self) -> None:
+        await self.gate.stop()
         if self.qmp is not None:
             try:
                 await self.qmp.command("quit")

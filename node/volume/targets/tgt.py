@@ -7,6 +7,8 @@ system` after its targets are removed. One target per volume, IQN
 iqn.2010-10.dev.cellcloud:volume-<id>, data on LUN 1 (LUN 0 is tgt's
 controller). The initiator is QEMU's built-in libiscsi (no host iSCSI stack).
 tgt serves raw bytes only: qcow2 volumes go through nbd or local instead.
+A target admits one initiator address, the compute host's (the connector's ip):
+an export without one is refused, and re-exporting to another host moves the ACL.
 """
 from __future__ import annotations
 
@@ -19,12 +21,30 @@ from typing import Any
 from cells import errors
 from node.volume.backends import VolumeStorage
 from node.volume.proc import CommandFailed, run
-from node.volume.targets import iqn
+from node.volume.targets import initiator_address, iqn
 from node.volume.targets.daemon import Daemon
 
 LOG = logging.getLogger(__name__)
 LUN = 1
 _TARGET_LINE = re.compile(r"^Target (\d+): (\S+)", re.MULTILINE)
+
+
+def acls(show: str) -> dict[int, set[str]]:
+    """tid -> the initiator addresses its ACL admits, from `tgtadm --op show --mode target`."""
+    out: dict[int, set[str]] = {}
+    tid, in_acl = None, False
+    for line in show.splitlines():
+        target = _TARGET_LINE.match(line)
+        if target:
+            tid, in_acl = int(target.group(1)), False
+            out[tid] = set()
+        elif line.strip() == "ACL information:":
+            in_acl = True
+        elif in_acl and tid is not None and line.startswith("        ") and line.strip():
+            out[tid].add(line.strip())
+        elif not line.startswith("        "):
+            in_acl = False
+    return out
 
 
 def unavailable_reason() -> str | None:
@@ -81,21 +101,31 @@ class TgtTarget:
         if storage.disk_format != "raw":
             raise errors.VolumeExportFailed(volume_id=storage.volume_id,
                                             reason=f"tgt exports raw volumes only, this one is {storage.disk_format}")
+        initiator = await initiator_address(storage.volume_id, connector)
         name = iqn(storage.volume_id)
         async with self._lock:
             existing = await self.targets()
-            if name not in existing:
-                tid = max(existing.values(), default=0) + 1
-                try:
+            created = name not in existing
+            tid = max(existing.values(), default=0) + 1 if created else existing[name]
+            try:
+                if created:
                     await self._adm("--lld", "iscsi", "--op", "new", "--mode", "target", "--tid", str(tid), "-T", name)
                     await self._adm("--lld", "iscsi", "--op", "new", "--mode", "logicalunit", "--tid", str(tid),
                                     "--lun", str(LUN), "-b", storage.path)
-                    # only the compute host's address may log in (every address when it is not known)
+                    admitted: set[str] = set()
+                else:  # exported before, maybe to another host: only this one is admitted now
+                    admitted = acls(await self._adm("--lld", "iscsi", "--op", "show", "--mode", "target")).get(
+                        tid, set())
+                for other in admitted - {initiator}:
+                    await self._adm("--lld", "iscsi", "--op", "unbind", "--mode", "target", "--tid", str(tid),
+                                    "-I", other)
+                if initiator not in admitted:
                     await self._adm("--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", str(tid),
-                                    "-I", str(connector.get("ip") or "ALL"))
-                except CommandFailed as exc:
+                                    "-I", initiator)
+            except CommandFailed as exc:
+                if created:
                     await self._delete(tid)
-                    raise errors.VolumeExportFailed(volume_id=storage.volume_id, reason=str(exc)) from None
+                raise errors.VolumeExportFailed(volume_id=storage.volume_id, reason=str(exc)) from None
         return {"driver_volume_type": "iscsi",
                 "data": {"target": self.name, "target_portal": f"{self.address}:{self.port}",
                          "target_iqn": name, "target_lun": LUN}}
