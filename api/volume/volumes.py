@@ -165,11 +165,17 @@ def _by(key: str) -> Callable[[dict[str, Any]], tuple[bool, Any]]:
     return value
 
 
+MAX_METADATA_FILTER = 4096
+
+
 def _metadata_filter(raw: str) -> dict[str, str]:
-    """The SDK sends the metadata filter as a Python dict literal ("{'k': 'v'}"), as Cinder expects."""
+    """The SDK sends the metadata filter as a Python dict literal ("{'k': 'v'}"), as Cinder expects.
+    Bounded: the parser's work and nesting grow with the text (a deep one raises RecursionError)."""
+    if len(raw) > MAX_METADATA_FILTER:
+        raise errors.Invalid(f"Invalid input received: metadata filter longer than {MAX_METADATA_FILTER} characters")
     try:
         value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, RecursionError, MemoryError):
         raise errors.Invalid(f"Invalid input received: metadata filter {raw!r} is not a map") from None
     if not isinstance(value, dict):
         raise errors.Invalid(f"Invalid input received: metadata filter {raw!r} is not a map")

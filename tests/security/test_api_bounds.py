@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from api.http import MAX_BODY
+from api.volume.volumes import _metadata_filter
+from cells import errors
 from node.compute.driver import LibvirtDriver
 from node.compute.power import CONSOLE_LOG, MAX_CONSOLE_BYTES, MAX_CONSOLE_LOG, trim_log
 from tests.unit.test_api_servers import Cloud, cloud
@@ -165,3 +167,11 @@ async def test_compute_driver_bounds_every_guest_log(tmp_path: Path) -> None:
     assert await driver.trim_console_logs() == 1
     assert (tmp_path / "big" / CONSOLE_LOG).stat().st_size == MAX_CONSOLE_BYTES
     assert (tmp_path / "small" / CONSOLE_LOG).stat().st_size == 1000
+
+
+@pytest.mark.parametrize("raw", ["{'k': '" + "v" * 5000 + "'}", "{'k': " + "[" * 1000 + "]" * 1000 + "}", "{'k'"])
+def test_volume_metadata_filter_is_bounded(raw: str) -> None:
+    """The metadata filter of GET /volumes is parsed from a literal: too long or too deep is a 400."""
+    with pytest.raises(errors.Invalid, match="metadata filter"):
+        _metadata_filter(raw)
+    assert _metadata_filter("{'k': 'v'}") == {"k": "v"}
