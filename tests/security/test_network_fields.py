@@ -5,9 +5,10 @@ refusal leaves the DB as it was: no port, network or subnet row, the victim's se
 and its host's configuration unchanged."""
 from __future__ import annotations
 
+import ipaddress
 import uuid as uuidlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,16 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import Connection, func, select
 
+from cells import errors
 from cells.conductor.flows.boot import validate_build
+from cells.config import HostSpec, ServiceSpec
 from cells.db import instances as idb
 from cells.db.engine import Database
 from cells.network import instances as inets
+from cells.network.controller import subnet_policy
 from cells.network.schema import networks, ports, subnets
 from cells.objects.instance import utcnow_iso
+from tests.unit.api_support import make_cluster
 from tests.unit.test_api_network import api_client
 
 VICTIM_HOST = "node-victim"
@@ -203,3 +208,20 @@ async def test_segmentation_ids_come_from_the_gaps(scene: Scene) -> None:
     again = await create(scene.member)
     assert again["provider:segmentation_id"] == vnis[1]
     assert top["provider:segmentation_id"] == (1 << 24) - 1
+
+
+def test_the_clusters_own_addresses_and_netns_range_are_reserved_for_subnets() -> None:
+    """The controller's subnet policy comes from cluster.json: every host's and service's address and
+    netns.range are off limits, and min_subnet_prefix bounds a subnet's size."""
+    base = make_cluster(Path("/nonexistent"), router="tcp://10.20.0.7:5601")
+    cluster = replace(base, netns_range="10.251.0.0/16", hosts=(HostSpec("node1", "172.30.4.9"),),
+                      services=(ServiceSpec("cell1/router", "router", "ctl", "tcp://10.20.0.7:5601", "cell1"),))
+    rules = subnet_policy(cluster, {"min_subnet_prefix": 20})
+    for cidr in ("172.30.4.0/24", "10.20.0.0/28", "10.251.9.0/24", "169.254.1.0/24", "10.40.0.0/19"):
+        with pytest.raises(errors.Invalid):
+            rules.check(ipaddress.ip_network(cidr))
+    for cidr in ("172.30.5.0/24", "10.20.1.0/24", "10.250.0.0/24", "10.40.0.0/20"):
+        rules.check(ipaddress.ip_network(cidr))  # 10.250/16 is this cluster's default only
+    for cidr in ("::1/128", "fe80::/64", "ff02::/64"):
+        with pytest.raises(errors.Invalid):
+            rules.check(ipaddress.ip_network(cidr))
