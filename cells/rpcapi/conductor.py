@@ -118,7 +118,8 @@ class ConductorAPI:
         return list_reply(await self.caller.call(TOPIC, M["instance_actions"], {"uuid": uuid}, ctx))
 
     async def instance_by_address(self, ctx: RequestContext, address: str) -> dict[str, Any]:
-        """The live instance with this fixed IP (the metadata service's lookup); admin/service only."""
+        """The one live instance with this fixed IP in the cell (404 when none or several); admin/service
+        only. The metadata service asks instance_for_metadata instead: an IP alone is no identity."""
         return map_reply(await self.caller.call(TOPIC, M["instance_by_address"], {"address": address}, ctx))
 
     async def instance_for_metadata(self, ctx: RequestContext, network_id: str, address: str) -> dict[str, Any]:

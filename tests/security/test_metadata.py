@@ -23,6 +23,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from cells import errors
 from cells.context import RequestContext, admin_context
+from cells.db.schema import instances
 from cells.network import instances as inets
 from cells.network import resources
 from cells.network.schema import ip_allocations, networks, ports, subnets
@@ -225,3 +226,18 @@ def test_forged_sources_do_not_grow_the_limiter_without_bound() -> None:
         now[0] += 0.01
         limiter.allow(f"k{i}")
     assert len(limiter._buckets) <= limiter.MAX_KEYS + 1
+
+
+async def test_the_address_only_lookup_refuses_an_address_two_servers_hold(cell: Cell) -> None:
+    """instance_by_address (operators' lookup) answers only when exactly one live server holds the IP."""
+    one, two = await cell.boot("one"), await cell.boot("two")
+    for rec in (one, two):
+        await cell.wait_state(rec["uuid"], VmState.ACTIVE)
+    addresses = {"private": [{"addr": "10.7.0.5", "version": 4, "OS-EXT-IPS:type": "fixed"}]}
+    await cell.db.write(lambda conn: conn.execute(update(instances).where(instances.c.uuid == one["uuid"])
+                                                  .values(addresses=addresses)))
+    assert (await cell.conductor.instance_by_address(admin_context(), "10.7.0.5"))["uuid"] == one["uuid"]
+    await cell.db.write(lambda conn: conn.execute(update(instances).where(instances.c.uuid == two["uuid"])
+                                                  .values(addresses=addresses)))
+    with pytest.raises(errors.InstanceNotFound):
+        await cell.conductor.instance_by_address(admin_context(), "10.7.0.5")

@@ -49,20 +49,19 @@ async def instance_actions(env: FlowEnv, ctx: RequestContext, uuid: str) -> list
 
 
 def _by_address(conn: Connection, address: str) -> Any:
-    """The live, scheduled instance holding `address` as a fixed IP (a scan of the cell's
-    live instances: the fixed-IP table of the network controller can index this later)."""
+    """The one live, scheduled instance holding `address` as a fixed IP, None when none or several
+    do (a scan of the cell's live instances). The metadata service does not use this: an address
+    alone is no identity there (by_port_address)."""
     candidates = conn.execute(select(instances).where(instances.c.deleted == false(),
                                                       instances.c.host.is_not(None)))
-    for row in candidates:
-        for ips in (row.addresses or {}).values():
-            for ip in ips:
-                if ip.get("addr") == address and ip.get("OS-EXT-IPS:type", "fixed") == "fixed":
-                    return row
-    return None
+    found = [row for row in candidates
+             if any(ip.get("addr") == address and ip.get("OS-EXT-IPS:type", "fixed") == "fixed"
+                    for ips in (row.addresses or {}).values() for ip in ips)]
+    return found[0] if len(found) == 1 else None
 
 
 async def instance_by_address(env: FlowEnv, ctx: RequestContext, address: str) -> dict[str, Any]:
-    """For the metadata service, which knows a guest only by the source address of its request."""
+    """The live instance with this fixed IP (operators' and tests' lookup; admin/service only)."""
     if not (ctx.is_admin or "service" in ctx.roles):
         raise errors.Forbidden()
     if not isinstance(address, str) or not address:
