@@ -28,9 +28,13 @@ SHUTDOWN_TIMEOUT = 60.0  # seconds a guest gets to power off cleanly (Nova's shu
 MAX_CONSOLE_LINES = 100_000
 
 
-def _fault(exc: BaseException) -> dict[str, Any]:
-    message = exc.message if isinstance(exc, errors.CellcloudError) else str(exc) or type(exc).__name__
-    return {"code": 500, "message": message, "details": ""}
+def fault_of(exc: BaseException) -> dict[str, Any]:
+    """A server's fault, as Nova's exception_to_dict: an error of the tree shows its message; anything
+    else (libvirt's, the OS's: paths, host names) shows its class name, its text goes to the details,
+    which the API shows admins only."""
+    if isinstance(exc, errors.CellcloudError):
+        return {"code": 500, "message": exc.message, "details": ""}
+    return {"code": 500, "message": type(exc).__name__, "details": str(exc)}
 
 
 class ComputeActions:
@@ -109,7 +113,7 @@ class ComputeActions:
             values: dict[str, Any] = {"power_state": await self._observed_power(uuid)}
             if action == "rebuild" or (action == "reboot_hard" and values["power_state"] != PowerState.RUNNING):
                 values["vm_state"] = VmState.ERROR  # the guest is gone or half made: say so
-            await self._report(ctx, uuid, action, False, values, _fault(exc))
+            await self._report(ctx, uuid, action, False, values, fault_of(exc))
             return
         await self._report(ctx, uuid, action, True,
                            {"vm_state": vm_state, "power_state": await self._observed_power(uuid)}, None)

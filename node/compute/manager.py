@@ -30,7 +30,7 @@ from cells.rpc.liveness import FENCED
 from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
 from cells.rpcapi.moves import DiskCopyAPI
-from node.compute.actions import SHUTDOWN_TIMEOUT, ComputeActions
+from node.compute.actions import SHUTDOWN_TIMEOUT, ComputeActions, fault_of
 from node.compute.driver import LibvirtDriver, embed_uri_for_host
 from node.compute.moves import ComputeMoves
 from node.compute.volumes import VolumeAttachMixin
@@ -79,11 +79,6 @@ def power_sync_values(vm_state: str | None, recorded: int | None, actual: int | 
         return {"vm_state": VmState.STOPPED, "power_state": PowerState.SHUTDOWN if actual is None else actual}
     observed = PowerState.NOSTATE if actual is None else actual
     return {} if observed == recorded else {"power_state": observed}
-
-
-def _fault(exc: BaseException) -> dict[str, Any]:
-    message = exc.message if isinstance(exc, errors.CellcloudError) else str(exc) or type(exc).__name__
-    return {"code": 500, "message": message, "details": ""}
 
 
 def _is_deleted(inst: dict[str, Any]) -> bool:
@@ -292,7 +287,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         LOG.warning("build of %s failed (%s): %s", uuid, "will reschedule" if retryable else "final", exc)
         await self._cleanup(uuid)
         try:
-            await self.conductor.build_failed(ctx, uuid, self.host, fault=_fault(exc), retryable=retryable)
+            await self.conductor.build_failed(ctx, uuid, self.host, fault=fault_of(exc), retryable=retryable)
         except errors.CellcloudError as rpc_exc:
             LOG.error("could not report the failed build of %s: %s", uuid, rpc_exc)
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from api.compute.views import _fault
 from api.ec2.errors import from_cellcloud
 from cells import errors
+from node.compute.actions import fault_of
 from tests.unit.test_api_servers import Cloud, cloud
 
 __all__ = ["cloud"]  # fixture used by name
@@ -63,3 +65,15 @@ async def test_unavailable_cell_does_not_name_its_address(cloud: Cloud) -> None:
 def test_ec2_server_side_errors_have_fixed_texts(exc: errors.CellcloudError) -> None:
     ec2 = from_cellcloud(exc)
     assert "10.20.30.40" not in ec2.message and "ctl-node-17" not in ec2.message and "SQL" not in ec2.message
+
+
+def test_a_surprise_on_the_compute_becomes_a_fault_tenants_read_by_class_only() -> None:
+    """Nova's exception_to_dict: an exception outside the error tree (libvirt's, the OS's) is recorded
+    with its class as the message and its text as details, which the server view shows admins only."""
+    fault = fault_of(OSError(28, "No space left on device: '/var/lib/cellcloud/hosts/ctl-node-17/disk'"))
+    assert fault["message"] == "OSError" and "ctl-node-17" in fault["details"]
+    record = {"fault": dict(fault, created="2026-01-01T00:00:00.000000Z")}
+    assert _fault(record, is_admin=False) == {"code": 500, "created": "2026-01-01T00:00:00Z", "message": "OSError"}
+    assert "ctl-node-17" in str(_fault(record, is_admin=True))
+    known = fault_of(errors.ImageNotFound(image_id="img-1"))  # the tree's messages are written for users
+    assert "img-1" in known["message"]
