@@ -203,6 +203,12 @@ class DBSchemaTooNew(CellcloudError):
     code, msg = "db_schema_too_new", "Cell DB schema version {found} is newer than this code supports ({supported})"
 
 
+@_register
+class DBSchemaBehind(CellcloudError):
+    code = "db_schema_behind"
+    msg = "The {what} is at schema revision {found}, behind this code's {head}: run `cellctl db upgrade` first"
+
+
 # --- networks (cells/network, node/network) ----------------------------------
 
 @_register

@@ -5,6 +5,7 @@
     cellctl status [FILE] [--state DIR] [--json]
     cellctl host down|up HOST [FILE] [--state DIR]
     cellctl image build-tiny [FILE] [--state DIR] [--force]
+    cellctl db upgrade|status [FILE] [--state DIR] [--json]
 
 FILE defaults to ./cluster.yaml. Exit codes: 0 healthy / done, 1 something is
 down (or did not come up), 2 the cluster file is invalid (nothing started).
@@ -77,6 +78,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         (state / sub).mkdir(parents=True, exist_ok=True)
     try:
         start_managed_postgres(cluster)
+        from tools import dbctl
+
+        behind = dbctl.not_current(cluster, args.file)
+        if behind:
+            for line in behind:
+                _err(line)
+            _err("no service was started")
+            return 1
         _create_databases(cluster)
     except Exception as exc:  # noqa: BLE001 - a missing module or a DB error: report it, start nothing
         _err(f"cannot create the databases: {type(exc).__name__}: {exc}")
@@ -442,6 +451,15 @@ def cmd_image(args: argparse.Namespace) -> int:
     return _register_tiny(cluster, force=args.force)
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    from tools import dbctl
+
+    cluster = _running_config(args)
+    if args.db_command == "status":
+        return dbctl.status(cluster, print, args.json)
+    return dbctl.upgrade(cluster, print, _err)
+
+
 # --- CLI ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -469,6 +487,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("host", help="a compute host name from the cluster file")
         p.add_argument("file", nargs="?", default="cluster.yaml", help="the cluster file (default ./cluster.yaml)")
         p.add_argument("--state", help="state directory (default: state_dir of the file)")
+    db = sub.add_parser("db", help="the cluster's API and cell databases (Alembic migrations)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_helps = {"upgrade": "migrate every API and cell DB to this code's head, online (data kept)",
+                "status": "each DB's revision against this code's head"}
+    for verb, text in db_helps.items():
+        p = db_sub.add_parser(verb, help=text, description=text)
+        p.add_argument("file", nargs="?", default="cluster.yaml", help="the cluster file (default ./cluster.yaml)")
+        p.add_argument("--state", help="state directory (default: state_dir of the file)")
+        if verb == "status":
+            p.add_argument("--json", action="store_true", help="print the states as JSON")
     image = sub.add_parser("image", help="images in the cluster's image store")
     image_sub = image.add_subparsers(dest="image_command", required=True)
     tiny_help = ("build the tiny guest from Debian packages (kernel + busybox initramfs) and register it as "
@@ -482,7 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "host": cmd_host, "image": cmd_image}
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "host": cmd_host, "image": cmd_image,
+                "db": cmd_db}
     try:
         return commands[args.command](args)
     except ClusterFileError as exc:

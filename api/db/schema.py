@@ -1,10 +1,13 @@
 """The API DB: global data only (identity, flavors, images, cell and instance
 mappings). SQLAlchemy Core tables; every list filter has an index.
 
-`create_schema(url)` is idempotent: it reads `schema_version` and applies the
-missing migration steps in order, each in its own transaction. A change to a
-table is a new step in MIGRATIONS plus the matching edit of its Table below;
-released steps are never edited.
+`create_schema(url)` is idempotent: a DB not under Alembic yet (fresh, or from
+before it) gets the hand-written steps of MIGRATIONS in order, each in its own
+transaction, and is stamped at the Alembic baseline (cells/db/versioning.py); a
+DB under Alembic must be at its head (`cellctl db upgrade` migrates it,
+cells/db/migrate.py). A change to a table is now an Alembic revision in
+api/db/migrations/versions plus the matching edit of its Table below; MIGRATIONS
+is frozen.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from sqlalchemy import (
 )
 
 from api.db.engine import make_engine
+from cells.db import versioning
 
 LOG = logging.getLogger(__name__)
 metadata = MetaData()
@@ -320,8 +324,14 @@ def _v7(conn: Connection) -> None:
     metadata.create_all(conn, tables=[volume_reservations])
 
 
+# frozen: Alembic revisions (below) come after version 7
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7}
 LATEST = max(MIGRATIONS)
+# Alembic (api/db/migrations/versions), oldest first; the baseline is LATEST's schema. A change to a table
+# from now on is an Alembic revision plus the edit of its Table above (tests/unit/test_db_migrations.py).
+ALEMBIC_REVISIONS = ("a0001_baseline",)
+ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
+ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 
 
 def _current_version(conn: Connection) -> int:
@@ -349,15 +359,39 @@ def _migrate_step(conn: Connection) -> int | None:
     return step
 
 
+def legacy_upgrade(conn: Connection) -> None:
+    """The hand-written runner, every missing step in the caller's transaction (cells/db/migrate.py)."""
+    while _migrate_step(conn) is not None:
+        pass
+
+
 async def create_schema(url: str) -> None:
-    """Create or upgrade the API DB at `url` to the latest schema (idempotent)."""
+    """Create the API DB at `url` (the hand-written steps, then stamped at the Alembic baseline), or check
+    it is at the Alembic head (idempotent). Raises DBSchemaBehind when `cellctl db upgrade` is due."""
     engine = make_engine(url)
     try:
-        while True:
+        async with engine.connect() as conn:
+            revision = await conn.run_sync(versioning.revision_of)
+        if revision is None:  # fresh, or from before Alembic
+            while True:
+                async with engine.begin() as conn:
+                    step = await conn.run_sync(_migrate_step)
+                if step is None:
+                    break
+                LOG.info("API DB %s migrated to schema version %d", url, step)
             async with engine.begin() as conn:
-                step = await conn.run_sync(_migrate_step)
-            if step is None:
-                return
-            LOG.info("API DB %s migrated to schema version %d", url, step)
+                revision = await conn.run_sync(_stamp_baseline)
+        async with engine.connect() as conn:
+            await conn.run_sync(lambda c: versioning.check_current(c, revision, ALEMBIC_HEAD, ALEMBIC_REVISIONS,
+                                                                   "API DB"))
     finally:
         await engine.dispose()
+
+
+def _stamp_baseline(conn: Connection) -> str:
+    """Stamp a DB the hand-written runner just finished at the baseline, unless another process did."""
+    found = versioning.revision_of(conn)
+    if found is not None:
+        return found
+    versioning.stamp(conn, ALEMBIC_BASELINE)
+    return ALEMBIC_BASELINE

@@ -65,7 +65,7 @@ from cells.db.group_commit import GroupWriter
 T = TypeVar("T")
 UnitOfWork = Callable[[Connection], T]
 
-_WRITE_OPTION = "cells_write"
+WRITE_OPTION = "cells_write"
 READER_THREADS = 4
 
 
@@ -89,7 +89,7 @@ def driver_url(url: str) -> str:
     return url
 
 
-def _writer_lock_path(url: str) -> str | None:
+def writer_lock_path(url: str) -> str | None:
     """Where the writers of this SQLite file queue (None: no file, e.g. :memory:)."""
     db = make_url(url).database
     if not db or db == ":memory:" or db.startswith("file:"):
@@ -120,7 +120,7 @@ class _ImmediateConnection(AsyncConnection):
     __slots__ = ()
 
     def begin(self) -> AsyncTransaction:
-        self._proxied.execution_options(**{_WRITE_OPTION: True})  # in place, no I/O (raises if not started)
+        self._proxied.execution_options(**{WRITE_OPTION: True})  # in place, no I/O (raises if not started)
         return super().begin()
 
 
@@ -166,7 +166,7 @@ def make_sync_postgresql_engine(url: str) -> Engine:
 def _install_postgresql_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get(_WRITE_OPTION, False):
+        if conn.get_execution_options().get(WRITE_OPTION, False):
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK_KEY})")
 
 
@@ -187,7 +187,7 @@ def _install_sqlite_hooks(engine: Engine, settings: dbsettings.DbSettings) -> No
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        begin = "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION, False) else "BEGIN"
+        begin = "BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION, False) else "BEGIN"
         raw = conn.connection.dbapi_connection
         if isinstance(raw, sqlite3.Connection):  # the DB threads' driver: straight to it, every transaction
             raw.execute(begin)  # pays SQLAlchemy's statement machinery otherwise (~12% of a scheduler's CPU)
@@ -215,11 +215,11 @@ class Database:
             lock_path = None
             if self.sqlite:
                 self._sync = make_sync_sqlite_engine(url)
-                lock_path = _writer_lock_path(plain)
+                lock_path = writer_lock_path(plain)
                 self._write_lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600) if lock_path else None
             else:
                 self._sync = make_sync_postgresql_engine(plain)
-            self._sync_writer = self._sync.execution_options(**{_WRITE_OPTION: True})
+            self._sync_writer = self._sync.execution_options(**{WRITE_OPTION: True})
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="celldb-write")
             self._writer = GroupWriter(self._sync_writer, self._write_lock, self._write_thread,
                                        self.settings.lock_timeout, os.path.basename(self._path))

@@ -7,8 +7,15 @@ is time order on every backend, and no conversion on the hot path.
 
 `create_schema(url)` is idempotent and safe when several processes call it at
 once: it runs in one write transaction (BEGIN IMMEDIATE on SQLite, an advisory
-lock on PostgreSQL). A fresh DB gets the current tables; an older one runs the
-steps of `MIGRATIONS` from its version up.
+lock on PostgreSQL). A fresh DB gets the current tables and is stamped at the
+Alembic head; a DB from before Alembic runs the steps of `MIGRATIONS` from its
+version up and is stamped at the baseline (cells/db/versioning.py). A DB behind
+the head is refused: `cellctl db upgrade` migrates it (cells/db/migrate.py).
+
+Changing a table from now on: edit it here and add an Alembic revision in
+cells/db/migrations/versions (its ops, down_revision the previous head), then
+move ALEMBIC_HEAD and ALEMBIC_REVISIONS; tests/unit/test_db_migrations.py
+checks that the migrations build exactly these tables. MIGRATIONS is frozen.
 """
 from __future__ import annotations
 
@@ -33,13 +40,17 @@ from sqlalchemy import (
 )
 
 from cells import errors
+from cells.db import versioning
 from cells.db.engine import Database
 from cells.db.hosts import metadata as hosts_metadata
 from cells.db.volumes import metadata as volume_metadata
 from cells.network.schema import metadata as network_metadata
 from cells.objects.instance import utcnow_iso
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 5  # the hand-written runner's last version (frozen: Alembic revisions come after it)
+ALEMBIC_REVISIONS = ("c0001_baseline",)  # cells/db/migrations/versions, oldest first
+ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]  # = SCHEMA_VERSION 5
+ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 TIME = String(32)  # "2026-11-21T12:00:00.123456Z"
 
 metadata = MetaData()
@@ -219,9 +230,13 @@ MIGRATIONS: dict[int, list[Migration]] = {1: [], 2: [_v2], 3: [_v3], 4: [_v4], 5
 _PG_LOCK_KEY = 0x63656C6C  # "cell": advisory lock serializing schema changes on PostgreSQL
 
 
-def _ensure(conn: Connection, sqlite: bool) -> int:
-    if not sqlite:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+def all_metadata() -> list[MetaData]:
+    """Every table of a cell DB: these, the network's, the volumes' and the hosts' (what Alembic compares)."""
+    return [metadata, network_metadata, volume_metadata, hosts_metadata]
+
+
+def legacy_upgrade(conn: Connection) -> None:
+    """The hand-written runner: a DB from before Alembic to SCHEMA_VERSION (or a fresh one to it)."""
     current = 0
     if inspect(conn).has_table("schema_version"):
         current = conn.execute(select(schema_version.c.version)).scalar() or 0
@@ -231,7 +246,7 @@ def _ensure(conn: Connection, sqlite: bool) -> int:
     volume_metadata.create_all(conn)  # likewise the volume tables (issue 6)
     hosts_metadata.create_all(conn)  # and the operator's marks and fences of hosts (cells/db/hosts.py)
     if current == SCHEMA_VERSION:
-        return current
+        return
     if current == 0:
         metadata.create_all(conn)
     else:
@@ -240,11 +255,24 @@ def _ensure(conn: Connection, sqlite: bool) -> int:
                 step(conn)
     conn.execute(schema_version.delete())
     conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION, updated_at=utcnow_iso()))
-    return SCHEMA_VERSION
 
 
-async def ensure_schema(db: Database) -> int:
-    """Create or migrate the schema of `db` in one write transaction; returns the version now in place."""
+def _ensure(conn: Connection, sqlite: bool) -> str:
+    if not sqlite:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+    revision = versioning.revision_of(conn)
+    if revision is None:
+        fresh = not inspect(conn).get_table_names()
+        legacy_upgrade(conn)  # a fresh DB: create_all, which is the head's schema (the migration test says so)
+        revision = ALEMBIC_HEAD if fresh else ALEMBIC_BASELINE
+        versioning.stamp(conn, revision)
+    versioning.check_current(conn, revision, ALEMBIC_HEAD, ALEMBIC_REVISIONS, "cell DB")
+    return revision
+
+
+async def ensure_schema(db: Database) -> str:
+    """Create the schema of a fresh `db` (or bring one from before Alembic to the baseline) in one write
+    transaction; returns its Alembic revision. Raises DBSchemaBehind when `cellctl db upgrade` is due."""
     return await db.write(lambda conn: _ensure(conn, db.sqlite))
 
 

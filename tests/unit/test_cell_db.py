@@ -11,7 +11,7 @@ from sqlalchemy import Connection, inspect, select, text
 
 from cells import errors
 from cells.db.engine import Database
-from cells.db.schema import SCHEMA_VERSION, create_schema, ensure_schema, instances, schema_version
+from cells.db.schema import ALEMBIC_BASELINE, SCHEMA_VERSION, create_schema, ensure_schema, instances, schema_version
 from cells.objects.instance import FIELDS
 
 
@@ -53,7 +53,10 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     await create_schema(url)
     db = Database(url)
     try:
-        await db.write(lambda conn: conn.execute(schema_version.update().values(version=SCHEMA_VERSION + 1)))
+        def from_newer_runner(conn: Connection) -> None:  # a DB not under Alembic whose runner was newer
+            conn.execute(text("DROP TABLE alembic_version"))
+            conn.execute(schema_version.update().values(version=SCHEMA_VERSION + 1))
+        await db.write(from_newer_runner)
         with pytest.raises(errors.DBSchemaTooNew):
             await ensure_schema(db)
     finally:
@@ -71,8 +74,9 @@ async def test_a_v2_db_is_migrated_with_its_instances_kept(tmp_path: Path) -> No
                               "created_at, updated_at, deleted, metadata, progress, addresses, retry_hosts) VALUES "
                               "('u1', 'vm', 'p1', '{}', 'active', 1, 't', 't', 0, '{}', 0, '{}', '[]')"))
             conn.execute(schema_version.update().values(version=2))
+            conn.execute(text("DROP TABLE alembic_version"))  # from before Alembic
         await db.write(make_v2)
-        assert await ensure_schema(db) == SCHEMA_VERSION
+        assert await ensure_schema(db) == ALEMBIC_BASELINE  # the old runner's steps, then stamped
         rows = await db.read(lambda c: c.execute(select(instances.c.uuid, instances.c.key_data)).all())
         assert [tuple(r) for r in rows] == [("u1", None)]
     finally:

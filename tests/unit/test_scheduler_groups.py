@@ -13,7 +13,7 @@ from cells import errors
 from cells.db import claims
 from cells.db.engine import Database
 from cells.db.groups import AFFINITY, ANTI_AFFINITY, GroupClaim, allows
-from cells.db.schema import SCHEMA_VERSION, create_schema, ensure_schema, schema_version, server_groups
+from cells.db.schema import ALEMBIC_BASELINE, create_schema, ensure_schema, schema_version, server_groups
 from cells.db.schema import claims as claims_table
 from cells.scheduler.manager import NOT_ENOUGH_HOSTS, select_for
 from tests.unit.claim_support import claim, release
@@ -210,8 +210,9 @@ async def test_a_v3_cell_db_gains_group_claims(db_url: str) -> None:
             conn.execute(text("INSERT INTO claims (instance_uuid, host, vcpus, memory_mb, local_gb, created_at) "
                               "VALUES ('old', 'h1', 1, 512, 1, 't')"))
             conn.execute(schema_version.update().values(version=3))
+            conn.execute(text("DROP TABLE alembic_version"))  # from before Alembic
         await db.write(make_v3)
-        assert await ensure_schema(db) == SCHEMA_VERSION
+        assert await ensure_schema(db) == ALEMBIC_BASELINE
         columns = await db.read(lambda conn: {c["name"] for c in inspect(conn).get_columns("claims")})
         assert "group_uuid" in columns
         assert await place(db, spec(str(uuidlib.uuid4()), ANTI_AFFINITY), "new") in HOSTS
