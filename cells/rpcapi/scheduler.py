@@ -18,11 +18,10 @@ class SchedulerAPI:
         self.caller = caller
 
     async def select_destinations(self, ctx: RequestContext, request_spec: dict[str, Any],
-                                  instance_uuids: list[str], exclude_hosts: list[str],
-                                  alternates: int = 2) -> list[dict[str, Any]]:
-        """For each instance: {"instance_uuid", "host", "alternates": [host, ...]}.
-        The chosen host's resources are claimed in the same transaction that picks it;
-        alternates are not claimed. Raises NoValidHost when nothing fits."""
+                                  instance_uuids: list[str], exclude_hosts: list[str]) -> list[dict[str, Any]]:
+        """For each instance: {"instance_uuid", "host"}. The chosen host's resources are claimed in
+        the same transaction that picks it. Raises NoValidHost when nothing fits. A build that fails
+        on its host asks again with the hosts it tried in `exclude_hosts` (Nova's retry)."""
         return list_reply(await self.caller.call(TOPIC, M["select_destinations"],
                                       {"request_spec": request_spec, "instance_uuids": instance_uuids,
-                                       "exclude_hosts": exclude_hosts, "alternates": alternates}, ctx))
+                                       "exclude_hosts": exclude_hosts}, ctx))

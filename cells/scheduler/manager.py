@@ -40,7 +40,7 @@ NEW_HOST_WAIT = 5.0  # seconds a request that fits nowhere waits for hosts comin
 
 
 async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any], instance_uuids: list[str],
-                     exclude_hosts: list[str], alternates: int = 2) -> list[dict[str, Any]]:
+                     exclude_hosts: list[str]) -> list[dict[str, Any]]:
     """Place and claim every instance, or none (NoValidHost rolls back what this call claimed).
 
     The whole placement (read the hosts, filter, weigh, claim) is one write unit of
@@ -71,7 +71,7 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
             grouping = Grouping(resolved, peers) if resolved else None
         exclude += hdb.unusable(conn)  # fenced (declared dead, not reconciled yet) or marked down
         hosts = {h.host: h for h in claims.all_hosts(conn)}
-        return [_place_one(conn, hosts, req, uuid, alive, exclude, alternates, only, grouping)
+        return [_place_one(conn, hosts, req, uuid, alive, exclude, only, grouping)
                 for uuid in instance_uuids]
     return await db.write(place)
 
@@ -92,7 +92,7 @@ class Grouping:
 
 
 def _place_one(conn: Connection, hosts: dict[str, HostState], req: Resources, uuid: str, alive: Alive,
-               exclude: list[str], alternates: int, only: set[str] | None,
+               exclude: list[str], only: set[str] | None,
                grouping: Grouping | None) -> dict[str, Any]:
     for _ in range(2):  # a second pass re-reads usage when every candidate lost a race
         candidates = weigh(h for h in filter_hosts(hosts.values(), req, alive, exclude, only)
@@ -106,8 +106,7 @@ def _place_one(conn: Connection, hosts: dict[str, HostState], req: Resources, uu
                 hosts[cand.host] = cand.consume(req)  # spread the next instance of this request
                 if grouping is not None:
                     grouping.peers.add(cand.host)
-                alts = [c.host for c in candidates if c.host != cand.host][:max(alternates, 0)]
-                return {"instance_uuid": uuid, "host": cand.host, "alternates": alts}
+                return {"instance_uuid": uuid, "host": cand.host}
             LOG.debug("claim for %s on %s lost a race, trying the next host", uuid, cand.host)
         hosts.clear()
         hosts.update({h.host: h for h in claims.all_hosts(conn)})
@@ -157,13 +156,14 @@ class SchedulerManager:
 
     async def select_destinations(self, ctx: RequestContext, request_spec: dict[str, Any],
                                   instance_uuids: list[str], exclude_hosts: list[str],
-                                  alternates: int = 2) -> list[dict[str, Any]]:
+                                  alternates: int = 0) -> list[dict[str, Any]]:
+        # `alternates`: sent by conductors of release 3 and older; a reschedule asks again instead
         loop = asyncio.get_running_loop()
         give_up = loop.time() + NEW_HOST_WAIT
         while True:
             try:
                 return await select_for(self.db, self.live_hosts().__contains__, request_spec,
-                                        list(instance_uuids), list(exclude_hosts or ()), alternates)
+                                        list(instance_uuids), list(exclude_hosts or ()))
             except errors.NoValidHost:
                 # a compute that is (re)starting is briefly absent from the directory, or live
                 # before its first resource report lands: give it a moment rather than failing

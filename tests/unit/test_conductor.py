@@ -475,7 +475,8 @@ async def test_boot_during_a_compute_restart_waits_for_it(single_cell: Cell) -> 
     rec = await single_cell.boot()
     await asyncio.sleep(2 * BEAT)
     single_cell.run("compute/node1")  # the supervisor brings the worker back
-    active = await single_cell.wait_state(rec["uuid"], VmState.ACTIVE)
+    # the scheduler holds the boot up to NEW_HOST_WAIT; the build itself may then take a while on a loaded machine
+    active = await single_cell.wait_state(rec["uuid"], VmState.ACTIVE, timeout=15.0)
     assert active["host"] == "node1"
 
 

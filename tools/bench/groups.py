@@ -46,7 +46,7 @@ async def run(boots: int, concurrency: int, hosts: int, group_size: int) -> None
             if kind != "plain":
                 policy = "anti-affinity" if kind == "anti" else "affinity"
                 spec["group"] = {"uuid": groups[kind][i // group_size], "policy": policy}
-            return select_for(db, lambda h: True, spec, [f"{kind}-{i}"], [], 2)
+            return select_for(db, lambda h: True, spec, [f"{kind}-{i}"], [])
 
         plain, anti, aff = await _interleaved(boots, concurrency, [
             lambda i: place("plain", i), lambda i: place("anti", i), lambda i: place("aff", i)])

@@ -94,7 +94,7 @@ async def evacuate(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, An
 async def _run(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
     [sel] = await SchedulerAPI(env.service).select_destinations(
         ctx, {"flavor": mig["new_flavor"], "instance_uuid": record["uuid"]},  # its server group goes with it
-        [mig["uuid"]], [mig["source_host"]], alternates=0)
+        [mig["uuid"]], [mig["source_host"]])
     mig["dest_host"] = dest = str(sel["host"])
     await go_on(env, lambda conn: _placed(conn, env, mig))
     power = await MoveComputeAPI(env.service).rebuild_evacuated(ctx, dest, {**record, "host": dest}, mig)

@@ -168,7 +168,7 @@ async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str
     same_host = action == "resize" and env.allow_resize_to_same_host
     [sel] = await SchedulerAPI(env.service).select_destinations(
         ctx, {"flavor": mig["new_flavor"], "instance_uuid": uuid},  # the instance's server group goes with it
-        [mig["uuid"]], [] if same_host else [source], alternates=0)
+        [mig["uuid"]], [] if same_host else [source])
     mig["dest_host"] = dest = str(sel["host"])
     await go_on(env, lambda conn: _step(conn, env, mig, action, EV_PREP, EV_MOVE, MIGRATING,
                                         dest_host=dest, status="migrating"))
