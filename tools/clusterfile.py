@@ -68,6 +68,7 @@ directory that holds the file):
                                      # an ssh host runs compute/volume workers and routers; the API and
                                      # DB services of a SQLite cell are refused there
     netns: {range: 10.250.0.0/16}    # default; site i (1-based, file order) gets the i-th /24, gateway .1
+    tenant_networks: {min_subnet_prefix: 16}   # default; a tenant subnet wider than this is refused (8-29)
     security: {curve: true}          # default true: CURVE on every socket, keys in <state>/keys/;
                                      # false = plaintext, a development setting only
 
@@ -97,6 +98,7 @@ import yaml
 
 from cells.config import ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
 from cells.db import settings as dbsettings
+from cells.network.policy import DEFAULT_MIN_PREFIX
 from cells.rpc.liveness import DEFAULT_GRACE
 from tools import pgserver, remote
 
@@ -616,7 +618,8 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     p = _Parser(label, file.resolve().parent)
     raw = read_yaml(file, label)
     top = p.mapping(raw, "", ("cluster", "api", "sites", "hosts"),
-                    ("state_dir", "heartbeat_interval", "dead_after", "max_attempts", "security", "netns"))
+                    ("state_dir", "heartbeat_interval", "dead_after", "max_attempts", "security", "netns",
+                     "tenant_networks"))
     name = p.name(top["cluster"], "cluster")
     if state_dir is not None:
         state = Path(state_dir).resolve()
@@ -650,9 +653,15 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     sites = [str(s["name"]) for s in top["sites"]]
     netns = p.mapping(top.get("netns", {}), "netns", (), ("range",))
     netns_range = p.check_netns(sites, netns.get("range", "10.250.0.0/16"))
+    tenant = p.mapping(top.get("tenant_networks", {}), "tenant_networks", (), ("min_subnet_prefix",))
+    min_prefix = tenant.get("min_subnet_prefix", DEFAULT_MIN_PREFIX)
+    if isinstance(min_prefix, bool) or not isinstance(min_prefix, int) or not 8 <= min_prefix <= 29:
+        p.fail("tenant_networks.min_subnet_prefix", f"expected a prefix length from 8 to 29, got {_got(min_prefix)}")
+    services = [replace(s, options={**s.options, "min_subnet_prefix": min_prefix}) if s.kind == "network" else s
+                for s in p.services]  # the network controllers enforce it (cells/network/policy.py)
     cluster = ClusterConfig(
         name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
-        services=(*p.services, api_service, *p.api_workers), hosts=tuple(h.spec for h in p.hosts.values()),
+        services=(*services, api_service, *p.api_workers), hosts=tuple(h.spec for h in p.hosts.values()),
         heartbeat_interval=float(interval), dead_after=float(dead_after), max_attempts=attempts, curve=curve,
         list_bound=p.list_bound, sites=tuple(sites),
         netns_range=netns_range,
