@@ -11,8 +11,6 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, false, insert, or_, select, true, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.types import Boolean
 
@@ -33,19 +31,13 @@ DEFAULT_DIR = "desc"
 
 
 class name_search(GenericFunction[bool]):
-    """name_search(pattern, name): Nova's name filter, an unanchored regular-expression search.
-    On SQLite it is cells.linear_regex (registered on every connection, cells/db/engine.py): linear
-    in the name whatever the pattern, where SQLite's REGEXP (Python's re) backtracks exponentially;
-    PostgreSQL runs its own (non-backtracking without backreferences) ~ operator on the same subset."""
+    """name_search(pattern, name): Nova's name filter, an unanchored regular-expression search, in
+    cells.linear_regex (registered on every SQLite connection, cells/db/engine.py): linear in the name
+    whatever the pattern, where SQLite's REGEXP (Python's re) backtracks exponentially. Other
+    databases cannot call it: list_rows applies the same matcher to the rows there."""
     type = Boolean()
     name = "cc_name_search"
     inherit_cache = True
-
-
-@compiles(name_search, "postgresql")
-def _name_search_postgresql(element: name_search, compiler: SQLCompiler, **kw: Any) -> str:
-    pattern, name = list(element.clauses)
-    return f"({compiler.process(name, **kw)} ~ {compiler.process(pattern, **kw)})"
 
 
 def check_name_pattern(pattern: str) -> None:
@@ -123,9 +115,10 @@ def _as_bool(value: Any, what: str) -> bool:
     raise errors.Invalid(reason=f"{what} must be a boolean, not {value!r}")
 
 
-def filter_conditions(filters: Mapping[str, Any]) -> list[ColumnElement[bool]]:
+def filter_conditions(filters: Mapping[str, Any], name_in_sql: bool = True) -> list[ColumnElement[bool]]:
     """WHERE clauses for instance_list. Unknown filter keys are refused (they would
-    otherwise be silently ignored and widen a listing)."""
+    otherwise be silently ignored and widen a listing). `name_in_sql`: False where the
+    database cannot run the name matcher (the caller filters the rows)."""
     unknown = set(filters) - FILTER_KEYS
     if unknown:
         raise errors.Invalid(reason=f"unknown instance filter(s) {sorted(unknown)}; allowed: {sorted(FILTER_KEYS)}")
@@ -145,7 +138,8 @@ def filter_conditions(filters: Mapping[str, Any]) -> list[ColumnElement[bool]]:
     name = filters.get("name")
     if name:
         check_name_pattern(str(name))  # Nova treats the name filter as a regular expression (unanchored search)
-        conds.append(name_search(str(name), c.name))
+        if name_in_sql:
+            conds.append(name_search(str(name), c.name))
     if filters.get("changes_since") is not None:
         conds.append(c.updated_at >= normalize_time(filters["changes_since"], "changes_since"))
     if filters.get("deleted") is not None:
@@ -202,7 +196,9 @@ def list_rows(conn: Connection, filters: Mapping[str, Any], sort_keys: Sequence[
     order = sort_params(sort_keys, sort_dirs)
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise errors.Invalid(reason=f"limit must be a non-negative integer, not {limit!r}")
-    stmt: Select[Any] = select(*WIRE_COLUMNS).where(*filter_conditions(filters), *extra)
+    # SQLite runs the name matcher itself; elsewhere it runs here, over the rows in order, up to the limit
+    name = str(filters.get("name") or "") if conn.dialect.name != "sqlite" else ""
+    stmt: Select[Any] = select(*WIRE_COLUMNS).where(*filter_conditions(filters, name_in_sql=not name), *extra)
     if marker is not None:
         # the marker may be any instance of this cell, deleted ones too (as Nova)
         mrow = conn.execute(select(*[instances.c[k] for k, _ in order]).where(instances.c.uuid == marker)).first()
@@ -212,6 +208,17 @@ def list_rows(conn: Connection, filters: Mapping[str, Any], sort_keys: Sequence[
     for key, direction in order:
         col = instances.c[key]
         stmt = stmt.order_by(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
+    if name:
+        if limit == 0:
+            return []
+        matcher = linear_regex.compile_pattern(name)
+        out = []
+        for row in conn.execute(stmt):
+            if matcher.search(row.name or ""):
+                out.append(row)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(conn.execute(stmt))
