@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from api import cell_choice
+from api.scatter import Down, scatter
 from cells import errors
 from cells.cellrouter import RELAY, fresh, subtree_summaries
 from cells.config import CellSpec, ClusterConfig
@@ -41,7 +42,7 @@ from cells.rpcapi.conductor import TOPIC as CONDUCTOR
 from cells.rpcapi.conductor import ConductorAPI
 
 LOG = logging.getLogger(__name__)
-LIST_BOUND = 1.0  # seconds each cell has to answer a listing
+DEFAULT_BOUND = 1.0  # seconds each cell has to answer a scatter-gather (cluster.yaml api.list_bound)
 PAGE = 1000
 OVERFETCH = 1.5  # a cell's first batch: its even share of the page times this
 MIN_BATCH = 50
@@ -150,9 +151,11 @@ DownRecords = Callable[[list[str]], Awaitable[list[dict[str, Any]]]]
 
 class CellRouter:
     def __init__(self, cells: Sequence[CellClient], relayed: Sequence[RelayClient] = (),
-                 holding: Sequence[str] | None = None) -> None:
+                 holding: Sequence[str] | None = None, bound: float = DEFAULT_BOUND) -> None:
         """`cells`: top-level cells, connected directly; `relayed`: nested cells reached through them;
-        `holding`: the paths of the cells that hold instances (run a conductor; default: all)."""
+        `holding`: the paths of the cells that hold instances (run a conductor; default: all);
+        `bound`: the seconds each cell has to answer a request sent to every cell (api/scatter.py)."""
+        self.bound = bound
         self.tops: dict[str, CellClient] = {c.path: c for c in cells}
         everything: list[Cell] = [*cells, *relayed]
         self.cells: dict[str, Cell] = {c.path: c for c in everything
@@ -174,7 +177,7 @@ class CellRouter:
         holding = {s.cell for s in cluster.services if s.kind == "conductor" and s.cell}
         # a cluster that names no services (tests, tools) holds instances in every cell
         return cls(list(tops.values()), relayed, [c.path for c in cluster.cells if c.path in holding]
-                   if holding else None)
+                   if holding else None, cluster.list_bound)
 
     def start(self) -> None:
         for cell in self.tops.values():
@@ -230,7 +233,7 @@ class CellRouter:
 
     async def list_instances(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
                              sort_dirs: list[str], limit: int, marker: dict[str, Any] | None,
-                             bound: float = LIST_BOUND,
+                             bound: float | None = None,
                              down_records: DownRecords | None = None) -> list[dict[str, Any]]:
         """Instances of every cell, merge-sorted by (sort_keys, sort_dirs), after `marker` (a record).
 
@@ -238,21 +241,22 @@ class CellRouter:
         with N cells that would be N pages of work for one). A cell whose whole batch sorts
         inside the page may hold more that belongs there: it is asked for the next batch (twice
         as big) after its own last record, until no cell can change the page. A cell that fails
-        or does not answer within `bound` is down: `down_records(paths)` gives what is known of
-        its servers without it (the API's instance mappings), merged in the same order."""
+        or does not answer within `bound` (default: the router's) is down: `down_records(paths)` gives
+        what is known of its servers without it (the API's instance mappings), merged in the same order."""
+        bound = self.bound if bound is None else bound
         cells = list(self.cells.values())
         key = sort_key(sort_keys, sort_dirs)
         deadline = ctx.with_timeout(bound)
         batch = limit if len(cells) <= 1 else min(limit, max(MIN_BATCH, math.ceil(limit * OVERFETCH / len(cells))))
-        results = await asyncio.gather(*(
-            self._list_cell(cell, deadline, filters, sort_keys, sort_dirs, batch, marker, bound)
-            for cell in cells), return_exceptions=True)
+
+        async def first(cell: Cell, bounded: RequestContext) -> list[dict[str, Any]]:
+            return await self._list_cell(cell, bounded, filters, sort_keys, sort_dirs, batch, marker)
         got: dict[str, list[dict[str, Any]]] = {}
         more: set[str] = set()  # cells that filled their batch: they may hold more
         down: list[str] = []
-        for cell, result in zip(cells, results):
-            if isinstance(result, BaseException):
-                self._check_down(cell, result)
+        for cell, result in await scatter(cells, deadline, bound, first):
+            if isinstance(result, Down):
+                LOG.warning("cell %s is down for a listing: %s", cell.path, result.error)
                 down.append(cell.path)
                 continue
             got[cell.path] = result
@@ -269,43 +273,35 @@ class CellRouter:
             page = [r for _, r in zip(range(limit), heapq.merge(*got.values(), known, key=key))]
             cut = key(page[-1]) if len(page) == limit else None
             # a cell whose last record is still inside the page could have more records before the cut
-            needy = [p for p in more if got[p] and (cut is None or key(got[p][-1]) < cut)]
+            needy = [self.cells[p] for p in more if got[p] and (cut is None or key(got[p][-1]) < cut)]
             if not needy:
                 return page
             batch = min(limit, batch * 2)
-            remaining = (deadline.remaining() or bound)
-            fetched = await asyncio.gather(*(
-                asyncio.wait_for(self.cells[p].conductor.instance_list(
-                    deadline, filters, sort_keys, sort_dirs, batch, got[p][-1]["uuid"]), max(0.001, remaining))
-                for p in needy), return_exceptions=True)
-            for p, result in zip(needy, fetched):
-                if isinstance(result, BaseException):  # answered once, then not: keep what it gave
-                    self._check_down(self.cells[p], result)
-                    more.discard(p)
-                    continue
-                got[p] = got[p] + result
-                if len(result) < batch:
-                    more.discard(p)
 
-    @staticmethod
-    def _check_down(cell: Cell, exc: BaseException) -> None:
-        """A listing survives a cell that fails or times out; anything else (a bad filter) fails it."""
-        if not isinstance(exc, (errors.CellcloudError, asyncio.TimeoutError)) or isinstance(exc, errors.Invalid):
-            raise exc
-        LOG.warning("cell %s is down for a listing: %s", cell.path, exc)
+            async def next_batch(cell: Cell, bounded: RequestContext, size: int = batch) -> list[dict[str, Any]]:
+                return await cell.conductor.instance_list(bounded, filters, sort_keys, sort_dirs, size,
+                                                          got[cell.path][-1]["uuid"])
+            # what is left of the listing's bound (a cell past it has had its chance)
+            remaining = max(0.001, deadline.remaining() or bound)
+            for cell, result in await scatter(needy, deadline, remaining, next_batch):
+                if isinstance(result, Down):  # answered once, then not: keep what it gave
+                    LOG.warning("cell %s is down for a listing: %s", cell.path, result.error)
+                    more.discard(cell.path)
+                    continue
+                got[cell.path] = got[cell.path] + result
+                if len(result) < batch:
+                    more.discard(cell.path)
 
     async def _list_cell(self, cell: Cell, ctx: RequestContext, filters: dict[str, Any],
-                         sort_keys: list[str], sort_dirs: list[str], limit: int, marker: dict[str, Any] | None,
-                         bound: float) -> list[dict[str, Any]]:
+                         sort_keys: list[str], sort_dirs: list[str], limit: int,
+                         marker: dict[str, Any] | None) -> list[dict[str, Any]]:
         if not cell.reachable():  # its top-level router has been silent for 3 beats: no need to wait
             raise errors.RpcError(reason=f"cell {cell.path} is unreachable")
-        async with asyncio.timeout(bound):
-            if marker is None:
-                return await cell.conductor.instance_list(ctx, filters, sort_keys, sort_dirs, limit, None)
-            if marker.get("cell") == cell.path:
-                return await cell.conductor.instance_list(ctx, filters, sort_keys, sort_dirs, limit,
-                                                          marker["uuid"])
-            return await self._after_foreign_marker(cell, ctx, filters, sort_keys, sort_dirs, limit, marker)
+        if marker is None:
+            return await cell.conductor.instance_list(ctx, filters, sort_keys, sort_dirs, limit, None)
+        if marker.get("cell") == cell.path:
+            return await cell.conductor.instance_list(ctx, filters, sort_keys, sort_dirs, limit, marker["uuid"])
+        return await self._after_foreign_marker(cell, ctx, filters, sort_keys, sort_dirs, limit, marker)
 
     @staticmethod
     async def _after_foreign_marker(cell: Cell, ctx: RequestContext, filters: dict[str, Any],

@@ -28,17 +28,21 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.schema import instance_mappings, key_pairs, queued_deletes, quotas, volume_reservations
+from api.scatter import all_answered, scatter
 from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
 from cells.db.fast import Fast
 from cells.network import quota as netquota
+
+if TYPE_CHECKING:
+    from api.cell_router import Cell, CellRouter
 
 # Nova's and Cinder's defaults
 DEFAULTS: dict[str, int] = {
@@ -142,18 +146,14 @@ async def keypair_count(engine: AsyncEngine, user_id: str) -> int:
                                        .where(key_pairs.c.user_id == user_id))).scalar_one())
 
 
-async def compute_usage(router: Any, ctx: RequestContext, project_id: str) -> dict[str, int]:
-    """instances, cores and ram in use by the project, summed over every cell that answers.
-    A cell that cannot answer makes the count unknowable: refuse rather than over-admit."""
-    cells = list(router.cells.values())
-    results = await asyncio.gather(*(c.conductor.project_usage(ctx.with_timeout(5.0), project_id) for c in cells),
-                                   return_exceptions=True)
+async def compute_usage(router: CellRouter, ctx: RequestContext, project_id: str) -> dict[str, int]:
+    """instances, cores and ram in use by the project, summed over every cell, each within the
+    router's bound. A cell that cannot answer makes the count unknowable: refuse rather than over-admit."""
+    async def usage(cell: Cell, bounded: RequestContext) -> dict[str, Any]:
+        return await cell.conductor.project_usage(bounded, project_id)
+    results = await scatter(list(router.cells.values()), ctx, router.bound, usage)
     total = dict.fromkeys(COMPUTE_COUNTED, 0)
-    for cell, result in zip(cells, results):
-        if isinstance(result, BaseException):
-            if isinstance(result, (errors.CellcloudError, asyncio.TimeoutError)):
-                raise errors.RpcError(reason=f"cannot count usage in cell {cell.path}: {result}") from result
-            raise result
+    for _, result in all_answered(results, "a usage count"):
         for key in COMPUTE_COUNTED:
             total[key] += int(result.get(key, 0))
     return total

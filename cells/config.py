@@ -74,7 +74,7 @@ class ClusterConfig:
     curve: bool = False
     version: str = "1"
     operator_key: str = ""  # CURVE public key of cellctl and other tools
-    list_bound: float = 1.0  # seconds a cell has to answer a listing before its servers show as UNKNOWN
+    list_bound: float = 1.0  # seconds a cell has to answer a scatter-gather (api/scatter.py) before it is down
     sites: tuple[str, ...] = ()  # site names, in file order (site i's netns network is the i-th /24)
     netns_range: str = "10.250.0.0/16"  # private range routed only into the cluster's netns hosts
     # the cluster's private PostgreSQL (tools/pgserver.py) when a db is `{engine: postgresql, managed: true}`:

@@ -16,8 +16,9 @@ directory that holds the file):
       workers: 1                     # API processes (default 1), all on the listen port (SO_REUSEPORT:
                                      # the kernel spreads connections); ids api, api-2, ... Losing
                                      # one costs capacity only; each shows in `cellctl status`
-      list_bound: 1.0                # seconds each cell has to answer a listing (default 1.0); a cell
-                                     # slower than that is down: its servers list as UNKNOWN
+      list_bound: 1.0                # seconds each cell has to answer a request sent to every cell
+                                     # (default 1.0; api/scatter.py); a cell slower than that is down
+                                     # for it: in a server listing its servers list as UNKNOWN
     sites:                           # required, non-empty; a site groups cells
       - name: site1
         cells:                       # required, non-empty

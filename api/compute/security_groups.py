@@ -17,22 +17,21 @@ release: the servers' ports, then the groups they name).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
+from api.cell_router import Cell
 from api.compute import mappings
 from api.keys import CLUSTER, DB, ROUTER
+from api.scatter import answered, scatter
 from cells import errors
 from cells.context import RequestContext
 from cells.rpcapi.network import NetworkAPI
 
-LOG = logging.getLogger(__name__)
 ACTIONS = ("addSecurityGroup", "removeSecurityGroup")
-GROUPS_BOUND = 2.0  # seconds a cell has to name its servers' groups (in server views)
 INSTANCE_OWNER = "compute:nova"  # the device_owner of a server's ports
 
 
@@ -77,19 +76,16 @@ async def add_group_names(request: web.Request, ctx: RequestContext, records: Se
     for rec in records:
         if rec.get("cell") and not rec.get("down") and has_network(request, rec["cell"]):
             by_cell[rec["cell"]].append(rec)
+    if not by_cell:
+        return
+    router = request.config_dict[ROUTER]
 
-    async def one(path: str, recs: list[dict[str, Any]]) -> None:
-        api = NetworkAPI(request.config_dict[ROUTER].cell(path))
-        bounded = ctx.with_timeout(GROUPS_BOUND)
-        try:
-            names = await asyncio.wait_for(_names(api, bounded, [r["uuid"] for r in recs]), GROUPS_BOUND)
-        except (errors.CellcloudError, TimeoutError) as exc:
-            LOG.warning("security groups of servers of cell %s unknown: %s", path, exc)
-            return
-        for rec in recs:
+    async def one(cell: Cell, bounded: RequestContext) -> dict[str, list[str]]:
+        return await _names(NetworkAPI(cell), bounded, [r["uuid"] for r in by_cell[cell.path]])
+    cells = [router.cells[path] for path in by_cell if path in router.cells]  # no route: nothing to ask
+    for cell, names in answered(await scatter(cells, ctx, router.bound, one), "the security groups of server views"):
+        for rec in by_cell[cell.path]:
             rec["security_groups"] = names.get(rec["uuid"], [])
-
-    await asyncio.gather(*(one(path, recs) for path, recs in by_cell.items()))
 
 
 async def _names(api: NetworkAPI, ctx: RequestContext, uuids: list[str]) -> dict[str, list[str]]:

@@ -143,7 +143,7 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
     az = server.get("availability_zone") or DEFAULT_AZ
     if az != DEFAULT_AZ and not request.config_dict[ROUTER].zone_exists(az):  # a site or cell is a zone
         raise errors.Invalid(f"The requested availability zone is not available: {az}")
-    networking = await network_boot.resolve(request, ctx, server)  # networks, ports, security groups: 400 if unknown
+    networking = await network_boot.resolve(request.config_dict[ROUTER], ctx, server)  # networks, ports, security groups: 400 if unknown
     return BuildSpec(name=server["name"], count=max_count, flavor=flavor_dict(flavor),
                      image=boot_image, metadata=dict(server.get("metadata") or {}),
                      key_name=server.get("key_name"), key_data=key_data, availability_zone=az,

@@ -17,25 +17,23 @@ volume must be in the server's cell. At 2.1 an attachment's id is the volume's.
 """
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
+from api.cell_router import Cell
 from api.compute import mappings
 from api.http import context, is_uuid, json_body
 from api.keys import DB, ROUTER
+from api.scatter import answered, scatter
 from api.validation import validate
 from api.volume import cells as volume_cells
 from cells import errors
 from cells.context import RequestContext
 from cells.rpcapi.volume import VolumeConductorAPI
 
-LOG = logging.getLogger(__name__)
-VOLUMES_BOUND = 2.0  # seconds a cell has to say which volumes its servers hold (in server views)
 ATTACH = {
     "type": "object", "required": ["volumeAttachment"], "additionalProperties": False,
     "properties": {"volumeAttachment": {
@@ -132,20 +130,16 @@ async def add_volume_ids(request: web.Request, ctx: RequestContext, records: Seq
     for rec in records:
         if rec.get("cell") and not rec.get("down"):
             by_cell[rec["cell"]].append(rec)
+    if not by_cell:
+        return
     router = request.config_dict[ROUTER]
 
-    async def one(path: str, recs: list[dict[str, Any]]) -> None:
-        try:
-            api = VolumeConductorAPI(router.cell(path))
-            found = await asyncio.wait_for(api.volume_attachments(ctx.with_timeout(VOLUMES_BOUND),
-                                                                  [r["uuid"] for r in recs]), VOLUMES_BOUND)
-        except (errors.CellcloudError, TimeoutError) as exc:
-            LOG.warning("volumes attached to servers of cell %s unknown: %s", path, exc)
-            return
-        for rec in recs:
+    async def one(cell: Cell, bounded: RequestContext) -> dict[str, list[dict[str, Any]]]:
+        return await VolumeConductorAPI(cell).volume_attachments(bounded, [r["uuid"] for r in by_cell[cell.path]])
+    cells = [router.cells[path] for path in by_cell if path in router.cells]  # no route: nothing to ask
+    for cell, found in answered(await scatter(cells, ctx, router.bound, one), "the volumes of server views"):
+        for rec in by_cell[cell.path]:
             rec["volumes_attached"] = [a["volume_id"] for a in found.get(rec["uuid"], [])]
-
-    await asyncio.gather(*(one(path, recs) for path, recs in by_cell.items()))
 
 
 def add_routes(app: web.Application) -> None:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
+from api.cell_router import CellRouter
 from api.http import is_uuid
-from api.network.routes import find_cell, network_cells
+from api.network.cells import find_cell, network_cells
 from cells import errors
 from cells.context import RequestContext
 from cells.rpcapi.network import NetworkAPI
 
 
-async def resolve(request: web.Request, ctx: RequestContext, server: dict[str, Any]) -> dict[str, Any]:
+async def resolve(router: CellRouter, ctx: RequestContext, server: dict[str, Any]) -> dict[str, Any]:
     """{"requested_networks": [...] | None, "security_groups": [names] | None} for the request_spec."""
     nets = server.get("networks")
     if nets in ("auto", "none"):  # microversion 2.37 words: this API speaks 2.1, but be kind
@@ -29,7 +28,7 @@ async def resolve(request: web.Request, ctx: RequestContext, server: dict[str, A
             if item.get("port"):
                 port_id = str(item["port"])
                 try:
-                    _, port = await find_cell(request, ctx, "port", port_id)
+                    _, port = await find_cell(router, ctx, "port", port_id)
                 except errors.NotFound:
                     raise errors.Invalid(f"Port id {port_id} could not be found.") from None
                 if port.get("device_id"):
@@ -40,7 +39,7 @@ async def resolve(request: web.Request, ctx: RequestContext, server: dict[str, A
             if not is_uuid(net_id):
                 raise errors.Invalid(f"Bad networks format: network uuid is not in proper format ({net_id})")
             try:
-                await find_cell(request, ctx, "network", net_id)
+                await find_cell(router, ctx, "network", net_id)
             except errors.NotFound:
                 raise errors.Invalid(f"Network {net_id} could not be found.") from None
             entry = {"uuid": net_id}
@@ -50,14 +49,14 @@ async def resolve(request: web.Request, ctx: RequestContext, server: dict[str, A
     names = [str(g.get("name")) for g in server.get("security_groups") or []]
     groups = None
     if names and names != ["default"]:
-        await _groups_exist(request, ctx, names)
+        await _groups_exist(router, ctx, names)
         groups = names
     return {"requested_networks": requested, "security_groups": groups}
 
 
-async def _groups_exist(request: web.Request, ctx: RequestContext, names: list[str]) -> None:
+async def _groups_exist(router: CellRouter, ctx: RequestContext, names: list[str]) -> None:
     known: set[str] = set()
-    for cell in network_cells(request):
+    for cell in network_cells(router):
         for group in await NetworkAPI(cell).index(ctx, "security_group", {}):
             known.update((group["name"], group["id"]))
     for name in names:

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from api import quota
 from api.db.schema import quotas as quota_table
 from api.http import context, json_body
-from api.keys import ENGINE
-from api.network import routes
+from api.keys import ENGINE, ROUTER
+from api.network.cells import each_cell
 from cells import errors
 from cells.context import RequestContext
 from cells.network import quota as netquota
@@ -65,9 +65,9 @@ async def details(request: web.Request) -> web.Response:
     project = _project(request, ctx)
     used = dict.fromkeys([*LIMITED, *ABSENT], 0)
     for resource in LIMITED:
-        async def count(api: NetworkAPI, kind: str = resource) -> Any:
-            return await api.index(ctx, kind, {"project_id": project})
-        for records in await routes._each_cell(request, ctx, count):
+        async def count(api: NetworkAPI, bounded: RequestContext, kind: str = resource) -> Any:
+            return await api.index(bounded, kind, {"project_id": project})
+        for records in await each_cell(request.config_dict[ROUTER], ctx, count):
             used[resource] += len(records)
     limits = await project_limits(request, project)
     return web.json_response({"quota": {name: {"limit": limits[name], "used": used[name], "reserved": 0}

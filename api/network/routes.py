@@ -8,26 +8,22 @@ come back in Neutron's shape: {"NeutronError": {"type", "message", "detail"}}.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.cell_router import Cell, CellRouter
 from api.errors import status_and_message
 from api.http import context, json_body
 from api.keys import ROUTER, public_url
 from api.middleware import token_auth
 from api.network import quotas
+from api.network.cells import each_cell, find_cell, network_cells
 from cells import errors
-from cells.context import RequestContext
-from cells.rpcapi.network import TOPIC, NetworkAPI
+from cells.rpcapi.network import NetworkAPI
 
 LOG = logging.getLogger(__name__)
-LIST_BOUND = 2.0
 # URL collection -> (controller resource, singular body key)
 COLLECTIONS = {"networks": ("network", "network"), "subnets": ("subnet", "subnet"), "ports": ("port", "port"),
                "security-groups": ("security_group", "security_group"),
@@ -74,46 +70,6 @@ def _is_public(request: web.Request) -> bool:
     return request.method in ("GET", "HEAD") and request.path.rstrip("/") in ("/network", "/network/v2.0")
 
 
-def network_cells(request: web.Request) -> list[Cell]:
-    router: CellRouter = request.config_dict[ROUTER]
-    cells = list(router.cells.values())
-    if not cells:
-        raise errors.NoLiveMember(topic=TOPIC)
-    live = [c for c in cells if c.view.members(TOPIC)]
-    return live or cells[:1]  # nobody seen yet (start-up): the call itself waits for a member
-
-
-async def _each_cell(request: web.Request, ctx: RequestContext,
-                     fn: Callable[[NetworkAPI], Awaitable[Any]]) -> list[Any]:
-    """Ask every cell; a cell that fails or does not answer in time is left out (and logged)."""
-    cells = network_cells(request)
-    results = await asyncio.gather(*(asyncio.wait_for(fn(NetworkAPI(c)), LIST_BOUND) for c in cells),
-                                   return_exceptions=True)
-    out = []
-    for cell, result in zip(cells, results):
-        if isinstance(result, BaseException):
-            if isinstance(result, errors.Invalid):
-                raise result
-            if not isinstance(result, (errors.CellcloudError, TimeoutError)):
-                raise result
-            LOG.warning("cell %s left out of a network listing: %s", cell.path, result)
-            continue
-        out.append(result)
-    return out
-
-
-async def find_cell(request: web.Request, ctx: RequestContext, resource: str, id: str) -> tuple[NetworkAPI, Any]:
-    """(the API of the cell holding `id`, its record); the resource's NotFound when no cell has it."""
-    last: errors.CellcloudError | None = None
-    for cell in network_cells(request):
-        api = NetworkAPI(cell)
-        try:
-            return api, await api.show(ctx, resource, id)
-        except errors.NotFound as exc:
-            last = exc
-    raise last or errors.NotFound()
-
-
 def _filters(request: web.Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in set(request.query):
@@ -134,14 +90,14 @@ async def list_collection(request: web.Request) -> web.Response:
     ctx, filters = context(request), _filters(request)
     if "tenant_id" in filters and "project_id" not in filters:
         filters["project_id"] = filters.pop("tenant_id")
-    per_cell = await _each_cell(request, ctx, lambda api: api.index(ctx, resource, filters))
+    per_cell = await each_cell(request.config_dict[ROUTER], ctx, lambda api, c: api.index(c, resource, filters))
     records = [_only_fields(request, r) for cell_records in per_cell for r in cell_records]
     return web.json_response({collection.replace("-", "_"): records})
 
 
 async def show(request: web.Request) -> web.Response:
     resource, key = _resource(request.match_info["collection"])
-    _, record = await find_cell(request, context(request), resource, request.match_info["id"])
+    _, record = await find_cell(request.config_dict[ROUTER], context(request), resource, request.match_info["id"])
     return web.json_response({key: _only_fields(request, record)})
 
 
@@ -154,14 +110,14 @@ async def create(request: web.Request) -> web.Response:
             raise errors.Invalid(reason="bulk create is not supported by this cloud")
         raise errors.Invalid(reason=f"Resource body required: {{\"{key}\": {{...}}}}")
     item: dict[str, Any] = body[key]
-    api = NetworkAPI(network_cells(request)[0])
+    api = NetworkAPI(network_cells(request.config_dict[ROUTER])[0])
     parent = item.get("network_id") if resource in ("subnet", "port") else \
         item.get("security_group_id") if resource == "security_group_rule" else None
     owner = item.get("project_id") or item.get("tenant_id") or ctx.project
     if isinstance(parent, str):
         try:
-            api, parent_record = await find_cell(request, ctx, "network" if resource != "security_group_rule"
-                                                 else "security_group", parent)
+            parent_kind = "network" if resource != "security_group_rule" else "security_group"
+            api, parent_record = await find_cell(request.config_dict[ROUTER], ctx, parent_kind, parent)
             if resource != "port":  # a subnet or rule belongs to its network's or group's project
                 owner = parent_record.get("project_id") or owner
         except errors.NotFound:
@@ -179,14 +135,14 @@ async def update(request: web.Request) -> web.Response:
     body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get(key), dict):
         raise errors.Invalid(reason=f"Resource body required: {{\"{key}\": {{...}}}}")
-    api, _ = await find_cell(request, ctx, resource, request.match_info["id"])
+    api, _ = await find_cell(request.config_dict[ROUTER], ctx, resource, request.match_info["id"])
     return web.json_response({key: await api.update(ctx, resource, request.match_info["id"], body[key])})
 
 
 async def delete(request: web.Request) -> web.Response:
     resource, _ = _resource(request.match_info["collection"])
     ctx = context(request)
-    api, _ = await find_cell(request, ctx, resource, request.match_info["id"])
+    api, _ = await find_cell(request.config_dict[ROUTER], ctx, resource, request.match_info["id"])
     await api.delete(ctx, resource, request.match_info["id"])
     return web.Response(status=204)
 

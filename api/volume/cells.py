@@ -3,7 +3,7 @@
 Volumes live in the cell DBs, like servers, but the API keeps no volume
 mapping: a show, update or delete asks the cells at once and takes the one
 that knows the id (one cell answers in one round trip; many answer in
-parallel). A listing asks every cell within a bound and merges, newest first;
+parallel). A listing asks every cell within the router's bound and merges, newest first;
 a cell that fails to answer is left out (and logged), as the server list does.
 A new volume goes to a cell in the requested availability zone that has a
 live volume host (`volume.<host>` in its directory), else to the first cell
@@ -11,19 +11,16 @@ in the zone: its conductor then puts the volume in `error` with the reason.
 """
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from api import cell_choice
 from api.cell_router import Cell, CellClient, CellRouter
+from api.scatter import all_answered, answered, scatter
 from cells import errors
 from cells.context import RequestContext
 from cells.rpcapi.volume import VolumeConductorAPI
 
-LOG = logging.getLogger(__name__)
-LIST_BOUND = 2.0  # seconds each cell has to answer
 T = TypeVar("T")
 
 
@@ -37,22 +34,11 @@ def _cells(router: CellRouter) -> list[Cell]:
 async def _each(router: CellRouter, ctx: RequestContext,
                 fn: Callable[[VolumeConductorAPI, RequestContext], Awaitable[T]],
                 strict: bool = False) -> list[tuple[Cell, T]]:
-    """fn on every cell at once. A cell that fails is left out, or (strict) fails the request."""
-    cells = _cells(router)
-    bounded = ctx.with_timeout(LIST_BOUND)
-    results = await asyncio.gather(*(asyncio.wait_for(fn(VolumeConductorAPI(c), bounded), LIST_BOUND)
-                                     for c in cells), return_exceptions=True)
-    out: list[tuple[Cell, T]] = []
-    for cell, result in zip(cells, results):
-        if isinstance(result, BaseException):
-            if isinstance(result, errors.Invalid) or not isinstance(result, (errors.CellcloudError, TimeoutError)):
-                raise result
-            if strict:
-                raise errors.RpcError(reason=f"cell {cell.path} did not answer: {result}") from result
-            LOG.warning("cell %s left out of a volume request: %s", cell.path, result)
-            continue
-        out.append((cell, result))
-    return out
+    """fn on every cell at once (api/scatter.py). A cell that fails is left out, or (strict) fails the request."""
+    async def one(cell: Cell, bounded: RequestContext) -> T:
+        return await fn(VolumeConductorAPI(cell), bounded)
+    results = await scatter(_cells(router), ctx, router.bound, one)
+    return all_answered(results, "a volume request") if strict else answered(results, "a volume request")
 
 
 async def find(router: CellRouter, ctx: RequestContext, volume_id: str) -> tuple[VolumeConductorAPI, dict[str, Any]]:
