@@ -16,7 +16,7 @@ APT_PACKAGES := python3-venv gcc python3-dev libvirt-dev pkg-config libvirt-daem
 	qemu-system-x86 qemu-utils qemu-block-extra dnsmasq-base tgt nftables iproute2 iputils-ping lz4 busybox-static \
 	openssh-client openssh-server postgresql
 
-.PHONY: deps apt up down status lint test test-fast bench
+.PHONY: deps apt up down status lint test test-fast chaos bench
 
 deps: $(STAMP)
 
@@ -65,6 +65,13 @@ test: deps lint
 test-fast: deps
 	@rc=0; $(BIN)/pytest -q -rs -m "not slow" || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; fi; \
+	exit $$rc
+
+# The full kill matrix: every service kind kill -9'd during a burst (tests/chaos; make test runs its quick
+# tier), then the matrix with its figures (tools/bench/chaos.py). Fails if either does.
+chaos: deps
+	@rc=0; $(BIN)/pytest -q -rs --chaos tests/chaos || rc=$$?; \
+	echo "== tools/bench/chaos.py"; $(BIN)/python -m tools.bench.chaos || rc=1; \
 	exit $$rc
 
 # Runs every benchmark even when one fails; fails at the end if any did.

@@ -39,6 +39,21 @@ BLOCKED_LOOP_LIMIT = 1.0  # CPU seconds one callback may hold its event loop
 STALLED_LOOP_LIMIT = 5.0  # wall seconds one callback may hold it (a blocking wait)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--chaos", action="store_true",
+                     help="run the full kill matrix (tests/chaos: every service kind), not only its quick tier")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Cases marked chaos_full are skipped (with the reason, listed by -rs) unless --chaos is given."""
+    if config.getoption("--chaos"):
+        return
+    skip = pytest.mark.skip(reason="full kill matrix only: make chaos (pytest --chaos)")
+    for item in items:
+        if item.get_closest_marker("chaos_full") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _scrubbed_environment() -> Iterator[None]:
     """No OS_* / AWS_* variable of the caller's shell reaches a test or what it starts."""

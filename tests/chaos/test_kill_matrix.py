@@ -1,0 +1,59 @@
+"""Kill anything, lose nothing (issue 14): for each service kind, `kill -9` during a burst of boots
+and deletes (and volume creates, for the volume worker) on a real cluster (cellctl up: two hosts on
+libvirt's test driver, node1 also a volume host). tools/chaos.py runs a case; each test asserts:
+- the kill caught work in flight (requests unanswered or boots not yet built), so the case tested
+  something;
+- the service served again (the supervisor restarted it) within tools/chaos.RECOVERY_BOUND;
+- every request the API accepted reached a final state (boot: ACTIVE, ERROR or SHUTOFF with no task;
+  delete: gone; volume: available or error) within tools/chaos.SETTLE, none left transitional;
+- no accepted boot ended in ERROR: a kill must not fail a build (the builds it catches are retried or
+  rescheduled, DESIGN's boot flow);
+- after deleting all of the case's servers and volumes nothing is left: instance rows, claims, ports,
+  fixed IPs, volume attachments and files, and the project's quota usage is what it was before.
+Domains are not checked: the test driver's live in the compute process and die with it (so a killed
+compute's built servers end SHUTOFF, counted apart in the result).
+
+The quick tier (QUICK) runs in `make test`; every kind runs with `pytest --chaos` (`make chaos`).
+tools/bench/chaos.py prints the same cases as a matrix with their figures."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tools import chaos
+from tools.devcluster import RunningCluster, running_cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# The kinds that passed every run on main when this landed (api 6 of 6, router 9 of 9; ~5 s a case
+# here, the cluster ~15 s). Full tier only, as they fail on main, intermittently: conductor (a boot the
+# killed conductor held stays BUILD/scheduling for good; a boot sent during the kill gets a 500),
+# scheduler and network (boots caught by the kill end in ERROR), compute (the builds the kill catches end
+# in ERROR, not rescheduled: being reworked with suspect/dead liveness), volume (a volume whose create
+# the kill caught stays 'creating').
+QUICK = ("api", "router")
+
+
+def _kinds() -> list[object]:
+    return [k if k in QUICK else pytest.param(k, marks=pytest.mark.chaos_full) for k in chaos.KINDS]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    root = tmp_path_factory.mktemp("chaos")
+    with running_cluster(root / "cluster", **chaos.chaos_cluster_options(root)) as c:
+        yield c
+
+
+@pytest.mark.parametrize("kind", _kinds())
+def test_kill_9_during_a_burst_loses_nothing(cluster: RunningCluster, kind: str) -> None:
+    chaos.wait_healthy(cluster)
+    result = chaos.run_case(cluster, kind)
+    report = result.describe()
+    assert result.in_flight > 0, f"the kill caught nothing in flight:\n{report}"
+    assert result.accepted > 0, report
+    assert result.recovery is not None, f"{result.service} did not serve again:\n{report}"
+    assert result.stuck == [], report
+    assert result.final == result.accepted, report
+    assert result.errored == 0, f"the kill failed builds:\n{report}"
+    assert result.leaked == [], report
