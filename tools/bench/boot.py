@@ -12,7 +12,11 @@ Then the quota comparison (issue 14): the same burst into the project with its
 instances quota set (so every boot counts usage) and with quotas unlimited,
 alternated `--rounds` times each, and the ratio of the two rates. Goal >= 0.8x.
 
-    .venv/bin/python tools/bench/boot.py [--latency 50] [--burst 200] [--concurrency 32]
+`--db postgresql` then runs the same measurements on a second cluster whose API and cell DBs are on a
+managed PostgreSQL (tools/pgserver.py) and prints its boots/s and p50 beside SQLite's, with the ratio
+(issue 15 goal >= 0.7x).
+
+    .venv/bin/python tools/bench/boot.py [--latency 50] [--burst 200] [--concurrency 32] [--db postgresql]
 """
 from __future__ import annotations
 
@@ -54,7 +58,21 @@ def cpu_seconds(cluster: RunningCluster) -> dict[str, float]:
         used[pidfile.stem] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     me = resource.getrusage(resource.RUSAGE_SELF)
     used["(bench client)"] = me.ru_utime + me.ru_stime
+    postmaster = cluster.state / "postgres" / "data" / "postmaster.pid"
+    if postmaster.exists():
+        used["(postgresql server)"] = _tree_cpu(int(postmaster.read_text().split()[0]), tick)
     return used
+
+
+def _tree_cpu(pid: int, tick: int) -> float:
+    """CPU of a managed PostgreSQL: the postmaster, its live backends, and those that exited (cutime, cstime)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (OSError, ValueError):
+        return 0.0
+    own = sum(int(f) for f in fields[11:15]) / tick  # utime, stime, cutime, cstime
+    return own + sum(_tree_cpu(int(c), tick) for c in children)
 
 
 def per_boot(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
@@ -214,14 +232,43 @@ def main() -> None:
                         help="boots for the throughput run (each m1.tiny claims 1 GB of the real disk)")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2, help="bursts with and without an instances quota, each")
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="postgresql: measure a managed-PostgreSQL cluster too, beside SQLite")
     args = parser.parse_args()
+    by_db: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="cellcloud-bench-") as tmp:
+        os.chmod(tmp, 0o711)  # a managed PostgreSQL runs as the postgres user when root: it must reach its dir
         node = Path(tmp) / "testnode.xml"
         node.write_text(TEST_NODE)
         uri = f"test://{node}"
         raw = raw_libvirt(uri, args.latency)
-        with running_cluster(Path(tmp) / "cluster", virt_uri=uri) as cluster:
-            r = asyncio.run(measure(cluster, args.latency, args.burst, args.concurrency, args.rounds))
+        for db in ("sqlite", "postgresql") if args.db == "postgresql" else ("sqlite",):
+            with running_cluster(Path(tmp) / f"cluster-{db}", virt_uri=uri, postgres=db == "postgresql") as cluster:
+                by_db[db] = asyncio.run(measure(cluster, args.latency, args.burst, args.concurrency, args.rounds))
+    report(args, by_db["sqlite"], raw)
+    if "postgresql" in by_db:
+        compare_dbs(args, by_db["sqlite"], by_db["postgresql"])
+
+
+def compare_dbs(args: argparse.Namespace, lite: dict[str, Any], pg: dict[str, Any]) -> None:
+    ms = 1000.0
+    print(f"PostgreSQL (managed, unix socket) beside SQLite, same run, same bursts ({args.burst} boots,"
+          f" {args.concurrency} clients)")
+    for name, r in (("SQLite", lite), ("PostgreSQL", pg)):
+        rates = [r["rate"], *r["quota_rates"]["unlimited"]]
+        print(f"  {name:10} sustained {sum(rates) / len(rates):5.0f} boots/s (bursts: {' '.join(f'{x:.0f}' for x in rates)})"
+              f"  boot p50 {pct(r['boots'], .5) * ms:6.2f} ms  p99 {pct(r['boots'], .99) * ms:6.2f} ms,"
+              f" {r['errors']} in ERROR")
+    lite_rate = sum([lite["rate"], *lite["quota_rates"]["unlimited"]])
+    pg_rate = sum([pg["rate"], *pg["quota_rates"]["unlimited"]])
+    print(f"  ratio PostgreSQL / SQLite: boots/s {pg_rate / lite_rate:.2f}x (goal >= 0.7x),"
+          f" boot p50 {pct(pg['boots'], .5) / pct(lite['boots'], .5):.2f}x")
+    print("  CPU ms per server in a burst, by process: SQLite | PostgreSQL")
+    for name in sorted(set(lite["cpu_burst"]) | set(pg["cpu_burst"])):
+        print(f"    {name:28} {lite['cpu_burst'].get(name, 0.0) * ms:6.2f} | {pg['cpu_burst'].get(name, 0.0) * ms:6.2f}")
+
+
+def report(args: argparse.Namespace, r: dict[str, Any], raw: list[float]) -> None:
     ms = 1000.0
     print(f"boot through the REST API, libvirt test hypervisor, one cell, {args.latency} sequential boots")
     print(f"  API GET floor            p50 {pct(r['floor'], .5) * ms:7.2f} ms  p99 {pct(r['floor'], .99) * ms:7.2f} ms")
