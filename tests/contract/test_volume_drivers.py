@@ -9,7 +9,6 @@ configfs) is skipped with the reason its own detection gives.
 from __future__ import annotations
 
 import shutil
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -31,15 +30,10 @@ from node.volume.targets.lio import LioTarget
 from node.volume.targets.local import LocalTarget
 from node.volume.targets.nbd import NbdTarget
 from node.volume.targets.tgt import TgtTarget
+from tools.devcluster import free_port
 
 HOST = "vol1"
 CONNECTOR = {"host": HOST, "ip": "127.0.0.1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def qemu_url(info: dict[str, Any]) -> tuple[str, str]:

@@ -24,7 +24,8 @@ from node.volume.targets import tgt as tgt_mod
 from node.volume.targets.nbd import NbdTarget
 from node.volume.targets.nbd_gate import IHAVEOPT, OPT_LIST
 from node.volume.targets.tgt import TgtTarget, acls
-from tests.contract.test_volume_drivers import free_port, qemu_io
+from tests.contract.test_volume_drivers import qemu_io
+from tools.devcluster import free_port
 
 HERE = {"host": "compute-here", "ip": "127.0.0.1"}  # where qemu-io runs
 ELSEWHERE = {"host": "compute-elsewhere", "ip": "127.0.0.2"}

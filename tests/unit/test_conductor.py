@@ -4,7 +4,6 @@ directory, a real SQLite cell DB, and a fake compute worker at the process bound
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +34,7 @@ from cells.rpcapi.conductor import ConductorAPI
 from cells.rpcapi.scheduler import SURFACE as SCHEDULER
 from cells.scheduler.manager import SchedulerManager
 from cells.service import Service
+from tools.devcluster import free_port
 
 BEAT = 0.2
 DEAD_AFTER = 8 * BEAT  # the cells' grace: a host silent this long is dead (suspect before)
@@ -42,12 +42,6 @@ FLAVOR = {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1, "ephe
 BUILD_TASKS: list[str | None] = [TaskState.SCHEDULING, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING]
 EPOCH = "1970-01-01T00:00:00Z"  # changes_since this lists deleted instances too
 USER = RequestContext(project="p1", user="u1", roles=("member",))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class FakeCompute:

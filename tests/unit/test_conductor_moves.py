@@ -27,7 +27,8 @@ from cells.objects import versions
 from cells.objects.instance import PowerState, VmState, utcnow_iso
 from cells.rpcapi.moves import DISK_COPY_VERSION, MoveConductorAPI
 from tests.unit.claim_support import claim
-from tests.unit.test_conductor import FLAVOR, USER, Cell, FakeCompute, free_port, until_async
+from tests.unit.test_conductor import FLAVOR, USER, Cell, FakeCompute, until_async
+from tools.devcluster import free_port
 
 SMALL = {"id": "2", "name": "m1.small", "vcpus": 1, "ram": 1024, "disk": 2, "ephemeral": 0, "swap": 0}
 FULL = {"id": "9", "name": "whole-host", "vcpus": 1, "ram": 2048, "disk": 1, "ephemeral": 0, "swap": 0}

@@ -17,7 +17,8 @@ from cells.context import admin_context
 from cells.db import actions
 from cells.db.schema import instances
 from cells.objects.instance import VmState
-from tests.unit.test_conductor import FLAVOR, Cell, free_port, until_async
+from tests.unit.test_conductor import FLAVOR, Cell, until_async
+from tools.devcluster import free_port
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from cells.rpc.server import RpcServer
 from cells.rpcapi.moves import COMPUTE_METHODS
 from node.compute import disks
 from node.compute.driver import LibvirtDriver
-from tools.bench.rpc import free_port
+from tools.devcluster import free_port
 
 SURFACE = {m.name: m for m in COMPUTE_METHODS if m.name == "read_disk"}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import socket
 import statistics
 import time
 from typing import Any
@@ -24,17 +23,12 @@ from cells.rpc import wire
 from cells.rpc.client import RpcClient
 from cells.rpc.principal import CONDUCTOR, callers
 from cells.rpc.server import RpcServer
+from tools.devcluster import free_port
 
 SURFACE = wire.surface(wire.Method("echo", callers=callers(CONDUCTOR)),
                        wire.Method("note", cast=True, callers=callers(CONDUCTOR)))
 PAYLOAD = {"uuid": "9d9f2a4e-1c5b-4b3a-8f7e-0a1b2c3d4e5f", "vm_state": "active", "task_state": None,
            "power_state": 1, "host": "node1", "flavor": {"vcpus": 1, "ram": 512, "disk": 1}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Echo:
