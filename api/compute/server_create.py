@@ -1,31 +1,30 @@
-"""POST /servers, step by step: validate -> resolve -> map -> build.
+"""A boot, step by step: validate -> resolve -> map -> build (api/compute/service.py `create`
+runs it for POST /servers and EC2's RunInstances).
 
-Everything the request names (flavor, image, key, zone, groups) is checked
-before anything is written, so an invalid request creates nothing. The
-instance mappings are written before the conductor call (a server must be
-findable the moment the cell has it) and removed again if that call fails.
+A `BootRequest` is what either API asks for, typed and checked. Everything it
+names (flavor, image, key, zone, networks, groups) is checked before anything is
+written, so an invalid request creates nothing. The instance mappings are written
+before the conductor call (a server must be findable the moment the cell has it)
+and removed again if that call fails.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import string
 import uuid
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from sqlalchemy import Connection
 
 from api import quota
-from api.compute import keypairs, placement, server_groups
+from api.compute import keypairs, server_groups
 from api.compute.flavors import flavor_dict, flavor_of
 from api.compute.schemas import SERVER_CREATE
-from api.compute.views import DEFAULT_AZ, server_created
-from api.http import context, id_from_href, is_uuid, json_body
+from api.compute.views import DEFAULT_AZ
+from api.http import id_from_href, is_uuid
 from api.image import images as image_db
-from api.keys import DB, ENGINE, ROUTER, public_url
 from api.network import boot as network_boot
 from api.validation import validate
 from cells import errors
@@ -33,9 +32,66 @@ from cells.context import RequestContext
 from cells.db.fast import AnyRow
 from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
 
+if TYPE_CHECKING:
+    from api.compute.service import ComputeContext
+
 LOG = logging.getLogger(__name__)
 MAX_PER_REQUEST = 100  # one request's bound; the instances quota (api/quota.py) is the real limit
 _PASSWORD_CHARS = string.ascii_letters + string.digits
+_SERVER = SERVER_CREATE["properties"]["server"]["properties"]
+# the fields either API fills from its own input, checked as Nova's schema checks them
+_CHECKED = {"name": "name", "key_name": "key_name", "availability_zone": "availability_zone",
+            "user_data": "user_data", "access_ipv4": "accessIPv4", "access_ipv6": "accessIPv6"}
+
+
+@dataclass(frozen=True)
+class BootRequest:
+    """What a boot asks for, whichever API it came through (Nova's create body, EC2's RunInstances).
+    Built only valid: the text fields pass Nova's schema for them (a 400 otherwise)."""
+    name: str
+    flavor_ref: str
+    image_ref: str | None = None  # an image id or a link ending in one; None: a local image BDM at index 0
+    min_count: int = 1
+    max_count: int | None = None  # None: min_count
+    key_name: str | None = None
+    user_data: str | None = None  # base64
+    availability_zone: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    personality: list[dict[str, Any]] = field(default_factory=list)
+    networks: list[dict[str, Any]] | str | None = None  # Nova's `networks`
+    security_groups: list[str] = field(default_factory=list)  # group names
+    access_ipv4: str | None = None
+    access_ipv6: str | None = None
+    block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
+    block_device_mapping_v2: list[dict[str, Any]] = field(default_factory=list)
+    hints: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, schema_field in _CHECKED.items():
+            value = getattr(self, name)
+            if value is not None:
+                validate(_SERVER[schema_field], value, schema_field)
+        if self.min_count < 1 or (self.max_count is not None and self.max_count < 1):
+            raise errors.Invalid("min_count and max_count must be at least 1")
+
+    @classmethod
+    def from_nova(cls, body: Any) -> BootRequest:
+        """A Nova 2.1 create body, checked against its schema first."""
+        validate(SERVER_CREATE, body)
+        server: dict[str, Any] = body["server"]
+        return cls(name=server["name"], flavor_ref=str(server["flavorRef"]), image_ref=server.get("imageRef"),
+                   min_count=_count(server.get("min_count"), 1),
+                   max_count=None if server.get("max_count") is None else int(server["max_count"]),
+                   key_name=server.get("key_name"), user_data=server.get("user_data"),
+                   availability_zone=server.get("availability_zone"),
+                   metadata=dict(server.get("metadata") or {}), personality=list(server.get("personality") or []),
+                   networks=server.get("networks"),
+                   security_groups=[str(g.get("name")) for g in server.get("security_groups") or []],
+                   access_ipv4=server.get("accessIPv4"), access_ipv6=server.get("accessIPv6"),
+                   block_device_mapping=list(server.get("block_device_mapping") or []),
+                   block_device_mapping_v2=list(server.get("block_device_mapping_v2") or []),
+                   hints=dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {}))
+
 
 
 @dataclass(frozen=True)
@@ -63,15 +119,15 @@ def _count(value: Any, default: int) -> int:
     return default if value is None else int(value)
 
 
-def _image_id(server: dict[str, Any]) -> str:
+def _image_id(boot: BootRequest) -> str:
     """imageRef is an image id or a link ending in one; without it, a local image BDM at boot index 0."""
-    ref = server.get("imageRef") or ""
+    ref = boot.image_ref or ""
     if ref:
         candidate = id_from_href(ref)
         if not is_uuid(candidate):
             raise errors.Invalid("Invalid imageRef provided.")
         return candidate
-    for bdm in server.get("block_device_mapping_v2") or []:
+    for bdm in boot.block_device_mapping_v2:
         if str(bdm.get("boot_index")) == "0" and bdm.get("source_type") == "image" and bdm.get("uuid"):
             if bdm.get("destination_type", "local") != "local":
                 break
@@ -79,25 +135,25 @@ def _image_id(server: dict[str, Any]) -> str:
     raise errors.Invalid("Booting from a volume is not supported by this cloud: give an imageRef.")
 
 
-def _check_bdms(server: dict[str, Any]) -> None:
-    if server.get("block_device_mapping"):
+def _check_bdms(boot: BootRequest) -> None:
+    if boot.block_device_mapping:
         raise errors.Invalid("Block device mappings (v1) are not supported by this cloud.")
-    for bdm in server.get("block_device_mapping_v2") or []:
+    for bdm in boot.block_device_mapping_v2:
         if bdm.get("destination_type") == "volume" or bdm.get("source_type") in ("volume", "snapshot"):
             raise errors.Invalid("Volumes are not supported by this cloud yet.")
 
 
 def _lookups(conn: Connection, ctx: RequestContext,
-             server: dict[str, Any]) -> tuple[dict[str, int], AnyRow, AnyRow, dict[str, Any]]:
+             boot: BootRequest) -> tuple[dict[str, int], AnyRow, AnyRow, dict[str, Any]]:
     """(quota limits, flavor, image, the image's boot snapshot) of a boot, with the checks between
     them in their order."""
     limits = quota.limits_of(conn, str(ctx.project))
-    quota.check_metadata(limits, len(server.get("metadata") or {}))
-    quota.check_injected_files(limits, server.get("personality") or [])
-    _check_bdms(server)
-    image_id = _image_id(server)
+    quota.check_metadata(limits, len(boot.metadata))
+    quota.check_injected_files(limits, boot.personality)
+    _check_bdms(boot)
+    image_id = _image_id(boot)
     try:
-        flavor = flavor_of(conn, ctx, id_from_href(str(server["flavorRef"])))
+        flavor = flavor_of(conn, ctx, id_from_href(boot.flavor_ref))
     except errors.FlavorNotFound:
         raise errors.Invalid("Invalid flavorRef provided.") from None
     if flavor.disabled:
@@ -110,21 +166,20 @@ def _lookups(conn: Connection, ctx: RequestContext,
     return limits, flavor, image, boot_image
 
 
-async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any]) -> BuildSpec:
-    server: dict[str, Any] = body["server"]
-    min_count = _count(server.get("min_count"), 1)
-    max_count = _count(server.get("max_count"), min_count)
+async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) -> BuildSpec:
+    min_count = boot.min_count
+    max_count = _count(boot.max_count, min_count)
     if min_count > max_count:
         raise errors.Invalid("min_count must be <= max_count")
     if max_count > MAX_PER_REQUEST:
         raise errors.QuotaExceeded(resource="instances", requested=max_count, limit=MAX_PER_REQUEST)
-    hints = dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {})
+    hints = dict(boot.hints)
     group = None
     if hints.get("group") is not None:  # the first check that can fail, as before: the limits read cannot
-        async with request.config_dict[ENGINE].connect() as conn:
+        async with cc.engine.connect() as conn:
             group = await server_groups.for_boot(conn, ctx, hints)
     # the rest in one unit of work: one thread hop instead of ~20 through the AsyncEngine
-    limits, flavor, image, boot_image = await request.config_dict[DB].read(lambda conn: _lookups(conn, ctx, server))
+    limits, flavor, image, boot_image = await cc.db.read(lambda conn: _lookups(conn, ctx, boot))
     if image.status != "active":
         raise errors.Invalid(f"Image {image.id} is not active.")
     if image.min_ram and image.min_ram > flavor.ram:
@@ -134,21 +189,22 @@ async def resolve(request: web.Request, ctx: RequestContext, body: dict[str, Any
     if flavor.disk and ((image.min_disk or 0) > flavor.disk or biggest > flavor.disk * (1 << 30)):
         raise errors.Invalid("Flavor's disk is too small for requested image.")
     key_data = None
-    if server.get("key_name") is not None:
+    if boot.key_name is not None:
         try:
-            pair = await keypairs.get(request.config_dict[ENGINE], str(ctx.user), server["key_name"])
+            pair = await keypairs.get(cc.engine, str(ctx.user), boot.key_name)
             key_data = pair.public_key.strip()  # the key line (an imported file's newline is not part of it)
         except keypairs.KeypairNotFound:
             raise errors.Invalid("Invalid key_name provided.") from None
-    az = server.get("availability_zone") or DEFAULT_AZ
-    if az != DEFAULT_AZ and not request.config_dict[ROUTER].zone_exists(az):  # a site or cell is a zone
+    az = boot.availability_zone or DEFAULT_AZ
+    if az != DEFAULT_AZ and not cc.router.zone_exists(az):  # a site or cell is a zone
         raise errors.Invalid(f"The requested availability zone is not available: {az}")
-    networking = await network_boot.resolve(request.config_dict[ROUTER], ctx, server)  # networks, ports, security groups: 400 if unknown
-    return BuildSpec(name=server["name"], count=max_count, flavor=flavor_dict(flavor),
-                     image=boot_image, metadata=dict(server.get("metadata") or {}),
-                     key_name=server.get("key_name"), key_data=key_data, availability_zone=az,
-                     user_data=server.get("user_data"),
-                     access_ipv4=server.get("accessIPv4"), access_ipv6=server.get("accessIPv6"), hints=hints,
+    # networks, ports, security groups: 400 if unknown
+    networking = await network_boot.resolve(cc.router, ctx, boot.networks, boot.security_groups)
+    return BuildSpec(name=boot.name, count=max_count, flavor=flavor_dict(flavor),
+                     image=boot_image, metadata=dict(boot.metadata),
+                     key_name=boot.key_name, key_data=key_data, availability_zone=az,
+                     user_data=boot.user_data,
+                     access_ipv4=boot.access_ipv4, access_ipv6=boot.access_ipv6, hints=hints,
                      min_count=min_count, networking=networking, limits=limits, group=group)
 
 
@@ -177,43 +233,6 @@ def request_spec(spec: BuildSpec, ctx: RequestContext, records: list[dict[str, A
             "availability_zone": spec.availability_zone, "scheduler_hints": spec.hints, **spec.networking,
             "port_quota": spec.limits.get("port", -1),  # the ports the boot makes count (checked in their write)
             **server_groups.spec_part(spec.group)}
-
-
-async def create(request: web.Request) -> web.Response:
-    ctx = context(request)
-    body = await json_body(request)
-    uuids = await create_servers(request, ctx, body)
-    admin_pass = server_admin_pass(body["server"])
-    base = public_url(request)
-    return web.json_response(server_created(base, uuids[0], admin_pass, body["server"].get("security_groups")),
-                             status=202,
-                             headers={"Location": f"{base}/compute/v2.1/servers/{uuids[0]}"})
-
-
-async def create_servers(request: web.Request, ctx: RequestContext, body: Any) -> list[str]:
-    """Validate a Nova create body and boot it; the new servers' ids (EC2's RunInstances boots through here)."""
-    validate(SERVER_CREATE, body)
-    spec = await resolve(request, ctx, body)
-    router, engine, db = request.config_dict[ROUTER], request.config_dict[ENGINE], request.config_dict[DB]
-    await db.check_free_space("new servers")  # the API DB's watermark (cells/db/settings.py): 507 before a write
-    # the instance quota is counted where the mappings are written, in the same API DB write unit
-    # (api/quota.py admit_boot): no lock held across the conductor round trip, whatever the workers.
-    # A server group's member quota and policy still take the project's (in-process) lock.
-    admission = quota.Admission(spec.limits, quota.per_server(spec.flavor), spec.min_count) \
-        if quota.counted(spec.limits) else None
-    async with quota.project_lock(str(ctx.project)) if spec.group else contextlib.nullcontext():
-        choice = await server_groups.admit(engine, spec.group, spec.count, spec.limits, spec.hints)
-
-        def records_for(path: str) -> list[dict[str, Any]]:
-            return instance_records(spec, ctx, path)
-
-        def spec_for(recs: list[dict[str, Any]]) -> dict[str, Any]:  # the admitted count, when quota cut it
-            return request_spec(replace(spec, count=len(recs)), ctx, recs)
-        _, records = await placement.build(  # best cell first, the next when one refuses
-            router, db, ctx, spec.flavor, spec.availability_zone, choice, records_for, spec_for, admission)
-        uuids = [r["uuid"] for r in records]
-        await server_groups.add_members(engine, spec.group, uuids)
-    return uuids
 
 
 def server_admin_pass(server: dict[str, Any]) -> str:

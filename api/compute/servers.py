@@ -1,4 +1,5 @@
-"""/compute/v2.1/servers: list (scatter-gather over cells), show, delete; create is in server_create.py.
+"""/compute/v2.1/servers: create, list (scatter-gather over cells), show, delete: HTTP over the compute
+service (api/compute/service.py).
 
 One server is routed by its instance mapping to its cell's conductor. The
 mapping is also the project check: another project's server is a 404, never
@@ -12,10 +13,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from api.compute import actions, down_cells, mappings, security_groups, server_groups, volume_attachments
-from api.compute.server_create import create
-from api.compute.views import record_status, server_brief, server_detail, vm_states_for
-from api.http import context, parse_bool, query_int
+from api.compute import actions, down_cells, mappings, security_groups, server_groups, service, volume_attachments
+from api.compute.server_create import BootRequest, server_admin_pass
+from api.compute.views import record_status, server_brief, server_created, server_detail, vm_states_for
+from api.http import context, json_body, parse_bool, query_int
 from api.keys import CLUSTER, DB, ENGINE, ROUTER, public_url
 from api.timeutil import parse
 from cells import errors, linear_regex
@@ -56,6 +57,17 @@ async def _record(request: web.Request, ctx: RequestContext, server_id: str, vie
         raise errors.InstanceNotFound(instance_id=server_id)
     mappings.recount_if_stale(db, mapping, record)
     return record
+
+
+async def create(request: web.Request) -> web.Response:
+    ctx = context(request)
+    body = await json_body(request)
+    uuids = await service.create(service.ComputeContext.of(request), ctx, BootRequest.from_nova(body))
+    admin_pass = server_admin_pass(body["server"])
+    base = public_url(request)
+    return web.json_response(server_created(base, uuids[0], admin_pass, body["server"].get("security_groups")),
+                             status=202,
+                             headers={"Location": f"{base}/compute/v2.1/servers/{uuids[0]}"})
 
 
 async def show(request: web.Request) -> web.Response:

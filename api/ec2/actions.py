@@ -18,8 +18,8 @@ from sqlalchemy import and_, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from api import quota
-from api.compute import down_cells, keypairs, mappings, server_groups
-from api.compute.server_create import create_servers
+from api.compute import down_cells, keypairs, mappings, server_groups, service
+from api.compute.server_create import BootRequest
 from api.compute.views import DEFAULT_AZ, record_status
 from api.db.schema import ec2_client_tokens, flavors, images
 from api.ec2 import ids
@@ -233,17 +233,13 @@ async def run_instances(request: web.Request, ctx: RequestContext, params: dict[
                 records = [r for r in await _records(request, ctx) if r["uuid"] in set(done)]
                 return _reservation(ctx, await _instance_views(request, records))
         image_uuid = await _visible_image(request, ctx, image_ec2)
-        server: dict[str, Any] = {
-            "name": "ec2-instance", "imageRef": image_uuid, "min_count": min_count, "max_count": max_count,
-            "flavorRef": await _flavor_id(request, _str(params, "InstanceType") or DEFAULT_INSTANCE_TYPE)}
-        for key, param in (("key_name", "KeyName"), ("user_data", "UserData")):
-            if _str(params, param) is not None:
-                server[key] = params[param]
-        zone = (params.get("Placement") or {}).get("AvailabilityZone") if isinstance(params.get("Placement"),
-                                                                                     dict) else None
-        if zone:
-            server["availability_zone"] = zone
-        uuids = await create_servers(request, ctx, {"server": server})
+        flavor_id = await _flavor_id(request, _str(params, "InstanceType") or DEFAULT_INSTANCE_TYPE)
+        placement = params.get("Placement")
+        zone = placement.get("AvailabilityZone") if isinstance(placement, dict) else None
+        boot = BootRequest(name="ec2-instance", image_ref=image_uuid, flavor_ref=flavor_id, min_count=min_count,
+                           max_count=max_count, key_name=_str(params, "KeyName"),
+                           user_data=_str(params, "UserData"), availability_zone=zone or None)
+        uuids = await service.create(service.ComputeContext.of(request), ctx, boot)
         if token is not None:
             await _remember(request, ctx, "RunInstances", token, uuids)
     records = [r for r in await _records(request, ctx) if r["uuid"] in set(uuids)]

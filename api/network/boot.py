@@ -16,10 +16,11 @@ from cells.context import RequestContext
 from cells.rpcapi.network import NetworkAPI
 
 
-async def resolve(router: CellRouter, ctx: RequestContext, server: dict[str, Any]) -> dict[str, Any]:
-    """{"requested_networks": [...] | None, "security_groups": [names] | None} for the request_spec."""
-    nets = server.get("networks")
-    if nets in ("auto", "none"):  # microversion 2.37 words: this API speaks 2.1, but be kind
+async def resolve(router: CellRouter, ctx: RequestContext, nets: list[dict[str, Any]] | str | None,
+                  names: list[str]) -> dict[str, Any]:
+    """{"requested_networks": [...] | None, "security_groups": [names] | None} for the request_spec,
+    from a boot's `networks` (Nova's) and security group names."""
+    if isinstance(nets, str):  # microversion 2.37's "auto" and "none": this API speaks 2.1, but be kind
         nets = None
     requested: list[dict[str, str]] | None = None
     if nets:
@@ -46,7 +47,6 @@ async def resolve(router: CellRouter, ctx: RequestContext, server: dict[str, Any
             if item.get("fixed_ip"):
                 entry["fixed_ip"] = str(item["fixed_ip"])
             requested.append(entry)
-    names = [str(g.get("name")) for g in server.get("security_groups") or []]
     groups = None
     if names and names != ["default"]:
         await _groups_exist(router, ctx, names)
