@@ -52,3 +52,33 @@ def test_every_db_is_on_the_managed_postgresql(cluster: RunningCluster) -> None:
     assert config["api"]["db"].startswith("postgresql+psycopg://cc@/api?host=")
     assert config["cells"][0]["db"].startswith("postgresql+psycopg://cc@/cell_cell1?host=")
     assert not (cluster.state / "api.db").exists() and not list((cluster.state / "cells").glob("*.db"))
+
+
+def test_a_postgresql_cell_and_a_sqlite_cell_serve_one_cluster() -> None:
+    """cell1 (and the API) on the managed PostgreSQL, cell2 on a SQLite file: a boot into each cell's
+    availability zone lands there, goes ACTIVE, lists in one merged listing and deletes."""
+    reason = pgserver.missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix="cc-pgmix-"))
+    os.chmod(root, 0o711)
+    try:
+        with running_cluster(root, hosts=2, postgres=True, sqlite_cell=True, name="pgmix") as c:
+            cells = {cell["name"]: cell["db"] for cell in c.config["cells"]}
+            assert cells["cell1"].startswith("postgresql+psycopg://") and cells["cell2"].startswith("sqlite")
+            ids = {}
+            for zone in ("cell1", "cell2"):
+                server = c.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw",
+                              "--availability-zone", zone, "--wait", f"in-{zone}", "-f", "json")
+                assert server["status"] == "ACTIVE"
+                ids[zone] = server["id"]
+                shown = c.ok("server", "show", server["id"], "-f", "json", who="admin")
+                assert shown["OS-EXT-SRV-ATTR:host"] == ("node1" if zone == "cell1" else "node2")
+            listed = {s["ID"] for s in c.ok("server", "list", "-f", "json")}
+            assert set(ids.values()) <= listed
+            for sid in ids.values():
+                c.ok("server", "delete", "--wait", sid)
+            assert not set(ids.values()) & {s["ID"] for s in c.ok("server", "list", "-f", "json")}
+    finally:
+        pgserver.PrivateServer(root / "var" / "postgres").stop()
+        shutil.rmtree(root, ignore_errors=True)
