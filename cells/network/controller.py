@@ -139,7 +139,11 @@ class NetworkController:
         return await self._write(lambda c: _counted(c, "network", limit, resources.create_network(c, ctx, b)))
 
     async def network_delete(self, ctx: RequestContext, id: str) -> None:
-        await self._write(lambda c: resources.delete_network(c, ctx, str(id)))
+        def delete(c: Connection) -> set[str]:
+            hosts = fanout.hosts_on_networks(c, [str(id)])  # its gateway host drops bridge, VXLAN and dnsmasq now
+            resources.delete_network(c, ctx, str(id))
+            return hosts
+        self._refresh(await self._write(delete))
 
     # --- subnets ---------------------------------------------------------------------
 

@@ -147,22 +147,30 @@ def get_network(conn: Connection, ctx: RequestContext, net_id: str) -> dict[str,
 
 
 _VNI_TAKEN = networks.alias("taken")
-# the lowest free VNI: VNI_MIN itself, or the one after a taken VNI whose successor is free (the
-# unique index on segmentation_id answers both), so deleted networks' VNIs are used again
+_VNI_TOP = Fast(select(func.max(networks.c.segmentation_id)))
 _VNI_MIN_TAKEN = Fast(select(networks.c.id).where(networks.c.segmentation_id == VNI_MIN).limit(1))
-_VNI_GAP = Fast(select(func.min(networks.c.segmentation_id + 1)).where(
+# the first taken VNI whose successor is free, walking the unique index upwards (stops at the first gap)
+_VNI_GAP = Fast(select(networks.c.segmentation_id + 1).where(
     networks.c.segmentation_id >= VNI_MIN, networks.c.segmentation_id < VNI_MAX,
-    ~select(_VNI_TAKEN.c.id).where(_VNI_TAKEN.c.segmentation_id == networks.c.segmentation_id + 1).exists()))
+    ~select(_VNI_TAKEN.c.id).where(_VNI_TAKEN.c.segmentation_id == networks.c.segmentation_id + 1).exists())
+    .order_by(networks.c.segmentation_id).limit(1))
 
 
 def next_vni(conn: Connection) -> int:
-    """The lowest free segmentation id in VNI_MIN..VNI_MAX (a gap left by a deleted network first)."""
+    """A free segmentation id: the one above the highest taken, and once the top of the range is
+    taken, the lowest gap a deleted network left. A freed VNI is not handed out again at once: a
+    host may still hold the deleted network's VXLAN device until it syncs."""
+    top = _VNI_TOP.scalar(conn, {})
+    if top is None or int(top) < VNI_MIN:
+        return VNI_MIN
+    if int(top) < VNI_MAX:
+        return int(top) + 1
     if _VNI_MIN_TAKEN.first(conn, {}) is None:
         return VNI_MIN
-    row = _VNI_GAP.first(conn, {})
-    if row is None or row[0] is None:
+    gap = _VNI_GAP.scalar(conn, {})
+    if gap is None:
         raise errors.Conflict(reason="no free VXLAN segmentation id left")
-    return int(row[0])
+    return int(gap)
 
 
 def create_network(conn: Connection, ctx: RequestContext, body: Mapping[str, Any],

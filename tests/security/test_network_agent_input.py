@@ -22,11 +22,13 @@ from cells.conductor.flows.boot import validate_build
 from cells.context import RequestContext
 from cells.db import instances as idb
 from cells.db.schema import create_schema
+from cells.network import instances as inets
 from cells.network.controller import NetworkController
 from cells.network.schema import ports
 from cells.objects.instance import utcnow_iso
 from node.network import validate
 from node.network.linux import NFT_TABLE, Capabilities, LinuxNetworkDriver, render_nftables
+from tests.unit.test_network_agent import UUID, AgentsByHost, add_instance, agent_for
 
 DEMO = RequestContext(project="demo", roles=("member",))
 HOST = f"ccsec-{uuid.uuid4().hex[:6]}"  # the netns standing in for the host
@@ -145,3 +147,25 @@ async def test_the_real_driver_applies_the_hosts_rules_despite_a_bad_row(
         assert good["mac_address"] in hosts and BAD_MAC not in hosts
     finally:
         await loop.run_in_executor(None, driver.stop_all_dhcp)
+
+
+async def test_a_deleted_network_leaves_its_gateway_host_at_once(controller: NetworkController,
+                                                                 tmp_path: Path) -> None:
+    """network_delete tells the network's hosts to re-sync, so the gateway host drops the bridge and
+    VXLAN device (and its VNI) now rather than at its next periodic sync."""
+    hosts = AgentsByHost()
+    controller._compute = hosts  # type: ignore[assignment]
+    agent, driver = agent_for(controller, tmp_path, "node1")
+    hosts.agents["node1"] = agent
+    await add_instance(controller.db, UUID)
+    await agent.report_and_sync()
+    await agent.plug(DEMO, {"uuid": UUID, "addresses": await controller.allocate_for_instance(DEMO, UUID, "demo")})
+    (net,) = driver.configs[-1]["networks"]
+    await controller.db.write(lambda c: inets.release_instance(c, UUID))
+    await agent.unplug()
+    assert [n["id"] for n in driver.configs[-1]["networks"]] == [net["id"]]  # still the gateway host
+
+    await controller.network_delete(DEMO, net["id"])
+    while controller._refreshes:
+        await asyncio.gather(*controller._refreshes)
+    assert hosts.refreshed == ["node1"] and driver.configs[-1]["networks"] == []
