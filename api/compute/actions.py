@@ -18,17 +18,16 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
-from api.compute import mappings, move_actions, security_groups
+from api.compute import mappings, move_actions, security_groups, service
 from api.compute.schemas import NAME, SERVER_CREATE
 from api.compute.server_create import server_admin_pass
 from api.compute.views import server_detail
 from api.http import context, id_from_href, is_uuid, json_body
 from api.image import images as image_db
-from api.keys import DB, ENGINE, ROUTER, public_url
+from api.keys import public_url
 from api.validation import validate
 from cells import errors
 from cells.context import RequestContext
-from cells.rpcapi.conductor import ConductorAPI
 
 _NULL_OR_EMPTY = {"type": ["null", "object"], "properties": {}, "additionalProperties": False}
 # body key -> Cellcloud action (cells/lifecycle.py USER_ACTIONS) for the actions without arguments
@@ -48,11 +47,6 @@ REBUILD = {"type": "object", "required": ["imageRef"], "additionalProperties": F
                           "adminPass": {"type": "string"}, "accessIPv4": _SERVER["accessIPv4"],
                           "accessIPv6": _SERVER["accessIPv6"], "OS-DCF:diskConfig": _SERVER["OS-DCF:diskConfig"],
                           "preserve_ephemeral": {"type": "boolean"}}}
-
-
-async def _conductor(request: web.Request, ctx: RequestContext, server_id: str) -> tuple[ConductorAPI, str]:
-    mapping = await mappings.get(request.config_dict[DB], ctx, server_id)
-    return request.config_dict[ROUTER].conductor(mapping.cell_path), str(mapping.instance_uuid)
 
 
 def _one_action(body: Any) -> tuple[str, Any]:
@@ -77,12 +71,12 @@ def console_length(value: Any) -> int | None:
     return None if value == -1 else int(value)
 
 
-async def _rebuild_args(request: web.Request, ctx: RequestContext, project: str,
+async def _rebuild_args(cc: service.ComputeContext, ctx: RequestContext, project: str,
                         spec: dict[str, Any]) -> dict[str, Any]:
     ref = id_from_href(spec["imageRef"])
     if not is_uuid(ref):
         raise errors.Invalid("Invalid imageRef provided.")
-    async with request.config_dict[ENGINE].connect() as conn:
+    async with cc.engine.connect() as conn:
         limits = await quota.limits_in(conn, project)
         quota.check_metadata(limits, len(spec.get("metadata") or {}))
         quota.check_injected_files(limits, spec.get("personality") or [])
@@ -105,27 +99,24 @@ async def server_action(request: web.Request) -> web.Response:
     ctx = context(request)
     server_id = request.match_info["server_id"]
     name, spec = _one_action(await json_body(request))
+    cc = service.ComputeContext.of(request)
     if name in SIMPLE:
         validate(_NULL_OR_EMPTY, spec, name)
-        conductor, uuid = await _conductor(request, ctx, server_id)
-        await conductor.instance_action(ctx, uuid, SIMPLE[name])
+        await service.act(cc, ctx, server_id, SIMPLE[name])
         return web.Response(status=202)
     if name == "reboot":
         validate(REBOOT, spec, "reboot")
-        conductor, uuid = await _conductor(request, ctx, server_id)
-        await conductor.instance_action(ctx, uuid, "reboot_hard" if spec["type"].upper() == "HARD" else "reboot")
+        await service.act(cc, ctx, server_id, "reboot_hard" if spec["type"].upper() == "HARD" else "reboot")
         return web.Response(status=202)
     if name == "os-getConsoleOutput":
         validate(CONSOLE, spec, name)
         length = console_length((spec or {}).get("length"))
-        conductor, uuid = await _conductor(request, ctx, server_id)
-        return web.json_response({"output": await conductor.console_output(ctx, uuid, length)})
+        return web.json_response({"output": await service.console_output(cc, ctx, server_id, length)})
     if name == "rebuild":
         validate(REBUILD, spec, "rebuild")
-        mapping = await mappings.get(request.config_dict[DB], ctx, server_id)
-        conductor, uuid = request.config_dict[ROUTER].conductor(mapping.cell_path), str(mapping.instance_uuid)
-        args = await _rebuild_args(request, ctx, str(mapping.project_id), spec)
-        record = await conductor.instance_action(ctx, uuid, "rebuild", args)
+        mapping = await mappings.get(cc.db, ctx, server_id)  # the owner's quota bounds the new metadata
+        args = await _rebuild_args(cc, ctx, str(mapping.project_id), spec)
+        record = await service.act(cc, ctx, server_id, "rebuild", args)
         body = server_detail(public_url(request), record, ctx.is_admin)
         body["adminPass"] = server_admin_pass(spec)
         return web.json_response({"server": body}, status=202)

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from api.compute import actions, down_cells, mappings, security_groups, server_groups, service, volume_attachments
+from api.compute import actions, down_cells, mappings, security_groups, service, volume_attachments
 from api.compute.server_create import BootRequest, server_admin_pass
 from api.compute.views import record_status, server_brief, server_created, server_detail, vm_states_for
 from api.http import context, json_body, parse_bool, query_int
@@ -84,11 +84,7 @@ async def show(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
-    ctx = context(request)
-    mapping = await mappings.get(request.config_dict[DB], ctx, request.match_info["server_id"])
-    await request.config_dict[ROUTER].conductor(mapping.cell_path).instance_delete(ctx, mapping.instance_uuid)
-    await down_cells.queue_delete(request.config_dict[DB], mapping.instance_uuid)
-    await server_groups.remove_members(request.config_dict[ENGINE], [mapping.instance_uuid])
+    await service.delete(service.ComputeContext.of(request), context(request), request.match_info["server_id"])
     return web.Response(status=204)
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import and_, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from api import quota
-from api.compute import down_cells, keypairs, mappings, server_groups, service
+from api.compute import keypairs, mappings, service
 from api.compute.server_create import BootRequest
 from api.compute.views import DEFAULT_AZ, record_status
 from api.db.schema import ec2_client_tokens, flavors, images
@@ -253,12 +253,9 @@ def _changes(views: list[dict[str, Any]], current: dict[str, Any]) -> list[dict[
 async def terminate_instances(request: web.Request, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     records = await _live(request, ctx, await _uuids(request, _list(params, "InstanceId")))
     views = await _instance_views(request, records)
-    router, db = request.config_dict[ROUTER], request.config_dict[DB]
-    for r in records:
-        mapping = await mappings.get(db, ctx, r["uuid"])
-        await router.conductor(mapping.cell_path).instance_delete(ctx, r["uuid"])
-        await down_cells.queue_delete(db, r["uuid"])  # as a Nova delete: it no longer counts against quota
-    await server_groups.remove_members(request.config_dict[ENGINE], [r["uuid"] for r in records])
+    cc = service.ComputeContext.of(request)
+    for r in records:  # as a Nova delete: it no longer counts against quota, and leaves its group
+        await service.delete(cc, ctx, r["uuid"])
     return {"TerminatingInstances": _changes(views, {"Code": 32, "Name": "shutting-down"})}
 
 
@@ -266,10 +263,9 @@ async def _power(request: web.Request, ctx: RequestContext, params: dict[str, An
         dict[str, Any]]:
     records = await _live(request, ctx, await _uuids(request, _list(params, "InstanceId")))
     views = await _instance_views(request, records)
-    router, db = request.config_dict[ROUTER], request.config_dict[DB]
+    cc = service.ComputeContext.of(request)
     for r in records:
-        mapping = await mappings.get(db, ctx, r["uuid"])
-        await router.conductor(mapping.cell_path).instance_action(ctx, r["uuid"], action)
+        await service.act(cc, ctx, r["uuid"], action)
     return views
 
 
@@ -291,8 +287,7 @@ async def start_instances(request: web.Request, ctx: RequestContext, params: dic
 async def get_console_output(request: web.Request, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     ec2_id = _str(params, "InstanceId", required=True) or ""
     [record] = await _live(request, ctx, await _uuids(request, [ec2_id]))
-    mapping = await mappings.get(request.config_dict[DB], ctx, record["uuid"])
-    text = await request.config_dict[ROUTER].conductor(mapping.cell_path).console_output(ctx, record["uuid"], None)
+    text = await service.console_output(service.ComputeContext.of(request), ctx, record["uuid"], None)
     return {"InstanceId": ec2_id, "Timestamp": utcnow(),
             "Output": base64.b64encode(text.encode("utf-8", "replace")).decode("ascii")}
 

@@ -4,9 +4,11 @@ then shows; a request that is wrong creates nothing."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from api.compute import service
 from api.compute.server_create import BootRequest
+from api.db.schema import queued_deletes
 from api.keys import CLUSTER, DB, ENGINE, ROUTER
 from cells import errors
 from cells.context import RequestContext
@@ -58,3 +60,17 @@ async def test_create_refuses_an_unknown_reference_and_makes_nothing(cloud: Clou
     with pytest.raises(errors.Invalid, match="Invalid flavorRef provided"):
         await service.create(cc, ctx, BootRequest(name="f", flavor_ref="999", image_ref=cloud.image_id))
     assert await cloud.mappings() == 0 and not cloud.cell.conductor.builds and not cloud.cell.conductor.records
+
+
+async def test_delete_hands_the_server_to_its_cell_and_refuses_another_projects(cloud: Cloud) -> None:
+    cc, ctx = compute_context(cloud), await demo_context(cloud)
+    [uuid] = await service.create(cc, ctx, BootRequest(name="gone", flavor_ref="1", image_ref=cloud.image_id))
+    stranger = RequestContext(project="another-project", user="someone", roles=("member",))
+    with pytest.raises(errors.InstanceNotFound):
+        await service.delete(cc, stranger, uuid)
+    assert cloud.cell.conductor.records[uuid]["task_state"] == "scheduling"
+    await service.delete(cc, ctx, uuid)
+    assert cloud.cell.conductor.records[uuid]["task_state"] == "deleting"
+    async with cc.engine.connect() as conn:  # it no longer counts against the project's quota
+        queued = (await conn.execute(select(queued_deletes.c.instance_uuid))).scalars().all()
+    assert list(queued) == [uuid]
