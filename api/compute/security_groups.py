@@ -28,6 +28,7 @@ from api.compute import mappings
 from api.keys import CLUSTER, DB, ROUTER
 from api.scatter import answered, scatter
 from cells import errors
+from cells.config import ClusterConfig
 from cells.context import RequestContext
 from cells.rpcapi.network import NetworkAPI
 
@@ -65,8 +66,12 @@ async def server_action(request: web.Request, ctx: RequestContext, server_id: st
 
 
 def has_network(request: web.Request, cell_path: str) -> bool:
+    return cell_has_network(request.config_dict[CLUSTER], cell_path)
+
+
+def cell_has_network(cluster: ClusterConfig, cell_path: str) -> bool:
     """Whether the cell runs a network controller (cluster.yaml): without one its servers have no ports."""
-    return any(s.kind == "network" and s.cell == cell_path for s in request.config_dict[CLUSTER].services)
+    return any(s.kind == "network" and s.cell == cell_path for s in cluster.services)
 
 
 async def add_group_names(request: web.Request, ctx: RequestContext, records: Sequence[dict[str, Any]]) -> None:

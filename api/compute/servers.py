@@ -15,11 +15,11 @@ from aiohttp import web
 
 from api.compute import actions, down_cells, mappings, security_groups, service, volume_attachments
 from api.compute.server_create import BootRequest, server_admin_pass
-from api.compute.views import record_status, server_brief, server_created, server_detail, vm_states_for
+from api.compute.views import server_brief, server_created, server_detail, vm_states_for
 from api.http import context, json_body, parse_bool, query_int
-from api.keys import CLUSTER, DB, ENGINE, ROUTER, public_url
+from api.keys import DB, public_url
 from api.timeutil import parse
-from cells import errors, linear_regex
+from cells import errors
 from cells.context import RequestContext
 
 MAX_LIMIT = 1000
@@ -29,34 +29,6 @@ SORT_KEYS = {"created_at": "created_at", "updated_at": "updated_at", "display_na
              "task_state": "task_state", "power_state": "power_state", "host": "host", "key_name": "key_name",
              "project_id": "project_id", "user_id": "user_id", "availability_zone": "availability_zone",
              "hostname": "name"}
-
-
-async def _record(request: web.Request, ctx: RequestContext, server_id: str, view: bool = False) -> dict[str, Any]:
-    """The live record of a server the caller may see; 404 for everything else. `view`: with the
-    server view's volumes and security groups, in the same conductor call where it speaks RPC 1.2."""
-    db = request.config_dict[DB]
-    mapping = await mappings.get(db, ctx, server_id)
-    conductor = request.config_dict[ROUTER].conductor(mapping.cell_path)
-    try:
-        if view:
-            try:  # every poll of a booting server is one: one call and one read instead of three
-                record = await conductor.instance_show(ctx, mapping.instance_uuid,
-                                                       security_groups.has_network(request, mapping.cell_path))
-            # a conductor of an older release: show() asks for the rest apart (UnknownMethod: a nested cell's
-            # conductor, reached through its routers, whose release the API cannot see beforehand)
-            except (errors.UnsupportedVersion, errors.UnknownMethod):
-                record = await conductor.instance_get(ctx, mapping.instance_uuid)
-        else:
-            record = await conductor.instance_get(ctx, mapping.instance_uuid)
-    except errors.InstanceNotFound:
-        record = None
-    if record is None or record.get("deleted"):
-        await mappings.remove(db, [mapping.instance_uuid])  # gone from its cell: the mapping points nowhere
-        raise errors.InstanceNotFound(instance_id=server_id)
-    if not ctx.is_admin and record.get("project_id") != ctx.project:
-        raise errors.InstanceNotFound(instance_id=server_id)
-    mappings.recount_if_stale(db, mapping, record)
-    return record
 
 
 async def create(request: web.Request) -> web.Response:
@@ -73,7 +45,8 @@ async def create(request: web.Request) -> web.Response:
 async def show(request: web.Request) -> web.Response:
     ctx = context(request)
     try:
-        record = await _record(request, ctx, request.match_info["server_id"], view=True)
+        record = await service.show(service.ComputeContext.of(request), ctx, request.match_info["server_id"],
+                                    view=True)
     except errors.RpcError:  # its cell is down: what the mapping knows, status UNKNOWN
         mapping = await mappings.get(request.config_dict[DB], ctx, request.match_info["server_id"])
         return web.json_response({"server": down_cells.detail(public_url(request), down_cells.record(mapping))})
@@ -133,7 +106,7 @@ def _filters(ctx: RequestContext, query: Any) -> tuple[dict[str, Any], list[str]
     elif query.get("project_id") or query.get("tenant_id"):
         filters["project_id"] = query.get("project_id") or query.get("tenant_id")
     if "name" in query:
-        name_pattern(query["name"])
+        service.name_pattern(query["name"])
         filters["name"] = query["name"]  # a regular expression, as Nova
     statuses = query.getall("status", []) or None
     if statuses:
@@ -155,61 +128,13 @@ def _filters(ctx: RequestContext, query: Any) -> tuple[dict[str, Any], list[str]
     return filters, statuses
 
 
-def name_pattern(pattern: str) -> linear_regex.LinearRegex:
-    """The name filter, compiled for a search in time linear in the name (cells/linear_regex.py):
-    Python's re would let one pattern like (a+)+$ hold the event loop for seconds. 400 outside that subset."""
-    try:
-        return linear_regex.compile_pattern(pattern)
-    except linear_regex.PatternError as exc:
-        raise errors.Invalid(f"Invalid regular expression for name filter: {exc}") from None
-
-
-def _name_ok(record: dict[str, Any], filters: dict[str, Any]) -> bool:
-    return "name" not in filters or name_pattern(filters["name"]).search(record.get("name") or "")
-
-
-def _keep(record: dict[str, Any], filters: dict[str, Any], statuses: list[str] | None) -> bool:
-    """The API re-checks what isolation and correctness depend on, whatever a cell did with the filters."""
-    if "project_id" in filters and record.get("project_id") != filters["project_id"]:
-        return False
-    if filters.get("deleted") is False and record.get("deleted"):
-        return False
-    if record.get("down"):  # from a down cell's mappings: its status is UNKNOWN
-        return not statuses and _name_ok(record, filters)
-    if statuses and record_status(record) not in {s.upper() for s in statuses}:
-        return False
-    for key, field in (("flavor_id", "flavor"), ("image_id", "image")):
-        if key in filters and (record.get(field) or {}).get("id") != filters[key]:
-            return False
-    return _name_ok(record, filters)
-
-
-async def _kept(records: list[dict[str, Any]], filters: dict[str, Any],
-                statuses: list[str] | None) -> list[dict[str, Any]]:
-    def keep() -> list[dict[str, Any]]:
-        return [r for r in records if _keep(r, filters, statuses)]
-    # a name search over a page (up to 1000 names of up to 255 characters) runs off the event loop
-    return await asyncio.to_thread(keep) if "name" in filters and records else keep()
-
-
 async def _list(request: web.Request, detail: bool) -> web.Response:
     ctx, query = context(request), request.query
     filters, statuses = _filters(ctx, query)
     sort_keys, sort_dirs = _sort(query)
     limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
-    marker = None
-    if "marker" in query:
-        try:
-            marker = await _record(request, ctx, query["marker"])
-        except errors.InstanceNotFound:
-            raise errors.MarkerNotFound(marker=query["marker"]) from None
-        except errors.RpcError:  # the marker's cell is down: its mapping still gives its sort position
-            marker = down_cells.record(await mappings.get(request.config_dict[DB], ctx, query["marker"]))
-    router, engine = request.config_dict[ROUTER], request.config_dict[ENGINE]
-    records = [] if statuses and not filters.get("vm_state") else await router.list_instances(
-        ctx, filters, sort_keys, sort_dirs, limit, marker, bound=request.config_dict[CLUSTER].list_bound,
-        down_records=lambda paths: down_cells.records(engine, paths, filters))
-    records = await _kept(records, filters, statuses)
+    records = await service.list_servers(service.ComputeContext.of(request), ctx, service.ServerQuery(
+        filters, sort_keys, sort_dirs, limit, statuses, query.get("marker")))
     if detail:
         await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, records),
                              security_groups.add_group_names(request, ctx, records))

@@ -6,11 +6,15 @@ and the EC2 handlers (api/ec2/actions.py) do to servers, each a function over a 
     delete(cc, ctx, server_id)                             the cell deletes; quota and group let go at once
     act(cc, ctx, server_id, action, args) -> record        a lifecycle action (stop, start, reboot, ...)
     console_output(cc, ctx, server_id, length) -> text
+    show(cc, ctx, server_id) -> record                     the live record of a server the caller may see
+    list_servers(cc, ctx, ServerQuery) -> records          every cell at once, merge-sorted (a down cell's
+                                                           servers from the instance mappings, UNKNOWN)
 
 HTTP stays in the handlers: parsing, the body's schema, status codes and views.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,9 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import quota
 from api.cell_router import CellRouter
-from api.compute import down_cells, mappings, placement, server_groups
+from api.compute import down_cells, mappings, placement, security_groups, server_groups
 from api.compute.server_create import BootRequest, instance_records, request_spec, resolve
+from api.compute.views import record_status
 from api.keys import CLUSTER, DB, ENGINE, ROUTER
+from cells import errors, linear_regex
 from cells.config import ClusterConfig
 from cells.context import RequestContext
 from cells.db.engine import Database
@@ -96,3 +102,100 @@ async def console_output(cc: ComputeContext, ctx: RequestContext, server_id: str
     conductor, uuid = await _locate(cc, ctx, server_id)
     return await conductor.console_output(ctx, uuid, length)
 
+
+@dataclass(frozen=True)
+class ServerQuery:
+    """A listing: conductor filters, a total sort order, the page's size and where it starts."""
+    filters: dict[str, Any]
+    sort_keys: list[str]
+    sort_dirs: list[str]
+    limit: int
+    statuses: list[str] | None = None  # Nova statuses to keep (None: any)
+    marker: str | None = None  # the id of the last server of the previous page
+    with_down: bool = True  # a down cell's servers from the instance mappings (status UNKNOWN)
+
+
+async def show(cc: ComputeContext, ctx: RequestContext, server_id: str, view: bool = False) -> dict[str, Any]:
+    """The live record of a server the caller may see; 404 for everything else. `view`: with the
+    server view's volumes and security groups, in the same conductor call where it speaks RPC 1.2."""
+    db = cc.db
+    mapping = await mappings.get(db, ctx, server_id)
+    conductor = cc.router.conductor(mapping.cell_path)
+    try:
+        if view:
+            try:  # every poll of a booting server is one: one call and one read instead of three
+                record = await conductor.instance_show(ctx, mapping.instance_uuid,
+                                                       security_groups.cell_has_network(cc.cluster, mapping.cell_path))
+            # a conductor of an older release: show() asks for the rest apart (UnknownMethod: a nested cell's
+            # conductor, reached through its routers, whose release the API cannot see beforehand)
+            except (errors.UnsupportedVersion, errors.UnknownMethod):
+                record = await conductor.instance_get(ctx, mapping.instance_uuid)
+        else:
+            record = await conductor.instance_get(ctx, mapping.instance_uuid)
+    except errors.InstanceNotFound:
+        record = None
+    if record is None or record.get("deleted"):
+        await mappings.remove(db, [mapping.instance_uuid])  # gone from its cell: the mapping points nowhere
+        raise errors.InstanceNotFound(instance_id=server_id)
+    if not ctx.is_admin and record.get("project_id") != ctx.project:
+        raise errors.InstanceNotFound(instance_id=server_id)
+    mappings.recount_if_stale(db, mapping, record)
+    return record
+
+
+async def list_servers(cc: ComputeContext, ctx: RequestContext, q: ServerQuery) -> list[dict[str, Any]]:
+    """A page of servers from every cell at once (api/cell_router.py), after `q.marker`, re-checked here
+    for what isolation depends on; MarkerNotFound for a marker the caller may not see."""
+    marker = None
+    if q.marker is not None:
+        try:
+            marker = await show(cc, ctx, q.marker)
+        except errors.InstanceNotFound:
+            raise errors.MarkerNotFound(marker=q.marker) from None
+        except errors.RpcError:  # the marker's cell is down: its mapping still gives its sort position
+            marker = down_cells.record(await mappings.get(cc.db, ctx, q.marker))
+    if q.statuses and not q.filters.get("vm_state"):  # no state has those statuses
+        return []
+
+    async def down_records(paths: list[str]) -> list[dict[str, Any]]:
+        return await down_cells.records(cc.engine, paths, q.filters)
+    records = await cc.router.list_instances(ctx, q.filters, q.sort_keys, q.sort_dirs, q.limit, marker,
+                                             down_records=down_records if q.with_down else None)
+    return await _kept(records, q.filters, q.statuses)
+
+
+def name_pattern(pattern: str) -> linear_regex.LinearRegex:
+    """The name filter, compiled for a search in time linear in the name (cells/linear_regex.py):
+    Python's re would let one pattern like (a+)+$ hold the event loop for seconds. 400 outside that subset."""
+    try:
+        return linear_regex.compile_pattern(pattern)
+    except linear_regex.PatternError as exc:
+        raise errors.Invalid(f"Invalid regular expression for name filter: {exc}") from None
+
+
+def _name_ok(record: dict[str, Any], filters: dict[str, Any]) -> bool:
+    return "name" not in filters or name_pattern(filters["name"]).search(record.get("name") or "")
+
+
+def _keep(record: dict[str, Any], filters: dict[str, Any], statuses: list[str] | None) -> bool:
+    """The API re-checks what isolation and correctness depend on, whatever a cell did with the filters."""
+    if "project_id" in filters and record.get("project_id") != filters["project_id"]:
+        return False
+    if filters.get("deleted") is False and record.get("deleted"):
+        return False
+    if record.get("down"):  # from a down cell's mappings: its status is UNKNOWN
+        return not statuses and _name_ok(record, filters)
+    if statuses and record_status(record) not in {s.upper() for s in statuses}:
+        return False
+    for key, field in (("flavor_id", "flavor"), ("image_id", "image")):
+        if key in filters and (record.get(field) or {}).get("id") != filters[key]:
+            return False
+    return _name_ok(record, filters)
+
+
+async def _kept(records: list[dict[str, Any]], filters: dict[str, Any],
+                statuses: list[str] | None) -> list[dict[str, Any]]:
+    def keep() -> list[dict[str, Any]]:
+        return [r for r in records if _keep(r, filters, statuses)]
+    # a name search over a page (up to 1000 names of up to 255 characters) runs off the event loop
+    return await asyncio.to_thread(keep) if "name" in filters and records else keep()

@@ -129,9 +129,10 @@ def _reservation(ctx: RequestContext, views: list[dict[str, Any]]) -> dict[str, 
 
 
 async def _records(request: web.Request, ctx: RequestContext) -> list[dict[str, Any]]:
-    filters = {"deleted": False, "project_id": ctx.project}
-    return await request.config_dict[ROUTER].list_instances(ctx, filters, ["created_at", "uuid"],
-                                                            ["asc", "asc"], LIST_LIMIT, None)
+    """The caller's live servers, oldest first (a down cell's are left out: EC2 has no UNKNOWN state)."""
+    query = service.ServerQuery({"deleted": False, "project_id": ctx.project}, ["created_at", "uuid"],
+                                ["asc", "asc"], LIST_LIMIT, with_down=False)
+    return await service.list_servers(service.ComputeContext.of(request), ctx, query)
 
 
 async def _uuids(request: web.Request, ec2_instance_ids: list[Any]) -> list[str]:

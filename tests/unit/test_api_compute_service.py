@@ -3,6 +3,8 @@ context and a typed request do what POST /servers does, and what it makes is wha
 then shows; a request that is wrong creates nothing."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import select
 
@@ -74,3 +76,24 @@ async def test_delete_hands_the_server_to_its_cell_and_refuses_another_projects(
     async with cc.engine.connect() as conn:  # it no longer counts against the project's quota
         queued = (await conn.execute(select(queued_deletes.c.instance_uuid))).scalars().all()
     assert list(queued) == [uuid]
+
+
+async def test_list_and_show_page_through_the_callers_servers_only(cloud: Cloud) -> None:
+    cc, ctx = compute_context(cloud), await demo_context(cloud)
+    uuids = await service.create(cc, ctx, BootRequest(name="page", flavor_ref="1", image_ref=cloud.image_id,
+                                                      min_count=3))
+    mine = service.ServerQuery({"deleted": False, "project_id": ctx.project}, ["name", "uuid"], ["asc", "asc"], 2)
+    first = await service.list_servers(cc, ctx, mine)
+    assert [r["name"] for r in first] == ["page-1", "page-2"]
+    rest = await service.list_servers(cc, ctx, replace(mine, marker=first[-1]["uuid"]))
+    assert [r["name"] for r in rest] == ["page-3"]
+    assert (await service.show(cc, ctx, uuids[0]))["uuid"] == uuids[0]
+    stranger = RequestContext(project="another-project", user="someone", roles=("member",))
+    with pytest.raises(errors.InstanceNotFound):
+        await service.show(cc, stranger, uuids[0])
+    with pytest.raises(errors.MarkerNotFound):
+        await service.list_servers(cc, stranger, replace(mine, filters={"deleted": False,
+                                                                        "project_id": stranger.project},
+                                                         marker=uuids[0]))
+    theirs = replace(mine, filters={"deleted": False, "project_id": stranger.project})
+    assert await service.list_servers(cc, stranger, theirs) == []
