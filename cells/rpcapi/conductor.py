@@ -26,7 +26,7 @@ SURFACE = surface(
     Method("instance_delete", NORMAL, callers=callers(API)),
     # from compute workers
     Method("compute_node_update", FAST, retry_safe=True, callers=callers(COMPUTE)),
-    Method("instance_update", FAST, callers=callers(COMPUTE)),
+    Method("instance_update", FAST, callers=callers(API, COMPUTE)),  # the API: server set (name, metadata)
     Method("build_failed", FAST, callers=callers(COMPUTE)),
     Method("instance_destroyed", FAST, retry_safe=True, callers=callers(COMPUTE)),
     Method("instances_on_host", FAST, retry_safe=True, callers=callers(COMPUTE)),
