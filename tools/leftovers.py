@@ -102,7 +102,7 @@ def _why(pid: int, state: str, command: str, ns_ids: set[tuple[int, int]], qemu:
         return "a QEMU pid file of the cluster names it"
     if not anything and not os.path.basename(command.split(" ", 1)[0]).startswith(HELPERS):
         return None
-    if state in command:
+    if state + "/" in command or f"{state} " in command + " ":  # not /x/var2 for /x/var
         return "its command line names the state dir"
     fds: tuple[str, ...] = ("1", "2")
     if anything:

@@ -44,7 +44,8 @@ def test_find_ties_helpers_by_command_line_and_output_and_stop_ends_them(
     tail = subprocess.Popen(["tail", "-f", str(state / "helper.log")], stdout=subprocess.DEVNULL)  # an operator's
     other = subprocess.Popen(["sleep", "121"], cwd=state)  # only its working directory is there
     unrelated = subprocess.Popen(["sleep", "122"])
-    procs += [named, logging, tail, other, unrelated]
+    neighbour = _helper("dnsmasq", "import time; time.sleep(120)", args=(f"--pid-file={state}2/pid",))  # var2
+    procs += [named, logging, tail, other, unrelated, neighbour]
     log.close()
     while "up" not in (state / "helper.log").read_text():  # its SIGTERM handler is set
         time.sleep(0.01)
@@ -58,4 +59,4 @@ def test_find_ties_helpers_by_command_line_and_output_and_stop_ends_them(
     assert leftovers.stop(leftovers.find(state), grace=0.5) == []
     assert named.wait(5) == -signal.SIGTERM
     assert logging.wait(5) == -signal.SIGKILL  # it ignored SIGTERM: SIGKILL after the grace
-    assert tail.poll() is None and other.poll() is None and unrelated.poll() is None
+    assert tail.poll() is None and other.poll() is None and unrelated.poll() is None and neighbour.poll() is None
