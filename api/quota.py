@@ -34,7 +34,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.schema import instance_mappings, key_pairs, queued_deletes, quotas, volume_reservations
-from api.scatter import all_answered, scatter
+from api.scatter import answered, scatter
 from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
@@ -153,7 +153,7 @@ async def compute_usage(router: CellRouter, ctx: RequestContext, project_id: str
         return await cell.conductor.project_usage(bounded, project_id)
     results = await scatter(list(router.cells.values()), ctx, router.bound, usage)
     total = dict.fromkeys(COMPUTE_COUNTED, 0)
-    for _, result in all_answered(results, "a usage count"):
+    for _, result in answered(results, "a usage count", strict=True):
         for key in COMPUTE_COUNTED:
             total[key] += int(result.get(key, 0))
     return total

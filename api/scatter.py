@@ -5,7 +5,7 @@ The bound is the cluster's `api.list_bound` (cluster.yaml; the CellRouter carrie
 cell (server listings, the volumes and security groups of server views, network and
 volume listings and look-ups, a project's usage). A cell that fails with a cell error or
 does not answer in time is `Down` for that request: the caller decides whether that
-leaves its part out (`answered`), or fails the request (`all_answered`). Anything else
+leaves its part out (`answered`), or fails the request (`answered(..., strict=True)`). Anything else
 (a bad filter the cell refused as Invalid, a bug) fails the request at once.
 """
 from __future__ import annotations
@@ -64,23 +64,16 @@ async def scatter(cells: Sequence[C], ctx: RequestContext, bound: float,
     return out
 
 
-def answered(results: Sequence[tuple[C, T | Down]], what: str) -> list[tuple[C, T]]:
-    """The cells that answered; each one that did not is left out (and logged)."""
+def answered(results: Sequence[tuple[C, T | Down]], what: str, strict: bool = False) -> list[tuple[C, T]]:
+    """The cells that answered `what`. One that did not is left out (and logged); with `strict` (the
+    whole is unknowable without it, as a project's usage) it fails the request: RpcError."""
     out: list[tuple[C, T]] = []
     for cell, result in results:
-        if isinstance(result, Down):
-            LOG.warning("cell %s left out of %s: %s", cell.path, what, result.error)
-        else:
+        if not isinstance(result, Down):
             out.append((cell, result))
-    return out
-
-
-def all_answered(results: Sequence[tuple[C, T | Down]], what: str) -> list[tuple[C, T]]:
-    """Every cell's answer; a cell that did not answer makes the whole unknowable: RpcError."""
-    out: list[tuple[C, T]] = []
-    for cell, result in results:
-        if isinstance(result, Down):
+        elif strict:
             raise errors.RpcError(reason=f"cell {cell.path} did not answer {what}: {result.error}") \
                 from result.error
-        out.append((cell, result))
+        else:
+            LOG.warning("cell %s left out of %s: %s", cell.path, what, result.error)
     return out

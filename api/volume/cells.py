@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from api import cell_choice
 from api.cell_router import Cell, CellClient, CellRouter
-from api.scatter import all_answered, answered, scatter
+from api.scatter import answered, scatter
 from cells import errors
 from cells.context import RequestContext
 from cells.rpcapi.volume import VolumeConductorAPI
@@ -38,7 +38,7 @@ async def _each(router: CellRouter, ctx: RequestContext,
     async def one(cell: Cell, bounded: RequestContext) -> T:
         return await fn(VolumeConductorAPI(cell), bounded)
     results = await scatter(_cells(router), ctx, router.bound, one)
-    return all_answered(results, "a volume request") if strict else answered(results, "a volume request")
+    return answered(results, "a volume request", strict)
 
 
 async def find(router: CellRouter, ctx: RequestContext, volume_id: str) -> tuple[VolumeConductorAPI, dict[str, Any]]:

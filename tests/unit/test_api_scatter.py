@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from api import quota
 from api.cell_router import Cell, CellClient, CellRouter
-from api.scatter import Down, all_answered, answered, scatter
+from api.scatter import Down, answered, scatter
 from cells import errors
 from cells.config import ApiSpec, CellSpec, ClusterConfig
 from cells.context import RequestContext
@@ -61,7 +61,7 @@ async def test_a_silent_cell_is_down_after_the_bound_and_the_others_answer(
     assert by_path["a"] == {"instances": 2, "cores": 2, "ram": 1024}
     assert [c.path for c, _ in answered(results, "a test")] == ["a"]
     with pytest.raises(errors.RpcError, match="cell z did not answer a test"):
-        all_answered(results, "a test")
+        answered(results, "a test", strict=True)
 
 
 async def test_usage_refuses_when_a_cell_is_silent(live_and_dead: tuple[CellRouter, FakeCell]) -> None:
