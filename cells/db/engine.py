@@ -51,7 +51,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
@@ -60,7 +60,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from cells import errors, linear_regex
 from cells.db import settings as dbsettings
-from cells.db.group_commit import GroupWriter
+from cells.db.group_commit import GroupWriter, psycopg_connection_type
 
 T = TypeVar("T")
 UnitOfWork = Callable[[Connection], T]
@@ -70,7 +70,7 @@ READER_THREADS = 4
 
 
 PG_WRITE_LOCK_KEY = 0x63635752  # "ccWR": the write lock of one PostgreSQL database (advisory locks are per database)
-PG_DRIVERS = ("postgresql", "postgresql+psycopg", "postgresql+asyncpg", "postgresql+psycopg_async")
+PG_WRITE_LOCK_SQL = f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK_KEY})"
 
 
 def is_sqlite(url: str) -> bool:
@@ -167,7 +167,11 @@ def _install_postgresql_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         if conn.get_execution_options().get(WRITE_OPTION, False):
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK_KEY})")
+            raw = conn.connection.driver_connection
+            if isinstance(raw, psycopg_connection_type()):  # the DB threads: straight to psycopg, as for sqlite3
+                cast(Any, raw).execute(PG_WRITE_LOCK_SQL)
+            else:  # the async engine
+                conn.exec_driver_sql(PG_WRITE_LOCK_SQL)
 
 
 def _install_sqlite_hooks(engine: Engine, settings: dbsettings.DbSettings) -> None:

@@ -104,10 +104,10 @@ class GroupWriter:
                 else:
                     # the savepoints go straight to the driver: SQLAlchemy's begin_nested() cost more
                     # than a typical unit (measured: 14% of the conductor's CPU in a burst)
-                    raw = conn.connection.driver_connection
-                    assert raw is not None
-                    if not isinstance(raw, sqlite3.Connection):  # psycopg: through SQLAlchemy's cursor
-                        raw = _DriverSQL(conn)
+                    driver = conn.connection.driver_connection
+                    # sqlite3's and psycopg's connections run plain SQL in the open transaction themselves
+                    raw: Any = driver if isinstance(driver, (sqlite3.Connection, psycopg_connection_type())) \
+                        else _DriverSQL(conn)  # another driver: through SQLAlchemy's cursor
                     for unit in batch:
                         raw.execute("SAVEPOINT cc_unit")
                         try:
@@ -125,6 +125,16 @@ class GroupWriter:
             if locked and lock is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return done
+
+
+def psycopg_connection_type() -> type:
+    """psycopg's sync Connection (its execute runs plain SQL in the open transaction), or a stand-in class
+    when psycopg is not installed."""
+    try:
+        import psycopg
+    except ImportError:
+        return _DriverSQL
+    return psycopg.Connection
 
 
 class _DriverSQL:
