@@ -256,7 +256,7 @@ class CellRouter:
         down: list[str] = []
         for cell, result in await scatter(cells, deadline, bound, first):
             if isinstance(result, Down):
-                LOG.warning("cell %s is down for a listing: %s", cell.path, result.error)
+                LOG.warning("cell %s is down for a listing: %s", cell.path, result.reason)
                 down.append(cell.path)
                 continue
             got[cell.path] = result
@@ -285,7 +285,7 @@ class CellRouter:
             remaining = max(0.001, deadline.remaining() or bound)
             for cell, result in await scatter(needy, deadline, remaining, next_batch):
                 if isinstance(result, Down):  # answered once, then not: keep what it gave
-                    LOG.warning("cell %s is down for a listing: %s", cell.path, result.error)
+                    LOG.warning("cell %s is down for a listing: %s", cell.path, result.reason)
                     more.discard(cell.path)
                     continue
                 got[cell.path] = got[cell.path] + result

@@ -35,6 +35,14 @@ T = TypeVar("T")
 class Down:
     """A cell that did not answer this request: why (a cell error or TimeoutError)."""
     error: BaseException
+    bound: float
+
+    @property
+    def reason(self) -> str:
+        """For logs and errors: a timeout says nothing by itself."""
+        if isinstance(self.error, TimeoutError):
+            return f"no answer within {self.bound:g} s"
+        return str(self.error) or type(self.error).__name__
 
 
 def is_down(exc: BaseException) -> bool:
@@ -58,7 +66,7 @@ async def scatter(cells: Sequence[C], ctx: RequestContext, bound: float,
         if isinstance(result, BaseException):
             if not is_down(result):
                 raise result
-            out.append((cell, Down(result)))
+            out.append((cell, Down(result, bound)))
         else:
             out.append((cell, result))
     return out
@@ -72,8 +80,8 @@ def answered(results: Sequence[tuple[C, T | Down]], what: str, strict: bool = Fa
         if not isinstance(result, Down):
             out.append((cell, result))
         elif strict:
-            raise errors.RpcError(reason=f"cell {cell.path} did not answer {what}: {result.error}") \
+            raise errors.RpcError(reason=f"cell {cell.path} did not answer {what}: {result.reason}") \
                 from result.error
         else:
-            LOG.warning("cell %s left out of %s: %s", cell.path, what, result.error)
+            LOG.warning("cell %s left out of %s: %s", cell.path, what, result.reason)
     return out

@@ -85,6 +85,7 @@ async def test_each_call_gets_a_context_bounded_by_the_bound_and_is_cut_off_ther
     assert results[0] == (Named("fast"), "fast")
     slow = results[1][1]
     assert isinstance(slow, Down) and isinstance(slow.error, TimeoutError)
+    assert slow.reason == "no answer within 0.2 s"
     assert all(r is not None and 0 < r <= 0.2 for r in seen.values()), seen
 
 
