@@ -28,7 +28,7 @@ def _brief(base: str, row: Row[Any]) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "links": links(base, "flavors", row.id)}
 
 
-def _detail(base: str, row: AnyRow) -> dict[str, Any]:
+def flavor_detail(base: str, row: AnyRow) -> dict[str, Any]:
     return {
         "id": row.id, "name": row.name, "ram": row.ram, "disk": row.disk, "vcpus": row.vcpus,
         "OS-FLV-EXT-DATA:ephemeral": row.ephemeral, "OS-FLV-DISABLED:disabled": row.disabled,
@@ -72,7 +72,7 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
             query = query.where(flavors.c.id > marker)
         rows = (await conn.execute(query.limit(limit))).all()
     base = public_url(request)
-    view = _detail if detail else _brief
+    view = flavor_detail if detail else _brief
     body: dict[str, Any] = {"flavors": [view(base, r) for r in rows]}
     if rows and len(rows) == limit and "limit" in request.query:
         suffix = "/detail" if detail else ""
@@ -110,7 +110,7 @@ def flavor_of(conn: Connection, ctx: RequestContext, flavor_id: str) -> AnyRow:
 
 async def show(request: web.Request) -> web.Response:
     row = await get_flavor(request, request.match_info["flavor_id"])
-    return web.json_response({"flavor": _detail(public_url(request), row)})
+    return web.json_response({"flavor": flavor_detail(public_url(request), row)})
 
 
 def add_routes(app: web.Application) -> None:

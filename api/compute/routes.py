@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.compute import extensions, flavors, servers, versions
+from api.compute import extensions, flavor_manage, flavors, servers, versions
 from api.errors import compute_body, error_middleware
 from api.middleware import token_auth
 
@@ -18,6 +18,7 @@ def make_compute_app() -> web.Application:
     app.router.add_get("/v2.1", versions.version)
     app.router.add_get("/v2.1/", versions.version)
     flavors.add_routes(app)
+    flavor_manage.add_routes(app)
     servers.add_routes(app)
     extensions.add_routes(app)
     return app

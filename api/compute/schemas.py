@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_BOOL = {"enum": [True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes", "y", "t",
+BOOL = {"enum": [True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes", "y", "t",
                   False, "False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no", "n", "f"]}
 # printable, no leading or trailing whitespace (2.1 dropped the v2.0 leniency)
 NAME = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^(?!\s)[^\x00-\x1f\x7f]*(?<!\s)$"}
@@ -17,7 +17,7 @@ _BDM_V2 = {
         "volume_id": _UUID, "snapshot_id": _UUID, "image_id": _UUID,
         "volume_size": {"type": ["integer", "string"], "pattern": "^[0-9]+$", "minimum": 1},
         "device_name": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[a-zA-Z0-9._/-]*$"},
-        "delete_on_termination": _BOOL,
+        "delete_on_termination": BOOL,
         "no_device": {},
         "connection_info": {"type": "string", "maxLength": 16777215},
         "source_type": {"type": "string", "enum": ["volume", "image", "snapshot", "blank"]},
@@ -67,11 +67,11 @@ SERVER_CREATE: dict[str, Any] = {
                 "availability_zone": NAME,
                 "block_device_mapping": {"type": "array", "items": {"type": "object"}},
                 "block_device_mapping_v2": {"type": "array", "items": _BDM_V2},
-                "config_drive": _BOOL,
+                "config_drive": BOOL,
                 "key_name": NAME,
                 "min_count": _POSITIVE_INT,
                 "max_count": _POSITIVE_INT,
-                "return_reservation_id": _BOOL,
+                "return_reservation_id": BOOL,
                 "security_groups": {"type": "array", "items": {
                     "type": "object", "properties": {"name": NAME}, "additionalProperties": False}},
                 "user_data": {"type": "string", "format": "base64", "maxLength": 65535},

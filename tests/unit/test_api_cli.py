@@ -29,9 +29,9 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not OPENSTACK.exists(), reason="python-openstackclient is not installed")]
 
 
-async def _cli(home: Path, url: str, *args: str) -> Any:
-    env = cli_env(home, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME="demo", OS_PASSWORD=SECRETS["demo_password"],
-                  OS_PROJECT_NAME="demo", OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
+async def _cli(home: Path, url: str, *args: str, user: str = "demo") -> Any:
+    env = cli_env(home, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME=user, OS_PASSWORD=SECRETS[f"{user}_password"],
+                  OS_PROJECT_NAME=user, OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
                   OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
     proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
@@ -67,3 +67,27 @@ async def test_openstack_cli_boot_list_show_delete(tmp_path: Path) -> None:
             assert await _cli(tmp_path, url, "server", "list", "-f", "json") == []
         finally:
             await server.close()
+
+
+async def test_openstack_cli_flavor_show_create_delete(tmp_path: Path) -> None:
+    """flavor show (the CLI reads os-extra_specs), and an admin's flavor create with properties and delete."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cluster = make_cluster(tmp_path)
+    cluster = replace(cluster, api=replace(cluster.api, listen=f"127.0.0.1:{port}", public_url=url))
+    await bootstrap.ensure(cluster)
+    server = TestServer(make_app(cluster), host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        tiny = await _cli(tmp_path, url, "flavor", "show", "m1.tiny", "-f", "json")
+        assert (tiny["id"], tiny["ram"], tiny["properties"]) == ("1", 512, {})
+        made = await _cli(tmp_path, url, "flavor", "create", "--ram", "128", "--disk", "1", "--vcpus", "1",
+                          "--property", "hw:cpu_policy=shared", "--private", "m9.test", "-f", "json", user="admin")
+        assert made["name"] == "m9.test" and made["os-flavor-access:is_public"] is False
+        shown = await _cli(tmp_path, url, "flavor", "show", "m9.test", "-f", "json", user="admin")
+        assert shown["properties"] == {"hw:cpu_policy": "shared"} and shown["access_project_ids"] == []
+        await _cli(tmp_path, url, "flavor", "delete", "m9.test", user="admin")
+        names = [f["Name"] for f in await _cli(tmp_path, url, "flavor", "list", "--all", "-f", "json", user="admin")]
+        assert names == ["m1.tiny", "m1.small", "m1.medium"]
+    finally:
+        await server.close()
