@@ -1,6 +1,6 @@
 """What this process speaks: the release, each RPC surface's version, each object's version;
-which RPC arguments and results are versioned objects; and the pin of a cell (the lowest
-version any live member speaks).
+the conversion of the versioned objects a method declares it carries (Method.args, plain_args,
+result in its RPC table); and the pin of a cell (the lowest version any live member speaks).
 
 Every service advertises `advertised()` in its heartbeat (Member.version = the release,
 Member.meta["versions"] = {"rpc": ..., "objects": {...}}), so every peer can see what
@@ -17,10 +17,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cells.objects.base import VersionedObject, newer
 from cells.objects.instance import FIELDS
+
+if TYPE_CHECKING:
+    from cells.rpc.wire import Method
 
 RELEASE = "4"
 BASE_RPC = "1.0"
@@ -54,28 +57,6 @@ class Migration(VersionedObject):
 
 
 OBJECTS: dict[str, type[VersionedObject]] = {o.obj_name: o for o in (Instance, Migration)}
-
-# method -> {argument: object}; method -> object of its result ("X[]": a list of X)
-ARGS: dict[str, dict[str, str]] = {
-    "build_and_run_instance": {"instance": "Instance"},
-    "terminate_instance": {"instance": "Instance"},
-    "run_instance_action": {"instance": "Instance"},
-    "prep_move": {"instance": "Instance", "migration": "Migration"},
-    "finish_move": {"instance": "Instance", "migration": "Migration"},
-    "confirm_move": {"instance": "Instance", "migration": "Migration"},
-    "revert_move": {"instance": "Instance", "migration": "Migration"},
-    "finish_revert": {"instance": "Instance", "migration": "Migration"},
-    "rebuild_evacuated": {"instance": "Instance", "migration": "Migration"},
-}
-RESULTS: dict[str, str] = {
-    "instance_get": "Instance", "instance_update": "Instance", "instances_on_host": "Instance[]",
-    "instance_action_done": "Instance",
-    "instance_show": "Instance@instance",  # "X@key": a map whose `key` entry is an X (the rest is plain)
-}
-# arguments older than versioning that stay plain dicts on the wire (a list: each item), only
-# made compatible with the peer: the fields it does not know are dropped
-PLAIN_ARGS: dict[str, dict[str, str]] = {"build_instances": {"instances": "Instance"}}
-
 
 @dataclass
 class Speaks:
@@ -181,9 +162,10 @@ def _in_map(result: Any, key: str, convert: Any) -> Any:
     return {**result, key: convert(result[key])}
 
 
-def encode_args(method: str, args: dict[str, Any], target: Mapping[str, str | None] | None) -> dict[str, Any]:
-    """Declared object arguments as primitives for a peer speaking `target` (None: predates versioning)."""
-    spec, plain = ARGS.get(method), PLAIN_ARGS.get(method)
+def encode_args(method: Method, args: dict[str, Any], target: Mapping[str, str | None] | None) -> dict[str, Any]:
+    """Declared object arguments (Method.args, plain_args) as primitives for a peer speaking `target`
+    (None: predates versioning)."""
+    spec, plain = method.args, method.plain_args
     if not spec and not plain:
         return args
     out = dict(args)
@@ -198,8 +180,8 @@ def encode_args(method: str, args: dict[str, Any], target: Mapping[str, str | No
     return out
 
 
-def decode_args(method: str, args: dict[str, Any]) -> dict[str, Any]:
-    spec = ARGS.get(method)
+def decode_args(method: Method, args: dict[str, Any]) -> dict[str, Any]:
+    spec = method.args
     if not spec:
         return args
     out = dict(args)
@@ -209,9 +191,9 @@ def decode_args(method: str, args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def encode_result(method: str, result: Any, target: Mapping[str, str] | None) -> Any:
-    """The result for a caller speaking `target` (None: a caller from before versioning)."""
-    kind = RESULTS.get(method)
+def encode_result(method: Method, result: Any, target: Mapping[str, str] | None) -> Any:
+    """The result (Method.result) for a caller speaking `target` (None: a caller from before versioning)."""
+    kind = method.result
     if not kind or result is None:
         return result
     kind, _, key = kind.partition("@")
@@ -228,8 +210,8 @@ def _encode(kind: str, result: Any, target: Mapping[str, str] | None) -> Any:
     return obj.to_primitive(result, version) if isinstance(result, dict) else result
 
 
-def decode_result(method: str, result: Any) -> Any:
-    kind = RESULTS.get(method)
+def decode_result(method: Method, result: Any) -> Any:
+    kind = method.result
     if not kind or result is None:
         return result
     kind, _, key = kind.partition("@")

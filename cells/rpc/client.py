@@ -39,7 +39,7 @@ def _for_member(member: Member, topic: str, method: wire.Method, args: dict[str,
         target = {name: min_version(str(v), pin.get(name)) for name, v in (speaks.get("objects") or {}).items()}
     asked = versions_.asked_objects()
     envelope = {"mv": method.version, "ov": asked} if asked is not None else None
-    return versions_.encode_args(method.name, args, target), envelope
+    return versions_.encode_args(method, args, target), envelope
 
 
 def min_version(a: str, b: str | None) -> str | None:
@@ -189,7 +189,7 @@ class RpcClient:
                 result = await self.call_address(member.address, method.name, sent, ctx,
                                                  remaining / 2 if others else remaining, member.public_key, topic,
                                                  versions, abandonable=method.retry_safe and others)
-                return versions_.decode_result(method.name, result)
+                return versions_.decode_result(method, result)
             except (errors.MemberGone, errors.RpcTimeout):
                 if not (method.retry_safe and (ctx.remaining() or 0) > 0 and len(tried) < RETRY_MEMBERS):
                     raise

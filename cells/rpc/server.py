@@ -99,6 +99,11 @@ class RpcServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen_keys: OrderedDict[str, None] = OrderedDict()
 
+    @property
+    def admitted(self) -> int:
+        """Requests running or waiting for a handler slot."""
+        return self._admitted
+
     async def start(self) -> None:
         if self.curve is None:
             LOG.warning("%s: PLAINTEXT DEV MODE (security.curve: false): callers are not authenticated, every "
@@ -186,11 +191,11 @@ class RpcServer:
             self._admitted += 1
             try:
                 async with self._slots:
-                    result = await func(ctx, **versions.decode_args(method, req.args))
+                    result = await func(ctx, **versions.decode_args(declared, req.args))
             finally:
                 self._admitted -= 1
             # results in the object versions the caller reads (a caller from before versioning: plain 1.0)
-            reply = wire.ok_reply(msg_id, versions.encode_result(method, result, req.reads))
+            reply = wire.ok_reply(msg_id, versions.encode_result(declared, result, req.reads))
         except errors.CellcloudError as exc:
             reply = wire.error_reply(msg_id, exc.to_wire())
         except asyncio.CancelledError:

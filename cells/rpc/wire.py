@@ -7,7 +7,8 @@ in (cells/objects/versions.py); both absent from callers that predate versioning
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -28,6 +29,12 @@ class Method:
     version: str = "1.0"  # the surface version that added (or last changed) the method
     # principal kinds that may call it (cells/rpc/principal.py; the operator may call any method)
     callers: frozenset[str] = frozenset()
+    # versioned objects it carries (cells/objects/versions.py converts them for each peer): arguments
+    # {name: object}; arguments older than versioning, plain dicts (a list: each item) only made
+    # compatible; the result: "X", "X[]" (a list of X) or "X@key" (a map whose `key` entry is an X)
+    args: Mapping[str, str] = field(default_factory=dict, compare=False)
+    plain_args: Mapping[str, str] = field(default_factory=dict, compare=False)
+    result: str | None = None
 
 
 def surface(*methods: Method) -> dict[str, Method]:

@@ -11,12 +11,13 @@ from cells.rpcapi.moves import COMPUTE_METHODS as MOVE_METHODS
 from cells.rpcapi.network import AGENT_REFRESH_VERSION
 from cells.rpcapi.volume import COMPUTE_METHODS as VOLUME_METHODS
 
+INSTANCE = {"instance": "Instance"}  # a versioned object (cells/objects/versions.py)
 SURFACE = surface(
-    Method("build_and_run_instance", NORMAL, cast=True, callers=callers(CONDUCTOR)),
-    Method("terminate_instance", NORMAL, cast=True, callers=callers(CONDUCTOR)),
+    Method("build_and_run_instance", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
+    Method("terminate_instance", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
     # user actions on a server (stop, start, reboot, reboot_hard, pause, unpause, suspend, resume,
     # rebuild: cells/lifecycle.py USER_ACTIONS); the compute reports back with instance_action_done
-    Method("run_instance_action", NORMAL, cast=True, callers=callers(CONDUCTOR)),
+    Method("run_instance_action", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
     Method("get_console_output", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
     # the network controller: something this host's guests depend on changed (cells/network/fanout.py)
     Method("refresh_network", FAST, cast=True, version=AGENT_REFRESH_VERSION, callers=callers(NETWORK)),

@@ -19,17 +19,19 @@ TOPIC = "conductor"
 SHOW_VERSION = "1.2"  # instance_show: a server view's record, volumes and security groups in one call
 SURFACE = surface(
     # from the API
-    Method("build_instances", NORMAL, callers=callers(API)),
-    Method("instance_get", FAST, retry_safe=True, callers=callers(API, COMPUTE)),
-    Method("instance_show", FAST, retry_safe=True, version=SHOW_VERSION, callers=callers(API)),
+    Method("build_instances", NORMAL, callers=callers(API), plain_args={"instances": "Instance"}),
+    Method("instance_get", FAST, retry_safe=True, callers=callers(API, COMPUTE), result="Instance"),
+    Method("instance_show", FAST, retry_safe=True, version=SHOW_VERSION, callers=callers(API),
+           result="Instance@instance"),  # {"instance": an Instance, the rest plain}
     Method("instance_list", FAST, retry_safe=True, callers=callers(API)),
     Method("instance_delete", NORMAL, callers=callers(API)),
     # from compute workers
     Method("compute_node_update", FAST, retry_safe=True, callers=callers(COMPUTE)),
-    Method("instance_update", FAST, callers=callers(API, COMPUTE)),  # the API: server set (name, metadata)
+    Method("instance_update", FAST, callers=callers(API, COMPUTE),  # the API: server set (name, metadata)
+           result="Instance"),
     Method("build_failed", FAST, callers=callers(COMPUTE)),
     Method("instance_destroyed", FAST, retry_safe=True, callers=callers(COMPUTE)),
-    Method("instances_on_host", FAST, retry_safe=True, callers=callers(COMPUTE)),
+    Method("instances_on_host", FAST, retry_safe=True, callers=callers(COMPUTE), result="Instance[]"),
     # host liveness (cells/rpc/liveness.py): an operator's mark (cellctl host down|up), a fenced host back
     Method("host_mark", FAST, retry_safe=True, callers=callers(OPERATOR)),
     Method("host_rejoined", FAST, retry_safe=True, callers=callers(COMPUTE)),
@@ -42,7 +44,7 @@ SURFACE = surface(
     # server actions (issue 4): from the API, and the compute's report when one is done
     Method("instance_action", NORMAL, callers=callers(API)),
     Method("console_output", NORMAL, retry_safe=True, callers=callers(API)),
-    Method("instance_action_done", FAST, callers=callers(COMPUTE)),
+    Method("instance_action_done", FAST, callers=callers(COMPUTE), result="Instance"),
     # volumes (issue 6): cells/rpcapi/volume.py VolumeConductorAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/moves.py MoveConductorAPI

@@ -28,6 +28,7 @@ from cells.rpcapi import Caller, map_reply
 
 MOVES_VERSION = "1.1"
 DISK_COPY_VERSION = "1.2"
+MOVE_ARGS = {"instance": "Instance", "migration": "Migration"}  # versioned objects (cells/objects/versions.py)
 CONDUCTOR_METHODS = (
     Method("move_instance", NORMAL, version=MOVES_VERSION, callers=callers(API)),
     Method("confirm_move", NORMAL, version=MOVES_VERSION, callers=callers(API)),
@@ -35,14 +36,14 @@ CONDUCTOR_METHODS = (
     Method("evacuate", NORMAL, version=MOVES_VERSION, callers=callers(API)),
 )
 COMPUTE_METHODS = (
-    Method("prep_move", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR)),
-    Method("finish_move", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR)),
+    Method("prep_move", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR), args=MOVE_ARGS),
+    Method("finish_move", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR), args=MOVE_ARGS),
     Method("confirm_move", NORMAL, retry_safe=True, version=MOVES_VERSION,
-           callers=callers(CONDUCTOR)),
+           callers=callers(CONDUCTOR), args=MOVE_ARGS),
     Method("revert_move", NORMAL, retry_safe=True, version=MOVES_VERSION,
-           callers=callers(CONDUCTOR)),
-    Method("finish_revert", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR)),
-    Method("rebuild_evacuated", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR)),
+           callers=callers(CONDUCTOR), args=MOVE_ARGS),
+    Method("finish_revert", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR), args=MOVE_ARGS),
+    Method("rebuild_evacuated", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR), args=MOVE_ARGS),
     Method("disk_info", NORMAL, retry_safe=True, version=DISK_COPY_VERSION, callers=callers(COMPUTE)),
     Method("read_disk", NORMAL, retry_safe=True, version=DISK_COPY_VERSION, callers=callers(COMPUTE)),
 )

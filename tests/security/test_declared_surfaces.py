@@ -10,6 +10,7 @@ from cells.cellrouter import SURFACE as ROUTER_SURFACE
 from cells.cellrouter import CellRouterService
 from cells.conductor.manager import ConductorManager
 from cells.network.controller import NetworkController
+from cells.objects.versions import OBJECTS
 from cells.rpc import wire
 from cells.rpc.principal import KINDS
 from cells.rpcapi.compute import SURFACE as COMPUTE_SURFACE
@@ -52,6 +53,17 @@ def test_every_method_declares_its_callers_among_the_principal_kinds(kind: str) 
     for method in surface.values():
         assert method.callers, f"{kind}.{method.name} declares no caller"
         assert method.callers <= KINDS, f"{kind}.{method.name}: {sorted(method.callers)}"
+
+
+@pytest.mark.parametrize("kind", sorted(SERVICES))
+def test_every_codec_names_a_versioned_object(kind: str) -> None:
+    """A method's object arguments and result are declared with it, and name objects that exist."""
+    surface, _ = SERVICES[kind]
+    for method in surface.values():
+        named = [*method.args.values(), *method.plain_args.values()]
+        if method.result is not None:
+            named.append(method.result.partition("@")[0].removesuffix("[]"))
+        assert set(named) <= set(OBJECTS), f"{kind}.{method.name}: {named}"
 
 
 def test_a_table_refuses_a_method_declared_twice_or_without_callers() -> None:

@@ -46,6 +46,7 @@ class Served:
     address: str
     server_key: bytes
     handler: Handler
+    server: RpcServer
 
     def client(self) -> RpcClient:
         return RpcClient(security.load_keys(self.state, "cell1/compute/node1"))
@@ -75,7 +76,7 @@ async def _serve(tmp_path: Path, **limits: int) -> AsyncIterator[Served]:
                        **limits)
     await server.start()
     try:
-        yield Served(tmp_path, address, keys["cell1/conductor"].encode(), handler)
+        yield Served(tmp_path, address, keys["cell1/conductor"].encode(), handler, server)
     finally:
         handler.gate.set()
         await server.stop()
@@ -151,7 +152,11 @@ async def test_requests_beyond_the_concurrency_bound_wait_then_get_service_busy(
             return asyncio.ensure_future(client.call_address(small.address, "hold", {}, RequestContext(), 5.0,
                                                              server_key=small.server_key))
         first, second = hold(), hold()
-        await asyncio.sleep(0.3)
+        for _ in range(500):  # both reached the server: one runs, one waits
+            if small.server.admitted == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert small.server.admitted == 2
         with pytest.raises(errors.ServiceBusy):
             await client.call_address(small.address, "hold", {}, RequestContext(), 5.0, server_key=small.server_key)
         assert not first.done() and not second.done()

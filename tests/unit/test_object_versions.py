@@ -10,6 +10,8 @@ from cells import errors
 from cells.objects import versions
 from cells.objects.base import is_primitive
 from cells.objects.versions import OBJECTS, Instance, Migration
+from cells.rpcapi.compute import SURFACE as COMPUTE
+from cells.rpcapi.conductor import SURFACE as CONDUCTOR
 
 # A field added, removed or retyped changes the fingerprint: bump the object's VERSION, add the
 # field to its `history` (so older peers get it dropped), then record the new pair here.
@@ -66,12 +68,12 @@ def test_build_instances_records_stay_plain_dicts_made_compatible() -> None:
     reads plain dicts), only stripped of what the cell's pin does not know."""
     rec = record(key_data="ssh-ed25519 AAAAC3 me@host")
     args = {"instances": [rec], "request_spec": {"num_instances": 1}}
-    old = versions.encode_args("build_instances", args, {"Instance": "1.1"})["instances"][0]
+    old = versions.encode_args(CONDUCTOR["build_instances"], args, {"Instance": "1.1"})["instances"][0]
     assert not is_primitive(old) and "key_data" not in old and old["old_flavor"] == {"id": "1"}
-    oldest = versions.encode_args("build_instances", args, None)["instances"][0]
+    oldest = versions.encode_args(CONDUCTOR["build_instances"], args, None)["instances"][0]
     assert "key_data" not in oldest and "old_flavor" not in oldest
-    assert versions.encode_args("build_instances", args, {"Instance": "1.2"})["instances"] == [rec]
-    assert versions.decode_args("build_instances", {"instances": [old]}) == {"instances": [old]}
+    assert versions.encode_args(CONDUCTOR["build_instances"], args, {"Instance": "1.2"})["instances"] == [rec]
+    assert versions.decode_args(CONDUCTOR["build_instances"], {"instances": [old]}) == {"instances": [old]}
 
 
 def test_cell_pins_the_lowest_version_any_member_speaks() -> None:
@@ -83,13 +85,13 @@ def test_cell_pins_the_lowest_version_any_member_speaks() -> None:
 
 
 def test_declared_arguments_and_results_cross_as_objects() -> None:
-    sent = versions.encode_args("build_and_run_instance", {"instance": record()}, {"Instance": "1.0"})
+    sent = versions.encode_args(COMPUTE["build_and_run_instance"], {"instance": record()}, {"Instance": "1.0"})
     assert sent["instance"]["cc.version"] == "1.0"
-    got = versions.decode_args("build_and_run_instance", sent)
+    got = versions.decode_args(COMPUTE["build_and_run_instance"], sent)
     assert got["instance"]["old_flavor"] is None and got["instance"]["uuid"] == "u1"
-    listed = versions.encode_result("instances_on_host", [record()], None)
+    listed = versions.encode_result(CONDUCTOR["instances_on_host"], [record()], None)
     assert listed == [Instance.make_compatible(record(), "1.0")]
-    assert versions.decode_result("instance_get", versions.encode_result("instance_get", record(),
+    assert versions.decode_result(CONDUCTOR["instance_get"], versions.encode_result(CONDUCTOR["instance_get"], record(),
                                                                           {"Instance": "1.1"}))["old_flavor"] == {
         "id": "1"}
 
