@@ -107,9 +107,17 @@ class CellRouterService(Directory):
 
     async def relay(self, ctx: RequestContext, path: str, topic: str, method: str, args: dict[str, Any],
                     timeout: float) -> Any:
-        """Call `method` on a live member of `topic` in cell `path` (this cell or one below it)."""
+        """Call `method` on a live member of `topic` in cell `path` (this cell or one below it).
+        Never a directory's method: the router's own key would speak for whoever asked."""
         if self.service is None:
             raise errors.RpcError(reason=f"router {self.spec.id} is not started")
+        if not (isinstance(path, str) and isinstance(topic, str) and isinstance(method, str)
+                and isinstance(args, dict) and isinstance(timeout, (int, float))):
+            raise errors.Invalid(reason="relay takes a path, topic and method name, a map of args and a timeout")
+        if method in directory.SURFACE:
+            caller = ctx.principal.name if ctx.principal is not None else "a plaintext peer"
+            raise errors.RpcForbidden(principal=caller, method=f"relay of {method}",
+                                      reason="directories are not relayed")
         remaining = ctx.remaining()
         budget = min(timeout, remaining) if remaining is not None else timeout
         child = next_hop(self.cell.path, path)

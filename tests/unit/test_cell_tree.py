@@ -19,6 +19,7 @@ from cells.cellrouter import CellRouterService, next_hop
 from cells.config import ApiSpec, CellSpec, ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.objects.instance import utcnow_iso
+from cells.rpc import wire
 from cells.rpcapi.conductor import SURFACE as CONDUCTOR_SURFACE
 from cells.service import Service
 from tests.conftest import free_port
@@ -143,3 +144,16 @@ async def test_a_silent_nested_cell_lists_from_mappings_within_the_bound(tree: t
     assert [(r["name"], bool(r.get("down"))) for r in got] == [("alive", False), ("lost", True)]
     # boots skip it: only the other cell is a candidate
     assert [c.path for c in router.candidates({"ram": 512, "vcpus": 1}, None)] == ["other"]
+
+
+async def test_a_router_relays_no_directory_method(tree: tuple[Tree, CellRouter]) -> None:
+    """A relay of leave (or heartbeat) would carry the router's own key to a directory: refused,
+    and the router stays routed in its parent's directory."""
+    _, router = tree
+    top = router.tops["top"]
+    await _wait(lambda: bool(top.view.members("cell.mid")))
+    leave = wire.Method("leave", callers=frozenset({"api"}))
+    with pytest.raises(errors.RpcForbidden):
+        await top.relay("top!mid", "router", leave, {"member_id": "top!mid/router"}, CTX)
+    await asyncio.sleep(0.3)
+    assert top.view.members("cell.mid")
