@@ -7,6 +7,7 @@ and the EC2 handlers (api/ec2/actions.py) do to servers, each a function over a 
     act(cc, ctx, server_id, action, args) -> record        a lifecycle action (stop, start, reboot, ...)
     console_output(cc, ctx, server_id, length) -> text
     show(cc, ctx, server_id) -> record                     the live record of a server the caller may see
+    get(cc, ctx, server_id) -> record                      its cell's record as it stands (EC2's actions)
     list_servers(cc, ctx, ServerQuery) -> records          every cell at once, merge-sorted (a down cell's
                                                            servers from the instance mappings, UNKNOWN)
 
@@ -95,6 +96,13 @@ async def act(cc: ComputeContext, ctx: RequestContext, server_id: str, action: s
     rebuild, ...): 409 when it does not fit the server's state; the record with its task state."""
     conductor, uuid = await _locate(cc, ctx, server_id)
     return await conductor.instance_action(ctx, uuid, action, args)
+
+
+async def get(cc: ComputeContext, ctx: RequestContext, server_id: str) -> dict[str, Any]:
+    """The server's record as its cell holds it (no view extras, no clean-up of a stale mapping:
+    show's); 404 for a server the caller may not see."""
+    conductor, uuid = await _locate(cc, ctx, server_id)
+    return await conductor.instance_get(ctx, uuid)
 
 
 async def console_output(cc: ComputeContext, ctx: RequestContext, server_id: str, length: int | None) -> str:

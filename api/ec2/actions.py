@@ -18,14 +18,14 @@ from sqlalchemy import and_, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from api import quota
-from api.compute import keypairs, mappings, service
+from api.compute import keypairs, service
 from api.compute.server_create import BootRequest
 from api.compute.views import DEFAULT_AZ, record_status
 from api.db.schema import ec2_client_tokens, flavors, images
 from api.ec2 import ids
 from api.ec2.errors import Ec2Error
 from api.image import images as image_db
-from api.keys import CLUSTER, DB, ENGINE, ROUTER
+from api.keys import CLUSTER, ENGINE
 from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
@@ -150,14 +150,13 @@ async def _uuids(request: web.Request, ec2_instance_ids: list[Any]) -> list[str]
 
 async def _live(request: web.Request, ctx: RequestContext, uuids: list[str]) -> list[dict[str, Any]]:
     """(records) of the caller's live servers; InvalidInstanceID.NotFound for any other."""
-    engine, db, router = request.config_dict[ENGINE], request.config_dict[DB], request.config_dict[ROUTER]
+    cc = service.ComputeContext.of(request)
     records = []
     for uuid in uuids:
         try:
-            mapping = await mappings.get(db, ctx, uuid)
-            records.append(await router.conductor(mapping.cell_path).instance_get(ctx, uuid))
+            records.append(await service.get(cc, ctx, uuid))
         except errors.InstanceNotFound:
-            ec2_id = await ids.ec2_id(engine, "instance", uuid)
+            ec2_id = await ids.ec2_id(cc.engine, "instance", uuid)
             raise Ec2Error("InvalidInstanceID.NotFound", f"The instance ID '{ec2_id}' does not exist") from None
     return records
 

@@ -72,7 +72,9 @@ async def test_delete_hands_the_server_to_its_cell_and_refuses_another_projects(
         await service.delete(cc, stranger, uuid)
     assert cloud.cell.conductor.records[uuid]["task_state"] == "scheduling"
     await service.delete(cc, ctx, uuid)
-    assert cloud.cell.conductor.records[uuid]["task_state"] == "deleting"
+    assert (await service.get(cc, ctx, uuid))["task_state"] == "deleting"  # as its cell holds it now
+    with pytest.raises(errors.InstanceNotFound):
+        await service.get(cc, stranger, uuid)
     async with cc.engine.connect() as conn:  # it no longer counts against the project's quota
         queued = (await conn.execute(select(queued_deletes.c.instance_uuid))).scalars().all()
     assert list(queued) == [uuid]
