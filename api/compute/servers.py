@@ -21,6 +21,7 @@ from api.keys import DB, public_url
 from api.timeutil import parse
 from cells import errors
 from cells.context import RequestContext
+from cells.db.instances import fixed_ip_matcher
 
 MAX_LIMIT = 1000
 # Nova sort key -> instance record field (cells/objects/instance.py)
@@ -59,6 +60,26 @@ async def show(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     await service.delete(service.ComputeContext.of(request), context(request), request.match_info["server_id"])
     return web.Response(status=204)
+
+
+def _basic_addresses(record: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Nova's /ips view: each address as version and addr only (the server view adds type and MAC)."""
+    return {net: [{"version": ip.get("version"), "addr": ip.get("addr")} for ip in ips or ()]
+            for net, ips in (record.get("addresses") or {}).items()}
+
+
+async def ips_index(request: web.Request) -> web.Response:
+    record = await service.show(service.ComputeContext.of(request), context(request), request.match_info["server_id"])
+    return web.json_response({"addresses": _basic_addresses(record)})
+
+
+async def ips_show(request: web.Request) -> web.Response:
+    record = await service.show(service.ComputeContext.of(request), context(request), request.match_info["server_id"])
+    network = request.match_info["network"]
+    addresses = _basic_addresses(record)
+    if network not in addresses:
+        raise errors.NotFound("Instance is not a member of specified network")
+    return web.json_response({network: addresses[network]})
 
 
 def _sort(query: Any) -> tuple[list[str], list[str]]:
@@ -108,6 +129,10 @@ def _filters(ctx: RequestContext, query: Any) -> tuple[dict[str, Any], list[str]
     if "name" in query:
         service.name_pattern(query["name"])
         filters["name"] = query["name"]  # a regular expression, as Nova
+    for key in ("ip", "ip6"):  # Nova's fixed-address filters (regular expressions), open to members too
+        if key in query:
+            filters[key] = query[key]
+    fixed_ip_matcher(filters)  # a pattern outside the linear-time subset is a 400 before any cell is asked
     statuses = query.getall("status", []) or None
     if statuses:
         filters["vm_state"] = vm_states_for(statuses)
@@ -163,5 +188,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v2.1/servers/detail", detail)
     app.router.add_get("/v2.1/servers/{server_id}", show)
     app.router.add_delete("/v2.1/servers/{server_id}", delete)
+    app.router.add_get("/v2.1/servers/{server_id}/ips", ips_index)
+    app.router.add_get("/v2.1/servers/{server_id}/ips/{network}", ips_show)
     actions.add_routes(app)  # POST /servers/{id}/action: api/compute/actions.py
     volume_attachments.add_routes(app)  # /servers/{id}/os-volume_attachments: api/compute/volume_attachments.py

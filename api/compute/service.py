@@ -33,6 +33,7 @@ from cells import errors, linear_regex
 from cells.config import ClusterConfig
 from cells.context import RequestContext
 from cells.db.engine import Database
+from cells.db.instances import fixed_ip_matcher
 from cells.rpcapi.conductor import ConductorAPI
 
 
@@ -162,7 +163,7 @@ async def list_servers(cc: ComputeContext, ctx: RequestContext, q: ServerQuery) 
             raise errors.MarkerNotFound(marker=q.marker) from None
         except errors.RpcError:  # the marker's cell is down: its mapping still gives its sort position
             marker = down_cells.record(await mappings.get(cc.db, ctx, q.marker))
-    if q.statuses and not q.filters.get("vm_state"):  # no state has those statuses
+    if q.limit == 0 or (q.statuses and not q.filters.get("vm_state")):  # an empty page; no state has those statuses
         return []
 
     async def down_records(paths: list[str]) -> list[dict[str, Any]]:
@@ -198,6 +199,9 @@ def _keep(record: dict[str, Any], filters: dict[str, Any], statuses: list[str] |
     for key, field in (("flavor_id", "flavor"), ("image_id", "image")):
         if key in filters and (record.get(field) or {}).get("id") != filters[key]:
             return False
+    ip_ok = fixed_ip_matcher(filters)
+    if ip_ok is not None and not ip_ok(record.get("addresses")):
+        return False
     return _name_ok(record, filters)
 
 
@@ -206,4 +210,5 @@ async def _kept(records: list[dict[str, Any]], filters: dict[str, Any],
     def keep() -> list[dict[str, Any]]:
         return [r for r in records if _keep(r, filters, statuses)]
     # a name search over a page (up to 1000 names of up to 255 characters) runs off the event loop
-    return await asyncio.to_thread(keep) if "name" in filters and records else keep()
+    slow = "name" in filters or "ip" in filters or "ip6" in filters
+    return await asyncio.to_thread(keep) if slow and records else keep()

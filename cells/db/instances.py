@@ -5,7 +5,7 @@ the cell-internal columns (conductor_id, request_spec, retry_hosts) never leave.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ SORT_KEYS = frozenset({"uuid", "name", "project_id", "user_id", "host", "vm_stat
                        "created_at", "updated_at", "launched_at", "terminated_at", "key_name", "availability_zone",
                        "progress", "deleted"})
 FILTER_KEYS = frozenset({"project_id", "user_id", "name", "vm_state", "task_state", "host", "uuid", "deleted",
-                         "changes_since", "flavor_id", "image_id"})
+                         "changes_since", "flavor_id", "image_id", "ip", "ip6"})
 _LIST_FILTERS = ("project_id", "user_id", "vm_state", "task_state", "host", "uuid")  # exact match, str or list
 DEFAULT_SORT = ("created_at", "uuid")
 DEFAULT_DIR = "desc"
@@ -46,6 +46,31 @@ def check_name_pattern(pattern: str) -> None:
         linear_regex.compile_pattern(pattern)
     except linear_regex.PatternError as exc:
         raise errors.Invalid(reason=f"name filter is not a supported regular expression: {exc}") from None
+
+
+def fixed_ip_matcher(filters: Mapping[str, Any]) -> Callable[[Mapping[str, Any] | None], bool] | None:
+    """Nova's ip / ip6 filters: a regular expression matched (anchored at the start, as re.match) against
+    each fixed IPv4 / IPv6 address of a server, linear in the address (cells/linear_regex.py).
+    None when neither filter is given; Invalid for a pattern outside the linear-time subset."""
+    patterns: dict[int, linear_regex.LinearRegex] = {}
+    for version, key in ((4, "ip"), (6, "ip6")):
+        if filters.get(key) is not None:
+            try:
+                patterns[version] = linear_regex.compile_pattern(f"^(?:{filters[key]})")
+            except linear_regex.PatternError as exc:
+                raise errors.Invalid(reason=f"{key} filter is not a supported regular expression: {exc}") from None
+    if not patterns:
+        return None
+
+    def matches(addresses: Mapping[str, Any] | None) -> bool:
+        for ips in (addresses or {}).values():
+            for ip in ips or ():
+                pattern = patterns.get(int(ip.get("version") or 4))
+                if pattern is not None and ip.get("OS-EXT-IPS:type", "fixed") == "fixed" \
+                        and pattern.search(str(ip.get("addr") or "")):
+                    return True
+        return False
+    return matches
 
 
 def to_record(row: AnyRow | Mapping[str, Any], cell: str | None) -> dict[str, Any]:
@@ -198,6 +223,7 @@ def list_rows(conn: Connection, filters: Mapping[str, Any], sort_keys: Sequence[
         raise errors.Invalid(reason=f"limit must be a non-negative integer, not {limit!r}")
     # SQLite runs the name matcher itself; elsewhere it runs here, over the rows in order, up to the limit
     name = str(filters.get("name") or "") if conn.dialect.name != "sqlite" else ""
+    ip_ok = fixed_ip_matcher(filters)  # addresses are JSON: matched here, over the rows in order
     stmt: Select[Any] = select(*WIRE_COLUMNS).where(*filter_conditions(filters, name_in_sql=not name), *extra)
     if marker is not None:
         # the marker may be any instance of this cell, deleted ones too (as Nova)
@@ -208,13 +234,13 @@ def list_rows(conn: Connection, filters: Mapping[str, Any], sort_keys: Sequence[
     for key, direction in order:
         col = instances.c[key]
         stmt = stmt.order_by(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
-    if name:
+    if name or ip_ok is not None:
         if limit == 0:
             return []
-        matcher = linear_regex.compile_pattern(name)
+        matcher = linear_regex.compile_pattern(name) if name else None
         out = []
         for row in conn.execute(stmt):
-            if matcher.search(row.name or ""):
+            if (matcher is None or matcher.search(row.name or "")) and (ip_ok is None or ip_ok(row.addresses)):
                 out.append(row)
                 if limit is not None and len(out) >= limit:
                     break

@@ -18,6 +18,7 @@ from typing import Any
 from api.cell_router import sort_key
 from cells import errors, linear_regex
 from cells.context import RequestContext
+from cells.db.instances import fixed_ip_matcher
 from cells.objects import versions
 from cells.objects.instance import PowerState, VmState, utcnow_iso
 from cells.rpc.client import RpcClient
@@ -80,7 +81,7 @@ class FakeConductor:
                             sort_dirs: list[str], limit: int | None, marker: str | None) -> list[dict[str, Any]]:
         self.list_calls += 1
         allowed = {"project_id", "user_id", "name", "vm_state", "task_state", "host", "uuid", "deleted",
-                   "changes_since", "flavor_id", "image_id"}
+                   "changes_since", "flavor_id", "image_id", "ip", "ip6"}
         if set(filters) - allowed:
             raise errors.Invalid(reason=f"unknown instance filter(s) {sorted(set(filters) - allowed)}")
         recs = [r for r in self.records.values() if self._visible(ctx, r) and self._match(r, filters)]
@@ -103,6 +104,9 @@ class FakeConductor:
             if rec["vm_state"] not in wanted:
                 return False
         if filters.get("name") and not linear_regex.search(filters["name"], rec["name"]):
+            return False
+        ip_ok = fixed_ip_matcher(filters)
+        if ip_ok is not None and not ip_ok(rec.get("addresses")):
             return False
         for key, built_from in (("flavor_id", "flavor"), ("image_id", "image")):
             if filters.get(key) is not None and (rec.get(built_from) or {}).get("id") != filters[key]:
