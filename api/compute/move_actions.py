@@ -13,20 +13,16 @@ evacuate 400, a non-admin migrate or evacuate 403. Each step shows in `server ev
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
 
-from api import quota
-from api.compute import mappings
+from api.compute import service
 from api.compute.flavors import flavor_dict, get_flavor
 from api.http import id_from_href
-from api.keys import DB, ROUTER
 from api.validation import validate
 from cells import errors
 from cells.context import RequestContext
-from cells.rpcapi.moves import MoveConductorAPI
 
 ACTIONS = ("resize", "confirmResize", "revertResize", "migrate", "evacuate")
 _NULL_OR_EMPTY = {"type": ["null", "object"], "additionalProperties": True}
@@ -38,12 +34,6 @@ EVACUATE = {"type": ["object", "null"], "additionalProperties": False,
                            "onSharedStorage": {"type": ["boolean", "string"]}}}
 
 
-async def _conductor(request: web.Request, ctx: RequestContext, server_id: str) -> tuple[MoveConductorAPI, str]:
-    mapping = await mappings.get(request.config_dict[DB], ctx, server_id)
-    cell = request.config_dict[ROUTER].conductor(mapping.cell_path)
-    return MoveConductorAPI(cell.caller), str(mapping.instance_uuid)
-
-
 def _admin(ctx: RequestContext, name: str) -> None:
     if not ctx.is_admin:
         raise errors.Forbidden(f"Policy doesn't allow os_compute_api:os-{name} to be performed.")
@@ -51,30 +41,21 @@ def _admin(ctx: RequestContext, name: str) -> None:
 
 async def move_action(request: web.Request, ctx: RequestContext, server_id: str, name: str,
                       spec: Any) -> web.Response:
+    cc = service.ComputeContext.of(request)
     if name == "resize":
         validate(RESIZE, spec, "resize")
         try:
             flavor = await get_flavor(request, id_from_href(str(spec["flavorRef"])))
         except errors.FlavorNotFound:
             raise errors.Invalid("Invalid flavorRef provided.") from None
-        conductor, uuid = await _conductor(request, ctx, server_id)
-        new = flavor_dict(flavor)
-        db, project = request.config_dict[DB], str(ctx.project)
-        # counted with the new flavor from now (its cores/ram delta checked: 403 if over), as Nova
-        old = await db.write(lambda conn: quota.admit_resize(conn, project, uuid, new))
-        try:
-            await conductor.move_instance(ctx, uuid, "resize", new)
-        except BaseException:
-            await asyncio.shield(db.write(lambda conn: quota.count_as(conn, uuid, *old)))  # refused: as before
-            raise
+        await service.resize(cc, ctx, server_id, flavor_dict(flavor))
         return web.Response(status=202)
     if name in ("confirmResize", "revertResize"):
         validate(_NULL_OR_EMPTY, spec, name)
-        conductor, uuid = await _conductor(request, ctx, server_id)
         if name == "confirmResize":
-            await conductor.confirm_move(ctx, uuid)
+            await service.confirm_resize(cc, ctx, server_id)
             return web.Response(status=204)
-        await conductor.revert_move(ctx, uuid)
+        await service.revert_resize(cc, ctx, server_id)
         return web.Response(status=202)
     if name == "migrate":
         validate(_NULL_OR_EMPTY, spec, name)
@@ -82,15 +63,13 @@ async def move_action(request: web.Request, ctx: RequestContext, server_id: str,
         if isinstance(spec, dict) and spec.get("host"):
             raise errors.Invalid("Choosing the destination host of a migration is not supported; "
                                  "the scheduler picks one.")
-        conductor, uuid = await _conductor(request, ctx, server_id)
-        await conductor.move_instance(ctx, uuid, "migrate")
+        await service.migrate(cc, ctx, server_id)
         return web.Response(status=202)
     validate(EVACUATE, spec, name)
     _admin(ctx, "evacuate")
     if isinstance(spec, dict) and spec.get("host"):
         raise errors.Invalid("Choosing the destination host of an evacuation is not supported; "
                              "the scheduler picks one.")
-    conductor, uuid = await _conductor(request, ctx, server_id)
-    await conductor.evacuate(ctx, uuid)
+    await service.evacuate(cc, ctx, server_id)
     body = {"adminPass": spec["adminPass"]} if isinstance(spec, dict) and spec.get("adminPass") else {}
     return web.json_response(body, status=200)

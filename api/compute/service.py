@@ -6,6 +6,7 @@ and the EC2 handlers (api/ec2/actions.py) do to servers, each a function over a 
     delete(cc, ctx, server_id)                             the cell deletes; quota and group let go at once
     act(cc, ctx, server_id, action, args) -> record        a lifecycle action (stop, start, reboot, ...)
     console_output(cc, ctx, server_id, length) -> text
+    resize, confirm_resize, revert_resize, migrate, evacuate(cc, ctx, server_id, ...)   moves (cells/rpcapi/moves)
     show(cc, ctx, server_id) -> record                     the live record of a server the caller may see
     get(cc, ctx, server_id) -> record                      its cell's record as it stands (EC2's actions)
     list_servers(cc, ctx, ServerQuery) -> records          every cell at once, merge-sorted (a down cell's
@@ -35,6 +36,7 @@ from cells.context import RequestContext
 from cells.db.engine import Database
 from cells.db.instances import fixed_ip_matcher
 from cells.rpcapi.conductor import ConductorAPI
+from cells.rpcapi.moves import MoveConductorAPI
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,47 @@ async def console_output(cc: ComputeContext, ctx: RequestContext, server_id: str
     conductor, uuid = await _locate(cc, ctx, server_id)
     return await conductor.console_output(ctx, uuid, length)
 
+
+
+async def _mover(cc: ComputeContext, ctx: RequestContext, server_id: str) -> tuple[MoveConductorAPI, str]:
+    conductor, uuid = await _locate(cc, ctx, server_id)
+    return MoveConductorAPI(conductor.caller), uuid
+
+
+async def resize(cc: ComputeContext, ctx: RequestContext, server_id: str, flavor: dict[str, Any]) -> None:
+    """Move the server to `flavor` (another host, or its own where the cell allows). The new flavor
+    counts against the project's quota at once (403 when the increase does not fit), as in Nova,
+    and the old one again if the cell refuses."""
+    conductor, uuid = await _mover(cc, ctx, server_id)
+    project = str(ctx.project)
+    old = await cc.db.write(lambda conn: quota.admit_resize(conn, project, uuid, flavor))
+    try:
+        await conductor.move_instance(ctx, uuid, "resize", flavor)
+    except BaseException:
+        await asyncio.shield(cc.db.write(lambda conn: quota.count_as(conn, uuid, *old)))  # refused: as before
+        raise
+
+
+async def confirm_resize(cc: ComputeContext, ctx: RequestContext, server_id: str) -> None:
+    conductor, uuid = await _mover(cc, ctx, server_id)
+    await conductor.confirm_move(ctx, uuid)
+
+
+async def revert_resize(cc: ComputeContext, ctx: RequestContext, server_id: str) -> None:
+    conductor, uuid = await _mover(cc, ctx, server_id)
+    await conductor.revert_move(ctx, uuid)
+
+
+async def migrate(cc: ComputeContext, ctx: RequestContext, server_id: str) -> None:
+    """To another host of the server's cell, chosen by its scheduler."""
+    conductor, uuid = await _mover(cc, ctx, server_id)
+    await conductor.move_instance(ctx, uuid, "migrate")
+
+
+async def evacuate(cc: ComputeContext, ctx: RequestContext, server_id: str) -> None:
+    """Rebuild the server on another host of its cell: only when its host is dead."""
+    conductor, uuid = await _mover(cc, ctx, server_id)
+    await conductor.evacuate(ctx, uuid)
 
 @dataclass(frozen=True)
 class ServerQuery:
