@@ -125,15 +125,16 @@ def on(event: str, state: State, instance_id: str = "") -> tuple[State, tuple[st
 
 # --- API status (Nova's nova/api/openstack/common.py _STATE_MAP) ------------
 
-# task and vm states Cellcloud does not drive yet, named as Nova names them so the
-# status map stays complete for data written by later features.
-_REBOOTING, _REBOOT_PENDING, _REBOOT_STARTED = "rebooting", "reboot_pending", "reboot_started"
-_REBOOTING_HARD, _REBOOT_PENDING_HARD, _REBOOT_STARTED_HARD = ("rebooting_hard", "reboot_pending_hard",
-                                                              "reboot_started_hard")
-_UPDATING_PASSWORD, _MIGRATING = "updating_password", "migrating"
-_REBUILDING, _REBUILD_BDM, _REBUILD_SPAWNING = "rebuilding", "rebuild_block_device_mapping", "rebuild_spawning"
-_RESIZE_TASKS = ("resize_prep", "resize_migrating", "resize_migrated", "resize_finish")
-_RESIZE_REVERTING = "resize_reverting"
+# some task states Cellcloud does not drive yet: the status map stays complete for data written by
+# later features
+T = TaskState
+_REBOOTING, _REBOOT_PENDING, _REBOOT_STARTED = T.REBOOTING, T.REBOOT_PENDING, T.REBOOT_STARTED
+_REBOOTING_HARD, _REBOOT_PENDING_HARD, _REBOOT_STARTED_HARD = (T.REBOOTING_HARD, T.REBOOT_PENDING_HARD,
+                                                              T.REBOOT_STARTED_HARD)
+_UPDATING_PASSWORD, _MIGRATING = T.UPDATING_PASSWORD, T.MIGRATING
+_REBUILDING, _REBUILD_BDM, _REBUILD_SPAWNING = T.REBUILDING, T.REBUILD_BLOCK_DEVICE_MAPPING, T.REBUILD_SPAWNING
+_RESIZE_TASKS = (T.RESIZE_PREP, T.RESIZE_MIGRATING, T.RESIZE_MIGRATED, T.RESIZE_FINISH)
+_RESIZE_REVERTING = T.RESIZE_REVERTING
 _REBUILD: dict[str | None, str] = {_REBUILDING: "REBUILD", _REBUILD_BDM: "REBUILD", _REBUILD_SPAWNING: "REBUILD"}
 _RESIZE: dict[str | None, str] = {t: "RESIZE" for t in _RESIZE_TASKS}
 
@@ -178,16 +179,16 @@ class UserAction:
 _HARD_REBOOT_FROM = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED, VmState.ERROR})
 _REBOOT_TASKS = frozenset({None, _REBOOTING, _REBOOT_PENDING, _REBOOT_STARTED})
 USER_ACTIONS: dict[str, UserAction] = {a.name: a for a in (
-    UserAction("stop", frozenset({VmState.ACTIVE, VmState.ERROR}), "powering-off", frozenset({VmState.STOPPED})),
-    UserAction("start", frozenset({VmState.STOPPED}), "powering-on", frozenset({VmState.ACTIVE})),
+    UserAction("stop", frozenset({VmState.ACTIVE, VmState.ERROR}), TaskState.POWERING_OFF, frozenset({VmState.STOPPED})),
+    UserAction("start", frozenset({VmState.STOPPED}), TaskState.POWERING_ON, frozenset({VmState.ACTIVE})),
     UserAction("reboot", frozenset({VmState.ACTIVE}), _REBOOTING, frozenset({VmState.ACTIVE})),
     # a hard reboot may take over a soft one that hangs, as Nova
     UserAction("reboot_hard", _HARD_REBOOT_FROM, _REBOOTING_HARD, frozenset({VmState.ACTIVE}),
                _REBOOT_TASKS | {_REBOOTING_HARD}),
-    UserAction("pause", frozenset({VmState.ACTIVE}), "pausing", frozenset({VmState.PAUSED})),
-    UserAction("unpause", frozenset({VmState.PAUSED}), "unpausing", frozenset({VmState.ACTIVE})),
-    UserAction("suspend", frozenset({VmState.ACTIVE}), "suspending", frozenset({VmState.SUSPENDED})),
-    UserAction("resume", frozenset({VmState.SUSPENDED}), "resuming", frozenset({VmState.ACTIVE})),
+    UserAction("pause", frozenset({VmState.ACTIVE}), TaskState.PAUSING, frozenset({VmState.PAUSED})),
+    UserAction("unpause", frozenset({VmState.PAUSED}), TaskState.UNPAUSING, frozenset({VmState.ACTIVE})),
+    UserAction("suspend", frozenset({VmState.ACTIVE}), TaskState.SUSPENDING, frozenset({VmState.SUSPENDED})),
+    UserAction("resume", frozenset({VmState.SUSPENDED}), TaskState.RESUMING, frozenset({VmState.ACTIVE})),
     # a rebuilt server that was stopped stays stopped, as Nova
     UserAction("rebuild", frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR}), _REBUILDING,
                frozenset({VmState.ACTIVE, VmState.STOPPED})),

@@ -29,6 +29,7 @@ from api.keys import CLUSTER, ENGINE
 from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
+from cells.objects.instance import TaskState
 
 Handler = Callable[[web.Request, RequestContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 DEFAULT_INSTANCE_TYPE = "m1.small"  # EC2's and Nova EC2's default
@@ -39,8 +40,8 @@ _STATES = {"BUILD": (0, "pending"), "ACTIVE": (16, "running"), "REBOOT": (16, "r
            "HARD_REBOOT": (16, "running"), "PASSWORD": (16, "running"), "SHUTOFF": (80, "stopped"),
            "DELETED": (48, "terminated"), "ERROR": (80, "stopped"), "PAUSED": (80, "stopped"),
            "SUSPENDED": (80, "stopped")}
-_TASK_STATES = {"deleting": (32, "shutting-down"), "powering-off": (64, "stopping"),
-                "powering-on": (0, "pending")}
+_TASK_STATES = {TaskState.DELETING: (32, "shutting-down"), TaskState.POWERING_OFF: (64, "stopping"),
+                TaskState.POWERING_ON: (0, "pending")}
 
 
 def _list(params: dict[str, Any], name: str) -> list[Any]:

@@ -17,12 +17,12 @@ from sqlalchemy.engine import Row
 from cells.db import claims
 from cells.db.fast import AnyRow, as_mapping
 from cells.db.schema import instances, migrations
-from cells.objects.instance import utcnow_iso
+from cells.objects.instance import TaskState, utcnow_iso
 
 IN_FLIGHT = ("pre-migrating", "migrating", "accepted")
 FINISHED = "finished"
 OPEN = (*IN_FLIGHT, FINISHED)
-CONFIRMING, REVERTING = "resize_confirming", "resize_reverting"  # task states of a finished move's end
+CONFIRMING, REVERTING = TaskState.RESIZE_CONFIRMING, TaskState.RESIZE_REVERTING  # a finished move's end
 FIELDS = ("uuid", "instance_uuid", "migration_type", "status", "source_host", "dest_host", "old_flavor",
           "new_flavor", "old_vm_state", "created_at", "updated_at")
 

@@ -33,7 +33,7 @@ from cells.network.schema import (
     security_groups,
     subnets,
 )
-from cells.objects.instance import utcnow_iso
+from cells.objects.instance import TaskState, utcnow_iso
 
 DEVICE_OWNER = resources.INSTANCE_OWNER
 
@@ -105,7 +105,7 @@ def allocate_for_instance(conn: Connection, uuid: str, project: str, requested: 
     against `port_limit` (the project's port quota): past it, OverQuota and nothing is made."""
     wanted = validate_requested(requested)
     inst = _INSTANCE_STATE.first(conn, {"b_uuid": uuid})
-    if inst is None or inst.deleted or inst.task_state == "deleting":
+    if inst is None or inst.deleted or inst.task_state == TaskState.DELETING:
         raise errors.InstanceNotFound(instance_id=uuid)
     if not _HAS_PORT.first(conn, {"b_uuid": uuid}):
         ctx = RequestContext(project=project, roles=("service",))

@@ -37,11 +37,23 @@ class VmState:
 
 
 class TaskState:
+    """Every task state, named once (Nova's nova/compute/task_states.py spellings)."""
     SCHEDULING = "scheduling"
     BLOCK_DEVICE_MAPPING = "block_device_mapping"
     NETWORKING = "networking"
     SPAWNING = "spawning"
     DELETING = "deleting"
+    POWERING_OFF, POWERING_ON = "powering-off", "powering-on"
+    PAUSING, UNPAUSING, SUSPENDING, RESUMING = "pausing", "unpausing", "suspending", "resuming"
+    REBOOTING, REBOOT_PENDING, REBOOT_STARTED = "rebooting", "reboot_pending", "reboot_started"
+    REBOOTING_HARD, REBOOT_PENDING_HARD, REBOOT_STARTED_HARD = (
+        "rebooting_hard", "reboot_pending_hard", "reboot_started_hard")
+    REBUILDING, REBUILD_BLOCK_DEVICE_MAPPING, REBUILD_SPAWNING = (
+        "rebuilding", "rebuild_block_device_mapping", "rebuild_spawning")
+    RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH = (
+        "resize_prep", "resize_migrating", "resize_migrated", "resize_finish")
+    RESIZE_REVERTING, RESIZE_CONFIRMING = "resize_reverting", "resize_confirming"
+    UPDATING_PASSWORD, MIGRATING = "updating_password", "migrating"
 
 
 class PowerState:  # Nova's numbers, shown as OS-EXT-STS:power_state

@@ -21,7 +21,7 @@ from cells.conductor.flows.delete import visible
 from cells.context import RequestContext
 from cells.db import actions
 from cells.db import instances as idb
-from cells.objects.instance import VmState, utcnow_iso
+from cells.objects.instance import TaskState, VmState, utcnow_iso
 from cells.rpcapi.compute import ComputeAPI
 
 LOG = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ async def instance_action_done(env: FlowEnv, ctx: RequestContext, uuid: str, hos
 async def console_output(env: FlowEnv, ctx: RequestContext, uuid: str, length: Any) -> str:
     lines = validate_length(length)
     row = await env.db.read(lambda conn: _row_for(conn, ctx, uuid, lock=False))
-    if row.host is None or row.vm_state == VmState.BUILDING and row.task_state != "spawning":
+    if row.host is None or row.vm_state == VmState.BUILDING and row.task_state != TaskState.SPAWNING:
         raise errors.InstanceInvalidState(action="get_console_output", instance_id=uuid, attr="vm_state",
                                           state=row.vm_state)
     if not env.host_alive(row.host):

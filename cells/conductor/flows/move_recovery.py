@@ -33,7 +33,7 @@ from cells.rpcapi.moves import MoveComputeAPI
 
 LOG = logging.getLogger(__name__)
 DELETED, TAKEN = "deleted", "taken"
-PREP, MIGRATING, REBUILDING = "resize_prep", "resize_migrating", "rebuilding"
+PREP, MIGRATING, REBUILDING = TaskState.RESIZE_PREP, TaskState.RESIZE_MIGRATING, TaskState.REBUILDING
 IN_FLIGHT_TASKS = {"resize": (PREP, MIGRATING), "migration": (PREP, MIGRATING), "evacuation": (REBUILDING,)}
 ACTION_OF = {"resize": "resize", "migration": "migrate", "evacuation": "evacuate"}  # migration_type -> action
 
