@@ -1,6 +1,7 @@
 """Request schemas of the compute API at microversion 2.1 (as Nova's, for what this cloud takes)."""
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 BOOL = {"enum": [True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes", "y", "t",
@@ -85,3 +86,9 @@ SERVER_CREATE: dict[str, Any] = {
     "required": ["server"],
     "additionalProperties": False,
 }
+
+
+def canonical_ip(value: str | None) -> str | None:
+    """An access address as Nova stores it: the canonical spelling (RFC 5952 for IPv6, so
+    0000:0000:0000:0000:0000:babe:220.12.22.2 reads back as ::babe:dc0c:1602), what Tempest compares."""
+    return None if value is None else str(ipaddress.ip_address(value))

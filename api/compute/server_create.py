@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from api import quota
 from api.compute import keypairs, server_groups
 from api.compute.flavors import flavor_dict, flavor_of
-from api.compute.schemas import SERVER_CREATE
+from api.compute.schemas import SERVER_CREATE, canonical_ip
 from api.compute.views import DEFAULT_AZ
 from api.http import id_from_href, is_uuid
 from api.image import images as image_db
@@ -87,7 +87,8 @@ class BootRequest:
                    metadata=dict(server.get("metadata") or {}), personality=list(server.get("personality") or []),
                    networks=server.get("networks"),
                    security_groups=[str(g.get("name")) for g in server.get("security_groups") or []],
-                   access_ipv4=server.get("accessIPv4"), access_ipv6=server.get("accessIPv6"),
+                   access_ipv4=canonical_ip(server.get("accessIPv4")),
+                   access_ipv6=canonical_ip(server.get("accessIPv6")),
                    block_device_mapping=list(server.get("block_device_mapping") or []),
                    block_device_mapping_v2=list(server.get("block_device_mapping_v2") or []),
                    hints=dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {}))

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from api.compute import actions, down_cells, mappings, security_groups, service, volume_attachments
 from api.compute.server_create import BootRequest, server_admin_pass
-from api.compute.views import server_brief, server_created, server_detail, vm_states_for
+from api.compute.views import basic_addresses, server_brief, server_created, server_detail, vm_states_for
 from api.http import context, json_body, parse_bool, query_int
 from api.keys import DB, public_url
 from api.timeutil import parse
@@ -62,21 +62,15 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _basic_addresses(record: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Nova's /ips view: each address as version and addr only (the server view adds type and MAC)."""
-    return {net: [{"version": ip.get("version"), "addr": ip.get("addr")} for ip in ips or ()]
-            for net, ips in (record.get("addresses") or {}).items()}
-
-
 async def ips_index(request: web.Request) -> web.Response:
     record = await service.show(service.ComputeContext.of(request), context(request), request.match_info["server_id"])
-    return web.json_response({"addresses": _basic_addresses(record)})
+    return web.json_response({"addresses": basic_addresses(record)})
 
 
 async def ips_show(request: web.Request) -> web.Response:
     record = await service.show(service.ComputeContext.of(request), context(request), request.match_info["server_id"])
     network = request.match_info["network"]
-    addresses = _basic_addresses(record)
+    addresses = basic_addresses(record)
     if network not in addresses:
         raise errors.NotFound("Instance is not a member of specified network")
     return web.json_response({network: addresses[network]})

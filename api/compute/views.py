@@ -118,6 +118,25 @@ def server_detail(base: str, record: dict[str, Any], is_admin: bool) -> dict[str
     return view
 
 
+# Nova's update response at 2.1: the server view without the extensions' keys (no AZ, config drive,
+# extended attributes or status, key name, usage times, groups or volumes) and basic addresses
+_UPDATE_KEYS = ("id", "name", "status", "tenant_id", "user_id", "metadata", "hostId", "image", "flavor", "created",
+                "updated", "accessIPv4", "accessIPv6", "links", "OS-DCF:diskConfig", "progress", "fault")
+
+
+def basic_addresses(record: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Nova's basic address view: each address as version and addr only (the server view adds type and MAC)."""
+    return {net: [{"version": ip.get("version"), "addr": ip.get("addr")} for ip in ips or ()]
+            for net, ips in (record.get("addresses") or {}).items()}
+
+
+def server_updated(base: str, record: dict[str, Any], is_admin: bool) -> dict[str, Any]:
+    detail = server_detail(base, record, is_admin)
+    view = {k: detail[k] for k in _UPDATE_KEYS if k in detail}
+    view["addresses"] = basic_addresses(record)
+    return view
+
+
 def server_created(base: str, uuid: str, admin_pass: str, groups: Any = None) -> dict[str, Any]:
     """Nova answers the groups the request named (the default group when it named none)."""
     return {"server": {"id": uuid, "links": links(base, "servers", uuid), "OS-DCF:diskConfig": "MANUAL",

@@ -34,7 +34,10 @@ def volume_brief(base: str, project_id: str, record: dict[str, Any]) -> dict[str
     return {"id": record["id"], "name": record.get("name"), "links": links(base, project_id, record["id"])}
 
 
-def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: bool) -> dict[str, Any]:
+def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: bool,
+                  tenant_attr: bool = True) -> dict[str, Any]:
+    """Cinder's detail view; `tenant_attr`: with os-vol-tenant-attr:tenant_id, which Cinder's extension adds
+    to show and list only (a create answers without it)."""
     view: dict[str, Any] = {
         "id": record["id"],
         "name": record.get("name"),
@@ -57,8 +60,9 @@ def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: 
         "multiattach": False,
         "migration_status": None,
         "attachments": attachments(record),
-        "os-vol-tenant-attr:tenant_id": record["project_id"],
     }
+    if tenant_attr:
+        view["os-vol-tenant-attr:tenant_id"] = record["project_id"]
     if is_admin:
         view["os-vol-host-attr:host"] = record.get("host")
         view["os-vol-mig-status-attr:migstat"] = None

@@ -198,8 +198,8 @@ async def create(request: web.Request) -> web.Response:
     ctx, project = context(request), _project(request)
     spec = validate_create(await json_body(request))
     record = await create_volume(request, ctx, project, spec)
-    return web.json_response({"volume": volume_detail(public_url(request), project, record, ctx.is_admin)},
-                             status=202)
+    return web.json_response({"volume": volume_detail(public_url(request), project, record, ctx.is_admin,
+                                                      tenant_attr=False)}, status=202)
 
 
 async def create_volume(request: web.Request, ctx: RequestContext, project: str,
