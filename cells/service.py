@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import uuid
 from typing import Any
 
 from cells.config import ClusterConfig, ServiceSpec
@@ -41,9 +42,12 @@ class Service:
         self.client = RpcClient(keys)
         self.server = RpcServer(spec.bind, handler, surface, keys, cell=spec.cell)
         speaks = versions.advertised(surface)  # in every heartbeat: peers pin to the lowest they see
+        # incarnation: peers tell a restart (same id and address) apart and abandon what the dead process held
+        meta: dict[str, Any] = {"incarnation": uuid.uuid4().hex}
+        if speaks is not None:
+            meta["versions"] = speaks
         me = Member(id=spec.id, address=spec.bind, topics=topics, host=spec.host, service=spec.kind,
-                    version=versions.local.release, public_key=keys.public if keys else None,
-                    meta={"versions": speaks} if speaks is not None else {})
+                    version=versions.local.release, public_key=keys.public if keys else None, meta=meta)
         router = self.cell.router if self.cell else spec.bind
         self.view = DirectoryView(self.client, router, me, cluster.heartbeat_interval,
                                   cluster.router_key(self.cell.path) if self.cell else None)

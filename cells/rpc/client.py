@@ -96,9 +96,11 @@ class RpcClient:
             sock.close()
 
     def abandon(self, address: str, member: str) -> None:
-        """`member` left the directory: its pending retry-safe calls fail now (MemberGone) and
-        move to another member at once. Other calls keep waiting: a member that only missed
-        beats (a loaded machine) may still answer, and resending them is not safe."""
+        """`member` left the directory, or came back as a new process (the old one, and the
+        requests it held, are gone): its pending retry-safe calls fail now (MemberGone) and are
+        sent again to a live member, the restarted one included. Other calls keep waiting: a
+        member that only missed beats (a loaded machine) may still answer, and resending them
+        is not safe."""
         for msg_id in self._by_address.pop(address, set()):
             fut = self._pending.get(msg_id)
             if fut is not None and not fut.done():
@@ -158,12 +160,15 @@ class RpcClient:
     # --- topic level -----------------------------------------------------
 
     async def _pick(self, view: DirectoryView, topic: str, ctx: RequestContext,
-                    avoid: frozenset[str] = frozenset()) -> Member:
+                    avoid: frozenset[str] = frozenset(), retrying: bool = False) -> Member:
         members = [m for m in view.members(topic) if m.id not in avoid] or view.members(topic)
         if not members:
-            # first sync at start-up, or a member restarting: give it up to two beats
+            # first sync at start-up, or a member restarting: give it up to two beats; a call being
+            # retried (its member died) waits for a restarted one as long as its deadline allows
             await view.wait_synced(min(1.0, ctx.remaining() or 1.0))
-            members = await view.wait_for_topic(topic, min(2 * view.interval, ctx.remaining() or view.interval))
+            wait = (ctx.remaining() or view.interval) if retrying \
+                else min(2 * view.interval, ctx.remaining() or view.interval)
+            members = await view.wait_for_topic(topic, wait)
         if not members:
             raise errors.NoLiveMember(topic=topic)
         n = self._rr.get(topic, 0)
@@ -173,13 +178,14 @@ class RpcClient:
     async def call(self, view: DirectoryView, topic: str, method: wire.Method, args: dict[str, Any],
                    ctx: RequestContext, timeout: float | None = None) -> Any:
         """A retry-safe method whose member dies (MemberGone) or does not answer in time is sent
-        again to another live member of the topic, within the same overall deadline."""
+        again to another live member of the topic, within the same overall deadline; the only
+        member of a topic that died is waited for (the supervisor restarts it) and asked again."""
         _check_kind(method, cast=False)
         budget = timeout or method.timeout
         ctx = ctx.with_timeout(budget)
         tried: set[str] = set()
         while True:
-            member = await self._pick(view, topic, ctx, frozenset(tried))
+            member = await self._pick(view, topic, ctx, frozenset(tried), retrying=bool(tried))
             tried.add(member.id)
             remaining = ctx.remaining() or budget
             # a retry-safe call to a shared topic leaves time for a second member
@@ -188,7 +194,7 @@ class RpcClient:
             try:
                 result = await self.call_address(member.address, method.name, sent, ctx,
                                                  remaining / 2 if others else remaining, member.public_key, topic,
-                                                 versions, abandonable=method.retry_safe and others)
+                                                 versions, abandonable=method.retry_safe)
                 return versions_.decode_result(method, result)
             except (errors.MemberGone, errors.RpcTimeout):
                 if not (method.retry_safe and (ctx.remaining() or 0) > 0 and len(tried) < RETRY_MEMBERS):

@@ -178,6 +178,12 @@ class Directory:
 Listener = Callable[[set[str], set[str]], None]
 
 
+def _restarted(old: Member, new: Member) -> bool:
+    """`new` is another process than `old` (Service sets a fresh `incarnation` in each one's meta)."""
+    was, now = old.meta.get("incarnation"), new.meta.get("incarnation")
+    return was is not None and now is not None and was != now
+
+
 class DirectoryView:
     """This process's copy of one directory's routing table."""
 
@@ -270,6 +276,10 @@ class DirectoryView:
                 by_topic.setdefault(t, []).append(m)
         for mid in left:  # calls waiting on a member that left will never be answered
             self.client.abandon(self.by_id[mid].address, mid)
+        for mid in set(new) & set(self.by_id):  # nor those a restarted member's previous process held
+            if _restarted(self.by_id[mid], new[mid]):
+                LOG.info("%s restarted: its calls in flight are abandoned", mid)
+                self.client.abandon(self.by_id[mid].address, mid)
         self.by_id, self._by_topic, self.version = new, by_topic, int(reply["version"])
         self._changed.set()
         self._changed = asyncio.Event()

@@ -9,7 +9,9 @@ from cells.rpc.wire import NORMAL, Method, surface
 from cells.rpcapi import Caller, list_reply
 
 TOPIC = "scheduler"
-SURFACE = surface(Method("select_destinations", NORMAL, callers=callers(CONDUCTOR)))
+# retry-safe: a claim is per instance uuid and claiming again releases the previous one
+# (cells/db/claims.py try_claim), so asking again after a scheduler died never holds two
+SURFACE = surface(Method("select_destinations", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)))
 M = SURFACE
 
 

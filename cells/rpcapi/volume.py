@@ -25,7 +25,9 @@ CONDUCTOR_TOPIC = "conductor"
 CONNECTION_VERSION = "1.4"  # conductor volume_connection: a compute resolves what it plugs itself
 
 SURFACE = surface(
-    Method("create_volume", SLOW, callers=callers(CONDUCTOR)),
+    # retry-safe: a repeat finds the volume made (node/volume/backends), so a create the volume
+    # worker's death cut off is sent again to the restarted worker, not left `creating`
+    Method("create_volume", SLOW, retry_safe=True, callers=callers(CONDUCTOR)),
     Method("delete_volume", SLOW, retry_safe=True, callers=callers(CONDUCTOR)),
     Method("export_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
     Method("unexport_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),

@@ -27,6 +27,7 @@ PEERS = callers(CONDUCTOR)
 SURFACE = wire.surface(
     wire.Method("echo", timeout=2.0, callers=PEERS),
     wire.Method("sleep", timeout=2.0, callers=PEERS),
+    wire.Method("sleep_safe", timeout=2.0, retry_safe=True, callers=PEERS),
     wire.Method("fail", timeout=2.0, callers=PEERS),
     wire.Method("note", cast=True, callers=PEERS),
 )
@@ -45,6 +46,10 @@ class EchoHandler:
         self.started += 1
         await asyncio.sleep(seconds)
         return "slept"
+
+    async def sleep_safe(self, ctx: RequestContext, seconds: float) -> dict[str, Any]:
+        await self.sleep(ctx, seconds)
+        return {"by": self.name, "started": self.started}
 
     async def fail(self, ctx: RequestContext, instance_id: str) -> None:
         raise errors.InstanceNotFound(instance_id=instance_id)
@@ -70,12 +75,14 @@ class Cell:
     member_tasks: dict[str, asyncio.Task[None]]
     tasks: list[asyncio.Task[None]]
 
-    async def add_member(self, name: str, topics: tuple[str, ...]) -> EchoHandler:
-        address = _addr()
+    async def add_member(self, name: str, topics: tuple[str, ...], address: str | None = None,
+                         meta: dict[str, Any] | None = None) -> EchoHandler:
+        address = address or _addr()
         handler = EchoHandler(name)
         server = RpcServer(address, handler, SURFACE)
         await server.start()
-        view = DirectoryView(RpcClient(), self.directory_address, Member(name, address, topics), INTERVAL)
+        view = DirectoryView(RpcClient(), self.directory_address, Member(name, address, topics, meta=meta or {}),
+                             INTERVAL)
         self.handlers[name], self.servers[name] = handler, server
         self.member_tasks[name] = asyncio.ensure_future(view.run())
         return handler
@@ -227,6 +234,29 @@ async def test_dead_member_leaves_routing_within_three_beats(cell: Cell) -> None
     for i in range(4):
         r = await cell.client.call(cell.view, "work", SURFACE["echo"], {"value": i}, RequestContext())
         assert r["by"] == "w1"
+
+
+async def test_retry_safe_call_to_a_restarted_only_member_is_sent_again_to_its_new_process(cell: Cell) -> None:
+    """The topic's only member is killed while it holds a retry-safe call and comes back at once
+    (same id and address, so it never leaves the table): its new incarnation abandons the call,
+    which is sent again to the new process and answered within the call's deadline, where it
+    would have waited out the whole timeout for a reply the dead process took with it."""
+    address = _addr()
+    first = await cell.add_member("w1", ("only",), address, {"incarnation": "one"})
+    await cell.wait_for("only", 1)
+    call = asyncio.ensure_future(cell.client.call(cell.view, "only", SURFACE["sleep_safe"], {"seconds": 0.3},
+                                                  RequestContext()))
+    for _ in range(100):
+        if first.started:
+            break
+        await asyncio.sleep(0.01)
+    assert first.started == 1
+    await cell.kill_member("w1")
+    second = await cell.add_member("w1", ("only",), address, {"incarnation": "two"})
+    started = time.monotonic()
+    reply = await call
+    assert reply == {"by": "w1", "started": 1} and second.started == 1
+    assert time.monotonic() - started < SURFACE["sleep_safe"].timeout  # not timed out and retried
 
 
 async def test_member_comes_back_after_directory_restart() -> None:
