@@ -71,7 +71,8 @@ _PUBLIC_5XX = {"no_valid_host": "No valid host was found. There are not enough h
                # issue 14: a full or nearly full database disk, a writer lock held too long
                "low_disk_space": "Not enough free disk space for new servers: they are refused until space is freed.",
                "db_full": "The database is out of disk space; the request was not carried out. Try again later.",
-               "db_busy": "The database is busy; the request was not carried out. Try again."}
+               "db_busy": "The database is busy; the request was not carried out. Try again.",
+               "cells_unreachable": "No cell can take new servers right now; nothing was made. Try again later."}
 
 
 def unexpected(status: int, request: web.Request) -> str:

@@ -299,6 +299,12 @@ class MemberGone(RpcError):
 
 
 @_register
+class CellsUnreachable(RpcError):
+    """No cell refused a boot: each was unreachable (a conductor restarting). 503: retry later."""
+    code, msg = "cells_unreachable", "No cell could take the server now: {reason}"
+
+
+@_register
 class UnsupportedVersion(RpcError):
     code, http_status = "unsupported_version", 409
     msg = "{peer} speaks {what} {have}; {need} is needed (upgrade it first)"

@@ -39,6 +39,7 @@ async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: d
     mappings are written only for as many records as the project's quota admits (mappings.add)."""
     tried: list[str] = []
     last: errors.CellcloudError | None = None
+    failures: list[errors.CellcloudError] = []  # each candidate cell's failure
     candidates = router.candidates(flavor, zone, hints)
     for i, cell in enumerate(candidates):
         records = await mappings.add(db, records_for(cell.path), cell.path, admission)
@@ -56,6 +57,7 @@ async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: d
             if isinstance(exc, (errors.NoValidHost, errors.RpcError)):  # refused, or down: the next cell
                 LOG.info("cell %s did not take a boot (%s): trying the next", cell.path, exc)
                 tried.append(cell.path)
+                failures.append(exc)
                 last = exc
                 continue
             raise
@@ -63,6 +65,11 @@ async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: d
         router.pending.add(cell.path, int(flavor.get("ram") or 0), int(flavor.get("vcpus") or 0), len(records))
         return cell, records
     where = f" in availability zone {zone}" if zone else ""
+    if tried and all(isinstance(e, errors.RpcError) for e in failures):
+        # no cell refused: every one was unreachable (its conductor restarting): a 503 the client
+        # may retry, not Nova's 500 "No valid host"; nothing was made (mappings removed above)
+        raise errors.CellsUnreachable(reason=f"{', '.join(tried)} unreachable{where}."
+                                             + (f" Last error: {last.message}" if last else ""))
     detail = f" Tried: {', '.join(tried)}." if tried else " No cell is reachable."
     raise errors.NoValidHost(reason=f"No cell{where} could take the server.{detail}"
                                     + (f" Last refusal: {last.message}" if last else ""))

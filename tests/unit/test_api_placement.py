@@ -103,3 +103,17 @@ async def test_scheduler_hints_reach_the_cell_and_bad_host_hints_are_400(two_cel
     assert resp.status == 202, await resp.text()
     (built,) = a.conductor.builds + b.conductor.builds
     assert built["scheduler_hints"] == {"different_host": [near]}
+
+
+async def test_boot_while_every_cell_is_unreachable_is_503_and_makes_nothing(two_cells: Any) -> None:
+    """A boot sent while each cell's conductor is down (restarting) is refused with a 503 the
+    client may retry, not Nova's 500 "No valid host"; no server is left behind."""
+    client, a, b, tok = two_cells
+    a.conductor.fail_next_build = errors.NoLiveMember(topic="conductor")
+    b.conductor.fail_next_build = errors.RpcTimeout(method="build_instances", topic="conductor", timeout=5.0)
+    resp = await _boot(client, tok)
+    assert resp.status == 503, await resp.text()
+    assert "Try again later" in (await resp.json())["serviceUnavailable"]["message"]
+    listed = await client.get("/compute/v2.1/servers", headers={"X-Auth-Token": tok})
+    assert (await listed.json())["servers"] == []
+    assert not a.conductor.records and not b.conductor.records
