@@ -11,20 +11,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime
 import hashlib
 import string
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import quota
 from api.compute.schemas import NAME
+from api.compute.versions import version_of
 from api.db.schema import key_pairs
 from api.http import context, json_body
 from api.keys import ENGINE
@@ -42,6 +46,13 @@ KEYPAIR_CREATE: dict[str, Any] = {
                                "required": ["name"], "additionalProperties": False}},
     "required": ["keypair"],
     "additionalProperties": False,
+}
+# 2.2: a key pair has a type; x509 ones hold a PEM certificate
+KEYPAIR_CREATE_2_2: dict[str, Any] = {
+    **KEYPAIR_CREATE,
+    "properties": {"keypair": {**KEYPAIR_CREATE["properties"]["keypair"], "properties": {
+        **KEYPAIR_CREATE["properties"]["keypair"]["properties"],
+        "type": {"type": "string", "enum": ["ssh", "x509"]}}}},
 }
 
 
@@ -65,6 +76,7 @@ class KeyPair:
     fingerprint: str
     public_key: str
     created_at: Any
+    type: str = "ssh"
 
 
 def fingerprint(public_key: str) -> str:
@@ -78,6 +90,29 @@ def fingerprint(public_key: str) -> str:
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
+def x509_fingerprint(certificate: str) -> str:
+    """SHA-1 of the DER certificate, colon-hex (Nova's x509 key pair fingerprint); InvalidKeypair otherwise."""
+    try:
+        cert = x509.load_pem_x509_certificate(certificate.strip().encode("utf-8"))
+    except (ValueError, UnicodeError, TypeError):
+        raise InvalidKeypair(reason="failed to generate X509 fingerprint") from None
+    digest = cert.fingerprint(hashes.SHA1()).hex()  # Nova's fingerprint format, not a security check
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def _generate_x509(name: str) -> tuple[str, str]:
+    """(private key PEM, self-signed certificate PEM), as Nova generates an x509 key pair."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=3650)).sign(key, hashes.SHA256()))
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode("ascii")
+    return private, cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
 def _generate() -> tuple[str, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
@@ -87,10 +122,12 @@ def _generate() -> tuple[str, str]:
     return private, public + " Generated-by-Nova"
 
 
-async def generate() -> tuple[str, str]:
-    """(private PEM, OpenSSH public key); RSA generation is CPU work, kept off the loop."""
+async def generate(key_type: str = "ssh", name: str = "") -> tuple[str, str]:
+    """(private PEM, OpenSSH public key or x509 certificate); RSA generation is CPU work, kept off the loop."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(KEYGEN_TIMEOUT):
+        if key_type == "x509":
+            return await loop.run_in_executor(None, _generate_x509, name)
         return await loop.run_in_executor(None, _generate)
 
 
@@ -102,18 +139,18 @@ def check_name(name: str) -> None:
 
 
 def _keypair(row: Any) -> KeyPair:
-    return KeyPair(row.id, row.user_id, row.name, row.fingerprint, row.public_key, row.created_at)
+    return KeyPair(row.id, row.user_id, row.name, row.fingerprint, row.public_key, row.created_at, row.type)
 
 
 async def create(engine: AsyncEngine, user_id: str, project_id: str, name: str,
-                 public_key: str | None) -> tuple[KeyPair, str | None]:
+                 public_key: str | None, key_type: str = "ssh") -> tuple[KeyPair, str | None]:
     """validate -> lock -> check (quota, uniqueness) -> insert. Returns (key pair, private key or None).
     The limit is the project's key_pairs quota, counted per user (as Nova)."""
     check_name(name)
     private = None
     if public_key is None:
-        private, public_key = await generate()
-    fp = fingerprint(public_key)
+        private, public_key = await generate(key_type, name)
+    fp = x509_fingerprint(public_key) if key_type == "x509" else fingerprint(public_key)
     async with quota.project_lock(f"user:{user_id}"):
         allowed = (await quota.limits(engine, project_id)).get("key_pairs", -1)
         if allowed >= 0 and await quota.keypair_count(engine, user_id) >= allowed:
@@ -121,7 +158,7 @@ async def create(engine: AsyncEngine, user_id: str, project_id: str, name: str,
         try:
             async with engine.begin() as conn:
                 await conn.execute(insert(key_pairs).values(
-                    user_id=user_id, name=name, fingerprint=fp, public_key=public_key, type="ssh",
+                    user_id=user_id, name=name, fingerprint=fp, public_key=public_key, type=key_type,
                     created_at=utcnow()))
                 row = (await conn.execute(select(key_pairs).where(
                     and_(key_pairs.c.user_id == user_id, key_pairs.c.name == name)))).one()
@@ -165,36 +202,52 @@ def _user(request: web.Request) -> str:
     return user
 
 
+def _typed(request: web.Request) -> bool:
+    return version_of(request) >= (2, 2)
+
+
 async def index(request: web.Request) -> web.Response:
     found = await list_for(request.config_dict[ENGINE], _user(request))
-    return web.json_response({"keypairs": [{"keypair": {"name": k.name, "public_key": k.public_key,
-                                                        "fingerprint": k.fingerprint}} for k in found]})
+    typed = _typed(request)
+    views = []
+    for k in found:
+        view = {"name": k.name, "public_key": k.public_key, "fingerprint": k.fingerprint}
+        if typed:
+            view["type"] = k.type
+        views.append({"keypair": view})
+    return web.json_response({"keypairs": views})
 
 
 async def show(request: web.Request) -> web.Response:
     k = await get(request.config_dict[ENGINE], _user(request), request.match_info["name"])
-    return web.json_response({"keypair": {
+    view: dict[str, Any] = {
         "public_key": k.public_key, "name": k.name, "fingerprint": k.fingerprint, "user_id": k.user_id,
         "deleted": False, "created_at": iso_naive_micro(k.created_at), "updated_at": None, "deleted_at": None,
-        "id": k.id}})
+        "id": k.id}
+    if _typed(request):
+        view["type"] = k.type
+    return web.json_response({"keypair": view})
 
 
 async def create_handler(request: web.Request) -> web.Response:
     body = await json_body(request)
-    validate(KEYPAIR_CREATE, body)
+    typed = _typed(request)
+    validate(KEYPAIR_CREATE_2_2 if typed else KEYPAIR_CREATE, body)
     spec = body["keypair"]
     k, private = await create(request.config_dict[ENGINE], _user(request), str(context(request).project),
-                              spec["name"], spec.get("public_key"))
+                              spec["name"], spec.get("public_key"), spec.get("type", "ssh"))
     out: dict[str, Any] = {"fingerprint": k.fingerprint, "name": k.name, "public_key": k.public_key,
                            "user_id": k.user_id}
+    if typed:
+        out["type"] = k.type
     if private is not None:
         out["private_key"] = private
-    return web.json_response({"keypair": out})  # 200 at 2.1 (201 from 2.2)
+    return web.json_response({"keypair": out}, status=201 if typed else 200)
 
 
 async def delete_handler(request: web.Request) -> web.Response:
     await remove(request.config_dict[ENGINE], _user(request), request.match_info["name"])
-    return web.Response(status=202)  # 202 at 2.1 (204 from 2.2)
+    return web.Response(status=204 if _typed(request) else 202)
 
 
 def add_routes(app: web.Application) -> None:

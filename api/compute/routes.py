@@ -15,6 +15,8 @@ def make_compute_app() -> web.Application:
                                        versions.negotiate, token_auth(versions.is_public)])
     app.router.add_get("", versions.versions)
     app.router.add_get("/", versions.versions)
+    app.router.add_get("/v2", versions.version_v20)
+    app.router.add_get("/v2/", versions.version_v20)
     app.router.add_get("/v2.1", versions.version)
     app.router.add_get("/v2.1/", versions.version)
     flavors.add_routes(app)

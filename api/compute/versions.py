@@ -1,9 +1,11 @@
 """Compute version documents and microversion negotiation.
 
-This API speaks exactly microversion 2.1. Like Nova: no header means the
-minimum, "latest" means the maximum, a malformed version is a 400 and a
-version outside [min, max] a 406. Every compute response, errors included,
-says which version answered.
+Like Nova: no header means the minimum, "latest" means the maximum, a malformed
+version is a 400 and a version outside [min, max] a 406. Every compute response,
+errors included, says which version answered. MAX_VERSION is the highest
+microversion whose request and response changes are all implemented:
+  2.2  key pair types (ssh, x509) in requests and views; keypair create 201, delete 204
+Handlers read the negotiated version with `version_of(request)`.
 """
 from __future__ import annotations
 
@@ -18,14 +20,11 @@ from api.keys import REQUEST_ID, public_url
 from cells import errors
 
 MIN_VERSION = (2, 1)
-MAX_VERSION = (2, 1)
+MAX_VERSION = (2, 2)
 UPDATED = "2013-07-23T11:33:21Z"
+VERSION = web.RequestKey("compute_api_version", tuple)  # the negotiated (major, minor)
 _VERSION_RE = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")
-HEADERS = {
-    "OpenStack-API-Version": f"compute {MAX_VERSION[0]}.{MAX_VERSION[1]}",
-    "X-OpenStack-Nova-API-Version": f"{MAX_VERSION[0]}.{MAX_VERSION[1]}",
-    "Vary": "OpenStack-API-Version, X-OpenStack-Nova-API-Version",
-}
+VARY = "OpenStack-API-Version, X-OpenStack-Nova-API-Version"
 
 
 def _fmt(v: tuple[int, int]) -> str:
@@ -55,15 +54,23 @@ def requested_version(request: web.Request) -> tuple[int, int]:
     return version
 
 
+def version_of(request: web.Request) -> tuple[int, int]:
+    """The microversion this request negotiated (the minimum before negotiation ran)."""
+    version: tuple[int, int] = request.get(VERSION, MIN_VERSION)
+    return version
+
+
 def _is_root(request: web.Request) -> bool:
-    return request.path in ("/compute", "/compute/")
+    return request.path in ("/compute", "/compute/", "/compute/v2", "/compute/v2/")
 
 
 @web.middleware
 async def version_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost compute middleware: stamps every response, including rendered errors."""
     response = await handler(request)
-    response.headers.update(HEADERS)
+    answered = _fmt(version_of(request))
+    response.headers.update({"OpenStack-API-Version": f"compute {answered}", "X-OpenStack-Nova-API-Version": answered,
+                             "Vary": VARY})
     if REQUEST_ID in request:
         response.headers["X-Compute-Request-Id"] = request[REQUEST_ID]  # Nova's older name for the request id
     return response
@@ -72,13 +79,13 @@ async def version_headers(request: web.Request, handler: Handler) -> web.StreamR
 @web.middleware
 async def negotiate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not _is_root(request):
-        requested_version(request)  # raises 400/406; 2.1 is the only behaviour there is
+        request[VERSION] = requested_version(request)  # raises 400/406
     return await handler(request)
 
 
 def is_public(request: web.Request) -> bool:
     return request.method in ("GET", "HEAD") and request.path in ("/compute", "/compute/", "/compute/v2.1",
-                                                                  "/compute/v2.1/")
+                                                                  "/compute/v2.1/", "/compute/v2", "/compute/v2/")
 
 
 def _v21(base: str) -> dict[str, Any]:
@@ -86,8 +93,15 @@ def _v21(base: str) -> dict[str, Any]:
             "updated": UPDATED, "links": [{"rel": "self", "href": f"{base}/compute/v2.1/"}]}
 
 
+def _v20(base: str) -> dict[str, Any]:
+    """The legacy v2.0 entry Nova lists first; /compute/v2/ here is only its document (no v2.0 API)."""
+    return {"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "", "updated": "2011-01-21T11:33:21Z",
+            "links": [{"rel": "self", "href": f"{base}/compute/v2/"}]}
+
+
 async def versions(request: web.Request) -> web.Response:
-    return web.json_response({"versions": [_v21(public_url(request))]})
+    base = public_url(request)
+    return web.json_response({"versions": [_v20(base), _v21(base)]})
 
 
 async def version(request: web.Request) -> web.Response:
@@ -95,4 +109,11 @@ async def version(request: web.Request) -> web.Response:
     doc["links"].append({"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"})
     doc["media-types"] = [{"base": "application/json",
                            "type": "application/vnd.openstack.compute+json;version=2.1"}]
+    return web.json_response({"version": doc})
+
+
+async def version_v20(request: web.Request) -> web.Response:
+    doc = _v20(public_url(request))
+    doc["links"].append({"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"})
+    doc["media-types"] = [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2"}]
     return web.json_response({"version": doc})

@@ -70,7 +70,8 @@ async def test_openstack_cli_boot_list_show_delete(tmp_path: Path) -> None:
 
 
 async def test_openstack_cli_flavor_show_create_delete(tmp_path: Path) -> None:
-    """flavor show (the CLI reads os-extra_specs), and an admin's flavor create with properties and delete."""
+    """flavor show (the CLI reads os-extra_specs), an admin's flavor create with properties and delete; and
+    the CLI's microversion negotiation reaching 2.2 for key pairs (their type shown, 204 on delete)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cluster = make_cluster(tmp_path)
@@ -89,5 +90,12 @@ async def test_openstack_cli_flavor_show_create_delete(tmp_path: Path) -> None:
         await _cli(tmp_path, url, "flavor", "delete", "m9.test", user="admin")
         names = [f["Name"] for f in await _cli(tmp_path, url, "flavor", "list", "--all", "-f", "json", user="admin")]
         assert names == ["m1.tiny", "m1.small", "m1.medium"]
+        await _cli(tmp_path, url, "keypair", "create", "--private-key", str(tmp_path / "k.pem"), "key1")
+        shown = await _cli(tmp_path, url, "keypair", "show", "key1", "-f", "json")
+        assert shown["type"] == "ssh" and (tmp_path / "k.pem").read_text().startswith("-----BEGIN")
+        listed = await _cli(tmp_path, url, "keypair", "list", "-f", "json")
+        assert [(k["Name"], k["Type"]) for k in listed] == [("key1", "ssh")]  # the CLI shows Type from 2.2
+        await _cli(tmp_path, url, "keypair", "delete", "key1")
+        assert await _cli(tmp_path, url, "keypair", "list", "-f", "json") == []
     finally:
         await server.close()

@@ -10,12 +10,10 @@ from tests.unit.api_support import PUBLIC_URL, admin_headers, client, cluster, d
 
 __all__ = ["admin_headers", "client", "cluster", "demo_headers"]  # fixtures used by name
 
-NOVA_HEADERS = {"OpenStack-API-Version": "compute 2.1", "X-OpenStack-Nova-API-Version": "2.1"}
-
-
-def assert_nova_headers(resp: Any) -> None:
-    for k, v in NOVA_HEADERS.items():
-        assert resp.headers[k] == v
+def assert_nova_headers(resp: Any, version: str = "2.1") -> None:
+    """The headers name the version that answered (the negotiated one; 2.1 when none was asked)."""
+    assert resp.headers["OpenStack-API-Version"] == f"compute {version}"
+    assert resp.headers["X-OpenStack-Nova-API-Version"] == version
     assert "OpenStack-API-Version" in resp.headers["Vary"]
     assert resp.headers["X-OpenStack-Request-ID"].startswith("req-")
 
@@ -25,12 +23,16 @@ async def test_version_documents_are_public(client: TestClient[Any, Any]) -> Non
         resp = await client.get(path)
         assert resp.status == 200
         assert_nova_headers(resp)
-        (v,) = (await resp.json())["versions"]
-        assert (v["id"], v["status"], v["version"], v["min_version"]) == ("v2.1", "CURRENT", "2.1", "2.1")
-        assert v["links"] == [{"rel": "self", "href": f"{PUBLIC_URL}/compute/v2.1/"}]
+        v20, v21 = (await resp.json())["versions"]  # v2.0 first, as Nova lists them
+        assert (v20["id"], v20["status"], v20["version"], v20["min_version"]) == ("v2.0", "SUPPORTED", "", "")
+        assert v20["links"] == [{"rel": "self", "href": f"{PUBLIC_URL}/compute/v2/"}]
+        assert (v21["id"], v21["status"], v21["version"], v21["min_version"]) == ("v2.1", "CURRENT", "2.2", "2.1")
+        assert v21["links"] == [{"rel": "self", "href": f"{PUBLIC_URL}/compute/v2.1/"}]
     doc = (await (await client.get("/compute/v2.1")).json())["version"]
-    assert doc["id"] == "v2.1" and doc["version"] == "2.1" and doc["min_version"] == "2.1"
+    assert doc["id"] == "v2.1" and doc["version"] == "2.2" and doc["min_version"] == "2.1"
     assert doc["media-types"][0]["base"] == "application/json"
+    resp = await client.get("/compute/v2/")
+    assert resp.status == 200 and (await resp.json())["version"]["id"] == "v2.0"
 
 
 async def test_errors_carry_microversion_headers(client: TestClient[Any, Any], demo_headers: dict[str, str]) -> None:
@@ -45,18 +47,20 @@ async def test_errors_carry_microversion_headers(client: TestClient[Any, Any], d
 
 
 async def test_microversion_negotiation(client: TestClient[Any, Any], demo_headers: dict[str, str]) -> None:
-    ok = [{"OpenStack-API-Version": "compute 2.1"}, {"X-OpenStack-Nova-API-Version": "2.1"},
-          {"OpenStack-API-Version": "compute latest"}, {"OpenStack-API-Version": "volume 3.5"}]
-    for extra in ok:
+    ok = [({"OpenStack-API-Version": "compute 2.1"}, "2.1"), ({"X-OpenStack-Nova-API-Version": "2.1"}, "2.1"),
+          ({"OpenStack-API-Version": "compute 2.2"}, "2.2"), ({"X-OpenStack-Nova-API-Version": "2.2"}, "2.2"),
+          ({"OpenStack-API-Version": "compute latest"}, "2.2"), ({"OpenStack-API-Version": "volume 3.5"}, "2.1"),
+          ({"OpenStack-API-Version": "volume 3.5, compute 2.2"}, "2.2")]
+    for extra, answered in ok:
         resp = await client.get("/compute/v2.1/flavors", headers={**demo_headers, **extra})
         assert resp.status == 200, extra
-        assert_nova_headers(resp)
+        assert_nova_headers(resp, answered)
     for extra in ({"OpenStack-API-Version": "compute 2.90"}, {"X-OpenStack-Nova-API-Version": "2.0"},
                   {"OpenStack-API-Version": "compute 3.0"}):
         resp = await client.get("/compute/v2.1/flavors", headers={**demo_headers, **extra})
         assert resp.status == 406, extra
         body = await resp.json()
-        assert body["computeFault"]["code"] == 406 and "Minimum is 2.1 and maximum is 2.1" in \
+        assert body["computeFault"]["code"] == 406 and "Minimum is 2.1 and maximum is 2.2" in \
             body["computeFault"]["message"]
         assert_nova_headers(resp)
     resp = await client.get("/compute/v2.1/flavors", headers={**demo_headers, "OpenStack-API-Version": "compute x.y"})
