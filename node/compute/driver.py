@@ -330,6 +330,7 @@ class LibvirtDriver(PowerOps, DiskOps):
     def _note_bases_and_start(self, inst_dir: str, bases: list[str], xml: str) -> None:
         Path(inst_dir, BASES_FILE).write_text(json.dumps(bases))
         self._define_and_start(xml)
+        self._test_guest_booted(inst_dir)
 
     def _define_and_start(self, xml: str) -> None:
         # validated against libvirt's schema even on test:///, which would accept XML real QEMU refuses

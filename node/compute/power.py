@@ -28,6 +28,10 @@ MAX_CONSOLE_BYTES = 100 * 1024  # Nova's cap on console output: the tail of the 
 # MAX_CONSOLE_BYTES (QEMU appends, O_APPEND, so its next write lands at the new end)
 MAX_CONSOLE_LOG = 1024 * 1024
 CONSOLE_LOG = "console.log"
+# What a guest "prints" on libvirt's test hypervisor, which runs no guest and writes no serial log:
+# Nova's fake driver's console, written at each start so `console log show` and its length work there.
+TEST_CONSOLE_BOOT = ("test hypervisor: domain started (no guest OS runs on test:///)\n"
+                     "FAKE CONSOLE OUTPUT\nANOTHER\nLAST LINE\n")
 
 
 def tail_lines(data: bytes, length: int | None) -> str:
@@ -140,6 +144,16 @@ class PowerOps:
         dom = self._domain(uuid)
         if not dom.isActive():
             dom.create()  # restores a managed save image (suspend) when there is one
+            self._test_guest_booted(self.instance_dir(uuid))
+
+    def _test_guest_booted(self, inst_dir: str) -> None:
+        """On test:/// only: append the fake guest's boot lines to its serial log (blocking: a thread's)."""
+        if getattr(self, "is_test", False):
+            try:
+                with open(os.path.join(inst_dir, CONSOLE_LOG), "a", encoding="utf-8") as log:
+                    log.write(TEST_CONSOLE_BOOT)
+            except OSError as exc:  # a console line is never worth failing a start for
+                LOG.warning("could not write the test guest's console log in %s: %s", inst_dir, exc)
 
     async def power_on(self, uuid: str) -> None:
         await self._run(self._start, uuid)

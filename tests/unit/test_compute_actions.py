@@ -18,7 +18,7 @@ from cells.context import RequestContext
 from cells.lifecycle import State, begin_action
 from cells.objects.instance import PowerState, VmState
 from node.compute.manager import ComputeManager
-from node.compute.power import read_tail, tail_lines
+from node.compute.power import TEST_CONSOLE_BOOT, read_tail, tail_lines
 from node.imagecache import ImageCache
 from tests.compute_fakes import FakeConductor, FakeFetcher, cluster_config, image_record
 
@@ -158,6 +158,19 @@ async def test_console_output_is_the_tail_of_the_serial_log(
     assert await manager.get_console_output(CTX, uuid, 0) == ""
     with pytest.raises(errors.Invalid):
         await manager.get_console_output(CTX, uuid, -3)
+
+
+async def test_test_hypervisor_guest_writes_a_console_at_each_start(
+        setup: tuple[ComputeManager, ActionConductor, FakeFetcher]) -> None:
+    """libvirt's test:/// runs no guest: the driver writes Nova's fake driver console at each start."""
+    manager, conductor, _ = setup
+    assert manager.driver.is_test
+    uuid = await _active(manager, conductor)
+    assert await manager.get_console_output(CTX, uuid, None) == TEST_CONSOLE_BOOT
+    assert await manager.get_console_output(CTX, uuid, 2) == "ANOTHER\nLAST LINE\n"
+    await manager.driver.power_off(uuid)
+    await manager.driver.power_on(uuid)
+    assert await manager.get_console_output(CTX, uuid, None) == TEST_CONSOLE_BOOT * 2
 
 
 def test_tail_helpers_cap_the_size_and_cut_at_a_line(tmp_path: Path) -> None:
