@@ -123,7 +123,9 @@ async def server_action(request: web.Request) -> web.Response:
     if name in move_actions.ACTIONS:  # resize, confirm/revert, migrate, evacuate (issue 8)
         return await move_actions.move_action(request, ctx, server_id, name, spec)
     if name in security_groups.ACTIONS:  # addSecurityGroup, removeSecurityGroup (issue 5)
-        return await security_groups.server_action(request, ctx, server_id, name, spec)
+        await service.change_security_group(cc, ctx, server_id, security_groups.group_name(spec),
+                                            add=name == "addSecurityGroup")
+        return web.Response(status=202)
     raise errors.Invalid(f"There is no such action: {name}")
 
 

@@ -24,8 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from api.cell_router import Cell
-from api.compute import mappings
-from api.keys import CLUSTER, DB, ROUTER
+from api.keys import CLUSTER, ROUTER
 from api.scatter import answered, scatter
 from cells import errors
 from cells.config import ClusterConfig
@@ -48,21 +47,6 @@ def group_name(spec: Any) -> str:
     if len(name) > 255:
         raise errors.Invalid("Security group name must be at most 255 characters")
     return name
-
-
-async def server_action(request: web.Request, ctx: RequestContext, server_id: str, action: str,
-                        spec: Any) -> web.Response:
-    name = group_name(spec)
-    mapping = await mappings.get(request.config_dict[DB], ctx, server_id)  # 404 for another project's
-    if not has_network(request, mapping.cell_path):  # no network here: the server has no ports
-        raise errors.SecurityGroupNotFound(
-            f"instance_id {mapping.instance_uuid} could not be found as device id on any ports", id=name)
-    api = NetworkAPI(request.config_dict[ROUTER].cell(mapping.cell_path))
-    if action == "addSecurityGroup":
-        await api.add_security_group(ctx, str(mapping.instance_uuid), name)
-    else:
-        await api.remove_security_group(ctx, str(mapping.instance_uuid), name)
-    return web.Response(status=202)
 
 
 def has_network(request: web.Request, cell_path: str) -> bool:

@@ -7,6 +7,7 @@ and the EC2 handlers (api/ec2/actions.py) do to servers, each a function over a 
     act(cc, ctx, server_id, action, args) -> record        a lifecycle action (stop, start, reboot, ...)
     console_output(cc, ctx, server_id, length) -> text
     resize, confirm_resize, revert_resize, migrate, evacuate(cc, ctx, server_id, ...)   moves (cells/rpcapi/moves)
+    change_security_group(cc, ctx, server_id, group, add)  a group joins or leaves every port of the server
     show(cc, ctx, server_id) -> record                     the live record of a server the caller may see
     get(cc, ctx, server_id) -> record                      its cell's record as it stands (EC2's actions)
     list_servers(cc, ctx, ServerQuery) -> records          every cell at once, merge-sorted (a down cell's
@@ -37,6 +38,7 @@ from cells.db.engine import Database
 from cells.db.instances import fixed_ip_matcher
 from cells.rpcapi.conductor import ConductorAPI
 from cells.rpcapi.moves import MoveConductorAPI
+from cells.rpcapi.network import NetworkAPI
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,22 @@ async def evacuate(cc: ComputeContext, ctx: RequestContext, server_id: str) -> N
     """Rebuild the server on another host of its cell: only when its host is dead."""
     conductor, uuid = await _mover(cc, ctx, server_id)
     await conductor.evacuate(ctx, uuid)
+
+
+async def change_security_group(cc: ComputeContext, ctx: RequestContext, server_id: str, group: str,
+                                add: bool) -> None:
+    """`group` (a name or id of the server's project) joins (`add`) or leaves every port of the server,
+    through its cell's network controller: 404 for an unknown group or a server without ports."""
+    mapping = await mappings.get(cc.db, ctx, server_id)  # 404 for another project's
+    uuid = str(mapping.instance_uuid)
+    if not security_groups.cell_has_network(cc.cluster, mapping.cell_path):  # no network here: no ports
+        raise errors.SecurityGroupNotFound(f"instance_id {uuid} could not be found as device id on any ports",
+                                           id=group)
+    api = NetworkAPI(cc.router.cell(mapping.cell_path))
+    if add:
+        await api.add_security_group(ctx, uuid, group)
+    else:
+        await api.remove_security_group(ctx, uuid, group)
 
 @dataclass(frozen=True)
 class ServerQuery:
