@@ -223,11 +223,17 @@ class CellRouter:
         if not self.cells:
             raise errors.NoValidHost(reason="This cloud has no cells.")
         summaries = self.summaries()
-        # a cell that reported before and no longer does is down (its router left its parent's directory)
-        live = [c.cell for c in self.cells.values()
-                if c.reachable() and (c.path in summaries or c.path not in self._reported)]
+        down = set(self.unreachable())
+        live = [c.cell for c in self.cells.values() if c.path not in down]
         order = cell_choice.rank(live, summaries, flavor, zone, hints or {}, self.pending)
         return [self.cells[p] for p in order]
+
+    def unreachable(self) -> list[str]:
+        """Paths of the cells a boot cannot be sent to now: a cell that reported before and no
+        longer does is down (its router left its parent's directory)."""
+        summaries = self.summaries()
+        return [c.path for c in self.cells.values()
+                if not (c.reachable() and (c.path in summaries or c.path not in self._reported))]
 
     # --- scatter-gather -------------------------------------------------
 

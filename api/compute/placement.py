@@ -65,10 +65,12 @@ async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: d
         router.pending.add(cell.path, int(flavor.get("ram") or 0), int(flavor.get("vcpus") or 0), len(records))
         return cell, records
     where = f" in availability zone {zone}" if zone else ""
-    if tried and all(isinstance(e, errors.RpcError) for e in failures):
-        # no cell refused: every one was unreachable (its conductor restarting): a 503 the client
-        # may retry, not Nova's 500 "No valid host"; nothing was made (mappings removed above)
-        raise errors.CellsUnreachable(reason=f"{', '.join(tried)} unreachable{where}."
+    down = tried if tried else router.unreachable()
+    if down and all(isinstance(e, errors.RpcError) for e in failures):
+        # no cell refused: every one tried was unreachable, or none could be tried because cells
+        # are down (a conductor or router restarting): a 503 the client may retry, not Nova's 500
+        # "No valid host"; nothing was made (mappings removed above)
+        raise errors.CellsUnreachable(reason=f"{', '.join(down)} unreachable{where}."
                                              + (f" Last error: {last.message}" if last else ""))
     detail = f" Tried: {', '.join(tried)}." if tried else " No cell is reachable."
     raise errors.NoValidHost(reason=f"No cell{where} could take the server.{detail}"

@@ -24,7 +24,8 @@ SURFACE = surface(
     Method("instance_show", FAST, retry_safe=True, version=SHOW_VERSION, callers=callers(API),
            result="Instance@instance"),  # {"instance": an Instance, the rest plain}
     Method("instance_list", FAST, retry_safe=True, callers=callers(API)),
-    Method("instance_delete", NORMAL, callers=callers(API)),
+    # retry-safe: a repeated delete re-sends the terminate under the same action (flows/delete.py)
+    Method("instance_delete", NORMAL, retry_safe=True, callers=callers(API)),
     # from compute workers
     Method("compute_node_update", FAST, retry_safe=True, callers=callers(COMPUTE)),
     Method("instance_update", FAST, callers=callers(API, COMPUTE),  # the API: server set (name, metadata)

@@ -173,6 +173,13 @@ class FakeConductor:
 class FakeCell:
     router: str
     conductor: FakeConductor
+    router_server: RpcServer | None = None
+
+    async def stop_router(self) -> None:
+        """The cell's router dies: the API stops hearing from the cell."""
+        if self.router_server is not None:
+            server, self.router_server = self.router_server, None
+            await server.stop()
 
 
 @asynccontextmanager
@@ -196,8 +203,9 @@ async def fake_cell(cell: str = "cell1", handler: FakeConductor | None = None,
     view = DirectoryView(client, router_addr, me, INTERVAL)
     tasks = [asyncio.ensure_future(directory.background()), asyncio.ensure_future(view.run())]
     await view.wait_synced(2.0)
+    fake = FakeCell(router_addr, handler, router)
     try:
-        yield FakeCell(router_addr, handler)
+        yield fake
     finally:
         for t in tasks:
             t.cancel()
@@ -205,5 +213,5 @@ async def fake_cell(cell: str = "cell1", handler: FakeConductor | None = None,
         for timer in handler._timers:
             timer.cancel()
         await server.stop()
-        await router.stop()
+        await fake.stop_router()
         client.close()

@@ -2,6 +2,7 @@
 is skipped for the next one, availability zones name sites and cells."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from api.cell_choice import Pending, rank
 from api.cell_router import CellClient, CellRouter
 from cells import errors
 from cells.config import CellSpec
+from cells.rpc.directory import MISSED_BEATS
 from tests.unit.api_fake_cell import INTERVAL, FakeCell, fake_cell
 from tests.unit.api_support import SECRETS, make_cluster, start_client, token
 
@@ -113,7 +115,20 @@ async def test_boot_while_every_cell_is_unreachable_is_503_and_makes_nothing(two
     b.conductor.fail_next_build = errors.RpcTimeout(method="build_instances", topic="conductor", timeout=5.0)
     resp = await _boot(client, tok)
     assert resp.status == 503, await resp.text()
-    assert "Try again later" in (await resp.json())["serviceUnavailable"]["message"]
+    assert "No cell can take new servers right now" in (await resp.json())["serviceUnavailable"]["message"]
     listed = await client.get("/compute/v2.1/servers", headers={"X-Auth-Token": tok})
     assert (await listed.json())["servers"] == []
+    assert not a.conductor.records and not b.conductor.records
+
+
+async def test_boot_while_every_cell_router_is_silent_is_503(two_cells: Any) -> None:
+    """Cells whose routers went silent are no candidates at all: the boot is a 503 naming no
+    refusal (was a 500 "No valid host ... No cell is reachable"), and nothing is made."""
+    client, a, b, tok = two_cells
+    await a.stop_router()
+    await b.stop_router()
+    await asyncio.sleep((MISSED_BEATS + 2) * INTERVAL)  # the API's views go stale after MISSED_BEATS
+    resp = await _boot(client, tok)
+    assert resp.status == 503, await resp.text()
+    assert "No cell can take new servers right now" in (await resp.json())["serviceUnavailable"]["message"]
     assert not a.conductor.records and not b.conductor.records
