@@ -46,6 +46,7 @@ SYNC_INTERVAL = 5.0  # seconds between power-state sweeps (the safety net behind
 MIN_SYNC_GAP = 1.0  # a burst of domain events costs at most one sweep per this many seconds
 REPORT_INTERVAL = 60.0  # resources are re-reported so a conductor that lost them learns them again
 RETRY_MAX_DELAY = 5.0
+CONDUCTOR_WAIT = 60.0  # seconds a build's report waits for an unreachable (restarting) conductor
 INTERRUPTED = "Build interrupted: compute service restarted"
 ACTION_INTERRUPTED = "{action} interrupted: compute service restarted"
 HEALTHY = "ok"  # the heartbeat's meta "health" when the driver's calls are not stuck
@@ -252,9 +253,17 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
 
     async def _build(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         uuid = str(instance["uuid"])
-        try:  # check: the conductor refuses when a delete (or anything else) raced the build
+        sent = 0
+
+        async def spawning() -> None:
+            nonlocal sent
+            sent += 1  # a resent update may find the state its lost first send already set
+            expected = BUILD_TASK_STATES if sent == 1 else [*BUILD_TASK_STATES, TaskState.SPAWNING]
             await self.conductor.instance_update(ctx, uuid, {"task_state": TaskState.SPAWNING},
-                                                 expected_task_state=BUILD_TASK_STATES)
+                                                 expected_task_state=expected)
+
+        try:  # check: the conductor refuses when a delete (or anything else) raced the build
+            await self._through_conductor_restart(f"build of {uuid}", spawning)
         except (errors.Conflict, errors.NotFound) as exc:
             LOG.info("build of %s abandoned: %s", uuid, exc)
             return
@@ -268,10 +277,11 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the build must end in a report
             await self._build_failed(ctx, uuid, exc)
             return
-        try:
-            await self.conductor.instance_update(
-                ctx, uuid, {"vm_state": VmState.ACTIVE, "task_state": None, "power_state": PowerState.RUNNING,
-                            "launched_at": utcnow_iso()}, expected_task_state=[TaskState.SPAWNING])
+        active = {"vm_state": VmState.ACTIVE, "task_state": None, "power_state": PowerState.RUNNING,
+                  "launched_at": utcnow_iso()}
+        try:  # resent, an update the lost first send applied is a Conflict: the record is ACTIVE already
+            await self._through_conductor_restart(f"build of {uuid}", lambda: self.conductor.instance_update(
+                ctx, uuid, active, expected_task_state=[TaskState.SPAWNING]))
         except errors.Conflict as exc:  # deleted while spawning: the terminate request (queued on our lock) cleans up
             LOG.info("instance %s changed while spawning: %s", uuid, exc)
         except errors.NotFound:
@@ -286,8 +296,9 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         retryable = not isinstance(exc, NOT_RETRYABLE)
         LOG.warning("build of %s failed (%s): %s", uuid, "will reschedule" if retryable else "final", exc)
         await self._cleanup(uuid)
-        try:
-            await self.conductor.build_failed(ctx, uuid, self.host, fault=fault_of(exc), retryable=retryable)
+        try:  # resent, a report the lost first send applied is ignored as stale (flows/boot.py)
+            await self._through_conductor_restart(f"failed build of {uuid}", lambda: self.conductor.build_failed(
+                ctx, uuid, self.host, fault=fault_of(exc), retryable=retryable))
         except errors.CellcloudError as rpc_exc:
             LOG.error("could not report the failed build of %s: %s", uuid, rpc_exc)
 
@@ -423,6 +434,24 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
                 return await func()
             except errors.CellcloudError as exc:
                 LOG.info("%s: conductor not answering yet (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+    async def _through_conductor_restart(self, what: str, func: Callable[[], Awaitable[T]]) -> T:
+        """A build's report to the conductor, sent again while the conductor is unreachable (killed
+        and restarting: its supervisor brings it back within seconds) for up to CONDUCTOR_WAIT. A
+        build dropped here would stay BUILD for good: the restarted conductor's re-cast of it carries
+        the key this worker has seen, so it is not run again."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + CONDUCTOR_WAIT
+        delay = 0.2
+        while True:
+            try:
+                return await func()
+            except errors.RpcError as exc:
+                if loop.time() + delay >= give_up:
+                    raise
+                LOG.warning("%s: conductor unreachable (%s); sending again in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_DELAY)
 

@@ -15,8 +15,10 @@ from typing import Any
 import libvirt  # type: ignore[import-untyped]
 import pytest
 
+from cells import errors
 from cells.context import RequestContext
 from cells.objects.instance import PowerState, TaskState, VmState
+from cells.rpc.wire import Method
 from node.compute import domain_xml
 from node.compute.manager import INTERRUPTED, ComputeManager, interrupted_action, power_sync_values
 from node.imagecache import ImageCache
@@ -177,6 +179,47 @@ async def test_builds_wait_for_the_conductor(tmp_path: Path, conductor: FakeCond
     finally:
         bg.cancel()
         await asyncio.gather(bg, return_exceptions=True)
+        await m.driver.destroy(rec["uuid"])
+        await m.stop()
+
+
+class ConductorKilledAfterApplying(FakeConductor):
+    """A conductor killed right after it applied an update: the reply is lost with it (the
+    caller times out) and the update is sent again to its restarted process."""
+
+    def __init__(self, lose: set[int]) -> None:
+        super().__init__()
+        self.lose = lose  # which instance_update replies are lost (1: the first)
+        self.updates = 0
+
+    async def call(self, topic: str, method: Method, args: dict[str, Any], ctx: RequestContext,
+                   timeout: float | None = None) -> Any:
+        result = await super().call(topic, method, args, ctx, timeout)
+        if method.name == "instance_update":
+            self.updates += 1
+            if self.updates in self.lose:
+                raise errors.RpcTimeout(method=method.name, topic=topic, timeout=5.0)
+        return result
+
+
+async def test_build_goes_on_through_a_conductor_restart(tmp_path: Path, fetcher: FakeFetcher) -> None:
+    """Both build reports (spawning, then active) lose their reply to a conductor kill: each is
+    sent again, the resent spawning update accepts the state its first send set, and the build
+    ends ACTIVE with its guest running instead of being dropped (it stayed BUILD for good)."""
+    conductor = ConductorKilledAfterApplying(lose={1, 3})  # the first send of each report
+    m = make_manager(tmp_path, fetcher)
+    await m.start(conductor)
+    await m._sync_with_conductor()
+    rec = conductor.add(new_uuid())
+    try:
+        await asyncio.wait_for(m.build_and_run_instance(CTX, dict(rec)), 10)
+        assert conductor.instances[rec["uuid"]]["vm_state"] == VmState.ACTIVE
+        assert await m.driver.power_state(rec["uuid"]) == PowerState.RUNNING
+        updates = [a for n, a in conductor.calls if n == "instance_update"]
+        assert [u["values"].get("task_state", "-") for u in updates] == [TaskState.SPAWNING] * 2 + [None] * 2
+        assert TaskState.SPAWNING not in updates[0]["expected"] and TaskState.SPAWNING in updates[1]["expected"]
+        assert "build_failed" not in conductor.methods()
+    finally:
         await m.driver.destroy(rec["uuid"])
         await m.stop()
 
