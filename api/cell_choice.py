@@ -1,7 +1,7 @@
 """Which cell gets a new server: pure ranking over the cells' capacity summaries.
 
 Each cell's conductor reports a summary on its heartbeat (cells/conductor/capacity.py)
-and the routers pass them up the tree (cells/cellrouter.py). The API:
+and the routers pass them up the tree (cells/router_service.py). The API:
 
 1. keeps the cells in the requested availability zone: a site name, a cell name
    or a cell path (any segment of it) is a zone; "nova" (the default) is all;
@@ -14,7 +14,7 @@ and the routers pass them up the tree (cells/cellrouter.py). The API:
    those that look full (a summary is up to a beat old: the cell decides).
 
 The chosen cell's own scheduler picks the host; a cell that refuses (NoValidHost)
-is skipped and the next one tried (api/compute/placement.py). Unreachable
+is skipped and the next one tried (api/compute/cell_boot.py). Unreachable
 cells are left out before ranking (api/cell_router.py).
 """
 from __future__ import annotations

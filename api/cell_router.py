@@ -6,7 +6,7 @@ refreshed in the background. A CellClient is a `cells.rpcapi.Caller`, so the
 API talks to a cell through the same ConductorAPI stub every service uses.
 
 Nested cells ("site1!cell-a") are reached through their top-level cell's
-router, which relays hop by hop (cells/cellrouter.py): a `RelayClient` is the
+router, which relays hop by hop (cells/router_service.py): a `RelayClient` is the
 same Caller for such a cell. `cells` holds every cell that runs a conductor
 (those hold instances), `tops` the directly connected top-level cells.
 
@@ -31,9 +31,9 @@ from typing import Any, Protocol
 from api import cell_choice
 from api.scatter import Down, scatter
 from cells import errors
-from cells.cellrouter import RELAY, fresh, subtree_summaries
 from cells.config import CellSpec, ClusterConfig
 from cells.context import RequestContext
+from cells.router_service import RELAY, fresh, subtree_summaries
 from cells.rpc import wire
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import DirectoryView

@@ -21,7 +21,7 @@ from cells.config import ClusterConfig, ServiceSpec
 def _cell_service(cluster: ClusterConfig, spec: ServiceSpec) -> tuple[Any, dict[str, Any], tuple[str, ...]]:
     """(handler, surface, topics) for a cell-side service kind."""
     if spec.kind == "router":
-        from cells.cellrouter import SURFACE, CellRouterService
+        from cells.router_service import SURFACE, CellRouterService
         return CellRouterService(cluster, spec), SURFACE, ("router",)
     if spec.kind == "conductor":
         from cells.conductor.manager import ConductorManager

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import quota
 from api.cell_router import CellRouter
-from api.compute import down_cells, mappings, placement, security_groups, server_groups
+from api.compute import cell_boot, down_cells, mappings, security_groups, server_groups
 from api.compute.server_create import BootRequest, instance_records, request_spec, resolve
 from api.compute.views import record_status
 from api.keys import CLUSTER, DB, ENGINE, ROUTER
@@ -73,7 +73,7 @@ async def create(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) -> 
 
         def spec_for(recs: list[dict[str, Any]]) -> dict[str, Any]:  # the admitted count, when quota cut it
             return request_spec(replace(spec, count=len(recs)), ctx, recs)
-        _, records = await placement.build(  # best cell first, the next when one refuses
+        _, records = await cell_boot.build(  # best cell first, the next when one refuses
             cc.router, cc.db, ctx, spec.flavor, spec.availability_zone, choice, records_for, spec_for, admission)
         uuids = [r["uuid"] for r in records]
         await server_groups.add_members(cc.engine, spec.group, uuids)

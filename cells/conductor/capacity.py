@@ -2,7 +2,7 @@
 
 Every heartbeat interval the conductor reads its compute nodes and attaches a
 summary to its directory heartbeat (DirectoryView.set_meta). The cell's
-router passes it up to the parent cell (cells/cellrouter.py) and the API
+router passes it up to the parent cell (cells/router_service.py) and the API
 picks a cell for a boot from it (api/cell_choice.py). `admit` is the cell's
 own, current, answer to "is there room for this boot here at all": a cell
 asked with `request_spec["admission"]` refuses at once with NoValidHost when

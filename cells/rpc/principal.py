@@ -79,7 +79,7 @@ def may_call(principal: Principal, allowed: Iterable[str], server_cell: str | No
 
     A cell's principals call only their own cell's servers (a router also its parent's and
     children's). A router calls nothing of its own beyond the directories: anything else it
-    sends is a relay of what the API (or a parent router) asked it (cells/cellrouter.py), so
+    sends is a relay of what the API (or a parent router) asked it (cells/router_service.py), so
     it may call what the API may."""
     if principal.kind == OPERATOR:
         return True

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from api.compute import boot_sweep
-from api.compute.placement import BUILD_BOUND
+from api.compute.cell_boot import BUILD_BOUND
 from tools.devcluster import RunningCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.slow

@@ -6,11 +6,11 @@ import inspect
 
 import pytest
 
-from cells.cellrouter import SURFACE as ROUTER_SURFACE
-from cells.cellrouter import CellRouterService
 from cells.conductor.manager import ConductorManager
 from cells.network.controller import NetworkController
 from cells.objects.versions import OBJECTS
+from cells.router_service import SURFACE as ROUTER_SURFACE
+from cells.router_service import CellRouterService
 from cells.rpc import wire
 from cells.rpc.principal import KINDS
 from cells.rpcapi.compute import SURFACE as COMPUTE_SURFACE

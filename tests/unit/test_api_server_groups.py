@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cells import errors
-from tests.unit.test_api_placement import two_cells
+from tests.unit.test_api_cell_boot import two_cells
 from tests.unit.test_api_servers import Cloud, cloud
 
 __all__ = ["cloud", "two_cells"]

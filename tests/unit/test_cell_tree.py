@@ -14,11 +14,11 @@ import pytest_asyncio
 
 from api.cell_router import CellRouter
 from cells import errors
-from cells.cellrouter import SURFACE as ROUTER_SURFACE
-from cells.cellrouter import CellRouterService, next_hop
 from cells.config import ApiSpec, CellSpec, ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.objects.instance import utcnow_iso
+from cells.router_service import SURFACE as ROUTER_SURFACE
+from cells.router_service import CellRouterService, next_hop
 from cells.rpc import wire
 from cells.rpcapi.conductor import SURFACE as CONDUCTOR_SURFACE
 from cells.service import Service
