@@ -27,6 +27,7 @@ from cells.db.engine import Database
 LOG = logging.getLogger(__name__)
 _CLEANUPS: set[asyncio.Task[None]] = set()  # strong refs to background cleanups
 BUILD_BOUND = 5.0  # seconds a cell has to take a boot (it only writes rows) before the next is tried
+CELL_POLL = 0.25  # seconds between looks for a down cell coming back, when no cell is up
 
 RecordsFor = Callable[[str], list[dict[str, Any]]]
 SpecFor = Callable[[list[dict[str, Any]]], dict[str, Any]]
@@ -41,6 +42,8 @@ async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: d
     last: errors.CellcloudError | None = None
     failures: list[errors.CellcloudError] = []  # each candidate cell's failure
     candidates = router.candidates(flavor, zone, hints)
+    if not candidates and router.unreachable():
+        candidates = await _wait_for_a_cell(router, flavor, zone, hints)
     for i, cell in enumerate(candidates):
         records = await mappings.add(db, records_for(cell.path), cell.path, admission)
         uuids = [r["uuid"] for r in records]
@@ -75,6 +78,19 @@ async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: d
     detail = f" Tried: {', '.join(tried)}." if tried else " No cell is reachable."
     raise errors.NoValidHost(reason=f"No cell{where} could take the server.{detail}"
                                     + (f" Last refusal: {last.message}" if last else ""))
+
+
+async def _wait_for_a_cell(router: CellRouter, flavor: dict[str, Any], zone: str | None,
+                           hints: dict[str, Any]) -> list[Cell]:
+    """Candidates, waiting up to BUILD_BOUND for a down cell to come back: a cell is down for us
+    while its conductor restarts and until the new one's first capacity report (a beat or two)."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + BUILD_BOUND
+    while loop.time() < give_up:
+        await asyncio.sleep(CELL_POLL)
+        if candidates := router.candidates(flavor, zone, hints):
+            return candidates
+    return []
 
 
 async def _forget(cell: Cell, ctx: RequestContext, uuids: list[str]) -> None:

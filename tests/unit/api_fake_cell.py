@@ -181,6 +181,12 @@ class FakeCell:
             server, self.router_server = self.router_server, None
             await server.stop()
 
+    async def restart_router(self) -> None:
+        """A new router process on the same address: it learns the conductor from its next beat."""
+        await self.stop_router()
+        self.router_server = RpcServer(self.router, Directory(INTERVAL), DIRECTORY_SURFACE)
+        await self.router_server.start()
+
 
 @asynccontextmanager
 async def fake_cell(cell: str = "cell1", handler: FakeConductor | None = None,

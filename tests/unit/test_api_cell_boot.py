@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from api.cell_choice import Pending, rank
 from api.cell_router import CellClient, CellRouter
+from api.compute.cell_boot import BUILD_BOUND
 from cells import errors
 from cells.config import CellSpec
 from cells.rpc.directory import MISSED_BEATS
@@ -132,3 +133,19 @@ async def test_boot_while_every_cell_router_is_silent_is_503(two_cells: Any) -> 
     assert resp.status == 503, await resp.text()
     assert "No cell can take new servers right now" in (await resp.json())["serviceUnavailable"]["message"]
     assert not a.conductor.records and not b.conductor.records
+
+
+async def test_boot_while_the_only_cells_are_down_waits_for_one_to_come_back(two_cells: Any) -> None:
+    """No cell is up when the boot arrives (their routers restarting): the API waits for one to
+    come back (up to placement.BUILD_BOUND) and the boot is accepted there, not refused."""
+    client, a, b, tok = two_cells
+    await a.stop_router()
+    await b.stop_router()
+    await asyncio.sleep((MISSED_BEATS + 2) * INTERVAL)
+    boot = asyncio.ensure_future(_boot(client, tok))
+    await asyncio.sleep(4 * INTERVAL)
+    assert not boot.done()  # waiting, not refused
+    await b.restart_router()
+    resp = await asyncio.wait_for(boot, BUILD_BOUND + 5)
+    assert resp.status == 202, await resp.text()
+    assert (await resp.json())["server"]["id"] in b.conductor.records and not a.conductor.records
