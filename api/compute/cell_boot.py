@@ -13,6 +13,7 @@ may have made the rows) asks the cell to drop them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,8 @@ from cells.db.engine import Database
 LOG = logging.getLogger(__name__)
 _CLEANUPS: set[asyncio.Task[None]] = set()  # strong refs to background cleanups
 BUILD_BOUND = 5.0  # seconds a cell has to take a boot (it only writes rows) before the next is tried
+FORGET_BOUND = 60.0  # seconds an unreachable cell is asked again to drop a boot the API gave up on
+FORGET_RETRY = 1.0
 CELL_POLL = 0.25  # seconds between looks for a down cell coming back, when no cell is up
 
 RecordsFor = Callable[[str], list[dict[str, Any]]]
@@ -94,8 +97,23 @@ async def _wait_for_a_cell(router: CellRouter, flavor: dict[str, Any], zone: str
 
 
 async def _forget(cell: Cell, ctx: RequestContext, uuids: list[str]) -> None:
+    """Drop what a cell that went silent may have made. A cell unreachable now (its conductor
+    killed and restarting) is asked again until FORGET_BOUND: the rows a killed conductor wrote
+    are scheduled by its restarted process, and would be servers nobody maps, holding claims,
+    ports and quota."""
+    ctx = dataclasses.replace(ctx, deadline=None)  # the boot's deadline has passed by now
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + FORGET_BOUND
     for instance_uuid in uuids:
-        try:
-            await cell.conductor.instance_delete(ctx, instance_uuid)
-        except errors.CellcloudError as exc:
-            LOG.info("cleanup of unmapped instance %s: %s", instance_uuid, exc)
+        while True:
+            try:
+                await cell.conductor.instance_delete(ctx, instance_uuid)
+            except errors.RpcError as exc:
+                if loop.time() < give_up:
+                    LOG.info("cleanup of unmapped instance %s: %s; asking again", instance_uuid, exc)
+                    await asyncio.sleep(FORGET_RETRY)
+                    continue
+                LOG.warning("cleanup of unmapped instance %s given up: %s", instance_uuid, exc)
+            except errors.CellcloudError as exc:  # InstanceNotFound: never made
+                LOG.info("cleanup of unmapped instance %s: %s", instance_uuid, exc)
+            break

@@ -37,6 +37,8 @@ class FakeConductor:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     builds: list[dict[str, Any]] = field(default_factory=list)  # request_specs received
     fail_next_build: errors.CellcloudError | None = None
+    lose_next_build_reply: errors.CellcloudError | None = None  # the build is made, the reply lost: this raised
+    fail_deletes: int = 0  # instance_delete calls still to fail (the conductor down)
     list_calls: int = 0
     show_calls: int = 0  # instance_show (RPC 1.2) answered
     auto_after: float | None = None  # when set: builds go ACTIVE and deletes finish after this many seconds
@@ -58,6 +60,9 @@ class FakeConductor:
                 "events": [{"event": "conductor_schedule_and_build_instances", "start_time": utcnow_iso(),
                             "finish_time": None, "result": None, "details": None, "host": None}]}]
             self._later(self.activate, inst["uuid"])
+        if self.lose_next_build_reply is not None:
+            exc, self.lose_next_build_reply = self.lose_next_build_reply, None
+            raise exc
         return [self.records[i["uuid"]] for i in instances]
 
     def _visible(self, ctx: RequestContext, rec: dict[str, Any]) -> bool:
@@ -116,6 +121,9 @@ class FakeConductor:
         return bool(rec["deleted"] == filters.get("deleted", False))
 
     async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        if self.fail_deletes > 0:
+            self.fail_deletes -= 1
+            raise errors.NoLiveMember(topic="conductor")
         rec = await self.instance_get(ctx, uuid)
         rec.update(task_state="deleting", updated_at=utcnow_iso())
         self._later(self.destroy, uuid)

@@ -113,7 +113,7 @@ async def test_boot_while_every_cell_is_unreachable_is_503_and_makes_nothing(two
     client may retry, not Nova's 500 "No valid host"; no server is left behind."""
     client, a, b, tok = two_cells
     a.conductor.fail_next_build = errors.NoLiveMember(topic="conductor")
-    b.conductor.fail_next_build = errors.RpcTimeout(method="build_instances", topic="conductor", timeout=5.0)
+    b.conductor.fail_next_build = errors.RpcError(reason="send queue to the conductor is full")
     resp = await _boot(client, tok)
     assert resp.status == 503, await resp.text()
     assert "No cell can take new servers right now" in (await resp.json())["serviceUnavailable"]["message"]
@@ -149,3 +149,22 @@ async def test_boot_while_the_only_cells_are_down_waits_for_one_to_come_back(two
     resp = await asyncio.wait_for(boot, BUILD_BOUND + 5)
     assert resp.status == 202, await resp.text()
     assert (await resp.json())["server"]["id"] in b.conductor.records and not a.conductor.records
+
+
+async def test_rows_a_silent_cell_made_are_dropped_once_it_answers_again(two_cells: Any) -> None:
+    """Cell a makes the rows and its reply is lost (its conductor killed); the boot goes to b.
+    a's conductor is unreachable for the first two cleanup asks: the API asks again until it
+    answers, and a's copy is deleted instead of becoming a server nobody maps."""
+    client, a, b, tok = two_cells
+    a.conductor.lose_next_build_reply = errors.RpcError(reason="the conductor went away")
+    a.conductor.fail_deletes = 2
+    resp = await _boot(client, tok)
+    assert resp.status == 202, await resp.text()
+    sid = (await resp.json())["server"]["id"]
+    assert sid in b.conductor.records
+    (made,) = a.conductor.records.values()
+    for _ in range(100):
+        if made["task_state"] == "deleting":
+            break
+        await asyncio.sleep(0.1)
+    assert made["task_state"] == "deleting" and a.conductor.fail_deletes == 0
