@@ -19,7 +19,7 @@ from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.context import RequestContext
-from cells.db import actions
+from cells.db import action_records
 from cells.db.fast import Fast
 from cells.db.schema import instance_actions, instances
 from cells.network import ipam, policy, resources, secgroups
@@ -273,9 +273,9 @@ def _server_ports(conn: Connection, ctx: RequestContext, uuid: str, group: str) 
 
 def _record(conn: Connection, ctx: RequestContext, uuid: str, action: str, project: str) -> None:
     """The action and its one event, done: the change is made in this same unit of work."""
-    actions.start_action(conn, ctx, uuid, action, project)
-    actions.finish_event(conn, uuid, action, f"network_{action}", actions.SUCCESS)
-    actions.finish_action(conn, uuid, action)
+    action_records.start_action(conn, ctx, uuid, action, project)
+    action_records.finish_event(conn, uuid, action, f"network_{action}", action_records.SUCCESS)
+    action_records.finish_action(conn, uuid, action)
 
 
 def _retried(conn: Connection, ctx: RequestContext, uuid: str, action: str) -> bool:

@@ -20,7 +20,7 @@ from cells.conductor.flows.boot import validate_build
 from cells.conductor.manager import ConductorManager
 from cells.config import ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
 from cells.context import RequestContext, admin_context
-from cells.db import actions, claims
+from cells.db import action_records, claims
 from cells.db.engine import Database
 from cells.db.schema import ensure_schema, instances
 from cells.objects.instance import TaskState, VmState
@@ -256,7 +256,7 @@ async def test_boot_goes_active_with_host_and_claim_then_delete_releases(cell: C
     assert await cell.claim(rec["uuid"]) is None
     with pytest.raises(errors.InstanceNotFound):
         await cell.conductor.instance_get(USER, rec["uuid"])
-    acts = await cell.db.read(lambda conn: actions.actions_of(conn, rec["uuid"]))
+    acts = await cell.db.read(lambda conn: action_records.actions_of(conn, rec["uuid"]))
     assert [(a["action"], a["request_id"] is not None, a["finish_time"] is not None) for a in acts] == [
         ("create", True, True), ("delete", True, True)]
     assert [(e["event"], e["result"]) for e in acts[0]["events"]] == [
@@ -317,7 +317,7 @@ async def test_retryable_spawn_failure_reschedules_to_the_other_host(flaky_cell:
     assert claim is not None and claim["host"] == "node2"
     hosts = {h.host: h for h in await claims.load_hosts(flaky_cell.db)}
     assert hosts["node1"].memory_mb_used == 0 and hosts["node2"].memory_mb_used == 512
-    faults = await flaky_cell.db.read(lambda conn: actions.faults_of(conn, rec["uuid"]))
+    faults = await flaky_cell.db.read(lambda conn: action_records.faults_of(conn, rec["uuid"]))
     assert [(f["host"], f["message"]) for f in faults] == [("node1", "boom on node1")]
 
 
@@ -329,7 +329,7 @@ async def test_failing_everywhere_ends_in_error_with_fault_and_no_claim(failing_
     assert await failing_cell.claim(rec["uuid"]) is None
     assert all(h.memory_mb_used == 0 for h in await claims.load_hosts(failing_cell.db))
     assert sorted(failing_cell.computes["node1"].builds + failing_cell.computes["node2"].builds) == [rec["uuid"]] * 2
-    acts = await failing_cell.db.read(lambda conn: actions.actions_of(conn, rec["uuid"]))
+    acts = await failing_cell.db.read(lambda conn: action_records.actions_of(conn, rec["uuid"]))
     assert acts[0]["message"] == "Error" and acts[0]["finish_time"] is not None
 
 
@@ -362,7 +362,7 @@ async def test_compute_gone_while_building_is_suspect_then_dead_and_out_of_hosts
     assert err["fault"]["message"] == ("Exceeded maximum number of retries. Exhausted all hosts available for "
                                        f"retrying build failures for instance {rec['uuid']}. Hosts tried: node1.")
     assert await hanging_cell.claim(rec["uuid"]) is None
-    faults = await hanging_cell.db.read(lambda conn: actions.faults_of(conn, rec["uuid"]))
+    faults = await hanging_cell.db.read(lambda conn: action_records.faults_of(conn, rec["uuid"]))
     assert ("node1", "Compute host node1 was declared dead while building the instance") in [
         (f["host"], f["message"]) for f in faults]
 

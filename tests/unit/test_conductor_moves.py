@@ -19,7 +19,7 @@ from sqlalchemy import insert, select
 from cells.conductor.flows import moves
 from cells.config import ServiceSpec
 from cells.context import RequestContext, admin_context
-from cells.db import actions, claims
+from cells.db import action_records, claims
 from cells.db import instances as idb
 from cells.db.claims import Resources
 from cells.db.schema import migrations
@@ -181,7 +181,7 @@ async def migration(c: Cell, uuid: str) -> dict[str, Any]:
 
 
 async def events(c: Cell, uuid: str, action: str) -> list[tuple[str, str | None, str | None]]:
-    acts = await c.db.read(lambda conn: actions.actions_of(conn, uuid))
+    acts = await c.db.read(lambda conn: action_records.actions_of(conn, uuid))
     [act] = [a for a in acts if a["action"] == action][-1:]
     return [(e["event"], e["result"], e["details"]) for e in act["events"]]
 
@@ -346,7 +346,7 @@ async def test_sweep_adopts_a_move_whose_owner_never_left_in_our_sight(cell: Cel
             uuid=mig_uuid, instance_uuid=uuid, migration_type="resize", status="migrating", source_host=source,
             dest_host=dest, old_flavor=FLAVOR, new_flavor=SMALL, old_vm_state=VmState.ACTIVE,
             conductor_id="cell1/conductor-9", created_at=now, updated_at=now))
-        actions.start_action(conn, USER, uuid, "resize", "p1")
+        action_records.start_action(conn, USER, uuid, "resize", "p1")
         idb.update_row(conn, uuid, {"task_state": "resize_migrating"})
     await cell.db.write(orphan)
     rec = await wait_task(cell, uuid, None, VmState.ACTIVE, timeout=15)
@@ -412,7 +412,7 @@ async def test_migrate_with_no_other_host_with_room_stays_active_with_a_fault(ce
     assert await usage(cell) == booted
     evs = await events(cell, uuid, "migrate")
     assert any(r == "Error" and "No valid host" in (d or "") for _, r, d in evs), evs
-    faults = await cell.db.read(lambda conn: actions.faults_of(conn, uuid))
+    faults = await cell.db.read(lambda conn: action_records.faults_of(conn, uuid))
     assert faults and "No valid host" in faults[-1]["message"]
     assert (await migration(cell, uuid))["status"] == "error"
 

@@ -14,7 +14,7 @@ from sqlalchemy import insert, select, update
 from cells.conductor.flows.boot import validate_build
 from cells.config import ServiceSpec
 from cells.context import admin_context
-from cells.db import actions
+from cells.db import action_records
 from cells.db.schema import instances
 from cells.objects.instance import VmState
 from tests.unit.test_conductor import FLAVOR, Cell, until_async
@@ -57,7 +57,7 @@ async def test_build_of_a_dead_conductor_is_adopted_once_and_finished(two: Cell)
     [row] = validate_build([{"uuid": str(uuidlib.uuid4()), "name": "orphan", "project_id": "p1", "flavor": FLAVOR}],
                            {"flavor": FLAVOR}, "2026-01-01T00:00:00.000000Z", "cell1/conductor-2")
     await two.db.write(lambda conn: conn.execute(insert(instances).values(**row)))
-    await two.db.write(lambda conn: actions.start_actions(conn, admin_context(), "create", [(row["uuid"], "p1")],
+    await two.db.write(lambda conn: action_records.start_actions(conn, admin_context(), "create", [(row["uuid"], "p1")],
                                                           "conductor_schedule_and_build_instances"))
     await two.crash("conductor-2")  # no goodbye: the directory notices missed beats
     active = await two.wait_state(row["uuid"], VmState.ACTIVE, timeout=10)

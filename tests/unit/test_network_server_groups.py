@@ -13,7 +13,7 @@ from sqlalchemy import Connection, insert, select
 
 from cells import errors
 from cells.conductor.flows.boot import validate_build
-from cells.db import actions
+from cells.db import action_records
 from cells.db import instances as idb
 from cells.network.controller import NetworkController
 from cells.network.schema import ports
@@ -55,7 +55,7 @@ async def _port_groups(ctl: NetworkController, uuid: str) -> list[list[str]]:
 
 
 async def _actions(ctl: NetworkController, uuid: str) -> list[tuple[str, Any, list[tuple[str, str]]]]:
-    acts = await ctl.db.read(lambda conn: actions.actions_of(conn, uuid))
+    acts = await ctl.db.read(lambda conn: action_records.actions_of(conn, uuid))
     return [(a["action"], a["request_id"], [(e["event"], e["result"]) for e in a["events"]]) for a in acts]
 
 

@@ -19,7 +19,7 @@ from cells import errors, lifecycle
 from cells.conductor.env import FlowEnv, state_of, state_values
 from cells.conductor.flows.delete import visible
 from cells.context import RequestContext
-from cells.db import actions
+from cells.db import action_records
 from cells.db import instances as idb
 from cells.objects.instance import TaskState, VmState, utcnow_iso
 from cells.rpcapi.compute import ComputeAPI
@@ -100,8 +100,8 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
     if action.startswith("reboot") and row.task_state is not None:
         pass  # a hard reboot taking over a soft one joins its action record
     else:
-        actions.start_action(conn, ctx, uuid, record_action(action), row.project_id, now)
-    actions.start_event(conn, uuid, record_action(action), event_name(action), row.host)
+        action_records.start_action(conn, ctx, uuid, record_action(action), row.project_id, now)
+    action_records.start_event(conn, uuid, record_action(action), event_name(action), row.host)
     idb.update_row(conn, uuid, values)
     return env.record({**row._mapping, **values}), str(row.host)
 
@@ -111,7 +111,7 @@ def _revert(conn: Connection, env: FlowEnv, uuid: str, action: str, reason: str)
     if row is None or row.task_state != lifecycle.user_action(action).task_state:
         return
     idb.update_row(conn, uuid, {"task_state": None, "updated_at": utcnow_iso()})
-    actions.fail_open_events(conn, uuid, record_action(action), reason)
+    action_records.fail_open_events(conn, uuid, record_action(action), reason)
 
 
 async def instance_action(env: FlowEnv, ctx: RequestContext, uuid: str, action: Any, args: Any) -> dict[str, Any]:
@@ -149,15 +149,15 @@ def _done(conn: Connection, env: FlowEnv, uuid: str, host: str, action: str, ok:
         new["launched_at"] = now
     name = record_action(action)
     if ok:
-        actions.finish_event(conn, uuid, name, event_name(action), actions.SUCCESS, host=host)
-        actions.finish_action(conn, uuid, name)
+        action_records.finish_event(conn, uuid, name, event_name(action), action_records.SUCCESS, host=host)
+        action_records.finish_action(conn, uuid, name)
     else:
-        made = actions.make_fault(fault or f"{name} failed")
-        actions.add_fault(conn, uuid, made, host)
+        made = action_records.make_fault(fault or f"{name} failed")
+        action_records.add_fault(conn, uuid, made, host)
         if state.vm_state == VmState.ERROR:
             new["fault"] = made
-        actions.finish_event(conn, uuid, name, event_name(action), actions.ERROR, made["message"], host)
-        actions.finish_action(conn, uuid, name, actions.ERROR)
+        action_records.finish_event(conn, uuid, name, event_name(action), action_records.ERROR, made["message"], host)
+        action_records.finish_action(conn, uuid, name, action_records.ERROR)
     idb.update_row(conn, uuid, new)
     return env.record({**row._mapping, **new})
 

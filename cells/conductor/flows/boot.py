@@ -25,7 +25,7 @@ from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
 from cells.conductor.flows import network
 from cells.conductor.flows.delete import complete_delete
 from cells.context import RequestContext
-from cells.db import actions, claims
+from cells.db import action_records, claims
 from cells.db import instances as idb
 from cells.db.fast import AnyRow
 from cells.lifecycle import NEW, Event, on
@@ -126,7 +126,7 @@ def _insert_build(conn: Connection, env: FlowEnv, ctx: RequestContext, rows: lis
     new = [r for r in rows if r["uuid"] not in existing]
     if new:
         idb.insert_rows(conn, new)
-        actions.start_actions(conn, ctx, CREATE, [(r["uuid"], r["project_id"]) for r in new], EV_SCHEDULE, now)
+        action_records.start_actions(conn, ctx, CREATE, [(r["uuid"], r["project_id"]) for r in new], EV_SCHEDULE, now)
     records = [env.record(existing[r["uuid"]]) if r["uuid"] in existing else env.record(r) for r in rows]
     return records, new
 
@@ -179,11 +179,11 @@ async def schedule_and_build(env: FlowEnv, ctx: RequestContext, uuids: list[str]
         selections = await _select(env, ctx, uuids, request_spec, exclude)
     except errors.NoValidHost as exc:
         final: errors.CellcloudError = _exhausted(uuids[0], exclude) if exclude and len(uuids) == 1 else exc
-        await fail_builds(env, uuids, actions.make_fault(final.message))
+        await fail_builds(env, uuids, action_records.make_fault(final.message))
         return
     except errors.CellcloudError as exc:  # scheduler down or timed out: a claim may exist, fail_builds frees it
         LOG.warning("scheduling %s failed: %s", uuids, exc)
-        await fail_builds(env, uuids, actions.make_fault(f"No valid host was found. {exc.message}"))
+        await fail_builds(env, uuids, action_records.make_fault(f"No valid host was found. {exc.message}"))
         return
     for sel in selections:
         await send_to_host(env, ctx, str(sel["instance_uuid"]), str(sel["host"]), request_spec)
@@ -205,8 +205,8 @@ def _set_host(conn: Connection, env: FlowEnv, uuid: str, host: str) -> dict[str,
     values = {**state_values(state), "host": host, "retry_hosts": [*(row.retry_hosts or []), host],
               "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}
     idb.update_row(conn, uuid, values)
-    actions.finish_event(conn, uuid, CREATE, EV_SCHEDULE, actions.SUCCESS)
-    actions.start_event(conn, uuid, CREATE, EV_BUILD, host)
+    action_records.finish_event(conn, uuid, CREATE, EV_SCHEDULE, action_records.SUCCESS)
+    action_records.start_event(conn, uuid, CREATE, EV_BUILD, host)
     return env.record({**row._mapping, **values})
 
 
@@ -240,9 +240,9 @@ def set_error(conn: Connection, row: AnyRow, fault: dict[str, Any], event: str =
     """building -> ERROR with `fault`, claim released, create action closed with Error (same unit of work)."""
     state, _ = on(event, state_of(row), row.uuid)
     claims.release_claim(conn, row.uuid)
-    actions.add_fault(conn, row.uuid, fault, row.host)
+    action_records.add_fault(conn, row.uuid, fault, row.host)
     idb.update_row(conn, row.uuid, {**state_values(state), "fault": fault, "updated_at": utcnow_iso()})
-    actions.fail_open_events(conn, row.uuid, CREATE, fault["message"])
+    action_records.fail_open_events(conn, row.uuid, CREATE, fault["message"])
 
 
 def _fail_builds(conn: Connection, uuids: list[str], fault: dict[str, Any]) -> None:
@@ -275,24 +275,24 @@ def record_build_failure(conn: Connection, env: FlowEnv, uuid: str, host: str, r
         return None
     tried = list(row.retry_hosts or [])
     if retryable and len(tried) < env.max_attempts:
-        actions.add_fault(conn, uuid, reported, host)  # kept in the history, not shown on the record
+        action_records.add_fault(conn, uuid, reported, host)  # kept in the history, not shown on the record
         state, _ = on(Event.RESCHEDULE, state_of(row), uuid)
         claims.release_claim(conn, uuid)
         idb.update_row(conn, uuid, {**state_values(state), "host": None, "conductor_id": env.conductor_id,
                                     "updated_at": utcnow_iso()})
-        actions.finish_event(conn, uuid, CREATE, EV_BUILD, actions.ERROR, reported["message"], host)
-        actions.start_event(conn, uuid, CREATE, EV_SCHEDULE)
+        action_records.finish_event(conn, uuid, CREATE, EV_BUILD, action_records.ERROR, reported["message"], host)
+        action_records.start_event(conn, uuid, CREATE, EV_SCHEDULE)
         return dict(row.request_spec or {"flavor": row.flavor}), tried
     if retryable:  # out of attempts: say so, as Nova
-        actions.add_fault(conn, uuid, reported, host)
-        reported = actions.make_fault(_exhausted(uuid, tried).message)
+        action_records.add_fault(conn, uuid, reported, host)
+        reported = action_records.make_fault(_exhausted(uuid, tried).message)
     set_error(conn, row, reported)
     return None
 
 
 async def build_failed(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, fault: Mapping[str, Any],
                        retryable: bool) -> None:
-    reported = actions.make_fault(fault)
+    reported = action_records.make_fault(fault)
     again = await env.db.write(lambda conn: record_build_failure(conn, env, uuid, host, reported, retryable))
     if again is not None:
         LOG.info("rescheduling %s after a failure on %s (tried %s)", uuid, host, again[1])

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, false, select
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
 from cells.context import RequestContext, admin_context
-from cells.db import actions, claims
+from cells.db import action_records, claims
 from cells.db import instances as idb
 from cells.db import moves as mdb
 from cells.db.fast import AnyRow
@@ -60,9 +60,9 @@ def complete_delete(conn: Connection, env: FlowEnv, row: AnyRow, event: str = EV
     release_instance(conn, row.uuid)  # ports and fixed IPs go back in the same commit
     release_instance_volumes(conn, row.uuid)  # and its volumes are available again (issue 6)
     idb.update_row(conn, row.uuid, values)
-    actions.fail_open_events(conn, row.uuid, "create", "Instance was deleted while building")
-    actions.finish_event(conn, row.uuid, DELETE, event, actions.SUCCESS, host=row.host)
-    actions.finish_action(conn, row.uuid, DELETE)
+    action_records.fail_open_events(conn, row.uuid, "create", "Instance was deleted while building")
+    action_records.finish_event(conn, row.uuid, DELETE, event, action_records.SUCCESS, host=row.host)
+    action_records.finish_action(conn, row.uuid, DELETE)
     return env.record({**row._mapping, **values})
 
 
@@ -77,13 +77,13 @@ def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext,
         raise errors.InstanceNotFound(instance_id=uuid)
     state, _ = on(Event.DELETE_REQUESTED, state_of(row), uuid)
     if row.task_state != TaskState.DELETING:  # a repeated delete re-sends the terminate, same action
-        actions.start_action(conn, ctx, uuid, DELETE, row.project_id)
+        action_records.start_action(conn, ctx, uuid, DELETE, row.project_id)
     others = mdb.other_copies(conn, row)  # before complete_delete ends the moves
     if row.host is None or env.host_dead(row.host):
         return complete_delete(conn, env, row, EV_LOCAL), None, others
     values = {**state_values(state), "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}
     idb.update_row(conn, uuid, values)
-    actions.start_event(conn, uuid, DELETE, EV_TERMINATE, row.host)
+    action_records.start_event(conn, uuid, DELETE, EV_TERMINATE, row.host)
     # a suspect (or fenced) host gets the terminate when it is back (flows/hosts.py host_back, or
     # its reconciliation); if it is declared dead instead, the delete completes then
     cast_to = str(row.host) if env.host_alive(row.host) else None

@@ -26,7 +26,7 @@ from cells.conductor.env import FlowEnv, background_ctx
 from cells.conductor.flows.move_recovery import REBUILDING, drive, go_on, why_stop
 from cells.conductor.flows.moves import _instance, rekey_claim
 from cells.context import RequestContext
-from cells.db import actions
+from cells.db import action_records
 from cells.db import instances as idb
 from cells.db import moves as mdb
 from cells.db.schema import migrations
@@ -56,8 +56,8 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tu
            "new_flavor": dict(row.flavor), "old_vm_state": back, "conductor_id": env.conductor_id,
            "created_at": now, "updated_at": now}
     conn.execute(migrations.insert().values(**mig))
-    actions.start_action(conn, ctx, uuid, ACTION, row.project_id, now)
-    actions.start_event(conn, uuid, ACTION, EV_REBUILD, None)
+    action_records.start_action(conn, ctx, uuid, ACTION, row.project_id, now)
+    action_records.start_event(conn, uuid, ACTION, EV_REBUILD, None)
     idb.update_row(conn, uuid, {"task_state": REBUILDING, "updated_at": now})
     return env.record({**row._mapping, "task_state": REBUILDING}), mdb.record(mig)
 
@@ -77,8 +77,8 @@ def _done(conn: Connection, env: FlowEnv, mig: dict[str, Any], power: int) -> st
                                 "power_state": power, "fault": None, "launched_at": utcnow_iso(),
                                 "updated_at": utcnow_iso()})
     mdb.set_migration(conn, mig["uuid"], status="done", dest_host=mig["dest_host"])
-    actions.finish_event(conn, uuid, ACTION, EV_REBUILD, actions.SUCCESS, host=mig["dest_host"])
-    actions.finish_action(conn, uuid, ACTION)
+    action_records.finish_event(conn, uuid, ACTION, EV_REBUILD, action_records.SUCCESS, host=mig["dest_host"])
+    action_records.finish_action(conn, uuid, ACTION)
     return None
 
 

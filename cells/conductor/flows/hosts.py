@@ -37,7 +37,7 @@ from cells.conductor.flows import network, volume_recovery
 from cells.conductor.flows.boot import CREATE, Reschedule, build_failed, record_build_failure, schedule_and_build
 from cells.conductor.flows.delete import adopt_deletes, complete_delete, pending_delete_owners
 from cells.context import admin_context
-from cells.db import actions
+from cells.db import action_records
 from cells.db import hosts as hdb
 from cells.db import instances as idb
 from cells.db.moves import open_owners
@@ -58,7 +58,7 @@ def _host_dead(conn: Connection, env: FlowEnv, host: str) -> tuple[list[tuple[st
     hdb.fence(conn, host)
     again: list[tuple[str, Reschedule]] = []
     deleted = 0
-    fault = actions.make_fault(HOST_DEAD.format(host=host))
+    fault = action_records.make_fault(HOST_DEAD.format(host=host))
     for row in idb.rows_where(conn, c.host == host, c.deleted == false(),
                               or_(c.vm_state == VmState.BUILDING, c.task_state == TaskState.DELETING)):
         if row.task_state == TaskState.DELETING:
@@ -103,8 +103,8 @@ def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[Row[Any]]:
                           c.vm_state == VmState.BUILDING, c.task_state == TaskState.SCHEDULING)
     for row in rows:
         idb.update_row(conn, row.uuid, {"conductor_id": env.conductor_id, "updated_at": utcnow_iso()})
-        actions.start_event(conn, row.uuid, CREATE, EV_ADOPT, None)
-        actions.finish_event(conn, row.uuid, CREATE, EV_ADOPT, actions.SUCCESS,
+        action_records.start_event(conn, row.uuid, CREATE, EV_ADOPT, None)
+        action_records.finish_event(conn, row.uuid, CREATE, EV_ADOPT, action_records.SUCCESS,
                              f"adopted by {env.conductor_id} from {row.conductor_id}")
     return rows
 

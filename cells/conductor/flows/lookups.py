@@ -10,7 +10,7 @@ from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows import delete
 from cells.context import RequestContext
-from cells.db import actions
+from cells.db import action_records
 from cells.db import instances as idb
 from cells.db.schema import instances
 from cells.network.schema import ip_allocations, ports
@@ -40,7 +40,7 @@ def _actions(conn: Connection, ctx: RequestContext, uuid: str) -> list[dict[str,
     row = idb.get_row(conn, uuid)
     if row is None or not delete.visible(ctx, row):
         raise errors.InstanceNotFound(instance_id=uuid)
-    return actions.actions_of(conn, uuid)
+    return action_records.actions_of(conn, uuid)
 
 
 async def instance_actions(env: FlowEnv, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:

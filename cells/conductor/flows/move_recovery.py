@@ -25,7 +25,7 @@ from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows.delete import remove_copy
 from cells.context import RequestContext
-from cells.db import actions, claims
+from cells.db import action_records, claims
 from cells.db import instances as idb
 from cells.db import moves as mdb
 from cells.objects.instance import TaskState, utcnow_iso
@@ -73,7 +73,7 @@ def _closed_by_delete(conn: Connection, mig: dict[str, Any], action: str) -> Non
     cur = mdb.get(conn, mig["uuid"])
     if cur is not None and cur.status in mdb.IN_FLIGHT:
         mdb.set_migration(conn, mig["uuid"], status="error")
-    actions.fail_open_events(conn, mig["instance_uuid"], action, f"Instance was deleted during the {action}")
+    action_records.fail_open_events(conn, mig["instance_uuid"], action, f"Instance was deleted during the {action}")
 
 
 def fail(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, message: str) -> str | None:
@@ -89,8 +89,8 @@ def fail(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, messa
     mdb.set_migration(conn, mig["uuid"], status="error")
     idb.update_row(conn, uuid, {"task_state": None, "host": mig["source_host"], "flavor": mig["old_flavor"],
                                 "vm_state": mig["old_vm_state"], "updated_at": utcnow_iso()})
-    actions.add_fault(conn, uuid, actions.make_fault(message), mig["source_host"])
-    actions.fail_open_events(conn, uuid, action, message)
+    action_records.add_fault(conn, uuid, action_records.make_fault(message), mig["source_host"])
+    action_records.fail_open_events(conn, uuid, action, message)
     return None
 
 

@@ -43,7 +43,7 @@ from cells.conductor.env import FlowEnv, background_ctx
 from cells.conductor.flows.delete import remove_copy, visible
 from cells.conductor.flows.move_recovery import ACTION_OF, DELETED, MIGRATING, PREP, drive, go_on, roll_back, why_stop
 from cells.context import RequestContext, admin_context
-from cells.db import actions, claims
+from cells.db import action_records, claims
 from cells.db import instances as idb
 from cells.db import moves as mdb
 from cells.db.fast import AnyRow
@@ -109,8 +109,8 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
            "new_flavor": flavor, "old_vm_state": row.vm_state, "conductor_id": env.conductor_id,
            "created_at": now, "updated_at": now}
     conn.execute(migrations.insert().values(**mig))
-    actions.start_action(conn, ctx, uuid, action, row.project_id, now)
-    actions.start_event(conn, uuid, action, EV_PREP, None)
+    action_records.start_action(conn, ctx, uuid, action, row.project_id, now)
+    action_records.start_event(conn, uuid, action, EV_PREP, None)
     values = {"task_state": PREP, "updated_at": now}
     idb.update_row(conn, uuid, values)
     return env.record({**row._mapping, **values}), mdb.record(mig)
@@ -122,9 +122,9 @@ def _step(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, done
     if reason is not None:
         return reason
     uuid = mig["instance_uuid"]
-    actions.finish_event(conn, uuid, action, done, actions.SUCCESS, host=mig["source_host"])
+    action_records.finish_event(conn, uuid, action, done, action_records.SUCCESS, host=mig["source_host"])
     if nxt:
-        actions.start_event(conn, uuid, action, nxt, mig_values.get("dest_host") or mig["dest_host"])
+        action_records.start_event(conn, uuid, action, nxt, mig_values.get("dest_host") or mig["dest_host"])
     idb.update_row(conn, uuid, {"task_state": task, "updated_at": utcnow_iso()})
     mdb.set_migration(conn, mig["uuid"], **mig_values)
     return None
@@ -140,9 +140,9 @@ def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, 
         "host": mig["dest_host"], "flavor": mig["new_flavor"], "old_flavor": mig["old_flavor"],
         "vm_state": RESIZED, "task_state": None, "power_state": power, "updated_at": now})
     mdb.set_migration(conn, mig["uuid"], status=FINISHED)
-    actions.finish_event(conn, mig["instance_uuid"], action, EV_FINISH, actions.SUCCESS, disk_note,
+    action_records.finish_event(conn, mig["instance_uuid"], action, EV_FINISH, action_records.SUCCESS, disk_note,
                          host=mig["dest_host"])
-    actions.finish_action(conn, mig["instance_uuid"], action)
+    action_records.finish_action(conn, mig["instance_uuid"], action)
     return None
 
 
@@ -219,8 +219,8 @@ def _begin_end(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, w
     if row.vm_state != RESIZED or row.task_state is not None or mig is None:
         raise errors.InstanceInvalidState(action=which, instance_id=uuid, attr="vm_state", state=row.vm_state)
     task = CONFIRMING if which == "confirmResize" else REVERTING
-    actions.start_action(conn, ctx, uuid, which, row.project_id)
-    actions.start_event(conn, uuid, which, EV_CONFIRM if task == CONFIRMING else EV_REVERT,
+    action_records.start_action(conn, ctx, uuid, which, row.project_id)
+    action_records.start_event(conn, uuid, which, EV_CONFIRM if task == CONFIRMING else EV_REVERT,
                         mig.source_host if task == CONFIRMING else mig.dest_host)
     idb.update_row(conn, uuid, {"task_state": task, "updated_at": utcnow_iso()})
     mdb.set_migration(conn, mig.uuid, conductor_id=env.conductor_id)
@@ -239,8 +239,8 @@ def _confirmed(conn: Connection, env: FlowEnv, mig: dict[str, Any]) -> str | Non
     idb.update_row(conn, uuid, {"vm_state": mig["old_vm_state"], "task_state": None, "old_flavor": None,
                                 "updated_at": utcnow_iso()})
     mdb.set_migration(conn, mig["uuid"], status="confirmed")
-    actions.finish_event(conn, uuid, "confirmResize", EV_CONFIRM, actions.SUCCESS, host=mig["source_host"])
-    actions.finish_action(conn, uuid, "confirmResize")
+    action_records.finish_event(conn, uuid, "confirmResize", EV_CONFIRM, action_records.SUCCESS, host=mig["source_host"])
+    action_records.finish_action(conn, uuid, "confirmResize")
     return None
 
 
@@ -253,8 +253,8 @@ def _reverted(conn: Connection, env: FlowEnv, mig: dict[str, Any], power: int) -
                                 "host": mig["source_host"], "flavor": mig["old_flavor"], "power_state": power,
                                 "updated_at": utcnow_iso()})
     mdb.set_migration(conn, mig["uuid"], status="reverted")
-    actions.finish_event(conn, uuid, "revertResize", EV_REVERT, actions.SUCCESS, host=mig["dest_host"])
-    actions.finish_action(conn, uuid, "revertResize")
+    action_records.finish_event(conn, uuid, "revertResize", EV_REVERT, action_records.SUCCESS, host=mig["dest_host"])
+    action_records.finish_action(conn, uuid, "revertResize")
     return None
 
 
@@ -294,7 +294,7 @@ async def _revert(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig
         def failed(conn: Connection) -> None:
             if _ending(conn, env, mig, REVERTING) is None:
                 idb.update_row(conn, record["uuid"], {"task_state": None, "updated_at": utcnow_iso()})
-                actions.fail_open_events(conn, record["uuid"], "revertResize", message)
+                action_records.fail_open_events(conn, record["uuid"], "revertResize", message)
         await env.db.write(failed)
         return
     reason = await env.db.write(lambda conn: _reverted(conn, env, mig, int(power)))
@@ -317,7 +317,7 @@ def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[tuple[Row[
         mdb.set_migration(conn, mig.uuid, conductor_id=env.conductor_id)
         action = {CONFIRMING: "confirmResize", REVERTING: "revertResize"}.get(
             inst.task_state, ACTION_OF[mig.migration_type])
-        actions.finish_event(conn, inst.uuid, action, EV_ADOPT, actions.SUCCESS,
+        action_records.finish_event(conn, inst.uuid, action, EV_ADOPT, action_records.SUCCESS,
                              f"adopted by {env.conductor_id} from {mig.conductor_id}")
         taken.append((mig, inst))
     return taken

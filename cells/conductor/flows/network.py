@@ -20,7 +20,7 @@ from sqlalchemy import select
 from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.context import RequestContext
-from cells.db import actions
+from cells.db import action_records
 from cells.db.schema import instances
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpcapi.network import NetworkAPI
@@ -72,5 +72,5 @@ async def allocate_for_build(env: FlowEnv, ctx: RequestContext, record: dict[str
     from cells.conductor.flows.boot import fail_builds  # boot imports this module
 
     LOG.warning("network allocation for %s failed: %s", uuid, failure.message)
-    await fail_builds(env, [uuid], actions.make_fault(f"Build of instance {uuid} aborted: {failure.message}"))
+    await fail_builds(env, [uuid], action_records.make_fault(f"Build of instance {uuid} aborted: {failure.message}"))
     return None

@@ -15,7 +15,7 @@ from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows.boot import CREATE, EV_BUILD
 from cells.context import RequestContext
-from cells.db import actions, moves
+from cells.db import action_records, moves
 from cells.db import instances as idb
 from cells.db.fast import AnyRow
 from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
@@ -37,7 +37,7 @@ def validate_values(values: Any) -> dict[str, Any]:
         raise errors.Invalid(reason=f"vm_state {values['vm_state']!r} cannot be set by instance_update")
     out = dict(values)
     if out.get("fault") is not None:
-        out["fault"] = actions.make_fault(out["fault"])
+        out["fault"] = action_records.make_fault(out["fault"])
     return out
 
 
@@ -56,12 +56,12 @@ def _update(conn: Connection, env: FlowEnv, uuid: str, new: dict[str, Any],
     if row.vm_state == VmState.BUILDING and new.get("vm_state") == VmState.ACTIVE:
         if new.get("launched_at") is None:
             new["launched_at"] = new["updated_at"]
-        actions.finish_event(conn, uuid, CREATE, EV_BUILD, actions.SUCCESS, host=row.host)
-        actions.finish_action(conn, uuid, CREATE)
+        action_records.finish_event(conn, uuid, CREATE, EV_BUILD, action_records.SUCCESS, host=row.host)
+        action_records.finish_action(conn, uuid, CREATE)
     if new.get("fault") is not None:
-        actions.add_fault(conn, uuid, new["fault"], row.host)
+        action_records.add_fault(conn, uuid, new["fault"], row.host)
     if row.vm_state == VmState.BUILDING and new.get("vm_state") == VmState.ERROR:
-        actions.fail_open_events(conn, uuid, CREATE, (new.get("fault") or {}).get("message", "Error"))
+        action_records.fail_open_events(conn, uuid, CREATE, (new.get("fault") or {}).get("message", "Error"))
     idb.update_row(conn, uuid, new)
     return env.record({**row._mapping, **new})
 
