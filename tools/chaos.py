@@ -185,6 +185,31 @@ class Client:
     def delete_volume(self, vid: str) -> bool:
         return self.call("DELETE", f"/volume/v3/{self.project}/volumes/{vid}")[0] == 202
 
+    def attach(self, sid: str, vid: str) -> str | None:
+        """`vid` if the API accepted attaching it to server `sid`."""
+        status = self.call("POST", f"/compute/v2.1/servers/{sid}/os-volume_attachments",
+                           json={"volumeAttachment": {"volumeId": vid}})[0]
+        if status == 200:
+            return vid
+        self.refusals.append(status)
+        return None
+
+    def detach(self, sid: str, vid: str) -> str | None:
+        """`vid` if the API accepted detaching it from server `sid`."""
+        status = self.call("DELETE", f"/compute/v2.1/servers/{sid}/os-volume_attachments/{vid}")[0]
+        if status == 202:
+            return vid
+        self.refusals.append(status)
+        return None
+
+    def action(self, sid: str, body: dict[str, Any], accepted: int = 202) -> str | None:
+        """`sid` if the API answered the server action `body` with `accepted`."""
+        status = self.call("POST", f"/compute/v2.1/servers/{sid}/action", json=body)[0]
+        if status == accepted:
+            return sid
+        self.refusals.append(status)
+        return None
+
     def usage(self) -> dict[str, int] | None:
         status, body = self.call("GET", "/compute/v2.1/limits")
         if status != 200 or not body:
@@ -301,34 +326,8 @@ def run_case(cluster: RunningCluster, kind: str, boots: int = BOOTS, deletes: in
     if kind == "volume":
         for i in range(VOLUMES):
             jobs.insert(3 * i + 1, (f"volume {i}", functools.partial(client.create_volume, f"{tag}-v{i}")))
-    sent = threading.Semaphore(0)
-    waiting = [0]  # requests sent and not answered yet
-    lock = threading.Lock()
-
-    def send(job: Callable[[], str | None]) -> str | None:
-        with lock:
-            waiting[0] += 1
-        sent.release()
-        try:
-            return job()
-        finally:
-            with lock:
-                waiting[0] -= 1
-
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
-        futures = [(name, pool.submit(send, job)) for name, job in jobs]
-        for _ in range(len(jobs) // 2):  # the kill lands in the middle of the burst
-            sent.acquire()
-        pid = cluster.pid(service)
-        os.kill(pid, signal.SIGKILL)
-        t_kill = time.monotonic()
-        # what the kill caught: requests still unanswered, and accepted boots not yet built
-        unanswered = waiting[0]
-        answered = [f.result() for name, f in futures if name.startswith("boot") and f.done()]
-        result.in_flight = unanswered + sum(
-            sid is not None and not _boot_final(client.server(sid)) for sid in answered)
-        result.recovery = wait_serving(cluster, service, kind, pid, RECOVERY_BOUND, t_kill)  # the burst goes on
-        outcomes = [(name, f.result()) for name, f in futures]
+    outcomes = burst_with_kill(cluster, service, kind, jobs, result,
+                               lambda name, sid: name.startswith("boot") and not _boot_final(client.server(sid)))
     booted = [v for n, v in outcomes if n.startswith("boot") and v]
     deleted = [v for n, v in outcomes if n.startswith("delete") and v]
     volumes = [v for n, v in outcomes if n.startswith("volume") and v]
@@ -377,6 +376,42 @@ def run_case(cluster: RunningCluster, kind: str, boots: int = BOOTS, deletes: in
     result.leaked = found
     result.seconds = time.monotonic() - started
     return result
+
+
+def burst_with_kill(cluster: RunningCluster, service: str, kind: str,
+                    jobs: list[tuple[str, Callable[[], str | None]]], result: KillResult,
+                    pending: Callable[[str, str], bool]) -> list[tuple[str, str | None]]:
+    """Send `jobs` CONCURRENCY at a time and SIGKILL `service` when half of them have been sent; the
+    burst goes on through the kill. Sets the result's in_flight (requests unanswered at the kill, plus
+    answered ones `pending(name, value)` says are not done yet) and recovery. Returns (name, value) of
+    every job, value None when the API did not accept it."""
+    sent = threading.Semaphore(0)
+    waiting = [0]  # requests sent and not answered yet
+    lock = threading.Lock()
+
+    def send(job: Callable[[], str | None]) -> str | None:
+        with lock:
+            waiting[0] += 1
+        sent.release()
+        try:
+            return job()
+        finally:
+            with lock:
+                waiting[0] -= 1
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        futures = [(name, pool.submit(send, job)) for name, job in jobs]
+        for _ in range(len(jobs) // 2):  # the kill lands in the middle of the burst
+            sent.acquire()
+        pid = cluster.pid(service)
+        os.kill(pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        # what the kill caught: requests still unanswered, and accepted ones not done yet
+        unanswered = waiting[0]
+        answered = [(name, f.result()) for name, f in futures if f.done()]
+        result.in_flight = unanswered + sum(value is not None and pending(name, value) for name, value in answered)
+        result.recovery = wait_serving(cluster, service, kind, pid, RECOVERY_BOUND, t_kill)  # the burst goes on
+        return [(name, f.result()) for name, f in futures]
 
 
 def _state(server: dict[str, Any] | None) -> str:

@@ -13,6 +13,10 @@ libvirt's test driver, node1 also a volume host). tools/chaos.py runs a case; ea
 Domains are not checked: the test driver's live in the compute process and die with it (so a killed
 compute's built servers end SHUTOFF, counted apart in the result).
 
+The full matrix adds two workloads (tools/chaos_workloads.py), only with --chaos: a volume attach/detach
+burst (killing the conductor, compute, volume worker or API) and a burst of resizes (conductor,
+scheduler, compute); the same assertions, with their final states and leaks described there.
+
 The quick tier (QUICK) runs in `make test`; every kind runs with `pytest --chaos` (`make chaos`).
 tools/bench/chaos.py prints the same cases as a matrix with their figures."""
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tools import chaos
+from tools import chaos, chaos_workloads
 from tools.devcluster import RunningCluster, running_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -56,3 +60,35 @@ def test_kill_9_during_a_burst_loses_nothing(cluster: RunningCluster, kind: str)
     assert result.final == result.accepted, report
     assert result.errored == 0, f"the kill failed builds:\n{report}"
     assert result.leaked == [], report
+
+
+def _full(kinds: tuple[str, ...]) -> list[object]:
+    return [pytest.param(k, marks=pytest.mark.chaos_full) for k in kinds]
+
+
+def _assert_clean(result: chaos.KillResult) -> None:
+    report = result.describe()
+    assert result.in_flight > 0, f"the kill caught nothing in flight:\n{report}"
+    assert result.accepted > 0, report
+    assert result.recovery is not None, f"{result.service} did not serve again:\n{report}"
+    assert result.stuck == [], report
+    assert result.final == result.accepted, report
+    assert result.errored == 0, f"the kill failed requests it had accepted:\n{report}"
+    assert result.leaked == [], report
+
+
+@pytest.mark.parametrize("kind", _full(chaos_workloads.ATTACH_KINDS))
+def test_kill_9_during_an_attach_detach_burst_loses_nothing(cluster: RunningCluster, kind: str) -> None:
+    """tools/chaos_workloads.run_attach_case: every volume ends available or in-use, as its accepted
+    attach or detach asked, its attachment rows agree, and deleting everything leaves nothing."""
+    chaos.wait_healthy(cluster)
+    _assert_clean(chaos_workloads.run_attach_case(cluster, kind))
+
+
+@pytest.mark.parametrize("kind", _full(chaos_workloads.RESIZE_KINDS))
+def test_kill_9_during_a_resize_burst_loses_nothing(cluster: RunningCluster, kind: str) -> None:
+    """tools/chaos_workloads.run_resize_case: every accepted resize ends confirmed on the new flavor, no
+    migration stays open, claims and quota usage count each server's flavor once, and deleting everything
+    leaves nothing (migration claims included)."""
+    chaos.wait_healthy(cluster)
+    _assert_clean(chaos_workloads.run_resize_case(cluster, kind))
