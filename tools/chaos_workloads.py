@@ -33,7 +33,7 @@ from tools.devcluster import RunningCluster
 
 ATTACH_KINDS = ("conductor", "compute", "volume", "api")
 RESIZE_KINDS = ("conductor", "scheduler", "compute")
-ATTACH_PAIRS = 6
+ATTACH_PAIRS = 8  # 16 requests: with CONCURRENCY 6 some are answered before the kill at the 8th
 RESIZES = 8
 TINY, SMALL = "1", "2"  # api/bootstrap.py FLAVORS: ids
 FLAVOR_RAM = {TINY: 512, SMALL: 2048}
@@ -209,6 +209,7 @@ def run_resize_case(cluster: RunningCluster, kind: str, resizes: int = RESIZES) 
             result.stuck.append(f"resize {sid}: confirmResize refused ({client.refusals[-1]})")
     chaos._until(time.monotonic() + chaos.SETTLE,
                  lambda: all(chaos._boot_final(client.server(s)) for s in servers), 0.5)
+    moves = _migrations(cluster, servers)
     flavors: dict[str, str] = {}
     for sid in servers:
         server = client.server(sid)
@@ -221,11 +222,12 @@ def run_resize_case(cluster: RunningCluster, kind: str, resizes: int = RESIZES) 
         if sid in resized and (server["status"] == "ERROR" or flavors[sid] != SMALL):
             result.errored += 1
             fault = (server.get("fault") or {}).get("message", "no fault")
-            result.faults.append(f"resize {sid}: {server['status']} on flavor {flavors[sid]} ({fault})")
+            its = [status for _, i, status in moves if i == sid] or "none"
+            result.faults.append(f"resize {sid}: {server['status']} on flavor {flavors[sid]} ({fault}); "
+                                 f"its migrations: {its}")
         result.shutoff += server["status"] == "SHUTOFF"
     result.rescheduled = sum(len(hosts) > 1 for hosts in chaos._retry_hosts(cluster, resized).values())
 
-    moves = _migrations(cluster, servers)
     result.stuck += [f"migration {m} of {i}: {s}" for m, i, s in moves if s in OPEN_MIGRATION]
     held = Counter(c for c, _, _ in _claims(cluster, servers))
     for consumer, host, memory in _claims(cluster, servers + [m for m, _, _ in moves]):
