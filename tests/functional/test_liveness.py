@@ -36,7 +36,17 @@ def _cluster(tmp_path_factory: pytest.TempPathFactory, prefix: str, hosts: int) 
     node.write_text(TEST_NODE)
     with running_cluster(root / "cluster", hosts=hosts, virt_uri=f"test://{node}", dead_after=GRACE,
                          name=f"{prefix}-{uuidlib.uuid4().hex[:6]}") as c:
+        # up means every service answers, not that each compute's resources reached the cell DB: a test
+        # that starts at once (and kills the router, say) would see only the hosts that reported first
+        wait_for("every host's resources reported", lambda: hosts_reported(c) == hosts, timeout=60)
         yield c
+
+
+def hosts_reported(cluster: RunningCluster) -> int:
+    """Live hosts whose resources the cell knows, from the conductor's capacity summary (cellctl status)."""
+    out = cluster.cellctl("status", str(cluster.cluster_file), "--json", check=False)
+    [cell] = json.loads(out.stdout)["cells"]
+    return int((cell.get("capacity") or {}).get("hosts_alive") or 0)
 
 
 @pytest.fixture(scope="module")
