@@ -45,6 +45,8 @@ def _kinds() -> list[object]:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     root = tmp_path_factory.mktemp("chaos")
     with running_cluster(root / "cluster", **chaos.chaos_cluster_options(root)) as c:
+        chaos.wait_healthy(c)
+        chaos.warm_up(c)
         yield c
 
 

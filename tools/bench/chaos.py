@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cc-chaos-") as tmp:
         root = Path(tmp)
         with running_cluster(root / "cluster", **chaos.chaos_cluster_options(root)) as cluster:
+            chaos.wait_healthy(cluster)
+            chaos.warm_up(cluster)
             for workload in args.workloads.split(","):
                 kinds, runner = cases[workload]
                 for kind in (k for k in args.kinds.split(",") if k in kinds):
