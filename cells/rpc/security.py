@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import zmq
@@ -92,8 +93,20 @@ def start_allowlist(principals: dict[str, Principal]) -> None:
         _authenticator.table = table
         _authenticator.configure_curve_callback("*", credentials_provider=_Allowlist(set(table)))
         return
-    auth = _PrincipalAuthenticator(table)
-    auth.start()
+    if _authenticator is not None:  # a stopped or dead one may still hold the ZAP address
+        _authenticator.stop()
+    for attempt in range(40):
+        auth = _PrincipalAuthenticator(table)
+        try:
+            auth.start()
+            break
+        except zmq.ZMQError as exc:
+            # the previous handler's socket is closed by zmq's I/O thread a moment after it stops
+            if getattr(auth, "zap_socket", None) is not None:
+                auth.zap_socket.close(linger=0)
+            if exc.errno != zmq.EADDRINUSE or attempt == 39:
+                raise
+            time.sleep(0.05)
     auth.configure_curve_callback("*", credentials_provider=_Allowlist(set(table)))
     _authenticator = auth
 
