@@ -161,9 +161,9 @@ async def _cli(home: Path, url: str, *args: str) -> Any:
     return json.loads(out) if "-f" in args else out.decode()
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not OPENSTACK.exists(), reason="python-openstackclient is not installed")
-async def test_openstack_cli_networks(tmp_path: Path) -> None:
+@asynccontextmanager
+async def cli_api(tmp_path: Path) -> AsyncIterator[str]:
+    """A real API on a TCP port over a network cell, for the openstack CLI: its URL."""
     async with network_cell(tmp_path) as router:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -173,19 +173,26 @@ async def test_openstack_cli_networks(tmp_path: Path) -> None:
         server = TestServer(make_app(cluster), host="127.0.0.1", port=port)
         await server.start_server()
         try:
-            nets = await _cli(tmp_path, url, "network", "list", "-f", "json")
-            assert [n["Name"] for n in nets] == ["private"]
-            await _cli(tmp_path, url, "network", "create", "green", "-f", "json")
-            sub = await _cli(tmp_path, url, "subnet", "create", "--network", "green", "--subnet-range", "172.20.0.0/24",
-                             "green-sub", "-f", "json")
-            assert sub["cidr"] == "172.20.0.0/24"
-            made = await _cli(tmp_path, url, "port", "create", "--network", "green", "p1", "-f", "json")
-            ports = await _cli(tmp_path, url, "port", "list", "-f", "json")
-            assert [p["ID"] for p in ports] == [made["id"]]
-            await _cli(tmp_path, url, "security", "group", "create", "web", "-f", "json")
-            await _cli(tmp_path, url, "security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", "web",
-                       "-f", "json")
-            rules = await _cli(tmp_path, url, "security", "group", "rule", "list", "web", "-f", "json")
-            assert any(r["Port Range"] == "22:22" for r in rules)
+            yield url
         finally:
             await server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not OPENSTACK.exists(), reason="python-openstackclient is not installed")
+async def test_openstack_cli_networks(tmp_path: Path) -> None:
+    async with cli_api(tmp_path) as url:
+        nets = await _cli(tmp_path, url, "network", "list", "-f", "json")
+        assert [n["Name"] for n in nets] == ["private"]
+        await _cli(tmp_path, url, "network", "create", "green", "-f", "json")
+        sub = await _cli(tmp_path, url, "subnet", "create", "--network", "green", "--subnet-range", "172.20.0.0/24",
+                         "green-sub", "-f", "json")
+        assert sub["cidr"] == "172.20.0.0/24"
+        made = await _cli(tmp_path, url, "port", "create", "--network", "green", "p1", "-f", "json")
+        ports = await _cli(tmp_path, url, "port", "list", "-f", "json")
+        assert [p["ID"] for p in ports] == [made["id"]]
+        await _cli(tmp_path, url, "security", "group", "create", "web", "-f", "json")
+        await _cli(tmp_path, url, "security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", "web",
+                   "-f", "json")
+        rules = await _cli(tmp_path, url, "security", "group", "rule", "list", "web", "-f", "json")
+        assert any(r["Port Range"] == "22:22" for r in rules)

@@ -6,25 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid as uuidlib
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import Connection
 
-from api import bootstrap
-from api.app import make_app
 from api.compute.server_create import BuildSpec, request_spec
 from cells import errors
 from cells.conductor.flows.boot import validate_build
 from cells.db import instances as idb
 from cells.network.controller import NetworkController
 from cells.objects.instance import utcnow_iso
-from tests.conftest import free_port
-from tests.unit.api_support import SECRETS, make_cluster
-from tests.unit.test_api_network import INTERVAL, OPENSTACK, _cli, api_client, network_cell
+from tests.unit.api_support import SECRETS
+from tests.unit.test_api_network import OPENSTACK, _cli, api_client, cli_api
 from tests.unit.test_network_ipam import DEMO, _net, controllers
 from tools.devcluster import cli_env
 
@@ -151,25 +147,15 @@ async def test_a_bad_quota_change_is_400_and_changes_nothing(tmp_path: Path) -> 
 @pytest.mark.slow
 @pytest.mark.skipif(not OPENSTACK.exists(), reason="python-openstackclient is not installed")
 async def test_openstack_quota_show_lists_the_network_limits(tmp_path: Path) -> None:
-    async with network_cell(tmp_path) as router:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        cluster = make_cluster(tmp_path, router=router, interval=INTERVAL)
-        cluster = replace(cluster, api=replace(cluster.api, listen=f"127.0.0.1:{port}", public_url=url))
-        await bootstrap.ensure(cluster)
-        server = TestServer(make_app(cluster), host="127.0.0.1", port=port)
-        await server.start_server()
-        try:
-            rows = await _cli(tmp_path, url, "quota", "show", "--network", "-f", "json")
-            shown = {r["Resource"]: r["Limit"] for r in rows}
-            assert (shown["networks"], shown["subnets"], shown["ports"]) == (100, 100, 500)
-            assert (shown["security_groups"], shown["security_group_rules"], shown["routers"]) == (10, 100, -1)
-            await _admin_cli(tmp_path, url, "quota", "set", "--networks", "5", "--ports", "7", "demo")
-            rows = await _cli(tmp_path, url, "quota", "show", "--network", "-f", "json")
-            shown = {r["Resource"]: r["Limit"] for r in rows}
-            assert (shown["networks"], shown["ports"], shown["subnets"]) == (5, 7, 100)
-        finally:
-            await server.close()
+    async with cli_api(tmp_path) as url:
+        rows = await _cli(tmp_path, url, "quota", "show", "--network", "-f", "json")
+        shown = {r["Resource"]: r["Limit"] for r in rows}
+        assert (shown["networks"], shown["subnets"], shown["ports"]) == (100, 100, 500)
+        assert (shown["security_groups"], shown["security_group_rules"], shown["routers"]) == (10, 100, -1)
+        await _admin_cli(tmp_path, url, "quota", "set", "--networks", "5", "--ports", "7", "demo")
+        rows = await _cli(tmp_path, url, "quota", "show", "--network", "-f", "json")
+        shown = {r["Resource"]: r["Limit"] for r in rows}
+        assert (shown["networks"], shown["ports"], shown["subnets"]) == (5, 7, 100)
 
 
 async def _instance(c: NetworkController, project: str = "demo") -> str:
