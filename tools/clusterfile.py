@@ -25,7 +25,8 @@ directory that holds the file):
           - name: cell1              # unique in the whole file
             db: sqlite:///var/cells/cell1.db    # default <state>/cells/<path>.db;
                                      # sqlite:///REL (relative to the file), sqlite:////ABS,
-                                     # postgresql+asyncpg://... (postgresql:// gets +asyncpg)
+                                     # postgresql://USER@HOST/DB (+psycopg or +asyncpg:
+                                     # both run on psycopg 3, cells/db/engine.py)
             services:                # where the cell's own services run
               router: ctl:5601       # required HOST:PORT (HOST = a name from `hosts`)
               conductor: ctl         # HOST or HOST:PORT; default <router host>:<router port + 1>

@@ -13,6 +13,8 @@ from cells import errors
 from cells.db.engine import Database
 from cells.db.schema import ALEMBIC_BASELINE, SCHEMA_VERSION, create_schema, ensure_schema, instances, schema_version
 from cells.objects.instance import FIELDS
+from tests.conftest import new_postgres_database
+from tools import pgserver
 
 
 async def test_sqlite_connections_get_wal_and_pragmas(tmp_path: Path) -> None:
@@ -112,3 +114,35 @@ async def test_immediate_engine_locks_for_transactions_not_for_plain_reads(tmp_p
 async def _begun(engine: Any) -> Any:
     async with engine.connect() as conn, conn.begin():
         yield conn
+
+
+@pytest.mark.parametrize("driver", ["postgresql+asyncpg", "postgresql"])
+async def test_asyncpg_and_plain_postgresql_urls_run_on_psycopg(postgres_server: pgserver.PrivateServer,
+                                                                driver: str) -> None:
+    """A URL naming asyncpg (or no driver), as cluster.yaml and hand-written configs may, runs: the schema is
+    migrated, the DB threads write and read, the API's async engine answers and `cellctl db status` reads
+    its revision, all on psycopg (asyncpg itself is not installed here, so nothing ran on it)."""
+    from api.db.engine import make_engine as make_api_engine
+    from cells.db import migrate
+    url = new_postgres_database(postgres_server)
+    given = url.replace("postgresql+psycopg://", f"{driver}://", 1)
+    assert given != url
+    await create_schema(given)
+    db = Database(given)
+    try:
+        def insert(conn: Connection) -> None:
+            conn.execute(text("CREATE TABLE probe (x integer)"))
+            conn.execute(text("INSERT INTO probe VALUES (7)"))
+        await db.write(insert)
+        assert await db.read(lambda c: c.execute(text("SELECT x FROM probe")).scalar()) == 7
+        assert await db.read(lambda c: c.execute(select(schema_version.c.version)).scalar()) == SCHEMA_VERSION
+    finally:
+        await db.close()
+    engine = make_api_engine(given)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT x FROM probe"))).scalar() == 7
+    finally:
+        await engine.dispose()
+    state = await asyncio.to_thread(migrate.read_state, given, "cell")
+    assert state.state == "current"

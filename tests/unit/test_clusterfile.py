@@ -91,14 +91,17 @@ def test_defaults_nested_cells_and_db_urls(tmp_path: Path) -> None:
         cell(doc)["db"] = "sqlite:///data/c1.db"  # relative to the file's directory
         cell(doc)["services"] = {"router": "ctl:6000", "scheduler": "node1:7000"}
         cell(doc)["cells"] = [{"name": "edge", "services": {"router": "ctl:6100"}, "hosts": ["node2"],
-                               "db": "postgresql://cc@db.example/edge"}]
+                               "db": "postgresql://cc@db.example/edge"},
+                              {"name": "far", "services": {"router": "ctl:6200"},
+                               "db": "postgresql+asyncpg://cc:pw@db.example:5433/far"}]
 
     cfg = clusterfile.load(write(tmp_path, variant(change)))
     assert cfg.state_dir == str(tmp_path / "var")
     assert cfg.api.listen == "127.0.0.1:8774"
-    assert [(c.path, c.parent) for c in cfg.cells] == [("cell1", None), ("cell1!edge", "cell1")]
+    assert [(c.path, c.parent) for c in cfg.cells] == [("cell1", None), ("cell1!edge", "cell1"), ("cell1!far", "cell1")]
     assert cfg.cell("cell1").db == f"sqlite+aiosqlite:///{tmp_path}/data/c1.db"
     assert cfg.cell("cell1!edge").db == "postgresql+psycopg://cc@db.example/edge"  # psycopg serves every PostgreSQL URL
+    assert cfg.cell("cell1!far").db == "postgresql+psycopg://cc:pw@db.example:5433/far"
     assert cfg.service("cell1/conductor").bind == "tcp://127.0.0.1:6001"  # defaults to the router's host
     assert cfg.service("cell1/scheduler").bind == "tcp://127.0.0.1:7000"
     assert cfg.service("cell1!edge/conductor").bind == "tcp://127.0.0.1:6101"
