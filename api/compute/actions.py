@@ -117,7 +117,7 @@ async def server_action(request: web.Request) -> web.Response:
         mapping = await mappings.get(cc.db, ctx, server_id)  # the owner's quota bounds the new metadata
         args = await _rebuild_args(cc, ctx, str(mapping.project_id), spec)
         record = await service.act(cc, ctx, server_id, "rebuild", args)
-        body = server_detail(public_url(request), record, ctx.is_admin)
+        body = server_detail(public_url(request), record, ctx.is_admin, cc.version)
         body["adminPass"] = server_admin_pass(spec)
         return web.json_response({"server": body}, status=202)
     if name in move_actions.ACTIONS:  # resize, confirm/revert, migrate, evacuate (issue 8)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.compute.versions import Microversion
 from api.compute.views import links
 from api.db.schema import instance_mappings, queued_deletes
 from api.timeutil import iso_micro, iso_seconds, utcnow
@@ -65,11 +66,11 @@ async def queue_delete(db: Database, instance_uuid: str) -> None:
     await db.write(lambda conn: _queue_delete(conn, instance_uuid))
 
 
-def brief(base: str, rec: dict[str, Any]) -> dict[str, Any]:
+def brief(base: str, rec: dict[str, Any], version: Microversion) -> dict[str, Any]:
     return {"id": rec["uuid"], "name": rec.get("name") or "", "status": UNKNOWN,
             "links": links(base, "servers", rec["uuid"])}
 
 
-def detail(base: str, rec: dict[str, Any]) -> dict[str, Any]:
-    return {**brief(base, rec), "tenant_id": rec.get("project_id") or "", "user_id": rec.get("user_id") or "",
+def detail(base: str, rec: dict[str, Any], version: Microversion) -> dict[str, Any]:
+    return {**brief(base, rec, version), "tenant_id": rec.get("project_id") or "", "user_id": rec.get("user_id") or "",
             "created": iso_seconds(rec.get("created_at"))}

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import quota
 from api.compute.schemas import NAME
-from api.compute.versions import version_of
+from api.compute.service import ComputeContext
 from api.db.schema import key_pairs
 from api.http import context, json_body
 from api.keys import ENGINE
@@ -203,7 +203,7 @@ def _user(request: web.Request) -> str:
 
 
 def _typed(request: web.Request) -> bool:
-    return version_of(request) >= (2, 2)
+    return ComputeContext.of(request).at_least(2, 2)
 
 
 async def index(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from sqlalchemy import update
 from api import quota
 from api.compute import mappings
 from api.compute.schemas import NAME, SERVER_CREATE, canonical_ip
+from api.compute.service import ComputeContext
 from api.compute.views import server_updated
 from api.db.schema import instance_mappings
 from api.http import context, json_body
@@ -73,6 +74,7 @@ async def update_server(request: web.Request) -> web.Response:
     spec = body["server"]
     values = {k: v for k, v in (("name", spec.get("name")), ("access_ipv4", canonical_ip(spec.get("accessIPv4"))),
                                 ("access_ipv6", canonical_ip(spec.get("accessIPv6")))) if v is not None}
+    version = ComputeContext.of(request).version
     conductor, record = await _server(request, ctx)
     if values:
         async with _lock(record["uuid"]):
@@ -81,7 +83,7 @@ async def update_server(request: web.Request) -> web.Response:
                 async with request.config_dict[ENGINE].begin() as conn:
                     await conn.execute(update(instance_mappings).where(
                         instance_mappings.c.instance_uuid == record["uuid"]).values(name=values["name"]))
-    return web.json_response({"server": server_updated(public_url(request), record, ctx.is_admin)})
+    return web.json_response({"server": server_updated(public_url(request), record, ctx.is_admin, version)})
 
 
 async def _change_metadata(request: web.Request, change: Any) -> dict[str, str]:

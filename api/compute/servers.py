@@ -44,17 +44,17 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def show(request: web.Request) -> web.Response:
-    ctx = context(request)
+    ctx, cc = context(request), service.ComputeContext.of(request)
     try:
-        record = await service.show(service.ComputeContext.of(request), ctx, request.match_info["server_id"],
-                                    view=True)
+        record = await service.show(cc, ctx, request.match_info["server_id"], view=True)
     except errors.RpcError:  # its cell is down: what the mapping knows, status UNKNOWN
         mapping = await mappings.get(request.config_dict[DB], ctx, request.match_info["server_id"])
-        return web.json_response({"server": down_cells.detail(public_url(request), down_cells.record(mapping))})
+        return web.json_response({"server": down_cells.detail(public_url(request), down_cells.record(mapping),
+                                                                    cc.version)})
     if "volumes_attached" not in record:  # from a conductor without instance_show
         await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, [record]),
                              security_groups.add_group_names(request, ctx, [record]))
-    return web.json_response({"server": server_detail(public_url(request), record, ctx.is_admin)})
+    return web.json_response({"server": server_detail(public_url(request), record, ctx.is_admin, cc.version)})
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -152,15 +152,16 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     filters, statuses = _filters(ctx, query)
     sort_keys, sort_dirs = _sort(query)
     limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
-    records = await service.list_servers(service.ComputeContext.of(request), ctx, service.ServerQuery(
+    cc = service.ComputeContext.of(request)
+    records = await service.list_servers(cc, ctx, service.ServerQuery(
         filters, sort_keys, sort_dirs, limit, statuses, query.get("marker")))
     if detail:
         await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, records),
                              security_groups.add_group_names(request, ctx, records))
     base = public_url(request)
     body: dict[str, Any] = {"servers": [
-        (down_cells.detail(base, r) if detail else down_cells.brief(base, r)) if r.get("down")
-        else server_detail(base, r, ctx.is_admin) if detail else server_brief(base, r) for r in records]}
+        (down_cells.detail(base, r, cc.version) if detail else down_cells.brief(base, r, cc.version)) if r.get("down")
+        else server_detail(base, r, ctx.is_admin, cc.version) if detail else server_brief(base, r) for r in records]}
     if records and len(records) == limit:
         params = [(k, v) for k, v in query.items() if k != "marker"] + [("marker", records[-1]["uuid"])]
         path = "servers/detail" if detail else "servers"

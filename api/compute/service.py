@@ -29,6 +29,7 @@ from api import quota
 from api.cell_router import CellRouter
 from api.compute import cell_boot, down_cells, mappings, security_groups, server_groups
 from api.compute.server_create import BootRequest, instance_records, request_spec, resolve
+from api.compute.versions import MIN_VERSION, Microversion, version_of
 from api.compute.views import record_status
 from api.keys import CLUSTER, DB, ENGINE, ROUTER
 from cells import errors, linear_regex
@@ -43,16 +44,24 @@ from cells.rpcapi.network import NetworkAPI
 
 @dataclass(frozen=True)
 class ComputeContext:
-    """What the compute service needs of the API process: the cells, the API DB, the cluster's config."""
+    """What the compute service needs of the API process: the cells, the API DB, the cluster's config,
+    and the microversion the request negotiated (api/compute/versions.py; EC2 and calls from outside
+    the compute API: the minimum, 2.1), which every version-gated schema and view asks here."""
     router: CellRouter
     engine: AsyncEngine
     db: Database  # the same API DB as `engine`, one thread hop per unit of work
     cluster: ClusterConfig
+    version: Microversion = MIN_VERSION
 
     @classmethod
     def of(cls, request: web.Request) -> ComputeContext:
         app = request.config_dict
-        return cls(router=app[ROUTER], engine=app[ENGINE], db=app[DB], cluster=app[CLUSTER])
+        return cls(router=app[ROUTER], engine=app[ENGINE], db=app[DB], cluster=app[CLUSTER],
+                   version=version_of(request))
+
+    def at_least(self, major: int, minor: int) -> bool:
+        """Whether the request negotiated microversion major.minor or later."""
+        return self.version >= (major, minor)
 
 
 async def create(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) -> list[str]:

@@ -5,7 +5,9 @@ version is a 400 and a version outside [min, max] a 406. Every compute response,
 errors included, says which version answered. MAX_VERSION is the highest
 microversion whose request and response changes are all implemented:
   2.2  key pair types (ssh, x509) in requests and views; keypair create 201, delete 204
-Handlers read the negotiated version with `version_of(request)`.
+The negotiation middleware is the one place that decides; handlers and views read the
+result from the service layer's context (`ComputeContext.of(request).version`, or
+`cc.at_least(2, 19)`), and `version_of(request)` only for handlers outside it.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ from api.errors import VersionNotSupported
 from api.keys import REQUEST_ID, public_url
 from cells import errors
 
-MIN_VERSION = (2, 1)
-MAX_VERSION = (2, 2)
+Microversion = tuple[int, int]  # (major, minor): compares in version order
+MIN_VERSION: Microversion = (2, 1)
+MAX_VERSION: Microversion = (2, 2)
 UPDATED = "2013-07-23T11:33:21Z"
 VERSION = web.RequestKey("compute_api_version", tuple)  # the negotiated (major, minor)
 _VERSION_RE = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")

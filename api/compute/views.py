@@ -1,7 +1,7 @@
-"""Nova v2.1 views of servers, built from instance records (cells/objects/instance.py).
+"""Nova v2.1 views of servers, built from instance records (cells/objects/instance.py), at the
+microversion the request negotiated (the `version` every view takes: the ComputeContext's).
 
-Exactly the 2.1 schema's keys: nothing a later microversion added (locked,
-description, tags, ...). The admin-only OS-EXT-SRV-ATTR:* keys appear for admins.
+Exactly the schema's keys at that version. The admin-only OS-EXT-SRV-ATTR:* keys appear for admins.
 
 The status comes from cells.lifecycle.status (Nova's status_from_state).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from api.compute.versions import Microversion
 from api.timeutil import iso_naive_micro, iso_seconds
 from cells.lifecycle import status
 
@@ -72,7 +73,7 @@ def _fault(record: dict[str, Any], is_admin: bool) -> dict[str, Any] | None:
     return out
 
 
-def server_detail(base: str, record: dict[str, Any], is_admin: bool) -> dict[str, Any]:
+def server_detail(base: str, record: dict[str, Any], is_admin: bool, version: Microversion) -> dict[str, Any]:
     st = record_status(record)
     image = record.get("image") or {}
     flavor = record.get("flavor") or {}
@@ -130,8 +131,8 @@ def basic_addresses(record: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
             for net, ips in (record.get("addresses") or {}).items()}
 
 
-def server_updated(base: str, record: dict[str, Any], is_admin: bool) -> dict[str, Any]:
-    detail = server_detail(base, record, is_admin)
+def server_updated(base: str, record: dict[str, Any], is_admin: bool, version: Microversion) -> dict[str, Any]:
+    detail = server_detail(base, record, is_admin, version)
     view = {k: detail[k] for k in _UPDATE_KEYS if k in detail}
     view["addresses"] = basic_addresses(record)
     return view
