@@ -34,6 +34,7 @@ from node.compute import domain_schema, domain_xml
 from node.compute.calls import CallTracker
 from node.compute.disks import QEMU_IMG_TIMEOUT, DiskOps, grow_disk, qemu_img, root_disk_bytes, virtual_size
 from node.compute.domain_xml import DomainPaths
+from node.compute.hotplug import VolumeHotplug
 from node.compute.power import PowerOps
 
 LOG = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ class LibvirtDriver(PowerOps, DiskOps):
         self._callback_id: int | None = None
         # called on the event loop with the instance uuid when one of our domains changes state
         self.on_lifecycle: Callable[[str], None] | None = None
+        self.volumes = VolumeHotplug(self)  # volume hot-plug: node/compute/hotplug.py
 
     # --- plumbing ----------------------------------------------------------
 

@@ -30,10 +30,11 @@ from cells.rpc.liveness import FENCED
 from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
 from cells.rpcapi.moves import DiskCopyAPI
+from cells.rpcapi.volume import VolumeConductorAPI
 from node.compute.actions import SHUTDOWN_TIMEOUT, ComputeActions, fault_of
 from node.compute.driver import LibvirtDriver, embed_uri_for_host
 from node.compute.moves import ComputeMoves
-from node.compute.volumes import VolumeAttachMixin
+from node.compute.volumes import VolumeAttachments
 from node.imagecache import HttpImageFetcher, ImageCache
 from node.locks import KeyedLocks
 from node.network.agent import NetworkAgent
@@ -87,7 +88,9 @@ def _is_deleted(inst: dict[str, Any]) -> bool:
         or inst.get("task_state") == TaskState.DELETING
 
 
-class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server actions: node/compute/actions.py; volumes: node/compute/volumes.py; moves: node/compute/moves.py
+class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/compute/actions.py; moves: node/compute/moves.py
+    volumes: VolumeAttachments  # set when the service starts (it needs the conductor)
+
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, *, driver: LibvirtDriver | None = None,
                  images: ImageCache | None = None) -> None:
         self.host = spec.host
@@ -128,6 +131,7 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         self._conductor = ConductorAPI(service)
         self._view = getattr(service, "view", None)
         self.peers = DiskCopyAPI(service)  # other computes: a move's source serves its disks
+        self.volumes = VolumeAttachments(self.driver.volumes, VolumeConductorAPI(service), self._locks)
         await self.driver.connect()
         await self.images.start()
         self.driver.on_lifecycle = self._on_lifecycle
@@ -248,6 +252,14 @@ class ComputeManager(ComputeActions, VolumeAttachMixin, ComputeMoves):  # server
         uuid = str(instance["uuid"])
         async with self._locks(uuid):
             await self._terminate(_no_deadline(ctx), uuid)
+
+    async def attach_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str,
+                            connection_info: Any = None, device: str | None = None) -> dict[str, Any]:
+        """`connection_info` is ignored (callers before RPC 1.4 send it): node/compute/volumes.py."""
+        return await self.volumes.attach(ctx, instance_uuid, volume_id, device)
+
+    async def detach_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str) -> None:
+        await self.volumes.detach(ctx, instance_uuid, volume_id)
 
     # --- flows -----------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from node.compute import disks
 from node.compute.domain_xml import DomainPaths, build_domain_xml
 from node.compute.driver import LibvirtDriver
 from node.compute.manager import ComputeManager
-from node.compute.volumes import disk_xml as volume_disk_xml
+from node.compute.volume_xml import disk_xml as volume_disk_xml
 from node.imagecache import ImageCache
 from node.volume import proc
 from tests.compute_fakes import FakeConductor, FakeFetcher, cluster_config, image_record

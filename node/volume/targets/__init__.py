@@ -8,7 +8,7 @@
 `export` is idempotent (a second call answers the same connection_info), so a
 restarted worker re-establishes exports by calling it again. A connection_info
 is {"driver_volume_type": "iscsi" | "nbd" | "local", "data": {..., "target": name}}:
-the compute side (node/compute/volumes.py) turns it into a libvirt <disk>.
+the compute's driver (node/compute/volume_xml.py) turns it into a libvirt <disk>.
 The network targets admit only the connector's address (`initiator_address`).
 """
 from __future__ import annotations
