@@ -39,7 +39,7 @@ TINY, SMALL = "1", "2"  # api/bootstrap.py FLAVORS: ids
 FLAVOR_RAM = {TINY: 512, SMALL: 2048}
 FINAL_VOLUME = {"available", "in-use", "error"}
 FINAL_RESIZE = {"VERIFY_RESIZE", "ACTIVE", "SHUTOFF", "ERROR"}
-OPEN_MIGRATION = ("pre-migrating", "migrating", "accepted", "finished")  # cells/db/moves.py OPEN
+OPEN_MIGRATION = ("pre-migrating", "migrating", "accepted", "finished")  # cells/db/migration_records.py OPEN
 
 Jobs = list[tuple[str, Callable[[], str | None]]]
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.compute.versions import Microversion
+from api.compute.microversions import Microversion
 from api.compute.views import links
 from api.db.schema import instance_mappings, queued_deletes
 from api.timeutil import iso_micro, iso_seconds, utcnow

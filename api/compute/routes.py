@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.compute import extensions, flavor_manage, flavors, servers, versions
+from api.compute import extensions, flavor_manage, flavors, microversions, servers
 from api.errors import compute_body, error_middleware
 from api.middleware import token_auth
 
@@ -11,14 +11,14 @@ from api.middleware import token_auth
 def make_compute_app() -> web.Application:
     # outermost first: version headers on everything, then errors in Nova's shape,
     # then microversion negotiation, then the token check
-    app = web.Application(middlewares=[versions.version_headers, error_middleware(compute_body),
-                                       versions.negotiate, token_auth(versions.is_public)])
-    app.router.add_get("", versions.versions)
-    app.router.add_get("/", versions.versions)
-    app.router.add_get("/v2", versions.version_v20)
-    app.router.add_get("/v2/", versions.version_v20)
-    app.router.add_get("/v2.1", versions.version)
-    app.router.add_get("/v2.1/", versions.version)
+    app = web.Application(middlewares=[microversions.version_headers, error_middleware(compute_body),
+                                       microversions.negotiate, token_auth(microversions.is_public)])
+    app.router.add_get("", microversions.versions)
+    app.router.add_get("/", microversions.versions)
+    app.router.add_get("/v2", microversions.version_v20)
+    app.router.add_get("/v2/", microversions.version_v20)
+    app.router.add_get("/v2.1", microversions.version)
+    app.router.add_get("/v2.1/", microversions.version)
     flavors.add_routes(app)
     flavor_manage.add_routes(app)
     servers.add_routes(app)

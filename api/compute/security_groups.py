@@ -7,7 +7,7 @@ G is a group name or id of the server's project. As Nova with Neutron: an unknow
 group, a server without ports, or (remove) a group the server does not have is a
 404; (add) a group every port has already is a 400; two groups of that name are
 a 409. The change and its instance action are one unit of work in the server's
-cell (cells/network/instances.py); that cell's controller then has the hosts
+cell (cells/network/instance_ports.py); that cell's controller then has the hosts
 concerned re-sync their rules.
 
 `add_group_names` fills the records' `security_groups` (names) for the server

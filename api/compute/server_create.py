@@ -25,7 +25,7 @@ from api.compute.schemas import SERVER_CREATE, canonical_ip
 from api.compute.views import DEFAULT_AZ
 from api.http import id_from_href, is_uuid
 from api.image import images as image_db
-from api.network import boot as network_boot
+from api.network import boot_networks
 from api.validation import validate
 from cells import errors
 from cells.context import RequestContext
@@ -200,7 +200,7 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
     if az != DEFAULT_AZ and not cc.router.zone_exists(az):  # a site or cell is a zone
         raise errors.Invalid(f"The requested availability zone is not available: {az}")
     # networks, ports, security groups: 400 if unknown
-    networking = await network_boot.resolve(cc.router, ctx, boot.networks, boot.security_groups)
+    networking = await boot_networks.resolve(cc.router, ctx, boot.networks, boot.security_groups)
     return BuildSpec(name=boot.name, count=max_count, flavor=flavor_dict(flavor),
                      image=boot_image, metadata=dict(boot.metadata),
                      key_name=boot.key_name, key_data=key_data, availability_zone=az,

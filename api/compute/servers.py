@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from api.compute import actions, down_cells, mappings, security_groups, service, volume_attachments
+from api.compute import down_cells, mappings, security_groups, server_actions, service, volume_attachments
 from api.compute.server_create import BootRequest, server_admin_pass
 from api.compute.views import basic_addresses, server_brief, server_created, server_detail, vm_states_for
 from api.http import context, json_body, parse_bool, query_int
@@ -185,5 +185,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/v2.1/servers/{server_id}", delete)
     app.router.add_get("/v2.1/servers/{server_id}/ips", ips_index)
     app.router.add_get("/v2.1/servers/{server_id}/ips/{network}", ips_show)
-    actions.add_routes(app)  # POST /servers/{id}/action: api/compute/actions.py
+    server_actions.add_routes(app)  # POST /servers/{id}/action: api/compute/server_actions.py
     volume_attachments.add_routes(app)  # /servers/{id}/os-volume_attachments: api/compute/volume_attachments.py

@@ -1,12 +1,12 @@
 """The compute service layer (Nova's compute/api.py): what the Nova handlers (api/compute/*.py)
-and the EC2 handlers (api/ec2/actions.py) do to servers, each a function over a typed
+and the EC2 handlers (api/ec2/query_actions.py) do to servers, each a function over a typed
 `ComputeContext` and the caller's RequestContext, never an HTTP request.
 
     create(cc, ctx, BootRequest) -> new server ids         api/compute/server_create.py resolves it
     delete(cc, ctx, server_id)                             the cell deletes; quota and group let go at once
     act(cc, ctx, server_id, action, args) -> record        a lifecycle action (stop, start, reboot, ...)
     console_output(cc, ctx, server_id, length) -> text
-    resize, confirm_resize, revert_resize, migrate, evacuate(cc, ctx, server_id, ...)   moves (cells/rpcapi/moves)
+    resize, confirm_resize, revert_resize, migrate, evacuate(cc, ctx, server_id, ...)   moves (cells/rpcapi/move_methods)
     change_security_group(cc, ctx, server_id, group, add)  a group joins or leaves every port of the server
     show(cc, ctx, server_id) -> record                     the live record of a server the caller may see
     get(cc, ctx, server_id) -> record                      its cell's record as it stands (EC2's actions)
@@ -28,8 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api import quota
 from api.cell_router import CellRouter
 from api.compute import cell_boot, down_cells, mappings, security_groups, server_groups
+from api.compute.microversions import MIN_VERSION, Microversion, version_of
 from api.compute.server_create import BootRequest, instance_records, request_spec, resolve
-from api.compute.versions import MIN_VERSION, Microversion, version_of
 from api.compute.views import record_status
 from api.keys import CLUSTER, DB, ENGINE, ROUTER
 from cells import errors, linear_regex
@@ -38,14 +38,14 @@ from cells.context import RequestContext
 from cells.db.engine import Database
 from cells.db.instances import fixed_ip_matcher
 from cells.rpcapi.conductor import ConductorAPI
-from cells.rpcapi.moves import MoveConductorAPI
+from cells.rpcapi.move_methods import MoveConductorAPI
 from cells.rpcapi.network import NetworkAPI
 
 
 @dataclass(frozen=True)
 class ComputeContext:
     """What the compute service needs of the API process: the cells, the API DB, the cluster's config,
-    and the microversion the request negotiated (api/compute/versions.py; EC2 and calls from outside
+    and the microversion the request negotiated (api/compute/microversions.py; EC2 and calls from outside
     the compute API: the minimum, 2.1), which every version-gated schema and view asks here."""
     router: CellRouter
     engine: AsyncEngine

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from api.compute.versions import Microversion
+from api.compute.microversions import Microversion
 from api.timeutil import iso_naive_micro, iso_seconds
 from cells.lifecycle import status
 

@@ -1,7 +1,7 @@
 """Which cells serve the network API, and which one holds a network resource.
 
 Shared by the Neutron handlers (api/network/routes.py, quotas.py) and the compute
-code that checks what a boot names (api/network/boot.py): they take the CellRouter,
+code that checks what a boot names (api/network/boot_networks.py): they take the CellRouter,
 not an HTTP request. A listing asks every cell at once within the router's bound
 (api/scatter.py) and leaves out a cell that does not answer (logged); a look-up asks
 the cells one after another until one holds the id.

@@ -29,7 +29,7 @@ from cells.db import volumes as vdb
 from cells.db.engine import Database
 from cells.db.fast import AnyRow
 from cells.db.schema import compute_nodes, ensure_schema, instances
-from cells.network import instances as inets
+from cells.network import instance_ports
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpc.liveness import HostLiveness
 from cells.rpc.principal import require_host
@@ -221,7 +221,7 @@ class ConductorManager(VolumeConductorMixin):
             if row is None or row.deleted or not delete.visible(ctx, row):
                 raise errors.InstanceNotFound(instance_id=uuid)
             volumes = [a.volume_id for a in vdb.attachments_for_instances(conn, [uuid])[uuid]]
-            return row, volumes, inets.group_names(conn, ctx, [uuid]).get(uuid, []) if groups else None
+            return row, volumes, instance_ports.group_names(conn, ctx, [uuid]).get(uuid, []) if groups else None
         row, volumes, names = await self.env.db.read(read)
         return {"instance": self.env.record(row), "volumes_attached": volumes, "security_groups": names}
 

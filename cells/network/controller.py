@@ -19,10 +19,9 @@ from cells import errors
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext, admin_context
 from cells.db.engine import Database
-from cells.db.moves import holds_copy
+from cells.db.migration_records import holds_copy
 from cells.db.schema import ensure_schema
-from cells.network import fanout, policy, resources, secgroups
-from cells.network import instances as inets
+from cells.network import fanout, instance_ports, policy, resources, secgroups
 from cells.network import quota as netquota
 from cells.rpc.principal import host_worker, require_host
 from cells.rpcapi.compute import ComputeAPI
@@ -244,28 +243,28 @@ class NetworkController:
                                     requested: Any = None, security_groups: Any = None,
                                     port_quota: Any = None) -> dict[str, Any]:
         limit = None if port_quota is None else netquota.parse({"limit": port_quota})
-        return await self._write(lambda c: inets.allocate_for_instance(
+        return await self._write(lambda c: instance_ports.allocate_for_instance(
             c, str(instance_uuid), str(project_id), requested, security_groups, self.cidr_pool, self.subnet_policy,
             limit))
 
     async def instance_security_groups(self, ctx: RequestContext, instance_uuid: str) -> list[dict[str, Any]]:
-        return await self._read(lambda c: inets.instance_groups(c, str(instance_uuid)))
+        return await self._read(lambda c: instance_ports.instance_groups(c, str(instance_uuid)))
 
     async def security_group_names(self, ctx: RequestContext, instance_uuids: Any) -> dict[str, list[str]]:
         if not isinstance(instance_uuids, list):
             raise errors.Invalid(reason="instance_uuids must be a list")
         uuids = [str(u) for u in instance_uuids]
-        return await self._read(lambda c: inets.group_names(c, ctx, uuids))
+        return await self._read(lambda c: instance_ports.group_names(c, ctx, uuids))
 
     async def add_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
         def add(c: Connection) -> set[str]:
-            inets.add_security_group(c, ctx, str(instance_uuid), str(group))
+            instance_ports.add_security_group(c, ctx, str(instance_uuid), str(group))
             return fanout.hosts_on_networks(c, fanout.instance_networks(c, str(instance_uuid)))
         self._refresh(await self._write(add))
 
     async def remove_security_group(self, ctx: RequestContext, instance_uuid: str, group: str) -> None:
         def remove(c: Connection) -> set[str]:
-            inets.remove_security_group(c, ctx, str(instance_uuid), str(group))
+            instance_ports.remove_security_group(c, ctx, str(instance_uuid), str(group))
             return fanout.hosts_on_networks(c, fanout.instance_networks(c, str(instance_uuid)))
         self._refresh(await self._write(remove))
 
@@ -274,7 +273,7 @@ class NetworkController:
     async def agent_report(self, ctx: RequestContext, host: str, tunnel_ip: str, vlan_supported: bool) -> None:
         require_host(ctx, host, "agent_report")
         try:
-            await self._write(lambda c: inets.report_agent(c, str(host), str(tunnel_ip), bool(vlan_supported)))
+            await self._write(lambda c: instance_ports.report_agent(c, str(host), str(tunnel_ip), bool(vlan_supported)))
         except ValueError:
             raise errors.Invalid(reason=f"tunnel_ip {tunnel_ip!r} is not an IP address") from None
 
@@ -287,14 +286,14 @@ class NetworkController:
                 raise errors.RpcForbidden(principal=worker.name, method="bind_instance",
                                           reason=f"instance {instance_uuid} is not on host {worker.host}")
             before = fanout.instance_hosts(c, str(instance_uuid))
-            return inets.bind_instance(c, str(instance_uuid), str(host)), before - {str(host)}
+            return instance_ports.bind_instance(c, str(instance_uuid), str(host)), before - {str(host)}
         vifs, moved_from = await self._write(bind)
         self._refresh(moved_from)  # a move took the ports away: that host drops its taps now
         return vifs
 
     async def host_config(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         require_host(ctx, host, "host_config")
-        return await self._read(lambda c: inets.host_config(c, str(host)))
+        return await self._read(lambda c: instance_ports.host_config(c, str(host)))
 
     async def host_changed(self, ctx: RequestContext, host: str, network_ids: Any) -> None:
         """An agent bound or dropped ports on these networks: the other hosts on them re-sync."""

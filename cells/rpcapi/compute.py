@@ -7,7 +7,7 @@ from cells.context import RequestContext
 from cells.rpc.principal import CONDUCTOR, NETWORK, callers
 from cells.rpc.wire import FAST, NORMAL, Method, surface
 from cells.rpcapi import Caller
-from cells.rpcapi.moves import COMPUTE_METHODS as MOVE_METHODS
+from cells.rpcapi.move_methods import COMPUTE_METHODS as MOVE_METHODS
 from cells.rpcapi.network import AGENT_REFRESH_VERSION
 from cells.rpcapi.volume import COMPUTE_METHODS as VOLUME_METHODS
 
@@ -23,7 +23,7 @@ SURFACE = surface(
     Method("refresh_network", FAST, cast=True, version=AGENT_REFRESH_VERSION, callers=callers(NETWORK)),
     # volume hot-plug (issue 6): cells/rpcapi/volume.py ComputeVolumeAPI
     *VOLUME_METHODS,
-    # moves (issue 8), RPC 1.1: cells/rpcapi/moves.py MoveComputeAPI
+    # moves (issue 8), RPC 1.1: cells/rpcapi/move_methods.py MoveComputeAPI
     *MOVE_METHODS,
 )
 M = SURFACE

@@ -12,7 +12,7 @@ from cells.context import RequestContext
 from cells.rpc.principal import API, COMPUTE, OPERATOR, callers
 from cells.rpc.wire import FAST, NORMAL, Method, surface
 from cells.rpcapi import Caller, list_reply, map_reply
-from cells.rpcapi.moves import CONDUCTOR_METHODS as MOVE_METHODS
+from cells.rpcapi.move_methods import CONDUCTOR_METHODS as MOVE_METHODS
 from cells.rpcapi.volume import CONDUCTOR_METHODS as VOLUME_METHODS
 
 TOPIC = "conductor"
@@ -48,7 +48,7 @@ SURFACE = surface(
     Method("instance_action_done", FAST, callers=callers(COMPUTE), result="Instance"),
     # volumes (issue 6): cells/rpcapi/volume.py VolumeConductorAPI
     *VOLUME_METHODS,
-    # moves (issue 8), RPC 1.1: cells/rpcapi/moves.py MoveConductorAPI
+    # moves (issue 8), RPC 1.1: cells/rpcapi/move_methods.py MoveConductorAPI
     *MOVE_METHODS,
 )
 M = SURFACE

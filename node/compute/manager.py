@@ -29,7 +29,7 @@ from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
 from cells.rpc.liveness import FENCED
 from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
-from cells.rpcapi.moves import DiskCopyAPI
+from cells.rpcapi.move_methods import DiskCopyAPI
 from cells.rpcapi.volume import VolumeConductorAPI
 from node.compute.actions import SHUTDOWN_TIMEOUT, ComputeActions, fault_of
 from node.compute.driver import LibvirtDriver, embed_uri_for_host

@@ -35,7 +35,7 @@ from cells import errors
 from cells.context import RequestContext, admin_context
 from cells.objects.instance import PowerState, VmState
 from cells.rpc.principal import host_worker
-from cells.rpcapi.moves import DiskCopyAPI
+from cells.rpcapi.move_methods import DiskCopyAPI
 from node.compute.driver import LibvirtDriver, base_format
 from node.imagecache import ImageCache
 from node.locks import KeyedLocks

@@ -97,7 +97,7 @@ class LinuxNetworkDriver:
     # --- the one entry point ---------------------------------------------------------
 
     def sync(self, config: dict[str, Any]) -> None:
-        """Make the host match `config` (cells/network/instances.host_config); idempotent. Only the
+        """Make the host match `config` (cells/network/instance_ports.host_config); idempotent. Only the
         values that pass the agent's own check are rendered (node/network/validate.py)."""
         config = validate.clean(config)
         nets = {n["id"]: n for n in config.get("networks", [])}

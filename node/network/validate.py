@@ -82,7 +82,7 @@ def _dhcp_ok(entry: Any) -> bool:
 
 
 def clean(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of `config` (cells/network/instances.host_config) that is safe to render; every
+    """The part of `config` (cells/network/instance_ports.host_config) that is safe to render; every
     dropped network, port, DHCP entry, rule or member address is logged with its reason."""
     host = config.get("host")
     nets = []

@@ -24,8 +24,7 @@ from sqlalchemy import Connection, insert, select, update
 from cells import errors
 from cells.context import RequestContext, admin_context
 from cells.db.schema import instances
-from cells.network import instances as inets
-from cells.network import resources
+from cells.network import instance_ports, resources
 from cells.network.schema import ip_allocations, networks, ports, subnets
 from cells.objects.instance import VmState
 from node.network import metadata
@@ -77,8 +76,8 @@ async def _server_on(c: Cell, project: str, network: str, ip: str) -> str:
     await c.wait_state(rec["uuid"], VmState.ACTIVE)
 
     def plug(conn: Connection) -> None:  # the boot flow's network steps
-        inets.allocate_for_instance(conn, rec["uuid"], project, [{"uuid": network, "fixed_ip": ip}], None)
-        inets.bind_instance(conn, rec["uuid"], "node1")
+        instance_ports.allocate_for_instance(conn, rec["uuid"], project, [{"uuid": network, "fixed_ip": ip}], None)
+        instance_ports.bind_instance(conn, rec["uuid"], "node1")
     await c.db.write(plug)
     return str(rec["uuid"])
 
@@ -102,7 +101,7 @@ def host_ns() -> Iterator[str]:
 
 
 def _bridge(network: str) -> None:
-    br = inets.bridge_name(network)
+    br = instance_ports.bridge_name(network)
     must("ip", "-n", HOST, "link", "add", br, "type", "bridge")
     must("ip", "-n", HOST, "addr", "add", "10.9.0.1/24", "dev", br)  # both networks' gateway: same address
     must("ip", "-n", HOST, "link", "set", br, "up")
@@ -112,7 +111,7 @@ def _guest(name: str, network: str, ip: str) -> str:
     ns = f"ccmdg{TAG}{name}"
     must("ip", "netns", "add", ns)
     must("ip", "link", "add", f"v{TAG}{name}", "netns", HOST, "type", "veth", "peer", "name", "eth0", "netns", ns)
-    must("ip", "-n", HOST, "link", "set", f"v{TAG}{name}", "master", inets.bridge_name(network), "up")
+    must("ip", "-n", HOST, "link", "set", f"v{TAG}{name}", "master", instance_ports.bridge_name(network), "up")
     for argv in (("link", "set", "lo", "up"), ("link", "set", "eth0", "up"), ("addr", "add", f"{ip}/24", "dev", "eth0"),
                  ("route", "add", "default", "via", "10.9.0.1")):
         must("ip", "-n", ns, *argv)
@@ -140,7 +139,7 @@ async def scene(cell: Cell, host_ns: str) -> AsyncIterator[tuple[metadata.Metada
     for name, ip in (("a", SHARED_IP), ("b", SHARED_IP), ("stranger", "10.9.0.9")):
         guests[name].ns = await loop.run_in_executor(None, _guest, name[0], guests[name].network, ip)
     server = metadata.MetadataServer(cell.conductor, netns=host_ns, rate=0.5, burst=6)
-    await server.ensure([(net_a, inets.bridge_name(net_a)), (net_b, inets.bridge_name(net_b))])
+    await server.ensure([(net_a, instance_ports.bridge_name(net_a)), (net_b, instance_ports.bridge_name(net_b))])
     try:
         yield server, guests
     finally:

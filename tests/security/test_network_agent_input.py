@@ -22,7 +22,7 @@ from cells.conductor.flows.boot import validate_build
 from cells.context import RequestContext
 from cells.db import instances as idb
 from cells.db.schema import create_schema
-from cells.network import instances as inets
+from cells.network import instance_ports
 from cells.network.controller import NetworkController
 from cells.network.schema import ports
 from cells.objects.instance import utcnow_iso
@@ -161,7 +161,7 @@ async def test_a_deleted_network_leaves_its_gateway_host_at_once(controller: Net
     await agent.report_and_sync()
     await agent.plug(DEMO, {"uuid": UUID, "addresses": await controller.allocate_for_instance(DEMO, UUID, "demo")})
     (net,) = driver.configs[-1]["networks"]
-    await controller.db.write(lambda c: inets.release_instance(c, UUID))
+    await controller.db.write(lambda c: instance_ports.release_instance(c, UUID))
     await agent.unplug()
     assert [n["id"] for n in driver.configs[-1]["networks"]] == [net["id"]]  # still the gateway host
 

@@ -21,7 +21,7 @@ from cells.conductor.flows.boot import validate_build
 from cells.config import HostSpec, ServiceSpec
 from cells.db import instances as idb
 from cells.db.engine import Database
-from cells.network import instances as inets
+from cells.network import instance_ports
 from cells.network.controller import subnet_policy
 from cells.network.schema import networks, ports, subnets
 from cells.objects.instance import utcnow_iso
@@ -60,8 +60,8 @@ async def scene(tmp_path: Path) -> AsyncIterator[Scene]:
 
             def boot(conn: Connection) -> None:  # what the boot flow does for it: ports, then the bind
                 conn.execute(idb.INSERT, rows)
-                inets.allocate_for_instance(conn, victim, victim_project, None, None)
-                inets.bind_instance(conn, victim, VICTIM_HOST)
+                instance_ports.allocate_for_instance(conn, victim, victim_project, None, None)
+                instance_ports.bind_instance(conn, victim, VICTIM_HOST)
             await db.write(boot)
             resp = await client.post("/network/v2.0/networks", json={"network": {"name": "mine"}}, headers=member)
             net = (await resp.json())["network"]
@@ -82,7 +82,7 @@ async def _counts(s: Scene) -> tuple[int, int, int]:
 
 async def _victim_view(s: Scene) -> tuple[Any, Any]:
     """The victim server's addresses and its host's whole network configuration."""
-    return await s.db.read(lambda c: (inets.addresses(c, s.victim), inets.host_config(c, VICTIM_HOST)))
+    return await s.db.read(lambda c: (instance_ports.addresses(c, s.victim), instance_ports.host_config(c, VICTIM_HOST)))
 
 
 async def _refused(s: Scene, method: str, path: str, body: dict[str, Any], status: int, kind: str,

@@ -13,8 +13,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from hypothesis import strategies as st
 
-from api.ec2.actions import ACTIONS
-from api.ec2.volumes import ACTIONS as VOLUME_ACTIONS
+from api.ec2.ebs_actions import ACTIONS as VOLUME_ACTIONS
+from api.ec2.query_actions import ACTIONS
 from tests.unit.test_api_ec2_volumes import ec2_for
 from tests.unit.test_api_fuzz import SEGMENT, examples
 from tests.unit.test_api_volumes import Cloud, cloud

@@ -14,7 +14,7 @@ import pytest
 from cells import errors
 from cells.db import claims
 from cells.objects.instance import VmState
-from cells.rpcapi.moves import MoveConductorAPI
+from cells.rpcapi.move_methods import MoveConductorAPI
 from tests.unit.test_conductor import FLAVOR, USER, Cell
 from tests.unit.test_conductor_moves import ADMIN, SMALL, moving_cell, started, wait_task
 

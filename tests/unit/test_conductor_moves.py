@@ -25,7 +25,7 @@ from cells.db.claims import Resources
 from cells.db.schema import migrations
 from cells.objects import versions
 from cells.objects.instance import PowerState, VmState, utcnow_iso
-from cells.rpcapi.moves import DISK_COPY_VERSION, MoveConductorAPI
+from cells.rpcapi.move_methods import DISK_COPY_VERSION, MoveConductorAPI
 from tests.unit.claim_support import claim
 from tests.unit.test_conductor import FLAVOR, USER, Cell, FakeCompute, until_async
 from tools.devcluster import free_port

@@ -19,7 +19,7 @@ from cells import errors
 from cells.context import RequestContext
 from cells.db.engine import Database
 from cells.db.schema import create_schema, instances
-from cells.network import instances as inets
+from cells.network import instance_ports
 from cells.network.controller import NetworkController
 from node.compute.domain_xml import DomainPaths, build_domain_xml
 from node.network import metadata
@@ -132,7 +132,7 @@ async def test_plug_binds_ports_and_makes_their_taps_unplug_removes_them(
                            DomainPaths(console_log="/tmp/c.log"))
     assert f'<target dev="{vif["tap"]}" managed="no" />' in xml and f'<mac address="{vif["mac"]}" />' in xml
 
-    await controller.db.write(lambda c: inets.release_instance(c, UUID))  # what the conductor's delete does
+    await controller.db.write(lambda c: instance_ports.release_instance(c, UUID))  # what the conductor's delete does
     await agent.unplug()
     assert driver.taps == set()
     assert all(not n["dhcp_hosts"] for n in driver.configs[-1]["networks"])
@@ -165,7 +165,7 @@ async def test_ports_coming_and_going_on_one_host_refresh_the_other_hosts_of_the
     assert net["peers"] == ["192.0.2.2"] and (vif["mac"], vif["ip"]) in [tuple(h) for h in net["dhcp_hosts"]]
     assert vif["ip"] in driver1.configs[-1]["security_groups"]["members"][vif_group(driver1)]
 
-    await controller.db.write(lambda c: inets.release_instance(c, other))
+    await controller.db.write(lambda c: instance_ports.release_instance(c, other))
     await two.unplug()
     await settled()
     (net,) = driver1.configs[-1]["networks"]

@@ -22,7 +22,7 @@ from cells.db.engine import Database
 from cells.db.schema import create_schema
 from cells.network import ipam
 from cells.network.controller import NetworkController
-from cells.network.instances import release_instance
+from cells.network.instance_ports import release_instance
 from cells.network.schema import ip_allocations, ports
 from cells.objects.instance import utcnow_iso
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from cells.context import RequestContext
 from cells.rpc.client import RpcClient
 from cells.rpc.server import RpcServer
-from cells.rpcapi.moves import COMPUTE_METHODS
+from cells.rpcapi.move_methods import COMPUTE_METHODS
 from node.compute import disks
 from node.compute.driver import LibvirtDriver
 from tools.devcluster import free_port

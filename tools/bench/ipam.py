@@ -24,7 +24,7 @@ from cells.db import instances as idb
 from cells.db.schema import create_schema
 from cells.network import ipam
 from cells.network.controller import NetworkController
-from cells.network.instances import release_instance
+from cells.network.instance_ports import release_instance
 from cells.objects.instance import utcnow_iso
 
 _raw = MetaData()

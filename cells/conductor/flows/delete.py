@@ -24,17 +24,16 @@ from sqlalchemy import Connection, false, select
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
 from cells.context import RequestContext, admin_context
-from cells.db import action_records, claims
+from cells.db import action_records, claims, migration_records
 from cells.db import instances as idb
-from cells.db import moves as mdb
 from cells.db.fast import AnyRow
 from cells.db.schema import instances
 from cells.db.volumes import release_instance_volumes
 from cells.lifecycle import Event, on
-from cells.network.instances import release_instance
+from cells.network.instance_ports import release_instance
 from cells.objects.instance import TaskState, utcnow_iso
 from cells.rpcapi.compute import ComputeAPI
-from cells.rpcapi.moves import MoveComputeAPI
+from cells.rpcapi.move_methods import MoveComputeAPI
 
 LOG = logging.getLogger(__name__)
 DELETE = "delete"
@@ -56,7 +55,7 @@ def complete_delete(conn: Connection, env: FlowEnv, row: AnyRow, event: str = EV
     now = utcnow_iso()
     values = {**state_values(state), "deleted": True, "terminated_at": now, "updated_at": now}
     claims.release_claim(conn, row.uuid)
-    mdb.end_for_delete(conn, row.uuid)  # a move's destination claim goes with it
+    migration_records.end_for_delete(conn, row.uuid)  # a move's destination claim goes with it
     release_instance(conn, row.uuid)  # ports and fixed IPs go back in the same commit
     release_instance_volumes(conn, row.uuid)  # and its volumes are available again (issue 6)
     idb.update_row(conn, row.uuid, values)
@@ -78,7 +77,7 @@ def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext,
     state, _ = on(Event.DELETE_REQUESTED, state_of(row), uuid)
     if row.task_state != TaskState.DELETING:  # a repeated delete re-sends the terminate, same action
         action_records.start_action(conn, ctx, uuid, DELETE, row.project_id)
-    others = mdb.other_copies(conn, row)  # before complete_delete ends the moves
+    others = migration_records.other_copies(conn, row)  # before complete_delete ends the moves
     if row.host is None or env.host_dead(row.host):
         return complete_delete(conn, env, row, EV_LOCAL), None, others
     values = {**state_values(state), "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}

@@ -26,12 +26,11 @@ from cells.conductor.env import FlowEnv, background_ctx
 from cells.conductor.flows.move_recovery import REBUILDING, drive, go_on, why_stop
 from cells.conductor.flows.moves import _instance, rekey_claim
 from cells.context import RequestContext
-from cells.db import action_records
+from cells.db import action_records, migration_records
 from cells.db import instances as idb
-from cells.db import moves as mdb
 from cells.db.schema import migrations
 from cells.objects.instance import PowerState, VmState, utcnow_iso
-from cells.rpcapi.moves import MoveComputeAPI
+from cells.rpcapi.move_methods import MoveComputeAPI
 from cells.rpcapi.scheduler import SchedulerAPI
 
 LOG = logging.getLogger(__name__)
@@ -59,12 +58,12 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tu
     action_records.start_action(conn, ctx, uuid, ACTION, row.project_id, now)
     action_records.start_event(conn, uuid, ACTION, EV_REBUILD, None)
     idb.update_row(conn, uuid, {"task_state": REBUILDING, "updated_at": now})
-    return env.record({**row._mapping, "task_state": REBUILDING}), mdb.record(mig)
+    return env.record({**row._mapping, "task_state": REBUILDING}), migration_records.record(mig)
 
 
 def _placed(conn: Connection, env: FlowEnv, mig: dict[str, Any]) -> str | None:
     if (reason := why_stop(conn, env, mig)) is None:
-        mdb.set_migration(conn, mig["uuid"], dest_host=mig["dest_host"])
+        migration_records.set_migration(conn, mig["uuid"], dest_host=mig["dest_host"])
     return reason
 
 
@@ -76,7 +75,7 @@ def _done(conn: Connection, env: FlowEnv, mig: dict[str, Any], power: int) -> st
     idb.update_row(conn, uuid, {"host": mig["dest_host"], "vm_state": mig["old_vm_state"], "task_state": None,
                                 "power_state": power, "fault": None, "launched_at": utcnow_iso(),
                                 "updated_at": utcnow_iso()})
-    mdb.set_migration(conn, mig["uuid"], status="done", dest_host=mig["dest_host"])
+    migration_records.set_migration(conn, mig["uuid"], status="done", dest_host=mig["dest_host"])
     action_records.finish_event(conn, uuid, ACTION, EV_REBUILD, action_records.SUCCESS, host=mig["dest_host"])
     action_records.finish_action(conn, uuid, ACTION)
     return None

@@ -40,7 +40,7 @@ from cells.context import admin_context
 from cells.db import action_records
 from cells.db import hosts as hdb
 from cells.db import instances as idb
-from cells.db.moves import open_owners
+from cells.db.migration_records import open_owners
 from cells.db.schema import instances
 from cells.objects.instance import TaskState, VmState, utcnow_iso
 from cells.rpcapi.compute import ComputeAPI
@@ -144,7 +144,7 @@ async def orphaned_builds(env: FlowEnv, owners: Iterable[str]) -> None:
 
 
 def _unfinished(conn: Connection) -> list[str]:
-    """Conductors with builds being scheduled, moves to drive (cells/db/moves.py open_owners),
+    """Conductors with builds being scheduled, moves to drive (cells/db/migration_records.py open_owners),
     volume flows or pending deletes."""
     c = instances.c
     owners = conn.execute(select(c.conductor_id).distinct().where(

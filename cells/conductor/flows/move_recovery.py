@@ -25,11 +25,10 @@ from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows.delete import remove_copy
 from cells.context import RequestContext
-from cells.db import action_records, claims
+from cells.db import action_records, claims, migration_records
 from cells.db import instances as idb
-from cells.db import moves as mdb
 from cells.objects.instance import TaskState, utcnow_iso
-from cells.rpcapi.moves import MoveComputeAPI
+from cells.rpcapi.move_methods import MoveComputeAPI
 
 LOG = logging.getLogger(__name__)
 DELETED, TAKEN = "deleted", "taken"
@@ -46,14 +45,14 @@ class Stopped(Exception):
         self.reason = reason
 
 
-def why_stop(conn: Connection, env: FlowEnv, mig: dict[str, Any], statuses: Iterable[str] = mdb.IN_FLIGHT,
+def why_stop(conn: Connection, env: FlowEnv, mig: dict[str, Any], statuses: Iterable[str] = migration_records.IN_FLIGHT,
              tasks: Iterable[str] | None = None) -> str | None:
     """None while the move is ours to drive (status in `statuses`, the instance's task in
     `tasks`: by default the in-flight ones of its kind); else DELETED or TAKEN. Locks the row."""
     row = idb.get_row(conn, mig["instance_uuid"], lock=True)
     if row is None or row.deleted or row.task_state == TaskState.DELETING:
         return DELETED
-    cur = mdb.get(conn, mig["uuid"])
+    cur = migration_records.get(conn, mig["uuid"])
     tasks = IN_FLIGHT_TASKS[mig["migration_type"]] if tasks is None else tuple(tasks)
     if cur is None or cur.conductor_id != env.conductor_id or cur.status not in statuses \
             or row.task_state not in tasks:
@@ -70,9 +69,9 @@ async def go_on(env: FlowEnv, unit: Callable[[Connection], str | None]) -> None:
 
 def _closed_by_delete(conn: Connection, mig: dict[str, Any], action: str) -> None:
     claims.release_claim(conn, mig["uuid"])  # complete_delete does too: whichever comes first
-    cur = mdb.get(conn, mig["uuid"])
-    if cur is not None and cur.status in mdb.IN_FLIGHT:
-        mdb.set_migration(conn, mig["uuid"], status="error")
+    cur = migration_records.get(conn, mig["uuid"])
+    if cur is not None and cur.status in migration_records.IN_FLIGHT:
+        migration_records.set_migration(conn, mig["uuid"], status="error")
     action_records.fail_open_events(conn, mig["instance_uuid"], action, f"Instance was deleted during the {action}")
 
 
@@ -86,7 +85,7 @@ def fail(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, messa
         return reason
     uuid = mig["instance_uuid"]
     claims.release_claim(conn, mig["uuid"])
-    mdb.set_migration(conn, mig["uuid"], status="error")
+    migration_records.set_migration(conn, mig["uuid"], status="error")
     idb.update_row(conn, uuid, {"task_state": None, "host": mig["source_host"], "flavor": mig["old_flavor"],
                                 "vm_state": mig["old_vm_state"], "updated_at": utcnow_iso()})
     action_records.add_fault(conn, uuid, action_records.make_fault(message), mig["source_host"])

@@ -43,17 +43,16 @@ from cells.conductor.env import FlowEnv, background_ctx
 from cells.conductor.flows.delete import remove_copy, visible
 from cells.conductor.flows.move_recovery import ACTION_OF, DELETED, MIGRATING, PREP, drive, go_on, roll_back, why_stop
 from cells.context import RequestContext, admin_context
-from cells.db import action_records, claims
+from cells.db import action_records, claims, migration_records
 from cells.db import instances as idb
-from cells.db import moves as mdb
 from cells.db.fast import AnyRow
-from cells.db.moves import CONFIRMING, FINISHED, REVERTING
+from cells.db.migration_records import CONFIRMING, FINISHED, REVERTING
 from cells.db.schema import claims as claims_table
 from cells.db.schema import migrations
 from cells.objects.base import newer
 from cells.objects.instance import VmState, utcnow_iso
 from cells.rpcapi.compute import topic as compute_topic
-from cells.rpcapi.moves import DISK_COPY_VERSION, MoveComputeAPI
+from cells.rpcapi.move_methods import DISK_COPY_VERSION, MoveComputeAPI
 from cells.rpcapi.scheduler import SchedulerAPI
 
 LOG = logging.getLogger(__name__)
@@ -113,7 +112,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
     action_records.start_event(conn, uuid, action, EV_PREP, None)
     values = {"task_state": PREP, "updated_at": now}
     idb.update_row(conn, uuid, values)
-    return env.record({**row._mapping, **values}), mdb.record(mig)
+    return env.record({**row._mapping, **values}), migration_records.record(mig)
 
 
 def _step(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, done: str, nxt: str | None,
@@ -126,7 +125,7 @@ def _step(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, done
     if nxt:
         action_records.start_event(conn, uuid, action, nxt, mig_values.get("dest_host") or mig["dest_host"])
     idb.update_row(conn, uuid, {"task_state": task, "updated_at": utcnow_iso()})
-    mdb.set_migration(conn, mig["uuid"], **mig_values)
+    migration_records.set_migration(conn, mig["uuid"], **mig_values)
     return None
 
 
@@ -139,7 +138,7 @@ def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, 
     idb.update_row(conn, mig["instance_uuid"], {
         "host": mig["dest_host"], "flavor": mig["new_flavor"], "old_flavor": mig["old_flavor"],
         "vm_state": RESIZED, "task_state": None, "power_state": power, "updated_at": now})
-    mdb.set_migration(conn, mig["uuid"], status=FINISHED)
+    migration_records.set_migration(conn, mig["uuid"], status=FINISHED)
     action_records.finish_event(conn, mig["instance_uuid"], action, EV_FINISH, action_records.SUCCESS, disk_note,
                          host=mig["dest_host"])
     action_records.finish_action(conn, mig["instance_uuid"], action)
@@ -215,7 +214,7 @@ async def _finish(env: FlowEnv, ctx: RequestContext, compute: MoveComputeAPI, in
 def _begin_end(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, which: str
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
-    mig = mdb.pending(conn, uuid, [FINISHED])
+    mig = migration_records.pending(conn, uuid, [FINISHED])
     if row.vm_state != RESIZED or row.task_state is not None or mig is None:
         raise errors.InstanceInvalidState(action=which, instance_id=uuid, attr="vm_state", state=row.vm_state)
     task = CONFIRMING if which == "confirmResize" else REVERTING
@@ -223,8 +222,8 @@ def _begin_end(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, w
     action_records.start_event(conn, uuid, which, EV_CONFIRM if task == CONFIRMING else EV_REVERT,
                         mig.source_host if task == CONFIRMING else mig.dest_host)
     idb.update_row(conn, uuid, {"task_state": task, "updated_at": utcnow_iso()})
-    mdb.set_migration(conn, mig.uuid, conductor_id=env.conductor_id)
-    return env.record({**row._mapping, "task_state": task}), mdb.record(mig)
+    migration_records.set_migration(conn, mig.uuid, conductor_id=env.conductor_id)
+    return env.record({**row._mapping, "task_state": task}), migration_records.record(mig)
 
 
 def _ending(conn: Connection, env: FlowEnv, mig: dict[str, Any], task: str) -> str | None:
@@ -238,7 +237,7 @@ def _confirmed(conn: Connection, env: FlowEnv, mig: dict[str, Any]) -> str | Non
     rekey_claim(conn, mig["uuid"], uuid)  # source claim released, destination claim is the instance's
     idb.update_row(conn, uuid, {"vm_state": mig["old_vm_state"], "task_state": None, "old_flavor": None,
                                 "updated_at": utcnow_iso()})
-    mdb.set_migration(conn, mig["uuid"], status="confirmed")
+    migration_records.set_migration(conn, mig["uuid"], status="confirmed")
     action_records.finish_event(conn, uuid, "confirmResize", EV_CONFIRM, action_records.SUCCESS, host=mig["source_host"])
     action_records.finish_action(conn, uuid, "confirmResize")
     return None
@@ -252,7 +251,7 @@ def _reverted(conn: Connection, env: FlowEnv, mig: dict[str, Any], power: int) -
     idb.update_row(conn, uuid, {"vm_state": mig["old_vm_state"], "task_state": None, "old_flavor": None,
                                 "host": mig["source_host"], "flavor": mig["old_flavor"], "power_state": power,
                                 "updated_at": utcnow_iso()})
-    mdb.set_migration(conn, mig["uuid"], status="reverted")
+    migration_records.set_migration(conn, mig["uuid"], status="reverted")
     action_records.finish_event(conn, uuid, "revertResize", EV_REVERT, action_records.SUCCESS, host=mig["dest_host"])
     action_records.finish_action(conn, uuid, "revertResize")
     return None
@@ -310,11 +309,11 @@ def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[tuple[Row[
     transaction, so of several live conductors exactly one wins each."""
     taken = []
     for mig in conn.execute(select(migrations).where(migrations.c.conductor_id.in_(owners),
-                                                     migrations.c.status.in_(mdb.OPEN))).all():
+                                                     migrations.c.status.in_(migration_records.OPEN))).all():
         inst = idb.get_row(conn, mig.instance_uuid)
         if inst is None or (mig.status == FINISHED and inst.task_state not in (CONFIRMING, REVERTING)):
             continue  # awaiting the user's confirm or revert: nothing to drive
-        mdb.set_migration(conn, mig.uuid, conductor_id=env.conductor_id)
+        migration_records.set_migration(conn, mig.uuid, conductor_id=env.conductor_id)
         action = {CONFIRMING: "confirmResize", REVERTING: "revertResize"}.get(
             inst.task_state, ACTION_OF[mig.migration_type])
         action_records.finish_event(conn, inst.uuid, action, EV_ADOPT, action_records.SUCCESS,
@@ -329,7 +328,7 @@ async def adopt(env: FlowEnv, owners: Iterable[str]) -> None:
     taken = await env.db.write(lambda conn: _adopt(conn, env, list(owners)))
     ctx = admin_context()
     for row, inst in taken:
-        mig, record = mdb.record(row), env.record(inst)
+        mig, record = migration_records.record(row), env.record(inst)
         if row.status == FINISHED:
             LOG.warning("adopting the %s of %s from %s", inst.task_state, inst.uuid, row.conductor_id)
             env.spawn(_confirm(env, ctx, record, mig) if inst.task_state == CONFIRMING

@@ -6,7 +6,7 @@ one-cell test clusters of other suites); a cell that has one waits a little for
 it at start-up, and a build that cannot get an address ends in ERROR with the
 controller's reason (IpAddressExhausted, NetworkNotFound, ...). Releasing runs
 in the conductor's own unit of work that marks the instance deleted
-(cells/network/instances.release_instance), so an address can never outlive
+(cells/network/instance_ports.release_instance), so an address can never outlive
 its server.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows.boot import CREATE, EV_BUILD
 from cells.context import RequestContext
-from cells.db import action_records, moves
+from cells.db import action_records, migration_records
 from cells.db import instances as idb
 from cells.db.fast import AnyRow
 from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
@@ -69,7 +69,7 @@ def _update(conn: Connection, env: FlowEnv, uuid: str, new: dict[str, Any],
 def _check_worker(conn: Connection, row: AnyRow, new: dict[str, Any], worker: Principal) -> None:
     """A compute updates only the instances it holds a copy of (its host's, or a move's other end),
     and never hands one to another host."""
-    if not moves.holds_copy(conn, row.uuid, worker.host) or new.get("host", worker.host) != worker.host:
+    if not migration_records.holds_copy(conn, row.uuid, worker.host) or new.get("host", worker.host) != worker.host:
         raise errors.RpcForbidden(principal=worker.name, method="instance_update",
                                   reason=f"instance {row.uuid} is not on host {worker.host}")
 

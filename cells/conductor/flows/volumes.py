@@ -32,7 +32,7 @@ from cells.conductor.env import FlowEnv, background_ctx
 from cells.context import RequestContext
 from cells.db import instances as idb
 from cells.db import volumes as vdb
-from cells.db.moves import holds_copy
+from cells.db.migration_records import holds_copy
 from cells.db.volumes import VolumeStatus as S
 from cells.objects.instance import VmState, utcnow_iso
 from cells.rpc.principal import host_worker

@@ -399,4 +399,4 @@ ACTIONS: dict[str, Handler] = {
     "StopInstances": stop_instances, "StartInstances": start_instances, "GetConsoleOutput": get_console_output,
     "CreateKeyPair": create_key_pair, "ImportKeyPair": import_key_pair, "DescribeKeyPairs": describe_key_pairs,
     "DeleteKeyPair": delete_key_pair,
-}  # the volume calls: api/ec2/volumes.py
+}  # the volume calls: api/ec2/ebs_actions.py

@@ -17,8 +17,8 @@ from api import quota
 from api.compute import volume_attachments
 from api.compute.views import DEFAULT_AZ
 from api.ec2 import ids
-from api.ec2.actions import _filters, _list, _remember, _remembered, _str, _uuids
 from api.ec2.errors import Ec2Error, from_cellcloud
+from api.ec2.query_actions import _filters, _list, _remember, _remembered, _str, _uuids
 from api.keys import ENGINE, ROUTER
 from api.validation import validate
 from api.volume import cells
