@@ -11,13 +11,19 @@ record a fault, cast to compute, ...). Build follows Nova's sequence:
                                                  as in Nova, moves the task on itself)
     networking       -> building / networking
     block devices    -> building / block_device_mapping
-    spawning         -> building / spawning
+    spawning         -> building / spawning     (again while spawning: a report sent again, no change)
     spawned          -> active   / None / RUNNING
     reschedule       -> building / scheduling   (a retryable failure on one host)
     build failed     -> error    / None         (final)
     host lost        -> error    / None         (the host died while building)
     delete requested -> <vm_state> / deleting
     destroyed        -> deleted  / None / NOSTATE
+    delete failed    -> error    / None         (the host could not destroy the guest)
+    power observed   -> the record follows the hypervisor (a guest that went away is stopped)
+
+The compute reports its steps as these events (conductor `instance_event`,
+cells/conductor/flows/compute_events.py); the conductor fires them here against the
+locked row and carries out the returned actions in the same unit of work.
 
 `status(vm_state, task_state)` is the API status, as Nova's status_from_state.
 """
@@ -47,6 +53,15 @@ class Event:
     BUILD_FAILED = "build_failed"
     DELETE_REQUESTED = "delete_requested"
     DESTROYED = "destroyed"
+    # reported by the compute (conductor instance_event)
+    SPAWN_FAILED = "spawn_failed"  # -> RESCHEDULE or BUILD_FAILED: the conductor decides (attempts left)
+    DELETE_FAILED = "delete_failed"
+    POWER_OBSERVED = "power_observed"
+
+
+# the events a compute reports about its instances (conductor instance_event)
+COMPUTE_EVENTS = frozenset({Event.SPAWNING, Event.SPAWNED, Event.SPAWN_FAILED, Event.DESTROYED,
+                            Event.DELETE_FAILED, Event.POWER_OBSERVED})
 
 
 class Action:
@@ -58,9 +73,11 @@ class Action:
     RELEASE_CLAIM = "release_claim"
     RECORD_FAULT = "record_fault"
     SET_LAUNCHED_AT = "set_launched_at"
+    FINISH_BUILD = "finish_build"  # the create action's build event and the action end as a success
     CAST_TERMINATE = "cast_terminate"  # compute.<host> terminate_instance
     SET_TERMINATED_AT = "set_terminated_at"
     MARK_DELETED = "mark_deleted"
+    FAIL_DELETE = "fail_delete"  # the delete action's open event ends as an error
 
 
 NEW = State(vm_state="")  # the state before the row exists
@@ -68,8 +85,20 @@ _BUILD_TASKS = (TaskState.SCHEDULING, None, TaskState.NETWORKING, TaskState.BLOC
                 TaskState.SPAWNING)
 
 
-def on(event: str, state: State, instance_id: str = "") -> tuple[State, tuple[str, ...]]:
-    """Apply `event` to `state`. Raises InstanceInvalidState when it does not apply."""
+def observed_power(state: State, actual: int | None) -> State:
+    """The state once the hypervisor's view (`actual` None: no domain) is taken in. Pure: the
+    policy of the compute's power sweep and of its reconciliation."""
+    if state.vm_state == VmState.ACTIVE and actual in (None, PowerState.SHUTDOWN, PowerState.CRASHED):
+        # the guest went away under us (powered off inside, crashed, host rebooted): it is stopped now
+        return replace(state, vm_state=VmState.STOPPED,
+                       power_state=PowerState.SHUTDOWN if actual is None else actual)
+    return replace(state, power_state=PowerState.NOSTATE if actual is None else actual)
+
+
+def on(event: str, state: State, instance_id: str = "", *,
+       observed: int | None = None) -> tuple[State, tuple[str, ...]]:
+    """Apply `event` to `state`. Raises InstanceInvalidState when it does not apply.
+    `observed`: the guest's power state for power_observed (None: no domain)."""
     vm, task = state.vm_state, state.task_state
 
     def invalid() -> errors.InstanceInvalidState:
@@ -94,13 +123,13 @@ def on(event: str, state: State, instance_id: str = "") -> tuple[State, tuple[st
             raise invalid()
         return replace(state, task_state=TaskState.BLOCK_DEVICE_MAPPING), ()
     if event == Event.SPAWNING:
-        if not building or task in (TaskState.SPAWNING,):
+        if not building:
             raise invalid()
         return replace(state, task_state=TaskState.SPAWNING), ()
     if event == Event.SPAWNED:
         if not (vm == VmState.BUILDING and task == TaskState.SPAWNING):
             raise invalid()
-        return State(VmState.ACTIVE, None, PowerState.RUNNING), (Action.SET_LAUNCHED_AT,)
+        return State(VmState.ACTIVE, None, PowerState.RUNNING), (Action.SET_LAUNCHED_AT, Action.FINISH_BUILD)
     if event == Event.RESCHEDULE:  # the caller checks a host was tried
         if not building:
             raise invalid()
@@ -120,6 +149,14 @@ def on(event: str, state: State, instance_id: str = "") -> tuple[State, tuple[st
             raise invalid()
         return (State(VmState.DELETED, None, PowerState.NOSTATE),
                 (Action.RELEASE_CLAIM, Action.SET_TERMINATED_AT, Action.MARK_DELETED))
+    if event == Event.DELETE_FAILED:
+        if task != TaskState.DELETING or vm == VmState.DELETED:
+            raise invalid()
+        return replace(state, vm_state=VmState.ERROR, task_state=None), (Action.RECORD_FAULT, Action.FAIL_DELETE)
+    if event == Event.POWER_OBSERVED:  # only a server no flow holds: a flow's own steps win
+        if task is not None or vm in (VmState.BUILDING, VmState.DELETED, ""):
+            raise invalid()
+        return observed_power(state, observed), ()
     raise invalid()
 
 

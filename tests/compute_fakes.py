@@ -9,8 +9,8 @@ from typing import Any
 from cells import errors
 from cells.config import ApiSpec, CellSpec, ClusterConfig, ServiceSpec
 from cells.context import RequestContext
-from cells.lifecycle import State, finish_action
-from cells.objects.instance import PowerState, TaskState, VmState
+from cells.lifecycle import Action, Event, State, finish_action, on
+from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
 from cells.rpc.wire import Method
 
 
@@ -76,6 +76,28 @@ class FakeConductor:
                 else errors.UnexpectedTaskState
             raise cls(instance_id=uuid, expected=expected_task_state, actual=rec["task_state"])
         rec.update(values)
+        return dict(rec)
+
+    async def instance_event(self, ctx: RequestContext, uuid: str, host: str, event: str,
+                             power_state: int | None = None, fault: dict[str, Any] | None = None,
+                             retryable: bool = False) -> dict[str, Any] | None:
+        """With the real lifecycle's transitions (cells/lifecycle.py on): a refused one is a Conflict."""
+        self.calls.append(("instance_event", {"uuid": uuid, "host": host, "event": event, "power_state": power_state,
+                                              "fault": fault, "retryable": retryable}))
+        if event == Event.SPAWN_FAILED:
+            await self.build_failed(ctx, uuid, host, fault or {}, retryable)
+            return None
+        if event == Event.DESTROYED:
+            await self.instance_destroyed(ctx, uuid, host)
+            return None
+        rec = self._get(uuid)
+        state, actions = on(event, State(rec["vm_state"], rec["task_state"], rec["power_state"]), uuid,
+                            observed=power_state)
+        rec.update(vm_state=state.vm_state, task_state=state.task_state, power_state=state.power_state)
+        if Action.SET_LAUNCHED_AT in actions:
+            rec["launched_at"] = utcnow_iso()
+        if Action.RECORD_FAULT in actions:
+            rec["fault"] = fault
         return dict(rec)
 
     async def build_failed(self, ctx: RequestContext, uuid: str, host: str, fault: dict[str, Any],

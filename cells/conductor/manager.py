@@ -18,7 +18,7 @@ from cells import errors
 from cells.conductor import capacity
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows import actions as server_actions
-from cells.conductor.flows import boot, delete, hosts, lookups, update
+from cells.conductor.flows import boot, compute_events, delete, hosts, lookups, update
 from cells.conductor.volume_rpc import VolumeConductorMixin
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
@@ -249,6 +249,12 @@ class ConductorManager(VolumeConductorMixin):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise errors.Invalid(reason=f"resources.{key} must be a non-negative integer, not {value!r}")
         await self.env.db.write(lambda conn: claims.upsert_node(conn, host, resources))
+
+    async def instance_event(self, ctx: RequestContext, uuid: str, host: str, event: str,
+                             power_state: int | None = None, fault: dict[str, Any] | None = None,
+                             retryable: bool = False) -> dict[str, Any] | None:
+        require_host(ctx, host, "instance_event")
+        return await compute_events.instance_event(self.env, ctx, uuid, host, event, power_state, fault, retryable)
 
     async def instance_update(self, ctx: RequestContext, uuid: str, values: dict[str, Any],
                               expected_task_state: list[str | None] | None = None) -> dict[str, Any]:

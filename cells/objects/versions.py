@@ -25,7 +25,7 @@ from cells.objects.instance import FIELDS
 if TYPE_CHECKING:
     from cells.rpc.wire import Method
 
-RELEASE = "4"
+RELEASE = "5"
 BASE_RPC = "1.0"
 
 
@@ -72,6 +72,8 @@ RELEASES: dict[str, Speaks] = {
     "2": Speaks("2", "1.1", {"Instance": "1.1", "Migration": "1.0"}),
     # 4: a compute asks the conductor for the connection of a volume it plugs (volume_connection, RPC 1.4)
     "3": Speaks("3", "1.3", {"Instance": "1.2", "Migration": "1.0"}),
+    # 5: a compute reports its steps as lifecycle events (conductor instance_event, RPC 1.5)
+    "4": Speaks("4", "1.4", {"Instance": "1.2", "Migration": "1.0"}),
     RELEASE: Speaks(),
 }
 local = Speaks()

@@ -17,6 +17,7 @@ from cells.rpcapi.volume import CONDUCTOR_METHODS as VOLUME_METHODS
 
 TOPIC = "conductor"
 SHOW_VERSION = "1.2"  # instance_show: a server view's record, volumes and security groups in one call
+EVENTS_VERSION = "1.5"  # instance_event: a compute's report is a lifecycle event (issue 22)
 SURFACE = surface(
     # from the API
     Method("build_instances", NORMAL, callers=callers(API), plain_args={"instances": "Instance"}),
@@ -28,8 +29,12 @@ SURFACE = surface(
     Method("instance_delete", NORMAL, retry_safe=True, callers=callers(API)),
     # from compute workers
     Method("compute_node_update", FAST, retry_safe=True, callers=callers(COMPUTE)),
-    Method("instance_update", FAST, callers=callers(API, COMPUTE),  # the API: server set (name, metadata)
-           result="Instance"),
+    # a step of an instance's flow (cells/lifecycle.py COMPUTE_EVENTS: spawning, spawned, spawn_failed,
+    # destroyed, delete_failed, power_observed): cells/conductor/flows/compute_events.py
+    Method("instance_event", FAST, version=EVENTS_VERSION, callers=callers(COMPUTE), result="Instance"),
+    # the API's server set (name, metadata); computes of release 4 and before sent their steps with it
+    Method("instance_update", FAST, callers=callers(API, COMPUTE), result="Instance"),
+    # computes of release 4 and before (instance_event's spawn_failed and destroyed now)
     Method("build_failed", FAST, callers=callers(COMPUTE)),
     Method("instance_destroyed", FAST, retry_safe=True, callers=callers(COMPUTE)),
     Method("instances_on_host", FAST, retry_safe=True, callers=callers(COMPUTE), result="Instance[]"),
@@ -97,13 +102,20 @@ class ConductorAPI:
                                       {"uuid": uuid, "values": values,
                                        "expected_task_state": expected_task_state}, ctx))
 
-    async def build_failed(self, ctx: RequestContext, uuid: str, host: str, fault: dict[str, Any],
-                           retryable: bool) -> None:
-        await self.caller.call(TOPIC, M["build_failed"],
-                               {"uuid": uuid, "host": host, "fault": fault, "retryable": retryable}, ctx)
-
-    async def instance_destroyed(self, ctx: RequestContext, uuid: str, host: str) -> None:
-        await self.caller.call(TOPIC, M["instance_destroyed"], {"uuid": uuid, "host": host}, ctx)
+    async def instance_event(self, ctx: RequestContext, uuid: str, host: str, event: str, *,
+                             power_state: int | None = None, fault: dict[str, Any] | None = None,
+                             retryable: bool = False) -> dict[str, Any] | None:
+        """Report a lifecycle event of an instance on `host`; the record after it (None for
+        spawn_failed and destroyed). A transition the lifecycle refuses is a Conflict."""
+        args: dict[str, Any] = {"uuid": uuid, "host": host, "event": event}
+        if power_state is not None:
+            args["power_state"] = power_state
+        if fault is not None:
+            args["fault"] = fault
+        if retryable:
+            args["retryable"] = True
+        result = await self.caller.call(TOPIC, M["instance_event"], args, ctx)
+        return None if result is None else map_reply(result)
 
     async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
         return list_reply(await self.caller.call(TOPIC, M["instances_on_host"], {"host": host}, ctx))

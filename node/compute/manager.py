@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 from cells import errors
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext, admin_context
-from cells.lifecycle import USER_ACTIONS
-from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
+from cells.lifecycle import USER_ACTIONS, Event, State, observed_power
+from cells.objects.instance import PowerState, TaskState, VmState
 from cells.rpc.liveness import FENCED
 from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
@@ -42,7 +42,6 @@ from node.network.agent import NetworkAgent
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
-BUILD_TASK_STATES: list[str | None] = [TaskState.SCHEDULING, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING]
 SYNC_INTERVAL = 5.0  # seconds between power-state sweeps (the safety net behind domain events)
 MIN_SYNC_GAP = 1.0  # a burst of domain events costs at most one sweep per this many seconds
 REPORT_INTERVAL = 60.0  # resources are re-reported so a conductor that lost them learns them again
@@ -73,14 +72,11 @@ def interrupted_action(action: str, actual: int | None) -> tuple[bool, dict[str,
 NOT_RETRYABLE: tuple[type[Exception], ...] = (errors.ImageChecksumMismatch, errors.ImageNotFound, errors.Invalid)
 
 
-def power_sync_values(vm_state: str | None, recorded: int | None, actual: int | None) -> dict[str, Any]:
-    """What the record should say given the hypervisor's view (`actual` None: no domain).
-    Pure: the policy of the power sweep and of reconciliation, tested without I/O."""
-    if vm_state == VmState.ACTIVE and actual in (None, PowerState.SHUTDOWN, PowerState.CRASHED):
-        # the guest went away under us (powered off inside, crashed, host rebooted): it is stopped now
-        return {"vm_state": VmState.STOPPED, "power_state": PowerState.SHUTDOWN if actual is None else actual}
-    observed = PowerState.NOSTATE if actual is None else actual
-    return {} if observed == recorded else {"power_state": observed}
+def power_differs(inst: dict[str, Any], actual: int | None) -> bool:
+    """Whether the hypervisor's view (`actual` None: no domain) changes the record: the lifecycle's
+    policy (cells/lifecycle.py observed_power), asked before a power_observed event is sent."""
+    state = State(str(inst.get("vm_state") or ""), inst.get("task_state"), int(inst.get("power_state") or 0))
+    return observed_power(state, actual) != state
 
 
 def _is_deleted(inst: dict[str, Any]) -> bool:
@@ -265,17 +261,13 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
 
     async def _build(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         uuid = str(instance["uuid"])
-        sent = 0
 
-        async def spawning() -> None:
-            nonlocal sent
-            sent += 1  # a resent update may find the state its lost first send already set
-            expected = BUILD_TASK_STATES if sent == 1 else [*BUILD_TASK_STATES, TaskState.SPAWNING]
-            await self.conductor.instance_update(ctx, uuid, {"task_state": TaskState.SPAWNING},
-                                                 expected_task_state=expected)
+        def report(event: str) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+            return lambda: self.conductor.instance_event(ctx, uuid, self.host, event)
 
-        try:  # check: the conductor refuses when a delete (or anything else) raced the build
-            await self._through_conductor_restart(f"build of {uuid}", spawning)
+        try:  # check: the lifecycle refuses when a delete (or anything else) raced the build; a resent
+            # spawning finds the state its lost first send already set, which the lifecycle accepts
+            await self._through_conductor_restart(f"build of {uuid}", report(Event.SPAWNING))
         except (errors.Conflict, errors.NotFound) as exc:
             LOG.info("build of %s abandoned: %s", uuid, exc)
             return
@@ -289,11 +281,8 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the build must end in a report
             await self._build_failed(ctx, uuid, exc)
             return
-        active = {"vm_state": VmState.ACTIVE, "task_state": None, "power_state": PowerState.RUNNING,
-                  "launched_at": utcnow_iso()}
-        try:  # resent, an update the lost first send applied is a Conflict: the record is ACTIVE already
-            await self._through_conductor_restart(f"build of {uuid}", lambda: self.conductor.instance_update(
-                ctx, uuid, active, expected_task_state=[TaskState.SPAWNING]))
+        try:  # resent, a spawned the lost first send applied is a Conflict: the record is ACTIVE already
+            await self._through_conductor_restart(f"build of {uuid}", report(Event.SPAWNED))
         except errors.Conflict as exc:  # deleted while spawning: the terminate request (queued on our lock) cleans up
             LOG.info("instance %s changed while spawning: %s", uuid, exc)
         except errors.NotFound:
@@ -309,8 +298,8 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
         LOG.warning("build of %s failed (%s): %s", uuid, "will reschedule" if retryable else "final", exc)
         await self._cleanup(uuid)
         try:  # resent, a report the lost first send applied is ignored as stale (flows/boot.py)
-            await self._through_conductor_restart(f"failed build of {uuid}", lambda: self.conductor.build_failed(
-                ctx, uuid, self.host, fault=fault_of(exc), retryable=retryable))
+            await self._through_conductor_restart(f"failed build of {uuid}", lambda: self.conductor.instance_event(
+                ctx, uuid, self.host, Event.SPAWN_FAILED, fault=fault_of(exc), retryable=retryable))
         except errors.CellcloudError as rpc_exc:
             LOG.error("could not report the failed build of %s: %s", uuid, rpc_exc)
 
@@ -321,13 +310,15 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
         except Exception as exc:  # noqa: BLE001 - any failure leaves the record in ERROR, not deleting forever
             LOG.error("could not destroy %s: %s", uuid, exc)
             try:
-                await self.conductor.instance_update(ctx, uuid, {"vm_state": VmState.ERROR, "task_state": None})
+                await self.conductor.instance_event(ctx, uuid, self.host, Event.DELETE_FAILED, fault=fault_of(exc))
             except errors.CellcloudError as rpc_exc:
                 LOG.error("could not record the failed delete of %s: %s", uuid, rpc_exc)
             return
-        await self._retrying(lambda: self.conductor.instance_destroyed(ctx, uuid, self.host),
-                             f"instance_destroyed({uuid})")
+        await self._retrying(lambda: self._destroyed(ctx, uuid), f"instance destroyed ({uuid})")
         await self._unplug()
+
+    async def _destroyed(self, ctx: RequestContext, uuid: str) -> None:
+        await self.conductor.instance_event(ctx, uuid, self.host, Event.DESTROYED)
 
     async def _unplug(self) -> None:
         try:  # the released ports' taps and DHCP entries go; a failure is repaired by the next start's sync
@@ -376,14 +367,13 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
         elif inst.get("vm_state") == VmState.BUILDING:
             LOG.warning("reconcile: build of %s was interrupted: another host will try it", uuid)
             await self._cleanup(uuid)
-            await self.conductor.build_failed(ctx, uuid, self.host,
-                                              fault={"code": 500, "message": INTERRUPTED, "details": ""},
-                                              retryable=True)
+            await self.conductor.instance_event(ctx, uuid, self.host, Event.SPAWN_FAILED, retryable=True,
+                                                fault={"code": 500, "message": INTERRUPTED, "details": ""})
         elif inst.get("task_state") in ACTION_OF_TASK:
             await self._end_interrupted_action(ctx, inst, has_domain)
         elif inst.get("vm_state") == VmState.ACTIVE and not has_domain:
             LOG.warning("reconcile: guest of active instance %s is gone: marking it stopped", uuid)
-            await self.conductor.instance_update(ctx, uuid, power_sync_values(VmState.ACTIVE, None, None))
+            await self.conductor.instance_event(ctx, uuid, self.host, Event.POWER_OBSERVED)  # no domain
 
     async def _end_interrupted_action(self, ctx: RequestContext, inst: dict[str, Any], has_domain: bool) -> None:
         """A server action the previous process held when it died: its task state would stay
@@ -413,7 +403,7 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
             LOG.warning("destroying orphan domain of instance %s", uuid)
             await self._cleanup(uuid)
             if inst is not None and _is_deleted(inst) and inst.get("host") == self.host:
-                await self.conductor.instance_destroyed(ctx, uuid, self.host)
+                await self._destroyed(ctx, uuid)
 
     async def _sync_power_states(self) -> None:
         """Compare every guest with its record and report differences (safety net behind events)."""
@@ -426,12 +416,12 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
             if uuid in self._building or self._locks.busy(uuid) or inst.get("task_state") is not None \
                     or inst.get("vm_state") in (VmState.BUILDING, VmState.DELETED) or _is_deleted(inst):
                 continue
-            values = power_sync_values(inst.get("vm_state"), inst.get("power_state"), actual.get(uuid))
-            if not values:
+            observed = actual.get(uuid)
+            if not power_differs(inst, observed):
                 continue
-            LOG.info("power sync: %s %s", uuid, values)
+            LOG.info("power sync: %s is %s", uuid, "gone" if observed is None else f"in power state {observed}")
             try:
-                await self.conductor.instance_update(ctx, uuid, values, expected_task_state=[None])
+                await self.conductor.instance_event(ctx, uuid, self.host, Event.POWER_OBSERVED, power_state=observed)
             except (errors.Conflict, errors.NotFound) as exc:  # an operation started meanwhile: it wins
                 LOG.debug("power sync of %s skipped: %s", uuid, exc)
         for uuid in set(actual) - {str(i["uuid"]) for i in instances}:

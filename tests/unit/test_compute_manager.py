@@ -17,10 +17,11 @@ import pytest
 
 from cells import errors
 from cells.context import RequestContext
+from cells.lifecycle import Event
 from cells.objects.instance import PowerState, TaskState, VmState
 from cells.rpc.wire import Method
 from node.compute import domain_xml
-from node.compute.manager import INTERRUPTED, ComputeManager, interrupted_action, power_sync_values
+from node.compute.manager import INTERRUPTED, ComputeManager, interrupted_action
 from node.imagecache import ImageCache
 from node.locks import KeyedLocks
 from tests.compute_fakes import FakeConductor, FakeFetcher, cluster_config, image_record
@@ -86,10 +87,8 @@ async def test_build_with_image_goes_active(manager: ComputeManager, conductor: 
     assert rec["launched_at"] and rec["launched_at"].endswith("Z")
     assert await manager.driver.power_state(rec["uuid"]) == PowerState.RUNNING
     assert fetcher.downloads == 1
-    updates = [c for c in conductor.calls if c[0] == "instance_update"]
-    assert updates[0][1]["values"] == {"task_state": TaskState.SPAWNING}
-    assert updates[0][1]["expected"] == [TaskState.SCHEDULING, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING]
-    assert updates[1][1]["expected"] == [TaskState.SPAWNING]
+    events = [c[1]["event"] for c in conductor.calls if c[0] == "instance_event"]
+    assert events == [Event.SPAWNING, Event.SPAWNED]  # the build's steps, as lifecycle events
     # a second instance of the same image comes from the cache
     other = conductor.add(new_uuid(), image=image_record("img-1", IMAGE))
     await manager.build_and_run_instance(CTX, dict(other))
@@ -189,13 +188,13 @@ class ConductorKilledAfterApplying(FakeConductor):
 
     def __init__(self, lose: set[int]) -> None:
         super().__init__()
-        self.lose = lose  # which instance_update replies are lost (1: the first)
+        self.lose = lose  # which instance_event replies are lost (1: the first)
         self.updates = 0
 
     async def call(self, topic: str, method: Method, args: dict[str, Any], ctx: RequestContext,
                    timeout: float | None = None) -> Any:
         result = await super().call(topic, method, args, ctx, timeout)
-        if method.name == "instance_update":
+        if method.name == "instance_event":
             self.updates += 1
             if self.updates in self.lose:
                 raise errors.RpcTimeout(method=method.name, topic=topic, timeout=5.0)
@@ -215,9 +214,8 @@ async def test_build_goes_on_through_a_conductor_restart(tmp_path: Path, fetcher
         await asyncio.wait_for(m.build_and_run_instance(CTX, dict(rec)), 10)
         assert conductor.instances[rec["uuid"]]["vm_state"] == VmState.ACTIVE
         assert await m.driver.power_state(rec["uuid"]) == PowerState.RUNNING
-        updates = [a for n, a in conductor.calls if n == "instance_update"]
-        assert [u["values"].get("task_state", "-") for u in updates] == [TaskState.SPAWNING] * 2 + [None] * 2
-        assert TaskState.SPAWNING not in updates[0]["expected"] and TaskState.SPAWNING in updates[1]["expected"]
+        events = [a["event"] for n, a in conductor.calls if n == "instance_event"]
+        assert events == [Event.SPAWNING] * 2 + [Event.SPAWNED] * 2
         assert "build_failed" not in conductor.methods()
     finally:
         await m.driver.destroy(rec["uuid"])
@@ -322,21 +320,6 @@ async def test_domain_event_triggers_an_early_sweep(tmp_path: Path, conductor: F
         await asyncio.gather(bg, return_exceptions=True)
         await m.driver.destroy(rec["uuid"])
         await m.stop()
-
-
-@pytest.mark.parametrize("vm_state, recorded, actual, expected", [
-    (VmState.ACTIVE, PowerState.RUNNING, PowerState.RUNNING, {}),
-    (VmState.ACTIVE, PowerState.RUNNING, PowerState.PAUSED, {"power_state": PowerState.PAUSED}),
-    (VmState.ACTIVE, PowerState.RUNNING, None, {"vm_state": VmState.STOPPED, "power_state": PowerState.SHUTDOWN}),
-    (VmState.ACTIVE, PowerState.RUNNING, PowerState.CRASHED,
-     {"vm_state": VmState.STOPPED, "power_state": PowerState.CRASHED}),
-    (VmState.STOPPED, PowerState.SHUTDOWN, PowerState.SHUTDOWN, {}),
-    (VmState.STOPPED, PowerState.SHUTDOWN, None, {"power_state": PowerState.NOSTATE}),
-    (VmState.ERROR, PowerState.NOSTATE, None, {}),
-    (VmState.STOPPED, PowerState.SHUTDOWN, PowerState.RUNNING, {"power_state": PowerState.RUNNING}),
-])
-def test_power_sync_policy(vm_state: str, recorded: int, actual: int | None, expected: dict[str, Any]) -> None:
-    assert power_sync_values(vm_state, recorded, actual) == expected
 
 
 async def test_keyed_locks_exclude_and_forget() -> None:

@@ -23,6 +23,7 @@ from cells.context import RequestContext, admin_context
 from cells.db import action_records, claims
 from cells.db.engine import Database
 from cells.db.schema import ensure_schema, instances
+from cells.lifecycle import Event
 from cells.objects.instance import TaskState, VmState
 from cells.rpc import wire
 from cells.rpc.client import RpcClient
@@ -39,7 +40,6 @@ from tools.devcluster import free_port
 BEAT = 0.2
 DEAD_AFTER = 8 * BEAT  # the cells' grace: a host silent this long is dead (suspect before)
 FLAVOR = {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1, "ephemeral": 0, "swap": 0}
-BUILD_TASKS: list[str | None] = [TaskState.SCHEDULING, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING]
 EPOCH = "1970-01-01T00:00:00Z"  # changes_since this lists deleted instances too
 USER = RequestContext(project="p1", user="u1", roles=("member",))
 
@@ -73,21 +73,19 @@ class FakeCompute:
         uuid = instance["uuid"]
         self.builds.append(uuid)
         try:
-            await self.conductor.instance_update(ctx, uuid, {"task_state": TaskState.SPAWNING},
-                                                 expected_task_state=BUILD_TASKS)
+            await self.conductor.instance_event(ctx, uuid, self.host, Event.SPAWNING)
         except (errors.Conflict, errors.NotFound):
             return
         if self.mode == "fail":
-            await self.conductor.build_failed(ctx, uuid, self.host, {"code": 500, "message": f"boom on {self.host}"},
-                                              retryable=True)
+            await self.conductor.instance_event(ctx, uuid, self.host, Event.SPAWN_FAILED, retryable=True,
+                                                fault={"code": 500, "message": f"boom on {self.host}"})
         elif self.mode == "ok":
-            await self.conductor.instance_update(ctx, uuid, {"vm_state": VmState.ACTIVE, "task_state": None,
-                                                             "power_state": 1}, expected_task_state=[TaskState.SPAWNING])
+            await self.conductor.instance_event(ctx, uuid, self.host, Event.SPAWNED)
 
     async def terminate_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         assert self.conductor is not None
         await self.terminate_gate.wait()
-        await self.conductor.instance_destroyed(ctx, instance["uuid"], self.host)
+        await self.conductor.instance_event(ctx, instance["uuid"], self.host, Event.DESTROYED)
 
 
 class ApiCaller:
@@ -428,18 +426,16 @@ async def test_delete_while_building_on_a_live_host(hanging_cell: Cell) -> None:
     hanging_cell.computes["node1"].terminate_gate.clear()
     deleting = await hanging_cell.conductor.instance_delete(USER, rec["uuid"])
     assert deleting["task_state"] == TaskState.DELETING
-    finish = {"vm_state": VmState.ACTIVE, "task_state": None}
-    with pytest.raises(errors.UnexpectedDeletingTaskState):  # what a compute sees if its spawn ends now
-        await hanging_cell.conductor.instance_update(USER, rec["uuid"], finish,
-                                                     expected_task_state=[TaskState.SPAWNING])
+    host = str(deleting["host"])
+    with pytest.raises(errors.InstanceInvalidState):  # what a compute sees if its spawn ends now
+        await hanging_cell.conductor.instance_event(USER, rec["uuid"], host, Event.SPAWNED)
     again = await hanging_cell.conductor.instance_delete(USER, rec["uuid"])  # a repeated delete is harmless
     assert again["task_state"] == TaskState.DELETING
     hanging_cell.computes["node1"].terminate_gate.set()
     await hanging_cell.wait_state(rec["uuid"], VmState.DELETED)
     assert await hanging_cell.claim(rec["uuid"]) is None
     with pytest.raises(errors.InstanceNotFound):  # ... and once the delete is done
-        await hanging_cell.conductor.instance_update(USER, rec["uuid"], finish,
-                                                     expected_task_state=[TaskState.SPAWNING])
+        await hanging_cell.conductor.instance_event(USER, rec["uuid"], host, Event.SPAWNED)
 
 
 async def test_pending_delete_completes_when_its_host_dies(hanging_cell: Cell) -> None:

@@ -91,7 +91,7 @@ def test_delete_while_building_and_in_error() -> None:
 @pytest.mark.parametrize("event,state", [
     (Event.BUILD_REQUESTED, State(VmState.ACTIVE)),
     (Event.SCHEDULED, State(VmState.BUILDING, None)),
-    (Event.SPAWNING, State(VmState.BUILDING, TaskState.SPAWNING)),
+    (Event.SPAWNING, State(VmState.BUILDING, TaskState.DELETING)),
     (Event.SPAWNED, State(VmState.BUILDING, TaskState.SCHEDULING)),
     (Event.DESTROYED, State(VmState.ACTIVE)),
     (Event.DELETE_REQUESTED, State(VmState.DELETED)),
@@ -140,3 +140,53 @@ def test_module_is_pure() -> None:
     # the lifecycle core must not reach for I/O: no asyncio, sockets or DB in its namespace
     names = set(vars(lifecycle))
     assert not names & {"asyncio", "sqlalchemy", "zmq", "socket"}
+
+
+@pytest.mark.parametrize("vm_state, recorded, actual, expected", [
+    (VmState.ACTIVE, PowerState.RUNNING, PowerState.RUNNING, {}),
+    (VmState.ACTIVE, PowerState.RUNNING, PowerState.PAUSED, {"power_state": PowerState.PAUSED}),
+    (VmState.ACTIVE, PowerState.RUNNING, None, {"vm_state": VmState.STOPPED, "power_state": PowerState.SHUTDOWN}),
+    (VmState.ACTIVE, PowerState.RUNNING, PowerState.CRASHED,
+     {"vm_state": VmState.STOPPED, "power_state": PowerState.CRASHED}),
+    (VmState.STOPPED, PowerState.SHUTDOWN, PowerState.SHUTDOWN, {}),
+    (VmState.STOPPED, PowerState.SHUTDOWN, None, {"power_state": PowerState.NOSTATE}),
+    (VmState.ERROR, PowerState.NOSTATE, None, {}),
+    (VmState.STOPPED, PowerState.SHUTDOWN, PowerState.RUNNING, {"power_state": PowerState.RUNNING}),
+])
+def test_power_observed_follows_the_hypervisor(vm_state: str, recorded: int, actual: int | None,
+                                               expected: dict[str, object]) -> None:
+    """The compute's power sweep reports what it sees (None: no domain); the record follows it,
+    and an active server whose guest went away is stopped."""
+    before = State(vm_state, None, recorded)
+    after, actions = on(Event.POWER_OBSERVED, before, observed=actual)
+    assert (after.vm_state, after.power_state) == (expected.get("vm_state", vm_state),
+                                                   expected.get("power_state", recorded))
+    assert after.task_state is None and actions == ()
+
+
+@pytest.mark.parametrize("state", [State(VmState.BUILDING, TaskState.SPAWNING), State(VmState.ACTIVE, TaskState.DELETING),
+                                   State(VmState.ACTIVE, TaskState.POWERING_OFF), State(VmState.DELETED)])
+def test_power_observed_leaves_a_server_in_a_flow_to_that_flow(state: State) -> None:
+    with pytest.raises(errors.InstanceInvalidState):
+        on(Event.POWER_OBSERVED, state, observed=PowerState.SHUTDOWN)
+
+
+def test_spawning_sent_again_keeps_the_state() -> None:
+    """A compute resends `spawning` when the reply to its first send was lost: no change, no action."""
+    spawning = run(Event.BUILD_REQUESTED, Event.SCHEDULED, Event.SPAWNING)
+    assert on(Event.SPAWNING, spawning) == (spawning, ())
+
+
+def test_spawned_finishes_the_build() -> None:
+    _, actions = on(Event.SPAWNED, run(Event.BUILD_REQUESTED, Event.SCHEDULED, Event.SPAWNING))
+    assert actions == (Action.SET_LAUNCHED_AT, Action.FINISH_BUILD)
+
+
+def test_delete_failed_ends_in_error_with_a_fault() -> None:
+    deleting, _ = on(Event.DELETE_REQUESTED, run(Event.BUILD_REQUESTED, Event.SCHEDULED, Event.SPAWNING,
+                                                 Event.SPAWNED))
+    state, actions = on(Event.DELETE_FAILED, deleting)
+    assert (state.vm_state, state.task_state) == (VmState.ERROR, None)
+    assert actions == (Action.RECORD_FAULT, Action.FAIL_DELETE)
+    with pytest.raises(errors.InstanceInvalidState):  # only a delete can fail as a delete
+        on(Event.DELETE_FAILED, state)
