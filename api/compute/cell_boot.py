@@ -38,7 +38,8 @@ SpecFor = Callable[[list[dict[str, Any]]], dict[str, Any]]
 
 async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: dict[str, Any],
                 zone: str | None, hints: dict[str, Any], records_for: RecordsFor,
-                spec_for: SpecFor, admission: quota.Admission | None = None) -> tuple[Cell, list[dict[str, Any]]]:
+                spec_for: SpecFor, admission: quota.Admission | None = None,
+                attributes: mappings.ServerAttributes = mappings.NO_ATTRIBUTES) -> tuple[Cell, list[dict[str, Any]]]:
     """(the cell that took the boot, the instance records sent to it). With `admission` the
     mappings are written only for as many records as the project's quota admits (mappings.add)."""
     tried: list[str] = []
@@ -48,7 +49,7 @@ async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: d
     if not candidates and router.unreachable():
         candidates = await _wait_for_a_cell(router, flavor, zone, hints)
     for i, cell in enumerate(candidates):
-        records = await mappings.add(db, records_for(cell.path), cell.path, admission)
+        records = await mappings.add(db, records_for(cell.path), cell.path, admission, attributes)
         uuids = [r["uuid"] for r in records]
         try:
             await cell.conductor.build_instances(ctx.with_timeout(BUILD_BOUND), records,

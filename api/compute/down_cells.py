@@ -31,7 +31,8 @@ MAX_KNOWN = 10_000  # mappings read per down cell for one listing
 def record(row: AnyRow) -> dict[str, Any]:
     """A mapping as an instance record (for merging with the cells' records), marked `down`."""
     return {"uuid": row.instance_uuid, "name": row.name, "project_id": row.project_id, "user_id": row.user_id,
-            "created_at": iso_micro(row.created_at), "cell": row.cell_path, "deleted": False, "down": True}
+            "created_at": iso_micro(row.created_at), "cell": row.cell_path, "deleted": False, "down": True,
+            "pinned_availability_zone": getattr(row, "pinned_availability_zone", None)}
 
 
 async def records(engine: AsyncEngine, paths: list[str], filters: dict[str, Any]) -> list[dict[str, Any]]:
@@ -66,11 +67,33 @@ async def queue_delete(db: Database, instance_uuid: str) -> None:
     await db.write(lambda conn: _queue_delete(conn, instance_uuid))
 
 
+DOWN_CELLS_VERSION = (2, 69)  # from here exactly Nova's spelling of a down cell's servers
+
+
 def brief(base: str, rec: dict[str, Any], version: Microversion) -> dict[str, Any]:
-    return {"id": rec["uuid"], "name": rec.get("name") or "", "status": UNKNOWN,
-            "links": links(base, "servers", rec["uuid"])}
+    """A listing's entry: Nova's id, status and links from 2.69; with the name before (our own)."""
+    view = {"id": rec["uuid"], "status": UNKNOWN, "links": links(base, "servers", rec["uuid"])}
+    if version < DOWN_CELLS_VERSION:
+        view["name"] = rec.get("name") or ""
+    return view
 
 
 def detail(base: str, rec: dict[str, Any], version: Microversion) -> dict[str, Any]:
-    return {**brief(base, rec, version), "tenant_id": rec.get("project_id") or "", "user_id": rec.get("user_id") or "",
+    """A detailed listing's entry: from 2.69 Nova's (brief + tenant_id, created)."""
+    view = {**brief(base, rec, version), "tenant_id": rec.get("project_id") or "",
             "created": iso_seconds(rec.get("created_at"))}
+    if version < DOWN_CELLS_VERSION:
+        view["user_id"] = rec.get("user_id") or ""
+    return view
+
+
+def shown(base: str, rec: dict[str, Any], version: Microversion) -> dict[str, Any]:
+    """GET /servers/{id} of a server whose cell is down: the detail entry with its user, and from 2.69 what
+    Nova adds that a mapping knows (the zone it asked for, else UNKNOWN; power state 0 = NOSTATE; 2.71 group)."""
+    view = {**detail(base, rec, version), "user_id": rec.get("user_id") or ""}
+    if version >= DOWN_CELLS_VERSION:
+        view["OS-EXT-AZ:availability_zone"] = rec.get("pinned_availability_zone") or UNKNOWN
+        view["OS-EXT-STS:power_state"] = 0
+    if version >= (2, 71):
+        view["server_groups"] = list(rec.get("server_groups") or [])
+    return view

@@ -1,4 +1,7 @@
 """/compute/v2.1/os-keypairs: Nova 2.1 key pairs (per user), shared with EC2's key pair calls.
+Microversions: 2.2 types (ssh, x509), create 201 and delete 204; 2.10 an admin names another user
+(`user_id` in the query, or in the create body); 2.35 listing pages (limit, marker: a key name);
+2.92 import only (public_key required: no key is generated).
 
 A key pair is imported (the caller gives an OpenSSH public key) or generated
 here (RSA 2048; the private key is returned once and never stored). The
@@ -11,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import copy
 import datetime
 import hashlib
 import string
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from cryptography import x509
@@ -27,11 +32,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import quota
+from api.compute.microversions import Microversion
 from api.compute.schemas import NAME
 from api.compute.service import ComputeContext
 from api.db.schema import key_pairs
 from api.http import context, json_body
-from api.keys import ENGINE
+from api.keys import ENGINE, public_url
 from api.timeutil import iso_naive_micro, utcnow
 from api.validation import validate
 from cells import errors
@@ -54,6 +60,19 @@ KEYPAIR_CREATE_2_2: dict[str, Any] = {
         **KEYPAIR_CREATE["properties"]["keypair"]["properties"],
         "type": {"type": "string", "enum": ["ssh", "x509"]}}}},
 }
+
+
+def _create_schema(version: Microversion) -> dict[str, Any]:
+    """The create body at `version`: 2.2 type, 2.10 user_id (admins), 2.92 public_key required."""
+    if version < (2, 2):
+        return KEYPAIR_CREATE
+    schema = copy.deepcopy(KEYPAIR_CREATE_2_2)
+    keypair = schema["properties"]["keypair"]
+    if version >= (2, 10):
+        keypair["properties"]["user_id"] = {"type": "string"}
+    if version >= (2, 92):
+        keypair["required"] = ["name", "public_key"]
+    return schema
 
 
 class InvalidKeypair(errors.Invalid):
@@ -195,10 +214,18 @@ async def remove(engine: AsyncEngine, user_id: str, name: str) -> None:
 
 # --- Nova views and handlers ------------------------------------------------------
 
-def _user(request: web.Request) -> str:
-    user = context(request).user
+def _user(request: web.Request, named: Any = None, policy: str = "index") -> str:
+    """The user whose key pairs the request is about: the caller's, or from 2.10 the one an admin names
+    (`user_id` in the query, or `named` from the create body); 403 for a member naming another user."""
+    ctx = context(request)
+    user = ctx.user
     if not user:
         raise errors.Forbidden()
+    wanted = named if named is not None else request.query.get("user_id")
+    if wanted is not None and ComputeContext.of(request).at_least(2, 10) and wanted != user:
+        if not ctx.is_admin:
+            raise errors.Forbidden(f"Policy doesn't allow os_compute_api:os-keypairs:{policy} to be performed.")
+        return str(wanted)
     return user
 
 
@@ -206,8 +233,29 @@ def _typed(request: web.Request) -> bool:
     return ComputeContext.of(request).at_least(2, 2)
 
 
+def _page(found: list[KeyPair], request: web.Request) -> tuple[list[KeyPair], int | None]:
+    """2.35: the key pairs after `marker` (a name), at most `limit` of them; (page, limit or None)."""
+    query = request.query
+    limit = None
+    if "limit" in query:
+        raw = query["limit"]
+        if not raw.isdigit():
+            raise errors.Invalid(f"Invalid input for query parameters limit. Value: {raw}. "
+                                 f"'{raw}' does not match '^[0-9]*$'")
+        limit = int(raw)
+    if "marker" in query:
+        names = [k.name for k in found]
+        if query["marker"] not in names:
+            raise errors.Invalid(f"marker [{query['marker']}] not found")
+        found = found[names.index(query["marker"]) + 1:]
+    return (found[:limit] if limit is not None else found), limit
+
+
 async def index(request: web.Request) -> web.Response:
     found = await list_for(request.config_dict[ENGINE], _user(request))
+    limit = None
+    if ComputeContext.of(request).at_least(2, 35):
+        found, limit = _page(found, request)
     typed = _typed(request)
     views = []
     for k in found:
@@ -215,11 +263,15 @@ async def index(request: web.Request) -> web.Response:
         if typed:
             view["type"] = k.type
         views.append({"keypair": view})
-    return web.json_response({"keypairs": views})
+    body: dict[str, Any] = {"keypairs": views}
+    if limit and len(found) == limit:
+        params = urlencode([(k, v) for k, v in request.query.items() if k != "marker"] + [("marker", found[-1].name)])
+        body["keypairs_links"] = [{"rel": "next", "href": f"{public_url(request)}/compute/v2.1/os-keypairs?{params}"}]
+    return web.json_response(body)
 
 
 async def show(request: web.Request) -> web.Response:
-    k = await get(request.config_dict[ENGINE], _user(request), request.match_info["name"])
+    k = await get(request.config_dict[ENGINE], _user(request, policy="show"), request.match_info["name"])
     view: dict[str, Any] = {
         "public_key": k.public_key, "name": k.name, "fingerprint": k.fingerprint, "user_id": k.user_id,
         "deleted": False, "created_at": iso_naive_micro(k.created_at), "updated_at": None, "deleted_at": None,
@@ -232,9 +284,10 @@ async def show(request: web.Request) -> web.Response:
 async def create_handler(request: web.Request) -> web.Response:
     body = await json_body(request)
     typed = _typed(request)
-    validate(KEYPAIR_CREATE_2_2 if typed else KEYPAIR_CREATE, body)
+    validate(_create_schema(ComputeContext.of(request).version), body)
     spec = body["keypair"]
-    k, private = await create(request.config_dict[ENGINE], _user(request), str(context(request).project),
+    k, private = await create(request.config_dict[ENGINE], _user(request, spec.get("user_id"), "create"),
+                              str(context(request).project),
                               spec["name"], spec.get("public_key"), spec.get("type", "ssh"))
     out: dict[str, Any] = {"fingerprint": k.fingerprint, "name": k.name, "public_key": k.public_key,
                            "user_id": k.user_id}
@@ -246,7 +299,7 @@ async def create_handler(request: web.Request) -> web.Response:
 
 
 async def delete_handler(request: web.Request) -> web.Response:
-    await remove(request.config_dict[ENGINE], _user(request), request.match_info["name"])
+    await remove(request.config_dict[ENGINE], _user(request, policy="delete"), request.match_info["name"])
     return web.Response(status=204 if _typed(request) else 202)
 
 

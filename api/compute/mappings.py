@@ -1,12 +1,14 @@
 """Instance mappings: which cell holds a server (plus project, name and
 created_at, so the API can still say something about it when its cell is down),
-what it counts against its project's quota (vcpus, ram: api/quota.py), and whether
-its cell took the build (`built`: api/compute/boot_sweep.py finds the ones it did not)."""
+what it counts against its project's quota (vcpus, ram: api/quota.py), whether
+its cell took the build (`built`: api/compute/boot_sweep.py finds the ones it did not),
+and the attributes only the API's views show (`ServerAttributes`: microversions 2.3, 2.19, 2.90, 2.96)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
@@ -25,27 +27,70 @@ _INSERT = Fast(insert(instance_mappings))
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()  # strong refs to background mapping updates
+# the view attributes as record keys (api/compute/views.py reads them from the record)
+ATTRIBUTES = ("reservation_id", "launch_index", "description", "hostname", "pinned_availability_zone")
 
+
+@dataclass(frozen=True)
+class ServerAttributes:
+    """What one boot request gives every server it makes, for the views: its reservation (Nova's
+    "r-" id, 2.3), description (2.19), hostname (2.90; None: derived from the name), and the
+    availability zone it asked for (2.96's pinned zone; None: any)."""
+    reservation_id: str | None = None
+    description: str | None = None
+    hostname: str | None = None
+    pinned_availability_zone: str | None = None
+
+
+NO_ATTRIBUTES = ServerAttributes()
 
 def _add(conn: Connection, records: Sequence[dict[str, Any]], cell_path: str,
-         admission: quota.Admission | None) -> list[dict[str, Any]]:
+         admission: quota.Admission | None, attributes: ServerAttributes) -> list[dict[str, Any]]:
     if admission is not None and records:  # counted in this unit: API workers queue on the DB's write lock
         records = records[:quota.admit_boot(conn, str(records[0]["project_id"]), admission, len(records))]
     now = utcnow()
     rows = [{"instance_uuid": r["uuid"], "cell_path": cell_path, "project_id": r["project_id"],
              "user_id": r["user_id"], "name": r["name"], "created_at": parse(r.get("created_at")) or now,
-             "vcpus": int(r["flavor"].get("vcpus") or 0), "ram": int(r["flavor"].get("ram") or 0), "built": False}
-            for r in records]
+             "vcpus": int(r["flavor"].get("vcpus") or 0), "ram": int(r["flavor"].get("ram") or 0), "built": False,
+             "reservation_id": attributes.reservation_id, "launch_index": i, "description": attributes.description,
+             "hostname": attributes.hostname, "pinned_availability_zone": attributes.pinned_availability_zone}
+            for i, r in enumerate(records)]
     if rows:
         _INSERT.run_many(conn, rows)
     return list(records)
 
 
 async def add(db: Database, records: Sequence[dict[str, Any]], cell_path: str,
-              admission: quota.Admission | None = None) -> list[dict[str, Any]]:
-    """Map `records` to `cell_path`, not built yet. With `admission`, only as many as the project's
-    quota admits (a prefix of `records`, counted in the same write unit) or TooManyInstances."""
-    return await db.write(lambda conn: _add(conn, records, cell_path, admission))
+              admission: quota.Admission | None = None,
+              attributes: ServerAttributes | None = None) -> list[dict[str, Any]]:
+    """Map `records` to `cell_path`, not built yet, each with `attributes` and its launch index (its
+    place in `records`). With `admission`, only as many as the project's quota admits (a prefix of
+    `records`, counted in the same write unit) or TooManyInstances."""
+    return await db.write(lambda conn: _add(conn, records, cell_path, admission, attributes or NO_ATTRIBUTES))
+
+
+def _attributes_of(conn: Connection, uuids: list[str]) -> dict[str, dict[str, Any]]:
+    m = instance_mappings.c
+    rows = conn.execute(select(m.instance_uuid, *(m[name] for name in ATTRIBUTES))
+                        .where(m.instance_uuid.in_(uuids))).all()
+    return {row.instance_uuid: {name: getattr(row, name) for name in ATTRIBUTES} for row in rows}
+
+
+async def with_attributes(db: Database, records: list[dict[str, Any]]) -> None:
+    """Add each record's ServerAttributes (and launch index) from its mapping, as record keys."""
+    uuids = [r["uuid"] for r in records if "uuid" in r]
+    found = await db.read(lambda conn: _attributes_of(conn, uuids)) if uuids else {}
+    for record in records:
+        record.update(found.get(record.get("uuid", ""), dict.fromkeys(ATTRIBUTES)))
+
+
+async def set_attributes(db: Database, instance_uuid: str, values: dict[str, Any]) -> None:
+    """Change a server's view attributes (description, hostname: PUT /servers/{id}, rebuild)."""
+    unknown = set(values) - set(ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"not a server attribute: {sorted(unknown)}")
+    await db.write(lambda conn: conn.execute(update(instance_mappings).where(
+        instance_mappings.c.instance_uuid == instance_uuid).values(**values)))
 
 
 def _mark_built(conn: Connection, uuids: list[str]) -> None:

@@ -23,7 +23,7 @@ from cells import errors
 
 Microversion = tuple[int, int]  # (major, minor): compares in version order
 MIN_VERSION: Microversion = (2, 1)
-MAX_VERSION: Microversion = (2, 2)
+MAX_VERSION: Microversion = (2, 96)
 UPDATED = "2013-07-23T11:33:21Z"
 VERSION = web.RequestKey("compute_api_version", tuple)  # the negotiated (major, minor)
 _VERSION_RE = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")

@@ -1,8 +1,14 @@
-"""Request schemas of the compute API at microversion 2.1 (as Nova's, for what this cloud takes)."""
+"""Request schemas of the compute API (as Nova's, for what this cloud takes): the 2.1 schemas, and
+the server create, update and rebuild schemas at a negotiated microversion (`server_create(version)`, ...).
+"""
 from __future__ import annotations
 
+import copy
+import functools
 import ipaddress
 from typing import Any
+
+from api.compute.microversions import Microversion
 
 BOOL = {"enum": [True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes", "y", "t",
                   False, "False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no", "n", "f"]}
@@ -86,6 +92,48 @@ SERVER_CREATE: dict[str, Any] = {
     "required": ["server"],
     "additionalProperties": False,
 }
+
+
+# 2.19: a server's description (null clears it)
+DESCRIPTION = {"type": ["string", "null"], "maxLength": 255, "pattern": r"^[^\x00-\x1f\x7f]*$"}
+# 2.90: a hostname (RFC 952/1123 label, as Nova's); 2.94: a fully qualified name
+_HOSTNAME = {"type": "string", "minLength": 2, "maxLength": 63,
+             "pattern": r"^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$"}
+_FQDN = {"type": "string", "minLength": 2, "maxLength": 255,
+         "pattern": r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$"}
+# 2.26 / 2.52: a server's tags
+TAG = {"type": "string", "minLength": 1, "maxLength": 60, "pattern": "^[^,/]*$"}
+TAGS = {"type": "array", "items": TAG, "maxItems": 50}
+# 2.63: trusted image certificate ids
+TRUSTED_CERTS = {"type": ["array", "null"], "minItems": 1, "maxItems": 50, "uniqueItems": True,
+                 "items": {"type": "string", "minLength": 1}}
+
+
+def hostname_schema(version: Microversion) -> dict[str, Any]:
+    return _FQDN if version >= (2, 94) else _HOSTNAME
+
+
+@functools.cache
+def server_create(version: Microversion) -> dict[str, Any]:
+    """Nova's create body at `version`: 2.19 description, 2.37 networks required ("auto", "none" or a
+    list), 2.52 tags, 2.57 no personality, 2.63 trusted_image_certificates, 2.90 hostname."""
+    schema = copy.deepcopy(SERVER_CREATE)
+    server = schema["properties"]["server"]
+    props = server["properties"]
+    if version >= (2, 19):
+        props["description"] = DESCRIPTION
+    if version >= (2, 37):
+        props["networks"] = {"oneOf": [props["networks"], {"type": "string", "enum": ["none", "auto"]}]}
+        server["required"] = [*server["required"], "networks"]
+    if version >= (2, 52):
+        props["tags"] = TAGS
+    if version >= (2, 57):
+        del props["personality"]
+    if version >= (2, 63):
+        props["trusted_image_certificates"] = TRUSTED_CERTS
+    if version >= (2, 90):
+        props["hostname"] = hostname_schema(version)
+    return schema
 
 
 def canonical_ip(value: str | None) -> str | None:

@@ -13,15 +13,18 @@ Nova's message ("Cannot 'stop' instance <id> while it is in vm_state stopped").
 """
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Any
 
 from aiohttp import web
 
 from api import quota
 from api.compute import mappings, move_actions, security_groups, service
-from api.compute.schemas import NAME, SERVER_CREATE
+from api.compute.microversions import Microversion
+from api.compute.schemas import DESCRIPTION, NAME, SERVER_CREATE, hostname_schema
 from api.compute.server_create import server_admin_pass
-from api.compute.views import server_detail
+from api.compute.views import server_updated
 from api.http import context, id_from_href, is_uuid, json_body
 from api.image import images as image_db
 from api.keys import public_url
@@ -47,6 +50,20 @@ REBUILD = {"type": "object", "required": ["imageRef"], "additionalProperties": F
                           "adminPass": {"type": "string"}, "accessIPv4": _SERVER["accessIPv4"],
                           "accessIPv6": _SERVER["accessIPv6"], "OS-DCF:diskConfig": _SERVER["OS-DCF:diskConfig"],
                           "preserve_ephemeral": {"type": "boolean"}}}
+
+
+@functools.cache
+def rebuild_schema(version: Microversion) -> dict[str, Any]:
+    """Nova's rebuild body at `version`: 2.19 description, 2.57 no personality, 2.90 hostname."""
+    schema: dict[str, Any] = copy.deepcopy(REBUILD)
+    props: dict[str, Any] = schema["properties"]
+    if version >= (2, 19):
+        props["description"] = DESCRIPTION
+    if version >= (2, 57):
+        del props["personality"]
+    if version >= (2, 90):
+        props["hostname"] = hostname_schema(version)
+    return schema
 
 
 def _one_action(body: Any) -> tuple[str, Any]:
@@ -113,11 +130,16 @@ async def server_action(request: web.Request) -> web.Response:
         length = console_length((spec or {}).get("length"))
         return web.json_response({"output": await service.console_output(cc, ctx, server_id, length)})
     if name == "rebuild":
-        validate(REBUILD, spec, "rebuild")
+        validate(rebuild_schema(cc.version), spec, "rebuild")
         mapping = await mappings.get(cc.db, ctx, server_id)  # the owner's quota bounds the new metadata
         args = await _rebuild_args(cc, ctx, str(mapping.project_id), spec)
         record = await service.act(cc, ctx, server_id, "rebuild", args)
-        body = server_detail(public_url(request), record, ctx.is_admin, cc.version)
+        if "description" in spec:  # 2.19
+            await mappings.set_attributes(cc.db, record["uuid"], {"description": spec["description"]})
+        if "hostname" in spec:  # 2.90
+            await mappings.set_attributes(cc.db, record["uuid"], {"hostname": spec["hostname"]})
+        await service.for_views(cc, ctx, [record], show=True)
+        body = server_updated(public_url(request), record, ctx.is_admin, cc.version, rebuilt=True)
         body["adminPass"] = server_admin_pass(spec)
         return web.json_response({"server": body}, status=202)
     if name in move_actions.ACTIONS:  # resize, confirm/revert, migrate, evacuate (issue 8)

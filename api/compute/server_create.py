@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from api import quota
-from api.compute import keypairs, server_groups
+from api.compute import keypairs, mappings, schemas, server_groups
 from api.compute.flavors import flavor_dict, flavor_of
+from api.compute.microversions import MIN_VERSION, Microversion
 from api.compute.schemas import SERVER_CREATE, canonical_ip
 from api.compute.views import DEFAULT_AZ
 from api.http import id_from_href, is_uuid
@@ -65,6 +66,9 @@ class BootRequest:
     block_device_mapping: list[dict[str, Any]] = field(default_factory=list)
     block_device_mapping_v2: list[dict[str, Any]] = field(default_factory=list)
     hints: dict[str, Any] = field(default_factory=dict)
+    description: str | None = None  # 2.19
+    hostname: str | None = None  # 2.90 (None: from the name)
+    trusted_image_certificates: list[str] | None = None  # 2.63: this cloud verifies no image signatures
 
     def __post_init__(self) -> None:
         for name, schema_field in _CHECKED.items():
@@ -75,10 +79,12 @@ class BootRequest:
             raise errors.Invalid("min_count and max_count must be at least 1")
 
     @classmethod
-    def from_nova(cls, body: Any) -> BootRequest:
-        """A Nova 2.1 create body, checked against its schema first."""
-        validate(SERVER_CREATE, body)
+    def from_nova(cls, body: Any, version: Microversion = MIN_VERSION) -> BootRequest:
+        """A Nova create body, checked against its schema at `version` first."""
+        validate(schemas.server_create(version), body)
         server: dict[str, Any] = body["server"]
+        if server.get("tags"):  # 2.52: server tags are not served by this cloud yet
+            raise errors.Invalid("Server tags are not supported by this cloud.")
         return cls(name=server["name"], flavor_ref=str(server["flavorRef"]), image_ref=server.get("imageRef"),
                    min_count=_count(server.get("min_count"), 1),
                    max_count=None if server.get("max_count") is None else int(server["max_count"]),
@@ -91,7 +97,9 @@ class BootRequest:
                    access_ipv6=canonical_ip(server.get("accessIPv6")),
                    block_device_mapping=list(server.get("block_device_mapping") or []),
                    block_device_mapping_v2=list(server.get("block_device_mapping_v2") or []),
-                   hints=dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {}))
+                   hints=dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {}),
+                   description=server.get("description"), hostname=server.get("hostname"),
+                   trusted_image_certificates=server.get("trusted_image_certificates"))
 
 
 
@@ -114,6 +122,12 @@ class BuildSpec:
     networking: dict[str, Any] = field(default_factory=dict)  # requested_networks, security_groups
     limits: dict[str, int] = field(default_factory=dict)  # the project's quotas as validation read them
     group: server_groups.ServerGroup | None = None  # the `group` hint's server group
+    attributes: mappings.ServerAttributes = mappings.NO_ATTRIBUTES  # what the views show (2.3 ...)
+
+
+def reservation_id() -> str:
+    """Nova's reservation id: one per boot request, shared by the servers it made (2.3)."""
+    return "r-" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
 def _count(value: Any, default: int) -> int:
@@ -174,6 +188,10 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
         raise errors.Invalid("min_count must be <= max_count")
     if max_count > MAX_PER_REQUEST:
         raise errors.QuotaExceeded(resource="instances", requested=max_count, limit=MAX_PER_REQUEST)
+    if boot.trusted_image_certificates:  # Nova without verify_glance_signatures
+        raise errors.Invalid("Image certificate validation is not enabled.")
+    if boot.hostname is not None and max_count > 1:  # Nova: one hostname cannot name several servers
+        raise errors.Invalid("Cannot specify hostname when booting multiple instances.")
     hints = dict(boot.hints)
     group = None
     if hints.get("group") is not None:  # the first check that can fail, as before: the limits read cannot
@@ -206,7 +224,9 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
                      key_name=boot.key_name, key_data=key_data, availability_zone=az,
                      user_data=boot.user_data,
                      access_ipv4=boot.access_ipv4, access_ipv6=boot.access_ipv6, hints=hints,
-                     min_count=min_count, networking=networking, limits=limits, group=group)
+                     min_count=min_count, networking=networking, limits=limits, group=group,
+                     attributes=mappings.ServerAttributes(reservation_id(), boot.description, boot.hostname,
+                                                          boot.availability_zone))
 
 
 def instance_records(spec: BuildSpec, ctx: RequestContext, cell_path: str) -> list[dict[str, Any]]:

@@ -239,3 +239,11 @@ async def remove_members(engine: AsyncEngine, uuids: Sequence[str]) -> None:
     """Deleted servers leave their group."""
     async with engine.begin() as conn:
         await conn.execute(delete(server_group_members).where(_m.instance_uuid.in_(list(uuids))))
+
+
+async def groups_of(engine: AsyncEngine, uuids: Sequence[str]) -> dict[str, str]:
+    """instance uuid -> the id of its server group, for the servers of `uuids` that are in one."""
+    m = server_group_members.c
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(m.instance_uuid, m.group_id).where(m.instance_uuid.in_(list(uuids))))).all()
+    return {row.instance_uuid: row.group_id for row in rows}

@@ -7,6 +7,8 @@ which is what a listing shows while the server's cell is down.
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import weakref
 from typing import Any
 
@@ -15,8 +17,9 @@ from sqlalchemy import update
 
 from api import quota
 from api.compute import mappings
-from api.compute.schemas import NAME, SERVER_CREATE, canonical_ip
-from api.compute.service import ComputeContext
+from api.compute.microversions import Microversion
+from api.compute.schemas import DESCRIPTION, NAME, SERVER_CREATE, canonical_ip, hostname_schema
+from api.compute.service import ComputeContext, for_views
 from api.compute.views import server_updated
 from api.db.schema import instance_mappings
 from api.http import context, json_body
@@ -26,6 +29,17 @@ from cells import errors
 from cells.context import RequestContext
 
 _METADATA = SERVER_CREATE["properties"]["server"]["properties"]["metadata"]
+@functools.cache
+def update_schema(version: Microversion) -> dict[str, Any]:
+    """Nova's PUT /servers/{id} body at `version`: 2.19 description, 2.90 hostname."""
+    schema = copy.deepcopy(SERVER_UPDATE)
+    if version >= (2, 19):
+        schema["properties"]["server"]["properties"]["description"] = DESCRIPTION
+    if version >= (2, 90):
+        schema["properties"]["server"]["properties"]["hostname"] = hostname_schema(version)
+    return schema
+
+
 SERVER_UPDATE: dict[str, Any] = {
     "type": "object",
     "properties": {"server": {
@@ -69,12 +83,12 @@ async def _server(request: web.Request, ctx: RequestContext) -> tuple[Any, dict[
 
 async def update_server(request: web.Request) -> web.Response:
     ctx = context(request)
+    cc = ComputeContext.of(request)
     body = await json_body(request)
-    validate(SERVER_UPDATE, body)
+    validate(update_schema(cc.version), body)
     spec = body["server"]
     values = {k: v for k, v in (("name", spec.get("name")), ("access_ipv4", canonical_ip(spec.get("accessIPv4"))),
                                 ("access_ipv6", canonical_ip(spec.get("accessIPv6")))) if v is not None}
-    version = ComputeContext.of(request).version
     conductor, record = await _server(request, ctx)
     if values:
         async with _lock(record["uuid"]):
@@ -83,7 +97,11 @@ async def update_server(request: web.Request) -> web.Response:
                 async with request.config_dict[ENGINE].begin() as conn:
                     await conn.execute(update(instance_mappings).where(
                         instance_mappings.c.instance_uuid == record["uuid"]).values(name=values["name"]))
-    return web.json_response({"server": server_updated(public_url(request), record, ctx.is_admin, version)})
+    attributes = {k: spec[k] for k in ("description", "hostname") if k in spec}  # 2.19, 2.90
+    if attributes:
+        await mappings.set_attributes(cc.db, record["uuid"], attributes)
+    await for_views(cc, ctx, [record], show=True)
+    return web.json_response({"server": server_updated(public_url(request), record, ctx.is_admin, cc.version)})
 
 
 async def _change_metadata(request: web.Request, change: Any) -> dict[str, str]:

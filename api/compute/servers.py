@@ -15,7 +15,7 @@ from aiohttp import web
 
 from api.compute import down_cells, mappings, security_groups, server_actions, service, volume_attachments
 from api.compute.server_create import BootRequest, server_admin_pass
-from api.compute.views import basic_addresses, server_brief, server_created, server_detail, vm_states_for
+from api.compute.views import basic_addresses, server_brief, server_created, server_detail, server_show, vm_states_for
 from api.http import context, json_body, parse_bool, query_int
 from api.keys import DB, public_url
 from api.timeutil import parse
@@ -35,7 +35,8 @@ SORT_KEYS = {"created_at": "created_at", "updated_at": "updated_at", "display_na
 async def create(request: web.Request) -> web.Response:
     ctx = context(request)
     body = await json_body(request)
-    uuids = await service.create(service.ComputeContext.of(request), ctx, BootRequest.from_nova(body))
+    cc = service.ComputeContext.of(request)
+    uuids = await service.create(cc, ctx, BootRequest.from_nova(body, cc.version))
     admin_pass = server_admin_pass(body["server"])
     base = public_url(request)
     return web.json_response(server_created(base, uuids[0], admin_pass, body["server"].get("security_groups")),
@@ -49,12 +50,13 @@ async def show(request: web.Request) -> web.Response:
         record = await service.show(cc, ctx, request.match_info["server_id"], view=True)
     except errors.RpcError:  # its cell is down: what the mapping knows, status UNKNOWN
         mapping = await mappings.get(request.config_dict[DB], ctx, request.match_info["server_id"])
-        return web.json_response({"server": down_cells.detail(public_url(request), down_cells.record(mapping),
-                                                                    cc.version)})
+        return web.json_response({"server": down_cells.shown(public_url(request), down_cells.record(mapping),
+                                                                   cc.version)})
     if "volumes_attached" not in record:  # from a conductor without instance_show
         await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, [record]),
                              security_groups.add_group_names(request, ctx, [record]))
-    return web.json_response({"server": server_detail(public_url(request), record, ctx.is_admin, cc.version)})
+    await service.for_views(cc, ctx, [record], show=True)
+    return web.json_response({"server": server_show(public_url(request), record, ctx.is_admin, cc.version)})
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -157,7 +159,8 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
         filters, sort_keys, sort_dirs, limit, statuses, query.get("marker")))
     if detail:
         await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, records),
-                             security_groups.add_group_names(request, ctx, records))
+                             security_groups.add_group_names(request, ctx, records),
+                             service.for_views(cc, ctx, records))
     base = public_url(request)
     body: dict[str, Any] = {"servers": [
         (down_cells.detail(base, r, cc.version) if detail else down_cells.brief(base, r, cc.version)) if r.get("down")

@@ -83,7 +83,8 @@ async def create(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) -> 
         def spec_for(recs: list[dict[str, Any]]) -> dict[str, Any]:  # the admitted count, when quota cut it
             return request_spec(replace(spec, count=len(recs)), ctx, recs)
         _, records = await cell_boot.build(  # best cell first, the next when one refuses
-            cc.router, cc.db, ctx, spec.flavor, spec.availability_zone, choice, records_for, spec_for, admission)
+            cc.router, cc.db, ctx, spec.flavor, spec.availability_zone, choice, records_for, spec_for, admission,
+            spec.attributes)
         uuids = [r["uuid"] for r in records]
         await server_groups.add_members(cc.engine, spec.group, uuids)
     return uuids
@@ -220,6 +221,40 @@ async def show(cc: ComputeContext, ctx: RequestContext, server_id: str, view: bo
         raise errors.InstanceNotFound(instance_id=server_id)
     mappings.recount_if_stale(db, mapping, record)
     return record
+
+
+async def for_views(cc: ComputeContext, ctx: RequestContext, records: list[dict[str, Any]],
+                    show: bool = False) -> None:
+    """Add to `records` what their views show at the negotiated version beyond the cell's record
+    (api/compute/views.py): the API-side attributes (2.3: reservation, launch index, hostname;
+    2.19 description; 2.96 pinned zone), for admins each host's status (2.16: UP while its compute
+    service is in its cell's directory, DOWN once it left, UNKNOWN while the cell is unreachable), and
+    for one server (`show`) its server group (2.71). Nothing is read at versions that show none of it."""
+    live = [r for r in records if not r.get("down")]
+    if not live:
+        return
+    if cc.at_least(2, 3):
+        await mappings.with_attributes(cc.db, live)
+    if ctx.is_admin and cc.at_least(2, 16):
+        for record in live:
+            record["host_status"] = _host_status(cc, record)
+    if show and cc.at_least(2, 71):
+        groups = await server_groups.groups_of(cc.engine, [r["uuid"] for r in live])
+        for record in live:
+            record["server_groups"] = [groups[record["uuid"]]] if record["uuid"] in groups else []
+
+
+def _host_status(cc: ComputeContext, record: dict[str, Any]) -> str:
+    host, path = record.get("host"), record.get("cell")
+    if not host or not path:
+        return ""  # not scheduled yet (Nova's empty host_status)
+    try:
+        cell = cc.router.cell(str(path))
+    except errors.CellcloudError:
+        return "UNKNOWN"
+    if not cell.reachable():
+        return "UNKNOWN"
+    return "UP" if cell.view.members(f"compute.{host}") else "DOWN"
 
 
 async def list_servers(cc: ComputeContext, ctx: RequestContext, q: ServerQuery) -> list[dict[str, Any]]:

@@ -155,6 +155,14 @@ instance_mappings = Table(
     Column("vcpus", Integer, nullable=False, server_default="0"),
     Column("ram", Integer, nullable=False, server_default="0"),
     Column("built", Boolean, nullable=False, server_default="1"),
+    # a0002: what the server views show from microversions 2.3, 2.19, 2.90 and 2.96 (api/compute/views.py),
+    # kept here because only the API reads them: reservation_id and launch_index (the boot request, the
+    # server's place in it), description, hostname (None: derived from the name), the zone the boot asked for
+    Column("reservation_id", String(32), nullable=True),
+    Column("launch_index", Integer, nullable=True),
+    Column("description", String(255), nullable=True),
+    Column("hostname", String(255), nullable=True),
+    Column("pinned_availability_zone", String(255), nullable=True),
     Index("ix_instance_mappings_project_created", "project_id", "created_at"),
     Index("ix_instance_mappings_cell", "cell_path"),
 )
@@ -329,7 +337,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4
 LATEST = max(MIGRATIONS)
 # Alembic (api/db/migrations/versions), oldest first; the baseline is LATEST's schema. A change to a table
 # from now on is an Alembic revision plus the edit of its Table above (tests/unit/test_db_migrations.py).
-ALEMBIC_REVISIONS = ("a0001_baseline",)
+ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 
@@ -373,6 +381,8 @@ async def create_schema(url: str) -> None:
         async with engine.connect() as conn:
             revision = await conn.run_sync(versioning.revision_of)
         if revision is None:  # fresh, or from before Alembic
+            async with engine.connect() as conn:
+                fresh = not await conn.run_sync(lambda c: inspect(c).get_table_names())
             while True:
                 async with engine.begin() as conn:
                     step = await conn.run_sync(_migrate_step)
@@ -380,7 +390,8 @@ async def create_schema(url: str) -> None:
                     break
                 LOG.info("API DB %s migrated to schema version %d", url, step)
             async with engine.begin() as conn:
-                revision = await conn.run_sync(_stamp_baseline)
+                # fresh: the steps' create_all built the head's tables (the migration test says so)
+                revision = await conn.run_sync(_stamp, ALEMBIC_HEAD if fresh else ALEMBIC_BASELINE)
         async with engine.connect() as conn:
             await conn.run_sync(lambda c: versioning.check_current(c, revision, ALEMBIC_HEAD, ALEMBIC_REVISIONS,
                                                                    "API DB"))
@@ -388,10 +399,11 @@ async def create_schema(url: str) -> None:
         await engine.dispose()
 
 
-def _stamp_baseline(conn: Connection) -> str:
-    """Stamp a DB the hand-written runner just finished at the baseline, unless another process did."""
+def _stamp(conn: Connection, revision: str) -> str:
+    """Stamp a DB the hand-written runner just finished (at the baseline, or the head when it made the DB
+    from nothing), unless another process did."""
     found = versioning.revision_of(conn)
     if found is not None:
         return found
-    versioning.stamp(conn, ALEMBIC_BASELINE)
-    return ALEMBIC_BASELINE
+    versioning.stamp(conn, revision)
+    return revision

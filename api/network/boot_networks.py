@@ -20,7 +20,9 @@ async def resolve(router: CellRouter, ctx: RequestContext, nets: list[dict[str, 
                   names: list[str]) -> dict[str, Any]:
     """{"requested_networks": [...] | None, "security_groups": [names] | None} for the request_spec,
     from a boot's `networks` (Nova's) and security group names."""
-    if isinstance(nets, str):  # microversion 2.37's "auto" and "none": this API speaks 2.1, but be kind
+    if nets == "none":  # 2.37: no network at all (the cell's conductor allocates none)
+        return {"requested_networks": None, "security_groups": None, "networks": "none"}
+    if isinstance(nets, str):  # 2.37's "auto": the project's network, made when it has none (the default)
         nets = None
     requested: list[dict[str, str]] | None = None
     if nets:

@@ -26,10 +26,10 @@ async def test_version_documents_are_public(client: TestClient[Any, Any]) -> Non
         v20, v21 = (await resp.json())["versions"]  # v2.0 first, as Nova lists them
         assert (v20["id"], v20["status"], v20["version"], v20["min_version"]) == ("v2.0", "SUPPORTED", "", "")
         assert v20["links"] == [{"rel": "self", "href": f"{PUBLIC_URL}/compute/v2/"}]
-        assert (v21["id"], v21["status"], v21["version"], v21["min_version"]) == ("v2.1", "CURRENT", "2.2", "2.1")
+        assert (v21["id"], v21["status"], v21["version"], v21["min_version"]) == ("v2.1", "CURRENT", "2.96", "2.1")
         assert v21["links"] == [{"rel": "self", "href": f"{PUBLIC_URL}/compute/v2.1/"}]
     doc = (await (await client.get("/compute/v2.1")).json())["version"]
-    assert doc["id"] == "v2.1" and doc["version"] == "2.2" and doc["min_version"] == "2.1"
+    assert doc["id"] == "v2.1" and doc["version"] == "2.96" and doc["min_version"] == "2.1"
     assert doc["media-types"][0]["base"] == "application/json"
     resp = await client.get("/compute/v2/")
     assert resp.status == 200 and (await resp.json())["version"]["id"] == "v2.0"
@@ -49,18 +49,19 @@ async def test_errors_carry_microversion_headers(client: TestClient[Any, Any], d
 async def test_microversion_negotiation(client: TestClient[Any, Any], demo_headers: dict[str, str]) -> None:
     ok = [({"OpenStack-API-Version": "compute 2.1"}, "2.1"), ({"X-OpenStack-Nova-API-Version": "2.1"}, "2.1"),
           ({"OpenStack-API-Version": "compute 2.2"}, "2.2"), ({"X-OpenStack-Nova-API-Version": "2.2"}, "2.2"),
-          ({"OpenStack-API-Version": "compute latest"}, "2.2"), ({"OpenStack-API-Version": "volume 3.5"}, "2.1"),
+          ({"OpenStack-API-Version": "compute 2.96"}, "2.96"), ({"X-OpenStack-Nova-API-Version": "2.53"}, "2.53"),
+          ({"OpenStack-API-Version": "compute latest"}, "2.96"), ({"OpenStack-API-Version": "volume 3.5"}, "2.1"),
           ({"OpenStack-API-Version": "volume 3.5, compute 2.2"}, "2.2")]
     for extra, answered in ok:
         resp = await client.get("/compute/v2.1/flavors", headers={**demo_headers, **extra})
         assert resp.status == 200, extra
         assert_nova_headers(resp, answered)
-    for extra in ({"OpenStack-API-Version": "compute 2.90"}, {"X-OpenStack-Nova-API-Version": "2.0"},
+    for extra in ({"OpenStack-API-Version": "compute 2.97"}, {"X-OpenStack-Nova-API-Version": "2.0"},
                   {"OpenStack-API-Version": "compute 3.0"}):
         resp = await client.get("/compute/v2.1/flavors", headers={**demo_headers, **extra})
         assert resp.status == 406, extra
         body = await resp.json()
-        assert body["computeFault"]["code"] == 406 and "Minimum is 2.1 and maximum is 2.2" in \
+        assert body["computeFault"]["code"] == 406 and "Minimum is 2.1 and maximum is 2.96" in \
             body["computeFault"]["message"]
         assert_nova_headers(resp)
     resp = await client.get("/compute/v2.1/flavors", headers={**demo_headers, "OpenStack-API-Version": "compute x.y"})

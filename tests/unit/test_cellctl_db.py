@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from api.db.schema import ALEMBIC_HEAD as API_HEAD
 from tests.conftest import free_port
 from tests.unit.test_supervisor_cellctl import cluster_file
 from tools import cellctl
@@ -30,7 +31,7 @@ def test_up_refuses_dbs_behind_the_code_until_db_upgrade(tmp_path: Path, capsys:
 
     assert cellctl.main(["up", path]) == 1
     err = capsys.readouterr().err
-    assert f"the api DB is at schema v4, from before Alembic, behind this code's a0001_baseline: " \
+    assert f"the api DB is at schema v4, from before Alembic, behind this code's {API_HEAD}: " \
            f"run `cellctl db upgrade {path}` first" in err
     assert "the cell cell1 DB is at schema v4" in err
     assert not (state / "run" / "supervisor.pid").exists()
@@ -42,13 +43,13 @@ def test_up_refuses_dbs_behind_the_code_until_db_upgrade(tmp_path: Path, capsys:
 
     assert cellctl.main(["db", "upgrade", path]) == 0
     out = capsys.readouterr().out
-    assert "api: schema v4 -> a0001_baseline" in out and "cell cell1: schema v4 -> c0001_baseline" in out
+    assert f"api: schema v4 -> {API_HEAD}" in out and "cell cell1: schema v4 -> c0001_baseline" in out
     with sqlite3.connect(state / "cells" / "cell1.db") as conn:
         assert conn.execute("SELECT name FROM instances").fetchall() == [("old-vm",)]
 
     assert cellctl.main(["db", "status", path]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("api ") and " current  revision a0001_baseline (head a0001_baseline)" in lines[0]
+    assert lines[0].startswith("api ") and f" current  revision {API_HEAD} (head {API_HEAD})" in lines[0]
     assert " current  revision c0001_baseline (head c0001_baseline)" in lines[1]
 
     assert cellctl.main(["db", "upgrade", path]) == 0  # nothing left to do

@@ -49,6 +49,8 @@ async def allocate_for_build(env: FlowEnv, ctx: RequestContext, record: dict[str
         return record
     uuid = str(record["uuid"])
     spec = request_spec if request_spec is not None else await _request_spec(env, uuid)
+    if spec.get("networks") == "none":  # Nova 2.37's networks: none (a server without ports)
+        return record
     api = NetworkAPI(env.service)
     loop = asyncio.get_running_loop()
     give_up = loop.time() + max(CONTROLLER_WAIT, MISSED_BEATS * env.service.view.interval)

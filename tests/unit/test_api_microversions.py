@@ -1,0 +1,143 @@
+"""Server and key pair views and request bodies at microversions 2.3-2.96 (Nova's api-microversion-history),
+against a fake cell over real ZeroMQ: each version adds exactly its keys, takes exactly its request fields,
+and member views never carry the admin-only ones."""
+from __future__ import annotations
+
+from typing import Any
+
+from tests.unit.test_api_servers import Cloud, cloud
+
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test"
+
+__all__ = ["cloud"]  # fixtures used by name
+
+
+def at(headers: dict[str, str], version: str) -> dict[str, str]:
+    return {**headers, "OpenStack-API-Version": f"compute {version}"}
+
+
+async def show(cloud: Cloud, headers: dict[str, str], server_id: str, version: str) -> dict[str, Any]:
+    resp = await cloud.client.get(f"/compute/v2.1/servers/{server_id}", headers=at(headers, version))
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["OpenStack-API-Version"] == f"compute {version}"
+    return dict((await resp.json())["server"])
+
+
+async def boot(cloud: Cloud, headers: dict[str, str], version: str, **server: Any) -> str:
+    body = {"server": {"name": "mv", "flavorRef": "1", "imageRef": cloud.image_id, **server}}
+    resp = await cloud.client.post("/compute/v2.1/servers", json=body, headers=at(headers, version))
+    assert resp.status == 202, await resp.text()
+    return str((await resp.json())["server"]["id"])
+
+
+LATER_KEYS = {"locked", "description", "tags", "trusted_image_certificates", "locked_reason",
+              "pinned_availability_zone", "server_groups", "host_status", "OS-EXT-SRV-ATTR:hostname"}
+
+
+async def test_each_version_adds_its_server_keys(cloud: Cloud) -> None:
+    server_id = await boot(cloud, cloud.demo, "2.1")
+    cloud.cell.conductor.activate(server_id)
+    assert not LATER_KEYS & set(await show(cloud, cloud.demo, server_id, "2.1"))
+    assert set(await show(cloud, cloud.demo, server_id, "2.9")) & LATER_KEYS == {"locked"}
+    assert set(await show(cloud, cloud.demo, server_id, "2.26")) & LATER_KEYS == {"locked", "description", "tags"}
+    latest = await show(cloud, cloud.demo, server_id, "2.96")
+    assert set(latest) & LATER_KEYS == LATER_KEYS - {"host_status"}  # host_status: admins only
+    assert (latest["locked"], latest["description"], latest["tags"], latest["trusted_image_certificates"],
+            latest["locked_reason"], latest["pinned_availability_zone"], latest["server_groups"]) == \
+        (False, None, [], None, None, None, [])
+    assert latest["OS-EXT-SRV-ATTR:hostname"] == "mv"  # 2.90: members see the hostname
+    assert not {k for k in latest if k.startswith("OS-EXT-SRV-ATTR:") and k != "OS-EXT-SRV-ATTR:hostname"}
+    # 2.47: the flavor itself instead of a link
+    assert set(latest["flavor"]) == {"original_name", "vcpus", "ram", "disk", "ephemeral", "swap", "extra_specs"}
+    assert "links" in (await show(cloud, cloud.demo, server_id, "2.46"))["flavor"]
+
+
+async def test_extended_attributes_for_admins_from_2_3(cloud: Cloud) -> None:
+    body = {"server": {"name": "Web Server_1", "flavorRef": "1", "imageRef": cloud.image_id,
+                       "min_count": 2, "max_count": 2}}
+    resp = await cloud.client.post("/compute/v2.1/servers", json=body, headers=at(cloud.demo, "2.3"))
+    assert resp.status == 202, await resp.text()
+    listed = (await (await cloud.client.get("/compute/v2.1/servers/detail?all_tenants=1",
+                                            headers=at(cloud.admin, "2.16"))).json())["servers"]
+    assert len(listed) == 2
+    reservations = {s["OS-EXT-SRV-ATTR:reservation_id"] for s in listed}
+    assert len(reservations) == 1 and reservations.pop().startswith("r-")  # one boot request, one reservation
+    assert sorted(s["OS-EXT-SRV-ATTR:launch_index"] for s in listed) == [0, 1]
+    assert {s["OS-EXT-SRV-ATTR:hostname"] for s in listed} == {"web-server-1-1", "web-server-1-2"}
+    assert {s["OS-EXT-SRV-ATTR:root_device_name"] for s in listed} == {"/dev/vda"}
+    assert all("host_status" in s for s in listed)
+    before = (await (await cloud.client.get("/compute/v2.1/servers/detail?all_tenants=1",
+                                            headers=at(cloud.admin, "2.2"))).json())["servers"]
+    assert not any("OS-EXT-SRV-ATTR:reservation_id" in s or "host_status" in s for s in before)
+    member = (await (await cloud.client.get("/compute/v2.1/servers/detail",
+                                            headers=at(cloud.demo, "2.16"))).json())["servers"]
+    assert not any(k.startswith("OS-EXT-SRV-ATTR:") or k == "host_status" for s in member for k in s)
+
+
+async def test_description_hostname_and_zone_at_create_and_update(cloud: Cloud) -> None:
+    server_id = await boot(cloud, cloud.demo, "2.96", networks="none", description="first",
+                           hostname="web01", availability_zone="nova")
+    cloud.cell.conductor.activate(server_id)
+    shown = await show(cloud, cloud.demo, server_id, "2.96")
+    assert (shown["description"], shown["OS-EXT-SRV-ATTR:hostname"], shown["pinned_availability_zone"]) == \
+        ("first", "web01", "nova")
+    assert cloud.cell.conductor.builds[-1]["networks"] == "none"  # 2.37: no network asked of the cell
+    resp = await cloud.client.put(f"/compute/v2.1/servers/{server_id}", headers=at(cloud.demo, "2.19"),
+                                  json={"server": {"description": "second"}})
+    assert resp.status == 200, await resp.text()
+    updated = (await resp.json())["server"]
+    assert updated["description"] == "second" and "OS-EXT-AZ:availability_zone" not in updated  # 2.1's update keys
+    resp = await cloud.client.put(f"/compute/v2.1/servers/{server_id}", headers=at(cloud.demo, "2.75"),
+                                  json={"server": {"name": "renamed"}})
+    full = (await resp.json())["server"]
+    assert full["name"] == "renamed" and "OS-EXT-AZ:availability_zone" in full and "server_groups" in full
+    resp = await cloud.client.put(f"/compute/v2.1/servers/{server_id}", headers=at(cloud.demo, "2.18"),
+                                  json={"server": {"description": "too early"}})
+    assert resp.status == 400
+
+
+async def test_version_gated_request_fields(cloud: Cloud) -> None:
+    base = {"name": "x", "flavorRef": "1", "imageRef": cloud.image_id}
+    cases = [("2.37", base, 400),  # networks is required from 2.37
+             ("2.36", {**base, "networks": "auto"}, 400),  # "auto" only from 2.37
+             ("2.18", {**base, "description": "d"}, 400),
+             ("2.89", {**base, "networks": "auto", "hostname": "h1"}, 400),
+             ("2.90", {**base, "networks": "auto", "hostname": "bad_name!"}, 400),
+             ("2.57", {**base, "networks": "auto", "personality": [{"path": "/f", "contents": ""}]}, 400),
+             ("2.63", {**base, "networks": "auto", "trusted_image_certificates": ["c1"]}, 400)]
+    for version, server, status in cases:
+        resp = await cloud.client.post("/compute/v2.1/servers", json={"server": server},
+                                       headers=at(cloud.demo, version))
+        assert resp.status == status, (version, server, await resp.text())
+    assert await cloud.mappings() == 0  # nothing half-made
+
+
+async def test_down_cell_servers_as_nova_spells_them_from_2_69(cloud: Cloud) -> None:
+    from api.compute import down_cells
+    rec = {"uuid": "u1", "name": "n", "project_id": "p", "user_id": "u", "created_at": "2026-01-01T00:00:00Z"}
+    assert set(down_cells.brief("http://x", rec, (2, 69))) == {"id", "status", "links"}
+    assert set(down_cells.detail("http://x", rec, (2, 69))) == {"id", "status", "links", "tenant_id", "created"}
+    assert "name" in down_cells.brief("http://x", rec, (2, 68))
+    assert set(down_cells.shown("http://x", rec, (2, 71))) >= {"user_id", "OS-EXT-AZ:availability_zone",
+                                                               "OS-EXT-STS:power_state", "server_groups"}
+
+
+async def test_keypairs_pages_other_users_and_import_only(cloud: Cloud) -> None:
+    for name in ("k1", "k2", "k3"):
+        resp = await cloud.client.post("/compute/v2.1/os-keypairs", headers=at(cloud.demo, "2.92"),
+                                       json={"keypair": {"name": name, "public_key": SSH_KEY}})
+        assert resp.status == 201, await resp.text()
+    resp = await cloud.client.post("/compute/v2.1/os-keypairs", headers=at(cloud.demo, "2.92"),
+                                   json={"keypair": {"name": "gen"}})
+    assert resp.status == 400  # 2.92: nothing generated
+    page = await (await cloud.client.get("/compute/v2.1/os-keypairs?limit=2", headers=at(cloud.demo, "2.35"))).json()
+    assert [k["keypair"]["name"] for k in page["keypairs"]] == ["k1", "k2"] and "marker=k2" in \
+        page["keypairs_links"][0]["href"]
+    rest = await (await cloud.client.get("/compute/v2.1/os-keypairs?marker=k2", headers=at(cloud.demo, "2.35"))).json()
+    assert [k["keypair"]["name"] for k in rest["keypairs"]] == ["k3"]
+    demo_user = (await (await cloud.client.get("/compute/v2.1/os-keypairs/k1",
+                                               headers=at(cloud.demo, "2.10"))).json())["keypair"]["user_id"]
+    resp = await cloud.client.get(f"/compute/v2.1/os-keypairs?user_id={demo_user}", headers=at(cloud.admin, "2.10"))
+    assert len((await resp.json())["keypairs"]) == 3  # an admin sees another user's key pairs
+    resp = await cloud.client.get("/compute/v2.1/os-keypairs?user_id=someone", headers=at(cloud.demo, "2.10"))
+    assert resp.status == 403
