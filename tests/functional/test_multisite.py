@@ -5,6 +5,9 @@ a whole cell (partial listing with UNKNOWN entries within the bound, boots elsew
 DOWN, then restart with nothing lost), cuts a site's network and restores it, and checks that
 a ZeroMQ peer without the cluster's keys gets no answer.
 
+Where PostgreSQL is installed, the cell frozen above (west!west-b) keeps its DB on the cluster's managed
+PostgreSQL, beside the other cells' SQLite files (issue 15): every test here runs over both kinds.
+
 The example is copied with its own cluster name (ms<pid>) and an address range no route of this
 machine uses yet (tools/netns.unused_range), so the example, or another run of this test, running
 on this machine at the same time is not disturbed."""
@@ -16,6 +19,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +27,14 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import create_engine, text
 
 from cells import errors
 from cells.config import ClusterConfig
 from cells.context import RequestContext
 from cells.rpc import security
 from cells.rpc.client import RpcClient
+from tools import pgserver
 from tools.devcluster import RunningCluster, wait_for
 from tools.netns import Topology, unused_range
 
@@ -37,19 +43,27 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[2]
 BOOTS = 54
 LEAVES = {f"{site}!{site}-{x}" for site in ("east", "central", "west") for x in "ab"}
+PG_CELL = "west!west-b"  # on the managed PostgreSQL where it is installed
+PG_MISSING = pgserver.missing_reason()
 
 if os.geteuid() != 0 or shutil.which("ip") is None:
     pytest.skip("netns hosts need root and iproute2 (ip netns)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    root = tmp_path_factory.mktemp("multisite")
-    text = (ROOT / "examples" / "multisite.yaml").read_text()
+def cluster() -> Iterator[RunningCluster]:
+    # not under pytest's temp dir: that is closed to other users, and a managed PostgreSQL runs as postgres
+    root = Path(tempfile.mkdtemp(prefix="cc-ms-"))
+    os.chmod(root, 0o711)  # traverse only: the state dir below it opens its postgres dir to that group alone
+    doc = (ROOT / "examples" / "multisite.yaml").read_text()
     prefix = unused_range().removesuffix("0.0/16")  # "10.N."
-    text = text.replace("cluster: multisite", f"cluster: ms{os.getpid()}").replace("10.250.", prefix)
-    text = text.replace("state_dir: var-multisite", "state_dir: var")
-    (root / "cluster.yaml").write_text(text)
+    doc = doc.replace("cluster: multisite", f"cluster: ms{os.getpid()}").replace("10.250.", prefix)
+    doc = doc.replace("state_dir: var-multisite", "state_dir: var")
+    if PG_MISSING is None:
+        west_b = "          - name: west-b\n"
+        assert doc.count(west_b) == 1
+        doc = doc.replace(west_b, west_b + "            db: {engine: postgresql, managed: true}\n")
+    (root / "cluster.yaml").write_text(doc)
     c = RunningCluster(root, root / "cluster.yaml")
     up = c.cellctl("up", str(c.cluster_file), "--timeout", "150", check=False, timeout=240)
     try:
@@ -57,6 +71,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
         yield c
     finally:
         c.cellctl("down", str(c.cluster_file), check=False, timeout=180)
+        pgserver.PrivateServer(root / "var" / "postgres").stop()  # a failed up may leave it running
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def config(c: RunningCluster) -> ClusterConfig:
@@ -160,6 +176,25 @@ def test_boots_spread_over_every_cell_and_site(cluster: RunningCluster, booted: 
              .status_code == 404, timeout=30)
 
 
+def test_the_postgresql_cell_holds_its_servers_beside_sqlite_cells(cluster: RunningCluster,
+                                                                  booted: dict[str, Any]) -> None:
+    """west!west-b's DB is a database of the managed PostgreSQL, every other leaf's a SQLite file; the
+    servers the API mapped to west!west-b are exactly the live rows of that PostgreSQL database."""
+    if PG_MISSING is not None:
+        pytest.skip(PG_MISSING)
+    dbs = {cell.path: cell.db for cell in config(cluster).cells if cell.path in LEAVES}
+    assert dbs.pop(PG_CELL).startswith("postgresql+psycopg://cc@/cell_west_west-b?host=")
+    assert all(url.startswith("sqlite+aiosqlite:///") for url in dbs.values()), dbs
+    engine = create_engine(config(cluster).cell(PG_CELL).db)
+    try:
+        with engine.connect() as conn:
+            rows = set(conn.execute(text("SELECT uuid FROM instances WHERE NOT deleted")).scalars())
+    finally:
+        engine.dispose()
+    mapped = {i for i in booted["ids"] if mappings(cluster)[i] == PG_CELL}
+    assert mapped and rows == mapped
+
+
 def test_paging_across_cells_matches_the_sorted_union(cluster: RunningCluster, booted: dict[str, Any]) -> None:
     demo = booted["demo"]
     for query, key in (("", None), ("&sort_key=display_name&sort_dir=asc", "name")):
@@ -186,7 +221,7 @@ def test_paging_across_cells_matches_the_sorted_union(cluster: RunningCluster, b
 
 def test_a_frozen_cell_lists_as_unknown_and_comes_back_whole(cluster: RunningCluster,
                                                              booted: dict[str, Any]) -> None:
-    demo, cell = booted["demo"], "west!west-b"
+    demo, cell = booted["demo"], PG_CELL  # on PostgreSQL where installed: its clients die with the cell
     theirs = {i for i, p in mappings(cluster).items() if p == cell}
     records = {s["id"]: (s["name"], s["created"], s["flavor"]) for s in listing(cluster, demo) if s["id"] in theirs}
     before = {s["id"] for s in listing(cluster, demo)}
