@@ -31,10 +31,11 @@ from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
 from cells.rpcapi.move_methods import DiskCopyAPI
 from cells.rpcapi.volume import VolumeConductorAPI
-from node.compute.actions import SHUTDOWN_TIMEOUT, ComputeActions, fault_of
 from node.compute.driver import LibvirtDriver, embed_uri_for_host
-from node.compute.moves import ComputeMoves
-from node.compute.volumes import VolumeAttachments
+from node.compute.guest_actions import SHUTDOWN_TIMEOUT, GuestActions, fault_of
+from node.compute.guest_moves import GuestMoves
+from node.compute.spawner import GuestSpawner
+from node.compute.volume_attachments import VolumeAttachments
 from node.imagecache import HttpImageFetcher, ImageCache
 from node.locks import KeyedLocks
 from node.network.agent import NetworkAgent
@@ -84,8 +85,15 @@ def _is_deleted(inst: dict[str, Any]) -> bool:
         or inst.get("task_state") == TaskState.DELETING
 
 
-class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/compute/actions.py; moves: node/compute/moves.py
-    volumes: VolumeAttachments  # set when the service starts (it needs the conductor)
+class ComputeManager:
+    """The worker's own flows (build, delete, reconciliation, power sweeps) and its collaborators,
+    made when the service starts (they talk to the conductor and other computes):
+    server actions (node/compute/guest_actions.py), moves (node/compute/guest_moves.py), volume
+    attachments (node/compute/volume_attachments.py). RPC methods of theirs delegate to them."""
+
+    actions: GuestActions
+    moves: GuestMoves
+    volumes: VolumeAttachments
 
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, *, driver: LibvirtDriver | None = None,
                  images: ImageCache | None = None) -> None:
@@ -110,7 +118,7 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
         self._view: Any = None  # our directory view (cells/rpc/directory.py): fence verdicts in, health out
         self.heartbeat_interval = cluster.heartbeat_interval
         self._locks = KeyedLocks()
-        self._outgoing: dict[str, str] = {}  # moves from here: node/compute/moves.py
+        self.spawner = GuestSpawner(self.driver, self.images, self.network)  # builds, rebuilds, moves
         self._building: set[str] = set()  # builds received, from arrival to end (guards reconciliation)
         self._ready = asyncio.Event()  # set once the start-up reconciliation is done
         self._wake = asyncio.Event()  # a domain event asks for an early power sweep
@@ -126,7 +134,10 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
     async def start(self, service: Caller) -> None:
         self._conductor = ConductorAPI(service)
         self._view = getattr(service, "view", None)
-        self.peers = DiskCopyAPI(service)  # other computes: a move's source serves its disks
+        self.actions = GuestActions(self.host, self.driver, self.spawner, self._conductor, self._locks,
+                                    self.shutdown_timeout)
+        self.moves = GuestMoves(self.host, self.driver, self.spawner, self.images, self.network,
+                                DiskCopyAPI(service), self._locks, self.shutdown_timeout)
         self.volumes = VolumeAttachments(self.driver.volumes, VolumeConductorAPI(service), self._locks)
         await self.driver.connect()
         await self.images.start()
@@ -156,7 +167,7 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
                 if time.monotonic() - last_report > REPORT_INTERVAL:
                     await self._report_resources()
                     await self.network.refresh()  # repairs what a lost refresh_network cast left stale
-                    await self._prune_image_cache()  # node/compute/actions.py
+                    await self.spawner.prune_image_cache()
                     last_report = time.monotonic()
             except Exception:  # the sweep is a safety net: it must never take the worker down
                 LOG.exception("power state sweep failed")
@@ -249,9 +260,44 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
         async with self._locks(uuid):
             await self._terminate(_no_deadline(ctx), uuid)
 
+    async def run_instance_action(self, ctx: RequestContext, instance: dict[str, Any], action: str,
+                                  args: dict[str, Any]) -> None:
+        await self.actions.run(ctx, instance, action, args)
+
+    async def get_console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
+        return await self.actions.console_output(ctx, uuid, length)
+
+    # moves (node/compute/guest_moves.py): each returns the guest's power state afterwards
+    async def prep_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+        return await self.moves.prep_move(ctx, instance, migration)
+
+    async def finish_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any],
+                          disk_source: str | None = None) -> int | dict[str, int]:
+        return await self.moves.finish_move(ctx, instance, migration, disk_source)
+
+    async def disk_info(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
+        return await self.moves.disk_info(ctx, uuid)
+
+    async def read_disk(self, ctx: RequestContext, uuid: str, name: str, offset: int, length: int) -> bytes:
+        return await self.moves.read_disk(ctx, uuid, name, offset, length)
+
+    async def confirm_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+        return await self.moves.confirm_move(ctx, instance, migration)
+
+    async def revert_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+        return await self.moves.revert_move(ctx, instance, migration)
+
+    async def finish_revert(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
+        return await self.moves.finish_revert(ctx, instance, migration)
+
+    async def rebuild_evacuated(self, ctx: RequestContext, instance: dict[str, Any],
+                                migration: dict[str, Any]) -> int:
+        return await self.moves.rebuild_evacuated(ctx, instance, migration)
+
+    # volumes (node/compute/volume_attachments.py)
     async def attach_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str,
                             connection_info: Any = None, device: str | None = None) -> dict[str, Any]:
-        """`connection_info` is ignored (callers before RPC 1.4 send it): node/compute/volumes.py."""
+        """`connection_info` is ignored (callers before RPC 1.4 send it): the conductor's record is used."""
         return await self.volumes.attach(ctx, instance_uuid, volume_id, device)
 
     async def detach_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str) -> None:
@@ -275,7 +321,7 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
             LOG.error("build of %s: cannot reach the conductor: %s", uuid, exc)
             return
         try:
-            await self._spawn_guest(instance)  # image (and an AMI's kernel/ramdisk) fetched and verified
+            await self.spawner.spawn(instance)  # image (and an AMI's kernel/ramdisk) fetched and verified
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the build must end in a report
@@ -379,12 +425,12 @@ class ComputeManager(ComputeActions, ComputeMoves):  # server actions: node/comp
         """A server action the previous process held when it died: its task state would stay
         forever. End it as the domain is now."""
         uuid, action = str(inst["uuid"]), ACTION_OF_TASK[str(inst.get("task_state"))]
-        actual = await self._observed_power(uuid) if has_domain else None
+        actual = await self.actions.observed_power(uuid) if has_domain else None
         ok, values = interrupted_action(action, actual)
         LOG.warning("reconcile: %s of %s was interrupted: ending it (%s, %s)", action, uuid,
                     "done" if ok else "failed", values)
         fault = None if ok else {"code": 500, "message": ACTION_INTERRUPTED.format(action=action), "details": ""}
-        await self._report(ctx, uuid, action, ok, values, fault)
+        await self.actions.report(ctx, uuid, action, ok, values, fault)
 
     async def _reap_orphan(self, ctx: RequestContext, uuid: str) -> None:
         """A domain of ours that no record on this host claims: destroy it once the

@@ -11,7 +11,7 @@ import pytest
 from api.compute.views import _fault
 from api.ec2.errors import from_cellcloud
 from cells import errors
-from node.compute.actions import fault_of
+from node.compute.guest_actions import fault_of
 from tests.unit.test_api_servers import Cloud, cloud
 
 __all__ = ["cloud"]  # fixture used by name

@@ -192,11 +192,11 @@ async def test_unused_bases_are_pruned_after_their_age_and_used_ones_stay(
     old = 1_000_000_000.0  # long ago
     for f in cache.iterdir():
         os.utime(f, (old, old))
-    await manager._prune_image_cache()
+    await manager.spawner.prune_image_cache()
     assert not stray.exists()
     assert len(list(cache.iterdir())) == 2  # the guest's base disk and kernel stay
     await manager.terminate_instance(CTX, {"uuid": uuid})
-    await manager._prune_image_cache()
+    await manager.spawner.prune_image_cache()
     assert list(cache.iterdir()) == []  # unused and old: gone; a new boot fetches again
     await _active(manager, conductor)
     assert fetcher.downloads == 3

@@ -1,6 +1,6 @@
 """Moves against real conductors, a real scheduler, a real cell DB and real ZeroMQ, with
 compute workers faked at the process boundary (they keep their guests as a compute does,
-node/compute/moves.py): a delete in VERIFY_RESIZE or mid-move releases both claims and
+node/compute/guest_moves.py): a delete in VERIFY_RESIZE or mid-move releases both claims and
 both copies; a move whose conductor dies is finished or rolled back by the other one,
 noticed on the directory's leave event or by the sweep; same-host resize only where the
 cell allows it; a migration with no other host with room leaves the server where it was."""

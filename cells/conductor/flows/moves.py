@@ -26,7 +26,7 @@ stopping and rolling back: flows/move_recovery.py.
 
 Same-host resize only when the cell allows it (cluster.yaml allow_resize_to_same_host, as
 Nova's option; never for a migration): both claims are then on the one host until confirm,
-and the compute changes the one guest's flavor in place (node/compute/moves.py).
+and the compute changes the one guest's flavor in place (node/compute/guest_moves.py).
 """
 from __future__ import annotations
 

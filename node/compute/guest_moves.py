@@ -1,4 +1,4 @@
-"""Moves on the compute worker (mixed into ComputeManager): the steps the conductor drives
+"""Moves on the compute worker (ComputeManager.moves): the steps the conductor drives
 for resize, cold migration and evacuation (cells/conductor/flows/moves.py, evacuate.py).
 
 Every step runs under the instance's lock and is idempotent, so a conductor that adopts
@@ -37,6 +37,7 @@ from cells.objects.instance import PowerState, VmState
 from cells.rpc.principal import host_worker
 from cells.rpcapi.move_methods import DiskCopyAPI
 from node.compute.driver import LibvirtDriver, base_format
+from node.compute.spawner import GuestSpawner
 from node.imagecache import ImageCache
 from node.locks import KeyedLocks
 from node.network.agent import NetworkAgent
@@ -48,21 +49,18 @@ def same_host(migration: dict[str, Any]) -> bool:
     return migration.get("source_host") is not None and migration.get("source_host") == migration.get("dest_host")
 
 
-class ComputeMoves:
-    """Needs, from ComputeManager: host, driver, images, network, peers, _locks, _spawn_guest,
-    shutdown_timeout."""
-
-    host: str
-    driver: LibvirtDriver
-    images: ImageCache
-    network: NetworkAgent
-    peers: DiskCopyAPI  # set when the service starts
-    _locks: KeyedLocks
-    _outgoing: dict[str, str]  # instance uuid -> destination host of its move from here (set by prep_move)
-    shutdown_timeout: float
-
-    async def _spawn_guest(self, instance: dict[str, Any], disk_ready: bool = False) -> None:
-        raise NotImplementedError
+class GuestMoves:
+    def __init__(self, host: str, driver: LibvirtDriver, spawner: GuestSpawner, images: ImageCache,
+                 network: NetworkAgent, peers: DiskCopyAPI, locks: KeyedLocks, shutdown_timeout: float) -> None:
+        self.host = host
+        self.driver = driver
+        self.spawner = spawner
+        self.images = images
+        self.network = network
+        self.peers = peers  # other computes: a move's source serves its disks
+        self.locks = locks  # the manager's per-instance locks
+        self.shutdown_timeout = shutdown_timeout
+        self.outgoing: dict[str, str] = {}  # instance uuid -> destination host of its move from here (prep_move)
 
     async def _power(self, uuid: str) -> int:
         try:
@@ -72,9 +70,9 @@ class ComputeMoves:
 
     async def prep_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
         uuid = str(instance["uuid"])
-        async with self._locks(uuid):
+        async with self.locks(uuid):
             if not same_host(migration) and migration.get("dest_host"):
-                self._outgoing[uuid] = str(migration["dest_host"])  # the one host its disks may be read by
+                self.outgoing[uuid] = str(migration["dest_host"])  # the one host its disks may be read by
             if await self._power(uuid) == PowerState.RUNNING:
                 await self.driver.power_off(uuid, self.shutdown_timeout)
             LOG.info("move %s of %s: source guest stopped on %s", migration["uuid"], uuid, self.host)
@@ -95,14 +93,14 @@ class ComputeMoves:
     def _check_disk_reader(self, ctx: RequestContext, uuid: Any, what: str) -> None:
         """Only the destination of a move of this guest from here reads its disks."""
         reader = host_worker(ctx)
-        if reader is not None and (not isinstance(uuid, str) or self._outgoing.get(uuid) != reader.host):
+        if reader is not None and (not isinstance(uuid, str) or self.outgoing.get(uuid) != reader.host):
             raise errors.RpcForbidden(principal=reader.name, method=what,
                                       reason=f"no move of instance {uuid} from {self.host} to {reader.host} "
                                              f"is in progress")
 
     async def disk_info(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
         self._check_disk_reader(ctx, uuid, "disk_info")
-        async with self._locks(str(uuid)):  # after a prep_move still stopping the guest
+        async with self.locks(str(uuid)):  # after a prep_move still stopping the guest
             return await self.driver.disk_files(uuid)
 
     async def read_disk(self, ctx: RequestContext, uuid: str, name: str, offset: int, length: int) -> bytes:
@@ -135,7 +133,7 @@ class ComputeMoves:
         return {"files": len(files), "bytes": size}
 
     async def _reflavor(self, uuid: str, flavor: dict[str, Any], *, start: bool, missing_ok: bool) -> int:
-        async with self._locks(uuid):
+        async with self.locks(uuid):
             power = await self._power(uuid)
             if power == PowerState.NOSTATE:
                 if missing_ok:
@@ -157,7 +155,7 @@ class ComputeMoves:
     async def _new_guest(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any], what: str,
                          disk_source: str | None = None) -> tuple[int, dict[str, int]]:
         uuid = str(instance["uuid"])
-        async with self._locks(uuid):
+        async with self.locks(uuid):
             LOG.info("move %s of %s: making the guest on %s", migration["uuid"], uuid, self.host)
             await self.driver.destroy(uuid)  # a half-made guest of an earlier try goes first
             await self.driver.remove_files(uuid)
@@ -165,7 +163,7 @@ class ComputeMoves:
             try:
                 if disk_source is not None:
                     copied = await self._copy_disks(ctx, disk_source, instance)
-                await self._spawn_guest(instance, disk_ready=copied["files"] > 0)
+                await self.spawner.spawn(instance, disk_ready=copied["files"] > 0)
                 if migration.get("old_vm_state") == VmState.STOPPED:
                     await self.driver.power_off(uuid)
             except Exception as exc:  # nothing may stay behind; the conductor rolls back
@@ -178,7 +176,7 @@ class ComputeMoves:
             return await self._power(uuid), copied
 
     async def confirm_move(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
-        self._outgoing.pop(str(instance["uuid"]), None)  # the move is over: its disks are read no more
+        self.outgoing.pop(str(instance["uuid"]), None)  # the move is over: its disks are read no more
         if same_host(migration):  # the one guest is the resized one: nothing to remove
             return await self._power(str(instance["uuid"]))
         return await self._drop(instance, "old guest removed after confirm")
@@ -190,7 +188,7 @@ class ComputeMoves:
 
     async def _drop(self, instance: dict[str, Any], what: str) -> int:
         uuid = str(instance["uuid"])
-        async with self._locks(uuid):
+        async with self.locks(uuid):
             await self.driver.destroy(uuid)
             await self.driver.remove_files(uuid)
             LOG.info("instance %s on %s: %s", uuid, self.host, what)
@@ -198,12 +196,12 @@ class ComputeMoves:
 
     async def finish_revert(self, ctx: RequestContext, instance: dict[str, Any], migration: dict[str, Any]) -> int:
         uuid = str(instance["uuid"])
-        self._outgoing.pop(uuid, None)
-        async with self._locks(uuid):
+        self.outgoing.pop(uuid, None)
+        async with self.locks(uuid):
             if await self._power(uuid) == PowerState.NOSTATE:
                 if same_host(migration):  # the one guest is gone: deleted, or lost with the host
                     return PowerState.NOSTATE
-                await self._spawn_guest(instance)  # the old guest is gone (lost with a restart): make it again
+                await self.spawner.spawn(instance)  # the old guest is gone (lost with a restart): make it again
                 if migration.get("old_vm_state") == VmState.STOPPED:
                     await self.driver.power_off(uuid)
                 return await self._power(uuid)

@@ -1,4 +1,4 @@
-"""Server actions on the compute worker (mixed into ComputeManager): stop, start,
+"""Server actions on the compute worker (ComputeManager.actions): stop, start,
 reboot, pause, unpause, suspend, resume, rebuild, and console output.
 
 Each action is validate -> lock (the instance's) -> act (driver) -> report to the
@@ -14,14 +14,13 @@ import logging
 from typing import Any
 
 from cells import errors
-from cells.context import RequestContext, admin_context
+from cells.context import RequestContext
 from cells.lifecycle import USER_ACTIONS
 from cells.objects.instance import PowerState, VmState
 from cells.rpcapi.conductor import ConductorAPI
 from node.compute.driver import LibvirtDriver
-from node.imagecache import ImageCache
+from node.compute.spawner import GuestSpawner
 from node.locks import KeyedLocks
-from node.network.agent import NetworkAgent
 
 LOG = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 60.0  # seconds a guest gets to power off cleanly (Nova's shutdown_timeout)
@@ -37,67 +36,31 @@ def fault_of(exc: BaseException) -> dict[str, Any]:
     return {"code": 500, "message": type(exc).__name__, "details": str(exc)}
 
 
-class ComputeActions:
-    """Needs, from ComputeManager: host, driver, images, conductor, _locks, shutdown_timeout."""
+class GuestActions:
+    def __init__(self, host: str, driver: LibvirtDriver, spawner: GuestSpawner, conductor: ConductorAPI,
+                 locks: KeyedLocks, shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        self.host = host
+        self.driver = driver
+        self.spawner = spawner
+        self.conductor = conductor
+        self.locks = locks  # the manager's per-instance locks
+        self.shutdown_timeout = shutdown_timeout
 
-    host: str
-    driver: LibvirtDriver
-    images: ImageCache
-    network: NetworkAgent
-    _locks: KeyedLocks
-    shutdown_timeout: float = SHUTDOWN_TIMEOUT
+    # --- RPC surface (cells/rpcapi/compute.py), through ComputeManager ----------------
 
-    @property
-    def conductor(self) -> ConductorAPI:
-        raise NotImplementedError
-
-    # --- RPC surface (cells/rpcapi/compute.py) ---------------------------------------
-
-    async def run_instance_action(self, ctx: RequestContext, instance: dict[str, Any], action: str,
-                                  args: dict[str, Any]) -> None:
+    async def run(self, ctx: RequestContext, instance: dict[str, Any], action: str, args: dict[str, Any]) -> None:
         uuid = str(instance["uuid"])
         if action not in USER_ACTIONS:
             LOG.error("unknown action %r for %s ignored", action, uuid)
             return
         ctx = dataclasses.replace(ctx, deadline=None)  # the cast's deadline bounded its delivery only
-        async with self._locks(uuid):
+        async with self.locks(uuid):
             await self._run_action(ctx, instance, action, dict(args or {}))
 
-    async def get_console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
+    async def console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
             raise errors.Invalid(reason=f"length must be a non-negative integer or null, not {length!r}")
         return await self.driver.console_output(uuid, None if length is None else min(length, MAX_CONSOLE_LINES))
-
-    # --- shared with the build ---------------------------------------------------------
-
-    async def _spawn_guest(self, instance: dict[str, Any], disk_ready: bool = False) -> None:
-        """Fetch the image (and an AMI's kernel and ramdisk: hash-verified through the cache),
-        then define and start the domain (`disk_ready`: on a disk a move copied here)."""
-        image: dict[str, Any] = instance.get("image") or {}
-        image_path = await self.images.fetch(image) if image.get("id") else None
-        props: dict[str, Any] = image.get("properties") or {}
-        kernel = ramdisk = None
-        if props.get("kernel_id"):  # Nova's AMI: direct kernel boot
-            kernel = await self._companion(image, "kernel", "kernel_id")
-            if props.get("ramdisk_id"):
-                ramdisk = await self._companion(image, "ramdisk", "ramdisk_id")
-        vifs = await self.network.plug(admin_context(), instance)  # node/network/agent.py: taps before the domain
-        if vifs:
-            instance = {**instance, "vifs": vifs}
-        await self.driver.spawn(instance, image_path, kernel=kernel, ramdisk=ramdisk, disk_ready=disk_ready)
-
-    async def _companion(self, image: dict[str, Any], key: str, prop: str) -> str:
-        """The cached kernel or ramdisk of an AMI: the record the API resolved with the requester's
-        visibility (api/image/images.py boot_snapshot_of). Instances recorded before the API did
-        that carry only the property's id: those are looked up by id, as they always were."""
-        record = image.get(key)
-        if isinstance(record, dict) and record.get("id") == (image.get("properties") or {}).get(prop):
-            return await self.images.fetch(record)
-        return await self.images.fetch_by_id(str(image["properties"][prop]))
-
-    async def _prune_image_cache(self) -> None:
-        """Remove cached bases that no guest here uses and nobody fetched for a while."""
-        await self.images.prune(await self.driver.bases_in_use())
 
     # --- the actions ---------------------------------------------------------------------
 
@@ -110,13 +73,13 @@ class ComputeActions:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is reported, the task state must end
             LOG.warning("%s of %s failed: %s", action, uuid, exc)
-            values: dict[str, Any] = {"power_state": await self._observed_power(uuid)}
+            values: dict[str, Any] = {"power_state": await self.observed_power(uuid)}
             if action == "rebuild" or (action == "reboot_hard" and values["power_state"] != PowerState.RUNNING):
                 values["vm_state"] = VmState.ERROR  # the guest is gone or half made: say so
-            await self._report(ctx, uuid, action, False, values, fault_of(exc))
+            await self.report(ctx, uuid, action, False, values, fault_of(exc))
             return
-        await self._report(ctx, uuid, action, True,
-                           {"vm_state": vm_state, "power_state": await self._observed_power(uuid)}, None)
+        await self.report(ctx, uuid, action, True,
+                           {"vm_state": vm_state, "power_state": await self.observed_power(uuid)}, None)
 
     async def _act(self, instance: dict[str, Any], action: str, args: dict[str, Any]) -> str:
         """Carry out `action`; returns the vm_state the server is in afterwards."""
@@ -155,13 +118,13 @@ class ComputeActions:
         was_stopped = instance.get("vm_state") == VmState.STOPPED
         await self.driver.destroy(uuid)
         await self.driver.remove_files(uuid)
-        await self._spawn_guest(instance)
+        await self.spawner.spawn(instance)
         if was_stopped:
             await self.driver.power_off(uuid)
             return VmState.STOPPED
         return VmState.ACTIVE
 
-    async def _observed_power(self, uuid: str) -> int:
+    async def observed_power(self, uuid: str) -> int:
         try:
             return await self.driver.power_state(uuid)
         except errors.InstanceNotFound:
@@ -170,7 +133,7 @@ class ComputeActions:
             LOG.warning("power state of %s unknown: %s", uuid, exc)
             return PowerState.NOSTATE
 
-    async def _report(self, ctx: RequestContext, uuid: str, action: str, ok: bool, values: dict[str, Any],
+    async def report(self, ctx: RequestContext, uuid: str, action: str, ok: bool, values: dict[str, Any],
                       fault: dict[str, Any] | None) -> None:
         for attempt in range(3):
             try:
