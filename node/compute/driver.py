@@ -305,10 +305,11 @@ class LibvirtDriver(PowerOps, DiskOps):
     # --- actions -------------------------------------------------------------
 
     async def spawn(self, instance: dict[str, Any], image_path: str | None, *, kernel: str | None = None,
-                    ramdisk: str | None = None, disk_ready: bool = False) -> None:
+                    ramdisk: str | None = None, disk_ready: bool = False, start: bool = True) -> None:
         """Define and start the domain. On any failure whatever was made is removed
         and SpawnFailed raised. `disk_ready`: the root overlay is already in the instance dir
-        (copied from a move's source, node/compute/disks.py), resting on `image_path`."""
+        (copied from a move's source, node/compute/disks.py, or kept from a guest whose
+        definition was lost), resting on `image_path`. `start` False: defined, left shut off."""
         uuid = str(instance["uuid"])
         inst_dir = self.instance_dir(uuid)
         try:
@@ -320,7 +321,7 @@ class LibvirtDriver(PowerOps, DiskOps):
                                             cmdline=str(props.get("os_command_line") or "console=ttyS0"))
             xml = domain_xml.build_domain_xml(instance, self.virt_type, paths)
             bases = [p for p in (image_path, kernel, ramdisk) if p]  # what the image cache must keep for us
-            await self._run(self._note_bases_and_start, inst_dir, bases, xml)  # one thread hop for both
+            await self._run(self._note_bases_and_start, inst_dir, bases, xml, start)  # one thread hop for both
         except asyncio.CancelledError:
             raise  # the manager's restart reconciliation removes half-built guests
         except Exception as exc:
@@ -329,15 +330,17 @@ class LibvirtDriver(PowerOps, DiskOps):
             await self._cleanup_quietly(uuid)
             raise errors.SpawnFailed(instance_id=uuid, reason=reason) from exc
 
-    def _note_bases_and_start(self, inst_dir: str, bases: list[str], xml: str) -> None:
+    def _note_bases_and_start(self, inst_dir: str, bases: list[str], xml: str, start: bool = True) -> None:
         Path(inst_dir, BASES_FILE).write_text(json.dumps(bases))
-        self._define_and_start(xml)
-        self._test_guest_booted(inst_dir)
+        self._define_and_start(xml, start)
+        if start:
+            self._test_guest_booted(inst_dir)
 
-    def _define_and_start(self, xml: str) -> None:
+    def _define_and_start(self, xml: str, start: bool = True) -> None:
         # validated against libvirt's schema even on test:///, which would accept XML real QEMU refuses
         dom = domain_schema.define(self.conn, xml)
-        dom.create()
+        if start:
+            dom.create()
 
     async def _disk_paths(self, instance: dict[str, Any], inst_dir: str, image_path: str | None,
                           disk_ready: bool = False) -> DomainPaths:

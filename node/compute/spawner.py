@@ -17,9 +17,10 @@ class GuestSpawner:
         self.images = images
         self.network = network
 
-    async def spawn(self, instance: dict[str, Any], disk_ready: bool = False) -> None:
+    async def spawn(self, instance: dict[str, Any], disk_ready: bool = False, start: bool = True) -> None:
         """Fetch the image (and an AMI's kernel and ramdisk: hash-verified through the cache),
-        then define and start the domain (`disk_ready`: on a disk a move copied here)."""
+        then define and start the domain (`disk_ready`: on a disk a move copied here; `start`
+        False: defined only, a guest the hypervisor lost made again shut off)."""
         image: dict[str, Any] = instance.get("image") or {}
         image_path = await self.images.fetch(image) if image.get("id") else None
         props: dict[str, Any] = image.get("properties") or {}
@@ -31,7 +32,8 @@ class GuestSpawner:
         vifs = await self.network.plug(admin_context(), instance)  # node/network/agent.py: taps before the domain
         if vifs:
             instance = {**instance, "vifs": vifs}
-        await self.driver.spawn(instance, image_path, kernel=kernel, ramdisk=ramdisk, disk_ready=disk_ready)
+        await self.driver.spawn(instance, image_path, kernel=kernel, ramdisk=ramdisk, disk_ready=disk_ready,
+                                start=start)
 
     async def _companion(self, image: dict[str, Any], key: str, prop: str) -> str:
         """The cached kernel or ramdisk of an AMI: the record the API resolved with the requester's

@@ -229,8 +229,8 @@ async def test_restart_reconciles(tmp_path: Path, conductor: FakeConductor, fetc
     first = make_manager(tmp_path, fetcher)
     await first.start(conductor)
     await first._sync_with_conductor()
-    ids = {k: new_uuid() for k in ("deleting", "building", "active_gone", "active_ok", "orphan", "stale_record",
-                                   "stopping_done", "stopping_not_done")}
+    ids = {k: new_uuid() for k in ("deleting", "building", "active_gone", "stopped_gone", "active_ok", "orphan",
+                                   "stale_record", "stopping_done", "stopping_not_done")}
     for key in ("deleting", "building", "active_ok", "orphan", "stopping_done", "stopping_not_done"):
         conductor.add(ids[key])
         await first.build_and_run_instance(CTX, dict(conductor.instances[ids[key]]))
@@ -238,7 +238,9 @@ async def test_restart_reconciles(tmp_path: Path, conductor: FakeConductor, fetc
     # what happened while it was down
     conductor.instances[ids["deleting"]].update(task_state=TaskState.DELETING)
     conductor.instances[ids["building"]].update(vm_state=VmState.BUILDING, task_state=TaskState.SPAWNING)
+    # guests the hypervisor lost, definition and all (the test driver's die with the process)
     conductor.add(ids["active_gone"], vm_state=VmState.ACTIVE, task_state=None, power_state=PowerState.RUNNING)
+    conductor.add(ids["stopped_gone"], vm_state=VmState.STOPPED, task_state=None, power_state=PowerState.SHUTDOWN)
     del conductor.instances[ids["orphan"]]
     conductor.add(ids["stale_record"], host="node2", vm_state=VmState.ACTIVE, task_state=None)
     # stops in flight when the worker died: one guest got as far as powering off, one did not
@@ -260,6 +262,12 @@ async def test_restart_reconciles(tmp_path: Path, conductor: FakeConductor, fetc
         assert f"cc-{ids['building']}" not in names
         gone = conductor.instances[ids["active_gone"]]
         assert (gone["vm_state"], gone["power_state"]) == (VmState.STOPPED, PowerState.SHUTDOWN)
+        # both lost guests are defined again from their records, shut off: a start finds them
+        for key in ("active_gone", "stopped_gone"):
+            assert f"cc-{ids[key]}" in names
+            assert await second.driver.power_state(ids[key]) == PowerState.SHUTDOWN
+        await second.driver.power_on(ids["stopped_gone"])
+        assert await second.driver.power_state(ids["stopped_gone"]) == PowerState.RUNNING
         assert f"cc-{ids['orphan']}" not in names and not instance_dir(tmp_path, ids["orphan"]).exists()
         assert f"cc-{ids['active_ok']}" in names
         assert conductor.instances[ids["active_ok"]]["vm_state"] == VmState.ACTIVE
