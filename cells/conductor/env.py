@@ -2,22 +2,31 @@
 the cell path, and a way to start background work in the service's TaskGroup."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from cells import errors
 from cells.context import RequestContext
 from cells.db import instances as idb
 from cells.db.engine import Database
 from cells.db.fast import AnyRow
 from cells.lifecycle import State
-from cells.rpc.liveness import ALIVE, DEAD, DEFAULT_GRACE, HostLiveness
+from cells.rpc.liveness import ALIVE, DEAD, DEFAULT_GRACE, SUSPECT, HostLiveness
 from cells.rpcapi.compute import topic as compute_topic
 from cells.service import Service
 
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+# a call its compute did not answer because it went away: killed (and restarted), or suspect
+HOST_WENT_AWAY = (errors.MemberGone, errors.RpcTimeout, errors.NoLiveMember)
+HOST_SENDS = 4  # sends of one step to a host that keeps coming back without answering
+HOST_POLL = 0.5  # seconds between looks at a suspect host's state
 
 
 @dataclass
@@ -59,3 +68,22 @@ def state_values(state: State) -> dict[str, Any]:
 def background_ctx(ctx: RequestContext) -> RequestContext:
     """Background steps outlive the API call's deadline; keep the request id for tracing."""
     return dataclasses.replace(ctx, deadline=None)
+
+
+async def through_host_restart(env: FlowEnv, host: str, what: str, step: Callable[[], Awaitable[T]]) -> T:
+    """Run `step`, a call to `host`'s compute that is idempotent there; when the compute went away
+    before answering (killed and restarted by its supervisor, or suspect: frozen, partitioned) it is
+    sent again once the host is back, as Nova's conductor drives an attachment or a move again when
+    its host returns. The error is raised (for the caller to roll back) only once the host is dead
+    or fenced, or after HOST_SENDS sends it came back from without answering."""
+    sends = 0
+    while True:
+        sends += 1
+        try:
+            return await step()
+        except HOST_WENT_AWAY as exc:
+            while (state := env.host_state(host)) == SUSPECT:
+                await asyncio.sleep(HOST_POLL)
+            if state != ALIVE or sends >= HOST_SENDS:
+                raise
+            LOG.warning("%s: %s did not answer (%s): sending it again", what, host, exc.message)

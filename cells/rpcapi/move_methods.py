@@ -36,13 +36,13 @@ CONDUCTOR_METHODS = (
     Method("evacuate", NORMAL, version=MOVES_VERSION, callers=callers(API)),
 )
 COMPUTE_METHODS = (
-    Method("prep_move", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR), args=MOVE_ARGS),
-    Method("finish_move", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR), args=MOVE_ARGS),
+    Method("prep_move", SLOW, retry_safe=True, version=MOVES_VERSION, callers=callers(CONDUCTOR), args=MOVE_ARGS),
+    Method("finish_move", SLOW, retry_safe=True, version=MOVES_VERSION, callers=callers(CONDUCTOR), args=MOVE_ARGS),
     Method("confirm_move", NORMAL, retry_safe=True, version=MOVES_VERSION,
            callers=callers(CONDUCTOR), args=MOVE_ARGS),
     Method("revert_move", NORMAL, retry_safe=True, version=MOVES_VERSION,
            callers=callers(CONDUCTOR), args=MOVE_ARGS),
-    Method("finish_revert", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR), args=MOVE_ARGS),
+    Method("finish_revert", SLOW, retry_safe=True, version=MOVES_VERSION, callers=callers(CONDUCTOR), args=MOVE_ARGS),
     Method("rebuild_evacuated", SLOW, version=MOVES_VERSION, callers=callers(CONDUCTOR), args=MOVE_ARGS),
     Method("disk_info", NORMAL, retry_safe=True, version=DISK_COPY_VERSION, callers=callers(COMPUTE)),
     Method("read_disk", NORMAL, retry_safe=True, version=DISK_COPY_VERSION, callers=callers(COMPUTE)),

@@ -54,7 +54,9 @@ CONDUCTOR_METHODS = (
 _C = {m.name: m for m in CONDUCTOR_METHODS}
 
 COMPUTE_METHODS = (
-    Method("attach_volume", NORMAL, callers=callers(CONDUCTOR)),
+    # retry-safe: a repeat finds the disk plugged (its serial is the volume id) and answers the same,
+    # so an attach its compute's death cut off is sent again to the restarted compute
+    Method("attach_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
     Method("detach_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
 )
 _K = {m.name: m for m in COMPUTE_METHODS}

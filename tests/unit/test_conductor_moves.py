@@ -241,13 +241,18 @@ async def test_delete_mid_move_releases_the_destination(cell: Cell) -> None:
         comp.release.set()
     await cell.wait_state(uuid, VmState.DELETED)
     await until_async(lambda: _no_copies(cell, uuid))  # the copy made after the delete goes too
+    closed = ("compute_finish_resize", "Error", "Instance was deleted during the resize")
+    # the flow records the end after removing the copy: waited for, not raced
+    await until_async(lambda: _has_event(cell, uuid, "resize", closed))
     mig = await migration(cell, uuid)
     assert mig["status"] == "error" and await claims_of(cell, uuid, mig["uuid"]) == {}
     assert await usage(cell) == before
     rec = await cell.db.read(lambda conn: idb.get_row(conn, uuid))
     assert rec is not None and rec.vm_state == VmState.DELETED and rec.host == source  # never marked resized
-    assert ("compute_finish_resize", "Error", "Instance was deleted during the resize") in await events(
-        cell, uuid, "resize")
+
+
+async def _has_event(c: Cell, uuid: str, action: str, event: tuple[str, str | None, str | None]) -> bool:
+    return event in await events(c, uuid, action)
 
 
 # --- a conductor dies while it owns a move ----------------------------------------------------
@@ -264,27 +269,28 @@ async def resize_held_at_finish_move(c: Cell, uuid: str, source: str) -> tuple[d
     return mig, str(mig["conductor_id"])
 
 
-async def test_conductor_killed_mid_resize_the_other_rolls_it_back(two: Cell) -> None:
+async def test_conductor_killed_mid_resize_the_other_drives_it_on(two: Cell) -> None:
+    """Accepted work ends as asked: the adopter asks the source's prep and the destination's
+    finish again (both idempotent) and the server ends VERIFY_RESIZE with one copy per host."""
     before = await usage(two)
     uuid = (await two.boot("mover"))["uuid"]
     source = (await two.wait_state(uuid, VmState.ACTIVE))["host"]
-    booted = await usage(two)
     mig, owner = await resize_held_at_finish_move(two, uuid, source)
+    dest = str(mig["dest_host"])
     assert mig["status"] == "migrating" and guests(two, uuid) == {source: {"flavor": "1", "running": False}}
     await two.crash(owner.split("/", 1)[1])  # no goodbye: the directory notices the missed beats
     for comp in computes(two):
         comp.release.set()  # the dead owner's last call completes: a copy on the destination
-    rec = await wait_task(two, uuid, None, VmState.ACTIVE, timeout=10)
-    assert (rec["host"], rec["flavor"]["id"]) == (source, "1")
-    await until_async(lambda: _only_copy(two, uuid, source))
-    assert guests(two, uuid) == {source: {"flavor": "1", "running": True}}  # exactly one, running
+    rec = await wait_task(two, uuid, None, "resized", timeout=10)
+    assert (rec["host"], rec["flavor"]["id"]) == (dest, "2")
+    assert guests(two, uuid) == {source: {"flavor": "1", "running": False}, dest: {"flavor": "2", "running": True}}
     done = await migration(two, uuid)
-    assert done["status"] == "error" and done["conductor_id"] != owner
-    assert await claims_of(two, uuid, mig["uuid"]) == {uuid: (source, 512)}
-    assert await usage(two) == booted != before
+    assert done["status"] == "finished" and done["conductor_id"] != owner
+    assert await claims_of(two, uuid, mig["uuid"]) == {uuid: (source, 512), mig["uuid"]: (dest, 1024)}
+    assert await usage(two) != before
     evs = await events(two, uuid, "resize")
     assert any(e == "conductor_adopt_move" and f"from {owner}" in (d or "") for e, _, d in evs), evs
-    assert any(r == "Error" and "rolled back" in (d or "") for _, r, d in evs), evs
+    assert ("compute_finish_resize", "Success") in [(e, r) for e, r, _ in evs], evs
 
 
 async def _only_copy(c: Cell, uuid: str, host: str) -> bool:
@@ -294,22 +300,26 @@ async def _only_copy(c: Cell, uuid: str, host: str) -> bool:
 async def test_an_owner_taken_for_dead_leaves_the_move_to_its_adopter(two: Cell,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     """The owner stalled (not dead) and was adopted: when its late step returns it must not
-    finish the move under the adopter's rollback."""
+    finish the move the adopter drives on (one copy per host, the adopter's record)."""
     uuid = (await two.boot("mover"))["uuid"]
     source = (await two.wait_state(uuid, VmState.ACTIVE))["host"]
     mig, owner = await resize_held_at_finish_move(two, uuid, source)
+    dest = str(mig["dest_host"])
     adopter = next(n for n in ("conductor", "conductor-2") if f"cell1/{n}" != owner)
     env = two.services[adopter].handler.env
     await moves.adopt(env, [owner])  # as if the owner had missed its beats
     for comp in computes(two):
         comp.release.set()  # the owner's finish_move returns: a copy made on the destination
-    rec = await wait_task(two, uuid, None, VmState.ACTIVE)
-    assert (rec["host"], rec["flavor"]["id"]) == (source, "1")
-    await until_async(lambda: _only_copy(two, uuid, source))
-    assert guests(two, uuid) == {source: {"flavor": "1", "running": True}}
-    assert await claims_of(two, uuid, mig["uuid"]) == {uuid: (source, 512)}
+    rec = await wait_task(two, uuid, None, "resized")
+    assert (rec["host"], rec["flavor"]["id"]) == (dest, "2")
+    assert guests(two, uuid) == {source: {"flavor": "1", "running": False}, dest: {"flavor": "2", "running": True}}
+    assert await claims_of(two, uuid, mig["uuid"]) == {uuid: (source, 512), mig["uuid"]: (dest, 1024)}
     assert (await migration(two, uuid))["conductor_id"] == f"cell1/{adopter}"
-    assert any("no longer ours" in r.getMessage() for r in caplog.records)
+    await until_async(lambda: _logged(caplog, "no longer ours"))
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records)
 
 
 async def test_conductor_killed_during_confirm_the_other_finishes_it(two: Cell) -> None:
@@ -349,12 +359,12 @@ async def test_sweep_adopts_a_move_whose_owner_never_left_in_our_sight(cell: Cel
         action_records.start_action(conn, USER, uuid, "resize", "p1")
         idb.update_row(conn, uuid, {"task_state": "resize_migrating"})
     await cell.db.write(orphan)
-    rec = await wait_task(cell, uuid, None, VmState.ACTIVE, timeout=15)
-    assert rec["host"] == source
-    assert guests(cell, uuid) == {source: {"flavor": "1", "running": True}}
-    assert await claims_of(cell, uuid, mig_uuid) == {uuid: (source, 512)}
+    rec = await wait_task(cell, uuid, None, "resized", timeout=15)  # adopted and driven on
+    assert (rec["host"], rec["flavor"]["id"]) == (dest, "2")
+    assert guests(cell, uuid) == {source: {"flavor": "1", "running": False}, dest: {"flavor": "2", "running": True}}
+    assert await claims_of(cell, uuid, mig_uuid) == {uuid: (source, 512), mig_uuid: (dest, 1024)}
     done = await migration(cell, uuid)
-    assert (done["status"], done["conductor_id"]) == ("error", "cell1/conductor")
+    assert (done["status"], done["conductor_id"]) == ("finished", "cell1/conductor")
 
 
 # --- same host, no room --------------------------------------------------------------------------

@@ -7,7 +7,8 @@ the move is still its to drive (`why_stop`):
            before that copy existed), releases the migration's claim and stops.
   TAKEN    another conductor adopted the move (we were taken for dead: a long stall), or
            it ended: the flow stops and leaves everything to the new owner.
-A failed step (or an adopted move whose owner died) is rolled back: the destination copy
+A failed step (or an adopted evacuation whose owner died; an adopted resize or migration goes
+on: flows/moves.py adopt) is rolled back: the destination copy
 removed, the source guest started again (not for an evacuation: its source is dead), the
 record back where it was with a fault on the action. Never two running copies, never none.
 Every compute step is idempotent and serialized per instance on the compute, so a rollback

@@ -20,9 +20,11 @@ stopping and rolling back: flows/move_recovery.py.
                     the migration's (destination) claim becomes the instance's; vm_state back
     revert_move     resized -> destination guest destroyed, source guest powered on again;
                     the migration's claim released; host and flavor back
-    adopt           a dead owner's move in flight: rolled back (destination guest removed, source
-                    guest powered on, destination claim released): never two running copies,
-                    never none; a confirm or revert it was running: done again (idempotent)
+    adopt           a dead owner's resize or migration in flight: driven on from its last recorded
+                    step (scheduled again without a destination, else from the source's prep: every
+                    compute step is idempotent), so an accepted move ends as asked or rolled back
+                    with its fault; an evacuation in flight: rolled back (destination guest removed,
+                    destination claim released); a confirm or revert it was running: done again
 
 Same-host resize only when the cell allows it (cluster.yaml allow_resize_to_same_host, as
 Nova's option; never for a migration): both claims are then on the one host until confirm,
@@ -30,6 +32,7 @@ and the compute changes the one guest's flavor in place (node/compute/guest_move
 """
 from __future__ import annotations
 
+import functools
 import logging
 import uuid as uuidlib
 from collections.abc import Iterable, Mapping
@@ -39,7 +42,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import Row
 
 from cells import errors
-from cells.conductor.env import FlowEnv, background_ctx
+from cells.conductor.env import FlowEnv, background_ctx, through_host_restart
 from cells.conductor.flows.delete import remove_copy, visible
 from cells.conductor.flows.move_recovery import ACTION_OF, DELETED, MIGRATING, PREP, drive, go_on, roll_back, why_stop
 from cells.context import RequestContext, admin_context
@@ -161,23 +164,42 @@ async def move_instance(env: FlowEnv, ctx: RequestContext, uuid: str, action: An
 
 async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str, Any],
                 mig: dict[str, Any]) -> None:
+    """The move's steps; a move adopted from a dead owner (`mig` as the DB holds it) goes on from
+    its last recorded step: scheduled again while it has no destination, else from the source's
+    prep. Each compute step is idempotent, and sent again when its compute restarts meanwhile."""
     uuid, source = record["uuid"], mig["source_host"]
-    # 1. a destination, claimed (under the migration) before anything moves; the source
-    #    host only for a resize, and only where the cell allows it (Nova's rule)
-    same_host = action == "resize" and env.allow_resize_to_same_host
-    [sel] = await SchedulerAPI(env.service).select_destinations(
-        ctx, {"flavor": mig["new_flavor"], "instance_uuid": uuid},  # the instance's server group goes with it
-        [mig["uuid"]], [] if same_host else [source])
-    mig["dest_host"] = dest = str(sel["host"])
-    await go_on(env, lambda conn: _step(conn, env, mig, action, EV_PREP, EV_MOVE, MIGRATING,
-                                        dest_host=dest, status="migrating"))
+    if mig.get("dest_host") is None:
+        # 1. a destination, claimed (under the migration) before anything moves; the source
+        #    host only for a resize, and only where the cell allows it (Nova's rule); a claim
+        #    a dead owner made under the migration is replaced
+        same_host = action == "resize" and env.allow_resize_to_same_host
+        [sel] = await SchedulerAPI(env.service).select_destinations(
+            ctx, {"flavor": mig["new_flavor"], "instance_uuid": uuid},  # the instance's server group goes with it
+            [mig["uuid"]], [] if same_host else [source])
+        dest = str(sel["host"])
+        await go_on(env, lambda conn: _step(conn, env, mig, action, EV_PREP, EV_MOVE, MIGRATING,
+                                            dest_host=dest, status="migrating"))
+        mig["dest_host"] = dest
+    dest = str(mig["dest_host"])
     compute = MoveComputeAPI(env.service)
-    # 2. the source guest stops (and stays, until confirm or revert)
-    await compute.prep_move(ctx, source, record, mig)
-    await go_on(env, lambda conn: _step(conn, env, mig, action, EV_MOVE, EV_FINISH, MIGRATING))
-    # 3. the destination makes the guest with the new flavor, or on the same host changes
-    #    the one guest's flavor
-    power, note = await _finish(env, ctx, compute, {**record, "flavor": mig["new_flavor"], "host": dest}, mig)
+    what = f"{action} of {uuid}"
+    for attempt in range(2):
+        # 2. the source guest stops (and stays, until confirm or revert)
+        await through_host_restart(env, source, what, lambda: compute.prep_move(ctx, source, record, mig))
+        if attempt == 0:
+            await go_on(env, lambda conn: _step(conn, env, mig, action, EV_MOVE, EV_FINISH, MIGRATING))
+        # 3. the destination makes the guest with the new flavor, or on the same host changes
+        #    the one guest's flavor
+        try:
+            power, note = await through_host_restart(env, dest, what, lambda: _finish(
+                env, ctx, compute, {**record, "flavor": mig["new_flavor"], "host": dest}, mig))
+            break
+        except errors.DiskCopyFailed as exc:
+            # a source compute that restarted after its prep no longer serves the disks: its prep
+            # is asked again (it registers the destination again), once
+            if attempt or not env.host_alive(source):
+                raise
+            LOG.warning("%s: copying the disks failed (%s): asking %s to prepare again", what, exc.message, source)
     await go_on(env, lambda conn: _finished(conn, env, mig, action, power, note))
     LOG.info("%s of %s: %s -> %s, awaiting confirm", action, uuid, source, dest)
 
@@ -283,9 +305,12 @@ async def revert_move(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str,
 async def _revert(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
     compute = MoveComputeAPI(env.service)
     power = 4
+    what = f"revert of {record['uuid']}"
     try:
-        await compute.revert_move(ctx, mig["dest_host"], record, mig)
-        power = await compute.finish_revert(ctx, mig["source_host"], {**record, "flavor": mig["old_flavor"]}, mig)
+        await through_host_restart(env, mig["dest_host"], what,
+                                   lambda: compute.revert_move(ctx, mig["dest_host"], record, mig))
+        power = await through_host_restart(env, mig["source_host"], what, lambda: compute.finish_revert(
+            ctx, mig["source_host"], {**record, "flavor": mig["old_flavor"]}, mig))
     except errors.CellcloudError as exc:
         LOG.warning("revert of %s: %s", record["uuid"], exc.message)
         message = exc.message
@@ -335,6 +360,11 @@ async def adopt(env: FlowEnv, owners: Iterable[str]) -> None:
                       else _revert(env, ctx, record, mig))
             continue
         action = ACTION_OF[row.migration_type]
+        if action in MOVE_KINDS:  # accepted work ends as asked: the move goes on from its last step
+            LOG.warning("adopting %s %s of %s from %s: driving it on", action, row.uuid, inst.uuid, row.conductor_id)
+            env.spawn(drive(env, ctx, action, record, mig,
+                            functools.partial(_move, env, ctx, action, record, mig)))
+            continue
         LOG.warning("adopting %s %s of %s from %s: rolling it back", action, row.uuid, inst.uuid, row.conductor_id)
         message = f"Conductor {row.conductor_id} stopped during the {action}: rolled back by {env.conductor_id}"
         env.spawn(roll_back(env, ctx, action, record, mig, message))

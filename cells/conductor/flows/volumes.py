@@ -9,9 +9,11 @@ in a stable state:
     create  creating -> (place on a volume host with room) -> volume.<host> create -> available | error
     delete  available|error -> deleting -> volume.<host> delete -> row deleted | error_deleting
     attach  available -> attaching -> volume.<host> export -> compute.<host> hot-plug -> in-use
-            any failure: unexport, attachment removed, back to available with the reason in `error`
+            any failure: unexport, attachment removed, back to available with the reason in `error`;
+            a compute that went away (killed, suspect) is not a failure: the hot-plug is sent again
+            once it is back, and fails only once its host is dead (env.through_host_restart)
     detach  in-use -> detaching -> compute.<host> unplug -> volume.<host> unexport -> available
-            unplug failure: back to in-use with the reason
+            unplug failure: back to in-use with the reason (a compute that went away: as for attach)
 
 Each of the four in-progress statuses records its owner (volumes.conductor_id, set in the
 same UPDATE that enters the status); when the owner leaves, a live conductor adopts the
@@ -28,7 +30,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from cells import errors
-from cells.conductor.env import FlowEnv, background_ctx
+from cells.conductor.env import FlowEnv, background_ctx, through_host_restart
 from cells.context import RequestContext
 from cells.db import instances as idb
 from cells.db import volumes as vdb
@@ -331,8 +333,8 @@ async def attach_steps(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any]
         info = await VolumeAPI(env.service).export_volume(ctx, volume["host"], volume, connector(env, host, volume))
         # recorded before the hot-plug: a volume worker restarting now re-establishes this export
         await env.db.write(lambda conn: vdb.update_attachment(conn, vid, {"connection_info": info}))
-        done = await ComputeVolumeAPI(env.service).attach_volume(ctx, host, att["instance_uuid"], vid, info,
-                                                                 att["device"])
+        done = await through_host_restart(env, host, f"attach of volume {vid}", lambda: ComputeVolumeAPI(
+            env.service).attach_volume(ctx, host, att["instance_uuid"], vid, info, att["device"]))
     except errors.CellcloudError as exc:
         LOG.warning("attach of volume %s to %s failed: %s", vid, att["instance_uuid"], exc)
         await _roll_back_attach(env, ctx, volume, info, exc.message, att["id"])
@@ -390,7 +392,8 @@ async def volume_detach(env: FlowEnv, ctx: RequestContext, volume_id: str, insta
 async def detach_steps(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any], att: dict[str, Any]) -> None:
     vid = volume["id"]
     try:
-        await ComputeVolumeAPI(env.service).detach_volume(ctx, att["instance_host"], att["instance_uuid"], vid)
+        await through_host_restart(env, att["instance_host"], f"detach of volume {vid}", lambda: ComputeVolumeAPI(
+            env.service).detach_volume(ctx, att["instance_host"], att["instance_uuid"], vid))
     except errors.CellcloudError as exc:
         LOG.warning("detach of volume %s from %s failed: %s", vid, att["instance_uuid"], exc)
         reason = exc.message
