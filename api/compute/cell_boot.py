@@ -6,7 +6,9 @@ refuses at once with NoValidHost when no live host has room: its own view is
 current, ours is up to a heartbeat old), and on a refusal or an unreachable
 cell (no answer within BUILD_BOUND) remove the mappings and try the next. The last candidate builds without
 admission: with no room anywhere the server goes to ERROR with Nova's "No
-valid host" fault, as in Nova, rather than the request failing. Nothing is left half-made: a
+valid host" fault, as in Nova, rather than the request failing; and its build is
+sent again while its conductor restarts (RESTART_BOUND): one conductor's death
+does not fail a boot. Nothing is left half-made: a
 failure other than those removes the mappings, and after a timeout (the cell
 may have made the rows) asks the cell to drop them.
 """
@@ -31,6 +33,7 @@ BUILD_BOUND = 5.0  # seconds a cell has to take a boot (it only writes rows) bef
 FORGET_BOUND = 60.0  # seconds an unreachable cell is asked again to drop a boot the API gave up on
 FORGET_RETRY = 1.0
 CELL_POLL = 0.25  # seconds between looks for a down cell coming back, when no cell is up
+RESTART_BOUND = 15.0  # seconds the last candidate cell's build is sent again while its conductor restarts
 
 RecordsFor = Callable[[str], list[dict[str, Any]]]
 SpecFor = Callable[[list[dict[str, Any]]], dict[str, Any]]
@@ -51,9 +54,10 @@ async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: d
     for i, cell in enumerate(candidates):
         records = await mappings.add(db, records_for(cell.path), cell.path, admission, attributes)
         uuids = [r["uuid"] for r in records]
+        last_candidate = i == len(candidates) - 1
         try:
-            await cell.conductor.build_instances(ctx.with_timeout(BUILD_BOUND), records,
-                                                 {**spec_for(records), "admission": i < len(candidates) - 1})
+            await _send_build(cell, ctx, records, {**spec_for(records), "admission": not last_candidate},
+                              RESTART_BOUND if last_candidate else 0.0)
         except BaseException as exc:
             await asyncio.shield(mappings.remove(db, uuids))  # no half-made server
             if isinstance(exc, errors.RpcError) and not isinstance(exc, errors.NoLiveMember):
@@ -82,6 +86,26 @@ async def build(router: CellRouter, db: Database, ctx: RequestContext, flavor: d
     detail = f" Tried: {', '.join(tried)}." if tried else " No cell is reachable."
     raise errors.NoValidHost(reason=f"No cell{where} could take the server.{detail}"
                                     + (f" Last refusal: {last.message}" if last else ""))
+
+
+async def _send_build(cell: Cell, ctx: RequestContext, records: list[dict[str, Any]], spec: dict[str, Any],
+                      resend_for: float) -> None:
+    """build_instances to the cell; when its conductor went away before answering (killed: the
+    supervisor restarts it; MemberGone, a timeout, or no member for a moment) it is sent again, with
+    the same records, for up to `resend_for` seconds: the conductor's build_instances is idempotent
+    (a repeat gets the rows the first one made, and the restarted conductor schedules what the dead
+    one left), so the last cell a boot can go to does not fail it because one conductor died."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + resend_for
+    while True:
+        try:
+            await cell.conductor.build_instances(ctx.with_timeout(BUILD_BOUND), records, spec)
+            return
+        except (errors.MemberGone, errors.RpcTimeout, errors.NoLiveMember) as exc:
+            if loop.time() >= give_up:
+                raise
+            LOG.info("cell %s: build_instances unanswered (%s): sending it again", cell.path, exc)
+        await asyncio.sleep(CELL_POLL)
 
 
 async def _wait_for_a_cell(router: CellRouter, flavor: dict[str, Any], zone: str | None,

@@ -20,7 +20,9 @@ SHOW_VERSION = "1.2"  # instance_show: a server view's record, volumes and secur
 EVENTS_VERSION = "1.5"  # instance_event: a compute's report is a lifecycle event (issue 22)
 SURFACE = surface(
     # from the API
-    Method("build_instances", NORMAL, callers=callers(API), plain_args={"instances": "Instance"}),
+    # retry-safe: a repeat gets the rows the first one made (flows/boot.py _insert_build), so a build
+    # whose conductor died is sent again to the restarted one instead of failing the boot
+    Method("build_instances", NORMAL, retry_safe=True, callers=callers(API), plain_args={"instances": "Instance"}),
     Method("instance_get", FAST, retry_safe=True, callers=callers(API, COMPUTE), result="Instance"),
     Method("instance_show", FAST, retry_safe=True, version=SHOW_VERSION, callers=callers(API),
            result="Instance@instance"),  # {"instance": an Instance, the rest plain}

@@ -168,3 +168,17 @@ async def test_rows_a_silent_cell_made_are_dropped_once_it_answers_again(two_cel
             break
         await asyncio.sleep(0.1)
     assert made["task_state"] == "deleting" and a.conductor.fail_deletes == 0
+
+
+async def test_a_build_whose_conductor_died_is_sent_again_to_the_last_cell(two_cells: Any) -> None:
+    """The only cell the boot can go to loses the conductor that had its build (MemberGone: it
+    restarted): the API sends the build again, with the same server id, instead of answering
+    503; the server is made once, mapped and shown."""
+    client, a, b, tok = two_cells
+    b.conductor.fail_next_build = errors.MemberGone(member="b/conductor", method="build_instances")
+    resp = await _boot(client, tok, availability_zone="west")
+    assert resp.status == 202, await resp.text()
+    sid = (await resp.json())["server"]["id"]
+    assert list(b.conductor.records) == [sid] and len(b.conductor.builds) == 1 and not a.conductor.records
+    shown = await client.get(f"/compute/v2.1/servers/{sid}", headers={"X-Auth-Token": tok})
+    assert shown.status == 200, await shown.text()
