@@ -194,12 +194,14 @@ def check_injected_files(limit: Mapping[str, int], files: Sequence[Mapping[str, 
             raise error(allowed=allowed, resource=resource, requested=used, limit=allowed)
 
 
-def check_volumes(limit: Mapping[str, int], used: Mapping[str, int], volumes: int, gigabytes: int) -> None:
-    """For the volume API: 413 as Cinder when a new volume exceeds volumes or gigabytes."""
-    for resource, delta, what in (("gigabytes", gigabytes, f"volume of {gigabytes}G"), ("volumes", volumes,
-                                                                                        "volume")):
+def check_volumes(limit: Mapping[str, int], used: Mapping[str, int], volumes: int, gigabytes: int,
+                  count: str = "volumes") -> None:
+    """For the volume API: 413 as Cinder when a new volume (`count` "snapshots": snapshot) exceeds its count
+    or gigabytes."""
+    what = count[:-1]
+    for resource, delta, text in (("gigabytes", gigabytes, f"{what} of {gigabytes}G"), (count, volumes, what)):
         if resource in over(limit, used, {resource: delta}):
-            raise VolumeOverLimit(what=what, resource=resource, req=delta, used=used.get(resource, 0),
+            raise VolumeOverLimit(what=text, resource=resource, req=delta, used=used.get(resource, 0),
                                   allowed=limit[resource], requested=delta, limit=limit[resource])
 
 
@@ -278,20 +280,30 @@ RESERVATION_TTL = 60.0  # seconds a volume reservation counts (a create's cell l
 _r = volume_reservations.c
 
 
-def reserve_volume(conn: Connection, project_id: str, volume_id: str, gigabytes: int, listed: Mapping[str, int],
-                   listed_ids: set[str]) -> None:
-    """Check a new volume against the project's volumes and gigabytes quotas and reserve it, in the
-    caller's write unit of the API DB (API workers queue on its write lock). `listed`: what the cells
-    list for the project (read just before), `listed_ids` the volumes they listed; volumes reserved
-    by creates the cells do not list yet count too, each once. 413 VolumeOverLimit when over."""
+def _pending(conn: Connection, project_id: str, listed_ids: set[str]) -> dict[str, int]:
+    """What creates reserved and the cells do not list yet (expired reservations dropped first)."""
     conn.execute(delete(volume_reservations).where(_r.created_at < utcnow() - timedelta(seconds=RESERVATION_TTL)))
-    pending = [r for r in conn.execute(select(_r.volume_id, _r.gigabytes).where(_r.project_id == project_id))
-               if r.volume_id not in listed_ids]
-    used = {"volumes": listed.get("volumes", 0) + len(pending),
-            "gigabytes": listed.get("gigabytes", 0) + sum(int(r.gigabytes) for r in pending)}
-    check_volumes(limits_of(conn, project_id), used, 1, gigabytes)
+    out = {"volumes": 0, "snapshots": 0, "gigabytes": 0}
+    for r in conn.execute(select(_r.volume_id, _r.gigabytes, _r.resource).where(_r.project_id == project_id)):
+        if r.volume_id not in listed_ids:
+            out["snapshots" if r.resource == "snapshot" else "volumes"] += 1
+            out["gigabytes"] += int(r.gigabytes)
+    return out
+
+
+def reserve_volume(conn: Connection, project_id: str, volume_id: str, gigabytes: int, listed: Mapping[str, int],
+                   listed_ids: set[str], resource: str = "volume") -> None:
+    """Check a new volume (or, `resource` "snapshot", a snapshot) against the project's volumes (snapshots)
+    and gigabytes quotas and reserve it, in the caller's write unit of the API DB (API workers queue on
+    its write lock). `listed`: what the cells list for the project (read just before; gigabytes of volumes
+    and snapshots together, as Cinder counts them), `listed_ids` the volumes and snapshots they listed;
+    those reserved by creates the cells do not list yet count too, each once. 413 VolumeOverLimit when over."""
+    pending = _pending(conn, project_id, listed_ids)
+    used = {k: listed.get(k, 0) + pending[k] for k in pending}
+    count = "snapshots" if resource == "snapshot" else "volumes"
+    check_volumes(limits_of(conn, project_id), used, 1, gigabytes, count)
     conn.execute(insert(volume_reservations).values(volume_id=volume_id, project_id=project_id,
-                                                    gigabytes=gigabytes, created_at=utcnow()))
+                                                    gigabytes=gigabytes, created_at=utcnow(), resource=resource))
 
 
 def release_volume(conn: Connection, volume_id: str) -> None:

@@ -271,6 +271,17 @@ class VolumeInvalidState(Invalid):
 
 
 @_register
+class SnapshotNotFound(NotFound):
+    code, msg = "snapshot_not_found", "Snapshot {snapshot_id} could not be found."
+
+
+@_register
+class SnapshotInvalidState(Invalid):
+    """Cinder's InvalidSnapshot (400)."""
+    code, msg = "snapshot_invalid_state", "Invalid snapshot: {reason}"
+
+
+@_register
 class VolumeAttachConflict(Conflict):
     code, msg = "volume_attach_conflict", "Volume {volume_id} cannot be attached: {reason}"
 

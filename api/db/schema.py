@@ -183,6 +183,8 @@ volume_reservations = Table(
     Column("project_id", String(64), nullable=False, index=True),
     Column("gigabytes", Integer, nullable=False),
     Column("created_at", DateTime, nullable=False),
+    # a0003 (issue 18): volume | snapshot (the id above is then the snapshot's)
+    Column("resource", String(16), nullable=False, server_default="volume"),
 )
 
 # --- image ------------------------------------------------------------------
@@ -337,7 +339,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4
 LATEST = max(MIGRATIONS)
 # Alembic (api/db/migrations/versions), oldest first; the baseline is LATEST's schema. A change to a table
 # from now on is an Alembic revision plus the edit of its Table above (tests/unit/test_db_migrations.py).
-ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes")
+ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

@@ -65,6 +65,40 @@ async def list_all(router: CellRouter, ctx: RequestContext, filters: dict[str, A
     return records
 
 
+async def find_snapshot(router: CellRouter, ctx: RequestContext,
+                        snapshot_id: str) -> tuple[VolumeConductorAPI, dict[str, Any]]:
+    """(the conductor of the cell holding the snapshot, its record); SnapshotNotFound when no cell has it."""
+    async def get(api: VolumeConductorAPI, c: RequestContext) -> dict[str, Any] | None:
+        try:
+            return await api.snapshot_get(c, snapshot_id)
+        except errors.NotFound:
+            return None
+    for cell, record in await _each(router, ctx, get):
+        if record is not None:
+            return VolumeConductorAPI(cell), record
+    raise errors.SnapshotNotFound(snapshot_id=snapshot_id)
+
+
+async def list_snapshots(router: CellRouter, ctx: RequestContext, filters: dict[str, Any],
+                         strict: bool = False) -> list[dict[str, Any]]:
+    """Every matching snapshot of every cell, newest first."""
+    async def one(api: VolumeConductorAPI, c: RequestContext) -> list[dict[str, Any]]:
+        return await api.snapshot_list(c, filters)
+    records = [r for _, rs in await _each(router, ctx, one, strict) for r in rs]
+    records.sort(key=lambda r: (r.get("created_at") or "", r["id"]), reverse=True)
+    return records
+
+
+async def project_usage(router: CellRouter, ctx: RequestContext, project: str) -> tuple[dict[str, int], set[str]]:
+    """What the project holds in every cell (a cell that cannot answer fails the request): volumes,
+    snapshots and their gigabytes together (as Cinder counts them), and the ids listed."""
+    volumes = await list_all(router, ctx, {"project_id": project}, strict=True)
+    snapshots = await list_snapshots(router, ctx, {"project_id": project}, strict=True)
+    used = {"volumes": len(volumes), "snapshots": len(snapshots),
+            "gigabytes": sum(int(r["size"]) for r in (*volumes, *snapshots))}
+    return used, {str(r["id"]) for r in (*volumes, *snapshots)}
+
+
 def has_volume_host(cell: Cell) -> bool | None:
     """Whether the cell's directory lists a volume worker (None: not visible from here, a relayed cell)."""
     if not isinstance(cell, CellClient):

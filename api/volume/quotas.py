@@ -97,7 +97,7 @@ async def limits(request: web.Request) -> web.Response:
     absolute = {"maxTotalVolumes": lim["volumes"], "maxTotalVolumeGigabytes": lim["gigabytes"],
                 "maxTotalSnapshots": lim["snapshots"], "maxTotalBackups": FIXED["backups"],
                 "maxTotalBackupGigabytes": FIXED["backup_gigabytes"], "totalVolumesUsed": used["volumes"],
-                "totalGigabytesUsed": used["gigabytes"], "totalSnapshotsUsed": 0, "totalBackupsUsed": 0,
+                "totalGigabytesUsed": used["gigabytes"], "totalSnapshotsUsed": used["snapshots"], "totalBackupsUsed": 0,
                 "totalBackupGigabytesUsed": 0}
     return web.json_response({"limits": {"rate": [], "absolute": absolute}})
 

@@ -1,7 +1,8 @@
 """/volume: the Cinder v3 sub-application (block-storage and volumev3 in the catalog).
 
     GET  /volume, /volume/v3                       version documents (public)
-    /volume/v3/{project_id}/volumes[/detail|/{id}] api/volume/volumes.py
+    /volume/v3/{project_id}/volumes[/detail|/{id}] api/volume/volumes.py (+ /{id}/action: os-extend)
+    /volume/v3/{project_id}/snapshots[/detail|/{id}] api/volume/snapshots.py
     /volume/v3/{project_id}/limits, os-quota-sets  api/volume/quotas.py
 
 This API speaks microversion 3.0 only: no header means 3.0, "latest" 3.0, a
@@ -21,7 +22,7 @@ from aiohttp.typedefs import Handler
 from api.errors import VersionNotSupported, compute_body, error_middleware
 from api.keys import CONTEXT, public_url
 from api.middleware import token_auth
-from api.volume import quotas, volumes
+from api.volume import quotas, snapshots, volumes
 from cells import errors
 
 VERSION = (3, 0)
@@ -95,5 +96,6 @@ def make_volume_app() -> web.Application:
     for path in ("", "/", "/v3", "/v3/"):
         app.router.add_get(path, versions)
     volumes.add_routes(app)
+    snapshots.add_routes(app)
     quotas.add_routes(app)
     return app

@@ -2,12 +2,14 @@
 
 Validate -> quota -> act: a request is checked whole before anything is made
 (size in whole GiB from 1 to MAX_SIZE_GB, strings, metadata, no unsupported
-source such as a snapshot or an image), then the project's volume quotas
+source such as an image or a backup), then the project's volume quotas
 (volumes, gigabytes: 413 as Cinder) are checked and the new volume reserved in
 one write unit of the API DB (api/quota.py reserve_volume), so two concurrent
 creates, through one API worker or several, cannot both take the last unit. A new volume answers 202 in status `creating`; the cell's conductor
 places it on a volume host and it becomes `available` (or `error`, with the
-reason in its record).
+reason in its record). A volume made from a snapshot (`snapshot_id`) or from
+another volume (`source_volid`) is made in its source's cell, on its source's
+host, at least as large as its source (its size when none is given).
 
 The metadata key `cellcloud:target` (local, tgt, nbd, lio) asks for that
 export target when the volume is attached; without it the volume host uses
@@ -25,7 +27,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from api import quota
-from api.http import context, is_uuid, json_body, query_int
+from api.http import context, is_uuid, json_body, parse_bool, query_int
 from api.keys import DB, ROUTER, public_url
 from api.volume import cells
 from api.volume.views import DEFAULT_TYPE, volume_brief, volume_detail
@@ -37,12 +39,12 @@ from cells.rpcapi.volume import VolumeConductorAPI
 MAX_LIMIT = 1000
 TARGET_KEY = "cellcloud:target"
 TARGETS = ("local", "tgt", "nbd", "lio")
-# create-body keys this cloud cannot honour when they are set (a volume is made empty, attached once)
-UNSUPPORTED_SOURCES = {"snapshot_id": "a snapshot", "source_volid": "another volume", "imageRef": "an image",
-                       "backup_id": "a backup", "consistencygroup_id": "a consistency group",
+# create-body keys this cloud cannot honour when they are set
+UNSUPPORTED_SOURCES = {"imageRef": "an image", "backup_id": "a backup", "consistencygroup_id": "a consistency group",
                        "group_id": "a group", "source_replica": "a replica"}
 CREATE_KEYS = {"size", "name", "display_name", "description", "display_description", "availability_zone",
-               "volume_type", "metadata", "multiattach", "OS-SCH-HNT:scheduler_hints", *UNSUPPORTED_SOURCES}
+               "volume_type", "metadata", "multiattach", "OS-SCH-HNT:scheduler_hints", "snapshot_id", "source_volid",
+               *UNSUPPORTED_SOURCES}
 UPDATE_KEYS = {"name", "display_name", "description", "display_description", "metadata"}
 SORT_KEYS = ("created_at", "updated_at", "name", "size", "status", "id")
 
@@ -109,14 +111,24 @@ def validate_create(body: Any) -> dict[str, Any]:
             raise errors.Invalid(f"Creating a volume from {what} ({key}) is not supported by this cloud")
     if item.get("multiattach"):
         raise errors.Invalid("multiattach is not supported: a volume is attached to one server at a time")
-    if "size" not in item or item["size"] is None:
+    sources = {k: _source_id(item[k], k) for k in ("snapshot_id", "source_volid") if item.get(k) is not None}
+    if len(sources) > 1:
+        raise errors.Invalid("Invalid input received: give one of snapshot_id and source_volid, not both")
+    if ("size" not in item or item["size"] is None) and not sources:
         raise errors.Invalid("Invalid input received: a volume size is required")
     vtype = _string(item.get("volume_type"), "volume_type")
     if vtype not in (None, DEFAULT_TYPE):
         raise errors.NotFound(f"Volume type with name {vtype} could not be found.")
-    return {"size": validate_size(item["size"]), **_names(item),
+    size = None if item.get("size") is None else validate_size(item["size"])
+    return {"size": size, **sources, **_names(item),
             "availability_zone": _string(item.get("availability_zone"), "availability_zone"),
             "metadata": validate_metadata(item.get("metadata"))}
+
+
+def _source_id(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not is_uuid(value):
+        raise errors.Invalid(f"Invalid input received: {field} {value!r} is not a UUID")
+    return value.lower()
 
 
 def validate_update(body: Any) -> dict[str, Any]:
@@ -189,9 +201,9 @@ def _project(request: web.Request) -> str:
 
 
 async def usage(request: web.Request, ctx: RequestContext, project: str) -> dict[str, int]:
-    """volumes and gigabytes the project holds in every cell (a cell that cannot answer: refuse)."""
-    records = await cells.list_all(request.config_dict[ROUTER], ctx, {"project_id": project}, strict=True)
-    return {"volumes": len(records), "gigabytes": sum(int(r["size"]) for r in records)}
+    """volumes, snapshots and their gigabytes the project holds in every cell (a cell that cannot answer:
+    refuse)."""
+    return (await cells.project_usage(request.config_dict[ROUTER], ctx, project))[0]
 
 
 async def create(request: web.Request) -> web.Response:
@@ -206,19 +218,29 @@ async def create_volume(request: web.Request, ctx: RequestContext, project: str,
                         spec: dict[str, Any]) -> dict[str, Any]:
     """Create a volume from a validated spec (this API's POST and EC2's CreateVolume); its record."""
     router, db = request.config_dict[ROUTER], request.config_dict[DB]
-    cell = cells.choose(router, spec["availability_zone"])
+    if spec.get("snapshot_id") or spec.get("source_volid"):  # made beside its source, in its cell
+        api, source = await _source(request, ctx, spec)
+        spec = {**spec, "size": spec.get("size") or int(source["size"])}
+    else:
+        api = VolumeConductorAPI(cells.choose(router, spec["availability_zone"]))
     volume = {"id": str(uuidlib.uuid4()), "project_id": project, "user_id": ctx.user, **spec}
-    records = await cells.list_all(router, ctx, {"project_id": project}, strict=True)
-    listed = {"volumes": len(records), "gigabytes": sum(int(r["size"]) for r in records)}
-    listed_ids = {str(r["id"]) for r in records}
+    listed, listed_ids = await cells.project_usage(router, ctx, project)
     vid, size = str(volume["id"]), int(spec["size"])
     # checked and reserved in one API DB write unit: creates of every API worker queue on it (api/quota.py)
     await db.write(lambda conn: quota.reserve_volume(conn, project, vid, size, listed, listed_ids))
     try:
-        return await VolumeConductorAPI(cell).volume_create(ctx, volume)
+        return await api.volume_create(ctx, volume)
     except BaseException:
         await asyncio.shield(db.write(lambda conn: quota.release_volume(conn, vid)))
         raise
+
+
+async def _source(request: web.Request, ctx: RequestContext,
+                  spec: dict[str, Any]) -> tuple[VolumeConductorAPI, dict[str, Any]]:
+    router = request.config_dict[ROUTER]
+    if spec.get("snapshot_id"):
+        return await cells.find_snapshot(router, ctx, spec["snapshot_id"])
+    return await cells.find(router, ctx, spec["source_volid"])
 
 
 def _list_filters(ctx: RequestContext, query: Mapping[str, str]) -> dict[str, Any]:
@@ -288,9 +310,30 @@ async def update(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
+    """?cascade=true deletes the volume's snapshots with it (else a volume with snapshots is a 400)."""
     ctx = context(request)
+    cascade = parse_bool(request.query.get("cascade", "false"))
+    if cascade is None:
+        raise errors.Invalid(f"Invalid value for 'cascade': {request.query.get('cascade')!r} (a boolean)")
     api, record = await find(request, ctx, request.match_info["volume_id"])
-    await api.volume_delete(ctx, record["id"])
+    await api.volume_delete(ctx, record["id"], cascade=cascade)
+    return web.Response(status=202)
+
+
+async def action(request: web.Request) -> web.Response:
+    """POST .../volumes/{id}/action: os-extend {"new_size": N} (202; the volume goes extending)."""
+    ctx = context(request)
+    body = await json_body(request)
+    if not isinstance(body, Mapping) or len(body) != 1:
+        raise errors.Invalid("Invalid input received: one volume action per request")
+    name, args = next(iter(body.items()))
+    if name != "os-extend":
+        raise errors.Invalid(f"Invalid input received: volume action {name!r} is not supported by this cloud")
+    if not isinstance(args, Mapping) or "new_size" not in args:
+        raise errors.Invalid("Invalid input received: os-extend needs new_size")
+    new_size = validate_size(args["new_size"])
+    api, record = await find(request, ctx, request.match_info["volume_id"])
+    await api.volume_extend(ctx, record["id"], new_size)
     return web.Response(status=202)
 
 
@@ -301,3 +344,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v3/{project_id}/volumes/{volume_id}", show)
     app.router.add_put("/v3/{project_id}/volumes/{volume_id}", update)
     app.router.add_delete("/v3/{project_id}/volumes/{volume_id}", delete)
+    app.router.add_post("/v3/{project_id}/volumes/{volume_id}/action", action)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows import volumes
+from cells.conductor.flows import snapshots, volumes
 from cells.context import RequestContext
 from cells.db.volumes import ensure_volume_schema
 from cells.rpc.principal import require_host
@@ -32,8 +32,27 @@ class VolumeConductorMixin:
     async def volume_update(self, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> dict[str, Any]:
         return await volumes.volume_update(self.env, ctx, volume_id, values)
 
-    async def volume_delete(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
-        return await volumes.volume_delete(self.env, ctx, volume_id)
+    async def volume_delete(self, ctx: RequestContext, volume_id: str, cascade: bool = False) -> dict[str, Any]:
+        return await volumes.volume_delete(self.env, ctx, volume_id, cascade)
+
+    async def volume_extend(self, ctx: RequestContext, volume_id: str, new_size: int) -> dict[str, Any]:
+        return await volumes.volume_extend(self.env, ctx, volume_id, new_size)
+
+    async def snapshot_create(self, ctx: RequestContext, snapshot: dict[str, Any],
+                              force: bool = False) -> dict[str, Any]:
+        return await snapshots.snapshot_create(self.env, ctx, snapshot, force)
+
+    async def snapshot_get(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
+        return await snapshots.snapshot_get(self.env, ctx, snapshot_id)
+
+    async def snapshot_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return await snapshots.snapshot_list(self.env, ctx, filters)
+
+    async def snapshot_update(self, ctx: RequestContext, snapshot_id: str, values: dict[str, Any]) -> dict[str, Any]:
+        return await snapshots.snapshot_update(self.env, ctx, snapshot_id, values)
+
+    async def snapshot_delete(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
+        return await snapshots.snapshot_delete(self.env, ctx, snapshot_id)
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> dict[str, Any]:

@@ -51,11 +51,14 @@ class VolumeStatus:
     IN_USE = "in-use"
     DETACHING = "detaching"
     DELETING = "deleting"
+    EXTENDING = "extending"
     ERROR = "error"
     ERROR_DELETING = "error_deleting"
+    ERROR_EXTENDING = "error_extending"
 
 
-IN_PROGRESS = (VolumeStatus.CREATING, VolumeStatus.ATTACHING, VolumeStatus.DETACHING, VolumeStatus.DELETING)
+IN_PROGRESS = (VolumeStatus.CREATING, VolumeStatus.ATTACHING, VolumeStatus.DETACHING, VolumeStatus.DELETING,
+               VolumeStatus.EXTENDING)
 DELETABLE = (VolumeStatus.AVAILABLE, VolumeStatus.ERROR, VolumeStatus.ERROR_DELETING)
 EXPORTED = (VolumeStatus.ATTACHING, VolumeStatus.IN_USE, VolumeStatus.DETACHING)  # an export must exist
 UPDATABLE_FIELDS = frozenset({"name", "description", "metadata"})
@@ -84,8 +87,33 @@ volumes = Table(
     # v5 (cells/db/schema.py): the conductor driving the volume's flow while it is creating, attaching,
     # detaching or deleting; a live conductor adopts the flow when its owner leaves (flows/volume_recovery.py)
     Column("conductor_id", String(255), nullable=True),
+    # c0002 (issue 18): what the volume was made from (Cinder's snapshot_id / source_volid)
+    Column("snapshot_id", String(36), nullable=True),
+    Column("source_volid", String(36), nullable=True),
     # the usual tenant listing: WHERE project_id=? AND deleted=? ORDER BY created_at
     Index("ix_volumes_project_deleted_created", "project_id", "deleted", "created_at"),
+)
+
+# c0002 (issue 18): point-in-time copies of a volume, kept on the volume's host (cells/db/snapshots.py)
+volume_snapshots = Table(
+    "volume_snapshots", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("volume_id", String(36), nullable=False, index=True),
+    Column("project_id", String(255), nullable=False),
+    Column("user_id", String(255), nullable=True),
+    Column("name", String(255), nullable=True),
+    Column("description", Text, nullable=True),
+    Column("size", Integer, nullable=False),  # GiB: the volume's size when it was taken
+    Column("status", String(32), nullable=False, index=True),  # creating | available | deleting | error...
+    Column("host", String(255), nullable=True),  # the volume host holding the copy (the volume's)
+    Column("metadata", JSON, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("deleted_at", TIME, nullable=True),
+    Column("conductor_id", String(255), nullable=True),  # the owner of a creating/deleting flow
+    Index("ix_volume_snapshots_project_deleted_created", "project_id", "deleted", "created_at"),
 )
 
 volume_attachments = Table(
@@ -143,7 +171,7 @@ def volume_record(row: AnyRow | Mapping[str, Any], attachments: Sequence[Row[Any
 
 # --- queries ------------------------------------------------------------------------
 
-_v, _a, _n = volumes.c, volume_attachments.c, volume_nodes.c
+_v, _a, _n, _sn = volumes.c, volume_attachments.c, volume_nodes.c, volume_snapshots.c
 _SELECT_ONE = select(volumes).where(_v.id == bindparam("b_id"))
 _UPDATE_ONE = update(volumes).where(_v.id == bindparam("b_id"))
 
@@ -212,6 +240,13 @@ def list_rows(conn: Connection, project_id: str | None, name: str | None = None,
     return list(conn.execute(stmt))
 
 
+def copying_from(conn: Connection, source_column: str, source_id: str) -> bool:
+    """A volume is being made from this snapshot (`snapshot_id`) or volume (`source_volid`) now."""
+    column = {"snapshot_id": _v.snapshot_id, "source_volid": _v.source_volid}[source_column]
+    return conn.execute(select(_v.id).where(column == source_id, _v.deleted == false(),
+                                            _v.status == VolumeStatus.CREATING).limit(1)).first() is not None
+
+
 def insert_attachment(conn: Connection, row: Mapping[str, Any]) -> None:
     conn.execute(insert(volume_attachments), dict(row))
 
@@ -239,8 +274,9 @@ def release_instance_volumes(conn: Connection, instance_uuid: str) -> list[str]:
 # --- volume hosts and their capacity --------------------------------------------------
 
 def upsert_node(conn: Connection, host: str, capacity_gb: int, backend: str, targets: Sequence[str]) -> None:
-    """A volume host's report; allocation is recomputed from its live volumes (self-healing)."""
+    """A volume host's report; allocation is recomputed from its live volumes and snapshots (self-healing)."""
     used = sum(int(r.size) for r in conn.execute(select(_v.size).where(_v.host == host, _v.deleted == false())))
+    used += sum(int(r.size) for r in conn.execute(select(_sn.size).where(_sn.host == host, _sn.deleted == false())))
     values = {"capacity_gb": int(capacity_gb), "allocated_gb": used, "backend": backend,
               "targets": list(targets), "updated_at": utcnow_iso()}
     if conn.execute(update(volume_nodes).where(_n.host == host).values(**values)).rowcount == 0:

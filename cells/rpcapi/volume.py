@@ -32,6 +32,10 @@ SURFACE = surface(
     Method("export_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
     Method("unexport_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
     Method("volume_stats", FAST, retry_safe=True, callers=callers(CONDUCTOR)),
+    # issue 18: each finds its work done on a repeat (a copy made, a file gone, a file grown)
+    Method("create_snapshot", SLOW, retry_safe=True, callers=callers(CONDUCTOR)),
+    Method("delete_snapshot", SLOW, retry_safe=True, callers=callers(CONDUCTOR)),
+    Method("extend_volume", SLOW, retry_safe=True, callers=callers(CONDUCTOR)),
 )
 M = SURFACE
 
@@ -45,6 +49,13 @@ CONDUCTOR_METHODS = (
     Method("volume_attach", NORMAL, callers=callers(API)),
     Method("volume_detach", NORMAL, callers=callers(API)),
     Method("volume_attachments", FAST, retry_safe=True, callers=callers(API)),
+    Method("volume_extend", NORMAL, callers=callers(API)),
+    # snapshots (issue 18)
+    Method("snapshot_create", NORMAL, retry_safe=True, callers=callers(API)),
+    Method("snapshot_get", FAST, retry_safe=True, callers=callers(API)),
+    Method("snapshot_list", FAST, retry_safe=True, callers=callers(API)),
+    Method("snapshot_update", FAST, callers=callers(API)),
+    Method("snapshot_delete", NORMAL, callers=callers(API)),
     # from compute workers: the connection of the volume a compute is plugging (it asks, never takes one)
     Method("volume_connection", FAST, retry_safe=True, version=CONNECTION_VERSION, callers=callers(COMPUTE)),
     # from volume workers
@@ -97,6 +108,17 @@ class VolumeAPI:
     async def volume_stats(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         return map_reply(await self.caller.call(topic(host), M["volume_stats"], {}, ctx))
 
+    async def create_snapshot(self, ctx: RequestContext, host: str, snapshot: dict[str, Any]) -> None:
+        """Copy the snapshot's volume into it; on failure nothing of the copy is left."""
+        await self.caller.call(topic(host), M["create_snapshot"], {"snapshot": snapshot}, ctx)
+
+    async def delete_snapshot(self, ctx: RequestContext, host: str, snapshot: dict[str, Any]) -> None:
+        await self.caller.call(topic(host), M["delete_snapshot"], {"snapshot": snapshot}, ctx)
+
+    async def extend_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any], new_size: int) -> None:
+        """Grow the volume's storage to `new_size` GiB (never shrinks it)."""
+        await self.caller.call(topic(host), M["extend_volume"], {"volume": volume, "new_size": new_size}, ctx)
+
 
 class VolumeConductorAPI:
     """The conductor's volume methods (same topic as cells/rpcapi/conductor.py)."""
@@ -122,8 +144,31 @@ class VolumeConductorAPI:
     async def volume_update(self, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> dict[str, Any]:
         return map_reply(await self._call("volume_update", ctx, volume_id=volume_id, values=values))
 
-    async def volume_delete(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+    async def volume_delete(self, ctx: RequestContext, volume_id: str, cascade: bool = False) -> dict[str, Any]:
+        """cascade: its snapshots are deleted with it (else a volume with snapshots is refused)."""
+        if cascade:
+            return map_reply(await self._call("volume_delete", ctx, volume_id=volume_id, cascade=True))
         return map_reply(await self._call("volume_delete", ctx, volume_id=volume_id))
+
+    async def volume_extend(self, ctx: RequestContext, volume_id: str, new_size: int) -> dict[str, Any]:
+        """available -> extending at once; the volume host grows it in the background."""
+        return map_reply(await self._call("volume_extend", ctx, volume_id=volume_id, new_size=new_size))
+
+    async def snapshot_create(self, ctx: RequestContext, snapshot: dict[str, Any], force: bool = False) -> dict[str, Any]:
+        """Insert the snapshot (creating) and return it; the copy is made in the background."""
+        return map_reply(await self._call("snapshot_create", ctx, snapshot=snapshot, force=force))
+
+    async def snapshot_get(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
+        return map_reply(await self._call("snapshot_get", ctx, snapshot_id=snapshot_id))
+
+    async def snapshot_list(self, ctx: RequestContext, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        return list_reply(await self._call("snapshot_list", ctx, filters=filters))
+
+    async def snapshot_update(self, ctx: RequestContext, snapshot_id: str, values: dict[str, Any]) -> dict[str, Any]:
+        return map_reply(await self._call("snapshot_update", ctx, snapshot_id=snapshot_id, values=values))
+
+    async def snapshot_delete(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
+        return map_reply(await self._call("snapshot_delete", ctx, snapshot_id=snapshot_id))
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> dict[str, Any]:

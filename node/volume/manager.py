@@ -200,11 +200,39 @@ class VolumeManager:
                 "targets": list(self.targets)}
 
     async def create_volume(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:
+        """An empty volume, or a copy of the snapshot (`snapshot_id`) or volume (`source_volid`) it names,
+        both on this host (the conductor places a copy beside its source)."""
         vid, size = str(volume["id"]), int(volume["size"])
         async with self._locks(vid):
-            storage = await self.backend.create(vid, size)
+            if volume.get("snapshot_id"):
+                source = await self.backend.locate_snapshot(str(volume["snapshot_id"]))
+                storage = await self.backend.clone(vid, source, size)
+            elif volume.get("source_volid"):
+                async with self._locks(str(volume["source_volid"])):
+                    source = await self.backend.locate(str(volume["source_volid"]))
+                    storage = await self.backend.clone(vid, source, size)
+            else:
+                storage = await self.backend.create(vid, size)
         LOG.info("volume %s created (%d GiB, %s at %s)", vid, size, storage.disk_format, storage.path)
         return {"backend": self.backend.name, "disk_format": storage.disk_format}
+
+    async def create_snapshot(self, ctx: RequestContext, snapshot: dict[str, Any]) -> None:
+        sid, vid = str(snapshot["id"]), str(snapshot["volume_id"])
+        async with self._locks(vid):
+            storage = await self.backend.create_snapshot(sid, vid)
+        LOG.info("snapshot %s of volume %s made at %s", sid, vid, storage.path)
+
+    async def delete_snapshot(self, ctx: RequestContext, snapshot: dict[str, Any]) -> None:
+        await self.backend.delete_snapshot(str(snapshot["id"]))
+        LOG.info("snapshot %s deleted", snapshot["id"])
+
+    async def extend_volume(self, ctx: RequestContext, volume: dict[str, Any], new_size: int) -> None:
+        vid = str(volume["id"])
+        if isinstance(new_size, bool) or not isinstance(new_size, int) or new_size < 1:
+            raise errors.Invalid(reason=f"new_size must be a positive number of GiB, not {new_size!r}")
+        async with self._locks(vid):
+            await self.backend.extend(vid, new_size)
+        LOG.info("volume %s extended to %d GiB", vid, new_size)
 
     async def delete_volume(self, ctx: RequestContext, volume: dict[str, Any]) -> None:
         vid = str(volume["id"])

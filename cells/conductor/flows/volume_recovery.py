@@ -1,4 +1,4 @@
-"""Volume flows whose conductor left (issue 14): adopted by a live conductor and driven on.
+"""Volume flows (and snapshot flows, flows/snapshots.py) whose conductor left (issue 14): adopted by a live conductor and driven on.
 
 A volume in `creating`, `attaching`, `detaching` or `deleting` records the conductor
 driving it (volumes.conductor_id). When that conductor leaves the directory (or the
@@ -10,7 +10,8 @@ and hot-plug answer the same for a repeat, unplug and delete of what is gone suc
 and each flow ends in a stable state or rolls back as it would have for its first owner:
 
     creating   not placed: placed and made; placed: made on its host -> available | error
-    deleting   delete on the volume host again -> row deleted | error_deleting
+    deleting   delete (its cascaded snapshots first) on the volume host again -> row deleted | error_deleting
+    extending  grow to the recorded size again -> available | error_extending
     attaching  export + hot-plug again -> in-use; any failure rolls back to available
     detaching  unplug + unexport again -> available; an unplug failure goes back to in-use
 """
@@ -23,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, false, select, update
 
 from cells.conductor.env import FlowEnv
+from cells.conductor.flows import snapshots
 from cells.conductor.flows import volumes as flows
 from cells.context import admin_context
 from cells.db import volumes as vdb
@@ -34,10 +36,10 @@ _v = vdb.volumes.c
 
 
 def owners_in_progress(conn: Connection) -> list[str]:
-    """Conductors driving a volume flow now (for the dead-member sweep)."""
+    """Conductors driving a volume or snapshot flow now (for the dead-member sweep)."""
     rows = conn.execute(select(_v.conductor_id).distinct().where(
         _v.conductor_id.is_not(None), _v.deleted == false(), _v.status.in_(vdb.IN_PROGRESS))).scalars().all()
-    return [str(r) for r in rows]
+    return sorted({str(r) for r in rows} | set(snapshots.owners_in_progress(conn)))
 
 
 def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[Adopted]:
@@ -62,7 +64,7 @@ async def adopt(env: FlowEnv, owners: Iterable[str]) -> int:
     for row, att in taken:
         LOG.warning("volume %s: adopting its %s flow from %s", row["id"], row["status"], owners)
         env.spawn(resume(env, row, att))
-    return len(taken)
+    return len(taken) + await snapshots.adopt(env, owners)
 
 
 def _no_attachment(conn: Connection, volume_id: str) -> None:
@@ -80,6 +82,8 @@ async def resume(env: FlowEnv, row: dict[str, Any], att: dict[str, Any] | None) 
             await flows.create_on_host(env, ctx, row)
     elif status == S.DELETING:
         await flows.delete_on_host(env, ctx, volume)
+    elif status == S.EXTENDING:
+        await flows.extend_on_host(env, ctx, volume, None)
     elif att is None:  # attach and detach write the attachment with the status: not expected, but never stuck
         await env.db.write(lambda conn: _no_attachment(conn, row["id"]))
     elif status == S.ATTACHING:

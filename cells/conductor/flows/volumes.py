@@ -6,8 +6,11 @@ exactly one moves it available -> attaching; the other gets a 400, as Cinder's
 InvalidVolume. What follows runs in the conductor's background and always ends
 in a stable state:
 
-    create  creating -> (place on a volume host with room) -> volume.<host> create -> available | error
+    create  creating -> (place on a volume host with room; a copy of a snapshot or of another volume on
+            its source's host) -> volume.<host> create -> available | error
     delete  available|error -> deleting -> volume.<host> delete -> row deleted | error_deleting
+            (refused while it has snapshots; with cascade its snapshots are deleted first)
+    extend  available -> extending (the new size taken on its host) -> volume.<host> extend -> available
     attach  available -> attaching -> volume.<host> export -> compute.<host> hot-plug -> in-use
             any failure: unexport, attachment removed, back to available with the reason in `error`;
             a compute that went away (killed, suspect) is not a failure: the hot-plug is sent again
@@ -15,7 +18,7 @@ in a stable state:
     detach  in-use -> detaching -> compute.<host> unplug -> volume.<host> unexport -> available
             unplug failure: back to in-use with the reason (a compute that went away: as for attach)
 
-Each of the four in-progress statuses records its owner (volumes.conductor_id, set in the
+Each of the in-progress statuses records its owner (volumes.conductor_id, set in the
 same UPDATE that enters the status); when the owner leaves, a live conductor adopts the
 flow and drives it again from where the DB says it is (flows/volume_recovery.py). Every
 step on a volume or compute host is idempotent, so a repeated step is harmless.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 import uuid as uuidlib
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection
@@ -33,6 +37,7 @@ from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, through_host_restart
 from cells.context import RequestContext
 from cells.db import instances as idb
+from cells.db import snapshots as sdb
 from cells.db import volumes as vdb
 from cells.db.migration_records import holds_copy
 from cells.db.volumes import VolumeStatus as S
@@ -44,6 +49,7 @@ LOG = logging.getLogger(__name__)
 MAX_SIZE_GB = 16 * 1024  # an absurd size is refused before anything is made
 ATTACHABLE_VM_STATES = (VmState.ACTIVE, VmState.STOPPED)
 NO_HOST = "No valid backend was found. No volume host with {size} GiB free is up."
+NO_SOURCE_ROOM = "No valid backend was found. The source's volume host {host} is not up or has no {size} GiB free."
 VOLUME_PREFIX = "volume."
 TARGET_KEY = "cellcloud:target"  # volume metadata: the export target its attaches ask for
 TARGETS = ("local", "tgt", "nbd", "lio")
@@ -91,13 +97,20 @@ def validate_metadata(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _uuid(value: Any, what: str) -> str:
+    try:
+        return str(uuidlib.UUID(str(value)))
+    except ValueError:
+        raise errors.Invalid(reason=f"{what} {value!r} is not a UUID") from None
+
+
 def validate_create(volume: Any, now: str) -> dict[str, Any]:
     if not isinstance(volume, Mapping):
         raise errors.Invalid(reason="volume must be a map")
-    try:
-        vid = str(uuidlib.UUID(str(volume.get("id"))))
-    except ValueError:
-        raise errors.Invalid(reason=f"volume id {volume.get('id')!r} is not a UUID") from None
+    vid = _uuid(volume.get("id"), "volume id")
+    sources = {k: _uuid(volume[k], k) for k in ("snapshot_id", "source_volid") if volume.get(k) is not None}
+    if len(sources) > 1:
+        raise errors.Invalid(reason="a volume is made from one source: snapshot_id or source_volid, not both")
     project = _text(volume.get("project_id"), "project_id")
     if not project:
         raise errors.Invalid(reason="project_id is required")
@@ -108,7 +121,8 @@ def validate_create(volume: Any, now: str) -> dict[str, Any]:
             "disk_format": None, "availability_zone": _text(volume.get("availability_zone"), "availability_zone")
             or "nova", "volume_type": _text(volume.get("volume_type"), "volume_type"),
             "metadata": validate_metadata(volume.get("metadata")), "bootable": False, "error": None,
-            "created_at": now, "updated_at": now, "deleted": False, "deleted_at": None}
+            "created_at": now, "updated_at": now, "deleted": False, "deleted_at": None,
+            "snapshot_id": sources.get("snapshot_id"), "source_volid": sources.get("source_volid")}
 
 
 def next_device(used: list[str]) -> str:
@@ -122,19 +136,47 @@ def next_device(used: list[str]) -> str:
 
 # --- create ----------------------------------------------------------------------------
 
-def _insert(conn: Connection, env: FlowEnv, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def _check_source(conn: Connection, ctx: RequestContext, row: dict[str, Any]) -> None:
+    """A copy's source: the project's own, in a state whose bytes are whole, no bigger than the copy.
+    The new volume inherits its bootable flag."""
+    if row["snapshot_id"]:
+        snap = sdb.get_row(conn, row["snapshot_id"])
+        if snap is None or snap.deleted or not visible(ctx, snap.project_id) or snap.project_id != row["project_id"]:
+            raise errors.SnapshotNotFound(snapshot_id=row["snapshot_id"])
+        if snap.status != sdb.SnapshotStatus.AVAILABLE:
+            raise errors.SnapshotInvalidState(reason=f"Originating snapshot status must be one of 'available' "
+                                                     f"values, but it is {snap.status}.")
+        size, what, parent = int(snap.size), "snapshot", vdb.get_row(conn, snap.volume_id)
+    else:
+        parent = vdb.get_row(conn, row["source_volid"])
+        if parent is None or parent.deleted or not visible(ctx, parent.project_id) \
+                or parent.project_id != row["project_id"]:
+            raise errors.VolumeNotFound(volume_id=row["source_volid"])
+        if parent.status not in (S.AVAILABLE, S.IN_USE) or parent.host is None:
+            raise errors.VolumeInvalidState(reason=f"Source volume status must be available or in-use, but it is "
+                                                   f"{parent.status}.")
+        size, what = int(parent.size), "source volume"
+    if row["size"] < size:
+        raise errors.Invalid(reason=f"Volume size '{row['size']}'GB cannot be smaller than the {what} size "
+                                    f"{size}GB.")
+    row["bootable"] = bool(parent is not None and parent.bootable)
+
+
+def _insert(conn: Connection, env: FlowEnv, ctx: RequestContext, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     old = vdb.get_row(conn, row["id"])
     if old is not None:  # a retried request gets what the first one made
         if old.project_id != row["project_id"]:
             raise errors.Conflict(reason=f"volume {row['id']} already exists")
         return record(env, conn, old), False
+    if row["snapshot_id"] or row["source_volid"]:
+        _check_source(conn, ctx, row)
     vdb.insert_volume(conn, row)
     return vdb.volume_record(row, (), env.cell), True
 
 
 async def volume_create(env: FlowEnv, ctx: RequestContext, volume: Any) -> dict[str, Any]:
     row = {**validate_create(volume, utcnow_iso()), "conductor_id": env.conductor_id}
-    rec, new = await env.db.write(lambda conn: _insert(conn, env, row))
+    rec, new = await env.db.write(lambda conn: _insert(conn, env, ctx, row))
     if new:
         env.spawn(place_and_create(env, background_ctx(ctx), row["id"], row["size"]))
     return rec
@@ -145,21 +187,37 @@ def live_volume_hosts(env: FlowEnv) -> set[str]:
             if t.startswith(VOLUME_PREFIX)}
 
 
+def source_host(conn: Connection, volume: Any) -> str | None:
+    """The host holding a copy's source (a copy is made beside it), None for an empty volume."""
+    if volume.snapshot_id:
+        snap = sdb.get_row(conn, volume.snapshot_id)
+        return None if snap is None else snap.host
+    if volume.source_volid:
+        parent = vdb.get_row(conn, volume.source_volid)
+        return None if parent is None else parent.host
+    return None
+
+
 def _place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[str, Any] | None:
-    candidates = sorted((n for n in vdb.nodes(conn) if n.host in live),
+    vol = vdb.get_row(conn, volume_id)
+    if vol is None:
+        return None
+    only = source_host(conn, vol) if (vol.snapshot_id or vol.source_volid) else None
+    candidates = sorted((n for n in vdb.nodes(conn) if n.host in live and (only is None or n.host == only)),
                         key=lambda n: n.capacity_gb - n.allocated_gb, reverse=True)
     for node in candidates:  # most free space first; each try is an atomic conditional UPDATE
         if vdb.try_allocate(conn, node.host, size):
             vdb.update_volume(conn, volume_id, {"host": node.host})
             return dict(vdb.get_row(conn, volume_id)._mapping)  # type: ignore[union-attr]
-    vdb.transition(conn, volume_id, [S.CREATING], {"status": S.ERROR, "error": NO_HOST.format(size=size)})
+    reason = NO_HOST.format(size=size) if only is None else NO_SOURCE_ROOM.format(host=only, size=size)
+    vdb.transition(conn, volume_id, [S.CREATING], {"status": S.ERROR, "error": reason})
     return None
 
 
 async def place_and_create(env: FlowEnv, ctx: RequestContext, volume_id: str, size: int) -> None:
     row = await env.db.write(lambda conn: _place(conn, volume_id, size, live_volume_hosts(env)))
     if row is None:
-        LOG.warning("volume %s: %s", volume_id, NO_HOST.format(size=size))
+        LOG.warning("volume %s: no volume host could take it", volume_id)
         return
     await create_on_host(env, ctx, row)
 
@@ -170,7 +228,7 @@ async def create_on_host(env: FlowEnv, ctx: RequestContext, row: Mapping[str, An
     try:
         made = await VolumeAPI(env.service).create_volume(ctx, row["host"], vdb.volume_record(row))
         values = {"status": S.AVAILABLE, "backend": made.get("backend"), "disk_format": made.get("disk_format")}
-    except errors.CellcloudError as exc:
+    except errors.CellcloudError as exc:  # its host keeps the space until the volume is deleted (which cleans up)
         LOG.warning("volume %s: create on %s failed: %s", volume_id, row["host"], exc)
         values = {"status": S.ERROR, "error": exc.message}
     await env.db.write(lambda conn: vdb.transition(conn, volume_id, [S.CREATING], values))
@@ -237,35 +295,120 @@ def _mark_deleted(conn: Connection, volume_id: str) -> None:
         vdb.release(conn, row.host, int(row.size))
 
 
-def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str) -> tuple[dict[str, Any], bool]:
+def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
+                    cascade: bool) -> tuple[dict[str, Any], bool]:
     row = _get_visible(conn, ctx, volume_id)
+    snaps = sdb.of_volume(conn, volume_id)
+    if snaps and not cascade:
+        raise errors.VolumeInvalidState(reason=f"Volume {volume_id} still has {len(snaps)} dependent snapshots.")
+    busy = [s.id for s in snaps if s.status not in sdb.DELETABLE or vdb.copying_from(conn, "snapshot_id", s.id)]
+    if busy:
+        raise errors.VolumeInvalidState(reason=f"Volume {volume_id} has snapshots being created, deleted or "
+                                               f"copied: {', '.join(busy)}.")
+    if vdb.copying_from(conn, "source_volid", volume_id):
+        raise errors.VolumeInvalidState(reason=f"A volume is being created from volume {volume_id}.")
     if vdb.attachment_of(conn, volume_id) is not None or not vdb.transition(
             conn, volume_id, vdb.DELETABLE, {"status": S.DELETING, "conductor_id": env.conductor_id}):
         raise errors.VolumeInvalidState(reason=(
             f"Volume status must be available or error and must not be attached, but it is {row.status}."))
+    for snap in snaps:  # cascade: the volume's delete removes them first (flows/snapshots.py adopts them too)
+        sdb.transition(conn, snap.id, sdb.DELETABLE,
+                       {"status": sdb.SnapshotStatus.DELETING, "conductor_id": env.conductor_id})
     if row.host is None:  # never placed: nothing to remove on any host
+        for snap in snaps:
+            sdb.remove(conn, snap.id)
         _mark_deleted(conn, volume_id)
         return record(env, conn, vdb.get_row(conn, volume_id)), False
     return record(env, conn, vdb.get_row(conn, volume_id)), True
 
 
-async def volume_delete(env: FlowEnv, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
-    rec, remote = await env.db.write(lambda conn: _request_delete(conn, env, ctx, volume_id))
+async def volume_delete(env: FlowEnv, ctx: RequestContext, volume_id: str, cascade: bool = False) -> dict[str, Any]:
+    rec, remote = await env.db.write(lambda conn: _request_delete(conn, env, ctx, volume_id, bool(cascade)))
     if remote:
         env.spawn(delete_on_host(env, background_ctx(ctx), rec))
     return rec
 
 
+def _deleting_snapshots(conn: Connection, volume_id: str) -> list[dict[str, Any]]:
+    return [sdb.snapshot_record(s) for s in sdb.of_volume(conn, volume_id) if s.status == sdb.SnapshotStatus.DELETING]
+
+
 async def delete_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any]) -> None:
+    api = VolumeAPI(env.service)
     try:
-        await VolumeAPI(env.service).delete_volume(ctx, rec["host"], rec)
+        for snap in await env.db.read(lambda conn: _deleting_snapshots(conn, rec["id"])):
+            if snap["host"]:
+                await api.delete_snapshot(ctx, snap["host"], snap)
+            await env.db.write(partial(sdb.remove, snapshot_id=snap["id"]))
+        await api.delete_volume(ctx, rec["host"], rec)
     except errors.CellcloudError as exc:
         LOG.warning("volume %s: delete on %s failed: %s", rec["id"], rec["host"], exc)
         reason = exc.message
-        await env.db.write(lambda conn: vdb.transition(conn, rec["id"], [S.DELETING],
-                                                       {"status": S.ERROR_DELETING, "error": reason}))
+
+        def failed(conn: Connection) -> None:
+            for snap in sdb.of_volume(conn, rec["id"]):
+                sdb.transition(conn, snap.id, [sdb.SnapshotStatus.DELETING],
+                               {"status": sdb.SnapshotStatus.ERROR_DELETING, "error": reason})
+            vdb.transition(conn, rec["id"], [S.DELETING], {"status": S.ERROR_DELETING, "error": reason})
+        await env.db.write(failed)
         return
     await env.db.write(lambda conn: _mark_deleted(conn, rec["id"]))
+
+
+# --- extend ----------------------------------------------------------------------------------
+
+IN_USE_EXTEND = ("Volume {volume_id} is in-use: growing an attached volume needs its export and the guest's "
+                 "hypervisor to resize the disk live, which this cloud does not do yet; detach it first.")
+
+
+def _begin_extend(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
+                  new_size: int) -> tuple[dict[str, Any], int]:
+    row = _get_visible(conn, ctx, volume_id)
+    old = int(row.size)
+    if new_size <= old:
+        raise errors.Invalid(reason=f"New size for extend must be greater than current size. (current: {old}, "
+                                    f"extended: {new_size}).")
+    if row.status == S.IN_USE:
+        raise errors.VolumeInvalidState(reason=IN_USE_EXTEND.format(volume_id=volume_id))
+    if row.status != S.AVAILABLE or row.host is None:
+        raise errors.VolumeInvalidState(reason=f"Volume status must be 'available' or 'in-use' to extend, but it "
+                                               f"is {row.status}.")
+    if not vdb.try_allocate(conn, row.host, new_size - old):
+        raise errors.Invalid(reason=f"volume host {row.host} has no room to grow volume {volume_id} by "
+                                    f"{new_size - old} GiB")
+    # the new size is recorded at once, so the host's allocation (recomputed from sizes) and an adopting
+    # conductor both know it; a failed extend puts the old one back
+    vdb.transition(conn, volume_id, [S.AVAILABLE], {"status": S.EXTENDING, "size": new_size,
+                                                    "conductor_id": env.conductor_id, "error": None})
+    return record(env, conn, vdb.get_row(conn, volume_id)), old
+
+
+async def volume_extend(env: FlowEnv, ctx: RequestContext, volume_id: str, new_size: Any) -> dict[str, Any]:
+    size = validate_size(new_size)
+    rec, old = await env.db.write(lambda conn: _begin_extend(conn, env, ctx, volume_id, size))
+    env.spawn(extend_on_host(env, background_ctx(ctx), rec, old))
+    return rec
+
+
+async def extend_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any], old_size: int | None) -> None:
+    """Grow the storage to rec["size"] (a repeat finds it grown); `old_size` None: adopted, the size
+    before is unknown, so a failure ends in error_extending."""
+    vid = rec["id"]
+    try:
+        await VolumeAPI(env.service).extend_volume(ctx, rec["host"], rec, int(rec["size"]))
+    except errors.CellcloudError as exc:
+        LOG.warning("volume %s: extend on %s failed: %s", vid, rec["host"], exc)
+        reason = f"extend failed: {exc.message}"
+
+        def back(conn: Connection) -> None:
+            if old_size is None:
+                vdb.transition(conn, vid, [S.EXTENDING], {"status": S.ERROR_EXTENDING, "error": reason})
+            elif vdb.transition(conn, vid, [S.EXTENDING], {"status": S.AVAILABLE, "size": old_size, "error": reason}):
+                vdb.release(conn, rec["host"], int(rec["size"]) - old_size)
+        await env.db.write(back)
+        return
+    await env.db.write(lambda conn: vdb.transition(conn, vid, [S.EXTENDING], {"status": S.AVAILABLE}))
+    LOG.info("volume %s extended to %s GiB", vid, rec["size"])
 
 
 # --- attach ---------------------------------------------------------------------------------

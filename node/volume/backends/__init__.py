@@ -35,6 +35,24 @@ class Backend(Protocol):
 
     async def capacity_gb(self) -> int: ...
 
+    async def create_snapshot(self, snapshot_id: str, volume_id: str) -> VolumeStorage:
+        """A point-in-time copy of the volume (idempotent; nothing left when it fails)."""
+
+    async def delete_snapshot(self, snapshot_id: str) -> None: ...
+
+    async def locate_snapshot(self, snapshot_id: str) -> VolumeStorage:
+        """Raise SnapshotNotFound when the snapshot has no storage here."""
+
+    async def clone(self, volume_id: str, source: VolumeStorage, size_gb: int) -> VolumeStorage:
+        """A new volume with `source`'s bytes, `size_gb` large (idempotent)."""
+
+    async def extend(self, volume_id: str, size_gb: int) -> VolumeStorage:
+        """Grow the volume to `size_gb` (never shrinks; idempotent)."""
+
 
 def volume_name(volume_id: str) -> str:
     return f"volume-{volume_id}"
+
+
+def snapshot_name(snapshot_id: str) -> str:
+    return f"snapshot-{snapshot_id}"

@@ -1,0 +1,214 @@
+"""Snapshots, copies and extend (issue 18) in the conductor's flows against a real cell DB (SQLite) and a
+real volume worker (file backend) in the same process (tests/volume_fakes.py): the bytes of a volume are
+in its snapshot and in a volume made from it; a volume with snapshots is deleted only with cascade; the
+host's space is taken and given back; failures end in error with the reason and leave no file; a flow
+whose conductor died is adopted and finished."""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from cells import errors
+from cells.conductor.flows import snapshots as snaps
+from cells.conductor.flows import volume_recovery as recovery
+from cells.conductor.flows import volumes as flows
+from cells.db import volumes as vdb
+from tests.unit.test_volume_flows import DEMO, OTHER, add_instance, create, status
+from tests.volume_fakes import VolumeCell, volume_cell
+
+MARKER = b"CELLCLOUD-SNAPSHOT-MARKER"
+GIB = 1 << 30
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[VolumeCell]:
+    cell = await volume_cell(tmp_path, capacity_gb=8)
+    yield cell
+    await cell.close()
+
+
+def poke(path: str | Path, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(GIB // 2)
+        f.write(data)
+
+
+async def write_marker(env: VolumeCell, vid: str, data: bytes = MARKER) -> Path:
+    path = Path((await env.worker.backend.locate(vid)).path)
+    poke(path, data)
+    return path
+
+
+def read_marker(path: str | Path, length: int = len(MARKER)) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(GIB // 2)
+        return f.read(length)
+
+
+async def snapshot(env: VolumeCell, vid: str, force: bool = False, project: str = "demo") -> dict[str, Any]:
+    rec = await snaps.snapshot_create(env.env, DEMO, {"id": str(uuid.uuid4()), "volume_id": vid,
+                                                      "project_id": project, "name": "s"}, force)
+    await env.settle()
+    return await snaps.snapshot_get(env.env, DEMO, rec["id"])
+
+
+async def allocated(env: VolumeCell) -> int:
+    return int(await env.env.db.read(lambda conn: vdb.node(conn, "node1").allocated_gb))  # type: ignore[union-attr]
+
+
+async def copy_of(env: VolumeCell, size: int, **source: str) -> str:
+    vid = str(uuid.uuid4())
+    await flows.volume_create(env.env, DEMO, {"id": vid, "project_id": "demo", "size": size, **source})
+    await env.settle()
+    return vid
+
+
+async def test_snapshot_holds_the_bytes_and_a_volume_made_from_it_has_them(env: VolumeCell) -> None:
+    vid = await create(env, size=1)
+    path = await write_marker(env, vid)
+    snap = await snapshot(env, vid)
+    assert snap["status"] == "available" and snap["size"] == 1 and snap["volume_id"] == vid
+    poke(path, b"X" * len(MARKER))  # the volume changes after the snapshot: the snapshot does not
+    stored = await env.worker.backend.locate_snapshot(snap["id"])
+    assert read_marker(stored.path) == MARKER and os.stat(stored.path).st_blocks < 64  # sparse copy
+    clone = await copy_of(env, 2, snapshot_id=snap["id"])
+    vol = await flows.volume_get(env.env, DEMO, clone)
+    assert vol["status"] == "available" and vol["snapshot_id"] == snap["id"] and vol["size"] == 2
+    clone_path = (await env.worker.backend.locate(clone)).path
+    assert read_marker(clone_path) == MARKER and os.path.getsize(clone_path) == 2 * GIB
+    assert await allocated(env) == 1 + 1 + 2
+
+
+async def test_a_copy_of_a_volume_has_its_bytes_and_its_bootable_flag(env: VolumeCell) -> None:
+    vid = await create(env, size=1)
+    await env.env.db.write(lambda conn: vdb.update_volume(conn, vid, {"bootable": True}))
+    await write_marker(env, vid)
+    clone = await copy_of(env, 1, source_volid=vid)
+    vol = await flows.volume_get(env.env, DEMO, clone)
+    assert vol["status"] == "available" and vol["source_volid"] == vid and vol["bootable"] is True
+    assert read_marker((await env.worker.backend.locate(clone)).path) == MARKER
+
+
+async def test_bad_sources_are_refused_and_make_nothing(env: VolumeCell) -> None:
+    vid = await create(env, size=2)
+    snap = await snapshot(env, vid)
+    with pytest.raises(errors.Invalid, match="cannot be smaller than the snapshot size"):
+        await flows.volume_create(env.env, DEMO, {"id": str(uuid.uuid4()), "project_id": "demo", "size": 1,
+                                                  "snapshot_id": snap["id"]})
+    with pytest.raises(errors.SnapshotNotFound):  # another project's snapshot does not exist for it
+        await flows.volume_create(env.env, OTHER, {"id": str(uuid.uuid4()), "project_id": "other", "size": 2,
+                                                   "snapshot_id": snap["id"]})
+    with pytest.raises(errors.Invalid, match="one source"):
+        await flows.volume_create(env.env, DEMO, {"id": str(uuid.uuid4()), "project_id": "demo", "size": 2,
+                                                  "snapshot_id": snap["id"], "source_volid": vid})
+    assert [v["id"] for v in await flows.volume_list(env.env, DEMO, {}, None)] == [vid]
+
+
+async def test_a_volume_with_snapshots_is_deleted_only_with_cascade(env: VolumeCell) -> None:
+    vid = await create(env, size=1)
+    first, second = await snapshot(env, vid), await snapshot(env, vid)
+    with pytest.raises(errors.VolumeInvalidState, match="still has 2 dependent snapshots") as refused:
+        await flows.volume_delete(env.env, DEMO, vid)
+    assert refused.value.http_status == 400 and await status(env, vid) == "available"
+    assert await allocated(env) == 3
+    await flows.volume_delete(env.env, DEMO, vid, cascade=True)
+    await env.settle()
+    assert await snaps.snapshot_list(env.env, DEMO, {}) == []
+    assert await flows.volume_list(env.env, DEMO, {}, None) == []
+    for sid in (first["id"], second["id"]):
+        with pytest.raises(errors.SnapshotNotFound):
+            await env.worker.backend.locate_snapshot(sid)
+    assert os.listdir(env.worker.backend.directory) == [] and await allocated(env) == 0  # type: ignore[attr-defined]
+
+
+async def test_snapshot_of_an_in_use_volume_needs_force(env: VolumeCell) -> None:
+    vid = await create(env, size=1)
+    uid = await add_instance(env)
+    await flows.volume_attach(env.env, DEMO, vid, uid)
+    await env.settle()
+    with pytest.raises(errors.VolumeInvalidState, match="or in-use with force"):
+        await snapshot(env, vid)
+    assert (await snapshot(env, vid, force=True))["status"] == "available"
+
+
+async def test_no_room_for_a_snapshot_ends_in_error_holding_nothing(env: VolumeCell) -> None:
+    vid = await create(env, size=5)
+    snap = await snapshot(env, vid)  # 5 + 5 > 8 GiB
+    assert snap["status"] == "error" and "has no room" in snap["error"] and await allocated(env) == 5
+    await snaps.snapshot_delete(env.env, DEMO, snap["id"])
+    await env.settle()
+    assert await snaps.snapshot_list(env.env, DEMO, {}) == [] and await allocated(env) == 5
+
+
+async def test_a_failed_copy_ends_in_error_frees_its_space_and_leaves_no_file(env: VolumeCell) -> None:
+    vid = await create(env, size=1)
+    os.unlink((await env.worker.backend.locate(vid)).path)  # the copy cannot read its source
+    snap = await snapshot(env, vid)
+    assert snap["status"] == "error" and "could not be found" in snap["error"]
+    assert await allocated(env) == 1 and os.listdir(env.worker.backend.directory) == []  # type: ignore[attr-defined]
+
+
+async def test_a_snapshot_being_copied_cannot_be_deleted(env: VolumeCell) -> None:
+    vid = await create(env, size=1)
+    snap = await snapshot(env, vid)
+    await flows.volume_create(env.env, DEMO, {"id": str(uuid.uuid4()), "project_id": "demo", "size": 1,
+                                              "snapshot_id": snap["id"]})  # creating, its copy not run yet
+    with pytest.raises(errors.SnapshotInvalidState, match="being created from"):
+        await snaps.snapshot_delete(env.env, DEMO, snap["id"])
+    await env.settle()
+    await snaps.snapshot_delete(env.env, DEMO, snap["id"])
+    await env.settle()
+    assert await snaps.snapshot_list(env.env, DEMO, {}) == []
+
+
+async def test_extend_grows_only_and_not_while_in_use(env: VolumeCell) -> None:
+    vid = await create(env, size=1)
+    await write_marker(env, vid)
+    rec = await flows.volume_extend(env.env, DEMO, vid, 3)
+    assert rec["status"] == "extending" and rec["size"] == 3
+    await env.settle()
+    path = (await env.worker.backend.locate(vid)).path
+    assert await status(env, vid) == "available" and os.path.getsize(path) == 3 * GIB
+    assert read_marker(path) == MARKER and await allocated(env) == 3
+    with pytest.raises(errors.Invalid, match=r"greater than current size. \(current: 3, extended: 2\)"):
+        await flows.volume_extend(env.env, DEMO, vid, 2)
+    with pytest.raises(errors.Invalid, match="no room to grow"):
+        await flows.volume_extend(env.env, DEMO, vid, 9)
+    uid = await add_instance(env)
+    await flows.volume_attach(env.env, DEMO, vid, uid)
+    await env.settle()
+    with pytest.raises(errors.VolumeInvalidState, match="in-use: growing an attached volume"):
+        await flows.volume_extend(env.env, DEMO, vid, 4)
+    assert (await flows.volume_get(env.env, DEMO, vid))["size"] == 3 and await allocated(env) == 3
+
+
+DEAD = "cell1/conductor-dead"
+
+
+async def test_snapshot_and_extend_flows_of_a_dead_conductor_are_adopted_and_finished(env: VolumeCell) -> None:
+    vid, grown = await create(env, size=1), await create(env, size=1)
+    rec = await snaps.snapshot_create(env.env, DEMO, {"id": str(uuid.uuid4()), "volume_id": vid,
+                                                      "project_id": "demo"})
+    await flows.volume_extend(env.env, DEMO, grown, 2)
+    for t in env.tasks:  # their conductor died right after the request's transaction
+        t.cancel()
+    env.tasks.clear()
+    s, v = vdb.volume_snapshots.c, vdb.volumes.c
+    await env.env.db.write(lambda conn: (conn.execute(update(vdb.volume_snapshots).where(s.id == rec["id"])
+                                                      .values(conductor_id=DEAD)),
+                                         conn.execute(update(vdb.volumes).where(v.id == grown)
+                                                      .values(conductor_id=DEAD))))
+    assert await recovery.adopt(env.env, [DEAD]) == 2
+    await env.settle()
+    assert (await snaps.snapshot_get(env.env, DEMO, rec["id"]))["status"] == "available"
+    assert await status(env, grown) == "available"
+    assert os.path.getsize((await env.worker.backend.locate(grown)).path) == 2 * GIB
+    owners = await env.env.db.read(lambda conn: conn.execute(select(s.conductor_id).where(s.id == rec["id"]))
+                                   .scalar())
+    assert owners == "c1"
