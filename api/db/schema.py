@@ -254,7 +254,7 @@ ec2_ids = Table(
     "ec2_ids", metadata,  # EC2's short ids (i-0000000a, ami-..., vol-...) <-> our uuids
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("uuid", String(36), nullable=False, unique=True),
-    Column("kind", String(16), nullable=False),  # instance | image | volume
+    Column("kind", String(16), nullable=False),  # instance | image | volume | snapshot
 )
 
 ec2_client_tokens = Table(

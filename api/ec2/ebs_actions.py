@@ -19,6 +19,7 @@ from api.compute.views import DEFAULT_AZ
 from api.ec2 import ids
 from api.ec2.errors import Ec2Error, from_cellcloud
 from api.ec2.query_actions import _filters, _list, _remember, _remembered, _str, _uuids
+from api.ec2.snapshot_actions import snapshot_uuid
 from api.keys import ENGINE, ROUTER
 from api.validation import validate
 from api.volume import cells
@@ -44,12 +45,15 @@ async def _views(request: web.Request, records: list[dict[str, Any]]) -> list[di
     volume_ids = await ids.ec2_ids_for(engine, "volume", [r["id"] for r in records])
     servers = sorted({a["instance_uuid"] for r in records for a in r.get("attachments") or ()})
     instance_ids = await ids.ec2_ids_for(engine, "instance", servers)
+    snapshot_ids = await ids.ec2_ids_for(engine, "snapshot", sorted({r["snapshot_id"] for r in records
+                                                                     if r.get("snapshot_id")}))
     views = []
     for r in records:
         attachments = [{"VolumeId": volume_ids[r["id"]], "InstanceId": instance_ids[a["instance_uuid"]],
                         "Device": a.get("device"), "State": a.get("status"), "AttachTime": a.get("created_at"),
                         "DeleteOnTermination": False} for a in r.get("attachments") or ()]
-        views.append({"VolumeId": volume_ids[r["id"]], "Size": int(r["size"]), "SnapshotId": "",
+        snapshot = snapshot_ids.get(r.get("snapshot_id") or "", "")
+        views.append({"VolumeId": volume_ids[r["id"]], "Size": int(r["size"]), "SnapshotId": snapshot,
                       "AvailabilityZone": r.get("availability_zone") or DEFAULT_AZ, "State": _state(r),
                       "CreateTime": r.get("created_at"), "Attachments": attachments, "VolumeType": VOLUME_TYPE,
                       "Encrypted": False, "MultiAttachEnabled": False})
@@ -81,12 +85,9 @@ def _translated(exc: errors.CellcloudError, ec2_volume: str) -> Ec2Error:
 
 
 async def create_volume_action(request: web.Request, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    size = _str(params, "Size")
-    if size is None:
-        raise Ec2Error("MissingParameter", "The request must contain the parameter size")
-    if _str(params, "SnapshotId"):
-        raise Ec2Error("InvalidParameterCombination", "Creating a volume from a snapshot is not supported by "
-                                                      "this cloud")
+    size, snapshot_ec2 = _str(params, "Size"), _str(params, "SnapshotId")
+    if size is None and snapshot_ec2 is None:
+        raise Ec2Error("MissingParameter", "The request must contain the parameter size or snapshotId")
     if _str(params, "VolumeType") not in (None, VOLUME_TYPE):
         raise Ec2Error("InvalidParameterValue", f"Volume type {params['VolumeType']} is not offered: only "
                                                 f"{VOLUME_TYPE}")
@@ -96,8 +97,11 @@ async def create_volume_action(request: web.Request, ctx: RequestContext, params
     if token is not None and not 1 <= len(token) <= 64:
         raise Ec2Error("InvalidParameterValue", "ClientToken must be 1 to 64 characters")
     zone = _str(params, "AvailabilityZone")
+    body: dict[str, Any] = {"size": size, "availability_zone": None if zone == DEFAULT_AZ else zone}
+    if snapshot_ec2 is not None:  # made from the snapshot, in its cell (its size when none is given)
+        body["snapshot_id"] = await snapshot_uuid(request, ctx, snapshot_ec2)
     try:  # the Cinder API's own validation: whole GiB from 1 to its largest size
-        spec = validate_create({"volume": {"size": size, "availability_zone": None if zone == DEFAULT_AZ else zone}})
+        spec = validate_create({"volume": body})
     except errors.Invalid as exc:
         raise Ec2Error("InvalidParameterValue", exc.message) from None
     async with quota.project_lock(f"ec2-token:{ctx.project}"):  # one request per token at a time

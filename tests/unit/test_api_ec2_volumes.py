@@ -1,7 +1,7 @@
-"""EC2's volume calls through real boto3 (in a thread: it blocks) against the API,
+"""EC2's volume and snapshot calls through real boto3 (in a thread: it blocks) against the API,
 with the real volume flows, cell DB and volume worker of test_api_volumes' cell:
-vol- ids, Cinder states in EC2's words, ClientToken, attach/detach on a server,
-and EC2 error codes for requests that must change nothing."""
+vol- and snap- ids, Cinder states in EC2's words, ClientToken, attach/detach on a server,
+a volume made from a snapshot, and EC2 error codes for requests that must change nothing."""
 from __future__ import annotations
 
 import asyncio
@@ -101,7 +101,7 @@ async def test_bad_volume_requests_make_nothing(cloud: Cloud) -> None:
     ec2 = await ec2_for(cloud)
     refused: list[tuple[dict[str, Any], str]] = [
         ({"Size": 0}, "InvalidParameterValue"), ({"Size": 10 ** 6}, "InvalidParameterValue"),
-        ({"Size": 1, "SnapshotId": "snap-00000001"}, "InvalidParameterCombination"),
+        ({"Size": 1, "SnapshotId": "snap-0000ffff"}, "InvalidSnapshot.NotFound"),
         ({"Size": 1, "VolumeType": "io2"}, "InvalidParameterValue"),
         ({"Size": 1, "Encrypted": True}, "InvalidParameterValue"),
         ({"Size": 1, "AvailabilityZone": "mars"}, "InvalidParameterValue"),
@@ -131,3 +131,50 @@ async def test_bad_volume_requests_make_nothing(cloud: Cloud) -> None:
     assert await other.error("delete_volume", VolumeId=made["VolumeId"]) == "InvalidVolume.NotFound"
     assert (await other("describe_volumes"))["Volumes"] == []
     assert (await wait_state(cloud, ec2, made["VolumeId"], "available"))["Attachments"] == []
+
+
+async def wait_snapshot(cloud: Cloud, ec2: Ec2, snapshot_id: str, state: str) -> dict[str, Any]:
+    for _ in range(200):
+        await cloud.cell.settle()
+        [snap] = (await ec2("describe_snapshots", SnapshotIds=[snapshot_id]))["Snapshots"]
+        if snap["State"] == state:
+            return dict(snap)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{snapshot_id} stayed {snap['State']}, not {state}")
+
+
+async def test_snapshot_lifecycle_through_boto3(cloud: Cloud) -> None:
+    ec2 = await ec2_for(cloud)
+    vol = await ec2("create_volume", Size=1, AvailabilityZone="nova")
+    await wait_state(cloud, ec2, vol["VolumeId"], "available")
+    snap = await ec2("create_snapshot", VolumeId=vol["VolumeId"], Description="before the upgrade")
+    assert snap["SnapshotId"].startswith("snap-") and snap["State"] == "pending"
+    assert (snap["VolumeId"], snap["VolumeSize"], snap["Description"]) == (vol["VolumeId"], 1, "before the upgrade")
+    done = await wait_snapshot(cloud, ec2, snap["SnapshotId"], "completed")
+    assert done["Progress"] == "100%"
+    _, cinder = await cloud.req("GET", "demo", "/snapshots/detail")
+    assert [(s["status"], s["size"]) for s in cinder["snapshots"]] == [("available", 1)]
+    by_volume = await ec2("describe_snapshots", OwnerIds=["self"],
+                          Filters=[{"Name": "volume-id", "Values": [vol["VolumeId"]]}])
+    assert [s["SnapshotId"] for s in by_volume["Snapshots"]] == [snap["SnapshotId"]]
+
+    copy = await ec2("create_volume", SnapshotId=snap["SnapshotId"], AvailabilityZone="nova")
+    assert copy["Size"] == 1 and copy["SnapshotId"] == snap["SnapshotId"]
+    await wait_state(cloud, ec2, copy["VolumeId"], "available")
+    assert await ec2.error("delete_volume", VolumeId=vol["VolumeId"]) == "IncorrectState"  # it has a snapshot
+
+    other = await ec2_for(cloud, "admin")  # another project sees neither the snapshot nor a way to act on it
+    assert (await other("describe_snapshots"))["Snapshots"] == []
+    assert await other.error("delete_snapshot", SnapshotId=snap["SnapshotId"]) == "InvalidSnapshot.NotFound"
+    assert await other.error("create_volume", SnapshotId=snap["SnapshotId"],
+                             AvailabilityZone="nova") == "InvalidSnapshot.NotFound"
+    assert await ec2.error("create_snapshot", VolumeId="vol-0000ffff") == "InvalidVolume.NotFound"
+
+    await ec2("delete_snapshot", SnapshotId=snap["SnapshotId"])
+    await cloud.cell.settle()
+    assert (await ec2("describe_snapshots"))["Snapshots"] == []
+    assert await ec2.error("describe_snapshots", SnapshotIds=[snap["SnapshotId"]]) == "InvalidSnapshot.NotFound"
+    for volume in (vol, copy):
+        await ec2("delete_volume", VolumeId=volume["VolumeId"])
+    await cloud.cell.settle()
+    assert (await ec2("describe_volumes"))["Volumes"] == []
