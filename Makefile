@@ -16,7 +16,7 @@ APT_PACKAGES := python3-venv gcc python3-dev libvirt-dev pkg-config libvirt-daem
 	qemu-system-x86 qemu-utils qemu-block-extra dnsmasq-base tgt nftables iproute2 iputils-ping lz4 busybox-static \
 	openssh-client openssh-server postgresql
 
-.PHONY: deps apt up down status lint test test-fast chaos bench
+.PHONY: deps apt up down status lint test test-fast chaos bench tempest
 
 deps: $(STAMP)
 
@@ -38,7 +38,7 @@ $(BIN)/python: | apt
 # Re-run pip only when pyproject.toml or constraints.txt is newer than the stamp; constraints.txt pins
 # every package, so a fresh machine gets the versions CI last tested.
 $(STAMP): pyproject.toml constraints.txt | apt $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,postgres]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,postgres,tempest]'
 	touch $@
 
 up: deps
@@ -66,6 +66,12 @@ test-fast: deps
 	@rc=0; $(BIN)/pytest -q -rs -m "not slow" || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-fast: pytest collected no tests" >&2; fi; \
 	exit $$rc
+
+# OpenStack's Tempest API tests (tempest.api.compute, .volume, .image) against a fresh cluster, tempest.conf
+# written from it (tools/tempest.py); prints passed / failed / skipped, fails on any failure. make test runs
+# its quick tier (tests/functional/test_tempest_quick.py). TEMPEST_ARGS="--regex R" picks other tests.
+tempest: deps
+	$(BIN)/python -m tools.tempest $(TEMPEST_ARGS)
 
 # The full kill matrix: every service kind kill -9'd during a burst (tests/chaos; make test runs its quick
 # tier), then the matrix with its figures (tools/bench/chaos.py). Fails if either does.

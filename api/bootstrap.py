@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ from cells.context import IMAGE_READER
 LOG = logging.getLogger(__name__)
 DEFAULT_DOMAIN = ("default", "Default")
 ROLES = ("admin", "member", "reader")
-PROJECTS = ("admin", "demo", "service")
+PROJECTS = ("admin", "demo", "service", "alt_demo")  # alt_demo: a second tenant (Tempest's alt credentials)
 IMAGE_READER_USER = "cellcloud-image-reader"
 
 
@@ -52,6 +53,7 @@ class UserSpec:
 USERS = (
     UserSpec("admin", "admin_password", (("admin", "admin"),)),
     UserSpec("demo", "demo_password", (("demo", "member"),)),
+    UserSpec("alt_demo", "alt_demo_password", (("alt_demo", "member"),)),
     UserSpec("cellcloud-service", "service_password", (("service", "admin"), ("service", "service"))),
     # what compute hosts fetch images with: it may show and download images, nothing else
     UserSpec(IMAGE_READER_USER, "image_reader_password", (("service", IMAGE_READER),)),
@@ -81,7 +83,21 @@ async def _id_by(conn: AsyncConnection, table: Any, **where: Any) -> str | None:
     return (await conn.execute(select(table.c.id).where(clause))).scalar()
 
 
-async def _identity(conn: AsyncConnection, cluster: ClusterConfig) -> None:
+async def ensure_users(cluster: ClusterConfig, users: Sequence[UserSpec], passwords: Mapping[str, str]) -> None:
+    """Add `users` (their projects made as needed, each password from `passwords` by the spec's secret)
+    to a bootstrapped API DB: the test accounts of a Tempest run (tools/tempest.py). Idempotent."""
+    engine = make_engine(cluster.api.db)
+    try:
+        async with engine.begin() as conn:
+            projects = tuple(dict.fromkeys(p for spec in users for p, _ in spec.grants))
+            await _identity(conn, cluster, projects, users, passwords)
+    finally:
+        await engine.dispose()
+
+
+async def _identity(conn: AsyncConnection, cluster: ClusterConfig, project_names: Sequence[str] = PROJECTS,
+                    user_specs: Sequence[UserSpec] = USERS, passwords: Mapping[str, str] | None = None) -> None:
+    passwords = cluster.secrets if passwords is None else passwords
     domain_id, domain_name = DEFAULT_DOMAIN
     if await _id_by(conn, domains, id=domain_id) is None:
         await conn.execute(insert(domains).values(id=domain_id, name=domain_name, enabled=True,
@@ -90,12 +106,12 @@ async def _identity(conn: AsyncConnection, cluster: ClusterConfig) -> None:
     for name in ROLES + ("service", IMAGE_READER):
         role_ids[name] = await _id_by(conn, roles, name=name) or await _insert_id(conn, roles, name=name)
     project_ids: dict[str, str] = {}
-    for name in PROJECTS:
+    for name in project_names:
         project_ids[name] = (await _id_by(conn, projects, name=name, domain_id=domain_id)
                              or await _insert_id(conn, projects, name=name, domain_id=domain_id, enabled=True,
                                                  description=f"Bootstrap project {name}"))
-    for spec in USERS:
-        password = cluster.secrets[spec.secret]
+    for spec in user_specs:
+        password = passwords[spec.secret]
         row = (await conn.execute(select(users.c.id, users.c.password_hash)
                                   .where(and_(users.c.name == spec.name, users.c.domain_id == domain_id)))).first()
         if row is None:

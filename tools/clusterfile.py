@@ -120,7 +120,9 @@ DEFAULT_VOLUME_PORT_BASE, DEFAULT_ISCSI_PORT_BASE, DEFAULT_NBD_PORT_BASE = 5800,
 VOLUME_KEYS = ("port", "backend", "format", "volume_group", "capacity_gb", "targets", "iscsi_port", "nbd_port")
 IMAGE_BOUNDS = ("image_size_cap", "image_size_total", "image_store_min_free")  # api/image/bounds.py
 # ec2_credential_key seals the EC2 secrets in the API DB (api/identity/ec2creds.py)
-SECRET_NAMES = ("admin_password", "demo_password", "service_password", "image_reader_password", "ec2_credential_key")
+# alt_demo_password: the second project's user (multi-tenant checks, Tempest's alt credentials)
+SECRET_NAMES = ("admin_password", "demo_password", "service_password", "image_reader_password", "ec2_credential_key",
+                "alt_demo_password")
 
 
 class ClusterFileError(Exception):

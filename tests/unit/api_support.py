@@ -17,7 +17,7 @@ from cells.config import ApiSpec, CellSpec, ClusterConfig
 
 PUBLIC_URL = "http://cloud.test:8774"
 SECRETS = {"admin_password": "admin-secret", "demo_password": "demo-secret", "service_password": "svc-secret",
-           "image_reader_password": "reader-secret", "ec2_credential_key": "ec2-key-secret"}
+           "image_reader_password": "reader-secret", "ec2_credential_key": "ec2-key-secret", "alt_demo_password": "alt-secret"}
 
 
 def make_cluster(tmp: Path, router: str = "tcp://127.0.0.1:1", interval: float = 0.1) -> ClusterConfig:

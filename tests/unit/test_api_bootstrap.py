@@ -45,7 +45,7 @@ async def test_bootstrap_is_idempotent(tmp_path: Path) -> None:
     await bootstrap.ensure(cluster)
     await bootstrap.ensure(cluster)
     url = cluster.api.db
-    assert await _count(url, users) == 4 and await _count(url, flavors) == 3  # admin, demo, service, image reader
+    assert await _count(url, users) == 5 and await _count(url, flavors) == 3  # admin, demo, alt_demo, service, image reader
     assert await _count(url, images) == 1 and await _count(url, cell_mappings) == 1
 
 

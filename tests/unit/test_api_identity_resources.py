@@ -20,7 +20,7 @@ async def _get(client: TestClient[Any, Any], path: str, headers: dict[str, str],
 
 async def test_projects_by_id_and_name(client: TestClient[Any, Any], admin_headers: dict[str, str]) -> None:
     listed = await _get(client, "/projects", admin_headers)
-    assert sorted(p["name"] for p in listed["projects"]) == ["admin", "demo", "service"]
+    assert sorted(p["name"] for p in listed["projects"]) == ["admin", "alt_demo", "demo", "service"]
     assert listed["links"] == {"self": f"{PUBLIC_URL}/identity/v3/projects", "previous": None, "next": None}
     [demo] = (await _get(client, "/projects?name=demo", admin_headers))["projects"]
     assert set(demo) == {"id", "name", "domain_id", "description", "enabled", "parent_id", "is_domain", "tags",

@@ -315,7 +315,7 @@ def test_secrets_are_made_once_and_kept(tmp_path: Path) -> None:
     first = clusterfile.prepare(path)
     state = tmp_path / "var"
     assert set(first.secrets) == {"admin_password", "demo_password", "service_password", "image_reader_password",
-                                  "ec2_credential_key"}
+                                  "ec2_credential_key", "alt_demo_password"}
     assert len(set(first.secrets.values())) == len(first.secrets) and all(len(v) >= 20 for v in first.secrets.values())
     for name in ("secrets.json", "cluster.json"):
         assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name

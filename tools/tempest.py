@@ -1,0 +1,246 @@
+"""`make tempest`: OpenStack's own API test suite (Tempest, the `tempest` extra), unmodified, against a
+fresh cluster of real processes.
+
+    python -m tools.tempest                  tempest.api.compute, tempest.api.volume, tempest.api.image
+    python -m tools.tempest --quick          QUICK: a handful of stable tests (make test runs them)
+    python -m tools.tempest --regex R        any selection; --keep DIR keeps the workspace there
+
+It starts a cluster (tools/devcluster.py: one cell, a compute and volume host on libvirt's test
+hypervisor), writes tempest.conf from it (pre-provisioned credentials: this Keystone has no user or
+project writes for Tempest's dynamic ones, so the bootstrap's admin, demo and alt_demo, plus a reader
+in each of those projects and more project pairs for parallel workers, added to the cluster's API DB;
+a feature flag true only for what this cloud serves, FEATURES), runs stestr, prints the passed /
+failed / skipped counts and each failure's and skip's name, and stops the cluster. Exit status 1 when
+a test failed or none ran. The caller's OS_* variables never reach Tempest.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from api import bootstrap
+from api.bootstrap import UserSpec
+from api.compute.microversions import MAX_VERSION, MIN_VERSION
+from cells.config import ClusterConfig
+from tools.devcluster import RunningCluster, running_cluster, without_cloud_variables
+
+FULL = r"^tempest\.api\.(compute|volume|image)\."
+# stable, quick, covering negotiation, flavors, key pairs, server create/show/list/delete and limits
+QUICK = (r"^tempest\.api\.compute\.(flavors\.test_flavors\.FlavorsV2TestJSON"
+         r"|keypairs\.test_keypairs\.KeyPairsV2TestJSON"
+         r"|servers\.test_servers\.ServersTestJSON"
+         r"|limits\.test_absolute_limits\.AbsoluteLimitsTestJSON"
+         r"|test_versions\.TestVersions)\.")
+
+# [section] -> option -> value: what this cloud serves (true) and what it does not (false, so Tempest skips
+# those tests with the flag as the reason). README.md ("Tempest") lists each false flag and why.
+FEATURES: dict[str, dict[str, Any]] = {
+    "compute-feature-enabled": {
+        "disk_config": False,  # OS-DCF:diskConfig is accepted and always MANUAL: no AUTO partition resize
+        "change_password": False, "resize": True, "pause": True, "suspend": True, "shelve": False,
+        "shelve_migrate": False, "cold_migration": True, "live_migration": False,
+        "block_migration_for_live_migration": False, "console_output": True, "rescue": False,
+        "stable_rescue": False, "enable_instance_password": True, "interface_attach": False, "snapshot": False,
+        "personality": False, "attach_encrypted_volume": False, "config_drive": False,
+        "metadata_service": False, "vnc_console": False, "spice_console": False, "serial_console": False,
+        "swap_volume": False, "volume_multiattach": False, "ide_bus": False, "hostname_fqdn_sanitization": False,
+        "can_migrate_between_any_hosts": False, "volume_backed_live_migration": False,
+    },
+    "service_available": {"nova": True, "glance": True, "cinder": True, "neutron": True, "swift": False,
+                          "heat": False, "horizon": False, "placement": False},
+    "image-feature-enabled": {"api_v2": True, "api_v1": False, "import_image": False,
+                              "os_glance_reserved": False, "manage_locations": False},
+    "volume-feature-enabled": {"backup": False, "snapshot": False, "clone": False, "manage_snapshot": False,
+                               "manage_volume": False, "extend_attached_volume": False,
+                               "extend_attached_encrypted_volume": False, "volume_revert": False,
+                               "multi_backend": False, "cluster_active_active": False},
+    "network-feature-enabled": {"ipv6": False, "floating_ips": False, "port_security": False,
+                                "port_admin_state_change": False},
+    "identity-feature-enabled": {"api_v2": False, "api_v3": True, "application_credentials": False,
+                                 "trust": False, "access_rules": False},
+    "validation": {"run_validation": False},
+}
+
+
+@dataclass
+class Outcome:
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # test -> reason
+
+    def summary(self) -> str:
+        return f"passed {len(self.passed)}, failed {len(self.failed)}, skipped {len(self.skipped)}"
+
+
+def _fmt(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def _image_ids(cluster: RunningCluster) -> list[str]:
+    import requests  # the tempest extra brings it (via openstacksdk too); keep the CLI's imports lean
+    resp = requests.get(f"{cluster.endpoint}/image/v2/images", headers={"X-Auth-Token": cluster.token("admin")},
+                        timeout=30)
+    resp.raise_for_status()
+    ids = [str(i["id"]) for i in resp.json()["images"] if i.get("status") == "active"]
+    if not ids:
+        raise RuntimeError("the cluster has no active image for Tempest's image_ref")
+    return ids
+
+
+def projects(workers: int) -> list[str]:
+    """The member projects of a run: the bootstrap's demo and alt_demo, and one more per extra worker
+    (each test class holds a primary and a project reader of one project, some an alt of another)."""
+    return ["demo", "alt_demo", *(f"tempest{i}" for i in range(max(0, workers - 1)))]
+
+
+def extra_users(workers: int) -> tuple[list[UserSpec], dict[str, str]]:
+    """The users a run adds to the bootstrap's: a reader in each project, a member in each extra one."""
+    specs, passwords = [], {}
+    for project in projects(workers):
+        roles = [("reader", f"{project}_reader")] + ([] if project in ("demo", "alt_demo") else [("member", project)])
+        for role, user in roles:
+            specs.append(UserSpec(user, f"{user}_password", ((project, role),)))
+            passwords[f"{user}_password"] = secrets.token_urlsafe(18)
+    return specs, passwords
+
+
+def accounts(cluster_secrets: Mapping[str, str], passwords: Mapping[str, str], workers: int) -> list[dict[str, Any]]:
+    """Tempest's accounts file: per project its member and its reader, and the admin."""
+    every = {**cluster_secrets, **passwords}
+    out: list[dict[str, Any]] = []
+    for project in projects(workers):
+        for user, role in ((project, "member"), (f"{project}_reader", "reader")):
+            out.append({"username": user, "project_name": project, "password": every[f"{user}_password"],
+                        "domain_name": "Default", "roles": [role]})
+    out.append({"username": "admin", "project_name": "admin", "password": cluster_secrets["admin_password"],
+                "domain_name": "Default", "roles": ["admin"], "types": ["admin"]})
+    return out
+
+
+def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str]) -> str:
+    cluster_secrets = cluster.config["secrets"]
+    region = cluster.config["api"].get("region", "RegionOne")
+    sections: dict[str, dict[str, Any]] = {
+        "DEFAULT": {"log_file": str(workspace / "tempest.log"), "debug": True},
+        "oslo_concurrency": {"lock_path": str(workspace / "locks")},
+        "auth": {"use_dynamic_credentials": False, "test_accounts_file": str(workspace / "accounts.yaml"),
+                 "admin_username": "admin", "admin_password": cluster_secrets["admin_password"],
+                 "admin_project_name": "admin", "admin_domain_name": "Default",
+                 "default_credentials_domain_name": "Default", "create_isolated_networks": False},
+        "identity": {"uri_v3": f"{cluster.endpoint}/identity/v3", "auth_version": "v3", "region": region,
+                     "v3_endpoint_type": "public"},
+        "compute": {"image_ref": images[0], "image_ref_alt": images[-1], "flavor_ref": "1", "flavor_ref_alt": "2",
+                    "min_microversion": _fmt(MIN_VERSION), "max_microversion": _fmt(MAX_VERSION),
+                    "build_timeout": 120, "build_interval": 1, "region": region, "endpoint_type": "publicURL"},
+        "image": {"region": region, "endpoint_type": "publicURL", "build_timeout": 120},
+        "volume": {"region": region, "endpoint_type": "publicURL", "catalog_type": "block-storage",
+                   "build_timeout": 120, "volume_size": 1, "min_microversion": "3.0", "max_microversion": "3.0"},
+        "network": {"region": region, "endpoint_type": "publicURL", "build_timeout": 120,
+                    "shared_physical_network": False},
+        **FEATURES,
+    }
+    out = []
+    for name, options in sections.items():
+        out.append(f"[{name}]")
+        out += [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+def _stestr_conf(workspace: Path) -> None:
+    import tempest  # the tempest extra
+    package = Path(tempest.__file__).resolve().parent
+    (workspace / ".stestr.conf").write_text(
+        f"[DEFAULT]\ntest_path={package / 'test_discover'}\ntop_dir={package.parent}\n")
+
+
+def parse(stream: bytes) -> Outcome:
+    """The run's subunit v2 stream (`stestr last --subunit`): each test's status, a skip's reason.
+    A class whose setUpClass failed is one failed "test" (setUpClass (tempest....)), as stestr counts it."""
+    import subunit  # the tempest extra (python-subunit, testtools)
+    import testtools
+
+    outcome = Outcome()
+
+    def record(test: Any) -> None:  # testtools' TestDict
+        name = re.sub(r"\[.*\]$", "", str(test["id"]))  # without the id/tag suffix
+        if test["status"] == "success":
+            outcome.passed.append(name)
+        elif test["status"] == "skip":
+            reason = test["details"].get("reason")
+            outcome.skipped[name] = reason.as_text() if reason is not None else ""
+        elif test["status"] in ("fail", "uxsuccess"):
+            outcome.failed.append(name)
+
+    result = testtools.StreamToDict(record)
+    result.startTestRun()
+    subunit.ByteStreamToStreamResult(io.BytesIO(stream), non_subunit_name="stdout").run(result)
+    result.stopTestRun()
+    return outcome
+
+
+def run(regex: str, workspace: Path, concurrency: int = 2, name: str | None = None,
+        timeout: float = 7200) -> tuple[Outcome, str]:
+    """Start a cluster under `workspace`, run the Tempest tests matching `regex` against it, stop it."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    (workspace / "locks").mkdir(exist_ok=True)
+    with running_cluster(workspace / "cluster", volumes=True, name=name or f"tempest{os.getpid()}") as cluster:
+        images = _image_ids(cluster)
+        specs, passwords = extra_users(concurrency)
+        asyncio.run(bootstrap.ensure_users(ClusterConfig.load(cluster.state / "cluster.json"), specs, passwords))
+        (workspace / "accounts.yaml").write_text(yaml.safe_dump(accounts(cluster.config["secrets"], passwords,
+                                                                         concurrency)))
+        (workspace / "tempest.conf").write_text(tempest_conf(cluster, workspace, images))
+        _stestr_conf(workspace)
+        env = {**without_cloud_variables(os.environ), "TEMPEST_CONFIG_DIR": str(workspace),
+               "TEMPEST_CONFIG": "tempest.conf"}
+        done = subprocess.run([sys.executable, "-m", "stestr", "run", "--concurrency", str(concurrency), regex],
+                              cwd=workspace, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        output = done.stdout + done.stderr
+        (workspace / "stestr.out").write_text(output)
+        stream = subprocess.run([sys.executable, "-m", "stestr", "last", "--subunit"], cwd=workspace, env=env,
+                                capture_output=True, timeout=600, check=False).stdout
+    return parse(stream), output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.tempest", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="only the quick tier (what make test runs)")
+    parser.add_argument("--regex", default=None, help=f"the tests to run (default {FULL})")
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--keep", default=None, help="the workspace directory (kept); default: a temporary one")
+    args = parser.parse_args(argv)
+    regex = args.regex or (QUICK if args.quick else FULL)
+    if args.keep:
+        outcome, output = run(regex, Path(args.keep).resolve(), args.concurrency)
+    else:
+        with tempfile.TemporaryDirectory(prefix="cc-tempest-") as tmp:
+            outcome, output = run(regex, Path(tmp), args.concurrency)
+    for test in outcome.failed:
+        print(f"FAILED  {test}")
+    for test, reason in sorted(outcome.skipped.items()):
+        print(f"SKIPPED {test}: {textwrap.shorten(reason, 160)}")
+    print(f"tempest ({regex}): {outcome.summary()}")
+    if outcome.failed or not outcome.passed:
+        if not outcome.passed and not outcome.failed:
+            print(output[-4000:])
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
