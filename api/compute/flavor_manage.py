@@ -1,5 +1,5 @@
 """Flavor administration (Nova's os-flavor-manage, os-flavor-extra-specs and the
-os-flavor-access list) at microversion 2.1.
+os-flavor-access list) at microversion 2.1, and 2.55's descriptions (create, PUT /flavors/{id}).
 
 Reading extra specs is open to whoever may see the flavor; creating, deleting
 and changing flavors or their extra specs is admin-only, as Nova's default
@@ -8,6 +8,7 @@ flavor_dict), so deleting a flavor never touches a running server.
 """
 from __future__ import annotations
 
+import copy
 import uuid
 from typing import Any
 
@@ -16,6 +17,7 @@ from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.compute.flavors import flavor_detail, get_flavor
+from api.compute.microversions import version_of
 from api.compute.schemas import BOOL, NAME
 from api.db.schema import flavors
 from api.http import context, json_body, parse_bool
@@ -42,6 +44,16 @@ FLAVOR_CREATE: dict[str, Any] = {
     "required": ["flavor"],
     "additionalProperties": False,
 }
+# 2.55: a description, at create and by PUT /flavors/{id} (the only thing a flavor update changes)
+_DESCRIPTION = {"type": ["string", "null"], "minLength": 0, "maxLength": 65535,
+                "pattern": r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"}
+FLAVOR_CREATE_2_55: dict[str, Any] = copy.deepcopy(FLAVOR_CREATE)
+FLAVOR_CREATE_2_55["properties"]["flavor"]["properties"]["description"] = _DESCRIPTION
+FLAVOR_UPDATE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"flavor": {"type": "object", "properties": {"description": _DESCRIPTION},
+                              "required": ["description"], "additionalProperties": False}},
+    "required": ["flavor"], "additionalProperties": False}
 _SPEC_KEY = r"^[a-zA-Z0-9-_:. ]{1,255}$"
 _SPEC_VALUE = {"type": ["string", "number", "boolean"], "minLength": 1, "maxLength": 255}
 EXTRA_SPECS: dict[str, Any] = {
@@ -97,7 +109,7 @@ def _spec_value(value: Any) -> str:
 async def create(request: web.Request) -> web.Response:
     _require_admin(request, "os-flavor-manage:create")
     body = await json_body(request)
-    validate(FLAVOR_CREATE, body)
+    validate(FLAVOR_CREATE_2_55 if version_of(request) >= (2, 55) else FLAVOR_CREATE, body)
     spec = body["flavor"]
     is_public = True
     if "os-flavor-access:is_public" in spec:
@@ -107,7 +119,7 @@ async def create(request: web.Request) -> web.Response:
            "vcpus": _int_field(spec, "vcpus"), "disk": _int_field(spec, "disk"),
            "ephemeral": _int_field(spec, "OS-FLV-EXT-DATA:ephemeral"), "swap": _int_field(spec, "swap"),
            "rxtx_factor": _rxtx(spec), "is_public": is_public, "disabled": False, "extra_specs": {},
-           "created_at": utcnow()}
+           "created_at": utcnow(), "description": spec.get("description")}
     async with request.config_dict[ENGINE].begin() as conn:
         clash = (await conn.execute(select(flavors.c.id, flavors.c.name).where(
             or_(flavors.c.id == flavor_id, flavors.c.name == spec["name"])))).first()
@@ -117,7 +129,24 @@ async def create(request: web.Request) -> web.Response:
             raise FlavorExists(name=spec["name"])
         await conn.execute(insert(flavors).values(**row))
         created = (await conn.execute(select(flavors).where(flavors.c.id == flavor_id))).one()
-    return web.json_response({"flavor": flavor_detail(public_url(request), created)})
+    return web.json_response({"flavor": flavor_detail(public_url(request), created, version_of(request))})
+
+
+async def update_flavor(request: web.Request) -> web.Response:
+    """PUT /flavors/{id} (2.55): a new description; 404 before 2.55, as Nova (no such route)."""
+    if version_of(request) < (2, 55):
+        raise errors.NotFound("The resource could not be found.")
+    _require_admin(request, "os-flavor-manage:update")
+    body = await json_body(request)
+    validate(FLAVOR_UPDATE, body)
+    flavor_id = request.match_info["flavor_id"]
+    async with request.config_dict[ENGINE].begin() as conn:
+        result = await conn.execute(update(flavors).where(flavors.c.id == flavor_id)
+                                    .values(description=body["flavor"]["description"]))
+        if result.rowcount == 0:
+            raise errors.FlavorNotFound(flavor_id=flavor_id)
+        row = (await conn.execute(select(flavors).where(flavors.c.id == flavor_id))).one()
+    return web.json_response({"flavor": flavor_detail(public_url(request), row, version_of(request))})
 
 
 async def delete_flavor(request: web.Request) -> web.Response:
@@ -205,6 +234,7 @@ async def access_list(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v2.1/flavors", create)
+    app.router.add_put("/v2.1/flavors/{flavor_id}", update_flavor)
     app.router.add_delete("/v2.1/flavors/{flavor_id}", delete_flavor)
     app.router.add_get("/v2.1/flavors/{flavor_id}/os-extra_specs", list_specs)
     app.router.add_post("/v2.1/flavors/{flavor_id}/os-extra_specs", create_specs)

@@ -1,4 +1,5 @@
-"""/compute/v2.1/flavors: the Nova 2.1 flavor views and list filters."""
+"""/compute/v2.1/flavors: the Nova flavor views and list filters. Microversions: 2.55 description (in
+lists too), 2.61 extra_specs in the flavor, 2.75 swap 0 instead of "" for none."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,6 +8,7 @@ from aiohttp import web
 from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.engine import Row
 
+from api.compute.microversions import Microversion, version_of
 from api.compute.views import links
 from api.db.schema import flavors
 from api.http import context, parse_bool, query_int
@@ -24,17 +26,25 @@ def flavor_dict(row: AnyRow) -> dict[str, Any]:
             "ephemeral": row.ephemeral, "swap": row.swap, "extra_specs": dict(row.extra_specs or {})}
 
 
-def _brief(base: str, row: Row[Any]) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "links": links(base, "flavors", row.id)}
+def _brief(base: str, row: Row[Any], version: Microversion) -> dict[str, Any]:
+    view = {"id": row.id, "name": row.name, "links": links(base, "flavors", row.id)}
+    if version >= (2, 55):
+        view["description"] = row.description
+    return view
 
 
-def flavor_detail(base: str, row: AnyRow) -> dict[str, Any]:
-    return {
+def flavor_detail(base: str, row: AnyRow, version: Microversion) -> dict[str, Any]:
+    view = {
         "id": row.id, "name": row.name, "ram": row.ram, "disk": row.disk, "vcpus": row.vcpus,
         "OS-FLV-EXT-DATA:ephemeral": row.ephemeral, "OS-FLV-DISABLED:disabled": row.disabled,
-        "os-flavor-access:is_public": row.is_public, "swap": row.swap or "",
+        "os-flavor-access:is_public": row.is_public, "swap": row.swap if version >= (2, 75) else row.swap or "",
         "rxtx_factor": row.rxtx_factor, "links": links(base, "flavors", row.id),
     }
+    if version >= (2, 55):
+        view["description"] = row.description
+    if version >= (2, 61):  # Nova's default policy lets whoever sees the flavor read its extra specs
+        view["extra_specs"] = {str(k): str(v) for k, v in (row.extra_specs or {}).items()}
+    return view
 
 
 def _list_query(request: web.Request) -> tuple[Select[Any], int, str | None]:
@@ -73,7 +83,8 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
         rows = (await conn.execute(query.limit(limit))).all()
     base = public_url(request)
     view = flavor_detail if detail else _brief
-    body: dict[str, Any] = {"flavors": [view(base, r) for r in rows]}
+    version = version_of(request)
+    body: dict[str, Any] = {"flavors": [view(base, r, version) for r in rows]}
     if rows and len(rows) == limit and "limit" in request.query:
         suffix = "/detail" if detail else ""
         body["flavors_links"] = [{"rel": "next", "href": f"{base}/compute/v2.1/flavors{suffix}?limit={limit}"
@@ -110,7 +121,7 @@ def flavor_of(conn: Connection, ctx: RequestContext, flavor_id: str) -> AnyRow:
 
 async def show(request: web.Request) -> web.Response:
     row = await get_flavor(request, request.match_info["flavor_id"])
-    return web.json_response({"flavor": flavor_detail(public_url(request), row)})
+    return web.json_response({"flavor": flavor_detail(public_url(request), row, version_of(request))})
 
 
 def add_routes(app: web.Application) -> None:

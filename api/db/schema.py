@@ -124,6 +124,7 @@ flavors = Table(
     Column("disabled", Boolean, nullable=False, default=False),
     Column("extra_specs", JSON, nullable=False, default=dict),
     Column("created_at", DateTime, nullable=False),
+    Column("description", Text, nullable=True),  # a0004: Nova 2.55's flavor description
     Index("ix_flavors_ram", "ram"),
     Index("ix_flavors_disk", "disk"),
     Index("ix_flavors_is_public", "is_public"),
@@ -339,7 +340,8 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4
 LATEST = max(MIGRATIONS)
 # Alembic (api/db/migrations/versions), oldest first; the baseline is LATEST's schema. A change to a table
 # from now on is an Alembic revision plus the edit of its Table above (tests/unit/test_db_migrations.py).
-ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource")
+ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource",
+                     "a0004_flavor_description")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

@@ -141,3 +141,31 @@ async def test_keypairs_pages_other_users_and_import_only(cloud: Cloud) -> None:
     assert len((await resp.json())["keypairs"]) == 3  # an admin sees another user's key pairs
     resp = await cloud.client.get("/compute/v2.1/os-keypairs?user_id=someone", headers=at(cloud.demo, "2.10"))
     assert resp.status == 403
+
+
+async def test_flavor_description_extra_specs_and_swap_by_version(cloud: Cloud) -> None:
+    resp = await cloud.client.post("/compute/v2.1/flavors", headers=at(cloud.admin, "2.55"), json={"flavor": {
+        "name": "described", "ram": 64, "vcpus": 1, "disk": 1, "id": "d1", "description": "for tests"}})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["flavor"]["description"] == "for tests"
+    resp = await cloud.client.post("/compute/v2.1/flavors", headers=at(cloud.admin, "2.54"), json={"flavor": {
+        "name": "early", "ram": 64, "vcpus": 1, "disk": 1, "description": "too early"}})
+    assert resp.status == 400
+    resp = await cloud.client.post("/compute/v2.1/flavors/d1/os-extra_specs", headers=cloud.admin,
+                                   json={"extra_specs": {"hw:cpu_policy": "shared"}})
+    assert resp.status == 200, await resp.text()
+    old = (await (await cloud.client.get("/compute/v2.1/flavors/d1", headers=at(cloud.demo, "2.54"))).json())["flavor"]
+    assert "description" not in old and "extra_specs" not in old and old["swap"] == ""
+    new = (await (await cloud.client.get("/compute/v2.1/flavors/d1", headers=at(cloud.demo, "2.75"))).json())["flavor"]
+    assert (new["description"], new["extra_specs"], new["swap"]) == ("for tests", {"hw:cpu_policy": "shared"}, 0)
+    listed = (await (await cloud.client.get("/compute/v2.1/flavors", headers=at(cloud.demo, "2.55"))).json())
+    assert all("description" in f for f in listed["flavors"])
+    resp = await cloud.client.put("/compute/v2.1/flavors/d1", headers=at(cloud.admin, "2.55"),
+                                  json={"flavor": {"description": None}})
+    assert resp.status == 200 and (await resp.json())["flavor"]["description"] is None
+    resp = await cloud.client.put("/compute/v2.1/flavors/d1", headers=at(cloud.demo, "2.55"),
+                                  json={"flavor": {"description": "mine"}})
+    assert resp.status == 403
+    resp = await cloud.client.put("/compute/v2.1/flavors/d1", headers=at(cloud.admin, "2.54"),
+                                  json={"flavor": {"description": "x"}})
+    assert resp.status == 404
