@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from api.db.schema import ALEMBIC_HEAD as API_HEAD
+from cells.db.schema import ALEMBIC_HEAD as CELL_HEAD
 from tests.conftest import free_port
 from tests.unit.test_supervisor_cellctl import cluster_file
 from tools import cellctl
@@ -43,14 +44,14 @@ def test_up_refuses_dbs_behind_the_code_until_db_upgrade(tmp_path: Path, capsys:
 
     assert cellctl.main(["db", "upgrade", path]) == 0
     out = capsys.readouterr().out
-    assert f"api: schema v4 -> {API_HEAD}" in out and "cell cell1: schema v4 -> c0001_baseline" in out
+    assert f"api: schema v4 -> {API_HEAD}" in out and f"cell cell1: schema v4 -> {CELL_HEAD}" in out
     with sqlite3.connect(state / "cells" / "cell1.db") as conn:
         assert conn.execute("SELECT name FROM instances").fetchall() == [("old-vm",)]
 
     assert cellctl.main(["db", "status", path]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("api ") and f" current  revision {API_HEAD} (head {API_HEAD})" in lines[0]
-    assert " current  revision c0001_baseline (head c0001_baseline)" in lines[1]
+    assert f" current  revision {CELL_HEAD} (head {CELL_HEAD})" in lines[1]
 
     assert cellctl.main(["db", "upgrade", path]) == 0  # nothing left to do
-    assert "cell cell1: already at c0001_baseline" in capsys.readouterr().out
+    assert f"cell cell1: already at {CELL_HEAD}" in capsys.readouterr().out
