@@ -95,6 +95,11 @@ class InstanceInvalidState(Conflict):
 
 
 @_register
+class InstanceIsLocked(Conflict):
+    code, msg = "instance_is_locked", "Instance {instance_uuid} is locked"
+
+
+@_register
 class NoValidHost(CellcloudError):
     code, http_status, msg = "no_valid_host", 500, "No valid host was found. {reason}"
 

@@ -270,3 +270,25 @@ def finish_action(name: str, state: State, vm_state: str | None, power_state: in
     if vm_state not in (None, state.vm_state, VmState.ERROR):
         raise errors.Invalid(reason=f"a failed {name} cannot end in vm_state {vm_state!r}")
     return State(vm_state or state.vm_state, None, state.power_state if power_state is None else power_state)
+
+
+# --- locks (Nova's lock/unlock: a locked server refuses changes by anyone but an admin) ---------
+
+LOCKED_BY_OWNER, LOCKED_BY_ADMIN = "owner", "admin"
+
+
+def locker(caller_project: str | None, owner_project: str) -> str:
+    """Nova's locked_by: "owner" when the caller is of the server's project, else "admin"."""
+    return LOCKED_BY_OWNER if caller_project == owner_project else LOCKED_BY_ADMIN
+
+
+def check_unlocked(locked_by: str | None, is_admin: bool, instance_id: str) -> None:
+    """InstanceIsLocked (409) for a change to a locked server by a non-admin (Nova's check_instance_lock)."""
+    if locked_by and not is_admin:
+        raise errors.InstanceIsLocked(instance_uuid=instance_id)
+
+
+def may_unlock(locked_by: str | None, caller_project: str | None, owner_project: str, is_admin: bool) -> bool:
+    """Nova's is_expected_locked_by and unlock_override: an owner's lock its project may lift, an
+    admin's lock only an admin."""
+    return is_admin or not locked_by or locked_by == locker(caller_project, owner_project)

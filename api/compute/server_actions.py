@@ -5,6 +5,7 @@
     {"rebuild": {"imageRef": ..., "name"?, "metadata"?, "adminPass"?}}      202 + the server
     {"os-getConsoleOutput": {"length": N}}                                   200 {"output": ...}
     {"addSecurityGroup": {"name": G}}  {"removeSecurityGroup": {"name": G}}  api/compute/security_groups.py
+    {"lock": null | {"locked_reason": R}}  {"unlock": null}                  202; the reason from 2.73
 
 The power actions answer 202 at once: the server shows its task state
 (REBOOT, HARD_REBOOT, REBUILD, or ACTIVE/SHUTOFF with a task) until the compute
@@ -39,6 +40,10 @@ SIMPLE = {"os-stop": "stop", "os-start": "start", "pause": "pause", "unpause": "
 REBOOT = {"type": "object", "required": ["type"], "additionalProperties": False,
           "properties": {"type": {"type": "string",
                                   "enum": ["HARD", "Hard", "hard", "SOFT", "Soft", "soft"]}}}
+# Nova validates the lock body only from 2.73, where locked_reason came (before it, the body is ignored)
+LOCK = {"type": ["object", "null"], "additionalProperties": False,
+        "properties": {"locked_reason": {"type": "string", "minLength": 1, "maxLength": 255}}}
+LOCK_REASON_VERSION = (2, 73)
 CONSOLE = {"type": ["object", "null"], "additionalProperties": False,
            "properties": {"length": {"type": ["integer", "string", "null"]}}}
 _SERVER = SERVER_CREATE["properties"]["server"]["properties"]
@@ -124,6 +129,16 @@ async def server_action(request: web.Request) -> web.Response:
     if name == "reboot":
         validate(REBOOT, spec, "reboot")
         await service.act(cc, ctx, server_id, "reboot_hard" if spec["type"].upper() == "HARD" else "reboot")
+        return web.Response(status=202)
+    if name == "lock":
+        reason = None
+        if cc.at_least(*LOCK_REASON_VERSION):
+            validate(LOCK, spec, name)
+            reason = (spec or {}).get("locked_reason")
+        await service.lock(cc, ctx, server_id, reason)
+        return web.Response(status=202)
+    if name == "unlock":
+        await service.unlock(cc, ctx, server_id)
         return web.Response(status=202)
     if name == "os-getConsoleOutput":
         validate(CONSOLE, spec, name)

@@ -6,6 +6,7 @@ and the EC2 handlers (api/ec2/query_actions.py) do to servers, each a function o
     delete(cc, ctx, server_id)                             the cell deletes; quota and group let go at once
     act(cc, ctx, server_id, action, args) -> record        a lifecycle action (stop, start, reboot, ...)
     console_output(cc, ctx, server_id, length) -> text
+    lock(cc, ctx, server_id, reason), unlock(cc, ctx, server_id)   a locked server refuses non-admins' changes
     resize, confirm_resize, revert_resize, migrate, evacuate(cc, ctx, server_id, ...)   moves (cells/rpcapi/move_methods)
     change_security_group(cc, ctx, server_id, group, add)  a group joins or leaves every port of the server
     show(cc, ctx, server_id) -> record                     the live record of a server the caller may see
@@ -125,6 +126,17 @@ async def console_output(cc: ComputeContext, ctx: RequestContext, server_id: str
     conductor, uuid = await _locate(cc, ctx, server_id)
     return await conductor.console_output(ctx, uuid, length)
 
+
+async def lock(cc: ComputeContext, ctx: RequestContext, server_id: str, reason: str | None = None) -> dict[str, Any]:
+    """Lock the server: its project's members can change nothing on it until it is unlocked (409)."""
+    conductor, uuid = await _locate(cc, ctx, server_id)
+    return await conductor.instance_lock(ctx, uuid, True, reason)
+
+
+async def unlock(cc: ComputeContext, ctx: RequestContext, server_id: str) -> dict[str, Any]:
+    """Lift the lock: an admin's lock only an admin may lift (403)."""
+    conductor, uuid = await _locate(cc, ctx, server_id)
+    return await conductor.instance_lock(ctx, uuid, False)
 
 
 async def _mover(cc: ComputeContext, ctx: RequestContext, server_id: str) -> tuple[MoveConductorAPI, str]:

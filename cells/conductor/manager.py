@@ -18,7 +18,7 @@ from cells import errors
 from cells.conductor import capacity
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows import actions as server_actions
-from cells.conductor.flows import boot, compute_events, delete, hosts, lookups, update
+from cells.conductor.flows import boot, compute_events, delete, hosts, locking, lookups, update
 from cells.conductor.volume_rpc import VolumeConductorMixin
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
@@ -295,6 +295,10 @@ class ConductorManager(VolumeConductorMixin):
     async def instance_action(self, ctx: RequestContext, uuid: str, action: str,
                               args: dict[str, Any] | None = None) -> dict[str, Any]:
         return await server_actions.instance_action(self.env, ctx, uuid, action, args)
+
+    async def instance_lock(self, ctx: RequestContext, uuid: str, lock: bool, reason: str | None = None
+                            ) -> dict[str, Any]:
+        return await locking.instance_lock(self.env, ctx, uuid, lock, reason)
 
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
         return await server_actions.console_output(self.env, ctx, uuid, length)

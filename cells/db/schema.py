@@ -48,7 +48,7 @@ from cells.network.schema import metadata as network_metadata
 from cells.objects.instance import utcnow_iso
 
 SCHEMA_VERSION = 5  # the hand-written runner's last version (frozen: Alembic revisions come after it)
-ALEMBIC_REVISIONS = ("c0001_baseline", "c0002_snapshots")  # cells/db/migrations/versions, oldest first
+ALEMBIC_REVISIONS = ("c0001_baseline", "c0002_snapshots", "c0003_instance_lock")  # cells/db/migrations/versions, oldest first
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]  # = SCHEMA_VERSION 5
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 TIME = String(32)  # "2026-11-21T12:00:00.123456Z"
@@ -90,6 +90,9 @@ instances = Table(
     Column("addresses", JSON, nullable=False),
     Column("old_flavor", JSON, nullable=True),  # v2: the flavor before a resize awaiting confirm (Nova's)
     Column("key_data", Text, nullable=True),  # v3: the public key of key_name at boot (Nova keeps it too)
+    # c0003: who locked the server ("owner" | "admin", Nova's locked_by; None: unlocked) and why
+    Column("locked_by", String(16), nullable=True),
+    Column("locked_reason", Text, nullable=True),
     # cell-internal bookkeeping, never on the wire:
     Column("conductor_id", String(255), nullable=True),  # conductor running the build flow or the pending delete
     Column("request_spec", JSON, nullable=True),  # kept for reschedules

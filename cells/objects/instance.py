@@ -23,6 +23,8 @@ FIELDS = (
     "cell",  # routing path of the owning cell
     "old_flavor",  # the flavor before a resize that awaits confirm, else None (Instance 1.1)
     "key_data",  # the OpenSSH public key of key_name as it was at boot, for the metadata service (Instance 1.2)
+    "locked_by",  # None, or who locked the server: "owner" | "admin" (Nova's; Instance 1.3)
+    "locked_reason",  # why, as the locker said (Nova 2.73), or None (Instance 1.3)
 )
 
 

@@ -31,16 +31,17 @@ BASE_RPC = "1.0"
 
 class Instance(VersionedObject):
     obj_name = "Instance"
-    VERSION = "1.2"
+    VERSION = "1.3"
     history: ClassVar[dict[str, tuple[str, ...]]] = {"1.1": ("old_flavor",),  # 1.1: old_flavor (resize awaiting confirm)
-               "1.2": ("key_data",)}  # 1.2: key_data (the boot's public key, for the metadata service)
+               "1.2": ("key_data",),  # 1.2: key_data (the boot's public key, for the metadata service)
+               "1.3": ("locked_by", "locked_reason")}  # 1.3: a locked server (Nova's lock/unlock)
     fields: ClassVar[dict[str, str]] = {name: kind for name, kind in {
         "uuid": "str", "name": "str", "project_id": "str", "user_id": "str?", "host": "str?", "flavor": "dict",
         "image": "dict?", "vm_state": "str", "task_state": "str?", "power_state": "int", "created_at": "str",
         "updated_at": "str", "launched_at": "str?", "terminated_at": "str?", "deleted": "bool",
         "metadata": "dict", "key_name": "str?", "availability_zone": "str?", "user_data": "str?",
         "access_ipv4": "str?", "access_ipv6": "str?", "progress": "int", "fault": "dict?", "addresses": "dict",
-        "cell": "str?", "old_flavor": "dict?", "key_data": "str?",
+        "cell": "str?", "old_flavor": "dict?", "key_data": "str?", "locked_by": "str?", "locked_reason": "str?",
     }.items()}
 
 
@@ -72,7 +73,8 @@ RELEASES: dict[str, Speaks] = {
     "2": Speaks("2", "1.1", {"Instance": "1.1", "Migration": "1.0"}),
     # 4: a compute asks the conductor for the connection of a volume it plugs (volume_connection, RPC 1.4)
     "3": Speaks("3", "1.3", {"Instance": "1.2", "Migration": "1.0"}),
-    # 5: a compute reports its steps as lifecycle events (conductor instance_event, RPC 1.5)
+    # 5: a compute reports its steps as lifecycle events (conductor instance_event, RPC 1.5); lock/unlock
+    # (conductor instance_lock, RPC 1.5), Instance 1.3 (locked_by, locked_reason)
     "4": Speaks("4", "1.4", {"Instance": "1.2", "Migration": "1.0"}),
     RELEASE: Speaks(),
 }

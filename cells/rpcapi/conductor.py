@@ -18,6 +18,7 @@ from cells.rpcapi.volume import CONDUCTOR_METHODS as VOLUME_METHODS
 TOPIC = "conductor"
 SHOW_VERSION = "1.2"  # instance_show: a server view's record, volumes and security groups in one call
 EVENTS_VERSION = "1.5"  # instance_event: a compute's report is a lifecycle event (issue 22)
+OPS_VERSION = "1.5"  # instance_lock (issue 16): release 5 with instance_event
 SURFACE = surface(
     # from the API
     # retry-safe: a repeat gets the rows the first one made (flows/boot.py _insert_build), so a build
@@ -53,6 +54,8 @@ SURFACE = surface(
     Method("instance_action", NORMAL, callers=callers(API)),
     Method("console_output", NORMAL, retry_safe=True, callers=callers(API)),
     Method("instance_action_done", FAST, callers=callers(COMPUTE), result="Instance"),
+    # lock/unlock (issue 16): a locked server refuses changes by non-admins
+    Method("instance_lock", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
     # volumes (issue 6): cells/rpcapi/volume.py VolumeConductorAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/move_methods.py MoveConductorAPI
@@ -151,6 +154,12 @@ class ConductorAPI:
         compute; returns the record at once (the compute finishes it in the background)."""
         return map_reply(await self.caller.call(TOPIC, M["instance_action"],
                                       {"uuid": uuid, "action": action, "args": args or {}}, ctx))
+
+    async def instance_lock(self, ctx: RequestContext, uuid: str, lock: bool,
+                            reason: str | None = None) -> dict[str, Any]:
+        """Lock (with an optional reason) or unlock the server; 403 for a member lifting an admin's lock."""
+        return map_reply(await self.caller.call(TOPIC, M["instance_lock"],
+                                                {"uuid": uuid, "lock": lock, "reason": reason}, ctx))
 
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None) -> str:
         return str(await self.caller.call(TOPIC, M["console_output"], {"uuid": uuid, "length": length}, ctx))

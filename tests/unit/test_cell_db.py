@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import Connection, inspect, select, text
 
 from cells import errors
+from cells.db import migrate
 from cells.db.engine import Database
-from cells.db.schema import ALEMBIC_BASELINE, SCHEMA_VERSION, create_schema, ensure_schema, instances, schema_version
+from cells.db.schema import ALEMBIC_HEAD, SCHEMA_VERSION, create_schema, ensure_schema, instances, schema_version
 from cells.objects.instance import FIELDS
 from tests.conftest import new_postgres_database
 from tools import pgserver
@@ -71,14 +72,21 @@ async def test_a_v2_db_is_migrated_with_its_instances_kept(tmp_path: Path) -> No
     db = Database(url)
     try:
         def make_v2(conn: Connection) -> None:  # what release 2 left: no key_data column, version 2
-            conn.execute(text("ALTER TABLE instances DROP COLUMN key_data"))
+            for column in ("key_data", "locked_by", "locked_reason"):  # locked_*: revision c0003, after the runner
+                conn.execute(text(f"ALTER TABLE instances DROP COLUMN {column}"))
             conn.execute(text("INSERT INTO instances (uuid, name, project_id, flavor, vm_state, power_state, "
                               "created_at, updated_at, deleted, metadata, progress, addresses, retry_hosts) VALUES "
                               "('u1', 'vm', 'p1', '{}', 'active', 1, 't', 't', 0, '{}', 0, '{}', '[]')"))
             conn.execute(schema_version.update().values(version=2))
             conn.execute(text("DROP TABLE alembic_version"))  # from before Alembic
         await db.write(make_v2)
-        assert await ensure_schema(db) == ALEMBIC_BASELINE  # the old runner's steps, then stamped
+        # the old runner's steps reach the baseline; the revisions after it are `cellctl db upgrade`'s, so the
+        # services refuse the DB (and leave it as it was) until it ran
+        with pytest.raises(errors.DBSchemaBehind):
+            await ensure_schema(db)
+        before, after = await asyncio.to_thread(migrate.upgrade, url, "cell")
+        assert (before.state, after.state, after.revision) == ("legacy", "current", ALEMBIC_HEAD)
+        assert await ensure_schema(db) == ALEMBIC_HEAD
         rows = await db.read(lambda c: c.execute(select(instances.c.uuid, instances.c.key_data)).all())
         assert [tuple(r) for r in rows] == [("u1", None)]
     finally:

@@ -16,7 +16,7 @@ from cells.rpcapi.conductor import SURFACE as CONDUCTOR
 # A field added, removed or retyped changes the fingerprint: bump the object's VERSION, add the
 # field to its `history` (so older peers get it dropped), then record the new pair here.
 EXPECTED = {
-    "Instance": ("1.2", "de34e49dc4c937b8"),
+    "Instance": ("1.3", "bc34f85add5db128"),
     "Migration": ("1.0", "7d60432668c49433"),
 }
 
@@ -63,6 +63,13 @@ def test_key_data_is_dropped_for_a_peer_before_1_2() -> None:
     assert Instance.from_primitive(Instance.to_primitive(rec, "1.1"))["key_data"] is None  # an older sender's
 
 
+def test_lock_fields_are_dropped_for_a_peer_before_1_3() -> None:
+    rec = record(locked_by="admin", locked_reason="maintenance")
+    assert not {"locked_by", "locked_reason"} & set(Instance.to_primitive(rec, "1.2")["cc.data"])
+    assert Instance.from_primitive(Instance.to_primitive(rec, "1.3"))["locked_reason"] == "maintenance"
+    assert Instance.from_primitive(Instance.to_primitive(rec, "1.2"))["locked_by"] is None  # an older sender's
+
+
 def test_build_instances_records_stay_plain_dicts_made_compatible() -> None:
     """The API's build_instances predates versioning: its records are never wrapped (an older conductor
     reads plain dicts), only stripped of what the cell's pin does not know."""
@@ -72,7 +79,7 @@ def test_build_instances_records_stay_plain_dicts_made_compatible() -> None:
     assert not is_primitive(old) and "key_data" not in old and old["old_flavor"] == {"id": "1"}
     oldest = versions.encode_args(CONDUCTOR["build_instances"], args, None)["instances"][0]
     assert "key_data" not in oldest and "old_flavor" not in oldest
-    assert versions.encode_args(CONDUCTOR["build_instances"], args, {"Instance": "1.2"})["instances"] == [rec]
+    assert versions.encode_args(CONDUCTOR["build_instances"], args, {"Instance": "1.3"})["instances"] == [rec]
     assert versions.decode_args(CONDUCTOR["build_instances"], {"instances": [old]}) == {"instances": [old]}
 
 

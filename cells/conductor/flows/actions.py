@@ -88,6 +88,7 @@ def _row_for(conn: Connection, ctx: RequestContext, uuid: str, lock: bool) -> An
 def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, action: str,
            args: dict[str, Any]) -> tuple[dict[str, Any], str]:
     row = _row_for(conn, ctx, uuid, lock=True)
+    lifecycle.check_unlocked(row.locked_by, ctx.is_admin, uuid)
     state = lifecycle.begin_action(action, state_of(row), uuid)
     if row.host is None:  # an ERROR server that never reached a host
         raise errors.Conflict(reason=f"Instance {uuid} has no host to {record_action(action)} it on")

@@ -29,7 +29,7 @@ from cells.db import instances as idb
 from cells.db.fast import AnyRow
 from cells.db.schema import instances
 from cells.db.volumes import release_instance_volumes
-from cells.lifecycle import Event, on
+from cells.lifecycle import Event, check_unlocked, on
 from cells.network.instance_ports import release_instance
 from cells.objects.instance import TaskState, utcnow_iso
 from cells.rpcapi.compute import ComputeAPI
@@ -74,6 +74,7 @@ def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext,
     row = idb.get_row(conn, uuid, lock=True)
     if row is None or row.deleted or not visible(ctx, row):
         raise errors.InstanceNotFound(instance_id=uuid)
+    check_unlocked(row.locked_by, ctx.is_admin, uuid)
     state, _ = on(Event.DELETE_REQUESTED, state_of(row), uuid)
     if row.task_state != TaskState.DELETING:  # a repeated delete re-sends the terminate, same action
         action_records.start_action(conn, ctx, uuid, DELETE, row.project_id)

@@ -52,6 +52,7 @@ from cells.db.fast import AnyRow
 from cells.db.migration_records import CONFIRMING, FINISHED, REVERTING
 from cells.db.schema import claims as claims_table
 from cells.db.schema import migrations
+from cells.lifecycle import check_unlocked
 from cells.objects.base import newer
 from cells.objects.instance import VmState, utcnow_iso
 from cells.rpcapi.compute import topic as compute_topic
@@ -99,6 +100,7 @@ def rekey_claim(conn: Connection, from_consumer: str, to_consumer: str) -> None:
 def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, action: str,
            new_flavor: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
+    check_unlocked(row.locked_by, ctx.is_admin, uuid)
     if row.vm_state not in MOVABLE or row.task_state is not None:
         attr, state = ("task_state", row.task_state) if row.task_state else ("vm_state", row.vm_state)
         raise errors.InstanceInvalidState(action=action, instance_id=uuid, attr=attr, state=state)
@@ -236,6 +238,7 @@ async def _finish(env: FlowEnv, ctx: RequestContext, compute: MoveComputeAPI, in
 def _begin_end(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, which: str
                ) -> tuple[dict[str, Any], dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
+    check_unlocked(row.locked_by, ctx.is_admin, uuid)
     mig = migration_records.pending(conn, uuid, [FINISHED])
     if row.vm_state != RESIZED or row.task_state is not None or mig is None:
         raise errors.InstanceInvalidState(action=which, instance_id=uuid, attr="vm_state", state=row.vm_state)

@@ -41,6 +41,7 @@ from cells.db import snapshots as sdb
 from cells.db import volumes as vdb
 from cells.db.migration_records import holds_copy
 from cells.db.volumes import VolumeStatus as S
+from cells.lifecycle import check_unlocked
 from cells.objects.instance import VmState, utcnow_iso
 from cells.rpc.principal import host_worker
 from cells.rpcapi.volume import ComputeVolumeAPI, VolumeAPI
@@ -423,6 +424,7 @@ def _instance(conn: Connection, ctx: RequestContext, instance_uuid: str) -> Any:
 def _reserve(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str, instance_uuid: str,
              device: str | None) -> dict[str, Any]:
     inst = _instance(conn, ctx, instance_uuid)
+    check_unlocked(inst.locked_by, ctx.is_admin, instance_uuid)
     vol = _get_visible(conn, ctx, volume_id)
     if inst.vm_state not in ATTACHABLE_VM_STATES or inst.task_state is not None or not inst.host:
         raise errors.InstanceInvalidState(action="attach_volume", instance_id=instance_uuid, attr="vm_state",
@@ -513,7 +515,8 @@ async def _roll_back_attach(env: FlowEnv, ctx: RequestContext, volume: dict[str,
 
 def _begin_detach(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
                   instance_uuid: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    _instance(conn, ctx, instance_uuid)
+    inst = _instance(conn, ctx, instance_uuid)
+    check_unlocked(inst.locked_by, ctx.is_admin, instance_uuid)
     att = vdb.attachment_of(conn, volume_id)
     if att is None or att.instance_uuid != instance_uuid:
         raise errors.VolumeNotFound(f"Volume {volume_id} is not attached to server {instance_uuid}.",
