@@ -40,6 +40,10 @@ def test_a_locked_server_refuses_its_members_until_unlocked(cluster: RunningClus
     actions = [a["Action"] for a in cluster.ok("server", "event", "list", "-f", "json", sid)]
     assert "lock" in actions and "stop" not in actions
     cluster.ok("server", "unlock", sid)
+    cluster.ok("--os-compute-api-version", "2.73", "server", "lock", "--reason", "disk check", sid)
+    shown = cluster.ok("--os-compute-api-version", "2.73", "server", "show", "-f", "json", sid)
+    assert (shown["locked"], shown["locked_reason"]) == (True, "disk check")
+    cluster.ok("server", "unlock", sid)
     cluster.ok("server", "stop", sid)
     wait_for("SHUTOFF", lambda: status(cluster, sid) == "SHUTOFF", timeout=30, interval=0.3)
     cluster.ok("server", "delete", "--wait", sid)
