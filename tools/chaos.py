@@ -12,7 +12,8 @@ One case (`run_case`) on a cluster from tools/devcluster.py:
      SHUTOFF with no task, a delete gone, a volume available or error; what is not then is `stuck`;
   5. then every server (and volume) of the case is deleted, and nothing may be left of them: instance
      rows, claims, ports and their IPs in the cell DB, volumes and their files, and the project's quota
-     usage is back to what it was before the case (`leaked`).
+     usage is back to what it was before the case; and no compute may hold a guest (libvirt domain)
+     that no live instance record places on its host (`leaked`).
 tests/chaos/ asserts on the result; tools/bench/chaos.py prints the matrix of all kinds.
 """
 from __future__ import annotations
@@ -497,4 +498,44 @@ def leaks(cluster: RunningCluster, client: Client, servers: list[str], volumes: 
     after = client.usage()
     if usage_before is not None and after != usage_before:
         found.append(f"quota usage {after} (before the case: {usage_before})")
+    return found + leaked_guests(cluster)
+
+
+def leaked_guests(cluster: RunningCluster) -> list[str]:
+    """Guests no live record places on their host: every compute is asked what its hypervisor holds
+    (the test driver's domains live in the compute process), and each domain must belong to a
+    live instance recorded on that host or to an open move's copy there (a source awaiting confirm)."""
+    import asyncio
+
+    from cells.config import ClusterConfig
+    from tools import health
+
+    config = ClusterConfig.load(cluster.state / "cluster.json")
+    hosts = sorted({s.host for s in config.services if s.kind == "compute"})
+
+    async def ask() -> dict[str, dict[str, int] | str]:
+        prober = health.Prober(config)
+        out: dict[str, dict[str, int] | str] = {}
+        try:
+            for host in hosts:
+                try:
+                    out[host] = await prober.guest_inventory(host)
+                except Exception as exc:  # noqa: BLE001 - a compute that cannot say is reported, not fatal
+                    out[host] = f"{type(exc).__name__}: {exc}"
+        finally:
+            prober.close()
+        return out
+
+    found = []
+    with _cell_db(cluster) as db:
+        for host, guests in asyncio.run(ask()).items():
+            if isinstance(guests, str):
+                found.append(f"guests on {host}: its compute did not say ({guests})")
+                continue
+            placed = {str(r[0]) for r in db.execute(
+                "SELECT uuid FROM instances WHERE deleted = 0 AND host = ? UNION SELECT instance_uuid FROM migrations "
+                "WHERE status IN ('pre-migrating', 'migrating', 'accepted', 'finished') "
+                "AND (source_host = ? OR dest_host = ?)", (host, host, host))}
+            found += [f"domain of {uuid} on {host}: no live instance there" for uuid in sorted(guests)
+                      if uuid not in placed]
     return found

@@ -122,6 +122,20 @@ class Prober:
         return reply
 
 
+    async def guest_inventory(self, host: str, timeout: float = 5.0) -> dict[str, int]:
+        """Instance uuid -> power state of every guest the compute of `host` holds (its hypervisor's
+        view: libvirt's test driver keeps its domains inside the compute process)."""
+        from cells.context import RequestContext
+
+        compute = next((s for s in self.cluster.services if s.kind == "compute" and s.host == host), None)
+        if compute is None:
+            raise KeyError(f"no compute host {host!r} in cluster {self.cluster.name!r}")
+        key = compute.public_key.encode() if self.cluster.curve and compute.public_key else None
+        reply = await self.client.call_address(compute.bind, "guest_inventory", {}, RequestContext(user="cellctl"),
+                                               timeout, key, f"compute.{host}")
+        return {str(k): int(v) for k, v in dict(reply).items()}
+
+
 def _api_workers(cluster: ClusterConfig) -> dict[str, bool]:
     """With several API workers on one port, the port answering does not say which one
     did: each worker is alive when the port answers and its process runs."""

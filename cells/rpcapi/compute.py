@@ -4,13 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from cells.context import RequestContext
-from cells.rpc.principal import CONDUCTOR, NETWORK, callers
+from cells.rpc.principal import CONDUCTOR, NETWORK, OPERATOR, callers
 from cells.rpc.wire import FAST, NORMAL, Method, surface
 from cells.rpcapi import Caller
 from cells.rpcapi.move_methods import COMPUTE_METHODS as MOVE_METHODS
 from cells.rpcapi.network import AGENT_REFRESH_VERSION
 from cells.rpcapi.volume import COMPUTE_METHODS as VOLUME_METHODS
 
+INVENTORY_VERSION = "1.5"  # guest_inventory (release 5)
 INSTANCE = {"instance": "Instance"}  # a versioned object (cells/objects/versions.py)
 SURFACE = surface(
     Method("build_and_run_instance", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
@@ -21,6 +22,9 @@ SURFACE = surface(
     Method("get_console_output", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
     # the network controller: something this host's guests depend on changed (cells/network/fanout.py)
     Method("refresh_network", FAST, cast=True, version=AGENT_REFRESH_VERSION, callers=callers(NETWORK)),
+    # the guests this host's hypervisor holds (an operator's check that none outlived its server:
+    # the kill matrix's leak report, tools/chaos.py)
+    Method("guest_inventory", FAST, retry_safe=True, version=INVENTORY_VERSION, callers=callers(OPERATOR)),
     # volume hot-plug (issue 6): cells/rpcapi/volume.py ComputeVolumeAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/move_methods.py MoveComputeAPI

@@ -10,8 +10,10 @@ libvirt's test driver, node1 also a volume host). tools/chaos.py runs a case; ea
   rescheduled, DESIGN's boot flow);
 - after deleting all of the case's servers and volumes nothing is left: instance rows, claims, ports,
   fixed IPs, volume attachments and files, and the project's quota usage is what it was before.
-Domains are not checked: the test driver's live in the compute process and die with it (so a killed
-compute's built servers end SHUTOFF, counted apart in the result).
+- no compute holds a guest (libvirt domain) that no live instance record places on its host (each
+  compute is asked: the test driver's domains live in the compute process). A killed test-driver
+  compute's guests die with it: its built servers end SHUTOFF (counted apart in the result), their
+  guests defined again by the restarted compute.
 
 The full matrix adds two workloads (tools/chaos_workloads.py), only with --chaos: a volume attach/detach
 burst (killing the conductor, compute, volume worker or API) and a burst of resizes (conductor,

@@ -95,6 +95,20 @@ async def test_build_with_image_goes_active(manager: ComputeManager, conductor: 
     assert conductor.instances[other["uuid"]]["vm_state"] == VmState.ACTIVE and fetcher.downloads == 1
 
 
+async def test_guest_inventory_lists_the_hosts_guests_with_their_power(manager: ComputeManager,
+                                                                        conductor: FakeConductor) -> None:
+    """What the kill matrix's leak report asks each compute: its hypervisor's guests, foreign
+    domains (libvirt's own `test`) left out; a destroyed guest is no longer listed."""
+    running, stopped = conductor.add(new_uuid(), image={}), conductor.add(new_uuid(), image={})
+    for rec in (running, stopped):
+        await manager.build_and_run_instance(CTX, dict(rec))
+    await manager.driver.power_off(stopped["uuid"])
+    assert await manager.guest_inventory(CTX) == {running["uuid"]: PowerState.RUNNING,
+                                                  stopped["uuid"]: PowerState.SHUTDOWN}
+    await manager.driver.destroy(running["uuid"])
+    assert await manager.guest_inventory(CTX) == {stopped["uuid"]: PowerState.SHUTDOWN}
+
+
 async def test_build_without_image(manager: ComputeManager, conductor: FakeConductor) -> None:
     rec = conductor.add(new_uuid(), image={}, task_state=TaskState.NETWORKING)
     await manager.build_and_run_instance(CTX, dict(rec))
