@@ -1,5 +1,5 @@
 """A stopped guest's disk files moving to another host (resize and cold migration, issue 8),
-mixed into LibvirtDriver. Mechanism only, as power.py:
+LibvirtDriver.disks. Mechanism only, as power.py:
 
   source       disk_files(uuid): name, size and sha256 of each disk file of the guest,
                refused while the guest runs (the copy must be of a disk nobody writes);
@@ -29,6 +29,7 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 from cells import errors, imageformat
+from node.compute.hypervisor import Hypervisor
 from node.imagecache import _discard, _flush_and_close, _write_and_hash
 from node.volume import proc
 
@@ -146,46 +147,39 @@ async def receive(uuid: str, inst_dir: str, files: list[Any], read: ChunkReader)
     return total
 
 
-class DiskOps:
-    """Mixed into LibvirtDriver: needs its `is_test`, `instance_dir` and PowerOps' `_run` and `_is_active`."""
+class GuestDisks:
+    """A guest's disk files (LibvirtDriver.disks): grown in place, described and read for a move's
+    destination, received from a move's source."""
 
-    is_test: bool
-
-    async def _run(self, func: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
-        raise NotImplementedError
-
-    def instance_dir(self, uuid: str) -> str:
-        raise NotImplementedError
-
-    def _is_active(self, uuid: str) -> bool:
-        raise NotImplementedError
+    def __init__(self, hypervisor: Hypervisor) -> None:
+        self.hv = hypervisor
 
     async def grow_root(self, uuid: str, flavor: dict[str, Any]) -> bool:
         """A resize in place (same host): the stopped guest's root overlay grows to the new flavor's disk."""
-        path = os.path.join(self.instance_dir(uuid), "disk")
-        if self.is_test or not await self._run(os.path.isfile, path):
+        path = os.path.join(self.hv.instance_dir(uuid), "disk")
+        if self.hv.is_test or not await self.hv._run(os.path.isfile, path):
             return False
         return await grow_disk(path, root_disk_bytes(flavor))
 
     def _running(self, uuid: str) -> bool:
         try:
-            return self._is_active(uuid)
+            return bool(self.hv.domain(uuid).isActive())
         except errors.InstanceNotFound:  # no domain (lost with a restart): its files may still be here
             return False
 
     async def disk_files(self, uuid: str) -> list[dict[str, Any]]:
         """The stopped guest's disk files to copy ([] on the test hypervisor: it keeps none)."""
         uuid = checked_uuid(uuid)
-        if self.is_test:
+        if self.hv.is_test:
             return []
-        if await self._run(self._running, uuid):
+        if await self.hv._run(self._running, uuid):
             raise errors.InstanceInvalidState(action="copy the disks of", instance_id=uuid, attr="power_state",
                                               state="running")
         async with asyncio.timeout(FILE_TIMEOUT):
-            return await asyncio.to_thread(describe, self.instance_dir(uuid))
+            return await asyncio.to_thread(describe, self.hv.instance_dir(uuid))
 
     async def read_disk(self, uuid: str, name: str, offset: int, length: int) -> bytes:
-        path = disk_path(self.instance_dir(checked_uuid(uuid)), name)
+        path = disk_path(self.hv.instance_dir(checked_uuid(uuid)), name)
         for what, value, low in (("offset", offset, 0), ("length", length, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise errors.Invalid(reason=f"{what} must be an integer >= {low}, not {value!r}")
@@ -200,7 +194,7 @@ class DiskOps:
                             base_format: str) -> int:
         """Copy the source's `files` here (see receive); the root overlay then rests on `base`,
         this host's cached image. Returns the bytes copied."""
-        inst_dir = self.instance_dir(checked_uuid(uuid))
+        inst_dir = self.hv.instance_dir(checked_uuid(uuid))
         await asyncio.to_thread(os.makedirs, inst_dir, 0o755, True)
         total = await receive(uuid, inst_dir, files, read)
         if any(isinstance(f, dict) and f.get("name") == "disk" for f in files):

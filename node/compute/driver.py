@@ -32,10 +32,10 @@ from cells import errors
 from cells.objects.instance import PowerState
 from node.compute import domain_schema, domain_xml
 from node.compute.calls import CallTracker
-from node.compute.disks import QEMU_IMG_TIMEOUT, DiskOps, grow_disk, qemu_img, root_disk_bytes, virtual_size
+from node.compute.disks import QEMU_IMG_TIMEOUT, GuestDisks, grow_disk, qemu_img, root_disk_bytes, virtual_size
 from node.compute.domain_xml import DomainPaths
 from node.compute.hotplug import VolumeHotplug
-from node.compute.power import PowerOps
+from node.compute.power import GuestPower, test_guest_booted
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -167,7 +167,11 @@ def _is_no_domain(exc: libvirt.libvirtError) -> bool:
     return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
 
 
-class LibvirtDriver(PowerOps, DiskOps):
+class LibvirtDriver:
+    """The connection, its bounded pool, domain definition and removal, and queries; the rest is
+    its collaborators': `power` (node/compute/power.py), `disks` (node/compute/disks.py) and
+    `volumes` (node/compute/hotplug.py)."""
+
     def __init__(self, uri: str = "test:///default", virt_type: str = "auto", *, instances_dir: str,
                  pool_size: int = POOL_SIZE, call_timeout: float = CALL_TIMEOUT) -> None:
         self.uri = uri
@@ -181,7 +185,9 @@ class LibvirtDriver(PowerOps, DiskOps):
         self._callback_id: int | None = None
         # called on the event loop with the instance uuid when one of our domains changes state
         self.on_lifecycle: Callable[[str], None] | None = None
-        self.volumes = VolumeHotplug(self)  # volume hot-plug: node/compute/hotplug.py
+        self.power = GuestPower(self)
+        self.disks = GuestDisks(self)
+        self.volumes = VolumeHotplug(self)
 
     # --- plumbing ----------------------------------------------------------
 
@@ -207,6 +213,15 @@ class LibvirtDriver(PowerOps, DiskOps):
 
     def instance_dir(self, uuid: str) -> str:
         return os.path.join(self.instances_dir, uuid)
+
+    def domain(self, uuid: str) -> Any:
+        """The instance's domain (blocking: run it in the pool); InstanceNotFound when there is none."""
+        try:
+            return self.conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if _is_no_domain(exc):
+                raise errors.InstanceNotFound(instance_id=uuid) from None
+            raise
 
     # --- lifecycle of the driver -------------------------------------------
 
@@ -333,8 +348,8 @@ class LibvirtDriver(PowerOps, DiskOps):
     def _note_bases_and_start(self, inst_dir: str, bases: list[str], xml: str, start: bool = True) -> None:
         Path(inst_dir, BASES_FILE).write_text(json.dumps(bases))
         self._define_and_start(xml, start)
-        if start:
-            self._test_guest_booted(inst_dir)
+        if start and self.is_test:
+            test_guest_booted(inst_dir)
 
     def _define_and_start(self, xml: str, start: bool = True) -> None:
         # validated against libvirt's schema even on test:///, which would accept XML real QEMU refuses

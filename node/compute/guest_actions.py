@@ -60,7 +60,7 @@ class GuestActions:
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
             raise errors.Invalid(reason=f"length must be a non-negative integer or null, not {length!r}")
-        return await self.driver.console_output(uuid, None if length is None else min(length, MAX_CONSOLE_LINES))
+        return await self.driver.power.console_output(uuid, None if length is None else min(length, MAX_CONSOLE_LINES))
 
     # --- the actions ---------------------------------------------------------------------
 
@@ -86,26 +86,26 @@ class GuestActions:
         uuid = str(instance["uuid"])
         d = self.driver
         if action == "stop":
-            await d.power_off(uuid, self.shutdown_timeout)
+            await d.power.power_off(uuid, self.shutdown_timeout)
             return VmState.STOPPED
         if action == "start":
-            await d.power_on(uuid)
+            await d.power.power_on(uuid)
             return VmState.ACTIVE
         if action in ("reboot", "reboot_hard"):
-            how = await d.reboot(uuid, hard=action == "reboot_hard", clean_timeout=self.shutdown_timeout)
+            how = await d.power.reboot(uuid, hard=action == "reboot_hard", clean_timeout=self.shutdown_timeout)
             LOG.info("instance %s rebooted (%s)", uuid, how)
             return VmState.ACTIVE
         if action == "pause":
-            await d.pause(uuid)
+            await d.power.pause(uuid)
             return VmState.PAUSED
         if action == "unpause":
-            await d.unpause(uuid)
+            await d.power.unpause(uuid)
             return VmState.ACTIVE
         if action == "suspend":
-            await d.suspend(uuid)
+            await d.power.suspend(uuid)
             return VmState.SUSPENDED
         if action == "resume":
-            await d.resume(uuid)
+            await d.power.resume(uuid)
             return VmState.ACTIVE
         if action == "rebuild":
             return await self._rebuild(instance)
@@ -120,7 +120,7 @@ class GuestActions:
         await self.driver.remove_files(uuid)
         await self.spawner.spawn(instance)
         if was_stopped:
-            await self.driver.power_off(uuid)
+            await self.driver.power.power_off(uuid)
             return VmState.STOPPED
         return VmState.ACTIVE
 

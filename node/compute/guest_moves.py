@@ -74,7 +74,7 @@ class GuestMoves:
             if not same_host(migration) and migration.get("dest_host"):
                 self.outgoing[uuid] = str(migration["dest_host"])  # the one host its disks may be read by
             if await self._power(uuid) == PowerState.RUNNING:
-                await self.driver.power_off(uuid, self.shutdown_timeout)
+                await self.driver.power.power_off(uuid, self.shutdown_timeout)
             LOG.info("move %s of %s: source guest stopped on %s", migration["uuid"], uuid, self.host)
             return await self._power(uuid)
 
@@ -101,11 +101,11 @@ class GuestMoves:
     async def disk_info(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
         self._check_disk_reader(ctx, uuid, "disk_info")
         async with self.locks(str(uuid)):  # after a prep_move still stopping the guest
-            return await self.driver.disk_files(uuid)
+            return await self.driver.disks.disk_files(uuid)
 
     async def read_disk(self, ctx: RequestContext, uuid: str, name: str, offset: int, length: int) -> bytes:
         self._check_disk_reader(ctx, uuid, "read_disk")
-        return await self.driver.read_disk(uuid, name, offset, length)
+        return await self.driver.disks.read_disk(uuid, name, offset, length)
 
     async def _copy_disks(self, ctx: RequestContext, source: str, instance: dict[str, Any]) -> dict[str, int]:
         """The stopped source guest's disks, copied into this host's instance dir and rebased
@@ -122,7 +122,7 @@ class GuestMoves:
 
             async def read(name: str, offset: int, length: int) -> bytes:
                 return await self.peers.read_disk(ctx, source, uuid, name, offset, length)
-            size = await self.driver.receive_disks(uuid, files, read, base, base_format(instance))
+            size = await self.driver.disks.receive_disks(uuid, files, read, base, base_format(instance))
         except errors.DiskCopyFailed:
             raise
         except (errors.CellcloudError, OSError, RuntimeError) as exc:  # RuntimeError: qemu-img
@@ -140,11 +140,11 @@ class GuestMoves:
                     return power
                 raise errors.InstanceNotFound(instance_id=uuid)
             if power == PowerState.RUNNING:
-                await self.driver.power_off(uuid, self.shutdown_timeout)
-            await self.driver.set_flavor(uuid, flavor)
-            await self.driver.grow_root(uuid, flavor)
+                await self.driver.power.power_off(uuid, self.shutdown_timeout)
+            await self.driver.power.set_flavor(uuid, flavor)
+            await self.driver.disks.grow_root(uuid, flavor)
             if start:
-                await self.driver.power_on(uuid)
+                await self.driver.power.power_on(uuid)
             LOG.info("instance %s on %s: flavor %s in place", uuid, self.host, flavor.get("name") or flavor.get("id"))
             return await self._power(uuid)
 
@@ -165,7 +165,7 @@ class GuestMoves:
                     copied = await self._copy_disks(ctx, disk_source, instance)
                 await self.spawner.spawn(instance, disk_ready=copied["files"] > 0)
                 if migration.get("old_vm_state") == VmState.STOPPED:
-                    await self.driver.power_off(uuid)
+                    await self.driver.power.power_off(uuid)
             except Exception as exc:  # nothing may stay behind; the conductor rolls back
                 await self.driver.destroy(uuid)
                 await self.driver.remove_files(uuid)
@@ -203,10 +203,10 @@ class GuestMoves:
                     return PowerState.NOSTATE
                 await self.spawner.spawn(instance)  # the old guest is gone (lost with a restart): make it again
                 if migration.get("old_vm_state") == VmState.STOPPED:
-                    await self.driver.power_off(uuid)
+                    await self.driver.power.power_off(uuid)
                 return await self._power(uuid)
             if not same_host(migration):  # its ports went to the destination: bound here again, taps remade
                 await self.network.plug(admin_context(), instance)
             if migration.get("old_vm_state") != VmState.STOPPED and await self._power(uuid) != PowerState.RUNNING:
-                await self.driver.power_on(uuid)
+                await self.driver.power.power_on(uuid)
             return await self._power(uuid)

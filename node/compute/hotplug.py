@@ -8,25 +8,15 @@ driver: the blocking calls run in the driver's bounded pool.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import libvirt  # type: ignore[import-untyped]
 
 from cells import errors
 from node.compute import volume_xml
+from node.compute.hypervisor import Hypervisor
 
-T = TypeVar("T")
 DETACH_TIMEOUT = 10.0  # seconds the guest has to let go of an unplugged disk
-
-
-class Hypervisor(Protocol):
-    """What hot-plug needs of the driver: the connection and its bounded pool."""
-    @property
-    def conn(self) -> libvirt.virConnect: ...
-    is_test: bool
-
-    def _run(self, func: Callable[..., T], *args: Any, timeout: float | None = None) -> Awaitable[T]: ...
 
 
 def _lookup(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain:

@@ -164,7 +164,7 @@ class ComputeManager:
                 if self.fenced():
                     await self._rejoin()
                 await self._sync_power_states()
-                await self.driver.trim_console_logs()  # a guest writing forever must not fill the disk
+                await self.driver.power.trim_console_logs()  # a guest writing forever must not fill the disk
                 if time.monotonic() - last_report > REPORT_INTERVAL:
                     await self._report_resources()
                     await self.network.refresh()  # repairs what a lost refresh_network cast left stale

@@ -1,5 +1,5 @@
 """Power operations, the in-place flavor change of a stopped guest (a resize that stays
-on its host), and console output of the libvirt driver (mixed into LibvirtDriver).
+on its host), and console output of the libvirt driver (LibvirtDriver.power).
 
 Mechanism only, as the rest of the driver: every libvirt call runs in the driver's
 bounded pool with a timeout. A clean shutdown asks the guest (ACPI power button)
@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import libvirt  # type: ignore[import-untyped]
 
 from cells import errors
 from node.compute import domain_xml
+from node.compute.hypervisor import Hypervisor
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,24 +80,21 @@ def trim_log(path: str, limit: int = MAX_CONSOLE_LOG, keep: int = MAX_CONSOLE_BY
     return True
 
 
-class PowerOps:
-    """Mixed into LibvirtDriver: needs its `_run`, `conn` and `instance_dir`."""
+def test_guest_booted(inst_dir: str) -> None:
+    """On test:/// only: append the fake guest's boot lines to its serial log (blocking: a thread's)."""
+    try:
+        with open(os.path.join(inst_dir, CONSOLE_LOG), "a", encoding="utf-8") as log:
+            log.write(TEST_CONSOLE_BOOT)
+    except OSError as exc:  # a console line is never worth failing a start for
+        LOG.warning("could not write the test guest's console log in %s: %s", inst_dir, exc)
 
-    conn: Any
 
-    async def _run(self, func: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
-        raise NotImplementedError
-
-    def instance_dir(self, uuid: str) -> str:
-        raise NotImplementedError
+class GuestPower:
+    def __init__(self, hypervisor: Hypervisor) -> None:
+        self.hv = hypervisor
 
     def _domain(self, uuid: str) -> Any:
-        try:
-            return self.conn.lookupByUUIDString(uuid)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                raise errors.InstanceNotFound(instance_id=uuid) from None
-            raise
+        return self.hv.domain(uuid)
 
     def _is_active(self, uuid: str) -> bool:
         return bool(self._domain(uuid).isActive())
@@ -105,7 +102,7 @@ class PowerOps:
     async def _wait_inactive(self, uuid: str, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while await self._run(self._is_active, uuid):
+        while await self.hv._run(self._is_active, uuid):
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(SHUTDOWN_POLL)
@@ -131,32 +128,24 @@ class PowerOps:
         """Stop the guest: a clean shutdown when `clean_timeout` > 0, then destroy if still running."""
         if clean_timeout > 0:
             try:
-                asked = await self._run(self._ask_shutdown, uuid)
+                asked = await self.hv._run(self._ask_shutdown, uuid)
             except libvirt.libvirtError as exc:
                 LOG.info("clean shutdown of %s refused (%s): stopping it hard", uuid, exc)
                 asked = True
             if not asked or await self._wait_inactive(uuid, clean_timeout):
                 return
             LOG.info("%s did not shut down within %.0fs: stopping it hard", uuid, clean_timeout)
-        await self._run(self._hard_stop, uuid)
+        await self.hv._run(self._hard_stop, uuid)
 
     def _start(self, uuid: str) -> None:
         dom = self._domain(uuid)
         if not dom.isActive():
             dom.create()  # restores a managed save image (suspend) when there is one
-            self._test_guest_booted(self.instance_dir(uuid))
-
-    def _test_guest_booted(self, inst_dir: str) -> None:
-        """On test:/// only: append the fake guest's boot lines to its serial log (blocking: a thread's)."""
-        if getattr(self, "is_test", False):
-            try:
-                with open(os.path.join(inst_dir, CONSOLE_LOG), "a", encoding="utf-8") as log:
-                    log.write(TEST_CONSOLE_BOOT)
-            except OSError as exc:  # a console line is never worth failing a start for
-                LOG.warning("could not write the test guest's console log in %s: %s", inst_dir, exc)
+            if self.hv.is_test:
+                test_guest_booted(self.hv.instance_dir(uuid))
 
     async def power_on(self, uuid: str) -> None:
-        await self._run(self._start, uuid)
+        await self.hv._run(self._start, uuid)
 
     def _set_flavor(self, uuid: str, flavor: dict[str, Any]) -> None:
         dom = self._domain(uuid)
@@ -164,11 +153,11 @@ class PowerOps:
             raise errors.InstanceInvalidState(action="set_flavor", instance_id=uuid, attr="power_state",
                                               state="running")
         xml = domain_xml.with_flavor(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), flavor)
-        self.conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)  # same uuid and name: replaces it
+        self.hv.conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)  # same uuid and name: replaces it
 
     async def set_flavor(self, uuid: str, flavor: dict[str, Any]) -> None:
         """The stopped guest's vCPUs and memory become `flavor`'s at its next start."""
-        await self._run(self._set_flavor, uuid, flavor)
+        await self.hv._run(self._set_flavor, uuid, flavor)
 
     def _drop_saved_state(self, uuid: str) -> None:
         dom = self._domain(uuid)
@@ -181,35 +170,35 @@ class PowerOps:
         """Returns how it was done ("soft" or "hard"). A soft reboot that the guest ignores
         becomes a hard one, as Nova's."""
         if not hard:
-            if await self._run(self._is_active, uuid) \
-                    and await self._run(self._ask_shutdown, uuid) \
+            if await self.hv._run(self._is_active, uuid) \
+                    and await self.hv._run(self._ask_shutdown, uuid) \
                     and await self._wait_inactive(uuid, clean_timeout):
-                await self._run(self._start, uuid)
+                await self.hv._run(self._start, uuid)
                 return "soft"
             LOG.info("soft reboot of %s did not complete: rebooting it hard", uuid)
-        await self._run(self._drop_saved_state, uuid)
-        await self._run(self._start, uuid)
+        await self.hv._run(self._drop_saved_state, uuid)
+        await self.hv._run(self._start, uuid)
         return "hard"
 
     async def pause(self, uuid: str) -> None:
-        await self._run(lambda: self._domain(uuid).suspend())
+        await self.hv._run(lambda: self._domain(uuid).suspend())
 
     async def unpause(self, uuid: str) -> None:
-        await self._run(lambda: self._domain(uuid).resume())
+        await self.hv._run(lambda: self._domain(uuid).resume())
 
     async def suspend(self, uuid: str) -> None:
         """Save the guest's memory to disk and stop it (libvirt's managed save); start restores it."""
-        await self._run(lambda: self._domain(uuid).managedSave(0), timeout=max(60.0, 2 * self._timeout()))
+        await self.hv._run(lambda: self._domain(uuid).managedSave(0), timeout=max(60.0, 2 * self._timeout()))
 
     async def resume(self, uuid: str) -> None:
-        await self._run(self._start, uuid, timeout=max(60.0, 2 * self._timeout()))
+        await self.hv._run(self._start, uuid, timeout=max(60.0, 2 * self._timeout()))
 
     def _timeout(self) -> float:
-        return float(getattr(self, "call_timeout", 30.0))
+        return self.hv.call_timeout
 
     async def trim_console_logs(self) -> int:
         """Bound every guest's serial log on this host (trim_log); how many were cut."""
-        root = getattr(self, "instances_dir", None)
+        root = self.hv.instances_dir
         if not root:
             return 0
 
@@ -220,10 +209,10 @@ class PowerOps:
                 return 0
             return sum(trim_log(os.path.join(root, uuid, CONSOLE_LOG)) for uuid in uuids)
 
-        return await self._run(trim_all)
+        return await self.hv._run(trim_all)
 
     async def console_output(self, uuid: str, length: int | None) -> str:
         """The last `length` lines of the guest's serial log (Nova's os-getConsoleOutput)."""
-        path = os.path.join(self.instance_dir(uuid), CONSOLE_LOG)
-        data = await self._run(read_tail, path)
+        path = os.path.join(self.hv.instance_dir(uuid), CONSOLE_LOG)
+        data = await self.hv._run(read_tail, path)
         return tail_lines(data, length)

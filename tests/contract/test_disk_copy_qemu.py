@@ -46,17 +46,17 @@ async def test_a_stopped_guests_disk_boots_on_another_host_with_what_was_written
         await source.spawn(inst, _image(tmp_path / "node1"), kernel=str(kernel), ramdisk=str(initrd))
         assert "head=[CELLCLOUDtiny-linux" in await _wait_console(source, uuid, "CELLCLOUD-DISK added vda")
         with pytest.raises(errors.InstanceInvalidState):
-            await source.disk_files(uuid)  # a running guest's disk is no copy to trust
-        await source.power_off(uuid, clean_timeout=30)
+            await source.disks.disk_files(uuid)  # a running guest's disk is no copy to trust
+        await source.power.power_off(uuid, clean_timeout=30)
         disk = tmp_path / "node1" / "instances" / uuid / "disk"
         await asyncio.to_thread(subprocess.run, ["qemu-io", "-f", "qcow2", "-c", f"write -P 0x43 0 {WRITTEN}",
                                                  str(disk)], check=True, capture_output=True)
-        files = await source.disk_files(uuid)
+        files = await source.disks.disk_files(uuid)
         assert [f["name"] for f in files] == ["disk"]
 
         await source.destroy(uuid)  # one hypervisor here: the source's domain goes before the new one comes
         base = _image(tmp_path / "node2")
-        assert await dest.receive_disks(uuid, files, lambda n, o, k: source.read_disk(uuid, n, o, k), base,
+        assert await dest.disks.receive_disks(uuid, files, lambda n, o, k: source.disks.read_disk(uuid, n, o, k), base,
                                         "raw") == files[0]["size"]
         await asyncio.to_thread(shutil.rmtree, tmp_path / "node1")  # nothing of the source is left
         await dest.spawn(inst, base, kernel=str(kernel), ramdisk=str(initrd), disk_ready=True)

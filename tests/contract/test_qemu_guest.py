@@ -49,7 +49,7 @@ def _instance(image_id: str = "tiny") -> dict[str, Any]:
 async def _wait_console(drv: LibvirtDriver, uuid: str, needle: str, count: int = 1, timeout: float = 90) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        out = await drv.console_output(uuid, None)
+        out = await drv.power.console_output(uuid, None)
         if out.count(needle) >= count:
             return out
         assert time.monotonic() < deadline, f"{needle!r} x{count} not on the console:\n{out}"
@@ -79,15 +79,15 @@ async def test_tiny_guest_boots_hears_the_power_button_and_soft_reboots(
         await drv.spawn(inst, None, kernel=str(kernel), ramdisk=str(initrd))
         await _wait_console(drv, uuid, "CELLCLOUD-READY")
         t0 = time.monotonic()
-        await drv.reboot(uuid, hard=False, clean_timeout=30)
+        await drv.power.reboot(uuid, hard=False, clean_timeout=30)
         assert time.monotonic() - t0 < 30  # the guest powered off by itself: no fallback to hard
         out = await _wait_console(drv, uuid, BANNER, count=2)
         assert "CELLCLOUD-POWEROFF" in out
         await _wait_console(drv, uuid, "CELLCLOUD-READY", count=2)
-        await drv.power_off(uuid, clean_timeout=30)
+        await drv.power.power_off(uuid, clean_timeout=30)
         assert await drv.power_state(uuid) == PowerState.SHUTDOWN
-        assert (await drv.console_output(uuid, None)).count("CELLCLOUD-POWEROFF") == 2
-        assert (await drv.console_output(uuid, 1)).count("\n") <= 1
+        assert (await drv.power.console_output(uuid, None)).count("CELLCLOUD-POWEROFF") == 2
+        assert (await drv.power.console_output(uuid, 1)).count("\n") <= 1
     finally:
         await drv.destroy(uuid)
         await drv.remove_files(uuid)

@@ -164,7 +164,7 @@ async def test_compute_driver_bounds_every_guest_log(tmp_path: Path) -> None:
         (tmp_path / uuid).mkdir()
         (tmp_path / uuid / CONSOLE_LOG).write_bytes(b"y" * size)
     (tmp_path / "no-log-yet").mkdir()
-    assert await driver.trim_console_logs() == 1
+    assert await driver.power.trim_console_logs() == 1
     assert (tmp_path / "big" / CONSOLE_LOG).stat().st_size == MAX_CONSOLE_BYTES
     assert (tmp_path / "small" / CONSOLE_LOG).stat().st_size == 1000
 

@@ -135,7 +135,7 @@ async def test_a_peers_disk_copy_that_is_not_a_plain_overlay_is_refused(tmp_path
     uuid = str(uuidlib.uuid4())
     try:
         with pytest.raises(errors.DiskCopyFailed) as caught:
-            await driver.receive_disks(uuid, files, read, str(base), "raw")
+            await driver.disks.receive_disks(uuid, files, read, str(base), "raw")
     finally:
         await driver.close()
     reason = ("the qcow2 image keeps its data in an external data file" if hostile == "data_file"

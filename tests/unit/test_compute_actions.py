@@ -168,8 +168,8 @@ async def test_test_hypervisor_guest_writes_a_console_at_each_start(
     uuid = await _active(manager, conductor)
     assert await manager.get_console_output(CTX, uuid, None) == TEST_CONSOLE_BOOT
     assert await manager.get_console_output(CTX, uuid, 2) == "ANOTHER\nLAST LINE\n"
-    await manager.driver.power_off(uuid)
-    await manager.driver.power_on(uuid)
+    await manager.driver.power.power_off(uuid)
+    await manager.driver.power.power_on(uuid)
     assert await manager.get_console_output(CTX, uuid, None) == TEST_CONSOLE_BOOT * 2
 
 

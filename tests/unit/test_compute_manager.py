@@ -102,7 +102,7 @@ async def test_guest_inventory_lists_the_hosts_guests_with_their_power(manager: 
     running, stopped = conductor.add(new_uuid(), image={}), conductor.add(new_uuid(), image={})
     for rec in (running, stopped):
         await manager.build_and_run_instance(CTX, dict(rec))
-    await manager.driver.power_off(stopped["uuid"])
+    await manager.driver.power.power_off(stopped["uuid"])
     assert await manager.guest_inventory(CTX) == {running["uuid"]: PowerState.RUNNING,
                                                   stopped["uuid"]: PowerState.SHUTDOWN}
     await manager.driver.destroy(running["uuid"])
@@ -280,7 +280,7 @@ async def test_restart_reconciles(tmp_path: Path, conductor: FakeConductor, fetc
         for key in ("active_gone", "stopped_gone"):
             assert f"cc-{ids[key]}" in names
             assert await second.driver.power_state(ids[key]) == PowerState.SHUTDOWN
-        await second.driver.power_on(ids["stopped_gone"])
+        await second.driver.power.power_on(ids["stopped_gone"])
         assert await second.driver.power_state(ids["stopped_gone"]) == PowerState.RUNNING
         assert f"cc-{ids['orphan']}" not in names and not instance_dir(tmp_path, ids["orphan"]).exists()
         assert f"cc-{ids['active_ok']}" in names
@@ -427,7 +427,7 @@ async def test_a_stopped_server_stays_stopped_through_a_same_host_resize(
         manager: ComputeManager, conductor: FakeConductor) -> None:
     rec = await _active(manager, conductor)
     mig = _migration(rec["uuid"], old_vm_state=VmState.STOPPED)
-    await manager.driver.power_off(rec["uuid"])
+    await manager.driver.power.power_off(rec["uuid"])
     assert await manager.finish_move(CTX, {**rec, "flavor": SMALL}, mig) == PowerState.SHUTDOWN
     assert _shape(manager, rec["uuid"]) == (2, 2048, "2")
 

@@ -83,7 +83,7 @@ async def written_guest(source: Host) -> str:
 def reader(source: Host, uuid: str, calls: list[tuple[str, int, int]]) -> disks.ChunkReader:
     async def read(name: str, offset: int, length: int) -> bytes:
         calls.append((name, offset, length))
-        return await source.driver.read_disk(uuid, name, offset, length)  # as the source's read_disk RPC
+        return await source.driver.disks.read_disk(uuid, name, offset, length)  # as the source's read_disk RPC
     return read
 
 
@@ -99,7 +99,7 @@ async def test_a_disk_is_copied_in_chunks_and_rebased_onto_this_hosts_base(
 
     calls: list[tuple[str, int, int]] = []
     monkeypatch.setattr(disks, "CHUNK", CHUNK)  # many chunks for a small file
-    copied = await dest.driver.receive_disks(uuid, files, reader(source, uuid, calls), str(dest.base), "raw")
+    copied = await dest.driver.disks.receive_disks(uuid, files, reader(source, uuid, calls), str(dest.base), "raw")
     assert copied == size and len(calls) == -(-size // CHUNK)
     assert all(length <= CHUNK for _, _, length in calls)
     assert backing(dest.disk(uuid)) == str(dest.base)  # no longer the source's path
@@ -120,7 +120,7 @@ async def test_a_corrupted_chunk_fails_the_copy_and_leaves_nothing(hosts: tuple[
         return bytes(data)
 
     with pytest.raises(errors.DiskCopyFailed, match="sha256"):
-        await dest.driver.receive_disks(uuid, files, flipped, str(dest.base), "raw")
+        await dest.driver.disks.receive_disks(uuid, files, flipped, str(dest.base), "raw")
     assert os.listdir(dest.disk(uuid).parent) == []
 
 
@@ -134,7 +134,7 @@ async def test_a_short_or_oversized_answer_fails_the_copy(hosts: tuple[Host, Hos
         return answer  # type: ignore[return-value]
 
     with pytest.raises(errors.DiskCopyFailed, match="asked"):
-        await dest.driver.receive_disks(uuid, files, bad, str(dest.base), "raw")
+        await dest.driver.disks.receive_disks(uuid, files, bad, str(dest.base), "raw")
     assert os.listdir(dest.disk(uuid).parent) == []
 
 
@@ -153,30 +153,30 @@ async def test_a_bad_description_from_the_source_is_refused(hosts: tuple[Host, H
         raise AssertionError("nothing may be read for a bad description")
 
     with pytest.raises(errors.DiskCopyFailed, match="bad disk description"):
-        await dest.driver.receive_disks(uuid, [spec], never, str(dest.base), "raw")
+        await dest.driver.disks.receive_disks(uuid, [spec], never, str(dest.base), "raw")
 
 
 async def test_the_source_serves_only_a_guests_disk_files(hosts: tuple[Host, Host]) -> None:
     source, _ = hosts
     uuid = await written_guest(source)
     (source.disk(uuid).parent / "console.log").write_text("secret")
-    assert await source.driver.read_disk(uuid, "disk", 0, 4) == b"QFI\xfb"  # the qcow2 header
+    assert await source.driver.disks.read_disk(uuid, "disk", 0, 4) == b"QFI\xfb"  # the qcow2 header
     bads: list[dict[str, object]] = [{"name": "console.log"}, {"name": "../disk"}, {"uuid": "../../images"},
                                      {"offset": -1}, {"length": 0}, {"length": disks.MAX_CHUNK + 1},
                                      {"offset": True}]
     for bad in bads:
         args = {"uuid": uuid, "name": "disk", "offset": 0, "length": 4, **bad}
         with pytest.raises(errors.Invalid):
-            await source.driver.read_disk(**args)  # type: ignore[arg-type]
+            await source.driver.disks.read_disk(**args)  # type: ignore[arg-type]
     with pytest.raises(errors.InstanceNotFound):
-        await source.driver.read_disk(str(uuidlib.uuid4()), "disk", 0, 4)
-    assert await source.driver.read_disk(uuid, "disk", 10 << 20, 4) == b""  # past the end: nothing
+        await source.driver.disks.read_disk(str(uuidlib.uuid4()), "disk", 0, 4)
+    assert await source.driver.disks.read_disk(uuid, "disk", 10 << 20, 4) == b""  # past the end: nothing
 
 
 async def test_the_test_hypervisor_has_no_disk_files_to_copy(hosts: tuple[Host, Host]) -> None:
     source, _ = hosts
     uuid = await written_guest(source)
-    assert await source.driver.disk_files(uuid) == []  # test:///default never reads disks: nothing to move
+    assert await source.driver.disks.disk_files(uuid) == []  # test:///default never reads disks: nothing to move
 
 
 # --- the destination compute's finish_move with disk_source (test hypervisor, node1) ----------------

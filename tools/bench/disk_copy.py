@@ -39,7 +39,7 @@ class Source:
         self.driver = LibvirtDriver("test:///default", instances_dir=instances_dir)
 
     async def read_disk(self, ctx: RequestContext, uuid: str, name: str, offset: int, length: int) -> bytes:
-        return await self.driver.read_disk(uuid, name, offset, length)
+        return await self.driver.disks.read_disk(uuid, name, offset, length)
 
 
 def serve(address: str, instances_dir: str) -> None:
