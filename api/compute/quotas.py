@@ -1,15 +1,19 @@
-"""/compute/v2.1/os-quota-sets and /limits: Nova 2.1's quota views (api/quota.py holds the logic).
+"""/compute/v2.1/os-quota-sets and /limits: Nova's quota views (api/quota.py holds the logic).
 
-Non-admins see their own project only; only admins change or reset limits.
+Non-admins see their own project only; only admins change or reset limits. Microversions: 2.36 drops
+the network resources (fixed and floating IPs, security groups and rules: Neutron's), 2.39 maxImageMeta,
+2.57 the injected files (personality is gone), from quota sets, their updates and /limits.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aiohttp import web
 
 from api import quota
 from api.compute import server_groups
+from api.compute.microversions import Microversion, version_of
 from api.http import context, json_body
 from api.keys import ENGINE, ROUTER
 from api.validation import validate
@@ -20,18 +24,32 @@ from cells.context import RequestContext
 QUOTA_SET_RESOURCES = ("cores", "fixed_ips", "floating_ips", "injected_file_content_bytes",
                        "injected_file_path_bytes", "injected_files", "instances", "key_pairs", "metadata_items",
                        "ram", "security_group_rules", "security_groups", "server_groups", "server_group_members")
+_NETWORK = ("fixed_ips", "floating_ips", "security_group_rules", "security_groups")  # gone from 2.36
+_INJECTED = ("injected_file_content_bytes", "injected_file_path_bytes", "injected_files")  # gone from 2.57
 _MAX = 0x7FFFFFFF
 _LIMIT_VALUE = {"type": ["integer", "string"], "pattern": "^-?[0-9]+$"}
-QUOTA_UPDATE: dict[str, Any] = {
-    "type": "object",
-    "properties": {"quota_set": {
+
+
+def resources_at(version: Microversion) -> tuple[str, ...]:
+    """The resources of a quota set at `version`."""
+    gone = (_NETWORK if version >= (2, 36) else ()) + (_INJECTED if version >= (2, 57) else ())
+    return tuple(r for r in QUOTA_SET_RESOURCES if r not in gone)
+
+
+@functools.cache
+def update_schema(version: Microversion) -> dict[str, Any]:
+    return {
         "type": "object",
-        "properties": {**{r: _LIMIT_VALUE for r in QUOTA_SET_RESOURCES},
-                       "force": {"enum": [True, False, "True", "False", "true", "false"]}},
-        "additionalProperties": False}},
-    "required": ["quota_set"],
-    "additionalProperties": False,
-}
+        "properties": {"quota_set": {
+            "type": "object",
+            "properties": {**{r: _LIMIT_VALUE for r in resources_at(version)},
+                           "force": {"enum": [True, False, "True", "False", "true", "false"]}},
+            "additionalProperties": False}},
+        "required": ["quota_set"],
+        "additionalProperties": False,
+    }
+
+
 
 
 def _project(request: web.Request, ctx: RequestContext, action: str) -> str:
@@ -53,7 +71,8 @@ async def show(request: web.Request) -> web.Response:
     ctx = context(request)
     project = _project(request, ctx, "show")
     limits = await quota.limits(request.config_dict[ENGINE], project)
-    return web.json_response({"quota_set": {"id": project, **{r: limits[r] for r in QUOTA_SET_RESOURCES}}})
+    return web.json_response({"quota_set": {"id": project,
+                                            **{r: limits[r] for r in resources_at(version_of(request))}}})
 
 
 async def detail(request: web.Request) -> web.Response:
@@ -62,7 +81,7 @@ async def detail(request: web.Request) -> web.Response:
     limits = await quota.limits(request.config_dict[ENGINE], project)
     used = await _usage(request, ctx, project)
     body: dict[str, Any] = {"id": project}
-    for r in QUOTA_SET_RESOURCES:
+    for r in resources_at(version_of(request)):
         body[r] = {"in_use": used.get(r, 0), "limit": limits[r], "reserved": 0}
     return web.json_response({"quota_set": body})
 
@@ -70,7 +89,8 @@ async def detail(request: web.Request) -> web.Response:
 async def defaults(request: web.Request) -> web.Response:
     ctx = context(request)
     project = _project(request, ctx, "defaults")
-    return web.json_response({"quota_set": {"id": project, **{r: quota.DEFAULTS[r] for r in QUOTA_SET_RESOURCES}}})
+    return web.json_response({"quota_set": {"id": project, **{r: quota.DEFAULTS[r]
+                                                              for r in resources_at(version_of(request))}}})
 
 
 def _admin(ctx: RequestContext, action: str) -> None:
@@ -83,7 +103,8 @@ async def update(request: web.Request) -> web.Response:
     _admin(ctx, "update")
     project = request.match_info["project_id"]
     body = await json_body(request)
-    validate(QUOTA_UPDATE, body)
+    version = version_of(request)
+    validate(update_schema(version), body)
     values: dict[str, int] = {}
     for resource, raw in body["quota_set"].items():
         if resource == "force":
@@ -95,7 +116,7 @@ async def update(request: web.Request) -> web.Response:
     engine = request.config_dict[ENGINE]
     await quota.set_limits(engine, project, values)
     limits = await quota.limits(engine, project)
-    return web.json_response({"quota_set": {r: limits[r] for r in QUOTA_SET_RESOURCES}})
+    return web.json_response({"quota_set": {r: limits[r] for r in resources_at(version)}})
 
 
 async def reset(request: web.Request) -> web.Response:
@@ -125,6 +146,13 @@ async def limits(request: web.Request) -> web.Response:
         "totalSecurityGroupsUsed": 0, "totalFloatingIpsUsed": 0,
         "totalServerGroupsUsed": await server_groups.group_count(request.config_dict[ENGINE], project),
     }
+    version = version_of(request)
+    gone = (["maxSecurityGroupRules", "maxSecurityGroups", "maxTotalFloatingIps", "totalSecurityGroupsUsed",
+             "totalFloatingIpsUsed"] if version >= (2, 36) else []) + \
+        (["maxImageMeta"] if version >= (2, 39) else []) + \
+        (["maxPersonality", "maxPersonalitySize"] if version >= (2, 57) else [])
+    for key in gone:
+        del absolute[key]
     return web.json_response({"limits": {"rate": [], "absolute": absolute}})
 
 

@@ -169,3 +169,27 @@ async def test_flavor_description_extra_specs_and_swap_by_version(cloud: Cloud) 
     resp = await cloud.client.put("/compute/v2.1/flavors/d1", headers=at(cloud.admin, "2.54"),
                                   json={"flavor": {"description": "x"}})
     assert resp.status == 404
+
+
+async def test_quota_sets_and_limits_drop_what_later_versions_removed(cloud: Cloud) -> None:
+    projects = (await (await cloud.client.get("/identity/v3/auth/projects", headers=cloud.demo)).json())["projects"]
+    project = projects[0]["id"]
+    path = f"/compute/v2.1/os-quota-sets/{project}"
+    old = (await (await cloud.client.get(path, headers=at(cloud.demo, "2.35"))).json())["quota_set"]
+    assert {"floating_ips", "security_groups", "injected_files"} <= set(old)
+    mid = (await (await cloud.client.get(path, headers=at(cloud.demo, "2.36"))).json())["quota_set"]
+    assert not {"fixed_ips", "floating_ips", "security_groups", "security_group_rules"} & set(mid)
+    assert "injected_files" in mid
+    new = (await (await cloud.client.get(path, headers=at(cloud.demo, "2.57"))).json())["quota_set"]
+    assert not {"injected_files", "injected_file_content_bytes", "injected_file_path_bytes"} & set(new)
+    resp = await cloud.client.put(path, headers=at(cloud.admin, "2.36"), json={"quota_set": {"floating_ips": 5}})
+    assert resp.status == 400  # a resource the version no longer has
+    resp = await cloud.client.put(path, headers=at(cloud.admin, "2.57"), json={"quota_set": {"instances": 7}})
+    assert resp.status == 200 and (await resp.json())["quota_set"]["instances"] == 7
+    limits = {v: (await (await cloud.client.get("/compute/v2.1/limits", headers=at(cloud.demo, v))).json())
+              ["limits"]["absolute"] for v in ("2.1", "2.36", "2.39", "2.57")}
+    assert {"maxSecurityGroups", "maxTotalFloatingIps", "maxImageMeta", "maxPersonality"} <= set(limits["2.1"])
+    assert not {"maxSecurityGroups", "maxTotalFloatingIps"} & set(limits["2.36"]) and "maxImageMeta" in limits["2.36"]
+    assert "maxImageMeta" not in limits["2.39"] and "maxPersonality" in limits["2.39"]
+    assert not {"maxPersonality", "maxPersonalitySize"} & set(limits["2.57"])
+    assert limits["2.57"]["maxTotalInstances"] == limits["2.1"]["maxTotalInstances"]
