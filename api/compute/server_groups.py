@@ -1,8 +1,10 @@
-"""/compute/v2.1/os-server-groups: Nova 2.1's server groups, and what a boot does with
+"""/compute/v2.1/os-server-groups: Nova's server groups, and what a boot does with
 the `group` scheduler hint.
 
 A group lives in the API DB (global, per project) with one policy, affinity or
-anti-affinity (the soft ones are 2.15's; this API speaks 2.1). A boot with
+anti-affinity, from 2.15 soft-affinity or soft-anti-affinity (the scheduler prefers, never
+refuses), from 2.64 given as `policy` with `rules` (max_server_per_host, anti-affinity only);
+2.13 shows its project and user. A boot with
 `os:scheduler_hints: {"group": <id>}`:
 
 - names a group of the caller's project (else 400, as Nova: the hint is bad input);
@@ -10,7 +12,7 @@ anti-affinity (the soft ones are 2.15's; this API speaks 2.1). A boot with
   cell is the one the group's members live in (a group never spans cells: the
   claim that enforces its policy is a cell's), and once the cell took the boot
   the new servers are recorded as members;
-- passes `group: {uuid, policy}` to the cell in the request spec: the cell's
+- passes `group: {uuid, policy[, max_per_host]}` to the cell in the request spec: the cell's
   scheduler enforces the policy inside the claim transaction (cells/db/groups.py).
 
 A server leaves its group when it is deleted. Like Nova, a group's members are
@@ -19,9 +21,11 @@ servers where they are.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import uuid as uuidlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +33,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api import quota
+from api.compute.microversions import Microversion, version_of
 from api.compute.schemas import NAME
 from api.db.schema import instance_mappings, server_group_members, server_groups
 from api.http import context, is_uuid, json_body, query_int
@@ -39,6 +44,7 @@ from cells import errors
 from cells.context import RequestContext
 
 POLICIES = ["anti-affinity", "affinity"]
+SOFT_POLICIES = ["soft-anti-affinity", "soft-affinity"]  # 2.15
 MAX_LIMIT = 1000
 SERVER_GROUP_CREATE: dict[str, Any] = {
     "type": "object",
@@ -52,6 +58,25 @@ SERVER_GROUP_CREATE: dict[str, Any] = {
     "required": ["server_group"],
     "additionalProperties": False,
 }
+
+
+@functools.cache
+def create_schema(version: Microversion) -> dict[str, Any]:
+    """The create body at `version`: 2.15 soft policies; from 2.64 one `policy` and its `rules`."""
+    if version < (2, 15):
+        return SERVER_GROUP_CREATE
+    schema = copy.deepcopy(SERVER_GROUP_CREATE)
+    group = schema["properties"]["server_group"]
+    if version < (2, 64):
+        group["properties"]["policies"]["items"]["enum"] = POLICIES + SOFT_POLICIES
+        return schema
+    group["properties"] = {
+        "name": NAME, "policy": {"type": "string", "enum": POLICIES + SOFT_POLICIES},
+        "rules": {"type": "object", "properties": {"max_server_per_host": {
+            "type": ["integer", "string"], "pattern": "^[0-9]*$", "minimum": 1, "minLength": 1}},
+            "additionalProperties": False}}
+    group["required"] = ["name", "policy"]
+    return schema
 
 
 class ServerGroupNotFound(errors.NotFound):
@@ -73,6 +98,7 @@ class ServerGroup:
     project_id: str
     user_id: str
     policy: str
+    rules: dict[str, Any] = field(default_factory=dict)  # 2.64: {"max_server_per_host": N}, anti-affinity only
 
 
 _g, _m, _im = server_groups.c, server_group_members.c, instance_mappings.c
@@ -82,7 +108,7 @@ _LIVE_MEMBERS = (select(_m.group_id, _m.instance_uuid)
 
 
 def _group(row: Any) -> ServerGroup:
-    return ServerGroup(row.id, row.name, row.project_id, row.user_id, row.policy)
+    return ServerGroup(row.id, row.name, row.project_id, row.user_id, row.policy, dict(row.rules or {}))
 
 
 async def _find(conn: AsyncConnection, ctx: RequestContext, group_id: str) -> ServerGroup:
@@ -115,9 +141,17 @@ async def group_count(engine: AsyncEngine, project_id: str) -> int:
         return await _count(conn, project_id)
 
 
-def view(group: ServerGroup, members: list[str]) -> dict[str, Any]:
-    """Nova 2.1's body: project_id and user_id came with 2.13; metadata was always empty."""
-    return {"id": group.id, "name": group.name, "policies": [group.policy], "members": members, "metadata": {}}
+def view(group: ServerGroup, members: list[str], version: Microversion) -> dict[str, Any]:
+    """Nova's body: `policies` (a list of one) and an always empty `metadata` before 2.64, one `policy`
+    and its `rules` from 2.64; project_id and user_id from 2.13."""
+    out: dict[str, Any] = {"id": group.id, "name": group.name, "members": members}
+    if version >= (2, 64):
+        out.update(policy=group.policy, rules=dict(group.rules))
+    else:
+        out.update(policies=[group.policy], metadata={})
+    if version >= (2, 13):
+        out.update(project_id=group.project_id, user_id=group.user_id)
+    return out
 
 
 # --- handlers ----------------------------------------------------------------------
@@ -133,7 +167,8 @@ async def index(request: web.Request) -> web.Response:
         rows = (await conn.execute(stmt.order_by(_g.created_at, _g.id).limit(limit).offset(offset))).all()
         groups = [_group(r) for r in rows]
         members = await _members(conn, [g.id for g in groups])
-    return web.json_response({"server_groups": [view(g, members[g.id]) for g in groups]})
+    version = version_of(request)
+    return web.json_response({"server_groups": [view(g, members[g.id], version) for g in groups]})
 
 
 async def show(request: web.Request) -> web.Response:
@@ -141,16 +176,21 @@ async def show(request: web.Request) -> web.Response:
     async with request.config_dict[ENGINE].connect() as conn:
         group = await _find(conn, ctx, request.match_info["group_id"])
         members = await _members(conn, [group.id])
-    return web.json_response({"server_group": view(group, members[group.id])})
+    return web.json_response({"server_group": view(group, members[group.id], version_of(request))})
 
 
 async def create(request: web.Request) -> web.Response:
     ctx = context(request)
     body = await json_body(request)
-    validate(SERVER_GROUP_CREATE, body)
+    version = version_of(request)
+    validate(create_schema(version), body)
     spec = body["server_group"]
     project = str(ctx.project)
-    group = ServerGroup(str(uuidlib.uuid4()), spec["name"], project, str(ctx.user), spec["policies"][0])
+    policy = spec["policy"] if version >= (2, 64) else spec["policies"][0]
+    rules = {k: int(v) for k, v in (spec.get("rules") or {}).items()}
+    if rules and policy != "anti-affinity":  # Nova: rules only for anti-affinity
+        raise errors.Invalid(f"Only anti-affinity policy supports rules, not {policy}.")
+    group = ServerGroup(str(uuidlib.uuid4()), spec["name"], project, str(ctx.user), policy, rules)
     engine = request.config_dict[ENGINE]
     # the count and the insert it admits, together
     async with quota.project_lock(project), engine.begin() as conn:
@@ -159,8 +199,8 @@ async def create(request: web.Request) -> web.Response:
             raise ServerGroupLimitExceeded(resource="server_groups", requested=1, limit=allowed)
         await conn.execute(insert(server_groups).values(
             id=group.id, name=group.name, project_id=group.project_id, user_id=group.user_id,
-            policy=group.policy, created_at=utcnow()))
-    return web.json_response({"server_group": view(group, [])})  # 200, as Nova
+            policy=group.policy, rules=group.rules or None, created_at=utcnow()))
+    return web.json_response({"server_group": view(group, [], version)})  # 200, as Nova
 
 
 async def delete_handler(request: web.Request) -> web.Response:
@@ -223,7 +263,12 @@ async def admit(engine: AsyncEngine, group: ServerGroup | None, count: int, limi
 
 def spec_part(group: ServerGroup | None) -> dict[str, Any]:
     """What the cell's request spec carries of the group (cells/scheduler/groups.py)."""
-    return {} if group is None else {"group": {"uuid": group.id, "policy": group.policy}}
+    if group is None:
+        return {}
+    part: dict[str, Any] = {"uuid": group.id, "policy": group.policy}
+    if group.rules.get("max_server_per_host"):  # only then: a scheduler from before 2.64's rules refuses it
+        part["max_per_host"] = int(group.rules["max_server_per_host"])
+    return {"group": part}
 
 
 async def add_members(engine: AsyncEngine, group: ServerGroup | None, uuids: Sequence[str]) -> None:

@@ -276,8 +276,9 @@ server_groups = Table(
     Column("name", String(255), nullable=False),
     Column("project_id", String(64), nullable=False),
     Column("user_id", String(64), nullable=False),
-    Column("policy", String(32), nullable=False),  # one policy, as Nova 2.1 takes it
+    Column("policy", String(32), nullable=False),  # one policy, as Nova 2.1 takes it (soft ones from 2.15)
     Column("created_at", DateTime, nullable=False),
+    Column("rules", JSON, nullable=True),  # a0005: Nova 2.64's rules ({"max_server_per_host": N}); None: none
     Index("ix_server_groups_project_created", "project_id", "created_at"),
 )
 
@@ -341,7 +342,7 @@ LATEST = max(MIGRATIONS)
 # Alembic (api/db/migrations/versions), oldest first; the baseline is LATEST's schema. A change to a table
 # from now on is an Alembic revision plus the edit of its Table above (tests/unit/test_db_migrations.py).
 ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource",
-                     "a0004_flavor_description")
+                     "a0004_flavor_description", "a0005_server_group_rules")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

@@ -9,12 +9,17 @@ policy forbids. Two schedulers placing members of one group at once therefore
 never both see "no peer here" (Nova checks late, on the compute, and
 reschedules instead).
 
+Soft policies (Nova 2.15) never refuse a host: the scheduler prefers (cells/scheduler/manager.py
+`Grouping.preference`). An anti-affinity group may allow up to `max_per_host` members per host (2.64's
+max_server_per_host rule; a move's group, read back from its claim, allows 1).
+
 Consumers: a boot claims under the instance's uuid; a move claims the
 destination under the migration's uuid while the instance keeps its source
 claim. Both of a member's own claims are left out of its peers.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,7 +31,8 @@ from cells.db.schema import claims, server_groups
 from cells.objects.instance import utcnow_iso
 
 AFFINITY, ANTI_AFFINITY = "affinity", "anti-affinity"
-POLICIES = (AFFINITY, ANTI_AFFINITY)  # Nova 2.1's (the soft ones came with 2.15)
+SOFT_AFFINITY, SOFT_ANTI_AFFINITY = "soft-affinity", "soft-anti-affinity"  # Nova 2.15's
+POLICIES = (AFFINITY, ANTI_AFFINITY, SOFT_AFFINITY, SOFT_ANTI_AFFINITY)
 
 
 @dataclass(frozen=True)
@@ -36,21 +42,27 @@ class GroupClaim:
     uuid: str
     policy: str
     member: str | None = None
+    max_per_host: int = 1  # anti-affinity: members one host may hold
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise errors.Invalid(reason=f"server group policy must be one of {list(POLICIES)}, not {self.policy!r}")
+        if self.max_per_host < 1:
+            raise errors.Invalid(reason=f"max_server_per_host must be at least 1, not {self.max_per_host}")
 
     def own(self, consumers: Iterable[str]) -> set[str]:
         return {*consumers, *([self.member] if self.member else [])}
 
 
-def allows(policy: str, peer_hosts: Iterable[str], host: str) -> bool:
-    """Pure: may a member of a group with `policy` go to `host`, its peers being on `peer_hosts`?"""
-    peers = set(peer_hosts)
+def allows(policy: str, peer_hosts: Iterable[str], host: str, max_per_host: int = 1) -> bool:
+    """Pure: may a member of a group with `policy` go to `host`, its peers being on `peer_hosts` (one
+    entry per peer)? A soft policy never refuses."""
+    peers = Counter(peer_hosts)
     if policy == ANTI_AFFINITY:
-        return host not in peers
-    return not peers or peers == {host}
+        return peers[host] < max_per_host
+    if policy == AFFINITY:
+        return not peers or set(peers) == {host}
+    return True
 
 
 _c, _g = claims.c, server_groups.c
@@ -78,16 +90,16 @@ def lock(conn: Connection, group: GroupClaim) -> str:
     return group.policy
 
 
-def peer_hosts(conn: Connection, group: GroupClaim, consumers: Iterable[str]) -> set[str]:
-    """The hosts the group's claims other than the member's own (or `consumers`') are on."""
+def peer_hosts(conn: Connection, group: GroupClaim, consumers: Iterable[str]) -> Counter[str]:
+    """The hosts the group's claims other than the member's own (or `consumers`') are on, with how many."""
     own = group.own(consumers)
-    return {str(r.host) for r in conn.execute(_PEERS, {"b_group": group.uuid}) if r.instance_uuid not in own}
+    return Counter(str(r.host) for r in conn.execute(_PEERS, {"b_group": group.uuid}) if r.instance_uuid not in own)
 
 
 def admits(conn: Connection, group: GroupClaim, host: str, consumer: str) -> bool:
     """In the claim's transaction, before it is made: lock the group, then check its policy."""
     policy = lock(conn, group)
-    return allows(policy, peer_hosts(conn, group, [consumer]), host)
+    return allows(policy, peer_hosts(conn, group, [consumer]).elements(), host, group.max_per_host)
 
 
 def group_of(conn: Connection, instance_uuid: str) -> GroupClaim | None:

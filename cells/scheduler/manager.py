@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from cells.db import claims
 from cells.db import hosts as hdb
 from cells.db.claims import HostState, Resources
 from cells.db.engine import Database
-from cells.db.groups import GroupClaim, allows
+from cells.db.groups import SOFT_AFFINITY, SOFT_ANTI_AFFINITY, GroupClaim, allows
 from cells.db.schema import ensure_schema
 from cells.rpcapi.compute import topic as compute_topic
 from cells.scheduler import groups as sgroups
@@ -83,12 +84,22 @@ def _hosts_of(conn: Connection, instance_uuids: list[str]) -> set[str]:
 
 @dataclass
 class Grouping:
-    """The request's server group and the hosts its members hold (this request's as they are placed)."""
+    """The request's server group and the hosts its members hold, with how many (this request's as
+    they are placed)."""
     group: GroupClaim
-    peers: set[str]
+    peers: Counter[str]
 
     def allows(self, host: HostState) -> bool:
-        return allows(self.group.policy, self.peers, host.host)
+        return allows(self.group.policy, self.peers.elements(), host.host, self.group.max_per_host)
+
+    def preference(self, host: HostState) -> int:
+        """A soft policy's order among allowed hosts (lower first; Nova's affinity weighers): soft-affinity
+        the hosts with the most members, soft-anti-affinity those with the fewest."""
+        if self.group.policy == SOFT_AFFINITY:
+            return -self.peers[host.host]
+        if self.group.policy == SOFT_ANTI_AFFINITY:
+            return self.peers[host.host]
+        return 0
 
 
 def _place_one(conn: Connection, hosts: dict[str, HostState], req: Resources, uuid: str, alive: Alive,
@@ -97,6 +108,8 @@ def _place_one(conn: Connection, hosts: dict[str, HostState], req: Resources, uu
     for _ in range(2):  # a second pass re-reads usage when every candidate lost a race
         candidates = weigh(h for h in filter_hosts(hosts.values(), req, alive, exclude, only)
                            if grouping is None or grouping.allows(h))
+        if grouping is not None:
+            candidates.sort(key=grouping.preference)  # stable: the weights order hosts a policy ranks alike
         if not candidates:
             break
         for cand in candidates:
@@ -105,7 +118,7 @@ def _place_one(conn: Connection, hosts: dict[str, HostState], req: Resources, uu
             if claims.try_claim(conn, cand.host, uuid, req, grouping.group if grouping else None):
                 hosts[cand.host] = cand.consume(req)  # spread the next instance of this request
                 if grouping is not None:
-                    grouping.peers.add(cand.host)
+                    grouping.peers[cand.host] += 1
                 return {"instance_uuid": uuid, "host": cand.host}
             LOG.debug("claim for %s on %s lost a race, trying the next host", uuid, cand.host)
         hosts.clear()

@@ -193,3 +193,34 @@ async def test_quota_sets_and_limits_drop_what_later_versions_removed(cloud: Clo
     assert "maxImageMeta" not in limits["2.39"] and "maxPersonality" in limits["2.39"]
     assert not {"maxPersonality", "maxPersonalitySize"} & set(limits["2.57"])
     assert limits["2.57"]["maxTotalInstances"] == limits["2.1"]["maxTotalInstances"]
+
+
+async def test_server_groups_by_version(cloud: Cloud) -> None:
+    groups = "/compute/v2.1/os-server-groups"
+    resp = await cloud.client.post(groups, headers=at(cloud.demo, "2.15"),
+                                   json={"server_group": {"name": "soft", "policies": ["soft-anti-affinity"]}})
+    assert resp.status == 200, await resp.text()
+    soft = (await resp.json())["server_group"]
+    assert soft["policies"] == ["soft-anti-affinity"] and {"project_id", "user_id"} <= set(soft)  # 2.13
+    resp = await cloud.client.post(groups, headers=at(cloud.demo, "2.64"), json={"server_group": {
+        "name": "two-per-host", "policy": "anti-affinity", "rules": {"max_server_per_host": 2}}})
+    assert resp.status == 200, await resp.text()
+    ruled = (await resp.json())["server_group"]
+    assert (ruled["policy"], ruled["rules"]) == ("anti-affinity", {"max_server_per_host": 2})
+    assert "policies" not in ruled and "metadata" not in ruled
+    old = (await (await cloud.client.get(f"{groups}/{ruled['id']}", headers=at(cloud.demo, "2.12"))).json())
+    assert set(old["server_group"]) == {"id", "name", "policies", "members", "metadata"}
+    for version, body in (("2.64", {"name": "x", "policy": "affinity", "rules": {"max_server_per_host": 2}}),
+                          ("2.64", {"name": "x", "policies": ["affinity"]}),
+                          ("2.63", {"name": "x", "policy": "affinity"}),
+                          ("2.14", {"name": "x", "policies": ["soft-affinity"]})):
+        resp = await cloud.client.post(groups, headers=at(cloud.demo, version), json={"server_group": body})
+        assert resp.status == 400, (version, body)
+    boot_body: dict[str, Any] = {"server": {"name": "member", "flavorRef": "1", "imageRef": cloud.image_id, "networks": "none"},
+            "os:scheduler_hints": {"group": ruled["id"]}}
+    resp = await cloud.client.post("/compute/v2.1/servers", json=boot_body, headers=at(cloud.demo, "2.64"))
+    assert resp.status == 202, await resp.text()
+    assert cloud.cell.conductor.builds[-1]["group"] == {"uuid": ruled["id"], "policy": "anti-affinity",
+                                                        "max_per_host": 2}
+    member = (await resp.json())["server"]["id"]
+    assert (await show(cloud, cloud.demo, member, "2.71"))["server_groups"] == [ruled["id"]]

@@ -73,6 +73,6 @@ async def test_affinity_members_stack_and_a_malformed_group_makes_nothing(cell: 
     inst: dict[str, Any] = {"uuid": bad, "name": "bad", "project_id": "p1", "user_id": "u1", "flavor": FLAVOR}
     with pytest.raises(errors.Invalid, match="policy must be one of"):
         await cell.conductor.build_instances(USER, [inst], {"flavor": FLAVOR, "group": {
-            "uuid": group["uuid"], "policy": "soft-affinity"}})
+            "uuid": group["uuid"], "policy": "spread"}})
     with pytest.raises(errors.InstanceNotFound):
         await cell.conductor.instance_get(USER, bad)

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, inspect, select, text
 from cells import errors
 from cells.db import claims
 from cells.db.engine import Database
-from cells.db.groups import AFFINITY, ANTI_AFFINITY, GroupClaim, allows
+from cells.db.groups import AFFINITY, ANTI_AFFINITY, SOFT_AFFINITY, SOFT_ANTI_AFFINITY, GroupClaim, allows
 from cells.db.schema import ALEMBIC_BASELINE, create_schema, ensure_schema, schema_version, server_groups
 from cells.db.schema import claims as claims_table
 from cells.scheduler.manager import NOT_ENOUGH_HOSTS, select_for
@@ -51,13 +51,18 @@ async def claim_hosts(db: Database) -> dict[str, str]:
         lambda conn: conn.execute(select(claims_table.c.instance_uuid, claims_table.c.host)).all())}
 
 
-def test_policy_is_pure_and_only_nova_2_1_policies_exist() -> None:
+def test_policy_is_pure_and_only_nova_policies_exist() -> None:
     assert allows(ANTI_AFFINITY, [], "h1") and allows(ANTI_AFFINITY, ["h2"], "h1")
     assert not allows(ANTI_AFFINITY, ["h1", "h2"], "h1")
+    assert allows(ANTI_AFFINITY, ["h1", "h2"], "h1", max_per_host=2)  # 2.64's max_server_per_host
+    assert not allows(ANTI_AFFINITY, ["h1", "h1", "h2"], "h1", max_per_host=2)
     assert allows(AFFINITY, [], "h1") and allows(AFFINITY, ["h1"], "h1")
     assert not allows(AFFINITY, ["h2"], "h1")
+    assert allows(SOFT_AFFINITY, ["h2"], "h1") and allows(SOFT_ANTI_AFFINITY, ["h1"], "h1")  # 2.15: never refuse
     with pytest.raises(errors.Invalid, match="policy must be one of"):
-        GroupClaim(str(uuidlib.uuid4()), "soft-anti-affinity")
+        GroupClaim(str(uuidlib.uuid4()), "spread")
+    with pytest.raises(errors.Invalid, match="max_server_per_host"):
+        GroupClaim(str(uuidlib.uuid4()), ANTI_AFFINITY, max_per_host=0)
 
 
 @pytest.fixture
@@ -93,6 +98,26 @@ async def test_affinity_members_stack_on_the_first_members_host(db: Database) ->
     await release(db, "a7")
     with pytest.raises(errors.NoValidHost):
         await place(db, spec(group, AFFINITY), "a8", exclude=[first])
+
+
+async def test_soft_policies_prefer_but_never_refuse(db: Database) -> None:
+    spread = str(uuidlib.uuid4())
+    hosts = [await place(db, spec(spread, SOFT_ANTI_AFFINITY), f"s{i}") for i in range(4)]
+    assert sorted(hosts[:3]) == list(HOSTS)  # a host each first
+    assert hosts[3] in HOSTS  # then a shared one rather than no valid host
+    stack = str(uuidlib.uuid4())
+    first = await place(db, spec(stack, SOFT_AFFINITY), "t0")
+    assert [await place(db, spec(stack, SOFT_AFFINITY), f"t{i}") for i in range(1, 4)] == [first] * 3
+    await place(db, spec(stack, SOFT_AFFINITY), "t4", exclude=[first])  # elsewhere when its host cannot
+
+
+async def test_anti_affinity_with_max_server_per_host(db: Database) -> None:
+    group = str(uuidlib.uuid4())
+    two_each = {"uuid": group, "policy": ANTI_AFFINITY, "max_per_host": 2}
+    hosts = [await place(db, {"flavor": FLAVOR, "group": two_each}, f"p{i}") for i in range(6)]
+    assert sorted(hosts) == sorted(HOSTS * 2)
+    with pytest.raises(errors.NoValidHost):
+        await place(db, {"flavor": FLAVOR, "group": two_each}, "p6")
 
 
 async def test_the_claim_itself_refuses_what_the_policy_forbids(db: Database) -> None:
