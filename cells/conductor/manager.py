@@ -19,7 +19,7 @@ from cells.conductor import capacity
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows import actions as server_actions
 from cells.conductor.flows import boot, compute_events, delete, hosts, locking, lookups, update
-from cells.conductor.volume_rpc import VolumeConductorMixin
+from cells.conductor.volume_rpc import VolumeConductor
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.db import claims
@@ -46,7 +46,12 @@ def _known_hosts(conn: Connection) -> tuple[set[str], set[str], set[str]]:
     return known, down, fenced
 
 
-class ConductorManager(VolumeConductorMixin):
+class ConductorManager:
+    """Instance queries and flows (cells/conductor/flows/), and its volumes collaborator
+    (`volumes`, cells/conductor/volume_rpc.py), made when the service starts."""
+
+    volumes: VolumeConductor
+
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec) -> None:
         if spec.cell is None:
             raise ValueError(f"conductor {spec.id} belongs to no cell")
@@ -78,7 +83,8 @@ class ConductorManager(VolumeConductorMixin):
                             max_attempts=self.cluster.max_attempts, liveness=liveness)
         # a previous run of this conductor died mid-flow: its scheduling builds have no owner now
         await hosts.orphaned_builds(self._env, [self.spec.id])
-        await self._start_volumes()
+        self.volumes = VolumeConductor(self._env)
+        await self.volumes.start()
         service.view.listeners.append(self._on_membership)
 
     async def background(self) -> None:
@@ -326,3 +332,59 @@ class ConductorManager(VolumeConductorMixin):
     async def evacuate(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
         from cells.conductor.flows import evacuate
         return await evacuate.evacuate(self.env, ctx, uuid)
+
+    # --- RPC: volumes and snapshots (cells/conductor/volume_rpc.py VolumeConductor) -----------
+    async def volume_create(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:
+        return await self.volumes.volume_create(ctx, volume)
+
+    async def volume_get(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+        return await self.volumes.volume_get(ctx, volume_id)
+
+    async def volume_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
+                          limit: int | None = None) -> list[dict[str, Any]]:
+        return await self.volumes.volume_list(ctx, filters, limit)
+
+    async def volume_update(self, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> dict[str, Any]:
+        return await self.volumes.volume_update(ctx, volume_id, values)
+
+    async def volume_delete(self, ctx: RequestContext, volume_id: str, cascade: bool = False) -> dict[str, Any]:
+        return await self.volumes.volume_delete(ctx, volume_id, cascade)
+
+    async def volume_extend(self, ctx: RequestContext, volume_id: str, new_size: int) -> dict[str, Any]:
+        return await self.volumes.volume_extend(ctx, volume_id, new_size)
+
+    async def snapshot_create(self, ctx: RequestContext, snapshot: dict[str, Any],
+                              force: bool = False) -> dict[str, Any]:
+        return await self.volumes.snapshot_create(ctx, snapshot, force)
+
+    async def snapshot_get(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
+        return await self.volumes.snapshot_get(ctx, snapshot_id)
+
+    async def snapshot_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return await self.volumes.snapshot_list(ctx, filters)
+
+    async def snapshot_update(self, ctx: RequestContext, snapshot_id: str, values: dict[str, Any]) -> dict[str, Any]:
+        return await self.volumes.snapshot_update(ctx, snapshot_id, values)
+
+    async def snapshot_delete(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
+        return await self.volumes.snapshot_delete(ctx, snapshot_id)
+
+    async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
+                            device: str | None = None) -> dict[str, Any]:
+        return await self.volumes.volume_attach(ctx, volume_id, instance_uuid, device)
+
+    async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+        return await self.volumes.volume_detach(ctx, volume_id, instance_uuid)
+
+    async def volume_attachments(self, ctx: RequestContext,
+                                 instance_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        return await self.volumes.volume_attachments(ctx, instance_uuids)
+
+    async def volume_connection(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+        return await self.volumes.volume_connection(ctx, volume_id, instance_uuid)
+
+    async def volume_node_update(self, ctx: RequestContext, host: str, stats: dict[str, Any]) -> None:
+        await self.volumes.volume_node_update(ctx, host, stats)
+
+    async def volumes_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+        return await self.volumes.volumes_on_host(ctx, host)

@@ -1,5 +1,6 @@
-"""The conductor's volume RPC methods (cells/rpcapi/volume.py CONDUCTOR_METHODS),
-mixed into ConductorManager; the flows are in cells/conductor/flows/volumes.py."""
+"""The conductor's volumes and snapshots (ConductorManager.volumes): what the RPC methods of
+cells/rpcapi/volume.py CONDUCTOR_METHODS do; the flows are in cells/conductor/flows/volumes.py
+and snapshots.py."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,12 +12,11 @@ from cells.db.volumes import ensure_volume_schema
 from cells.rpc.principal import require_host
 
 
-class VolumeConductorMixin:
-    @property
-    def env(self) -> FlowEnv:  # the ConductorManager's
-        raise NotImplementedError
+class VolumeConductor:
+    def __init__(self, env: FlowEnv) -> None:
+        self.env = env
 
-    async def _start_volumes(self) -> None:
+    async def start(self) -> None:
         await ensure_volume_schema(self.env.db)
 
     async def volume_create(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient
 from sqlalchemy import delete
 
-from cells.conductor.env import FlowEnv
-from cells.conductor.volume_rpc import VolumeConductorMixin
+from cells.conductor.volume_rpc import VolumeConductor
 from cells.context import RequestContext
 from cells.db import instances as idb
 from cells.db.schema import instances
@@ -31,17 +30,14 @@ VOLUME_KEYS_3_0 = {
 ADMIN_KEYS = {"os-vol-host-attr:host", "os-vol-mig-status-attr:migstat", "os-vol-mig-status-attr:name_id"}
 
 
-class VolumeCellConductor(FakeConductor, VolumeConductorMixin):
-    """Servers in memory (FakeConductor), volumes through the real flows. The flows read servers from
-    the cell DB, so a server's record is written there before an attach or detach looks at it."""
+class VolumeCellConductor(FakeConductor, VolumeConductor):
+    """Servers in memory (FakeConductor), volumes through the real flows (the conductor's volumes
+    collaborator, served by the same handler here). The flows read servers from the cell DB, so a
+    server's record is written there before an attach or detach looks at it."""
 
     def __init__(self, cell: VolumeCell) -> None:
-        super().__init__(cell="cell1")
-        self._cell_env = cell.env
-
-    @property
-    def env(self) -> FlowEnv:
-        return self._cell_env
+        FakeConductor.__init__(self, cell="cell1")
+        VolumeConductor.__init__(self, cell.env)
 
     async def _mirror(self, uuid: str) -> None:
         rec = self.records.get(uuid)
