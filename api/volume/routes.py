@@ -5,30 +5,24 @@
     /volume/v3/{project_id}/snapshots[/detail|/{id}] api/volume/snapshots.py
     /volume/v3/{project_id}/limits, os-quota-sets  api/volume/quotas.py
 
-This API speaks microversion 3.0 only: no header means 3.0, "latest" 3.0, a
-malformed version is a 400 and any other version a 406; every response says
-which version answered. The project in the URL must be the token's project
+Microversions 3.0 to 3.60 (api/volume/microversions.py: negotiation, and what each changes here). The project in the URL must be the token's project
 ("Malformed request url" otherwise, as Cinder). Errors come in Cinder's shape,
 which is Nova's: {"itemNotFound": {"code": 404, "message": ...}}.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.errors import VersionNotSupported, compute_body, error_middleware
+from api.errors import compute_body, error_middleware
 from api.keys import CONTEXT, public_url
 from api.middleware import token_auth
-from api.volume import quotas, snapshots, volumes
+from api.volume import microversions, quotas, snapshots, volumes
 from cells import errors
 
-VERSION = (3, 0)
 UPDATED = "2016-02-08T12:20:21Z"
-_VERSION_RE = re.compile(r"^([1-9]\d*)\.([1-9]\d*|0)$")
-HEADERS = {"OpenStack-API-Version": "volume 3.0", "Vary": "OpenStack-API-Version"}
 _PUBLIC = ("/volume", "/volume/", "/volume/v3", "/volume/v3/")
 
 
@@ -36,35 +30,10 @@ def is_public(request: web.Request) -> bool:
     return request.method in ("GET", "HEAD") and request.path in _PUBLIC
 
 
-def requested_version(request: web.Request) -> tuple[int, int]:
-    raw: str | None = None
-    for item in request.headers.getall("OpenStack-API-Version", []):
-        for part in item.split(","):
-            service, _, value = part.strip().partition(" ")
-            if service.lower() == "volume":
-                raw = value.strip()
-    if raw is None or raw.lower() == "latest":
-        return VERSION
-    m = _VERSION_RE.match(raw)
-    if not m:
-        raise errors.Invalid(f"API Version String {raw} is of invalid format. Must be of format MajorNum.MinorNum.")
-    version = (int(m.group(1)), int(m.group(2)))
-    if version != VERSION:
-        raise VersionNotSupported(version=raw, min="3.0", max="3.0")
-    return version
-
-
-@web.middleware
-async def version_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers.update(HEADERS)
-    return response
-
-
 @web.middleware
 async def negotiate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not is_public(request):
-        requested_version(request)
+        request[microversions.VERSION] = microversions.requested_version(request)  # raises 400/406
     return await handler(request)
 
 
@@ -78,7 +47,8 @@ async def own_project(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def _v3(base: str) -> dict[str, Any]:
-    return {"id": "v3.0", "status": "CURRENT", "version": "3.0", "min_version": "3.0", "updated": UPDATED,
+    return {"id": "v3.0", "status": "CURRENT", "version": microversions.fmt(microversions.MAX_VERSION),
+            "min_version": microversions.fmt(microversions.MIN_VERSION), "updated": UPDATED,
             "links": [{"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"},
                       {"rel": "self", "href": f"{base}/volume/v3/"}],
             "media-types": [{"base": "application/json",
@@ -91,7 +61,7 @@ async def versions(request: web.Request) -> web.Response:
 
 def make_volume_app() -> web.Application:
     # outermost first: version headers on everything, errors in Cinder's shape, microversions, token, project
-    app = web.Application(middlewares=[version_headers, error_middleware(compute_body), negotiate,
+    app = web.Application(middlewares=[microversions.version_headers, error_middleware(compute_body), negotiate,
                                        token_auth(is_public), own_project])
     for path in ("", "/", "/v3", "/v3/"):
         app.router.add_get(path, versions)

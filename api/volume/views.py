@@ -1,6 +1,7 @@
 """Cinder v3.0 views of volumes, built from volume records (cells/db/volumes.py `volume_record`).
 
-Exactly the 3.0 keys. The admin-only os-vol-host-attr / os-vol-mig-status-attr keys
+Exactly the keys of the negotiated microversion (3.13 group_id, 3.21 provider_id for admins, 3.48
+shared_targets and service_uuid: api/volume/microversions.py). The admin-only os-vol-host-attr / os-vol-mig-status-attr keys
 appear for admins. An attachment shows once it is made (attached or detaching), as
 Cinder lists only attachments whose attach_status is attached.
 """
@@ -35,7 +36,7 @@ def volume_brief(base: str, project_id: str, record: dict[str, Any]) -> dict[str
 
 
 def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: bool,
-                  tenant_attr: bool = True) -> dict[str, Any]:
+                  tenant_attr: bool = True, version: tuple[int, int] = (3, 0)) -> dict[str, Any]:
     """Cinder's detail view; `tenant_attr`: with os-vol-tenant-attr:tenant_id, which Cinder's extension adds
     to show and list only (a create answers without it)."""
     view: dict[str, Any] = {
@@ -67,4 +68,11 @@ def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: 
         view["os-vol-host-attr:host"] = record.get("host")
         view["os-vol-mig-status-attr:migstat"] = None
         view["os-vol-mig-status-attr:name_id"] = None
+    if version >= (3, 13):
+        view["group_id"] = None  # no volume groups here
+    if version >= (3, 21) and is_admin:
+        view["provider_id"] = None
+    if version >= (3, 48):
+        view["shared_targets"] = False  # every attachment gets a target of its own (api/volume: tgt, nbd, local)
+        view["service_uuid"] = None
     return view

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import datetime
+import operator
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,7 +31,9 @@ from aiohttp import web
 from api import quota
 from api.http import context, is_uuid, json_body, parse_bool, query_int
 from api.keys import DB, ROUTER, public_url
+from api.timeutil import parse
 from api.volume import cells
+from api.volume.microversions import version_of
 from api.volume.views import DEFAULT_TYPE, volume_brief, volume_detail
 from cells import errors
 from cells.conductor.flows.volumes import MAX_SIZE_GB
@@ -211,7 +215,8 @@ async def create(request: web.Request) -> web.Response:
     spec = validate_create(await json_body(request))
     record = await create_volume(request, ctx, project, spec)
     return web.json_response({"volume": volume_detail(public_url(request), project, record, ctx.is_admin,
-                                                      tenant_attr=False)}, status=202)
+                                                      tenant_attr=False, version=version_of(request))},
+                             status=202)
 
 
 async def create_volume(request: web.Request, ctx: RequestContext, project: str,
@@ -256,14 +261,50 @@ def _list_filters(ctx: RequestContext, query: Mapping[str, str]) -> dict[str, An
     return filters
 
 
+_TIME_OPERATORS = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le,
+                   "eq": operator.eq, "neq": operator.ne}
+
+
+def _time_filters(query: Mapping[str, str]) -> list[tuple[str, Any, datetime.datetime]]:
+    """3.60: created_at / updated_at filters, "OP:TIME" with OP one of gt, gte, lt, lte, eq, neq (several
+    separated by commas); a plain TIME means eq. 400 for anything else."""
+    out = []
+    for key in ("created_at", "updated_at"):
+        for part in query[key].split(",") if query.get(key) else []:
+            op, sep, value = part.partition(":")
+            if not sep or op not in _TIME_OPERATORS:  # no operator: the whole text is a time
+                op, value = "eq", part
+            try:
+                when = parse(value.strip())
+            except ValueError:
+                when = None
+            if when is None:
+                raise errors.Invalid(f"Invalid filter value {part!r} for {key}: OP:TIME, OP one of "
+                                     f"{', '.join(_TIME_OPERATORS)}")
+            out.append((key, _TIME_OPERATORS[op], when))
+    return out
+
+
+def _matches_times(record: dict[str, Any], checks: list[tuple[str, Any, datetime.datetime]]) -> bool:
+    for key, compare, when in checks:
+        value = parse(record.get(key)) if record.get(key) else None
+        if value is None or not compare(value, when):
+            return False
+    return True
+
+
 async def _list(request: web.Request, detail: bool) -> web.Response:
     ctx, project, query = context(request), _project(request), request.query
+    version = version_of(request)
+    times = _time_filters(query) if version >= (3, 60) else []
     order = _sort(query)
     limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
     wanted_meta = _metadata_filter(query["metadata"]) if query.get("metadata") else {}
     records = await cells.list_all(request.config_dict[ROUTER], ctx, _list_filters(ctx, query))
-    records = [r for r in records if all((r.get("metadata") or {}).get(k) == v for k, v in wanted_meta.items())]
+    records = [r for r in records if all((r.get("metadata") or {}).get(k) == v for k, v in wanted_meta.items())
+               and _matches_times(r, times)]
     records = sort_records(records, order)
+    matched = len(records)  # 3.45's count: every match, whatever the page
     if "marker" in query:
         ids = [r["id"] for r in records]
         if query["marker"] not in ids:
@@ -271,12 +312,14 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
         records = records[ids.index(query["marker"]) + 1:]
     page = records[:limit]
     base = public_url(request)
-    body: dict[str, Any] = {"volumes": [volume_detail(base, project, r, ctx.is_admin) if detail
+    body: dict[str, Any] = {"volumes": [volume_detail(base, project, r, ctx.is_admin, version=version) if detail
                                         else volume_brief(base, project, r) for r in page]}
     if page and len(records) > limit:
         params = [(k, v) for k, v in query.items() if k != "marker"] + [("marker", page[-1]["id"])]
         path = "volumes/detail" if detail else "volumes"
         body["volumes_links"] = [{"rel": "next", "href": f"{base}/volume/v3/{project}/{path}?{urlencode(params)}"}]
+    if version >= (3, 45) and parse_bool(query.get("with_count", "false")):
+        body["count"] = matched
     return web.json_response(body)
 
 
@@ -297,7 +340,8 @@ async def find(request: web.Request, ctx: RequestContext, volume_id: str) -> tup
 async def show(request: web.Request) -> web.Response:
     ctx = context(request)
     _, record = await find(request, ctx, request.match_info["volume_id"])
-    return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, ctx.is_admin)})
+    return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, ctx.is_admin,
+                                                       version=version_of(request))})
 
 
 async def update(request: web.Request) -> web.Response:
@@ -306,7 +350,8 @@ async def update(request: web.Request) -> web.Response:
     api, record = await find(request, ctx, request.match_info["volume_id"])
     if values:
         record = await api.volume_update(ctx, record["id"], values)
-    return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, ctx.is_admin)})
+    return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, ctx.is_admin,
+                                                       version=version_of(request))})
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -132,13 +132,20 @@ async def test_versions_and_microversions(cloud: Cloud) -> None:
     for path in ("/volume", "/volume/", "/volume/v3/"):
         resp = await cloud.client.get(path)
         doc = (await resp.json())["versions"][0]
-        assert resp.status == 200 and (doc["id"], doc["version"], doc["min_version"]) == ("v3.0", "3.0", "3.0")
+        assert resp.status == 200 and (doc["id"], doc["version"], doc["min_version"]) == ("v3.0", "3.60", "3.0")
         assert {"rel": "self", "href": f"{PUBLIC_URL}/volume/v3/"} in doc["links"]
     status, _ = await cloud.req("GET", "demo", "/volumes", headers={"OpenStack-API-Version": "volume 3.0"})
     assert status == 200
-    resp = await cloud.client.get(cloud.url("demo", "/volumes"), headers={**cloud.who["demo"][0],
-                                                                          "OpenStack-API-Version": "volume 3.60"})
-    assert resp.status == 406 and resp.headers["OpenStack-API-Version"] == "volume 3.0"
+    for asked, answered in (("volume 3.60", "volume 3.60"), ("volume latest", "volume 3.60"),
+                            ("compute 2.5, volume 3.27", "volume 3.27")):
+        resp = await cloud.client.get(cloud.url("demo", "/volumes"), headers={**cloud.who["demo"][0],
+                                                                              "OpenStack-API-Version": asked})
+        assert resp.status == 200 and resp.headers["OpenStack-API-Version"] == answered
+    for outside in ("volume 3.61", "volume 2.0", "volume 4.0"):
+        resp = await cloud.client.get(cloud.url("demo", "/volumes"), headers={**cloud.who["demo"][0],
+                                                                              "OpenStack-API-Version": outside})
+        assert resp.status == 406 and resp.headers["OpenStack-API-Version"] == "volume 3.0"
+        assert "Minimum is 3.0 and maximum is 3.60" in (await resp.json())["computeFault"]["message"]
     status, body = await cloud.req("GET", "demo", "/volumes", headers={"OpenStack-API-Version": "volume x"})
     assert status == 400 and body["badRequest"]["code"] == 400
     assert (await cloud.client.get(cloud.url("demo", "/volumes"))).status == 401  # no token
@@ -312,3 +319,29 @@ async def test_concurrent_attaches_of_one_volume_have_one_winner(cloud: Cloud) -
     winner = next(body["volumeAttachment"]["serverId"] for status, body in results if status == 200)
     attached = await cloud.wait_status("demo", vid, "in-use")
     assert [a["server_id"] for a in attached["attachments"]] == [winner]
+
+
+async def test_volume_views_and_lists_by_microversion(cloud: Cloud) -> None:
+    first = await cloud.create(name="a")
+    await cloud.create(name="b")
+    v348 = {"OpenStack-API-Version": "volume 3.48"}
+    status, shown = await cloud.req("GET", "demo", f"/volumes/{first['id']}", headers=v348)
+    assert status == 200
+    assert (shown["volume"]["group_id"], shown["volume"]["shared_targets"], shown["volume"]["service_uuid"]) == \
+        (None, False, None)
+    assert "provider_id" not in shown["volume"]  # 3.21's is admin-only
+    _, old = await cloud.req("GET", "demo", f"/volumes/{first['id']}")
+    assert set(old["volume"]) == VOLUME_KEYS_3_0
+    _, counted = await cloud.req("GET", "demo", "/volumes?with_count=true&limit=1",
+                                 headers={"OpenStack-API-Version": "volume 3.45"})
+    assert counted["count"] == 2 and len(counted["volumes"]) == 1
+    _, uncounted = await cloud.req("GET", "demo", "/volumes?with_count=true")
+    assert "count" not in uncounted  # 3.0
+    created = first["created_at"]
+    v360 = {"OpenStack-API-Version": "volume 3.60"}
+    _, since = await cloud.req("GET", "demo", f"/volumes?created_at=gte:{created}", headers=v360)
+    assert len(since["volumes"]) == 2
+    _, before = await cloud.req("GET", "demo", f"/volumes?created_at=lt:{created}", headers=v360)
+    assert before["volumes"] == []
+    status, _ = await cloud.req("GET", "demo", "/volumes?created_at=after:yesterday", headers=v360)
+    assert status == 400
