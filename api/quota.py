@@ -57,6 +57,12 @@ DEFAULTS: dict[str, int] = {
     **netquota.DEFAULTS,
 }
 COMPUTE_COUNTED = ("instances", "cores", "ram")
+VOLUME_PER_TYPE = ("volumes", "gigabytes", "snapshots")  # Cinder's per-type limits: gigabytes_<type>, ...
+
+
+def per_type(resource: str) -> bool:
+    """A per-volume-type limit (gigabytes_fast); unlimited unless set."""
+    return any(resource.startswith(f"{r}_") and len(resource) > len(r) + 1 for r in VOLUME_PER_TYPE)
 
 
 class TooManyInstances(errors.QuotaExceeded):
@@ -121,7 +127,7 @@ def limits_of(conn: Connection, project_id: str) -> dict[str, int]:
     """limits() in a unit of work (api/db/engine.py make_database)."""
     rows = _LIMITS.rows(conn, {"b_project": project_id})
     out = dict(DEFAULTS)
-    out.update({r.resource: int(r.hard_limit) for r in rows if r.resource in DEFAULTS})
+    out.update({r.resource: int(r.hard_limit) for r in rows if r.resource in DEFAULTS or per_type(r.resource)})
     return out
 
 
@@ -195,11 +201,16 @@ def check_injected_files(limit: Mapping[str, int], files: Sequence[Mapping[str, 
 
 
 def check_volumes(limit: Mapping[str, int], used: Mapping[str, int], volumes: int, gigabytes: int,
-                  count: str = "volumes") -> None:
+                  count: str = "volumes", volume_type: str | None = None) -> None:
     """For the volume API: 413 as Cinder when a new volume (`count` "snapshots": snapshot) exceeds its count
-    or gigabytes."""
+    or gigabytes, overall or (`volume_type`) the type's own limits where they are set."""
     what = count[:-1]
-    for resource, delta, text in (("gigabytes", gigabytes, f"{what} of {gigabytes}G"), (count, volumes, what)):
+    checks = [("gigabytes", gigabytes, f"{what} of {gigabytes}G"), (count, volumes, what)]
+    if volume_type:
+        checks += [(f"gigabytes_{volume_type}", gigabytes, f"{what} of {gigabytes}G"),
+                   (f"{count}_{volume_type}", volumes, what)]
+    limit = {**{r: -1 for r, _, _ in checks}, **limit}  # a per-type limit not set: unlimited
+    for resource, delta, text in checks:
         if resource in over(limit, used, {resource: delta}):
             raise VolumeOverLimit(what=text, resource=resource, req=delta, used=used.get(resource, 0),
                                   allowed=limit[resource], requested=delta, limit=limit[resource])
@@ -281,29 +292,37 @@ _r = volume_reservations.c
 
 
 def _pending(conn: Connection, project_id: str, listed_ids: set[str]) -> dict[str, int]:
-    """What creates reserved and the cells do not list yet (expired reservations dropped first)."""
+    """What creates reserved and the cells do not list yet (expired reservations dropped first), overall
+    and per volume type (volumes_<type>, ...)."""
     conn.execute(delete(volume_reservations).where(_r.created_at < utcnow() - timedelta(seconds=RESERVATION_TTL)))
     out = {"volumes": 0, "snapshots": 0, "gigabytes": 0}
-    for r in conn.execute(select(_r.volume_id, _r.gigabytes, _r.resource).where(_r.project_id == project_id)):
-        if r.volume_id not in listed_ids:
-            out["snapshots" if r.resource == "snapshot" else "volumes"] += 1
-            out["gigabytes"] += int(r.gigabytes)
+    rows = conn.execute(select(_r.volume_id, _r.gigabytes, _r.resource, _r.volume_type)
+                        .where(_r.project_id == project_id))
+    for r in rows:
+        if r.volume_id in listed_ids:
+            continue
+        count = "snapshots" if r.resource == "snapshot" else "volumes"
+        for suffix in ("", f"_{r.volume_type}") if r.volume_type else ("",):
+            out[count + suffix] = out.get(count + suffix, 0) + 1
+            out["gigabytes" + suffix] = out.get("gigabytes" + suffix, 0) + int(r.gigabytes)
     return out
 
 
 def reserve_volume(conn: Connection, project_id: str, volume_id: str, gigabytes: int, listed: Mapping[str, int],
-                   listed_ids: set[str], resource: str = "volume") -> None:
-    """Check a new volume (or, `resource` "snapshot", a snapshot) against the project's volumes (snapshots)
-    and gigabytes quotas and reserve it, in the caller's write unit of the API DB (API workers queue on
-    its write lock). `listed`: what the cells list for the project (read just before; gigabytes of volumes
-    and snapshots together, as Cinder counts them), `listed_ids` the volumes and snapshots they listed;
-    those reserved by creates the cells do not list yet count too, each once. 413 VolumeOverLimit when over."""
+                   listed_ids: set[str], resource: str = "volume", volume_type: str | None = None) -> None:
+    """Check a new volume (or, `resource` "snapshot", a snapshot) of `volume_type` against the project's
+    volumes (snapshots) and gigabytes quotas, overall and the type's own, and reserve it, in the caller's
+    write unit of the API DB (API workers queue on its write lock). `listed`: what the cells list for the
+    project (read just before; gigabytes of volumes and snapshots together, as Cinder counts them, and per
+    type: gigabytes_<type>, ...), `listed_ids` the volumes and snapshots they listed; those reserved by
+    creates the cells do not list yet count too, each once. 413 VolumeOverLimit when over."""
     pending = _pending(conn, project_id, listed_ids)
-    used = {k: listed.get(k, 0) + pending[k] for k in pending}
+    used = {k: listed.get(k, 0) + pending.get(k, 0) for k in {*listed, *pending}}
     count = "snapshots" if resource == "snapshot" else "volumes"
-    check_volumes(limits_of(conn, project_id), used, 1, gigabytes, count)
+    check_volumes(limits_of(conn, project_id), used, 1, gigabytes, count, volume_type)
     conn.execute(insert(volume_reservations).values(volume_id=volume_id, project_id=project_id,
-                                                    gigabytes=gigabytes, created_at=utcnow(), resource=resource))
+                                                    gigabytes=gigabytes, created_at=utcnow(), resource=resource,
+                                                    volume_type=volume_type))
 
 
 def release_volume(conn: Connection, volume_id: str) -> None:

@@ -54,7 +54,8 @@ directory that holds the file):
         roles: [compute]             # default [compute]; compute and/or volume (network: not supported yet)
         volume: {backend: file, format: raw, targets: [local, tgt, nbd], capacity_gb: 20,
                  port: 5800, iscsi_port: 3260, nbd_port: 10809}   # role volume only; ports default
-                                     # to these + the host's index; backend lvm takes volume_group
+                                     # to these + the host's index; backend lvm takes volume_group;
+                                     # backend_name: NAME (volume types' volume_backend_name; default the backend)
         virt: {uri: "test:///default", type: auto}   # type: auto | kvm | qemu
         rpc_port: 5610               # compute RPC port; default 5700 + index of the host in `hosts`
       node3:                         # via ssh: cellctl copies the host's slice of cluster.json and its own
@@ -117,7 +118,8 @@ DEFAULT_POSTGRES_PORT = 5432  # a managed PostgreSQL listens on a unix socket on
 DEFAULT_COMPUTE_PORT_BASE = 5700
 # volume hosts (issue 6): RPC, iSCSI portal and NBD server ports default to these + the host's index
 DEFAULT_VOLUME_PORT_BASE, DEFAULT_ISCSI_PORT_BASE, DEFAULT_NBD_PORT_BASE = 5800, 3260, 10809
-VOLUME_KEYS = ("port", "backend", "format", "volume_group", "capacity_gb", "targets", "iscsi_port", "nbd_port")
+VOLUME_KEYS = ("port", "backend", "format", "volume_group", "capacity_gb", "targets", "iscsi_port", "nbd_port",
+               "backend_name")
 IMAGE_BOUNDS = ("image_size_cap", "image_size_total", "image_store_min_free")  # api/image/bounds.py
 # ec2_credential_key seals the EC2 secrets in the API DB (api/identity/ec2creds.py)
 # alt_demo_password: the second project's user (multi-tenant checks, Tempest's alt credentials)
@@ -542,6 +544,8 @@ class _Parser:
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
             self.fail(f"{path}.volume.capacity_gb", f"expected a positive number of GiB, got {_got(cap)}")
         out.update(backend=backend, format=fmt, targets=list(targets), capacity_gb=cap)
+        if "backend_name" in v:  # what volume types' volume_backend_name match (default: the backend)
+            out["backend_name"] = self.name(v["backend_name"], f"{path}.volume.backend_name")
         if backend == "lvm":
             out["volume_group"] = self.name(v.get("volume_group", "cellcloud"), f"{path}.volume.volume_group")
         return out

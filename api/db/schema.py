@@ -186,6 +186,21 @@ volume_reservations = Table(
     Column("created_at", DateTime, nullable=False),
     # a0003 (issue 18): volume | snapshot (the id above is then the snapshot's)
     Column("resource", String(16), nullable=False, server_default="volume"),
+    # a0006 (issue 18): the volume type's name (per-type quotas: gigabytes_<type>, ...); None: the default
+    Column("volume_type", String(255), nullable=True),
+)
+
+# a0006 (issue 18): Cinder's volume types (global, made by admins; api/volume/types.py). Only the
+# volume_backend_name extra spec means something to this cloud (the volume hosts a type's volumes go to).
+volume_types = Table(
+    "volume_types", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("description", Text, nullable=True),
+    Column("is_public", Boolean, nullable=False),
+    Column("extra_specs", JSON, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
 )
 
 # --- image ------------------------------------------------------------------
@@ -342,7 +357,7 @@ LATEST = max(MIGRATIONS)
 # Alembic (api/db/migrations/versions), oldest first; the baseline is LATEST's schema. A change to a table
 # from now on is an Alembic revision plus the edit of its Table above (tests/unit/test_db_migrations.py).
 ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource",
-                     "a0004_flavor_description", "a0005_server_group_rules")
+                     "a0004_flavor_description", "a0005_server_group_rules", "a0006_volume_types")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 
@@ -395,7 +410,10 @@ async def create_schema(url: str) -> None:
                     break
                 LOG.info("API DB %s migrated to schema version %d", url, step)
             async with engine.begin() as conn:
-                # fresh: the steps' create_all built the head's tables (the migration test says so)
+                # fresh: the steps' create_all built the head's tables (the migration test says so), but for
+                # the tables added after them (volume_types), made here
+                if fresh:
+                    await conn.run_sync(lambda c: metadata.create_all(c, tables=[volume_types]))
                 revision = await conn.run_sync(_stamp, ALEMBIC_HEAD if fresh else ALEMBIC_BASELINE)
         async with engine.connect() as conn:
             await conn.run_sync(lambda c: versioning.check_current(c, revision, ALEMBIC_HEAD, ALEMBIC_REVISIONS,

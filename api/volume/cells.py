@@ -91,11 +91,18 @@ async def list_snapshots(router: CellRouter, ctx: RequestContext, filters: dict[
 
 async def project_usage(router: CellRouter, ctx: RequestContext, project: str) -> tuple[dict[str, int], set[str]]:
     """What the project holds in every cell (a cell that cannot answer fails the request): volumes,
-    snapshots and their gigabytes together (as Cinder counts them), and the ids listed."""
+    snapshots and their gigabytes together (as Cinder counts them), the same per volume type
+    (volumes_<type>, snapshots_<type>, gigabytes_<type>), and the ids listed."""
     volumes = await list_all(router, ctx, {"project_id": project}, strict=True)
     snapshots = await list_snapshots(router, ctx, {"project_id": project}, strict=True)
-    used = {"volumes": len(volumes), "snapshots": len(snapshots),
-            "gigabytes": sum(int(r["size"]) for r in (*volumes, *snapshots))}
+    used = {"volumes": 0, "snapshots": 0, "gigabytes": 0}
+    type_of = {str(v["id"]): v.get("volume_type") for v in volumes}
+    for count, records in (("volumes", volumes), ("snapshots", snapshots)):
+        for r in records:  # a snapshot counts against its volume's type
+            vtype = r.get("volume_type") if count == "volumes" else type_of.get(str(r["volume_id"]))
+            for suffix in ("", f"_{vtype}") if vtype else ("",):
+                used[count + suffix] = used.get(count + suffix, 0) + 1
+                used["gigabytes" + suffix] = used.get("gigabytes" + suffix, 0) + int(r["size"])
     return used, {str(r["id"]) for r in (*volumes, *snapshots)}
 
 

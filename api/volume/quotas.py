@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 
 from api import quota
+from api.db.schema import volume_types
 from api.http import context, json_body, parse_bool
-from api.keys import ENGINE
+from api.keys import DB, ENGINE
 from api.volume.volumes import usage
 from cells import errors
 from cells.context import RequestContext
@@ -30,9 +32,19 @@ def _target(request: web.Request, ctx: RequestContext) -> str:
     return target
 
 
+async def _type_names(request: web.Request) -> list[str]:
+    return list(await request.config_dict[DB].read(lambda conn: conn.execute(
+        select(volume_types.c.name).order_by(volume_types.c.name)).scalars().all()))
+
+
+async def _per_type(request: web.Request, limits: dict[str, int]) -> dict[str, int]:
+    """volumes_<type>, gigabytes_<type>, snapshots_<type> of every type (-1: not set, unlimited)."""
+    return {f"{r}_{t}": limits.get(f"{r}_{t}", -1) for t in await _type_names(request) for r in quota.VOLUME_PER_TYPE}
+
+
 async def _quota_set(request: web.Request, ctx: RequestContext, project: str, with_usage: bool) -> dict[str, Any]:
     limits = await quota.limits(request.config_dict[ENGINE], project)
-    values: dict[str, Any] = {**{r: limits[r] for r in SETTABLE}, **FIXED}
+    values: dict[str, Any] = {**{r: limits[r] for r in SETTABLE}, **FIXED, **await _per_type(request, limits)}
     if with_usage:
         used = await usage(request, ctx, project)
         values = {r: {"limit": v, "in_use": used.get(r, 0), "reserved": 0, "allocated": 0}
@@ -61,11 +73,13 @@ async def update(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("quota_set"), dict):
         raise errors.Invalid("Missing required element 'quota_set' in request body.")
     values: dict[str, int] = {}
+    per_type = set(await _per_type(request, {}))
     for resource, raw in body["quota_set"].items():
         if resource in ("tenant_id", "id"):
             continue
-        if resource not in SETTABLE:
-            raise errors.Invalid(f"Bad key(s) in quota set: {resource} (settable: {', '.join(SETTABLE)})")
+        if resource not in SETTABLE and resource not in per_type:
+            raise errors.Invalid(f"Bad key(s) in quota set: {resource} (settable: {', '.join(SETTABLE)}, and "
+                                 "volumes_, gigabytes_, snapshots_ of a volume type)")
         try:
             value = int(raw)
         except (TypeError, ValueError):
@@ -76,7 +90,8 @@ async def update(request: web.Request) -> web.Response:
     engine = request.config_dict[ENGINE]
     await quota.set_limits(engine, request.match_info["target"], values)
     limits = await quota.limits(engine, request.match_info["target"])
-    return web.json_response({"quota_set": {**{r: limits[r] for r in SETTABLE}, **FIXED}})
+    return web.json_response({"quota_set": {**{r: limits[r] for r in SETTABLE}, **FIXED,
+                                            **await _per_type(request, limits)}})
 
 
 async def reset(request: web.Request) -> web.Response:

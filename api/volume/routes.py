@@ -3,6 +3,7 @@
     GET  /volume, /volume/v3                       version documents (public)
     /volume/v3/{project_id}/volumes[/detail|/{id}] api/volume/volumes.py (+ /{id}/action: os-extend)
     /volume/v3/{project_id}/snapshots[/detail|/{id}] api/volume/snapshots.py
+    /volume/v3/{project_id}/types[/{id}[/extra_specs]] api/volume/types.py
     /volume/v3/{project_id}/limits, os-quota-sets  api/volume/quotas.py
 
 Microversions 3.0 to 3.60 (api/volume/microversions.py: negotiation, and what each changes here). The project in the URL must be the token's project
@@ -19,7 +20,7 @@ from aiohttp.typedefs import Handler
 from api.errors import compute_body, error_middleware
 from api.keys import CONTEXT, public_url
 from api.middleware import token_auth
-from api.volume import microversions, quotas, snapshots, volumes
+from api.volume import microversions, quotas, snapshots, types, volumes
 from cells import errors
 
 UPDATED = "2016-02-08T12:20:21Z"
@@ -67,5 +68,6 @@ def make_volume_app() -> web.Application:
         app.router.add_get(path, versions)
     volumes.add_routes(app)
     snapshots.add_routes(app)
+    types.add_routes(app)
     quotas.add_routes(app)
     return app

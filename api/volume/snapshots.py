@@ -104,7 +104,8 @@ async def create_snapshot(request: web.Request, ctx: RequestContext, project: st
     api, volume = await find_volume(request, ctx, spec["volume_id"])
     sid, size = str(uuidlib.uuid4()), int(volume["size"])
     listed, listed_ids = await cells.project_usage(router, ctx, project)
-    await db.write(lambda conn: quota.reserve_volume(conn, project, sid, size, listed, listed_ids, "snapshot"))
+    await db.write(lambda conn: quota.reserve_volume(conn, project, sid, size, listed, listed_ids, "snapshot",
+                                                     volume.get("volume_type")))
     snapshot = {"id": sid, "volume_id": volume["id"], "project_id": project, "user_id": ctx.user,
                 "name": spec.get("name"), "description": spec.get("description"), "metadata": spec["metadata"]}
     try:

@@ -32,9 +32,9 @@ from api import quota
 from api.http import context, is_uuid, json_body, parse_bool, query_int
 from api.keys import DB, ROUTER, public_url
 from api.timeutil import parse
-from api.volume import cells
+from api.volume import cells, types
 from api.volume.microversions import version_of
-from api.volume.views import DEFAULT_TYPE, volume_brief, volume_detail
+from api.volume.views import volume_brief, volume_detail
 from cells import errors
 from cells.conductor.flows.volumes import MAX_SIZE_GB
 from cells.context import RequestContext
@@ -120,11 +120,8 @@ def validate_create(body: Any) -> dict[str, Any]:
         raise errors.Invalid("Invalid input received: give one of snapshot_id and source_volid, not both")
     if ("size" not in item or item["size"] is None) and not sources:
         raise errors.Invalid("Invalid input received: a volume size is required")
-    vtype = _string(item.get("volume_type"), "volume_type")
-    if vtype not in (None, DEFAULT_TYPE):
-        raise errors.NotFound(f"Volume type with name {vtype} could not be found.")
     size = None if item.get("size") is None else validate_size(item["size"])
-    return {"size": size, **sources, **_names(item),
+    return {"size": size, **sources, **_names(item), "volume_type": _string(item.get("volume_type"), "volume_type"),
             "availability_zone": _string(item.get("availability_zone"), "availability_zone"),
             "metadata": validate_metadata(item.get("metadata"))}
 
@@ -226,13 +223,20 @@ async def create_volume(request: web.Request, ctx: RequestContext, project: str,
     if spec.get("snapshot_id") or spec.get("source_volid"):  # made beside its source, in its cell
         api, source = await _source(request, ctx, spec)
         spec = {**spec, "size": spec.get("size") or int(source["size"])}
+        if spec.get("volume_type") is None and spec.get("source_volid"):
+            spec["volume_type"] = source.get("volume_type")  # a copy keeps its source's type
     else:
         api = VolumeConductorAPI(cells.choose(router, spec["availability_zone"]))
+    vtype = await types.resolve(request, ctx, spec.get("volume_type"))
+    stored_type = None if vtype["id"] == types.DEFAULT_TYPE_ID else str(vtype["name"])
+    spec = {**spec, "volume_type": stored_type,
+            "volume_backend_name": (vtype.get("extra_specs") or {}).get(types.BACKEND_KEY)}
     volume = {"id": str(uuidlib.uuid4()), "project_id": project, "user_id": ctx.user, **spec}
     listed, listed_ids = await cells.project_usage(router, ctx, project)
     vid, size = str(volume["id"]), int(spec["size"])
     # checked and reserved in one API DB write unit: creates of every API worker queue on it (api/quota.py)
-    await db.write(lambda conn: quota.reserve_volume(conn, project, vid, size, listed, listed_ids))
+    await db.write(lambda conn: quota.reserve_volume(conn, project, vid, size, listed, listed_ids,
+                                                     volume_type=stored_type))
     try:
         return await api.volume_create(ctx, volume)
     except BaseException:

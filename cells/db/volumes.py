@@ -90,6 +90,8 @@ volumes = Table(
     # c0002 (issue 18): what the volume was made from (Cinder's snapshot_id / source_volid)
     Column("snapshot_id", String(36), nullable=True),
     Column("source_volid", String(36), nullable=True),
+    # c0004 (issue 18): the volume_backend_name its volume type asks for (None: any volume host)
+    Column("volume_backend_name", String(255), nullable=True),
     # the usual tenant listing: WHERE project_id=? AND deleted=? ORDER BY created_at
     Index("ix_volumes_project_deleted_created", "project_id", "deleted", "created_at"),
 )
@@ -136,6 +138,8 @@ volume_nodes = Table(
     Column("allocated_gb", Integer, nullable=False, default=0),
     Column("backend", String(32), nullable=False),
     Column("targets", JSON, nullable=False),  # export targets the host offers, preferred first
+    # c0004 (issue 18): the name a volume type's volume_backend_name matches (cluster.yaml backend_name)
+    Column("backend_name", String(255), nullable=True),
     Column("updated_at", TIME, nullable=False),
 )
 
@@ -273,12 +277,13 @@ def release_instance_volumes(conn: Connection, instance_uuid: str) -> list[str]:
 
 # --- volume hosts and their capacity --------------------------------------------------
 
-def upsert_node(conn: Connection, host: str, capacity_gb: int, backend: str, targets: Sequence[str]) -> None:
+def upsert_node(conn: Connection, host: str, capacity_gb: int, backend: str, targets: Sequence[str],
+                backend_name: str | None = None) -> None:
     """A volume host's report; allocation is recomputed from its live volumes and snapshots (self-healing)."""
     used = sum(int(r.size) for r in conn.execute(select(_v.size).where(_v.host == host, _v.deleted == false())))
     used += sum(int(r.size) for r in conn.execute(select(_sn.size).where(_sn.host == host, _sn.deleted == false())))
     values = {"capacity_gb": int(capacity_gb), "allocated_gb": used, "backend": backend,
-              "targets": list(targets), "updated_at": utcnow_iso()}
+              "targets": list(targets), "updated_at": utcnow_iso(), "backend_name": backend_name or backend}
     if conn.execute(update(volume_nodes).where(_n.host == host).values(**values)).rowcount == 0:
         conn.execute(insert(volume_nodes).values(host=host, **values))
 

@@ -7,6 +7,7 @@ Options (cluster.yaml `hosts.<name>.volume`, passed in ServiceSpec.options):
     volume_group: NAME             (lvm backend)
     capacity_gb: N                 (default: the size of the filesystem / volume group)
     targets: [local, tgt, nbd]     (preferred first; local only serves this host's computes)
+    backend_name: NAME             (what a volume type's volume_backend_name matches; default the backend)
     iscsi_port / nbd_port: N       (fixed ports of the tgt/lio portal and the NBD server)
 
 Start-up: the backend and every configured target are checked (a host that
@@ -94,6 +95,7 @@ class VolumeManager:
         self.targets = targets if targets is not None else make_targets(opts, spec.host, address,
                                                                         os.path.join(base, "run"))
         self.report_interval = float(opts.get("report_interval", REPORT_INTERVAL))
+        self.backend_name = str(opts.get("backend_name") or self.backend.name)
         self._conductor: VolumeConductorAPI | None = None
         self._locks = KeyedLocks()
         self._started: list[Target] = []
@@ -197,7 +199,7 @@ class VolumeManager:
 
     async def volume_stats(self, ctx: RequestContext) -> dict[str, Any]:
         return {"capacity_gb": await self.backend.capacity_gb(), "backend": self.backend.name,
-                "targets": list(self.targets)}
+                "targets": list(self.targets), "backend_name": self.backend_name}
 
     async def create_volume(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:
         """An empty volume, or a copy of the snapshot (`snapshot_id`) or volume (`source_volid`) it names,

@@ -2,8 +2,8 @@
 with the unmodified `openstack` CLI: a snapshot of a volume, a volume made from the snapshot and one
 made from the volume (the bytes written before the snapshot are in both, checked in the volume host's
 files: this hypervisor runs no guest), a volume with a snapshot refused deletion until --purge,
-extend, the snapshots quota (413). (The CLI refuses a shrink itself; the API's 400 for one is
-tests/unit/test_volume_snapshots.py's.)"""
+extend, the snapshots quota (413); volume types steering to a volume host by volume_backend_name.
+(The CLI refuses a shrink itself; the API's 400 for one is tests/unit/test_volume_snapshots.py's.)"""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -91,3 +91,21 @@ def test_snapshots_copies_extend_and_quota_with_the_cli(cluster: RunningCluster)
         cluster.ok("volume", "delete", name)
     wait_for("every volume gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
     assert list(files(cluster).iterdir()) == []
+
+
+def test_volume_types_steer_to_a_matching_backend_with_the_cli(cluster: RunningCluster) -> None:
+    """node1's volume worker answers to backend_name "file" (its backend): a type asking for it places its
+    volumes there; a type asking for a backend no host has leaves its volume in error."""
+    vol = ("volume",)
+    cluster.ok("volume", "type", "create", "--property", "volume_backend_name=file", "plain", who="admin")
+    cluster.ok("volume", "type", "create", "--property", "volume_backend_name=nvme", "fast", who="admin")
+    assert {"plain", "fast"} <= {t["Name"] for t in cluster.ok("volume", "type", "list", "-f", "json")}
+    cluster.ok("volume", "create", "--type", "plain", "--size", "1", "typed", "-f", "json")
+    assert wait_status(cluster, vol, "typed", "available")["type"] == "plain"
+    cluster.ok("volume", "create", "--type", "fast", "--size", "1", "nowhere", "-f", "json")
+    assert wait_status(cluster, vol, "nowhere", "error")["type"] == "fast"
+    assert "in-use" in refused(cluster, "volume", "type", "delete", "plain", who="admin")
+    for name in ("typed", "nowhere"):
+        cluster.ok("volume", "delete", name)
+    wait_for("typed volumes gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
+    cluster.ok("volume", "type", "delete", "plain", "fast", who="admin")

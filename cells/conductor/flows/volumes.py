@@ -123,7 +123,8 @@ def validate_create(volume: Any, now: str) -> dict[str, Any]:
             or "nova", "volume_type": _text(volume.get("volume_type"), "volume_type"),
             "metadata": validate_metadata(volume.get("metadata")), "bootable": False, "error": None,
             "created_at": now, "updated_at": now, "deleted": False, "deleted_at": None,
-            "snapshot_id": sources.get("snapshot_id"), "source_volid": sources.get("source_volid")}
+            "snapshot_id": sources.get("snapshot_id"), "source_volid": sources.get("source_volid"),
+            "volume_backend_name": _text(volume.get("volume_backend_name"), "volume_backend_name")}
 
 
 def next_device(used: list[str]) -> str:
@@ -204,13 +205,17 @@ def _place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[
     if vol is None:
         return None
     only = source_host(conn, vol) if (vol.snapshot_id or vol.source_volid) else None
-    candidates = sorted((n for n in vdb.nodes(conn) if n.host in live and (only is None or n.host == only)),
+    wanted = vol.volume_backend_name  # its type's volume_backend_name: only hosts of that backend
+    candidates = sorted((n for n in vdb.nodes(conn) if n.host in live and (only is None or n.host == only)
+                         and (wanted is None or (n.backend_name or n.backend) == wanted)),
                         key=lambda n: n.capacity_gb - n.allocated_gb, reverse=True)
     for node in candidates:  # most free space first; each try is an atomic conditional UPDATE
         if vdb.try_allocate(conn, node.host, size):
             vdb.update_volume(conn, volume_id, {"host": node.host})
             return dict(vdb.get_row(conn, volume_id)._mapping)  # type: ignore[union-attr]
     reason = NO_HOST.format(size=size) if only is None else NO_SOURCE_ROOM.format(host=only, size=size)
+    if wanted is not None:
+        reason += f" (the volume type asks for volume_backend_name {wanted!r})"
     vdb.transition(conn, volume_id, [S.CREATING], {"status": S.ERROR, "error": reason})
     return None
 
@@ -593,7 +598,8 @@ async def attachments_for(env: FlowEnv, ctx: RequestContext, instance_uuids: lis
 async def node_update(env: FlowEnv, ctx: RequestContext, host: str, stats: Mapping[str, Any]) -> None:
     await env.db.write(lambda conn: vdb.upsert_node(conn, host, int(stats.get("capacity_gb") or 0),
                                                     str(stats.get("backend") or "file"),
-                                                    list(stats.get("targets") or [])))
+                                                    list(stats.get("targets") or []),
+                                                    _text(stats.get("backend_name"), "backend_name")))
 
 
 async def volumes_on_host(env: FlowEnv, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
