@@ -34,6 +34,17 @@ locks alone: a claim is one conditional UPDATE, a volume attach one conditional
 UPDATE, IPAM inserts are conditional INSERTs on a unique key (ON CONFLICT DO
 NOTHING), a server group's claims lock its row first.
 
+Round trips are what a PostgreSQL unit pays for (each one a wake-up of the server
+process and of the DB thread on a busy machine; the write lock's holder is idle
+in transaction meanwhile), so the DB threads spend none that change nothing:
+a read unit runs in autocommit, without BEGIN and COMMIT (under READ COMMITTED
+each statement of a transaction takes its own snapshot anyway, so a read-only
+transaction gave its statements nothing more), and group commit leaves its
+savepoints to the COMMIT instead of releasing each (cells/db/group_commit.py).
+Counted with log_statement=all over 20 concurrent boots (their status polls
+included): the cell DB went from 72 to 54 statements per boot, the API DB from
+33 to 20.
+
 Writers of one SQLite file queue on an flock of `<db>-wlock` before BEGIN
 IMMEDIATE: SQLite's own busy handler sleeps 1, 2, 5, 10, 25... ms between
 tries, so with the conductor, scheduler and network controller of a cell all
@@ -224,6 +235,9 @@ class Database:
             else:
                 self._sync = make_sync_postgresql_engine(plain)
             self._sync_writer = self._sync.execution_options(**{WRITE_OPTION: True})
+            # PostgreSQL reads: no BEGIN/COMMIT round trips (see module doc); SQLite reads keep their snapshot
+            self._sync_reader = self._sync if self.sqlite else self._sync.execution_options(
+                isolation_level="AUTOCOMMIT")
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="celldb-write")
             self._writer = GroupWriter(self._sync_writer, self._write_lock, self._write_thread,
                                        self.settings.lock_timeout, os.path.basename(self._path))
@@ -261,7 +275,7 @@ class Database:
         if self._sync is None:
             return await self._run_async(fn)
         return await asyncio.get_running_loop().run_in_executor(
-            self._read_threads, functools.partial(_run_sync, self._sync, fn))
+            self._read_threads, functools.partial(_run_sync, self._sync_reader, fn))
 
     async def _run_async(self, fn: UnitOfWork[T]) -> T:
         assert self._async is not None

@@ -15,7 +15,11 @@ runs without a savepoint, exactly as before. A caller cancelled before its unit
 started skips it; one already running commits or rolls back on its own.
 
 On PostgreSQL the write lock is an advisory lock taken as the transaction begins
-(cells/db/engine.py) and the same batching applies, savepoints included.
+(cells/db/engine.py) and the same batching applies, savepoints included, save that a
+unit's savepoint is never released: the COMMIT ends them all, and a ROLLBACK TO goes
+back to the newest savepoint of that name (PostgreSQL keeps the older ones), so the
+RELEASE was a round trip per unit under the write lock that changed nothing. A batch
+nests at most MAX_BATCH of them, below the 64 subtransactions a session caches.
 
 The wait for the writer lock is bounded (`lock_timeout`, cluster.yaml db_settings): a
 blocking flock cannot time out, so when the lock is taken the wait runs on a helper
@@ -108,16 +112,19 @@ class GroupWriter:
                     # sqlite3's and psycopg's connections run plain SQL in the open transaction themselves
                     raw: Any = driver if isinstance(driver, (sqlite3.Connection, psycopg_connection_type())) \
                         else _DriverSQL(conn)  # another driver: through SQLAlchemy's cursor
+                    release = conn.dialect.name == "sqlite"  # PostgreSQL: the COMMIT ends them (module doc)
                     for unit in batch:
                         raw.execute("SAVEPOINT cc_unit")
                         try:
                             value = unit.fn(conn)
                         except BaseException as exc:  # noqa: BLE001 - it fails alone, and its caller gets it
                             raw.execute("ROLLBACK TO cc_unit")
-                            raw.execute("RELEASE cc_unit")
+                            if release:
+                                raw.execute("RELEASE cc_unit")
                             done.append((unit, False, exc))
                         else:
-                            raw.execute("RELEASE cc_unit")
+                            if release:
+                                raw.execute("RELEASE cc_unit")
                             done.append((unit, True, value))
         except BaseException as exc:  # noqa: BLE001 - nothing of the transaction was committed
             done = [(unit, False, exc) for unit in batch]

@@ -154,3 +154,21 @@ async def test_asyncpg_and_plain_postgresql_urls_run_on_psycopg(postgres_server:
         await engine.dispose()
     state = await asyncio.to_thread(migrate.read_state, given, "cell")
     assert state.state == "current"
+
+
+async def test_postgresql_reads_run_without_a_transaction_and_writes_within_one(db_url: str) -> None:
+    """On PostgreSQL a read unit's statements are each their own transaction (no BEGIN/COMMIT round trips:
+    under READ COMMITTED a read-only transaction gave them nothing), while a write unit is one transaction:
+    now() stays at its start there. SQLite reads keep their one snapshot."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite reads are one transaction (one snapshot), by design")
+    db = Database(db_url)
+
+    def later_statement_sees_its_own_start(conn: Connection) -> bool:
+        conn.execute(text("SELECT pg_sleep(0.02)"))
+        return bool(conn.execute(text("SELECT now() = statement_timestamp()")).scalar())
+    try:
+        assert await db.read(later_statement_sees_its_own_start) is True
+        assert await db.write(later_statement_sees_its_own_start) is False
+    finally:
+        await db.close()

@@ -1,4 +1,5 @@
-"""cells/db/fast.py: a statement run on the sqlite3 driver gives what SQLAlchemy gives."""
+"""cells/db/fast.py: a statement run on the sqlite3 driver, or on psycopg against PostgreSQL, gives what
+SQLAlchemy gives."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
+    Float,
     Integer,
     MetaData,
     String,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     delete,
+    func,
     insert,
     select,
     text,
@@ -25,7 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from cells.db.fast import Fast
+from cells.db.engine import driver_url
+from cells.db.fast import Fast, FastRow
 
 meta = MetaData()
 things = Table(
@@ -34,6 +38,7 @@ things = Table(
     Column("size", Integer, nullable=False, default=7),
     Column("on", Boolean, nullable=False, default=False),
     Column("doc", JSON, nullable=True),
+    Column("ratio", Float, nullable=False, default=1.5),
 )
 SELECT_ONE = select(things).where(things.c.id == bindparam("b_id"))
 SELECT_MANY = select(things).where(things.c.id.in_(bindparam("b_ids", expanding=True))).order_by(things.c.id)
@@ -42,8 +47,9 @@ DELETE_ONE = delete(things).where(things.c.id == bindparam("b_id")).returning(th
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> Iterator[Connection]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'fast.db'}")
+def conn(db_url: str) -> Iterator[Connection]:
+    """A transaction on the sync driver the DB threads use: sqlite3, or psycopg on PostgreSQL."""
+    engine = create_engine(driver_url(db_url.replace("sqlite+aiosqlite:", "sqlite:")))
     meta.create_all(engine)
     with engine.begin() as c:
         yield c
@@ -51,8 +57,10 @@ def conn(tmp_path: Path) -> Iterator[Connection]:
 
 
 def _stored(conn: Connection) -> list[tuple[Any, ...]]:
-    """The raw column values, as SQLite holds them."""
-    return [tuple(r) for r in conn.execute(text("SELECT id, size, \"on\", doc FROM things ORDER BY id"))]
+    """The raw column values, as the database holds them (booleans as 0/1, JSON as its text)."""
+    cast = "::int" if conn.dialect.name == "postgresql" else ""
+    doc = "::text" if conn.dialect.name == "postgresql" else ""
+    return [tuple(r) for r in conn.execute(text(f"SELECT id, size, \"on\"{cast}, doc{doc} FROM things ORDER BY id"))]
 
 
 def test_insert_fills_column_defaults_and_stores_what_sqlalchemy_stores(conn: Connection) -> None:
@@ -69,10 +77,11 @@ def test_rows_read_like_sqlalchemy_rows(conn: Connection) -> None:
     slow = conn.execute(SELECT_ONE, {"b_id": "a"}).first()
     fast = Fast(SELECT_ONE).first(conn, {"b_id": "a"})
     assert slow is not None and fast is not None
-    assert tuple(fast) == tuple(slow) == ("a", 3, True, {"x": "y"})
+    assert tuple(fast) == tuple(slow) == ("a", 3, True, {"x": "y"}, 1.5)
     assert (fast.id, fast.size, fast.on, fast.doc) == (slow.id, slow.size, slow.on, slow.doc)
     assert fast._mapping == dict(slow._mapping)
     assert fast.on is True  # Boolean converted back, JSON parsed
+    assert isinstance(fast, FastRow)  # the driver ran it, not SQLAlchemy
     with pytest.raises(AttributeError):
         _ = fast.nope
     assert Fast(SELECT_ONE).first(conn, {"b_id": "missing"}) is None
@@ -117,3 +126,19 @@ async def test_other_drivers_go_through_sqlalchemy(tmp_path: Path) -> None:
     assert changed == 1
     assert row is not None and type(row).__module__.startswith("sqlalchemy")
     assert (row.id, row.size, row.on, row.doc) == ("a", 9, False, [1])
+
+
+def test_numbers_and_aggregates_convert_as_sqlalchemy_converts(conn: Connection) -> None:
+    """A float column, a SUM and a COALESCE of SUMs (PostgreSQL sends numeric for a bigint SUM) come back
+    with SQLAlchemy's values and Python types; on PostgreSQL their conversion depends on the type the
+    server sent, which the driver path reads from the result."""
+    conn.execute(insert(things), [{"id": "a", "size": 2, "ratio": 0.25}, {"id": "b", "size": 5, "ratio": 1.5}])
+    stmt = select(func.sum(things.c.ratio), func.coalesce(func.sum(things.c.size), 0), func.count(),
+                  func.max(things.c.ratio)).where(things.c.id != bindparam("b_not"))
+    slow = conn.execute(stmt, {"b_not": "x"}).one()
+    fast = Fast(stmt).first(conn, {"b_not": "x"})
+    assert fast is not None and isinstance(fast, FastRow)
+    assert tuple(fast) == tuple(slow) == (1.75, 7, 2, 1.5)
+    assert [type(v) for v in fast] == [type(v) for v in slow]
+    none = Fast(stmt).first(conn, {"b_not": "x"})  # the conversions made at the first result serve the next
+    assert none is not None and tuple(none) == tuple(slow)
