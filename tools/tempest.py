@@ -5,8 +5,8 @@ fresh cluster of real processes.
     python -m tools.tempest --quick          QUICK: a handful of stable tests (make test runs them)
     python -m tools.tempest --regex R        any selection; --keep DIR keeps the workspace there
 
-It starts a cluster (tools/devcluster.py: one cell, a compute and volume host on libvirt's test
-hypervisor), writes tempest.conf from it (pre-provisioned credentials: this Keystone has no user or
+It starts a cluster (tools/devcluster.py: one cell, two compute hosts on libvirt's test hypervisor so
+resize and migrate have somewhere to go, the first a volume host too), writes tempest.conf from it (pre-provisioned credentials: this Keystone has no user or
 project writes for Tempest's dynamic ones, so the bootstrap's admin, demo and alt_demo, plus a reader
 in each of those projects and more project pairs for parallel workers, added to the cluster's API DB;
 a feature flag true only for what this cloud serves, FEATURES), runs stestr, prints the passed /
@@ -35,6 +35,7 @@ import yaml
 from api import bootstrap
 from api.bootstrap import UserSpec
 from api.compute.microversions import MAX_VERSION, MIN_VERSION
+from api.volume import microversions as volume_versions
 from cells.config import ClusterConfig
 from tools.devcluster import RunningCluster, running_cluster, without_cloud_variables
 
@@ -107,14 +108,23 @@ def projects(workers: int) -> list[str]:
     return ["demo", "alt_demo", *(f"tempest{i}" for i in range(max(0, workers - 1)))]
 
 
+def admins(workers: int) -> list[str]:
+    """The admin users of a run: the bootstrap's, and one more per extra worker (each admin test class holds one)."""
+    return ["admin", *(f"tempest_admin{i}" for i in range(max(0, workers - 1)))]
+
+
 def extra_users(workers: int) -> tuple[list[UserSpec], dict[str, str]]:
-    """The users a run adds to the bootstrap's: a reader in each project, a member in each extra one."""
+    """The users a run adds to the bootstrap's: a reader in each project, a member in each extra one,
+    the extra admins (of the admin project)."""
     specs, passwords = [], {}
     for project in projects(workers):
         roles = [("reader", f"{project}_reader")] + ([] if project in ("demo", "alt_demo") else [("member", project)])
         for role, user in roles:
             specs.append(UserSpec(user, f"{user}_password", ((project, role),)))
             passwords[f"{user}_password"] = secrets.token_urlsafe(18)
+    for user in admins(workers)[1:]:
+        specs.append(UserSpec(user, f"{user}_password", (("admin", "admin"),)))
+        passwords[f"{user}_password"] = secrets.token_urlsafe(18)
     return specs, passwords
 
 
@@ -126,8 +136,9 @@ def accounts(cluster_secrets: Mapping[str, str], passwords: Mapping[str, str], w
         for user, role in ((project, "member"), (f"{project}_reader", "reader")):
             out.append({"username": user, "project_name": project, "password": every[f"{user}_password"],
                         "domain_name": "Default", "roles": [role]})
-    out.append({"username": "admin", "project_name": "admin", "password": cluster_secrets["admin_password"],
-                "domain_name": "Default", "roles": ["admin"], "types": ["admin"]})
+    for user in admins(workers):
+        out.append({"username": user, "project_name": "admin", "password": every[f"{user}_password"],
+                    "domain_name": "Default", "roles": ["admin"], "types": ["admin"]})
     return out
 
 
@@ -148,7 +159,8 @@ def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str]) ->
                     "build_timeout": 120, "build_interval": 1, "region": region, "endpoint_type": "publicURL"},
         "image": {"region": region, "endpoint_type": "publicURL", "build_timeout": 120},
         "volume": {"region": region, "endpoint_type": "publicURL", "catalog_type": "block-storage",
-                   "build_timeout": 120, "volume_size": 1, "min_microversion": "3.0", "max_microversion": "3.0"},
+                   "build_timeout": 120, "volume_size": 1, "min_microversion": volume_versions.fmt(volume_versions.MIN_VERSION),
+                   "max_microversion": volume_versions.fmt(volume_versions.MAX_VERSION)},
         "network": {"region": region, "endpoint_type": "publicURL", "build_timeout": 120,
                     "shared_physical_network": False},
         **FEATURES,
@@ -198,7 +210,8 @@ def run(regex: str, workspace: Path, concurrency: int = 2, name: str | None = No
     """Start a cluster under `workspace`, run the Tempest tests matching `regex` against it, stop it."""
     workspace.mkdir(parents=True, exist_ok=True)
     (workspace / "locks").mkdir(exist_ok=True)
-    with running_cluster(workspace / "cluster", volumes=True, name=name or f"tempest{os.getpid()}") as cluster:
+    with running_cluster(workspace / "cluster", hosts=2, volumes=True,
+                         name=name or f"tempest{os.getpid()}") as cluster:
         images = _image_ids(cluster)
         specs, passwords = extra_users(concurrency)
         asyncio.run(bootstrap.ensure_users(ClusterConfig.load(cluster.state / "cluster.json"), specs, passwords))

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
-from api.compute import mappings, move_actions, security_groups, service
+from api.compute import keypairs, mappings, move_actions, security_groups, service
 from api.compute.microversions import Microversion
 from api.compute.schemas import DESCRIPTION, NAME, SERVER_CREATE, hostname_schema
 from api.compute.server_create import server_admin_pass
@@ -59,13 +59,17 @@ REBUILD = {"type": "object", "required": ["imageRef"], "additionalProperties": F
 
 @functools.cache
 def rebuild_schema(version: Microversion) -> dict[str, Any]:
-    """Nova's rebuild body at `version`: 2.19 description, 2.57 no personality, 2.90 hostname."""
+    """Nova's rebuild body at `version`: 2.19 description, 2.54 key_name (null: none), 2.57 user_data
+    (null: none) and no personality, 2.90 hostname."""
     schema: dict[str, Any] = copy.deepcopy(REBUILD)
     props: dict[str, Any] = schema["properties"]
     if version >= (2, 19):
         props["description"] = DESCRIPTION
+    if version >= (2, 54):
+        props["key_name"] = {"oneOf": [NAME, {"type": "null"}]}
     if version >= (2, 57):
         del props["personality"]
+        props["user_data"] = {"oneOf": [_SERVER["user_data"], {"type": "null"}]}
     if version >= (2, 90):
         props["hostname"] = hostname_schema(version)
     return schema
@@ -114,6 +118,16 @@ async def _rebuild_args(cc: service.ComputeContext, ctx: RequestContext, project
         args["name"] = spec["name"]
     if "metadata" in spec:
         args["metadata"] = dict(spec["metadata"])
+    if "key_name" in spec:  # 2.54: the caller's key pair (400 for one it does not have), or none
+        args["key_name"] = args["key_data"] = None
+        if spec["key_name"] is not None:
+            try:
+                pair = await keypairs.get(cc.engine, str(ctx.user), spec["key_name"])
+            except keypairs.KeypairNotFound:
+                raise errors.Invalid("Invalid key_name provided.") from None
+            args["key_name"], args["key_data"] = pair.name, pair.public_key.strip()
+    if "user_data" in spec:  # 2.57
+        args["user_data"] = spec["user_data"]
     return args
 
 

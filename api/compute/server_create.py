@@ -45,6 +45,12 @@ _CHECKED = {"name": "name", "key_name": "key_name", "availability_zone": "availa
             "user_data": "user_data", "access_ipv4": "accessIPv4", "access_ipv6": "accessIPv6"}
 
 
+def reservation_id() -> str:
+    """Nova's reservation id: one per boot request, shared by the servers it made (2.3's view,
+    return_reservation_id's answer)."""
+    return "r-" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
 @dataclass(frozen=True)
 class BootRequest:
     """What a boot asks for, whichever API it came through (Nova's create body, EC2's RunInstances).
@@ -69,6 +75,7 @@ class BootRequest:
     description: str | None = None  # 2.19
     hostname: str | None = None  # 2.90 (None: from the name)
     trusted_image_certificates: list[str] | None = None  # 2.63: this cloud verifies no image signatures
+    reservation_id: str = field(default_factory=reservation_id)
 
     def __post_init__(self) -> None:
         for name, schema_field in _CHECKED.items():
@@ -123,11 +130,6 @@ class BuildSpec:
     limits: dict[str, int] = field(default_factory=dict)  # the project's quotas as validation read them
     group: server_groups.ServerGroup | None = None  # the `group` hint's server group
     attributes: mappings.ServerAttributes = mappings.NO_ATTRIBUTES  # what the views show (2.3 ...)
-
-
-def reservation_id() -> str:
-    """Nova's reservation id: one per boot request, shared by the servers it made (2.3)."""
-    return "r-" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
 def _count(value: Any, default: int) -> int:
@@ -225,7 +227,7 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
                      user_data=boot.user_data,
                      access_ipv4=boot.access_ipv4, access_ipv6=boot.access_ipv6, hints=hints,
                      min_count=min_count, networking=networking, limits=limits, group=group,
-                     attributes=mappings.ServerAttributes(reservation_id(), boot.description, boot.hostname,
+                     attributes=mappings.ServerAttributes(boot.reservation_id, boot.description, boot.hostname,
                                                           boot.availability_zone))
 
 

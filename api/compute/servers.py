@@ -36,7 +36,10 @@ async def create(request: web.Request) -> web.Response:
     ctx = context(request)
     body = await json_body(request)
     cc = service.ComputeContext.of(request)
-    uuids = await service.create(cc, ctx, BootRequest.from_nova(body, cc.version))
+    boot = BootRequest.from_nova(body, cc.version)
+    uuids = await service.create(cc, ctx, boot)
+    if parse_bool(str(body["server"].get("return_reservation_id", False))):  # Nova: the reservation, not a server
+        return web.json_response({"reservation_id": boot.reservation_id}, status=202)
     admin_pass = server_admin_pass(body["server"])
     base = public_url(request)
     return web.json_response(server_created(base, uuids[0], admin_pass, body["server"].get("security_groups")),

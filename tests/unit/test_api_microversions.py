@@ -224,3 +224,40 @@ async def test_server_groups_by_version(cloud: Cloud) -> None:
                                                         "max_per_host": 2}
     member = (await resp.json())["server"]["id"]
     assert (await show(cloud, cloud.demo, member, "2.71"))["server_groups"] == [ruled["id"]]
+
+
+async def test_return_reservation_id_answers_the_reservation(cloud: Cloud) -> None:
+    body = {"server": {"name": "many", "flavorRef": "1", "imageRef": cloud.image_id, "min_count": 2,
+                       "return_reservation_id": True}}
+    resp = await cloud.client.post("/compute/v2.1/servers", json=body, headers=cloud.demo)
+    assert resp.status == 202, await resp.text()
+    reservation = (await resp.json())["reservation_id"]
+    listed = (await (await cloud.client.get("/compute/v2.1/servers/detail?all_tenants=1",
+                                            headers=at(cloud.admin, "2.3"))).json())["servers"]
+    assert [s["OS-EXT-SRV-ATTR:reservation_id"] for s in listed] == [reservation] * 2
+
+
+def test_rebuild_bodies_by_version() -> None:
+    from api.compute.server_actions import rebuild_schema
+    from api.validation import validate
+    from cells import errors
+    from cells.conductor.flows.actions import validate_args
+    image = {"imageRef": "6a1c8972-3692-4763-b38f-b27537a04427"}
+    for version, extra, ok in (((2, 53), {"key_name": "k"}, False), ((2, 54), {"key_name": "k"}, True),
+                               ((2, 54), {"key_name": None}, True), ((2, 56), {"user_data": "aGk="}, False),
+                               ((2, 57), {"user_data": "aGk="}, True), ((2, 57), {"personality": []}, False),
+                               ((2, 18), {"description": "d"}, False), ((2, 19), {"description": "d"}, True)):
+        try:
+            validate(rebuild_schema(version), {**image, **extra}, "rebuild")
+            assert ok, (version, extra)
+        except errors.Invalid:
+            assert not ok, (version, extra)
+    # the cell takes the new key pair and user data with the image
+    args = validate_args("rebuild", {"image": {"id": "i"}, "key_name": "k", "key_data": "ssh-ed25519 AAAA",
+                                     "user_data": None})
+    assert (args["key_name"], args["key_data"], args["user_data"]) == ("k", "ssh-ed25519 AAAA", None)
+    try:
+        validate_args("rebuild", {"image": {"id": "i"}, "key_name": "k", "key_data": None})
+        raise AssertionError("a key name without its key must be refused")
+    except errors.Invalid:
+        pass

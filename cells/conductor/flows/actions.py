@@ -58,6 +58,16 @@ def validate_args(action: str, args: Any) -> dict[str, Any]:
         if not isinstance(args["metadata"], dict):
             raise errors.Invalid(reason="metadata must be a map")
         out["metadata"] = dict(args["metadata"])
+    # Nova 2.54: a new key pair (key_name with its public key, or both None to drop it); 2.57: new user data
+    if "key_name" in args:
+        if not all(args.get(k) is None or isinstance(args[k], str) for k in ("key_name", "key_data")) \
+                or (args.get("key_name") is None) != (args.get("key_data") is None):
+            raise errors.Invalid(reason="key_name and key_data must be strings given together, or both null")
+        out["key_name"], out["key_data"] = args.get("key_name"), args.get("key_data")
+    if "user_data" in args:
+        if args["user_data"] is not None and not isinstance(args["user_data"], str):
+            raise errors.Invalid(reason="user_data must be base64 text or null")
+        out["user_data"] = args["user_data"]
     return out
 
 
@@ -97,7 +107,8 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
     now = utcnow_iso()
     values: dict[str, Any] = {"task_state": state.task_state, "updated_at": now}
     if action == "rebuild":
-        values.update(image=args["image"], **{k: args[k] for k in ("name", "metadata") if k in args})
+        values.update(image=args["image"], **{k: args[k] for k in ("name", "metadata", "key_name", "key_data",
+                                                                   "user_data") if k in args})
     if action.startswith("reboot") and row.task_state is not None:
         pass  # a hard reboot taking over a soft one joins its action record
     else:
