@@ -31,9 +31,10 @@ from api.identity.tokens import TokenService
 from api.image import leases
 from api.image.handlers import make_image_app
 from api.image.store import ImageStore
-from api.keys import CLUSTER, DB, ENGINE, ROUTER, STORE, TOKENS
+from api.keys import CLUSTER, DB, ENGINE, POLICY, ROUTER, STORE, TOKENS
 from api.middleware import request_id
 from api.network.routes import make_network_app
+from api.policy.enforce import Policy
 from api.volume.routes import make_volume_app
 from cells.config import ClusterConfig, ServiceSpec
 from cells.service import process_keys
@@ -48,6 +49,7 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
     app = web.Application(middlewares=[request_id], client_max_size=MAX_BODY)
     app[CLUSTER] = cluster
     app[STORE] = ImageStore(cluster.api.image_dir)
+    app[POLICY] = Policy(cluster.state_dir)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         engine = make_engine(cluster.api.db)

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from api.errors import MalformedBody, RequestTooLarge
-from api.keys import CONTEXT
+from api.keys import CONTEXT, POLICY
 from cells import errors
 from cells.context import RequestContext
 
@@ -40,6 +40,19 @@ def context(request: web.Request) -> RequestContext:
         return request[CONTEXT]
     except KeyError:
         raise RuntimeError(f"{request.path} reached a handler without the token middleware") from None
+
+
+def authorize(request: web.Request, rule: str, target: dict[str, Any] | None = None) -> RequestContext:
+    """The caller's context if the policy rule `rule` allows it on `target` (defaults: the caller's
+    own project and user); 403 in the service's words otherwise."""
+    ctx = context(request)
+    request.config_dict[POLICY].authorize(rule, ctx, target)
+    return ctx
+
+
+def allowed(request: web.Request, rule: str, target: dict[str, Any] | None = None) -> bool:
+    """Whether the policy rule `rule` allows the caller on `target` (for what a view shows)."""
+    return request.config_dict[POLICY].check(rule, context(request), target)
 
 
 def query_int(query: Any, name: str, default: int | None = None, message: str | None = None) -> int | None:

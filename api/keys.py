@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from api.cell_router import CellRouter
     from api.identity.tokens import TokenService
     from api.image.store import ImageStore
+    from api.policy.enforce import Policy
 
 CLUSTER = web.AppKey("cluster", ClusterConfig)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -25,6 +26,7 @@ DB = web.AppKey("db", Database)  # the same API DB, one thread hop per unit of w
 TOKENS: web.AppKey[TokenService] = web.AppKey("tokens")
 ROUTER: web.AppKey[CellRouter] = web.AppKey("cell_router")
 STORE: web.AppKey[ImageStore] = web.AppKey("image_store")
+POLICY: web.AppKey[Policy] = web.AppKey("policy")  # the rules, with <state>/policy.yaml's overrides (api/policy)
 
 REQUEST_ID = web.RequestKey("request_id", str)  # "req-<uuid>"
 CONTEXT = web.RequestKey("context", RequestContext)  # the caller's, set by the token middleware

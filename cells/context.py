@@ -25,13 +25,17 @@ class RequestContext:
     user: str | None = None
     roles: tuple[str, ...] = ()
     deadline: float | None = None  # absolute time.time(); None = caller's timeout decides
+    # the admin role makes a cloud administrator only from the admin project or system scope (api/policy):
+    # a token scoped to any other project says False, so "admin" there is that project's admin only
+    is_admin_project: bool = True
+    system_scope: bool = False
     # who sent it, from its CURVE key (set by the RPC server, never from the wire): None in-process,
     # in plaintext dev mode, and for requests this process makes
     principal: Principal | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:
-        return "admin" in self.roles
+        return "admin" in self.roles and (self.is_admin_project or self.system_scope)
 
     @property
     def is_image_reader_only(self) -> bool:
@@ -50,12 +54,15 @@ class RequestContext:
 
     def to_wire(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "project": self.project, "user": self.user,
-                "roles": list(self.roles), "deadline": self.deadline}
+                "roles": list(self.roles), "deadline": self.deadline, "is_admin_project": self.is_admin_project,
+                "system_scope": self.system_scope}
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> RequestContext:
         return cls(request_id=d.get("request_id") or new_request_id(), project=d.get("project"),
-                   user=d.get("user"), roles=tuple(d.get("roles") or ()), deadline=d.get("deadline"))
+                   user=d.get("user"), roles=tuple(d.get("roles") or ()), deadline=d.get("deadline"),
+                   # a peer from before these keys sent only admin-project admins as admins
+                   is_admin_project=bool(d.get("is_admin_project", True)), system_scope=bool(d.get("system_scope")))
 
 
 def admin_context() -> RequestContext:

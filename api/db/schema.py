@@ -104,8 +104,25 @@ tokens = Table(
     Column("audit_id", String(32), nullable=False),
     Column("issued_at", DateTime, nullable=False),
     Column("expires_at", DateTime, nullable=False),
+    Column("system", Boolean, nullable=False, server_default="0"),  # system scope (project_id None)
+    Column("app_cred_id", String(64), nullable=True),  # issued to an application credential: dies with it
     Index("ix_tokens_expires_at", "expires_at"),
     Index("ix_tokens_user", "user_id"),
+)
+
+application_credentials = Table(
+    "application_credentials", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("secret_hash", String(512), nullable=False),  # scrypt, as passwords (api/identity/passwords.py)
+    Column("description", Text, nullable=True),
+    Column("roles", JSON, nullable=False),  # [{"id", "name"}]: a subset of the user's roles on the project
+    Column("unrestricted", Boolean, nullable=False),
+    Column("expires_at", DateTime, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("user_id", "name", name="uq_application_credentials_user_name"),
 )
 
 # --- compute ----------------------------------------------------------------
@@ -234,6 +251,16 @@ images = Table(
     Index("ix_images_created_at", "created_at"),
 )
 
+image_members = Table(
+    "image_members", metadata,
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("member_id", String(64), primary_key=True),  # a project id
+    Column("status", String(16), nullable=False),  # pending | accepted | rejected
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_image_members_member", "member_id"),
+)
+
 
 # --- keypairs, quotas, EC2 (issue 7) ---------------------------------------
 
@@ -357,7 +384,8 @@ LATEST = max(MIGRATIONS)
 # Alembic (api/db/migrations/versions), oldest first; the baseline is LATEST's schema. A change to a table
 # from now on is an Alembic revision plus the edit of its Table above (tests/unit/test_db_migrations.py).
 ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource",
-                     "a0004_flavor_description", "a0005_server_group_rules", "a0006_volume_types")
+                     "a0004_flavor_description", "a0005_server_group_rules", "a0006_volume_types",
+                     "a0007_identity_images")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 
@@ -428,5 +456,7 @@ def _stamp(conn: Connection, revision: str) -> str:
     found = versioning.revision_of(conn)
     if found is not None:
         return found
+    if revision == ALEMBIC_HEAD:
+        metadata.create_all(conn)  # the tables revisions added since the steps were frozen
     versioning.stamp(conn, revision)
     return revision

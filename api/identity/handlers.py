@@ -5,9 +5,9 @@ from aiohttp import web
 
 from api.errors import error_middleware, identity_body
 from api.http import json_body
-from api.identity import ec2creds, resources
+from api.identity import appcreds, ec2creds, manage, resources, service_catalog
 from api.identity.views import token_body, v3_version
-from api.keys import CLUSTER, TOKENS, public_url
+from api.keys import CLUSTER, POLICY, TOKENS, public_url
 from cells import errors
 
 
@@ -34,19 +34,25 @@ def _subject(request: web.Request) -> str:
     return subject
 
 
-async def _caller_may_see(request: web.Request, subject: str) -> None:
-    """A token may inspect or revoke itself; admins and services any token."""
+async def _caller_may_see(request: web.Request, subject: str, action: str) -> None:
+    """A token may inspect or revoke itself (or another of its user's); admins and services any token."""
     caller_id = request.headers.get("X-Auth-Token")
     if not caller_id:
         raise errors.Unauthorized()
     caller = await request.config_dict[TOKENS].validate(caller_id)
-    if caller_id != subject and not {"admin", "service"} & set(caller.role_names):
-        raise errors.Forbidden("You are not authorized to perform the requested action: identity:validate_token.")
+    if caller_id == subject:
+        return
+    try:
+        subject_user: str | None = (await request.config_dict[TOKENS].validate(subject)).user.id
+    except errors.Unauthorized:
+        subject_user = None
+    request.config_dict[POLICY].enforce(f"identity:{action}", caller.credentials(),
+                                        {"target.token.user_id": subject_user})
 
 
 async def check_token(request: web.Request) -> web.Response:
     subject = _subject(request)
-    await _caller_may_see(request, subject)
+    await _caller_may_see(request, subject, "validate_token")
     tokens = request.config_dict[TOKENS]
     try:
         token = await tokens.validate(subject)
@@ -60,7 +66,7 @@ async def check_token(request: web.Request) -> web.Response:
 
 async def revoke_token(request: web.Request) -> web.Response:
     subject = _subject(request)
-    await _caller_may_see(request, subject)
+    await _caller_may_see(request, subject, "revoke_token")
     await request.config_dict[TOKENS].revoke(subject)
     return web.Response(status=204)
 
@@ -75,5 +81,8 @@ def make_identity_app() -> web.Application:
     app.router.add_get("/v3/auth/tokens", check_token)  # aiohttp adds HEAD for GET routes
     app.router.add_delete("/v3/auth/tokens", revoke_token)
     ec2creds.add_routes(app)
-    resources.add_routes(app)  # projects, users, roles, domains, role assignments (read only)
+    resources.add_routes(app)  # projects, users, roles, domains, role assignments: reads
+    manage.add_routes(app)  # projects, users, grants: writes
+    service_catalog.add_routes(app)  # the catalog, services, endpoints, regions
+    appcreds.add_routes(app)  # application credentials
     return app

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.db.schema import domains, projects, role_assignments, roles, users
 from api.identity.tokens import IMPLIED_ROLES, Token
-from api.keys import ENGINE, TOKENS, public_url
+from api.keys import ENGINE, POLICY, TOKENS, public_url
 from cells import errors
 
 
@@ -48,31 +48,25 @@ async def caller(request: web.Request) -> Token:
     return await request.config_dict[TOKENS].validate(token_id)
 
 
-def _is_admin(token: Token) -> bool:
-    return "admin" in token.role_names
-
-
-def _deny(action: str) -> errors.Forbidden:
-    return errors.Forbidden(f"You are not authorized to perform the requested action: identity:{action}.")
-
-
-async def _admin(request: web.Request, action: str) -> Token:
+async def authorize(request: web.Request, action: str, target: dict[str, Any] | None = None) -> Token:
+    """The caller's token if the policy rule identity:`action` allows it on `target`; 403 otherwise
+    (before any lookup, so a refusal says nothing of whether the target exists)."""
     token = await caller(request)
-    if not _is_admin(token):
-        raise _deny(action)
+    request.config_dict[POLICY].enforce(f"identity:{action}", token.credentials(),
+                                        {"user_id": token.user.id, **(target or {})})
     return token
 
 
 # --- views -----------------------------------------------------------------------
 
-def _project_view(base: str, row: Any) -> dict[str, Any]:
+def project_view(base: str, row: Any) -> dict[str, Any]:
     # a top-level project's parent is its domain (Keystone since Mitaka)
     return {"id": row.id, "name": row.name, "domain_id": row.domain_id, "description": row.description,
             "enabled": bool(row.enabled), "parent_id": row.domain_id, "is_domain": False, "tags": [],
             "options": {}, "links": {"self": f"{base}/identity/v3/projects/{row.id}"}}
 
 
-def _user_view(base: str, row: Any) -> dict[str, Any]:
+def user_view(base: str, row: Any) -> dict[str, Any]:
     view = {"id": row.id, "name": row.name, "domain_id": row.domain_id, "enabled": bool(row.enabled),
             "password_expires_at": None, "options": {}, "links": {"self": f"{base}/identity/v3/users/{row.id}"}}
     if row.default_project_id:  # Keystone leaves the key out when unset
@@ -80,7 +74,7 @@ def _user_view(base: str, row: Any) -> dict[str, Any]:
     return view
 
 
-def _role_view(base: str, row: Any) -> dict[str, Any]:
+def role_view(base: str, row: Any) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "domain_id": None, "description": None, "options": {},
             "links": {"self": f"{base}/identity/v3/roles/{row.id}"}}
 
@@ -122,7 +116,7 @@ async def _row(engine: AsyncEngine, table: Any, entity_id: str) -> Any:
 # --- projects ----------------------------------------------------------------------
 
 async def list_projects(request: web.Request) -> web.Response:
-    await _admin(request, "list_projects")
+    await authorize(request, "list_projects")
     clauses = _filters(request, projects, ("name", "domain_id", "enabled"))
     if request.query.get("is_domain", "false").lower() == "true":
         clauses.append(false())  # domains are not projects here
@@ -130,18 +124,16 @@ async def list_projects(request: web.Request) -> web.Response:
         clauses.append(projects.c.domain_id == request.query["parent_id"])
     rows = await _rows(request.config_dict[ENGINE], projects, clauses)
     base = public_url(request)
-    return _collection(request, "projects", (_project_view(base, r) for r in rows))
+    return _collection(request, "projects", (project_view(base, r) for r in rows))
 
 
 async def show_project(request: web.Request) -> web.Response:
-    token = await caller(request)
     project_id = request.match_info["project_id"]
-    if not _is_admin(token) and (token.project is None or token.project.id != project_id):
-        raise _deny("get_project")
+    await authorize(request, "get_project", {"target.project.id": project_id})
     row = await _row(request.config_dict[ENGINE], projects, project_id)
     if row is None:
         raise ProjectNotFound(project_id=project_id)
-    return web.json_response({"project": _project_view(public_url(request), row)})
+    return web.json_response({"project": project_view(public_url(request), row)})
 
 
 async def _projects_of(engine: AsyncEngine, user_id: str) -> list[Any]:
@@ -154,79 +146,73 @@ async def _projects_of(engine: AsyncEngine, user_id: str) -> list[Any]:
 
 async def user_projects(request: web.Request) -> web.Response:
     """GET /v3/users/{user_id}/projects: the projects a user has a role on (their own, or admin)."""
-    token = await caller(request)
     user_id = request.match_info["user_id"]
-    if not _is_admin(token) and token.user.id != user_id:
-        raise _deny("list_user_projects")
+    await authorize(request, "list_user_projects", {"target.user.id": user_id})
     engine = request.config_dict[ENGINE]
     if await _row(engine, users, user_id) is None:
         raise UserNotFound(user_id=user_id)
     base = public_url(request)
-    return _collection(request, "projects", (_project_view(base, r) for r in await _projects_of(engine, user_id)))
+    return _collection(request, "projects", (project_view(base, r) for r in await _projects_of(engine, user_id)))
 
 
 async def auth_projects(request: web.Request) -> web.Response:
     """GET /v3/auth/projects: the projects the token's user may scope to."""
-    token = await caller(request)
+    token = await authorize(request, "get_auth_projects")
     rows = await _projects_of(request.config_dict[ENGINE], token.user.id)
     base = public_url(request)
-    return _collection(request, "projects", (_project_view(base, r) for r in rows if r.enabled))
+    return _collection(request, "projects", (project_view(base, r) for r in rows if r.enabled))
 
 
 # --- users ---------------------------------------------------------------------------
 
 async def list_users(request: web.Request) -> web.Response:
-    await _admin(request, "list_users")
+    await authorize(request, "list_users")
     rows = await _rows(request.config_dict[ENGINE], users, _filters(request, users, ("name", "domain_id", "enabled")))
     base = public_url(request)
-    return _collection(request, "users", (_user_view(base, r) for r in rows))
+    return _collection(request, "users", (user_view(base, r) for r in rows))
 
 
 async def show_user(request: web.Request) -> web.Response:
-    token = await caller(request)
     user_id = request.match_info["user_id"]
-    if not _is_admin(token) and token.user.id != user_id:
-        raise _deny("get_user")
+    await authorize(request, "get_user", {"target.user.id": user_id})
     row = await _row(request.config_dict[ENGINE], users, user_id)
     if row is None:
         raise UserNotFound(user_id=user_id)
-    return web.json_response({"user": _user_view(public_url(request), row)})
+    return web.json_response({"user": user_view(public_url(request), row)})
 
 
 # --- roles -------------------------------------------------------------------------------
 
 async def list_roles(request: web.Request) -> web.Response:
-    await _admin(request, "list_roles")
+    await authorize(request, "list_roles")
     clauses = _filters(request, roles, ("name",))
     if request.query.get("domain_id"):
         clauses.append(false())  # every role here is global (domain_id null)
     rows = await _rows(request.config_dict[ENGINE], roles, clauses)
     base = public_url(request)
-    return _collection(request, "roles", (_role_view(base, r) for r in rows))
+    return _collection(request, "roles", (role_view(base, r) for r in rows))
 
 
 async def show_role(request: web.Request) -> web.Response:
-    await _admin(request, "get_role")
+    await authorize(request, "get_role")
     row = await _row(request.config_dict[ENGINE], roles, request.match_info["role_id"])
     if row is None:
         raise RoleNotFound(role_id=request.match_info["role_id"])
-    return web.json_response({"role": _role_view(public_url(request), row)})
+    return web.json_response({"role": role_view(public_url(request), row)})
 
 
 # --- domains -----------------------------------------------------------------------------
 
 async def list_domains(request: web.Request) -> web.Response:
-    await _admin(request, "list_domains")
+    await authorize(request, "list_domains")
     rows = await _rows(request.config_dict[ENGINE], domains, _filters(request, domains, ("name", "enabled")))
     base = public_url(request)
     return _collection(request, "domains", (_domain_view(base, r) for r in rows))
 
 
 async def show_domain(request: web.Request) -> web.Response:
-    token = await caller(request)
     domain_id = request.match_info["domain_id"]
-    if not _is_admin(token) and (token.project is None or token.project.domain_id != domain_id):
-        raise _deny("get_domain")
+    await authorize(request, "get_domain", {"target.domain.id": domain_id})
     row = await _row(request.config_dict[ENGINE], domains, domain_id)
     if row is None:
         raise DomainNotFound(domain_id=domain_id)
@@ -244,7 +230,7 @@ async def list_role_assignments(request: web.Request) -> web.Response:
     """GET /v3/role_assignments: only user-on-project grants exist here (no groups, domain or
     system grants, no inheritance), so a filter on those matches nothing. `effective` adds the
     implied roles (admin -> member -> reader) with the grant they come from as prior_role."""
-    await _admin(request, "list_role_assignments")
+    await authorize(request, "list_role_assignments")
     query = request.query
     if "include_subtree" in query and "scope.project.id" not in query:
         raise errors.Invalid("scope.project.id needs to be specified if include_subtree is also specified")

@@ -23,6 +23,8 @@ from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.schema import domains, projects, role_assignments, roles, tokens, users
+from api.identity import appcred_auth
+from api.identity.named import Named
 from api.identity.passwords import hash_password_sync, verify_password
 from api.timeutil import utcnow
 from cells import errors
@@ -33,14 +35,21 @@ CACHE_SIZE = 10_000
 CACHE_TTL = 2.0  # seconds a worker trusts a validation it made: revocations reach every worker within this
 PRUNE_EVERY = 200  # issues between sweeps of expired rows
 IMPLIED_ROLES = {"admin": ("member",), "member": ("reader",)}  # Keystone's bootstrap implications
+METHODS = ("password", "token", "application_credential")
+# (name, domain id) of the project whose admins are cloud admins (Keystone's admin_project_name/domain_name)
+ADMIN_PROJECT = ("admin", "default")
 
 
-@dataclass(frozen=True)
-class Named:
-    id: str
-    name: str
-    domain_id: str = ""
-    domain_name: str = ""
+def _with_implied(names: set[str]) -> set[str]:
+    """`names` and every role they imply, transitively (admin -> member -> reader)."""
+    out = set(names)
+    todo = list(names)
+    while todo:
+        for implied in IMPLIED_ROLES.get(todo.pop(), ()):
+            if implied not in out:
+                out.add(implied)
+                todo.append(implied)
+    return out
 
 
 @dataclass(frozen=True)
@@ -52,14 +61,28 @@ class Token:
     audit_id: str
     issued_at: datetime
     expires_at: datetime
+    system: bool = False  # system scope: no project, the user's roles on the admin project
+    app_cred_id: str | None = None  # issued to this application credential
 
     @property
     def role_names(self) -> tuple[str, ...]:
         return tuple(name for _, name in self.roles)
 
+    @property
+    def is_admin_project(self) -> bool:
+        return self.project is not None and (self.project.name, self.project.domain_id) == ADMIN_PROJECT
+
     def context(self, request_id: str) -> RequestContext:
         return RequestContext(request_id=request_id, project=self.project.id if self.project else None,
-                              user=self.user.id, roles=self.role_names)
+                              user=self.user.id, roles=self.role_names, is_admin_project=self.is_admin_project,
+                              system_scope=self.system)
+
+    def credentials(self) -> dict[str, Any]:
+        """What the policy engine reads of the caller (api/policy)."""
+        return {"roles": self.role_names, "user_id": self.user.id, "domain_id": self.user.domain_id,
+                "project_id": self.project.id if self.project else None,
+                "project_domain_id": self.project.domain_id if self.project else None,
+                "is_admin_project": self.is_admin_project, "system_scope": "all" if self.system else None}
 
 
 _DECOY_HASH = hash_password_sync(secrets.token_urlsafe(16))
@@ -90,51 +113,106 @@ class TokenService:
     # --- issue -------------------------------------------------------------
 
     async def authenticate(self, body: Any) -> tuple[str, Token]:
-        """Validate a Keystone v3 auth request body; return (token id, token)."""
+        """Validate a Keystone v3 auth request body; return (token id, token).
+
+        Methods: password, token (rescoping: the new token keeps the old one's expiry) and
+        application_credential (scoped to the credential's project and roles, nothing else)."""
         auth = _need(body, "auth", "auth")
         identity = _need(auth, "identity", "auth")
         methods = _need(identity, "methods", "identity")
         if not isinstance(methods, list) or not methods:
             raise errors.Invalid("Invalid input for field 'identity/methods': must be a non-empty list")
-        if methods != ["password"]:
+        if len(methods) != 1 or methods[0] not in METHODS:
             raise Unauthorized("Attempted to authenticate with an unsupported method.")
-        pw = _need(_need(identity, "password", "identity"), "user", "identity/password")
-        password = pw.get("password") if isinstance(pw, dict) else None
-        if not isinstance(password, str):
-            raise errors.Invalid("Invalid input for field 'identity/password/user/password': "
-                                 "'password' is a required property")
+        method = methods[0]
         scope = auth.get("scope")
-        async with self.engine.connect() as conn:
-            user_row = await self._find_user(conn, pw)
-            # an unknown user costs the same hash as a wrong password: timing does not reveal who exists
-            stored = user_row.password_hash if user_row is not None else _DECOY_HASH
-            if not await verify_password(password, stored) or user_row is None or not user_row.enabled:
-                raise Unauthorized()
-            user = Named(user_row.id, user_row.name, user_row.domain_id, user_row.domain_name)
-            project = None
-            role_rows: list[tuple[str, str]] = []
-            if scope is not None:
-                project = await self._find_project(conn, scope)
-            elif user_row.default_project_id:
-                project = await self._project_by_id(conn, user_row.default_project_id)
-            if project is not None:
-                role_rows = await self._roles(conn, user.id, project.id)
-                if not role_rows:
-                    raise Unauthorized(f"User {user.id} has no access to project {project.id}")
         now = utcnow().replace(microsecond=0)
-        token = Token(user=user, project=project, roles=tuple(role_rows), methods=("password",),
-                      audit_id=secrets.token_urlsafe(16)[:22], issued_at=now, expires_at=now + self.ttl)
+        expires_at, app_cred_id, system = now + self.ttl, None, False
+        project: Named | None
+        async with self.engine.connect() as conn:
+            if method == "application_credential":
+                if scope is not None:
+                    raise Unauthorized("Application credentials cannot request a scope.")
+                cred = await appcred_auth.authenticate(conn, _need(identity, "application_credential", "identity"),
+                                                       _DECOY_HASH)
+                user, project, app_cred_id = cred.user, cred.project, cred.id
+                role_rows = await self._roles(conn, user.id, project.id)
+                granted = {name for _, name in role_rows}
+                if not set(cred.role_names) <= granted:  # the user lost a role the credential carries
+                    raise Unauthorized()
+                wanted = _with_implied(set(cred.role_names))
+                role_rows = [r for r in role_rows if r[1] in wanted]
+                if cred.expires_at is not None:
+                    expires_at = min(expires_at, cred.expires_at)
+                token_methods: tuple[str, ...] = ("application_credential",)
+            else:
+                if method == "password":
+                    user, default_project = await self._password_user(conn, identity)
+                    token_methods = ("password",)
+                else:
+                    prior = await self.validate(str(_need(_need(identity, "token", "identity"), "id",
+                                                          "identity/token")))
+                    if prior.app_cred_id is not None:
+                        raise errors.Forbidden("A token created with an application credential cannot be "
+                                               "used to rescope.")
+                    user, default_project, expires_at = prior.user, None, prior.expires_at
+                    token_methods = tuple(dict.fromkeys((*prior.methods, "token")))
+                project, role_rows, system = await self._scope(conn, user, scope, default_project)
+        token = Token(user=user, project=project, roles=tuple(role_rows), methods=token_methods,
+                      audit_id=secrets.token_urlsafe(16)[:22], issued_at=now, expires_at=expires_at,
+                      system=system, app_cred_id=app_cred_id)
         token_id = "gAAAA" + secrets.token_urlsafe(32)  # Fernet-like prefix: some tools sniff it
         async with self.engine.begin() as conn:
             await conn.execute(insert(tokens).values(
                 id_hash=_hash(token_id), user_id=user.id, project_id=project.id if project else None,
                 roles=[{"id": i, "name": n} for i, n in token.roles], methods=list(token.methods),
-                audit_id=token.audit_id, issued_at=token.issued_at, expires_at=token.expires_at))
+                audit_id=token.audit_id, issued_at=token.issued_at, expires_at=token.expires_at,
+                system=system, app_cred_id=app_cred_id))
             self._issued += 1
             if self._issued % PRUNE_EVERY == 0:
                 await conn.execute(delete(tokens).where(tokens.c.expires_at < now))
         self._remember(_hash(token_id), token)
         return token_id, token
+
+    async def _password_user(self, conn: AsyncConnection, identity: Any) -> tuple[Named, str | None]:
+        pw = _need(_need(identity, "password", "identity"), "user", "identity/password")
+        password = pw.get("password") if isinstance(pw, dict) else None
+        if not isinstance(password, str):
+            raise errors.Invalid("Invalid input for field 'identity/password/user/password': "
+                                 "'password' is a required property")
+        user_row = await self._find_user(conn, pw)
+        # an unknown user costs the same hash as a wrong password: timing does not reveal who exists
+        stored = user_row.password_hash if user_row is not None else _DECOY_HASH
+        if not await verify_password(password, stored) or user_row is None or not user_row.enabled:
+            raise Unauthorized()
+        return Named(user_row.id, user_row.name, user_row.domain_id, user_row.domain_name), \
+            user_row.default_project_id
+
+    async def _scope(self, conn: AsyncConnection, user: Named, scope: Any,
+                     default_project: str | None) -> tuple[Named | None, list[tuple[str, str]], bool]:
+        """(project, roles, system) of the scope asked for: a project, the system (the user's roles on
+        the admin project are their system roles), the user's default project, or none."""
+        if isinstance(scope, dict) and "system" in scope:
+            if scope["system"] != {"all": True}:
+                raise errors.Invalid("Invalid input for field 'scope/system': only {'all': true} is a system scope")
+            admin = (await conn.execute(
+                select(projects.c.id).where(projects.c.name == ADMIN_PROJECT[0],
+                                            projects.c.domain_id == ADMIN_PROJECT[1]))).scalar()
+            role_rows = await self._roles(conn, user.id, admin) if admin else []
+            if not role_rows:
+                raise Unauthorized(f"User {user.id} has no access to the system")
+            return None, role_rows, True
+        project = None
+        if scope is not None:
+            project = await self._find_project(conn, scope)
+        elif default_project:
+            project = await self._project_by_id(conn, default_project)
+        if project is None:
+            return None, [], False
+        role_rows = await self._roles(conn, user.id, project.id)
+        if not role_rows:
+            raise Unauthorized(f"User {user.id} has no access to project {project.id}")
+        return project, role_rows, False
 
     async def _find_user(self, conn: AsyncConnection, spec: dict[str, Any]) -> Any:
         query = (select(users.c.id, users.c.name, users.c.domain_id, users.c.password_hash,
@@ -160,8 +238,8 @@ class TokenService:
 
     async def _find_project(self, conn: AsyncConnection, scope: Any) -> Named:
         if not isinstance(scope, dict) or "project" not in scope:
-            if isinstance(scope, dict) and ("domain" in scope or "system" in scope):
-                raise errors.Invalid("Only project scope is supported by this cloud")
+            if isinstance(scope, dict) and "domain" in scope:
+                raise errors.Invalid("Only project and system scopes are supported by this cloud")
             raise errors.Invalid("Invalid input for field 'scope': 'project' is a required property")
         spec = scope["project"]
         query = (select(projects.c.id, projects.c.name, projects.c.domain_id,
@@ -195,6 +273,10 @@ class TokenService:
             .join(pd, pd.c.id == projects.c.domain_id).where(users.c.id == user_id))).first()
         return row is not None and all(row)
 
+    async def roles_on(self, conn: AsyncConnection, user_id: str, project_id: str) -> list[tuple[str, str]]:
+        """The user's roles on the project, implied ones included (empty: no access)."""
+        return await self._roles(conn, user_id, project_id)
+
     @staticmethod
     async def _roles(conn: AsyncConnection, user_id: str, project_id: str) -> list[tuple[str, str]]:
         assigned = (await conn.execute(
@@ -203,13 +285,7 @@ class TokenService:
         )).all()
         if not assigned:
             return []
-        names = {r.name for r in assigned}
-        todo = list(names)
-        while todo:  # add implied roles transitively (admin -> member -> reader)
-            for implied in IMPLIED_ROLES.get(todo.pop(), ()):
-                if implied not in names:
-                    names.add(implied)
-                    todo.append(implied)
+        names = _with_implied({r.name for r in assigned})
         rows = (await conn.execute(select(roles.c.id, roles.c.name).where(roles.c.name.in_(names)))).all()
         return sorted(((r.id, r.name) for r in rows), key=lambda r: r[1])
 
@@ -246,13 +322,19 @@ class TokenService:
             row = (await conn.execute(query)).first()
             if row is None or not (row.user_enabled and row.user_domain_enabled):
                 raise Unauthorized()
-            if row.project_id is not None:
-                if not (row.project_enabled and row.project_domain_enabled):
-                    raise Unauthorized()
+            scoped_to = row.project_id
+            if row.system:
+                scoped_to = (await conn.execute(select(projects.c.id).where(
+                    projects.c.name == ADMIN_PROJECT[0], projects.c.domain_id == ADMIN_PROJECT[1]))).scalar()
+            elif row.project_id is not None and not (row.project_enabled and row.project_domain_enabled):
+                raise Unauthorized()
+            if scoped_to is not None:
                 # Keystone revokes a user's tokens on a project when one of their roles there is removed
-                current = {name for _, name in await self._roles(conn, row.user_id, row.project_id)}
+                current = {name for _, name in await self._roles(conn, row.user_id, scoped_to)}
                 if not {r["name"] for r in row.roles} <= current:
                     raise Unauthorized()
+            if row.app_cred_id is not None and not await appcred_auth.alive(conn, row.app_cred_id):
+                raise Unauthorized()  # the credential was deleted or expired: its tokens die with it
         project = None
         if row.project_id is not None:
             project = Named(row.project_id, row.project_name or "", row.project_domain_id or "",
@@ -260,7 +342,7 @@ class TokenService:
         return Token(user=Named(row.user_id, row.user_name, row.user_domain_id, row.user_domain_name),
                      project=project, roles=tuple((r["id"], r["name"]) for r in row.roles),
                      methods=tuple(row.methods), audit_id=row.audit_id, issued_at=row.issued_at,
-                     expires_at=row.expires_at)
+                     expires_at=row.expires_at, system=bool(row.system), app_cred_id=row.app_cred_id)
 
     async def revoke(self, token_id: str) -> None:
         key = _hash(token_id)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from api.identity.tokens import Named, Token
+from api.identity.named import Named
+from api.identity.tokens import Token
 from api.timeutil import iso_micro
 from cells.config import ApiSpec
 
@@ -55,7 +56,12 @@ def token_body(token: Token, api: ApiSpec | None) -> dict[str, Any]:
     if token.project is not None:
         body["project"] = _named(token.project)
         body["is_domain"] = False
+    elif token.system:
+        body["system"] = {"all": True}
+    if token.project is not None or token.system:
         body["roles"] = [{"id": i, "name": n} for i, n in token.roles]
         if api is not None:
-            body["catalog"] = catalog(api, token.project.id)
+            body["catalog"] = catalog(api, token.project.id if token.project else "")
+    if token.app_cred_id is not None:
+        body["application_credential"] = {"id": token.app_cred_id, "restricted": True}
     return {"token": body}

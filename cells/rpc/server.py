@@ -75,6 +75,9 @@ def parse_request(data: Any) -> Request:
     for name in ("request_id", "project", "user"):
         _optional(raw_ctx.get(name), str, f"ctx.{name}")
     _optional(raw_ctx.get("deadline"), (int, float), "ctx.deadline")
+    for flag in ("is_admin_project", "system_scope"):
+        if raw_ctx.get(flag) is not None and not isinstance(raw_ctx[flag], bool):
+            raise TypeError(f"ctx.{flag} has the wrong type")
     ov = _optional(msg.get("ov"), dict, "ov")
     return Request(msg_id, method, RequestContext.from_wire(raw_ctx), args, bool(msg.get("reply", True)),
                    _optional(msg.get("key"), str, "key"), _optional(msg.get("mv"), str, "mv"), ov)

@@ -1,0 +1,349 @@
+"""Keystone v3 writes: projects, users, role grants, and a user's own password change.
+
+What an operator onboards a team with (`openstack project create`, `user create`, `role add`)
+and takes access away with (`role remove`, `project set --disable`, `user delete`). Every
+handler asks the policy engine first (api/policy/rules.py, identity:*), then validates, then
+acts in one transaction. A change reaches every API worker's token cache within
+api/identity/tokens.py CACHE_TTL: tokens are re-read from the DB, where a disabled or deleted
+project or user, or a removed grant, makes them invalid.
+
+What the cluster itself needs is protected: the admin and service projects cannot be deleted,
+disabled or renamed, the cluster's service users cannot be deleted or disabled, and no one
+deletes or disables their own user (an admin locking themself out is a support call).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from api.db.schema import domains, projects, role_assignments, roles, users
+from api.http import json_body
+from api.identity.passwords import hash_password, verify_password
+from api.identity.resources import (
+    DomainNotFound,
+    ProjectNotFound,
+    RoleNotFound,
+    UserNotFound,
+    authorize,
+    caller,
+    project_view,
+    role_view,
+    user_view,
+)
+from api.identity.tokens import ADMIN_PROJECT, Unauthorized, new_id
+from api.keys import ENGINE, public_url
+from api.timeutil import utcnow
+from cells import errors
+
+MAX_NAME = 64  # Keystone's project and user name limits
+MAX_DESCRIPTION = 255
+MAX_PASSWORD = 4096  # Keystone's max_password_length
+PROTECTED_PROJECTS = (ADMIN_PROJECT[0], "service")  # in the default domain: the cluster runs on them
+PROTECTED_USERS = ("cellcloud-service", "cellcloud-image-reader")  # the cluster's own credentials
+
+
+def _entity(body: Any, key: str) -> dict[str, Any]:
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+        raise errors.Invalid(f"Invalid input for field '{key}': '{key}' is a required property")
+    entity: dict[str, Any] = body[key]
+    return entity
+
+
+def _string(doc: dict[str, Any], key: str, limit: int, required: bool = False) -> str | None:
+    value = doc.get(key)
+    if value is None:
+        if required:
+            raise errors.Invalid(f"Invalid input for field '{key}': '{key}' is a required property")
+        return None
+    if not isinstance(value, str) or (key in ("name", "password") and not value.strip()) or len(value) > limit:
+        raise errors.Invalid(f"Invalid input for field '{key}': expected a non-empty string of at most {limit} "
+                             "characters")
+    return value
+
+
+def _flag(doc: dict[str, Any], key: str) -> bool | None:
+    value = doc.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise errors.Invalid(f"Invalid input for field '{key}': {value!r} is not of type 'boolean'")
+    return value
+
+
+def _conflict(kind: str, name: str) -> errors.Conflict:
+    return errors.Conflict(f"Conflict occurred attempting to store {kind} - Duplicate entry found with name "
+                           f"{name} at domain ID.")
+
+
+async def _domain(conn: AsyncConnection, domain_id: str) -> None:
+    if (await conn.execute(select(domains.c.id).where(domains.c.id == domain_id))).first() is None:
+        raise DomainNotFound(domain_id=domain_id)
+
+
+async def _project_row(conn: AsyncConnection, project_id: str) -> Any:
+    row = (await conn.execute(select(projects).where(projects.c.id == project_id))).first()
+    if row is None:
+        raise ProjectNotFound(project_id=project_id)
+    return row
+
+
+async def _user_row(conn: AsyncConnection, user_id: str) -> Any:
+    row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+    if row is None:
+        raise UserNotFound(user_id=user_id)
+    return row
+
+
+def _protected_project(row: Any) -> bool:
+    return row.domain_id == ADMIN_PROJECT[1] and row.name in PROTECTED_PROJECTS
+
+
+# --- projects -------------------------------------------------------------------------------
+
+async def create_project(request: web.Request) -> web.Response:
+    doc = _entity(await json_body(request), "project")
+    await authorize(request, "create_project", {"target.project.domain_id": doc.get("domain_id", "default")})
+    name = _string(doc, "name", MAX_NAME, required=True)
+    description = _string(doc, "description", MAX_DESCRIPTION) or ""
+    enabled = _flag(doc, "enabled")
+    if doc.get("is_domain"):
+        raise errors.Invalid("Creating a domain as a project is not supported by this cloud: create a domain")
+    domain_id = str(doc.get("domain_id") or "default")
+    parent = doc.get("parent_id")
+    if parent is not None and parent != domain_id:
+        raise errors.Invalid("Project hierarchies are not supported by this cloud: the parent must be the domain")
+    async with request.config_dict[ENGINE].begin() as conn:
+        await _domain(conn, domain_id)
+        taken = (await conn.execute(select(projects.c.id).where(
+            and_(projects.c.name == name, projects.c.domain_id == domain_id)))).first()
+        if taken is not None:
+            raise _conflict("project", str(name))
+        project_id = new_id()
+        await conn.execute(insert(projects).values(id=project_id, name=name, domain_id=domain_id,
+                                                   enabled=True if enabled is None else enabled,
+                                                   description=description))
+        row = await _project_row(conn, project_id)
+    return web.json_response({"project": project_view(public_url(request), row)}, status=201)
+
+
+async def update_project(request: web.Request) -> web.Response:
+    project_id = request.match_info["project_id"]
+    await authorize(request, "update_project", {"target.project.id": project_id})
+    doc = _entity(await json_body(request), "project")
+    name = _string(doc, "name", MAX_NAME)
+    description = _string(doc, "description", MAX_DESCRIPTION)
+    enabled = _flag(doc, "enabled")
+    for key in ("domain_id", "parent_id", "is_domain"):
+        if key in doc:
+            raise errors.Invalid(f"Update of `{key}` is not allowed.")
+    changes = {k: v for k, v in (("name", name), ("description", description), ("enabled", enabled))
+               if v is not None}
+    async with request.config_dict[ENGINE].begin() as conn:
+        row = await _project_row(conn, project_id)
+        if _protected_project(row) and (enabled is False or (name is not None and name != row.name)):
+            raise errors.Forbidden(f"Project {row.name} is the cluster's own: it cannot be disabled or renamed.")
+        if name is not None and name != row.name:
+            taken = (await conn.execute(select(projects.c.id).where(
+                and_(projects.c.name == name, projects.c.domain_id == row.domain_id)))).first()
+            if taken is not None:
+                raise _conflict("project", name)
+        if changes:
+            await conn.execute(update(projects).where(projects.c.id == project_id).values(**changes))
+        row = await _project_row(conn, project_id)
+    return web.json_response({"project": project_view(public_url(request), row)})
+
+
+async def delete_project(request: web.Request) -> web.Response:
+    project_id = request.match_info["project_id"]
+    await authorize(request, "delete_project", {"target.project.id": project_id})
+    async with request.config_dict[ENGINE].begin() as conn:
+        row = await _project_row(conn, project_id)
+        if _protected_project(row):
+            raise errors.Forbidden(f"Project {row.name} is the cluster's own: it cannot be deleted.")
+        # its grants and application credentials go with it (ON DELETE CASCADE); so do its tokens,
+        # which name a project that no longer exists
+        await conn.execute(delete(projects).where(projects.c.id == project_id))
+    return web.Response(status=204)
+
+
+# --- users ------------------------------------------------------------------------------------
+
+async def create_user(request: web.Request) -> web.Response:
+    doc = _entity(await json_body(request), "user")
+    await authorize(request, "create_user", {"target.user.domain_id": doc.get("domain_id", "default")})
+    name = _string(doc, "name", MAX_NAME, required=True)
+    password = _string(doc, "password", MAX_PASSWORD)
+    enabled = _flag(doc, "enabled")
+    domain_id = str(doc.get("domain_id") or "default")
+    default_project = doc.get("default_project_id")
+    # no password: nothing matches the hash, so the user cannot log in until one is set (as Keystone)
+    password_hash = await hash_password(password) if password is not None else "!"
+    async with request.config_dict[ENGINE].begin() as conn:
+        await _domain(conn, domain_id)
+        if default_project is not None:
+            await _project_row(conn, str(default_project))
+        taken = (await conn.execute(select(users.c.id).where(
+            and_(users.c.name == name, users.c.domain_id == domain_id)))).first()
+        if taken is not None:
+            raise _conflict("user", str(name))
+        user_id = new_id()
+        await conn.execute(insert(users).values(
+            id=user_id, name=name, domain_id=domain_id, password_hash=password_hash,
+            enabled=True if enabled is None else enabled, default_project_id=default_project, created_at=utcnow()))
+        row = await _user_row(conn, user_id)
+    return web.json_response({"user": user_view(public_url(request), row)}, status=201)
+
+
+async def update_user(request: web.Request) -> web.Response:
+    user_id = request.match_info["user_id"]
+    token = await authorize(request, "update_user", {"target.user.id": user_id})
+    doc = _entity(await json_body(request), "user")
+    name = _string(doc, "name", MAX_NAME)
+    password = _string(doc, "password", MAX_PASSWORD)
+    enabled = _flag(doc, "enabled")
+    if "domain_id" in doc:
+        raise errors.Invalid("Update of `domain_id` is not allowed.")
+    changes: dict[str, Any] = {k: v for k, v in (("name", name), ("enabled", enabled)) if v is not None}
+    if "default_project_id" in doc:
+        changes["default_project_id"] = doc["default_project_id"]
+    if password is not None:
+        changes["password_hash"] = await hash_password(password)
+    async with request.config_dict[ENGINE].begin() as conn:
+        row = await _user_row(conn, user_id)
+        if enabled is False and (row.name in PROTECTED_USERS or user_id == token.user.id):
+            raise errors.Forbidden("This user cannot be disabled: it is the cluster's own, or your own.")
+        if name is not None and name != row.name:
+            if row.name in PROTECTED_USERS:
+                raise errors.Forbidden(f"User {row.name} is the cluster's own: it cannot be renamed.")
+            taken = (await conn.execute(select(users.c.id).where(
+                and_(users.c.name == name, users.c.domain_id == row.domain_id)))).first()
+            if taken is not None:
+                raise _conflict("user", name)
+        if changes.get("default_project_id") is not None:
+            await _project_row(conn, str(changes["default_project_id"]))
+        if changes:
+            await conn.execute(update(users).where(users.c.id == user_id).values(**changes))
+        row = await _user_row(conn, user_id)
+    return web.json_response({"user": user_view(public_url(request), row)})
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    user_id = request.match_info["user_id"]
+    token = await authorize(request, "delete_user", {"target.user.id": user_id})
+    async with request.config_dict[ENGINE].begin() as conn:
+        row = await _user_row(conn, user_id)
+        if row.name in PROTECTED_USERS or user_id == token.user.id:
+            raise errors.Forbidden("This user cannot be deleted: it is the cluster's own, or your own.")
+        await conn.execute(delete(users).where(users.c.id == user_id))  # grants and credentials cascade
+    return web.Response(status=204)
+
+
+async def change_password(request: web.Request) -> web.Response:
+    """POST /v3/users/{user_id}/password: a user changes their own, proving the current one."""
+    user_id = request.match_info["user_id"]
+    doc = _entity(await json_body(request), "user")
+    original = _string(doc, "original_password", MAX_PASSWORD, required=True)
+    password = _string(doc, "password", MAX_PASSWORD, required=True)
+    token = await caller(request)
+    await authorize(request, "change_password", {"target.user.id": user_id, "user_id": token.user.id})
+    engine = request.config_dict[ENGINE]
+    async with engine.connect() as conn:
+        row = await _user_row(conn, user_id)
+    if not await verify_password(str(original), row.password_hash):
+        raise Unauthorized("The original password was wrong.")
+    new_hash = await hash_password(str(password))
+    async with engine.begin() as conn:
+        await conn.execute(update(users).where(users.c.id == user_id).values(password_hash=new_hash))
+    return web.Response(status=204)
+
+
+# --- grants: a role for a user on a project ------------------------------------------------------
+
+async def _grant_parts(conn: AsyncConnection, request: web.Request) -> dict[str, str]:
+    m = request.match_info
+    await _project_row(conn, m["project_id"])
+    await _user_row(conn, m["user_id"])
+    if (await conn.execute(select(roles.c.id).where(roles.c.id == m["role_id"]))).first() is None:
+        raise RoleNotFound(role_id=m["role_id"])
+    return {"project_id": m["project_id"], "user_id": m["user_id"], "role_id": m["role_id"]}
+
+
+def _grant_target(request: web.Request) -> dict[str, Any]:
+    m = request.match_info
+    return {"target.project.id": m["project_id"], "target.user.id": m["user_id"], "target.role.id": m.get("role_id")}
+
+
+async def create_grant(request: web.Request) -> web.Response:
+    await authorize(request, "create_grant", _grant_target(request))
+    async with request.config_dict[ENGINE].begin() as conn:
+        grant = await _grant_parts(conn, request)
+        exists = (await conn.execute(select(role_assignments.c.user_id).where(
+            and_(*(role_assignments.c[k] == v for k, v in grant.items()))))).first()
+        if exists is None:
+            await conn.execute(insert(role_assignments).values(**grant))
+    return web.Response(status=204)
+
+
+async def check_grant(request: web.Request) -> web.Response:
+    await authorize(request, "check_grant", _grant_target(request))
+    async with request.config_dict[ENGINE].connect() as conn:
+        grant = await _grant_parts(conn, request)
+        exists = (await conn.execute(select(role_assignments.c.user_id).where(
+            and_(*(role_assignments.c[k] == v for k, v in grant.items()))))).first()
+    if exists is None:
+        raise errors.NotFound(f"Could not find role assignment with role: {grant['role_id']}, user or group: "
+                              f"{grant['user_id']}, project, domain, or system: {grant['project_id']}.")
+    return web.Response(status=204)
+
+
+async def revoke_grant(request: web.Request) -> web.Response:
+    await authorize(request, "revoke_grant", _grant_target(request))
+    async with request.config_dict[ENGINE].begin() as conn:
+        grant = await _grant_parts(conn, request)
+        row = (await conn.execute(select(projects.c.name, projects.c.domain_id, roles.c.name.label("role"))
+                                  .join(roles, roles.c.id == grant["role_id"])
+                                  .where(projects.c.id == grant["project_id"]))).one()
+        if (row.domain_id, row.name, row.role) == (ADMIN_PROJECT[1], ADMIN_PROJECT[0], "admin"):
+            admins = (await conn.execute(select(role_assignments.c.user_id).where(and_(
+                role_assignments.c.project_id == grant["project_id"],
+                role_assignments.c.role_id == grant["role_id"])))).all()
+            if [a.user_id for a in admins] == [grant["user_id"]]:
+                raise errors.Forbidden("This is the last admin of the admin project: the cloud would have none.")
+        result = await conn.execute(delete(role_assignments).where(
+            and_(*(role_assignments.c[k] == v for k, v in grant.items()))))
+    if result.rowcount == 0:
+        raise errors.NotFound(f"Could not find role assignment with role: {grant['role_id']}, user or group: "
+                              f"{grant['user_id']}, project, domain, or system: {grant['project_id']}.")
+    return web.Response(status=204)
+
+
+async def list_grants(request: web.Request) -> web.Response:
+    """GET /v3/projects/{project_id}/users/{user_id}/roles: the roles granted directly."""
+    await authorize(request, "list_grants", _grant_target(request))
+    m = request.match_info
+    async with request.config_dict[ENGINE].connect() as conn:
+        await _project_row(conn, m["project_id"])
+        await _user_row(conn, m["user_id"])
+        rows = (await conn.execute(select(roles).join(role_assignments, role_assignments.c.role_id == roles.c.id)
+                                   .where(and_(role_assignments.c.project_id == m["project_id"],
+                                               role_assignments.c.user_id == m["user_id"]))
+                                   .order_by(roles.c.name))).all()
+    base = public_url(request)
+    return web.json_response({"roles": [role_view(base, r) for r in rows],
+                              "links": {"self": base + request.path, "previous": None, "next": None}})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v3/projects", create_project)
+    app.router.add_patch("/v3/projects/{project_id}", update_project)
+    app.router.add_delete("/v3/projects/{project_id}", delete_project)
+    app.router.add_post("/v3/users", create_user)
+    app.router.add_patch("/v3/users/{user_id}", update_user)
+    app.router.add_delete("/v3/users/{user_id}", delete_user)
+    app.router.add_post("/v3/users/{user_id}/password", change_password)
+    grant = "/v3/projects/{project_id}/users/{user_id}/roles/{role_id}"
+    app.router.add_put(grant, create_grant)
+    app.router.add_get(grant, check_grant)  # aiohttp adds HEAD, which is what clients send
+    app.router.add_delete(grant, revoke_grant)
+    app.router.add_get("/v3/projects/{project_id}/users/{user_id}/roles", list_grants)

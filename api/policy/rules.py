@@ -1,0 +1,98 @@
+"""Every authorization rule of the API, in one place, named as each OpenStack service names it.
+
+The defaults follow the services' current ("secure RBAC") defaults: reader roles list and
+show, member roles change what their project owns, admin does the rest. One difference,
+on purpose: `context_is_admin` (cloud administrator) needs the admin role *from the admin
+project or a system-scoped token*; the admin role on any other project does not make a
+cloud administrator (Keystone's admin_project setting; Nova's old "admin anywhere" bug).
+
+An operator overrides any rule in `<state>/policy.yaml` (`rule: "expression"`); `cellctl
+policy list` prints the effective set. Handlers ask by name (api/policy/enforce.py); no
+handler tests a role itself.
+"""
+from __future__ import annotations
+
+BASE = {
+    # the cloud administrator: admin on the admin project, or admin with system scope
+    "context_is_admin": "role:admin and (is_admin_project:True or system_scope:all)",
+    "admin_api": "rule:context_is_admin",
+    "service_api": "role:service",
+    "project_reader_api": "role:reader and project_id:%(project_id)s",
+    "project_member_api": "role:member and project_id:%(project_id)s",
+    "project_reader_or_admin": "rule:project_reader_api or rule:context_is_admin",
+    "project_member_or_admin": "rule:project_member_api or rule:context_is_admin",
+    # Keystone's names for the same ideas
+    "admin_required": "rule:context_is_admin",
+    "service_or_admin": "rule:admin_required or rule:service_api",
+    "owner": "user_id:%(user_id)s",
+    "token_subject": "user_id:%(target.token.user_id)s",
+    "service_admin_or_token_subject": "rule:service_or_admin or rule:token_subject",
+}
+
+KEYSTONE = {
+    "identity:get_project": "rule:admin_required or project_id:%(target.project.id)s",
+    "identity:list_projects": "rule:admin_required",
+    "identity:create_project": "rule:admin_required",
+    "identity:update_project": "rule:admin_required",
+    "identity:delete_project": "rule:admin_required",
+    "identity:list_user_projects": "rule:admin_required or user_id:%(target.user.id)s",
+    "identity:get_user": "rule:admin_required or user_id:%(target.user.id)s",
+    "identity:list_users": "rule:admin_required",
+    "identity:create_user": "rule:admin_required",
+    "identity:update_user": "rule:admin_required",
+    "identity:delete_user": "rule:admin_required",
+    "identity:change_password": "user_id:%(target.user.id)s",
+    "identity:get_role": "rule:admin_required",
+    "identity:list_roles": "rule:admin_required",
+    "identity:get_domain": "rule:admin_required or project_domain_id:%(target.domain.id)s",
+    "identity:list_domains": "rule:admin_required",
+    "identity:check_grant": "rule:admin_required",
+    "identity:list_grants": "rule:admin_required",
+    "identity:create_grant": "rule:admin_required",
+    "identity:revoke_grant": "rule:admin_required",
+    "identity:list_role_assignments": "rule:admin_required",
+    "identity:get_service": "rule:admin_required",
+    "identity:list_services": "rule:admin_required",
+    "identity:get_endpoint": "rule:admin_required",
+    "identity:list_endpoints": "rule:admin_required",
+    "identity:get_region": "@",
+    "identity:list_regions": "@",
+    "identity:validate_token": "rule:service_admin_or_token_subject",
+    "identity:revoke_token": "rule:service_admin_or_token_subject",
+    "identity:get_auth_catalog": "@",
+    "identity:get_auth_projects": "@",
+    "identity:get_application_credential": "rule:admin_required or rule:owner",
+    "identity:list_application_credentials": "rule:admin_required or rule:owner",
+    "identity:create_application_credential": "rule:owner",
+    "identity:delete_application_credential": "rule:admin_required or rule:owner",
+    "identity:ec2_get_credential": "rule:admin_required or user_id:%(target.credential.user_id)s",
+    "identity:ec2_list_credentials": "rule:admin_required or rule:owner",
+    "identity:ec2_create_credential": "rule:admin_required or rule:owner",
+    "identity:ec2_delete_credential": "rule:admin_required or user_id:%(target.credential.user_id)s",
+}
+
+GLANCE = {
+    "get_images": "rule:context_is_admin or role:reader",
+    "get_image": ("rule:context_is_admin or (role:reader and (project_id:%(owner)s or project_id:%(member_id)s"
+                  " or 'community':%(visibility)s or 'public':%(visibility)s))"),
+    "add_image": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
+    "modify_image": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
+    "delete_image": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
+    "upload_image": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
+    "download_image": ("rule:context_is_admin or (role:reader and (project_id:%(owner)s or "
+                       "project_id:%(member_id)s or 'community':%(visibility)s or 'public':%(visibility)s))"),
+    "publicize_image": "rule:context_is_admin",
+    "communitize_image": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
+    "deactivate": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
+    "reactivate": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
+    "add_member": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
+    "delete_member": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
+    "get_member": "rule:context_is_admin or (role:reader and (project_id:%(owner)s or project_id:%(member_id)s))",
+    "get_members": "rule:context_is_admin or (role:reader and (project_id:%(owner)s or project_id:%(member_id)s))",
+    "modify_member": "rule:context_is_admin or (role:member and project_id:%(member_id)s)",
+}
+
+
+def defaults() -> dict[str, str]:
+    """Every rule with its default, base rules first."""
+    return {**BASE, **KEYSTONE, **GLANCE}

@@ -1,0 +1,231 @@
+"""Keystone writes with the unmodified `openstack` CLI (issue 19): a team onboarded by an admin,
+its user confined to its own project, access taken away by `role remove` on a *second* API
+worker (another process's app on the same API DB, with its own token cache) within 5 s, a
+disabled project's tokens refused, rescoping with the token method, the catalog, services and
+endpoints, and application credentials used by the CLI.
+
+Two API apps on two real ports share one API DB, as two workers of a cluster do; the cell is the
+fake one (real ZeroMQ) that takes builds to ACTIVE. Every CLI run is a subprocess in an
+environment built from scratch (tools/devcluster cli_env).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from api import bootstrap
+from api.app import make_app
+from tests.conftest import free_port
+from tests.unit.api_fake_cell import fake_cell
+from tests.unit.api_support import SECRETS, make_cluster
+from tools.devcluster import cli_env
+
+OPENSTACK = Path(sys.executable).with_name("openstack")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not OPENSTACK.exists(), reason="python-openstackclient is not installed")]
+PROPAGATION_BOUND = 5.0  # seconds: a revocation on one worker holds on every worker within this (issue 19)
+
+
+def _password_env(url: str, user: str, password: str, project: str) -> dict[str, str]:
+    return {"OS_AUTH_URL": f"{url}/identity/v3", "OS_USERNAME": user, "OS_PASSWORD": password,
+            "OS_PROJECT_NAME": project, "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
+            "OS_IDENTITY_API_VERSION": "3", "OS_REGION_NAME": "RegionOne"}
+
+
+async def _run(home: Path, auth: dict[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=cli_env(home, **auth),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def _ok(home: Path, auth: dict[str, str], *args: str) -> Any:
+    code, out, err = await _run(home, auth, *args)
+    assert code == 0, f"openstack {' '.join(args)} failed:\n{err}"
+    return json.loads(out) if "json" in args else out
+
+
+async def _fails(home: Path, auth: dict[str, str], *args: str) -> str:
+    code, out, err = await _run(home, auth, *args)
+    assert code != 0, f"openstack {' '.join(args)} should have failed:\n{out}"
+    return err
+
+
+@asynccontextmanager
+async def two_workers(tmp_path: Path, router: str) -> AsyncIterator[tuple[str, str]]:
+    """Two API apps (two token caches) on one API DB, each on its own real port: their URLs."""
+    ports = free_port(), free_port()
+    urls = tuple(f"http://127.0.0.1:{p}" for p in ports)
+    base = make_cluster(tmp_path, router=router)
+    await bootstrap.ensure(replace(base, api=replace(base.api, public_url=urls[0])))
+    servers = []
+    try:
+        for port, url in zip(ports, urls, strict=True):
+            cluster = replace(base, api=replace(base.api, listen=f"127.0.0.1:{port}", public_url=url))
+            server = TestServer(make_app(cluster), host="127.0.0.1", port=port)
+            await server.start_server()
+            servers.append(server)
+        yield urls[0], urls[1]
+    finally:
+        for server in servers:
+            await server.close()
+
+
+async def _token(url: str, user: str, password: str, project: str) -> str:
+    body = {"auth": {"identity": {"methods": ["password"], "password": {
+        "user": {"name": user, "domain": {"id": "default"}, "password": password}}},
+        "scope": {"project": {"name": project, "domain": {"id": "default"}}}}}
+    async with aiohttp.ClientSession() as http, http.post(f"{url}/identity/v3/auth/tokens", json=body) as resp:
+        assert resp.status == 201, await resp.text()
+        return resp.headers["X-Subject-Token"]
+
+
+async def _status(url: str, path: str, token: str) -> int:
+    async with aiohttp.ClientSession() as http, http.get(url + path, headers={"X-Auth-Token": token}) as resp:
+        return resp.status
+
+
+async def _refused_within(url: str, token: str, bound: float) -> float:
+    """Seconds until `url` refuses `token` (401) for a compute list; fails past `bound`."""
+    start = time.monotonic()
+    while time.monotonic() - start < bound:
+        if await _status(url, "/compute/v2.1/servers", token) == 401:
+            return time.monotonic() - start
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the token still worked {bound} s after its access was taken away")
+
+
+async def test_onboard_a_team_and_take_its_access_away(tmp_path: Path) -> None:
+    async with fake_cell() as cell, two_workers(tmp_path, cell.router) as (one, two):
+        cell.conductor.auto_after = 0.2
+        admin = _password_env(one, "admin", SECRETS["admin_password"], "admin")
+        project = await _ok(tmp_path, admin, "project", "create", "--description", "the second team", "team2",
+                            "-f", "json")
+        assert (project["name"], project["enabled"], project["domain_id"]) == ("team2", True, "default")
+        assert "409" in await _fails(tmp_path, admin, "project", "create", "team2")
+        names = [p["Name"] for p in await _ok(tmp_path, admin, "project", "list", "-f", "json")]
+        assert sorted(names) == ["admin", "demo", "service", "team2"]
+        user = await _ok(tmp_path, admin, "user", "create", "--project", "team2", "--password", "alice-pw-1",
+                         "alice", "-f", "json")
+        assert user["default_project_id"] == project["id"]
+        await _ok(tmp_path, admin, "role", "add", "--user", "alice", "--project", "team2", "member")
+        assigned = await _ok(tmp_path, admin, "role", "assignment", "list", "--user", "alice", "--project", "team2",
+                             "--names", "-f", "json")
+        assert [(a["Role"], a["User"], a["Project"]) for a in assigned] == [("member", "alice@Default",
+                                                                              "team2@Default")]
+
+        alice = _password_env(one, "alice", "alice-pw-1", "team2")
+        made = await _ok(tmp_path, alice, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait",
+                         "alice-vm", "-f", "json")
+        assert made["status"] == "ACTIVE"
+        demo = _password_env(one, "demo", SECRETS["demo_password"], "demo")
+        await _ok(tmp_path, demo, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait",
+                  "demo-vm", "-f", "json")
+        # each team sees only its own servers; a member is no cloud admin
+        assert [s["Name"] for s in await _ok(tmp_path, alice, "server", "list", "-f", "json")] == ["alice-vm"]
+        assert [s["Name"] for s in await _ok(tmp_path, demo, "server", "list", "-f", "json")] == ["demo-vm"]
+        # the CLI falls back to the user's own projects when listing all is refused
+        assert [p["Name"] for p in await _ok(tmp_path, alice, "project", "list", "-f", "json")] == ["team2"]
+        assert "403" in await _fails(tmp_path, alice, "user", "create", "--password", "x", "mallory")
+
+        # a token alice's worker two has validated (and cached); the grant goes on worker one
+        alice_token = await _token(two, "alice", "alice-pw-1", "team2")
+        assert await _status(two, "/compute/v2.1/servers", alice_token) == 200
+        await _ok(tmp_path, admin, "role", "remove", "--user", "alice", "--project", "team2", "member")
+        took = await _refused_within(two, alice_token, PROPAGATION_BOUND)
+        print(f"role remove on worker one refused on worker two after {took:.2f} s")
+        assert "401" in await _fails(tmp_path, _password_env(two, "alice", "alice-pw-1", "team2"), "server", "list")
+
+        # the role back; then the project disabled on worker one: its tokens stop on worker two
+        await _ok(tmp_path, admin, "role", "add", "--user", "alice", "--project", "team2", "member")
+        alice_token = await _token(two, "alice", "alice-pw-1", "team2")
+        assert await _status(two, "/compute/v2.1/servers", alice_token) == 200
+        await _ok(tmp_path, admin, "project", "set", "--disable", "team2")
+        assert (await _ok(tmp_path, admin, "project", "show", "team2", "-f", "json"))["enabled"] is False
+        await _refused_within(two, alice_token, PROPAGATION_BOUND)
+        assert "401" in await _fails(tmp_path, alice, "server", "list")
+        await _ok(tmp_path, admin, "project", "set", "--enable", "team2")
+
+        # alice changes her password (admin's user set); the old one stops working
+        await _ok(tmp_path, admin, "user", "set", "--password", "alice-pw-2", "alice")
+        assert "401" in await _fails(tmp_path, alice, "server", "list")
+        alice = _password_env(one, "alice", "alice-pw-2", "team2")
+        assert [s["Name"] for s in await _ok(tmp_path, alice, "server", "list", "-f", "json")] == ["alice-vm"]
+
+        await _ok(tmp_path, alice, "server", "delete", "--wait", "alice-vm")
+        await _ok(tmp_path, admin, "user", "delete", "alice")
+        await _ok(tmp_path, admin, "project", "delete", "team2")
+        assert "team2" not in [p["Name"] for p in await _ok(tmp_path, admin, "project", "list", "-f", "json")]
+        assert "403" in await _fails(tmp_path, admin, "project", "delete", "admin")  # the cloud's own
+
+
+async def test_catalog_services_endpoints_and_rescoping(tmp_path: Path) -> None:
+    async with two_workers(tmp_path, "tcp://127.0.0.1:1") as (one, _two):
+        admin = _password_env(one, "admin", SECRETS["admin_password"], "admin")
+        catalog = await _ok(tmp_path, admin, "catalog", "list", "-f", "json")
+        assert {"identity", "compute", "image", "network", "block-storage"} <= {c["Type"] for c in catalog}
+        services = await _ok(tmp_path, admin, "service", "list", "-f", "json")
+        assert {(s["Name"], s["Type"]) for s in services} >= {("nova", "compute"), ("keystone", "identity")}
+        endpoints = await _ok(tmp_path, admin, "endpoint", "list", "--service", "compute", "-f", "json")
+        assert sorted(e["Interface"] for e in endpoints) == ["admin", "internal", "public"]
+        assert {e["URL"] for e in endpoints} == {f"{one}/compute/v2.1"}
+        assert [r["Region"] for r in await _ok(tmp_path, admin, "region", "list", "-f", "json")] == ["RegionOne"]
+        demo = _password_env(one, "demo", SECRETS["demo_password"], "demo")
+        assert "403" in await _fails(tmp_path, demo, "service", "list")
+
+        # the token method: a token of demo's rescoped (by the CLI's token auth) to the same project,
+        # and to a project demo has no role on refused
+        token = await _token(one, "demo", SECRETS["demo_password"], "demo")
+        by_token = {"OS_AUTH_URL": f"{one}/identity/v3", "OS_AUTH_TYPE": "v3token", "OS_TOKEN": token,
+                    "OS_PROJECT_NAME": "demo", "OS_PROJECT_DOMAIN_NAME": "Default", "OS_IDENTITY_API_VERSION": "3"}
+        issued = await _ok(tmp_path, by_token, "token", "issue", "-f", "json")
+        demo_id = (await _ok(tmp_path, demo, "token", "issue", "-f", "json"))["project_id"]
+        assert issued["project_id"] == demo_id and issued["id"] != token
+        assert "401" in await _fails(tmp_path, dict(by_token, OS_PROJECT_NAME="admin"), "token", "issue")
+
+
+async def test_application_credential_restricted_revocable(tmp_path: Path) -> None:
+    async with fake_cell() as cell, two_workers(tmp_path, cell.router) as (one, two):
+        cell.conductor.auto_after = 0.2
+        demo = _password_env(one, "demo", SECRETS["demo_password"], "demo")
+        cred = await _ok(tmp_path, demo, "application", "credential", "create", "ci", "--role", "member",
+                         "-f", "json")
+        cred = {k.lower().replace(" ", "_"): v for k, v in cred.items()}  # the CLI's column names vary by release
+        assert cred["name"] == "ci" and cred["secret"] and "member" in str(cred["roles"])
+        assert "403" in await _fails(tmp_path, demo, "application", "credential", "create", "sneaky", "--role",
+                                     "admin")
+        ci = {"OS_AUTH_URL": f"{two}/identity/v3", "OS_AUTH_TYPE": "v3applicationcredential",
+              "OS_APPLICATION_CREDENTIAL_ID": cred["id"], "OS_APPLICATION_CREDENTIAL_SECRET": cred["secret"],
+              "OS_IDENTITY_API_VERSION": "3", "OS_REGION_NAME": "RegionOne"}
+        token = await _ok(tmp_path, ci, "token", "issue", "-f", "json")
+        assert token["project_id"] == (await _ok(tmp_path, demo, "token", "issue", "-f", "json"))["project_id"]
+        await _ok(tmp_path, ci, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "ci-vm")
+        assert [s["Name"] for s in await _ok(tmp_path, ci, "server", "list", "-f", "json")] == ["ci-vm"]
+        # restricted to its roles: it cannot make another credential
+        assert "403" in await _fails(tmp_path, ci, "application", "credential", "create", "ci2")
+        bad = dict(ci, OS_APPLICATION_CREDENTIAL_SECRET="wrong")
+        assert "401" in await _fails(tmp_path, bad, "server", "list")
+
+        listed = await _ok(tmp_path, demo, "application", "credential", "list", "-f", "json")
+        assert [c["Name"] for c in listed] == ["ci"]
+        await _ok(tmp_path, demo, "application", "credential", "delete", "ci")
+        assert "401" in await _fails(tmp_path, ci, "server", "list")
+
+        # with an expiry in the past: refused at create; in the future: shown
+        soon = await _ok(tmp_path, demo, "application", "credential", "create", "soon", "--expiration",
+                         "2099-01-01T00:00:00", "-f", "json")
+        soon = {k.lower().replace(" ", "_"): v for k, v in soon.items()}
+        assert soon["expires_at"].startswith("2099-01-01T00:00:00")
+        assert "400" in await _fails(tmp_path, demo, "application", "credential", "create", "old", "--expiration",
+                                     "2001-01-01T00:00:00")
