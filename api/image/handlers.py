@@ -12,9 +12,9 @@ from sqlalchemy import and_, select
 
 from api.db.schema import images
 from api.errors import error_middleware, image_body
-from api.http import context, query_int
+from api.http import allowed, authorize, context, query_int
 from api.image import images as db
-from api.image import upload
+from api.image import members, patch, upload
 from api.image.schemas import image_schema, images_schema
 from api.keys import ENGINE, STORE, public_url
 from api.middleware import token_auth
@@ -25,10 +25,15 @@ MAX_LIMIT = 1000
 VISIBILITIES = ("public", "private", "shared", "community", "all")
 
 
+# the Glance v2 minor versions whose features this API serves: 2.0 images, 2.1 members and PATCH,
+# 2.3 deactivate/reactivate. Not 2.2 (tasks), 2.4 (metadefs), 2.6+ (interoperable import, stores, cache).
+SERVED = ((3, "CURRENT"), (1, "SUPPORTED"), (0, "SUPPORTED"))
+
+
 async def versions(request: web.Request) -> web.Response:
     base = public_url(request)
-    values = [{"id": f"v2.{minor}", "status": "CURRENT" if minor == 9 else "SUPPORTED",
-               "links": [{"rel": "self", "href": f"{base}/image/v2/"}]} for minor in range(9, -1, -1)]
+    values = [{"id": f"v2.{minor}", "status": status, "links": [{"rel": "self", "href": f"{base}/image/v2/"}]}
+              for minor, status in SERVED]
     # Glance answers an unversioned URL with 300 Multiple Choices; the version list itself with 200
     status = 200 if request.path.rstrip("/").endswith("/versions") else 300
     return web.json_response({"versions": values}, status=status)
@@ -41,7 +46,10 @@ async def list_images(request: web.Request) -> web.Response:
     visibility = q.get("visibility")
     if visibility is not None and visibility not in VISIBILITIES:
         raise errors.Invalid(f"Invalid visibility value: {visibility}")
-    where = [db.visible(ctx) if visibility else db.listed(ctx), images.c.status != "deleted"]
+    member_status = q.get("member_status", "accepted")
+    if member_status not in ("accepted", "pending", "rejected", "all"):
+        raise errors.Invalid(f"Invalid status value: {member_status}")
+    where = [db.visible(ctx) if visibility else db.listed(ctx, member_status), images.c.status != "deleted"]
     if visibility and visibility != "all":
         where.append(images.c.visibility == visibility)
     for key in ("id", "name", "status", "owner", "disk_format", "container_format"):
@@ -84,8 +92,14 @@ async def show_image(request: web.Request) -> web.Response:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
     async with request.config_dict[ENGINE].connect() as conn:
-        row = await db.get(conn, context(request), request.match_info["image_id"])
+        row = await db.get(conn, ctx, request.match_info["image_id"])
+    if not ctx.is_image_reader_only:  # the compute hosts' fetch is not a tenant's download
+        authorize(request, "download_image", {"owner": row.owner, "visibility": row.visibility,
+                                              "member_id": ctx.project if row.visibility == "shared" else None})
+    if row.status == "deactivated" and not allowed(request, "context_is_admin"):
+        raise errors.Forbidden("The requested image has been deactivated. Image data download is forbidden.")
     if row.status != "active" or not row.content_address:
         # Glance: 204 No Content for an image without data
         return web.Response(status=204)
@@ -119,4 +133,6 @@ def make_image_app() -> web.Application:
     app.router.add_get("/v2/schemas/image", schema_image)
     app.router.add_get("/v2/schemas/images", schema_images)
     upload.add_routes(app)  # create, upload, delete: api/image/upload.py
+    patch.add_routes(app)  # PATCH, deactivate, reactivate: api/image/patch.py
+    members.add_routes(app)  # sharing: api/image/members.py
     return app

@@ -7,7 +7,7 @@ from sqlalchemy import Connection, Select, and_, bindparam, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.db.schema import images
+from api.db.schema import image_members, images
 from api.http import is_uuid
 from api.timeutil import iso_seconds
 from cells import errors
@@ -20,18 +20,30 @@ CORE = ("id", "name", "status", "visibility", "protected", "os_hidden", "checksu
         "container_format", "created_at", "updated_at", "tags")
 
 
+def _member_of(project: Any, accepted_only: bool = False) -> Any:
+    """Shared images `project` is a member of (api/image/members.py)."""
+    query = select(image_members.c.image_id).where(image_members.c.member_id == project)
+    if accepted_only:
+        query = query.where(image_members.c.status == "accepted")
+    return and_(images.c.visibility == "shared", images.c.id.in_(query))
+
+
 def visible(ctx: RequestContext) -> Any:
-    """Who sees what, as Glance: public and community to all, private/shared to the owner; admins all."""
+    """Who sees what, as Glance: public and community to all, private/shared to the owner, shared to its
+    members whatever their membership's status; admins all."""
     if ctx.is_admin:
         return images.c.id.is_not(None)
-    return or_(images.c.visibility.in_(("public", "community")), images.c.owner == ctx.project)
+    return or_(images.c.visibility.in_(("public", "community")), images.c.owner == ctx.project,
+               _member_of(ctx.project))
 
 
-def listed(ctx: RequestContext) -> Any:
-    """What a default list shows: community images only when asked for (as Glance)."""
+def listed(ctx: RequestContext, member_status: str = "accepted") -> Any:
+    """What a default list shows: community images only when asked for, shared ones whose membership the
+    caller accepted (Glance's member_status=accepted default; `all` for any)."""
     if ctx.is_admin:
         return images.c.id.is_not(None)
-    return or_(images.c.visibility == "public", images.c.owner == ctx.project)
+    members = _member_of(ctx.project, accepted_only=member_status == "accepted")
+    return or_(images.c.visibility == "public", images.c.owner == ctx.project, members)
 
 
 async def get(conn: AsyncConnection, ctx: RequestContext, image_id: str) -> AnyRow:
@@ -42,8 +54,10 @@ async def get(conn: AsyncConnection, ctx: RequestContext, image_id: str) -> AnyR
 # every boot reads its image: the two forms of the lookup (admin; anyone else) are built once
 _GET_ANY_SELECT = select(images).where(images.c.id == bindparam("b_id"), images.c.status != "deleted")
 _GET_ANY = Fast(_GET_ANY_SELECT)
-_GET_VISIBLE = Fast(_GET_ANY_SELECT.where(or_(images.c.visibility.in_(("public", "community")),
-                                              images.c.owner == bindparam("b_project"))))  # visible(ctx): non-admin
+_GET_VISIBLE = Fast(_GET_ANY_SELECT.where(or_(  # visible(ctx): non-admin
+    images.c.visibility.in_(("public", "community")), images.c.owner == bindparam("b_project"),
+    and_(images.c.visibility == "shared", images.c.id.in_(
+        select(image_members.c.image_id).where(image_members.c.member_id == bindparam("b_project")))))))
 
 
 def get_of(conn: Connection, ctx: RequestContext, image_id: str) -> AnyRow:

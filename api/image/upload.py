@@ -23,7 +23,7 @@ from aiohttp import web
 from sqlalchemy import and_, delete, func, insert, select, update
 
 from api.db.schema import images
-from api.http import context, is_uuid, json_body
+from api.http import authorize, context, is_uuid, json_body
 from api.image import images as db
 from api.image.bounds import Bounds, ImageTooLarge, UploadGuard, check_total, used_by
 from api.image.leases import UploadLease, partial_prefix
@@ -73,8 +73,6 @@ def validate_create(ctx: RequestContext, body: Any) -> dict[str, Any]:
     visibility = body.get("visibility", "shared")
     if visibility not in VISIBILITIES:
         raise errors.Invalid(f"Invalid visibility value: {visibility}")
-    if visibility == "public" and not ctx.is_admin:
-        raise ImageForbidden(reason="You are not authorized to complete publicize_image action.")
     disk_format = body.get("disk_format")
     if disk_format not in _FORMATS_DISK:
         raise errors.Invalid(f"Invalid disk format '{disk_format}' for image.")
@@ -82,8 +80,6 @@ def validate_create(ctx: RequestContext, body: Any) -> dict[str, Any]:
     if container_format not in _FORMATS_CONTAINER:
         raise errors.Invalid(f"Invalid container format '{container_format}' for image.")
     owner = body.get("owner", ctx.project)
-    if owner != ctx.project and not ctx.is_admin:
-        raise ImageForbidden(reason="You are not permitted to create images owned by another project.")
     tags = body.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) and len(t) <= 255 for t in tags):
         raise errors.Invalid("Invalid tags: expected a list of strings.")
@@ -108,15 +104,20 @@ def validate_create(ctx: RequestContext, body: Any) -> dict[str, Any]:
             "created_at": now, "updated_at": now}
 
 
-def _may_change(ctx: RequestContext, row: Any) -> None:
+def _may_change(request: web.Request, rule: str, row: Any) -> None:
     """Only the owner (or an admin) changes an image; others who can see it get 403, as Glance."""
-    if not ctx.is_admin and row.owner != ctx.project:
-        raise ImageForbidden(reason="You are not permitted to modify this image.")
+    authorize(request, rule, {"owner": row.owner, "visibility": row.visibility})
 
 
 async def create_image(request: web.Request) -> web.Response:
     ctx = context(request)
     values = validate_create(ctx, await json_body(request))
+    # Glance's rules: add_image for the owner named (another project's: admins only), and
+    # publicize_image / communitize_image for those visibilities
+    authorize(request, "add_image", {"owner": values["owner"], "visibility": values["visibility"]})
+    if values["visibility"] in ("public", "community"):
+        authorize(request, "publicize_image" if values["visibility"] == "public" else "communitize_image",
+                  {"owner": values["owner"], "visibility": values["visibility"]})
     async with request.config_dict[ENGINE].begin() as conn:
         exists = (await conn.execute(select(images.c.id).where(images.c.id == values["id"]))).first()
         if exists is not None:
@@ -151,7 +152,7 @@ async def upload(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
     async with engine.connect() as conn:
         row = await db.get(conn, ctx, image_id)
-    _may_change(ctx, row)
+    _may_change(request, "upload_image", row)
     if not row.disk_format or not row.container_format:
         raise errors.Invalid("Properties disk_format, container_format must be set prior to saving data.")
     lease = UploadLease(store.root, row.id)
@@ -208,7 +209,7 @@ async def delete_image(request: web.Request) -> web.Response:
     engine = request.config_dict[ENGINE]
     async with engine.begin() as conn:
         row = await db.get(conn, ctx, request.match_info["image_id"])
-        _may_change(ctx, row)
+        _may_change(request, "delete_image", row)
         if row.protected:
             raise ImageForbidden(reason=f"Image {row.id} is protected and cannot be deleted.")
         await conn.execute(delete(images).where(images.c.id == row.id))
