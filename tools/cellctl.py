@@ -462,6 +462,32 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 # --- CLI ----------------------------------------------------------------------------
 
+def cmd_policy(args: argparse.Namespace) -> int:
+    """`cellctl policy list`: every authorization rule in effect (defaults with <state>/policy.yaml's
+    overrides applied, marked), as the API workers evaluate them."""
+    import json
+
+    from api.policy.enforce import POLICY_FILE, load_overrides, merged
+    from api.policy.engine import PolicyError
+
+    path = _state_of(args) / POLICY_FILE
+    try:
+        overrides = load_overrides(path)
+        effective = merged(overrides)
+    except PolicyError as exc:
+        _err(f"the policy file is refused (the API keeps its previous rules): {exc}")
+        return 1
+    if args.json:
+        print(json.dumps([{"name": name, "rule": rule, "overridden": name in overrides}
+                          for name, rule in effective.items()], indent=2))
+        return 0
+    width = max(len(name) for name in effective)
+    for name, rule in effective.items():
+        mark = "  (overridden in " + str(path) + ")" if name in overrides else ""
+        print(f"{name:<{width}}  {rule or '@'}{mark}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellctl", description="Bring a Cellcloud cluster up, down, and "
                                      "show its health.")
@@ -497,6 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--state", help="state directory (default: state_dir of the file)")
         if verb == "status":
             p.add_argument("--json", action="store_true", help="print the states as JSON")
+    policy = sub.add_parser("policy", help="the API's authorization rules")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    policy_help = "every rule in effect: the defaults, with <state>/policy.yaml's overrides marked"
+    plist = policy_sub.add_parser("list", help=policy_help, description=policy_help)
+    plist.add_argument("file", nargs="?", default="cluster.yaml", help="the cluster file (default ./cluster.yaml)")
+    plist.add_argument("--state", help="state directory (default: state_dir of the file)")
+    plist.add_argument("--json", action="store_true", help="print the rules as JSON")
     image = sub.add_parser("image", help="images in the cluster's image store")
     image_sub = image.add_subparsers(dest="image_command", required=True)
     tiny_help = ("build the tiny guest from Debian packages (kernel + busybox initramfs) and register it as "
@@ -511,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "host": cmd_host, "image": cmd_image,
-                "db": cmd_db}
+                "db": cmd_db, "policy": cmd_policy}
     try:
         return commands[args.command](args)
     except ClusterFileError as exc:
