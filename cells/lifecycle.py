@@ -29,6 +29,7 @@ locked row and carries out the returned actions in the same unit of work.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from cells import errors
@@ -158,6 +159,17 @@ def on(event: str, state: State, instance_id: str = "", *,
             raise invalid()
         return observed_power(state, observed), ()
     raise invalid()
+
+
+def carry_out(actions: tuple[str, ...], carriers: Mapping[str, Callable[[], object]]) -> None:
+    """Run the carrier of every action `on` returned, in its order (the dask handle_stimulus ->
+    instructions pattern). An action the flow has no carrier for raises: a transition whose side
+    effects a caller would silently drop is a bug, found by the first test that fires it."""
+    missing = [a for a in actions if a not in carriers]
+    if missing:
+        raise errors.CellcloudError(f"lifecycle action(s) {missing} have no carrier in this flow")
+    for action in actions:
+        carriers[action]()
 
 
 # --- API status (Nova's nova/api/openstack/common.py _STATE_MAP) ------------

@@ -190,3 +190,15 @@ def test_delete_failed_ends_in_error_with_a_fault() -> None:
     assert actions == (Action.RECORD_FAULT, Action.FAIL_DELETE)
     with pytest.raises(errors.InstanceInvalidState):  # only a delete can fail as a delete
         on(Event.DELETE_FAILED, state)
+
+
+def test_carry_out_runs_every_action_in_order_and_refuses_one_without_a_carrier() -> None:
+    """A flow carries out what the machine returned; an action it has no carrier for is an error,
+    never silently dropped."""
+    _, actions = on(Event.RESCHEDULE, run(Event.BUILD_REQUESTED, Event.SCHEDULED, Event.SPAWNING))
+    done: list[str] = []
+    lifecycle.carry_out(actions, {a: (lambda a=a: done.append(a)) for a in actions})  # type: ignore[misc]
+    assert done == list(actions)
+    partial = {a: (lambda: None) for a in actions if a != Action.SCHEDULE}
+    with pytest.raises(errors.CellcloudError, match="schedule"):
+        lifecycle.carry_out(actions, partial)

@@ -28,7 +28,7 @@ from cells.context import RequestContext
 from cells.db import action_records, claims
 from cells.db import instances as idb
 from cells.db.fast import AnyRow
-from cells.lifecycle import NEW, Event, on
+from cells.lifecycle import NEW, Action, Event, carry_out, on
 from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpcapi.compute import ComputeAPI
@@ -79,7 +79,9 @@ def validate_build(instances: Any, request_spec: Any, now: str, conductor_id: st
     if not isinstance(request_spec, Mapping):
         raise errors.Invalid(reason="request_spec must be a map")
     groups.from_spec(request_spec)  # a malformed server group is refused before any row is written
-    state, _ = on(Event.BUILD_REQUESTED, NEW)
+    state, actions = on(Event.BUILD_REQUESTED, NEW)
+    # the rows are inserted first; build_instances then schedules them in the background
+    carry_out(actions, {Action.SCHEDULE: lambda: None})
     rows, seen = [], set()
     for inst in instances:
         if not isinstance(inst, Mapping):
@@ -201,9 +203,12 @@ def _set_host(conn: Connection, env: FlowEnv, uuid: str, host: str) -> dict[str,
         claims.release_claim(conn, uuid)
         LOG.info("instance %s changed during scheduling: not sending it to %s", uuid, host)
         return None
-    state, _ = on(Event.SCHEDULED, state_of(row), uuid)
-    values = {**state_values(state), "host": host, "retry_hosts": [*(row.retry_hosts or []), host],
-              "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}
+    state, actions = on(Event.SCHEDULED, state_of(row), uuid)
+    values = {**state_values(state), "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}
+    carry_out(actions, {
+        Action.SET_HOST: lambda: values.update(host=host, retry_hosts=[*(row.retry_hosts or []), host]),
+        Action.CAST_BUILD: lambda: None,  # the record returned is cast by send_to_host, once its ports exist
+    })
     idb.update_row(conn, uuid, values)
     action_records.finish_event(conn, uuid, CREATE, EV_SCHEDULE, action_records.SUCCESS)
     action_records.start_event(conn, uuid, CREATE, EV_BUILD, host)
@@ -238,10 +243,16 @@ async def _cast_build(env: FlowEnv, ctx: RequestContext, host: str, record: dict
 
 def set_error(conn: Connection, row: AnyRow, fault: dict[str, Any], event: str = Event.BUILD_FAILED) -> None:
     """building -> ERROR with `fault`, claim released, create action closed with Error (same unit of work)."""
-    state, _ = on(event, state_of(row), row.uuid)
-    claims.release_claim(conn, row.uuid)
-    action_records.add_fault(conn, row.uuid, fault, row.host)
-    idb.update_row(conn, row.uuid, {**state_values(state), "fault": fault, "updated_at": utcnow_iso()})
+    state, actions = on(event, state_of(row), row.uuid)
+    values = {**state_values(state), "updated_at": utcnow_iso()}
+
+    def record_fault() -> None:
+        action_records.add_fault(conn, row.uuid, fault, row.host)
+        values["fault"] = fault
+
+    carry_out(actions, {Action.RELEASE_CLAIM: lambda: claims.release_claim(conn, row.uuid),
+                        Action.RECORD_FAULT: record_fault})
+    idb.update_row(conn, row.uuid, values)
     action_records.fail_open_events(conn, row.uuid, CREATE, fault["message"])
 
 
@@ -275,14 +286,20 @@ def record_build_failure(conn: Connection, env: FlowEnv, uuid: str, host: str, r
         return None
     tried = list(row.retry_hosts or [])
     if retryable and len(tried) < env.max_attempts:
-        action_records.add_fault(conn, uuid, reported, host)  # kept in the history, not shown on the record
-        state, _ = on(Event.RESCHEDULE, state_of(row), uuid)
-        claims.release_claim(conn, uuid)
-        idb.update_row(conn, uuid, {**state_values(state), "host": None, "conductor_id": env.conductor_id,
-                                    "updated_at": utcnow_iso()})
+        state, actions = on(Event.RESCHEDULE, state_of(row), uuid)
+        values = {**state_values(state), "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}
+        again: list[Reschedule] = []
+        carry_out(actions, {
+            Action.RELEASE_CLAIM: lambda: claims.release_claim(conn, uuid),
+            # kept in the history, not shown on the record
+            Action.RECORD_FAULT: lambda: action_records.add_fault(conn, uuid, reported, host),
+            Action.CLEAR_HOST: lambda: values.update(host=None),
+            Action.SCHEDULE: lambda: again.append((dict(row.request_spec or {"flavor": row.flavor}), tried)),
+        })
+        idb.update_row(conn, uuid, values)
         action_records.finish_event(conn, uuid, CREATE, EV_BUILD, action_records.ERROR, reported["message"], host)
         action_records.start_event(conn, uuid, CREATE, EV_SCHEDULE)
-        return dict(row.request_spec or {"flavor": row.flavor}), tried
+        return again[0] if again else None
     if retryable:  # out of attempts: say so, as Nova
         action_records.add_fault(conn, uuid, reported, host)
         reported = action_records.make_fault(_exhausted(uuid, tried).message)

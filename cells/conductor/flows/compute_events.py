@@ -15,7 +15,7 @@ Deleted instances are not found.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection
@@ -27,7 +27,7 @@ from cells.context import RequestContext
 from cells.db import action_records
 from cells.db import instances as idb
 from cells.db.fast import AnyRow
-from cells.lifecycle import COMPUTE_EVENTS, Action, Event, on
+from cells.lifecycle import COMPUTE_EVENTS, Action, Event, carry_out, on
 from cells.objects.instance import PowerState, utcnow_iso
 
 POWER_STATES = frozenset(v for k, v in vars(PowerState).items() if k.isupper())
@@ -43,24 +43,25 @@ def validate(event: Any, power_state: Any, fault: Any) -> tuple[str, int | None,
     return str(event), power_state, action_records.make_fault(fault) if fault is not None else None
 
 
-def carry_out(conn: Connection, row: AnyRow, actions: tuple[str, ...], new: dict[str, Any],
-              fault: dict[str, Any] | None) -> None:
-    """The side effects the lifecycle returned with the new state (`new`: the row's values so far)."""
-    for action in actions:
-        if action == Action.SET_LAUNCHED_AT:
-            new["launched_at"] = new["updated_at"]
-        elif action == Action.FINISH_BUILD:
-            action_records.finish_event(conn, row.uuid, boot.CREATE, boot.EV_BUILD, action_records.SUCCESS,
-                                        host=row.host)
-            action_records.finish_action(conn, row.uuid, boot.CREATE)
-        elif action == Action.RECORD_FAULT:
-            made = fault or action_records.make_fault("Error")
-            action_records.add_fault(conn, row.uuid, made, row.host)
-            new["fault"] = made
-        elif action == Action.FAIL_DELETE:
-            action_records.fail_open_events(conn, row.uuid, delete.DELETE, (fault or {}).get("message", "Error"))
-        else:  # a transition whose actions this flow cannot carry out is a bug, not a silent skip
-            raise errors.CellcloudError(f"lifecycle action {action!r} has no carrier in compute events")
+def _carriers(conn: Connection, row: AnyRow, new: dict[str, Any],
+              fault: dict[str, Any] | None) -> dict[str, Callable[[], object]]:
+    """How this flow carries out the lifecycle's actions (`new`: the row's values so far)."""
+    def record_fault() -> None:
+        made = fault or action_records.make_fault("Error")
+        action_records.add_fault(conn, row.uuid, made, row.host)
+        new["fault"] = made
+
+    def finish_build() -> None:
+        action_records.finish_event(conn, row.uuid, boot.CREATE, boot.EV_BUILD, action_records.SUCCESS, host=row.host)
+        action_records.finish_action(conn, row.uuid, boot.CREATE)
+
+    return {
+        Action.SET_LAUNCHED_AT: lambda: new.update(launched_at=new["updated_at"]),
+        Action.FINISH_BUILD: finish_build,
+        Action.RECORD_FAULT: record_fault,
+        Action.FAIL_DELETE: lambda: action_records.fail_open_events(conn, row.uuid, delete.DELETE,
+                                                                    (fault or {}).get("message", "Error")),
+    }
 
 
 def _apply(conn: Connection, env: FlowEnv, uuid: str, host: str, event: str, observed: int | None,
@@ -72,7 +73,7 @@ def _apply(conn: Connection, env: FlowEnv, uuid: str, host: str, event: str, obs
         raise errors.Conflict(reason=f"instance {uuid} is on host {row.host}, not {host}")
     state, actions = on(event, state_of(row), uuid, observed=observed)
     new: dict[str, Any] = {**state_values(state), "updated_at": utcnow_iso()}
-    carry_out(conn, row, actions, new, fault)
+    carry_out(actions, _carriers(conn, row, new, fault))
     idb.update_row(conn, uuid, new)
     return env.record({**row._mapping, **new})
 

@@ -29,7 +29,7 @@ from cells.db import instances as idb
 from cells.db.fast import AnyRow
 from cells.db.schema import instances
 from cells.db.volumes import release_instance_volumes
-from cells.lifecycle import Event, check_unlocked, on
+from cells.lifecycle import Action, Event, carry_out, check_unlocked, on
 from cells.network.instance_ports import release_instance
 from cells.objects.instance import TaskState, utcnow_iso
 from cells.rpcapi.compute import ComputeAPI
@@ -50,11 +50,17 @@ def complete_delete(conn: Connection, env: FlowEnv, row: AnyRow, event: str = EV
     """deleting -> DELETED: claim released, terminated_at set, actions closed (in the caller's unit of work)."""
     state = state_of(row)
     if state.task_state != TaskState.DELETING:
-        state, _ = on(Event.DELETE_REQUESTED, state, row.uuid)
-    state, _ = on(Event.DESTROYED, state, row.uuid)
+        state, actions = on(Event.DELETE_REQUESTED, state, row.uuid)
+        # completed here: no guest to terminate (no host, a dead one, or its compute cleaned up)
+        carry_out(actions, {Action.CAST_TERMINATE: lambda: None})
+    state, actions = on(Event.DESTROYED, state, row.uuid)
     now = utcnow_iso()
-    values = {**state_values(state), "deleted": True, "terminated_at": now, "updated_at": now}
-    claims.release_claim(conn, row.uuid)
+    values = {**state_values(state), "updated_at": now}
+    carry_out(actions, {
+        Action.RELEASE_CLAIM: lambda: claims.release_claim(conn, row.uuid),
+        Action.SET_TERMINATED_AT: lambda: values.update(terminated_at=now),
+        Action.MARK_DELETED: lambda: values.update(deleted=True),
+    })
     migration_records.end_for_delete(conn, row.uuid)  # a move's destination claim goes with it
     release_instance(conn, row.uuid)  # ports and fixed IPs go back in the same commit
     release_instance_volumes(conn, row.uuid)  # and its volumes are available again (issue 6)
@@ -75,19 +81,21 @@ def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext,
     if row is None or row.deleted or not visible(ctx, row):
         raise errors.InstanceNotFound(instance_id=uuid)
     check_unlocked(row.locked_by, ctx.is_admin, uuid)
-    state, _ = on(Event.DELETE_REQUESTED, state_of(row), uuid)
+    state, actions = on(Event.DELETE_REQUESTED, state_of(row), uuid)
     if row.task_state != TaskState.DELETING:  # a repeated delete re-sends the terminate, same action
         action_records.start_action(conn, ctx, uuid, DELETE, row.project_id)
     others = migration_records.other_copies(conn, row)  # before complete_delete ends the moves
-    if row.host is None or env.host_dead(row.host):
+    host = row.host
+    if host is None or env.host_dead(host):  # the terminate has no one to go to: the delete completes here
         return complete_delete(conn, env, row, EV_LOCAL), None, others
     values = {**state_values(state), "conductor_id": env.conductor_id, "updated_at": utcnow_iso()}
-    idb.update_row(conn, uuid, values)
-    action_records.start_event(conn, uuid, DELETE, EV_TERMINATE, row.host)
+    cast_to: list[str] = []
     # a suspect (or fenced) host gets the terminate when it is back (flows/hosts.py host_back, or
     # its reconciliation); if it is declared dead instead, the delete completes then
-    cast_to = str(row.host) if env.host_alive(row.host) else None
-    return env.record({**row._mapping, **values}), cast_to, others
+    carry_out(actions, {Action.CAST_TERMINATE: lambda: cast_to.extend([str(host)] if env.host_alive(host) else [])})
+    idb.update_row(conn, uuid, values)
+    action_records.start_event(conn, uuid, DELETE, EV_TERMINATE, host)
+    return env.record({**row._mapping, **values}), (cast_to[0] if cast_to else None), others
 
 
 async def remove_copy(env: FlowEnv, ctx: RequestContext, host: str, record: dict[str, Any],
