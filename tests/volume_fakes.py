@@ -19,10 +19,11 @@ from cells.db.engine import Database
 from cells.db.schema import ensure_schema
 from cells.rpc.directory import Member
 from cells.rpc.wire import Method
+from node.imagecache import ImageCache
 from node.volume.backends.file import FileBackend
 from node.volume.manager import VolumeManager
 from node.volume.targets.local import LocalTarget
-from tests.compute_fakes import cluster_config
+from tests.compute_fakes import FakeFetcher, cluster_config
 
 
 class FakeCompute:
@@ -87,15 +88,18 @@ class VolumeCell:
         await self.env.db.close()
 
 
-async def volume_cell(tmp_path: Path, capacity_gb: int = 5, db_url: str | None = None) -> VolumeCell:
-    """`db_url`: the cell DB (default a SQLite file in tmp_path)."""
+async def volume_cell(tmp_path: Path, capacity_gb: int = 5, db_url: str | None = None,
+                      images: dict[str, bytes] | None = None) -> VolumeCell:
+    """`db_url`: the cell DB (default a SQLite file in tmp_path); `images`: the image store's bits (by id)
+    the volume worker downloads from (worker.images.fetcher)."""
     db = Database(db_url or f"sqlite+aiosqlite:///{tmp_path / 'cell.db'}")
     await ensure_schema(db)  # the volume tables come with the cell schema
     cluster = cluster_config(str(tmp_path))
     cluster = type(cluster)(**{**cluster.__dict__, "hosts": (HostSpec("node1", "127.0.0.1"),)})
     spec = ServiceSpec(id="cell1/volume/node1", kind="volume", host="node1", bind="tcp://127.0.0.1:9", cell="cell1")
     worker = VolumeManager(cluster, spec, backend=FileBackend(str(tmp_path / "vols"), "raw", capacity_gb=capacity_gb),
-                           targets={"local": LocalTarget("node1")})
+                           targets={"local": LocalTarget("node1")},
+                           images=ImageCache(str(tmp_path / "volume-images"), FakeFetcher(images)))
     compute = FakeCompute()
     service = FakeService(cluster, {"volume.node1": worker, "compute.node1": compute})
     tasks: list[asyncio.Task[None]] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.timeutil import iso_naive_micro
+from api.volume.images import volume_image_metadata
 
 DEFAULT_TYPE = "__DEFAULT__"
 SHOWN_ATTACHMENTS = ("attached", "detaching")
@@ -62,6 +63,9 @@ def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: 
         "migration_status": None,
         "attachments": attachments(record),
     }
+    image_metadata = volume_image_metadata(record.get("image"))
+    if image_metadata is not None:  # Cinder shows it for a volume made from an image
+        view["volume_image_metadata"] = image_metadata
     if tenant_attr:
         view["os-vol-tenant-attr:tenant_id"] = record["project_id"]
     if is_admin:

@@ -32,7 +32,7 @@ from api import quota
 from api.http import context, is_uuid, json_body, parse_bool, query_int
 from api.keys import DB, ROUTER, public_url
 from api.timeutil import parse
-from api.volume import cells, types
+from api.volume import cells, images, types
 from api.volume.microversions import version_of
 from api.volume.views import volume_brief, volume_detail
 from cells import errors
@@ -44,11 +44,11 @@ MAX_LIMIT = 1000
 TARGET_KEY = "cellcloud:target"
 TARGETS = ("local", "tgt", "nbd", "lio")
 # create-body keys this cloud cannot honour when they are set
-UNSUPPORTED_SOURCES = {"imageRef": "an image", "backup_id": "a backup", "consistencygroup_id": "a consistency group",
+UNSUPPORTED_SOURCES = {"backup_id": "a backup", "consistencygroup_id": "a consistency group",
                        "group_id": "a group", "source_replica": "a replica"}
 CREATE_KEYS = {"size", "name", "display_name", "description", "display_description", "availability_zone",
                "volume_type", "metadata", "multiattach", "OS-SCH-HNT:scheduler_hints", "snapshot_id", "source_volid",
-               *UNSUPPORTED_SOURCES}
+               "imageRef", *UNSUPPORTED_SOURCES}
 UPDATE_KEYS = {"name", "display_name", "description", "display_description", "metadata"}
 SORT_KEYS = ("created_at", "updated_at", "name", "size", "status", "id")
 
@@ -116,8 +116,12 @@ def validate_create(body: Any) -> dict[str, Any]:
     if item.get("multiattach"):
         raise errors.Invalid("multiattach is not supported: a volume is attached to one server at a time")
     sources = {k: _source_id(item[k], k) for k in ("snapshot_id", "source_volid") if item.get(k) is not None}
+    if item.get("imageRef") is not None:
+        sources["image_ref"] = images.image_id_of(item["imageRef"])
     if len(sources) > 1:
-        raise errors.Invalid("Invalid input received: give one of snapshot_id and source_volid, not both")
+        raise errors.Invalid("Invalid input received: give one of snapshot_id, source_volid and imageRef")
+    if sources.get("image_ref") and item.get("size") is None:
+        raise errors.Invalid("Invalid input received: a volume made from an image needs a size")
     if ("size" not in item or item["size"] is None) and not sources:
         raise errors.Invalid("Invalid input received: a volume size is required")
     size = None if item.get("size") is None else validate_size(item["size"])
@@ -227,6 +231,9 @@ async def create_volume(request: web.Request, ctx: RequestContext, project: str,
             spec["volume_type"] = source.get("volume_type")  # a copy keeps its source's type
     else:
         api = VolumeConductorAPI(cells.choose(router, spec["availability_zone"]))
+    if spec.get("image_ref"):  # resolved as the project sees it and checked against the size first
+        spec = {**spec, "image": await images.image_for_volume(request, ctx, spec.pop("image_ref"),
+                                                                int(spec["size"]))}
     vtype = await types.resolve(request, ctx, spec.get("volume_type"))
     stored_type = None if vtype["id"] == types.DEFAULT_TYPE_ID else str(vtype["name"])
     spec = {**spec, "volume_type": stored_type,
@@ -370,12 +377,15 @@ async def delete(request: web.Request) -> web.Response:
 
 
 async def action(request: web.Request) -> web.Response:
-    """POST .../volumes/{id}/action: os-extend {"new_size": N} (202; the volume goes extending)."""
+    """POST .../volumes/{id}/action: os-extend {"new_size": N} (202; the volume goes extending),
+    os-set_bootable {"bootable": B} (200)."""
     ctx = context(request)
     body = await json_body(request)
     if not isinstance(body, Mapping) or len(body) != 1:
         raise errors.Invalid("Invalid input received: one volume action per request")
     name, args = next(iter(body.items()))
+    if name == "os-set_bootable":
+        return await _set_bootable(request, ctx, args)
     if name != "os-extend":
         raise errors.Invalid(f"Invalid input received: volume action {name!r} is not supported by this cloud")
     if not isinstance(args, Mapping) or "new_size" not in args:
@@ -384,6 +394,16 @@ async def action(request: web.Request) -> web.Response:
     api, record = await find(request, ctx, request.match_info["volume_id"])
     await api.volume_extend(ctx, record["id"], new_size)
     return web.Response(status=202)
+
+
+async def _set_bootable(request: web.Request, ctx: RequestContext, args: Any) -> web.Response:
+    raw = args.get("bootable") if isinstance(args, Mapping) else None
+    bootable = raw if isinstance(raw, bool) else parse_bool(raw) if isinstance(raw, str) else None
+    if bootable is None:
+        raise errors.Invalid(f"Invalid value for 'bootable': {raw!r} (true or false)")
+    api, record = await find(request, ctx, request.match_info["volume_id"])
+    await api.volume_update(ctx, record["id"], {"bootable": bootable})
+    return web.Response(status=200)
 
 
 def add_routes(app: web.Application) -> None:

@@ -61,7 +61,7 @@ IN_PROGRESS = (VolumeStatus.CREATING, VolumeStatus.ATTACHING, VolumeStatus.DETAC
                VolumeStatus.EXTENDING)
 DELETABLE = (VolumeStatus.AVAILABLE, VolumeStatus.ERROR, VolumeStatus.ERROR_DELETING)
 EXPORTED = (VolumeStatus.ATTACHING, VolumeStatus.IN_USE, VolumeStatus.DETACHING)  # an export must exist
-UPDATABLE_FIELDS = frozenset({"name", "description", "metadata"})
+UPDATABLE_FIELDS = frozenset({"name", "description", "metadata", "bootable"})
 
 volumes = Table(
     "volumes", metadata,
@@ -92,6 +92,9 @@ volumes = Table(
     Column("source_volid", String(36), nullable=True),
     # c0004 (issue 18): the volume_backend_name its volume type asks for (None: any volume host)
     Column("volume_backend_name", String(255), nullable=True),
+    # c0005 (issue 18): the image it was made from, as the creating project saw it (its record, with an AMI's
+    # kernel and ramdisk): Cinder's volume_image_metadata, and what a boot from the volume boots
+    Column("image", JSON, nullable=True),
     # the usual tenant listing: WHERE project_id=? AND deleted=? ORDER BY created_at
     Index("ix_volumes_project_deleted_created", "project_id", "deleted", "created_at"),
 )

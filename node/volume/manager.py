@@ -30,6 +30,7 @@ from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext, admin_context
 from cells.rpcapi import Caller
 from cells.rpcapi.volume import VolumeConductorAPI
+from node.imagecache import HttpImageFetcher, ImageCache
 from node.locks import KeyedLocks
 from node.volume.backends import Backend, VolumeStorage
 from node.volume.backends.file import FileBackend
@@ -85,7 +86,7 @@ def make_targets(opts: dict[str, Any], host: str, address: str, run_dir: str) ->
 
 class VolumeManager:
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, *, backend: Backend | None = None,
-                 targets: dict[str, Target] | None = None) -> None:
+                 targets: dict[str, Target] | None = None, images: ImageCache | None = None) -> None:
         self.host = spec.host
         opts = dict(spec.options)
         base = os.path.join(cluster.state_dir, "hosts", spec.host)
@@ -96,6 +97,11 @@ class VolumeManager:
                                                                         os.path.join(base, "run"))
         self.report_interval = float(opts.get("report_interval", REPORT_INTERVAL))
         self.backend_name = str(opts.get("backend_name") or self.backend.name)
+        # the images volumes are made from: fetched as the compute hosts fetch them, into its own cache
+        self.images = images or ImageCache(
+            os.path.join(base, "volume-images"),
+            HttpImageFetcher(cluster.api.public_url, cluster.secrets.get("image_reader_password", ""),
+                             user="cellcloud-image-reader"))
         self._conductor: VolumeConductorAPI | None = None
         self._locks = KeyedLocks()
         self._started: list[Target] = []
@@ -111,6 +117,7 @@ class VolumeManager:
     async def start(self, service: Caller) -> None:
         self._conductor = VolumeConductorAPI(service)
         await self.backend.check()
+        await self.images.start()
         try:
             for target in self.targets.values():
                 await target.start()
@@ -142,6 +149,7 @@ class VolumeManager:
             except Exception:
                 LOG.exception("stopping target %s failed", target.name)
         self._started.clear()
+        await self.images.close()
 
     async def _report(self) -> None:
         await self.conductor.volume_node_update(admin_context(), self.host, await self.volume_stats(admin_context()))
@@ -209,6 +217,10 @@ class VolumeManager:
             if volume.get("snapshot_id"):
                 source = await self.backend.locate_snapshot(str(volume["snapshot_id"]))
                 storage = await self.backend.clone(vid, source, size)
+            elif volume.get("image"):  # downloaded into this worker's cache and verified first
+                image = dict(volume["image"])
+                path = await self.images.fetch(image)
+                storage = await self.backend.import_image(vid, path, str(image.get("disk_format")), size)
             elif volume.get("source_volid"):
                 async with self._locks(str(volume["source_volid"])):
                     source = await self.backend.locate(str(volume["source_volid"]))

@@ -2,7 +2,8 @@
 with the unmodified `openstack` CLI: a snapshot of a volume, a volume made from the snapshot and one
 made from the volume (the bytes written before the snapshot are in both, checked in the volume host's
 files: this hypervisor runs no guest), a volume with a snapshot refused deletion until --purge,
-extend, the snapshots quota (413); volume types steering to a volume host by volume_backend_name.
+extend, the snapshots quota (413); volume types steering to a volume host by volume_backend_name; a
+bootable volume made from an image.
 (The CLI refuses a shrink itself; the API's 400 for one is tests/unit/test_volume_snapshots.py's.)"""
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from api.image.default import MARKER as TINY_RAW_MARKER
 from tools.devcluster import RunningCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.slow
@@ -109,3 +111,18 @@ def test_volume_types_steer_to_a_matching_backend_with_the_cli(cluster: RunningC
         cluster.ok("volume", "delete", name)
     wait_for("typed volumes gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
     cluster.ok("volume", "type", "delete", "plain", "fast", who="admin")
+
+
+def test_a_bootable_volume_from_an_image_with_the_cli(cluster: RunningCluster) -> None:
+    """The volume host downloads tiny-raw (verified) and writes its disk into the volume."""
+    vol = ("volume",)
+    cluster.ok("volume", "create", "--image", "tiny-raw", "--size", "1", "--bootable", "bootvol", "-f", "json")
+    made = wait_status(cluster, vol, "bootvol", "available")
+    assert made["bootable"] is True
+    assert made["volume_image_metadata"]["image_name"] == "tiny-raw"
+    with (files(cluster) / f"volume-{made['id']}.raw").open("rb") as f:
+        assert f.read(len(TINY_RAW_MARKER)) == TINY_RAW_MARKER
+    cluster.ok("volume", "set", "--non-bootable", "bootvol")
+    assert cluster.ok("volume", "show", "bootvol", "-f", "json")["bootable"] is False
+    cluster.ok("volume", "delete", "bootvol")
+    wait_for("bootvol gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)

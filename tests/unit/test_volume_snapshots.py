@@ -19,6 +19,8 @@ from cells.conductor.flows import snapshots as snaps
 from cells.conductor.flows import volume_recovery as recovery
 from cells.conductor.flows import volumes as flows
 from cells.db import volumes as vdb
+from node.volume.proc import run
+from tests.compute_fakes import image_record
 from tests.unit.test_volume_flows import DEMO, OTHER, add_instance, create, status
 from tests.volume_fakes import VolumeCell, volume_cell
 
@@ -43,6 +45,11 @@ async def write_marker(env: VolumeCell, vid: str, data: bytes = MARKER) -> Path:
     path = Path((await env.worker.backend.locate(vid)).path)
     poke(path, data)
     return path
+
+
+def head(path: str | Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(len(MARKER))
 
 
 def read_marker(path: str | Path, length: int = len(MARKER)) -> bytes:
@@ -212,3 +219,65 @@ async def test_snapshot_and_extend_flows_of_a_dead_conductor_are_adopted_and_fin
     owners = await env.env.db.read(lambda conn: conn.execute(select(s.conductor_id).where(s.id == rec["id"]))
                                    .scalar())
     assert owners == "c1"
+
+
+IMAGE_ID = "5e0bb0a6-7d6a-4b5b-9f3e-3f0e1d6c1a01"
+
+
+async def image_cell(tmp_path: Path, data: bytes) -> VolumeCell:
+    return await volume_cell(tmp_path / "img", capacity_gb=8, images={IMAGE_ID: data})
+
+
+async def from_image(env: VolumeCell, record: dict[str, Any], size: int = 1) -> str:
+    vid = str(uuid.uuid4())
+    await flows.volume_create(env.env, DEMO, {"id": vid, "project_id": "demo", "size": size, "image": record})
+    await env.settle()
+    return vid
+
+
+async def test_a_volume_made_from_an_image_holds_its_disk_and_is_bootable(tmp_path: Path) -> None:
+    data = MARKER.ljust(1 << 20, b"\0")  # a 1 MiB raw disk
+    env = await image_cell(tmp_path, data)
+    try:
+        record = image_record(IMAGE_ID, data, properties={"kernel_id": "k", "os_command_line": "console=ttyS0"})
+        vid = await from_image(env, record, size=2)
+        vol = await flows.volume_get(env.env, DEMO, vid)
+        assert vol["status"] == "available" and vol["bootable"] is True and vol["image"]["id"] == IMAGE_ID
+        assert vol["image"]["properties"]["os_command_line"] == "console=ttyS0"
+        path = (await env.worker.backend.locate(vid)).path
+        assert os.path.getsize(path) == 2 * GIB
+        assert head(path) == MARKER
+    finally:
+        await env.close()
+
+
+async def test_bad_image_bits_or_a_too_small_volume_end_in_error_leaving_no_file(tmp_path: Path) -> None:
+    data = MARKER.ljust(1 << 20, b"\0")
+    env = await image_cell(tmp_path, data)
+    try:
+        tampered = await from_image(env, image_record(IMAGE_ID, data + b"x"))  # the hashes the API gave differ
+        vol = await flows.volume_get(env.env, DEMO, tampered)
+        assert vol["status"] == "error" and vol["error"]
+        qcow = image_record(IMAGE_ID, data, disk_format="qcow2")  # raw bits that say qcow2: refused at inspection
+        assert (await flows.volume_get(env.env, DEMO, await from_image(env, qcow)))["status"] == "error"
+        with pytest.raises(errors.Invalid, match="one source"):
+            await flows.volume_create(env.env, DEMO, {"id": str(uuid.uuid4()), "project_id": "demo", "size": 1,
+                                                      "image": image_record(IMAGE_ID, data), "source_volid": tampered})
+        assert [n for n in os.listdir(env.worker.backend.directory) if n.startswith("volume-")] == []  # type: ignore[attr-defined]
+    finally:
+        await env.close()
+
+
+async def test_an_image_whose_disk_is_larger_than_its_volume_ends_in_error(tmp_path: Path) -> None:
+    made = tmp_path / "big.qcow2"  # a small file holding a 2 GiB disk
+    await run(["qemu-img", "create", "-q", "-f", "qcow2", str(made), "2G"])
+    data = made.read_bytes()
+    env = await image_cell(tmp_path, data)
+    try:
+        vid = await from_image(env, image_record(IMAGE_ID, data, disk_format="qcow2"), size=1)
+        vol = await flows.volume_get(env.env, DEMO, vid)
+        assert vol["status"] == "error" and "doesn't fit in a volume of size 1GB" in vol["error"]
+        grown = await from_image(env, image_record(IMAGE_ID, data, disk_format="qcow2"), size=2)
+        assert (await flows.volume_get(env.env, DEMO, grown))["status"] == "available"
+    finally:
+        await env.close()

@@ -105,13 +105,31 @@ def _uuid(value: Any, what: str) -> str:
         raise errors.Invalid(reason=f"{what} {value!r} is not a UUID") from None
 
 
+IMAGE_FORMATS = ("raw", "qcow2", "ami")  # what a volume can be made from (kernels and ramdisks are not disks)
+
+
+def validate_image(image: Any) -> dict[str, Any] | None:
+    """The image record a volume is made from (the API resolved it as the project sees it); the volume
+    host verifies the bytes it downloads against its hashes."""
+    if image is None:
+        return None
+    if not isinstance(image, Mapping) or not isinstance(image.get("os_hash_value"), str):
+        raise errors.Invalid(reason="image must be an image record with its os_hash_value")
+    _uuid(image.get("id"), "image id")
+    if image.get("disk_format") not in IMAGE_FORMATS:
+        raise errors.Invalid(reason=f"a volume is made from a {', '.join(IMAGE_FORMATS)} image, not "
+                                    f"{image.get('disk_format')!r}")
+    return dict(image)
+
+
 def validate_create(volume: Any, now: str) -> dict[str, Any]:
     if not isinstance(volume, Mapping):
         raise errors.Invalid(reason="volume must be a map")
     vid = _uuid(volume.get("id"), "volume id")
     sources = {k: _uuid(volume[k], k) for k in ("snapshot_id", "source_volid") if volume.get(k) is not None}
-    if len(sources) > 1:
-        raise errors.Invalid(reason="a volume is made from one source: snapshot_id or source_volid, not both")
+    image = validate_image(volume.get("image"))
+    if len(sources) + (image is not None) > 1:
+        raise errors.Invalid(reason="a volume is made from one source: snapshot_id, source_volid or image")
     project = _text(volume.get("project_id"), "project_id")
     if not project:
         raise errors.Invalid(reason="project_id is required")
@@ -121,10 +139,10 @@ def validate_create(volume: Any, now: str) -> dict[str, Any]:
             "size": validate_size(volume.get("size")), "status": S.CREATING, "host": None, "backend": None,
             "disk_format": None, "availability_zone": _text(volume.get("availability_zone"), "availability_zone")
             or "nova", "volume_type": _text(volume.get("volume_type"), "volume_type"),
-            "metadata": validate_metadata(volume.get("metadata")), "bootable": False, "error": None,
+            "metadata": validate_metadata(volume.get("metadata")), "bootable": image is not None, "error": None,
             "created_at": now, "updated_at": now, "deleted": False, "deleted_at": None,
             "snapshot_id": sources.get("snapshot_id"), "source_volid": sources.get("source_volid"),
-            "volume_backend_name": _text(volume.get("volume_backend_name"), "volume_backend_name")}
+            "volume_backend_name": _text(volume.get("volume_backend_name"), "volume_backend_name"), "image": image}
 
 
 def next_device(used: list[str]) -> str:
@@ -276,6 +294,10 @@ def _update(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
         clean["description"] = _text(values["description"], "description", 65535)
     if "metadata" in values:
         clean["metadata"] = validate_metadata(values["metadata"])
+    if "bootable" in values:
+        if not isinstance(values["bootable"], bool):
+            raise errors.Invalid(reason="bootable must be true or false")
+        clean["bootable"] = values["bootable"]
     row = _get_visible(conn, ctx, volume_id)
     if clean:
         vdb.update_volume(conn, volume_id, clean)

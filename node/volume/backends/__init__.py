@@ -46,6 +46,9 @@ class Backend(Protocol):
     async def clone(self, volume_id: str, source: VolumeStorage, size_gb: int) -> VolumeStorage:
         """A new volume with `source`'s bytes, `size_gb` large (idempotent)."""
 
+    async def import_image(self, volume_id: str, path: str, disk_format: str, size_gb: int) -> VolumeStorage:
+        """A new volume holding the (verified) image file's disk, `size_gb` large (idempotent)."""
+
     async def extend(self, volume_id: str, size_gb: int) -> VolumeStorage:
         """Grow the volume to `size_gb` (never shrinks; idempotent)."""
 

@@ -106,6 +106,11 @@ class LvmBackend:
         made = await self._copy_into(volume_name(volume_id), source, size_gb)
         return VolumeStorage(volume_id, made.path, "raw", block_device=True)
 
+    async def import_image(self, volume_id: str, path: str, disk_format: str, size_gb: int) -> VolumeStorage:
+        source = VolumeStorage(volume_id, path, "qcow2" if disk_format == "qcow2" else "raw")
+        made = await self._copy_into(volume_name(volume_id), source, size_gb)
+        return VolumeStorage(volume_id, made.path, "raw", block_device=True)
+
     async def extend(self, volume_id: str, size_gb: int) -> VolumeStorage:
         storage = await self.locate(volume_id)
         current = int((await run(["blockdev", "--getsize64", storage.path])).strip())
