@@ -103,9 +103,9 @@ def _image_ids(cluster: RunningCluster) -> list[str]:
 
 
 def projects(workers: int) -> list[str]:
-    """The member projects of a run: the bootstrap's demo and alt_demo, and one more per extra worker
+    """The member projects of a run: the bootstrap's demo and alt_demo, and two more per extra worker
     (each test class holds a primary and a project reader of one project, some an alt of another)."""
-    return ["demo", "alt_demo", *(f"tempest{i}" for i in range(max(0, workers - 1)))]
+    return ["demo", "alt_demo", *(f"tempest{i}" for i in range(2 * max(0, workers - 1)))]
 
 
 def admins(workers: int) -> list[str]:
@@ -129,11 +129,14 @@ def extra_users(workers: int) -> tuple[list[UserSpec], dict[str, str]]:
 
 
 def accounts(cluster_secrets: Mapping[str, str], passwords: Mapping[str, str], workers: int) -> list[dict[str, Any]]:
-    """Tempest's accounts file: per project its member and its reader, and the admin."""
+    """Tempest's accounts file: every project's member, then every project's reader (Tempest takes an alt
+    from any free account in file order: a member of another project comes first, never the primary's
+    own reader while one is free), then the admins."""
     every = {**cluster_secrets, **passwords}
     out: list[dict[str, Any]] = []
-    for project in projects(workers):
-        for user, role in ((project, "member"), (f"{project}_reader", "reader")):
+    for user_of, role in ((lambda p: p, "member"), (lambda p: f"{p}_reader", "reader")):
+        for project in projects(workers):
+            user = user_of(project)
             out.append({"username": user, "project_name": project, "password": every[f"{user}_password"],
                         "domain_name": "Default", "roles": [role]})
     for user in admins(workers):

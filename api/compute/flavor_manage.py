@@ -219,7 +219,7 @@ async def delete_spec(request: web.Request) -> web.Response:
         if specs.pop(key, None) is None:
             raise FlavorExtraSpecsNotFound(flavor_id=flavor_id, key=key)
         await conn.execute(update(flavors).where(flavors.c.id == flavor_id).values(extra_specs=specs))
-    return web.Response(status=202)
+    return web.Response(status=200)  # Nova's (Tempest's schema: 200)
 
 
 async def access_list(request: web.Request) -> web.Response:

@@ -146,10 +146,11 @@ async def _mover(cc: ComputeContext, ctx: RequestContext, server_id: str) -> tup
 
 async def resize(cc: ComputeContext, ctx: RequestContext, server_id: str, flavor: dict[str, Any]) -> None:
     """Move the server to `flavor` (another host, or its own where the cell allows). The new flavor
-    counts against the project's quota at once (403 when the increase does not fit), as in Nova,
-    and the old one again if the cell refuses."""
-    conductor, uuid = await _mover(cc, ctx, server_id)
-    project = str(ctx.project)
+    counts against the server's project's quota at once (403 when the increase does not fit; an admin
+    resizing another project's server too), as in Nova, and the old one again if the cell refuses."""
+    mapping = await mappings.get(cc.db, ctx, server_id)
+    conductor, uuid = MoveConductorAPI(cc.router.conductor(mapping.cell_path).caller), str(mapping.instance_uuid)
+    project = str(mapping.project_id)
     old = await cc.db.write(lambda conn: quota.admit_resize(conn, project, uuid, flavor))
     try:
         await conductor.move_instance(ctx, uuid, "resize", flavor)

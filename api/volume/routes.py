@@ -57,7 +57,9 @@ def _v3(base: str) -> dict[str, Any]:
 
 
 async def versions(request: web.Request) -> web.Response:
-    return web.json_response({"versions": [_v3(public_url(request))]})
+    """Cinder answers its unversioned root with 300 Multiple Choices (Tempest checks it), /v3 with 200."""
+    root = request.path.rstrip("/") == "/volume"
+    return web.json_response({"versions": [_v3(public_url(request))]}, status=300 if root else 200)
 
 
 def make_volume_app() -> web.Application:

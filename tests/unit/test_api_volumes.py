@@ -132,7 +132,8 @@ async def test_versions_and_microversions(cloud: Cloud) -> None:
     for path in ("/volume", "/volume/", "/volume/v3/"):
         resp = await cloud.client.get(path)
         doc = (await resp.json())["versions"][0]
-        assert resp.status == 200 and (doc["id"], doc["version"], doc["min_version"]) == ("v3.0", "3.60", "3.0")
+        assert resp.status == (200 if "v3" in path else 300)  # Cinder's root: Multiple Choices
+        assert (doc["id"], doc["version"], doc["min_version"]) == ("v3.0", "3.60", "3.0")
         assert {"rel": "self", "href": f"{PUBLIC_URL}/volume/v3/"} in doc["links"]
     status, _ = await cloud.req("GET", "demo", "/volumes", headers={"OpenStack-API-Version": "volume 3.0"})
     assert status == 200

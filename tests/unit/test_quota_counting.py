@@ -212,9 +212,9 @@ async def set_quota(cloud: Cloud, **limits: int) -> None:
     assert resp.status == 200, await resp.text()
 
 
-async def resize(cloud: Cloud, sid: str, flavor: str) -> Any:
+async def resize(cloud: Cloud, sid: str, flavor: str, headers: dict[str, str] | None = None) -> Any:
     return await cloud.client.post(f"/compute/v2.1/servers/{sid}/action", json={"resize": {"flavorRef": flavor}},
-                                   headers=cloud.demo)
+                                   headers=headers or cloud.demo)
 
 
 async def counted_as(cloud: Cloud, sid: str) -> tuple[int, int]:
@@ -236,6 +236,15 @@ async def test_resize_counts_the_new_flavor(cloud: Cloud) -> None:
     assert await counted_as(cloud, other["id"]) == (1, 512)
     body = {"server": {"name": "third", "flavorRef": "1", "imageRef": cloud.image_id}}
     assert (await cloud.client.post("/compute/v2.1/servers", json=body, headers=cloud.demo)).status == 403
+
+
+async def test_an_admins_resize_counts_against_the_servers_project(cloud: Cloud) -> None:
+    """Tempest's test_resize_server_using_overlimit_*: the owner's quota bounds it, not the admin's project's."""
+    await set_quota(cloud, cores=1)
+    server = await cloud.boot(cloud.demo, "owned")
+    resp = await resize(cloud, server["id"], "3", headers=cloud.admin)
+    assert resp.status == 403 and "cores" in (await resp.json())["forbidden"]["message"]
+    assert await counted_as(cloud, server["id"]) == (1, 512)
 
 
 async def test_a_resize_the_cell_refuses_counts_the_old_flavor_again(cloud: Cloud) -> None:
