@@ -21,6 +21,22 @@ record a fault, cast to compute, ...). Build follows Nova's sequence:
     delete failed    -> error    / None         (the host could not destroy the guest)
     power observed   -> the record follows the hypervisor (a guest that went away is stopped)
 
+Moves (resize, cold migration: cells/conductor/flows/moves.py; evacuation: evacuate.py):
+
+    move requested      active|stopped / None  -> <vm_state> / resize_prep
+    move migrating      resize_prep|migrating  -> <vm_state> / resize_migrating
+    move finished       resize_migrating       -> resized / None / <observed>
+    confirm requested   resized / None         -> resized / resize_confirming
+    revert requested    resized / None         -> resized / resize_reverting
+    move confirmed      resize_confirming      -> <back_to> / None
+    move reverted       resize_reverting       -> <back_to> / None / <observed>
+    revert failed       resize_reverting       -> resized / None        (confirm or revert again)
+    evacuate requested  active|stopped|error / None -> <vm_state> / rebuilding
+    evacuated           rebuilding             -> <back_to> / None / <observed>
+    move failed         a move's task          -> <back_to> / None     (rolled back where it was)
+
+`back_to` is the vm_state the move recorded when it began (its migration's old_vm_state).
+
 The compute reports its steps as these events (conductor `instance_event`,
 cells/conductor/flows/compute_events.py); the conductor fires them here against the
 locked row and carries out the returned actions in the same unit of work.
@@ -58,6 +74,18 @@ class Event:
     SPAWN_FAILED = "spawn_failed"  # -> RESCHEDULE or BUILD_FAILED: the conductor decides (attempts left)
     DELETE_FAILED = "delete_failed"
     POWER_OBSERVED = "power_observed"
+    # moves, driven by the conductor
+    MOVE_REQUESTED = "move_requested"
+    MOVE_MIGRATING = "move_migrating"
+    MOVE_FINISHED = "move_finished"
+    CONFIRM_REQUESTED = "confirm_requested"
+    REVERT_REQUESTED = "revert_requested"
+    MOVE_CONFIRMED = "move_confirmed"
+    MOVE_REVERTED = "move_reverted"
+    EVACUATE_REQUESTED = "evacuate_requested"
+    EVACUATED = "evacuated"
+    MOVE_FAILED = "move_failed"
+    REVERT_FAILED = "revert_failed"
 
 
 # the events a compute reports about its instances (conductor instance_event)
@@ -82,6 +110,10 @@ class Action:
 
 
 NEW = State(vm_state="")  # the state before the row exists
+RESIZED = "resized"  # Nova's vm_state of a move awaiting confirm (VERIFY_RESIZE)
+MOVABLE = frozenset({VmState.ACTIVE, VmState.STOPPED})
+EVACUABLE = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR})
+MOVE_TASKS = frozenset({TaskState.RESIZE_PREP, TaskState.RESIZE_MIGRATING, TaskState.REBUILDING})
 _BUILD_TASKS = (TaskState.SCHEDULING, None, TaskState.NETWORKING, TaskState.BLOCK_DEVICE_MAPPING,
                 TaskState.SPAWNING)
 
@@ -96,15 +128,23 @@ def observed_power(state: State, actual: int | None) -> State:
     return replace(state, power_state=PowerState.NOSTATE if actual is None else actual)
 
 
-def on(event: str, state: State, instance_id: str = "", *,
-       observed: int | None = None) -> tuple[State, tuple[str, ...]]:
-    """Apply `event` to `state`. Raises InstanceInvalidState when it does not apply.
-    `observed`: the guest's power state for power_observed (None: no domain)."""
+def on(event: str, state: State, instance_id: str = "", *, observed: int | None = None,
+       back_to: str | None = None, shown: str | None = None) -> tuple[State, tuple[str, ...]]:
+    """Apply `event` to `state`. Raises InstanceInvalidState when it does not apply (naming
+    `shown`, Nova's action name, when given). `observed`: the guest's power state (power_observed:
+    None is no domain; a move's end: None keeps the recorded one); `back_to`: the vm_state a move
+    ends in (its migration's old_vm_state)."""
     vm, task = state.vm_state, state.task_state
 
     def invalid() -> errors.InstanceInvalidState:
         attr, value = ("task_state", task) if vm == VmState.BUILDING or task else ("vm_state", vm)
-        return errors.InstanceInvalidState(action=event, instance_id=instance_id, attr=attr, state=value)
+        return errors.InstanceInvalidState(action=shown or event, instance_id=instance_id, attr=attr, state=value)
+
+    if event in _MOVE_EVENTS:
+        moved = _move(event, state, observed, back_to)
+        if moved is None:
+            raise invalid()
+        return moved, ()
 
     building = vm == VmState.BUILDING and task in _BUILD_TASKS
     if event == Event.BUILD_REQUESTED:
@@ -159,6 +199,41 @@ def on(event: str, state: State, instance_id: str = "", *,
             raise invalid()
         return observed_power(state, observed), ()
     raise invalid()
+
+
+_MOVE_EVENTS = frozenset({Event.MOVE_REQUESTED, Event.MOVE_MIGRATING, Event.MOVE_FINISHED, Event.CONFIRM_REQUESTED,
+                          Event.REVERT_REQUESTED, Event.MOVE_CONFIRMED, Event.MOVE_REVERTED,
+                          Event.EVACUATE_REQUESTED, Event.EVACUATED, Event.MOVE_FAILED, Event.REVERT_FAILED})
+_END_STATES = frozenset({VmState.ACTIVE, VmState.STOPPED})  # where a move may end (its old_vm_state)
+
+
+def _move(event: str, state: State, observed: int | None, back_to: str | None) -> State | None:
+    """A move's transition, or None when it does not apply."""
+    vm, task = state.vm_state, state.task_state
+    power = state.power_state if observed is None else observed
+    if event == Event.MOVE_REQUESTED:
+        return replace(state, task_state=TaskState.RESIZE_PREP) if vm in MOVABLE and task is None else None
+    if event == Event.EVACUATE_REQUESTED:
+        return replace(state, task_state=TaskState.REBUILDING) if vm in EVACUABLE and task is None else None
+    if event == Event.MOVE_MIGRATING:
+        ok = task in (TaskState.RESIZE_PREP, TaskState.RESIZE_MIGRATING)
+        return replace(state, task_state=TaskState.RESIZE_MIGRATING) if ok else None
+    if event == Event.MOVE_FINISHED:
+        return State(RESIZED, None, power) if task == TaskState.RESIZE_MIGRATING else None
+    if event in (Event.CONFIRM_REQUESTED, Event.REVERT_REQUESTED):
+        if vm != RESIZED or task is not None:
+            return None
+        ending = TaskState.RESIZE_CONFIRMING if event == Event.CONFIRM_REQUESTED else TaskState.RESIZE_REVERTING
+        return replace(state, task_state=ending)
+    if event == Event.REVERT_FAILED:
+        return replace(state, task_state=None) if vm == RESIZED and task == TaskState.RESIZE_REVERTING else None
+    if back_to not in _END_STATES:
+        return None
+    ended = {Event.MOVE_CONFIRMED: task == TaskState.RESIZE_CONFIRMING,
+             Event.MOVE_REVERTED: task == TaskState.RESIZE_REVERTING,
+             Event.EVACUATED: task == TaskState.REBUILDING,
+             Event.MOVE_FAILED: task in MOVE_TASKS}[event]
+    return State(back_to, None, power) if ended else None
 
 
 def carry_out(actions: tuple[str, ...], carriers: Mapping[str, Callable[[], object]]) -> None:

@@ -202,3 +202,58 @@ def test_carry_out_runs_every_action_in_order_and_refuses_one_without_a_carrier(
     partial = {a: (lambda: None) for a in actions if a != Action.SCHEDULE}
     with pytest.raises(errors.CellcloudError, match="schedule"):
         lifecycle.carry_out(actions, partial)
+
+
+def test_a_resize_walks_the_machine_and_ends_where_it_began() -> None:
+    """Every step a resize takes is a transition: prep, migrating (again on a resent step),
+    finished (VERIFY_RESIZE with the destination's power), then confirmed back to the old vm_state."""
+    stopped = State(VmState.STOPPED, None, PowerState.SHUTDOWN)
+    state, actions = on(Event.MOVE_REQUESTED, stopped)
+    assert (state.task_state, actions) == (TaskState.RESIZE_PREP, ())
+    for _ in range(2):
+        state, _ = on(Event.MOVE_MIGRATING, state)
+        assert state.task_state == TaskState.RESIZE_MIGRATING
+    state, _ = on(Event.MOVE_FINISHED, state, observed=PowerState.SHUTDOWN)
+    assert state == State(lifecycle.RESIZED, None, PowerState.SHUTDOWN) and status(state.vm_state) == "VERIFY_RESIZE"
+    confirming, _ = on(Event.CONFIRM_REQUESTED, state)
+    assert status(confirming.vm_state, confirming.task_state) == "VERIFY_RESIZE"
+    done, _ = on(Event.MOVE_CONFIRMED, confirming, back_to=VmState.STOPPED)
+    assert done == State(VmState.STOPPED, None, PowerState.SHUTDOWN)
+
+
+def test_a_revert_that_fails_waits_for_another_confirm_or_revert() -> None:
+    resized = State(lifecycle.RESIZED, None, PowerState.RUNNING)
+    reverting, _ = on(Event.REVERT_REQUESTED, resized)
+    assert status(reverting.vm_state, reverting.task_state) == "REVERT_RESIZE"
+    assert on(Event.REVERT_FAILED, reverting)[0] == resized
+    back, _ = on(Event.MOVE_REVERTED, reverting, observed=PowerState.RUNNING, back_to=VmState.ACTIVE)
+    assert back == State(VmState.ACTIVE, None, PowerState.RUNNING)
+
+
+def test_an_evacuation_and_a_failed_move_end_in_the_recorded_vm_state() -> None:
+    rebuilding, _ = on(Event.EVACUATE_REQUESTED, State(VmState.ERROR, None, PowerState.NOSTATE))
+    assert rebuilding.task_state == TaskState.REBUILDING
+    assert on(Event.EVACUATED, rebuilding, observed=PowerState.RUNNING, back_to=VmState.ACTIVE)[0] == State(
+        VmState.ACTIVE, None, PowerState.RUNNING)
+    prep, _ = on(Event.MOVE_REQUESTED, State(VmState.ACTIVE, None, PowerState.RUNNING))
+    assert on(Event.MOVE_FAILED, prep, back_to=VmState.ACTIVE)[0] == State(VmState.ACTIVE, None, PowerState.RUNNING)
+
+
+@pytest.mark.parametrize("event,state,kw", [
+    (Event.MOVE_REQUESTED, State(VmState.ERROR), {}),  # an errored server is evacuated, never resized
+    (Event.MOVE_REQUESTED, State(VmState.ACTIVE, TaskState.POWERING_OFF), {}),
+    (Event.EVACUATE_REQUESTED, State(VmState.ACTIVE, TaskState.DELETING), {}),
+    (Event.MOVE_FINISHED, State(VmState.ACTIVE, TaskState.RESIZE_PREP), {}),
+    (Event.CONFIRM_REQUESTED, State(VmState.ACTIVE), {}),
+    (Event.MOVE_CONFIRMED, State(lifecycle.RESIZED, TaskState.RESIZE_CONFIRMING), {"back_to": "resized"}),
+    (Event.MOVE_FAILED, State(VmState.ACTIVE, TaskState.DELETING), {"back_to": VmState.ACTIVE}),
+    (Event.REVERT_FAILED, State(lifecycle.RESIZED, TaskState.RESIZE_CONFIRMING), {}),
+])
+def test_a_move_step_the_machine_does_not_allow_is_a_conflict(event: str, state: State, kw: dict[str, str]) -> None:
+    with pytest.raises(errors.InstanceInvalidState):
+        on(event, state, **kw)  # type: ignore[arg-type]
+
+
+def test_a_refused_move_names_novas_action() -> None:
+    with pytest.raises(errors.InstanceInvalidState, match="Cannot 'resize' instance i1 while it is in task_state"):
+        on(Event.MOVE_REQUESTED, State(VmState.ACTIVE, TaskState.REBOOTING), "i1", shown="resize")

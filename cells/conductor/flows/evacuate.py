@@ -22,20 +22,20 @@ from typing import Any
 from sqlalchemy import Connection
 
 from cells import errors
-from cells.conductor.env import FlowEnv, background_ctx
-from cells.conductor.flows.move_recovery import REBUILDING, drive, go_on, why_stop
+from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
+from cells.conductor.flows.move_recovery import drive, go_on, why_stop
 from cells.conductor.flows.moves import _instance, rekey_claim
 from cells.context import RequestContext
 from cells.db import action_records, migration_records
 from cells.db import instances as idb
 from cells.db.schema import migrations
+from cells.lifecycle import Event, on
 from cells.objects.instance import PowerState, VmState, utcnow_iso
 from cells.rpcapi.move_methods import MoveComputeAPI
 from cells.rpcapi.scheduler import SchedulerAPI
 
 LOG = logging.getLogger(__name__)
 ACTION, EV_REBUILD = "evacuate", "compute_rebuild_instance"
-EVACUABLE = (VmState.ACTIVE, VmState.STOPPED, VmState.ERROR)
 
 
 def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -45,9 +45,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tu
     if not env.host_dead(row.host):  # a suspect host may come back with the guest running: never two copies
         raise errors.Invalid(f"Compute service of {row.host} is still in use.", host=row.host,
                              state=env.host_state(row.host))
-    if row.vm_state not in EVACUABLE or row.task_state is not None:
-        attr, state = ("task_state", row.task_state) if row.task_state else ("vm_state", row.vm_state)
-        raise errors.InstanceInvalidState(action=ACTION, instance_id=uuid, attr=attr, state=state)
+    state, _ = on(Event.EVACUATE_REQUESTED, state_of(row), uuid, shown=ACTION)  # a move has no actions
     now = utcnow_iso()
     back = VmState.STOPPED if row.vm_state == VmState.STOPPED else VmState.ACTIVE
     mig = {"uuid": str(uuidlib.uuid4()), "instance_uuid": uuid, "migration_type": "evacuation",
@@ -57,8 +55,9 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tu
     conn.execute(migrations.insert().values(**mig))
     action_records.start_action(conn, ctx, uuid, ACTION, row.project_id, now)
     action_records.start_event(conn, uuid, ACTION, EV_REBUILD, None)
-    idb.update_row(conn, uuid, {"task_state": REBUILDING, "updated_at": now})
-    return env.record({**row._mapping, "task_state": REBUILDING}), migration_records.record(mig)
+    values = {**state_values(state), "updated_at": now}
+    idb.update_row(conn, uuid, values)
+    return env.record({**row._mapping, **values}), migration_records.record(mig)
 
 
 def _placed(conn: Connection, env: FlowEnv, mig: dict[str, Any]) -> str | None:
@@ -72,9 +71,12 @@ def _done(conn: Connection, env: FlowEnv, mig: dict[str, Any], power: int) -> st
         return reason
     uuid = mig["instance_uuid"]
     rekey_claim(conn, mig["uuid"], uuid)  # the dead host's claim goes, the destination's stays
-    idb.update_row(conn, uuid, {"host": mig["dest_host"], "vm_state": mig["old_vm_state"], "task_state": None,
-                                "power_state": power, "fault": None, "launched_at": utcnow_iso(),
-                                "updated_at": utcnow_iso()})
+    row = idb.get_row(conn, uuid, lock=True)  # locked by why_stop already, which found it
+    if row is None:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    state, _ = on(Event.EVACUATED, state_of(row), uuid, observed=power, back_to=mig["old_vm_state"])
+    idb.update_row(conn, uuid, {"host": mig["dest_host"], **state_values(state), "fault": None,
+                                "launched_at": utcnow_iso(), "updated_at": utcnow_iso()})
     migration_records.set_migration(conn, mig["uuid"], status="done", dest_host=mig["dest_host"])
     action_records.finish_event(conn, uuid, ACTION, EV_REBUILD, action_records.SUCCESS, host=mig["dest_host"])
     action_records.finish_action(conn, uuid, ACTION)

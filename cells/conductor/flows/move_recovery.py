@@ -23,11 +23,12 @@ from typing import Any
 from sqlalchemy import Connection
 
 from cells import errors
-from cells.conductor.env import FlowEnv
+from cells.conductor.env import FlowEnv, state_of, state_values
 from cells.conductor.flows.delete import remove_copy
 from cells.context import RequestContext
 from cells.db import action_records, claims, migration_records
 from cells.db import instances as idb
+from cells.lifecycle import Event, on
 from cells.objects.instance import TaskState, utcnow_iso
 from cells.rpcapi.move_methods import MoveComputeAPI
 
@@ -87,8 +88,12 @@ def fail(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, messa
     uuid = mig["instance_uuid"]
     claims.release_claim(conn, mig["uuid"])
     migration_records.set_migration(conn, mig["uuid"], status="error")
-    idb.update_row(conn, uuid, {"task_state": None, "host": mig["source_host"], "flavor": mig["old_flavor"],
-                                "vm_state": mig["old_vm_state"], "updated_at": utcnow_iso()})
+    row = idb.get_row(conn, uuid, lock=True)  # locked by why_stop already, which found it
+    if row is None:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    state, _ = on(Event.MOVE_FAILED, state_of(row), uuid, back_to=mig["old_vm_state"])  # no actions
+    idb.update_row(conn, uuid, {**state_values(state), "host": mig["source_host"], "flavor": mig["old_flavor"],
+                                "updated_at": utcnow_iso()})
     action_records.add_fault(conn, uuid, action_records.make_fault(message), mig["source_host"])
     action_records.fail_open_events(conn, uuid, action, message)
     return None

@@ -42,9 +42,9 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.engine import Row
 
 from cells import errors
-from cells.conductor.env import FlowEnv, background_ctx, through_host_restart
+from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values, through_host_restart
 from cells.conductor.flows.delete import remove_copy, visible
-from cells.conductor.flows.move_recovery import ACTION_OF, DELETED, MIGRATING, PREP, drive, go_on, roll_back, why_stop
+from cells.conductor.flows.move_recovery import ACTION_OF, DELETED, drive, go_on, roll_back, why_stop
 from cells.context import RequestContext, admin_context
 from cells.db import action_records, claims, migration_records
 from cells.db import instances as idb
@@ -52,20 +52,18 @@ from cells.db.fast import AnyRow
 from cells.db.migration_records import CONFIRMING, FINISHED, REVERTING
 from cells.db.schema import claims as claims_table
 from cells.db.schema import migrations
-from cells.lifecycle import check_unlocked
+from cells.lifecycle import Event, check_unlocked, on
 from cells.objects.base import newer
-from cells.objects.instance import VmState, utcnow_iso
+from cells.objects.instance import utcnow_iso
 from cells.rpcapi.compute import topic as compute_topic
 from cells.rpcapi.move_methods import DISK_COPY_VERSION, MoveComputeAPI
 from cells.rpcapi.scheduler import SchedulerAPI
 
 LOG = logging.getLogger(__name__)
-RESIZED = "resized"  # Nova's vm_state of a move awaiting confirm (VERIFY_RESIZE)
 EV_PREP, EV_MOVE, EV_FINISH = "compute_prep_resize", "compute_resize_instance", "compute_finish_resize"
 EV_CONFIRM, EV_REVERT = "compute_confirm_resize", "compute_revert_resize"
 EV_ADOPT = "conductor_adopt_move"
 MOVE_KINDS = {"resize": "resize", "migrate": "migration"}  # action -> Nova's migration_type
-MOVABLE = (VmState.ACTIVE, VmState.STOPPED)
 
 
 # --- validate (pure) ---------------------------------------------------------------
@@ -101,9 +99,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
            new_flavor: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
     check_unlocked(row.locked_by, ctx.is_admin, uuid)
-    if row.vm_state not in MOVABLE or row.task_state is not None:
-        attr, state = ("task_state", row.task_state) if row.task_state else ("vm_state", row.vm_state)
-        raise errors.InstanceInvalidState(action=action, instance_id=uuid, attr=attr, state=state)
+    state, _ = on(Event.MOVE_REQUESTED, state_of(row), uuid, shown=action)  # a move has no actions
     if row.host is None or not env.host_alive(row.host):
         raise errors.Conflict(reason=f"Compute host {row.host} of instance {uuid} is not available")
     flavor = validate_resize(row.flavor, new_flavor) if action == "resize" else dict(row.flavor)
@@ -115,21 +111,31 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
     conn.execute(migrations.insert().values(**mig))
     action_records.start_action(conn, ctx, uuid, action, row.project_id, now)
     action_records.start_event(conn, uuid, action, EV_PREP, None)
-    values = {"task_state": PREP, "updated_at": now}
+    values = {**state_values(state), "updated_at": now}
     idb.update_row(conn, uuid, values)
     return env.record({**row._mapping, **values}), migration_records.record(mig)
 
 
+def _fire(conn: Connection, uuid: str, event: str, **kw: Any) -> dict[str, Any]:
+    """The row's state values after a move's `event` (its row locked by why_stop already)."""
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is None:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    state, _ = on(event, state_of(row), uuid, **kw)  # a move's transitions have no actions
+    return state_values(state)
+
+
 def _step(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, done: str, nxt: str | None,
-          task: str, **mig_values: Any) -> str | None:
+          **mig_values: Any) -> str | None:
     reason = why_stop(conn, env, mig)
     if reason is not None:
         return reason
     uuid = mig["instance_uuid"]
+    state = _fire(conn, uuid, Event.MOVE_MIGRATING)
     action_records.finish_event(conn, uuid, action, done, action_records.SUCCESS, host=mig["source_host"])
     if nxt:
         action_records.start_event(conn, uuid, action, nxt, mig_values.get("dest_host") or mig["dest_host"])
-    idb.update_row(conn, uuid, {"task_state": task, "updated_at": utcnow_iso()})
+    idb.update_row(conn, uuid, {**state, "updated_at": utcnow_iso()})
     migration_records.set_migration(conn, mig["uuid"], **mig_values)
     return None
 
@@ -140,9 +146,10 @@ def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, 
     if reason is not None:
         return reason
     now = utcnow_iso()
+    state = _fire(conn, mig["instance_uuid"], Event.MOVE_FINISHED, observed=power)
     idb.update_row(conn, mig["instance_uuid"], {
-        "host": mig["dest_host"], "flavor": mig["new_flavor"], "old_flavor": mig["old_flavor"],
-        "vm_state": RESIZED, "task_state": None, "power_state": power, "updated_at": now})
+        "host": mig["dest_host"], "flavor": mig["new_flavor"], "old_flavor": mig["old_flavor"], **state,
+        "updated_at": now})
     migration_records.set_migration(conn, mig["uuid"], status=FINISHED)
     action_records.finish_event(conn, mig["instance_uuid"], action, EV_FINISH, action_records.SUCCESS, disk_note,
                          host=mig["dest_host"])
@@ -179,7 +186,7 @@ async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str
             ctx, {"flavor": mig["new_flavor"], "instance_uuid": uuid},  # the instance's server group goes with it
             [mig["uuid"]], [] if same_host else [source])
         dest = str(sel["host"])
-        await go_on(env, lambda conn: _step(conn, env, mig, action, EV_PREP, EV_MOVE, MIGRATING,
+        await go_on(env, lambda conn: _step(conn, env, mig, action, EV_PREP, EV_MOVE,
                                             dest_host=dest, status="migrating"))
         mig["dest_host"] = dest
     dest = str(mig["dest_host"])
@@ -189,7 +196,7 @@ async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str
         # 2. the source guest stops (and stays, until confirm or revert)
         await through_host_restart(env, source, what, lambda: compute.prep_move(ctx, source, record, mig))
         if attempt == 0:
-            await go_on(env, lambda conn: _step(conn, env, mig, action, EV_MOVE, EV_FINISH, MIGRATING))
+            await go_on(env, lambda conn: _step(conn, env, mig, action, EV_MOVE, EV_FINISH))
         # 3. the destination makes the guest with the new flavor, or on the same host changes
         #    the one guest's flavor
         try:
@@ -240,9 +247,11 @@ def _begin_end(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, w
     row = _instance(conn, ctx, uuid)
     check_unlocked(row.locked_by, ctx.is_admin, uuid)
     mig = migration_records.pending(conn, uuid, [FINISHED])
-    if row.vm_state != RESIZED or row.task_state is not None or mig is None:
+    if mig is None:
         raise errors.InstanceInvalidState(action=which, instance_id=uuid, attr="vm_state", state=row.vm_state)
-    task = CONFIRMING if which == "confirmResize" else REVERTING
+    event = Event.CONFIRM_REQUESTED if which == "confirmResize" else Event.REVERT_REQUESTED
+    state, _ = on(event, state_of(row), uuid, shown=which)
+    task = str(state.task_state)
     action_records.start_action(conn, ctx, uuid, which, row.project_id)
     action_records.start_event(conn, uuid, which, EV_CONFIRM if task == CONFIRMING else EV_REVERT,
                         mig.source_host if task == CONFIRMING else mig.dest_host)
@@ -260,8 +269,8 @@ def _confirmed(conn: Connection, env: FlowEnv, mig: dict[str, Any]) -> str | Non
         return reason  # deleted meanwhile (the delete released both claims) or adopted
     uuid = mig["instance_uuid"]
     rekey_claim(conn, mig["uuid"], uuid)  # source claim released, destination claim is the instance's
-    idb.update_row(conn, uuid, {"vm_state": mig["old_vm_state"], "task_state": None, "old_flavor": None,
-                                "updated_at": utcnow_iso()})
+    state = _fire(conn, uuid, Event.MOVE_CONFIRMED, back_to=mig["old_vm_state"])
+    idb.update_row(conn, uuid, {**state, "old_flavor": None, "updated_at": utcnow_iso()})
     migration_records.set_migration(conn, mig["uuid"], status="confirmed")
     action_records.finish_event(conn, uuid, "confirmResize", EV_CONFIRM, action_records.SUCCESS, host=mig["source_host"])
     action_records.finish_action(conn, uuid, "confirmResize")
@@ -273,8 +282,8 @@ def _reverted(conn: Connection, env: FlowEnv, mig: dict[str, Any], power: int) -
         return reason
     uuid = mig["instance_uuid"]
     claims.release_claim(conn, mig["uuid"])
-    idb.update_row(conn, uuid, {"vm_state": mig["old_vm_state"], "task_state": None, "old_flavor": None,
-                                "host": mig["source_host"], "flavor": mig["old_flavor"], "power_state": power,
+    state = _fire(conn, uuid, Event.MOVE_REVERTED, observed=power, back_to=mig["old_vm_state"])
+    idb.update_row(conn, uuid, {**state, "old_flavor": None, "host": mig["source_host"], "flavor": mig["old_flavor"],
                                 "updated_at": utcnow_iso()})
     migration_records.set_migration(conn, mig["uuid"], status="reverted")
     action_records.finish_event(conn, uuid, "revertResize", EV_REVERT, action_records.SUCCESS, host=mig["dest_host"])
@@ -320,7 +329,8 @@ async def _revert(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig
 
         def failed(conn: Connection) -> None:
             if _ending(conn, env, mig, REVERTING) is None:
-                idb.update_row(conn, record["uuid"], {"task_state": None, "updated_at": utcnow_iso()})
+                state = _fire(conn, record["uuid"], Event.REVERT_FAILED)
+                idb.update_row(conn, record["uuid"], {**state, "updated_at": utcnow_iso()})
                 action_records.fail_open_events(conn, record["uuid"], "revertResize", message)
         await env.db.write(failed)
         return
