@@ -303,6 +303,11 @@ class VolumeExportFailed(CellcloudError):
 
 
 @_register
+class VolumeUploadFailed(CellcloudError):
+    code, http_status, msg = "volume_upload_failed", 500, "Could not upload volume {volume_id} to an image: {reason}"
+
+
+@_register
 class VolumeAttachFailed(CellcloudError):
     code, http_status, msg = "volume_attach_failed", 500, "Could not attach volume {volume_id} to {instance_id}: {reason}"
 

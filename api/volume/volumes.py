@@ -32,7 +32,7 @@ from api import quota
 from api.http import context, is_uuid, json_body, parse_bool, query_int
 from api.keys import DB, ROUTER, public_url
 from api.timeutil import parse
-from api.volume import cells, images, types
+from api.volume import cells, images, types, upload
 from api.volume.microversions import version_of
 from api.volume.views import volume_brief, volume_detail
 from cells import errors
@@ -378,7 +378,7 @@ async def delete(request: web.Request) -> web.Response:
 
 async def action(request: web.Request) -> web.Response:
     """POST .../volumes/{id}/action: os-extend {"new_size": N} (202; the volume goes extending),
-    os-set_bootable {"bootable": B} (200)."""
+    os-set_bootable {"bootable": B} (200), os-volume_upload_image (202, api/volume/upload.py)."""
     ctx = context(request)
     body = await json_body(request)
     if not isinstance(body, Mapping) or len(body) != 1:
@@ -386,6 +386,9 @@ async def action(request: web.Request) -> web.Response:
     name, args = next(iter(body.items()))
     if name == "os-set_bootable":
         return await _set_bootable(request, ctx, args)
+    if name == "os-volume_upload_image":
+        api, record = await find(request, ctx, request.match_info["volume_id"])
+        return await upload.upload_to_image(request, ctx, api, record, args)
     if name != "os-extend":
         raise errors.Invalid(f"Invalid input received: volume action {name!r} is not supported by this cloud")
     if not isinstance(args, Mapping) or "new_size" not in args:

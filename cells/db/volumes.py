@@ -52,13 +52,14 @@ class VolumeStatus:
     DETACHING = "detaching"
     DELETING = "deleting"
     EXTENDING = "extending"
+    UPLOADING = "uploading"
     ERROR = "error"
     ERROR_DELETING = "error_deleting"
     ERROR_EXTENDING = "error_extending"
 
 
 IN_PROGRESS = (VolumeStatus.CREATING, VolumeStatus.ATTACHING, VolumeStatus.DETACHING, VolumeStatus.DELETING,
-               VolumeStatus.EXTENDING)
+               VolumeStatus.EXTENDING, VolumeStatus.UPLOADING)
 DELETABLE = (VolumeStatus.AVAILABLE, VolumeStatus.ERROR, VolumeStatus.ERROR_DELETING)
 EXPORTED = (VolumeStatus.ATTACHING, VolumeStatus.IN_USE, VolumeStatus.DETACHING)  # an export must exist
 UPDATABLE_FIELDS = frozenset({"name", "description", "metadata", "bootable"})

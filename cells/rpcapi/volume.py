@@ -22,6 +22,7 @@ from cells.rpc.wire import FAST, NORMAL, SLOW, Method, surface
 from cells.rpcapi import Caller, list_reply, map_reply
 
 CONDUCTOR_TOPIC = "conductor"
+UPLOAD = 3600.0  # a volume's bytes through the image API: a large volume on a slow disk
 CONNECTION_VERSION = "1.4"  # conductor volume_connection: a compute resolves what it plugs itself
 
 SURFACE = surface(
@@ -36,6 +37,8 @@ SURFACE = surface(
     Method("create_snapshot", SLOW, retry_safe=True, callers=callers(CONDUCTOR)),
     Method("delete_snapshot", SLOW, retry_safe=True, callers=callers(CONDUCTOR)),
     Method("extend_volume", SLOW, retry_safe=True, callers=callers(CONDUCTOR)),
+    # a repeat uploads again to a queued image (a saving or active one refuses: the first one won)
+    Method("upload_volume", UPLOAD, callers=callers(CONDUCTOR)),
 )
 M = SURFACE
 
@@ -50,6 +53,7 @@ CONDUCTOR_METHODS = (
     Method("volume_detach", NORMAL, callers=callers(API)),
     Method("volume_attachments", FAST, retry_safe=True, callers=callers(API)),
     Method("volume_extend", NORMAL, callers=callers(API)),
+    Method("volume_upload", NORMAL, callers=callers(API)),
     # snapshots (issue 18)
     Method("snapshot_create", NORMAL, retry_safe=True, callers=callers(API)),
     Method("snapshot_get", FAST, retry_safe=True, callers=callers(API)),
@@ -115,6 +119,12 @@ class VolumeAPI:
     async def delete_snapshot(self, ctx: RequestContext, host: str, snapshot: dict[str, Any]) -> None:
         await self.caller.call(topic(host), M["delete_snapshot"], {"snapshot": snapshot}, ctx)
 
+    async def upload_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any], image_id: str,
+                            api_url: str, token: str) -> None:
+        """PUT the volume's bytes to the image API's {api_url}/image/v2/images/{image_id}/file with `token`."""
+        await self.caller.call(topic(host), M["upload_volume"], {"volume": volume, "image_id": image_id,
+                                                                 "api_url": api_url, "token": token}, ctx)
+
     async def extend_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any], new_size: int) -> None:
         """Grow the volume's storage to `new_size` GiB (never shrinks it)."""
         await self.caller.call(topic(host), M["extend_volume"], {"volume": volume, "new_size": new_size}, ctx)
@@ -153,6 +163,10 @@ class VolumeConductorAPI:
     async def volume_extend(self, ctx: RequestContext, volume_id: str, new_size: int) -> dict[str, Any]:
         """available -> extending at once; the volume host grows it in the background."""
         return map_reply(await self._call("volume_extend", ctx, volume_id=volume_id, new_size=new_size))
+
+    async def volume_upload(self, ctx: RequestContext, volume_id: str, image_id: str, token: str) -> dict[str, Any]:
+        """available -> uploading at once; the volume host uploads it to the (queued) image in the background."""
+        return map_reply(await self._call("volume_upload", ctx, volume_id=volume_id, image_id=image_id, token=token))
 
     async def snapshot_create(self, ctx: RequestContext, snapshot: dict[str, Any], force: bool = False) -> dict[str, Any]:
         """Insert the snapshot (creating) and return it; the copy is made in the background."""

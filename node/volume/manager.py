@@ -40,6 +40,7 @@ from node.volume.targets.lio import LioTarget
 from node.volume.targets.local import LocalTarget
 from node.volume.targets.nbd import NbdTarget
 from node.volume.targets.tgt import TgtTarget
+from node.volume.upload import upload_file
 
 LOG = logging.getLogger(__name__)
 REPORT_INTERVAL = 30.0
@@ -97,6 +98,7 @@ class VolumeManager:
                                                                         os.path.join(base, "run"))
         self.report_interval = float(opts.get("report_interval", REPORT_INTERVAL))
         self.backend_name = str(opts.get("backend_name") or self.backend.name)
+        self.api_url = cluster.api.public_url
         # the images volumes are made from: fetched as the compute hosts fetch them, into its own cache
         self.images = images or ImageCache(
             os.path.join(base, "volume-images"),
@@ -239,6 +241,21 @@ class VolumeManager:
     async def delete_snapshot(self, ctx: RequestContext, snapshot: dict[str, Any]) -> None:
         await self.backend.delete_snapshot(str(snapshot["id"]))
         LOG.info("snapshot %s deleted", snapshot["id"])
+
+    async def upload_volume(self, ctx: RequestContext, volume: dict[str, Any], image_id: str, api_url: str,
+                            token: str) -> None:
+        """The volume's bytes (raw) PUT to the image API with the requesting user's token: the image store
+        inspects, hashes and bounds them as any upload. Only to this cluster's own API."""
+        vid = str(volume["id"])
+        if api_url.rstrip("/") != self.api_url.rstrip("/"):
+            raise errors.VolumeUploadFailed(volume_id=vid, reason="the image API named is not this cluster's")
+        async with self._locks(vid):
+            storage = await self.backend.locate(vid)
+        if storage.disk_format != "raw":
+            raise errors.VolumeUploadFailed(volume_id=vid, reason=f"{storage.disk_format} volumes are not uploaded "
+                                                                  "yet (raw only)")
+        await upload_file(storage.path, f"{self.api_url.rstrip('/')}/image/v2/images/{image_id}/file", token, vid)
+        LOG.info("volume %s uploaded to image %s", vid, image_id)
 
     async def extend_volume(self, ctx: RequestContext, volume: dict[str, Any], new_size: int) -> None:
         vid = str(volume["id"])

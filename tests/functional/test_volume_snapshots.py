@@ -3,7 +3,7 @@ with the unmodified `openstack` CLI: a snapshot of a volume, a volume made from 
 made from the volume (the bytes written before the snapshot are in both, checked in the volume host's
 files: this hypervisor runs no guest), a volume with a snapshot refused deletion until --purge,
 extend, the snapshots quota (413); volume types steering to a volume host by volume_backend_name; a
-bootable volume made from an image.
+bootable volume made from an image; a volume uploaded to an image that boots.
 (The CLI refuses a shrink itself; the API's 400 for one is tests/unit/test_volume_snapshots.py's.)"""
 from __future__ import annotations
 
@@ -126,3 +126,33 @@ def test_a_bootable_volume_from_an_image_with_the_cli(cluster: RunningCluster) -
     assert cluster.ok("volume", "show", "bootvol", "-f", "json")["bootable"] is False
     cluster.ok("volume", "delete", "bootvol")
     wait_for("bootvol gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
+
+
+def test_upload_a_volume_to_an_image_and_boot_it_with_the_cli(cluster: RunningCluster, tmp_path: Path) -> None:
+    """image create --volume: the volume host PUTs the bytes through the image API; the image holds the
+    volume's bytes and boots a server (on this cluster's test hypervisor)."""
+    vol = ("volume",)
+    cluster.ok("volume", "create", "--image", "tiny-raw", "--size", "1", "upvol", "-f", "json")
+    upvol = wait_status(cluster, vol, "upvol", "available")["id"]
+    with (files(cluster) / f"volume-{upvol}.raw").open("r+b") as f:
+        f.seek(GIB // 2)
+        f.write(MARKER)
+    made = cluster.ok("image", "create", "--volume", "upvol", "upimg", "-f", "json")
+    assert made["status"] == "uploading" and made["image_name"] == "upimg"
+    wait_status(cluster, vol, "upvol", "available", timeout=120)
+    image = wait_for("upimg active", lambda: (i := cluster.ok("image", "show", "upimg", "-f", "json"))["status"]
+                     == "active" and i, 60, 0.5)
+    assert image["size"] == GIB and image["disk_format"] == "raw" and image["min_disk"] == 1
+    saved = tmp_path / "upimg.raw"
+    cluster.ok("image", "save", "--file", str(saved), "upimg")
+    with saved.open("rb") as f:
+        assert f.read(len(TINY_RAW_MARKER)) == TINY_RAW_MARKER
+        f.seek(GIB // 2)
+        assert f.read(len(MARKER)) == MARKER
+    server = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "upimg", "--wait", "fromvol", "-f",
+                        "json")
+    assert server["status"] == "ACTIVE"
+    cluster.ok("server", "delete", "--wait", "fromvol")
+    cluster.ok("image", "delete", "upimg")
+    cluster.ok("volume", "delete", "upvol")
+    wait_for("upvol gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from cells import errors
 from cells.conductor.flows import snapshots as snaps
 from cells.conductor.flows import volume_recovery as recovery
+from cells.conductor.flows import volume_upload
 from cells.conductor.flows import volumes as flows
 from cells.db import volumes as vdb
 from node.volume.proc import run
@@ -281,3 +282,26 @@ async def test_an_image_whose_disk_is_larger_than_its_volume_ends_in_error(tmp_p
         assert (await flows.volume_get(env.env, DEMO, grown))["status"] == "available"
     finally:
         await env.close()
+
+
+async def test_upload_refuses_a_busy_volume_and_an_adopted_upload_is_rolled_back(env: VolumeCell) -> None:
+    vid = await create(env, size=1)
+    uid = await add_instance(env)
+    await flows.volume_attach(env.env, DEMO, vid, uid)
+    await env.settle()
+    with pytest.raises(errors.VolumeInvalidState, match="uploaded once detached"):
+        await volume_upload.volume_upload(env.env, DEMO, vid, IMAGE_ID, "token")
+    await flows.volume_detach(env.env, DEMO, vid, uid)
+    await env.settle()
+    with pytest.raises(errors.VolumeUploadFailed, match="not this cluster's"):  # the worker talks to its own API
+        await env.worker.upload_volume(DEMO, {"id": vid}, IMAGE_ID, "http://elsewhere.example:8774", "token")
+    spawn = env.env.spawn
+    env.env.spawn = lambda coro: coro.close()  # the conductor dies right after the volume went uploading
+    assert (await volume_upload.volume_upload(env.env, DEMO, vid, IMAGE_ID, "token"))["status"] == "uploading"
+    env.env.spawn = spawn
+    v = vdb.volumes.c
+    await env.env.db.write(lambda conn: conn.execute(update(vdb.volumes).where(v.id == vid).values(conductor_id=DEAD)))
+    assert await recovery.adopt(env.env, [DEAD]) == 1
+    await env.settle()
+    vol = await flows.volume_get(env.env, DEMO, vid)
+    assert vol["status"] == "available" and "upload to image interrupted" in vol["error"]
