@@ -20,7 +20,7 @@ from api.compute.flavors import flavor_detail, get_flavor
 from api.compute.microversions import version_of
 from api.compute.schemas import BOOL, NAME
 from api.db.schema import flavors
-from api.http import context, json_body, parse_bool
+from api.http import authorize, json_body, parse_bool
 from api.keys import ENGINE, public_url
 from api.timeutil import utcnow
 from api.validation import ValidationError, validate
@@ -80,8 +80,7 @@ class FlavorExtraSpecsNotFound(errors.NotFound):
 
 
 def _require_admin(request: web.Request, rule: str) -> None:
-    if not context(request).is_admin:
-        raise errors.Forbidden(f"Policy doesn't allow os_compute_api:{rule} to be performed.")
+    authorize(request, f"os_compute_api:{rule}")
 
 
 def _int_field(body: dict[str, Any], name: str, default: int = 0) -> int:

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Row
 from api.compute.microversions import Microversion, version_of
 from api.compute.views import links
 from api.db.schema import flavors
-from api.http import context, parse_bool, query_int
+from api.http import allowed, context, parse_bool, query_int
 from api.keys import ENGINE, public_url
 from cells import errors
 from cells.context import RequestContext
@@ -49,14 +49,14 @@ def flavor_detail(base: str, row: AnyRow, version: Microversion) -> dict[str, An
 
 def _list_query(request: web.Request) -> tuple[Select[Any], int, str | None]:
     q = request.query
-    ctx = context(request)
     query = select(flavors).where(flavors.c.disabled.is_(False))
     # Non-admins only ever see public flavors (no flavor access lists yet);
     # admins may ask for private ones (is_public=false) or all (is_public=none).
     is_public: bool | None = True
-    if ctx.is_admin and "is_public" in q and q["is_public"].strip().lower() == "none":
+    sees_private = allowed(request, "os_compute_api:os-flavor-access")
+    if sees_private and "is_public" in q and q["is_public"].strip().lower() == "none":
         is_public = None
-    elif ctx.is_admin and "is_public" in q:
+    elif sees_private and "is_public" in q:
         is_public = parse_bool(q["is_public"])
         if is_public is None:
             raise errors.Invalid(f"Invalid is_public filter [{q['is_public']}]")

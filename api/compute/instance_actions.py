@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from api.compute import mappings
-from api.http import context
+from api.http import allowed, context
 from api.keys import DB, ROUTER
 from api.timeutil import iso_naive_micro
 from cells import errors
@@ -52,7 +52,7 @@ async def show(request: web.Request) -> web.Response:
         raise InstanceActionNotFound(request_id=request_id, instance_uuid=request.match_info["server_id"])
     act = found[0]
     body = _action(act)
-    if context(request).is_admin:
+    if allowed(request, "os_compute_api:os-instance-actions:events"):
         body["events"] = [_event(e) for e in act.get("events") or []]
     return web.json_response({"instanceAction": body})
 

@@ -36,7 +36,7 @@ from api.compute.microversions import Microversion
 from api.compute.schemas import NAME
 from api.compute.service import ComputeContext
 from api.db.schema import key_pairs
-from api.http import context, json_body
+from api.http import authorize, context, json_body
 from api.keys import ENGINE, public_url
 from api.timeutil import iso_naive_micro, utcnow
 from api.validation import validate
@@ -223,8 +223,7 @@ def _user(request: web.Request, named: Any = None, policy: str = "index") -> str
         raise errors.Forbidden()
     wanted = named if named is not None else request.query.get("user_id")
     if wanted is not None and ComputeContext.of(request).at_least(2, 10) and wanted != user:
-        if not ctx.is_admin:
-            raise errors.Forbidden(f"Policy doesn't allow os_compute_api:os-keypairs:{policy} to be performed.")
+        authorize(request, f"os_compute_api:os-keypairs:{policy}", {"user_id": str(wanted)})
         return str(wanted)
     return user
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from api.compute import service
 from api.compute.flavors import flavor_dict, get_flavor
-from api.http import id_from_href
+from api.http import authorize, id_from_href
 from api.validation import validate
 from cells import errors
 from cells.context import RequestContext
@@ -34,9 +34,8 @@ EVACUATE = {"type": ["object", "null"], "additionalProperties": False,
                            "onSharedStorage": {"type": ["boolean", "string"]}}}
 
 
-def _admin(ctx: RequestContext, name: str) -> None:
-    if not ctx.is_admin:
-        raise errors.Forbidden(f"Policy doesn't allow os_compute_api:os-{name} to be performed.")
+def _admin(request: web.Request, name: str) -> None:
+    authorize(request, f"os_compute_api:os-{name}")
 
 
 async def move_action(request: web.Request, ctx: RequestContext, server_id: str, name: str,
@@ -59,14 +58,14 @@ async def move_action(request: web.Request, ctx: RequestContext, server_id: str,
         return web.Response(status=202)
     if name == "migrate":
         validate(_NULL_OR_EMPTY, spec, name)
-        _admin(ctx, "migrate-server:migrate")
+        _admin(request, "migrate-server:migrate")
         if isinstance(spec, dict) and spec.get("host"):
             raise errors.Invalid("Choosing the destination host of a migration is not supported; "
                                  "the scheduler picks one.")
         await service.migrate(cc, ctx, server_id)
         return web.Response(status=202)
     validate(EVACUATE, spec, name)
-    _admin(ctx, "evacuate")
+    _admin(request, "evacuate")
     if isinstance(spec, dict) and spec.get("host"):
         raise errors.Invalid("Choosing the destination host of an evacuation is not supported; "
                              "the scheduler picks one.")

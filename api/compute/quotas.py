@@ -14,7 +14,7 @@ from aiohttp import web
 from api import quota
 from api.compute import server_groups
 from api.compute.microversions import Microversion, version_of
-from api.http import context, json_body
+from api.http import allowed, authorize, context, json_body
 from api.keys import ENGINE, ROUTER
 from api.validation import validate
 from cells import errors
@@ -54,8 +54,7 @@ def update_schema(version: Microversion) -> dict[str, Any]:
 
 def _project(request: web.Request, ctx: RequestContext, action: str) -> str:
     project = request.match_info.get("project_id") or ctx.project or ""
-    if not ctx.is_admin and project != ctx.project:
-        raise errors.Forbidden(f"Policy doesn't allow os_compute_api:os-quota-sets:{action} to be performed.")
+    authorize(request, f"os_compute_api:os-quota-sets:{action}", {"project_id": project})
     return project
 
 
@@ -93,14 +92,13 @@ async def defaults(request: web.Request) -> web.Response:
                                                               for r in resources_at(version_of(request))}}})
 
 
-def _admin(ctx: RequestContext, action: str) -> None:
-    if not ctx.is_admin:
-        raise errors.Forbidden(f"Policy doesn't allow os_compute_api:os-quota-sets:{action} to be performed.")
+def _admin(request: web.Request, action: str) -> None:
+    authorize(request, f"os_compute_api:os-quota-sets:{action}", {"project_id": request.match_info.get("project_id")})
 
 
 async def update(request: web.Request) -> web.Response:
-    ctx = context(request)
-    _admin(ctx, "update")
+    context(request)
+    _admin(request, "update")
     project = request.match_info["project_id"]
     body = await json_body(request)
     version = version_of(request)
@@ -120,8 +118,8 @@ async def update(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    ctx = context(request)
-    _admin(ctx, "delete")
+    context(request)
+    _admin(request, "delete")
     await quota.reset_limits(request.config_dict[ENGINE], request.match_info["project_id"])
     return web.Response(status=202)
 
@@ -130,7 +128,7 @@ async def limits(request: web.Request) -> web.Response:
     """Nova 2.1's /limits: absolute limits and what the project uses; no rate limits."""
     ctx = context(request)
     project = str(ctx.project)
-    if "tenant_id" in request.query and ctx.is_admin:
+    if "tenant_id" in request.query and allowed(request, "os_compute_api:limits:other_project"):
         project = request.query["tenant_id"]
     lim = await quota.limits(request.config_dict[ENGINE], project)
     used = await quota.compute_usage(request.config_dict[ROUTER], ctx, project)

@@ -26,7 +26,7 @@ from api.compute.microversions import Microversion
 from api.compute.schemas import DESCRIPTION, NAME, SERVER_CREATE, hostname_schema
 from api.compute.server_create import server_admin_pass
 from api.compute.views import server_updated
-from api.http import context, id_from_href, is_uuid, json_body
+from api.http import allowed, context, id_from_href, is_uuid, json_body
 from api.image import images as image_db
 from api.keys import public_url
 from api.validation import validate
@@ -168,7 +168,8 @@ async def server_action(request: web.Request) -> web.Response:
         if "hostname" in spec:  # 2.90
             await mappings.set_attributes(cc.db, record["uuid"], {"hostname": spec["hostname"]})
         await service.for_views(cc, ctx, [record], show=True)
-        body = server_updated(public_url(request), record, ctx.is_admin, cc.version, rebuilt=True)
+        body = server_updated(public_url(request), record, allowed(request, "os_compute_api:os-extended-server-attributes"), cc.version,
+                              rebuilt=True)
         body["adminPass"] = server_admin_pass(spec)
         return web.json_response({"server": body}, status=202)
     if name in move_actions.ACTIONS:  # resize, confirm/revert, migrate, evacuate (issue 8)

@@ -36,7 +36,7 @@ from api import quota
 from api.compute.microversions import Microversion, version_of
 from api.compute.schemas import NAME
 from api.db.schema import instance_mappings, server_group_members, server_groups
-from api.http import context, is_uuid, json_body, query_int
+from api.http import allowed, context, is_uuid, json_body, query_int
 from api.keys import ENGINE
 from api.timeutil import utcnow
 from api.validation import validate
@@ -161,7 +161,8 @@ async def index(request: web.Request) -> web.Response:
     limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
     offset = query_int(query, "offset", 0) or 0
     stmt = select(server_groups)
-    if not ("all_projects" in query and ctx.is_admin):  # Nova ignores all_projects for others
+    # Nova ignores all_projects for those the rule does not allow
+    if not ("all_projects" in query and allowed(request, "os_compute_api:os-server-groups:index:all_projects")):
         stmt = stmt.where(_g.project_id == ctx.project)
     async with request.config_dict[ENGINE].connect() as conn:
         rows = (await conn.execute(stmt.order_by(_g.created_at, _g.id).limit(limit).offset(offset))).all()

@@ -22,7 +22,7 @@ from api.compute.schemas import DESCRIPTION, NAME, SERVER_CREATE, canonical_ip, 
 from api.compute.service import ComputeContext, for_views
 from api.compute.views import server_updated
 from api.db.schema import instance_mappings
-from api.http import context, json_body
+from api.http import allowed, context, json_body
 from api.keys import DB, ENGINE, ROUTER, public_url
 from api.validation import validate
 from cells import errors
@@ -101,7 +101,7 @@ async def update_server(request: web.Request) -> web.Response:
     if attributes:
         await mappings.set_attributes(cc.db, record["uuid"], attributes)
     await for_views(cc, ctx, [record], show=True)
-    return web.json_response({"server": server_updated(public_url(request), record, ctx.is_admin, cc.version)})
+    return web.json_response({"server": server_updated(public_url(request), record, allowed(request, "os_compute_api:os-extended-server-attributes"), cc.version)})
 
 
 async def _change_metadata(request: web.Request, change: Any) -> dict[str, str]:

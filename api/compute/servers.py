@@ -16,7 +16,7 @@ from aiohttp import web
 from api.compute import down_cells, mappings, security_groups, server_actions, service, volume_attachments
 from api.compute.server_create import BootRequest, server_admin_pass
 from api.compute.views import basic_addresses, server_brief, server_created, server_detail, server_show, vm_states_for
-from api.http import context, json_body, parse_bool, query_int
+from api.http import allowed, authorize, context, json_body, parse_bool, query_int
 from api.keys import DB, public_url
 from api.timeutil import parse
 from cells import errors
@@ -59,7 +59,7 @@ async def show(request: web.Request) -> web.Response:
         await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, [record]),
                              security_groups.add_group_names(request, ctx, [record]))
     await service.for_views(cc, ctx, [record], show=True)
-    return web.json_response({"server": server_show(public_url(request), record, ctx.is_admin, cc.version)})
+    return web.json_response({"server": server_show(public_url(request), record, allowed(request, "os_compute_api:os-extended-server-attributes"), cc.version)})
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -115,12 +115,12 @@ def _all_tenants(query: Any) -> bool:
     return value
 
 
-def _filters(ctx: RequestContext, query: Any) -> tuple[dict[str, Any], list[str] | None]:
+def _filters(request: web.Request, ctx: RequestContext, query: Any) -> tuple[dict[str, Any], list[str] | None]:
     """Conductor filters for a listing, and the statuses to keep (None: any)."""
     filters: dict[str, Any] = {"deleted": False}
     all_tenants = _all_tenants(query)
-    if all_tenants and not ctx.is_admin:
-        raise errors.Forbidden("Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed.")
+    if all_tenants:
+        authorize(request, "os_compute_api:servers:index:get_all_tenants")
     if not all_tenants:
         filters["project_id"] = ctx.project
     elif query.get("project_id") or query.get("tenant_id"):
@@ -142,7 +142,7 @@ def _filters(ctx: RequestContext, query: Any) -> tuple[dict[str, Any], list[str]
             raise errors.Invalid(f"Invalid filter field: changes-since. Value: {query['changes-since']}") from None
         filters["changes_since"] = since.isoformat(timespec="microseconds") + "Z" if since else None
         del filters["deleted"]  # Nova: changes-since shows deleted servers too
-    if "host" in query and ctx.is_admin:
+    if "host" in query and allowed(request, "os_compute_api:servers:allow_all_filters"):
         filters["host"] = query["host"]
     # flavor: a flavor id; image: an image id or its href (Nova matches the id at the end)
     if query.get("flavor"):
@@ -154,7 +154,7 @@ def _filters(ctx: RequestContext, query: Any) -> tuple[dict[str, Any], list[str]
 
 async def _list(request: web.Request, detail: bool) -> web.Response:
     ctx, query = context(request), request.query
-    filters, statuses = _filters(ctx, query)
+    filters, statuses = _filters(request, ctx, query)
     sort_keys, sort_dirs = _sort(query)
     limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
     cc = service.ComputeContext.of(request)
@@ -164,10 +164,10 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
         await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, records),
                              security_groups.add_group_names(request, ctx, records),
                              service.for_views(cc, ctx, records))
-    base = public_url(request)
+    base, extended = public_url(request), allowed(request, "os_compute_api:os-extended-server-attributes")
     body: dict[str, Any] = {"servers": [
         (down_cells.detail(base, r, cc.version) if detail else down_cells.brief(base, r, cc.version)) if r.get("down")
-        else server_detail(base, r, ctx.is_admin, cc.version) if detail else server_brief(base, r) for r in records]}
+        else server_detail(base, r, extended, cc.version) if detail else server_brief(base, r) for r in records]}
     if records and len(records) == limit:
         params = [(k, v) for k, v in query.items() if k != "marker"] + [("marker", records[-1]["uuid"])]
         path = "servers/detail" if detail else "servers"

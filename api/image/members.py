@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.db.schema import image_members, projects
-from api.http import authorize, context, json_body
+from api.http import allowed, authorize, context, json_body
 from api.image import images as db
 from api.image.upload import ImageForbidden
 from api.keys import ENGINE
@@ -83,16 +83,19 @@ async def list_members(request: web.Request) -> web.Response:
         if image.visibility != "shared":
             raise ImageForbidden(reason="Only shared images have members.")
         query = select(image_members).where(image_members.c.image_id == image.id)
-        if image.owner != ctx.project and not ctx.is_admin:  # a member sees only its own membership
+        # a member sees only its own membership
+        if image.owner != ctx.project and not allowed(request, "context_is_admin"):
             query = query.where(image_members.c.member_id == ctx.project)
         rows = (await conn.execute(query.order_by(image_members.c.created_at))).all()
     return web.json_response({"members": [_view(r) for r in rows], "schema": "/v2/schemas/members"})
 
 
-async def _member_row(conn: AsyncConnection, ctx: RequestContext, image: Any, member_id: str) -> Any:
+async def _member_row(request: web.Request, conn: AsyncConnection, image: Any, member_id: str) -> Any:
+    ctx = context(request)
     row = (await conn.execute(select(image_members).where(and_(
         image_members.c.image_id == image.id, image_members.c.member_id == member_id)))).first()
-    if row is None or (image.owner != ctx.project and member_id != ctx.project and not ctx.is_admin):
+    if row is None or (image.owner != ctx.project and member_id != ctx.project
+                       and not allowed(request, "context_is_admin")):
         raise MemberNotFound(reason=f"{member_id} is not a member of image {image.id}")
     return row
 
@@ -102,7 +105,7 @@ async def show_member(request: web.Request) -> web.Response:
     async with request.config_dict[ENGINE].connect() as conn:
         image, target = await _image_and_target(conn, ctx, request.match_info["image_id"])
         authorize(request, "get_member", target)
-        row = await _member_row(conn, ctx, image, member_id)
+        row = await _member_row(request, conn, image, member_id)
     return web.json_response(_view(row))
 
 
@@ -115,12 +118,12 @@ async def update_member(request: web.Request) -> web.Response:
         raise errors.Invalid(f"Invalid status: {status!r}: one of {', '.join(STATUSES)}")
     async with request.config_dict[ENGINE].begin() as conn:
         image, target = await _image_and_target(conn, ctx, request.match_info["image_id"], member_id)
-        await _member_row(conn, ctx, image, member_id)
+        await _member_row(request, conn, image, member_id)
         authorize(request, "modify_member", target)
         await conn.execute(update(image_members).where(and_(
             image_members.c.image_id == image.id, image_members.c.member_id == member_id))
             .values(status=status, updated_at=utcnow()))
-        row = await _member_row(conn, ctx, image, member_id)
+        row = await _member_row(request, conn, image, member_id)
     return web.json_response(_view(row))
 
 
@@ -129,7 +132,7 @@ async def delete_member(request: web.Request) -> web.Response:
     async with request.config_dict[ENGINE].begin() as conn:
         image, target = await _image_and_target(conn, ctx, request.match_info["image_id"])
         authorize(request, "delete_member", dict(target, member_id=None))
-        await _member_row(conn, ctx, image, member_id)
+        await _member_row(request, conn, image, member_id)
         await conn.execute(delete(image_members).where(and_(
             image_members.c.image_id == image.id, image_members.c.member_id == member_id)))
     return web.Response(status=204)

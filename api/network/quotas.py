@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from api import quota
 from api.db.schema import quotas as quota_table
-from api.http import context, json_body
+from api.http import allowed, context, json_body
 from api.keys import ENGINE, ROUTER
 from api.network.cells import each_cell
 from cells import errors
@@ -34,14 +34,14 @@ LIMITED = tuple(netquota.DEFAULTS)
 
 def _project(request: web.Request, ctx: RequestContext) -> str:
     project = request.match_info["project_id"]
-    if not ctx.is_admin and project != ctx.project:
+    if not allowed(request, "get_quota", {"project_id": project}):
         raise errors.Forbidden("rule:get_quota is disallowed by policy")
     return project
 
 
-def _admin(ctx: RequestContext) -> None:
-    if not ctx.is_admin:
-        raise errors.Forbidden("rule:update_quota is disallowed by policy")
+def _admin(request: web.Request, rule: str = "update_quota") -> None:
+    if not allowed(request, rule, {"project_id": request.match_info.get("project_id")}):
+        raise errors.Forbidden(f"rule:{rule} is disallowed by policy")
 
 
 async def project_limits(request: web.Request, project: str) -> dict[str, int]:
@@ -97,7 +97,7 @@ def _values(body: Any) -> dict[str, int]:
 
 
 async def update(request: web.Request) -> web.Response:
-    _admin(context(request))
+    _admin(request)
     project = request.match_info["project_id"]
     values = _values(await json_body(request))
     await quota.set_limits(request.config_dict[ENGINE], project, values)
@@ -105,7 +105,7 @@ async def update(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    _admin(context(request))
+    _admin(request, "delete_quota")
     project = request.match_info["project_id"]
     async with request.config_dict[ENGINE].begin() as conn:  # no override left: Neutron's defaults again
         await conn.execute(quota_table.delete().where(quota_table.c.project_id == project,
@@ -115,7 +115,7 @@ async def reset(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     """The projects whose network quotas differ from the defaults (admin)."""
-    if not context(request).is_admin:
+    if not allowed(request, "get_quota", {"project_id": None}):  # every project's: the admin's
         raise errors.Forbidden("rule:get_quota is disallowed by policy")
     async with request.config_dict[ENGINE].connect() as conn:
         rows = (await conn.execute(select(quota_table.c.project_id).where(quota_table.c.resource.in_(LIMITED))

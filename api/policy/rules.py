@@ -93,6 +93,59 @@ GLANCE = {
 }
 
 
+NOVA = {
+    "os_compute_api:servers:show": "rule:project_reader_or_admin",
+    "os_compute_api:servers:index:get_all_tenants": "rule:admin_api",
+    "os_compute_api:servers:detail:get_all_tenants": "rule:admin_api",
+    "os_compute_api:servers:allow_all_filters": "rule:admin_api",
+    "os_compute_api:os-extended-server-attributes": "rule:admin_api",
+    "os_compute_api:servers:show:host_status": "rule:admin_api",
+    "os_compute_api:os-quota-sets:show": "rule:project_reader_or_admin",
+    "os_compute_api:os-quota-sets:detail": "rule:project_reader_or_admin",
+    "os_compute_api:os-quota-sets:defaults": "@",
+    "os_compute_api:os-quota-sets:update": "rule:admin_api",
+    "os_compute_api:os-quota-sets:delete": "rule:admin_api",
+    "os_compute_api:limits:other_project": "rule:admin_api",
+    "os_compute_api:os-flavor-manage:create": "rule:admin_api",
+    "os_compute_api:os-flavor-manage:update": "rule:admin_api",
+    "os_compute_api:os-flavor-manage:delete": "rule:admin_api",
+    "os_compute_api:os-flavor-extra-specs:create": "rule:admin_api",
+    "os_compute_api:os-flavor-extra-specs:update": "rule:admin_api",
+    "os_compute_api:os-flavor-extra-specs:delete": "rule:admin_api",
+    "os_compute_api:os-flavor-access": "rule:admin_api",
+    "os_compute_api:os-migrate-server:migrate": "rule:admin_api",
+    "os_compute_api:os-evacuate": "rule:admin_api",
+    "os_compute_api:os-instance-actions:events": "rule:admin_api",
+    "os_compute_api:os-keypairs:index": "rule:admin_api or user_id:%(user_id)s",
+    "os_compute_api:os-keypairs:show": "rule:admin_api or user_id:%(user_id)s",
+    "os_compute_api:os-keypairs:create": "rule:admin_api or user_id:%(user_id)s",
+    "os_compute_api:os-keypairs:delete": "rule:admin_api or user_id:%(user_id)s",
+    "os_compute_api:os-server-groups:show": "rule:project_reader_or_admin",
+    "os_compute_api:os-server-groups:index:all_projects": "rule:admin_api",
+}
+
+CINDER = {
+    "volume_extension:quotas:show": "rule:project_reader_or_admin",
+    "volume_extension:quotas:update": "rule:admin_api",
+    "volume_extension:quotas:delete": "rule:admin_api",
+    "limits_extension:used_limits": "rule:project_reader_or_admin",
+    "volume_extension:types_manage": "rule:admin_api",
+    "volume_extension:types_extra_specs:create": "rule:admin_api",
+    "volume_extension:types_extra_specs:update": "rule:admin_api",
+    "volume_extension:types_extra_specs:delete": "rule:admin_api",
+    "volume_extension:volume_type_access": "rule:admin_api",  # private types: seen by admins
+    "volume_extension:volume_host_attribute": "rule:admin_api",  # os-vol-host-attr:host and the like in views
+    "volume:get_all_tenants": "rule:admin_api",  # all_tenants on volume and snapshot lists
+}
+
+NEUTRON = {
+    "admin_only": "rule:context_is_admin",
+    "get_quota": "rule:admin_only or (role:reader and project_id:%(project_id)s)",
+    "update_quota": "rule:admin_only",
+    "delete_quota": "rule:admin_only",
+}
+
+
 def defaults() -> dict[str, str]:
     """Every rule with its default, base rules first."""
-    return {**BASE, **KEYSTONE, **GLANCE}
+    return {**BASE, **KEYSTONE, **GLANCE, **NOVA, **CINDER, **NEUTRON}

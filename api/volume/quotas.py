@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from api import quota
 from api.db.schema import volume_types
-from api.http import context, json_body, parse_bool
+from api.http import allowed, authorize, context, json_body, parse_bool
 from api.keys import DB, ENGINE
 from api.volume.volumes import usage
 from cells import errors
@@ -27,8 +27,7 @@ _MAX = 0x7FFFFFFF
 
 def _target(request: web.Request, ctx: RequestContext) -> str:
     target = request.match_info["target"]
-    if not ctx.is_admin and target != ctx.project:
-        raise errors.Forbidden("Policy doesn't allow volume_extension:quotas:show to be performed.")
+    authorize(request, "volume_extension:quotas:show", {"project_id": target})
     return target
 
 
@@ -66,9 +65,7 @@ async def defaults(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
-    ctx = context(request)
-    if not ctx.is_admin:
-        raise errors.Forbidden("Policy doesn't allow volume_extension:quotas:update to be performed.")
+    authorize(request, "volume_extension:quotas:update", {"project_id": request.match_info["target"]})
     body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("quota_set"), dict):
         raise errors.Invalid("Missing required element 'quota_set' in request body.")
@@ -95,9 +92,7 @@ async def update(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    ctx = context(request)
-    if not ctx.is_admin:
-        raise errors.Forbidden("Policy doesn't allow volume_extension:quotas:delete to be performed.")
+    authorize(request, "volume_extension:quotas:delete", {"project_id": request.match_info["target"]})
     await quota.set_limits(request.config_dict[ENGINE], request.match_info["target"],
                            {r: quota.DEFAULTS[r] for r in SETTABLE})
     return web.Response(status=200)
@@ -106,7 +101,9 @@ async def reset(request: web.Request) -> web.Response:
 async def limits(request: web.Request) -> web.Response:
     """Absolute limits and what the project uses; no rate limits."""
     ctx = context(request)
-    project = request.query.get("project_id") if ctx.is_admin and request.query.get("project_id") else ctx.project
+    other = request.query.get("project_id")
+    project = other if other and allowed(request, "limits_extension:used_limits", {"project_id": other}) \
+        else ctx.project
     lim = await quota.limits(request.config_dict[ENGINE], str(project))
     used = await usage(request, ctx, str(project))
     absolute = {"maxTotalVolumes": lim["volumes"], "maxTotalVolumeGigabytes": lim["gigabytes"],

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
-from api.http import context, is_uuid, json_body
+from api.http import allowed, context, is_uuid, json_body
 from api.keys import DB, ROUTER
 from api.timeutil import iso_naive_micro
 from api.volume import cells
@@ -122,9 +122,9 @@ async def create(request: web.Request) -> web.Response:
     return web.json_response({"snapshot": snapshot_detail(record)}, status=202)
 
 
-def _filters(ctx: RequestContext, query: Mapping[str, str]) -> dict[str, Any]:
+def _filters(request: web.Request, ctx: RequestContext, query: Mapping[str, str]) -> dict[str, Any]:
     filters: dict[str, Any] = {"project_id": ctx.project}
-    if query.get("all_tenants") not in (None, "0", "false", "False") and ctx.is_admin:
+    if query.get("all_tenants") not in (None, "0", "false", "False") and allowed(request, "volume:get_all_tenants"):
         filters.pop("project_id")
     for key in ("name", "status", "volume_id"):
         if query.get(key):
@@ -134,7 +134,7 @@ def _filters(ctx: RequestContext, query: Mapping[str, str]) -> dict[str, Any]:
 
 async def _list(request: web.Request, detail: bool) -> web.Response:
     ctx = context(request)
-    records = await cells.list_snapshots(request.config_dict[ROUTER], ctx, _filters(ctx, request.query))
+    records = await cells.list_snapshots(request.config_dict[ROUTER], ctx, _filters(request, ctx, request.query))
     view = snapshot_detail if detail else snapshot_brief
     return web.json_response({"snapshots": [view(r) for r in records]})
 

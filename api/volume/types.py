@@ -18,7 +18,7 @@ from sqlalchemy import Connection, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.db.schema import volume_types
-from api.http import context, is_uuid, json_body
+from api.http import allowed, authorize, context, is_uuid, json_body
 from api.keys import DB, ROUTER
 from api.timeutil import utcnow
 from api.volume import cells
@@ -43,9 +43,8 @@ def view(vtype: Mapping[str, Any]) -> dict[str, Any]:
             "extra_specs": dict(vtype.get("extra_specs") or {}), "qos_specs_id": None}
 
 
-def _admin(ctx: RequestContext, action: str) -> None:
-    if not ctx.is_admin:
-        raise errors.Forbidden(f"Policy doesn't allow volume_extension:{action} to be performed.")
+def _admin(request: web.Request, action: str) -> None:
+    authorize(request, f"volume_extension:{action}")
 
 
 def _text(value: Any, field: str, limit: int = 255) -> str | None:
@@ -86,7 +85,7 @@ async def resolve(request: web.Request, ctx: RequestContext, name_or_id: str | N
     if name_or_id in (None, DEFAULT_TYPE, DEFAULT_TYPE_ID):
         return _default()
     found = await request.config_dict[DB].read(lambda conn: _row(conn, str(name_or_id)))
-    if found is None or not (found["is_public"] or ctx.is_admin):
+    if found is None or not (found["is_public"] or allowed(request, "volume_extension:volume_type_access")):
         raise errors.NotFound(f"Volume type with name {name_or_id} could not be found.")
     return found
 
@@ -96,7 +95,7 @@ async def _get(request: web.Request, ctx: RequestContext) -> dict[str, Any]:
     if type_id == DEFAULT_TYPE_ID:
         return _default()
     found = await request.config_dict[DB].read(lambda conn: _row(conn, type_id)) if is_uuid(type_id) else None
-    if found is None or not (found["is_public"] or ctx.is_admin):
+    if found is None or not (found["is_public"] or allowed(request, "volume_extension:volume_type_access")):
         raise errors.NotFound(f"Volume type {type_id} could not be found.")
     return found
 
@@ -109,11 +108,11 @@ def _stored(found: Mapping[str, Any]) -> None:
 # --- handlers ------------------------------------------------------------------------------------
 
 async def index(request: web.Request) -> web.Response:
-    ctx = context(request)
+    context(request)
     rows = await request.config_dict[DB].read(lambda conn: [dict(r._mapping) for r in conn.execute(
         select(volume_types).order_by(_t.name))])
     wanted = request.query.get("is_public")
-    shown = [r for r in rows if r["is_public"] or (ctx.is_admin and wanted in ("None", "false", "False"))]
+    shown = [r for r in rows if r["is_public"] or (allowed(request, "volume_extension:volume_type_access") and wanted in ("None", "false", "False"))]
     return web.json_response({"volume_types": [view(_default())] + [view(r) for r in shown]})
 
 
@@ -122,8 +121,8 @@ async def show(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.Response:
-    ctx = context(request)
-    _admin(ctx, "types_manage")
+    context(request)
+    _admin(request, "types_manage")
     body = await json_body(request)
     item = body.get("volume_type") if isinstance(body, Mapping) else None
     if not isinstance(item, Mapping):
@@ -143,7 +142,7 @@ async def create(request: web.Request) -> web.Response:
 
 async def update_type(request: web.Request) -> web.Response:
     ctx = context(request)
-    _admin(ctx, "types_manage")
+    _admin(request, "types_manage")
     found = await _get(request, ctx)
     _stored(found)
     body = await json_body(request)
@@ -171,7 +170,7 @@ async def update_type(request: web.Request) -> web.Response:
 async def delete_type(request: web.Request) -> web.Response:
     """202; 400 while a volume of any project has the type (Cinder's VolumeTypeInUse)."""
     ctx = context(request)
-    _admin(ctx, "types_manage")
+    _admin(request, "types_manage")
     found = await _get(request, ctx)
     _stored(found)
     records = await cells.list_all(request.config_dict[ROUTER], ctx, {}, strict=True)
@@ -206,7 +205,7 @@ async def specs_index(request: web.Request) -> web.Response:
 
 async def specs_create(request: web.Request) -> web.Response:
     ctx = context(request)
-    _admin(ctx, "types_extra_specs:create")
+    _admin(request, "types_extra_specs:create")
     found = await _get(request, ctx)
     _stored(found)
     body = await json_body(request)
@@ -228,7 +227,7 @@ async def spec_show(request: web.Request) -> web.Response:
 
 async def spec_update(request: web.Request) -> web.Response:
     ctx = context(request)
-    _admin(ctx, "types_extra_specs:update")
+    _admin(request, "types_extra_specs:update")
     found = await _get(request, ctx)
     _stored(found)
     key = request.match_info["key"]
@@ -242,7 +241,7 @@ async def spec_update(request: web.Request) -> web.Response:
 
 async def spec_delete(request: web.Request) -> web.Response:
     ctx = context(request)
-    _admin(ctx, "types_extra_specs:delete")
+    _admin(request, "types_extra_specs:delete")
     found = await _get(request, ctx)
     _stored(found)
     await _set_specs(request, found, {request.match_info["key"]: None})

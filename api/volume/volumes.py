@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from api import quota
-from api.http import context, is_uuid, json_body, parse_bool, query_int
+from api.http import allowed, context, is_uuid, json_body, parse_bool, query_int
 from api.keys import DB, ROUTER, public_url
 from api.timeutil import parse
 from api.volume import cells, images, types, upload
@@ -215,7 +215,7 @@ async def create(request: web.Request) -> web.Response:
     ctx, project = context(request), _project(request)
     spec = validate_create(await json_body(request))
     record = await create_volume(request, ctx, project, spec)
-    return web.json_response({"volume": volume_detail(public_url(request), project, record, ctx.is_admin,
+    return web.json_response({"volume": volume_detail(public_url(request), project, record, allowed(request, "volume_extension:volume_host_attribute"),
                                                       tenant_attr=False, version=version_of(request))},
                              status=202)
 
@@ -259,10 +259,10 @@ async def _source(request: web.Request, ctx: RequestContext,
     return await cells.find(router, ctx, spec["source_volid"])
 
 
-def _list_filters(ctx: RequestContext, query: Mapping[str, str]) -> dict[str, Any]:
+def _list_filters(request: web.Request, ctx: RequestContext, query: Mapping[str, str]) -> dict[str, Any]:
     filters: dict[str, Any] = {"project_id": ctx.project}
     all_tenants = query.get("all_tenants") not in (None, "0", "false", "False", "f", "no")
-    if all_tenants and ctx.is_admin:
+    if all_tenants and allowed(request, "volume:get_all_tenants"):
         filters.pop("project_id")
         if query.get("project_id"):
             filters["project_id"] = query["project_id"]
@@ -311,7 +311,7 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     order = _sort(query)
     limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
     wanted_meta = _metadata_filter(query["metadata"]) if query.get("metadata") else {}
-    records = await cells.list_all(request.config_dict[ROUTER], ctx, _list_filters(ctx, query))
+    records = await cells.list_all(request.config_dict[ROUTER], ctx, _list_filters(request, ctx, query))
     records = [r for r in records if all((r.get("metadata") or {}).get(k) == v for k, v in wanted_meta.items())
                and _matches_times(r, times)]
     records = sort_records(records, order)
@@ -323,7 +323,7 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
         records = records[ids.index(query["marker"]) + 1:]
     page = records[:limit]
     base = public_url(request)
-    body: dict[str, Any] = {"volumes": [volume_detail(base, project, r, ctx.is_admin, version=version) if detail
+    body: dict[str, Any] = {"volumes": [volume_detail(base, project, r, allowed(request, "volume_extension:volume_host_attribute"), version=version) if detail
                                         else volume_brief(base, project, r) for r in page]}
     if page and len(records) > limit:
         params = [(k, v) for k, v in query.items() if k != "marker"] + [("marker", page[-1]["id"])]
@@ -351,7 +351,7 @@ async def find(request: web.Request, ctx: RequestContext, volume_id: str) -> tup
 async def show(request: web.Request) -> web.Response:
     ctx = context(request)
     _, record = await find(request, ctx, request.match_info["volume_id"])
-    return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, ctx.is_admin,
+    return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, allowed(request, "volume_extension:volume_host_attribute"),
                                                        version=version_of(request))})
 
 
@@ -361,7 +361,7 @@ async def update(request: web.Request) -> web.Response:
     api, record = await find(request, ctx, request.match_info["volume_id"])
     if values:
         record = await api.volume_update(ctx, record["id"], values)
-    return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, ctx.is_admin,
+    return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, allowed(request, "volume_extension:volume_host_attribute"),
                                                        version=version_of(request))})
 
 
