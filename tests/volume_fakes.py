@@ -40,6 +40,11 @@ class FakeCompute:
         self.plugged[volume_id] = {"instance": instance_uuid, "info": connection_info}
         return {"device": device}
 
+    async def extend_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str, new_size: int) -> None:
+        if self.fail:
+            raise errors.VolumeAttachFailed(volume_id=volume_id, instance_id=instance_uuid, reason=self.fail)
+        self.plugged[volume_id]["size"] = new_size
+
     async def detach_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str) -> None:
         if self.fail:
             raise errors.VolumeAttachFailed(volume_id=volume_id, instance_id=instance_uuid, reason=self.fail)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows import snapshots, volume_upload, volumes
+from cells.conductor.flows import snapshots, volume_extend, volume_upload, volumes
 from cells.context import RequestContext
 from cells.db.volumes import ensure_volume_schema
 from cells.rpc.principal import require_host
@@ -39,7 +39,7 @@ class VolumeConductor:
         return await volume_upload.volume_upload(self.env, ctx, volume_id, image_id, token)
 
     async def volume_extend(self, ctx: RequestContext, volume_id: str, new_size: int) -> dict[str, Any]:
-        return await volumes.volume_extend(self.env, ctx, volume_id, new_size)
+        return await volume_extend.volume_extend(self.env, ctx, volume_id, new_size)
 
     async def snapshot_create(self, ctx: RequestContext, snapshot: dict[str, Any],
                               force: bool = False) -> dict[str, Any]:

@@ -73,6 +73,8 @@ COMPUTE_METHODS = (
     # so an attach its compute's death cut off is sent again to the restarted compute
     Method("attach_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
     Method("detach_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
+    # issue 18: the guest's disk of a volume grown while attached (a repeat finds it that size)
+    Method("extend_volume", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
 )
 _K = {m.name: m for m in COMPUTE_METHODS}
 
@@ -223,6 +225,12 @@ class ComputeVolumeAPI:
         return map_reply(await self.caller.call(compute_topic(host), _K["attach_volume"],
                                                 {"instance_uuid": instance_uuid, "volume_id": volume_id,
                                                  "connection_info": connection_info, "device": device}, ctx))
+
+    async def extend_volume(self, ctx: RequestContext, host: str, instance_uuid: str, volume_id: str,
+                            new_size: int) -> None:
+        """Tell the running guest its volume disk is now `new_size` GiB (libvirt blockResize)."""
+        await self.caller.call(compute_topic(host), _K["extend_volume"],
+                               {"instance_uuid": instance_uuid, "volume_id": volume_id, "new_size": new_size}, ctx)
 
     async def detach_volume(self, ctx: RequestContext, host: str, instance_uuid: str, volume_id: str) -> None:
         await self.caller.call(compute_topic(host), _K["detach_volume"],

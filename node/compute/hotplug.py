@@ -53,6 +53,18 @@ def attach_sync(conn: libvirt.virConnect, is_test: bool, uuid: str, volume_id: s
     return f"/dev/{dev}"
 
 
+def resize_sync(conn: libvirt.virConnect, is_test: bool, uuid: str, volume_id: str, size_bytes: int) -> None:
+    """blockResize of the volume's disk in the live domain; the guest sees the new capacity. The test
+    hypervisor has no guest to tell (nothing to do); a stopped domain reads the file's size at its start."""
+    dom = _lookup(conn, uuid)
+    disk = volume_xml.find_disk(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if is_test else 0), volume_id)
+    if disk is None:
+        raise errors.VolumeNotFound(f"Volume {volume_id} is not attached to server {uuid}.", volume_id=volume_id)
+    if is_test or not dom.isActive():
+        return
+    dom.blockResize(volume_xml.disk_dev(disk).rsplit("/", 1)[-1], size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
+
 def detach_sync(conn: libvirt.virConnect, is_test: bool, uuid: str, volume_id: str,
                 timeout: float = DETACH_TIMEOUT) -> None:
     dom = _lookup(conn, uuid)
@@ -87,6 +99,11 @@ class VolumeHotplug:
         """Plug the volume into the domain; its guest device path (/dev/vdX). Idempotent."""
         hv = self._hv
         return await hv._run(attach_sync, hv.conn, hv.is_test, uuid, volume_id, connection_info, device)
+
+    async def resize(self, uuid: str, volume_id: str, size_bytes: int) -> None:
+        """Tell the running guest the volume's disk is `size_bytes` now (its file was grown)."""
+        hv = self._hv
+        await hv._run(resize_sync, hv.conn, hv.is_test, uuid, volume_id, size_bytes)
 
     async def detach(self, uuid: str, volume_id: str) -> None:
         """Unplug the volume and wait for the guest to let go of it. Idempotent."""

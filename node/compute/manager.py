@@ -314,6 +314,10 @@ class ComputeManager:
         await self._ready.wait()
         await self.volumes.detach(ctx, instance_uuid, volume_id)
 
+    async def extend_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str, new_size: int) -> None:
+        await self._ready.wait()
+        await self.volumes.extend(ctx, instance_uuid, volume_id, new_size)
+
     async def guest_inventory(self, ctx: RequestContext) -> dict[str, int]:
         """Instance uuid -> power state of every guest of ours the hypervisor holds (the operator's)."""
         return await self.driver.power_states()

@@ -39,6 +39,19 @@ class VolumeAttachments:
         LOG.info("volume %s attached to %s as %s", volume_id, instance_uuid, dev)
         return {"device": dev}
 
+    async def extend(self, ctx: RequestContext, instance_uuid: str, volume_id: str, new_size: int) -> None:
+        """The guest's disk of the volume (grown by its volume host) is now `new_size` GiB."""
+        if isinstance(new_size, bool) or not isinstance(new_size, int) or new_size < 1:
+            raise errors.Invalid(reason=f"new_size must be a positive number of GiB, not {new_size!r}")
+        async with self.locks(instance_uuid):
+            try:
+                await self.hotplug.resize(instance_uuid, volume_id, new_size << 30)
+            except (libvirt.libvirtError, TimeoutError) as exc:
+                reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+                raise errors.VolumeAttachFailed(volume_id=volume_id, instance_id=instance_uuid,
+                                                reason=f"resize: {reason}") from None
+        LOG.info("volume %s of %s resized to %d GiB", volume_id, instance_uuid, new_size)
+
     async def detach(self, ctx: RequestContext, instance_uuid: str, volume_id: str) -> None:
         async with self.locks(instance_uuid):
             try:

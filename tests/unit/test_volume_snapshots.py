@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from cells import errors
 from cells.conductor.flows import snapshots as snaps
+from cells.conductor.flows import volume_extend as extend
 from cells.conductor.flows import volume_recovery as recovery
 from cells.conductor.flows import volume_upload
 from cells.conductor.flows import volumes as flows
@@ -175,25 +176,39 @@ async def test_a_snapshot_being_copied_cannot_be_deleted(env: VolumeCell) -> Non
     assert await snaps.snapshot_list(env.env, DEMO, {}) == []
 
 
-async def test_extend_grows_only_and_not_while_in_use(env: VolumeCell) -> None:
+async def test_extend_grows_only_and_in_use_only_through_an_export_that_can(env: VolumeCell) -> None:
     vid = await create(env, size=1)
     await write_marker(env, vid)
-    rec = await flows.volume_extend(env.env, DEMO, vid, 3)
+    rec = await extend.volume_extend(env.env, DEMO, vid, 3)
     assert rec["status"] == "extending" and rec["size"] == 3
     await env.settle()
     path = (await env.worker.backend.locate(vid)).path
     assert await status(env, vid) == "available" and os.path.getsize(path) == 3 * GIB
     assert read_marker(path) == MARKER and await allocated(env) == 3
     with pytest.raises(errors.Invalid, match=r"greater than current size. \(current: 3, extended: 2\)"):
-        await flows.volume_extend(env.env, DEMO, vid, 2)
+        await extend.volume_extend(env.env, DEMO, vid, 2)
     with pytest.raises(errors.Invalid, match="no room to grow"):
-        await flows.volume_extend(env.env, DEMO, vid, 9)
+        await extend.volume_extend(env.env, DEMO, vid, 9)
     uid = await add_instance(env)
     await flows.volume_attach(env.env, DEMO, vid, uid)
     await env.settle()
-    with pytest.raises(errors.VolumeInvalidState, match="in-use: growing an attached volume"):
-        await flows.volume_extend(env.env, DEMO, vid, 4)
-    assert (await flows.volume_get(env.env, DEMO, vid))["size"] == 3 and await allocated(env) == 3
+    await extend.volume_extend(env.env, DEMO, vid, 4)  # attached through the local target: the guest is told
+    await env.settle()
+    assert await status(env, vid) == "in-use" and env.compute.plugged[vid]["size"] == 4
+    assert os.path.getsize(path) == 4 * GIB and await allocated(env) == 4
+    env.compute.fail = "blockResize refused"  # the hypervisor cannot: back to in-use at the old size
+    await extend.volume_extend(env.env, DEMO, vid, 5)
+    await env.settle()
+    vol = await flows.volume_get(env.env, DEMO, vid)
+    assert (vol["status"], vol["size"]) == ("in-use", 4) and "blockResize refused" in vol["error"]
+    assert await allocated(env) == 4
+    env.compute.fail = None
+    a = vdb.volume_attachments.c
+    await env.env.db.write(lambda conn: conn.execute(update(vdb.volume_attachments).where(a.volume_id == vid)
+                                                     .values(connection_info={"driver_volume_type": "iscsi"})))
+    with pytest.raises(errors.VolumeInvalidState, match="in-use through the iscsi export"):
+        await extend.volume_extend(env.env, DEMO, vid, 5)
+    assert (await flows.volume_get(env.env, DEMO, vid))["size"] == 4
 
 
 DEAD = "cell1/conductor-dead"
@@ -205,7 +220,7 @@ async def test_snapshot_and_extend_flows_of_a_dead_conductor_are_adopted_and_fin
     env.env.spawn = lambda coro: coro.close()  # their conductor dies right after the requests' transactions
     rec = await snaps.snapshot_create(env.env, DEMO, {"id": str(uuid.uuid4()), "volume_id": vid,
                                                       "project_id": "demo"})
-    await flows.volume_extend(env.env, DEMO, grown, 2)
+    await extend.volume_extend(env.env, DEMO, grown, 2)
     env.env.spawn = spawn
     s, v = vdb.volume_snapshots.c, vdb.volumes.c
     await env.env.db.write(lambda conn: (conn.execute(update(vdb.volume_snapshots).where(s.id == rec["id"])

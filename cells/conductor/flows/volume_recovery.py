@@ -11,7 +11,7 @@ and each flow ends in a stable state or rolls back as it would have for its firs
 
     creating   not placed: placed and made; placed: made on its host -> available | error
     deleting   delete (its cascaded snapshots first) on the volume host again -> row deleted | error_deleting
-    extending  grow to the recorded size again -> available | error_extending
+    extending  grow to the recorded size again (and the guest's disk) -> available | in-use | error_extending
     uploading  rolled back to available with the reason (flows/volume_upload.py)
     attaching  export + hot-plug again -> in-use; any failure rolls back to available
     detaching  unplug + unexport again -> available; an unplug failure goes back to in-use
@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, false, select, update
 
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows import snapshots, volume_upload
+from cells.conductor.flows import snapshots, volume_extend, volume_upload
 from cells.conductor.flows import volumes as flows
 from cells.context import admin_context
 from cells.db import volumes as vdb
@@ -84,7 +84,7 @@ async def resume(env: FlowEnv, row: dict[str, Any], att: dict[str, Any] | None) 
     elif status == S.DELETING:
         await flows.delete_on_host(env, ctx, volume)
     elif status == S.EXTENDING:
-        await flows.extend_on_host(env, ctx, volume, None)
+        await volume_extend.extend_on_host(env, ctx, volume, None, att)
     elif status == S.UPLOADING:  # the user's token went with its conductor: rolled back
         await env.db.write(lambda conn: volume_upload.roll_back_adopted(conn, row["id"]))
     elif att is None:  # attach and detach write the attachment with the status: not expected, but never stuck

@@ -10,7 +10,7 @@ in a stable state:
             its source's host) -> volume.<host> create -> available | error
     delete  available|error -> deleting -> volume.<host> delete -> row deleted | error_deleting
             (refused while it has snapshots; with cascade its snapshots are deleted first)
-    extend  available -> extending (the new size taken on its host) -> volume.<host> extend -> available
+    extend  flows/volume_extend.py
     attach  available -> attaching -> volume.<host> export -> compute.<host> hot-plug -> in-use
             any failure: unexport, attachment removed, back to available with the reason in `error`;
             a compute that went away (killed, suspect) is not a failure: the hot-plug is sent again
@@ -381,62 +381,6 @@ async def delete_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any])
         await env.db.write(failed)
         return
     await env.db.write(lambda conn: _mark_deleted(conn, rec["id"]))
-
-
-# --- extend ----------------------------------------------------------------------------------
-
-IN_USE_EXTEND = ("Volume {volume_id} is in-use: growing an attached volume needs its export and the guest's "
-                 "hypervisor to resize the disk live, which this cloud does not do yet; detach it first.")
-
-
-def _begin_extend(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
-                  new_size: int) -> tuple[dict[str, Any], int]:
-    row = _get_visible(conn, ctx, volume_id)
-    old = int(row.size)
-    if new_size <= old:
-        raise errors.Invalid(reason=f"New size for extend must be greater than current size. (current: {old}, "
-                                    f"extended: {new_size}).")
-    if row.status == S.IN_USE:
-        raise errors.VolumeInvalidState(reason=IN_USE_EXTEND.format(volume_id=volume_id))
-    if row.status != S.AVAILABLE or row.host is None:
-        raise errors.VolumeInvalidState(reason=f"Volume status must be 'available' or 'in-use' to extend, but it "
-                                               f"is {row.status}.")
-    if not vdb.try_allocate(conn, row.host, new_size - old):
-        raise errors.Invalid(reason=f"volume host {row.host} has no room to grow volume {volume_id} by "
-                                    f"{new_size - old} GiB")
-    # the new size is recorded at once, so the host's allocation (recomputed from sizes) and an adopting
-    # conductor both know it; a failed extend puts the old one back
-    vdb.transition(conn, volume_id, [S.AVAILABLE], {"status": S.EXTENDING, "size": new_size,
-                                                    "conductor_id": env.conductor_id, "error": None})
-    return record(env, conn, vdb.get_row(conn, volume_id)), old
-
-
-async def volume_extend(env: FlowEnv, ctx: RequestContext, volume_id: str, new_size: Any) -> dict[str, Any]:
-    size = validate_size(new_size)
-    rec, old = await env.db.write(lambda conn: _begin_extend(conn, env, ctx, volume_id, size))
-    env.spawn(extend_on_host(env, background_ctx(ctx), rec, old))
-    return rec
-
-
-async def extend_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any], old_size: int | None) -> None:
-    """Grow the storage to rec["size"] (a repeat finds it grown); `old_size` None: adopted, the size
-    before is unknown, so a failure ends in error_extending."""
-    vid = rec["id"]
-    try:
-        await VolumeAPI(env.service).extend_volume(ctx, rec["host"], rec, int(rec["size"]))
-    except errors.CellcloudError as exc:
-        LOG.warning("volume %s: extend on %s failed: %s", vid, rec["host"], exc)
-        reason = f"extend failed: {exc.message}"
-
-        def back(conn: Connection) -> None:
-            if old_size is None:
-                vdb.transition(conn, vid, [S.EXTENDING], {"status": S.ERROR_EXTENDING, "error": reason})
-            elif vdb.transition(conn, vid, [S.EXTENDING], {"status": S.AVAILABLE, "size": old_size, "error": reason}):
-                vdb.release(conn, rec["host"], int(rec["size"]) - old_size)
-        await env.db.write(back)
-        return
-    await env.db.write(lambda conn: vdb.transition(conn, vid, [S.EXTENDING], {"status": S.AVAILABLE}))
-    LOG.info("volume %s extended to %s GiB", vid, rec["size"])
 
 
 # --- attach ---------------------------------------------------------------------------------
