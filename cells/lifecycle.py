@@ -379,3 +379,34 @@ def may_unlock(locked_by: str | None, caller_project: str | None, owner_project:
     """Nova's is_expected_locked_by and unlock_override: an owner's lock its project may lift, an
     admin's lock only an admin."""
     return is_admin or not locked_by or locked_by == locker(caller_project, owner_project)
+
+
+# --- snapshots (Nova's createImage): the server keeps its vm_state; the task says how far it got ---------
+
+SNAPSHOT_FROM = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED})
+SNAPSHOT_TASKS = frozenset({TaskState.IMAGE_SNAPSHOT, TaskState.IMAGE_PENDING_UPLOAD, TaskState.IMAGE_UPLOADING})
+SNAPSHOT_UPLOADING, SNAPSHOT_DONE, SNAPSHOT_FAILED = "uploading", "done", "failed"
+
+
+def begin_snapshot(state: State, instance_id: str = "") -> State:
+    """createImage from a server that runs, is stopped, paused or suspended and has no task (409 otherwise)."""
+    if state.vm_state not in SNAPSHOT_FROM:
+        raise errors.InstanceInvalidState(action="createImage", instance_id=instance_id, attr="vm_state",
+                                          state=state.vm_state)
+    if state.task_state is not None:
+        raise errors.InstanceInvalidState(action="createImage", instance_id=instance_id, attr="task_state",
+                                          state=state.task_state)
+    return replace(state, task_state=TaskState.IMAGE_SNAPSHOT)
+
+
+def snapshot_step(step: str, state: State, instance_id: str = "") -> State:
+    """The disk image is made and its data goes to the image service (uploading), or the snapshot ended
+    (done or failed: the task ends, the vm_state is as before)."""
+    if state.task_state not in SNAPSHOT_TASKS:
+        raise errors.UnexpectedTaskState(instance_id=instance_id, expected=TaskState.IMAGE_SNAPSHOT,
+                                         actual=state.task_state)
+    if step == SNAPSHOT_UPLOADING:
+        return replace(state, task_state=TaskState.IMAGE_UPLOADING)
+    if step in (SNAPSHOT_DONE, SNAPSHOT_FAILED):
+        return replace(state, task_state=None)
+    raise errors.Invalid(reason=f"unknown snapshot step {step!r}")

@@ -6,6 +6,7 @@
     {"os-getConsoleOutput": {"length": N}}                                   200 {"output": ...}
     {"addSecurityGroup": {"name": G}}  {"removeSecurityGroup": {"name": G}}  api/compute/security_groups.py
     {"lock": null | {"locked_reason": R}}  {"unlock": null}                  202; the reason from 2.73
+    {"createImage": {"name": N, "metadata"?}}   202, Location: the image (2.45: {"image_id"} instead)
 
 The power actions answer 202 at once: the server shows its task state
 (REBOOT, HARD_REBOOT, REBUILD, or ACTIVE/SHUTOFF with a task) until the compute
@@ -21,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
-from api.compute import keypairs, mappings, move_actions, security_groups, service
+from api.compute import keypairs, mappings, move_actions, security_groups, server_snapshots, service
 from api.compute.microversions import Microversion
 from api.compute.schemas import DESCRIPTION, NAME, SERVER_CREATE, hostname_schema
 from api.compute.server_create import server_admin_pass
@@ -47,6 +48,9 @@ LOCK_REASON_VERSION = (2, 73)
 CONSOLE = {"type": ["object", "null"], "additionalProperties": False,
            "properties": {"length": {"type": ["integer", "string", "null"]}}}
 _SERVER = SERVER_CREATE["properties"]["server"]["properties"]
+CREATE_IMAGE = {"type": "object", "required": ["name"], "additionalProperties": False,
+                "properties": {"name": NAME, "metadata": _SERVER["metadata"]}}
+IMAGE_ID_BODY_VERSION = (2, 45)  # createImage answers {"image_id"} and no Location header from 2.45
 # Nova 2.1's rebuild: metadata and personality as at create (keys 1-255, values up to 255: 400; more
 # items or files than the project's quota: 403)
 REBUILD = {"type": "object", "required": ["imageRef"], "additionalProperties": False,
@@ -154,6 +158,13 @@ async def server_action(request: web.Request) -> web.Response:
     if name == "unlock":
         await service.unlock(cc, ctx, server_id)
         return web.Response(status=202)
+    if name == "createImage":
+        validate(CREATE_IMAGE, spec, name)
+        image_id = await service.create_image(cc, ctx, request.config_dict[server_snapshots.SNAPSHOTS], server_id,
+                                              spec["name"], dict(spec.get("metadata") or {}))
+        if cc.at_least(*IMAGE_ID_BODY_VERSION):
+            return web.json_response({"image_id": image_id}, status=202)
+        return web.Response(status=202, headers={"Location": f"{public_url(request)}/image/v2/images/{image_id}"})
     if name == "os-getConsoleOutput":
         validate(CONSOLE, spec, name)
         length = console_length((spec or {}).get("length"))

@@ -7,6 +7,7 @@ and the EC2 handlers (api/ec2/query_actions.py) do to servers, each a function o
     act(cc, ctx, server_id, action, args) -> record        a lifecycle action (stop, start, reboot, ...)
     console_output(cc, ctx, server_id, length) -> text
     lock(cc, ctx, server_id, reason), unlock(cc, ctx, server_id)   a locked server refuses non-admins' changes
+    create_image(cc, ctx, snaps, server_id, name, metadata) -> image id   createImage (a snapshot)
     resize, confirm_resize, revert_resize, migrate, evacuate(cc, ctx, server_id, ...)   moves (cells/rpcapi/move_methods)
     change_security_group(cc, ctx, server_id, group, add)  a group joins or leaves every port of the server
     show(cc, ctx, server_id) -> record                     the live record of a server the caller may see
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import quota
 from api.cell_router import CellRouter
-from api.compute import cell_boot, down_cells, mappings, security_groups, server_groups
+from api.compute import cell_boot, down_cells, mappings, security_groups, server_groups, server_snapshots
 from api.compute.microversions import MIN_VERSION, Microversion, version_of
 from api.compute.server_create import BootRequest, instance_records, request_spec, resolve
 from api.compute.views import record_status
@@ -137,6 +138,13 @@ async def unlock(cc: ComputeContext, ctx: RequestContext, server_id: str) -> dic
     """Lift the lock: an admin's lock only an admin may lift (403)."""
     conductor, uuid = await _locate(cc, ctx, server_id)
     return await conductor.instance_lock(ctx, uuid, False)
+
+
+async def create_image(cc: ComputeContext, ctx: RequestContext, snaps: server_snapshots.Snapshots, server_id: str,
+                       name: str, metadata: dict[str, str]) -> str:
+    """A snapshot of the server's disk as a new image (api/compute/server_snapshots.py); its id at once,
+    the data follows in the background (the image goes active, or is deleted when the snapshot fails)."""
+    return await server_snapshots.create(cc, ctx, snaps, server_id, name, metadata)
 
 
 async def _mover(cc: ComputeContext, ctx: RequestContext, server_id: str) -> tuple[MoveConductorAPI, str]:

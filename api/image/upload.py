@@ -128,9 +128,9 @@ async def create_image(request: web.Request) -> web.Response:
                              headers={"Location": f"{request.url.origin()}/image/v2/images/{row.id}"})
 
 
-async def _chunks(request: web.Request, guard: UploadGuard, inspector: StreamInspector) -> AsyncIterator[bytes]:
-    """The request body, counted against the upload's bounds and inspected as it passes."""
-    async for chunk in request.content.iter_chunked(CHUNK):
+async def _chunks(data: AsyncIterator[bytes], guard: UploadGuard, inspector: StreamInspector) -> AsyncIterator[bytes]:
+    """The image data, counted against the upload's bounds and inspected as it passes."""
+    async for chunk in data:
         await guard.passed(len(chunk))
         inspector.feed(chunk)
         yield chunk
@@ -155,16 +155,25 @@ async def upload(request: web.Request) -> web.Response:
     _may_change(request, "upload_image", row)
     if not row.disk_format or not row.container_format:
         raise errors.Invalid("Properties disk_format, container_format must be set prior to saving data.")
+    await save_data(engine, store, bounds, row, request.content.iter_chunked(CHUNK), request.content_length)
+    return web.Response(status=204)
+
+
+async def save_data(engine: Any, store: ImageStore, bounds: Bounds, row: Any, data: AsyncIterator[bytes],
+                    length: int | None) -> None:
+    """A queued image's data (`length` bytes when known), as an upload and a server's snapshot
+    (api/compute/server_snapshots.py) save it: under the image's lease, bounded, inspected, then active."""
     lease = UploadLease(store.root, row.id)
     if not await asyncio.to_thread(lease.acquire):
         raise errors.Conflict(f"Image status transition from {row.status} to saving is not allowed")
     try:
-        return await _owned_upload(request, engine, store, bounds, row)
+        await _owned_upload(engine, store, bounds, row, data, length)
     finally:
         await asyncio.shield(asyncio.to_thread(lease.release))
 
 
-async def _owned_upload(request: web.Request, engine: Any, store: ImageStore, bounds: Bounds, row: Any) -> web.Response:
+async def _owned_upload(engine: Any, store: ImageStore, bounds: Bounds, row: Any, data: AsyncIterator[bytes],
+                        length: int | None) -> None:
     """The upload once it holds the image's lease: claim, stream + inspect, activate (or back to queued)."""
     async with engine.begin() as conn:  # check, then claim the upload in one conditional UPDATE
         claimed = await conn.execute(update(images).where(and_(images.c.id == row.id, images.c.status == "queued"))
@@ -174,9 +183,9 @@ async def _owned_upload(request: web.Request, engine: Any, store: ImageStore, bo
         used = await conn.run_sync(used_by, row.owner, row.id)
     inspector = StreamInspector()
     try:
-        guard = UploadGuard(bounds, str(store.root), used, request.content_length)
+        guard = UploadGuard(bounds, str(store.root), used, length)
         await guard.start()
-        blob = await store.put_stream(_chunks(request, guard, inspector), _verifier(row.disk_format, inspector),
+        blob = await store.put_stream(_chunks(data, guard, inspector), _verifier(row.disk_format, inspector),
                                       tmp_prefix=partial_prefix(row.id))
     except BaseException:
         async with engine.begin() as conn:  # a refused or failed upload leaves the image as it was: queued, no data
@@ -196,12 +205,11 @@ async def _owned_upload(request: web.Request, engine: Any, store: ImageStore, bo
         async with engine.begin() as conn:
             await conn.execute(update(images).where(images.c.id == row.id).values(status="queued",
                                                                                    updated_at=utcnow()))
-        await _drop_blob_if_unused(request, blob.address)
+        await drop_blob_if_unused(engine, store, blob.address)
         raise
     if done.rowcount != 1:  # deleted while we were saving: the bits must not outlive it
-        await _drop_blob_if_unused(request, blob.address)
+        await drop_blob_if_unused(engine, store, blob.address)
         raise errors.Conflict(f"Image {row.id} was deleted during the upload.")
-    return web.Response(status=204)
 
 
 async def delete_image(request: web.Request) -> web.Response:
@@ -214,16 +222,16 @@ async def delete_image(request: web.Request) -> web.Response:
             raise ImageForbidden(reason=f"Image {row.id} is protected and cannot be deleted.")
         await conn.execute(delete(images).where(images.c.id == row.id))
     if row.content_address:
-        await _drop_blob_if_unused(request, row.content_address)
+        await drop_blob_if_unused(engine, request.config_dict[STORE], row.content_address)
     return web.Response(status=204)
 
 
-async def _drop_blob_if_unused(request: web.Request, address: str) -> None:
-    async with request.config_dict[ENGINE].connect() as conn:
+async def drop_blob_if_unused(engine: Any, store: ImageStore, address: str) -> None:
+    async with engine.connect() as conn:
         users = (await conn.execute(select(func.count()).select_from(images)
                                     .where(images.c.content_address == address))).scalar()
     if not users:
-        await request.config_dict[STORE].delete(address)
+        await store.delete(address)
 
 
 def add_routes(app: web.Application) -> None:

@@ -18,7 +18,7 @@ from cells import errors
 from cells.conductor import capacity
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows import actions as server_actions
-from cells.conductor.flows import boot, compute_events, delete, hosts, locking, lookups, update
+from cells.conductor.flows import boot, compute_events, delete, hosts, locking, lookups, server_snapshots, update
 from cells.conductor.volume_rpc import VolumeConductor
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
@@ -305,6 +305,13 @@ class ConductorManager:
     async def instance_lock(self, ctx: RequestContext, uuid: str, lock: bool, reason: str | None = None
                             ) -> dict[str, Any]:
         return await locking.instance_lock(self.env, ctx, uuid, lock, reason)
+
+    async def snapshot_begin(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        return await server_snapshots.snapshot_begin(self.env, ctx, uuid)
+
+    async def snapshot_progress(self, ctx: RequestContext, uuid: str, step: str,
+                                message: str | None = None) -> dict[str, Any]:
+        return await server_snapshots.snapshot_progress(self.env, ctx, uuid, step, message)
 
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
         return await server_actions.console_output(self.env, ctx, uuid, length)

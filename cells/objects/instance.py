@@ -56,6 +56,7 @@ class TaskState:
         "resize_prep", "resize_migrating", "resize_migrated", "resize_finish")
     RESIZE_REVERTING, RESIZE_CONFIRMING = "resize_reverting", "resize_confirming"
     UPDATING_PASSWORD, MIGRATING = "updating_password", "migrating"
+    IMAGE_SNAPSHOT, IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING = "image_snapshot", "image_pending_upload", "image_uploading"
 
 
 class PowerState:  # Nova's numbers, shown as OS-EXT-STS:power_state

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from cells import errors
 from cells.context import RequestContext
-from cells.rpc.principal import CONDUCTOR, NETWORK, OPERATOR, callers
-from cells.rpc.wire import FAST, NORMAL, Method, surface
+from cells.rpc.principal import API, CONDUCTOR, NETWORK, OPERATOR, callers
+from cells.rpc.wire import FAST, NORMAL, SLOW, Method, surface
 from cells.rpcapi import Caller
 from cells.rpcapi.move_methods import COMPUTE_METHODS as MOVE_METHODS
 from cells.rpcapi.network import AGENT_REFRESH_VERSION
 from cells.rpcapi.volume import COMPUTE_METHODS as VOLUME_METHODS
 
 INVENTORY_VERSION = "1.5"  # guest_inventory (release 5)
+SNAPSHOT_VERSION = "1.5"  # make/read/drop_snapshot (release 5, issue 16)
 INSTANCE = {"instance": "Instance"}  # a versioned object (cells/objects/versions.py)
 SURFACE = surface(
     Method("build_and_run_instance", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
@@ -25,6 +27,11 @@ SURFACE = surface(
     # the guests this host's hypervisor holds (an operator's check that none outlived its server:
     # the kill matrix's leak report, tools/chaos.py)
     Method("guest_inventory", FAST, retry_safe=True, version=INVENTORY_VERSION, callers=callers(OPERATOR)),
+    # createImage (issue 16): the API, once the conductor set the server's task, takes the guest's disk
+    # into its image store (node/compute/server_snapshots.py; api/compute/server_snapshots.py)
+    Method("make_snapshot", SLOW, version=SNAPSHOT_VERSION, callers=callers(API)),
+    Method("read_snapshot", NORMAL, retry_safe=True, version=SNAPSHOT_VERSION, callers=callers(API)),
+    Method("drop_snapshot", NORMAL, retry_safe=True, version=SNAPSHOT_VERSION, callers=callers(API)),
     # volume hot-plug (issue 6): cells/rpcapi/volume.py ComputeVolumeAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/move_methods.py MoveComputeAPI
@@ -62,3 +69,21 @@ class ComputeAPI:
         """The guest's serial console log: the last `length` lines (None: all of it, up to a size cap)."""
         return str(await self.caller.call(topic(host), M["get_console_output"], {"uuid": uuid, "length": length},
                                           ctx))
+
+    async def make_snapshot(self, ctx: RequestContext, host: str, uuid: str, image_id: str) -> dict[str, Any]:
+        """The guest's disk now as one file on its host: {size, sha256, disk_format}."""
+        made = await self.caller.call(topic(host), M["make_snapshot"], {"uuid": uuid, "image_id": image_id}, ctx)
+        if not isinstance(made, dict):
+            raise errors.RpcError(reason=f"compute {host} answered make_snapshot with {type(made).__name__}")
+        return made
+
+    async def read_snapshot(self, ctx: RequestContext, host: str, uuid: str, image_id: str, offset: int,
+                            length: int) -> bytes:
+        data = await self.caller.call(topic(host), M["read_snapshot"],
+                                      {"uuid": uuid, "image_id": image_id, "offset": offset, "length": length}, ctx)
+        if not isinstance(data, bytes):
+            raise errors.RpcError(reason=f"compute {host} answered read_snapshot with {type(data).__name__}")
+        return data
+
+    async def drop_snapshot(self, ctx: RequestContext, host: str, uuid: str, image_id: str) -> None:
+        await self.caller.call(topic(host), M["drop_snapshot"], {"uuid": uuid, "image_id": image_id}, ctx)

@@ -18,7 +18,7 @@ from cells.rpcapi.volume import CONDUCTOR_METHODS as VOLUME_METHODS
 TOPIC = "conductor"
 SHOW_VERSION = "1.2"  # instance_show: a server view's record, volumes and security groups in one call
 EVENTS_VERSION = "1.5"  # instance_event: a compute's report is a lifecycle event (issue 22)
-OPS_VERSION = "1.5"  # instance_lock (issue 16): release 5 with instance_event
+OPS_VERSION = "1.5"  # instance_lock, snapshot_begin/progress (issue 16): release 5 with instance_event
 SURFACE = surface(
     # from the API
     # retry-safe: a repeat gets the rows the first one made (flows/boot.py _insert_build), so a build
@@ -56,6 +56,9 @@ SURFACE = surface(
     Method("instance_action_done", FAST, callers=callers(COMPUTE), result="Instance"),
     # lock/unlock (issue 16): a locked server refuses changes by non-admins
     Method("instance_lock", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
+    # createImage (issue 16): the server's task while the API takes its disk into the image service
+    Method("snapshot_begin", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
+    Method("snapshot_progress", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
     # volumes (issue 6): cells/rpcapi/volume.py VolumeConductorAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/move_methods.py MoveConductorAPI
@@ -160,6 +163,16 @@ class ConductorAPI:
         """Lock (with an optional reason) or unlock the server; 403 for a member lifting an admin's lock."""
         return map_reply(await self.caller.call(TOPIC, M["instance_lock"],
                                                 {"uuid": uuid, "lock": lock, "reason": reason}, ctx))
+
+    async def snapshot_begin(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        """The server enters task image_snapshot (409 when its state does not allow a snapshot)."""
+        return map_reply(await self.caller.call(TOPIC, M["snapshot_begin"], {"uuid": uuid}, ctx))
+
+    async def snapshot_progress(self, ctx: RequestContext, uuid: str, step: str,
+                                message: str | None = None) -> dict[str, Any]:
+        """step uploading (task image_uploading), done or failed (the task ends; `message`: why it failed)."""
+        return map_reply(await self.caller.call(TOPIC, M["snapshot_progress"],
+                                                {"uuid": uuid, "step": step, "message": message}, ctx))
 
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None) -> str:
         return str(await self.caller.call(TOPIC, M["console_output"], {"uuid": uuid, "length": length}, ctx))

@@ -34,6 +34,7 @@ from cells.rpcapi.volume import VolumeConductorAPI
 from node.compute.driver import LibvirtDriver, embed_uri_for_host
 from node.compute.guest_actions import SHUTDOWN_TIMEOUT, GuestActions, fault_of
 from node.compute.guest_moves import GuestMoves
+from node.compute.server_snapshots import GuestSnapshots
 from node.compute.spawner import GuestSpawner
 from node.compute.volume_attachments import VolumeAttachments
 from node.imagecache import HttpImageFetcher, ImageCache
@@ -120,6 +121,7 @@ class ComputeManager:
         self.heartbeat_interval = cluster.heartbeat_interval
         self._locks = KeyedLocks()
         self.spawner = GuestSpawner(self.driver, self.images, self.network)  # builds, rebuilds, moves
+        self.snapshots = GuestSnapshots(self.driver, self._locks)  # createImage
         self._building: set[str] = set()  # builds received, from arrival to end (guards reconciliation)
         self._ready = asyncio.Event()  # set once the start-up reconciliation is done
         self._wake = asyncio.Event()  # a domain event asks for an early power sweep
@@ -267,6 +269,17 @@ class ComputeManager:
 
     async def get_console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
         return await self.actions.console_output(ctx, uuid, length)
+
+    # createImage (node/compute/server_snapshots.py): the API makes, reads and drops the disk's snapshot file
+    async def make_snapshot(self, ctx: RequestContext, uuid: str, image_id: str) -> dict[str, Any]:
+        await self._ready.wait()
+        return await self.snapshots.make_snapshot(uuid, image_id)
+
+    async def read_snapshot(self, ctx: RequestContext, uuid: str, image_id: str, offset: int, length: int) -> bytes:
+        return await self.snapshots.read_snapshot(uuid, image_id, offset, length)
+
+    async def drop_snapshot(self, ctx: RequestContext, uuid: str, image_id: str) -> None:
+        await self.snapshots.drop_snapshot(uuid, image_id)
 
     # moves (node/compute/guest_moves.py): each returns the guest's power state afterwards. A step
     # (and a volume's, below) resent after our restart waits for the start-up reconciliation: the

@@ -60,3 +60,48 @@ def test_an_admins_lock_holds_the_owner_and_not_the_admin(cluster: RunningCluste
     wait_for("PAUSED", lambda: status(cluster, sid) == "PAUSED", timeout=30, interval=0.3)
     cluster.ok("server", "unlock", sid, who="admin")
     cluster.ok("server", "delete", "--wait", sid)
+
+
+def test_a_snapshot_of_a_running_and_a_stopped_server_is_an_image_that_boots(cluster: RunningCluster) -> None:
+    sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "-f", "json",
+                     "snapsrc")["id"]
+    image = cluster.ok("server", "image", "create", "--name", "snap-running", "--property", "purpose=test",
+                       "--wait", "-f", "json", sid)
+    shown = cluster.ok("image", "show", "-f", "json", image["id"])
+    props = shown["properties"]
+    assert shown["status"] == "active" and shown["visibility"] == "private" and shown["disk_format"] == "raw"
+    assert (props["image_type"], props["instance_uuid"], props["purpose"]) == ("snapshot", sid, "test")
+    assert props["base_image_ref"] == cluster.ok("image", "show", "-f", "json", "tiny-raw")["id"]
+    # the test hypervisor writes no disk: the snapshot holds the bits the guest was booted from
+    assert shown["checksum"] == cluster.ok("image", "show", "-f", "json", "tiny-raw")["checksum"]
+    assert status(cluster, sid) == "ACTIVE"
+    events = cluster.ok("server", "event", "list", "-f", "json", sid)
+    assert "createImage" in [e["Action"] for e in events]
+
+    cluster.ok("server", "stop", sid)
+    wait_for("SHUTOFF", lambda: status(cluster, sid) == "SHUTOFF", timeout=30, interval=0.3)
+    stopped = cluster.ok("server", "image", "create", "--name", "snap-stopped", "--wait", "-f", "json", sid)
+    assert cluster.ok("image", "show", "-f", "json", stopped["id"])["status"] == "active"
+    assert status(cluster, sid) == "SHUTOFF"
+
+    booted = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "snap-running", "--wait", "-f", "json",
+                        "fromsnap")
+    assert booted["status"] == "ACTIVE"
+    for server in (booted["id"], sid):
+        cluster.ok("server", "delete", "--wait", server)
+    for img in (image["id"], stopped["id"]):
+        cluster.ok("image", "delete", img)
+
+
+def test_a_paused_server_snapshots_and_a_deleted_one_makes_no_image(cluster: RunningCluster) -> None:
+    sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "-f", "json",
+                     "snapbusy")["id"]
+    before = {i["ID"] for i in cluster.ok("image", "list", "-f", "json")}
+    cluster.ok("server", "pause", sid)
+    wait_for("PAUSED", lambda: status(cluster, sid) == "PAUSED", timeout=30, interval=0.3)
+    cluster.ok("server", "image", "create", "--name", "snap-paused", "--wait", sid)  # paused is allowed, as Nova
+    cluster.ok("server", "delete", "--wait", sid)
+    err = refused(cluster, "server", "image", "create", "--name", "snap-gone", sid)
+    assert f"No Server found for {sid}" in err, err
+    after = {i["ID"]: i["Name"] for i in cluster.ok("image", "list", "-f", "json")}
+    assert [n for i, n in after.items() if i not in before] == ["snap-paused"]
