@@ -20,9 +20,8 @@ import os
 import shutil
 from typing import Any
 
-import libvirt  # type: ignore[import-untyped]
-
 from cells import errors, imageformat
+from cells.objects.instance import PowerState
 from node.compute.disks import FILE_TIMEOUT, MAX_CHUNK, checked_uuid, qemu_img, read_chunk
 from node.compute.driver import BASES_FILE, LibvirtDriver
 from node.locks import KeyedLocks
@@ -86,20 +85,15 @@ class GuestSnapshots:
         return {"size": size, "sha256": sha256, "disk_format": fmt}
 
     async def _flatten(self, uuid: str, disk: str, out: str) -> None:
-        paused = await self.driver._run(self._pause_if_running, uuid)
+        paused = await self.driver.power_state(uuid) == PowerState.RUNNING  # under the instance's lock
+        if paused:
+            await self.driver.power.pause(uuid)
         try:
             # -U: QEMU holds the overlay open; its vCPUs are stopped and its disks flushed
             await qemu_img("convert", "-U", "-f", "qcow2", "-O", "qcow2", disk, out, timeout=CONVERT_TIMEOUT)
         finally:
             if paused:
-                await asyncio.shield(self.driver._run(lambda: self.driver._domain(uuid).resume()))
-
-    def _pause_if_running(self, uuid: str) -> bool:
-        dom = self.driver._domain(uuid)
-        if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
-            return False
-        dom.suspend()
-        return True
+                await asyncio.shield(self.driver.power.unpause(uuid))
 
     async def read_snapshot(self, uuid: str, image_id: str, offset: int, length: int) -> bytes:
         path = snapshot_path(self.driver.instance_dir(checked_uuid(uuid)), image_id)
