@@ -410,3 +410,18 @@ def snapshot_step(step: str, state: State, instance_id: str = "") -> State:
     if step in (SNAPSHOT_DONE, SNAPSHOT_FAILED):
         return replace(state, task_state=None)
     raise errors.Invalid(reason=f"unknown snapshot step {step!r}")
+
+
+# --- resetState (admin): Nova's os-resetState sets the vm_state and clears the task, whatever they were ---
+
+RESET_STATES = {"active": VmState.ACTIVE, "error": VmState.ERROR}
+
+
+def reset_state(state: State, to: str, instance_id: str = "") -> State:
+    """active or error, the task cleared (a stuck flow's server made usable again, or marked broken)."""
+    if to not in RESET_STATES:
+        raise errors.Invalid(reason=f"state must be one of {', '.join(sorted(RESET_STATES))}, not {to!r}")
+    if state.vm_state in (VmState.DELETED, VmState.BUILDING, ""):
+        raise errors.InstanceInvalidState(action="os-resetState", instance_id=instance_id, attr="vm_state",
+                                          state=state.vm_state)
+    return replace(state, vm_state=RESET_STATES[to], task_state=None)

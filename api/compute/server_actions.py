@@ -6,6 +6,7 @@
     {"os-getConsoleOutput": {"length": N}}                                   200 {"output": ...}
     {"addSecurityGroup": {"name": G}}  {"removeSecurityGroup": {"name": G}}  api/compute/security_groups.py
     {"lock": null | {"locked_reason": R}}  {"unlock": null}                  202; the reason from 2.73
+    {"os-resetState": {"state": "active" | "error"}}  202 (admin)
     {"createImage": {"name": N, "metadata"?}}   202, Location: the image (2.45: {"image_id"} instead)
 
 The power actions answer 202 at once: the server shows its task state
@@ -45,6 +46,8 @@ REBOOT = {"type": "object", "required": ["type"], "additionalProperties": False,
 LOCK = {"type": ["object", "null"], "additionalProperties": False,
         "properties": {"locked_reason": {"type": "string", "minLength": 1, "maxLength": 255}}}
 LOCK_REASON_VERSION = (2, 73)
+RESET_STATE = {"type": "object", "required": ["state"], "additionalProperties": False,
+               "properties": {"state": {"type": "string", "enum": ["active", "error"]}}}
 CONSOLE = {"type": ["object", "null"], "additionalProperties": False,
            "properties": {"length": {"type": ["integer", "string", "null"]}}}
 _SERVER = SERVER_CREATE["properties"]["server"]["properties"]
@@ -157,6 +160,12 @@ async def server_action(request: web.Request) -> web.Response:
         return web.Response(status=202)
     if name == "unlock":
         await service.unlock(cc, ctx, server_id)
+        return web.Response(status=202)
+    if name == "os-resetState":
+        if not ctx.is_admin:  # before the body, as Nova's policy check
+            raise errors.Forbidden("Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.")
+        validate(RESET_STATE, spec, name)
+        await service.reset_state(cc, ctx, server_id, spec["state"])
         return web.Response(status=202)
     if name == "createImage":
         validate(CREATE_IMAGE, spec, name)

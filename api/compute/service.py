@@ -7,6 +7,7 @@ and the EC2 handlers (api/ec2/query_actions.py) do to servers, each a function o
     act(cc, ctx, server_id, action, args) -> record        a lifecycle action (stop, start, reboot, ...)
     console_output(cc, ctx, server_id, length) -> text
     lock(cc, ctx, server_id, reason), unlock(cc, ctx, server_id)   a locked server refuses non-admins' changes
+    reset_state(cc, ctx, server_id, state)                  admin: vm_state active|error, task cleared
     create_image(cc, ctx, snaps, server_id, name, metadata) -> image id   createImage (a snapshot)
     resize, confirm_resize, revert_resize, migrate, evacuate(cc, ctx, server_id, ...)   moves (cells/rpcapi/move_methods)
     change_security_group(cc, ctx, server_id, group, add)  a group joins or leaves every port of the server
@@ -132,6 +133,12 @@ async def lock(cc: ComputeContext, ctx: RequestContext, server_id: str, reason: 
     """Lock the server: its project's members can change nothing on it until it is unlocked (409)."""
     conductor, uuid = await _locate(cc, ctx, server_id)
     return await conductor.instance_lock(ctx, uuid, True, reason)
+
+
+async def reset_state(cc: ComputeContext, ctx: RequestContext, server_id: str, state: str) -> dict[str, Any]:
+    """Admin: the server's vm_state set to active or error and its task cleared (Nova's os-resetState)."""
+    conductor, uuid = await _locate(cc, ctx, server_id)
+    return await conductor.instance_reset_state(ctx, uuid, state)
 
 
 async def unlock(cc: ComputeContext, ctx: RequestContext, server_id: str) -> dict[str, Any]:

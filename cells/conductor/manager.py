@@ -306,6 +306,9 @@ class ConductorManager:
                             ) -> dict[str, Any]:
         return await locking.instance_lock(self.env, ctx, uuid, lock, reason)
 
+    async def instance_reset_state(self, ctx: RequestContext, uuid: str, state: str) -> dict[str, Any]:
+        return await locking.instance_reset_state(self.env, ctx, uuid, state)
+
     async def snapshot_begin(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
         return await server_snapshots.snapshot_begin(self.env, ctx, uuid)
 

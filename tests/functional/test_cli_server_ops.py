@@ -105,3 +105,15 @@ def test_a_paused_server_snapshots_and_a_deleted_one_makes_no_image(cluster: Run
     assert f"No Server found for {sid}" in err, err
     after = {i["ID"]: i["Name"] for i in cluster.ok("image", "list", "-f", "json")}
     assert [n for i, n in after.items() if i not in before] == ["snap-paused"]
+
+
+def test_an_admin_resets_a_servers_state_and_a_member_may_not(cluster: RunningCluster) -> None:
+    sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "-f", "json",
+                     "reset1")["id"]
+    err = refused(cluster, "server", "set", "--auto-approve", "--state", "error", sid)
+    assert "reset_state" in err and "403" in err, err
+    cluster.ok("server", "set", "--auto-approve", "--state", "error", sid, who="admin")
+    assert status(cluster, sid) == "ERROR"
+    cluster.ok("server", "set", "--auto-approve", "--state", "active", sid, who="admin")
+    assert status(cluster, sid) == "ACTIVE"
+    cluster.ok("server", "delete", "--wait", sid)

@@ -61,3 +61,20 @@ async def test_lock_arguments_are_checked_and_other_projects_get_404(cell: Cell)
     with pytest.raises(errors.InstanceNotFound):
         await cell.conductor.instance_lock(stranger, rec["uuid"], True)
     assert (await cell.conductor.instance_get(USER, rec["uuid"]))["locked_by"] is None
+
+
+async def test_reset_state_is_admin_only_and_clears_a_stuck_task(cell: Cell) -> None:
+    rec = await cell.boot("d")
+    uuid = rec["uuid"]
+    await cell.wait_state(uuid, VmState.ACTIVE)
+    await cell.conductor.snapshot_begin(USER, uuid)  # a snapshot whose API process died: its task stays
+    with pytest.raises(errors.Forbidden, match="reset_state"):
+        await cell.conductor.instance_reset_state(USER, uuid, "active")
+    assert (await cell.conductor.instance_get(USER, uuid))["task_state"] == "image_snapshot"
+    reset = await cell.conductor.instance_reset_state(admin_context(), uuid, "active")
+    assert (reset["vm_state"], reset["task_state"]) == (VmState.ACTIVE, None)
+    errored = await cell.conductor.instance_reset_state(admin_context(), uuid, "error")
+    assert (errored["vm_state"], errored["task_state"]) == (VmState.ERROR, None)
+    with pytest.raises(errors.Invalid):
+        await cell.conductor.instance_reset_state(admin_context(), uuid, "paused")
+    assert [a["action"] for a in await cell.conductor.instance_actions(USER, uuid)][-2:] == ["resetState"] * 2

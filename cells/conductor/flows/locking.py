@@ -1,5 +1,6 @@
 """Lock and unlock a server (Nova's os-lock-server): a locked server refuses every change by a
-non-admin (cells/lifecycle.py check_unlocked, asked by each flow as it takes the row's lock).
+non-admin (cells/lifecycle.py check_unlocked, asked by each flow as it takes the row's lock). And an
+admin's os-resetState (instance_reset_state): the vm_state set to active or error, the task cleared.
 
     instance_lock   validate -> lock the row -> check who may lift the lock -> locked_by / reason set,
                     action "lock" or "unlock" recorded (started and finished: nothing runs on a host)
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from cells import errors, lifecycle
-from cells.conductor.env import FlowEnv
+from cells.conductor.env import FlowEnv, state_of
 from cells.conductor.flows.delete import visible
 from cells.context import RequestContext
 from cells.db import action_records
@@ -57,3 +58,25 @@ def _set_lock(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, lo
 async def instance_lock(env: FlowEnv, ctx: RequestContext, uuid: str, lock: Any, reason: Any = None) -> dict[str, Any]:
     clean_lock, clean_reason = validate(lock, reason)
     return await env.db.write(lambda conn: _set_lock(conn, env, ctx, uuid, clean_lock, clean_reason))
+
+
+def _reset(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, to: str) -> dict[str, Any]:
+    row = idb.get_row(conn, uuid, lock=True)
+    if row is None or row.deleted or not visible(ctx, row):
+        raise errors.InstanceNotFound(instance_id=uuid)
+    state = lifecycle.reset_state(state_of(row), to, uuid)
+    now = utcnow_iso()
+    values = {"vm_state": state.vm_state, "task_state": None, "updated_at": now}
+    action_records.start_action(conn, ctx, uuid, "resetState", row.project_id, now)
+    action_records.finish_action(conn, uuid, "resetState")
+    idb.update_row(conn, uuid, values)
+    return env.record({**row._mapping, **values})
+
+
+async def instance_reset_state(env: FlowEnv, ctx: RequestContext, uuid: str, state: Any) -> dict[str, Any]:
+    """Admin only (os_compute_api:os-admin-actions:reset_state): 403 for anyone else."""
+    if not ctx.is_admin:
+        raise errors.Forbidden("Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.")
+    if not isinstance(state, str):
+        raise errors.Invalid(reason="state must be a string")
+    return await env.db.write(lambda conn: _reset(conn, env, ctx, uuid, state))
