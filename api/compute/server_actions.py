@@ -28,7 +28,7 @@ from api.compute.microversions import Microversion
 from api.compute.schemas import DESCRIPTION, NAME, SERVER_CREATE, hostname_schema
 from api.compute.server_create import server_admin_pass
 from api.compute.views import server_updated
-from api.http import allowed, context, id_from_href, is_uuid, json_body
+from api.http import allowed, authorize, context, id_from_href, is_uuid, json_body
 from api.image import images as image_db
 from api.keys import public_url
 from api.validation import validate
@@ -162,8 +162,7 @@ async def server_action(request: web.Request) -> web.Response:
         await service.unlock(cc, ctx, server_id)
         return web.Response(status=202)
     if name == "os-resetState":
-        if not ctx.is_admin:  # before the body, as Nova's policy check
-            raise errors.Forbidden("Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.")
+        authorize(request, "os_compute_api:os-admin-actions:reset_state")  # before the body, as Nova
         validate(RESET_STATE, spec, name)
         await service.reset_state(cc, ctx, server_id, spec["state"])
         return web.Response(status=202)
