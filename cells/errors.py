@@ -258,6 +258,12 @@ class OverQuota(Conflict):
 
 
 @_register
+class ComputeHostDead(CellcloudError):
+    """A step on a compute host given up because the host was declared dead (or fenced)."""
+    code, http_status, msg = "compute_host_dead", 503, "Compute host {host} is {state}: {what} was given up"
+
+
+@_register
 class HostNetworkUnavailable(CellcloudError):
     code, http_status, msg = "host_network_unavailable", 503, "Host networking cannot be used here: {reason}"
 

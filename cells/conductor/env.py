@@ -16,7 +16,7 @@ from cells.db import instances as idb
 from cells.db.engine import Database
 from cells.db.fast import AnyRow
 from cells.lifecycle import State
-from cells.rpc.liveness import ALIVE, DEAD, DEFAULT_GRACE, SUSPECT, HostLiveness
+from cells.rpc.liveness import ALIVE, DEAD, DEFAULT_GRACE, FENCED, SUSPECT, HostLiveness
 from cells.rpcapi.compute import topic as compute_topic
 from cells.service import Service
 
@@ -74,16 +74,36 @@ async def through_host_restart(env: FlowEnv, host: str, what: str, step: Callabl
     """Run `step`, a call to `host`'s compute that is idempotent there; when the compute went away
     before answering (killed and restarted by its supervisor, or suspect: frozen, partitioned) it is
     sent again once the host is back, as Nova's conductor drives an attachment or a move again when
-    its host returns. The error is raised (for the caller to roll back) only once the host is dead
-    or fenced, or after HOST_SENDS sends it came back from without answering."""
+    its host returns. Given up (for the caller to roll back) only once the host is dead or fenced
+    (ComputeHostDead: a retry-safe call would otherwise wait out its whole deadline for a member that
+    is not coming back), or after HOST_SENDS sends it came back from without answering."""
     sends = 0
     while True:
         sends += 1
         try:
-            return await step()
+            return await _unless_host_dies(env, host, what, step)
         except HOST_WENT_AWAY as exc:
             while (state := env.host_state(host)) == SUSPECT:
                 await asyncio.sleep(HOST_POLL)
-            if state != ALIVE or sends >= HOST_SENDS:
+            if state != ALIVE:
+                raise errors.ComputeHostDead(host=host, state=state, what=what) from exc
+            if sends >= HOST_SENDS:
                 raise
             LOG.warning("%s: %s did not answer (%s): sending it again", what, host, exc.message)
+
+
+async def _unless_host_dies(env: FlowEnv, host: str, what: str, step: Callable[[], Awaitable[T]]) -> T:
+    """`step`, cancelled as soon as `host` is dead or fenced."""
+    task = asyncio.ensure_future(step())
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HOST_POLL)
+            if done:
+                return task.result()
+            state = env.host_state(host)
+            if state in (DEAD, FENCED):
+                raise errors.ComputeHostDead(host=host, state=state, what=what)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -456,3 +456,49 @@ async def test_a_source_of_the_previous_release_gets_its_disk_made_from_the_imag
 
 async def _speaks(have: str | None, want: str) -> bool:
     return have == want
+
+
+# --- the compute of a move dies ------------------------------------------------------------------
+
+async def _held_at_destination(c: Cell) -> tuple[str, str, str, dict[str, Any]]:
+    """A server whose resize waits in the destination's finish_move: (uuid, source, dest, migration)."""
+    uuid = (await c.boot("mover"))["uuid"]
+    source = (await c.wait_state(uuid, VmState.ACTIVE))["host"]
+    mig, _ = await resize_held_at_finish_move(c, uuid, source)
+    return uuid, source, str(mig["dest_host"]), mig
+
+
+async def test_a_finish_whose_compute_restarted_is_sent_again_and_the_resize_completes(cell: Cell) -> None:
+    """The destination's compute is killed in finish_move and restarted before its host is dead:
+    the step is sent again to the new process and the resize ends as asked."""
+    uuid, source, dest, mig = await _held_at_destination(cell)
+    await cell.crash(f"compute/{dest}")  # the finish_move in flight dies with it
+    for comp in computes(cell):
+        comp.release.set()
+    cell.run(f"compute/{dest}")  # its supervisor starts it again
+    rec = await wait_task(cell, uuid, None, "resized", timeout=10)
+    assert (rec["host"], rec["flavor"]["id"]) == (dest, "2")
+    assert guests(cell, uuid) == {source: {"flavor": "1", "running": False}, dest: {"flavor": "2", "running": True}}
+    assert (await migration(cell, uuid))["status"] == "finished"
+    assert await claims_of(cell, uuid, mig["uuid"]) == {uuid: (source, 512), mig["uuid"]: (dest, 1024)}
+
+
+async def test_a_move_whose_destination_died_is_rolled_back_once_the_host_is_dead(cell: Cell) -> None:
+    """The destination's compute dies in finish_move and does not come back: nothing is undone while
+    the host is only suspect; once it is dead (the cell's grace) the move is rolled back: the server
+    ACTIVE on its source with its old flavor, the migration 'error', its claim released, the
+    failure on the resize action."""
+    before = await usage(cell)
+    uuid, source, dest, mig = await _held_at_destination(cell)
+    await cell.crash(f"compute/{dest}")
+    await asyncio.sleep(0.8)  # past the 3 missed beats: suspect, not dead yet (DEAD_AFTER 1.6 s)
+    assert (await migration(cell, uuid))["status"] == "migrating"
+    rec = await wait_task(cell, uuid, None, VmState.ACTIVE, timeout=10)
+    assert (rec["host"], rec["flavor"]["id"]) == (source, "1")
+    assert guests(cell, uuid)[source] == {"flavor": "1", "running": True}  # the source guest started again
+    assert (await migration(cell, uuid))["status"] == "error"
+    assert await claims_of(cell, uuid, mig["uuid"]) == {uuid: (source, 512)}
+    assert (await usage(cell))[dest] == before[dest]  # the destination's claim went back
+    evs = await events(cell, uuid, "resize")
+    assert any(e == "compute_finish_resize" and r == "Error" and f"{dest} is dead" in (d or "")
+               for e, r, d in evs), evs

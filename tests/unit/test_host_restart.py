@@ -1,6 +1,7 @@
 """env.through_host_restart: a step on a compute that went away is sent again once the host is back
 (killed and restarted, or suspect for a while), and given up only when the host is dead or keeps
-coming back without answering. The directory view is a fake (the routing table is all it reads)."""
+coming back without answering (or, waiting on a dead host, cancelled). The directory view is a fake
+(the routing table is all it reads)."""
 from __future__ import annotations
 
 import asyncio
@@ -76,9 +77,30 @@ async def test_the_step_fails_once_the_host_is_dead() -> None:
     task = asyncio.ensure_future(through_host_restart(env, HOST, "resize", step))
     await asyncio.sleep(0.1)
     env.liveness.forced_down.add(HOST)  # `cellctl host down`: dead
-    with pytest.raises(errors.RpcTimeout):
+    with pytest.raises(errors.ComputeHostDead):
         await asyncio.wait_for(task, 5)
     assert step.sends == 1
+
+
+async def test_a_step_still_waiting_is_given_up_when_its_host_dies() -> None:
+    """A retry-safe call would wait out its whole deadline for a member that never comes back:
+    the step is cancelled as soon as the host is dead."""
+    env, view = make_env()
+    cancelled = asyncio.Event()
+
+    async def hangs() -> str:
+        try:
+            await asyncio.Future()  # waiting for the dead compute's restart
+        finally:
+            cancelled.set()
+        return "never"
+    task = asyncio.ensure_future(through_host_restart(env, HOST, "resize", hangs))
+    await asyncio.sleep(0.1)
+    view.present.clear()
+    env.liveness.forced_down.add(HOST)
+    with pytest.raises(errors.ComputeHostDead):
+        await asyncio.wait_for(task, 5)
+    assert cancelled.is_set()
 
 
 async def test_a_host_that_keeps_answering_nothing_is_given_up_after_host_sends() -> None:
