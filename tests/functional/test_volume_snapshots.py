@@ -3,7 +3,7 @@ with the unmodified `openstack` CLI: a snapshot of a volume, a volume made from 
 made from the volume (the bytes written before the snapshot are in both, checked in the volume host's
 files: this hypervisor runs no guest), a volume with a snapshot refused deletion until --purge,
 extend, the snapshots quota (413); volume types steering to a volume host by volume_backend_name; a
-bootable volume made from an image; a volume uploaded to an image that boots.
+bootable volume made from an image; a volume uploaded to an image that boots; an attached volume extended.
 (The CLI refuses a shrink itself; the API's 400 for one is tests/unit/test_volume_snapshots.py's.)"""
 from __future__ import annotations
 
@@ -156,3 +156,21 @@ def test_upload_a_volume_to_an_image_and_boot_it_with_the_cli(cluster: RunningCl
     cluster.ok("image", "delete", "upimg")
     cluster.ok("volume", "delete", "upvol")
     wait_for("upvol gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
+
+
+def test_extend_an_attached_volume_with_the_cli(cluster: RunningCluster) -> None:
+    """node1 is the server's compute and the volume's host: the volume is attached through the local target,
+    so it grows in use (the compute's resize of the guest's disk is a no-op on this test hypervisor)."""
+    vol = ("volume",)
+    cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "grower")
+    cluster.ok("volume", "create", "--size", "1", "ext1", "-f", "json")
+    ext1 = wait_status(cluster, vol, "ext1", "available")["id"]
+    cluster.ok("server", "add", "volume", "grower", "ext1")
+    wait_status(cluster, vol, "ext1", "in-use")
+    cluster.ok("volume", "set", "--size", "2", "ext1")
+    grown = wait_status(cluster, vol, "ext1", "in-use")
+    assert grown["size"] == 2 and (files(cluster) / f"volume-{ext1}.raw").stat().st_size == 2 * GIB
+    cluster.ok("server", "delete", "--wait", "grower")
+    wait_status(cluster, vol, "ext1", "available")
+    cluster.ok("volume", "delete", "ext1")
+    wait_for("ext1 gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
