@@ -116,6 +116,7 @@ NOVA = {
     "os_compute_api:os-migrate-server:migrate": "rule:admin_api",
     "os_compute_api:os-evacuate": "rule:admin_api",
     "os_compute_api:os-admin-actions:reset_state": "rule:admin_api",
+    "os_compute_api:os-availability-zone:detail": "rule:admin_api",
     "os_compute_api:os-instance-actions:events": "rule:admin_api",
     "os_compute_api:os-keypairs:index": "rule:admin_api or user_id:%(user_id)s",
     "os_compute_api:os-keypairs:show": "rule:admin_api or user_id:%(user_id)s",

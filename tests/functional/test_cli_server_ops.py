@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from tools.devcluster import RunningCluster, running_cluster, wait_for
 
@@ -117,3 +118,17 @@ def test_an_admin_resets_a_servers_state_and_a_member_may_not(cluster: RunningCl
     cluster.ok("server", "set", "--auto-approve", "--state", "active", sid, who="admin")
     assert status(cluster, sid) == "ACTIVE"
     cluster.ok("server", "delete", "--wait", sid)
+
+
+def test_sites_and_cells_are_availability_zones_with_hosts_for_admins(cluster: RunningCluster) -> None:
+    listed = cluster.ok("availability", "zone", "list", "--compute", "-f", "json")
+    assert {(z["Zone Name"], z["Zone Status"]) for z in listed} == {("site1", "available"), ("cell1", "available")}
+    detail = cluster.ok("availability", "zone", "list", "--compute", "--long", "-f", "json", who="admin")
+    rows = {(z["Zone Name"], z["Host Name"], z["Service Name"]) for z in detail}
+    assert {("site1", "node1", "nova-compute"), ("cell1", "node1", "nova-compute")} <= rows, detail
+    # a member's detail request is refused (403) and the CLI falls back to the list: no hosts
+    member = cluster.ok("availability", "zone", "list", "--compute", "--long", "-f", "json")
+    assert {z["Host Name"] for z in member} == {""}, member
+    refused_detail = requests.get(f"{cluster.endpoint}/compute/v2.1/os-availability-zone/detail", timeout=30,
+                                  headers={"X-Auth-Token": cluster.token()})
+    assert refused_detail.status_code == 403, refused_detail.text
