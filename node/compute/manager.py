@@ -34,9 +34,9 @@ from cells.rpcapi.volume import VolumeConductorAPI
 from node.compute.driver import LibvirtDriver, embed_uri_for_host
 from node.compute.guest_actions import SHUTDOWN_TIMEOUT, GuestActions, fault_of
 from node.compute.guest_moves import GuestMoves
+from node.compute.guest_volumes import VolumeAttachments
 from node.compute.server_snapshots import GuestSnapshots
 from node.compute.spawner import GuestSpawner
-from node.compute.volume_attachments import VolumeAttachments
 from node.imagecache import HttpImageFetcher, ImageCache
 from node.locks import KeyedLocks
 from node.network.agent import NetworkAgent
@@ -91,7 +91,7 @@ class ComputeManager:
     """The worker's own flows (build, delete, reconciliation, power sweeps) and its collaborators,
     made when the service starts (they talk to the conductor and other computes):
     server actions (node/compute/guest_actions.py), moves (node/compute/guest_moves.py), volume
-    attachments (node/compute/volume_attachments.py). RPC methods of theirs delegate to them."""
+    attachments (node/compute/guest_volumes.py). RPC methods of theirs delegate to them."""
 
     actions: GuestActions
     moves: GuestMoves
@@ -316,7 +316,7 @@ class ComputeManager:
         await self._ready.wait()
         return await self.moves.rebuild_evacuated(ctx, instance, migration)
 
-    # volumes (node/compute/volume_attachments.py)
+    # volumes (node/compute/guest_volumes.py)
     async def attach_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str,
                             connection_info: Any = None, device: str | None = None) -> dict[str, Any]:
         """`connection_info` is ignored (callers before RPC 1.4 send it): the conductor's record is used."""

@@ -24,7 +24,7 @@ from cells.db import action_records, claims
 from cells.db.engine import Database
 from cells.db.schema import ensure_schema, instances
 from cells.lifecycle import Event
-from cells.objects.instance import TaskState, VmState
+from cells.objects.instance import PowerState, TaskState, VmState
 from cells.rpc import wire
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import SURFACE as DIRECTORY
@@ -419,6 +419,38 @@ async def test_operator_marks_a_host_down_and_up(hang_then_ok_cell: Cell) -> Non
     up = await c.api.call("conductor", mark, {"host": "node1", "down": False}, admin_context())
     assert up == {"host": "node1", "state": "fenced"}  # it beats, but was declared dead: it reconciles first
     assert await c.conductor.host_rejoined(admin_context(), "node1") == {"host": "node1", "state": "alive"}
+
+
+async def test_compute_events_drive_the_record_and_what_the_lifecycle_refuses_changes_nothing(cell: Cell) -> None:
+    """A compute's report is a lifecycle event fired on the locked row: power_observed of a guest that
+    went away stops the server; a failed delete ends in ERROR with the compute's fault and the delete's
+    event failed. An unknown event or power state, another host's report and a transition the
+    machine refuses leave the record as it was."""
+    rec = await cell.boot()
+    uuid = rec["uuid"]
+    active = await cell.wait_state(uuid, VmState.ACTIVE)
+    host = str(active["host"])
+    other = ({"node1", "node2"} - {host}).pop()
+    for bad in ({"event": "made_up"}, {"event": Event.POWER_OBSERVED, "power_state": 99}):
+        with pytest.raises(errors.Invalid):
+            await cell.conductor.instance_event(USER, uuid, host, **bad)
+    with pytest.raises(errors.Conflict, match=f"not {other}"):
+        await cell.conductor.instance_event(USER, uuid, other, Event.POWER_OBSERVED)
+    with pytest.raises(errors.InstanceInvalidState):
+        await cell.conductor.instance_event(USER, uuid, host, Event.SPAWNING)
+    assert await cell.conductor.instance_get(USER, uuid) == active
+    stopped = await cell.conductor.instance_event(USER, uuid, host, Event.POWER_OBSERVED)  # no domain any more
+    assert stopped is not None and (stopped["vm_state"], stopped["power_state"]) == (VmState.STOPPED,
+                                                                                     PowerState.SHUTDOWN)
+    cell.computes[host].terminate_gate.clear()  # the terminate is held: the compute reports its failure
+    await cell.conductor.instance_delete(USER, uuid)
+    fault = {"code": 500, "message": "libvirtError", "details": "cannot destroy"}
+    failed = await cell.conductor.instance_event(USER, uuid, host, Event.DELETE_FAILED, fault=fault)
+    assert failed is not None
+    assert (failed["vm_state"], failed["task_state"], failed["fault"]["message"]) == (VmState.ERROR, None,
+                                                                                      "libvirtError")
+    acts = await cell.db.read(lambda conn: action_records.actions_of(conn, uuid))
+    assert [(e["event"], e["result"]) for e in acts[-1]["events"]] == [("compute_terminate_instance", "Error")]
 
 
 async def test_delete_while_building_on_a_live_host(hanging_cell: Cell) -> None:

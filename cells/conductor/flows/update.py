@@ -1,6 +1,8 @@
-"""instance_update: a compute worker reports a step of its flow.
+"""instance_update: the API's server set (name, metadata), and the step reports of computes of
+release 4 and before, which sent raw fields. A compute of this release reports lifecycle events
+instead (instance_event: cells/conductor/flows/compute_events.py).
 
-The optional expected_task_state is the compute's check: when the record's
+The optional expected_task_state is the old compute's check: when the record's
 task_state is not one of them (typically a delete raced the build) the update
 is refused with UnexpectedTaskState / UnexpectedDeletingTaskState (Conflict),
 and the compute stops what it was doing. Deleted instances are not found.
