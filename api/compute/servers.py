@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from api.compute import down_cells, mappings, security_groups, server_actions, service, volume_attachments
+from api.compute.microversions import version_of
 from api.compute.server_create import BootRequest, server_admin_pass
 from api.compute.views import basic_addresses, server_brief, server_created, server_detail, server_show, vm_states_for
 from api.http import allowed, authorize, context, json_body, parse_bool, query_int
@@ -133,6 +134,10 @@ def _filters(request: web.Request, ctx: RequestContext, query: Any) -> tuple[dic
             filters[key] = query[key]
     fixed_ip_matcher(filters)  # a pattern outside the linear-time subset is a 400 before any cell is asked
     statuses = query.getall("status", []) or None
+    if statuses and version_of(request) >= (2, 38):  # Nova 2.38: an unknown status is a 400, no longer []
+        unknown = [s for s in statuses if not vm_states_for([s])]
+        if unknown:
+            raise errors.Invalid(f"Invalid status value: {unknown[0]}")
     if statuses:
         filters["vm_state"] = vm_states_for(statuses)
     if "changes-since" in query:

@@ -6,6 +6,7 @@ schemas check). The admin-only OS-EXT-SRV-ATTR:* keys and host_status appear for
   2.3   OS-EXT-SRV-ATTR: reservation_id, launch_index, hostname, kernel_id, ramdisk_id, root_device_name,
         user_data (admins); delete_on_termination in volumes_attached
   2.9   locked                   2.16 host_status (admins)      2.19 description
+  (2.38: an unknown status filter is a 400: api/compute/servers.py)
   2.26  tags                     2.47 the flavor itself (original_name, sizes, extra_specs)
   2.63  trusted_image_certificates (null: none verified here)
   2.71  server_groups (show, update, rebuild)                   2.73 locked_reason

@@ -261,3 +261,13 @@ def test_rebuild_bodies_by_version() -> None:
         raise AssertionError("a key name without its key must be refused")
     except errors.Invalid:
         pass
+
+
+async def test_an_unknown_status_filter_is_400_from_2_38(cloud: Cloud) -> None:
+    await boot(cloud, cloud.demo, "2.1")
+    old = await cloud.client.get("/compute/v2.1/servers?status=SLEEPING", headers=at(cloud.demo, "2.37"))
+    assert old.status == 200 and (await old.json())["servers"] == []
+    new = await cloud.client.get("/compute/v2.1/servers?status=SLEEPING", headers=at(cloud.demo, "2.38"))
+    assert new.status == 400 and "Invalid status value" in (await new.json())["badRequest"]["message"]
+    known = await cloud.client.get("/compute/v2.1/servers?status=BUILD", headers=at(cloud.demo, "2.38"))
+    assert known.status == 200 and len((await known.json())["servers"]) == 1
