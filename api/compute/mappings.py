@@ -28,7 +28,7 @@ _INSERT = Fast(insert(instance_mappings))
 
 _BACKGROUND: set[asyncio.Task[None]] = set()  # strong refs to background mapping updates
 # the view attributes as record keys (api/compute/views.py reads them from the record)
-ATTRIBUTES = ("reservation_id", "launch_index", "description", "hostname", "pinned_availability_zone")
+ATTRIBUTES = ("reservation_id", "launch_index", "description", "hostname", "pinned_availability_zone", "tags")
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,7 @@ instance_mappings = Table(
     Column("description", String(255), nullable=True),
     Column("hostname", String(255), nullable=True),
     Column("pinned_availability_zone", String(255), nullable=True),
+    Column("tags", JSON, nullable=True),  # a0008: the server's tags (2.26; None: none)
     Index("ix_instance_mappings_project_created", "project_id", "created_at"),
     Index("ix_instance_mappings_cell", "cell_path"),
 )
@@ -385,7 +386,7 @@ LATEST = max(MIGRATIONS)
 # from now on is an Alembic revision plus the edit of its Table above (tests/unit/test_db_migrations.py).
 ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource",
                      "a0004_flavor_description", "a0005_server_group_rules", "a0006_volume_types",
-                     "a0007_identity_images")
+                     "a0007_identity_images", "a0008_server_tags")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

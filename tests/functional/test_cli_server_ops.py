@@ -132,3 +132,25 @@ def test_sites_and_cells_are_availability_zones_with_hosts_for_admins(cluster: R
     refused_detail = requests.get(f"{cluster.endpoint}/compute/v2.1/os-availability-zone/detail", timeout=30,
                                   headers={"X-Auth-Token": cluster.token()})
     assert refused_detail.status_code == 403, refused_detail.text
+
+
+def test_server_tags_from_2_26_through_the_cli(cluster: RunningCluster) -> None:
+    sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "-f", "json",
+                     "tagged")["id"]
+    v226 = ("--os-compute-api-version", "2.26")
+    cluster.ok(*v226, "server", "set", "--tag", "web", "--tag", "prod", sid)
+    assert sorted(cluster.ok(*v226, "server", "show", "-f", "json", sid)["tags"]) == ["prod", "web"]
+    cluster.ok(*v226, "server", "unset", "--tag", "prod", sid)
+    assert cluster.ok(*v226, "server", "show", "-f", "json", sid)["tags"] == ["web"]
+    headers = {"X-Auth-Token": cluster.token(), "OpenStack-API-Version": "compute 2.26"}
+    base = f"{cluster.endpoint}/compute/v2.1/servers/{sid}/tags"
+    assert requests.get(f"{base}/web", headers=headers, timeout=30).status_code == 204
+    assert requests.get(f"{base}/prod", headers=headers, timeout=30).status_code == 404
+    assert requests.put(f"{base}/a,b", headers=headers, timeout=30).status_code == 400  # no "," in a tag
+    too_many = requests.put(base, json={"tags": [f"t{i}" for i in range(51)]}, headers=headers, timeout=30)
+    assert too_many.status_code == 400
+    assert requests.get(base, headers={"X-Auth-Token": cluster.token()}, timeout=30).status_code == 404  # 2.1
+    other = requests.get(base, headers={**headers, "X-Auth-Token": cluster.token("alt_demo")}, timeout=30)
+    assert other.status_code == 404  # another project's server is not there
+    assert requests.get(base, headers=headers, timeout=30).json() == {"tags": ["web"]}
+    cluster.ok("server", "delete", "--wait", sid)
