@@ -4,7 +4,9 @@ The token check turns X-Auth-Token into the caller's RequestContext (project,
 user, roles) for every /compute and /image request except the public version
 documents. A missing, unknown, revoked or expired token is a 401; an unscoped
 token a 403 (these APIs act on a project). A token with only the image_reader role (the compute
-hosts' credential) may show and download images and nothing else: 403.
+hosts' credential) may show and download images and nothing else: 403. A request that changes
+something (any method but GET and HEAD) needs the policy rule `project_member_or_admin` on the
+token's project, the services' default for every write: a reader lists and shows, and changes nothing.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from api.keys import CONTEXT, REQUEST_ID, TOKENS
+from api.keys import CONTEXT, POLICY, REQUEST_ID, TOKENS
 from cells import errors
 from cells.context import new_request_id
 
@@ -29,6 +31,8 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     return response
 
 
+_READS = ("GET", "HEAD", "OPTIONS")
+WRITE_RULE = "project_member_or_admin"  # api/policy/rules.py: what every write of these APIs needs at least
 _IMAGE_READ = re.compile(r"^/image/v2/images/[^/]+(/file)?$")
 
 
@@ -49,6 +53,9 @@ def token_auth(is_public: Callable[[web.Request], bool]) -> Middleware:
             ctx = token.context(request.get(REQUEST_ID) or new_request_id())
             if ctx.is_image_reader_only and not _reads_an_image(request):
                 raise errors.Forbidden("The image_reader role may only show and download images.")
+            if request.method not in _READS and not request.config_dict[POLICY].check(WRITE_RULE, ctx):
+                raise errors.Forbidden(f"Policy doesn't allow {WRITE_RULE} to be performed: a reader role "
+                                       "lists and shows, and changes nothing.")
             request[CONTEXT] = ctx
         return await handler(request)
 

@@ -118,3 +118,39 @@ def test_cellctl_policy_list_prints_the_effective_rules(tmp_path: Path) -> None:
     refused = subprocess.run([sys.executable, "-m", "tools.cellctl", "policy", "list", "--state", str(tmp_path)],
                              capture_output=True, text=True, check=False, cwd=ROOT, env=env)
     assert refused.returncode == 1 and "refused" in refused.stderr
+
+
+async def test_a_reader_lists_and_shows_and_changes_nothing(client: TestClient[Any, Any],
+                                                            admin_headers: dict[str, str]) -> None:
+    """A user with only the reader role on demo: flavors and images list, a key pair or an image create
+    is 403 (project_member_or_admin); the same user made a member may create both."""
+    async def get_id(path: str, key: str, name: str) -> str:
+        resp = await client.get(f"/identity/v3/{path}?name={name}", headers=admin_headers)
+        found: str = (await resp.json())[key][0]["id"]
+        return found
+
+    resp = await client.post("/identity/v3/users", headers=admin_headers,
+                             json={"user": {"name": "rita", "password": "rita-pw-123"}})
+    assert resp.status == 201, await resp.text()
+    rita, demo = (await resp.json())["user"]["id"], await get_id("projects", "projects", "demo")
+    reader, member = await get_id("roles", "roles", "reader"), await get_id("roles", "roles", "member")
+    grant = f"/identity/v3/projects/{demo}/users/{rita}/roles"
+    assert (await client.put(f"{grant}/{reader}", headers=admin_headers)).status == 204
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "rita", "domain": {"id": "default"}, "password": "rita-pw-123"}}},
+        "scope": {"project": {"id": demo}}}}
+    resp = await client.post("/identity/v3/auth/tokens", json=body)
+    headers = {"X-Auth-Token": resp.headers["X-Subject-Token"]}
+    assert (await client.get("/compute/v2.1/flavors", headers=headers)).status == 200
+    assert (await client.get("/image/v2/images", headers=headers)).status == 200
+    keypair = {"keypair": {"name": "k1"}}
+    image = {"name": "x", "disk_format": "raw", "container_format": "bare"}
+    refused = await client.post("/compute/v2.1/os-keypairs", headers=headers, json=keypair)
+    assert refused.status == 403 and "project_member_or_admin" in await refused.text()
+    assert (await client.post("/image/v2/images", headers=headers, json=image)).status == 403
+
+    assert (await client.put(f"{grant}/{member}", headers=admin_headers)).status == 204
+    resp = await client.post("/identity/v3/auth/tokens", json=body)
+    headers = {"X-Auth-Token": resp.headers["X-Subject-Token"]}
+    assert (await client.post("/compute/v2.1/os-keypairs", headers=headers, json=keypair)).status == 200
+    assert (await client.post("/image/v2/images", headers=headers, json=image)).status == 201
