@@ -30,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.db.schema import ec2_credentials, role_assignments
 from api.http import json_body
 from api.identity.tokens import Token
-from api.keys import CLUSTER, ENGINE, TOKENS, public_url
+from api.keys import CLUSTER, ENGINE, POLICY, TOKENS, public_url
+from api.policy.enforce import denied_message
 from api.timeutil import utcnow
 from cells import errors
 from cells.config import ClusterConfig
@@ -112,11 +113,13 @@ async def _caller(request: web.Request) -> Token:
     return await request.config_dict[TOKENS].validate(token_id)
 
 
-def _may_manage(token: Token, user_id: str) -> None:
+def _may_manage(request: web.Request, token: Token, user_id: str) -> None:
+    """The policy's identity:ec2_create_credential (the owner, or an admin) on `user_id`'s credentials."""
+    rule = "identity:ec2_create_credential"
     # the image reader (the compute hosts' credential) gets no EC2 keys: they would act in its project
-    if "admin" not in token.role_names and (token.user.id != user_id or IMAGE_READER in token.role_names):
-        raise errors.Forbidden("You are not authorized to perform the requested action: "
-                               "identity:ec2_create_credential.")
+    if IMAGE_READER in token.role_names and not token.is_admin_project:
+        raise errors.Forbidden(denied_message(rule))
+    request.config_dict[POLICY].enforce(rule, token.credentials(), {"user_id": user_id})
 
 
 def _ec2_view(base: str, row: Credential) -> dict[str, Any]:
@@ -141,7 +144,7 @@ async def lookup(request: web.Request, access: str) -> Credential | None:
 async def create(request: web.Request) -> web.Response:
     token = await _caller(request)
     user_id = request.match_info["user_id"]
-    _may_manage(token, user_id)
+    _may_manage(request, token, user_id)
     body = await json_body(request)
     project = body.get("tenant_id") if isinstance(body, dict) else None
     if not isinstance(project, str) or not project:
@@ -173,7 +176,7 @@ async def _rows(request: web.Request, user_id: str | None) -> list[Credential]:
 async def list_ec2(request: web.Request) -> web.Response:
     token = await _caller(request)
     user_id = request.match_info["user_id"]
-    _may_manage(token, user_id)
+    _may_manage(request, token, user_id)
     base = public_url(request)
     rows = await _rows(request, user_id)
     return web.json_response({"credentials": [_ec2_view(base, r) for r in rows],
@@ -183,7 +186,7 @@ async def list_ec2(request: web.Request) -> web.Response:
 async def _own_row(request: web.Request) -> Credential:
     token = await _caller(request)
     user_id = request.match_info["user_id"]
-    _may_manage(token, user_id)
+    _may_manage(request, token, user_id)
     row = await lookup(request, request.match_info["access"])
     if row is None or row.user_id != user_id:
         raise CredentialNotFound(credential_id=request.match_info["access"])
@@ -207,7 +210,8 @@ async def list_credentials(request: web.Request) -> web.Response:
     token = await _caller(request)
     wanted_type = request.query.get("type")
     user_id = request.query.get("user_id")
-    if "admin" not in token.role_names:
+    if not request.config_dict[POLICY].allowed("identity:ec2_list_credentials", token.credentials(),
+                                               {"user_id": user_id}):  # not anyone's: one's own only
         user_id = token.user.id if user_id in (None, token.user.id) else "\x00nobody"
     rows = [] if wanted_type not in (None, "ec2") else await _rows(request, user_id)
     base = public_url(request)
