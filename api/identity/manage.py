@@ -102,8 +102,8 @@ def _protected_project(row: Any) -> bool:
 # --- projects -------------------------------------------------------------------------------
 
 async def create_project(request: web.Request) -> web.Response:
+    await authorize(request, "create_project")  # before the body is read: a refusal says nothing more
     doc = _entity(await json_body(request), "project")
-    await authorize(request, "create_project", {"target.project.domain_id": doc.get("domain_id", "default")})
     name = _string(doc, "name", MAX_NAME, required=True)
     description = _string(doc, "description", MAX_DESCRIPTION) or ""
     enabled = _flag(doc, "enabled")
@@ -170,8 +170,8 @@ async def delete_project(request: web.Request) -> web.Response:
 # --- users ------------------------------------------------------------------------------------
 
 async def create_user(request: web.Request) -> web.Response:
+    await authorize(request, "create_user")
     doc = _entity(await json_body(request), "user")
-    await authorize(request, "create_user", {"target.user.domain_id": doc.get("domain_id", "default")})
     name = _string(doc, "name", MAX_NAME, required=True)
     password = _string(doc, "password", MAX_PASSWORD)
     enabled = _flag(doc, "enabled")
@@ -242,11 +242,11 @@ async def delete_user(request: web.Request) -> web.Response:
 async def change_password(request: web.Request) -> web.Response:
     """POST /v3/users/{user_id}/password: a user changes their own, proving the current one."""
     user_id = request.match_info["user_id"]
+    token = await caller(request)
+    await authorize(request, "change_password", {"target.user.id": user_id, "user_id": token.user.id})
     doc = _entity(await json_body(request), "user")
     original = _string(doc, "original_password", MAX_PASSWORD, required=True)
     password = _string(doc, "password", MAX_PASSWORD, required=True)
-    token = await caller(request)
-    await authorize(request, "change_password", {"target.user.id": user_id, "user_id": token.user.id})
     engine = request.config_dict[ENGINE]
     async with engine.connect() as conn:
         row = await _user_row(conn, user_id)
