@@ -3,7 +3,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.compute import availability_zones, extensions, flavor_manage, flavors, microversions, server_tags, servers
+from api.compute import (
+    availability_zones,
+    extensions,
+    flavor_manage,
+    flavors,
+    hypervisors,
+    microversions,
+    server_tags,
+    servers,
+)
 from api.errors import compute_body, error_middleware
 from api.middleware import token_auth
 
@@ -25,4 +34,5 @@ def make_compute_app() -> web.Application:
     extensions.add_routes(app)
     availability_zones.add_routes(app)  # os-availability-zone (issue 16)
     server_tags.add_routes(app)  # /servers/{id}/tags (2.26, issue 16)
+    hypervisors.add_routes(app)  # os-hypervisors (issue 16)
     return app

@@ -18,7 +18,17 @@ from cells import errors
 from cells.conductor import capacity
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows import actions as server_actions
-from cells.conductor.flows import boot, compute_events, delete, hosts, locking, lookups, server_snapshots, update
+from cells.conductor.flows import (
+    boot,
+    compute_events,
+    delete,
+    hosts,
+    hypervisors,
+    locking,
+    lookups,
+    server_snapshots,
+    update,
+)
 from cells.conductor.volume_rpc import VolumeConductor
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
@@ -305,6 +315,9 @@ class ConductorManager:
     async def instance_lock(self, ctx: RequestContext, uuid: str, lock: bool, reason: str | None = None
                             ) -> dict[str, Any]:
         return await locking.instance_lock(self.env, ctx, uuid, lock, reason)
+
+    async def hypervisor_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        return await hypervisors.hypervisor_list(self.env, ctx)
 
     async def instance_reset_state(self, ctx: RequestContext, uuid: str, state: str) -> dict[str, Any]:
         return await locking.instance_reset_state(self.env, ctx, uuid, state)

@@ -56,6 +56,7 @@ SURFACE = surface(
     Method("instance_action_done", FAST, callers=callers(COMPUTE), result="Instance"),
     # lock/unlock (issue 16): a locked server refuses changes by non-admins
     Method("instance_lock", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
+    Method("hypervisor_list", FAST, retry_safe=True, version=OPS_VERSION, callers=callers(API)),  # admin
     Method("instance_reset_state", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),  # admin
     # createImage (issue 16): the server's task while the API takes its disk into the image service
     Method("snapshot_begin", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
@@ -164,6 +165,10 @@ class ConductorAPI:
         """Lock (with an optional reason) or unlock the server; 403 for a member lifting an admin's lock."""
         return map_reply(await self.caller.call(TOPIC, M["instance_lock"],
                                                 {"uuid": uuid, "lock": lock, "reason": reason}, ctx))
+
+    async def hypervisor_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        """Admin: the cell's compute nodes, their capacity, use, running servers and liveness."""
+        return list_reply(await self.caller.call(TOPIC, M["hypervisor_list"], {}, ctx))
 
     async def instance_reset_state(self, ctx: RequestContext, uuid: str, state: str) -> dict[str, Any]:
         """Admin: vm_state active or error, the task cleared (Nova's os-resetState)."""
