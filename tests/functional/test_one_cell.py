@@ -106,7 +106,7 @@ def test_projects_are_isolated(cluster: RunningCluster) -> None:
     admin, demo = sdk(cluster, "admin"), sdk(cluster, "demo")
     image = admin.image.find_image("tiny-raw", ignore_missing=False)
     flavor = admin.compute.find_flavor("m1.tiny", ignore_missing=False)
-    theirs = admin.compute.create_server(name="admins", image_id=image.id, flavor_id=flavor.id)
+    theirs = admin.compute.create_server(name="admins", image_id=image.id, flavor_id=flavor.id, networks="auto")
     wait_status(admin, theirs.id, {"ACTIVE"})
     try:
         assert [s.name for s in demo.compute.servers()] == []
@@ -159,7 +159,7 @@ def test_spawn_failure_ends_in_error_with_fault_and_releases_claim(cluster: Runn
     try:
         for p in stored:
             p.write_bytes(b"corrupted" + originals[p][9:])
-        server = admin.compute.create_server(name="broken", image_id=image.id, flavor_id="1")
+        server = admin.compute.create_server(name="broken", image_id=image.id, flavor_id="1", networks="auto")
         server = wait_status(admin, server.id, {"ERROR"})
         assert server.fault and image.id in server.fault["message"]
         assert server.id not in [c[0] for c in claims(cluster)]
@@ -181,7 +181,7 @@ def test_boot_onto_a_frozen_compute_errors_and_the_restarted_compute_serves(clus
     image = admin.image.find_image("tiny-raw", ignore_missing=False)
     pid = cluster.signal("cell1/compute/node1", signal.SIGSTOP)  # frozen: no heartbeats, no builds
     try:
-        server = admin.compute.create_server(name="orphan", image_id=image.id, flavor_id="1")
+        server = admin.compute.create_server(name="orphan", image_id=image.id, flavor_id="1", networks="auto")
         time.sleep(2)  # the build went to the frozen host, or finds no live one: either way it waits
         assert cluster.cellctl("host", "down", "node1", str(cluster.cluster_file)).stdout.strip() == "host node1 dead"
         server = wait_status(admin, server.id, {"ERROR"}, timeout=20)
@@ -198,7 +198,7 @@ def test_boot_onto_a_frozen_compute_errors_and_the_restarted_compute_serves(clus
     while cluster.cellctl("status", str(cluster.cluster_file), check=False).returncode != 0:
         assert time.monotonic() < deadline, "the restarted compute worker never rejoined its cell"
         time.sleep(0.2)
-    again = admin.compute.create_server(name="after-restart", image_id=image.id, flavor_id="1")
+    again = admin.compute.create_server(name="after-restart", image_id=image.id, flavor_id="1", networks="auto")
     wait_status(admin, again.id, {"ACTIVE"}, timeout=30)
     for s in list(admin.compute.servers()):
         admin.compute.delete_server(s.id)
@@ -212,7 +212,7 @@ def test_concurrent_deletes_all_succeed(cluster: RunningCluster) -> None:
     from concurrent.futures import ThreadPoolExecutor
     demo = sdk(cluster)
     image = demo.image.find_image("tiny-raw", ignore_missing=False)
-    servers = [demo.compute.create_server(name=f"many-{i}", image_id=image.id, flavor_id="1") for i in range(4)]  # the test host has 3 GB
+    servers = [demo.compute.create_server(name=f"many-{i}", image_id=image.id, flavor_id="1", networks="auto") for i in range(4)]  # the test host has 3 GB
     for s in servers:
         wait_status(demo, s.id, {"ACTIVE"})
     tok = token(cluster)

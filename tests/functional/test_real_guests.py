@@ -102,7 +102,7 @@ def wait_status(conn: openstack.connection.Connection, server_id: str, status: s
 def boot(conn: openstack.connection.Connection, name: str, image: str = "tiny-linux") -> str:
     found, flavor = conn.image.find_image(image), conn.compute.find_flavor("m1.tiny")
     assert found is not None and flavor is not None
-    server = conn.compute.create_server(name=name, image_id=found.id, flavor_id=flavor.id)
+    server = conn.compute.create_server(name=name, image_id=found.id, flavor_id=flavor.id, networks="auto")
     return str(server.id)
 
 
