@@ -10,6 +10,7 @@ from api.compute import (
     flavors,
     hypervisors,
     microversions,
+    migrations,
     server_tags,
     servers,
 )
@@ -35,4 +36,5 @@ def make_compute_app() -> web.Application:
     availability_zones.add_routes(app)  # os-availability-zone (issue 16)
     server_tags.add_routes(app)  # /servers/{id}/tags (2.26, issue 16)
     hypervisors.add_routes(app)  # os-hypervisors (issue 16)
+    migrations.add_routes(app)  # os-migrations, /servers/{id}/migrations (issue 16)
     return app

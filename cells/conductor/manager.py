@@ -319,6 +319,9 @@ class ConductorManager:
     async def hypervisor_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
         return await hypervisors.hypervisor_list(self.env, ctx)
 
+    async def migration_list(self, ctx: RequestContext, filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        return await hypervisors.migration_list(self.env, ctx, filters)
+
     async def instance_reset_state(self, ctx: RequestContext, uuid: str, state: str) -> dict[str, Any]:
         return await locking.instance_reset_state(self.env, ctx, uuid, state)
 

@@ -57,6 +57,7 @@ SURFACE = surface(
     # lock/unlock (issue 16): a locked server refuses changes by non-admins
     Method("instance_lock", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
     Method("hypervisor_list", FAST, retry_safe=True, version=OPS_VERSION, callers=callers(API)),  # admin
+    Method("migration_list", FAST, retry_safe=True, version=OPS_VERSION, callers=callers(API)),  # admin
     Method("instance_reset_state", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),  # admin
     # createImage (issue 16): the server's task while the API takes its disk into the image service
     Method("snapshot_begin", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
@@ -169,6 +170,10 @@ class ConductorAPI:
     async def hypervisor_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
         """Admin: the cell's compute nodes, their capacity, use, running servers and liveness."""
         return list_reply(await self.caller.call(TOPIC, M["hypervisor_list"], {}, ctx))
+
+    async def migration_list(self, ctx: RequestContext, filters: dict[str, str]) -> list[dict[str, Any]]:
+        """Admin: the cell's migrations (resize, migration, evacuation), newest first."""
+        return list_reply(await self.caller.call(TOPIC, M["migration_list"], {"filters": filters}, ctx))
 
     async def instance_reset_state(self, ctx: RequestContext, uuid: str, state: str) -> dict[str, Any]:
         """Admin: vm_state active or error, the task cleared (Nova's os-resetState)."""

@@ -175,3 +175,23 @@ def test_admins_see_each_compute_node_with_its_use(cluster: RunningCluster) -> N
     err = refused(cluster, "hypervisor", "list")
     assert "os-hypervisors:list" in err and "403" in err, err
     cluster.ok("server", "delete", "--wait", sid)
+
+
+def test_admins_list_migrations_and_a_servers_live_ones(cluster: RunningCluster) -> None:
+    sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "-f", "json",
+                     "moved1")["id"]
+    # one host and no resize to the same host: the move is recorded, then fails for want of a host
+    cluster.cli("server", "resize", "--flavor", "m1.small", sid)
+
+    def recorded() -> Any:
+        listed = cluster.ok("server", "migration", "list", "--server", sid, "-f", "json", who="admin")
+        return listed if listed and listed[0]["Status"] not in ("pre-migrating", "migrating") else None
+    [mig] = wait_for("the resize recorded", recorded, timeout=60, interval=1)
+    assert (mig["Source Compute"], mig["Type"]) == ("node1", "resize"), mig
+    err = refused(cluster, "server", "migration", "list")
+    assert "os-migrations:index" in err and "403" in err, err
+    headers = {"X-Auth-Token": cluster.token("admin"), "OpenStack-API-Version": "compute 2.23"}
+    live = requests.get(f"{cluster.endpoint}/compute/v2.1/servers/{sid}/migrations", headers=headers, timeout=30)
+    assert live.status_code == 200 and live.json() == {"migrations": []}, live.text
+    wait_for("the server settled", lambda: status(cluster, sid) in ("ACTIVE", "ERROR"), timeout=60, interval=0.5)
+    cluster.ok("server", "delete", "--wait", sid)

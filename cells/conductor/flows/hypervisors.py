@@ -1,16 +1,17 @@
-"""The cell's compute nodes as an admin sees them (Nova's os-hypervisors): each host's capacity, what its
-claims use, how many live servers it runs, and its liveness (cells/rpc/liveness.py)."""
+"""What an admin sees of the cell's hosts and moves: the compute nodes (Nova's os-hypervisors: each host's
+capacity, what its claims use, how many live servers it runs, its liveness: cells/rpc/liveness.py) and the
+migrations (os-migrations: every resize, cold migration and evacuation, with its status)."""
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, false, func, select
+from sqlalchemy import Connection, false, func, or_, select
 
 from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.context import RequestContext
-from cells.db import claims
-from cells.db.schema import instances
+from cells.db import claims, migration_records
+from cells.db.schema import instances, migrations
 
 
 def _read(conn: Connection) -> tuple[list[claims.HostState], dict[str, int]]:
@@ -29,3 +30,29 @@ async def hypervisor_list(env: FlowEnv, ctx: RequestContext) -> list[dict[str, A
              "hypervisor_type": str(h.stats.get("hypervisor_type") or "QEMU"),
              "hypervisor_version": int(h.stats.get("hypervisor_version") or 0)}
             for h in sorted(hosts, key=lambda h: h.host)]
+
+
+MIGRATION_FILTERS = ("instance_uuid", "status", "migration_type", "source_host", "dest_host")
+
+
+def _migrations(conn: Connection, filters: dict[str, str], host: str | None) -> list[dict[str, Any]]:
+    m = migrations.c
+    query = select(migrations).order_by(m.created_at.desc(), m.uuid.desc())
+    for key, value in filters.items():
+        query = query.where(m[key] == value)
+    if host is not None:
+        query = query.where(or_(m.source_host == host, m.dest_host == host))
+    return [migration_records.record(r) for r in conn.execute(query)]
+
+
+async def migration_list(env: FlowEnv, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
+    """Admin: the cell's moves (Nova's os-migrations), newest first; filters by MIGRATION_FILTERS or host
+    (either end)."""
+    if not (ctx.is_admin or "service" in ctx.roles):
+        raise errors.Forbidden("Policy doesn't allow os_compute_api:os-migrations:index to be performed.")
+    given = dict(filters or {}) if isinstance(filters, dict) or filters is None else None
+    if given is None or set(given) - {*MIGRATION_FILTERS, "host"} \
+            or not all(isinstance(v, str) for v in given.values()):
+        raise errors.Invalid(reason=f"filters must map {', '.join((*MIGRATION_FILTERS, 'host'))} to strings")
+    host = given.pop("host", None)
+    return await env.db.read(lambda conn: _migrations(conn, given, host))
