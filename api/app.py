@@ -32,7 +32,7 @@ from api.image import leases
 from api.image.handlers import make_image_app
 from api.image.store import ImageStore
 from api.keys import CLUSTER, DB, ENGINE, POLICY, ROUTER, STORE, TOKENS
-from api.middleware import request_id
+from api.middleware import AccessLogger, request_id
 from api.network.routes import make_network_app
 from api.policy.enforce import Policy
 from api.volume.routes import make_volume_app
@@ -98,7 +98,8 @@ async def serve(cluster: ClusterConfig, spec: ServiceSpec, stop: asyncio.Event |
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(make_app(cluster, service_id=spec.id), access_log=LOG)
+    runner = web.AppRunner(make_app(cluster, service_id=spec.id), access_log=LOG,
+                           access_log_class=AccessLogger)
     await runner.setup()
     try:
         host, port = _host_port(spec.bind)

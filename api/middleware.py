@@ -10,14 +10,16 @@ token's project, the services' default for every write: a reader lists and shows
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler, Middleware
 
 from api.keys import CONTEXT, POLICY, REQUEST_ID, TOKENS
-from cells import errors
+from cells import errors, logtrail
 from cells.context import new_request_id
 
 
@@ -26,13 +28,33 @@ async def request_id(request: web.Request, handler: Handler) -> web.StreamRespon
     """Every request gets an id that travels in its RPC context and comes back in a header."""
     rid = new_request_id()
     request[REQUEST_ID] = rid
-    response = await handler(request)
+    bound = logtrail.bind_request(rid)  # a keep-alive connection serves its requests in one task: unbound after
+    try:
+        response = await handler(request)
+    finally:
+        logtrail.unbind(bound)
     response.headers["X-OpenStack-Request-ID"] = rid
     return response
 
 
+class AccessLogger(AbstractAccessLogger):
+    """One line per request, tagged with its request id: aiohttp writes it after the middlewares returned,
+    outside the request's log context, so the id comes from the response header."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        rid = response.headers.get("X-OpenStack-Request-ID", logtrail.NO_REQUEST)
+        self.logger.info("%s %s %s status: %d len: %s time: %.4f", request.remote, request.method, request.path_qs,
+                         response.status, response.body_length, time, extra={"request_id": rid})
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
 _READS = ("GET", "HEAD", "OPTIONS")
 WRITE_RULE = "project_member_or_admin"  # api/policy/rules.py: what every write of these APIs needs at least
+
+
 _IMAGE_READ = re.compile(r"^/image/v2/images/[^/]+(/file)?$")
 
 

@@ -80,6 +80,11 @@ class ClusterConfig:
     # the cluster's private PostgreSQL (tools/pgserver.py) when a db is `{engine: postgresql, managed: true}`:
     # {"dir": <state>/postgres, "port": 5432, "databases": ["api", "cell_cell1", ...]}; empty when none
     managed_postgres: dict[str, Any] = field(default_factory=dict)
+    # cluster.yaml `logging:` (cells/logtrail.py): each service's log file rotates at log_max_bytes,
+    # keeping log_backups old files; log_format "text" or "json" (one object a line, for shipping)
+    log_max_bytes: int = 20 << 20
+    log_backups: int = 5
+    log_format: str = "text"
 
     def allowed_keys(self) -> set[str]:
         """Every public key of this cluster: the ZAP allowlist of each ROUTER."""
@@ -119,6 +124,8 @@ class ClusterConfig:
             operator_key=str(d.get("operator_key", "")), list_bound=float(d.get("list_bound", 1.0)),
             sites=tuple(d.get("sites") or ()), netns_range=str(d.get("netns_range", "10.250.0.0/16")),
             managed_postgres=dict(d.get("managed_postgres") or {}),
+            log_max_bytes=int(d.get("log_max_bytes", 20 << 20)), log_backups=int(d.get("log_backups", 5)),
+            log_format=str(d.get("log_format", "text")),
         )
 
     @classmethod

@@ -395,6 +395,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if status["healthy"] else 1
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    """`logs --request req-...`: that request's lines from every service's log, oldest first."""
+    from tools import logtrail
+
+    if not logtrail.REQUEST_ID.fullmatch(args.request):
+        _err(f"not a request id: {args.request!r} (expected req-<uuid>, as in X-OpenStack-Request-ID)")
+        return 2
+    cluster = _running_config(args)
+    lines = logtrail.trail(Path(cluster.state_dir) / "log", args.request)
+    for line in lines:
+        print(line.render())
+    remote = sorted(h.name for h in cluster.hosts if h.via == "ssh")
+    if remote:
+        _err(f"not read: the logs on ssh hosts {', '.join(remote)} (on those machines)")
+    if not lines:
+        _err(f"no log line carries {args.request}")
+        return 1
+    return 0
+
+
 def cmd_host(args: argparse.Namespace) -> int:
     """`host down HOST`: the operator says the host is dead (its servers may be evacuated, its
     builds go elsewhere, it is fenced); `host up HOST` takes the mark back."""
@@ -503,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--timeout", type=float, default=UP_TIMEOUT, help="seconds to wait for health")
         if name == "status":
             p.add_argument("--json", action="store_true", help="print the status as JSON")
+    logs_help = "one request's trail through every service's log, in time order"
+    logs = sub.add_parser("logs", help=logs_help, description=logs_help)
+    logs.add_argument("--request", required=True, metavar="REQ_ID",
+                      help="the request id (X-OpenStack-Request-ID of the API's response: req-<uuid>)")
+    logs.add_argument("file", nargs="?", default="cluster.yaml", help="the cluster file (default ./cluster.yaml)")
+    logs.add_argument("--state", help="state directory (default: state_dir of the file)")
     host = sub.add_parser("host", help="an operator's verdict on a compute host")
     host_sub = host.add_subparsers(dest="host_command", required=True)
     verbs = {"down": "declare HOST dead now (no grace): its builds go elsewhere, its servers may be evacuated, "
@@ -543,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "host": cmd_host, "image": cmd_image,
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "logs": cmd_logs, "host": cmd_host, "image": cmd_image,
                 "db": cmd_db, "policy": cmd_policy}
     try:
         return commands[args.command](args)

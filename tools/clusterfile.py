@@ -74,6 +74,9 @@ directory that holds the file):
     tenant_networks: {min_subnet_prefix: 16}   # default; a tenant subnet wider than this is refused (8-29)
     security: {curve: true}          # default true: CURVE on every socket, keys in <state>/keys/;
                                      # false = plaintext, a development setting only
+    logging: {max_bytes: 20M, backups: 5, format: text}   # defaults: each service's <state>/log/<id>.log
+                                     # rotates at max_bytes keeping `backups` old files; format json =
+                                     # one object a line for shipping (cells/logtrail.py)
 
 Resolution: every port is fixed and explicit; two services on the same address
 and port are an error. Cell path = cell name, or "<parent path>!<name>" for a
@@ -99,6 +102,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from cells import logtrail
 from cells.config import ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
 from cells.db import settings as dbsettings
 from cells.network.policy import DEFAULT_MIN_PREFIX
@@ -627,7 +631,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     raw = read_yaml(file, label)
     top = p.mapping(raw, "", ("cluster", "api", "sites", "hosts"),
                     ("state_dir", "heartbeat_interval", "dead_after", "max_attempts", "security", "netns",
-                     "tenant_networks"))
+                     "tenant_networks", "logging"))
     name = p.name(top["cluster"], "cluster")
     if state_dir is not None:
         state = Path(state_dir).resolve()
@@ -648,6 +652,15 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     curve = security.get("curve", True)  # plaintext only when the file says so
     if not isinstance(curve, bool):
         p.fail("security.curve", f"expected true or false, got {_got(curve)}")
+
+    logs = p.mapping(top.get("logging", {}), "logging", (), ("max_bytes", "backups", "format"))
+    log_max_bytes = p.byte_size(logs.get("max_bytes", logtrail.DEFAULT_MAX_BYTES), "logging.max_bytes")
+    log_backups = logs.get("backups", logtrail.DEFAULT_BACKUPS)
+    if isinstance(log_backups, bool) or not isinstance(log_backups, int) or not 1 <= log_backups <= 100:
+        p.fail("logging.backups", f"expected an integer between 1 and 100, got {_got(log_backups)}")
+    log_format = logs.get("format", "text")
+    if log_format not in logtrail.FORMATS:
+        p.fail("logging.format", f"expected one of {', '.join(logtrail.FORMATS)}, got {_got(log_format)}")
 
     p.parse_hosts(top["hosts"])
     api, api_service = p.parse_api(top["api"])
@@ -674,6 +687,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
         list_bound=p.list_bound, sites=tuple(sites),
         netns_range=netns_range,
         managed_postgres={k: v for k, v in p.managed_postgres.items() if k != "field"},
+        log_max_bytes=log_max_bytes, log_backups=log_backups, log_format=str(log_format),
     )
     problem = remote.placement_problem(cluster)  # what an ssh host cannot run (this machine's files)
     if problem is not None:

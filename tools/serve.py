@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any
 
+from cells import logtrail
 from cells.config import ClusterConfig, ServiceSpec
 
 
@@ -58,22 +59,22 @@ async def run(cluster: ClusterConfig, spec: ServiceSpec) -> None:
     await Service(cluster, spec, handler, surface, topics).run()
 
 
-def setup_logging(service_id: str, level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr, level=level.upper(),
-        format=f"%(asctime)s %(levelname)s [{service_id}] %(name)s: %(message)s",
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--cluster", required=True, help="resolved cluster: <state>/cluster.json")
     parser.add_argument("--log-level", default=os.environ.get("CELLCLOUD_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-format", choices=logtrail.FORMATS,
+                        help="text (the default) or json, one object a line for shipping; default: cluster.yaml "
+                             "logging.format")
+    parser.add_argument("--log-file", default=os.environ.get("CELLCLOUD_LOG_FILE"),
+                        help="log here, rotated by size (cluster.yaml logging); default: stderr. The supervisor "
+                             "passes its log file for the service in CELLCLOUD_LOG_FILE")
     parser.add_argument("service_id", help='e.g. "api", "cell1/conductor", "cell1/compute/node1"')
     args = parser.parse_args(argv)
-    setup_logging(args.service_id, args.log_level)
-    log = logging.getLogger("tools.serve")
     cluster = ClusterConfig.load(args.cluster)
+    logtrail.setup(args.service_id, args.log_level, args.log_file, args.log_format or cluster.log_format,
+                   cluster.log_max_bytes, cluster.log_backups)
+    log = logging.getLogger("tools.serve")
     try:
         spec = cluster.service(args.service_id)
     except KeyError as exc:

@@ -155,12 +155,15 @@ class Supervisor:
 
     def spawn(self, child: _Child) -> None:
         p = child.program
+        log_file = self.log_dir / f"{file_name(p.id)}.log"
         if child.log is None:
             # kept open across restarts, closed in stop_all()
-            child.log = open(self.log_dir / f"{file_name(p.id)}.log", "ab", buffering=0)  # noqa: SIM115
+            child.log = open(log_file, "ab", buffering=0)  # noqa: SIM115
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         child.log.write(f"--- {stamp} supervisor: starting {p.id} (start #{child.restarts + 1}) ---\n".encode())
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # the service logs into the same file itself, rotating it by size (cells/logtrail.py); this fd
+        # keeps what escapes logging
+        env = dict(os.environ, PYTHONUNBUFFERED="1", CELLCLOUD_LOG_FILE=str(log_file))
         try:
             child.proc = subprocess.Popen(
                 list(p.argv), stdin=subprocess.DEVNULL, stdout=child.log, stderr=subprocess.STDOUT,

@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from cells import errors
+from cells import errors, logtrail
 from cells.context import RequestContext
 from cells.objects import versions
 from cells.objects.base import newer
@@ -178,6 +178,8 @@ class RpcServer:
                                       reason="not among the principals it allows")
 
     async def _dispatch(self, peer: bytes, req: Request, principal: Principal | None) -> None:
+        # this task's log lines, and those of every task the handler starts, carry the request id
+        logtrail.bind_request(req.ctx.request_id)
         method, msg_id = req.method, req.id
         try:
             declared = self.surface.get(method)

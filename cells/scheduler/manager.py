@@ -175,13 +175,16 @@ class SchedulerManager:
         give_up = loop.time() + NEW_HOST_WAIT
         while True:
             try:
-                return await select_for(self.db, self.live_hosts().__contains__, request_spec,
-                                        list(instance_uuids), list(exclude_hosts or ()))
+                placed = await select_for(self.db, self.live_hosts().__contains__, request_spec,
+                                          list(instance_uuids), list(exclude_hosts or ()))
+                LOG.info("placed %s", ", ".join(f"{p['instance_uuid']} on {p['host']}" for p in placed))
+                return placed
             except errors.NoValidHost:
                 # a compute that is (re)starting is briefly absent from the directory, or live
                 # before its first resource report lands: give it a moment rather than failing
                 # a boot made right after start-up or during a worker restart
                 if loop.time() >= give_up or not await self._hosts_in_flux(exclude_hosts):
+                    LOG.info("no valid host for %s", ", ".join(instance_uuids))
                     raise
                 await asyncio.sleep(0.1)
 

@@ -143,6 +143,8 @@ async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, req
         from cells.conductor.capacity import admit
         await admit(env, rows[0]["flavor"])
     records, new = await env.db.write(lambda conn: _insert_build(conn, env, ctx, rows, now))
+    if new:
+        LOG.info("building %s", ", ".join(r["uuid"] for r in new))
     # one scheduler call per distinct flavor (a multi-create normally has one)
     batches: dict[str, list[dict[str, Any]]] = {}
     for r in new:

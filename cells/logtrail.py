@@ -1,0 +1,94 @@
+"""Request ids on every log line, size-rotated log files and the JSON format for shipping.
+
+The API middleware and the RPC server bind the request id of what they are serving to a
+context variable; every asyncio task the request spawns inherits it, and a logging filter
+stamps it on each record, so `cellctl logs --request req-...` (tools/logtrail.py) can follow
+one request through every service's log.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import sys
+import time
+from contextvars import ContextVar, Token
+
+NO_REQUEST = "-"
+_REQUEST_ID: ContextVar[str] = ContextVar("cellcloud_request_id", default=NO_REQUEST)
+
+# cluster.yaml `logging:` defaults: 20 MiB per file, 5 rotated files kept (~120 MiB per service at most)
+DEFAULT_MAX_BYTES = 20 << 20
+DEFAULT_BACKUPS = 5
+FORMATS = ("text", "json")
+TEXT_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+def bind_request(request_id: str) -> Token[str]:
+    """Tag this task's (and its children's) log lines with request_id; `unbind` with the token."""
+    return _REQUEST_ID.set(request_id)
+
+
+def unbind(token: Token[str]) -> None:
+    _REQUEST_ID.reset(token)
+
+
+def current_request() -> str:
+    return _REQUEST_ID.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps record.request_id (NO_REQUEST outside any request, unless the caller passed it in `extra`)
+    and record.service."""
+
+    def __init__(self, service_id: str) -> None:
+        super().__init__()
+        self.service_id = service_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(getattr(record, "request_id", None), str):
+            record.request_id = _REQUEST_ID.get()
+        record.service = self.service_id
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (epoch seconds), ts (UTC ISO), level, service, request_id, logger,
+    message and, on an exception, its traceback (never split across lines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"time": round(record.created, 6),
+               "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+               "level": record.levelname, "service": getattr(record, "service", ""),
+               "request_id": getattr(record, "request_id", NO_REQUEST), "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def text_formatter(service_id: str) -> logging.Formatter:
+    return logging.Formatter(f"%(asctime)s %(levelname)s [{service_id}] [%(request_id)s] %(name)s: %(message)s",
+                             datefmt=None)
+
+
+def setup(service_id: str, level: str, log_file: str | None = None, fmt: str = "text",
+          max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS) -> None:
+    """Root logging for one service process: to log_file rotated by size when given, else stderr."""
+    if fmt not in FORMATS:
+        raise ValueError(f"log format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    handler: logging.Handler
+    if log_file:
+        # append mode: the supervisor's fd on the same file keeps taking what escapes logging (a crash
+        # before this ran); after a rotation that goes to the newest rotated file
+        handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=backups,
+                                                       encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter(service_id))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else text_formatter(service_id))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
