@@ -24,10 +24,11 @@ from api.compute.flavors import flavor_dict, flavor_of
 from api.compute.microversions import MIN_VERSION, Microversion
 from api.compute.schemas import SERVER_CREATE, canonical_ip
 from api.compute.views import DEFAULT_AZ
-from api.http import id_from_href, is_uuid
+from api.http import id_from_href, is_uuid, parse_bool
 from api.image import images as image_db
 from api.network import boot_networks
 from api.validation import validate
+from api.volume import cells as volume_cells
 from cells import errors
 from cells.context import RequestContext
 from cells.db.fast import AnyRow
@@ -136,34 +137,81 @@ def _count(value: Any, default: int) -> int:
     return default if value is None else int(value)
 
 
-def _image_id(boot: BootRequest) -> str:
-    """imageRef is an image id or a link ending in one; without it, a local image BDM at boot index 0."""
+def _image_id(boot: BootRequest) -> str | None:
+    """imageRef is an image id or a link ending in one; without it, a local image BDM at boot index 0,
+    or None: a boot from a volume (`root_bdm`)."""
     ref = boot.image_ref or ""
     if ref:
         candidate = id_from_href(ref)
         if not is_uuid(candidate):
             raise errors.Invalid("Invalid imageRef provided.")
         return candidate
+    if root_bdm(boot) is not None:
+        return None
     for bdm in boot.block_device_mapping_v2:
         if str(bdm.get("boot_index")) == "0" and bdm.get("source_type") == "image" and bdm.get("uuid"):
             if bdm.get("destination_type", "local") != "local":
                 break
             return str(bdm["uuid"])
-    raise errors.Invalid("Booting from a volume is not supported by this cloud: give an imageRef.")
+    raise errors.Invalid("Block Device Mapping is Invalid: Boot sequence for the instance and image/block "
+                         "device mapping combination is not valid.")
+
+
+def root_bdm(boot: BootRequest) -> dict[str, Any] | None:
+    """The boot-index-0 volume -> volume mapping of a boot from an existing volume, None otherwise."""
+    for bdm in boot.block_device_mapping_v2:
+        if str(bdm.get("boot_index")) == "0" and bdm.get("source_type") == "volume" \
+                and bdm.get("destination_type") == "volume":
+            return bdm
+    return None
 
 
 def _check_bdms(boot: BootRequest) -> None:
     if boot.block_device_mapping:
         raise errors.Invalid("Block device mappings (v1) are not supported by this cloud.")
+    root = root_bdm(boot)
     for bdm in boot.block_device_mapping_v2:
+        if bdm is root:
+            continue
         if bdm.get("destination_type") == "volume" or bdm.get("source_type") in ("volume", "snapshot"):
-            raise errors.Invalid("Volumes are not supported by this cloud yet.")
+            raise errors.Invalid("Volumes other than the root volume are not supported at boot by this cloud yet: "
+                                 "attach them once the server is active.")
+    if root is None:
+        return
+    if boot.image_ref:  # Nova: an image and a boot volume name two root disks
+        raise errors.Invalid("Block Device Mapping is Invalid: Boot sequence for the instance and image/block "
+                             "device mapping combination is not valid.")
+    if not is_uuid(str(root.get("uuid") or "").lower()):
+        raise errors.Invalid("Block Device Mapping is Invalid: a volume mapping needs the volume's uuid.")
+    if parse_bool(str(root.get("delete_on_termination", False))):
+        raise errors.Invalid("Block Device Mapping is Invalid: delete_on_termination of an existing boot volume "
+                             "is not supported by this cloud yet.")
+    if _count(boot.max_count, boot.min_count) > 1:
+        raise errors.Invalid("Cannot attach one or more volumes to multiple instances")
+
+
+async def _root_volume_image(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) -> dict[str, Any]:
+    """What a boot from a volume records as its `image`: the volume (no image id: the views show ""),
+    checked as Nova checks it before anything is written. The cell reserves it with the server."""
+    root = root_bdm(boot)
+    assert root is not None
+    volume_id = str(root["uuid"]).lower()
+    try:
+        _, volume = await volume_cells.find(cc.router, ctx, volume_id)
+    except errors.VolumeNotFound:
+        raise errors.Invalid(f"Block Device Mapping is Invalid: failed to get volume {volume_id}.") from None
+    if not volume.get("bootable"):
+        raise errors.Invalid(f"Block Device Mapping is Invalid: Volume {volume_id} is not bootable.")
+    if volume.get("status") != "available":
+        raise errors.Invalid(f"Invalid volume: volume {volume_id} status must be 'available', "
+                             f"but it is {volume.get('status')}.")
+    return {"root_volume_id": volume_id, "properties": {}, "size": int(volume.get("size") or 0) << 30}
 
 
 def _lookups(conn: Connection, ctx: RequestContext,
-             boot: BootRequest) -> tuple[dict[str, int], AnyRow, AnyRow, dict[str, Any]]:
+             boot: BootRequest) -> tuple[dict[str, int], AnyRow, AnyRow | None, dict[str, Any]]:
     """(quota limits, flavor, image, the image's boot snapshot) of a boot, with the checks between
-    them in their order."""
+    them in their order (no image for a boot from a volume)."""
     limits = quota.limits_of(conn, str(ctx.project))
     quota.check_metadata(limits, len(boot.metadata))
     quota.check_injected_files(limits, boot.personality)
@@ -175,6 +223,8 @@ def _lookups(conn: Connection, ctx: RequestContext,
         raise errors.Invalid("Invalid flavorRef provided.") from None
     if flavor.disabled:
         raise errors.Invalid(f"Flavor {flavor.id} is disabled.")
+    if image_id is None:
+        return limits, flavor, None, {}
     try:
         image = image_db.get_of(conn, ctx, image_id)
         boot_image = image_db.boot_snapshot_of(conn, ctx, image)  # its kernel_id/ramdisk_id as ctx sees them
@@ -201,14 +251,10 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
             group = await server_groups.for_boot(conn, ctx, hints)
     # the rest in one unit of work: one thread hop instead of ~20 through the AsyncEngine
     limits, flavor, image, boot_image = await cc.db.read(lambda conn: _lookups(conn, ctx, boot))
-    if image.status != "active":
-        raise errors.Invalid(f"Image {image.id} is not active.")
-    if image.min_ram and image.min_ram > flavor.ram:
-        raise errors.Invalid("Flavor's memory is too small for requested image.")
-    # the inspected virtual_size too: a small qcow2 may unfold into a disk far bigger than its file
-    biggest = max(image.size or 0, image.virtual_size or 0)
-    if flavor.disk and ((image.min_disk or 0) > flavor.disk or biggest > flavor.disk * (1 << 30)):
-        raise errors.Invalid("Flavor's disk is too small for requested image.")
+    if image is None:
+        boot_image = await _root_volume_image(cc, ctx, boot)
+    else:
+        _check_image(image, flavor)
     key_data = None
     if boot.key_name is not None:
         try:
@@ -229,6 +275,17 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
                      min_count=min_count, networking=networking, limits=limits, group=group,
                      attributes=mappings.ServerAttributes(boot.reservation_id, boot.description, boot.hostname,
                                                           boot.availability_zone))
+
+
+def _check_image(image: AnyRow, flavor: AnyRow) -> None:
+    if image.status != "active":
+        raise errors.Invalid(f"Image {image.id} is not active.")
+    if image.min_ram and image.min_ram > flavor.ram:
+        raise errors.Invalid("Flavor's memory is too small for requested image.")
+    # the inspected virtual_size too: a small qcow2 may unfold into a disk far bigger than its file
+    biggest = max(image.size or 0, image.virtual_size or 0)
+    if flavor.disk and ((image.min_disk or 0) > flavor.disk or biggest > flavor.disk * (1 << 30)):
+        raise errors.Invalid("Flavor's disk is too small for requested image.")
 
 
 def instance_records(spec: BuildSpec, ctx: RequestContext, cell_path: str) -> list[dict[str, Any]]:

@@ -36,6 +36,8 @@ class DomainPaths:
     kernel: str | None = None  # direct kernel boot (later: images with kernel_id/ramdisk_id)
     initrd: str | None = None
     cmdline: str | None = None
+    root_volume: str | None = None  # a boot-from-volume guest's root <disk> (node/compute/volume_xml.py), vda
+
 
 
 def domain_name(uuid: str) -> str:
@@ -103,7 +105,9 @@ def build_domain_xml(instance: dict[str, Any], virt_type: str, paths: DomainPath
     _sub(dom, "on_crash", "destroy")
 
     devices = _sub(dom, "devices")
-    if paths.disk is not None:
+    if paths.root_volume is not None:  # booted from a volume: its export is the root disk, no image disk
+        devices.append(ET.fromstring(paths.root_volume))
+    elif paths.disk is not None:
         _disk(devices, paths, props)
     for vif in instance.get("vifs") or []:  # taps the network agent made (node/network/agent.py)
         _interface(devices, vif)

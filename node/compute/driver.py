@@ -320,8 +320,9 @@ class LibvirtDriver:
     # --- actions -------------------------------------------------------------
 
     async def spawn(self, instance: dict[str, Any], image_path: str | None, *, kernel: str | None = None,
-                    ramdisk: str | None = None, disk_ready: bool = False, start: bool = True) -> None:
-        """Define and start the domain. On any failure whatever was made is removed
+                    ramdisk: str | None = None, disk_ready: bool = False, start: bool = True,
+                    root_volume: str | None = None) -> None:
+        """Define and start the domain (`root_volume`: a volume's <disk> as the root disk, no image disk). On any failure whatever was made is removed
         and SpawnFailed raised. `disk_ready`: the root overlay is already in the instance dir
         (copied from a move's source, node/compute/disks.py, or kept from a guest whose
         definition was lost), resting on `image_path`. `start` False: defined, left shut off."""
@@ -330,6 +331,8 @@ class LibvirtDriver:
         try:
             await self._run(os.makedirs, inst_dir, 0o755, True)
             paths = await self._disk_paths(instance, inst_dir, image_path, disk_ready)
+            if root_volume is not None:
+                paths = dataclasses.replace(paths, root_volume=root_volume)
             if kernel is not None:  # direct kernel boot (an AMI with kernel_id/ramdisk_id)
                 props = (instance.get("image") or {}).get("properties") or {}
                 paths = dataclasses.replace(paths, kernel=kernel, initrd=ramdisk,

@@ -142,6 +142,7 @@ class ComputeManager:
         self.moves = GuestMoves(self.host, self.driver, self.spawner, self.images, self.network,
                                 DiskCopyAPI(service), self._locks, self.shutdown_timeout)
         self.volumes = VolumeAttachments(self.driver.volumes, VolumeConductorAPI(service), self._locks)
+        self.spawner.volumes = VolumeConductorAPI(service)  # a boot-from-volume's root export
         await self.driver.connect()
         await self.images.start()
         self.driver.on_lifecycle = self._on_lifecycle

@@ -6,16 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from cells.context import admin_context
+from cells.rpcapi.volume import VolumeConductorAPI
 from node.compute.driver import LibvirtDriver
+from node.compute.volume_xml import disk_xml
 from node.imagecache import ImageCache
 from node.network.agent import NetworkAgent
 
 
 class GuestSpawner:
-    def __init__(self, driver: LibvirtDriver, images: ImageCache, network: NetworkAgent) -> None:
+    def __init__(self, driver: LibvirtDriver, images: ImageCache, network: NetworkAgent,
+                 volumes: VolumeConductorAPI | None = None) -> None:
         self.driver = driver
         self.images = images
         self.network = network
+        self.volumes = volumes  # where a boot-from-volume guest's root volume export is asked for
 
     async def spawn(self, instance: dict[str, Any], disk_ready: bool = False, start: bool = True) -> None:
         """Fetch the image (and an AMI's kernel and ramdisk: hash-verified through the cache),
@@ -29,11 +33,24 @@ class GuestSpawner:
             kernel = await self._companion(image, "kernel", "kernel_id")
             if props.get("ramdisk_id"):
                 ramdisk = await self._companion(image, "ramdisk", "ramdisk_id")
+        root_volume = await self._root_volume(instance, image)
         vifs = await self.network.plug(admin_context(), instance)  # node/network/agent.py: taps before the domain
         if vifs:
             instance = {**instance, "vifs": vifs}
         await self.driver.spawn(instance, image_path, kernel=kernel, ramdisk=ramdisk, disk_ready=disk_ready,
-                                start=start)
+                                start=start, root_volume=root_volume)
+
+    async def _root_volume(self, instance: dict[str, Any], image: dict[str, Any]) -> str | None:
+        """A boot-from-volume guest's root <disk> (vda): the export the conductor made for this host,
+        asked from the conductor (never taken from the record: only the attachment being made to
+        this instance on this host is answered)."""
+        volume_id = image.get("root_volume_id")
+        if not volume_id:
+            return None
+        if self.volumes is None:
+            raise RuntimeError("this compute cannot open volumes")
+        info = await self.volumes.volume_connection(admin_context(), str(volume_id), str(instance["uuid"]))
+        return disk_xml(info, "vda", str(volume_id))
 
     async def _companion(self, image: dict[str, Any], key: str, prop: str) -> str:
         """The cached kernel or ramdisk of an AMI: the record the API resolved with the requester's

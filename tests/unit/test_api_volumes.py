@@ -13,6 +13,8 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient
 from sqlalchemy import delete
 
+from cells.conductor.flows import boot
+from cells.conductor.flows.delete import delete_locally
 from cells.conductor.volume_rpc import VolumeConductor
 from cells.context import RequestContext
 from cells.db import instances as idb
@@ -51,6 +53,9 @@ class VolumeCellConductor(FakeConductor, VolumeConductor):
                "addresses": {}, "retry_hosts": [], "progress": 0}
 
         def write(conn: Any) -> None:
+            if idb.get_row(conn, uuid) is not None:  # written by build_instances: its actions refer to it
+                idb.update_row(conn, uuid, {k: row[k] for k in ("host", "vm_state", "task_state", "deleted")})
+                return
             conn.execute(delete(instances).where(instances.c.uuid == uuid))
             conn.execute(idb.INSERT, row)
         await self.env.db.write(write)
@@ -63,6 +68,22 @@ class VolumeCellConductor(FakeConductor, VolumeConductor):
     async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
         await self._mirror(instance_uuid)
         return await super().volume_detach(ctx, volume_id, instance_uuid)
+
+    async def build_instances(self, ctx: RequestContext, instances: list[dict[str, Any]],
+                              request_spec: dict[str, Any]) -> list[dict[str, Any]]:
+        """The real conductor's rows first (a boot from a volume reserves it there, or is refused),
+        then the in-memory servers the fake cell's views serve."""
+        now = utcnow_iso()
+        rows = boot.validate_build(instances, request_spec, now, self.env.conductor_id)
+        await self.env.db.write(lambda conn: boot._insert_build(conn, self.env, ctx, rows, now))
+        return await super().build_instances(ctx, instances, request_spec)
+
+    async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        """Deleted in memory and, for a server the real conductor has a row of, in the cell DB too."""
+        record = await super().instance_delete(ctx, uuid)
+        if await self.env.db.read(lambda conn: idb.get_row(conn, uuid)) is not None:
+            await delete_locally(self.env, uuid)
+        return record
 
 
 class Cloud:
@@ -346,3 +367,45 @@ async def test_volume_views_and_lists_by_microversion(cloud: Cloud) -> None:
     assert before["volumes"] == []
     status, _ = await cloud.req("GET", "demo", "/volumes?created_at=after:yesterday", headers=v360)
     assert status == 400
+
+
+async def test_boot_from_a_bootable_volume_and_the_400s_that_make_nothing(cloud: Cloud) -> None:
+    """server create --volume: Nova's 400s for a volume the boot may not use (nothing reserved, no server);
+    a bootable available volume is reserved for the server as its vda, the view shows image "" and
+    lists the volume, and the delete gives it back."""
+    vid = (await cloud.create(name="bootvol"))["id"]
+    await cloud.wait_status("demo", vid, "available")
+    headers = cloud.who["demo"][0]
+    images = (await (await cloud.client.get("/image/v2/images", headers=headers)).json())["images"]
+
+    def body(volume_id: str, **server: Any) -> dict[str, Any]:
+        bdm = {"uuid": volume_id, "source_type": "volume", "destination_type": "volume", "boot_index": 0}
+        return {"server": {"name": "bfv", "flavorRef": "1", "block_device_mapping_v2": [bdm], **server}}
+
+    async def boot_status(b: dict[str, Any]) -> tuple[int, Any]:
+        return await cloud.req("POST", "demo", "/compute/v2.1/servers", b)
+
+    refused = [(body(vid), "is not bootable"), (body("4c6a2e2e-7c3e-4f0e-9d5b-0a3c1e2f4b5d"), "failed to get volume"),
+               (body(vid, imageRef=images[0]["id"]), "Boot sequence"), (body(vid, max_count=2), "multiple instances")]
+    for b, words in refused:
+        status, answer = await boot_status(b)
+        assert status == 400 and words in answer["badRequest"]["message"], answer
+    assert (await cloud.req("POST", "demo", f"/volumes/{vid}/action", {"os-set_bootable": {"bootable": True}}))[0] == 200
+    bdm = body(vid)["server"]["block_device_mapping_v2"][0]
+    status, answer = await boot_status(body(vid, block_device_mapping_v2=[{**bdm, "delete_on_termination": True}]))
+    assert status == 400 and "delete_on_termination" in answer["badRequest"]["message"]
+    assert cloud.conductor.builds == [] and (await cloud.wait_status("demo", vid, "available"))["attachments"] == []
+
+    status, answer = await boot_status(body(vid))
+    assert status == 202, answer
+    sid = answer["server"]["id"]
+    assert cloud.conductor.builds[0]["image"]["root_volume_id"] == vid
+    await cloud.wait_status("demo", vid, "attaching")  # in-use once its guest runs (tests/unit/test_boot_from_volume.py)
+    _, attachments = await cloud.req("GET", "demo", f"/compute/v2.1/servers/{sid}/os-volume_attachments")
+    assert [(a["volumeId"], a["device"]) for a in attachments["volumeAttachments"]] == [(vid, "/dev/vda")]
+    status, answer = await boot_status(body(vid))  # reserved: a second boot from it is refused
+    assert status == 400 and "must be 'available'" in answer["badRequest"]["message"]
+    _, server = await cloud.req("GET", "demo", f"/compute/v2.1/servers/{sid}")
+    assert server["server"]["image"] == "" and server["server"]["os-extended-volumes:volumes_attached"] == [{"id": vid}]
+    assert (await cloud.req("DELETE", "demo", f"/compute/v2.1/servers/{sid}"))[0] == 204
+    await cloud.wait_status("demo", vid, "available")

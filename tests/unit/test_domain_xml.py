@@ -143,3 +143,20 @@ def test_with_flavor_changes_vcpus_memory_and_recorded_flavor_only() -> None:
         assert ET.tostring(root.find(path)) == ET.tostring(old.find(path))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         with_flavor(before, {**small, "ram": "lots"})
+
+
+def test_a_root_volume_is_the_only_disk_and_is_vda() -> None:
+    """Booted from a volume: its export is vda (the volume's serial), no image disk beside it."""
+    from node.compute.volume_xml import disk_xml, serial
+    vid = "0b9e2a52-7c1d-4a8e-b1c4-6a2f0e9d3c11"
+    root_disk = disk_xml({"driver_volume_type": "local", "data": {"path": "/vols/v.raw", "format": "raw"}}, "vda", vid)
+    xml = build_domain_xml(instance(image={"root_volume_id": vid, "properties": {}}), "qemu",
+                           DomainPaths(console_log="/i/console.log", root_volume=root_disk))
+    disks = parse(xml).findall("devices/disk")
+    assert len(disks) == 1
+    source, target = disks[0].find("source"), disks[0].find("target")
+    assert source is not None and source.get("file") == "/vols/v.raw"
+    assert target is not None and target.get("dev") == "vda"
+    assert disks[0].findtext("serial") == serial(vid)
+    boot = parse(xml).find("os/boot")
+    assert boot is not None and boot.get("dev") == "hd"

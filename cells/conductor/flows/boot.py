@@ -22,12 +22,13 @@ from sqlalchemy import Connection
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
-from cells.conductor.flows import network
+from cells.conductor.flows import boot_volume, network
 from cells.conductor.flows.delete import complete_delete
 from cells.context import RequestContext
 from cells.db import action_records, claims
 from cells.db import instances as idb
 from cells.db.fast import AnyRow
+from cells.db.volumes import release_instance_volumes
 from cells.lifecycle import NEW, Action, Event, carry_out, on
 from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
 from cells.rpc.directory import MISSED_BEATS
@@ -128,6 +129,10 @@ def _insert_build(conn: Connection, env: FlowEnv, ctx: RequestContext, rows: lis
     new = [r for r in rows if r["uuid"] not in existing]
     if new:
         idb.insert_rows(conn, new)
+        for r in new:  # a boot from a volume reserves it with its row (flows/boot_volume.py)
+            volume_id = boot_volume.root_volume_id(r["image"])
+            if volume_id is not None:
+                boot_volume.reserve(conn, ctx, volume_id, r["uuid"], r["project_id"])
         action_records.start_actions(conn, ctx, CREATE, [(r["uuid"], r["project_id"]) for r in new], EV_SCHEDULE, now)
     records = [env.record(existing[r["uuid"]]) if r["uuid"] in existing else env.record(r) for r in rows]
     return records, new
@@ -224,6 +229,12 @@ async def send_to_host(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, 
     record = await network.allocate_for_build(env, ctx, record, request_spec)  # ports + fixed IPs (boot step 3)
     if record is None:
         return
+    try:  # a boot from a volume: its export for this host, before the compute asks for it
+        await boot_volume.export_to(env, ctx, record, host)
+    except errors.CellcloudError as exc:
+        await build_failed(env, ctx, uuid, host, {"message": f"Could not export the root volume to {host}: "
+                                                             f"{exc.message}"}, retryable=False)
+        return
     try:
         await _cast_build(env, ctx, host, record)
     except errors.CellcloudError as exc:  # e.g. NoLiveMember: the host left since the scheduler saw it
@@ -254,6 +265,7 @@ def set_error(conn: Connection, row: AnyRow, fault: dict[str, Any], event: str =
 
     carry_out(actions, {Action.RELEASE_CLAIM: lambda: claims.release_claim(conn, row.uuid),
                         Action.RECORD_FAULT: record_fault})
+    release_instance_volumes(conn, row.uuid)  # a boot volume is available again (its export: its host's sweep)
     idb.update_row(conn, row.uuid, values)
     action_records.fail_open_events(conn, row.uuid, CREATE, fault["message"])
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection
 
 from cells import errors
 from cells.conductor.env import FlowEnv, state_of, state_values
-from cells.conductor.flows import boot, delete
+from cells.conductor.flows import boot, boot_volume, delete
 from cells.context import RequestContext
 from cells.db import action_records
 from cells.db import instances as idb
@@ -54,6 +54,7 @@ def _carriers(conn: Connection, row: AnyRow, new: dict[str, Any],
     def finish_build() -> None:
         action_records.finish_event(conn, row.uuid, boot.CREATE, boot.EV_BUILD, action_records.SUCCESS, host=row.host)
         action_records.finish_action(conn, row.uuid, boot.CREATE)
+        boot_volume.settle(conn, row.uuid)  # a root volume is in-use once its guest runs
 
     return {
         Action.SET_LAUNCHED_AT: lambda: new.update(launched_at=new["updated_at"]),

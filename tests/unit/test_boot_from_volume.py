@@ -1,0 +1,114 @@
+"""Boot from volume in the conductor against a real cell DB (SQLite) and a real volume worker (file
+backend, local target): the root volume reserved with the instance row, exported to the chosen host
+and answered to that host's compute, in-use once the guest runs, available again when the build
+fails or the server is deleted; a volume the boot may not use makes no server."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from cells import errors
+from cells.conductor.flows import boot, boot_volume, compute_events
+from cells.conductor.flows import volumes as flows
+from cells.conductor.flows.delete import delete_locally
+from cells.context import RequestContext, admin_context
+from cells.db import instances as idb
+from cells.db import volumes as vdb
+from cells.db.schema import instances
+from cells.lifecycle import Event
+from cells.objects.instance import utcnow_iso
+from tests.volume_fakes import VolumeCell, volume_cell
+
+DEMO = RequestContext(project="demo", user="u", roles=("member",))
+OTHER = RequestContext(project="other", user="o", roles=("member",))
+FLAVOR = {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 64, "disk": 1, "ephemeral": 0, "swap": 0}
+
+
+@pytest.fixture
+async def env(tmp_path: Path, db_url: str) -> AsyncIterator[VolumeCell]:
+    cell = await volume_cell(tmp_path, db_url=db_url)
+    yield cell
+    await cell.close()
+
+
+async def volume(env: VolumeCell, bootable: bool = True, ctx: RequestContext = DEMO) -> str:
+    vid = str(uuid.uuid4())
+    await flows.volume_create(env.env, ctx, {"id": vid, "project_id": ctx.project, "size": 1, "name": "bootvol"})
+    await env.settle()
+    if bootable:
+        await flows.volume_update(env.env, ctx, vid, {"bootable": True})
+    return vid
+
+
+async def insert_build(env: VolumeCell, vid: str, ctx: RequestContext = DEMO) -> str:
+    """The rows build_instances writes (its scheduling, in the background, is not run here)."""
+    uid = str(uuid.uuid4())
+    instances = [{"uuid": uid, "name": "vm1", "project_id": ctx.project, "user_id": ctx.user}]
+    spec: dict[str, Any] = {"flavor": FLAVOR, "image": {"root_volume_id": vid, "properties": {}}}
+    rows = boot.validate_build(instances, spec, utcnow_iso(), env.env.conductor_id)
+    await env.env.db.write(lambda conn: boot._insert_build(conn, env.env, ctx, rows, utcnow_iso()))
+    return uid
+
+
+async def volume_of(env: VolumeCell, vid: str) -> dict[str, Any]:
+    return await flows.volume_get(env.env, DEMO, vid)
+
+
+async def scheduled_and_exported(env: VolumeCell, uid: str) -> dict[str, Any]:
+    record = await env.env.db.write(lambda conn: boot._set_host(conn, env.env, uid, "node1"))
+    assert record is not None
+    await boot_volume.export_to(env.env, admin_context(), record, "node1")
+    return record
+
+
+async def test_the_root_volume_is_reserved_exported_in_use_and_released_by_delete(env: VolumeCell) -> None:
+    vid = await volume(env)
+    uid = await insert_build(env, vid)
+    vol = await volume_of(env, vid)
+    assert vol["status"] == "attaching"
+    assert [(a["instance_uuid"], a["device"]) for a in vol["attachments"]] == [(uid, "/dev/vda")]
+    await scheduled_and_exported(env, uid)
+    # what the chosen host's compute asks for: the local target's path of this volume
+    info = await flows.volume_connection(env.env, admin_context(), vid, uid)
+    path = (await env.worker.backend.locate(vid)).path
+    assert info["driver_volume_type"] == "local" and info["data"]["path"] == path
+    assert await env.worker.targets["local"].exported() == {vid}
+    for event in (Event.SPAWNING, Event.SPAWNED):
+        await compute_events.instance_event(env.env, admin_context(), uid, "node1", event)
+    vol = await volume_of(env, vid)
+    assert vol["status"] == "in-use" and vol["attachments"][0]["status"] == "attached"
+    await delete_locally(env.env, uid)
+    vol = await volume_of(env, vid)
+    assert vol["status"] == "available" and vol["attachments"] == []
+
+
+async def test_a_failed_build_gives_the_volume_back(env: VolumeCell) -> None:
+    vid = await volume(env)
+    uid = await insert_build(env, vid)
+    await scheduled_and_exported(env, uid)
+    await boot.build_failed(env.env, admin_context(), uid, "node1", {"message": "spawn failed"}, retryable=False)
+    vol = await volume_of(env, vid)
+    assert vol["status"] == "available" and vol["attachments"] == []
+    row = await env.env.db.read(lambda conn: idb.get_row(conn, uid))
+    assert row is not None and row.vm_state == "error"
+
+
+async def test_a_volume_the_boot_may_not_use_makes_no_server(env: VolumeCell) -> None:
+    plain = await volume(env, bootable=False)
+    theirs = await volume(env, ctx=OTHER)
+    used = await volume(env)
+    await insert_build(env, used)  # reserved by a first server
+    for vid, words in ((plain, "is not bootable"), (theirs, "failed to get volume"), (used, "must be 'available'"),
+                       (str(uuid.uuid4()), "failed to get volume")):
+        with pytest.raises(errors.Invalid, match=words):
+            await insert_build(env, vid)
+    servers = await env.env.db.read(lambda conn: conn.execute(select(func.count()).select_from(instances)).scalar())
+    assert servers == 1  # only the first server: a refused volume wrote no row
+    assert (await volume_of(env, plain))["status"] == "available"
+    atts = await env.env.db.read(lambda conn: vdb.attachments_of(conn, [plain, used]))
+    assert atts[plain] == [] and len(atts[used]) == 1
