@@ -252,6 +252,21 @@ class NetworkInUse(Conflict):
 
 
 @_register
+class RouterNotFound(NotFound):
+    code, msg = "router_not_found", "Router {router_id} could not be found"
+
+
+@_register
+class FloatingIPNotFound(NotFound):
+    code, msg = "floatingip_not_found", "Floating IP {floatingip_id} could not be found"
+
+
+@_register
+class RouterInUse(Conflict):
+    code, msg = "router_in_use", "Router {router_id} {reason}"
+
+
+@_register
 class OverQuota(Conflict):
     """Neutron's 409 OverQuota."""
     code, msg = "over_quota", "Quota exceeded for resources: ['{resource}']."

@@ -4,8 +4,8 @@ Networks, subnets, ports, security groups and rules have per-project limits with
 Neutron's defaults (cells/network/quota.py), kept in the API DB's quotas table
 beside Nova's and Cinder's; the create route sends the owner's limit to the cell's
 network controller, which checks it in the same write that creates the resource.
-`details` counts what the project really holds in every cell. Routers, floating
-IPs, RBAC policies and subnet pools do not exist here: -1 and always 0 used, and
+`details` counts what the project really holds in every cell. Routers and floating
+IPs (issue 17) are limited too; RBAC policies and subnet pools do not exist here: -1 and always 0 used, and
 setting them is refused. Policy as Neutron's: a member reads its own project's,
 only admins read others' or change them.
 """
@@ -28,7 +28,7 @@ from cells.rpcapi.network import NetworkAPI
 
 UNLIMITED = -1
 _MAX = 0x7FFFFFFF
-ABSENT = ("router", "floatingip", "rbac_policy", "subnetpool")  # no such resources here
+ABSENT = ("rbac_policy", "subnetpool")  # no such resources here
 LIMITED = tuple(netquota.DEFAULTS)
 
 

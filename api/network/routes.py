@@ -27,21 +27,30 @@ LOG = logging.getLogger(__name__)
 # URL collection -> (controller resource, singular body key)
 COLLECTIONS = {"networks": ("network", "network"), "subnets": ("subnet", "subnet"), "ports": ("port", "port"),
                "security-groups": ("security_group", "security_group"),
-               "security-group-rules": ("security_group_rule", "security_group_rule")}
-UPDATABLE = {"port", "security_group"}
+               "security-group-rules": ("security_group_rule", "security_group_rule"),
+               "routers": ("router", "router"), "floatingips": ("floatingip", "floatingip")}
+UPDATABLE = {"port", "security_group", "router", "floatingip"}
 # error code of the one tree -> Neutron's exception type name
 NEUTRON_TYPES = {"network_not_found": "NetworkNotFound", "subnet_not_found": "SubnetNotFound",
                  "port_not_found": "PortNotFound", "security_group_not_found": "SecurityGroupNotFound",
                  "security_group_rule_not_found": "SecurityGroupRuleNotFound",
                  "ip_address_exhausted": "IpAddressGenerationFailure", "network_in_use": "NetworkInUse",
                  "invalid": "InvalidInput", "malformed_body": "BadRequest", "conflict": "Conflict",
-                 "forbidden": "PolicyNotAuthorized", "unauthorized": "NotAuthorized", "over_quota": "OverQuota"}
+                 "forbidden": "PolicyNotAuthorized", "unauthorized": "NotAuthorized", "over_quota": "OverQuota",
+                 "router_not_found": "RouterNotFound", "floatingip_not_found": "FloatingIPNotFound",
+                 "router_in_use": "RouterInUse"}
 _FALLBACK = {400: "BadRequest", 401: "NotAuthorized", 403: "Forbidden", 404: "HTTPNotFound", 405: "HTTPMethodNotAllowed",
              409: "Conflict", 503: "ServiceUnavailable"}
 EXTENSIONS = (("security-group", "security-group", "The security groups extension."),
               ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
               ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),
               ("port-security", "Port Security", "Provides port security"),
+              ("router", "Neutron L3 Router", ("Router abstraction for basic L3 forwarding between L2 "
+               "Neutron networks and access to external networks via a NAT gateway.")),
+              ("external-net", "Neutron external network", "Adds external network attribute to network resource."),
+              ("ext-gw-mode", "Neutron L3 Configurable external gateway mode",
+               ("Extension of the router abstraction for specifying whether SNAT should occur on the "
+               "external gateway")),
               ("standard-attr-description", "standard-attr-description", "Extension to add descriptions"),
               ("default-subnetpools", "Default Subnetpools", "Not offered: give a cidr"))
 
@@ -112,13 +121,16 @@ async def create(request: web.Request) -> web.Response:
     item: dict[str, Any] = body[key]
     api = NetworkAPI(network_cells(request.config_dict[ROUTER])[0])
     parent = item.get("network_id") if resource in ("subnet", "port") else \
+        item.get("floating_network_id") if resource == "floatingip" else \
+        (item.get("external_gateway_info") or {}).get("network_id") if resource == "router" and \
+        isinstance(item.get("external_gateway_info"), dict) else \
         item.get("security_group_id") if resource == "security_group_rule" else None
     owner = item.get("project_id") or item.get("tenant_id") or ctx.project
     if isinstance(parent, str):
         try:
             parent_kind = "network" if resource != "security_group_rule" else "security_group"
             api, parent_record = await find_cell(request.config_dict[ROUTER], ctx, parent_kind, parent)
-            if resource != "port":  # a subnet or rule belongs to its network's or group's project
+            if resource not in ("port", "router", "floatingip"):  # a subnet or rule belongs to its network's or group's project
                 owner = parent_record.get("project_id") or owner
         except errors.NotFound:
             pass  # the cell's controller answers with the right error
@@ -145,6 +157,20 @@ async def delete(request: web.Request) -> web.Response:
     api, _ = await find_cell(request.config_dict[ROUTER], ctx, resource, request.match_info["id"])
     await api.delete(ctx, resource, request.match_info["id"])
     return web.Response(status=204)
+
+
+async def router_interface(request: web.Request) -> web.Response:
+    """PUT /routers/{id}/add_router_interface | remove_router_interface, body {subnet_id} or {port_id}."""
+    action = request.match_info["action"]
+    if action not in ("add_router_interface", "remove_router_interface"):
+        raise web.HTTPNotFound()
+    ctx = context(request)
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise errors.Invalid(reason="the body must be {\"subnet_id\": ...} or {\"port_id\": ...}")
+    api, _ = await find_cell(request.config_dict[ROUTER], ctx, "router", request.match_info["id"])
+    verb = "add" if action.startswith("add") else "remove"
+    return web.json_response(await api.router_interface(ctx, verb, request.match_info["id"], body))
 
 
 def _resource(collection: str) -> tuple[str, str]:
@@ -197,5 +223,6 @@ def make_network_app() -> web.Application:
     app.router.add_get("/v2.0/{collection}/{id}", show)
     app.router.add_put("/v2.0/{collection}/{id}", update)
     app.router.add_delete("/v2.0/{collection}/{id}", delete)
+    app.router.add_put("/v2.0/routers/{id}/{action}", router_interface)
     return app
 

@@ -21,7 +21,7 @@ from cells.context import RequestContext, admin_context
 from cells.db.engine import Database
 from cells.db.migration_records import holds_copy
 from cells.db.schema import ensure_schema
-from cells.network import fanout, instance_ports, policy, resources, secgroups
+from cells.network import fanout, instance_ports, l3, policy, resources, secgroups
 from cells.network import quota as netquota
 from cells.rpc.principal import host_worker, require_host
 from cells.rpcapi.compute import ComputeAPI
@@ -236,6 +236,52 @@ class NetworkController:
             secgroups.delete_rule(c, ctx, str(id))
             return hosts
         self._refresh(await self._write(delete))
+
+    # --- routers and floating IPs (issue 17) --------------------------------------------------
+
+    async def router_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
+        f = _filters(filters)
+        return await self._read(lambda c: l3.list_routers(c, ctx, f))
+
+    async def router_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
+        return await self._read(lambda c: l3.get_router(c, ctx, str(id)))
+
+    async def router_create(self, ctx: RequestContext, body: Any, quota: Any = None) -> dict[str, Any]:
+        b, limit = _body(body), netquota.parse(quota)
+        return await self._write(lambda c: _counted(c, "router", limit, l3.create_router(c, ctx, b)))
+
+    async def router_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        return await self._write(lambda c: l3.update_router(c, ctx, str(id), b))
+
+    async def router_delete(self, ctx: RequestContext, id: str) -> None:
+        await self._write(lambda c: l3.delete_router(c, ctx, str(id)))
+
+    async def router_add_interface(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        return await self._write(lambda c: l3.add_interface(c, ctx, str(id), b))
+
+    async def router_remove_interface(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        return await self._write(lambda c: l3.remove_interface(c, ctx, str(id), b))
+
+    async def floatingip_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
+        f = _filters(filters)
+        return await self._read(lambda c: l3.list_floatingips(c, ctx, f))
+
+    async def floatingip_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
+        return await self._read(lambda c: l3.get_floatingip(c, ctx, str(id)))
+
+    async def floatingip_create(self, ctx: RequestContext, body: Any, quota: Any = None) -> dict[str, Any]:
+        b, limit = _body(body), netquota.parse(quota)
+        return await self._write(lambda c: _counted(c, "floatingip", limit, l3.create_floatingip(c, ctx, b)))
+
+    async def floatingip_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        return await self._write(lambda c: l3.update_floatingip(c, ctx, str(id), b))
+
+    async def floatingip_delete(self, ctx: RequestContext, id: str) -> None:
+        await self._write(lambda c: l3.delete_floatingip(c, ctx, str(id)))
 
     # --- instances -------------------------------------------------------------------------
 

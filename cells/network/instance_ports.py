@@ -147,6 +147,7 @@ def release_instance(conn: Connection, uuid: str) -> int:
     rows = _instance_ports(conn, uuid)
     for p in rows:
         if p.auto_delete:
+            resources.disassociate_floating_ips(conn, p.id)
             ipam.release_port(conn, p.id)
             conn.execute(delete(ports).where(ports.c.id == p.id))
         else:

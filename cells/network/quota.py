@@ -14,13 +14,22 @@ from sqlalchemy import Connection, Table, bindparam, func, select
 
 from cells import errors
 from cells.db.fast import Fast
-from cells.network.schema import networks, ports, security_group_rules, security_groups, subnets
+from cells.network.schema import (
+    floatingips,
+    networks,
+    ports,
+    routers,
+    security_group_rules,
+    security_groups,
+    subnets,
+)
 
 # Neutron's default quotas (neutron/conf/quota.py)
 DEFAULTS: dict[str, int] = {"network": 100, "subnet": 100, "port": 500, "security_group": 10,
-                            "security_group_rule": 100}
+                            "security_group_rule": 100, "router": 10, "floatingip": 50}
 TABLES: dict[str, Table] = {"network": networks, "subnet": subnets, "port": ports,
-                            "security_group": security_groups, "security_group_rule": security_group_rules}
+                            "security_group": security_groups, "security_group_rule": security_group_rules,
+                            "router": routers, "floatingip": floatingips}
 
 
 def parse(quota: Any) -> int | None:

@@ -22,7 +22,7 @@ from cells.context import RequestContext
 from cells.db.fast import AnyRow, Fast, as_mapping
 from cells.db.schema import instances
 from cells.network import ipam, policy, secgroups
-from cells.network.schema import ip_allocations, networks, ports, subnets
+from cells.network.schema import floatingips, ip_allocations, networks, ports, subnets
 from cells.objects.instance import utcnow_iso
 
 VNI_MIN, VNI_MAX = 1000, (1 << 24) - 1
@@ -32,6 +32,8 @@ DEFAULT_CIDR_POOL = "10.0.0.0/8"
 DEFAULT_PREFIX = 24
 MAC_PREFIX = "fa:16:3e"  # OpenStack's
 INSTANCE_OWNER = "compute:nova"
+# ports the L3 code makes (cells/network/l3.py): a router's gateway and interfaces, a floating IP's address
+L3_OWNERS = ("network:router_gateway", "network:router_interface", "network:floatingip")
 DEFAULT_SUBNET_POLICY = policy.SubnetPolicy()
 LIST_CONTROL = frozenset({"fields", "sort_key", "sort_dir", "limit", "marker", "page_reverse"})
 
@@ -98,7 +100,7 @@ def match(record: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
 # --- networks ------------------------------------------------------------------
 
 def _visible_net(ctx: RequestContext, row: Row[Any]) -> bool:
-    return privileged(ctx) or row.project_id == ctx.project or bool(row.shared)
+    return privileged(ctx) or row.project_id == ctx.project or bool(row.shared) or bool(row.router_external)
 
 
 _NETWORK = select(networks).where(networks.c.id == bindparam("b_id"))  # built once: every boot reads one
@@ -119,7 +121,7 @@ def network_record(row: Row[Any], subnet_ids: Sequence[str]) -> dict[str, Any]:
         "admin_state_up": bool(row.admin_state_up), "status": "ACTIVE", "subnets": list(subnet_ids),
         "shared": bool(row.shared), "mtu": row.mtu, "provider:network_type": row.network_type,
         "provider:segmentation_id": row.segmentation_id, "provider:physical_network": None,
-        "router:external": False, "is_default": bool(row.is_default), "port_security_enabled": True,
+        "router:external": bool(row.router_external), "is_default": bool(row.is_default), "port_security_enabled": True,
         "availability_zone_hints": [], "availability_zones": ["nova"], "description": row.description,
         "tags": [], "revision_number": 1, "created_at": row.created_at, "updated_at": row.updated_at,
         "ipv4_address_scope": None, "ipv6_address_scope": None,
@@ -184,8 +186,7 @@ def create_network(conn: Connection, ctx: RequestContext, body: Mapping[str, Any
     shared = _bool(body, "shared", False)
     if body.get("provider:physical_network") is not None:
         raise errors.Invalid(reason="physical networks are not supported by this cloud (VXLAN only)")
-    if body.get("router:external"):
-        raise errors.Invalid(reason="external networks are not supported by this cloud")
+    external = _bool(body, "router:external", False)  # admin only (policy above): floating IPs come from it
     net_type = body.get("provider:network_type") or "vxlan"
     if net_type != "vxlan":
         raise errors.Invalid(reason=f"network type {net_type!r} is not supported here (supported: vxlan)")
@@ -199,7 +200,7 @@ def create_network(conn: Connection, ctx: RequestContext, body: Mapping[str, Any
     values = {"id": new_id(), "name": _text(body, "name"), "project_id": project, "shared": shared,
               "admin_state_up": _bool(body, "admin_state_up", True), "network_type": "vxlan",
               "segmentation_id": vni if vni is not None else next_vni(conn), "mtu": mtu,
-              "is_default": is_default, "gateway_host": None, "description": _text(body, "description"),
+              "is_default": is_default, "gateway_host": None, "router_external": external, "description": _text(body, "description"),
               "created_at": now, "updated_at": now}
     try:
         with conn.begin_nested():
@@ -239,8 +240,9 @@ def subnet_record(row: Row[Any]) -> dict[str, Any]:
 def _visible_subnet(conn: Connection, ctx: RequestContext, row: Row[Any]) -> bool:
     if privileged(ctx) or row.project_id == ctx.project:
         return True
-    net = conn.execute(select(networks.c.shared).where(networks.c.id == row.network_id)).first()
-    return bool(net and net.shared)
+    net = conn.execute(select(networks.c.shared, networks.c.router_external)
+                       .where(networks.c.id == row.network_id)).first()
+    return bool(net and (net.shared or net.router_external))
 
 
 def subnet_row(conn: Connection, ctx: RequestContext, subnet_id: str) -> Row[Any]:
@@ -505,10 +507,18 @@ def update_port(conn: Connection, ctx: RequestContext, port_id: str, body: Mappi
 
 def delete_port(conn: Connection, ctx: RequestContext, port_id: str) -> None:
     row = port_row(conn, ctx, port_id)
-    if row.device_owner == INSTANCE_OWNER and row.device_id and not privileged(ctx):
-        pass  # Neutron lets the owner delete a port in use: the server loses that NIC
+    if row.device_owner in L3_OWNERS:
+        raise errors.Conflict(reason=f"Port {port_id} cannot be deleted directly via the port API: "
+                                     f"has device owner {row.device_owner}.")
+    disassociate_floating_ips(conn, port_id)  # Neutron lets the owner delete a port in use: the server loses that NIC
     ipam.release_port(conn, port_id)
     conn.execute(delete(ports).where(ports.c.id == port_id))
+
+
+def disassociate_floating_ips(conn: Connection, port_id: str) -> None:
+    """A port going away takes its floating IPs' associations with it (Neutron's behaviour)."""
+    conn.execute(update(floatingips).where(floatingips.c.port_id == port_id)
+                 .values(port_id=None, fixed_ip_address=None, router_id=None, updated_at=utcnow_iso()))
 
 
 # --- per-project defaults ---------------------------------------------------------------

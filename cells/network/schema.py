@@ -1,5 +1,5 @@
 """Network tables of the cell DB: networks, subnets, ports, fixed IP allocations,
-security groups and rules, and the tunnel endpoint of each host's network agent.
+security groups and rules, routers and floating IPs, and the tunnel endpoint of each host's network agent.
 
 They live in their own MetaData and are created (idempotently, only the missing
 ones) by the network controller at start: only the controller writes them.
@@ -36,6 +36,7 @@ networks = Table(
     Column("mtu", Integer, nullable=False),
     Column("is_default", Boolean, nullable=False, default=False),  # the project's network made on first use
     Column("gateway_host", String(255), nullable=True),  # host holding the gateway address and dnsmasq
+    Column("router_external", Boolean, nullable=False, default=False),  # router:external (admin-made)
     Column("description", String(255), nullable=False, default=""),
     Column("created_at", TIME, nullable=False),
     Column("updated_at", TIME, nullable=False),
@@ -129,6 +130,40 @@ network_agents = Table(
     Column("tunnel_ip", String(64), nullable=False),
     Column("vlan_supported", Boolean, nullable=False, default=False),
     Column("updated_at", TIME, nullable=False),
+)
+
+# Neutron's L3 (issue 17): a router with an optional gateway on an external network; its interfaces
+# and its gateway are ports (device_owner network:router_interface / network:router_gateway, device_id
+# the router), so an address on a subnet stays unique through ip_allocations' primary key.
+routers = Table(
+    "routers", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(255), nullable=False, index=True),
+    Column("name", String(255), nullable=False, default=""),
+    Column("description", String(255), nullable=False, default=""),
+    Column("admin_state_up", Boolean, nullable=False, default=True),
+    Column("gw_port_id", String(36), ForeignKey("ports.id"), nullable=True),
+    Column("enable_snat", Boolean, nullable=False, default=True),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+)
+
+# a floating IP holds its address through a port on the external network (device_owner
+# network:floatingip); port_id is the associated port, one floating IP per (port, fixed address)
+floatingips = Table(
+    "floatingips", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(255), nullable=False, index=True),
+    Column("floating_network_id", String(36), ForeignKey("networks.id"), nullable=False, index=True),
+    Column("floating_port_id", String(36), ForeignKey("ports.id"), nullable=False),
+    Column("floating_ip_address", String(64), nullable=False),
+    Column("port_id", String(36), nullable=True, index=True),
+    Column("fixed_ip_address", String(64), nullable=True),
+    Column("router_id", String(36), nullable=True, index=True),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", TIME, nullable=False),
+    Column("updated_at", TIME, nullable=False),
+    UniqueConstraint("port_id", "fixed_ip_address", name="uq_floatingip_fixed"),
 )
 
 Index("ix_ports_device_network", ports.c.device_id, ports.c.network_id)

@@ -16,6 +16,7 @@ from cells.rpcapi import Caller, list_reply, map_reply
 TOPIC = "network"
 AGENT_REFRESH_VERSION = "1.2"  # host_changed here, refresh_network on the compute
 GROUP_NAMES_VERSION = "1.3"  # security_group_names: what server views show, in one call
+L3_VERSION = "1.4"  # routers and floating IPs (issue 17)
 _API = callers(API)
 SURFACE = surface(
     # the Neutron API (/network/v2.0): <resource>_list / _get / _create / _update / _delete
@@ -41,6 +42,19 @@ SURFACE = surface(
     Method("security_group_rule_get", FAST, retry_safe=True, callers=_API),
     Method("security_group_rule_create", NORMAL, callers=_API),
     Method("security_group_rule_delete", NORMAL, callers=_API),
+    # Neutron's L3 (issue 17): routers, their interfaces, floating IPs
+    Method("router_list", FAST, retry_safe=True, version=L3_VERSION, callers=_API),
+    Method("router_get", FAST, retry_safe=True, version=L3_VERSION, callers=_API),
+    Method("router_create", NORMAL, version=L3_VERSION, callers=_API),
+    Method("router_update", NORMAL, version=L3_VERSION, callers=_API),
+    Method("router_delete", NORMAL, version=L3_VERSION, callers=_API),
+    Method("router_add_interface", NORMAL, version=L3_VERSION, callers=_API),
+    Method("router_remove_interface", NORMAL, version=L3_VERSION, callers=_API),
+    Method("floatingip_list", FAST, retry_safe=True, version=L3_VERSION, callers=_API),
+    Method("floatingip_get", FAST, retry_safe=True, version=L3_VERSION, callers=_API),
+    Method("floatingip_create", NORMAL, version=L3_VERSION, callers=_API),
+    Method("floatingip_update", NORMAL, version=L3_VERSION, callers=_API),
+    Method("floatingip_delete", NORMAL, version=L3_VERSION, callers=_API),
     # the boot flow and Nova's server actions
     Method("allocate_for_instance", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
     Method("instance_security_groups", FAST, retry_safe=True, callers=_API),
@@ -78,6 +92,12 @@ class NetworkAPI:
 
     async def delete(self, ctx: RequestContext, resource: str, id: str) -> None:
         await self.caller.call(TOPIC, M[f"{resource}_delete"], {"id": id}, ctx)
+
+    async def router_interface(self, ctx: RequestContext, action: str, id: str,
+                               body: dict[str, Any]) -> dict[str, Any]:
+        """`action`: add or remove; body {subnet_id} or {port_id}; Neutron's interface info back."""
+        return map_reply(await self.caller.call(TOPIC, M[f"router_{action}_interface"], {"id": id, "body": body},
+                                                ctx))
 
     async def allocate_for_instance(self, ctx: RequestContext, instance_uuid: str, project_id: str,
                                     requested: list[dict[str, str]] | None,

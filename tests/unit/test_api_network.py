@@ -18,6 +18,7 @@ from api import bootstrap
 from api.app import make_app
 from cells.db.schema import create_schema
 from cells.network.controller import NetworkController
+from cells.objects import versions
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import SURFACE as DIRECTORY_SURFACE
 from cells.rpc.directory import Directory, DirectoryView, Member
@@ -45,7 +46,9 @@ async def network_cell(tmp: Path) -> AsyncIterator[str]:
     server = RpcServer(net_addr, controller, NETWORK_SURFACE)
     await server.start()
     client = RpcClient()
-    view = DirectoryView(client, router_addr, Member("cell1/network", net_addr, ("network",)), INTERVAL)
+    speaks = versions.advertised(NETWORK_SURFACE) or {}  # a controller of this release (routers need RPC 1.4)
+    me = Member("cell1/network", net_addr, ("network",), version=versions.RELEASE, meta={"versions": speaks})
+    view = DirectoryView(client, router_addr, me, INTERVAL)
     tasks = [asyncio.ensure_future(directory.background()), asyncio.ensure_future(view.run())]
     await view.wait_synced(2.0)
     try:

@@ -37,7 +37,7 @@ async def _admin_cli(home: Path, url: str, *args: str) -> None:
 
 __all__ = ["controllers"]
 NEUTRON_DEFAULTS = {"network": 100, "subnet": 100, "port": 500, "security_group": 10, "security_group_rule": 100,
-                    "router": -1, "floatingip": -1, "rbac_policy": -1, "subnetpool": -1}
+                    "router": 10, "floatingip": 50, "rbac_policy": -1, "subnetpool": -1}
 
 
 async def _project(client: TestClient[Any, Any], headers: dict[str, str]) -> str:
@@ -64,7 +64,7 @@ async def test_defaults_are_neutrons_and_details_count_real_use(tmp_path: Path) 
         nets = await _names(client, demo, "networks")
         assert sorted(nets) == ["blue", "private"]  # private: made on first use, and counted
         assert details["network"] == {"limit": 100, "used": 2, "reserved": 0}
-        assert details["subnet"]["used"] == 1 and details["router"] == {"limit": -1, "used": 0, "reserved": 0}
+        assert details["subnet"]["used"] == 1 and details["router"] == {"limit": 10, "used": 0, "reserved": 0}
         assert details["security_group"]["used"] == 1  # the default group
 
         resp = await client.get("/network/v2.0/quotas/someone-else", headers=demo)
@@ -136,7 +136,7 @@ async def test_each_counted_kind_stops_at_its_limit(tmp_path: Path) -> None:
 async def test_a_bad_quota_change_is_400_and_changes_nothing(tmp_path: Path) -> None:
     async with api_client(tmp_path) as (client, demo, admin):
         project = await _project(client, demo)
-        for body in ({"quota": {"network": -2}}, {"quota": {"network": "many"}}, {"quota": {"router": 5}},
+        for body in ({"quota": {"network": -2}}, {"quota": {"network": "many"}}, {"quota": {"subnetpool": 5}},
                      {"quota": {"bogus": 1}}, {"network": 5}, {"quota": {"network": True}}):
             resp = await client.put(f"/network/v2.0/quotas/{project}", json=body, headers=admin)
             assert resp.status == 400, body
@@ -151,7 +151,7 @@ async def test_openstack_quota_show_lists_the_network_limits(tmp_path: Path) -> 
         rows = await _cli(tmp_path, url, "quota", "show", "--network", "-f", "json")
         shown = {r["Resource"]: r["Limit"] for r in rows}
         assert (shown["networks"], shown["subnets"], shown["ports"]) == (100, 100, 500)
-        assert (shown["security_groups"], shown["security_group_rules"], shown["routers"]) == (10, 100, -1)
+        assert (shown["security_groups"], shown["security_group_rules"], shown["routers"]) == (10, 100, 10)
         await _admin_cli(tmp_path, url, "quota", "set", "--networks", "5", "--ports", "7", "demo")
         rows = await _cli(tmp_path, url, "quota", "show", "--network", "-f", "json")
         shown = {r["Resource"]: r["Limit"] for r in rows}

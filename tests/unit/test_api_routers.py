@@ -1,0 +1,275 @@
+"""Neutron's L3 subset on /network/v2.0 (issue 17) against a real network controller (real cell DB,
+real ZeroMQ): external networks, routers with a gateway and subnet interfaces, floating IPs, their
+errors and quotas, hostile tenants, and the unmodified `openstack` CLI."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.unit.api_support import SECRETS, token
+from tests.unit.test_api_network import OPENSTACK, _cli, api_client, cli_api
+from tools.devcluster import cli_env
+
+Client = TestClient[Any, Any]
+N = "/network/v2.0"
+
+
+async def _post(client: Client, path: str, headers: dict[str, str], body: dict[str, Any],
+                status: int = 201) -> dict[str, Any]:
+    resp = await client.post(f"{N}/{path}", json=body, headers=headers)
+    assert resp.status == status, await resp.text()
+    return dict(await resp.json())
+
+
+async def _put(client: Client, path: str, headers: dict[str, str], body: dict[str, Any],
+               status: int = 200) -> dict[str, Any]:
+    resp = await client.put(f"{N}/{path}", json=body, headers=headers)
+    assert resp.status == status, await resp.text()
+    return dict(await resp.json())
+
+
+async def _public(client: Client, admin: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    net = (await _post(client, "networks", admin, {"network": {"name": "public", "router:external": True}}))["network"]
+    sub = (await _post(client, "subnets", admin, {"subnet": {"network_id": net["id"], "cidr": "203.0.113.0/24",
+                                                            "name": "public-sub"}}))["subnet"]
+    return net, sub
+
+
+async def _project_net(client: Client, headers: dict[str, str], cidr: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    net = (await _post(client, "networks", headers, {"network": {"name": "inside"}}))["network"]
+    sub = (await _post(client, "subnets", headers, {"subnet": {"network_id": net["id"], "cidr": cidr}}))["subnet"]
+    return net, sub
+
+
+async def test_external_network_is_admin_made_and_visible_to_every_project(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        resp = await client.post(f"{N}/networks", headers=demo, json={"network": {"name": "x", "router:external": True}})
+        assert resp.status == 403
+        assert (await resp.json())["NeutronError"]["type"] == "PolicyNotAuthorized"
+        public, sub = await _public(client, admin)
+        assert public["router:external"] is True
+        seen = (await (await client.get(f"{N}/networks?router:external=true", headers=demo)).json())["networks"]
+        assert [n["id"] for n in seen] == [public["id"]]
+        resp = await client.get(f"{N}/subnets/{sub['id']}", headers=demo)
+        assert resp.status == 200
+
+
+async def test_router_gateway_interfaces_and_in_use_errors(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        public, public_sub = await _public(client, admin)
+        _, inside = await _project_net(client, demo, "192.168.60.0/24")
+        router = (await _post(client, "routers", demo, {"router": {"name": "r1"}}))["router"]
+        assert router["external_gateway_info"] is None and router["status"] == "ACTIVE"
+
+        # a project network is no gateway
+        private = (await (await client.get(f"{N}/networks?name=private", headers=demo)).json())["networks"][0]
+        await _put(client, f"routers/{router['id']}", demo,
+                   {"router": {"external_gateway_info": {"network_id": private["id"]}}}, 400)
+        router = (await _put(client, f"routers/{router['id']}", demo,
+                             {"router": {"external_gateway_info": {"network_id": public["id"]}}}))["router"]
+        gateway = router["external_gateway_info"]
+        assert gateway["network_id"] == public["id"] and gateway["enable_snat"] is True
+        assert [ip["subnet_id"] for ip in gateway["external_fixed_ips"]] == [public_sub["id"]]
+
+        info = await _put(client, f"routers/{router['id']}/add_router_interface", demo, {"subnet_id": inside["id"]})
+        assert info["subnet_id"] == inside["id"] and info["id"] == router["id"]
+        port = (await (await client.get(f"{N}/ports/{info['port_id']}", headers=demo)).json())["port"]
+        assert port["device_owner"] == "network:router_interface" and port["device_id"] == router["id"]
+        assert port["fixed_ips"] == [{"subnet_id": inside["id"], "ip_address": "192.168.60.1"}]  # the gateway
+        # the same subnet twice: 400; the interface port is not deleted through the port API: 409
+        await _put(client, f"routers/{router['id']}/add_router_interface", demo, {"subnet_id": inside["id"]}, 400)
+        resp = await client.delete(f"{N}/ports/{info['port_id']}", headers=demo)
+        assert resp.status == 409
+
+        resp = await client.delete(f"{N}/routers/{router['id']}", headers=demo)
+        assert resp.status == 409
+        assert (await resp.json())["NeutronError"]["type"] == "RouterInUse"
+        await _put(client, f"routers/{router['id']}/remove_router_interface", demo, {"subnet_id": inside["id"]})
+        resp = await client.get(f"{N}/ports/{info['port_id']}", headers=demo)
+        assert resp.status == 404
+        assert (await client.delete(f"{N}/routers/{router['id']}", headers=demo)).status == 204
+        left = (await (await client.get(f"{N}/ports?network_id={public['id']}", headers=admin)).json())["ports"]
+        assert left == []  # the gateway port went with its router
+        resp = await client.get(f"{N}/routers/{router['id']}", headers=demo)
+        assert resp.status == 404
+        assert (await resp.json())["NeutronError"]["type"] == "RouterNotFound"
+
+
+async def test_floating_ip_associate_disassociate_and_conflicts(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        public, _ = await _public(client, admin)
+        inside_net, inside = await _project_net(client, demo, "192.168.61.0/24")
+        router = (await _post(client, "routers", demo, {"router": {
+            "name": "r1", "external_gateway_info": {"network_id": public["id"]}}}))["router"]
+        port_a = (await _post(client, "ports", demo, {"port": {"network_id": inside_net["id"]}}))["port"]
+        port_b = (await _post(client, "ports", demo, {"port": {"network_id": inside_net["id"]}}))["port"]
+
+        # no floating IP from a network that is not external
+        await _post(client, "floatingips", demo, {"floatingip": {"floating_network_id": inside_net["id"]}}, 400)
+        fip = (await _post(client, "floatingips", demo, {"floatingip": {"floating_network_id": public["id"]}}))[
+            "floatingip"]
+        assert fip["status"] == "DOWN" and fip["port_id"] is None
+        assert fip["floating_ip_address"].startswith("203.0.113.")
+        # the port's subnet has no router to the external network yet: 404 as Neutron answers
+        resp = await client.put(f"{N}/floatingips/{fip['id']}", headers=demo,
+                                json={"floatingip": {"port_id": port_a["id"]}})
+        assert resp.status == 404, await resp.text()
+        await _put(client, f"routers/{router['id']}/add_router_interface", demo, {"subnet_id": inside["id"]})
+        fip = (await _put(client, f"floatingips/{fip['id']}", demo, {"floatingip": {"port_id": port_a["id"]}}))[
+            "floatingip"]
+        assert (fip["port_id"], fip["fixed_ip_address"], fip["router_id"], fip["status"]) == \
+            (port_a["id"], port_a["fixed_ips"][0]["ip_address"], router["id"], "ACTIVE")
+
+        # a second association of the same floating IP to another port loses: 409
+        await _put(client, f"floatingips/{fip['id']}", demo, {"floatingip": {"port_id": port_b["id"]}}, 409)
+        # a second floating IP on the same fixed address: 409
+        other = (await _post(client, "floatingips", demo, {"floatingip": {"floating_network_id": public["id"]}}))[
+            "floatingip"]
+        await _put(client, f"floatingips/{other['id']}", demo, {"floatingip": {"port_id": port_a["id"]}}, 409)
+        # a router port is no target: 400
+        router_ports = (await (await client.get(f"{N}/ports?device_id={router['id']}", headers=admin)).json())["ports"]
+        iface = next(p for p in router_ports if p["device_owner"] == "network:router_interface")
+        await _put(client, f"floatingips/{other['id']}", demo, {"floatingip": {"port_id": iface["id"]}}, 400)
+
+        # the router and its interface are held while a floating IP goes through them
+        assert (await client.delete(f"{N}/routers/{router['id']}", headers=demo)).status == 409
+        await _put(client, f"routers/{router['id']}/remove_router_interface", demo, {"subnet_id": inside["id"]}, 409)
+        await _put(client, f"routers/{router['id']}", demo, {"router": {"external_gateway_info": None}}, 409)
+
+        listed = (await (await client.get(f"{N}/floatingips?port_id={port_a['id']}", headers=demo)).json())
+        assert [f["id"] for f in listed["floatingips"]] == [fip["id"]]
+        fip = (await _put(client, f"floatingips/{fip['id']}", demo, {"floatingip": {"port_id": None}}))["floatingip"]
+        assert (fip["port_id"], fip["fixed_ip_address"], fip["router_id"], fip["status"]) == (None, None, None, "DOWN")
+
+        # deleting an associated port takes the association with it
+        await _put(client, f"floatingips/{other['id']}", demo, {"floatingip": {"port_id": port_b["id"]}})
+        assert (await client.delete(f"{N}/ports/{port_b['id']}", headers=demo)).status == 204
+        other = (await (await client.get(f"{N}/floatingips/{other['id']}", headers=demo)).json())["floatingip"]
+        assert other["port_id"] is None
+
+        address = fip["floating_ip_address"]
+        assert (await client.delete(f"{N}/floatingips/{fip['id']}", headers=demo)).status == 204
+        held = (await (await client.get(f"{N}/ports?network_id={public['id']}", headers=admin)).json())["ports"]
+        assert address not in [ip["ip_address"] for p in held for ip in p["fixed_ips"]]  # the address is free again
+        resp = await client.get(f"{N}/floatingips/{fip['id']}", headers=demo)
+        assert resp.status == 404
+        assert (await resp.json())["NeutronError"]["type"] == "FloatingIPNotFound"
+
+
+async def test_two_simultaneous_associations_of_one_floating_ip_one_wins(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        public, _ = await _public(client, admin)
+        inside_net, inside = await _project_net(client, demo, "192.168.62.0/24")
+        router = (await _post(client, "routers", demo, {"router": {
+            "external_gateway_info": {"network_id": public["id"]}}}))["router"]
+        await _put(client, f"routers/{router['id']}/add_router_interface", demo, {"subnet_id": inside["id"]})
+        ports = [(await _post(client, "ports", demo, {"port": {"network_id": inside_net["id"]}}))["port"]
+                 for _ in range(2)]
+        fip = (await _post(client, "floatingips", demo, {"floatingip": {"floating_network_id": public["id"]}}))[
+            "floatingip"]
+        answers = await asyncio.gather(*(client.put(f"{N}/floatingips/{fip['id']}", headers=demo,
+                                                    json={"floatingip": {"port_id": p["id"]}}) for p in ports))
+        assert sorted(r.status for r in answers) == [200, 409]
+        winner = next(p for p, r in zip(ports, answers, strict=True) if r.status == 200)
+        shown = (await (await client.get(f"{N}/floatingips/{fip['id']}", headers=demo)).json())["floatingip"]
+        assert shown["port_id"] == winner["id"]
+
+
+async def test_another_project_cannot_see_or_use_routers_subnets_ports_or_floating_ips(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        alt = {"X-Auth-Token": await token(client, "alt_demo", SECRETS["alt_demo_password"], "alt_demo")}
+        public, _ = await _public(client, admin)
+        demo_net, demo_sub = await _project_net(client, demo, "192.168.63.0/24")
+        demo_port = (await _post(client, "ports", demo, {"port": {"network_id": demo_net["id"]}}))["port"]
+        demo_router = (await _post(client, "routers", demo, {"router": {"name": "mine"}}))["router"]
+        demo_fip = (await _post(client, "floatingips", demo, {"floatingip": {"floating_network_id": public["id"]}}))[
+            "floatingip"]
+
+        alt_router = (await _post(client, "routers", alt, {"router": {
+            "external_gateway_info": {"network_id": public["id"]}}}))["router"]
+        # demo's subnet and port: 404 to alt_demo, and nothing attached
+        resp = await client.put(f"{N}/routers/{alt_router['id']}/add_router_interface", headers=alt,
+                                json={"subnet_id": demo_sub["id"]})
+        assert resp.status == 404 and (await resp.json())["NeutronError"]["type"] == "SubnetNotFound"
+        resp = await client.put(f"{N}/routers/{alt_router['id']}/add_router_interface", headers=alt,
+                                json={"port_id": demo_port["id"]})
+        assert resp.status == 404 and (await resp.json())["NeutronError"]["type"] == "PortNotFound"
+        # demo's router and floating IP do not exist for alt_demo
+        for path in (f"routers/{demo_router['id']}", f"floatingips/{demo_fip['id']}"):
+            assert (await client.get(f"{N}/{path}", headers=alt)).status == 404
+            assert (await client.delete(f"{N}/{path}", headers=alt)).status == 404
+        assert (await (await client.get(f"{N}/floatingips", headers=alt)).json())["floatingips"] == []
+        assert [r["id"] for r in (await (await client.get(f"{N}/routers", headers=alt)).json())["routers"]] == \
+            [alt_router["id"]]
+        # alt_demo's floating IP cannot point at demo's port
+        alt_fip = (await _post(client, "floatingips", alt, {"floatingip": {"floating_network_id": public["id"]}}))[
+            "floatingip"]
+        await _put(client, f"floatingips/{alt_fip['id']}", alt, {"floatingip": {"port_id": demo_port["id"]}}, 404)
+        # only an admin picks the address
+        await _post(client, "floatingips", alt, {"floatingip": {"floating_network_id": public["id"],
+                                                                "floating_ip_address": "203.0.113.77"}}, 403)
+        ports = (await (await client.get(f"{N}/ports", headers=demo)).json())["ports"]
+        assert [p["id"] for p in ports] == [demo_port["id"]]  # no router or floating IP port counted as demo's
+
+
+async def test_router_and_floatingip_quotas(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        public, _ = await _public(client, admin)
+        project = (await (await client.get(f"{N}/routers", headers=demo)).json())  # any call: demo's project id
+        assert project == {"routers": []}
+        demo_project = (await (await client.get(f"{N}/networks?name=private", headers=demo)).json())[
+            "networks"][0]["project_id"]
+        await _put(client, f"quotas/{demo_project}", admin, {"quota": {"router": 1, "floatingip": 1}})
+        await _post(client, "routers", demo, {"router": {"name": "one"}})
+        resp = await client.post(f"{N}/routers", headers=demo, json={"router": {"name": "two"}})
+        assert resp.status == 409 and (await resp.json())["NeutronError"]["type"] == "OverQuota"
+        await _post(client, "floatingips", demo, {"floatingip": {"floating_network_id": public["id"]}})
+        resp = await client.post(f"{N}/floatingips", headers=demo,
+                                 json={"floatingip": {"floating_network_id": public["id"]}})
+        assert resp.status == 409 and (await resp.json())["NeutronError"]["type"] == "OverQuota"
+        routers = (await (await client.get(f"{N}/routers", headers=demo)).json())["routers"]
+        assert [r["name"] for r in routers] == ["one"]  # the refused one left nothing
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not OPENSTACK.exists(), reason="python-openstackclient is not installed")
+async def test_openstack_cli_router_and_floating_ip(tmp_path: Path) -> None:
+    async with cli_api(tmp_path) as url:
+        await _cli(tmp_path, url, "network", "create", "inside", "-f", "json")
+        await _cli(tmp_path, url, "subnet", "create", "--network", "inside", "--subnet-range", "172.21.0.0/24",
+                   "inside-sub", "-f", "json")
+        public = await _admin_cli(tmp_path, url, "network", "create", "--external", "public", "-f", "json")
+        assert public["router:external"] is True
+        await _admin_cli(tmp_path, url, "subnet", "create", "--network", "public", "--subnet-range",
+                         "198.51.100.0/24", "public-sub", "-f", "json")
+        await _cli(tmp_path, url, "router", "create", "r1", "-f", "json")
+        await _cli(tmp_path, url, "router", "set", "--external-gateway", "public", "r1")
+        await _cli(tmp_path, url, "router", "add", "subnet", "r1", "inside-sub")
+        port = await _cli(tmp_path, url, "port", "create", "--network", "inside", "p1", "-f", "json")
+        fip = await _cli(tmp_path, url, "floating", "ip", "create", "public", "-f", "json")
+        await _cli(tmp_path, url, "floating", "ip", "set", "--port", "p1", fip["id"])
+        shown = await _cli(tmp_path, url, "floating", "ip", "show", fip["id"], "-f", "json")
+        assert shown["port_id"] == port["id"] and shown["status"] == "ACTIVE"
+        await _cli(tmp_path, url, "floating", "ip", "unset", "--port", fip["id"])
+        await _cli(tmp_path, url, "floating", "ip", "delete", fip["id"])
+        assert await _cli(tmp_path, url, "floating", "ip", "list", "-f", "json") == []
+        await _cli(tmp_path, url, "router", "remove", "subnet", "r1", "inside-sub")
+        await _cli(tmp_path, url, "router", "delete", "r1")
+        assert await _cli(tmp_path, url, "router", "list", "-f", "json") == []
+
+
+async def _admin_cli(home: Path, url: str, *args: str) -> Any:
+    """The openstack CLI as the admin (an external network is an admin's to make)."""
+    env = cli_env(home, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME="admin", OS_PASSWORD=SECRETS["admin_password"],
+                  OS_PROJECT_NAME="admin", OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
+                  OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
+    proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, f"openstack {' '.join(args)} failed:\n{err.decode()}"
+    return json.loads(out) if "-f" in args else out.decode()
