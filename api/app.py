@@ -36,6 +36,7 @@ from api.middleware import AccessLogger, request_id
 from api.network.routes import make_network_app
 from api.policy.enforce import Policy
 from api.volume.routes import make_volume_app
+from cells import metrics
 from cells.config import ClusterConfig, ServiceSpec
 from cells.service import process_keys
 
@@ -86,6 +87,12 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
     return app
 
 
+def _worker_index(service_id: str) -> int:
+    """0 for "api", N - 1 for worker "api-N" (cluster.yaml api.workers): its metrics port's offset."""
+    _, _, n = service_id.rpartition("-")
+    return int(n) - 1 if service_id.startswith("api-") and n.isdigit() else 0
+
+
 def _host_port(bind: str) -> tuple[str, int]:
     host, _, port = bind.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
@@ -101,6 +108,7 @@ async def serve(cluster: ClusterConfig, spec: ServiceSpec, stop: asyncio.Event |
     runner = web.AppRunner(make_app(cluster, service_id=spec.id), access_log=LOG,
                            access_log_class=AccessLogger)
     await runner.setup()
+    metrics_runner: web.AppRunner | None = None
     try:
         host, port = _host_port(spec.bind)
         # several API workers share the port (cluster.yaml api.workers): the kernel spreads connections
@@ -108,7 +116,14 @@ async def serve(cluster: ClusterConfig, spec: ServiceSpec, stop: asyncio.Event |
         site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=shared or None)
         await site.start()
         LOG.info("API serving on http://%s:%d (public %s)", host, port, cluster.api.public_url)
+        if cluster.api.metrics_listen:
+            mhost, mport = _host_port(cluster.api.metrics_listen)
+            mport += _worker_index(spec.id)
+            metrics_runner = await metrics.start_listener(mhost, mport)
+            LOG.info("metrics on http://%s:%d/metrics", mhost, mport)
         await stop.wait()
         LOG.info("API stopping")
     finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()  # stops the site, then runs cleanup_ctx in reverse

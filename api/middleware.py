@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -21,20 +22,41 @@ from aiohttp.typedefs import Handler, Middleware
 from api.keys import CONTEXT, POLICY, REQUEST_ID, TOKENS
 from cells import errors, logtrail
 from cells.context import new_request_id
+from cells.metrics import API_LATENCY, API_REQUESTS, UNMATCHED, method_label
 
 
 @web.middleware
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every request gets an id that travels in its RPC context and comes back in a header."""
+    """Every request gets an id that travels in its RPC context and comes back in a header; its
+    route, status and latency are counted (cells/metrics.py)."""
     rid = new_request_id()
     request[REQUEST_ID] = rid
     bound = logtrail.bind_request(rid)  # a keep-alive connection serves its requests in one task: unbound after
+    started = time.perf_counter()
+    status = 500
     try:
         response = await handler(request)
+        status = response.status
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
     finally:
         logtrail.unbind(bound)
+        _count(request, status, time.perf_counter() - started)
     response.headers["X-OpenStack-Request-ID"] = rid
     return response
+
+
+def _count(request: web.Request, status: int, seconds: float) -> None:
+    """By route template (the matched resource's canonical path, sub-app prefix included): never a raw id."""
+    route = UNMATCHED
+    if request.match_info.http_exception is None:
+        resource = request.match_info.route.resource
+        if resource is not None:
+            route = resource.canonical
+    method = method_label(request.method)
+    API_REQUESTS.labels(method, route, str(status)).inc()
+    API_LATENCY.labels(method, route).observe(seconds)
 
 
 class AccessLogger(AbstractAccessLogger):

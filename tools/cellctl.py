@@ -110,6 +110,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     if _runs_real_guests(cluster):  # e.g. examples/qemu.yaml: a bootable image to try them with
         _register_tiny(cluster, force=False, quiet_failure=True)
     print(f"API endpoint: {cluster.api.public_url}")
+    if cluster.api.metrics_listen:  # one scrape target per API worker (cells/metrics.py)
+        host, _, port = cluster.api.metrics_listen.rpartition(":")
+        workers = sum(1 for s in cluster.services if s.kind == "api")
+        print("metrics:      " + " ".join(f"http://{host}:{int(port) + n}/metrics" for n in range(workers)))
     print(f"credentials:  source {files['openrc']}   (admin: {files['openrc.admin']})")
     print(f"clouds.yaml:  {files['clouds.yaml']}   (clouds: {CLOUD_DEMO}, {CLOUD_ADMIN})")
     return 0

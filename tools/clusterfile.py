@@ -361,7 +361,7 @@ class _Parser:
 
     def parse_api(self, raw: Any) -> tuple[ApiSpec, ServiceSpec]:
         m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound", "workers", "db",
-                                                  "db_settings", *IMAGE_BOUNDS))
+                                                  "db_settings", "metrics", *IMAGE_BOUNDS))
         self.api_db = m.get("db")
         self.api_db_settings = m.get("db_settings")
         bound = m.get("list_bound", 1.0)
@@ -381,11 +381,21 @@ class _Parser:
         region = self.name(m.get("region", "RegionOne"), "api.region")
         # The API DB and image store always live in the state dir: filled in by resolve().
         bounds = {key: self.byte_size(m[key], f"api.{key}") for key in IMAGE_BOUNDS if key in m}
-        spec = ApiSpec(listen=listen, public_url=url.rstrip("/"), db="", image_dir="", region=region, **bounds)
         svc = ServiceSpec(id="api", kind="api", host=host.spec.name, bind=listen)
         workers = m.get("workers", 1)
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
             self.fail("api.workers", f"expected a number of processes 1-64, got {_got(workers)}")
+        metrics = ""
+        if "metrics" in m:  # one port per API worker from this one up (cells/metrics.py: why not the API port)
+            maddr, mport = self.host_port(m["metrics"], "api.metrics", "ADDRESS:PORT (e.g. 127.0.0.1:9180)")
+            maddr = self.address(maddr, "api.metrics")
+            if mport + workers - 1 > 65535:
+                self.fail("api.metrics", f"ports {mport}-{mport + workers - 1} (one per API worker) pass 65535")
+            for n in range(workers):
+                self.claim_port(maddr, mport + n, f"api metrics (api.metrics, worker {n + 1})", "api.metrics")
+            metrics = _join(maddr, mport)
+        spec = ApiSpec(listen=listen, public_url=url.rstrip("/"), db="", image_dir="", region=region,
+                       metrics_listen=metrics, **bounds)
         # workers share the one port (SO_REUSEPORT: the kernel spreads connections over them)
         self.api_workers = [replace(svc, id=f"api-{n}", options={"workers": workers}) for n in range(2, workers + 1)]
         return spec, replace(svc, options={"workers": workers}) if workers > 1 else svc

@@ -134,12 +134,14 @@ PORT_TAKEN = "free these ports"  # what cellctl up says when a port was taken af
 def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: float = 1.0,
                  conductors: int = 1, schedulers: int = 1, api_workers: int = 1,
                  volumes: bool = False, same_host_resize: bool = False, postgres: bool = False,
-                 dead_after: float | None = None, name: str = "test", sqlite_cell: bool = False) -> dict[str, Any]:
+                 dead_after: float | None = None, name: str = "test", sqlite_cell: bool = False,
+                 metrics: bool = False) -> dict[str, Any]:
     """`volumes`: node1 is a volume host too (file backend; local, tgt and nbd exports on free ports).
     `same_host_resize`: the cell's allow_resize_to_same_host. `postgres`: the API and cell DBs live on the
     cluster's managed PostgreSQL (tools/pgserver.py) instead of SQLite files. `dead_after`: seconds a
     silent host is suspect before it is dead (default: cluster.yaml's). `sqlite_cell`: a second cell, cell2,
-    on a SQLite file with the last host (needs hosts >= 2), beside cell1 (which keeps the others)."""
+    on a SQLite file with the last host (needs hosts >= 2), beside cell1 (which keeps the others).
+    `metrics`: the API serves /metrics on a free port (api.metrics; one API worker)."""
     router = free_port()
     # conductor and scheduler take router+1 and router+2 unless told: give explicit free ports
     host_names = [f"node{i + 1}" for i in range(hosts)]
@@ -158,6 +160,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     }
     if api_workers > 1:
         doc["api"]["workers"] = api_workers
+    if metrics:
+        doc["api"]["metrics"] = f"127.0.0.1:{free_port()}"
     if dead_after is not None:
         doc["dead_after"] = dead_after
     if same_host_resize:

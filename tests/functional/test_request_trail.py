@@ -1,5 +1,6 @@
 """One boot's request id, from the API's X-OpenStack-Request-ID header through the logs of every
-service it touched: `cellctl logs --request` prints the trail from real processes' log files."""
+service it touched: `cellctl logs --request` prints the trail from real processes' log files. The
+real API process's /metrics listener counts the boot."""
 from __future__ import annotations
 
 import time
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tools import logtrail
 from tools.devcluster import RunningCluster, running_cluster
@@ -16,8 +18,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    with running_cluster(tmp_path_factory.mktemp("reqtrail"), name="reqtrail") as c:
+    with running_cluster(tmp_path_factory.mktemp("reqtrail"), name="reqtrail", metrics=True) as c:
         yield c
+
+
+def posted_servers(cluster: RunningCluster) -> float:
+    """cellcloud_api_requests_total of accepted boots, scraped from the API process's metrics listener."""
+    text = requests.get(f"http://{cluster.config['api']['metrics_listen']}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "cellcloud_api_requests_total" and sample.labels == {
+                    "method": "POST", "route": "/compute/v2.1/servers", "status": "202"}:
+                return float(sample.value)
+    return 0.0
 
 
 def test_boot_trail_spans_api_conductor_scheduler_and_compute(cluster: RunningCluster) -> None:
@@ -25,9 +38,11 @@ def test_boot_trail_spans_api_conductor_scheduler_and_compute(cluster: RunningCl
     base = f"{cluster.endpoint}/compute/v2.1"
     images = requests.get(f"{cluster.endpoint}/image/v2/images?name=tiny-raw", headers=headers, timeout=30)
     image = images.json()["images"][0]["id"]
+    boots_before = posted_servers(cluster)
     resp = requests.post(f"{base}/servers", headers=headers, timeout=30,
                          json={"server": {"name": "traced", "flavorRef": "1", "imageRef": image}})
     assert resp.status_code == 202, resp.text
+    assert posted_servers(cluster) - boots_before == 1
     rid = resp.headers["X-OpenStack-Request-ID"]
     assert logtrail.REQUEST_ID.fullmatch(rid)
     server = resp.json()["server"]["id"]
