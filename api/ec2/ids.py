@@ -1,4 +1,5 @@
-"""EC2's short ids (i-0000000a, ami-00000001, vol-0000000c, snap-0000000d) <-> Cellcloud uuids.
+"""EC2's short ids (i-0000000a, ami-00000001, vol-0000000c, snap-0000000d, eipalloc-0000000e for a
+floating IP, whose association reads eipassoc-0000000e) <-> Cellcloud uuids.
 An image's id also reads as aki-/ari- (Nova named kernels and ramdisks so): same number, same image.
 
 Each uuid gets a row in ec2_ids the first time EC2 shows it; the row's integer
@@ -15,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.db.schema import ec2_ids
 
-PREFIX = {"instance": "i", "image": "ami", "volume": "vol", "snapshot": "snap"}
+PREFIX = {"instance": "i", "image": "ami", "volume": "vol", "snapshot": "snap", "floatingip": "eipalloc"}
 # the prefixes an id of each kind may have: Nova's EC2 API named kernels aki- and ramdisks ari-
-ACCEPTED = {"instance": ("i",), "image": ("ami", "aki", "ari"), "volume": ("vol",), "snapshot": ("snap",)}
-_ID = re.compile(r"^(i|ami|aki|ari|vol|snap)-([0-9a-f]{8,16})$")
+ACCEPTED = {"instance": ("i",), "image": ("ami", "aki", "ari"), "volume": ("vol",), "snapshot": ("snap",),
+            "floatingip": ("eipalloc", "eipassoc")}  # an address's association id shares its number
+_ID = re.compile(r"^(i|ami|aki|ari|vol|snap|eipalloc|eipassoc)-([0-9a-f]{8,16})$")
 
 
 def fmt(kind: str, number: int) -> str:

@@ -1,0 +1,121 @@
+"""EC2's Elastic IP calls through real boto3 (in a thread: it blocks) against the API over a real
+network controller (issue 17): AllocateAddress from the `public` external network, Associate /
+Disassociate / Release / DescribeAddresses as Neutron floating IPs, and EC2's error codes.
+
+The cell here has a network controller only, no compute: the instance is a port the admin made for
+demo with the server's uuid as device_id (what the boot flow's port looks like to Neutron), with an
+EC2 instance id mapped to that uuid."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid as uuidlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+from aiohttp.test_utils import TestClient
+from botocore.config import Config
+
+from api.ec2 import ids
+from api.keys import ENGINE
+from tests.unit.api_support import SECRETS, token
+from tests.unit.test_api_network import api_client
+from tests.unit.test_api_routers import N, _post, _project_net, _public, _put
+
+Client = TestClient[Any, Any]
+
+
+class Ec2:
+    def __init__(self, client: Client, access: str, secret: str) -> None:
+        self.client = boto3.client("ec2", endpoint_url=str(client.make_url("/ec2")), region_name="RegionOne",
+                                   aws_access_key_id=access, aws_secret_access_key=secret,
+                                   config=Config(retries={"max_attempts": 0}))
+
+    async def __call__(self, method: str, **kwargs: Any) -> Any:
+        call: Callable[[], Any] = functools.partial(getattr(self.client, method), **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
+    async def error(self, method: str, **kwargs: Any) -> str:
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            await self(method, **kwargs)
+        return str(info.value.response["Error"]["Code"])
+
+
+async def _ec2(client: Client, headers: dict[str, str]) -> Ec2:
+    me = await (await client.get("/identity/v3/auth/tokens",
+                                 headers={**headers, "X-Subject-Token": headers["X-Auth-Token"]})).json()
+    project = me["token"]["project"]["id"]
+    resp = await client.post(f"/identity/v3/users/{me['token']['user']['id']}/credentials/OS-EC2",
+                             json={"tenant_id": project}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    cred = (await resp.json())["credential"]
+    return Ec2(client, cred["access"], cred["secret"])
+
+
+async def test_elastic_ips_through_boto3(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        ec2 = await _ec2(client, demo)
+        assert await ec2.error("allocate_address", Domain="vpc") == "AddressLimitExceeded"  # no external net yet
+        public, _ = await _public(client, admin)
+        inside_net, inside = await _project_net(client, demo, "192.168.70.0/24")
+        router = (await _post(client, "routers", demo, {"router": {
+            "external_gateway_info": {"network_id": public["id"]}}}))["router"]
+        await _put(client, f"routers/{router['id']}/add_router_interface", demo, {"subnet_id": inside["id"]})
+        project = inside["project_id"]
+        server = str(uuidlib.uuid4())
+        port = (await _post(client, "ports", admin, {"port": {"network_id": inside_net["id"], "project_id": project,
+                                                              "device_id": server}}))["port"]
+        instance = await ids.ec2_id(client.app[ENGINE], "instance", server)
+
+        made = await ec2("allocate_address", Domain="vpc")
+        assert made["AllocationId"].startswith("eipalloc-") and made["Domain"] == "vpc"
+        assert made["PublicIp"].startswith("203.0.113.")
+        neutron = (await (await client.get(f"{N}/floatingips", headers=demo)).json())["floatingips"]
+        assert [f["floating_ip_address"] for f in neutron] == [made["PublicIp"]]
+
+        assert await ec2.error("associate_address", AllocationId=made["AllocationId"],
+                               InstanceId="i-0000ffff") == "InvalidInstanceID.NotFound"
+        assoc = await ec2("associate_address", AllocationId=made["AllocationId"], InstanceId=instance)
+        assert assoc["AssociationId"] == made["AllocationId"].replace("eipalloc-", "eipassoc-")
+        [shown] = (await ec2("describe_addresses", AllocationIds=[made["AllocationId"]]))["Addresses"]
+        assert (shown["PublicIp"], shown["AssociationId"], shown["PrivateIpAddress"]) == \
+            (made["PublicIp"], assoc["AssociationId"], port["fixed_ips"][0]["ip_address"])
+        neutron = (await (await client.get(f"{N}/floatingips", headers=demo)).json())["floatingips"]
+        assert neutron[0]["port_id"] == port["id"]
+        # an associated address is not released
+        assert await ec2.error("release_address", AllocationId=made["AllocationId"]) == "InvalidIPAddress.InUse"
+
+        await ec2("disassociate_address", AssociationId=assoc["AssociationId"])
+        [shown] = (await ec2("describe_addresses", PublicIps=[made["PublicIp"]]))["Addresses"]
+        assert "AssociationId" not in shown
+        await ec2("release_address", AllocationId=made["AllocationId"])
+        assert (await ec2("describe_addresses"))["Addresses"] == []
+        assert await ec2.error("release_address", AllocationId=made["AllocationId"]) == \
+            "InvalidAllocationID.NotFound"
+
+
+async def test_another_projects_address_and_instance_are_not_found(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        alt = {"X-Auth-Token": await token(client, "alt_demo", SECRETS["alt_demo_password"], "alt_demo")}
+        await _public(client, admin)
+        demo_ec2, alt_ec2 = await _ec2(client, demo), await _ec2(client, alt)
+        inside_net, _ = await _project_net(client, demo, "192.168.71.0/24")
+        server = str(uuidlib.uuid4())
+        await _post(client, "ports", admin, {"port": {"network_id": inside_net["id"], "device_id": server,
+                                                      "project_id": inside_net["project_id"]}})
+        instance = await ids.ec2_id(client.app[ENGINE], "instance", server)
+        mine = await demo_ec2("allocate_address", Domain="vpc")
+        theirs = await alt_ec2("allocate_address", Domain="vpc")
+        assert [a["AllocationId"] for a in (await alt_ec2("describe_addresses"))["Addresses"]] == \
+            [theirs["AllocationId"]]
+        assert await alt_ec2.error("release_address", AllocationId=mine["AllocationId"]) == \
+            "InvalidAllocationID.NotFound"
+        assert await alt_ec2.error("describe_addresses", PublicIps=[mine["PublicIp"]]) == "InvalidAddress.NotFound"
+        # demo's instance is nothing to alt_demo
+        assert await alt_ec2.error("associate_address", AllocationId=theirs["AllocationId"],
+                                   InstanceId=instance) == "InvalidInstanceID.NotFound"
+        assert await demo_ec2.error("allocate_address", Domain="standard") == "InvalidParameterValue"
