@@ -2,6 +2,7 @@
 that guest from it that is in progress, as the reader's CURVE key says."""
 from __future__ import annotations
 
+import asyncio
 import uuid as uuidlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -54,10 +55,12 @@ async def source(tmp_path: Path) -> AsyncIterator[Source]:
     src = Source(tmp_path)
     security.start_allowlist(principals_of(src.cluster))
     await src.manager.start(FakeConductor())
+    background = asyncio.ensure_future(src.manager.background())  # its start-up sync lets moves in
     await src.server.start()
     try:
         yield src
     finally:
+        background.cancel()
         for client in src.clients:
             client.close()
         await src.server.stop()
