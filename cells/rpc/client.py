@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -15,6 +16,7 @@ import zmq
 
 from cells import errors
 from cells.context import RequestContext
+from cells.metrics import RPC_CALL_LATENCY, RPC_CALLS, RPC_CASTS
 from cells.objects import versions as versions_
 from cells.objects.base import newer
 from cells.rpc import wire
@@ -135,13 +137,21 @@ class RpcClient:
             self._by_address.setdefault(address, set()).add(msg_id)
         # call_later instead of asyncio.wait_for: no extra task per call on the hot path
         timer = loop.call_later(remaining, _expire, fut, method, topic or address, timeout)
+        started, outcome = time.perf_counter(), "error"
         try:
             self._dealer(address, server_key).send([wire.request(msg_id, method, ctx.to_wire(), args, True,
                                                                  versions=versions)])
-            return await fut
+            result = await fut
+            outcome = "ok"
+            return result
+        except errors.RpcTimeout:
+            outcome = "timeout"
+            raise
         except zmq.Again:
             raise errors.RpcError(reason=f"send queue to {address} is full") from None
         finally:
+            RPC_CALLS.labels(method, outcome).inc()
+            RPC_CALL_LATENCY.labels(method).observe(time.perf_counter() - started)
             timer.cancel()
             self._pending.pop(msg_id, None)
             self._by_address.get(address, set()).discard(msg_id)
@@ -154,6 +164,7 @@ class RpcClient:
                            versions)
         try:
             self._dealer(address, server_key).send([msg])
+            RPC_CASTS.labels(method).inc()
         except zmq.Again:
             raise errors.RpcError(reason=f"send queue to {address} is full") from None
 
