@@ -16,7 +16,7 @@ SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 
 
 def exported_samples() -> set[str]:
-    names = set()
+    names: set[str] = set()
     for family in REGISTRY.collect():
         if family.name.startswith("cellcloud_"):
             names.update(family.name + s for s in SUFFIXES)
