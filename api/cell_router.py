@@ -26,13 +26,14 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
 
 from api import cell_choice
 from api.scatter import Down, scatter
 from cells import errors
 from cells.config import CellSpec, ClusterConfig
 from cells.context import RequestContext
+from cells.objects.records import InstanceRecord
 from cells.router_service import RELAY, fresh, subtree_summaries
 from cells.rpc import wire
 from cells.rpc.client import RpcClient
@@ -40,6 +41,9 @@ from cells.rpc.directory import DirectoryView
 from cells.rpc.transport import CurveKeys
 from cells.rpcapi.conductor import TOPIC as CONDUCTOR
 from cells.rpcapi.conductor import ConductorAPI
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs from Python 3.13; only mypy reads it
 
 LOG = logging.getLogger(__name__)
 DEFAULT_BOUND = 1.0  # seconds each cell has to answer a scatter-gather (cluster.yaml api.list_bound)
@@ -146,7 +150,26 @@ class Cell(Protocol):
     def reachable(self) -> bool: ...
 
 
-DownRecords = Callable[[list[str]], Awaitable[list[dict[str, Any]]]]
+class DownRecord(TypedDict):
+    """What the API's instance mapping knows of a server whose cell is down (api/compute/down_cells.py)."""
+    uuid: str
+    name: str | None
+    project_id: str
+    user_id: str | None
+    created_at: str | None
+    cell: str
+    deleted: bool
+    down: bool  # always True: a listing tells these apart by it (is_down)
+    pinned_availability_zone: NotRequired[str | None]
+    server_groups: NotRequired[list[str]]
+
+
+Listed = InstanceRecord | DownRecord  # one server of a listing over every cell
+DownRecords = Callable[[list[str]], Awaitable[list[DownRecord]]]
+
+
+def is_down(record: Listed) -> TypeIs[DownRecord]:
+    return bool(record.get("down"))
 
 
 class CellRouter:
@@ -238,9 +261,9 @@ class CellRouter:
     # --- scatter-gather -------------------------------------------------
 
     async def list_instances(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
-                             sort_dirs: list[str], limit: int, marker: dict[str, Any] | None,
+                             sort_dirs: list[str], limit: int, marker: Listed | None,
                              bound: float | None = None,
-                             down_records: DownRecords | None = None) -> list[dict[str, Any]]:
+                             down_records: DownRecords | None = None) -> list[Listed]:
         """Instances of every cell, merge-sorted by (sort_keys, sort_dirs), after `marker` (a record).
 
         Each cell is first asked for its share of the page plus a margin (not the whole page:
@@ -255,9 +278,9 @@ class CellRouter:
         deadline = ctx.with_timeout(bound)
         batch = limit if len(cells) <= 1 else min(limit, max(MIN_BATCH, math.ceil(limit * OVERFETCH / len(cells))))
 
-        async def first(cell: Cell, bounded: RequestContext) -> list[dict[str, Any]]:
+        async def first(cell: Cell, bounded: RequestContext) -> list[InstanceRecord]:
             return await self._list_cell(cell, bounded, filters, sort_keys, sort_dirs, batch, marker)
-        got: dict[str, list[dict[str, Any]]] = {}
+        got: dict[str, list[Listed]] = {}
         more: set[str] = set()  # cells that filled their batch: they may hold more
         down: list[str] = []
         for cell, result in await scatter(cells, deadline, bound, first):
@@ -265,10 +288,10 @@ class CellRouter:
                 LOG.warning("cell %s is down for a listing: %s", cell.path, result.reason)
                 down.append(cell.path)
                 continue
-            got[cell.path] = result
+            got[cell.path] = list(result)
             if len(result) >= batch:
                 more.add(cell.path)
-        known: list[dict[str, Any]] = []
+        known: list[Listed] = []
         if down and down_records is not None:
             known = sorted(await down_records(down), key=key)
             if marker is not None:
@@ -284,7 +307,7 @@ class CellRouter:
                 return page
             batch = min(limit, batch * 2)
 
-            async def next_batch(cell: Cell, bounded: RequestContext, size: int = batch) -> list[dict[str, Any]]:
+            async def next_batch(cell: Cell, bounded: RequestContext, size: int = batch) -> list[InstanceRecord]:
                 return await cell.conductor.instance_list(bounded, filters, sort_keys, sort_dirs, size,
                                                           got[cell.path][-1]["uuid"])
             # what is left of the listing's bound (a cell past it has had its chance)
@@ -294,13 +317,13 @@ class CellRouter:
                     LOG.warning("cell %s is down for a listing: %s", cell.path, result.reason)
                     more.discard(cell.path)
                     continue
-                got[cell.path] = got[cell.path] + result
+                got[cell.path] = [*got[cell.path], *result]
                 if len(result) < batch:
                     more.discard(cell.path)
 
     async def _list_cell(self, cell: Cell, ctx: RequestContext, filters: dict[str, Any],
                          sort_keys: list[str], sort_dirs: list[str], limit: int,
-                         marker: dict[str, Any] | None) -> list[dict[str, Any]]:
+                         marker: Listed | None) -> list[InstanceRecord]:
         if not cell.reachable():  # its top-level router has been silent for 3 beats: no need to wait
             raise errors.RpcError(reason=f"cell {cell.path} is unreachable")
         if marker is None:
@@ -312,12 +335,12 @@ class CellRouter:
     @staticmethod
     async def _after_foreign_marker(cell: Cell, ctx: RequestContext, filters: dict[str, Any],
                                     sort_keys: list[str], sort_dirs: list[str], limit: int,
-                                    marker: dict[str, Any]) -> list[dict[str, Any]]:
+                                    marker: Listed) -> list[InstanceRecord]:
         """This cell does not hold the marker: page through it (using its own records as markers)
         until past the marker's sort position, then keep `limit` records."""
         key = sort_key(sort_keys, sort_dirs)
         pivot = key(marker)
-        out: list[dict[str, Any]] = []
+        out: list[InstanceRecord] = []
         local_marker: str | None = None
         while len(out) < limit:
             page = await cell.conductor.instance_list(ctx, filters, sort_keys, sort_dirs, PAGE, local_marker)
@@ -345,12 +368,12 @@ class _Desc:
         return isinstance(other, _Desc) and bool(self.v == other.v)
 
 
-def sort_key(sort_keys: list[str], sort_dirs: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+def sort_key(sort_keys: list[str], sort_dirs: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
     """A key function ordering records like a cell DB does (NULLs first ascending, last descending)."""
     dirs = [sort_dirs[i] if i < len(sort_dirs) else (sort_dirs[-1] if sort_dirs else "asc")
             for i in range(len(sort_keys))]
 
-    def key(record: dict[str, Any]) -> tuple[Any, ...]:
+    def key(record: Mapping[str, Any]) -> tuple[Any, ...]:
         parts: list[Any] = []
         for k, d in zip(sort_keys, dirs):
             v = record.get(k)

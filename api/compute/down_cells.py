@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.cell_router import DownRecord
 from api.compute.microversions import Microversion
 from api.compute.views import links
 from api.db.schema import instance_mappings, queued_deletes
@@ -28,14 +29,14 @@ UNKNOWN = "UNKNOWN"
 MAX_KNOWN = 10_000  # mappings read per down cell for one listing
 
 
-def record(row: AnyRow) -> dict[str, Any]:
+def record(row: AnyRow) -> DownRecord:
     """A mapping as an instance record (for merging with the cells' records), marked `down`."""
     return {"uuid": row.instance_uuid, "name": row.name, "project_id": row.project_id, "user_id": row.user_id,
             "created_at": iso_micro(row.created_at), "cell": row.cell_path, "deleted": False, "down": True,
             "pinned_availability_zone": getattr(row, "pinned_availability_zone", None)}
 
 
-async def records(engine: AsyncEngine, paths: list[str], filters: dict[str, Any]) -> list[dict[str, Any]]:
+async def records(engine: AsyncEngine, paths: list[str], filters: dict[str, Any]) -> list[DownRecord]:
     """Mapping records of the servers in the cells `paths` that pass the filters a mapping can answer.
     Filters it cannot answer (status, host, changes-since) keep the server: it may match, we cannot tell."""
     m = instance_mappings.c
@@ -70,7 +71,7 @@ async def queue_delete(db: Database, instance_uuid: str) -> None:
 DOWN_CELLS_VERSION = (2, 69)  # from here exactly Nova's spelling of a down cell's servers
 
 
-def brief(base: str, rec: dict[str, Any], version: Microversion) -> dict[str, Any]:
+def brief(base: str, rec: DownRecord, version: Microversion) -> dict[str, Any]:
     """A listing's entry: Nova's id, status and links from 2.69; with the name before (our own)."""
     view = {"id": rec["uuid"], "status": UNKNOWN, "links": links(base, "servers", rec["uuid"])}
     if version < DOWN_CELLS_VERSION:
@@ -78,7 +79,7 @@ def brief(base: str, rec: dict[str, Any], version: Microversion) -> dict[str, An
     return view
 
 
-def detail(base: str, rec: dict[str, Any], version: Microversion) -> dict[str, Any]:
+def detail(base: str, rec: DownRecord, version: Microversion) -> dict[str, Any]:
     """A detailed listing's entry: from 2.69 Nova's (brief + tenant_id, created)."""
     view = {**brief(base, rec, version), "tenant_id": rec.get("project_id") or "",
             "created": iso_seconds(rec.get("created_at"))}
@@ -87,7 +88,7 @@ def detail(base: str, rec: dict[str, Any], version: Microversion) -> dict[str, A
     return view
 
 
-def shown(base: str, rec: dict[str, Any], version: Microversion) -> dict[str, Any]:
+def shown(base: str, rec: DownRecord, version: Microversion) -> dict[str, Any]:
     """GET /servers/{id} of a server whose cell is down: the detail entry with its user, and from 2.69 what
     Nova adds that a mapping knows (the zone it asked for, else UNKNOWN; power state 0 = NOSTATE; 2.71 group)."""
     view = {**detail(base, rec, version), "user_id": rec.get("user_id") or ""}

@@ -10,9 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from api.compute import mappings
+from api.compute import service
 from api.http import allowed, context
-from api.keys import DB, ROUTER
 from api.timeutil import iso_naive_micro
 from cells import errors
 
@@ -33,12 +32,9 @@ def _event(e: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _actions(request: web.Request) -> list[dict[str, Any]]:
-    ctx = context(request)
-    mapping = await mappings.get(request.config_dict[DB], ctx, request.match_info["server_id"])
-    conductor = request.config_dict[ROUTER].conductor(mapping.cell_path)
-    await conductor.instance_get(ctx, mapping.instance_uuid)  # 404 when deleted or not the caller's
-    acts = await conductor.instance_actions(ctx, mapping.instance_uuid)
-    return sorted(acts, key=lambda a: str(a.get("start_time") or ""), reverse=True)
+    """Newest first; 404 when the server is deleted or not the caller's."""
+    return await service.instance_actions(service.ComputeContext.of(request), context(request),
+                                          request.match_info["server_id"])
 
 
 async def index(request: web.Request) -> web.Response:

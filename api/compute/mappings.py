@@ -21,6 +21,7 @@ from cells import errors
 from cells.context import RequestContext
 from cells.db.engine import Database
 from cells.db.fast import AnyRow, Fast
+from cells.objects.records import InstanceRecord, ShownInstance
 
 LOG = logging.getLogger(__name__)
 _INSERT = Fast(insert(instance_mappings))
@@ -76,12 +77,17 @@ def _attributes_of(conn: Connection, uuids: list[str]) -> dict[str, dict[str, An
     return {row.instance_uuid: {name: getattr(row, name) for name in ATTRIBUTES} for row in rows}
 
 
-async def with_attributes(db: Database, records: list[dict[str, Any]]) -> None:
+async def with_attributes(db: Database, records: Sequence[ShownInstance]) -> None:
     """Add each record's ServerAttributes (and launch index) from its mapping, as record keys."""
-    uuids = [r["uuid"] for r in records if "uuid" in r]
+    uuids = [r["uuid"] for r in records]
     found = await db.read(lambda conn: _attributes_of(conn, uuids)) if uuids else {}
     for record in records:
-        record.update(found.get(record.get("uuid", ""), dict.fromkeys(ATTRIBUTES)))
+        attributes = found.get(record["uuid"]) or dict.fromkeys(ATTRIBUTES)
+        record["reservation_id"] = attributes["reservation_id"]
+        record["launch_index"] = attributes["launch_index"]
+        record["description"] = attributes["description"]
+        record["hostname"] = attributes["hostname"]
+        record["pinned_availability_zone"] = attributes["pinned_availability_zone"]
 
 
 async def set_attributes(db: Database, instance_uuid: str, values: dict[str, Any]) -> None:
@@ -115,7 +121,7 @@ def _written(task: asyncio.Task[None]) -> None:
         LOG.warning("background mapping update failed: %s", task.exception())
 
 
-def recount_if_stale(db: Database, mapping: AnyRow, record: dict[str, Any]) -> None:
+def recount_if_stale(db: Database, mapping: AnyRow, record: InstanceRecord) -> None:
     """A server at rest counts its cell's flavor: a reverted or failed resize (counted with the new
     flavor when asked), or a mapping made before v5 (counted 0), is corrected in the background."""
     flavor = record.get("flavor") or {}

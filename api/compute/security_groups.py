@@ -19,17 +19,18 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from api.cell_router import Cell
-from api.keys import CLUSTER, ROUTER
+from api.cell_router import Cell, Listed, is_down
 from api.scatter import answered, scatter
 from cells import errors
 from cells.config import ClusterConfig
 from cells.context import RequestContext
+from cells.objects.records import ShownInstance, shown
 from cells.rpcapi.network import NetworkAPI
+
+if TYPE_CHECKING:
+    from api.compute.service import ComputeContext  # which imports this module
 
 ACTIONS = ("addSecurityGroup", "removeSecurityGroup")
 INSTANCE_OWNER = "compute:nova"  # the device_owner of a server's ports
@@ -49,25 +50,21 @@ def group_name(spec: Any) -> str:
     return name
 
 
-def has_network(request: web.Request, cell_path: str) -> bool:
-    return cell_has_network(request.config_dict[CLUSTER], cell_path)
-
-
 def cell_has_network(cluster: ClusterConfig, cell_path: str) -> bool:
     """Whether the cell runs a network controller (cluster.yaml): without one its servers have no ports."""
     return any(s.kind == "network" and s.cell == cell_path for s in cluster.services)
 
 
-async def add_group_names(request: web.Request, ctx: RequestContext, records: Sequence[dict[str, Any]]) -> None:
+async def add_group_names(cc: ComputeContext, ctx: RequestContext, records: Sequence[Listed]) -> None:
     """Set each record's "security_groups" (the names of its ports' groups, each once, in port order).
     A cell that does not answer in time leaves its servers without them (logged), as servers without ports."""
-    by_cell: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_cell: dict[str, list[ShownInstance]] = defaultdict(list)
     for rec in records:
-        if rec.get("cell") and not rec.get("down") and has_network(request, rec["cell"]):
-            by_cell[rec["cell"]].append(rec)
+        if not is_down(rec) and rec["cell"] and cell_has_network(cc.cluster, rec["cell"]):
+            by_cell[rec["cell"]].append(shown(rec))
     if not by_cell:
         return
-    router = request.config_dict[ROUTER]
+    router = cc.router
 
     async def one(cell: Cell, bounded: RequestContext) -> dict[str, list[str]]:
         return await _names(NetworkAPI(cell), bounded, [r["uuid"] for r in by_cell[cell.path]])

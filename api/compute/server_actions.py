@@ -34,6 +34,7 @@ from api.keys import public_url
 from api.validation import validate
 from cells import errors
 from cells.context import RequestContext
+from cells.objects.records import shown
 
 _NULL_OR_EMPTY = {"type": ["null", "object"], "properties": {}, "additionalProperties": False}
 # body key -> Cellcloud action (cells/lifecycle.py USER_ACTIONS) for the actions without arguments
@@ -186,9 +187,10 @@ async def server_action(request: web.Request) -> web.Response:
             await mappings.set_attributes(cc.db, record["uuid"], {"description": spec["description"]})
         if "hostname" in spec:  # 2.90
             await mappings.set_attributes(cc.db, record["uuid"], {"hostname": spec["hostname"]})
-        await service.for_views(cc, ctx, [record], show=True)
-        body = server_updated(public_url(request), record, allowed(request, "os_compute_api:os-extended-server-attributes"), cc.version,
-                              rebuilt=True)
+        viewed = shown(record)
+        await service.for_views(cc, ctx, [viewed], show=True)
+        body = server_updated(public_url(request), viewed, allowed(request, "os_compute_api:os-extended-server-attributes"),
+                              cc.version, rebuilt=True)
         body["adminPass"] = server_admin_pass(spec)
         return web.json_response({"server": body}, status=202)
     if name in move_actions.ACTIONS:  # resize, confirm/revert, migrate, evacuate (issue 8)

@@ -1,32 +1,27 @@
-"""PUT /servers/{id} (rename, access IPs) and the server metadata resource (Nova 2.1).
-
-validate -> lock (per server, in this API process) -> check (state, quota) ->
-write through the cell conductor. A rename also renames the instance mapping,
-which is what a listing shows while the server's cell is down.
+"""PUT /servers/{id} (rename, access IPs) and the server metadata resource (Nova 2.1): the
+handlers parse and validate the body and render; api/compute/service.py (update, metadata,
+change_metadata) locks the server in this API process, checks its state and quota and writes
+through its cell's conductor.
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import functools
-import weakref
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import update
 
-from api import quota
-from api.compute import mappings
+from api.compute import service
 from api.compute.microversions import Microversion
 from api.compute.schemas import DESCRIPTION, NAME, SERVER_CREATE, canonical_ip, hostname_schema
-from api.compute.service import ComputeContext, for_views
+from api.compute.service import ComputeContext
 from api.compute.views import server_updated
-from api.db.schema import instance_mappings
 from api.http import allowed, context, json_body
-from api.keys import DB, ENGINE, ROUTER, public_url
+from api.keys import public_url
 from api.validation import validate
 from cells import errors
-from cells.context import RequestContext
+from cells.objects.records import shown
 
 _METADATA = SERVER_CREATE["properties"]["server"]["properties"]["metadata"]
 @functools.cache
@@ -55,76 +50,38 @@ METADATA_SET: dict[str, Any] = {"type": "object", "properties": {"metadata": _ME
                                 "additionalProperties": False}
 META_ITEM: dict[str, Any] = {"type": "object", "properties": {"meta": _METADATA}, "required": ["meta"],
                              "additionalProperties": False}
-# Nova's check_instance_state for metadata changes
-_METADATA_VM_STATES = ("active", "paused", "suspended", "stopped")
-_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
 class MetadataItemNotFound(errors.NotFound):
     code, msg = "metadata_item_not_found", "Metadata item was not found"
 
 
-def _lock(uuid: str) -> asyncio.Lock:
-    lock = _LOCKS.get(uuid)
-    if lock is None:
-        lock = _LOCKS[uuid] = asyncio.Lock()
-    return lock
-
-
-async def _server(request: web.Request, ctx: RequestContext) -> tuple[Any, dict[str, Any]]:
-    """(conductor, live record) of a server the caller may see; 404 otherwise."""
-    mapping = await mappings.get(request.config_dict[DB], ctx, request.match_info["server_id"])
-    conductor = request.config_dict[ROUTER].conductor(mapping.cell_path)
-    record = await conductor.instance_get(ctx, mapping.instance_uuid)
-    if record.get("deleted"):
-        raise errors.InstanceNotFound(instance_id=mapping.instance_uuid)
-    return conductor, record
-
-
 async def update_server(request: web.Request) -> web.Response:
-    ctx = context(request)
-    cc = ComputeContext.of(request)
+    ctx, cc = context(request), ComputeContext.of(request)
     body = await json_body(request)
     validate(update_schema(cc.version), body)
     spec = body["server"]
     values = {k: v for k, v in (("name", spec.get("name")), ("access_ipv4", canonical_ip(spec.get("accessIPv4"))),
                                 ("access_ipv6", canonical_ip(spec.get("accessIPv6")))) if v is not None}
-    conductor, record = await _server(request, ctx)
-    if values:
-        async with _lock(record["uuid"]):
-            record = await conductor.instance_update(ctx, record["uuid"], values)
-            if "name" in values:
-                async with request.config_dict[ENGINE].begin() as conn:
-                    await conn.execute(update(instance_mappings).where(
-                        instance_mappings.c.instance_uuid == record["uuid"]).values(name=values["name"]))
-    attributes = {k: spec[k] for k in ("description", "hostname") if k in spec}  # 2.19, 2.90
-    if attributes:
-        await mappings.set_attributes(cc.db, record["uuid"], attributes)
-    await for_views(cc, ctx, [record], show=True)
-    return web.json_response({"server": server_updated(public_url(request), record, allowed(request, "os_compute_api:os-extended-server-attributes"), cc.version)})
+    record = await service.update(cc, ctx, request.match_info["server_id"], values,
+                                  {k: spec[k] for k in ("description", "hostname") if k in spec})  # 2.19, 2.90
+    viewed = shown(record)
+    await service.for_views(cc, ctx, [viewed], show=True)
+    extended = allowed(request, "os_compute_api:os-extended-server-attributes")
+    return web.json_response({"server": server_updated(public_url(request), viewed, extended, cc.version)})
 
 
-async def _change_metadata(request: web.Request, change: Any) -> dict[str, str]:
-    """Apply change(old metadata) -> new metadata, under the server's lock, after the state and quota checks."""
-    ctx = context(request)
-    conductor, record = await _server(request, ctx)
-    async with _lock(record["uuid"]):
-        record = await conductor.instance_get(ctx, record["uuid"])  # fresh, now that we hold the lock
-        if record.get("vm_state") not in _METADATA_VM_STATES or record.get("task_state") is not None:
-            attr, state = ("vm_state", record.get("vm_state")) if record.get("vm_state") not in _METADATA_VM_STATES \
-                else ("task_state", record.get("task_state"))
-            raise errors.InstanceInvalidState(action="update metadata", instance_id=record["uuid"], attr=attr,
-                                              state=state)
-        new = change(dict(record.get("metadata") or {}))
-        limits = await quota.limits(request.config_dict[ENGINE], str(record.get("project_id")))
-        quota.check_metadata(limits, len(new))
-        record = await conductor.instance_update(ctx, record["uuid"], {"metadata": new})
-    return dict(record.get("metadata") or {})
+async def _change_metadata(request: web.Request, change: Callable[[dict[str, str]], dict[str, str]]) -> dict[str, str]:
+    return await service.change_metadata(ComputeContext.of(request), context(request), request.match_info["server_id"],
+                                         change)
+
+
+async def _metadata(request: web.Request) -> dict[str, str]:
+    return await service.metadata(ComputeContext.of(request), context(request), request.match_info["server_id"])
 
 
 async def metadata_index(request: web.Request) -> web.Response:
-    _, record = await _server(request, context(request))
-    return web.json_response({"metadata": dict(record.get("metadata") or {})})
+    return web.json_response({"metadata": await _metadata(request)})
 
 
 async def metadata_merge(request: web.Request) -> web.Response:
@@ -142,9 +99,8 @@ async def metadata_replace(request: web.Request) -> web.Response:
 
 
 async def metadata_show(request: web.Request) -> web.Response:
-    _, record = await _server(request, context(request))
     key = request.match_info["key"]
-    meta = record.get("metadata") or {}
+    meta = await _metadata(request)
     if key not in meta:
         raise MetadataItemNotFound()
     return web.json_response({"meta": {key: meta[key]}})

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from api.cell_router import is_down
 from api.compute import down_cells, mappings, security_groups, server_actions, service, volume_attachments
 from api.compute.microversions import version_of
 from api.compute.server_create import BootRequest, server_admin_pass
@@ -23,6 +24,7 @@ from api.timeutil import parse
 from cells import errors
 from cells.context import RequestContext
 from cells.db.instances import fixed_ip_matcher
+from cells.objects.records import shown
 
 MAX_LIMIT = 1000
 # Nova sort key -> instance record field (cells/objects/instance.py)
@@ -57,8 +59,8 @@ async def show(request: web.Request) -> web.Response:
         return web.json_response({"server": down_cells.shown(public_url(request), down_cells.record(mapping),
                                                                    cc.version)})
     if "volumes_attached" not in record:  # from a conductor without instance_show
-        await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, [record]),
-                             security_groups.add_group_names(request, ctx, [record]))
+        await asyncio.gather(volume_attachments.add_volume_ids(cc, ctx, [record]),
+                             security_groups.add_group_names(cc, ctx, [record]))
     await service.for_views(cc, ctx, [record], show=True)
     return web.json_response({"server": server_show(public_url(request), record, allowed(request, "os_compute_api:os-extended-server-attributes"), cc.version)})
 
@@ -166,13 +168,14 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     records = await service.list_servers(cc, ctx, service.ServerQuery(
         filters, sort_keys, sort_dirs, limit, statuses, query.get("marker")))
     if detail:
-        await asyncio.gather(volume_attachments.add_volume_ids(request, ctx, records),
-                             security_groups.add_group_names(request, ctx, records),
+        await asyncio.gather(volume_attachments.add_volume_ids(cc, ctx, records),
+                             security_groups.add_group_names(cc, ctx, records),
                              service.for_views(cc, ctx, records))
     base, extended = public_url(request), allowed(request, "os_compute_api:os-extended-server-attributes")
     body: dict[str, Any] = {"servers": [
-        (down_cells.detail(base, r, cc.version) if detail else down_cells.brief(base, r, cc.version)) if r.get("down")
-        else server_detail(base, r, extended, cc.version) if detail else server_brief(base, r) for r in records]}
+        (down_cells.detail(base, r, cc.version) if detail else down_cells.brief(base, r, cc.version)) if is_down(r)
+        else server_detail(base, shown(r), extended, cc.version) if detail else server_brief(base, r)
+        for r in records]}
     if records and len(records) == limit:
         params = [(k, v) for k, v in query.items() if k != "marker"] + [("marker", records[-1]["uuid"])]
         path = "servers/detail" if detail else "servers"

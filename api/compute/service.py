@@ -11,6 +11,10 @@ and the EC2 handlers (api/ec2/query_actions.py) do to servers, each a function o
     create_image(cc, ctx, snaps, server_id, name, metadata) -> image id   createImage (a snapshot)
     resize, confirm_resize, revert_resize, migrate, evacuate(cc, ctx, server_id, ...)   moves (cells/rpcapi/move_methods)
     change_security_group(cc, ctx, server_id, group, add)  a group joins or leaves every port of the server
+    update(cc, ctx, server_id, values) -> record           rename, access IPs (the mapping renamed too)
+    metadata, change_metadata(cc, ctx, server_id, ...)     a server's metadata, changed under its lock
+    instance_actions(cc, ctx, server_id) -> actions        what was done to it, newest first
+    volume_attachments, attach_volume, detach_volume(cc, ctx, server_id, ...)   its volumes
     show(cc, ctx, server_id) -> record                     the live record of a server the caller may see
     get(cc, ctx, server_id) -> record                      its cell's record as it stands (EC2's actions)
     list_servers(cc, ctx, ServerQuery) -> records          every cell at once, merge-sorted (a down cell's
@@ -22,27 +26,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import quota
-from api.cell_router import CellRouter
+from api.cell_router import CellRouter, DownRecord, Listed, is_down
 from api.compute import cell_boot, down_cells, mappings, security_groups, server_groups, server_snapshots
 from api.compute.microversions import MIN_VERSION, Microversion, version_of
 from api.compute.server_create import BootRequest, instance_records, request_spec, resolve
 from api.compute.views import record_status
+from api.db.schema import instance_mappings
+from api.http import is_uuid
 from api.keys import CLUSTER, DB, ENGINE, ROUTER
+from api.volume import cells as volume_cells
 from cells import errors, linear_regex
 from cells.config import ClusterConfig
 from cells.context import RequestContext
 from cells.db.engine import Database
 from cells.db.instances import fixed_ip_matcher
+from cells.objects.records import InstanceRecord, ShownInstance, shown
 from cells.rpcapi.conductor import ConductorAPI
 from cells.rpcapi.move_methods import MoveConductorAPI
 from cells.rpcapi.network import NetworkAPI
+from cells.rpcapi.volume import VolumeConductorAPI
 
 
 @dataclass(frozen=True)
@@ -109,14 +121,14 @@ async def delete(cc: ComputeContext, ctx: RequestContext, server_id: str) -> Non
 
 
 async def act(cc: ComputeContext, ctx: RequestContext, server_id: str, action: str,
-              args: dict[str, Any] | None = None) -> dict[str, Any]:
+              args: dict[str, Any] | None = None) -> InstanceRecord:
     """A lifecycle action (cells/lifecycle.py USER_ACTIONS: stop, start, reboot, reboot_hard, pause,
     rebuild, ...): 409 when it does not fit the server's state; the record with its task state."""
     conductor, uuid = await _locate(cc, ctx, server_id)
     return await conductor.instance_action(ctx, uuid, action, args)
 
 
-async def get(cc: ComputeContext, ctx: RequestContext, server_id: str) -> dict[str, Any]:
+async def get(cc: ComputeContext, ctx: RequestContext, server_id: str) -> InstanceRecord:
     """The server's record as its cell holds it (no view extras, no clean-up of a stale mapping:
     show's); 404 for a server the caller may not see."""
     conductor, uuid = await _locate(cc, ctx, server_id)
@@ -223,12 +235,13 @@ class ServerQuery:
     with_down: bool = True  # a down cell's servers from the instance mappings (status UNKNOWN)
 
 
-async def show(cc: ComputeContext, ctx: RequestContext, server_id: str, view: bool = False) -> dict[str, Any]:
+async def show(cc: ComputeContext, ctx: RequestContext, server_id: str, view: bool = False) -> ShownInstance:
     """The live record of a server the caller may see; 404 for everything else. `view`: with the
     server view's volumes and security groups, in the same conductor call where it speaks RPC 1.2."""
     db = cc.db
     mapping = await mappings.get(db, ctx, server_id)
     conductor = cc.router.conductor(mapping.cell_path)
+    record: ShownInstance | None
     try:
         if view:
             try:  # every poll of a booting server is one: one call and one read instead of three
@@ -237,9 +250,9 @@ async def show(cc: ComputeContext, ctx: RequestContext, server_id: str, view: bo
             # a conductor of an older release: show() asks for the rest apart (UnknownMethod: a nested cell's
             # conductor, reached through its routers, whose release the API cannot see beforehand)
             except (errors.UnsupportedVersion, errors.UnknownMethod):
-                record = await conductor.instance_get(ctx, mapping.instance_uuid)
+                record = shown(await conductor.instance_get(ctx, mapping.instance_uuid))
         else:
-            record = await conductor.instance_get(ctx, mapping.instance_uuid)
+            record = shown(await conductor.instance_get(ctx, mapping.instance_uuid))
     except errors.InstanceNotFound:
         record = None
     if record is None or record.get("deleted"):
@@ -251,14 +264,14 @@ async def show(cc: ComputeContext, ctx: RequestContext, server_id: str, view: bo
     return record
 
 
-async def for_views(cc: ComputeContext, ctx: RequestContext, records: list[dict[str, Any]],
+async def for_views(cc: ComputeContext, ctx: RequestContext, records: Sequence[Listed],
                     show: bool = False) -> None:
     """Add to `records` what their views show at the negotiated version beyond the cell's record
     (api/compute/views.py): the API-side attributes (2.3: reservation, launch index, hostname;
     2.19 description; 2.96 pinned zone), for admins each host's status (2.16: UP while its compute
     service is in its cell's directory, DOWN once it left, UNKNOWN while the cell is unreachable), and
     for one server (`show`) its server group (2.71). Nothing is read at versions that show none of it."""
-    live = [r for r in records if not r.get("down")]
+    live = [shown(r) for r in records if not is_down(r)]
     if not live:
         return
     if cc.at_least(2, 3):
@@ -272,7 +285,7 @@ async def for_views(cc: ComputeContext, ctx: RequestContext, records: list[dict[
             record["server_groups"] = [groups[record["uuid"]]] if record["uuid"] in groups else []
 
 
-def _host_status(cc: ComputeContext, record: dict[str, Any]) -> str:
+def _host_status(cc: ComputeContext, record: InstanceRecord) -> str:
     host, path = record.get("host"), record.get("cell")
     if not host or not path:
         return ""  # not scheduled yet (Nova's empty host_status)
@@ -285,10 +298,10 @@ def _host_status(cc: ComputeContext, record: dict[str, Any]) -> str:
     return "UP" if cell.view.members(f"compute.{host}") else "DOWN"
 
 
-async def list_servers(cc: ComputeContext, ctx: RequestContext, q: ServerQuery) -> list[dict[str, Any]]:
+async def list_servers(cc: ComputeContext, ctx: RequestContext, q: ServerQuery) -> list[Listed]:
     """A page of servers from every cell at once (api/cell_router.py), after `q.marker`, re-checked here
     for what isolation depends on; MarkerNotFound for a marker the caller may not see."""
-    marker = None
+    marker: Listed | None = None
     if q.marker is not None:
         try:
             marker = await show(cc, ctx, q.marker)
@@ -299,7 +312,7 @@ async def list_servers(cc: ComputeContext, ctx: RequestContext, q: ServerQuery) 
     if q.limit == 0 or (q.statuses and not q.filters.get("vm_state")):  # an empty page; no state has those statuses
         return []
 
-    async def down_records(paths: list[str]) -> list[dict[str, Any]]:
+    async def down_records(paths: list[str]) -> list[DownRecord]:
         return await down_cells.records(cc.engine, paths, q.filters)
     records = await cc.router.list_instances(ctx, q.filters, q.sort_keys, q.sort_dirs, q.limit, marker,
                                              down_records=down_records if q.with_down else None)
@@ -315,33 +328,152 @@ def name_pattern(pattern: str) -> linear_regex.LinearRegex:
         raise errors.Invalid(f"Invalid regular expression for name filter: {exc}") from None
 
 
-def _name_ok(record: dict[str, Any], filters: dict[str, Any]) -> bool:
+def _name_ok(record: Listed, filters: dict[str, Any]) -> bool:
     return "name" not in filters or name_pattern(filters["name"]).search(record.get("name") or "")
 
 
-def _keep(record: dict[str, Any], filters: dict[str, Any], statuses: list[str] | None) -> bool:
+def _keep(record: Listed, filters: dict[str, Any], statuses: list[str] | None) -> bool:
     """The API re-checks what isolation and correctness depend on, whatever a cell did with the filters."""
     if "project_id" in filters and record.get("project_id") != filters["project_id"]:
         return False
     if filters.get("deleted") is False and record.get("deleted"):
         return False
-    if record.get("down"):  # from a down cell's mappings: its status is UNKNOWN
+    if is_down(record):  # from a down cell's mappings: its status is UNKNOWN
         return not statuses and _name_ok(record, filters)
     if statuses and record_status(record) not in {s.upper() for s in statuses}:
         return False
-    for key, field in (("flavor_id", "flavor"), ("image_id", "image")):
-        if key in filters and (record.get(field) or {}).get("id") != filters[key]:
-            return False
+    if "flavor_id" in filters and (record.get("flavor") or {}).get("id") != filters["flavor_id"]:
+        return False
+    if "image_id" in filters and (record.get("image") or {}).get("id") != filters["image_id"]:
+        return False
     ip_ok = fixed_ip_matcher(filters)
     if ip_ok is not None and not ip_ok(record.get("addresses")):
         return False
     return _name_ok(record, filters)
 
 
-async def _kept(records: list[dict[str, Any]], filters: dict[str, Any],
-                statuses: list[str] | None) -> list[dict[str, Any]]:
-    def keep() -> list[dict[str, Any]]:
+async def _kept(records: list[Listed], filters: dict[str, Any], statuses: list[str] | None) -> list[Listed]:
+    def keep() -> list[Listed]:
         return [r for r in records if _keep(r, filters, statuses)]
     # a name search over a page (up to 1000 names of up to 255 characters) runs off the event loop
     slow = "name" in filters or "ip" in filters or "ip6" in filters
     return await asyncio.to_thread(keep) if slow and records else keep()
+
+
+# --- a server's parts: name and metadata, volume attachments, actions ----------------------------
+
+class VolumeAttachmentNotFound(errors.NotFound):
+    code, msg = "volume_attachment_not_found", "Volume {volume_id} is not attached to server {server_id}."
+
+
+_METADATA_VM_STATES = ("active", "paused", "suspended", "stopped")  # Nova's check_instance_state for metadata
+_UPDATE_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def _update_lock(uuid: str) -> asyncio.Lock:
+    """One change of a server's name or metadata at a time in this API process (read, check, write)."""
+    lock = _UPDATE_LOCKS.get(uuid)
+    if lock is None:
+        lock = _UPDATE_LOCKS[uuid] = asyncio.Lock()
+    return lock
+
+
+async def _live(cc: ComputeContext, ctx: RequestContext, server_id: str) -> tuple[ConductorAPI, InstanceRecord]:
+    """(the conductor of its cell, the live record) of a server the caller may see; 404 otherwise."""
+    conductor, uuid = await _locate(cc, ctx, server_id)
+    record = await conductor.instance_get(ctx, uuid)
+    if record.get("deleted"):
+        raise errors.InstanceNotFound(instance_id=uuid)
+    return conductor, record
+
+
+async def update(cc: ComputeContext, ctx: RequestContext, server_id: str, values: dict[str, Any],
+                 attributes: dict[str, Any] | None = None) -> InstanceRecord:
+    """Set the server's name and access IPs (`values`: name, access_ipv4, access_ipv6) and its API-side
+    `attributes` (description 2.19, hostname 2.90). A rename renames its instance mapping too: what a
+    listing shows while the server's cell is down."""
+    conductor, record = await _live(cc, ctx, server_id)
+    if values:
+        async with _update_lock(record["uuid"]):
+            record = await conductor.instance_update(ctx, record["uuid"], values)
+            if "name" in values:
+                async with cc.engine.begin() as conn:
+                    await conn.execute(sql_update(instance_mappings).where(
+                        instance_mappings.c.instance_uuid == record["uuid"]).values(name=values["name"]))
+    if attributes:
+        await mappings.set_attributes(cc.db, record["uuid"], attributes)
+    return record
+
+
+async def metadata(cc: ComputeContext, ctx: RequestContext, server_id: str) -> dict[str, str]:
+    _, record = await _live(cc, ctx, server_id)
+    return dict(record.get("metadata") or {})
+
+
+async def change_metadata(cc: ComputeContext, ctx: RequestContext, server_id: str,
+                          change: Callable[[dict[str, str]], dict[str, str]]) -> dict[str, str]:
+    """Apply change(old metadata) -> new metadata under the server's lock, after the state check (409)
+    and the project's metadata_items quota (403); the metadata the server then has."""
+    conductor, record = await _live(cc, ctx, server_id)
+    async with _update_lock(record["uuid"]):
+        record = await conductor.instance_get(ctx, record["uuid"])  # fresh, now that we hold the lock
+        if record.get("vm_state") not in _METADATA_VM_STATES or record.get("task_state") is not None:
+            attr, state = ("vm_state", record.get("vm_state")) if record.get("vm_state") not in _METADATA_VM_STATES \
+                else ("task_state", record.get("task_state"))
+            raise errors.InstanceInvalidState(action="update metadata", instance_id=record["uuid"], attr=attr,
+                                              state=state)
+        new = change(dict(record.get("metadata") or {}))
+        limits = await quota.limits(cc.engine, str(record.get("project_id")))
+        quota.check_metadata(limits, len(new))
+        record = await conductor.instance_update(ctx, record["uuid"], {"metadata": new})
+    return dict(record.get("metadata") or {})
+
+
+async def instance_actions(cc: ComputeContext, ctx: RequestContext, server_id: str) -> list[dict[str, Any]]:
+    """What was done to a live server the caller may see, newest first, each with its events."""
+    conductor, record = await _live(cc, ctx, server_id)
+    acts = await conductor.instance_actions(ctx, record["uuid"])
+    return sorted(acts, key=lambda a: str(a.get("start_time") or ""), reverse=True)
+
+
+async def _volume_api(cc: ComputeContext, ctx: RequestContext, server_id: str) -> tuple[VolumeConductorAPI, str]:
+    """The volume API of the server's cell and the server's uuid; 404 for a server the caller cannot see."""
+    mapping = await mappings.get(cc.db, ctx, server_id)
+    return VolumeConductorAPI(cc.router.cell(mapping.cell_path)), str(mapping.instance_uuid)
+
+
+async def volume_attachments(cc: ComputeContext, ctx: RequestContext,
+                             server_id: str) -> tuple[str, list[dict[str, Any]]]:
+    """(the server's uuid, its volume attachments, oldest first)."""
+    api, uuid = await _volume_api(cc, ctx, server_id)
+    return uuid, (await api.volume_attachments(ctx, [uuid])).get(uuid, [])
+
+
+async def attach_volume(cc: ComputeContext, ctx: RequestContext, server_id: str, volume_id: str,
+                        device: str | None) -> dict[str, Any]:
+    """Attach a volume of the server's cell (Nova's POST os-volume_attachments, EC2's AttachVolume): the
+    attachment at once, attaching; its cell exports and hot-plugs in the background. 400 for a volume in
+    another cell or one not available."""
+    volume_id = volume_id.lower()
+    api, uuid = await _volume_api(cc, ctx, server_id)
+    try:
+        return await api.volume_attach(ctx, volume_id, uuid, device)
+    except errors.VolumeNotFound:
+        # the volume may live in another cell: a clearer 400 than "not found" (Nova: not in the same AZ)
+        try:
+            await volume_cells.find(cc.router, ctx, volume_id)
+        except errors.VolumeNotFound:
+            raise errors.VolumeNotFound(volume_id=volume_id) from None
+        raise errors.Invalid(f"Invalid volume: volume {volume_id} is not in the same cell as server {uuid}") \
+            from None
+
+
+async def detach_volume(cc: ComputeContext, ctx: RequestContext, server_id: str, volume_id: str) -> dict[str, Any]:
+    """Detach a volume from a server (Nova's DELETE, EC2's DetachVolume); the attachment, detaching."""
+    api, uuid = await _volume_api(cc, ctx, server_id)
+    if not is_uuid(volume_id):
+        raise VolumeAttachmentNotFound(volume_id=volume_id, server_id=uuid)
+    try:
+        return await api.volume_detach(ctx, volume_id.lower(), uuid)
+    except errors.VolumeNotFound:
+        raise VolumeAttachmentNotFound(volume_id=volume_id, server_id=uuid) from None

@@ -1,4 +1,4 @@
-"""Nova v2.1 views of servers, built from instance records (cells/objects/instance.py), at the
+"""Nova v2.1 views of servers, built from instance records (cells/objects/records.py), at the
 microversion the request negotiated (the `version` every view takes: the ComputeContext's).
 
 Exactly the schema's keys at that version (Nova's api-microversion-history, what Tempest's response
@@ -20,11 +20,13 @@ The status comes from cells.lifecycle.status (Nova's status_from_state).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from api.compute.microversions import Microversion
 from api.timeutil import iso_naive_micro, iso_seconds
 from cells.lifecycle import status
+from cells.objects.records import Fault, InstanceRecord, ShownInstance
 
 DEFAULT_AZ = "nova"
 
@@ -47,7 +49,7 @@ def vm_states_for(statuses: list[str]) -> list[str]:
     return sorted({vm for s in statuses for vm in _VM_STATES_OF.get(s.upper(), ())})
 
 
-def record_status(record: dict[str, Any]) -> str:
+def record_status(record: InstanceRecord) -> str:
     if record.get("deleted"):
         return "DELETED"
     return status(record.get("vm_state") or "", record.get("task_state"))
@@ -69,12 +71,11 @@ def host_id(project_id: str | None, host: str | None) -> str:
     return hashlib.sha224((str(project_id) + host).encode("utf-8")).hexdigest()
 
 
-def server_brief(base: str, record: dict[str, Any]) -> dict[str, Any]:
+def server_brief(base: str, record: InstanceRecord) -> dict[str, Any]:
     return {"id": record["uuid"], "name": record.get("name") or "", "links": links(base, "servers", record["uuid"])}
 
 
-def _fault(record: dict[str, Any], is_admin: bool) -> dict[str, Any] | None:
-    fault = record.get("fault")
+def _fault(fault: Fault | None, is_admin: bool) -> dict[str, Any] | None:
     if not fault:
         return None
     out = {"code": fault.get("code", 500), "created": iso_seconds(fault.get("created")),
@@ -88,7 +89,7 @@ def _fault(record: dict[str, Any], is_admin: bool) -> dict[str, Any] | None:
 ROOT_DEVICE_NAME = "/dev/vda"  # the libvirt driver's root disk (node/compute domain XML: virtio)
 
 
-def hostname_of(record: dict[str, Any]) -> str:
+def hostname_of(record: ShownInstance) -> str:
     """The server's hostname: as set (2.90), else Nova's sanitized display name."""
     if record.get("hostname"):
         return str(record["hostname"])
@@ -98,7 +99,7 @@ def hostname_of(record: dict[str, Any]) -> str:
     return name or f"server-{record.get('uuid', '')}"
 
 
-def flavor_view(base: str, flavor: dict[str, Any], version: Microversion) -> dict[str, Any]:
+def flavor_view(base: str, flavor: Mapping[str, Any], version: Microversion) -> dict[str, Any]:
     """The server's flavor: a link to it before 2.47, the flavor as the server was given it from 2.47."""
     if version < (2, 47):
         return {"id": str(flavor.get("id", "")), "links": _bookmark(base, "flavors", str(flavor.get("id", "")))}
@@ -109,7 +110,7 @@ def flavor_view(base: str, flavor: dict[str, Any], version: Microversion) -> dic
             "extra_specs": {str(k): str(v) for k, v in (flavor.get("extra_specs") or {}).items()}}
 
 
-def _versioned(view: dict[str, Any], record: dict[str, Any], is_admin: bool, version: Microversion) -> None:
+def _versioned(view: dict[str, Any], record: ShownInstance, is_admin: bool, version: Microversion) -> None:
     """The keys later microversions added to every server view (detail, show, update, rebuild)."""
     if version >= (2, 9):
         view["locked"] = bool(record.get("locked_by") or record.get("locked"))
@@ -125,7 +126,7 @@ def _versioned(view: dict[str, Any], record: dict[str, Any], is_admin: bool, ver
         view["pinned_availability_zone"] = record.get("pinned_availability_zone")
 
 
-def _extended_attributes(view: dict[str, Any], record: dict[str, Any], is_admin: bool,
+def _extended_attributes(view: dict[str, Any], record: ShownInstance, is_admin: bool,
                          version: Microversion) -> None:
     if is_admin:
         view["OS-EXT-SRV-ATTR:host"] = record.get("host")
@@ -146,7 +147,7 @@ def _extended_attributes(view: dict[str, Any], record: dict[str, Any], is_admin:
         view["host_status"] = record.get("host_status") or ""
 
 
-def server_detail(base: str, record: dict[str, Any], is_admin: bool, version: Microversion) -> dict[str, Any]:
+def server_detail(base: str, record: ShownInstance, is_admin: bool, version: Microversion) -> dict[str, Any]:
     st = record_status(record)
     image = record.get("image") or {}
     flavor = record.get("flavor") or {}
@@ -184,7 +185,7 @@ def server_detail(base: str, record: dict[str, Any], is_admin: bool, version: Mi
     if st in _PROGRESS_STATUSES:
         view["progress"] = int(record.get("progress") or 0)
     if st in _FAULT_STATUSES:
-        fault = _fault(record, is_admin)
+        fault = _fault(record.get("fault"), is_admin)
         if fault is not None:
             view["fault"] = fault
     _extended_attributes(view, record, is_admin, version)
@@ -192,7 +193,7 @@ def server_detail(base: str, record: dict[str, Any], is_admin: bool, version: Mi
     return view
 
 
-def server_show(base: str, record: dict[str, Any], is_admin: bool, version: Microversion) -> dict[str, Any]:
+def server_show(base: str, record: ShownInstance, is_admin: bool, version: Microversion) -> dict[str, Any]:
     """GET /servers/{id}: the detail view, and from 2.71 the server's group (not in listings)."""
     view = server_detail(base, record, is_admin, version)
     if version >= (2, 71):
@@ -208,13 +209,13 @@ _UPDATE_KEYS = ("id", "name", "status", "tenant_id", "user_id", "metadata", "hos
                 "pinned_availability_zone")
 
 
-def basic_addresses(record: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def basic_addresses(record: InstanceRecord) -> dict[str, list[dict[str, Any]]]:
     """Nova's basic address view: each address as version and addr only (the server view adds type and MAC)."""
     return {net: [{"version": ip.get("version"), "addr": ip.get("addr")} for ip in ips or ()]
             for net, ips in (record.get("addresses") or {}).items()}
 
 
-def server_updated(base: str, record: dict[str, Any], is_admin: bool, version: Microversion,
+def server_updated(base: str, record: ShownInstance, is_admin: bool, version: Microversion,
                    rebuilt: bool = False) -> dict[str, Any]:
     """PUT /servers/{id} and rebuild's server: the update keys before 2.75 (rebuild: with its key name
     from 2.54 and user data from 2.57), the whole server view from 2.75; 2.71's server_groups in both."""

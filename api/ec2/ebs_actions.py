@@ -1,6 +1,6 @@
 """EC2's volume calls (CreateVolume, DescribeVolumes, AttachVolume, DetachVolume,
 DeleteVolume) on the Cinder volumes of api/volume and the attachments of
-api/compute/volume_attachments: the same functions those APIs' handlers call,
+api/compute/service.py: the same functions those APIs' handlers call,
 so quotas, placement, the atomic attach and every check are theirs.
 
 Volumes show as vol-XXXXXXXX (api/ec2/ids.py). Cinder's statuses map onto EC2's
@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
-from api.compute import volume_attachments
+from api.compute import service, volume_attachments
 from api.compute.views import DEFAULT_AZ
 from api.ec2 import ids
 from api.ec2.errors import Ec2Error, from_cellcloud
@@ -161,7 +161,7 @@ async def attach_volume(request: web.Request, ctx: RequestContext, params: dict[
     if volume.get("status") != "available" and volume.get("attachments"):
         raise Ec2Error("VolumeInUse", f"{volume_ec2} is already attached to an instance")
     try:
-        att = await volume_attachments.attach_volume(request, ctx, server, volume["id"], device)
+        att = await service.attach_volume(service.ComputeContext.of(request), ctx, server, volume["id"], device)
     except errors.InstanceNotFound:
         raise Ec2Error("InvalidInstanceID.NotFound", f"The instance ID '{instance_ec2}' does not exist") from None
     except errors.CellcloudError as exc:
@@ -184,8 +184,8 @@ async def detach_volume(request: web.Request, ctx: RequestContext, params: dict[
     att = attached[0]
     instance_ec2 = instance_ec2 or await ids.ec2_id(request.config_dict[ENGINE], "instance", att["instance_uuid"])
     try:
-        await volume_attachments.detach_volume(request, ctx, att["instance_uuid"], volume["id"])
-    except volume_attachments.VolumeAttachmentNotFound:
+        await service.detach_volume(service.ComputeContext.of(request), ctx, att["instance_uuid"], volume["id"])
+    except service.VolumeAttachmentNotFound:
         raise Ec2Error("IncorrectState", f"Volume '{volume_ec2}' is not attached.") from None
     except errors.CellcloudError as exc:
         raise _translated(exc, volume_ec2) from None

@@ -18,6 +18,7 @@ from sqlalchemy import and_, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from api import quota
+from api.cell_router import is_down
 from api.compute import keypairs, service
 from api.compute.server_create import BootRequest
 from api.compute.views import DEFAULT_AZ, record_status
@@ -30,6 +31,7 @@ from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
 from cells.objects.instance import TaskState
+from cells.objects.records import InstanceRecord
 
 Handler = Callable[[web.Request, RequestContext, dict[str, Any]], Awaitable[dict[str, Any]]]
 DEFAULT_INSTANCE_TYPE = "m1.small"  # EC2's and Nova EC2's default
@@ -85,13 +87,13 @@ def _filters(params: dict[str, Any], allowed: set[str]) -> dict[str, set[str]]:
 
 # --- instances -------------------------------------------------------------------
 
-def _state(record: dict[str, Any]) -> dict[str, Any]:
+def _state(record: InstanceRecord) -> dict[str, Any]:
     code, name = _TASK_STATES.get(record.get("task_state") or "", None) or _STATES.get(record_status(record),
                                                                                        (0, "pending"))
     return {"Code": code, "Name": name}
 
 
-def _fixed_ip(record: dict[str, Any]) -> str | None:
+def _fixed_ip(record: InstanceRecord) -> str | None:
     for ips in (record.get("addresses") or {}).values():
         for ip in ips:
             if ip.get("OS-EXT-IPS:type", "fixed") == "fixed" and ip.get("version", 4) == 4:
@@ -99,7 +101,7 @@ def _fixed_ip(record: dict[str, Any]) -> str | None:
     return None
 
 
-async def _instance_views(request: web.Request, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _instance_views(request: web.Request, records: list[InstanceRecord]) -> list[dict[str, Any]]:
     engine = request.config_dict[ENGINE]
     instance_ids = await ids.ec2_ids_for(engine, "instance", [r["uuid"] for r in records])
     image_uuids = [str((r.get("image") or {}).get("id")) for r in records if (r.get("image") or {}).get("id")]
@@ -107,7 +109,8 @@ async def _instance_views(request: web.Request, records: list[dict[str, Any]]) -
     views = []
     for r in records:
         ip = _fixed_ip(r)
-        fault = (r.get("fault") or {}).get("message") if record_status(r) == "ERROR" else None
+        fault_record = r.get("fault")
+        fault = fault_record.get("message") if fault_record and record_status(r) == "ERROR" else None
         views.append({
             "InstanceId": instance_ids[r["uuid"]],
             "ImageId": image_ids.get(str((r.get("image") or {}).get("id")), ""),
@@ -129,11 +132,11 @@ def _reservation(ctx: RequestContext, views: list[dict[str, Any]]) -> dict[str, 
             "Instances": views}
 
 
-async def _records(request: web.Request, ctx: RequestContext) -> list[dict[str, Any]]:
+async def _records(request: web.Request, ctx: RequestContext) -> list[InstanceRecord]:
     """The caller's live servers, oldest first (a down cell's are left out: EC2 has no UNKNOWN state)."""
     query = service.ServerQuery({"deleted": False, "project_id": ctx.project}, ["created_at", "uuid"],
                                 ["asc", "asc"], LIST_LIMIT, with_down=False)
-    return await service.list_servers(service.ComputeContext.of(request), ctx, query)
+    return [r for r in await service.list_servers(service.ComputeContext.of(request), ctx, query) if not is_down(r)]
 
 
 async def _uuids(request: web.Request, ec2_instance_ids: list[Any]) -> list[str]:
@@ -149,7 +152,7 @@ async def _uuids(request: web.Request, ec2_instance_ids: list[Any]) -> list[str]
     return out
 
 
-async def _live(request: web.Request, ctx: RequestContext, uuids: list[str]) -> list[dict[str, Any]]:
+async def _live(request: web.Request, ctx: RequestContext, uuids: list[str]) -> list[InstanceRecord]:
     """(records) of the caller's live servers; InvalidInstanceID.NotFound for any other."""
     cc = service.ComputeContext.of(request)
     records = []

@@ -16,6 +16,7 @@ from cells.db import instances as idb
 from cells.db.engine import Database
 from cells.db.fast import AnyRow
 from cells.lifecycle import State
+from cells.objects.records import InstanceRecord
 from cells.rpc.liveness import ALIVE, DEAD, DEFAULT_GRACE, FENCED, SUSPECT, HostLiveness
 from cells.rpcapi.compute import topic as compute_topic
 from cells.service import Service
@@ -53,7 +54,7 @@ class FlowEnv:
         """Only a dead host's work may be recovered destructively (local deletes, evacuation)."""
         return self.host_state(host) == DEAD
 
-    def record(self, row: AnyRow | Mapping[str, Any]) -> dict[str, Any]:
+    def record(self, row: AnyRow | Mapping[str, Any]) -> InstanceRecord:
         return idb.to_record(row, self.cell)
 
 

@@ -40,6 +40,7 @@ from cells.db.engine import Database
 from cells.db.fast import AnyRow
 from cells.db.schema import compute_nodes, ensure_schema, instances
 from cells.network import instance_ports
+from cells.objects.records import InstanceRecord
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpc.liveness import HostLiveness
 from cells.rpc.principal import require_host
@@ -221,10 +222,10 @@ class ConductorManager:
     # --- RPC: from the API ---------------------------------------------------------
 
     async def build_instances(self, ctx: RequestContext, instances: list[dict[str, Any]],
-                              request_spec: dict[str, Any]) -> list[dict[str, Any]]:
+                              request_spec: dict[str, Any]) -> list[InstanceRecord]:
         return await boot.build_instances(self.env, ctx, instances, request_spec)
 
-    async def instance_get(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+    async def instance_get(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
         row = await self.env.db.read(lambda conn: idb.get_row(conn, uuid))
         if row is None or row.deleted or not delete.visible(ctx, row):
             raise errors.InstanceNotFound(instance_id=uuid)
@@ -243,7 +244,7 @@ class ConductorManager:
 
     async def instance_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
                             sort_keys: list[str] | None = None, sort_dirs: list[str] | None = None,
-                            limit: int | None = None, marker: str | None = None) -> list[dict[str, Any]]:
+                            limit: int | None = None, marker: str | None = None) -> list[InstanceRecord]:
         scope = []
         if not (ctx.is_admin or "service" in ctx.roles) and ctx.project is not None:
             scope.append(instances.c.project_id == ctx.project)  # a tenant sees its own project only
@@ -251,7 +252,7 @@ class ConductorManager:
             lambda conn: idb.list_rows(conn, dict(filters or {}), sort_keys, sort_dirs, limit, marker, scope))
         return [self.env.record(r) for r in rows]
 
-    async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+    async def instance_delete(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
         return await delete.instance_delete(self.env, ctx, uuid)
 
     # --- RPC: from compute workers -------------------------------------------------
@@ -268,12 +269,12 @@ class ConductorManager:
 
     async def instance_event(self, ctx: RequestContext, uuid: str, host: str, event: str,
                              power_state: int | None = None, fault: dict[str, Any] | None = None,
-                             retryable: bool = False) -> dict[str, Any] | None:
+                             retryable: bool = False) -> InstanceRecord | None:
         require_host(ctx, host, "instance_event")
         return await compute_events.instance_event(self.env, ctx, uuid, host, event, power_state, fault, retryable)
 
     async def instance_update(self, ctx: RequestContext, uuid: str, values: dict[str, Any],
-                              expected_task_state: list[str | None] | None = None) -> dict[str, Any]:
+                              expected_task_state: list[str | None] | None = None) -> InstanceRecord:
         return await update.instance_update(self.env, ctx, uuid, values, expected_task_state)
 
     async def build_failed(self, ctx: RequestContext, uuid: str, host: str, fault: dict[str, Any],
@@ -285,7 +286,7 @@ class ConductorManager:
         require_host(ctx, host, "instance_destroyed")
         await delete.instance_destroyed(self.env, ctx, uuid, host)
 
-    async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+    async def instances_on_host(self, ctx: RequestContext, host: str) -> list[InstanceRecord]:
         """Live (not deleted) instances recorded on `host`, for the compute's reconciliation."""
         require_host(ctx, host, "instances_on_host")
         rows = await self.env.db.read(
@@ -300,20 +301,20 @@ class ConductorManager:
     async def instance_actions(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
         return await lookups.instance_actions(self.env, ctx, uuid)
 
-    async def instance_by_address(self, ctx: RequestContext, address: str) -> dict[str, Any]:
+    async def instance_by_address(self, ctx: RequestContext, address: str) -> InstanceRecord:
         return await lookups.instance_by_address(self.env, ctx, address)
 
-    async def instance_for_metadata(self, ctx: RequestContext, network_id: str, address: str) -> dict[str, Any]:
+    async def instance_for_metadata(self, ctx: RequestContext, network_id: str, address: str) -> InstanceRecord:
         return await lookups.instance_for_metadata(self.env, ctx, network_id, address)
 
     # --- RPC: server actions (cells/conductor/flows/actions.py) ------------------------
 
     async def instance_action(self, ctx: RequestContext, uuid: str, action: str,
-                              args: dict[str, Any] | None = None) -> dict[str, Any]:
+                              args: dict[str, Any] | None = None) -> InstanceRecord:
         return await server_actions.instance_action(self.env, ctx, uuid, action, args)
 
     async def instance_lock(self, ctx: RequestContext, uuid: str, lock: bool, reason: str | None = None
-                            ) -> dict[str, Any]:
+                            ) -> InstanceRecord:
         return await locking.instance_lock(self.env, ctx, uuid, lock, reason)
 
     async def hypervisor_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
@@ -322,40 +323,40 @@ class ConductorManager:
     async def migration_list(self, ctx: RequestContext, filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
         return await hypervisors.migration_list(self.env, ctx, filters)
 
-    async def instance_reset_state(self, ctx: RequestContext, uuid: str, state: str) -> dict[str, Any]:
+    async def instance_reset_state(self, ctx: RequestContext, uuid: str, state: str) -> InstanceRecord:
         return await locking.instance_reset_state(self.env, ctx, uuid, state)
 
-    async def snapshot_begin(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+    async def snapshot_begin(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
         return await server_snapshots.snapshot_begin(self.env, ctx, uuid)
 
     async def snapshot_progress(self, ctx: RequestContext, uuid: str, step: str,
-                                message: str | None = None) -> dict[str, Any]:
+                                message: str | None = None) -> InstanceRecord:
         return await server_snapshots.snapshot_progress(self.env, ctx, uuid, step, message)
 
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
         return await server_actions.console_output(self.env, ctx, uuid, length)
 
     async def instance_action_done(self, ctx: RequestContext, uuid: str, host: str, action: str, ok: bool,
-                                   values: dict[str, Any], fault: dict[str, Any] | None = None) -> dict[str, Any]:
+                                   values: dict[str, Any], fault: dict[str, Any] | None = None) -> InstanceRecord:
         require_host(ctx, host, "instance_action_done")
         return await server_actions.instance_action_done(self.env, ctx, uuid, host, action, ok, values, fault)
 
     # --- RPC: moves (issue 8; cells/conductor/flows/moves.py, evacuate.py) ---------------
 
     async def move_instance(self, ctx: RequestContext, uuid: str, action: str,
-                            flavor: dict[str, Any] | None = None) -> dict[str, Any]:
+                            flavor: dict[str, Any] | None = None) -> InstanceRecord:
         from cells.conductor.flows import moves
         return await moves.move_instance(self.env, ctx, uuid, action, flavor)
 
-    async def confirm_move(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+    async def confirm_move(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
         from cells.conductor.flows import moves
         return await moves.confirm_move(self.env, ctx, uuid)
 
-    async def revert_move(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+    async def revert_move(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
         from cells.conductor.flows import moves
         return await moves.revert_move(self.env, ctx, uuid)
 
-    async def evacuate(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+    async def evacuate(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
         from cells.conductor.flows import evacuate
         return await evacuate.evacuate(self.env, ctx, uuid)
 

@@ -1,13 +1,13 @@
 """Instance rows: Core queries, the wire record, and list filtering + keyset paging.
 
-Records cross the wire as plain dicts with exactly cells.objects.instance.FIELDS;
+Records cross the wire as plain dicts with exactly the fields of cells/objects/records.py InstanceRecord;
 the cell-internal columns (conductor_id, request_spec, retry_hosts) never leave.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Column,
@@ -31,6 +31,7 @@ from cells import errors, linear_regex
 from cells.db.fast import AnyRow, Fast, as_mapping
 from cells.db.schema import instances
 from cells.objects.instance import FIELDS
+from cells.objects.records import InstanceRecord
 
 WIRE_COLUMNS = [instances.c[f] for f in FIELDS if f != "cell"]
 SORT_KEYS = frozenset({"uuid", "name", "project_id", "user_id", "host", "vm_state", "task_state", "power_state",
@@ -86,12 +87,12 @@ def fixed_ip_matcher(filters: Mapping[str, Any]) -> Callable[[Mapping[str, Any] 
     return matches
 
 
-def to_record(row: AnyRow | Mapping[str, Any], cell: str | None) -> dict[str, Any]:
+def to_record(row: AnyRow | Mapping[str, Any], cell: str | None) -> InstanceRecord:
     m = as_mapping(row)
     rec = {f: m.get(f) for f in FIELDS if f != "cell"}  # a row built before v2 columns has no old_flavor
     rec["deleted"] = bool(rec["deleted"])
     rec["cell"] = cell
-    return rec
+    return cast(InstanceRecord, rec)  # the columns are the record's fields (tests/unit/test_records.py)
 
 
 _c = instances.c

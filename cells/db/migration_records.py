@@ -18,13 +18,13 @@ from cells.db import claims
 from cells.db.fast import AnyRow, as_mapping
 from cells.db.schema import instances, migrations
 from cells.objects.instance import TaskState, utcnow_iso
+from cells.objects.records import MigrationRecord, field_names
 
 IN_FLIGHT = ("pre-migrating", "migrating", "accepted")
 FINISHED = "finished"
 OPEN = (*IN_FLIGHT, FINISHED)
 CONFIRMING, REVERTING = TaskState.RESIZE_CONFIRMING, TaskState.RESIZE_REVERTING  # a finished move's end
-FIELDS = ("uuid", "instance_uuid", "migration_type", "status", "source_host", "dest_host", "old_flavor",
-          "new_flavor", "old_vm_state", "created_at", "updated_at")
+FIELDS = field_names(MigrationRecord)
 
 
 def record(row: AnyRow | Mapping[str, Any]) -> dict[str, Any]:

@@ -162,14 +162,17 @@ async def ensure_volume_schema(db: Database) -> None:
 # --- records ------------------------------------------------------------------------
 
 def attachment_record(row: AnyRow | Mapping[str, Any]) -> dict[str, Any]:
+    """An AttachmentRecord (cells/objects/records.py; tests/unit/test_records.py holds them equal)."""
     m = as_mapping(row)
     return {f: m[f] for f in ATTACHMENT_FIELDS}
 
 
 def volume_record(row: AnyRow | Mapping[str, Any], attachments: Sequence[Row[Any] | Mapping[str, Any]] = (),
                   cell: str | None = None) -> dict[str, Any]:
+    """A VolumeRecord (cells/objects/records.py; tests/unit/test_records.py holds them equal): plain
+    dicts here while the conductor's volume flows still take them so."""
     m = as_mapping(row)
-    rec = {f: m[f] for f in WIRE_FIELDS}
+    rec: dict[str, Any] = {f: m[f] for f in WIRE_FIELDS}
     rec["deleted"] = bool(rec["deleted"])
     rec["bootable"] = bool(rec["bootable"])
     rec["attachments"] = [attachment_record(a) for a in attachments]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -23,11 +23,13 @@ from cells.db.migration_records import holds_copy
 from cells.db.schema import ensure_schema
 from cells.network import fanout, instance_ports, l3, policy, resources, secgroups
 from cells.network import quota as netquota
+from cells.objects.records import PortRecord
 from cells.rpc.principal import host_worker, require_host
 from cells.rpcapi.compute import ComputeAPI
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
+Created = TypeVar("Created", bound=Mapping[str, Any])  # a network, subnet or port record just made
 
 
 def _filters(filters: Any) -> dict[str, Any]:
@@ -60,7 +62,7 @@ def subnet_policy(cluster: ClusterConfig | None, options: dict[str, Any]) -> pol
     return policy.SubnetPolicy(tuple(policy.reserved_ranges(cluster.netns_range, addresses)), min_prefix)
 
 
-def _counted(conn: Connection, resource: str, limit: int | None, record: dict[str, Any]) -> dict[str, Any]:
+def _counted(conn: Connection, resource: str, limit: int | None, record: Created) -> Created:
     """The record just created, once its owner's count of `resource` is within `limit` (same unit)."""
     netquota.check_after_insert(conn, resource, str(record["project_id"]), limit)
     return record
@@ -166,18 +168,18 @@ class NetworkController:
 
     # --- ports -------------------------------------------------------------------------
 
-    async def port_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
+    async def port_list(self, ctx: RequestContext, filters: Any = None) -> list[PortRecord]:
         f = _filters(filters)
         return await self._read(lambda c: resources.list_ports(c, ctx, f))
 
-    async def port_get(self, ctx: RequestContext, id: str) -> dict[str, Any]:
+    async def port_get(self, ctx: RequestContext, id: str) -> PortRecord:
         return await self._read(lambda c: resources.get_port(c, ctx, str(id)))
 
-    async def port_create(self, ctx: RequestContext, body: Any, quota: Any = None) -> dict[str, Any]:
+    async def port_create(self, ctx: RequestContext, body: Any, quota: Any = None) -> PortRecord:
         b, limit = _body(body), netquota.parse(quota)
         return await self._write(lambda c: _counted(c, "port", limit, resources.create_port(c, ctx, b)))
 
-    async def port_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
+    async def port_update(self, ctx: RequestContext, id: str, body: Any) -> PortRecord:
         b = _body(body)
         port, hosts = await self._write(lambda c: (
             resources.update_port(c, ctx, str(id), b), fanout.hosts_on_networks(c, fanout.port_network(c, str(id)))))

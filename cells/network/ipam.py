@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from cells import errors
 from cells.db.fast import AnyRow, Fast
 from cells.network.schema import ip_allocations, ip_cursors, subnets
+from cells.objects.records import FixedIp
 
 MAX_RACE_RETRIES = 16
 FAST_PROBES = 8  # taken candidates in a row before one read of the subnet's addresses
@@ -238,9 +239,9 @@ def release_port(conn: Connection, port_id: str) -> int:
     return conn.execute(delete(ip_allocations).where(ip_allocations.c.port_id == port_id)).rowcount
 
 
-def port_ips(conn: Connection, port_ids: Sequence[str]) -> dict[str, list[dict[str, str]]]:
+def port_ips(conn: Connection, port_ids: Sequence[str]) -> dict[str, list[FixedIp]]:
     """port id -> [{"subnet_id", "ip_address"}] (Neutron's fixed_ips)."""
-    out: dict[str, list[dict[str, str]]] = {p: [] for p in port_ids}
+    out: dict[str, list[FixedIp]] = {p: [] for p in port_ids}
     if not port_ids:
         return out
     rows = conn.execute(select(ip_allocations).where(ip_allocations.c.port_id.in_(list(port_ids)))

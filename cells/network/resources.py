@@ -24,6 +24,7 @@ from cells.db.schema import instances
 from cells.network import ipam, policy, secgroups
 from cells.network.schema import floatingips, ip_allocations, networks, ports, subnets
 from cells.objects.instance import utcnow_iso
+from cells.objects.records import FixedIp, PortRecord
 
 VNI_MIN, VNI_MAX = 1000, (1 << 24) - 1
 DEFAULT_MTU = 1450  # 1500 minus the VXLAN overhead
@@ -327,7 +328,7 @@ def delete_subnet(conn: Connection, ctx: RequestContext, subnet_id: str) -> None
 
 # --- ports -------------------------------------------------------------------------
 
-def port_record(row: AnyRow | Mapping[str, Any], fixed_ips: list[dict[str, str]]) -> dict[str, Any]:
+def port_record(row: AnyRow | Mapping[str, Any], fixed_ips: list[FixedIp]) -> PortRecord:
     m = as_mapping(row)
     return {
         "id": m["id"], "name": m["name"], "network_id": m["network_id"], "tenant_id": m["project_id"],
@@ -353,7 +354,7 @@ def port_row(conn: Connection, ctx: RequestContext, port_id: str) -> Row[Any]:
     return row
 
 
-def records_of(conn: Connection, rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+def records_of(conn: Connection, rows: Sequence[Row[Any]]) -> list[PortRecord]:
     ips = ipam.port_ips(conn, [r.id for r in rows])
     return [port_record(r, ips[r.id]) for r in rows]
 
@@ -364,7 +365,7 @@ _PORT_COLUMN_FILTERS = {"id": ports.c.id, "network_id": ports.c.network_id, "pro
                         "device_owner": ports.c.device_owner}
 
 
-def list_ports(conn: Connection, ctx: RequestContext, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+def list_ports(conn: Connection, ctx: RequestContext, filters: Mapping[str, Any]) -> list[PortRecord]:
     query = select(ports).order_by(ports.c.created_at)
     for key, column in _PORT_COLUMN_FILTERS.items():  # a server view asks for its ports: not a table scan
         if key in filters:
@@ -376,7 +377,7 @@ def list_ports(conn: Connection, ctx: RequestContext, filters: Mapping[str, Any]
     return [rec for rec in records_of(conn, rows) if match(rec, filters)]
 
 
-def get_port(conn: Connection, ctx: RequestContext, port_id: str) -> dict[str, Any]:
+def get_port(conn: Connection, ctx: RequestContext, port_id: str) -> PortRecord:
     return records_of(conn, [port_row(conn, ctx, port_id)])[0]
 
 
@@ -409,7 +410,7 @@ def new_port(conn: Connection, net: AnyRow, project: str, group_ids: list[str], 
     return str(values["id"])
 
 
-def create_port(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) -> dict[str, Any]:
+def create_port(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) -> PortRecord:
     _unknown(body, {"name", "network_id", "fixed_ips", "mac_address", "device_id", "device_owner",
                     "security_groups", "admin_state_up", "project_id", "tenant_id", "description",
                     "binding:host_id", "port_security_enabled", "binding:vnic_type", "binding:profile"}, "port")
@@ -481,7 +482,7 @@ def _allocate_fixed_ips(conn: Connection, net_id: str, subnet_rows: list[AnyRow]
         ipam.allocate(conn, subnet, port_id, item.get("ip_address"))
 
 
-def update_port(conn: Connection, ctx: RequestContext, port_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+def update_port(conn: Connection, ctx: RequestContext, port_id: str, body: Mapping[str, Any]) -> PortRecord:
     _unknown(body, {"name", "description", "security_groups", "admin_state_up", "device_id", "device_owner",
                     "binding:host_id", "binding:profile"}, "port")
     row = port_row(conn, ctx, port_id)

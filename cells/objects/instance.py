@@ -1,4 +1,4 @@
-"""The instance record as it crosses RPC (a plain dict with these keys).
+"""The instance record's fields (declared in cells/objects/records.py InstanceRecord), states and times.
 
 Times are ISO 8601 UTC strings with microseconds and a trailing Z
 ("2026-11-21T12:00:00.123456Z"); `utcnow_iso()` makes them.
@@ -7,25 +7,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-FIELDS = (
-    "uuid", "name", "project_id", "user_id",
-    "host",  # compute host name, None until scheduled
-    "flavor",  # {"id", "name", "vcpus", "ram", "disk", "ephemeral", "swap", "extra_specs"}
-    "image",  # {"id", "name", "checksum", "os_hash_algo", "os_hash_value", "size", "disk_format",
-              #  "container_format", "properties"} as it was at boot time
-    "vm_state", "task_state", "power_state",
-    "created_at", "updated_at", "launched_at", "terminated_at", "deleted",
-    "metadata",  # {str: str}
-    "key_name", "availability_zone", "user_data",  # user_data: base64 text or None
-    "access_ipv4", "access_ipv6", "progress",
-    "fault",  # None or {"code": int, "message": str, "details": str, "created": iso}
-    "addresses",  # {"net-name": [{"addr", "version", "OS-EXT-IPS:type", "OS-EXT-IPS-MAC:mac_addr"}]}
-    "cell",  # routing path of the owning cell
-    "old_flavor",  # the flavor before a resize that awaits confirm, else None (Instance 1.1)
-    "key_data",  # the OpenSSH public key of key_name as it was at boot, for the metadata service (Instance 1.2)
-    "locked_by",  # None, or who locked the server: "owner" | "admin" (Nova's; Instance 1.3)
-    "locked_reason",  # why, as the locker said (Nova 2.73), or None (Instance 1.3)
-)
+from cells.objects.records import InstanceRecord, field_names
+
+FIELDS = field_names(InstanceRecord)  # declared once, in cells/objects/records.py
 
 
 class VmState:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cells.objects.base import VersionedObject, newer
-from cells.objects.instance import FIELDS
+from cells.objects.records import InstanceRecord, MigrationRecord, wire_kinds
 
 if TYPE_CHECKING:
     from cells.rpc.wire import Method
@@ -35,26 +35,13 @@ class Instance(VersionedObject):
     history: ClassVar[dict[str, tuple[str, ...]]] = {"1.1": ("old_flavor",),  # 1.1: old_flavor (resize awaiting confirm)
                "1.2": ("key_data",),  # 1.2: key_data (the boot's public key, for the metadata service)
                "1.3": ("locked_by", "locked_reason")}  # 1.3: a locked server (Nova's lock/unlock)
-    fields: ClassVar[dict[str, str]] = {name: kind for name, kind in {
-        "uuid": "str", "name": "str", "project_id": "str", "user_id": "str?", "host": "str?", "flavor": "dict",
-        "image": "dict?", "vm_state": "str", "task_state": "str?", "power_state": "int", "created_at": "str",
-        "updated_at": "str", "launched_at": "str?", "terminated_at": "str?", "deleted": "bool",
-        "metadata": "dict", "key_name": "str?", "availability_zone": "str?", "user_data": "str?",
-        "access_ipv4": "str?", "access_ipv6": "str?", "progress": "int", "fault": "dict?", "addresses": "dict",
-        "cell": "str?", "old_flavor": "dict?", "key_data": "str?", "locked_by": "str?", "locked_reason": "str?",
-    }.items()}
-
-
-Instance.fields.update({f: "any" for f in FIELDS if f not in Instance.fields})  # untyped new fields count too
+    fields: ClassVar[dict[str, str]] = wire_kinds(InstanceRecord)
 
 
 class Migration(VersionedObject):
     obj_name = "Migration"
     VERSION = "1.0"
-    fields: ClassVar[dict[str, str]] = {
-        "uuid": "str", "instance_uuid": "str", "migration_type": "str", "status": "str",
-        "source_host": "str?", "dest_host": "str?", "old_flavor": "dict", "new_flavor": "dict",
-        "old_vm_state": "str", "created_at": "str", "updated_at": "str"}
+    fields: ClassVar[dict[str, str]] = wire_kinds(MigrationRecord)
 
 
 OBJECTS: dict[str, type[VersionedObject]] = {o.obj_name: o for o in (Instance, Migration)}

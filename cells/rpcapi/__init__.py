@@ -5,10 +5,11 @@ Callers import only these stubs; a `Caller` is anything with `call`/`cast`
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from cells import errors
 from cells.context import RequestContext
+from cells.objects.records import InstanceRecord
 from cells.rpc.wire import Method
 
 
@@ -25,6 +26,15 @@ def map_reply(result: Any) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise errors.RpcError(reason=f"a peer answered with {type(result).__name__} where a map was expected")
     return result
+
+
+def instance_reply(result: Any) -> InstanceRecord:
+    """A reply that must be an instance record (the conductor's Method.result="Instance" decodes it)."""
+    return cast(InstanceRecord, map_reply(result))
+
+
+def instances_reply(result: Any) -> list[InstanceRecord]:
+    return [instance_reply(r) for r in list_reply(result)]
 
 
 def list_reply(result: Any) -> list[Any]:

@@ -5,6 +5,7 @@ from typing import Any
 
 from cells import errors
 from cells.context import RequestContext
+from cells.objects.records import InstanceRecord
 from cells.rpc.principal import API, CONDUCTOR, NETWORK, OPERATOR, callers
 from cells.rpc.wire import FAST, NORMAL, SLOW, Method, surface
 from cells.rpcapi import Caller
@@ -48,15 +49,15 @@ class ComputeAPI:
     def __init__(self, caller: Caller) -> None:
         self.caller = caller
 
-    async def build_and_run_instance(self, ctx: RequestContext, host: str, instance: dict[str, Any]) -> None:
+    async def build_and_run_instance(self, ctx: RequestContext, host: str, instance: InstanceRecord) -> None:
         await self.caller.cast(topic(host), M["build_and_run_instance"], {"instance": instance}, ctx,
                                key=f"build-{instance['uuid']}-{host}")
 
-    async def terminate_instance(self, ctx: RequestContext, host: str, instance: dict[str, Any]) -> None:
+    async def terminate_instance(self, ctx: RequestContext, host: str, instance: InstanceRecord) -> None:
         await self.caller.cast(topic(host), M["terminate_instance"], {"instance": instance}, ctx,
                                key=f"terminate-{instance['uuid']}")
 
-    async def run_instance_action(self, ctx: RequestContext, host: str, instance: dict[str, Any], action: str,
+    async def run_instance_action(self, ctx: RequestContext, host: str, instance: InstanceRecord, action: str,
                                   args: dict[str, Any]) -> None:
         await self.caller.cast(topic(host), M["run_instance_action"],
                                {"instance": instance, "action": action, "args": args}, ctx,

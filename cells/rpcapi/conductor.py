@@ -1,7 +1,6 @@
 """The cell conductor's RPC surface (topic `conductor`).
 
-Instance records cross the wire as plain dicts (see cells/objects/instance.py
-for the fields). The conductor is the only writer of the cell DB besides the
+Instance records cross the wire as plain dicts, typed InstanceRecord here (cells/objects/records.py). The conductor is the only writer of the cell DB besides the
 scheduler's claims; nodes never open a database.
 """
 from __future__ import annotations
@@ -9,9 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from cells.context import RequestContext
+from cells.objects.records import InstanceRecord, ShownInstance, shown
 from cells.rpc.principal import API, COMPUTE, OPERATOR, callers
 from cells.rpc.wire import FAST, NORMAL, Method, surface
-from cells.rpcapi import Caller, list_reply, map_reply
+from cells.rpcapi import Caller, instance_reply, instances_reply, list_reply, map_reply
 from cells.rpcapi.move_methods import CONDUCTOR_METHODS as MOVE_METHODS
 from cells.rpcapi.volume import CONDUCTOR_METHODS as VOLUME_METHODS
 
@@ -75,41 +75,41 @@ class ConductorAPI:
         self.caller = caller
 
     async def build_instances(self, ctx: RequestContext, instances: list[dict[str, Any]],
-                              request_spec: dict[str, Any]) -> list[dict[str, Any]]:
+                              request_spec: dict[str, Any]) -> list[InstanceRecord]:
         """Create the instance rows (BUILD/scheduling) and return them at once;
         scheduling and spawning continue in the conductor's background."""
-        return list_reply(await self.caller.call(TOPIC, M["build_instances"],
+        return instances_reply(await self.caller.call(TOPIC, M["build_instances"],
                                       {"instances": instances, "request_spec": request_spec}, ctx))
 
-    async def instance_get(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        return map_reply(await self.caller.call(TOPIC, M["instance_get"], {"uuid": uuid}, ctx))
+    async def instance_get(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
+        return instance_reply(await self.caller.call(TOPIC, M["instance_get"], {"uuid": uuid}, ctx))
 
-    async def instance_show(self, ctx: RequestContext, uuid: str, groups: bool) -> dict[str, Any]:
+    async def instance_show(self, ctx: RequestContext, uuid: str, groups: bool) -> ShownInstance:
         """instance_get's record with what a server view adds: "volumes_attached" (volume ids, oldest
         attachment first) and, when `groups` (the cell has a network controller), "security_groups"
         (its ports' group names). UnsupportedVersion from a conductor older than SHOW_VERSION."""
-        shown = await self.caller.call(TOPIC, M["instance_show"], {"uuid": uuid, "groups": groups}, ctx)
-        record: dict[str, Any] = shown["instance"]
-        record["volumes_attached"] = list(shown.get("volumes_attached") or [])
-        if shown.get("security_groups") is not None:
-            record["security_groups"] = list(shown["security_groups"])
+        answer = await self.caller.call(TOPIC, M["instance_show"], {"uuid": uuid, "groups": groups}, ctx)
+        record = shown(instance_reply(answer["instance"]))
+        record["volumes_attached"] = list(answer.get("volumes_attached") or [])
+        if answer.get("security_groups") is not None:
+            record["security_groups"] = list(answer["security_groups"])
         return record
 
     async def instance_list(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
-                            sort_dirs: list[str], limit: int | None, marker: str | None) -> list[dict[str, Any]]:
-        return list_reply(await self.caller.call(TOPIC, M["instance_list"],
+                            sort_dirs: list[str], limit: int | None, marker: str | None) -> list[InstanceRecord]:
+        return instances_reply(await self.caller.call(TOPIC, M["instance_list"],
                                       {"filters": filters, "sort_keys": sort_keys, "sort_dirs": sort_dirs,
                                        "limit": limit, "marker": marker}, ctx))
 
-    async def instance_delete(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        return map_reply(await self.caller.call(TOPIC, M["instance_delete"], {"uuid": uuid}, ctx))
+    async def instance_delete(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
+        return instance_reply(await self.caller.call(TOPIC, M["instance_delete"], {"uuid": uuid}, ctx))
 
     async def compute_node_update(self, ctx: RequestContext, host: str, resources: dict[str, Any]) -> None:
         await self.caller.call(TOPIC, M["compute_node_update"], {"host": host, "resources": resources}, ctx)
 
     async def instance_update(self, ctx: RequestContext, uuid: str, values: dict[str, Any],
-                              expected_task_state: list[str | None] | None = None) -> dict[str, Any]:
-        return map_reply(await self.caller.call(TOPIC, M["instance_update"],
+                              expected_task_state: list[str | None] | None = None) -> InstanceRecord:
+        return instance_reply(await self.caller.call(TOPIC, M["instance_update"],
                                       {"uuid": uuid, "values": values,
                                        "expected_task_state": expected_task_state}, ctx))
 
@@ -128,8 +128,8 @@ class ConductorAPI:
         result = await self.caller.call(TOPIC, M["instance_event"], args, ctx)
         return None if result is None else map_reply(result)
 
-    async def instances_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
-        return list_reply(await self.caller.call(TOPIC, M["instances_on_host"], {"host": host}, ctx))
+    async def instances_on_host(self, ctx: RequestContext, host: str) -> list[InstanceRecord]:
+        return instances_reply(await self.caller.call(TOPIC, M["instances_on_host"], {"host": host}, ctx))
 
     async def host_rejoined(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         """Our host reconciled after being declared dead (fenced): it may serve again."""
@@ -143,22 +143,22 @@ class ConductorAPI:
         """The instance's actions, oldest first, each with its "events" (os-instance-actions)."""
         return list_reply(await self.caller.call(TOPIC, M["instance_actions"], {"uuid": uuid}, ctx))
 
-    async def instance_by_address(self, ctx: RequestContext, address: str) -> dict[str, Any]:
+    async def instance_by_address(self, ctx: RequestContext, address: str) -> InstanceRecord:
         """The one live instance with this fixed IP in the cell (404 when none or several); admin/service
         only. The metadata service asks instance_for_metadata instead: an IP alone is no identity."""
-        return map_reply(await self.caller.call(TOPIC, M["instance_by_address"], {"address": address}, ctx))
+        return instance_reply(await self.caller.call(TOPIC, M["instance_by_address"], {"address": address}, ctx))
 
-    async def instance_for_metadata(self, ctx: RequestContext, network_id: str, address: str) -> dict[str, Any]:
+    async def instance_for_metadata(self, ctx: RequestContext, network_id: str, address: str) -> InstanceRecord:
         """The live instance whose port on `network_id` holds `address` (the metadata service's lookup:
         the network its request arrived on and its source IP); admin/service only."""
-        return map_reply(await self.caller.call(TOPIC, M["instance_for_metadata"],
+        return instance_reply(await self.caller.call(TOPIC, M["instance_for_metadata"],
                                                 {"network_id": network_id, "address": address}, ctx))
 
     async def instance_action(self, ctx: RequestContext, uuid: str, action: str,
-                              args: dict[str, Any] | None = None) -> dict[str, Any]:
+                              args: dict[str, Any] | None = None) -> InstanceRecord:
         """Check `action` fits the server's state (409 otherwise), set its task_state, send it to the
         compute; returns the record at once (the compute finishes it in the background)."""
-        return map_reply(await self.caller.call(TOPIC, M["instance_action"],
+        return instance_reply(await self.caller.call(TOPIC, M["instance_action"],
                                       {"uuid": uuid, "action": action, "args": args or {}}, ctx))
 
     async def instance_lock(self, ctx: RequestContext, uuid: str, lock: bool,
@@ -194,7 +194,7 @@ class ConductorAPI:
         return str(await self.caller.call(TOPIC, M["console_output"], {"uuid": uuid, "length": length}, ctx))
 
     async def instance_action_done(self, ctx: RequestContext, uuid: str, host: str, action: str, ok: bool,
-                                   values: dict[str, Any], fault: dict[str, Any] | None = None) -> dict[str, Any]:
-        return map_reply(await self.caller.call(TOPIC, M["instance_action_done"],
+                                   values: dict[str, Any], fault: dict[str, Any] | None = None) -> InstanceRecord:
+        return instance_reply(await self.caller.call(TOPIC, M["instance_action_done"],
                                       {"uuid": uuid, "host": host, "action": action, "ok": ok, "values": values,
                                        "fault": fault}, ctx))

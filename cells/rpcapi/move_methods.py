@@ -22,9 +22,10 @@ from typing import Any
 
 from cells import errors
 from cells.context import RequestContext
+from cells.objects.records import InstanceRecord
 from cells.rpc.principal import API, COMPUTE, CONDUCTOR, callers
 from cells.rpc.wire import NORMAL, SLOW, Method
-from cells.rpcapi import Caller, map_reply
+from cells.rpcapi import Caller, instance_reply
 
 MOVES_VERSION = "1.1"
 DISK_COPY_VERSION = "1.2"
@@ -56,39 +57,39 @@ class MoveConductorAPI:
         self.caller = caller
 
     async def move_instance(self, ctx: RequestContext, uuid: str, action: str,
-                            flavor: dict[str, Any] | None = None) -> dict[str, Any]:
+                            flavor: dict[str, Any] | None = None) -> InstanceRecord:
         """action resize (with the new flavor) or migrate (admin); 400 bad flavor, 409 wrong state."""
-        return map_reply(await self.caller.call("conductor", _C["move_instance"],
+        return instance_reply(await self.caller.call("conductor", _C["move_instance"],
                                       {"uuid": uuid, "action": action, "flavor": flavor}, ctx))
 
-    async def confirm_move(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        return map_reply(await self.caller.call("conductor", _C["confirm_move"], {"uuid": uuid}, ctx))
+    async def confirm_move(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
+        return instance_reply(await self.caller.call("conductor", _C["confirm_move"], {"uuid": uuid}, ctx))
 
-    async def revert_move(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        return map_reply(await self.caller.call("conductor", _C["revert_move"], {"uuid": uuid}, ctx))
+    async def revert_move(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
+        return instance_reply(await self.caller.call("conductor", _C["revert_move"], {"uuid": uuid}, ctx))
 
-    async def evacuate(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        return map_reply(await self.caller.call("conductor", _C["evacuate"], {"uuid": uuid}, ctx))
+    async def evacuate(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
+        return instance_reply(await self.caller.call("conductor", _C["evacuate"], {"uuid": uuid}, ctx))
 
 
 class MoveComputeAPI:
     def __init__(self, caller: Caller) -> None:
         self.caller = caller
 
-    async def _call(self, method: str, ctx: RequestContext, host: str, instance: dict[str, Any],
+    async def _call(self, method: str, ctx: RequestContext, host: str, instance: InstanceRecord,
                     migration: dict[str, Any]) -> int:
         return int(await self.caller.call(f"compute.{host}", _K[method],
                                           {"instance": instance, "migration": migration}, ctx) or 0)
 
-    async def prep_move(self, ctx: RequestContext, host: str, instance: dict[str, Any],
+    async def prep_move(self, ctx: RequestContext, host: str, instance: InstanceRecord,
                         migration: dict[str, Any]) -> int:
         return await self._call("prep_move", ctx, host, instance, migration)
 
-    async def finish_move(self, ctx: RequestContext, host: str, instance: dict[str, Any],
+    async def finish_move(self, ctx: RequestContext, host: str, instance: InstanceRecord,
                           migration: dict[str, Any]) -> int:
         return await self._call("finish_move", ctx, host, instance, migration)
 
-    async def finish_move_copying(self, ctx: RequestContext, host: str, instance: dict[str, Any],
+    async def finish_move_copying(self, ctx: RequestContext, host: str, instance: InstanceRecord,
                                   migration: dict[str, Any], source: str) -> dict[str, int]:
         """finish_move with the guest's disks copied from `source` (both must speak
         DISK_COPY_VERSION): {power_state, files, bytes}."""
@@ -98,19 +99,19 @@ class MoveComputeAPI:
             raise errors.RpcError(reason=f"compute {host} answered finish_move with {done!r}, not what it copied")
         return {k: int(done.get(k) or 0) for k in ("power_state", "files", "bytes")}
 
-    async def confirm_move(self, ctx: RequestContext, host: str, instance: dict[str, Any],
+    async def confirm_move(self, ctx: RequestContext, host: str, instance: InstanceRecord,
                            migration: dict[str, Any]) -> int:
         return await self._call("confirm_move", ctx, host, instance, migration)
 
-    async def revert_move(self, ctx: RequestContext, host: str, instance: dict[str, Any],
+    async def revert_move(self, ctx: RequestContext, host: str, instance: InstanceRecord,
                           migration: dict[str, Any]) -> int:
         return await self._call("revert_move", ctx, host, instance, migration)
 
-    async def finish_revert(self, ctx: RequestContext, host: str, instance: dict[str, Any],
+    async def finish_revert(self, ctx: RequestContext, host: str, instance: InstanceRecord,
                             migration: dict[str, Any]) -> int:
         return await self._call("finish_revert", ctx, host, instance, migration)
 
-    async def rebuild_evacuated(self, ctx: RequestContext, host: str, instance: dict[str, Any],
+    async def rebuild_evacuated(self, ctx: RequestContext, host: str, instance: InstanceRecord,
                                 migration: dict[str, Any]) -> int:
         return await self._call("rebuild_evacuated", ctx, host, instance, migration)
 

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from cells import errors
@@ -26,6 +26,7 @@ from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext, admin_context
 from cells.lifecycle import USER_ACTIONS, Event, State, observed_power
 from cells.objects.instance import PowerState, TaskState, VmState
+from cells.objects.records import InstanceRecord
 from cells.rpc.liveness import FENCED
 from cells.rpcapi import Caller
 from cells.rpcapi.conductor import ConductorAPI
@@ -75,14 +76,14 @@ def interrupted_action(action: str, actual: int | None) -> tuple[bool, dict[str,
 NOT_RETRYABLE: tuple[type[Exception], ...] = (errors.ImageChecksumMismatch, errors.ImageNotFound, errors.Invalid)
 
 
-def power_differs(inst: dict[str, Any], actual: int | None) -> bool:
+def power_differs(inst: Mapping[str, Any], actual: int | None) -> bool:
     """Whether the hypervisor's view (`actual` None: no domain) changes the record: the lifecycle's
     policy (cells/lifecycle.py observed_power), asked before a power_observed event is sent."""
     state = State(str(inst.get("vm_state") or ""), inst.get("task_state"), int(inst.get("power_state") or 0))
     return observed_power(state, actual) != state
 
 
-def _is_deleted(inst: dict[str, Any]) -> bool:
+def _is_deleted(inst: Mapping[str, Any]) -> bool:
     return bool(inst.get("deleted")) or inst.get("vm_state") == VmState.DELETED \
         or inst.get("task_state") == TaskState.DELETING
 
@@ -438,7 +439,7 @@ class ComputeManager:
             except Exception:  # one stuck guest must not keep the worker from serving
                 LOG.exception("reaping orphan domain %s failed", uuid)
 
-    async def _reconcile_one(self, ctx: RequestContext, inst: dict[str, Any], has_domain: bool) -> None:
+    async def _reconcile_one(self, ctx: RequestContext, inst: InstanceRecord, has_domain: bool) -> None:
         uuid = str(inst["uuid"])
         if _is_deleted(inst):
             LOG.info("reconcile: %s was deleted: removing its guest", uuid)
@@ -457,7 +458,7 @@ class ComputeManager:
                 await self.conductor.instance_event(ctx, uuid, self.host, Event.POWER_OBSERVED,
                                                     power_state=await self.actions.observed_power(uuid))
 
-    async def _define_lost_guest(self, inst: dict[str, Any]) -> None:
+    async def _define_lost_guest(self, inst: Mapping[str, Any]) -> None:
         """A guest its record says is here whose definition the hypervisor lost (libvirt's test
         driver keeps its domains in the compute process: they die with it) is defined again from
         the record, shut off, as Nova's _init_instance makes a guest from the DB on a host's boot:
@@ -470,13 +471,13 @@ class ComputeManager:
             LOG.error("reconcile: instance %s has no domain on %s: left stopped", uuid, self.host)
             return
         try:
-            await self.spawner.spawn(inst, start=False)
+            await self.spawner.spawn(dict(inst), start=False)  # the driver reads a plain copy
         except Exception as exc:  # noqa: BLE001 - one guest must not keep the worker from serving
             LOG.error("reconcile: could not define the lost guest of %s again: %s", uuid, exc)
         else:
             LOG.warning("reconcile: guest of %s was lost with the previous process: defined again, shut off", uuid)
 
-    async def _end_interrupted_action(self, ctx: RequestContext, inst: dict[str, Any], has_domain: bool) -> None:
+    async def _end_interrupted_action(self, ctx: RequestContext, inst: InstanceRecord, has_domain: bool) -> None:
         """A server action the previous process held when it died: its task state would stay
         forever. End it as the domain is now."""
         uuid, action = str(inst["uuid"]), ACTION_OF_TASK[str(inst.get("task_state"))]

@@ -29,7 +29,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +43,7 @@ from cells.context import admin_context
 LOG = logging.getLogger(__name__)
 METADATA_ADDRESS = "169.254.169.254"
 METADATA_PORT = 80
-Lookup = Callable[[str], Awaitable[dict[str, Any]]]
+Lookup = Callable[[str], Awaitable[Mapping[str, Any]]]
 LOOKUP_KEY: web.AppKey[Lookup] = web.AppKey("lookup")
 RATE, BURST = 10.0, 50  # per source: cloud-init's first run asks a few dozen paths at once
 CLONE_NEWNET = 0x40000000
@@ -82,13 +82,13 @@ class RateLimiter:
 LIMITER_KEY: web.AppKey[RateLimiter | None] = web.AppKey("limiter")
 
 
-def hostname(instance: dict[str, Any]) -> str:
+def hostname(instance: Mapping[str, Any]) -> str:
     """Nova's sanitised hostname: the display name lowered, anything but [a-z0-9-] made '-'."""
     name = re.sub(r"[^a-z0-9-]+", "-", str(instance.get("name") or "").lower()).strip("-")[:63]
     return name or f"server-{instance['uuid']}"
 
 
-def user_data(instance: dict[str, Any]) -> bytes | None:
+def user_data(instance: Mapping[str, Any]) -> bytes | None:
     raw = instance.get("user_data")
     if not raw:
         return None
@@ -98,13 +98,13 @@ def user_data(instance: dict[str, Any]) -> bytes | None:
         return str(raw).encode()  # stored unencoded by an older writer: give it back as it is
 
 
-def public_keys(instance: dict[str, Any]) -> list[tuple[str, str]]:
+def public_keys(instance: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(name, key) pairs: the record's key data when the boot carried it."""
     key = instance.get("key_data")
     return [(str(instance.get("key_name") or "key"), str(key))] if key else []
 
 
-def meta_data(instance: dict[str, Any], source: str) -> dict[str, str]:
+def meta_data(instance: Mapping[str, Any], source: str) -> dict[str, str]:
     """The flat EC2 meta-data leaves (public-keys are a directory of their own)."""
     flavor = instance.get("flavor") or {}
     return {"instance-id": str(instance["uuid"]), "hostname": hostname(instance),
@@ -113,7 +113,7 @@ def meta_data(instance: dict[str, Any], source: str) -> dict[str, str]:
             "placement/availability-zone": str(instance.get("availability_zone") or "nova")}
 
 
-def openstack_meta_data(instance: dict[str, Any]) -> dict[str, Any]:
+def openstack_meta_data(instance: Mapping[str, Any]) -> dict[str, Any]:
     keys = public_keys(instance)
     return {"uuid": instance["uuid"], "name": instance.get("name"), "hostname": hostname(instance),
             "project_id": instance.get("project_id"), "launch_index": 0,
@@ -122,7 +122,7 @@ def openstack_meta_data(instance: dict[str, Any]) -> dict[str, Any]:
             "public_keys": dict(keys), "keys": [{"name": n, "type": "ssh", "data": k} for n, k in keys]}
 
 
-async def _instance(request: web.Request) -> dict[str, Any]:
+async def _instance(request: web.Request) -> Mapping[str, Any]:
     source = request.remote or ""
     try:
         return await request.app[LOOKUP_KEY](source)

@@ -8,7 +8,6 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -16,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.cell_router import CellClient
 from cells.config import ClusterConfig
 from cells.context import admin_context
+from cells.objects.records import InstanceRecord
 from cells.rpc import security
 from node.network import metadata
 from tools.devcluster import RunningCluster, running_cluster
@@ -67,7 +67,7 @@ def test_server_add_and_remove_security_group(cluster: RunningCluster) -> None:
     cluster.ok("security", "group", "delete", "web")  # no port holds it any more
 
 
-async def _lookup_and_serve(cluster: RunningCluster, address: str) -> tuple[dict[str, Any], dict[str, str]]:
+async def _lookup_and_serve(cluster: RunningCluster, address: str) -> tuple[InstanceRecord, dict[str, str]]:
     """The cell conductor's record for `address` (asked as the metadata service asks it, with the
     operator's key) and what the metadata app makes of it."""
     cfg = ClusterConfig.load(cluster.state / "cluster.json")

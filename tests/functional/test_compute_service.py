@@ -7,9 +7,11 @@ import asyncio
 import uuid as uuidlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from cells.context import RequestContext
 from cells.objects.instance import PowerState, TaskState, VmState
+from cells.objects.records import InstanceRecord
 from cells.rpc.directory import SURFACE as DIRECTORY_SURFACE
 from cells.rpc.directory import Directory
 from cells.rpcapi.compute import SURFACE as COMPUTE_SURFACE
@@ -54,13 +56,13 @@ async def test_build_and_terminate_over_zeromq(tmp_path: Path) -> None:
         rec = conductor.add(str(uuidlib.uuid4()), image=image_record("img-1", IMAGE))
         ctx = RequestContext(project="p", user="u", roles=("member",))
         await eventually(lambda: bool(conductor_svc.view.members("compute.node1")))
-        await ComputeAPI(conductor_svc).build_and_run_instance(ctx, "node1", dict(rec))
+        await ComputeAPI(conductor_svc).build_and_run_instance(ctx, "node1", cast(InstanceRecord, dict(rec)))  # the fake conductor holds the fields a build reads
         await eventually(lambda: conductor.instances[rec["uuid"]]["vm_state"] == VmState.ACTIVE)
         assert conductor.instances[rec["uuid"]]["power_state"] == PowerState.RUNNING
         assert await manager.driver.list_instance_uuids() == [rec["uuid"]]
 
         conductor.instances[rec["uuid"]]["task_state"] = TaskState.DELETING
-        await ComputeAPI(conductor_svc).terminate_instance(ctx, "node1", dict(rec))
+        await ComputeAPI(conductor_svc).terminate_instance(ctx, "node1", cast(InstanceRecord, dict(rec)))
         await eventually(lambda: rec["uuid"] not in conductor.instances)
         assert await manager.driver.list_instance_uuids() == []
     finally:

@@ -4,13 +4,14 @@ id only; the API log has the details under that id. EC2 clients get fixed texts 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from api.compute.views import _fault
 from api.ec2.errors import from_cellcloud
 from cells import errors
+from cells.objects.records import Fault
 from node.compute.guest_actions import fault_of
 from tests.unit.test_api_servers import Cloud, cloud
 
@@ -72,8 +73,8 @@ def test_a_surprise_on_the_compute_becomes_a_fault_tenants_read_by_class_only() 
     with its class as the message and its text as details, which the server view shows admins only."""
     fault = fault_of(OSError(28, "No space left on device: '/var/lib/cellcloud/hosts/ctl-node-17/disk'"))
     assert fault["message"] == "OSError" and "ctl-node-17" in fault["details"]
-    record = {"fault": dict(fault, created="2026-01-01T00:00:00.000000Z")}
-    assert _fault(record, is_admin=False) == {"code": 500, "created": "2026-01-01T00:00:00Z", "message": "OSError"}
-    assert "ctl-node-17" in str(_fault(record, is_admin=True))
+    recorded = cast(Fault, dict(fault, created="2026-01-01T00:00:00.000000Z"))  # as the conductor stores it
+    assert _fault(recorded, is_admin=False) == {"code": 500, "created": "2026-01-01T00:00:00Z", "message": "OSError"}
+    assert "ctl-node-17" in str(_fault(recorded, is_admin=True))
     known = fault_of(errors.ImageNotFound(image_id="img-1"))  # the tree's messages are written for users
     assert "img-1" in known["message"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, cast
 
 import pytest_asyncio
 
@@ -13,6 +13,7 @@ from api.cell_router import CellClient, CellRouter, sort_key
 from cells.config import CellSpec
 from cells.context import RequestContext
 from cells.objects.instance import utcnow_iso
+from cells.objects.records import InstanceRecord
 from tests.conftest import free_port
 from tests.unit.api_fake_cell import INTERVAL, FakeCell, fake_cell
 
@@ -62,10 +63,10 @@ async def test_marker_owned_by_another_cell(two_cells: tuple[CellRouter, FakeCel
     router, a, b = two_cells
     _fill(a, b)
     keys, dirs = ["name", "uuid"], ["asc", "asc"]
-    marker = b.conductor.records["00000000-0000-0000-0000-000000000001"]  # n1 lives in cell b
+    marker = cast(InstanceRecord, b.conductor.records["00000000-0000-0000-0000-000000000001"])  # n1 lives in cell b
     got = await router.list_instances(CTX, {"project_id": "p1"}, keys, dirs, 3, marker)
     assert [r["name"] for r in got] == ["n2", "n3", "n4"]
-    marker = a.conductor.records["00000000-0000-0000-0000-000000000004"]  # n4 lives in cell a
+    marker = cast(InstanceRecord, a.conductor.records["00000000-0000-0000-0000-000000000004"])  # n4 lives in cell a
     got = await router.list_instances(CTX, {"project_id": "p1"}, keys, dirs, 3, marker)
     assert [r["name"] for r in got] == ["n5"]
 
@@ -106,6 +107,6 @@ async def test_skewed_cells_page_exactly_like_the_sorted_union(two_cells: tuple[
     for limit in (1, 5, 8, 20, 29, 40):
         got = await router.list_instances(CTX, {"project_id": "p1"}, ["name", "uuid"], ["asc", "asc"], limit, None)
         assert [r["name"] for r in got] == [r["name"] for r in union[:limit]], limit
-    marker = union[9]
+    marker = cast(InstanceRecord, union[9])
     got = await router.list_instances(CTX, {"project_id": "p1"}, ["name", "uuid"], ["asc", "asc"], 12, marker)
     assert [r["name"] for r in got] == [r["name"] for r in union[10:22]]

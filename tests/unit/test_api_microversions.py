@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.cell_router import DownRecord
 from tests.unit.test_api_servers import Cloud, cloud
 
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test"
@@ -114,7 +115,8 @@ async def test_version_gated_request_fields(cloud: Cloud) -> None:
 
 async def test_down_cell_servers_as_nova_spells_them_from_2_69(cloud: Cloud) -> None:
     from api.compute import down_cells
-    rec = {"uuid": "u1", "name": "n", "project_id": "p", "user_id": "u", "created_at": "2026-01-01T00:00:00Z"}
+    rec: DownRecord = {"uuid": "u1", "name": "n", "project_id": "p", "user_id": "u", "created_at": "2026-01-01T00:00:00Z",
+                       "cell": "cell1", "deleted": False, "down": True}
     assert set(down_cells.brief("http://x", rec, (2, 69))) == {"id", "status", "links"}
     assert set(down_cells.detail("http://x", rec, (2, 69))) == {"id", "status", "links", "tenant_id", "created"}
     assert "name" in down_cells.brief("http://x", rec, (2, 68))

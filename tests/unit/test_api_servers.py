@@ -13,7 +13,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from api.cell_router import CellRouter
+from api.cell_router import CellRouter, Listed
 from api.db.engine import make_engine
 from api.db.schema import instance_mappings
 from cells import errors
@@ -260,7 +260,7 @@ async def test_list_sorting_paging_and_filters(cloud: Cloud) -> None:
 class _BrokenRouter(CellRouter):
     """A router whose listing fails in an unexpected way (a bug, not a cell error)."""
 
-    async def list_instances(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    async def list_instances(self, *args: Any, **kwargs: Any) -> list[Listed]:
         raise RuntimeError("secret internals /etc/cellcloud")
 
 

@@ -22,6 +22,7 @@ from cells.db import volumes as vdb
 from cells.db.schema import instances
 from cells.lifecycle import Event
 from cells.objects.instance import utcnow_iso
+from cells.objects.records import InstanceRecord
 from tests.volume_fakes import VolumeCell, volume_cell
 
 DEMO = RequestContext(project="demo", user="u", roles=("member",))
@@ -59,7 +60,7 @@ async def volume_of(env: VolumeCell, vid: str) -> dict[str, Any]:
     return await flows.volume_get(env.env, DEMO, vid)
 
 
-async def scheduled_and_exported(env: VolumeCell, uid: str) -> dict[str, Any]:
+async def scheduled_and_exported(env: VolumeCell, uid: str) -> InstanceRecord:
     record = await env.env.db.write(lambda conn: boot._set_host(conn, env.env, uid, "node1"))
     assert record is not None
     await boot_volume.export_to(env.env, admin_context(), record, "node1")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from api.cell_router import CellRouter
+from api.cell_router import CellRouter, DownRecord
 from cells import errors
 from cells.config import ApiSpec, CellSpec, ClusterConfig, ServiceSpec
 from cells.context import RequestContext
@@ -132,10 +132,10 @@ async def test_a_silent_nested_cell_lists_from_mappings_within_the_bound(tree: t
     await t.stop("top!mid/router")  # the middle hop dies: leaf is cut off from the API
     await _wait(lambda: "top!mid!leaf" not in router.summaries())
 
-    async def known(paths: list[str]) -> list[dict[str, Any]]:
+    async def known(paths: list[str]) -> list[DownRecord]:
         assert paths == ["top!mid!leaf"]
         return [{"uuid": "00000000-0000-0000-0000-00000000000b", "name": "lost", "project_id": "p1",
-                 "created_at": utcnow_iso(), "cell": "top!mid!leaf", "down": True}]
+                 "user_id": None, "created_at": utcnow_iso(), "cell": "top!mid!leaf", "deleted": False, "down": True}]
 
     started = time.monotonic()
     got = await router.list_instances(CTX, {"project_id": "p1"}, ["name", "uuid"], ["asc", "asc"], 10, None,

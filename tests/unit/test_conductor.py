@@ -25,6 +25,7 @@ from cells.db.engine import Database
 from cells.db.schema import ensure_schema, instances
 from cells.lifecycle import Event
 from cells.objects.instance import PowerState, TaskState, VmState
+from cells.objects.records import InstanceRecord
 from cells.rpc import wire
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import SURFACE as DIRECTORY
@@ -174,7 +175,7 @@ class Cell:
         self.api.client.close()
         await self.db.close()
 
-    async def boot(self, name: str = "vm", flavor: dict[str, Any] = FLAVOR, project: str = "p1") -> dict[str, Any]:
+    async def boot(self, name: str = "vm", flavor: dict[str, Any] = FLAVOR, project: str = "p1") -> InstanceRecord:
         inst = {"uuid": str(uuidlib.uuid4()), "name": name, "project_id": project, "user_id": "u1", "flavor": flavor,
                 "image": {"id": "img-1"}}
         [rec] = await self.conductor.build_instances(USER, [inst], {"flavor": flavor, "num_instances": 1})
@@ -185,8 +186,9 @@ class Cell:
 
         async def reached() -> bool:
             nonlocal rec
-            [rec] = await self.conductor.instance_list(admin_context(), {"uuid": [uuid], "changes_since": EPOCH}, [], [],
-                                                      None, None)
+            [found] = await self.conductor.instance_list(admin_context(), {"uuid": [uuid], "changes_since": EPOCH},
+                                                        [], [], None, None)
+            rec = dict(found)
             return bool(rec["vm_state"] == vm_state and (vm_state == VmState.ERROR or rec["task_state"] is None))
         await until_async(reached, timeout)
         return rec
@@ -333,7 +335,7 @@ async def test_failing_everywhere_ends_in_error_with_fault_and_no_claim(failing_
 
 # --- dead hosts ------------------------------------------------------------------------
 
-async def _spawning(c: Cell) -> dict[str, Any]:
+async def _spawning(c: Cell) -> InstanceRecord:
     rec = await c.boot()
 
     async def spawning() -> bool:
@@ -541,7 +543,7 @@ async def test_list_sorting_paging_and_filters(cell: Cell) -> None:
     rest = await cell.conductor.instance_list(admin, {}, ["name"], ["asc"], None, by_name[-1]["uuid"])
     assert [r["name"] for r in rest] == ["web-2", "web-3"]
     by_host = await cell.conductor.instance_list(admin, {}, ["host", "name"], ["desc", "asc"], None, None)
-    assert [r["host"] for r in by_host] == sorted((r["host"] for r in by_host), reverse=True)
+    assert [r["host"] for r in by_host] == sorted((r["host"] or "" for r in by_host), reverse=True)
 
     webs = await cell.conductor.instance_list(admin, {"name": "^web-[12]$"}, ["name"], ["asc"], None, None)
     assert [r["name"] for r in webs] == ["web-1", "web-2"]

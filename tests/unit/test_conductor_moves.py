@@ -192,7 +192,7 @@ async def wait_task(c: Cell, uuid: str, task: str | None, vm_state: str | None =
 
     async def reached() -> bool:
         nonlocal rec
-        rec = await c.conductor.instance_get(admin_context(), uuid)
+        rec = dict(await c.conductor.instance_get(admin_context(), uuid))
         return bool(rec["task_state"] == task and (vm_state is None or rec["vm_state"] == vm_state))
     await until_async(reached, timeout)
     return rec

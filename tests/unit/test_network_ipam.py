@@ -25,6 +25,7 @@ from cells.network.controller import NetworkController
 from cells.network.instance_ports import release_instance
 from cells.network.schema import ip_allocations, ports
 from cells.objects.instance import utcnow_iso
+from cells.objects.records import PortRecord
 
 DEMO = RequestContext(project="demo", user="u1", roles=("member",))
 ALT = RequestContext(project="alt", user="u2", roles=("member",))
@@ -176,7 +177,7 @@ async def test_addresses_go_round_robin_and_a_crowded_pool_finds_its_holes(
     one, _ = controllers
     net_id, sub_id = await _net(one, DEMO, "10.32.0.0/27")  # .2-.30: 29 addresses
 
-    def ip(port: dict[str, Any]) -> str:
+    def ip(port: PortRecord) -> str:
         return str(port["fixed_ips"][0]["ip_address"])
 
     a = await one.port_create(DEMO, {"network_id": net_id})

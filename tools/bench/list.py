@@ -173,7 +173,7 @@ async def run(rounds: int, bound: float) -> None:
                        if s.cell == victim.path]
             for p in stopped:
                 os.kill(p.pid, signal.SIGSTOP)
-            known = [dict(r, down=True) for r in got_one if int(r["name"][2:]) % CELLS == 0]
+            known = [dict(r, down=True) for r in got_one if int(str(r["name"])[2:]) % CELLS == 0]
 
             async def from_mappings(paths: list[str]) -> list[dict[str, Any]]:
                 return known

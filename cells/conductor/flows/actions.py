@@ -22,6 +22,7 @@ from cells.context import RequestContext
 from cells.db import action_records
 from cells.db import instances as idb
 from cells.objects.instance import TaskState, VmState, utcnow_iso
+from cells.objects.records import InstanceRecord
 from cells.rpcapi.compute import ComputeAPI
 
 LOG = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def _row_for(conn: Connection, ctx: RequestContext, uuid: str, lock: bool) -> An
 
 
 def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, action: str,
-           args: dict[str, Any]) -> tuple[dict[str, Any], str]:
+           args: dict[str, Any]) -> tuple[InstanceRecord, str]:
     row = _row_for(conn, ctx, uuid, lock=True)
     lifecycle.check_unlocked(row.locked_by, ctx.is_admin, uuid)
     state = lifecycle.begin_action(action, state_of(row), uuid)
@@ -126,7 +127,7 @@ def _revert(conn: Connection, env: FlowEnv, uuid: str, action: str, reason: str)
     action_records.fail_open_events(conn, uuid, record_action(action), reason)
 
 
-async def instance_action(env: FlowEnv, ctx: RequestContext, uuid: str, action: Any, args: Any) -> dict[str, Any]:
+async def instance_action(env: FlowEnv, ctx: RequestContext, uuid: str, action: Any, args: Any) -> InstanceRecord:
     if not isinstance(action, str):
         raise errors.Invalid(reason="action must be a string")
     clean = validate_args(action, args if args is not None else {})
@@ -142,7 +143,7 @@ async def instance_action(env: FlowEnv, ctx: RequestContext, uuid: str, action: 
 
 
 def _done(conn: Connection, env: FlowEnv, uuid: str, host: str, action: str, ok: bool, values: dict[str, Any],
-          fault: dict[str, Any] | None) -> dict[str, Any]:
+          fault: dict[str, Any] | None) -> InstanceRecord:
     row = idb.get_row(conn, uuid, lock=True)
     if row is None or row.deleted:
         raise errors.InstanceNotFound(instance_id=uuid)
@@ -175,7 +176,7 @@ def _done(conn: Connection, env: FlowEnv, uuid: str, host: str, action: str, ok:
 
 
 async def instance_action_done(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, action: Any, ok: Any,
-                               values: Any, fault: Any = None) -> dict[str, Any]:
+                               values: Any, fault: Any = None) -> InstanceRecord:
     if not isinstance(action, str):
         raise errors.Invalid(reason="action must be a string")
     lifecycle.user_action(action)

@@ -31,6 +31,7 @@ from cells.db.fast import AnyRow
 from cells.db.volumes import release_instance_volumes
 from cells.lifecycle import NEW, Action, Event, carry_out, on
 from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
+from cells.objects.records import InstanceRecord
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpcapi.compute import ComputeAPI
 from cells.rpcapi.compute import topic as compute_topic
@@ -119,7 +120,7 @@ def validate_build(instances: Any, request_spec: Any, now: str, conductor_id: st
 # --- act ---------------------------------------------------------------------------
 
 def _insert_build(conn: Connection, env: FlowEnv, ctx: RequestContext, rows: list[dict[str, Any]],
-                  now: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                  now: str) -> tuple[list[InstanceRecord], list[dict[str, Any]]]:
     """(records for the caller, rows new to the DB). A retried request gets what the first one made."""
     existing = idb.get_rows(conn, [r["uuid"] for r in rows])
     for r in rows:
@@ -138,7 +139,7 @@ def _insert_build(conn: Connection, env: FlowEnv, ctx: RequestContext, rows: lis
     return records, new
 
 
-async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, request_spec: Any) -> list[dict[str, Any]]:
+async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, request_spec: Any) -> list[InstanceRecord]:
     now = utcnow_iso()
     rows = validate_build(instances, request_spec, now, env.conductor_id)
     # below the cell DB's free-space watermark new servers are refused first (507), so the writes of
@@ -198,7 +199,7 @@ async def schedule_and_build(env: FlowEnv, ctx: RequestContext, uuids: list[str]
         await send_to_host(env, ctx, str(sel["instance_uuid"]), str(sel["host"]), request_spec)
 
 
-def _set_host(conn: Connection, env: FlowEnv, uuid: str, host: str) -> dict[str, Any] | None:
+def _set_host(conn: Connection, env: FlowEnv, uuid: str, host: str) -> InstanceRecord | None:
     row = idb.get_row(conn, uuid, lock=True)
     if row is not None and row.conductor_id not in (None, env.conductor_id):
         # another conductor adopted this build (we were taken for dead): the flow, and the claim, are its
@@ -242,7 +243,7 @@ async def send_to_host(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, 
                            retryable=True)
 
 
-async def _cast_build(env: FlowEnv, ctx: RequestContext, host: str, record: dict[str, Any]) -> None:
+async def _cast_build(env: FlowEnv, ctx: RequestContext, host: str, record: InstanceRecord) -> None:
     """Send the build; a host that left the table a moment ago (a missed beat, the directory
     restarting) gets a few heartbeats to come back before the build goes elsewhere."""
     try:

@@ -29,6 +29,7 @@ from cells.db import instances as idb
 from cells.db.fast import AnyRow
 from cells.lifecycle import COMPUTE_EVENTS, Action, Event, carry_out, on
 from cells.objects.instance import PowerState, utcnow_iso
+from cells.objects.records import InstanceRecord
 
 POWER_STATES = frozenset(v for k, v in vars(PowerState).items() if k.isupper())
 
@@ -66,7 +67,7 @@ def _carriers(conn: Connection, row: AnyRow, new: dict[str, Any],
 
 
 def _apply(conn: Connection, env: FlowEnv, uuid: str, host: str, event: str, observed: int | None,
-           fault: dict[str, Any] | None) -> dict[str, Any]:
+           fault: dict[str, Any] | None) -> InstanceRecord:
     row = idb.get_row(conn, uuid, lock=True)
     if row is None or row.deleted:
         raise errors.InstanceNotFound(instance_id=uuid)
@@ -80,7 +81,7 @@ def _apply(conn: Connection, env: FlowEnv, uuid: str, host: str, event: str, obs
 
 
 async def instance_event(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, event: Any,
-                         power_state: Any = None, fault: Any = None, retryable: Any = False) -> dict[str, Any] | None:
+                         power_state: Any = None, fault: Any = None, retryable: Any = False) -> InstanceRecord | None:
     """The record after the event; None for the events that end the record's life here
     (spawn_failed, destroyed: their flows answer nothing)."""
     name, observed, made = validate(event, power_state, fault)

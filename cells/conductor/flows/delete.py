@@ -32,6 +32,7 @@ from cells.db.volumes import release_instance_volumes
 from cells.lifecycle import Action, Event, carry_out, check_unlocked, on
 from cells.network.instance_ports import release_instance
 from cells.objects.instance import TaskState, utcnow_iso
+from cells.objects.records import InstanceRecord
 from cells.rpcapi.compute import ComputeAPI
 from cells.rpcapi.move_methods import MoveComputeAPI
 
@@ -46,7 +47,7 @@ def visible(ctx: RequestContext, row: AnyRow) -> bool:
     return ctx.is_admin or "service" in ctx.roles or ctx.project is None or row.project_id == ctx.project
 
 
-def complete_delete(conn: Connection, env: FlowEnv, row: AnyRow, event: str = EV_TERMINATE) -> dict[str, Any]:
+def complete_delete(conn: Connection, env: FlowEnv, row: AnyRow, event: str = EV_TERMINATE) -> InstanceRecord:
     """deleting -> DELETED: claim released, terminated_at set, actions closed (in the caller's unit of work)."""
     state = state_of(row)
     if state.task_state != TaskState.DELETING:
@@ -75,7 +76,7 @@ Copies = list[tuple[str, dict[str, Any]]]  # (host, migration): copies of a movi
 
 
 def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext,
-                    uuid: str) -> tuple[dict[str, Any], str | None, Copies]:
+                    uuid: str) -> tuple[InstanceRecord, str | None, Copies]:
     """(record, host to cast terminate to or None when deleted locally, other copies to remove)."""
     row = idb.get_row(conn, uuid, lock=True)
     if row is None or row.deleted or not visible(ctx, row):
@@ -98,7 +99,7 @@ def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext,
     return env.record({**row._mapping, **values}), (cast_to[0] if cast_to else None), others
 
 
-async def remove_copy(env: FlowEnv, ctx: RequestContext, host: str, record: dict[str, Any],
+async def remove_copy(env: FlowEnv, ctx: RequestContext, host: str, record: InstanceRecord,
                       mig: dict[str, Any]) -> None:
     """Destroy the copy of a moving server on `host` (not its recorded host), when the host is
     up; a host that is down reaps it when it comes back (the record is elsewhere or deleted)."""
@@ -112,12 +113,12 @@ async def remove_copy(env: FlowEnv, ctx: RequestContext, host: str, record: dict
         LOG.warning("copy of %s on %s not removed now (%s); its reaper will", record["uuid"], host, exc)
 
 
-async def _remove_copies(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], others: Copies) -> None:
+async def _remove_copies(env: FlowEnv, ctx: RequestContext, record: InstanceRecord, others: Copies) -> None:
     for host, mig in others:
         await remove_copy(env, ctx, host, record, mig)
 
 
-async def instance_delete(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+async def instance_delete(env: FlowEnv, ctx: RequestContext, uuid: str) -> InstanceRecord:
     record, cast_to, others = await env.db.write(lambda conn: _request_delete(conn, env, ctx, uuid))
     if others:
         env.spawn(_remove_copies(env, background_ctx(ctx), record, others))
@@ -129,7 +130,7 @@ async def instance_delete(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[
 
 
 async def send_terminate(env: FlowEnv, ctx: RequestContext, host: str,
-                         record: dict[str, Any]) -> dict[str, Any] | None:
+                         record: InstanceRecord) -> InstanceRecord | None:
     """Cast the terminate; the record deleted locally (returned) when the host is dead by now (a
     suspect one gets it when it is back: flows/hosts.py host_back)."""
     try:
@@ -151,7 +152,7 @@ def pending_delete_owners(conn: Connection) -> list[str]:
     return [str(r) for r in rows]
 
 
-def _adopt_deletes(conn: Connection, env: FlowEnv, owners: list[str]) -> list[dict[str, Any]]:
+def _adopt_deletes(conn: Connection, env: FlowEnv, owners: list[str]) -> list[InstanceRecord]:
     c = instances.c
     taken = []
     for row in idb.rows_where(conn, c.conductor_id.in_(owners), c.deleted == false(),
@@ -178,14 +179,14 @@ async def adopt_deletes(env: FlowEnv, owners: list[str]) -> int:
     return len(taken)
 
 
-def _delete_locally(conn: Connection, env: FlowEnv, uuid: str) -> dict[str, Any]:
+def _delete_locally(conn: Connection, env: FlowEnv, uuid: str) -> InstanceRecord:
     row = idb.get_row(conn, uuid, lock=True)
     if row is None:
         raise errors.InstanceNotFound(instance_id=uuid)
     return env.record(row) if row.deleted else complete_delete(conn, env, row, EV_LOCAL)
 
 
-async def delete_locally(env: FlowEnv, uuid: str) -> dict[str, Any]:
+async def delete_locally(env: FlowEnv, uuid: str) -> InstanceRecord:
     return await env.db.write(lambda conn: _delete_locally(conn, env, uuid))
 
 

@@ -31,6 +31,7 @@ from cells.db import instances as idb
 from cells.db.schema import migrations
 from cells.lifecycle import Event, on
 from cells.objects.instance import PowerState, VmState, utcnow_iso
+from cells.objects.records import InstanceRecord
 from cells.rpcapi.move_methods import MoveComputeAPI
 from cells.rpcapi.scheduler import SchedulerAPI
 
@@ -38,7 +39,7 @@ LOG = logging.getLogger(__name__)
 ACTION, EV_REBUILD = "evacuate", "compute_rebuild_instance"
 
 
-def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tuple[InstanceRecord, dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
     if row.host is None:
         raise errors.Conflict(reason=f"Instance {uuid} has no host to evacuate it from")
@@ -83,7 +84,7 @@ def _done(conn: Connection, env: FlowEnv, mig: dict[str, Any], power: int) -> st
     return None
 
 
-async def evacuate(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+async def evacuate(env: FlowEnv, ctx: RequestContext, uuid: str) -> InstanceRecord:
     if not (ctx.is_admin or "service" in ctx.roles):
         raise errors.Forbidden(reason="evacuating a server is an admin action")
     record, mig = await env.db.write(lambda conn: _begin(conn, env, ctx, uuid))
@@ -92,7 +93,7 @@ async def evacuate(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, An
     return record
 
 
-async def _run(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
+async def _run(env: FlowEnv, ctx: RequestContext, record: InstanceRecord, mig: dict[str, Any]) -> None:
     [sel] = await SchedulerAPI(env.service).select_destinations(
         ctx, {"flavor": mig["new_flavor"], "instance_uuid": record["uuid"]},  # its server group goes with it
         [mig["uuid"]], [mig["source_host"]])

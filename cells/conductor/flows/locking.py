@@ -22,6 +22,7 @@ from cells.context import RequestContext
 from cells.db import action_records
 from cells.db import instances as idb
 from cells.objects.instance import utcnow_iso
+from cells.objects.records import InstanceRecord
 
 MAX_REASON = 255  # Nova's locked_reason maxLength
 UNLOCK_OVERRIDE = "Policy doesn't allow os_compute_api:os-lock-server:unlock:unlock_override to be performed."
@@ -36,7 +37,7 @@ def validate(lock: Any, reason: Any) -> tuple[bool, str | None]:
 
 
 def _set_lock(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, lock: bool,
-              reason: str | None) -> dict[str, Any]:
+              reason: str | None) -> InstanceRecord:
     row = idb.get_row(conn, uuid, lock=True)
     if row is None or row.deleted or not visible(ctx, row):
         raise errors.InstanceNotFound(instance_id=uuid)
@@ -55,12 +56,12 @@ def _set_lock(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, lo
     return env.record({**row._mapping, **values})
 
 
-async def instance_lock(env: FlowEnv, ctx: RequestContext, uuid: str, lock: Any, reason: Any = None) -> dict[str, Any]:
+async def instance_lock(env: FlowEnv, ctx: RequestContext, uuid: str, lock: Any, reason: Any = None) -> InstanceRecord:
     clean_lock, clean_reason = validate(lock, reason)
     return await env.db.write(lambda conn: _set_lock(conn, env, ctx, uuid, clean_lock, clean_reason))
 
 
-def _reset(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, to: str) -> dict[str, Any]:
+def _reset(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, to: str) -> InstanceRecord:
     row = idb.get_row(conn, uuid, lock=True)
     if row is None or row.deleted or not visible(ctx, row):
         raise errors.InstanceNotFound(instance_id=uuid)
@@ -73,7 +74,7 @@ def _reset(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, to: s
     return env.record({**row._mapping, **values})
 
 
-async def instance_reset_state(env: FlowEnv, ctx: RequestContext, uuid: str, state: Any) -> dict[str, Any]:
+async def instance_reset_state(env: FlowEnv, ctx: RequestContext, uuid: str, state: Any) -> InstanceRecord:
     """Admin only (os_compute_api:os-admin-actions:reset_state): 403 for anyone else."""
     if not ctx.is_admin:
         raise errors.Forbidden("Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.")

@@ -14,6 +14,7 @@ from cells.db import action_records
 from cells.db import instances as idb
 from cells.db.schema import instances
 from cells.network.schema import ip_allocations, ports
+from cells.objects.records import InstanceRecord
 
 
 def _usage(conn: Connection, project_id: str) -> dict[str, int]:
@@ -60,7 +61,7 @@ def _by_address(conn: Connection, address: str) -> Any:
     return found[0] if len(found) == 1 else None
 
 
-async def instance_by_address(env: FlowEnv, ctx: RequestContext, address: str) -> dict[str, Any]:
+async def instance_by_address(env: FlowEnv, ctx: RequestContext, address: str) -> InstanceRecord:
     """The live instance with this fixed IP (operators' and tests' lookup; admin/service only)."""
     if not (ctx.is_admin or "service" in ctx.roles):
         raise errors.Forbidden()
@@ -91,7 +92,7 @@ def by_port_address(conn: Connection, network_id: str, address: str) -> Any:
     return row
 
 
-async def instance_for_metadata(env: FlowEnv, ctx: RequestContext, network_id: str, address: str) -> dict[str, Any]:
+async def instance_for_metadata(env: FlowEnv, ctx: RequestContext, network_id: str, address: str) -> InstanceRecord:
     """For the metadata service: the guest that sent a request from `address` on `network_id` (the
     network whose bridge it arrived on). An IP alone is not an identity: networks may reuse one."""
     if not (ctx.is_admin or "service" in ctx.roles):

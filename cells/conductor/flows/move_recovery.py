@@ -30,6 +30,7 @@ from cells.db import action_records, claims, migration_records
 from cells.db import instances as idb
 from cells.lifecycle import Event, on
 from cells.objects.instance import TaskState, utcnow_iso
+from cells.objects.records import InstanceRecord
 from cells.rpcapi.move_methods import MoveComputeAPI
 
 LOG = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def fail(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, messa
     return None
 
 
-async def stopped(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str, Any], mig: dict[str, Any],
+async def stopped(env: FlowEnv, ctx: RequestContext, action: str, record: InstanceRecord, mig: dict[str, Any],
                   reason: str) -> None:
     if reason == TAKEN:
         LOG.warning("%s %s of %s is no longer ours (adopted or ended): leaving it", action, mig["uuid"],
@@ -112,7 +113,7 @@ async def stopped(env: FlowEnv, ctx: RequestContext, action: str, record: dict[s
     await env.db.write(lambda conn: _closed_by_delete(conn, mig, action))
 
 
-async def undo_guests(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
+async def undo_guests(env: FlowEnv, ctx: RequestContext, record: InstanceRecord, mig: dict[str, Any]) -> None:
     """Best effort: no guest left on the destination, the source guest as before (a host
     that is down is skipped: its reaper removes a guest whose record is elsewhere)."""
     compute = MoveComputeAPI(env.service)
@@ -129,7 +130,7 @@ async def undo_guests(env: FlowEnv, ctx: RequestContext, record: dict[str, Any],
             LOG.warning("could not restart the guest of %s on %s: %s", record["uuid"], source, exc)
 
 
-async def roll_back(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str, Any], mig: dict[str, Any],
+async def roll_back(env: FlowEnv, ctx: RequestContext, action: str, record: InstanceRecord, mig: dict[str, Any],
                     message: str) -> None:
     reason = await env.db.read(lambda conn: why_stop(conn, env, mig))
     if reason is not None:
@@ -139,7 +140,7 @@ async def roll_back(env: FlowEnv, ctx: RequestContext, action: str, record: dict
     await env.db.write(lambda conn: fail(conn, env, mig, action, message))
 
 
-async def drive(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str, Any], mig: dict[str, Any],
+async def drive(env: FlowEnv, ctx: RequestContext, action: str, record: InstanceRecord, mig: dict[str, Any],
                 body: Callable[[], Awaitable[None]]) -> None:
     """Run a move's steps; stop or roll back as above when they cannot go on."""
     try:

@@ -55,6 +55,7 @@ from cells.db.schema import migrations
 from cells.lifecycle import Event, check_unlocked, on
 from cells.objects.base import newer
 from cells.objects.instance import utcnow_iso
+from cells.objects.records import InstanceRecord
 from cells.rpcapi.compute import topic as compute_topic
 from cells.rpcapi.move_methods import DISK_COPY_VERSION, MoveComputeAPI
 from cells.rpcapi.scheduler import SchedulerAPI
@@ -96,7 +97,7 @@ def rekey_claim(conn: Connection, from_consumer: str, to_consumer: str) -> None:
 
 
 def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, action: str,
-           new_flavor: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+           new_flavor: dict[str, Any] | None) -> tuple[InstanceRecord, dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
     check_unlocked(row.locked_by, ctx.is_admin, uuid)
     state, _ = on(Event.MOVE_REQUESTED, state_of(row), uuid, shown=action)  # a move has no actions
@@ -160,7 +161,7 @@ def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, 
 # --- act --------------------------------------------------------------------------------
 
 async def move_instance(env: FlowEnv, ctx: RequestContext, uuid: str, action: Any,
-                        flavor: Any = None) -> dict[str, Any]:
+                        flavor: Any = None) -> InstanceRecord:
     if action not in MOVE_KINDS:
         raise errors.Invalid(reason=f"unknown move {action!r}")
     if action == "migrate" and not (ctx.is_admin or "service" in ctx.roles):
@@ -171,7 +172,7 @@ async def move_instance(env: FlowEnv, ctx: RequestContext, uuid: str, action: An
     return record
 
 
-async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: dict[str, Any],
+async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: InstanceRecord,
                 mig: dict[str, Any]) -> None:
     """The move's steps; a move adopted from a dead owner (`mig` as the DB holds it) goes on from
     its last recorded step: scheduled again while it has no destination, else from the source's
@@ -223,7 +224,7 @@ def disk_copy_refused(env: FlowEnv, source: str, dest: str) -> str | None:
     return None
 
 
-async def _finish(env: FlowEnv, ctx: RequestContext, compute: MoveComputeAPI, instance: dict[str, Any],
+async def _finish(env: FlowEnv, ctx: RequestContext, compute: MoveComputeAPI, instance: InstanceRecord,
                   mig: dict[str, Any]) -> tuple[int, str | None]:
     """finish_move on the destination: (power state, how the disk got there, for the event)."""
     source, dest = mig["source_host"], mig["dest_host"]
@@ -243,7 +244,7 @@ async def _finish(env: FlowEnv, ctx: RequestContext, compute: MoveComputeAPI, in
 # --- confirm and revert -------------------------------------------------------------------
 
 def _begin_end(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, which: str
-               ) -> tuple[dict[str, Any], dict[str, Any]]:
+               ) -> tuple[InstanceRecord, dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
     check_unlocked(row.locked_by, ctx.is_admin, uuid)
     mig = migration_records.pending(conn, uuid, [FINISHED])
@@ -291,13 +292,13 @@ def _reverted(conn: Connection, env: FlowEnv, mig: dict[str, Any], power: int) -
     return None
 
 
-async def confirm_move(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+async def confirm_move(env: FlowEnv, ctx: RequestContext, uuid: str) -> InstanceRecord:
     record, mig = await env.db.write(lambda conn: _begin_end(conn, env, ctx, uuid, "confirmResize"))
     env.spawn(_confirm(env, background_ctx(ctx), record, mig))
     return record
 
 
-async def _confirm(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
+async def _confirm(env: FlowEnv, ctx: RequestContext, record: InstanceRecord, mig: dict[str, Any]) -> None:
     # a same-host resize has no old copy; a dead source destroys its stale copy when it comes back
     if mig["source_host"] != mig["dest_host"] and env.host_alive(mig["source_host"]):
         try:
@@ -308,13 +309,13 @@ async def _confirm(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mi
     await env.db.write(lambda conn: _confirmed(conn, env, mig))
 
 
-async def revert_move(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+async def revert_move(env: FlowEnv, ctx: RequestContext, uuid: str) -> InstanceRecord:
     record, mig = await env.db.write(lambda conn: _begin_end(conn, env, ctx, uuid, "revertResize"))
     env.spawn(_revert(env, background_ctx(ctx), record, mig))
     return record
 
 
-async def _revert(env: FlowEnv, ctx: RequestContext, record: dict[str, Any], mig: dict[str, Any]) -> None:
+async def _revert(env: FlowEnv, ctx: RequestContext, record: InstanceRecord, mig: dict[str, Any]) -> None:
     compute = MoveComputeAPI(env.service)
     power = 4
     what = f"revert of {record['uuid']}"

@@ -22,6 +22,7 @@ from cells.conductor.env import FlowEnv
 from cells.context import RequestContext
 from cells.db import action_records
 from cells.db.schema import instances
+from cells.objects.records import InstanceRecord
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpcapi.network import NetworkAPI
 
@@ -41,8 +42,8 @@ async def _request_spec(env: FlowEnv, uuid: str) -> dict[str, Any]:
     return dict(row.request_spec or {}) if row is not None else {}
 
 
-async def allocate_for_build(env: FlowEnv, ctx: RequestContext, record: dict[str, Any],
-                             request_spec: dict[str, Any] | None = None) -> dict[str, Any] | None:
+async def allocate_for_build(env: FlowEnv, ctx: RequestContext, record: InstanceRecord,
+                             request_spec: dict[str, Any] | None = None) -> InstanceRecord | None:
     """`record` with its addresses filled, or None when the build failed here (recorded as ERROR).
     `request_spec`: the build's, when the caller has it (else it is read from the row)."""
     if not has_network_controller(env):

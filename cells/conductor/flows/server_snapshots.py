@@ -22,6 +22,7 @@ from cells.context import RequestContext
 from cells.db import action_records
 from cells.db import instances as idb
 from cells.objects.instance import utcnow_iso
+from cells.objects.records import InstanceRecord
 
 ACTION = "createImage"
 EVENT = "compute_snapshot_instance"
@@ -35,7 +36,7 @@ def _row(conn: Connection, ctx: RequestContext, uuid: str) -> Any:
     return row
 
 
-def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> InstanceRecord:
     row = _row(conn, ctx, uuid)
     state = lifecycle.begin_snapshot(state_of(row), uuid)
     if not (row.image or {}).get("id"):
@@ -52,7 +53,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> di
 
 
 def _progress(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, step: str,
-              message: str | None) -> dict[str, Any]:
+              message: str | None) -> InstanceRecord:
     row = _row(conn, ctx, uuid)
     state = lifecycle.snapshot_step(step, state_of(row), uuid)
     now = utcnow_iso()
@@ -67,12 +68,12 @@ def _progress(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, st
     return env.record({**row._mapping, **values})
 
 
-async def snapshot_begin(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+async def snapshot_begin(env: FlowEnv, ctx: RequestContext, uuid: str) -> InstanceRecord:
     return await env.db.write(lambda conn: _begin(conn, env, ctx, uuid))
 
 
 async def snapshot_progress(env: FlowEnv, ctx: RequestContext, uuid: str, step: Any,
-                            message: Any = None) -> dict[str, Any]:
+                            message: Any = None) -> InstanceRecord:
     if step not in STEPS:
         raise errors.Invalid(reason=f"step must be one of {', '.join(STEPS)}")
     if message is not None and (not isinstance(message, str) or len(message) > 4096):

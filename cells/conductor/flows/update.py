@@ -21,6 +21,7 @@ from cells.db import action_records, migration_records
 from cells.db import instances as idb
 from cells.db.fast import AnyRow
 from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
+from cells.objects.records import InstanceRecord
 from cells.rpc.principal import Principal, host_worker
 
 # what a compute may change; identity, ownership and deletion go through their own methods
@@ -44,7 +45,7 @@ def validate_values(values: Any) -> dict[str, Any]:
 
 
 def _update(conn: Connection, env: FlowEnv, uuid: str, new: dict[str, Any],
-            expected_task_state: list[str | None] | None, worker: Principal | None) -> dict[str, Any]:
+            expected_task_state: list[str | None] | None, worker: Principal | None) -> InstanceRecord:
     row = idb.get_row(conn, uuid, lock=True)
     if row is None or row.deleted:
         raise errors.InstanceNotFound(instance_id=uuid)
@@ -77,7 +78,7 @@ def _check_worker(conn: Connection, row: AnyRow, new: dict[str, Any], worker: Pr
 
 
 async def instance_update(env: FlowEnv, ctx: RequestContext, uuid: str, values: Any,
-                          expected_task_state: list[str | None] | None = None) -> dict[str, Any]:
+                          expected_task_state: list[str | None] | None = None) -> InstanceRecord:
     new = validate_values(values)
     expected = expected_task_state
     if expected is not None and not isinstance(expected, list):
