@@ -16,21 +16,22 @@ import asyncio
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import Connection
 
 from cells.conductor.flows.boot import validate_build
 from cells.context import RequestContext
 from cells.db import instances as idb
-from cells.db.schema import create_schema
 from cells.network.controller import NetworkController
 from cells.objects.instance import utcnow_iso
 from node.network.linux import LinuxNetworkDriver, detect_capabilities
+from tests.network_support import controller
+
+__all__ = ["controller"]  # fixture used by name
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (shutil.which("dnsmasq") and shutil.which("busybox") and shutil.which("nft")),
@@ -78,16 +79,6 @@ def hosts() -> Iterator[list[str]]:
     finally:
         for ns in made + [n for n in sh("ip", "netns", "list").stdout.split() if n.startswith(f"cc5g-{TAG}")]:
             sh("ip", "netns", "del", ns, check=False)
-
-
-@pytest_asyncio.fixture
-async def controller(tmp_path: Path) -> AsyncIterator[NetworkController]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
-    await create_schema(url)
-    c = NetworkController(db_url=url)
-    await c.start()
-    yield c
-    await c.stop()
 
 
 async def guest_port(c: NetworkController, ctx: RequestContext, net_id: str, host: str,

@@ -10,25 +10,26 @@ import logging
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from sqlalchemy import Connection, update
 
 from cells.conductor.flows.boot import validate_build
 from cells.context import RequestContext
 from cells.db import instances as idb
-from cells.db.schema import create_schema
 from cells.network import instance_ports
 from cells.network.controller import NetworkController
 from cells.network.schema import ports
 from cells.objects.instance import utcnow_iso
 from node.network import validate
 from node.network.linux import NFT_TABLE, Capabilities, LinuxNetworkDriver, render_nftables
+from tests.network_support import controller
 from tests.unit.test_network_agent import UUID, AgentsByHost, add_instance, agent_for
+
+__all__ = ["controller"]  # fixture used by name
 
 DEMO = RequestContext(project="demo", roles=("member",))
 HOST = f"ccsec-{uuid.uuid4().hex[:6]}"  # the netns standing in for the host
@@ -37,16 +38,6 @@ BAD_MAC = "zz:zz:zz:zz:zz:zz"
 
 def sh(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), check=False, capture_output=True, text=True, timeout=30)
-
-
-@pytest_asyncio.fixture
-async def controller(tmp_path: Path) -> AsyncIterator[NetworkController]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
-    await create_schema(url)
-    c = NetworkController(db_url=url)
-    await c.start()
-    yield c
-    await c.stop()
 
 
 async def _guest(c: NetworkController, net_id: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from api.db.engine import make_engine
 from api.db.schema import instance_mappings
 from cells import errors
 from cells.config import ClusterConfig
-from tests.unit.api_fake_cell import FakeCell, fake_cell
+from tests.unit.api_fake_cell import FakeCell, FakeConductor, fake_cell
 from tests.unit.api_support import PUBLIC_URL, SECRETS, make_cluster, start_client, token
 
 SERVER_KEYS_2_1 = {
@@ -51,9 +52,11 @@ class Cloud:
             await engine.dispose()
 
 
-@pytest_asyncio.fixture
-async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
-    async with fake_cell() as cell:
+@asynccontextmanager
+async def open_cloud(tmp_path: Path, handler: FakeConductor | None = None) -> AsyncIterator[Cloud]:
+    """A real API app over one fake cell (`handler`: its conductor, default api_fake_cell's), with the
+    admin's and demo's tokens and the bootstrap's image."""
+    async with fake_cell(handler=handler) as cell:
         cluster = make_cluster(tmp_path, router=cell.router)
         client = await start_client(cluster)
         try:
@@ -63,6 +66,12 @@ async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
             yield Cloud(client, cell, cluster, admin, demo, images[0]["id"])
         finally:
             await client.close()
+
+
+@pytest_asyncio.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
+    async with open_cloud(tmp_path) as running:
+        yield running
 
 
 async def test_create_returns_nova_body_and_builds_in_the_cell(cloud: Cloud) -> None:

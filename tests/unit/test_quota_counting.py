@@ -29,9 +29,8 @@ from api.keys import DB, ROUTER
 from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
-from tests.unit.api_fake_cell import FakeConductor, fake_cell
-from tests.unit.api_support import SECRETS, make_cluster, start_client, token
-from tests.unit.test_api_servers import Cloud
+from tests.unit.api_fake_cell import FakeConductor
+from tests.unit.test_api_servers import Cloud, open_cloud
 
 TINY = {"vcpus": 1, "ram": 512}
 RACER = textwrap.dedent("""
@@ -192,16 +191,8 @@ class MovingConductor(FakeConductor):
 
 @pytest_asyncio.fixture
 async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
-    async with fake_cell(handler=MovingConductor("cell1")) as cell:
-        cluster = make_cluster(tmp_path, router=cell.router)
-        client = await start_client(cluster)
-        try:
-            admin = {"X-Auth-Token": await token(client, "admin", SECRETS["admin_password"], "admin")}
-            demo = {"X-Auth-Token": await token(client, "demo", SECRETS["demo_password"], "demo")}
-            images = (await (await client.get("/image/v2/images", headers=demo)).json())["images"]
-            yield Cloud(client, cell, cluster, admin, demo, images[0]["id"])
-        finally:
-            await client.close()
+    async with open_cloud(tmp_path, MovingConductor("cell1")) as running:
+        yield running
 
 
 async def set_quota(cloud: Cloud, **limits: int) -> None:
