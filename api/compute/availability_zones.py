@@ -29,8 +29,11 @@ def zones(cluster: ClusterConfig) -> dict[str, list[CellSpec]]:
     return out
 
 
-def _host_states(router: CellRouter, cell: CellSpec) -> dict[str, str]:
-    """host -> alive | suspect | dead | fenced, as the cell's conductors publish them (empty when unseen)."""
+def host_states(router: CellRouter, cell: CellSpec) -> dict[str, str] | None:
+    """host -> alive | suspect | dead | fenced, as the cell's conductors publish them (empty when unseen);
+    None for a nested cell, whose conductors only the routers above it see."""
+    if cell.parent is not None:
+        return None
     try:
         members = router.cell(cell.path).view.members("conductor")
     except Exception:  # noqa: BLE001 - a cell this API process cannot see answers nothing
@@ -55,7 +58,7 @@ def _hosts(router: CellRouter, cluster: ClusterConfig, cells: list[CellSpec]) ->
     for cell in cells:
         # a top cell's directory is this process's own view; a nested cell's conductors are seen only by the
         # routers above it: its hosts are as available as the cell is reachable
-        states = _host_states(router, cell) if cell.parent is None else None
+        states = host_states(router, cell)
         reachable = _reachable(router, cell)
         for spec in cluster.services:
             if spec.kind == "compute" and spec.cell == cell.path:

@@ -5,6 +5,7 @@ from aiohttp import web
 
 from api.compute import (
     availability_zones,
+    compute_services,
     extensions,
     flavor_manage,
     flavors,
@@ -37,4 +38,5 @@ def make_compute_app() -> web.Application:
     server_tags.add_routes(app)  # /servers/{id}/tags (2.26, issue 16)
     hypervisors.add_routes(app)  # os-hypervisors (issue 16)
     migrations.add_routes(app)  # os-migrations, /servers/{id}/migrations (issue 16)
+    compute_services.add_routes(app)  # os-services, read-only (issue 16)
     return app

@@ -119,6 +119,7 @@ NOVA = {
     "os_compute_api:os-availability-zone:detail": "rule:admin_api",
     "os_compute_api:os-hypervisors:list": "rule:admin_api",
     "os_compute_api:os-migrations:index": "rule:admin_api",
+    "os_compute_api:os-services:list": "rule:admin_api",
     "os_compute_api:servers:migrations:index": "rule:admin_api",
     "os_compute_api:os-hypervisors:list-detail": "rule:admin_api",
     "os_compute_api:os-hypervisors:show": "rule:admin_api",

@@ -195,3 +195,16 @@ def test_admins_list_migrations_and_a_servers_live_ones(cluster: RunningCluster)
     assert live.status_code == 200 and live.json() == {"migrations": []}, live.text
     wait_for("the server settled", lambda: status(cluster, sid) in ("ACTIVE", "ERROR"), timeout=60, interval=0.5)
     cluster.ok("server", "delete", "--wait", sid)
+
+
+def test_admins_list_the_compute_services_up(cluster: RunningCluster) -> None:
+    services = cluster.ok("compute", "service", "list", "-f", "json", who="admin")
+    found = {(s["Binary"], s["Host"], s["Zone"], s["Status"], s["State"]) for s in services}
+    assert ("nova-compute", "node1", "site1", "enabled", "up") in found, services
+    assert {("nova-conductor", "internal"), ("nova-scheduler", "internal")} <= {(s["Binary"], s["Zone"])
+                                                                                for s in services}
+    assert all(s["State"] == "up" for s in services), services
+    only = cluster.ok("compute", "service", "list", "--service", "nova-compute", "-f", "json", who="admin")
+    assert [s["Host"] for s in only] == ["node1"]
+    err = refused(cluster, "compute", "service", "list")
+    assert "os-services:list" in err and "403" in err, err
