@@ -113,3 +113,21 @@ async def test_a_volume_the_boot_may_not_use_makes_no_server(env: VolumeCell) ->
     assert (await volume_of(env, plain))["status"] == "available"
     atts = await env.env.db.read(lambda conn: vdb.attachments_of(conn, [plain, used]))
     assert atts[plain] == [] and len(atts[used]) == 1
+
+
+async def test_a_server_on_a_root_volume_is_not_moved_nor_rebuilt(env: VolumeCell) -> None:
+    """migrate, evacuate and rebuild of a server booted from a volume: a 409 before anything changes."""
+    from cells.conductor.flows import actions, evacuate, moves
+    vid = await volume(env)
+    uid = await insert_build(env, vid)
+    await scheduled_and_exported(env, uid)
+    for event in (Event.SPAWNING, Event.SPAWNED):
+        await compute_events.instance_event(env.env, admin_context(), uid, "node1", event)
+    for refused in (lambda conn: moves._begin(conn, env.env, DEMO, uid, "migrate", None),
+                    lambda conn: evacuate._begin(conn, env.env, DEMO, uid),
+                    lambda conn: actions._begin(conn, env.env, DEMO, uid, "rebuild", {"image": {"id": "x"}})):
+        with pytest.raises(errors.Conflict, match="booted from a volume"):
+            await env.env.db.write(refused)
+    row = await env.env.db.read(lambda conn: idb.get_row(conn, uid))
+    assert row is not None and (row.vm_state, row.task_state) == ("active", None)
+    assert (await volume_of(env, vid))["status"] == "in-use"

@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 
 from cells import errors, lifecycle
 from cells.conductor.env import FlowEnv, state_of, state_values
+from cells.conductor.flows import boot_volume
 from cells.conductor.flows.delete import visible
 from cells.context import RequestContext
 from cells.db import action_records
@@ -108,6 +109,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
     now = utcnow_iso()
     values: dict[str, Any] = {"task_state": state.task_state, "updated_at": now}
     if action == "rebuild":
+        boot_volume.refuse_for_root_volume(row.image, uuid, "rebuild")  # its root disk is the volume, not an image
         values.update(image=args["image"], **{k: args[k] for k in ("name", "metadata", "key_name", "key_data",
                                                                    "user_data") if k in args})
     if action.startswith("reboot") and row.task_state is not None:

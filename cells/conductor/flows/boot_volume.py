@@ -43,6 +43,16 @@ def root_volume_id(image: Any) -> str | None:
         raise errors.Invalid(reason=f"root_volume_id {image['root_volume_id']!r} is not a UUID") from None
 
 
+def refuse_for_root_volume(image: Any, uuid: str, action: str) -> None:
+    """What a server on a root volume cannot do yet: move (resize, migrate, evacuate: its compute opens
+    the volume only while the boot's attachment is made, a move would need the export moved with it)
+    and rebuild (its root disk is the volume, not an image). A 409 before anything changes, rather than
+    an action that fails half way."""
+    if root_volume_id(image) is not None:
+        raise errors.Conflict(reason=f"Cannot '{action}' instance {uuid}: it was booted from a volume, and "
+                                     f"{action} of such a server is not supported by this cloud yet.")
+
+
 def reserve(conn: Connection, ctx: RequestContext, volume_id: str, instance_uuid: str, project_id: str) -> None:
     """The volume moves available -> attaching for the instance being built, in the caller's unit of
     work. Nova's 400s: not visible (or another project's), not available, not bootable."""

@@ -23,6 +23,7 @@ from sqlalchemy import Connection
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
+from cells.conductor.flows import boot_volume
 from cells.conductor.flows.move_recovery import drive, go_on, why_stop
 from cells.conductor.flows.moves import _instance, rekey_claim
 from cells.context import RequestContext
@@ -43,6 +44,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tu
     row = _instance(conn, ctx, uuid)
     if row.host is None:
         raise errors.Conflict(reason=f"Instance {uuid} has no host to evacuate it from")
+    boot_volume.refuse_for_root_volume(row.image, uuid, "evacuate")
     if not env.host_dead(row.host):  # a suspect host may come back with the guest running: never two copies
         raise errors.Invalid(f"Compute service of {row.host} is still in use.", host=row.host,
                              state=env.host_state(row.host))

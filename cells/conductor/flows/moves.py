@@ -43,6 +43,7 @@ from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values, through_host_restart
+from cells.conductor.flows import boot_volume
 from cells.conductor.flows.delete import remove_copy, visible
 from cells.conductor.flows.move_recovery import ACTION_OF, DELETED, drive, go_on, roll_back, why_stop
 from cells.context import RequestContext, admin_context
@@ -100,6 +101,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
            new_flavor: dict[str, Any] | None) -> tuple[InstanceRecord, dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
     check_unlocked(row.locked_by, ctx.is_admin, uuid)
+    boot_volume.refuse_for_root_volume(row.image, uuid, action)
     state, _ = on(Event.MOVE_REQUESTED, state_of(row), uuid, shown=action)  # a move has no actions
     if row.host is None or not env.host_alive(row.host):
         raise errors.Conflict(reason=f"Compute host {row.host} of instance {uuid} is not available")
