@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 MAX_PER_REQUEST = 100  # one request's bound; the instances quota (api/quota.py) is the real limit
 _PASSWORD_CHARS = string.ascii_letters + string.digits
+# the properties of a boot volume's source image its guest boots with (direct kernel boot, disk bus)
+BOOT_PROPERTIES = ("kernel_id", "ramdisk_id", "os_command_line", "architecture", "hw_disk_bus", "hw_machine_type")
 _SERVER = SERVER_CREATE["properties"]["server"]["properties"]
 # the fields either API fills from its own input, checked as Nova's schema checks them
 _CHECKED = {"name": "name", "key_name": "key_name", "availability_zone": "availability_zone",
@@ -205,7 +207,13 @@ async def _root_volume_image(cc: ComputeContext, ctx: RequestContext, boot: Boot
     if volume.get("status") != "available":
         raise errors.Invalid(f"Invalid volume: volume {volume_id} status must be 'available', "
                              f"but it is {volume.get('status')}.")
-    return {"root_volume_id": volume_id, "properties": {}, "size": int(volume.get("size") or 0) << 30}
+    # what a volume made from an image boots with: an AMI's kernel, ramdisk and command line (their
+    # records as the volume's creator resolved them; the compute fetches and verifies them)
+    made_from: dict[str, Any] = volume.get("image") or {}
+    props = {k: v for k, v in (made_from.get("properties") or {}).items() if k in BOOT_PROPERTIES}
+    image: dict[str, Any] = {"root_volume_id": volume_id, "properties": props}
+    image.update({k: made_from[k] for k in ("kernel", "ramdisk") if isinstance(made_from.get(k), dict)})
+    return image
 
 
 def _lookups(conn: Connection, ctx: RequestContext,
