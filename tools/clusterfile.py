@@ -72,6 +72,9 @@ directory that holds the file):
                                      # DB services of a SQLite cell are refused there
     netns: {range: 10.250.0.0/16}    # default; site i (1-based, file order) gets the i-th /24, gateway .1
     tenant_networks: {min_subnet_prefix: 16}   # default; a tenant subnet wider than this is refused (8-29)
+    external_network: {name: public, cidr: 203.0.113.0/24, cell: cell1}   # optional: the router:external
+                                     # network floating IPs come from, made by that cell's network
+                                     # controller at start (cell default: the first with one)
     security: {curve: true}          # default true: CURVE on every socket, keys in <state>/keys/;
                                      # false = plaintext, a development setting only
     logging: {max_bytes: 20M, backups: 5, format: text}   # defaults: each service's <state>/log/<id>.log
@@ -633,6 +636,29 @@ def _join(address: str, port: int) -> str:
 
 # --- public API -------------------------------------------------------------------
 
+def _with_external_network(p: _Parser, raw: Any, services: list[ServiceSpec]) -> list[ServiceSpec]:
+    """external_network: {name, cidr, cell} reaches the options of that cell's network controllers,
+    which make the router:external network at start (cells/network/controller.py)."""
+    ext = p.mapping(raw, "external_network", ("cidr",), ("name", "cell"))
+    name = ext.get("name", "public")
+    if not isinstance(name, str) or not 0 < len(name) <= 255:
+        p.fail("external_network.name", f"expected a network name, got {_got(name)}")
+    try:
+        cidr = ipaddress.IPv4Network(str(ext["cidr"]))
+    except ValueError:
+        p.fail("external_network.cidr", f"expected an IPv4 network like 203.0.113.0/24, got {_got(ext['cidr'])}")
+    if not isinstance(ext["cidr"], str) or cidr.prefixlen > 29:
+        p.fail("external_network.cidr", f"expected an IPv4 network of /29 or wider, got {_got(ext['cidr'])}")
+    cells = [s.cell for s in services if s.kind == "network" and s.cell]
+    cell = ext.get("cell", cells[0] if cells else None)
+    if cell not in cells:
+        p.fail("external_network.cell", f"expected a cell with a network controller ({', '.join(cells)}), "
+                                        f"got {_got(cell)}")
+    wanted = {"name": name, "cidr": str(cidr)}
+    return [replace(s, options={**s.options, "external_network": wanted})
+            if s.kind == "network" and s.cell == cell else s for s in services]
+
+
 def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig:
     """Validate and resolve cluster.yaml. No side effects; the result has no secrets yet."""
     file = Path(path)
@@ -641,7 +667,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     raw = read_yaml(file, label)
     top = p.mapping(raw, "", ("cluster", "api", "sites", "hosts"),
                     ("state_dir", "heartbeat_interval", "dead_after", "max_attempts", "security", "netns",
-                     "tenant_networks", "logging"))
+                     "tenant_networks", "logging", "external_network"))
     name = p.name(top["cluster"], "cluster")
     if state_dir is not None:
         state = Path(state_dir).resolve()
@@ -690,6 +716,8 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
         p.fail("tenant_networks.min_subnet_prefix", f"expected a prefix length from 8 to 29, got {_got(min_prefix)}")
     services = [replace(s, options={**s.options, "min_subnet_prefix": min_prefix}) if s.kind == "network" else s
                 for s in p.services]  # the network controllers enforce it (cells/network/policy.py)
+    if "external_network" in top:
+        services = _with_external_network(p, top["external_network"], services)
     cluster = ClusterConfig(
         name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
         services=(*services, api_service, *p.api_workers), hosts=tuple(h.spec for h in p.hosts.values()),

@@ -79,6 +79,7 @@ class NetworkController:
         options = spec.options if spec is not None else {}
         self.cidr_pool = str(options.get("default_cidr_pool") or resources.DEFAULT_CIDR_POOL)
         self.subnet_policy = subnet_policy(cluster, options)
+        self.external_network: dict[str, Any] | None = options.get("external_network")  # cluster.yaml's
         self._db: Database | None = None
         self._compute: ComputeAPI | None = None
         self._refreshes: set[asyncio.Task[None]] = set()
@@ -93,6 +94,10 @@ class NetworkController:
         self._compute = ComputeAPI(service) if service is not None else None
         self._db = Database(self.db_url)
         await ensure_schema(self._db)  # creates the network tables a DB from before them lacks
+        if self.external_network:
+            wanted = self.external_network
+            await self._write(lambda c: l3.ensure_external_network(c, str(wanted["name"]), str(wanted["cidr"]),
+                                                                   self.subnet_policy))
 
     async def stop(self) -> None:
         if self._db is not None:

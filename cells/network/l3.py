@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cells import errors
 from cells.context import RequestContext
-from cells.network import ipam
+from cells.network import ipam, policy
 from cells.network.resources import (
     L3_OWNERS,
     _bool,
@@ -27,6 +27,8 @@ from cells.network.resources import (
     _random_mac,
     _text,
     _unknown,
+    create_network,
+    create_subnet,
     match,
     network_row,
     new_id,
@@ -39,6 +41,21 @@ from cells.network.schema import floatingips, ip_allocations, networks, ports, r
 from cells.objects.instance import utcnow_iso
 
 GATEWAY_OWNER, INTERFACE_OWNER, FLOATINGIP_OWNER = L3_OWNERS
+CLOUD_OWNER = "cloud"  # the owner of an external network cluster.yaml asks for: the cloud's, no project's
+
+
+def ensure_external_network(conn: Connection, name: str, cidr: str, rules: policy.SubnetPolicy) -> str:
+    """cluster.yaml's external network, made once (at the controller's start) with its subnet; its id.
+    One of that name that exists already is kept as it is: the operator may have changed it."""
+    row = conn.execute(select(networks.c.id).where(networks.c.name == name,
+                                                   networks.c.router_external.is_(True))).first()
+    if row is not None:
+        return str(row.id)
+    ctx = RequestContext(project=None, roles=("service",))
+    net = create_network(conn, ctx, {"name": name, "project_id": CLOUD_OWNER, "router:external": True})
+    create_subnet(conn, ctx, {"network_id": net["id"], "cidr": cidr, "name": f"{name}-subnet",
+                              "project_id": CLOUD_OWNER}, rules)
+    return str(net["id"])
 
 
 def _external_network(conn: Connection, ctx: RequestContext, net_id: Any) -> Row[Any]:

@@ -11,6 +11,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from cells.config import ServiceSpec
+from cells.context import RequestContext
+from cells.db.schema import create_schema
+from cells.network.controller import NetworkController
 from tests.unit.api_support import SECRETS, token
 from tests.unit.test_api_network import OPENSTACK, _cli, api_client, cli_api
 from tools.devcluster import cli_env
@@ -273,3 +277,25 @@ async def _admin_cli(home: Path, url: str, *args: str) -> Any:
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, f"openstack {' '.join(args)} failed:\n{err.decode()}"
     return json.loads(out) if "-f" in args else out.decode()
+
+
+async def test_cluster_yaml_external_network_is_made_once_at_start(tmp_path: Path) -> None:
+    """The controller's start makes the external network cluster.yaml names, and a restart keeps it."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+    await create_schema(url)
+    spec = ServiceSpec(id="cell1/network", kind="network", host="node1", bind="tcp://127.0.0.1:1", cell="cell1",
+                       options={"external_network": {"name": "public", "cidr": "203.0.113.0/24"}})
+    seen = []
+    for _ in range(2):
+        controller = NetworkController(spec=spec, db_url=url)
+        await controller.start()
+        try:
+            demo = RequestContext(project="demo-project", roles=("member",))
+            nets = await controller.network_list(demo, {"router:external": "true"})
+            seen.append([(n["name"], n["router:external"], n["id"]) for n in nets])
+            [subnet] = await controller.subnet_list(demo, {"network_id": nets[0]["id"]})
+            assert subnet["cidr"] == "203.0.113.0/24"
+        finally:
+            await controller.stop()
+    assert len(seen[0]) == 1 and seen[0] == seen[1]
+    assert seen[0][0][:2] == ("public", True)

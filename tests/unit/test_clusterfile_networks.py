@@ -39,3 +39,23 @@ def test_a_bad_min_subnet_prefix_names_the_field(tmp_path: Path, value: Any) -> 
 def test_an_unknown_tenant_networks_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ClusterFileError, match="tenant_networks"):
         _load(tmp_path, {"min_prefix": 16})
+
+
+def test_the_external_network_reaches_its_cells_network_controller(tmp_path: Path) -> None:
+    doc = copy.deepcopy(BASE)
+    doc["external_network"] = {"cidr": "203.0.113.0/24"}
+    cluster = clusterfile.load(write(tmp_path, doc))
+    network = [s for s in cluster.services if s.kind == "network"]
+    assert network[0].options["external_network"] == {"name": "public", "cidr": "203.0.113.0/24"}
+
+
+@pytest.mark.parametrize(("value", "field"), [
+    ({"cidr": "203.0.113.0/30"}, "external_network.cidr"), ({"cidr": "not-a-net"}, "external_network.cidr"),
+    ({"cidr": "203.0.113.0/24", "cell": "nowhere"}, "external_network.cell"),
+    ({"cidr": "203.0.113.0/24", "name": ""}, "external_network.name"), ({"name": "public"}, "external_network"),
+])
+def test_a_bad_external_network_names_the_field(tmp_path: Path, value: Any, field: str) -> None:
+    doc = copy.deepcopy(BASE)
+    doc["external_network"] = value
+    with pytest.raises(ClusterFileError, match=field):
+        clusterfile.load(write(tmp_path, doc))
