@@ -9,6 +9,7 @@ from api.compute import (
     extensions,
     flavor_manage,
     flavors,
+    floating_ips,
     hypervisors,
     microversions,
     migrations,
@@ -39,4 +40,5 @@ def make_compute_app() -> web.Application:
     hypervisors.add_routes(app)  # os-hypervisors (issue 16)
     migrations.add_routes(app)  # os-migrations, /servers/{id}/migrations (issue 16)
     compute_services.add_routes(app)  # os-services, read-only (issue 16)
+    floating_ips.add_routes(app)  # os-floating-ips, Nova's read-only proxy of Neutron's (issue 17)
     return app

@@ -299,3 +299,24 @@ async def test_cluster_yaml_external_network_is_made_once_at_start(tmp_path: Pat
             await controller.stop()
     assert len(seen[0]) == 1 and seen[0] == seen[1]
     assert seen[0][0][:2] == ("public", True)
+
+
+async def test_compute_os_floating_ips_proxy_is_read_only_and_gone_at_2_36(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, admin):
+        public, _ = await _public(client, admin)
+        fip = (await _post(client, "floatingips", demo, {"floatingip": {"floating_network_id": public["id"]}}))[
+            "floatingip"]
+        old = {**demo, "X-OpenStack-Nova-API-Version": "2.35"}
+        resp = await client.get("/compute/v2.1/os-floating-ips", headers=old)
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["floating_ips"] == [{"id": fip["id"], "ip": fip["floating_ip_address"],
+                                                         "fixed_ip": None, "instance_id": None, "pool": "public"}]
+        shown = await (await client.get(f"/compute/v2.1/os-floating-ips/{fip['id']}", headers=old)).json()
+        assert shown["floating_ip"]["ip"] == fip["floating_ip_address"]
+        alt = {"X-Auth-Token": await token(client, "alt_demo", SECRETS["alt_demo_password"], "alt_demo"),
+               "X-OpenStack-Nova-API-Version": "2.35"}
+        assert (await client.get(f"/compute/v2.1/os-floating-ips/{fip['id']}", headers=alt)).status == 404
+        assert (await (await client.get("/compute/v2.1/os-floating-ips", headers=alt)).json())["floating_ips"] == []
+        new = {**demo, "X-OpenStack-Nova-API-Version": "2.36"}
+        assert (await client.get("/compute/v2.1/os-floating-ips", headers=new)).status == 404
+        assert (await client.post("/compute/v2.1/os-floating-ips", headers=old, json={})).status in (404, 405)
