@@ -1,6 +1,7 @@
 """EC2's Elastic IP calls through real boto3 (in a thread: it blocks) against the API over a real
 network controller (issue 17): AllocateAddress from the `public` external network, Associate /
-Disassociate / Release / DescribeAddresses as Neutron floating IPs, and EC2's error codes.
+Disassociate / Release / DescribeAddresses as Neutron floating IPs, the security group calls as
+Neutron security groups and rules, and EC2's error codes.
 
 The cell here has a network controller only, no compute: the instance is a port the admin made for
 demo with the server's uuid as device_id (what the boot flow's port looks like to Neutron), with an
@@ -119,3 +120,50 @@ async def test_another_projects_address_and_instance_are_not_found(tmp_path: Pat
         assert await alt_ec2.error("associate_address", AllocationId=theirs["AllocationId"],
                                    InstanceId=instance) == "InvalidInstanceID.NotFound"
         assert await demo_ec2.error("allocate_address", Domain="standard") == "InvalidParameterValue"
+
+
+async def test_security_groups_through_boto3(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, _):
+        ec2 = await _ec2(client, demo)
+        made = await ec2("create_security_group", GroupName="web", Description="http in")
+        assert made["GroupId"].startswith("sg-")
+        assert await ec2.error("create_security_group", GroupName="web", Description="again") == \
+            "InvalidGroup.Duplicate"
+        await ec2("authorize_security_group_ingress", GroupId=made["GroupId"], IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        assert await ec2.error("authorize_security_group_ingress", GroupId=made["GroupId"], IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]) == \
+            "InvalidPermission.Duplicate"
+        [group] = (await ec2("describe_security_groups", GroupIds=[made["GroupId"]]))["SecurityGroups"]
+        assert (group["GroupName"], group["Description"]) == ("web", "http in")
+        assert [(p["IpProtocol"], p["FromPort"], p["ToPort"], p["IpRanges"]) for p in group["IpPermissions"]] == \
+            [("tcp", 80, 80, [{"CidrIp": "0.0.0.0/0"}])]
+        # the same rule in Neutron's words
+        neutron = (await (await client.get(f"{N}/security-groups?name=web", headers=demo)).json())["security_groups"]
+        ingress = [r for r in neutron[0]["security_group_rules"] if r["direction"] == "ingress"]
+        assert [(r["protocol"], r["port_range_min"], r["port_range_max"]) for r in ingress] == [("tcp", 80, 80)]
+
+        await ec2("revoke_security_group_ingress", GroupId=made["GroupId"], IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        assert await ec2.error("revoke_security_group_ingress", GroupId=made["GroupId"], IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]) == \
+            "InvalidPermission.NotFound"
+        [group] = (await ec2("describe_security_groups", GroupNames=["web"]))["SecurityGroups"]
+        assert group["IpPermissions"] == []
+        await ec2("delete_security_group", GroupId=made["GroupId"])
+        assert await ec2.error("describe_security_groups", GroupIds=[made["GroupId"]]) == "InvalidGroup.NotFound"
+        assert await ec2.error("delete_security_group", GroupName="web") == "InvalidGroup.NotFound"
+
+
+async def test_another_projects_security_group_is_not_found(tmp_path: Path) -> None:
+    async with api_client(tmp_path) as (client, demo, _):
+        alt = {"X-Auth-Token": await token(client, "alt_demo", SECRETS["alt_demo_password"], "alt_demo")}
+        demo_ec2, alt_ec2 = await _ec2(client, demo), await _ec2(client, alt)
+        made = await demo_ec2("create_security_group", GroupName="mine", Description="x")
+        for call, extra in (("delete_security_group", {}), ("authorize_security_group_ingress", {"IpPermissions": [
+                {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]})):
+            assert await alt_ec2.error(call, GroupId=made["GroupId"], **extra) == "InvalidGroup.NotFound"
+        names = [g["GroupName"] for g in (await alt_ec2("describe_security_groups"))["SecurityGroups"]]
+        assert "mine" not in names
+        [group] = (await demo_ec2("describe_security_groups", GroupIds=[made["GroupId"]]))["SecurityGroups"]
+        assert group["IpPermissions"] == []  # alt_demo's refused rule left nothing
