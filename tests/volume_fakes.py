@@ -66,6 +66,11 @@ class FakeService:
             raise errors.NoLiveMember(topic=topic)
         return await getattr(self.handlers[topic], method.name)(ctx, **args)
 
+    async def cast(self, topic: str, method: Method, args: dict[str, Any], ctx: RequestContext,
+                   key: str | None = None) -> None:
+        """A cast delivered at once (its handler's answer dropped, as a cast's is)."""
+        await self.call(topic, method, args, ctx)
+
 
 @dataclass
 class VolumeCell:

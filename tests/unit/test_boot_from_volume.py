@@ -131,3 +131,22 @@ async def test_a_server_on_a_root_volume_is_not_moved_nor_rebuilt(env: VolumeCel
     row = await env.env.db.read(lambda conn: idb.get_row(conn, uid))
     assert row is not None and (row.vm_state, row.task_state) == ("active", None)
     assert (await volume_of(env, vid))["status"] == "in-use"
+
+
+async def test_a_build_adopted_from_a_dead_conductor_exports_its_volume_before_the_cast(env: VolumeCell) -> None:
+    """The owner died after placing the build, before exporting: the adopting conductor exports the
+    root volume for the build's host, then casts the build, whose compute finds the export."""
+    from cells.conductor.flows import hosts
+    vid = await volume(env)
+    uid = await insert_build(env, vid)
+    await env.env.db.write(lambda conn: boot._set_host(conn, env.env, uid, "node1"))
+    await env.env.db.write(lambda conn: idb.update_row(conn, uid, {"conductor_id": "dead"}))
+    cast: list[str] = []
+
+    async def build_and_run_instance(ctx: RequestContext, instance: dict[str, Any]) -> None:
+        cast.append((await flows.volume_connection(env.env, admin_context(), vid, instance["uuid"]))["data"]["path"])
+    env.compute.build_and_run_instance = build_and_run_instance  # type: ignore[attr-defined]
+    await hosts.orphaned_builds(env.env, ["dead"])
+    await env.settle()
+    assert cast == [(await env.worker.backend.locate(vid)).path]
+    assert await env.worker.targets["local"].exported() == {vid}

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows import network, volume_recovery
+from cells.conductor.flows import boot_volume, network, volume_recovery
 from cells.conductor.flows.boot import CREATE, Reschedule, build_failed, record_build_failure, schedule_and_build
 from cells.conductor.flows.delete import adopt_deletes, complete_delete, pending_delete_owners
 from cells.context import admin_context
@@ -117,6 +117,13 @@ async def _resume(env: FlowEnv, row: Row[Any]) -> None:
         return
     record = await network.allocate_for_build(env, ctx, env.record(row))  # idempotent
     if record is None:
+        return
+    try:  # a boot from a volume: its export again (idempotent), the dead owner may not have made it
+        await boot_volume.export_to(env, ctx, record, str(row.host))
+    except errors.CellcloudError as exc:
+        await build_failed(env, ctx, row.uuid, str(row.host),
+                           {"message": f"Could not export the root volume to {row.host}: {exc.message}"},
+                           retryable=False)
         return
     try:  # same key as the dead owner's cast: a compute that got it already drops the repeat
         await ComputeAPI(env.service).build_and_run_instance(ctx, str(row.host), record)
