@@ -66,7 +66,13 @@ class Service:
             await self.handler.start(self)
         await self.server.start()
         LOG.info("%s serving on %s", self.spec.id, self.spec.bind)
+        metrics_runner = None
         try:
+            if self.spec.options.get("metrics"):  # cluster.yaml hosts.<host>.metrics_port
+                from cells import metrics
+                mhost, _, mport = str(self.spec.options["metrics"]).rpartition(":")
+                metrics_runner = await metrics.start_listener(mhost.strip("[]"), int(mport))
+                LOG.info("%s metrics on http://%s/metrics", self.spec.id, self.spec.options["metrics"])
             async with asyncio.TaskGroup() as tg:
                 beat = tg.create_task(self.view.run())
                 work = tg.create_task(self.handler.background()) if hasattr(self.handler, "background") else None
@@ -77,6 +83,8 @@ class Service:
                     if task is not None:
                         task.cancel()
         finally:
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
             await self.server.stop()
             if hasattr(self.handler, "stop"):
                 await self.handler.stop()

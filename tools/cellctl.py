@@ -114,6 +114,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         host, _, port = cluster.api.metrics_listen.rpartition(":")
         workers = sum(1 for s in cluster.services if s.kind == "api")
         print("metrics:      " + " ".join(f"http://{host}:{int(port) + n}/metrics" for n in range(workers)))
+    for svc in cluster.services:  # hosts.<host>.metrics_port
+        if svc.options.get("metrics"):
+            print(f"metrics:      http://{svc.options['metrics']}/metrics  ({svc.id})")
     print(f"credentials:  source {files['openrc']}   (admin: {files['openrc.admin']})")
     print(f"clouds.yaml:  {files['clouds.yaml']}   (clouds: {CLOUD_DEMO}, {CLOUD_ADMIN})")
     return 0

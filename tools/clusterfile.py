@@ -58,6 +58,8 @@ directory that holds the file):
                                      # backend_name: NAME (volume types' volume_backend_name; default the backend)
         virt: {uri: "test:///default", type: auto}   # type: auto | kvm | qemu
         rpc_port: 5610               # compute RPC port; default 5700 + index of the host in `hosts`
+        metrics_port: 9190           # default none: each cell service on the host serves /metrics on its
+                                     # own port from this one up (file order; `cellctl up` prints them)
       node3:                         # via ssh: cellctl copies the host's slice of cluster.json and its own
         address: 192.0.2.7           # services' CURVE keys there with scp and starts a supervisor for its
         via: ssh                     # services with ssh; `down` stops it over ssh (details: tools/remote.py)
@@ -197,6 +199,7 @@ class _Host:
     rpc_port: int
     rpc_port_given: bool
     cell_field: str | None = None  # where the host was placed in a cell
+    metrics_port: int | None = None  # first /metrics port of the host's cell services (one each, file order)
     volume: dict[str, Any] | None = None  # the volume worker's options (role volume)
 
 
@@ -285,7 +288,7 @@ class _Parser:
                     self.fail(f"{path}.via", f"{via!r} is not supported yet (supported: {', '.join(VIA_SUPPORTED)}; "
                                              "for a remote machine, run `cellctl up` there with its hosts as "
                                              "via: local)")
-            m = self.mapping(value, path, ("address",), ("via", "roles", "virt", "rpc_port", "site_net", "volume",
+            m = self.mapping(value, path, ("address",), ("via", "roles", "virt", "rpc_port", "site_net", "volume", "metrics_port",
                                                           *remote.SSH_KEYS))
             address = self.address(m["address"], f"{path}.address")
             roles = self.roles(m.get("roles", ["compute"]), f"{path}.roles")
@@ -303,6 +306,26 @@ class _Parser:
                                               site_net=site_net, ssh=remote.parse_options(self, m, path)),
                                      roles, uri, vtype, port, given)
             self.hosts[name].volume = self.volume(m, path, roles, index)
+            if "metrics_port" in m:
+                self.hosts[name].metrics_port = self.port(m["metrics_port"], f"{path}.metrics_port")
+
+    def place_metrics(self) -> None:
+        """Each cell service on a host with metrics_port serves /metrics on its own port, counted up
+        from it in file order (cells/metrics.py: a listener apart from the service's RPC socket)."""
+        for name, host in self.hosts.items():
+            if host.metrics_port is None:
+                continue
+            mine = [i for i, s in enumerate(self.services) if s.host == name]
+            if host.metrics_port + len(mine) - 1 > 65535:
+                self.fail(f"hosts.{name}.metrics_port", f"ports {host.metrics_port}-"
+                                                        f"{host.metrics_port + len(mine) - 1} pass 65535")
+            for n, i in enumerate(mine):
+                svc = self.services[i]
+                port = host.metrics_port + n
+                self.claim_port(host.spec.address, port, f"{svc.id} metrics (hosts.{name}.metrics_port)",
+                                f"hosts.{name}.metrics_port")
+                self.services[i] = replace(svc, options={**svc.options,
+                                                         "metrics": _join(host.spec.address, port)})
 
     def site_net(self, m: dict[str, Any], path: str) -> str:
         via = m.get("via", "local")
@@ -701,6 +724,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     p.parse_hosts(top["hosts"])
     api, api_service = p.parse_api(top["api"])
     p.parse_sites(top["sites"], state)
+    p.place_metrics()
     api_db = f"sqlite+aiosqlite:///{state / 'api.db'}"
     if p.api_db is not None:
         api_db = p.db_url(p.api_db, "api.db", "", state, managed_name="api")

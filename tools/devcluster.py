@@ -141,7 +141,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     cluster's managed PostgreSQL (tools/pgserver.py) instead of SQLite files. `dead_after`: seconds a
     silent host is suspect before it is dead (default: cluster.yaml's). `sqlite_cell`: a second cell, cell2,
     on a SQLite file with the last host (needs hosts >= 2), beside cell1 (which keeps the others).
-    `metrics`: the API serves /metrics on a free port (api.metrics; one API worker)."""
+    `metrics`: the API serves /metrics on a free port (api.metrics; one API worker), and node1's compute
+    on another (hosts.node1.metrics_port; pair it with volumes=False: one service, one port)."""
     router = free_port()
     # conductor and scheduler take router+1 and router+2 unless told: give explicit free ports
     host_names = [f"node{i + 1}" for i in range(hosts)]
@@ -178,6 +179,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     for host in host_names:
         doc["hosts"][host] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
                               "virt": {"uri": virt_uri}, "rpc_port": free_port()}
+    if metrics:  # node1's services (its compute) serve /metrics too
+        doc["hosts"]["node1"]["metrics_port"] = free_port()
     if volumes:
         doc["hosts"]["node1"]["roles"].append("volume")
         doc["hosts"]["node1"]["volume"] = {"capacity_gb": 20, "port": free_port(), "iscsi_port": free_port(),

@@ -91,3 +91,19 @@ def test_cluster_file_refuses_a_bad_metrics_listener(tmp_path: Path, value: str)
     with pytest.raises(ClusterFileError) as exc:
         clusterfile.load(_cluster_file(tmp_path, metrics=value, workers=2))
     assert "api.metrics" in str(exc.value)
+
+
+def test_cluster_file_host_metrics_port_gives_each_cell_service_its_own(tmp_path: Path) -> None:
+    doc = cluster_yaml()
+    base = free_port()
+    doc["hosts"]["ctl"]["metrics_port"] = base
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    on_ctl = [s for s in clusterfile.load(path).services if s.host == "ctl" and s.kind != "api"]
+    assert {s.kind for s in on_ctl} == {"router", "conductor", "scheduler", "network"}
+    assert sorted(s.options["metrics"] for s in on_ctl) == [f"127.0.0.1:{base + n}" for n in range(4)]
+    doc["hosts"]["ctl"]["metrics_port"] = int(doc["sites"][0]["cells"][0]["services"]["router"].split(":")[1])
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ClusterFileError) as exc:  # a port another service holds
+        clusterfile.load(path)
+    assert "metrics_port" in str(exc.value) and "router" in str(exc.value)
