@@ -36,6 +36,7 @@ def test_dashboard_queries_name_only_exported_metrics() -> None:
 
 def test_prometheus_config_scrapes_the_metrics_path() -> None:
     config = yaml.safe_load((EXAMPLES / "prometheus.yml").read_text())
-    job = config["scrape_configs"][0]
-    assert job["metrics_path"] == "/metrics"
-    assert all(re.fullmatch(r"[\w.-]+:\d+", t) for t in job["static_configs"][0]["targets"])
+    assert [job["job_name"] for job in config["scrape_configs"]] == ["cellcloud-api", "cellcloud-services"]
+    for job in config["scrape_configs"]:
+        assert job["metrics_path"] == "/metrics"
+        assert all(re.fullmatch(r"[\w.-]+:\d+", t) for t in job["static_configs"][0]["targets"])
