@@ -31,6 +31,10 @@ RPC_CALL_LATENCY = Histogram("cellcloud_rpc_call_seconds", "RPC call latency unt
                                                    2.5, 5.0, 10.0, 30.0))
 RPC_CASTS = Counter("cellcloud_rpc_casts", "RPC casts sent, by method", ("method",))
 
+SCHEDULER_PLACEMENTS = Counter("cellcloud_scheduler_placements", "Instances the scheduler placed and claimed")
+SCHEDULER_NO_VALID_HOST = Counter("cellcloud_scheduler_no_valid_host",
+                                  "Selections that found no host (all or nothing: nothing was claimed)")
+
 
 def method_label(method: str) -> str:
     return method if method in METHODS else "other"

@@ -27,6 +27,7 @@ from cells.db.claims import HostState, Resources
 from cells.db.engine import Database
 from cells.db.groups import SOFT_AFFINITY, SOFT_ANTI_AFFINITY, GroupClaim, allows
 from cells.db.schema import ensure_schema
+from cells.metrics import SCHEDULER_NO_VALID_HOST, SCHEDULER_PLACEMENTS
 from cells.rpcapi.compute import topic as compute_topic
 from cells.scheduler import groups as sgroups
 from cells.scheduler.filters import Alive, filter_hosts, hinted_instances
@@ -74,7 +75,13 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
         hosts = {h.host: h for h in claims.all_hosts(conn)}
         return [_place_one(conn, hosts, req, uuid, alive, exclude, only, grouping)
                 for uuid in instance_uuids]
-    return await db.write(place)
+    try:
+        placed = await db.write(place)
+    except errors.NoValidHost:
+        SCHEDULER_NO_VALID_HOST.inc()
+        raise
+    SCHEDULER_PLACEMENTS.inc(len(placed))
+    return placed
 
 
 def _hosts_of(conn: Connection, instance_uuids: list[str]) -> set[str]:

@@ -153,6 +153,25 @@ async def test_multi_instance_request_is_all_or_nothing_and_spreads(db_url: str)
         await db.close()
 
 
+async def test_placements_and_no_valid_host_are_counted(db_url: str) -> None:
+    """Two placed instances count 2 placements; a request with no room counts 1 no-valid-host and no placement."""
+    from prometheus_client import REGISTRY
+
+    def counted() -> tuple[float, float]:
+        return (REGISTRY.get_sample_value("cellcloud_scheduler_placements_total") or 0.0,
+                REGISTRY.get_sample_value("cellcloud_scheduler_no_valid_host_total") or 0.0)
+    db = await _two_hosts(db_url, ram_each=512)
+    try:
+        placed, failed = counted()
+        await select_for(db, lambda h: True, {"flavor": FLAVOR}, ["a", "b"], [])
+        with pytest.raises(errors.NoValidHost):
+            await select_for(db, lambda h: True, {"flavor": FLAVOR}, ["c"], [])
+        after = counted()
+        assert (after[0] - placed, after[1] - failed) == (2, 1)
+    finally:
+        await db.close()
+
+
 async def test_select_skips_dead_and_excluded_hosts(db_url: str) -> None:
     db = await _two_hosts(db_url, ram_each=4096)
     try:
