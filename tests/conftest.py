@@ -102,6 +102,24 @@ def embed_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("qemu-embed"))
 
 
+PG_TEMP_PREFIX = "cc-pg-"
+
+
+def _stop_orphaned_postgres() -> None:
+    """Stop the private servers of test sessions killed before their teardown (a timeout, kill -9):
+    pg_ctl daemonizes the server, so it outlives its session and would pile up, one per killed run."""
+    for owner in Path(tempfile.gettempdir()).glob(f"{PG_TEMP_PREFIX}*/owner"):
+        try:
+            os.kill(int(owner.read_text()), 0)
+            continue  # its session still runs
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        pgserver.PrivateServer(owner.parent / "pg").stop()
+        shutil.rmtree(owner.parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[pgserver.PrivateServer]:
     """One private PostgreSQL for the test session (tools/pgserver.py), in its own temp dir (not under
@@ -113,7 +131,9 @@ def postgres_server() -> Iterator[pgserver.PrivateServer]:
         import psycopg  # noqa: F401 - the driver of the `postgres` extra
     except ImportError:
         pytest.skip("psycopg is not installed (pip install -e '.[postgres]')")
-    base = Path(tempfile.mkdtemp(prefix="cc-pg-"))
+    _stop_orphaned_postgres()
+    base = Path(tempfile.mkdtemp(prefix=PG_TEMP_PREFIX))
+    (base / "owner").write_text(str(os.getpid()))
     server = pgserver.PrivateServer(base / "pg")
     try:
         server.start()
