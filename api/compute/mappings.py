@@ -88,6 +88,7 @@ async def with_attributes(db: Database, records: Sequence[ShownInstance]) -> Non
         record["description"] = attributes["description"]
         record["hostname"] = attributes["hostname"]
         record["pinned_availability_zone"] = attributes["pinned_availability_zone"]
+        record["tags"] = list(attributes["tags"] or [])
 
 
 async def set_attributes(db: Database, instance_uuid: str, values: dict[str, Any]) -> None:
