@@ -235,7 +235,7 @@ async def test_delete_mid_move_releases_the_destination(cell: Cell) -> None:
         comp.hold.add("finish_move")  # the destination is slow to make its copy
     await MoveConductorAPI(cell.api).move_instance(USER, uuid, "resize", SMALL)
     dest = "node2" if source == "node1" else "node1"
-    await asyncio.wait_for(cell.computes[dest].entered["finish_move"].wait(), 5)  # type: ignore[attr-defined]
+    await asyncio.wait_for(cell.computes[dest].entered["finish_move"].wait(), 30)  # type: ignore[attr-defined]
     await cell.conductor.instance_delete(USER, uuid)
     for comp in computes(cell):
         comp.release.set()
@@ -264,7 +264,7 @@ async def resize_held_at_finish_move(c: Cell, uuid: str, source: str) -> tuple[d
         comp.hold.add("finish_move")
     await MoveConductorAPI(c.api).move_instance(USER, uuid, "resize", SMALL)
     dest = "node2" if source == "node1" else "node1"
-    await asyncio.wait_for(c.computes[dest].entered["finish_move"].wait(), 5)  # type: ignore[attr-defined]
+    await asyncio.wait_for(c.computes[dest].entered["finish_move"].wait(), 30)  # type: ignore[attr-defined]
     mig = await migration(c, uuid)
     return mig, str(mig["conductor_id"])
 
@@ -328,7 +328,7 @@ async def test_conductor_killed_during_confirm_the_other_finishes_it(two: Cell) 
     for comp in computes(two):
         comp.hold.add("confirm_move")
     await MoveConductorAPI(two.api).confirm_move(USER, uuid)
-    await asyncio.wait_for(two.computes[source].entered["confirm_move"].wait(), 5)  # type: ignore[attr-defined]
+    await asyncio.wait_for(two.computes[source].entered["confirm_move"].wait(), 30)  # type: ignore[attr-defined]
     owner = str((await migration(two, uuid))["conductor_id"])
     await two.crash(owner.split("/", 1)[1])
     for comp in computes(two):
