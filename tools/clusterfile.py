@@ -100,7 +100,6 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -113,6 +112,7 @@ from cells.db import settings as dbsettings
 from cells.network.policy import DEFAULT_MIN_PREFIX
 from cells.rpc.liveness import DEFAULT_GRACE
 from tools import pgserver, remote
+from tools.strict_yaml import load_without_duplicates
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
@@ -146,31 +146,13 @@ class ClusterFileError(Exception):
 
 # --- YAML loading ---------------------------------------------------------------
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (plain safe_load silently keeps the last)."""
-
-
-def _mapping_no_duplicates(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, Hashable):
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates)
-
-
 def read_yaml(path: Path, label: str) -> Any:
     try:
         text = path.read_text()
     except OSError as exc:
         raise ClusterFileError(label, "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+        return load_without_duplicates(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
