@@ -41,52 +41,53 @@ async def _each(router: CellRouter, ctx: RequestContext,
     return answered(results, "a volume request", strict)
 
 
-async def find(router: CellRouter, ctx: RequestContext, volume_id: str) -> tuple[VolumeConductorAPI, dict[str, Any]]:
-    """(the conductor of the cell holding the volume, its record); VolumeNotFound when no cell has it."""
+async def _find(router: CellRouter, ctx: RequestContext,
+                fetch: Callable[[VolumeConductorAPI, RequestContext], Awaitable[dict[str, Any]]],
+                missing: errors.CellcloudError) -> tuple[VolumeConductorAPI, dict[str, Any]]:
+    """(the conductor of the cell whose `fetch` found the record, the record); `missing` when none did."""
     async def get(api: VolumeConductorAPI, c: RequestContext) -> dict[str, Any] | None:
         try:
-            return await api.volume_get(c, volume_id)
+            return await fetch(api, c)
         except errors.NotFound:
             return None
     for cell, record in await _each(router, ctx, get):
         if record is not None:
             return VolumeConductorAPI(cell), record
-    raise errors.VolumeNotFound(volume_id=volume_id)
+    raise missing
+
+
+async def _newest_first(router: CellRouter, ctx: RequestContext,
+                        fetch: Callable[[VolumeConductorAPI, RequestContext], Awaitable[list[dict[str, Any]]]],
+                        strict: bool) -> list[dict[str, Any]]:
+    """Every cell's records, newest first (then by id, as the cell DBs order them)."""
+    records = [r for _, rs in await _each(router, ctx, fetch, strict) for r in rs]
+    records.sort(key=lambda r: (r.get("created_at") or "", r["id"]), reverse=True)
+    return records
+
+
+async def find(router: CellRouter, ctx: RequestContext, volume_id: str) -> tuple[VolumeConductorAPI, dict[str, Any]]:
+    """(the conductor of the cell holding the volume, its record); VolumeNotFound when no cell has it."""
+    return await _find(router, ctx, lambda api, c: api.volume_get(c, volume_id),
+                       errors.VolumeNotFound(volume_id=volume_id))
 
 
 async def list_all(router: CellRouter, ctx: RequestContext, filters: dict[str, Any],
                    strict: bool = False) -> list[dict[str, Any]]:
-    """Every matching volume of every cell, newest first (then by id, as the cell DBs order them)."""
-    async def one(api: VolumeConductorAPI, c: RequestContext) -> list[dict[str, Any]]:
-        return await api.volume_list(c, filters)
-    per_cell = await _each(router, ctx, one, strict)
-    records = [r for _, rs in per_cell for r in rs]
-    records.sort(key=lambda r: (r.get("created_at") or "", r["id"]), reverse=True)
-    return records
+    """Every matching volume of every cell, newest first."""
+    return await _newest_first(router, ctx, lambda api, c: api.volume_list(c, filters), strict)
 
 
 async def find_snapshot(router: CellRouter, ctx: RequestContext,
                         snapshot_id: str) -> tuple[VolumeConductorAPI, dict[str, Any]]:
     """(the conductor of the cell holding the snapshot, its record); SnapshotNotFound when no cell has it."""
-    async def get(api: VolumeConductorAPI, c: RequestContext) -> dict[str, Any] | None:
-        try:
-            return await api.snapshot_get(c, snapshot_id)
-        except errors.NotFound:
-            return None
-    for cell, record in await _each(router, ctx, get):
-        if record is not None:
-            return VolumeConductorAPI(cell), record
-    raise errors.SnapshotNotFound(snapshot_id=snapshot_id)
+    return await _find(router, ctx, lambda api, c: api.snapshot_get(c, snapshot_id),
+                       errors.SnapshotNotFound(snapshot_id=snapshot_id))
 
 
 async def list_snapshots(router: CellRouter, ctx: RequestContext, filters: dict[str, Any],
                          strict: bool = False) -> list[dict[str, Any]]:
     """Every matching snapshot of every cell, newest first."""
-    async def one(api: VolumeConductorAPI, c: RequestContext) -> list[dict[str, Any]]:
-        return await api.snapshot_list(c, filters)
-    records = [r for _, rs in await _each(router, ctx, one, strict) for r in rs]
-    records.sort(key=lambda r: (r.get("created_at") or "", r["id"]), reverse=True)
-    return records
+    return await _newest_first(router, ctx, lambda api, c: api.snapshot_list(c, filters), strict)
 
 
 async def project_usage(router: CellRouter, ctx: RequestContext, project: str) -> tuple[dict[str, int], set[str]]:
