@@ -35,15 +35,16 @@ TEST_CONSOLE_BOOT = ("test hypervisor: domain started (no guest OS runs on test:
 
 
 def tail_lines(data: bytes, length: int | None) -> str:
-    """The last `length` lines of `data` (all of it for None), as Nova's _tail_log.
+    """The last `length` lines of `data` (all of it for None), exactly as Nova's _tail_log: the text split
+    at "\n", its last `length` pieces joined again, so a log ending in a newline counts the empty piece
+    after it (length 3 of "a\nb\nc\n" is "b\nc\n", three pieces: what Tempest's console test counts).
     Bytes that are not UTF-8 are replaced, never an error."""
     text = data.decode("utf-8", errors="replace")
     if length is None:
         return text
     if length <= 0:
         return ""
-    lines = text.splitlines(keepends=True)
-    return "".join(lines[-length:])
+    return "\n".join(text.split("\n")[-length:])
 
 
 def read_tail(path: str, max_bytes: int = MAX_CONSOLE_BYTES) -> bytes:

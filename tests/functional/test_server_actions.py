@@ -125,6 +125,8 @@ def test_bad_action_bodies_get_novas_400_and_unknown_servers_404(cluster: Runnin
     assert action(cluster, sid, {"os-getConsoleOutput": {"length": "x"}}).status_code == 400
     # -1 is the whole log, as Nova (the test hypervisor's fake console, written once at the boot)
     assert action(cluster, sid, {"os-getConsoleOutput": {"length": -1}}).json() == {"output": TEST_CONSOLE_BOOT}
+    # length counts as Nova's _tail_log: the "" after the final newline is one of the 3 (Tempest counts so)
+    assert action(cluster, sid, {"os-getConsoleOutput": {"length": 3}}).json() == {"output": "ANOTHER\nLAST LINE\n"}
     missing = action(cluster, "8b4e4b4e-0000-4000-8000-000000000000", {"os-stop": None})
     assert missing.status_code == 404 and "itemNotFound" in missing.json()
     assert show(cluster, sid)["status"] == "ACTIVE"  # nothing changed by the bad requests

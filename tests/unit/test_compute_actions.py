@@ -154,7 +154,7 @@ async def test_console_output_is_the_tail_of_the_serial_log(
     log = Path(manager.driver.instance_dir(uuid)) / "console.log"
     log.write_bytes(b"one\ntwo\nthree\n\xff\n")
     assert await manager.get_console_output(CTX, uuid, None) == "one\ntwo\nthree\n\ufffd\n"
-    assert await manager.get_console_output(CTX, uuid, 2) == "three\n\ufffd\n"
+    assert await manager.get_console_output(CTX, uuid, 3) == "three\n\ufffd\n"  # Nova counts the "" after the last \n
     assert await manager.get_console_output(CTX, uuid, 0) == ""
     with pytest.raises(errors.Invalid):
         await manager.get_console_output(CTX, uuid, -3)
@@ -167,7 +167,7 @@ async def test_test_hypervisor_guest_writes_a_console_at_each_start(
     assert manager.driver.is_test
     uuid = await _active(manager, conductor)
     assert await manager.get_console_output(CTX, uuid, None) == TEST_CONSOLE_BOOT
-    assert await manager.get_console_output(CTX, uuid, 2) == "ANOTHER\nLAST LINE\n"
+    assert await manager.get_console_output(CTX, uuid, 3) == "ANOTHER\nLAST LINE\n"  # Nova counts the "" after the last \n
     await manager.driver.power.power_off(uuid)
     await manager.driver.power.power_on(uuid)
     assert await manager.get_console_output(CTX, uuid, None) == TEST_CONSOLE_BOOT * 2
@@ -179,6 +179,9 @@ def test_tail_helpers_cap_the_size_and_cut_at_a_line(tmp_path: Path) -> None:
     assert read_tail(str(path), max_bytes=15) == b"y\n" * 7  # the cut first line is dropped
     assert read_tail(str(tmp_path / "missing")) == b""
     assert tail_lines(b"a\nb\nc", 2) == "b\nc" and tail_lines(b"a\n", None) == "a\n"
+    # Nova's _tail_log: '\n'.join(log.split('\n')[-length:]); Tempest asks length=3 and counts split('\n')
+    assert tail_lines(b"a\nb\nc\nd\n", 3) == "c\nd\n" and len(tail_lines(b"a\nb\nc\nd\n", 3).split("\n")) == 3
+    assert tail_lines(b"a\nb\n", 0) == ""
 
 
 async def test_unused_bases_are_pruned_after_their_age_and_used_ones_stay(
