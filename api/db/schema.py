@@ -94,6 +94,31 @@ role_assignments = Table(
     Index("ix_role_assignments_project", "project_id"),
 )
 
+groups = Table(
+    "groups", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("domain_id", String(64), ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    UniqueConstraint("domain_id", "name", name="uq_groups_domain_name"),
+)
+
+group_members = Table(
+    "group_members", metadata,
+    Column("group_id", String(64), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_group_members_user", "user_id"),
+)
+
+# a role a group holds on a project: every member of the group has it there
+group_role_assignments = Table(
+    "group_role_assignments", metadata,
+    Column("group_id", String(64), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("role_id", String(64), ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_group_role_assignments_project", "project_id"),
+)
+
 tokens = Table(
     "tokens", metadata,
     Column("id_hash", String(64), primary_key=True),  # sha256 of the token id: a DB leak leaks no token
@@ -386,7 +411,7 @@ LATEST = max(MIGRATIONS)
 # from now on is an Alembic revision plus the edit of its Table above (tests/unit/test_db_migrations.py).
 ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource",
                      "a0004_flavor_description", "a0005_server_group_rules", "a0006_volume_types",
-                     "a0007_identity_images", "a0008_server_tags")
+                     "a0007_identity_images", "a0008_server_tags", "a0009_identity_groups")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

@@ -5,7 +5,7 @@ from aiohttp import web
 
 from api.errors import error_middleware, identity_body
 from api.http import json_body
-from api.identity import appcreds, ec2creds, manage, resources, service_catalog
+from api.identity import appcreds, assignments, domains, ec2creds, groups, manage, resources, service_catalog
 from api.identity.views import token_body, v3_version
 from api.keys import CLUSTER, POLICY, TOKENS, public_url
 from cells import errors
@@ -81,8 +81,11 @@ def make_identity_app() -> web.Application:
     app.router.add_get("/v3/auth/tokens", check_token)  # aiohttp adds HEAD for GET routes
     app.router.add_delete("/v3/auth/tokens", revoke_token)
     ec2creds.add_routes(app)
-    resources.add_routes(app)  # projects, users, roles, domains, role assignments: reads
+    resources.add_routes(app)  # projects, users, roles, domains: reads
     manage.add_routes(app)  # projects, users, grants: writes
+    domains.add_routes(app)  # domains: writes
+    groups.add_routes(app)  # groups, their members and grants
+    assignments.add_routes(app)  # role assignments, as made or effective
     service_catalog.add_routes(app)  # the catalog, services, endpoints, regions
     appcreds.add_routes(app)  # application credentials
     return app

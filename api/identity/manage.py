@@ -45,14 +45,14 @@ PROTECTED_PROJECTS = (ADMIN_PROJECT[0], "service")  # in the default domain: the
 PROTECTED_USERS = ("cellcloud-service", "cellcloud-image-reader")  # the cluster's own credentials
 
 
-def _entity(body: Any, key: str) -> dict[str, Any]:
+def entity_body(body: Any, key: str) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get(key), dict):
         raise errors.Invalid(f"Invalid input for field '{key}': '{key}' is a required property")
     entity: dict[str, Any] = body[key]
     return entity
 
 
-def _string(doc: dict[str, Any], key: str, limit: int, required: bool = False) -> str | None:
+def string_field(doc: dict[str, Any], key: str, limit: int, required: bool = False) -> str | None:
     value = doc.get(key)
     if value is None:
         if required:
@@ -64,31 +64,31 @@ def _string(doc: dict[str, Any], key: str, limit: int, required: bool = False) -
     return value
 
 
-def _flag(doc: dict[str, Any], key: str) -> bool | None:
+def flag_field(doc: dict[str, Any], key: str) -> bool | None:
     value = doc.get(key)
     if value is not None and not isinstance(value, bool):
         raise errors.Invalid(f"Invalid input for field '{key}': {value!r} is not of type 'boolean'")
     return value
 
 
-def _conflict(kind: str, name: str) -> errors.Conflict:
+def name_conflict(kind: str, name: str) -> errors.Conflict:
     return errors.Conflict(f"Conflict occurred attempting to store {kind} - Duplicate entry found with name "
                            f"{name} at domain ID.")
 
 
-async def _domain(conn: AsyncConnection, domain_id: str) -> None:
+async def domain_exists(conn: AsyncConnection, domain_id: str) -> None:
     if (await conn.execute(select(domains.c.id).where(domains.c.id == domain_id))).first() is None:
         raise DomainNotFound(domain_id=domain_id)
 
 
-async def _project_row(conn: AsyncConnection, project_id: str) -> Any:
+async def project_row(conn: AsyncConnection, project_id: str) -> Any:
     row = (await conn.execute(select(projects).where(projects.c.id == project_id))).first()
     if row is None:
         raise ProjectNotFound(project_id=project_id)
     return row
 
 
-async def _user_row(conn: AsyncConnection, user_id: str) -> Any:
+async def user_row(conn: AsyncConnection, user_id: str) -> Any:
     row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
     if row is None:
         raise UserNotFound(user_id=user_id)
@@ -103,10 +103,10 @@ def _protected_project(row: Any) -> bool:
 
 async def create_project(request: web.Request) -> web.Response:
     await authorize(request, "create_project")  # before the body is read: a refusal says nothing more
-    doc = _entity(await json_body(request), "project")
-    name = _string(doc, "name", MAX_NAME, required=True)
-    description = _string(doc, "description", MAX_DESCRIPTION) or ""
-    enabled = _flag(doc, "enabled")
+    doc = entity_body(await json_body(request), "project")
+    name = string_field(doc, "name", MAX_NAME, required=True)
+    description = string_field(doc, "description", MAX_DESCRIPTION) or ""
+    enabled = flag_field(doc, "enabled")
     if doc.get("is_domain"):
         raise errors.Invalid("Creating a domain as a project is not supported by this cloud: create a domain")
     domain_id = str(doc.get("domain_id") or "default")
@@ -114,43 +114,43 @@ async def create_project(request: web.Request) -> web.Response:
     if parent is not None and parent != domain_id:
         raise errors.Invalid("Project hierarchies are not supported by this cloud: the parent must be the domain")
     async with request.config_dict[ENGINE].begin() as conn:
-        await _domain(conn, domain_id)
+        await domain_exists(conn, domain_id)
         taken = (await conn.execute(select(projects.c.id).where(
             and_(projects.c.name == name, projects.c.domain_id == domain_id)))).first()
         if taken is not None:
-            raise _conflict("project", str(name))
+            raise name_conflict("project", str(name))
         project_id = new_id()
         await conn.execute(insert(projects).values(id=project_id, name=name, domain_id=domain_id,
                                                    enabled=True if enabled is None else enabled,
                                                    description=description))
-        row = await _project_row(conn, project_id)
+        row = await project_row(conn, project_id)
     return web.json_response({"project": project_view(public_url(request), row)}, status=201)
 
 
 async def update_project(request: web.Request) -> web.Response:
     project_id = request.match_info["project_id"]
     await authorize(request, "update_project", {"target.project.id": project_id})
-    doc = _entity(await json_body(request), "project")
-    name = _string(doc, "name", MAX_NAME)
-    description = _string(doc, "description", MAX_DESCRIPTION)
-    enabled = _flag(doc, "enabled")
+    doc = entity_body(await json_body(request), "project")
+    name = string_field(doc, "name", MAX_NAME)
+    description = string_field(doc, "description", MAX_DESCRIPTION)
+    enabled = flag_field(doc, "enabled")
     for key in ("domain_id", "parent_id", "is_domain"):
         if key in doc:
             raise errors.Invalid(f"Update of `{key}` is not allowed.")
     changes = {k: v for k, v in (("name", name), ("description", description), ("enabled", enabled))
                if v is not None}
     async with request.config_dict[ENGINE].begin() as conn:
-        row = await _project_row(conn, project_id)
+        row = await project_row(conn, project_id)
         if _protected_project(row) and (enabled is False or (name is not None and name != row.name)):
             raise errors.Forbidden(f"Project {row.name} is the cluster's own: it cannot be disabled or renamed.")
         if name is not None and name != row.name:
             taken = (await conn.execute(select(projects.c.id).where(
                 and_(projects.c.name == name, projects.c.domain_id == row.domain_id)))).first()
             if taken is not None:
-                raise _conflict("project", name)
+                raise name_conflict("project", name)
         if changes:
             await conn.execute(update(projects).where(projects.c.id == project_id).values(**changes))
-        row = await _project_row(conn, project_id)
+        row = await project_row(conn, project_id)
     return web.json_response({"project": project_view(public_url(request), row)})
 
 
@@ -158,7 +158,7 @@ async def delete_project(request: web.Request) -> web.Response:
     project_id = request.match_info["project_id"]
     await authorize(request, "delete_project", {"target.project.id": project_id})
     async with request.config_dict[ENGINE].begin() as conn:
-        row = await _project_row(conn, project_id)
+        row = await project_row(conn, project_id)
         if _protected_project(row):
             raise errors.Forbidden(f"Project {row.name} is the cluster's own: it cannot be deleted.")
         # its grants and application credentials go with it (ON DELETE CASCADE); so do its tokens,
@@ -171,37 +171,37 @@ async def delete_project(request: web.Request) -> web.Response:
 
 async def create_user(request: web.Request) -> web.Response:
     await authorize(request, "create_user")
-    doc = _entity(await json_body(request), "user")
-    name = _string(doc, "name", MAX_NAME, required=True)
-    password = _string(doc, "password", MAX_PASSWORD)
-    enabled = _flag(doc, "enabled")
+    doc = entity_body(await json_body(request), "user")
+    name = string_field(doc, "name", MAX_NAME, required=True)
+    password = string_field(doc, "password", MAX_PASSWORD)
+    enabled = flag_field(doc, "enabled")
     domain_id = str(doc.get("domain_id") or "default")
     default_project = doc.get("default_project_id")
     # no password: nothing matches the hash, so the user cannot log in until one is set (as Keystone)
     password_hash = await hash_password(password) if password is not None else "!"
     async with request.config_dict[ENGINE].begin() as conn:
-        await _domain(conn, domain_id)
+        await domain_exists(conn, domain_id)
         if default_project is not None:
-            await _project_row(conn, str(default_project))
+            await project_row(conn, str(default_project))
         taken = (await conn.execute(select(users.c.id).where(
             and_(users.c.name == name, users.c.domain_id == domain_id)))).first()
         if taken is not None:
-            raise _conflict("user", str(name))
+            raise name_conflict("user", str(name))
         user_id = new_id()
         await conn.execute(insert(users).values(
             id=user_id, name=name, domain_id=domain_id, password_hash=password_hash,
             enabled=True if enabled is None else enabled, default_project_id=default_project, created_at=utcnow()))
-        row = await _user_row(conn, user_id)
+        row = await user_row(conn, user_id)
     return web.json_response({"user": user_view(public_url(request), row)}, status=201)
 
 
 async def update_user(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     token = await authorize(request, "update_user", {"target.user.id": user_id})
-    doc = _entity(await json_body(request), "user")
-    name = _string(doc, "name", MAX_NAME)
-    password = _string(doc, "password", MAX_PASSWORD)
-    enabled = _flag(doc, "enabled")
+    doc = entity_body(await json_body(request), "user")
+    name = string_field(doc, "name", MAX_NAME)
+    password = string_field(doc, "password", MAX_PASSWORD)
+    enabled = flag_field(doc, "enabled")
     if "domain_id" in doc:
         raise errors.Invalid("Update of `domain_id` is not allowed.")
     changes: dict[str, Any] = {k: v for k, v in (("name", name), ("enabled", enabled)) if v is not None}
@@ -210,7 +210,7 @@ async def update_user(request: web.Request) -> web.Response:
     if password is not None:
         changes["password_hash"] = await hash_password(password)
     async with request.config_dict[ENGINE].begin() as conn:
-        row = await _user_row(conn, user_id)
+        row = await user_row(conn, user_id)
         if enabled is False and (row.name in PROTECTED_USERS or user_id == token.user.id):
             raise errors.Forbidden("This user cannot be disabled: it is the cluster's own, or your own.")
         if name is not None and name != row.name:
@@ -219,12 +219,12 @@ async def update_user(request: web.Request) -> web.Response:
             taken = (await conn.execute(select(users.c.id).where(
                 and_(users.c.name == name, users.c.domain_id == row.domain_id)))).first()
             if taken is not None:
-                raise _conflict("user", name)
+                raise name_conflict("user", name)
         if changes.get("default_project_id") is not None:
-            await _project_row(conn, str(changes["default_project_id"]))
+            await project_row(conn, str(changes["default_project_id"]))
         if changes:
             await conn.execute(update(users).where(users.c.id == user_id).values(**changes))
-        row = await _user_row(conn, user_id)
+        row = await user_row(conn, user_id)
     return web.json_response({"user": user_view(public_url(request), row)})
 
 
@@ -232,7 +232,7 @@ async def delete_user(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     token = await authorize(request, "delete_user", {"target.user.id": user_id})
     async with request.config_dict[ENGINE].begin() as conn:
-        row = await _user_row(conn, user_id)
+        row = await user_row(conn, user_id)
         if row.name in PROTECTED_USERS or user_id == token.user.id:
             raise errors.Forbidden("This user cannot be deleted: it is the cluster's own, or your own.")
         await conn.execute(delete(users).where(users.c.id == user_id))  # grants and credentials cascade
@@ -244,12 +244,12 @@ async def change_password(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     token = await caller(request)
     await authorize(request, "change_password", {"target.user.id": user_id, "user_id": token.user.id})
-    doc = _entity(await json_body(request), "user")
-    original = _string(doc, "original_password", MAX_PASSWORD, required=True)
-    password = _string(doc, "password", MAX_PASSWORD, required=True)
+    doc = entity_body(await json_body(request), "user")
+    original = string_field(doc, "original_password", MAX_PASSWORD, required=True)
+    password = string_field(doc, "password", MAX_PASSWORD, required=True)
     engine = request.config_dict[ENGINE]
     async with engine.connect() as conn:
-        row = await _user_row(conn, user_id)
+        row = await user_row(conn, user_id)
     if not await verify_password(str(original), row.password_hash):
         raise Unauthorized("The original password was wrong.")
     new_hash = await hash_password(str(password))
@@ -262,8 +262,8 @@ async def change_password(request: web.Request) -> web.Response:
 
 async def _grant_parts(conn: AsyncConnection, request: web.Request) -> dict[str, str]:
     m = request.match_info
-    await _project_row(conn, m["project_id"])
-    await _user_row(conn, m["user_id"])
+    await project_row(conn, m["project_id"])
+    await user_row(conn, m["user_id"])
     if (await conn.execute(select(roles.c.id).where(roles.c.id == m["role_id"]))).first() is None:
         raise RoleNotFound(role_id=m["role_id"])
     return {"project_id": m["project_id"], "user_id": m["user_id"], "role_id": m["role_id"]}
@@ -323,8 +323,8 @@ async def list_grants(request: web.Request) -> web.Response:
     await authorize(request, "list_grants", _grant_target(request))
     m = request.match_info
     async with request.config_dict[ENGINE].connect() as conn:
-        await _project_row(conn, m["project_id"])
-        await _user_row(conn, m["user_id"])
+        await project_row(conn, m["project_id"])
+        await user_row(conn, m["user_id"])
         rows = (await conn.execute(select(roles).join(role_assignments, role_assignments.c.role_id == roles.c.id)
                                    .where(and_(role_assignments.c.project_id == m["project_id"],
                                                role_assignments.c.user_id == m["user_id"]))

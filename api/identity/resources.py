@@ -1,4 +1,4 @@
-"""Keystone v3 read API: projects, users, roles, domains and role assignments.
+"""Keystone v3 read API: projects, users, roles and domains.
 
 What `openstack quota set/show PROJECT`, `project show/list`, `user show/list`,
 `role list` and `role assignment list` look up before they act. Read only: the
@@ -17,8 +17,8 @@ from aiohttp import web
 from sqlalchemy import and_, false, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.db.schema import domains, projects, role_assignments, roles, users
-from api.identity.tokens import IMPLIED_ROLES, Token
+from api.db.schema import domains, projects, roles, users
+from api.identity.tokens import Token, granted_project_ids
 from api.keys import ENGINE, POLICY, TOKENS, public_url
 from cells import errors
 
@@ -79,27 +79,27 @@ def role_view(base: str, row: Any) -> dict[str, Any]:
             "links": {"self": f"{base}/identity/v3/roles/{row.id}"}}
 
 
-def _domain_view(base: str, row: Any) -> dict[str, Any]:
+def domain_view(base: str, row: Any) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "description": row.description, "enabled": bool(row.enabled),
             "tags": [], "options": {}, "links": {"self": f"{base}/identity/v3/domains/{row.id}"}}
 
 
-def _collection(request: web.Request, key: str, items: Iterable[dict[str, Any]]) -> web.Response:
+def collection(request: web.Request, key: str, items: Iterable[dict[str, Any]]) -> web.Response:
     return web.json_response({key: list(items), "links": {"self": public_url(request) + request.path,
                                                           "previous": None, "next": None}})
 
 
-def _enabled(value: str) -> bool:
+def query_flag(value: str) -> bool:
     """Keystone's query boolean: '0' and 'false' (any case) are false, anything else true."""
     return value.strip().lower() not in ("0", "false")
 
 
-def _filters(request: web.Request, table: Any, names: Iterable[str]) -> list[Any]:
+def query_filters(request: web.Request, table: Any, names: Iterable[str]) -> list[Any]:
     clauses = []
     for name in names:
         if name in request.query:
             value = request.query[name]
-            clauses.append(table.c[name] == (_enabled(value) if name == "enabled" else value))
+            clauses.append(table.c[name] == (query_flag(value) if name == "enabled" else value))
     return clauses
 
 
@@ -117,14 +117,14 @@ async def _row(engine: AsyncEngine, table: Any, entity_id: str) -> Any:
 
 async def list_projects(request: web.Request) -> web.Response:
     await authorize(request, "list_projects")
-    clauses = _filters(request, projects, ("name", "domain_id", "enabled"))
+    clauses = query_filters(request, projects, ("name", "domain_id", "enabled"))
     if request.query.get("is_domain", "false").lower() == "true":
         clauses.append(false())  # domains are not projects here
     if "parent_id" in request.query:
         clauses.append(projects.c.domain_id == request.query["parent_id"])
     rows = await _rows(request.config_dict[ENGINE], projects, clauses)
     base = public_url(request)
-    return _collection(request, "projects", (project_view(base, r) for r in rows))
+    return collection(request, "projects", (project_view(base, r) for r in rows))
 
 
 async def show_project(request: web.Request) -> web.Response:
@@ -137,9 +137,7 @@ async def show_project(request: web.Request) -> web.Response:
 
 
 async def _projects_of(engine: AsyncEngine, user_id: str) -> list[Any]:
-    query = (select(projects).where(projects.c.id.in_(
-        select(role_assignments.c.project_id).where(role_assignments.c.user_id == user_id)))
-        .order_by(projects.c.name))
+    query = select(projects).where(projects.c.id.in_(granted_project_ids(user_id))).order_by(projects.c.name)
     async with engine.connect() as conn:
         return list((await conn.execute(query)).all())
 
@@ -152,7 +150,7 @@ async def user_projects(request: web.Request) -> web.Response:
     if await _row(engine, users, user_id) is None:
         raise UserNotFound(user_id=user_id)
     base = public_url(request)
-    return _collection(request, "projects", (project_view(base, r) for r in await _projects_of(engine, user_id)))
+    return collection(request, "projects", (project_view(base, r) for r in await _projects_of(engine, user_id)))
 
 
 async def auth_projects(request: web.Request) -> web.Response:
@@ -160,16 +158,16 @@ async def auth_projects(request: web.Request) -> web.Response:
     token = await authorize(request, "get_auth_projects")
     rows = await _projects_of(request.config_dict[ENGINE], token.user.id)
     base = public_url(request)
-    return _collection(request, "projects", (project_view(base, r) for r in rows if r.enabled))
+    return collection(request, "projects", (project_view(base, r) for r in rows if r.enabled))
 
 
 # --- users ---------------------------------------------------------------------------
 
 async def list_users(request: web.Request) -> web.Response:
     await authorize(request, "list_users")
-    rows = await _rows(request.config_dict[ENGINE], users, _filters(request, users, ("name", "domain_id", "enabled")))
+    rows = await _rows(request.config_dict[ENGINE], users, query_filters(request, users, ("name", "domain_id", "enabled")))
     base = public_url(request)
-    return _collection(request, "users", (user_view(base, r) for r in rows))
+    return collection(request, "users", (user_view(base, r) for r in rows))
 
 
 async def show_user(request: web.Request) -> web.Response:
@@ -185,12 +183,12 @@ async def show_user(request: web.Request) -> web.Response:
 
 async def list_roles(request: web.Request) -> web.Response:
     await authorize(request, "list_roles")
-    clauses = _filters(request, roles, ("name",))
+    clauses = query_filters(request, roles, ("name",))
     if request.query.get("domain_id"):
         clauses.append(false())  # every role here is global (domain_id null)
     rows = await _rows(request.config_dict[ENGINE], roles, clauses)
     base = public_url(request)
-    return _collection(request, "roles", (role_view(base, r) for r in rows))
+    return collection(request, "roles", (role_view(base, r) for r in rows))
 
 
 async def show_role(request: web.Request) -> web.Response:
@@ -205,9 +203,9 @@ async def show_role(request: web.Request) -> web.Response:
 
 async def list_domains(request: web.Request) -> web.Response:
     await authorize(request, "list_domains")
-    rows = await _rows(request.config_dict[ENGINE], domains, _filters(request, domains, ("name", "enabled")))
+    rows = await _rows(request.config_dict[ENGINE], domains, query_filters(request, domains, ("name", "enabled")))
     base = public_url(request)
-    return _collection(request, "domains", (_domain_view(base, r) for r in rows))
+    return collection(request, "domains", (domain_view(base, r) for r in rows))
 
 
 async def show_domain(request: web.Request) -> web.Response:
@@ -216,86 +214,7 @@ async def show_domain(request: web.Request) -> web.Response:
     row = await _row(request.config_dict[ENGINE], domains, domain_id)
     if row is None:
         raise DomainNotFound(domain_id=domain_id)
-    return web.json_response({"domain": _domain_view(public_url(request), row)})
-
-
-# --- role assignments ----------------------------------------------------------------------
-
-_ASSIGNMENT_FILTERS = {"user.id": role_assignments.c.user_id, "role.id": role_assignments.c.role_id,
-                       "scope.project.id": role_assignments.c.project_id}
-_EMPTY_FILTERS = ("group.id", "scope.domain.id", "scope.system", "scope.OS-INHERIT:inherited_to")
-
-
-async def list_role_assignments(request: web.Request) -> web.Response:
-    """GET /v3/role_assignments: only user-on-project grants exist here (no groups, domain or
-    system grants, no inheritance), so a filter on those matches nothing. `effective` adds the
-    implied roles (admin -> member -> reader) with the grant they come from as prior_role."""
-    await authorize(request, "list_role_assignments")
-    query = request.query
-    if "include_subtree" in query and "scope.project.id" not in query:
-        raise errors.Invalid("scope.project.id needs to be specified if include_subtree is also specified")
-    effective = "effective" in query and _enabled(query["effective"] or "true")
-    names = "include_names" in query and _enabled(query["include_names"] or "true")
-    engine = request.config_dict[ENGINE]
-    clauses = [column == query[key] for key, column in _ASSIGNMENT_FILTERS.items() if key in query]
-    grants: list[tuple[str, str, str, str | None]] = []  # (user, project, role, prior role)
-    if not any(key in query for key in _EMPTY_FILTERS):
-        async with engine.connect() as conn:
-            rows = (await conn.execute(select(role_assignments).where(and_(true(), *clauses)))).all()
-            role_rows = (await conn.execute(select(roles.c.id, roles.c.name))).all()
-        role_id = {r.name: r.id for r in role_rows}
-        role_name = {r.id: r.name for r in role_rows}
-        seen: set[tuple[str, str, str]] = set()
-        for row in rows:
-            grants.append((row.user_id, row.project_id, row.role_id, None))
-            seen.add((row.user_id, row.project_id, row.role_id))
-        if effective:
-            for user_id, project_id, granted, _prior in list(grants):
-                todo = [granted]
-                while todo:
-                    prior = todo.pop()
-                    for implied_name in IMPLIED_ROLES.get(role_name.get(prior, ""), ()):
-                        implied = role_id.get(implied_name)
-                        if implied is not None and (user_id, project_id, implied) not in seen:
-                            seen.add((user_id, project_id, implied))
-                            grants.append((user_id, project_id, implied, prior))
-                            todo.append(implied)
-        if "role.id" in query:  # an implied role matches its own id, as Keystone filters after expanding
-            grants = [g for g in grants if g[2] == query["role.id"]]
-    labels = await _names(engine, grants) if names else None
-    base = public_url(request)
-    return _collection(request, "role_assignments", (_assignment_view(base, g, labels) for g in grants))
-
-
-async def _names(engine: AsyncEngine, grants: list[tuple[str, str, str, str | None]]) -> dict[str, Any]:
-    async with engine.connect() as conn:
-        user_rows = (await conn.execute(select(users.c.id, users.c.name, users.c.domain_id, domains.c.name.label("d"))
-                                        .join(domains, domains.c.id == users.c.domain_id)
-                                        .where(users.c.id.in_({g[0] for g in grants})))).all()
-        project_rows = (await conn.execute(select(projects.c.id, projects.c.name, projects.c.domain_id,
-                                                  domains.c.name.label("d"))
-                                           .join(domains, domains.c.id == projects.c.domain_id)
-                                           .where(projects.c.id.in_({g[1] for g in grants})))).all()
-        role_rows = (await conn.execute(select(roles.c.id, roles.c.name))).all()
-    labels: dict[str, Any] = {r.id: {"name": r.name} for r in role_rows}
-    for r in list(user_rows) + list(project_rows):
-        labels[r.id] = {"name": r.name, "domain": {"id": r.domain_id, "name": r.d}}
-    return labels
-
-
-def _assignment_view(base: str, grant: tuple[str, str, str, str | None],
-                     labels: dict[str, Any] | None) -> dict[str, Any]:
-    user_id, project_id, role_id, prior = grant
-
-    def entity(entity_id: str) -> dict[str, Any]:
-        return {"id": entity_id, **(labels.get(entity_id, {}) if labels else {})}
-
-    link_role = prior or role_id
-    links: dict[str, str] = {"assignment": f"{base}/identity/v3/projects/{project_id}/users/{user_id}/roles/{link_role}"}
-    if prior is not None:
-        links["prior_role"] = f"{base}/identity/v3/roles/{prior}"
-    return {"role": entity(role_id), "scope": {"project": entity(project_id)}, "user": entity(user_id),
-            "links": links}
+    return web.json_response({"domain": domain_view(public_url(request), row)})
 
 
 def add_routes(app: web.Application) -> None:
@@ -309,4 +228,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v3/roles/{role_id}", show_role)
     app.router.add_get("/v3/domains", list_domains)
     app.router.add_get("/v3/domains/{domain_id}", show_domain)
-    app.router.add_get("/v3/role_assignments", list_role_assignments)

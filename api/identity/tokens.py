@@ -4,7 +4,8 @@ A token id is 32 random bytes (urlsafe text); the DB keeps only its sha256,
 so a copy of the DB holds no usable token. Every /compute and /image request
 validates one: a validation is cached for CACHE_TTL seconds, then read again
 from the DB, where a revoked token (its row gone), a disabled user, project or
-domain, or a role removed from the user on the project makes it invalid. So
+domain, or a role removed from the user on the project (or from a group of theirs, or the user
+from the group) makes it invalid. So
 whichever API worker revoked or disabled something, every worker refuses the
 token within CACHE_TTL (plus one DB read).
 """
@@ -19,10 +20,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, delete, insert, select, union
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from api.db.schema import domains, projects, role_assignments, roles, tokens, users
+from api.db.schema import (
+    domains,
+    group_members,
+    group_role_assignments,
+    projects,
+    role_assignments,
+    roles,
+    tokens,
+    users,
+)
 from api.identity import appcred_auth
 from api.identity.named import Named
 from api.identity.passwords import hash_password_sync, verify_password
@@ -38,6 +48,25 @@ IMPLIED_ROLES = {"admin": ("member",), "member": ("reader",)}  # Keystone's boot
 METHODS = ("password", "token", "application_credential")
 # (name, domain id) of the project whose admins are cloud admins (Keystone's admin_project_name/domain_name)
 ADMIN_PROJECT = ("admin", "default")
+
+
+def granted_role_ids(user_id: str, project_id: str) -> Any:
+    """A query of the role ids granted to the user on the project: directly, or to a group they are in."""
+    direct = select(role_assignments.c.role_id).where(
+        and_(role_assignments.c.user_id == user_id, role_assignments.c.project_id == project_id))
+    through_groups = (select(group_role_assignments.c.role_id)
+                      .join(group_members, group_members.c.group_id == group_role_assignments.c.group_id)
+                      .where(and_(group_members.c.user_id == user_id, group_role_assignments.c.project_id == project_id)))
+    return union(direct, through_groups)
+
+
+def granted_project_ids(user_id: str) -> Any:
+    """A query of the ids of the projects the user has a role on, directly or through a group."""
+    direct = select(role_assignments.c.project_id).where(role_assignments.c.user_id == user_id)
+    through_groups = (select(group_role_assignments.c.project_id)
+                      .join(group_members, group_members.c.group_id == group_role_assignments.c.group_id)
+                      .where(group_members.c.user_id == user_id))
+    return union(direct, through_groups)
 
 
 def _with_implied(names: set[str]) -> set[str]:
@@ -280,9 +309,7 @@ class TokenService:
     @staticmethod
     async def _roles(conn: AsyncConnection, user_id: str, project_id: str) -> list[tuple[str, str]]:
         assigned = (await conn.execute(
-            select(roles.c.id, roles.c.name).join(role_assignments, role_assignments.c.role_id == roles.c.id)
-            .where(and_(role_assignments.c.user_id == user_id, role_assignments.c.project_id == project_id))
-        )).all()
+            select(roles.c.id, roles.c.name).where(roles.c.id.in_(granted_role_ids(user_id, project_id))))).all()
         if not assigned:
             return []
         names = _with_implied({r.name for r in assigned})
