@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# a host's virt URI for a simulated compute host (node/compute/driver.py: a private test hypervisor);
+# cluster.yaml's `hosts: {simulated: N}` in a cell makes N of them (tools/simulated_hosts.py)
+SIM_URI = "sim"
 
 @dataclass(frozen=True)
 class ServiceSpec:

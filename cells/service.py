@@ -61,7 +61,7 @@ class Service:
         await self.client.cast(self.view, topic, method, args, ctx, key)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        stop = stop or _stop_on_signals()
+        stop = stop or stop_on_signals()
         if hasattr(self.handler, "start"):
             await self.handler.start(self)
         await self.server.start()
@@ -100,7 +100,7 @@ def process_keys(cluster: ClusterConfig, owner: str) -> CurveKeys | None:
     return keys
 
 
-def _stop_on_signals() -> asyncio.Event:
+def stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -107,11 +107,11 @@ from typing import Any, NoReturn
 import yaml
 
 from cells import logtrail
-from cells.config import ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
+from cells.config import SIM_URI, ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
 from cells.db import settings as dbsettings
 from cells.network.policy import DEFAULT_MIN_PREFIX
 from cells.rpc.liveness import DEFAULT_GRACE
-from tools import pgserver, remote
+from tools import pgserver, remote, simulated_hosts
 from tools.strict_yaml import load_without_duplicates
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -276,7 +276,7 @@ class _Parser:
             roles = self.roles(m.get("roles", ["compute"]), f"{path}.roles")
             virt = self.mapping(m.get("virt", {}), f"{path}.virt", (), ("uri", "type"))
             uri = self.string(virt.get("uri", "test:///default"), f"{path}.virt.uri", "a libvirt URI like test:///default")
-            if "://" not in uri:
+            if "://" not in uri and uri != SIM_URI:
                 self.fail(f"{path}.virt.uri", f"expected a libvirt URI like test:///default, got {uri!r}")
             vtype = virt.get("type", "auto")
             if vtype not in VIRT_TYPES:
@@ -518,10 +518,14 @@ class _Parser:
                                                         efield, note), kind=kind))
 
         hosts = m.get("hosts", [])
+        hosts = [hosts] if isinstance(hosts, dict) else hosts  # {simulated: N} alone
         if not isinstance(hosts, list):
             self.fail(f"{path}.hosts", f"expected a list of host names, got {_got(hosts)}")
         for j, hname in enumerate(hosts):
             field = f"{path}.hosts[{j}]"
+            if isinstance(hname, dict):  # {simulated: N}: tools/simulated_hosts.py
+                simulated_hosts.place(self, hname, field, cell_path, name, rhost.spec.name)
+                continue
             host = self.host_ref(hname, field)
             if host.cell_field is not None:
                 self.fail(field, f"host {hname!r} is already in a cell at {host.cell_field}")

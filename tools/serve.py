@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 from cells import logtrail
@@ -75,25 +76,34 @@ def main(argv: list[str] | None = None) -> int:
     logtrail.setup(args.service_id, args.log_level, args.log_file, args.log_format or cluster.log_format,
                    cluster.log_max_bytes, cluster.log_backups)
     log = logging.getLogger("tools.serve")
+    from tools import serve_simulated
+    simulated = serve_simulated.services_of(cluster, args.service_id)
+    if simulated:  # a process of simulated hosts (tools/serve_simulated.py)
+        log.info("starting %s: %d simulated hosts (pid %d)", args.service_id, len(simulated), os.getpid())
+        return _run_logged(log, args.service_id, serve_simulated.serve(cluster, simulated))
     try:
         spec = cluster.service(args.service_id)
     except KeyError as exc:
         log.error("%s", exc.args[0])
         return 2
     log.info("starting %s (%s on %s, pid %d)", spec.id, spec.kind, spec.bind, os.getpid())
+    return _run_logged(log, spec.id, run(cluster, spec))
+
+
+def _run_logged(log: logging.Logger, service_id: str, main: Coroutine[Any, Any, None]) -> int:
     profile = _profiler()
     try:
-        asyncio.run(run(cluster, spec))
+        asyncio.run(main)
     except KeyboardInterrupt:
         pass
     except Exception:
-        log.exception("%s crashed", spec.id)
+        log.exception("%s crashed", service_id)
         return 1
     finally:
         if profile is not None:  # dev only: CELLCLOUD_PROFILE=DIR writes DIR/<service>.prof on stop
             profile.disable()
-            profile.dump_stats(os.path.join(os.environ["CELLCLOUD_PROFILE"], spec.id.replace("/", "_") + ".prof"))
-    log.info("%s stopped", spec.id)
+            profile.dump_stats(os.path.join(os.environ["CELLCLOUD_PROFILE"], service_id.replace("/", "_") + ".prof"))
+    log.info("%s stopped", service_id)
     return 0
 
 

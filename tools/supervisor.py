@@ -257,19 +257,26 @@ def serve_command(cluster_json: str, service_id: str) -> Sequence[str]:
 def programs_for(cluster_json: Path, build: CommandBuilder = serve_command, host: str | None = None) -> list[Program]:
     """One program per service on a host reached `via: local`, or `via: netns` (run inside the
     host's namespace, made by `cellctl up`: tools/netns.py). With `host`: exactly that host's
-    services, run as they are (the supervisor on a `via: ssh` machine: tools/remote.py)."""
+    services, run as they are (the supervisor on a `via: ssh` machine: tools/remote.py).
+    Simulated hosts (tools/simulated_hosts.py) are one program per process they share, named by it."""
     from cells.config import ClusterConfig
     from tools.netns import Topology
 
     cluster = ClusterConfig.load(cluster_json)
     if host is not None:
-        return [Program(s.id, tuple(build(str(cluster_json), s.id)), RANK.get(s.kind, len(RANK)))
-                for s in cluster.services if s.host == host]
-    local = {h.name for h in cluster.hosts if h.via == "local"}
-    topology = Topology.from_cluster(cluster)
-    inside = {h.name: topology.exec_prefix(h.name) for h in topology.hosts}
-    return [Program(s.id, (*inside.get(s.host, ()), *build(str(cluster_json), s.id)), RANK.get(s.kind, len(RANK)))
-            for s in cluster.services if s.host in local or s.host in inside]
+        mine = [s for s in cluster.services if s.host == host]
+        prefix: dict[str, tuple[str, ...]] = {host: ()}
+    else:
+        local = {h.name for h in cluster.hosts if h.via == "local"}
+        topology = Topology.from_cluster(cluster)
+        prefix = {h.name: tuple(topology.exec_prefix(h.name)) for h in topology.hosts} | {name: () for name in local}
+        mine = [s for s in cluster.services if s.host in prefix]
+    programs: dict[str, Program] = {}
+    for s in mine:
+        pid = str(s.options.get("process") or s.id)
+        if pid not in programs:
+            programs[pid] = Program(pid, (*prefix[s.host], *build(str(cluster_json), pid)), RANK.get(s.kind, len(RANK)))
+    return list(programs.values())
 
 
 def main(argv: list[str] | None = None) -> int:

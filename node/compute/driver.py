@@ -3,6 +3,10 @@
   test:///default           libvirt's in-process test hypervisor (the default, no QEMU)
   qemu:///embed?root=DIR    real QEMU guests, in-process driver, no daemon
   qemu:///system            libvirtd
+  sim                       a simulated host (cluster.yaml `hosts: {simulated: N}`): a private
+                            instance of the test hypervisor, sized as a big host (SIM_NODE), one per
+                            host even when many hosts share a process (test:///default is shared
+                            by every connection of a process; test:///FILE is not)
 
 Every blocking libvirt call runs in a small bounded thread pool with a
 timeout, so the event loop never waits on the hypervisor. Mechanism only:
@@ -29,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import libvirt  # type: ignore[import-untyped]
 
 from cells import errors
+from cells.config import SIM_URI
 from cells.objects.instance import PowerState
 from node.compute import domain_schema, domain_xml
 from node.compute.calls import CallTracker
@@ -48,6 +53,15 @@ EMBED_ALIAS_DIR = "/run/cellcloud/embed"  # short symlinks to long embed roots (
 EMBED_SOCKET_SUFFIX = len("/lib/qemu/domain-9999-cc-01234567-0123-012/monitor.sock")
 # what qemu:///embed needs to run guests as root without a daemon (see HOST_NOTES)
 EMBED_QEMU_CONF = 'user = "root"\ngroup = "root"\nstdio_handler = "file"\nremember_owner = 0\n'
+SIM_NODE_FILE = "sim-node.xml"  # beside the host's instances dir
+# what a simulated host's hypervisor reports: 64 cores, 256 GiB (the test driver's node definition)
+SIM_NODE = """<?xml version="1.0"?>
+<node>
+  <cpu><mhz>2000</mhz><model>x86_64</model><active>64</active><nodes>1</nodes>
+       <sockets>1</sockets><cores>64</cores><threads>1</threads></cpu>
+  <memory>268435456</memory>
+</node>
+"""
 
 # Nova's mapping of libvirt states to the power states users see
 POWER_STATES: dict[int, int] = {
@@ -106,7 +120,7 @@ def resolve_virt_type(uri: str, virt_type: str) -> str:
         if virt_type not in domain_xml.VIRT_TYPES:
             raise errors.Invalid(reason=f"virt_type must be auto, kvm, qemu or test, not {virt_type!r}")
         return virt_type
-    if uri.startswith("test:"):
+    if uri.startswith("test:") or uri == SIM_URI:
         return "test"
     return "kvm" if hardware_virt_usable() else "qemu"
 
@@ -163,6 +177,15 @@ def short_embed_root(root: str, alias_dir: str = EMBED_ALIAS_DIR) -> str:
     return alias
 
 
+def write_sim_node(host_dir: str) -> str:
+    """The test-driver URI of a simulated host's private hypervisor, its node file written once."""
+    node = Path(host_dir) / SIM_NODE_FILE
+    if not node.exists():
+        node.parent.mkdir(parents=True, exist_ok=True)
+        node.write_text(SIM_NODE)
+    return f"test://{node}"
+
+
 def _is_no_domain(exc: libvirt.libvirtError) -> bool:
     return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
 
@@ -173,13 +196,17 @@ class LibvirtDriver:
     `volumes` (node/compute/hotplug.py)."""
 
     def __init__(self, uri: str = "test:///default", virt_type: str = "auto", *, instances_dir: str,
-                 pool_size: int = POOL_SIZE, call_timeout: float = CALL_TIMEOUT) -> None:
+                 pool_size: int = POOL_SIZE, call_timeout: float = CALL_TIMEOUT,
+                 pool: concurrent.futures.ThreadPoolExecutor | None = None) -> None:
+        """`pool`: a pool shared with other drivers of this process (simulated hosts: a thread pool
+        per host would be thousands of threads); it outlives this driver."""
         self.uri = uri
         self.virt_type = resolve_virt_type(uri, virt_type)
         self.instances_dir = instances_dir
         self.call_timeout = call_timeout
-        self.is_test = uri.startswith("test:")
-        self._pool = concurrent.futures.ThreadPoolExecutor(pool_size, thread_name_prefix="libvirt")
+        self.is_test = uri.startswith("test:") or uri == SIM_URI
+        self._owns_pool = pool is None
+        self._pool = pool or concurrent.futures.ThreadPoolExecutor(pool_size, thread_name_prefix="libvirt")
         self._calls = CallTracker()
         self._conn: libvirt.virConnect | None = None
         self._callback_id: int | None = None
@@ -229,6 +256,8 @@ class LibvirtDriver:
         start_libvirt_event_loop()
         root = embed_root(self.uri)
         open_uri = self.uri
+        if self.uri == SIM_URI:
+            open_uri = await self._run(write_sim_node, os.path.dirname(os.path.abspath(self.instances_dir)))
         if root is not None:
             await self._run(prepare_embed_root, self.uri, root)
             open_uri = f"qemu:///embed?root={await self._run(short_embed_root, root)}"
@@ -276,7 +305,8 @@ class LibvirtDriver:
                 await self._run(close)
             except (libvirt.libvirtError, TimeoutError) as exc:
                 LOG.warning("closing %s: %s", self.uri, exc)
-        self._pool.shutdown(wait=False)
+        if self._owns_pool:
+            self._pool.shutdown(wait=False)
 
     # --- queries -------------------------------------------------------------
 

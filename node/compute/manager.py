@@ -14,6 +14,7 @@ meanwhile wait for it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -99,14 +100,15 @@ class ComputeManager:
     volumes: VolumeAttachments
 
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, *, driver: LibvirtDriver | None = None,
-                 images: ImageCache | None = None) -> None:
+                 images: ImageCache | None = None, pool: concurrent.futures.ThreadPoolExecutor | None = None) -> None:
+        """`pool`: the libvirt thread pool, shared by the simulated hosts of one process (tools/simhosts.py)."""
         self.host = spec.host
         opts = spec.options
         base = os.path.join(cluster.state_dir, "hosts", spec.host)
         self.driver = driver or LibvirtDriver(embed_uri_for_host(str(opts.get("virt_uri") or "test:///default"),
                                                                  os.path.abspath(base)),
                                               str(opts.get("virt_type") or "auto"),
-                                              instances_dir=os.path.join(base, "instances"))
+                                              instances_dir=os.path.join(base, "instances"), pool=pool)
         self.images = images or ImageCache(
             os.path.join(base, "images"),
             HttpImageFetcher(cluster.api.public_url, cluster.secrets.get("image_reader_password", ""),

@@ -25,6 +25,7 @@ import os
 from typing import Any
 
 from cells import errors
+from cells.config import SIM_URI
 from cells.context import RequestContext, admin_context
 from cells.rpcapi import Caller
 from cells.rpcapi.network import NetworkAPI
@@ -61,7 +62,7 @@ def plumbing_decision(mode: str, virt_uri: str, own_netns: bool) -> tuple[bool, 
         return True, "network_plumbing: on"
     if mode == "off":
         return False, "network_plumbing: off"
-    if virt_uri.startswith("test:"):
+    if virt_uri.startswith("test:") or virt_uri == SIM_URI:  # a simulated host's test hypervisor
         return False, "the test hypervisor has no guest NICs to plug"
     if not own_netns:
         return False, "the compute runs in the machine's root network namespace (run it on a netns host)"

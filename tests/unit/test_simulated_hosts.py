@@ -1,0 +1,117 @@
+"""Simulated compute hosts (issue 21): cluster.yaml `hosts: {simulated: N}` resolves to N whole
+compute hosts (own host entry, service, fixed port, key), grouped into the processes that serve them;
+the supervisor starts one program per such process; a `sim` host's hypervisor is a private test
+driver (tests/functional/test_simulated_hosts.py runs them)."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cells.config import SIM_URI, ClusterConfig
+from node.compute.driver import LibvirtDriver
+from node.network.agent import plumbing_decision
+from tests.unit.test_clusterfile import cell, variant, write
+from tools import clusterfile
+from tools.clusterfile import ClusterFileError
+from tools.supervisor import programs_for
+
+
+def test_a_simulated_block_beside_a_real_host_makes_whole_compute_hosts_grouped_by_process(tmp_path: Path) -> None:
+    doc = variant(lambda d: cell(d).update(hosts=["node1", {"simulated": 5, "per_process": 2, "rpc_port": 7000}]))
+    cfg = clusterfile.load(write(tmp_path, doc))
+    sims = [s for s in cfg.services if s.options.get("process")]
+    assert [(s.id, s.host, s.bind, s.options["process"]) for s in sims] == [
+        ("cell1/compute/cell1-sim-1", "cell1-sim-1", "tcp://127.0.0.1:7000", "cell1/sim-1"),
+        ("cell1/compute/cell1-sim-2", "cell1-sim-2", "tcp://127.0.0.1:7001", "cell1/sim-1"),
+        ("cell1/compute/cell1-sim-3", "cell1-sim-3", "tcp://127.0.0.1:7002", "cell1/sim-2"),
+        ("cell1/compute/cell1-sim-4", "cell1-sim-4", "tcp://127.0.0.1:7003", "cell1/sim-2"),
+        ("cell1/compute/cell1-sim-5", "cell1-sim-5", "tcp://127.0.0.1:7004", "cell1/sim-3")]
+    assert all(s.kind == "compute" and s.cell == "cell1" and s.options["virt_uri"] == SIM_URI for s in sims)
+    hosts = {h.name: h for h in cfg.hosts}
+    assert hosts["cell1-sim-3"].address == "127.0.0.1" and hosts["cell1-sim-3"].via == "local"
+    assert cfg.service("cell1/compute/node1").options.get("process") is None  # the real host keeps its own
+
+
+def test_supervisor_runs_one_program_per_simulated_process(tmp_path: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        cell(d).update(hosts=["node1", {"simulated": 5, "per_process": 2, "rpc_port": 7000}])
+        d["security"] = {"curve": True}
+    doc = variant(change)
+    cluster = clusterfile.prepare(write(tmp_path, doc), state_dir=tmp_path / "var")
+    path = tmp_path / "var" / "cluster.json"
+    assert ClusterConfig.load(path) == cluster
+    programs = {p.id: p for p in programs_for(path)}
+    assert {"cell1/sim-1", "cell1/sim-2", "cell1/sim-3", "cell1/compute/node1"} <= set(programs)
+    assert not any(pid.startswith("cell1/compute/cell1-sim") for pid in programs)
+    assert programs["cell1/sim-2"].argv[-1] == "cell1/sim-2"
+    assert programs["cell1/sim-2"].rank == programs["cell1/compute/node1"].rank
+    # every simulated host has a key of its own: its principal is compute@<host>
+    keys = {s.public_key for s in cluster.services if s.options.get("process")}
+    assert len(keys) == 5 and "" not in keys
+
+
+def test_simulated_hosts_alone_and_the_default_ports_of_later_blocks(tmp_path: Path) -> None:
+    def two_cells(d: dict[str, Any]) -> None:
+        cell(d).update(hosts={"simulated": 3})
+        d["sites"][0]["cells"].append({"name": "c2", "services": {"router": "ctl:5620"}, "hosts": {"simulated": 2}})
+    cfg = clusterfile.load(write(tmp_path, variant(two_cells)))
+    binds = {s.host: s.bind for s in cfg.services if s.options.get("process")}
+    assert binds == {"cell1-sim-1": "tcp://127.0.0.1:20000", "cell1-sim-2": "tcp://127.0.0.1:20001",
+                     "cell1-sim-3": "tcp://127.0.0.1:20002", "c2-sim-1": "tcp://127.0.0.1:20003",
+                     "c2-sim-2": "tcp://127.0.0.1:20004"}
+
+
+@pytest.mark.parametrize("block, message", [
+    ({"simulated": 0}, "sites[0].cells[0].hosts[1].simulated: expected an integer from 1 to 10000, got 0"),
+    ({"simulated": 2, "color": 1}, "sites[0].cells[0].hosts[1].color: unknown key"),
+    ({"simulated": 2, "on": "nowhere"}, "sites[0].cells[0].hosts[1].on: unknown host 'nowhere'"),
+    ({"simulated": 2, "rpc_port": 65535}, "sites[0].cells[0].hosts[1].rpc_port: 2 hosts need ports 65535-65536"),
+    ({"simulated": 2, "rpc_port": 5610}, "port 127.0.0.1:5610 of cell1/compute/cell1-sim-1 (sites[0].cells[0].hosts[1] (simulated, rpc_port 5610 + 0)) is already used by cell1/compute/node1"),
+    ({"simulated": 2, "sync_interval": 0}, "sites[0].cells[0].hosts[1].sync_interval: expected seconds"),
+])
+def test_simulated_block_mistakes_name_the_field(tmp_path: Path, block: dict[str, Any], message: str) -> None:
+    doc = variant(lambda d: cell(d).update(hosts=["node1", block]))
+    with pytest.raises(ClusterFileError) as err:
+        clusterfile.load(write(tmp_path, doc))
+    assert message in str(err.value)
+
+
+def test_a_host_may_say_virt_uri_sim(tmp_path: Path) -> None:
+    doc = variant(lambda d: d["hosts"]["node1"].update(virt={"uri": "sim"}))
+    cfg = clusterfile.load(write(tmp_path, doc))
+    assert cfg.service("cell1/compute/node1").options["virt_uri"] == SIM_URI
+
+
+def test_a_simulated_host_plugs_no_network() -> None:
+    assert plumbing_decision("auto", SIM_URI, own_netns=True) == (False, "the test hypervisor has no guest NICs to plug")
+
+
+def test_each_sim_driver_is_a_private_hypervisor_on_a_shared_pool(tmp_path: Path) -> None:
+    """Two sim drivers of one process: each sees only its own domains (test:///default would share
+    them), both reporting the simulated node's size, through one thread pool."""
+    async def main() -> tuple[list[str], list[str], dict[str, int]]:
+        pool = concurrent.futures.ThreadPoolExecutor(2)
+        a = LibvirtDriver(SIM_URI, instances_dir=str(tmp_path / "a" / "instances"), pool=pool)
+        b = LibvirtDriver(SIM_URI, instances_dir=str(tmp_path / "b" / "instances"), pool=pool)
+        await a.connect()
+        await b.connect()
+        inst = {"uuid": "0b7f4c0e-4a43-4a5e-9d25-3c2d6a1b2c3d", "flavor": {"ram": 64, "vcpus": 1, "disk": 0}}
+        await a.spawn(inst, None)
+        seen = (await a.list_instance_uuids(), await b.list_instance_uuids(), await b.host_resources())
+        await a.close()
+        await b.close()
+        assert not pool._shutdown  # the shared pool outlives its drivers
+        pool.shutdown()
+        return seen
+    on_a, on_b, resources = asyncio.run(main())
+    assert on_a == ["0b7f4c0e-4a43-4a5e-9d25-3c2d6a1b2c3d"] and on_b == []
+    assert (resources["vcpus"], resources["memory_mb"]) == (64, 262144)
+    assert a_virt_type() == "test"
+
+
+def a_virt_type() -> str:
+    return LibvirtDriver(SIM_URI, instances_dir="/nonexistent").virt_type

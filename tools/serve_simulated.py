@@ -1,0 +1,49 @@
+"""Serve the simulated compute hosts of one process (cluster.yaml `hosts: {simulated: N}`, resolved by
+tools/simulated_hosts.py): `python -m tools.serve --cluster <state>/cluster.json <cell>/sim-<k>`.
+
+Each host runs the real compute manager (node/compute/manager.py) in a cells.service.Service of its
+own, so the cell sees exactly what a real host shows it. Shared by the process's hosts, and why:
+- the event loop, the heap and the imports (what makes a host cost kilobytes, not a 56 MB process);
+- zmq's context with its one I/O thread, and the ZAP handler (one allowlist for the process);
+- the libvirt thread pool (SHARED_POOL threads for the process instead of 4 per host) and
+  libvirt's event thread.
+Each host's own: its CURVE key and so its sockets (a ROUTER bound at its fixed port, DEALERs to the
+peers it talks to): a key is the principal compute@<host>, and a compute may speak for its own host
+only, so hosts cannot share a socket without a principal that speaks for many, which the allowlist
+does not have; its directory member and heartbeats, resource report, hypervisor (a private test
+driver), image cache, locks and flows.
+A host whose service fails takes the process down with it (the TaskGroup), and the supervisor
+restarts the chunk: its hosts fail together, as the hosts of one rack behind one switch would.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+
+from cells.config import ClusterConfig, ServiceSpec
+from cells.rpcapi.compute import SURFACE as COMPUTE
+from cells.service import Service, stop_on_signals
+from node.compute.manager import ComputeManager
+
+LOG = logging.getLogger(__name__)
+SHARED_POOL = 8  # libvirt threads of a whole simulated-host process (the test driver answers in microseconds)
+
+
+def services_of(cluster: ClusterConfig, process: str) -> list[ServiceSpec]:
+    """The simulated hosts' compute services that `process` (e.g. "cell1/sim-1") serves."""
+    return [s for s in cluster.services if s.options.get("process") == process]
+
+
+async def serve(cluster: ClusterConfig, specs: list[ServiceSpec]) -> None:
+    stop = stop_on_signals()
+    pool = concurrent.futures.ThreadPoolExecutor(SHARED_POOL, thread_name_prefix="libvirt")
+    try:
+        services = [Service(cluster, spec, ComputeManager(cluster, spec, pool=pool), COMPUTE,
+                            (f"compute.{spec.host}",)) for spec in specs]
+        LOG.info("serving %d simulated hosts", len(services))
+        async with asyncio.TaskGroup() as tg:
+            for service in services:
+                tg.create_task(service.run(stop))
+    finally:
+        pool.shutdown(wait=False)
