@@ -229,3 +229,31 @@ async def test_application_credential_restricted_revocable(tmp_path: Path) -> No
         assert soon["expires_at"].startswith("2099-01-01T00:00:00")
         assert "400" in await _fails(tmp_path, demo, "application", "credential", "create", "old", "--expiration",
                                      "2001-01-01T00:00:00")
+
+
+async def test_domains_and_groups_with_the_cli(tmp_path: Path) -> None:
+    """A team in its own domain, its access given through a group: what the CLI sends and reads back."""
+    async with two_workers(tmp_path, "tcp://127.0.0.1:1") as (one, _two):
+        admin = _password_env(one, "admin", SECRETS["admin_password"], "admin")
+        domain = await _ok(tmp_path, admin, "domain", "create", "--description", "team four", "team4-org", "-f", "json")
+        assert (domain["name"], domain["enabled"]) == ("team4-org", True)
+        await _ok(tmp_path, admin, "project", "create", "--domain", "team4-org", "team4")
+        await _ok(tmp_path, admin, "user", "create", "--domain", "team4-org", "--password", "carol-pw", "carol")
+        await _ok(tmp_path, admin, "group", "create", "--domain", "team4-org", "team4-devs")
+        await _ok(tmp_path, admin, "group", "add", "user", "--group-domain", "team4-org", "--user-domain",
+                  "team4-org", "team4-devs", "carol")
+        await _ok(tmp_path, admin, "role", "add", "--group", "team4-devs", "--group-domain", "team4-org",
+                  "--project", "team4", "--project-domain", "team4-org", "member")
+        effective = await _ok(tmp_path, admin, "role", "assignment", "list", "--effective", "--names", "--user",
+                              "carol", "--user-domain", "team4-org", "-f", "json")
+        assert sorted((a["Role"], a["User"], a["Project"]) for a in effective) == [
+            ("member", "carol@team4-org", "team4@team4-org"), ("reader", "carol@team4-org", "team4@team4-org")]
+
+        carol = dict(_password_env(one, "carol", "carol-pw", "team4"), OS_USER_DOMAIN_NAME="team4-org",
+                     OS_PROJECT_DOMAIN_NAME="team4-org")
+        await _ok(tmp_path, carol, "token", "issue")  # the group's role lets her in
+        await _ok(tmp_path, admin, "domain", "set", "--disable", "team4-org")
+        assert "401" in await _fails(tmp_path, carol, "token", "issue")
+        await _ok(tmp_path, admin, "domain", "delete", "team4-org")
+        assert [d["Name"] for d in await _ok(tmp_path, admin, "domain", "list", "-f", "json")] == ["Default"]
+        assert "No Group found" in await _fails(tmp_path, admin, "group", "show", "team4-devs")
