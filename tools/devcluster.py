@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from tools import openstack_cli
+
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5) -> Any:
     """Poll until `predicate` returns something true, and return it; fail the test on timeout."""
@@ -237,9 +239,7 @@ class RunningCluster:
         only this cluster's clouds.yaml says where to go."""
         env = cli_env(self.root, OS_CLIENT_CONFIG_FILE=str(self.state / "clouds.yaml"))
         cloud = "cellcloud" if who == "demo" else "cellcloud-admin"
-        exe = Path(sys.executable).with_name("openstack")
-        return subprocess.run([str(exe), "--os-cloud", cloud, *args], capture_output=True, text=True, check=False,
-                              timeout=timeout, env=env)
+        return openstack_cli.run(["--os-cloud", cloud, *args], env, timeout)
 
     def ok(self, *args: str, who: str = "demo") -> Any:
         """Run the CLI, which must succeed; its output parsed when asked for with -f json."""

@@ -5,18 +5,17 @@ an application credential authenticates openstacksdk, restricted to its project,
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tools import openstack_cli
 from tools.devcluster import RunningCluster, cli_env, running_cluster
+from tools.openstack_cli import password_env
 
 pytestmark = pytest.mark.slow
-OPENSTACK = Path(sys.executable).with_name("openstack")
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +26,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
 
 def as_user(cluster: RunningCluster, user: str, password: str, project: str, *args: str,
             check: bool = True) -> Any:
-    env = cli_env(cluster.root, OS_AUTH_URL=cluster.endpoint + "/identity/v3", OS_USERNAME=user,
-                  OS_PASSWORD=password, OS_PROJECT_NAME=project, OS_USER_DOMAIN_NAME="Default",
-                  OS_PROJECT_DOMAIN_NAME="Default", OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
-    done = subprocess.run([str(OPENSTACK), *args], capture_output=True, text=True, check=False, timeout=180,
-                          env=env)
+    env = cli_env(cluster.root, **password_env(cluster.endpoint + "/identity/v3", user, password, project))
+    done = openstack_cli.run(list(args), env, timeout=180)
     if not check:
         return done
     assert done.returncode == 0, f"openstack {' '.join(args)}: {done.stderr}"

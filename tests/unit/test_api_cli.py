@@ -7,9 +7,7 @@ CLI prints. Each CLI run is a subprocess awaited without blocking the loop.
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,22 +20,19 @@ from api.app import make_app
 from tests.conftest import free_port
 from tests.unit.api_fake_cell import fake_cell
 from tests.unit.api_support import SECRETS, make_cluster
+from tools import openstack_cli
 from tools.devcluster import cli_env
+from tools.openstack_cli import OPENSTACK, password_env
 
-OPENSTACK = Path(sys.executable).with_name("openstack")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not OPENSTACK.exists(), reason="python-openstackclient is not installed")]
 
 
 async def _cli(home: Path, url: str, *args: str, user: str = "demo") -> Any:
-    env = cli_env(home, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME=user, OS_PASSWORD=SECRETS[f"{user}_password"],
-                  OS_PROJECT_NAME=user, OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
-                  OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
-    proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, f"openstack {' '.join(args)} failed:\n{err.decode()}"
-    return json.loads(out) if "-f" in args else out.decode()
+    env = cli_env(home, **password_env(f"{url}/identity/v3", user, SECRETS[f"{user}_password"], user))
+    done = await openstack_cli.run_async(list(args), env)
+    assert done.returncode == 0, f"openstack {' '.join(args)} failed:\n{done.stderr}"
+    return json.loads(done.stdout) if "-f" in args else done.stdout
 
 
 async def test_openstack_cli_boot_list_show_delete(tmp_path: Path) -> None:

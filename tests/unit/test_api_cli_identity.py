@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,25 +28,22 @@ from api.app import make_app
 from tests.conftest import free_port
 from tests.unit.api_fake_cell import fake_cell
 from tests.unit.api_support import SECRETS, make_cluster
+from tools import openstack_cli
 from tools.devcluster import cli_env
+from tools.openstack_cli import OPENSTACK, password_env
 
-OPENSTACK = Path(sys.executable).with_name("openstack")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not OPENSTACK.exists(), reason="python-openstackclient is not installed")]
 PROPAGATION_BOUND = 5.0  # seconds: a revocation on one worker holds on every worker within this (issue 19)
 
 
 def _password_env(url: str, user: str, password: str, project: str) -> dict[str, str]:
-    return {"OS_AUTH_URL": f"{url}/identity/v3", "OS_USERNAME": user, "OS_PASSWORD": password,
-            "OS_PROJECT_NAME": project, "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
-            "OS_IDENTITY_API_VERSION": "3", "OS_REGION_NAME": "RegionOne"}
+    return password_env(f"{url}/identity/v3", user, password, project)
 
 
 async def _run(home: Path, auth: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=cli_env(home, **auth),
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    return proc.returncode or 0, out.decode(), err.decode()
+    done = await openstack_cli.run_async(list(args), cli_env(home, **auth))
+    return done.returncode, done.stdout, done.stderr
 
 
 async def _ok(home: Path, auth: dict[str, str], *args: str) -> Any:

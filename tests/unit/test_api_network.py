@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -26,10 +25,11 @@ from cells.rpc.server import RpcServer
 from cells.rpcapi.network import SURFACE as NETWORK_SURFACE
 from tests.conftest import free_port
 from tests.unit.api_support import PUBLIC_URL, SECRETS, auth_body, make_cluster, token
+from tools import openstack_cli
 from tools.devcluster import cli_env
+from tools.openstack_cli import OPENSTACK, password_env
 
 INTERVAL = 0.1
-OPENSTACK = Path(sys.executable).with_name("openstack")
 
 
 @asynccontextmanager
@@ -154,14 +154,15 @@ async def test_security_groups_and_rules(tmp_path: Path) -> None:
 
 
 async def _cli(home: Path, url: str, *args: str) -> Any:
-    env = cli_env(home, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME="demo", OS_PASSWORD=SECRETS["demo_password"],
-                  OS_PROJECT_NAME="demo", OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
-                  OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
-    proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, f"openstack {' '.join(args)} failed:\n{err.decode()}"
-    return json.loads(out) if "-f" in args else out.decode()
+    return await cli_as(home, url, "demo", *args)
+
+
+async def cli_as(home: Path, url: str, user: str, *args: str) -> Any:
+    """The openstack CLI as a bootstrap user, which must succeed; its output parsed when -f is given."""
+    env = cli_env(home, **password_env(f"{url}/identity/v3", user, SECRETS[f"{user}_password"], user))
+    done = await openstack_cli.run_async(list(args), env)
+    assert done.returncode == 0, f"openstack {' '.join(args)} failed:\n{done.stderr}"
+    return json.loads(done.stdout) if "-f" in args else done.stdout
 
 
 @asynccontextmanager

@@ -19,20 +19,12 @@ from cells.conductor.flows.boot import validate_build
 from cells.db import instances as idb
 from cells.network.controller import NetworkController
 from cells.objects.instance import utcnow_iso
-from tests.unit.api_support import SECRETS
-from tests.unit.test_api_network import OPENSTACK, _cli, api_client, cli_api
+from tests.unit.test_api_network import OPENSTACK, _cli, api_client, cli_api, cli_as
 from tests.unit.test_network_ipam import DEMO, _net, controllers
-from tools.devcluster import cli_env
 
 
 async def _admin_cli(home: Path, url: str, *args: str) -> None:
-    env = cli_env(home, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME="admin", OS_PASSWORD=SECRETS["admin_password"],
-                  OS_PROJECT_NAME="admin", OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
-                  OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
-    proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    _, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, f"openstack {' '.join(args)} failed:\n{err.decode()}"
+    await cli_as(home, url, "admin", *args)
 
 
 __all__ = ["controllers"]

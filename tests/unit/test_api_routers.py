@@ -4,7 +4,6 @@ errors and quotas, hostile tenants, and the unmodified `openstack` CLI."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,7 @@ from cells.context import RequestContext
 from cells.db.schema import create_schema
 from cells.network.controller import NetworkController
 from tests.unit.api_support import SECRETS, token
-from tests.unit.test_api_network import OPENSTACK, _cli, api_client, cli_api
-from tools.devcluster import cli_env
+from tests.unit.test_api_network import OPENSTACK, _cli, api_client, cli_api, cli_as
 
 Client = TestClient[Any, Any]
 N = "/network/v2.0"
@@ -269,14 +267,7 @@ async def test_openstack_cli_router_and_floating_ip(tmp_path: Path) -> None:
 
 async def _admin_cli(home: Path, url: str, *args: str) -> Any:
     """The openstack CLI as the admin (an external network is an admin's to make)."""
-    env = cli_env(home, OS_AUTH_URL=f"{url}/identity/v3", OS_USERNAME="admin", OS_PASSWORD=SECRETS["admin_password"],
-                  OS_PROJECT_NAME="admin", OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
-                  OS_IDENTITY_API_VERSION="3", OS_REGION_NAME="RegionOne")
-    proc = await asyncio.create_subprocess_exec(str(OPENSTACK), *args, env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, f"openstack {' '.join(args)} failed:\n{err.decode()}"
-    return json.loads(out) if "-f" in args else out.decode()
+    return await cli_as(home, url, "admin", *args)
 
 
 async def test_cluster_yaml_external_network_is_made_once_at_start(tmp_path: Path) -> None:
