@@ -19,8 +19,9 @@ from cells.conductor.flows.boot import validate_build
 from cells.db import instances as idb
 from cells.network.controller import NetworkController
 from cells.objects.instance import utcnow_iso
-from tests.unit.test_api_network import OPENSTACK, _cli, api_client, cli_api, cli_as
+from tests.unit.test_api_network import _cli, api_client, cli_api, cli_as
 from tests.unit.test_network_ipam import DEMO, _net, controllers
+from tools.openstack_cli import OPENSTACK
 
 
 async def _admin_cli(home: Path, url: str, *args: str) -> None:

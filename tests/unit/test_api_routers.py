@@ -15,7 +15,8 @@ from cells.context import RequestContext
 from cells.db.schema import create_schema
 from cells.network.controller import NetworkController
 from tests.unit.api_support import SECRETS, token
-from tests.unit.test_api_network import OPENSTACK, _cli, api_client, cli_api, cli_as
+from tests.unit.test_api_network import _cli, api_client, cli_api, cli_as
+from tools.openstack_cli import OPENSTACK
 
 Client = TestClient[Any, Any]
 N = "/network/v2.0"
