@@ -16,7 +16,7 @@ APT_PACKAGES := python3-venv gcc python3-dev libvirt-dev pkg-config libvirt-daem
 	qemu-system-x86 qemu-utils qemu-block-extra dnsmasq-base tgt nftables iproute2 iputils-ping lz4 busybox-static \
 	openssh-client openssh-server postgresql
 
-.PHONY: deps apt up down status lint test test-fast chaos bench tempest
+.PHONY: deps apt up down status lint test test-fast chaos scale bench tempest
 
 deps: $(STAMP)
 
@@ -79,6 +79,10 @@ chaos: deps
 	@rc=0; $(BIN)/pytest -q -rs --chaos tests/chaos || rc=$$?; \
 	echo "== tools/bench/chaos.py"; $(BIN)/python -m tools.bench.chaos || rc=1; \
 	exit $$rc
+
+# Simulated hosts at size (issue 21): the kill test at 2 cells x 200 hosts (make test runs it at 2 x 20).
+scale: deps
+	@CELLCLOUD_SIM_HOSTS=200 $(BIN)/pytest -q -rs tests/functional/test_simulated_hosts.py
 
 # Runs every benchmark even when one fails; fails at the end if any did.
 bench: deps

@@ -129,6 +129,31 @@ def free_port() -> int:
     return _PORTS.take()
 
 
+# simulated hosts (tools/simulated_hosts.py) take consecutive ports: runs of them come from below
+# PORT_RANGE, a run of RUN_BLOCK per lock file, held as PORT_RANGE's blocks are
+RUN_RANGE = (10000, 20000)
+RUN_BLOCK = 1000
+_runs_held: list[int] = []
+
+
+def free_port_run(count: int) -> int:
+    """The first of `count` (at most RUN_BLOCK) consecutive loopback ports this process alone holds."""
+    assert 0 < count <= RUN_BLOCK, count
+    PORT_LOCK_DIR.mkdir(mode=0o1777, parents=True, exist_ok=True)
+    for first in range(RUN_RANGE[0], RUN_RANGE[1], RUN_BLOCK):
+        fd = os.open(PORT_LOCK_DIR / f"run-{first}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        if all(_bindable(port) for port in range(first, first + count)):
+            _runs_held.append(fd)
+            return first
+        os.close(fd)
+    raise RuntimeError(f"no run of {count} free ports in {RUN_RANGE[0]}-{RUN_RANGE[1]} is free of other holders")
+
+
 UP_ATTEMPTS = 3
 PORT_TAKEN = "free these ports"  # what cellctl up says when a port was taken after it was picked
 
@@ -137,14 +162,16 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
                  conductors: int = 1, schedulers: int = 1, api_workers: int = 1,
                  volumes: bool = False, same_host_resize: bool = False, postgres: bool = False,
                  dead_after: float | None = None, name: str = "test", sqlite_cell: bool = False,
-                 metrics: bool = False) -> dict[str, Any]:
+                 metrics: bool = False, simulated: tuple[int, ...] = (), per_process: int = 0) -> dict[str, Any]:
     """`volumes`: node1 is a volume host too (file backend; local, tgt and nbd exports on free ports).
     `same_host_resize`: the cell's allow_resize_to_same_host. `postgres`: the API and cell DBs live on the
     cluster's managed PostgreSQL (tools/pgserver.py) instead of SQLite files. `dead_after`: seconds a
     silent host is suspect before it is dead (default: cluster.yaml's). `sqlite_cell`: a second cell, cell2,
     on a SQLite file with the last host (needs hosts >= 2), beside cell1 (which keeps the others).
     `metrics`: the API serves /metrics on a free port (api.metrics; one API worker), and node1's compute
-    on another (hosts.node1.metrics_port; pair it with volumes=False: one service, one port)."""
+    on another (hosts.node1.metrics_port; pair it with volumes=False: one service, one port).
+    `simulated`: simulated hosts (tools/simulated_hosts.py) per cell: the first number joins cell1 beside the
+    real hosts, each next one a cell of its own (cell2, ...); `per_process` of them to a process."""
     router = free_port()
     # conductor and scheduler take router+1 and router+2 unless told: give explicit free ports
     host_names = [f"node{i + 1}" for i in range(hosts)]
@@ -157,7 +184,7 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
             "name": "cell1",
             "services": {"router": f"ctl:{router}", "conductor": _scaled(conductors),
                          "scheduler": _scaled(schedulers), "network": f"ctl:{free_port()}"},
-            "hosts": host_names,
+            "hosts": list(host_names),
         }]}],
         "hosts": {"ctl": {"address": "127.0.0.1", "via": "local"}},
     }
@@ -178,6 +205,7 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
             "name": "cell2", "hosts": host_names[-1:],
             "services": {"router": f"ctl:{free_port()}", "conductor": f"ctl:{free_port()}",
                          "scheduler": f"ctl:{free_port()}", "network": f"ctl:{free_port()}"}})
+    _add_simulated(doc, simulated, per_process)
     for host in host_names:
         doc["hosts"][host] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
                               "virt": {"uri": virt_uri}, "rpc_port": free_port()}
@@ -188,6 +216,22 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
         doc["hosts"]["node1"]["volume"] = {"capacity_gb": 20, "port": free_port(), "iscsi_port": free_port(),
                                            "nbd_port": free_port()}
     return doc
+
+
+def _add_simulated(doc: dict[str, Any], counts: tuple[int, ...], per_process: int) -> None:
+    cells = doc["sites"][0]["cells"]
+    first = free_port_run(sum(counts)) if counts else 0
+    for i, count in enumerate(counts):
+        block: dict[str, Any] = {"simulated": count, "rpc_port": first}
+        if per_process:
+            block["per_process"] = per_process
+        first += count
+        if i == 0:
+            cells[0]["hosts"].append(block)
+            continue
+        cells.append({"name": f"cell{i + 1}", "hosts": [block], "services": {
+            "router": f"ctl:{free_port()}", "conductor": f"ctl:{free_port()}", "scheduler": f"ctl:{free_port()}",
+            "network": f"ctl:{free_port()}"}})
 
 
 def _scaled(n: int) -> str | list[str]:
@@ -263,16 +307,18 @@ class RunningCluster:
 @contextmanager
 def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default",
                     heartbeat: float = 1.0, dead_after: float | None = None, name: str = "test",
-                    **scale: Any) -> Iterator[RunningCluster]:
+                    up_timeout: float = 60, **scale: Any) -> Iterator[RunningCluster]:
     """`scale`: conductors, schedulers, api_workers (processes of each; default 1); volumes=1 (True) makes
-    node1 a volume host too; same_host_resize=1 (True) lets a resize stay on its host."""
+    node1 a volume host too; same_host_resize=1 (True) lets a resize stay on its host; simulated and
+    per_process (cluster_yaml). `up_timeout`: seconds `cellctl up` waits for every service."""
     root.mkdir(parents=True, exist_ok=True)
     cluster_file = root / "cluster.yaml"
     cluster = RunningCluster(root, cluster_file)
     for _attempt in range(UP_ATTEMPTS):
         cluster_file.write_text(yaml.safe_dump(cluster_yaml(hosts, virt_uri, heartbeat, dead_after=dead_after,
                                                             name=name, **scale), sort_keys=False))
-        up = cluster.cellctl("up", str(cluster_file), check=False)
+        up = cluster.cellctl("up", str(cluster_file), "--timeout", str(up_timeout), check=False,
+                             timeout=up_timeout + 120)
         if PORT_TAKEN not in up.stderr:  # cellctl up started nothing when a port was taken: fresh ports
             break
     try:
