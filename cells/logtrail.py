@@ -12,7 +12,12 @@ import logging
 import logging.handlers
 import sys
 import time
-from contextvars import ContextVar, Token
+from collections.abc import Callable
+from contextvars import ContextVar, Token, copy_context
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 NO_REQUEST = "-"
 _REQUEST_ID: ContextVar[str] = ContextVar("cellcloud_request_id", default=NO_REQUEST)
@@ -31,6 +36,16 @@ def bind_request(request_id: str) -> Token[str]:
 
 def unbind(token: Token[str]) -> None:
     _REQUEST_ID.reset(token)
+
+
+def in_context(fn: Callable[P, T]) -> Callable[P, T]:
+    """`fn` bound to the caller's context (its request id), for an executor thread: loop.run_in_executor
+    and ThreadPoolExecutor.submit run in the thread's own, empty context (asyncio.to_thread copies it)."""
+    ctx = copy_context()
+
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return ctx.run(fn, *args, **kwargs)
+    return run
 
 
 def current_request() -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:  # every RPC peer imports the metrics; only the processes that serve them need aiohttp
     from aiohttp import web
@@ -34,6 +34,48 @@ RPC_CASTS = Counter("cellcloud_rpc_casts", "RPC casts sent, by method", ("method
 SCHEDULER_PLACEMENTS = Counter("cellcloud_scheduler_placements", "Instances the scheduler placed and claimed")
 SCHEDULER_NO_VALID_HOST = Counter("cellcloud_scheduler_no_valid_host",
                                   "Selections that found no host (all or nothing: nothing was claimed)")
+
+# server flows as the cell's conductor ends them, counted once their write commits (cells/db/commit_hooks.py)
+BOOTS = Counter("cellcloud_boots", "Builds ended, by outcome (active, error)", ("outcome",))
+DELETES = Counter("cellcloud_deletes", "Deletes ended, by outcome (deleted, error)", ("outcome",))
+MOVES = Counter("cellcloud_moves", "Resizes, migrations and evacuations ended, by kind and outcome (done, error)",
+                ("kind", "outcome"))
+
+# the cell DB's writer (cells/db/group_commit.py); `db` is the database file's name (one per cell)
+DB_WRITE_LOCK_WAIT = Histogram("cellcloud_db_write_lock_wait_seconds",
+                               "Time a write batch waited for the cell DB's writer lock (SQLite flock)", ("db",),
+                               buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                        1.0, 2.5, 5.0, 10.0, 30.0))
+DB_WRITE_BATCH = Histogram("cellcloud_db_write_batch_units", "Units of work committed together (group commit)",
+                           ("db",), buckets=(1, 2, 4, 8, 16, 32))
+
+# states, as each service sees them now (set by its periodic loop, never computed at scrape time)
+DIRECTORY_MEMBERS = Gauge("cellcloud_directory_members",
+                          "Members of this router's directory by service and state (alive: beat within an "
+                          "interval; late: missed a beat, not yet removed)", ("service", "state"))
+COMPUTE_HOSTS = Gauge("cellcloud_compute_hosts", "The cell's compute hosts by liveness as its conductor sees them "
+                      "(alive, suspect, dead, fenced)", ("state",))
+HOST_CAPACITY = Gauge("cellcloud_host_capacity", "A compute host's capacity (vcpus, memory_mb, local_gb), "
+                      "before allocation ratios", ("host", "resource"))
+HOST_USED = Gauge("cellcloud_host_used", "A compute host's claimed use (vcpus, memory_mb, local_gb)",
+                  ("host", "resource"))
+SERVERS = Gauge("cellcloud_servers", "The cell's servers by vm_state (deleted ones left out)", ("state",))
+GUESTS = Gauge("cellcloud_guests", "Guests on this compute host's hypervisor by power state", ("state",))
+IMAGE_CACHE_BYTES = Gauge("cellcloud_image_cache_bytes", "Bytes of verified bases in this host's image cache")
+IMAGE_CACHE_FILES = Gauge("cellcloud_image_cache_files", "Verified bases in this host's image cache")
+VOLUME_CAPACITY_GB = Gauge("cellcloud_volume_capacity_gb", "A volume host's backend capacity, as it last reported",
+                           ("host", "backend"))
+VOLUME_ALLOCATED_GB = Gauge("cellcloud_volume_allocated_gb", "GiB of volumes allocated on a volume host's backend",
+                            ("host", "backend"))
+
+
+def set_states(gauge: Gauge, counts: dict[tuple[str, ...], float], known: tuple[tuple[str, ...], ...] = ()) -> None:
+    """Replace `gauge`'s values by `counts` (label values -> value), `known` label sets at 0 when not counted: a
+    state that emptied reads 0 or disappears, never its last count. Called on the event loop, as the scrape
+    handler is, so a scrape never sees it half done."""
+    gauge.clear()
+    for labels in (*known, *counts):
+        gauge.labels(*labels).set(counts.get(labels, 0))
 
 
 def method_label(method: str) -> str:

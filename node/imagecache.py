@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from cells import errors, imageformat
+from cells.metrics import IMAGE_CACHE_BYTES, IMAGE_CACHE_FILES
 
 LOG = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class ImageCache:
                 if await asyncio.to_thread(_touch_if_exists, path):  # another fetch finished it meanwhile
                     return await _inspected(image, path)
                 await self._download(image_id, image, algo, expected, path)
+                await self.publish_usage()  # a new base: the cache grew (prune publishes what it removed)
                 return path
         finally:
             if not lock.locked() and self._locks.get(expected) is lock:
@@ -96,6 +98,8 @@ class ImageCache:
             removed = await asyncio.to_thread(self._prune, {os.path.abspath(p) for p in in_use})
         for path in removed:
             LOG.info("image cache: removed unused base %s", path)
+        if removed:
+            await self.publish_usage()
         return removed
 
     def _prune(self, in_use: set[str]) -> list[str]:
@@ -112,6 +116,23 @@ class ImageCache:
             except FileNotFoundError:
                 pass
         return removed
+
+    async def publish_usage(self) -> None:
+        """The cache's verified bases (count, bytes) on this host's /metrics."""
+        files, size = await asyncio.to_thread(self._usage)
+        IMAGE_CACHE_FILES.set(files)
+        IMAGE_CACHE_BYTES.set(size)
+
+    def _usage(self) -> tuple[int, int]:
+        files = size = 0
+        for name in os.listdir(self.cache_dir) if os.path.isdir(self.cache_dir) else []:
+            if HEX.match(name):
+                try:
+                    size += os.stat(os.path.join(self.cache_dir, name)).st_size
+                    files += 1
+                except FileNotFoundError:
+                    pass
+        return files, size
 
     async def fetch_by_id(self, image_id: str) -> str:
         """fetch() for an image known only by id (an AMI's kernel_id / ramdisk_id): its record

@@ -168,8 +168,9 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     cluster's managed PostgreSQL (tools/pgserver.py) instead of SQLite files. `dead_after`: seconds a
     silent host is suspect before it is dead (default: cluster.yaml's). `sqlite_cell`: a second cell, cell2,
     on a SQLite file with the last host (needs hosts >= 2), beside cell1 (which keeps the others).
-    `metrics`: the API serves /metrics on a free port (api.metrics; one API worker), and node1's compute
-    on another (hosts.node1.metrics_port; pair it with volumes=False: one service, one port).
+    `metrics`: the API serves /metrics on a free port (api.metrics; one API worker), node1's compute
+    on another (hosts.node1.metrics_port; pair it with volumes=False: one service, one port) and ctl's cell
+    services on four more (hosts.ctl.metrics_port).
     `simulated`: simulated hosts (tools/simulated_hosts.py) per cell: the first number joins cell1 beside the
     real hosts, each next one a cell of its own (cell2, ...); `per_process` of them to a process."""
     router = free_port()
@@ -209,8 +210,9 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     for host in host_names:
         doc["hosts"][host] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
                               "virt": {"uri": virt_uri}, "rpc_port": free_port()}
-    if metrics:  # node1's services (its compute) serve /metrics too
-        doc["hosts"]["node1"]["metrics_port"] = free_port()
+    if metrics:  # node1's services (its compute) serve /metrics too, and ctl's router, conductor, scheduler
+        doc["hosts"]["node1"]["metrics_port"] = free_port()  # and network on 4 ports from its own (PORT_STRIDE)
+        doc["hosts"]["ctl"]["metrics_port"] = free_port()
     if volumes:
         doc["hosts"]["node1"]["roles"].append("volume")
         doc["hosts"]["node1"]["volume"] = {"capacity_gb": 20, "port": free_port(), "iscsi_port": free_port(),

@@ -17,6 +17,7 @@ from typing import Any
 
 from cells import errors
 from cells.conductor.env import FlowEnv
+from cells.conductor.state_metrics import StateMetrics
 from cells.db import claims
 from cells.db.claims import HostState, Resources
 
@@ -44,8 +45,10 @@ def fits(summary: Mapping[str, Any], res: Resources) -> bool:
             and int(summary.get("max_local_gb_free", 0)) >= res.local_gb)
 
 
-async def current(env: FlowEnv) -> dict[str, Any]:
+async def current(env: FlowEnv, gauges: StateMetrics | None = None) -> dict[str, Any]:
     nodes = await claims.load_hosts(env.db)
+    if gauges is not None:
+        await gauges.refresh(env, nodes)
     return summarize(nodes, {n.host for n in nodes if env.host_alive(n.host)})
 
 
@@ -59,10 +62,12 @@ async def admit(env: FlowEnv, flavor: Mapping[str, Any]) -> None:
 
 
 async def report(env: FlowEnv, interval: float) -> None:
-    """Attach the summary to every heartbeat of this conductor (runs in its TaskGroup)."""
+    """Attach the summary to every heartbeat of this conductor (runs in its TaskGroup), and keep the
+    cell's state gauges (cells/conductor/state_metrics.py) fresh."""
+    gauges = StateMetrics()
     while True:
         try:
-            env.service.view.set_meta(capacity=await current(env))
+            env.service.view.set_meta(capacity=await current(env, gauges))
         except errors.CellcloudError as exc:
             LOG.warning("capacity summary failed: %s", exc)
         except Exception:  # a report must never take the conductor down

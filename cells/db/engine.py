@@ -69,7 +69,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction, create_async_engine
 
-from cells import errors, linear_regex
+from cells import errors, linear_regex, logtrail
+from cells.db import commit_hooks
 from cells.db import settings as dbsettings
 from cells.db.group_commit import GroupWriter, psycopg_connection_type
 
@@ -275,12 +276,24 @@ class Database:
         if self._sync is None:
             return await self._run_async(fn)
         return await asyncio.get_running_loop().run_in_executor(
-            self._read_threads, functools.partial(_run_sync, self._sync_reader, fn))
+            self._read_threads, logtrail.in_context(functools.partial(_run_sync, self._sync_reader, fn)))
 
     async def _run_async(self, fn: UnitOfWork[T]) -> T:
         assert self._async is not None
+        hooks: list[commit_hooks.Hook] = []
+
+        def unit(conn: Connection) -> T:
+            registered = commit_hooks.begin_unit(conn)
+            try:
+                value = fn(conn)
+            finally:
+                commit_hooks.end_unit(conn)
+            hooks.extend(registered)
+            return value
         async with self._async.begin() as conn:
-            return await conn.run_sync(fn)
+            value = await conn.run_sync(unit)
+        commit_hooks.run(hooks)
+        return value
 
     async def close(self) -> None:
         if self._sync is not None:

@@ -33,6 +33,7 @@ import asyncio
 import fcntl
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,9 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from cells import errors
+from cells import errors, logtrail
+from cells.db import commit_hooks
+from cells.metrics import DB_WRITE_BATCH, DB_WRITE_LOCK_WAIT
 
 T = TypeVar("T")
 MAX_BATCH = 32  # units per transaction: bounds how long one batch holds the write lock
@@ -69,12 +72,14 @@ class GroupWriter:
         self._guard = threading.Lock()
         self._draining = False
         self._flock = _BoundedFlock(lock_timeout, name)
+        self._lock_wait = DB_WRITE_LOCK_WAIT.labels(name)
+        self._batch_size = DB_WRITE_BATCH.labels(name)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._guard:
-            self._queued.append(_Unit(fn, fut, loop))
+            self._queued.append(_Unit(logtrail.in_context(fn), fut, loop))  # its lines keep its request id
             start, self._draining = not self._draining, True
         if start:
             self._thread.submit(self._drain)
@@ -97,41 +102,58 @@ class GroupWriter:
 
     def _run(self, batch: list[_Unit]) -> list[tuple[_Unit, bool, Any]]:
         done: list[tuple[_Unit, bool, Any]] = []
+        committed: list[commit_hooks.Hook] = []  # the after-commit hooks of the units that succeeded
         lock, locked = self._lock, False
         try:  # whatever fails here fails the batch's callers: the writer itself must never stop
             if lock is not None:
+                waited = time.monotonic()
                 self._flock.acquire(lock)  # blocks this thread only (bounded); released with the transaction
+                self._lock_wait.observe(time.monotonic() - waited)
                 locked = True
             with self._engine.begin() as conn:
-                if len(batch) == 1:
-                    done.append((batch[0], True, batch[0].fn(conn)))
-                else:
-                    # the savepoints go straight to the driver: SQLAlchemy's begin_nested() cost more
-                    # than a typical unit (measured: 14% of the conductor's CPU in a burst)
-                    driver = conn.connection.driver_connection
-                    # sqlite3's and psycopg's connections run plain SQL in the open transaction themselves
-                    raw: Any = driver if isinstance(driver, (sqlite3.Connection, psycopg_connection_type())) \
-                        else _DriverSQL(conn)  # another driver: through SQLAlchemy's cursor
-                    release = conn.dialect.name == "sqlite"  # PostgreSQL: the COMMIT ends them (module doc)
-                    for unit in batch:
-                        raw.execute("SAVEPOINT cc_unit")
-                        try:
-                            value = unit.fn(conn)
-                        except BaseException as exc:  # noqa: BLE001 - it fails alone, and its caller gets it
-                            raw.execute("ROLLBACK TO cc_unit")
-                            if release:
-                                raw.execute("RELEASE cc_unit")
-                            done.append((unit, False, exc))
-                        else:
-                            if release:
-                                raw.execute("RELEASE cc_unit")
-                            done.append((unit, True, value))
+                try:
+                    self._units(conn, batch, done, committed)
+                finally:
+                    commit_hooks.end_unit(conn)
+            self._batch_size.observe(len(batch))
+            commit_hooks.run(committed)
         except BaseException as exc:  # noqa: BLE001 - nothing of the transaction was committed
             done = [(unit, False, exc) for unit in batch]
         finally:
             if locked and lock is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return done
+
+    @staticmethod
+    def _units(conn: Connection, batch: list[_Unit], done: list[tuple[_Unit, bool, Any]],
+               committed: list[commit_hooks.Hook]) -> None:
+        if len(batch) == 1:
+            hooks = commit_hooks.begin_unit(conn)
+            done.append((batch[0], True, batch[0].fn(conn)))
+            committed.extend(hooks)
+            return
+        # the savepoints go straight to the driver: SQLAlchemy's begin_nested() cost more
+        # than a typical unit (measured: 14% of the conductor's CPU in a burst)
+        driver = conn.connection.driver_connection
+        # sqlite3's and psycopg's connections run plain SQL in the open transaction themselves
+        raw: Any = driver if isinstance(driver, (sqlite3.Connection, psycopg_connection_type())) \
+            else _DriverSQL(conn)  # another driver: through SQLAlchemy's cursor
+        release = conn.dialect.name == "sqlite"  # PostgreSQL: the COMMIT ends them (module doc)
+        for unit in batch:
+            raw.execute("SAVEPOINT cc_unit")
+            hooks = commit_hooks.begin_unit(conn)
+            try:
+                value = unit.fn(conn)
+            except BaseException as exc:  # noqa: BLE001 - it fails alone, and its caller gets it
+                raw.execute("ROLLBACK TO cc_unit")
+                if release:
+                    raw.execute("RELEASE cc_unit")
+                done.append((unit, False, exc))
+            else:
+                if release:
+                    raw.execute("RELEASE cc_unit")
+                done.append((unit, True, value))
+                committed.extend(hooks)
 
 
 def psycopg_connection_type() -> type:

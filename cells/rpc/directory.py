@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from cells import errors
+from cells import errors, metrics
 from cells.context import RequestContext
 from cells.rpc import principal, wire
 
@@ -173,6 +173,17 @@ class Directory:
             self.warming(time.monotonic())
             for mid in self.liveness.expire(time.monotonic()):
                 LOG.warning("member %s missed %d heartbeats: removed from routing (suspect)", mid, MISSED_BEATS)
+            self.publish(time.monotonic())
+
+    def publish(self, now: float) -> None:
+        """The members by service and state on this router's /metrics (alive: heard within 1.5 beats;
+        late: a beat missed, not yet removed; removed members are the conductor's `suspect` hosts)."""
+        counts: dict[tuple[str, ...], float] = {}
+        for mid, member in self.liveness.members.items():
+            late = now - self.liveness.last_seen.get(mid, now) > 1.5 * self.liveness.interval
+            key = (member.service or "unknown", "late" if late else "alive")
+            counts[key] = counts.get(key, 0) + 1
+        metrics.set_states(metrics.DIRECTORY_MEMBERS, counts)
 
 
 Listener = Callable[[set[str], set[str]], None]

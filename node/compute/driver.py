@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import libvirt  # type: ignore[import-untyped]
 
-from cells import errors
+from cells import errors, logtrail
 from cells.config import SIM_URI
 from cells.objects.instance import PowerState
 from node.compute import domain_schema, domain_xml
@@ -224,7 +224,8 @@ class LibvirtDriver:
         call_id, tracked = self._calls.track(func, limit)
         try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races the result
             async with asyncio.timeout(limit):
-                return await loop.run_in_executor(self._pool, tracked, *args)
+                # in the caller's context: what libvirt's thread logs carries the request id
+                return await loop.run_in_executor(self._pool, logtrail.in_context(tracked), *args)
         finally:
             self._calls.given_up(call_id)
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from cells import errors
+from cells import errors, metrics
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext, admin_context
 from cells.lifecycle import USER_ACTIONS, Event, State, observed_power
@@ -158,6 +158,7 @@ class ComputeManager:
 
     async def _sweeps(self) -> None:
         await self._sync_with_conductor()
+        await self.images.publish_usage()
         last_report = time.monotonic()
         while True:
             try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel racing the event
@@ -514,6 +515,7 @@ class ComputeManager:
         ctx = admin_context()
         instances = await self.conductor.instances_on_host(ctx, self.host)
         actual = await self.driver.power_states()
+        publish_guests(actual)
         for inst in instances:
             uuid = str(inst["uuid"])
             # an instance in a flow belongs to that flow; building/deleted ones are the reconciler's
@@ -580,3 +582,15 @@ def _no_deadline(ctx: RequestContext) -> RequestContext:
     """The cast's deadline bounded its delivery; the build itself (image download,
     QEMU start) may take longer. Keep the request id for tracing."""
     return dataclasses.replace(ctx, deadline=None)
+
+
+POWER_STATE_NAMES = {v: k.lower() for k, v in vars(PowerState).items() if k.isupper()}
+
+
+def publish_guests(power_states: dict[str, int]) -> None:
+    """This host's guests by power state on its /metrics (every state shown, 0 when none)."""
+    counts: dict[tuple[str, ...], float] = {}
+    for state in power_states.values():
+        key = (POWER_STATE_NAMES.get(state, "nostate"),)
+        counts[key] = counts.get(key, 0) + 1
+    metrics.set_states(metrics.GUESTS, counts, tuple((name,) for name in POWER_STATE_NAMES.values()))

@@ -80,3 +80,93 @@ def test_logs_refuses_what_is_not_a_request_id(cluster: RunningCluster) -> None:
     bad = cluster.cellctl("logs", "--request", "../etc/passwd", str(cluster.cluster_file), check=False)
     assert bad.returncode == 2
     assert "not a request id" in bad.stderr
+
+
+def scrape(cluster: RunningCluster, service_id: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of one cell service's /metrics listener: (name, sorted labels) -> value."""
+    service = next(s for s in cluster.config["services"] if s["id"] == service_id)
+    text = requests.get(f"http://{service['options']['metrics']}/metrics", timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): float(s.value)
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+BURST = 4  # node1 (test:///default) holds 6 m1.tiny guests; the trail test above keeps one
+
+
+def test_a_boot_burst_moves_the_outcome_counters_by_exactly_its_boots(cluster: RunningCluster) -> None:
+    """Scraped during and after a burst of BURST boots then their deletes: the conductor's boots and
+    deletes, and the scheduler's placements, move by exactly BURST (never more while it runs); the cell
+    DB's group-commit and lock-wait histograms move; the state gauges show the servers, their guests and
+    the host's capacity and claims."""
+    headers = {"X-Auth-Token": cluster.token("demo")}
+    base = f"{cluster.endpoint}/compute/v2.1"
+    image = requests.get(f"{cluster.endpoint}/image/v2/images?name=tiny-raw", headers=headers,
+                         timeout=30).json()["images"][0]["id"]
+    conductor, scheduler = "cell1/conductor", "cell1/scheduler"
+    before, placed_before = scrape(cluster, conductor), scrape(cluster, scheduler)
+
+    def moved(now: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+        return value(now, name, **labels) - value(before, name, **labels)
+
+    servers = []
+    for n in range(BURST):
+        resp = requests.post(f"{base}/servers", headers=headers, timeout=30,
+                             json={"server": {"name": f"burst-{n}", "flavorRef": "1", "imageRef": image}})
+        assert resp.status_code == 202, resp.text
+        servers.append(resp.json()["server"]["id"])
+    deadline = time.monotonic() + 90
+    while True:
+        during = scrape(cluster, conductor)
+        assert 0 <= moved(during, "cellcloud_boots_total", outcome="active") <= BURST
+        statuses = [requests.get(f"{base}/servers/{s}", headers=headers, timeout=30).json()["server"]["status"]
+                    for s in servers]
+        if all(s == "ACTIVE" for s in statuses):
+            break
+        assert "ERROR" not in statuses and time.monotonic() < deadline, [
+            requests.get(f"{base}/servers/{s}", headers=headers, timeout=30).json()["server"].get("fault")
+            for s in servers]
+        time.sleep(0.3)
+    after = scrape(cluster, conductor)
+    assert moved(after, "cellcloud_boots_total", outcome="active") == BURST
+    assert moved(after, "cellcloud_boots_total", outcome="error") == 0
+    placed = scrape(cluster, scheduler)
+    assert value(placed, "cellcloud_scheduler_placements_total") - value(
+        placed_before, "cellcloud_scheduler_placements_total") == BURST
+    db = {"db": "cell1.db"}
+    assert moved(after, "cellcloud_db_write_batch_units_sum", **db) >= BURST  # a boot writes more than once
+    assert 1 <= moved(after, "cellcloud_db_write_batch_units_count", **db) \
+        <= moved(after, "cellcloud_db_write_batch_units_sum", **db)
+    assert moved(after, "cellcloud_db_write_lock_wait_seconds_count", **db) \
+        == moved(after, "cellcloud_db_write_batch_units_count", **db)  # a lock taken per batch
+
+    # the state gauges (refreshed every few seconds by the conductor, every sweep by the compute)
+    deadline = time.monotonic() + 30
+    while True:
+        state, compute = scrape(cluster, conductor), scrape(cluster, "cell1/compute/node1")
+        if value(state, "cellcloud_servers", state="active") >= BURST \
+                and value(compute, "cellcloud_guests", state="running") >= BURST:
+            break
+        assert time.monotonic() < deadline, "the servers and guests gauges never showed the burst"
+        time.sleep(0.5)
+    assert value(state, "cellcloud_compute_hosts", state="alive") == 1
+    assert value(state, "cellcloud_compute_hosts", state="dead") == 0
+    assert value(state, "cellcloud_host_capacity", host="node1", resource="vcpus") > 0
+    assert value(state, "cellcloud_host_used", host="node1", resource="memory_mb") > 0
+    router = scrape(cluster, "cell1/router")
+    assert value(router, "cellcloud_directory_members", service="compute", state="alive") == 1
+    assert value(router, "cellcloud_directory_members", service="conductor", state="alive") == 1
+    assert value(compute, "cellcloud_image_cache_files") >= 1
+
+    for server in servers:
+        assert requests.delete(f"{base}/servers/{server}", headers=headers, timeout=30).status_code == 204
+    deadline = time.monotonic() + 60
+    while moved(scrape(cluster, conductor), "cellcloud_deletes_total", outcome="deleted") < BURST:
+        assert time.monotonic() < deadline, "the deletes were never counted"
+        time.sleep(0.3)
+    final = scrape(cluster, conductor)
+    assert moved(final, "cellcloud_deletes_total", outcome="deleted") == BURST
+    assert moved(final, "cellcloud_boots_total", outcome="active") == BURST

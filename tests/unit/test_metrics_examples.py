@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 import cells.metrics  # noqa: F401  # registers the metrics
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
+SUFFIXES = ("", "_total", "_bucket", "_count", "_sum", "_created")  # "": a gauge is its bare name
 
 
 def exported_samples() -> set[str]:

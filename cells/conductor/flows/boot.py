@@ -27,9 +27,11 @@ from cells.conductor.flows.delete import complete_delete
 from cells.context import RequestContext
 from cells.db import action_records, claims
 from cells.db import instances as idb
+from cells.db.commit_hooks import after_commit
 from cells.db.fast import AnyRow
 from cells.db.volumes import release_instance_volumes
 from cells.lifecycle import NEW, Action, Event, carry_out, on
+from cells.metrics import BOOTS
 from cells.objects.instance import FIELDS, TaskState, VmState, utcnow_iso
 from cells.objects.records import InstanceRecord
 from cells.rpc.directory import MISSED_BEATS
@@ -269,6 +271,7 @@ def set_error(conn: Connection, row: AnyRow, fault: dict[str, Any], event: str =
     release_instance_volumes(conn, row.uuid)  # a boot volume is available again (its export: its host's sweep)
     idb.update_row(conn, row.uuid, values)
     action_records.fail_open_events(conn, row.uuid, CREATE, fault["message"])
+    after_commit(conn, BOOTS.labels("error").inc)
 
 
 def _fail_builds(conn: Connection, uuids: list[str], fault: dict[str, Any]) -> None:

@@ -26,8 +26,10 @@ from cells.conductor.flows import boot, boot_volume, delete
 from cells.context import RequestContext
 from cells.db import action_records
 from cells.db import instances as idb
+from cells.db.commit_hooks import after_commit
 from cells.db.fast import AnyRow
 from cells.lifecycle import COMPUTE_EVENTS, Action, Event, carry_out, on
+from cells.metrics import BOOTS, DELETES
 from cells.objects.instance import PowerState, utcnow_iso
 from cells.objects.records import InstanceRecord
 
@@ -56,13 +58,17 @@ def _carriers(conn: Connection, row: AnyRow, new: dict[str, Any],
         action_records.finish_event(conn, row.uuid, boot.CREATE, boot.EV_BUILD, action_records.SUCCESS, host=row.host)
         action_records.finish_action(conn, row.uuid, boot.CREATE)
         boot_volume.settle(conn, row.uuid)  # a root volume is in-use once its guest runs
+        after_commit(conn, BOOTS.labels("active").inc)
+
+    def failed_delete() -> None:
+        action_records.fail_open_events(conn, row.uuid, delete.DELETE, (fault or {}).get("message", "Error"))
+        after_commit(conn, DELETES.labels("error").inc)
 
     return {
         Action.SET_LAUNCHED_AT: lambda: new.update(launched_at=new["updated_at"]),
         Action.FINISH_BUILD: finish_build,
         Action.RECORD_FAULT: record_fault,
-        Action.FAIL_DELETE: lambda: action_records.fail_open_events(conn, row.uuid, delete.DELETE,
-                                                                    (fault or {}).get("message", "Error")),
+        Action.FAIL_DELETE: failed_delete,
     }
 
 

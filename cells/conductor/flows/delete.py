@@ -26,10 +26,12 @@ from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
 from cells.context import RequestContext, admin_context
 from cells.db import action_records, claims, migration_records
 from cells.db import instances as idb
+from cells.db.commit_hooks import after_commit
 from cells.db.fast import AnyRow
 from cells.db.schema import instances
 from cells.db.volumes import release_instance_volumes
 from cells.lifecycle import Action, Event, carry_out, check_unlocked, on
+from cells.metrics import DELETES
 from cells.network.instance_ports import release_instance
 from cells.objects.instance import TaskState, utcnow_iso
 from cells.objects.records import InstanceRecord
@@ -69,6 +71,7 @@ def complete_delete(conn: Connection, env: FlowEnv, row: AnyRow, event: str = EV
     action_records.fail_open_events(conn, row.uuid, "create", "Instance was deleted while building")
     action_records.finish_event(conn, row.uuid, DELETE, event, action_records.SUCCESS, host=row.host)
     action_records.finish_action(conn, row.uuid, DELETE)
+    after_commit(conn, DELETES.labels("deleted").inc)
     return env.record({**row._mapping, **values})
 
 

@@ -29,8 +29,10 @@ from cells.conductor.flows.moves import _instance, rekey_claim
 from cells.context import RequestContext
 from cells.db import action_records, migration_records
 from cells.db import instances as idb
+from cells.db.commit_hooks import after_commit
 from cells.db.schema import migrations
 from cells.lifecycle import Event, on
+from cells.metrics import MOVES
 from cells.objects.instance import PowerState, VmState, utcnow_iso
 from cells.objects.records import InstanceRecord
 from cells.rpcapi.move_methods import MoveComputeAPI
@@ -83,6 +85,7 @@ def _done(conn: Connection, env: FlowEnv, mig: dict[str, Any], power: int) -> st
     migration_records.set_migration(conn, mig["uuid"], status="done", dest_host=mig["dest_host"])
     action_records.finish_event(conn, uuid, ACTION, EV_REBUILD, action_records.SUCCESS, host=mig["dest_host"])
     action_records.finish_action(conn, uuid, ACTION)
+    after_commit(conn, MOVES.labels(ACTION, "done").inc)
     return None
 
 

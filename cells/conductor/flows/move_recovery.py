@@ -28,7 +28,9 @@ from cells.conductor.flows.delete import remove_copy
 from cells.context import RequestContext
 from cells.db import action_records, claims, migration_records
 from cells.db import instances as idb
+from cells.db.commit_hooks import after_commit
 from cells.lifecycle import Event, on
+from cells.metrics import MOVES
 from cells.objects.instance import TaskState, utcnow_iso
 from cells.objects.records import InstanceRecord
 from cells.rpcapi.move_methods import MoveComputeAPI
@@ -97,6 +99,7 @@ def fail(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, messa
                                 "updated_at": utcnow_iso()})
     action_records.add_fault(conn, uuid, action_records.make_fault(message), mig["source_host"])
     action_records.fail_open_events(conn, uuid, action, message)
+    after_commit(conn, MOVES.labels(action, "error").inc)
     return None
 
 

@@ -49,11 +49,13 @@ from cells.conductor.flows.move_recovery import ACTION_OF, DELETED, drive, go_on
 from cells.context import RequestContext, admin_context
 from cells.db import action_records, claims, migration_records
 from cells.db import instances as idb
+from cells.db.commit_hooks import after_commit
 from cells.db.fast import AnyRow
 from cells.db.migration_records import CONFIRMING, FINISHED, REVERTING
 from cells.db.schema import claims as claims_table
 from cells.db.schema import migrations
 from cells.lifecycle import Event, check_unlocked, on
+from cells.metrics import MOVES
 from cells.objects.base import newer
 from cells.objects.instance import utcnow_iso
 from cells.objects.records import InstanceRecord
@@ -157,6 +159,7 @@ def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, 
     action_records.finish_event(conn, mig["instance_uuid"], action, EV_FINISH, action_records.SUCCESS, disk_note,
                          host=mig["dest_host"])
     action_records.finish_action(conn, mig["instance_uuid"], action)
+    after_commit(conn, MOVES.labels(action, "done").inc)
     return None
 
 
