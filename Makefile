@@ -58,7 +58,7 @@ lint: deps
 # pytest exit code 5 ("no tests collected") fails the build like any other failure. -rs: the run ends
 # by listing every skipped test with its reason (a missing kernel feature must be visible).
 test: deps lint
-	@rc=0; $(BIN)/pytest -q -rs --durations=15 || rc=$$?; \
+	@rc=0; $(BIN)/pytest -q -rs --durations=40 || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc
 
