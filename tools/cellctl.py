@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tools import clusterfile
 from tools.clusterfile import ClusterFileError
@@ -256,12 +257,17 @@ def _wait_healthy(cluster: ClusterConfig, timeout: float, proc: subprocess.Popen
                 if proc is not None and proc.poll() is not None:
                     return False, last, f"the supervisor exited with code {proc.returncode}"
                 last = await prober.probe()
-                if not last.down(cluster):
+                down = last.down(cluster)
+                progress.show(len(cluster.services) - len(down), [s.id for s in down])
+                if not down:
                     return True, last, ""
                 await asyncio.sleep(0.25)
             return False, last, f"not healthy after {timeout:.0f} s"
         finally:
+            progress.end()
             prober.close()
+
+    progress = UpProgress(len(cluster.services), sys.stdout)
 
     print(f"waiting for {len(cluster.services)} services (timeout {timeout:.0f} s) ...")
     ok, last, why = asyncio.run(wait())
@@ -273,6 +279,49 @@ def _wait_healthy(cluster: ClusterConfig, timeout: float, proc: subprocess.Popen
     _err(f"  supervisor log: {Path(cluster.state_dir) / 'log' / 'supervisor.log'}")
     _err("the services keep running (the supervisor restarts crashed ones); `cellctl down` stops them")
     return False
+
+
+class UpProgress:
+    """`alive N/M (waiting for ...)`: on a terminal one line rewritten in place as services come up; else
+    (a log, CI) a line each time the count changes, so the output stays readable."""
+
+    def __init__(self, total: int, out: TextIO, columns: int | None = None) -> None:
+        self.total, self.out, self.columns = total, out, columns  # columns: the terminal's width by default
+        self.tty = out.isatty()
+        self.last = -1
+        self.width = 0
+
+    def show(self, alive: int, waiting: list[str]) -> None:
+        if alive == self.last and not self.tty:
+            return
+        self.last = alive
+        line = f"alive {alive}/{self.total}"
+        if waiting:
+            names = ", ".join(waiting[:3]) + (f" and {len(waiting) - 3} more" if len(waiting) > 3 else "")
+            line += f"  waiting for {names}"
+        if self.tty:
+            line = line[:(self.columns or shutil.get_terminal_size().columns) - 1]  # never wraps
+            self.out.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def end(self) -> None:
+        if self.tty and self.width:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def version() -> str:
+    """This checkout's version: the installed package's, else pyproject.toml's (a plain checkout)."""
+    import importlib.metadata
+    try:
+        return importlib.metadata.version("cellcloud")
+    except importlib.metadata.PackageNotFoundError:
+        import tomllib
+        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+            return str(tomllib.load(f)["project"]["version"])
 
 
 def _make_netns(cluster: ClusterConfig) -> bool:
@@ -518,6 +567,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellctl", description="Bring a Cellcloud cluster up, down, and "
                                      "show its health.")
+    parser.add_argument("--version", action="version", version=f"cellctl (cellcloud) {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {"up": "validate FILE, create the state dir and DBs, start every service, wait until healthy",
              "down": "stop the supervisor and so every service, and wait",
