@@ -129,6 +129,7 @@ class Directory:
         self.liveness.version = random.getrandbits(48)  # never one a view holds from our previous run
         self.started = time.monotonic()
         self._warm = False
+        self._wire: tuple[int, list[dict[str, Any]]] = (-1, [])  # (version, its members as the wire has them)
 
     def warming(self, now: float) -> bool:
         """Just (re)started: members are still re-registering."""
@@ -148,7 +149,7 @@ class Directory:
         self.warming(now)  # its end bumps the version: the views drop who never came back
         if version == self.liveness.version:
             return {"version": version}
-        return self._snapshot()
+        return self._snapshot(ages=False)
 
     async def leave(self, ctx: RequestContext, member_id: str) -> bool:
         caller = ctx.principal
@@ -159,12 +160,20 @@ class Directory:
     async def table(self, ctx: RequestContext) -> dict[str, Any]:
         return self._snapshot()
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _snapshot(self, ages: bool = True) -> dict[str, Any]:
+        """The table. A heartbeat's reply leaves out each member's age (views do not read it) and reuses
+        the version's member list: when a version changes every member's next beat gets the whole
+        table, and converting each member for each of them made the router's CPU grow with the square
+        of the cell's size (tools/bench/scale.py: 200 hosts saturated a core)."""
         now = time.monotonic()
         warming = self.warming(now)
-        return {"version": self.liveness.version, "interval": self.liveness.interval, "warming": warming,
-                "members": [dict(m.to_wire(), age=round(now - self.liveness.last_seen[m.id], 3))
-                            for m in self.liveness.members.values()]}
+        version = self.liveness.version
+        if self._wire[0] != version:
+            self._wire = (version, [m.to_wire() for m in self.liveness.members.values()])
+        members = self._wire[1]
+        if ages:  # the `table` RPC (cellctl status): how long since each beat
+            members = [dict(m, age=round(now - self.liveness.last_seen[m["id"]], 3)) for m in members]
+        return {"version": version, "interval": self.liveness.interval, "warming": warming, "members": members}
 
     async def background(self) -> None:
         """Expire members that stopped beating (run by the router service)."""
