@@ -338,12 +338,15 @@ def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default
 @contextmanager
 def running_netns_cluster(root: Path, name: str, hosts: tuple[str, ...] = ("n1", "n2"),
                           virt_uri: str = "qemu:///embed", timeout: float = 150,
-                          volume_host: str | None = None) -> Iterator[RunningCluster]:
+                          volume_host: str | None = None, external_cidr: str | None = None
+                          ) -> Iterator[RunningCluster]:
     """A cluster whose controller and compute hosts are netns hosts (tools/netns.py, made by
     `cellctl up`) on a 10.N.0.0/16 no other run on this machine uses: the network agents plumb
     for real (bridges, VXLAN, dnsmasq, nftables, metadata) without touching the root namespace.
     `name` names the namespaces (cc-NAME-HOST): keep it short and unique to the run. `volume_host`:
-    that host runs a volume worker too (file backend; local, tgt and nbd exports on the default ports)."""
+    that host runs a volume worker too (file backend; local, tgt and nbd exports on the default ports).
+    `external_cidr`: cluster.yaml's external_network `public` with that CIDR: ctl is the network host and
+    the namespace cc-NAME-outside stands for the internet on it (tools/netns.py)."""
     from tools.netns import unused_range
     prefix = unused_range().removesuffix("0.0/16")  # "10.N.": site1 is 10.N.1.0/24
 
@@ -369,7 +372,7 @@ hosts:
 {computes}
 netns: {{range: {prefix}0.0/16}}
 security: {{curve: false}}
-""")
+""" + (f"external_network: {{name: public, cidr: {external_cidr}, cell: cell1}}\n" if external_cidr else ""))
     cluster = RunningCluster(root, root / "cluster.yaml")
     up = cluster.cellctl("up", str(cluster.cluster_file), "--timeout", str(int(timeout)), check=False,
                          timeout=2 * timeout)

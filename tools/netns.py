@@ -12,6 +12,12 @@ tests on this machine reach the API and routers. Cutting a site = setting its
 gateway link down (`set_site_link`): the site's hosts still reach each other,
 nothing else. Everything is removed by `destroy`.
 
+With cluster.yaml's `external_network`, the wan namespace also holds that network's wire
+(bridge brx): the network host (the netns host of the external network's cell's network
+controller) gets an interface `ext0` on it, which its routers use as their uplink
+(node/network/l3.py), and a namespace `cc-<cluster>-outside` standing for the internet sits on it
+with the external subnet's gateway address (its first one), routing nothing anywhere else.
+
 The network engineer's guest-networking tests use the same namespaces:
 `Topology.from_cluster(cluster)` then `namespace(host)`, `exec_prefix(host)`,
 `site_subnet(site)`, `create()`, `destroy()`, `set_site_link(site, up)`.
@@ -77,6 +83,8 @@ class Topology:
     network: ipaddress.IPv4Network
     sites: tuple[str, ...]
     hosts: tuple[NetnsHost, ...]
+    external_cidr: str | None = None  # cluster.yaml's external_network, wired to external_host's ext0
+    external_host: str | None = None
 
     @classmethod
     def from_cluster(cls, cluster: ClusterConfig) -> Topology:
@@ -85,7 +93,12 @@ class Topology:
                       for h in cluster.hosts if h.via == "netns")
         net = ipaddress.ip_network(cluster.netns_range)
         assert isinstance(net, ipaddress.IPv4Network)
-        return cls(cluster.name, net, tuple(cluster.sites), hosts)
+        ext = next(((s.options["external_network"], s.host) for s in cluster.services
+                    if s.kind == "network" and s.options.get("external_network")), None)
+        netns_hosts = {h.name for h in hosts}
+        if ext is None or ext[1] not in netns_hosts:
+            return cls(cluster.name, net, tuple(cluster.sites), hosts)
+        return cls(cluster.name, net, tuple(cluster.sites), hosts, str(ext[0]["cidr"]), ext[1])
 
     # --- names ---------------------------------------------------------------------------
 
@@ -97,6 +110,18 @@ class Topology:
     def root_link(self) -> str:
         """The root namespace's end of the wan link (interface names are at most 15 characters)."""
         return "cc" + hashlib.sha1(self.cluster.encode()).hexdigest()[:8]
+
+    @property
+    def outside(self) -> str:
+        """The namespace standing for the internet on the external network (when there is one)."""
+        return f"cc-{self.cluster}-outside"
+
+    @property
+    def outside_address(self) -> str | None:
+        """Its address: the external subnet's gateway (the subnet's first address, Neutron's default)."""
+        if self.external_cidr is None:
+            return None
+        return str(ipaddress.ip_network(self.external_cidr).network_address + 1)
 
     def host(self, name: str) -> NetnsHost:
         for h in self.hosts:
@@ -161,14 +186,33 @@ class Topology:
                 _run([IP, "-n", h.namespace, "addr", "add", f"{h.address}/24", "dev", "eth0"])
                 _run([IP, "-n", h.namespace, "link", "set", "eth0", "up"])
                 _run([IP, "-n", h.namespace, "route", "add", "default", "via", self.gateway(h.site)])
+            if self.external_host is not None:
+                self._create_outside()
         except NetnsError:
             self.destroy()
             raise
 
+    def _create_outside(self) -> None:
+        assert self.external_cidr is not None and self.external_host is not None
+        wan, outside = self.wan, self.outside
+        prefix = ipaddress.ip_network(self.external_cidr).prefixlen
+        _run([IP, "-n", wan, "link", "add", "brx", "type", "bridge"])
+        _run([IP, "-n", wan, "link", "set", "brx", "up"])
+        _run([IP, "netns", "add", outside])
+        _run([IP, "-n", outside, "link", "set", "lo", "up"])
+        _run([IP, "-n", wan, "link", "add", "xo", "type", "veth", "peer", "name", "eth0", "netns", outside])
+        _run([IP, "-n", wan, "link", "set", "xo", "master", "brx", "up"])
+        _run([IP, "-n", outside, "addr", "add", f"{self.outside_address}/{prefix}", "dev", "eth0"])
+        _run([IP, "-n", outside, "link", "set", "eth0", "up"])
+        _run([IP, "-n", wan, "link", "add", "xh", "type", "veth", "peer", "name", "ext0",
+              "netns", self.namespace(self.external_host)])
+        _run([IP, "-n", wan, "link", "set", "xh", "master", "brx", "up"])
+        _run([IP, "-n", self.namespace(self.external_host), "link", "set", "ext0", "up"])
+
     def destroy(self) -> None:
         """Remove the namespaces (their links go with them), the root link and the route. Idempotent."""
         present = namespaces()
-        for name in [h.namespace for h in self.hosts] + [self.wan]:
+        for name in [h.namespace for h in self.hosts] + [self.wan, self.outside]:
             if name in present:
                 _run([IP, "netns", "del", name], check=False)
         _run([IP, "link", "del", self.root_link], check=False)  # gone with its peer already, normally

@@ -36,7 +36,9 @@ def _cell_service(cluster: ClusterConfig, spec: ServiceSpec) -> tuple[Any, dict[
     if spec.kind == "network":
         from cells.network.controller import NetworkController
         from cells.rpcapi.network import SURFACE as NETWORK
-        return NetworkController(cluster, spec), NETWORK, ("network",)
+        from node.network.network_host import NetworkHost  # routers and floating IPs, on a netns host
+        return NetworkController(cluster, spec, plumbing=NetworkHost.for_controller(cluster, spec)), NETWORK, \
+            ("network",)
     if spec.kind == "compute":
         from cells.rpcapi.compute import SURFACE as COMPUTE
         from node.compute.manager import ComputeManager

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from cells import errors
 from cells.config import ClusterConfig, ServiceSpec
@@ -21,14 +21,17 @@ from cells.context import RequestContext, admin_context
 from cells.db.engine import Database
 from cells.db.migration_records import holds_copy
 from cells.db.schema import ensure_schema
-from cells.network import fanout, instance_ports, l3, policy, resources, secgroups
+from cells.network import fanout, instance_ports, l3, l3_host, policy, resources, secgroups
 from cells.network import quota as netquota
+from cells.network.schema import ports
 from cells.objects.records import PortRecord
 from cells.rpc.principal import host_worker, require_host
 from cells.rpcapi.compute import ComputeAPI
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
+RESYNC_INTERVAL = 30.0  # the network host re-applies everything this often: a safety net, not the path
+APPLY_TIMEOUT = 60.0
 Created = TypeVar("Created", bound=Mapping[str, Any])  # a network, subnet or port record just made
 
 
@@ -70,7 +73,7 @@ def _counted(conn: Connection, resource: str, limit: int | None, record: Created
 
 class NetworkController:
     def __init__(self, cluster: ClusterConfig | None = None, spec: ServiceSpec | None = None, *,
-                 db_url: str | None = None) -> None:
+                 db_url: str | None = None, plumbing: l3_host.NetworkHostPlumbing | None = None) -> None:
         if db_url is None:
             if cluster is None or spec is None or spec.cell is None:
                 raise ValueError("a network controller needs its cell's DB")
@@ -83,6 +86,10 @@ class NetworkController:
         self._db: Database | None = None
         self._compute: ComputeAPI | None = None
         self._refreshes: set[asyncio.Task[None]] = set()
+        # this controller's host is the cell's network host (routers, floating IPs) when plumbing is given
+        self.plumbing = plumbing
+        self._apply_lock = asyncio.Lock()
+        self._apply_asked = self._apply_done = 0  # numbered requests to rebuild it; the newest one covered
 
     @property
     def db(self) -> Database:
@@ -98,8 +105,55 @@ class NetworkController:
             wanted = self.external_network
             await self._write(lambda c: l3.ensure_external_network(c, str(wanted["name"]), str(wanted["cidr"]),
                                                                    self.subnet_policy))
+        if self.plumbing is not None:
+            await self._start_network_host(self.plumbing, service)
+
+    async def _start_network_host(self, plumbing: l3_host.NetworkHostPlumbing, service: Any) -> None:
+        """Announce this host's tunnel address (computes add it as a VXLAN peer of the router-attached
+        networks), take the gateways of those networks, then build everything once."""
+        await plumbing.start(service)
+        host = plumbing.host
+
+        def adopt(c: Connection) -> set[str]:
+            instance_ports.report_agent(c, host, plumbing.tunnel_ip, False)
+            moved = l3_host.adopt_router_networks(c, host)
+            return moved | fanout.hosts_on_networks(c, self._router_networks(c))
+        self._refresh(await self._write(adopt) - {host})
+        await self._apply_network_host()
+
+    @staticmethod
+    def _router_networks(conn: Connection) -> set[str]:
+        return {str(n) for n in conn.execute(select(ports.c.network_id).where(
+            ports.c.device_owner == l3.INTERFACE_OWNER))}
+
+    async def background(self) -> None:
+        while self.plumbing is not None:
+            await asyncio.sleep(RESYNC_INTERVAL)
+            await self._apply_network_host()
+
+    async def _apply_network_host(self) -> None:
+        """Rebuild the network host from the DB, serialised. A request is covered by any rebuild that
+        read the DB after it was made, so callers queued behind one rebuild share the next. Failures are
+        logged: the next change or the periodic re-sync tries again (the API change is committed)."""
+        plumbing = self.plumbing
+        if plumbing is None:
+            return
+        self._apply_asked += 1
+        mine = self._apply_asked
+        async with self._apply_lock:
+            if self._apply_done >= mine:
+                return
+            covers = self._apply_asked
+            try:
+                config = await self._read(lambda c: l3_host.network_host_config(c, plumbing.host))
+                await asyncio.wait_for(plumbing.apply(config), APPLY_TIMEOUT)
+            except Exception:  # a host that cannot be plumbed still serves the API
+                LOG.exception("network host %s: applying routers and floating IPs failed", plumbing.host)
+            self._apply_done = covers
 
     async def stop(self) -> None:
+        if self.plumbing is not None:
+            await self.plumbing.stop()
         if self._db is not None:
             await self._db.close()
 
@@ -112,9 +166,15 @@ class NetworkController:
     def _refresh(self, hosts: set[str]) -> None:
         """Tell these hosts' agents to re-sync, in the background: a host that is down
         must not hold up the change (it syncs everything when it starts again)."""
+        if self.plumbing is not None and self.plumbing.host in hosts:
+            self._spawn(self._apply_network_host())
+            hosts = hosts - {self.plumbing.host}
         if self._compute is None or not hosts:
             return
-        task = asyncio.create_task(self._cast_refreshes(sorted(hosts)))
+        self._spawn(self._cast_refreshes(sorted(hosts)))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._refreshes.add(task)
         task.add_done_callback(self._refreshes.discard)
 
@@ -255,22 +315,40 @@ class NetworkController:
 
     async def router_create(self, ctx: RequestContext, body: Any, quota: Any = None) -> dict[str, Any]:
         b, limit = _body(body), netquota.parse(quota)
-        return await self._write(lambda c: _counted(c, "router", limit, l3.create_router(c, ctx, b)))
+        router = await self._write(lambda c: _counted(c, "router", limit, l3.create_router(c, ctx, b)))
+        await self._l3_changed()
+        return router
 
     async def router_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
         b = _body(body)
-        return await self._write(lambda c: l3.update_router(c, ctx, str(id), b))
+        router = await self._write(lambda c: l3.update_router(c, ctx, str(id), b))
+        await self._l3_changed()
+        return router
 
     async def router_delete(self, ctx: RequestContext, id: str) -> None:
         await self._write(lambda c: l3.delete_router(c, ctx, str(id)))
+        await self._l3_changed()
 
     async def router_add_interface(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
         b = _body(body)
-        return await self._write(lambda c: l3.add_interface(c, ctx, str(id), b))
+        host = self.plumbing.host if self.plumbing is not None else None
+
+        def add(c: Connection) -> tuple[dict[str, Any], set[str]]:
+            info = l3.add_interface(c, ctx, str(id), b)
+            if host is None:
+                return info, set()
+            moved = l3_host.adopt_router_networks(c, host)  # the network's gateway comes to the network host
+            return info, (moved | fanout.hosts_on_networks(c, [str(info["network_id"])])) - {host}
+        info, hosts = await self._write(add)
+        self._refresh(hosts)
+        await self._l3_changed()
+        return info
 
     async def router_remove_interface(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
         b = _body(body)
-        return await self._write(lambda c: l3.remove_interface(c, ctx, str(id), b))
+        info = await self._write(lambda c: l3.remove_interface(c, ctx, str(id), b))
+        await self._l3_changed()
+        return info
 
     async def floatingip_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
         f = _filters(filters)
@@ -281,14 +359,24 @@ class NetworkController:
 
     async def floatingip_create(self, ctx: RequestContext, body: Any, quota: Any = None) -> dict[str, Any]:
         b, limit = _body(body), netquota.parse(quota)
-        return await self._write(lambda c: _counted(c, "floatingip", limit, l3.create_floatingip(c, ctx, b)))
+        fip = await self._write(lambda c: _counted(c, "floatingip", limit, l3.create_floatingip(c, ctx, b)))
+        await self._l3_changed()
+        return fip
 
     async def floatingip_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
         b = _body(body)
-        return await self._write(lambda c: l3.update_floatingip(c, ctx, str(id), b))
+        fip = await self._write(lambda c: l3.update_floatingip(c, ctx, str(id), b))
+        await self._l3_changed()
+        return fip
 
     async def floatingip_delete(self, ctx: RequestContext, id: str) -> None:
         await self._write(lambda c: l3.delete_floatingip(c, ctx, str(id)))
+        await self._l3_changed()
+
+    async def _l3_changed(self) -> None:
+        """A router or floating IP changed: the network host is rebuilt before the call returns, so a
+        disassociated or deleted floating IP stops translating when the API answers."""
+        await self._apply_network_host()
 
     # --- instances -------------------------------------------------------------------------
 

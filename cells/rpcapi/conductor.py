@@ -9,7 +9,7 @@ from typing import Any
 
 from cells.context import RequestContext
 from cells.objects.records import InstanceRecord, ShownInstance, shown
-from cells.rpc.principal import API, COMPUTE, OPERATOR, callers
+from cells.rpc.principal import API, COMPUTE, NETWORK, OPERATOR, callers
 from cells.rpc.wire import FAST, NORMAL, Method, surface
 from cells.rpcapi import Caller, instance_reply, instances_reply, list_reply, map_reply
 from cells.rpcapi.move_methods import CONDUCTOR_METHODS as MOVE_METHODS
@@ -49,7 +49,7 @@ SURFACE = surface(
     Method("instance_actions", FAST, retry_safe=True, callers=callers(API)),
     Method("instance_by_address", FAST, retry_safe=True, callers=callers(COMPUTE)),
     # a guest's metadata request, from the metadata service on the network's gateway host (any compute)
-    Method("instance_for_metadata", FAST, retry_safe=True, callers=callers(COMPUTE)),
+    Method("instance_for_metadata", FAST, retry_safe=True, callers=callers(COMPUTE, NETWORK)),  # network host
     # server actions (issue 4): from the API, and the compute's report when one is done
     Method("instance_action", NORMAL, callers=callers(API)),
     Method("console_output", NORMAL, retry_safe=True, callers=callers(API)),

@@ -29,6 +29,7 @@ from typing import Any
 
 from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]
 
+from node.network import l3 as routers
 from node.network import validate
 
 LOG = logging.getLogger(__name__)
@@ -108,8 +109,11 @@ class LinuxNetworkDriver:
             for port in ports:
                 if port["network_id"] in nets:
                     self._ensure_port(ipr, port, nets[port["network_id"]])
+            l3 = config.get("l3")  # the network host's routers (cells/network/l3_host.py); others have none
+            if l3 is not None:
+                routers.sync_l3(ipr, l3, _run, self._in_ns)
             wanted = {n["bridge"] for n in nets.values()} | {n["vxlan"] for n in nets.values()} | \
-                     {p["tap"] for p in ports}
+                     {p["tap"] for p in ports} | routers.wanted_devices(l3 or {})
             self._remove_leftovers(ipr, wanted)
         self._sync_dhcp([n for n in nets.values() if n["gateway_host"]])
         self._sync_firewall(config, nets)

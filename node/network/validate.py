@@ -109,7 +109,42 @@ def clean(config: dict[str, Any]) -> dict[str, Any]:
                       len(group_rules) - len(rules[gid]), gid)
     members = {gid: [a for a in addrs if _ip(a)] for gid, addrs in (groups.get("members") or {}).items()
                if isinstance(addrs, list)}
-    return {**config, "networks": nets, "ports": ports, "security_groups": {"rules": rules, "members": members}}
+    cleaned = {**config, "networks": nets, "ports": ports, "security_groups": {"rules": rules, "members": members}}
+    if config.get("l3") is not None:
+        cleaned["l3"] = _clean_l3(host, config["l3"])
+    return cleaned
+
+
+def _external_ok(ext: Any) -> bool:
+    return isinstance(ext, dict) and bool(
+        ID_RE.match(str(ext.get("id"))) and DEVICE_RE.match(str(ext.get("bridge"))) and _cidr(ext.get("cidr"))
+        and (ext.get("gateway_ip") is None or _ip(ext["gateway_ip"])) and _int(ext.get("table"), 10000, 59999))
+
+
+def _router_ok(router: Any) -> bool:
+    if not isinstance(router, dict):
+        return False
+    subnets, fips = router.get("subnets"), router.get("floating_ips")
+    return bool(ID_RE.match(str(router.get("id")))
+                and (router.get("external_network_id") is None or ID_RE.match(str(router["external_network_id"])))
+                and (router.get("address") is None or _ip(router["address"])) and isinstance(router.get("snat"), bool)
+                and isinstance(subnets, list) and all(isinstance(x, dict) and _cidr(x.get("cidr"))
+                                                      and DEVICE_RE.match(str(x.get("bridge"))) for x in subnets)
+                and isinstance(fips, list) and all(isinstance(f, dict) and _ip(f.get("address"))
+                                                   and _ip(f.get("fixed_ip")) for f in fips))
+
+
+def _clean_l3(host: Any, l3: Any) -> dict[str, Any]:
+    """The routers and external networks that are safe to render; a bad one costs only itself."""
+    if not isinstance(l3, dict):
+        LOG.error("host %s: skipping the routers: not a map", host)
+        return {"external_networks": [], "routers": []}
+    externals = [e for e in l3.get("external_networks") or [] if _external_ok(e)]
+    routers = [r for r in l3.get("routers") or [] if _router_ok(r)]
+    dropped = len(l3.get("external_networks") or []) - len(externals) + len(l3.get("routers") or []) - len(routers)
+    if dropped:
+        LOG.error("host %s: skipping %d router(s) or external network(s) with invalid values", host, dropped)
+    return {"external_networks": externals, "routers": routers}
 
 
 def _name(item: Any) -> str:
