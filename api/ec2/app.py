@@ -14,7 +14,15 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from api.ec2 import address_actions, ebs_actions, security_group_actions, sigv4, snapshot_actions, xml
+from api.ec2 import (
+    address_actions,
+    ebs_actions,
+    security_group_actions,
+    sigv4,
+    snapshot_actions,
+    subnet_actions,
+    xml,
+)
 from api.ec2.errors import Ec2Error, from_cellcloud
 from api.ec2.query_actions import ACTIONS
 from api.identity import ec2creds
@@ -74,7 +82,8 @@ async def endpoint(request: web.Request) -> web.Response:
     if not isinstance(action, str) or not action:
         raise Ec2Error("MissingAction", "The request must contain the parameter Action")
     handler = ACTIONS.get(action) or ebs_actions.ACTIONS.get(action) or snapshot_actions.ACTIONS.get(action) or \
-        address_actions.ACTIONS.get(action) or security_group_actions.ACTIONS.get(action)
+        address_actions.ACTIONS.get(action) or security_group_actions.ACTIONS.get(action) or \
+        subnet_actions.ACTIONS.get(action)
     if handler is None:
         raise Ec2Error("InvalidAction", f"The action {action} is not valid for this web service.")
     ctx = await _authenticate(request, body)

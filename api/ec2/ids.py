@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.db.schema import ec2_ids
 
 PREFIX = {"instance": "i", "image": "ami", "volume": "vol", "snapshot": "snap", "floatingip": "eipalloc",
-          "security_group": "sg"}
+          "security_group": "sg", "subnet": "subnet"}
 # the prefixes an id of each kind may have: Nova's EC2 API named kernels aki- and ramdisks ari-
 ACCEPTED = {"instance": ("i",), "image": ("ami", "aki", "ari"), "volume": ("vol",), "snapshot": ("snap",),
-            "floatingip": ("eipalloc", "eipassoc"), "security_group": ("sg",)}  # an address's association id shares its number
-_ID = re.compile(r"^(i|ami|aki|ari|vol|snap|eipalloc|eipassoc|sg)-([0-9a-f]{8,16})$")
+            "floatingip": ("eipalloc", "eipassoc"), "security_group": ("sg",), "subnet": ("subnet",)}  # an address's association id shares its number
+_ID = re.compile(r"^(i|ami|aki|ari|vol|snap|eipalloc|eipassoc|sg|subnet)-([0-9a-f]{8,16})$")
 
 
 def fmt(kind: str, number: int) -> str:

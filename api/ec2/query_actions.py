@@ -240,9 +240,13 @@ async def run_instances(request: web.Request, ctx: RequestContext, params: dict[
         flavor_id = await _flavor_id(request, _str(params, "InstanceType") or DEFAULT_INSTANCE_TYPE)
         placement = params.get("Placement")
         zone = placement.get("AvailabilityZone") if isinstance(placement, dict) else None
+        from api.ec2 import subnet_actions  # it reads parameters with this module's helpers: imported late
+        networks = await subnet_actions.boot_networks(request, ctx, params)
+        groups = await subnet_actions.boot_security_groups(request, ctx, params)
         boot = BootRequest(name="ec2-instance", image_ref=image_uuid, flavor_ref=flavor_id, min_count=min_count,
                            max_count=max_count, key_name=_str(params, "KeyName"),
-                           user_data=_str(params, "UserData"), availability_zone=zone or None)
+                           user_data=_str(params, "UserData"), availability_zone=zone or None, networks=networks,
+                           security_groups=groups)
         uuids = await service.create(service.ComputeContext.of(request), ctx, boot)
         if token is not None:
             await _remember(request, ctx, "RunInstances", token, uuids)

@@ -142,6 +142,43 @@ def test_boto3_ec2_lifecycle(cluster: RunningCluster) -> None:
     assert ec2.describe_key_pairs()["KeyPairs"] == []
 
 
+def test_boto3_run_instances_honours_security_groups_and_subnet(cluster: RunningCluster) -> None:
+    """RunInstances' SecurityGroupId.N, SecurityGroup.N and SubnetId reach the server's ports (shown by
+    Nova); an unknown group or subnet is EC2's NotFound code and boots nothing."""
+    cred = cluster.ok("ec2", "credentials", "create", "-f", "json")
+    ec2 = ec2_client(cluster, cred["access"], cred["secret"])
+    [image] = [i for i in ec2.describe_images()["Images"] if i["Name"] == "tiny-raw"]
+    web = ec2.create_security_group(GroupName="ec2web", Description="web")["GroupId"]
+    cluster.ok("security", "group", "create", "ec2db")
+    net = cluster.ok("network", "create", "ec2net", "-f", "json")
+    cluster.ok("subnet", "create", "--network", "ec2net", "--subnet-range", "10.77.3.0/24", "ec2sub")
+    [subnet] = [s for s in ec2.describe_subnets()["Subnets"] if s["CidrBlock"] == "10.77.3.0/24"]
+    assert subnet["SubnetId"].startswith("subnet-") and subnet["State"] == "available"
+    before = {s["ID"] for s in cluster.ok("server", "list", "-f", "json")}
+
+    for kwargs, code in (({"SecurityGroupIds": ["sg-7fffffff"]}, "InvalidGroup.NotFound"),
+                         ({"SecurityGroups": ["nosuchgroup"]}, "InvalidGroup.NotFound"),
+                         ({"SubnetId": "subnet-7fffffff"}, "InvalidSubnetID.NotFound")):
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            ec2.run_instances(ImageId=image["ImageId"], MinCount=1, MaxCount=1, InstanceType="m1.tiny", **kwargs)
+        assert info.value.response["Error"]["Code"] == code, kwargs
+    assert {s["ID"] for s in cluster.ok("server", "list", "-f", "json")} == before
+
+    [inst] = ec2.run_instances(ImageId=image["ImageId"], MinCount=1, MaxCount=1, InstanceType="m1.tiny",
+                               SecurityGroupIds=[web], SecurityGroups=["ec2db"],
+                               SubnetId=subnet["SubnetId"])["Instances"]
+    shown = wait_running(ec2, inst["InstanceId"])
+    assert shown["PrivateIpAddress"].startswith("10.77.3.")
+    [server] = [s for s in cluster.ok("server", "list", "-f", "json") if s["ID"] not in before]
+    details = cluster.ok("server", "show", server["ID"], "-f", "json")
+    assert {g["name"] for g in details["security_groups"]} == {"ec2web", "ec2db"}
+    assert list(details["addresses"]) == ["ec2net"], details["addresses"]
+    ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])
+    wait_for("the instance gone", lambda: server["ID"] not in {
+        s["ID"] for s in cluster.ok("server", "list", "-f", "json")}, 30)
+    cluster.ok("network", "delete", net["id"])
+
+
 def test_boto3_ec2_volumes(cluster: RunningCluster) -> None:
     cred = cluster.ok("ec2", "credentials", "create", "-f", "json")
     ec2 = ec2_client(cluster, cred["access"], cred["secret"])
