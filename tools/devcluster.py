@@ -162,7 +162,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
                  conductors: int = 1, schedulers: int = 1, api_workers: int = 1,
                  volumes: bool = False, same_host_resize: bool = False, postgres: bool = False,
                  dead_after: float | None = None, name: str = "test", sqlite_cell: bool = False,
-                 metrics: bool = False, simulated: tuple[int, ...] = (), per_process: int = 0) -> dict[str, Any]:
+                 metrics: bool = False, simulated: tuple[int, ...] = (), per_process: int = 0,
+                 ctl_metrics: bool = False) -> dict[str, Any]:
     """`volumes`: node1 is a volume host too (file backend; local, tgt and nbd exports on free ports).
     `same_host_resize`: the cell's allow_resize_to_same_host. `postgres`: the API and cell DBs live on the
     cluster's managed PostgreSQL (tools/pgserver.py) instead of SQLite files. `dead_after`: seconds a
@@ -172,7 +173,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     on another (hosts.node1.metrics_port; pair it with volumes=False: one service, one port) and ctl's cell
     services on four more (hosts.ctl.metrics_port).
     `simulated`: simulated hosts (tools/simulated_hosts.py) per cell: the first number joins cell1 beside the
-    real hosts, each next one a cell of its own (cell2, ...); `per_process` of them to a process."""
+    real hosts, each next one a cell of its own (cell2, ...); `per_process` of them to a process.
+    `ctl_metrics`: the cell services on ctl serve /metrics (hosts.ctl.metrics_port: a run of free ports)."""
     router = free_port()
     # conductor and scheduler take router+1 and router+2 unless told: give explicit free ports
     host_names = [f"node{i + 1}" for i in range(hosts)]
@@ -207,6 +209,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
             "services": {"router": f"ctl:{free_port()}", "conductor": f"ctl:{free_port()}",
                          "scheduler": f"ctl:{free_port()}", "network": f"ctl:{free_port()}"}})
     _add_simulated(doc, simulated, per_process)
+    if ctl_metrics:
+        doc["hosts"]["ctl"]["metrics_port"] = free_port_run(4 * len(doc["sites"][0]["cells"]))
     for host in host_names:
         doc["hosts"][host] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
                               "virt": {"uri": virt_uri}, "rpc_port": free_port()}

@@ -115,3 +115,11 @@ def test_each_sim_driver_is_a_private_hypervisor_on_a_shared_pool(tmp_path: Path
 
 def a_virt_type() -> str:
     return LibvirtDriver(SIM_URI, instances_dir="/nonexistent").virt_type
+
+
+def test_the_scale_example_is_3000_simulated_hosts_in_30_cells_one_process_each() -> None:
+    cfg = clusterfile.load(Path(__file__).resolve().parents[2] / "examples" / "scale.yaml")
+    sims = [s for s in cfg.services if s.options.get("process")]
+    assert len(sims) == 3000 and len(cfg.cells) == 30
+    assert len({s.options["process"] for s in sims}) == 30
+    assert {s.bind for s in sims} == {f"tcp://127.0.0.1:{p}" for p in range(20000, 23000)}

@@ -1,0 +1,176 @@
+"""Scale benchmark (issue 21): one cell of simulated compute hosts (tools/simulated_hosts.py) at growing
+sizes, each a fresh throw-away cluster under the real supervisor, every figure printed beside the
+smallest size's in the same run (ratio), so the machine's load cancels out.
+
+Per size: memory per simulated host (RSS of the processes serving them / hosts), the cell router's CPU
+while idle (% of a core, and per 100 hosts), a burst of boots (boots/s to ACTIVE), the first page of
+a server listing (GET /servers/detail?limit=1000, p50), and the conductor's select_destinations call to
+the scheduler (p50/p99: the upper bound of its Prometheus histogram bucket, cells/metrics.py).
+No plot: matplotlib is not installed here (it is not a dependency; the table is the result).
+
+    .venv/bin/python -m tools.bench.scale [--sizes 100,1000,3000] [--burst 100] [--per-process 250]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+import urllib.request
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tools.bench.boot import Api, count, image_id, lift_quota, pct, token_for
+from tools.devcluster import RunningCluster, running_cluster, wait_for
+
+TICK = os.sysconf("SC_CLK_TCK")
+IDLE_WINDOW = 10.0  # seconds the router's CPU is measured over, nothing booting
+
+
+def _pid(cluster: RunningCluster, program: str) -> int:
+    return int((cluster.state / "run" / (program.replace("/", "_") + ".pid")).read_text())
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def simulated_rss_mb(cluster: RunningCluster) -> tuple[float, int]:
+    """(RSS of every process serving simulated hosts, how many processes)."""
+    pids = [int(p.read_text()) for p in (cluster.state / "run").glob("cell1_sim-*.pid")]
+    return sum(_rss_mb(p) for p in pids), len(pids)
+
+
+def router_cpu_pct(cluster: RunningCluster) -> float:
+    pid = _pid(cluster, "cell1/router")
+    before, t = _cpu(pid), time.monotonic()
+    time.sleep(IDLE_WINDOW)
+    return 100 * (_cpu(pid) - before) / (time.monotonic() - t)
+
+
+def scheduler_call_seconds(cluster: RunningCluster) -> tuple[float, float]:
+    """(p50, p99) of the conductor's select_destinations calls: bucket upper bounds of its histogram."""
+    conductor = next(s for s in cluster.config["services"] if s["id"] == "cell1/conductor")
+    text = urllib.request.urlopen(f"http://{conductor['options']['metrics']}/metrics", timeout=10).read().decode()
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith("cellcloud_rpc_call_seconds_bucket") and 'method="select_destinations"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0.0
+
+    def quantile(q: float) -> float:
+        return next((le for le, n in buckets if total and n >= q * total), float("nan"))
+    return quantile(0.5), quantile(0.99)
+
+
+async def boots_and_list(cluster: RunningCluster, burst: int, concurrency: int) -> tuple[float, float]:
+    """(boots/s to ACTIVE of a burst, p50 seconds of the first page of 1000 servers)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 4)) as session:
+        token, project = await token_for(session, cluster)
+        await lift_quota(session, cluster, project)
+        api, image = Api(session, cluster, token), await image_id(session, cluster, token)
+        await api.wait_active(await api.boot("warm-up", image))
+        names = iter(range(burst))
+
+        async def client() -> None:
+            for i in names:
+                await api.boot(f"burst-{i}", image)
+        t = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        while await count(api, "BUILD", limit=1):
+            await asyncio.sleep(0.05)
+        rate = burst / (time.perf_counter() - t)
+        lists = []
+        for _ in range(10):
+            t = time.perf_counter()
+            async with session.get(f"{api.base}/servers/detail?limit=1000", headers=api.h) as r:
+                assert r.status == 200, await r.text()
+                await r.read()
+            lists.append(time.perf_counter() - t)
+        return rate, pct(lists, 0.5)
+
+
+def measure(root: Path, hosts: int, per_process: int, burst: int, concurrency: int) -> dict[str, Any]:
+    started = time.monotonic()
+    with running_cluster(root / f"scale{hosts}", hosts=1, name=f"scale-{uuidlib.uuid4().hex[:6]}",
+                         simulated=(hosts,), per_process=per_process, ctl_metrics=True,
+                         up_timeout=120 + hosts / 5) as cluster:
+        up = time.monotonic() - started
+        wait_for("every simulated host's resources reported", lambda: _hosts_alive(cluster) >= hosts + 1,
+                 timeout=120 + hosts / 5, interval=2)
+        rss, processes = simulated_rss_mb(cluster)
+        row: dict[str, Any] = {"hosts": hosts, "up_s": up, "mem_mb_per_host": rss / hosts, "sim_rss_mb": rss,
+                               "processes": processes, "router_cpu_pct": router_cpu_pct(cluster)}
+        row["boots_per_s"], row["list_p50_s"] = asyncio.run(boots_and_list(cluster, burst, concurrency))
+        row["sched_p50_s"], row["sched_p99_s"] = scheduler_call_seconds(cluster)
+        return row
+
+
+def _hosts_alive(cluster: RunningCluster) -> int:
+    import json
+    out = cluster.cellctl("status", str(cluster.cluster_file), "--json", check=False, timeout=120)
+    try:
+        return sum(int((c.get("capacity") or {}).get("hosts_alive") or 0) for c in json.loads(out.stdout)["cells"])
+    except ValueError:
+        return 0
+
+
+COLUMNS = (("up_s", "up s"), ("mem_mb_per_host", "MB/host"), ("router_cpu_pct", "router %cpu"),
+           ("boots_per_s", "boots/s"), ("list_p50_s", "list p50 s"), ("sched_p50_s", "sched p50 s"),
+           ("sched_p99_s", "sched p99 s"))
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    base = rows[0]
+    print(f"{'hosts':>6} " + " ".join(f"{title:>20}" for _, title in COLUMNS))
+    for row in rows:
+        cells = []
+        for key, _ in COLUMNS:
+            ratio = row[key] / base[key] if base[key] else float("nan")
+            cells.append(f"{row[key]:>10.4g} ({ratio:>5.2f}x)")
+        print(f"{row['hosts']:>6} " + " ".join(f"{c:>20}" for c in cells))
+    if len(rows) > 1:  # what one more host costs, the processes' own base (imports, heap) left out
+        marginal = (rows[-1]["sim_rss_mb"] - base["sim_rss_mb"]) / (rows[-1]["hosts"] - base["hosts"])
+        print(f"memory: {marginal:.2f} MB per added simulated host ({base['hosts']} -> {rows[-1]['hosts']} hosts; "
+              f"MB/host above includes each process's base)")
+    print("router CPU per 100 hosts: " + ", ".join(
+        f"{r['hosts']}: {100 * r['router_cpu_pct'] / r['hosts']:.2f}%" for r in rows))
+    print("ratios are against the smallest size in this run; sched = the conductor's select_destinations "
+          "call (histogram bucket bound); no plot: matplotlib is not installed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100,1000,3000", help="simulated hosts per run, smallest first")
+    parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--per-process", type=int, default=250)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cellcloud-scale-") as tmp:
+        for hosts in (int(s) for s in args.sizes.split(",")):
+            try:
+                rows.append(measure(Path(tmp), hosts, args.per_process, args.burst, args.concurrency))
+            except Exception as exc:  # noqa: BLE001 - where it breaks is a result: report it, keep the sizes before
+                print(f"{hosts} hosts: broke: {type(exc).__name__}: {str(exc)[:500]}")
+                break
+            print(f"measured {hosts} hosts: {rows[-1]}", flush=True)
+    if rows:
+        report(rows)
+
+
+if __name__ == "__main__":
+    main()
