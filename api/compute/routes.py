@@ -17,14 +17,16 @@ from api.compute import (
     servers,
 )
 from api.errors import compute_body, error_middleware
-from api.middleware import token_auth
+from api.middleware import route_policy, token_auth
+from api.policy import routes as policy_routes
 
 
 def make_compute_app() -> web.Application:
     # outermost first: version headers on everything, then errors in Nova's shape,
     # then microversion negotiation, then the token check
     app = web.Application(middlewares=[microversions.version_headers, error_middleware(compute_body),
-                                       microversions.negotiate, token_auth(microversions.is_public)])
+                                       microversions.negotiate, token_auth(microversions.is_public),
+                                       route_policy("/compute", policy_routes.COMPUTE)])
     app.router.add_get("", microversions.versions)
     app.router.add_get("/", microversions.versions)
     app.router.add_get("/v2", microversions.version_v20)

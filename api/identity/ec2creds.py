@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.db.schema import ec2_credentials, role_assignments
+from api.db.schema import ec2_credentials
 from api.http import json_body
-from api.identity.tokens import Token
+from api.identity.tokens import Token, granted_role_ids
 from api.keys import CLUSTER, ENGINE, POLICY, TOKENS, public_url
 from api.policy.enforce import denied_message
 from api.timeutil import utcnow
@@ -113,13 +113,14 @@ async def _caller(request: web.Request) -> Token:
     return await request.config_dict[TOKENS].validate(token_id)
 
 
-def _may_manage(request: web.Request, token: Token, user_id: str) -> None:
-    """The policy's identity:ec2_create_credential (the owner, or an admin) on `user_id`'s credentials."""
-    rule = "identity:ec2_create_credential"
+def _may_manage(request: web.Request, token: Token, user_id: str, action: str) -> None:
+    """The policy's identity:ec2_`action` (the owner, or an admin) on `user_id`'s credentials."""
+    rule = f"identity:ec2_{action}"
     # the image reader (the compute hosts' credential) gets no EC2 keys: they would act in its project
     if IMAGE_READER in token.role_names and not token.is_admin_project:
         raise errors.Forbidden(denied_message(rule))
-    request.config_dict[POLICY].enforce(rule, token.credentials(), {"user_id": user_id})
+    request.config_dict[POLICY].enforce(rule, token.credentials(),
+                                        {"user_id": user_id, "target.credential.user_id": user_id})
 
 
 def _ec2_view(base: str, row: Credential) -> dict[str, Any]:
@@ -144,15 +145,14 @@ async def lookup(request: web.Request, access: str) -> Credential | None:
 async def create(request: web.Request) -> web.Response:
     token = await _caller(request)
     user_id = request.match_info["user_id"]
-    _may_manage(request, token, user_id)
+    _may_manage(request, token, user_id, "create_credential")
     body = await json_body(request)
     project = body.get("tenant_id") if isinstance(body, dict) else None
     if not isinstance(project, str) or not project:
         raise errors.Invalid("Invalid input for field 'tenant_id': 'tenant_id' is a required property")
     engine = request.config_dict[ENGINE]
     async with engine.begin() as conn:
-        has_role = (await conn.execute(select(role_assignments.c.role_id).where(and_(
-            role_assignments.c.user_id == user_id, role_assignments.c.project_id == project)))).first()
+        has_role = (await conn.execute(granted_role_ids(user_id, project))).first()  # directly or by a group
         if has_role is None:
             raise errors.Forbidden(f"User {user_id} has no role on project {project}.")
         access, secret = secrets.token_hex(16), secrets.token_hex(16)
@@ -176,17 +176,17 @@ async def _rows(request: web.Request, user_id: str | None) -> list[Credential]:
 async def list_ec2(request: web.Request) -> web.Response:
     token = await _caller(request)
     user_id = request.match_info["user_id"]
-    _may_manage(request, token, user_id)
+    _may_manage(request, token, user_id, "list_credentials")
     base = public_url(request)
     rows = await _rows(request, user_id)
     return web.json_response({"credentials": [_ec2_view(base, r) for r in rows],
                               "links": {"self": str(request.url), "previous": None, "next": None}})
 
 
-async def _own_row(request: web.Request) -> Credential:
+async def _own_row(request: web.Request, action: str) -> Credential:
     token = await _caller(request)
     user_id = request.match_info["user_id"]
-    _may_manage(request, token, user_id)
+    _may_manage(request, token, user_id, action)
     row = await lookup(request, request.match_info["access"])
     if row is None or row.user_id != user_id:
         raise CredentialNotFound(credential_id=request.match_info["access"])
@@ -194,12 +194,12 @@ async def _own_row(request: web.Request) -> Credential:
 
 
 async def show_ec2(request: web.Request) -> web.Response:
-    row = await _own_row(request)
+    row = await _own_row(request, "get_credential")
     return web.json_response({"credential": _ec2_view(public_url(request), row)})
 
 
 async def delete_ec2(request: web.Request) -> web.Response:
-    row = await _own_row(request)
+    row = await _own_row(request, "delete_credential")
     async with request.config_dict[ENGINE].begin() as conn:
         await conn.execute(delete(ec2_credentials).where(ec2_credentials.c.access == row.access))
     return web.Response(status=204)

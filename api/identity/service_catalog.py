@@ -13,7 +13,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from api.db.schema import projects
-from api.identity.resources import authorize, caller
+from api.identity.resources import authorize
 from api.identity.tokens import ADMIN_PROJECT
 from api.identity.views import catalog
 from api.keys import CLUSTER, ENGINE, TOKENS, public_url
@@ -40,7 +40,7 @@ async def auth_catalog(request: web.Request) -> web.Response:
 
 async def auth_system(request: web.Request) -> web.Response:
     """GET /v3/auth/system: whether the token's user may scope to the system (a role on the admin project)."""
-    token = await caller(request)
+    token = await authorize(request, "get_auth_system")
     tokens = request.config_dict[TOKENS]
     async with request.config_dict[ENGINE].connect() as conn:
         admin = (await conn.execute(select(projects.c.id).where(projects.c.name == ADMIN_PROJECT[0],

@@ -17,9 +17,10 @@ from aiohttp.typedefs import Handler
 from api.errors import status_and_message
 from api.http import context, json_body
 from api.keys import ROUTER, public_url
-from api.middleware import token_auth
+from api.middleware import route_policy, token_auth
 from api.network import quotas
 from api.network.cells import each_cell, find_cell, network_cells
+from api.policy import routes as policy_routes
 from cells import errors
 from cells.rpcapi.network import NetworkAPI
 
@@ -210,7 +211,8 @@ async def extension(request: web.Request) -> web.Response:
 
 
 def make_network_app() -> web.Application:
-    app = web.Application(middlewares=[neutron_errors, token_auth(_is_public)])
+    app = web.Application(middlewares=[neutron_errors, token_auth(_is_public),
+                                       route_policy("/network", policy_routes.NETWORK)])
     app.router.add_get("", versions)
     app.router.add_get("/", versions)
     app.router.add_get("/v2.0", version)

@@ -74,6 +74,7 @@ KEYSTONE = {
     "identity:revoke_token": "rule:service_admin_or_token_subject",
     "identity:get_auth_catalog": "@",
     "identity:get_auth_projects": "@",
+    "identity:get_auth_system": "@",
     "identity:get_application_credential": "rule:admin_required or rule:owner",
     "identity:list_application_credentials": "rule:admin_required or rule:owner",
     "identity:create_application_credential": "rule:owner",
@@ -144,6 +145,25 @@ NOVA = {
     "os_compute_api:os-keypairs:delete": "rule:admin_api or user_id:%(user_id)s",
     "os_compute_api:os-server-groups:show": "rule:project_reader_or_admin",
     "os_compute_api:os-server-groups:index:all_projects": "rule:admin_api",
+    # what a route is enforced under (api/policy/routes.py): Nova's names, its reader / member / admin defaults
+    **{f"os_compute_api:{name}": "rule:project_reader_or_admin" for name in (
+        "servers:index", "servers:detail", "ips:index", "ips:show", "os-volumes-attachments:index",
+        "os-volumes-attachments:show", "os-flavor-extra-specs:index", "os-flavor-extra-specs:show",
+        "os-instance-actions:list", "os-instance-actions:show", "server-metadata:index", "server-metadata:show",
+        "os-server-groups:index", "os-server-tags:index", "os-server-tags:show", "os-floating-ips:list",
+        "os-floating-ips:show")},
+    **{f"os_compute_api:{name}": "rule:project_member_or_admin" for name in (
+        "servers:create", "servers:update", "servers:delete", "servers:start", "servers:stop", "servers:reboot",
+        "servers:rebuild", "servers:create_image", "servers:resize", "servers:confirm_resize",
+        "servers:revert_resize", "os-pause-server:pause", "os-pause-server:unpause", "os-suspend-server:suspend",
+        "os-suspend-server:resume", "os-lock-server:lock", "os-lock-server:unlock", "os-console-output",
+        "os-volumes-attachments:create", "os-volumes-attachments:delete", "server-metadata:create",
+        "server-metadata:update_all", "server-metadata:update", "server-metadata:delete",
+        "os-server-groups:delete", "os-server-tags:update_all", "os-server-tags:delete_all",
+        "os-server-tags:update", "os-server-tags:delete", "os-security-groups:add", "os-security-groups:remove")},
+    "os_compute_api:os-server-groups:create": "rule:project_member_api",  # Nova: no admin override
+    "os_compute_api:limits": "@",
+    "os_compute_api:os-availability-zone:list": "@",
 }
 
 CINDER = {
@@ -158,13 +178,33 @@ CINDER = {
     "volume_extension:volume_type_access": "rule:admin_api",  # private types: seen by admins
     "volume_extension:volume_host_attribute": "rule:admin_api",  # os-vol-host-attr:host and the like in views
     "volume:get_all_tenants": "rule:admin_api",  # all_tenants on volume and snapshot lists
+    **{name: "rule:project_reader_or_admin" for name in (
+        "volume:get_all", "volume:get", "volume:get_all_snapshots", "volume:get_snapshot",
+        "volume_extension:types_extra_specs:index", "volume_extension:types_extra_specs:show")},
+    **{name: "rule:project_member_or_admin" for name in (
+        "volume:create", "volume:update", "volume:delete", "volume:extend", "volume:create_snapshot",
+        "volume:update_snapshot", "volume:delete_snapshot", "volume_extension:volume_actions:upload_image")},
+    "volume_extension:type_get_all": "@",
+    "volume_extension:type_get": "@",
+    "volume_extension:type_create": "rule:admin_api",
+    "volume_extension:type_update": "rule:admin_api",
+    "volume_extension:type_delete": "rule:admin_api",
 }
+
+_NEUTRON_RESOURCES = ("network", "subnet", "port", "security_group", "security_group_rule", "router", "floatingip")
 
 NEUTRON = {
     "admin_only": "rule:context_is_admin",
     "get_quota": "rule:admin_only or (role:reader and project_id:%(project_id)s)",
     "update_quota": "rule:admin_only",
     "delete_quota": "rule:admin_only",
+    # the collections (api/policy/routes.py NETWORK_RESOURCES): a project reads and changes its own;
+    # what another project shares (a shared or external network) is decided by the controller's query
+    **{f"get_{r}": "rule:admin_only or (role:reader and project_id:%(project_id)s)" for r in _NEUTRON_RESOURCES},
+    **{f"{verb}_{r}": "rule:admin_only or (role:member and project_id:%(project_id)s)"
+       for verb in ("create", "update", "delete") for r in _NEUTRON_RESOURCES},
+    "add_router_interface": "rule:admin_only or (role:member and project_id:%(project_id)s)",
+    "remove_router_interface": "rule:admin_only or (role:member and project_id:%(project_id)s)",
 }
 
 

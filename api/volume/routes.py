@@ -19,7 +19,8 @@ from aiohttp.typedefs import Handler
 
 from api.errors import compute_body, error_middleware
 from api.keys import CONTEXT, public_url
-from api.middleware import token_auth
+from api.middleware import route_policy, token_auth
+from api.policy import routes as policy_routes
 from api.volume import microversions, quotas, snapshots, types, volumes
 from cells import errors
 
@@ -65,7 +66,8 @@ async def versions(request: web.Request) -> web.Response:
 def make_volume_app() -> web.Application:
     # outermost first: version headers on everything, errors in Cinder's shape, microversions, token, project
     app = web.Application(middlewares=[microversions.version_headers, error_middleware(compute_body), negotiate,
-                                       token_auth(is_public), own_project])
+                                       token_auth(is_public), own_project,
+                                       route_policy("/volume", policy_routes.VOLUME)])
     for path in ("", "/", "/v3", "/v3/"):
         app.router.add_get(path, versions)
     volumes.add_routes(app)
