@@ -36,11 +36,11 @@ def in_zone(cell: CellSpec, zone: str | None) -> bool:
     return zone in (cell.site, cell.name, cell.path) or zone in cell.path.split("!")
 
 
-def _named(cell: CellSpec, names: Iterable[str]) -> bool:
+def named(cell: CellSpec, names: Iterable[str]) -> bool:
     return any(n in (cell.path, cell.name) or cell.path.startswith(n + "!") for n in names)
 
 
-def _names(value: Any) -> list[str]:
+def names(value: Any) -> list[str]:
     if value is None:
         return []
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
@@ -69,10 +69,10 @@ def rank(cells: Iterable[CellSpec], summaries: Mapping[str, Mapping[str, Any]], 
     """Paths of the cells to try, best first."""
     ram, vcpus = int(flavor.get("ram") or 0), int(flavor.get("vcpus") or 0)
     disk = int(flavor.get("disk") or 0) + int(flavor.get("ephemeral") or 0)
-    targets, avoid = _names(hints.get("target_cell")), _names(hints.get("different_cell"))
+    targets, avoid = names(hints.get("target_cell")), names(hints.get("different_cell"))
     scored: list[tuple[int, int, int, str]] = []
     for cell in cells:
-        if not in_zone(cell, zone) or (targets and not _named(cell, targets)) or (avoid and _named(cell, avoid)):
+        if not in_zone(cell, zone) or (targets and not named(cell, targets)) or (avoid and named(cell, avoid)):
             continue
         s = summaries.get(cell.path)
         if s is None:

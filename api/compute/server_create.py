@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from api import quota
-from api.compute import keypairs, mappings, schemas, server_groups
+from api import cell_choice, quota
+from api.compute import boot_volumes, keypairs, mappings, schemas, server_groups
+from api.compute.boot_volumes import BAD_SEQUENCE, BOOT_PROPERTIES
 from api.compute.flavors import flavor_dict, flavor_of
 from api.compute.microversions import MIN_VERSION, Microversion
 from api.compute.schemas import SERVER_CREATE, canonical_ip
@@ -30,6 +31,7 @@ from api.network import boot_networks
 from api.validation import validate
 from api.volume import cells as volume_cells
 from cells import errors
+from cells.conductor.flows.boot_volume import DELETE_ON_TERMINATION
 from cells.context import RequestContext
 from cells.db.fast import AnyRow
 from cells.objects.instance import PowerState, TaskState, VmState, utcnow_iso
@@ -40,8 +42,6 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 MAX_PER_REQUEST = 100  # one request's bound; the instances quota (api/quota.py) is the real limit
 _PASSWORD_CHARS = string.ascii_letters + string.digits
-# the properties of a boot volume's source image its guest boots with (direct kernel boot, disk bus)
-BOOT_PROPERTIES = ("kernel_id", "ramdisk_id", "os_command_line", "architecture", "hw_disk_bus", "hw_machine_type")
 _SERVER = SERVER_CREATE["properties"]["server"]["properties"]
 # the fields either API fills from its own input, checked as Nova's schema checks them
 _CHECKED = {"name": "name", "key_name": "key_name", "availability_zone": "availability_zone",
@@ -143,6 +143,8 @@ def _image_id(boot: BootRequest) -> str | None:
     """imageRef is an image id or a link ending in one; without it, a local image BDM at boot index 0,
     or None: a boot from a volume (`root_bdm`)."""
     ref = boot.image_ref or ""
+    if boot_volumes.image_root_bdm(boot.block_device_mapping_v2) is not None:
+        return None  # the root disk is a volume made from the mapping's image (imageRef, if any, names it too)
     if ref:
         candidate = id_from_href(ref)
         if not is_uuid(candidate):
@@ -155,8 +157,7 @@ def _image_id(boot: BootRequest) -> str | None:
             if bdm.get("destination_type", "local") != "local":
                 break
             return str(bdm["uuid"])
-    raise errors.Invalid("Block Device Mapping is Invalid: Boot sequence for the instance and image/block "
-                         "device mapping combination is not valid.")
+    raise errors.Invalid(BAD_SEQUENCE)
 
 
 def root_bdm(boot: BootRequest) -> dict[str, Any] | None:
@@ -172,29 +173,28 @@ def _check_bdms(boot: BootRequest) -> None:
     if boot.block_device_mapping:
         raise errors.Invalid("Block device mappings (v1) are not supported by this cloud.")
     root = root_bdm(boot)
+    image_root = boot_volumes.image_root_bdm(boot.block_device_mapping_v2)
     for bdm in boot.block_device_mapping_v2:
-        if bdm is root:
+        if bdm is root or bdm is image_root:
             continue
         if bdm.get("destination_type") == "volume" or bdm.get("source_type") in ("volume", "snapshot"):
             raise errors.Invalid("Volumes other than the root volume are not supported at boot by this cloud yet: "
                                  "attach them once the server is active.")
     if root is None:
         return
-    if boot.image_ref:  # Nova: an image and a boot volume name two root disks
-        raise errors.Invalid("Block Device Mapping is Invalid: Boot sequence for the instance and image/block "
-                             "device mapping combination is not valid.")
+    if boot.image_ref or image_root is not None:  # Nova: an image and a boot volume name two root disks
+        raise errors.Invalid(BAD_SEQUENCE)
     if not is_uuid(str(root.get("uuid") or "").lower()):
         raise errors.Invalid("Block Device Mapping is Invalid: a volume mapping needs the volume's uuid.")
-    if parse_bool(str(root.get("delete_on_termination", False))):
-        raise errors.Invalid("Block Device Mapping is Invalid: delete_on_termination of an existing boot volume "
-                             "is not supported by this cloud yet.")
     if _count(boot.max_count, boot.min_count) > 1:
         raise errors.Invalid("Cannot attach one or more volumes to multiple instances")
 
 
-async def _root_volume_image(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) -> dict[str, Any]:
+async def _root_volume_image(cc: ComputeContext, ctx: RequestContext, boot: BootRequest,
+                             hints: dict[str, Any]) -> dict[str, Any]:
     """What a boot from a volume records as its `image`: the volume (no image id: the views show ""),
-    checked as Nova checks it before anything is written. The cell reserves it with the server."""
+    checked as Nova checks it before anything is written. The cell reserves it with the server, so the
+    server is built in the volume's cell (`hints` gets its target_cell: _pin_to_volume_cell)."""
     root = root_bdm(boot)
     assert root is not None
     volume_id = str(root["uuid"]).lower()
@@ -211,9 +211,31 @@ async def _root_volume_image(cc: ComputeContext, ctx: RequestContext, boot: Boot
     # records as the volume's creator resolved them; the compute fetches and verifies them)
     made_from: dict[str, Any] = volume.get("image") or {}
     props = {k: v for k, v in (made_from.get("properties") or {}).items() if k in BOOT_PROPERTIES}
-    image: dict[str, Any] = {"root_volume_id": volume_id, "properties": props}
+    image: dict[str, Any] = {"root_volume_id": volume_id, "properties": props,
+                             DELETE_ON_TERMINATION: bool(parse_bool(str(root.get("delete_on_termination", False))))}
     image.update({k: made_from[k] for k in ("kernel", "ramdisk") if isinstance(made_from.get(k), dict)})
+    _pin_to_volume_cell(cc, boot, hints, volume_id, str(volume.get("cell") or ""))
     return image
+
+
+def _pin_to_volume_cell(cc: ComputeContext, boot: BootRequest, hints: dict[str, Any], volume_id: str,
+                        volume_cell: str) -> None:
+    """A server boots in the cell holding its root volume: the volume's rows, attachment and export are that
+    cell's, and no cell opens another's volumes. This is Nova with [cinder] cross_az_attach = False (a cell
+    or site is a zone here): no zone asked, the server goes to the volume's; a zone (or a target_cell or
+    different_cell hint) that leaves the volume's cell out is Nova's 400 MismatchVolumeAZException."""
+    cell = next((c.cell for c in cc.router.cells.values() if volume_cell in (c.cell.path, c.cell.name)), None)
+    if cell is None:
+        raise errors.Invalid(f"Block Device Mapping is Invalid: failed to get volume {volume_id}.")
+    zone = boot.availability_zone
+    targets, avoid = cell_choice.names(hints.get("target_cell")), cell_choice.names(hints.get("different_cell"))
+    if (zone and not cell_choice.in_zone(cell, zone)) or (targets and not cell_choice.named(cell, targets)) \
+            or (avoid and cell_choice.named(cell, avoid)):
+        asked = zone or f"the cells the scheduler hints allow ({', '.join(targets) or 'all but ' + ', '.join(avoid)})"
+        raise errors.Invalid(f"Server and volumes are not in the same availability zone. Server is in: {asked}. "
+                             f"Volumes are in: {cell.path} (site {cell.site}). A server boots in its root "
+                             f"volume's cell.")
+    hints["target_cell"] = cell.path
 
 
 def _lookups(conn: Connection, ctx: RequestContext,
@@ -232,7 +254,11 @@ def _lookups(conn: Connection, ctx: RequestContext,
     if flavor.disabled:
         raise errors.Invalid(f"Flavor {flavor.id} is disabled.")
     if image_id is None:
-        return limits, flavor, None, {}
+        image_root = boot_volumes.image_root_bdm(boot.block_device_mapping_v2)
+        if image_root is None:  # a boot from an existing volume (_root_volume_image)
+            return limits, flavor, None, {}
+        return limits, flavor, None, boot_volumes.new_root_image(
+            conn, ctx, image_root, boot.image_ref, _count(boot.max_count, boot.min_count), flavor)
     try:
         image = image_db.get_of(conn, ctx, image_id)
         boot_image = image_db.boot_snapshot_of(conn, ctx, image)  # its kernel_id/ramdisk_id as ctx sees them
@@ -259,10 +285,10 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
             group = await server_groups.for_boot(conn, ctx, hints)
     # the rest in one unit of work: one thread hop instead of ~20 through the AsyncEngine
     limits, flavor, image, boot_image = await cc.db.read(lambda conn: _lookups(conn, ctx, boot))
-    if image is None:
-        boot_image = await _root_volume_image(cc, ctx, boot)
-    else:
+    if image is not None:
         _check_image(image, flavor)
+    elif not boot_image:  # a boot from an existing volume (one made from an image: checked in _lookups)
+        boot_image = await _root_volume_image(cc, ctx, boot, hints)
     key_data = None
     if boot.key_name is not None:
         try:

@@ -37,7 +37,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import quota
 from api.cell_router import CellRouter, DownRecord, Listed, is_down
-from api.compute import cell_boot, down_cells, mappings, security_groups, server_groups, server_snapshots
+from api.compute import (
+    boot_volumes,
+    cell_boot,
+    down_cells,
+    mappings,
+    security_groups,
+    server_groups,
+    server_snapshots,
+)
 from api.compute.microversions import MIN_VERSION, Microversion, version_of
 from api.compute.server_create import BootRequest, instance_records, request_spec, resolve
 from api.compute.views import record_status
@@ -97,9 +105,13 @@ async def create(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) -> 
 
         def spec_for(recs: list[dict[str, Any]]) -> dict[str, Any]:  # the admitted count, when quota cut it
             return request_spec(replace(spec, count=len(recs)), ctx, recs)
-        _, records = await cell_boot.build(  # best cell first, the next when one refuses
-            cc.router, cc.db, ctx, spec.flavor, spec.availability_zone, choice, records_for, spec_for, admission,
-            spec.attributes)
+        reserved = await boot_volumes.reserve(cc, ctx, spec.image)  # a root volume the boot makes
+        try:
+            _, records = await cell_boot.build(  # best cell first, the next when one refuses
+                cc.router, cc.db, ctx, spec.flavor, spec.availability_zone, choice, records_for, spec_for,
+                admission, spec.attributes)
+        finally:  # taken: its cell lists the volume now; refused: nothing was made
+            await asyncio.shield(boot_volumes.release(cc, reserved))
         uuids = [r["uuid"] for r in records]
         await server_groups.add_members(cc.engine, spec.group, uuids)
     return uuids

@@ -147,6 +147,12 @@ def _extended_attributes(view: dict[str, Any], record: ShownInstance, is_admin: 
         view["host_status"] = record.get("host_status") or ""
 
 
+def _deleted_with_it(image: Any, volume_id: str) -> bool:
+    """Only a root volume booted with delete_on_termination goes with its server (attached volumes stay)."""
+    return bool(isinstance(image, dict) and image.get("root_volume_id") == volume_id
+                and image.get("delete_on_termination"))
+
+
 def server_detail(base: str, record: ShownInstance, is_admin: bool, version: Microversion) -> dict[str, Any]:
     st = record_status(record)
     image = record.get("image") or {}
@@ -177,7 +183,7 @@ def server_detail(base: str, record: ShownInstance, is_admin: bool, version: Mic
         "OS-EXT-STS:vm_state": record.get("vm_state"),
         "OS-EXT-STS:power_state": int(record.get("power_state") or 0),
         "os-extended-volumes:volumes_attached": [
-            {"id": v, "delete_on_termination": False} if version >= (2, 3) else {"id": v}  # never deleted with it
+            {"id": v, "delete_on_termination": _deleted_with_it(image, v)} if version >= (2, 3) else {"id": v}
             for v in record.get("volumes_attached") or ()],
     }
     if record.get("security_groups"):  # as Nova: only a server whose ports have groups shows the key

@@ -18,6 +18,7 @@ from cells.conductor.flows.delete import delete_locally
 from cells.conductor.volume_rpc import VolumeConductor
 from cells.context import RequestContext
 from cells.db import instances as idb
+from cells.db import volumes as vdb
 from cells.db.schema import instances
 from cells.objects.instance import utcnow_iso
 from tests.unit.api_fake_cell import FakeConductor, fake_cell
@@ -391,15 +392,15 @@ async def test_boot_from_a_bootable_volume_and_the_400s_that_make_nothing(cloud:
         status, answer = await boot_status(b)
         assert status == 400 and words in answer["badRequest"]["message"], answer
     assert (await cloud.req("POST", "demo", f"/volumes/{vid}/action", {"os-set_bootable": {"bootable": True}}))[0] == 200
-    bdm = body(vid)["server"]["block_device_mapping_v2"][0]
-    status, answer = await boot_status(body(vid, block_device_mapping_v2=[{**bdm, "delete_on_termination": True}]))
-    assert status == 400 and "delete_on_termination" in answer["badRequest"]["message"]
+    status, answer = await boot_status({**body(vid), "os:scheduler_hints": {"different_cell": "cell1"}})
+    assert status == 400 and "not in the same availability zone" in answer["badRequest"]["message"]
     assert cloud.conductor.builds == [] and (await cloud.wait_status("demo", vid, "available"))["attachments"] == []
 
     status, answer = await boot_status(body(vid))
     assert status == 202, answer
     sid = answer["server"]["id"]
     assert cloud.conductor.builds[0]["image"]["root_volume_id"] == vid
+    assert cloud.conductor.builds[0]["scheduler_hints"]["target_cell"] == "cell1"  # the volume's cell
     await cloud.wait_status("demo", vid, "attaching")  # in-use once its guest runs (tests/unit/test_boot_from_volume.py)
     _, attachments = await cloud.req("GET", "demo", f"/compute/v2.1/servers/{sid}/os-volume_attachments")
     assert [(a["volumeId"], a["device"]) for a in attachments["volumeAttachments"]] == [(vid, "/dev/vda")]
@@ -409,3 +410,52 @@ async def test_boot_from_a_bootable_volume_and_the_400s_that_make_nothing(cloud:
     assert server["server"]["image"] == "" and server["server"]["os-extended-volumes:volumes_attached"] == [{"id": vid}]
     assert (await cloud.req("DELETE", "demo", f"/compute/v2.1/servers/{sid}"))[0] == 204
     await cloud.wait_status("demo", vid, "available")
+
+
+async def test_boot_making_its_root_volume_from_an_image_and_the_errors_that_make_nothing(cloud: Cloud) -> None:
+    """server create --block-device source=image,destination=volume,volume_size=N (what --boot-from-volume N
+    sends): Nova's 400s for a mapping the boot cannot use and a 403 over the volume quotas, each making no
+    server and no volume; a good one hands the cell the volume to make (its row creating, reserved for the
+    server at /dev/vda, counted in the volume quotas from then on), with delete_on_termination."""
+    headers = cloud.who["demo"][0]
+    image = (await (await cloud.client.get("/image/v2/images", headers=headers)).json())["images"][0]
+    project = cloud.who["demo"][1]
+
+    def body(size: Any = 1, image_id: str = image["id"], **server: Any) -> dict[str, Any]:
+        bdm = {"uuid": image_id, "source_type": "image", "destination_type": "volume", "boot_index": 0,
+               "delete_on_termination": True, **({} if size is None else {"volume_size": size})}
+        return {"server": {"name": "bfi", "flavorRef": "1", "block_device_mapping_v2": [bdm], **server}}
+
+    async def boot_status(b: dict[str, Any]) -> tuple[int, Any]:
+        return await cloud.req("POST", "demo", "/compute/v2.1/servers", b)
+
+    assert (await cloud.req("PUT", "admin", f"/os-quota-sets/{project}", {"quota_set": {"gigabytes": 2}}))[0] == 200
+    refused = [(body(size=None), 400, "need to have a non-zero size"),
+               (body(image_id="4c6a2e2e-7c3e-4f0e-9d5b-0a3c1e2f4b5d"), 400, "failed to get image"),
+               (body(max_count=2), 400, "one server at a time"),
+               (body(imageRef="4c6a2e2e-7c3e-4f0e-9d5b-0a3c1e2f4b5d"), 400, "Boot sequence"),
+               (body(size=3), 403, "Volume resource quota exceeded")]
+    for b, code, words in refused:
+        status, answer = await boot_status(b)
+        assert status == code and words in next(iter(answer.values()))["message"], answer
+    patch = [{"op": "replace", "path": "/min_disk", "value": 2}]
+    resp = await cloud.client.patch(f"/image/v2/images/{image['id']}", json=patch, headers={
+        **cloud.who["admin"][0], "Content-Type": "application/openstack-images-v2.1-json-patch"})
+    assert resp.status == 200, await resp.text()
+    status, answer = await boot_status(body(size=1))
+    assert status == 400 and "Volume is smaller than the minimum size" in answer["badRequest"]["message"]
+    assert cloud.conductor.builds == [] and (await cloud.req("GET", "demo", "/volumes"))[1]["volumes"] == []
+
+    status, answer = await boot_status(body(size=2))
+    assert status == 202, answer
+    sid = answer["server"]["id"]
+    made = cloud.conductor.builds[0]["image"]
+    assert made["delete_on_termination"] is True and made["new_root_volume"]["size"] == 2
+    assert made["new_root_volume"]["image"]["id"] == image["id"]
+    _, volumes = await cloud.req("GET", "demo", "/volumes/detail")
+    [vol] = volumes["volumes"]
+    assert vol["id"] == made["root_volume_id"] and vol["status"] == "creating" and vol["bootable"] == "true"
+    atts = await cloud.cell.env.db.read(lambda conn: vdb.attachments_of(conn, [vol["id"]]))
+    assert [(a.instance_uuid, a.device) for a in atts[vol["id"]]] == [(sid, "/dev/vda")]
+    status, answer = await boot_status(body(size=2))  # 2 of 2 GiB are the first's
+    assert status == 403 and "gigabytes" in answer["forbidden"]["message"], answer

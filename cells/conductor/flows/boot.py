@@ -24,7 +24,7 @@ from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
 from cells.conductor.flows import boot_volume, network
 from cells.conductor.flows.delete import complete_delete
-from cells.context import RequestContext
+from cells.context import RequestContext, admin_context
 from cells.db import action_records, claims
 from cells.db import instances as idb
 from cells.db.commit_hooks import after_commit
@@ -132,9 +132,11 @@ def _insert_build(conn: Connection, env: FlowEnv, ctx: RequestContext, rows: lis
     new = [r for r in rows if r["uuid"] not in existing]
     if new:
         idb.insert_rows(conn, new)
-        for r in new:  # a boot from a volume reserves it with its row (flows/boot_volume.py)
+        for r in new:  # a boot from a volume reserves it (or the one it makes) with its row (flows/boot_volume.py)
             volume_id = boot_volume.root_volume_id(r["image"])
-            if volume_id is not None:
+            if boot_volume.new_root(r["image"]) is not None:
+                boot_volume.insert_new_root(conn, r["image"], r["uuid"], r["project_id"])
+            elif volume_id is not None:
                 boot_volume.reserve(conn, ctx, volume_id, r["uuid"], r["project_id"])
         action_records.start_actions(conn, ctx, CREATE, [(r["uuid"], r["project_id"]) for r in new], EV_SCHEDULE, now)
     records = [env.record(existing[r["uuid"]]) if r["uuid"] in existing else env.record(r) for r in rows]
@@ -158,9 +160,23 @@ async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, req
     for r in new:
         batches.setdefault(json.dumps(r["flavor"], sort_keys=True), []).append(r)
     for batch in batches.values():
-        env.spawn(schedule_and_build(env, background_ctx(ctx), [r["uuid"] for r in batch],
-                                     batch[0]["request_spec"], []))
+        env.spawn(make_volumes_then_schedule(env, background_ctx(ctx), batch))
     return records
+
+
+async def make_volumes_then_schedule(env: FlowEnv, ctx: RequestContext, batch: list[dict[str, Any]]) -> None:
+    """The root volumes the boot makes (flows/boot_volume.py make_root), then scheduling: a server whose
+    volume cannot be made fails its build (its volume deleted) and is not scheduled."""
+    uuids = []
+    for r in batch:
+        failure = await boot_volume.make_root(env, ctx, r["uuid"], r["image"])
+        if failure is None:
+            uuids.append(r["uuid"])
+            continue
+        await fail_builds(env, [r["uuid"]], action_records.make_fault(
+            f"Build of instance {r['uuid']} aborted: its root volume could not be made: {failure}"), ctx)
+    if uuids:
+        await schedule_and_build(env, ctx, uuids, batch[0]["request_spec"], [])
 
 
 def _exhausted(uuid: str, tried: list[str]) -> errors.MaxRetriesExceeded:
@@ -257,7 +273,7 @@ async def _cast_build(env: FlowEnv, ctx: RequestContext, host: str, record: Inst
         await ComputeAPI(env.service).build_and_run_instance(ctx, host, record)
 
 
-def set_error(conn: Connection, row: AnyRow, fault: dict[str, Any], event: str = Event.BUILD_FAILED) -> None:
+def set_error(conn: Connection, env: FlowEnv, row: AnyRow, fault: dict[str, Any], event: str = Event.BUILD_FAILED) -> None:
     """building -> ERROR with `fault`, claim released, create action closed with Error (same unit of work)."""
     state, actions = on(event, state_of(row), row.uuid)
     values = {**state_values(state), "updated_at": utcnow_iso()}
@@ -269,23 +285,26 @@ def set_error(conn: Connection, row: AnyRow, fault: dict[str, Any], event: str =
     carry_out(actions, {Action.RELEASE_CLAIM: lambda: claims.release_claim(conn, row.uuid),
                         Action.RECORD_FAULT: record_fault})
     release_instance_volumes(conn, row.uuid)  # a boot volume is available again (its export: its host's sweep)
+    boot_volume.release_root(conn, env, row, build_failed=True)  # or deleted (delete_released, after the commit)
     idb.update_row(conn, row.uuid, values)
     action_records.fail_open_events(conn, row.uuid, CREATE, fault["message"])
     after_commit(conn, BOOTS.labels("error").inc)
 
 
-def _fail_builds(conn: Connection, uuids: list[str], fault: dict[str, Any]) -> None:
+def _fail_builds(conn: Connection, env: FlowEnv, uuids: list[str], fault: dict[str, Any]) -> None:
     for uuid in uuids:
         row = idb.get_row(conn, uuid, lock=True)
         if row is None or row.deleted or row.vm_state != VmState.BUILDING or row.task_state == TaskState.DELETING:
             claims.release_claim(conn, uuid)
             continue
-        set_error(conn, row, fault)
+        set_error(conn, env, row, fault)
 
 
-async def fail_builds(env: FlowEnv, uuids: list[str], fault: dict[str, Any]) -> None:
-    await env.db.write(lambda conn: _fail_builds(conn, uuids, fault))
+async def fail_builds(env: FlowEnv, uuids: list[str], fault: dict[str, Any],
+                      ctx: RequestContext | None = None) -> None:
+    await env.db.write(lambda conn: _fail_builds(conn, env, uuids, fault))
     LOG.info("build of %s failed: %s", uuids, fault["message"])
+    await boot_volume.delete_released_of(env, ctx or admin_context(), uuids)
 
 
 Reschedule = tuple[dict[str, Any], list[str]]
@@ -321,7 +340,7 @@ def record_build_failure(conn: Connection, env: FlowEnv, uuid: str, host: str, r
     if retryable:  # out of attempts: say so, as Nova
         action_records.add_fault(conn, uuid, reported, host)
         reported = action_records.make_fault(_exhausted(uuid, tried).message)
-    set_error(conn, row, reported)
+    set_error(conn, env, row, reported)
     return None
 
 
@@ -329,6 +348,8 @@ async def build_failed(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, 
                        retryable: bool) -> None:
     reported = action_records.make_fault(fault)
     again = await env.db.write(lambda conn: record_build_failure(conn, env, uuid, host, reported, retryable))
+    if again is None:  # ended (ERROR, or deleted meanwhile): a root volume it marked for deletion goes
+        await boot_volume.delete_released_of(env, ctx, [uuid])
     if again is not None:
         LOG.info("rescheduling %s after a failure on %s (tried %s)", uuid, host, again[1])
         env.spawn(schedule_and_build(env, background_ctx(ctx), [uuid], *again))

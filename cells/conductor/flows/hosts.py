@@ -34,7 +34,14 @@ from sqlalchemy.engine import Row
 from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows import boot_volume, network, volume_recovery
-from cells.conductor.flows.boot import CREATE, Reschedule, build_failed, record_build_failure, schedule_and_build
+from cells.conductor.flows.boot import (
+    CREATE,
+    Reschedule,
+    build_failed,
+    fail_builds,
+    record_build_failure,
+    schedule_and_build,
+)
 from cells.conductor.flows.delete import adopt_deletes, complete_delete, pending_delete_owners
 from cells.context import admin_context
 from cells.db import action_records
@@ -51,31 +58,34 @@ EV_ADOPT = "conductor_adopt_build"
 COMPUTE_PREFIX = "compute."
 
 
-def _host_dead(conn: Connection, env: FlowEnv, host: str) -> tuple[list[tuple[str, Reschedule]], int]:
+def _host_dead(conn: Connection, env: FlowEnv, host: str) -> tuple[list[tuple[str, Reschedule]], int, list[str]]:
     """Fence the host; its builds fail retryably (rescheduled or, out of attempts, ERROR);
-    its deletes complete. One unit of work."""
+    its deletes complete. One unit of work. Also the servers it ended or rescheduled (their root volumes
+    marked for deletion are removed after the commit)."""
     c = instances.c
     hdb.fence(conn, host)
     again: list[tuple[str, Reschedule]] = []
-    deleted = 0
+    deleted, ended = 0, []
     fault = action_records.make_fault(HOST_DEAD.format(host=host))
     for row in idb.rows_where(conn, c.host == host, c.deleted == false(),
                               or_(c.vm_state == VmState.BUILDING, c.task_state == TaskState.DELETING)):
+        ended.append(row.uuid)
         if row.task_state == TaskState.DELETING:
             complete_delete(conn, env, row)
             deleted += 1
         elif (retry := record_build_failure(conn, env, row.uuid, host, fault, retryable=True)) is not None:
             again.append((row.uuid, retry))
-    return again, deleted
+    return again, deleted, ended
 
 
 async def host_dead(env: FlowEnv, host: str) -> None:
-    again, deleted = await env.db.write(lambda conn: _host_dead(conn, env, host))
+    again, deleted, ended = await env.db.write(lambda conn: _host_dead(conn, env, host))
     env.liveness.fenced.add(host)
     LOG.warning("compute host %s declared dead: fenced, %d builds rescheduled, %d deletes completed",
                 host, len(again), deleted)
     for uuid, (spec, tried) in again:
         env.spawn(schedule_and_build(env, admin_context(), [uuid], spec, tried))
+    await boot_volume.delete_released_of(env, admin_context(), ended)
 
 
 def _pending_deletes(conn: Connection, host: str) -> list[Row[Any]]:
@@ -113,6 +123,12 @@ async def _resume(env: FlowEnv, row: Row[Any]) -> None:
     ctx = admin_context()
     if row.host is None:  # not placed yet (or the placement was not recorded): schedule again
         spec = dict(row.request_spec or {"flavor": row.flavor})
+        if boot_volume.new_root(row.image) is not None:  # its root volume made first (again: idempotent)
+            failure = await boot_volume.make_root(env, ctx, row.uuid, row.image)
+            if failure is not None:
+                await fail_builds(env, [row.uuid], action_records.make_fault(
+                    f"Build of instance {row.uuid} aborted: its root volume could not be made: {failure}"), ctx)
+                return
         await schedule_and_build(env, ctx, [row.uuid], spec, list(row.retry_hosts or []))
         return
     record = await network.allocate_for_build(env, ctx, env.record(row))  # idempotent

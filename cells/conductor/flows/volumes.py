@@ -218,7 +218,7 @@ def source_host(conn: Connection, volume: Any) -> str | None:
     return None
 
 
-def _place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[str, Any] | None:
+def place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[str, Any] | None:
     vol = vdb.get_row(conn, volume_id)
     if vol is None:
         return None
@@ -239,7 +239,7 @@ def _place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[
 
 
 async def place_and_create(env: FlowEnv, ctx: RequestContext, volume_id: str, size: int) -> None:
-    row = await env.db.write(lambda conn: _place(conn, volume_id, size, live_volume_hosts(env)))
+    row = await env.db.write(lambda conn: place(conn, volume_id, size, live_volume_hosts(env)))
     if row is None:
         LOG.warning("volume %s: no volume host could take it", volume_id)
         return
@@ -313,7 +313,7 @@ async def volume_update(env: FlowEnv, ctx: RequestContext, volume_id: str, value
 
 # --- delete -------------------------------------------------------------------------------
 
-def _mark_deleted(conn: Connection, volume_id: str) -> None:
+def mark_deleted(conn: Connection, volume_id: str) -> None:
     row = vdb.get_row(conn, volume_id)
     if row is None or row.deleted:
         return
@@ -345,7 +345,7 @@ def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_
     if row.host is None:  # never placed: nothing to remove on any host
         for snap in snaps:
             sdb.remove(conn, snap.id)
-        _mark_deleted(conn, volume_id)
+        mark_deleted(conn, volume_id)
         return record(env, conn, vdb.get_row(conn, volume_id)), False
     return record(env, conn, vdb.get_row(conn, volume_id)), True
 
@@ -380,7 +380,7 @@ async def delete_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any])
             vdb.transition(conn, rec["id"], [S.DELETING], {"status": S.ERROR_DELETING, "error": reason})
         await env.db.write(failed)
         return
-    await env.db.write(lambda conn: _mark_deleted(conn, rec["id"]))
+    await env.db.write(lambda conn: mark_deleted(conn, rec["id"]))
 
 
 # --- attach ---------------------------------------------------------------------------------

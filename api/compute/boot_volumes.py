@@ -1,0 +1,121 @@
+"""Boot from a volume the boot makes (issue 18): BDM v2 source_type image, destination_type volume at
+boot index 0 (`openstack server create --block-device source=image,id=IMG,destination=volume,
+volume_size=N,...` and `--image IMG --boot-from-volume N`, which sends exactly this).
+
+The API checks the mapping as Nova does before anything is made (400: no volume_size, an image the
+project cannot use, an image bigger than volume_size or its min_disk above it; 403 when the project's
+volume quotas cannot hold it) and reserves the volume in the volume quotas (api/quota.py reserve_volume,
+counted as Cinder counts a create). What it hands the cell is the instance's `image`: the new volume's
+id and create fields (NEW_ROOT), the boot properties of its image and delete_on_termination; the cell's
+conductor inserts the volume with the server's row, makes it from the image before scheduling, boots
+from it and deletes it when the build fails or (delete_on_termination) when the server is deleted
+(cells/conductor/flows/boot_volume.py). The volume is made in the server's cell: a boot never spans cells.
+"""
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from api import quota
+from api.http import is_uuid, parse_bool
+from api.image import images as image_db
+from api.volume import cells as volume_cells
+from cells import errors
+from cells.conductor.flows.boot_volume import DELETE_ON_TERMINATION, NEW_ROOT
+from cells.conductor.flows.volumes import IMAGE_FORMATS, MAX_SIZE_GB
+from cells.context import RequestContext
+from cells.db.fast import AnyRow
+
+if TYPE_CHECKING:
+    from api.compute.service import ComputeContext
+
+GIB = 1 << 30
+# the properties of a boot volume's source image its guest boots with (direct kernel boot, disk bus)
+BOOT_PROPERTIES = ("kernel_id", "ramdisk_id", "os_command_line", "architecture", "hw_disk_bus", "hw_machine_type")
+BAD_SEQUENCE = ("Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping "
+                "combination is not valid.")
+
+
+def image_root_bdm(bdms: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The boot-index-0 image -> volume mapping of a boot that makes its root volume, None otherwise."""
+    for bdm in bdms:
+        if str(bdm.get("boot_index")) == "0" and bdm.get("source_type") == "image" \
+                and bdm.get("destination_type") == "volume":
+            return bdm
+    return None
+
+
+def check_image_root(bdm: Mapping[str, Any], image_ref: str | None, count: int) -> tuple[str, int, bool]:
+    """(image id, volume size in GiB, delete_on_termination) of an image -> volume root mapping, or
+    Nova's 400 for it."""
+    image_id = str(bdm.get("uuid") or bdm.get("image_id") or "").lower()
+    if not is_uuid(image_id):
+        raise errors.Invalid(f"Block Device Mapping is Invalid: failed to get image {image_id}.")
+    if image_ref and image_ref.rstrip("/").rsplit("/", 1)[-1].lower() != image_id:
+        raise errors.Invalid(BAD_SEQUENCE)  # imageRef names a second root disk
+    size = int(str(bdm.get("volume_size") or 0))  # the schema allows digits only
+    if size < 1:
+        raise errors.Invalid("Block Device Mapping is Invalid: Images with destination_type 'volume' need to "
+                             "have a non-zero size specified")
+    if size > MAX_SIZE_GB:
+        raise errors.Invalid(f"Block Device Mapping is Invalid: volume_size {size} is over {MAX_SIZE_GB} GiB.")
+    if count > 1:  # each server would need a volume of its own; one boot request makes one here
+        raise errors.Invalid("Block Device Mapping is Invalid: a root volume made from an image is made for one "
+                             "server at a time (min_count and max_count 1).")
+    return image_id, size, bool(parse_bool(str(bdm.get("delete_on_termination", False))))
+
+
+def new_root_image(conn: Connection, ctx: RequestContext, bdm: Mapping[str, Any], image_ref: str | None,
+                   count: int, flavor: AnyRow) -> dict[str, Any]:
+    """What the boot records as its `image` (in the caller's unit of the API DB): the root volume to make
+    from the image as the project sees it, checked against the volume size and the flavor's RAM."""
+    image_id, size, delete = check_image_root(bdm, image_ref, count)
+    try:
+        row = image_db.get_of(conn, ctx, image_id)
+        record = image_db.boot_snapshot_of(conn, ctx, row)  # an AMI's kernel and ramdisk as ctx sees them
+    except errors.ImageNotFound:
+        raise errors.Invalid(f"Block Device Mapping is Invalid: failed to get image {image_id}.") from None
+    if row.status != "active":
+        raise errors.Invalid(f"Image {row.id} is not active.")
+    if row.disk_format not in IMAGE_FORMATS:
+        raise errors.Invalid(f"Block Device Mapping is Invalid: image {row.id} is a {row.disk_format} image; a "
+                             f"volume is made from a {', '.join(IMAGE_FORMATS)} image.")
+    if row.min_ram and row.min_ram > flavor.ram:
+        raise errors.Invalid("Flavor's memory is too small for requested image.")
+    biggest = max(int(row.size or 0), int(row.virtual_size or 0), int(row.min_disk or 0) * GIB)
+    if biggest > size * GIB:  # Nova's VolumeSmallerThanMinDisk
+        raise errors.Invalid(f"Volume is smaller than the minimum size specified in image metadata. Volume size "
+                             f"is {size * GIB} bytes, minimum size is {biggest} bytes.")
+    props = {k: v for k, v in (record.get("properties") or {}).items() if k in BOOT_PROPERTIES}
+    image: dict[str, Any] = {"root_volume_id": str(uuidlib.uuid4()), "properties": props,
+                             NEW_ROOT: {"size": size, "image": record, "availability_zone": "nova"},
+                             DELETE_ON_TERMINATION: delete}
+    image.update({k: record[k] for k in ("kernel", "ramdisk") if isinstance(record.get(k), dict)})
+    return image
+
+
+async def reserve(cc: ComputeContext, ctx: RequestContext, image: Mapping[str, Any]) -> str | None:
+    """The new root volume counted in the project's volume quotas (volumes, gigabytes), reserved in one
+    write unit of the API DB as a volume create is; its id (for `release`), None for a boot making no
+    volume. Over quota: Nova's 403 for a quota the boot exceeds."""
+    spec = image.get(NEW_ROOT)
+    if not isinstance(spec, Mapping):
+        return None
+    project, volume_id, size = str(ctx.project), str(image["root_volume_id"]), int(spec["size"])
+    listed, listed_ids = await volume_cells.project_usage(cc.router, ctx, project)
+    try:
+        await cc.db.write(lambda conn: quota.reserve_volume(conn, project, volume_id, size, listed, listed_ids))
+    except quota.VolumeOverLimit as exc:
+        kw = exc.kwargs
+        raise errors.QuotaExceeded(f"Volume resource quota exceeded: {exc.message}", resource=kw.get("resource"),
+                                   requested=kw.get("requested"), limit=kw.get("limit")) from None
+    return volume_id
+
+
+async def release(cc: ComputeContext, volume_id: str | None) -> None:
+    """The reservation ends once the boot was taken (its cell lists the volume from then on) or refused."""
+    if volume_id is not None:
+        await cc.db.write(lambda conn: quota.release_volume(conn, volume_id))
