@@ -83,3 +83,39 @@ def test_volume_lifecycle_with_the_cli(cluster: RunningCluster) -> None:
     wait_for("volume v1 deleted", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
     assert not path.exists()
     cluster.ok("server", "delete", "--wait", "s1")
+
+
+def test_boot_from_a_volume_made_from_an_image_with_the_cli(cluster: RunningCluster) -> None:
+    """server create --image tiny-raw --boot-from-volume 1 --delete-on-termination: the cell makes the volume
+    from the image (its bytes in the volume file), the server boots from it (no image shown, the volume at
+    /dev/vda, delete_on_termination shown) and its delete removes the volume and its file; --block-device
+    source=image,...,delete_on_termination=false keeps the volume, available, after the server's delete."""
+    from api.image.default import MARKER as IMAGE_MARKER
+    image_id = cluster.ok("image", "show", "tiny-raw", "-f", "json")["id"]
+    server = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--boot-from-volume", "1",
+                        "--delete-on-termination", "--wait", "bfi1", "-f", "json")
+    assert server["status"] == "ACTIVE" and server["image"] in ("", "N/A (booted from volume)")
+    [attached] = server["volumes_attached"]
+    vid = attached["id"]
+    assert attached["delete_on_termination"] is True
+    vol = wait_volume(cluster, vid, "in-use")
+    assert [(a["server_id"], a["device"]) for a in vol["attachments"]] == [(server["id"], "/dev/vda")]
+    assert vol["bootable"] in (True, "true") and vol["size"] == 1
+    with volume_file(cluster, vid).open("rb") as f:
+        assert f.read(len(IMAGE_MARKER)) == IMAGE_MARKER
+    cluster.ok("server", "delete", "--wait", "bfi1")
+    wait_for("the root volume deleted with its server", lambda: vid not in json.dumps(
+        cluster.ok("volume", "list", "-f", "json")), 60, 0.5)
+    assert not volume_file(cluster, vid).exists()
+
+    kept = cluster.ok("server", "create", "--flavor", "m1.tiny", "--block-device",
+                      f"uuid={image_id},source_type=image,destination_type=volume,volume_size=1,"
+                      "delete_on_termination=false,boot_index=0", "--wait", "bfi2", "-f", "json")
+    [attached] = kept["volumes_attached"]
+    assert kept["status"] == "ACTIVE" and attached["delete_on_termination"] is False
+    wait_volume(cluster, attached["id"], "in-use")
+    cluster.ok("server", "delete", "--wait", "bfi2")
+    assert wait_volume(cluster, attached["id"], "available")["attachments"] == []
+    cluster.ok("volume", "delete", attached["id"])
+    wait_for("the kept volume deleted", lambda: attached["id"] not in json.dumps(
+        cluster.ok("volume", "list", "-f", "json")), 60, 0.5)
