@@ -11,7 +11,8 @@ configuration (cells/network/l3_host.py) made real in the host's own namespace.
 - One nftables table (family ip), replaced atomically on every sync: DNAT of each floating IP
   to its fixed address and SNAT back, SNAT of the subnets to the router's gateway address, and
   a forward filter that passes only what a router routes (a subnet to its router's external
-  network or other subnets, and DNAT'd traffic in), so guests never reach the underlay.
+  network or other subnets, and DNAT'd traffic in), so guests never reach the underlay, and
+  drops every flow DNAT'd for a floating IP no longer associated, established ones included.
   Security groups still apply on the guest's own host: DNAT keeps the outside's source.
 
 Pure rendering (`render_l3_nftables`) is separate from the commands (`sync_l3`).
@@ -39,7 +40,15 @@ def wanted_devices(l3: dict[str, Any]) -> set[str]:
 
 def render_l3_nftables(l3: dict[str, Any]) -> str:
     externals = {e["id"]: e for e in l3.get("external_networks", [])}
-    pre, post, forward = [], [], ["    ct state established,related accept"]
+    pre: list[str] = []
+    post: list[str] = []
+    forward: list[str] = []
+    pairs = [f"{f['address']} . {f['fixed_ip']}" for r in l3.get("routers", []) for f in r["floating_ips"]]
+    # a flow DNAT'd for a floating IP that is no longer associated (to that address) ends at once, even
+    # one kept alive since (a steady ping): conntrack would go on translating it
+    forward.append(f"    ct status dnat ct original ip daddr . ct reply ip saddr != {{ {', '.join(pairs)} }} drop"
+                   if pairs else "    ct status dnat drop")
+    forward.append("    ct state established,related accept")
     for r in l3.get("routers", []):
         ext = externals.get(r.get("external_network_id") or "")
         inside = sorted({s["bridge"] for s in r["subnets"]})

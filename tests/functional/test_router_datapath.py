@@ -8,7 +8,8 @@ Checked, one cluster for all of it (the suite's time budget): the guest reaches 
 through the router's SNAT (the outside has no route to the project subnet, so only a translated
 ping is answered); from the outside the floating IP answers ping and TCP 8080, which the server's
 security group opens, and not 8081, which it does not; `server remove floating ip` and
-`floating ip delete` take it away at once (the next probe, under 2 s later, gets nothing); a
+`floating ip delete` take it away at once (the next probe, under 2 s later, gets nothing, and
+a steady ping started before the removal gets no answer after the call returned); a
 network controller killed after its NAT table and routing rule were removed by hand rebuilds
 them when it starts again; removing the router leaves no router rule in `nft list ruleset`.
 """
@@ -110,10 +111,17 @@ def test_snat_floating_ip_security_group_and_restart(cluster: RunningCluster, tm
     assert http(fip, 8080) == f"CELLCLOUD-HTTP-{TAG}"  # the group opens 8080 ...
     assert http(fip, 8081) is None  # ... and not 8081, though the guest serves it: dropped at its port
 
+    steady = subprocess.Popen(["ip", "netns", "exec", f"cc-{NAME}-outside", "ping", "-D", "-i", "0.2", "-w", "12",
+                               fip], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(1.5)  # one ICMP flow, kept alive across the removal
     ok("server", "remove", "floating", "ip", f"vm-{TAG}", fip)
-    started = time.monotonic()
+    removed, started = time.time(), time.monotonic()
     assert not pings(fip) and http(fip, 8080) is None
     assert time.monotonic() - started < 2.5  # the very next probes (1 s each) got nothing
+    answered = [float(line[1:line.index("]")]) for line in steady.communicate(timeout=30)[0].splitlines()
+                if "bytes from" in line]
+    assert answered and min(answered) < removed - 1  # the steady ping was answered before ...
+    assert max(answered) < removed  # ... and never once the call had returned: its flow was cut too
 
     # a restarted network controller rebuilds what was removed behind its back
     ok("server", "add", "floating", "ip", f"vm-{TAG}", fip)
@@ -139,5 +147,5 @@ def test_snat_floating_ip_security_group_and_restart(cluster: RunningCluster, tm
     ok("router", "remove", "subnet", f"r-{TAG}", subnet["ID"])
     ok("router", "delete", f"r-{TAG}")
     ruleset = on_network_host("nft", "list", "ruleset")
-    assert "snat" not in ruleset and "dnat" not in ruleset and "203.0.113" not in ruleset, ruleset
+    assert "snat to" not in ruleset and "dnat to" not in ruleset and "203.0.113" not in ruleset, ruleset
     assert "1100:" not in on_network_host("ip", "-4", "rule")
