@@ -16,7 +16,11 @@ APT_PACKAGES := python3-venv gcc python3-dev libvirt-dev pkg-config libvirt-daem
 	qemu-system-x86 qemu-utils qemu-block-extra dnsmasq-base tgt nftables iproute2 iputils-ping lz4 busybox-static \
 	openssh-client openssh-server postgresql
 
-.PHONY: deps apt up down status lint test test-fast chaos scale bench tempest
+# Debian's chromium, for the dashboard's browser test only (tests/functional/test_dashboard.py drives it with
+# Playwright's Python package): make test installs it, make up and make deps do not.
+BROWSER_APT_PACKAGES := chromium
+
+.PHONY: deps apt browser up down status lint test test-fast chaos scale bench tempest
 
 deps: $(STAMP)
 
@@ -31,6 +35,13 @@ apt:
 	@# qemu:///embed (real guests) needs the libvirt-qemu user and group to exist, even when guests run as root
 	@getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
 	@id -u libvirt-qemu >/dev/null 2>&1 || useradd --system -g libvirt-qemu -M -s /usr/sbin/nologin libvirt-qemu
+
+browser:
+	@if ! dpkg-query -W -f='$${Status}\n' $(BROWSER_APT_PACKAGES) 2>/dev/null | grep -q '^install ok installed'; then \
+	  echo "apt: installing $(BROWSER_APT_PACKAGES) for the dashboard test"; \
+	  apt-get update; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(BROWSER_APT_PACKAGES); \
+	fi
 
 $(BIN)/python: | apt
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +68,7 @@ lint: deps
 
 # pytest exit code 5 ("no tests collected") fails the build like any other failure. -rs: the run ends
 # by listing every skipped test with its reason (a missing kernel feature must be visible).
-test: deps lint
+test: deps lint browser
 	@rc=0; $(BIN)/pytest -q -rs --durations=40 || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$rc

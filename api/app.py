@@ -22,6 +22,7 @@ from aiohttp import web
 from api.cell_router import CellRouter
 from api.compute import boot_sweep, server_snapshots
 from api.compute.routes import make_compute_app
+from api.dashboard import make_dashboard_app
 from api.db.engine import make_database, make_engine
 from api.ec2.app import make_ec2_app
 from api.http import MAX_BODY
@@ -84,6 +85,7 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
     app.add_subapp("/ec2", make_ec2_app())
     app.add_subapp("/network", make_network_app())
     app.add_subapp("/volume", make_volume_app())
+    app.add_subapp("/dashboard", make_dashboard_app())  # the operator's web dashboard (issue 20)
     return app
 
 
