@@ -23,7 +23,7 @@ from aiohttp import web
 
 from api.dashboard.snapshot import SAMPLE_EVERY, BootRate, gather
 from api.errors import compute_body, error_middleware
-from api.http import context
+from api.http import authorize
 from api.keys import TOKENS
 from api.middleware import token_auth
 from cells import errors
@@ -56,9 +56,7 @@ async def static(request: web.Request) -> web.StreamResponse:
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
-    ctx = context(request)
-    if not ctx.is_admin:
-        raise errors.Forbidden("The dashboard is for admins.")
+    ctx = authorize(request, "dashboard:stream")  # admins (api/policy/rules.py DASHBOARD)
     token = request.headers["X-Auth-Token"]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})

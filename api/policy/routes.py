@@ -261,9 +261,16 @@ IMAGE: dict[tuple[str, str], str] = {
 
 EC2: dict[tuple[str, str], str] = {("POST", ""): PUBLIC, ("POST", "/"): PUBLIC}  # SigV4: its own signature
 
+# the page and its files hold no data: only the stream does (api/dashboard/)
+DASHBOARD: dict[tuple[str, str], str] = {
+    **{("GET", p): PUBLIC for p in ("", "/", "/static/{name}")},
+    ("GET", "/stream"): "dashboard:stream",
+}
+
 # the API's path prefix of each service -> its routes
 SERVICES: dict[str, dict[tuple[str, str], str]] = {
-    "/identity": IDENTITY, "/compute": COMPUTE, "/image": IMAGE, "/volume": VOLUME, "/network": NETWORK, "/ec2": EC2}
+    "/identity": IDENTITY, "/compute": COMPUTE, "/image": IMAGE, "/volume": VOLUME, "/network": NETWORK, "/ec2": EC2,
+    "/dashboard": DASHBOARD}
 
 
 def resolve(table: Mapping[tuple[str, str], str], method: str, template: str, match: Mapping[str, str],

@@ -207,7 +207,12 @@ NEUTRON = {
     "remove_router_interface": "rule:admin_only or (role:member and project_id:%(project_id)s)",
 }
 
+# Cellcloud's own: the operator's dashboard (api/dashboard/), every project's servers and every host
+DASHBOARD = {
+    "dashboard:stream": "rule:admin_api",
+}
+
 
 def defaults() -> dict[str, str]:
     """Every rule with its default, base rules first."""
-    return {**BASE, **KEYSTONE, **GLANCE, **NOVA, **CINDER, **NEUTRON}
+    return {**BASE, **KEYSTONE, **GLANCE, **NOVA, **CINDER, **NEUTRON, **DASHBOARD}

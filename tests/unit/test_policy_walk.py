@@ -36,6 +36,7 @@ SERVICE_NAMES: dict[str, Callable[[str], bool]] = {  # how each service's rules 
     "/volume": lambda r: r.startswith(("volume:", "volume_extension:", "limits_extension:")),
     "/image": lambda r: r in rules.GLANCE,
     "/network": lambda r: r in rules.NEUTRON,
+    "/dashboard": lambda r: r in rules.DASHBOARD,
 }
 
 
