@@ -71,3 +71,25 @@ def test_server_create_volume_boots_the_volume_with_the_cli(cluster: RunningClus
     for name in ("bootvol", "plain"):
         cluster.ok("volume", "delete", name)
     wait_for("volumes gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 60, 0.5)
+
+
+def test_boot_from_volume_n_makes_the_volume_and_the_guest_boots_from_it(cluster: RunningCluster) -> None:
+    """server create --image tiny-linux --boot-from-volume 1 --delete-on-termination: the cell makes the
+    volume from the image, the real guest boots from it (banner, QEMU opens the volume's file, no image
+    disk) with the kernel and ramdisk of the image, and the server's delete removes the volume."""
+    server = cluster.ok("server", "create", "--image", "tiny-linux", "--boot-from-volume", "1",
+                        "--delete-on-termination", "--flavor", "m1.tiny", "--wait", "vm2", "-f", "json")
+    sid = server["id"]
+    assert server["status"] == "ACTIVE" and server["image"] in ("", "N/A (booted from volume)")
+    [attached] = server["volumes_attached"]
+    vid = attached["id"]
+    wait_console(sdk(cluster), sid, BANNER, timeout=120)
+    pid = qemu_pid(cluster, sid)
+    assert pid is not None
+    assert str(volume_file(cluster, vid)) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    assert not (host_dir(cluster) / "instances" / sid / "disk").exists()
+    assert volume_status(cluster, vid, "in-use")["bootable"] in (True, "true")
+    cluster.ok("server", "delete", "--wait", "vm2")
+    wait_for("the root volume deleted with its server", lambda: vid not in {
+        v["ID"] for v in cluster.ok("volume", "list", "-f", "json")}, 60, 0.5)
+    assert not volume_file(cluster, vid).exists()
