@@ -363,3 +363,28 @@ class RpcForbidden(Forbidden):
 @_register
 class ServiceBusy(RpcError):
     code, msg = "service_busy", "{service} is busy ({waiting} requests waiting): try again later"
+
+
+# --- remote consoles (issue 16) ---------------------------------------------------
+
+@_register
+class ConsoleTypeUnavailable(Invalid):
+    """Nova's 400 for a console this server's hypervisor does not give (libvirt's test driver has none)."""
+    code, msg = "console_type_unavailable", "Unavailable console type {console_type}."
+
+
+@_register
+class ConsoleTypeInvalid(Invalid):
+    code, msg = "console_type_invalid", "Invalid console type {console_type}"
+
+
+@_register
+class InstanceNotReady(Conflict):
+    """Nova's 409 for a console of a server that is not running."""
+    code, msg = "instance_not_ready", "Instance {instance_id} is not ready"
+
+
+@_register
+class ConsoleSessionGone(NotFound):
+    """The console session ended: the guest stopped, another session took the console, or it sat idle."""
+    code, msg = "console_session_gone", "Console session {session} of instance {instance_id} has ended"

@@ -13,6 +13,7 @@ from api.compute import (
     hypervisors,
     microversions,
     migrations,
+    remote_consoles,
     server_tags,
     servers,
 )
@@ -21,11 +22,15 @@ from api.middleware import route_policy, token_auth
 from api.policy import routes as policy_routes
 
 
+def _is_public(request: web.Request) -> bool:
+    return microversions.is_public(request) or remote_consoles.is_public(request)
+
+
 def make_compute_app() -> web.Application:
     # outermost first: version headers on everything, then errors in Nova's shape,
     # then microversion negotiation, then the token check
     app = web.Application(middlewares=[microversions.version_headers, error_middleware(compute_body),
-                                       microversions.negotiate, token_auth(microversions.is_public),
+                                       microversions.negotiate, token_auth(_is_public),
                                        route_policy("/compute", policy_routes.COMPUTE)])
     app.router.add_get("", microversions.versions)
     app.router.add_get("/", microversions.versions)
@@ -43,4 +48,5 @@ def make_compute_app() -> web.Application:
     migrations.add_routes(app)  # os-migrations, /servers/{id}/migrations (issue 16)
     compute_services.add_routes(app)  # os-services, read-only (issue 16)
     floating_ips.add_routes(app)  # os-floating-ips, Nova's read-only proxy of Neutron's (issue 17)
+    remote_consoles.add_routes(app)  # remote-consoles and the serial console's websocket (issue 16)
     return app

@@ -4,6 +4,7 @@
     {"pause": null}  {"unpause": null}  {"suspend": null}  {"resume": null}
     {"rebuild": {"imageRef": ..., "name"?, "metadata"?, "adminPass"?}}      202 + the server
     {"os-getConsoleOutput": {"length": N}}                                   200 {"output": ...}
+    {"os-getSerialConsole": {"type": "serial"}}  200 {"console": {"type", "url"}}  api/compute/remote_consoles.py
     {"addSecurityGroup": {"name": G}}  {"removeSecurityGroup": {"name": G}}  api/compute/security_groups.py
     {"lock": null | {"locked_reason": R}}  {"unlock": null}                  202; the reason from 2.73
     {"os-resetState": {"state": "active" | "error"}}  202 (admin)
@@ -23,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
-from api.compute import keypairs, mappings, move_actions, security_groups, server_snapshots, service
+from api.compute import keypairs, mappings, move_actions, remote_consoles, security_groups, server_snapshots, service
 from api.compute.microversions import Microversion
 from api.compute.schemas import DESCRIPTION, NAME, SERVER_CREATE, hostname_schema
 from api.compute.server_create import server_admin_pass
@@ -195,6 +196,8 @@ async def server_action(request: web.Request) -> web.Response:
         return web.json_response({"server": body}, status=202)
     if name in move_actions.ACTIONS:  # resize, confirm/revert, migrate, evacuate (issue 8)
         return await move_actions.move_action(request, ctx, server_id, name, spec)
+    if name in remote_consoles.ACTIONS:  # the legacy console actions (issue 16)
+        return await remote_consoles.action(request, server_id, name, spec)
     if name in security_groups.ACTIONS:  # addSecurityGroup, removeSecurityGroup (issue 5)
         await service.change_security_group(cc, ctx, server_id, security_groups.group_name(spec),
                                             add=name == "addSecurityGroup")

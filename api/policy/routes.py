@@ -86,6 +86,8 @@ COMPUTE: dict[tuple[str, str], str] = {
     ("GET", "/v2.1/os-hypervisors/{hypervisor_id}"): _N + "os-hypervisors:show",
     ("GET", "/v2.1/os-migrations"): _N + "os-migrations:index",
     ("GET", _S + "/migrations"): _N + "servers:migrations:index",
+    ("POST", _S + "/remote-consoles"): _N + "os-remote-consoles",
+    ("GET", "/serial-console"): PUBLIC,  # the websocket carries its own console token (api/compute/remote_consoles.py)
     ("GET", "/v2.1/os-services"): _N + "os-services:list",
     ("GET", "/v2.1/os-floating-ips"): _N + "os-floating-ips:list",
     ("GET", "/v2.1/os-floating-ips/{id}"): _N + "os-floating-ips:show",
@@ -103,6 +105,8 @@ COMPUTE_ACTIONS: dict[str, str] = {
     "migrate": _N + "os-migrate-server:migrate", "evacuate": _N + "os-evacuate",
     "os-resetState": _N + "os-admin-actions:reset_state",
     "addSecurityGroup": _N + "os-security-groups:add", "removeSecurityGroup": _N + "os-security-groups:remove",
+    **{name: _N + "os-remote-consoles" for name in ("os-getSerialConsole", "os-getVNCConsole", "os-getSPICEConsole",
+                                                    "os-getRDPConsole")},
 }
 
 _V = "/v3/{project_id}"

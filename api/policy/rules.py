@@ -130,6 +130,7 @@ NOVA = {
     "os_compute_api:os-migrate-server:migrate": "rule:admin_api",
     "os_compute_api:os-evacuate": "rule:admin_api",
     "os_compute_api:os-admin-actions:reset_state": "rule:admin_api",
+    "os_compute_api:os-remote-consoles": "rule:project_member_or_admin",
     "os_compute_api:os-availability-zone:detail": "rule:admin_api",
     "os_compute_api:os-hypervisors:list": "rule:admin_api",
     "os_compute_api:os-migrations:index": "rule:admin_api",

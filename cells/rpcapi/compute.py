@@ -15,6 +15,7 @@ from cells.rpcapi.volume import COMPUTE_METHODS as VOLUME_METHODS
 
 INVENTORY_VERSION = "1.5"  # guest_inventory (release 5)
 SNAPSHOT_VERSION = "1.5"  # make/read/drop_snapshot (release 5, issue 16)
+CONSOLE_VERSION = "1.5"  # console_* (release 5, issue 16)
 INSTANCE = {"instance": "Instance"}  # a versioned object (cells/objects/versions.py)
 SURFACE = surface(
     Method("build_and_run_instance", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
@@ -33,6 +34,13 @@ SURFACE = surface(
     Method("make_snapshot", SLOW, version=SNAPSHOT_VERSION, callers=callers(API)),
     Method("read_snapshot", NORMAL, retry_safe=True, version=SNAPSHOT_VERSION, callers=callers(API)),
     Method("drop_snapshot", NORMAL, retry_safe=True, version=SNAPSHOT_VERSION, callers=callers(API)),
+    # remote serial consoles (issue 16): the API's websocket proxy (api/compute/remote_consoles.py) gets a
+    # token for one server and project, then relays the guest's console (node/compute/serial_console.py)
+    Method("console_authorize", FAST, version=CONSOLE_VERSION, callers=callers(API)),
+    Method("console_open", FAST, version=CONSOLE_VERSION, callers=callers(API)),
+    Method("console_read", FAST, version=CONSOLE_VERSION, callers=callers(API)),
+    Method("console_write", FAST, version=CONSOLE_VERSION, callers=callers(API)),
+    Method("console_close", FAST, retry_safe=True, version=CONSOLE_VERSION, callers=callers(API)),
     # volume hot-plug (issue 6): cells/rpcapi/volume.py ComputeVolumeAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/move_methods.py MoveComputeAPI
@@ -88,3 +96,34 @@ class ComputeAPI:
 
     async def drop_snapshot(self, ctx: RequestContext, host: str, uuid: str, image_id: str) -> None:
         await self.caller.call(topic(host), M["drop_snapshot"], {"uuid": uuid, "image_id": image_id}, ctx)
+
+    async def console_authorize(self, ctx: RequestContext, host: str, uuid: str, project: str,
+                                console_type: str) -> str:
+        """A console token for the server (secret: only its hash stays on the host)."""
+        return _text(host, "console_authorize", await self.caller.call(
+            topic(host), M["console_authorize"],
+            {"uuid": uuid, "project": project, "console_type": console_type}, ctx))
+
+    async def console_open(self, ctx: RequestContext, host: str, uuid: str, project: str, secret: str) -> str:
+        """The session id of the guest's console, opened for the holder of `secret`."""
+        return _text(host, "console_open", await self.caller.call(
+            topic(host), M["console_open"], {"uuid": uuid, "project": project, "secret": secret}, ctx))
+
+    async def console_read(self, ctx: RequestContext, host: str, uuid: str, session: str, wait: float) -> bytes:
+        data = await self.caller.call(topic(host), M["console_read"], {"uuid": uuid, "session": session,
+                                                                       "wait": wait}, ctx)
+        if not isinstance(data, bytes):
+            raise errors.RpcError(reason=f"compute {host} answered console_read with {type(data).__name__}")
+        return data
+
+    async def console_write(self, ctx: RequestContext, host: str, uuid: str, session: str, data: bytes) -> None:
+        await self.caller.call(topic(host), M["console_write"], {"uuid": uuid, "session": session, "data": data}, ctx)
+
+    async def console_close(self, ctx: RequestContext, host: str, uuid: str, session: str) -> None:
+        await self.caller.call(topic(host), M["console_close"], {"uuid": uuid, "session": session}, ctx)
+
+
+def _text(host: str, method: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise errors.RpcError(reason=f"compute {host} answered {method} with {type(value).__name__}")
+    return value

@@ -37,6 +37,7 @@ from node.compute.driver import LibvirtDriver, embed_uri_for_host
 from node.compute.guest_actions import SHUTDOWN_TIMEOUT, GuestActions, fault_of
 from node.compute.guest_moves import GuestMoves
 from node.compute.guest_volumes import VolumeAttachments
+from node.compute.serial_console import SerialConsoles
 from node.compute.server_snapshots import GuestSnapshots
 from node.compute.spawner import GuestSpawner
 from node.imagecache import HttpImageFetcher, ImageCache
@@ -125,6 +126,7 @@ class ComputeManager:
         self._locks = KeyedLocks()
         self.spawner = GuestSpawner(self.driver, self.images, self.network)  # builds, rebuilds, moves
         self.snapshots = GuestSnapshots(self.driver, self._locks)  # createImage
+        self.consoles = SerialConsoles(self.driver)  # remote serial consoles, relayed by the API
         self._building: set[str] = set()  # builds received, from arrival to end (guards reconciliation)
         self._ready = asyncio.Event()  # set once the start-up reconciliation is done
         self._wake = asyncio.Event()  # a domain event asks for an early power sweep
@@ -172,6 +174,7 @@ class ComputeManager:
                     await self._rejoin()
                 await self._sync_power_states()
                 await self.driver.power.trim_console_logs()  # a guest writing forever must not fill the disk
+                await self.consoles.sweep()  # sessions whose API process went away
                 if time.monotonic() - last_report > REPORT_INTERVAL:
                     await self._report_resources()
                     await self.network.refresh()  # repairs what a lost refresh_network cast left stale
@@ -221,6 +224,7 @@ class ComputeManager:
     async def stop(self) -> None:
         """Close connections; guests keep running (they outlive the worker)."""
         self.driver.on_lifecycle = None
+        await self.consoles.close_all()
         await self.network.stop()
         await self.images.close()
         await self.driver.close()
@@ -274,6 +278,22 @@ class ComputeManager:
 
     async def get_console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
         return await self.actions.console_output(ctx, uuid, length)
+
+    # remote serial consoles (node/compute/serial_console.py): the API's websocket proxy relays them
+    async def console_authorize(self, ctx: RequestContext, uuid: str, project: str, console_type: str) -> str:
+        return await self.consoles.authorize(uuid, project, console_type)
+
+    async def console_open(self, ctx: RequestContext, uuid: str, project: str, secret: str) -> str:
+        return await self.consoles.open(uuid, project, secret)
+
+    async def console_read(self, ctx: RequestContext, uuid: str, session: str, wait: float) -> bytes:
+        return await self.consoles.read(uuid, session, wait)
+
+    async def console_write(self, ctx: RequestContext, uuid: str, session: str, data: bytes) -> None:
+        await self.consoles.write(uuid, session, data)
+
+    async def console_close(self, ctx: RequestContext, uuid: str, session: str) -> None:
+        await self.consoles.close(uuid, session)
 
     # createImage (node/compute/server_snapshots.py): the API makes, reads and drops the disk's snapshot file
     async def make_snapshot(self, ctx: RequestContext, uuid: str, image_id: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Server operations of issue 16 end to end with the unmodified openstack CLI on the default cluster
-(libvirt test:///default, real processes): lock and unlock."""
+(libvirt test:///default, real processes): lock and unlock, snapshots, reset state, zones, tags, consoles."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -208,3 +208,40 @@ def test_admins_list_the_compute_services_up(cluster: RunningCluster) -> None:
     assert [s["Host"] for s in only] == ["node1"]
     err = refused(cluster, "compute", "service", "list")
     assert "os-services:list" in err and "403" in err, err
+
+
+def test_no_console_on_the_test_hypervisor_is_novas_400_and_the_proxy_wants_a_token(cluster: RunningCluster) -> None:
+    """libvirt's test hypervisor has no console: `console url show --serial` is Nova's 400 for an unavailable
+    console type; so is any graphics console; a stopped server's is a 409; before 2.6 there is no
+    remote-consoles resource; the websocket without a valid console token is a 401."""
+    sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "-f", "json",
+                     "console1")["id"]
+    err = refused(cluster, "console", "url", "show", "--serial", sid)
+    assert "Unavailable console type serial." in err and "400" in err, err
+    token = cluster.token()
+
+    def post(path: str, body: dict[str, Any], version: str = "2.6") -> requests.Response:
+        return requests.post(f"{cluster.endpoint}/compute/v2.1/servers/{sid}{path}", json=body, timeout=30,
+                             headers={"X-Auth-Token": token, "OpenStack-API-Version": f"compute {version}"})
+
+    def remote(protocol: str, kind: str, version: str = "2.6", **extra: str) -> requests.Response:
+        return post("/remote-consoles", {"remote_console": {"protocol": protocol, "type": kind, **extra}}, version)
+
+    vnc = remote("vnc", "novnc")
+    assert vnc.status_code == 400 and "Unavailable console type novnc." in vnc.text, vnc.text
+    mismatched = remote("serial", "novnc")
+    assert mismatched.status_code == 400 and "Invalid console type novnc" in mismatched.text, mismatched.text
+    assert remote("serial", "serial", port="1").status_code == 400  # unknown member
+    assert remote("mks", "webmks").status_code == 400  # not before 2.8
+    assert remote("serial", "serial", version="2.5").status_code == 404
+    legacy = post("/action", {"os-getSerialConsole": {"type": "serial"}}, "2.1")
+    assert legacy.status_code == 400 and "Unavailable console type serial." in legacy.text, legacy.text
+    assert post("/action", {"os-getSerialConsole": {"type": "novnc"}}, "2.1").status_code == 400
+    cluster.ok("server", "stop", sid)
+    wait_for("SHUTOFF", lambda: status(cluster, sid) == "SHUTOFF", timeout=30, interval=0.3)
+    stopped = remote("serial", "serial")
+    assert stopped.status_code == 409 and f"Instance {sid} is not ready" in stopped.text, stopped.text
+    proxy = f"{cluster.endpoint}/compute/serial-console"
+    for bad in ("", sid, f"{sid}.guessed", f"{sid.replace('-', '')}.x"):
+        assert requests.get(proxy, params={"token": bad}, timeout=30).status_code == 401, bad
+    cluster.ok("server", "delete", "--wait", sid)

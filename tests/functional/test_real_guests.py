@@ -3,9 +3,12 @@
 on the serial console (read back with os-getConsoleOutput and the openstack CLI),
 reboots soft and hard (a new boot each), stops and starts, survives a compute
 restart, is seen SHUTOFF when its QEMU dies behind our back, and is deleted
-with its domain and overlay. Bad images end in ERROR and leave nothing behind."""
+with its domain and overlay; its serial console (`openstack console url show --serial`)
+reaches the guest's shell over the API's websocket. Bad images end in ERROR and leave
+nothing behind."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -17,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openstack
 import pytest
 import requests
@@ -230,3 +234,63 @@ def test_a_tampered_image_and_a_guest_that_cannot_start_end_in_error_leaving_not
     assert claims(cluster) == []
     for s in (sid, sid2):
         conn.compute.delete_server(s)
+
+
+async def _until(ws: aiohttp.ClientWebSocketResponse, needle: bytes, timeout: float = 30) -> bytes:
+    """What the console sent until `needle` appeared (binary frames, as Nova's serial proxy sends)."""
+    seen = b""
+    async with asyncio.timeout(timeout):
+        while needle not in seen:
+            msg = await ws.receive()
+            assert msg.type == aiohttp.WSMsgType.BINARY, f"{msg.type} after {seen[-300:]!r}"
+            seen += msg.data
+    return seen
+
+
+async def _shell_session(url: str) -> tuple[bytes, aiohttp.WSMsgType]:
+    """Run `echo` in the guest's shell through the console; then a second connection takes the console
+    from the first. (the echo's output, what the first connection saw once the second connected)"""
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=("binary",)) as first:
+        await first.send_bytes(b"\n")
+        await _until(first, b"# ")  # busybox sh's prompt: a root shell on ttyS0
+        await first.send_str("echo CC-$((6*7))\n")  # text frames are input too
+        echoed = await _until(first, b"CC-42\r\n")
+        async with http.ws_connect(url, protocols=("binary",)) as second:
+            await second.send_bytes(b"echo SECOND-$((2+3))\n")
+            await _until(second, b"SECOND-5\r\n")
+            async with asyncio.timeout(30):
+                while (msg := await first.receive()).type == aiohttp.WSMsgType.BINARY:
+                    pass
+        return echoed, msg.type
+
+
+def test_the_serial_console_url_reaches_the_guests_shell(cluster: RunningCluster) -> None:
+    conn = sdk(cluster)
+    sid = boot(conn, "console1")
+    wait_status(conn, sid, "ACTIVE")
+    wait_console(conn, sid, "CELLCLOUD-READY")
+    shown = cluster.ok("console", "url", "show", "--serial", "-f", "json", "console1")
+    url = str(shown["url"])
+    assert shown["type"] == "serial" and url.startswith("ws://") and "/compute/serial-console?token=" in url, shown
+    echoed, first_end = asyncio.run(_shell_session(url))
+    assert b"CC-42" in echoed
+    assert first_end in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+    # the token is for this server only, and a guessed one opens nothing: 401 before any upgrade
+    token = url.split("token=", 1)[1]
+    server_part, secret = token.split(".", 1)
+    base = url.split("?", 1)[0].replace("ws://", "http://", 1)
+    for bad in (f"{server_part}.{secret[:-2]}xx", f"{server_part}.", secret):
+        assert requests.get(base, params={"token": bad}, timeout=30).status_code == 401, bad
+    other = boot(conn, "console2")
+    wait_status(conn, other, "ACTIVE")
+    assert requests.get(base, params={"token": f"{other}.{secret}"}, timeout=30).status_code == 401
+    action(conn, sid, {"os-stop": None})
+    wait_status(conn, sid, "SHUTOFF")
+    stopped = conn.compute.post(f"/servers/{sid}/remote-consoles", json={"remote_console": {
+        "protocol": "serial", "type": "serial"}}, microversion="2.6")
+    assert stopped.status_code == 409 and "is not ready" in stopped.text, stopped.text
+    servers = [conn.compute.get_server(server) for server in (sid, other)]
+    for server in servers:
+        conn.compute.delete_server(server)
+    for server in servers:
+        conn.compute.wait_for_delete(server, wait=60)
