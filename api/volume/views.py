@@ -37,9 +37,9 @@ def volume_brief(base: str, project_id: str, record: dict[str, Any]) -> dict[str
 
 
 def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: bool,
-                  tenant_attr: bool = True, version: tuple[int, int] = (3, 0)) -> dict[str, Any]:
-    """Cinder's detail view; `tenant_attr`: with os-vol-tenant-attr:tenant_id, which Cinder's extension adds
-    to show and list only (a create answers without it)."""
+                  extended: bool = True, version: tuple[int, int] = (3, 0)) -> dict[str, Any]:
+    """Cinder's detail view; `extended`: with what Cinder's extensions add to show and list only (a create
+    answers without them): os-vol-tenant-attr:tenant_id and volume_image_metadata."""
     view: dict[str, Any] = {
         "id": record["id"],
         "name": record.get("name"),
@@ -64,9 +64,9 @@ def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: 
         "attachments": attachments(record),
     }
     image_metadata = volume_image_metadata(record.get("image"))
-    if image_metadata is not None:  # Cinder shows it for a volume made from an image
+    if image_metadata is not None and extended:  # Cinder shows it for a volume made from an image
         view["volume_image_metadata"] = image_metadata
-    if tenant_attr:
+    if extended:
         view["os-vol-tenant-attr:tenant_id"] = record["project_id"]
     if is_admin:
         view["os-vol-host-attr:host"] = record.get("host")

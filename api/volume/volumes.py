@@ -216,7 +216,7 @@ async def create(request: web.Request) -> web.Response:
     spec = validate_create(await json_body(request))
     record = await create_volume(request, ctx, project, spec)
     return web.json_response({"volume": volume_detail(public_url(request), project, record, allowed(request, "volume_extension:volume_host_attribute"),
-                                                      tenant_attr=False, version=version_of(request))},
+                                                      extended=False, version=version_of(request))},
                              status=202)
 
 
