@@ -83,7 +83,7 @@ def unexpected(status: int, request: web.Request) -> str:
 
 def _is_admin(request: web.Request) -> bool:
     ctx = request.get(CONTEXT)
-    return ctx is not None and ctx.is_admin
+    return ctx is not None and ctx.allows("context_is_admin", {})
 
 
 def status_and_message(exc: BaseException, request: web.Request) -> tuple[int, str]:

@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -97,7 +98,7 @@ def token_auth(is_public: Callable[[web.Request], bool]) -> Middleware:
             token = await request.config_dict[TOKENS].validate(token_id)
             if token.project is None:
                 raise errors.Forbidden("This action requires a project-scoped token.")
-            ctx = token.context(request.get(REQUEST_ID) or new_request_id())
+            ctx = replace(token.context(request.get(REQUEST_ID) or new_request_id()), policy=request.config_dict[POLICY])
             if ctx.is_image_reader_only and not _reads_an_image(request):
                 raise errors.Forbidden("The image_reader role may only show and download images.")
             if request.method not in _READS and not request.config_dict[POLICY].check(WRITE_RULE, ctx):

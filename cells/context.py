@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from cells.rpc.principal import Principal
@@ -16,6 +17,12 @@ IMAGE_READER = "image_reader"
 
 def new_request_id() -> str:
     return "req-" + str(uuid.uuid4())
+
+
+class PolicyCheck(Protocol):
+    """The API's policy engine (api/policy/enforce.py Policy), as a context asks it."""
+
+    def check(self, rule: str, ctx: RequestContext, target: Mapping[str, Any] | None = None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -32,10 +39,20 @@ class RequestContext:
     # who sent it, from its CURVE key (set by the RPC server, never from the wire): None in-process,
     # in plaintext dev mode, and for requests this process makes
     principal: Principal | None = field(default=None, compare=False)
+    # the API's policy engine, set where the API turns a credential into this context (never on the wire)
+    policy: PolicyCheck | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles and (self.is_admin_project or self.system_scope)
+
+    def allows(self, rule: str, target: Mapping[str, Any]) -> bool:
+        """Whether the policy rule named `rule` lets this caller act on `target` (api/policy/rules.py). A context
+        without the API's engine (made in a cell, or by the API for itself) answers as the admin rules'
+        default: a cloud administrator only."""
+        if self.policy is None:
+            return self.is_admin
+        return self.policy.check(rule, self, target)
 
     @property
     def is_image_reader_only(self) -> bool:

@@ -113,7 +113,8 @@ _FLAVOR_PUBLIC = Fast(_FLAVOR_ANY_SELECT.where(flavors.c.is_public.is_(True)))  
 
 def flavor_of(conn: Connection, ctx: RequestContext, flavor_id: str) -> AnyRow:
     """get_flavor() in a unit of work (api/db/engine.py make_database)."""
-    row = (_FLAVOR_ANY if ctx.is_admin else _FLAVOR_PUBLIC).first(conn, {"b_id": flavor_id})
+    sees_private = ctx.allows("os_compute_api:os-flavor-access", {"project_id": ctx.project})
+    row = (_FLAVOR_ANY if sees_private else _FLAVOR_PUBLIC).first(conn, {"b_id": flavor_id})
     if row is None:
         raise errors.FlavorNotFound(flavor_id=flavor_id)
     return row

@@ -154,6 +154,7 @@ async def get(db: Database, ctx: RequestContext, server_id: str) -> AnyRow:
     if not is_uuid(server_id):
         raise errors.InstanceNotFound(instance_id=server_id)
     row = await db.read(lambda conn: _GET.first(conn, {"b_uuid": server_id.lower()}))
-    if row is None or (not ctx.is_admin and row.project_id != ctx.project):
+    if row is None or (row.project_id != ctx.project
+                       and not ctx.allows("os_compute_api:servers:show", {"project_id": row.project_id})):
         raise errors.InstanceNotFound(instance_id=server_id)
     return row

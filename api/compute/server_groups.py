@@ -116,7 +116,8 @@ async def _find(conn: AsyncConnection, ctx: RequestContext, group_id: str) -> Se
     row = None
     if is_uuid(group_id):
         row = (await conn.execute(select(server_groups).where(_g.id == group_id.lower()))).first()
-    if row is None or (not ctx.is_admin and row.project_id != ctx.project):
+    if row is None or (row.project_id != ctx.project
+                       and not ctx.allows("os_compute_api:os-server-groups:show", {"project_id": row.project_id})):
         raise ServerGroupNotFound(group_uuid=group_id)
     return _group(row)
 

@@ -270,7 +270,8 @@ async def show(cc: ComputeContext, ctx: RequestContext, server_id: str, view: bo
     if record is None or record.get("deleted"):
         await mappings.remove(db, [mapping.instance_uuid])  # gone from its cell: the mapping points nowhere
         raise errors.InstanceNotFound(instance_id=server_id)
-    if not ctx.is_admin and record.get("project_id") != ctx.project:
+    if record.get("project_id") != ctx.project and \
+            not ctx.allows("os_compute_api:servers:show", {"project_id": record.get("project_id")}):
         raise errors.InstanceNotFound(instance_id=server_id)
     mappings.recount_if_stale(db, mapping, record)
     return record
@@ -288,7 +289,7 @@ async def for_views(cc: ComputeContext, ctx: RequestContext, records: Sequence[L
         return
     if cc.at_least(2, 3):
         await mappings.with_attributes(cc.db, live)
-    if ctx.is_admin and cc.at_least(2, 16):
+    if cc.at_least(2, 16) and ctx.allows("os_compute_api:servers:show:host_status", {"project_id": ctx.project}):
         for record in live:
             record["host_status"] = _host_status(cc, record)
     if show and cc.at_least(2, 71):

@@ -13,7 +13,9 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from sqlalchemy import select
 
+from api.db.schema import projects
 from api.ec2 import (
     address_actions,
     ebs_actions,
@@ -26,8 +28,8 @@ from api.ec2 import (
 from api.ec2.errors import Ec2Error, from_cellcloud
 from api.ec2.query_actions import ACTIONS
 from api.identity import ec2creds
-from api.identity.tokens import TokenService
-from api.keys import CONTEXT, ENGINE, REQUEST_ID
+from api.identity.tokens import ADMIN_PROJECT, TokenService
+from api.keys import CONTEXT, ENGINE, POLICY, REQUEST_ID
 from cells import errors
 from cells.context import RequestContext, new_request_id
 
@@ -63,12 +65,17 @@ async def _authenticate(request: web.Request, body: bytes) -> RequestContext:
     async with request.config_dict[ENGINE].connect() as conn:
         enabled = await TokenService.enabled(conn, cred.user_id, cred.project_id)
         roles = await TokenService._roles(conn, cred.user_id, cred.project_id)
-    if not enabled:
-        raise Ec2Error("AuthFailure", "AWS was not able to validate the provided access credentials")
-    if not roles:
-        raise Ec2Error("AuthFailure", "The credential's user has no role on its project any more")
+        if not enabled:
+            raise Ec2Error("AuthFailure", "AWS was not able to validate the provided access credentials")
+        if not roles:
+            raise Ec2Error("AuthFailure", "The credential's user has no role on its project any more")
+        project = (await conn.execute(select(projects.c.name, projects.c.domain_id)
+                                      .where(projects.c.id == cred.project_id))).first()
+    # as a token scoped to it: the admin role makes a cloud admin only on the admin project
+    admin_project = project is not None and (project.name, project.domain_id) == ADMIN_PROJECT
     return RequestContext(request_id=request.get(REQUEST_ID) or new_request_id(), project=cred.project_id,
-                          user=cred.user_id, roles=tuple(name for _, name in roles))
+                          user=cred.user_id, roles=tuple(name for _, name in roles), is_admin_project=admin_project,
+                          policy=request.config_dict[POLICY])
 
 
 async def endpoint(request: web.Request) -> web.Response:

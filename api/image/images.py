@@ -31,7 +31,7 @@ def _member_of(project: Any, accepted_only: bool = False) -> Any:
 def visible(ctx: RequestContext) -> Any:
     """Who sees what, as Glance: public and community to all, private/shared to the owner, shared to its
     members whatever their membership's status; admins all."""
-    if ctx.is_admin:
+    if ctx.allows("context_is_admin", {}):  # Glance's rules see every image for this rule
         return images.c.id.is_not(None)
     return or_(images.c.visibility.in_(("public", "community")), images.c.owner == ctx.project,
                _member_of(ctx.project))
@@ -40,7 +40,7 @@ def visible(ctx: RequestContext) -> Any:
 def listed(ctx: RequestContext, member_status: str = "accepted") -> Any:
     """What a default list shows: community images only when asked for, shared ones whose membership the
     caller accepted (Glance's member_status=accepted default; `all` for any)."""
-    if ctx.is_admin:
+    if ctx.allows("context_is_admin", {}):  # Glance's rules see every image for this rule
         return images.c.id.is_not(None)
     members = _member_of(ctx.project, accepted_only=member_status == "accepted")
     return or_(images.c.visibility == "public", images.c.owner == ctx.project, members)
@@ -64,7 +64,7 @@ def get_of(conn: Connection, ctx: RequestContext, image_id: str) -> AnyRow:
     """get() in a unit of work (api/db/engine.py make_database)."""
     if not is_uuid(image_id):
         raise errors.ImageNotFound(image_id=image_id)
-    sees_all = ctx.is_admin or ctx.is_image_reader_only  # a compute fetches the image of any project's boot
+    sees_all = ctx.allows("context_is_admin", {}) or ctx.is_image_reader_only  # a compute fetches the image of any project's boot
     row = (_GET_ANY if sees_all else _GET_VISIBLE).first(conn, {"b_id": image_id.lower(), "b_project": ctx.project})
     if row is None:
         raise errors.ImageNotFound(image_id=image_id)

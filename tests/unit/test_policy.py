@@ -154,3 +154,24 @@ async def test_a_reader_lists_and_shows_and_changes_nothing(client: TestClient[A
     headers = {"X-Auth-Token": resp.headers["X-Subject-Token"]}
     assert (await client.post("/compute/v2.1/os-keypairs", headers=headers, json=keypair)).status == 200
     assert (await client.post("/image/v2/images", headers=headers, json=image)).status == 201
+
+
+async def test_helpers_ask_named_rules_an_override_changes(client: TestClient[Any, Any], cluster: Any,
+                                                            demo_headers: dict[str, str],
+                                                            admin_headers: dict[str, str]) -> None:
+    """Who sees a private flavor is os_compute_api:os-flavor-access (admins by default), asked by the
+    flavor lookup itself: granting it to members in policy.yaml lets the demo member find one."""
+    made = await client.post("/compute/v2.1/flavors", headers=admin_headers, json={"flavor": {
+        "name": "private-one", "ram": 64, "vcpus": 1, "disk": 1, "os-flavor-access:is_public": False}})
+    assert made.status == 200, await made.text()
+    flavor_id = (await made.json())["flavor"]["id"]
+    assert (await client.get(f"/compute/v2.1/flavors/{flavor_id}", headers=admin_headers)).status == 200
+    assert (await client.get(f"/compute/v2.1/flavors/{flavor_id}", headers=demo_headers)).status == 404
+    path = Path(cluster.state_dir) / "policy.yaml"
+    path.write_text('"os_compute_api:os-flavor-access": "role:member"\n')
+    os.utime(path, (time.time() + 5, time.time() + 5))  # an mtime the policy has not seen, whatever the clock
+    deadline = time.monotonic() + enforce.RECHECK_EVERY + 3
+    status = 404
+    while time.monotonic() < deadline and status != 200:
+        status = (await client.get(f"/compute/v2.1/flavors/{flavor_id}", headers=demo_headers)).status
+    assert status == 200
