@@ -5,7 +5,17 @@ from aiohttp import web
 
 from api.errors import error_middleware, identity_body
 from api.http import json_body
-from api.identity import appcreds, assignments, domains, ec2creds, groups, manage, resources, service_catalog
+from api.identity import (
+    appcreds,
+    assignments,
+    domains,
+    ec2creds,
+    groups,
+    manage,
+    resources,
+    service_catalog,
+    system_grants,
+)
 from api.identity.views import token_body, v3_version
 from api.keys import CLUSTER, POLICY, TOKENS, public_url
 from cells import errors
@@ -86,6 +96,7 @@ def make_identity_app() -> web.Application:
     domains.add_routes(app)  # domains: writes
     groups.add_routes(app)  # groups, their members and grants
     assignments.add_routes(app)  # role assignments, as made or effective
+    system_grants.add_routes(app)  # system roles: roles on the admin project
     service_catalog.add_routes(app)  # the catalog, services, endpoints, regions
     appcreds.add_routes(app)  # application credentials
     return app

@@ -164,3 +164,30 @@ async def test_group_grant_reaches_members(client: TestClient[Any, Any], admin_h
     await _call(client, "DELETE", f"/groups/{gid}", admin_headers, 204)
     await _call(client, "GET", f"/groups/{gid}", admin_headers, 404)
     assert (await _call(client, "GET", "/groups", admin_headers, 200))["groups"] == []
+
+
+async def test_system_role_grants(client: TestClient[Any, Any], admin_headers: dict[str, str],
+                                  demo_headers: dict[str, str]) -> None:
+    """PUT /v3/system/users/{u}/roles/{r}: a system role is a role on the admin project, what a
+    system-scoped token of the user carries; revoked, the user may no longer scope to the system."""
+    roles = {r["name"]: r["id"] for r in (await _call(client, "GET", "/roles", admin_headers, 200))["roles"]}
+    sue = (await _call(client, "POST", "/users", admin_headers, 201,
+                       {"user": {"name": "sue", "password": "sue-pw"}}))["user"]
+    body = auth_body("sue", "sue-pw")
+    body["auth"]["scope"] = {"system": {"all": True}}
+    assert (await client.post(f"{V3}/auth/tokens", json=body)).status == 401
+    grant = f"/system/users/{sue['id']}/roles/{roles['reader']}"
+    await _call(client, "PUT", grant, demo_headers, 403)
+    await _call(client, "PUT", grant, admin_headers, 204)
+    await _call(client, "HEAD", grant, admin_headers, 204)
+    listed = (await _call(client, "GET", f"/system/users/{sue['id']}/roles", admin_headers, 200))["roles"]
+    assert [r["name"] for r in listed] == ["reader"]
+    resp = await client.post(f"{V3}/auth/tokens", json=body)
+    assert resp.status == 201
+    assert [r["name"] for r in (await resp.json())["token"]["roles"]] == ["reader"]
+    await _call(client, "DELETE", grant, admin_headers, 204)
+    await _call(client, "DELETE", grant, admin_headers, 404)
+    assert (await client.post(f"{V3}/auth/tokens", json=body)).status == 401
+    # the last system administrator stays
+    [admin] = (await _call(client, "GET", "/users?name=admin", admin_headers, 200))["users"]
+    await _call(client, "DELETE", f"/system/users/{admin['id']}/roles/{roles['admin']}", admin_headers, 403)
