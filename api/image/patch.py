@@ -1,6 +1,7 @@
 """/image/v2: change an image after create, as Glance does.
 
-    PATCH /v2/images/{id}                        JSON-patch (application/openstack-images-v2.1-json-patch):
+    PATCH /v2/images/{id}                        JSON-patch (application/openstack-images-v2.1-json-patch, or
+                                                 v2.0's form, {"replace": "/path", "value": v}, which Tempest sends):
                                                  add/replace/remove of the core attributes a user may set,
                                                  of extra properties, and of tags
     PUT/DELETE /v2/images/{id}/tags/{tag}        204: one tag added or removed
@@ -28,6 +29,8 @@ from api.timeutil import utcnow
 from cells import errors
 
 PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
+PATCH_TYPE_V20 = "application/openstack-images-v2.0-json-patch"  # the op is the key: {"add": "/path", "value": v}
+_OPS = ("add", "replace", "remove")
 _SETTABLE = {"name", "visibility", "protected", "os_hidden", "min_disk", "min_ram", "tags", "disk_format",
              "container_format"}
 _QUEUED_ONLY = {"disk_format", "container_format"}  # Glance: fixed once data is uploaded
@@ -39,12 +42,25 @@ def image_target(row: Any, project: str | None) -> dict[str, Any]:
     return {"owner": row.owner, "visibility": row.visibility, "project_id": project}
 
 
-def _ops(body: Any) -> list[tuple[str, str, Any]]:
+def _from_v20(op: Any) -> Any:
+    """A v2.0 operation ({"replace": "/name", "value": v}) in RFC 6902's form; anything else as it came."""
+    if not isinstance(op, dict):
+        return op
+    named = [k for k in _OPS if k in op]
+    if len(named) != 1:
+        return op
+    out = {"op": named[0], "path": op[named[0]]}
+    if "value" in op:
+        out["value"] = op["value"]
+    return out
+
+
+def _ops(body: Any, v20: bool = False) -> list[tuple[str, str, Any]]:
     if not isinstance(body, list):
         raise errors.Invalid("A JSON-patch body is a list of operations.")
     out = []
-    for op in body:
-        if not isinstance(op, dict) or op.get("op") not in ("add", "replace", "remove") \
+    for op in (_from_v20(o) for o in body) if v20 else body:
+        if not isinstance(op, dict) or op.get("op") not in _OPS \
                 or not isinstance(op.get("path"), str) or not op["path"].startswith("/"):
             raise errors.Invalid(f"Unable to find '{op!r}': each operation needs op (add|replace|remove) "
                                  "and a path")
@@ -112,9 +128,9 @@ def _checked(key: str, value: Any) -> Any:
 
 async def patch_image(request: web.Request) -> web.Response:
     ctx = context(request)
-    if request.content_type != PATCH_TYPE:
+    if request.content_type not in (PATCH_TYPE, PATCH_TYPE_V20):
         raise web.HTTPUnsupportedMediaType(text=f"Unsupported Content-Type: use {PATCH_TYPE}")
-    ops = _ops(await json_body(request))
+    ops = _ops(await json_body(request), v20=request.content_type == PATCH_TYPE_V20)
     image_id = request.match_info["image_id"]
     async with request.config_dict[ENGINE].begin() as conn:
         row = await db.get(conn, ctx, image_id)

@@ -139,3 +139,22 @@ async def test_store_is_content_addressed(tmp_path: Path) -> None:
     assert list((tmp_path / "tmp").iterdir()) == []  # no temporary files left behind
     await store.delete(a.address)
     assert not await store.exists(a.address)
+
+
+async def test_patch_in_the_v2_0_media_type(client: TestClient[Any, Any], demo_headers: dict[str, str]) -> None:
+    """Glance's older JSON-patch form ({"replace": "/name", "value": v}, what Tempest's client sends)
+    changes an image as the RFC 6902 form does; another media type is a 415."""
+    made = await client.post("/image/v2/images", headers=demo_headers, json={"name": "before"})
+    image_id = (await made.json())["id"]
+    v20 = {**demo_headers, "Content-Type": "application/openstack-images-v2.0-json-patch"}
+    resp = await client.patch(f"/image/v2/images/{image_id}", headers=v20,
+                              data='[{"replace": "/name", "value": "after"}, {"add": "/color", "value": "blue"}]')
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert (body["name"], body["color"]) == ("after", "blue")
+    resp = await client.patch(f"/image/v2/images/{image_id}", headers=v20, data='[{"remove": "/color"}]')
+    assert "color" not in await resp.json()
+    resp = await client.patch(f"/image/v2/images/{image_id}", headers=v20, data='[{"rename": "/name"}]')
+    assert resp.status == 400
+    plain = {**demo_headers, "Content-Type": "application/json"}
+    assert (await client.patch(f"/image/v2/images/{image_id}", headers=plain, data="[]")).status == 415
