@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +21,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 NO_REQUEST = "-"
+# benchmarks only (tools/bench/observability.py): "1" in a service's environment turns request-id tagging
+# and the metrics (cells/metrics.py) off in that process, so their cost can be measured against nothing
+BARE_ENV = "CELLCLOUD_BENCH_BARE"
+BARE = os.environ.get(BARE_ENV) == "1"
 _REQUEST_ID: ContextVar[str] = ContextVar("cellcloud_request_id", default=NO_REQUEST)
 
 # cluster.yaml `logging:` defaults: 20 MiB per file, 5 rotated files kept (~120 MiB per service at most)
@@ -29,18 +34,21 @@ FORMATS = ("text", "json")
 TEXT_TIME = "%Y-%m-%d %H:%M:%S"
 
 
-def bind_request(request_id: str) -> Token[str]:
+def bind_request(request_id: str) -> Token[str] | None:
     """Tag this task's (and its children's) log lines with request_id; `unbind` with the token."""
-    return _REQUEST_ID.set(request_id)
+    return None if BARE else _REQUEST_ID.set(request_id)
 
 
-def unbind(token: Token[str]) -> None:
-    _REQUEST_ID.reset(token)
+def unbind(token: Token[str] | None) -> None:
+    if token is not None:
+        _REQUEST_ID.reset(token)
 
 
 def in_context(fn: Callable[P, T]) -> Callable[P, T]:
     """`fn` bound to the caller's context (its request id), for an executor thread: loop.run_in_executor
     and ThreadPoolExecutor.submit run in the thread's own, empty context (asyncio.to_thread copies it)."""
+    if BARE:
+        return fn
     ctx = copy_context()
 
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -62,7 +70,7 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not isinstance(getattr(record, "request_id", None), str):
-            record.request_id = _REQUEST_ID.get()
+            record.request_id = NO_REQUEST if BARE else _REQUEST_ID.get()
         record.service = self.service_id
         return True
 

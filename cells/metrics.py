@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
+from cells.logtrail import BARE
+
 if TYPE_CHECKING:  # every RPC peer imports the metrics; only the processes that serve them need aiohttp
     from aiohttp import web
 
@@ -67,6 +69,32 @@ VOLUME_CAPACITY_GB = Gauge("cellcloud_volume_capacity_gb", "A volume host's back
                            ("host", "backend"))
 VOLUME_ALLOCATED_GB = Gauge("cellcloud_volume_allocated_gb", "GiB of volumes allocated on a volume host's backend",
                             ("host", "backend"))
+
+
+class _Off:
+    """A metric that records nothing: every metric of a process started with CELLCLOUD_BENCH_BARE=1
+    (cells/logtrail.py BARE; benchmarks only), so what recording costs can be measured."""
+
+    def labels(self, *values: str) -> _Off:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+if BARE:  # before any other module imports a metric by name
+    for _name, _metric in list(globals().items()):
+        if isinstance(_metric, Counter | Gauge | Histogram):
+            globals()[_name] = _Off()
 
 
 def set_states(gauge: Gauge, counts: dict[tuple[str, ...], float], known: tuple[tuple[str, ...], ...] = ()) -> None:
