@@ -171,7 +171,7 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     on a SQLite file with the last host (needs hosts >= 2), beside cell1 (which keeps the others).
     `metrics`: the API serves /metrics on a free port (api.metrics; one API worker), node1's compute
     on another (hosts.node1.metrics_port; pair it with volumes=False: one service, one port) and ctl's cell
-    services on four more (hosts.ctl.metrics_port).
+    services too (as ctl_metrics).
     `simulated`: simulated hosts (tools/simulated_hosts.py) per cell: the first number joins cell1 beside the
     real hosts, each next one a cell of its own (cell2, ...); `per_process` of them to a process.
     `ctl_metrics`: the cell services on ctl serve /metrics (hosts.ctl.metrics_port: a run of free ports)."""
@@ -209,14 +209,13 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
             "services": {"router": f"ctl:{free_port()}", "conductor": f"ctl:{free_port()}",
                          "scheduler": f"ctl:{free_port()}", "network": f"ctl:{free_port()}"}})
     _add_simulated(doc, simulated, per_process)
-    if ctl_metrics:
+    if ctl_metrics or metrics:
         doc["hosts"]["ctl"]["metrics_port"] = free_port_run(4 * len(doc["sites"][0]["cells"]))
     for host in host_names:
         doc["hosts"][host] = {"address": "127.0.0.1", "via": "local", "roles": ["compute"],
                               "virt": {"uri": virt_uri}, "rpc_port": free_port()}
-    if metrics:  # node1's services (its compute) serve /metrics too, and ctl's router, conductor, scheduler
-        doc["hosts"]["node1"]["metrics_port"] = free_port()  # and network on 4 ports from its own (PORT_STRIDE)
-        doc["hosts"]["ctl"]["metrics_port"] = free_port()
+    if metrics:  # node1's services (its compute) serve /metrics too (ctl's: above)
+        doc["hosts"]["node1"]["metrics_port"] = free_port()
     if volumes:
         doc["hosts"]["node1"]["roles"].append("volume")
         doc["hosts"]["node1"]["volume"] = {"capacity_gb": 20, "port": free_port(), "iscsi_port": free_port(),

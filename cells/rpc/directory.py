@@ -129,6 +129,7 @@ class Directory:
         self.liveness.version = random.getrandbits(48)  # never one a view holds from our previous run
         self.started = time.monotonic()
         self._warm = False
+        self._published = 0.0
         self._wire: tuple[int, list[dict[str, Any]]] = (-1, [])  # (version, its members as the wire has them)
 
     def warming(self, now: float) -> bool:
@@ -182,11 +183,13 @@ class Directory:
             self.warming(time.monotonic())
             for mid in self.liveness.expire(time.monotonic()):
                 LOG.warning("member %s missed %d heartbeats: removed from routing (suspect)", mid, MISSED_BEATS)
-            self.publish(time.monotonic())
+            if time.monotonic() - self._published >= self.liveness.interval:  # a beat's resolution is enough
+                self.publish(time.monotonic())
 
     def publish(self, now: float) -> None:
         """The members by service and state on this router's /metrics (alive: heard within 1.5 beats;
         late: a beat missed, not yet removed; removed members are the conductor's `suspect` hosts)."""
+        self._published = now
         counts: dict[tuple[str, ...], float] = {}
         for mid, member in self.liveness.members.items():
             late = now - self.liveness.last_seen.get(mid, now) > 1.5 * self.liveness.interval
