@@ -621,13 +621,21 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("file", nargs="?", default="cluster.yaml", help="the cluster file (default ./cluster.yaml)")
     tiny.add_argument("--state", help="state directory (default: state_dir of the file)")
     tiny.add_argument("--force", action="store_true", help="replace an existing tiny-linux")
+    sub.add_parser("completion", help="print a bash completion script (eval \"$(cellctl completion)\")",
+                   description="print a bash completion script for cellctl, made from its own parser")
     return parser
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from tools.cellctl_completion import bash_script
+    print(bash_script(build_parser()), end="")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "logs": cmd_logs, "host": cmd_host, "image": cmd_image,
-                "db": cmd_db, "policy": cmd_policy}
+                "db": cmd_db, "policy": cmd_policy, "completion": cmd_completion}
     try:
         return commands[args.command](args)
     except ClusterFileError as exc:
