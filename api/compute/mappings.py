@@ -35,12 +35,13 @@ ATTRIBUTES = ("reservation_id", "launch_index", "description", "hostname", "pinn
 @dataclass(frozen=True)
 class ServerAttributes:
     """What one boot request gives every server it makes, for the views: its reservation (Nova's
-    "r-" id, 2.3), description (2.19), hostname (2.90; None: derived from the name), and the
-    availability zone it asked for (2.96's pinned zone; None: any)."""
+    "r-" id, 2.3), description (2.19), hostname (2.90; None: derived from the name), the
+    availability zone it asked for (2.96's pinned zone; None: any) and its tags (2.52)."""
     reservation_id: str | None = None
     description: str | None = None
     hostname: str | None = None
     pinned_availability_zone: str | None = None
+    tags: tuple[str, ...] = ()
 
 
 NO_ATTRIBUTES = ServerAttributes()
@@ -54,7 +55,8 @@ def _add(conn: Connection, records: Sequence[dict[str, Any]], cell_path: str,
              "user_id": r["user_id"], "name": r["name"], "created_at": parse(r.get("created_at")) or now,
              "vcpus": int(r["flavor"].get("vcpus") or 0), "ram": int(r["flavor"].get("ram") or 0), "built": False,
              "reservation_id": attributes.reservation_id, "launch_index": i, "description": attributes.description,
-             "hostname": attributes.hostname, "pinned_availability_zone": attributes.pinned_availability_zone}
+             "hostname": attributes.hostname, "pinned_availability_zone": attributes.pinned_availability_zone,
+             "tags": list(attributes.tags) or None}
             for i, r in enumerate(records)]
     if rows:
         _INSERT.run_many(conn, rows)

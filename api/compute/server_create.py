@@ -78,6 +78,7 @@ class BootRequest:
     description: str | None = None  # 2.19
     hostname: str | None = None  # 2.90 (None: from the name)
     trusted_image_certificates: list[str] | None = None  # 2.63: this cloud verifies no image signatures
+    tags: tuple[str, ...] = ()  # 2.52: the servers' tags (api/compute/server_tags.py)
     reservation_id: str = field(default_factory=reservation_id)
 
     def __post_init__(self) -> None:
@@ -93,8 +94,6 @@ class BootRequest:
         """A Nova create body, checked against its schema at `version` first."""
         validate(schemas.server_create(version), body)
         server: dict[str, Any] = body["server"]
-        if server.get("tags"):  # 2.52: server tags are not served by this cloud yet
-            raise errors.Invalid("Server tags are not supported by this cloud.")
         return cls(name=server["name"], flavor_ref=str(server["flavorRef"]), image_ref=server.get("imageRef"),
                    min_count=_count(server.get("min_count"), 1),
                    max_count=None if server.get("max_count") is None else int(server["max_count"]),
@@ -109,7 +108,8 @@ class BootRequest:
                    block_device_mapping_v2=list(server.get("block_device_mapping_v2") or []),
                    hints=dict(body.get("os:scheduler_hints") or body.get("OS-SCH-HNT:scheduler_hints") or {}),
                    description=server.get("description"), hostname=server.get("hostname"),
-                   trusted_image_certificates=server.get("trusted_image_certificates"))
+                   trusted_image_certificates=server.get("trusted_image_certificates"),
+                   tags=tuple(dict.fromkeys(server.get("tags") or [])))  # 2.52; Nova keeps each tag once
 
 
 
@@ -308,7 +308,7 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
                      access_ipv4=boot.access_ipv4, access_ipv6=boot.access_ipv6, hints=hints,
                      min_count=min_count, networking=networking, limits=limits, group=group,
                      attributes=mappings.ServerAttributes(boot.reservation_id, boot.description, boot.hostname,
-                                                          boot.availability_zone))
+                                                          boot.availability_zone, boot.tags))
 
 
 def _check_image(image: AnyRow, flavor: AnyRow) -> None:

@@ -134,13 +134,15 @@ def test_sites_and_cells_are_availability_zones_with_hosts_for_admins(cluster: R
     assert refused_detail.status_code == 403, refused_detail.text
 
 
-def test_server_tags_from_2_26_through_the_cli(cluster: RunningCluster) -> None:
-    sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "-f", "json",
+def test_server_tags_from_2_26_and_at_create_from_2_52_through_the_cli(cluster: RunningCluster) -> None:
+    sid = cluster.ok("--os-compute-api-version", "2.52", "server", "create", "--flavor", "m1.tiny", "--image",
+                     "tiny-raw", "--tag", "web", "--tag", "prod", "--tag", "web", "--wait", "-f", "json",
                      "tagged")["id"]
     v226 = ("--os-compute-api-version", "2.26")
-    cluster.ok(*v226, "server", "set", "--tag", "web", "--tag", "prod", sid)
     assert sorted(cluster.ok(*v226, "server", "show", "-f", "json", sid)["tags"]) == ["prod", "web"]
-    cluster.ok(*v226, "server", "unset", "--tag", "prod", sid)
+    cluster.ok(*v226, "server", "set", "--tag", "extra", sid)
+    assert sorted(cluster.ok(*v226, "server", "show", "-f", "json", sid)["tags"]) == ["extra", "prod", "web"]
+    cluster.ok(*v226, "server", "unset", "--tag", "prod", "--tag", "extra", sid)
     assert cluster.ok(*v226, "server", "show", "-f", "json", sid)["tags"] == ["web"]
     headers = {"X-Auth-Token": cluster.token(), "OpenStack-API-Version": "compute 2.26"}
     base = f"{cluster.endpoint}/compute/v2.1/servers/{sid}/tags"
@@ -245,3 +247,25 @@ def test_no_console_on_the_test_hypervisor_is_novas_400_and_the_proxy_wants_a_to
     for bad in ("", sid, f"{sid}.guessed", f"{sid.replace('-', '')}.x"):
         assert requests.get(proxy, params={"token": bad}, timeout=30).status_code == 401, bad
     cluster.ok("server", "delete", "--wait", sid)
+
+
+def test_force_delete_deletes_and_restore_finds_nothing_soft_deleted(cluster: RunningCluster) -> None:
+    """No server is soft-deleted here (Nova with reclaim_instance_interval 0): restore is Nova's 409 for a
+    server that is not, forceDelete a delete; an unknown server is a 404 for both."""
+    sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "-f", "json",
+                     "forced1")["id"]
+    headers = {"X-Auth-Token": cluster.token()}
+
+    def act(server: str, body: dict[str, Any]) -> requests.Response:
+        return requests.post(f"{cluster.endpoint}/compute/v2.1/servers/{server}/action", json=body, headers=headers,
+                             timeout=30)
+
+    for name in ("restore", "forceDelete"):
+        assert act("8a3e2f4c-0000-4000-8000-000000000000", {name: None}).status_code == 404
+    restore = act(sid, {"restore": None})
+    assert restore.status_code == 409 and f"Cannot 'restore' instance {sid} while it is in vm_state active" \
+        in restore.text, restore.text
+    assert act(sid, {"forceDelete": {"extra": 1}}).status_code == 400
+    assert act(sid, {"forceDelete": None}).status_code == 202
+    wait_for("deleted", lambda: sid not in [s["ID"] for s in cluster.ok("server", "list", "-f", "json")],
+             timeout=30, interval=0.3)
