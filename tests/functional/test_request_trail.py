@@ -76,6 +76,45 @@ def test_boot_trail_spans_api_conductor_scheduler_and_compute(cluster: RunningCl
     assert not any("GET /compute/v2.1/servers/" in line for line in out)
 
 
+def test_a_failing_boot_is_followed_to_the_compute_failure_that_ended_it(cluster: RunningCluster) -> None:
+    """The image's stored bytes corrupted: the compute's checksum check fails the build (one host, no
+    retry), and the boot's request id leads from the API's line through the scheduler's placement to the
+    compute's failure and the conductor's fault, each line naming the server."""
+    headers = {"X-Auth-Token": cluster.token("demo")}
+    base = f"{cluster.endpoint}/compute/v2.1"
+    image = requests.get(f"{cluster.endpoint}/image/v2/images?name=tiny-raw", headers=headers,
+                         timeout=30).json()["images"][0]["id"]
+    stored = [p for p in (cluster.state / "images").rglob("*") if p.is_file()]
+    originals = {p: p.read_bytes() for p in stored}
+    for cached in (cluster.state / "hosts").rglob("images/*"):
+        cached.unlink()  # the host must fetch the image again
+    try:
+        for p in stored:
+            p.write_bytes(b"corrupted" + originals[p][9:])
+        resp = requests.post(f"{base}/servers", headers=headers, timeout=30,
+                             json={"server": {"name": "doomed", "flavorRef": "1", "imageRef": image}})
+        assert resp.status_code == 202, resp.text
+        server = resp.json()["server"]["id"]
+        deadline = time.monotonic() + 60
+        while (doc := requests.get(f"{base}/servers/{server}", headers=headers,
+                                   timeout=30).json()["server"])["status"] != "ERROR":
+            assert doc["status"] != "ACTIVE" and time.monotonic() < deadline, doc
+            time.sleep(0.2)
+    finally:
+        for p, data in originals.items():
+            p.write_bytes(data)
+    out = cluster.cellctl("logs", "--request", resp.headers["X-OpenStack-Request-ID"],
+                          str(cluster.cluster_file)).stdout.splitlines()
+    by_service: dict[str, list[str]] = {}
+    for line in out:
+        by_service.setdefault(line.split()[2], []).append(line)
+    assert any("POST /compute/v2.1/servers status: 202" in line for line in by_service["api"]), "\n".join(out)
+    assert any("placed " + server in line for line in by_service["cell1/scheduler"]), "\n".join(out)
+    assert any(f"build of {server} failed" in line for line in by_service["cell1/compute/node1"]), "\n".join(out)
+    assert any(f"build of {server} on node1 failed, not retried: Image {image}" in line
+               for line in by_service["cell1/conductor"]), "\n".join(out)
+
+
 def test_logs_refuses_what_is_not_a_request_id(cluster: RunningCluster) -> None:
     bad = cluster.cellctl("logs", "--request", "../etc/passwd", str(cluster.cluster_file), check=False)
     assert bad.returncode == 2

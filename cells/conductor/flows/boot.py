@@ -349,6 +349,7 @@ async def build_failed(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, 
     reported = action_records.make_fault(fault)
     again = await env.db.write(lambda conn: record_build_failure(conn, env, uuid, host, reported, retryable))
     if again is None:  # ended (ERROR, or deleted meanwhile): a root volume it marked for deletion goes
+        LOG.info("build of %s on %s failed, not retried: %s", uuid, host, reported["message"])
         await boot_volume.delete_released_of(env, ctx, [uuid])
     if again is not None:
         LOG.info("rescheduling %s after a failure on %s (tried %s)", uuid, host, again[1])
