@@ -23,8 +23,8 @@ from api.identity.passwords import hash_password
 from api.identity.resources import authorize
 from api.identity.tokens import new_id
 from api.keys import ENGINE, public_url
-from api.timeutil import iso_micro, utcnow
 from api.timeutil import parse as parse_time
+from api.timeutil import utcnow
 from cells import errors
 
 MAX_NAME = 255
@@ -38,7 +38,9 @@ class ApplicationCredentialNotFound(errors.NotFound):
 def _view(request: web.Request, row: Any, secret: str | None = None) -> dict[str, Any]:
     view = {"id": row.id, "name": row.name, "description": row.description, "user_id": row.user_id,
             "project_id": row.project_id, "roles": list(row.roles), "unrestricted": bool(row.unrestricted),
-            "expires_at": iso_micro(row.expires_at) if row.expires_at else None, "system": None,
+            # as Keystone stores and shows it: no zone suffix (Tempest compares it with what it sent)
+            "expires_at": row.expires_at.strftime("%Y-%m-%dT%H:%M:%S.%f") if row.expires_at else None,
+            "system": None,
             "access_rules": [],
             "links": {"self": f"{public_url(request)}/identity/v3/users/{row.user_id}/application_credentials/"
                               f"{row.id}"}}

@@ -53,9 +53,10 @@ async def _caller_may_see(request: web.Request, subject: str, action: str) -> No
     if caller_id == subject:
         return
     try:
-        subject_user: str | None = (await request.config_dict[TOKENS].validate(subject)).user.id
+        subject_user = (await request.config_dict[TOKENS].validate(subject)).user.id
     except errors.Unauthorized:
-        subject_user = None
+        # unknown, revoked or expired: 404 for anyone, as Keystone (nothing about its user is told)
+        raise errors.NotFound("Could not find token.") from None
     request.config_dict[POLICY].enforce(f"identity:{action}", caller.credentials(),
                                         {"target.token.user_id": subject_user})
 

@@ -38,7 +38,8 @@ from api.keys import ENGINE, public_url
 from api.timeutil import utcnow
 from cells import errors
 
-MAX_NAME = 64  # Keystone's project and user name limits
+MAX_NAME = 64  # Keystone's project, domain and group name limit
+MAX_USER_NAME = 255  # Keystone's user name limit
 MAX_DESCRIPTION = 255
 MAX_PASSWORD = 4096  # Keystone's max_password_length
 PROTECTED_PROJECTS = (ADMIN_PROJECT[0], "service")  # in the default domain: the cluster runs on them
@@ -172,7 +173,7 @@ async def delete_project(request: web.Request) -> web.Response:
 async def create_user(request: web.Request) -> web.Response:
     await authorize(request, "create_user")
     doc = entity_body(await json_body(request), "user")
-    name = string_field(doc, "name", MAX_NAME, required=True)
+    name = string_field(doc, "name", MAX_USER_NAME, required=True)
     password = string_field(doc, "password", MAX_PASSWORD)
     enabled = flag_field(doc, "enabled")
     domain_id = str(doc.get("domain_id") or "default")
@@ -199,7 +200,7 @@ async def update_user(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     token = await authorize(request, "update_user", {"target.user.id": user_id})
     doc = entity_body(await json_body(request), "user")
-    name = string_field(doc, "name", MAX_NAME)
+    name = string_field(doc, "name", MAX_USER_NAME)
     password = string_field(doc, "password", MAX_PASSWORD)
     enabled = flag_field(doc, "enabled")
     if "domain_id" in doc:

@@ -15,7 +15,7 @@ from api.errors import error_middleware, image_body
 from api.http import allowed, authorize, context, query_int
 from api.image import images as db
 from api.image import members, patch, upload
-from api.image.schemas import image_schema, images_schema
+from api.image.schemas import image_schema, images_schema, member_schema, members_schema
 from api.keys import ENGINE, STORE, public_url
 from api.middleware import token_auth
 from cells import errors
@@ -119,6 +119,14 @@ async def schema_images(request: web.Request) -> web.Response:
     return web.json_response(images_schema())
 
 
+async def schema_member(request: web.Request) -> web.Response:
+    return web.json_response(member_schema())
+
+
+async def schema_members(request: web.Request) -> web.Response:
+    return web.json_response(members_schema())
+
+
 def _is_public(request: web.Request) -> bool:
     return request.method in ("GET", "HEAD") and request.path in ("/image", "/image/", "/image/versions")
 
@@ -132,6 +140,8 @@ def make_image_app() -> web.Application:
     app.router.add_get("/v2/images/{image_id}/file", download)
     app.router.add_get("/v2/schemas/image", schema_image)
     app.router.add_get("/v2/schemas/images", schema_images)
+    app.router.add_get("/v2/schemas/member", schema_member)
+    app.router.add_get("/v2/schemas/members", schema_members)
     upload.add_routes(app)  # create, upload, delete: api/image/upload.py
     patch.add_routes(app)  # PATCH, deactivate, reactivate: api/image/patch.py
     members.add_routes(app)  # sharing: api/image/members.py

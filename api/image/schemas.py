@@ -60,3 +60,25 @@ def images_schema() -> dict[str, Any]:
         "links": [{"href": "{first}", "rel": "first"}, {"href": "{next}", "rel": "next"},
                   {"href": "{schema}", "rel": "describedby"}],
     }
+
+
+def member_schema() -> dict[str, Any]:
+    """Glance's image member: a project an image is shared with, and its answer."""
+    return {
+        "name": "member",
+        "properties": {
+            "created_at": dict(_STR, description="Date and time of image member creation"),
+            "image_id": dict(_STR, description="An identifier for the image"),
+            "member_id": dict(_STR, description="An identifier for the image member (tenantId)"),
+            "schema": dict(_STR, readOnly=True),
+            "status": {"type": "string", "enum": ["pending", "accepted", "rejected"],
+                       "description": "The status of this image member"},
+            "updated_at": dict(_STR, description="Date and time of last modification of image member"),
+        },
+    }
+
+
+def members_schema() -> dict[str, Any]:
+    return {"name": "members",
+            "properties": {"members": {"type": "array", "items": member_schema()}, "schema": _STR},
+            "links": [{"href": "{schema}", "rel": "describedby"}]}

@@ -250,6 +250,8 @@ IMAGE: dict[tuple[str, str], str] = {
     **{("GET", p): PUBLIC for p in ("", "/", "/versions")},
     ("GET", "/v2/schemas/image"): ANY_TOKEN,
     ("GET", "/v2/schemas/images"): ANY_TOKEN,
+    ("GET", "/v2/schemas/member"): ANY_TOKEN,
+    ("GET", "/v2/schemas/members"): ANY_TOKEN,
     ("GET", "/v2/images"): "get_images",
     ("POST", "/v2/images"): "add_image",
     ("GET", _I): "get_image",
