@@ -6,8 +6,8 @@ every cell, asked of all cells at once (api/scatter.py; a silent cell's hosts ar
     GET /os-hypervisors/{id}           one
     GET /os-hypervisors/statistics     the sums (gone from 2.88, as Nova: 404)
 
-`state` is up while the host's cell sees it alive (cells/rpc/liveness.py); `status` is enabled (disabling a
-compute service, os-services, is not served yet). The id is a UUID from 2.53 and an integer before it, both
+`state` is up while the host's cell sees it alive (cells/rpc/liveness.py); `status` is disabled while its
+compute service is (os-services). The id is a UUID from 2.53 and an integer before it, both
 stable for a host of a cell.
 """
 from __future__ import annotations
@@ -47,14 +47,15 @@ async def _nodes(request: web.Request, ctx: RequestContext) -> list[tuple[str, d
 
 def _brief(path: str, node: dict[str, Any], version: tuple[int, int]) -> dict[str, Any]:
     return {"id": hypervisor_id(path, node["host"], version), "hypervisor_hostname": node["host"],
-            "state": "up" if node.get("state") == ALIVE else "down", "status": "enabled"}
+            "state": "up" if node.get("state") == ALIVE else "down",
+            "status": "disabled" if node.get("disabled") else "enabled"}
 
 
 def _detail(path: str, node: dict[str, Any], version: tuple[int, int]) -> dict[str, Any]:
     view = {**_brief(path, node, version), "hypervisor_type": node.get("hypervisor_type") or "QEMU",
             "hypervisor_version": int(node.get("hypervisor_version") or 0), "host_ip": None,
             "service": {"host": node["host"], "id": hypervisor_id(path, node["host"], version),
-                        "disabled_reason": None}}
+                        "disabled_reason": node.get("disabled_reason")}}
     if version < NO_USAGE_VERSION:
         view.update({k: int(node.get(k) or 0) for k in USAGE_KEYS})
         view.update({"free_ram_mb": view["memory_mb"] - view["memory_mb_used"],

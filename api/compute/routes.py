@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.compute import (
+    aggregates,
     availability_zones,
     compute_services,
     extensions,
@@ -16,6 +17,7 @@ from api.compute import (
     remote_consoles,
     server_tags,
     servers,
+    tenant_usage,
 )
 from api.errors import compute_body, error_middleware
 from api.middleware import route_policy, token_auth
@@ -46,7 +48,9 @@ def make_compute_app() -> web.Application:
     server_tags.add_routes(app)  # /servers/{id}/tags (2.26, issue 16)
     hypervisors.add_routes(app)  # os-hypervisors (issue 16)
     migrations.add_routes(app)  # os-migrations, /servers/{id}/migrations (issue 16)
-    compute_services.add_routes(app)  # os-services, read-only (issue 16)
+    compute_services.add_routes(app)  # os-services (issue 16)
+    aggregates.add_routes(app)  # os-aggregates (issue 16)
+    tenant_usage.add_routes(app)  # os-simple-tenant-usage (issue 16)
     floating_ips.add_routes(app)  # os-floating-ips, Nova's read-only proxy of Neutron's (issue 17)
     remote_consoles.add_routes(app)  # remote-consoles and the serial console's websocket (issue 16)
     return app

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from api import cell_choice, quota
-from api.compute import boot_volumes, keypairs, mappings, schemas, server_groups
+from api.compute import aggregates, boot_volumes, keypairs, mappings, schemas, server_groups
 from api.compute.boot_volumes import BAD_SEQUENCE, BOOT_PROPERTIES
 from api.compute.flavors import flavor_dict, flavor_of
 from api.compute.microversions import MIN_VERSION, Microversion
@@ -133,6 +133,7 @@ class BuildSpec:
     limits: dict[str, int] = field(default_factory=dict)  # the project's quotas as validation read them
     group: server_groups.ServerGroup | None = None  # the `group` hint's server group
     attributes: mappings.ServerAttributes = mappings.NO_ATTRIBUTES  # what the views show (2.3 ...)
+    placement: aggregates.Placement | None = None  # hosts its aggregates allow (zone, extra specs); None: any
 
 
 def _count(value: Any, default: int) -> int:
@@ -297,8 +298,9 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
         except keypairs.KeypairNotFound:
             raise errors.Invalid("Invalid key_name provided.") from None
     az = boot.availability_zone or DEFAULT_AZ
-    if az != DEFAULT_AZ and not cc.router.zone_exists(az):  # a site or cell is a zone
-        raise errors.Invalid(f"The requested availability zone is not available: {az}")
+    # a site, a cell or an aggregate's availability_zone is a zone (400 otherwise)
+    placed = await aggregates.placement(cc.engine, cc.cluster, az, DEFAULT_AZ, flavor.extra_specs or {},
+                                        cc.router.zone_exists)
     # networks, ports, security groups: 400 if unknown
     networking = await boot_networks.resolve(cc.router, ctx, boot.networks, boot.security_groups)
     return BuildSpec(name=boot.name, count=max_count, flavor=flavor_dict(flavor),
@@ -306,7 +308,7 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
                      key_name=boot.key_name, key_data=key_data, availability_zone=az,
                      user_data=boot.user_data,
                      access_ipv4=boot.access_ipv4, access_ipv6=boot.access_ipv6, hints=hints,
-                     min_count=min_count, networking=networking, limits=limits, group=group,
+                     min_count=min_count, networking=networking, limits=limits, group=group, placement=placed,
                      attributes=mappings.ServerAttributes(boot.reservation_id, boot.description, boot.hostname,
                                                           boot.availability_zone, boot.tags))
 
@@ -346,6 +348,7 @@ def request_spec(spec: BuildSpec, ctx: RequestContext, records: list[dict[str, A
             "flavor": spec.flavor, "image": spec.image, "project_id": ctx.project, "user_id": ctx.user,
             "availability_zone": spec.availability_zone, "scheduler_hints": spec.hints, **spec.networking,
             "port_quota": spec.limits.get("port", -1),  # the ports the boot makes count (checked in their write)
+            **(spec.placement.spec_part() if spec.placement else {}),
             **server_groups.spec_part(spec.group)}
 
 

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api import quota
 from api.cell_router import CellRouter, DownRecord, Listed, is_down
 from api.compute import (
+    aggregates,
     boot_volumes,
     cell_boot,
     down_cells,
@@ -106,9 +107,12 @@ async def create(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) -> 
         def spec_for(recs: list[dict[str, Any]]) -> dict[str, Any]:  # the admitted count, when quota cut it
             return request_spec(replace(spec, count=len(recs)), ctx, recs)
         reserved = await boot_volumes.reserve(cc, ctx, spec.image)  # a root volume the boot makes
+        # an aggregate's zone is no cell's: its hosts' cells are the candidates
+        placed = spec.placement or aggregates.Placement(zone=spec.availability_zone)
+        cell_hints = {**choice, "target_cell": list(placed.cells)} if placed.cells else choice
         try:
             _, records = await cell_boot.build(  # best cell first, the next when one refuses
-                cc.router, cc.db, ctx, spec.flavor, spec.availability_zone, choice, records_for, spec_for,
+                cc.router, cc.db, ctx, spec.flavor, placed.zone, cell_hints, records_for, spec_for,
                 admission, spec.attributes)
         finally:  # taken: its cell lists the volume now; refused: nothing was made
             await asyncio.shield(boot_volumes.release(cc, reserved))

@@ -358,6 +358,23 @@ server_group_members = Table(
     Index("ix_server_group_members_group", "group_id", "created_at"),
 )
 
+aggregates = Table(
+    "aggregates", metadata,  # a0010: Nova's host aggregates, global as Nova's API DB keeps them
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("metadata", JSON, nullable=False),  # availability_zone among them, as Nova keeps it
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=True),
+)
+
+aggregate_hosts = Table(
+    "aggregate_hosts", metadata,  # a0010: a compute host in an aggregate
+    Column("aggregate_id", Integer, ForeignKey("aggregates.id", ondelete="CASCADE"), primary_key=True),
+    Column("host", String(255), primary_key=True),
+    Index("ix_aggregate_hosts_host", "host"),
+)
+
 
 # --- migrations -------------------------------------------------------------
 
@@ -411,7 +428,8 @@ LATEST = max(MIGRATIONS)
 # from now on is an Alembic revision plus the edit of its Table above (tests/unit/test_db_migrations.py).
 ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource",
                      "a0004_flavor_description", "a0005_server_group_rules", "a0006_volume_types",
-                     "a0007_identity_images", "a0008_server_tags", "a0009_identity_groups")
+                     "a0007_identity_images", "a0008_server_tags", "a0009_identity_groups",
+                     "a0010_aggregates")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

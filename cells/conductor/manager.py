@@ -21,6 +21,7 @@ from cells.conductor.flows import actions as server_actions
 from cells.conductor.flows import (
     boot,
     compute_events,
+    compute_services,
     delete,
     hosts,
     hypervisors,
@@ -28,6 +29,7 @@ from cells.conductor.flows import (
     lookups,
     server_snapshots,
     update,
+    usage,
 )
 from cells.conductor.volume_rpc import VolumeConductor
 from cells.config import ClusterConfig, ServiceSpec
@@ -209,6 +211,19 @@ class ConductorManager:
         LOG.warning("operator marked compute host %s %s", host, "down" if down else "up")
         return {"host": host, "state": self.env.host_state(host)}
 
+    def _cell_hosts(self) -> set[str]:
+        return {s.host for s in self.cluster.services if s.cell == self.cell and s.kind == "compute"}
+
+    async def compute_service_list(self, ctx: RequestContext) -> dict[str, dict[str, Any]]:
+        return await compute_services.service_list(self.env, ctx)
+
+    async def compute_service_update(self, ctx: RequestContext, host: str,
+                                     values: dict[str, Any]) -> dict[str, Any]:
+        return await compute_services.service_update(self.env, ctx, host, values, self._cell_hosts())
+
+    async def compute_service_delete(self, ctx: RequestContext, host: str) -> None:
+        await compute_services.service_delete(self.env, ctx, host, self._cell_hosts())
+
     async def host_rejoined(self, ctx: RequestContext, host: str) -> dict[str, str]:
         """A fenced host's compute reconciled against the cell DB: it may serve again."""
         require_host(ctx, host, "host_rejoined")
@@ -265,7 +280,11 @@ class ConductorManager:
             value = resources.get(key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise errors.Invalid(reason=f"resources.{key} must be a non-negative integer, not {value!r}")
-        await self.env.db.write(lambda conn: claims.upsert_node(conn, host, resources))
+
+        def write(conn: Connection) -> None:
+            claims.upsert_node(conn, host, resources)
+            hdb.reported(conn, host)  # a deleted compute service that reports again is back
+        await self.env.db.write(write)
 
     async def instance_event(self, ctx: RequestContext, uuid: str, host: str, event: str,
                              power_state: int | None = None, fault: dict[str, Any] | None = None,
@@ -297,6 +316,10 @@ class ConductorManager:
 
     async def project_usage(self, ctx: RequestContext, project_id: str) -> dict[str, int]:
         return await lookups.project_usage(self.env, ctx, project_id)
+
+    async def usage_window(self, ctx: RequestContext, start: str, end: str, project_id: str | None, limit: int,
+                           marker: str | None = None) -> list[dict[str, Any]]:
+        return await usage.usage_window(self.env, ctx, start, end, project_id, limit, marker)
 
     async def instance_actions(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
         return await lookups.instance_actions(self.env, ctx, uuid)

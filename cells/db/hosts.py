@@ -1,7 +1,8 @@
 """What the cell knows about its compute hosts beyond capacity: an operator's mark
-(`cellctl host down`, Nova's forced_down) and the fence of a host declared dead
-(cells/rpc/liveness.py). Kept in the cell DB so they outlive conductor restarts and
-every conductor of the cell sees the same."""
+(`cellctl host down`, Nova's forced_down), the fence of a host declared dead
+(cells/rpc/liveness.py), and its compute service's os-services state (disabled with a reason: no new
+placement there; deleted: hidden until its compute reports again). Kept in the cell DB so they outlive
+conductor restarts and every conductor of the cell sees the same."""
 from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Connection, MetaData, String, Table, select
@@ -18,6 +19,10 @@ host_marks = Table(
     Column("fenced", Boolean, nullable=False, default=False),  # declared dead: reconcile before serving
     Column("declared_dead_at", TIME, nullable=True),
     Column("updated_at", TIME, nullable=False),
+    # c0007: os-services (issue 16)
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("disabled_reason", String(255), nullable=True),
+    Column("deleted", Boolean, nullable=False, default=False),
 )
 
 
@@ -32,7 +37,8 @@ def _set(conn: Connection, host: str, **values: object) -> None:
     c = host_marks.c
     if conn.execute(host_marks.update().where(c.host == host).values(updated_at=now, **values)).rowcount == 0:
         conn.execute(host_marks.insert().values(**{"host": host, "forced_down": False, "fenced": False,
-                                                   "updated_at": now, **values}))
+                                                   "disabled": False, "deleted": False, "updated_at": now,
+                                                   **values}))
 
 
 def set_forced_down(conn: Connection, host: str, down: bool) -> None:
@@ -50,7 +56,35 @@ def unfence(conn: Connection, host: str) -> bool:
                              .values(fenced=False, updated_at=utcnow_iso())).rowcount)
 
 
-def unusable(conn: Connection) -> set[str]:
-    """Hosts nothing may be placed on: marked down or fenced."""
+def set_service(conn: Connection, host: str, values: dict[str, object]) -> None:
+    """os-services update: any of disabled, disabled_reason, forced_down."""
+    _set(conn, host, **values)
+
+
+def service_marks(conn: Connection) -> dict[str, dict[str, object]]:
+    """host -> its os-services state: disabled, disabled_reason, forced_down, deleted, updated_at."""
     c = host_marks.c
-    return set(conn.execute(select(c.host).where((c.forced_down.is_(True)) | (c.fenced.is_(True)))).scalars())
+    rows = conn.execute(select(c.host, c.disabled, c.disabled_reason, c.forced_down, c.deleted, c.updated_at))
+    return {r.host: {"disabled": bool(r.disabled), "disabled_reason": r.disabled_reason,
+                     "forced_down": bool(r.forced_down), "deleted": bool(r.deleted), "updated_at": r.updated_at}
+            for r in rows}
+
+
+def mark_deleted(conn: Connection, host: str) -> None:
+    """os-services delete: the host's marks start over, hidden until its compute reports again."""
+    conn.execute(host_marks.delete().where(host_marks.c.host == host))
+    _set(conn, host, deleted=True)
+
+
+def reported(conn: Connection, host: str) -> None:
+    """The host's compute reported its capacity: a deleted service is back (Nova re-creates it too)."""
+    c = host_marks.c
+    conn.execute(host_marks.update().where(c.host == host, c.deleted.is_(True))
+                 .values(deleted=False, updated_at=utcnow_iso()))
+
+
+def unusable(conn: Connection) -> set[str]:
+    """Hosts nothing new may be placed on: marked down, fenced, or its compute service disabled or deleted."""
+    c = host_marks.c
+    return set(conn.execute(select(c.host).where(c.forced_down.is_(True) | c.fenced.is_(True)
+                                                  | c.disabled.is_(True) | c.deleted.is_(True))).scalars())

@@ -44,8 +44,14 @@ SURFACE = surface(
     # host liveness (cells/rpc/liveness.py): an operator's mark (cellctl host down|up), a fenced host back
     Method("host_mark", FAST, retry_safe=True, callers=callers(OPERATOR)),
     Method("host_rejoined", FAST, retry_safe=True, callers=callers(COMPUTE)),
+    # os-services (issue 16): a compute service disabled, forced down or deleted (admin)
+    Method("compute_service_list", FAST, retry_safe=True, version=OPS_VERSION, callers=callers(API)),
+    Method("compute_service_update", FAST, retry_safe=True, version=OPS_VERSION, callers=callers(API)),
+    Method("compute_service_delete", FAST, retry_safe=True, version=OPS_VERSION, callers=callers(API)),
     # quotas, instance actions, the metadata service (issue 7)
     Method("project_usage", FAST, retry_safe=True, callers=callers(API)),
+    # os-simple-tenant-usage (issue 16): instances alive in a time window
+    Method("usage_window", FAST, retry_safe=True, version=OPS_VERSION, callers=callers(API)),
     Method("instance_actions", FAST, retry_safe=True, callers=callers(API)),
     Method("instance_by_address", FAST, retry_safe=True, callers=callers(COMPUTE)),
     # a guest's metadata request, from the metadata service on the network's gateway host (any compute)
@@ -135,9 +141,30 @@ class ConductorAPI:
         """Our host reconciled after being declared dead (fenced): it may serve again."""
         return map_reply(await self.caller.call(TOPIC, M["host_rejoined"], {"host": host}, ctx))
 
+    async def compute_service_list(self, ctx: RequestContext) -> dict[str, Any]:
+        """Admin: host -> its compute service's marks (disabled, disabled_reason, forced_down, deleted,
+        updated_at) and liveness state, for the hosts that have marks."""
+        return map_reply(await self.caller.call(TOPIC, M["compute_service_list"], {}, ctx))
+
+    async def compute_service_update(self, ctx: RequestContext, host: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Admin: values of disabled, disabled_reason, forced_down; the host's marks after it."""
+        return map_reply(await self.caller.call(TOPIC, M["compute_service_update"],
+                                                {"host": host, "values": values}, ctx))
+
+    async def compute_service_delete(self, ctx: RequestContext, host: str) -> None:
+        """Admin: forget the host's compute service (409 while it holds servers or still runs)."""
+        await self.caller.call(TOPIC, M["compute_service_delete"], {"host": host}, ctx)
+
     async def project_usage(self, ctx: RequestContext, project_id: str) -> dict[str, int]:
         """{"instances", "cores", "ram"} used by the project's live instances in this cell (for quotas)."""
         return map_reply(await self.caller.call(TOPIC, M["project_usage"], {"project_id": project_id}, ctx))
+
+    async def usage_window(self, ctx: RequestContext, start: str, end: str, project_id: str | None, limit: int,
+                           marker: str | None) -> list[dict[str, Any]]:
+        """Instances launched by `end` and not terminated before `start` (deleted ones too), of one project
+        or (admin) all, by uuid after `marker`, at most `limit`."""
+        return list_reply(await self.caller.call(TOPIC, M["usage_window"], {
+            "start": start, "end": end, "project_id": project_id, "limit": limit, "marker": marker}, ctx))
 
     async def instance_actions(self, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
         """The instance's actions, oldest first, each with its "events" (os-instance-actions)."""

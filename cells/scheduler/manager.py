@@ -61,12 +61,15 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
     hints = request_spec.get("scheduler_hints")
     same, different = hinted_instances(hints, "same_host"), hinted_instances(hints, "different_host")
     group = sgroups.from_spec(request_spec)
+    allowed, banned = _host_list(request_spec, "only_hosts"), _host_list(request_spec, "excluded_hosts") or []
 
     def place(conn: Connection) -> list[dict[str, Any]]:
-        only, exclude = None, list(exclude_hosts)
+        only, exclude = None, [*exclude_hosts, *banned]
         if same or different:
             only = _hosts_of(conn, same) if same else None
             exclude += _hosts_of(conn, different)
+        if allowed is not None:  # the API's aggregates: an availability zone's hosts, flavor extra specs
+            only = set(allowed) if only is None else only & set(allowed)
         grouping = None
         if group is not None or "instance_uuid" in request_spec:
             resolved, peers = sgroups.resolve(conn, request_spec, group, instance_uuids)
@@ -82,6 +85,16 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
         raise
     SCHEDULER_PLACEMENTS.inc(len(placed))
     return placed
+
+
+def _host_list(request_spec: Mapping[str, Any], key: str) -> list[str] | None:
+    """A list of host names the API put in the request spec (aggregates: api/compute/aggregates.py)."""
+    value = request_spec.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+        raise errors.Invalid(reason=f"request_spec {key} must be a list of host names")
+    return value
 
 
 def _hosts_of(conn: Connection, instance_uuids: list[str]) -> set[str]:

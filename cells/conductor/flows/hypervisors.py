@@ -11,24 +11,27 @@ from cells import errors
 from cells.conductor.env import FlowEnv
 from cells.context import RequestContext
 from cells.db import claims, migration_records
+from cells.db import hosts as hdb
 from cells.db.schema import instances, migrations
 
 
-def _read(conn: Connection) -> tuple[list[claims.HostState], dict[str, int]]:
+def _read(conn: Connection) -> tuple[list[claims.HostState], dict[str, int], dict[str, dict[str, object]]]:
     rows = conn.execute(select(instances.c.host, func.count()).where(
         instances.c.deleted == false(), instances.c.host.is_not(None)).group_by(instances.c.host)).all()
-    return claims.all_hosts(conn), {str(r[0]): int(r[1]) for r in rows}
+    return claims.all_hosts(conn), {str(r[0]): int(r[1]) for r in rows}, hdb.service_marks(conn)
 
 
 async def hypervisor_list(env: FlowEnv, ctx: RequestContext) -> list[dict[str, Any]]:
     if not (ctx.is_admin or "service" in ctx.roles):
         raise errors.Forbidden("Policy doesn't allow os_compute_api:os-hypervisors:list-detail to be performed.")
-    hosts, running = await env.db.read(_read)
+    hosts, running, marks = await env.db.read(_read)
     return [{"host": h.host, "vcpus": h.vcpus, "memory_mb": h.memory_mb, "local_gb": h.local_gb,
              "vcpus_used": h.vcpus_used, "memory_mb_used": h.memory_mb_used, "local_gb_used": h.local_gb_used,
              "running_vms": running.get(h.host, 0), "state": env.host_state(h.host),
              "hypervisor_type": str(h.stats.get("hypervisor_type") or "QEMU"),
-             "hypervisor_version": int(h.stats.get("hypervisor_version") or 0)}
+             "hypervisor_version": int(h.stats.get("hypervisor_version") or 0),
+             "disabled": bool(marks.get(h.host, {}).get("disabled")),  # its compute service's (os-services)
+             "disabled_reason": marks.get(h.host, {}).get("disabled_reason")}
             for h in sorted(hosts, key=lambda h: h.host)]
 
 

@@ -1,0 +1,166 @@
+"""os-services writes, os-aggregates and os-simple-tenant-usage (issue 16) end to end with the unmodified
+openstack CLI on a two-host cluster (libvirt test:///default, real processes): the cell scheduler honours a
+disabled or forced-down compute service and an aggregate's availability zone and extra specs."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tools.devcluster import RunningCluster, running_cluster, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    with running_cluster(tmp_path_factory.mktemp("svcagg"), hosts=2, name="svcagg") as c:
+        yield c
+
+
+def refused(cluster: RunningCluster, *args: str, who: str = "demo") -> str:
+    done = cluster.cli(*args, who=who)
+    assert done.returncode != 0, f"openstack {' '.join(args)} succeeded: {done.stdout}"
+    return done.stderr
+
+
+def boot(cluster: RunningCluster, name: str, *extra: str) -> str:
+    return str(cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", *extra,
+                          "-f", "json", name)["id"])
+
+
+def shown(cluster: RunningCluster, sid: str) -> Any:
+    return cluster.ok("server", "show", "-f", "json", sid, who="admin")
+
+
+def service(cluster: RunningCluster, host: str) -> Any:
+    [found] = cluster.ok("compute", "service", "list", "--host", host, "--service", "nova-compute", "--long",
+                         "-f", "json", who="admin")
+    return found
+
+
+def test_a_disabled_or_forced_down_compute_gets_nothing_new_and_forced_down_evacuates_at_once(
+        cluster: RunningCluster) -> None:
+    cluster.ok("compute", "service", "set", "--disable", "--disable-reason", "disk swap", "node1", "nova-compute",
+               who="admin")
+    node1 = service(cluster, "node1")
+    assert (node1["Status"], node1["Disabled Reason"], node1["State"]) == ("disabled", "disk swap", "up"), node1
+    admin = {"X-Auth-Token": cluster.token("admin")}
+    hypervisors = requests.get(f"{cluster.endpoint}/compute/v2.1/os-hypervisors", headers=admin, timeout=30).json()
+    assert {h["hypervisor_hostname"]: h["status"] for h in hypervisors["hypervisors"]} == \
+        {"node1": "disabled", "node2": "enabled"}, hypervisors
+    err = refused(cluster, "compute", "service", "set", "--enable", "node1", "nova-compute")
+    assert "os-services" in err and "403" in err, err
+    sids = [boot(cluster, f"svc{i}") for i in range(3)]
+    assert {shown(cluster, s)["OS-EXT-SRV-ATTR:host"] for s in sids} == {"node2"}
+    cluster.ok("compute", "service", "set", "--enable", "node1", "nova-compute", who="admin")
+    node1 = service(cluster, "node1")
+    assert (node1["Status"], node1["Disabled Reason"]) == ("enabled", None), node1
+
+    # forced down: the operator's word that node2 is dead; its servers may be evacuated at once
+    cluster.ok("compute", "service", "set", "--down", "node2", "nova-compute", who="admin")
+    node2 = service(cluster, "node2")
+    assert (node2["State"], node2["Forced Down"]) == ("down", True), node2
+    # (no --wait: this CLI's evacuate waits for "ACTIVE" where osc-lib compares lower case, so never ends)
+    cluster.ok("server", "evacuate", sids[0], who="admin")
+    wait_for("the evacuation", lambda: (shown(cluster, sids[0])["OS-EXT-SRV-ATTR:host"],
+                                        shown(cluster, sids[0])["status"]) == ("node1", "ACTIVE"),
+             timeout=60, interval=1)
+    after = boot(cluster, "svc-after")
+    assert shown(cluster, after)["OS-EXT-SRV-ATTR:host"] == "node1"
+    cluster.ok("compute", "service", "set", "--up", "node2", "nova-compute", who="admin")
+    assert service(cluster, "node2")["Forced Down"] is False
+    wait_for("node2 up again", lambda: service(cluster, "node2")["State"] == "up", timeout=60, interval=1)
+
+    # 2.53's PUT by id: a nova-conductor is not updatable; an unknown id is 404; delete refuses a busy host
+    headers = {"X-Auth-Token": cluster.token("admin"), "OpenStack-API-Version": "compute 2.53"}
+    listed = requests.get(f"{cluster.endpoint}/compute/v2.1/os-services", headers=headers, timeout=30).json()
+    by_binary = {(s["binary"], s["host"]): s for s in listed["services"]}
+    conductor = next(s for (b, _), s in by_binary.items() if b == "nova-conductor")
+    r = requests.put(f"{cluster.endpoint}/compute/v2.1/os-services/{conductor['id']}", json={"status": "disabled"},
+                     headers=headers, timeout=30)
+    assert r.status_code == 400 and "Only nova-compute services can be updated" in r.text, r.text
+    r = requests.put(f"{cluster.endpoint}/compute/v2.1/os-services/{'0' * 8}-0000-4000-8000-{'0' * 12}",
+                     json={"status": "disabled"}, headers=headers, timeout=30)
+    assert r.status_code == 404, r.text
+    node1_id = by_binary[("nova-compute", "node1")]["id"]
+    r = requests.put(f"{cluster.endpoint}/compute/v2.1/os-services/{node1_id}",
+                     json={"status": "enabled", "disabled_reason": "x"}, headers=headers, timeout=30)
+    assert r.status_code == 400 and "disabled_reason" in r.text, r.text
+    r = requests.delete(f"{cluster.endpoint}/compute/v2.1/os-services/{node1_id}", headers=headers, timeout=30)
+    assert r.status_code == 409, r.text
+    for sid in [*sids, after]:
+        cluster.ok("server", "delete", "--wait", sid)
+
+
+def test_an_aggregates_zone_and_extra_specs_place_servers_on_its_hosts(cluster: RunningCluster) -> None:
+    agg = cluster.ok("aggregate", "create", "--zone", "fast", "-f", "json", "fastagg", who="admin")
+    assert agg["availability_zone"] == "fast"
+    cluster.ok("aggregate", "add", "host", "fastagg", "node2", who="admin")
+    cluster.ok("aggregate", "set", "--property", "ssd=true", "fastagg", who="admin")
+    got = cluster.ok("aggregate", "show", "-f", "json", "fastagg", who="admin")
+    assert got["hosts"] == ["node2"] and got["properties"] == {"ssd": "true"}, got
+    zones = {z["Zone Name"] for z in cluster.ok("availability", "zone", "list", "-f", "json")}
+    assert {"fast", "site1"} <= zones, zones
+    detail = cluster.ok("availability", "zone", "list", "--long", "-f", "json", who="admin")
+    assert {(z["Zone Name"], z["Host Name"]) for z in detail if z["Host Name"]} >= {("fast", "node2"),
+                                                                                    ("site1", "node1")}
+    assert ("site1", "node2") not in {(z["Zone Name"], z["Host Name"]) for z in detail}
+    err = refused(cluster, "aggregate", "create", "nope")
+    assert "os-aggregates:create" in err and "403" in err, err
+    err = refused(cluster, "aggregate", "create", "--zone", "site1", "clash", who="admin")
+    assert "400" in err, err
+    cluster.ok("aggregate", "create", "--zone", "slow", "slowagg", who="admin")
+    err = refused(cluster, "aggregate", "add", "host", "slowagg", "node2", who="admin")
+    assert "409" in err, err
+
+    zoned = [boot(cluster, f"fast{i}", "--availability-zone", "fast") for i in range(2)]
+    for sid in zoned:
+        server = shown(cluster, sid)
+        assert (server["OS-EXT-SRV-ATTR:host"], server["OS-EXT-AZ:availability_zone"]) == ("node2", "fast")
+    err = refused(cluster, "server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw",
+                  "--availability-zone", "nowhere", "x")
+    assert "availability zone is not available" in err, err
+    cluster.ok("flavor", "create", "--ram", "128", "--disk", "1", "--vcpus", "1", "--property",
+               "aggregate_instance_extra_specs:ssd=true", "ssd.tiny", who="admin")
+    ssd = [str(cluster.ok("server", "create", "--flavor", "ssd.tiny", "--image", "tiny-raw", "--wait", "-f",
+                          "json", f"ssd{i}")["id"]) for i in range(2)]
+    assert {shown(cluster, s)["OS-EXT-SRV-ATTR:host"] for s in ssd} == {"node2"}
+
+    err = refused(cluster, "aggregate", "delete", "fastagg", who="admin")
+    assert "400" in err or "has hosts" in err, err
+    cluster.ok("aggregate", "remove", "host", "fastagg", "node2", who="admin")
+    cluster.ok("aggregate", "delete", "fastagg", "slowagg", who="admin")
+    assert cluster.ok("aggregate", "list", "-f", "json", who="admin") == []
+    for sid in [*zoned, *ssd]:
+        cluster.ok("server", "delete", "--wait", sid)
+    cluster.ok("flavor", "delete", "ssd.tiny", who="admin")
+
+
+def test_usage_lists_every_project_for_admins_and_a_members_own(cluster: RunningCluster) -> None:
+    sid = boot(cluster, "usage1")
+    project = cluster.ok("server", "show", "-f", "json", sid)["project_id"]
+    listed = cluster.ok("usage", "list", "-f", "json", who="admin")
+    mine = [u for u in listed if u["Project"] in (project, "demo")]
+    assert mine and sid in {s["instance_id"] for s in mine[0]["Servers"]}, listed  # the CLI asks detailed=1
+    own = cluster.ok("usage", "show", "-f", "json")
+    assert sid in {s["instance_id"] for s in own["Servers"]} and float(own["RAM MB-Hours"]) >= 0, own
+    err = refused(cluster, "usage", "list")
+    assert "403" in err, err
+    # 2.40 paging: one server per page, the link names the next
+    headers = {"X-Auth-Token": cluster.token("admin"), "OpenStack-API-Version": "compute 2.40"}
+    second = boot(cluster, "usage2")
+    url = f"{cluster.endpoint}/compute/v2.1/os-simple-tenant-usage"
+    window = {"start": "2000-01-01T00:00:00", "end": "2100-01-01T00:00:00", "detailed": "1", "limit": "1"}
+    page = requests.get(url, params=window, headers=headers, timeout=30).json()
+    assert len(page["tenant_usages"][0]["server_usages"]) == 1 and page["tenant_usages_links"], page
+    nxt = requests.get(page["tenant_usages_links"][0]["href"], headers=headers, timeout=30).json()
+    first_id = page["tenant_usages"][0]["server_usages"][0]["instance_id"]
+    assert nxt["tenant_usages"][0]["server_usages"][0]["instance_id"] > first_id, nxt
+    bad = requests.get(url, params={"start": "2100-01-01T00:00:00", "end": "2000-01-01T00:00:00"},
+                       headers=headers, timeout=30)
+    assert bad.status_code == 400, bad.text
+    for server in (sid, second):
+        cluster.ok("server", "delete", "--wait", server)
