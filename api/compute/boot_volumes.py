@@ -24,7 +24,7 @@ from api.http import is_uuid, parse_bool
 from api.image import images as image_db
 from api.volume import cells as volume_cells
 from cells import errors
-from cells.conductor.flows.boot_volume import DELETE_ON_TERMINATION, NEW_ROOT
+from cells.conductor.flows.boot_volume import DELETE_ON_TERMINATION, EXTRA_VOLUMES, NEW_ROOT, made_volumes
 from cells.conductor.flows.volumes import IMAGE_FORMATS, MAX_SIZE_GB
 from cells.context import RequestContext
 from cells.db.fast import AnyRow
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from api.compute.service import ComputeContext
 
 GIB = 1 << 30
+MAX_BLANK_VOLUMES = 16  # blank volumes one boot may make (each is a volume of the project's quota too)
 # the properties of a boot volume's source image its guest boots with (direct kernel boot, disk bus)
 BOOT_PROPERTIES = ("kernel_id", "ramdisk_id", "os_command_line", "architecture", "hw_disk_bus", "hw_machine_type")
 BAD_SEQUENCE = ("Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping "
@@ -97,25 +98,68 @@ def new_root_image(conn: Connection, ctx: RequestContext, bdm: Mapping[str, Any]
     return image
 
 
-async def reserve(cc: ComputeContext, ctx: RequestContext, image: Mapping[str, Any]) -> str | None:
-    """The new root volume counted in the project's volume quotas (volumes, gigabytes), reserved in one
-    write unit of the API DB as a volume create is; its id (for `release`), None for a boot making no
-    volume. Over quota: Nova's 403 for a quota the boot exceeds."""
-    spec = image.get(NEW_ROOT)
-    if not isinstance(spec, Mapping):
-        return None
-    project, volume_id, size = str(ctx.project), str(image["root_volume_id"]), int(spec["size"])
+def blank_volumes(bdms: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The blank volumes (BDM source blank, destination volume) a boot makes beside its root disk, as the
+    boot record's EXTRA_VOLUMES ({id, size, device, delete_on_termination}; devices /dev/vdb... in the
+    mappings' order, a device_name being a hint only, as in Nova), or Nova's 400 for them."""
+    blanks = [b for b in bdms if b.get("source_type") == "blank" and b.get("destination_type") == "volume"]
+    if not blanks:
+        return []
+    if any(str(b.get("boot_index")) == "0" for b in blanks):
+        raise errors.Invalid(BAD_SEQUENCE)  # an empty disk boots nothing
+    if count > 1:
+        raise errors.Invalid("Block Device Mapping is Invalid: blank volumes are made for one server at a time "
+                             "(min_count and max_count 1).")
+    if len(blanks) > MAX_BLANK_VOLUMES:
+        raise errors.Invalid(f"Block Device Mapping is Invalid: at most {MAX_BLANK_VOLUMES} blank volumes.")
+    out = []
+    for letter, bdm in zip("bcdefghijklmnopq", blanks, strict=False):
+        size = int(str(bdm.get("volume_size") or 0))
+        if not 1 <= size <= MAX_SIZE_GB:
+            raise errors.Invalid("Block Device Mapping is Invalid: Blank volumes (source: 'blank', dest: 'volume') "
+                                 f"need to have non-zero size (at most {MAX_SIZE_GB} GiB)")
+        out.append({"id": str(uuidlib.uuid4()), "size": size, "device": f"/dev/vd{letter}",
+                    DELETE_ON_TERMINATION: bool(parse_bool(str(bdm.get("delete_on_termination", False))))})
+    return out
+
+
+def with_blank_volumes(image: dict[str, Any], extras: list[dict[str, Any]]) -> dict[str, Any]:
+    return {**image, EXTRA_VOLUMES: extras} if extras else image
+
+
+def _sizes(image: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(id, GiB) of each volume the boot makes."""
+    spec, extras = image.get(NEW_ROOT), {str(e["id"]): int(e["size"]) for e in image.get(EXTRA_VOLUMES) or []}
+    root_size = int(spec["size"]) if isinstance(spec, Mapping) else 0
+    return [(v, extras.get(v, root_size)) for v, _ in made_volumes(image)]
+
+
+async def reserve(cc: ComputeContext, ctx: RequestContext, image: Mapping[str, Any]) -> list[str]:
+    """The volumes the boot makes counted in the project's volume quotas (volumes, gigabytes), each reserved
+    in a write unit of the API DB as a volume create is; their ids (for `release`). Over quota: what was
+    none is reserved and the boot is Nova's 403 for the quota it exceeds."""
+    sizes = _sizes(image)
+    if not sizes:
+        return []
+    project = str(ctx.project)
     listed, listed_ids = await volume_cells.project_usage(cc.router, ctx, project)
+
+    def reserve_all(conn: Connection) -> None:  # one unit: over quota reserves none of them
+        for volume_id, size in sizes:  # each counts the ones reserved before it
+            quota.reserve_volume(conn, project, volume_id, size, listed, listed_ids)
     try:
-        await cc.db.write(lambda conn: quota.reserve_volume(conn, project, volume_id, size, listed, listed_ids))
+        await cc.db.write(reserve_all)
     except quota.VolumeOverLimit as exc:
         kw = exc.kwargs
         raise errors.QuotaExceeded(f"Volume resource quota exceeded: {exc.message}", resource=kw.get("resource"),
                                    requested=kw.get("requested"), limit=kw.get("limit")) from None
-    return volume_id
+    return [volume_id for volume_id, _ in sizes]
 
 
-async def release(cc: ComputeContext, volume_id: str | None) -> None:
-    """The reservation ends once the boot was taken (its cell lists the volume from then on) or refused."""
-    if volume_id is not None:
-        await cc.db.write(lambda conn: quota.release_volume(conn, volume_id))
+async def release(cc: ComputeContext, volume_ids: list[str]) -> None:
+    """The reservations end once the boot was taken (its cell lists the volumes from then on) or refused."""
+    def release_all(conn: Connection) -> None:
+        for volume_id in volume_ids:
+            quota.release_volume(conn, volume_id)
+    if volume_ids:
+        await cc.db.write(release_all)

@@ -176,11 +176,11 @@ def _check_bdms(boot: BootRequest) -> None:
     root = root_bdm(boot)
     image_root = boot_volumes.image_root_bdm(boot.block_device_mapping_v2)
     for bdm in boot.block_device_mapping_v2:
-        if bdm is root or bdm is image_root:
+        if bdm is root or bdm is image_root or bdm.get("source_type") == "blank":  # blank: boot_volumes
             continue
         if bdm.get("destination_type") == "volume" or bdm.get("source_type") in ("volume", "snapshot"):
-            raise errors.Invalid("Volumes other than the root volume are not supported at boot by this cloud yet: "
-                                 "attach them once the server is active.")
+            raise errors.Invalid("Volumes other than the root volume and blank ones are not supported at boot by "
+                                 "this cloud yet: attach them once the server is active.")
     if root is None:
         return
     if boot.image_ref or image_root is not None:  # Nova: an image and a boot volume name two root disks
@@ -290,6 +290,8 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
         _check_image(image, flavor)
     elif not boot_image:  # a boot from an existing volume (one made from an image: checked in _lookups)
         boot_image = await _root_volume_image(cc, ctx, boot, hints)
+    boot_image = boot_volumes.with_blank_volumes(boot_image, boot_volumes.blank_volumes(
+        boot.block_device_mapping_v2, max_count))
     key_data = None
     if boot.key_name is not None:
         try:

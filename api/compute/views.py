@@ -148,9 +148,13 @@ def _extended_attributes(view: dict[str, Any], record: ShownInstance, is_admin: 
 
 
 def _deleted_with_it(image: Any, volume_id: str) -> bool:
-    """Only a root volume booted with delete_on_termination goes with its server (attached volumes stay)."""
-    return bool(isinstance(image, dict) and image.get("root_volume_id") == volume_id
-                and image.get("delete_on_termination"))
+    """Only a volume the server booted with, with delete_on_termination, goes with it (attached ones stay)."""
+    if not isinstance(image, dict):
+        return False
+    if image.get("root_volume_id") == volume_id:
+        return bool(image.get("delete_on_termination"))
+    return any(isinstance(e, dict) and e.get("id") == volume_id and bool(e.get("delete_on_termination"))
+               for e in image.get("extra_volumes") or ())
 
 
 def server_detail(base: str, record: ShownInstance, is_admin: bool, version: Microversion) -> dict[str, Any]:

@@ -89,7 +89,8 @@ def test_boot_from_a_volume_made_from_an_image_with_the_cli(cluster: RunningClus
     """server create --image tiny-raw --boot-from-volume 1 --delete-on-termination: the cell makes the volume
     from the image (its bytes in the volume file), the server boots from it (no image shown, the volume at
     /dev/vda, delete_on_termination shown) and its delete removes the volume and its file; --block-device
-    source=image,...,delete_on_termination=false keeps the volume, available, after the server's delete."""
+    source=image,...,delete_on_termination=false keeps the volume, available, after the server's delete, and a
+    --block-device source_type=blank,... volume beside it is hot-plugged at /dev/vdb and goes with the server."""
     from api.image.default import MARKER as IMAGE_MARKER
     image_id = cluster.ok("image", "show", "tiny-raw", "-f", "json")["id"]
     server = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--boot-from-volume", "1",
@@ -110,12 +111,24 @@ def test_boot_from_a_volume_made_from_an_image_with_the_cli(cluster: RunningClus
 
     kept = cluster.ok("server", "create", "--flavor", "m1.tiny", "--block-device",
                       f"uuid={image_id},source_type=image,destination_type=volume,volume_size=1,"
-                      "delete_on_termination=false,boot_index=0", "--wait", "bfi2", "-f", "json")
-    [attached] = kept["volumes_attached"]
-    assert kept["status"] == "ACTIVE" and attached["delete_on_termination"] is False
-    wait_volume(cluster, attached["id"], "in-use")
+                      "delete_on_termination=false,boot_index=0", "--block-device",
+                      "source_type=blank,destination_type=volume,volume_size=1,delete_on_termination=true",
+                      "--wait", "bfi2", "-f", "json")
+    assert kept["status"] == "ACTIVE"
+    vol = wait_volume(cluster, kept["volumes_attached"][0]["id"], "in-use")
+    attached = {a["device"]: a for a in vol["attachments"]}
+    blank = next(v for v in cluster.ok("volume", "list", "--long", "-f", "json") if v["ID"] != vol["id"])
+    blank = wait_volume(cluster, blank["ID"], "in-use")  # hot-plugged once the guest runs
+    assert [(a["server_id"], a["device"]) for a in blank["attachments"]] == [(kept["id"], "/dev/vdb")]
+    assert blank["bootable"] in (False, "false") and list(attached) == ["/dev/vda"]
+    shown = {v["id"]: v["delete_on_termination"] for v in cluster.ok("server", "show", "bfi2", "-f", "json")[
+        "volumes_attached"]}
+    assert shown == {vol["id"]: False, blank["id"]: True}
     cluster.ok("server", "delete", "--wait", "bfi2")
-    assert wait_volume(cluster, attached["id"], "available")["attachments"] == []
+    assert wait_volume(cluster, vol["id"], "available")["attachments"] == []
+    wait_for("the blank volume deleted with its server", lambda: blank["id"] not in json.dumps(
+        cluster.ok("volume", "list", "-f", "json")), 60, 0.5)
+    attached = vol
     cluster.ok("volume", "delete", attached["id"])
     wait_for("the kept volume deleted", lambda: attached["id"] not in json.dumps(
         cluster.ok("volume", "list", "-f", "json")), 60, 0.5)

@@ -459,3 +459,21 @@ async def test_boot_making_its_root_volume_from_an_image_and_the_errors_that_mak
     assert [(a.instance_uuid, a.device) for a in atts[vol["id"]]] == [(sid, "/dev/vda")]
     status, answer = await boot_status(body(size=2))  # 2 of 2 GiB are the first's
     assert status == 403 and "gigabytes" in answer["forbidden"]["message"], answer
+
+    # a blank volume beside the root (source blank, destination volume): made with it, counted with it
+    assert (await cloud.req("PUT", "admin", f"/os-quota-sets/{project}", {"quota_set": {"gigabytes": 5}}))[0] == 200
+    root = body(size=2)["server"]["block_device_mapping_v2"][0]
+    blank = {"source_type": "blank", "destination_type": "volume", "boot_index": -1}
+    for extra, words in (({**blank}, "need to have non-zero size"), ({**blank, "volume_size": 1, "boot_index": 0},
+                                                                        "Boot sequence")):
+        status, answer = await boot_status(body(block_device_mapping_v2=[root, extra]))
+        assert status == 400 and words in answer["badRequest"]["message"], answer
+    status, answer = await boot_status(body(block_device_mapping_v2=[root, {**blank, "volume_size": 2}]))
+    assert status == 403, answer  # 2 + 2 + 2 GiB of 5: neither volume reserved
+    status, answer = await boot_status(body(block_device_mapping_v2=[
+        root, {**blank, "volume_size": 1, "delete_on_termination": True}]))
+    assert status == 202, answer
+    [extra] = cloud.conductor.builds[-1]["image"]["extra_volumes"]
+    assert (extra["size"], extra["device"], extra["delete_on_termination"]) == (1, "/dev/vdb", True)
+    _, volumes = await cloud.req("GET", "demo", "/volumes/detail")
+    assert sorted((v["size"], v["bootable"]) for v in volumes["volumes"]) == [(1, "false"), (2, "true"), (2, "true")]

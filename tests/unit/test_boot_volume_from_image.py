@@ -1,9 +1,10 @@
 """A root volume the boot makes from an image (BDM image -> volume, issue 18), in the conductor against a real
 cell DB (SQLite) and a real volume worker (file backend, local target) whose image store is in memory: the
 volume is inserted with the server's row, made from the image before scheduling, exported and in-use once the
-guest runs; delete_on_termination deletes it with the server (false keeps it, available); a volume that
-cannot be made fails the build and leaves no volume, file or allocated space; a failed build deletes the
-volume it made; a server deleted before its volume was made leaves none."""
+guest runs; delete_on_termination deletes it with the server (false keeps it, available); blank volumes
+made beside it are hot-plugged once the guest runs and go or stay by their own delete_on_termination; a
+volume that cannot be made fails the build and leaves no volume, file or allocated space; a failed build
+deletes the volume it made; a server deleted before or while its volume is made leaves none."""
 from __future__ import annotations
 
 import os
@@ -92,7 +93,7 @@ async def test_the_made_volume_holds_the_image_boots_and_goes_with_its_server(en
     vol = await flows.volume_get(env.env, DEMO, vid)
     assert vol["status"] == "creating" and vol["bootable"] is True and vol["image"]["id"] == IMAGE_ID
     assert [(a["instance_uuid"], a["device"]) for a in vol["attachments"]] == [(uid, "/dev/vda")]
-    assert await boot_volume.make_root(env.env, admin_context(), uid, image) is None
+    assert await boot_volume.make_volumes(env.env, admin_context(), uid, image) is None
     assert (await flows.volume_get(env.env, DEMO, vid))["status"] == "attaching"
     assert first_bytes((await env.worker.backend.locate(vid)).path) == MARKER
     await scheduled_and_exported(env, uid)
@@ -107,7 +108,7 @@ async def test_the_made_volume_holds_the_image_boots_and_goes_with_its_server(en
 async def test_delete_on_termination_false_keeps_the_volume_available(env: VolumeCell) -> None:
     image = root_image(delete=False)
     uid = await insert_build(env, image)
-    assert await boot_volume.make_root(env.env, admin_context(), uid, image) is None
+    assert await boot_volume.make_volumes(env.env, admin_context(), uid, image) is None
     await scheduled_and_exported(env, uid)
     for event in (Event.SPAWNING, Event.SPAWNED):
         await compute_events.instance_event(env.env, admin_context(), uid, "node1", event)
@@ -124,7 +125,7 @@ async def test_a_volume_that_cannot_be_made_fails_the_build_and_leaves_nothing(e
                                                                      "request_spec": {"flavor": FLAVOR}}])
     row = await env.env.db.read(lambda conn: idb.get_row(conn, uid))
     assert row is not None and row.vm_state == "error" and row.host is None  # never scheduled
-    assert "root volume could not be made" in row.fault["message"]
+    assert "a volume it boots with could not be made" in row.fault["message"]
     assert await gone(env, image["root_volume_id"])
     assert volume_files(env) == [] and await allocated(env) == 0
 
@@ -132,7 +133,7 @@ async def test_a_volume_that_cannot_be_made_fails_the_build_and_leaves_nothing(e
 async def test_a_failed_build_deletes_the_volume_it_made(env: VolumeCell) -> None:
     image = root_image(delete=False)
     uid = await insert_build(env, image)
-    assert await boot_volume.make_root(env.env, admin_context(), uid, image) is None
+    assert await boot_volume.make_volumes(env.env, admin_context(), uid, image) is None
     await scheduled_and_exported(env, uid)
     await boot.build_failed(env.env, admin_context(), uid, "node1", {"message": "spawn failed"}, retryable=False)
     assert await gone(env, image["root_volume_id"])
@@ -143,7 +144,7 @@ async def test_a_server_deleted_before_its_volume_is_made_leaves_no_volume(env: 
     image = root_image(delete=False)
     uid = await insert_build(env, image)
     await delete_locally(env.env, uid)  # no host yet: deleted here, its volume still creating
-    failure = await boot_volume.make_root(env.env, admin_context(), uid, image)
+    failure = await boot_volume.make_volumes(env.env, admin_context(), uid, image)
     assert failure is not None
     assert await gone(env, image["root_volume_id"])
     assert volume_files(env) == [] and await allocated(env) == 0
@@ -160,6 +161,36 @@ async def test_a_server_deleted_while_its_volume_is_made_leaves_no_volume(env: V
         await delete_locally(env.env, uid)
         return await real_create(ctx, volume)
     env.worker.create_volume = delete_meanwhile  # type: ignore[method-assign]
-    assert await boot_volume.make_root(env.env, admin_context(), uid, image) is not None
+    assert await boot_volume.make_volumes(env.env, admin_context(), uid, image) is not None
     assert await gone(env, vid)
     assert volume_files(env) == [] and await allocated(env) == 0
+
+
+async def test_blank_volumes_are_made_plugged_once_the_guest_runs_and_go_by_their_own_flag(env: VolumeCell) -> None:
+    image = root_image(delete=True)
+    goes, stays = str(uuid.uuid4()), str(uuid.uuid4())
+    image[boot_volume.EXTRA_VOLUMES] = [
+        {"id": goes, "size": 1, "device": "/dev/vdb", boot_volume.DELETE_ON_TERMINATION: True},
+        {"id": stays, "size": 1, "device": "/dev/vdc", boot_volume.DELETE_ON_TERMINATION: False}]
+    uid = await insert_build(env, image)
+    assert await boot_volume.make_volumes(env.env, admin_context(), uid, image) is None
+    for vid in (goes, stays):
+        vol = await flows.volume_get(env.env, DEMO, vid)
+        assert vol["status"] == "attaching" and vol["bootable"] is False
+    await scheduled_and_exported(env, uid)
+    assert env.compute.plugged == {}  # nothing hot-plugged before the guest runs
+    for event in (Event.SPAWNING, Event.SPAWNED):
+        await compute_events.instance_event(env.env, admin_context(), uid, "node1", event)
+    await env.settle()
+    assert {v: p["instance"] for v, p in env.compute.plugged.items()} == {goes: uid, stays: uid}
+    devices = {}
+    for vid in (goes, stays):
+        vol = await flows.volume_get(env.env, DEMO, vid)
+        assert vol["status"] == "in-use"
+        devices[vid] = vol["attachments"][0]["device"]
+    assert devices == {goes: "/dev/vdb", stays: "/dev/vdc"}
+    await delete_locally(env.env, uid)
+    assert await gone(env, image["root_volume_id"]) and await gone(env, goes)
+    kept = await flows.volume_get(env.env, DEMO, stays)
+    assert kept["status"] == "available" and kept["attachments"] == []
+    assert len(volume_files(env)) == 1 and await allocated(env) == 1

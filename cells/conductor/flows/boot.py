@@ -134,10 +134,9 @@ def _insert_build(conn: Connection, env: FlowEnv, ctx: RequestContext, rows: lis
         idb.insert_rows(conn, new)
         for r in new:  # a boot from a volume reserves it (or the one it makes) with its row (flows/boot_volume.py)
             volume_id = boot_volume.root_volume_id(r["image"])
-            if boot_volume.new_root(r["image"]) is not None:
-                boot_volume.insert_new_root(conn, r["image"], r["uuid"], r["project_id"])
-            elif volume_id is not None:
+            if volume_id is not None and boot_volume.new_root(r["image"]) is None:
                 boot_volume.reserve(conn, ctx, volume_id, r["uuid"], r["project_id"])
+            boot_volume.insert_made_volumes(conn, r["image"], r["uuid"], r["project_id"])
         action_records.start_actions(conn, ctx, CREATE, [(r["uuid"], r["project_id"]) for r in new], EV_SCHEDULE, now)
     records = [env.record(existing[r["uuid"]]) if r["uuid"] in existing else env.record(r) for r in rows]
     return records, new
@@ -165,16 +164,16 @@ async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, req
 
 
 async def make_volumes_then_schedule(env: FlowEnv, ctx: RequestContext, batch: list[dict[str, Any]]) -> None:
-    """The root volumes the boot makes (flows/boot_volume.py make_root), then scheduling: a server whose
-    volume cannot be made fails its build (its volume deleted) and is not scheduled."""
+    """The volumes the boot makes (flows/boot_volume.py make_volumes), then scheduling: a server whose
+    volumes cannot be made fails its build (they are deleted) and is not scheduled."""
     uuids = []
     for r in batch:
-        failure = await boot_volume.make_root(env, ctx, r["uuid"], r["image"])
+        failure = await boot_volume.make_volumes(env, ctx, r["uuid"], r["image"])
         if failure is None:
             uuids.append(r["uuid"])
             continue
         await fail_builds(env, [r["uuid"]], action_records.make_fault(
-            f"Build of instance {r['uuid']} aborted: its root volume could not be made: {failure}"), ctx)
+            f"Build of instance {r['uuid']} aborted: a volume it boots with could not be made: {failure}"), ctx)
     if uuids:
         await schedule_and_build(env, ctx, uuids, batch[0]["request_spec"], [])
 
@@ -285,7 +284,7 @@ def set_error(conn: Connection, env: FlowEnv, row: AnyRow, fault: dict[str, Any]
     carry_out(actions, {Action.RELEASE_CLAIM: lambda: claims.release_claim(conn, row.uuid),
                         Action.RECORD_FAULT: record_fault})
     release_instance_volumes(conn, row.uuid)  # a boot volume is available again (its export: its host's sweep)
-    boot_volume.release_root(conn, env, row, build_failed=True)  # or deleted (delete_released, after the commit)
+    boot_volume.release_boot_volumes(conn, env, row, build_failed=True)  # or deleted (delete_released, after the commit)
     idb.update_row(conn, row.uuid, values)
     action_records.fail_open_events(conn, row.uuid, CREATE, fault["message"])
     after_commit(conn, BOOTS.labels("error").inc)

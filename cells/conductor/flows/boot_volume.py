@@ -4,16 +4,18 @@ exported to the host the scheduler chose before the compute spawns on it.
     build_instances  available -> attaching, an attachment at /dev/vda for the new instance
                      (same unit of work as the rows: a refused volume makes no server)
                      or, a root volume the boot makes from an image (BDM image -> volume, the
-                     record's image names it under NEW_ROOT): its row inserted `creating` with that
-                     attachment; before scheduling it is placed and made (make_root), creating ->
-                     attaching; a volume that cannot be made fails the build (ERROR with the reason)
+                     record's image names it under NEW_ROOT) and blank volumes beside it (BDM blank ->
+                     volume, under EXTRA_VOLUMES): their rows inserted `creating` with their
+                     attachments; before scheduling they are placed and made (make_volumes), creating
+                     -> attaching; one that cannot be made fails the build (ERROR with the reason)
     send_to_host     volume.<host> export for the chosen compute, connection_info recorded; the
                      compute asks for it (volume_connection) and makes it the guest's vda
-    spawned          attaching -> in-use (flows/compute_events.py, same unit of work as ACTIVE)
+    spawned          attaching -> in-use (flows/compute_events.py, same unit of work as ACTIVE); the
+                     blank volumes are then hot-plugged as any attach (attach_extras)
     build error      the attachment ends, the volume is available again (flows/boot.py set_error)
     delete           as any attached volume (cells/db/volumes.py release_instance_volumes); with
                      delete_on_termination the volume is deleted once the guest is gone, and a volume
-                     the boot made is deleted when the build fails (release_root marks it deleting in
+                     the boot made is deleted when the build fails (release_boot_volumes marks it deleting in
                      the unit of work that ends the server; delete_released removes it from its host)
 
 The reserved volume records no conductor of its own (conductor_id NULL): the boot owns it, so a
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import uuid as uuidlib
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection
@@ -42,6 +45,7 @@ from cells.rpcapi.volume import VolumeAPI
 LOG = logging.getLogger(__name__)
 ROOT_DEVICE = "/dev/vda"
 NEW_ROOT = "new_root_volume"  # the boot record's image: the root volume the boot makes (its create fields)
+EXTRA_VOLUMES = "extra_volumes"  # the boot record's image: blank volumes it makes beside its root disk
 DELETE_ON_TERMINATION = "delete_on_termination"  # the boot record's image: delete the root volume with the server
 
 
@@ -116,7 +120,7 @@ def settle(conn: Connection, instance_uuid: str) -> None:
             vdb.transition(conn, att.volume_id, [S.ATTACHING], {"status": S.IN_USE})
 
 
-# --- a root volume the boot makes (BDM source image, destination volume) ---------------------------
+# --- volumes the boot makes: its root from an image (BDM image -> volume), blank ones beside it ----------
 
 def new_root(image: Any) -> Mapping[str, Any] | None:
     """The create fields of the root volume a boot record asks to be made, None for any other boot."""
@@ -124,21 +128,50 @@ def new_root(image: Any) -> Mapping[str, Any] | None:
     return spec if isinstance(spec, Mapping) else None
 
 
-def insert_new_root(conn: Connection, image: Mapping[str, Any], instance_uuid: str, project_id: str) -> None:
-    """The volume row (creating, owned by the boot: no conductor of its own) and its attachment to the
-    new instance at /dev/vda, in the unit of work that inserts the instance row."""
-    volume_id, spec = root_volume_id(image), new_root(image)
-    assert volume_id is not None and spec is not None
-    now = utcnow_iso()
-    row = vflows.validate_create({**spec, "id": volume_id, "project_id": project_id}, now)
-    if row["image"] is None:
-        raise errors.Invalid(reason="a root volume made at boot is made from an image")
-    if vdb.get_row(conn, volume_id) is not None:
-        raise errors.Conflict(reason=f"volume {volume_id} already exists")
+def extra_volumes(image: Any) -> list[Mapping[str, Any]]:
+    """The blank volumes a boot record asks for beside its root disk ({id, size, device, delete_on_termination})."""
+    extras = image.get(EXTRA_VOLUMES) if isinstance(image, Mapping) else None
+    return [e for e in extras if isinstance(e, Mapping)] if isinstance(extras, list) else []
+
+
+def made_volumes(image: Any) -> list[tuple[str, bool]]:
+    """(volume id, delete_on_termination) of every volume the boot makes, its root first."""
+    out = [(str(root_volume_id(image)), bool(image.get(DELETE_ON_TERMINATION)))] if new_root(image) else []
+    return out + [(str(e["id"]), bool(e.get(DELETE_ON_TERMINATION))) for e in extra_volumes(image)]
+
+
+def boot_volume_ids(image: Any) -> list[str]:
+    """The root volume (made or not) and the blank volumes of a boot record."""
+    root = root_volume_id(image)
+    return ([root] if root else []) + [str(e["id"]) for e in extra_volumes(image)]
+
+
+def _insert_made(conn: Connection, fields: Mapping[str, Any], instance_uuid: str, device: str, now: str) -> None:
+    row = vflows.validate_create(fields, now)
+    if vdb.get_row(conn, row["id"]) is not None:
+        raise errors.Conflict(reason=f"volume {row['id']} already exists")
     vdb.insert_volume(conn, {**row, "conductor_id": None})
-    vdb.insert_attachment(conn, {"id": str(uuidlib.uuid4()), "volume_id": volume_id, "instance_uuid": instance_uuid,
-                                 "instance_host": None, "device": ROOT_DEVICE, "status": "attaching",
+    vdb.insert_attachment(conn, {"id": str(uuidlib.uuid4()), "volume_id": row["id"], "instance_uuid": instance_uuid,
+                                 "instance_host": None, "device": device, "status": "attaching",
                                  "connection_info": None, "created_at": now, "updated_at": now})
+
+
+def insert_made_volumes(conn: Connection, image: Mapping[str, Any], instance_uuid: str, project_id: str) -> None:
+    """The rows of the volumes the boot makes (creating, owned by the boot: no conductor of their own) and
+    their attachments to the new instance (the root at /dev/vda), in the unit of work inserting its row."""
+    now = utcnow_iso()
+    spec = new_root(image)
+    if spec is not None:
+        if not isinstance(spec.get("image"), Mapping):
+            raise errors.Invalid(reason="a root volume made at boot is made from an image")
+        _insert_made(conn, {**spec, "id": root_volume_id(image), "project_id": project_id}, instance_uuid,
+                     ROOT_DEVICE, now)
+    for extra in extra_volumes(image):
+        device = str(extra.get("device") or "")
+        if not device.startswith("/dev/vd") or device == ROOT_DEVICE:
+            raise errors.Invalid(reason=f"a blank volume's device must be /dev/vdb.., not {device!r}")
+        _insert_made(conn, {"id": extra.get("id"), "size": extra.get("size"), "project_id": project_id},
+                     instance_uuid, device, now)
 
 
 def _made(conn: Connection, env: FlowEnv, volume_id: str, instance_uuid: str, values: Mapping[str, Any]) -> bool:
@@ -153,18 +186,23 @@ def _made(conn: Connection, env: FlowEnv, volume_id: str, instance_uuid: str, va
     return False
 
 
-async def make_root(env: FlowEnv, ctx: RequestContext, instance_uuid: str, image: Any) -> str | None:
-    """Place and make the root volume a boot asked for (its image converted into it on its volume host);
-    None once it is attaching for the instance, else why it could not be made (the caller fails the
-    build, whose end deletes the volume: release_root)."""
-    volume_id = root_volume_id(image)
-    if volume_id is None or new_root(image) is None:
-        return None
+async def make_volumes(env: FlowEnv, ctx: RequestContext, instance_uuid: str, image: Any) -> str | None:
+    """Place and make the volumes a boot asked for (its root from its image, blank ones), each on a volume
+    host; None once all are attaching for the instance, else why one could not be made (the caller fails
+    the build, whose end deletes them: release_boot_volumes)."""
+    for volume_id, _ in made_volumes(image):
+        failure = await _make_one(env, ctx, instance_uuid, volume_id)
+        if failure is not None:
+            return failure
+    return None
+
+
+async def _make_one(env: FlowEnv, ctx: RequestContext, instance_uuid: str, volume_id: str) -> str | None:
     row = await env.db.read(lambda conn: vdb.get_row(conn, volume_id))
     if row is not None and row.status == S.ATTACHING:  # made already (a resumed build): export_to checks it is ours
         return None
     if row is None or row.status != S.CREATING:
-        return f"root volume {volume_id} is {'gone' if row is None else row.status}, not being made"
+        return f"volume {volume_id} is {'gone' if row is None else row.status}, not being made"
     placed: Mapping[str, Any] | None = dict(row._mapping)
     if row.host is None:
         placed = await env.db.write(lambda conn: vflows.place(conn, volume_id, int(row.size),
@@ -175,62 +213,85 @@ async def make_root(env: FlowEnv, ctx: RequestContext, instance_uuid: str, image
     try:
         made = await VolumeAPI(env.service).create_volume(ctx, placed["host"], vdb.volume_record(placed))
     except errors.CellcloudError as exc:
-        LOG.warning("root volume %s of %s: create on %s failed: %s", volume_id, instance_uuid, placed["host"], exc)
+        LOG.warning("volume %s of %s: create on %s failed: %s", volume_id, instance_uuid, placed["host"], exc)
         return exc.message
     values = {"backend": made.get("backend"), "disk_format": made.get("disk_format")}
     if await env.db.write(lambda conn: _made(conn, env, volume_id, instance_uuid, values)):
         return None
-    LOG.info("root volume %s made after its server %s ended: deleting it", volume_id, instance_uuid)
+    LOG.info("volume %s made after its server %s ended: deleting it", volume_id, instance_uuid)
     try:  # its server's end may have deleted it before this create finished: remove what the create made
         await VolumeAPI(env.service).delete_volume(ctx, placed["host"], vdb.volume_record(placed))
     except errors.CellcloudError as exc:
-        LOG.warning("root volume %s: delete on %s failed: %s", volume_id, placed["host"], exc)
-    await delete_released(env, ctx, volume_id)
-    return f"root volume {volume_id} was made after its server ended"
+        LOG.warning("volume %s: delete on %s failed: %s", volume_id, placed["host"], exc)
+    await delete_released(env, ctx, [volume_id])
+    return f"volume {volume_id} was made after its server ended"
 
 
-def release_root(conn: Connection, env: FlowEnv, row: Any, build_failed: bool) -> str | None:
-    """The server ends (deleted, or its build failed) and its attachments were released: its root volume
-    is marked deleting for this conductor when delete_on_termination asks for it, or when the build failed
-    and the boot made the volume (nothing half-made stays). The id to give delete_released after the
-    commit, else None (an existing volume stays, available)."""
-    image = row.image
-    volume_id = root_volume_id(image)
-    if volume_id is None:
-        return None
-    made = new_root(image) is not None
-    if bool(image.get(DELETE_ON_TERMINATION)) or (made and build_failed):
-        statuses = [S.AVAILABLE, S.CREATING, S.ERROR]
-    elif made:  # a volume still being made for a server that ended: no one will ever use it
-        statuses = [S.CREATING]
-    else:
-        return None
+def _release_one(conn: Connection, env: FlowEnv, volume_id: str, statuses: list[str]) -> None:
     vol = vdb.get_row(conn, volume_id)
     if vol is None or vol.deleted or vdb.attachment_of(conn, volume_id) is not None:
-        return None  # gone, or attached to another server since: not ours to delete
-    if not vdb.transition(conn, volume_id, statuses, {"status": S.DELETING, "conductor_id": env.conductor_id}):
-        return None
-    if vol.host is None:  # never placed: nothing on any host to remove
+        return  # gone, or attached to another server since: not ours to delete
+    if vdb.transition(conn, volume_id, statuses, {"status": S.DELETING, "conductor_id": env.conductor_id}) \
+            and vol.host is None:  # never placed: nothing on any host to remove
         vflows.mark_deleted(conn, volume_id)
-        return None
-    return volume_id
 
 
-async def delete_released(env: FlowEnv, ctx: RequestContext, volume_id: str | None) -> None:
-    """Remove a root volume release_root marked (from its host, when it was placed on one). Run after the
-    commit; a conductor that dies first leaves it deleting under its id, and its adopter deletes it."""
-    if volume_id is None:
-        return
-    row = await env.db.read(lambda conn: vdb.get_row(conn, volume_id))
-    if row is None or row.deleted or row.status != S.DELETING or row.conductor_id != env.conductor_id:
-        return
-    await vflows.delete_on_host(env, ctx, vdb.volume_record(row))
+def release_boot_volumes(conn: Connection, env: FlowEnv, row: Any, build_failed: bool) -> None:
+    """The server ends (deleted, or its build failed) and its attachments were released: each of its boot's
+    volumes is marked deleting for this conductor when its delete_on_termination asks for it, or when the
+    build failed and the boot made it, or when the boot made it and it is still being made (nothing
+    half-made stays); delete_released removes them after the commit. An existing volume stays, available."""
+    image = row.image
+    made = dict(made_volumes(image))
+    root = root_volume_id(image)
+    if root is not None and root not in made and bool(image.get(DELETE_ON_TERMINATION)):
+        made_or_not = {**made, root: True}
+    else:
+        made_or_not = made
+    for volume_id, delete in made_or_not.items():
+        if delete or (build_failed and volume_id in made):
+            _release_one(conn, env, volume_id, [S.AVAILABLE, S.CREATING, S.ERROR])
+        elif volume_id in made:  # still being made for a server that ended: no one will ever use it
+            _release_one(conn, env, volume_id, [S.CREATING])
+
+
+async def delete_released(env: FlowEnv, ctx: RequestContext, volume_ids: list[str]) -> None:
+    """Remove the volumes release_boot_volumes marked from their hosts. Run after the commit; a conductor
+    that dies first leaves them deleting under its id, and its adopter deletes them."""
+    for volume_id in volume_ids:
+        row = await env.db.read(partial(vdb.get_row, volume_id=volume_id))
+        if row is None or row.deleted or row.status != S.DELETING or row.conductor_id != env.conductor_id:
+            continue
+        await vflows.delete_on_host(env, ctx, vdb.volume_record(row))
 
 
 async def delete_released_of(env: FlowEnv, ctx: RequestContext, instance_uuids: list[str]) -> None:
-    """delete_released for the root volumes of these servers (after a write that ended them)."""
+    """delete_released for the boot volumes of these servers (after a write that ended them)."""
     def read(conn: Connection) -> list[str]:
         rows = idb.get_rows(conn, instance_uuids)
-        return [v for row in rows.values() if (v := root_volume_id(row.image)) is not None]
-    for volume_id in await env.db.read(read) if instance_uuids else []:
-        await delete_released(env, ctx, volume_id)
+        return [v for row in rows.values() for v in boot_volume_ids(row.image)]
+    await delete_released(env, ctx, await env.db.read(read) if instance_uuids else [])
+
+
+def _start_extra_attaches(conn: Connection, env: FlowEnv, instance_uuid: str,
+                          host: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    out = []
+    for att in vdb.attachments_for_instances(conn, [instance_uuid])[instance_uuid]:
+        if att.status != "attaching" or att.device == ROOT_DEVICE:
+            continue
+        if vdb.transition(conn, att.volume_id, [S.ATTACHING], {"conductor_id": env.conductor_id}):
+            vdb.update_attachment(conn, att.volume_id, {"instance_host": host})
+            vol = vdb.get_row(conn, att.volume_id)
+            assert vol is not None  # the transition just found it
+            out.append((vdb.volume_record(vol), {**vdb.attachment_record(att), "instance_host": host}))
+    return out
+
+
+async def attach_extras(env: FlowEnv, ctx: RequestContext, record: Mapping[str, Any]) -> None:
+    """The guest runs: the blank volumes made for it are plugged in as any attach is (flows/volumes.py
+    attach_steps; from now on owned by this conductor, so an adopter drives them if it dies)."""
+    if not extra_volumes(record.get("image")) or not record.get("host"):
+        return
+    uuid, host = str(record["uuid"]), str(record["host"])
+    for volume, att in await env.db.write(lambda conn: _start_extra_attaches(conn, env, uuid, host)):
+        env.spawn(vflows.attach_steps(env, ctx, volume, att))

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from cells import errors
-from cells.conductor.env import FlowEnv, state_of, state_values
+from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
 from cells.conductor.flows import boot, boot_volume, delete
 from cells.context import RequestContext
 from cells.db import action_records
@@ -98,4 +98,7 @@ async def instance_event(env: FlowEnv, ctx: RequestContext, uuid: str, host: str
     if name == Event.DESTROYED:
         await delete.instance_destroyed(env, ctx, uuid, host)
         return None
-    return await env.db.write(lambda conn: _apply(conn, env, uuid, host, name, observed, made))
+    record = await env.db.write(lambda conn: _apply(conn, env, uuid, host, name, observed, made))
+    if name == Event.SPAWNED:  # the guest runs: the blank volumes made for it are plugged in
+        await boot_volume.attach_extras(env, background_ctx(ctx), record)
+    return record

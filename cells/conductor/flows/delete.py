@@ -68,7 +68,7 @@ def complete_delete(conn: Connection, env: FlowEnv, row: AnyRow, event: str = EV
     migration_records.end_for_delete(conn, row.uuid)  # a move's destination claim goes with it
     release_instance(conn, row.uuid)  # ports and fixed IPs go back in the same commit
     release_instance_volumes(conn, row.uuid)  # and its volumes are available again (issue 6)
-    boot_volume.release_root(conn, env, row, build_failed=False)  # or deleted: delete_on_termination
+    boot_volume.release_boot_volumes(conn, env, row, build_failed=False)  # or deleted: delete_on_termination
     idb.update_row(conn, row.uuid, values)
     action_records.fail_open_events(conn, row.uuid, "create", "Instance was deleted while building")
     action_records.finish_event(conn, row.uuid, DELETE, event, action_records.SUCCESS, host=row.host)
@@ -132,7 +132,7 @@ async def instance_delete(env: FlowEnv, ctx: RequestContext, uuid: str) -> Insta
         if done is not None:
             return done
     elif record["deleted"]:  # deleted here: a root volume it marked for deletion goes now
-        await boot_volume.delete_released(env, ctx, boot_volume.root_volume_id(record["image"]))
+        await boot_volume.delete_released(env, ctx, boot_volume.boot_volume_ids(record["image"]))
     return record
 
 
@@ -195,26 +195,26 @@ def _delete_locally(conn: Connection, env: FlowEnv, uuid: str) -> InstanceRecord
 
 async def delete_locally(env: FlowEnv, uuid: str) -> InstanceRecord:
     record = await env.db.write(lambda conn: _delete_locally(conn, env, uuid))
-    await boot_volume.delete_released(env, admin_context(), boot_volume.root_volume_id(record["image"]))
+    await boot_volume.delete_released(env, admin_context(), boot_volume.boot_volume_ids(record["image"]))
     return record
 
 
-def _destroyed(conn: Connection, env: FlowEnv, uuid: str, host: str) -> str | None:
-    """The server's root volume id once its delete completed (None: nothing to release)."""
+def _destroyed(conn: Connection, env: FlowEnv, uuid: str, host: str) -> list[str]:
+    """The server's boot volumes once its delete completed (those it marked for deletion go after the commit)."""
     row = idb.get_row(conn, uuid, lock=True)
     if row is None:
         raise errors.InstanceNotFound(instance_id=uuid)
     if row.deleted:
-        return None  # a repeated report (the method is retry-safe)
+        return []  # a repeated report (the method is retry-safe)
     if row.host not in (host, None):
         raise errors.Conflict(reason=f"instance {uuid} is on host {row.host}, not {host}")
     if row.task_state != TaskState.DELETING:
         raise errors.InstanceInvalidState(action="instance_destroyed", instance_id=uuid, attr="task_state",
                                           state=row.task_state)
     complete_delete(conn, env, row)
-    return boot_volume.root_volume_id(row.image)
+    return boot_volume.boot_volume_ids(row.image)
 
 
 async def instance_destroyed(env: FlowEnv, ctx: RequestContext, uuid: str, host: str) -> None:
-    volume_id = await env.db.write(lambda conn: _destroyed(conn, env, uuid, host))
-    await boot_volume.delete_released(env, background_ctx(ctx), volume_id)  # the guest is gone: now its volume
+    volume_ids = await env.db.write(lambda conn: _destroyed(conn, env, uuid, host))
+    await boot_volume.delete_released(env, background_ctx(ctx), volume_ids)  # the guest is gone: now its volume

@@ -123,12 +123,11 @@ async def _resume(env: FlowEnv, row: Row[Any]) -> None:
     ctx = admin_context()
     if row.host is None:  # not placed yet (or the placement was not recorded): schedule again
         spec = dict(row.request_spec or {"flavor": row.flavor})
-        if boot_volume.new_root(row.image) is not None:  # its root volume made first (again: idempotent)
-            failure = await boot_volume.make_root(env, ctx, row.uuid, row.image)
-            if failure is not None:
-                await fail_builds(env, [row.uuid], action_records.make_fault(
-                    f"Build of instance {row.uuid} aborted: its root volume could not be made: {failure}"), ctx)
-                return
+        failure = await boot_volume.make_volumes(env, ctx, row.uuid, row.image)  # again: idempotent
+        if failure is not None:
+            await fail_builds(env, [row.uuid], action_records.make_fault(
+                f"Build of instance {row.uuid} aborted: a volume it boots with could not be made: {failure}"), ctx)
+            return
         await schedule_and_build(env, ctx, [row.uuid], spec, list(row.retry_hosts or []))
         return
     record = await network.allocate_for_build(env, ctx, env.record(row))  # idempotent
