@@ -1,6 +1,6 @@
 """The cell's network host (issue 17) against the real network controller on a SQLite cell DB,
 with a recording plumbing in place of the host (the real one is exercised in
-tests/functional/test_router_datapath.py): what each router and floating-IP change applies before
+tests/functional/test_guest_network.py): what each router and floating-IP change applies before
 the call returns, the rules rendered from it, the agent-side check of the `l3` section, and when
 a controller plumbs at all."""
 from __future__ import annotations
