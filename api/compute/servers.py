@@ -34,6 +34,31 @@ SORT_KEYS = {"created_at": "created_at", "updated_at": "updated_at", "display_na
              "project_id": "project_id", "user_id": "user_id", "availability_zone": "availability_zone",
              "hostname": "name"}
 
+# Nova's list query schema (query_params_v21 with its pagination and joined-table keys, 2.26 tags, 2.66
+# changes-before, 2.73 locked): from 2.75 (additionalProperties false) any other key is a 400
+QUERY_KEYS = frozenset({
+    "user_id", "project_id", "tenant_id", "launch_index", "image_ref", "image", "kernel_id", "ramdisk_id",
+    "hostname", "key_name", "power_state", "vm_state", "task_state", "host", "node", "flavor", "reservation_id",
+    "launched_at", "terminated_at", "availability_zone", "name", "display_name", "description",
+    "display_description", "locked_by", "uuid", "root_device_name", "config_drive", "access_ip_v4",
+    "access_ip_v6", "auto_disk_config", "progress", "sort_key", "sort_dir", "all_tenants", "soft_deleted",
+    "deleted", "status", "changes-since", "ip", "ip6", "created_at", "limit", "marker", "block_device_mapping",
+    "services", "metadata", "system_metadata", "info_cache", "security_groups", "pci_devices"})
+LATER_QUERY_KEYS = (((2, 26), ("tags", "tags-any", "not-tags", "not-tags-any")), ((2, 66), ("changes-before",)),
+                    ((2, 73), ("locked",)))
+STRICT_QUERY_VERSION = (2, 75)
+
+
+def _check_query_keys(query: Any, version: tuple[int, int]) -> None:
+    """From 2.75, Nova's 400 for a query key its list schema does not name (before, such keys are ignored)."""
+    if version < STRICT_QUERY_VERSION:
+        return
+    known = QUERY_KEYS.union(*(keys for since, keys in LATER_QUERY_KEYS if version >= since))
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise errors.Invalid(f"Invalid input for query parameters {unknown[0]}. Value: {query.get(unknown[0])}. "
+                             f"Additional properties are not allowed ('{unknown[0]}' was unexpected)")
+
 
 async def create(request: web.Request) -> web.Response:
     ctx = context(request)
@@ -161,6 +186,7 @@ def _filters(request: web.Request, ctx: RequestContext, query: Any) -> tuple[dic
 
 async def _list(request: web.Request, detail: bool) -> web.Response:
     ctx, query = context(request), request.query
+    _check_query_keys(query, version_of(request))
     filters, statuses = _filters(request, ctx, query)
     sort_keys, sort_dirs = _sort(query)
     limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
