@@ -89,6 +89,16 @@ COMPUTE: dict[tuple[str, str], str] = {
     ("POST", _S + "/remote-consoles"): _N + "os-remote-consoles",
     ("GET", "/serial-console"): PUBLIC,  # the websocket carries its own console token (api/compute/remote_consoles.py)
     ("GET", "/v2.1/os-services"): _N + "os-services:list",
+    ("PUT", "/v2.1/os-services/{service_id}"): _N + "os-services:update",
+    ("DELETE", "/v2.1/os-services/{service_id}"): _N + "os-services:delete",
+    ("GET", "/v2.1/os-aggregates"): _N + "os-aggregates:index",
+    ("POST", "/v2.1/os-aggregates"): _N + "os-aggregates:create",
+    ("GET", "/v2.1/os-aggregates/{aggregate_id}"): _N + "os-aggregates:show",
+    ("PUT", "/v2.1/os-aggregates/{aggregate_id}"): _N + "os-aggregates:update",
+    ("DELETE", "/v2.1/os-aggregates/{aggregate_id}"): _N + "os-aggregates:delete",
+    ("POST", "/v2.1/os-aggregates/{aggregate_id}/action"): _N + "os-aggregates:action",  # AGGREGATE_ACTIONS
+    ("GET", "/v2.1/os-simple-tenant-usage"): _N + "os-simple-tenant-usage:list",
+    ("GET", "/v2.1/os-simple-tenant-usage/{project_id}"): _N + "os-simple-tenant-usage:show",
     ("GET", "/v2.1/os-floating-ips"): _N + "os-floating-ips:list",
     ("GET", "/v2.1/os-floating-ips/{id}"): _N + "os-floating-ips:show",
 }
@@ -109,6 +119,10 @@ COMPUTE_ACTIONS: dict[str, str] = {
     **{name: _N + "os-remote-consoles" for name in ("os-getSerialConsole", "os-getVNCConsole", "os-getSPICEConsole",
                                                     "os-getRDPConsole")},
 }
+
+# POST /os-aggregates/{id}/action: the body's one key -> Nova's rule for that action
+AGGREGATE_ACTIONS: dict[str, str] = {a: _N + f"os-aggregates:{a}" for a in ("add_host", "remove_host",
+                                                                            "set_metadata")}
 
 _V = "/v3/{project_id}"
 VOLUME: dict[tuple[str, str], str] = {
@@ -295,6 +309,8 @@ def resolve(table: Mapping[tuple[str, str], str], method: str, template: str, ma
         return COMPUTE_ACTIONS.get(_action_name(body) or "")
     if rule == "volume:action":
         return VOLUME_ACTIONS.get(_action_name(body) or "")
+    if rule == _N + "os-aggregates:action":
+        return AGGREGATE_ACTIONS.get(_action_name(body) or "")
     if "{resource}" in rule:
         resource = NETWORK_RESOURCES.get(match.get("collection", ""))
         return None if resource is None else rule.replace("{resource}", resource)
