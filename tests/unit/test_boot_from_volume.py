@@ -1,7 +1,8 @@
 """Boot from volume in the conductor against a real cell DB (SQLite) and a real volume worker (file
 backend, local target): the root volume reserved with the instance row, exported to the chosen host
 and answered to that host's compute, in-use once the guest runs, available again when the build
-fails or the server is deleted; a volume the boot may not use makes no server."""
+fails or the server is deleted (deleted with it under delete_on_termination); a volume the boot may not
+use makes no server."""
 from __future__ import annotations
 
 import uuid
@@ -46,11 +47,12 @@ async def volume(env: VolumeCell, bootable: bool = True, ctx: RequestContext = D
     return vid
 
 
-async def insert_build(env: VolumeCell, vid: str, ctx: RequestContext = DEMO) -> str:
+async def insert_build(env: VolumeCell, vid: str, ctx: RequestContext = DEMO, delete: bool = False) -> str:
     """The rows build_instances writes (its scheduling, in the background, is not run here)."""
     uid = str(uuid.uuid4())
     instances = [{"uuid": uid, "name": "vm1", "project_id": ctx.project, "user_id": ctx.user}]
-    spec: dict[str, Any] = {"flavor": FLAVOR, "image": {"root_volume_id": vid, "properties": {}}}
+    spec: dict[str, Any] = {"flavor": FLAVOR, "image": {"root_volume_id": vid, "properties": {},
+                                                        boot_volume.DELETE_ON_TERMINATION: delete}}
     rows = boot.validate_build(instances, spec, utcnow_iso(), env.env.conductor_id)
     await env.env.db.write(lambda conn: boot._insert_build(conn, env.env, ctx, rows, utcnow_iso()))
     return uid
@@ -86,6 +88,19 @@ async def test_the_root_volume_is_reserved_exported_in_use_and_released_by_delet
     await delete_locally(env.env, uid)
     vol = await volume_of(env, vid)
     assert vol["status"] == "available" and vol["attachments"] == []
+
+
+async def test_delete_on_termination_deletes_an_existing_root_volume_once_the_server_is_gone(env: VolumeCell) -> None:
+    vid = await volume(env)
+    uid = await insert_build(env, vid, delete=True)
+    await scheduled_and_exported(env, uid)
+    for event in (Event.SPAWNING, Event.SPAWNED):
+        await compute_events.instance_event(env.env, admin_context(), uid, "node1", event)
+    assert (await volume_of(env, vid))["status"] == "in-use"
+    await delete_locally(env.env, uid)
+    await env.settle()
+    with pytest.raises(errors.VolumeNotFound):
+        await volume_of(env, vid)
 
 
 async def test_a_failed_build_gives_the_volume_back(env: VolumeCell) -> None:
