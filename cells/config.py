@@ -77,6 +77,8 @@ class ClusterConfig:
     heartbeat_interval: float = 1.0
     dead_after: float = 60.0  # seconds a silent compute host is suspect before it is dead (cells/rpc/liveness.py)
     max_attempts: int = 3  # hosts one build may try, the first included (Nova's max_attempts)
+    # seconds a deleted server is kept (SOFT_DELETED, restorable) before it is reclaimed; 0 = deleted at once
+    reclaim_instance_interval: int = 0
     curve: bool = False
     version: str = "1"
     operator_key: str = ""  # CURVE public key of cellctl and other tools
@@ -126,6 +128,7 @@ class ClusterConfig:
             hosts=tuple(HostSpec(**h) for h in d["hosts"]),
             secrets=dict(d.get("secrets") or {}), heartbeat_interval=float(d.get("heartbeat_interval", 1.0)),
             dead_after=float(d.get("dead_after", 60.0)), max_attempts=int(d.get("max_attempts", 3)),
+            reclaim_instance_interval=int(d.get("reclaim_instance_interval", 0)),
             curve=bool(d.get("curve", False)), version=str(d.get("version", "1")),
             operator_key=str(d.get("operator_key", "")), list_bound=float(d.get("list_bound", 1.0)),
             sites=tuple(d.get("sites") or ()), netns_range=str(d.get("netns_range", "10.250.0.0/16")),

@@ -274,10 +274,10 @@ _STATE_MAP: dict[str, dict[str | None, str]] = {
     "resized": {"default": "VERIFY_RESIZE", _RESIZE_REVERTING: "REVERT_RESIZE"},
     VmState.PAUSED: {"default": "PAUSED", _MIGRATING: "MIGRATING"},
     VmState.SUSPENDED: {"default": "SUSPENDED"},
-    "rescued": {"default": "RESCUE"},
+    VmState.RESCUED: {"default": "RESCUE"},
     VmState.ERROR: {"default": "ERROR", **_REBUILD},
     VmState.DELETED: {"default": "DELETED"},
-    "soft-delete": {"default": "SOFT_DELETED"},
+    VmState.SOFT_DELETED: {"default": "SOFT_DELETED"},
     "shelved": {"default": "SHELVED"},
     "shelved_offloaded": {"default": "SHELVED_OFFLOADED"},
 }
@@ -300,6 +300,9 @@ class UserAction:
     from_task_states: frozenset[str | None] = frozenset({None})
 
 
+# the servers a DELETE keeps for the reclaim interval: ones a compute holds and no flow is changing (a
+# rescued one is deleted at once: a restore would start its rescue guest as if it were its own)
+SOFT_DELETE_FROM = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED, VmState.ERROR})
 _HARD_REBOOT_FROM = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED, VmState.ERROR})
 _REBOOT_TASKS = frozenset({None, _REBOOTING, _REBOOT_PENDING, _REBOOT_STARTED})
 USER_ACTIONS: dict[str, UserAction] = {a.name: a for a in (
@@ -316,10 +319,18 @@ USER_ACTIONS: dict[str, UserAction] = {a.name: a for a in (
     # a rebuilt server that was stopped stays stopped, as Nova
     UserAction("rebuild", frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR}), _REBUILDING,
                frozenset({VmState.ACTIVE, VmState.STOPPED})),
+    # rescue (Nova's: from active, stopped or error): a rescue guest boots with the server's disk second
+    UserAction("rescue", frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR}), TaskState.RESCUING,
+               frozenset({VmState.RESCUED})),
+    UserAction("unrescue", frozenset({VmState.RESCUED}), TaskState.UNRESCUING, frozenset({VmState.ACTIVE})),
+    # soft delete (a reclaim interval is set): the guest powered off and kept until restored or reclaimed
+    UserAction("soft_delete", SOFT_DELETE_FROM, TaskState.SOFT_DELETING, frozenset({VmState.SOFT_DELETED})),
+    UserAction("restore", frozenset({VmState.SOFT_DELETED}), TaskState.RESTORING, frozenset({VmState.ACTIVE})),
 )}
 ACTION_TASK_STATES = frozenset(a.task_state for a in USER_ACTIONS.values())
 _RESULT_POWER = {VmState.ACTIVE: PowerState.RUNNING, VmState.STOPPED: PowerState.SHUTDOWN,
-                 VmState.PAUSED: PowerState.PAUSED, VmState.SUSPENDED: PowerState.SHUTDOWN}
+                 VmState.PAUSED: PowerState.PAUSED, VmState.SUSPENDED: PowerState.SHUTDOWN,
+                 VmState.RESCUED: PowerState.RUNNING, VmState.SOFT_DELETED: PowerState.SHUTDOWN}
 
 
 def user_action(name: str) -> UserAction:

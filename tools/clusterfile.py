@@ -8,6 +8,7 @@ directory that holds the file):
     heartbeat_interval: 1.0          # seconds, default 1.0; a member missing 3 beats is suspect
     dead_after: 60                   # seconds (default 60) a suspect host stays silent before it is dead
     max_attempts: 3                  # hosts a build may try, the first included (default 3, Nova's)
+    reclaim_instance_interval: 0     # seconds a deleted server stays SOFT_DELETED (restorable); 0 = off
     api:                             # required: the API cell's HTTP endpoint
       host: ctl                      # required; a name from `hosts`
       listen: 127.0.0.1:8774         # default <address of host>:8774
@@ -675,7 +676,8 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     p = _Parser(label, file.resolve().parent)
     raw = read_yaml(file, label)
     top = p.mapping(raw, "", ("cluster", "api", "sites", "hosts"),
-                    ("state_dir", "heartbeat_interval", "dead_after", "max_attempts", "security", "netns",
+                    ("state_dir", "heartbeat_interval", "dead_after", "max_attempts", "reclaim_instance_interval",
+                     "security", "netns",
                      "tenant_networks", "logging", "external_network"))
     name = p.name(top["cluster"], "cluster")
     if state_dir is not None:
@@ -693,6 +695,9 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     attempts = top.get("max_attempts", 3)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 20:
         p.fail("max_attempts", f"expected an integer between 1 and 20, got {_got(attempts)}")
+    reclaim = top.get("reclaim_instance_interval", 0)
+    if isinstance(reclaim, bool) or not isinstance(reclaim, int) or not 0 <= reclaim <= 365 * 86400:
+        p.fail("reclaim_instance_interval", f"expected seconds from 0 (off) to 31536000, got {_got(reclaim)}")
     security = p.mapping(top.get("security", {}), "security", (), ("curve",))
     curve = security.get("curve", True)  # plaintext only when the file says so
     if not isinstance(curve, bool):
@@ -731,7 +736,8 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     cluster = ClusterConfig(
         name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
         services=(*services, api_service, *p.api_workers), hosts=tuple(h.spec for h in p.hosts.values()),
-        heartbeat_interval=float(interval), dead_after=float(dead_after), max_attempts=attempts, curve=curve,
+        heartbeat_interval=float(interval), dead_after=float(dead_after), max_attempts=attempts,
+        reclaim_instance_interval=reclaim, curve=curve,
         list_bound=p.list_bound, sites=tuple(sites),
         netns_range=netns_range,
         managed_postgres={k: v for k, v in p.managed_postgres.items() if k != "field"},

@@ -9,8 +9,8 @@
     {"lock": null | {"locked_reason": R}}  {"unlock": null}                  202; the reason from 2.73
     {"os-resetState": {"state": "active" | "error"}}  202 (admin)
     {"createImage": {"name": N, "metadata"?}}   202, Location: the image (2.45: {"image_id"} instead)
-    {"forceDelete": null}  202: a delete (nothing is soft-deleted here: Nova with reclaim_instance_interval 0)
-    {"restore": null}  409 (Nova's answer for a server that is not soft-deleted, which none is here)
+    {"rescue": ...}  {"unrescue": null}          api/compute/rescue.py
+    {"restore": null}  {"forceDelete": null}     api/compute/deferred_delete.py (soft delete: reclaim_instance_interval)
 
 The power actions answer 202 at once: the server shows its task state
 (REBOOT, HARD_REBOOT, REBUILD, or ACTIVE/SHUTOFF with a task) until the compute
@@ -26,7 +26,17 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
-from api.compute import keypairs, mappings, move_actions, remote_consoles, security_groups, server_snapshots, service
+from api.compute import (
+    deferred_delete,
+    keypairs,
+    mappings,
+    move_actions,
+    remote_consoles,
+    rescue,
+    security_groups,
+    server_snapshots,
+    service,
+)
 from api.compute.microversions import Microversion
 from api.compute.schemas import DESCRIPTION, NAME, SERVER_CREATE, hostname_schema
 from api.compute.server_create import server_admin_pass
@@ -198,15 +208,10 @@ async def server_action(request: web.Request) -> web.Response:
         return web.json_response({"server": body}, status=202)
     if name in move_actions.ACTIONS:  # resize, confirm/revert, migrate, evacuate (issue 8)
         return await move_actions.move_action(request, ctx, server_id, name, spec)
-    if name == "forceDelete":
-        validate(_NULL_OR_EMPTY, spec, name)
-        await service.delete(cc, ctx, server_id)
-        return web.Response(status=202)
-    if name == "restore":
-        validate(_NULL_OR_EMPTY, spec, name)
-        record = await service.get(cc, ctx, server_id)  # 404 first, as Nova
-        raise errors.InstanceInvalidState(action="restore", instance_id=record["uuid"], attr="vm_state",
-                                          state=record.get("vm_state"))
+    if name in rescue.ACTIONS:  # rescue, unrescue (issue 16)
+        return await rescue.rescue_action(request, ctx, server_id, name, spec)
+    if name in deferred_delete.ACTIONS:  # restore, forceDelete (issue 16)
+        return await deferred_delete.deferred_action(request, ctx, server_id, name, spec)
     if name in remote_consoles.ACTIONS:  # the legacy console actions (issue 16)
         return await remote_consoles.action(request, server_id, name, spec)
     if name in security_groups.ACTIONS:  # addSecurityGroup, removeSecurityGroup (issue 5)

@@ -14,7 +14,15 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from api.cell_router import is_down
-from api.compute import down_cells, mappings, security_groups, server_actions, service, volume_attachments
+from api.compute import (
+    deferred_delete,
+    down_cells,
+    mappings,
+    security_groups,
+    server_actions,
+    service,
+    volume_attachments,
+)
 from api.compute.microversions import version_of
 from api.compute.server_create import BootRequest, server_admin_pass
 from api.compute.views import basic_addresses, server_brief, server_created, server_detail, server_show, vm_states_for
@@ -91,7 +99,7 @@ async def show(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
-    await service.delete(service.ComputeContext.of(request), context(request), request.match_info["server_id"])
+    await deferred_delete.delete(service.ComputeContext.of(request), context(request), request.match_info["server_id"])
     return web.Response(status=204)
 
 

@@ -116,6 +116,7 @@ COMPUTE_ACTIONS: dict[str, str] = {
     "os-resetState": _N + "os-admin-actions:reset_state",
     "addSecurityGroup": _N + "os-security-groups:add", "removeSecurityGroup": _N + "os-security-groups:remove",
     "forceDelete": _N + "os-deferred-delete:force", "restore": _N + "os-deferred-delete:restore",
+    "rescue": _N + "os-rescue", "unrescue": _N + "os-unrescue",
     **{name: _N + "os-remote-consoles" for name in ("os-getSerialConsole", "os-getVNCConsole", "os-getSPICEConsole",
                                                     "os-getRDPConsole")},
 }

@@ -178,7 +178,7 @@ NOVA = {
         "server-metadata:update_all", "server-metadata:update", "server-metadata:delete",
         "os-server-groups:delete", "os-server-tags:update_all", "os-server-tags:delete_all",
         "os-server-tags:update", "os-server-tags:delete", "os-security-groups:add", "os-security-groups:remove",
-        "os-deferred-delete:force", "os-deferred-delete:restore")},
+        "os-deferred-delete:force", "os-deferred-delete:restore", "os-rescue", "os-unrescue")},
     "os_compute_api:os-server-groups:create": "rule:project_member_api",  # Nova: no admin override
     "os_compute_api:limits": "@",
     "os_compute_api:os-availability-zone:list": "@",

@@ -20,6 +20,8 @@ class VmState:
     SUSPENDED = "suspended"
     ERROR = "error"
     DELETED = "deleted"
+    RESCUED = "rescued"  # booted from a rescue image, its own disk attached second (issue 16)
+    SOFT_DELETED = "soft-delete"  # deleted, kept until the reclaim interval passes (Nova's spelling)
 
 
 class TaskState:
@@ -41,6 +43,8 @@ class TaskState:
     RESIZE_REVERTING, RESIZE_CONFIRMING = "resize_reverting", "resize_confirming"
     UPDATING_PASSWORD, MIGRATING = "updating_password", "migrating"
     IMAGE_SNAPSHOT, IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING = "image_snapshot", "image_pending_upload", "image_uploading"
+    RESCUING, UNRESCUING = "rescuing", "unrescuing"
+    SOFT_DELETING, RESTORING = "soft-deleting", "restoring"
 
 
 class PowerState:  # Nova's numbers, shown as OS-EXT-STS:power_state

@@ -1,5 +1,6 @@
 """Server actions on the compute worker (ComputeManager.actions): stop, start,
-reboot, pause, unpause, suspend, resume, rebuild, and console output.
+reboot, pause, unpause, suspend, resume, rebuild, rescue, unrescue (node/compute/rescue.py),
+soft_delete and restore (the guest powered off and on), and console output.
 
 Each action is validate -> lock (the instance's) -> act (driver) -> report to the
 conductor with instance_action_done, which checks the task_state is still the
@@ -19,6 +20,7 @@ from cells.lifecycle import USER_ACTIONS
 from cells.objects.instance import PowerState, VmState
 from cells.rpcapi.conductor import ConductorAPI
 from node.compute.driver import LibvirtDriver
+from node.compute.rescue import GuestRescue
 from node.compute.spawner import GuestSpawner
 from node.locks import KeyedLocks
 
@@ -45,6 +47,7 @@ class GuestActions:
         self.conductor = conductor
         self.locks = locks  # the manager's per-instance locks
         self.shutdown_timeout = shutdown_timeout
+        self.rescuer = GuestRescue(driver, spawner)
 
     # --- RPC surface (cells/rpcapi/compute.py), through ComputeManager ----------------
 
@@ -74,7 +77,7 @@ class GuestActions:
         except Exception as exc:  # noqa: BLE001 - every failure is reported, the task state must end
             LOG.warning("%s of %s failed: %s", action, uuid, exc)
             values: dict[str, Any] = {"power_state": await self.observed_power(uuid)}
-            if action == "rebuild" or (action == "reboot_hard" and values["power_state"] != PowerState.RUNNING):
+            if action in ("rebuild", "rescue", "unrescue") or (action == "reboot_hard" and values["power_state"] != PowerState.RUNNING):
                 values["vm_state"] = VmState.ERROR  # the guest is gone or half made: say so
             await self.report(ctx, uuid, action, False, values, fault_of(exc))
             return
@@ -85,9 +88,18 @@ class GuestActions:
         """Carry out `action`; returns the vm_state the server is in afterwards."""
         uuid = str(instance["uuid"])
         d = self.driver
-        if action == "stop":
+        if action in ("stop", "soft_delete"):  # Nova's soft delete powers the guest off (driver.soft_delete)
             await d.power.power_off(uuid, self.shutdown_timeout)
-            return VmState.STOPPED
+            return VmState.STOPPED if action == "stop" else VmState.SOFT_DELETED
+        if action == "restore":
+            await d.power.power_on(uuid)
+            return VmState.ACTIVE
+        if action == "rescue":
+            await self.rescuer.rescue(instance, dict(args["image"]))
+            return VmState.RESCUED
+        if action == "unrescue":
+            await self.rescuer.unrescue(instance)
+            return VmState.ACTIVE
         if action == "start":
             await d.power.power_on(uuid)
             return VmState.ACTIVE

@@ -78,6 +78,12 @@ def test_repo_default_cluster_file_resolves() -> None:
     assert [h.name for h in cfg.hosts] == ["ctl", "node1"]
 
 
+def test_deleted_servers_are_kept_only_when_a_reclaim_interval_is_given(tmp_path: Path) -> None:
+    assert clusterfile.load(write(tmp_path, BASE)).reclaim_instance_interval == 0
+    kept = clusterfile.load(write(tmp_path, {**BASE, "reclaim_instance_interval": 3600}, "kept.yaml"))
+    assert ClusterConfig.from_dict(json.loads(kept.to_json())).reclaim_instance_interval == 3600
+
+
 def test_curve_is_the_default_and_plaintext_must_be_asked_for(tmp_path: Path) -> None:
     assert clusterfile.load(write(tmp_path, variant(lambda d: d.pop("security")))).curve is True
     assert clusterfile.load(write(tmp_path, variant(lambda d: d["security"].pop("curve")))).curve is True
@@ -244,6 +250,8 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
      "sites[0].cells[0].hosts[0]: host 'node1' has no role to run in a cell"),
     ("heartbeat", lambda d: d.__setitem__("heartbeat_interval", 0),
      "heartbeat_interval: expected seconds between 0 and 60, got 0"),
+    ("reclaim interval", lambda d: d.__setitem__("reclaim_instance_interval", -1),
+     "reclaim_instance_interval: expected seconds from 0 (off) to 31536000, got -1"),
     ("curve not a bool", lambda d: d["security"].__setitem__("curve", "yes please"),
      "security.curve: expected true or false, got 'yes please'"),
     ("nested cell mistake", _set_cell("cells", [{"name": "edge", "services": {"router": "ctl"}}]),

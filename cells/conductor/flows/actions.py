@@ -1,5 +1,6 @@
 """Server actions: stop, start, reboot (soft/hard), pause, unpause, suspend, resume,
-rebuild, and console output.
+rebuild, rescue/unrescue, soft_delete/restore (a DELETE kept for the reclaim interval, from its
+terminated_at; api/compute/deferred_delete.py reclaims it after), and console output.
 
     instance_action      validate -> lock the row -> check the state (cells/lifecycle.py
                          begin_action: 409 when it does not fit) -> task_state set, action
@@ -36,8 +37,9 @@ def event_name(action: str) -> str:
 
 
 def record_action(action: str) -> str:
-    """The instance action name users see (os-instance-actions): a hard reboot is a reboot."""
-    return action.removesuffix("_hard")
+    """The instance action name users see (os-instance-actions): a hard reboot is a reboot, a soft delete
+    a delete (as Nova records it)."""
+    return "delete" if action == "soft_delete" else action.removesuffix("_hard")
 
 
 # --- validate (pure) -----------------------------------------------------------------
@@ -46,12 +48,14 @@ def validate_args(action: str, args: Any) -> dict[str, Any]:
     lifecycle.user_action(action)
     if not isinstance(args, dict):
         raise errors.Invalid(reason="action args must be a map")
-    if action != "rebuild":
+    if action not in ("rebuild", "rescue"):
         return {}
     image = args.get("image")
     if not isinstance(image, dict) or not image.get("id"):
-        raise errors.Invalid(reason="rebuild needs the image record to boot from")
+        raise errors.Invalid(reason=f"{action} needs the image record to boot from")
     out: dict[str, Any] = {"image": dict(image)}
+    if action == "rescue":  # the rescue image only: the server's own record stays as it is
+        return out
     if args.get("name") is not None:
         if not isinstance(args["name"], str) or not args["name"].strip() or len(args["name"]) > 255:
             raise errors.Invalid(reason="name must be a non-empty string of at most 255 characters")
@@ -108,8 +112,8 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
         raise errors.Conflict(reason=f"Compute host {row.host} of instance {uuid} is not available")
     now = utcnow_iso()
     values: dict[str, Any] = {"task_state": state.task_state, "updated_at": now}
-    if action == "rebuild":
-        boot_volume.refuse_for_root_volume(row.image, uuid, "rebuild")  # its root disk is the volume, not an image
+    if action in ("rebuild", "rescue"):
+        boot_volume.refuse_for_root_volume(row.image, uuid, action)  # its root disk is the volume, not an image
         values.update(image=args["image"], **{k: args[k] for k in ("name", "metadata", "key_name", "key_data",
                                                                    "user_data") if k in args})
     if action.startswith("reboot") and row.task_state is not None:
@@ -157,11 +161,13 @@ def _done(conn: Connection, env: FlowEnv, uuid: str, host: str, action: str, ok:
                                     ok, uuid)
     now = utcnow_iso()
     new: dict[str, Any] = {**state_values(state), "updated_at": now}
-    if ok and action in ("start", "reboot", "reboot_hard", "rebuild", "resume", "unpause") \
+    if ok and action in ("start", "reboot", "reboot_hard", "rebuild", "resume", "unpause", "unrescue", "restore") \
             and state.vm_state == VmState.ACTIVE:
         new["fault"] = None  # a server that runs again shows no stale fault
     if ok and action == "rebuild":
         new["launched_at"] = now
+    if ok and action in ("soft_delete", "restore"):  # when the reclaim interval starts counting (reclaim: the API)
+        new["terminated_at"] = now if action == "soft_delete" else None
     name = record_action(action)
     if ok:
         action_records.finish_event(conn, uuid, name, event_name(action), action_records.SUCCESS, host=host)
