@@ -20,7 +20,7 @@ from aiohttp import web
 from sqlalchemy import select, update
 
 from api.db.schema import images
-from api.http import authorize, context, json_body
+from api.http import allowed, authorize, context, json_body
 from api.image import images as db
 from api.image.schemas import _FORMATS_CONTAINER, _FORMATS_DISK
 from api.image.upload import MAX_PROPERTIES, READ_ONLY, VISIBILITIES, ImageForbidden, _non_negative, _string
@@ -74,11 +74,17 @@ def _ops(body: Any, v20: bool = False) -> list[tuple[str, str, Any]]:
     return out
 
 
-def _apply(row: Any, ops: list[tuple[str, str, Any]]) -> dict[str, Any]:
-    """The column values after `ops`, every value checked; 400/403 as Glance for a bad one."""
+def _apply(row: Any, ops: list[tuple[str, str, Any]], sets_owner: bool = False) -> dict[str, Any]:
+    """The column values after `ops`, every value checked; 400/403 as Glance for a bad one. `sets_owner`:
+    the caller may give the image to another project (Glance: an administrator)."""
     core: dict[str, Any] = {}
     props = dict(row.properties or {})
     for op, key, value in ops:
+        if key == "owner" and sets_owner and op != "remove":
+            if not isinstance(value, str) or not 0 < len(value) <= 255:
+                raise errors.Invalid("Invalid value for owner: expected a project id.")
+            core["owner"] = value
+            continue
         if key in _IMMUTABLE:
             raise ImageForbidden(reason=f"Attribute '{key}' is read-only.")
         if key in _SETTABLE:
@@ -135,7 +141,7 @@ async def patch_image(request: web.Request) -> web.Response:
     async with request.config_dict[ENGINE].begin() as conn:
         row = await db.get(conn, ctx, image_id)
         authorize(request, "modify_image", image_target(row, ctx.project))
-        values = _apply(row, ops)
+        values = _apply(row, ops, sets_owner=allowed(request, "context_is_admin"))
         wanted = values.get("visibility", row.visibility)
         if wanted != row.visibility and wanted in ("public", "community"):
             authorize(request, "publicize_image" if wanted == "public" else "communitize_image",

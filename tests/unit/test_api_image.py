@@ -158,3 +158,19 @@ async def test_patch_in_the_v2_0_media_type(client: TestClient[Any, Any], demo_h
     assert resp.status == 400
     plain = {**demo_headers, "Content-Type": "application/json"}
     assert (await client.patch(f"/image/v2/images/{image_id}", headers=plain, data="[]")).status == 415
+
+
+async def test_an_admin_gives_an_image_to_another_project(client: TestClient[Any, Any], admin_headers: dict[str, str],
+                                                          demo_headers: dict[str, str]) -> None:
+    """Glance lets an administrator replace an image's owner; its owner may not."""
+    made = await client.post("/image/v2/images", headers=demo_headers, json={"name": "handed-over"})
+    image = await made.json()
+    patch = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
+    body = '[{"op": "replace", "path": "/owner", "value": "another-project"}]'
+    resp = await client.patch(f"/image/v2/images/{image['id']}", headers={**demo_headers, **patch}, data=body)
+    assert resp.status == 403 and "read-only" in (await resp.json())["message"]
+    resp = await client.patch(f"/image/v2/images/{image['id']}", headers={**admin_headers, **patch}, data=body)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["owner"] == "another-project"
+    # no longer demo's: as unknown to it as any other project's private image
+    assert (await client.get(f"/image/v2/images/{image['id']}", headers=demo_headers)).status == 404
