@@ -2,7 +2,7 @@
 
 Nova 2.1: newest action first; the events of one action only for admins (the
 default policy of os_compute_api:os-instance-actions:events), never tracebacks.
-A deleted server is a 404 at 2.1 (2.21 lifted that).
+A deleted server is a 404 before 2.21; from 2.21 its actions stay readable while its cell keeps its row.
 """
 from __future__ import annotations
 
@@ -31,10 +31,14 @@ def _event(e: dict[str, Any]) -> dict[str, Any]:
             "finish_time": iso_naive_micro(e.get("finish_time")), "result": e.get("result")}
 
 
+DELETED_VERSION = (2, 21)
+
+
 async def _actions(request: web.Request) -> list[dict[str, Any]]:
-    """Newest first; 404 when the server is deleted or not the caller's."""
-    return await service.instance_actions(service.ComputeContext.of(request), context(request),
-                                          request.match_info["server_id"])
+    """Newest first; 404 when the server is not the caller's, or deleted before 2.21."""
+    cc = service.ComputeContext.of(request)
+    return await service.instance_actions(cc, context(request), request.match_info["server_id"],
+                                          deleted=cc.at_least(*DELETED_VERSION))
 
 
 async def index(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ and the EC2 handlers (api/ec2/query_actions.py) do to servers, each a function o
     change_security_group(cc, ctx, server_id, group, add)  a group joins or leaves every port of the server
     update(cc, ctx, server_id, values) -> record           rename, access IPs (the mapping renamed too)
     metadata, change_metadata(cc, ctx, server_id, ...)     a server's metadata, changed under its lock
-    instance_actions(cc, ctx, server_id) -> actions        what was done to it, newest first
+    instance_actions(cc, ctx, server_id, deleted) -> actions   what was done to it, newest first (2.21: deleted too)
     volume_attachments, attach_volume, detach_volume(cc, ctx, server_id, ...)   its volumes
     show(cc, ctx, server_id) -> record                     the live record of a server the caller may see
     get(cc, ctx, server_id) -> record                      its cell's record as it stands (EC2's actions)
@@ -36,7 +36,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import quota
-from api.cell_router import CellRouter, DownRecord, Listed, is_down
+from api.cell_router import Cell, CellRouter, DownRecord, Listed, is_down
 from api.compute import (
     aggregates,
     boot_volumes,
@@ -53,6 +53,7 @@ from api.compute.views import record_status
 from api.db.schema import instance_mappings
 from api.http import is_uuid
 from api.keys import CLUSTER, DB, ENGINE, ROUTER
+from api.scatter import answered, scatter
 from api.volume import cells as volume_cells
 from cells import errors, linear_regex
 from cells.config import ClusterConfig
@@ -446,11 +447,34 @@ async def change_metadata(cc: ComputeContext, ctx: RequestContext, server_id: st
     return dict(record.get("metadata") or {})
 
 
-async def instance_actions(cc: ComputeContext, ctx: RequestContext, server_id: str) -> list[dict[str, Any]]:
-    """What was done to a live server the caller may see, newest first, each with its events."""
-    conductor, record = await _live(cc, ctx, server_id)
-    acts = await conductor.instance_actions(ctx, record["uuid"])
+async def instance_actions(cc: ComputeContext, ctx: RequestContext, server_id: str,
+                           deleted: bool = False) -> list[dict[str, Any]]:
+    """What was done to a live server the caller may see, newest first, each with its events; with
+    `deleted` (Nova 2.21) to a deleted one too, as long as its cell keeps its row."""
+    try:
+        conductor, record = await _live(cc, ctx, server_id)
+    except errors.InstanceNotFound:
+        if not deleted or not is_uuid(server_id):
+            raise
+        acts = await _deleted_server_actions(cc, ctx, server_id.lower())
+    else:
+        acts = await conductor.instance_actions(ctx, record["uuid"])
     return sorted(acts, key=lambda a: str(a.get("start_time") or ""), reverse=True)
+
+
+async def _deleted_server_actions(cc: ComputeContext, ctx: RequestContext, uuid: str) -> list[dict[str, Any]]:
+    """A deleted server's mapping is gone once a read saw it deleted: every cell is asked at once, and
+    the one still keeping its row (the caller's project's, or any for an admin) answers."""
+    async def one(cell: Cell, bounded: RequestContext) -> list[dict[str, Any]] | None:
+        try:
+            return await cell.conductor.instance_actions(bounded, uuid)
+        except errors.InstanceNotFound:
+            return None
+    found = [acts for _, acts in answered(await scatter(list(cc.router.cells.values()), ctx, cc.router.bound, one),
+                                          "a deleted server's actions") if acts is not None]
+    if not found:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    return found[0]
 
 
 async def _volume_api(cc: ComputeContext, ctx: RequestContext, server_id: str) -> tuple[VolumeConductorAPI, str]:

@@ -196,3 +196,28 @@ async def test_rename_metadata_and_instance_actions(cloud: Cloud) -> None:
     other = (await cloud.boot(cloud.admin, name="admins"))["id"]
     for path in (f"/compute/v2.1/servers/{other}/os-instance-actions", f"/compute/v2.1/servers/{other}/metadata"):
         await _json(await c.get(path, headers=cloud.demo), 404)
+
+
+async def test_a_deleted_servers_actions_are_readable_from_2_21(cloud: Cloud) -> None:
+    """Nova 2.21: once a read saw the server deleted its mapping is gone, and its cell, asked with the
+    others, still answers its actions; before 2.21, and for another project's deleted server, a 404."""
+    c = cloud.client
+    mine, theirs = (await cloud.boot(cloud.demo, name="gone"))["id"], (await cloud.boot(cloud.admin, name="x"))["id"]
+    for sid in (mine, theirs):
+        cloud.cell.conductor.destroy(sid)
+        await _json(await c.get(f"/compute/v2.1/servers/{sid}", headers=cloud.admin), 404)
+    assert await cloud.mappings() == 0
+
+    async def get(path: str, version: str, status: int) -> Any:
+        resp = await c.get(path, headers={**cloud.demo, "OpenStack-API-Version": f"compute {version}"})
+        assert resp.status == status, await resp.text()
+        return await resp.json()
+
+    base = f"/compute/v2.1/servers/{mine}/os-instance-actions"
+    await get(base, "2.20", 404)
+    acts = (await get(base, "2.21", 200))["instanceActions"]
+    assert [(a["action"], a["instance_uuid"]) for a in acts] == [("create", mine)]
+    one = await get(f"{base}/{acts[0]['request_id']}", "2.21", 200)
+    assert one["instanceAction"]["request_id"] == acts[0]["request_id"]
+    await get(f"/compute/v2.1/servers/{theirs}/os-instance-actions", "2.21", 404)
+    await get("/compute/v2.1/servers/not-a-uuid/os-instance-actions", "2.21", 404)
