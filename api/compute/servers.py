@@ -17,6 +17,7 @@ from api.cell_router import is_down
 from api.compute import (
     deferred_delete,
     down_cells,
+    interfaces,
     mappings,
     security_groups,
     server_actions,
@@ -235,3 +236,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v2.1/servers/{server_id}/ips/{network}", ips_show)
     server_actions.add_routes(app)  # POST /servers/{id}/action: api/compute/server_actions.py
     volume_attachments.add_routes(app)  # /servers/{id}/os-volume_attachments: api/compute/volume_attachments.py
+    interfaces.add_routes(app)  # /servers/{id}/os-interface (read side): api/compute/interfaces.py

@@ -99,6 +99,8 @@ COMPUTE: dict[tuple[str, str], str] = {
     ("POST", "/v2.1/os-aggregates/{aggregate_id}/action"): _N + "os-aggregates:action",  # AGGREGATE_ACTIONS
     ("GET", "/v2.1/os-simple-tenant-usage"): _N + "os-simple-tenant-usage:list",
     ("GET", "/v2.1/os-simple-tenant-usage/{project_id}"): _N + "os-simple-tenant-usage:show",
+    ("GET", _S + "/os-interface"): _N + "os-attach-interfaces:list",
+    ("GET", _S + "/os-interface/{port_id}"): _N + "os-attach-interfaces:show",
     ("GET", "/v2.1/os-floating-ips"): _N + "os-floating-ips:list",
     ("GET", "/v2.1/os-floating-ips/{id}"): _N + "os-floating-ips:show",
 }

@@ -168,7 +168,7 @@ NOVA = {
         "os-volumes-attachments:show", "os-flavor-extra-specs:index", "os-flavor-extra-specs:show",
         "os-instance-actions:list", "os-instance-actions:show", "server-metadata:index", "server-metadata:show",
         "os-server-groups:index", "os-server-tags:index", "os-server-tags:show", "os-floating-ips:list",
-        "os-floating-ips:show")},
+        "os-floating-ips:show", "os-attach-interfaces:list", "os-attach-interfaces:show")},
     **{f"os_compute_api:{name}": "rule:project_member_or_admin" for name in (
         "servers:create", "servers:update", "servers:delete", "servers:start", "servers:stop", "servers:reboot",
         "servers:rebuild", "servers:create_image", "servers:resize", "servers:confirm_resize",

@@ -164,3 +164,21 @@ def test_usage_lists_every_project_for_admins_and_a_members_own(cluster: Running
     assert bad.status_code == 400, bad.text
     for server in (sid, second):
         cluster.ok("server", "delete", "--wait", server)
+
+
+def test_a_servers_interfaces_are_its_ports(cluster: RunningCluster) -> None:
+    cluster.ok("network", "create", "ifnet", "-f", "json")
+    cluster.ok("subnet", "create", "--network", "ifnet", "--subnet-range", "172.31.9.0/24", "ifsub", "-f", "json")
+    sid = boot(cluster, "if1", "--network", "ifnet")
+    [port] = cluster.ok("port", "list", "--server", sid, "-f", "json")
+    url = f"{cluster.endpoint}/compute/v2.1/servers/{sid}/os-interface"
+    headers = {"X-Auth-Token": cluster.token("demo"), "OpenStack-API-Version": "compute 2.70"}
+    listed = requests.get(url, headers=headers, timeout=30).json()["interfaceAttachments"]
+    assert [(i["port_id"], i["mac_addr"], i["tag"]) for i in listed] == [(port["ID"], port["MAC Address"], None)]
+    assert listed[0]["fixed_ips"][0]["ip_address"] == port["Fixed IP Addresses"][0]["ip_address"]
+    one = requests.get(f"{url}/{port['ID']}", headers=headers, timeout=30)
+    assert one.status_code == 200 and one.json()["interfaceAttachment"]["net_id"] == listed[0]["net_id"], one.text
+    missing = requests.get(f"{url}/{'0' * 8}-0000-4000-8000-{'0' * 12}", headers=headers, timeout=30)
+    assert missing.status_code == 404, missing.text
+    cluster.ok("server", "delete", "--wait", sid)
+    cluster.ok("network", "delete", "ifnet")
