@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -63,13 +64,23 @@ def _count(request: web.Request, status: int, seconds: float) -> None:
     API_LATENCY.labels(method, route).observe(seconds)
 
 
+SECRET_QUERY_KEYS = frozenset({"token"})  # a console URL's token (api/compute/remote_consoles.py) opens a console
+
+
+def logged_path(request: web.BaseRequest) -> str:
+    """The request's path and query as logged: a secret query value never reaches the log."""
+    if SECRET_QUERY_KEYS.isdisjoint(request.query):
+        return request.path_qs
+    return request.path + "?" + urlencode([(k, "***" if k in SECRET_QUERY_KEYS else v) for k, v in request.query.items()])
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line per request, tagged with its request id: aiohttp writes it after the middlewares returned,
     outside the request's log context, so the id comes from the response header."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         rid = response.headers.get("X-OpenStack-Request-ID", logtrail.NO_REQUEST)
-        self.logger.info("%s %s %s status: %d len: %s time: %.4f", request.remote, request.method, request.path_qs,
+        self.logger.info("%s %s %s status: %d len: %s time: %.4f", request.remote, request.method, logged_path(request),
                          response.status, response.body_length, time, extra={"request_id": rid})
 
     @property

@@ -1,6 +1,6 @@
 """The compute host's console tokens (node/compute/serial_console.py): a token opens only its own server's
 console, for its own project, until it expires; a host without consoles or a guest that is not running
-gives none. (The stream itself, on a real QEMU guest: tests/functional/test_real_guests.py.)"""
+gives none; the token never reaches the API's access log. (The stream itself, on a real QEMU guest: tests/functional/test_real_guests.py.)"""
 from __future__ import annotations
 
 import uuid as uuidlib
@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 
 import libvirt  # type: ignore[import-untyped]
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
+from api.middleware import logged_path
 from cells import errors
 from node.compute import serial_console
 from node.compute.serial_console import SerialConsoles
@@ -115,3 +117,10 @@ async def test_reading_or_writing_a_session_that_is_not_open_is_gone() -> None:
     with pytest.raises(errors.ConsoleSessionGone):
         await consoles.write(uuid, "no-such-session", b"ls\n")
     await consoles.close(uuid, "no-such-session")  # idempotent
+
+
+def test_the_console_token_never_reaches_the_access_log() -> None:
+    url = "/compute/serial-console?token=3f1c2a54-7d7e-4a51-9b4e-0c1d2e3f4a5b.s3cret-value&x=1"
+    logged = logged_path(make_mocked_request("GET", url))
+    assert "s3cret" not in logged and logged == "/compute/serial-console?token=%2A%2A%2A&x=1"
+    assert logged_path(make_mocked_request("GET", "/compute/v2.1/servers?limit=2")) == "/compute/v2.1/servers?limit=2"
