@@ -206,3 +206,19 @@ async def test_the_target_a_volume_asks_for_is_used_or_the_attach_rolls_back(env
     await env.settle()
     assert await status(env, vid) == "in-use"
     assert env.compute.plugged[vid]["info"]["driver_volume_type"] == "local"
+
+
+async def test_a_rescued_servers_volumes_stay_attached_and_refuse_attach_and_detach(env: Env) -> None:
+    """The rescue guest holds none of the server's volumes (issue 16): Nova's 409 for both, nothing changes."""
+    vid, spare = await create(env), await create(env, name="v2")
+    uid = await add_instance(env)
+    await flows.volume_attach(env.env, DEMO, vid, uid)
+    await env.settle()
+    await env.env.db.write(lambda conn: idb.update_row(conn, uid, {"vm_state": "rescued"}))
+    with pytest.raises(errors.InstanceInvalidState, match=f"Cannot 'detach_volume' instance {uid} while it is in "
+                                                          "vm_state rescued") as exc:
+        await flows.volume_detach(env.env, DEMO, vid, uid)
+    assert exc.value.http_status == 409
+    with pytest.raises(errors.InstanceInvalidState, match="vm_state rescued"):
+        await flows.volume_attach(env.env, DEMO, spare, uid)
+    assert (await status(env, vid), await status(env, spare)) == ("in-use", "available")

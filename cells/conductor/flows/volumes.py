@@ -488,6 +488,9 @@ def _begin_detach(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id
                   instance_uuid: str) -> tuple[dict[str, Any], dict[str, Any]]:
     inst = _instance(conn, ctx, instance_uuid)
     check_unlocked(inst.locked_by, ctx.is_admin, instance_uuid)
+    if inst.vm_state == VmState.RESCUED:  # the rescue guest does not hold the volumes: Nova's 409
+        raise errors.InstanceInvalidState(action="detach_volume", instance_id=instance_uuid, attr="vm_state",
+                                          state=inst.vm_state)
     att = vdb.attachment_of(conn, volume_id)
     if att is None or att.instance_uuid != instance_uuid:
         raise errors.VolumeNotFound(f"Volume {volume_id} is not attached to server {instance_uuid}.",
