@@ -24,7 +24,7 @@ from sqlalchemy import Connection, false, select, update
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx
-from cells.conductor.flows.volumes import _get_visible, _text, validate_metadata, visible
+from cells.conductor.flows.volumes import _get_visible, _text, clean_updates, validate_metadata, visible
 from cells.context import RequestContext, admin_context
 from cells.db import snapshots as sdb
 from cells.db import volumes as vdb
@@ -143,16 +143,7 @@ async def snapshot_list(env: FlowEnv, ctx: RequestContext, filters: Mapping[str,
 
 def _update(conn: Connection, env: FlowEnv, ctx: RequestContext, snapshot_id: str,
             values: Mapping[str, Any]) -> dict[str, Any]:
-    bad = set(values) - sdb.UPDATABLE_FIELDS
-    if bad:
-        raise errors.Invalid(reason=f"cannot update {sorted(bad)}; updatable: {sorted(sdb.UPDATABLE_FIELDS)}")
-    clean: dict[str, Any] = {}
-    if "name" in values:
-        clean["name"] = _text(values["name"], "name")
-    if "description" in values:
-        clean["description"] = _text(values["description"], "description", 65535)
-    if "metadata" in values:
-        clean["metadata"] = validate_metadata(values["metadata"])
+    clean = clean_updates(values, sdb.UPDATABLE_FIELDS)
     _get(conn, ctx, snapshot_id)
     if clean:
         sdb.update_snapshot(conn, snapshot_id, clean)

@@ -98,6 +98,21 @@ def validate_metadata(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def clean_updates(values: Mapping[str, Any], updatable: frozenset[str]) -> dict[str, Any]:
+    """The checked name, description and metadata of a volume's or snapshot's update (Cinder's PUT)."""
+    bad = set(values) - updatable
+    if bad:
+        raise errors.Invalid(reason=f"cannot update {sorted(bad)}; updatable: {sorted(updatable)}")
+    clean: dict[str, Any] = {}
+    if "name" in values:
+        clean["name"] = _text(values["name"], "name")
+    if "description" in values:
+        clean["description"] = _text(values["description"], "description", 65535)
+    if "metadata" in values:
+        clean["metadata"] = validate_metadata(values["metadata"])
+    return clean
+
+
 def _uuid(value: Any, what: str) -> str:
     try:
         return str(uuidlib.UUID(str(value)))
@@ -284,16 +299,7 @@ async def volume_list(env: FlowEnv, ctx: RequestContext, filters: Mapping[str, A
 
 def _update(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
             values: Mapping[str, Any]) -> dict[str, Any]:
-    bad = set(values) - vdb.UPDATABLE_FIELDS
-    if bad:
-        raise errors.Invalid(reason=f"cannot update {sorted(bad)}; updatable: {sorted(vdb.UPDATABLE_FIELDS)}")
-    clean: dict[str, Any] = {}
-    if "name" in values:
-        clean["name"] = _text(values["name"], "name")
-    if "description" in values:
-        clean["description"] = _text(values["description"], "description", 65535)
-    if "metadata" in values:
-        clean["metadata"] = validate_metadata(values["metadata"])
+    clean = clean_updates(values, vdb.UPDATABLE_FIELDS)
     if "bootable" in values:
         if not isinstance(values["bootable"], bool):
             raise errors.Invalid(reason="bootable must be true or false")
