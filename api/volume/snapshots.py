@@ -21,21 +21,19 @@ from api.http import allowed, context, is_uuid, json_body
 from api.keys import DB, ROUTER
 from api.timeutil import iso_naive_micro
 from api.volume import cells
-from api.volume.volumes import _names, _project, validate_metadata
+from api.volume.volumes import _item as volume_item
+from api.volume.volumes import _names, _project, validate_metadata, validate_update
 from api.volume.volumes import find as find_volume
 from cells import errors
 from cells.context import RequestContext
 from cells.rpcapi.volume import VolumeConductorAPI
 
 CREATE_KEYS = {"volume_id", "force", "name", "display_name", "description", "display_description", "metadata"}
-UPDATE_KEYS = {"name", "display_name", "description", "display_description", "metadata"}
 _TRUE, _FALSE = ("true", "1", "yes", "on", "t", "y"), ("false", "0", "no", "off", "f", "n")
 
 
 def _item(body: Any) -> Mapping[str, Any]:
-    if not isinstance(body, Mapping) or not isinstance(body.get("snapshot"), Mapping):
-        raise errors.Invalid("Missing required element 'snapshot' in request body.")
-    return body["snapshot"]  # type: ignore[no-any-return]
+    return volume_item(body, "snapshot")
 
 
 def _force(raw: Any) -> bool:
@@ -57,18 +55,6 @@ def validate_create(body: Any) -> dict[str, Any]:
         raise errors.Invalid("Invalid input received: a snapshot needs the volume_id of a volume")
     return {"volume_id": vid.lower(), "force": _force(item.get("force")), **_names(item),
             "metadata": validate_metadata(item.get("metadata"))}
-
-
-def validate_update(body: Any) -> dict[str, Any]:
-    item = _item(body)
-    unknown = sorted(set(item) - UPDATE_KEYS)
-    if unknown:
-        raise errors.Invalid(f"Invalid input: cannot update {', '.join(unknown)}; updatable: name, description, "
-                             "metadata")
-    values = _names(item)
-    if "metadata" in item:
-        values["metadata"] = validate_metadata(item["metadata"])
-    return values
 
 
 # --- views ---------------------------------------------------------------------------------
@@ -154,7 +140,7 @@ async def show(request: web.Request) -> web.Response:
 
 async def update(request: web.Request) -> web.Response:
     ctx = context(request)
-    values = validate_update(await json_body(request))
+    values = validate_update(await json_body(request), "snapshot")
     api, record = await find(request, ctx)
     if values:
         record = await api.snapshot_update(ctx, record["id"], values)

@@ -136,8 +136,9 @@ def _source_id(value: Any, field: str) -> str:
     return value.lower()
 
 
-def validate_update(body: Any) -> dict[str, Any]:
-    item = _item(body)
+def validate_update(body: Any, key: str = "volume") -> dict[str, Any]:
+    """Cinder's PUT of a volume or (key snapshot) a snapshot: name, description and metadata only."""
+    item = _item(body, key)
     unknown = sorted(set(item) - UPDATE_KEYS)
     if unknown:
         raise errors.Invalid(f"Invalid input: cannot update {', '.join(unknown)}; updatable: name, description, "
