@@ -88,6 +88,17 @@ def read_chunk(path: str, offset: int, length: int) -> bytes:
         return f.read(length)
 
 
+async def read_checked_chunk(path: str, offset: int, length: int) -> bytes:
+    """One chunk of a file a peer reads over RPC: offset and length are remote input, checked, and
+    the length bounded by MAX_CHUNK. FileNotFoundError is the caller's to name."""
+    for what, value, low in (("offset", offset, 0), ("length", length, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise errors.Invalid(reason=f"{what} must be an integer >= {low}, not {value!r}")
+    if length > MAX_CHUNK:
+        raise errors.Invalid(reason=f"length {length} is over {MAX_CHUNK} bytes: read in chunks")
+    return await asyncio.to_thread(read_chunk, path, offset, length)
+
+
 def _spec(uuid: str, spec: Any) -> tuple[str, int, str]:
     """(name, size, sha256) of one entry of the source's disk_files, checked: it is remote input."""
     if not isinstance(spec, dict):
@@ -180,13 +191,8 @@ class GuestDisks:
 
     async def read_disk(self, uuid: str, name: str, offset: int, length: int) -> bytes:
         path = disk_path(self.hv.instance_dir(checked_uuid(uuid)), name)
-        for what, value, low in (("offset", offset, 0), ("length", length, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise errors.Invalid(reason=f"{what} must be an integer >= {low}, not {value!r}")
-        if length > MAX_CHUNK:
-            raise errors.Invalid(reason=f"length {length} is over {MAX_CHUNK} bytes: read in chunks")
         try:
-            return await asyncio.to_thread(read_chunk, path, offset, length)
+            return await read_checked_chunk(path, offset, length)
         except FileNotFoundError:
             raise errors.InstanceNotFound(instance_id=uuid) from None
 

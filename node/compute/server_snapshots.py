@@ -22,7 +22,7 @@ from typing import Any
 
 from cells import errors, imageformat
 from cells.objects.instance import PowerState
-from node.compute.disks import FILE_TIMEOUT, MAX_CHUNK, checked_uuid, qemu_img, read_chunk
+from node.compute.disks import FILE_TIMEOUT, checked_uuid, qemu_img, read_checked_chunk
 from node.compute.driver import BASES_FILE, LibvirtDriver
 from node.locks import KeyedLocks
 
@@ -97,13 +97,8 @@ class GuestSnapshots:
 
     async def read_snapshot(self, uuid: str, image_id: str, offset: int, length: int) -> bytes:
         path = snapshot_path(self.driver.instance_dir(checked_uuid(uuid)), image_id)
-        for what, value, low in (("offset", offset, 0), ("length", length, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise errors.Invalid(reason=f"{what} must be an integer >= {low}, not {value!r}")
-        if length > MAX_CHUNK:
-            raise errors.Invalid(reason=f"length {length} is over {MAX_CHUNK} bytes: read in chunks")
         try:
-            return await asyncio.to_thread(read_chunk, path, offset, length)
+            return await read_checked_chunk(path, offset, length)
         except FileNotFoundError:
             raise errors.NotFound(f"Snapshot {image_id} of instance {uuid} could not be found.") from None
 
