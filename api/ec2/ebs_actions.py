@@ -62,15 +62,10 @@ async def _views(request: web.Request, records: list[dict[str, Any]]) -> list[di
 
 async def _volume(request: web.Request, ctx: RequestContext, ec2_id: str) -> dict[str, Any]:
     """The caller's volume behind vol-XXXXXXXX; InvalidVolume.NotFound for any other id."""
-    uuid = await ids.uuid_of(request.config_dict[ENGINE], "volume", ec2_id)
-    if uuid is not None:
-        try:
-            _, record = await cells.find(request.config_dict[ROUTER], ctx, uuid)
-            if record.get("project_id") == ctx.project:
-                return record
-        except errors.VolumeNotFound:
-            pass
-    raise Ec2Error("InvalidVolume.NotFound", f"The volume '{ec2_id}' does not exist.")
+    router = request.config_dict[ROUTER]
+    return await ids.caller_owned(request.config_dict[ENGINE], ctx, "volume", ec2_id,
+                                  lambda uuid: cells.find(router, ctx, uuid), errors.VolumeNotFound,
+                                  "InvalidVolume.NotFound")
 
 
 def _translated(exc: errors.CellcloudError, ec2_volume: str) -> Ec2Error:

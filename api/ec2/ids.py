@@ -9,12 +9,17 @@ lookup of an id of the wrong kind is not found.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import and_, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.db.schema import ec2_ids
+from api.ec2.errors import Ec2Error
+from cells import errors
+from cells.context import RequestContext
 
 PREFIX = {"instance": "i", "image": "ami", "volume": "vol", "snapshot": "snap", "floatingip": "eipalloc",
           "security_group": "sg", "subnet": "subnet"}
@@ -60,3 +65,19 @@ async def uuid_of(engine: AsyncEngine, kind: str, ec2_id: str) -> str | None:
         row = (await conn.execute(select(ec2_ids.c.uuid).where(
             and_(ec2_ids.c.id == int(m.group(2), 16), ec2_ids.c.kind == kind)))).first()
     return None if row is None else str(row.uuid)
+
+
+async def caller_owned(engine: AsyncEngine, ctx: RequestContext, kind: str, ec2_id: str,
+                       find: Callable[[str], Awaitable[tuple[Any, dict[str, Any]]]],
+                       missing: type[errors.NotFound], not_found: str) -> dict[str, Any]:
+    """The caller's record behind an EC2 id of `kind`, found by `find(uuid)` -> (cell, record), which raises
+    `missing`; EC2's `not_found` code for any other id, another project's included (no leak of which)."""
+    uuid = await uuid_of(engine, kind, ec2_id)
+    if uuid is not None:
+        try:
+            _, record = await find(uuid)
+            if record.get("project_id") == ctx.project:
+                return record
+        except missing:
+            pass
+    raise Ec2Error(not_found, f"The {kind} '{ec2_id}' does not exist.")

@@ -39,15 +39,10 @@ async def _views(request: web.Request, records: list[dict[str, Any]]) -> list[di
 
 async def _snapshot(request: web.Request, ctx: RequestContext, ec2_id: str) -> dict[str, Any]:
     """The caller's snapshot behind snap-XXXXXXXX; InvalidSnapshot.NotFound for any other id."""
-    uuid = await ids.uuid_of(request.config_dict[ENGINE], "snapshot", ec2_id)
-    if uuid is not None:
-        try:
-            _, record = await cells.find_snapshot(request.config_dict[ROUTER], ctx, uuid)
-            if record.get("project_id") == ctx.project:
-                return record
-        except errors.SnapshotNotFound:
-            pass
-    raise Ec2Error("InvalidSnapshot.NotFound", f"The snapshot '{ec2_id}' does not exist.")
+    router = request.config_dict[ROUTER]
+    return await ids.caller_owned(request.config_dict[ENGINE], ctx, "snapshot", ec2_id,
+                                  lambda uuid: cells.find_snapshot(router, ctx, uuid), errors.SnapshotNotFound,
+                                  "InvalidSnapshot.NotFound")
 
 
 async def snapshot_uuid(request: web.Request, ctx: RequestContext, ec2_id: str) -> str:
