@@ -153,7 +153,7 @@ async def test_disabled_user_ec2_credential_is_refused(cloud: Cloud) -> None:
             await conn.execute(update(users).where(users.c.name == "demo").values(enabled=False))
     finally:
         await engine.dispose()
-    assert (await ec2.error("describe_images"))[0] == "AuthFailure"
+    assert (await ec2.error_detail("describe_images"))[0] == "AuthFailure"
 
 
 def test_the_sealing_key_is_made_once_in_the_0600_secrets_file(tmp_path: Path) -> None:

@@ -112,11 +112,11 @@ async def test_ec2_ids_of_hidden_images_answer_as_missing_ones(cloud: Cloud) -> 
     demo_cred = await credentials(cloud, cloud.demo)
     demo = Ec2(cloud, demo_cred["access"], demo_cred["secret"])
     for ec2_id in (hidden_ec2, f"aki-{number}", f"ari-{number}"):
-        assert await demo.error("describe_images", ImageIds=[ec2_id]) == (
+        assert await demo.error_detail("describe_images", ImageIds=[ec2_id]) == (
             "InvalidAMIID.NotFound", f"The image id '[{ec2_id}]' does not exist")
-        assert await demo.error("run_instances", ImageId=ec2_id, MinCount=1, MaxCount=1) == (
+        assert await demo.error_detail("run_instances", ImageId=ec2_id, MinCount=1, MaxCount=1) == (
             "InvalidAMIID.NotFound", f"The image id '[{ec2_id}]' does not exist")
-    assert await demo.error("run_instances", ImageId=missing_ec2, MinCount=1, MaxCount=1) == (
+    assert await demo.error_detail("run_instances", ImageId=missing_ec2, MinCount=1, MaxCount=1) == (
         "InvalidAMIID.NotFound", f"The image id '[{missing_ec2}]' does not exist")
     assert (await admin("describe_images", ImageIds=[f"aki-{number}"]))["Images"][0]["Name"] == "ami"
     assert hidden not in repr(cloud.cell.conductor.records) and cloud.cell.conductor.records == {}

@@ -4,50 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import boto3
-import botocore.exceptions
 import pytest
 import pytest_asyncio
 import requests
-from botocore.config import Config
 
 from api.ec2 import sigv4
+from tests.unit.ec2_support import Ec2Client, ec2_credentials
 from tests.unit.test_api_servers import Cloud, cloud
 
 __all__ = ["cloud"]
 
 
-class Ec2:
+class Ec2(Ec2Client):
     def __init__(self, cloud: Cloud, access: str, secret: str) -> None:
+        super().__init__(cloud.client, access, secret)
         self.cloud = cloud
-        self.endpoint = str(cloud.client.make_url("/ec2"))
-        self.access, self.secret = access, secret
-        self.client = boto3.client("ec2", endpoint_url=self.endpoint, region_name="RegionOne",
-                                   aws_access_key_id=access, aws_secret_access_key=secret,
-                                   config=Config(retries={"max_attempts": 0}))
-
-    async def __call__(self, method: str, **kwargs: Any) -> Any:
-        call: Callable[[], Any] = functools.partial(getattr(self.client, method), **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(None, call)
-
-    async def error(self, method: str, **kwargs: Any) -> tuple[str, str]:
-        with pytest.raises(botocore.exceptions.ClientError) as info:
-            await self(method, **kwargs)
-        return info.value.response["Error"]["Code"], info.value.response["Error"]["Message"]
 
 
 async def credentials(cloud: Cloud, headers: dict[str, str]) -> dict[str, Any]:
-    me = await (await cloud.client.get("/identity/v3/auth/tokens",
-                                       headers={**headers, "X-Subject-Token": headers["X-Auth-Token"]})).json()
-    user, project = me["token"]["user"]["id"], me["token"]["project"]["id"]
-    resp = await cloud.client.post(f"/identity/v3/users/{user}/credentials/OS-EC2", json={"tenant_id": project},
-                                   headers=headers)
-    assert resp.status == 201, await resp.text()
-    return dict((await resp.json())["credential"])
+    return await ec2_credentials(cloud.client, headers)
 
 
 @pytest_asyncio.fixture
@@ -88,21 +66,21 @@ async def test_images_zones_keypairs(ec2: Ec2) -> None:
     assert images[0]["State"] == "available" and images[0]["Public"] is True
     again = (await ec2("describe_images", ImageIds=[images[0]["ImageId"]]))["Images"]
     assert [i["ImageId"] for i in again] == [images[0]["ImageId"]]
-    assert (await ec2.error("describe_images", ImageIds=["ami-0000ffff"]))[0] == "InvalidAMIID.NotFound"
+    assert (await ec2.error_detail("describe_images", ImageIds=["ami-0000ffff"]))[0] == "InvalidAMIID.NotFound"
 
     zones = (await ec2("describe_availability_zones"))["AvailabilityZones"]
     assert [(z["ZoneName"], z["State"], z["RegionName"]) for z in zones] == [("nova", "available", "RegionOne")]
 
     made = await ec2("create_key_pair", KeyName="k1")
     assert made["KeyMaterial"].startswith("-----BEGIN RSA PRIVATE KEY-----") and made["KeyPairId"].startswith("key-")
-    assert (await ec2.error("create_key_pair", KeyName="k1"))[0] == "InvalidKeyPair.Duplicate"
+    assert (await ec2.error_detail("create_key_pair", KeyName="k1"))[0] == "InvalidKeyPair.Duplicate"
     pub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test"
     imported = await ec2("import_key_pair", KeyName="k2", PublicKeyMaterial=pub.encode())
     assert imported["KeyName"] == "k2" and ":" in imported["KeyFingerprint"]
     pairs = (await ec2("describe_key_pairs"))["KeyPairs"]
     assert [p["KeyName"] for p in pairs] == ["k1", "k2"]
     assert [p["KeyName"] for p in (await ec2("describe_key_pairs", KeyNames=["k2"]))["KeyPairs"]] == ["k2"]
-    assert (await ec2.error("describe_key_pairs", KeyNames=["nope"]))[0] == "InvalidKeyPair.NotFound"
+    assert (await ec2.error_detail("describe_key_pairs", KeyNames=["nope"]))[0] == "InvalidKeyPair.NotFound"
     await ec2("delete_key_pair", KeyName="k1")
     await ec2("delete_key_pair", KeyName="k1")  # EC2: deleting a missing key pair is not an error
     assert [p["KeyName"] for p in (await ec2("describe_key_pairs"))["KeyPairs"]] == ["k2"]
@@ -137,12 +115,12 @@ async def test_run_describe_terminate_with_user_data_and_client_token(ec2: Ec2) 
     assert len(running["Reservations"]) == 1
     stopped = await ec2("describe_instances", Filters=[{"Name": "instance-state-name", "Values": ["stopped"]}])
     assert stopped["Reservations"] == []
-    assert (await ec2.error("describe_instances", Filters=[{"Name": "bogus", "Values": ["x"]}]))[0] == \
+    assert (await ec2.error_detail("describe_instances", Filters=[{"Name": "bogus", "Values": ["x"]}]))[0] == \
         "InvalidParameterValue"
-    assert (await ec2.error("describe_instances", InstanceIds=["i-7fffffff"]))[0] == "InvalidInstanceID.NotFound"
+    assert (await ec2.error_detail("describe_instances", InstanceIds=["i-7fffffff"]))[0] == "InvalidInstanceID.NotFound"
 
     # one unknown id: nothing is terminated
-    code, _ = await ec2.error("terminate_instances", InstanceIds=[inst["InstanceId"], "i-7fffffff"])
+    code, _ = await ec2.error_detail("terminate_instances", InstanceIds=[inst["InstanceId"], "i-7fffffff"])
     assert code == "InvalidInstanceID.NotFound" and record["task_state"] is None
     done = await ec2("terminate_instances", InstanceIds=[inst["InstanceId"]])
     assert done["TerminatingInstances"][0]["CurrentState"]["Name"] == "shutting-down"
@@ -157,15 +135,15 @@ async def test_run_instances_errors_create_nothing(ec2: Ec2) -> None:
                          ({"ImageId": image, "KeyName": "nokey"}, "InvalidParameterValue"),
                          ({"ImageId": image, "MinCount": 11, "MaxCount": 11}, "InstanceLimitExceeded")):
         args = {"MinCount": 1, "MaxCount": 1, **kwargs}
-        assert (await ec2.error("run_instances", **args))[0] == code, kwargs
+        assert (await ec2.error_detail("run_instances", **args))[0] == code, kwargs
     assert ec2.cloud.cell.conductor.records == {}
 
 
 async def test_bad_signatures_and_requests_get_ec2_error_xml(ec2: Ec2) -> None:
     wrong = Ec2(ec2.cloud, ec2.access, "0" * 32)
-    assert (await wrong.error("describe_images"))[0] == "SignatureDoesNotMatch"
+    assert (await wrong.error_detail("describe_images"))[0] == "SignatureDoesNotMatch"
     unknown = Ec2(ec2.cloud, "AKIDUNKNOWN", ec2.secret)
-    assert (await unknown.error("describe_images"))[0] == "AuthFailure"
+    assert (await unknown.error_detail("describe_images"))[0] == "AuthFailure"
 
     def post(data: Any, headers: dict[str, str] | None = None) -> requests.Response:
         return requests.post(ec2.endpoint, data=data, headers=headers or {}, timeout=10)

@@ -8,52 +8,25 @@ demo with the server's uuid as device_id (what the boot flow's port looks like t
 EC2 instance id mapped to that uuid."""
 from __future__ import annotations
 
-import asyncio
-import functools
 import uuid as uuidlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.exceptions
-import pytest
 from aiohttp.test_utils import TestClient
-from botocore.config import Config
 
 from api.ec2 import ids
 from api.keys import ENGINE
 from tests.unit.api_support import SECRETS, token
+from tests.unit.ec2_support import Ec2Client as Ec2
+from tests.unit.ec2_support import ec2_credentials
 from tests.unit.test_api_network import api_client
 from tests.unit.test_api_routers import N, _post, _project_net, _public, _put
 
 Client = TestClient[Any, Any]
 
 
-class Ec2:
-    def __init__(self, client: Client, access: str, secret: str) -> None:
-        self.client = boto3.client("ec2", endpoint_url=str(client.make_url("/ec2")), region_name="RegionOne",
-                                   aws_access_key_id=access, aws_secret_access_key=secret,
-                                   config=Config(retries={"max_attempts": 0}))
-
-    async def __call__(self, method: str, **kwargs: Any) -> Any:
-        call: Callable[[], Any] = functools.partial(getattr(self.client, method), **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(None, call)
-
-    async def error(self, method: str, **kwargs: Any) -> str:
-        with pytest.raises(botocore.exceptions.ClientError) as info:
-            await self(method, **kwargs)
-        return str(info.value.response["Error"]["Code"])
-
-
 async def _ec2(client: Client, headers: dict[str, str]) -> Ec2:
-    me = await (await client.get("/identity/v3/auth/tokens",
-                                 headers={**headers, "X-Subject-Token": headers["X-Auth-Token"]})).json()
-    project = me["token"]["project"]["id"]
-    resp = await client.post(f"/identity/v3/users/{me['token']['user']['id']}/credentials/OS-EC2",
-                             json={"tenant_id": project}, headers=headers)
-    assert resp.status == 201, await resp.text()
-    cred = (await resp.json())["credential"]
+    cred = await ec2_credentials(client, headers)
     return Ec2(client, cred["access"], cred["secret"])
 
 

@@ -5,46 +5,19 @@ a volume made from a snapshot, and EC2 error codes for requests that must change
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Callable
 from typing import Any
 
-import boto3
-import botocore.exceptions
-import pytest
-from botocore.config import Config
-
+from tests.unit.ec2_support import Ec2Client as Ec2
+from tests.unit.ec2_support import ec2_credentials
 from tests.unit.test_api_volumes import Cloud, cloud
 
 __all__ = ["cloud"]
 
 
-class Ec2:
-    def __init__(self, cloud: Cloud, access: str, secret: str) -> None:
-        self.access, self.secret = access, secret
-        self.client = boto3.client("ec2", endpoint_url=str(cloud.client.make_url("/ec2")), region_name="RegionOne",
-                                   aws_access_key_id=access, aws_secret_access_key=secret,
-                                   config=Config(retries={"max_attempts": 0}))
-
-    async def __call__(self, method: str, **kwargs: Any) -> Any:
-        call: Callable[[], Any] = functools.partial(getattr(self.client, method), **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(None, call)
-
-    async def error(self, method: str, **kwargs: Any) -> str:
-        with pytest.raises(botocore.exceptions.ClientError) as info:
-            await self(method, **kwargs)
-        return str(info.value.response["Error"]["Code"])
-
-
 async def ec2_for(cloud: Cloud, user: str = "demo") -> Ec2:
     headers, project = cloud.who[user]
-    me = await (await cloud.client.get("/identity/v3/auth/tokens",
-                                       headers={**headers, "X-Subject-Token": headers["X-Auth-Token"]})).json()
-    resp = await cloud.client.post(f"/identity/v3/users/{me['token']['user']['id']}/credentials/OS-EC2",
-                                   json={"tenant_id": project}, headers=headers)
-    assert resp.status == 201, await resp.text()
-    cred = (await resp.json())["credential"]
-    return Ec2(cloud, cred["access"], cred["secret"])
+    cred = await ec2_credentials(cloud.client, headers, project)
+    return Ec2(cloud.client, cred["access"], cred["secret"])
 
 
 async def wait_state(cloud: Cloud, ec2: Ec2, volume_id: str, state: str) -> dict[str, Any]:
