@@ -57,21 +57,25 @@ ACTION_INTERRUPTED = "{action} interrupted: compute service restarted"
 HEALTHY = "ok"  # the heartbeat's meta "health" when the driver's calls are not stuck
 # task state of a server action -> the action (a restart clears the ones it no longer holds)
 ACTION_OF_TASK = {a.task_state: name for name, a in USER_ACTIONS.items()}
-REDEFINABLE = (VmState.ACTIVE, VmState.STOPPED, "resized")  # a guest lost with the process is defined again
+# a guest lost with the process is defined again (a soft-deleted one too: a restore starts it)
+REDEFINABLE = (VmState.ACTIVE, VmState.STOPPED, "resized", VmState.SOFT_DELETED)
 _RESULT_POWER = {VmState.ACTIVE: PowerState.RUNNING, VmState.STOPPED: PowerState.SHUTDOWN,
-                 VmState.PAUSED: PowerState.PAUSED}
+                 VmState.PAUSED: PowerState.PAUSED, VmState.SOFT_DELETED: PowerState.SHUTDOWN}
+# actions that swap the guest's definition for another: interrupted, the power state cannot tell which runs
+SWAPPING = frozenset({"rescue", "unrescue"})
 
 
 def interrupted_action(action: str, actual: int | None) -> tuple[bool, dict[str, Any]]:
     """(ok, values) to report for a server action a previous process left in flight, from
     the domain as it is now (`actual` None: no domain). Pure. It succeeded when the guest
     is where the action leads (a stop whose guest is off); else it failed, and a rebuild
-    that left no running guest is in error, as a failed rebuild is."""
+    that left no running guest is in error, as a failed rebuild is. An interrupted rescue or unrescue
+    is in error whatever runs: the running guest may be either definition."""
     observed = PowerState.NOSTATE if actual is None else actual
     for result in USER_ACTIONS[action].results:
-        if _RESULT_POWER.get(result) == observed:
+        if _RESULT_POWER.get(result) == observed and action not in SWAPPING:
             return True, {"vm_state": result, "power_state": observed}
-    if action == "rebuild":
+    if action == "rebuild" or action in SWAPPING:
         return False, {"vm_state": VmState.ERROR, "power_state": observed}
     return False, {"power_state": observed}
 # failures that would fail the same way on any host: no point rescheduling

@@ -439,6 +439,11 @@ async def test_a_stopped_server_stays_stopped_through_a_same_host_resize(
     ("pause", PowerState.PAUSED, (True, {"vm_state": VmState.PAUSED, "power_state": PowerState.PAUSED})),
     ("rebuild", None, (False, {"vm_state": VmState.ERROR, "power_state": PowerState.NOSTATE})),
     ("reboot", PowerState.RUNNING, (True, {"vm_state": VmState.ACTIVE, "power_state": PowerState.RUNNING})),
+    ("soft_delete", PowerState.SHUTDOWN,
+     (True, {"vm_state": VmState.SOFT_DELETED, "power_state": PowerState.SHUTDOWN})),
+    ("restore", PowerState.RUNNING, (True, {"vm_state": VmState.ACTIVE, "power_state": PowerState.RUNNING})),
+    ("rescue", PowerState.RUNNING, (False, {"vm_state": VmState.ERROR, "power_state": PowerState.RUNNING})),
+    ("unrescue", PowerState.RUNNING, (False, {"vm_state": VmState.ERROR, "power_state": PowerState.RUNNING})),
 ])
 def test_interrupted_action_ends_as_the_domain_is(action: str, actual: int | None,
                                                   expected: tuple[bool, dict[str, Any]]) -> None:
