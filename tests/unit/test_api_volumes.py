@@ -278,6 +278,25 @@ async def test_volume_quotas_and_limits(cloud: Cloud) -> None:
     assert defaults["quota_set"]["volumes"] == 10
 
 
+async def test_quota_set_shown_can_be_put_back_and_fixed_keys_are_not_changed(cloud: Cloud) -> None:
+    """A PUT of the whole set a GET showed (backups, backup_gigabytes, per_volume_gigabytes, groups included,
+    as Tempest's quota tests restore it) is 200 and restores the limits; changing a key this cloud does not
+    serve is a 400 that leaves every limit as it was."""
+    project = cloud.who["demo"][1]
+    _, shown = await cloud.req("GET", "admin", f"/os-quota-sets/{project}")
+    status, body = await cloud.req("PUT", "admin", f"/os-quota-sets/{project}", {"quota_set": {"volumes": 1}})
+    assert status == 200 and body["quota_set"]["volumes"] == 1
+    restore = {k: v for k, v in shown["quota_set"].items() if k != "id"}
+    assert {"backups", "backup_gigabytes", "per_volume_gigabytes", "groups"} <= set(restore)
+    status, body = await cloud.req("PUT", "admin", f"/os-quota-sets/{project}", {"quota_set": restore})
+    assert status == 200 and body["quota_set"]["volumes"] == shown["quota_set"]["volumes"], body
+    status, body = await cloud.req("PUT", "admin", f"/os-quota-sets/{project}",
+                                   {"quota_set": {"volumes": 3, "backups": 5}})
+    assert status == 400 and "backups" in body["badRequest"]["message"], body
+    _, after = await cloud.req("GET", "admin", f"/os-quota-sets/{project}")
+    assert after["quota_set"] == shown["quota_set"]
+
+
 async def test_attach_and_detach_through_the_compute_api(cloud: Cloud) -> None:
     sid = await cloud.boot()
     vid = (await cloud.create(name="data"))["id"]
