@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.timeutil import iso_naive_micro
-from api.volume.images import volume_image_metadata
+from api.volume.source_images import volume_image_metadata
 
 DEFAULT_TYPE = "__DEFAULT__"
 SHOWN_ATTACHMENTS = ("attached", "detaching")

@@ -32,7 +32,7 @@ from api import quota
 from api.http import allowed, context, is_uuid, json_body, parse_bool, query_int
 from api.keys import DB, ROUTER, public_url
 from api.timeutil import parse
-from api.volume import cells, images, types, upload
+from api.volume import cells, source_images, types, upload
 from api.volume.microversions import version_of
 from api.volume.views import volume_brief, volume_detail
 from cells import errors
@@ -117,7 +117,7 @@ def validate_create(body: Any) -> dict[str, Any]:
         raise errors.Invalid("multiattach is not supported: a volume is attached to one server at a time")
     sources = {k: _source_id(item[k], k) for k in ("snapshot_id", "source_volid") if item.get(k) is not None}
     if item.get("imageRef") is not None:
-        sources["image_ref"] = images.image_id_of(item["imageRef"])
+        sources["image_ref"] = source_images.image_id_of(item["imageRef"])
     if len(sources) > 1:
         raise errors.Invalid("Invalid input received: give one of snapshot_id, source_volid and imageRef")
     if sources.get("image_ref") and item.get("size") is None:
@@ -233,7 +233,7 @@ async def create_volume(request: web.Request, ctx: RequestContext, project: str,
     else:
         api = VolumeConductorAPI(cells.choose(router, spec["availability_zone"]))
     if spec.get("image_ref"):  # resolved as the project sees it and checked against the size first
-        spec = {**spec, "image": await images.image_for_volume(request, ctx, spec.pop("image_ref"),
+        spec = {**spec, "image": await source_images.image_for_volume(request, ctx, spec.pop("image_ref"),
                                                                 int(spec["size"]))}
     vtype = await types.resolve(request, ctx, spec.get("volume_type"))
     stored_type = None if vtype["id"] == types.DEFAULT_TYPE_ID else str(vtype["name"])

@@ -17,16 +17,16 @@ from sqlalchemy import Connection, false, select
 from cells import errors
 from cells.conductor import capacity
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows import actions as server_actions
 from cells.conductor.flows import (
+    admin_lists,
     boot,
     compute_events,
     compute_services,
     delete,
     hosts,
-    hypervisors,
     locking,
     lookups,
+    server_actions,
     server_snapshots,
     update,
     usage,
@@ -330,7 +330,7 @@ class ConductorManager:
     async def instance_for_metadata(self, ctx: RequestContext, network_id: str, address: str) -> InstanceRecord:
         return await lookups.instance_for_metadata(self.env, ctx, network_id, address)
 
-    # --- RPC: server actions (cells/conductor/flows/actions.py) ------------------------
+    # --- RPC: server actions (cells/conductor/flows/server_actions.py) ------------------------
 
     async def instance_action(self, ctx: RequestContext, uuid: str, action: str,
                               args: dict[str, Any] | None = None) -> InstanceRecord:
@@ -341,10 +341,10 @@ class ConductorManager:
         return await locking.instance_lock(self.env, ctx, uuid, lock, reason)
 
     async def hypervisor_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
-        return await hypervisors.hypervisor_list(self.env, ctx)
+        return await admin_lists.hypervisor_list(self.env, ctx)
 
     async def migration_list(self, ctx: RequestContext, filters: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        return await hypervisors.migration_list(self.env, ctx, filters)
+        return await admin_lists.migration_list(self.env, ctx, filters)
 
     async def instance_reset_state(self, ctx: RequestContext, uuid: str, state: str) -> InstanceRecord:
         return await locking.instance_reset_state(self.env, ctx, uuid, state)

@@ -1,12 +1,12 @@
 """The conductor's volumes and snapshots (ConductorManager.volumes): what the RPC methods of
 cells/rpcapi/volume.py CONDUCTOR_METHODS do; the flows are in cells/conductor/flows/volumes.py
-and snapshots.py."""
+and volume_snapshots.py."""
 from __future__ import annotations
 
 from typing import Any
 
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows import snapshots, volume_extend, volume_upload, volumes
+from cells.conductor.flows import volume_extend, volume_snapshots, volume_upload, volumes
 from cells.context import RequestContext
 from cells.db.volumes import ensure_volume_schema
 from cells.rpc.principal import require_host
@@ -43,19 +43,19 @@ class VolumeConductor:
 
     async def snapshot_create(self, ctx: RequestContext, snapshot: dict[str, Any],
                               force: bool = False) -> dict[str, Any]:
-        return await snapshots.snapshot_create(self.env, ctx, snapshot, force)
+        return await volume_snapshots.snapshot_create(self.env, ctx, snapshot, force)
 
     async def snapshot_get(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
-        return await snapshots.snapshot_get(self.env, ctx, snapshot_id)
+        return await volume_snapshots.snapshot_get(self.env, ctx, snapshot_id)
 
     async def snapshot_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return await snapshots.snapshot_list(self.env, ctx, filters)
+        return await volume_snapshots.snapshot_list(self.env, ctx, filters)
 
     async def snapshot_update(self, ctx: RequestContext, snapshot_id: str, values: dict[str, Any]) -> dict[str, Any]:
-        return await snapshots.snapshot_update(self.env, ctx, snapshot_id, values)
+        return await volume_snapshots.snapshot_update(self.env, ctx, snapshot_id, values)
 
     async def snapshot_delete(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
-        return await snapshots.snapshot_delete(self.env, ctx, snapshot_id)
+        return await volume_snapshots.snapshot_delete(self.env, ctx, snapshot_id)
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> dict[str, Any]:

@@ -100,7 +100,7 @@ volumes = Table(
     Index("ix_volumes_project_deleted_created", "project_id", "deleted", "created_at"),
 )
 
-# c0002 (issue 18): point-in-time copies of a volume, kept on the volume's host (cells/db/snapshots.py)
+# c0002 (issue 18): point-in-time copies of a volume, kept on the volume's host (cells/db/volume_snapshots.py)
 volume_snapshots = Table(
     "volume_snapshots", metadata,
     Column("id", String(36), primary_key=True),

@@ -243,7 +243,7 @@ def test_rebuild_bodies_by_version() -> None:
     from api.compute.server_actions import rebuild_schema
     from api.validation import validate
     from cells import errors
-    from cells.conductor.flows.actions import validate_args
+    from cells.conductor.flows.server_actions import validate_args
     image = {"imageRef": "6a1c8972-3692-4763-b38f-b27537a04427"}
     for version, extra, ok in (((2, 53), {"key_name": "k"}, False), ((2, 54), {"key_name": "k"}, True),
                                ((2, 54), {"key_name": None}, True), ((2, 56), {"user_data": "aGk="}, False),

@@ -132,7 +132,7 @@ async def test_a_volume_the_boot_may_not_use_makes_no_server(env: VolumeCell) ->
 
 async def test_a_server_on_a_root_volume_is_not_moved_nor_rebuilt(env: VolumeCell) -> None:
     """migrate, evacuate and rebuild of a server booted from a volume: a 409 before anything changes."""
-    from cells.conductor.flows import actions, evacuate, moves
+    from cells.conductor.flows import evacuate, moves, server_actions
     vid = await volume(env)
     uid = await insert_build(env, vid)
     await scheduled_and_exported(env, uid)
@@ -140,7 +140,7 @@ async def test_a_server_on_a_root_volume_is_not_moved_nor_rebuilt(env: VolumeCel
         await compute_events.instance_event(env.env, admin_context(), uid, "node1", event)
     for refused in (lambda conn: moves._begin(conn, env.env, DEMO, uid, "migrate", None),
                     lambda conn: evacuate._begin(conn, env.env, DEMO, uid),
-                    lambda conn: actions._begin(conn, env.env, DEMO, uid, "rebuild", {"image": {"id": "x"}})):
+                    lambda conn: server_actions._begin(conn, env.env, DEMO, uid, "rebuild", {"image": {"id": "x"}})):
         with pytest.raises(errors.Conflict, match="booted from a volume"):
             await env.env.db.write(refused)
     row = await env.env.db.read(lambda conn: idb.get_row(conn, uid))

@@ -1,4 +1,4 @@
-"""Volume flows (and snapshot flows, flows/snapshots.py) whose conductor left (issue 14): adopted by a live conductor and driven on.
+"""Volume flows (and snapshot flows, flows/volume_snapshots.py) whose conductor left (issue 14): adopted by a live conductor and driven on.
 
 A volume in `creating`, `attaching`, `detaching` or `deleting` records the conductor
 driving it (volumes.conductor_id). When that conductor leaves the directory (or the
@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, false, select, update
 
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows import snapshots, volume_extend, volume_upload
+from cells.conductor.flows import volume_extend, volume_snapshots, volume_upload
 from cells.conductor.flows import volumes as flows
 from cells.context import admin_context
 from cells.db import volumes as vdb
@@ -40,7 +40,7 @@ def owners_in_progress(conn: Connection) -> list[str]:
     """Conductors driving a volume or snapshot flow now (for the dead-member sweep)."""
     rows = conn.execute(select(_v.conductor_id).distinct().where(
         _v.conductor_id.is_not(None), _v.deleted == false(), _v.status.in_(vdb.IN_PROGRESS))).scalars().all()
-    return sorted({str(r) for r in rows} | set(snapshots.owners_in_progress(conn)))
+    return sorted({str(r) for r in rows} | set(volume_snapshots.owners_in_progress(conn)))
 
 
 def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[Adopted]:
@@ -65,7 +65,7 @@ async def adopt(env: FlowEnv, owners: Iterable[str]) -> int:
     for row, att in taken:
         LOG.warning("volume %s: adopting its %s flow from %s", row["id"], row["status"], owners)
         env.spawn(resume(env, row, att))
-    return len(taken) + await snapshots.adopt(env, owners)
+    return len(taken) + await volume_snapshots.adopt(env, owners)
 
 
 def _no_attachment(conn: Connection, volume_id: str) -> None:

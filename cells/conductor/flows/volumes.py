@@ -37,7 +37,7 @@ from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, through_host_restart
 from cells.context import RequestContext
 from cells.db import instances as idb
-from cells.db import snapshots as sdb
+from cells.db import volume_snapshots as sdb
 from cells.db import volumes as vdb
 from cells.db.migration_records import holds_copy
 from cells.db.volumes import VolumeStatus as S
@@ -345,7 +345,7 @@ def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_
             conn, volume_id, vdb.DELETABLE, {"status": S.DELETING, "conductor_id": env.conductor_id}):
         raise errors.VolumeInvalidState(reason=(
             f"Volume status must be available or error and must not be attached, but it is {row.status}."))
-    for snap in snaps:  # cascade: the volume's delete removes them first (flows/snapshots.py adopts them too)
+    for snap in snaps:  # cascade: the volume's delete removes them first (flows/volume_snapshots.py adopts them too)
         sdb.transition(conn, snap.id, sdb.DELETABLE,
                        {"status": sdb.SnapshotStatus.DELETING, "conductor_id": env.conductor_id})
     if row.host is None:  # never placed: nothing to remove on any host

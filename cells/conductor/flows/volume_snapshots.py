@@ -26,9 +26,9 @@ from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx
 from cells.conductor.flows.volumes import _get_visible, _text, clean_updates, validate_metadata, visible
 from cells.context import RequestContext, admin_context
-from cells.db import snapshots as sdb
+from cells.db import volume_snapshots as sdb
 from cells.db import volumes as vdb
-from cells.db.snapshots import SnapshotStatus as SS
+from cells.db.volume_snapshots import SnapshotStatus as SS
 from cells.db.volumes import VolumeStatus as S
 from cells.objects.instance import utcnow_iso
 from cells.rpcapi.volume import VolumeAPI
