@@ -32,8 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api import quota
-from api.compute import service  # the module, not its names: service imports this one (through server_create)
-from api.compute.microversions import Microversion
+from api.compute.microversions import Microversion, version_of
 from api.compute.schemas import NAME
 from api.db.schema import key_pairs
 from api.http import authorize, context, json_body
@@ -222,14 +221,14 @@ def _user(request: web.Request, named: Any = None, policy: str = "index") -> str
     if not user:
         raise errors.Forbidden()
     wanted = named if named is not None else request.query.get("user_id")
-    if wanted is not None and service.ComputeContext.of(request).at_least(2, 10) and wanted != user:
+    if wanted is not None and version_of(request) >= (2, 10) and wanted != user:
         authorize(request, f"os_compute_api:os-keypairs:{policy}", {"user_id": str(wanted)})
         return str(wanted)
     return user
 
 
 def _typed(request: web.Request) -> bool:
-    return service.ComputeContext.of(request).at_least(2, 2)
+    return version_of(request) >= (2, 2)
 
 
 def _page(found: list[KeyPair], request: web.Request) -> tuple[list[KeyPair], int | None]:
@@ -253,7 +252,7 @@ def _page(found: list[KeyPair], request: web.Request) -> tuple[list[KeyPair], in
 async def index(request: web.Request) -> web.Response:
     found = await list_for(request.config_dict[ENGINE], _user(request))
     limit = None
-    if service.ComputeContext.of(request).at_least(2, 35):
+    if version_of(request) >= (2, 35):
         found, limit = _page(found, request)
     typed = _typed(request)
     views = []
@@ -283,7 +282,7 @@ async def show(request: web.Request) -> web.Response:
 async def create_handler(request: web.Request) -> web.Response:
     body = await json_body(request)
     typed = _typed(request)
-    validate(_create_schema(service.ComputeContext.of(request).version), body)
+    validate(_create_schema(version_of(request)), body)
     spec = body["keypair"]
     k, private = await create(request.config_dict[ENGINE], _user(request, spec.get("user_id"), "create"),
                               str(context(request).project),
