@@ -177,7 +177,9 @@ async def create(request: web.Request) -> web.Response:
             row, hosts = next((r, h) for r, h in await _rows(conn) if r.name == spec["name"])
     except IntegrityError:
         raise errors.Conflict(f"Aggregate {spec['name']} already exists.") from None
-    return web.json_response({"aggregate": _view(row, hosts, version_of(request))})
+    # Nova's create answers without hosts and metadata (its response schema forbids them)
+    made = {k: v for k, v in _view(row, hosts, version_of(request)).items() if k not in ("hosts", "metadata")}
+    return web.json_response({"aggregate": made})
 
 
 async def update_aggregate(request: web.Request) -> web.Response:

@@ -27,6 +27,7 @@ from cells.rpc.liveness import ALIVE
 from cells.rpcapi.conductor import ConductorAPI
 
 UUID_VERSION, NO_USAGE_VERSION = (2, 53), (2, 88)
+CPU_INFO_OBJECT_VERSION = (2, 28)  # cpu_info is a JSON string before, an object from 2.28 on
 _NAMESPACE = uuidlib.UUID("6f1f5a7e-3c2b-4b8e-9a51-2d1c0e7c4b10")  # Cellcloud's hypervisor ids
 USAGE_KEYS = ("vcpus", "memory_mb", "local_gb", "vcpus_used", "memory_mb_used", "local_gb_used", "running_vms")
 
@@ -60,7 +61,7 @@ def _detail(path: str, node: dict[str, Any], version: tuple[int, int]) -> dict[s
         view.update({k: int(node.get(k) or 0) for k in USAGE_KEYS})
         view.update({"free_ram_mb": view["memory_mb"] - view["memory_mb_used"],
                      "free_disk_gb": view["local_gb"] - view["local_gb_used"], "current_workload": 0,
-                     "disk_available_least": view["local_gb"] - view["local_gb_used"], "cpu_info": "{}"})
+                     "disk_available_least": view["local_gb"] - view["local_gb_used"], "cpu_info": "{}" if version < CPU_INFO_OBJECT_VERSION else {}})
     else:
         view["uptime"] = None
     return view
