@@ -37,10 +37,13 @@ def _default() -> dict[str, Any]:
             "extra_specs": {}}
 
 
-def view(vtype: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": vtype["id"], "name": vtype["name"], "description": vtype.get("description"),
-            "is_public": bool(vtype["is_public"]), PUBLIC_KEY: bool(vtype["is_public"]),
-            "extra_specs": dict(vtype.get("extra_specs") or {}), "qos_specs_id": None}
+def view(vtype: Mapping[str, Any], without: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Cinder's type view; its create answer has no qos_specs_id, its update neither that nor PUBLIC_KEY
+    (the access extension decorates show, list and create only)."""
+    out = {"id": vtype["id"], "name": vtype["name"], "description": vtype.get("description"),
+           "is_public": bool(vtype["is_public"]), PUBLIC_KEY: bool(vtype["is_public"]),
+           "extra_specs": dict(vtype.get("extra_specs") or {}), "qos_specs_id": None}
+    return {k: v for k, v in out.items() if k not in without}
 
 
 def _admin(request: web.Request, action: str) -> None:
@@ -137,7 +140,7 @@ async def create(request: web.Request) -> web.Response:
         await request.config_dict[DB].write(lambda conn: conn.execute(insert(volume_types).values(**row)))
     except IntegrityError:
         raise errors.Conflict(f"Volume Type {name} already exists.") from None
-    return web.json_response({"volume_type": view(row)})
+    return web.json_response({"volume_type": view(row, without=("qos_specs_id",))})
 
 
 async def update_type(request: web.Request) -> web.Response:
@@ -164,7 +167,7 @@ async def update_type(request: web.Request) -> web.Response:
                 update(volume_types).where(_t.id == found["id"]).values(**values, updated_at=utcnow())))
         except IntegrityError:
             raise errors.Conflict(f"Volume Type {values.get('name')} already exists.") from None
-    return web.json_response({"volume_type": view({**found, **values})})
+    return web.json_response({"volume_type": view({**found, **values}, without=("qos_specs_id", PUBLIC_KEY))})
 
 
 async def delete_type(request: web.Request) -> web.Response:

@@ -60,3 +60,18 @@ async def test_types_steer_volumes_to_matching_hosts_and_have_their_own_quotas(c
     await cloud.cell.settle()
     assert (await cloud.req("DELETE", "admin", f"/types/{plain['id']}"))[0] == 202
     assert (await cloud.req("GET", "demo", f"/types/{plain['id']}"))[0] == 404
+
+
+async def test_a_types_create_update_and_show_answers_carry_cinders_keys(cloud: Cloud) -> None:
+    """As Cinder's (and Tempest's schemas): create answers without qos_specs_id, update without it and without
+    os-volume-type-access:is_public, show and list with both."""
+    base = {"id", "name", "description", "is_public", "extra_specs"}
+    status, body = await cloud.req("POST", "admin", "/types", {"volume_type": {"name": "keys"}})
+    assert status == 200 and set(body["volume_type"]) == base | {"os-volume-type-access:is_public"}, body
+    type_id = body["volume_type"]["id"]
+    status, body = await cloud.req("PUT", "admin", f"/types/{type_id}", {"volume_type": {"description": "d"}})
+    assert status == 200 and set(body["volume_type"]) == base and body["volume_type"]["description"] == "d", body
+    _, shown = await cloud.req("GET", "admin", f"/types/{type_id}")
+    assert set(shown["volume_type"]) == base | {"os-volume-type-access:is_public", "qos_specs_id"}
+    _, listed = await cloud.req("GET", "admin", "/types")
+    assert all(set(t) == set(shown["volume_type"]) for t in listed["volume_types"])
