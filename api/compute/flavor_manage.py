@@ -20,7 +20,7 @@ from api.compute.flavors import flavor_detail, get_flavor
 from api.compute.microversions import version_of
 from api.compute.schemas import BOOL, NAME
 from api.db.schema import flavors
-from api.http import authorize, json_body, parse_bool
+from api.http import authorize, context, json_body, parse_bool
 from api.keys import ENGINE, public_url
 from api.timeutil import utcnow
 from api.validation import ValidationError, validate
@@ -159,12 +159,12 @@ async def delete_flavor(request: web.Request) -> web.Response:
 
 
 async def list_specs(request: web.Request) -> web.Response:
-    row = await get_flavor(request, request.match_info["flavor_id"])
+    row = await get_flavor(request.config_dict[ENGINE], context(request), request.match_info["flavor_id"])
     return web.json_response({"extra_specs": dict(row.extra_specs or {})})
 
 
 async def show_spec(request: web.Request) -> web.Response:
-    row = await get_flavor(request, request.match_info["flavor_id"])
+    row = await get_flavor(request.config_dict[ENGINE], context(request), request.match_info["flavor_id"])
     key = request.match_info["key"]
     specs = dict(row.extra_specs or {})
     if key not in specs:
@@ -225,7 +225,7 @@ async def access_list(request: web.Request) -> web.Response:
     """Nova's access list; this cloud grants no per-project access yet, so a private flavor's list is empty
     (admins use it)."""
     _require_admin(request, "os-flavor-access")
-    row = await get_flavor(request, request.match_info["flavor_id"])
+    row = await get_flavor(request.config_dict[ENGINE], context(request), request.match_info["flavor_id"])
     if row.is_public:
         raise errors.NotFound("Access list not available for public flavors.")
     return web.json_response({"flavor_access": []})

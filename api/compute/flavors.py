@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.compute.microversions import Microversion, version_of
 from api.compute.views import links
@@ -100,10 +101,10 @@ async def detail(request: web.Request) -> web.Response:
     return await _list(request, detail=True)
 
 
-async def get_flavor(request: web.Request, flavor_id: str) -> AnyRow:
+async def get_flavor(engine: AsyncEngine, ctx: RequestContext, flavor_id: str) -> AnyRow:
     """One flavor the caller may use; FlavorNotFound otherwise (private flavors are admin-only)."""
-    async with request.config_dict[ENGINE].connect() as conn:
-        return await conn.run_sync(flavor_of, context(request), flavor_id)
+    async with engine.connect() as conn:
+        return await conn.run_sync(flavor_of, ctx, flavor_id)
 
 
 _FLAVOR_ANY_SELECT = select(flavors).where(flavors.c.id == bindparam("b_id"))  # built once: every boot reads one
@@ -121,7 +122,7 @@ def flavor_of(conn: Connection, ctx: RequestContext, flavor_id: str) -> AnyRow:
 
 
 async def show(request: web.Request) -> web.Response:
-    row = await get_flavor(request, request.match_info["flavor_id"])
+    row = await get_flavor(request.config_dict[ENGINE], context(request), request.match_info["flavor_id"])
     return web.json_response({"flavor": flavor_detail(public_url(request), row, version_of(request))})
 
 

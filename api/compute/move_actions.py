@@ -19,7 +19,8 @@ from aiohttp import web
 
 from api.compute import service
 from api.compute.flavors import flavor_dict, get_flavor
-from api.http import authorize, id_from_href
+from api.http import id_from_href
+from api.policy.enforce import require
 from api.validation import validate
 from cells import errors
 from cells.context import RequestContext
@@ -34,17 +35,13 @@ EVACUATE = {"type": ["object", "null"], "additionalProperties": False,
                            "onSharedStorage": {"type": ["boolean", "string"]}}}
 
 
-def _admin(request: web.Request, name: str) -> None:
-    authorize(request, f"os_compute_api:os-{name}")
-
-
-async def move_action(request: web.Request, ctx: RequestContext, server_id: str, name: str,
+async def move_action(cc: service.ComputeContext, ctx: RequestContext, server_id: str, name: str,
                       spec: Any) -> web.Response:
-    cc = service.ComputeContext.of(request)
+    """One of ACTIONS on the server, its body checked; the response Nova gives."""
     if name == "resize":
         validate(RESIZE, spec, "resize")
         try:
-            flavor = await get_flavor(request, id_from_href(str(spec["flavorRef"])))
+            flavor = await get_flavor(cc.engine, ctx, id_from_href(str(spec["flavorRef"])))
         except errors.FlavorNotFound:
             raise errors.Invalid("Invalid flavorRef provided.") from None
         await service.resize(cc, ctx, server_id, flavor_dict(flavor))
@@ -58,14 +55,14 @@ async def move_action(request: web.Request, ctx: RequestContext, server_id: str,
         return web.Response(status=202)
     if name == "migrate":
         validate(_NULL_OR_EMPTY, spec, name)
-        _admin(request, "migrate-server:migrate")
+        require(ctx, "os_compute_api:os-migrate-server:migrate")
         if isinstance(spec, dict) and spec.get("host"):
             raise errors.Invalid("Choosing the destination host of a migration is not supported; "
                                  "the scheduler picks one.")
         await service.migrate(cc, ctx, server_id)
         return web.Response(status=202)
     validate(EVACUATE, spec, name)
-    _admin(request, "evacuate")
+    require(ctx, "os_compute_api:os-evacuate")
     if isinstance(spec, dict) and spec.get("host"):
         raise errors.Invalid("Choosing the destination host of an evacuation is not supported; "
                              "the scheduler picks one.")

@@ -207,7 +207,7 @@ async def server_action(request: web.Request) -> web.Response:
         body["adminPass"] = server_admin_pass(spec)
         return web.json_response({"server": body}, status=202)
     if name in move_actions.ACTIONS:  # resize, confirm/revert, migrate, evacuate (issue 8)
-        return await move_actions.move_action(request, ctx, server_id, name, spec)
+        return await move_actions.move_action(cc, ctx, server_id, name, spec)
     if name in rescue.ACTIONS:  # rescue, unrescue (issue 16)
         return await rescue.rescue_action(request, ctx, server_id, name, spec)
     if name in deferred_delete.ACTIONS:  # restore, forceDelete (issue 16)

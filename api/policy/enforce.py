@@ -67,6 +67,13 @@ def denied_message(rule: str) -> str:
     return f"You are not authorized to complete {rule} action."
 
 
+def require(ctx: RequestContext, rule: str) -> None:
+    """authorize() for code that holds the caller's context and no request (the compute service layer):
+    the context's own policy engine, its project and user as the target; 403 in the service's words."""
+    if not ctx.allows(rule, {}):
+        raise errors.Forbidden(denied_message(rule))
+
+
 class Policy:
     def __init__(self, state_dir: str | os.PathLike[str] | None) -> None:
         self.path = Path(state_dir) / POLICY_FILE if state_dir else None
