@@ -36,7 +36,7 @@ from api import quota
 from api.compute.microversions import Microversion, version_of
 from api.compute.schemas import NAME
 from api.db.schema import instance_mappings, server_group_members, server_groups
-from api.http import allowed, context, is_uuid, json_body, query_int
+from api.http import context, is_uuid, json_body, query_int
 from api.keys import ENGINE
 from api.timeutil import utcnow
 from api.validation import validate
@@ -155,45 +155,37 @@ def view(group: ServerGroup, members: list[str], version: Microversion) -> dict[
     return out
 
 
-# --- handlers ----------------------------------------------------------------------
+# --- the service: functions of the API engine and the caller's context ---------------------
 
-async def index(request: web.Request) -> web.Response:
-    ctx, query = context(request), request.query
-    limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
-    offset = query_int(query, "offset", 0) or 0
+async def list_groups(engine: AsyncEngine, ctx: RequestContext, all_projects: bool, limit: int,
+                      offset: int) -> list[tuple[ServerGroup, list[str]]]:
+    """The caller's project's groups with their members; every project's when asked and the rule allows."""
     stmt = select(server_groups)
     # Nova ignores all_projects for those the rule does not allow
-    if not ("all_projects" in query and allowed(request, "os_compute_api:os-server-groups:index:all_projects")):
+    if not (all_projects and ctx.allows("os_compute_api:os-server-groups:index:all_projects", {})):
         stmt = stmt.where(_g.project_id == ctx.project)
-    async with request.config_dict[ENGINE].connect() as conn:
+    async with engine.connect() as conn:
         rows = (await conn.execute(stmt.order_by(_g.created_at, _g.id).limit(limit).offset(offset))).all()
         groups = [_group(r) for r in rows]
         members = await _members(conn, [g.id for g in groups])
-    version = version_of(request)
-    return web.json_response({"server_groups": [view(g, members[g.id], version) for g in groups]})
+    return [(g, members[g.id]) for g in groups]
 
 
-async def show(request: web.Request) -> web.Response:
-    ctx = context(request)
-    async with request.config_dict[ENGINE].connect() as conn:
-        group = await _find(conn, ctx, request.match_info["group_id"])
+async def get_group(engine: AsyncEngine, ctx: RequestContext, group_id: str) -> tuple[ServerGroup, list[str]]:
+    async with engine.connect() as conn:
+        group = await _find(conn, ctx, group_id)
         members = await _members(conn, [group.id])
-    return web.json_response({"server_group": view(group, members[group.id], version_of(request))})
+    return group, members[group.id]
 
 
-async def create(request: web.Request) -> web.Response:
-    ctx = context(request)
-    body = await json_body(request)
-    version = version_of(request)
-    validate(create_schema(version), body)
-    spec = body["server_group"]
+async def create_group(engine: AsyncEngine, ctx: RequestContext, name: str, policy: str,
+                       rules: Mapping[str, Any]) -> ServerGroup:
+    """A new group of the caller's project, counted against its server_groups quota."""
     project = str(ctx.project)
-    policy = spec["policy"] if version >= (2, 64) else spec["policies"][0]
-    rules = {k: int(v) for k, v in (spec.get("rules") or {}).items()}
-    if rules and policy != "anti-affinity":  # Nova: rules only for anti-affinity
+    clean = {k: int(v) for k, v in rules.items()}
+    if clean and policy != "anti-affinity":  # Nova: rules only for anti-affinity
         raise errors.Invalid(f"Only anti-affinity policy supports rules, not {policy}.")
-    group = ServerGroup(str(uuidlib.uuid4()), spec["name"], project, str(ctx.user), policy, rules)
-    engine = request.config_dict[ENGINE]
+    group = ServerGroup(str(uuidlib.uuid4()), name, project, str(ctx.user), policy, clean)
     # the count and the insert it admits, together
     async with quota.project_lock(project), engine.begin() as conn:
         allowed = (await quota.limits_in(conn, project))["server_groups"]
@@ -202,20 +194,49 @@ async def create(request: web.Request) -> web.Response:
         await conn.execute(insert(server_groups).values(
             id=group.id, name=group.name, project_id=group.project_id, user_id=group.user_id,
             policy=group.policy, rules=group.rules or None, created_at=utcnow()))
-    return web.json_response({"server_group": view(group, [], version)})  # 200, as Nova
+    return group
 
 
-async def delete_handler(request: web.Request) -> web.Response:
-    ctx = context(request)
-    engine = request.config_dict[ENGINE]
+async def delete_group(engine: AsyncEngine, ctx: RequestContext, group_id: str) -> None:
     async with engine.connect() as conn:
-        group = await _find(conn, ctx, request.match_info["group_id"])
+        group = await _find(conn, ctx, group_id)
     # not while a boot of its project joins it
     async with quota.project_lock(group.project_id), engine.begin() as conn:
         await conn.execute(delete(server_group_members).where(_m.group_id == group.id))
         gone = await conn.execute(delete(server_groups).where(_g.id == group.id))
     if gone.rowcount == 0:
         raise ServerGroupNotFound(group_uuid=group.id)
+
+
+# --- handlers ----------------------------------------------------------------------
+
+async def index(request: web.Request) -> web.Response:
+    query = request.query
+    limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
+    offset = query_int(query, "offset", 0) or 0
+    listed = await list_groups(request.config_dict[ENGINE], context(request), "all_projects" in query, limit, offset)
+    version = version_of(request)
+    return web.json_response({"server_groups": [view(g, members, version) for g, members in listed]})
+
+
+async def show(request: web.Request) -> web.Response:
+    group, members = await get_group(request.config_dict[ENGINE], context(request), request.match_info["group_id"])
+    return web.json_response({"server_group": view(group, members, version_of(request))})
+
+
+async def create(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    version = version_of(request)
+    validate(create_schema(version), body)
+    spec = body["server_group"]
+    policy = spec["policy"] if version >= (2, 64) else spec["policies"][0]
+    group = await create_group(request.config_dict[ENGINE], context(request), spec["name"], policy,
+                               spec.get("rules") or {})
+    return web.json_response({"server_group": view(group, [], version)})  # 200, as Nova
+
+
+async def delete_handler(request: web.Request) -> web.Response:
+    await delete_group(request.config_dict[ENGINE], context(request), request.match_info["group_id"])
     return web.Response(status=204)
 
 
