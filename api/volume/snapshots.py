@@ -17,12 +17,21 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
-from api.http import allowed, context, is_uuid, json_body
+from api.http import allowed, context, is_uuid, json_body, query_int
 from api.keys import DB, ROUTER
 from api.timeutil import iso_naive_micro
 from api.volume import cells
+from api.volume.volumes import (
+    MAX_LIMIT,
+    _names,
+    _project,
+    _sort,
+    after_marker,
+    sort_records,
+    validate_metadata,
+    validate_update,
+)
 from api.volume.volumes import _item as volume_item
-from api.volume.volumes import _names, _project, validate_metadata, validate_update
 from api.volume.volumes import find as find_volume
 from cells import errors
 from cells.context import RequestContext
@@ -51,7 +60,9 @@ def validate_create(body: Any) -> dict[str, Any]:
     if unknown:
         raise errors.Invalid(f"Invalid input: unexpected attribute(s) {', '.join(unknown)} in snapshot")
     vid = item.get("volume_id")
-    if not isinstance(vid, str) or not is_uuid(vid):
+    if vid is None or (isinstance(vid, str) and not is_uuid(vid)):
+        raise errors.VolumeNotFound(volume_id=vid)  # Cinder looks the volume up: no such volume, a 404
+    if not isinstance(vid, str):
         raise errors.Invalid("Invalid input received: a snapshot needs the volume_id of a volume")
     return {"volume_id": vid.lower(), "force": _force(item.get("force")), **_names(item),
             "metadata": validate_metadata(item.get("metadata"))}
@@ -105,7 +116,7 @@ async def create(request: web.Request) -> web.Response:
     ctx, project = context(request), _project(request)
     spec = validate_create(await json_body(request))
     record = await create_snapshot(request, ctx, project, spec)
-    return web.json_response({"snapshot": snapshot_detail(record)}, status=202)
+    return web.json_response({"snapshot": snapshot_brief(record)}, status=202)  # as Cinder: no extended attributes
 
 
 def _filters(request: web.Request, ctx: RequestContext, query: Mapping[str, str]) -> dict[str, Any]:
@@ -119,8 +130,11 @@ def _filters(request: web.Request, ctx: RequestContext, query: Mapping[str, str]
 
 
 async def _list(request: web.Request, detail: bool) -> web.Response:
-    ctx = context(request)
-    records = await cells.list_snapshots(request.config_dict[ROUTER], ctx, _filters(request, ctx, request.query))
+    ctx, query = context(request), request.query
+    order = _sort(query)  # a bad sort key or limit is a 400 before any cell is asked
+    limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
+    records = await cells.list_snapshots(request.config_dict[ROUTER], ctx, _filters(request, ctx, query))
+    records = after_marker(sort_records(records, order), query)[:limit]
     view = snapshot_detail if detail else snapshot_brief
     return web.json_response({"snapshots": [view(r) for r in records]})
 
@@ -144,7 +158,7 @@ async def update(request: web.Request) -> web.Response:
     api, record = await find(request, ctx)
     if values:
         record = await api.snapshot_update(ctx, record["id"], values)
-    return web.json_response({"snapshot": snapshot_detail(record)})
+    return web.json_response({"snapshot": snapshot_brief(record)})
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -175,6 +175,16 @@ def sort_records(records: list[dict[str, Any]], order: list[tuple[str, bool]]) -
     return out
 
 
+def after_marker(records: list[dict[str, Any]], query: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The sorted records after the query's marker (a marker not among them is Cinder's 404)."""
+    if "marker" not in query:
+        return records
+    ids = [r["id"] for r in records]
+    if query["marker"] not in ids:
+        raise errors.NotFound(f"Marker {query['marker']} could not be found.")
+    return records[ids.index(query["marker"]) + 1:]
+
+
 def _by(key: str) -> Callable[[dict[str, Any]], tuple[bool, Any]]:
     """Sort on one field, None first (ascending) as the cell DBs do."""
     def value(record: dict[str, Any]) -> tuple[bool, Any]:
@@ -317,11 +327,7 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
                and _matches_times(r, times)]
     records = sort_records(records, order)
     matched = len(records)  # 3.45's count: every match, whatever the page
-    if "marker" in query:
-        ids = [r["id"] for r in records]
-        if query["marker"] not in ids:
-            raise errors.NotFound(f"Marker {query['marker']} could not be found.")
-        records = records[ids.index(query["marker"]) + 1:]
+    records = after_marker(records, query)
     page = records[:limit]
     base = public_url(request)
     body: dict[str, Any] = {"volumes": [volume_detail(base, project, r, allowed(request, "volume_extension:volume_host_attribute"), version=version) if detail
