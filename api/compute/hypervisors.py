@@ -98,8 +98,22 @@ async def statistics(request: web.Request) -> web.Response:
     return web.json_response({"hypervisor_statistics": {"count": len(nodes), **stats}})
 
 
+async def search(request: web.Request) -> web.Response:
+    """Up to 2.52 (2.53 moved it to the list's hypervisor_hostname_pattern): the hypervisors whose host name
+    contains the pattern; none is a 404, as Nova."""
+    ctx = authorize(request, "os_compute_api:os-hypervisors:search")
+    version, pattern = version_of(request), request.match_info["pattern"]
+    if version >= UUID_VERSION:
+        raise errors.NotFound("The resource could not be found.")
+    found = [_brief(p, n, version) for p, n in await _nodes(request, ctx) if pattern in n["host"]]
+    if not found:
+        raise errors.NotFound(f"No hypervisor matching '{pattern}' could be found.")
+    return web.json_response({"hypervisors": found})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v2.1/os-hypervisors", index)
     app.router.add_get("/v2.1/os-hypervisors/detail", detail)
     app.router.add_get("/v2.1/os-hypervisors/statistics", statistics)
     app.router.add_get("/v2.1/os-hypervisors/{hypervisor_id}", show)
+    app.router.add_get("/v2.1/os-hypervisors/{pattern}/search", search)
