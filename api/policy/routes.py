@@ -102,6 +102,8 @@ COMPUTE: dict[tuple[str, str], str] = {
     ("GET", "/v2.1/os-simple-tenant-usage/{project_id}"): _N + "os-simple-tenant-usage:show",
     ("GET", _S + "/os-interface"): _N + "os-attach-interfaces:list",
     ("GET", _S + "/os-interface/{port_id}"): _N + "os-attach-interfaces:show",
+    ("POST", _S + "/os-interface"): _N + "os-attach-interfaces:create",
+    ("DELETE", _S + "/os-interface/{port_id}"): _N + "os-attach-interfaces:delete",
     ("GET", "/v2.1/os-floating-ips"): _N + "os-floating-ips:list",
     ("GET", "/v2.1/os-floating-ips/{id}"): _N + "os-floating-ips:show",
 }

@@ -24,6 +24,7 @@ from cells.conductor.flows import (
     compute_services,
     delete,
     hosts,
+    interfaces,
     locking,
     lookups,
     server_actions,
@@ -335,6 +336,13 @@ class ConductorManager:
     async def instance_action(self, ctx: RequestContext, uuid: str, action: str,
                               args: dict[str, Any] | None = None) -> InstanceRecord:
         return await server_actions.instance_action(self.env, ctx, uuid, action, args)
+
+    async def interface_attach(self, ctx: RequestContext, uuid: str, port_id: str | None = None,
+                               net_id: str | None = None, port_quota: int | None = None) -> dict[str, Any]:
+        return await interfaces.interface_attach(self.env, ctx, uuid, port_id, net_id, port_quota)
+
+    async def interface_detach(self, ctx: RequestContext, uuid: str, port_id: str) -> None:
+        await interfaces.interface_detach(self.env, ctx, uuid, port_id)
 
     async def instance_lock(self, ctx: RequestContext, uuid: str, lock: bool, reason: str | None = None
                             ) -> InstanceRecord:

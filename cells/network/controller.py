@@ -388,6 +388,28 @@ class NetworkController:
             c, str(instance_uuid), str(project_id), requested, security_groups, self.cidr_pool, self.subnet_policy,
             limit))
 
+    async def interface_attach(self, ctx: RequestContext, instance_uuid: str, project_id: str, host: str,
+                               port_id: str | None = None, net_id: str | None = None,
+                               port_quota: Any = None) -> dict[str, Any]:
+        """os-interface (issue 16): a port joins the instance on its host; the hosts on its network re-sync."""
+        limit = None if port_quota is None else netquota.parse({"limit": port_quota})
+
+        def attach(c: Connection) -> tuple[dict[str, Any], set[str]]:
+            vif = instance_ports.attach_port(c, str(instance_uuid), str(project_id), str(host),
+                                             None if port_id is None else str(port_id),
+                                             None if net_id is None else str(net_id), limit)
+            return vif, fanout.hosts_on_networks(c, [str(vif["network_id"])])
+        vif, hosts = await self._write(attach)
+        self._refresh(hosts | {str(host)})
+        return vif
+
+    async def interface_detach(self, ctx: RequestContext, instance_uuid: str, port_id: str) -> None:
+        """The port leaves the instance (deleted when it was made for it); the hosts on its network re-sync."""
+        def detach(c: Connection) -> set[str]:
+            net = instance_ports.detach_port(c, str(instance_uuid), str(port_id))
+            return fanout.hosts_on_networks(c, [net])
+        self._refresh(await self._write(detach))
+
     async def instance_security_groups(self, ctx: RequestContext, instance_uuid: str) -> list[dict[str, Any]]:
         return await self._read(lambda c: instance_ports.instance_groups(c, str(instance_uuid)))
 

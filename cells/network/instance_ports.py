@@ -352,3 +352,57 @@ def instance_groups(conn: Connection, uuid: str) -> list[dict[str, Any]]:
         ids.extend(g for g in (p.security_groups or []) if g not in ids)
     ctx = RequestContext(roles=("service",))
     return [secgroups.get_group(conn, ctx, g) for g in ids]
+
+
+def attach_port(conn: Connection, uuid: str, project: str, host: str, port_id: str | None, net_id: str | None,
+                port_limit: int | None = None) -> dict[str, Any]:
+    """os-interface attach: the project's free port `port_id` (kept when detached, as Nova) or a new port on
+    `net_id` (deleted when detached) joins live instance `uuid`, bound to its `host`; the instance's
+    addresses follow. The new port's VIF, for the compute to plug."""
+    inst = _INSTANCE_STATE.first(conn, {"b_uuid": uuid})
+    if inst is None or inst.deleted or inst.task_state == TaskState.DELETING:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    if (port_id is None) == (net_id is None):
+        raise errors.Invalid(reason="give one of port_id and net_id")
+    if port_id is not None:
+        found = conn.execute(select(ports.c.project_id, ports.c.device_id).where(ports.c.id == port_id)).first()
+        if found is None or found.project_id != project:  # another project's port is not there for it
+            raise errors.PortNotFound(port_id=port_id)
+        if found.device_id:  # another server's, or this one's already (Neutron's PortInUse either way)
+            raise errors.Conflict(reason=f"Port {port_id} is still in use.")
+        _take_port(conn, project, port_id, uuid)
+        new_id = port_id
+    else:
+        ctx = RequestContext(project=project, roles=("service",))
+        net = resources.network_row(conn, ctx, str(net_id))
+        if net.project_id != project and not net.shared:
+            raise errors.NetworkNotFound(net_id=net_id)
+        groups = secgroups.resolve_groups(conn, project, None)
+        new_id = resources.new_port(conn, net, project, groups, None, device_id=uuid, device_owner=DEVICE_OWNER,
+                                    auto_delete=True)
+        netquota.check_after_insert(conn, "port", project, port_limit)
+    now = utcnow_iso()
+    conn.execute(update(ports).where(ports.c.id == new_id).values(binding_host=host, status="ACTIVE", updated_at=now))
+    row = conn.execute(select(ports).where(ports.c.id == new_id)).one()
+    conn.execute(update(networks).where(networks.c.id == row.network_id, networks.c.gateway_host.is_(None))
+                 .values(gateway_host=host, updated_at=now))
+    _SET_ADDRESSES.run(conn, {"b_uuid": uuid, "addresses": addresses(conn, uuid)})
+    return _vif(conn, row)
+
+
+def detach_port(conn: Connection, uuid: str, port_id: str) -> str:
+    """os-interface detach: the port leaves instance `uuid` (deleted if it was made for it, else unbound and
+    kept); the instance's addresses follow. Its network id; PortNotFound when it is not the instance's."""
+    row = conn.execute(select(ports).where(ports.c.id == port_id, ports.c.device_id == uuid,
+                                           ports.c.device_owner == DEVICE_OWNER)).first()
+    if row is None:
+        raise errors.PortNotFound(port_id=port_id)
+    if row.auto_delete:
+        resources.disassociate_floating_ips(conn, row.id)
+        ipam.release_port(conn, row.id)
+        conn.execute(delete(ports).where(ports.c.id == row.id))
+    else:
+        conn.execute(update(ports).where(ports.c.id == row.id).values(
+            device_id="", device_owner="", binding_host=None, status="DOWN", updated_at=utcnow_iso()))
+    _SET_ADDRESSES.run(conn, {"b_uuid": uuid, "addresses": addresses(conn, uuid)})
+    return str(row.network_id)

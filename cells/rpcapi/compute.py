@@ -15,7 +15,8 @@ from cells.rpcapi.volume import COMPUTE_METHODS as VOLUME_METHODS
 
 INVENTORY_VERSION = "1.5"  # guest_inventory (release 5)
 SNAPSHOT_VERSION = "1.5"  # make/read/drop_snapshot (release 5, issue 16)
-CONSOLE_VERSION = "1.5"  # console_* (release 5, issue 16)
+CONSOLE_VERSION = "1.5"
+INTERFACE_VERSION = "1.5"  # attach/detach_interface (issue 16)  # console_* (release 5, issue 16)
 INSTANCE = {"instance": "Instance"}  # a versioned object (cells/objects/versions.py)
 SURFACE = surface(
     Method("build_and_run_instance", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
@@ -24,6 +25,9 @@ SURFACE = surface(
     # rebuild: cells/lifecycle.py USER_ACTIONS); the compute reports back with instance_action_done
     Method("run_instance_action", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
     Method("get_console_output", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
+    # os-interface (issue 16): the conductor plugs or unplugs a port's VIF into the guest
+    Method("attach_interface", NORMAL, retry_safe=True, version=INTERFACE_VERSION, callers=callers(CONDUCTOR)),
+    Method("detach_interface", NORMAL, retry_safe=True, version=INTERFACE_VERSION, callers=callers(CONDUCTOR)),
     # the network controller: something this host's guests depend on changed (cells/network/fanout.py)
     Method("refresh_network", FAST, cast=True, version=AGENT_REFRESH_VERSION, callers=callers(NETWORK)),
     # the guests this host's hypervisor holds (an operator's check that none outlived its server:
@@ -60,6 +64,14 @@ class ComputeAPI:
     async def build_and_run_instance(self, ctx: RequestContext, host: str, instance: InstanceRecord) -> None:
         await self.caller.cast(topic(host), M["build_and_run_instance"], {"instance": instance}, ctx,
                                key=f"build-{instance['uuid']}-{host}")
+
+    async def attach_interface(self, ctx: RequestContext, host: str, instance_uuid: str,
+                               vif: dict[str, Any]) -> None:
+        await self.caller.call(topic(host), M["attach_interface"], {"instance_uuid": instance_uuid, "vif": vif}, ctx)
+
+    async def detach_interface(self, ctx: RequestContext, host: str, instance_uuid: str,
+                               vif: dict[str, Any]) -> None:
+        await self.caller.call(topic(host), M["detach_interface"], {"instance_uuid": instance_uuid, "vif": vif}, ctx)
 
     async def terminate_instance(self, ctx: RequestContext, host: str, instance: InstanceRecord) -> None:
         await self.caller.cast(topic(host), M["terminate_instance"], {"instance": instance}, ctx,

@@ -62,6 +62,9 @@ SURFACE = surface(
     Method("instance_action_done", FAST, callers=callers(COMPUTE), result="Instance"),
     # lock/unlock (issue 16): a locked server refuses changes by non-admins
     Method("instance_lock", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
+    # os-interface (issue 16): a port attached to or detached from a server (cells/conductor/flows/interfaces.py)
+    Method("interface_attach", NORMAL, version=OPS_VERSION, callers=callers(API)),
+    Method("interface_detach", NORMAL, retry_safe=True, version=OPS_VERSION, callers=callers(API)),
     Method("hypervisor_list", FAST, retry_safe=True, version=OPS_VERSION, callers=callers(API)),  # admin
     Method("migration_list", FAST, retry_safe=True, version=OPS_VERSION, callers=callers(API)),  # admin
     Method("instance_reset_state", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),  # admin
@@ -193,6 +196,15 @@ class ConductorAPI:
         """Lock (with an optional reason) or unlock the server; 403 for a member lifting an admin's lock."""
         return map_reply(await self.caller.call(TOPIC, M["instance_lock"],
                                                 {"uuid": uuid, "lock": lock, "reason": reason}, ctx))
+
+    async def interface_attach(self, ctx: RequestContext, uuid: str, port_id: str | None, net_id: str | None,
+                               port_quota: int | None) -> dict[str, Any]:
+        """A port (the project's `port_id`, or a new one on `net_id`) plugged into the server; {"port_id"}."""
+        return map_reply(await self.caller.call(TOPIC, M["interface_attach"], {
+            "uuid": uuid, "port_id": port_id, "net_id": net_id, "port_quota": port_quota}, ctx))
+
+    async def interface_detach(self, ctx: RequestContext, uuid: str, port_id: str) -> None:
+        await self.caller.call(TOPIC, M["interface_detach"], {"uuid": uuid, "port_id": port_id}, ctx)
 
     async def hypervisor_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
         """Admin: the cell's compute nodes, their capacity, use, running servers and liveness."""

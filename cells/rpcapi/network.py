@@ -15,7 +15,8 @@ from cells.rpcapi import Caller, list_reply, map_reply
 
 TOPIC = "network"
 AGENT_REFRESH_VERSION = "1.2"  # host_changed here, refresh_network on the compute
-GROUP_NAMES_VERSION = "1.3"  # security_group_names: what server views show, in one call
+GROUP_NAMES_VERSION = "1.3"
+INTERFACE_VERSION = "1.5"  # interface_attach/detach (issue 16)  # security_group_names: what server views show, in one call
 L3_VERSION = "1.4"  # routers and floating IPs (issue 17)
 _API = callers(API)
 SURFACE = surface(
@@ -57,6 +58,9 @@ SURFACE = surface(
     Method("floatingip_delete", NORMAL, version=L3_VERSION, callers=_API),
     # the boot flow and Nova's server actions
     Method("allocate_for_instance", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
+    # os-interface (issue 16): the conductor attaches or detaches a port of a server
+    Method("interface_attach", NORMAL, version=INTERFACE_VERSION, callers=callers(CONDUCTOR)),
+    Method("interface_detach", NORMAL, retry_safe=True, version=INTERFACE_VERSION, callers=callers(CONDUCTOR)),
     Method("instance_security_groups", FAST, retry_safe=True, callers=_API),
     Method("security_group_names", FAST, retry_safe=True, version=GROUP_NAMES_VERSION, callers=_API),
     Method("add_security_group", NORMAL, retry_safe=True, callers=_API),
@@ -98,6 +102,18 @@ class NetworkAPI:
         """`action`: add or remove; body {subnet_id} or {port_id}; Neutron's interface info back."""
         return map_reply(await self.caller.call(TOPIC, M[f"router_{action}_interface"], {"id": id, "body": body},
                                                 ctx))
+
+    async def interface_attach(self, ctx: RequestContext, instance_uuid: str, project_id: str, host: str,
+                               port_id: str | None, net_id: str | None, port_quota: int | None) -> dict[str, Any]:
+        """A port (the project's `port_id`, or a new one on `net_id`) joins the instance, bound to `host`;
+        its VIF."""
+        return map_reply(await self.caller.call(TOPIC, M["interface_attach"], {
+            "instance_uuid": instance_uuid, "project_id": project_id, "host": host, "port_id": port_id,
+            "net_id": net_id, "port_quota": port_quota}, ctx))
+
+    async def interface_detach(self, ctx: RequestContext, instance_uuid: str, port_id: str) -> None:
+        await self.caller.call(TOPIC, M["interface_detach"], {"instance_uuid": instance_uuid, "port_id": port_id},
+                               ctx)
 
     async def allocate_for_instance(self, ctx: RequestContext, instance_uuid: str, project_id: str,
                                     requested: list[dict[str, str]] | None,

@@ -37,6 +37,7 @@ from node.compute.driver import LibvirtDriver, embed_uri_for_host
 from node.compute.guest_actions import SHUTDOWN_TIMEOUT, GuestActions, fault_of
 from node.compute.guest_moves import GuestMoves
 from node.compute.guest_volumes import VolumeAttachments
+from node.compute.interface_hotplug import GuestInterfaces
 from node.compute.serial_console import SerialConsoles
 from node.compute.server_snapshots import GuestSnapshots
 from node.compute.spawner import GuestSpawner
@@ -151,6 +152,7 @@ class ComputeManager:
         self.moves = GuestMoves(self.host, self.driver, self.spawner, self.images, self.network,
                                 DiskCopyAPI(service), self._locks, self.shutdown_timeout)
         self.volumes = VolumeAttachments(self.driver.volumes, VolumeConductorAPI(service), self._locks)
+        self.interfaces = GuestInterfaces(self.driver, self.network, self._locks)  # os-interface
         self.spawner.volumes = VolumeConductorAPI(service)  # a boot-from-volume's root export
         await self.driver.connect()
         await self.images.start()
@@ -346,6 +348,14 @@ class ComputeManager:
         return await self.moves.rebuild_evacuated(ctx, instance, migration)
 
     # volumes (node/compute/guest_volumes.py)
+    async def attach_interface(self, ctx: RequestContext, instance_uuid: str, vif: dict[str, Any]) -> None:
+        await self._ready.wait()
+        await self.interfaces.attach(ctx, instance_uuid, vif)
+
+    async def detach_interface(self, ctx: RequestContext, instance_uuid: str, vif: dict[str, Any]) -> None:
+        await self._ready.wait()
+        await self.interfaces.detach(ctx, instance_uuid, vif)
+
     async def attach_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str,
                             connection_info: Any = None, device: str | None = None) -> dict[str, Any]:
         """`connection_info` is ignored (callers before RPC 1.4 send it): the conductor's record is used."""

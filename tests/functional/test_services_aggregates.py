@@ -180,5 +180,36 @@ def test_a_servers_interfaces_are_its_ports(cluster: RunningCluster) -> None:
     assert one.status_code == 200 and one.json()["interfaceAttachment"]["net_id"] == listed[0]["net_id"], one.text
     missing = requests.get(f"{url}/{'0' * 8}-0000-4000-8000-{'0' * 12}", headers=headers, timeout=30)
     assert missing.status_code == 404, missing.text
+
+    # attach the project's own port, then a new one on the network; detach both
+    given = cluster.ok("port", "create", "--network", "ifnet", "-f", "json", "given")
+    cluster.ok("server", "add", "port", sid, "given")
+    ports = {p["ID"] for p in cluster.ok("port", "list", "--server", sid, "-f", "json")}
+    assert ports == {port["ID"], given["id"]}, ports
+    addresses = cluster.ok("server", "show", "-f", "json", sid)["addresses"]["ifnet"]
+    assert given["fixed_ips"][0]["ip_address"] in addresses, addresses
+    again = requests.post(url, json={"interfaceAttachment": {"port_id": given["id"]}}, headers=headers, timeout=30)
+    assert again.status_code == 409 and "in use" in again.text, again.text
+    made = requests.post(url, json={"interfaceAttachment": {"net_id": given["network_id"]}}, headers=headers,
+                         timeout=30)
+    assert made.status_code == 200, made.text
+    made_id = made.json()["interfaceAttachment"]["port_id"]
+    assert len(requests.get(url, headers=headers, timeout=30).json()["interfaceAttachments"]) == 3
+    host = shown(cluster, sid)["OS-EXT-SRV-ATTR:host"]
+    assert f"port {given['id']} attached to {sid}" in cluster.log(f"cell1/compute/{host}")  # in its domain
+    actions = [a["Action"] for a in cluster.ok("server", "event", "list", "-f", "json", sid)]
+    assert actions.count("attach_interface") == 2, actions
+    cluster.ok("server", "remove", "port", sid, "given")
+    kept = cluster.ok("port", "show", "-f", "json", "given")
+    assert (kept["device_id"], kept["status"]) == ("", "DOWN"), kept
+    gone = requests.delete(f"{url}/{made_id}", headers=headers, timeout=30)
+    assert gone.status_code == 202, gone.text
+    assert made_id not in {p["ID"] for p in cluster.ok("port", "list", "--network", "ifnet", "-f", "json")}
+    assert f"port {made_id} detached from {sid}" in cluster.log(f"cell1/compute/{host}")
+    assert [p["ID"] for p in cluster.ok("port", "list", "--server", sid, "-f", "json")] == [port["ID"]]
+    both = requests.post(url, json={"interfaceAttachment": {"port_id": given["id"], "net_id": given["network_id"]}},
+                         headers=headers, timeout=30)
+    assert both.status_code == 400, both.text
+    cluster.ok("port", "delete", "given")
     cluster.ok("server", "delete", "--wait", sid)
     cluster.ok("network", "delete", "ifnet")
