@@ -43,7 +43,7 @@ from cells.db.engine import Database
 from cells.db.fast import AnyRow
 from cells.db.schema import compute_nodes, ensure_schema, instances
 from cells.network import instance_ports
-from cells.objects.records import InstanceRecord
+from cells.objects.records import AttachmentRecord, InstanceRecord, VolumeRecord
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpc.liveness import HostLiveness
 from cells.rpc.principal import require_host
@@ -392,26 +392,26 @@ class ConductorManager:
         return await evacuate.evacuate(self.env, ctx, uuid)
 
     # --- RPC: volumes and snapshots (cells/conductor/volume_rpc.py VolumeConductor) -----------
-    async def volume_create(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:
+    async def volume_create(self, ctx: RequestContext, volume: dict[str, Any]) -> VolumeRecord:
         return await self.volumes.volume_create(ctx, volume)
 
-    async def volume_get(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+    async def volume_get(self, ctx: RequestContext, volume_id: str) -> VolumeRecord:
         return await self.volumes.volume_get(ctx, volume_id)
 
     async def volume_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
-                          limit: int | None = None) -> list[dict[str, Any]]:
+                          limit: int | None = None) -> list[VolumeRecord]:
         return await self.volumes.volume_list(ctx, filters, limit)
 
-    async def volume_update(self, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    async def volume_update(self, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> VolumeRecord:
         return await self.volumes.volume_update(ctx, volume_id, values)
 
-    async def volume_delete(self, ctx: RequestContext, volume_id: str, cascade: bool = False) -> dict[str, Any]:
+    async def volume_delete(self, ctx: RequestContext, volume_id: str, cascade: bool = False) -> VolumeRecord:
         return await self.volumes.volume_delete(ctx, volume_id, cascade)
 
-    async def volume_upload(self, ctx: RequestContext, volume_id: str, image_id: str, token: str) -> dict[str, Any]:
+    async def volume_upload(self, ctx: RequestContext, volume_id: str, image_id: str, token: str) -> VolumeRecord:
         return await self.volumes.volume_upload(ctx, volume_id, image_id, token)
 
-    async def volume_extend(self, ctx: RequestContext, volume_id: str, new_size: int) -> dict[str, Any]:
+    async def volume_extend(self, ctx: RequestContext, volume_id: str, new_size: int) -> VolumeRecord:
         return await self.volumes.volume_extend(ctx, volume_id, new_size)
 
     async def snapshot_create(self, ctx: RequestContext, snapshot: dict[str, Any],
@@ -431,14 +431,14 @@ class ConductorManager:
         return await self.volumes.snapshot_delete(ctx, snapshot_id)
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
-                            device: str | None = None) -> dict[str, Any]:
+                            device: str | None = None) -> AttachmentRecord:
         return await self.volumes.volume_attach(ctx, volume_id, instance_uuid, device)
 
-    async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+    async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> AttachmentRecord:
         return await self.volumes.volume_detach(ctx, volume_id, instance_uuid)
 
     async def volume_attachments(self, ctx: RequestContext,
-                                 instance_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
+                                 instance_uuids: list[str]) -> dict[str, list[AttachmentRecord]]:
         return await self.volumes.volume_attachments(ctx, instance_uuids)
 
     async def volume_connection(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
@@ -447,5 +447,5 @@ class ConductorManager:
     async def volume_node_update(self, ctx: RequestContext, host: str, stats: dict[str, Any]) -> None:
         await self.volumes.volume_node_update(ctx, host, stats)
 
-    async def volumes_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+    async def volumes_on_host(self, ctx: RequestContext, host: str) -> list[VolumeRecord]:
         return await self.volumes.volumes_on_host(ctx, host)

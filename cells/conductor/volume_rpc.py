@@ -9,6 +9,7 @@ from cells.conductor.env import FlowEnv
 from cells.conductor.flows import volume_extend, volume_snapshots, volume_upload, volumes
 from cells.context import RequestContext
 from cells.db.volumes import ensure_volume_schema
+from cells.objects.records import AttachmentRecord, VolumeRecord
 from cells.rpc.principal import require_host
 
 
@@ -19,26 +20,26 @@ class VolumeConductor:
     async def start(self) -> None:
         await ensure_volume_schema(self.env.db)
 
-    async def volume_create(self, ctx: RequestContext, volume: dict[str, Any]) -> dict[str, Any]:
+    async def volume_create(self, ctx: RequestContext, volume: dict[str, Any]) -> VolumeRecord:
         return await volumes.volume_create(self.env, ctx, volume)
 
-    async def volume_get(self, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+    async def volume_get(self, ctx: RequestContext, volume_id: str) -> VolumeRecord:
         return await volumes.volume_get(self.env, ctx, volume_id)
 
     async def volume_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
-                          limit: int | None = None) -> list[dict[str, Any]]:
+                          limit: int | None = None) -> list[VolumeRecord]:
         return await volumes.volume_list(self.env, ctx, filters, limit)
 
-    async def volume_update(self, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    async def volume_update(self, ctx: RequestContext, volume_id: str, values: dict[str, Any]) -> VolumeRecord:
         return await volumes.volume_update(self.env, ctx, volume_id, values)
 
-    async def volume_delete(self, ctx: RequestContext, volume_id: str, cascade: bool = False) -> dict[str, Any]:
+    async def volume_delete(self, ctx: RequestContext, volume_id: str, cascade: bool = False) -> VolumeRecord:
         return await volumes.volume_delete(self.env, ctx, volume_id, cascade)
 
-    async def volume_upload(self, ctx: RequestContext, volume_id: str, image_id: str, token: str) -> dict[str, Any]:
+    async def volume_upload(self, ctx: RequestContext, volume_id: str, image_id: str, token: str) -> VolumeRecord:
         return await volume_upload.volume_upload(self.env, ctx, volume_id, image_id, token)
 
-    async def volume_extend(self, ctx: RequestContext, volume_id: str, new_size: int) -> dict[str, Any]:
+    async def volume_extend(self, ctx: RequestContext, volume_id: str, new_size: int) -> VolumeRecord:
         return await volume_extend.volume_extend(self.env, ctx, volume_id, new_size)
 
     async def snapshot_create(self, ctx: RequestContext, snapshot: dict[str, Any],
@@ -58,14 +59,14 @@ class VolumeConductor:
         return await volume_snapshots.snapshot_delete(self.env, ctx, snapshot_id)
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
-                            device: str | None = None) -> dict[str, Any]:
+                            device: str | None = None) -> AttachmentRecord:
         return await volumes.volume_attach(self.env, ctx, volume_id, instance_uuid, device)
 
-    async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+    async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> AttachmentRecord:
         return await volumes.volume_detach(self.env, ctx, volume_id, instance_uuid)
 
     async def volume_attachments(self, ctx: RequestContext,
-                                 instance_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
+                                 instance_uuids: list[str]) -> dict[str, list[AttachmentRecord]]:
         return await volumes.attachments_for(self.env, ctx, list(instance_uuids))
 
     async def volume_connection(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
@@ -75,6 +76,6 @@ class VolumeConductor:
         require_host(ctx, host, "volume_node_update")
         await volumes.node_update(self.env, ctx, host, stats)
 
-    async def volumes_on_host(self, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
+    async def volumes_on_host(self, ctx: RequestContext, host: str) -> list[VolumeRecord]:
         require_host(ctx, host, "volumes_on_host")
         return await volumes.volumes_on_host(self.env, ctx, host)

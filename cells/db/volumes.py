@@ -12,7 +12,7 @@ Functions taking a `conn` are parts of the caller's unit of work.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -35,9 +35,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Row
 
+from cells import errors
 from cells.db.engine import Database
 from cells.db.fast import AnyRow, as_mapping
 from cells.objects.instance import utcnow_iso
+from cells.objects.records import AttachmentRecord, VolumeRecord
 
 TIME = String(32)
 metadata = MetaData()
@@ -161,23 +163,36 @@ async def ensure_volume_schema(db: Database) -> None:
 
 # --- records ------------------------------------------------------------------------
 
-def attachment_record(row: AnyRow | Mapping[str, Any]) -> dict[str, Any]:
+def attachment_record(row: AnyRow | Mapping[str, Any]) -> AttachmentRecord:
     """An AttachmentRecord (cells/objects/records.py; tests/unit/test_records.py holds them equal)."""
     m = as_mapping(row)
-    return {f: m[f] for f in ATTACHMENT_FIELDS}
+    return cast(AttachmentRecord, {f: m[f] for f in ATTACHMENT_FIELDS})
+
+
+def volume_host(volume: VolumeRecord) -> str:
+    """The volume host holding a placed volume's data: a host step runs only past placement."""
+    if volume["host"] is None:
+        raise errors.VolumeInvalidState(reason=f"volume {volume['id']} is on no volume host yet")
+    return volume["host"]
+
+
+def instance_host(att: AttachmentRecord) -> str:
+    """The compute host of an attachment's server: an attach is reserved only for a server with a host."""
+    if att["instance_host"] is None:
+        raise errors.VolumeInvalidState(reason=f"attachment {att['id']} names no compute host")
+    return att["instance_host"]
 
 
 def volume_record(row: AnyRow | Mapping[str, Any], attachments: Sequence[Row[Any] | Mapping[str, Any]] = (),
-                  cell: str | None = None) -> dict[str, Any]:
-    """A VolumeRecord (cells/objects/records.py; tests/unit/test_records.py holds them equal): plain
-    dicts here while the conductor's volume flows still take them so."""
+                  cell: str | None = None) -> VolumeRecord:
+    """A VolumeRecord (cells/objects/records.py; tests/unit/test_records.py holds them equal)."""
     m = as_mapping(row)
     rec: dict[str, Any] = {f: m[f] for f in WIRE_FIELDS}
     rec["deleted"] = bool(rec["deleted"])
     rec["bootable"] = bool(rec["bootable"])
     rec["attachments"] = [attachment_record(a) for a in attachments]
     rec["cell"] = cell
-    return rec
+    return cast(VolumeRecord, rec)
 
 
 # --- queries ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from cells.context import RequestContext
+from cells.objects.records import VolumeRecord
 from cells.rpc.principal import API, COMPUTE, CONDUCTOR, VOLUME, callers
 from cells.rpc.wire import FAST, NORMAL, SLOW, Method, surface
 from cells.rpcapi import Caller, list_reply, map_reply
@@ -93,20 +94,20 @@ class VolumeAPI:
     def __init__(self, caller: Caller) -> None:
         self.caller = caller
 
-    async def create_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any]) -> dict[str, Any]:
+    async def create_volume(self, ctx: RequestContext, host: str, volume: VolumeRecord) -> dict[str, Any]:
         """Make the volume's storage; returns {"backend", "disk_format"}. Idempotent for one id."""
         return map_reply(await self.caller.call(topic(host), M["create_volume"], {"volume": volume}, ctx))
 
-    async def delete_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any]) -> None:
+    async def delete_volume(self, ctx: RequestContext, host: str, volume: VolumeRecord) -> None:
         await self.caller.call(topic(host), M["delete_volume"], {"volume": volume}, ctx)
 
-    async def export_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any],
+    async def export_volume(self, ctx: RequestContext, host: str, volume: VolumeRecord,
                             connector: dict[str, Any]) -> dict[str, Any]:
         """Export to the compute host in `connector` ({"host": name}); returns the connection_info."""
         return map_reply(await self.caller.call(topic(host), M["export_volume"], {"volume": volume, "connector": connector},
                                       ctx))
 
-    async def unexport_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any],
+    async def unexport_volume(self, ctx: RequestContext, host: str, volume: VolumeRecord,
                               connection_info: dict[str, Any] | None) -> None:
         await self.caller.call(topic(host), M["unexport_volume"],
                                {"volume": volume, "connection_info": connection_info}, ctx)
@@ -121,13 +122,13 @@ class VolumeAPI:
     async def delete_snapshot(self, ctx: RequestContext, host: str, snapshot: dict[str, Any]) -> None:
         await self.caller.call(topic(host), M["delete_snapshot"], {"snapshot": snapshot}, ctx)
 
-    async def upload_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any], image_id: str,
+    async def upload_volume(self, ctx: RequestContext, host: str, volume: VolumeRecord, image_id: str,
                             api_url: str, token: str) -> None:
         """PUT the volume's bytes to the image API's {api_url}/image/v2/images/{image_id}/file with `token`."""
         await self.caller.call(topic(host), M["upload_volume"], {"volume": volume, "image_id": image_id,
                                                                  "api_url": api_url, "token": token}, ctx)
 
-    async def extend_volume(self, ctx: RequestContext, host: str, volume: dict[str, Any], new_size: int) -> None:
+    async def extend_volume(self, ctx: RequestContext, host: str, volume: VolumeRecord, new_size: int) -> None:
         """Grow the volume's storage to `new_size` GiB (never shrinks it)."""
         await self.caller.call(topic(host), M["extend_volume"], {"volume": volume, "new_size": new_size}, ctx)
 

@@ -21,6 +21,7 @@ from cells.db import instances as idb
 from cells.db import volumes as vdb
 from cells.db.schema import instances
 from cells.objects.instance import utcnow_iso
+from cells.objects.records import AttachmentRecord
 from tests.unit.api_fake_cell import FakeConductor, fake_cell
 from tests.unit.api_support import PUBLIC_URL, SECRETS, auth_body, make_cluster, start_client
 from tests.volume_fakes import VolumeCell, volume_cell
@@ -62,11 +63,11 @@ class VolumeCellConductor(FakeConductor, VolumeConductor):
         await self.env.db.write(write)
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
-                            device: str | None = None) -> dict[str, Any]:
+                            device: str | None = None) -> AttachmentRecord:
         await self._mirror(instance_uuid)
         return await super().volume_attach(ctx, volume_id, instance_uuid, device)
 
-    async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+    async def volume_detach(self, ctx: RequestContext, volume_id: str, instance_uuid: str) -> AttachmentRecord:
         await self._mirror(instance_uuid)
         return await super().volume_detach(ctx, volume_id, instance_uuid)
 

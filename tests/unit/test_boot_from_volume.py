@@ -23,7 +23,7 @@ from cells.db import volumes as vdb
 from cells.db.schema import instances
 from cells.lifecycle import Event
 from cells.objects.instance import utcnow_iso
-from cells.objects.records import InstanceRecord
+from cells.objects.records import InstanceRecord, VolumeRecord
 from tests.volume_fakes import VolumeCell, volume_cell
 
 DEMO = RequestContext(project="demo", user="u", roles=("member",))
@@ -58,7 +58,7 @@ async def insert_build(env: VolumeCell, vid: str, ctx: RequestContext = DEMO, de
     return uid
 
 
-async def volume_of(env: VolumeCell, vid: str) -> dict[str, Any]:
+async def volume_of(env: VolumeCell, vid: str) -> VolumeRecord:
     return await flows.volume_get(env.env, DEMO, vid)
 
 

@@ -91,7 +91,8 @@ async def test_the_made_volume_holds_the_image_boots_and_goes_with_its_server(en
     vid = image["root_volume_id"]
     uid = await insert_build(env, image)
     vol = await flows.volume_get(env.env, DEMO, vid)
-    assert vol["status"] == "creating" and vol["bootable"] is True and vol["image"]["id"] == IMAGE_ID
+    assert vol["status"] == "creating" and vol["bootable"] is True and vol["image"] is not None \
+        and vol["image"]["id"] == IMAGE_ID
     assert [(a["instance_uuid"], a["device"]) for a in vol["attachments"]] == [(uid, "/dev/vda")]
     assert await boot_volume.make_volumes(env.env, admin_context(), uid, image) is None
     assert (await flows.volume_get(env.env, DEMO, vid))["status"] == "attaching"

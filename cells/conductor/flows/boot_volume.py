@@ -40,6 +40,7 @@ from cells.db import instances as idb
 from cells.db import volumes as vdb
 from cells.db.volumes import VolumeStatus as S
 from cells.objects.instance import utcnow_iso
+from cells.objects.records import AttachmentRecord, VolumeRecord
 from cells.rpcapi.volume import VolumeAPI
 
 LOG = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def reserve(conn: Connection, ctx: RequestContext, volume_id: str, instance_uuid
                                  "connection_info": None, "created_at": now, "updated_at": now})
 
 
-def _ours(conn: Connection, volume_id: str, instance_uuid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _ours(conn: Connection, volume_id: str, instance_uuid: str) -> tuple[VolumeRecord, AttachmentRecord]:
     att = vdb.attachment_of(conn, volume_id)
     vol = vdb.get_row(conn, volume_id)
     if att is None or vol is None or att.instance_uuid != instance_uuid or vol.status != S.ATTACHING:
@@ -103,7 +104,7 @@ async def export_to(env: FlowEnv, ctx: RequestContext, record: Mapping[str, Any]
     if volume_id is None:
         return
     volume, _ = await env.db.read(lambda conn: _ours(conn, volume_id, uuid))
-    info = await VolumeAPI(env.service).export_volume(ctx, volume["host"], volume,
+    info = await VolumeAPI(env.service).export_volume(ctx, vdb.volume_host(volume), volume,
                                                       vflows.connector(env, host, volume))
 
     def recorded(conn: Connection) -> None:
@@ -274,7 +275,7 @@ async def delete_released_of(env: FlowEnv, ctx: RequestContext, instance_uuids: 
 
 
 def _start_extra_attaches(conn: Connection, env: FlowEnv, instance_uuid: str,
-                          host: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+                          host: str) -> list[tuple[VolumeRecord, AttachmentRecord]]:
     out = []
     for att in vdb.attachments_for_instances(conn, [instance_uuid])[instance_uuid]:
         if att.status != "attaching" or att.device == ROOT_DEVICE:
@@ -283,7 +284,9 @@ def _start_extra_attaches(conn: Connection, env: FlowEnv, instance_uuid: str,
             vdb.update_attachment(conn, att.volume_id, {"instance_host": host})
             vol = vdb.get_row(conn, att.volume_id)
             assert vol is not None  # the transition just found it
-            out.append((vdb.volume_record(vol), {**vdb.attachment_record(att), "instance_host": host}))
+            att_record = vdb.attachment_record(att)
+            att_record["instance_host"] = host
+            out.append((vdb.volume_record(vol), att_record))
     return out
 
 

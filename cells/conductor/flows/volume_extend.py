@@ -26,6 +26,7 @@ from cells.conductor.flows.volumes import _get_visible, record, validate_size
 from cells.context import RequestContext
 from cells.db import volumes as vdb
 from cells.db.volumes import VolumeStatus as S
+from cells.objects.records import AttachmentRecord, VolumeRecord
 from cells.rpcapi.volume import ComputeVolumeAPI, VolumeAPI
 
 LOG = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ IN_USE_EXTEND = ("Volume {volume_id} is in-use through the {target} export, whic
 
 
 def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
-           new_size: int) -> tuple[dict[str, Any], int, dict[str, Any] | None]:
+           new_size: int) -> tuple[VolumeRecord, int, AttachmentRecord | None]:
     row = _get_visible(conn, ctx, volume_id)
     old = int(row.size)
     if new_size <= old:
@@ -60,21 +61,21 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
     return record(env, conn, vdb.get_row(conn, volume_id)), old, None if att is None else vdb.attachment_record(att)
 
 
-async def volume_extend(env: FlowEnv, ctx: RequestContext, volume_id: str, new_size: Any) -> dict[str, Any]:
+async def volume_extend(env: FlowEnv, ctx: RequestContext, volume_id: str, new_size: Any) -> VolumeRecord:
     size = validate_size(new_size)
     rec, old, att = await env.db.write(lambda conn: _begin(conn, env, ctx, volume_id, size))
     env.spawn(extend_on_host(env, background_ctx(ctx), rec, old, att))
     return rec
 
 
-async def extend_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any], old_size: int | None,
-                         att: dict[str, Any] | None) -> None:
+async def extend_on_host(env: FlowEnv, ctx: RequestContext, rec: VolumeRecord, old_size: int | None,
+                         att: AttachmentRecord | None) -> None:
     """Grow the storage to rec["size"], then (attached) the guest's disk; `old_size` None: adopted."""
     vid, done = rec["id"], S.AVAILABLE if att is None else S.IN_USE
     try:
-        await VolumeAPI(env.service).extend_volume(ctx, rec["host"], rec, int(rec["size"]))
+        await VolumeAPI(env.service).extend_volume(ctx, vdb.volume_host(rec), rec, int(rec["size"]))
         if att is not None:
-            await ComputeVolumeAPI(env.service).extend_volume(ctx, att["instance_host"], att["instance_uuid"], vid,
+            await ComputeVolumeAPI(env.service).extend_volume(ctx, vdb.instance_host(att), att["instance_uuid"], vid,
                                                               int(rec["size"]))
     except errors.CellcloudError as exc:
         LOG.warning("volume %s: extend failed: %s", vid, exc)
@@ -84,7 +85,7 @@ async def extend_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any],
             if old_size is None:
                 vdb.transition(conn, vid, [S.EXTENDING], {"status": S.ERROR_EXTENDING, "error": reason})
             elif vdb.transition(conn, vid, [S.EXTENDING], {"status": done, "size": old_size, "error": reason}):
-                vdb.release(conn, rec["host"], int(rec["size"]) - old_size)
+                vdb.release(conn, vdb.volume_host(rec), int(rec["size"]) - old_size)
         await env.db.write(back)
         return
     await env.db.write(lambda conn: vdb.transition(conn, vid, [S.EXTENDING], {"status": done}))

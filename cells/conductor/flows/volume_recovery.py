@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from sqlalchemy import Connection, false, select, update
 
@@ -30,9 +29,10 @@ from cells.conductor.flows import volumes as flows
 from cells.context import admin_context
 from cells.db import volumes as vdb
 from cells.db.volumes import VolumeStatus as S
+from cells.objects.records import AttachmentRecord, VolumeRecord
 
 LOG = logging.getLogger(__name__)
-Adopted = tuple[dict[str, Any], dict[str, Any] | None]  # (volume row, its attachment)
+Adopted = tuple[VolumeRecord, AttachmentRecord | None]  # (volume row, its attachment)
 _v = vdb.volumes.c
 
 
@@ -52,7 +52,7 @@ def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[Adopted]:
             .values(conductor_id=env.conductor_id)).rowcount == 1
         if won:
             att = vdb.attachment_of(conn, row.id)
-            taken.append((dict(row._mapping), None if att is None else vdb.attachment_record(att)))
+            taken.append((vdb.volume_record(row), None if att is None else vdb.attachment_record(att)))
     return taken
 
 
@@ -73,9 +73,9 @@ def _no_attachment(conn: Connection, volume_id: str) -> None:
                    {"status": S.AVAILABLE, "error": "attachment lost with its conductor"})
 
 
-async def resume(env: FlowEnv, row: dict[str, Any], att: dict[str, Any] | None) -> None:
+async def resume(env: FlowEnv, row: VolumeRecord, att: AttachmentRecord | None) -> None:
     ctx = admin_context()
-    status, volume = row["status"], vdb.volume_record(row)
+    status, volume = row["status"], row
     if status == S.CREATING:
         if row["host"] is None:
             await flows.place_and_create(env, ctx, row["id"], int(row["size"]))

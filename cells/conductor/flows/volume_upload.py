@@ -22,13 +22,14 @@ from cells.conductor.flows.volumes import _get_visible, _uuid, record
 from cells.context import RequestContext
 from cells.db import volumes as vdb
 from cells.db.volumes import VolumeStatus as S
+from cells.objects.records import VolumeRecord
 from cells.rpcapi.volume import VolumeAPI
 
 LOG = logging.getLogger(__name__)
 INTERRUPTED = "upload to image interrupted: its conductor left (the image stays queued, without data)"
 
 
-def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str) -> VolumeRecord:
     row = _get_visible(conn, ctx, volume_id)
     if row.host is None or not vdb.transition(conn, volume_id, [S.AVAILABLE],
                                               {"status": S.UPLOADING, "conductor_id": env.conductor_id,
@@ -40,7 +41,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str) 
 
 
 async def volume_upload(env: FlowEnv, ctx: RequestContext, volume_id: str, image_id: Any,
-                        token: Any) -> dict[str, Any]:
+                        token: Any) -> VolumeRecord:
     image = _uuid(image_id, "image id")
     if not isinstance(token, str) or not token or len(token) > 4096:
         raise errors.Invalid(reason="an upload needs the requesting user's token")
@@ -49,11 +50,11 @@ async def volume_upload(env: FlowEnv, ctx: RequestContext, volume_id: str, image
     return rec
 
 
-async def upload_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any], image_id: str, token: str) -> None:
+async def upload_on_host(env: FlowEnv, ctx: RequestContext, rec: VolumeRecord, image_id: str, token: str) -> None:
     vid = rec["id"]
     values: dict[str, Any] = {"status": S.AVAILABLE}
     try:
-        await VolumeAPI(env.service).upload_volume(ctx, rec["host"], rec, image_id, env.service.cluster.api.public_url,
+        await VolumeAPI(env.service).upload_volume(ctx, vdb.volume_host(rec), rec, image_id, env.service.cluster.api.public_url,
                                                    token)
         LOG.info("volume %s uploaded to image %s", vid, image_id)
     except errors.CellcloudError as exc:

@@ -43,6 +43,7 @@ from cells.db.migration_records import holds_copy
 from cells.db.volumes import VolumeStatus as S
 from cells.lifecycle import check_unlocked
 from cells.objects.instance import VmState, utcnow_iso
+from cells.objects.records import AttachmentRecord, VolumeRecord
 from cells.rpc.principal import host_worker
 from cells.rpcapi.volume import ComputeVolumeAPI, VolumeAPI
 
@@ -60,7 +61,7 @@ def visible(ctx: RequestContext, project_id: str) -> bool:
     return ctx.is_admin or "service" in ctx.roles or ctx.project is None or project_id == ctx.project
 
 
-def record(env: FlowEnv, conn: Connection, row: Any) -> dict[str, Any]:
+def record(env: FlowEnv, conn: Connection, row: Any) -> VolumeRecord:
     return vdb.volume_record(row, vdb.attachments_of(conn, [row.id])[row.id], env.cell)
 
 
@@ -197,7 +198,7 @@ def _check_source(conn: Connection, ctx: RequestContext, row: dict[str, Any]) ->
     row["bootable"] = bool(parent is not None and parent.bootable)
 
 
-def _insert(conn: Connection, env: FlowEnv, ctx: RequestContext, row: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def _insert(conn: Connection, env: FlowEnv, ctx: RequestContext, row: dict[str, Any]) -> tuple[VolumeRecord, bool]:
     old = vdb.get_row(conn, row["id"])
     if old is not None:  # a retried request gets what the first one made
         if old.project_id != row["project_id"]:
@@ -209,7 +210,7 @@ def _insert(conn: Connection, env: FlowEnv, ctx: RequestContext, row: dict[str, 
     return vdb.volume_record(row, (), env.cell), True
 
 
-async def volume_create(env: FlowEnv, ctx: RequestContext, volume: Any) -> dict[str, Any]:
+async def volume_create(env: FlowEnv, ctx: RequestContext, volume: Any) -> VolumeRecord:
     row = {**validate_create(volume, utcnow_iso()), "conductor_id": env.conductor_id}
     rec, new = await env.db.write(lambda conn: _insert(conn, env, ctx, row))
     if new:
@@ -275,12 +276,12 @@ async def create_on_host(env: FlowEnv, ctx: RequestContext, row: Mapping[str, An
 
 # --- reads, update ----------------------------------------------------------------------
 
-async def volume_get(env: FlowEnv, ctx: RequestContext, volume_id: str) -> dict[str, Any]:
+async def volume_get(env: FlowEnv, ctx: RequestContext, volume_id: str) -> VolumeRecord:
     return await env.db.read(lambda conn: record(env, conn, _get_visible(conn, ctx, volume_id)))
 
 
 def _list(conn: Connection, env: FlowEnv, ctx: RequestContext, filters: Mapping[str, Any],
-          limit: int | None) -> list[dict[str, Any]]:
+          limit: int | None) -> list[VolumeRecord]:
     unknown = set(filters) - {"project_id", "name", "status", "host"}
     if unknown:
         raise errors.Invalid(reason=f"unknown volume filter(s) {sorted(unknown)}")
@@ -293,12 +294,12 @@ def _list(conn: Connection, env: FlowEnv, ctx: RequestContext, filters: Mapping[
 
 
 async def volume_list(env: FlowEnv, ctx: RequestContext, filters: Mapping[str, Any] | None,
-                      limit: int | None) -> list[dict[str, Any]]:
+                      limit: int | None) -> list[VolumeRecord]:
     return await env.db.read(lambda conn: _list(conn, env, ctx, filters or {}, limit))
 
 
 def _update(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
-            values: Mapping[str, Any]) -> dict[str, Any]:
+            values: Mapping[str, Any]) -> VolumeRecord:
     clean = clean_updates(values, vdb.UPDATABLE_FIELDS)
     if "bootable" in values:
         if not isinstance(values["bootable"], bool):
@@ -311,7 +312,7 @@ def _update(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
     return record(env, conn, row)
 
 
-async def volume_update(env: FlowEnv, ctx: RequestContext, volume_id: str, values: Any) -> dict[str, Any]:
+async def volume_update(env: FlowEnv, ctx: RequestContext, volume_id: str, values: Any) -> VolumeRecord:
     if not isinstance(values, Mapping):
         raise errors.Invalid(reason="values must be a map")
     return await env.db.write(lambda conn: _update(conn, env, ctx, volume_id, values))
@@ -330,7 +331,7 @@ def mark_deleted(conn: Connection, volume_id: str) -> None:
 
 
 def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
-                    cascade: bool) -> tuple[dict[str, Any], bool]:
+                    cascade: bool) -> tuple[VolumeRecord, bool]:
     row = _get_visible(conn, ctx, volume_id)
     snaps = sdb.of_volume(conn, volume_id)
     if snaps and not cascade:
@@ -356,7 +357,7 @@ def _request_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_
     return record(env, conn, vdb.get_row(conn, volume_id)), True
 
 
-async def volume_delete(env: FlowEnv, ctx: RequestContext, volume_id: str, cascade: bool = False) -> dict[str, Any]:
+async def volume_delete(env: FlowEnv, ctx: RequestContext, volume_id: str, cascade: bool = False) -> VolumeRecord:
     rec, remote = await env.db.write(lambda conn: _request_delete(conn, env, ctx, volume_id, bool(cascade)))
     if remote:
         env.spawn(delete_on_host(env, background_ctx(ctx), rec))
@@ -367,14 +368,14 @@ def _deleting_snapshots(conn: Connection, volume_id: str) -> list[dict[str, Any]
     return [sdb.snapshot_record(s) for s in sdb.of_volume(conn, volume_id) if s.status == sdb.SnapshotStatus.DELETING]
 
 
-async def delete_on_host(env: FlowEnv, ctx: RequestContext, rec: dict[str, Any]) -> None:
+async def delete_on_host(env: FlowEnv, ctx: RequestContext, rec: VolumeRecord) -> None:
     api = VolumeAPI(env.service)
     try:
         for snap in await env.db.read(lambda conn: _deleting_snapshots(conn, rec["id"])):
             if snap["host"]:
                 await api.delete_snapshot(ctx, snap["host"], snap)
             await env.db.write(partial(sdb.remove, snapshot_id=snap["id"]))
-        await api.delete_volume(ctx, rec["host"], rec)
+        await api.delete_volume(ctx, vdb.volume_host(rec), rec)
     except errors.CellcloudError as exc:
         LOG.warning("volume %s: delete on %s failed: %s", rec["id"], rec["host"], exc)
         reason = exc.message
@@ -399,7 +400,7 @@ def _instance(conn: Connection, ctx: RequestContext, instance_uuid: str) -> Any:
 
 
 def _reserve(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str, instance_uuid: str,
-             device: str | None) -> dict[str, Any]:
+             device: str | None) -> tuple[AttachmentRecord, VolumeRecord]:
     inst = _instance(conn, ctx, instance_uuid)
     check_unlocked(inst.locked_by, ctx.is_admin, instance_uuid)
     vol = _get_visible(conn, ctx, volume_id)
@@ -417,17 +418,17 @@ def _reserve(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str
         raise errors.VolumeInvalidState(reason=f"volume {volume_id} status must be available to attach, "
                                                f"but it is {vol.status}")
     now = utcnow_iso()
-    att = {"id": str(uuidlib.uuid4()), "volume_id": volume_id, "instance_uuid": instance_uuid,
-           "instance_host": inst.host, "device": dev, "status": "attaching", "connection_info": None,
-           "created_at": now, "updated_at": now}
+    att: AttachmentRecord = {
+        "id": str(uuidlib.uuid4()), "volume_id": volume_id, "instance_uuid": instance_uuid,
+        "instance_host": inst.host, "device": dev, "status": "attaching", "connection_info": None,
+        "created_at": now, "updated_at": now}
     vdb.insert_attachment(conn, att)
-    return {**att, "volume": vdb.volume_record(vol)}
+    return att, vdb.volume_record(vol)
 
 
 async def volume_attach(env: FlowEnv, ctx: RequestContext, volume_id: str, instance_uuid: str,
-                        device: str | None = None) -> dict[str, Any]:
-    att = await env.db.write(lambda conn: _reserve(conn, env, ctx, volume_id, instance_uuid, device))
-    volume = att.pop("volume")
+                        device: str | None = None) -> AttachmentRecord:
+    att, volume = await env.db.write(lambda conn: _reserve(conn, env, ctx, volume_id, instance_uuid, device))
     env.spawn(attach_steps(env, background_ctx(ctx), volume, att))
     return att
 
@@ -448,11 +449,11 @@ def _still_ours(conn: Connection, volume_id: str, attachment_id: str) -> bool:
     return current is not None and current.id == attachment_id
 
 
-async def attach_steps(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any], att: dict[str, Any]) -> None:
-    vid, host = volume["id"], att["instance_host"]
+async def attach_steps(env: FlowEnv, ctx: RequestContext, volume: VolumeRecord, att: AttachmentRecord) -> None:
+    vid, host = volume["id"], vdb.instance_host(att)
     info: dict[str, Any] | None = None
     try:
-        info = await VolumeAPI(env.service).export_volume(ctx, volume["host"], volume, connector(env, host, volume))
+        info = await VolumeAPI(env.service).export_volume(ctx, vdb.volume_host(volume), volume, connector(env, host, volume))
         # recorded before the hot-plug: a volume worker restarting now re-establishes this export
         await env.db.write(lambda conn: vdb.update_attachment(conn, vid, {"connection_info": info}))
         done = await through_host_restart(env, host, f"attach of volume {vid}", lambda: ComputeVolumeAPI(
@@ -471,12 +472,12 @@ async def attach_steps(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any]
     LOG.info("volume %s in use by %s as %s", vid, att["instance_uuid"], device)
 
 
-async def _roll_back_attach(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any],
+async def _roll_back_attach(env: FlowEnv, ctx: RequestContext, volume: VolumeRecord,
                             info: dict[str, Any] | None, reason: str, attachment_id: str) -> None:
     vid = volume["id"]
     status = S.AVAILABLE
     try:
-        await VolumeAPI(env.service).unexport_volume(ctx, volume["host"], volume, info)
+        await VolumeAPI(env.service).unexport_volume(ctx, vdb.volume_host(volume), volume, info)
     except errors.CellcloudError as exc:  # the export may still be up: say so rather than claim available
         LOG.error("volume %s: unexport after a failed attach failed: %s", vid, exc)
         status, reason = S.ERROR, f"{reason}; unexport failed: {exc.message}"
@@ -491,7 +492,7 @@ async def _roll_back_attach(env: FlowEnv, ctx: RequestContext, volume: dict[str,
 # --- detach ----------------------------------------------------------------------------------
 
 def _begin_detach(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
-                  instance_uuid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+                  instance_uuid: str) -> tuple[AttachmentRecord, VolumeRecord]:
     inst = _instance(conn, ctx, instance_uuid)
     check_unlocked(inst.locked_by, ctx.is_admin, instance_uuid)
     if inst.vm_state == VmState.RESCUED:  # the rescue guest does not hold the volumes: Nova's 409
@@ -509,17 +510,18 @@ def _begin_detach(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id
     return vdb.attachment_record(att), vdb.volume_record(vol)
 
 
-async def volume_detach(env: FlowEnv, ctx: RequestContext, volume_id: str, instance_uuid: str) -> dict[str, Any]:
+async def volume_detach(env: FlowEnv, ctx: RequestContext, volume_id: str, instance_uuid: str) -> AttachmentRecord:
     att, volume = await env.db.write(lambda conn: _begin_detach(conn, env, ctx, volume_id, instance_uuid))
     env.spawn(detach_steps(env, background_ctx(ctx), volume, att))
     return att
 
 
-async def detach_steps(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any], att: dict[str, Any]) -> None:
+async def detach_steps(env: FlowEnv, ctx: RequestContext, volume: VolumeRecord, att: AttachmentRecord) -> None:
     vid = volume["id"]
     try:
-        await through_host_restart(env, att["instance_host"], f"detach of volume {vid}", lambda: ComputeVolumeAPI(
-            env.service).detach_volume(ctx, att["instance_host"], att["instance_uuid"], vid))
+        host = vdb.instance_host(att)
+        await through_host_restart(env, host, f"detach of volume {vid}", lambda: ComputeVolumeAPI(
+            env.service).detach_volume(ctx, host, att["instance_uuid"], vid))
     except errors.CellcloudError as exc:
         LOG.warning("detach of volume %s from %s failed: %s", vid, att["instance_uuid"], exc)
         reason = exc.message
@@ -530,7 +532,7 @@ async def detach_steps(env: FlowEnv, ctx: RequestContext, volume: dict[str, Any]
         await env.db.write(back)
         return
     try:
-        await VolumeAPI(env.service).unexport_volume(ctx, volume["host"], volume, att.get("connection_info"))
+        await VolumeAPI(env.service).unexport_volume(ctx, vdb.volume_host(volume), volume, att.get("connection_info"))
     except errors.CellcloudError as exc:  # the guest let go; a stale export is removed on the next export/restart
         LOG.warning("volume %s: unexport after detach failed: %s", vid, exc)
 
@@ -563,8 +565,8 @@ async def volume_connection(env: FlowEnv, ctx: RequestContext, volume_id: Any, i
     return await env.db.read(read)
 
 
-async def attachments_for(env: FlowEnv, ctx: RequestContext, instance_uuids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    def read(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+async def attachments_for(env: FlowEnv, ctx: RequestContext, instance_uuids: list[str]) -> dict[str, list[AttachmentRecord]]:
+    def read(conn: Connection) -> dict[str, list[AttachmentRecord]]:
         rows = vdb.attachments_for_instances(conn, instance_uuids)
         return {u: [vdb.attachment_record(a) for a in atts] for u, atts in rows.items()}
     return await env.db.read(read)
@@ -577,8 +579,8 @@ async def node_update(env: FlowEnv, ctx: RequestContext, host: str, stats: Mappi
                                                     _text(stats.get("backend_name"), "backend_name")))
 
 
-async def volumes_on_host(env: FlowEnv, ctx: RequestContext, host: str) -> list[dict[str, Any]]:
-    def read(conn: Connection) -> list[dict[str, Any]]:
+async def volumes_on_host(env: FlowEnv, ctx: RequestContext, host: str) -> list[VolumeRecord]:
+    def read(conn: Connection) -> list[VolumeRecord]:
         rows = vdb.list_rows(conn, None, host=host)
         atts = vdb.attachments_of(conn, [r.id for r in rows])
         return [vdb.volume_record(r, atts[r.id], env.cell) for r in rows]
