@@ -13,6 +13,12 @@ the first MISSED_BEATS intervals: a view keeps the members it knew that have not
 re-registered yet, and the directory's first snapshot after warming (a new version)
 drops those that never came back. Versions start at a random number, so a view never
 mistakes the new directory's table for the old one it holds.
+
+A view that says so in its member's meta (DELTAS) is sent, after a change, only the members that
+changed or left since the version it holds (`delta`), not the whole table: with whole tables every
+change cost each of the cell's N members an N-member table, N^2 per change, and a cell of a few
+hundred hosts spent its router's and its hosts' CPU on tables until beats were late (issue 21,
+tools/bench/scale.py). A directory that does not know DELTAS ignores it and sends whole tables.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 MISSED_BEATS = 3
 DEFAULT_INTERVAL = 1.0
+DELTAS = "table_deltas"  # a member's meta: its view applies delta replies
 
 # members: every service of the cell (a child cell's router in its parent's directory); readers: the API too
 _MEMBERS = principal.callers(principal.ROUTER, principal.CONDUCTOR, principal.SCHEDULER, principal.NETWORK,
@@ -77,12 +84,14 @@ class LivenessTable:
         self.members: dict[str, Member] = {}
         self.last_seen: dict[str, float] = {}
         self.version = 0
+        self.changed: dict[str, int] = {}  # member id -> the version of its last change (join, update, leave)
 
     def beat(self, member: Member, now: float) -> None:
         old = self.members.get(member.id)
         if old is None or old != member or old.meta != member.meta:
             self.members[member.id] = member
             self.version += 1
+            self.changed[member.id] = self.version
         self.last_seen[member.id] = now
 
     def leave(self, member_id: str) -> bool:
@@ -90,6 +99,7 @@ class LivenessTable:
             return False
         self.last_seen.pop(member_id, None)
         self.version += 1
+        self.changed[member_id] = self.version
         return True
 
     def expire(self, now: float) -> list[str]:
@@ -131,12 +141,15 @@ class Directory:
         self._warm = False
         self._published = 0.0
         self._wire: tuple[int, list[dict[str, Any]]] = (-1, [])  # (version, its members as the wire has them)
+        self._wire_of: dict[str, tuple[Member, dict[str, Any]]] = {}  # member id -> (member, its wire form)
+        self._delta_floor = self.liveness.version  # a view holding a version below this gets the whole table
 
     def warming(self, now: float) -> bool:
         """Just (re)started: members are still re-registering."""
         if not self._warm and now - self.started >= MISSED_BEATS * self.liveness.interval:
             self._warm = True
             self.liveness.version += 1  # every view gets the whole, final table on its next beat
+            self._delta_floor = self.liveness.version
         return not self._warm
 
     async def heartbeat(self, ctx: RequestContext, member: dict[str, Any], version: int) -> dict[str, Any]:
@@ -150,7 +163,24 @@ class Directory:
         self.warming(now)  # its end bumps the version: the views drop who never came back
         if version == self.liveness.version:
             return {"version": version}
+        if joining.meta.get(DELTAS) and isinstance(version, int) and self._delta_floor <= version < self.liveness.version:
+            return self._delta(version, now)
         return self._snapshot(ages=False)
+
+    def _delta(self, since: int, now: float) -> dict[str, Any]:
+        """What changed after version `since`: members joined or updated, and ids that left."""
+        ids = [mid for mid, changed in self.liveness.changed.items() if changed > since]
+        members = self.liveness.members
+        return {"version": self.liveness.version, "interval": self.liveness.interval, "warming": self.warming(now),
+                "delta": True, "members": [self._member_wire(members[mid]) for mid in ids if mid in members],
+                "left": [mid for mid in ids if mid not in members]}
+
+    def _member_wire(self, member: Member) -> dict[str, Any]:
+        cached = self._wire_of.get(member.id)
+        if cached is None or cached[0] is not member:
+            cached = (member, member.to_wire())
+            self._wire_of[member.id] = cached
+        return cached[1]
 
     async def leave(self, ctx: RequestContext, member_id: str) -> bool:
         caller = ctx.principal
@@ -170,7 +200,7 @@ class Directory:
         warming = self.warming(now)
         version = self.liveness.version
         if self._wire[0] != version:
-            self._wire = (version, [m.to_wire() for m in self.liveness.members.values()])
+            self._wire = (version, [self._member_wire(m) for m in self.liveness.members.values()])
         members = self._wire[1]
         if ages:  # the `table` RPC (cellctl status): how long since each beat
             members = [dict(m, age=round(now - self.liveness.last_seen[m["id"]], 3)) for m in members]
@@ -215,7 +245,7 @@ class DirectoryView:
         self.client = client
         self.address = directory_address
         self.directory_key = directory_key
-        self.me = me
+        self.me = replace(me, meta={**me.meta, DELTAS: 1}) if me is not None else None
         self.interval = interval
         self.version = -1
         self.by_id: dict[str, Member] = {}
@@ -289,17 +319,30 @@ class DirectoryView:
         self._synced.set()
 
     def _install(self, reply: dict[str, Any]) -> None:
-        new = {m.id: m for m in (Member.from_wire(d) for d in reply["members"])}
-        if reply.get("warming"):  # a restarted directory: who has not re-registered yet is not gone
-            new = {**self.by_id, **new}
+        received = {m.id: m for m in (Member.from_wire(d) for d in reply["members"])}
+        if reply.get("delta"):  # only what changed since our version: the topics it touches are rebuilt
+            gone = set(reply.get("left") or ())
+            new = {mid: m for mid, m in self.by_id.items() if mid not in gone} | received
+            touched = set(received) | gone
+            by_topic = dict(self._by_topic)
+            for t in {t for mid in touched for m in (self.by_id.get(mid), new.get(mid)) if m for t in m.topics}:
+                kept = [m for m in by_topic.get(t, []) if m.id not in touched]
+                listed = sorted(kept + [m for m in received.values() if t in m.topics], key=lambda m: m.id)
+                if listed:
+                    by_topic[t] = listed
+                else:
+                    by_topic.pop(t, None)
+        else:
+            new = {**self.by_id, **received} if reply.get("warming") else received  # warming: a restarted
+            touched = set(new) | set(self.by_id)  # directory; who has not re-registered yet is not gone
+            by_topic = {}
+            for m in sorted(new.values(), key=lambda m: m.id):
+                for t in m.topics:
+                    by_topic.setdefault(t, []).append(m)
         joined, left = set(new) - set(self.by_id), set(self.by_id) - set(new)
-        by_topic: dict[str, list[Member]] = {}
-        for m in sorted(new.values(), key=lambda m: m.id):
-            for t in m.topics:
-                by_topic.setdefault(t, []).append(m)
         for mid in left:  # calls waiting on a member that left will never be answered
             self.client.abandon(self.by_id[mid].address, mid)
-        for mid in set(new) & set(self.by_id):  # nor those a restarted member's previous process held
+        for mid in touched & set(new) & set(self.by_id):  # nor those a restarted member's previous process held
             if _restarted(self.by_id[mid], new[mid]):
                 LOG.info("%s restarted: its calls in flight are abandoned", mid)
                 self.client.abandon(self.by_id[mid].address, mid)
