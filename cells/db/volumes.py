@@ -228,6 +228,28 @@ _ATTACHMENTS_OF = (select(volume_attachments).where(_a.instance_uuid.in_(bindpar
                    .order_by(_a.created_at))  # built once: every server view asks
 
 
+def owners_in_progress(conn: Connection, table: Table, in_progress: Sequence[str]) -> set[str]:
+    """The conductors driving a flow of `table` (volumes or volume_snapshots) now."""
+    c = table.c
+    rows = conn.execute(select(c.conductor_id).distinct().where(
+        c.conductor_id.is_not(None), c.deleted == false(), c.status.in_(in_progress))).scalars().all()
+    return {str(r) for r in rows}
+
+
+def take_over(conn: Connection, table: Table, owners: Sequence[str], in_progress: Sequence[str],
+              conductor_id: str) -> list[Row[Any]]:
+    """The rows of `table` in a flow of one of `owners`, now `conductor_id`'s: one conditional UPDATE
+    each (owner and status as read), so of two conductors adopting at once exactly one wins a row."""
+    c, won = table.c, []
+    for row in conn.execute(select(table).where(c.conductor_id.in_(list(owners)), c.deleted == false(),
+                                                c.status.in_(in_progress))).all():
+        if conn.execute(update(table).where(c.id == row.id, c.conductor_id == row.conductor_id,
+                                            c.status == row.status)
+                        .values(conductor_id=conductor_id)).rowcount == 1:
+            won.append(row)
+    return won
+
+
 def attachment_of(conn: Connection, volume_id: str) -> Row[Any] | None:
     return conn.execute(select(volume_attachments).where(_a.volume_id == volume_id)).first()
 

@@ -21,38 +21,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, false, select, update
+from sqlalchemy import Connection
 
 from cells.conductor.env import FlowEnv
 from cells.conductor.flows import volume_extend, volume_snapshots, volume_upload
 from cells.conductor.flows import volumes as flows
 from cells.context import admin_context
+from cells.db import volume_snapshots as sdb
 from cells.db import volumes as vdb
 from cells.db.volumes import VolumeStatus as S
 from cells.objects.records import AttachmentRecord, VolumeRecord
 
 LOG = logging.getLogger(__name__)
 Adopted = tuple[VolumeRecord, AttachmentRecord | None]  # (volume row, its attachment)
-_v = vdb.volumes.c
 
 
 def owners_in_progress(conn: Connection) -> list[str]:
     """Conductors driving a volume or snapshot flow now (for the dead-member sweep)."""
-    rows = conn.execute(select(_v.conductor_id).distinct().where(
-        _v.conductor_id.is_not(None), _v.deleted == false(), _v.status.in_(vdb.IN_PROGRESS))).scalars().all()
-    return sorted({str(r) for r in rows} | set(volume_snapshots.owners_in_progress(conn)))
+    return sorted(vdb.owners_in_progress(conn, vdb.volumes, vdb.IN_PROGRESS)
+                  | vdb.owners_in_progress(conn, vdb.volume_snapshots, sdb.IN_PROGRESS))
 
 
 def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[Adopted]:
     taken: list[Adopted] = []
-    for row in conn.execute(select(vdb.volumes).where(_v.conductor_id.in_(owners), _v.deleted == false(),
-                                                      _v.status.in_(vdb.IN_PROGRESS))).all():
-        won = conn.execute(update(vdb.volumes).where(
-            _v.id == row.id, _v.conductor_id == row.conductor_id, _v.status == row.status)
-            .values(conductor_id=env.conductor_id)).rowcount == 1
-        if won:
-            att = vdb.attachment_of(conn, row.id)
-            taken.append((vdb.volume_record(row), None if att is None else vdb.attachment_record(att)))
+    for row in vdb.take_over(conn, vdb.volumes, owners, vdb.IN_PROGRESS, env.conductor_id):
+        att = vdb.attachment_of(conn, row.id)
+        taken.append((vdb.volume_record(row), None if att is None else vdb.attachment_record(att)))
     return taken
 
 

@@ -20,7 +20,7 @@ import uuid as uuidlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, false, select, update
+from sqlalchemy import Connection
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx
@@ -37,7 +37,6 @@ LOG = logging.getLogger(__name__)
 SNAPSHOTTABLE = (S.AVAILABLE,)
 SNAPSHOTTABLE_FORCED = (S.AVAILABLE, S.IN_USE)  # Cinder's force: a crash-consistent copy of an in-use volume
 NO_ROOM = "volume host {host} has no room for a {size} GiB snapshot"
-_s = vdb.volume_snapshots.c
 
 
 def record(env: FlowEnv, row: Any) -> dict[str, Any]:
@@ -192,21 +191,9 @@ async def delete_on_host(env: FlowEnv, ctx: RequestContext, rec: Mapping[str, An
 
 # --- adoption of flows whose conductor left ---------------------------------------------------
 
-def owners_in_progress(conn: Connection) -> list[str]:
-    rows = conn.execute(select(_s.conductor_id).distinct().where(
-        _s.conductor_id.is_not(None), _s.deleted == false(), _s.status.in_(sdb.IN_PROGRESS))).scalars().all()
-    return [str(r) for r in rows]
-
-
 def _adopt(conn: Connection, env: FlowEnv, owners: list[str]) -> list[dict[str, Any]]:
-    taken = []
-    for row in conn.execute(select(vdb.volume_snapshots).where(
-            _s.conductor_id.in_(owners), _s.deleted == false(), _s.status.in_(sdb.IN_PROGRESS))).all():
-        if conn.execute(update(vdb.volume_snapshots).where(
-                _s.id == row.id, _s.conductor_id == row.conductor_id, _s.status == row.status)
-                .values(conductor_id=env.conductor_id)).rowcount == 1:
-            taken.append(record(env, row))
-    return taken
+    return [record(env, row)
+            for row in vdb.take_over(conn, vdb.volume_snapshots, owners, sdb.IN_PROGRESS, env.conductor_id)]
 
 
 async def adopt(env: FlowEnv, owners: Iterable[str]) -> int:
