@@ -172,6 +172,30 @@ def accounts(cluster_secrets: Mapping[str, str], passwords: Mapping[str, str], w
     return out
 
 
+# volume quotas of the run's member projects: Tempest's volume classes each expect a project of their own
+# (dynamic credentials) with Cinder's default 10 volumes; here the classes of a run share a few
+# pre-provisioned projects, so they would meet each other's volumes at the default
+TEMPEST_VOLUME_QUOTAS = {"volumes": 100, "snapshots": 100, "gigabytes": 1000}
+
+
+def give_projects_room(cluster: RunningCluster, names: list[str]) -> None:
+    """Raise the volume quotas of the named projects to TEMPEST_VOLUME_QUOTAS, through the volume API as an admin."""
+    import requests  # the tempest extra brings it (see _image_ids)
+    headers = {"X-Auth-Token": cluster.token("admin")}
+
+    def project_id(name: str) -> str:
+        found = requests.get(f"{cluster.endpoint}/identity/v3/projects", params={"name": name}, headers=headers,
+                             timeout=30)
+        found.raise_for_status()
+        [project] = found.json()["projects"]
+        return str(project["id"])
+    admin_project = project_id("admin")
+    for name in names:
+        resp = requests.put(f"{cluster.endpoint}/volume/v3/{admin_project}/os-quota-sets/{project_id(name)}",
+                            json={"quota_set": TEMPEST_VOLUME_QUOTAS}, headers=headers, timeout=30)
+        resp.raise_for_status()
+
+
 def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str]) -> str:
     cluster_secrets = cluster.config["secrets"]
     region = cluster.config["api"].get("region", "RegionOne")
@@ -249,6 +273,7 @@ def run(regex: str, workspace: Path, concurrency: int = 2, name: str | None = No
         images = _image_ids(cluster)
         specs, passwords = extra_users(concurrency)
         asyncio.run(bootstrap.ensure_users(ClusterConfig.load(cluster.state / "cluster.json"), specs, passwords))
+        give_projects_room(cluster, projects(concurrency))
         (workspace / "accounts.yaml").write_text(yaml.safe_dump(accounts(cluster.config["secrets"], passwords,
                                                                          concurrency)))
         (workspace / "tempest.conf").write_text(tempest_conf(cluster, workspace, images))
