@@ -111,6 +111,17 @@ def get_row(conn: Connection, uuid: str, lock: bool = False) -> AnyRow | None:
     return (_SELECT_ONE_LOCKED if lock else _SELECT_ONE).first(conn, {"b_uuid": uuid})
 
 
+def reported_row(conn: Connection, uuid: str, host: str) -> AnyRow:
+    """The live row a compute host reports on, locked: InstanceNotFound when it is gone, Conflict when
+    the server is another host's (a compute speaks for its own host only)."""
+    row = get_row(conn, uuid, lock=True)
+    if row is None or row.deleted:
+        raise errors.InstanceNotFound(instance_id=uuid)
+    if row.host != host:
+        raise errors.Conflict(reason=f"instance {uuid} is on host {row.host}, not {host}")
+    return row
+
+
 def get_rows(conn: Connection, uuids: Sequence[str]) -> dict[str, AnyRow]:
     if len(uuids) == 1:  # a single boot: the statement the fast path runs
         row = get_row(conn, uuids[0])

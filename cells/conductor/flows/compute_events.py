@@ -74,11 +74,7 @@ def _carriers(conn: Connection, row: AnyRow, new: dict[str, Any],
 
 def _apply(conn: Connection, env: FlowEnv, uuid: str, host: str, event: str, observed: int | None,
            fault: dict[str, Any] | None) -> InstanceRecord:
-    row = idb.get_row(conn, uuid, lock=True)
-    if row is None or row.deleted:
-        raise errors.InstanceNotFound(instance_id=uuid)
-    if row.host != host:
-        raise errors.Conflict(reason=f"instance {uuid} is on host {row.host}, not {host}")
+    row = idb.reported_row(conn, uuid, host)
     state, actions = on(event, state_of(row), uuid, observed=observed)
     new: dict[str, Any] = {**state_values(state), "updated_at": utcnow_iso()}
     carry_out(actions, _carriers(conn, row, new, fault))

@@ -150,11 +150,7 @@ async def instance_action(env: FlowEnv, ctx: RequestContext, uuid: str, action: 
 
 def _done(conn: Connection, env: FlowEnv, uuid: str, host: str, action: str, ok: bool, values: dict[str, Any],
           fault: dict[str, Any] | None) -> InstanceRecord:
-    row = idb.get_row(conn, uuid, lock=True)
-    if row is None or row.deleted:
-        raise errors.InstanceNotFound(instance_id=uuid)
-    if row.host != host:
-        raise errors.Conflict(reason=f"instance {uuid} is on host {row.host}, not {host}")
+    row = idb.reported_row(conn, uuid, host)
     power = values.get("power_state")
     state = lifecycle.finish_action(action, state_of(row), values.get("vm_state"),
                                     power if isinstance(power, int) and not isinstance(power, bool) else None,
