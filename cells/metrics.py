@@ -45,9 +45,13 @@ MOVES = Counter("cellcloud_moves", "Resizes, migrations and evacuations ended, b
 
 # the cell DB's writer (cells/db/group_commit.py); `db` is the database file's name (one per cell)
 DB_WRITE_LOCK_WAIT = Histogram("cellcloud_db_write_lock_wait_seconds",
-                               "Time a write batch waited for the cell DB's writer lock (SQLite flock)", ("db",),
+                               "Time a write batch waited for the DB's writer lock (SQLite flock, PostgreSQL advisory lock)",
+                               ("db",),
                                buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                         1.0, 2.5, 5.0, 10.0, 30.0))
+DB_WRITE_RETRIES = Counter("cellcloud_db_write_retries",
+                           "Concurrent write units run again after PostgreSQL rolled them back (deadlock, "
+                           "serialization failure)", ("db", "reason"))
 DB_WRITE_BATCH = Histogram("cellcloud_db_write_batch_units", "Units of work committed together (group commit)",
                            ("db",), buckets=(1, 2, 4, 8, 16, 32))
 

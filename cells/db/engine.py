@@ -28,7 +28,11 @@ write transaction takes a transaction-scoped advisory lock of its database as it
 first statement instead of flock + BEGIN IMMEDIATE, so write units still run one
 at a time across processes, each seeing every commit before it (READ COMMITTED
 reads the latest committed rows per statement), and the lock goes with the COMMIT
-or ROLLBACK, even when the client dies. Reads take no lock (MVCC). The places
+or ROLLBACK, even when the client dies. Units declared concurrent (the boot path's: the build's
+rows, the scheduler's placement, its hand-over to a host, the compute's state reports) take that
+lock shared instead and run beside each other, deciding under row locks and conditional statements,
+run again when PostgreSQL rolls one back (cells/db/concurrent_writes.py); every other unit still
+runs alone. The wait for either lock is cellcloud_db_write_lock_wait_seconds. Reads take no lock (MVCC). The places
 where concurrency is decided also hold on their own, as they would under row
 locks alone: a claim is one conditional UPDATE, a volume attach one conditional
 UPDATE, IPAM inserts are conditional INSERTs on a unique key (ON CONFLICT DO
@@ -59,6 +63,7 @@ import asyncio
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -73,6 +78,7 @@ from cells import errors, linear_regex, logtrail
 from cells.db import commit_hooks
 from cells.db import settings as dbsettings
 from cells.db.group_commit import GroupWriter, psycopg_connection_type
+from cells.metrics import DB_WRITE_LOCK_WAIT
 
 T = TypeVar("T")
 UnitOfWork = Callable[[Connection], T]
@@ -83,6 +89,9 @@ READER_THREADS = 4
 
 PG_WRITE_LOCK_KEY = 0x63635752  # "ccWR": the write lock of one PostgreSQL database (advisory locks are per database)
 PG_WRITE_LOCK_SQL = f"SELECT pg_advisory_xact_lock({PG_WRITE_LOCK_KEY})"
+# concurrent units (cells/db/concurrent_writes.py) take it shared: beside each other, never beside the others
+PG_SHARED_WRITE_LOCK_SQL = f"SELECT pg_advisory_xact_lock_shared({PG_WRITE_LOCK_KEY})"
+SHARED = "shared"  # the WRITE_OPTION value of a concurrent unit's transaction
 
 
 def is_sqlite(url: str) -> bool:
@@ -176,14 +185,20 @@ def make_sync_postgresql_engine(url: str) -> Engine:
 
 
 def _install_postgresql_hooks(engine: Engine) -> None:
+    lock_wait = DB_WRITE_LOCK_WAIT.labels(engine.url.database or "database")
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get(WRITE_OPTION, False):
+        mode = conn.get_execution_options().get(WRITE_OPTION, False)
+        if mode:
+            sql = PG_SHARED_WRITE_LOCK_SQL if mode == SHARED else PG_WRITE_LOCK_SQL
+            waited = time.monotonic()
             raw = conn.connection.driver_connection
             if isinstance(raw, psycopg_connection_type()):  # the DB threads: straight to psycopg, as for sqlite3
-                cast(Any, raw).execute(PG_WRITE_LOCK_SQL)
+                cast(Any, raw).execute(sql)
             else:  # the async engine
-                conn.exec_driver_sql(PG_WRITE_LOCK_SQL)
+                conn.exec_driver_sql(sql)
+            lock_wait.observe(time.monotonic() - waited)
 
 
 def _install_sqlite_hooks(engine: Engine, settings: dbsettings.DbSettings) -> None:
@@ -240,8 +255,9 @@ class Database:
             self._sync_reader = self._sync if self.sqlite else self._sync.execution_options(
                 isolation_level="AUTOCOMMIT")
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="celldb-write")
+            shared = None if self.sqlite else self._sync.execution_options(**{WRITE_OPTION: SHARED})
             self._writer = GroupWriter(self._sync_writer, self._write_lock, self._write_thread,
-                                       self.settings.lock_timeout, os.path.basename(self._path))
+                                       self.settings.lock_timeout, os.path.basename(self._path), shared)
             if lock_path:
                 self.free_space = dbsettings.FreeSpace(self._path, self.settings.min_free_mb)
             self._read_threads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="celldb-read")
@@ -253,13 +269,17 @@ class Database:
         """"sqlite" or "postgresql" (SQLAlchemy's backend name)."""
         return make_url(self.url).get_backend_name()
 
-    async def write(self, fn: UnitOfWork[T]) -> T:
+    async def write(self, fn: UnitOfWork[T], concurrent: bool = False) -> T:
         """Run `fn` as one write transaction (commit on return, rollback on exception). The units
-        queued meanwhile share it, each in a savepoint (cells/db/group_commit.py)."""
+        queued meanwhile share it, each in a savepoint (cells/db/group_commit.py).
+
+        `concurrent`: `fn` decides only under row locks or in conditional statements and may run
+        again from the start; on PostgreSQL its batch runs beside other processes' batches of such
+        units (cells/db/concurrent_writes.py). SQLite ignores it."""
         if self._sync is None:
             return await self._run_async(fn)
         try:
-            return await self._writer.write(fn)
+            return await self._writer.write(fn, concurrent)
         except (SAOperationalError, sqlite3.OperationalError) as exc:
             if dbsettings.is_disk_full(exc):  # rolled back: the request fails, the service goes on
                 raise dbsettings.full_error(self._path, exc) from exc

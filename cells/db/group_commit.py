@@ -19,7 +19,10 @@ On PostgreSQL the write lock is an advisory lock taken as the transaction begins
 unit's savepoint is never released: the COMMIT ends them all, and a ROLLBACK TO goes
 back to the newest savepoint of that name (PostgreSQL keeps the older ones), so the
 RELEASE was a round trip per unit under the write lock that changed nothing. A batch
-nests at most MAX_BATCH of them, below the 64 subtransactions a session caches.
+nests at most MAX_BATCH of them, below the 64 subtransactions a session caches. A batch is a
+run of queued units of one kind: units declared concurrent take the lock shared, beside other
+processes' such batches, and run again when PostgreSQL rolls their transaction back
+(cells/db/concurrent_writes.py).
 
 The wait for the writer lock is bounded (`lock_timeout`, cluster.yaml db_settings): a
 blocking flock cannot time out, so when the lock is taken the wait runs on a helper
@@ -45,8 +48,8 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
 from cells import errors, logtrail
-from cells.db import commit_hooks
-from cells.metrics import DB_WRITE_BATCH, DB_WRITE_LOCK_WAIT
+from cells.db import commit_hooks, concurrent_writes
+from cells.metrics import DB_WRITE_BATCH, DB_WRITE_LOCK_WAIT, DB_WRITE_RETRIES
 
 T = TypeVar("T")
 MAX_BATCH = 32  # units per transaction: bounds how long one batch holds the write lock
@@ -57,15 +60,19 @@ class _Unit:
     fn: Callable[[Connection], Any]
     fut: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    concurrent: bool = False  # declared safe beside other writers (cells/db/concurrent_writes.py)
 
 
 class GroupWriter:
     """Runs write units on `thread` (one thread: SQLite has one writer anyway), behind an flock
-    of `lock` when given (see cells/db/engine.py)."""
+    of `lock` when given (see cells/db/engine.py). `shared`: the engine whose transactions take
+    PostgreSQL's write lock shared, for batches of concurrent units (None: they run as the others)."""
 
     def __init__(self, engine: Engine, lock: int | None, thread: ThreadPoolExecutor, lock_timeout: float = 30.0,
-                 name: str = "database") -> None:
+                 name: str = "database", shared: Engine | None = None) -> None:
         self._engine = engine
+        self._shared = shared
+        self._name = name
         self._lock = lock
         self._thread = thread
         self._queued: deque[_Unit] = deque()
@@ -75,11 +82,12 @@ class GroupWriter:
         self._lock_wait = DB_WRITE_LOCK_WAIT.labels(name)
         self._batch_size = DB_WRITE_BATCH.labels(name)
 
-    async def write(self, fn: Callable[[Connection], T]) -> T:
+    async def write(self, fn: Callable[[Connection], T], concurrent: bool = False) -> T:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
+        concurrent = concurrent and self._shared is not None
         with self._guard:
-            self._queued.append(_Unit(logtrail.in_context(fn), fut, loop))  # its lines keep its request id
+            self._queued.append(_Unit(logtrail.in_context(fn), fut, loop, concurrent))  # its lines keep its request id
             start, self._draining = not self._draining, True
         if start:
             self._thread.submit(self._drain)
@@ -91,7 +99,9 @@ class GroupWriter:
         while True:
             batch: list[_Unit] = []
             with self._guard:
-                while self._queued and len(batch) < MAX_BATCH:
+                # a batch is a run of units of one kind: concurrent ones share PostgreSQL's lock
+                while self._queued and len(batch) < MAX_BATCH \
+                        and (not batch or self._queued[0].concurrent == batch[0].concurrent):
                     unit = self._queued.popleft()
                     if not unit.fut.cancelled():
                         batch.append(unit)
@@ -101,6 +111,26 @@ class GroupWriter:
             _settle_all(self._run(batch))
 
     def _run(self, batch: list[_Unit]) -> list[tuple[_Unit, bool, Any]]:
+        """A concurrent batch that PostgreSQL rolled back (deadlock, serialization failure, unique
+        violation) runs again: each of its units alone, so one that keeps failing fails alone, a lone
+        unit up to MAX_ATTEMPTS times (cells/db/concurrent_writes.py); any other batch runs once."""
+        shared = self._shared is not None and batch[0].concurrent
+        attempts = concurrent_writes.MAX_ATTEMPTS if shared and len(batch) == 1 else 1
+        for attempt in range(1, attempts + 1):
+            outcome = self._attempt(batch, shared)
+            if isinstance(outcome, list):
+                return outcome
+            reason = concurrent_writes.retry_reason(outcome) if shared else None
+            if reason is None or (attempt == attempts and len(batch) == 1):
+                return [(unit, False, outcome) for unit in batch]
+            DB_WRITE_RETRIES.labels(self._name, reason).inc()
+            concurrent_writes.pause(attempt)
+            if len(batch) > 1:
+                return [item for unit in batch for item in self._run([unit])]
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _attempt(self, batch: list[_Unit], shared: bool) -> list[tuple[_Unit, bool, Any]] | BaseException:
+        """The batch in one transaction: each unit's outcome, or what failed the whole transaction."""
         done: list[tuple[_Unit, bool, Any]] = []
         committed: list[commit_hooks.Hook] = []  # the after-commit hooks of the units that succeeded
         lock, locked = self._lock, False
@@ -110,15 +140,15 @@ class GroupWriter:
                 self._flock.acquire(lock)  # blocks this thread only (bounded); released with the transaction
                 self._lock_wait.observe(time.monotonic() - waited)
                 locked = True
-            with self._engine.begin() as conn:
+            with (self._shared if shared and self._shared is not None else self._engine).begin() as conn:
                 try:
-                    self._units(conn, batch, done, committed)
+                    self._units(conn, batch, done, committed, shared)
                 finally:
                     commit_hooks.end_unit(conn)
             self._batch_size.observe(len(batch))
             commit_hooks.run(committed)
         except BaseException as exc:  # noqa: BLE001 - nothing of the transaction was committed
-            done = [(unit, False, exc) for unit in batch]
+            return exc
         finally:
             if locked and lock is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -126,7 +156,7 @@ class GroupWriter:
 
     @staticmethod
     def _units(conn: Connection, batch: list[_Unit], done: list[tuple[_Unit, bool, Any]],
-               committed: list[commit_hooks.Hook]) -> None:
+               committed: list[commit_hooks.Hook], shared: bool = False) -> None:
         if len(batch) == 1:
             hooks = commit_hooks.begin_unit(conn)
             done.append((batch[0], True, batch[0].fn(conn)))
@@ -144,7 +174,9 @@ class GroupWriter:
             hooks = commit_hooks.begin_unit(conn)
             try:
                 value = unit.fn(conn)
-            except BaseException as exc:  # noqa: BLE001 - it fails alone, and its caller gets it
+            except BaseException as exc:  # it fails alone, and its caller gets it
+                if shared and concurrent_writes.retry_reason(exc) is not None:
+                    raise  # a deadlock's locks are the batch's: its transaction must go (_run)
                 raw.execute("ROLLBACK TO cc_unit")
                 if release:
                     raw.execute("RELEASE cc_unit")

@@ -79,7 +79,8 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
         return [_place_one(conn, hosts, req, uuid, alive, exclude, only, grouping)
                 for uuid in instance_uuids]
     try:
-        placed = await db.write(place)
+        # concurrent on PostgreSQL: every decision is a conditional UPDATE or made under the group's row lock
+        placed = await db.write(place, concurrent=True)
     except errors.NoValidHost:
         SCHEDULER_NO_VALID_HOST.inc()
         raise

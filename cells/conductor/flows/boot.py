@@ -151,7 +151,9 @@ async def build_instances(env: FlowEnv, ctx: RequestContext, instances: Any, req
     if request_spec.get("admission"):  # the API asks: refuse now if no host here has room (it tries another cell)
         from cells.conductor.capacity import admit
         await admit(env, rows[0]["flavor"])
-    records, new = await env.db.write(lambda conn: _insert_build(conn, env, ctx, rows, now))
+    # concurrent on PostgreSQL: new rows, a conditional volume reservation; the same request twice at once
+    # loses on the primary key and runs again, reading what the first one made (cells/db/concurrent_writes.py)
+    records, new = await env.db.write(lambda conn: _insert_build(conn, env, ctx, rows, now), concurrent=True)
     if new:
         LOG.info("building %s", ", ".join(r["uuid"] for r in new))
     # one scheduler call per distinct flavor (a multi-create normally has one)
@@ -241,7 +243,8 @@ def _set_host(conn: Connection, env: FlowEnv, uuid: str, host: str) -> InstanceR
 
 
 async def send_to_host(env: FlowEnv, ctx: RequestContext, uuid: str, host: str, request_spec: dict[str, Any]) -> None:
-    record = await env.db.write(lambda conn: _set_host(conn, env, uuid, host))
+    # concurrent on PostgreSQL: the instance's row is locked before anything is decided
+    record = await env.db.write(lambda conn: _set_host(conn, env, uuid, host), concurrent=True)
     if record is None:
         return
     record = await network.allocate_for_build(env, ctx, record, request_spec)  # ports + fixed IPs (boot step 3)

@@ -94,7 +94,8 @@ async def instance_event(env: FlowEnv, ctx: RequestContext, uuid: str, host: str
     if name == Event.DESTROYED:
         await delete.instance_destroyed(env, ctx, uuid, host)
         return None
-    record = await env.db.write(lambda conn: _apply(conn, env, uuid, host, name, observed, made))
+    # concurrent on PostgreSQL: the instance's row is locked before the transition is decided
+    record = await env.db.write(lambda conn: _apply(conn, env, uuid, host, name, observed, made), concurrent=True)
     if name == Event.SPAWNED:  # the guest runs: the blank volumes made for it are plugged in
         await boot_volume.attach_extras(env, background_ctx(ctx), record)
     return record
