@@ -133,6 +133,7 @@ AGGREGATE_ACTIONS: dict[str, str] = {a: _N + f"os-aggregates:{a}" for a in ("add
 _V = "/v3/{project_id}"
 VOLUME: dict[tuple[str, str], str] = {
     **{("GET", p): PUBLIC for p in ("", "/", "/v3", "/v3/")},
+    ("GET", _V + "/os-availability-zone"): "volume_extension:availability_zone_list",
     ("GET", _V + "/volumes"): "volume:get_all",
     ("POST", _V + "/volumes"): "volume:create",
     ("GET", _V + "/volumes/detail"): "volume:get_all",

@@ -187,6 +187,7 @@ NOVA = {
 }
 
 CINDER = {
+    "volume_extension:availability_zone_list": "@",  # Cinder's default: anyone with a token
     "volume_extension:quotas:show": "rule:project_reader_or_admin",
     "volume_extension:quotas:update": "rule:admin_api",
     "volume_extension:quotas:delete": "rule:admin_api",

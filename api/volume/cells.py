@@ -122,3 +122,12 @@ def choose(router: CellRouter, zone: str | None) -> Cell:
     if not in_zone:
         raise errors.RpcError(reason=f"no cell in availability zone {zone or cell_choice.DEFAULT_ZONE!r} is reachable")
     return min(in_zone, key=lambda c: {True: 0, None: 1, False: 2}[has_volume_host(c)])
+
+
+def zones(router: CellRouter) -> list[tuple[str, bool]]:
+    """(zone, available) of every zone a volume may be made in (choose's): the default zone, each site and
+    each cell; available while a cell in it is reachable."""
+    names = [cell_choice.DEFAULT_ZONE]
+    for c in router.cells.values():
+        names += [n for n in (c.cell.site, c.cell.name) if n and n not in names]
+    return [(z, any(cell_choice.in_zone(c.cell, z) and c.reachable() for c in router.cells.values())) for z in names]

@@ -416,7 +416,15 @@ async def _set_bootable(request: web.Request, ctx: RequestContext, args: Any) ->
     return web.Response(status=200)
 
 
+async def availability_zones(request: web.Request) -> web.Response:
+    """Cinder's os-availability-zone: where a volume may be made (api/volume/cells.py zones)."""
+    context(request)
+    return web.json_response({"availabilityZoneInfo": [
+        {"zoneName": zone, "zoneState": {"available": up}} for zone, up in cells.zones(request.config_dict[ROUTER])]})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v3/{project_id}/os-availability-zone", availability_zones)
     app.router.add_get("/v3/{project_id}/volumes", index)
     app.router.add_post("/v3/{project_id}/volumes", create)
     app.router.add_get("/v3/{project_id}/volumes/detail", detail)

@@ -1,7 +1,7 @@
 """Cinder snapshots through the volume API as Cinder (and Tempest's schemas) answer them, with the real volume
 flows of test_api_volumes' cell: create and update answer without the extended attributes that show and
 detail carry, a snapshot of no volume is a 404, and the list takes Cinder's limit, sort and marker (bad ones
-refused before any cell is asked)."""
+refused before any cell is asked); and the volume zone list."""
 from __future__ import annotations
 
 from tests.unit.test_api_volumes import Cloud, cloud
@@ -36,3 +36,18 @@ async def test_snapshot_answers_lists_and_refusals_are_cinders(cloud: Cloud) -> 
                         ("marker=4c6a2e2e-7c3e-4f0e-9d5b-0a3c1e2f4b5d", 404)):
         status, body = await cloud.req("GET", "demo", f"/snapshots?{query}")
         assert status == code, (query, body)
+
+
+async def test_the_volume_zone_list_names_where_volumes_may_be_made(cloud: Cloud) -> None:
+    """os-availability-zone lists the default zone and the cell's site and name, each available while the cell
+    answers; a volume is made in each listed zone, and one in an unlisted zone is a 400."""
+    status, body = await cloud.req("GET", "demo", "/os-availability-zone")
+    assert status == 200, body
+    zones = body["availabilityZoneInfo"]
+    assert zones[0] == {"zoneName": "nova", "zoneState": {"available": True}} and len(zones) >= 2, zones
+    assert all(z["zoneState"] == {"available": True} for z in zones)
+    for zone in zones:
+        made = await cloud.create(availability_zone=zone["zoneName"])
+        await cloud.wait_status("demo", made["id"], "available")
+    status, body = await cloud.req("POST", "demo", "/volumes", {"volume": {"size": 1, "availability_zone": "nowhere"}})
+    assert status == 400 and "nowhere" in body["badRequest"]["message"], body
