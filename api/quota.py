@@ -325,6 +325,15 @@ def reserve_volume(conn: Connection, project_id: str, volume_id: str, gigabytes:
                                                     volume_type=volume_type))
 
 
+def check_volume_growth(conn: Connection, project_id: str, gigabytes: int, listed: Mapping[str, int],
+                        listed_ids: set[str], volume_type: str | None = None) -> None:
+    """An extend growing a volume by `gigabytes`, against the project's gigabytes quotas (overall and the
+    type's), counted as reserve_volume counts; 413 VolumeOverLimit when over."""
+    pending = _pending(conn, project_id, listed_ids)
+    used = {k: listed.get(k, 0) + pending.get(k, 0) for k in {*listed, *pending}}
+    check_volumes(limits_of(conn, project_id), used, 0, gigabytes, "volumes", volume_type)
+
+
 def release_volume(conn: Connection, volume_id: str) -> None:
     """The create was refused: its reservation goes."""
     conn.execute(delete(volume_reservations).where(_r.volume_id == volume_id))

@@ -402,6 +402,11 @@ async def action(request: web.Request) -> web.Response:
         raise errors.Invalid("Invalid input received: os-extend needs new_size")
     new_size = validate_size(args["new_size"])
     api, record = await find(request, ctx, request.match_info["volume_id"])
+    growth, project = new_size - int(record["size"]), str(record["project_id"])
+    if growth > 0:  # the flow refuses a shrink itself; a growth must fit the gigabytes quotas (413)
+        listed, listed_ids = await cells.project_usage(request.config_dict[ROUTER], ctx, project)
+        await request.config_dict[DB].write(lambda conn: quota.check_volume_growth(
+            conn, project, growth, listed, listed_ids, record.get("volume_type")))
     await api.volume_extend(ctx, record["id"], new_size)
     return web.Response(status=202)
 

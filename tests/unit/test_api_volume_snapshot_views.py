@@ -51,3 +51,22 @@ async def test_the_volume_zone_list_names_where_volumes_may_be_made(cloud: Cloud
         await cloud.wait_status("demo", made["id"], "available")
     status, body = await cloud.req("POST", "demo", "/volumes", {"volume": {"size": 1, "availability_zone": "nowhere"}})
     assert status == 400 and "nowhere" in body["badRequest"]["message"], body
+
+
+async def test_extend_past_the_gigabytes_quota_is_413_and_leaves_the_size(cloud: Cloud) -> None:
+    """os-extend counts the growth against the project's gigabytes quota as Cinder: past it a 413 and the
+    volume keeps its size; within it the extend goes ahead."""
+    project = cloud.who["demo"][1]
+    vid = (await cloud.create())["id"]
+    await cloud.wait_status("demo", vid, "available")
+    assert (await cloud.req("PUT", "admin", f"/os-quota-sets/{project}", {"quota_set": {"gigabytes": 2}}))[0] == 200
+    status, body = await cloud.req("POST", "demo", f"/volumes/{vid}/action", {"os-extend": {"new_size": 3}})
+    assert status == 413 and "gigabytes" in body["overLimit"]["message"], body
+    assert (await cloud.wait_status("demo", vid, "available"))["size"] == 1
+    status, body = await cloud.req("POST", "demo", f"/volumes/{vid}/action", {"os-extend": {"new_size": 2}})
+    assert status == 202, body
+    for _ in range(100):
+        shown = await cloud.wait_status("demo", vid, "available")
+        if shown["size"] == 2:
+            break
+    assert shown["size"] == 2
