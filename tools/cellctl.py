@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tools import clusterfile
 from tools.clusterfile import ClusterFileError
+from tools.private_files import write_private
 from tools.supervisor import PROJECT_ROOT, pid_alive, read_pid, running_supervisor
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             _err(line)
         _err("free these ports or change them in the cluster file; nothing was started")
         return 1
-    clusterfile.write_private(path, cluster.to_json() + "\n")
+    write_private(path, cluster.to_json() + "\n")
     for sub in ("log", "run", "images", "cells"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     try:
@@ -200,7 +201,7 @@ def write_credentials(cluster: ClusterConfig) -> dict[str, Path]:
         text += "unset OS_CLOUD OS_TOKEN\n"  # they would override these variables in the openstack CLI
         text += "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
         paths[rc] = state / rc
-        clusterfile.write_private(paths[rc], text)
+        write_private(paths[rc], text)
         clouds[cloud] = {
             "auth": {"auth_url": auth_url, "username": who, "password": password, "project_name": who,
                      "user_domain_name": "Default", "project_domain_name": "Default"},
@@ -208,7 +209,7 @@ def write_credentials(cluster: ClusterConfig) -> dict[str, Path]:
             "identity_api_version": 3, "interface": "public",
         }
     paths["clouds.yaml"] = state / "clouds.yaml"
-    clusterfile.write_private(paths["clouds.yaml"], yaml.safe_dump({"clouds": clouds}, sort_keys=False))
+    write_private(paths["clouds.yaml"], yaml.safe_dump({"clouds": clouds}, sort_keys=False))
     return paths
 
 

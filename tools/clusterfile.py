@@ -98,7 +98,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 import secrets
 from dataclasses import dataclass, replace
@@ -113,6 +112,7 @@ from cells.db import settings as dbsettings
 from cells.network.policy import DEFAULT_MIN_PREFIX
 from cells.rpc.liveness import DEFAULT_GRACE
 from tools import pgserver, remote, simulated_hosts
+from tools.private_files import write_private
 from tools.strict_yaml import load_without_duplicates
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -747,16 +747,6 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     if problem is not None:
         p.fail(*problem)
     return cluster
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only, atomically (it may hold passwords)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
 
 
 def load_secrets(state: Path) -> dict[str, str]:

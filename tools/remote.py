@@ -232,7 +232,7 @@ def write_known_host(host: SshHost) -> None:
     lines = path.read_text().splitlines() if path.exists() else []
     kept = [line for line in lines if line.split(" ", 1)[0] != host.known_hosts_name]
     kept.append(f"{host.known_hosts_name} {host.host_key}")
-    from tools.clusterfile import write_private
+    from tools.private_files import write_private
 
     write_private(path, "\n".join(kept) + "\n")
 
