@@ -84,6 +84,7 @@ def serve(path: str) -> None:
 def _run_command(conn: socket.socket) -> None:
     """In the forked child: run one command as the `openstack` executable would, answer, exit."""
     status = 1
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the command may wait for processes of its own
     try:
         conn.settimeout(None)
         request = _recv(conn)
