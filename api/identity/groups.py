@@ -20,8 +20,11 @@ from api.http import json_body
 from api.identity.manage import (
     MAX_DESCRIPTION,
     MAX_NAME,
+    add_grant,
     domain_exists,
     entity_body,
+    grant_clause,
+    grant_exists,
     name_conflict,
     project_row,
     string_field,
@@ -214,10 +217,6 @@ async def _grant_parts(conn: AsyncConnection, request: web.Request) -> dict[str,
     return {"project_id": m["project_id"], "group_id": m["group_id"], "role_id": m["role_id"]}
 
 
-def _grant_clause(grant: dict[str, str]) -> Any:
-    return and_(*(group_role_assignments.c[k] == v for k, v in grant.items()))
-
-
 def _no_grant(grant: dict[str, str]) -> errors.NotFound:
     return errors.NotFound(f"Could not find role assignment with role: {grant['role_id']}, user or group: "
                            f"{grant['group_id']}, project, domain, or system: {grant['project_id']}.")
@@ -227,8 +226,7 @@ async def create_group_grant(request: web.Request) -> web.Response:
     await authorize(request, "create_grant", _grant_target(request))
     async with request.config_dict[ENGINE].begin() as conn:
         grant = await _grant_parts(conn, request)
-        if (await conn.execute(select(group_role_assignments.c.group_id).where(_grant_clause(grant)))).first() is None:
-            await conn.execute(insert(group_role_assignments).values(**grant))
+        await add_grant(conn, group_role_assignments, grant)
     return web.Response(status=204)
 
 
@@ -236,8 +234,8 @@ async def check_group_grant(request: web.Request) -> web.Response:
     await authorize(request, "check_grant", _grant_target(request))
     async with request.config_dict[ENGINE].connect() as conn:
         grant = await _grant_parts(conn, request)
-        exists = (await conn.execute(select(group_role_assignments.c.group_id).where(_grant_clause(grant)))).first()
-    if exists is None:
+        exists = await grant_exists(conn, group_role_assignments, grant)
+    if not exists:
         raise _no_grant(grant)
     return web.Response(status=204)
 
@@ -246,7 +244,7 @@ async def revoke_group_grant(request: web.Request) -> web.Response:
     await authorize(request, "revoke_grant", _grant_target(request))
     async with request.config_dict[ENGINE].begin() as conn:
         grant = await _grant_parts(conn, request)
-        result = await conn.execute(delete(group_role_assignments).where(_grant_clause(grant)))
+        result = await conn.execute(delete(group_role_assignments).where(grant_clause(group_role_assignments, grant)))
     if result.rowcount == 0:
         raise _no_grant(grant)
     return web.Response(status=204)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import Table, and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.db.schema import domains, projects, role_assignments, roles, users
@@ -80,6 +80,21 @@ def name_conflict(kind: str, name: str) -> errors.Conflict:
 async def domain_exists(conn: AsyncConnection, domain_id: str) -> None:
     if (await conn.execute(select(domains.c.id).where(domains.c.id == domain_id))).first() is None:
         raise DomainNotFound(domain_id=domain_id)
+
+
+def grant_clause(table: Table, grant: dict[str, str]) -> Any:
+    """The WHERE of one role grant row (its columns named as the grant's keys)."""
+    return and_(*(table.c[k] == v for k, v in grant.items()))
+
+
+async def grant_exists(conn: AsyncConnection, table: Table, grant: dict[str, str]) -> bool:
+    return (await conn.execute(select(table).where(grant_clause(table, grant)))).first() is not None
+
+
+async def add_grant(conn: AsyncConnection, table: Table, grant: dict[str, str]) -> None:
+    """Grant once: granting what is already held changes nothing (Keystone's PUT)."""
+    if not await grant_exists(conn, table, grant):
+        await conn.execute(insert(table).values(**grant))
 
 
 async def project_row(conn: AsyncConnection, project_id: str) -> Any:

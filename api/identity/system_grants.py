@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.db.schema import projects, role_assignments, roles
-from api.identity.manage import user_row
+from api.identity.manage import add_grant, grant_clause, grant_exists, user_row
 from api.identity.resources import RoleNotFound, authorize, collection, role_view
 from api.identity.tokens import ADMIN_PROJECT
 from api.keys import ENGINE, public_url
@@ -39,10 +39,6 @@ async def _grant(conn: AsyncConnection, request: web.Request) -> dict[str, str]:
     return {"user_id": m["user_id"], "project_id": str(admin), "role_id": m["role_id"]}
 
 
-def _where(grant: dict[str, str]) -> Any:
-    return and_(*(role_assignments.c[k] == v for k, v in grant.items()))
-
-
 def _missing(grant: dict[str, str]) -> errors.NotFound:
     return errors.NotFound(f"Could not find role assignment with role: {grant['role_id']}, user or group: "
                            f"{grant['user_id']}, project, domain, or system: system.")
@@ -52,8 +48,7 @@ async def create_system_grant(request: web.Request) -> web.Response:
     await authorize(request, "create_system_grant_for_user", _target(request))
     async with request.config_dict[ENGINE].begin() as conn:
         grant = await _grant(conn, request)
-        if (await conn.execute(select(role_assignments.c.user_id).where(_where(grant)))).first() is None:
-            await conn.execute(insert(role_assignments).values(**grant))
+        await add_grant(conn, role_assignments, grant)
     return web.Response(status=204)
 
 
@@ -61,8 +56,8 @@ async def check_system_grant(request: web.Request) -> web.Response:
     await authorize(request, "check_system_grant_for_user", _target(request))
     async with request.config_dict[ENGINE].connect() as conn:
         grant = await _grant(conn, request)
-        found = (await conn.execute(select(role_assignments.c.user_id).where(_where(grant)))).first()
-    if found is None:
+        found = await grant_exists(conn, role_assignments, grant)
+    if not found:
         raise _missing(grant)
     return web.Response(status=204)
 
@@ -77,7 +72,7 @@ async def revoke_system_grant(request: web.Request) -> web.Response:
                 role_assignments.c.role_id == grant["role_id"])))).all()
             if [a.user_id for a in admins] == [grant["user_id"]]:
                 raise errors.Forbidden("This is the last admin of the system: the cloud would have none.")
-        result = await conn.execute(delete(role_assignments).where(_where(grant)))
+        result = await conn.execute(delete(role_assignments).where(grant_clause(role_assignments, grant)))
     if result.rowcount == 0:
         raise _missing(grant)
     return web.Response(status=204)
