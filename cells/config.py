@@ -60,6 +60,9 @@ class ApiSpec:
     image_size_cap: int = 8 << 30
     image_size_total: int = 32 << 30
     image_store_min_free: int = 1 << 30
+    # cluster.yaml api.half_made_boot_grace: seconds a boot's mapping may stay not built before the API's
+    # sweep asks its cell about it (api/compute/boot_sweep.py)
+    half_made_boot_grace: float = 60.0
     # cluster.yaml api.metrics: Prometheus /metrics on a listener of its own (cells/metrics.py), "" = none;
     # API worker api-N serves on this port + N - 1
     metrics_listen: str = ""

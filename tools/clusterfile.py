@@ -20,6 +20,8 @@ directory that holds the file):
       list_bound: 1.0                # seconds each cell has to answer a request sent to every cell
                                      # (default 1.0; api/scatter.py); a cell slower than that is down
                                      # for it: in a server listing its servers list as UNKNOWN
+      half_made_boot_grace: 60       # seconds (default 60, at least 25) a boot's mapping may stay not
+                                     # built before its cell is asked (api/compute/boot_sweep.py)
     sites:                           # required, non-empty; a site groups cells
       - name: site1
         cells:                       # required, non-empty
@@ -130,6 +132,9 @@ DEFAULT_COMPUTE_PORT_BASE = 5700
 DEFAULT_VOLUME_PORT_BASE, DEFAULT_ISCSI_PORT_BASE, DEFAULT_NBD_PORT_BASE = 5800, 3260, 10809
 VOLUME_KEYS = ("port", "backend", "format", "volume_group", "capacity_gb", "targets", "iscsi_port", "nbd_port",
                "backend_name")
+# a boot's last build call is sent up to RESTART_BOUND (15 s) after its mapping is written and answered or
+# dropped BUILD_BOUND (5 s) later (api/compute/cell_boot.py): a shorter grace could sweep a boot in flight
+MIN_BOOT_GRACE = 25.0
 IMAGE_BOUNDS = ("image_size_cap", "image_size_total", "image_store_min_free")  # api/image/bounds.py
 # ec2_credential_key seals the EC2 secrets in the API DB (api/identity/ec2creds.py)
 # alt_demo_password: the second project's user (multi-tenant checks, Tempest's alt credentials)
@@ -222,6 +227,12 @@ class _Parser:
         if not isinstance(value, str) or not value:
             self.fail(path, f"expected {expected}, got {_got(value)}")
         return value
+
+    def seconds(self, value: Any, path: str, low: float, high: float) -> float:
+        """A number of seconds in [low, high] (above 0 when low is 0)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low or 1e-9) <= value <= high:
+            self.fail(path, f"expected seconds between {low:g} and {high:g}, got {_got(value)}")
+        return float(value)
 
     def name(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not NAME_RE.match(value):
@@ -370,13 +381,11 @@ class _Parser:
 
     def parse_api(self, raw: Any) -> tuple[ApiSpec, ServiceSpec]:
         m = self.mapping(raw, "api", ("host",), ("listen", "public_url", "region", "list_bound", "workers", "db",
-                                                  "db_settings", "metrics", *IMAGE_BOUNDS))
+                                                  "db_settings", "metrics", "half_made_boot_grace", *IMAGE_BOUNDS))
         self.api_db = m.get("db")
         self.api_db_settings = m.get("db_settings")
-        bound = m.get("list_bound", 1.0)
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= 30:
-            self.fail("api.list_bound", f"expected seconds between 0 and 30, got {_got(bound)}")
-        self.list_bound = float(bound)
+        self.list_bound = self.seconds(m.get("list_bound", 1.0), "api.list_bound", 0, 30)
+        grace = self.seconds(m.get("half_made_boot_grace", 60), "api.half_made_boot_grace", MIN_BOOT_GRACE, 86400)
         host = self.host_ref(m["host"], "api.host")
         listen_raw = m.get("listen", _join(host.spec.address, DEFAULT_API_PORT))
         addr, port = self.host_port(listen_raw, "api.listen", "ADDRESS:PORT (e.g. 127.0.0.1:8774)")
@@ -404,7 +413,7 @@ class _Parser:
                 self.claim_port(maddr, mport + n, f"api metrics (api.metrics, worker {n + 1})", "api.metrics")
             metrics = _join(maddr, mport)
         spec = ApiSpec(listen=listen, public_url=url.rstrip("/"), db="", image_dir="", region=region,
-                       metrics_listen=metrics, **bounds)
+                       metrics_listen=metrics, half_made_boot_grace=grace, **bounds)
         # workers share the one port (SO_REUSEPORT: the kernel spreads connections over them)
         self.api_workers = [replace(svc, id=f"api-{n}", options={"workers": workers}) for n in range(2, workers + 1)]
         return spec, replace(svc, options={"workers": workers}) if workers > 1 else svc
@@ -677,16 +686,13 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     raw = read_yaml(file, label)
     top = p.mapping(raw, "", ("cluster", "api", "sites", "hosts"),
                     ("state_dir", "heartbeat_interval", "dead_after", "max_attempts", "reclaim_instance_interval",
-                     "security", "netns",
-                     "tenant_networks", "logging", "external_network"))
+                     "security", "netns", "tenant_networks", "logging", "external_network"))
     name = p.name(top["cluster"], "cluster")
     if state_dir is not None:
         state = Path(state_dir).resolve()
     else:
         state = (p.base_dir / p.string(top.get("state_dir", "var"), "state_dir", "a directory path")).resolve()
-    interval = top.get("heartbeat_interval", 1.0)
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 60:
-        p.fail("heartbeat_interval", f"expected seconds between 0 and 60, got {_got(interval)}")
+    interval = p.seconds(top.get("heartbeat_interval", 1.0), "heartbeat_interval", 0, 60)
     dead_after = top.get("dead_after", DEFAULT_GRACE)
     if isinstance(dead_after, bool) or not isinstance(dead_after, (int, float)) \
             or not 3 * interval < dead_after <= 86400:
@@ -737,8 +743,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
         name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
         services=(*services, api_service, *p.api_workers), hosts=tuple(h.spec for h in p.hosts.values()),
         heartbeat_interval=float(interval), dead_after=float(dead_after), max_attempts=attempts,
-        reclaim_instance_interval=reclaim, curve=curve,
-        list_bound=p.list_bound, sites=tuple(sites),
+        reclaim_instance_interval=reclaim, curve=curve, list_bound=p.list_bound, sites=tuple(sites),
         netns_range=netns_range,
         managed_postgres={k: v for k, v in p.managed_postgres.items() if k != "field"},
         log_max_bytes=log_max_bytes, log_backups=log_backups, log_format=str(log_format),

@@ -163,7 +163,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
                  volumes: bool = False, same_host_resize: bool = False, postgres: bool = False,
                  dead_after: float | None = None, name: str = "test", sqlite_cell: bool = False,
                  metrics: bool = False, simulated: tuple[int, ...] = (), per_process: int = 0,
-                 ctl_metrics: bool = False, reclaim_instance_interval: int = 0) -> dict[str, Any]:
+                 ctl_metrics: bool = False, reclaim_instance_interval: int = 0,
+                 half_made_boot_grace: float = 0) -> dict[str, Any]:
     """`volumes`: node1 is a volume host too (file backend; local, tgt and nbd exports on free ports).
     `same_host_resize`: the cell's allow_resize_to_same_host. `postgres`: the API and cell DBs live on the
     cluster's managed PostgreSQL (tools/pgserver.py) instead of SQLite files. `dead_after`: seconds a
@@ -175,7 +176,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     `simulated`: simulated hosts (tools/simulated_hosts.py) per cell: the first number joins cell1 beside the
     real hosts, each next one a cell of its own (cell2, ...); `per_process` of them to a process.
     `ctl_metrics`: the cell services on ctl serve /metrics (hosts.ctl.metrics_port: a run of free ports).
-    `reclaim_instance_interval`: seconds a deleted server stays SOFT_DELETED (default 0: off)."""
+    `reclaim_instance_interval`: seconds a deleted server stays SOFT_DELETED (default 0: off).
+    `half_made_boot_grace`: api.half_made_boot_grace (default 0: cluster.yaml's)."""
     router = free_port()
     # conductor and scheduler take router+1 and router+2 unless told: give explicit free ports
     host_names = [f"node{i + 1}" for i in range(hosts)]
@@ -200,6 +202,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
         doc["dead_after"] = dead_after
     if reclaim_instance_interval:
         doc["reclaim_instance_interval"] = reclaim_instance_interval
+    if half_made_boot_grace:
+        doc["api"]["half_made_boot_grace"] = half_made_boot_grace
     if same_host_resize:
         doc["sites"][0]["cells"][0]["allow_resize_to_same_host"] = True
     if postgres:

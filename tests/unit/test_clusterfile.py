@@ -74,6 +74,7 @@ def test_repo_default_cluster_file_resolves() -> None:
     assert cfg.api.public_url == "http://127.0.0.1:8774"
     assert cfg.api.db == f"sqlite+aiosqlite:///{ROOT}/var/api.db"
     assert cfg.api.image_dir == f"{ROOT}/var/images"
+    assert cfg.api.half_made_boot_grace == 60.0  # api/compute/boot_sweep.py
     assert cfg.curve is True and cfg.heartbeat_interval == 1.0  # CURVE is on by default
     assert [h.name for h in cfg.hosts] == ["ctl", "node1"]
 
@@ -88,6 +89,14 @@ def test_curve_is_the_default_and_plaintext_must_be_asked_for(tmp_path: Path) ->
     assert clusterfile.load(write(tmp_path, variant(lambda d: d.pop("security")))).curve is True
     assert clusterfile.load(write(tmp_path, variant(lambda d: d["security"].pop("curve")))).curve is True
     assert clusterfile.load(write(tmp_path, BASE)).curve is False  # BASE says curve: false explicitly
+
+
+def test_the_shortest_boot_grace_outlasts_any_boot_in_flight() -> None:
+    """A boot's last build call may be sent up to RESTART_BOUND after its mapping was written, and is
+    answered or dropped BUILD_BOUND later: the sweep must not ask its cell before that."""
+    from api.compute import cell_boot
+
+    assert clusterfile.MIN_BOOT_GRACE >= cell_boot.RESTART_BOUND + cell_boot.BUILD_BOUND + cell_boot.CELL_POLL
 
 
 def test_defaults_nested_cells_and_db_urls(tmp_path: Path) -> None:
@@ -145,7 +154,7 @@ def test_sites_netns_hosts_and_relay_only_parent_cells(tmp_path: Path) -> None:
             "n2": {"address": "10.250.2.21", "via": "netns", "site_net": "west", "rpc_port": 5701},
             "wctl": {"address": "10.250.2.10", "via": "netns", "site_net": "west"},
         }
-        doc["api"] = {"host": "ctl", "list_bound": 0.5}
+        doc["api"] = {"host": "ctl", "list_bound": 0.5, "half_made_boot_grace": 30}
         doc["sites"] = [
             {"name": "east", "cells": [{"name": "e", "services": {"router": "ctl:5600"}, "cells": [
                 {"name": "e1", "services": {"router": "ctl:5610"}, "hosts": ["n1"]}]}]},
@@ -155,6 +164,7 @@ def test_sites_netns_hosts_and_relay_only_parent_cells(tmp_path: Path) -> None:
     cfg = clusterfile.load(write(tmp_path, variant(change)))
     assert [(c.path, c.site) for c in cfg.cells] == [("e", "east"), ("e!e1", "east"), ("w1", "west")]
     assert cfg.sites == ("east", "west") and cfg.netns_range == "10.250.0.0/16" and cfg.list_bound == 0.5
+    assert cfg.api.half_made_boot_grace == 30.0
     # "e" holds child cells and no hosts: only its router runs (it relays); e!e1 has every service
     assert sorted(s.id for s in cfg.services if s.cell == "e") == ["e/router"]
     assert {s.id for s in cfg.services if s.cell == "e!e1"} >= {"e!e1/router", "e!e1/conductor", "e!e1/scheduler"}
@@ -210,6 +220,10 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
      "netns.range: expected a private IPv4 network of /16 or wider, got '8.8.0.0/16'"),
     ("list bound zero", lambda d: d["api"].__setitem__("list_bound", 0),
      "api.list_bound: expected seconds between 0 and 30, got 0"),
+    ("boot grace shorter than a boot in flight", lambda d: d["api"].__setitem__("half_made_boot_grace", 5),
+     "api.half_made_boot_grace: expected seconds between 25 and 86400, got 5"),
+    ("boot grace as text", lambda d: d["api"].__setitem__("half_made_boot_grace", "60s"),
+     "api.half_made_boot_grace: expected seconds between 25 and 86400, got '60s'"),
     ("port out of range", _set_host("node1", "rpc_port", 70000),
      "hosts.node1.rpc_port: expected a port number 1-65535, got 70000"),
     ("port as text", _set_host("node1", "rpc_port", "5610"),

@@ -33,6 +33,7 @@ from tests.unit.api_fake_cell import FakeConductor
 from tests.unit.test_api_servers import Cloud, open_cloud
 
 TINY = {"vcpus": 1, "ram": 512}
+GRACE = 60.0  # the sweep's grace (cluster.yaml api.half_made_boot_grace)
 RACER = textwrap.dedent("""
     import asyncio, sys, time, uuid
     from api import quota
@@ -252,19 +253,19 @@ async def test_the_sweep_removes_a_mapping_its_cell_never_got_and_confirms_the_o
     orphan = record(project="x")  # the API died after writing this mapping, before the cell heard of it
     young = record(project="x")  # a boot in flight: its cell has not answered yet
     await mappings.add(db, [orphan, young], "cell1")
-    old = utcnow() - timedelta(seconds=boot_sweep.GRACE + 5)
+    old = utcnow() - timedelta(seconds=GRACE + 5)
 
     def age(conn: Any) -> None:
         m = instance_mappings.c
         conn.execute(update(instance_mappings).where(m.instance_uuid.in_([orphan["uuid"], built["id"]]))
                      .values(created_at=old, built=False))  # `built` as if its mark was lost with its process
     await db.write(age)
-    gone, confirmed = await boot_sweep.sweep_once(db, cloud.client.app[ROUTER])
+    gone, confirmed = await boot_sweep.sweep_once(db, cloud.client.app[ROUTER], GRACE)
     assert gone == [orphan["uuid"]] and confirmed == [built["id"]]
     left = await db.read(lambda conn: {r.instance_uuid: r.built for r in conn.execute(select(instance_mappings))})
     assert left == {built["id"]: True, young["uuid"]: False}
     assert (await db.read(lambda conn: quota.usage_of(conn, "x")))["instances"] == 1  # the orphan counts no more
-    assert await boot_sweep.sweep_once(db, cloud.client.app[ROUTER]) == ([], [])  # nothing left to do
+    assert await boot_sweep.sweep_once(db, cloud.client.app[ROUTER], GRACE) == ([], [])  # nothing left to do
 
 
 async def test_a_boot_is_marked_built_once_its_cell_took_it(cloud: Cloud) -> None:
