@@ -13,7 +13,7 @@ from tests.functional.test_liveness import wait_restarted
 from tools.devcluster import RunningCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.slow
-RECLAIM = 30  # seconds a deleted server is kept: the restore below must come sooner (4 CLI calls, ~1 s each)
+RECLAIM = 15  # seconds a deleted server is kept: the restore below must come sooner (2-4 CLI calls, ~1 s each)
 
 
 @pytest.fixture(scope="module")
