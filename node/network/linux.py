@@ -76,6 +76,9 @@ class LinuxNetworkDriver:
         self.netns = netns
         self.tunnel_ip = tunnel_ip
         self.caps = capabilities or Capabilities(False, "not probed", False)
+        # the routers' NAT table as this process last left it; None: unknown (a new process, a failed
+        # apply), so the next sync renders it whole: the reconcile on (re)start
+        self.l3_applied: routers.NatApplied | None = None
 
     # --- plumbing --------------------------------------------------------------
 
@@ -111,7 +114,8 @@ class LinuxNetworkDriver:
                     self._ensure_port(ipr, port, nets[port["network_id"]])
             l3 = config.get("l3")  # the network host's routers (cells/network/l3_host.py); others have none
             if l3 is not None:
-                routers.sync_l3(ipr, l3, _run, self._in_ns)
+                applied, self.l3_applied = self.l3_applied, None
+                self.l3_applied = routers.sync_l3(ipr, l3, _run, self._in_ns, applied)
             wanted = {n["bridge"] for n in nets.values()} | {n["vxlan"] for n in nets.values()} | \
                      {p["tap"] for p in ports} | routers.wanted_devices(l3 or {})
             self._remove_leftovers(ipr, wanted)

@@ -20,8 +20,8 @@ answered); from the outside the floating IP answers ping and TCP 8080, which the
 security group opens, and not 8081, which it does not; `server remove floating ip` and
 `floating ip delete` take it away at once (the next probe, under 2 s later, gets nothing, and a
 steady ping started before the removal gets no answer after the call returned); a network
-controller killed after its NAT table and routing rules were removed by hand rebuilds them when
-it starts again; removing the router leaves no router rule in `nft list ruleset`.
+controller killed after its NAT table and routing rules were removed by hand rebuilds them (the
+same table, rule for rule, element for element) when it starts again; removing the router leaves no router rule in `nft list ruleset`.
 """
 from __future__ import annotations
 
@@ -324,6 +324,8 @@ def test_router_snat_floating_ip_security_group_and_restart(cluster: RunningClus
     # a restarted network controller rebuilds what was removed behind its back
     ok("server", "add", "floating", "ip", f"vm-{TAG}", fip)
     assert wait_for(f"{fip} answers again", lambda: http(fip, 8080), 10)
+    before = sorted(on_network_host("nft", "list", "table", "ip", "cellcloud_l3").splitlines())
+    assert any(fip in line for line in before)  # the re-associate's elements, added to the table in place
     subprocess.run(["ip", "netns", "exec", f"cc-{NAME}-ctl", "nft", "delete", "table", "ip", "cellcloud_l3"],
                    check=True, timeout=10)
     rules = [line.split(":")[1].strip() for line in on_network_host("ip", "-4", "rule").splitlines()
@@ -336,6 +338,8 @@ def test_router_snat_floating_ip_security_group_and_restart(cluster: RunningClus
     old = cluster.signal("cell1/network", signal.SIGKILL)
     wait_for("the network controller restarted", lambda: cluster.pid("cell1/network") != old, 60)
     assert wait_for(f"{fip} answers after the restart", lambda: http(fip, 8080), 60)
+    # every NAT rule and floating-IP element back, as they were
+    assert sorted(on_network_host("nft", "list", "table", "ip", "cellcloud_l3").splitlines()) == before
 
     ok("floating", "ip", "delete", fip)
     started = time.monotonic()

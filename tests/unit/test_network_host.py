@@ -16,7 +16,7 @@ from cells.context import RequestContext
 from cells.db.schema import create_schema
 from cells.network.controller import NetworkController
 from node.network import validate
-from node.network.l3 import render_l3_nftables
+from node.network.l3 import nat_changes, render_l3_nftables
 from node.network.network_host import plumbing_decision
 
 DEMO = RequestContext(project="demo", roles=("member",))
@@ -83,23 +83,33 @@ async def test_each_router_and_floating_ip_change_is_applied_before_the_call_ret
     fip = await c.floatingip_create(DEMO, {"floating_network_id": public["id"], "port_id": port["id"]})
     (applied,) = plumbing.routers
     assert applied["floating_ips"] == [{"address": fip["floating_ip_address"], "fixed_ip": fixed}]
-    rules = render_l3_nftables(validate.clean(plumbing.configs[-1])["l3"])
-    assert f"ip daddr {fip['floating_ip_address']} dnat to {fixed}" in rules
-    assert f"ip saddr {fixed} snat to {fip['floating_ip_address']}" in rules
-    assert f"ip saddr 10.61.0.0/24 snat to {gateway}" in rules
+    with_fip = validate.clean(plumbing.configs[-1])["l3"]
+    rules = render_l3_nftables(with_fip)
+    bridge = f'"{ext["bridge"]}"'
+    assert f"      {fip['floating_ip_address']} : {fixed},\n" in rules  # DNAT map: FIP -> fixed
+    assert f"      {bridge} . {fixed} : {fip['floating_ip_address']},\n" in rules  # SNAT map, leaving by public
+    assert f"oifname {bridge} ip saddr 10.61.0.0/24 snat to {gateway}" in rules
 
     await c.floatingip_update(DEMO, fip["id"], {"port_id": None})
     assert plumbing.routers[0]["floating_ips"] == []
-    assert "dnat to" not in render_l3_nftables(plumbing.configs[-1]["l3"])
+    without_fip = validate.clean(plumbing.configs[-1])["l3"]
+    assert fip["floating_ip_address"] not in render_l3_nftables(without_fip)
+    # the disassociate, as the host applies it: that floating IP's three elements out, no rule rewritten
+    assert nat_changes(with_fip, without_fip) == "".join(
+        f"delete element ip cellcloud_l3 {name} {{ {key} }}\n"
+        for name, key in (("fip_dnat", fip["floating_ip_address"]), ("fip_snat", f"{bridge} . {fixed}"),
+                          ("fip_flows", f"{fip['floating_ip_address']} . {fixed}")))
 
     await c.router_update(ADMIN, router["id"], {"external_gateway_info": {"network_id": public["id"],
                                                                           "enable_snat": False}})
     assert plumbing.routers[0]["snat"] is False  # an admin turned SNAT off: no SNAT rule for the subnet
     assert "10.61.0.0/24 snat" not in render_l3_nftables(plumbing.configs[-1]["l3"])
+    assert nat_changes(without_fip, plumbing.configs[-1]["l3"]) is None  # a rule changed: rendered whole
     await c.router_remove_interface(DEMO, router["id"], {"subnet_id": subnet["id"]})
     await c.router_update(DEMO, router["id"], {"external_gateway_info": None})
     assert plumbing.routers == []
-    assert "snat" not in render_l3_nftables(plumbing.configs[-1]["l3"])
+    assert "snat to" not in render_l3_nftables(plumbing.configs[-1]["l3"])
+    assert "dnat to" not in render_l3_nftables(plumbing.configs[-1]["l3"])
 
 
 def test_the_agent_drops_a_router_with_a_bad_value_and_keeps_the_others() -> None:
