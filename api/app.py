@@ -39,7 +39,7 @@ from api.policy.enforce import Policy
 from api.volume.routes import make_volume_app
 from cells import metrics
 from cells.config import ClusterConfig, ServiceSpec
-from cells.service import process_keys
+from cells.service_process import process_keys
 
 LOG = logging.getLogger(__name__)
 

@@ -190,7 +190,7 @@ class CellRouter:
     @classmethod
     def from_cluster(cls, cluster: ClusterConfig, curve: CurveKeys | None = None) -> CellRouter:
         """A client per top-level cell, and a relayed client per nested cell through its top-level cell.
-        `curve`: this process's keys when the cluster runs CURVE (cells.service.process_keys)."""
+        `curve`: this process's keys when the cluster runs CURVE (cells.service_process.process_keys)."""
         tops: dict[str, CellClient] = {}
         for cell in cluster.cells:
             if cell.parent is None:

@@ -29,7 +29,7 @@ from cells.rpc import directory, principal, wire
 from cells.rpc.directory import Directory, DirectoryView, Member
 
 if TYPE_CHECKING:
-    from cells.service import Service
+    from cells.service_process import Service
 
 LOG = logging.getLogger(__name__)
 CELL_TOPIC = "cell."  # + child cell name: a child cell's router in its parent's directory

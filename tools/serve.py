@@ -56,7 +56,7 @@ async def run(cluster: ClusterConfig, spec: ServiceSpec) -> None:
         await serve(cluster, spec)
         return
     from cells.objects.versions import pin_from_env
-    from cells.service import Service
+    from cells.service_process import Service
     pin_from_env(spec.id)  # rolling-upgrade tests run one service as the previous release
     handler, surface, topics = _cell_service(cluster, spec)
     await Service(cluster, spec, handler, surface, topics).run()

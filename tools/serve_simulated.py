@@ -1,7 +1,7 @@
 """Serve the simulated compute hosts of one process (cluster.yaml `hosts: {simulated: N}`, resolved by
 tools/simulated_hosts.py): `python -m tools.serve --cluster <state>/cluster.json <cell>/sim-<k>`.
 
-Each host runs the real compute manager (node/compute/manager.py) in a cells.service.Service of its
+Each host runs the real compute manager (node/compute/manager.py) in a cells.service_process.Service of its
 own, so the cell sees exactly what a real host shows it. Shared by the process's hosts, and why:
 - the event loop, the heap and the imports (what makes a host cost kilobytes, not a 56 MB process);
 - zmq's context with its one I/O thread, and the ZAP handler (one allowlist for the process);
@@ -23,7 +23,7 @@ import logging
 
 from cells.config import ClusterConfig, ServiceSpec
 from cells.rpcapi.compute import SURFACE as COMPUTE
-from cells.service import Service, stop_on_signals
+from cells.service_process import Service, stop_on_signals
 from node.compute.manager import ComputeManager
 
 LOG = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from cells.lifecycle import State
 from cells.objects.records import InstanceRecord
 from cells.rpc.liveness import ALIVE, DEAD, DEFAULT_GRACE, FENCED, SUSPECT, HostLiveness
 from cells.rpcapi.compute import topic as compute_topic
-from cells.service import Service
+from cells.service_process import Service
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")

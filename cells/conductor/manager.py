@@ -47,7 +47,7 @@ from cells.objects.records import AttachmentRecord, InstanceRecord, VolumeRecord
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpc.liveness import HostLiveness
 from cells.rpc.principal import require_host
-from cells.service import Service
+from cells.service_process import Service
 
 LOG = logging.getLogger(__name__)
 SWEEP_BEATS = 5  # the safety-net sweep runs every this many heartbeat intervals

@@ -1,7 +1,7 @@
 """Declared RPC surfaces and caller stubs, one module per service.
 
 Callers import only these stubs; a `Caller` is anything with `call`/`cast`
-(a `cells.service.Service`, or the API's per-cell client).
+(a `cells.service_process.Service`, or the API's per-cell client).
 """
 from __future__ import annotations
 

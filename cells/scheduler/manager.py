@@ -32,7 +32,7 @@ from cells.rpcapi.compute import topic as compute_topic
 from cells.scheduler import groups as sgroups
 from cells.scheduler.filters import Alive, filter_hosts, hinted_instances
 from cells.scheduler.weights import weigh
-from cells.service import Service
+from cells.service_process import Service
 
 LOG = logging.getLogger(__name__)
 NOT_ENOUGH_HOSTS = "There are not enough hosts available."

@@ -6,7 +6,7 @@ conductor's expected_task_state) -> act (driver).
 
 Start-up order: `start()` connects the hypervisor (a host that cannot run
 guests fails here, loudly). The conductor may start after us, and
-cells.service.Service only joins the directory after `start()`, so the first
+cells.service_process.Service only joins the directory after `start()`, so the first
 conductor exchange (resource report, reconciliation) is the first thing
 `background()` does, retrying until the conductor answers. Builds that arrive
 meanwhile wait for it.

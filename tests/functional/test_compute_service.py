@@ -1,4 +1,4 @@
-"""The compute worker served by a real cells.service.Service: real ZeroMQ on
+"""The compute worker served by a real cells.service_process.Service: real ZeroMQ on
 loopback, a real cell directory, libvirt's test hypervisor, and an in-memory
 conductor served over RPC (the real conductor is another suite's subject)."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cells.rpc.directory import Directory
 from cells.rpcapi.compute import SURFACE as COMPUTE_SURFACE
 from cells.rpcapi.compute import ComputeAPI
 from cells.rpcapi.conductor import SURFACE as CONDUCTOR_SURFACE
-from cells.service import Service
+from cells.service_process import Service
 from node.compute.manager import ComputeManager
 from node.imagecache import ImageCache
 from tests.compute_fakes import FakeConductor, FakeFetcher, cluster_config, image_record

@@ -31,7 +31,7 @@ SERVICES: dict[str, tuple[dict[str, wire.Method], type]] = {
     "compute": (COMPUTE_SURFACE, ComputeManager),
     "volume": (VOLUME_SURFACE, VolumeManager),
 }
-LIFECYCLE = {"start", "stop", "background"}  # cells/service.py hooks, not RPC
+LIFECYCLE = {"start", "stop", "background"}  # cells/service_process.py hooks, not RPC
 
 
 def _public_handlers(cls: type) -> set[str]:

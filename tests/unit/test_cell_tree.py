@@ -21,7 +21,7 @@ from cells.router_service import SURFACE as ROUTER_SURFACE
 from cells.router_service import CellRouterService, next_hop
 from cells.rpc import wire
 from cells.rpcapi.conductor import SURFACE as CONDUCTOR_SURFACE
-from cells.service import Service
+from cells.service_process import Service
 from tests.conftest import free_port
 from tests.unit.api_fake_cell import FakeConductor
 

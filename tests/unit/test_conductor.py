@@ -1,4 +1,4 @@
-"""Conductor + scheduler under cells.service.Service, real ZeroMQ on 127.0.0.1, a real
+"""Conductor + scheduler under cells.service_process.Service, real ZeroMQ on 127.0.0.1, a real
 directory, a real SQLite cell DB, and a fake compute worker at the process boundary
 (it serves cells/rpcapi/compute.py and calls the conductor back as a compute would)."""
 from __future__ import annotations
@@ -35,7 +35,7 @@ from cells.rpcapi.conductor import SURFACE as CONDUCTOR
 from cells.rpcapi.conductor import ConductorAPI
 from cells.rpcapi.scheduler import SURFACE as SCHEDULER
 from cells.scheduler.manager import SchedulerManager
-from cells.service import Service
+from cells.service_process import Service
 from tools.devcluster import free_port
 
 BEAT = 0.2

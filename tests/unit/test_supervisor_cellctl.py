@@ -14,7 +14,7 @@ import yaml
 
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import SURFACE, Directory, DirectoryView, Member
-from cells.service import Service
+from cells.service_process import Service
 from tests.conftest import free_port
 from tools import cellctl, clusterfile, health
 
