@@ -1,5 +1,5 @@
 """Flavor administration (Nova's os-flavor-manage, os-flavor-extra-specs and the
-os-flavor-access list) at microversion 2.1, and 2.55's descriptions (create, PUT /flavors/{id}).
+os-flavor-access list) at microversion 2.1, (its list and changes: api/compute/flavor_access.py) and 2.55's descriptions (create, PUT /flavors/{id}).
 
 Reading extra specs is open to whoever may see the flavor; creating, deleting
 and changing flavors or their extra specs is admin-only, as Nova's default
@@ -221,16 +221,6 @@ async def delete_spec(request: web.Request) -> web.Response:
     return web.Response(status=200)  # Nova's (Tempest's schema: 200)
 
 
-async def access_list(request: web.Request) -> web.Response:
-    """Nova's access list; this cloud grants no per-project access yet, so a private flavor's list is empty
-    (admins use it)."""
-    _require_admin(request, "os-flavor-access")
-    row = await get_flavor(request.config_dict[ENGINE], context(request), request.match_info["flavor_id"])
-    if row.is_public:
-        raise errors.NotFound("Access list not available for public flavors.")
-    return web.json_response({"flavor_access": []})
-
-
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v2.1/flavors", create)
     app.router.add_put("/v2.1/flavors/{flavor_id}", update_flavor)
@@ -240,4 +230,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v2.1/flavors/{flavor_id}/os-extra_specs/{key}", show_spec)
     app.router.add_put("/v2.1/flavors/{flavor_id}/os-extra_specs/{key}", update_spec)
     app.router.add_delete("/v2.1/flavors/{flavor_id}/os-extra_specs/{key}", delete_spec)
-    app.router.add_get("/v2.1/flavors/{flavor_id}/os-flavor-access", access_list)

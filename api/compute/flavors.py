@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import Connection, Select, bindparam, select
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, exists, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.compute.microversions import Microversion, version_of
 from api.compute.views import links
-from api.db.schema import flavors
+from api.db.schema import flavor_projects, flavors
 from api.http import allowed, context, parse_bool, query_int
 from api.keys import ENGINE, public_url
 from cells import errors
@@ -48,11 +48,17 @@ def flavor_detail(base: str, row: AnyRow, version: Microversion) -> dict[str, An
     return view
 
 
+def _shared_with(project: str | None) -> ColumnElement[bool]:
+    """The flavor is shared with `project` (Nova's Flavor.projects.any(project_id=...))."""
+    return exists().where(flavor_projects.c.flavor_id == flavors.c.id,
+                          flavor_projects.c.project_id == (project or ""))
+
+
 def _list_query(request: web.Request) -> tuple[Select[Any], int, str | None]:
     q = request.query
     query = select(flavors).where(flavors.c.disabled.is_(False))
-    # Non-admins only ever see public flavors (no flavor access lists yet);
-    # admins may ask for private ones (is_public=false) or all (is_public=none).
+    # Non-admins see public flavors and the private ones shared with their project (os-flavor-access);
+    # admins may ask for private ones (is_public=false) or all (is_public=none), as Nova.
     is_public: bool | None = True
     sees_private = allowed(request, "os_compute_api:os-flavor-access")
     if sees_private and "is_public" in q and q["is_public"].strip().lower() == "none":
@@ -61,8 +67,10 @@ def _list_query(request: web.Request) -> tuple[Select[Any], int, str | None]:
         is_public = parse_bool(q["is_public"])
         if is_public is None:
             raise errors.Invalid(f"Invalid is_public filter [{q['is_public']}]")
-    if is_public is not None:
-        query = query.where(flavors.c.is_public.is_(is_public))
+    if is_public:
+        query = query.where(or_(flavors.c.is_public.is_(True), _shared_with(context(request).project)))
+    elif is_public is not None:
+        query = query.where(flavors.c.is_public.is_(False))
     min_ram = query_int(q, "minRam", message=f"Invalid minRam filter [{q.get('minRam')}]")
     min_disk = query_int(q, "minDisk", message=f"Invalid minDisk filter [{q.get('minDisk')}]")
     if min_ram is not None:
@@ -102,20 +110,26 @@ async def detail(request: web.Request) -> web.Response:
 
 
 async def get_flavor(engine: AsyncEngine, ctx: RequestContext, flavor_id: str) -> AnyRow:
-    """One flavor the caller may use; FlavorNotFound otherwise (private flavors are admin-only)."""
+    """One flavor the caller may use; FlavorNotFound otherwise (a private flavor: admins and the projects
+    it is shared with)."""
     async with engine.connect() as conn:
         return await conn.run_sync(flavor_of, ctx, flavor_id)
 
 
 _FLAVOR_ANY_SELECT = select(flavors).where(flavors.c.id == bindparam("b_id"))  # built once: every boot reads one
 _FLAVOR_ANY = Fast(_FLAVOR_ANY_SELECT)
-_FLAVOR_PUBLIC = Fast(_FLAVOR_ANY_SELECT.where(flavors.c.is_public.is_(True)))  # private flavors are admin-only
+# a private flavor: an admin's, or a project's it is shared with
+_FLAVOR_VISIBLE = Fast(_FLAVOR_ANY_SELECT.where(or_(
+    flavors.c.is_public.is_(True),
+    exists().where(flavor_projects.c.flavor_id == flavors.c.id,
+                   flavor_projects.c.project_id == bindparam("b_project")))))
 
 
 def flavor_of(conn: Connection, ctx: RequestContext, flavor_id: str) -> AnyRow:
     """get_flavor() in a unit of work (api/db/engine.py make_database)."""
     sees_private = ctx.allows("os_compute_api:os-flavor-access", {"project_id": ctx.project})
-    row = (_FLAVOR_ANY if sees_private else _FLAVOR_PUBLIC).first(conn, {"b_id": flavor_id})
+    row = _FLAVOR_ANY.first(conn, {"b_id": flavor_id}) if sees_private else \
+        _FLAVOR_VISIBLE.first(conn, {"b_id": flavor_id, "b_project": ctx.project or ""})
     if row is None:
         raise errors.FlavorNotFound(flavor_id=flavor_id)
     return row

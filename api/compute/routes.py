@@ -8,6 +8,7 @@ from api.compute import (
     availability_zones,
     compute_services,
     extensions,
+    flavor_access,
     flavor_manage,
     flavors,
     floating_ips,
@@ -42,6 +43,7 @@ def make_compute_app() -> web.Application:
     app.router.add_get("/v2.1/", microversions.version)
     flavors.add_routes(app)
     flavor_manage.add_routes(app)
+    flavor_access.add_routes(app)  # os-flavor-access (issue 16)
     servers.add_routes(app)
     extensions.add_routes(app)
     availability_zones.add_routes(app)  # os-availability-zone (issue 16)

@@ -172,6 +172,21 @@ flavors = Table(
     Index("ix_flavors_is_public", "is_public"),
 )
 
+flavor_projects = Table(
+    "flavor_projects", metadata,  # a0011: the projects a private flavor is shared with (os-flavor-access)
+    Column("flavor_id", String(255), ForeignKey("flavors.id", ondelete="CASCADE"), primary_key=True),
+    Column("project_id", String(64), primary_key=True),
+    Index("ix_flavor_projects_project_id", "project_id"),
+)
+
+quota_classes = Table(
+    "quota_classes", metadata,  # a0011: os-quota-class-sets; the "default" class is every project's default
+    Column("class_name", String(255), primary_key=True),
+    Column("resource", String(64), primary_key=True),
+    Column("hard_limit", Integer, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
 cell_mappings = Table(
     "cell_mappings", metadata,
     Column("path", String(255), primary_key=True),  # routing path from the top ("cell1", "site1!cell-a")
@@ -429,7 +444,7 @@ LATEST = max(MIGRATIONS)
 ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource",
                      "a0004_flavor_description", "a0005_server_group_rules", "a0006_volume_types",
                      "a0007_identity_images", "a0008_server_tags", "a0009_identity_groups",
-                     "a0010_aggregates")
+                     "a0010_aggregates", "a0011_flavor_access_quotas")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

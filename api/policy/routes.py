@@ -37,6 +37,7 @@ COMPUTE: dict[tuple[str, str], str] = {
     ("PUT", _F + "/os-extra_specs/{key}"): _N + "os-flavor-extra-specs:update",
     ("DELETE", _F + "/os-extra_specs/{key}"): _N + "os-flavor-extra-specs:delete",
     ("GET", _F + "/os-flavor-access"): _N + "os-flavor-access",
+    ("POST", _F + "/action"): _N + "flavors:action",  # the action's own rule: FLAVOR_ACTIONS
     ("GET", "/v2.1/servers"): _N + "servers:index",
     ("POST", "/v2.1/servers"): _N + "servers:create",
     ("GET", "/v2.1/servers/detail"): _N + "servers:detail",
@@ -125,6 +126,10 @@ COMPUTE_ACTIONS: dict[str, str] = {
     **{name: _N + "os-remote-consoles" for name in ("os-getSerialConsole", "os-getVNCConsole", "os-getSPICEConsole",
                                                     "os-getRDPConsole")},
 }
+
+# POST /flavors/{id}/action: the body's one key -> Nova's rule for that action
+FLAVOR_ACTIONS: dict[str, str] = {"addTenantAccess": _N + "os-flavor-access:add_tenant_access",
+                                  "removeTenantAccess": _N + "os-flavor-access:remove_tenant_access"}
 
 # POST /os-aggregates/{id}/action: the body's one key -> Nova's rule for that action
 AGGREGATE_ACTIONS: dict[str, str] = {a: _N + f"os-aggregates:{a}" for a in ("add_host", "remove_host",
@@ -318,6 +323,8 @@ def resolve(table: Mapping[tuple[str, str], str], method: str, template: str, ma
         return VOLUME_ACTIONS.get(_action_name(body) or "")
     if rule == _N + "os-aggregates:action":
         return AGGREGATE_ACTIONS.get(_action_name(body) or "")
+    if rule == _N + "flavors:action":
+        return FLAVOR_ACTIONS.get(_action_name(body) or "")
     if "{resource}" in rule:
         resource = NETWORK_RESOURCES.get(match.get("collection", ""))
         return None if resource is None else rule.replace("{resource}", resource)

@@ -131,6 +131,8 @@ NOVA = {
     "os_compute_api:os-flavor-extra-specs:update": "rule:admin_api",
     "os_compute_api:os-flavor-extra-specs:delete": "rule:admin_api",
     "os_compute_api:os-flavor-access": "rule:admin_api",
+    "os_compute_api:os-flavor-access:add_tenant_access": "rule:admin_api",
+    "os_compute_api:os-flavor-access:remove_tenant_access": "rule:admin_api",
     "os_compute_api:os-migrate-server:migrate": "rule:admin_api",
     "os_compute_api:os-evacuate": "rule:admin_api",
     "os_compute_api:os-admin-actions:reset_state": "rule:admin_api",

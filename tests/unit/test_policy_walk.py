@@ -62,6 +62,8 @@ def _cases() -> list[Case]:
                 out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.VOLUME_ACTIONS.items()]
             elif rule == "os_compute_api:os-aggregates:action":
                 out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.AGGREGATE_ACTIONS.items()]
+            elif rule == "os_compute_api:flavors:action":
+                out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.FLAVOR_ACTIONS.items()]
             elif "{resource}" in rule:
                 out += [Case(prefix, method, template, rule.replace("{resource}", res), (("collection", coll),))
                         for coll, res in routes.NETWORK_RESOURCES.items()]
