@@ -334,6 +334,16 @@ def check_volume_growth(conn: Connection, project_id: str, gigabytes: int, liste
     check_volumes(limits_of(conn, project_id), used, 0, gigabytes, "volumes", volume_type)
 
 
+def check_type_move(conn: Connection, project_id: str, volume_type: str, gigabytes: int,
+                    listed: Mapping[str, int], listed_ids: set[str]) -> None:
+    """A retype bringing one volume of `gigabytes` into `volume_type`: against that type's own volumes and
+    gigabytes quotas only (the overall ones do not change), counted as reserve_volume counts; 413 when over."""
+    pending = _pending(conn, project_id, listed_ids)
+    used = {k: listed.get(k, 0) + pending.get(k, 0) for k in {*listed, *pending}}
+    unchanged = {"volumes": -1, "gigabytes": -1}  # the overall counts stay as they are
+    check_volumes({**limits_of(conn, project_id), **unchanged}, used, 1, gigabytes, "volumes", volume_type)
+
+
 def release_volume(conn: Connection, volume_id: str) -> None:
     """The create was refused: its reservation goes."""
     conn.execute(delete(volume_reservations).where(_r.volume_id == volume_id))

@@ -308,6 +308,12 @@ class SnapshotInvalidState(Invalid):
 
 
 @_register
+class VolumeAttachmentNotFound(NotFound):
+    """Cinder's VolumeAttachmentNotFound (404): an attachment the volume does not have."""
+    code, msg = "volume_attachment_not_found", "Volume attachment could not be found: {reason}"
+
+
+@_register
 class VolumeAttachConflict(Conflict):
     code, msg = "volume_attach_conflict", "Volume {volume_id} cannot be attached: {reason}"
 

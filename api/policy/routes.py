@@ -152,6 +152,7 @@ VOLUME: dict[tuple[str, str], str] = {
     ("GET", _V + "/snapshots/{snapshot_id}"): "volume:get_snapshot",
     ("PUT", _V + "/snapshots/{snapshot_id}"): "volume:update_snapshot",
     ("DELETE", _V + "/snapshots/{snapshot_id}"): "volume:delete_snapshot",
+    ("POST", _V + "/snapshots/{snapshot_id}/action"): "volume:snapshot_action",  # SNAPSHOT_ACTIONS
     ("GET", _V + "/types"): "volume_extension:type_get_all",
     ("POST", _V + "/types"): "volume_extension:type_create",
     ("GET", _V + "/types/{type_id}"): "volume_extension:type_get",
@@ -173,6 +174,21 @@ VOLUME_ACTIONS: dict[str, str] = {
     "os-extend": "volume:extend",
     "os-set_bootable": "volume:update",  # Cinder updates the volume's bootable flag under volume:update
     "os-volume_upload_image": "volume_extension:volume_actions:upload_image",
+    "os-reset_status": "volume_extension:volume_admin_actions:reset_status",
+    "os-force_delete": "volume_extension:volume_admin_actions:force_delete",
+    "os-force_detach": "volume_extension:volume_admin_actions:force_detach",
+    "os-reserve": "volume_extension:volume_actions:reserve",
+    "os-unreserve": "volume_extension:volume_actions:unreserve",
+    "os-attach": "volume_extension:volume_actions:attach",
+    "os-detach": "volume_extension:volume_actions:detach",
+    "os-begin_detaching": "volume_extension:volume_actions:begin_detaching",
+    "os-roll_detaching": "volume_extension:volume_actions:roll_detaching",
+    "os-update_readonly_flag": "volume_extension:volume_actions:update_readonly_flag",
+    "os-retype": "volume:retype",
+}
+SNAPSHOT_ACTIONS: dict[str, str] = {
+    "os-reset_status": "volume_extension:snapshot_admin_actions:reset_status",
+    "os-force_delete": "volume_extension:snapshot_admin_actions:force_delete",
 }
 
 # Neutron: {verb}_{resource} for each collection (get_network, create_port, ...); `{collection}` routes
@@ -321,6 +337,8 @@ def resolve(table: Mapping[tuple[str, str], str], method: str, template: str, ma
         return COMPUTE_ACTIONS.get(_action_name(body) or "")
     if rule == "volume:action":
         return VOLUME_ACTIONS.get(_action_name(body) or "")
+    if rule == "volume:snapshot_action":
+        return SNAPSHOT_ACTIONS.get(_action_name(body) or "")
     if rule == _N + "os-aggregates:action":
         return AGGREGATE_ACTIONS.get(_action_name(body) or "")
     if rule == _N + "flavors:action":

@@ -206,7 +206,14 @@ CINDER = {
         "volume_extension:types_extra_specs:index", "volume_extension:types_extra_specs:show")},
     **{name: "rule:project_member_or_admin" for name in (
         "volume:create", "volume:update", "volume:delete", "volume:extend", "volume:create_snapshot",
-        "volume:update_snapshot", "volume:delete_snapshot", "volume_extension:volume_actions:upload_image")},
+        "volume:update_snapshot", "volume:delete_snapshot", "volume_extension:volume_actions:upload_image",
+        "volume:retype", *(f"volume_extension:volume_actions:{a}" for a in (
+            "reserve", "unreserve", "attach", "detach", "begin_detaching", "roll_detaching",
+            "update_readonly_flag")))},
+    **{f"volume_extension:{name}": "rule:admin_api" for name in (
+        "volume_admin_actions:reset_status", "volume_admin_actions:force_delete",
+        "volume_admin_actions:force_detach", "snapshot_admin_actions:reset_status",
+        "snapshot_admin_actions:force_delete")},
     "volume_extension:type_get_all": "@",
     "volume_extension:type_get": "@",
     "volume_extension:type_create": "rule:admin_api",

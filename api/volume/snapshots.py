@@ -20,7 +20,7 @@ from api import quota
 from api.http import allowed, context, is_uuid, json_body, query_int
 from api.keys import DB, ROUTER
 from api.timeutil import iso_naive_micro
-from api.volume import cells
+from api.volume import actions, cells
 from api.volume.volumes import (
     MAX_LIMIT,
     _names,
@@ -168,6 +168,14 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=202)
 
 
+async def action(request: web.Request) -> web.Response:
+    """POST .../snapshots/{id}/action: os-reset_status, os-force_delete (api/volume/actions.py)."""
+    ctx = context(request)
+    body = await json_body(request)
+    api, record = await find(request, ctx)
+    return await actions.snapshot_action(request, ctx, api, record, body)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v3/{project_id}/snapshots", index)
     app.router.add_post("/v3/{project_id}/snapshots", create)
@@ -175,3 +183,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v3/{project_id}/snapshots/{snapshot_id}", show)
     app.router.add_put("/v3/{project_id}/snapshots/{snapshot_id}", update)
     app.router.add_delete("/v3/{project_id}/snapshots/{snapshot_id}", delete)
+    app.router.add_post("/v3/{project_id}/snapshots/{snapshot_id}/action", action)

@@ -32,7 +32,7 @@ from api import quota
 from api.http import allowed, context, is_uuid, json_body, parse_bool, query_int
 from api.keys import DB, ROUTER, public_url
 from api.timeutil import parse
-from api.volume import cells, source_images, types, upload
+from api.volume import actions, cells, source_images, types, upload
 from api.volume.microversions import version_of
 from api.volume.views import volume_brief, volume_detail
 from cells import errors
@@ -385,7 +385,8 @@ async def delete(request: web.Request) -> web.Response:
 
 async def action(request: web.Request) -> web.Response:
     """POST .../volumes/{id}/action: os-extend {"new_size": N} (202; the volume goes extending),
-    os-set_bootable {"bootable": B} (200), os-volume_upload_image (202, api/volume/upload.py)."""
+    os-set_bootable {"bootable": B} (200), os-volume_upload_image (202, api/volume/upload.py), the state
+    actions of api/volume/actions.py (202)."""
     ctx = context(request)
     body = await json_body(request)
     if not isinstance(body, Mapping) or len(body) != 1:
@@ -393,6 +394,9 @@ async def action(request: web.Request) -> web.Response:
     name, args = next(iter(body.items()))
     if name == "os-set_bootable":
         return await _set_bootable(request, ctx, args)
+    if name in actions.VOLUME_STATE_ACTIONS:
+        api, record = await find(request, ctx, request.match_info["volume_id"])
+        return await actions.volume_action(request, ctx, api, record, name, args)
     if name == "os-volume_upload_image":
         api, record = await find(request, ctx, request.match_info["volume_id"])
         return await upload.upload_to_image(request, ctx, api, record, args)

@@ -430,6 +430,14 @@ class ConductorManager:
     async def snapshot_delete(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
         return await self.volumes.snapshot_delete(ctx, snapshot_id)
 
+    async def volume_action(self, ctx: RequestContext, volume_id: str, action: str,
+                            args: dict[str, Any] | None = None) -> VolumeRecord:
+        return await self.volumes.volume_action(ctx, volume_id, action, args)
+
+    async def snapshot_action(self, ctx: RequestContext, snapshot_id: str, action: str,
+                              args: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self.volumes.snapshot_action(ctx, snapshot_id, action, args)
+
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> AttachmentRecord:
         return await self.volumes.volume_attach(ctx, volume_id, instance_uuid, device)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows import volume_extend, volume_snapshots, volume_upload, volumes
+from cells.conductor.flows import volume_extend, volume_snapshots, volume_states, volume_upload, volumes
 from cells.context import RequestContext
 from cells.db.volumes import ensure_volume_schema
 from cells.objects.records import AttachmentRecord, VolumeRecord
@@ -57,6 +57,14 @@ class VolumeConductor:
 
     async def snapshot_delete(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
         return await volume_snapshots.snapshot_delete(self.env, ctx, snapshot_id)
+
+    async def volume_action(self, ctx: RequestContext, volume_id: str, action: str,
+                            args: dict[str, Any] | None = None) -> VolumeRecord:
+        return await volume_states.volume_action(self.env, ctx, volume_id, action, args)
+
+    async def snapshot_action(self, ctx: RequestContext, snapshot_id: str, action: str,
+                              args: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await volume_states.snapshot_action(self.env, ctx, snapshot_id, action, args)
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> AttachmentRecord:

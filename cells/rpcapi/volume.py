@@ -25,6 +25,7 @@ from cells.rpcapi import Caller, list_reply, map_reply
 CONDUCTOR_TOPIC = "conductor"
 UPLOAD = 3600.0  # a volume's bytes through the image API: a large volume on a slow disk
 CONNECTION_VERSION = "1.4"  # conductor volume_connection: a compute resolves what it plugs itself
+STATES_VERSION = "1.5"  # conductor volume_action / snapshot_action (release 5)
 
 SURFACE = surface(
     # retry-safe: a repeat finds the volume made (node/volume/backends), so a create the volume
@@ -61,6 +62,10 @@ CONDUCTOR_METHODS = (
     Method("snapshot_list", FAST, retry_safe=True, callers=callers(API)),
     Method("snapshot_update", FAST, callers=callers(API)),
     Method("snapshot_delete", NORMAL, callers=callers(API)),
+    # Cinder's state actions: admin resets and force deletes, legacy attach bookkeeping, readonly, retype
+    # (cells/conductor/flows/volume_states.py)
+    Method("volume_action", NORMAL, version=STATES_VERSION, callers=callers(API)),
+    Method("snapshot_action", NORMAL, version=STATES_VERSION, callers=callers(API)),
     # from compute workers: the connection of the volume a compute is plugging (it asks, never takes one)
     Method("volume_connection", FAST, retry_safe=True, version=CONNECTION_VERSION, callers=callers(COMPUTE)),
     # from volume workers
@@ -186,6 +191,17 @@ class VolumeConductorAPI:
 
     async def snapshot_delete(self, ctx: RequestContext, snapshot_id: str) -> dict[str, Any]:
         return map_reply(await self._call("snapshot_delete", ctx, snapshot_id=snapshot_id))
+
+    async def volume_action(self, ctx: RequestContext, volume_id: str, action: str,
+                            args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One of cells/conductor/flows/volume_states.py VOLUME_ACTIONS; the volume's record after it."""
+        return map_reply(await self._call("volume_action", ctx, volume_id=volume_id, action=action, args=args or {}))
+
+    async def snapshot_action(self, ctx: RequestContext, snapshot_id: str, action: str,
+                              args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """reset_status {"status"} or force_delete; the snapshot's record after it."""
+        return map_reply(await self._call("snapshot_action", ctx, snapshot_id=snapshot_id, action=action,
+                                          args=args or {}))
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> dict[str, Any]:

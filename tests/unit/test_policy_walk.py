@@ -60,6 +60,8 @@ def _cases() -> list[Case]:
                 out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.COMPUTE_ACTIONS.items()]
             elif rule == "volume:action":
                 out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.VOLUME_ACTIONS.items()]
+            elif rule == "volume:snapshot_action":
+                out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.SNAPSHOT_ACTIONS.items()]
             elif rule == "os_compute_api:os-aggregates:action":
                 out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.AGGREGATE_ACTIONS.items()]
             elif rule == "os_compute_api:flavors:action":

@@ -1,0 +1,236 @@
+"""Cinder's state actions on volumes and snapshots: the admin actions (os-reset_status, os-force_delete,
+os-force_detach), the legacy attach bookkeeping a compute service calls (os-reserve, os-unreserve,
+os-attach, os-detach, os-begin_detaching, os-roll_detaching), os-update_readonly_flag and os-retype.
+
+As in Cinder these change records only: os-attach records that a server uses the volume (Nova calls it
+after it plugged the disk), it plugs nothing; os-detach ends the record (the volume hosts then remove
+any export no attachment needs: node/volume/manager.py remove_stale_exports). Each is one write unit
+whose check and change are the conditional UPDATE of cells/db (of two concurrent requests one wins);
+a reset status has no owner (conductor_id None), so no conductor adopts it as a flow in progress.
+"""
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection
+
+from cells import errors
+from cells.conductor.env import FlowEnv, background_ctx
+from cells.conductor.flows import volume_snapshots, volumes
+from cells.conductor.flows.volumes import _get_visible, record
+from cells.context import RequestContext
+from cells.db import instances as idb
+from cells.db import volume_snapshots as sdb
+from cells.db import volumes as vdb
+from cells.db.volume_snapshots import SnapshotStatus as SS
+from cells.db.volumes import VolumeStatus as S
+from cells.objects.instance import utcnow_iso
+from cells.objects.records import VolumeRecord
+
+# Cinder's os-reset_status accepts these (cinder/objects/fields.py VolumeStatus, SnapshotStatus)
+RESETTABLE = ("available", "error", "creating", "deleting", "in-use", "attaching", "detaching",
+              "error_deleting", "maintenance", "reserved", "downloading", "uploading", "retyping", "extending",
+              "error_extending", "error_restoring", "error_managing")
+SNAPSHOT_RESETTABLE = (SS.CREATING, SS.AVAILABLE, SS.DELETING, SS.ERROR, SS.ERROR_DELETING)
+ATTACH_STATUSES = ("attached", "detached")
+ATTACH_MODES = ("rw", "ro")
+READONLY_KEY = "readonly"  # Cinder shows this admin metadata key among the volume's metadata
+VOLUME_ACTIONS = ("reset_status", "force_delete", "force_detach", "reserve", "unreserve", "attach", "detach",
+                  "begin_detaching", "roll_detaching", "update_readonly_flag", "retype")
+SNAPSHOT_ACTIONS = ("reset_status", "force_delete")
+
+
+def _invalid(volume_id: str, action: str, wanted: str, status: str) -> errors.VolumeInvalidState:
+    return errors.VolumeInvalidState(reason=f"volume {volume_id}: {action} needs status {wanted}, but it is "
+                                            f"{status}")
+
+
+def _admin(ctx: RequestContext, action: str) -> None:
+    if not (ctx.is_admin or "service" in ctx.roles):  # the API enforced Cinder's rule; a peer that skipped it
+        raise errors.Forbidden(reason=f"{action} is an admin action")
+
+
+def _move(conn: Connection, row: Any, action: str, from_statuses: tuple[str, ...], to: str) -> None:
+    if not vdb.transition(conn, row.id, list(from_statuses), {"status": to, "conductor_id": None}):
+        raise _invalid(row.id, action, " or ".join(from_statuses), row.status)
+
+
+# --- volume actions (each one write unit) -------------------------------------------------------
+
+def _reset_status(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    _admin(ctx, "os-reset_status")
+    status, attach_status = args.get("status"), args.get("attach_status")
+    if status is None and attach_status is None:
+        raise errors.Invalid(reason="os-reset_status needs status or attach_status")
+    if status is not None and status not in RESETTABLE:
+        raise errors.Invalid(reason=f"Invalid status {status!r}: one of {', '.join(RESETTABLE)}")
+    if attach_status is not None and attach_status not in ATTACH_STATUSES:
+        raise errors.Invalid(reason=f"Invalid attach_status {attach_status!r}: attached or detached")
+    if attach_status == "detached":
+        vdb.delete_attachment(conn, row.id)
+    if status is not None:
+        vdb.update_volume(conn, row.id, {"status": status, "conductor_id": None})
+
+
+def _force_detach(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    _admin(ctx, "os-force_detach")
+    att = vdb.attachment_of(conn, row.id)
+    wanted = args.get("attachment_id")
+    if att is None or (wanted is not None and wanted != att.id):
+        raise errors.VolumeAttachmentNotFound(reason=f"volume {row.id} has no attachment {wanted or ''}".strip())
+    vdb.delete_attachment(conn, row.id)
+    vdb.update_volume(conn, row.id, {"status": S.AVAILABLE, "conductor_id": None})
+
+
+def _reserve(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    _move(conn, row, "os-reserve", (S.AVAILABLE,), S.ATTACHING)
+
+
+def _unreserve(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    if vdb.attachment_of(conn, row.id) is not None:  # an attach in progress owns it: os-detach ends that
+        raise _invalid(row.id, "os-unreserve", "attaching without an attachment", row.status)
+    _move(conn, row, "os-unreserve", (S.ATTACHING,), S.AVAILABLE)
+
+
+def _attach(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    instance_uuid, mountpoint, mode = args.get("instance_uuid"), args.get("mountpoint"), args.get("mode", "rw")
+    try:
+        instance_uuid = str(uuidlib.UUID(str(instance_uuid)))
+    except ValueError:
+        raise errors.Invalid(reason="os-attach needs the instance_uuid of a server (attaching to a host_name "
+                                    "is not supported)") from None
+    if not isinstance(mountpoint, str) or not mountpoint.startswith("/dev/") or len(mountpoint) > 64:
+        raise errors.Invalid(reason="os-attach needs a mountpoint, a device path such as /dev/vdb")
+    if mode not in ATTACH_MODES:
+        raise errors.Invalid(reason=f"Invalid attach mode {mode!r}: rw or ro")
+    if vdb.attachment_of(conn, row.id) is not None:
+        raise _invalid(row.id, "os-attach", "available or attaching, not attached", row.status)
+    _move(conn, row, "os-attach", (S.AVAILABLE, S.ATTACHING), S.IN_USE)
+    inst = idb.get_row(conn, instance_uuid)  # the server of another cell is recorded without its host
+    now = utcnow_iso()
+    vdb.insert_attachment(conn, {"id": str(uuidlib.uuid4()), "volume_id": row.id, "instance_uuid": instance_uuid,
+                                 "instance_host": None if inst is None else inst.host, "device": mountpoint,
+                                 "status": "attached", "connection_info": None, "created_at": now,
+                                 "updated_at": now})
+
+
+def _detach(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    att, wanted = vdb.attachment_of(conn, row.id), args.get("attachment_id")
+    if att is None:
+        return  # already detached: Cinder answers 202 and does nothing
+    if wanted is not None and wanted != att.id:
+        raise errors.VolumeAttachmentNotFound(reason=f"volume {row.id} has no attachment {wanted}")
+    _move(conn, row, "os-detach", (S.IN_USE, S.DETACHING), S.AVAILABLE)
+    vdb.delete_attachment(conn, row.id)
+
+
+def _begin_detaching(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    _move(conn, row, "os-begin_detaching", (S.IN_USE,), S.DETACHING)
+
+
+def _roll_detaching(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    if row.status == S.DETACHING:  # Cinder: a no-op in any other status
+        _move(conn, row, "os-roll_detaching", (S.DETACHING,), S.IN_USE)
+
+
+def _update_readonly_flag(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    readonly = args.get("readonly")
+    if not isinstance(readonly, bool):
+        raise errors.Invalid(reason=f"Invalid value for readonly: {readonly!r} (true or false)")
+    if row.status in (S.CREATING, S.DELETING) or row.status.startswith("error"):
+        raise _invalid(row.id, "os-update_readonly_flag", "available or in-use", row.status)
+    vdb.update_volume(conn, row.id, {"metadata": {**(row.metadata or {}), READONLY_KEY: str(readonly)}})
+
+
+def _retype(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    """The API resolved the type; a type whose backend the volume's host lacks would need a move (refused)."""
+    new_type, backend = args.get("volume_type"), args.get("volume_backend_name")
+    if new_type is not None and not isinstance(new_type, str):
+        raise errors.Invalid(reason="os-retype needs the name of a volume type")
+    if row.status not in (S.AVAILABLE, S.IN_USE):
+        raise _invalid(row.id, "os-retype", "available or in-use", row.status)
+    if (row.volume_type or None) == new_type:
+        raise errors.Invalid(reason=f"Invalid volume_type: volume {row.id} is already of type {new_type or 'the default'}")
+    node = vdb.node(conn, row.host) if row.host else None
+    if backend and (node is None or (node.backend_name or node.backend) != backend):
+        raise errors.Invalid(reason=f"Retype needs a migration: volume {row.id}'s host has no backend {backend!r}, "
+                                    "and this cloud does not migrate volumes (migration_policy on-demand is refused "
+                                    "too)")
+    if not vdb.transition(conn, row.id, [row.status], {"volume_type": new_type, "volume_backend_name": backend}):
+        raise _invalid(row.id, "os-retype", row.status, "changed meanwhile")
+
+
+_VOLUME: dict[str, Callable[[Connection, RequestContext, Any, Mapping[str, Any]], None]] = {
+    "reset_status": _reset_status, "force_detach": _force_detach, "reserve": _reserve, "unreserve": _unreserve,
+    "attach": _attach, "detach": _detach, "begin_detaching": _begin_detaching, "roll_detaching": _roll_detaching,
+    "update_readonly_flag": _update_readonly_flag, "retype": _retype,
+}
+
+
+def _force_delete(conn: Connection, env: FlowEnv, ctx: RequestContext, row: Any) -> bool:
+    """Whatever its status, unless attached or with snapshots (as Cinder's force); True: remove on its host."""
+    _admin(ctx, "os-force_delete")
+    if vdb.attachment_of(conn, row.id) is not None:
+        raise errors.VolumeInvalidState(reason=f"Volume {row.id} is attached: detach it first.")
+    if sdb.of_volume(conn, row.id):
+        raise errors.VolumeInvalidState(reason=f"Volume {row.id} still has dependent snapshots.")
+    if vdb.copying_from(conn, "source_volid", row.id):
+        raise errors.VolumeInvalidState(reason=f"A volume is being created from volume {row.id}.")
+    if not vdb.transition(conn, row.id, [row.status], {"status": S.DELETING, "conductor_id": env.conductor_id}):
+        raise _invalid(row.id, "os-force_delete", row.status, "changed meanwhile")
+    if row.host is None:
+        volumes.mark_deleted(conn, row.id)
+        return False
+    return True
+
+
+async def volume_action(env: FlowEnv, ctx: RequestContext, volume_id: str, action: str,
+                        args: Mapping[str, Any] | None = None) -> VolumeRecord:
+    """Run one state action (VOLUME_ACTIONS) on the volume; its record after it."""
+    if action not in VOLUME_ACTIONS:
+        raise errors.Invalid(reason=f"Unknown volume action {action!r}")
+    given = dict(args or {})
+
+    def act(conn: Connection) -> tuple[VolumeRecord, bool]:
+        row = _get_visible(conn, ctx, volume_id)
+        remote = False
+        if action == "force_delete":
+            remote = _force_delete(conn, env, ctx, row)
+        else:
+            _VOLUME[action](conn, ctx, row, given)
+        return record(env, conn, vdb.get_row(conn, volume_id)), remote
+    rec, remote = await env.db.write(act)
+    if remote:
+        env.spawn(volumes.delete_on_host(env, background_ctx(ctx), rec))
+    return rec
+
+
+# --- snapshot actions ----------------------------------------------------------------------------
+
+async def snapshot_action(env: FlowEnv, ctx: RequestContext, snapshot_id: str, action: str,
+                          args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """os-reset_status {"status"} or os-force_delete (any status: the copy is removed on its host)."""
+    if action not in SNAPSHOT_ACTIONS:
+        raise errors.Invalid(reason=f"Unknown snapshot action {action!r}")
+    _admin(ctx, f"snapshot os-{action}")
+    status = (args or {}).get("status")
+    if action == "reset_status" and status not in SNAPSHOT_RESETTABLE:
+        raise errors.Invalid(reason=f"Invalid status {status!r}: one of {', '.join(SNAPSHOT_RESETTABLE)}")
+
+    def act(conn: Connection) -> dict[str, Any]:
+        row = volume_snapshots._get(conn, ctx, snapshot_id)
+        if action == "reset_status":
+            sdb.update_snapshot(conn, snapshot_id, {"status": status, "conductor_id": None})
+        else:
+            if vdb.copying_from(conn, "snapshot_id", snapshot_id):
+                raise errors.SnapshotInvalidState(reason=f"a volume is being created from snapshot {snapshot_id}")
+            if not sdb.transition(conn, snapshot_id, [row.status],
+                                  {"status": SS.DELETING, "conductor_id": env.conductor_id}):
+                raise errors.SnapshotInvalidState(reason=f"snapshot {snapshot_id} changed meanwhile")
+        return volume_snapshots.record(env, sdb.get_row(conn, snapshot_id))
+    rec = await env.db.write(act)
+    if action == "force_delete":
+        env.spawn(volume_snapshots.delete_on_host(env, background_ctx(ctx), rec))
+    return rec

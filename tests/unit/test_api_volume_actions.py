@@ -1,0 +1,126 @@
+"""Cinder's state actions through the volume API (api/volume/actions.py, cells/conductor/flows/volume_states.py)
+with test_api_volumes' cell (real volume flows, cell DB and volume worker): admin resets and force deletes of
+volumes and snapshots, the legacy attach bookkeeping Nova calls (reserve, attach, begin/roll detaching,
+detach, force detach), the readonly flag and retype; each refusal is Cinder's code and changes nothing."""
+from __future__ import annotations
+
+import uuid
+
+from tests.unit.test_api_volume_types import make_type
+from tests.unit.test_api_volumes import Cloud, cloud
+
+__all__ = ["cloud"]
+
+
+async def _act(cloud: Cloud, user: str, vid: str, body: object, what: str = "volumes") -> tuple[int, object]:
+    return await cloud.req("POST", user, f"/{what}/{vid}/action", body)
+
+
+async def test_admin_resets_and_force_deletes_volumes_and_snapshots(cloud: Cloud) -> None:
+    vid = (await cloud.create())["id"]
+    await cloud.wait_status("demo", vid, "available")
+    status, _ = await _act(cloud, "demo", vid, {"os-reset_status": {"status": "error"}})
+    assert status == 403  # volume_extension:volume_admin_actions:reset_status is admin_api
+    status, body = await _act(cloud, "admin", vid, {"os-reset_status": {"status": "sideways"}})
+    assert status == 400 and "sideways" in str(body)
+    for wanted in ("error", "maintenance", "available"):
+        assert (await _act(cloud, "admin", vid, {"os-reset_status": {"status": wanted}}))[0] == 202
+        assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["status"] == wanted
+
+    status, body = await cloud.req("POST", "demo", "/snapshots", {"snapshot": {"volume_id": vid}})
+    assert status == 202, body
+    sid = body["snapshot"]["id"]
+    for _ in range(200):
+        await cloud.cell.settle()
+        if (await cloud.req("GET", "demo", f"/snapshots/{sid}"))[1]["snapshot"]["status"] == "available":
+            break
+    assert (await _act(cloud, "demo", sid, {"os-reset_status": {"status": "error"}}, "snapshots"))[0] == 403
+    assert (await _act(cloud, "admin", sid, {"os-reset_status": {"status": "gone"}}, "snapshots"))[0] == 400
+    assert (await _act(cloud, "admin", sid, {"os-reset_status": {"status": "creating"}}, "snapshots"))[0] == 202
+    assert (await cloud.req("GET", "demo", f"/snapshots/{sid}"))[1]["snapshot"]["status"] == "creating"
+    status, body = await _act(cloud, "admin", vid, {"os-force_delete": {}})
+    assert status == 400 and "snapshots" in str(body)  # as Cinder: a force delete keeps the snapshot rule
+    assert (await _act(cloud, "admin", sid, {"os-force_delete": {}}, "snapshots"))[0] == 202
+    await cloud.cell.settle()
+    assert (await cloud.req("GET", "demo", f"/snapshots/{sid}"))[0] == 404
+
+    assert (await _act(cloud, "admin", vid, {"os-reset_status": {"status": "creating"}}))[0] == 202
+    assert (await _act(cloud, "demo", vid, {"os-force_delete": {}}))[0] == 403
+    assert (await cloud.req("DELETE", "demo", f"/volumes/{vid}"))[0] == 400  # creating: a plain delete refuses
+    assert (await _act(cloud, "admin", vid, {"os-force_delete": {}}))[0] == 202
+    await cloud.cell.settle()
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[0] == 404
+    assert await cloud.cell.env.db.read(lambda conn: conn.exec_driver_sql(
+        "SELECT deleted FROM volumes WHERE id = ?", (vid,)).scalar())
+
+
+async def test_legacy_attach_bookkeeping_as_nova_calls_it(cloud: Cloud) -> None:
+    vid = (await cloud.create())["id"]
+    await cloud.wait_status("demo", vid, "available")
+    server = str(uuid.uuid4())
+    assert (await _act(cloud, "demo", vid, {"os-reserve": None}))[0] == 202
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["status"] == "attaching"
+    assert (await _act(cloud, "demo", vid, {"os-reserve": None}))[0] == 400  # attaching already
+    assert (await _act(cloud, "demo", vid, {"os-unreserve": None}))[0] == 202
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["status"] == "available"
+
+    status, body = await _act(cloud, "demo", vid, {"os-attach": {"instance_uuid": server}})
+    assert status == 400 and "mountpoint" in str(body)
+    status, _ = await _act(cloud, "demo", vid, {"os-attach": {"host_name": "h1", "mountpoint": "/dev/vdb"}})
+    assert status == 400  # attaching to a host, not a server, is not served
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["status"] == "available"
+    assert (await _act(cloud, "demo", vid, {"os-attach": {"instance_uuid": server, "mountpoint": "/dev/vdc"}}))[0] == 202
+    shown = (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]
+    assert shown["status"] == "in-use"
+    [att] = shown["attachments"]
+    assert (att["server_id"], att["device"], att["volume_id"]) == (server, "/dev/vdc", vid)
+    assert cloud.cell.compute.plugged.get(vid) is None  # a record only: Nova plugs, not Cinder
+
+    assert (await _act(cloud, "demo", vid, {"os-begin_detaching": None}))[0] == 202
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["status"] == "detaching"
+    assert (await _act(cloud, "demo", vid, {"os-roll_detaching": None}))[0] == 202
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["status"] == "in-use"
+    status, _ = await _act(cloud, "demo", vid, {"os-detach": {"attachment_id": str(uuid.uuid4())}})
+    assert status == 404  # not its attachment
+    assert (await _act(cloud, "demo", vid, {"os-detach": {"attachment_id": att["attachment_id"]}}))[0] == 202
+    shown = (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]
+    assert shown["status"] == "available" and shown["attachments"] == []
+    assert (await _act(cloud, "demo", vid, {"os-detach": {}}))[0] == 202  # detached already: nothing to do
+
+    # an admin frees a volume whose attachment went wrong: reset to error, force detach
+    assert (await _act(cloud, "demo", vid, {"os-attach": {"instance_uuid": server, "mountpoint": "/dev/vdb"}}))[0] == 202
+    att_id = (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["attachments"][0]["attachment_id"]
+    assert (await _act(cloud, "admin", vid, {"os-reset_status": {"status": "error"}}))[0] == 202
+    assert (await _act(cloud, "demo", vid, {"os-force_detach": {"attachment_id": att_id}}))[0] == 403
+    assert (await _act(cloud, "admin", vid, {"os-force_detach": {"attachment_id": att_id, "connector": None}}))[0] == 202
+    shown = (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]
+    assert shown["status"] == "available" and shown["attachments"] == []
+
+
+async def test_readonly_flag_and_retype_within_the_volume_host(cloud: Cloud) -> None:
+    vid = (await cloud.create(metadata={"k": "v"}))["id"]
+    await cloud.wait_status("demo", vid, "available")
+    for readonly in (True, False):
+        assert (await _act(cloud, "demo", vid, {"os-update_readonly_flag": {"readonly": readonly}}))[0] == 202
+        meta = (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["metadata"]
+        assert meta == {"k": "v", "readonly": str(readonly)}
+    assert (await _act(cloud, "demo", vid, {"os-update_readonly_flag": {"readonly": "maybe"}}))[0] == 400
+
+    await make_type(cloud, "here", volume_backend_name="file")  # node1's backend
+    await make_type(cloud, "elsewhere", volume_backend_name="nvme")
+    status, body = await _act(cloud, "demo", vid, {"os-retype": {"new_type": "elsewhere", "migration_policy": "on-demand"}})
+    assert status == 400 and "migration" in str(body)
+    assert (await _act(cloud, "demo", vid, {"os-retype": {"new_type": "gold"}}))[0] == 404
+    assert (await _act(cloud, "demo", vid, {"os-retype": {"new_type": "here", "migration_policy": "always"}}))[0] == 400
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["volume_type"] == "__DEFAULT__"
+    assert (await _act(cloud, "demo", vid, {"os-retype": {"new_type": "here"}}))[0] == 202
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["volume_type"] == "here"
+    assert (await _act(cloud, "demo", vid, {"os-retype": {"new_type": "here"}}))[0] == 400  # already that type
+
+    project = cloud.who["demo"][1]
+    assert (await cloud.req("PUT", "admin", f"/os-quota-sets/{project}", {"quota_set": {"volumes_here": 1}}))[0] == 200
+    other = (await cloud.create())["id"]
+    await cloud.wait_status("demo", other, "available")
+    status, body = await _act(cloud, "demo", other, {"os-retype": {"new_type": "here"}})
+    assert status == 413 and "volumes_here" in str(body)  # the type's own quota holds one volume
+    assert (await cloud.req("GET", "demo", f"/volumes/{other}"))[1]["volume"]["volume_type"] == "__DEFAULT__"
