@@ -1,7 +1,7 @@
 """Per-project quotas, enforced at the API (as Nova and Cinder do).
 
-Limits are the defaults below unless the `quotas` table overrides them for a
-project (-1: unlimited). Usage is counted, never cached: key pairs from the API
+Limits are the defaults below, overridden by the "default" quota class (os-quota-class-sets,
+the `quota_classes` table), unless the `quotas` table overrides them for a project (-1: unlimited). Usage is counted, never cached: key pairs from the API
 DB, volumes and gigabytes by the volume API (it passes its own counts to
 `check`), and instances, cores and RAM from the instance mappings in the API DB
 (each mapping carries the vcpus and ram it was admitted with; a server whose
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from api.db.schema import instance_mappings, key_pairs, queued_deletes, quotas, volume_reservations
+from api.db.schema import instance_mappings, key_pairs, queued_deletes, quota_classes, quotas, volume_reservations
 from api.scatter import answered, scatter
 from api.timeutil import utcnow
 from cells import errors
@@ -121,14 +121,41 @@ async def limits_in(conn: AsyncConnection, project_id: str) -> dict[str, int]:
 
 
 _LIMITS = Fast(select(quotas.c.resource, quotas.c.hard_limit).where(quotas.c.project_id == bindparam("b_project")))
+_CLASS_LIMITS = Fast(select(quota_classes.c.resource, quota_classes.c.hard_limit)
+                     .where(quota_classes.c.class_name == bindparam("b_class")))
+DEFAULT_CLASS = "default"  # Nova's: the quota class whose limits are every project's defaults
+
+
+def class_limits_of(conn: Connection, class_name: str = DEFAULT_CLASS) -> dict[str, int]:
+    """The built-in defaults overridden by the quota class `class_name` (os-quota-class-sets): for the
+    "default" class, the limits of a project without overrides of its own."""
+    out = dict(DEFAULTS)
+    out.update({r.resource: int(r.hard_limit) for r in _CLASS_LIMITS.rows(conn, {"b_class": class_name})
+                if r.resource in DEFAULTS})
+    return out
 
 
 def limits_of(conn: Connection, project_id: str) -> dict[str, int]:
     """limits() in a unit of work (api/db/engine.py make_database)."""
     rows = _LIMITS.rows(conn, {"b_project": project_id})
-    out = dict(DEFAULTS)
+    out = class_limits_of(conn)
     out.update({r.resource: int(r.hard_limit) for r in rows if r.resource in DEFAULTS or per_type(r.resource)})
     return out
+
+
+async def class_limits(engine: AsyncEngine, class_name: str = DEFAULT_CLASS) -> dict[str, int]:
+    async with engine.connect() as conn:
+        return await conn.run_sync(class_limits_of, class_name)
+
+
+async def set_class_limits(engine: AsyncEngine, class_name: str, values: Mapping[str, int]) -> None:
+    now = utcnow()
+    async with engine.begin() as conn:  # delete + insert: portable upsert in one transaction
+        for resource, limit in values.items():
+            await conn.execute(delete(quota_classes).where(and_(quota_classes.c.class_name == class_name,
+                                                                quota_classes.c.resource == resource)))
+            await conn.execute(insert(quota_classes).values(class_name=class_name, resource=resource,
+                                                            hard_limit=int(limit), updated_at=now))
 
 
 async def set_limits(engine: AsyncEngine, project_id: str, values: Mapping[str, int]) -> None:

@@ -52,6 +52,14 @@ def update_schema(version: Microversion) -> dict[str, Any]:
 
 
 
+def check_limit(resource: str, raw: int | str) -> int:
+    """A limit the schema let through (digits), in Nova's range: -1 (unlimited) up to 2**31 - 1."""
+    value = int(raw)
+    if not -1 <= value <= _MAX:
+        raise errors.Invalid(f"Quota limit {value} for {resource} must be in the range of -1 and {_MAX}.")
+    return value
+
+
 def _project(request: web.Request, ctx: RequestContext, action: str) -> str:
     project = request.match_info.get("project_id") or ctx.project or ""
     authorize(request, f"os_compute_api:os-quota-sets:{action}", {"project_id": project})
@@ -86,10 +94,11 @@ async def detail(request: web.Request) -> web.Response:
 
 
 async def defaults(request: web.Request) -> web.Response:
+    """The limits of a project without overrides: the default quota class's (os-quota-class-sets)."""
     ctx = context(request)
     project = _project(request, ctx, "defaults")
-    return web.json_response({"quota_set": {"id": project, **{r: quota.DEFAULTS[r]
-                                                              for r in resources_at(version_of(request))}}})
+    default = await quota.class_limits(request.config_dict[ENGINE])
+    return web.json_response({"quota_set": {"id": project, **{r: default[r] for r in resources_at(version_of(request))}}})
 
 
 def _admin(request: web.Request, action: str) -> None:
@@ -103,14 +112,8 @@ async def update(request: web.Request) -> web.Response:
     body = await json_body(request)
     version = version_of(request)
     validate(update_schema(version), body)
-    values: dict[str, int] = {}
-    for resource, raw in body["quota_set"].items():
-        if resource == "force":
-            continue
-        value = int(raw)
-        if not -1 <= value <= _MAX:
-            raise errors.Invalid(f"Quota limit {value} for {resource} must be in the range of -1 and {_MAX}.")
-        values[resource] = value
+    values = {resource: check_limit(resource, raw) for resource, raw in body["quota_set"].items()
+              if resource != "force"}
     engine = request.config_dict[ENGINE]
     await quota.set_limits(engine, project, values)
     limits = await quota.limits(engine, project)

@@ -15,6 +15,7 @@ from api.compute import (
     hypervisors,
     microversions,
     migrations,
+    quota_classes,
     remote_consoles,
     server_tags,
     servers,
@@ -53,6 +54,7 @@ def make_compute_app() -> web.Application:
     compute_services.add_routes(app)  # os-services (issue 16)
     aggregates.add_routes(app)  # os-aggregates (issue 16)
     tenant_usage.add_routes(app)  # os-simple-tenant-usage (issue 16)
+    quota_classes.add_routes(app)  # os-quota-class-sets (issue 16)
     floating_ips.add_routes(app)  # os-floating-ips, Nova's read-only proxy of Neutron's (issue 17)
     remote_consoles.add_routes(app)  # remote-consoles and the serial console's websocket (issue 16)
     return app

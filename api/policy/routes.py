@@ -61,6 +61,8 @@ COMPUTE: dict[tuple[str, str], str] = {
     ("DELETE", "/v2.1/os-quota-sets/{project_id}"): _N + "os-quota-sets:delete",
     ("GET", "/v2.1/os-quota-sets/{project_id}/detail"): _N + "os-quota-sets:detail",
     ("GET", "/v2.1/os-quota-sets/{project_id}/defaults"): _N + "os-quota-sets:defaults",
+    ("GET", "/v2.1/os-quota-class-sets/{class_name}"): _N + "os-quota-class-sets:show",
+    ("PUT", "/v2.1/os-quota-class-sets/{class_name}"): _N + "os-quota-class-sets:update",
     ("GET", _S + "/os-instance-actions"): _N + "os-instance-actions:list",
     ("GET", _S + "/os-instance-actions/{request_id}"): _N + "os-instance-actions:show",
     ("GET", _S + "/metadata"): _N + "server-metadata:index",

@@ -124,6 +124,8 @@ NOVA = {
     "os_compute_api:os-quota-sets:update": "rule:admin_api",
     "os_compute_api:os-quota-sets:delete": "rule:admin_api",
     "os_compute_api:limits:other_project": "rule:admin_api",
+    "os_compute_api:os-quota-class-sets:show": "rule:admin_api",
+    "os_compute_api:os-quota-class-sets:update": "rule:admin_api",
     "os_compute_api:os-flavor-manage:create": "rule:admin_api",
     "os_compute_api:os-flavor-manage:update": "rule:admin_api",
     "os_compute_api:os-flavor-manage:delete": "rule:admin_api",
