@@ -146,14 +146,26 @@ def release_instance(conn: Connection, uuid: str) -> int:
     unbound and kept, as Nova does. Returns how many ports were touched."""
     rows = _instance_ports(conn, uuid)
     for p in rows:
-        if p.auto_delete:
-            resources.disassociate_floating_ips(conn, p.id)
-            ipam.release_port(conn, p.id)
-            conn.execute(delete(ports).where(ports.c.id == p.id))
-        else:
-            conn.execute(update(ports).where(ports.c.id == p.id).values(
-                device_id="", device_owner="", binding_host=None, status="DOWN", updated_at=utcnow_iso()))
+        _let_go(conn, p)
     return len(rows)
+
+
+def _let_go(conn: Connection, port: Row[Any]) -> None:
+    """A port leaves its instance: deleted (floating IPs and addresses freed) when made for it, else unbound."""
+    if port.auto_delete:
+        resources.disassociate_floating_ips(conn, port.id)
+        ipam.release_port(conn, port.id)
+        conn.execute(delete(ports).where(ports.c.id == port.id))
+    else:
+        conn.execute(update(ports).where(ports.c.id == port.id).values(
+            device_id="", device_owner="", binding_host=None, status="DOWN", updated_at=utcnow_iso()))
+
+
+def _bind(conn: Connection, port: Row[Any], host: str, now: str) -> None:
+    """The port is bound to `host` (ACTIVE); its network, when it has no gateway host yet, gets this one."""
+    conn.execute(update(ports).where(ports.c.id == port.id).values(binding_host=host, status="ACTIVE", updated_at=now))
+    conn.execute(update(networks).where(networks.c.id == port.network_id, networks.c.gateway_host.is_(None))
+                 .values(gateway_host=host, updated_at=now))
 
 
 def bind_instance(conn: Connection, uuid: str, host: str) -> list[dict[str, Any]]:
@@ -162,10 +174,7 @@ def bind_instance(conn: Connection, uuid: str, host: str) -> list[dict[str, Any]
     rows = _instance_ports(conn, uuid)
     now = utcnow_iso()
     for p in rows:
-        conn.execute(update(ports).where(ports.c.id == p.id).values(binding_host=host, status="ACTIVE",
-                                                                    updated_at=now))
-        conn.execute(update(networks).where(networks.c.id == p.network_id, networks.c.gateway_host.is_(None))
-                     .values(gateway_host=host, updated_at=now))
+        _bind(conn, p, host, now)
     return [_vif(conn, p) for p in _instance_ports(conn, uuid)]
 
 
@@ -381,11 +390,8 @@ def attach_port(conn: Connection, uuid: str, project: str, host: str, port_id: s
         new_id = resources.new_port(conn, net, project, groups, None, device_id=uuid, device_owner=DEVICE_OWNER,
                                     auto_delete=True)
         netquota.check_after_insert(conn, "port", project, port_limit)
-    now = utcnow_iso()
-    conn.execute(update(ports).where(ports.c.id == new_id).values(binding_host=host, status="ACTIVE", updated_at=now))
     row = conn.execute(select(ports).where(ports.c.id == new_id)).one()
-    conn.execute(update(networks).where(networks.c.id == row.network_id, networks.c.gateway_host.is_(None))
-                 .values(gateway_host=host, updated_at=now))
+    _bind(conn, row, host, utcnow_iso())
     _SET_ADDRESSES.run(conn, {"b_uuid": uuid, "addresses": addresses(conn, uuid)})
     return _vif(conn, row)
 
@@ -397,12 +403,6 @@ def detach_port(conn: Connection, uuid: str, port_id: str) -> str:
                                            ports.c.device_owner == DEVICE_OWNER)).first()
     if row is None:
         raise errors.PortNotFound(port_id=port_id)
-    if row.auto_delete:
-        resources.disassociate_floating_ips(conn, row.id)
-        ipam.release_port(conn, row.id)
-        conn.execute(delete(ports).where(ports.c.id == row.id))
-    else:
-        conn.execute(update(ports).where(ports.c.id == row.id).values(
-            device_id="", device_owner="", binding_host=None, status="DOWN", updated_at=utcnow_iso()))
+    _let_go(conn, row)
     _SET_ADDRESSES.run(conn, {"b_uuid": uuid, "addresses": addresses(conn, uuid)})
     return str(row.network_id)
