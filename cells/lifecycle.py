@@ -395,19 +395,23 @@ def may_unlock(locked_by: str | None, caller_project: str | None, owner_project:
 # --- snapshots (Nova's createImage): the server keeps its vm_state; the task says how far it got ---------
 
 SNAPSHOT_FROM = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED})
-SNAPSHOT_TASKS = frozenset({TaskState.IMAGE_SNAPSHOT, TaskState.IMAGE_PENDING_UPLOAD, TaskState.IMAGE_UPLOADING})
+SNAPSHOT_TASKS = frozenset({TaskState.IMAGE_SNAPSHOT, TaskState.IMAGE_BACKUP, TaskState.IMAGE_PENDING_UPLOAD,
+                            TaskState.IMAGE_UPLOADING})
+# the two actions that take a server's disk into an image, and the task each starts under (as Nova)
+SNAPSHOT_ACTIONS = {"createImage": TaskState.IMAGE_SNAPSHOT, "createBackup": TaskState.IMAGE_BACKUP}
 SNAPSHOT_UPLOADING, SNAPSHOT_DONE, SNAPSHOT_FAILED = "uploading", "done", "failed"
 
 
-def begin_snapshot(state: State, instance_id: str = "") -> State:
-    """createImage from a server that runs, is stopped, paused or suspended and has no task (409 otherwise)."""
+def begin_snapshot(state: State, instance_id: str = "", action: str = "createImage") -> State:
+    """createImage or createBackup from a server that runs, is stopped, paused or suspended and has no task
+    (409 otherwise)."""
     if state.vm_state not in SNAPSHOT_FROM:
-        raise errors.InstanceInvalidState(action="createImage", instance_id=instance_id, attr="vm_state",
+        raise errors.InstanceInvalidState(action=action, instance_id=instance_id, attr="vm_state",
                                           state=state.vm_state)
     if state.task_state is not None:
-        raise errors.InstanceInvalidState(action="createImage", instance_id=instance_id, attr="task_state",
+        raise errors.InstanceInvalidState(action=action, instance_id=instance_id, attr="task_state",
                                           state=state.task_state)
-    return replace(state, task_state=TaskState.IMAGE_SNAPSHOT)
+    return replace(state, task_state=SNAPSHOT_ACTIONS[action])
 
 
 def snapshot_step(step: str, state: State, instance_id: str = "") -> State:

@@ -70,7 +70,7 @@ FEATURES: dict[str, dict[str, Any]] = {
         "change_password": False, "resize": True, "pause": True, "suspend": True, "shelve": False,
         "shelve_migrate": False, "cold_migration": True, "live_migration": False,
         "block_migration_for_live_migration": False, "console_output": True, "rescue": True,
-        "stable_rescue": False, "enable_instance_password": True, "interface_attach": False, "snapshot": False,
+        "stable_rescue": False, "enable_instance_password": True, "interface_attach": True, "snapshot": True,
         "personality": False, "attach_encrypted_volume": False, "config_drive": False,
         "metadata_service": False, "vnc_console": False, "spice_console": False, "serial_console": False,
         "swap_volume": False, "volume_multiattach": False, "ide_bus": False, "hostname_fqdn_sanitization": False,

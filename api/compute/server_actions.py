@@ -9,6 +9,7 @@
     {"lock": null | {"locked_reason": R}}  {"unlock": null}                  202; the reason from 2.73
     {"os-resetState": {"state": "active" | "error"}}  202 (admin)
     {"createImage": {"name": N, "metadata"?}}   202, Location: the image (2.45: {"image_id"} instead)
+    {"createBackup": {"name", "backup_type", "rotation", "metadata"?}}   api/compute/server_backups.py
     {"rescue": ...}  {"unrescue": null}          api/compute/rescue.py
     {"restore": null}  {"forceDelete": null}     api/compute/deferred_delete.py (soft delete: reclaim_instance_interval)
 
@@ -34,6 +35,7 @@ from api.compute import (
     remote_consoles,
     rescue,
     security_groups,
+    server_backups,
     server_snapshots,
     service,
 )
@@ -208,6 +210,8 @@ async def server_action(request: web.Request) -> web.Response:
         return web.json_response({"server": body}, status=202)
     if name in move_actions.ACTIONS:  # resize, confirm/revert, migrate, evacuate (issue 8)
         return await move_actions.move_action(cc, ctx, server_id, name, spec)
+    if name in server_backups.ACTIONS:  # createBackup (issue 16)
+        return await server_backups.backup_action(request, ctx, server_id, spec)
     if name in rescue.ACTIONS:  # rescue, unrescue (issue 16)
         return await rescue.rescue_action(request, ctx, server_id, name, spec)
     if name in deferred_delete.ACTIONS:  # restore, forceDelete (issue 16)

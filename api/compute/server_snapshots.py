@@ -1,6 +1,9 @@
 """createImage (Nova's snapshot of a server, issue 16): the guest's disk into the image service.
 
-    create(cc, ctx, snaps, server_id, name, metadata) -> image id
+    create(cc, ctx, snaps, server_id, name, metadata[, backup]) -> image id
+
+A backup (createBackup, api/compute/server_backups.py) is the same snapshot under the action createBackup,
+with image_type backup and its backup_type, and its rotation run once the image is active.
 
 validate -> the server's cell sets its task (conductor snapshot_begin: 409 when the state does not allow
 it, 400 for a volume-backed server) -> the image record, queued, `image_type: snapshot`, owned by the
@@ -19,12 +22,12 @@ import dataclasses
 import hashlib
 import logging
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 
 from api.compute import mappings
 from api.db.schema import images
@@ -81,26 +84,37 @@ async def cleanup(app: web.Application) -> AsyncIterator[None]:
 
 
 @dataclass(frozen=True)
+class Backup:
+    """createBackup's part: the properties it sets, and what runs once its image is active (rotation)."""
+    properties: dict[str, str]
+    then: Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
 class Target:
     conductor: ConductorAPI
     compute: ComputeAPI
     uuid: str
     host: str
+    action: str = "createImage"
 
 
-def _properties(record: dict[str, Any], ctx: RequestContext, metadata: dict[str, str]) -> dict[str, str]:
+def _properties(record: dict[str, Any], ctx: RequestContext, metadata: dict[str, str],
+                extra: dict[str, str]) -> dict[str, str]:
     base = record.get("image") or {}
     props = {str(k): str(v) for k, v in (base.get("properties") or {}).items()
              if k not in NOT_INHERITED and isinstance(v, (str, int, float, bool))}
     props.update(metadata)
     props.update({"image_type": "snapshot", "instance_uuid": str(record["uuid"]),
                   "base_image_ref": str(base.get("id") or ""), "user_id": str(ctx.user or "")})
+    props.update(extra)
     if len(props) > MAX_PROPERTIES:
         raise errors.Invalid(f"Maximum number of image properties ({MAX_PROPERTIES}) exceeded.")
     return props
 
 
-def _image_values(record: dict[str, Any], ctx: RequestContext, name: str, metadata: dict[str, str]) -> dict[str, Any]:
+def _image_values(record: dict[str, Any], ctx: RequestContext, name: str, metadata: dict[str, str],
+                  extra: dict[str, str]) -> dict[str, Any]:
     base, flavor = record.get("image") or {}, record.get("flavor") or {}
     now = utcnow()
     return {"id": str(uuidlib.uuid4()), "name": name, "status": "queued", "visibility": "private",
@@ -109,26 +123,28 @@ def _image_values(record: dict[str, Any], ctx: RequestContext, name: str, metada
             # Nova: the flavor's root disk (or the base's min_disk when larger), the base's min_ram
             "min_disk": max(int(flavor.get("disk") or 0), int(base.get("min_disk") or 0)),
             "min_ram": int(base.get("min_ram") or 0), "protected": False, "os_hidden": False,
-            "properties": _properties(record, ctx, metadata), "tags": [], "content_address": None,
+            "properties": _properties(record, ctx, metadata, extra), "tags": [], "content_address": None,
             "created_at": now, "updated_at": now}
 
 
 async def create(cc: ComputeContext, ctx: RequestContext, snaps: Snapshots, server_id: str, name: str,
-                 metadata: dict[str, str]) -> str:
-    """Start a snapshot of the server; its image's id (the image is queued until the data is in)."""
+                 metadata: dict[str, str], backup: Backup | None = None) -> str:
+    """Start a snapshot (or a backup) of the server; its image's id (the image is queued until the data is in)."""
     mapping = await mappings.get(cc.db, ctx, server_id)  # 404 for a server the caller may not see
     cell = cc.router.cell(mapping.cell_path)
     conductor = ConductorAPI(cell)
-    record = await conductor.snapshot_begin(ctx, str(mapping.instance_uuid))  # 409 / 400 before anything is made
-    target = Target(conductor, ComputeAPI(cell), str(record["uuid"]), str(record["host"]))
+    action = "createImage" if backup is None else "createBackup"
+    record = await conductor.snapshot_begin(ctx, str(mapping.instance_uuid), action)  # 409 / 400 before anything
+    target = Target(conductor, ComputeAPI(cell), str(record["uuid"]), str(record["host"]), action)
     try:
-        values = _image_values(record, ctx, name, metadata)
+        values = _image_values(record, ctx, name, metadata, backup.properties if backup else {})
         async with snaps.engine.begin() as conn:
             await conn.execute(insert(images).values(**values))
     except BaseException as exc:
         await asyncio.shield(_end(target, ctx, lifecycle.SNAPSHOT_FAILED, _why(exc)))
         raise
-    snaps.spawn(take(snaps, target, dataclasses.replace(ctx, deadline=None), values["id"]))
+    snaps.spawn(take(snaps, target, dataclasses.replace(ctx, deadline=None), values["id"],
+                     backup.then if backup else None))
     return str(values["id"])
 
 
@@ -138,17 +154,19 @@ def _why(exc: BaseException) -> str:
 
 async def _end(target: Target, ctx: RequestContext, step: str, message: str | None = None) -> None:
     try:
-        await target.conductor.snapshot_progress(ctx, target.uuid, step, message)
+        await target.conductor.snapshot_progress(ctx, target.uuid, step, message, target.action)
     except errors.CellcloudError as exc:  # the server was deleted meanwhile, or its cell is away: logged
         LOG.warning("snapshot of %s could not be marked %s: %s", target.uuid, step, exc)
 
 
-async def take(snaps: Snapshots, target: Target, ctx: RequestContext, image_id: str) -> None:
-    """The snapshot's data into the image record: the whole flow after the 202, never raising."""
+async def take(snaps: Snapshots, target: Target, ctx: RequestContext, image_id: str,
+               then: Callable[[], Awaitable[None]] | None = None) -> None:
+    """The snapshot's data into the image record: the whole flow after the 202, never raising; `then`
+    (a backup's rotation) once the image is active."""
     try:
         made = await target.compute.make_snapshot(ctx, target.host, target.uuid, image_id)
         size, sha256, fmt = _checked(made)
-        await target.conductor.snapshot_progress(ctx, target.uuid, lifecycle.SNAPSHOT_UPLOADING)
+        await target.conductor.snapshot_progress(ctx, target.uuid, lifecycle.SNAPSHOT_UPLOADING, None, target.action)
         async with snaps.engine.begin() as conn:
             await conn.execute(update(images).where(images.c.id == image_id, images.c.status == "queued")
                                .values(disk_format=fmt, updated_at=utcnow()))
@@ -167,8 +185,17 @@ async def take(snaps: Snapshots, target: Target, ctx: RequestContext, image_id: 
             raise
     else:
         await asyncio.shield(_end(target, ctx, lifecycle.SNAPSHOT_DONE))
+        if then is not None:
+            await asyncio.shield(_then(then, image_id))
     finally:
         await asyncio.shield(_drop(target, ctx, image_id))
+
+
+async def _then(then: Callable[[], Awaitable[None]], image_id: str) -> None:
+    try:
+        await then()
+    except Exception:  # the image is made; what follows it (a rotation) is retried by the next backup
+        LOG.exception("after image %s was made", image_id)
 
 
 def _checked(made: dict[str, Any]) -> tuple[int, str, str]:
@@ -206,11 +233,7 @@ async def _pulled(target: Target, ctx: RequestContext, image_id: str, size: int,
 async def _failed(snaps: Snapshots, target: Target, ctx: RequestContext, image_id: str, why: str) -> None:
     """Nova deletes the image of a failed snapshot: its row, and its data if it got into the store."""
     try:
-        async with snaps.engine.begin() as conn:
-            row = (await conn.execute(select(images.c.content_address).where(images.c.id == image_id))).first()
-            await conn.execute(delete(images).where(images.c.id == image_id))
-        if row is not None and row.content_address:
-            await image_upload.drop_blob_if_unused(snaps.engine, snaps.store, row.content_address)
+        await image_upload.delete_with_data(snaps.engine, snaps.store, image_id)
     except Exception:
         LOG.exception("image %s of a failed snapshot could not be deleted", image_id)
     await _end(target, ctx, lifecycle.SNAPSHOT_FAILED, f"Snapshot failed: {why}")

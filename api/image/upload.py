@@ -226,6 +226,15 @@ async def delete_image(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def delete_with_data(engine: Any, store: ImageStore, image_id: str) -> None:
+    """The image's row, then its data unless another image shares it."""
+    async with engine.begin() as conn:
+        row = (await conn.execute(select(images.c.content_address).where(images.c.id == image_id))).first()
+        await conn.execute(delete(images).where(images.c.id == image_id))
+    if row is not None and row.content_address:
+        await drop_blob_if_unused(engine, store, row.content_address)
+
+
 async def drop_blob_if_unused(engine: Any, store: ImageStore, address: str) -> None:
     async with engine.connect() as conn:
         users = (await conn.execute(select(func.count()).select_from(images)

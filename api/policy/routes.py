@@ -118,6 +118,7 @@ COMPUTE_ACTIONS: dict[str, str] = {
     "suspend": _N + "os-suspend-server:suspend", "resume": _N + "os-suspend-server:resume",
     "lock": _N + "os-lock-server:lock", "unlock": _N + "os-lock-server:unlock",
     "rebuild": _N + "servers:rebuild", "createImage": _N + "servers:create_image",
+    "createBackup": _N + "os-create-backup",
     "os-getConsoleOutput": _N + "os-console-output", "resize": _N + "servers:resize",
     "confirmResize": _N + "servers:confirm_resize", "revertResize": _N + "servers:revert_resize",
     "migrate": _N + "os-migrate-server:migrate", "evacuate": _N + "os-evacuate",

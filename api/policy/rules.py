@@ -177,7 +177,7 @@ NOVA = {
     **{f"os_compute_api:{name}": "rule:project_member_or_admin" for name in (
         "servers:create", "servers:update", "servers:delete", "servers:start", "servers:stop", "servers:reboot",
         "os-attach-interfaces:create", "os-attach-interfaces:delete",
-        "servers:rebuild", "servers:create_image", "servers:resize", "servers:confirm_resize",
+        "servers:rebuild", "servers:create_image", "os-create-backup", "servers:resize", "servers:confirm_resize",
         "servers:revert_resize", "os-pause-server:pause", "os-pause-server:unpause", "os-suspend-server:suspend",
         "os-suspend-server:resume", "os-lock-server:lock", "os-lock-server:unlock", "os-console-output",
         "os-volumes-attachments:create", "os-volumes-attachments:delete", "server-metadata:create",

@@ -357,12 +357,12 @@ class ConductorManager:
     async def instance_reset_state(self, ctx: RequestContext, uuid: str, state: str) -> InstanceRecord:
         return await locking.instance_reset_state(self.env, ctx, uuid, state)
 
-    async def snapshot_begin(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
-        return await server_snapshots.snapshot_begin(self.env, ctx, uuid)
+    async def snapshot_begin(self, ctx: RequestContext, uuid: str, action: str = "createImage") -> InstanceRecord:
+        return await server_snapshots.snapshot_begin(self.env, ctx, uuid, action)
 
     async def snapshot_progress(self, ctx: RequestContext, uuid: str, step: str,
-                                message: str | None = None) -> InstanceRecord:
-        return await server_snapshots.snapshot_progress(self.env, ctx, uuid, step, message)
+                                message: str | None = None, action: str = "createImage") -> InstanceRecord:
+        return await server_snapshots.snapshot_progress(self.env, ctx, uuid, step, message, action)
 
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
         return await server_actions.console_output(self.env, ctx, uuid, length)

@@ -43,6 +43,7 @@ class TaskState:
     RESIZE_REVERTING, RESIZE_CONFIRMING = "resize_reverting", "resize_confirming"
     UPDATING_PASSWORD, MIGRATING = "updating_password", "migrating"
     IMAGE_SNAPSHOT, IMAGE_PENDING_UPLOAD, IMAGE_UPLOADING = "image_snapshot", "image_pending_upload", "image_uploading"
+    IMAGE_BACKUP = "image_backup"
     RESCUING, UNRESCUING = "rescuing", "unrescuing"
     SOFT_DELETING, RESTORING = "soft-deleting", "restoring"
 

@@ -19,6 +19,7 @@ TOPIC = "conductor"
 SHOW_VERSION = "1.2"  # instance_show: a server view's record, volumes and security groups in one call
 EVENTS_VERSION = "1.5"  # instance_event: a compute's report is a lifecycle event (issue 22)
 OPS_VERSION = "1.5"  # instance_lock, snapshot_begin/progress (issue 16): release 5 with instance_event
+BACKUP_VERSION = "1.6"  # snapshot_begin/progress take the action: createImage or createBackup
 SURFACE = surface(
     # from the API
     # retry-safe: a repeat gets the rows the first one made (flows/boot.py _insert_build), so a build
@@ -68,9 +69,9 @@ SURFACE = surface(
     Method("hypervisor_list", FAST, retry_safe=True, version=OPS_VERSION, callers=callers(API)),  # admin
     Method("migration_list", FAST, retry_safe=True, version=OPS_VERSION, callers=callers(API)),  # admin
     Method("instance_reset_state", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),  # admin
-    # createImage (issue 16): the server's task while the API takes its disk into the image service
-    Method("snapshot_begin", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
-    Method("snapshot_progress", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
+    # createImage, createBackup (issue 16): the server's task while the API takes its disk into the image service
+    Method("snapshot_begin", FAST, version=BACKUP_VERSION, callers=callers(API), result="Instance"),
+    Method("snapshot_progress", FAST, version=BACKUP_VERSION, callers=callers(API), result="Instance"),
     # volumes (issue 6): cells/rpcapi/volume.py VolumeConductorAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/move_methods.py MoveConductorAPI
@@ -219,15 +220,17 @@ class ConductorAPI:
         return map_reply(await self.caller.call(TOPIC, M["instance_reset_state"], {"uuid": uuid, "state": state},
                                                 ctx))
 
-    async def snapshot_begin(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
-        """The server enters task image_snapshot (409 when its state does not allow a snapshot)."""
-        return map_reply(await self.caller.call(TOPIC, M["snapshot_begin"], {"uuid": uuid}, ctx))
+    async def snapshot_begin(self, ctx: RequestContext, uuid: str, action: str = "createImage") -> dict[str, Any]:
+        """The server enters task image_snapshot, or image_backup for createBackup (409 when its state does
+        not allow a snapshot)."""
+        return map_reply(await self.caller.call(TOPIC, M["snapshot_begin"], {"uuid": uuid, "action": action}, ctx))
 
     async def snapshot_progress(self, ctx: RequestContext, uuid: str, step: str,
-                                message: str | None = None) -> dict[str, Any]:
+                                message: str | None = None, action: str = "createImage") -> dict[str, Any]:
         """step uploading (task image_uploading), done or failed (the task ends; `message`: why it failed)."""
         return map_reply(await self.caller.call(TOPIC, M["snapshot_progress"],
-                                                {"uuid": uuid, "step": step, "message": message}, ctx))
+                                                {"uuid": uuid, "step": step, "message": message, "action": action},
+                                                ctx))
 
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None) -> str:
         return str(await self.caller.call(TOPIC, M["console_output"], {"uuid": uuid, "length": length}, ctx))

@@ -108,6 +108,44 @@ def test_a_paused_server_snapshots_and_a_deleted_one_makes_no_image(cluster: Run
     assert [n for i, n in after.items() if i not in before] == ["snap-paused"]
 
 
+def test_backups_rotate_per_type_and_bad_bodies_make_nothing(cluster: RunningCluster) -> None:
+    """createBackup through `server backup create`: each backup is an image marked backup of its type; once
+    the third daily one is active the oldest daily goes (rotation 2), a weekly one stays; a bad body is
+    Nova's 400 before any image exists."""
+    sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "-f", "json",
+                     "backed")["id"]
+    made = {}
+    for name, kind, rotate in (("bk-d1", "daily", "2"), ("bk-w1", "weekly", "1"), ("bk-d2", "daily", "2"),
+                               ("bk-d3", "daily", "2")):
+        made[name] = cluster.ok("server", "backup", "create", "--name", name, "--type", kind, "--rotate", rotate,
+                                "--wait", "-f", "json", sid)["id"]
+    props = cluster.ok("image", "show", "-f", "json", made["bk-d3"])["properties"]
+    assert (props["image_type"], props["backup_type"], props["instance_uuid"]) == ("backup", "daily", sid)
+
+    def names() -> set[str]:
+        return {i["Name"] for i in cluster.ok("image", "list", "-f", "json")} & set(made)
+    wait_for("the oldest daily backup rotated out", lambda: names() == {"bk-w1", "bk-d2", "bk-d3"}, timeout=30)
+    assert "createBackup" in [e["Action"] for e in cluster.ok("server", "event", "list", "-f", "json", sid)]
+
+    headers = {"X-Auth-Token": cluster.token(), "OpenStack-API-Version": "compute 2.45"}
+    url = f"{cluster.endpoint}/compute/v2.1/servers/{sid}/action"
+    bad_bodies: list[dict[str, Any]] = [{"name": "b", "backup_type": "daily", "rotation": -1},
+                                        {"name": "b", "rotation": 1},
+                                        {"name": "b", "backup_type": "daily", "rotation": "x"}]
+    for bad in bad_bodies:
+        answer = requests.post(url, json={"createBackup": bad}, headers=headers, timeout=30)
+        assert answer.status_code == 400, (bad, answer.text)
+    rotated = requests.post(url, json={"createBackup": {"name": "bk-d4", "backup_type": "daily", "rotation": "2"}},
+                            headers=headers, timeout=30)
+    assert rotated.status_code == 202 and set(rotated.json()) == {"image_id"}  # 2.45: the id, no Location
+    wait_for("bk-d4 in and bk-d2 rotated out", lambda: names() == {"bk-w1", "bk-d3"} and
+             any(i["Name"] == "bk-d4" for i in cluster.ok("image", "list", "-f", "json")), timeout=30)
+    cluster.ok("server", "delete", "--wait", sid)
+    for img in cluster.ok("image", "list", "-f", "json"):
+        if img["Name"].startswith("bk-"):
+            cluster.ok("image", "delete", img["ID"])
+
+
 def test_an_admin_resets_a_servers_state_and_a_member_may_not(cluster: RunningCluster) -> None:
     sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "-f", "json",
                      "reset1")["id"]

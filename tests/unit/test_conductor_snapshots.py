@@ -59,3 +59,20 @@ async def test_a_locked_server_still_snapshots_and_strangers_get_404(cell: Cell)
     await cell.conductor.snapshot_progress(USER, uuid, "done")
     with pytest.raises(errors.InstanceNotFound):
         await cell.conductor.snapshot_begin(RequestContext(project="p2", user="u2", roles=("member",)), uuid)
+
+
+async def test_a_backup_runs_under_image_backup_and_is_recorded_as_createBackup(cell: Cell) -> None:
+    uuid = await _active(cell, "d")
+    begun = await cell.conductor.snapshot_begin(USER, uuid, "createBackup")
+    assert begun["task_state"] == TaskState.IMAGE_BACKUP  # as Nova's backup
+    with pytest.raises(errors.InstanceInvalidState, match="Cannot 'createImage' instance .* in task_state "
+                                                          "image_backup"):
+        await cell.conductor.snapshot_begin(USER, uuid)
+    assert (await cell.conductor.snapshot_progress(USER, uuid, "uploading", None, "createBackup"))["task_state"] \
+        == TaskState.IMAGE_UPLOADING
+    await cell.conductor.snapshot_progress(USER, uuid, "done", None, "createBackup")
+    [_, backup] = await cell.conductor.instance_actions(USER, uuid)
+    assert backup["action"] == "createBackup" and backup["finish_time"] and backup["message"] is None
+    assert [(e["event"], e["result"]) for e in backup["events"]] == [("compute_backup_instance", "Success")]
+    with pytest.raises(errors.Invalid):  # only the two image actions
+        await cell.conductor.snapshot_begin(USER, uuid, "shelve")
