@@ -308,6 +308,12 @@ class SnapshotInvalidState(Invalid):
 
 
 @_register
+class MetadataItemNotFound(NotFound):
+    """Cinder's VolumeMetadataNotFound / SnapshotMetadataNotFound (404)."""
+    code, msg = "metadata_item_not_found", "{what} {id} has no metadata with key {key}."
+
+
+@_register
 class VolumeAttachmentNotFound(NotFound):
     """Cinder's VolumeAttachmentNotFound (404): an attachment the volume does not have."""
     code, msg = "volume_attachment_not_found", "Volume attachment could not be found: {reason}"

@@ -156,6 +156,12 @@ VOLUME: dict[tuple[str, str], str] = {
     ("PUT", _V + "/snapshots/{snapshot_id}"): "volume:update_snapshot",
     ("DELETE", _V + "/snapshots/{snapshot_id}"): "volume:delete_snapshot",
     ("POST", _V + "/snapshots/{snapshot_id}/action"): "volume:snapshot_action",  # SNAPSHOT_ACTIONS
+    # Cinder's metadata rules: a snapshot's POST is an update (it has no create_snapshot_metadata)
+    **{(m, _V + f"/{kind}s/{{{kind}_id}}/metadata{item}"): f"volume:{verb}_{kind}_metadata"
+       for kind in ("volume", "snapshot")
+       for m, item, verb in (("GET", "", "get"), ("POST", "", "create" if kind == "volume" else "update"),
+                             ("PUT", "", "update"), ("GET", "/{key}", "get"), ("PUT", "/{key}", "update"),
+                             ("DELETE", "/{key}", "delete"))},
     ("GET", _V + "/types"): "volume_extension:type_get_all",
     ("POST", _V + "/types"): "volume_extension:type_create",
     ("GET", _V + "/types/{type_id}"): "volume_extension:type_get",

@@ -205,11 +205,14 @@ CINDER = {
     "volume:get_all_tenants": "rule:admin_api",  # all_tenants on volume and snapshot lists
     **{name: "rule:project_reader_or_admin" for name in (
         "volume:get_all", "volume:get", "volume:get_all_snapshots", "volume:get_snapshot",
+        "volume:get_volume_metadata", "volume:get_snapshot_metadata",
         "volume_extension:types_extra_specs:index", "volume_extension:types_extra_specs:show")},
     **{name: "rule:project_member_or_admin" for name in (
         "volume:create", "volume:update", "volume:delete", "volume:extend", "volume:create_snapshot",
         "volume:update_snapshot", "volume:delete_snapshot", "volume_extension:volume_actions:upload_image",
-        "volume:retype", *(f"volume_extension:volume_actions:{a}" for a in (
+        "volume:retype", "volume:create_volume_metadata", "volume:update_volume_metadata",
+        "volume:delete_volume_metadata", "volume:update_snapshot_metadata", "volume:delete_snapshot_metadata",
+        *(f"volume_extension:volume_actions:{a}" for a in (
             "reserve", "unreserve", "attach", "detach", "begin_detaching", "roll_detaching",
             "update_readonly_flag")))},
     **{f"volume_extension:{name}": "rule:admin_api" for name in (

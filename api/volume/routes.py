@@ -3,6 +3,7 @@
     GET  /volume, /volume/v3                       version documents (public)
     /volume/v3/{project_id}/volumes[/detail|/{id}] api/volume/volumes.py (+ /{id}/action: os-extend)
     /volume/v3/{project_id}/snapshots[/detail|/{id}] api/volume/snapshots.py
+    .../volumes|snapshots/{id}/metadata[/{key}]    api/volume/metadata.py
     /volume/v3/{project_id}/types[/{id}[/extra_specs]] api/volume/types.py
     /volume/v3/{project_id}/limits, os-quota-sets  api/volume/quotas.py
 
@@ -21,7 +22,7 @@ from api.errors import compute_body, error_middleware
 from api.keys import CONTEXT, public_url
 from api.middleware import route_policy, token_auth
 from api.policy import routes as policy_routes
-from api.volume import microversions, quotas, snapshots, types, volumes
+from api.volume import metadata, microversions, quotas, snapshots, types, volumes
 from cells import errors
 
 UPDATED = "2016-02-08T12:20:21Z"
@@ -72,6 +73,7 @@ def make_volume_app() -> web.Application:
         app.router.add_get(path, versions)
     volumes.add_routes(app)
     snapshots.add_routes(app)
+    metadata.add_routes(app)
     types.add_routes(app)
     quotas.add_routes(app)
     return app

@@ -39,7 +39,8 @@ def volume_brief(base: str, project_id: str, record: dict[str, Any]) -> dict[str
 def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: bool,
                   extended: bool = True, version: tuple[int, int] = (3, 0)) -> dict[str, Any]:
     """Cinder's detail view; `extended`: with what Cinder's extensions add to show and list only (a create
-    answers without them): os-vol-tenant-attr:tenant_id and volume_image_metadata."""
+    and an update answer without them): os-vol-tenant-attr:tenant_id, volume_image_metadata and, for
+    admins, the host and migration attributes."""
     view: dict[str, Any] = {
         "id": record["id"],
         "name": record.get("name"),
@@ -68,7 +69,7 @@ def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: 
         view["volume_image_metadata"] = image_metadata
     if extended:
         view["os-vol-tenant-attr:tenant_id"] = record["project_id"]
-    if is_admin:
+    if is_admin and extended:
         view["os-vol-host-attr:host"] = record.get("host")
         view["os-vol-mig-status-attr:migstat"] = None
         view["os-vol-mig-status-attr:name_id"] = None

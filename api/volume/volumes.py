@@ -51,6 +51,7 @@ CREATE_KEYS = {"size", "name", "display_name", "description", "display_descripti
                "imageRef", *UNSUPPORTED_SOURCES}
 UPDATE_KEYS = {"name", "display_name", "description", "display_description", "metadata"}
 SORT_KEYS = ("created_at", "updated_at", "name", "size", "status", "id")
+SORT_ALIASES = {"display_name": "name"}  # Cinder's older name of the key (Tempest sorts snapshots by it)
 
 
 # --- validation (pure) --------------------------------------------------------------
@@ -160,6 +161,7 @@ def _sort(query: Mapping[str, str]) -> list[tuple[str, bool]]:
         pairs.append((query["sort_key"], query.get("sort_dir", "desc")))
     out = []
     for key, direction in pairs:
+        key = SORT_ALIASES.get(key, key)
         if key not in SORT_KEYS:
             raise errors.Invalid(f"Invalid input received: sort key {key!r} (one of {', '.join(SORT_KEYS)})")
         if direction.lower() not in ("asc", "desc"):
@@ -332,7 +334,7 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     base = public_url(request)
     body: dict[str, Any] = {"volumes": [volume_detail(base, project, r, allowed(request, "volume_extension:volume_host_attribute"), version=version) if detail
                                         else volume_brief(base, project, r) for r in page]}
-    if page and len(records) > limit:
+    if page and len(page) == limit:  # as Cinder: a full page links on, even when it is the last one
         params = [(k, v) for k, v in query.items() if k != "marker"] + [("marker", page[-1]["id"])]
         path = "volumes/detail" if detail else "volumes"
         body["volumes_links"] = [{"rel": "next", "href": f"{base}/volume/v3/{project}/{path}?{urlencode(params)}"}]
@@ -369,7 +371,7 @@ async def update(request: web.Request) -> web.Response:
     if values:
         record = await api.volume_update(ctx, record["id"], values)
     return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, allowed(request, "volume_extension:volume_host_attribute"),
-                                                       version=version_of(request))})
+                                                       extended=False, version=version_of(request))})
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+from tests.unit.api_support import SECRETS
 from tests.unit.test_api_volume_types import make_type
 from tests.unit.test_api_volumes import Cloud, cloud
 
@@ -124,3 +125,54 @@ async def test_readonly_flag_and_retype_within_the_volume_host(cloud: Cloud) -> 
     status, body = await _act(cloud, "demo", other, {"os-retype": {"new_type": "here"}})
     assert status == 413 and "volumes_here" in str(body)  # the type's own quota holds one volume
     assert (await cloud.req("GET", "demo", f"/volumes/{other}"))[1]["volume"]["volume_type"] == "__DEFAULT__"
+
+
+async def test_volume_and_snapshot_metadata_routes(cloud: Cloud) -> None:
+    await cloud.login("alt_demo", SECRETS["alt_demo_password"])
+    vid = (await cloud.create(metadata={"a": "1"}))["id"]
+    await cloud.wait_status("demo", vid, "available")
+    status, body = await cloud.req("POST", "demo", "/snapshots", {"snapshot": {"volume_id": vid}})
+    assert status == 202, body
+    for base in (f"/volumes/{vid}/metadata", f"/snapshots/{body['snapshot']['id']}/metadata"):
+        start = {"a": "1"} if base.startswith("/volumes") else {}
+        assert (await cloud.req("GET", "demo", base))[1] == {"metadata": start}
+        status, body = await cloud.req("POST", "demo", base, {"metadata": {"b": "2", "c": "<&>"}})
+        assert status == 200 and body == {"metadata": {**start, "b": "2", "c": "<&>"}}
+        status, body = await cloud.req("PUT", "demo", base, {"metadata": {"c": "3", "d": "4"}})
+        assert status == 200 and body == {"metadata": {"c": "3", "d": "4"}}
+        assert (await cloud.req("GET", "demo", f"{base}/c"))[1] == {"meta": {"c": "3"}}
+        assert (await cloud.req("GET", "demo", f"{base}/zz"))[0] == 404
+        status, body = await cloud.req("PUT", "demo", f"{base}/d", {"meta": {"d": "5"}})
+        assert status == 200 and body == {"meta": {"d": "5"}}
+        assert (await cloud.req("PUT", "demo", f"{base}/d", {"meta": {"e": "5"}}))[0] == 400  # not the URL's key
+        assert (await cloud.req("POST", "demo", base, {"metadata": {"k": 7}}))[0] == 400  # not a string
+        assert (await cloud.req("DELETE", "demo", f"{base}/c"))[0] == 200
+        assert (await cloud.req("DELETE", "demo", f"{base}/c"))[0] == 404
+        assert (await cloud.req("GET", "demo", base))[1] == {"metadata": {"d": "5"}}
+        assert (await cloud.req("POST", "alt_demo", base, {"metadata": {"x": "y"}}))[0] == 404  # another project's
+        assert (await cloud.req("GET", "demo", base))[1] == {"metadata": {"d": "5"}}
+
+
+async def test_create_and_update_answers_carry_no_extension_keys_and_full_pages_link_on(cloud: Cloud) -> None:
+    """As Cinder's (and Tempest's schemas): an admin's create and update answers have no host, migration or
+    tenant attributes, its show has them; a page as full as the limit links to the next one, even the last;
+    snapshots sort by display_name too."""
+    extension_keys = {"os-vol-host-attr:host", "os-vol-mig-status-attr:migstat", "os-vol-mig-status-attr:name_id",
+                      "os-vol-tenant-attr:tenant_id"}
+    made = await cloud.create("admin", name="a1")
+    assert not extension_keys & set(made)
+    status, body = await cloud.req("PUT", "admin", f"/volumes/{made['id']}", {"volume": {"name": "a2"}})
+    assert status == 200 and body["volume"]["name"] == "a2" and not extension_keys & set(body["volume"])
+    shown = await cloud.wait_status("admin", made["id"], "available")
+    assert extension_keys <= set(shown)
+
+    second = await cloud.create("admin")
+    await cloud.wait_status("admin", second["id"], "available")
+    _, first_page = await cloud.req("GET", "admin", "/volumes?limit=1")
+    _, last_page = await cloud.req("GET", "admin", f"/volumes?limit=1&marker={first_page['volumes'][0]['id']}")
+    assert len(last_page["volumes"]) == 1 and "volumes_links" in last_page
+    _, past = await cloud.req("GET", "admin", f"/volumes?limit=1&marker={last_page['volumes'][0]['id']}")
+    assert past["volumes"] == [] and "volumes_links" not in past
+    _, unfilled = await cloud.req("GET", "admin", "/volumes?limit=3")
+    assert len(unfilled["volumes"]) == 2 and "volumes_links" not in unfilled
+    assert (await cloud.req("GET", "admin", "/snapshots?sort_key=display_name&sort_dir=asc"))[0] == 200

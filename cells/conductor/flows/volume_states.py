@@ -1,6 +1,7 @@
 """Cinder's state actions on volumes and snapshots: the admin actions (os-reset_status, os-force_delete,
 os-force_detach), the legacy attach bookkeeping a compute service calls (os-reserve, os-unreserve,
-os-attach, os-detach, os-begin_detaching, os-roll_detaching), os-update_readonly_flag and os-retype.
+os-attach, os-detach, os-begin_detaching, os-roll_detaching), os-update_readonly_flag, os-retype, and the changes of the
+metadata routes (a merge, a replace or one key's delete in one write unit: two concurrent merges both land).
 
 As in Cinder these change records only: os-attach records that a server uses the volume (Nova calls it
 after it plugged the disk), it plugs nothing; os-detach ends the record (the volume hosts then remove
@@ -19,7 +20,7 @@ from sqlalchemy import Connection
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx
 from cells.conductor.flows import volume_snapshots, volumes
-from cells.conductor.flows.volumes import _get_visible, record
+from cells.conductor.flows.volumes import _get_visible, record, validate_metadata
 from cells.context import RequestContext
 from cells.db import instances as idb
 from cells.db import volume_snapshots as sdb
@@ -38,8 +39,8 @@ ATTACH_STATUSES = ("attached", "detached")
 ATTACH_MODES = ("rw", "ro")
 READONLY_KEY = "readonly"  # Cinder shows this admin metadata key among the volume's metadata
 VOLUME_ACTIONS = ("reset_status", "force_delete", "force_detach", "reserve", "unreserve", "attach", "detach",
-                  "begin_detaching", "roll_detaching", "update_readonly_flag", "retype")
-SNAPSHOT_ACTIONS = ("reset_status", "force_delete")
+                  "begin_detaching", "roll_detaching", "update_readonly_flag", "retype", "update_metadata")
+SNAPSHOT_ACTIONS = ("reset_status", "force_delete", "update_metadata")
 
 
 def _invalid(volume_id: str, action: str, wanted: str, status: str) -> errors.VolumeInvalidState:
@@ -162,10 +163,28 @@ def _retype(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, 
         raise _invalid(row.id, "os-retype", row.status, "changed meanwhile")
 
 
+def merged_metadata(current: Mapping[str, str] | None, args: Mapping[str, Any], what: str, ident: str) -> dict[str, str]:
+    """Cinder's metadata routes as one change: {"set": {...}} merged in (or, "replace": true, instead of
+    what is there), or {"delete": key} (404 when the key is not there)."""
+    meta = dict(current or {})
+    if "delete" in args:
+        key = args["delete"]
+        if not isinstance(key, str) or key not in meta:
+            raise errors.MetadataItemNotFound(what=what, id=ident, key=key)
+        del meta[key]
+        return meta
+    given = validate_metadata(args.get("set"))
+    return given if args.get("replace") else {**meta, **given}
+
+
+def _update_metadata(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    vdb.update_volume(conn, row.id, {"metadata": merged_metadata(row.metadata, args, "Volume", row.id)})
+
+
 _VOLUME: dict[str, Callable[[Connection, RequestContext, Any, Mapping[str, Any]], None]] = {
     "reset_status": _reset_status, "force_detach": _force_detach, "reserve": _reserve, "unreserve": _unreserve,
     "attach": _attach, "detach": _detach, "begin_detaching": _begin_detaching, "roll_detaching": _roll_detaching,
-    "update_readonly_flag": _update_readonly_flag, "retype": _retype,
+    "update_readonly_flag": _update_readonly_flag, "retype": _retype, "update_metadata": _update_metadata,
 }
 
 
@@ -214,6 +233,8 @@ async def snapshot_action(env: FlowEnv, ctx: RequestContext, snapshot_id: str, a
     """os-reset_status {"status"} or os-force_delete (any status: the copy is removed on its host)."""
     if action not in SNAPSHOT_ACTIONS:
         raise errors.Invalid(reason=f"Unknown snapshot action {action!r}")
+    if action == "update_metadata":
+        return await _snapshot_metadata(env, ctx, snapshot_id, dict(args or {}))
     _admin(ctx, f"snapshot os-{action}")
     status = (args or {}).get("status")
     if action == "reset_status" and status not in SNAPSHOT_RESETTABLE:
@@ -234,3 +255,12 @@ async def snapshot_action(env: FlowEnv, ctx: RequestContext, snapshot_id: str, a
     if action == "force_delete":
         env.spawn(volume_snapshots.delete_on_host(env, background_ctx(ctx), rec))
     return rec
+
+
+async def _snapshot_metadata(env: FlowEnv, ctx: RequestContext, snapshot_id: str,
+                             args: Mapping[str, Any]) -> dict[str, Any]:
+    def act(conn: Connection) -> dict[str, Any]:
+        row = volume_snapshots._get(conn, ctx, snapshot_id)
+        sdb.update_snapshot(conn, snapshot_id, {"metadata": merged_metadata(row.metadata, args, "Snapshot", row.id)})
+        return volume_snapshots.record(env, sdb.get_row(conn, snapshot_id))
+    return await env.db.write(act)
