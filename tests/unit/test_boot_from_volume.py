@@ -165,3 +165,30 @@ async def test_a_build_adopted_from_a_dead_conductor_exports_its_volume_before_t
     await env.settle()
     assert cast == [(await env.worker.backend.locate(vid)).path]
     assert await env.worker.targets["local"].exported() == {vid}
+
+
+async def test_a_server_with_a_volume_attached_is_not_moved(env: VolumeCell) -> None:
+    """resize, migrate and evacuate of an image-booted server with a data volume attached: a 409 naming the
+    volume before anything changes (the destination's guest would come up without it)."""
+    from cells.conductor.flows import evacuate, moves
+    vid = await volume(env, bootable=False)
+    uid = str(uuid.uuid4())
+    spec: dict[str, Any] = {"flavor": FLAVOR, "image": {"id": str(uuid.uuid4()), "properties": {}}}
+    rows = boot.validate_build([{"uuid": uid, "name": "vm2", "project_id": "demo", "user_id": "u"}], spec,
+                               utcnow_iso(), env.env.conductor_id)
+    await env.env.db.write(lambda conn: boot._insert_build(conn, env.env, DEMO, rows, utcnow_iso()))
+    await env.env.db.write(lambda conn: boot._set_host(conn, env.env, uid, "node1"))
+    for event in (Event.SPAWNING, Event.SPAWNED):
+        await compute_events.instance_event(env.env, admin_context(), uid, "node1", event)
+    now = utcnow_iso()
+    await env.env.db.write(lambda conn: vdb.insert_attachment(conn, {
+        "id": str(uuid.uuid4()), "volume_id": vid, "instance_uuid": uid, "instance_host": "node1", "device": "/dev/vdb",
+        "status": "attached", "connection_info": None, "created_at": now, "updated_at": now}))
+    bigger = {**FLAVOR, "id": "2", "disk": 2}
+    for refused in (lambda conn: moves._begin(conn, env.env, DEMO, uid, "resize", bigger),
+                    lambda conn: moves._begin(conn, env.env, DEMO, uid, "migrate", None),
+                    lambda conn: evacuate._begin(conn, env.env, DEMO, uid)):
+        with pytest.raises(errors.Conflict, match=f"volumes attached \\({vid}\\); detach them first"):
+            await env.env.db.write(refused)
+    row = await env.env.db.read(lambda conn: idb.get_row(conn, uid))
+    assert row is not None and (row.vm_state, row.task_state, row.host) == ("active", None, "node1")

@@ -70,6 +70,18 @@ def refuse_for_root_volume(image: Any, uuid: str, action: str) -> None:
                                      f"{action} of such a server is not supported by this cloud yet.")
 
 
+def refuse_move_with_volumes(conn: Connection, image: Any, uuid: str, action: str) -> None:
+    """A move takes no volume with it yet (the destination's guest is made without them, and each export
+    admits the source host only): a server booted from a volume, or with volumes attached, is a 409
+    before anything changes, rather than a guest that comes up on its new host without its disks."""
+    refuse_for_root_volume(image, uuid, action)
+    attached = [a.volume_id for a in vdb.attachments_for_instances(conn, [uuid])[uuid]]
+    if attached:
+        raise errors.Conflict(reason=f"Cannot '{action}' instance {uuid}: it has volumes attached "
+                                     f"({', '.join(attached)}); detach them first, {action} of a server with "
+                                     "volumes is not supported by this cloud yet.")
+
+
 def reserve(conn: Connection, ctx: RequestContext, volume_id: str, instance_uuid: str, project_id: str) -> None:
     """The volume moves available -> attaching for the instance being built, in the caller's unit of
     work. Nova's 400s: not visible (or another project's), not available, not bootable."""

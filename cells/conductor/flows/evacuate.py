@@ -46,7 +46,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tu
     row = _instance(conn, ctx, uuid)
     if row.host is None:
         raise errors.Conflict(reason=f"Instance {uuid} has no host to evacuate it from")
-    boot_volume.refuse_for_root_volume(row.image, uuid, "evacuate")
+    boot_volume.refuse_move_with_volumes(conn, row.image, uuid, "evacuate")
     if not env.host_dead(row.host):  # a suspect host may come back with the guest running: never two copies
         raise errors.Invalid(f"Compute service of {row.host} is still in use.", host=row.host,
                              state=env.host_state(row.host))

@@ -103,7 +103,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
            new_flavor: dict[str, Any] | None) -> tuple[InstanceRecord, dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
     check_unlocked(row.locked_by, ctx.is_admin, uuid)
-    boot_volume.refuse_for_root_volume(row.image, uuid, action)
+    boot_volume.refuse_move_with_volumes(conn, row.image, uuid, action)
     state, _ = on(Event.MOVE_REQUESTED, state_of(row), uuid, shown=action)  # a move has no actions
     if row.host is None or not env.host_alive(row.host):
         raise errors.Conflict(reason=f"Compute host {row.host} of instance {uuid} is not available")
