@@ -1,7 +1,7 @@
 """`make tempest`: OpenStack's own API test suite (Tempest, the `tempest` extra), unmodified, against a
 fresh cluster of real processes.
 
-    python -m tools.tempest                  tempest.api.compute, .volume, .image, .identity
+    python -m tools.tempest                  tempest.api.compute, .volume, .image, .identity, .network
     python -m tools.tempest --quick          QUICK: a handful of stable tests (make test runs them)
     python -m tools.tempest --regex R        any selection; --keep DIR keeps the workspace there
 
@@ -35,11 +35,12 @@ import yaml
 from api import bootstrap
 from api.bootstrap import UserSpec
 from api.compute.microversions import MAX_VERSION, MIN_VERSION
+from api.network.routes import EXTENSIONS as NEUTRON_EXTENSIONS
 from api.volume import microversions as volume_versions
 from cells.config import ClusterConfig
 from tools.devcluster import RunningCluster, running_cluster, without_cloud_variables
 
-FULL = r"^tempest\.api\.(compute|volume|image|identity)\."
+FULL = r"^tempest\.api\.(compute|volume|image|identity|network)\."
 # what this cloud does not serve and Tempest has no feature flag for: left out of every run (stestr
 # --exclude-regex), each with the reason README.md ("Tempest") gives
 NOT_SERVED = {
@@ -84,8 +85,11 @@ FEATURES: dict[str, dict[str, Any]] = {
                                "manage_volume": False, "extend_attached_volume": False,
                                "extend_attached_encrypted_volume": False, "volume_revert": False,
                                "multi_backend": False, "cluster_active_active": False},
-    "network-feature-enabled": {"ipv6": False, "floating_ips": False, "port_security": False,
-                                "port_admin_state_change": False},
+    "network-feature-enabled": {"ipv6": False, "floating_ips": True, "port_security": False,
+                                "port_admin_state_change": False,
+                                # the Neutron extensions served (GET /v2.0/extensions), not Tempest's "all"
+                                "api_extensions": ",".join(a for a, _name, _desc in NEUTRON_EXTENSIONS
+                                                           if a != "default-subnetpools")},
     "identity-feature-enabled": {"api_v2": False, "api_v3": True, "application_credentials": True,
                                  "trust": False, "access_rules": False},
     "validation": {"run_validation": False},
@@ -196,7 +200,26 @@ def give_projects_room(cluster: RunningCluster, names: list[str]) -> None:
         resp.raise_for_status()
 
 
-def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str]) -> str:
+# the external network of the run (API-only: the test hypervisor's hosts plumb nothing): Tempest's routers
+# take their gateway, its floating IPs their address from it
+PUBLIC_NETWORK = {"name": "public", "cidr": "203.0.113.0/24"}
+
+
+def public_network(cluster: RunningCluster) -> str:
+    """Make the external network `public` with its subnet, as an admin; its id."""
+    import requests  # the tempest extra brings it (see _image_ids)
+    headers = {"X-Auth-Token": cluster.token("admin")}
+    made = requests.post(f"{cluster.endpoint}/network/v2.0/networks", headers=headers, timeout=30, json={
+        "network": {"name": PUBLIC_NETWORK["name"], "router:external": True}})
+    made.raise_for_status()
+    network_id = str(made.json()["network"]["id"])
+    subnet = requests.post(f"{cluster.endpoint}/network/v2.0/subnets", headers=headers, timeout=30, json={
+        "subnet": {"network_id": network_id, "cidr": PUBLIC_NETWORK["cidr"], "ip_version": 4}})
+    subnet.raise_for_status()
+    return network_id
+
+
+def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str], public_network_id: str = "") -> str:
     cluster_secrets = cluster.config["secrets"]
     region = cluster.config["api"].get("region", "RegionOne")
     sections: dict[str, dict[str, Any]] = {
@@ -217,7 +240,8 @@ def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str]) ->
                    "build_timeout": 120, "volume_size": 1, "min_microversion": volume_versions.fmt(volume_versions.MIN_VERSION),
                    "max_microversion": volume_versions.fmt(volume_versions.MAX_VERSION)},
         "network": {"region": region, "endpoint_type": "publicURL", "build_timeout": 120,
-                    "shared_physical_network": False},
+                    "shared_physical_network": False, "public_network_id": public_network_id,
+                    "floating_network_name": PUBLIC_NETWORK["name"]},
         # Keystone's tests then act as system administrators and readers (system scope, served), not as an
         # admin of a project of their own, which this cloud's policy does not make a cloud admin
         "enforce_scope": {"keystone": True},
@@ -276,7 +300,7 @@ def run(regex: str, workspace: Path, concurrency: int = 2, name: str | None = No
         give_projects_room(cluster, projects(concurrency))
         (workspace / "accounts.yaml").write_text(yaml.safe_dump(accounts(cluster.config["secrets"], passwords,
                                                                          concurrency)))
-        (workspace / "tempest.conf").write_text(tempest_conf(cluster, workspace, images))
+        (workspace / "tempest.conf").write_text(tempest_conf(cluster, workspace, images, public_network(cluster)))
         _stestr_conf(workspace)
         env = {**without_cloud_variables(os.environ), "TEMPEST_CONFIG_DIR": str(workspace),
                "TEMPEST_CONFIG": "tempest.conf"}

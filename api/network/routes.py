@@ -22,6 +22,7 @@ from api.network import quotas
 from api.network.cells import each_cell, find_cell, network_cells
 from api.policy import routes as policy_routes
 from cells import errors
+from cells.context import RequestContext
 from cells.rpcapi.network import NetworkAPI
 
 LOG = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ COLLECTIONS = {"networks": ("network", "network"), "subnets": ("subnet", "subnet
                "security-groups": ("security_group", "security_group"),
                "security-group-rules": ("security_group_rule", "security_group_rule"),
                "routers": ("router", "router"), "floatingips": ("floatingip", "floatingip")}
-UPDATABLE = {"port", "security_group", "router", "floatingip"}
+BULK_MAX = 100  # items of one bulk create: each is a call to a cell
+UPDATABLE = {"network", "subnet", "port", "security_group", "router", "floatingip"}
 # error code of the one tree -> Neutron's exception type name
 NEUTRON_TYPES = {"network_not_found": "NetworkNotFound", "subnet_not_found": "SubnetNotFound",
                  "port_not_found": "PortNotFound", "security_group_not_found": "SecurityGroupNotFound",
@@ -115,11 +117,37 @@ async def create(request: web.Request) -> web.Response:
     resource, key = _resource(request.match_info["collection"])
     ctx = context(request)
     body = await json_body(request)
+    if isinstance(body, dict) and isinstance(body.get(key + "s"), list) and key not in body:
+        return await _bulk_create(request, resource, key, body[key + "s"])
     if not isinstance(body, dict) or not isinstance(body.get(key), dict):
-        if isinstance(body, dict) and isinstance(body.get(key + "s"), list):
-            raise errors.Invalid(reason="bulk create is not supported by this cloud")
         raise errors.Invalid(reason=f"Resource body required: {{\"{key}\": {{...}}}}")
-    item: dict[str, Any] = body[key]
+    return web.json_response({key: await _create_one(request, ctx, resource, body[key])}, status=201)
+
+
+async def _bulk_create(request: web.Request, resource: str, key: str, items: list[Any]) -> web.Response:
+    """Neutron's bulk create ({"<resource>s": [...]}): all or nothing, each made as a single create
+    would be (its cell, its quota); a failure deletes the ones made before it and answers its error."""
+    if not items or not all(isinstance(i, dict) for i in items):
+        raise errors.Invalid(reason=f"Resource body required: {{\"{key}s\": [{{...}}, ...]}}")
+    if len(items) > BULK_MAX:
+        raise errors.Invalid(reason=f"at most {BULK_MAX} {key}s in one bulk create")
+    ctx = context(request)
+    made: list[dict[str, Any]] = []
+    try:
+        for item in items:
+            made.append(await _create_one(request, ctx, resource, item))
+    except Exception:
+        for record in reversed(made):
+            try:
+                api, _ = await find_cell(request.config_dict[ROUTER], ctx, resource, str(record["id"]))
+                await api.delete(ctx, resource, str(record["id"]))
+            except Exception:  # the create's error is the answer; a leftover is logged
+                LOG.exception("bulk create of %ss: could not delete %s after a failure", key, record["id"])
+        raise
+    return web.json_response({f"{key}s": made}, status=201)
+
+
+async def _create_one(request: web.Request, ctx: RequestContext, resource: str, item: dict[str, Any]) -> dict[str, Any]:
     api = NetworkAPI(network_cells(request.config_dict[ROUTER])[0])
     parent = item.get("network_id") if resource in ("subnet", "port") else \
         item.get("floating_network_id") if resource == "floatingip" else \
@@ -136,8 +164,7 @@ async def create(request: web.Request) -> web.Response:
         except errors.NotFound:
             pass  # the cell's controller answers with the right error
     limit = await quotas.limit_for(request, resource, str(owner)) if isinstance(owner, str) and owner else None
-    record = await api.create(ctx, resource, item, limit)
-    return web.json_response({key: record}, status=201)
+    return await api.create(ctx, resource, item, limit)
 
 
 async def update(request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ from cells.context import RequestContext, admin_context
 from cells.db.engine import Database
 from cells.db.migration_records import holds_copy
 from cells.db.schema import ensure_schema
-from cells.network import fanout, instance_ports, l3, l3_host, policy, resources, secgroups
+from cells.network import fanout, instance_ports, l2_updates, l3, l3_host, policy, resources, secgroups
 from cells.network import quota as netquota
 from cells.network.schema import ports
 from cells.objects.records import PortRecord
@@ -204,6 +204,15 @@ class NetworkController:
         b, limit = _body(body), netquota.parse(quota)
         return await self._write(lambda c: _counted(c, "network", limit, resources.create_network(c, ctx, b)))
 
+    async def network_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
+        b = _body(body)
+        network, hosts = await self._write(lambda c: (l2_updates.update_network(c, ctx, str(id), b),
+                                                      fanout.hosts_on_networks(c, [str(id)])))
+        self._refresh(hosts)
+        if "router:external" in b:  # the network host's external networks
+            await self._l3_changed()
+        return network
+
     async def network_delete(self, ctx: RequestContext, id: str) -> None:
         def delete(c: Connection) -> set[str]:
             hosts = fanout.hosts_on_networks(c, [str(id)])  # its gateway host drops bridge, VXLAN and dnsmasq now
@@ -227,6 +236,16 @@ class NetworkController:
         b, limit = _body(body), netquota.parse(quota)
         return await self._write(lambda c: _counted(c, "subnet", limit,
                                                     resources.create_subnet(c, ctx, b, self.subnet_policy)))
+
+    async def subnet_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
+        b = _body(body)
+
+        def write(c: Connection) -> tuple[dict[str, Any], set[str]]:
+            subnet = l2_updates.update_subnet(c, ctx, str(id), b)
+            return subnet, fanout.hosts_on_networks(c, [str(subnet["network_id"])])  # its dnsmasq's options
+        subnet, hosts = await self._write(write)
+        self._refresh(hosts)
+        return subnet
 
     async def subnet_delete(self, ctx: RequestContext, id: str) -> None:
         await self._write(lambda c: resources.delete_subnet(c, ctx, str(id)))

@@ -78,15 +78,15 @@ def is_valid_mac(value: Any) -> bool:
     return True
 
 
-def check_network_fields(ctx: RequestContext, body: Mapping[str, Any]) -> None:
-    """403 when a member names a wiring field of a network (create)."""
+def check_network_fields(ctx: RequestContext, body: Mapping[str, Any], action: str = "create_network") -> None:
+    """403 when a member names a wiring field of a network (create, or an update's changed fields)."""
     if privileged(ctx):
         return
     for key in sorted(body):
         if key.startswith(NETWORK_ADMIN_PREFIXES) or key in NETWORK_ADMIN_FIELDS:
             if key in ("shared", "is_default", "router:external") and body[key] in (False, None):
                 continue  # saying "not shared" asks for nothing
-            raise _refuse("create_network", key)
+            raise _refuse(action, key)
 
 
 def check_port_fields(ctx: RequestContext, body: Mapping[str, Any], action: str,

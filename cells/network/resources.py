@@ -386,11 +386,12 @@ def _random_mac() -> str:
 
 
 def new_port(conn: Connection, net: AnyRow, project: str, group_ids: list[str], fixed_ips: Any = None,
-             mac: str | None = None, **fields: Any) -> str:
+             mac: str | None = None, without_address: bool = False, **fields: Any) -> str:
     """Insert a port on `net` (a row) with its fixed IPs, in the caller's unit of work; its id.
-    `fields`: the other port columns (name, device_id, device_owner, auto_delete, ...)."""
+    `without_address`: on a network without a subnet the port has none (Neutron's port API); else
+    such a network is refused. `fields`: the other port columns (name, device_id, device_owner, ...)."""
     subnet_rows = ipam.network_subnets(conn, net.id)
-    if not subnet_rows:
+    if not subnet_rows and not (without_address and not fixed_ips):
         raise errors.Invalid(reason=f"Network {net.id} has no subnet to allocate an address from.")
     if mac is not None:
         mac = policy.normalize_mac(mac)
@@ -406,7 +407,8 @@ def new_port(conn: Connection, net: AnyRow, project: str, group_ids: list[str], 
     else:
         raise errors.Conflict(reason=f"MAC address {mac} is already in use" if mac
                               else "could not find a free MAC address")
-    _allocate_fixed_ips(conn, net.id, subnet_rows, values["id"], fixed_ips)
+    if subnet_rows:
+        _allocate_fixed_ips(conn, net.id, subnet_rows, values["id"], fixed_ips)
     return str(values["id"])
 
 
@@ -417,10 +419,7 @@ def create_port(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) 
     net_id = body.get("network_id")
     if not isinstance(net_id, str):
         raise errors.Invalid(reason="network_id is required")
-    try:
-        net = network_row(conn, ctx, net_id)
-    except errors.NetworkNotFound:  # another project's network is as good as absent, and a bad request
-        raise errors.Invalid(reason=f"Network {net_id} could not be found.") from None
+    net = network_row(conn, ctx, net_id)  # another project's network is as good as absent: 404, as Neutron
     policy.check_port_fields(ctx, body, "create_port")
     policy.check_unsupported_binding(body)
     project = _project(ctx, body)
@@ -432,7 +431,7 @@ def create_port(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) 
     device_id, device_owner = _text(body, "device_id"), _text(body, "device_owner")
     _check_device(conn, project, device_id, device_owner)
     group_ids = secgroups.resolve_groups(conn, project, body.get("security_groups"))
-    port_id = new_port(conn, net, project, group_ids, body.get("fixed_ips"), mac,
+    port_id = new_port(conn, net, project, group_ids, body.get("fixed_ips"), mac, without_address=True,
                        name=_text(body, "name"), device_id=device_id, device_owner=device_owner,
                        admin_state_up=_bool(body, "admin_state_up", True), description=_text(body, "description"),
                        binding_host=_text(body, "binding:host_id") or None)

@@ -178,6 +178,8 @@ def update_group(conn: Connection, ctx: RequestContext, gid: str, body: Mapping[
             values[key] = body[key]
     if values.get("name") and row.name == DEFAULT_GROUP and values["name"] != DEFAULT_GROUP:
         raise errors.Conflict(reason="The default security group cannot be renamed.")
+    if values.get("name") == DEFAULT_GROUP and row.name != DEFAULT_GROUP:  # a project has one default group
+        raise errors.Conflict(reason="Default security group already exists: another group cannot be named default.")
     if values:
         conn.execute(update(security_groups).where(security_groups.c.id == gid)
                      .values(**values, updated_at=utcnow_iso()))
@@ -189,8 +191,10 @@ def update_group(conn: Connection, ctx: RequestContext, gid: str, body: Mapping[
 def _port(value: Any, what: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+    if isinstance(value, bool) or not isinstance(value, int):
         raise errors.Invalid(reason=f"{what} must be an integer 0-65535, not {value!r}")
+    if not 0 <= value <= 65535:  # the protocol's own check says which bound (Neutron's wording)
+        raise errors.Invalid(reason=f"Invalid value for port {value}: {what} must be 0-65535")
     return value
 
 
@@ -218,12 +222,15 @@ def create_rule(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) 
             raise errors.Invalid(reason=f"protocol must be tcp, udp, icmp or any, not {body.get('protocol')!r}")
     pmin, pmax = _port(body.get("port_range_min"), "port_range_min"), _port(body.get("port_range_max"),
                                                                              "port_range_max")
-    if protocol in ("tcp", "udp"):
+    if protocol in ("tcp", "udp"):  # Neutron's messages, which clients match on
         if (pmin is None) != (pmax is None) or (pmin is not None and pmax is not None and pmin > pmax):
             raise errors.Invalid(reason="port_range_min must be <= port_range_max, both given or neither")
     elif protocol == "icmp":
-        if pmin is not None and pmin > 255 or pmax is not None and pmax > 255:
-            raise errors.Invalid(reason="ICMP type and code must be 0-255")
+        for value, what in ((pmin, "type"), (pmax, "code")):
+            if value is not None and not 0 <= value <= 255:
+                raise errors.Invalid(reason=f"Invalid value for ICMP {what} {value}: it must be 0-255")
+        if pmin is None and pmax is not None:
+            raise errors.Invalid(reason=f"ICMP type (port-range-min) is missing for ICMP code {pmax}")
     elif pmin is not None or pmax is not None:
         raise errors.Invalid(reason="port ranges need protocol tcp or udp")
     prefix = body.get("remote_ip_prefix")

@@ -18,16 +18,19 @@ AGENT_REFRESH_VERSION = "1.2"  # host_changed here, refresh_network on the compu
 GROUP_NAMES_VERSION = "1.3"
 INTERFACE_VERSION = "1.5"  # interface_attach/detach (issue 16)  # security_group_names: what server views show, in one call
 L3_VERSION = "1.4"  # routers and floating IPs (issue 17)
+L2_UPDATE_VERSION = "1.6"  # network_update, subnet_update (issue 17: Tempest's tempest.api.network)
 _API = callers(API)
 SURFACE = surface(
     # the Neutron API (/network/v2.0): <resource>_list / _get / _create / _update / _delete
     Method("network_list", FAST, retry_safe=True, callers=_API),
     Method("network_get", FAST, retry_safe=True, callers=_API),
     Method("network_create", NORMAL, callers=_API),
+    Method("network_update", NORMAL, version=L2_UPDATE_VERSION, callers=_API),
     Method("network_delete", NORMAL, callers=_API),
     Method("subnet_list", FAST, retry_safe=True, callers=_API),
     Method("subnet_get", FAST, retry_safe=True, callers=_API),
     Method("subnet_create", NORMAL, callers=_API),
+    Method("subnet_update", NORMAL, version=L2_UPDATE_VERSION, callers=_API),
     Method("subnet_delete", NORMAL, callers=_API),
     Method("port_list", FAST, retry_safe=True, callers=_API),
     Method("port_get", FAST, retry_safe=True, callers=_API),

@@ -153,6 +153,70 @@ async def test_security_groups_and_rules(tmp_path: Path) -> None:
         assert sorted(g["name"] for g in groups) == ["default", "web"]
 
 
+async def test_network_and_subnet_updates_bulk_create_and_ports_without_a_subnet(tmp_path: Path) -> None:
+    """What Tempest's tempest.api.network asks beyond create/delete (issue 17), as Neutron answers it."""
+    n = "/network/v2.0"
+    async with api_client(tmp_path) as (client, demo, admin):
+        async def call(method: str, path: str, who: dict[str, str], body: Any = None,
+                       status: int = 200) -> dict[str, Any]:
+            resp = await client.request(method, f"{n}/{path}", headers=who, json=body)
+            assert resp.status == status, await resp.text()
+            return dict(await resp.json()) if resp.status != 204 else {}
+
+        net = (await call("POST", "networks", demo, {"network": {"name": "a", "description": "d1"}}, 201))["network"]
+        updated = (await call("PUT", f"networks/{net['id']}", demo, {"network": {"name": "b", "description": "d2"}}))
+        assert (updated["network"]["name"], updated["network"]["description"]) == ("b", "d2")
+        assert (await call("GET", f"networks/{net['id']}", demo))["network"]["description"] == "d2"
+        await call("PUT", f"networks/{net['id']}", demo, {"network": {"provider:segmentation_id": 4000}}, 403)
+        await call("PUT", f"networks/{net['id']}", admin, {"network": {"provider:segmentation_id": 4000}}, 400)
+        await call("PUT", f"networks/{net['id']}", demo, {"network": {"router:external": True}}, 403)  # an admin's
+        gone = await call("PUT", "networks/0c2b9a5e-0000-4000-8000-000000000000", demo, {"network": {"name": "x"}}, 404)
+        assert gone["NeutronError"]["type"] == "NetworkNotFound"
+
+        # a port on a network without a subnet has no address; on a network that is not there: 404
+        bare = (await call("POST", "ports", demo, {"port": {"network_id": net["id"]}}, 201))["port"]
+        assert bare["fixed_ips"] == []
+        missing = await call("POST", "ports", demo, {"port": {"network_id": "0c2b9a5e-0000-4000-8000-000000000000"}},
+                             404)
+        assert missing["NeutronError"]["type"] == "NetworkNotFound"
+
+        sub = (await call("POST", "subnets", demo, {"subnet": {"network_id": net["id"], "cidr": "192.168.60.0/24",
+                                                                "ip_version": 4}}, 201))["subnet"]
+        changed = (await call("PUT", f"subnets/{sub['id']}", demo, {"subnet": {
+            "name": "s2", "dns_nameservers": ["192.0.2.53"], "enable_dhcp": False}}))["subnet"]
+        assert (changed["name"], changed["dns_nameservers"], changed["enable_dhcp"]) == ("s2", ["192.0.2.53"], False)
+        await call("PUT", f"subnets/{sub['id']}", demo, {"subnet": {"cidr": "192.168.61.0/24"}}, 400)
+        await call("PUT", "subnets/0c2b9a5e-0000-4000-8000-000000000000", demo, {"subnet": {"name": "x"}}, 404)
+
+        # bulk create: all made, or none (the second names a network that is not there: the first is deleted)
+        before = len((await call("GET", "ports", demo))["ports"])
+        made = (await call("POST", "networks", demo, {"networks": [{"name": "n1"}, {"name": "n2"}]}, 201))["networks"]
+        assert [m["name"] for m in made] == ["n1", "n2"]
+        await call("POST", "ports", demo, {"ports": [{"network_id": net["id"]},
+                                                     {"network_id": "0c2b9a5e-0000-4000-8000-000000000000"}]}, 404)
+        assert len((await call("GET", "ports", demo))["ports"]) == before
+
+        # an external network in use by a floating IP stays external
+        public = (await call("POST", "networks", admin, {"network": {"name": "pub", "router:external": True}},
+                             201))["network"]
+        await call("POST", "subnets", admin, {"subnet": {"network_id": public["id"], "cidr": "203.0.113.0/24",
+                                                         "ip_version": 4}}, 201)
+        fip = (await call("POST", "floatingips", demo, {"floatingip": {"floating_network_id": public["id"]}},
+                          201))["floatingip"]
+        await call("PUT", f"networks/{public['id']}", admin, {"network": {"router:external": False}}, 409)
+        await call("DELETE", f"floatingips/{fip['id']}", demo, status=204)
+        flipped = (await call("PUT", f"networks/{public['id']}", admin, {"network": {"router:external": False}}))
+        assert flipped["network"]["router:external"] is False
+
+        # security groups: Neutron's wording for a bad port, one default group per project
+        group = (await call("POST", "security-groups", demo, {"security_group": {"name": "g"}}, 201))["security_group"]
+        bad = await call("POST", "security-group-rules", demo, {"security_group_rule": {
+            "security_group_id": group["id"], "direction": "ingress", "protocol": "tcp", "port_range_min": -16,
+            "port_range_max": 80}}, 400)
+        assert "Invalid value for port -16" in bad["NeutronError"]["message"]
+        await call("PUT", f"security-groups/{group['id']}", demo, {"security_group": {"name": "default"}}, 409)
+
+
 async def _cli(home: Path, url: str, *args: str) -> Any:
     return await cli_as(home, url, "demo", *args)
 
