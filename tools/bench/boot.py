@@ -187,9 +187,8 @@ async def measure(cluster: RunningCluster, latency_n: int, burst_n: int, concurr
                 "cpu_seq": cpu_seq, "cpu_burst": cpu_burst, "quota_rates": quota_rates}
 
 
-async def burst(cluster: RunningCluster, api: Api, image: str, n: int,
-                concurrency: int) -> tuple[float, dict[str, float], int]:
-    """(boots/s to ACTIVE, CPU per boot by process, servers in ERROR) of `n` boots; deleted after."""
+async def timed_burst(api: Api, image: str, n: int, concurrency: int) -> tuple[float, list[str]]:
+    """(boots/s until none is BUILD, the servers' ids) of `n` boots from `concurrency` clients."""
     # `concurrency` clients keep POSTing, then one watcher asks every 20 ms whether any server is
     # still building (a list of at most one: the bench's own polling stays light)
     names = iter(range(n))
@@ -199,11 +198,18 @@ async def burst(cluster: RunningCluster, api: Api, image: str, n: int,
         for i in names:
             ids.append(await api.boot(f"burst-{i}", image))
 
-    cpu0, t = cpu_seconds(cluster), time.perf_counter()
+    t = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     while await count(api, "BUILD", limit=1):
         await asyncio.sleep(0.02)
-    rate = n / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t), ids
+
+
+async def burst(cluster: RunningCluster, api: Api, image: str, n: int,
+                concurrency: int) -> tuple[float, dict[str, float], int]:
+    """(boots/s to ACTIVE, CPU per boot by process, servers in ERROR) of `n` boots; deleted after."""
+    cpu0 = cpu_seconds(cluster)
+    rate, ids = await timed_burst(api, image, n, concurrency)
     cpu = per_boot(cpu0, cpu_seconds(cluster), n)
     errors = await count(api, "ERROR")
     for chunk in range(0, len(ids), concurrency):

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from tools.bench.boot import Api, count, image_id, lift_quota, pct, token_for
+from tools.bench.boot import Api, image_id, lift_quota, pct, timed_burst, token_for
 from tools.devcluster import RunningCluster, running_cluster, wait_for
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -83,16 +83,7 @@ async def boots_and_list(cluster: RunningCluster, burst: int, concurrency: int) 
         await lift_quota(session, cluster, project)
         api, image = Api(session, cluster, token), await image_id(session, cluster, token)
         await api.wait_active(await api.boot("warm-up", image))
-        names = iter(range(burst))
-
-        async def client() -> None:
-            for i in names:
-                await api.boot(f"burst-{i}", image)
-        t = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        while await count(api, "BUILD", limit=1):
-            await asyncio.sleep(0.05)
-        rate = burst / (time.perf_counter() - t)
+        rate, _ids = await timed_burst(api, image, burst, concurrency)
         lists = []
         for _ in range(10):
             t = time.perf_counter()

@@ -15,12 +15,11 @@ import argparse
 import asyncio
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
 
-from tools.bench.boot import TEST_NODE, Api, count, image_id, lift_quota, token_for
+from tools.bench.boot import TEST_NODE, Api, count, image_id, lift_quota, timed_burst, token_for
 from tools.devcluster import RunningCluster, running_cluster
 
 
@@ -32,17 +31,8 @@ async def burst(cluster: RunningCluster, n: int, concurrency: int) -> tuple[floa
         api, image = Api(session, cluster, token), await image_id(session, cluster, token)
         await api.wait_active(await api.boot("warm-up", image))  # fills the hosts' image caches
         await api.wait_active(await api.boot("warm-up-2", image))
-        names = iter(range(n))
-
-        async def client() -> None:
-            for i in names:
-                await api.boot(f"burst-{i}", image)
-
-        t = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-        while await count(api, "BUILD"):
-            await asyncio.sleep(0.02)
-        return n / (time.perf_counter() - t), await count(api, "ERROR")
+        rate, _ids = await timed_burst(api, image, n, concurrency)
+        return rate, await count(api, "ERROR")
 
 
 def run(tmp: Path, uri: str, n: int, each: int, burst_n: int, concurrency: int) -> tuple[float, int]:
