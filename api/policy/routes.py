@@ -88,6 +88,8 @@ COMPUTE: dict[tuple[str, str], str] = {
     ("GET", "/v2.1/os-hypervisors/statistics"): _N + "os-hypervisors:statistics",
     ("GET", "/v2.1/os-hypervisors/{hypervisor_id}"): _N + "os-hypervisors:show",
     ("GET", "/v2.1/os-hypervisors/{pattern}/search"): _N + "os-hypervisors:search",
+    ("GET", "/v2.1/os-hypervisors/{hypervisor_id}/uptime"): _N + "os-hypervisors:uptime",
+    ("GET", "/v2.1/os-hypervisors/{pattern}/servers"): _N + "os-hypervisors:servers",
     ("GET", "/v2.1/os-migrations"): _N + "os-migrations:index",
     ("GET", _S + "/migrations"): _N + "servers:migrations:index",
     ("POST", _S + "/remote-consoles"): _N + "os-remote-consoles",

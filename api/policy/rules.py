@@ -160,6 +160,8 @@ NOVA = {
     "os_compute_api:os-hypervisors:show": "rule:admin_api",
     "os_compute_api:os-hypervisors:statistics": "rule:admin_api",
     "os_compute_api:os-hypervisors:search": "rule:admin_api",
+    "os_compute_api:os-hypervisors:uptime": "rule:admin_api",
+    "os_compute_api:os-hypervisors:servers": "rule:admin_api",
     "os_compute_api:os-instance-actions:events": "rule:admin_api",
     "os_compute_api:os-keypairs:index": "rule:admin_api or user_id:%(user_id)s",
     "os_compute_api:os-keypairs:show": "rule:admin_api or user_id:%(user_id)s",

@@ -190,6 +190,18 @@ def _is_no_domain(exc: libvirt.libvirtError) -> bool:
     return bool(exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN)
 
 
+def host_booted_at(stat: str = "/proc/stat") -> int | None:
+    """When the host booted, epoch seconds (the kernel's btime); None where the kernel does not say."""
+    try:
+        with open(stat, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("btime "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class LibvirtDriver:
     """The connection, its bounded pool, domain definition and removal, and queries; the rest is
     its collaborators': `power` (node/compute/power.py), `disks` (node/compute/disks.py) and
@@ -312,9 +324,12 @@ class LibvirtDriver:
     # --- queries -------------------------------------------------------------
 
     async def host_resources(self) -> dict[str, int]:
+        """The host's capacity, and when it booted (epoch seconds; os-hypervisors' uptime), where it says."""
         info = await self._run(self.conn.getInfo)  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
         usage = await self._run(shutil.disk_usage, self.instances_dir)
-        return {"vcpus": int(info[2]), "memory_mb": int(info[1]), "local_gb": int(usage.total // 1024 ** 3)}
+        booted_at = await self._run(host_booted_at)
+        return {"vcpus": int(info[2]), "memory_mb": int(info[1]), "local_gb": int(usage.total // 1024 ** 3),
+                **({"booted_at": booted_at} if booted_at is not None else {})}
 
     async def power_state(self, uuid: str) -> int:
         """Raises InstanceNotFound when there is no domain for `uuid`."""

@@ -7,6 +7,7 @@ import grp
 import os
 import pwd
 import shutil
+import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from cells import errors
 from cells.objects.instance import PowerState
 from node.compute import driver as driver_mod
 from node.compute.disks import grow_disk, root_disk_bytes, virtual_size
-from node.compute.driver import LibvirtDriver, create_overlay, hardware_virt_usable, resolve_virt_type
+from node.compute.driver import LibvirtDriver, create_overlay, hardware_virt_usable, host_booted_at, resolve_virt_type
 
 
 def instance(**over: Any) -> dict[str, Any]:
@@ -126,9 +127,20 @@ async def test_lifecycle_events_reach_the_loop(drv: LibvirtDriver) -> None:
 
 
 async def test_host_resources(drv: LibvirtDriver) -> None:
+    """Capacity, and the host's boot time (Linux's /proc/stat btime) in the past."""
     res = await drv.host_resources()
-    assert set(res) == {"vcpus", "memory_mb", "local_gb"}
+    assert set(res) == {"vcpus", "memory_mb", "local_gb", "booted_at"}
     assert res["vcpus"] > 0 and res["memory_mb"] > 0 and res["local_gb"] > 0
+    assert 0 < res["booted_at"] <= time.time()
+
+
+def test_host_booted_at_reads_btime_and_says_none_without_it(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3\nbtime 1700000000\nprocesses 9\n")
+    assert host_booted_at(str(stat)) == 1700000000
+    stat.write_text("cpu  1 2 3\n")
+    assert host_booted_at(str(stat)) is None
+    assert host_booted_at(str(tmp_path / "missing")) is None
 
 
 async def test_calls_before_connect_fail_clearly(tmp_path: Path) -> None:

@@ -101,8 +101,9 @@ class FakeConductor:
 
     @staticmethod
     def _match(rec: dict[str, Any], filters: dict[str, Any]) -> bool:
-        for k in ("project_id", "user_id", "host", "uuid", "task_state"):
-            if filters.get(k) is not None and rec.get(k) != filters[k]:
+        for k in ("project_id", "user_id", "host", "uuid", "task_state"):  # exact match, str or list (as the cell DB)
+            wanted = filters.get(k)
+            if wanted is not None and rec.get(k) not in (wanted if isinstance(wanted, list) else [wanted]):
                 return False
         if filters.get("vm_state") is not None:
             wanted = filters["vm_state"] if isinstance(filters["vm_state"], list) else [filters["vm_state"]]

@@ -31,7 +31,8 @@ async def hypervisor_list(env: FlowEnv, ctx: RequestContext) -> list[dict[str, A
              "hypervisor_type": str(h.stats.get("hypervisor_type") or "QEMU"),
              "hypervisor_version": int(h.stats.get("hypervisor_version") or 0),
              "disabled": bool(marks.get(h.host, {}).get("disabled")),  # its compute service's (os-services)
-             "disabled_reason": marks.get(h.host, {}).get("disabled_reason")}
+             "disabled_reason": marks.get(h.host, {}).get("disabled_reason"),
+             "booted_at": h.stats.get("booted_at")}  # when the host booted, as it reported (None: not said)
             for h in sorted(hosts, key=lambda h: h.host)]
 
 
