@@ -100,7 +100,7 @@ def _specs(request: web.Request) -> list[ServiceSpec]:
     return [s for s in cluster.services if s.kind in BINARIES and (s.cell or "") in paths]
 
 
-async def _services(request: web.Request, ctx: RequestContext) -> list[tuple[ServiceSpec, dict[str, Any]]]:
+async def services(request: web.Request, ctx: RequestContext) -> list[tuple[ServiceSpec, dict[str, Any]]]:
     """Every service with its view, a deleted compute service left out."""
     version, marks = version_of(request), await _marks(request, ctx)
     zones = await aggregates.host_zones(request.config_dict[ENGINE])
@@ -114,7 +114,7 @@ async def _services(request: web.Request, ctx: RequestContext) -> list[tuple[Ser
 
 async def index(request: web.Request) -> web.Response:
     ctx = authorize(request, "os_compute_api:os-services:list")
-    out = [view for _, view in await _services(request, ctx)]
+    out = [view for _, view in await services(request, ctx)]
     for key in ("host", "binary"):
         if request.query.get(key):
             out = [s for s in out if s[key] == request.query[key]]
@@ -133,7 +133,7 @@ async def _by_id(request: web.Request, ctx: RequestContext, wanted: str) -> tupl
             uuidlib.UUID(wanted)
         except ValueError:
             raise errors.Invalid(f"Invalid uuid {wanted}") from None
-    for spec, view in await _services(request, ctx):
+    for spec, view in await services(request, ctx):
         if str(view["id"]) == wanted:
             return spec, view
     raise errors.NotFound(f"Service {wanted} not found.")
@@ -196,7 +196,7 @@ async def update(request: web.Request) -> web.Response:
     if "forced_down" in body:
         values["forced_down"] = body["forced_down"]
     await _apply(request, ctx, spec, values)
-    for found, view in await _services(request, ctx):
+    for found, view in await services(request, ctx):
         if found.id == spec.id:
             return web.json_response({"service": view})
     raise errors.NotFound(f"Service {wanted} not found.")

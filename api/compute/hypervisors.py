@@ -40,12 +40,17 @@ _NAMESPACE = uuidlib.UUID("6f1f5a7e-3c2b-4b8e-9a51-2d1c0e7c4b10")  # Cellcloud's
 USAGE_KEYS = ("vcpus", "memory_mb", "local_gb", "vcpus_used", "memory_mb_used", "local_gb_used", "running_vms")
 
 
+class NotImplementedHere(errors.CellcloudError):
+    """What Nova's driver does not implement either: 501, as Nova's."""
+    code, http_status, msg = "not_implemented", 501, "Virt driver does not implement {what}."
+
+
 def hypervisor_id(cell_path: str, host: str, version: tuple[int, int]) -> str | int:
     ident = uuidlib.uuid5(_NAMESPACE, f"{cell_path}/{host}")
     return str(ident) if version >= UUID_VERSION else ident.int % (2 ** 31 - 1) + 1
 
 
-async def _nodes(request: web.Request, ctx: RequestContext) -> list[tuple[str, dict[str, Any]]]:
+async def compute_nodes(request: web.Request, ctx: RequestContext) -> list[tuple[str, dict[str, Any]]]:
     router = request.config_dict[ROUTER]
 
     async def one(cell: Any, bounded: RequestContext) -> list[dict[str, Any]]:
@@ -147,19 +152,19 @@ def _matching(request: web.Request, nodes: list[tuple[str, dict[str, Any]]]) -> 
 
 async def index(request: web.Request) -> web.Response:
     ctx = authorize(request, "os_compute_api:os-hypervisors:list")
-    nodes = _matching(request, await _nodes(request, ctx))
+    nodes = _matching(request, await compute_nodes(request, ctx))
     return web.json_response({"hypervisors": await _views(request, ctx, nodes, _brief, _with_servers(request))})
 
 
 async def detail(request: web.Request) -> web.Response:
     ctx = authorize(request, "os_compute_api:os-hypervisors:list-detail")
-    nodes = _matching(request, await _nodes(request, ctx))
+    nodes = _matching(request, await compute_nodes(request, ctx))
     return web.json_response({"hypervisors": await _views(request, ctx, nodes, _detail, _with_servers(request))})
 
 
 async def _one(request: web.Request, ctx: RequestContext) -> tuple[str, dict[str, Any]]:
     version, wanted = version_of(request), request.match_info["hypervisor_id"]
-    for path, node in await _nodes(request, ctx):
+    for path, node in await compute_nodes(request, ctx):
         if str(hypervisor_id(path, node["host"], version)) == wanted:
             return path, node
     raise errors.NotFound(f"Hypervisor with ID '{wanted}' could not be found.")
@@ -182,7 +187,7 @@ async def show_uptime(request: web.Request) -> web.Response:
     path, node = await _one(request, ctx)
     text = uptime(node)
     if text is None:
-        raise web.HTTPNotImplemented(text="Virt driver does not implement uptime function.")
+        raise NotImplementedHere(what="uptime function")
     return web.json_response({"hypervisor": {**_brief(path, node, version), "uptime": text}})
 
 
@@ -193,7 +198,7 @@ async def servers(request: web.Request) -> web.Response:
     version, pattern = version_of(request), request.match_info["pattern"]
     if version >= UUID_VERSION:
         raise errors.NotFound("The resource could not be found.")
-    nodes = [(p, n) for p, n in await _nodes(request, ctx) if pattern in n["host"]]
+    nodes = [(p, n) for p, n in await compute_nodes(request, ctx) if pattern in n["host"]]
     if not nodes:
         raise errors.NotFound(f"No hypervisor matching '{pattern}' could be found.")
     return web.json_response({"hypervisors": await _views(request, ctx, nodes, _brief, True)})
@@ -203,7 +208,7 @@ async def statistics(request: web.Request) -> web.Response:
     ctx = authorize(request, "os_compute_api:os-hypervisors:statistics")
     if version_of(request) >= NO_USAGE_VERSION:
         raise errors.NotFound("The resource could not be found.")
-    nodes = [_detail(p, n, (2, 1)) for p, n in await _nodes(request, ctx)]
+    nodes = [_detail(p, n, (2, 1)) for p, n in await compute_nodes(request, ctx)]
     keys = (*USAGE_KEYS, "free_ram_mb", "free_disk_gb", "current_workload", "disk_available_least")
     stats = {k: sum(int(n[k]) for n in nodes) for k in keys}
     return web.json_response({"hypervisor_statistics": {"count": len(nodes), **stats}})
@@ -216,7 +221,7 @@ async def search(request: web.Request) -> web.Response:
     version, pattern = version_of(request), request.match_info["pattern"]
     if version >= UUID_VERSION:
         raise errors.NotFound("The resource could not be found.")
-    found = [_brief(p, n, version) for p, n in await _nodes(request, ctx) if pattern in n["host"]]
+    found = [_brief(p, n, version) for p, n in await compute_nodes(request, ctx) if pattern in n["host"]]
     if not found:
         raise errors.NotFound(f"No hypervisor matching '{pattern}' could be found.")
     return web.json_response({"hypervisors": found})

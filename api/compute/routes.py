@@ -12,6 +12,7 @@ from api.compute import (
     flavor_manage,
     flavors,
     floating_ips,
+    hosts,
     hypervisors,
     microversions,
     migrations,
@@ -50,6 +51,7 @@ def make_compute_app() -> web.Application:
     availability_zones.add_routes(app)  # os-availability-zone (issue 16)
     server_tags.add_routes(app)  # /servers/{id}/tags (2.26, issue 16)
     hypervisors.add_routes(app)  # os-hypervisors (issue 16)
+    hosts.add_routes(app)  # os-hosts, up to 2.42 (issue 16)
     migrations.add_routes(app)  # os-migrations, /servers/{id}/migrations (issue 16)
     compute_services.add_routes(app)  # os-services (issue 16)
     aggregates.add_routes(app)  # os-aggregates (issue 16)

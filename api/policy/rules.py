@@ -142,6 +142,8 @@ NOVA = {
     "os_compute_api:os-availability-zone:detail": "rule:admin_api",
     "os_compute_api:os-hypervisors:list": "rule:admin_api",
     "os_compute_api:os-migrations:index": "rule:admin_api",
+    **{f"os_compute_api:os-hosts:{name}": "rule:admin_api" for name in ("list", "show", "update", "start",
+                                                                       "shutdown", "reboot")},
     "os_compute_api:os-services:list": "rule:admin_api",
     "os_compute_api:os-services:update": "rule:admin_api",
     "os_compute_api:os-services:delete": "rule:admin_api",
