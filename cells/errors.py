@@ -320,6 +320,12 @@ class VolumeAttachmentNotFound(NotFound):
 
 
 @_register
+class SnapshotIsBusy(Invalid):
+    """Cinder's SnapshotIsBusy (400): a volume made from the snapshot still reads through it."""
+    code, msg = "snapshot_is_busy", "deleting snapshot {snapshot_name} that has dependent volumes"
+
+
+@_register
 class VolumeAttachConflict(Conflict):
     code, msg = "volume_attach_conflict", "Volume {volume_id} cannot be attached: {reason}"
 

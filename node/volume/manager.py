@@ -35,6 +35,8 @@ from node.locks import KeyedLocks
 from node.volume.backends import Backend, VolumeStorage
 from node.volume.backends.file import FileBackend
 from node.volume.backends.lvm import LvmBackend
+from node.volume.backends.qcow2_chain import unlink_quietly
+from node.volume.proc import CommandFailed, run
 from node.volume.targets import Target
 from node.volume.targets.lio import LioTarget
 from node.volume.targets.local import LocalTarget
@@ -45,6 +47,7 @@ from node.volume.upload import upload_file
 LOG = logging.getLogger(__name__)
 REPORT_INTERVAL = 30.0
 RETRY_MAX_DELAY = 5.0
+UPLOAD_CONVERT_TIMEOUT = 3600.0
 DEFAULT_TARGETS = ("local", "tgt", "nbd")
 DEFAULT_ISCSI_PORT = 3260
 DEFAULT_NBD_PORT = 10809
@@ -119,6 +122,7 @@ class VolumeManager:
     async def start(self, service: Caller) -> None:
         self._conductor = VolumeConductorAPI(service)
         await self.backend.check()
+        await self.backend.reconcile()
         await self.images.start()
         try:
             for target in self.targets.values():
@@ -224,9 +228,10 @@ class VolumeManager:
                 path = await self.images.fetch(image)
                 storage = await self.backend.import_image(vid, path, str(image.get("disk_format")), size)
             elif volume.get("source_volid"):
-                async with self._locks(str(volume["source_volid"])):
-                    source = await self.backend.locate(str(volume["source_volid"]))
-                    storage = await self.backend.clone(vid, source, size)
+                src = str(volume["source_volid"])
+                async with self._locks(src):
+                    source = await self.backend.locate(src)
+                    storage = await self.backend.clone(vid, source, size, live=await self._live(src))
             else:
                 storage = await self.backend.create(vid, size)
         LOG.info("volume %s created (%d GiB, %s at %s)", vid, size, storage.disk_format, storage.path)
@@ -235,12 +240,29 @@ class VolumeManager:
     async def create_snapshot(self, ctx: RequestContext, snapshot: dict[str, Any]) -> None:
         sid, vid = str(snapshot["id"]), str(snapshot["volume_id"])
         async with self._locks(vid):
-            storage = await self.backend.create_snapshot(sid, vid)
+            storage = await self.backend.create_snapshot(sid, vid, live=await self._live(vid))
         LOG.info("snapshot %s of volume %s made at %s", sid, vid, storage.path)
 
     async def delete_snapshot(self, ctx: RequestContext, snapshot: dict[str, Any]) -> None:
-        await self.backend.delete_snapshot(str(snapshot["id"]))
+        vid = str(snapshot.get("volume_id") or "") or None
+        if vid is None:
+            await self.backend.delete_snapshot(str(snapshot["id"]))
+        else:
+            async with self._locks(vid):  # it may be merged back into its volume
+                await self.backend.delete_snapshot(str(snapshot["id"]), vid, live=await self._live(vid))
         LOG.info("snapshot %s deleted", snapshot["id"])
+
+    async def _live(self, volume_id: str) -> bool:
+        """Whether a guest or an export may be writing the volume now (then its file stays where it is).
+        Asked under the volume's lock, which every export takes too."""
+        for target in self.targets.values():
+            if volume_id in await target.exported():
+                return True
+        try:
+            vol = await self.conductor.volume_get(admin_context(), volume_id)
+        except errors.VolumeNotFound:
+            return False
+        return vol.get("status") != "available"
 
     async def upload_volume(self, ctx: RequestContext, volume: dict[str, Any], image_id: str, api_url: str,
                             token: str) -> None:
@@ -251,10 +273,19 @@ class VolumeManager:
             raise errors.VolumeUploadFailed(volume_id=vid, reason="the image API named is not this cluster's")
         async with self._locks(vid):
             storage = await self.backend.locate(vid)
-        if storage.disk_format != "raw":
-            raise errors.VolumeUploadFailed(volume_id=vid, reason=f"{storage.disk_format} volumes are not uploaded "
-                                                                  "yet (raw only)")
-        await upload_file(storage.path, f"{self.api_url.rstrip('/')}/image/v2/images/{image_id}/file", token, vid)
+        url = f"{self.api_url.rstrip('/')}/image/v2/images/{image_id}/file"
+        if storage.disk_format == "raw":
+            await upload_file(storage.path, url, token, vid)
+        else:  # a snapshotted volume reads through a chain: the image gets its bytes flattened to raw
+            flat = os.path.join(os.path.dirname(storage.path), f"upload-{vid}.raw.part")  # reconcile's if killed
+            try:
+                await run(["qemu-img", "convert", "-q", "-f", storage.disk_format, "-O", "raw", storage.path, flat],
+                          timeout=UPLOAD_CONVERT_TIMEOUT)
+                await upload_file(flat, url, token, vid)
+            except CommandFailed as exc:
+                raise errors.VolumeUploadFailed(volume_id=vid, reason=f"flattening to raw failed: {exc}") from None
+            finally:
+                await asyncio.to_thread(unlink_quietly, flat)
         LOG.info("volume %s uploaded to image %s", vid, image_id)
 
     async def extend_volume(self, ctx: RequestContext, volume: dict[str, Any], new_size: int) -> None:
@@ -273,25 +304,29 @@ class VolumeManager:
             await self.backend.delete(vid)
         LOG.info("volume %s deleted", vid)
 
-    def choose_target(self, connector: dict[str, Any]) -> Target:
-        """The first configured target that reaches the compute host (local only on this host)."""
+    def choose_target(self, connector: dict[str, Any], disk_format: str = "raw") -> Target:
+        """The first configured target that reaches the compute host (local only on this host) and serves
+        the volume's format (one asked for by name is taken as is: it says why it cannot)."""
         wanted = connector.get("target")
         for name, target in self.targets.items():
+            if wanted is None and disk_format not in target.formats:
+                continue
             if (wanted is None or wanted == name) and target.reaches(connector):
                 return target
         raise errors.VolumeExportFailed(volume_id="-", reason=f"no export target of {self.host} "
                                                               f"({', '.join(self.targets)}) reaches host "
-                                                              f"{connector.get('host')!r}")
+                                                              f"{connector.get('host')!r} with a {disk_format} "
+                                                              "volume")
 
     async def export_volume(self, ctx: RequestContext, volume: dict[str, Any],
                             connector: dict[str, Any]) -> dict[str, Any]:
         vid = str(volume["id"])
         async with self._locks(vid):
+            storage: VolumeStorage = await self.backend.locate(vid)
             try:
-                target = self.choose_target(connector)
+                target = self.choose_target(connector, storage.disk_format)
             except errors.VolumeExportFailed as exc:
                 raise errors.VolumeExportFailed(volume_id=vid, reason=exc.kwargs.get("reason", "")) from None
-            storage: VolumeStorage = await self.backend.locate(vid)
             info = await target.export(storage, connector)
         LOG.info("volume %s exported by %s to %s", vid, target.name, connector.get("host"))
         return info

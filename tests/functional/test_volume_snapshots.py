@@ -7,6 +7,8 @@ bootable volume made from an image; a volume uploaded to an image that boots; an
 (The CLI refuses a shrink itself; the API's 400 for one is tests/unit/test_volume_snapshots.py's.)"""
 from __future__ import annotations
 
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 
 from api.image.default import MARKER as TINY_RAW_MARKER
+from node.volume.backends.qcow2_chain import backing_of, virtual_size
 from tools.devcluster import RunningCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.slow
@@ -49,7 +52,20 @@ def marker_at(path: Path) -> bytes:
         return f.read(len(MARKER))
 
 
+def qemu_marker(path: Path) -> bytes:
+    """The marker's bytes as QEMU reads the file (a qcow2 through its backing chain)."""
+    fmt = "qcow2" if path.suffix == ".qcow2" else "raw"
+    out = subprocess.run(["qemu-io", "-f", fmt, "-c", f"read -v {GIB // 2} {len(MARKER)}", str(path)],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    return bytes.fromhex("".join(m.group(1) for m in re.finditer(r"^[0-9a-f]{8}:  ((?:[0-9a-f]{2} )+)", out,
+                                                                 re.MULTILINE)))
+
+
 def test_snapshots_copies_extend_and_quota_with_the_cli(cluster: RunningCluster) -> None:
+    """Copy-on-write here (ext4: no reflinks, qcow2 chains): the snapshot is data1's former file, data1 and
+    the volumes made from the snapshot and from data1 small qcow2 overlays with a backing file that read
+    the marker written before the snapshot; the snapshot is busy (back to available) while data2 reads
+    through it."""
     vol = ("volume",)
     snap = ("volume", "snapshot")
     cluster.ok("volume", "create", "--size", "1", "data1", "-f", "json")
@@ -62,6 +78,7 @@ def test_snapshots_copies_extend_and_quota_with_the_cli(cluster: RunningCluster)
     assert made["status"] == "creating" and made["volume_id"] == data1 and made["size"] == 1
     snap1 = wait_status(cluster, snap, "snap1", "available")["id"]
     assert marker_at(files(cluster) / f"snapshot-{snap1}.raw") == MARKER
+    assert backing_of(str(files(cluster) / f"volume-{data1}.qcow2")) == f"snapshot-{snap1}.raw"
     assert [s["Name"] for s in cluster.ok("volume", "snapshot", "list", "-f", "json")] == ["snap1"]
 
     assert "dependent snapshots" in refused(cluster, "volume", "delete", "data1")
@@ -73,12 +90,17 @@ def test_snapshots_copies_extend_and_quota_with_the_cli(cluster: RunningCluster)
     cluster.ok("volume", "create", "--source", "data1", "data3", "-f", "json")
     data3 = wait_status(cluster, vol, "data3", "available")
     assert data3["source_volid"] == data1 and data3["size"] == 1
-    for made_vol in (data2, data3):
-        assert marker_at(files(cluster) / f"volume-{made_vol['id']}.raw") == MARKER
+    for made_vol, backing in ((data2, f"snapshot-{snap1}.raw"), (data3, f"base-{data3['id']}.qcow2")):
+        path = files(cluster) / f"volume-{made_vol['id']}.qcow2"
+        assert backing_of(str(path)) == backing and path.stat().st_size < 1 << 20  # << the 1-2 GiB volume
+        assert qemu_marker(path) == MARKER
+
+    cluster.ok("volume", "snapshot", "delete", "snap1")  # data2 reads through it: Cinder's SnapshotIsBusy
+    assert wait_status(cluster, snap, "snap1", "available")["id"] == snap1
 
     cluster.ok("volume", "set", "--size", "3", "data1")
     grown = wait_status(cluster, vol, "data1", "available")
-    assert grown["size"] == 3 and (files(cluster) / f"volume-{data1}.raw").stat().st_size == 3 * GIB
+    assert grown["size"] == 3 and virtual_size(str(files(cluster) / f"volume-{data1}.qcow2"), "qcow2") == 3 * GIB
 
     project = cluster.ok("volume", "show", "data1", "-f", "json")["os-vol-tenant-attr:tenant_id"]
     cluster.ok("quota", "set", "--snapshots", "1", project, who="admin")
@@ -86,11 +108,14 @@ def test_snapshots_copies_extend_and_quota_with_the_cli(cluster: RunningCluster)
                                                             "data3", "snap2")
     cluster.ok("quota", "set", "--snapshots", "10", project, who="admin")
 
+    cluster.ok("volume", "delete", "data2")
+    wait_for("data2 gone", lambda: "data2" not in [v["Name"] for v in cluster.ok("volume", "list", "-f", "json")],
+             30, 0.3)
     cluster.ok("volume", "delete", "--purge", "data1")
     wait_for("data1 and snap1 gone", lambda: not cluster.ok("volume", "snapshot", "list", "-f", "json")
              and "data1" not in [v["Name"] for v in cluster.ok("volume", "list", "-f", "json")], 30, 0.3)
-    for name in ("data2", "data3"):
-        cluster.ok("volume", "delete", name)
+    assert qemu_marker(files(cluster) / f"volume-{data3['id']}.qcow2") == MARKER  # its base outlives data1
+    cluster.ok("volume", "delete", "data3")
     wait_for("every volume gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
     assert list(files(cluster).iterdir()) == []
 

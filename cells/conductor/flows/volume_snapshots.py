@@ -180,6 +180,13 @@ async def delete_on_host(env: FlowEnv, ctx: RequestContext, rec: Mapping[str, An
     if rec.get("host"):
         try:
             await VolumeAPI(env.service).delete_snapshot(ctx, rec["host"], dict(rec))
+        except errors.SnapshotIsBusy as exc:  # Cinder: back to available, the reason kept
+            LOG.warning("snapshot %s: not deleted: %s", sid, exc.message)
+            busy = exc.message
+            await env.db.write(lambda conn: sdb.transition(conn, sid, [SS.DELETING],
+                                                           {"status": SS.AVAILABLE, "error": busy,
+                                                            "conductor_id": None}))
+            return
         except errors.CellcloudError as exc:
             LOG.warning("snapshot %s: delete on %s failed: %s", sid, rec["host"], exc)
             reason = exc.message

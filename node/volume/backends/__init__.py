@@ -35,16 +35,21 @@ class Backend(Protocol):
 
     async def capacity_gb(self) -> int: ...
 
-    async def create_snapshot(self, snapshot_id: str, volume_id: str) -> VolumeStorage:
-        """A point-in-time copy of the volume (idempotent; nothing left when it fails)."""
+    async def reconcile(self) -> list[str]:
+        """At start-up: finish or undo what a killed worker left half-made; the names removed."""
 
-    async def delete_snapshot(self, snapshot_id: str) -> None: ...
+    async def create_snapshot(self, snapshot_id: str, volume_id: str, live: bool = False) -> VolumeStorage:
+        """A point-in-time copy of the volume (idempotent; nothing left when it fails). `live`: a guest or an
+        export may be writing the volume, so its storage must stay where it is."""
+
+    async def delete_snapshot(self, snapshot_id: str, volume_id: str | None = None, live: bool = False) -> None:
+        """SnapshotIsBusy while a volume made from the snapshot depends on its storage."""
 
     async def locate_snapshot(self, snapshot_id: str) -> VolumeStorage:
         """Raise SnapshotNotFound when the snapshot has no storage here."""
 
-    async def clone(self, volume_id: str, source: VolumeStorage, size_gb: int) -> VolumeStorage:
-        """A new volume with `source`'s bytes, `size_gb` large (idempotent)."""
+    async def clone(self, volume_id: str, source: VolumeStorage, size_gb: int, live: bool = False) -> VolumeStorage:
+        """A new volume with `source`'s bytes, `size_gb` large (idempotent; `live` as for create_snapshot)."""
 
     async def import_image(self, volume_id: str, path: str, disk_format: str, size_gb: int) -> VolumeStorage:
         """A new volume holding the (verified) image file's disk, `size_gb` large (idempotent)."""

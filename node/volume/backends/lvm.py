@@ -86,13 +86,16 @@ class LvmBackend:
             raise
         return VolumeStorage(name, path, "raw", block_device=True)
 
-    async def create_snapshot(self, snapshot_id: str, volume_id: str) -> VolumeStorage:
+    async def reconcile(self) -> list[str]:
+        return []  # every copy is a whole logical volume made by one lvcreate; thin snapshots: not here yet
+
+    async def create_snapshot(self, snapshot_id: str, volume_id: str, live: bool = False) -> VolumeStorage:
         volume = await self.locate(volume_id)
         size = int(float((await run(["blockdev", "--getsize64", volume.path])).strip()) // (1024 ** 3))
         made = await self._copy_into(snapshot_name(snapshot_id), volume, max(size, 1))
         return VolumeStorage(snapshot_id, made.path, "raw", block_device=True)
 
-    async def delete_snapshot(self, snapshot_id: str) -> None:
+    async def delete_snapshot(self, snapshot_id: str, volume_id: str | None = None, live: bool = False) -> None:
         if await asyncio.to_thread(os.path.exists, f"/dev/{self.volume_group}/{snapshot_name(snapshot_id)}"):
             await run(["lvremove", "-q", "-f", f"{self.volume_group}/{snapshot_name(snapshot_id)}"], timeout=120)
 
@@ -102,7 +105,7 @@ class LvmBackend:
             raise errors.SnapshotNotFound(snapshot_id=snapshot_id)
         return VolumeStorage(snapshot_id, path, "raw", block_device=True)
 
-    async def clone(self, volume_id: str, source: VolumeStorage, size_gb: int) -> VolumeStorage:
+    async def clone(self, volume_id: str, source: VolumeStorage, size_gb: int, live: bool = False) -> VolumeStorage:
         made = await self._copy_into(volume_name(volume_id), source, size_gb)
         return VolumeStorage(volume_id, made.path, "raw", block_device=True)
 

@@ -45,6 +45,7 @@ async def initiator_address(volume_id: str, connector: dict[str, Any]) -> str:
 
 class Target(Protocol):
     name: str
+    formats: tuple[str, ...]  # the volume file formats it serves (a snapshotted file volume is a qcow2)
 
     def reaches(self, connector: dict[str, Any]) -> bool:
         """Whether a compute host described by `connector` ({"host": name}) can use this target."""

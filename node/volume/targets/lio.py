@@ -34,6 +34,7 @@ def unavailable_reason() -> str | None:
 
 class LioTarget:
     name = "lio"
+    formats: tuple[str, ...] = ("raw",)
 
     def __init__(self, address: str, port: int) -> None:
         self.address = address

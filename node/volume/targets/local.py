@@ -10,6 +10,7 @@ from node.volume.backends import VolumeStorage
 
 class LocalTarget:
     name = "local"
+    formats: tuple[str, ...] = ("raw", "qcow2")  # the guest's QEMU opens the file and its backing chain
 
     def __init__(self, host: str) -> None:
         self.host = host

@@ -92,6 +92,7 @@ class Qmp:
 
 class NbdTarget:
     name = "nbd"
+    formats: tuple[str, ...] = ("raw", "qcow2")  # qemu-storage-daemon opens the qcow2 and its backing chain
 
     def __init__(self, address: str, port: int, run_dir: str) -> None:
         self.address = address

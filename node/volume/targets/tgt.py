@@ -61,6 +61,7 @@ def control_port_for(portal_port: int) -> int:
 
 class TgtTarget:
     name = "tgt"
+    formats: tuple[str, ...] = ("raw",)
 
     def __init__(self, address: str, port: int, log_path: str, control_port: int | None = None) -> None:
         self.address = address
