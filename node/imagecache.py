@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from cells import errors, imageformat
+from cells.config import ClusterConfig
 from cells.metrics import IMAGE_CACHE_BYTES, IMAGE_CACHE_FILES
 
 LOG = logging.getLogger(__name__)
@@ -49,9 +50,12 @@ class ImageFetcher(Protocol):
 
 
 class ImageCache:
-    def __init__(self, cache_dir: str, fetcher: ImageFetcher, max_unused_age: float = MAX_UNUSED_AGE) -> None:
+    def __init__(self, cache_dir: str, fetcher: ImageFetcher, max_unused_age: float = MAX_UNUSED_AGE, *,
+                 owns_fetcher: bool = True) -> None:
+        """`owns_fetcher=False`: the fetcher is shared (the simulated hosts of one process): its owner closes it."""
         self.cache_dir = cache_dir
         self.fetcher = fetcher
+        self.owns_fetcher = owns_fetcher
         self.max_unused_age = max_unused_age
         self._locks: dict[str, asyncio.Lock] = {}
         self.downloads = 0  # completed downloads (for tests and metrics)
@@ -70,7 +74,8 @@ class ImageCache:
                     pass
 
     async def close(self) -> None:
-        await self.fetcher.close()
+        if self.owns_fetcher:
+            await self.fetcher.close()
 
     async def fetch(self, image: dict[str, Any]) -> str:
         """The local path of `image`'s verified bits, downloading them if needed."""
@@ -322,3 +327,9 @@ class HttpImageFetcher:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise errors.ImageDownloadFailed(image_id=image_id, reason=repr(exc)) from exc
         raise errors.ImageDownloadFailed(image_id=image_id, reason="the image store refused the service token")
+
+
+def image_store_client(cluster: ClusterConfig) -> HttpImageFetcher:
+    """The cluster's image store, as its image reader (the one user a node downloads images as)."""
+    return HttpImageFetcher(cluster.api.public_url, cluster.secrets.get("image_reader_password", ""),
+                            user="cellcloud-image-reader")

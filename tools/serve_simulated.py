@@ -6,12 +6,17 @@ own, so the cell sees exactly what a real host shows it. Shared by the process's
 - the event loop, the heap and the imports (what makes a host cost kilobytes, not a 56 MB process);
 - zmq's context with its one I/O thread, and the ZAP handler (one allowlist for the process);
 - the libvirt thread pool (SHARED_POOL threads for the process instead of 4 per host) and
-  libvirt's event thread.
+  libvirt's event thread;
+- the image store's client: one login as the image reader and one HTTP session for the process.
+  A login per host made a cold burst across 400 hosts a login storm (400 scrypt checks at the API,
+  ~50 ms of CPU each): logins waited up to 57 s, past the client's 15 s, and every build whose host
+  timed out was rescheduled to another cold host, logging in again (`make scale`: 1,481 logins,
+  684 of 800 servers ERROR, each after 3 hosts failed "service login failed").
 Each host's own: its CURVE key and so its sockets (a ROUTER bound at its fixed port, DEALERs to the
 peers it talks to): a key is the principal compute@<host>, and a compute may speak for its own host
 only, so hosts cannot share a socket without a principal that speaks for many, which the allowlist
 does not have; its directory member and heartbeats, resource report, hypervisor (a private test
-driver), image cache, locks and flows.
+driver), image cache (its files), locks and flows.
 A host whose service fails takes the process down with it (the TaskGroup), and the supervisor
 restarts the chunk: its hosts fail together, as the hosts of one rack behind one switch would.
 """
@@ -25,6 +30,7 @@ from cells.config import ClusterConfig, ServiceSpec
 from cells.rpcapi.compute import SURFACE as COMPUTE
 from cells.service_process import Service, stop_on_signals
 from node.compute.manager import ComputeManager
+from node.imagecache import image_store_client
 
 LOG = logging.getLogger(__name__)
 SHARED_POOL = 8  # libvirt threads of a whole simulated-host process (the test driver answers in microseconds)
@@ -38,12 +44,14 @@ def services_of(cluster: ClusterConfig, process: str) -> list[ServiceSpec]:
 async def serve(cluster: ClusterConfig, specs: list[ServiceSpec]) -> None:
     stop = stop_on_signals()
     pool = concurrent.futures.ThreadPoolExecutor(SHARED_POOL, thread_name_prefix="libvirt")
+    images = image_store_client(cluster)
     try:
-        services = [Service(cluster, spec, ComputeManager(cluster, spec, pool=pool), COMPUTE,
+        services = [Service(cluster, spec, ComputeManager(cluster, spec, pool=pool, fetcher=images), COMPUTE,
                             (f"compute.{spec.host}",)) for spec in specs]
         LOG.info("serving %d simulated hosts", len(services))
         async with asyncio.TaskGroup() as tg:
             for service in services:
                 tg.create_task(service.run(stop))
     finally:
+        await images.close()
         pool.shutdown(wait=False)

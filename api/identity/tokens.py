@@ -158,6 +158,8 @@ class TokenService:
         now = utcnow().replace(microsecond=0)
         expires_at, app_cred_id, system = now + self.ttl, None, False
         project: Named | None
+        # a password is checked before a DB connection is taken: the hash is ~50 ms of CPU
+        password_user = await self._password_user(identity) if method == "password" else None
         async with self.engine.connect() as conn:
             if method == "application_credential":
                 if scope is not None:
@@ -175,8 +177,8 @@ class TokenService:
                     expires_at = min(expires_at, cred.expires_at)
                 token_methods: tuple[str, ...] = ("application_credential",)
             else:
-                if method == "password":
-                    user, default_project = await self._password_user(conn, identity)
+                if password_user is not None:
+                    user, default_project = password_user
                     token_methods = ("password",)
                 else:
                     prior = await self.validate(str(_need(_need(identity, "token", "identity"), "id",
@@ -203,13 +205,17 @@ class TokenService:
         self._remember(_hash(token_id), token)
         return token_id, token
 
-    async def _password_user(self, conn: AsyncConnection, identity: Any) -> tuple[Named, str | None]:
+    async def _password_user(self, identity: Any) -> tuple[Named, str | None]:
+        """The user a password names, checked with no DB connection held while it hashes: a login storm
+        (hundreds of nodes fetching their first image) queues on the hash threads, not on the pool,
+        whose 30 s wait turned it into 500s."""
         pw = _need(_need(identity, "password", "identity"), "user", "identity/password")
         password = pw.get("password") if isinstance(pw, dict) else None
         if not isinstance(password, str):
             raise errors.Invalid("Invalid input for field 'identity/password/user/password': "
                                  "'password' is a required property")
-        user_row = await self._find_user(conn, pw)
+        async with self.engine.connect() as conn:
+            user_row = await self._find_user(conn, pw)
         # an unknown user costs the same hash as a wrong password: timing does not reveal who exists
         stored = user_row.password_hash if user_row is not None else _DECOY_HASH
         if not await verify_password(password, stored) or user_row is None or not user_row.enabled:

@@ -41,7 +41,7 @@ from node.compute.interface_hotplug import GuestInterfaces
 from node.compute.serial_console import SerialConsoles
 from node.compute.server_snapshots import GuestSnapshots
 from node.compute.spawner import GuestSpawner
-from node.imagecache import HttpImageFetcher, ImageCache
+from node.imagecache import ImageCache, ImageFetcher, image_store_client
 from node.locks import KeyedLocks
 from node.network.agent import NetworkAgent
 
@@ -106,8 +106,10 @@ class ComputeManager:
     volumes: VolumeAttachments
 
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, *, driver: LibvirtDriver | None = None,
-                 images: ImageCache | None = None, pool: concurrent.futures.ThreadPoolExecutor | None = None) -> None:
-        """`pool`: the libvirt thread pool, shared by the simulated hosts of one process (tools/simhosts.py)."""
+                 images: ImageCache | None = None, pool: concurrent.futures.ThreadPoolExecutor | None = None,
+                 fetcher: ImageFetcher | None = None) -> None:
+        """`pool`, `fetcher`: the libvirt thread pool and the image store's client (its one login), shared by
+        the simulated hosts of one process (tools/serve_simulated.py); the process closes them."""
         self.host = spec.host
         opts = spec.options
         base = os.path.join(cluster.state_dir, "hosts", spec.host)
@@ -116,9 +118,7 @@ class ComputeManager:
                                               str(opts.get("virt_type") or "auto"),
                                               instances_dir=os.path.join(base, "instances"), pool=pool)
         self.images = images or ImageCache(
-            os.path.join(base, "images"),
-            HttpImageFetcher(cluster.api.public_url, cluster.secrets.get("image_reader_password", ""),
-                             user="cellcloud-image-reader"))
+            os.path.join(base, "images"), fetcher or image_store_client(cluster), owns_fetcher=fetcher is None)
         host_spec = next((h for h in cluster.hosts if h.name == spec.host), None)
         self.network = NetworkAgent.from_options(  # VIF plugging: node/network/agent.py
             spec.host, os.path.join(base, "network"), opts, str(opts.get("virt_uri") or "test:///default"),

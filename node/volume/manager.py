@@ -30,7 +30,7 @@ from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext, admin_context
 from cells.rpcapi import Caller
 from cells.rpcapi.volume import VolumeConductorAPI
-from node.imagecache import HttpImageFetcher, ImageCache
+from node.imagecache import ImageCache, image_store_client
 from node.locks import KeyedLocks
 from node.volume.backends import Backend, VolumeStorage
 from node.volume.backends.file import FileBackend
@@ -103,10 +103,7 @@ class VolumeManager:
         self.backend_name = str(opts.get("backend_name") or self.backend.name)
         self.api_url = cluster.api.public_url
         # the images volumes are made from: fetched as the compute hosts fetch them, into its own cache
-        self.images = images or ImageCache(
-            os.path.join(base, "volume-images"),
-            HttpImageFetcher(cluster.api.public_url, cluster.secrets.get("image_reader_password", ""),
-                             user="cellcloud-image-reader"))
+        self.images = images or ImageCache(os.path.join(base, "volume-images"), image_store_client(cluster))
         self._conductor: VolumeConductorAPI | None = None
         self._locks = KeyedLocks()
         self._started: list[Target] = []

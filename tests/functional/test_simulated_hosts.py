@@ -65,6 +65,13 @@ def boot(api: Admin, name: str, count: int) -> None:
     assert r.status_code == 202, r.text
 
 
+def all_active(listed: dict[str, dict[str, Any]]) -> bool:
+    """Whether every server is ACTIVE; a server in ERROR fails the test at once, with its fault."""
+    failed = {sid: (s.get("fault") or {}).get("message") for sid, s in listed.items() if s["status"] == "ERROR"}
+    assert not failed, f"{len(failed)} servers ERROR, e.g. {next(iter(failed.items()))}"
+    return all(s["status"] == "ACTIVE" for s in listed.values())
+
+
 def processes(cluster: RunningCluster) -> dict[str, set[str]]:
     """process id -> the simulated hosts it serves, from the resolved cluster."""
     out: dict[str, set[str]] = {}
@@ -87,8 +94,7 @@ def test_a_killed_chunk_of_simulated_hosts_goes_suspect_then_dead_and_its_server
     burst = min(SIZE, 100)  # the API's most servers one request may ask for
     for n in range(4 * SIZE // burst):  # each request goes to one cell: enough of them that both get some
         boot(api, f"b{n}", burst)
-    wait_for("every server active", lambda: all(s["status"] == "ACTIVE" for s in servers(api).values()),
-             timeout=120 + SIZE, interval=2)
+    wait_for("every server active", lambda: all_active(servers(api)), timeout=120 + SIZE, interval=2)
     placed = {sid: s["OS-EXT-SRV-ATTR:host"] for sid, s in servers(api).items()}
     assert len(placed) == 4 * SIZE
     cells_used = {h.rsplit("-sim-", 1)[0] for h in placed.values() if "-sim-" in h}

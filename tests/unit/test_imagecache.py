@@ -196,3 +196,32 @@ async def test_start_removes_stale_partial_downloads(store: Store, tmp_path: Pat
     await c.start()
     await c.close()
     assert sorted(os.listdir(d)) == ["keep"]
+
+
+async def test_caches_sharing_a_fetcher_log_in_once_and_keep_their_own_files(store: Store, tmp_path: Path) -> None:
+    """The simulated hosts of one process (tools/serve_simulated.py): 20 caches, one image store client,
+    fetching at once; one closing leaves the client to its owner."""
+    closes = []
+
+    class Shared(HttpImageFetcher):
+        async def close(self) -> None:
+            closes.append(1)
+            await super().close()
+
+    shared = Shared(store.url, PASSWORD)
+    caches = [ImageCache(str(tmp_path / f"host{i}"), shared, owns_fetcher=False) for i in range(20)]
+    try:
+        for c in caches:
+            await c.start()
+        paths = await asyncio.gather(*(c.fetch(record()) for c in caches))
+        assert len({os.path.dirname(p) for p in paths}) == 20  # a copy in each host's cache
+        assert (store.logins, store.downloads) == (1, 20)
+        await caches[0].close()
+        assert not closes  # a cache closes only a fetcher of its own
+        late = ImageCache(str(tmp_path / "late"), shared, owns_fetcher=False)
+        await late.start()
+        assert Path(await late.fetch(record())).read_bytes() == DATA  # the shared client still serves
+        assert store.logins == 1
+    finally:
+        await shared.close()
+    assert len(closes) == 1
