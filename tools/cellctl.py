@@ -2,7 +2,7 @@
 
     cellctl up     [FILE] [--state DIR] [--timeout 60]
     cellctl down   [FILE] [--state DIR]
-    cellctl status [FILE] [--state DIR] [--json]
+    cellctl status [FILE] [--state DIR] [--json] [--hosts|-v]
     cellctl host down|up HOST [FILE] [--state DIR]
     cellctl image build-tiny [FILE] [--state DIR] [--force]
     cellctl db upgrade|status [FILE] [--state DIR] [--json]
@@ -448,7 +448,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     cluster = _running_config(args)
     status = health.report(cluster, asyncio.run(health.probe_once(cluster)),
                            running_supervisor(Path(cluster.state_dir)))
-    print(json.dumps(status, indent=2) if args.json else health.render(status))
+    print(json.dumps(status, indent=2) if args.json else health.render(status, hosts=args.hosts))
     return 0 if status["healthy"] else 1
 
 
@@ -572,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {"up": "validate FILE, create the state dir and DBs, start every service, wait until healthy",
              "down": "stop the supervisor and so every service, and wait",
-             "status": "every cell, host and service with its liveness, and the API"}
+             "status": "every cell (a summary; every host and service with --hosts) with its liveness, "
+                       "and the API"}
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("file", nargs="?", default="cluster.yaml", help="the cluster file (default ./cluster.yaml)")
@@ -580,7 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "up":
             p.add_argument("--timeout", type=float, default=UP_TIMEOUT, help="seconds to wait for health")
         if name == "status":
-            p.add_argument("--json", action="store_true", help="print the status as JSON")
+            p.add_argument("--json", action="store_true", help="print the status as JSON (every host)")
+            p.add_argument("--hosts", "-v", action="store_true",
+                           help="every host and service; without it, per cell a summary and what is not well")
     logs_help = "one request's trail through every service's log, in time order"
     logs = sub.add_parser("logs", help=logs_help, description=logs_help)
     logs.add_argument("--request", required=True, metavar="REQ_ID",

@@ -188,9 +188,11 @@ def log_path(cluster: ClusterConfig, service_id: str) -> Path:
 # --- status report ----------------------------------------------------------------
 
 def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -> dict[str, Any]:
-    """The status as plain data: what `cellctl status --json` prints and the text view renders."""
+    """The status as plain data: what `cellctl status --json` prints and the text view renders.
+    Linear in services (3,000 hosts: every lookup below is a dict, not a scan of the cluster)."""
     addresses = {h.name: h.address for h in cluster.hosts}
     vias = {h.name: h.via for h in cluster.hosts}
+    logs = _log_paths(cluster)
 
     def service(s: ServiceSpec) -> dict[str, Any]:
         cell = health.cells.get(s.cell or "")
@@ -198,22 +200,23 @@ def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -
         speaks = cell.versions.get(s.id) if cell else None
         return {"id": s.id, "kind": s.kind, "bind": s.bind, "alive": health.alive(s),
                 "unhealthy": cell.unhealthy.get(s.id) if cell else None,
-                "last_beat_age": age, "log": str(log_path(cluster, s.id)),
+                "last_beat_age": age, "log": logs[s.id],
                 "release": speaks["release"] if speaks else None, "rpc": speaks["rpc"] if speaks else None}
 
+    by_cell: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for s in cluster.services:
+        if s.cell is not None:
+            by_cell.setdefault(s.cell, {}).setdefault(s.host, []).append(service(s))
     cells = []
     for c in cluster.cells:
         ch = health.cells[c.path]
-        hosts: dict[str, list[dict[str, Any]]] = {}
-        for s in cluster.services:
-            if s.cell == c.path:
-                hosts.setdefault(s.host, []).append(service(s))
+        hosts = [{"name": h, "address": addresses.get(h, ""), "via": vias.get(h, "local"),
+                  "state": ch.host_states.get(h), "services": svcs}
+                 for h, svcs in by_cell.get(c.path, {}).items()]
         cells.append({
             "name": c.name, "path": c.path, "parent": c.parent, "site": c.site, "router": c.router, "db": c.db,
             "alive": ch.answered, "error": ch.error, "capacity": ch.capacity, "pins": pins(ch),
-            "hosts": [{"name": h, "address": addresses.get(h, ""), "via": vias.get(h, "local"),
-                       "state": ch.host_states.get(h), "services": svcs}
-                      for h, svcs in hosts.items()],
+            "summary": summarize(hosts, ch.capacity), "hosts": hosts,
         })
     api = cluster.service("api")
     return {
@@ -224,6 +227,34 @@ def report(cluster: ClusterConfig, health: Health, supervisor_pid: int | None) -
                 "error": health.api_error, "log": str(log_path(cluster, "api"))},
         "cells": cells,
     }
+
+
+def _log_paths(cluster: ClusterConfig) -> dict[str, str]:
+    """Every service's log (log_path, without a scan of the cluster per service)."""
+    from tools.supervisor import file_name
+    ssh = {h.name for h in cluster.hosts if h.via == "ssh"}
+    local = f"{Path(cluster.state_dir) / 'log'}/"  # strings, not a Path per service: 3,000 of those cost 0.3 s
+    return {s.id: str(log_path(cluster, s.id)) if s.host in ssh else f"{local}{file_name(s.id)}.log"
+            for s in cluster.services}
+
+
+def summarize(hosts: list[dict[str, Any]], capacity: dict[str, Any] | None) -> dict[str, Any]:
+    """One cell in a few numbers (`cellctl status` without --hosts): its services by liveness, its
+    compute hosts by the conductor's verdict, the capacity its live hosts offer and what is claimed."""
+    services = {"alive": 0, "down": 0, "unhealthy": 0}
+    host_states: dict[str, int] = {}
+    for host in hosts:
+        for s in host["services"]:
+            services["alive" if s["alive"] else "down"] += 1
+            services["unhealthy"] += bool(s.get("unhealthy"))
+        if any(s["kind"] == "compute" for s in host["services"]):
+            state = host.get("state") or "unknown"  # the conductor has not judged it (yet, or is down)
+            host_states[state] = host_states.get(state, 0) + 1
+    used: dict[str, Any] = {}
+    if capacity and "vcpus_total" in capacity:  # a conductor of an older release reports free room only
+        used = {r: [capacity.get(f"{r}_used", 0), capacity.get(f"{r}_total", 0)]
+                for r in ("vcpus", "memory_mb", "local_gb")}
+    return {"services": services, "hosts": host_states, "used_of_total": used}
 
 
 def pins(cell: CellHealth) -> dict[str, str]:
@@ -240,7 +271,11 @@ def pins(cell: CellHealth) -> dict[str, str]:
     return out
 
 
-def render(status: dict[str, Any]) -> str:
+EXCEPTIONS_SHOWN = 20  # hosts and services a summary names one by one (not alive, unhealthy) before "and N more"
+
+
+def render(status: dict[str, Any], hosts: bool = False) -> str:
+    """The text view: per cell a summary and what is wrong in it, or (`hosts`) every host and service."""
     def word(alive: bool) -> str:
         return "alive" if alive else "DOWN"
 
@@ -260,18 +295,53 @@ def render(status: dict[str, Any]) -> str:
             lines.append(f"{pad}  free: {cap.get('vcpus_free', 0)} vCPUs, {cap.get('memory_mb_free', 0)} MB RAM, "
                          f"{cap.get('local_gb_free', 0)} GB disk on {cap.get('hosts_alive', 0)} of "
                          f"{cap.get('hosts', 0)} hosts alive (largest host: {cap.get('max_memory_mb_free', 0)} MB)")
-        for host in cell["hosts"]:
-            via = f", via {host['via']}" if host.get("via", "local") != "local" else ""
-            state = host.get("state") or ""  # the conductor's verdict: anything but alive is shouted
-            shown = f"  {state if state == 'alive' else state.upper()}" if state else ""
-            lines.append(f"{pad}  host {host['name']} ({host['address']}{via}){shown}")
-            for s in host["services"]:
-                beat = f"  beat {s['last_beat_age']:.1f}s ago" if s["last_beat_age"] is not None else ""
-                ver = f"  release {s['release']} rpc {s['rpc']}" if s.get("release") else ""
-                sick = f"  UNHEALTHY: {s['unhealthy']}" if s.get("unhealthy") else ""
-                lines.append(f"{pad}    {s['id']:<28} {s['bind']:<24} {word(s['alive'])}{beat}{ver}{sick}")
+        if hosts:
+            shown = cell["hosts"]
+        else:
+            summary = cell.get("summary") or summarize(cell["hosts"], cap)
+            lines.extend(f"{pad}  {line}" for line in _summary_lines(summary))
+            shown = [h for h in cell["hosts"] if h.get("state") not in (None, "alive")  # what needs a look
+                     or any(not s["alive"] or s.get("unhealthy") for s in h["services"])]
+        for host in shown if hosts else shown[:EXCEPTIONS_SHOWN]:
+            lines.extend(_host_lines(host, pad))
+        if not hosts and len(shown) > EXCEPTIONS_SHOWN:
+            lines.append(f"{pad}  ... and {len(shown) - EXCEPTIONS_SHOWN} more hosts not well (cellctl status --hosts)")
         if cell.get("pins"):
             lines.append(f"{pad}  pinned to the lowest live versions: "
                          + ", ".join(f"{k} {v}" for k, v in sorted(cell["pins"].items())))
     lines.append("healthy" if status["healthy"] else "NOT HEALTHY: some services are DOWN")
     return "\n".join(lines)
+
+
+def _host_lines(host: dict[str, Any], pad: str) -> list[str]:
+    via = f", via {host['via']}" if host.get("via", "local") != "local" else ""
+    state = host.get("state") or ""  # the conductor's verdict: anything but alive is shouted
+    shown = f"  {state if state == 'alive' else state.upper()}" if state else ""
+    lines = [f"{pad}  host {host['name']} ({host['address']}{via}){shown}"]
+    for s in host["services"]:
+        beat = f"  beat {s['last_beat_age']:.1f}s ago" if s["last_beat_age"] is not None else ""
+        ver = f"  release {s['release']} rpc {s['rpc']}" if s.get("release") else ""
+        sick = f"  UNHEALTHY: {s['unhealthy']}" if s.get("unhealthy") else ""
+        lines.append(f"{pad}    {s['id']:<28} {s['bind']:<24} {'alive' if s['alive'] else 'DOWN'}{beat}{ver}{sick}")
+    return lines
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """"12 alive, 2 SUSPECT": zero counts left out, anything but alive shouted."""
+    return ", ".join(f"{n} {state if state == 'alive' else state.upper()}" for state, n in counts.items() if n)
+
+
+def _summary_lines(summary: dict[str, Any]) -> list[str]:
+    services = summary["services"]
+    lines = [f"services: {_counts({'alive': services['alive'], 'down': services['down']}) or 'none'}"
+             + (f", {services['unhealthy']} UNHEALTHY" if services["unhealthy"] else "")]
+    if summary["hosts"]:
+        order = ("alive", "suspect", "dead", "fenced", "unknown")
+        states = sorted(summary["hosts"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 9)
+        lines.append(f"compute hosts: {sum(summary['hosts'].values())} ({_counts(dict(states))})")
+    used = summary.get("used_of_total")
+    if used:
+        units = {"vcpus": "vCPUs", "memory_mb": "MB RAM", "local_gb": "GB disk"}
+        lines.append("used of live hosts' capacity: " + ", ".join(
+            f"{u}/{t} {units[r]} ({100 * u / t:.0f}%)" if t else f"{u}/0 {units[r]}" for r, (u, t) in used.items()))
+    return lines

@@ -30,6 +30,13 @@ def summarize(nodes: Sequence[HostState], alive: set[str]) -> dict[str, Any]:
     live = [n for n in nodes if n.host in alive]
     return {
         "hosts": len(nodes), "hosts_alive": len(live),
+        # what the live hosts offer (allocation ratios applied) and what is claimed on them: cellctl status
+        "vcpus_total": int(sum(n.vcpus * n.cpu_allocation_ratio for n in live)),
+        "vcpus_used": sum(n.vcpus_used for n in live),
+        "memory_mb_total": int(sum(n.memory_mb * n.ram_allocation_ratio for n in live)),
+        "memory_mb_used": sum(n.memory_mb_used for n in live),
+        "local_gb_total": int(sum(n.local_gb * n.disk_allocation_ratio for n in live)),
+        "local_gb_used": sum(n.local_gb_used for n in live),
         "vcpus_free": int(sum(max(0.0, n.free_vcpus) for n in live)),
         "memory_mb_free": int(sum(max(0.0, n.free_ram_mb) for n in live)),
         "local_gb_free": int(sum(max(0.0, n.free_disk_gb) for n in live)),

@@ -73,7 +73,7 @@ def test_status_shows_each_services_release_and_the_pin(cluster: RunningCluster)
     newest = max(m.version for m in CONDUCTOR.values())  # what this release's conductor speaks
     assert (services["cell1/conductor"]["release"], services["cell1/conductor"]["rpc"]) == (versions.RELEASE, newest)
     assert cell["pins"]["Instance"] == "1.0" and cell["pins"]["release"] == "1"
-    text = cluster.cellctl("status", str(cluster.cluster_file)).stdout
+    text = cluster.cellctl("status", str(cluster.cluster_file), "--hosts").stdout  # each service's release
     assert "release 1 rpc 1.0" in text and "pinned to the lowest live versions: Instance 1.0" in text
 
 

@@ -165,7 +165,7 @@ def test_the_ssh_host_runs_its_own_services_with_only_its_own_secrets(cluster: R
     assert sliced["state_dir"] == str(there) and set(sliced["secrets"]) == {"image_reader_password"}
     known = (cluster.state / "ssh" / "known_hosts").read_text()
     assert known == f"{box.address} {box.host_key}\n"  # pinned by the tool, nothing else
-    status = cluster.cellctl("status", str(cluster.cluster_file), check=False)
+    status = cluster.cellctl("status", str(cluster.cluster_file), "--hosts", check=False)
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"host box ({box.address}, via ssh)" in status.stdout
     line = next(x for x in status.stdout.splitlines() if "cell1/compute/box" in x)

@@ -249,6 +249,9 @@ async def test_boot_goes_active_with_host_and_claim_then_delete_releases(cell: C
     assert {k: cap[k] for k in ("hosts", "hosts_alive", "vcpus_free", "memory_mb_free", "local_gb_free")} == {
         "hosts": 2, "hosts_alive": 2, "vcpus_free": 2 * 16 - 1, "memory_mb_free": 2 * 2048 - 512,
         "local_gb_free": 2 * 40 - 1}
+    assert {k: cap[k] for k in cap if k.endswith(("_total", "_used"))} == {  # cellctl status: used of total
+        "vcpus_total": 2 * 16, "vcpus_used": 1, "memory_mb_total": 2 * 2048, "memory_mb_used": 512,
+        "local_gb_total": 2 * 40, "local_gb_used": 1}
 
     await cell.conductor.instance_delete(USER, rec["uuid"])
     gone = await cell.wait_state(rec["uuid"], VmState.DELETED)
