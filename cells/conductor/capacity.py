@@ -53,7 +53,7 @@ def fits(summary: Mapping[str, Any], res: Resources) -> bool:
 
 
 async def current(env: FlowEnv, gauges: StateMetrics | None = None) -> dict[str, Any]:
-    nodes = await claims.load_hosts(env.db)
+    nodes = await claims.load_capacities(env.db)  # every heartbeat, and a boot that asks admission
     if gauges is not None:
         await gauges.refresh(env, nodes)
     return summarize(nodes, {n.host for n in nodes if env.host_alive(n.host)})

@@ -80,6 +80,8 @@ class HostState:
 
 _cn, _cl = compute_nodes.c, claims.c
 _SELECT_NODES = Fast(select(compute_nodes))
+# what placement and the capacity summary read: HostState's fields in order, no stats JSON or timestamps
+_SELECT_CAPACITY = Fast(select(*(compute_nodes.c[k] for k in HostState.__dataclass_fields__ if k != "stats")))
 _SELECT_NODE = Fast(select(compute_nodes).where(_cn.host == bindparam("b_host")))
 _CLAIM_NODE = Fast(
     update(compute_nodes)
@@ -113,8 +115,18 @@ def all_hosts(conn: Connection) -> list[HostState]:
     return [_host_state(r) for r in _SELECT_NODES.rows(conn)]
 
 
+def capacities(conn: Connection) -> list[HostState]:
+    """Every node's capacity and usage without its stats: built by position, not through a mapping per row
+    (a placement reads every node: at 1,000 hosts the mappings and the stats' JSON were most of its time)."""
+    return [HostState(*r) for r in _SELECT_CAPACITY.rows(conn)]
+
+
 async def load_hosts(db: Database) -> list[HostState]:
     return await db.read(all_hosts)
+
+
+async def load_capacities(db: Database) -> list[HostState]:
+    return await db.read(capacities)
 
 
 def get_host(conn: Connection, host: str) -> HostState | None:

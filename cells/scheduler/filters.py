@@ -52,6 +52,7 @@ def filter_hosts(hosts: Iterable[HostState], req: Resources, alive: Alive,
                  exclude: Iterable[str] = (), only: set[str] | None = None) -> list[HostState]:
     """`only` (a same_host hint's hosts) narrows the choice; `exclude` removes hosts from it."""
     excluded = set(exclude)
-    checks = (compute_alive_filter(alive), *RESOURCE_FILTERS)
+    ram, disk, vcpus = RESOURCE_FILTERS
+    # the filters called one by one, not through a generator per host: this runs over the whole cell per server
     return [h for h in hosts if h.host not in excluded and (only is None or h.host in only)
-            and all(f(h, req) for f in checks)]
+            and ram(h, req) and disk(h, req) and vcpus(h, req) and alive(h.host)]

@@ -31,7 +31,7 @@ from cells.metrics import SCHEDULER_NO_VALID_HOST, SCHEDULER_PLACEMENTS
 from cells.rpcapi.compute import topic as compute_topic
 from cells.scheduler import groups as sgroups
 from cells.scheduler.filters import Alive, filter_hosts, hinted_instances
-from cells.scheduler.weights import weigh
+from cells.scheduler.weights import best_first, spread_key
 from cells.service_process import Service
 
 LOG = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
             resolved, peers = sgroups.resolve(conn, request_spec, group, instance_uuids)
             grouping = Grouping(resolved, peers) if resolved else None
         exclude += hdb.unusable(conn)  # fenced (declared dead, not reconciled yet) or marked down
-        hosts = {h.host: h for h in claims.all_hosts(conn)}
+        hosts = {h.host: h for h in claims.capacities(conn)}
         return [_place_one(conn, hosts, req, uuid, alive, exclude, only, grouping)
                 for uuid in instance_uuids]
     try:
@@ -113,6 +113,10 @@ class Grouping:
     def allows(self, host: HostState) -> bool:
         return allows(self.group.policy, self.peers.elements(), host.host, self.group.max_per_host)
 
+    def rank(self, host: HostState) -> tuple[int, tuple[float, float, str]]:
+        """Best first: a soft policy's preference, then the spreading weights among hosts it ranks alike."""
+        return self.preference(host), spread_key(host)
+
     def preference(self, host: HostState) -> int:
         """A soft policy's order among allowed hosts (lower first; Nova's affinity weighers): soft-affinity
         the hosts with the most members, soft-anti-affinity those with the fewest."""
@@ -127,13 +131,12 @@ def _place_one(conn: Connection, hosts: dict[str, HostState], req: Resources, uu
                exclude: list[str], only: set[str] | None,
                grouping: Grouping | None) -> dict[str, Any]:
     for _ in range(2):  # a second pass re-reads usage when every candidate lost a race
-        candidates = weigh(h for h in filter_hosts(hosts.values(), req, alive, exclude, only)
-                           if grouping is None or grouping.allows(h))
-        if grouping is not None:
-            candidates.sort(key=grouping.preference)  # stable: the weights order hosts a policy ranks alike
-        if not candidates:
+        fitting = [h for h in filter_hosts(hosts.values(), req, alive, exclude, only)
+                   if grouping is None or grouping.allows(h)]
+        if not fitting:
             break
-        for cand in candidates:
+        # a soft policy ranks first, the spreading weights order hosts it ranks alike
+        for cand in best_first(fitting, spread_key if grouping is None else grouping.rank):
             # the group's policy is checked again by the claim, under the group's lock: a peer placed
             # by another scheduler since `grouping` was read makes the claim fail, not break the policy
             if claims.try_claim(conn, cand.host, uuid, req, grouping.group if grouping else None):
@@ -143,7 +146,7 @@ def _place_one(conn: Connection, hosts: dict[str, HostState], req: Resources, uu
                 return {"instance_uuid": uuid, "host": cand.host}
             LOG.debug("claim for %s on %s lost a race, trying the next host", uuid, cand.host)
         hosts.clear()
-        hosts.update({h.host: h for h in claims.all_hosts(conn)})
+        hosts.update({h.host: h for h in claims.capacities(conn)})
     raise errors.NoValidHost(reason=NOT_ENOUGH_HOSTS)  # the unit rolls back: this request claims nothing
 
 
@@ -214,5 +217,5 @@ class SchedulerManager:
         if self._service is None:
             return set()
         live = self.live_hosts()
-        known = {h.host for h in await claims.load_hosts(self.db)}
+        known = {h.host for h in await claims.load_capacities(self.db)}
         return set(live ^ known) - set(exclude or ())
