@@ -36,6 +36,7 @@ from api import bootstrap
 from api.bootstrap import UserSpec
 from api.compute.microversions import MAX_VERSION, MIN_VERSION
 from api.network.routes import EXTENSIONS as NEUTRON_EXTENSIONS
+from api.volume import backends as volume_backends
 from api.volume import microversions as volume_versions
 from cells.config import ClusterConfig
 from tools.devcluster import RunningCluster, running_cluster, without_cloud_variables
@@ -238,7 +239,8 @@ def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str], pu
         "image": {"region": region, "endpoint_type": "publicURL", "build_timeout": 120},
         "volume": {"region": region, "endpoint_type": "publicURL", "catalog_type": "block-storage",
                    "build_timeout": 120, "volume_size": 1, "min_microversion": volume_versions.fmt(volume_versions.MIN_VERSION),
-                   "max_microversion": volume_versions.fmt(volume_versions.MAX_VERSION)},
+                   "max_microversion": volume_versions.fmt(volume_versions.MAX_VERSION),
+                   "vendor_name": volume_backends.VENDOR},  # what get_pools' capabilities say (api/volume/backends.py)
         "network": {"region": region, "endpoint_type": "publicURL", "build_timeout": 120,
                     "shared_physical_network": False, "public_network_id": public_network_id,
                     "floating_network_name": PUBLIC_NETWORK["name"]},

@@ -207,6 +207,9 @@ CINDER = {
     "volume_extension:volume_type_access": "rule:admin_api",  # private types: seen by admins
     "volume_extension:volume_host_attribute": "rule:admin_api",  # os-vol-host-attr:host and the like in views
     "volume:get_all_tenants": "rule:admin_api",  # all_tenants on volume and snapshot lists
+    **{name: "rule:admin_api" for name in (
+        "volume_extension:services:index", "scheduler_extension:scheduler_stats:get_pools",
+        "volume_extension:capabilities", "volume_extension:hosts")},
     **{name: "rule:project_reader_or_admin" for name in (
         "volume:get_all", "volume:get", "volume:get_all_snapshots", "volume:get_snapshot",
         "volume:get_volume_metadata", "volume:get_snapshot_metadata",

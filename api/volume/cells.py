@@ -90,6 +90,12 @@ async def list_snapshots(router: CellRouter, ctx: RequestContext, filters: dict[
     return await _newest_first(router, ctx, lambda api, c: api.snapshot_list(c, filters), strict)
 
 
+async def volume_hosts(router: CellRouter, ctx: RequestContext) -> list[dict[str, Any]]:
+    """The volume hosts of every cell that answers (admin), by name."""
+    hosts = [h for _, hs in await _each(router, ctx, lambda api, c: api.volume_host_list(c)) for h in hs]
+    return sorted(hosts, key=lambda h: str(h["host"]))
+
+
 async def project_usage(router: CellRouter, ctx: RequestContext, project: str) -> tuple[dict[str, int], set[str]]:
     """What the project holds in every cell (a cell that cannot answer fails the request): volumes,
     snapshots and their gigabytes together (as Cinder counts them), the same per volume type

@@ -32,6 +32,13 @@ def attachments(record: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def host_attribute(record: dict[str, Any]) -> str | None:
+    """Cinder's host@backend#pool (api/volume/backends.py names a volume host's one pool so); None unplaced,
+    the bare host for a volume placed before its backend was recorded at placement."""
+    host, backend = record.get("host"), record.get("backend")
+    return f"{host}@{backend}#{backend}" if host and backend else host
+
+
 def volume_brief(base: str, project_id: str, record: dict[str, Any]) -> dict[str, Any]:
     return {"id": record["id"], "name": record.get("name"), "links": links(base, project_id, record["id"])}
 
@@ -70,7 +77,7 @@ def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: 
     if extended:
         view["os-vol-tenant-attr:tenant_id"] = record["project_id"]
     if is_admin and extended:
-        view["os-vol-host-attr:host"] = record.get("host")
+        view["os-vol-host-attr:host"] = host_attribute(record)
         view["os-vol-mig-status-attr:migstat"] = None
         view["os-vol-mig-status-attr:name_id"] = None
     if version >= (3, 13):

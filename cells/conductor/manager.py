@@ -438,6 +438,9 @@ class ConductorManager:
                               args: dict[str, Any] | None = None) -> dict[str, Any]:
         return await self.volumes.snapshot_action(ctx, snapshot_id, action, args)
 
+    async def volume_host_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        return await self.volumes.volume_host_list(ctx)
+
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> AttachmentRecord:
         return await self.volumes.volume_attach(ctx, volume_id, instance_uuid, device)

@@ -66,6 +66,9 @@ class VolumeConductor:
                               args: dict[str, Any] | None = None) -> dict[str, Any]:
         return await volume_states.snapshot_action(self.env, ctx, snapshot_id, action, args)
 
+    async def volume_host_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        return await volume_states.volume_host_list(self.env, ctx)
+
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> AttachmentRecord:
         return await volumes.volume_attach(self.env, ctx, volume_id, instance_uuid, device)

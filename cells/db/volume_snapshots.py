@@ -93,6 +93,11 @@ def list_rows(conn: Connection, project_id: str | None, name: str | None = None,
                              .order_by(_s.created_at.desc(), _s.id.desc())))
 
 
+def on_host(conn: Connection, host: str) -> list[Row[Any]]:
+    """The live snapshots kept on a volume host."""
+    return list(conn.execute(select(volume_snapshots).where(_s.host == host, _s.deleted == false())))
+
+
 def gigabytes_on(conn: Connection, host: str) -> int:
     """What the live snapshots on `host` take (each holds a full copy of its volume's size at most)."""
     return int(conn.execute(select(func.coalesce(func.sum(_s.size), 0))

@@ -66,6 +66,8 @@ CONDUCTOR_METHODS = (
     # (cells/conductor/flows/volume_states.py)
     Method("volume_action", NORMAL, version=STATES_VERSION, callers=callers(API)),
     Method("snapshot_action", NORMAL, version=STATES_VERSION, callers=callers(API)),
+    # admin: the cell's volume hosts (Cinder's os-services, scheduler-stats, os-hosts, capabilities)
+    Method("volume_host_list", FAST, retry_safe=True, version=STATES_VERSION, callers=callers(API)),
     # from compute workers: the connection of the volume a compute is plugging (it asks, never takes one)
     Method("volume_connection", FAST, retry_safe=True, version=CONNECTION_VERSION, callers=callers(COMPUTE)),
     # from volume workers
@@ -202,6 +204,10 @@ class VolumeConductorAPI:
         """reset_status {"status"} or force_delete; the snapshot's record after it."""
         return map_reply(await self._call("snapshot_action", ctx, snapshot_id=snapshot_id, action=action,
                                           args=args or {}))
+
+    async def volume_host_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        """The cell's volume hosts: capacity, what each holds, up or not (admin)."""
+        return list_reply(await self._call("volume_host_list", ctx))
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> dict[str, Any]:

@@ -176,3 +176,54 @@ async def test_create_and_update_answers_carry_no_extension_keys_and_full_pages_
     _, unfilled = await cloud.req("GET", "admin", "/volumes?limit=3")
     assert len(unfilled["volumes"]) == 2 and "volumes_links" not in unfilled
     assert (await cloud.req("GET", "admin", "/snapshots?sort_key=display_name&sort_dir=asc"))[0] == 200
+
+
+async def test_services_pools_hosts_capabilities_summary_and_extensions(cloud: Cloud) -> None:
+    """Admin reads over the cell's volume host (node1, backend file): one name everywhere, host@file#file
+    for the pool and a volume's host attribute; members are refused them (403) but have their summary."""
+    vid = (await cloud.create(size=2, metadata={"tier": "gold"}))["id"]
+    await cloud.wait_status("demo", vid, "available")
+    for path in ("/os-services", "/scheduler-stats/get_pools", "/os-hosts", "/os-hosts/node1", "/capabilities/node1"):
+        assert (await cloud.req("GET", "demo", path))[0] == 403, path
+    _, body = await cloud.req("GET", "admin", "/os-services?binary=cinder-volume")
+    [svc] = body["services"]
+    assert (svc["host"], svc["state"], svc["status"], svc["zone"]) == ("node1@file", "up", "enabled", "nova")
+    _, body = await cloud.req("GET", "admin", "/os-services?host=node1")
+    assert [s["binary"] for s in body["services"]] == ["cinder-volume"]
+    _, body = await cloud.req("GET", "admin", "/os-services")
+    assert sorted(s["binary"] for s in body["services"]) == ["cinder-scheduler", "cinder-volume"]
+
+    _, body = await cloud.req("GET", "admin", "/scheduler-stats/get_pools")
+    assert body == {"pools": [{"name": "node1@file#file"}]}
+    _, body = await cloud.req("GET", "admin", "/scheduler-stats/get_pools?detail=true")
+    caps = body["pools"][0]["capabilities"]
+    assert caps["volume_backend_name"] == "file" and caps["vendor_name"] == "Cellcloud"
+    assert caps["total_capacity_gb"] - caps["free_capacity_gb"] == caps["allocated_capacity_gb"] >= 2
+    assert (await cloud.req("GET", "admin", "/scheduler-stats/get_pools?detail=maybe"))[0] == 400
+    shown = (await cloud.req("GET", "admin", f"/volumes/{vid}"))[1]["volume"]
+    assert shown["os-vol-host-attr:host"] == "node1@file#file"
+    for name in ("node1", "node1@file", "node1@file#file"):
+        status, cap = await cloud.req("GET", "admin", f"/capabilities/{name}")
+        assert status == 200 and cap["namespace"] == "OS::Storage::Capabilities::node1@file"
+        assert (cap["volume_backend_name"], cap["storage_protocol"]) == (caps["volume_backend_name"],
+                                                                         caps["storage_protocol"])
+    assert (await cloud.req("GET", "admin", "/capabilities/nowhere"))[0] == 404
+
+    _, body = await cloud.req("GET", "admin", "/os-hosts")
+    assert {(h["service"], h["host_name"], h["service-status"]) for h in body["hosts"]} >= {
+        ("cinder-volume", "node1@file", "available")}
+    _, body = await cloud.req("GET", "admin", "/os-hosts/node1@file")
+    [usage] = body["host"]
+    assert usage["resource"]["volume_count"] == "1" and usage["resource"]["total_volume_gb"] == "2"
+    assert (await cloud.req("GET", "admin", "/os-hosts/nowhere"))[0] == 404
+
+    v312 = {"OpenStack-API-Version": "volume 3.12"}
+    assert (await cloud.req("GET", "demo", "/volumes/summary"))[0] == 404  # no such route before 3.12
+    _, body = await cloud.req("GET", "demo", "/volumes/summary", headers=v312)
+    assert body == {"volume-summary": {"total_size": 2, "total_count": 1}}
+    _, body = await cloud.req("GET", "demo", "/volumes/summary", headers={"OpenStack-API-Version": "volume 3.36"})
+    assert body["volume-summary"]["metadata"] == {"tier": ["gold"]}
+    _, body = await cloud.req("GET", "admin", "/volumes/summary", headers=v312)
+    assert body["volume-summary"]["total_count"] == 0  # the admin's own project has none
+    _, body = await cloud.req("GET", "demo", "/extensions")
+    assert "Hosts" in [e["name"] for e in body["extensions"]]

@@ -205,7 +205,7 @@ async def test_volume_lifecycle_in_cinder_shape(cloud: Cloud) -> None:
     assert status == 200 and (updated["volume"]["name"], updated["volume"]["description"]) == ("renamed", "d2")
     _, admin_view = await cloud.req("GET", "admin", f"/volumes/detail?all_tenants=1&project_id={project}")
     assert len(admin_view["volumes"]) == 2 and ADMIN_KEYS <= set(admin_view["volumes"][0])
-    assert admin_view["volumes"][0]["os-vol-host-attr:host"] == "node1"
+    assert admin_view["volumes"][0]["os-vol-host-attr:host"] == "node1@file#file"  # Cinder's host@backend#pool
 
     status, _ = await cloud.req("DELETE", "demo", f"/volumes/{made['id']}")
     assert status == 202

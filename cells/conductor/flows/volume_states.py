@@ -264,3 +264,27 @@ async def _snapshot_metadata(env: FlowEnv, ctx: RequestContext, snapshot_id: str
         sdb.update_snapshot(conn, snapshot_id, {"metadata": merged_metadata(row.metadata, args, "Snapshot", row.id)})
         return volume_snapshots.record(env, sdb.get_row(conn, snapshot_id))
     return await env.db.write(act)
+
+
+# --- the cell's volume hosts (Cinder's services, pools, hosts and capabilities read them) ------
+
+def _hosts(conn: Connection) -> list[tuple[Any, int, int, int, int]]:
+    """(node, volumes, their GiB, snapshots, their GiB) of each volume host."""
+    out = []
+    for node in vdb.nodes(conn):
+        vols = vdb.list_rows(conn, None, host=node.host)
+        snaps = sdb.on_host(conn, node.host)
+        out.append((node, len(vols), sum(int(v.size) for v in vols), len(snaps), sum(int(s.size) for s in snaps)))
+    return out
+
+
+async def volume_host_list(env: FlowEnv, ctx: RequestContext) -> list[dict[str, Any]]:
+    """Admin: each volume host of the cell with its capacity, what it holds and whether it is up now
+    (its worker in the directory)."""
+    _admin(ctx, "the volume host list")
+    live = volumes.live_volume_hosts(env)
+    return [{"host": n.host, "backend": n.backend, "backend_name": n.backend_name or n.backend,
+             "capacity_gb": int(n.capacity_gb), "allocated_gb": int(n.allocated_gb), "targets": list(n.targets),
+             "updated_at": n.updated_at, "up": n.host in live, "cell": env.cell, "volume_count": nv,
+             "volume_gb": gv, "snapshot_count": ns, "snapshot_gb": gs}
+            for n, nv, gv, ns, gs in sorted(await env.db.read(_hosts), key=lambda t: str(t[0].host))]

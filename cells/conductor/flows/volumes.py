@@ -245,7 +245,8 @@ def place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[s
                         key=lambda n: n.capacity_gb - n.allocated_gb, reverse=True)
     for node in candidates:  # most free space first; each try is an atomic conditional UPDATE
         if vdb.try_allocate(conn, node.host, size):
-            vdb.update_volume(conn, volume_id, {"host": node.host})
+            # its backend now, not only once made: the API names the volume's pool host@backend#backend
+            vdb.update_volume(conn, volume_id, {"host": node.host, "backend": node.backend})
             return dict(vdb.get_row(conn, volume_id)._mapping)  # type: ignore[union-attr]
     reason = NO_HOST.format(size=size) if only is None else NO_SOURCE_ROOM.format(host=only, size=size)
     if wanted is not None:
