@@ -17,9 +17,10 @@ configuration (cells/network/l3_host.py) made real in the host's own namespace.
 - The floating IPs are elements of three maps/sets (FIP -> fixed, out bridge . fixed -> FIP, and
   the associated FIP . fixed pairs), read by a fixed set of rules: an associate or disassociate
   is an `add element` / `delete element` of that one floating IP in one nft transaction, not a
-  rewrite of every rule. The table is rendered whole (replaced atomically) only when something
-  else changed (routers, subnets, SNAT, external networks), on the first sync of a process (the
-  reconcile on restart) and after a failed apply.
+  rewrite of every rule. The table is rendered whole (replaced atomically) when something else
+  changed (routers, subnets, SNAT, external networks), on the first sync of a process (the
+  reconcile on restart), after a failed apply, and on a sync that changes nothing (the
+  controller's periodic re-sync: what was changed behind the host's back comes back).
 
 Pure rendering (`render_l3_nftables`, `nat_changes`) is separate from the commands (`sync_l3`).
 """
@@ -149,7 +150,7 @@ def render_l3_nftables(l3: dict[str, Any], with_floating_ips: bool = True) -> st
 def nat_changes(before: dict[str, Any], after: dict[str, Any]) -> str | None:
     """The nft transaction that turns the table of `before` into that of `after` when only floating IPs
     differ (elements out, then in: a floating IP moved to another port is both); None when the table's
-    shape changed and it must be rendered whole. "" when nothing changed."""
+    shape changed and it must be rendered whole; "" when nothing changed."""
     if render_l3_nftables(before, False) != render_l3_nftables(after, False):
         return None
     old, new = set(floating_rules(before)), set(floating_rules(after))
@@ -207,15 +208,15 @@ def sync_l3(ipr: Any, l3: dict[str, Any], run: Run, in_ns: Callable[[list[str]],
         _check(run(in_ns(["sysctl", "-qw", "net.ipv4.ip_forward=1"])), "enable forwarding")
     _sync_routing(l3, run, in_ns)
     changes = None if applied is None else nat_changes(applied.l3, l3)
-    if changes == "":
-        return NatApplied(l3, False, 0)
     start = time.perf_counter()
-    if changes is not None:
+    if changes:  # only floating IPs changed: their elements, in one transaction
         done = _nft(in_ns, changes)
         if done.returncode == 0:
             return NatApplied(l3, False, len(changes.splitlines()), time.perf_counter() - start)
         # the table is not what this process left (changed behind its back): reconcile it whole
         LOG.warning("floating IP change refused by nft (%s); rendering the NAT table whole", done.stderr.strip())
+    # the first sync, a change of anything else, or none at all (the controller's periodic re-sync): the
+    # whole table, atomically, which also restores what was changed behind this process's back
     text = render_l3_nftables(l3)
     _check(_nft(in_ns, text), "load the router NAT rules")
     return NatApplied(l3, True, len(text.splitlines()), time.perf_counter() - start)

@@ -1,8 +1,9 @@
 """The routers' NAT table (node/network/l3.py) changed for real by nft, in network namespaces this test
 makes: an associate or disassociate sends only that floating IP's three elements (no rule rewritten,
 however many floating IPs there are), and leaves exactly the table a whole render of the same state
-loads; the first sync of a process, a change of anything but floating IPs and a change the table
-refuses (deleted behind the process's back) render it whole; a router gone leaves no NAT rule."""
+loads; the first sync of a process, a change of anything but floating IPs, a change the table
+refuses (deleted behind the process's back) and a sync that changes nothing (the periodic re-sync,
+which restores an element removed by hand) render it whole; a router gone leaves no NAT rule."""
 from __future__ import annotations
 
 import os
@@ -90,8 +91,9 @@ def test_floating_ip_changes_are_element_changes_and_leave_the_whole_render(name
     assert (applied.full, applied.statements) == (False, 6)  # its old elements out, its new ones in
     assert nft(HOST, "list", "table", "ip", L3_TABLE) == as_rendered_whole(moved)
 
-    applied = sync(moved, applied)
-    assert (applied.full, applied.statements) == (False, 0)  # nothing changed: nothing sent
+    nft(HOST, "delete", "element", "ip", L3_TABLE, "fip_dnat", "{ 203.0.113.10 }")  # behind its back
+    applied = sync(moved, applied)  # nothing changed (the periodic re-sync): whole, which restores it
+    assert applied.full and nft(HOST, "list", "table", "ip", L3_TABLE) == as_rendered_whole(moved)
 
 
 def test_other_changes_and_a_table_changed_behind_its_back_are_rendered_whole(namespaces: None) -> None:
