@@ -55,6 +55,7 @@ EXTENSIONS = (("security-group", "security-group", "The security groups extensio
                ("Extension of the router abstraction for specifying whether SNAT should occur on the "
                "external gateway")),
               ("standard-attr-description", "standard-attr-description", "Extension to add descriptions"),
+              ("filter-validation", "Filter parameters validation", "Provides validation on filter parameters."),
               ("default-subnetpools", "Default Subnetpools", "Not offered: give a cidr"))
 
 

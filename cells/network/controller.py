@@ -214,11 +214,15 @@ class NetworkController:
         return network
 
     async def network_delete(self, ctx: RequestContext, id: str) -> None:
-        def delete(c: Connection) -> set[str]:
+        def delete(c: Connection) -> tuple[set[str], bool]:
             hosts = fanout.hosts_on_networks(c, [str(id)])  # its gateway host drops bridge, VXLAN and dnsmasq now
+            external = l3.release_network_floating_ips(c, ctx, str(id))
             resources.delete_network(c, ctx, str(id))
-            return hosts
-        self._refresh(await self._write(delete))
+            return hosts, external
+        hosts, external = await self._write(delete)
+        self._refresh(hosts)
+        if external:  # the network host's external networks and floating IPs
+            await self._l3_changed()
 
     # --- subnets ---------------------------------------------------------------------
 

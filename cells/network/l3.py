@@ -410,6 +410,19 @@ def update_floatingip(conn: Connection, ctx: RequestContext, fip_id: str, body: 
     return get_floatingip(conn, ctx, fip_id)
 
 
+def release_network_floating_ips(conn: Connection, ctx: RequestContext, net_id: str) -> bool:
+    """Before an external network is deleted: its floating IPs go with it, as Neutron does (the
+    caller's delete_network, in the same unit of work, still refuses one it may not delete or a
+    router gateway on it). Whether the network is external."""
+    if not network_row(conn, ctx, net_id).router_external:
+        return False
+    for fip in conn.execute(select(floatingips.c.id, floatingips.c.floating_port_id)
+                            .where(floatingips.c.floating_network_id == net_id)).all():
+        conn.execute(delete(floatingips).where(floatingips.c.id == fip.id))
+        _drop_port(conn, fip.floating_port_id)
+    return True
+
+
 def delete_floatingip(conn: Connection, ctx: RequestContext, fip_id: str) -> None:
     row = floatingip_row(conn, ctx, fip_id)
     conn.execute(delete(floatingips).where(floatingips.c.id == fip_id))

@@ -154,7 +154,9 @@ async def test_security_groups_and_rules(tmp_path: Path) -> None:
 
 
 async def test_network_and_subnet_updates_bulk_create_and_ports_without_a_subnet(tmp_path: Path) -> None:
-    """What Tempest's tempest.api.network asks beyond create/delete (issue 17), as Neutron answers it."""
+    """What Tempest's tempest.api.network asks beyond create/delete (issue 17), as Neutron answers it: network
+    and subnet updates (fixed fields refused), ports without an address, all-or-nothing bulk create, an
+    external network in use kept external and deleted with its floating IPs, Neutron's rule errors."""
     n = "/network/v2.0"
     async with api_client(tmp_path) as (client, demo, admin):
         async def call(method: str, path: str, who: dict[str, str], body: Any = None,
@@ -207,6 +209,13 @@ async def test_network_and_subnet_updates_bulk_create_and_ports_without_a_subnet
         await call("DELETE", f"floatingips/{fip['id']}", demo, status=204)
         flipped = (await call("PUT", f"networks/{public['id']}", admin, {"network": {"router:external": False}}))
         assert flipped["network"]["router:external"] is False
+        # an external network deleted takes its floating IPs with it, as Neutron
+        await call("PUT", f"networks/{public['id']}", admin, {"network": {"router:external": True}})
+        fip = (await call("POST", "floatingips", demo, {"floatingip": {"floating_network_id": public["id"]}},
+                          201))["floatingip"]
+        await call("DELETE", f"networks/{public['id']}", admin, status=204)
+        assert (await call("GET", f"floatingips/{fip['id']}", demo, status=404))["NeutronError"]["type"] == \
+            "FloatingIPNotFound"
 
         # security groups: Neutron's wording for a bad port, one default group per project
         group = (await call("POST", "security-groups", demo, {"security_group": {"name": "g"}}, 201))["security_group"]
