@@ -89,6 +89,10 @@ def match(record: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
             raise errors.Invalid(reason=f"'{key}' is not a valid filter")
         values = wanted if isinstance(wanted, list) else [wanted]
         have = record[key]
+        if key == "fixed_ips":  # Neutron's fixed_ips=ip_address=A / fixed_ips=subnet_id=S (several: any)
+            if not any(_fixed_ip_matches(have, str(v)) for v in values):
+                return False
+            continue
         texts = {str(v).lower() if isinstance(have, bool) else str(v) for v in values}
         if isinstance(have, list):
             if not any(str(h) in texts for h in have):
@@ -96,6 +100,13 @@ def match(record: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
         elif (str(have).lower() if isinstance(have, bool) else str(have)) not in texts:
             return False
     return True
+
+
+def _fixed_ip_matches(fixed_ips: Any, wanted: str) -> bool:
+    field, sep, value = wanted.partition("=")
+    if not sep or field not in ("ip_address", "subnet_id"):
+        raise errors.Invalid(reason=f"fixed_ips filter {wanted!r}: give ip_address=ADDRESS or subnet_id=ID")
+    return any(isinstance(f, Mapping) and str(f.get(field)) == value for f in fixed_ips or [])
 
 
 # --- networks ------------------------------------------------------------------
@@ -481,9 +492,42 @@ def _allocate_fixed_ips(conn: Connection, net_id: str, subnet_rows: list[AnyRow]
         ipam.allocate(conn, subnet, port_id, item.get("ip_address"))
 
 
+def _replace_fixed_ips(conn: Connection, ctx: RequestContext, row: Row[Any], fixed_ips: Any) -> None:
+    """A port's addresses become `fixed_ips` (Neutron's update): an entry naming an address (or only a
+    subnet) the port holds keeps it, the others are allocated, the port's other addresses released."""
+    if row.device_owner in L3_OWNERS:
+        raise errors.Conflict(reason=f"Port {row.id} is a {row.device_owner} port: its address is the router's")
+    net = network_row(conn, ctx, row.network_id)
+    if not privileged(ctx) and net.project_id != ctx.project:
+        raise errors.Forbidden("(rule:update_port and rule:update_port:fixed_ips) is disallowed by policy")
+    if not isinstance(fixed_ips, list) or not all(isinstance(i, dict) and i and set(i) <= {"subnet_id", "ip_address"}
+                                                  for i in fixed_ips):
+        raise errors.Invalid(reason="fixed_ips must be a list of {subnet_id, ip_address}")
+    current = list(ipam.port_ips(conn, [row.id])[row.id])
+    kept: list[FixedIp] = []
+    new: list[dict[str, Any]] = []
+    for item in fixed_ips:
+        held = next((c for c in current if c not in kept
+                     and item.get("ip_address") in (None, c["ip_address"])
+                     and item.get("subnet_id") in (None, c["subnet_id"])), None)
+        if held is None:
+            new.append(item)
+        else:
+            kept.append(held)
+    dropped = [c["ip_address"] for c in current if c not in kept]
+    if dropped and conn.execute(select(floatingips.c.id).where(
+            floatingips.c.port_id == row.id, floatingips.c.fixed_ip_address.in_(dropped))).first() is not None:
+        raise errors.Conflict(reason=f"Port {row.id}: a floating IP is associated with an address being removed")
+    if dropped:
+        conn.execute(delete(ip_allocations).where(ip_allocations.c.port_id == row.id,
+                                                  ip_allocations.c.address.in_(dropped)))
+    if new:
+        _allocate_fixed_ips(conn, row.network_id, ipam.network_subnets(conn, row.network_id), row.id, new)
+
+
 def update_port(conn: Connection, ctx: RequestContext, port_id: str, body: Mapping[str, Any]) -> PortRecord:
     _unknown(body, {"name", "description", "security_groups", "admin_state_up", "device_id", "device_owner",
-                    "binding:host_id", "binding:profile"}, "port")
+                    "binding:host_id", "binding:profile", "fixed_ips"}, "port")
     row = port_row(conn, ctx, port_id)
     policy.check_port_fields(ctx, body, "update_port", records_of(conn, [row])[0])
     policy.check_unsupported_binding(body)
@@ -501,6 +545,8 @@ def update_port(conn: Connection, ctx: RequestContext, port_id: str, body: Mappi
                                                              allow_empty=True)
     if "binding:host_id" in body:
         values["binding_host"] = _text(body, "binding:host_id") or None
+    if "fixed_ips" in body:
+        _replace_fixed_ips(conn, ctx, row, body["fixed_ips"])
     conn.execute(update(ports).where(ports.c.id == port_id).values(**values))
     return get_port(conn, ctx, port_id)
 

@@ -155,7 +155,8 @@ async def test_security_groups_and_rules(tmp_path: Path) -> None:
 
 async def test_network_and_subnet_updates_bulk_create_and_ports_without_a_subnet(tmp_path: Path) -> None:
     """What Tempest's tempest.api.network asks beyond create/delete (issue 17), as Neutron answers it: network
-    and subnet updates (fixed fields refused), ports without an address, all-or-nothing bulk create, an
+    and subnet updates (fixed fields refused), ports without an address, a port's addresses replaced and
+    found by the fixed_ips filter, all-or-nothing bulk create, an
     external network in use kept external and deleted with its floating IPs, Neutron's rule errors."""
     n = "/network/v2.0"
     async with api_client(tmp_path) as (client, demo, admin):
@@ -189,6 +190,16 @@ async def test_network_and_subnet_updates_bulk_create_and_ports_without_a_subnet
         assert (changed["name"], changed["dns_nameservers"], changed["enable_dhcp"]) == ("s2", ["192.0.2.53"], False)
         await call("PUT", f"subnets/{sub['id']}", demo, {"subnet": {"cidr": "192.168.61.0/24"}}, 400)
         await call("PUT", "subnets/0c2b9a5e-0000-4000-8000-000000000000", demo, {"subnet": {"name": "x"}}, 404)
+
+        # a port's addresses replaced: one from the subnet, then a given one instead (the first released)
+        given = (await call("PUT", f"ports/{bare['id']}", demo, {"port": {"fixed_ips": [{"subnet_id": sub["id"]}]}}))
+        first = given["port"]["fixed_ips"][0]["ip_address"]
+        moved = (await call("PUT", f"ports/{bare['id']}", demo, {"port": {"fixed_ips": [
+            {"ip_address": "192.168.60.50"}]}}))["port"]
+        assert [f["ip_address"] for f in moved["fixed_ips"]] == ["192.168.60.50"] and first != "192.168.60.50"
+        found = (await call("GET", "ports?fixed_ips=ip_address%3D192.168.60.50", demo))["ports"]
+        assert [f["id"] for f in found] == [bare["id"]]
+        assert (await call("GET", f"ports?fixed_ips=ip_address%3D{first}", demo))["ports"] == []
 
         # bulk create: all made, or none (the second names a network that is not there: the first is deleted)
         before = len((await call("GET", "ports", demo))["ports"])
