@@ -49,7 +49,7 @@ from api.compute import (
 )
 from api.compute.microversions import MIN_VERSION, Microversion, version_of
 from api.compute.server_create import BootRequest, instance_records, request_spec, resolve
-from api.compute.views import record_status
+from api.compute.views import DEFAULT_AZ, record_status
 from api.db.schema import instance_mappings
 from api.http import is_uuid
 from api.keys import CLUSTER, DB, ENGINE, ROUTER
@@ -195,9 +195,10 @@ async def resize(cc: ComputeContext, ctx: RequestContext, server_id: str, flavor
     mapping = await mappings.get(cc.db, ctx, server_id)
     conductor, uuid = MoveConductorAPI(cc.router.conductor(mapping.cell_path).caller), str(mapping.instance_uuid)
     project = str(mapping.project_id)
+    placement = await _move_placement(cc, mapping, flavor)  # 400 before the quota moves
     old = await cc.db.write(lambda conn: quota.admit_resize(conn, project, uuid, flavor))
     try:
-        await conductor.move_instance(ctx, uuid, "resize", flavor)
+        await conductor.move_instance(ctx, uuid, "resize", flavor, placement)
     except BaseException:
         await asyncio.shield(cc.db.write(lambda conn: quota.count_as(conn, uuid, *old)))  # refused: as before
         raise
@@ -213,10 +214,24 @@ async def revert_resize(cc: ComputeContext, ctx: RequestContext, server_id: str)
     await conductor.revert_move(ctx, uuid)
 
 
+async def _move_placement(cc: ComputeContext, mapping: Any, flavor: dict[str, Any]) -> dict[str, list[str]]:
+    """Where the aggregates let a move take the server, as they are now (Nova's AvailabilityZone and
+    AggregateInstanceExtraSpecs filters): the hosts of the zone it was pinned to at boot, those whose
+    aggregates match `flavor`'s extra specs; none of them: no constraint."""
+    zone = mapping.pinned_availability_zone or DEFAULT_AZ
+    placed = await aggregates.placement(cc.engine, cc.cluster, zone, DEFAULT_AZ, flavor.get("extra_specs") or {},
+                                        cc.router.zone_exists)
+    return placed.spec_part()
+
+
 async def migrate(cc: ComputeContext, ctx: RequestContext, server_id: str) -> None:
-    """To another host of the server's cell, chosen by its scheduler."""
-    conductor, uuid = await _mover(cc, ctx, server_id)
-    await conductor.move_instance(ctx, uuid, "migrate")
+    """To another host of the server's cell, chosen by its scheduler among those its aggregates allow."""
+    mapping = await mappings.get(cc.db, ctx, server_id)
+    uuid = str(mapping.instance_uuid)
+    record = await cc.router.conductor(mapping.cell_path).instance_get(ctx, uuid)
+    placement = await _move_placement(cc, mapping, dict(record.get("flavor") or {}))
+    await MoveConductorAPI(cc.router.conductor(mapping.cell_path).caller).move_instance(ctx, uuid, "migrate", None,
+                                                                                          placement)
 
 
 async def evacuate(cc: ComputeContext, ctx: RequestContext, server_id: str) -> None:

@@ -374,10 +374,10 @@ class ConductorManager:
 
     # --- RPC: moves (issue 8; cells/conductor/flows/moves.py, evacuate.py) ---------------
 
-    async def move_instance(self, ctx: RequestContext, uuid: str, action: str,
-                            flavor: dict[str, Any] | None = None) -> InstanceRecord:
+    async def move_instance(self, ctx: RequestContext, uuid: str, action: str, flavor: dict[str, Any] | None = None,
+                            placement: dict[str, Any] | None = None) -> InstanceRecord:
         from cells.conductor.flows import moves
-        return await moves.move_instance(self.env, ctx, uuid, action, flavor)
+        return await moves.move_instance(self.env, ctx, uuid, action, flavor, placement)
 
     async def confirm_move(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
         from cells.conductor.flows import moves

@@ -28,10 +28,11 @@ from cells.rpc.wire import NORMAL, SLOW, Method
 from cells.rpcapi import Caller, instance_reply
 
 MOVES_VERSION = "1.1"
+PLACEMENT_VERSION = "1.6"  # move_instance takes the placement the API's aggregates allow
 DISK_COPY_VERSION = "1.2"
 MOVE_ARGS = {"instance": "Instance", "migration": "Migration"}  # versioned objects (cells/objects/versions.py)
 CONDUCTOR_METHODS = (
-    Method("move_instance", NORMAL, version=MOVES_VERSION, callers=callers(API)),
+    Method("move_instance", NORMAL, version=PLACEMENT_VERSION, callers=callers(API)),
     Method("confirm_move", NORMAL, version=MOVES_VERSION, callers=callers(API)),
     Method("revert_move", NORMAL, version=MOVES_VERSION, callers=callers(API)),
     Method("evacuate", NORMAL, version=MOVES_VERSION, callers=callers(API)),
@@ -56,11 +57,13 @@ class MoveConductorAPI:
     def __init__(self, caller: Caller) -> None:
         self.caller = caller
 
-    async def move_instance(self, ctx: RequestContext, uuid: str, action: str,
-                            flavor: dict[str, Any] | None = None) -> InstanceRecord:
-        """action resize (with the new flavor) or migrate (admin); 400 bad flavor, 409 wrong state."""
+    async def move_instance(self, ctx: RequestContext, uuid: str, action: str, flavor: dict[str, Any] | None = None,
+                            placement: dict[str, list[str]] | None = None) -> InstanceRecord:
+        """action resize (with the new flavor) or migrate (admin); 400 bad flavor, 409 wrong state.
+        `placement`: the hosts the aggregates allow ({only_hosts?, excluded_hosts?}; None: as at boot)."""
         return instance_reply(await self.caller.call("conductor", _C["move_instance"],
-                                      {"uuid": uuid, "action": action, "flavor": flavor}, ctx))
+                                      {"uuid": uuid, "action": action, "flavor": flavor, "placement": placement},
+                                      ctx))
 
     async def confirm_move(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
         return instance_reply(await self.caller.call("conductor", _C["confirm_move"], {"uuid": uuid}, ctx))

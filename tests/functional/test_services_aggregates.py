@@ -3,6 +3,7 @@ openstack CLI on a two-host cluster (libvirt test:///default, real processes): t
 disabled or forced-down compute service and an aggregate's availability zone and extra specs."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,6 +132,21 @@ def test_an_aggregates_zone_and_extra_specs_place_servers_on_its_hosts(cluster: 
     ssd = [str(cluster.ok("server", "create", "--flavor", "ssd.tiny", "--image", "tiny-raw", "--wait", "-f",
                           "json", f"ssd{i}")["id"]) for i in range(2)]
     assert {shown(cluster, s)["OS-EXT-SRV-ATTR:host"] for s in ssd} == {"node2"}
+
+    # a move keeps to the aggregates too: node2 is the only host of zone "fast" and of ssd=true, so a
+    # migration of a server pinned to "fast" or of an ssd.tiny one finds no host and leaves it where it is
+    def settled(sid: str) -> bool:
+        return shown(cluster, sid)["OS-EXT-STS:task_state"] is None
+    for sid in (zoned[0], ssd[0]):
+        cluster.ok("server", "migrate", sid, who="admin")
+        wait_for("the migration to end", functools.partial(settled, sid), timeout=60, interval=0.5)
+        after = shown(cluster, sid)
+        assert (after["OS-EXT-SRV-ATTR:host"], after["status"]) == ("node2", "ACTIVE"), after
+        actions = cluster.ok("server", "event", "list", "-f", "json", sid, who="admin")
+        [migrate] = [a for a in actions if a["Action"] == "migrate"]
+        detail = cluster.ok("server", "event", "show", "-f", "json", sid, migrate["Request ID"], who="admin")
+        assert any("No valid host" in str(e.get("traceback") or e.get("details") or "")
+                   or e.get("result") == "Error" for e in detail["events"]), detail
 
     err = refused(cluster, "aggregate", "delete", "fastagg", who="admin")
     assert "400" in err or "has hosts" in err, err

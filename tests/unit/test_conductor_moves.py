@@ -502,3 +502,27 @@ async def test_a_move_whose_destination_died_is_rolled_back_once_the_host_is_dea
     evs = await events(cell, uuid, "resize")
     assert any(e == "compute_finish_resize" and r == "Error" and f"{dest} is dead" in (d or "")
                for e, r, d in evs), evs
+
+
+# --- placement: the API's aggregates bound where a move goes ------------------------------------
+
+async def test_a_moves_placement_is_kept_with_the_row_and_bounds_the_destination(cell: Cell) -> None:
+    """The API's placement (its aggregates' hosts) is refused when malformed, kept in the row's request
+    spec (an adopting conductor schedules the same way), and the scheduler keeps to it: only the source
+    allowed -> no host, the server stays where it was; the bound lifted -> it moves."""
+    from cells import errors
+    uuid = (await cell.boot("zoned"))["uuid"]
+    source = (await cell.wait_state(uuid, VmState.ACTIVE))["host"]
+    mover = MoveConductorAPI(cell.api)
+    for bad in ({"only_hosts": "node1"}, {"only_hosts": [1]}, {"zone": ["x"]}):
+        with pytest.raises(errors.Invalid):
+            await mover.move_instance(ADMIN, uuid, "migrate", None, bad)  # type: ignore[arg-type]
+    await mover.move_instance(ADMIN, uuid, "migrate", None, {"only_hosts": [source]})
+    rec = await wait_task(cell, uuid, None, VmState.ACTIVE)
+    assert rec["host"] == source
+    spec = await cell.db.read(lambda conn: moves.placement_of(conn, uuid))
+    assert spec == {"only_hosts": [source]}
+    await mover.move_instance(ADMIN, uuid, "migrate", None, {"excluded_hosts": []})
+    moved = await wait_task(cell, uuid, None, "resized")
+    assert moved["host"] != source
+    assert await cell.db.read(lambda conn: moves.placement_of(conn, uuid)) == {"excluded_hosts": []}

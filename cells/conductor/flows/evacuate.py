@@ -25,7 +25,7 @@ from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
 from cells.conductor.flows import boot_volume
 from cells.conductor.flows.move_recovery import drive, go_on, why_stop
-from cells.conductor.flows.moves import _instance, rekey_claim
+from cells.conductor.flows.moves import _instance, placement_of, rekey_claim
 from cells.context import RequestContext
 from cells.db import action_records, migration_records
 from cells.db import instances as idb
@@ -99,8 +99,9 @@ async def evacuate(env: FlowEnv, ctx: RequestContext, uuid: str) -> InstanceReco
 
 
 async def _run(env: FlowEnv, ctx: RequestContext, record: InstanceRecord, mig: dict[str, Any]) -> None:
+    placement = await env.db.read(lambda conn: placement_of(conn, record["uuid"]))  # its zone, as at boot
     [sel] = await SchedulerAPI(env.service).select_destinations(
-        ctx, {"flavor": mig["new_flavor"], "instance_uuid": record["uuid"]},  # its server group goes with it
+        ctx, {"flavor": mig["new_flavor"], "instance_uuid": record["uuid"], **placement},  # its server group too
         [mig["uuid"]], [mig["source_host"]])
     mig["dest_host"] = dest = str(sel["host"])
     await go_on(env, lambda conn: _placed(conn, env, mig))

@@ -2,10 +2,12 @@
 revert, and the adoption of moves whose conductor died. Evacuation: flows/evacuate.py;
 stopping and rolling back: flows/move_recovery.py.
 
-    move_instance   validate (flavor: 400) -> lock the row -> check (active/stopped, no task,
+    move_instance   validate (flavor, placement: 400) -> lock the row -> check (active/stopped, no task,
                     host alive: 409) -> migration row (pre-migrating, owned by us), task
-                    resize_prep, action "resize"/"migrate" -> returns; the rest runs here:
-    background      scheduler claims the destination under the MIGRATION's uuid (the source
+                    resize_prep, action "resize"/"migrate", the API's placement into the row's
+                    request spec -> returns; the rest runs here:
+    background      scheduler claims the destination under the MIGRATION's uuid, among the hosts the
+                    request spec's placement allows (the aggregates' zone and flavor specs; the source
                     keeps the instance's claim) -> source compute powers the guest off and
                     keeps it (prep_move) -> destination compute makes the guest there with the
                     new flavor on a copy of the source's disks (finish_move with disk_source;
@@ -53,6 +55,7 @@ from cells.db.commit_hooks import after_commit
 from cells.db.fast import AnyRow
 from cells.db.migration_records import CONFIRMING, FINISHED, REVERTING
 from cells.db.schema import claims as claims_table
+from cells.db.schema import instances as instances_table
 from cells.db.schema import migrations
 from cells.lifecycle import Event, check_unlocked, on
 from cells.metrics import MOVES
@@ -83,6 +86,32 @@ def validate_resize(old: Mapping[str, Any], new: Any) -> dict[str, Any]:
     return dict(new)
 
 
+PLACEMENT_KEYS = ("only_hosts", "excluded_hosts")  # what the API's aggregates allow (cells/scheduler/manager.py)
+
+
+def validate_placement(value: Any) -> dict[str, list[str]] | None:
+    """The API's {only_hosts?, excluded_hosts?}: lists of host names (None: the boot's placement stays)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) - set(PLACEMENT_KEYS) or not all(
+            isinstance(hosts, list) and all(isinstance(h, str) for h in hosts) for hosts in value.values()):
+        raise errors.Invalid(reason="placement must be {only_hosts?, excluded_hosts?}: lists of host names")
+    return {k: list(v) for k, v in value.items()}
+
+
+def placement_of(conn: Connection, uuid: str) -> dict[str, Any]:
+    """The placement part of the instance's request spec: where any move of it may go."""
+    row = idb.get_row(conn, uuid)
+    spec = (row.request_spec if row is not None else None) or {}
+    return {k: spec[k] for k in PLACEMENT_KEYS if k in spec}
+
+
+def _keep_placement(conn: Connection, row: AnyRow, placement: dict[str, list[str]]) -> None:
+    spec = {k: v for k, v in (row.request_spec or {}).items() if k not in PLACEMENT_KEYS}
+    conn.execute(update(instances_table).where(instances_table.c.uuid == row.uuid)
+                 .values(request_spec={**spec, **placement}))
+
+
 # --- DB steps (parts of one unit of work each) -------------------------------------------
 
 def _instance(conn: Connection, ctx: RequestContext, uuid: str) -> AnyRow:
@@ -100,7 +129,8 @@ def rekey_claim(conn: Connection, from_consumer: str, to_consumer: str) -> None:
 
 
 def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, action: str,
-           new_flavor: dict[str, Any] | None) -> tuple[InstanceRecord, dict[str, Any]]:
+           new_flavor: dict[str, Any] | None,
+           placement: dict[str, list[str]] | None = None) -> tuple[InstanceRecord, dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
     check_unlocked(row.locked_by, ctx.is_admin, uuid)
     boot_volume.refuse_move_with_volumes(conn, row.image, uuid, action)
@@ -118,6 +148,8 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
     action_records.start_event(conn, uuid, action, EV_PREP, None)
     values = {**state_values(state), "updated_at": now}
     idb.update_row(conn, uuid, values)
+    if placement is not None:  # kept with the row: a conductor adopting the move schedules the same way
+        _keep_placement(conn, row, placement)
     return env.record({**row._mapping, **values}), migration_records.record(mig)
 
 
@@ -166,12 +198,13 @@ def _finished(conn: Connection, env: FlowEnv, mig: dict[str, Any], action: str, 
 # --- act --------------------------------------------------------------------------------
 
 async def move_instance(env: FlowEnv, ctx: RequestContext, uuid: str, action: Any,
-                        flavor: Any = None) -> InstanceRecord:
+                        flavor: Any = None, placement: Any = None) -> InstanceRecord:
     if action not in MOVE_KINDS:
         raise errors.Invalid(reason=f"unknown move {action!r}")
+    allowed = validate_placement(placement)
     if action == "migrate" and not (ctx.is_admin or "service" in ctx.roles):
         raise errors.Forbidden(reason="migrating a server is an admin action")
-    record, mig = await env.db.write(lambda conn: _begin(conn, env, ctx, uuid, action, flavor))
+    record, mig = await env.db.write(lambda conn: _begin(conn, env, ctx, uuid, action, flavor, allowed))
     bctx = background_ctx(ctx)
     env.spawn(drive(env, bctx, action, record, mig, lambda: _move(env, bctx, action, record, mig)))
     return record
@@ -188,8 +221,9 @@ async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: Instance
         #    host only for a resize, and only where the cell allows it (Nova's rule); a claim
         #    a dead owner made under the migration is replaced
         same_host = action == "resize" and env.allow_resize_to_same_host
+        placement = await env.db.read(lambda conn: placement_of(conn, uuid))  # the zone and specs' hosts
         [sel] = await SchedulerAPI(env.service).select_destinations(
-            ctx, {"flavor": mig["new_flavor"], "instance_uuid": uuid},  # the instance's server group goes with it
+            ctx, {"flavor": mig["new_flavor"], "instance_uuid": uuid, **placement},  # its server group goes too
             [mig["uuid"]], [] if same_host else [source])
         dest = str(sel["host"])
         await go_on(env, lambda conn: _step(conn, env, mig, action, EV_PREP, EV_MOVE,
