@@ -82,6 +82,9 @@ class ClusterConfig:
     max_attempts: int = 3  # hosts one build may try, the first included (Nova's max_attempts)
     # seconds a deleted server is kept (SOFT_DELETED, restorable) before it is reclaimed; 0 = deleted at once
     reclaim_instance_interval: int = 0
+    # seconds a SHELVED server keeps its host before it is offloaded (Nova's shelved_offload_time):
+    # 0 = at once, -1 = never (an admin's shelveOffload still does)
+    shelved_offload_time: int = 0
     curve: bool = False
     version: str = "1"
     operator_key: str = ""  # CURVE public key of cellctl and other tools
@@ -132,6 +135,7 @@ class ClusterConfig:
             secrets=dict(d.get("secrets") or {}), heartbeat_interval=float(d.get("heartbeat_interval", 1.0)),
             dead_after=float(d.get("dead_after", 60.0)), max_attempts=int(d.get("max_attempts", 3)),
             reclaim_instance_interval=int(d.get("reclaim_instance_interval", 0)),
+            shelved_offload_time=int(d.get("shelved_offload_time", 0)),
             curve=bool(d.get("curve", False)), version=str(d.get("version", "1")),
             operator_key=str(d.get("operator_key", "")), list_bound=float(d.get("list_bound", 1.0)),
             sites=tuple(d.get("sites") or ()), netns_range=str(d.get("netns_range", "10.250.0.0/16")),

@@ -305,6 +305,7 @@ class UserAction:
 SOFT_DELETE_FROM = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED, VmState.ERROR})
 _HARD_REBOOT_FROM = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED, VmState.ERROR})
 _REBOOT_TASKS = frozenset({None, _REBOOTING, _REBOOT_PENDING, _REBOOT_STARTED})
+SHELVE_FROM = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED})  # Nova's
 USER_ACTIONS: dict[str, UserAction] = {a.name: a for a in (
     UserAction("stop", frozenset({VmState.ACTIVE, VmState.ERROR}), TaskState.POWERING_OFF, frozenset({VmState.STOPPED})),
     UserAction("start", frozenset({VmState.STOPPED}), TaskState.POWERING_ON, frozenset({VmState.ACTIVE})),
@@ -326,11 +327,21 @@ USER_ACTIONS: dict[str, UserAction] = {a.name: a for a in (
     # soft delete (a reclaim interval is set): the guest powered off and kept until restored or reclaimed
     UserAction("soft_delete", SOFT_DELETE_FROM, TaskState.SOFT_DELETING, frozenset({VmState.SOFT_DELETED})),
     UserAction("restore", frozenset({VmState.SOFT_DELETED}), TaskState.RESTORING, frozenset({VmState.ACTIVE})),
+    # shelve (begin_shelve below): once its image is uploaded the compute powers the guest off; offload
+    # then undefines it and the host's claim goes; unshelve starts it again (offloaded: a new guest from
+    # the shelve image on the host the scheduler chose)
+    UserAction("shelve", SHELVE_FROM, TaskState.SHELVING, frozenset({VmState.SHELVED}),
+               frozenset({TaskState.SHELVING_IMAGE_UPLOADING})),
+    UserAction("shelve_offload", frozenset({VmState.SHELVED}), TaskState.SHELVING_OFFLOADING,
+               frozenset({VmState.SHELVED_OFFLOADED})),
+    UserAction("unshelve", frozenset({VmState.SHELVED, VmState.SHELVED_OFFLOADED}), TaskState.UNSHELVING,
+               frozenset({VmState.ACTIVE})),
 )}
 ACTION_TASK_STATES = frozenset(a.task_state for a in USER_ACTIONS.values())
 _RESULT_POWER = {VmState.ACTIVE: PowerState.RUNNING, VmState.STOPPED: PowerState.SHUTDOWN,
                  VmState.PAUSED: PowerState.PAUSED, VmState.SUSPENDED: PowerState.SHUTDOWN,
-                 VmState.RESCUED: PowerState.RUNNING, VmState.SOFT_DELETED: PowerState.SHUTDOWN}
+                 VmState.RESCUED: PowerState.RUNNING, VmState.SOFT_DELETED: PowerState.SHUTDOWN,
+                 VmState.SHELVED: PowerState.SHUTDOWN, VmState.SHELVED_OFFLOADED: PowerState.NOSTATE}
 
 
 def user_action(name: str) -> UserAction:
@@ -405,13 +416,18 @@ SNAPSHOT_UPLOADING, SNAPSHOT_DONE, SNAPSHOT_FAILED = "uploading", "done", "faile
 def begin_snapshot(state: State, instance_id: str = "", action: str = "createImage") -> State:
     """createImage or createBackup from a server that runs, is stopped, paused or suspended and has no task
     (409 otherwise)."""
-    if state.vm_state not in SNAPSHOT_FROM:
+    return _begin_idle(action, SNAPSHOT_FROM, SNAPSHOT_ACTIONS[action], state, instance_id)
+
+
+def _begin_idle(action: str, from_vm_states: frozenset[str], task: str, state: State, instance_id: str) -> State:
+    """`task` set on a server in one of `from_vm_states` with no task; Nova's 409 naming what is wrong."""
+    if state.vm_state not in from_vm_states:
         raise errors.InstanceInvalidState(action=action, instance_id=instance_id, attr="vm_state",
                                           state=state.vm_state)
     if state.task_state is not None:
         raise errors.InstanceInvalidState(action=action, instance_id=instance_id, attr="task_state",
                                           state=state.task_state)
-    return replace(state, task_state=SNAPSHOT_ACTIONS[action])
+    return replace(state, task_state=task)
 
 
 def snapshot_step(step: str, state: State, instance_id: str = "") -> State:
@@ -425,6 +441,33 @@ def snapshot_step(step: str, state: State, instance_id: str = "") -> State:
     if step in (SNAPSHOT_DONE, SNAPSHOT_FAILED):
         return replace(state, task_state=None)
     raise errors.Invalid(reason=f"unknown snapshot step {step!r}")
+
+
+# --- shelve (Nova's): the disk into an image first (the API drives it, as createImage), then the user
+# action "shelve" (the compute powers the guest off) -----------------------------------------------
+
+SHELVE_IMAGE_TASKS = frozenset({TaskState.SHELVING_IMAGE_PENDING_UPLOAD, TaskState.SHELVING_IMAGE_UPLOADING})
+SHELVE_UPLOADING, SHELVE_DONE, SHELVE_FAILED = SNAPSHOT_UPLOADING, SNAPSHOT_DONE, SNAPSHOT_FAILED
+
+
+def begin_shelve(state: State, instance_id: str = "") -> State:
+    """shelve from a server that runs, is stopped, paused or suspended and has no task (409 otherwise)."""
+    return _begin_idle("shelve", SHELVE_FROM, TaskState.SHELVING_IMAGE_PENDING_UPLOAD, state, instance_id)
+
+
+def shelve_step(step: str, state: State, instance_id: str = "") -> State:
+    """The shelve image's data goes to the image service (uploading); it is in (done: the compute's
+    "shelve" action takes over, begin_action); or it failed (the task ends, the server as it was)."""
+    if state.task_state not in SHELVE_IMAGE_TASKS:
+        raise errors.UnexpectedTaskState(instance_id=instance_id, expected=TaskState.SHELVING_IMAGE_UPLOADING,
+                                         actual=state.task_state)
+    if step == SHELVE_UPLOADING:
+        return replace(state, task_state=TaskState.SHELVING_IMAGE_UPLOADING)
+    if step == SHELVE_FAILED:
+        return replace(state, task_state=None)
+    if step == SHELVE_DONE:
+        return begin_action("shelve", state, instance_id)
+    raise errors.Invalid(reason=f"unknown shelve step {step!r}")
 
 
 # --- resetState (admin): Nova's os-resetState sets the vm_state and clears the task, whatever they were ---

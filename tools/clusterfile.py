@@ -9,6 +9,8 @@ directory that holds the file):
     dead_after: 60                   # seconds (default 60) a suspect host stays silent before it is dead
     max_attempts: 3                  # hosts a build may try, the first included (default 3, Nova's)
     reclaim_instance_interval: 0     # seconds a deleted server stays SOFT_DELETED (restorable); 0 = off
+    shelved_offload_time: 0          # seconds a SHELVED server keeps its host's claim before it is
+                                     # offloaded (Nova's option): 0 = at once (default), -1 = never
     api:                             # required: the API cell's HTTP endpoint
       host: ctl                      # required; a name from `hosts`
       listen: 127.0.0.1:8774         # default <address of host>:8774
@@ -689,7 +691,8 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     raw = read_yaml(file, label)
     top = p.mapping(raw, "", ("cluster", "api", "sites", "hosts"),
                     ("state_dir", "heartbeat_interval", "dead_after", "max_attempts", "reclaim_instance_interval",
-                     "security", "netns", "tenant_networks", "logging", "external_network"))
+                     "shelved_offload_time", "security", "netns", "tenant_networks", "logging",
+                     "external_network"))
     name = p.name(top["cluster"], "cluster")
     if state_dir is not None:
         state = Path(state_dir).resolve()
@@ -707,6 +710,9 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     reclaim = top.get("reclaim_instance_interval", 0)
     if isinstance(reclaim, bool) or not isinstance(reclaim, int) or not 0 <= reclaim <= 365 * 86400:
         p.fail("reclaim_instance_interval", f"expected seconds from 0 (off) to 31536000, got {_got(reclaim)}")
+    offload = top.get("shelved_offload_time", 0)
+    if isinstance(offload, bool) or not isinstance(offload, int) or not -1 <= offload <= 365 * 86400:
+        p.fail("shelved_offload_time", f"expected seconds from -1 (never) to 31536000, got {_got(offload)}")
     security = p.mapping(top.get("security", {}), "security", (), ("curve",))
     curve = security.get("curve", True)  # plaintext only when the file says so
     if not isinstance(curve, bool):
@@ -746,7 +752,8 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
         name=name, state_dir=str(state), api=api, cells=tuple(p.cells),
         services=(*services, api_service, *p.api_workers), hosts=tuple(h.spec for h in p.hosts.values()),
         heartbeat_interval=float(interval), dead_after=float(dead_after), max_attempts=attempts,
-        reclaim_instance_interval=reclaim, curve=curve, list_bound=p.list_bound, sites=tuple(sites),
+        reclaim_instance_interval=reclaim, shelved_offload_time=offload, curve=curve, list_bound=p.list_bound,
+        sites=tuple(sites),
         netns_range=netns_range,
         managed_postgres={k: v for k, v in p.managed_postgres.items() if k != "field"},
         log_max_bytes=log_max_bytes, log_backups=log_backups, log_format=str(log_format),

@@ -12,6 +12,7 @@
     {"createBackup": {"name", "backup_type", "rotation", "metadata"?}}   api/compute/server_backups.py
     {"rescue": ...}  {"unrescue": null}          api/compute/rescue.py
     {"restore": null}  {"forceDelete": null}     api/compute/deferred_delete.py (soft delete: reclaim_instance_interval)
+    {"shelve": null}  {"shelveOffload": null}  {"unshelve": ...}   api/compute/shelve.py
 
 The power actions answer 202 at once: the server shows its task state
 (REBOOT, HARD_REBOOT, REBUILD, or ACTIVE/SHUTOFF with a task) until the compute
@@ -38,6 +39,7 @@ from api.compute import (
     server_backups,
     server_snapshots,
     service,
+    shelve,
 )
 from api.compute.microversions import Microversion
 from api.compute.schemas import DESCRIPTION, NAME, SERVER_CREATE, hostname_schema
@@ -214,6 +216,8 @@ async def server_action(request: web.Request) -> web.Response:
         return await server_backups.backup_action(request, ctx, server_id, spec)
     if name in rescue.ACTIONS:  # rescue, unrescue (issue 16)
         return await rescue.rescue_action(request, ctx, server_id, name, spec)
+    if name in shelve.ACTIONS:  # shelve, shelveOffload, unshelve (issue 16)
+        return await shelve.action(request, cc, ctx, server_id, name, spec)
     if name in deferred_delete.ACTIONS:  # restore, forceDelete (issue 16)
         return await deferred_delete.deferred_action(request, ctx, server_id, name, spec)
     if name in remote_consoles.ACTIONS:  # the legacy console actions (issue 16)

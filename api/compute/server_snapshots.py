@@ -90,6 +90,10 @@ class Backup:
     then: Callable[[], Awaitable[None]]
 
 
+# how far the data got (lifecycle SNAPSHOT_UPLOADING / DONE / FAILED, why it failed), for another flow
+Progress = Callable[[RequestContext, str, str, "str | None"], Awaitable[Any]]
+
+
 @dataclass(frozen=True)
 class Target:
     conductor: ConductorAPI
@@ -97,6 +101,14 @@ class Target:
     uuid: str
     host: str
     action: str = "createImage"
+    # where the steps go instead of the conductor's snapshot_progress: a shelve's (api/compute/shelve.py)
+    progress: Progress | None = None
+
+    async def report(self, ctx: RequestContext, step: str, message: str | None) -> None:
+        if self.progress is not None:
+            await self.progress(ctx, self.uuid, step, message)
+        else:
+            await self.conductor.snapshot_progress(ctx, self.uuid, step, message, self.action)
 
 
 def _properties(record: dict[str, Any], ctx: RequestContext, metadata: dict[str, str],
@@ -113,7 +125,7 @@ def _properties(record: dict[str, Any], ctx: RequestContext, metadata: dict[str,
     return props
 
 
-def _image_values(record: dict[str, Any], ctx: RequestContext, name: str, metadata: dict[str, str],
+def image_values(record: dict[str, Any], ctx: RequestContext, name: str, metadata: dict[str, str],
                   extra: dict[str, str]) -> dict[str, Any]:
     base, flavor = record.get("image") or {}, record.get("flavor") or {}
     now = utcnow()
@@ -137,24 +149,24 @@ async def create(cc: ComputeContext, ctx: RequestContext, snaps: Snapshots, serv
     record = await conductor.snapshot_begin(ctx, str(mapping.instance_uuid), action)  # 409 / 400 before anything
     target = Target(conductor, ComputeAPI(cell), str(record["uuid"]), str(record["host"]), action)
     try:
-        values = _image_values(record, ctx, name, metadata, backup.properties if backup else {})
+        values = image_values(record, ctx, name, metadata, backup.properties if backup else {})
         async with snaps.engine.begin() as conn:
             await conn.execute(insert(images).values(**values))
     except BaseException as exc:
-        await asyncio.shield(_end(target, ctx, lifecycle.SNAPSHOT_FAILED, _why(exc)))
+        await asyncio.shield(end_step(target, ctx, lifecycle.SNAPSHOT_FAILED, why_failed(exc)))
         raise
     snaps.spawn(take(snaps, target, dataclasses.replace(ctx, deadline=None), values["id"],
                      backup.then if backup else None))
     return str(values["id"])
 
 
-def _why(exc: BaseException) -> str:
+def why_failed(exc: BaseException) -> str:
     return exc.message if isinstance(exc, errors.CellcloudError) else type(exc).__name__
 
 
-async def _end(target: Target, ctx: RequestContext, step: str, message: str | None = None) -> None:
+async def end_step(target: Target, ctx: RequestContext, step: str, message: str | None = None) -> None:
     try:
-        await target.conductor.snapshot_progress(ctx, target.uuid, step, message, target.action)
+        await target.report(ctx, step, message)
     except errors.CellcloudError as exc:  # the server was deleted meanwhile, or its cell is away: logged
         LOG.warning("snapshot of %s could not be marked %s: %s", target.uuid, step, exc)
 
@@ -166,7 +178,7 @@ async def take(snaps: Snapshots, target: Target, ctx: RequestContext, image_id: 
     try:
         made = await target.compute.make_snapshot(ctx, target.host, target.uuid, image_id)
         size, sha256, fmt = _checked(made)
-        await target.conductor.snapshot_progress(ctx, target.uuid, lifecycle.SNAPSHOT_UPLOADING, None, target.action)
+        await target.report(ctx, lifecycle.SNAPSHOT_UPLOADING, None)
         async with snaps.engine.begin() as conn:
             await conn.execute(update(images).where(images.c.id == image_id, images.c.status == "queued")
                                .values(disk_format=fmt, updated_at=utcnow()))
@@ -179,12 +191,12 @@ async def take(snaps: Snapshots, target: Target, ctx: RequestContext, image_id: 
         if digest.hexdigest() != sha256:  # the store already has it: take it back out
             raise errors.Conflict(reason=f"snapshot data sha256 {digest.hexdigest()} is not the host's {sha256}")
     except BaseException as exc:
-        LOG.warning("snapshot %s of %s failed: %s", image_id, target.uuid, _why(exc))
-        await asyncio.shield(_failed(snaps, target, ctx, image_id, _why(exc)))
+        LOG.warning("snapshot %s of %s failed: %s", image_id, target.uuid, why_failed(exc))
+        await asyncio.shield(_failed(snaps, target, ctx, image_id, why_failed(exc)))
         if not isinstance(exc, Exception):
             raise
     else:
-        await asyncio.shield(_end(target, ctx, lifecycle.SNAPSHOT_DONE))
+        await asyncio.shield(end_step(target, ctx, lifecycle.SNAPSHOT_DONE))
         if then is not None:
             await asyncio.shield(_then(then, image_id))
     finally:
@@ -236,7 +248,7 @@ async def _failed(snaps: Snapshots, target: Target, ctx: RequestContext, image_i
         await image_upload.delete_with_data(snaps.engine, snaps.store, image_id)
     except Exception:
         LOG.exception("image %s of a failed snapshot could not be deleted", image_id)
-    await _end(target, ctx, lifecycle.SNAPSHOT_FAILED, f"Snapshot failed: {why}")
+    await end_step(target, ctx, lifecycle.SNAPSHOT_FAILED, f"Snapshot failed: {why}")
 
 
 async def _drop(target: Target, ctx: RequestContext, image_id: str) -> None:

@@ -46,6 +46,7 @@ from api.compute import (
     security_groups,
     server_groups,
     server_snapshots,
+    shelve,
 )
 from api.compute.microversions import MIN_VERSION, Microversion, version_of
 from api.compute.server_create import BootRequest, instance_records, request_spec, resolve
@@ -131,10 +132,12 @@ async def _locate(cc: ComputeContext, ctx: RequestContext, server_id: str) -> tu
 async def delete(cc: ComputeContext, ctx: RequestContext, server_id: str) -> None:
     """Delete a server: its cell tears it down in the background; it stops counting against the
     project's quota and leaves its server group now."""
-    conductor, uuid = await _locate(cc, ctx, server_id)
+    mapping = await mappings.get(cc.db, ctx, server_id)
+    conductor, uuid = cc.router.conductor(mapping.cell_path), str(mapping.instance_uuid)
     await conductor.instance_delete(ctx, uuid)
     await down_cells.queue_delete(cc.db, uuid)
     await server_groups.remove_members(cc.engine, [uuid])
+    await shelve.forget_image(cc, mapping)  # a shelved server's image goes with it
 
 
 async def act(cc: ComputeContext, ctx: RequestContext, server_id: str, action: str,

@@ -222,6 +222,8 @@ instance_mappings = Table(
     Column("hostname", String(255), nullable=True),
     Column("pinned_availability_zone", String(255), nullable=True),
     Column("tags", JSON, nullable=True),  # a0008: the server's tags (2.26; None: none)
+    # a0012: the image a shelved server's disk is in (api/compute/shelve.py; None: not shelved)
+    Column("shelved_image_id", String(36), nullable=True),
     Index("ix_instance_mappings_project_created", "project_id", "created_at"),
     Index("ix_instance_mappings_cell", "cell_path"),
 )
@@ -444,7 +446,7 @@ LATEST = max(MIGRATIONS)
 ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource",
                      "a0004_flavor_description", "a0005_server_group_rules", "a0006_volume_types",
                      "a0007_identity_images", "a0008_server_tags", "a0009_identity_groups",
-                     "a0010_aggregates", "a0011_flavor_access_quotas")
+                     "a0010_aggregates", "a0011_flavor_access_quotas", "a0012_shelved_image")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

@@ -189,6 +189,11 @@ NOVA = {
         "os-server-groups:delete", "os-server-tags:update_all", "os-server-tags:delete_all",
         "os-server-tags:update", "os-server-tags:delete", "os-security-groups:add", "os-security-groups:remove",
         "os-deferred-delete:force", "os-deferred-delete:restore", "os-rescue", "os-unrescue")},
+    # os-shelve (Nova's defaults): a member shelves and unshelves; offloading and naming a host are an admin's
+    "os_compute_api:os-shelve:shelve": "rule:project_member_or_admin",
+    "os_compute_api:os-shelve:unshelve": "rule:project_member_or_admin",
+    "os_compute_api:os-shelve:shelve_offload": "rule:admin_api",
+    "os_compute_api:os-shelve:unshelve_to_host": "rule:admin_api",
     "os_compute_api:os-server-groups:create": "rule:project_member_api",  # Nova: no admin override
     "os_compute_api:limits": "@",
     "os_compute_api:os-availability-zone:list": "@",

@@ -39,6 +39,7 @@ class FlowEnv:
     spawn: Spawn  # run a coroutine in the conductor's TaskGroup (errors are logged, never fatal)
     allow_resize_to_same_host: bool = False  # the cell's option (cluster.yaml), as Nova's
     max_attempts: int = 3  # hosts one build may try (cluster.yaml max_attempts)
+    shelved_offload_time: int = 0  # cluster.yaml: seconds before a shelved server is offloaded (-1 never)
     liveness: HostLiveness = field(default_factory=lambda: HostLiveness(DEFAULT_GRACE, time.monotonic()))
 
     def host_alive(self, host: str) -> bool:

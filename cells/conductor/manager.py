@@ -29,6 +29,7 @@ from cells.conductor.flows import (
     lookups,
     server_actions,
     server_snapshots,
+    shelve,
     update,
     usage,
 )
@@ -94,7 +95,8 @@ class ConductorManager:
         liveness = HostLiveness(self.cluster.dead_after, time.monotonic())
         self._env = FlowEnv(db=db, service=service, cell=self.cell, conductor_id=self.spec.id, spawn=self._spawn,
                             allow_resize_to_same_host=self.cluster.cell(self.cell).allow_resize_to_same_host,
-                            max_attempts=self.cluster.max_attempts, liveness=liveness)
+                            max_attempts=self.cluster.max_attempts, liveness=liveness,
+                            shelved_offload_time=self.cluster.shelved_offload_time)
         # a previous run of this conductor died mid-flow: its scheduling builds have no owner now
         await hosts.orphaned_builds(self._env, [self.spec.id])
         self.volumes = VolumeConductor(self._env)
@@ -109,6 +111,8 @@ class ConductorManager:
             self._pending.clear()
             tg.create_task(self._sweeper())
             tg.create_task(self._watch_hosts())
+            if self.cluster.shelved_offload_time > 0:
+                tg.create_task(self._offload_shelved())
             tg.create_task(capacity.report(self.env, self.cluster.heartbeat_interval))  # upward, on heartbeats
             try:
                 await asyncio.Future()  # until the service cancels us
@@ -168,6 +172,18 @@ class ConductorManager:
                 LOG.warning("dead-member sweep failed: %s", exc)
             except Exception:  # the sweep is a safety net: never let it take the service down
                 LOG.exception("dead-member sweep failed")
+
+    async def _offload_shelved(self) -> None:
+        """Servers shelved longer than shelved_offload_time give their host back (Nova's periodic task)."""
+        every = max(1.0, min(60.0, self.cluster.shelved_offload_time / 4))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await shelve.offload_due(self.env)
+            except errors.CellcloudError as exc:
+                LOG.warning("shelved offload sweep failed: %s", exc)
+            except Exception:  # a safety net like the others: never take the service down
+                LOG.exception("shelved offload sweep failed")
 
     async def _watch_hosts(self) -> None:
         """Every half heartbeat: the operator's marks and fences from the cell DB, the routing
@@ -333,8 +349,21 @@ class ConductorManager:
 
     # --- RPC: server actions (cells/conductor/flows/server_actions.py) ------------------------
 
+    async def shelve_begin(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
+        return await shelve.shelve_begin(self.env, ctx, uuid)
+
+    async def shelve_progress(self, ctx: RequestContext, uuid: str, step: str,
+                              message: str | None = None) -> InstanceRecord:
+        return await shelve.shelve_progress(self.env, ctx, uuid, step, message)
+
+    async def unshelve(self, ctx: RequestContext, uuid: str, image: dict[str, Any] | None = None,
+                       placement: dict[str, Any] | None = None) -> InstanceRecord:
+        return await shelve.unshelve(self.env, ctx, uuid, image, placement)
+
     async def instance_action(self, ctx: RequestContext, uuid: str, action: str,
                               args: dict[str, Any] | None = None) -> InstanceRecord:
+        if action in ("shelve", "unshelve"):  # their own methods: an image to make or to boot from
+            raise errors.Invalid(reason=f"{action} is not a plain server action: use {action} methods")
         return await server_actions.instance_action(self.env, ctx, uuid, action, args)
 
     async def interface_attach(self, ctx: RequestContext, uuid: str, port_id: str | None = None,

@@ -22,6 +22,8 @@ class VmState:
     DELETED = "deleted"
     RESCUED = "rescued"  # booted from a rescue image, its own disk attached second (issue 16)
     SOFT_DELETED = "soft-delete"  # deleted, kept until the reclaim interval passes (Nova's spelling)
+    SHELVED = "shelved"  # stopped on its host, its disk kept as an image (issue 16)
+    SHELVED_OFFLOADED = "shelved_offloaded"  # no host: only the shelve image holds its disk
 
 
 class TaskState:
@@ -46,6 +48,9 @@ class TaskState:
     IMAGE_BACKUP = "image_backup"
     RESCUING, UNRESCUING = "rescuing", "unrescuing"
     SOFT_DELETING, RESTORING = "soft-deleting", "restoring"
+    SHELVING, SHELVING_IMAGE_PENDING_UPLOAD, SHELVING_IMAGE_UPLOADING = (
+        "shelving", "shelving_image_pending_upload", "shelving_image_uploading")
+    SHELVING_OFFLOADING, UNSHELVING = "shelving_offloading", "unshelving"
 
 
 class PowerState:  # Nova's numbers, shown as OS-EXT-STS:power_state

@@ -20,6 +20,7 @@ SHOW_VERSION = "1.2"  # instance_show: a server view's record, volumes and secur
 EVENTS_VERSION = "1.5"  # instance_event: a compute's report is a lifecycle event (issue 22)
 OPS_VERSION = "1.5"  # instance_lock, snapshot_begin/progress (issue 16): release 5 with instance_event
 BACKUP_VERSION = "1.6"  # snapshot_begin/progress take the action: createImage or createBackup
+SHELVE_VERSION = "1.6"  # shelve_begin/progress, unshelve (issue 16)
 SURFACE = surface(
     # from the API
     # retry-safe: a repeat gets the rows the first one made (flows/boot.py _insert_build), so a build
@@ -72,6 +73,11 @@ SURFACE = surface(
     # createImage, createBackup (issue 16): the server's task while the API takes its disk into the image service
     Method("snapshot_begin", FAST, version=BACKUP_VERSION, callers=callers(API), result="Instance"),
     Method("snapshot_progress", FAST, version=BACKUP_VERSION, callers=callers(API), result="Instance"),
+    # shelve / unshelve (issue 16, cells/conductor/flows/shelve.py): the API takes the disk into the shelve
+    # image as for createImage; shelveOffload is the plain action "shelve_offload" (instance_action)
+    Method("shelve_begin", FAST, version=SHELVE_VERSION, callers=callers(API), result="Instance"),
+    Method("shelve_progress", FAST, version=SHELVE_VERSION, callers=callers(API), result="Instance"),
+    Method("unshelve", NORMAL, version=SHELVE_VERSION, callers=callers(API), result="Instance"),
     # volumes (issue 6): cells/rpcapi/volume.py VolumeConductorAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/move_methods.py MoveConductorAPI
@@ -231,6 +237,24 @@ class ConductorAPI:
         return map_reply(await self.caller.call(TOPIC, M["snapshot_progress"],
                                                 {"uuid": uuid, "step": step, "message": message, "action": action},
                                                 ctx))
+
+    async def shelve_begin(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        """The server enters task shelving_image_pending_upload (409 when its state does not allow shelve)."""
+        return map_reply(await self.caller.call(TOPIC, M["shelve_begin"], {"uuid": uuid}, ctx))
+
+    async def shelve_progress(self, ctx: RequestContext, uuid: str, step: str,
+                              message: str | None = None) -> dict[str, Any]:
+        """step uploading, done (the compute powers the guest off: SHELVED, then offloaded when the cell's
+        shelved_offload_time is 0) or failed (the task ends; `message`: why)."""
+        return map_reply(await self.caller.call(TOPIC, M["shelve_progress"],
+                                                {"uuid": uuid, "step": step, "message": message}, ctx))
+
+    async def unshelve(self, ctx: RequestContext, uuid: str, image: dict[str, Any] | None,
+                       placement: dict[str, Any] | None) -> dict[str, Any]:
+        """Start the server again: on its host (SHELVED), or (offloaded) from `image` on a host the scheduler
+        claims, within `placement` (only_hosts / excluded_hosts) when given, else the boot's."""
+        return map_reply(await self.caller.call(TOPIC, M["unshelve"],
+                                                {"uuid": uuid, "image": image, "placement": placement}, ctx))
 
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None) -> str:
         return str(await self.caller.call(TOPIC, M["console_output"], {"uuid": uuid, "length": length}, ctx))

@@ -1,6 +1,7 @@
 """Server actions on the compute worker (ComputeManager.actions): stop, start,
 reboot, pause, unpause, suspend, resume, rebuild, rescue, unrescue (node/compute/rescue.py),
-soft_delete and restore (the guest powered off and on), and console output.
+soft_delete and restore (the guest powered off and on), shelve (powered off), shelve_offload (the
+guest and its disk removed), unshelve (started, or made from the shelve image), and console output.
 
 Each action is validate -> lock (the instance's) -> act (driver) -> report to the
 conductor with instance_action_done, which checks the task_state is still the
@@ -59,6 +60,11 @@ class GuestActions:
         ctx = dataclasses.replace(ctx, deadline=None)  # the cast's deadline bounded its delivery only
         async with self.locks(uuid):
             await self._run_action(ctx, instance, action, dict(args or {}))
+        if action == "shelve_offload":  # the host was cleared: the sync drops the guest's taps and DHCP entries
+            try:
+                await self.spawner.network.unplug()
+            except Exception as exc:  # noqa: BLE001 - the guest is gone either way; the next sync repairs it
+                LOG.error("network unplug after the offload of %s failed: %s", uuid, exc)
 
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
@@ -121,7 +127,41 @@ class GuestActions:
             return VmState.ACTIVE
         if action == "rebuild":
             return await self._rebuild(instance)
+        if action == "shelve":  # the shelve image holds the disk already (the API took it)
+            await d.power.power_off(uuid, self.shutdown_timeout)
+            return VmState.SHELVED
+        if action == "shelve_offload":  # nothing of the guest stays on this host
+            await d.destroy(uuid)
+            await d.remove_files(uuid)
+            return VmState.SHELVED_OFFLOADED
+        if action == "unshelve":
+            return await self._unshelve(instance, args.get("image"))
         raise errors.Invalid(reason=f"unknown action {action!r}")
+
+    async def _unshelve(self, instance: dict[str, Any], image: Any) -> str:
+        """A shelved guest starts where it is; an offloaded one is made here from its shelve image (a guest
+        half made is removed: the conductor gives the claim back)."""
+        uuid = str(instance["uuid"])
+        if image is None:
+            await self.driver.power.power_on(uuid)
+            return VmState.ACTIVE
+        if not isinstance(image, dict) or not image.get("id"):
+            raise errors.Invalid(reason="unshelve needs the shelve image's record")
+        await self.driver.destroy(uuid)
+        await self.driver.remove_files(uuid)
+        try:
+            await self.spawner.spawn({**instance, "image": dict(image)})
+        except BaseException:
+            await asyncio.shield(self._remove(uuid))
+            raise
+        return VmState.ACTIVE
+
+    async def _remove(self, uuid: str) -> None:
+        try:
+            await self.driver.destroy(uuid)
+            await self.driver.remove_files(uuid)
+        except Exception as exc:  # noqa: BLE001 - the failure being reported matters more
+            LOG.error("cleanup of the failed unshelve of %s: %s", uuid, exc)
 
     async def _rebuild(self, instance: dict[str, Any]) -> str:
         """A fresh guest from the (maybe new) image: the old domain and overlay go first.

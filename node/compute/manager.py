@@ -59,9 +59,10 @@ HEALTHY = "ok"  # the heartbeat's meta "health" when the driver's calls are not 
 # task state of a server action -> the action (a restart clears the ones it no longer holds)
 ACTION_OF_TASK = {a.task_state: name for name, a in USER_ACTIONS.items()}
 # a guest lost with the process is defined again (a soft-deleted one too: a restore starts it)
-REDEFINABLE = (VmState.ACTIVE, VmState.STOPPED, "resized", VmState.SOFT_DELETED)
+REDEFINABLE = (VmState.ACTIVE, VmState.STOPPED, "resized", VmState.SOFT_DELETED, VmState.SHELVED)
 _RESULT_POWER = {VmState.ACTIVE: PowerState.RUNNING, VmState.STOPPED: PowerState.SHUTDOWN,
-                 VmState.PAUSED: PowerState.PAUSED, VmState.SOFT_DELETED: PowerState.SHUTDOWN}
+                 VmState.PAUSED: PowerState.PAUSED, VmState.SOFT_DELETED: PowerState.SHUTDOWN,
+                 VmState.SHELVED: PowerState.SHUTDOWN, VmState.SHELVED_OFFLOADED: PowerState.NOSTATE}
 # actions that swap the guest's definition for another: interrupted, the power state cannot tell which runs
 SWAPPING = frozenset({"rescue", "unrescue"})
 

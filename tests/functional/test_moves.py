@@ -1,4 +1,4 @@
-"""Resize (confirm and revert), cold migration and evacuation end to end on two hosts
+"""Resize (confirm and revert), cold migration, shelve / unshelve and evacuation end to end on two hosts
 (libvirt test:///default, real processes), with the cell's claims checked before and
 after each step, bad input refused in Nova's error shapes, and a dead host's stale
 copy destroyed when it comes back."""
@@ -174,6 +174,62 @@ def test_migrate_moves_to_the_other_host(cluster: RunningCluster, api: Admin) ->
     assert api.post(sid, {"confirmResize": None}).status_code == 204
     api.wait(sid, "ACTIVE")
     assert claims(cluster)[sid][0] == api.host(sid) != src
+
+
+def _hypervisor_used(cluster: RunningCluster, host: str) -> tuple[int, int]:
+    """(vCPUs used, memory MB used) of `host` as `openstack hypervisor list --long` prints them (its show
+    asks os-hypervisors/uptime, which is not served)."""
+    [doc] = [h for h in cluster.ok("--os-compute-api-version", "2.87", "hypervisor", "list", "--long", "-f", "json",
+                                   who="admin")
+             if h["Hypervisor Hostname"] == host]
+    return int(doc["vCPUs Used"]), int(doc["Memory MB Used"])
+
+
+def _shelve_images(cluster: RunningCluster, name: str) -> list[dict[str, Any]]:
+    return [i for i in cluster.ok("image", "list", "-f", "json", who="admin") if i["Name"] == f"{name}-shelved"]
+
+
+def test_shelve_offloads_and_unshelve_lands_on_the_named_host_with_the_cli(cluster: RunningCluster,
+                                                                             api: Admin) -> None:
+    """The unmodified openstack CLI: shelve snapshots the disk into NAME-shelved and (shelved_offload_time 0)
+    offloads at once, the host's claim given back in `hypervisor list --long`; unshelve --host (2.91, admin) boots
+    it on the other host from that image, which then goes; shelve actions are recorded; Nova's 409s."""
+    sid = api.boot("shlv1")
+    src = api.host(sid)
+    other = next(h for h in ("node1", "node2") if h != src)
+    used = _hypervisor_used(cluster, src)
+    early = api.post(sid, {"unshelve": None})  # the CLI skips a server that is not shelved: the API's 409
+    assert early.status_code == 409, early.text
+    assert f"Cannot 'unshelve' instance {sid} while it is in vm_state active" in early.json()["conflictingRequest"][
+        "message"]
+    cluster.ok("server", "shelve", sid)
+    doc = api.wait(sid, "SHELVED_OFFLOADED")
+    assert api.host(sid) == "None" and doc.get("OS-EXT-SRV-ATTR:host") is None  # member view: no host at all
+    [image] = _shelve_images(cluster, "shlv1")
+    shown = cluster.ok("image", "show", "-f", "json", image["ID"], who="admin")
+    assert shown["status"] == "active" and shown["properties"]["image_type"] == "snapshot"
+    assert shown["properties"]["instance_uuid"] == sid
+    assert sid not in claims(cluster)  # offload freed the claim: the hypervisor shows it
+    assert _hypervisor_used(cluster, src) == (used[0] - 1, used[1] - 512)
+    assert api.post(sid, {"shelveOffload": None}).status_code == 403  # an admin's
+    again = api.post(sid, {"shelveOffload": None}, admin=True)  # offloaded already (the CLI skips it)
+    assert again.status_code == 409 and "while it is in vm_state shelved_offloaded" in again.text, again.text
+    err = cluster.cli("--os-compute-api-version", "2.91", "server", "unshelve", "--host", other, sid)
+    assert err.returncode != 0 and "403" in err.stderr  # naming a host is an admin's
+    cluster.ok("--os-compute-api-version", "2.91", "server", "unshelve", "--host", other, sid, who="admin")
+    api.wait(sid, "ACTIVE")
+    assert api.host(sid) == other and claims(cluster)[sid] == (other, 512, 1)
+    wait_for("the shelve image deleted", lambda: not _shelve_images(cluster, "shlv1"), timeout=30, interval=0.5)
+    acts = dict(api.events(sid))
+    assert ("compute_shelve_instance", "Success") in acts["shelve"]
+    assert ("compute_shelve_offload_instance", "Success") in acts["shelveOffload"]
+    assert ("compute_unshelve_instance", "Success") in acts["unshelve"]
+    # a shelved server's delete takes its shelve image along
+    cluster.ok("server", "shelve", sid)
+    api.wait(sid, "SHELVED_OFFLOADED")
+    assert len(_shelve_images(cluster, "shlv1")) == 1
+    cluster.ok("server", "delete", "--wait", sid)
+    assert not _shelve_images(cluster, "shlv1")
 
 
 def test_evacuate_rebuilds_a_dead_hosts_server_and_the_stale_copy_goes(cluster: RunningCluster,

@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from cells import errors, lifecycle
 from cells.conductor.env import FlowEnv, state_of, state_values
-from cells.conductor.flows import boot_volume
+from cells.conductor.flows import boot_volume, shelve
 from cells.conductor.flows.delete import visible
 from cells.context import RequestContext
 from cells.db import action_records
@@ -29,16 +29,20 @@ from cells.rpcapi.compute import ComputeAPI
 
 LOG = logging.getLogger(__name__)
 MAX_CONSOLE_LINES = 100_000
+SHELVE_ACTIONS = frozenset({"shelve", "shelve_offload", "unshelve"})  # their ends: flows/shelve.py after_action
 
 
 def event_name(action: str) -> str:
-    """Nova's compute event names: compute_stop_instance, compute_reboot_instance, ..."""
+    """Nova's compute event names: compute_stop_instance, compute_reboot_instance, ...,
+    compute_shelve_offload_instance"""
     return f"compute_{action.removesuffix('_hard')}_instance"
 
 
 def record_action(action: str) -> str:
     """The instance action name users see (os-instance-actions): a hard reboot is a reboot, a soft delete
     a delete (as Nova records it)."""
+    if action == "shelve_offload":
+        return "shelveOffload"
     return "delete" if action == "soft_delete" else action.removesuffix("_hard")
 
 
@@ -157,7 +161,8 @@ def _done(conn: Connection, env: FlowEnv, uuid: str, host: str, action: str, ok:
                                     ok, uuid)
     now = utcnow_iso()
     new: dict[str, Any] = {**state_values(state), "updated_at": now}
-    if ok and action in ("start", "reboot", "reboot_hard", "rebuild", "resume", "unpause", "unrescue", "restore") \
+    if ok and action in ("start", "reboot", "reboot_hard", "rebuild", "resume", "unpause", "unrescue", "restore",
+                         "unshelve") \
             and state.vm_state == VmState.ACTIVE:
         new["fault"] = None  # a server that runs again shows no stale fault
     if ok and action == "rebuild":
@@ -175,6 +180,8 @@ def _done(conn: Connection, env: FlowEnv, uuid: str, host: str, action: str, ok:
             new["fault"] = made
         action_records.finish_event(conn, uuid, name, event_name(action), action_records.ERROR, made["message"], host)
         action_records.finish_action(conn, uuid, name, action_records.ERROR)
+    if action in SHELVE_ACTIONS:
+        shelve.after_action(conn, env, row, action, ok, new)
     idb.update_row(conn, uuid, new)
     return env.record({**row._mapping, **new})
 

@@ -43,12 +43,20 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
     if not (row.image or {}).get("id"):
         raise errors.Invalid(reason=f"Instance {uuid} was not booted from an image: a snapshot of a "
                                     "volume-backed server is not supported")
+    return start_on_host(conn, env, ctx, row, state.task_state, action, EVENTS[action])
+
+
+def start_on_host(conn: Connection, env: FlowEnv, ctx: RequestContext, row: Any, task: str | None, action: str,
+                  event: str) -> InstanceRecord:
+    """The checked server's task set, its action started with the compute's event open (its host must be
+    live: 409 otherwise); the record. createImage's, createBackup's and shelve's first step."""
+    uuid = str(row.uuid)
     if row.host is None or not env.host_alive(row.host):
         raise errors.Conflict(reason=f"Compute host {row.host} of instance {uuid} is not available")
     now = utcnow_iso()
     action_records.start_action(conn, ctx, uuid, action, row.project_id, now)
-    action_records.start_event(conn, uuid, action, EVENTS[action], row.host)
-    values = {"task_state": state.task_state, "updated_at": now}
+    action_records.start_event(conn, uuid, action, event, row.host)
+    values = {"task_state": task, "updated_at": now}
     idb.update_row(conn, uuid, values)
     return env.record({**row._mapping, **values})
 

@@ -1,0 +1,225 @@
+"""Shelve, shelveOffload and unshelve through POST /compute/v2.1/servers/{id}/action (Nova's os-shelve, issue 16):
+
+    {"shelve": null}          202; the disk goes into the image `NAME-shelved` (image_type snapshot, owned
+                              by the server's project), then the guest is powered off: SHELVED, and
+                              SHELVED_OFFLOADED at once when the cell's shelved_offload_time is 0
+    {"shelveOffload": null}   202 (admin by default); SHELVED -> SHELVED_OFFLOADED: the host's claim is given
+                              back, the guest and its disk removed from the host, no host in the views
+    {"unshelve": null | {...}} 202; ACTIVE again: where it is (SHELVED) or, offloaded, from the shelve image on
+                              a host the scheduler chooses. 2.77: {"availability_zone": Z}; 2.91: Z may be
+                              null (unpins the server) and an admin may name a "host". A zone or host for a
+                              server that is not offloaded is a 409, an unknown one a 400, as Nova.
+
+The shelve image is the createImage flow's (api/compute/server_snapshots.py take: the compute's snapshot
+file pulled into the image store), reported to the cell's conductor as shelve steps
+(cells/conductor/flows/shelve.py). The mapping keeps the image's id (Nova's system_metadata
+shelved_image_id): unshelve boots from it and deletes it once the server runs; deleting the server
+deletes it too. A shelve that finds an image of an earlier shelve still there (its unshelve's watcher
+died with its API process) deletes that one first.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from sqlalchemy import insert, update
+
+from api.compute import aggregates, mappings, server_snapshots
+from api.compute.availability_zones import zones
+from api.compute.server_snapshots import SNAPSHOTS, Snapshots, Target
+from api.compute.views import DEFAULT_AZ
+from api.db.schema import images, instance_mappings
+from api.http import authorize
+from api.image import images as image_db
+from api.image import upload as image_upload
+from api.image.store import ImageStore
+from api.validation import validate
+from cells import errors, lifecycle
+from cells.context import RequestContext
+from cells.objects.instance import VmState
+from cells.rpcapi.compute import ComputeAPI
+from cells.rpcapi.conductor import ConductorAPI
+
+if TYPE_CHECKING:
+    from api.compute.service import ComputeContext
+
+LOG = logging.getLogger(__name__)
+ACTIONS = ("shelve", "shelveOffload", "unshelve")
+POLICY = {"shelve": "os_compute_api:os-shelve:shelve", "shelveOffload": "os_compute_api:os-shelve:shelve_offload",
+          "unshelve": "os_compute_api:os-shelve:unshelve"}
+UNSHELVE_TO_HOST = "os_compute_api:os-shelve:unshelve_to_host"
+NULL = {"type": "null"}
+NULL_OR_EMPTY = {"type": ["object", "null"], "properties": {}, "additionalProperties": False}
+ZONE = {"type": "string", "minLength": 1, "maxLength": 255}
+UNSHELVE_277 = {"type": ["object", "null"], "additionalProperties": False, "required": ["availability_zone"],
+                "properties": {"availability_zone": ZONE}}
+UNSHELVE_291 = {"type": ["object", "null"], "additionalProperties": False, "minProperties": 1,
+                "properties": {"availability_zone": {"oneOf": [ZONE, NULL]},
+                               "host": {"type": "string", "minLength": 1, "maxLength": 255}}}
+WATCH_EVERY = 1.0  # seconds between looks at an unshelving server (its shelve image goes once it runs)
+WATCH_FOR = 1800.0  # seconds a watcher waits at most (a compute that never reports: the image stays)
+
+
+def unshelve_schema(cc: ComputeContext) -> dict[str, Any]:
+    if cc.at_least(2, 91):
+        return UNSHELVE_291
+    return UNSHELVE_277 if cc.at_least(2, 77) else NULL
+
+
+async def action(request: web.Request, cc: ComputeContext, ctx: RequestContext, server_id: str, name: str,
+                 spec: Any) -> web.Response:
+    mapping = await mappings.get(cc.db, ctx, server_id)  # 404 for a server the caller may not see
+    authorize(request, POLICY[name], {"project_id": mapping.project_id})
+    snaps = request.config_dict[SNAPSHOTS]
+    if name == "shelve":
+        validate(NULL_OR_EMPTY, spec, name)
+        await shelve(cc, ctx, snaps, mapping)
+    elif name == "shelveOffload":
+        validate(NULL_OR_EMPTY, spec, name)
+        await cc.router.conductor(mapping.cell_path).instance_action(ctx, str(mapping.instance_uuid),
+                                                                     "shelve_offload", {})
+    else:
+        validate(unshelve_schema(cc), spec, name)
+        if spec and "host" in spec:
+            authorize(request, UNSHELVE_TO_HOST, {"project_id": mapping.project_id})
+        await unshelve(cc, ctx, snaps, mapping, spec)
+    return web.Response(status=202)
+
+
+# --- shelve -------------------------------------------------------------------------------
+
+async def shelve(cc: ComputeContext, ctx: RequestContext, snaps: Snapshots, mapping: Any) -> str:
+    """Start shelving: the server's task set, its image queued (its id); the data and the power-off follow."""
+    uuid = str(mapping.instance_uuid)
+    cell = cc.router.cell(mapping.cell_path)
+    conductor = ConductorAPI(cell)
+    record = await conductor.shelve_begin(ctx, uuid)  # 409 before anything is made
+    target = Target(conductor, ComputeAPI(cell), uuid, str(record["host"]), progress=conductor.shelve_progress)
+    owner = dataclasses.replace(ctx, project=str(record["project_id"]))  # the image is the server's project's
+    try:
+        values = server_snapshots.image_values(record, owner, f"{record['name']}-shelved", {}, {})
+        async with snaps.engine.begin() as conn:
+            await conn.execute(insert(images).values(**values))
+            await conn.execute(update(instance_mappings).where(instance_mappings.c.instance_uuid == uuid)
+                               .values(shelved_image_id=values["id"]))
+    except BaseException as exc:
+        await asyncio.shield(server_snapshots.end_step(target, ctx, lifecycle.SHELVE_FAILED,
+                                                       server_snapshots.why_failed(exc)))
+        raise
+    if mapping.shelved_image_id and mapping.shelved_image_id != values["id"]:
+        await _delete_quietly(snaps.engine, snaps.store, str(mapping.shelved_image_id))
+    snaps.spawn(server_snapshots.take(snaps, target, dataclasses.replace(ctx, deadline=None), values["id"]))
+    return str(values["id"])
+
+
+async def _delete_quietly(engine: Any, store: ImageStore, image_id: str) -> None:
+    try:
+        await image_upload.delete_with_data(engine, store, image_id)
+    except Exception:  # the server goes on; the image is an admin's to delete
+        LOG.exception("shelve image %s could not be deleted", image_id)
+
+
+async def forget_image(cc: ComputeContext, mapping: Any) -> None:
+    """The server is being deleted: its shelve image goes with it (Nova's)."""
+    if mapping.shelved_image_id:
+        await _delete_quietly(cc.engine, ImageStore(cc.cluster.api.image_dir), str(mapping.shelved_image_id))
+
+
+# --- unshelve -----------------------------------------------------------------------------
+
+def _cell_hosts(cc: ComputeContext, cell_path: str) -> set[str]:
+    cell = cc.router.cell(cell_path).cell
+    return {s.host for s in cc.cluster.services if s.kind == "compute" and s.cell in (cell.name, cell.path)}
+
+
+async def placement(cc: ComputeContext, mapping: Any, spec: dict[str, Any]) -> dict[str, list[str]]:
+    """The scheduler's only_hosts / excluded_hosts for an unshelve's zone (None: unpinned, any host of the
+    server's cell) and host (2.91), each checked: 400 for one that does not exist or is not where the other
+    says. A server never leaves its cell: a zone that is another cell's is a 400 too."""
+    cell_path = str(mapping.cell_path)
+    out: dict[str, list[str]] = {}
+    zone = spec.get("availability_zone")
+    if zone is not None:
+        placed = await aggregates.placement(cc.engine, cc.cluster, zone, DEFAULT_AZ, {}, cc.router.zone_exists)
+        if placed.only is None and zone != DEFAULT_AZ:
+            in_zone = {c.path for c in zones(cc.cluster).get(zone, [])}
+            if cc.router.cell(cell_path).cell.path not in in_zone:
+                raise errors.Invalid(f"The requested availability zone is not available: {zone}: instance "
+                                     f"{mapping.instance_uuid} cannot leave its cell")
+        out = {k: list(v) for k, v in placed.spec_part().items()}
+    host = spec.get("host")
+    if host is not None:
+        if host not in _cell_hosts(cc, cell_path):
+            raise errors.Invalid(f"Compute host {host} could not be found.")
+        if host in out.get("excluded_hosts", []) or "only_hosts" in out and host not in out["only_hosts"]:
+            raise errors.Invalid(f"Host {host} is not in the availability zone {zone}.")
+        out = {"only_hosts": [host]}
+    return out
+
+
+async def _shelve_image(cc: ComputeContext, ctx: RequestContext, mapping: Any) -> dict[str, Any]:
+    image_id = mapping.shelved_image_id
+    if not image_id:
+        raise errors.Conflict(reason=f"Instance {mapping.instance_uuid} has no shelve image to unshelve from")
+    async with cc.engine.connect() as conn:
+        try:
+            image = await image_db.get(conn, ctx, str(image_id))
+        except errors.ImageNotFound:
+            raise errors.Conflict(reason=f"Shelve image {image_id} of instance {mapping.instance_uuid} "
+                                         "is gone") from None
+        if image.status != "active":
+            raise errors.Conflict(reason=f"Shelve image {image_id} is {image.status}, not active")
+        record: dict[str, Any] = await conn.run_sync(image_db.boot_snapshot_of, ctx, image)
+        return record
+
+
+async def unshelve(cc: ComputeContext, ctx: RequestContext, snaps: Snapshots, mapping: Any, spec: Any) -> None:
+    uuid = str(mapping.instance_uuid)
+    conductor = cc.router.conductor(mapping.cell_path)
+    spec = dict(spec or {})
+    server = await conductor.instance_get(ctx, uuid)
+    offloaded = server.get("vm_state") == VmState.SHELVED_OFFLOADED
+    where = None
+    if spec:
+        if server.get("vm_state") == VmState.SHELVED:  # Nova: only an offloaded server may change place
+            raise errors.Conflict(reason=f"The availability_zone or host of instance {uuid} can only be "
+                                         "given when it is SHELVED_OFFLOADED")
+        where = await placement(cc, mapping, spec) if offloaded else None
+    image = await _shelve_image(cc, ctx, mapping) if offloaded else None
+    await conductor.unshelve(ctx, uuid, image, where)
+    if "availability_zone" in spec:  # 2.77 pins the server to the zone, 2.91's null unpins it
+        await mappings.set_attributes(cc.db, uuid, {"pinned_availability_zone": spec["availability_zone"]})
+    if mapping.shelved_image_id:
+        snaps.spawn(_forget_when_running(cc, snaps, conductor, dataclasses.replace(ctx, deadline=None), uuid,
+                                         str(mapping.shelved_image_id)))
+
+
+async def _forget_when_running(cc: ComputeContext, snaps: Snapshots, conductor: ConductorAPI,
+                               ctx: RequestContext, uuid: str, image_id: str) -> None:
+    """Once the unshelved server runs, its shelve image goes (Nova's); a failed unshelve keeps it."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + WATCH_FOR
+    while loop.time() < until:
+        await asyncio.sleep(WATCH_EVERY)
+        try:
+            server = await conductor.instance_get(ctx, uuid)
+        except errors.InstanceNotFound:
+            return  # deleted: the delete took the image
+        except errors.CellcloudError as exc:
+            LOG.info("unshelve of %s: cannot look yet (%s)", uuid, exc.message)
+            continue
+        if server.get("task_state") is not None:
+            continue
+        if server.get("vm_state") in (VmState.SHELVED, VmState.SHELVED_OFFLOADED):
+            return  # the unshelve failed: the server still needs its image
+        async with snaps.engine.begin() as conn:
+            changed = await conn.execute(update(instance_mappings).where(
+                instance_mappings.c.instance_uuid == uuid, instance_mappings.c.shelved_image_id == image_id)
+                .values(shelved_image_id=None))
+        if changed.rowcount:
+            await _delete_quietly(snaps.engine, snaps.store, image_id)
+        return
+    LOG.warning("unshelve of %s did not end within %.0f s: its shelve image %s is kept", uuid, WATCH_FOR, image_id)
