@@ -13,6 +13,7 @@
     {"rescue": ...}  {"unrescue": null}          api/compute/rescue.py
     {"restore": null}  {"forceDelete": null}     api/compute/deferred_delete.py (soft delete: reclaim_instance_interval)
     {"shelve": null}  {"shelveOffload": null}  {"unshelve": ...}   api/compute/shelve.py
+    {"injectNetworkInfo": null}  {"resetNetwork": null}   api/compute/admin_actions.py (admin)
 
 The power actions answer 202 at once: the server shows its task state
 (REBOOT, HARD_REBOOT, REBUILD, or ACTIVE/SHUTOFF with a task) until the compute
@@ -29,6 +30,7 @@ from aiohttp import web
 
 from api import quota
 from api.compute import (
+    admin_actions,
     deferred_delete,
     keypairs,
     mappings,
@@ -222,6 +224,8 @@ async def server_action(request: web.Request) -> web.Response:
         return await deferred_delete.deferred_action(request, ctx, server_id, name, spec)
     if name in remote_consoles.ACTIONS:  # the legacy console actions (issue 16)
         return await remote_consoles.action(request, server_id, name, spec)
+    if name in admin_actions.ACTIONS:  # injectNetworkInfo, resetNetwork (issue 16)
+        return await admin_actions.admin_action(request, ctx, server_id, name, spec)
     if name in security_groups.ACTIONS:  # addSecurityGroup, removeSecurityGroup (issue 5)
         await service.change_security_group(cc, ctx, server_id, security_groups.group_name(spec),
                                             add=name == "addSecurityGroup")

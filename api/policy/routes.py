@@ -131,6 +131,8 @@ COMPUTE_ACTIONS: dict[str, str] = {
     "confirmResize": _N + "servers:confirm_resize", "revertResize": _N + "servers:revert_resize",
     "migrate": _N + "os-migrate-server:migrate", "evacuate": _N + "os-evacuate",
     "os-resetState": _N + "os-admin-actions:reset_state",
+    "injectNetworkInfo": _N + "os-admin-actions:inject_network_info",
+    "resetNetwork": _N + "os-admin-actions:reset_network",
     "addSecurityGroup": _N + "os-security-groups:add", "removeSecurityGroup": _N + "os-security-groups:remove",
     "forceDelete": _N + "os-deferred-delete:force", "restore": _N + "os-deferred-delete:restore",
     "rescue": _N + "os-rescue", "unrescue": _N + "os-unrescue",

@@ -138,6 +138,8 @@ NOVA = {
     "os_compute_api:os-migrate-server:migrate": "rule:admin_api",
     "os_compute_api:os-evacuate": "rule:admin_api",
     "os_compute_api:os-admin-actions:reset_state": "rule:admin_api",
+    "os_compute_api:os-admin-actions:inject_network_info": "rule:admin_api",
+    "os_compute_api:os-admin-actions:reset_network": "rule:admin_api",
     "os_compute_api:os-remote-consoles": "rule:project_member_or_admin",
     "os_compute_api:os-availability-zone:detail": "rule:admin_api",
     "os_compute_api:os-hypervisors:list": "rule:admin_api",
