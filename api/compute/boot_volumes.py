@@ -98,28 +98,86 @@ def new_root_image(conn: Connection, ctx: RequestContext, bdm: Mapping[str, Any]
     return image
 
 
-def blank_volumes(bdms: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    """The blank volumes (BDM source blank, destination volume) a boot makes beside its root disk, as the
-    boot record's EXTRA_VOLUMES ({id, size, device, delete_on_termination}; devices /dev/vdb... in the
-    mappings' order, a device_name being a hint only, as in Nova), or Nova's 400 for them."""
-    blanks = [b for b in bdms if b.get("source_type") == "blank" and b.get("destination_type") == "volume"]
-    if not blanks:
+EXTRA_SOURCES = ("blank", "snapshot", "volume")  # what a non-root volume mapping at boot may start from
+MULTI_ATTACH = "Cannot attach one or more volumes to multiple instances"  # Nova's 400
+
+
+def extra_mappings(bdms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The mappings of volumes a boot makes or attaches beside its root disk, in order: blank, snapshot or
+    volume -> volume (a volume at boot index 0 is the root: server_create.root_bdm)."""
+    return [b for b in bdms if b.get("destination_type") == "volume" and b.get("source_type") in EXTRA_SOURCES
+            and not (b.get("source_type") == "volume" and str(b.get("boot_index")) == "0")]
+
+
+async def snapshot_sizes(cc: ComputeContext, ctx: RequestContext, bdms: list[dict[str, Any]]) -> dict[str, int]:
+    """snapshot id -> GiB of each snapshot a mapping makes a volume from, as the caller sees it (Nova asks
+    Cinder the same); Nova's 400 for one it cannot get or that is not available."""
+    out: dict[str, int] = {}
+    for bdm in extra_mappings(bdms):
+        if bdm.get("source_type") != "snapshot":
+            continue
+        sid = str(bdm.get("uuid") or bdm.get("snapshot_id") or "").lower()
+        if not is_uuid(sid):
+            raise errors.Invalid(f"Block Device Mapping is Invalid: failed to get snapshot {sid}.")
+        try:
+            _, snap = await volume_cells.find_snapshot(cc.router, ctx, sid)
+        except errors.SnapshotNotFound:
+            raise errors.Invalid(f"Block Device Mapping is Invalid: failed to get snapshot {sid}.") from None
+        if snap.get("status") != "available":
+            raise errors.Invalid(f"Invalid snapshot: snapshot {sid} status must be 'available', but it is "
+                                 f"{snap.get('status')}.")
+        out[sid] = int(snap.get("size") or 0)
+    return out
+
+
+def extra_volumes(bdms: list[dict[str, Any]], count: int, snapshots: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The volumes a boot makes (blank; from a snapshot, at least its size) or attaches (an existing volume)
+    beside its root disk, as the boot record's EXTRA_VOLUMES ({id, size, device, delete_on_termination,
+    and snapshot_id or existing}; devices /dev/vdb... in the mappings' order, a device_name being a hint
+    only, as in Nova), or Nova's 400 for them. `snapshots`: snapshot_sizes."""
+    extras = extra_mappings(bdms)
+    if not extras:
         return []
-    if any(str(b.get("boot_index")) == "0" for b in blanks):
-        raise errors.Invalid(BAD_SEQUENCE)  # an empty disk boots nothing
+    if any(str(b.get("boot_index")) == "0" for b in extras):
+        raise errors.Invalid(BAD_SEQUENCE)  # an empty disk boots nothing; a snapshot root: not yet
     if count > 1:
-        raise errors.Invalid("Block Device Mapping is Invalid: blank volumes are made for one server at a time "
-                             "(min_count and max_count 1).")
-    if len(blanks) > MAX_BLANK_VOLUMES:
-        raise errors.Invalid(f"Block Device Mapping is Invalid: at most {MAX_BLANK_VOLUMES} blank volumes.")
-    out = []
-    for letter, bdm in zip("bcdefghijklmnopq", blanks, strict=False):
-        size = int(str(bdm.get("volume_size") or 0))
+        if any(b.get("source_type") == "volume" for b in extras):
+            raise errors.Invalid(MULTI_ATTACH)
+        raise errors.Invalid("Block Device Mapping is Invalid: volumes beside the root disk are made for one "
+                             "server at a time (min_count and max_count 1).")
+    if len(extras) > MAX_BLANK_VOLUMES:
+        raise errors.Invalid(f"Block Device Mapping is Invalid: at most {MAX_BLANK_VOLUMES} volumes beside the "
+                             "root disk.")
+    out: list[dict[str, Any]] = []
+    for letter, bdm in zip("bcdefghijklmnopq", extras, strict=False):
+        entry = {"device": f"/dev/vd{letter}",
+                 DELETE_ON_TERMINATION: bool(parse_bool(str(bdm.get("delete_on_termination", False))))}
+        source = bdm.get("source_type")
+        size = int(str(bdm.get("volume_size") or 0))  # the schema allows digits only
+        if source == "volume":
+            vid = str(bdm.get("uuid") or bdm.get("volume_id") or "").lower()
+            if not is_uuid(vid):
+                raise errors.Invalid("Block Device Mapping is Invalid: a volume mapping needs the volume's uuid.")
+            if any(e.get("id") == vid for e in out):
+                raise errors.Invalid(f"Block Device Mapping is Invalid: volume {vid} is mapped twice.")
+            out.append({**entry, "id": vid, "existing": True})
+            continue
+        if source == "snapshot":
+            sid = str(bdm.get("uuid") or bdm.get("snapshot_id") or "").lower()
+            least = snapshots[sid]
+            size = size or least
+            if size < least:
+                raise errors.Invalid(f"Block Device Mapping is Invalid: volume_size {size} is smaller than "
+                                     f"snapshot {sid} ({least} GiB).")
+            if size > MAX_SIZE_GB:
+                raise errors.Invalid(f"Block Device Mapping is Invalid: volume_size {size} is over {MAX_SIZE_GB} "
+                                     "GiB.")
+            out.append({**entry, "id": str(uuidlib.uuid4()), "size": size, "snapshot_id": sid})
+            continue
         if not 1 <= size <= MAX_SIZE_GB:
             raise errors.Invalid("Block Device Mapping is Invalid: Blank volumes (source: 'blank', dest: 'volume') "
                                  f"need to have non-zero size (at most {MAX_SIZE_GB} GiB)")
-        out.append({"id": str(uuidlib.uuid4()), "size": size, "device": f"/dev/vd{letter}",
-                    DELETE_ON_TERMINATION: bool(parse_bool(str(bdm.get("delete_on_termination", False))))})
+        out.append({**entry, "id": str(uuidlib.uuid4()), "size": size})
     return out
 
 
@@ -128,8 +186,9 @@ def with_blank_volumes(image: dict[str, Any], extras: list[dict[str, Any]]) -> d
 
 
 def _sizes(image: Mapping[str, Any]) -> list[tuple[str, int]]:
-    """(id, GiB) of each volume the boot makes."""
-    spec, extras = image.get(NEW_ROOT), {str(e["id"]): int(e["size"]) for e in image.get(EXTRA_VOLUMES) or []}
+    """(id, GiB) of each volume the boot makes (an existing volume it attaches is counted already)."""
+    spec = image.get(NEW_ROOT)
+    extras = {str(e["id"]): int(e["size"]) for e in image.get(EXTRA_VOLUMES) or [] if not e.get("existing")}
     root_size = int(spec["size"]) if isinstance(spec, Mapping) else 0
     return [(v, extras.get(v, root_size)) for v, _ in made_volumes(image)]
 

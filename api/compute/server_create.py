@@ -175,12 +175,14 @@ def _check_bdms(boot: BootRequest) -> None:
         raise errors.Invalid("Block device mappings (v1) are not supported by this cloud.")
     root = root_bdm(boot)
     image_root = boot_volumes.image_root_bdm(boot.block_device_mapping_v2)
+    extras = boot_volumes.extra_mappings(boot.block_device_mapping_v2)
     for bdm in boot.block_device_mapping_v2:
-        if bdm is root or bdm is image_root or bdm.get("source_type") == "blank":  # blank: boot_volumes
+        if bdm is root or bdm is image_root or any(bdm is e for e in extras):  # extras: boot_volumes
             continue
         if bdm.get("destination_type") == "volume" or bdm.get("source_type") in ("volume", "snapshot"):
-            raise errors.Invalid("Volumes other than the root volume and blank ones are not supported at boot by "
-                                 "this cloud yet: attach them once the server is active.")
+            raise errors.Invalid("Volumes other than the root volume and blank, snapshot or volume ones beside "
+                                 "it are not supported at boot by this cloud yet (a root volume from a snapshot: "
+                                 "make the volume first).")
     if root is None:
         return
     if boot.image_ref or image_root is not None:  # Nova: an image and a boot volume name two root disks
@@ -290,8 +292,9 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
         _check_image(image, flavor)
     elif not boot_image:  # a boot from an existing volume (one made from an image: checked in _lookups)
         boot_image = await _root_volume_image(cc, ctx, boot, hints)
-    boot_image = boot_volumes.with_blank_volumes(boot_image, boot_volumes.blank_volumes(
-        boot.block_device_mapping_v2, max_count))
+    snapshots = await boot_volumes.snapshot_sizes(cc, ctx, boot.block_device_mapping_v2) if max_count == 1 else {}
+    boot_image = boot_volumes.with_blank_volumes(boot_image, boot_volumes.extra_volumes(
+        boot.block_device_mapping_v2, max_count, snapshots))
     key_data = None
     if boot.key_name is not None:
         try:

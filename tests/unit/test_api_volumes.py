@@ -497,3 +497,43 @@ async def test_boot_making_its_root_volume_from_an_image_and_the_errors_that_mak
     assert (extra["size"], extra["device"], extra["delete_on_termination"]) == (1, "/dev/vdb", True)
     _, volumes = await cloud.req("GET", "demo", "/volumes/detail")
     assert sorted((v["size"], v["bootable"]) for v in volumes["volumes"]) == [(1, "false"), (2, "true"), (2, "true")]
+
+
+async def test_boot_with_snapshot_and_volume_mappings_beside_the_root(cloud: Cloud) -> None:
+    """server create with --block-device source=snapshot|volume,destination=volume beside an image root: the
+    API resolves the snapshot as the project sees it (its size when volume_size is not given; Nova's 400 for
+    one it cannot get), hands the cell an existing volume to reserve and counts only the volume it makes;
+    multi-create with a volume mapping is Nova's 400."""
+    headers = cloud.who["demo"][0]
+    image = (await (await cloud.client.get("/image/v2/images", headers=headers)).json())["images"][0]
+    data = await cloud.create(size=1)
+    await cloud.wait_status("demo", data["id"], "available")
+    status, made = await cloud.req("POST", "demo", "/snapshots", {"snapshot": {"volume_id": data["id"], "name": "s"}})
+    assert status == 202, made
+    sid = made["snapshot"]["id"]
+    for _ in range(200):
+        await cloud.cell.settle()
+        if (await cloud.req("GET", "demo", f"/snapshots/{sid}"))[1]["snapshot"]["status"] == "available":
+            break
+        await asyncio.sleep(0.01)
+
+    def body(*extras: dict[str, Any], **server: Any) -> dict[str, Any]:
+        return {"server": {"name": "bdm", "flavorRef": "1", "imageRef": image["id"],
+                           "block_device_mapping_v2": list(extras), **server}}
+
+    snap = {"uuid": sid, "source_type": "snapshot", "destination_type": "volume", "delete_on_termination": True}
+    vol = {"uuid": data["id"], "source_type": "volume", "destination_type": "volume", "boot_index": -1}
+    refused = [(body({**snap, "uuid": "4c6a2e2e-7c3e-4f0e-9d5b-0a3c1e2f4b5d"}), "failed to get snapshot"),
+               (body(vol, max_count=2), "Cannot attach one or more volumes to multiple instances"),
+               (body({**snap, "boot_index": 0}), "Boot sequence")]
+    for b, words in refused:
+        status, answer = await cloud.req("POST", "demo", "/compute/v2.1/servers", b)
+        assert status == 400 and words in answer["badRequest"]["message"], answer
+    assert cloud.conductor.builds == []
+    status, answer = await cloud.req("POST", "demo", "/compute/v2.1/servers", body(snap, vol))
+    assert status == 202, answer
+    from_snap, existing = cloud.conductor.builds[-1]["image"]["extra_volumes"]
+    assert (from_snap["snapshot_id"], from_snap["size"], from_snap["device"]) == (sid, 1, "/dev/vdb")
+    assert existing == {"id": data["id"], "existing": True, "device": "/dev/vdc", "delete_on_termination": False}
+    shown = await cloud.wait_status("demo", data["id"], "attaching")  # reserved with the server's row
+    assert shown["id"] == data["id"]

@@ -136,7 +136,7 @@ def _insert_build(conn: Connection, env: FlowEnv, ctx: RequestContext, rows: lis
             volume_id = boot_volume.root_volume_id(r["image"])
             if volume_id is not None and boot_volume.new_root(r["image"]) is None:
                 boot_volume.reserve(conn, ctx, volume_id, r["uuid"], r["project_id"])
-            boot_volume.insert_made_volumes(conn, r["image"], r["uuid"], r["project_id"])
+            boot_volume.insert_made_volumes(conn, r["image"], r["uuid"], r["project_id"], ctx)
         action_records.start_actions(conn, ctx, CREATE, [(r["uuid"], r["project_id"]) for r in new], EV_SCHEDULE, now)
     records = [env.record(existing[r["uuid"]]) if r["uuid"] in existing else env.record(r) for r in rows]
     return records, new

@@ -82,13 +82,14 @@ def refuse_move_with_volumes(conn: Connection, image: Any, uuid: str, action: st
                                      "volumes is not supported by this cloud yet.")
 
 
-def reserve(conn: Connection, ctx: RequestContext, volume_id: str, instance_uuid: str, project_id: str) -> None:
+def reserve(conn: Connection, ctx: RequestContext, volume_id: str, instance_uuid: str, project_id: str,
+            device: str = ROOT_DEVICE) -> None:
     """The volume moves available -> attaching for the instance being built, in the caller's unit of
-    work. Nova's 400s: not visible (or another project's), not available, not bootable."""
+    work. Nova's 400s: not visible (or another project's), not available, not bootable (the root only)."""
     vol = vdb.get_row(conn, volume_id)
     if vol is None or vol.deleted or not vflows.visible(ctx, vol.project_id) or vol.project_id != project_id:
         raise errors.Invalid(reason=f"Block Device Mapping is Invalid: failed to get volume {volume_id}.")
-    if not vol.bootable:
+    if device == ROOT_DEVICE and not vol.bootable:
         raise errors.Invalid(reason=f"Block Device Mapping is Invalid: Volume {volume_id} is not bootable.")
     if not vdb.transition(conn, volume_id, [S.AVAILABLE], {"status": S.ATTACHING, "error": None,
                                                            "conductor_id": None}):
@@ -96,7 +97,7 @@ def reserve(conn: Connection, ctx: RequestContext, volume_id: str, instance_uuid
                                     f"but it is {vol.status}.")
     now = utcnow_iso()
     vdb.insert_attachment(conn, {"id": str(uuidlib.uuid4()), "volume_id": volume_id, "instance_uuid": instance_uuid,
-                                 "instance_host": None, "device": ROOT_DEVICE, "status": "attaching",
+                                 "instance_host": None, "device": device, "status": "attaching",
                                  "connection_info": None, "created_at": now, "updated_at": now})
 
 
@@ -142,7 +143,8 @@ def new_root(image: Any) -> Mapping[str, Any] | None:
 
 
 def extra_volumes(image: Any) -> list[Mapping[str, Any]]:
-    """The blank volumes a boot record asks for beside its root disk ({id, size, device, delete_on_termination})."""
+    """The volumes a boot record asks for beside its root disk ({id, size, device, delete_on_termination}; blank,
+    made from `snapshot_id`, or `existing` ones it attaches)."""
     extras = image.get(EXTRA_VOLUMES) if isinstance(image, Mapping) else None
     return [e for e in extras if isinstance(e, Mapping)] if isinstance(extras, list) else []
 
@@ -150,7 +152,13 @@ def extra_volumes(image: Any) -> list[Mapping[str, Any]]:
 def made_volumes(image: Any) -> list[tuple[str, bool]]:
     """(volume id, delete_on_termination) of every volume the boot makes, its root first."""
     out = [(str(root_volume_id(image)), bool(image.get(DELETE_ON_TERMINATION)))] if new_root(image) else []
-    return out + [(str(e["id"]), bool(e.get(DELETE_ON_TERMINATION))) for e in extra_volumes(image)]
+    return out + [(str(e["id"]), bool(e.get(DELETE_ON_TERMINATION))) for e in extra_volumes(image)
+                  if not e.get("existing")]
+
+
+def attached_volumes(image: Any) -> list[tuple[str, bool]]:
+    """(volume id, delete_on_termination) of the existing volumes the boot attaches beside its root."""
+    return [(str(e["id"]), bool(e.get(DELETE_ON_TERMINATION))) for e in extra_volumes(image) if e.get("existing")]
 
 
 def boot_volume_ids(image: Any) -> list[str]:
@@ -159,19 +167,29 @@ def boot_volume_ids(image: Any) -> list[str]:
     return ([root] if root else []) + [str(e["id"]) for e in extra_volumes(image)]
 
 
-def _insert_made(conn: Connection, fields: Mapping[str, Any], instance_uuid: str, device: str, now: str) -> None:
+def _insert_made(conn: Connection, fields: Mapping[str, Any], instance_uuid: str, device: str, now: str,
+                 ctx: RequestContext | None = None) -> None:
     row = vflows.validate_create(fields, now)
     if vdb.get_row(conn, row["id"]) is not None:
         raise errors.Conflict(reason=f"volume {row['id']} already exists")
+    if row["snapshot_id"]:  # Nova's 400s for the snapshot as the caller sees it; the copy at least its size
+        if ctx is None:
+            raise errors.Invalid(reason="a volume from a snapshot at boot needs the caller's context")
+        try:
+            vflows.check_source(conn, ctx, row)
+        except (errors.SnapshotNotFound, errors.SnapshotInvalidState) as exc:
+            raise errors.Invalid(reason=f"Block Device Mapping is Invalid: {exc.message}") from None
     vdb.insert_volume(conn, {**row, "conductor_id": None})
     vdb.insert_attachment(conn, {"id": str(uuidlib.uuid4()), "volume_id": row["id"], "instance_uuid": instance_uuid,
                                  "instance_host": None, "device": device, "status": "attaching",
                                  "connection_info": None, "created_at": now, "updated_at": now})
 
 
-def insert_made_volumes(conn: Connection, image: Mapping[str, Any], instance_uuid: str, project_id: str) -> None:
+def insert_made_volumes(conn: Connection, image: Mapping[str, Any], instance_uuid: str, project_id: str,
+                        ctx: RequestContext | None = None) -> None:
     """The rows of the volumes the boot makes (creating, owned by the boot: no conductor of their own) and
-    their attachments to the new instance (the root at /dev/vda), in the unit of work inserting its row."""
+    their attachments to the new instance (the root at /dev/vda), and the reservation of the existing ones
+    it attaches, in the unit of work inserting its row."""
     now = utcnow_iso()
     spec = new_root(image)
     if spec is not None:
@@ -182,9 +200,17 @@ def insert_made_volumes(conn: Connection, image: Mapping[str, Any], instance_uui
     for extra in extra_volumes(image):
         device = str(extra.get("device") or "")
         if not device.startswith("/dev/vd") or device == ROOT_DEVICE:
-            raise errors.Invalid(reason=f"a blank volume's device must be /dev/vdb.., not {device!r}")
-        _insert_made(conn, {"id": extra.get("id"), "size": extra.get("size"), "project_id": project_id},
-                     instance_uuid, device, now)
+            raise errors.Invalid(reason=f"a volume's device beside the root must be /dev/vdb.., not {device!r}")
+        if extra.get("existing"):
+            if ctx is None:
+                raise errors.Invalid(reason="attaching a volume at boot needs the caller's context")
+            reserve(conn, ctx, str(root_volume_id({"root_volume_id": extra.get("id")})), instance_uuid, project_id,
+                    device)
+            continue
+        fields = {"id": extra.get("id"), "size": extra.get("size"), "project_id": project_id}
+        if extra.get("snapshot_id") is not None:
+            fields["snapshot_id"] = extra["snapshot_id"]
+        _insert_made(conn, fields, instance_uuid, device, now, ctx)
 
 
 def _made(conn: Connection, env: FlowEnv, volume_id: str, instance_uuid: str, values: Mapping[str, Any]) -> bool:
@@ -261,6 +287,7 @@ def release_boot_volumes(conn: Connection, env: FlowEnv, row: Any, build_failed:
         made_or_not = {**made, root: True}
     else:
         made_or_not = made
+    made_or_not.update({v: True for v, delete in attached_volumes(image) if delete})
     for volume_id, delete in made_or_not.items():
         if delete or (build_failed and volume_id in made):
             _release_one(conn, env, volume_id, [S.AVAILABLE, S.CREATING, S.ERROR])

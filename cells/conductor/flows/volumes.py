@@ -172,7 +172,7 @@ def next_device(used: list[str]) -> str:
 
 # --- create ----------------------------------------------------------------------------
 
-def _check_source(conn: Connection, ctx: RequestContext, row: dict[str, Any]) -> None:
+def check_source(conn: Connection, ctx: RequestContext, row: dict[str, Any]) -> None:
     """A copy's source: the project's own, in a state whose bytes are whole, no bigger than the copy.
     The new volume inherits its bootable flag."""
     if row["snapshot_id"]:
@@ -205,7 +205,7 @@ def _insert(conn: Connection, env: FlowEnv, ctx: RequestContext, row: dict[str, 
             raise errors.Conflict(reason=f"volume {row['id']} already exists")
         return record(env, conn, old), False
     if row["snapshot_id"] or row["source_volid"]:
-        _check_source(conn, ctx, row)
+        check_source(conn, ctx, row)
     vdb.insert_volume(conn, row)
     return vdb.volume_record(row, (), env.cell), True
 
