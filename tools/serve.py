@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from cells import logtrail
 from cells.config import ClusterConfig, ServiceSpec
+from tools import simulated_hosts
 
 # kinds whose process holds nothing outside itself once stopped (sockets and DB connections go with it; a
 # SQLite write is durable through kill -9): they skip the interpreter's teardown, a full garbage collection
@@ -84,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     logtrail.setup(args.service_id, args.log_level, args.log_file, args.log_format or cluster.log_format,
                    cluster.log_max_bytes, cluster.log_backups)
     log = logging.getLogger("tools.serve")
-    from tools import serve_simulated
-    simulated = serve_simulated.services_of(cluster, args.service_id)
-    if simulated:  # a process of simulated hosts (tools/serve_simulated.py)
+    simulated = simulated_hosts.services_of(cluster, args.service_id)
+    if simulated:  # a process of simulated hosts (tools/serve_simulated.py: imports the compute, so only then)
+        from tools import serve_simulated
         log.info("starting %s: %d simulated hosts (pid %d)", args.service_id, len(simulated), os.getpid())
         return _run_logged(log, args.service_id, serve_simulated.serve(cluster, simulated))
     try:

@@ -36,11 +36,6 @@ LOG = logging.getLogger(__name__)
 SHARED_POOL = 8  # libvirt threads of a whole simulated-host process (the test driver answers in microseconds)
 
 
-def services_of(cluster: ClusterConfig, process: str) -> list[ServiceSpec]:
-    """The simulated hosts' compute services that `process` (e.g. "cell1/sim-1") serves."""
-    return [s for s in cluster.services if s.options.get("process") == process]
-
-
 async def serve(cluster: ClusterConfig, specs: list[ServiceSpec]) -> None:
     stop = stop_on_signals()
     pool = concurrent.futures.ThreadPoolExecutor(SHARED_POOL, thread_name_prefix="libvirt")

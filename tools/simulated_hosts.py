@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from cells.config import SIM_URI
+from cells.config import SIM_URI, ClusterConfig, ServiceSpec
 
 if TYPE_CHECKING:
     from tools.clusterfile import _Parser
@@ -64,6 +64,11 @@ def place(p: _Parser, value: Any, field: str, cell_path: str, cell_name: str, de
         p.services.append(replace(service, options={
             "virt_uri": SIM_URI, "virt_type": "auto", "sync_interval": float(sync),
             "process": f"{cell_path}/sim-{i // per_process + 1}"}))
+
+
+def services_of(cluster: ClusterConfig, process: str) -> list[ServiceSpec]:
+    """The simulated hosts' compute services that `process` (e.g. "cell1/sim-1") serves."""
+    return [s for s in cluster.services if s.options.get("process") == process]
 
 
 def _count(p: _Parser, value: Any, field: str, low: int, high: int) -> int:
