@@ -18,6 +18,7 @@ from api.compute import (
     migrations,
     quota_classes,
     remote_consoles,
+    server_password,
     server_tags,
     servers,
     tenant_usage,
@@ -50,6 +51,7 @@ def make_compute_app() -> web.Application:
     extensions.add_routes(app)
     availability_zones.add_routes(app)  # os-availability-zone (issue 16)
     server_tags.add_routes(app)  # /servers/{id}/tags (2.26, issue 16)
+    server_password.add_routes(app)  # os-server-password (issue 16)
     hypervisors.add_routes(app)  # os-hypervisors (issue 16)
     hosts.add_routes(app)  # os-hosts, up to 2.42 (issue 16)
     migrations.add_routes(app)  # os-migrations, /servers/{id}/migrations (issue 16)

@@ -78,6 +78,8 @@ COMPUTE: dict[tuple[str, str], str] = {
     ("GET", "/v2.1/os-availability-zone"): _N + "os-availability-zone:list",
     ("GET", "/v2.1/os-availability-zone/detail"): _N + "os-availability-zone:detail",
     ("GET", _S + "/tags"): _N + "os-server-tags:index",
+    ("GET", _S + "/os-server-password"): _N + "os-server-password:show",
+    ("DELETE", _S + "/os-server-password"): _N + "os-server-password:clear",
     ("PUT", _S + "/tags"): _N + "os-server-tags:update_all",
     ("DELETE", _S + "/tags"): _N + "os-server-tags:delete_all",
     ("GET", _S + "/tags/{tag}"): _N + "os-server-tags:show",

@@ -192,6 +192,8 @@ NOVA = {
         "os-server-tags:update", "os-server-tags:delete", "os-security-groups:add", "os-security-groups:remove",
         "os-deferred-delete:force", "os-deferred-delete:restore", "os-rescue", "os-unrescue")},
     # os-shelve (Nova's defaults): a member shelves and unshelves; offloading and naming a host are an admin's
+    "os_compute_api:os-server-password:show": "rule:project_reader_or_admin",  # Nova's defaults
+    "os_compute_api:os-server-password:clear": "rule:project_member_or_admin",
     "os_compute_api:os-shelve:shelve": "rule:project_member_or_admin",
     "os_compute_api:os-shelve:unshelve": "rule:project_member_or_admin",
     "os_compute_api:os-shelve:shelve_offload": "rule:admin_api",

@@ -28,6 +28,7 @@ from cells.conductor.flows import (
     locking,
     lookups,
     server_actions,
+    server_password,
     server_snapshots,
     shelve,
     update,
@@ -348,6 +349,15 @@ class ConductorManager:
         return await lookups.instance_for_metadata(self.env, ctx, network_id, address)
 
     # --- RPC: server actions (cells/conductor/flows/server_actions.py) ------------------------
+
+    async def password_get(self, ctx: RequestContext, uuid: str) -> str:
+        return await server_password.password_get(self.env, ctx, uuid)
+
+    async def password_clear(self, ctx: RequestContext, uuid: str) -> None:
+        await server_password.password_clear(self.env, ctx, uuid)
+
+    async def password_post(self, ctx: RequestContext, network_id: str, address: str, password: str) -> str:
+        return await server_password.password_post(self.env, ctx, network_id, address, password)
 
     async def shelve_begin(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
         return await shelve.shelve_begin(self.env, ctx, uuid)

@@ -50,7 +50,8 @@ from cells.objects.instance import utcnow_iso
 SCHEMA_VERSION = 5  # the hand-written runner's last version (frozen: Alembic revisions come after it)
 # cells/db/migrations/versions, oldest first
 ALEMBIC_REVISIONS = ("c0001_baseline", "c0002_snapshots", "c0003_instance_lock", "c0004_volume_backend_names",
-                     "c0005_volume_images", "c0006_routers_floatingips", "c0007_service_marks")
+                     "c0005_volume_images", "c0006_routers_floatingips", "c0007_service_marks",
+                     "c0008_instance_password")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]  # = SCHEMA_VERSION 5
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 TIME = String(32)  # "2026-11-21T12:00:00.123456Z"
@@ -96,6 +97,9 @@ instances = Table(
     Column("locked_by", String(16), nullable=True),
     Column("locked_reason", Text, nullable=True),
     # cell-internal bookkeeping, never on the wire:
+    # c0008: the password the guest posted to the metadata service, encrypted by it with the server's key
+    # (Nova's os-server-password; None: none yet). Read and cleared through os-server-password only.
+    Column("password", Text, nullable=True),
     Column("conductor_id", String(255), nullable=True),  # conductor running the build flow or the pending delete
     Column("request_spec", JSON, nullable=True),  # kept for reschedules
     Column("retry_hosts", JSON, nullable=False),  # hosts a build was tried on, in order

@@ -20,7 +20,7 @@ SHOW_VERSION = "1.2"  # instance_show: a server view's record, volumes and secur
 EVENTS_VERSION = "1.5"  # instance_event: a compute's report is a lifecycle event (issue 22)
 OPS_VERSION = "1.5"  # instance_lock, snapshot_begin/progress (issue 16): release 5 with instance_event
 BACKUP_VERSION = "1.6"  # snapshot_begin/progress take the action: createImage or createBackup
-SHELVE_VERSION = "1.6"  # shelve_begin/progress, unshelve (issue 16)
+SHELVE_VERSION = "1.6"  # shelve_begin/progress, unshelve, password_get/clear/post (issue 16)
 SURFACE = surface(
     # from the API
     # retry-safe: a repeat gets the rows the first one made (flows/boot.py _insert_build), so a build
@@ -78,6 +78,11 @@ SURFACE = surface(
     Method("shelve_begin", FAST, version=SHELVE_VERSION, callers=callers(API), result="Instance"),
     Method("shelve_progress", FAST, version=SHELVE_VERSION, callers=callers(API), result="Instance"),
     Method("unshelve", NORMAL, version=SHELVE_VERSION, callers=callers(API), result="Instance"),
+    # os-server-password (issue 16, flows/server_password.py): the API reads and clears it, the metadata
+    # service on a network's host (any compute, or the network host) stores what a guest posts, once
+    Method("password_get", FAST, retry_safe=True, version=SHELVE_VERSION, callers=callers(API)),
+    Method("password_clear", FAST, retry_safe=True, version=SHELVE_VERSION, callers=callers(API)),
+    Method("password_post", FAST, version=SHELVE_VERSION, callers=callers(COMPUTE, NETWORK)),
     # volumes (issue 6): cells/rpcapi/volume.py VolumeConductorAPI
     *VOLUME_METHODS,
     # moves (issue 8), RPC 1.1: cells/rpcapi/move_methods.py MoveConductorAPI
@@ -237,6 +242,18 @@ class ConductorAPI:
         return map_reply(await self.caller.call(TOPIC, M["snapshot_progress"],
                                                 {"uuid": uuid, "step": step, "message": message, "action": action},
                                                 ctx))
+
+    async def password_get(self, ctx: RequestContext, uuid: str) -> str:
+        """The password the server's guest posted ('' when none)."""
+        return str(await self.caller.call(TOPIC, M["password_get"], {"uuid": uuid}, ctx))
+
+    async def password_clear(self, ctx: RequestContext, uuid: str) -> None:
+        await self.caller.call(TOPIC, M["password_clear"], {"uuid": uuid}, ctx)
+
+    async def password_post(self, ctx: RequestContext, network_id: str, address: str, password: str) -> str:
+        """The metadata service: the guest at `address` on `network_id` stores its password (once); its uuid."""
+        return str(await self.caller.call(TOPIC, M["password_post"], {"network_id": network_id, "address": address,
+                                                                      "password": password}, ctx))
 
     async def shelve_begin(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
         """The server enters task shelving_image_pending_upload (409 when its state does not allow shelve)."""

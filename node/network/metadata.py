@@ -18,6 +18,7 @@ Paths served:
   /latest/user-data                  the raw user data (404 when there is none)
   /openstack/latest/meta_data.json   uuid, name, hostname, project_id, availability_zone, meta, keys
   /openstack/latest/user_data
+  POST /openstack/latest/password    the guest's password, once (os-server-password; 256 bytes at most)
 """
 from __future__ import annotations
 
@@ -45,6 +46,10 @@ METADATA_ADDRESS = "169.254.169.254"
 METADATA_PORT = 80
 Lookup = Callable[[str], Awaitable[Mapping[str, Any]]]
 LOOKUP_KEY: web.AppKey[Lookup] = web.AppKey("lookup")
+# (source address, password): the guest's password stored (conductor password_post); the server's uuid
+PasswordPost = Callable[[str, str], Awaitable[str]]
+PASSWORD_KEY: web.AppKey[PasswordPost | None] = web.AppKey("password_post")
+MAX_PASSWORD = 256  # bytes a guest may post (Nova's metadata password handler)
 RATE, BURST = 10.0, 50  # per source: cloud-init's first run asks a few dozen paths at once
 CLONE_NEWNET = 0x40000000
 
@@ -168,6 +173,33 @@ async def os_meta_data(request: web.Request) -> web.Response:
     return web.json_response(openstack_meta_data(await _instance(request)))
 
 
+async def os_password(request: web.Request) -> web.Response:
+    """A guest posts its password (encrypted with its key pair) once; os-server-password shows it.
+    400 past 256 bytes, 409 when one is kept, as Nova's metadata service."""
+    post = request.app[PASSWORD_KEY]
+    if post is None:
+        raise web.HTTPNotFound()
+    if (request.content_length or 0) > MAX_PASSWORD:
+        raise web.HTTPBadRequest(text="Request is too large.\n")
+    data = await request.content.read(MAX_PASSWORD + 1)
+    if len(data) > MAX_PASSWORD:
+        raise web.HTTPBadRequest(text="Request is too large.\n")
+    try:
+        await post(request.remote or "", data.decode())
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="The password must be text.\n") from None
+    except errors.NotFound:
+        raise web.HTTPNotFound(text=f"no instance has the address {request.remote}\n") from None
+    except errors.Conflict:
+        raise web.HTTPConflict(text="A password is set already.\n") from None
+    except errors.Invalid as exc:
+        raise web.HTTPBadRequest(text=exc.message + "\n") from None
+    except errors.CellcloudError as exc:  # the conductor is unreachable: the guest may retry
+        LOG.warning("metadata password of %s not stored: %s", request.remote, exc)
+        raise web.HTTPServiceUnavailable(text="password not stored, retry later\n") from None
+    return web.Response(status=200)
+
+
 async def index(request: web.Request) -> web.Response:
     return _text("latest\nopenstack\n")
 
@@ -180,11 +212,14 @@ async def _rate_limited(request: web.Request, handler: Handler) -> web.StreamRes
     return await handler(request)
 
 
-def make_app(lookup: Lookup, limiter: RateLimiter | None = None) -> web.Application:
-    """`lookup(source address)`: the instance for one listener's network; `limiter`: per source."""
+def make_app(lookup: Lookup, limiter: RateLimiter | None = None,
+             post_password: PasswordPost | None = None) -> web.Application:
+    """`lookup(source address)`: the instance for one listener's network; `limiter`: per source;
+    `post_password(source, password)`: where a guest's password goes (None: not served)."""
     app = web.Application(middlewares=[_rate_limited])
     app[LOOKUP_KEY] = lookup
     app[LIMITER_KEY] = limiter
+    app[PASSWORD_KEY] = post_password
     app.router.add_get("/", index)
     for prefix in ("/latest", "/2009-04-04"):
         app.router.add_get(prefix + "/meta-data{path:/?.*}", ec2_meta_data)
@@ -192,6 +227,8 @@ def make_app(lookup: Lookup, limiter: RateLimiter | None = None) -> web.Applicat
     for prefix in ("/openstack/latest", "/openstack/2012-08-10"):
         app.router.add_get(prefix + "/meta_data.json", os_meta_data)
         app.router.add_get(prefix + "/user_data", ec2_user_data)
+    for prefix in ("/openstack/latest", "/openstack/2013-04-04"):  # Nova serves the password from 2013-04-04
+        app.router.add_post(prefix + "/password", os_password)
     return app
 
 
@@ -217,6 +254,12 @@ class MetadataServer:
         self.rate, self.burst = rate, burst
         self._listeners: dict[str, _Listener] = {}
         self._address_ready = False
+
+    def _password_for(self, network_id: str) -> PasswordPost:
+        async def post(source: str, password: str) -> str:
+            uuid: str = await self.conductor.password_post(admin_context(), network_id, source, password)
+            return uuid
+        return post
 
     def _lookup_for(self, network_id: str) -> Lookup:
         async def lookup(source: str) -> dict[str, Any]:
@@ -244,8 +287,8 @@ class MetadataServer:
                 LOG.warning("metadata: bridge %s of network %s is missing, not listening there", bridge, net_id)
                 continue
             sock = await loop.run_in_executor(None, _listening_socket, self.address, self.port, bridge, self.netns)
-            runner = web.AppRunner(make_app(self._lookup_for(net_id), RateLimiter(self.rate, self.burst)),
-                                   access_log=None)
+            runner = web.AppRunner(make_app(self._lookup_for(net_id), RateLimiter(self.rate, self.burst),
+                                            self._password_for(net_id)), access_log=None)
             await runner.setup()
             await web.SockSite(runner, sock).start()
             self._listeners[net_id] = _Listener(bridge, ifindex, runner)

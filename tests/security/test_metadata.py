@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Connection, insert, select, update
 
 from cells import errors
@@ -240,3 +241,35 @@ async def test_the_address_only_lookup_refuses_an_address_two_servers_hold(cell:
                                                   .values(addresses=addresses)))
     with pytest.raises(errors.InstanceNotFound):
         await cell.conductor.instance_by_address(admin_context(), "10.7.0.5")
+
+
+async def test_a_guest_posts_its_password_once_and_its_users_read_and_clear_it(cell: Cell) -> None:
+    """os-server-password: the guest (its network and address) stores a password once (409 after, 400 past
+    256 bytes, over the metadata service's HTTP too); the server's project reads it, a stranger gets 404,
+    a tenant cannot post; cleared, the guest may post again."""
+    net = await _network(cell, "pw", "10.8.9.0/24")
+    uuid = await _server_on(cell, "pw", net, "10.8.9.4")
+    owner, stranger = RequestContext(project="pw", roles=("member",)), RequestContext(project="x", roles=("member",))
+    c = cell.conductor
+    assert await c.password_get(owner, uuid) == ""
+    with pytest.raises(errors.Forbidden):  # only the metadata service stores one
+        await c.password_post(owner, net, "10.8.9.4", "secret")
+    with pytest.raises(errors.InstanceNotFound):  # an address no guest holds
+        await c.password_post(admin_context(), net, "10.8.9.99", "secret")
+
+    async def post(source: str, password: str) -> str:  # the listener of `net`; the test client is 127.0.0.1
+        return await c.password_post(admin_context(), net, "10.8.9.4", password)
+    app = metadata.make_app(lambda source: c.instance_for_metadata(admin_context(), net, "10.8.9.4"), None, post)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        too_long = await client.post("/openstack/latest/password", data=b"x" * 257)
+        assert too_long.status == 400
+        assert (await client.post("/openstack/latest/password", data=b"enc0ded")).status == 200
+        assert (await client.post("/openstack/2013-04-04/password", data=b"again")).status == 409  # once
+    assert await c.password_get(owner, uuid) == "enc0ded"
+    with pytest.raises(errors.InstanceNotFound):
+        await c.password_get(stranger, uuid)
+    with pytest.raises(errors.InstanceNotFound):
+        await c.password_clear(stranger, uuid)
+    await c.password_clear(owner, uuid)
+    assert await c.password_get(owner, uuid) == ""
+    assert await c.password_post(admin_context(), net, "10.8.9.4", "x" * 256) == uuid

@@ -25,7 +25,7 @@ from cells.objects.records import (
     wire_kinds,
 )
 
-CELL_ONLY = {"conductor_id", "request_spec", "retry_hosts"}  # instance columns that never leave the cell
+CELL_ONLY = {"conductor_id", "request_spec", "retry_hosts", "password"}  # instance columns that never leave the cell
 
 
 def _row(table: Any) -> dict[str, Any]:
