@@ -84,7 +84,7 @@ QUICK = (r"^tempest\.api\.compute\.(flavors\.test_flavors\.FlavorsV2TestJSON"
 FEATURES: dict[str, dict[str, Any]] = {
     "compute-feature-enabled": {
         "disk_config": False,  # OS-DCF:diskConfig is accepted and always MANUAL: no AUTO partition resize
-        "change_password": False, "resize": True, "pause": True, "suspend": True, "shelve": False,
+        "change_password": False, "resize": True, "pause": True, "suspend": True, "shelve": True,
         "shelve_migrate": False, "cold_migration": True, "live_migration": False,
         "block_migration_for_live_migration": False, "console_output": True, "rescue": True,
         "stable_rescue": False, "enable_instance_password": True, "interface_attach": True, "snapshot": True,
@@ -250,7 +250,9 @@ def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str], pu
         "compute": {"image_ref": images[0], "image_ref_alt": images[-1], "flavor_ref": "1", "flavor_ref_alt": "2",
                     "min_microversion": _fmt(MIN_VERSION), "max_microversion": _fmt(MAX_VERSION),
                     "build_timeout": 120, "build_interval": 1, "region": region, "endpoint_type": "publicURL",
-                    "min_compute_nodes": 2},
+                    "min_compute_nodes": 2,
+                    # the cluster's (cluster.yaml, default 0: offloaded at once), so Tempest waits for SHELVED_OFFLOADED
+                    "shelved_offload_time": cluster.config.get("shelved_offload_time", 0)},
         "image": {"region": region, "endpoint_type": "publicURL", "build_timeout": 120},
         "volume": {"region": region, "endpoint_type": "publicURL", "catalog_type": "block-storage",
                    "build_timeout": 120, "volume_size": 1, "min_microversion": volume_versions.fmt(volume_versions.MIN_VERSION),
