@@ -6,9 +6,10 @@ Per size: memory per simulated host (RSS of the processes serving them / hosts),
 while idle (% of a core, and per 100 hosts), a burst of boots (boots/s to ACTIVE), the first page of
 a server listing (GET /servers/detail?limit=1000, p50), and the conductor's select_destinations call to
 the scheduler (p50/p99: the upper bound of its Prometheus histogram bucket, cells/metrics.py).
-No plot: matplotlib is not installed here (it is not a dependency; the table is the result).
+Each metric is also drawn against host count as an SVG in --plots (default docs/scale/, shown in the
+README; tools/bench/svgplot.py says why SVG and not matplotlib).
 
-    .venv/bin/python -m tools.bench.scale [--sizes 100,1000,3000] [--burst 100] [--per-process 250]
+    .venv/bin/python -m tools.bench.scale [--sizes 100,1000,3000] [--burst 100] [--per-process 250] [--plots DIR]
 """
 from __future__ import annotations
 
@@ -140,7 +141,28 @@ def report(rows: list[dict[str, Any]]) -> None:
     print("router CPU per 100 hosts: " + ", ".join(
         f"{r['hosts']}: {100 * r['router_cpu_pct'] / r['hosts']:.2f}%" for r in rows))
     print("ratios are against the smallest size in this run; sched = the conductor's select_destinations "
-          "call (histogram bucket bound); no plot: matplotlib is not installed")
+          "call (histogram bucket bound)")
+
+
+UNITS = {"up_s": "seconds", "mem_mb_per_host": "MB", "router_cpu_pct": "% of a core", "boots_per_s": "boots/s",
+         "list_p50_s": "seconds", "sched_p50_s": "seconds", "sched_p99_s": "seconds"}
+
+
+def plot(rows: list[dict[str, Any]], directory: Path) -> list[Path]:
+    """One SVG per metric against host count (tools/bench/svgplot.py)."""
+    from tools.bench.svgplot import line_chart
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key, title in COLUMNS:
+        points = [(float(r["hosts"]), float(r[key])) for r in rows if r[key] == r[key]]  # NaN: not measured
+        if not points:
+            continue
+        path = directory / f"{key}.svg"
+        path.write_text(line_chart(title, [x for x, _ in points], [y for _, y in points], "simulated hosts",
+                                   UNITS[key]))
+        written.append(path)
+    return written
 
 
 def main() -> None:
@@ -149,6 +171,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--per-process", type=int, default=250)
+    parser.add_argument("--plots", type=Path, default=Path("docs/scale"), help="where the SVG per metric goes")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="cellcloud-scale-") as tmp:
@@ -161,6 +184,7 @@ def main() -> None:
             print(f"measured {hosts} hosts: {rows[-1]}", flush=True)
     if rows:
         report(rows)
+        print("plots: " + ", ".join(str(p) for p in plot(rows, args.plots)))
 
 
 if __name__ == "__main__":
