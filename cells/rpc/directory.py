@@ -325,9 +325,15 @@ class DirectoryView:
             new = {mid: m for mid, m in self.by_id.items() if mid not in gone} | received
             touched = set(received) | gone
             by_topic = dict(self._by_topic)
+            # received members by topic, once: a scan of them per touched topic made a delta of many changes
+            # (hosts flapping on a loaded box) quadratic in every view, so beats were late and more flapped
+            arrived: dict[str, list[Member]] = {}
+            for m in received.values():
+                for t in m.topics:
+                    arrived.setdefault(t, []).append(m)
             for t in {t for mid in touched for m in (self.by_id.get(mid), new.get(mid)) if m for t in m.topics}:
                 kept = [m for m in by_topic.get(t, []) if m.id not in touched]
-                listed = sorted(kept + [m for m in received.values() if t in m.topics], key=lambda m: m.id)
+                listed = sorted(kept + arrived.get(t, []), key=lambda m: m.id)
                 if listed:
                     by_topic[t] = listed
                 else:
