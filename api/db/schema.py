@@ -65,7 +65,11 @@ projects = Table(
     Column("domain_id", String(64), ForeignKey("domains.id"), nullable=False),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("description", Text, nullable=False, default=""),
+    # the parent project (a0013); None: a top-level project, whose parent is its domain. No FK on purpose:
+    # SQLite cannot add one to a table; api/identity/hierarchy.py keeps it pointing at a live project
+    Column("parent_id", String(64), nullable=True),
     UniqueConstraint("domain_id", "name", name="uq_projects_domain_name"),
+    Index("ix_projects_parent", "parent_id"),
 )
 
 users = Table(
@@ -77,6 +81,7 @@ users = Table(
     Column("enabled", Boolean, nullable=False, default=True),
     Column("default_project_id", String(64), nullable=True),
     Column("created_at", DateTime, nullable=False),
+    Column("extra", JSON, nullable=True),  # Keystone's extra attributes (description, email, ...) (a0013)
     UniqueConstraint("domain_id", "name", name="uq_users_domain_name"),
 )
 
@@ -84,6 +89,7 @@ roles = Table(
     "roles", metadata,
     Column("id", String(64), primary_key=True),
     Column("name", String(255), nullable=False, unique=True),
+    Column("description", Text, nullable=True),  # a0013: roles an admin creates
 )
 
 role_assignments = Table(
@@ -119,6 +125,23 @@ group_role_assignments = Table(
     Index("ix_group_role_assignments_project", "project_id"),
 )
 
+# a role a user or a group holds on a domain (a0013): a domain-scoped token carries it
+domain_role_assignments = Table(
+    "domain_role_assignments", metadata,
+    Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("domain_id", String(64), ForeignKey("domains.id", ondelete="CASCADE"), primary_key=True),
+    Column("role_id", String(64), ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_domain_role_assignments_domain", "domain_id"),
+)
+
+group_domain_role_assignments = Table(
+    "group_domain_role_assignments", metadata,
+    Column("group_id", String(64), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("domain_id", String(64), ForeignKey("domains.id", ondelete="CASCADE"), primary_key=True),
+    Column("role_id", String(64), ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_group_domain_role_assignments_domain", "domain_id"),
+)
+
 tokens = Table(
     "tokens", metadata,
     Column("id_hash", String(64), primary_key=True),  # sha256 of the token id: a DB leak leaks no token
@@ -131,6 +154,7 @@ tokens = Table(
     Column("expires_at", DateTime, nullable=False),
     Column("system", Boolean, nullable=False, server_default="0"),  # system scope (project_id None)
     Column("app_cred_id", String(64), nullable=True),  # issued to an application credential: dies with it
+    Column("domain_id", String(64), nullable=True),  # domain scope (a0013; project_id None)
     Index("ix_tokens_expires_at", "expires_at"),
     Index("ix_tokens_user", "user_id"),
 )
@@ -446,7 +470,8 @@ LATEST = max(MIGRATIONS)
 ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reservation_resource",
                      "a0004_flavor_description", "a0005_server_group_rules", "a0006_volume_types",
                      "a0007_identity_images", "a0008_server_tags", "a0009_identity_groups",
-                     "a0010_aggregates", "a0011_flavor_access_quotas", "a0012_shelved_image")
+                     "a0010_aggregates", "a0011_flavor_access_quotas", "a0012_shelved_image",
+                     "a0013_identity_domains_hierarchy")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

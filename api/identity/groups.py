@@ -25,6 +25,7 @@ from api.identity.manage import (
     entity_body,
     grant_clause,
     grant_exists,
+    grant_target,
     name_conflict,
     project_row,
     string_field,
@@ -203,11 +204,6 @@ async def list_groups_for_user(request: web.Request) -> web.Response:
 
 # --- grants: a role for a group on a project --------------------------------------------------
 
-def _grant_target(request: web.Request) -> dict[str, Any]:
-    m = request.match_info
-    return {"target.project.id": m["project_id"], "target.group.id": m["group_id"], "target.role.id": m.get("role_id")}
-
-
 async def _grant_parts(conn: AsyncConnection, request: web.Request) -> dict[str, str]:
     m = request.match_info
     await project_row(conn, m["project_id"])
@@ -223,7 +219,7 @@ def _no_grant(grant: dict[str, str]) -> errors.NotFound:
 
 
 async def create_group_grant(request: web.Request) -> web.Response:
-    await authorize(request, "create_grant", _grant_target(request))
+    await authorize(request, "create_grant", await grant_target(request))
     async with request.config_dict[ENGINE].begin() as conn:
         grant = await _grant_parts(conn, request)
         await add_grant(conn, group_role_assignments, grant)
@@ -231,7 +227,7 @@ async def create_group_grant(request: web.Request) -> web.Response:
 
 
 async def check_group_grant(request: web.Request) -> web.Response:
-    await authorize(request, "check_grant", _grant_target(request))
+    await authorize(request, "check_grant", await grant_target(request))
     async with request.config_dict[ENGINE].connect() as conn:
         grant = await _grant_parts(conn, request)
         exists = await grant_exists(conn, group_role_assignments, grant)
@@ -241,7 +237,7 @@ async def check_group_grant(request: web.Request) -> web.Response:
 
 
 async def revoke_group_grant(request: web.Request) -> web.Response:
-    await authorize(request, "revoke_grant", _grant_target(request))
+    await authorize(request, "revoke_grant", await grant_target(request))
     async with request.config_dict[ENGINE].begin() as conn:
         grant = await _grant_parts(conn, request)
         result = await conn.execute(delete(group_role_assignments).where(grant_clause(group_role_assignments, grant)))
@@ -252,7 +248,7 @@ async def revoke_group_grant(request: web.Request) -> web.Response:
 
 async def list_group_grants(request: web.Request) -> web.Response:
     """GET /v3/projects/{project_id}/groups/{group_id}/roles: the roles the group holds there."""
-    await authorize(request, "list_grants", _grant_target(request))
+    await authorize(request, "list_grants", await grant_target(request))
     m = request.match_info
     async with request.config_dict[ENGINE].connect() as conn:
         await project_row(conn, m["project_id"])

@@ -8,11 +8,13 @@ from api.http import json_body
 from api.identity import (
     appcreds,
     assignments,
+    domain_grants,
     domains,
     ec2creds,
     groups,
     manage,
     resources,
+    roles,
     service_catalog,
     system_grants,
 )
@@ -95,6 +97,8 @@ def make_identity_app() -> web.Application:
     resources.add_routes(app)  # projects, users, roles, domains: reads
     manage.add_routes(app)  # projects, users, grants: writes
     domains.add_routes(app)  # domains: writes
+    domain_grants.add_routes(app)  # roles of users and groups on a domain
+    roles.add_routes(app)  # roles: writes
     groups.add_routes(app)  # groups, their members and grants
     assignments.add_routes(app)  # role assignments, as made or effective
     system_grants.add_routes(app)  # system roles: roles on the admin project

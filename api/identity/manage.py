@@ -19,8 +19,9 @@ from aiohttp import web
 from sqlalchemy import Table, and_, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.db.schema import domains, projects, role_assignments, roles, users
+from api.db.schema import domains, groups, projects, role_assignments, roles, users
 from api.http import json_body
+from api.identity import hierarchy
 from api.identity.passwords import hash_password, verify_password
 from api.identity.resources import (
     DomainNotFound,
@@ -72,6 +73,29 @@ def flag_field(doc: dict[str, Any], key: str) -> bool | None:
     return value
 
 
+# a user's attributes Keystone keeps in their own columns; any other key of the body is an extra attribute
+USER_FIELDS = frozenset({"id", "name", "domain_id", "password", "enabled", "default_project_id", "options",
+                         "links", "password_expires_at", "federated"})
+MAX_EXTRAS = 16  # extra attributes per user (Keystone has no limit; a hostile admin's body gets one)
+MAX_EXTRA_KEY = 64
+
+
+def user_extras(doc: dict[str, Any]) -> dict[str, Any]:
+    """The body's extra attributes (description, email, ...): JSON scalars, strings as long as a description."""
+    extras = {k: v for k, v in doc.items() if k not in USER_FIELDS}
+    if len(extras) > MAX_EXTRAS:
+        raise errors.Invalid(f"Invalid input for field 'user': at most {MAX_EXTRAS} extra attributes")
+    for key, value in extras.items():
+        if len(key) > MAX_EXTRA_KEY or not key.strip():
+            raise errors.Invalid(f"Invalid input for field 'user': attribute names are 1 to {MAX_EXTRA_KEY} "
+                                 "characters")
+        if value is not None and not isinstance(value, (str, bool, int, float)):
+            raise errors.Invalid(f"Invalid input for field '{key}': expected a string, number, boolean or null")
+        if isinstance(value, str) and len(value) > MAX_DESCRIPTION:
+            raise errors.Invalid(f"Invalid input for field '{key}': at most {MAX_DESCRIPTION} characters")
+    return extras
+
+
 def name_conflict(kind: str, name: str) -> errors.Conflict:
     return errors.Conflict(f"Conflict occurred attempting to store {kind} - Duplicate entry found with name "
                            f"{name} at domain ID.")
@@ -117,20 +141,40 @@ def _protected_project(row: Any) -> bool:
 
 # --- projects -------------------------------------------------------------------------------
 
+def _loose(body: Any, key: str) -> dict[str, Any]:
+    """The entity of a body as far as a policy target needs it, before the body is validated (as Keystone
+    builds a create's target): a refusal comes first, whatever the body holds."""
+    entity = body.get(key) if isinstance(body, dict) else None
+    return entity if isinstance(entity, dict) else {}
+
+
 async def create_project(request: web.Request) -> web.Response:
-    await authorize(request, "create_project")  # before the body is read: a refusal says nothing more
-    doc = entity_body(await json_body(request), "project")
+    body = await json_body(request)
+    loose = _loose(body, "project")
+    if loose.get("parent_id") is None:  # else the parent's domain, once read, is the target's
+        await authorize(request, "create_project", {"target.project.domain_id": str(loose.get("domain_id")
+                                                                                    or "default")})
+    doc = entity_body(body, "project")
     name = string_field(doc, "name", MAX_NAME, required=True)
     description = string_field(doc, "description", MAX_DESCRIPTION) or ""
     enabled = flag_field(doc, "enabled")
     if doc.get("is_domain"):
         raise errors.Invalid("Creating a domain as a project is not supported by this cloud: create a domain")
-    domain_id = str(doc.get("domain_id") or "default")
     parent = doc.get("parent_id")
-    if parent is not None and parent != domain_id:
-        raise errors.Invalid("Project hierarchies are not supported by this cloud: the parent must be the domain")
+    if parent is not None and not isinstance(parent, str):
+        raise errors.Invalid("Invalid input for field 'parent_id': expected a string")
+    domain_id = doc.get("domain_id")
     async with request.config_dict[ENGINE].begin() as conn:
+        if domain_id is None and parent is not None:  # Keystone: the child of a project is in its domain
+            found = (await conn.execute(select(projects.c.domain_id).where(projects.c.id == parent))).scalar()
+            domain_id = found if found is not None else parent
+        domain_id = str(domain_id or "default")
+        # a domain admin creates projects in their own domain (Keystone's target.project.domain_id)
+        await authorize(request, "create_project", {"target.project.domain_id": domain_id})
         await domain_exists(conn, domain_id)
+        parent_id = None
+        if parent is not None and parent != domain_id:
+            parent_id = (await hierarchy.checked_parent(conn, parent, domain_id, enabled is not False)).id
         taken = (await conn.execute(select(projects.c.id).where(
             and_(projects.c.name == name, projects.c.domain_id == domain_id)))).first()
         if taken is not None:
@@ -138,14 +182,21 @@ async def create_project(request: web.Request) -> web.Response:
         project_id = new_id()
         await conn.execute(insert(projects).values(id=project_id, name=name, domain_id=domain_id,
                                                    enabled=True if enabled is None else enabled,
-                                                   description=description))
+                                                   description=description, parent_id=parent_id))
         row = await project_row(conn, project_id)
     return web.json_response({"project": project_view(public_url(request), row)}, status=201)
 
 
+async def _project_target(request: web.Request, project_id: str) -> dict[str, Any]:
+    """The policy target of a project write: its id and, when it exists, its domain (a domain admin's)."""
+    async with request.config_dict[ENGINE].connect() as conn:
+        domain_id = (await conn.execute(select(projects.c.domain_id).where(projects.c.id == project_id))).scalar()
+    return {"target.project.id": project_id, "target.project.domain_id": domain_id}
+
+
 async def update_project(request: web.Request) -> web.Response:
     project_id = request.match_info["project_id"]
-    await authorize(request, "update_project", {"target.project.id": project_id})
+    await authorize(request, "update_project", await _project_target(request, project_id))
     doc = entity_body(await json_body(request), "project")
     name = string_field(doc, "name", MAX_NAME)
     description = string_field(doc, "description", MAX_DESCRIPTION)
@@ -164,6 +215,8 @@ async def update_project(request: web.Request) -> web.Response:
                 and_(projects.c.name == name, projects.c.domain_id == row.domain_id)))).first()
             if taken is not None:
                 raise name_conflict("project", name)
+        if enabled is not None:
+            await hierarchy.check_enabled_change(conn, row, enabled)
         if changes:
             await conn.execute(update(projects).where(projects.c.id == project_id).values(**changes))
         row = await project_row(conn, project_id)
@@ -172,11 +225,12 @@ async def update_project(request: web.Request) -> web.Response:
 
 async def delete_project(request: web.Request) -> web.Response:
     project_id = request.match_info["project_id"]
-    await authorize(request, "delete_project", {"target.project.id": project_id})
+    await authorize(request, "delete_project", await _project_target(request, project_id))
     async with request.config_dict[ENGINE].begin() as conn:
         row = await project_row(conn, project_id)
         if _protected_project(row):
             raise errors.Forbidden(f"Project {row.name} is the cluster's own: it cannot be deleted.")
+        await hierarchy.check_delete(conn, row)
         # its grants and application credentials go with it (ON DELETE CASCADE); so do its tokens,
         # which name a project that no longer exists
         await conn.execute(delete(projects).where(projects.c.id == project_id))
@@ -185,12 +239,22 @@ async def delete_project(request: web.Request) -> web.Response:
 
 # --- users ------------------------------------------------------------------------------------
 
+async def _user_target(request: web.Request, user_id: str) -> dict[str, Any]:
+    """The policy target of a user write: its id and, when it exists, its domain (a domain admin's)."""
+    async with request.config_dict[ENGINE].connect() as conn:
+        domain_id = (await conn.execute(select(users.c.domain_id).where(users.c.id == user_id))).scalar()
+    return {"target.user.id": user_id, "target.user.domain_id": domain_id}
+
+
 async def create_user(request: web.Request) -> web.Response:
-    await authorize(request, "create_user")
-    doc = entity_body(await json_body(request), "user")
+    body = await json_body(request)
+    await authorize(request, "create_user", {"target.user.domain_id": str(_loose(body, "user").get("domain_id")
+                                                                             or "default")})
+    doc = entity_body(body, "user")
     name = string_field(doc, "name", MAX_USER_NAME, required=True)
     password = string_field(doc, "password", MAX_PASSWORD)
     enabled = flag_field(doc, "enabled")
+    extras = user_extras(doc)
     domain_id = str(doc.get("domain_id") or "default")
     default_project = doc.get("default_project_id")
     # no password: nothing matches the hash, so the user cannot log in until one is set (as Keystone)
@@ -206,20 +270,22 @@ async def create_user(request: web.Request) -> web.Response:
         user_id = new_id()
         await conn.execute(insert(users).values(
             id=user_id, name=name, domain_id=domain_id, password_hash=password_hash,
-            enabled=True if enabled is None else enabled, default_project_id=default_project, created_at=utcnow()))
+            enabled=True if enabled is None else enabled, default_project_id=default_project, created_at=utcnow(),
+            extra=extras))
         row = await user_row(conn, user_id)
     return web.json_response({"user": user_view(public_url(request), row)}, status=201)
 
 
 async def update_user(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
-    token = await authorize(request, "update_user", {"target.user.id": user_id})
+    token = await authorize(request, "update_user", await _user_target(request, user_id))
     doc = entity_body(await json_body(request), "user")
     name = string_field(doc, "name", MAX_USER_NAME)
     password = string_field(doc, "password", MAX_PASSWORD)
     enabled = flag_field(doc, "enabled")
     if "domain_id" in doc:
         raise errors.Invalid("Update of `domain_id` is not allowed.")
+    extras = user_extras(doc)
     changes: dict[str, Any] = {k: v for k, v in (("name", name), ("enabled", enabled)) if v is not None}
     if "default_project_id" in doc:
         changes["default_project_id"] = doc["default_project_id"]
@@ -238,6 +304,10 @@ async def update_user(request: web.Request) -> web.Response:
                 raise name_conflict("user", name)
         if changes.get("default_project_id") is not None:
             await project_row(conn, str(changes["default_project_id"]))
+        if extras:  # merged into those stored, as Keystone updates a user's extra attributes
+            changes["extra"] = {**(row.extra or {}), **extras}
+            if len(changes["extra"]) > MAX_EXTRAS:
+                raise errors.Invalid(f"Invalid input for field 'user': at most {MAX_EXTRAS} extra attributes")
         if changes:
             await conn.execute(update(users).where(users.c.id == user_id).values(**changes))
         row = await user_row(conn, user_id)
@@ -246,7 +316,7 @@ async def update_user(request: web.Request) -> web.Response:
 
 async def delete_user(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
-    token = await authorize(request, "delete_user", {"target.user.id": user_id})
+    token = await authorize(request, "delete_user", await _user_target(request, user_id))
     async with request.config_dict[ENGINE].begin() as conn:
         row = await user_row(conn, user_id)
         if row.name in PROTECTED_USERS or user_id == token.user.id:
@@ -285,13 +355,24 @@ async def _grant_parts(conn: AsyncConnection, request: web.Request) -> dict[str,
     return {"project_id": m["project_id"], "user_id": m["user_id"], "role_id": m["role_id"]}
 
 
-def _grant_target(request: web.Request) -> dict[str, Any]:
+async def grant_target(request: web.Request) -> dict[str, Any]:
+    """The policy target of a grant route: the ids in its path and, of those that exist, their domains
+    (what Keystone's domain-admin grant rules compare with the token's domain)."""
     m = request.match_info
-    return {"target.project.id": m["project_id"], "target.user.id": m["user_id"], "target.role.id": m.get("role_id")}
+    target: dict[str, Any] = {"target.role.id": m.get("role_id")}
+    async with request.config_dict[ENGINE].connect() as conn:
+        for key, table in (("project", projects), ("user", users), ("group", groups)):
+            if f"{key}_id" in m:
+                target[f"target.{key}.id"] = m[f"{key}_id"]
+                target[f"target.{key}.domain_id"] = (await conn.execute(
+                    select(table.c.domain_id).where(table.c.id == m[f"{key}_id"]))).scalar()
+    if "domain_id" in m:
+        target["target.domain.id"] = m["domain_id"]
+    return target
 
 
 async def create_grant(request: web.Request) -> web.Response:
-    await authorize(request, "create_grant", _grant_target(request))
+    await authorize(request, "create_grant", await grant_target(request))
     async with request.config_dict[ENGINE].begin() as conn:
         grant = await _grant_parts(conn, request)
         exists = (await conn.execute(select(role_assignments.c.user_id).where(
@@ -302,7 +383,7 @@ async def create_grant(request: web.Request) -> web.Response:
 
 
 async def check_grant(request: web.Request) -> web.Response:
-    await authorize(request, "check_grant", _grant_target(request))
+    await authorize(request, "check_grant", await grant_target(request))
     async with request.config_dict[ENGINE].connect() as conn:
         grant = await _grant_parts(conn, request)
         exists = (await conn.execute(select(role_assignments.c.user_id).where(
@@ -314,7 +395,7 @@ async def check_grant(request: web.Request) -> web.Response:
 
 
 async def revoke_grant(request: web.Request) -> web.Response:
-    await authorize(request, "revoke_grant", _grant_target(request))
+    await authorize(request, "revoke_grant", await grant_target(request))
     async with request.config_dict[ENGINE].begin() as conn:
         grant = await _grant_parts(conn, request)
         row = (await conn.execute(select(projects.c.name, projects.c.domain_id, roles.c.name.label("role"))
@@ -336,7 +417,7 @@ async def revoke_grant(request: web.Request) -> web.Response:
 
 async def list_grants(request: web.Request) -> web.Response:
     """GET /v3/projects/{project_id}/users/{user_id}/roles: the roles granted directly."""
-    await authorize(request, "list_grants", _grant_target(request))
+    await authorize(request, "list_grants", await grant_target(request))
     m = request.match_info
     async with request.config_dict[ENGINE].connect() as conn:
         await project_row(conn, m["project_id"])

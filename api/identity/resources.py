@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import and_, false, select, true
+from sqlalchemy import and_, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.db.schema import domains, projects, roles, users
+from api.identity import hierarchy
 from api.identity.tokens import Token, granted_project_ids
 from api.keys import ENGINE, POLICY, TOKENS, public_url
 from cells import errors
@@ -62,20 +63,22 @@ async def authorize(request: web.Request, action: str, target: dict[str, Any] | 
 def project_view(base: str, row: Any) -> dict[str, Any]:
     # a top-level project's parent is its domain (Keystone since Mitaka)
     return {"id": row.id, "name": row.name, "domain_id": row.domain_id, "description": row.description,
-            "enabled": bool(row.enabled), "parent_id": row.domain_id, "is_domain": False, "tags": [],
+            "enabled": bool(row.enabled), "parent_id": row.parent_id or row.domain_id, "is_domain": False, "tags": [],
             "options": {}, "links": {"self": f"{base}/identity/v3/projects/{row.id}"}}
 
 
 def user_view(base: str, row: Any) -> dict[str, Any]:
-    view = {"id": row.id, "name": row.name, "domain_id": row.domain_id, "enabled": bool(row.enabled),
-            "password_expires_at": None, "options": {}, "links": {"self": f"{base}/identity/v3/users/{row.id}"}}
+    # extra attributes first: the fixed ones below always win (manage.py never stores those names as extra)
+    view = {**(row.extra or {}), "id": row.id, "name": row.name, "domain_id": row.domain_id,
+            "enabled": bool(row.enabled), "password_expires_at": None, "options": {},
+            "links": {"self": f"{base}/identity/v3/users/{row.id}"}}
     if row.default_project_id:  # Keystone leaves the key out when unset
         view["default_project_id"] = row.default_project_id
     return view
 
 
 def role_view(base: str, row: Any) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "domain_id": None, "description": None, "options": {},
+    return {"id": row.id, "name": row.name, "domain_id": None, "description": row.description, "options": {},
             "links": {"self": f"{base}/identity/v3/roles/{row.id}"}}
 
 
@@ -115,13 +118,23 @@ async def _row(engine: AsyncEngine, table: Any, entity_id: str) -> Any:
 
 # --- projects ----------------------------------------------------------------------
 
+async def domain_scoped_list(request: web.Request, action: str, table: Any) -> list[Any]:
+    """Authorize a project or user list; a domain-scoped token lists its own domain only (Keystone)."""
+    token = await caller(request)
+    scope = token.domain.id if token.domain is not None else None
+    await authorize(request, action, {"target.domain_id": scope or request.query.get("domain_id")})
+    return [table.c.domain_id == scope] if scope else []
+
+
 async def list_projects(request: web.Request) -> web.Response:
-    await authorize(request, "list_projects")
-    clauses = query_filters(request, projects, ("name", "domain_id", "enabled"))
+    clauses = await domain_scoped_list(request, "list_projects", projects)
+    clauses += query_filters(request, projects, ("name", "domain_id", "enabled"))
     if request.query.get("is_domain", "false").lower() == "true":
         clauses.append(false())  # domains are not projects here
-    if "parent_id" in request.query:
-        clauses.append(projects.c.domain_id == request.query["parent_id"])
+    if "parent_id" in request.query:  # a project's children, or a domain's top-level projects
+        parent = request.query["parent_id"]
+        clauses.append(or_(projects.c.parent_id == parent,
+                           and_(projects.c.parent_id.is_(None), projects.c.domain_id == parent)))
     rows = await _rows(request.config_dict[ENGINE], projects, clauses)
     base = public_url(request)
     return collection(request, "projects", (project_view(base, r) for r in rows))
@@ -129,11 +142,22 @@ async def list_projects(request: web.Request) -> web.Response:
 
 async def show_project(request: web.Request) -> web.Response:
     project_id = request.match_info["project_id"]
-    await authorize(request, "get_project", {"target.project.id": project_id})
-    row = await _row(request.config_dict[ENGINE], projects, project_id)
+    engine = request.config_dict[ENGINE]
+    row = await _row(engine, projects, project_id)
+    # the domain is in the target (a domain reader's check) only once the project is known to exist
+    token = await authorize(request, "get_project", {"target.project.id": project_id,
+                                                     "target.project.domain_id": row.domain_id if row else None})
     if row is None:
         raise ProjectNotFound(project_id=project_id)
-    return web.json_response({"project": project_view(public_url(request), row)})
+    base = public_url(request)
+    policy, creds = request.config_dict[POLICY], token.credentials()
+
+    def visible(p: Any) -> bool:
+        return bool(policy.allowed("identity:get_project", creds, {
+            "user_id": token.user.id, "target.project.id": p.id, "target.project.domain_id": p.domain_id}))
+    async with engine.connect() as conn:
+        extra = await hierarchy.show_extras(conn, row, request.query, visible, lambda p: project_view(base, p))
+    return web.json_response({"project": {**project_view(base, row), **extra}})
 
 
 async def _projects_of(engine: AsyncEngine, user_id: str) -> list[Any]:
@@ -164,16 +188,18 @@ async def auth_projects(request: web.Request) -> web.Response:
 # --- users ---------------------------------------------------------------------------
 
 async def list_users(request: web.Request) -> web.Response:
-    await authorize(request, "list_users")
-    rows = await _rows(request.config_dict[ENGINE], users, query_filters(request, users, ("name", "domain_id", "enabled")))
+    clauses = await domain_scoped_list(request, "list_users", users)
+    clauses += query_filters(request, users, ("name", "domain_id", "enabled"))
+    rows = await _rows(request.config_dict[ENGINE], users, clauses)
     base = public_url(request)
     return collection(request, "users", (user_view(base, r) for r in rows))
 
 
 async def show_user(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
-    await authorize(request, "get_user", {"target.user.id": user_id})
     row = await _row(request.config_dict[ENGINE], users, user_id)
+    await authorize(request, "get_user", {"target.user.id": user_id,
+                                          "target.user.domain_id": row.domain_id if row else None})
     if row is None:
         raise UserNotFound(user_id=user_id)
     return web.json_response({"user": user_view(public_url(request), row)})

@@ -24,7 +24,9 @@ from sqlalchemy import and_, delete, insert, select, union
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.db.schema import (
+    domain_role_assignments,
     domains,
+    group_domain_role_assignments,
     group_members,
     group_role_assignments,
     projects,
@@ -60,6 +62,17 @@ def granted_role_ids(user_id: str, project_id: str) -> Any:
     return union(direct, through_groups)
 
 
+def granted_domain_role_ids(user_id: str, domain_id: str) -> Any:
+    """A query of the role ids granted to the user on the domain: directly, or to a group they are in."""
+    direct = select(domain_role_assignments.c.role_id).where(
+        and_(domain_role_assignments.c.user_id == user_id, domain_role_assignments.c.domain_id == domain_id))
+    through_groups = (select(group_domain_role_assignments.c.role_id)
+                      .join(group_members, group_members.c.group_id == group_domain_role_assignments.c.group_id)
+                      .where(and_(group_members.c.user_id == user_id,
+                                  group_domain_role_assignments.c.domain_id == domain_id)))
+    return union(direct, through_groups)
+
+
 def granted_project_ids(user_id: str) -> Any:
     """A query of the ids of the projects the user has a role on, directly or through a group."""
     direct = select(role_assignments.c.project_id).where(role_assignments.c.user_id == user_id)
@@ -92,6 +105,7 @@ class Token:
     expires_at: datetime
     system: bool = False  # system scope: no project, the user's roles on the admin project
     app_cred_id: str | None = None  # issued to this application credential
+    domain: Named | None = None  # domain scope: no project, the user's roles on this domain
 
     @property
     def role_names(self) -> tuple[str, ...]:
@@ -108,7 +122,10 @@ class Token:
 
     def credentials(self) -> dict[str, Any]:
         """What the policy engine reads of the caller (api/policy)."""
-        return {"roles": self.role_names, "user_id": self.user.id, "domain_id": self.user.domain_id,
+        # domain_id is the token's domain scope, as Keystone's policy credentials name it
+        scope = self.domain.id if self.domain is not None else None
+        return {"roles": self.role_names, "user_id": self.user.id, "user_domain_id": self.user.domain_id,
+                "domain_id": scope, "token.domain.id": scope,
                 "project_id": self.project.id if self.project else None,
                 "project_domain_id": self.project.domain_id if self.project else None,
                 "is_admin_project": self.is_admin_project, "system_scope": "all" if self.system else None}
@@ -156,7 +173,7 @@ class TokenService:
         method = methods[0]
         scope = auth.get("scope")
         now = utcnow().replace(microsecond=0)
-        expires_at, app_cred_id, system = now + self.ttl, None, False
+        expires_at, app_cred_id, system, domain = now + self.ttl, None, False, None
         project: Named | None
         # a password is checked before a DB connection is taken: the hash is ~50 ms of CPU
         password_user = await self._password_user(identity) if method == "password" else None
@@ -188,17 +205,21 @@ class TokenService:
                                                "used to rescope.")
                     user, default_project, expires_at = prior.user, None, prior.expires_at
                     token_methods = tuple(dict.fromkeys((*prior.methods, "token")))
-                project, role_rows, system = await self._scope(conn, user, scope, default_project)
+                if isinstance(scope, dict) and "domain" in scope:
+                    domain, role_rows = await self._domain_scope(conn, user, scope["domain"])
+                    project = None
+                else:
+                    project, role_rows, system = await self._scope(conn, user, scope, default_project)
         token = Token(user=user, project=project, roles=tuple(role_rows), methods=token_methods,
                       audit_id=secrets.token_urlsafe(16)[:22], issued_at=now, expires_at=expires_at,
-                      system=system, app_cred_id=app_cred_id)
+                      system=system, app_cred_id=app_cred_id, domain=domain)
         token_id = "gAAAA" + secrets.token_urlsafe(32)  # Fernet-like prefix: some tools sniff it
         async with self.engine.begin() as conn:
             await conn.execute(insert(tokens).values(
                 id_hash=_hash(token_id), user_id=user.id, project_id=project.id if project else None,
                 roles=[{"id": i, "name": n} for i, n in token.roles], methods=list(token.methods),
                 audit_id=token.audit_id, issued_at=token.issued_at, expires_at=token.expires_at,
-                system=system, app_cred_id=app_cred_id))
+                system=system, app_cred_id=app_cred_id, domain_id=domain.id if domain else None))
             self._issued += 1
             if self._issued % PRUNE_EVERY == 0:
                 await conn.execute(delete(tokens).where(tokens.c.expires_at < now))
@@ -249,6 +270,27 @@ class TokenService:
             raise Unauthorized(f"User {user.id} has no access to project {project.id}")
         return project, role_rows, False
 
+    async def _domain_scope(self, conn: AsyncConnection, user: Named, spec: Any) -> tuple[Named, list[tuple[str, str]]]:
+        """The domain of a domain scope ({id} or {name}) and the user's roles there (none: 401)."""
+        if isinstance(spec, dict) and spec.get("id"):
+            clause = domains.c.id == str(spec["id"])
+        elif isinstance(spec, dict) and spec.get("name"):
+            clause = domains.c.name == str(spec["name"])
+        else:
+            raise errors.Invalid("Invalid input for field 'scope/domain': 'id' or 'name' is required")
+        row = (await conn.execute(select(domains.c.id, domains.c.name, domains.c.enabled).where(clause))).first()
+        if row is None or not row.enabled:
+            raise Unauthorized()
+        role_rows = await self.domain_roles(conn, user.id, row.id)
+        if not role_rows:
+            raise Unauthorized(f"User {user.id} has no access to domain {row.id}")
+        return Named(row.id, row.name), role_rows
+
+    @staticmethod
+    async def domain_roles(conn: AsyncConnection, user_id: str, domain_id: str) -> list[tuple[str, str]]:
+        """The user's roles on the domain, implied ones included (empty: no access)."""
+        return await TokenService._with_implied_rows(conn, granted_domain_role_ids(user_id, domain_id))
+
     async def _find_user(self, conn: AsyncConnection, spec: dict[str, Any]) -> Any:
         query = (select(users.c.id, users.c.name, users.c.domain_id, users.c.password_hash,
                         and_(users.c.enabled, domains.c.enabled).label("enabled"),
@@ -273,8 +315,6 @@ class TokenService:
 
     async def _find_project(self, conn: AsyncConnection, scope: Any) -> Named:
         if not isinstance(scope, dict) or "project" not in scope:
-            if isinstance(scope, dict) and "domain" in scope:
-                raise errors.Invalid("Only project and system scopes are supported by this cloud")
             raise errors.Invalid("Invalid input for field 'scope': 'project' is a required property")
         spec = scope["project"]
         query = (select(projects.c.id, projects.c.name, projects.c.domain_id,
@@ -314,8 +354,13 @@ class TokenService:
 
     @staticmethod
     async def _roles(conn: AsyncConnection, user_id: str, project_id: str) -> list[tuple[str, str]]:
+        return await TokenService._with_implied_rows(conn, granted_role_ids(user_id, project_id))
+
+    @staticmethod
+    async def _with_implied_rows(conn: AsyncConnection, granted_ids: Any) -> list[tuple[str, str]]:
+        """(id, name) of the granted roles and those they imply, by name."""
         assigned = (await conn.execute(
-            select(roles.c.id, roles.c.name).where(roles.c.id.in_(granted_role_ids(user_id, project_id))))).all()
+            select(roles.c.id, roles.c.name).where(roles.c.id.in_(granted_ids)))).all()
         if not assigned:
             return []
         names = _with_implied({r.name for r in assigned})
@@ -340,16 +385,18 @@ class TokenService:
         return token
 
     async def _load(self, key: str) -> Token:
-        ud, pd = domains.alias("ud"), domains.alias("pd")
+        ud, pd, sd = domains.alias("ud"), domains.alias("pd"), domains.alias("sd")
         query = (select(tokens, users.c.name.label("user_name"), users.c.domain_id.label("user_domain_id"),
                         ud.c.name.label("user_domain_name"), projects.c.name.label("project_name"),
                         projects.c.domain_id.label("project_domain_id"), pd.c.name.label("project_domain_name"),
                         users.c.enabled.label("user_enabled"), ud.c.enabled.label("user_domain_enabled"),
-                        projects.c.enabled.label("project_enabled"), pd.c.enabled.label("project_domain_enabled"))
+                        projects.c.enabled.label("project_enabled"), pd.c.enabled.label("project_domain_enabled"),
+                        sd.c.name.label("scope_domain_name"), sd.c.enabled.label("scope_domain_enabled"))
                  .join(users, users.c.id == tokens.c.user_id)
                  .join(ud, ud.c.id == users.c.domain_id)
                  .outerjoin(projects, projects.c.id == tokens.c.project_id)
                  .outerjoin(pd, pd.c.id == projects.c.domain_id)
+                 .outerjoin(sd, sd.c.id == tokens.c.domain_id)
                  .where(tokens.c.id_hash == key))
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
@@ -361,6 +408,11 @@ class TokenService:
                     projects.c.name == ADMIN_PROJECT[0], projects.c.domain_id == ADMIN_PROJECT[1]))).scalar()
             elif row.project_id is not None and not (row.project_enabled and row.project_domain_enabled):
                 raise Unauthorized()
+            if row.domain_id is not None:
+                # a disabled or deleted domain, or a role taken away there, ends its domain-scoped tokens
+                current = {name for _, name in await self.domain_roles(conn, row.user_id, row.domain_id)}
+                if not row.scope_domain_enabled or not {r["name"] for r in row.roles} <= current:
+                    raise Unauthorized()
             if scoped_to is not None:
                 # Keystone revokes a user's tokens on a project when one of their roles there is removed
                 current = {name for _, name in await self._roles(conn, row.user_id, scoped_to)}
@@ -375,7 +427,8 @@ class TokenService:
         return Token(user=Named(row.user_id, row.user_name, row.user_domain_id, row.user_domain_name),
                      project=project, roles=tuple((r["id"], r["name"]) for r in row.roles),
                      methods=tuple(row.methods), audit_id=row.audit_id, issued_at=row.issued_at,
-                     expires_at=row.expires_at, system=bool(row.system), app_cred_id=row.app_cred_id)
+                     expires_at=row.expires_at, system=bool(row.system), app_cred_id=row.app_cred_id,
+                     domain=Named(row.domain_id, row.scope_domain_name) if row.domain_id else None)
 
     async def revoke(self, token_id: str) -> None:
         key = _hash(token_id)

@@ -58,7 +58,9 @@ def token_body(token: Token, api: ApiSpec | None) -> dict[str, Any]:
         body["is_domain"] = False
     elif token.system:
         body["system"] = {"all": True}
-    if token.project is not None or token.system:
+    elif token.domain is not None:
+        body["domain"] = {"id": token.domain.id, "name": token.domain.name}
+    if token.project is not None or token.system or token.domain is not None:
         body["roles"] = [{"id": i, "name": n} for i, n in token.roles]
         if api is not None:
             body["catalog"] = catalog(api, token.project.id if token.project else "")

@@ -266,6 +266,14 @@ IDENTITY: dict[tuple[str, str], str] = {
     ("GET", _U + "/projects"): _K + "list_user_projects",
     ("GET", "/v3/roles"): _K + "list_roles",
     ("GET", "/v3/roles/{role_id}"): _K + "get_role",
+    ("POST", "/v3/roles"): _K + "create_role",
+    ("PATCH", "/v3/roles/{role_id}"): _K + "update_role",
+    ("DELETE", "/v3/roles/{role_id}"): _K + "delete_role",
+    **{(method, f"/v3/domains/{{domain_id}}/{actor}/roles/{{role_id}}"): _K + rule
+       for actor in ("users/{user_id}", "groups/{group_id}")
+       for method, rule in (("PUT", "create_grant"), ("GET", "check_grant"), ("DELETE", "revoke_grant"))},
+    ("GET", "/v3/domains/{domain_id}/users/{user_id}/roles"): _K + "list_grants",
+    ("GET", "/v3/domains/{domain_id}/groups/{group_id}/roles"): _K + "list_grants",
     ("GET", "/v3/domains"): _K + "list_domains",
     ("GET", "/v3/domains/{domain_id}"): _K + "get_domain",
     ("POST", "/v3/projects"): _K + "create_project",

@@ -29,22 +29,39 @@ BASE = {
     "service_admin_or_token_subject": "rule:service_or_admin or rule:token_subject",
 }
 
+# Keystone's defaults for a domain-scoped token (domain_id is its domain): a domain's admin manages
+# the domain's projects, users and the grants among them; its readers read them. Roles are global
+# here, so Keystone's role-domain clause (None:%(target.role.domain_id)s) always holds and is left out.
+_DOMAIN_GRANT = ("(domain_id:%(target.user.domain_id)s and domain_id:%(target.project.domain_id)s) or "
+                 "(domain_id:%(target.user.domain_id)s and domain_id:%(target.domain.id)s) or "
+                 "(domain_id:%(target.group.domain_id)s and domain_id:%(target.project.domain_id)s) or "
+                 "(domain_id:%(target.group.domain_id)s and domain_id:%(target.domain.id)s)")
+_PROJECT_DOMAIN_ADMIN = "rule:admin_required or (role:admin and domain_id:%(target.project.domain_id)s)"
+_USER_DOMAIN_ADMIN = "rule:admin_required or (role:admin and token.domain.id:%(target.user.domain_id)s)"
+_DOMAIN_READER = "rule:admin_required or (role:reader and domain_id:%(target.domain_id)s)"
+
 KEYSTONE = {
-    "identity:get_project": "rule:admin_required or project_id:%(target.project.id)s",
-    "identity:list_projects": "rule:admin_required",
-    "identity:create_project": "rule:admin_required",
-    "identity:update_project": "rule:admin_required",
-    "identity:delete_project": "rule:admin_required",
+    "identity:get_project": ("rule:admin_required or (role:reader and domain_id:%(target.project.domain_id)s) "
+                             "or project_id:%(target.project.id)s"),
+    "identity:list_projects": _DOMAIN_READER,
+    "identity:create_project": _PROJECT_DOMAIN_ADMIN,
+    "identity:update_project": _PROJECT_DOMAIN_ADMIN,
+    "identity:delete_project": _PROJECT_DOMAIN_ADMIN,
     "identity:list_user_projects": "rule:admin_required or user_id:%(target.user.id)s",
-    "identity:get_user": "rule:admin_required or user_id:%(target.user.id)s",
-    "identity:list_users": "rule:admin_required",
-    "identity:create_user": "rule:admin_required",
-    "identity:update_user": "rule:admin_required",
-    "identity:delete_user": "rule:admin_required",
+    "identity:get_user": ("rule:admin_required or (role:reader and token.domain.id:%(target.user.domain_id)s) "
+                          "or user_id:%(target.user.id)s"),
+    "identity:list_users": _DOMAIN_READER,
+    "identity:create_user": _USER_DOMAIN_ADMIN,
+    "identity:update_user": _USER_DOMAIN_ADMIN,
+    "identity:delete_user": _USER_DOMAIN_ADMIN,
     "identity:change_password": "user_id:%(target.user.id)s",
     "identity:get_role": "rule:admin_required",
     "identity:list_roles": "rule:admin_required",
-    "identity:get_domain": "rule:admin_required or project_domain_id:%(target.domain.id)s",
+    "identity:create_role": "rule:admin_required",
+    "identity:update_role": "rule:admin_required",
+    "identity:delete_role": "rule:admin_required",
+    "identity:get_domain": ("rule:admin_required or project_domain_id:%(target.domain.id)s "
+                            "or token.domain.id:%(target.domain.id)s"),
     "identity:list_domains": "rule:admin_required",
     "identity:create_domain": "rule:admin_required",
     "identity:update_domain": "rule:admin_required",
@@ -59,10 +76,10 @@ KEYSTONE = {
     "identity:add_user_to_group": "rule:admin_required",
     "identity:check_user_in_group": "rule:admin_required",
     "identity:remove_user_from_group": "rule:admin_required",
-    "identity:check_grant": "rule:admin_required",
-    "identity:list_grants": "rule:admin_required",
-    "identity:create_grant": "rule:admin_required",
-    "identity:revoke_grant": "rule:admin_required",
+    "identity:check_grant": f"rule:admin_required or (role:reader and ({_DOMAIN_GRANT}))",
+    "identity:list_grants": f"rule:admin_required or (role:reader and ({_DOMAIN_GRANT}))",
+    "identity:create_grant": f"rule:admin_required or (role:admin and ({_DOMAIN_GRANT}))",
+    "identity:revoke_grant": f"rule:admin_required or (role:admin and ({_DOMAIN_GRANT}))",
     "identity:list_role_assignments": "rule:admin_required",
     "identity:create_system_grant_for_user": "rule:admin_required",
     "identity:check_system_grant_for_user": "rule:admin_required",

@@ -253,3 +253,44 @@ async def test_domains_and_groups_with_the_cli(tmp_path: Path) -> None:
         await _ok(tmp_path, admin, "domain", "delete", "team4-org")
         assert [d["Name"] for d in await _ok(tmp_path, admin, "domain", "list", "-f", "json")] == ["Default"]
         assert "No Group found" in await _fails(tmp_path, admin, "group", "show", "team4-devs")
+
+
+async def test_roles_hierarchy_and_domain_scope_with_the_cli(tmp_path: Path) -> None:
+    """What issue 19 left: `role create|set|delete`, a user's --email/--description, `project create
+    --parent` and `project show --parents --children`, `role add --domain`, and a domain-scoped `token
+    issue` whose domain admin then manages the domain's projects (and is refused the Default domain's)."""
+    async with two_workers(tmp_path, "tcp://127.0.0.1:1") as (one, _two):
+        admin = _password_env(one, "admin", SECRETS["admin_password"], "admin")
+        role = await _ok(tmp_path, admin, "role", "create", "--description", "reads the books", "auditor",
+                         "-f", "json")
+        assert (role["name"], role["description"]) == ("auditor", "reads the books")
+        await _ok(tmp_path, admin, "role", "set", "--name", "auditors", "auditor")
+        assert "auditors" in [r["Name"] for r in await _ok(tmp_path, admin, "role", "list", "-f", "json")]
+        await _ok(tmp_path, admin, "role", "delete", "auditors")
+        assert "No Role found for auditors" in await _fails(tmp_path, admin, "role", "show", "auditors")
+
+        await _ok(tmp_path, admin, "domain", "create", "acme")
+        dave = await _ok(tmp_path, admin, "user", "create", "--domain", "acme", "--password", "dave-pw", "--email",
+                         "dave@example.org", "--description", "acme's admin", "dave", "-f", "json")
+        assert (dave["email"], dave["description"]) == ("dave@example.org", "acme's admin")
+        await _ok(tmp_path, admin, "role", "add", "--domain", "acme", "--user", "dave", "--user-domain", "acme",
+                  "admin")
+        dave_env = {k: v for k, v in _password_env(one, "dave", "dave-pw", "").items()
+                    if not k.startswith("OS_PROJECT")}
+        dave_env.update(OS_USER_DOMAIN_NAME="acme", OS_DOMAIN_NAME="acme")
+        token = await _ok(tmp_path, dave_env, "token", "issue", "-f", "json")
+        assert token["domain_id"] != "default" and "project_id" not in token
+
+        # the domain's admin builds a two-level tree in it (by the domain's id: a domain admin may not list
+        # domains, so the CLI cannot look one up by name, as with Keystone)
+        acme = token["domain_id"]
+        parent = await _ok(tmp_path, dave_env, "project", "create", "--domain", acme, "dept", "-f", "json")
+        child = await _ok(tmp_path, dave_env, "project", "create", "--domain", acme, "--parent", parent["id"],
+                          "dept-ops", "-f", "json")
+        assert child["parent_id"] == parent["id"]
+        tree = await _ok(tmp_path, admin, "project", "show", "--domain", "acme", "--children", "dept", "-f", "json")
+        assert tree["subtree"] == {child["id"]: None}
+        up = await _ok(tmp_path, admin, "project", "show", "--domain", "acme", "--parents", "dept-ops", "-f", "json")
+        assert up["parents"] == {parent["id"]: None}
+        assert "403" in await _fails(tmp_path, dave_env, "project", "delete", parent["id"])  # not a leaf
+        assert "403" in await _fails(tmp_path, dave_env, "project", "create", "--domain", "default", "not-ours")

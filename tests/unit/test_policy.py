@@ -109,7 +109,7 @@ def test_cellctl_policy_list_prints_the_effective_rules(tmp_path: Path) -> None:
                            "--json"], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     rules = {r["name"]: r for r in json.loads(done.stdout)}
     assert rules["get_images"] == {"name": "get_images", "rule": "role:reader", "overridden": True}
-    assert rules["identity:create_project"] == {"name": "identity:create_project", "rule": "rule:admin_required",
+    assert rules["identity:create_domain"] == {"name": "identity:create_domain", "rule": "rule:admin_required",
                                                 "overridden": False}
     text = subprocess.run([sys.executable, "-m", "tools.cellctl", "policy", "list", "--state", str(tmp_path)],
                           capture_output=True, text=True, check=True, cwd=ROOT, env=env).stdout
