@@ -37,6 +37,7 @@ from api.middleware import AccessLogger, request_id
 from api.network.routes import make_network_app
 from api.policy.enforce import Policy
 from api.volume.routes import make_volume_app
+from api.workers import host_port, worker_index
 from cells import metrics
 from cells.config import ClusterConfig, ServiceSpec
 from cells.service_process import process_keys
@@ -86,19 +87,8 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
     app.add_subapp("/ec2", make_ec2_app())
     app.add_subapp("/network", make_network_app())
     app.add_subapp("/volume", make_volume_app())
-    app.add_subapp("/dashboard", make_dashboard_app())  # the operator's web dashboard (issue 20)
+    app.add_subapp("/dashboard", make_dashboard_app(cluster, service_id))  # the operator's web dashboard (issue 20)
     return app
-
-
-def _worker_index(service_id: str) -> int:
-    """0 for "api", N - 1 for worker "api-N" (cluster.yaml api.workers): its metrics port's offset."""
-    _, _, n = service_id.rpartition("-")
-    return int(n) - 1 if service_id.startswith("api-") and n.isdigit() else 0
-
-
-def _host_port(bind: str) -> tuple[str, int]:
-    host, _, port = bind.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 async def serve(cluster: ClusterConfig, spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
@@ -113,15 +103,15 @@ async def serve(cluster: ClusterConfig, spec: ServiceSpec, stop: asyncio.Event |
     await runner.setup()
     metrics_runner: web.AppRunner | None = None
     try:
-        host, port = _host_port(spec.bind)
+        host, port = host_port(spec.bind)
         # several API workers share the port (cluster.yaml api.workers): the kernel spreads connections
         shared = int(spec.options.get("workers", 1)) > 1
         site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=shared or None)
         await site.start()
         LOG.info("API serving on http://%s:%d (public %s)", host, port, cluster.api.public_url)
         if cluster.api.metrics_listen:
-            mhost, mport = _host_port(cluster.api.metrics_listen)
-            mport += _worker_index(spec.id)
+            mhost, mport = host_port(cluster.api.metrics_listen)
+            mport += worker_index(spec.id)
             metrics_runner = await metrics.start_listener(mhost, mport)
             LOG.info("metrics on http://%s:%d/metrics", mhost, mport)
         await stop.wait()

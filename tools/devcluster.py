@@ -164,7 +164,7 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
                  dead_after: float | None = None, name: str = "test", sqlite_cell: bool = False,
                  metrics: bool = False, simulated: tuple[int, ...] = (), per_process: int = 0,
                  ctl_metrics: bool = False, reclaim_instance_interval: int = 0,
-                 half_made_boot_grace: float = 0) -> dict[str, Any]:
+                 half_made_boot_grace: float = 0, api_metrics: bool = False) -> dict[str, Any]:
     """`volumes`: node1 is a volume host too (file backend; local, tgt and nbd exports on free ports).
     `same_host_resize`: the cell's allow_resize_to_same_host. `postgres`: the API and cell DBs live on the
     cluster's managed PostgreSQL (tools/pgserver.py) instead of SQLite files. `dead_after`: seconds a
@@ -176,6 +176,7 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     `simulated`: simulated hosts (tools/simulated_hosts.py) per cell: the first number joins cell1 beside the
     real hosts, each next one a cell of its own (cell2, ...); `per_process` of them to a process.
     `ctl_metrics`: the cell services on ctl serve /metrics (hosts.ctl.metrics_port: a run of free ports).
+    `api_metrics`: the API workers alone serve /metrics (api.metrics: a run of free ports, one per worker).
     `reclaim_instance_interval`: seconds a deleted server stays SOFT_DELETED (default 0: off).
     `half_made_boot_grace`: api.half_made_boot_grace (default 0: cluster.yaml's)."""
     router = free_port()
@@ -196,8 +197,8 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
     }
     if api_workers > 1:
         doc["api"]["workers"] = api_workers
-    if metrics:
-        doc["api"]["metrics"] = f"127.0.0.1:{free_port()}"
+    if metrics or api_metrics:  # worker api-N serves on this port + N - 1
+        doc["api"]["metrics"] = f"127.0.0.1:{free_port_run(api_workers)}"
     if dead_after is not None:
         doc["dead_after"] = dead_after
     if reclaim_instance_interval:

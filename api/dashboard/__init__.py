@@ -4,7 +4,8 @@ live stream.
     GET /dashboard/               index.html (the login form and the views; public, holds no data)
     GET /dashboard/static/{file}  its script and style sheet
     GET /dashboard/stream         text/event-stream: a snapshot (api/dashboard/snapshot.py) every
-                                  TICK seconds while the client stays; X-Auth-Token of an admin
+                                  TICK seconds while the client stays; X-Auth-Token of an admin;
+                                  ?limit=&marker=&name=&status= pick the page of servers it lists
 
 The browser logs in with Keystone (POST /identity/v3/auth/tokens) and reads the stream with fetch(), so
 the token travels in a header, never in a URL or a cookie. A stream ends when its token expires.
@@ -21,12 +22,14 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from api.dashboard.snapshot import SAMPLE_EVERY, BootRate, gather
+from api.dashboard.snapshot import SAMPLE_EVERY, BootRate, ServerPage, gather
 from api.errors import compute_body, error_middleware
 from api.http import authorize
 from api.keys import TOKENS
 from api.middleware import token_auth
+from api.workers import metrics_urls, worker_index
 from cells import errors
+from cells.config import ClusterConfig
 
 LOG = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -57,6 +60,7 @@ async def static(request: web.Request) -> web.StreamResponse:
 
 async def stream(request: web.Request) -> web.StreamResponse:
     ctx = authorize(request, "dashboard:stream")  # admins (api/policy/rules.py DASHBOARD)
+    page = ServerPage.from_query(request.query)  # before the stream starts: a bad page is a 400
     token = request.headers["X-Auth-Token"]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
@@ -70,7 +74,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 await response.write(b"event: expired\ndata: {}\n\n")
                 break
             try:
-                snapshot = await gather(request, ctx, session, token, rate)
+                snapshot = await gather(request, ctx, session, token, rate, page)
             except (errors.CellcloudError, aiohttp.ClientError, TimeoutError) as exc:
                 LOG.warning("dashboard snapshot failed: %s", exc)
                 await asyncio.sleep(TICK)
@@ -86,18 +90,21 @@ async def stream(request: web.Request) -> web.StreamResponse:
 async def _sample_boot_rate(app: web.Application) -> AsyncIterator[None]:
     """The boot-rate history is kept whether or not anyone watches, so the graph has the last hour."""
     async def run() -> None:
-        while True:
-            app[RATE].sample(time.time())
-            await asyncio.sleep(SAMPLE_EVERY)
+        rate = app[RATE]
+        async with aiohttp.ClientSession() as session:
+            while True:
+                rate.record(time.time(), await rate.counts(session))
+                await asyncio.sleep(SAMPLE_EVERY)
     task = asyncio.create_task(run())
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
 
-def make_dashboard_app() -> web.Application:
+def make_dashboard_app(cluster: ClusterConfig, service_id: str = "api") -> web.Application:
     app = web.Application(middlewares=[error_middleware(compute_body), token_auth(_public)])
-    app[RATE] = BootRate()
+    # every worker's boots: this process's own counter and its siblings' /metrics (none without api.metrics)
+    app[RATE] = BootRate(own=worker_index(service_id), urls=metrics_urls(cluster))
     app.cleanup_ctx.append(_sample_boot_rate)
     app.router.add_get("", index)
     app.router.add_get("/", index)

@@ -12,7 +12,7 @@ import yaml
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 
-from api.app import _worker_index
+from api.workers import worker_index
 from cells import metrics
 from tests.unit.api_support import client, cluster, demo_headers
 from tools import clusterfile
@@ -83,7 +83,7 @@ def test_cluster_file_api_metrics_listener_one_port_per_worker(tmp_path: Path) -
     port = free_port()
     loaded = clusterfile.load(_cluster_file(tmp_path, metrics=f"127.0.0.1:{port}", workers=3))
     assert loaded.api.metrics_listen == f"127.0.0.1:{port}"
-    assert [_worker_index(s.id) for s in loaded.services if s.kind == "api"] == [0, 1, 2]
+    assert [worker_index(s.id) for s in loaded.services if s.kind == "api"] == [0, 1, 2]
 
 
 @pytest.mark.parametrize("value", ["9180", "127.0.0.1:99999", "127.0.0.1:65535"])

@@ -2,7 +2,10 @@
 // fetch so the token goes in a header). Every value from the server is put in the page as text, never HTML.
 "use strict";
 
-const state = { token: null, snapshot: null, selected: null, abort: null };
+// page: which servers the stream lists (Nova's marker/limit and name/status filters, applied by the API);
+// earlier: the markers of the pages before this one, for "previous"
+const state = { token: null, snapshot: null, selected: null, abort: null, restart: false,
+  page: { limit: 50, marker: "", name: "", status: "" }, earlier: [] };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs, ...children) {
@@ -51,7 +54,8 @@ async function watch() {
   while (state.token) {
     state.abort = new AbortController();
     try {
-      const resp = await fetch("stream", { headers: { "X-Auth-Token": state.token }, signal: state.abort.signal });
+      const query = new URLSearchParams(Object.entries(state.page).filter(([, v]) => v !== "" && v != null));
+      const resp = await fetch(`stream?${query}`, { headers: { "X-Auth-Token": state.token }, signal: state.abort.signal });
       if (resp.status === 401 || resp.status === 403) { logout(resp.status === 403 ? "The dashboard is for admins." : "Logged out."); return; }
       const reader = resp.body.getReader();
       const decoder = new TextDecoder();
@@ -71,6 +75,7 @@ async function watch() {
     } catch (err) {
       if (!state.token) return;
     }
+    if (state.restart) { state.restart = false; continue; }  // another page asked for: reconnect at once
     setLive(false);
     await new Promise((r) => setTimeout(r, 2000));  // the API restarted or the network blinked: reconnect
   }
@@ -79,7 +84,7 @@ async function watch() {
 function render(s) {
   state.snapshot = s;
   $("cluster").textContent = s.cluster;
-  renderCells(s); renderHosts(s); renderServers(); renderFaults(s);
+  renderCells(s); renderHosts(s); renderServers(); renderFaults(s); renderBoots(s);
   chart($("rate"), s.boot_rate.map(([t, v]) => [t, v]), "/min");
   chart($("latency"), s.boot_latency.map(([c, v]) => [Date.parse(c) / 1000, v]).sort((a, b) => a[0] - b[0]), "s");
 }
@@ -120,12 +125,34 @@ function renderHosts(s) {
     bar("disk GiB", h.local_gb_used, h.local_gb))));
 }
 
+// a new page or filter: restart the stream with it (the API filters and pages, so every server is reachable)
+function showPage(change, earlier) {
+  Object.assign(state.page, change);
+  state.earlier = earlier;
+  state.restart = true;
+  if (state.abort) state.abort.abort();
+}
+
+function filtersChanged() {
+  showPage({ marker: "", name: $("filter-name").value.trim(), status: $("filter-status").value,
+    limit: Number($("page-size").value) }, []);
+}
+
+function renderBoots(s) {
+  const b = s.boots;
+  let text = `${b.accepted} boots accepted, counted over ${b.reporting} of ${b.workers} API workers`;
+  if (!b.metrics && b.workers > 1) text += " (api.metrics is not set: the other workers cannot be read)";
+  $("boots").textContent = text;
+}
+
 function renderServers() {
   const s = state.snapshot;
   if (!s) return;
-  const text = $("filter-name").value.toLowerCase(), status = $("filter-status").value;
-  const rows = s.servers.filter((v) => (!status || v.status === status)
-    && (!text || (v.name || "").toLowerCase().includes(text) || (v.id || "").includes(text)));
+  const rows = s.servers;
+  const first = state.earlier.length * state.page.limit;
+  $("page-info").textContent = rows.length ? `servers ${first + 1}-${first + rows.length}` : "no servers";
+  $("page-prev").disabled = state.earlier.length === 0;
+  $("page-next").disabled = !s.page.next;
   $("servers").replaceChildren(...rows.map((v) => {
     const tr = el("tr", { class: v.status, "data-server": v.id },
       el("td", {}, v.name), el("td", {}, v.status), el("td", {}, v.host || ""), el("td", {}, v.project),
@@ -183,6 +210,17 @@ function chart(svg, points, unit) {
 document.addEventListener("DOMContentLoaded", () => {
   $("login").addEventListener("submit", (e) => { login(e).catch((err) => { $("login-error").textContent = String(err); }); });
   $("logout").addEventListener("click", () => logout(""));
-  $("filter-name").addEventListener("input", renderServers);
-  $("filter-status").addEventListener("change", renderServers);
+  let typing = null;
+  $("filter-name").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(filtersChanged, 400); });
+  $("filter-status").addEventListener("change", filtersChanged);
+  $("page-size").addEventListener("change", filtersChanged);
+  $("page-next").addEventListener("click", () => {
+    const next = state.snapshot && state.snapshot.page.next;
+    if (next) showPage({ marker: next }, [...state.earlier, state.page.marker]);
+  });
+  $("page-prev").addEventListener("click", () => {
+    if (!state.earlier.length) return;
+    const earlier = state.earlier.slice(0, -1);
+    showPage({ marker: state.earlier[state.earlier.length - 1] }, earlier);
+  });
 });
