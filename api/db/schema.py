@@ -287,6 +287,20 @@ volume_types = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
+# a0014: Cinder's volume transfers (api/volume/transfers.py): a volume offered to whoever gives the auth key,
+# kept as a salted SHA-256; one open transfer per volume
+volume_transfers = Table(
+    "volume_transfers", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("volume_id", String(36), nullable=False, unique=True),
+    Column("project_id", String(64), nullable=False, index=True),  # the giving project
+    Column("name", String(255), nullable=True),
+    Column("salt", String(64), nullable=False),
+    Column("crypt_hash", String(64), nullable=False),
+    Column("no_snapshots", Boolean, nullable=False),  # 3.55: the volume goes without its snapshots
+    Column("created_at", DateTime, nullable=False),
+)
+
 # --- image ------------------------------------------------------------------
 
 images = Table(
@@ -471,7 +485,7 @@ ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reserva
                      "a0004_flavor_description", "a0005_server_group_rules", "a0006_volume_types",
                      "a0007_identity_images", "a0008_server_tags", "a0009_identity_groups",
                      "a0010_aggregates", "a0011_flavor_access_quotas", "a0012_shelved_image",
-                     "a0013_identity_domains_hierarchy")
+                     "a0013_identity_domains_hierarchy", "a0014_volume_transfers")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

@@ -199,6 +199,12 @@ VOLUME: dict[tuple[str, str], str] = {
     ("GET", _V + "/os-hosts/{host}"): "volume_extension:hosts",
     ("GET", _V + "/volumes/summary"): "volume:get_all",
     ("GET", _V + "/extensions"): ANY_TOKEN,
+    **{(m, _V + f"/{path}{tail}"): rule for path in ("os-volume-transfer", "volume-transfers")
+       for m, tail, rule in (("POST", "", "volume:create_transfer"), ("GET", "", "volume:get_all_transfers"),
+                             ("GET", "/detail", "volume:get_all_transfers"),
+                             ("GET", "/{transfer_id}", "volume:get_transfer"),
+                             ("DELETE", "/{transfer_id}", "volume:delete_transfer"),
+                             ("POST", "/{transfer_id}/accept", "volume:accept_transfer"))},
     ("GET", _V + "/limits"): "limits_extension:used_limits",
     ("GET", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:show",
     ("PUT", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:update",

@@ -1,6 +1,7 @@
 """Cinder's state actions on volumes and snapshots: the admin actions (os-reset_status, os-force_delete,
 os-force_detach), the legacy attach bookkeeping a compute service calls (os-reserve, os-unreserve,
-os-attach, os-detach, os-begin_detaching, os-roll_detaching), os-update_readonly_flag, os-retype, and the changes of the
+os-attach, os-detach, os-begin_detaching, os-roll_detaching), os-update_readonly_flag, os-retype, a transfer's steps
+(available -> awaiting-transfer -> available in the receiving project, or back), and the changes of the
 metadata routes (a merge, a replace or one key's delete in one write unit: two concurrent merges both land).
 
 As in Cinder these change records only: os-attach records that a server uses the volume (Nova calls it
@@ -39,7 +40,9 @@ ATTACH_STATUSES = ("attached", "detached")
 ATTACH_MODES = ("rw", "ro")
 READONLY_KEY = "readonly"  # Cinder shows this admin metadata key among the volume's metadata
 VOLUME_ACTIONS = ("reset_status", "force_delete", "force_detach", "reserve", "unreserve", "attach", "detach",
-                  "begin_detaching", "roll_detaching", "update_readonly_flag", "retype", "update_metadata")
+                  "begin_detaching", "roll_detaching", "update_readonly_flag", "retype", "update_metadata",
+                  "transfer_begin", "transfer_cancel", "transfer_accept")
+AWAITING_TRANSFER = "awaiting-transfer"
 SNAPSHOT_ACTIONS = ("reset_status", "force_delete", "update_metadata")
 
 
@@ -181,10 +184,41 @@ def _update_metadata(conn: Connection, ctx: RequestContext, row: Any, args: Mapp
     vdb.update_volume(conn, row.id, {"metadata": merged_metadata(row.metadata, args, "Volume", row.id)})
 
 
+def _transfer_begin(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    """available -> awaiting-transfer; its snapshots go with it (unless no_snapshots) and must be available."""
+    if not args.get("no_snapshots"):
+        busy = [s.id for s in sdb.of_volume(conn, row.id) if s.status != SS.AVAILABLE]
+        if busy:
+            raise errors.VolumeInvalidState(reason=f"volume {row.id} has snapshots that are not available: "
+                                                   f"{', '.join(busy)}")
+    _move(conn, row, "a transfer", (S.AVAILABLE,), AWAITING_TRANSFER)
+
+
+def _transfer_cancel(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    if row.status == AWAITING_TRANSFER:  # a reset status may have taken it out already: nothing to undo
+        _move(conn, row, "a transfer's cancel", (AWAITING_TRANSFER,), S.AVAILABLE)
+
+
+def _transfer_accept(conn: Connection, ctx: RequestContext, row: Any, args: Mapping[str, Any]) -> None:
+    """The API checked the auth key and the receiving project's quotas: the volume (and, unless no_snapshots,
+    its snapshots) now belong to it, available."""
+    _admin(ctx, "a transfer's accept")  # the API asks with its service context once the key matched
+    project, user = args.get("project_id"), args.get("user_id")
+    if not isinstance(project, str) or not project or not isinstance(user, str) or not user:
+        raise errors.Invalid(reason="a transfer's accept needs the receiving project_id and user_id")
+    if not vdb.transition(conn, row.id, [AWAITING_TRANSFER], {"status": S.AVAILABLE, "conductor_id": None,
+                                                             "project_id": project, "user_id": user}):
+        raise _invalid(row.id, "a transfer's accept", AWAITING_TRANSFER, row.status)
+    if not args.get("no_snapshots"):
+        for snap in sdb.of_volume(conn, row.id):
+            sdb.update_snapshot(conn, snap.id, {"project_id": project, "user_id": user})
+
+
 _VOLUME: dict[str, Callable[[Connection, RequestContext, Any, Mapping[str, Any]], None]] = {
     "reset_status": _reset_status, "force_detach": _force_detach, "reserve": _reserve, "unreserve": _unreserve,
     "attach": _attach, "detach": _detach, "begin_detaching": _begin_detaching, "roll_detaching": _roll_detaching,
     "update_readonly_flag": _update_readonly_flag, "retype": _retype, "update_metadata": _update_metadata,
+    "transfer_begin": _transfer_begin, "transfer_cancel": _transfer_cancel, "transfer_accept": _transfer_accept,
 }
 
 
