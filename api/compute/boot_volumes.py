@@ -40,6 +40,15 @@ BAD_SEQUENCE = ("Block Device Mapping is Invalid: Boot sequence for the instance
                 "combination is not valid.")
 
 
+def for_instance(image: dict[str, Any], index: int) -> dict[str, Any]:
+    """The `image` of the index-th server of one boot request: a root volume the boot makes is each server's
+    own. The first keeps the id; the others' are derived from it (uuid5), so every retry of the request
+    and the quota reservation name the same volumes."""
+    if index == 0 or not isinstance(image.get(NEW_ROOT), Mapping):
+        return dict(image)
+    return {**image, "root_volume_id": str(uuidlib.uuid5(uuidlib.UUID(str(image["root_volume_id"])), str(index)))}
+
+
 def image_root_bdm(bdms: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The boot-index-0 image -> volume mapping of a boot that makes its root volume, None otherwise."""
     for bdm in bdms:
@@ -63,9 +72,6 @@ def check_image_root(bdm: Mapping[str, Any], image_ref: str | None, count: int) 
                              "have a non-zero size specified")
     if size > MAX_SIZE_GB:
         raise errors.Invalid(f"Block Device Mapping is Invalid: volume_size {size} is over {MAX_SIZE_GB} GiB.")
-    if count > 1:  # each server would need a volume of its own; one boot request makes one here
-        raise errors.Invalid("Block Device Mapping is Invalid: a root volume made from an image is made for one "
-                             "server at a time (min_count and max_count 1).")
     return image_id, size, bool(parse_bool(str(bdm.get("delete_on_termination", False))))
 
 
@@ -193,11 +199,11 @@ def _sizes(image: Mapping[str, Any]) -> list[tuple[str, int]]:
     return [(v, extras.get(v, root_size)) for v, _ in made_volumes(image)]
 
 
-async def reserve(cc: ComputeContext, ctx: RequestContext, image: Mapping[str, Any]) -> list[str]:
-    """The volumes the boot makes counted in the project's volume quotas (volumes, gigabytes), each reserved
-    in a write unit of the API DB as a volume create is; their ids (for `release`). Over quota: what was
-    none is reserved and the boot is Nova's 403 for the quota it exceeds."""
-    sizes = _sizes(image)
+async def reserve(cc: ComputeContext, ctx: RequestContext, image: dict[str, Any], count: int = 1) -> list[str]:
+    """The volumes the boot makes for its `count` servers counted in the project's volume quotas (volumes,
+    gigabytes), each reserved in a write unit of the API DB as a volume create is; their ids (for
+    `release`). Over quota: none is reserved and the boot is Nova's 403 for the quota it exceeds."""
+    sizes = [s for i in range(count) for s in _sizes(for_instance(image, i))]
     if not sizes:
         return []
     project = str(ctx.project)

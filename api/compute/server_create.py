@@ -337,7 +337,7 @@ def instance_records(spec: BuildSpec, ctx: RequestContext, cell_path: str) -> li
         name = spec.name if spec.count == 1 else f"{spec.name}-{i + 1}"
         records.append({
             "uuid": str(uuid.uuid4()), "name": name, "project_id": ctx.project, "user_id": ctx.user,
-            "host": None, "flavor": dict(spec.flavor), "image": dict(spec.image),
+            "host": None, "flavor": dict(spec.flavor), "image": boot_volumes.for_instance(spec.image, i),
             "vm_state": VmState.BUILDING, "task_state": TaskState.SCHEDULING, "power_state": PowerState.NOSTATE,
             "created_at": now, "updated_at": now, "launched_at": None, "terminated_at": None, "deleted": False,
             "metadata": dict(spec.metadata), "key_name": spec.key_name, "key_data": spec.key_data,

@@ -108,7 +108,7 @@ async def create(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) -> 
 
         def spec_for(recs: list[dict[str, Any]]) -> dict[str, Any]:  # the admitted count, when quota cut it
             return request_spec(replace(spec, count=len(recs)), ctx, recs)
-        reserved = await boot_volumes.reserve(cc, ctx, spec.image)  # a root volume the boot makes
+        reserved = await boot_volumes.reserve(cc, ctx, spec.image, spec.count)  # volumes the boot makes
         # an aggregate's zone is no cell's: its hosts' cells are the candidates
         placed = spec.placement or aggregates.Placement(zone=spec.availability_zone)
         cell_hints = {**choice, "target_cell": list(placed.cells)} if placed.cells else choice

@@ -452,7 +452,7 @@ async def test_boot_making_its_root_volume_from_an_image_and_the_errors_that_mak
     assert (await cloud.req("PUT", "admin", f"/os-quota-sets/{project}", {"quota_set": {"gigabytes": 2}}))[0] == 200
     refused = [(body(size=None), 400, "need to have a non-zero size"),
                (body(image_id="4c6a2e2e-7c3e-4f0e-9d5b-0a3c1e2f4b5d"), 400, "failed to get image"),
-               (body(max_count=2), 400, "one server at a time"),
+               (body(max_count=3), 403, "Volume resource quota exceeded"),  # 3 x 1 GiB of 2: none made
                (body(imageRef="4c6a2e2e-7c3e-4f0e-9d5b-0a3c1e2f4b5d"), 400, "Boot sequence"),
                (body(size=3), 403, "Volume resource quota exceeded")]
     for b, code, words in refused:
@@ -537,3 +537,22 @@ async def test_boot_with_snapshot_and_volume_mappings_beside_the_root(cloud: Clo
     assert existing == {"id": data["id"], "existing": True, "device": "/dev/vdc", "delete_on_termination": False}
     shown = await cloud.wait_status("demo", data["id"], "attaching")  # reserved with the server's row
     assert shown["id"] == data["id"]
+
+
+async def test_multi_create_makes_each_server_its_own_root_volume_from_the_image(cloud: Cloud) -> None:
+    """server create --block-device source=image,destination=volume,... --min 2 --max 2: each server's record
+    names its own root volume (the ids the quotas reserved), each made for and attached to its server only."""
+    headers = cloud.who["demo"][0]
+    image = (await (await cloud.client.get("/image/v2/images", headers=headers)).json())["images"][0]
+    bdm = {"uuid": image["id"], "source_type": "image", "destination_type": "volume", "boot_index": 0,
+           "volume_size": 1, "delete_on_termination": True}
+    status, answer = await cloud.req("POST", "demo", "/compute/v2.1/servers", {"server": {
+        "name": "many", "flavorRef": "1", "block_device_mapping_v2": [bdm], "min_count": 2, "max_count": 2}})
+    assert status == 202, answer
+    uuids = cloud.conductor.builds[-1]["instance_uuids"]
+    roots = {u: cloud.conductor.records[u]["image"]["root_volume_id"] for u in uuids}
+    assert len(set(roots.values())) == 2
+    _, volumes = await cloud.req("GET", "demo", "/volumes/detail")
+    assert sorted(v["id"] for v in volumes["volumes"]) == sorted(roots.values())
+    atts = await cloud.cell.env.db.read(lambda conn: vdb.attachments_of(conn, list(roots.values())))
+    assert {a.volume_id: a.instance_uuid for v in atts.values() for a in v} == {v: u for u, v in roots.items()}

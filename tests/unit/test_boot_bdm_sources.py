@@ -72,6 +72,15 @@ def test_nova_refusals(mappings: list[dict[str, Any]], count: int, message: str)
     assert refused.value.http_status == 400
 
 
+def test_each_server_of_a_multi_create_gets_its_own_root_volume_id() -> None:
+    image = {"root_volume_id": VOL, boot_volume.NEW_ROOT: {"size": 1}}
+    ids = [boot_volumes.for_instance(image, i)["root_volume_id"] for i in range(3)]
+    assert ids[0] == VOL and len(set(ids)) == 3
+    assert ids == [boot_volumes.for_instance(image, i)["root_volume_id"] for i in range(3)]  # a retry: the same
+    existing = {"root_volume_id": VOL}  # a boot from an existing volume is one server (Nova's 400 otherwise)
+    assert boot_volumes.for_instance(existing, 1) == existing
+
+
 def test_a_volume_at_boot_index_0_is_the_root_not_an_extra() -> None:
     assert boot_volumes.extra_mappings([bdm("volume", VOL, boot_index=0), bdm("image", VOL)]) == []
 
