@@ -23,6 +23,7 @@ from api.compute import (
     server_tags,
     servers,
     tenant_usage,
+    volume_proxy,
 )
 from api.errors import compute_body, error_middleware
 from api.middleware import route_policy, token_auth
@@ -60,6 +61,7 @@ def make_compute_app() -> web.Application:
     aggregates.add_routes(app)  # os-aggregates (issue 16)
     tenant_usage.add_routes(app)  # os-simple-tenant-usage (issue 16)
     quota_classes.add_routes(app)  # os-quota-class-sets (issue 16)
+    volume_proxy.add_routes(app)  # os-volumes, os-snapshots, up to 2.35 (issue 16)
     security_group_proxy.add_routes(app)  # os-security-groups, -rules, a server's (issue 16)
     floating_ips.add_routes(app)  # os-floating-ips, Nova's read-only proxy of Neutron's (issue 17)
     remote_consoles.add_routes(app)  # remote-consoles and the serial console's websocket (issue 16)

@@ -197,7 +197,8 @@ NOVA = {
         "os-instance-actions:list", "os-instance-actions:show", "server-metadata:index", "server-metadata:show",
         "os-server-groups:index", "os-server-tags:index", "os-server-tags:show", "os-floating-ips:list",
         "os-floating-ips:show", "os-attach-interfaces:list", "os-attach-interfaces:show",
-        "os-security-groups:get", "os-security-groups:show", "os-security-groups:list")},
+        "os-security-groups:get", "os-security-groups:show", "os-security-groups:list",
+        *(f"os-volumes:{p}{verb}" for p in ("", "snapshots:") for verb in ("list", "detail", "show")))},
     **{f"os_compute_api:{name}": "rule:project_member_or_admin" for name in (
         "servers:create", "servers:update", "servers:delete", "servers:start", "servers:stop", "servers:reboot",
         "os-attach-interfaces:create", "os-attach-interfaces:delete",
@@ -210,7 +211,8 @@ NOVA = {
         "os-server-tags:update", "os-server-tags:delete", "os-security-groups:add", "os-security-groups:remove",
         "os-deferred-delete:force", "os-deferred-delete:restore", "os-rescue", "os-unrescue",
         "os-security-groups:create", "os-security-groups:update", "os-security-groups:delete",
-        "os-security-groups:rule_create", "os-security-groups:rule_delete")},
+        "os-security-groups:rule_create", "os-security-groups:rule_delete",
+        *(f"os-volumes:{p}{verb}" for p in ("", "snapshots:") for verb in ("create", "delete")))},
     # os-shelve (Nova's defaults): a member shelves and unshelves; offloading and naming a host are an admin's
     "os_compute_api:os-server-password:show": "rule:project_reader_or_admin",  # Nova's defaults
     "os_compute_api:os-server-password:clear": "rule:project_member_or_admin",
