@@ -285,6 +285,22 @@ volume_types = Table(
     Column("extra_specs", JSON, nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
+    # a0015: the QoS specs associated with the type (stored and shown, not enforced: api/volume/qos.py)
+    Column("qos_specs_id", String(36), nullable=True),
+    # a0015: Cinder's encryption type {encryption_id, provider, cipher, key_size, control_location, ...}:
+    # stored and shown only; a volume of a type with one is refused (api/volume/encryption.py)
+    Column("encryption", JSON, nullable=True),
+)
+
+# a0015: Cinder's QoS specs (api/volume/qos.py)
+qos_specs = Table(
+    "qos_specs", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("consumer", String(16), nullable=False),  # front-end | back-end | both
+    Column("specs", JSON, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
 )
 
 # a0014: Cinder's volume transfers (api/volume/transfers.py): a volume offered to whoever gives the auth key,
@@ -485,7 +501,8 @@ ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reserva
                      "a0004_flavor_description", "a0005_server_group_rules", "a0006_volume_types",
                      "a0007_identity_images", "a0008_server_tags", "a0009_identity_groups",
                      "a0010_aggregates", "a0011_flavor_access_quotas", "a0012_shelved_image",
-                     "a0013_identity_domains_hierarchy", "a0014_volume_transfers")
+                     "a0013_identity_domains_hierarchy", "a0014_volume_transfers",
+                     "a0015_qos_encryption")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

@@ -215,6 +215,15 @@ VOLUME: dict[tuple[str, str], str] = {
                              ("GET", "/{transfer_id}", "volume:get_transfer"),
                              ("DELETE", "/{transfer_id}", "volume:delete_transfer"),
                              ("POST", "/{transfer_id}/accept", "volume:accept_transfer"))},
+    **{(m, _V + f"/qos-specs{tail}"): f"volume_extension:qos_specs_manage:{verb}"
+       for m, tail, verb in (("POST", "", "create"), ("GET", "", "get_all"), ("GET", "/{qos_id}", "get"),
+                             ("PUT", "/{qos_id}", "update"), ("PUT", "/{qos_id}/delete_keys", "delete"),
+                             ("DELETE", "/{qos_id}", "delete"), ("GET", "/{qos_id}/associations", "get_all"),
+                             ("GET", "/{qos_id}/associate", "update"), ("GET", "/{qos_id}/disassociate", "update"),
+                             ("GET", "/{qos_id}/disassociate_all", "update"))},
+    **{(m, _V + f"/types/{{type_id}}/encryption{tail}"): f"volume_extension:volume_type_encryption:{verb}"
+       for m, tail, verb in (("GET", "", "get"), ("POST", "", "create"), ("GET", "/{key}", "get"),
+                             ("PUT", "/{encryption_id}", "update"), ("DELETE", "/{encryption_id}", "delete"))},
     ("GET", _V + "/limits"): "limits_extension:used_limits",
     ("GET", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:show",
     ("PUT", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:update",

@@ -240,7 +240,9 @@ CINDER = {
     "volume:get_all_tenants": "rule:admin_api",  # all_tenants on volume and snapshot lists
     **{name: "rule:admin_api" for name in (
         "volume_extension:services:index", "scheduler_extension:scheduler_stats:get_pools",
-        "volume_extension:capabilities", "volume_extension:hosts")},
+        "volume_extension:capabilities", "volume_extension:hosts",
+        *(f"volume_extension:qos_specs_manage:{v}" for v in ("create", "get", "get_all", "update", "delete")),
+        *(f"volume_extension:volume_type_encryption:{v}" for v in ("create", "get", "update", "delete")))},
     **{name: "rule:project_reader_or_admin" for name in (
         "volume:get_all", "volume:get", "volume:get_all_snapshots", "volume:get_snapshot",
         "volume:get_volume_metadata", "volume:get_snapshot_metadata", "volume:get_all_transfers",

@@ -8,6 +8,7 @@
     /volume/v3/{project_id}/limits, os-quota-sets  api/volume/quotas.py
     os-services, scheduler-stats, capabilities, os-hosts, volumes/summary, extensions: api/volume/backends.py
     os-volume-transfer, volume-transfers (3.55)    api/volume/transfers.py
+    qos-specs, types/{id}/encryption               api/volume/qos.py, api/volume/encryption.py (stored, shown)
 
 Microversions 3.0 to 3.60 (api/volume/microversions.py: negotiation, and what each changes here). The project in the URL must be the token's project
 ("Malformed request url" otherwise, as Cinder). Errors come in Cinder's shape,
@@ -24,7 +25,7 @@ from api.errors import compute_body, error_middleware
 from api.keys import CONTEXT, public_url
 from api.middleware import route_policy, token_auth
 from api.policy import routes as policy_routes
-from api.volume import backends, metadata, microversions, quotas, snapshots, transfers, types, volumes
+from api.volume import backends, encryption, metadata, microversions, qos, quotas, snapshots, transfers, types, volumes
 from cells import errors
 
 UPDATED = "2016-02-08T12:20:21Z"
@@ -78,6 +79,8 @@ def make_volume_app() -> web.Application:
     snapshots.add_routes(app)
     metadata.add_routes(app)
     transfers.add_routes(app)
+    qos.add_routes(app)
+    encryption.add_routes(app)
     types.add_routes(app)
     quotas.add_routes(app)
     return app

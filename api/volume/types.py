@@ -42,7 +42,7 @@ def view(vtype: Mapping[str, Any], without: tuple[str, ...] = ()) -> dict[str, A
     (the access extension decorates show, list and create only)."""
     out = {"id": vtype["id"], "name": vtype["name"], "description": vtype.get("description"),
            "is_public": bool(vtype["is_public"]), PUBLIC_KEY: bool(vtype["is_public"]),
-           "extra_specs": dict(vtype.get("extra_specs") or {}), "qos_specs_id": None}
+           "extra_specs": dict(vtype.get("extra_specs") or {}), "qos_specs_id": vtype.get("qos_specs_id")}
     return {k: v for k, v in out.items() if k not in without}
 
 

@@ -248,6 +248,9 @@ async def create_volume(request: web.Request, ctx: RequestContext, project: str,
         spec = {**spec, "image": await source_images.image_for_volume(request, ctx, spec.pop("image_ref"),
                                                                 int(spec["size"]))}
     vtype = await types.resolve(request, ctx, spec.get("volume_type"))
+    if vtype.get("encryption"):  # stored and shown only (api/volume/encryption.py): never made in the clear
+        raise errors.Invalid(f"Volume type {vtype['name']} asks for encryption, which this cloud's volume hosts "
+                             "do not do")
     stored_type = None if vtype["id"] == types.DEFAULT_TYPE_ID else str(vtype["name"])
     spec = {**spec, "volume_type": stored_type,
             "volume_backend_name": (vtype.get("extra_specs") or {}).get(types.BACKEND_KEY)}
