@@ -9,11 +9,11 @@ that carry it within the token cache's lifetime, as a project grant's removal do
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import Table, and_, delete, select
+from sqlalchemy import Table, and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.db.schema import domain_role_assignments, group_domain_role_assignments, groups, roles
-from api.identity.manage import add_grant, domain_exists, grant_clause, grant_exists, grant_target, user_row
+from api.identity.manage import add_grant_routes, domain_exists, grant_target, user_row
 from api.identity.resources import RoleNotFound, authorize, collection, role_view
 from api.keys import ENGINE, public_url
 from cells import errors
@@ -46,40 +46,6 @@ async def _grant(conn: AsyncConnection, request: web.Request) -> tuple[Table, di
     return table, {column: actor_id, "domain_id": request.match_info["domain_id"], "role_id": role_id}
 
 
-def _no_grant(grant: dict[str, str]) -> errors.NotFound:
-    actor = grant.get("user_id") or grant.get("group_id")
-    return errors.NotFound(f"Could not find role assignment with role: {grant['role_id']}, user or group: "
-                           f"{actor}, project, domain, or system: {grant['domain_id']}.")
-
-
-async def create_domain_grant(request: web.Request) -> web.Response:
-    await authorize(request, "create_grant", await grant_target(request))
-    async with request.config_dict[ENGINE].begin() as conn:
-        table, grant = await _grant(conn, request)
-        await add_grant(conn, table, grant)
-    return web.Response(status=204)
-
-
-async def check_domain_grant(request: web.Request) -> web.Response:
-    await authorize(request, "check_grant", await grant_target(request))
-    async with request.config_dict[ENGINE].connect() as conn:
-        table, grant = await _grant(conn, request)
-        exists = await grant_exists(conn, table, grant)
-    if not exists:
-        raise _no_grant(grant)
-    return web.Response(status=204)
-
-
-async def revoke_domain_grant(request: web.Request) -> web.Response:
-    await authorize(request, "revoke_grant", await grant_target(request))
-    async with request.config_dict[ENGINE].begin() as conn:
-        table, grant = await _grant(conn, request)
-        result = await conn.execute(delete(table).where(grant_clause(table, grant)))
-    if result.rowcount == 0:
-        raise _no_grant(grant)
-    return web.Response(status=204)
-
-
 async def list_domain_grants(request: web.Request) -> web.Response:
     """GET /v3/domains/{domain_id}/(users|groups)/{id}/roles: the roles granted there directly."""
     await authorize(request, "list_grants", await grant_target(request))
@@ -95,8 +61,5 @@ async def list_domain_grants(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     for actor in ("users/{user_id}", "groups/{group_id}"):
-        grant = f"/v3/domains/{{domain_id}}/{actor}/roles/{{role_id}}"
-        app.router.add_put(grant, create_domain_grant)
-        app.router.add_get(grant, check_domain_grant)  # aiohttp adds HEAD, which is what clients send
-        app.router.add_delete(grant, revoke_domain_grant)
+        add_grant_routes(app, f"/v3/domains/{{domain_id}}/{actor}/roles/{{role_id}}", _grant)
         app.router.add_get(f"/v3/domains/{{domain_id}}/{actor}/roles", list_domain_grants)

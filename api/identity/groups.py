@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import and_, delete, insert, select, true, update
+from sqlalchemy import Table, and_, delete, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.db.schema import group_members, group_role_assignments, groups, roles, users
@@ -20,11 +20,9 @@ from api.http import json_body
 from api.identity.manage import (
     MAX_DESCRIPTION,
     MAX_NAME,
-    add_grant,
+    add_grant_routes,
     domain_exists,
     entity_body,
-    grant_clause,
-    grant_exists,
     grant_target,
     name_conflict,
     project_row,
@@ -204,46 +202,14 @@ async def list_groups_for_user(request: web.Request) -> web.Response:
 
 # --- grants: a role for a group on a project --------------------------------------------------
 
-async def _grant_parts(conn: AsyncConnection, request: web.Request) -> dict[str, str]:
+async def _grant(conn: AsyncConnection, request: web.Request) -> tuple[Table, dict[str, str]]:
     m = request.match_info
     await project_row(conn, m["project_id"])
     await _group_row(conn, m["group_id"])
     if (await conn.execute(select(roles.c.id).where(roles.c.id == m["role_id"]))).first() is None:
         raise RoleNotFound(role_id=m["role_id"])
-    return {"project_id": m["project_id"], "group_id": m["group_id"], "role_id": m["role_id"]}
-
-
-def _no_grant(grant: dict[str, str]) -> errors.NotFound:
-    return errors.NotFound(f"Could not find role assignment with role: {grant['role_id']}, user or group: "
-                           f"{grant['group_id']}, project, domain, or system: {grant['project_id']}.")
-
-
-async def create_group_grant(request: web.Request) -> web.Response:
-    await authorize(request, "create_grant", await grant_target(request))
-    async with request.config_dict[ENGINE].begin() as conn:
-        grant = await _grant_parts(conn, request)
-        await add_grant(conn, group_role_assignments, grant)
-    return web.Response(status=204)
-
-
-async def check_group_grant(request: web.Request) -> web.Response:
-    await authorize(request, "check_grant", await grant_target(request))
-    async with request.config_dict[ENGINE].connect() as conn:
-        grant = await _grant_parts(conn, request)
-        exists = await grant_exists(conn, group_role_assignments, grant)
-    if not exists:
-        raise _no_grant(grant)
-    return web.Response(status=204)
-
-
-async def revoke_group_grant(request: web.Request) -> web.Response:
-    await authorize(request, "revoke_grant", await grant_target(request))
-    async with request.config_dict[ENGINE].begin() as conn:
-        grant = await _grant_parts(conn, request)
-        result = await conn.execute(delete(group_role_assignments).where(grant_clause(group_role_assignments, grant)))
-    if result.rowcount == 0:
-        raise _no_grant(grant)
-    return web.Response(status=204)
+    return group_role_assignments, {"project_id": m["project_id"], "group_id": m["group_id"],
+                                    "role_id": m["role_id"]}
 
 
 async def list_group_grants(request: web.Request) -> web.Response:
@@ -273,8 +239,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(member, check_user_in_group)  # aiohttp adds HEAD, which is what clients send
     app.router.add_delete(member, remove_user_from_group)
     app.router.add_get("/v3/users/{user_id}/groups", list_groups_for_user)
-    grant = "/v3/projects/{project_id}/groups/{group_id}/roles/{role_id}"
-    app.router.add_put(grant, create_group_grant)
-    app.router.add_get(grant, check_group_grant)
-    app.router.add_delete(grant, revoke_group_grant)
+    add_grant_routes(app, "/v3/projects/{project_id}/groups/{group_id}/roles/{role_id}", _grant)
     app.router.add_get("/v3/projects/{project_id}/groups/{group_id}/roles", list_group_grants)

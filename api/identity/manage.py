@@ -13,6 +13,7 @@ deletes or disables their own user (an admin locking themself out is a support c
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -119,6 +120,49 @@ async def add_grant(conn: AsyncConnection, table: Table, grant: dict[str, str]) 
     """Grant once: granting what is already held changes nothing (Keystone's PUT)."""
     if not await grant_exists(conn, table, grant):
         await conn.execute(insert(table).values(**grant))
+
+
+# finds the grant a route names (its table and row), once the actor, the scope and the role exist
+GrantFinder = Callable[[AsyncConnection, web.Request], Awaitable[tuple[Table, dict[str, str]]]]
+
+
+def no_grant(grant: dict[str, str]) -> errors.NotFound:
+    actor = grant.get("user_id") or grant.get("group_id")
+    scope = grant.get("project_id") or grant.get("domain_id")
+    return errors.NotFound(f"Could not find role assignment with role: {grant['role_id']}, user or group: "
+                           f"{actor}, project, domain, or system: {scope}.")
+
+
+def add_grant_routes(app: web.Application, path: str, find: GrantFinder) -> None:
+    """PUT (grant), GET/HEAD (check) and DELETE (revoke) of the one grant `path` names, under Keystone's
+    identity:create_grant / check_grant / revoke_grant with the path's entities and their domains."""
+    async def create(request: web.Request) -> web.Response:
+        await authorize(request, "create_grant", await grant_target(request))
+        async with request.config_dict[ENGINE].begin() as conn:
+            await add_grant(conn, *await find(conn, request))
+        return web.Response(status=204)
+
+    async def check(request: web.Request) -> web.Response:
+        await authorize(request, "check_grant", await grant_target(request))
+        async with request.config_dict[ENGINE].connect() as conn:
+            table, grant = await find(conn, request)
+            exists = await grant_exists(conn, table, grant)
+        if not exists:
+            raise no_grant(grant)
+        return web.Response(status=204)
+
+    async def revoke(request: web.Request) -> web.Response:
+        await authorize(request, "revoke_grant", await grant_target(request))
+        async with request.config_dict[ENGINE].begin() as conn:
+            table, grant = await find(conn, request)
+            result = await conn.execute(delete(table).where(grant_clause(table, grant)))
+        if result.rowcount == 0:
+            raise no_grant(grant)
+        return web.Response(status=204)
+
+    app.router.add_put(path, create)
+    app.router.add_get(path, check)  # aiohttp adds HEAD, which is what clients send
+    app.router.add_delete(path, revoke)
 
 
 async def project_row(conn: AsyncConnection, project_id: str) -> Any:

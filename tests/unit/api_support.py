@@ -37,6 +37,14 @@ def auth_body(user: str, password: str, project: str | None = None) -> dict[str,
     return body
 
 
+async def identity_call(client: TestClient[Any, Any], method: str, path: str, headers: dict[str, str],
+                        status: int, body: Any = None) -> Any:
+    """`method` /identity/v3`path`, asserting the answer's status; its JSON, if it has any."""
+    resp = await client.request(method, "/identity/v3" + path, headers=headers, json=body)
+    assert resp.status == status, f"{method} {path}: {resp.status} {await resp.text()}"
+    return await resp.json() if resp.content_type == "application/json" and resp.status != 204 else None
+
+
 async def token(client: TestClient[Any, Any], user: str, password: str, project: str) -> str:
     resp = await client.post("/identity/v3/auth/tokens", json=auth_body(user, password, project))
     assert resp.status == 201, await resp.text()

@@ -10,17 +10,12 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.unit.api_support import SECRETS, admin_headers, auth_body, client, cluster, demo_headers
+from tests.unit.api_support import SECRETS, admin_headers, auth_body, client, cluster, demo_headers, identity_call
 
 __all__ = ["admin_headers", "client", "cluster", "demo_headers"]  # fixtures used by name
 V3 = "/identity/v3"
 
-
-async def _call(client: TestClient[Any, Any], method: str, path: str, headers: dict[str, str],
-                status: int, body: Any = None) -> Any:
-    resp = await client.request(method, V3 + path, headers=headers, json=body)
-    assert resp.status == status, f"{method} {path}: {resp.status} {await resp.text()}"
-    return await resp.json() if resp.content_type == "application/json" and resp.status != 204 else None
+_call = identity_call
 
 
 async def _domain_token(client: TestClient[Any, Any], user: str, user_domain: str, password: str,
