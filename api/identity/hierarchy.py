@@ -99,9 +99,9 @@ def _as_ids(chain: list[Any], key: str) -> dict[str, Any] | None:
 async def show_extras(conn: AsyncConnection, row: Any, query: Any, visible: Callable[[Any], bool],
                       view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """The keys a project show adds for ?parents_as_list, ?subtree_as_list, ?parents_as_ids, ?subtree_as_ids."""
-    if "parents_as_list" in query and "parents_as_ids" in query or \
-            "subtree_as_list" in query and "subtree_as_ids" in query:
-        raise errors.Invalid("Cannot use parents_as_list and parents_as_ids query params at the same time.")
+    for which in ("parents", "subtree"):
+        if f"{which}_as_list" in query and f"{which}_as_ids" in query:
+            raise errors.Invalid(f"Cannot use {which}_as_list and {which}_as_ids query params at the same time.")
     extra: dict[str, Any] = {}
     if "parents_as_list" in query or "parents_as_ids" in query:
         up = [p for p in await parents(conn, row) if visible(p)]

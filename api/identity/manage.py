@@ -211,7 +211,9 @@ async def create_project(request: web.Request) -> web.Response:
     async with request.config_dict[ENGINE].begin() as conn:
         if domain_id is None and parent is not None:  # Keystone: the child of a project is in its domain
             found = (await conn.execute(select(projects.c.domain_id).where(projects.c.id == parent))).scalar()
-            domain_id = found if found is not None else parent
+            is_domain = (await conn.execute(select(domains.c.id).where(domains.c.id == parent))).first()
+            # a parent that is neither a project nor a domain is looked up (404) as the project it claims to be
+            domain_id = found if found is not None else parent if is_domain is not None else "default"
         domain_id = str(domain_id or "default")
         # a domain admin creates projects in their own domain (Keystone's target.project.domain_id)
         await authorize(request, "create_project", {"target.project.domain_id": domain_id})

@@ -97,7 +97,8 @@ async def test_project_hierarchy(client: TestClient[Any, Any], admin_headers: di
     assert [p["parent_id"] for p in chain[1:]] == [p["id"] for p in chain[:-1]]
     await make("level6", chain[-1]["id"], 403)
     sibling = (await make("org-b", root["id"]))["project"]
-    await make("nowhere", "0" * 32, 404)
+    assert "Could not find project" in (await make("nowhere", "0" * 32, 404))["error"]["message"]
+    await _call(client, "GET", f"/projects/{root['id']}?subtree_as_list&subtree_as_ids", admin_headers, 400)
     other = (await _call(client, "POST", "/domains", admin_headers, 201, {"domain": {"name": "other"}}))["domain"]
     await make("crossed", root["id"], 400, domain_id=other["id"])
 
