@@ -131,10 +131,11 @@ def _filters(request: web.Request, ctx: RequestContext, query: Mapping[str, str]
 
 async def _list(request: web.Request, detail: bool) -> web.Response:
     ctx, query = context(request), request.query
-    order = _sort(query)  # a bad sort key or limit is a 400 before any cell is asked
+    order = _sort(query)  # a bad sort key, limit or offset is a 400 before any cell is asked
     limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
+    offset = query_int(query, "offset", 0) or 0  # Cinder's offset, counted after the marker
     records = await cells.list_snapshots(request.config_dict[ROUTER], ctx, _filters(request, ctx, query))
-    records = after_marker(sort_records(records, order), query)[:limit]
+    records = after_marker(sort_records(records, order), query)[offset:offset + limit]
     view = snapshot_detail if detail else snapshot_brief
     return web.json_response({"snapshots": [view(r) for r in records]})
 

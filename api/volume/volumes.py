@@ -326,13 +326,14 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     times = _time_filters(query) if version >= (3, 60) else []
     order = _sort(query)
     limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
+    offset = query_int(query, "offset", 0) or 0  # Cinder's offset, counted after the marker
     wanted_meta = _metadata_filter(query["metadata"]) if query.get("metadata") else {}
     records = await cells.list_all(request.config_dict[ROUTER], ctx, _list_filters(request, ctx, query))
     records = [r for r in records if all((r.get("metadata") or {}).get(k) == v for k, v in wanted_meta.items())
                and _matches_times(r, times)]
     records = sort_records(records, order)
     matched = len(records)  # 3.45's count: every match, whatever the page
-    records = after_marker(records, query)
+    records = after_marker(records, query)[offset:]
     page = records[:limit]
     base = public_url(request)
     body: dict[str, Any] = {"volumes": [volume_detail(base, project, r, allowed(request, "volume_extension:volume_host_attribute"), version=version) if detail

@@ -227,3 +227,18 @@ async def test_services_pools_hosts_capabilities_summary_and_extensions(cloud: C
     assert body["volume-summary"]["total_count"] == 0  # the admin's own project has none
     _, body = await cloud.req("GET", "demo", "/extensions")
     assert "Hosts" in [e["name"] for e in body["extensions"]]
+
+
+async def test_lists_take_cinders_offset(cloud: Cloud) -> None:
+    ids = []
+    for _ in range(3):
+        ids.append((await cloud.create())["id"])
+        await cloud.wait_status("demo", ids[-1], "available")
+    _, page = await cloud.req("GET", "demo", "/volumes?offset=2&limit=3&sort=created_at:asc")
+    assert [v["id"] for v in page["volumes"]] == ids[2:]
+    for vid in ids:
+        assert (await cloud.req("POST", "demo", "/snapshots", {"snapshot": {"volume_id": vid}}))[0] == 202
+    _, snaps = await cloud.req("GET", "demo", "/snapshots?offset=2&limit=3")
+    assert len(snaps["snapshots"]) == 1
+    assert (await cloud.req("GET", "demo", "/snapshots?offset=-1"))[0] == 400
+    assert (await cloud.req("GET", "demo", "/volumes?offset=x"))[0] == 400
