@@ -127,6 +127,12 @@ COMPUTE: dict[tuple[str, str], str] = {
     ("POST", "/v2.1/os-snapshots"): _N + "os-volumes:snapshots:create",
     ("GET", "/v2.1/os-snapshots/{snapshot_id}"): _N + "os-volumes:snapshots:show",
     ("DELETE", "/v2.1/os-snapshots/{snapshot_id}"): _N + "os-volumes:snapshots:delete",
+    # the images proxy: no Nova policy (the image service's rules decide, in the handlers)
+    **{(m, "/v2.1/images" + p): ANY_TOKEN for m, p in (
+        ("GET", ""), ("GET", "/detail"), ("GET", "/{image_id}"), ("DELETE", "/{image_id}"),
+        ("GET", "/{image_id}/metadata"), ("POST", "/{image_id}/metadata"), ("PUT", "/{image_id}/metadata"),
+        ("GET", "/{image_id}/metadata/{key}"), ("PUT", "/{image_id}/metadata/{key}"),
+        ("DELETE", "/{image_id}/metadata/{key}"))},
     ("GET", "/v2.1/os-security-groups"): _N + "os-security-groups:get",
     ("POST", "/v2.1/os-security-groups"): _N + "os-security-groups:create",
     ("GET", "/v2.1/os-security-groups/{group_id}"): _N + "os-security-groups:show",
