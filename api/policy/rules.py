@@ -197,7 +197,8 @@ NOVA = {
         "os-instance-actions:list", "os-instance-actions:show", "server-metadata:index", "server-metadata:show",
         "os-server-groups:index", "os-server-tags:index", "os-server-tags:show", "os-floating-ips:list",
         "os-floating-ips:show", "os-attach-interfaces:list", "os-attach-interfaces:show",
-        "os-security-groups:get", "os-security-groups:show", "os-security-groups:list",
+        "os-security-groups:get", "os-security-groups:show", "os-security-groups:list", "os-networks:list",
+        "os-networks:view", "os-tenant-networks:list", "os-tenant-networks:show",
         *(f"os-volumes:{p}{verb}" for p in ("", "snapshots:") for verb in ("list", "detail", "show")))},
     **{f"os_compute_api:{name}": "rule:project_member_or_admin" for name in (
         "servers:create", "servers:update", "servers:delete", "servers:start", "servers:stop", "servers:reboot",
