@@ -30,6 +30,40 @@ PRELOAD = ("openstackclient.shell", "openstack.connection", "openstackclient.com
            "openstackclient.compute.v2.flavor", "openstackclient.volume.v3.volume", "openstackclient.image.v2.image",
            "openstackclient.network.v2.network", "openstackclient.network.v2.port",
            "openstackclient.identity.v3.project", "openstackclient.common.quota")
+# The CLI's --wait polls every 5 s (osc-lib's wait_for_status/wait_for_delete) or 2 s (openstacksdk's
+# proxies): right for a real cloud's minute-long builds, but a test cluster's servers, volumes and images
+# change state within a second, so each --wait spent up to 5 s asleep (the tests hold ~100). Commands of
+# the fork server poll every WAIT_POLL seconds at most: what they wait for and what they print are unchanged.
+WAIT_POLL = 0.5
+_WAITS = (("osc_lib.utils", "wait_for_status", "sleep_time"), ("osc_lib.utils", "wait_for_delete", "sleep_time"),
+          ("openstack.resource", "wait_for_status", "interval"), ("openstack.resource", "wait_for_delete", "interval"))
+
+
+def _quick_waits() -> None:
+    """Cap the poll interval of the CLI's waits at WAIT_POLL (the commands look these functions up at call time)."""
+    import functools
+    import importlib
+    import inspect
+
+    def capped(original: Any, param: str) -> Any:
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def wait(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            given = bound.arguments.get(param)
+            bound.arguments[param] = WAIT_POLL if given is None else min(given, WAIT_POLL)
+            return original(*bound.args, **bound.kwargs)
+        return wait
+
+    for module_name, name, param in _WAITS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, name):
+            setattr(module, name, capped(getattr(module, name), param))
 
 
 def _send(conn: socket.socket, message: dict[str, Any]) -> None:
@@ -63,6 +97,7 @@ def serve(path: str) -> None:
             importlib.import_module(name)
         except ImportError:  # a plugin this client version lacks: its commands just import it themselves
             pass
+    _quick_waits()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     parent = os.getppid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
