@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from api.cell_router import CellRouter
-from api.compute import boot_sweep, deferred_delete, server_snapshots
+from api.compute import boot_sweep, deferred_delete, server_snapshots, shelve
 from api.compute.routes import make_compute_app
 from api.dashboard import make_dashboard_app
 from api.db.engine import make_database, make_engine
@@ -79,8 +79,9 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
 
     # boot_sweep.sweeper: half-made boots (issue 14); deferred_delete.sweeper: soft-deleted servers reclaimed
     # server_snapshots.cleanup: createImage's background work (issue 16), stopped before the cells and DB go
+    # shelve.sweeper: shelves whose API process died (issue 16)
     app.cleanup_ctx.extend([database, upload_sweep, cells, boot_sweep.sweeper, deferred_delete.sweeper,
-                            server_snapshots.cleanup])
+                            server_snapshots.cleanup, shelve.sweeper])
     app.add_subapp("/identity", make_identity_app())
     app.add_subapp("/compute", make_compute_app())
     app.add_subapp("/image", make_image_app())

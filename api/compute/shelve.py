@@ -15,17 +15,21 @@ file pulled into the image store), reported to the cell's conductor as shelve st
 (cells/conductor/flows/shelve.py). The mapping keeps the image's id (Nova's system_metadata
 shelved_image_id): unshelve boots from it and deletes it once the server runs; deleting the server
 deletes it too. A shelve that finds an image of an earlier shelve still there (its unshelve's watcher
-died with its API process) deletes that one first.
+died with its API process) deletes that one first. The API process taking a shelve's image holds its lease
+(a flock, as uploads: api/image/leases.py) for the whole take; a shelve image still queued or saving whose
+lease nobody holds lost its process, and every API process's sweep ends that shelve as failed (the server
+as it was) and deletes the image.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 
 from api.compute import aggregates, mappings, server_snapshots
 from api.compute.availability_zones import zones
@@ -35,10 +39,12 @@ from api.db.schema import images, instance_mappings
 from api.http import authorize
 from api.image import images as image_db
 from api.image import upload as image_upload
+from api.image.leases import UploadLease
 from api.image.store import ImageStore
+from api.keys import ENGINE, ROUTER, STORE
 from api.validation import validate
 from cells import errors, lifecycle
-from cells.context import RequestContext
+from cells.context import RequestContext, admin_context
 from cells.objects.instance import VmState
 from cells.rpcapi.compute import ComputeAPI
 from cells.rpcapi.conductor import ConductorAPI
@@ -61,6 +67,9 @@ UNSHELVE_291 = {"type": ["object", "null"], "additionalProperties": False, "minP
                                "host": {"type": "string", "minLength": 1, "maxLength": 255}}}
 WATCH_EVERY = 1.0  # seconds between looks at an unshelving server (its shelve image goes once it runs)
 WATCH_FOR = 1800.0  # seconds a watcher waits at most (a compute that never reports: the image stays)
+LEASE_PREFIX = "shelve-"  # <image_dir>/uploads/shelve-<image id>.lease: held by the API process taking it
+SWEEP_INTERVAL = 60.0  # seconds between two sweeps for shelves whose API process died
+ORPHANED = "Shelve interrupted: the API process taking its image stopped"
 
 
 def unshelve_schema(cc: ComputeContext) -> dict[str, Any]:
@@ -99,20 +108,86 @@ async def shelve(cc: ComputeContext, ctx: RequestContext, snaps: Snapshots, mapp
     record = await conductor.shelve_begin(ctx, uuid)  # 409 before anything is made
     target = Target(conductor, ComputeAPI(cell), uuid, str(record["host"]), progress=conductor.shelve_progress)
     owner = dataclasses.replace(ctx, project=str(record["project_id"]))  # the image is the server's project's
+    lease: UploadLease | None = None
     try:
         values = server_snapshots.image_values(record, owner, f"{record['name']}-shelved", {}, {})
+        lease = UploadLease(snaps.store.root, LEASE_PREFIX + values["id"])  # held before the image exists
+        if not await asyncio.to_thread(lease.acquire):
+            raise errors.Conflict(reason=f"image {values['id']} is being taken already")
         async with snaps.engine.begin() as conn:
             await conn.execute(insert(images).values(**values))
             await conn.execute(update(instance_mappings).where(instance_mappings.c.instance_uuid == uuid)
                                .values(shelved_image_id=values["id"]))
     except BaseException as exc:
+        if lease is not None:
+            await asyncio.shield(asyncio.to_thread(lease.release))
         await asyncio.shield(server_snapshots.end_step(target, ctx, lifecycle.SHELVE_FAILED,
                                                        server_snapshots.why_failed(exc)))
         raise
     if mapping.shelved_image_id and mapping.shelved_image_id != values["id"]:
         await _delete_quietly(snaps.engine, snaps.store, str(mapping.shelved_image_id))
-    snaps.spawn(server_snapshots.take(snaps, target, dataclasses.replace(ctx, deadline=None), values["id"]))
+    snaps.spawn(_taking(snaps, target, dataclasses.replace(ctx, deadline=None), str(values["id"]), lease))
     return str(values["id"])
+
+
+async def _taking(snaps: Snapshots, target: Target, ctx: RequestContext, image_id: str, lease: UploadLease) -> None:
+    """createImage's take under the shelve's lease: while this process lives, no sweep ends its shelve."""
+    try:
+        await server_snapshots.take(snaps, target, ctx, image_id)
+    finally:
+        await asyncio.shield(asyncio.to_thread(lease.release))
+
+
+# --- shelves whose API process died (issue 14: every transition has an owner) ---------------------
+
+async def sweep_orphans(engine: Any, router: Any, store: ImageStore) -> list[str]:
+    """A shelve image still queued or saving whose shelve lease nobody holds lost its API process: the
+    server's shelve ends failed (it is as it was, its action says why) and the image goes. The uuids ended."""
+    m = instance_mappings.c
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(m.instance_uuid, m.cell_path, images.c.id)
+                                   .join(images, images.c.id == m.shelved_image_id)
+                                   .where(images.c.status.in_(("queued", "saving"))))).all()
+    ended = []
+    for row in rows:
+        lease = UploadLease(store.root, LEASE_PREFIX + str(row.id))
+        if not await asyncio.to_thread(lease.acquire):
+            continue  # a live shelve holds it
+        try:
+            try:
+                await router.conductor(row.cell_path).shelve_progress(
+                    admin_context(), str(row.instance_uuid), lifecycle.SHELVE_FAILED, ORPHANED)
+            except (errors.UnexpectedTaskState, errors.InstanceNotFound):
+                pass  # the server moved on (reset, deleted): only its image is left
+            except errors.CellcloudError as exc:  # its cell is away: the next sweep
+                LOG.info("orphaned shelve of %s not ended yet: %s", row.instance_uuid, exc.message)
+                continue
+            async with engine.begin() as conn:
+                await conn.execute(update(instance_mappings).where(
+                    m.instance_uuid == row.instance_uuid, m.shelved_image_id == row.id).values(shelved_image_id=None))
+            await _delete_quietly(engine, store, str(row.id))
+            LOG.warning("shelve of %s lost its API process: ended, image %s deleted", row.instance_uuid, row.id)
+            ended.append(str(row.instance_uuid))
+        finally:
+            await asyncio.to_thread(lease.release)
+    return ended
+
+
+async def _sweep_forever(app: web.Application) -> None:
+    while True:
+        try:
+            await sweep_orphans(app[ENGINE], app[ROUTER], app[STORE])
+        except Exception:  # a safety net must never take the API down
+            LOG.exception("orphaned shelve sweep failed")
+        await asyncio.sleep(SWEEP_INTERVAL)
+
+
+async def sweeper(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx entry (after the database and the cells): orphaned shelves ended at start and every minute."""
+    task = asyncio.create_task(_sweep_forever(app))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _delete_quietly(engine: Any, store: ImageStore, image_id: str) -> None:
