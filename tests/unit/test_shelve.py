@@ -137,3 +137,17 @@ async def test_a_restarted_compute_ends_a_shelve_its_guest_finished_as_done(
     assert conductor.done[-1][1:3] == ("shelve", True)
     rec = conductor.instances[uuid]
     assert (rec["vm_state"], rec["task_state"]) == (VmState.SHELVED, None)
+
+
+@pytest.mark.parametrize("first", ["pause", "suspend", "stop"])
+async def test_a_paused_suspended_or_stopped_guest_shelves_too(
+        compute: tuple[ComputeManager, ActionConductor], first: str) -> None:
+    manager, conductor = compute
+    uuid = await _active(manager, conductor)
+    await _act(manager, conductor, uuid, first)
+    _uploaded(conductor, uuid)
+    rec = await _act(manager, conductor, uuid, "shelve")
+    assert (rec["vm_state"], rec["task_state"]) == (VmState.SHELVED, None), conductor.done[-1]
+    assert _libvirt_state(uuid) == libvirt.VIR_DOMAIN_SHUTOFF
+    rec = await _act(manager, conductor, uuid, "unshelve")
+    assert (rec["vm_state"], rec["power_state"]) == (VmState.ACTIVE, PowerState.RUNNING), conductor.done[-1]
