@@ -53,6 +53,25 @@ async def test_the_conductor_gives_a_volumes_connection_to_the_instances_host_on
     assert await cell.call_as(f"cell1/compute/{host}", "cell1/conductor", "volume_connection", args) == RECORDED
 
 
+async def test_an_attached_volumes_connection_goes_to_the_host_its_attachment_names_only(cell: CurveCell) -> None:
+    """Attached (a move carried it: cells/conductor/flows/move_volumes.py), the connection is answered to the
+    host the attachment names and holding the instance; a host that only claims it, or the API, gets nothing."""
+    rec = await cell.boot()
+    host = (await cell.wait_state(rec["uuid"], VmState.ACTIVE))["host"]
+    other = "node2" if host == "node1" else "node1"
+    volume_id = await _attaching(cell, rec["uuid"], host)
+    await cell.db.write(lambda conn: vdb.update_attachment(conn, volume_id, {"status": "attached"}))
+    args = {"volume_id": volume_id, "instance_uuid": rec["uuid"]}
+    assert await cell.call_as(f"cell1/compute/{host}", "cell1/conductor", "volume_connection", args) == RECORDED
+    with pytest.raises(errors.VolumeNotFound):  # attached elsewhere: not this host's to open
+        await cell.call_as(f"cell1/compute/{other}", "cell1/conductor", "volume_connection", args)
+    await cell.db.write(lambda conn: vdb.update_attachment(conn, volume_id, {"instance_host": other}))
+    with pytest.raises(errors.RpcForbidden):  # named, but the instance is not on it
+        await cell.call_as(f"cell1/compute/{other}", "cell1/conductor", "volume_connection", args)
+    with pytest.raises(errors.RpcForbidden):
+        await cell.call_as("api", "cell1/conductor", "volume_connection", args)
+
+
 @pytest.fixture
 async def compute(tmp_path: Path) -> AsyncIterator[tuple[ComputeManager, FakeConductor]]:
     cluster = cluster_config(str(tmp_path))

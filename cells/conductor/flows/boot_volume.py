@@ -61,19 +61,18 @@ def root_volume_id(image: Any) -> str | None:
 
 
 def refuse_for_root_volume(image: Any, uuid: str, action: str) -> None:
-    """What a server on a root volume cannot do yet: move (resize, migrate, evacuate: its compute opens
-    the volume only while the boot's attachment is made, a move would need the export moved with it)
-    and rebuild (its root disk is the volume, not an image). A 409 before anything changes, rather than
-    an action that fails half way."""
+    """What a server on a root volume cannot do yet: rebuild (its root disk is the volume, not an image),
+    shelve. A 409 before anything changes, rather than an action that fails half way. (Moves carry
+    volumes: flows/move_volumes.py.)"""
     if root_volume_id(image) is not None:
         raise errors.Conflict(reason=f"Cannot '{action}' instance {uuid}: it was booted from a volume, and "
                                      f"{action} of such a server is not supported by this cloud yet.")
 
 
 def refuse_move_with_volumes(conn: Connection, image: Any, uuid: str, action: str) -> None:
-    """A move takes no volume with it yet (the destination's guest is made without them, and each export
-    admits the source host only): a server booted from a volume, or with volumes attached, is a 409
-    before anything changes, rather than a guest that comes up on its new host without its disks."""
+    """What takes no volume with it yet (shelve: an unshelve elsewhere makes its guest without them): a
+    server booted from a volume, or with volumes attached, is a 409 before anything changes, rather than a
+    guest that comes back without its disks."""
     refuse_for_root_volume(image, uuid, action)
     attached = [a.volume_id for a in vdb.attachments_for_instances(conn, [uuid])[uuid]]
     if attached:

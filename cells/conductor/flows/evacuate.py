@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values
-from cells.conductor.flows import boot_volume
+from cells.conductor.flows import move_volumes
 from cells.conductor.flows.move_recovery import drive, go_on, why_stop
 from cells.conductor.flows.moves import _instance, placement_of, rekey_claim
 from cells.context import RequestContext
@@ -46,7 +46,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> tu
     row = _instance(conn, ctx, uuid)
     if row.host is None:
         raise errors.Conflict(reason=f"Instance {uuid} has no host to evacuate it from")
-    boot_volume.refuse_move_with_volumes(conn, row.image, uuid, "evacuate")
+    move_volumes.refuse_busy(conn, uuid, "evacuate")
     if not env.host_dead(row.host):  # a suspect host may come back with the guest running: never two copies
         raise errors.Invalid(f"Compute service of {row.host} is still in use.", host=row.host,
                              state=env.host_state(row.host))
@@ -105,6 +105,8 @@ async def _run(env: FlowEnv, ctx: RequestContext, record: InstanceRecord, mig: d
         [mig["uuid"]], [mig["source_host"]])
     mig["dest_host"] = dest = str(sel["host"])
     await go_on(env, lambda conn: _placed(conn, env, mig))
+    await move_volumes.carry(env, ctx, record["uuid"], dest)  # the dead host's exports go to the new one
     power = await MoveComputeAPI(env.service).rebuild_evacuated(ctx, dest, {**record, "host": dest}, mig)
+    await move_volumes.plug(env, ctx, record, dest)
     await go_on(env, lambda conn: _done(conn, env, mig, int(power if power is not None else PowerState.RUNNING)))
     LOG.info("evacuated %s from %s to %s", record["uuid"], mig["source_host"], dest)

@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 
 from cells import errors
 from cells.conductor.env import FlowEnv, state_of, state_values
+from cells.conductor.flows import move_volumes
 from cells.conductor.flows.delete import remove_copy
 from cells.context import RequestContext
 from cells.db import action_records, claims, migration_records
@@ -127,6 +128,8 @@ async def undo_guests(env: FlowEnv, ctx: RequestContext, record: InstanceRecord,
         except errors.CellcloudError as exc:
             LOG.warning("could not remove the guest of %s on %s: %s", record["uuid"], dest, exc)
     if mig["migration_type"] != "evacuation" and env.host_alive(source):
+        if dest and dest != source:  # volumes a move carried go back to the source guest
+            await move_volumes.carry_back(env, ctx, record, source)
         try:
             await compute.finish_revert(ctx, source, record, mig)
         except errors.CellcloudError as exc:

@@ -45,7 +45,7 @@ from sqlalchemy.engine import Row
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, state_of, state_values, through_host_restart
-from cells.conductor.flows import boot_volume
+from cells.conductor.flows import move_volumes
 from cells.conductor.flows.delete import remove_copy, visible
 from cells.conductor.flows.move_recovery import ACTION_OF, DELETED, drive, go_on, roll_back, why_stop
 from cells.context import RequestContext, admin_context
@@ -133,7 +133,7 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, actio
            placement: dict[str, list[str]] | None = None) -> tuple[InstanceRecord, dict[str, Any]]:
     row = _instance(conn, ctx, uuid)
     check_unlocked(row.locked_by, ctx.is_admin, uuid)
-    boot_volume.refuse_move_with_volumes(conn, row.image, uuid, action)
+    move_volumes.refuse_busy(conn, uuid, action)
     state, _ = on(Event.MOVE_REQUESTED, state_of(row), uuid, shown=action)  # a move has no actions
     if row.host is None or not env.host_alive(row.host):
         raise errors.Conflict(reason=f"Compute host {row.host} of instance {uuid} is not available")
@@ -237,6 +237,8 @@ async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: Instance
         await through_host_restart(env, source, what, lambda: compute.prep_move(ctx, source, record, mig))
         if attempt == 0:
             await go_on(env, lambda conn: _step(conn, env, mig, action, EV_MOVE, EV_FINISH))
+        if dest != source:  # the stopped guest's volumes go to the destination (a boot volume first)
+            await move_volumes.carry(env, ctx, uuid, dest)
         # 3. the destination makes the guest with the new flavor, or on the same host changes
         #    the one guest's flavor
         try:
@@ -249,6 +251,8 @@ async def _move(env: FlowEnv, ctx: RequestContext, action: str, record: Instance
             if attempt or not env.host_alive(source):
                 raise
             LOG.warning("%s: copying the disks failed (%s): asking %s to prepare again", what, exc.message, source)
+    if dest != source:
+        await move_volumes.plug(env, ctx, record, dest)
     await go_on(env, lambda conn: _finished(conn, env, mig, action, power, note))
     LOG.info("%s of %s: %s -> %s, awaiting confirm", action, uuid, source, dest)
 
@@ -361,8 +365,12 @@ async def _revert(env: FlowEnv, ctx: RequestContext, record: InstanceRecord, mig
     try:
         await through_host_restart(env, mig["dest_host"], what,
                                    lambda: compute.revert_move(ctx, mig["dest_host"], record, mig))
+        if mig["source_host"] != mig["dest_host"]:  # the volumes back to the source's guest, which kept its disks
+            await move_volumes.carry(env, ctx, record["uuid"], mig["source_host"])
         power = await through_host_restart(env, mig["source_host"], what, lambda: compute.finish_revert(
             ctx, mig["source_host"], {**record, "flavor": mig["old_flavor"]}, mig))
+        if mig["source_host"] != mig["dest_host"]:  # a source guest made again has them plugged again
+            await move_volumes.plug(env, ctx, record, mig["source_host"])
     except errors.CellcloudError as exc:
         LOG.warning("revert of %s: %s", record["uuid"], exc.message)
         message = exc.message

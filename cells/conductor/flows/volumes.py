@@ -548,15 +548,18 @@ async def detach_steps(env: FlowEnv, ctx: RequestContext, volume: VolumeRecord, 
 
 async def volume_connection(env: FlowEnv, ctx: RequestContext, volume_id: Any, instance_uuid: Any) -> dict[str, Any]:
     """How the compute of `instance_uuid` opens the volume it is plugging: the connection_info its
-    export answered, only for the attachment being made to that instance, and (from a compute) only
-    to the host holding the instance. A compute never takes a path or target from its caller."""
+    export answered, only for the attachment being made to that instance (or, attached, carried by a
+    move to the host it names: flows/move_volumes.py), and (from a compute) only to the host holding the
+    instance. A compute never takes a path or target from its caller."""
     if not isinstance(volume_id, str) or not isinstance(instance_uuid, str):
         raise errors.Invalid(reason="volume_id and instance_uuid must be strings")
     worker = host_worker(ctx)
 
     def read(conn: Connection) -> dict[str, Any]:
         att = vdb.attachment_of(conn, volume_id)
-        if att is None or att.instance_uuid != instance_uuid or att.status != "attaching" \
+        carried = att is not None and att.status == "attached" and worker is not None \
+            and att.instance_host == worker.host
+        if att is None or att.instance_uuid != instance_uuid or not (att.status == "attaching" or carried) \
                 or not isinstance(att.connection_info, dict):
             raise errors.VolumeNotFound(volume_id=volume_id)
         if worker is not None and not holds_copy(conn, instance_uuid, worker.host):
