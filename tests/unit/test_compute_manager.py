@@ -75,7 +75,7 @@ def instance_dir(tmp_path: Path, uuid: str) -> Path:
 
 
 async def test_start_reports_resources(manager: ComputeManager, conductor: FakeConductor) -> None:
-    assert set(conductor.nodes["node1"]) == {"vcpus", "memory_mb", "local_gb"}
+    assert set(conductor.nodes["node1"]) == {"vcpus", "memory_mb", "local_gb", "booted_at"}  # booted_at: uptime
 
 
 async def test_build_with_image_goes_active(manager: ComputeManager, conductor: FakeConductor,
