@@ -125,6 +125,14 @@ group_role_assignments = Table(
     Index("ix_group_role_assignments_project", "project_id"),
 )
 
+# a role that brings another with it (a0016), added by an admin: `implied role create`. Keystone's own
+# (admin -> member -> reader) are api/identity/tokens.py IMPLIED_ROLES, always in force
+implied_roles = Table(
+    "implied_roles", metadata,
+    Column("prior_role_id", String(64), ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    Column("implied_role_id", String(64), ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+)
+
 # a role a user or a group holds on a domain (a0013): a domain-scoped token carries it
 domain_role_assignments = Table(
     "domain_role_assignments", metadata,
@@ -502,7 +510,7 @@ ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reserva
                      "a0007_identity_images", "a0008_server_tags", "a0009_identity_groups",
                      "a0010_aggregates", "a0011_flavor_access_quotas", "a0012_shelved_image",
                      "a0013_identity_domains_hierarchy", "a0014_volume_transfers",
-                     "a0015_qos_encryption")
+                     "a0015_qos_encryption", "a0016_implied_roles")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

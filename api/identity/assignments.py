@@ -30,7 +30,7 @@ from api.db.schema import (
     users,
 )
 from api.identity.resources import authorize, collection, query_flag
-from api.identity.tokens import IMPLIED_ROLES
+from api.identity.tokens import implications
 from api.keys import ENGINE, public_url
 from cells import errors
 
@@ -104,6 +104,7 @@ async def _effective(conn: AsyncConnection, query: Any) -> list[Assignment]:
     role_rows = (await conn.execute(select(roles.c.id, roles.c.name))).all()
     by_name = {r.name: r.id for r in role_rows}
     name_of = {r.id: r.name for r in role_rows}
+    implies = await implications(conn)
     out: list[Assignment] = []
     seen: set[Assignment] = set()
     for grant in granted:
@@ -114,7 +115,7 @@ async def _effective(conn: AsyncConnection, query: Any) -> list[Assignment]:
                 continue
             seen.add(entry)
             out.append(entry)
-            for implied_name in IMPLIED_ROLES.get(name_of.get(entry.role_id, ""), ()):
+            for implied_name in implies.get(name_of.get(entry.role_id, ""), ()):
                 if implied_name in by_name:
                     todo.append(replace(entry, role_id=by_name[implied_name], prior_role=entry.role_id))
     if "role.id" in query:

@@ -12,6 +12,7 @@ from api.identity import (
     domains,
     ec2creds,
     groups,
+    implied_roles,
     manage,
     resources,
     roles,
@@ -99,6 +100,7 @@ def make_identity_app() -> web.Application:
     domains.add_routes(app)  # domains: writes
     domain_grants.add_routes(app)  # roles of users and groups on a domain
     roles.add_routes(app)  # roles: writes
+    implied_roles.add_routes(app)  # roles that bring others with them
     groups.add_routes(app)  # groups, their members and grants
     assignments.add_routes(app)  # role assignments, as made or effective
     system_grants.add_routes(app)  # system roles: roles on the admin project

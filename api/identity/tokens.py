@@ -29,6 +29,7 @@ from api.db.schema import (
     group_domain_role_assignments,
     group_members,
     group_role_assignments,
+    implied_roles,
     projects,
     role_assignments,
     roles,
@@ -82,12 +83,24 @@ def granted_project_ids(user_id: str) -> Any:
     return union(direct, through_groups)
 
 
-def _with_implied(names: set[str]) -> set[str]:
-    """`names` and every role they imply, transitively (admin -> member -> reader)."""
+async def implications(conn: AsyncConnection) -> dict[str, set[str]]:
+    """role name -> the names it implies directly: Keystone's bootstrap ones and those an admin added."""
+    out: dict[str, set[str]] = {prior: set(implied) for prior, implied in IMPLIED_ROLES.items()}
+    prior, implied = roles.alias("prior"), roles.alias("implied")
+    rows = (await conn.execute(select(prior.c.name.label("prior"), implied.c.name.label("implied"))
+                               .join(implied_roles, implied_roles.c.prior_role_id == prior.c.id)
+                               .join(implied, implied.c.id == implied_roles.c.implied_role_id))).all()
+    for row in rows:
+        out.setdefault(row.prior, set()).add(row.implied)
+    return out
+
+
+def _with_implied(names: set[str], implies: dict[str, set[str]]) -> set[str]:
+    """`names` and every role they imply, transitively (admin -> member -> reader, and an admin's)."""
     out = set(names)
     todo = list(names)
     while todo:
-        for implied in IMPLIED_ROLES.get(todo.pop(), ()):
+        for implied in implies.get(todo.pop(), ()):
             if implied not in out:
                 out.add(implied)
                 todo.append(implied)
@@ -188,7 +201,7 @@ class TokenService:
                 granted = {name for _, name in role_rows}
                 if not set(cred.role_names) <= granted:  # the user lost a role the credential carries
                     raise Unauthorized()
-                wanted = _with_implied(set(cred.role_names))
+                wanted = _with_implied(set(cred.role_names), await implications(conn))
                 role_rows = [r for r in role_rows if r[1] in wanted]
                 if cred.expires_at is not None:
                     expires_at = min(expires_at, cred.expires_at)
@@ -363,7 +376,7 @@ class TokenService:
             select(roles.c.id, roles.c.name).where(roles.c.id.in_(granted_ids)))).all()
         if not assigned:
             return []
-        names = _with_implied({r.name for r in assigned})
+        names = _with_implied({r.name for r in assigned}, await implications(conn))
         rows = (await conn.execute(select(roles.c.id, roles.c.name).where(roles.c.name.in_(names)))).all()
         return sorted(((r.id, r.name) for r in rows), key=lambda r: r[1])
 

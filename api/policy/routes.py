@@ -312,6 +312,11 @@ IDENTITY: dict[tuple[str, str], str] = {
     ("POST", "/v3/roles"): _K + "create_role",
     ("PATCH", "/v3/roles/{role_id}"): _K + "update_role",
     ("DELETE", "/v3/roles/{role_id}"): _K + "delete_role",
+    ("PUT", "/v3/roles/{prior_role_id}/implies/{implied_role_id}"): _K + "create_implied_role",
+    ("GET", "/v3/roles/{prior_role_id}/implies/{implied_role_id}"): _K + "get_implied_role",  # HEAD: check
+    ("DELETE", "/v3/roles/{prior_role_id}/implies/{implied_role_id}"): _K + "delete_implied_role",
+    ("GET", "/v3/roles/{prior_role_id}/implies"): _K + "list_implied_roles",
+    ("GET", "/v3/role_inferences"): _K + "list_role_inference_rules",
     **{(method, f"/v3/domains/{{domain_id}}/{actor}/roles/{{role_id}}"): _K + rule
        for actor in ("users/{user_id}", "groups/{group_id}")
        for method, rule in (("PUT", "create_grant"), ("GET", "check_grant"), ("DELETE", "revoke_grant"))},

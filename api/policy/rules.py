@@ -60,6 +60,12 @@ KEYSTONE = {
     "identity:create_role": "rule:admin_required",
     "identity:update_role": "rule:admin_required",
     "identity:delete_role": "rule:admin_required",
+    "identity:create_implied_role": "rule:admin_required",
+    "identity:get_implied_role": "rule:admin_required",
+    "identity:check_implied_role": "rule:admin_required",
+    "identity:list_implied_roles": "rule:admin_required",
+    "identity:list_role_inference_rules": "rule:admin_required",
+    "identity:delete_implied_role": "rule:admin_required",
     "identity:get_domain": ("rule:admin_required or project_domain_id:%(target.domain.id)s "
                             "or token.domain.id:%(target.domain.id)s"),
     "identity:list_domains": "rule:admin_required",

@@ -256,7 +256,7 @@ async def test_domains_and_groups_with_the_cli(tmp_path: Path) -> None:
 
 
 async def test_roles_hierarchy_and_domain_scope_with_the_cli(tmp_path: Path) -> None:
-    """What issue 19 left: `role create|set|delete`, a user's --email/--description, `project create
+    """What issue 19 left: `role create|set|delete`, `implied role create|list`, a user's --email/--description, `project create
     --parent` and `project show --parents --children`, `role add --domain`, and a domain-scoped `token
     issue` whose domain admin then manages the domain's projects (and is refused the Default domain's)."""
     async with two_workers(tmp_path, "tcp://127.0.0.1:1") as (one, _two):
@@ -264,6 +264,11 @@ async def test_roles_hierarchy_and_domain_scope_with_the_cli(tmp_path: Path) -> 
         role = await _ok(tmp_path, admin, "role", "create", "--description", "reads the books", "auditor",
                          "-f", "json")
         assert (role["name"], role["description"]) == ("auditor", "reads the books")
+        await _ok(tmp_path, admin, "role", "create", "ledger-viewer")
+        await _ok(tmp_path, admin, "implied", "role", "create", "auditor", "--implied-role", "ledger-viewer")
+        implied = await _ok(tmp_path, admin, "implied", "role", "list", "-f", "json")
+        assert {(r["Prior Role Name"], r["Implied Role Name"]) for r in implied} == {
+            ("admin", "member"), ("member", "reader"), ("auditor", "ledger-viewer")}
         await _ok(tmp_path, admin, "role", "set", "--name", "auditors", "auditor")
         assert "auditors" in [r["Name"] for r in await _ok(tmp_path, admin, "role", "list", "-f", "json")]
         await _ok(tmp_path, admin, "role", "delete", "auditors")

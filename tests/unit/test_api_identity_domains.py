@@ -201,3 +201,45 @@ async def test_domain_admin_manages_only_their_domain(client: TestClient[Any, An
     while (await client.get(f"{V3}/users", headers=boss_h)).status != 401:
         assert time.monotonic() < deadline, "a domain token whose grant was removed still worked after 5 s"
         await asyncio.sleep(0.2)
+
+
+async def test_implied_roles(client: TestClient[Any, Any], admin_headers: dict[str, str],
+                             demo_headers: dict[str, str]) -> None:
+    roles = await _roles(client, admin_headers)
+    ops = (await _call(client, "POST", "/roles", admin_headers, 201, {"role": {"name": "ops"}}))["role"]["id"]
+    viewer = (await _call(client, "POST", "/roles", admin_headers, 201, {"role": {"name": "viewer"}}))["role"]["id"]
+    made = await _call(client, "PUT", f"/roles/{ops}/implies/{viewer}", admin_headers, 201)
+    assert (made["role_inference"]["prior_role"]["name"], made["role_inference"]["implies"]["name"]) == \
+        ("ops", "viewer")
+    await _call(client, "HEAD", f"/roles/{ops}/implies/{viewer}", admin_headers, 204)
+    assert (await _call(client, "GET", f"/roles/{ops}/implies/{viewer}", admin_headers, 200)) == made
+    listed = (await _call(client, "GET", f"/roles/{ops}/implies", admin_headers, 200))["role_inference"]
+    assert [r["name"] for r in listed["implies"]] == ["viewer"]
+    rules = {(i["prior_role"]["name"], r["name"]) for i in
+             (await _call(client, "GET", "/role_inferences", admin_headers, 200))["role_inferences"] for r in i["implies"]}
+    assert rules == {("admin", "member"), ("member", "reader"), ("ops", "viewer")}  # Keystone's and the admin's
+
+    # nothing implies admin, no cycle, the built-in ones stay; admins only
+    await _call(client, "PUT", f"/roles/{ops}/implies/{roles['admin']}", admin_headers, 403)
+    await _call(client, "PUT", f"/roles/{viewer}/implies/{ops}", admin_headers, 400)
+    await _call(client, "DELETE", f"/roles/{roles['admin']}/implies/{roles['member']}", admin_headers, 403)
+    await _call(client, "PUT", f"/roles/{viewer}/implies/{roles['reader']}", demo_headers, 403)
+    await _call(client, "GET", f"/roles/{viewer}/implies/{ops}", admin_headers, 404)
+
+    # a grant of ops brings viewer into the token and the effective assignments
+    demo_user = (await _call(client, "GET", "/users?name=demo", admin_headers, 200))["users"][0]["id"]
+    demo_project = (await _call(client, "GET", "/projects?name=demo", admin_headers, 200))["projects"][0]["id"]
+    await _call(client, "PUT", f"/projects/{demo_project}/users/{demo_user}/roles/{ops}", admin_headers, 204)
+    resp = await client.post(f"{V3}/auth/tokens", json=auth_body("demo", SECRETS["demo_password"], "demo"))
+    held = resp.headers["X-Subject-Token"]
+    assert {"ops", "viewer"} <= {r["name"] for r in (await resp.json())["token"]["roles"]}
+    effective = (await _call(client, "GET", f"/role_assignments?effective&user.id={demo_user}&role.id={viewer}",
+                             admin_headers, 200))["role_assignments"]
+    assert [a["links"]["prior_role"].rsplit("/", 1)[1] for a in effective] == [ops]
+    # the implication removed: the token that carried viewer stops, as a removed grant's does
+    await _call(client, "DELETE", f"/roles/{ops}/implies/{viewer}", admin_headers, 204)
+    await _call(client, "DELETE", f"/roles/{ops}/implies/{viewer}", admin_headers, 404)
+    deadline = time.monotonic() + 5
+    while (await client.get(f"{V3}/auth/projects", headers={"X-Auth-Token": held})).status != 401:
+        assert time.monotonic() < deadline, "a token carrying a role no longer implied still worked after 5 s"
+        await asyncio.sleep(0.2)
