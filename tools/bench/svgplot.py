@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from html import escape
 
 WIDTH, HEIGHT = 480, 300
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 32, 48  # margins: axis labels and ticks live there
+LEFT, RIGHT, TOP, BOTTOM = 64, 28, 32, 48  # margins: axis labels and ticks live there
 
 
 def _ticks(high: float, count: int = 5) -> list[float]:
@@ -60,6 +60,6 @@ def line_chart(title: str, xs: Sequence[float], ys: Sequence[float], x_label: st
     out.append(f'<polyline points="{points}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
     for x, y in zip(xs, ys):
         out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="#1f77b4"/>')
-        out.append(f'<text x="{px(x):.1f}" y="{py(y) - 8:.1f}" text-anchor="middle">{_label(round(y, 3))}</text>')
+        out.append(f'<text x="{px(x):.1f}" y="{py(y) - 8:.1f}" text-anchor="middle">{y:.3g}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
