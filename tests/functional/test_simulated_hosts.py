@@ -103,7 +103,8 @@ def test_a_killed_chunk_of_simulated_hosts_goes_suspect_then_dead_and_its_server
     assert len(placed) == SERVERS
     cells_used = {h.rsplit("-sim-", 1)[0] for h in placed.values() if "-sim-" in h}
     assert cells_used == {"cell1", "cell2"}, cells_used  # the API chose both cells
-    assert len(set(placed.values()) & set().union(*chunks.values())) > SERVERS // 2  # spread over many hosts
+    spread = len(set(placed.values()) & set().union(*chunks.values()))
+    assert spread > min(SERVERS, 2 * SIZE) // 2, spread  # over more than half the hosts (or servers) there are
     victim = max(chunks, key=lambda p: sum(h in chunks[p] for h in placed.values()))
     doomed = chunks[victim]
     on_doomed = sorted(sid for sid, h in placed.items() if h in doomed)
