@@ -260,6 +260,7 @@ VOLUME_ACTIONS: dict[str, str] = {
 SNAPSHOT_ACTIONS: dict[str, str] = {
     "os-reset_status": "volume_extension:snapshot_admin_actions:reset_status",
     "os-force_delete": "volume_extension:snapshot_admin_actions:force_delete",
+    "os-update_snapshot_status": "snapshot_extension:snapshot_actions:update_snapshot_status",
 }
 
 # Neutron: {verb}_{resource} for each collection (get_network, create_port, ...); `{collection}` routes

@@ -258,7 +258,8 @@ CINDER = {
     **{name: "rule:project_member_or_admin" for name in (
         "volume:create", "volume:update", "volume:delete", "volume:extend", "volume:create_snapshot",
         "volume:update_snapshot", "volume:delete_snapshot", "volume_extension:volume_actions:upload_image",
-        "volume:retype", "volume:create_transfer", "volume:delete_transfer", "volume:accept_transfer",
+        "volume:retype", "snapshot_extension:snapshot_actions:update_snapshot_status",
+        "volume:create_transfer", "volume:delete_transfer", "volume:accept_transfer",
         "volume:create_volume_metadata", "volume:update_volume_metadata",
         "volume:delete_volume_metadata", "volume:update_snapshot_metadata", "volume:delete_snapshot_metadata",
         *(f"volume_extension:volume_actions:{a}" for a in (

@@ -5,7 +5,8 @@ os-detach, os-begin_detaching, os-roll_detaching (what Nova calls around its own
 hot-plug; a server's volume is plugged through the compute API's os-volume_attachments);
 os-update_readonly_flag; os-retype (to a type whose backend the volume's host has: this cloud never
 migrates a volume, so a retype that would need one is a 400 whatever the migration_policy). Snapshot:
-os-reset_status, os-force_delete (admin). Each answers 202 as Cinder's; the cell's conductor checks and
+os-reset_status, os-force_delete (admin); os-update_snapshot_status (status and progress of a creating or
+deleting snapshot, as a compute reports an assisted snapshot). Each answers 202 as Cinder's; the cell's conductor checks and
 changes the state in one write unit (cells/conductor/flows/volume_states.py). The policy rule of each is
 api/policy/routes.py VOLUME_ACTIONS / SNAPSHOT_ACTIONS, Cinder's names.
 """
@@ -38,7 +39,10 @@ VOLUME_STATE_ACTIONS: dict[str, tuple[str, frozenset[str]]] = {
     "os-update_readonly_flag": ("update_readonly_flag", frozenset({"readonly"})),
     "os-retype": ("retype", frozenset({"new_type", "migration_policy"})),
 }
-SNAPSHOT_STATE_ACTIONS = {"os-reset_status": "reset_status", "os-force_delete": "force_delete"}
+SNAPSHOT_STATE_ACTIONS = {"os-reset_status": "reset_status", "os-force_delete": "force_delete",
+                          "os-update_snapshot_status": "update_status"}
+SNAPSHOT_ACTION_KEYS = {"os-reset_status": frozenset({"status"}), "os-force_delete": frozenset(),
+                        "os-update_snapshot_status": frozenset({"status", "progress"})}
 MIGRATION_POLICIES = ("never", "on-demand")
 
 
@@ -110,6 +114,6 @@ async def snapshot_action(request: web.Request, ctx: RequestContext, api: Volume
     name, raw = next(iter(body.items()))
     if name not in SNAPSHOT_STATE_ACTIONS:
         raise errors.Invalid(f"Invalid input received: snapshot action {name!r} is not supported by this cloud")
-    args = _args(name, raw, frozenset({"status"}) if name == "os-reset_status" else frozenset())
+    args = _args(name, raw, SNAPSHOT_ACTION_KEYS[name])
     await api.snapshot_action(ctx, record["id"], SNAPSHOT_STATE_ACTIONS[name], args)
     return web.Response(status=202)

@@ -77,7 +77,7 @@ def snapshot_detail(record: dict[str, Any]) -> dict[str, Any]:
             "updated_at": iso_naive_micro(record.get("updated_at")), "name": record.get("name"),
             "description": record.get("description"), "volume_id": record["volume_id"],
             "status": record["status"], "size": int(record["size"]), "metadata": dict(record.get("metadata") or {}),
-            "os-extended-snapshot-attributes:progress": "100%" if done else "0%",
+            "os-extended-snapshot-attributes:progress": record.get("progress") or ("100%" if done else "0%"),
             "os-extended-snapshot-attributes:project_id": record["project_id"]}
 
 

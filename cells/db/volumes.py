@@ -121,6 +121,8 @@ volume_snapshots = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("deleted_at", TIME, nullable=True),
     Column("conductor_id", String(255), nullable=True),  # the owner of a creating/deleting flow
+    # c0009: the progress os-update_snapshot_status last reported ("80%"); None: shown from the status
+    Column("progress", String(8), nullable=True),
     Index("ix_volume_snapshots_project_deleted_created", "project_id", "deleted", "created_at"),
 )
 

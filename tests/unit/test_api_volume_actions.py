@@ -39,6 +39,18 @@ async def test_admin_resets_and_force_deletes_volumes_and_snapshots(cloud: Cloud
     assert (await _act(cloud, "admin", sid, {"os-reset_status": {"status": "gone"}}, "snapshots"))[0] == 400
     assert (await _act(cloud, "admin", sid, {"os-reset_status": {"status": "creating"}}, "snapshots"))[0] == 202
     assert (await cloud.req("GET", "demo", f"/snapshots/{sid}"))[1]["snapshot"]["status"] == "creating"
+    # what a compute reports of an assisted snapshot: the owner may, within Cinder's moves
+    update = {"os-update_snapshot_status": {"status": "error", "progress": "80%"}}
+    assert (await _act(cloud, "demo", sid, {"os-update_snapshot_status": {"status": "deleting"}}, "snapshots"))[0] == 400
+    assert (await _act(cloud, "demo", sid, {"os-update_snapshot_status": {"status": "error", "progress": "x"}},
+                       "snapshots"))[0] == 400
+    assert (await _act(cloud, "demo", sid, update, "snapshots"))[0] == 202
+    shown = (await cloud.req("GET", "demo", f"/snapshots/{sid}"))[1]["snapshot"]
+    assert (shown["status"], shown["os-extended-snapshot-attributes:progress"]) == ("error", "80%")
+    assert (await _act(cloud, "demo", sid, update, "snapshots"))[0] == 400  # error is no status it moves from
+    assert (await _act(cloud, "admin", sid, {"os-reset_status": {"status": "creating"}}, "snapshots"))[0] == 202
+    assert (await cloud.req("GET", "demo", f"/snapshots/{sid}"))[1]["snapshot"][
+        "os-extended-snapshot-attributes:progress"] == "0%"  # a reset forgets the reported progress
     status, body = await _act(cloud, "admin", vid, {"os-force_delete": {}})
     assert status == 400 and "snapshots" in str(body)  # as Cinder: a force delete keeps the snapshot rule
     assert (await _act(cloud, "admin", sid, {"os-force_delete": {}}, "snapshots"))[0] == 202

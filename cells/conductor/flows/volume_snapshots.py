@@ -65,7 +65,7 @@ def validate_create(snapshot: Any, now: str) -> dict[str, Any]:
             "name": _text(snapshot.get("name"), "name"),
             "description": _text(snapshot.get("description"), "description", 65535),
             "metadata": validate_metadata(snapshot.get("metadata")), "status": SS.CREATING, "error": None,
-            "created_at": now, "updated_at": now, "deleted": False, "deleted_at": None}
+            "progress": None, "created_at": now, "updated_at": now, "deleted": False, "deleted_at": None}
 
 
 # --- create -----------------------------------------------------------------------------

@@ -43,7 +43,10 @@ VOLUME_ACTIONS = ("reset_status", "force_delete", "force_detach", "reserve", "un
                   "begin_detaching", "roll_detaching", "update_readonly_flag", "retype", "update_metadata",
                   "transfer_begin", "transfer_cancel", "transfer_accept")
 AWAITING_TRANSFER = "awaiting-transfer"
-SNAPSHOT_ACTIONS = ("reset_status", "force_delete", "update_metadata")
+SNAPSHOT_ACTIONS = ("reset_status", "force_delete", "update_metadata", "update_status")
+# os-update_snapshot_status (what a compute reports of an assisted snapshot): from -> the statuses allowed
+SNAPSHOT_STATUS_MOVES = {SS.CREATING: (SS.CREATING, SS.AVAILABLE, SS.ERROR),
+                         SS.DELETING: (SS.DELETING, SS.ERROR_DELETING)}
 
 
 def _invalid(volume_id: str, action: str, wanted: str, status: str) -> errors.VolumeInvalidState:
@@ -269,6 +272,8 @@ async def snapshot_action(env: FlowEnv, ctx: RequestContext, snapshot_id: str, a
         raise errors.Invalid(reason=f"Unknown snapshot action {action!r}")
     if action == "update_metadata":
         return await _snapshot_metadata(env, ctx, snapshot_id, dict(args or {}))
+    if action == "update_status":
+        return await _snapshot_status(env, ctx, snapshot_id, dict(args or {}))
     _admin(ctx, f"snapshot os-{action}")
     status = (args or {}).get("status")
     if action == "reset_status" and status not in SNAPSHOT_RESETTABLE:
@@ -277,7 +282,7 @@ async def snapshot_action(env: FlowEnv, ctx: RequestContext, snapshot_id: str, a
     def act(conn: Connection) -> dict[str, Any]:
         row = volume_snapshots._get(conn, ctx, snapshot_id)
         if action == "reset_status":
-            sdb.update_snapshot(conn, snapshot_id, {"status": status, "conductor_id": None})
+            sdb.update_snapshot(conn, snapshot_id, {"status": status, "conductor_id": None, "progress": None})
         else:
             if vdb.copying_from(conn, "snapshot_id", snapshot_id):
                 raise errors.SnapshotInvalidState(reason=f"a volume is being created from snapshot {snapshot_id}")
@@ -322,3 +327,25 @@ async def volume_host_list(env: FlowEnv, ctx: RequestContext) -> list[dict[str, 
              "updated_at": n.updated_at, "up": n.host in live, "cell": env.cell, "volume_count": nv,
              "volume_gb": gv, "snapshot_count": ns, "snapshot_gb": gs}
             for n, nv, gv, ns, gs in sorted(await env.db.read(_hosts), key=lambda t: str(t[0].host))]
+
+
+async def _snapshot_status(env: FlowEnv, ctx: RequestContext, snapshot_id: str,
+                           args: Mapping[str, Any]) -> dict[str, Any]:
+    """creating -> creating|available|error, deleting -> deleting|error_deleting, with a progress "N%"."""
+    status, progress = args.get("status"), args.get("progress")
+    if progress is not None and not (isinstance(progress, str) and progress.endswith("%")
+                                     and progress[:-1].isdigit() and 0 <= int(progress[:-1]) <= 100):
+        raise errors.Invalid(reason=f"Invalid progress {progress!r}: a percentage such as 80%")
+
+    def act(conn: Connection) -> dict[str, Any]:
+        row = volume_snapshots._get(conn, ctx, snapshot_id)
+        allowed = SNAPSHOT_STATUS_MOVES.get(row.status, ())
+        if status not in allowed:
+            raise errors.SnapshotInvalidState(reason=f"Snapshot status {row.status} cannot be updated to {status}")
+        values: dict[str, Any] = {"status": status, "progress": progress}
+        if status != row.status:
+            values["conductor_id"] = None
+        if not sdb.transition(conn, snapshot_id, [row.status], values):
+            raise errors.SnapshotInvalidState(reason=f"snapshot {snapshot_id} changed meanwhile")
+        return volume_snapshots.record(env, sdb.get_row(conn, snapshot_id))
+    return await env.db.write(act)
