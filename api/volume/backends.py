@@ -24,12 +24,13 @@ from aiohttp import web
 from api.cell_choice import DEFAULT_ZONE
 from api.http import allowed, context, parse_bool
 from api.keys import ROUTER
-from api.timeutil import iso_naive_micro
+from api.timeutil import iso_naive_micro, utcnow
 from api.volume import cells
 from api.volume.microversions import version_of
 from cells import errors
 
 VENDOR = "Cellcloud"
+EPOCH = "1970-01-01T00:00:00"  # a cell that did not answer now: no heartbeat time here, and Cinder's schema wants one
 DRIVER_VERSION = "1.0"
 PROTOCOLS = {"tgt": "iSCSI", "lio": "iSCSI", "nbd": "NBD", "local": "local"}  # export target -> protocol
 EXTENSIONS = (  # (alias, name, description) of what this API serves
@@ -60,11 +61,16 @@ def pool_name(host: Mapping[str, Any]) -> str:
 
 
 async def _hosts(request: web.Request) -> list[dict[str, Any]]:
-    return await cells.volume_hosts(request.config_dict[ROUTER], context(request))
+    return (await cells.volume_hosts(request.config_dict[ROUTER], context(request)))[1]
 
 
-def _schedulers(request: web.Request) -> list[str]:
-    return sorted(request.config_dict[ROUTER].cells)
+async def _cells_and_hosts(request: web.Request) -> tuple[list[tuple[str, bool, str]], list[dict[str, Any]]]:
+    """([(cell path, up, when it last answered)] for every cell: its conductor is Cinder's scheduler, up
+    when it answered now; the volume hosts)."""
+    answered, hosts = await cells.volume_hosts(request.config_dict[ROUTER], context(request))
+    now = utcnow().isoformat()
+    return [(path, path in answered, now if path in answered else EPOCH)
+            for path in sorted(request.config_dict[ROUTER].cells)], hosts
 
 
 def _service(binary: str, host: str, up: bool, updated: str | None, version: tuple[int, int]) -> dict[str, Any]:
@@ -82,9 +88,8 @@ def _service(binary: str, host: str, up: bool, updated: str | None, version: tup
 
 async def services(request: web.Request) -> web.Response:
     version, query = version_of(request), request.query
-    hosts = await _hosts(request)
-    out = [_service("cinder-scheduler", name, request.config_dict[ROUTER].cells[name].reachable(), None, version)
-           for name in _schedulers(request)]
+    schedulers, hosts = await _cells_and_hosts(request)
+    out = [_service("cinder-scheduler", path, up, when, version) for path, up, when in schedulers]
     out += [_service("cinder-volume", backend_name(h), bool(h["up"]), h.get("updated_at"), version) for h in hosts]
     if query.get("binary"):
         out = [s for s in out if s["binary"] == query["binary"]]
@@ -135,9 +140,9 @@ async def hosts_index(request: web.Request) -> web.Response:
     def entry(service: str, name: str, up: bool, updated: str | None) -> dict[str, Any]:
         return {"host_name": name, "service": service, "zone": DEFAULT_ZONE, "service-state": "enabled",
                 "service-status": "available" if up else "unavailable", "last-update": iso_naive_micro(updated)}
-    router = request.config_dict[ROUTER]
-    out = [entry("cinder-scheduler", n, router.cells[n].reachable(), None) for n in _schedulers(request)]
-    out += [entry("cinder-volume", backend_name(h), bool(h["up"]), h.get("updated_at")) for h in await _hosts(request)]
+    schedulers, hosts = await _cells_and_hosts(request)
+    out = [entry("cinder-scheduler", path, up, when) for path, up, when in schedulers]
+    out += [entry("cinder-volume", backend_name(h), bool(h["up"]), h.get("updated_at")) for h in hosts]
     return web.json_response({"hosts": out})
 
 

@@ -90,10 +90,11 @@ async def list_snapshots(router: CellRouter, ctx: RequestContext, filters: dict[
     return await _newest_first(router, ctx, lambda api, c: api.snapshot_list(c, filters), strict)
 
 
-async def volume_hosts(router: CellRouter, ctx: RequestContext) -> list[dict[str, Any]]:
-    """The volume hosts of every cell that answers (admin), by name."""
-    hosts = [h for _, hs in await _each(router, ctx, lambda api, c: api.volume_host_list(c)) for h in hs]
-    return sorted(hosts, key=lambda h: str(h["host"]))
+async def volume_hosts(router: CellRouter, ctx: RequestContext) -> tuple[set[str], list[dict[str, Any]]]:
+    """(the paths of the cells whose conductor answered, the volume hosts they listed by name) (admin)."""
+    answers = await _each(router, ctx, lambda api, c: api.volume_host_list(c))
+    hosts = sorted((h for _, hs in answers for h in hs), key=lambda h: str(h["host"]))
+    return {cell.path for cell, _ in answers}, hosts
 
 
 async def project_usage(router: CellRouter, ctx: RequestContext, project: str) -> tuple[dict[str, int], set[str]]:

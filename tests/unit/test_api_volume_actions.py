@@ -204,6 +204,7 @@ async def test_services_pools_hosts_capabilities_summary_and_extensions(cloud: C
     assert [s["binary"] for s in body["services"]] == ["cinder-volume"]
     _, body = await cloud.req("GET", "admin", "/os-services")
     assert sorted(s["binary"] for s in body["services"]) == ["cinder-scheduler", "cinder-volume"]
+    assert all(s["state"] == "up" and s["updated_at"] for s in body["services"])  # the cell's conductor answered
 
     _, body = await cloud.req("GET", "admin", "/scheduler-stats/get_pools")
     assert body == {"pools": [{"name": "node1@file#file"}]}
