@@ -181,8 +181,8 @@ class MovingConductor(FakeConductor):
 
     refuse = False
 
-    async def move_instance(self, ctx: RequestContext, uuid: str, action: str,
-                            flavor: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def move_instance(self, ctx: RequestContext, uuid: str, action: str, flavor: dict[str, Any] | None = None,
+                            placement: dict[str, Any] | None = None) -> dict[str, Any]:
         if self.refuse:
             raise errors.Invalid("Resizing to a smaller disk flavor is not allowed.")
         assert flavor is not None
