@@ -21,6 +21,7 @@ from api.compute import (
     quota_classes,
     remote_consoles,
     security_group_proxy,
+    server_diagnostics,
     server_password,
     server_tags,
     servers,
@@ -64,6 +65,7 @@ def make_compute_app() -> web.Application:
     tenant_usage.add_routes(app)  # os-simple-tenant-usage (issue 16)
     quota_classes.add_routes(app)  # os-quota-class-sets (issue 16)
     network_proxy.add_routes(app)  # os-networks, os-tenant-networks, up to 2.35 (issue 16)
+    server_diagnostics.add_routes(app)  # /servers/{id}/diagnostics (issue 16)
     image_proxy.add_routes(app)  # images and their metadata, up to 2.35 (issue 16)
     volume_proxy.add_routes(app)  # os-volumes, os-snapshots, up to 2.35 (issue 16)
     security_group_proxy.add_routes(app)  # os-security-groups, -rules, a server's (issue 16)

@@ -133,6 +133,7 @@ COMPUTE: dict[tuple[str, str], str] = {
         ("GET", "/{image_id}/metadata"), ("POST", "/{image_id}/metadata"), ("PUT", "/{image_id}/metadata"),
         ("GET", "/{image_id}/metadata/{key}"), ("PUT", "/{image_id}/metadata/{key}"),
         ("DELETE", "/{image_id}/metadata/{key}"))},
+    ("GET", _S + "/diagnostics"): _N + "os-server-diagnostics",
     ("GET", "/v2.1/os-networks"): _N + "os-networks:list",
     ("GET", "/v2.1/os-networks/{network_id}"): _N + "os-networks:view",
     ("GET", "/v2.1/os-tenant-networks"): _N + "os-tenant-networks:list",

@@ -161,6 +161,7 @@ NOVA = {
     "os_compute_api:os-migrate-server:migrate": "rule:admin_api",
     "os_compute_api:os-evacuate": "rule:admin_api",
     "os_compute_api:os-admin-actions:reset_state": "rule:admin_api",
+    "os_compute_api:os-server-diagnostics": "rule:admin_api",
     "os_compute_api:os-admin-actions:inject_network_info": "rule:admin_api",
     "os_compute_api:os-admin-actions:reset_network": "rule:admin_api",
     "os_compute_api:os-remote-consoles": "rule:project_member_or_admin",

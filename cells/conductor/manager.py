@@ -406,6 +406,9 @@ class ConductorManager:
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
         return await server_actions.console_output(self.env, ctx, uuid, length)
 
+    async def instance_diagnostics(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        return await server_actions.diagnostics(self.env, ctx, uuid)
+
     async def instance_action_done(self, ctx: RequestContext, uuid: str, host: str, action: str, ok: bool,
                                    values: dict[str, Any], fault: dict[str, Any] | None = None) -> InstanceRecord:
         require_host(ctx, host, "instance_action_done")

@@ -17,6 +17,7 @@ INVENTORY_VERSION = "1.5"  # guest_inventory (release 5)
 SNAPSHOT_VERSION = "1.5"  # make/read/drop_snapshot (release 5, issue 16)
 CONSOLE_VERSION = "1.5"
 INTERFACE_VERSION = "1.5"  # attach/detach_interface (issue 16)  # console_* (release 5, issue 16)
+DIAGNOSTICS_VERSION = "1.6"  # get_diagnostics (issue 16)
 INSTANCE = {"instance": "Instance"}  # a versioned object (cells/objects/versions.py)
 SURFACE = surface(
     Method("build_and_run_instance", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
@@ -25,6 +26,7 @@ SURFACE = surface(
     # rebuild: cells/lifecycle.py USER_ACTIONS); the compute reports back with instance_action_done
     Method("run_instance_action", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
     Method("get_console_output", NORMAL, retry_safe=True, callers=callers(CONDUCTOR)),
+    Method("get_diagnostics", NORMAL, retry_safe=True, version=DIAGNOSTICS_VERSION, callers=callers(CONDUCTOR)),
     # os-interface (issue 16): the conductor plugs or unplugs a port's VIF into the guest
     Method("attach_interface", NORMAL, retry_safe=True, version=INTERFACE_VERSION, callers=callers(CONDUCTOR)),
     Method("detach_interface", NORMAL, retry_safe=True, version=INTERFACE_VERSION, callers=callers(CONDUCTOR)),
@@ -90,6 +92,13 @@ class ComputeAPI:
         """The guest's serial console log: the last `length` lines (None: all of it, up to a size cap)."""
         return str(await self.caller.call(topic(host), M["get_console_output"], {"uuid": uuid, "length": length},
                                           ctx))
+
+    async def get_diagnostics(self, ctx: RequestContext, host: str, uuid: str) -> dict[str, Any]:
+        """The guest's diagnostics in Nova's standard format, without uptime and config_drive."""
+        found = await self.caller.call(topic(host), M["get_diagnostics"], {"uuid": uuid}, ctx)
+        if not isinstance(found, dict):
+            raise errors.RpcError(reason=f"compute {host} answered get_diagnostics with {type(found).__name__}")
+        return found
 
     async def make_snapshot(self, ctx: RequestContext, host: str, uuid: str, image_id: str) -> dict[str, Any]:
         """The guest's disk now as one file on its host: {size, sha256, disk_format}."""

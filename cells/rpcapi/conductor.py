@@ -20,6 +20,7 @@ SHOW_VERSION = "1.2"  # instance_show: a server view's record, volumes and secur
 EVENTS_VERSION = "1.5"  # instance_event: a compute's report is a lifecycle event (issue 22)
 OPS_VERSION = "1.5"  # instance_lock, snapshot_begin/progress (issue 16): release 5 with instance_event
 BACKUP_VERSION = "1.6"  # snapshot_begin/progress take the action: createImage or createBackup
+DIAGNOSTICS_VERSION = "1.6"  # instance_diagnostics (issue 16)
 SHELVE_VERSION = "1.6"  # shelve_begin/progress, unshelve, password_get/clear/post (issue 16)
 SURFACE = surface(
     # from the API
@@ -61,6 +62,7 @@ SURFACE = surface(
     # server actions (issue 4): from the API, and the compute's report when one is done
     Method("instance_action", NORMAL, callers=callers(API)),
     Method("console_output", NORMAL, retry_safe=True, callers=callers(API)),
+    Method("instance_diagnostics", NORMAL, retry_safe=True, version=DIAGNOSTICS_VERSION, callers=callers(API)),
     Method("instance_action_done", FAST, callers=callers(COMPUTE), result="Instance"),
     # lock/unlock (issue 16): a locked server refuses changes by non-admins
     Method("instance_lock", FAST, version=OPS_VERSION, callers=callers(API), result="Instance"),
@@ -272,6 +274,10 @@ class ConductorAPI:
         claims, within `placement` (only_hosts / excluded_hosts) when given, else the boot's."""
         return map_reply(await self.caller.call(TOPIC, M["unshelve"],
                                                 {"uuid": uuid, "image": image, "placement": placement}, ctx))
+
+    async def instance_diagnostics(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        """os-server-diagnostics: Nova's standard diagnostics of the server's guest (admin)."""
+        return map_reply(await self.caller.call(TOPIC, M["instance_diagnostics"], {"uuid": uuid}, ctx))
 
     async def console_output(self, ctx: RequestContext, uuid: str, length: int | None) -> str:
         return str(await self.caller.call(TOPIC, M["console_output"], {"uuid": uuid, "length": length}, ctx))

@@ -35,7 +35,7 @@ import libvirt  # type: ignore[import-untyped]
 from cells import errors, logtrail
 from cells.config import SIM_URI
 from cells.objects.instance import PowerState
-from node.compute import domain_schema, domain_xml
+from node.compute import diagnostics, domain_schema, domain_xml
 from node.compute.calls import CallTracker
 from node.compute.disks import QEMU_IMG_TIMEOUT, GuestDisks, grow_disk, qemu_img, root_disk_bytes, virtual_size
 from node.compute.domain_xml import DomainPaths
@@ -330,6 +330,14 @@ class LibvirtDriver:
         booted_at = await self._run(host_booted_at)
         return {"vcpus": int(info[2]), "memory_mb": int(info[1]), "local_gb": int(usage.total // 1024 ** 3),
                 **({"booted_at": booted_at} if booted_at is not None else {})}
+
+    async def diagnostics(self, uuid: str) -> dict[str, Any]:
+        """The guest's diagnostics in Nova's standard format (node/compute/diagnostics.py); InstanceNotFound
+        when it has no domain."""
+        def read() -> dict[str, Any]:
+            return {**diagnostics.read(self.domain(uuid)), "hypervisor": str(self.conn.getType()).lower(),
+                    "hypervisor_os": "linux"}
+        return await self._run(read)
 
     async def power_state(self, uuid: str) -> int:
         """Raises InstanceNotFound when there is no domain for `uuid`."""

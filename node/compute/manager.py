@@ -286,6 +286,10 @@ class ComputeManager:
     async def get_console_output(self, ctx: RequestContext, uuid: str, length: int | None = None) -> str:
         return await self.actions.console_output(ctx, uuid, length)
 
+    async def get_diagnostics(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        """os-server-diagnostics: what the hypervisor says of the guest now (node/compute/diagnostics.py)."""
+        return await self.driver.diagnostics(uuid)
+
     # remote serial consoles (node/compute/serial_console.py): the API's websocket proxy relays them
     async def console_authorize(self, ctx: RequestContext, uuid: str, project: str, console_type: str) -> str:
         return await self.consoles.authorize(uuid, project, console_type)

@@ -19,6 +19,7 @@ import pytest
 
 from cells import errors
 from cells.objects.instance import PowerState
+from node.compute import diagnostics
 from node.compute import driver as driver_mod
 from node.compute.disks import grow_disk, root_disk_bytes, virtual_size
 from node.compute.driver import LibvirtDriver, create_overlay, hardware_virt_usable, host_booted_at, resolve_virt_type
@@ -303,3 +304,53 @@ def test_compiled_schema_refuses_what_libvirt_refuses(breakage: tuple[str, str])
 def test_without_the_schema_file_libvirt_validates_itself() -> None:
     from node.compute import domain_schema
     assert domain_schema.load(("/nonexistent",)) is None
+
+
+async def test_diagnostics_of_a_running_guest(drv: LibvirtDriver) -> None:
+    """Nova's standard diagnostics read from the domain: state, one vCPU, the flavor's memory."""
+    inst = instance()
+    await drv.spawn(inst, None)
+    found = await drv.diagnostics(inst["uuid"])
+    assert (found["state"], found["driver"], found["hypervisor"], found["hypervisor_os"]) == \
+        ("running", "libvirt", "test", "linux")
+    assert found["num_cpus"] == 1 and [c["id"] for c in found["cpu_details"]] == [0]
+    assert found["memory_details"]["maximum"] == 96
+    # the test hypervisor's guest of an image-less instance has neither disk nor NIC
+    assert (found["num_disks"], found["disk_details"], found["num_nics"], found["nic_details"]) == (0, [], 0, [])
+    with pytest.raises(errors.InstanceNotFound):
+        await drv.diagnostics(str(uuidlib.uuid4()))
+
+
+class CountingDomain:
+    """A domain as libvirt answers for one disk and one NIC (the interface counters not served)."""
+
+    def info(self) -> list[int]:
+        return [libvirt.VIR_DOMAIN_PAUSED, 262144, 131072, 2, 0]
+
+    def vcpus(self) -> tuple[list[tuple[int, int, int, int]], list[Any]]:
+        return [(0, 1, 500, 0), (1, 1, 700, 1)], []
+
+    def XMLDesc(self, flags: int) -> str:
+        return ("<domain><devices><disk device='disk'><target dev='vda'/></disk>"
+                "<disk device='cdrom'><target dev='hdc'/></disk>"
+                "<interface type='ethernet'><mac address='fa:16:3e:00:00:01'/><target dev='tap1'/></interface>"
+                "</devices></domain>")
+
+    def blockStats(self, dev: str) -> tuple[int, int, int, int, int]:
+        return (3, 4096, 5, 8192, -1)
+
+    def interfaceStats(self, dev: str) -> tuple[int, ...]:
+        raise libvirt.libvirtError("not supported")
+
+
+def test_diagnostics_read_counts_disks_and_nics() -> None:
+    """Disks (not CD-ROMs) with their block counters, NICs with zeros where libvirt has no counters."""
+    found = diagnostics.read(CountingDomain())
+    assert (found["state"], found["num_cpus"], found["memory_details"]) == ("paused", 2, {"maximum": 256, "used": 128})
+    assert found["cpu_details"] == [{"id": 0, "time": 500, "utilisation": None}, {"id": 1, "time": 700, "utilisation": None}]
+    assert found["disk_details"] == [{"name": "vda", "read_bytes": 4096, "read_requests": 3, "write_bytes": 8192,
+                                      "write_requests": 5, "errors_count": 0}]
+    assert found["nic_details"] == [{"name": "tap1", "mac_address": "fa:16:3e:00:00:01", "rx_octets": 0,
+                                     "rx_errors": 0, "rx_drop": 0, "rx_packets": 0, "rx_rate": None, "tx_octets": 0,
+                                     "tx_errors": 0, "tx_drop": 0, "tx_packets": 0, "tx_rate": None}]
+    assert (found["num_disks"], found["num_nics"]) == (1, 1)

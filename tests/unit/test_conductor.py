@@ -83,6 +83,9 @@ class FakeCompute:
         elif self.mode == "ok":
             await self.conductor.instance_event(ctx, uuid, self.host, Event.SPAWNED)
 
+    async def get_diagnostics(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+        return {"state": "running", "driver": "libvirt", "num_cpus": 1}
+
     async def terminate_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         assert self.conductor is not None
         await self.terminate_gate.wait()

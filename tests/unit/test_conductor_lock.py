@@ -78,3 +78,16 @@ async def test_reset_state_is_admin_only_and_clears_a_stuck_task(cell: Cell) -> 
     with pytest.raises(errors.Invalid):
         await cell.conductor.instance_reset_state(admin_context(), uuid, "paused")
     assert [a["action"] for a in await cell.conductor.instance_actions(USER, uuid)][-2:] == ["resetState"] * 2
+
+
+async def test_diagnostics_ask_the_servers_host_for_admins_only(cell: Cell) -> None:
+    """The conductor asks the server's host (its fake compute answers) and adds the uptime since launch."""
+    rec = await cell.boot("d")
+    await cell.wait_state(rec["uuid"], VmState.ACTIVE)
+    found = await cell.conductor.instance_diagnostics(admin_context(), rec["uuid"])
+    assert (found["state"], found["num_cpus"], found["config_drive"]) == ("running", 1, False)
+    assert 0 <= found["uptime"] < 60
+    with pytest.raises(errors.Forbidden, match="os-server-diagnostics"):
+        await cell.conductor.instance_diagnostics(USER, rec["uuid"])
+    with pytest.raises(errors.InstanceNotFound):
+        await cell.conductor.instance_diagnostics(admin_context(), "0" * 8 + "-0000-0000-0000-" + "0" * 12)

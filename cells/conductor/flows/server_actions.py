@@ -11,6 +11,7 @@ terminated_at; api/compute/deferred_delete.py reclaims it after), and console ou
 """
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any
 
@@ -206,3 +207,25 @@ async def console_output(env: FlowEnv, ctx: RequestContext, uuid: str, length: A
     if not env.host_alive(row.host):
         raise errors.Conflict(reason=f"Compute host {row.host} of instance {uuid} is not available")
     return await ComputeAPI(env.service).get_console_output(ctx, str(row.host), uuid, lines)
+
+
+async def diagnostics(env: FlowEnv, ctx: RequestContext, uuid: str) -> dict[str, Any]:
+    """Admin: the server's guest as its host's hypervisor sees it (Nova's standard diagnostics), with its
+    uptime since it was launched; 409 while it has no guest to ask, or its host is not alive."""
+    if not ctx.is_admin:
+        raise errors.Forbidden("Policy doesn't allow os_compute_api:os-server-diagnostics to be performed.")
+    row = await env.db.read(lambda conn: _row_for(conn, ctx, uuid, lock=False))
+    if row.host is None or row.vm_state in (VmState.BUILDING, VmState.SHELVED_OFFLOADED):
+        raise errors.InstanceInvalidState(action="get_diagnostics", instance_id=uuid, attr="vm_state",
+                                          state=row.vm_state)
+    if not env.host_alive(row.host):
+        raise errors.Conflict(reason=f"Compute host {row.host} of instance {uuid} is not available")
+    found = await ComputeAPI(env.service).get_diagnostics(ctx, str(row.host), uuid)
+    launched = row.launched_at
+    uptime = int((datetime.datetime.now(datetime.UTC) - _aware(launched)).total_seconds()) if launched else 0
+    return {**found, "uptime": max(uptime, 0), "config_drive": False}
+
+
+def _aware(value: Any) -> datetime.datetime:
+    when = value if isinstance(value, datetime.datetime) else datetime.datetime.fromisoformat(str(value))
+    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
