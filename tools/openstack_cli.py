@@ -34,7 +34,7 @@ PRELOAD = ("openstackclient.shell", "openstack.connection", "openstackclient.com
 # proxies): right for a real cloud's minute-long builds, but a test cluster's servers, volumes and images
 # change state within a second, so each --wait spent up to 5 s asleep (the tests hold ~100). Commands of
 # the fork server poll every WAIT_POLL seconds at most: what they wait for and what they print are unchanged.
-WAIT_POLL = 0.5
+WAIT_POLL = 0.5  # the tests' own openstacksdk waits pass it too (interval=WAIT_POLL; the SDK's default is 2 s)
 _WAITS = (("osc_lib.utils", "wait_for_status", "sleep_time"), ("osc_lib.utils", "wait_for_delete", "sleep_time"),
           ("openstack.resource", "wait_for_status", "interval"), ("openstack.resource", "wait_for_delete", "interval"))
 

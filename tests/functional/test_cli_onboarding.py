@@ -13,7 +13,7 @@ import pytest
 
 from tools import openstack_cli
 from tools.devcluster import RunningCluster, cli_env, running_cluster
-from tools.openstack_cli import password_env
+from tools.openstack_cli import WAIT_POLL, password_env
 
 pytestmark = pytest.mark.slow
 
@@ -78,10 +78,10 @@ def test_an_application_credential_drives_openstacksdk(cluster: RunningCluster) 
         assert [f.name for f in conn.compute.flavors()][:1] == ["m1.tiny"]
         server = conn.compute.create_server(name="ci-vm", flavor_id="1", networks="auto",
                                             image_id=cluster.ok("image", "show", "tiny-raw", "-f", "json")["id"])
-        conn.compute.wait_for_server(server, wait=120)
+        conn.compute.wait_for_server(server, wait=120, interval=WAIT_POLL)
         assert [s.name for s in conn.compute.servers()] == ["ci-vm"]
         conn.compute.delete_server(server)
-        conn.compute.wait_for_delete(server, wait=120)
+        conn.compute.wait_for_delete(server, wait=120, interval=WAIT_POLL)
     finally:
         conn.close()
     cluster.ok("application", "credential", "delete", "ci")

@@ -21,6 +21,7 @@ from tests.functional.test_guest_network import Api
 from tests.functional.test_real_guests import _unavailable, sdk
 from tools import leftovers
 from tools.devcluster import RunningCluster, running_netns_cluster
+from tools.openstack_cli import WAIT_POLL
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 NAME = f"dn{uuid.uuid4().hex[:4]}"
@@ -56,9 +57,9 @@ def test_down_stops_dnsmasq_tgtd_qemu_storage_daemon_and_guests(cluster: Running
     demo.active(sid)
     conn = sdk(cluster)
     vol = conn.block_storage.create_volume(size=1, name="downvol")
-    conn.block_storage.wait_for_status(vol, "available", wait=60)
+    conn.block_storage.wait_for_status(vol, "available", wait=60, interval=WAIT_POLL)
     conn.compute.create_volume_attachment(sid, volume=vol.id)
-    conn.block_storage.wait_for_status(vol, "in-use", wait=60)
+    conn.block_storage.wait_for_status(vol, "in-use", wait=60, interval=WAIT_POLL)
 
     ns_ids = leftovers.namespace_ids(namespaces())
     assert len(ns_ids) == 3

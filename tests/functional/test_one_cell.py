@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tools.devcluster import RunningCluster, running_cluster
+from tools.openstack_cli import WAIT_POLL
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +115,7 @@ def test_projects_are_isolated(cluster: RunningCluster) -> None:
         assert compute(cluster, "DELETE", f"/servers/{theirs.id}").status_code == 404
     finally:
         admin.compute.delete_server(theirs.id)
-        admin.compute.wait_for_delete(theirs, wait=30)
+        admin.compute.wait_for_delete(theirs, wait=30, interval=WAIT_POLL)
 
 
 @pytest.mark.parametrize("body, needle", [
@@ -164,7 +165,7 @@ def test_spawn_failure_ends_in_error_with_fault_and_releases_claim(cluster: Runn
         assert server.fault and image.id in server.fault["message"]
         assert server.id not in [c[0] for c in claims(cluster)]
         admin.compute.delete_server(server.id)
-        admin.compute.wait_for_delete(server, wait=30)
+        admin.compute.wait_for_delete(server, wait=30, interval=WAIT_POLL)
     finally:
         for p, data in originals.items():
             p.write_bytes(data)
@@ -203,7 +204,7 @@ def test_boot_onto_a_frozen_compute_errors_and_the_restarted_compute_serves(clus
     for s in list(admin.compute.servers()):
         admin.compute.delete_server(s.id)
     for s in list(admin.compute.servers()):
-        admin.compute.wait_for_delete(s, wait=30)
+        admin.compute.wait_for_delete(s, wait=30, interval=WAIT_POLL)
 
 
 def test_concurrent_deletes_all_succeed(cluster: RunningCluster) -> None:
@@ -222,4 +223,4 @@ def test_concurrent_deletes_all_succeed(cluster: RunningCluster) -> None:
                               servers))
     assert codes == [204] * 4
     for s in servers:
-        demo.compute.wait_for_delete(s, wait=30)
+        demo.compute.wait_for_delete(s, wait=30, interval=WAIT_POLL)

@@ -27,6 +27,7 @@ import requests
 
 from node.compute import driver as driver_mod
 from tools.devcluster import RunningCluster, running_cluster
+from tools.openstack_cli import WAIT_POLL
 
 # real guests or netns hosts: the module's cluster comes up inside its first test's timeout
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -152,7 +153,7 @@ def test_boot_banner_reboots_stop_start_and_delete(cluster: RunningCluster) -> N
     wait_console(conn, sid, BANNER, count=4)
 
     conn.compute.delete_server(sid)
-    conn.compute.wait_for_delete(conn.compute.get_server(sid), wait=60)
+    conn.compute.wait_for_delete(conn.compute.get_server(sid), wait=60, interval=WAIT_POLL)
     assert_gone(cluster, sid)
 
 
@@ -188,7 +189,7 @@ def test_a_dead_guest_shows_shutoff_and_a_restarted_compute_reconnects(cluster: 
     wait_status(conn, sid, "ACTIVE")
     wait_console(conn, sid, BANNER, count=2)
     conn.compute.delete_server(sid)
-    conn.compute.wait_for_delete(conn.compute.get_server(sid), wait=60)
+    conn.compute.wait_for_delete(conn.compute.get_server(sid), wait=60, interval=WAIT_POLL)
     assert_gone(cluster, sid)
 
 
@@ -293,4 +294,4 @@ def test_the_serial_console_url_reaches_the_guests_shell(cluster: RunningCluster
     for server in servers:
         conn.compute.delete_server(server)
     for server in servers:
-        conn.compute.wait_for_delete(server, wait=60)
+        conn.compute.wait_for_delete(server, wait=60, interval=WAIT_POLL)

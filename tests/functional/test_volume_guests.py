@@ -20,6 +20,7 @@ import pytest
 from node.volume.targets import nbd, tgt
 from tests.functional.test_real_guests import _unavailable, boot, console, sdk, wait_console, wait_status
 from tools.devcluster import RunningCluster, running_cluster
+from tools.openstack_cli import WAIT_POLL
 
 # real guests or netns hosts: the module's cluster comes up inside its first test's timeout
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -51,13 +52,13 @@ def guest(cluster: RunningCluster) -> Iterator[tuple[openstack.connection.Connec
     wait_status(conn, sid, "ACTIVE")
     wait_console(conn, sid, "CELLCLOUD-READY")
     vol = conn.block_storage.create_volume(size=1, name="data")
-    conn.block_storage.wait_for_status(vol, "available", wait=60)
+    conn.block_storage.wait_for_status(vol, "available", wait=60, interval=WAIT_POLL)
     path = cluster.state / "hosts" / "node1" / "volumes" / f"volume-{vol.id}.raw"
     with path.open("r+b") as f:
         f.write(MARKER)
     yield conn, sid, str(vol.id)
     conn.compute.delete_server(sid)
-    conn.compute.wait_for_delete(conn.compute.get_server(sid), wait=60)
+    conn.compute.wait_for_delete(conn.compute.get_server(sid), wait=60, interval=WAIT_POLL)
 
 
 def wait_volume(conn: openstack.connection.Connection, vid: str, status: str, timeout: float = 60) -> object:
