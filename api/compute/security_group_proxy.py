@@ -42,14 +42,15 @@ def _check_version(request: web.Request) -> None:
 
 
 def _text(value: Any, what: str, empty_ok: bool) -> str:
-    """Nova's validate_property: a string, stripped, up to 255 characters (a name never empty)."""
+    """Nova's validate_property: a string of up to 255 characters once stripped (a name never empty); kept
+    as given, as Nova passes it on."""
     if not isinstance(value, str):
         raise errors.Invalid(f"Security group {what} is not a string or unicode")
-    text = str(value).strip()
+    text = value.strip()
     if len(text) > 255 or (not text and not empty_ok):
         raise errors.Invalid(f"Security group {what} has a minimum character requirement of "
                              f"{0 if empty_ok else 1} and a maximum of 255.")
-    return text
+    return value
 
 
 def _group_body(body: Any) -> dict[str, str]:

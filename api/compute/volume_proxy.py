@@ -1,7 +1,7 @@
 """Nova's os-volumes and os-snapshots proxies of the volume API (api/volume), up to 2.35 (from 2.36 a 404, as
 Nova):
 
-    GET  /os-volumes[/detail]   POST /os-volumes {"volume": {size, display_name, display_description,
+    GET  /os-volumes[/detail][?offset=&limit=]   POST /os-volumes {"volume": {size, display_name, display_description,
                                                  volume_type, metadata, availability_zone, snapshot_id}}
     GET  /os-volumes/{id}       DELETE /os-volumes/{id} (202)
     GET  /os-snapshots[/detail] POST /os-snapshots {"snapshot": {volume_id, force, display_name,
@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from api.compute import microversions
-from api.http import context, is_uuid, json_body
+from api.http import context, is_uuid, json_body, query_int
 from api.keys import ROUTER
 from api.timeutil import iso_naive_micro
 from api.validation import validate
@@ -31,6 +31,7 @@ from api.volume.views import attachments
 from cells import errors
 
 PROXY_REMOVED = (2, 36)
+MAX_LIMIT = 1000
 _TEXT = {"type": "string", "maxLength": 255}
 VOLUME_CREATE = {"type": "object", "required": ["volume"], "additionalProperties": False, "properties": {"volume": {
     "type": "object", "required": ["size"], "additionalProperties": False, "properties": {
@@ -46,6 +47,13 @@ SNAPSHOT_CREATE = {"type": "object", "required": ["snapshot"], "additionalProper
 def _check_version(request: web.Request) -> None:
     if microversions.version_of(request) >= PROXY_REMOVED:
         raise web.HTTPNotFound()
+
+
+def limited(request: web.Request, items: list[Any]) -> list[Any]:
+    """Nova's common.limited: ?offset and ?limit (non-negative integers, 400 otherwise), at most 1000 a page."""
+    offset = query_int(request.query, "offset", 0, message="offset param must be an integer") or 0
+    limit = query_int(request.query, "limit", MAX_LIMIT, message="limit param must be an integer")
+    return items[offset:offset + min(MAX_LIMIT if limit is None else limit, MAX_LIMIT)]
 
 
 def volume_view(record: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +77,7 @@ async def list_volumes(request: web.Request) -> web.Response:
     _check_version(request)
     ctx = context(request)
     records = await volume_cells.list_all(request.config_dict[ROUTER], ctx, {"project_id": ctx.project})
-    return web.json_response({"volumes": [volume_view(r) for r in records]})
+    return web.json_response({"volumes": [volume_view(r) for r in limited(request, records)]})
 
 
 async def create_volume(request: web.Request) -> web.Response:
@@ -104,7 +112,7 @@ async def list_snapshots(request: web.Request) -> web.Response:
     _check_version(request)
     ctx = context(request)
     records = await volume_cells.list_snapshots(request.config_dict[ROUTER], ctx, {"project_id": ctx.project})
-    return web.json_response({"snapshots": [snapshot_view(r) for r in records]})
+    return web.json_response({"snapshots": [snapshot_view(r) for r in limited(request, records)]})
 
 
 async def create_snapshot(request: web.Request) -> web.Response:

@@ -300,7 +300,12 @@ class NetworkController:
         return await self._write(lambda c: secgroups.update_group(c, ctx, str(id), b))
 
     async def security_group_delete(self, ctx: RequestContext, id: str) -> None:
-        await self._write(lambda c: secgroups.delete_group(c, ctx, str(id)))
+        def delete(c: Connection) -> set[str]:
+            # the groups whose rules name it lose those rules: their hosts re-sync (a group in use has none)
+            hosts = {h for g in secgroups.groups_naming(c, str(id)) for h in fanout.hosts_of_group(c, g)}
+            secgroups.delete_group(c, ctx, str(id))
+            return hosts
+        self._refresh(await self._write(delete))
 
     async def security_group_rule_list(self, ctx: RequestContext, filters: Any = None) -> list[dict[str, Any]]:
         f = _filters(filters)

@@ -10,7 +10,7 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 from sqlalchemy.engine import Row
 
 from cells import errors
@@ -157,6 +157,12 @@ def create_group(conn: Connection, ctx: RequestContext, body: Mapping[str, Any])
     return get_group(conn, ctx, gid)
 
 
+def groups_naming(conn: Connection, gid: str) -> set[str]:
+    """The other groups with a rule whose remote group is `gid`."""
+    return {str(r[0]) for r in conn.execute(select(security_group_rules.c.security_group_id).where(
+        security_group_rules.c.remote_group_id == gid, security_group_rules.c.security_group_id != gid))}
+
+
 def delete_group(conn: Connection, ctx: RequestContext, gid: str) -> None:
     row = group_row(conn, ctx, gid)
     if row.name == DEFAULT_GROUP and not _privileged(ctx):
@@ -164,7 +170,9 @@ def delete_group(conn: Connection, ctx: RequestContext, gid: str) -> None:
     for port in conn.execute(select(ports.c.id, ports.c.security_groups)):
         if gid in (port.security_groups or []):
             raise errors.Conflict(reason=f"Security Group {gid} in use.")
-    conn.execute(delete(security_group_rules).where(security_group_rules.c.security_group_id == gid))
+    # its rules, and other groups' rules naming it as their remote group (Neutron's ON DELETE CASCADE)
+    conn.execute(delete(security_group_rules).where(or_(security_group_rules.c.security_group_id == gid,
+                                                        security_group_rules.c.remote_group_id == gid)))
     conn.execute(delete(security_groups).where(security_groups.c.id == gid))
 
 

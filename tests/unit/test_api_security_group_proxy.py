@@ -18,9 +18,9 @@ async def test_security_group_proxy(tmp_path: Path) -> None:
         assert resp.status == 200, await resp.text()
         web = (await resp.json())["security_group"]
         assert set(web) == {"id", "name", "description", "tenant_id", "rules"}
-        assert (web["name"], web["description"], web["rules"]) == ("web", "http", [])  # egress rules not shown
+        assert (web["name"], web["description"], web["rules"]) == (" web ", "http", [])  # as given; no egress rules
         listed = (await (await client.get(SG, headers=demo)).json())["security_groups"]
-        assert sorted(g["name"] for g in listed) == ["default", "web"]
+        assert sorted(g["name"] for g in listed) == [" web ", "default"]
         default = next(g for g in listed if g["name"] == "default")
 
         resp = await client.post(RULES, headers=demo, json={"security_group_rule": {
@@ -69,6 +69,15 @@ async def test_security_group_proxy(tmp_path: Path) -> None:
         assert (await client.delete(f"{RULES}/{ssh['id']}", headers=demo)).status == 404
         resp = await client.delete(f"{SG}/{default['id']}", headers=demo)
         assert resp.status == 400  # Neutron keeps the default group: Nova's 400
+        # a group named as a rule's peer takes that rule with it when it goes (Neutron's cascade)
+        resp = await client.post(SG, json={"security_group": {"name": "peer", "description": ""}}, headers=demo)
+        peer = (await resp.json())["security_group"]
+        resp = await client.post(RULES, headers=demo, json={"security_group_rule": {
+            "parent_group_id": web["id"], "ip_protocol": "udp", "from_port": 53, "to_port": 53, "group_id": peer["id"]}})
+        assert resp.status == 200, await resp.text()
+        assert (await client.delete(f"{SG}/{peer['id']}", headers=demo)).status == 202
+        shown = (await (await client.get(f"{SG}/{web['id']}", headers=demo)).json())["security_group"]
+        assert [r["id"] for r in shown["rules"]] == [icmp["id"]]
         assert (await client.delete(f"{SG}/{web['id']}", headers=demo)).status == 202
         assert (await client.get(f"{SG}/{web['id']}", headers=demo)).status == 404
         assert (await client.get(f"{SG}/not-a-uuid", headers=demo)).status == 400

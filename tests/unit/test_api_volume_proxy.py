@@ -27,6 +27,16 @@ async def test_os_volumes_and_os_snapshots(cloud: Cloud) -> None:
     for path in ("/compute/v2.1/os-volumes", "/compute/v2.1/os-volumes/detail"):
         _, listed = await cloud.req("GET", "demo", path)
         assert [v["id"] for v in listed["volumes"]] == [made["id"]] and set(listed["volumes"][0]) == VOLUME_KEYS
+    status, body = await cloud.req("POST", "demo", "/compute/v2.1/os-volumes", {"volume": {"size": 1}})
+    assert status == 200, body
+    second = body["volume"]["id"]
+    _, page = await cloud.req("GET", "demo", "/compute/v2.1/os-volumes?limit=1")
+    assert [v["id"] for v in page["volumes"]] == [second]  # newest first
+    _, page = await cloud.req("GET", "demo", "/compute/v2.1/os-volumes/detail?offset=1&limit=5")
+    assert [v["id"] for v in page["volumes"]] == [made["id"]]
+    assert (await cloud.req("GET", "demo", "/compute/v2.1/os-volumes?limit=x"))[0] == 400
+    await cloud.wait_status("demo", second, "available")
+    assert (await cloud.req("DELETE", "demo", f"/compute/v2.1/os-volumes/{second}"))[0] == 202
     _, others = await cloud.req("GET", "admin", "/compute/v2.1/os-volumes")
     assert others["volumes"] == []  # another project's volumes are not the admin's own list
 
