@@ -91,6 +91,16 @@ _CLAIM_NODE = Fast(
            _cn.local_gb_used + bindparam("b_disk") <= _cn.local_gb * _cn.disk_allocation_ratio)
     .values(vcpus_used=_cn.vcpus_used + bindparam("b_vcpus"), memory_mb_used=_cn.memory_mb_used + bindparam("b_ram"),
             local_gb_used=_cn.local_gb_used + bindparam("b_disk")))
+# the fitting hosts best first, as the spreading weigher orders them (cells/scheduler/weights.py spread_key),
+# sorted in SQL: a placement converts `b_limit` rows, not the whole cell
+_FITS = (_cn.vcpus_used + bindparam("b_vcpus") <= _cn.vcpus * _cn.cpu_allocation_ratio,
+         _cn.memory_mb_used + bindparam("b_ram") <= _cn.memory_mb * _cn.ram_allocation_ratio,
+         _cn.local_gb_used + bindparam("b_disk") <= _cn.local_gb * _cn.disk_allocation_ratio)
+_SELECT_BEST = Fast(
+    select(*(compute_nodes.c[k] for k in HostState.__dataclass_fields__ if k != "stats")).where(*_FITS)
+    .order_by((_cn.memory_mb * _cn.ram_allocation_ratio - _cn.memory_mb_used).desc(),
+              (_cn.vcpus * _cn.cpu_allocation_ratio - _cn.vcpus_used).desc(), _cn.host)
+    .limit(bindparam("b_limit")))
 _INSERT_CLAIM = Fast(insert(claims))
 # DELETE .. RETURNING: of two concurrent releases only one gets the row back,
 # so usage is never given back twice
@@ -119,6 +129,12 @@ def capacities(conn: Connection) -> list[HostState]:
     """Every node's capacity and usage without its stats: built by position, not through a mapping per row
     (a placement reads every node: at 1,000 hosts the mappings and the stats' JSON were most of its time)."""
     return [HostState(*r) for r in _SELECT_CAPACITY.rows(conn)]
+
+
+def best_fitting(conn: Connection, res: Resources, limit: int) -> list[HostState]:
+    """At most `limit` hosts `res` fits on, best first (most free RAM, then vCPUs, then name)."""
+    return [HostState(*r) for r in _SELECT_BEST.rows(conn, {"b_vcpus": res.vcpus, "b_ram": res.memory_mb,
+                                                           "b_disk": res.local_gb, "b_limit": limit})]
 
 
 async def load_hosts(db: Database) -> list[HostState]:

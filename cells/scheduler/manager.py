@@ -75,6 +75,8 @@ async def select_for(db: Database, alive: Alive, request_spec: Mapping[str, Any]
             resolved, peers = sgroups.resolve(conn, request_spec, group, instance_uuids)
             grouping = Grouping(resolved, peers) if resolved else None
         exclude += hdb.unusable(conn)  # fenced (declared dead, not reconciled yet) or marked down
+        if only is None and grouping is None:  # a plain boot: the best hosts come sorted from the DB
+            return [_place_best(conn, req, uuid, alive, exclude) for uuid in instance_uuids]
         hosts = {h.host: h for h in claims.capacities(conn)}
         return [_place_one(conn, hosts, req, uuid, alive, exclude, only, grouping)
                 for uuid in instance_uuids]
@@ -125,6 +127,20 @@ class Grouping:
         if self.group.policy == SOFT_ANTI_AFFINITY:
             return self.peers[host.host]
         return 0
+
+
+SQL_CANDIDATES = 16  # best hosts read for a plain placement, beyond the excluded ones
+
+
+def _place_best(conn: Connection, req: Resources, uuid: str, alive: Alive, exclude: list[str]) -> dict[str, Any]:
+    """A plain placement from the few best fitting hosts, sorted by the DB (each server of a request reads
+    them again: the transaction sees its own claims, so a multi-create still spreads). When none of
+    them is live and claimable (many suspect hosts, lost races) the whole cell is read (_place_one)."""
+    excluded = set(exclude)
+    for cand in claims.best_fitting(conn, req, len(excluded) + SQL_CANDIDATES):
+        if cand.host not in excluded and alive(cand.host) and claims.try_claim(conn, cand.host, uuid, req):
+            return {"instance_uuid": uuid, "host": cand.host}
+    return _place_one(conn, {h.host: h for h in claims.capacities(conn)}, req, uuid, alive, exclude, None, None)
 
 
 def _place_one(conn: Connection, hosts: dict[str, HostState], req: Resources, uuid: str, alive: Alive,

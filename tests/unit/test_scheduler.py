@@ -3,6 +3,8 @@ shared by two engines (two "scheduler processes")."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import random
 from pathlib import Path
 
 import pytest
@@ -242,5 +244,50 @@ async def test_same_host_and_different_host_hints_follow_the_named_instances(db_
         assert await db.read(lambda conn: claims.claim_of(conn, "none")) is None
         with pytest.raises(errors.Invalid):
             await select_for(db, alive, {"flavor": FLAVOR, "scheduler_hints": {"same_host": 7}}, ["bad"], [])
+    finally:
+        await db.close()
+
+
+async def test_the_dbs_best_fitting_hosts_are_the_weighers_order(db_url: str) -> None:
+    """claims.best_fitting sorts in SQL as weigh(filter_hosts(...)) does in Python (free RAM with its ratio,
+    then free vCPUs, then name), over hosts of mixed sizes, ratios and usage, some of them full."""
+
+    rng = random.Random(21)
+    await create_schema(db_url)
+    db = Database(db_url)
+    try:
+        def fill(conn: Connection) -> None:
+            for i in range(60):
+                name = f"h{i:02d}"
+                claims.upsert_node(conn, name, {"vcpus": rng.choice((2, 4, 8)), "memory_mb": rng.choice((1024, 2048)),
+                                                "local_gb": 20, "ram_allocation_ratio": rng.choice((1.0, 1.5))})
+                for k in range(rng.randrange(5)):  # some usage, some hosts full
+                    claims.try_claim(conn, name, f"{name}-{k}", Resources(1, rng.choice((256, 512)), 1))
+        await db.write(fill)
+        every = await db.read(claims.capacities)
+        for req in (SMALL, Resources(2, 1024, 5), Resources(1, 3000, 1)):
+            expected = [h.host for h in weigh(filter_hosts(every, req, alive=lambda h: True))]
+            got = await db.read(functools.partial(claims.best_fitting, res=req, limit=100))
+            assert [h.host for h in got] == expected
+            top = await db.read(functools.partial(claims.best_fitting, res=req, limit=5))
+            assert [h.host for h in top] == expected[:5]
+    finally:
+        await db.close()
+
+
+async def test_a_plain_placement_reads_the_whole_cell_when_the_best_hosts_are_not_live(db_url: str) -> None:
+    """The DB's few best hosts (16 beyond the excluded) all suspect: the next best live host still gets it."""
+    await create_schema(db_url)
+    db = Database(db_url)
+    try:
+        def add(conn: Connection) -> None:
+            for i in range(40):  # h00 has the most RAM, h39 the least
+                claims.upsert_node(conn, f"h{i:02d}", {"vcpus": 64, "memory_mb": 100_000 - i, "local_gb": 1000})
+        await db.write(add)
+        live = {f"h{i:02d}" for i in range(30, 40)}
+        [sel] = await select_for(db, live.__contains__, {"flavor": FLAVOR}, ["i-1"], ["h30"])
+        assert sel["host"] == "h31"  # h30 excluded, h00-h29 not live
+        sels = await select_for(db, lambda h: True, {"flavor": FLAVOR}, ["a", "b", "c"], [])
+        assert [s["host"] for s in sels] == ["h00", "h01", "h02"]  # a multi-create spreads: each sees the last claim
     finally:
         await db.close()
