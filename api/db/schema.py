@@ -300,6 +300,14 @@ volume_types = Table(
     Column("encryption", JSON, nullable=True),
 )
 
+# a0017: the projects a private volume type is shared with (os-volume-type-access, api/volume/type_access.py)
+volume_type_projects = Table(
+    "volume_type_projects", metadata,
+    Column("volume_type_id", String(36), ForeignKey("volume_types.id", ondelete="CASCADE"), primary_key=True),
+    Column("project_id", String(64), primary_key=True),
+    Index("ix_volume_type_projects_project_id", "project_id"),
+)
+
 # a0015: Cinder's QoS specs (api/volume/qos.py)
 qos_specs = Table(
     "qos_specs", metadata,
@@ -510,7 +518,8 @@ ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reserva
                      "a0007_identity_images", "a0008_server_tags", "a0009_identity_groups",
                      "a0010_aggregates", "a0011_flavor_access_quotas", "a0012_shelved_image",
                      "a0013_identity_domains_hierarchy", "a0014_volume_transfers",
-                     "a0015_qos_encryption", "a0016_implied_roles")
+                     "a0015_qos_encryption", "a0016_implied_roles",
+                     "a0017_volume_type_access")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

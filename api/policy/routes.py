@@ -235,6 +235,8 @@ VOLUME: dict[tuple[str, str], str] = {
     **{(m, _V + f"/types/{{type_id}}/encryption{tail}"): f"volume_extension:volume_type_encryption:{verb}"
        for m, tail, verb in (("GET", "", "get"), ("POST", "", "create"), ("GET", "/{key}", "get"),
                              ("PUT", "/{encryption_id}", "update"), ("DELETE", "/{encryption_id}", "delete"))},
+    ("GET", _V + "/types/{type_id}/os-volume-type-access"): "volume_extension:volume_type_access",
+    ("POST", _V + "/types/{type_id}/action"): "volume:type_action",  # TYPE_ACTIONS
     ("GET", _V + "/limits"): "limits_extension:used_limits",
     ("GET", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:show",
     ("PUT", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:update",
@@ -262,6 +264,10 @@ SNAPSHOT_ACTIONS: dict[str, str] = {
     "os-reset_status": "volume_extension:snapshot_admin_actions:reset_status",
     "os-force_delete": "volume_extension:snapshot_admin_actions:force_delete",
     "os-update_snapshot_status": "snapshot_extension:snapshot_actions:update_snapshot_status",
+}
+TYPE_ACTIONS: dict[str, str] = {
+    "addProjectAccess": "volume_extension:volume_type_access:addProjectAccess",
+    "removeProjectAccess": "volume_extension:volume_type_access:removeProjectAccess",
 }
 
 # Neutron: {verb}_{resource} for each collection (get_network, create_port, ...); `{collection}` routes
@@ -425,6 +431,8 @@ def resolve(table: Mapping[tuple[str, str], str], method: str, template: str, ma
         return VOLUME_ACTIONS.get(_action_name(body) or "")
     if rule == "volume:snapshot_action":
         return SNAPSHOT_ACTIONS.get(_action_name(body) or "")
+    if rule == "volume:type_action":
+        return TYPE_ACTIONS.get(_action_name(body) or "")
     if rule == _N + "os-aggregates:action":
         return AGGREGATE_ACTIONS.get(_action_name(body) or "")
     if rule == _N + "flavors:action":

@@ -249,6 +249,8 @@ CINDER = {
     **{name: "rule:admin_api" for name in (
         "volume_extension:services:index", "scheduler_extension:scheduler_stats:get_pools",
         "volume_extension:capabilities", "volume_extension:hosts",
+        "volume_extension:volume_type_access:addProjectAccess",
+        "volume_extension:volume_type_access:removeProjectAccess",
         *(f"volume_extension:qos_specs_manage:{v}" for v in ("create", "get", "get_all", "update", "delete")),
         *(f"volume_extension:volume_type_encryption:{v}" for v in ("create", "get", "update", "delete")))},
     **{name: "rule:project_reader_or_admin" for name in (

@@ -9,6 +9,7 @@
     os-services, scheduler-stats, capabilities, os-hosts, volumes/summary, extensions: api/volume/backends.py
     os-volume-transfer, volume-transfers (3.55)    api/volume/transfers.py
     qos-specs, types/{id}/encryption               api/volume/qos.py, api/volume/encryption.py (stored, shown)
+    types/{id}/os-volume-type-access, /action      api/volume/type_access.py
 
 Microversions 3.0 to 3.60 (api/volume/microversions.py: negotiation, and what each changes here). The project in the URL must be the token's project
 ("Malformed request url" otherwise, as Cinder). Errors come in Cinder's shape,
@@ -25,7 +26,19 @@ from api.errors import compute_body, error_middleware
 from api.keys import CONTEXT, public_url
 from api.middleware import route_policy, token_auth
 from api.policy import routes as policy_routes
-from api.volume import backends, encryption, metadata, microversions, qos, quotas, snapshots, transfers, types, volumes
+from api.volume import (
+    backends,
+    encryption,
+    metadata,
+    microversions,
+    qos,
+    quotas,
+    snapshots,
+    transfers,
+    type_access,
+    types,
+    volumes,
+)
 from cells import errors
 
 UPDATED = "2016-02-08T12:20:21Z"
@@ -81,6 +94,7 @@ def make_volume_app() -> web.Application:
     transfers.add_routes(app)
     qos.add_routes(app)
     encryption.add_routes(app)
+    type_access.add_routes(app)
     types.add_routes(app)
     quotas.add_routes(app)
     return app

@@ -17,7 +17,7 @@ from aiohttp import web
 from sqlalchemy import Connection, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from api.db.schema import volume_types
+from api.db.schema import volume_type_projects, volume_types
 from api.http import allowed, authorize, context, is_uuid, json_body
 from api.keys import DB, ROUTER
 from api.timeutil import utcnow
@@ -29,7 +29,7 @@ from cells.context import RequestContext
 DEFAULT_TYPE_ID = "3a1bf6ff-5f0e-4e7a-a5d4-d6d5a5c3c3a0"
 BACKEND_KEY = "volume_backend_name"
 PUBLIC_KEY = "os-volume-type-access:is_public"
-_t = volume_types.c
+_t, _p = volume_types.c, volume_type_projects.c
 
 
 def _default() -> dict[str, Any]:
@@ -78,17 +78,28 @@ def validate_specs(raw: Any) -> dict[str, str]:
 
 # --- look-ups (also for the volume API) --------------------------------------------------------
 
-def _row(conn: Connection, name_or_id: str) -> dict[str, Any] | None:
+def _row(conn: Connection, name_or_id: str, project: str | None = None) -> dict[str, Any] | None:
+    """The type by name or id; with `project`: whether that project is on its access list too (shared)."""
     row = conn.execute(select(volume_types).where(or_(_t.id == name_or_id, _t.name == name_or_id))).first()
-    return None if row is None else dict(row._mapping)
+    if row is None:
+        return None
+    found = dict(row._mapping)
+    found["shared"] = project is not None and conn.execute(select(_p.project_id).where(
+        _p.volume_type_id == row.id, _p.project_id == project)).first() is not None
+    return found
+
+
+def _visible(request: web.Request, found: Mapping[str, Any]) -> bool:
+    """Public, shared with the caller's project (os-volume-type-access), or seen by admins."""
+    return bool(found["is_public"] or found.get("shared") or allowed(request, "volume_extension:volume_type_access"))
 
 
 async def resolve(request: web.Request, ctx: RequestContext, name_or_id: str | None) -> dict[str, Any]:
     """The type a volume asks for by name or id (None: the default); 404 for an unknown or private one."""
     if name_or_id in (None, DEFAULT_TYPE, DEFAULT_TYPE_ID):
         return _default()
-    found = await request.config_dict[DB].read(lambda conn: _row(conn, str(name_or_id)))
-    if found is None or not (found["is_public"] or allowed(request, "volume_extension:volume_type_access")):
+    found = await request.config_dict[DB].read(lambda conn: _row(conn, str(name_or_id), ctx.project))
+    if found is None or not _visible(request, found):
         raise errors.NotFound(f"Volume type with name {name_or_id} could not be found.")
     return found
 
@@ -97,8 +108,9 @@ async def _get(request: web.Request, ctx: RequestContext) -> dict[str, Any]:
     type_id = request.match_info["type_id"]
     if type_id == DEFAULT_TYPE_ID:
         return _default()
-    found = await request.config_dict[DB].read(lambda conn: _row(conn, type_id)) if is_uuid(type_id) else None
-    if found is None or not (found["is_public"] or allowed(request, "volume_extension:volume_type_access")):
+    found = await request.config_dict[DB].read(lambda conn: _row(conn, type_id, ctx.project)) \
+        if is_uuid(type_id) else None
+    if found is None or not _visible(request, found):
         raise errors.NotFound(f"Volume type {type_id} could not be found.")
     return found
 
@@ -111,11 +123,16 @@ def _stored(found: Mapping[str, Any]) -> None:
 # --- handlers ------------------------------------------------------------------------------------
 
 async def index(request: web.Request) -> web.Response:
-    context(request)
-    rows = await request.config_dict[DB].read(lambda conn: [dict(r._mapping) for r in conn.execute(
-        select(volume_types).order_by(_t.name))])
+    ctx = context(request)
+
+    def read(conn: Connection) -> tuple[list[dict[str, Any]], set[str]]:
+        rows = [dict(r._mapping) for r in conn.execute(select(volume_types).order_by(_t.name))]
+        return rows, set(conn.execute(select(_p.volume_type_id).where(_p.project_id == ctx.project)).scalars())
+    rows, shared = await request.config_dict[DB].read(read)
     wanted = request.query.get("is_public")
-    shown = [r for r in rows if r["is_public"] or (allowed(request, "volume_extension:volume_type_access") and wanted in ("None", "false", "False"))]
+    admin = allowed(request, "volume_extension:volume_type_access")
+    shown = [r for r in rows if r["is_public"] or (admin and wanted in ("None", "false", "False"))
+             or (not admin and r["id"] in shared)]  # a project sees the private types shared with it
     return web.json_response({"volume_types": [view(_default())] + [view(r) for r in shown]})
 
 
@@ -180,8 +197,10 @@ async def delete_type(request: web.Request) -> web.Response:
     if any(r.get("volume_type") == found["name"] for r in records):
         raise errors.Invalid(f"Unable to delete encrypted or in-use volume type {found['id']}: volumes are "
                              "present with this volume type.")
-    await request.config_dict[DB].write(lambda conn: conn.execute(delete(volume_types)
-                                                                  .where(_t.id == found["id"])))
+    def remove(conn: Connection) -> None:
+        conn.execute(delete(volume_type_projects).where(_p.volume_type_id == found["id"]))
+        conn.execute(delete(volume_types).where(_t.id == found["id"]))
+    await request.config_dict[DB].write(remove)
     return web.Response(status=202)
 
 

@@ -1,4 +1,5 @@
-"""QoS specs and volume type encryption through the volume API (api/volume/qos.py, encryption.py), stored
+"""QoS specs, volume type encryption and type access lists through the volume API (api/volume/qos.py,
+encryption.py, type_access.py); QoS and encryption stored
 and shown as Cinder's, with test_api_volumes' cell: admins only; a type carries its QoS spec's id; a spec in
 use is deleted only with force; a type with an encryption makes no volume (this cloud encrypts nothing)."""
 from __future__ import annotations
@@ -69,3 +70,30 @@ async def test_encryption_types_are_stored_and_their_volumes_refused(cloud: Clou
     assert (await cloud.req("DELETE", "admin", f"{base}/{eid}"))[0] == 202
     assert (await cloud.req("GET", "admin", base))[1] == {}
     assert (await cloud.req("POST", "demo", "/volumes", {"volume": {"size": 1, "volume_type": "secret"}}))[0] == 202
+
+
+async def test_private_type_access_lists(cloud: Cloud) -> None:
+    """A private type is invisible to a project (404 on create) until an admin shares it; then the project
+    lists it and makes volumes of it; a public type has no list; duplicates 409, absent ones 404."""
+    status, body = await cloud.req("POST", "admin", "/types", {"volume_type": {"name": "hidden",
+                                                                             "os-volume-type-access:is_public": False}})
+    assert status == 200, body
+    tid, project = body["volume_type"]["id"], cloud.who["demo"][1]
+    assert (await cloud.req("POST", "demo", "/volumes", {"volume": {"size": 1, "volume_type": tid}}))[0] == 404
+    share = {"addProjectAccess": {"project": project}}
+    assert (await cloud.req("POST", "demo", f"/types/{tid}/action", share))[0] == 403
+    assert (await cloud.req("POST", "admin", f"/types/{tid}/action", share))[0] == 202
+    assert (await cloud.req("POST", "admin", f"/types/{tid}/action", share))[0] == 409
+    _, listed = await cloud.req("GET", "admin", f"/types/{tid}/os-volume-type-access")
+    assert listed == {"volume_type_access": [{"volume_type_id": tid, "project_id": project}]}
+    assert "hidden" in [t["name"] for t in (await cloud.req("GET", "demo", "/types"))[1]["volume_types"]]
+    made = await cloud.create(volume_type=tid)
+    assert made["volume_type"] == "hidden"
+    assert (await cloud.req("POST", "admin", f"/types/{tid}/action",
+                            {"removeProjectAccess": {"project": project}}))[0] == 202
+    assert (await cloud.req("POST", "admin", f"/types/{tid}/action",
+                            {"removeProjectAccess": {"project": project}}))[0] == 404
+    assert (await cloud.req("POST", "demo", "/volumes", {"volume": {"size": 1, "volume_type": tid}}))[0] == 404
+    assert "hidden" not in [t["name"] for t in (await cloud.req("GET", "demo", "/types"))[1]["volume_types"]]
+    public = await make_type(cloud, "open")
+    assert (await cloud.req("GET", "admin", f"/types/{public['id']}/os-volume-type-access"))[0] == 404

@@ -63,6 +63,8 @@ def _cases() -> list[Case]:
                 out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.VOLUME_ACTIONS.items()]
             elif rule == "volume:snapshot_action":
                 out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.SNAPSHOT_ACTIONS.items()]
+            elif rule == "volume:type_action":
+                out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.TYPE_ACTIONS.items()]
             elif rule == "os_compute_api:os-aggregates:action":
                 out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.AGGREGATE_ACTIONS.items()]
             elif rule == "os_compute_api:flavors:action":
