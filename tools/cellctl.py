@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tools import clusterfile
-from tools.clusterfile import ClusterFileError
+from tools.clusterfile_fields import ClusterFileError
 from tools.private_files import write_private
 from tools.supervisor import PROJECT_ROOT, pid_alive, read_pid, running_supervisor
 

@@ -102,13 +102,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NoReturn
-
-import yaml
+from typing import Any
 
 from cells import logtrail
 from cells.config import SIM_URI, ApiSpec, CellSpec, ClusterConfig, HostSpec, ServiceSpec
@@ -116,11 +113,9 @@ from cells.db import settings as dbsettings
 from cells.network.policy import DEFAULT_MIN_PREFIX
 from cells.rpc.liveness import DEFAULT_GRACE
 from tools import pgserver, remote, simulated_hosts
+from tools.clusterfile_fields import ClusterFileError, FieldParser, got, read_yaml
 from tools.private_files import write_private
-from tools.strict_yaml import load_without_duplicates
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 VIA = ("local", "netns", "ssh")
 VIA_SUPPORTED = ("local", "netns", "ssh")
 ROLES = ("compute", "volume", "network")
@@ -144,42 +139,6 @@ SECRET_NAMES = ("admin_password", "demo_password", "service_password", "image_re
                 "alt_demo_password")
 
 
-class ClusterFileError(Exception):
-    """A mistake in cluster.yaml: names the file, the field path and what was expected."""
-
-    def __init__(self, file: str, path: str, message: str) -> None:
-        self.file, self.path, self.message = file, path, message
-        super().__init__(f"{file}: {path}: {message}" if path else f"{file}: {message}")
-
-
-# --- YAML loading ---------------------------------------------------------------
-
-def read_yaml(path: Path, label: str) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ClusterFileError(label, "", f"cannot read: {exc.strerror or exc}") from None
-    try:
-        return load_without_duplicates(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ClusterFileError(label, where, f"invalid YAML: {problem}") from None
-
-
-# --- small typed validators -------------------------------------------------------
-
-def _got(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
 @dataclass
 class _Host:
     spec: HostSpec
@@ -193,9 +152,9 @@ class _Host:
     volume: dict[str, Any] | None = None  # the volume worker's options (role volume)
 
 
-class _Parser:
+class _Parser(FieldParser):
     def __init__(self, label: str, base_dir: Path) -> None:
-        self.label = label
+        super().__init__(label)
         self.base_dir = base_dir
         self.hosts: dict[str, _Host] = {}
         self.ports: dict[tuple[str, int], str] = {}  # (address, port) -> who uses it
@@ -210,55 +169,10 @@ class _Parser:
         self.managed_postgres: dict[str, Any] = {}  # the cluster's private PostgreSQL, when a db asks for it
         self.api_db_settings: Any = None  # api.db_settings as written (checked in load, with the api.db)
 
-    def fail(self, path: str, message: str) -> NoReturn:
-        raise ClusterFileError(self.label, path, message)
-
-    def mapping(self, value: Any, path: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            self.fail(path, f"expected a mapping with keys {', '.join(required + optional)}, got {_got(value)}")
-        for key in value:
-            if key not in required and key not in optional:
-                self.fail(f"{path}.{key}" if path else str(key),
-                          f"unknown key (expected one of: {', '.join(required + optional)})")
-        for key in required:
-            if key not in value:
-                self.fail(f"{path}.{key}" if path else key, "required key is missing")
-        return value
-
-    def string(self, value: Any, path: str, expected: str = "a string") -> str:
-        if not isinstance(value, str) or not value:
-            self.fail(path, f"expected {expected}, got {_got(value)}")
-        return value
-
-    def seconds(self, value: Any, path: str, low: float, high: float) -> float:
-        """A number of seconds in [low, high] (above 0 when low is 0)."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low or 1e-9) <= value <= high:
-            self.fail(path, f"expected seconds between {low:g} and {high:g}, got {_got(value)}")
-        return float(value)
-
-    def name(self, value: Any, path: str) -> str:
-        if not isinstance(value, str) or not NAME_RE.match(value):
-            self.fail(path, f"expected a name of letters, digits, '-' and '_' (at most 63), got {_got(value)}")
-        return value
-
-    def port(self, value: Any, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-            self.fail(path, f"expected a port number 1-65535, got {_got(value)}")
-        return value
-
-    def address(self, value: Any, path: str) -> str:
-        text = self.string(value, path, "an IP address or DNS name")
-        try:
-            return str(ipaddress.ip_address(text))
-        except ValueError:
-            if not HOSTNAME_RE.match(text):
-                self.fail(path, f"expected an IP address or DNS name, got {text!r}")
-            return text
-
     def host_ref(self, value: Any, path: str) -> _Host:
         if not isinstance(value, str) or value not in self.hosts:
             known = ", ".join(self.hosts) or "none"
-            self.fail(path, f"unknown host {_got(value)} (hosts defined: {known})")
+            self.fail(path, f"unknown host {got(value)} (hosts defined: {known})")
         return self.hosts[value]
 
     def claim_port(self, address: str, port: int, owner: str, path: str) -> None:
@@ -275,14 +189,14 @@ class _Parser:
 
     def parse_hosts(self, raw: Any) -> None:
         if not isinstance(raw, dict) or not raw:
-            self.fail("hosts", f"expected a non-empty mapping of host name -> host, got {_got(raw)}")
+            self.fail("hosts", f"expected a non-empty mapping of host name -> host, got {got(raw)}")
         for index, (name, value) in enumerate(raw.items()):
             path = f"hosts.{name}"
             self.name(name, path)
             if isinstance(value, dict) and "via" in value:
                 via = value["via"]
                 if via not in VIA:
-                    self.fail(f"{path}.via", f"expected one of {', '.join(VIA)}, got {_got(via)}")
+                    self.fail(f"{path}.via", f"expected one of {', '.join(VIA)}, got {got(via)}")
                 if via not in VIA_SUPPORTED:
                     self.fail(f"{path}.via", f"{via!r} is not supported yet (supported: {', '.join(VIA_SUPPORTED)}; "
                                              "for a remote machine, run `cellctl up` there with its hosts as "
@@ -297,7 +211,7 @@ class _Parser:
                 self.fail(f"{path}.virt.uri", f"expected a libvirt URI like test:///default, got {uri!r}")
             vtype = virt.get("type", "auto")
             if vtype not in VIRT_TYPES:
-                self.fail(f"{path}.virt.type", f"expected one of {', '.join(VIRT_TYPES)}, got {_got(vtype)}")
+                self.fail(f"{path}.virt.type", f"expected one of {', '.join(VIRT_TYPES)}, got {got(vtype)}")
             given = "rpc_port" in m
             port = self.port(m["rpc_port"], f"{path}.rpc_port") if given else DEFAULT_COMPUTE_PORT_BASE + index
             site_net = self.site_net(m, path)
@@ -372,11 +286,11 @@ class _Parser:
 
     def roles(self, raw: Any, path: str) -> tuple[str, ...]:
         if not isinstance(raw, list):
-            self.fail(path, f"expected a list of roles ({', '.join(ROLES)}), got {_got(raw)}")
+            self.fail(path, f"expected a list of roles ({', '.join(ROLES)}), got {got(raw)}")
         out: list[str] = []
         for i, role in enumerate(raw):
             if role not in ROLES:
-                self.fail(f"{path}[{i}]", f"expected one of {', '.join(ROLES)}, got {_got(role)}")
+                self.fail(f"{path}[{i}]", f"expected one of {', '.join(ROLES)}, got {got(role)}")
             if role not in ROLES_SUPPORTED:
                 self.fail(f"{path}[{i}]", f"role {role!r} is not supported yet (supported: {', '.join(ROLES_SUPPORTED)})")
             if role in out:
@@ -407,7 +321,7 @@ class _Parser:
         svc = ServiceSpec(id="api", kind="api", host=host.spec.name, bind=listen)
         workers = m.get("workers", 1)
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
-            self.fail("api.workers", f"expected a number of processes 1-64, got {_got(workers)}")
+            self.fail("api.workers", f"expected a number of processes 1-64, got {got(workers)}")
         metrics = ""
         if "metrics" in m:  # one port per API worker from this one up (cells/metrics.py: why not the API port)
             maddr, mport = self.host_port(m["metrics"], "api.metrics", "ADDRESS:PORT (e.g. 127.0.0.1:9180)")
@@ -432,37 +346,18 @@ class _Parser:
             self.fail(path, "db_settings apply to SQLite databases only (PostgreSQL has its own)")
         sync = m.get("synchronous", dbsettings.DEFAULTS.synchronous)
         if sync not in dbsettings.SYNCHRONOUS:
-            self.fail(f"{path}.synchronous", f"expected one of {', '.join(dbsettings.SYNCHRONOUS)}, got {_got(sync)}")
+            self.fail(f"{path}.synchronous", f"expected one of {', '.join(dbsettings.SYNCHRONOUS)}, got {got(sync)}")
         timeout = m.get("lock_timeout", dbsettings.DEFAULTS.lock_timeout)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
-            self.fail(f"{path}.lock_timeout", f"expected seconds between 0 and 3600, got {_got(timeout)}")
+            self.fail(f"{path}.lock_timeout", f"expected seconds between 0 and 3600, got {got(timeout)}")
         free = m.get("min_free_mb", dbsettings.DEFAULTS.min_free_mb)
         if isinstance(free, bool) or not isinstance(free, int) or not 0 <= free <= 1 << 20:
-            self.fail(f"{path}.min_free_mb", f"expected MiB between 0 and 1048576, got {_got(free)}")
+            self.fail(f"{path}.min_free_mb", f"expected MiB between 0 and 1048576, got {got(free)}")
         return dbsettings.DbSettings(synchronous=sync, lock_timeout=float(timeout), min_free_mb=free)
-
-    def byte_size(self, raw: Any, path: str) -> int:
-        """A size in bytes: an integer, or a number with a binary suffix ("8G", "512M")."""
-        if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
-            return raw
-        m = re.fullmatch(r"(\d+)\s*([KMGT])i?B?", raw.strip(), re.IGNORECASE) if isinstance(raw, str) else None
-        if m is None or int(m.group(1)) <= 0:
-            self.fail(path, f"expected a positive size in bytes or with a K/M/G/T suffix (e.g. 8G), got {_got(raw)}")
-        return int(m.group(1)) << (10 * ("KMGT".index(m.group(2).upper()) + 1))
-
-    def host_port(self, raw: Any, path: str, expected: str) -> tuple[str, int]:
-        """Split "HOST:PORT" ("[v6]:PORT" too)."""
-        if not isinstance(raw, str) or ":" not in raw:
-            self.fail(path, f"expected {expected}, got {_got(raw)}")
-        host, _, port_text = raw.rpartition(":")
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            self.fail(path, f"expected {expected}, got {raw!r}")
-        return host, int(port_text)
 
     def parse_sites(self, raw: Any, state: Path) -> None:
         if not isinstance(raw, list) or not raw:
-            self.fail("sites", f"expected a non-empty list of sites, got {_got(raw)}")
+            self.fail("sites", f"expected a non-empty list of sites, got {got(raw)}")
         site_names: set[str] = set()
         for i, value in enumerate(raw):
             path = f"sites[{i}]"
@@ -476,7 +371,7 @@ class _Parser:
 
     def parse_cells(self, raw: Any, path: str, parent: CellSpec | None, state: Path) -> None:
         if not isinstance(raw, list) or (not raw and parent is None):
-            self.fail(path, f"expected a non-empty list of cells, got {_got(raw)}")
+            self.fail(path, f"expected a non-empty list of cells, got {got(raw)}")
         for i, value in enumerate(raw):
             self.parse_cell(value, f"{path}[{i}]", parent, state)
 
@@ -498,7 +393,7 @@ class _Parser:
         router = self.place(cell_path, "router", rhost, rport, f"{path}.services.router", "")
         same_host = m.get("allow_resize_to_same_host", False)
         if not isinstance(same_host, bool):
-            self.fail(f"{path}.allow_resize_to_same_host", f"expected true or false, got {_got(same_host)}")
+            self.fail(f"{path}.allow_resize_to_same_host", f"expected true or false, got {got(same_host)}")
         cell = CellSpec(name=name, path=cell_path, db=db, router=router.bind, parent=parent.path if parent else None,
                         site=self.site, allow_resize_to_same_host=same_host)
         relay_only = bool(m.get("cells")) and not m.get("hosts")  # holds no instances: a router is enough
@@ -517,7 +412,7 @@ class _Parser:
                 efield = f"{field}[{n}]" if isinstance(raw, list) and kind in SCALABLE else field
                 if not isinstance(entry, str):
                     lists = " or a list of them" if kind in SCALABLE else ""
-                    self.fail(efield, f"expected HOST or HOST:PORT{lists}, got {_got(entry)}")
+                    self.fail(efield, f"expected HOST or HOST:PORT{lists}, got {got(entry)}")
                 if ":" in entry:
                     hname, port = self.host_port(entry, efield, "HOST or HOST:PORT")
                     note = ""
@@ -535,7 +430,7 @@ class _Parser:
         hosts = m.get("hosts", [])
         hosts = [hosts] if isinstance(hosts, dict) else hosts  # {simulated: N} alone
         if not isinstance(hosts, list):
-            self.fail(f"{path}.hosts", f"expected a list of host names, got {_got(hosts)}")
+            self.fail(f"{path}.hosts", f"expected a list of host names, got {got(hosts)}")
         for j, hname in enumerate(hosts):
             field = f"{path}.hosts[{j}]"
             if isinstance(hname, dict):  # {simulated: N}: tools/simulated_hosts.py
@@ -571,19 +466,19 @@ class _Parser:
                 out[key] = self.port(v[key], f"{path}.volume.{key}")
         backend = v.get("backend", "file")
         if backend not in ("file", "lvm"):
-            self.fail(f"{path}.volume.backend", f"expected file or lvm, got {_got(backend)}")
+            self.fail(f"{path}.volume.backend", f"expected file or lvm, got {got(backend)}")
         fmt = v.get("format", "raw")
         if fmt not in ("raw", "qcow2"):
-            self.fail(f"{path}.volume.format", f"expected raw or qcow2, got {_got(fmt)}")
+            self.fail(f"{path}.volume.format", f"expected raw or qcow2, got {got(fmt)}")
         targets = v.get("targets", ["local", "tgt", "nbd"])
         if not isinstance(targets, list) or not targets or any(t not in ("local", "tgt", "nbd", "lio") for t in targets):
-            self.fail(f"{path}.volume.targets", f"expected a non-empty list of local, tgt, nbd, lio, got {_got(targets)}")
+            self.fail(f"{path}.volume.targets", f"expected a non-empty list of local, tgt, nbd, lio, got {got(targets)}")
         if fmt == "qcow2" and {"tgt", "lio"} & set(targets):
             self.fail(f"{path}.volume.format", "tgt and lio export raw volumes only: use format raw, or targets "
                                                "[local, nbd]")
         cap = v.get("capacity_gb")
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            self.fail(f"{path}.volume.capacity_gb", f"expected a positive number of GiB, got {_got(cap)}")
+            self.fail(f"{path}.volume.capacity_gb", f"expected a positive number of GiB, got {got(cap)}")
         out.update(backend=backend, format=fmt, targets=list(targets), capacity_gb=cap)
         if "backend_name" in v:  # what volume types' volume_backend_name match (default: the backend)
             out["backend_name"] = self.name(v["backend_name"], f"{path}.volume.backend_name")
@@ -637,12 +532,12 @@ class _Parser:
         (tools/pgserver.py, in <state>/postgres; one server for every managed DB of the cluster)."""
         m = self.mapping(raw, path, ("engine",), ("managed", "port"))
         if m["engine"] != "postgresql":
-            self.fail(f"{path}.engine", f"expected postgresql, got {_got(m['engine'])}")
+            self.fail(f"{path}.engine", f"expected postgresql, got {got(m['engine'])}")
         if m.get("managed", False) is not True:
             self.fail(f"{path}.managed", "expected true (a server of your own: give its URL as db instead)")
         port = m.get("port", self.managed_postgres.get("port", DEFAULT_POSTGRES_PORT))
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            self.fail(f"{path}.port", f"expected a port number, got {_got(port)}")
+            self.fail(f"{path}.port", f"expected a port number, got {got(port)}")
         if self.managed_postgres and self.managed_postgres["port"] != port:
             self.fail(f"{path}.port", f"the cluster's one private PostgreSQL already has port "
                                       f"{self.managed_postgres['port']} ({self.managed_postgres['field']})")
@@ -666,18 +561,18 @@ def _with_external_network(p: _Parser, raw: Any, services: list[ServiceSpec]) ->
     ext = p.mapping(raw, "external_network", ("cidr",), ("name", "cell"))
     name = ext.get("name", "public")
     if not isinstance(name, str) or not 0 < len(name) <= 255:
-        p.fail("external_network.name", f"expected a network name, got {_got(name)}")
+        p.fail("external_network.name", f"expected a network name, got {got(name)}")
     try:
         cidr = ipaddress.IPv4Network(str(ext["cidr"]))
     except ValueError:
-        p.fail("external_network.cidr", f"expected an IPv4 network like 203.0.113.0/24, got {_got(ext['cidr'])}")
+        p.fail("external_network.cidr", f"expected an IPv4 network like 203.0.113.0/24, got {got(ext['cidr'])}")
     if not isinstance(ext["cidr"], str) or cidr.prefixlen > 29:
-        p.fail("external_network.cidr", f"expected an IPv4 network of /29 or wider, got {_got(ext['cidr'])}")
+        p.fail("external_network.cidr", f"expected an IPv4 network of /29 or wider, got {got(ext['cidr'])}")
     cells = [s.cell for s in services if s.kind == "network" and s.cell]
     cell = ext.get("cell", cells[0] if cells else None)
     if cell not in cells:
         p.fail("external_network.cell", f"expected a cell with a network controller ({', '.join(cells)}), "
-                                        f"got {_got(cell)}")
+                                        f"got {got(cell)}")
     wanted = {"name": name, "cidr": str(cidr)}
     return [replace(s, options={**s.options, "external_network": wanted})
             if s.kind == "network" and s.cell == cell else s for s in services]
@@ -703,29 +598,29 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     if isinstance(dead_after, bool) or not isinstance(dead_after, (int, float)) \
             or not 3 * interval < dead_after <= 86400:
         p.fail("dead_after", f"expected seconds above 3 heartbeats ({3 * interval:g}) and up to 86400, "
-                             f"got {_got(dead_after)}")
+                             f"got {got(dead_after)}")
     attempts = top.get("max_attempts", 3)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 20:
-        p.fail("max_attempts", f"expected an integer between 1 and 20, got {_got(attempts)}")
+        p.fail("max_attempts", f"expected an integer between 1 and 20, got {got(attempts)}")
     reclaim = top.get("reclaim_instance_interval", 0)
     if isinstance(reclaim, bool) or not isinstance(reclaim, int) or not 0 <= reclaim <= 365 * 86400:
-        p.fail("reclaim_instance_interval", f"expected seconds from 0 (off) to 31536000, got {_got(reclaim)}")
+        p.fail("reclaim_instance_interval", f"expected seconds from 0 (off) to 31536000, got {got(reclaim)}")
     offload = top.get("shelved_offload_time", 0)
     if isinstance(offload, bool) or not isinstance(offload, int) or not -1 <= offload <= 365 * 86400:
-        p.fail("shelved_offload_time", f"expected seconds from -1 (never) to 31536000, got {_got(offload)}")
+        p.fail("shelved_offload_time", f"expected seconds from -1 (never) to 31536000, got {got(offload)}")
     security = p.mapping(top.get("security", {}), "security", (), ("curve",))
     curve = security.get("curve", True)  # plaintext only when the file says so
     if not isinstance(curve, bool):
-        p.fail("security.curve", f"expected true or false, got {_got(curve)}")
+        p.fail("security.curve", f"expected true or false, got {got(curve)}")
 
     logs = p.mapping(top.get("logging", {}), "logging", (), ("max_bytes", "backups", "format"))
     log_max_bytes = p.byte_size(logs.get("max_bytes", logtrail.DEFAULT_MAX_BYTES), "logging.max_bytes")
     log_backups = logs.get("backups", logtrail.DEFAULT_BACKUPS)
     if isinstance(log_backups, bool) or not isinstance(log_backups, int) or not 1 <= log_backups <= 100:
-        p.fail("logging.backups", f"expected an integer between 1 and 100, got {_got(log_backups)}")
+        p.fail("logging.backups", f"expected an integer between 1 and 100, got {got(log_backups)}")
     log_format = logs.get("format", "text")
     if log_format not in logtrail.FORMATS:
-        p.fail("logging.format", f"expected one of {', '.join(logtrail.FORMATS)}, got {_got(log_format)}")
+        p.fail("logging.format", f"expected one of {', '.join(logtrail.FORMATS)}, got {got(log_format)}")
 
     p.parse_hosts(top["hosts"])
     api, api_service = p.parse_api(top["api"])
@@ -743,7 +638,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     tenant = p.mapping(top.get("tenant_networks", {}), "tenant_networks", (), ("min_subnet_prefix",))
     min_prefix = tenant.get("min_subnet_prefix", DEFAULT_MIN_PREFIX)
     if isinstance(min_prefix, bool) or not isinstance(min_prefix, int) or not 8 <= min_prefix <= 29:
-        p.fail("tenant_networks.min_subnet_prefix", f"expected a prefix length from 8 to 29, got {_got(min_prefix)}")
+        p.fail("tenant_networks.min_subnet_prefix", f"expected a prefix length from 8 to 29, got {got(min_prefix)}")
     services = [replace(s, options={**s.options, "min_subnet_prefix": min_prefix}) if s.kind == "network" else s
                 for s in p.services]  # the network controllers enforce it (cells/network/policy.py)
     if "external_network" in top:

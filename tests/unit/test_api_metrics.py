@@ -16,7 +16,7 @@ from api.workers import worker_index
 from cells import metrics
 from tests.unit.api_support import client, cluster, demo_headers
 from tools import clusterfile
-from tools.clusterfile import ClusterFileError
+from tools.clusterfile_fields import ClusterFileError
 from tools.devcluster import cluster_yaml, free_port
 
 __all__ = ["client", "cluster", "demo_headers"]  # fixtures used by name

@@ -13,7 +13,7 @@ import yaml
 
 from cells.config import ClusterConfig
 from tools import clusterfile
-from tools.clusterfile import ClusterFileError
+from tools.clusterfile_fields import ClusterFileError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import pytest
 from cells.network.controller import subnet_policy
 from tests.unit.test_clusterfile import BASE, write
 from tools import clusterfile
-from tools.clusterfile import ClusterFileError
+from tools.clusterfile_fields import ClusterFileError
 
 
 def _load(tmp_path: Path, tenant: Any = None) -> Any:

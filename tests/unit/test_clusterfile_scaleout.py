@@ -11,7 +11,7 @@ import pytest
 from cells.config import ClusterConfig
 from tests.unit.test_clusterfile import BASE, cell, variant, write
 from tools import clusterfile
-from tools.clusterfile import ClusterFileError
+from tools.clusterfile_fields import ClusterFileError
 
 
 def _services(doc: dict[str, Any], tmp_path: Path) -> dict[str, tuple[str, str]]:

@@ -18,7 +18,7 @@ from cells.db import settings as dbsettings
 from cells.db.engine import Database
 from tests.unit.test_clusterfile import BASE, cell, variant, write
 from tools import clusterfile
-from tools.clusterfile import ClusterFileError
+from tools.clusterfile_fields import ClusterFileError
 
 HOLDER = """
 import fcntl, os, sys, time

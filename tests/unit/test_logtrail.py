@@ -15,7 +15,7 @@ from cells import logtrail
 from cells.context import new_request_id
 from tools import clusterfile
 from tools import logtrail as trail
-from tools.clusterfile import ClusterFileError
+from tools.clusterfile_fields import ClusterFileError
 from tools.devcluster import cluster_yaml
 
 

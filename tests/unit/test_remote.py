@@ -17,7 +17,7 @@ import yaml
 
 from cells.config import ClusterConfig
 from tools import clusterfile, health, remote
-from tools.clusterfile import ClusterFileError
+from tools.clusterfile_fields import ClusterFileError
 from tools.supervisor import programs_for
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"

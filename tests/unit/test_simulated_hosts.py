@@ -16,7 +16,7 @@ from node.compute.driver import LibvirtDriver
 from node.network.agent import plumbing_decision
 from tests.unit.test_clusterfile import cell, variant, write
 from tools import clusterfile
-from tools.clusterfile import ClusterFileError
+from tools.clusterfile_fields import ClusterFileError
 from tools.supervisor import programs_for
 
 

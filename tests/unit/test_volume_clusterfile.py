@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tools import clusterfile
-from tools.clusterfile import ClusterFileError
+from tools.clusterfile_fields import ClusterFileError
 
 
 def write(tmp_path: Path, node: dict[str, Any]) -> Path:
