@@ -1,6 +1,6 @@
 """Nova's images proxy of the image service (api/image), up to 2.35 (from 2.36 a 404, as Nova):
 
-    GET    /images[/detail][?name=&status=&minRam=&minDisk=&limit=&marker=]   the images the caller sees
+    GET    /images[/detail][?name=&status=&server=&type=&minRam=&minDisk=&limit=&marker=]   what the caller sees
     GET    /images/{id}         DELETE /images/{id} (204; Glance's delete_image rule, the image service's delete)
     GET    /images/{id}/metadata              POST (merge) / PUT (replace) {"metadata": {...}}
     GET    /images/{id}/metadata/{key}        PUT {"meta": {key: value}}   DELETE (204)
@@ -74,6 +74,10 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     if q.get("status"):
         wanted = [glance for glance, (nova, _) in STATUS.items() if nova == q["status"].upper()]
         query = query.where(images.c.status.in_(wanted))
+    if q.get("server"):  # a server's id or its URL: the snapshots of that server
+        query = query.where(images.c.properties["instance_uuid"].as_string() == q["server"].rstrip("/").split("/")[-1])
+    if q.get("type"):  # snapshot | backup (the image_type property Nova's createImage/createBackup set)
+        query = query.where(images.c.properties["image_type"].as_string() == q["type"])
     for key, column in (("minRam", images.c.min_ram), ("minDisk", images.c.min_disk)):
         floor = query_int(q, key, message=f"Invalid {key} filter [{q.get(key)}]")
         if floor is not None:

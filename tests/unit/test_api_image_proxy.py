@@ -44,6 +44,14 @@ async def test_images_in_novas_views(client: TestClient[Any, Any], demo_headers:
     assert [i["id"] for i in page] == [image_id]  # newest first
     rest = (await (await client.get(f"{IMAGES}?marker={image_id}", headers=demo_headers)).json())["images"]
     assert image_id not in [i["id"] for i in rest] and rest
+    server = "5" * 8 + "-0000-0000-0000-" + "0" * 12
+    snap = await _image(client, demo_headers, instance_uuid=server, image_type="snapshot")
+    for query in (f"server={server}", f"server=http://cloud.test/compute/v2.1/servers/{server}", "type=snapshot"):
+        found = (await (await client.get(f"{IMAGES}/detail?{query}", headers=demo_headers)).json())["images"]
+        assert [i["id"] for i in found] == [snap], query
+        assert found[0]["server"]["id"] == server
+    assert (await (await client.get(f"{IMAGES}?type=backup", headers=demo_headers)).json())["images"] == []
+    assert (await client.delete(f"{IMAGES}/{snap}", headers=demo_headers)).status == 204
     assert (await client.get(f"{IMAGES}/{'0' * 8}-0000-0000-0000-{'0' * 12}", headers=demo_headers)).status == 404
     assert (await client.get(IMAGES, headers={**demo_headers, "OpenStack-API-Version": "compute 2.36"})).status == 404
 
