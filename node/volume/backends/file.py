@@ -13,11 +13,11 @@ here) qcow2 chains, as Cinder's NFS/remotefs drivers keep them:
                              becomes a new qcow2 overlay on it: snapshot-S <- volume-V.qcow2
     volume C from snapshot S volume-C.qcow2, an empty overlay on snapshot-S
     volume C from volume V   V's file is frozen as base-C and both V and C become overlays on it
-    delete snapshot S        refused (SnapshotIsBusy, Cinder's "has dependent volumes") while a volume
-                             made from it reads through it; else, where only V's own overlay reads
-                             through it and V is detached, V's overlay is committed into it and it
-                             becomes V's file again (Cinder's remotefs merge); else it is marked
-                             deleted and its file removed once nothing reads through it (collect)
+    delete snapshot S        where only V's own overlay reads through it and V is detached, V's overlay
+                             is committed into it and it becomes V's file again (Cinder's remotefs
+                             merge); else (V in use, or volumes made from S read through it) it is
+                             marked deleted and its file removed once nothing reads through it
+                             (collect): the snapshot is gone, its bytes stay as their hidden base
 
 A volume a guest or an export may be writing (in-use, `live`) keeps its file where it
 is: its forced snapshot, or a clone of it, is a copy (`cp --reflink=auto --sparse=always`,
@@ -207,8 +207,8 @@ class FileBackend:
         return os.path.basename(frozen), fmt
 
     async def delete_snapshot(self, snapshot_id: str, volume_id: str | None = None, live: bool = False) -> None:
-        """SnapshotIsBusy while a volume made from it reads through it; else merged back into its volume
-        (`volume_id`, when not `live`) or removed once nothing reads through it."""
+        """Merged back into its volume (`volume_id`, when not `live` and nothing else reads through it), or
+        marked deleted and removed once nothing reads through it (volumes made from it keep their bytes)."""
         async with self._chains:
             await asyncio.to_thread(self._delete_snapshot, snapshot_id, volume_id, live)
 
@@ -221,12 +221,6 @@ class FileBackend:
             return
         readers = {top for top, backing in chains.backings(self.directory).items() if backing == name}
         found = self._active(volume_id) if volume_id else None
-        own = set(chains.chain(self.directory, os.path.basename(found[0]))) if found else set()
-        # a volume made from this snapshot (or from a snapshot of such a volume) reads through it; one made
-        # from the volume reads through its own base, which keeps the file as long as it needs it
-        if any(name in chains.chain(self.directory, n, through_bases=False) for n in os.listdir(self.directory)
-               if n.startswith("volume-") and not n.endswith(PART) and n not in own):
-            raise errors.SnapshotIsBusy(snapshot_name=snapshot_name(snapshot_id))
         with open(os.path.join(self.directory, chains.stem(name) + TOMBSTONE), "wb"):
             pass  # from here on the snapshot is gone for good: a crash finishes the removal, never undoes it
         if found is not None and not live and readers == {os.path.basename(found[0])}:
@@ -245,10 +239,13 @@ class FileBackend:
             unlink_quietly(overlay)  # its backing is gone: _active and _reconcile take the raw file now
 
     async def locate_snapshot(self, snapshot_id: str) -> VolumeStorage:
-        for fmt in FORMATS:
-            path = self._snapshot_path(snapshot_id, fmt)
-            if await asyncio.to_thread(os.path.exists, path):
-                return VolumeStorage(snapshot_id, path, fmt)
+        """A live snapshot's file (a deleted one's, kept as a base, is not the snapshot any more)."""
+        tombstone = os.path.join(self.directory, snapshot_name(snapshot_id) + TOMBSTONE)
+        if not await asyncio.to_thread(os.path.exists, tombstone):
+            for fmt in FORMATS:
+                path = self._snapshot_path(snapshot_id, fmt)
+                if await asyncio.to_thread(os.path.exists, path):
+                    return VolumeStorage(snapshot_id, path, fmt)
         raise errors.SnapshotNotFound(snapshot_id=snapshot_id)
 
     async def clone(self, volume_id: str, source: VolumeStorage, size_gb: int, live: bool = False) -> VolumeStorage:
