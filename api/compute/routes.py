@@ -7,6 +7,7 @@ from api.compute import (
     aggregates,
     availability_zones,
     compute_services,
+    extension_info,
     extensions,
     flavor_access,
     flavor_manage,
@@ -54,6 +55,7 @@ def make_compute_app() -> web.Application:
     flavor_access.add_routes(app)  # os-flavor-access (issue 16)
     servers.add_routes(app)
     extensions.add_routes(app)
+    extension_info.add_routes(app)  # the deprecated /extensions list (issue 16)
     availability_zones.add_routes(app)  # os-availability-zone (issue 16)
     server_tags.add_routes(app)  # /servers/{id}/tags (2.26, issue 16)
     server_password.add_routes(app)  # os-server-password (issue 16)

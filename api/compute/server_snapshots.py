@@ -116,10 +116,11 @@ def _properties(record: dict[str, Any], ctx: RequestContext, metadata: dict[str,
     base = record.get("image") or {}
     props = {str(k): str(v) for k, v in (base.get("properties") or {}).items()
              if k not in NOT_INHERITED and isinstance(v, (str, int, float, bool))}
-    props.update(metadata)
-    props.update({"image_type": "snapshot", "instance_uuid": str(record["uuid"]),
-                  "base_image_ref": str(base.get("id") or ""), "user_id": str(ctx.user or "")})
-    props.update(extra)
+    props.update({"image_type": "snapshot", "base_image_ref": str(base.get("id") or ""),
+                  "user_id": str(ctx.user or "")})
+    props.update(metadata)  # as Nova: the request's metadata over the snapshot's own keys (image_type too)
+    props.update(extra)  # a backup's image_type and backup_type, which its rotation goes by
+    props["instance_uuid"] = str(record["uuid"])  # never another server's (backup rotation reads it)
     if len(props) > MAX_PROPERTIES:
         raise errors.Invalid(f"Maximum number of image properties ({MAX_PROPERTIES}) exceeded.")
     return props

@@ -25,6 +25,8 @@ _F = "/v2.1/flavors/{flavor_id}"
 
 COMPUTE: dict[tuple[str, str], str] = {
     **{("GET", p): PUBLIC for p in ("", "/", "/v2", "/v2/", "/v2.1", "/v2.1/")},
+    ("GET", "/v2.1/extensions"): _N + "extensions",
+    ("GET", "/v2.1/extensions/{alias}"): _N + "extensions",
     ("GET", "/v2.1/flavors"): ANY_TOKEN,
     ("GET", "/v2.1/flavors/detail"): ANY_TOKEN,
     ("GET", _F): ANY_TOKEN,

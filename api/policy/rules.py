@@ -230,6 +230,7 @@ NOVA = {
     "os_compute_api:os-shelve:unshelve_to_host": "rule:admin_api",
     "os_compute_api:os-server-groups:create": "rule:project_member_api",  # Nova: no admin override
     "os_compute_api:limits": "@",
+    "os_compute_api:extensions": "@",  # Nova's default: anyone with a token
     "os_compute_api:os-availability-zone:list": "@",
 }
 
