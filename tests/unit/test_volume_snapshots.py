@@ -152,6 +152,24 @@ async def test_a_volume_with_snapshots_is_deleted_only_with_cascade(env: VolumeC
     assert os.listdir(env.worker.backend.directory) == [] and await allocated(env) == 0  # type: ignore[attr-defined]
 
 
+async def test_a_cascade_delete_leaves_a_volume_made_from_its_snapshot_whole(env: VolumeCell) -> None:
+    """Tempest's cascade case: a volume, its snapshot, a volume made from the snapshot; the first deleted with
+    cascade goes with its snapshot, and the copy (an overlay reading through the snapshot's file here) keeps
+    its bytes; the last file goes with the copy."""
+    vid = await create(env, size=1)
+    await write_marker(env, vid)
+    snap = await snapshot(env, vid)
+    copy = await copy_of(env, 1, snapshot_id=snap["id"])
+    await flows.volume_delete(env.env, DEMO, vid, cascade=True)
+    await env.settle()
+    assert await snaps.snapshot_list(env.env, DEMO, {}) == []
+    assert [v["id"] for v in await flows.volume_list(env.env, DEMO, {}, None)] == [copy]
+    assert await marker_in(await env.worker.backend.locate(copy)) == MARKER
+    await flows.volume_delete(env.env, DEMO, copy)
+    await env.settle()
+    assert os.listdir(env.worker.backend.directory) == []  # type: ignore[attr-defined]
+
+
 async def test_snapshot_of_an_in_use_volume_needs_force(env: VolumeCell) -> None:
     vid = await create(env, size=1)
     uid = await add_instance(env)

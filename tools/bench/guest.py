@@ -10,7 +10,11 @@ not usable) that registers the tiny guest, then alternates, one boot at a time:
 Both poll every POLL seconds. Prints p50/p90 of each and the ratio API/raw.
 Goal (issue 4): API within 1.3x of raw libvirt.
 
-    .venv/bin/python -m tools.bench.guest [--boots 5]
+With --from-volume (issue 18) the cluster's host is a volume host too, and the API's boot from the image
+alternates instead with a boot from a volume the same request makes from that image (block_device_mapping_v2
+image -> volume, 1 GiB, delete_on_termination): both to the banner, with their ratio.
+
+    .venv/bin/python -m tools.bench.guest [--boots 5] [--from-volume]
 """
 from __future__ import annotations
 
@@ -70,10 +74,16 @@ class Api:
         assert images, f"no image {name}: did cellctl up register it?"
         return dict(images[0])
 
-    async def boot_to_banner(self, image_id: str) -> tuple[float, str]:
+    async def boot_to_banner(self, image_id: str, on_volume: bool = False) -> tuple[float, str]:
+        """Seconds from the request to the banner, and the server; `on_volume`: booted from a 1 GiB volume the
+        request makes from the image."""
         t0 = time.perf_counter()
-        body = {"server": {"name": "bench", "flavorRef": "1", "imageRef": image_id}}
-        async with self.s.post(self.base + "/compute/v2.1/servers", json=body, headers=self.h) as r:
+        server: dict[str, Any] = {"name": "bench", "flavorRef": "1", "imageRef": image_id}
+        if on_volume:
+            server.update(imageRef="", block_device_mapping_v2=[{
+                "boot_index": 0, "uuid": image_id, "source_type": "image", "destination_type": "volume",
+                "volume_size": 1, "delete_on_termination": True}])
+        async with self.s.post(self.base + "/compute/v2.1/servers", json={"server": server}, headers=self.h) as r:
             assert r.status == 202, await r.text()
             server_id = str((await r.json())["server"]["id"])
         url = f"{self.base}/compute/v2.1/servers/{server_id}/action"
@@ -136,6 +146,31 @@ class Raw:
         self.conn.close()
 
 
+async def from_volume(cluster: RunningCluster, boots: int) -> None:
+    """Boot from the image vs boot from a volume made from it by the same request, alternated."""
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, cluster)
+        await api.login()
+        machine = await api.image("tiny-linux")
+        for on_volume in (False, True):  # warm-up: the image cached on the host and the volume host
+            _, warm = await api.boot_to_banner(machine["id"], on_volume)
+            await api.delete(warm)
+        image_t, volume_t = [], []
+        for i in range(boots):
+            t, server_id = await api.boot_to_banner(machine["id"])
+            image_t.append(t)
+            await api.delete(server_id)
+            t, server_id = await api.boot_to_banner(machine["id"], on_volume=True)
+            volume_t.append(t)
+            await api.delete(server_id)
+            print(f"  boot {i + 1}/{boots}: from image {image_t[-1]:.2f}s  from volume {volume_t[-1]:.2f}s", flush=True)
+    i50, v50 = pct(image_t, 0.5), pct(volume_t, 0.5)
+    print(f"guest boot to banner through the API ({boots} boots each, poll {POLL * 1000:.0f} ms):")
+    print(f"  from the image                      p50 {i50:.2f}s  p90 {pct(image_t, 0.9):.2f}s")
+    print(f"  from a volume made from it (1 GiB)  p50 {v50:.2f}s  p90 {pct(volume_t, 0.9):.2f}s")
+    print(f"  ratio volume/image p50: {v50 / i50:.2f}x")
+
+
 async def run(cluster: RunningCluster, work: Path, boots: int) -> None:
     async with aiohttp.ClientSession() as session:
         api = Api(session, cluster)
@@ -172,11 +207,12 @@ async def run(cluster: RunningCluster, work: Path, boots: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--boots", type=int, default=5)
+    parser.add_argument("--from-volume", action="store_true", help="boot from a volume vs from the image")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cc-bench-guest-") as tmp:
         work = Path(tmp)
-        with running_cluster(work / "cluster", virt_uri="qemu:///embed") as cluster:
-            asyncio.run(run(cluster, work, args.boots))
+        with running_cluster(work / "cluster", virt_uri="qemu:///embed", volumes=args.from_volume) as cluster:
+            asyncio.run(from_volume(cluster, args.boots) if args.from_volume else run(cluster, work, args.boots))
 
 
 if __name__ == "__main__":
