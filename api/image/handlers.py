@@ -91,6 +91,14 @@ async def show_image(request: web.Request) -> web.Response:
     return web.json_response(db.view(row))
 
 
+async def image_tasks(request: web.Request) -> web.Response:
+    """Glance 2.12's tasks of an image: its interoperable-import and location tasks. This image service
+    runs no tasks (uploads are direct, no import), so a visible image has none; an unseen one is a 404."""
+    async with request.config_dict[ENGINE].connect() as conn:
+        await db.get(conn, context(request), request.match_info["image_id"])
+    return web.json_response({"tasks": []})
+
+
 async def download(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     async with request.config_dict[ENGINE].connect() as conn:
@@ -138,6 +146,7 @@ def make_image_app() -> web.Application:
     app.router.add_get("/v2/images", list_images)
     app.router.add_get("/v2/images/{image_id}", show_image)
     app.router.add_get("/v2/images/{image_id}/file", download)
+    app.router.add_get("/v2/images/{image_id}/tasks", image_tasks)
     app.router.add_get("/v2/schemas/image", schema_image)
     app.router.add_get("/v2/schemas/images", schema_images)
     app.router.add_get("/v2/schemas/member", schema_member)

@@ -84,6 +84,19 @@ async def test_name_or_unknown_id_is_404(client: TestClient[Any, Any], demo_head
     assert (await _images(client, demo_headers, "?name=nope"))["images"] == []
 
 
+async def test_an_images_tasks_are_none_and_an_unseen_images_a_404(
+        client: TestClient[Any, Any], cluster: ClusterConfig, demo_headers: dict[str, str]) -> None:
+    """GET /v2/images/{id}/tasks (Glance 2.12): this service runs no import tasks, so an image the caller
+    sees has an empty list; another project's private image and an unknown id are 404s."""
+    (img,) = (await _images(client, demo_headers))["images"]
+    resp = await client.get(f"/image/v2/images/{img['id']}/tasks", headers=demo_headers)
+    assert resp.status == 200 and await resp.json() == {"tasks": []}
+    hidden = await _add_image(cluster, "theirs", "private", "another-project")
+    for image_id in (hidden, "0b5e4a3c-1e1f-4f6c-9a55-000000000000"):
+        resp = await client.get(f"/image/v2/images/{image_id}/tasks", headers=demo_headers)
+        assert resp.status == 404, await resp.text()
+
+
 async def test_visibility_and_filters(client: TestClient[Any, Any], cluster: ClusterConfig,
                                       demo_headers: dict[str, str], admin_headers: dict[str, str]) -> None:
     demo_project = (await (await client.get("/identity/v3/auth/tokens", headers={
