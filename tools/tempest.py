@@ -238,7 +238,26 @@ def public_network(cluster: RunningCluster) -> str:
     return network_id
 
 
-def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str], public_network_id: str = "") -> str:
+# the run's flavor_ref and flavor_ref_alt: devstack's (ids 42 and 84, 128 and 192 MiB). Tempest boots a server
+# or more per test with these and resizes to the alt one; with m1.tiny (512) and m1.small (2048) two workers
+# filled a test-hypervisor host (3072 MiB, RAM ratio 1.0) and a resize found no host ("No valid host")
+TEMPEST_FLAVORS: tuple[dict[str, Any], ...] = ({"id": "42", "name": "m1.nano", "ram": 128, "vcpus": 1, "disk": 1},
+                   {"id": "84", "name": "m1.micro", "ram": 192, "vcpus": 1, "disk": 1})
+
+
+def tempest_flavors(cluster: RunningCluster) -> tuple[str, str]:
+    """Make TEMPEST_FLAVORS as an admin (public); their ids."""
+    import requests  # the tempest extra brings it (see _image_ids)
+    headers = {"X-Auth-Token": cluster.token("admin")}
+    for flavor in TEMPEST_FLAVORS:
+        made = requests.post(f"{cluster.endpoint}/compute/v2.1/flavors", headers=headers, timeout=30,
+                             json={"flavor": flavor})
+        made.raise_for_status()
+    return str(TEMPEST_FLAVORS[0]["id"]), str(TEMPEST_FLAVORS[1]["id"])
+
+
+def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str], public_network_id: str = "",
+                 flavors: tuple[str, str] = ("1", "2")) -> str:
     cluster_secrets = cluster.config["secrets"]
     region = cluster.config["api"].get("region", "RegionOne")
     sections: dict[str, dict[str, Any]] = {
@@ -250,7 +269,8 @@ def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str], pu
                  "default_credentials_domain_name": "Default", "create_isolated_networks": False},
         "identity": {"uri_v3": f"{cluster.endpoint}/identity/v3", "auth_version": "v3", "region": region,
                      "v3_endpoint_type": "public"},
-        "compute": {"image_ref": images[0], "image_ref_alt": images[-1], "flavor_ref": "1", "flavor_ref_alt": "2",
+        "compute": {"image_ref": images[0], "image_ref_alt": images[-1], "flavor_ref": flavors[0],
+                    "flavor_ref_alt": flavors[1],
                     "min_microversion": _fmt(MIN_VERSION), "max_microversion": _fmt(MAX_VERSION),
                     "build_timeout": 120, "build_interval": 1, "region": region, "endpoint_type": "publicURL",
                     "min_compute_nodes": 2,
@@ -322,7 +342,8 @@ def run(regex: str, workspace: Path, concurrency: int = 2, name: str | None = No
         give_projects_room(cluster, projects(concurrency))
         (workspace / "accounts.yaml").write_text(yaml.safe_dump(accounts(cluster.config["secrets"], passwords,
                                                                          concurrency)))
-        (workspace / "tempest.conf").write_text(tempest_conf(cluster, workspace, images, public_network(cluster)))
+        (workspace / "tempest.conf").write_text(tempest_conf(cluster, workspace, images, public_network(cluster),
+                                                             tempest_flavors(cluster)))
         _stestr_conf(workspace)
         env = {**without_cloud_variables(os.environ), "TEMPEST_CONFIG_DIR": str(workspace),
                "TEMPEST_CONFIG": "tempest.conf"}
