@@ -300,8 +300,11 @@ def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str], pu
 def _stestr_conf(workspace: Path) -> None:
     import tempest  # the tempest extra
     package = Path(tempest.__file__).resolve().parent
+    # group_regex as `tempest init` writes it: a class's tests run in one worker, after its one setUpClass
+    # (split across workers, two tests of a class made the same fixed-CIDR subnets at once: the multi-NIC test)
     (workspace / ".stestr.conf").write_text(
-        f"[DEFAULT]\ntest_path={package / 'test_discover'}\ntop_dir={package.parent}\n")
+        f"[DEFAULT]\ntest_path={package / 'test_discover'}\ntop_dir={package.parent}\n"
+        "group_regex=([^\\.]*\\.)*\n")
 
 
 def parse(stream: bytes) -> Outcome:
