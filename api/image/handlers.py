@@ -23,6 +23,12 @@ from cells import errors
 DEFAULT_LIMIT = 25  # Glance's limit_param_default
 MAX_LIMIT = 1000
 VISIBILITIES = ("public", "private", "shared", "community", "all")
+# the list's own parameters and the image attributes Glance filters on: a query key outside these names an
+# extra property (Glance v2 flattens properties, so ?image_type=backup matches that property exactly)
+NOT_PROPERTIES = frozenset({"limit", "marker", "sort", "sort_key", "sort_dir", "member_status", "visibility",
+                            "os_hidden", "id", "name", "status", "owner", "disk_format", "container_format",
+                            "tag", "size_min", "size_max", "created_at", "updated_at", "protected", "checksum",
+                            "os_hash_value", "os_hash_algo", "virtual_size", "min_disk", "min_ram"})
 
 
 # the Glance v2 minor versions whose features this API serves: 2.0 images, 2.1 members and PATCH,
@@ -55,6 +61,9 @@ async def list_images(request: web.Request) -> web.Response:
     for key in ("id", "name", "status", "owner", "disk_format", "container_format"):
         if key in q:
             where.append(_match(key, q[key]))
+    for key, value in q.items():
+        if key not in NOT_PROPERTIES:  # Glance: any other key filters on an extra property of that name
+            where.append(images.c.properties[key].as_string() == value)
     hidden = q.get("os_hidden", "false").lower() == "true"
     where.append(images.c.os_hidden.is_(hidden))
     async with request.config_dict[ENGINE].connect() as conn:

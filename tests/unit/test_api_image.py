@@ -116,6 +116,10 @@ async def test_visibility_and_filters(client: TestClient[Any, Any], cluster: Clu
     assert [i["id"] for i in (await _images(client, demo_headers, '?name=in:"mine","nope"'))["images"]] == [mine]
     shown = await (await client.get(f"/image/v2/images/{mine}", headers=demo_headers)).json()
     assert shown["os_distro"] == "test"  # extra properties are flat, as Glance
+    # as flat in the list's filters: a key that is no list parameter or image attribute names a property
+    by_property = (await _images(client, demo_headers, "?os_distro=test&sort=name:asc"))["images"]
+    assert [i["name"] for i in by_property] == ["empty", "mine"]  # not tiny-raw, which has no os_distro
+    assert (await _images(client, demo_headers, "?os_distro=other"))["images"] == []
     assert (await client.get(f"/image/v2/images/{queued}/file", headers=demo_headers)).status == 204
     all_names = {i["name"] for i in (await _images(client, admin_headers))["images"]}
     assert {"admins-only", "mine"} <= all_names
