@@ -72,7 +72,7 @@ async def test_a_v2_db_is_migrated_with_its_instances_kept(tmp_path: Path) -> No
     db = Database(url)
     try:
         def make_v2(conn: Connection) -> None:  # what release 2 left: no key_data column, version 2
-            for column in ("key_data", "locked_by", "locked_reason"):  # locked_*: revision c0003, after the runner
+            for column in ("key_data", "locked_by", "locked_reason", "password"):  # locked_*, password: c0003, c0008
                 conn.execute(text(f"ALTER TABLE instances DROP COLUMN {column}"))
             conn.execute(text("INSERT INTO instances (uuid, name, project_id, flavor, vm_state, power_state, "
                               "created_at, updated_at, deleted, metadata, progress, addresses, retry_hosts) VALUES "
