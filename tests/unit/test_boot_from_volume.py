@@ -85,6 +85,9 @@ async def test_the_root_volume_is_reserved_exported_in_use_and_released_by_delet
         await compute_events.instance_event(env.env, admin_context(), uid, "node1", event)
     vol = await volume_of(env, vid)
     assert vol["status"] == "in-use" and vol["attachments"][0]["status"] == "attached"
+    # attached, still answered to a caller with no principal (a plaintext dev-mode cell, where a move's
+    # destination compute asks for it: flows/move_volumes.py)
+    assert await flows.volume_connection(env.env, admin_context(), vid, uid) == info
     await delete_locally(env.env, uid)
     vol = await volume_of(env, vid)
     assert vol["status"] == "available" and vol["attachments"] == []
