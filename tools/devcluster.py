@@ -355,14 +355,20 @@ def running_netns_cluster(root: Path, name: str, hosts: tuple[str, ...] = ("n1",
     `cellctl up`) on a 10.N.0.0/16 no other run on this machine uses: the network agents plumb
     for real (bridges, VXLAN, dnsmasq, nftables, metadata) without touching the root namespace.
     `name` names the namespaces (cc-NAME-HOST): keep it short and unique to the run. `volume_host`:
-    that host runs a volume worker too (file backend; local, tgt and nbd exports on the default ports).
+    that host runs a volume worker too (file backend; local, tgt and nbd exports; tgt on an iSCSI port and
+    control port of the run's own, nbd on the default port inside the host's netns).
     `external_cidr`: cluster.yaml's external_network `public` with that CIDR: ctl is the network host and
     the namespace cc-NAME-outside stands for the internet on it (tools/netns.py)."""
     from tools.netns import unused_range
     prefix = unused_range().removesuffix("0.0/16")  # "10.N.": site1 is 10.N.1.0/24
 
+    # tgtd's control socket is a unix socket shared by every netns: an iSCSI port (tgt's control port) of the
+    # run's own, or two runs with a volume host drive (and stop) one tgtd
+    iscsi_port = free_port()
+
     def roles(host: str) -> str:
-        return "[compute, volume], volume: {capacity_gb: 20}" if host == volume_host else "[compute]"
+        return f"[compute, volume], volume: {{capacity_gb: 20, iscsi_port: {iscsi_port}}}" if host == volume_host \
+            else "[compute]"
     computes = "\n".join(
         f'  {h}: {{address: {prefix}1.{21 + i}, via: netns, site_net: site1, roles: {roles(h)}, rpc_port: 5700,\n'
         f'        virt: {{uri: "{virt_uri}"}}}}' for i, h in enumerate(hosts))
