@@ -3,11 +3,14 @@ compute workers faked at the process boundary (they keep their guests as a compu
 node/compute/guest_moves.py): a delete in VERIFY_RESIZE or mid-move releases both claims and
 both copies; a move whose conductor dies is finished or rolled back by the other one,
 noticed on the directory's leave event or by the sweep; same-host resize only where the
-cell allows it; a migration with no other host with room leaves the server where it was."""
+cell allows it; a migration with no other host with room leaves the server where it was; a
+volume attached to a server whose move's conductor dies is carried again by the adopter (a real
+volume worker, file backend, behind a one-initiator network target without its daemon)."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid as uuidlib
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,11 +24,20 @@ from cells.config import ServiceSpec
 from cells.context import RequestContext, admin_context
 from cells.db import action_records, claims
 from cells.db import instances as idb
+from cells.db import volumes as vdb
 from cells.db.claims import Resources
 from cells.db.schema import migrations
 from cells.objects import versions
 from cells.objects.instance import PowerState, VmState, utcnow_iso
 from cells.rpcapi.move_methods import DISK_COPY_VERSION, MoveConductorAPI
+from cells.rpcapi.volume import SURFACE as VOLUME
+from cells.rpcapi.volume import VolumeConductorAPI
+from cells.service_process import Service
+from node.imagecache import ImageCache
+from node.volume.backends import VolumeStorage
+from node.volume.backends.file import FileBackend
+from node.volume.manager import VolumeManager
+from tests.compute_fakes import FakeFetcher
 from tests.unit.claim_support import claim
 from tests.unit.test_conductor import FLAVOR, USER, Cell, FakeCompute, until_async
 from tools.devcluster import free_port
@@ -45,6 +57,7 @@ class MovingCompute(FakeCompute):
         self.guests: dict[str, dict[str, Any]] = {}
         self.disk_from: dict[str, str | None] = {}  # uuid -> the host finish_move was asked to copy from
         self.hold: set[str] = set()
+        self.plugged: dict[tuple[str, str], dict[str, Any]] = {}  # (instance, volume) -> its connection_info
         self.release = asyncio.Event()
         self.entered: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -108,10 +121,67 @@ class MovingCompute(FakeCompute):
             self.guests[instance["uuid"]] = {"flavor": migration["old_flavor"]["id"], "running": True}
             return PowerState.RUNNING
 
+    async def attach_volume(self, ctx: RequestContext, instance_uuid: str, volume_id: str,
+                            connection_info: dict[str, Any], device: str | None = None) -> dict[str, Any]:
+        """Idempotent as the real compute's: plugging what is plugged again keeps one disk."""
+        self.plugged[(instance_uuid, volume_id)] = connection_info
+        return {"device": device}
+
+
+class OneInitiatorTarget:
+    """A network target's rule (tgt's ACL, the NBD gate) without its daemon: an export admits the one host
+    it was made for, a re-export moves it; every export is recorded."""
+    name = "net"
+    formats: tuple[str, ...] = ("raw", "qcow2")
+
+    def __init__(self) -> None:
+        self.admitted: dict[str, str] = {}
+        self.exports: list[tuple[str, str]] = []  # (volume id, host) per export call
+
+    def reaches(self, connector: dict[str, Any]) -> bool:
+        return True
+
+    async def start(self) -> None:
+        pass
+
+    async def export(self, storage: VolumeStorage, connector: dict[str, Any]) -> dict[str, Any]:
+        host = str(connector["host"])
+        self.admitted[storage.volume_id] = host
+        self.exports.append((storage.volume_id, host))
+        return {"driver_volume_type": "net", "data": {"target": self.name, "host": host, "path": storage.path}}
+
+    async def unexport(self, volume_id: str) -> None:
+        self.admitted.pop(volume_id, None)
+
+    async def exported(self) -> set[str]:
+        return set(self.admitted)
+
+    async def stop(self) -> None:
+        self.admitted.clear()
+
+
+class VolumeMovingCell(Cell):
+    """A moving cell whose node1 is a volume host too (a real VolumeManager behind OneInitiatorTarget)."""
+
+    def __init__(self, tmp_path: Path, modes: dict[str, str], db_url: str | None = None) -> None:
+        super().__init__(tmp_path, modes, db_url)
+        spec = ServiceSpec("cell1/volume/node1", "volume", "node1", f"tcp://127.0.0.1:{free_port()}", "cell1")
+        self.cluster = dataclasses.replace(self.cluster, services=(*self.cluster.services, spec))
+        self.target = OneInitiatorTarget()
+        self.worker = VolumeManager(self.cluster, spec, backend=FileBackend(str(tmp_path / "vols"), "raw", capacity_gb=5),
+                                    targets={"net": self.target},
+                                    images=ImageCache(str(tmp_path / "volume-images"), FakeFetcher()))
+
+    def _service(self, name: str) -> Service:
+        if name == "volume/node1":
+            return Service(self.cluster, self.cluster.service("cell1/volume/node1"), self.worker, VOLUME,
+                           ("volume.node1",))
+        return super()._service(name)
+
 
 def moving_cell(tmp_path: Path, hosts: tuple[str, ...] = ("node1", "node2"), conductors: int = 1,
-                same_host: bool = False, db_url: str | None = None) -> Cell:
-    c = Cell(tmp_path, {h: "ok" for h in hosts}, db_url)
+                same_host: bool = False, db_url: str | None = None, kind: type[Cell] = Cell) -> Cell:
+    c = kind(tmp_path, {h: "ok" for h in hosts}, db_url)
     c.computes = {h: MovingCompute(h) for h in hosts}
     extra = tuple(ServiceSpec(f"cell1/conductor-{n}", "conductor", "ctl", f"tcp://127.0.0.1:{free_port()}", "cell1")
                   for n in range(2, conductors + 1))
@@ -526,3 +596,52 @@ async def test_a_moves_placement_is_kept_with_the_row_and_bounds_the_destination
     moved = await wait_task(cell, uuid, None, "resized")
     assert moved["host"] != source
     assert await cell.db.read(lambda conn: moves.placement_of(conn, uuid)) == {"excluded_hosts": []}
+
+
+async def _volume_host_ready(c: Cell) -> bool:
+    """node1's volume worker is live in the conductors' directory and has reported its capacity."""
+    live = all(svc.view.members("volume.node1") for name, svc in c.services.items() if name.startswith("conductor"))
+    return live and bool(await c.db.read(vdb.nodes))
+
+
+async def _volume_status(c: Cell, vid: str, status: str) -> bool:
+    return bool((await VolumeConductorAPI(c.api).volume_get(USER, vid))["status"] == status)
+
+
+async def test_a_conductor_killed_mid_move_with_a_volume_attached_the_adopter_carries_it_again(
+        tmp_path: Path, db_url: str) -> None:
+    """The dead owner exported the volume to the destination before it died; the adopter exports it there
+    again (idempotent), the attachment names the destination and its connection, only the destination is
+    admitted, and the guest made there has it plugged with that connection."""
+    two = moving_cell(tmp_path, conductors=2, db_url=db_url, kind=VolumeMovingCell)
+    assert isinstance(two, VolumeMovingCell)
+    await started(two, conductors=2)
+    try:
+        two.run("volume/node1")
+        await until_async(lambda: _volume_host_ready(two), 10)  # a volume made before would find no host
+        volumes = VolumeConductorAPI(two.api)
+        uuid = (await two.boot("mover"))["uuid"]
+        source = (await two.wait_state(uuid, VmState.ACTIVE))["host"]
+        vid = str(uuidlib.uuid4())
+        await volumes.volume_create(USER, {"id": vid, "size": 1, "name": "data", "project_id": USER.project})
+        await until_async(lambda: _volume_status(two, vid, "available"), 10)
+        await volumes.volume_attach(USER, vid, uuid)
+        await until_async(lambda: _volume_status(two, vid, "in-use"), 10)
+        assert two.target.exports == [(vid, source)]
+
+        mig, owner = await resize_held_at_finish_move(two, uuid, source)
+        dest = str(mig["dest_host"])
+        assert two.target.exports == [(vid, source), (vid, dest)]  # the owner carried it before it died
+        await two.crash(owner.split("/", 1)[1])
+        for comp in computes(two):
+            comp.release.set()
+        await wait_task(two, uuid, None, "resized", timeout=10)
+        assert two.target.exports == [(vid, source), (vid, dest), (vid, dest)]  # the adopter carried it again
+        assert two.target.admitted == {vid: dest}
+        [att] = (await volumes.volume_attachments(USER, [uuid]))[uuid]
+        assert att["instance_host"] == dest and att["status"] == "attached"
+        assert att["connection_info"]["data"]["host"] == dest
+        assert two.computes[dest].plugged == {(uuid, vid): att["connection_info"]}  # type: ignore[attr-defined]
+        assert (await migration(two, uuid))["conductor_id"] != owner
+    finally:
+        await two.close()
