@@ -10,20 +10,29 @@ resize and after a migration the new host's console shows the marker found, neve
 written again: the disk was copied from the source (and rebased onto the new host's
 own cached image), not made again from the image. A revert starts the source guest
 again on its own disk; a confirm removes it. The resize action's compute_finish_resize
-event says the disk was copied."""
+event says the disk was copied.
+
+Volumes move with the server (issue 18): n1 is a volume host too (its local target serves n1, tgt or NBD
+the other host), and a server booted from a volume with a data volume attached migrates, reverts and
+resizes between the hosts; each time the guest on its new host boots from the volume and reads the
+marker written on the data volume before its first attach, through whatever export its host got."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from node.volume.targets import nbd, tgt
 from tests.functional.test_guest_network import _missing
 from tools.devcluster import RunningCluster, running_netns_cluster, wait_for
+from tools.tinyimage import ROOT_MARKER
 
 # real guests or netns hosts: the module's cluster comes up inside its first test's timeout
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -38,12 +47,18 @@ fi
 """
 
 
+def volume_targets_missing() -> str | None:
+    """Why n1 cannot export volumes to n2 here (tgt and nbd are among its targets), or None."""
+    return tgt.unavailable_reason() or nbd.unavailable_reason()
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     reason = _missing()
     if reason is not None:
         pytest.skip(reason)
-    with running_netns_cluster(tmp_path_factory.mktemp("diskcopy"), f"dc{TAG}") as c:
+    volume_host = "n1" if volume_targets_missing() is None else None  # the volume test then skips, saying why
+    with running_netns_cluster(tmp_path_factory.mktemp("diskcopy"), f"dc{TAG}", volume_host=volume_host) as c:
         yield c
 
 
@@ -134,3 +149,87 @@ def test_resize_and_migration_carry_the_disk_and_revert_keeps_the_source(cluster
     c.ok("server", "resize", "confirm", sid)
     wait_for("confirm", lambda: c.ok("server", "show", sid, "-f", "json")["status"] == "ACTIVE", 120)
     c.ok("server", "delete", "--wait", sid)
+
+
+DISK = re.compile(r"CELLCLOUD-DISK added (vd[a-z]+) sectors=\d+ head=\[([^\]]*)\]")
+BOOT_HEAD = re.sub(r"[^A-Za-z0-9_.-]", "", ROOT_MARKER[:32].decode())  # as the guest prints its first 32 bytes
+
+
+def disks_of_boot(c: RunningCluster, sid: str, count: int) -> list[str]:
+    """The heads of the disks the guest's `count`-th boot on this host sees once both are there (the
+    root disk and the data volume: made with the guest, or hot-plugged after it)."""
+    def seen() -> list[str]:
+        out = c.cli("console", "log", "show", sid)
+        boots = out.stdout.split("CELLCLOUD-GUEST-UP")[1:] if out.returncode == 0 else []
+        heads = [head for _, head in DISK.findall(boots[count - 1])] if len(boots) >= count else []
+        return sorted(heads) if len(heads) >= 2 else []
+    return list(wait_for(f"boot {count} of {sid} with its two disks", seen, timeout=180, interval=1))
+
+
+def volume_status(c: RunningCluster, vid: str, status: str) -> Any:
+    return wait_for(f"volume {vid} {status}", lambda: (v := c.ok("volume", "show", vid, "-f", "json"))["status"]
+                    == status and v, timeout=120, interval=0.5)
+
+
+def settled(c: RunningCluster, sid: str, status: str) -> Any:
+    return wait_for(f"{sid} {status}", lambda: (s := c.ok("server", "show", sid, "-f", "json", who="admin"))[
+        "status"] == status and s["OS-EXT-STS:task_state"] is None and s, timeout=180, interval=1)
+
+
+def served_by(c: RunningCluster, *volume_ids: str) -> set[str]:
+    """The kinds of export the volumes' attachments record (local on n1, iSCSI or NBD for n2)."""
+    db = sqlite3.connect(c.state / "cells" / "cell1.db")
+    try:
+        return {json.loads(db.execute("SELECT connection_info FROM volume_attachments WHERE volume_id = ?",
+                                      (vid,)).fetchone()[0])["driver_volume_type"] for vid in volume_ids}
+    finally:
+        db.close()
+
+
+def expected_export(host: str) -> set[str]:
+    return {"local"} if host == "n1" else {"iscsi"}  # tgt before nbd in the volume host's targets
+
+
+def test_a_boot_volume_and_a_data_volume_move_with_the_guest(cluster: RunningCluster) -> None:
+    reason = volume_targets_missing()
+    if reason is not None:
+        pytest.skip(f"n1 exports volumes to n2 through tgt or nbd: {reason}")
+    c = cluster
+    net = c.ok("network", "list", "-f", "json")[0]["ID"]
+    boot = c.ok("volume", "create", "--image", "tiny-linux", "--size", "1", "--bootable", "-f", "json",
+                f"root{TAG}")["id"]
+    data = c.ok("volume", "create", "--size", "1", "-f", "json", f"data{TAG}")["id"]
+    volume_status(c, boot, "available")
+    volume_status(c, data, "available")
+    with (c.state / "hosts" / "n1" / "volumes" / f"volume-{data}.raw").open("r+b") as f:
+        f.write(MARK.encode())  # before any export: every later export serves the volume's own bytes
+    sid = c.ok("server", "create", "--volume", boot, "--flavor", "m1.tiny", "--network", net, "--wait",
+               "-f", "json", f"onvol{TAG}")["id"]
+    c.ok("server", "add", "volume", sid, data)
+    volume_status(c, data, "in-use")
+    both = sorted([BOOT_HEAD, MARK])
+    assert disks_of_boot(c, sid, 1) == both  # the data volume hot-plugged into the first guest
+    first = host_of(c, sid)
+    assert served_by(c, boot, data) == expected_export(first)
+
+    c.ok("server", "migrate", "--wait", sid, who="admin")
+    second = settled(c, sid, "VERIFY_RESIZE")["OS-EXT-SRV-ATTR:host"]
+    assert second != first and served_by(c, boot, data) == expected_export(second)  # a local export moves too
+    assert disks_of_boot(c, sid, 1) == both  # a fresh guest on the new host, its first boot there
+    c.ok("server", "resize", "revert", sid)
+    assert settled(c, sid, "ACTIVE")["OS-EXT-SRV-ATTR:host"] == first
+    assert disks_of_boot(c, sid, 2) == both  # the source guest again, with the volumes carried back
+    assert served_by(c, boot, data) == expected_export(first)
+
+    c.ok("server", "resize", "--flavor", "m1.small", "--wait", sid)
+    assert settled(c, sid, "VERIFY_RESIZE")["OS-EXT-SRV-ATTR:host"] == second
+    assert disks_of_boot(c, sid, 1) == both  # the destination's console starts again with its guest
+    c.ok("server", "resize", "confirm", sid)
+    shown = settled(c, sid, "ACTIVE")
+    assert sorted(v["id"] for v in shown["volumes_attached"]) == sorted([boot, data])
+    for vid in (boot, data):
+        assert [a["server_id"] for a in volume_status(c, vid, "in-use")["attachments"]] == [sid]
+    c.ok("server", "delete", "--wait", sid)
+    for vid in (boot, data):
+        volume_status(c, vid, "available")
+        c.ok("volume", "delete", vid)
