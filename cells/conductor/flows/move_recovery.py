@@ -132,6 +132,8 @@ async def undo_guests(env: FlowEnv, ctx: RequestContext, record: InstanceRecord,
             await move_volumes.carry_back(env, ctx, record, source)
         try:
             await compute.finish_revert(ctx, source, record, mig)
+            if dest and dest != source:  # a source guest made again has them plugged again
+                await move_volumes.plug(env, ctx, record, source)
         except errors.CellcloudError as exc:
             LOG.warning("could not restart the guest of %s on %s: %s", record["uuid"], source, exc)
 
