@@ -325,6 +325,9 @@ class VolumeManager:
             except errors.VolumeExportFailed as exc:
                 raise errors.VolumeExportFailed(volume_id=vid, reason=exc.kwargs.get("reason", "")) from None
             info = await target.export(storage, connector)
+            for other in self.targets.values():  # one host at a time: a move to a host another target
+                if other is not target and vid in await other.exported():  # serves leaves nothing admitting
+                    await other.unexport(vid)                              # the previous host
         LOG.info("volume %s exported by %s to %s", vid, target.name, connector.get("host"))
         return info
 

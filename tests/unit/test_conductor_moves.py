@@ -37,6 +37,7 @@ from node.imagecache import ImageCache
 from node.volume.backends import VolumeStorage
 from node.volume.backends.file import FileBackend
 from node.volume.manager import VolumeManager
+from node.volume.targets.local import LocalTarget
 from tests.compute_fakes import FakeFetcher
 from tests.unit.claim_support import claim
 from tests.unit.test_conductor import FLAVOR, USER, Cell, FakeCompute, until_async
@@ -645,3 +646,25 @@ async def test_a_conductor_killed_mid_move_with_a_volume_attached_the_adopter_ca
         assert (await migration(two, uuid))["conductor_id"] != owner
     finally:
         await two.close()
+
+
+async def test_a_volume_exported_by_another_target_leaves_the_previous_one(tmp_path: Path) -> None:
+    """A volume carried between a host its local target serves and one a network target serves is
+    exported by one target at a time: the previous host is admitted nowhere (not until the stale-export
+    sweep)."""
+    net, local = OneInitiatorTarget(), LocalTarget("node1")
+    cell = moving_cell(tmp_path)
+    spec = ServiceSpec("cell1/volume/node1", "volume", "node1", "tcp://127.0.0.1:9", "cell1")
+    worker = VolumeManager(cell.cluster, spec, backend=FileBackend(str(tmp_path / "vols"), "raw", capacity_gb=5),
+                           targets={"local": local, "net": net},
+                           images=ImageCache(str(tmp_path / "volume-images"), FakeFetcher()))
+    vid = str(uuidlib.uuid4())
+    volume = {"id": vid, "size": 1}
+    await worker.backend.check()
+    await worker.create_volume(ADMIN, volume)
+    info = await worker.export_volume(ADMIN, volume, {"host": "node2", "ip": "127.0.0.1"})
+    assert info["data"]["target"] == "net" and await net.exported() == {vid} and await local.exported() == set()
+    info = await worker.export_volume(ADMIN, volume, {"host": "node1", "ip": "127.0.0.1"})
+    assert info["data"]["target"] == "local" and await local.exported() == {vid} and await net.exported() == set()
+    await worker.export_volume(ADMIN, volume, {"host": "node2", "ip": "127.0.0.1"})
+    assert await net.exported() == {vid} and await local.exported() == set()
