@@ -391,6 +391,7 @@ IMAGE: dict[tuple[str, str], str] = {
     ("GET", "/v2/images"): "get_images",
     ("POST", "/v2/images"): "add_image",
     ("GET", _I): "get_image",
+    ("GET", _I + "/tasks"): "get_image",  # Glance 2.12's image tasks: what may see the image (none run here)
     ("PATCH", _I): "modify_image",
     ("DELETE", _I): "delete_image",
     ("GET", _I + "/file"): "download_image",

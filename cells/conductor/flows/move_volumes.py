@@ -76,7 +76,7 @@ async def plug(env: FlowEnv, ctx: RequestContext, record: InstanceRecord, host: 
 
 
 async def carry_back(env: FlowEnv, ctx: RequestContext, record: InstanceRecord, host: str) -> None:
-    """Best effort, for a revert or a roll back: the volumes exported to `host` again."""
+    """Best effort, for a roll back (a revert carries and fails loudly): the volumes exported to `host` again."""
     try:
         await carry(env, ctx, str(record["uuid"]), host)
     except errors.CellcloudError as exc:
