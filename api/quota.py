@@ -149,23 +149,21 @@ async def class_limits(engine: AsyncEngine, class_name: str = DEFAULT_CLASS) -> 
 
 
 async def set_class_limits(engine: AsyncEngine, class_name: str, values: Mapping[str, int]) -> None:
-    now = utcnow()
-    async with engine.begin() as conn:  # delete + insert: portable upsert in one transaction
-        for resource, limit in values.items():
-            await conn.execute(delete(quota_classes).where(and_(quota_classes.c.class_name == class_name,
-                                                                quota_classes.c.resource == resource)))
-            await conn.execute(insert(quota_classes).values(class_name=class_name, resource=resource,
-                                                            hard_limit=int(limit), updated_at=now))
+    await _set_rows(engine, quota_classes, "class_name", class_name, values)
 
 
 async def set_limits(engine: AsyncEngine, project_id: str, values: Mapping[str, int]) -> None:
+    await _set_rows(engine, quotas, "project_id", project_id, values)
+
+
+async def _set_rows(engine: AsyncEngine, table: Any, key: str, owner: str, values: Mapping[str, int]) -> None:
+    """One row per resource of `owner` (a project's limits, or a quota class's), in one transaction."""
     now = utcnow()
     async with engine.begin() as conn:  # delete + insert: portable upsert in one transaction
         for resource, limit in values.items():
-            await conn.execute(delete(quotas).where(and_(quotas.c.project_id == project_id,
-                                                         quotas.c.resource == resource)))
-            await conn.execute(insert(quotas).values(project_id=project_id, resource=resource,
-                                                     hard_limit=int(limit), updated_at=now))
+            await conn.execute(delete(table).where(and_(table.c[key] == owner, table.c.resource == resource)))
+            await conn.execute(insert(table).values({key: owner, "resource": resource, "hard_limit": int(limit),
+                                                     "updated_at": now}))
 
 
 async def reset_limits(engine: AsyncEngine, project_id: str) -> None:
