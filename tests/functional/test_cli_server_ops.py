@@ -135,11 +135,16 @@ def test_backups_rotate_per_type_and_bad_bodies_make_nothing(cluster: RunningClu
     for bad in bad_bodies:
         answer = requests.post(url, json={"createBackup": bad}, headers=headers, timeout=30)
         assert answer.status_code == 400, (bad, answer.text)
+    stranger = {**headers, "X-Auth-Token": cluster.token("alt_demo")}  # another project: no such server, nothing made
+    taken = requests.post(url, json={"createBackup": {"name": "bk-x", "backup_type": "daily", "rotation": 1}},
+                          headers=stranger, timeout=30)
+    assert taken.status_code == 404, taken.text
     rotated = requests.post(url, json={"createBackup": {"name": "bk-d4", "backup_type": "daily", "rotation": "2"}},
                             headers=headers, timeout=30)
     assert rotated.status_code == 202 and set(rotated.json()) == {"image_id"}  # 2.45: the id, no Location
     wait_for("bk-d4 in and bk-d2 rotated out", lambda: names() == {"bk-w1", "bk-d3"} and
              any(i["Name"] == "bk-d4" for i in cluster.ok("image", "list", "-f", "json")), timeout=30)
+    assert "bk-x" not in {i["Name"] for i in cluster.ok("image", "list", "-f", "json", who="admin")}
     cluster.ok("server", "delete", "--wait", sid)
     for img in cluster.ok("image", "list", "-f", "json"):
         if img["Name"].startswith("bk-"):
