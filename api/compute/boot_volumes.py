@@ -110,9 +110,55 @@ MULTI_ATTACH = "Cannot attach one or more volumes to multiple instances"  # Nova
 
 def extra_mappings(bdms: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The mappings of volumes a boot makes or attaches beside its root disk, in order: blank, snapshot or
-    volume -> volume (a volume at boot index 0 is the root: server_create.root_bdm)."""
+    volume -> volume (a volume or a snapshot at boot index 0 is the root: server_create.root_bdm,
+    snapshot_root_bdm)."""
     return [b for b in bdms if b.get("destination_type") == "volume" and b.get("source_type") in EXTRA_SOURCES
-            and not (b.get("source_type") == "volume" and str(b.get("boot_index")) == "0")]
+            and not (b.get("source_type") in ("volume", "snapshot") and str(b.get("boot_index")) == "0")]
+
+
+def snapshot_root_bdm(bdms: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The boot-index-0 snapshot -> volume mapping of a boot whose root volume is made from a volume snapshot
+    (`server create --snapshot S`, or `--block-device source_type=snapshot,...,boot_index=0`), None otherwise."""
+    for bdm in bdms:
+        if str(bdm.get("boot_index")) == "0" and bdm.get("source_type") == "snapshot" \
+                and bdm.get("destination_type") == "volume":
+            return bdm
+    return None
+
+
+async def snapshot_root_image(cc: ComputeContext, ctx: RequestContext, bdm: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """(what the boot records as its `image`, the cell holding the snapshot) for a root volume made from a
+    snapshot: checked as Nova checks it (get_bdm_image_metadata: the snapshot as the caller sees it, available,
+    its volume bootable; the new volume at least the snapshot's size), booting with the properties of the image
+    the snapshot's volume was made from. The volume is made beside the snapshot (a copy-on-write overlay on its
+    host), so the server is built in the snapshot's cell."""
+    sid = str(bdm.get("uuid") or bdm.get("snapshot_id") or "").lower()
+    if not is_uuid(sid):
+        raise errors.Invalid(f"Block Device Mapping is Invalid: failed to get snapshot {sid}.")
+    try:
+        _, snap = await volume_cells.find_snapshot(cc.router, ctx, sid)
+        _, parent = await volume_cells.find(cc.router, ctx, str(snap.get("volume_id")))
+    except (errors.SnapshotNotFound, errors.VolumeNotFound):
+        raise errors.Invalid(f"Block Device Mapping is Invalid: failed to get snapshot {sid}.") from None
+    if snap.get("status") != "available":
+        raise errors.Invalid(f"Invalid snapshot: snapshot {sid} status must be 'available', but it is "
+                             f"{snap.get('status')}.")
+    if not parent.get("bootable"):
+        raise errors.Invalid(f"Block Device Mapping is Invalid: Volume {parent.get('id')} is not bootable.")
+    least = int(snap.get("size") or 0)
+    size = int(str(bdm.get("volume_size") or 0)) or least  # the schema allows digits only
+    if size < least:
+        raise errors.Invalid(f"Block Device Mapping is Invalid: volume_size {size} is smaller than snapshot {sid} "
+                             f"({least} GiB).")
+    if size > MAX_SIZE_GB:
+        raise errors.Invalid(f"Block Device Mapping is Invalid: volume_size {size} is over {MAX_SIZE_GB} GiB.")
+    made_from: dict[str, Any] = parent.get("image") or {}
+    props = {k: v for k, v in (made_from.get("properties") or {}).items() if k in BOOT_PROPERTIES}
+    image: dict[str, Any] = {"root_volume_id": str(uuidlib.uuid4()), "properties": props,
+                             NEW_ROOT: {"size": size, "snapshot_id": sid, "availability_zone": "nova"},
+                             DELETE_ON_TERMINATION: bool(parse_bool(str(bdm.get("delete_on_termination", False))))}
+    image.update({k: made_from[k] for k in ("kernel", "ramdisk") if isinstance(made_from.get(k), dict)})
+    return image, str(snap.get("cell") or "")
 
 
 async def snapshot_sizes(cc: ComputeContext, ctx: RequestContext, bdms: list[dict[str, Any]]) -> dict[str, int]:
@@ -145,7 +191,7 @@ def extra_volumes(bdms: list[dict[str, Any]], count: int, snapshots: Mapping[str
     if not extras:
         return []
     if any(str(b.get("boot_index")) == "0" for b in extras):
-        raise errors.Invalid(BAD_SEQUENCE)  # an empty disk boots nothing; a snapshot root: not yet
+        raise errors.Invalid(BAD_SEQUENCE)  # an empty disk boots nothing
     if count > 1:
         if any(b.get("source_type") == "volume" for b in extras):
             raise errors.Invalid(MULTI_ATTACH)

@@ -151,7 +151,7 @@ def _image_id(boot: BootRequest) -> str | None:
         if not is_uuid(candidate):
             raise errors.Invalid("Invalid imageRef provided.")
         return candidate
-    if root_bdm(boot) is not None:
+    if root_bdm(boot) is not None or boot_volumes.snapshot_root_bdm(boot.block_device_mapping_v2) is not None:
         return None
     for bdm in boot.block_device_mapping_v2:
         if str(bdm.get("boot_index")) == "0" and bdm.get("source_type") == "image" and bdm.get("uuid"):
@@ -175,14 +175,16 @@ def _check_bdms(boot: BootRequest) -> None:
         raise errors.Invalid("Block device mappings (v1) are not supported by this cloud.")
     root = root_bdm(boot)
     image_root = boot_volumes.image_root_bdm(boot.block_device_mapping_v2)
+    snapshot_root = boot_volumes.snapshot_root_bdm(boot.block_device_mapping_v2)
     extras = boot_volumes.extra_mappings(boot.block_device_mapping_v2)
     for bdm in boot.block_device_mapping_v2:
-        if bdm is root or bdm is image_root or any(bdm is e for e in extras):  # extras: boot_volumes
-            continue
+        if bdm is root or bdm is image_root or bdm is snapshot_root or any(bdm is e for e in extras):
+            continue  # extras: boot_volumes
         if bdm.get("destination_type") == "volume" or bdm.get("source_type") in ("volume", "snapshot"):
             raise errors.Invalid("Volumes other than the root volume and blank, snapshot or volume ones beside "
-                                 "it are not supported at boot by this cloud yet (a root volume from a snapshot: "
-                                 "make the volume first).")
+                                 "it are not supported at boot by this cloud yet.")
+    if snapshot_root is not None and (boot.image_ref or image_root is not None or root is not None):
+        raise errors.Invalid(BAD_SEQUENCE)  # two root disks
     if root is None:
         return
     if boot.image_ref or image_root is not None:  # Nova: an image and a boot volume name two root disks
@@ -290,6 +292,9 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
     limits, flavor, image, boot_image = await cc.db.read(lambda conn: _lookups(conn, ctx, boot))
     if image is not None:
         _check_image(image, flavor)
+    elif (snapshot_root := boot_volumes.snapshot_root_bdm(boot.block_device_mapping_v2)) is not None:
+        boot_image, snapshot_cell = await boot_volumes.snapshot_root_image(cc, ctx, snapshot_root)
+        _pin_to_volume_cell(cc, boot, hints, str(boot_image["root_volume_id"]), snapshot_cell)
     elif not boot_image:  # a boot from an existing volume (one made from an image: checked in _lookups)
         boot_image = await _root_volume_image(cc, ctx, boot, hints)
     snapshots = await boot_volumes.snapshot_sizes(cc, ctx, boot.block_device_mapping_v2) if max_count == 1 else {}

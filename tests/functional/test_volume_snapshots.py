@@ -232,3 +232,42 @@ def test_extend_an_attached_volume_with_the_cli(cluster: RunningCluster) -> None
     wait_status(cluster, vol, "ext1", "available")
     cluster.ok("volume", "delete", "ext1")
     wait_for("ext1 gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
+
+
+def test_boot_from_a_snapshot_as_the_root_disk_with_the_cli(cluster: RunningCluster) -> None:
+    """`--block-device source_type=snapshot,...,boot_index=0`: the root volume is made from the snapshot on its
+    host (a qcow2 overlay backed by the snapshot's file, no copy), the server boots from it and shows it
+    attached; delete_on_termination removes it with the server. A snapshot of a volume that is not bootable is
+    Nova's 400 and makes no server."""
+    vol = ("volume",)
+    cluster.ok("volume", "create", "--image", "tiny-raw", "--size", "1", "--bootable", "rootsrc", "-f", "json")
+    wait_status(cluster, vol, "rootsrc", "available")
+    cluster.ok("volume", "snapshot", "create", "--volume", "rootsrc", "rootsnap", "-f", "json")
+    snap = wait_status(cluster, ("volume", "snapshot"), "rootsnap", "available")["id"]
+    mapping = f"source_type=snapshot,destination_type=volume,boot_index=0,uuid={snap},volume_size=2," \
+              "delete_on_termination=true"
+    server = cluster.ok("server", "create", "--flavor", "m1.tiny", "--block-device", mapping, "--wait", "fromsnap",
+                        "-f", "json")
+    assert server["status"] == "ACTIVE" and server["image"] == "N/A (booted from volume)", server
+    root_id = server["volumes_attached"][0]["id"]
+    root = cluster.ok("volume", "show", root_id, "-f", "json")
+    assert root["status"] == "in-use" and root["snapshot_id"] == snap and root["size"] == 2 and root["bootable"]
+    assert [a["server_id"] for a in root["attachments"]] == [server["id"]]
+    root_file = files(cluster) / f"volume-{root_id}.qcow2"
+    assert backing_of(str(root_file)) == f"snapshot-{snap}.raw" and root_file.stat().st_size < 1 << 20
+
+    cluster.ok("server", "delete", "--wait", "fromsnap")
+    wait_for("the root volume gone", lambda: root_id not in {v["ID"] for v in cluster.ok("volume", "list", "-f",
+                                                                                         "json")}, 30, 0.3)
+    assert not root_file.exists()
+
+    cluster.ok("volume", "create", "--size", "1", "plain", "-f", "json")
+    wait_status(cluster, vol, "plain", "available")
+    cluster.ok("volume", "snapshot", "create", "--volume", "plain", "plainsnap", "-f", "json")
+    plain_snap = wait_status(cluster, ("volume", "snapshot"), "plainsnap", "available")["id"]
+    assert "is not bootable" in refused(cluster, "server", "create", "--flavor", "m1.tiny", "--snapshot", plain_snap,
+                                        "nope")
+    assert "nope" not in [s["Name"] for s in cluster.ok("server", "list", "-f", "json")]
+    assert {v["Name"] for v in cluster.ok("volume", "list", "-f", "json")} == {"rootsrc", "plain"}
+    cluster.ok("volume", "delete", "--purge", "rootsrc", "plain")
+    wait_for("every volume gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)

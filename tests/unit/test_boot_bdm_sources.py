@@ -17,7 +17,8 @@ import pytest
 from api.compute import boot_volumes
 from api.compute.boot_volumes import BAD_SEQUENCE, MULTI_ATTACH, extra_volumes
 from cells import errors
-from cells.conductor.flows import boot_volume, compute_events
+from cells.conductor.flows import boot, boot_volume, compute_events
+from cells.conductor.flows import volume_snapshots as snaps
 from cells.conductor.flows import volumes as flows
 from cells.conductor.flows.delete import delete_locally
 from cells.context import admin_context
@@ -64,7 +65,7 @@ def test_a_volume_from_a_snapshot_is_at_least_its_size() -> None:
     ([bdm("snapshot", SNAP)], 3, "one server at a time"),
     ([bdm("volume", VOL), bdm("volume", VOL)], 1, "mapped twice"),
     ([bdm("volume")], 1, "needs the volume's uuid"),
-    ([bdm("snapshot", SNAP, boot_index=0)], 1, BAD_SEQUENCE.split(":")[0]),
+    ([bdm("blank", volume_size=1, boot_index=0)], 1, BAD_SEQUENCE.split(":")[0]),
 ])
 def test_nova_refusals(mappings: list[dict[str, Any]], count: int, message: str) -> None:
     with pytest.raises(errors.Invalid, match=message.replace("(", r"\(").replace(")", r"\)")) as refused:
@@ -81,8 +82,16 @@ def test_each_server_of_a_multi_create_gets_its_own_root_volume_id() -> None:
     assert boot_volumes.for_instance(existing, 1) == existing
 
 
-def test_a_volume_at_boot_index_0_is_the_root_not_an_extra() -> None:
-    assert boot_volumes.extra_mappings([bdm("volume", VOL, boot_index=0), bdm("image", VOL)]) == []
+def test_a_volume_or_snapshot_at_boot_index_0_is_the_root_not_an_extra() -> None:
+    root = bdm("snapshot", SNAP, boot_index=0)
+    assert boot_volumes.extra_mappings([bdm("volume", VOL, boot_index=0), bdm("image", VOL), root]) == []
+    assert boot_volumes.snapshot_root_bdm([bdm("snapshot", SNAP, boot_index=1), root]) is root
+
+
+def snapshot_root(snapshot_id: str, delete: bool) -> dict[str, Any]:
+    """The instance `image` the API records for a snapshot -> volume root mapping of 1 GiB."""
+    return {"root_volume_id": str(uuid.uuid4()), "properties": {}, DOT: delete,
+            boot_volume.NEW_ROOT: {"size": 1, "snapshot_id": snapshot_id}}
 
 
 @pytest.fixture
@@ -133,4 +142,43 @@ async def test_a_source_the_project_cannot_use_makes_no_server(env: VolumeCell) 
             await insert_build(env, image)
         assert refused.value.http_status == 400
     assert (await flows.volume_get(env.env, OTHER, theirs))["status"] == "available"
+    assert [v["id"] for v in await flows.volume_list(env.env, DEMO, {}, None)] == []
+
+
+async def test_a_root_volume_from_a_snapshot_holds_its_bytes_boots_and_goes_with_its_server(env: VolumeCell) -> None:
+    """BDM snapshot -> volume at boot index 0: the root is made on the snapshot's host as an overlay reading the
+    snapshot's bytes, attached at /dev/vda, in-use once the guest runs, deleted with the server
+    (delete_on_termination); a second boot whose build fails removes the root it made."""
+    src = await create(env, size=1)
+    await write_marker(env, src)
+    snap = await snapshot(env, src)
+    image = snapshot_root(snap["id"], delete=True)
+    vid = image["root_volume_id"]
+    uid = await insert_build(env, image)
+    assert await boot_volume.make_volumes(env.env, admin_context(), uid, image) is None
+    made = await flows.volume_get(env.env, DEMO, vid)
+    assert made["status"] == "attaching" and made["snapshot_id"] == snap["id"]
+    assert [(a["instance_uuid"], a["device"]) for a in made["attachments"]] == [(uid, "/dev/vda")]
+    storage = await env.worker.backend.locate(vid)
+    assert storage.disk_format == "qcow2" and await marker_in(storage) == MARKER  # an overlay, no copy
+    await scheduled_and_exported(env, uid)
+    for event in (Event.SPAWNING, Event.SPAWNED):
+        await compute_events.instance_event(env.env, admin_context(), uid, "node1", event)
+    assert await status(env, vid) == "in-use"
+    await delete_locally(env.env, uid)
+    assert await gone(env, vid)
+
+    failing = snapshot_root(snap["id"], delete=False)
+    uid = await insert_build(env, failing)
+    assert await boot_volume.make_volumes(env.env, admin_context(), uid, failing) is None
+    await scheduled_and_exported(env, uid)
+    await boot.build_failed(env.env, admin_context(), uid, "node1", {"message": "spawn failed"}, retryable=False)
+    assert await gone(env, failing["root_volume_id"])
+    assert (await snaps.snapshot_get(env.env, DEMO, snap["id"]))["status"] == "available"
+
+
+async def test_a_root_from_a_snapshot_the_project_cannot_use_makes_no_server(env: VolumeCell) -> None:
+    with pytest.raises(errors.Invalid, match="Block Device Mapping is Invalid") as refused:
+        await insert_build(env, snapshot_root(str(uuid.uuid4()), delete=True))
+    assert refused.value.http_status == 400
     assert [v["id"] for v in await flows.volume_list(env.env, DEMO, {}, None)] == []

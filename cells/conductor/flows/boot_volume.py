@@ -192,10 +192,10 @@ def insert_made_volumes(conn: Connection, image: Mapping[str, Any], instance_uui
     now = utcnow_iso()
     spec = new_root(image)
     if spec is not None:
-        if not isinstance(spec.get("image"), Mapping):
-            raise errors.Invalid(reason="a root volume made at boot is made from an image")
+        if not isinstance(spec.get("image"), Mapping) and spec.get("snapshot_id") is None:
+            raise errors.Invalid(reason="a root volume made at boot is made from an image or a snapshot")
         _insert_made(conn, {**spec, "id": root_volume_id(image), "project_id": project_id}, instance_uuid,
-                     ROOT_DEVICE, now)
+                     ROOT_DEVICE, now, ctx)
     for extra in extra_volumes(image):
         device = str(extra.get("device") or "")
         if not device.startswith("/dev/vd") or device == ROOT_DEVICE:
