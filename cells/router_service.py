@@ -73,6 +73,8 @@ class CellRouterService(Directory):
         self.cluster = cluster
         self.spec = spec
         self.cell = cluster.cell(spec.cell)
+        self.beat_groups = {s.id: (str(s.options["process"]), s.kind, s.host) for s in cluster.services
+                            if s.cell == self.cell.path and s.options.get("process")}
         self.service: Service | None = None
         self.parent_view: DirectoryView | None = None
         self._rr = itertools.count()

@@ -21,6 +21,7 @@ from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.objects import versions
 from cells.rpc import security, wire
+from cells.rpc.beat_group import GroupView
 from cells.rpc.client import RpcClient
 from cells.rpc.directory import DirectoryView, Member
 from cells.rpc.principal import principals_of
@@ -33,7 +34,8 @@ CODE_VERSION = versions.RELEASE  # the release; what each surface and object spe
 
 class Service:
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec, handler: Any,
-                 surface: dict[str, wire.Method], topics: tuple[str, ...]) -> None:
+                 surface: dict[str, wire.Method], topics: tuple[str, ...], beat_group: GroupView | None = None) -> None:
+        """`beat_group`: the process's hosts beat together and share one table (cells/rpc/beat_group.py)."""
         self.cluster = cluster
         self.spec = spec
         self.handler = handler
@@ -49,8 +51,8 @@ class Service:
         me = Member(id=spec.id, address=spec.bind, topics=topics, host=spec.host, service=spec.kind,
                     version=versions.local.release, public_key=keys.public if keys else None, meta=meta)
         router = self.cell.router if self.cell else spec.bind
-        self.view = DirectoryView(self.client, router, me, cluster.heartbeat_interval,
-                                  cluster.router_key(self.cell.path) if self.cell else None)
+        self.view: DirectoryView = beat_group.join(self.client, me) if beat_group is not None else DirectoryView(
+            self.client, router, me, cluster.heartbeat_interval, cluster.router_key(self.cell.path) if self.cell else None)
 
     async def call(self, topic: str, method: wire.Method, args: dict[str, Any], ctx: RequestContext,
                    timeout: float | None = None) -> Any:

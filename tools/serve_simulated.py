@@ -12,11 +12,15 @@ own, so the cell sees exactly what a real host shows it. Shared by the process's
   ~50 ms of CPU each): logins waited up to 57 s, past the client's 15 s, and every build whose host
   timed out was rescheduled to another cold host, logging in again (`make scale`: 1,481 logins,
   684 of 800 servers ERROR, each after 3 hosts failed "service login failed").
+- the heartbeat and the routing table (cells/rpc/beat_group.py): one `heartbeats` message a beat
+  carries every host's member, and one table serves them all. At 1,000 hosts a beat each cost the
+  cell's router more than its share of a loaded box: it dropped beats past their deadline and hosts
+  flapped suspect (tools/bench/heartbeats.py measures the router's CPU per beat either way).
 Each host's own: its CURVE key and so its sockets (a ROUTER bound at its fixed port, DEALERs to the
 peers it talks to): a key is the principal compute@<host>, and a compute may speak for its own host
-only, so hosts cannot share a socket without a principal that speaks for many, which the allowlist
-does not have; its directory member and heartbeats, resource report, hypervisor (a private test
-driver), image cache (its files), locks and flows.
+only (the directory takes the batched beat only for the hosts of the sender's own process); its
+directory member and liveness, resource report, hypervisor (a private test driver), image cache (its
+files), locks and flows.
 A host whose service fails takes the process down with it (the TaskGroup), and the supervisor
 restarts the chunk: its hosts fail together, as the hosts of one rack behind one switch would.
 """
@@ -27,6 +31,7 @@ import concurrent.futures
 import logging
 
 from cells.config import ClusterConfig, ServiceSpec
+from cells.rpc.beat_group import GroupView
 from cells.rpcapi.compute import SURFACE as COMPUTE
 from cells.service_process import Service, stop_on_signals
 from node.compute.manager import ComputeManager
@@ -41,12 +46,15 @@ async def serve(cluster: ClusterConfig, specs: list[ServiceSpec]) -> None:
     pool = concurrent.futures.ThreadPoolExecutor(SHARED_POOL, thread_name_prefix="libvirt")
     images = image_store_client(cluster)
     try:
+        cell = cluster.cell(specs[0].cell or "")
+        beats = GroupView(cell.router, cluster.heartbeat_interval, cluster.router_key(cell.path))
         services = [Service(cluster, spec, ComputeManager(cluster, spec, pool=pool, fetcher=images), COMPUTE,
-                            (f"compute.{spec.host}",)) for spec in specs]
+                            (f"compute.{spec.host}",), beats) for spec in specs]
         LOG.info("serving %d simulated hosts", len(services))
         async with asyncio.TaskGroup() as tg:
-            for service in services:
-                tg.create_task(service.run(stop))
+            beating = tg.create_task(beats.run())
+            await asyncio.gather(*(tg.create_task(service.run(stop)) for service in services))
+            beating.cancel()  # every host has left the directory
     finally:
         await images.close()
         pool.shutdown(wait=False)

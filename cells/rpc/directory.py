@@ -19,10 +19,19 @@ changed or left since the version it holds (`delta`), not the whole table: with 
 change cost each of the cell's N members an N-member table, N^2 per change, and a cell of a few
 hundred hosts spent its router's and its hosts' CPU on tables until beats were late (issue 21,
 tools/bench/scale.py). A directory that does not know DELTAS ignores it and sends whole tables.
+
+Many hosts served by one process (simulated hosts, tools/serve_simulated.py) beat as one message,
+`heartbeats`: each host is still its own member with its own liveness (it is removed when its own
+beats stop), but the router decodes, checks and answers one message per process per beat instead of
+one per host, and an unchanged member costs it a dict comparison (cells/rpc/beat_group.py; measured
+by tools/bench/heartbeats.py). The key that sends it speaks only for the hosts of its own process
+(`Directory.beat_groups`, from cluster.json): they share a heap, so one of them holds the others'
+keys anyway.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -41,12 +50,15 @@ LOG = logging.getLogger(__name__)
 MISSED_BEATS = 3
 DEFAULT_INTERVAL = 1.0
 DELTAS = "table_deltas"  # a member's meta: its view applies delta replies
+MAX_BATCH = 1000  # members in one `heartbeats` (simulated_hosts.py: at most 250 hosts a process by default)
 
 # members: every service of the cell (a child cell's router in its parent's directory); readers: the API too
 _MEMBERS = principal.callers(principal.ROUTER, principal.CONDUCTOR, principal.SCHEDULER, principal.NETWORK,
                              principal.COMPUTE, principal.VOLUME)
 SURFACE = wire.surface(
     wire.Method("heartbeat", timeout=wire.FAST, retry_safe=True, callers=_MEMBERS),
+    # the hosts of one process at once: only host workers are served many to a process
+    wire.Method("heartbeats", timeout=wire.FAST, retry_safe=True, callers=principal.callers(principal.COMPUTE)),
     wire.Method("leave", timeout=wire.FAST, retry_safe=True, callers=_MEMBERS),
     wire.Method("table", timeout=wire.FAST, retry_safe=True, callers=_MEMBERS | {principal.API}),
 )
@@ -84,22 +96,36 @@ class LivenessTable:
         self.members: dict[str, Member] = {}
         self.last_seen: dict[str, float] = {}
         self.version = 0
-        self.changed: dict[str, int] = {}  # member id -> the version of its last change (join, update, leave)
+        # member id -> the version of its last change (join, update, leave), oldest change first, so a
+        # delta reads back from the newest only as far as the version it is for
+        self.changed: dict[str, int] = {}
 
     def beat(self, member: Member, now: float) -> None:
         old = self.members.get(member.id)
         if old is None or old != member or old.meta != member.meta:
             self.members[member.id] = member
-            self.version += 1
-            self.changed[member.id] = self.version
+            self._change(member.id)
         self.last_seen[member.id] = now
+
+    def _change(self, member_id: str) -> None:
+        self.version += 1
+        self.changed.pop(member_id, None)  # re-inserted last: the dict stays in version order
+        self.changed[member_id] = self.version
+
+    def changed_since(self, version: int) -> list[str]:
+        """Ids of the members that changed after `version`, newest first: as many steps as changes."""
+        out = []
+        for mid, changed in reversed(self.changed.items()):
+            if changed <= version:
+                break
+            out.append(mid)
+        return out
 
     def leave(self, member_id: str) -> bool:
         if self.members.pop(member_id, None) is None:
             return False
         self.last_seen.pop(member_id, None)
-        self.version += 1
-        self.changed[member_id] = self.version
+        self._change(member_id)
         return True
 
     def expire(self, now: float) -> list[str]:
@@ -143,6 +169,9 @@ class Directory:
         self._wire: tuple[int, list[dict[str, Any]]] = (-1, [])  # (version, its members as the wire has them)
         self._wire_of: dict[str, tuple[Member, dict[str, Any]]] = {}  # member id -> (member, its wire form)
         self._delta_floor = self.liveness.version  # a view holding a version below this gets the whole table
+        # member id -> (its process, principal kind, host) for the hosts served many to a process
+        # (cluster.json's options["process"]): who may beat for whom in `heartbeats`
+        self.beat_groups: dict[str, tuple[str, str, str]] = {}
 
     def warming(self, now: float) -> bool:
         """Just (re)started: members are still re-registering."""
@@ -153,23 +182,66 @@ class Directory:
         return not self._warm
 
     async def heartbeat(self, ctx: RequestContext, member: dict[str, Any], version: int) -> dict[str, Any]:
+        now = time.monotonic()
+        deltas = self._beat(ctx, ctx.principal, member, now)
+        return self._answer(version, deltas, now)
+
+    async def heartbeats(self, ctx: RequestContext, members: list[dict[str, Any]], version: int) -> dict[str, Any]:
+        """One beat for each of `members`, the hosts of the caller's process; one answer for them all
+        (they share their process's table). Checked whole before any is recorded: one member the caller
+        may not speak for refuses the batch."""
+        if not isinstance(members, list) or not members or len(members) > MAX_BATCH:
+            raise errors.Invalid(reason=f"members is a list of 1 to {MAX_BATCH} member records")
+        caller = ctx.principal
+        speakers = [self._sibling(caller, m) for m in members]
+        now = time.monotonic()
+        deltas = False
+        for record, speaker in zip(members, speakers, strict=True):
+            deltas = self._beat(ctx, speaker, record, now) or deltas
+        return self._answer(version, deltas, now)
+
+    def _sibling(self, caller: principal.Principal | None, record: Any) -> principal.Principal | None:
+        """The principal a batched member speaks as: the host of the caller's process it names."""
+        if caller is None or caller.kind == principal.OPERATOR:
+            return caller
+        mid = record.get("id") if isinstance(record, dict) else None
+        group = self.beat_groups.get(caller.id)
+        sibling = self.beat_groups.get(mid) if isinstance(mid, str) else None
+        if group is None or sibling is None or sibling[0] != group[0]:
+            raise errors.RpcForbidden(principal=caller.name, method="heartbeats",
+                                      reason=f"{mid!r} is not a host of its process")
+        return principal.Principal(sibling[1], str(mid), sibling[2], caller.cell)
+
+    def _beat(self, ctx: RequestContext, speaker: principal.Principal | None, record: Any, now: float) -> bool:
+        """Record one member's beat, as `speaker`; whether its view takes deltas. A member the same as
+        at its last beat costs a dict comparison (it was checked when it changed, and its id, so what it
+        may serve, is the speaker's): most beats of a steady cell."""
+        mid = record.get("id") if isinstance(record, dict) else None
+        cached = self._wire_of.get(mid) if isinstance(mid, str) else None
+        if (cached is not None and cached[1] == record and self.liveness.members.get(cached[0].id) is cached[0]
+                and (speaker is None or speaker.kind == principal.OPERATOR or speaker.id == mid)):
+            self.liveness.last_seen[cached[0].id] = now
+            return bool(cached[0].meta.get(DELTAS))
         try:
-            joining = Member.from_wire(member)
+            joining = Member.from_wire(record)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise errors.Invalid(reason="member is not a member record") from None
-        _check_member(ctx, joining)
-        now = time.monotonic()
+        _check_member(dataclasses.replace(ctx, principal=speaker), joining)
         self.liveness.beat(joining, now)
+        self._member_wire(self.liveness.members[joining.id])
+        return bool(joining.meta.get(DELTAS))
+
+    def _answer(self, version: int, deltas: bool, now: float) -> dict[str, Any]:
         self.warming(now)  # its end bumps the version: the views drop who never came back
         if version == self.liveness.version:
             return {"version": version}
-        if joining.meta.get(DELTAS) and isinstance(version, int) and self._delta_floor <= version < self.liveness.version:
+        if deltas and isinstance(version, int) and self._delta_floor <= version < self.liveness.version:
             return self._delta(version, now)
         return self._snapshot(ages=False)
 
     def _delta(self, since: int, now: float) -> dict[str, Any]:
         """What changed after version `since`: members joined or updated, and ids that left."""
-        ids = [mid for mid, changed in self.liveness.changed.items() if changed > since]
+        ids = self.liveness.changed_since(since)
         members = self.liveness.members
         return {"version": self.liveness.version, "interval": self.liveness.interval, "warming": self.warming(now),
                 "delta": True, "members": [self._member_wire(members[mid]) for mid in ids if mid in members],
@@ -347,20 +419,26 @@ class DirectoryView:
                     by_topic.setdefault(t, []).append(m)
         joined, left = set(new) - set(self.by_id), set(self.by_id) - set(new)
         for mid in left:  # calls waiting on a member that left will never be answered
-            self.client.abandon(self.by_id[mid].address, mid)
+            self._abandon(self.by_id[mid].address, mid)
         for mid in touched & set(new) & set(self.by_id):  # nor those a restarted member's previous process held
             if _restarted(self.by_id[mid], new[mid]):
                 LOG.info("%s restarted: its calls in flight are abandoned", mid)
-                self.client.abandon(self.by_id[mid].address, mid)
+                self._abandon(self.by_id[mid].address, mid)
         self.by_id, self._by_topic, self.version = new, by_topic, int(reply["version"])
         self._changed.set()
         self._changed = asyncio.Event()
         if joined or left:
-            for listener in self.listeners:
-                try:
-                    listener(joined, left)
-                except Exception:
-                    LOG.exception("directory listener failed")
+            self._tell(joined, left)
+
+    def _abandon(self, address: str, member_id: str) -> None:
+        self.client.abandon(address, member_id)
+
+    def _tell(self, joined: set[str], left: set[str]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(joined, left)
+            except Exception:
+                LOG.exception("directory listener failed")
 
     async def run(self) -> None:
         """Heartbeat forever; keeps the last table when the directory is unreachable."""

@@ -38,6 +38,21 @@ async def test_a_compute_cannot_heartbeat_as_the_conductor(cell: CurveCell) -> N
     assert [mid for mid, (_, topics) in after.items() if "conductor" in topics] == ["cell1/conductor"]
 
 
+async def test_a_real_host_cannot_batch_beats_for_another(cell: CurveCell) -> None:
+    """`heartbeats` is for the hosts of one simulated-host process: node1 (a host of its own) putting
+    node2 in a batch, or even itself, is refused, and node2 stays as it was."""
+    before = _table(cell)
+    node2 = Member(id="cell1/compute/node2", address="tcp://127.0.0.1:9", topics=("compute.node2",), host="node2",
+                   service="compute")
+    itself = Member(id=NODE1, address="tcp://127.0.0.1:9", topics=("compute.node1",), host="node1", service="compute")
+    for batch in ([node2], [itself, node2], [itself]):
+        with pytest.raises(errors.RpcForbidden):
+            await cell.call_as(NODE1, "cell1/router", "heartbeats",
+                               {"members": [m.to_wire() for m in batch], "version": -1})
+    assert _table(cell)["cell1/compute/node2"] == before["cell1/compute/node2"]
+    assert _table(cell)[NODE1] == before[NODE1]
+
+
 async def test_leave_is_for_oneself_only(cell: CurveCell) -> None:
     """A compute asking the directory to drop the conductor (or the other compute) is refused and
     both stay routed; the operator may evict a member."""
