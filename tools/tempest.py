@@ -59,8 +59,7 @@ NOT_SERVED = {
     r"^tempest\.api\.network\.test_agent_management_negative\.":
         "Neutron's /agents (each compute's network agent reports to its cell's controller)",
     r"^tempest\.api\.network\.test_networks\.NetworksTest\.test_create_delete_subnet_"
-    r"(with_host_routes_and_dns_nameservers|all_attributes|without_gateway|with_allocation_pools|with_dhcp_enabled)\b":
-        "subnet host_routes, and subnets without a gateway (the network host holds every subnet's gateway)",
+    r"(with_host_routes_and_dns_nameservers|all_attributes)\b": "subnet host_routes",
     r"^tempest\.api\.network\.test_networks\.NetworksTest\.test_update_subnet_gw_dns_host_routes_dhcp\b":
         "a subnet's gateway and host_routes are fixed at create",
     r"^tempest\.api\.network\.test_floating_ips\.FloatingIPTestJSON\.test_(create_list_show_update_delete_"

@@ -219,12 +219,21 @@ def host_config(conn: Connection, host: str) -> dict[str, Any]:
             "bridge": bridge_name(net.id), "vxlan": vxlan_name(net.segmentation_id),
             "peers": sorted({tunnels[h] for h in hosts if h != host and h in tunnels}),
             "gateway_host": net.gateway_host == host, "cidr": subnet.cidr if subnet else None,
-            "gateway_ip": subnet.gateway_ip if subnet else None, "dhcp_hosts": [],
+            "gateway_ip": subnet.gateway_ip if subnet else None, "host_ip": None, "dhcp_hosts": [],
         }
-        if net.gateway_host == host and subnet is not None and subnet.enable_dhcp:
+        dhcp_ports = {p.id for p in net_ports if p.device_owner == resources.DHCP_OWNER}
+        if subnet is not None:
+            # the gateway host's address on the subnet (every host's guests accept it): the gateway, or
+            # on a gateway-less subnet its DHCP port's
+            held = ipam.port_ips(conn, sorted(dhcp_ports))
+            entry["host_ip"] = subnet.gateway_ip or next(
+                (ip["ip_address"] for p in sorted(dhcp_ports) for ip in held[p] if ip["subnet_id"] == subnet.id), None)
+        if net.gateway_host == host and subnet is not None:
             ips = ipam.port_ips(conn, [p.id for p in net_ports])
-            entry["dhcp_hosts"] = sorted((p.mac_address, ip["ip_address"]) for p in net_ports for ip in ips[p.id]
-                                         if ip["subnet_id"] == subnet.id)
+            if subnet.enable_dhcp:
+                entry["dhcp_hosts"] = sorted((p.mac_address, ip["ip_address"]) for p in net_ports
+                                             if p.id not in dhcp_ports for ip in ips[p.id]
+                                             if ip["subnet_id"] == subnet.id)
         nets.append(entry)
     local_ips = ipam.port_ips(conn, [p.id for p in local])
     group_ids = sorted({g for p in local for g in (p.security_groups or [])})

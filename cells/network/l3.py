@@ -214,6 +214,8 @@ def _attachable_subnet(conn: Connection, ctx: RequestContext, router: Row[Any], 
     subnet = subnet_row(conn, ctx, subnet_id)
     if subnet.project_id != router.project_id and not privileged(ctx):
         raise errors.SubnetNotFound(subnet_id=subnet_id)  # another project's (even shared) subnet is not ours
+    if subnet.gateway_ip is None:
+        raise errors.Invalid(reason="Bad router request: Subnet for router interface must have a gateway IP.")
     if conn.execute(select(networks.c.router_external).where(networks.c.id == subnet.network_id)).scalar():
         raise errors.Invalid(reason=f"Subnet {subnet_id} is on an external network: set it as the gateway")
     taken = conn.execute(select(ports.c.device_id).join(ip_allocations, ip_allocations.c.port_id == ports.c.id)

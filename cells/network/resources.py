@@ -35,6 +35,11 @@ MAC_PREFIX = "fa:16:3e"  # OpenStack's
 INSTANCE_OWNER = "compute:nova"
 # ports the L3 code makes (cells/network/l3.py): a router's gateway and interfaces, a floating IP's address
 L3_OWNERS = ("network:router_gateway", "network:router_interface", "network:floatingip")
+# the port holding the address a gateway-less subnet's DHCP server answers from on the network's gateway
+# host (Neutron's DHCP port): the cloud's (no project's, no quota), made and dropped with its subnet
+DHCP_OWNER = "network:dhcp"
+# ports only the network's own code makes, moves and drops (409 through the port API)
+SERVICE_OWNERS = (*L3_OWNERS, DHCP_OWNER)
 DEFAULT_SUBNET_POLICY = policy.SubnetPolicy()
 LIST_CONTROL = frozenset({"fields", "sort_key", "sort_dir", "limit", "marker", "page_reverse"})
 
@@ -226,9 +231,11 @@ def delete_network(conn: Connection, ctx: RequestContext, net_id: str) -> None:
     row = network_row(conn, ctx, net_id)
     if not privileged(ctx) and row.project_id != ctx.project:
         raise errors.NetworkNotFound(net_id=net_id)
-    used = conn.execute(select(func.count()).select_from(ports).where(ports.c.network_id == net_id)).scalar()
+    used = conn.execute(select(func.count()).select_from(ports).where(ports.c.network_id == net_id,
+                                                                      ports.c.device_owner != DHCP_OWNER)).scalar()
     if used:
         raise errors.NetworkInUse(net_id=net_id)
+    _drop_dhcp_ports(conn, ports.c.network_id == net_id)
     ipam.forget_subnets(conn, [str(r[0]) for r in conn.execute(select(subnets.c.id)
                                                                 .where(subnets.c.network_id == net_id))])
     conn.execute(delete(subnets).where(subnets.c.network_id == net_id))
@@ -250,11 +257,11 @@ def subnet_record(row: Row[Any]) -> dict[str, Any]:
 
 
 def _visible_subnet(conn: Connection, ctx: RequestContext, row: Row[Any]) -> bool:
+    """Another project's subnet is seen only on a shared network: an external network's subnets stay
+    hidden (every project sees the network, not its subnets), as Neutron without `subnet-external-network`."""
     if privileged(ctx) or row.project_id == ctx.project:
         return True
-    net = conn.execute(select(networks.c.shared, networks.c.router_external)
-                       .where(networks.c.id == row.network_id)).first()
-    return bool(net and (net.shared or net.router_external))
+    return bool(conn.execute(select(networks.c.shared).where(networks.c.id == row.network_id)).scalar())
 
 
 def subnet_row(conn: Connection, ctx: RequestContext, subnet_id: str) -> Row[Any]:
@@ -304,8 +311,6 @@ def create_subnet(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]
     gw_raw = body.get("gateway_ip", "auto")
     gateway = None if gw_raw is None else (cidr.network_address + 1 if gw_raw == "auto"
                                            else ipam.parse_address(gw_raw, cidr, "gateway_ip"))
-    if gateway is None:
-        raise errors.Invalid(reason="a subnet needs a gateway here (the network host holds it)")
     pools = ipam.validate_pools(body.get("allocation_pools"), cidr, gateway)
     dns = body.get("dns_nameservers") or []
     if not isinstance(dns, list) or not all(isinstance(d, str) for d in dns):
@@ -317,22 +322,35 @@ def create_subnet(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]
             raise errors.Invalid(reason=f"dns nameserver {d!r} is not an IP address") from None
     now = utcnow_iso()
     values = {"id": new_id(), "network_id": net_id, "project_id": net.project_id, "name": _text(body, "name"),
-              "ip_version": 4, "cidr": str(cidr), "gateway_ip": str(gateway), "allocation_pools": pools,
+              "ip_version": 4, "cidr": str(cidr), "gateway_ip": None if gateway is None else str(gateway),
+              "allocation_pools": pools,
               "enable_dhcp": _bool(body, "enable_dhcp", True), "dns_nameservers": list(dns),
               "description": _text(body, "description"), "created_at": now, "updated_at": now}
     conn.execute(insert(subnets), values)
+    if gateway is None:  # the gateway host answers DHCP from an address of the pools, as Neutron's DHCP port
+        new_port(conn, net, "", [], [{"subnet_id": values["id"]}], device_id=f"dhcp-{net_id}",
+                 device_owner=DHCP_OWNER, status="ACTIVE")
     return get_subnet(conn, ctx, values["id"])
+
+
+def _drop_dhcp_ports(conn: Connection, where: Any) -> None:
+    for (port_id,) in conn.execute(select(ports.c.id).where(where, ports.c.device_owner == DHCP_OWNER)).all():
+        ipam.release_port(conn, port_id)
+        conn.execute(delete(ports).where(ports.c.id == port_id))
 
 
 def delete_subnet(conn: Connection, ctx: RequestContext, subnet_id: str) -> None:
     row = subnet_row(conn, ctx, subnet_id)
     if not privileged(ctx) and row.project_id != ctx.project:
         raise errors.SubnetNotFound(subnet_id=subnet_id)
+    dhcp = select(ports.c.id).where(ports.c.device_owner == DHCP_OWNER)
     used = conn.execute(select(func.count()).select_from(ip_allocations)
-                        .where(ip_allocations.c.subnet_id == subnet_id)).scalar()
+                        .where(ip_allocations.c.subnet_id == subnet_id, ip_allocations.c.port_id.not_in(dhcp))).scalar()
     if used:
         raise errors.Conflict(reason=f"Unable to complete operation on subnet {subnet_id}: "
                                      "one or more ports have an IP allocation from this subnet.")
+    _drop_dhcp_ports(conn, ports.c.id.in_(select(ip_allocations.c.port_id)
+                                          .where(ip_allocations.c.subnet_id == subnet_id)))
     ipam.forget_subnets(conn, [subnet_id])
     conn.execute(delete(subnets).where(subnets.c.id == subnet_id))
 
@@ -494,9 +512,9 @@ def _allocate_fixed_ips(conn: Connection, net_id: str, subnet_rows: list[AnyRow]
 
 def _replace_fixed_ips(conn: Connection, ctx: RequestContext, row: Row[Any], fixed_ips: Any) -> None:
     """A port's addresses become `fixed_ips` (Neutron's update): an entry naming an address (or only a
-    subnet) the port holds keeps it, the others are allocated, the port's other addresses released."""
-    if row.device_owner in L3_OWNERS:
-        raise errors.Conflict(reason=f"Port {row.id} is a {row.device_owner} port: its address is the router's")
+    subnet) the port holds keeps it, the others are allocated, the port's other addresses released.
+    A router or floating-IP port takes only an update that keeps its addresses (Neutron answers it
+    200): the data path places each subnet's gateway address on the router, so a change is 409."""
     net = network_row(conn, ctx, row.network_id)
     if not privileged(ctx) and net.project_id != ctx.project:
         raise errors.Forbidden("(rule:update_port and rule:update_port:fixed_ips) is disallowed by policy")
@@ -515,6 +533,9 @@ def _replace_fixed_ips(conn: Connection, ctx: RequestContext, row: Row[Any], fix
         else:
             kept.append(held)
     dropped = [c["ip_address"] for c in current if c not in kept]
+    if row.device_owner in SERVICE_OWNERS and (new or dropped):
+        raise errors.Conflict(reason=f"Port {row.id} is a {row.device_owner} port: its address is the router's "
+                                     "and cannot be changed through the port API")
     if dropped and conn.execute(select(floatingips.c.id).where(
             floatingips.c.port_id == row.id, floatingips.c.fixed_ip_address.in_(dropped))).first() is not None:
         raise errors.Conflict(reason=f"Port {row.id}: a floating IP is associated with an address being removed")
@@ -553,7 +574,7 @@ def update_port(conn: Connection, ctx: RequestContext, port_id: str, body: Mappi
 
 def delete_port(conn: Connection, ctx: RequestContext, port_id: str) -> None:
     row = port_row(conn, ctx, port_id)
-    if row.device_owner in L3_OWNERS:
+    if row.device_owner in SERVICE_OWNERS:
         raise errors.Conflict(reason=f"Port {port_id} cannot be deleted directly via the port API: "
                                      f"has device owner {row.device_owner}.")
     disassociate_floating_ips(conn, port_id)  # Neutron lets the owner delete a port in use: the server loses that NIC

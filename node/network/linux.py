@@ -138,7 +138,7 @@ class LinuxNetworkDriver:
         ipr.link("set", index=vx, master=br, state="up", mtu=net["mtu"])
         assert br is not None and vx is not None
         self._sync_peers(ipr, vx, set(net["peers"]))
-        if net["cidr"] and net["gateway_ip"]:
+        if net["cidr"]:
             self._sync_gateway(ipr, br, net)
 
     def _sync_peers(self, ipr: Any, vx: int, peers: set[str]) -> None:
@@ -156,7 +156,9 @@ class LinuxNetworkDriver:
     def _sync_gateway(ipr: Any, br: int, net: dict[str, Any]) -> None:
         prefix = ipaddress.ip_network(net["cidr"]).prefixlen
         have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=br, family=2)}
-        want = {(net["gateway_ip"], prefix)} if net["gateway_host"] else set()
+        # the gateway address, or on a gateway-less subnet the DHCP port's: what dnsmasq answers from
+        address = net.get("host_ip") or net.get("gateway_ip")
+        want = {(address, prefix)} if net["gateway_host"] and address else set()
         for addr, plen in have - want:
             ipr.addr("del", index=br, address=addr, prefixlen=plen)
         for addr, plen in want - have:
@@ -188,8 +190,9 @@ class LinuxNetworkDriver:
             "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", f"--interface={net['bridge']}",
             "--bind-interfaces", "--except-interface=lo", f"--dhcp-range={cidr.network_address},static,{cidr.netmask},1h",
             f"--dhcp-hostsfile={d / 'hosts'}", f"--dhcp-leasefile={d / 'leases'}",
-            f"--pid-file={d / 'pid'}", "--user=root", f"--dhcp-option=option:router,{net['gateway_ip']}",
-            f"--dhcp-option=option:mtu,{net['mtu']}"])
+            f"--pid-file={d / 'pid'}", "--user=root", f"--dhcp-option=option:mtu,{net['mtu']}",
+            # no gateway: no router option (dnsmasq would offer its own address as the router)
+            f"--dhcp-option=option:router{',' + net['gateway_ip'] if net.get('gateway_ip') else ''}"])
 
     def _sync_dhcp(self, nets: list[dict[str, Any]]) -> None:
         root = self.state_dir / "dhcp"
@@ -301,8 +304,9 @@ def render_nftables(config: dict[str, Any], nets: dict[str, dict[str, Any]], con
         jumps_from.append(f'    iifname "{tap}" jump from-{tap}')
         ingress = ["    ether type arp accept", *("    " + r for r in replies),
                    "    ether type ip udp sport 67 udp dport 68 accept"]
-        if net.get("gateway_ip"):  # the network's own gateway and DHCP server may always reach its guests
-            ingress.append(f"    ether type ip ip saddr {net['gateway_ip']} accept")
+        server = net.get("host_ip") or net.get("gateway_ip")
+        if server:  # the network's own gateway and DHCP server may always reach its guests
+            ingress.append(f"    ether type ip ip saddr {server} accept")
         egress = ["    ether type arp accept", "    ether type ip udp sport 68 udp dport 67 accept",
                   f"    ether saddr != {port['mac']} drop"]
         if port["ips"]:

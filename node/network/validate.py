@@ -53,6 +53,7 @@ def _network_ok(net: Any) -> bool:
                 and isinstance(net.get("peers"), list) and all(_ip(p) for p in net["peers"])
                 and (net.get("cidr") is None or _cidr(net["cidr"]))
                 and (net.get("gateway_ip") is None or _ip(net["gateway_ip"]))
+                and (net.get("host_ip") is None or _ip(net["host_ip"]))
                 and isinstance(net.get("dhcp_hosts"), list))
 
 

@@ -49,7 +49,10 @@ async def _project_net(client: Client, headers: dict[str, str], cidr: str) -> tu
     return net, sub
 
 
-async def test_external_network_is_admin_made_and_visible_to_every_project(tmp_path: Path) -> None:
+async def test_external_network_is_admin_made_and_visible_to_every_project_but_not_its_subnets(
+        tmp_path: Path) -> None:
+    """Every project sees the external network; its subnets only the admin (Neutron without the
+    subnet-external-network extension): another project's GET is 404 and its list leaves them out."""
     async with api_client(tmp_path) as (client, demo, admin):
         resp = await client.post(f"{N}/networks", headers=demo, json={"network": {"name": "x", "router:external": True}})
         assert resp.status == 403
@@ -58,7 +61,12 @@ async def test_external_network_is_admin_made_and_visible_to_every_project(tmp_p
         assert public["router:external"] is True
         seen = (await (await client.get(f"{N}/networks?router:external=true", headers=demo)).json())["networks"]
         assert [n["id"] for n in seen] == [public["id"]]
+        assert seen[0]["subnets"] == [sub["id"]]
         resp = await client.get(f"{N}/subnets/{sub['id']}", headers=demo)
+        assert resp.status == 404
+        listed = (await (await client.get(f"{N}/subnets?network_id={public['id']}", headers=demo)).json())["subnets"]
+        assert listed == []
+        resp = await client.get(f"{N}/subnets/{sub['id']}", headers=admin)
         assert resp.status == 200
 
 
@@ -84,6 +92,14 @@ async def test_router_gateway_interfaces_and_in_use_errors(tmp_path: Path) -> No
         port = (await (await client.get(f"{N}/ports/{info['port_id']}", headers=demo)).json())["port"]
         assert port["device_owner"] == "network:router_interface" and port["device_id"] == router["id"]
         assert port["fixed_ips"] == [{"subnet_id": inside["id"], "ip_address": "192.168.60.1"}]  # the gateway
+        # a fixed_ips update that keeps the interface's address is Neutron's 200; one that changes it: 409
+        kept = await _put(client, f"ports/{info['port_id']}", demo, {"port": {"fixed_ips": [
+            {"subnet_id": inside["id"]}]}})
+        assert kept["port"]["fixed_ips"] == port["fixed_ips"]
+        await _put(client, f"ports/{info['port_id']}", demo, {"port": {"fixed_ips": [
+            {"subnet_id": inside["id"], "ip_address": "192.168.60.9"}]}}, 409)
+        shown = (await (await client.get(f"{N}/ports/{info['port_id']}", headers=demo)).json())["port"]
+        assert shown["fixed_ips"] == port["fixed_ips"]  # the refused change left it whole
         # the same subnet twice: 400; the interface port is not deleted through the port API: 409
         await _put(client, f"routers/{router['id']}/add_router_interface", demo, {"subnet_id": inside["id"]}, 400)
         resp = await client.delete(f"{N}/ports/{info['port_id']}", headers=demo)
@@ -285,7 +301,8 @@ async def test_cluster_yaml_external_network_is_made_once_at_start(tmp_path: Pat
             demo = RequestContext(project="demo-project", roles=("member",))
             nets = await controller.network_list(demo, {"router:external": "true"})
             seen.append([(n["name"], n["router:external"], n["id"]) for n in nets])
-            [subnet] = await controller.subnet_list(demo, {"network_id": nets[0]["id"]})
+            admin = RequestContext(project="admin-project", roles=("admin",))
+            [subnet] = await controller.subnet_list(admin, {"network_id": nets[0]["id"]})
             assert subnet["cidr"] == "203.0.113.0/24"
         finally:
             await controller.stop()
@@ -312,3 +329,37 @@ async def test_compute_os_floating_ips_proxy_is_read_only_and_gone_at_2_36(tmp_p
         new = {**demo, "X-OpenStack-Nova-API-Version": "2.36"}
         assert (await client.get("/compute/v2.1/os-floating-ips", headers=new)).status == 404
         assert (await client.post("/compute/v2.1/os-floating-ips", headers=old, json={})).status in (404, 405)
+
+
+async def test_subnet_without_gateway_gets_a_dhcp_port_and_no_router(tmp_path: Path) -> None:
+    """gateway_ip null: the subnet is made (Neutron's 201) with pools from the first address; the
+    gateway host answers DHCP from a `network:dhcp` port of the pools, the cloud's (hidden from the
+    project, not deletable, never a guest's address, gone with its subnet); no router interface on it
+    (400); the network host's configuration carries that address and no router."""
+    async with api_client(tmp_path) as (client, demo, admin):
+        net = (await _post(client, "networks", demo, {"network": {"name": "nogw"}}))["network"]
+        sub = (await _post(client, "subnets", demo, {"subnet": {"network_id": net["id"], "cidr": "192.168.64.0/29",
+                                                               "gateway_ip": None}}))["subnet"]
+        assert sub["gateway_ip"] is None and sub["enable_dhcp"] is True
+        assert sub["allocation_pools"] == [{"start": "192.168.64.1", "end": "192.168.64.6"}]
+        seen = (await (await client.get(f"{N}/ports?network_id={net['id']}", headers=demo)).json())["ports"]
+        assert seen == []
+        (dhcp,) = (await (await client.get(f"{N}/ports?network_id={net['id']}", headers=admin)).json())["ports"]
+        assert dhcp["device_owner"] == "network:dhcp" and dhcp["fixed_ips"][0]["subnet_id"] == sub["id"]
+        server = dhcp["fixed_ips"][0]["ip_address"]
+        guests = [(await _post(client, "ports", demo, {"port": {"network_id": net["id"]}}))["port"] for _ in range(5)]
+        assert server not in {p["fixed_ips"][0]["ip_address"] for p in guests}
+        await _post(client, "ports", demo, {"port": {"network_id": net["id"]}}, 409)  # 6 addresses: exhausted
+        assert (await client.delete(f"{N}/ports/{dhcp['id']}", headers=admin)).status == 409
+        router = (await _post(client, "routers", demo, {"router": {"name": "r"}}))["router"]
+        await _put(client, f"routers/{router['id']}/add_router_interface", demo, {"subnet_id": sub["id"]}, 400)
+
+        for port in guests:
+            assert (await client.delete(f"{N}/ports/{port['id']}", headers=demo)).status == 204
+        assert (await client.delete(f"{N}/subnets/{sub['id']}", headers=demo)).status == 204
+        assert (await client.get(f"{N}/ports/{dhcp['id']}", headers=admin)).status == 404  # gone with its subnet
+        sub = (await _post(client, "subnets", demo, {"subnet": {"network_id": net["id"], "cidr": "192.168.64.0/29",
+                                                               "gateway_ip": None}}))["subnet"]
+        assert (await client.delete(f"{N}/networks/{net['id']}", headers=demo)).status == 204
+        left = (await (await client.get(f"{N}/ports?device_owner=network:dhcp", headers=admin)).json())["ports"]
+        assert left == []
