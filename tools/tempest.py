@@ -50,7 +50,6 @@ NOT_SERVED = {
     r"^tempest\.api\.identity\.admin\.v3\.test_endpoint_groups\.": "endpoint groups",
     r"^tempest\.api\.identity\.admin\.v3\.test_policies\.": "the v3 policy API (policy is <state>/policy.yaml)",
     r"^tempest\.api\.identity\.admin\.v3\.test_inherits\.": "OS-INHERIT inherited grants",
-    r"^tempest\.api\.identity\.admin\.v3\.test_project_tags\.": "project tags",
     r"^tempest\.api\.identity\.admin\.v3\.test_credentials\.": "the credentials API beyond EC2 credentials",
     r"^tempest\.api\.identity\.admin\.v3\.test_(endpoints|endpoints_negative|services|regions)\.":
         "catalog writes: services, endpoints and regions are the cluster's, read-only",

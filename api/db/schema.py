@@ -90,6 +90,10 @@ roles = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(255), nullable=False, unique=True),
     Column("description", Text, nullable=True),  # a0013: roles an admin creates
+    # a0018: the domain of a domain-specific role (None: global). Names stay unique across the cloud, so a
+    # role name in a policy rule ("role:admin") names one role; no FK (see projects.parent_id)
+    Column("domain_id", String(64), nullable=True),
+    Index("ix_roles_domain", "domain_id"),
 )
 
 role_assignments = Table(
@@ -114,6 +118,14 @@ group_members = Table(
     Column("group_id", String(64), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
     Column("user_id", String(64), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     Index("ix_group_members_user", "user_id"),
+)
+
+# Keystone's project tags (a0018): what `?tags=`, `tags-any`, `not-tags` and `not-tags-any` filter on
+project_tags = Table(
+    "project_tags", metadata,
+    Column("project_id", String(64), ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Index("ix_project_tags_name", "name"),
 )
 
 # a role a group holds on a project: every member of the group has it there
@@ -519,7 +531,7 @@ ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reserva
                      "a0010_aggregates", "a0011_flavor_access_quotas", "a0012_shelved_image",
                      "a0013_identity_domains_hierarchy", "a0014_volume_transfers",
                      "a0015_qos_encryption", "a0016_implied_roles",
-                     "a0017_volume_type_access")
+                     "a0017_volume_type_access", "a0018_identity_tags_domain_roles")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

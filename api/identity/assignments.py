@@ -4,7 +4,8 @@ Grants here are a role for a user or a group on a project or a domain (no system
 list, no inheritance), so a filter on those matches nothing. Without `effective` each grant is listed as
 made: a user's with `user`, a group's with `group`. With `effective` the list is what tokens
 carry: a group's grant becomes one entry per member (`membership` link), and each role brings the
-roles it implies (admin -> member -> reader) with the grant they come from as `prior_role`;
+roles it implies (admin -> member -> reader) with the grant they come from as `prior_role`; a
+domain-specific role is left out, the global roles it implies stay;
 `user.id` and `role.id` then filter the expanded list, as Keystone filters after expanding.
 """
 from __future__ import annotations
@@ -101,8 +102,9 @@ async def _effective(conn: AsyncConnection, query: Any) -> list[Assignment]:
                 .join(group_members, group_members.c.group_id == table.c.group_id)
                 .where(and_(true(), *clauses)))).all()
             granted += [_assignment(r, scope, user_id=r.user_id, group_id=r.group_id) for r in rows]
-    role_rows = (await conn.execute(select(roles.c.id, roles.c.name))).all()
+    role_rows = (await conn.execute(select(roles.c.id, roles.c.name, roles.c.domain_id))).all()
     by_name = {r.name: r.id for r in role_rows}
+    domain_specific = {r.id for r in role_rows if r.domain_id is not None}
     name_of = {r.id: r.name for r in role_rows}
     implies = await implications(conn)
     out: list[Assignment] = []
@@ -114,7 +116,8 @@ async def _effective(conn: AsyncConnection, query: Any) -> list[Assignment]:
             if entry in seen:
                 continue
             seen.add(entry)
-            out.append(entry)
+            if entry.role_id not in domain_specific:  # tokens never carry one: only what it implies
+                out.append(entry)
             for implied_name in implies.get(name_of.get(entry.role_id, ""), ()):
                 if implied_name in by_name:
                     todo.append(replace(entry, role_id=by_name[implied_name], prior_role=entry.role_id))

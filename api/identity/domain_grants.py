@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.db.schema import domain_role_assignments, group_domain_role_assignments, groups, roles
 from api.identity.manage import add_grant_routes, domain_exists, grant_target, user_row
-from api.identity.resources import RoleNotFound, authorize, collection, role_view
+from api.identity.resources import authorize, collection, role_view
+from api.identity.role_scope import assignable_role
 from api.keys import ENGINE, public_url
 from cells import errors
 
@@ -41,8 +42,7 @@ async def _grant(conn: AsyncConnection, request: web.Request) -> tuple[Table, di
     """The grant table and row the path names, once the domain, the actor and the role exist."""
     table, column, actor_id = await _actor_and_domain_exist(conn, request)
     role_id = request.match_info["role_id"]
-    if (await conn.execute(select(roles.c.id).where(roles.c.id == role_id))).first() is None:
-        raise RoleNotFound(role_id=role_id)
+    await assignable_role(conn, role_id, domain_id=request.match_info["domain_id"])
     return table, {column: actor_id, "domain_id": request.match_info["domain_id"], "role_id": role_id}
 
 

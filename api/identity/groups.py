@@ -29,7 +29,8 @@ from api.identity.manage import (
     string_field,
     user_row,
 )
-from api.identity.resources import RoleNotFound, authorize, collection, query_filters, role_view, user_view
+from api.identity.resources import authorize, collection, query_filters, role_view, user_view
+from api.identity.role_scope import assignable_role
 from api.identity.tokens import new_id
 from api.keys import ENGINE, public_url
 from cells import errors
@@ -206,8 +207,7 @@ async def _grant(conn: AsyncConnection, request: web.Request) -> tuple[Table, di
     m = request.match_info
     await project_row(conn, m["project_id"])
     await _group_row(conn, m["group_id"])
-    if (await conn.execute(select(roles.c.id).where(roles.c.id == m["role_id"]))).first() is None:
-        raise RoleNotFound(role_id=m["role_id"])
+    await assignable_role(conn, m["role_id"], project_id=m["project_id"])
     return group_role_assignments, {"project_id": m["project_id"], "group_id": m["group_id"],
                                     "role_id": m["role_id"]}
 

@@ -14,6 +14,7 @@ from api.identity import (
     groups,
     implied_roles,
     manage,
+    project_tags,
     resources,
     roles,
     service_catalog,
@@ -106,4 +107,5 @@ def make_identity_app() -> web.Application:
     system_grants.add_routes(app)  # system roles: roles on the admin project
     service_catalog.add_routes(app)  # the catalog, services, endpoints, regions
     appcreds.add_routes(app)  # application credentials
+    project_tags.add_routes(app)  # a project's tags
     return app

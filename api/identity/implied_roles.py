@@ -4,7 +4,8 @@ A user granted PRIOR gets IMPLIED too, transitively, in their tokens and in `rol
 --effective` (api/identity/tokens.py implications). Keystone's bootstrap implications (admin ->
 member -> reader) are listed with the others and always in force: the policy defaults are written
 against them, so they cannot be deleted. As Keystone refuses by default, nothing implies `admin`
-(prohibited_implied_role), and no implication may lead back to its prior role.
+(prohibited_implied_role), no implication may lead back to its prior role, and a global role implies no
+domain-specific one (a domain's role may imply global roles and other domains' roles, as Keystone).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def _ref(base: str, row: Any) -> dict[str, Any]:
 
 
 async def _role(conn: AsyncConnection, role_id: str) -> Any:
-    row = (await conn.execute(select(roles.c.id, roles.c.name).where(roles.c.id == role_id))).first()
+    row = (await conn.execute(select(roles.c.id, roles.c.name, roles.c.domain_id)
+                              .where(roles.c.id == role_id))).first()
     if row is None:
         raise RoleNotFound(role_id=role_id)
     return row
@@ -62,6 +64,9 @@ async def create_implied_role(request: web.Request) -> web.Response:
         prior, implied = await _pair(conn, request)
         if implied.name in PROHIBITED_IMPLIED:
             raise errors.Forbidden(f"{implied.name} may not be implied by another role.")
+        if prior.domain_id is None and implied.domain_id is not None:
+            # a global role would otherwise hand a domain's role out in every domain
+            raise errors.Forbidden(f"Global role {prior.id} cannot imply {implied.id}, a domain-specific role.")
         if prior.id == implied.id or prior.name in _reachable(await implications(conn), implied.name):
             raise errors.Invalid(f"Circular role inference: {implied.name} already leads to {prior.name}.")
         if not await _exists(conn, prior, implied):

@@ -22,12 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.db.schema import domains, groups, projects, role_assignments, roles, users
 from api.http import json_body
-from api.identity import hierarchy
+from api.identity import hierarchy, role_scope, tag_store
 from api.identity.passwords import hash_password, verify_password
 from api.identity.resources import (
     DomainNotFound,
     ProjectNotFound,
-    RoleNotFound,
     UserNotFound,
     authorize,
     caller,
@@ -195,6 +194,9 @@ def _loose(body: Any, key: str) -> dict[str, Any]:
 async def create_project(request: web.Request) -> web.Response:
     body = await json_body(request)
     loose = _loose(body, "project")
+    if loose.get("is_domain") is True:  # a domain, made through the projects API (Keystone's is_domain)
+        from api.identity import project_domains  # it builds on this module
+        return await project_domains.create(request, entity_body(body, "project"))
     if loose.get("parent_id") is None:  # else the parent's domain, once read, is the target's
         await authorize(request, "create_project", {"target.project.domain_id": str(loose.get("domain_id")
                                                                                     or "default")})
@@ -202,8 +204,9 @@ async def create_project(request: web.Request) -> web.Response:
     name = string_field(doc, "name", MAX_NAME, required=True)
     description = string_field(doc, "description", MAX_DESCRIPTION) or ""
     enabled = flag_field(doc, "enabled")
-    if doc.get("is_domain"):
-        raise errors.Invalid("Creating a domain as a project is not supported by this cloud: create a domain")
+    if doc.get("is_domain") not in (None, False):
+        raise errors.Invalid(f"Invalid input for field 'is_domain': {doc['is_domain']!r} is not of type 'boolean'")
+    tags = tag_store.checked_tags(doc["tags"]) if "tags" in doc else []
     parent = doc.get("parent_id")
     if parent is not None and not isinstance(parent, str):
         raise errors.Invalid("Invalid input for field 'parent_id': expected a string")
@@ -229,8 +232,9 @@ async def create_project(request: web.Request) -> web.Response:
         await conn.execute(insert(projects).values(id=project_id, name=name, domain_id=domain_id,
                                                    enabled=True if enabled is None else enabled,
                                                    description=description, parent_id=parent_id))
+        await tag_store.replace_tags(conn, project_id, tags)
         row = await project_row(conn, project_id)
-    return web.json_response({"project": project_view(public_url(request), row)}, status=201)
+    return web.json_response({"project": project_view(public_url(request), row, {project_id: tags})}, status=201)
 
 
 async def _project_target(request: web.Request, project_id: str) -> dict[str, Any]:
@@ -240,8 +244,20 @@ async def _project_target(request: web.Request, project_id: str) -> dict[str, An
     return {"target.project.id": project_id, "target.project.domain_id": domain_id}
 
 
+async def _acting_domain(request: web.Request, project_id: str) -> bool:
+    """Whether the project id is a domain's (a project acting as a domain, Keystone's is_domain)."""
+    from api.identity import project_domains  # it builds on this module
+    async with request.config_dict[ENGINE].connect() as conn:
+        if (await conn.execute(select(projects.c.id).where(projects.c.id == project_id))).first() is not None:
+            return False
+        return await project_domains.domain_row(conn, project_id) is not None
+
+
 async def update_project(request: web.Request) -> web.Response:
     project_id = request.match_info["project_id"]
+    if await _acting_domain(request, project_id):
+        from api.identity import project_domains
+        return await project_domains.update(request, project_id, entity_body(await json_body(request), "project"))
     await authorize(request, "update_project", await _project_target(request, project_id))
     doc = entity_body(await json_body(request), "project")
     name = string_field(doc, "name", MAX_NAME)
@@ -250,6 +266,7 @@ async def update_project(request: web.Request) -> web.Response:
     for key in ("domain_id", "parent_id", "is_domain"):
         if key in doc:
             raise errors.Invalid(f"Update of `{key}` is not allowed.")
+    tags = tag_store.checked_tags(doc["tags"]) if "tags" in doc else None
     changes = {k: v for k, v in (("name", name), ("description", description), ("enabled", enabled))
                if v is not None}
     async with request.config_dict[ENGINE].begin() as conn:
@@ -265,12 +282,18 @@ async def update_project(request: web.Request) -> web.Response:
             await hierarchy.check_enabled_change(conn, row, enabled)
         if changes:
             await conn.execute(update(projects).where(projects.c.id == project_id).values(**changes))
+        if tags is not None:  # the whole set, as Keystone's PATCH of `tags`
+            await tag_store.replace_tags(conn, project_id, tags)
         row = await project_row(conn, project_id)
-    return web.json_response({"project": project_view(public_url(request), row)})
+        held = await tag_store.tags_of(conn, [project_id])
+    return web.json_response({"project": project_view(public_url(request), row, held)})
 
 
 async def delete_project(request: web.Request) -> web.Response:
     project_id = request.match_info["project_id"]
+    if await _acting_domain(request, project_id):
+        from api.identity import project_domains
+        return await project_domains.delete(request, project_id)
     await authorize(request, "delete_project", await _project_target(request, project_id))
     async with request.config_dict[ENGINE].begin() as conn:
         row = await project_row(conn, project_id)
@@ -396,8 +419,7 @@ async def _grant_parts(conn: AsyncConnection, request: web.Request) -> dict[str,
     m = request.match_info
     await project_row(conn, m["project_id"])
     await user_row(conn, m["user_id"])
-    if (await conn.execute(select(roles.c.id).where(roles.c.id == m["role_id"]))).first() is None:
-        raise RoleNotFound(role_id=m["role_id"])
+    await role_scope.assignable_role(conn, m["role_id"], project_id=m["project_id"])
     return {"project_id": m["project_id"], "user_id": m["user_id"], "role_id": m["role_id"]}
 
 

@@ -10,15 +10,15 @@ whether it exists or not (Keystone's target check), so ids are not probed.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import and_, false, or_, select, true
+from sqlalchemy import and_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.db.schema import domains, projects, roles, users
-from api.identity import hierarchy
+from api.identity import hierarchy, tag_store
 from api.identity.tokens import Token, granted_project_ids
 from api.keys import ENGINE, POLICY, TOKENS, public_url
 from cells import errors
@@ -60,10 +60,12 @@ async def authorize(request: web.Request, action: str, target: dict[str, Any] | 
 
 # --- views -----------------------------------------------------------------------
 
-def project_view(base: str, row: Any) -> dict[str, Any]:
+def project_view(base: str, row: Any, tags: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """A project as Keystone shows it; `tags` maps project ids to their tags (tag_store.tags_of)."""
     # a top-level project's parent is its domain (Keystone since Mitaka)
     return {"id": row.id, "name": row.name, "domain_id": row.domain_id, "description": row.description,
-            "enabled": bool(row.enabled), "parent_id": row.parent_id or row.domain_id, "is_domain": False, "tags": [],
+            "enabled": bool(row.enabled), "parent_id": row.parent_id or row.domain_id, "is_domain": False,
+            "tags": list((tags or {}).get(row.id, [])),
             "options": {}, "links": {"self": f"{base}/identity/v3/projects/{row.id}"}}
 
 
@@ -78,7 +80,7 @@ def user_view(base: str, row: Any) -> dict[str, Any]:
 
 
 def role_view(base: str, row: Any) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "domain_id": None, "description": row.description, "options": {},
+    return {"id": row.id, "name": row.name, "domain_id": row.domain_id, "description": row.description, "options": {},
             "links": {"self": f"{base}/identity/v3/roles/{row.id}"}}
 
 
@@ -127,23 +129,40 @@ async def domain_scoped_list(request: web.Request, action: str, table: Any) -> l
 
 
 async def list_projects(request: web.Request) -> web.Response:
+    if query_flag(request.query.get("is_domain", "false")):
+        from api.identity import project_domains  # it builds on this module
+        return await project_domains.list_as_projects(request)
     clauses = await domain_scoped_list(request, "list_projects", projects)
     clauses += query_filters(request, projects, ("name", "domain_id", "enabled"))
-    if request.query.get("is_domain", "false").lower() == "true":
-        clauses.append(false())  # domains are not projects here
+    clauses += tag_store.filter_clauses(request.query)
     if "parent_id" in request.query:  # a project's children, or a domain's top-level projects
         parent = request.query["parent_id"]
         clauses.append(or_(projects.c.parent_id == parent,
                            and_(projects.c.parent_id.is_(None), projects.c.domain_id == parent)))
-    rows = await _rows(request.config_dict[ENGINE], projects, clauses)
+    engine = request.config_dict[ENGINE]
+    rows = await _rows(engine, projects, clauses)
     base = public_url(request)
-    return collection(request, "projects", (project_view(base, r) for r in rows))
+    tags = await _tags(engine, rows)
+    return collection(request, "projects", (project_view(base, r, tags) for r in rows))
+
+
+async def _tags(engine: AsyncEngine, rows: Iterable[Any]) -> dict[str, list[str]]:
+    async with engine.connect() as conn:
+        return await tag_store.tags_of(conn, [r.id for r in rows])
 
 
 async def show_project(request: web.Request) -> web.Response:
     project_id = request.match_info["project_id"]
     engine = request.config_dict[ENGINE]
     row = await _row(engine, projects, project_id)
+    if row is None:
+        from api.identity import project_domains  # it builds on this module
+        async with engine.connect() as conn:
+            domain = await project_domains.domain_row(conn, project_id)
+        if domain is not None:  # a domain, shown as the project acting as it (Keystone's is_domain)
+            await authorize(request, "get_project", {"target.project.id": project_id,
+                                                     "target.project.domain_id": None})
+            return web.json_response({"project": project_domains.view(public_url(request), domain)})
     # the domain is in the target (a domain reader's check) only once the project is known to exist
     token = await authorize(request, "get_project", {"target.project.id": project_id,
                                                      "target.project.domain_id": row.domain_id if row else None})
@@ -156,8 +175,9 @@ async def show_project(request: web.Request) -> web.Response:
         return bool(policy.allowed("identity:get_project", creds, {
             "user_id": token.user.id, "target.project.id": p.id, "target.project.domain_id": p.domain_id}))
     async with engine.connect() as conn:
-        extra = await hierarchy.show_extras(conn, row, request.query, visible, lambda p: project_view(base, p))
-    return web.json_response({"project": {**project_view(base, row), **extra}})
+        tags = await tag_store.tags_of(conn, select(projects.c.id).where(projects.c.domain_id == row.domain_id))
+        extra = await hierarchy.show_extras(conn, row, request.query, visible, lambda p: project_view(base, p, tags))
+    return web.json_response({"project": {**project_view(base, row, tags), **extra}})
 
 
 async def _projects_of(engine: AsyncEngine, user_id: str) -> list[Any]:
@@ -174,15 +194,19 @@ async def user_projects(request: web.Request) -> web.Response:
     if await _row(engine, users, user_id) is None:
         raise UserNotFound(user_id=user_id)
     base = public_url(request)
-    return collection(request, "projects", (project_view(base, r) for r in await _projects_of(engine, user_id)))
+    rows = await _projects_of(engine, user_id)
+    tags = await _tags(engine, rows)
+    return collection(request, "projects", (project_view(base, r, tags) for r in rows))
 
 
 async def auth_projects(request: web.Request) -> web.Response:
     """GET /v3/auth/projects: the projects the token's user may scope to."""
     token = await authorize(request, "get_auth_projects")
-    rows = await _projects_of(request.config_dict[ENGINE], token.user.id)
+    engine = request.config_dict[ENGINE]
+    rows = await _projects_of(engine, token.user.id)
     base = public_url(request)
-    return collection(request, "projects", (project_view(base, r) for r in rows if r.enabled))
+    tags = await _tags(engine, rows)
+    return collection(request, "projects", (project_view(base, r, tags) for r in rows if r.enabled))
 
 
 # --- users ---------------------------------------------------------------------------
@@ -208,18 +232,19 @@ async def show_user(request: web.Request) -> web.Response:
 # --- roles -------------------------------------------------------------------------------
 
 async def list_roles(request: web.Request) -> web.Response:
-    await authorize(request, "list_roles")
+    """The global roles, or with ?domain_id= that domain's own (Keystone lists either, never both)."""
+    domain_id = request.query.get("domain_id")
+    await authorize(request, "list_domain_roles" if domain_id else "list_roles")
     clauses = query_filters(request, roles, ("name",))
-    if request.query.get("domain_id"):
-        clauses.append(false())  # every role here is global (domain_id null)
+    clauses.append(roles.c.domain_id == domain_id if domain_id else roles.c.domain_id.is_(None))
     rows = await _rows(request.config_dict[ENGINE], roles, clauses)
     base = public_url(request)
     return collection(request, "roles", (role_view(base, r) for r in rows))
 
 
 async def show_role(request: web.Request) -> web.Response:
-    await authorize(request, "get_role")
     row = await _row(request.config_dict[ENGINE], roles, request.match_info["role_id"])
+    await authorize(request, "get_domain_role" if row is not None and row.domain_id else "get_role")
     if row is None:
         raise RoleNotFound(role_id=request.match_info["role_id"])
     return web.json_response({"role": role_view(public_url(request), row)})

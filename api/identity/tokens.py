@@ -371,13 +371,15 @@ class TokenService:
 
     @staticmethod
     async def _with_implied_rows(conn: AsyncConnection, granted_ids: Any) -> list[tuple[str, str]]:
-        """(id, name) of the granted roles and those they imply, by name."""
+        """(id, name) of the granted roles and those they imply, by name (unique across the cloud); a
+        domain-specific role is never carried, only the global roles it implies (as Keystone)."""
         assigned = (await conn.execute(
             select(roles.c.id, roles.c.name).where(roles.c.id.in_(granted_ids)))).all()
         if not assigned:
             return []
         names = _with_implied({r.name for r in assigned}, await implications(conn))
-        rows = (await conn.execute(select(roles.c.id, roles.c.name).where(roles.c.name.in_(names)))).all()
+        rows = (await conn.execute(select(roles.c.id, roles.c.name).where(
+            roles.c.name.in_(names), roles.c.domain_id.is_(None)))).all()
         return sorted(((r.id, r.name) for r in rows), key=lambda r: r[1])
 
     # --- validate / revoke -------------------------------------------------

@@ -30,14 +30,19 @@ BASE = {
 }
 
 # Keystone's defaults for a domain-scoped token (domain_id is its domain): a domain's admin manages
-# the domain's projects, users and the grants among them; its readers read them. Roles are global
-# here, so Keystone's role-domain clause (None:%(target.role.domain_id)s) always holds and is left out.
+# the domain's projects, users and the grants among them; its readers read them. Keystone's role-domain
+# clause (a domain role of the token's domain, or a global one) is left out: a domain-specific role is
+# granted only within its own domain whoever asks (api/identity/role_scope.py), so it always holds.
 _DOMAIN_GRANT = ("(domain_id:%(target.user.domain_id)s and domain_id:%(target.project.domain_id)s) or "
                  "(domain_id:%(target.user.domain_id)s and domain_id:%(target.domain.id)s) or "
                  "(domain_id:%(target.group.domain_id)s and domain_id:%(target.project.domain_id)s) or "
                  "(domain_id:%(target.group.domain_id)s and domain_id:%(target.domain.id)s)")
 _PROJECT_DOMAIN_ADMIN = "rule:admin_required or (role:admin and domain_id:%(target.project.domain_id)s)"
 _USER_DOMAIN_ADMIN = "rule:admin_required or (role:admin and token.domain.id:%(target.user.domain_id)s)"
+_PROJECT_TAG_READER = ("rule:admin_required or (role:reader and domain_id:%(target.project.domain_id)s) or "
+                       "(role:reader and project_id:%(target.project.id)s)")
+_PROJECT_TAG_ADMIN = ("rule:admin_required or (role:admin and domain_id:%(target.project.domain_id)s) or "
+                      "(role:admin and project_id:%(target.project.id)s)")
 _DOMAIN_READER = "rule:admin_required or (role:reader and domain_id:%(target.domain_id)s)"
 
 KEYSTONE = {
@@ -60,6 +65,11 @@ KEYSTONE = {
     "identity:create_role": "rule:admin_required",
     "identity:update_role": "rule:admin_required",
     "identity:delete_role": "rule:admin_required",
+    "identity:get_domain_role": "rule:admin_required",
+    "identity:list_domain_roles": "rule:admin_required",
+    "identity:create_domain_role": "rule:admin_required",
+    "identity:update_domain_role": "rule:admin_required",
+    "identity:delete_domain_role": "rule:admin_required",
     "identity:create_implied_role": "rule:admin_required",
     "identity:get_implied_role": "rule:admin_required",
     "identity:check_implied_role": "rule:admin_required",
@@ -91,6 +101,18 @@ KEYSTONE = {
     "identity:check_system_grant_for_user": "rule:admin_required",
     "identity:revoke_system_grant_for_user": "rule:admin_required",
     "identity:list_system_grants_for_user": "rule:admin_required",
+    "identity:create_system_grant_for_group": "rule:admin_required",
+    "identity:check_system_grant_for_group": "rule:admin_required",
+    "identity:revoke_system_grant_for_group": "rule:admin_required",
+    "identity:list_system_grants_for_group": "rule:admin_required",
+    # Keystone's project tag defaults: readers of the project read them; its admins (the project's, the
+    # domain's or the cloud's) change them
+    "identity:list_project_tags": _PROJECT_TAG_READER,
+    "identity:get_project_tag": _PROJECT_TAG_READER,
+    "identity:update_project_tags": _PROJECT_TAG_ADMIN,
+    "identity:create_project_tag": _PROJECT_TAG_ADMIN,
+    "identity:delete_project_tags": _PROJECT_TAG_ADMIN,
+    "identity:delete_project_tag": _PROJECT_TAG_ADMIN,
     "identity:get_service": "rule:admin_required",
     "identity:list_services": "rule:admin_required",
     "identity:get_endpoint": "rule:admin_required",

@@ -38,7 +38,7 @@ async def test_role_create_update_delete(client: TestClient[Any, Any], admin_hea
     assert (made["name"], made["description"], made["domain_id"]) == ("auditor", "reads the books", None)
     await _call(client, "POST", "/roles", admin_headers, 409, {"role": {"name": "Auditor"}})  # names ignore case
     await _call(client, "POST", "/roles", admin_headers, 400, {"role": {"name": ""}})
-    await _call(client, "POST", "/roles", admin_headers, 400, {"role": {"name": "x", "domain_id": "default"}})
+    await _call(client, "POST", "/roles", admin_headers, 404, {"role": {"name": "x", "domain_id": "no-such-domain"}})
     await _call(client, "POST", "/roles", demo_headers, 403, {"role": {"name": "mine"}})
     changed = (await _call(client, "PATCH", f"/roles/{made['id']}", admin_headers, 200,
                            {"role": {"name": "auditors", "description": None}}))["role"]
