@@ -4,7 +4,8 @@ The API makes the image record (queued, the caller's, Glance's create rules and 
 volume's cell to upload it (cells/conductor/flows/volume_upload.py): the volume host PUTs the bytes to the
 image API with the caller's token, so the image store inspects, hashes and bounds them as any upload.
 The image gets min_disk = the volume's size and the properties of the image the volume was made from
-(an AMI's kernel_id, ramdisk_id, os_command_line): booting it boots what the volume booted. Raw only.
+(an AMI's kernel_id, ramdisk_id, os_command_line): booting it boots what the volume booted. As a raw or a
+qcow2 image (disk_format; the volume host converts with qemu-img, a standalone file without backing chain).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from api.image.upload import validate_create as validate_image
 from api.keys import ENGINE
 from api.volume.microversions import version_of
 from cells import errors
+from cells.conductor.flows.volume_upload import UPLOAD_FORMATS
 from cells.context import RequestContext
 from cells.rpcapi.volume import VolumeConductorAPI
 
@@ -37,9 +39,9 @@ def validate(args: Any) -> dict[str, Any]:
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
         raise errors.Invalid("Invalid input received: image_name must be a string of 1 to 255 characters")
     disk_format = args.get("disk_format") or "raw"
-    if disk_format != "raw":
+    if disk_format not in UPLOAD_FORMATS:
         raise errors.Invalid(f"Invalid input received: disk_format {disk_format!r}: this cloud uploads volumes as "
-                             "raw images")
+                             f"{' or '.join(UPLOAD_FORMATS)} images")
     container = args.get("container_format") or "bare"
     if container != "bare":
         raise errors.Invalid(f"Invalid input received: container_format {container!r} (bare only)")
@@ -68,7 +70,8 @@ async def upload_to_image(request: web.Request, ctx: RequestContext, api: Volume
     async with engine.begin() as conn:
         await conn.execute(insert(images).values(**values))
     try:
-        await api.volume_upload(ctx, volume["id"], values["id"], request.headers.get("X-Auth-Token", ""))
+        await api.volume_upload(ctx, volume["id"], values["id"], request.headers.get("X-Auth-Token", ""),
+                                values["disk_format"])
     except BaseException:  # nothing half-made: the volume was not taken, so the record goes
         async with engine.begin() as conn:
             await conn.execute(delete(images).where(images.c.id == values["id"]))

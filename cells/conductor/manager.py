@@ -450,8 +450,9 @@ class ConductorManager:
     async def volume_delete(self, ctx: RequestContext, volume_id: str, cascade: bool = False) -> VolumeRecord:
         return await self.volumes.volume_delete(ctx, volume_id, cascade)
 
-    async def volume_upload(self, ctx: RequestContext, volume_id: str, image_id: str, token: str) -> VolumeRecord:
-        return await self.volumes.volume_upload(ctx, volume_id, image_id, token)
+    async def volume_upload(self, ctx: RequestContext, volume_id: str, image_id: str, token: str,
+                            disk_format: str = "raw") -> VolumeRecord:
+        return await self.volumes.volume_upload(ctx, volume_id, image_id, token, disk_format)
 
     async def volume_extend(self, ctx: RequestContext, volume_id: str, new_size: int) -> VolumeRecord:
         return await self.volumes.volume_extend(ctx, volume_id, new_size)

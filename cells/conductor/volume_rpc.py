@@ -36,8 +36,9 @@ class VolumeConductor:
     async def volume_delete(self, ctx: RequestContext, volume_id: str, cascade: bool = False) -> VolumeRecord:
         return await volumes.volume_delete(self.env, ctx, volume_id, cascade)
 
-    async def volume_upload(self, ctx: RequestContext, volume_id: str, image_id: str, token: str) -> VolumeRecord:
-        return await volume_upload.volume_upload(self.env, ctx, volume_id, image_id, token)
+    async def volume_upload(self, ctx: RequestContext, volume_id: str, image_id: str, token: str,
+                            disk_format: str = "raw") -> VolumeRecord:
+        return await volume_upload.volume_upload(self.env, ctx, volume_id, image_id, token, disk_format)
 
     async def volume_extend(self, ctx: RequestContext, volume_id: str, new_size: int) -> VolumeRecord:
         return await volume_extend.volume_extend(self.env, ctx, volume_id, new_size)

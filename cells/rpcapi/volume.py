@@ -130,10 +130,13 @@ class VolumeAPI:
         await self.caller.call(topic(host), M["delete_snapshot"], {"snapshot": snapshot}, ctx)
 
     async def upload_volume(self, ctx: RequestContext, host: str, volume: VolumeRecord, image_id: str,
-                            api_url: str, token: str) -> None:
-        """PUT the volume's bytes to the image API's {api_url}/image/v2/images/{image_id}/file with `token`."""
-        await self.caller.call(topic(host), M["upload_volume"], {"volume": volume, "image_id": image_id,
-                                                                 "api_url": api_url, "token": token}, ctx)
+                            api_url: str, token: str, disk_format: str = "raw") -> None:
+        """PUT the volume's bytes to the image API's {api_url}/image/v2/images/{image_id}/file with `token`,
+        as a raw or a (standalone) qcow2 image."""
+        args: dict[str, Any] = {"volume": volume, "image_id": image_id, "api_url": api_url, "token": token}
+        if disk_format != "raw":  # sent only when asked: a worker from before qcow2 uploads refuses it by name
+            args["disk_format"] = disk_format
+        await self.caller.call(topic(host), M["upload_volume"], args, ctx)
 
     async def extend_volume(self, ctx: RequestContext, host: str, volume: VolumeRecord, new_size: int) -> None:
         """Grow the volume's storage to `new_size` GiB (never shrinks it)."""
@@ -174,8 +177,13 @@ class VolumeConductorAPI:
         """available -> extending at once; the volume host grows it in the background."""
         return map_reply(await self._call("volume_extend", ctx, volume_id=volume_id, new_size=new_size))
 
-    async def volume_upload(self, ctx: RequestContext, volume_id: str, image_id: str, token: str) -> dict[str, Any]:
-        """available -> uploading at once; the volume host uploads it to the (queued) image in the background."""
+    async def volume_upload(self, ctx: RequestContext, volume_id: str, image_id: str, token: str,
+                            disk_format: str = "raw") -> dict[str, Any]:
+        """available -> uploading at once; the volume host uploads it to the (queued) image in the background,
+        as raw or qcow2 (`disk_format`)."""
+        if disk_format != "raw":
+            return map_reply(await self._call("volume_upload", ctx, volume_id=volume_id, image_id=image_id,
+                                              token=token, disk_format=disk_format))
         return map_reply(await self._call("volume_upload", ctx, volume_id=volume_id, image_id=image_id, token=token))
 
     async def snapshot_create(self, ctx: RequestContext, snapshot: dict[str, Any], force: bool = False) -> dict[str, Any]:

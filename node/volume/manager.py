@@ -262,28 +262,32 @@ class VolumeManager:
         return vol.get("status") != "available"
 
     async def upload_volume(self, ctx: RequestContext, volume: dict[str, Any], image_id: str, api_url: str,
-                            token: str) -> None:
-        """The volume's bytes (raw) PUT to the image API with the requesting user's token: the image store
-        inspects, hashes and bounds them as any upload. Only to this cluster's own API."""
+                            token: str, disk_format: str = "raw") -> None:
+        """The volume's bytes PUT to the image API with the requesting user's token, as a raw or a qcow2
+        image: the image store inspects, hashes and bounds them as any upload. Only to this cluster's own
+        API."""
         vid = str(volume["id"])
         if api_url.rstrip("/") != self.api_url.rstrip("/"):
             raise errors.VolumeUploadFailed(volume_id=vid, reason="the image API named is not this cluster's")
+        if disk_format not in ("raw", "qcow2"):
+            raise errors.VolumeUploadFailed(volume_id=vid, reason=f"disk_format {disk_format!r} (raw or qcow2)")
         async with self._locks(vid):
             storage = await self.backend.locate(vid)
         url = f"{self.api_url.rstrip('/')}/image/v2/images/{image_id}/file"
-        if storage.disk_format == "raw":
+        if storage.disk_format == "raw" and disk_format == "raw":
             await upload_file(storage.path, url, token, vid)
-        else:  # a snapshotted volume reads through a chain: the image gets its bytes flattened to raw
-            flat = os.path.join(os.path.dirname(storage.path), f"upload-{vid}.raw.part")  # reconcile's if killed
+        else:  # a chain flattened (an image has no backing file), or raw bytes written as a standalone qcow2
+            out = os.path.join(os.path.dirname(storage.path), f"upload-{vid}.{disk_format}.part")  # reconcile's if killed
             try:
-                await run(["qemu-img", "convert", "-q", "-f", storage.disk_format, "-O", "raw", storage.path, flat],
-                          timeout=UPLOAD_CONVERT_TIMEOUT)
-                await upload_file(flat, url, token, vid)
+                await run(["qemu-img", "convert", "-q", "-f", storage.disk_format, "-O", disk_format, storage.path,
+                           out], timeout=UPLOAD_CONVERT_TIMEOUT)
+                await upload_file(out, url, token, vid)
             except CommandFailed as exc:
-                raise errors.VolumeUploadFailed(volume_id=vid, reason=f"flattening to raw failed: {exc}") from None
+                raise errors.VolumeUploadFailed(volume_id=vid, reason=f"converting to {disk_format} failed: {exc}") \
+                    from None
             finally:
-                await asyncio.to_thread(unlink_quietly, flat)
-        LOG.info("volume %s uploaded to image %s", vid, image_id)
+                await asyncio.to_thread(unlink_quietly, out)
+        LOG.info("volume %s uploaded to image %s as %s", vid, image_id, disk_format)
 
     async def extend_volume(self, ctx: RequestContext, volume: dict[str, Any], new_size: int) -> None:
         vid = str(volume["id"])

@@ -26,6 +26,7 @@ from cells.objects.records import VolumeRecord
 from cells.rpcapi.volume import VolumeAPI
 
 LOG = logging.getLogger(__name__)
+UPLOAD_FORMATS = ("raw", "qcow2")  # what the volume host writes the image as (qcow2: qemu-img convert)
 INTERRUPTED = "upload to image interrupted: its conductor left (the image stays queued, without data)"
 
 
@@ -41,21 +42,25 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str) 
 
 
 async def volume_upload(env: FlowEnv, ctx: RequestContext, volume_id: str, image_id: Any,
-                        token: Any) -> VolumeRecord:
+                        token: Any, disk_format: Any = "raw") -> VolumeRecord:
     image = _uuid(image_id, "image id")
     if not isinstance(token, str) or not token or len(token) > 4096:
         raise errors.Invalid(reason="an upload needs the requesting user's token")
+    if disk_format not in UPLOAD_FORMATS:
+        raise errors.Invalid(reason=f"disk_format {disk_format!r}: a volume is uploaded as "
+                                    f"{' or '.join(UPLOAD_FORMATS)}")
     rec = await env.db.write(lambda conn: _begin(conn, env, ctx, volume_id))
-    env.spawn(upload_on_host(env, background_ctx(ctx), rec, image, token))
+    env.spawn(upload_on_host(env, background_ctx(ctx), rec, image, token, disk_format))
     return rec
 
 
-async def upload_on_host(env: FlowEnv, ctx: RequestContext, rec: VolumeRecord, image_id: str, token: str) -> None:
+async def upload_on_host(env: FlowEnv, ctx: RequestContext, rec: VolumeRecord, image_id: str, token: str,
+                         disk_format: str = "raw") -> None:
     vid = rec["id"]
     values: dict[str, Any] = {"status": S.AVAILABLE}
     try:
-        await VolumeAPI(env.service).upload_volume(ctx, vdb.volume_host(rec), rec, image_id, env.service.cluster.api.public_url,
-                                                   token)
+        await VolumeAPI(env.service).upload_volume(ctx, vdb.volume_host(rec), rec, image_id,
+                                                   env.service.cluster.api.public_url, token, disk_format)
         LOG.info("volume %s uploaded to image %s", vid, image_id)
     except errors.CellcloudError as exc:
         LOG.warning("volume %s: upload to image %s failed: %s", vid, image_id, exc)
