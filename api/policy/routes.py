@@ -261,6 +261,9 @@ VOLUME_ACTIONS: dict[str, str] = {
     "os-roll_detaching": "volume_extension:volume_actions:roll_detaching",
     "os-update_readonly_flag": "volume_extension:volume_actions:update_readonly_flag",
     "os-retype": "volume:retype",
+    "os-set_image_metadata": "volume_extension:volume_image_metadata:set",
+    "os-unset_image_metadata": "volume_extension:volume_image_metadata:remove",
+    "os-show_image_metadata": "volume_extension:volume_image_metadata:show",
 }
 SNAPSHOT_ACTIONS: dict[str, str] = {
     "os-reset_status": "volume_extension:snapshot_admin_actions:reset_status",

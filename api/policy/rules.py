@@ -279,7 +279,7 @@ CINDER = {
     **{name: "rule:project_reader_or_admin" for name in (
         "volume:get_all", "volume:get", "volume:get_all_snapshots", "volume:get_snapshot",
         "volume:get_volume_metadata", "volume:get_snapshot_metadata", "volume:get_all_transfers",
-        "volume:get_transfer",
+        "volume:get_transfer", "volume_extension:volume_image_metadata:show",
         "volume_extension:types_extra_specs:index", "volume_extension:types_extra_specs:show")},
     **{name: "rule:project_member_or_admin" for name in (
         "volume:create", "volume:update", "volume:delete", "volume:extend", "volume:create_snapshot",
@@ -288,6 +288,7 @@ CINDER = {
         "volume:create_transfer", "volume:delete_transfer", "volume:accept_transfer",
         "volume:create_volume_metadata", "volume:update_volume_metadata",
         "volume:delete_volume_metadata", "volume:update_snapshot_metadata", "volume:delete_snapshot_metadata",
+        "volume_extension:volume_image_metadata:set", "volume_extension:volume_image_metadata:remove",
         *(f"volume_extension:volume_actions:{a}" for a in (
             "reserve", "unreserve", "attach", "detach", "begin_detaching", "roll_detaching",
             "update_readonly_flag")))},

@@ -20,8 +20,6 @@ from cells.conductor.flows.volumes import IMAGE_FORMATS
 from cells.context import RequestContext
 
 GIB = 1 << 30
-# the image record's fields a volume's volume_image_metadata shows (with the image's properties)
-SHOWN = ("id", "name", "checksum", "container_format", "disk_format", "min_disk", "min_ram", "size")
 
 
 def image_id_of(ref: Any) -> str:
@@ -52,13 +50,3 @@ async def image_for_volume(request: web.Request, ctx: RequestContext, ref: str, 
         raise errors.Invalid(f"Volume size {size_gb} GB cannot be smaller than the image minDisk size "
                              f"{row.min_disk} GB.")
     return record
-
-
-def volume_image_metadata(image: dict[str, Any] | None) -> dict[str, str] | None:
-    """Cinder's volume_image_metadata: strings, the image's id as image_id, its properties beside."""
-    if not image:
-        return None
-    out = {("image_id" if k == "id" else "image_name" if k == "name" else k): str(image.get(k))
-           for k in SHOWN if image.get(k) is not None}
-    out.update({str(k): str(v) for k, v in (image.get("properties") or {}).items()})
-    return out

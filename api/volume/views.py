@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.timeutil import iso_naive_micro
-from api.volume.source_images import volume_image_metadata
+from cells.db.volumes import image_metadata_of
 
 DEFAULT_TYPE = "__DEFAULT__"
 SHOWN_ATTACHMENTS = ("attached", "detaching")
@@ -71,8 +71,8 @@ def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: 
         "migration_status": None,
         "attachments": attachments(record),
     }
-    image_metadata = volume_image_metadata(record.get("image"))
-    if image_metadata is not None and extended:  # Cinder shows it for a volume made from an image
+    image_metadata = image_metadata_of(record.get("image"), record.get("image_metadata"))
+    if image_metadata is not None and extended:  # Cinder shows it for a volume made from an image or given one
         view["volume_image_metadata"] = image_metadata
     if extended:
         view["os-vol-tenant-attr:tenant_id"] = record["project_id"]

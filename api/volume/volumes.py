@@ -32,7 +32,7 @@ from api import quota
 from api.http import allowed, context, is_uuid, json_body, parse_bool, query_int
 from api.keys import DB, ROUTER, public_url
 from api.timeutil import parse
-from api.volume import actions, cells, source_images, types, upload
+from api.volume import actions, cells, image_metadata, source_images, types, upload
 from api.volume.microversions import version_of
 from api.volume.views import volume_brief, volume_detail
 from cells import errors
@@ -392,7 +392,7 @@ async def delete(request: web.Request) -> web.Response:
 async def action(request: web.Request) -> web.Response:
     """POST .../volumes/{id}/action: os-extend {"new_size": N} (202; the volume goes extending),
     os-set_bootable {"bootable": B} (200), os-volume_upload_image (202, api/volume/upload.py), the state
-    actions of api/volume/actions.py (202)."""
+    actions of api/volume/actions.py (202), os-set/unset/show_image_metadata (200, api/volume/image_metadata.py)."""
     ctx = context(request)
     body = await json_body(request)
     if not isinstance(body, Mapping) or len(body) != 1:
@@ -406,6 +406,9 @@ async def action(request: web.Request) -> web.Response:
     if name == "os-volume_upload_image":
         api, record = await find(request, ctx, request.match_info["volume_id"])
         return await upload.upload_to_image(request, ctx, api, record, args)
+    if name in image_metadata.ACTIONS:
+        api, record = await find(request, ctx, request.match_info["volume_id"])
+        return await image_metadata.image_metadata_action(ctx, api, record, name, args)
     if name != "os-extend":
         raise errors.Invalid(f"Invalid input received: volume action {name!r} is not supported by this cloud")
     if not isinstance(args, Mapping) or "new_size" not in args:

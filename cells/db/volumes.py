@@ -98,6 +98,9 @@ volumes = Table(
     # c0005 (issue 18): the image it was made from, as the creating project saw it (its record, with an AMI's
     # kernel and ramdisk): Cinder's volume_image_metadata, and what a boot from the volume boots
     Column("image", JSON, nullable=True),
+    # c0010: Cinder's volume_image_metadata once a user changed it (os-set/unset_image_metadata), whole;
+    # None: shown from `image`. Only shown: a boot or an upload reads `image`, the record the API checked
+    Column("image_metadata", JSON, nullable=True),
     # the usual tenant listing: WHERE project_id=? AND deleted=? ORDER BY created_at
     Index("ix_volumes_project_deleted_created", "project_id", "deleted", "created_at"),
 )
@@ -164,6 +167,22 @@ async def ensure_volume_schema(db: Database) -> None:
 
 
 # --- records ------------------------------------------------------------------------
+
+# the image record's fields a volume's volume_image_metadata shows (with the image's properties)
+SHOWN_IMAGE_FIELDS = ("id", "name", "checksum", "container_format", "disk_format", "min_disk", "min_ram", "size")
+
+
+def image_metadata_of(image: Mapping[str, Any] | None, changed: Mapping[str, Any] | None = None) -> dict[str, str] | None:
+    """Cinder's volume_image_metadata: what a user set (`changed`, the image_metadata column), else the image's
+    record as strings, its id as image_id, its name as image_name, its properties beside; None: no image."""
+    if changed is not None:
+        return {str(k): str(v) for k, v in changed.items()}
+    if not image:
+        return None
+    out = {("image_id" if k == "id" else "image_name" if k == "name" else k): str(image.get(k))
+           for k in SHOWN_IMAGE_FIELDS if image.get(k) is not None}
+    out.update({str(k): str(v) for k, v in (image.get("properties") or {}).items()})
+    return out
 
 def attachment_record(row: AnyRow | Mapping[str, Any]) -> AttachmentRecord:
     """An AttachmentRecord (cells/objects/records.py; tests/unit/test_records.py holds them equal)."""

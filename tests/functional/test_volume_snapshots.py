@@ -188,7 +188,9 @@ def test_a_bootable_volume_from_an_image_with_the_cli(cluster: RunningCluster) -
 
 def test_upload_a_volume_to_an_image_and_boot_it_with_the_cli(cluster: RunningCluster, tmp_path: Path) -> None:
     """image create --volume: the volume host PUTs the bytes through the image API; the image holds the
-    volume's bytes and boots a server (on this cluster's test hypervisor)."""
+    volume's bytes and boots a server (on this cluster's test hypervisor); with --disk-format qcow2 the image
+    is a qcow2 file with no backing file holding the same bytes; volume set/unset --image-property change the
+    volume's volume_image_metadata."""
     vol = ("volume",)
     cluster.ok("volume", "create", "--image", "tiny-raw", "--size", "1", "upvol", "-f", "json")
     upvol = wait_status(cluster, vol, "upvol", "available")["id"]
@@ -212,6 +214,29 @@ def test_upload_a_volume_to_an_image_and_boot_it_with_the_cli(cluster: RunningCl
     assert server["status"] == "ACTIVE"
     cluster.ok("server", "delete", "--wait", "fromvol")
     cluster.ok("image", "delete", "upimg")
+
+    # as qcow2: the volume host converts, the image is one standalone file holding the same bytes
+    made = cluster.ok("image", "create", "--volume", "upvol", "--disk-format", "qcow2", "upimg2", "-f", "json")
+    assert made["status"] == "uploading" and made["disk_format"] == "qcow2"
+    wait_status(cluster, vol, "upvol", "available", timeout=120)
+    image = wait_for("upimg2 active", lambda: (i := cluster.ok("image", "show", "upimg2", "-f", "json"))["status"]
+                     == "active" and i, 60, 0.5)
+    assert image["disk_format"] == "qcow2" and image["min_disk"] == 1 and image["size"] < GIB
+    saved = tmp_path / "upimg2.qcow2"
+    cluster.ok("image", "save", "--file", str(saved), "upimg2")
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(saved)], capture_output=True,
+                                     text=True, timeout=30, check=True).stdout)
+    assert info["format"] == "qcow2" and info["virtual-size"] == GIB and "backing-filename" not in info
+    assert qemu_marker(saved) == MARKER
+    cluster.ok("image", "delete", "upimg2")
+
+    # the volume's image metadata: set and unset show in volume_image_metadata (os-set/unset_image_metadata)
+    cluster.ok("volume", "set", "--image-property", "note=fast", "upvol")
+    shown = cluster.ok("volume", "show", "upvol", "-f", "json")["volume_image_metadata"]
+    assert shown["note"] == "fast" and shown["image_name"] == "tiny-raw", shown
+    cluster.ok("volume", "unset", "--image-property", "note", "upvol")
+    shown = cluster.ok("volume", "show", "upvol", "-f", "json")["volume_image_metadata"]
+    assert "note" not in shown and shown["image_name"] == "tiny-raw", shown
     cluster.ok("volume", "delete", "upvol")
     wait_for("upvol gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
 

@@ -5,6 +5,7 @@ detach, force detach), the readonly flag and retype; each refusal is Cinder's co
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from tests.unit.api_support import SECRETS
 from tests.unit.test_api_volume_types import make_type
@@ -255,3 +256,36 @@ async def test_lists_take_cinders_offset(cloud: Cloud) -> None:
     assert len(snaps["snapshots"]) == 1
     assert (await cloud.req("GET", "demo", "/snapshots?offset=-1"))[0] == 400
     assert (await cloud.req("GET", "demo", "/volumes?offset=x"))[0] == 400
+
+
+async def test_image_metadata_actions_set_show_unset_and_refuse_others(cloud: Cloud) -> None:
+    """os-set/show/unset_image_metadata, as Cinder's: set merges and answers the whole, the volume's views show
+    it as volume_image_metadata, unset of a key not there is a 404, a bad body a 400 that changes nothing, and
+    another project's volume a 404."""
+    await cloud.login("alt_demo", SECRETS["alt_demo_password"])
+    vid = (await cloud.create())["id"]
+    await cloud.wait_status("demo", vid, "available")
+    assert "volume_image_metadata" not in (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]
+    assert await _act(cloud, "demo", vid, {"os-show_image_metadata": {}}) == (200, {"metadata": {}})
+    status, body = await _act(cloud, "demo", vid, {"os-set_image_metadata": {"metadata": {"a": "1", "b": "2"}}})
+    assert (status, body) == (200, {"metadata": {"a": "1", "b": "2"}})
+    status, body = await _act(cloud, "demo", vid, {"os-set_image_metadata": {"metadata": {"b": "3", "c": "4"}}})
+    assert (status, body) == (200, {"metadata": {"a": "1", "b": "3", "c": "4"}})
+    bad_bodies: tuple[dict[str, Any], ...] = (
+        {"os-set_image_metadata": {"metadata": {"k": 7}}}, {"os-set_image_metadata": {"meta": {"k": "v"}}},
+        {"os-set_image_metadata": {"metadata": {"": "v"}}}, {"os-unset_image_metadata": {"key": ""}},
+        {"os-unset_image_metadata": {}}, {"os-set_image_metadata": {"metadata": {"k": "v" * 256}}})
+    for bad in bad_bodies:
+        assert (await _act(cloud, "demo", vid, bad))[0] == 400, bad
+    assert (await _act(cloud, "demo", vid, {"os-unset_image_metadata": {"key": "a"}}))[0] == 200
+    status, body = await _act(cloud, "demo", vid, {"os-unset_image_metadata": {"key": "a"}})
+    assert status == 404 and "has no metadata with key a" in str(body), body
+    others: tuple[dict[str, Any], ...] = ({"os-show_image_metadata": {}}, {"os-unset_image_metadata": {"key": "b"}},
+                                          {"os-set_image_metadata": {"metadata": {"x": "y"}}})
+    for act in others:  # another project's volume: not there, for show, set and unset alike
+        assert (await _act(cloud, "alt_demo", vid, act))[0] == 404, act
+    shown = (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]
+    assert shown["volume_image_metadata"] == {"b": "3", "c": "4"}
+    assert await _act(cloud, "demo", vid, {"os-show_image_metadata": {}}) == (200, {"metadata": {"b": "3", "c": "4"}})
+    listed = (await cloud.req("GET", "demo", "/volumes/detail"))[1]["volumes"]
+    assert [v["volume_image_metadata"] for v in listed if v["id"] == vid] == [{"b": "3", "c": "4"}]

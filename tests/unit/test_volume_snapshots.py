@@ -5,6 +5,7 @@ host's space is taken and given back; failures end in error with the reason and 
 whose conductor died is adopted and finished."""
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import uuid
@@ -358,3 +359,34 @@ async def test_upload_refuses_a_busy_volume_and_an_adopted_upload_is_rolled_back
     await env.settle()
     vol = await flows.volume_get(env.env, DEMO, vid)
     assert vol["status"] == "available" and "upload to image interrupted" in str(vol["error"])
+
+
+async def test_image_metadata_changes_show_but_leave_the_image_a_boot_reads(tmp_path: Path) -> None:
+    """A volume made from an image shows the image's record as its image metadata until a user changes it;
+    a change (two at once: both apply) and a removal of one of the image's own keys change only what is
+    shown: the `image` record a boot from the volume and an upload read stays the one the API checked."""
+    data = MARKER.ljust(1 << 20, b"\0")
+    env = await image_cell(tmp_path, data)
+    try:
+        record = image_record(IMAGE_ID, data, properties={"kernel_id": "k1"})
+        vid = await from_image(env, record)
+        vol = await flows.volume_get(env.env, DEMO, vid)
+        shown = vdb.image_metadata_of(vol["image"], vol["image_metadata"])
+        assert shown is not None and shown["image_id"] == IMAGE_ID and shown["kernel_id"] == "k1"
+        await asyncio.gather(flows.volume_update(env.env, DEMO, vid, {"image_metadata": {"kernel_id": "k2"}}),
+                             flows.volume_update(env.env, DEMO, vid, {"image_metadata": {"extra": "x"}}))
+        await flows.volume_update(env.env, DEMO, vid, {"image_metadata": {"image_name": None}})
+        with pytest.raises(errors.MetadataItemNotFound):
+            await flows.volume_update(env.env, DEMO, vid, {"image_metadata": {"image_name": None}})
+        with pytest.raises(errors.Invalid):
+            await flows.volume_update(env.env, DEMO, vid, {"image_metadata": {"k": 1}})
+        with pytest.raises(errors.VolumeNotFound):  # another project's volume
+            await flows.volume_update(env.env, OTHER, vid, {"image_metadata": {"k": "v"}})
+        vol = await flows.volume_get(env.env, DEMO, vid)
+        before = vdb.image_metadata_of(record) or {}
+        assert vdb.image_metadata_of(vol["image"], vol["image_metadata"]) == {
+            **{k: v for k, v in before.items() if k != "image_name"}, "kernel_id": "k2", "extra": "x"}
+        assert vol["image"] is not None and vol["image"]["properties"] == {"kernel_id": "k1"} \
+            and vol["image"]["name"] == IMAGE_ID
+    finally:
+        await env.close()

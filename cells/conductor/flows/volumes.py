@@ -158,7 +158,8 @@ def validate_create(volume: Any, now: str) -> dict[str, Any]:
             "metadata": validate_metadata(volume.get("metadata")), "bootable": image is not None, "error": None,
             "created_at": now, "updated_at": now, "deleted": False, "deleted_at": None,
             "snapshot_id": sources.get("snapshot_id"), "source_volid": sources.get("source_volid"),
-            "volume_backend_name": _text(volume.get("volume_backend_name"), "volume_backend_name"), "image": image}
+            "volume_backend_name": _text(volume.get("volume_backend_name"), "volume_backend_name"), "image": image,
+            "image_metadata": None}
 
 
 def next_device(used: list[str]) -> str:
@@ -299,14 +300,46 @@ async def volume_list(env: FlowEnv, ctx: RequestContext, filters: Mapping[str, A
     return await env.db.read(lambda conn: _list(conn, env, ctx, filters or {}, limit))
 
 
+IMAGE_METADATA_MAX = 128  # keys a volume's image metadata may hold (a row's JSON stays bounded)
+
+
+def _image_metadata_changes(value: Any) -> dict[str, str | None]:
+    """os-set/unset_image_metadata's change: key -> a new value, or None to remove the key."""
+    if not isinstance(value, Mapping) or not value or len(value) > IMAGE_METADATA_MAX:
+        raise errors.Invalid(reason=f"image_metadata must be a map of 1 to {IMAGE_METADATA_MAX} changes")
+    for k, v in value.items():
+        if not isinstance(k, str) or not 1 <= len(k) <= 255 or not (v is None or isinstance(v, str) and len(v) <= 255):
+            raise errors.Invalid(reason="image metadata keys are 1 to 255 characters, values strings of at most 255")
+    return dict(value)
+
+
+def _changed_image_metadata(row: Any, changes: Mapping[str, str | None]) -> dict[str, str]:
+    """The volume's image metadata after the changes, in the write that keeps it (two at once: both apply)."""
+    current = vdb.image_metadata_of(row.image, row.image_metadata) or {}
+    for key, value in changes.items():
+        if value is not None:
+            current[key] = value
+        elif key in current:
+            del current[key]
+        else:
+            raise errors.MetadataItemNotFound(what="Volume image metadata of", id=row.id, key=key)
+    if len(current) > IMAGE_METADATA_MAX:
+        raise errors.Invalid(reason=f"a volume's image metadata holds at most {IMAGE_METADATA_MAX} keys")
+    return current
+
+
 def _update(conn: Connection, env: FlowEnv, ctx: RequestContext, volume_id: str,
             values: Mapping[str, Any]) -> VolumeRecord:
-    clean = clean_updates(values, vdb.UPDATABLE_FIELDS)
+    """name, description, metadata, bootable; image_metadata: a change (key -> value, None: removed)."""
+    changes = _image_metadata_changes(values["image_metadata"]) if "image_metadata" in values else None
+    clean = clean_updates({k: v for k, v in values.items() if k != "image_metadata"}, vdb.UPDATABLE_FIELDS)
     if "bootable" in values:
         if not isinstance(values["bootable"], bool):
             raise errors.Invalid(reason="bootable must be true or false")
         clean["bootable"] = values["bootable"]
     row = _get_visible(conn, ctx, volume_id)
+    if changes is not None:
+        clean["image_metadata"] = _changed_image_metadata(row, changes)
     if clean:
         vdb.update_volume(conn, volume_id, clean)
         row = vdb.get_row(conn, volume_id)
