@@ -139,7 +139,7 @@ class Fast:
 
     def _for(self, conn: Connection, params: Mapping[str, Any]) -> tuple[_Compiled, Any] | None:
         raw = conn.connection.driver_connection
-        if not isinstance(raw, (sqlite3.Connection, _psycopg_connection)):
+        if not isinstance(raw, (sqlite3.Connection, psycopg_connection_type())):
             return None
         keys = (conn.dialect.name, tuple(params))
         try:
@@ -202,5 +202,3 @@ class Fast:
         with raw.cursor() as cur:  # psycopg: one pipeline of the whole batch
             cur.executemany(compiled.sql, [compiled.args(p) for p in params])
 
-
-_psycopg_connection = psycopg_connection_type()

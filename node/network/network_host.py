@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cells.config import ClusterConfig, ServiceSpec
 from cells.rpcapi.conductor import ConductorAPI
 from node.network import metadata, validate
 from node.network.agent import SYNC_TIMEOUT, in_own_netns
-from node.network.linux import LinuxNetworkDriver, detect_capabilities
+
+if TYPE_CHECKING:  # imported when plumbing starts: pyroute2 is the controller's dearest import, and most
+    from node.network.linux import LinuxNetworkDriver  # controllers (root namespace) never plumb
 
 LOG = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ class NetworkHost:
         return cls(spec.host, os.path.join(cluster.state_dir, "hosts", spec.host, "network"), host.address)
 
     async def start(self, service: Any) -> None:
+        from node.network.linux import LinuxNetworkDriver, detect_capabilities
+
         loop = asyncio.get_running_loop()
         caps = await asyncio.wait_for(loop.run_in_executor(None, detect_capabilities), SYNC_TIMEOUT)
         self.driver = LinuxNetworkDriver(self.state_dir, tunnel_ip=self.tunnel_ip, capabilities=caps)
