@@ -320,6 +320,18 @@ volume_type_projects = Table(
     Index("ix_volume_type_projects_project_id", "project_id"),
 )
 
+# a0019: Cinder's group types (3.11; api/volume/group_types.py): kept and shown, no spec acted on yet
+group_types = Table(
+    "group_types", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("description", Text, nullable=True),
+    Column("is_public", Boolean, nullable=False),
+    Column("group_specs", JSON, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
 # a0015: Cinder's QoS specs (api/volume/qos.py)
 qos_specs = Table(
     "qos_specs", metadata,
@@ -531,7 +543,7 @@ ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reserva
                      "a0010_aggregates", "a0011_flavor_access_quotas", "a0012_shelved_image",
                      "a0013_identity_domains_hierarchy", "a0014_volume_transfers",
                      "a0015_qos_encryption", "a0016_implied_roles",
-                     "a0017_volume_type_access", "a0018_identity_tags_domain_roles")
+                     "a0017_volume_type_access", "a0018_identity_tags_domain_roles", "a0019_group_types")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

@@ -239,6 +239,16 @@ VOLUME: dict[tuple[str, str], str] = {
                              ("PUT", "/{encryption_id}", "update"), ("DELETE", "/{encryption_id}", "delete"))},
     ("GET", _V + "/types/{type_id}/os-volume-type-access"): "volume_extension:volume_type_access",
     ("POST", _V + "/types/{type_id}/action"): "volume:type_action",  # TYPE_ACTIONS
+    **{(m, _V + f"/group_types{tail}"): rule
+       for m, tail, rule in (("GET", "", ANY_TOKEN), ("POST", "", "group:group_types:create"),  # Cinder: no rule
+                             ("GET", "/{group_type_id}", ANY_TOKEN),
+                             ("PUT", "/{group_type_id}", "group:group_types:update"),
+                             ("DELETE", "/{group_type_id}", "group:group_types:delete"),
+                             ("GET", "/{group_type_id}/group_specs", "group:group_types_specs:get_all"),
+                             ("POST", "/{group_type_id}/group_specs", "group:group_types_specs:create"),
+                             ("GET", "/{group_type_id}/group_specs/{key}", "group:group_types_specs:get"),
+                             ("PUT", "/{group_type_id}/group_specs/{key}", "group:group_types_specs:update"),
+                             ("DELETE", "/{group_type_id}/group_specs/{key}", "group:group_types_specs:delete"))},
     ("GET", _V + "/limits"): "limits_extension:used_limits",
     ("GET", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:show",
     ("PUT", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:update",

@@ -296,6 +296,10 @@ CINDER = {
         "volume_admin_actions:reset_status", "volume_admin_actions:force_delete",
         "volume_admin_actions:force_detach", "snapshot_admin_actions:reset_status",
         "snapshot_admin_actions:force_delete")},
+    # group types (api/volume/group_types.py): admins make and change them and see their specs
+    **{f"group:group_types:{v}": "rule:admin_api" for v in ("create", "update", "delete")},
+    **{f"group:group_types_specs:{v}": "rule:admin_api" for v in ("get", "get_all", "create", "update", "delete")},
+    "group:access_group_types_specs": "rule:admin_api",
     "volume_extension:type_get_all": "@",
     "volume_extension:type_get": "@",
     "volume_extension:type_create": "rule:admin_api",

@@ -29,6 +29,7 @@ from api.policy import routes as policy_routes
 from api.volume import (
     backends,
     encryption,
+    group_types,
     metadata,
     microversions,
     qos,
@@ -96,5 +97,6 @@ def make_volume_app() -> web.Application:
     encryption.add_routes(app)
     type_access.add_routes(app)
     types.add_routes(app)
+    group_types.add_routes(app)
     quotas.add_routes(app)
     return app
