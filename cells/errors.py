@@ -267,6 +267,13 @@ class RouterInUse(Conflict):
 
 
 @_register
+class RevisionNumberConstraintFailed(CellcloudError):
+    """Neutron's If-Match: revision_number=N on an update of a resource another update moved on."""
+    code, http_status, msg = "revision_number_constraint_failed", 412, \
+        "Constrained to {expected}, but current revision is {current}"
+
+
+@_register
 class OverQuota(Conflict):
     """Neutron's 409 OverQuota."""
     code, msg = "over_quota", "Quota exceeded for resources: ['{resource}']."

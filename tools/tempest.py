@@ -57,14 +57,6 @@ NOT_SERVED = {
     r"^tempest\.api\.image\.v2\.admin\.test_image_task": "Glance tasks",
     r"^tempest\.api\.network\.test_agent_management_negative\.":
         "Neutron's /agents (each compute's network agent reports to its cell's controller)",
-    r"^tempest\.api\.network\.test_networks\.NetworksTest\.test_create_delete_subnet_"
-    r"(with_host_routes_and_dns_nameservers|all_attributes)\b": "subnet host_routes",
-    r"^tempest\.api\.network\.test_networks\.NetworksTest\.test_update_subnet_gw_dns_host_routes_dhcp\b":
-        "a subnet's gateway and host_routes are fixed at create",
-    r"^tempest\.api\.network\.test_floating_ips\.FloatingIPTestJSON\.test_(create_list_show_update_delete_"
-    r"floating_ip|floating_ip_update_different_router)\b":
-        "moving an associated floating IP to another port in one update (409: of two associations one wins; "
-        "disassociate first)",
     r"^tempest\.api\.network\.test_routers_negative\.RoutersNegativeTest\.test_add_router_interfaces_on_"
     r"overlapping_subnets_returns_400\b": "overlapping CIDRs: a cell's subnets never overlap (refused at create)",
     r"^tempest\.api\.compute\.volumes\.test_attach_volume\.AttachVolumeShelveTestJSON\.test_(attach|detach)_"

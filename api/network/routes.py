@@ -41,7 +41,8 @@ NEUTRON_TYPES = {"network_not_found": "NetworkNotFound", "subnet_not_found": "Su
                  "invalid": "InvalidInput", "malformed_body": "BadRequest", "conflict": "Conflict",
                  "forbidden": "PolicyNotAuthorized", "unauthorized": "NotAuthorized", "over_quota": "OverQuota",
                  "router_not_found": "RouterNotFound", "floatingip_not_found": "FloatingIPNotFound",
-                 "router_in_use": "RouterInUse"}
+                 "router_in_use": "RouterInUse",
+                 "revision_number_constraint_failed": "RevisionNumberConstraintFailed"}
 _FALLBACK = {400: "BadRequest", 401: "NotAuthorized", 403: "Forbidden", 404: "HTTPNotFound", 405: "HTTPMethodNotAllowed",
              409: "Conflict", 503: "ServiceUnavailable"}
 EXTENSIONS = (("security-group", "security-group", "The security groups extension."),
@@ -176,8 +177,20 @@ async def update(request: web.Request) -> web.Response:
     body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get(key), dict):
         raise errors.Invalid(reason=f"Resource body required: {{\"{key}\": {{...}}}}")
+    # Neutron's If-Match: revision_number=N, honoured on floating IPs (where two moves may race)
+    if_match = _if_match(request.headers.get("If-Match")) if resource == "floatingip" else None
     api, _ = await find_cell(request.config_dict[ROUTER], ctx, resource, request.match_info["id"])
-    return web.json_response({key: await api.update(ctx, resource, request.match_info["id"], body[key])})
+    return web.json_response({key: await api.update(ctx, resource, request.match_info["id"], body[key],
+                                                    if_match=if_match)})
+
+
+def _if_match(header: str | None) -> int | None:
+    if header is None:
+        return None
+    name, _, value = header.strip().partition("=")
+    if name.strip() != "revision_number" or not value.strip().isdigit():
+        raise errors.Invalid(reason=f"If-Match must be revision_number=N, not {header!r}")
+    return int(value)
 
 
 async def delete(request: web.Request) -> web.Response:

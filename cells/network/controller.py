@@ -391,9 +391,11 @@ class NetworkController:
         await self._l3_changed()
         return fip
 
-    async def floatingip_update(self, ctx: RequestContext, id: str, body: Any) -> dict[str, Any]:
+    async def floatingip_update(self, ctx: RequestContext, id: str, body: Any, if_match: Any = None) -> dict[str, Any]:
         b = _body(body)
-        fip = await self._write(lambda c: l3.update_floatingip(c, ctx, str(id), b))
+        if if_match is not None and (not isinstance(if_match, int) or isinstance(if_match, bool)):
+            raise errors.Invalid(reason="if_match must be a revision number")
+        fip = await self._write(lambda c: l3.update_floatingip(c, ctx, str(id), b, if_match))
         await self._l3_changed()
         return fip
 

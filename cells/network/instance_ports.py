@@ -220,6 +220,7 @@ def host_config(conn: Connection, host: str) -> dict[str, Any]:
             "peers": sorted({tunnels[h] for h in hosts if h != host and h in tunnels}),
             "gateway_host": net.gateway_host == host, "cidr": subnet.cidr if subnet else None,
             "gateway_ip": subnet.gateway_ip if subnet else None, "host_ip": None, "dhcp_hosts": [],
+            "host_routes": list(subnet.host_routes or []) if subnet else [],
         }
         dhcp_ports = {p.id for p in net_ports if p.device_owner == resources.DHCP_OWNER}
         if subnet is not None:

@@ -64,6 +64,34 @@ def parse_address(value: Any, net: IPNetwork, what: str) -> IPAddress:
     return addr
 
 
+MAX_HOST_ROUTES = 20  # Neutron's max_subnet_host_routes default
+
+
+def validate_host_routes(raw: Any, net: IPNetwork) -> list[dict[str, str]]:
+    """A subnet's host_routes as Neutron validates them: at most 20 distinct {destination, nexthop},
+    the destination a CIDR without host bits and the next hop an address, both of the subnet's version."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or len(raw) > MAX_HOST_ROUTES:
+        raise errors.Invalid(reason=f"host_routes must be a list of at most {MAX_HOST_ROUTES} routes")
+    routes: list[dict[str, str]] = []
+    for route in raw:
+        if not isinstance(route, dict) or set(route) != {"destination", "nexthop"}:
+            raise errors.Invalid(reason="each host route must be {destination, nexthop}")
+        try:
+            dest = ipaddress.ip_network(str(route["destination"]), strict=True)
+            hop = ipaddress.ip_address(str(route["nexthop"]))
+        except ValueError as exc:
+            raise errors.Invalid(reason=f"Invalid data format for hostroute: {route!r} ({exc})") from None
+        if dest.version != net.version or hop.version != net.version:
+            raise errors.Invalid(reason=f"host route {route!r} is not IPv{net.version}, as subnet {net}")
+        clean = {"destination": str(dest), "nexthop": str(hop)}
+        if clean in routes:
+            raise errors.Invalid(reason=f"Duplicate hostroute '{dest} {hop}'")
+        routes.append(clean)
+    return routes
+
+
 def default_pools(net: IPNetwork, gateway: IPAddress | None) -> list[dict[str, str]]:
     """Every host address but the gateway, as Neutron: one or two ranges around the gateway."""
     first, last = int(net.network_address) + 1, int(net.broadcast_address) - (1 if net.version == 4 else 0)

@@ -312,7 +312,7 @@ def floatingip_record(row: Row[Any]) -> dict[str, Any]:
         "floating_network_id": row.floating_network_id, "floating_ip_address": row.floating_ip_address,
         "fixed_ip_address": row.fixed_ip_address, "port_id": row.port_id, "router_id": row.router_id,
         "status": "ACTIVE" if row.port_id else "DOWN", "description": row.description, "port_details": None,
-        "dns_domain": "", "dns_name": "", "qos_policy_id": None, "tags": [], "revision_number": 1,
+        "dns_domain": "", "dns_name": "", "qos_policy_id": None, "tags": [], "revision_number": row.revision_number,
         "created_at": row.created_at, "updated_at": row.updated_at,
     }
 
@@ -349,10 +349,6 @@ def _association(conn: Connection, ctx: RequestContext, fip: Mapping[str, Any], 
         raise errors.Invalid(reason=f"Port {port_id} has no IPv4 address to associate a floating IP with")
     if len(ips) > 1:
         raise errors.Invalid(reason=f"Port {port_id} has several IPv4 addresses: give fixed_ip_address")
-    if fip["port_id"] is not None and fip["port_id"] != port_id:
-        raise errors.Conflict(reason=f"Cannot associate floating IP {fip['floating_ip_address']} "
-                                     f"({fip['id']}) with port {port_id}: it is already associated with "
-                                     f"port {fip['port_id']}")
     router = conn.execute(
         select(routers.c.id).join(ports, ports.c.id == routers.c.gw_port_id)
         .where(ports.c.network_id == fip["floating_network_id"],
@@ -400,10 +396,16 @@ def create_floatingip(conn: Connection, ctx: RequestContext, body: Mapping[str, 
     return get_floatingip(conn, ctx, fip_id)
 
 
-def update_floatingip(conn: Connection, ctx: RequestContext, fip_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+def update_floatingip(conn: Connection, ctx: RequestContext, fip_id: str, body: Mapping[str, Any],
+                      if_match: int | None = None) -> dict[str, Any]:
+    """Neutron's update: a new port_id moves an associated floating IP in one update (the old
+    association ends in the same write); `if_match` (If-Match: revision_number=N) makes it
+    conditional, so of two movers that saw one revision the second gets 412."""
     _unknown(body, {"port_id", "fixed_ip_address", "description"}, "floatingip")
     row = floatingip_row(conn, ctx, fip_id)
-    values: dict[str, Any] = {"updated_at": utcnow_iso()}
+    if if_match is not None and if_match != row.revision_number:
+        raise errors.RevisionNumberConstraintFailed(expected=if_match, current=row.revision_number)
+    values: dict[str, Any] = {"updated_at": utcnow_iso(), "revision_number": row.revision_number + 1}
     if "description" in body:
         values["description"] = _text(body, "description")
     if "port_id" in body:

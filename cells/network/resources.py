@@ -249,7 +249,8 @@ def subnet_record(row: Row[Any]) -> dict[str, Any]:
         "id": row.id, "name": row.name, "network_id": row.network_id, "tenant_id": row.project_id,
         "project_id": row.project_id, "ip_version": row.ip_version, "cidr": row.cidr,
         "gateway_ip": row.gateway_ip, "allocation_pools": list(row.allocation_pools),
-        "enable_dhcp": bool(row.enable_dhcp), "dns_nameservers": list(row.dns_nameservers), "host_routes": [],
+        "enable_dhcp": bool(row.enable_dhcp), "dns_nameservers": list(row.dns_nameservers),
+        "host_routes": list(row.host_routes or []),
         "ipv6_ra_mode": None, "ipv6_address_mode": None, "subnetpool_id": None, "description": row.description,
         "service_types": [], "tags": [], "revision_number": 1, "created_at": row.created_at,
         "updated_at": row.updated_at,
@@ -288,8 +289,6 @@ def create_subnet(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]
                     "service_types"}, "subnet")
     if body.get("subnetpool_id") or body.get("use_default_subnetpool"):
         raise errors.Invalid(reason="subnet pools are not supported by this cloud: give a cidr")
-    if body.get("host_routes"):
-        raise errors.Invalid(reason="host_routes are not supported by this cloud")
     net_id = body.get("network_id")
     if not isinstance(net_id, str):
         raise errors.Invalid(reason="network_id is required")
@@ -312,6 +311,7 @@ def create_subnet(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]
     gateway = None if gw_raw is None else (cidr.network_address + 1 if gw_raw == "auto"
                                            else ipam.parse_address(gw_raw, cidr, "gateway_ip"))
     pools = ipam.validate_pools(body.get("allocation_pools"), cidr, gateway)
+    host_routes = ipam.validate_host_routes(body.get("host_routes"), cidr)
     dns = body.get("dns_nameservers") or []
     if not isinstance(dns, list) or not all(isinstance(d, str) for d in dns):
         raise errors.Invalid(reason="dns_nameservers must be a list of addresses")
@@ -324,7 +324,7 @@ def create_subnet(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]
     values = {"id": new_id(), "network_id": net_id, "project_id": net.project_id, "name": _text(body, "name"),
               "ip_version": 4, "cidr": str(cidr), "gateway_ip": None if gateway is None else str(gateway),
               "allocation_pools": pools,
-              "enable_dhcp": _bool(body, "enable_dhcp", True), "dns_nameservers": list(dns),
+              "enable_dhcp": _bool(body, "enable_dhcp", True), "dns_nameservers": list(dns), "host_routes": host_routes,
               "description": _text(body, "description"), "created_at": now, "updated_at": now}
     conn.execute(insert(subnets), values)
     if gateway is None:  # the gateway host answers DHCP from an address of the pools, as Neutron's DHCP port
@@ -585,7 +585,8 @@ def delete_port(conn: Connection, ctx: RequestContext, port_id: str) -> None:
 def disassociate_floating_ips(conn: Connection, port_id: str) -> None:
     """A port going away takes its floating IPs' associations with it (Neutron's behaviour)."""
     conn.execute(update(floatingips).where(floatingips.c.port_id == port_id)
-                 .values(port_id=None, fixed_ip_address=None, router_id=None, updated_at=utcnow_iso()))
+                 .values(port_id=None, fixed_ip_address=None, router_id=None, updated_at=utcnow_iso(),
+                         revision_number=floatingips.c.revision_number + 1))
 
 
 # --- per-project defaults ---------------------------------------------------------------

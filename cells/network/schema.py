@@ -54,6 +54,7 @@ subnets = Table(
     Column("allocation_pools", JSON, nullable=False),  # [{"start", "end"}]
     Column("enable_dhcp", Boolean, nullable=False, default=True),
     Column("dns_nameservers", JSON, nullable=False),
+    Column("host_routes", JSON, nullable=True),  # [{"destination", "nexthop"}]; None: none (older rows)
     Column("description", String(255), nullable=False, default=""),
     Column("created_at", TIME, nullable=False),
     Column("updated_at", TIME, nullable=False),
@@ -161,6 +162,9 @@ floatingips = Table(
     Column("fixed_ip_address", String(64), nullable=True),
     Column("router_id", String(36), nullable=True, index=True),
     Column("description", String(255), nullable=False, default=""),
+    # Neutron's revision_number: +1 on every update; an update with If-Match: revision_number=N is
+    # refused (412) once another has moved it on
+    Column("revision_number", Integer, nullable=False, default=1, server_default="1"),
     Column("created_at", TIME, nullable=False),
     Column("updated_at", TIME, nullable=False),
     UniqueConstraint("port_id", "fixed_ip_address", name="uq_floatingip_fixed"),

@@ -94,8 +94,13 @@ class NetworkAPI:
         args: dict[str, Any] = {"body": body} if quota is None else {"body": body, "quota": quota}
         return map_reply(await self.caller.call(TOPIC, M[f"{resource}_create"], args, ctx))
 
-    async def update(self, ctx: RequestContext, resource: str, id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return map_reply(await self.caller.call(TOPIC, M[f"{resource}_update"], {"id": id, "body": body}, ctx))
+    async def update(self, ctx: RequestContext, resource: str, id: str, body: dict[str, Any],
+                     if_match: int | None = None) -> dict[str, Any]:
+        """`if_match`: the revision_number the caller saw (a floating IP's only); another is 412."""
+        args: dict[str, Any] = {"id": id, "body": body}
+        if if_match is not None:
+            args["if_match"] = if_match
+        return map_reply(await self.caller.call(TOPIC, M[f"{resource}_update"], args, ctx))
 
     async def delete(self, ctx: RequestContext, resource: str, id: str) -> None:
         await self.caller.call(TOPIC, M[f"{resource}_delete"], {"id": id}, ctx)

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 import uuid as uuidlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,9 +191,20 @@ class LinuxNetworkDriver:
             "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", f"--interface={net['bridge']}",
             "--bind-interfaces", "--except-interface=lo", f"--dhcp-range={cidr.network_address},static,{cidr.netmask},1h",
             f"--dhcp-hostsfile={d / 'hosts'}", f"--dhcp-leasefile={d / 'leases'}",
-            f"--pid-file={d / 'pid'}", "--user=root", f"--dhcp-option=option:mtu,{net['mtu']}",
-            # no gateway: no router option (dnsmasq would offer its own address as the router)
-            f"--dhcp-option=option:router{',' + net['gateway_ip'] if net.get('gateway_ip') else ''}"])
+            f"--pid-file={d / 'pid'}", "--user=root", f"--dhcp-optsfile={d / 'opts'}"])
+
+    @staticmethod
+    def dhcp_options(net: dict[str, Any]) -> str:
+        """dnsmasq's options for the network (its --dhcp-optsfile, re-read on SIGHUP): the MTU, the
+        router (none on a gateway-less subnet: dnsmasq would offer its own address), and the subnet's
+        host_routes as option 121, with the default route too since a client given 121 ignores 3."""
+        gateway = net.get("gateway_ip")
+        lines = [f"option:mtu,{net['mtu']}", f"option:router,{gateway}" if gateway else "option:router"]
+        routes = [f"{r['destination']},{r['nexthop']}" for r in net.get("host_routes", [])]
+        if routes:
+            lines.append("option:classless-static-route," + ",".join(
+                routes + ([f"0.0.0.0/0,{gateway}"] if gateway else [])))
+        return "".join(f"{line}\n" for line in lines)
 
     def _sync_dhcp(self, nets: list[dict[str, Any]]) -> None:
         root = self.state_dir / "dhcp"
@@ -208,19 +220,19 @@ class LinuxNetworkDriver:
             d = self._dhcp_dir(net["id"])
             d.mkdir(parents=True, exist_ok=True)
             hosts = "".join(f"{mac},{ip}\n" for mac, ip in net["dhcp_hosts"])
-            path = d / "hosts"
-            changed = not path.exists() or path.read_text() != hosts
-            if changed:
-                tmp = d / ".hosts.tmp"
-                tmp.write_text(hosts)
-                os.replace(tmp, path)
+            changed = _replace_if_changed(d / "hosts", hosts)
+            changed = _replace_if_changed(d / "opts", self.dhcp_options(net)) or changed
             pid = _alive_pid(d / "pid", net["bridge"])
+            if pid is not None and _alive_pid(d / "pid", "--dhcp-optsfile") is None:
+                _stop(d / "pid")  # started by a version that gave its options on the command line
+                _wait_gone(pid)
+                pid = None
             if pid is None:
                 subprocess.Popen(self._dnsmasq_argv(net, d), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  start_new_session=True)  # outlives the agent: a restart adopts it
                 LOG.info("dnsmasq started for network %s on %s", net["id"], net["bridge"])
             elif changed:
-                os.kill(pid, signal.SIGHUP)  # re-reads --dhcp-hostsfile
+                os.kill(pid, signal.SIGHUP)  # re-reads --dhcp-hostsfile and --dhcp-optsfile
 
     def stop_all_dhcp(self) -> None:
         root = self.state_dir / "dhcp"
@@ -247,6 +259,28 @@ def _alive_pid(pidfile: Path, needle: str) -> int | None:
     if ") Z " in stat:  # a zombie is not a running dnsmasq
         return None
     return pid if "dnsmasq" in cmdline and needle in cmdline else None
+
+
+def _replace_if_changed(path: Path, text: str) -> bool:
+    """Write `text` to `path` atomically unless it holds that already; whether it changed."""
+    if path.exists() and path.read_text() == text:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def _wait_gone(pid: int, timeout: float = 2.0) -> None:
+    """Until the process has let go of its sockets (gone or a zombie), at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if ") Z " in Path(f"/proc/{pid}/stat").read_text():
+                return
+        except OSError:
+            return
+        time.sleep(0.02)
 
 
 def _stop(pidfile: Path) -> None:

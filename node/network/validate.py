@@ -54,6 +54,9 @@ def _network_ok(net: Any) -> bool:
                 and (net.get("cidr") is None or _cidr(net["cidr"]))
                 and (net.get("gateway_ip") is None or _ip(net["gateway_ip"]))
                 and (net.get("host_ip") is None or _ip(net["host_ip"]))
+                and isinstance(net.get("host_routes", []), list)
+                and all(isinstance(r, dict) and _cidr(r.get("destination")) and _ip(r.get("nexthop"))
+                        for r in net.get("host_routes", []))
                 and isinstance(net.get("dhcp_hosts"), list))
 
 

@@ -7,8 +7,11 @@ for a lease as the tiny guest's /init does.
 
 Checked: each guest leases exactly its allocated IP; the gateway pings a guest;
 a guest on the other host pings it over VXLAN; a guest of another project and a
-guest outside the default group cannot; a re-sync changes nothing; a deleted
-port's tap and DHCP entry go; leftovers of a crashed agent are removed.
+guest outside the default group cannot; a subnet's host_routes reach a guest as DHCP
+option 121 (with the default route) once set, and its moved gateway as the router; a
+gateway-less subnet's guest leases its address from the DHCP port's address with no
+router; a re-sync changes nothing; a deleted port's tap and DHCP entry go; leftovers
+of a crashed agent are removed.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ UDHCPC_SCRIPT = """#!/bin/sh
 case "$1" in
   bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface"
                [ -n "$router" ] && ip route replace default via ${router%% *} dev "$interface"
-               echo "CELLCLOUD-NET dhcp bound $interface ip=$ip/$mask router=$router" ;;
+               echo "CELLCLOUD-NET dhcp bound $interface ip=$ip/$mask router=$router routes=$staticroutes" ;;
 esac
 exit 0
 """
@@ -108,11 +111,15 @@ async def plug_guest(port: dict[str, Any]) -> None:
     await ash("ip", "-n", ns, "link", "set", "lo", "up")
 
 
-async def lease(port: dict[str, Any], script: Path) -> str:
+async def lease_line(port: dict[str, Any], script: Path) -> str:
+    """udhcpc's bound line (asking for option 121, staticroutes, as cloud-init's clients do)."""
     out = await ash("ip", "netns", "exec", port["guest_ns"], "busybox", "udhcpc", "-i", "eth0", "-n", "-q",
-                    "-t", "8", "-T", "1", "-s", str(script))
-    line = next(x for x in out.stdout.splitlines() if "CELLCLOUD-NET dhcp bound" in x)
-    return line.split("ip=")[1].split("/")[0]
+                    "-t", "8", "-T", "1", "-O", "staticroutes", "-s", str(script))
+    return next(x for x in out.stdout.splitlines() if "CELLCLOUD-NET dhcp bound" in x)
+
+
+async def lease(port: dict[str, Any], script: Path) -> str:
+    return (await lease_line(port, script)).split("ip=")[1].split("/")[0]
 
 
 async def pings(ns: str, addr: str) -> bool:
@@ -144,7 +151,8 @@ async def test_dhcp_vxlan_gateway_and_security_groups(hosts: list[str], controll
     for host in (H1, H2):
         await c.agent_report(DEMO, host, WAN[host], CAPS.vlan)
     demo_net = await c.network_create(DEMO, {"name": "demo-net"})
-    await c.subnet_create(DEMO, {"network_id": demo_net["id"], "cidr": "10.77.1.0/24"})
+    demo_sub = await c.subnet_create(DEMO, {"network_id": demo_net["id"], "cidr": "10.77.1.0/24",
+                                            "allocation_pools": [{"start": "10.77.1.2", "end": "10.77.1.200"}]})
     alt_net = await c.network_create(ALT, {"name": "alt-net"})
     await c.subnet_create(ALT, {"network_id": alt_net["id"], "cidr": "10.77.2.0/24"})
     loner = await c.security_group_create(DEMO, {"name": "loner"})
@@ -166,6 +174,32 @@ async def test_dhcp_vxlan_gateway_and_security_groups(hosts: list[str], controll
     assert await pings(g2["guest_ns"], ip1)  # same project, same group, other host: over VXLAN
     assert not await pings(g3["guest_ns"], ip1)  # another project's guest
     assert not await pings(g4["guest_ns"], ip1)  # same network, not in g1's group: ingress refused
+    assert "routes= " in (await lease_line(g1, script)) + " "  # no host_routes: no option 121
+
+    # host_routes and a moved gateway: dnsmasq re-reads its options file, the next lease has them
+    await c.subnet_update(DEMO, demo_sub["id"], {"host_routes": [{"destination": "10.99.0.0/24",
+                                                                  "nexthop": "10.77.1.250"}],
+                                                 "gateway_ip": "10.77.1.254"})
+    with pytest.raises(Exception, match="allocation pool"):  # inside the pools: Neutron's 409
+        await c.subnet_update(DEMO, demo_sub["id"], {"gateway_ip": "10.77.1.20"})
+    await sync(c, H1, tmp_path)
+    line = await lease_line(g1, script)
+    assert "router=10.77.1.254 " in line and "routes=10.99.0.0/24 10.77.1.250 0.0.0.0/0 10.77.1.254" in line
+    assert "10.77.1.254/24" in (await ash("ip", "-n", H1, "-br", "addr")).stdout  # the gateway moved on H1
+    assert await pings(H1, ip1)
+
+    # a subnet without a gateway: the guest leases from the DHCP port's address, and gets no router
+    bare_net = await c.network_create(DEMO, {"name": "bare-net"})
+    await c.subnet_create(DEMO, {"network_id": bare_net["id"], "cidr": "10.77.3.0/29", "gateway_ip": None})
+    g5 = await guest_port(c, DEMO, bare_net["id"], H1)
+    await plug_guest(g5)
+    config = await sync(c, H1, tmp_path)
+    (bare,) = [n for n in config["networks"] if n["id"] == bare_net["id"]]
+    assert bare["gateway_ip"] is None and bare["host_ip"] not in (None, g5["fixed_ips"][0]["ip_address"])
+    line = await lease_line(g5, script)
+    assert f"ip={g5['fixed_ips'][0]['ip_address']}/" in line and "router= " in line
+    assert await pings(H1, g5["fixed_ips"][0]["ip_address"])  # the DHCP address reaches its guest
+    await c.port_delete(DEMO, g5["id"])
 
     # a re-sync (an agent restart) changes nothing and breaks nothing
     before = (await ash("ip", "-n", H2, "-br", "link")).stdout

@@ -144,8 +144,21 @@ async def test_floating_ip_associate_disassociate_and_conflicts(tmp_path: Path) 
         assert (fip["port_id"], fip["fixed_ip_address"], fip["router_id"], fip["status"]) == \
             (port_a["id"], port_a["fixed_ips"][0]["ip_address"], router["id"], "ACTIVE")
 
-        # a second association of the same floating IP to another port loses: 409
-        await _put(client, f"floatingips/{fip['id']}", demo, {"floatingip": {"port_id": port_b["id"]}}, 409)
+        # moving it to another port is one update, as Neutron; back again with the revision it saw
+        revision = fip["revision_number"]
+        moved = (await _put(client, f"floatingips/{fip['id']}", demo, {"floatingip": {"port_id": port_b["id"]}}))[
+            "floatingip"]
+        assert (moved["port_id"], moved["fixed_ip_address"], moved["revision_number"]) == \
+            (port_b["id"], port_b["fixed_ips"][0]["ip_address"], revision + 1)
+        resp = await client.put(f"{N}/floatingips/{fip['id']}", headers={**demo, "If-Match": f"revision_number={revision}"},
+                                json={"floatingip": {"port_id": port_a["id"]}})  # a stale revision: 412
+        assert resp.status == 412 and (await resp.json())["NeutronError"]["type"] == "RevisionNumberConstraintFailed"
+        resp = await client.put(f"{N}/floatingips/{fip['id']}", headers={**demo, "If-Match": "etag"},
+                                json={"floatingip": {"port_id": port_a["id"]}})
+        assert resp.status == 400
+        resp = await client.put(f"{N}/floatingips/{fip['id']}", headers={**demo, "If-Match": f"revision_number={revision + 1}"},
+                                json={"floatingip": {"port_id": port_a["id"]}})
+        assert resp.status == 200 and (await resp.json())["floatingip"]["port_id"] == port_a["id"]
         # a second floating IP on the same fixed address: 409
         other = (await _post(client, "floatingips", demo, {"floatingip": {"floating_network_id": public["id"]}}))[
             "floatingip"]
@@ -181,6 +194,8 @@ async def test_floating_ip_associate_disassociate_and_conflicts(tmp_path: Path) 
 
 
 async def test_two_simultaneous_associations_of_one_floating_ip_one_wins(tmp_path: Path) -> None:
+    """Two associations at once that both say which revision they saw (If-Match: revision_number,
+    Neutron's way to make an update conditional): one wins, the other gets 412 and changes nothing."""
     async with api_client(tmp_path) as (client, demo, admin):
         public, _ = await _public(client, admin)
         inside_net, inside = await _project_net(client, demo, "192.168.62.0/24")
@@ -191,9 +206,10 @@ async def test_two_simultaneous_associations_of_one_floating_ip_one_wins(tmp_pat
                  for _ in range(2)]
         fip = (await _post(client, "floatingips", demo, {"floatingip": {"floating_network_id": public["id"]}}))[
             "floatingip"]
-        answers = await asyncio.gather(*(client.put(f"{N}/floatingips/{fip['id']}", headers=demo,
+        seen = {**demo, "If-Match": f"revision_number={fip['revision_number']}"}
+        answers = await asyncio.gather(*(client.put(f"{N}/floatingips/{fip['id']}", headers=seen,
                                                     json={"floatingip": {"port_id": p["id"]}}) for p in ports))
-        assert sorted(r.status for r in answers) == [200, 409]
+        assert sorted(r.status for r in answers) == [200, 412]
         winner = next(p for p, r in zip(ports, answers, strict=True) if r.status == 200)
         shown = (await (await client.get(f"{N}/floatingips/{fip['id']}", headers=demo)).json())["floatingip"]
         assert shown["port_id"] == winner["id"]
@@ -363,3 +379,42 @@ async def test_subnet_without_gateway_gets_a_dhcp_port_and_no_router(tmp_path: P
         assert (await client.delete(f"{N}/networks/{net['id']}", headers=demo)).status == 204
         left = (await (await client.get(f"{N}/ports?device_owner=network:dhcp", headers=admin)).json())["ports"]
         assert left == []
+
+
+async def test_subnet_host_routes_and_gateway_updates_as_neutron_validates_them(tmp_path: Path) -> None:
+    """host_routes are kept normalised and shown (create and update), bad ones are 400 and change
+    nothing; the gateway moves only to a free address outside the pools (409 otherwise), never while
+    a router interface holds it (409), and is not removed or added after create (400)."""
+    async with api_client(tmp_path) as (client, demo, _admin):
+        net = (await _post(client, "networks", demo, {"network": {"name": "routed"}}))["network"]
+        routes = [{"destination": "10.20.0.0/32", "nexthop": "10.100.1.1"}]
+        sub = (await _post(client, "subnets", demo, {"subnet": {
+            "network_id": net["id"], "cidr": "192.168.65.0/24", "host_routes": routes,
+            "allocation_pools": [{"start": "192.168.65.3", "end": "192.168.65.7"}]}}))["subnet"]
+        assert sub["host_routes"] == routes
+        for bad in ([{"destination": "10.20.0.1/24", "nexthop": "10.100.1.1"}],  # host bits
+                    [{"destination": "2001::/64", "nexthop": "10.100.1.1"}],  # another version
+                    [{"destination": "10.20.0.0/32"}], "10.20.0.0/32", routes * 2,
+                    [{"destination": f"10.30.{i}.0/24", "nexthop": "10.100.1.1"} for i in range(21)]):
+            await _put(client, f"subnets/{sub['id']}", demo, {"subnet": {"host_routes": bad}}, 400)
+        await _post(client, "subnets", demo, {"subnet": {"network_id": net["id"], "cidr": "192.168.66.0/24",
+                                                         "host_routes": [{"destination": "x", "nexthop": "y"}]}}, 400)
+        moved = [{"destination": "10.20.0.0/32", "nexthop": "10.100.1.2"}]
+        sub = (await _put(client, f"subnets/{sub['id']}", demo, {"subnet": {
+            "host_routes": moved, "gateway_ip": "192.168.65.2", "name": "New_subnet"}}))["subnet"]
+        assert (sub["host_routes"], sub["gateway_ip"], sub["name"]) == (moved, "192.168.65.2", "New_subnet")
+        shown = (await (await client.get(f"{N}/subnets/{sub['id']}", headers=demo)).json())["subnet"]
+        assert shown["host_routes"] == moved and shown["gateway_ip"] == "192.168.65.2"
+
+        await _put(client, f"subnets/{sub['id']}", demo, {"subnet": {"gateway_ip": "192.168.65.5"}}, 409)  # a pool's
+        await _put(client, f"subnets/{sub['id']}", demo, {"subnet": {"gateway_ip": "192.168.66.1"}}, 400)  # outside
+        await _put(client, f"subnets/{sub['id']}", demo, {"subnet": {"gateway_ip": None}}, 400)
+        held = (await _post(client, "ports", demo, {"port": {"network_id": net["id"], "fixed_ips": [
+            {"subnet_id": sub["id"], "ip_address": "192.168.65.9"}]}}))["port"]
+        await _put(client, f"subnets/{sub['id']}", demo, {"subnet": {"gateway_ip": "192.168.65.9"}}, 409)  # a port's
+        assert held["fixed_ips"][0]["ip_address"] == "192.168.65.9"
+        router = (await _post(client, "routers", demo, {"router": {"name": "r"}}))["router"]
+        await _put(client, f"routers/{router['id']}/add_router_interface", demo, {"subnet_id": sub["id"]})
+        await _put(client, f"subnets/{sub['id']}", demo, {"subnet": {"gateway_ip": "192.168.65.1"}}, 409)
+        shown = (await (await client.get(f"{N}/subnets/{sub['id']}", headers=demo)).json())["subnet"]
+        assert shown["gateway_ip"] == "192.168.65.2" and shown["host_routes"] == moved  # refusals changed nothing
