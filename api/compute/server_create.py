@@ -13,13 +13,13 @@ import logging
 import secrets
 import string
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
 from api import cell_choice, quota
-from api.compute import aggregates, boot_volumes, keypairs, mappings, schemas, server_groups
+from api.compute import aggregates, boot_volumes, keypairs, mappings, schemas, server_groups, volume_backed_images
 from api.compute.boot_volumes import BAD_SEQUENCE, BOOT_PROPERTIES
 from api.compute.flavors import flavor_dict, flavor_of
 from api.compute.microversions import MIN_VERSION, Microversion
@@ -243,13 +243,31 @@ def _pin_to_volume_cell(cc: ComputeContext, boot: BootRequest, hints: dict[str, 
     hints["target_cell"] = cell.path
 
 
+def _with_image_mappings(conn: Connection, ctx: RequestContext, boot: BootRequest) -> BootRequest:
+    """A boot from an image that defines block device mappings (a volume-backed server's snapshot) is a boot
+    from those mappings merged with the request's (api/compute/volume_backed_images.py); any other, as asked."""
+    ref = id_from_href(boot.image_ref or "")
+    if not is_uuid(ref):
+        return boot
+    try:
+        row = image_db.get_of(conn, ctx, ref.lower())
+    except errors.ImageNotFound:
+        return boot  # the lookup proper says so
+    defined = volume_backed_images.image_mappings(str(row.id), row.properties or {})
+    if defined is None:
+        return boot
+    return replace(boot, image_ref=None, block_device_mapping_v2=volume_backed_images.merged(
+        defined, boot.block_device_mapping_v2))
+
+
 def _lookups(conn: Connection, ctx: RequestContext,
-             boot: BootRequest) -> tuple[dict[str, int], AnyRow, AnyRow | None, dict[str, Any]]:
-    """(quota limits, flavor, image, the image's boot snapshot) of a boot, with the checks between
-    them in their order (no image for a boot from a volume)."""
+             boot: BootRequest) -> tuple[BootRequest, dict[str, int], AnyRow, AnyRow | None, dict[str, Any]]:
+    """(the boot with its image's mappings, quota limits, flavor, image, the image's boot snapshot) of a boot,
+    with the checks between them in their order (no image for a boot from a volume)."""
     limits = quota.limits_of(conn, str(ctx.project))
     quota.check_metadata(limits, len(boot.metadata))
     quota.check_injected_files(limits, boot.personality)
+    boot = _with_image_mappings(conn, ctx, boot)
     _check_bdms(boot)
     image_id = _image_id(boot)
     try:
@@ -261,15 +279,15 @@ def _lookups(conn: Connection, ctx: RequestContext,
     if image_id is None:
         image_root = boot_volumes.image_root_bdm(boot.block_device_mapping_v2)
         if image_root is None:  # a boot from an existing volume (_root_volume_image)
-            return limits, flavor, None, {}
-        return limits, flavor, None, boot_volumes.new_root_image(
+            return boot, limits, flavor, None, {}
+        return boot, limits, flavor, None, boot_volumes.new_root_image(
             conn, ctx, image_root, boot.image_ref, _count(boot.max_count, boot.min_count), flavor)
     try:
         image = image_db.get_of(conn, ctx, image_id)
         boot_image = image_db.boot_snapshot_of(conn, ctx, image)  # its kernel_id/ramdisk_id as ctx sees them
     except errors.ImageNotFound as exc:
         raise errors.Invalid(exc.message) from None
-    return limits, flavor, image, boot_image
+    return boot, limits, flavor, image, boot_image
 
 
 async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) -> BuildSpec:
@@ -289,7 +307,8 @@ async def resolve(cc: ComputeContext, ctx: RequestContext, boot: BootRequest) ->
         async with cc.engine.connect() as conn:
             group = await server_groups.for_boot(conn, ctx, hints)
     # the rest in one unit of work: one thread hop instead of ~20 through the AsyncEngine
-    limits, flavor, image, boot_image = await cc.db.read(lambda conn: _lookups(conn, ctx, boot))
+    asked = boot
+    boot, limits, flavor, image, boot_image = await cc.db.read(lambda conn: _lookups(conn, ctx, asked))
     if image is not None:
         _check_image(image, flavor)
     elif (snapshot_root := boot_volumes.snapshot_root_bdm(boot.block_device_mapping_v2)) is not None:

@@ -6,7 +6,8 @@ A backup (createBackup, api/compute/server_backups.py) is the same snapshot unde
 with image_type backup and its backup_type, and its rotation run once the image is active.
 
 validate -> the server's cell sets its task (conductor snapshot_begin: 409 when the state does not allow
-it, 400 for a volume-backed server) -> the image record, queued, `image_type: snapshot`, owned by the
+it, 400 for a backup of a volume-backed server; a createImage of one snapshots its volumes instead, as Nova:
+api/compute/volume_backed_images.py) -> the image record, queued, `image_type: snapshot`, owned by the
 caller's project, private, with the properties of the image the server was booted from (so it boots
 again the same way) and the request's metadata -> 202. Then, in this API process's background
 (`Snapshots`, closed with the app): the compute makes the snapshot file (make_snapshot: the running guest
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from sqlalchemy import insert, select, update
 
-from api.compute import mappings
+from api.compute import mappings, volume_backed_images
 from api.db.schema import images
 from api.image import upload as image_upload
 from api.image.bounds import Bounds
@@ -42,6 +43,7 @@ from cells.rpcapi.compute import ComputeAPI
 from cells.rpcapi.conductor import ConductorAPI
 
 if TYPE_CHECKING:
+    from api.cell_router import Cell
     from api.compute.service import ComputeContext
 
 LOG = logging.getLogger(__name__)
@@ -149,6 +151,8 @@ async def create(cc: ComputeContext, ctx: RequestContext, snaps: Snapshots, serv
     action = "createImage" if backup is None else "createBackup"
     record = await conductor.snapshot_begin(ctx, str(mapping.instance_uuid), action)  # 409 / 400 before anything
     target = Target(conductor, ComputeAPI(cell), str(record["uuid"]), str(record["host"]), action)
+    if not (record.get("image") or {}).get("id"):  # booted from a volume (createImage only: the cell checked)
+        return await _volume_backed(cc, ctx, snaps, cell, target, record, name, metadata)
     try:
         values = image_values(record, ctx, name, metadata, backup.properties if backup else {})
         async with snaps.engine.begin() as conn:
@@ -158,6 +162,23 @@ async def create(cc: ComputeContext, ctx: RequestContext, snaps: Snapshots, serv
         raise
     snaps.spawn(take(snaps, target, dataclasses.replace(ctx, deadline=None), values["id"],
                      backup.then if backup else None))
+    return str(values["id"])
+
+
+async def _volume_backed(cc: ComputeContext, ctx: RequestContext, snaps: Snapshots, cell: Cell, target: Target,
+                         record: dict[str, Any], name: str, metadata: dict[str, str]) -> str:
+    """Nova's snapshot_volume_backed: the server's volumes snapshotted in their cell, the image their mappings
+    and no data (api/compute/volume_backed_images.py); the task ends before the 202, the image is active."""
+    try:
+        mappings = await volume_backed_images.snapshot_volumes(cc, ctx, cell, record, name, snaps.spawn)
+        values = image_values(record, ctx, name, metadata, {})
+        values.update(volume_backed_images.image_fields(mappings, values["properties"]))
+        async with snaps.engine.begin() as conn:
+            await conn.execute(insert(images).values(**values))
+    except BaseException as exc:
+        await asyncio.shield(end_step(target, ctx, lifecycle.SNAPSHOT_FAILED, why_failed(exc)))
+        raise
+    await end_step(target, ctx, lifecycle.SNAPSHOT_DONE)
     return str(values["id"])
 
 

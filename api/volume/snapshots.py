@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from api import quota
+from api.cell_router import CellRouter
 from api.http import allowed, context, is_uuid, json_body, query_int
 from api.keys import DB, ROUTER
 from api.timeutil import iso_naive_micro
@@ -32,9 +33,9 @@ from api.volume.volumes import (
     validate_update,
 )
 from api.volume.volumes import _item as volume_item
-from api.volume.volumes import find as find_volume
 from cells import errors
 from cells.context import RequestContext
+from cells.db.engine import Database
 from cells.rpcapi.volume import VolumeConductorAPI
 
 CREATE_KEYS = {"volume_id", "force", "name", "display_name", "description", "display_description", "metadata"}
@@ -97,8 +98,16 @@ async def find(request: web.Request, ctx: RequestContext) -> tuple[VolumeConduct
 async def create_snapshot(request: web.Request, ctx: RequestContext, project: str,
                           spec: dict[str, Any]) -> dict[str, Any]:
     """Create a snapshot from a validated spec (this API's POST and EC2's CreateSnapshot); its record."""
-    router, db = request.config_dict[ROUTER], request.config_dict[DB]
-    api, volume = await find_volume(request, ctx, spec["volume_id"])
+    if not is_uuid(spec["volume_id"]):
+        raise errors.VolumeNotFound(volume_id=spec["volume_id"])
+    return await make_snapshot(request.config_dict[ROUTER], request.config_dict[DB], ctx, project, spec)
+
+
+async def make_snapshot(router: CellRouter, db: Database, ctx: RequestContext, project: str,
+                        spec: dict[str, Any]) -> dict[str, Any]:
+    """create_snapshot's work, for a caller holding the router and the API DB (and a createImage of a server
+    booted from a volume: api/compute/volume_backed_images.py)."""
+    api, volume = await cells.find(router, ctx, str(spec["volume_id"]).lower())
     sid, size = str(uuidlib.uuid4()), int(volume["size"])
     listed, listed_ids = await cells.project_usage(router, ctx, project)
     await db.write(lambda conn: quota.reserve_volume(conn, project, sid, size, listed, listed_ids, "snapshot",

@@ -296,3 +296,73 @@ def test_boot_from_a_snapshot_as_the_root_disk_with_the_cli(cluster: RunningClus
     assert {v["Name"] for v in cluster.ok("volume", "list", "-f", "json")} == {"rootsrc", "plain"}
     cluster.ok("volume", "delete", "--purge", "rootsrc", "plain")
     wait_for("every volume gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)
+
+
+def test_create_image_of_a_volume_backed_server_and_boot_from_it_with_the_cli(cluster: RunningCluster) -> None:
+    """`server image create` of a server booted from a volume with a data volume attached: each volume is
+    snapshotted (forced: both in use), the image is active with no data and their BDM v2 mappings; `server create
+    --image` of it makes the new server's volumes from those snapshots (overlays, no copy) and boots from the root
+    one. createBackup of such a server stays Nova's 400; a createImage over the snapshots quota is Nova's 403 and
+    leaves no snapshot and no image."""
+    vol = ("volume",)
+    cluster.ok("volume", "create", "--image", "tiny-raw", "--size", "1", "--bootable", "vbroot", "-f", "json")
+    root = wait_status(cluster, vol, "vbroot", "available")["id"]
+    cluster.ok("volume", "create", "--size", "1", "vbdata", "-f", "json")
+    data = wait_status(cluster, vol, "vbdata", "available")["id"]
+    cluster.ok("server", "create", "--flavor", "m1.tiny", "--volume", "vbroot", "--wait", "vbserver")
+    cluster.ok("server", "add", "volume", "vbserver", "vbdata")
+    wait_status(cluster, vol, "vbdata", "in-use")
+
+    project = cluster.ok("volume", "show", "vbroot", "-f", "json")["os-vol-tenant-attr:tenant_id"]
+    cluster.ok("quota", "set", "--snapshots", "1", project, who="admin")  # room for the root's snapshot only
+    assert "Quota exceeded" in refused(cluster, "server", "image", "create", "--name", "vbfail", "vbserver")
+    wait_for("the root's snapshot of the refused createImage deleted",
+             lambda: not cluster.ok("volume", "snapshot", "list", "-f", "json"), 60, 0.5)
+    assert cluster.ok("image", "list", "--name", "vbfail", "-f", "json") == []
+    assert cluster.ok("server", "show", "vbserver", "-f", "json")["OS-EXT-STS:task_state"] is None
+    cluster.ok("quota", "set", "--snapshots", "10", project, who="admin")
+
+    cluster.ok("server", "image", "create", "--name", "vbimg", "--wait", "vbserver")
+    image = cluster.ok("image", "show", "vbimg", "-f", "json")
+    props = image.get("properties") or image
+    assert image["status"] == "active" and image["size"] == 0, image
+    assert props["bdm_v2"] == "True" and props["root_device_name"] == "/dev/vda", props
+    mappings = json.loads(props["block_device_mapping"])
+    by_volume = {}
+    for name, vid in (("vbroot", root), ("vbdata", data)):
+        listed = cluster.ok("volume", "snapshot", "list", "--volume", name, "-f", "json")
+        assert [s["Name"] for s in listed] == ["snapshot for vbimg"], listed
+        by_volume[vid] = listed[0]["ID"]
+    assert [(m["source_type"], m["destination_type"], m["snapshot_id"], m["boot_index"], m["device_name"],
+             m["volume_size"], m["delete_on_termination"]) for m in mappings] == [
+        ("snapshot", "volume", by_volume[root], 0, "/dev/vda", 1, False),
+        ("snapshot", "volume", by_volume[data], None, "/dev/vdb", 1, False)]
+    for sid in by_volume.values():
+        wait_status(cluster, ("volume", "snapshot"), sid, "available")
+    assert "not supported" in refused(cluster, "server", "backup", "create", "--name", "vbbackup", "--type",
+                                      "daily", "--rotate", "1", "vbserver")
+
+    clone = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "vbimg", "--wait", "vbclone", "-f",
+                       "json")
+    assert clone["status"] == "ACTIVE", clone
+    made = {}
+    for attached in wait_for("the clone's two volumes in use", lambda: (
+            v := cluster.ok("server", "show", "vbclone", "-f", "json")["volumes_attached"]) and len(v) == 2 and all(
+            cluster.ok("volume", "show", a["id"], "-f", "json")["status"] == "in-use" for a in v) and v, 60, 0.5):
+        shown = cluster.ok("volume", "show", attached["id"], "-f", "json")
+        made[shown["snapshot_id"]] = (shown["attachments"][0]["device"], shown["bootable"], attached["id"])
+    assert made.keys() == set(by_volume.values())
+    assert made[by_volume[root]][:2] == ("/dev/vda", True) and made[by_volume[data]][0] == "/dev/vdb"
+    for sid, (_, _, vid) in made.items():
+        assert backing_of(str(files(cluster) / f"volume-{vid}.qcow2")) == f"snapshot-{sid}.raw"
+
+    for server in ("vbclone", "vbserver"):
+        cluster.ok("server", "delete", "--wait", server)
+    cluster.ok("image", "delete", "vbimg")
+    for _, _, vid in made.values():  # delete_on_termination false, as the snapshotted volumes had it
+        wait_status(cluster, vol, vid, "available")
+        cluster.ok("volume", "delete", vid)
+    wait_for("the clone's volumes gone", lambda: {v["ID"] for v in cluster.ok("volume", "list", "-f", "json")}
+             == {root, data}, 30, 0.3)
+    cluster.ok("volume", "delete", "--purge", "vbroot", "vbdata")
+    wait_for("every volume gone", lambda: not cluster.ok("volume", "list", "-f", "json"), 30, 0.3)

@@ -2,8 +2,9 @@
 image service.
 
     snapshot_begin     validate -> lock the row -> check (cells/lifecycle.py begin_snapshot: a running,
-                       stopped, paused or suspended server with no task, booted from an image, on a live
-                       host) -> task image_snapshot (image_backup), action createImage (createBackup) with its compute event open;
+                       stopped, paused or suspended server with no task, on a live host; a backup only of
+                       one booted from an image: a createImage of one booted from a volume snapshots its
+                       volumes, api/compute/volume_backed_images.py) -> task image_snapshot (image_backup), action createImage (createBackup) with its compute event open;
                        returns the record (the API then asks the host for the disk image and its data)
     snapshot_progress  uploading -> task image_uploading; done or failed -> the task ends (the vm_state
                        never changed), the event and action closed with the result
@@ -18,6 +19,7 @@ from sqlalchemy import Connection
 
 from cells import errors, lifecycle
 from cells.conductor.env import FlowEnv, state_of
+from cells.conductor.flows.boot_volume import root_volume_id
 from cells.conductor.flows.delete import visible
 from cells.context import RequestContext
 from cells.db import action_records
@@ -40,8 +42,8 @@ def _row(conn: Connection, ctx: RequestContext, uuid: str) -> Any:
 def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str, action: str) -> InstanceRecord:
     row = _row(conn, ctx, uuid)
     state = lifecycle.begin_snapshot(state_of(row), uuid, action)
-    if not (row.image or {}).get("id"):
-        raise errors.Invalid(reason=f"Instance {uuid} was not booted from an image: a snapshot of a "
+    if not (row.image or {}).get("id") and (action != "createImage" or root_volume_id(row.image) is None):
+        raise errors.Invalid(reason=f"Instance {uuid} was not booted from an image: a backup of a "
                                     "volume-backed server is not supported")
     return start_on_host(conn, env, ctx, row, state.task_state, action, EVENTS[action])
 
