@@ -87,6 +87,8 @@ def _translated(exc: errors.CellcloudError) -> Ec2Error:
         return Ec2Error("AddressLimitExceeded", "The maximum number of addresses has been reached.")
     if isinstance(exc, errors.NotFound) and "not reachable" in exc.message:
         return Ec2Error("Gateway.NotAttached", exc.message)
+    if isinstance(exc, errors.RevisionNumberConstraintFailed):  # another association got there first
+        return Ec2Error("Resource.AlreadyAssociated", "the address was associated by another request meanwhile")
     return from_cellcloud(exc)
 
 
@@ -125,13 +127,10 @@ async def associate_address(request: web.Request, ctx: RequestContext, params: d
     if _str(params, "PrivateIpAddress"):
         body["fixed_ip_address"] = _str(params, "PrivateIpAddress")
     reassociate = _str(params, "AllowReassociation") == "true"
-    if record.get("port_id") and record["port_id"] != port_id:
-        if not reassociate:
-            raise Ec2Error("Resource.AlreadyAssociated",
-                           f"resource {record['floating_ip_address']} is already associated")
-        await api.update(ctx, "floatingip", record["id"], {"port_id": None})
-    try:
-        record = await api.update(ctx, "floatingip", record["id"], body)
+    if record.get("port_id") and record["port_id"] != port_id and not reassociate:
+        raise Ec2Error("Resource.AlreadyAssociated", f"resource {record['floating_ip_address']} is already associated")
+    try:  # one update (a reassociation moves it), only if nobody changed it since it was read
+        record = await api.update(ctx, "floatingip", record["id"], body, if_match=int(record["revision_number"]))
     except errors.CellcloudError as exc:
         raise _translated(exc) from None
     [view] = await _views(request, ctx, [record])

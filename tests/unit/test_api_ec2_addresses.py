@@ -62,6 +62,19 @@ async def test_elastic_ips_through_boto3(tmp_path: Path) -> None:
         assert neutron[0]["port_id"] == port["id"]
         # an associated address is not released
         assert await ec2.error("release_address", AllocationId=made["AllocationId"]) == "InvalidIPAddress.InUse"
+        # another instance takes it only with AllowReassociation (one Neutron update: a move)
+        other = str(uuidlib.uuid4())
+        other_port = (await _post(client, "ports", admin, {"port": {
+            "network_id": inside_net["id"], "project_id": project, "device_id": other}}))["port"]
+        other_instance = await ids.ec2_id(client.app[ENGINE], "instance", other)
+        assert await ec2.error("associate_address", AllocationId=made["AllocationId"],
+                               InstanceId=other_instance) == "Resource.AlreadyAssociated"
+        await ec2("associate_address", AllocationId=made["AllocationId"], InstanceId=other_instance,
+                  AllowReassociation=True)
+        [shown] = (await ec2("describe_addresses", AllocationIds=[made["AllocationId"]]))["Addresses"]
+        assert shown["PrivateIpAddress"] == other_port["fixed_ips"][0]["ip_address"]
+        assoc = await ec2("associate_address", AllocationId=made["AllocationId"], InstanceId=instance,
+                          AllowReassociation=True)
 
         await ec2("disassociate_address", AssociationId=assoc["AssociationId"])
         [shown] = (await ec2("describe_addresses", PublicIps=[made["PublicIp"]]))["Addresses"]
