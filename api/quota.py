@@ -51,12 +51,15 @@ DEFAULTS: dict[str, int] = {
     "server_groups": 10, "server_group_members": 10,
     # nova-network leftovers that the 2.1 quota set still shows
     "fixed_ips": -1, "floating_ips": 10, "security_groups": 10, "security_group_rules": 20,
-    # Cinder
-    "volumes": 10, "gigabytes": 1000, "snapshots": 10,
+    # Cinder (no backups or groups are made here: their limits are kept and shown, and bind nothing yet;
+    # per_volume_gigabytes caps one volume's size, -1: only the service's own cap)
+    "volumes": 10, "gigabytes": 1000, "snapshots": 10, "backups": 10, "backup_gigabytes": 1000, "groups": 10,
+    "per_volume_gigabytes": -1,
     # Neutron (singular names, as its quota API; enforced by the cell's network controller)
     **netquota.DEFAULTS,
 }
 COMPUTE_COUNTED = ("instances", "cores", "ram")
+VOLUME_RESOURCES = ("volumes", "gigabytes", "snapshots", "backups", "backup_gigabytes", "groups", "per_volume_gigabytes")
 VOLUME_PER_TYPE = ("volumes", "gigabytes", "snapshots")  # Cinder's per-type limits: gigabytes_<type>, ...
 
 
@@ -89,6 +92,18 @@ class PersonalityPathLimitExceeded(errors.QuotaExceeded):
 
 class PersonalityContentLimitExceeded(errors.QuotaExceeded):
     code, msg = "personality_content_limit_exceeded", "Personality file content exceeds maximum {allowed}"
+
+
+class VolumeSizeExceedsLimit(errors.QuotaExceeded):
+    """Cinder's: a volume bigger than the per_volume_gigabytes quota (413)."""
+    code, http_status = "volume_size_exceeds_limit", 413
+    msg = "Requested volume size {size}G is larger than maximum allowed limit {limit}G."
+
+
+def check_volume_size(limit: Mapping[str, int], size: int) -> None:
+    cap = int(limit.get("per_volume_gigabytes", -1))
+    if cap >= 0 and size > cap:
+        raise VolumeSizeExceedsLimit(size=size, limit=cap)
 
 
 class VolumeOverLimit(errors.QuotaExceeded):
@@ -131,7 +146,7 @@ def class_limits_of(conn: Connection, class_name: str = DEFAULT_CLASS) -> dict[s
     "default" class, the limits of a project without overrides of its own."""
     out = dict(DEFAULTS)
     out.update({r.resource: int(r.hard_limit) for r in _CLASS_LIMITS.rows(conn, {"b_class": class_name})
-                if r.resource in DEFAULTS})
+                if r.resource in DEFAULTS or per_type(r.resource)})
     return out
 
 
@@ -166,9 +181,13 @@ async def _set_rows(engine: AsyncEngine, table: Any, key: str, owner: str, value
                                                      "updated_at": now}))
 
 
-async def reset_limits(engine: AsyncEngine, project_id: str) -> None:
+async def reset_limits(engine: AsyncEngine, project_id: str, volume_only: bool = False) -> None:
+    """The project's own limits go (back to the default class's); `volume_only`: Cinder's, per-type ones too."""
     async with engine.begin() as conn:
-        await conn.execute(delete(quotas).where(quotas.c.project_id == project_id))
+        rows = (await conn.execute(select(quotas.c.resource).where(quotas.c.project_id == project_id))).scalars()
+        gone = [r for r in rows if not volume_only or r in VOLUME_RESOURCES or per_type(r)]
+        if gone:
+            await conn.execute(delete(quotas).where(quotas.c.project_id == project_id, quotas.c.resource.in_(gone)))
 
 
 async def keypair_count(engine: AsyncEngine, user_id: str) -> int:
@@ -344,19 +363,25 @@ def reserve_volume(conn: Connection, project_id: str, volume_id: str, gigabytes:
     pending = _pending(conn, project_id, listed_ids)
     used = {k: listed.get(k, 0) + pending.get(k, 0) for k in {*listed, *pending}}
     count = "snapshots" if resource == "snapshot" else "volumes"
-    check_volumes(limits_of(conn, project_id), used, 1, gigabytes, count, volume_type)
+    limit = limits_of(conn, project_id)
+    if count == "volumes":
+        check_volume_size(limit, gigabytes)
+    check_volumes(limit, used, 1, gigabytes, count, volume_type)
     conn.execute(insert(volume_reservations).values(volume_id=volume_id, project_id=project_id,
                                                     gigabytes=gigabytes, created_at=utcnow(), resource=resource,
                                                     volume_type=volume_type))
 
 
 def check_volume_growth(conn: Connection, project_id: str, gigabytes: int, listed: Mapping[str, int],
-                        listed_ids: set[str], volume_type: str | None = None) -> None:
-    """An extend growing a volume by `gigabytes`, against the project's gigabytes quotas (overall and the
-    type's), counted as reserve_volume counts; 413 VolumeOverLimit when over."""
+                        listed_ids: set[str], volume_type: str | None = None, new_size: int | None = None) -> None:
+    """An extend growing a volume by `gigabytes` (to `new_size`), against the project's gigabytes quotas
+    (overall and the type's) and per_volume_gigabytes, counted as reserve_volume counts; 413 when over."""
     pending = _pending(conn, project_id, listed_ids)
     used = {k: listed.get(k, 0) + pending.get(k, 0) for k in {*listed, *pending}}
-    check_volumes(limits_of(conn, project_id), used, 0, gigabytes, "volumes", volume_type)
+    limit = limits_of(conn, project_id)
+    if new_size is not None:
+        check_volume_size(limit, new_size)
+    check_volumes(limit, used, 0, gigabytes, "volumes", volume_type)
 
 
 def check_type_move(conn: Connection, project_id: str, volume_type: str, gigabytes: int,

@@ -254,6 +254,8 @@ VOLUME: dict[tuple[str, str], str] = {
     ("PUT", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:update",
     ("DELETE", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:delete",
     ("GET", _V + "/os-quota-sets/{target}/defaults"): "volume_extension:quotas:show",
+    ("GET", _V + "/os-quota-class-sets/{class_name}"): "volume_extension:quota_classes",
+    ("PUT", _V + "/os-quota-class-sets/{class_name}"): "volume_extension:quota_classes:update",
 }
 
 VOLUME_ACTIONS: dict[str, str] = {

@@ -261,6 +261,8 @@ CINDER = {
     "volume_extension:quotas:show": "rule:project_reader_or_admin",
     "volume_extension:quotas:update": "rule:admin_api",
     "volume_extension:quotas:delete": "rule:admin_api",
+    "volume_extension:quota_classes": "rule:admin_api",
+    "volume_extension:quota_classes:update": "rule:admin_api",
     "limits_extension:used_limits": "rule:project_reader_or_admin",
     "volume_extension:types_manage": "rule:admin_api",
     "volume_extension:types_extra_specs:create": "rule:admin_api",

@@ -1,9 +1,11 @@
-"""/volume/v3/{project_id}/limits and os-quota-sets: Cinder's quota views (api/quota.py holds the logic).
+"""/volume/v3/{project_id}/limits, os-quota-sets and os-quota-class-sets: Cinder's quota views (api/quota.py
+holds the logic).
 
-volumes, gigabytes and snapshots come from the same quota table as the compute
-quotas; backups, groups and per_volume_gigabytes are shown with Cinder's
-defaults (this cloud has no backups or groups; a volume is capped by
-MAX_SIZE_GB). Non-admins see their own project only; admins change limits.
+Every limit comes from the same quota tables as the compute quotas: a project's own, else the "default"
+quota class's (os-quota-class-sets/default, admins), else Cinder's defaults. volumes, gigabytes,
+snapshots and the per-type ones bind creates; per_volume_gigabytes caps one volume's size (413, as
+Cinder); backups, backup_gigabytes and groups are kept and shown (nothing here makes backups or groups
+yet, so they bind nothing). Non-admins see their own project only; admins change limits.
 """
 from __future__ import annotations
 
@@ -20,8 +22,7 @@ from api.volume.volumes import usage
 from cells import errors
 from cells.context import RequestContext
 
-SETTABLE = ("volumes", "gigabytes", "snapshots")
-FIXED = {"backups": 10, "backup_gigabytes": 1000, "groups": 10, "per_volume_gigabytes": -1}
+SETTABLE = quota.VOLUME_RESOURCES
 _MAX = 0x7FFFFFFF
 
 
@@ -43,7 +44,7 @@ async def _per_type(request: web.Request, limits: dict[str, int]) -> dict[str, i
 
 async def _quota_set(request: web.Request, ctx: RequestContext, project: str, with_usage: bool) -> dict[str, Any]:
     limits = await quota.limits(request.config_dict[ENGINE], project)
-    values: dict[str, Any] = {**{r: limits[r] for r in SETTABLE}, **FIXED, **await _per_type(request, limits)}
+    values: dict[str, Any] = {**{r: limits[r] for r in SETTABLE}, **await _per_type(request, limits)}
     if with_usage:
         used = await usage(request, ctx, project)
         values = {r: {"limit": v, "in_use": used.get(r, 0), "reserved": 0, "allocated": 0}
@@ -59,22 +60,24 @@ async def show(request: web.Request) -> web.Response:
 
 
 async def defaults(request: web.Request) -> web.Response:
+    """What a project without limits of its own gets: the default quota class over Cinder's defaults."""
     ctx = context(request)
     project = _target(request, ctx)
-    return web.json_response({"quota_set": {"id": project, **{r: quota.DEFAULTS[r] for r in SETTABLE}, **FIXED}})
+    default = await quota.class_limits(request.config_dict[ENGINE])
+    return web.json_response({"quota_set": {"id": project, **{r: default[r] for r in SETTABLE},
+                                            **await _per_type(request, default)}})
 
 
-async def update(request: web.Request) -> web.Response:
-    authorize(request, "volume_extension:quotas:update", {"project_id": request.match_info["target"]})
-    body = await json_body(request)
-    if not isinstance(body, dict) or not isinstance(body.get("quota_set"), dict):
-        raise errors.Invalid("Missing required element 'quota_set' in request body.")
+async def _checked_values(request: web.Request, given: Any, key: str) -> dict[str, int]:
+    """A quota set's or quota class set's limits, each a known resource and an integer in [-1, 2**31-1]."""
+    if not isinstance(given, dict):
+        raise errors.Invalid(f"Missing required element '{key}' in request body.")
     values: dict[str, int] = {}
     per_type = set(await _per_type(request, {}))
-    for resource, raw in body["quota_set"].items():
-        if resource in ("tenant_id", "id"):
+    for resource, raw in given.items():
+        if resource in ("tenant_id", "id", "class_name"):
             continue
-        if resource not in SETTABLE and resource not in per_type and resource not in FIXED:
+        if resource not in SETTABLE and resource not in per_type:
             raise errors.Invalid(f"Bad key(s) in quota set: {resource} (settable: {', '.join(SETTABLE)}, and "
                                  "volumes_, gigabytes_, snapshots_ of a volume type)")
         try:
@@ -83,25 +86,54 @@ async def update(request: web.Request) -> web.Response:
             raise errors.Invalid(f"Quota limit {raw!r} for {resource} is not an integer.") from None
         if isinstance(raw, bool) or not -1 <= value <= _MAX:
             raise errors.Invalid(f"Quota limit {raw} for {resource} must be in the range of -1 and {_MAX}.")
-        if resource in FIXED:
-            # a client putting back the set it was shown (Tempest's quota tests restore it so) may echo
-            # these; changing one is refused, as nothing here would honour it
-            if value != FIXED[resource]:
-                raise errors.Invalid(f"Quota {resource} is fixed at {FIXED[resource]} here (this cloud has no "
-                                     "backups or groups; a volume's size is capped by the service)")
-            continue
         values[resource] = value
+    return values
+
+
+async def update(request: web.Request) -> web.Response:
+    authorize(request, "volume_extension:quotas:update", {"project_id": request.match_info["target"]})
+    body = await json_body(request)
+    values = await _checked_values(request, body.get("quota_set") if isinstance(body, dict) else None, "quota_set")
     engine = request.config_dict[ENGINE]
     await quota.set_limits(engine, request.match_info["target"], values)
     limits = await quota.limits(engine, request.match_info["target"])
-    return web.json_response({"quota_set": {**{r: limits[r] for r in SETTABLE}, **FIXED,
-                                            **await _per_type(request, limits)}})
+    return web.json_response({"quota_set": {**{r: limits[r] for r in SETTABLE}, **await _per_type(request, limits)}})
+
+
+def _class_name(request: web.Request) -> str:
+    name = request.match_info["class_name"]
+    if not 1 <= len(name) <= 255:
+        raise errors.Invalid("Quota class name must be 1 to 255 characters long.")
+    return name
+
+
+async def class_show(request: web.Request) -> web.Response:
+    """GET os-quota-class-sets/{name}: the class's limits (a class never set: Cinder's defaults). Only the
+    "default" class means anything: every project without a limit of its own has its limits."""
+    context(request)
+    name = _class_name(request)
+    limits = await quota.class_limits(request.config_dict[ENGINE], name)
+    return web.json_response({"quota_class_set": {"id": name, **{r: limits[r] for r in SETTABLE},
+                                                  **await _per_type(request, limits)}})
+
+
+async def class_update(request: web.Request) -> web.Response:
+    """PUT os-quota-class-sets/{name} {"quota_class_set": {...}}: the class after (no id), as Cinder."""
+    context(request)
+    name = _class_name(request)
+    body = await json_body(request)
+    values = await _checked_values(request, body.get("quota_class_set") if isinstance(body, dict) else None,
+                                   "quota_class_set")
+    engine = request.config_dict[ENGINE]
+    await quota.set_class_limits(engine, name, values)
+    limits = await quota.class_limits(engine, name)
+    return web.json_response({"quota_class_set": {**{r: limits[r] for r in SETTABLE},
+                                                  **await _per_type(request, limits)}})
 
 
 async def reset(request: web.Request) -> web.Response:
     authorize(request, "volume_extension:quotas:delete", {"project_id": request.match_info["target"]})
-    await quota.set_limits(request.config_dict[ENGINE], request.match_info["target"],
-                           {r: quota.DEFAULTS[r] for r in SETTABLE})
+    await quota.reset_limits(request.config_dict[ENGINE], request.match_info["target"], volume_only=True)
     return web.Response(status=200)
 
 
@@ -114,8 +146,8 @@ async def limits(request: web.Request) -> web.Response:
     lim = await quota.limits(request.config_dict[ENGINE], str(project))
     used = await usage(request, ctx, str(project))
     absolute = {"maxTotalVolumes": lim["volumes"], "maxTotalVolumeGigabytes": lim["gigabytes"],
-                "maxTotalSnapshots": lim["snapshots"], "maxTotalBackups": FIXED["backups"],
-                "maxTotalBackupGigabytes": FIXED["backup_gigabytes"], "totalVolumesUsed": used["volumes"],
+                "maxTotalSnapshots": lim["snapshots"], "maxTotalBackups": lim["backups"],
+                "maxTotalBackupGigabytes": lim["backup_gigabytes"], "totalVolumesUsed": used["volumes"],
                 "totalGigabytesUsed": used["gigabytes"], "totalSnapshotsUsed": used["snapshots"], "totalBackupsUsed": 0,
                 "totalBackupGigabytesUsed": 0}
     return web.json_response({"limits": {"rate": [], "absolute": absolute}})
@@ -127,3 +159,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put("/v3/{project_id}/os-quota-sets/{target}", update)
     app.router.add_delete("/v3/{project_id}/os-quota-sets/{target}", reset)
     app.router.add_get("/v3/{project_id}/os-quota-sets/{target}/defaults", defaults)
+    app.router.add_get("/v3/{project_id}/os-quota-class-sets/{class_name}", class_show)
+    app.router.add_put("/v3/{project_id}/os-quota-class-sets/{class_name}", class_update)

@@ -419,7 +419,7 @@ async def action(request: web.Request) -> web.Response:
     if growth > 0:  # the flow refuses a shrink itself; a growth must fit the gigabytes quotas (413)
         listed, listed_ids = await cells.project_usage(request.config_dict[ROUTER], ctx, project)
         await request.config_dict[DB].write(lambda conn: quota.check_volume_growth(
-            conn, project, growth, listed, listed_ids, record.get("volume_type")))
+            conn, project, growth, listed, listed_ids, record.get("volume_type"), new_size))
     await api.volume_extend(ctx, record["id"], new_size)
     return web.Response(status=202)
 

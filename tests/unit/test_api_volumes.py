@@ -279,10 +279,11 @@ async def test_volume_quotas_and_limits(cloud: Cloud) -> None:
     assert defaults["quota_set"]["volumes"] == 10
 
 
-async def test_quota_set_shown_can_be_put_back_and_fixed_keys_are_not_changed(cloud: Cloud) -> None:
+async def test_quota_set_shown_can_be_put_back_and_per_volume_gigabytes_caps_a_volume(cloud: Cloud) -> None:
     """A PUT of the whole set a GET showed (backups, backup_gigabytes, per_volume_gigabytes, groups included,
-    as Tempest's quota tests restore it) is 200 and restores the limits; changing a key this cloud does not
-    serve is a 400 that leaves every limit as it was."""
+    as Tempest's quota tests restore it) is 200 and restores the limits; every key is kept and shown;
+    per_volume_gigabytes refuses a bigger volume or extend with Cinder's 413; an unknown key is a 400 that
+    changes nothing; a DELETE gives the project the defaults back."""
     project = cloud.who["demo"][1]
     _, shown = await cloud.req("GET", "admin", f"/os-quota-sets/{project}")
     status, body = await cloud.req("PUT", "admin", f"/os-quota-sets/{project}", {"quota_set": {"volumes": 1}})
@@ -292,10 +293,54 @@ async def test_quota_set_shown_can_be_put_back_and_fixed_keys_are_not_changed(cl
     status, body = await cloud.req("PUT", "admin", f"/os-quota-sets/{project}", {"quota_set": restore})
     assert status == 200 and body["quota_set"]["volumes"] == shown["quota_set"]["volumes"], body
     status, body = await cloud.req("PUT", "admin", f"/os-quota-sets/{project}",
-                                   {"quota_set": {"volumes": 3, "backups": 5}})
-    assert status == 400 and "backups" in body["badRequest"]["message"], body
+                                   {"quota_set": {"volumes": 3, "bananas": 5}})
+    assert status == 400 and "bananas" in body["badRequest"]["message"], body
     _, after = await cloud.req("GET", "admin", f"/os-quota-sets/{project}")
     assert after["quota_set"] == shown["quota_set"]
+    status, body = await cloud.req("PUT", "admin", f"/os-quota-sets/{project}",
+                                   {"quota_set": {"backups": 11, "backup_gigabytes": 1009, "groups": 4,
+                                                  "per_volume_gigabytes": 1}})
+    assert status == 200 and {k: body["quota_set"][k] for k in ("backups", "backup_gigabytes", "groups",
+                                                                "per_volume_gigabytes")} == {
+        "backups": 11, "backup_gigabytes": 1009, "groups": 4, "per_volume_gigabytes": 1}, body
+    status, body = await cloud.req("POST", "demo", "/volumes", {"volume": {"size": 2}})
+    assert status == 413 and "larger than maximum allowed limit 1G" in body["overLimit"]["message"], body
+    vid = (await cloud.create(size=1))["id"]
+    await cloud.wait_status("demo", vid, "available")
+    status, body = await cloud.req("POST", "demo", f"/volumes/{vid}/action", {"os-extend": {"new_size": 2}})
+    assert status == 413 and "maximum allowed limit 1G" in body["overLimit"]["message"], body
+    assert (await cloud.req("GET", "demo", f"/volumes/{vid}"))[1]["volume"]["size"] == 1
+    assert (await cloud.req("DELETE", "admin", f"/os-quota-sets/{project}"))[0] == 200
+    _, after = await cloud.req("GET", "admin", f"/os-quota-sets/{project}")
+    assert after["quota_set"]["per_volume_gigabytes"] == -1 and after["quota_set"]["backups"] == 10
+
+
+async def test_volume_quota_classes_set_every_projects_defaults(cloud: Cloud) -> None:
+    """os-quota-class-sets (admins): the "default" class's limits are what a project without limits of its own
+    gets (defaults view, quota set, and a create refused past it); a bad value is a 400 that changes nothing."""
+    project = cloud.who["demo"][1]
+    assert (await cloud.req("GET", "demo", "/os-quota-class-sets/default"))[0] == 403
+    assert (await cloud.req("PUT", "demo", "/os-quota-class-sets/default", {"quota_class_set": {"volumes": 1}}))[0] \
+        == 403
+    status, body = await cloud.req("GET", "admin", "/os-quota-class-sets/default")
+    assert status == 200 and body["quota_class_set"]["id"] == "default" and body["quota_class_set"]["volumes"] == 10
+    bad_bodies: tuple[dict[str, Any], ...] = ({"quota_class_set": {"volumes": "many"}}, {"quota": {}},
+                                              {"quota_class_set": {"volumes": -2}}, {"quota_class_set": {"x": 1}})
+    for bad in bad_bodies:
+        assert (await cloud.req("PUT", "admin", "/os-quota-class-sets/default", bad))[0] == 400, bad
+    status, body = await cloud.req("PUT", "admin", "/os-quota-class-sets/default",
+                                   {"quota_class_set": {"volumes": 1, "backups": 11}})
+    assert status == 200 and "id" not in body["quota_class_set"] \
+        and (body["quota_class_set"]["volumes"], body["quota_class_set"]["backups"]) == (1, 11)
+    _, defaults = await cloud.req("GET", "admin", f"/os-quota-sets/{project}/defaults")
+    assert (defaults["quota_set"]["volumes"], defaults["quota_set"]["backups"]) == (1, 11)
+    _, shown = await cloud.req("GET", "demo", f"/os-quota-sets/{project}")
+    assert shown["quota_set"]["volumes"] == 1
+    await cloud.create()
+    status, body = await cloud.req("POST", "demo", "/volumes", {"volume": {"size": 1}})
+    assert status == 413 and "volumes" in body["overLimit"]["message"]
+    status, body = await cloud.req("GET", "admin", "/os-quota-class-sets/other")  # another class: the defaults
+    assert status == 200 and body["quota_class_set"]["volumes"] == 10
 
 
 async def test_attach_and_detach_through_the_compute_api(cloud: Cloud) -> None:
