@@ -388,6 +388,23 @@ images = Table(
     Index("ix_images_created_at", "created_at"),
 )
 
+# Glance's tasks of an image (a0020): each interoperable import, as GET /v2/images/{id}/tasks lists it
+image_tasks = Table(
+    "image_tasks", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(32), nullable=False),  # api_image_import
+    Column("status", String(16), nullable=False),  # pending | processing | success | failure
+    Column("input", JSON, nullable=False),  # {"image_id", "import_req", "backend"}
+    Column("result", JSON, nullable=True),
+    Column("message", Text, nullable=False),
+    Column("owner", String(64), nullable=True),  # the project that asked
+    Column("user_id", String(64), nullable=True),
+    Column("request_id", String(64), nullable=True),  # the import request's X-OpenStack-Request-Id
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_image_tasks_image", "image_id"),
+)
 image_members = Table(
     "image_members", metadata,
     Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
@@ -543,7 +560,8 @@ ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reserva
                      "a0010_aggregates", "a0011_flavor_access_quotas", "a0012_shelved_image",
                      "a0013_identity_domains_hierarchy", "a0014_volume_transfers",
                      "a0015_qos_encryption", "a0016_implied_roles",
-                     "a0017_volume_type_access", "a0018_identity_tags_domain_roles", "a0019_group_types")
+                     "a0017_volume_type_access", "a0018_identity_tags_domain_roles", "a0019_group_types",
+                     "a0020_image_tasks")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

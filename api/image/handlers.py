@@ -14,7 +14,7 @@ from api.db.schema import images
 from api.errors import error_middleware, image_body
 from api.http import allowed, authorize, context, query_int
 from api.image import images as db
-from api.image import members, patch, upload
+from api.image import imports, members, patch, upload
 from api.image.schemas import image_schema, images_schema, member_schema, members_schema
 from api.keys import ENGINE, STORE, public_url
 from api.middleware import token_auth
@@ -32,8 +32,10 @@ NOT_PROPERTIES = frozenset({"limit", "marker", "sort", "sort_key", "sort_dir", "
 
 
 # the Glance v2 minor versions whose features this API serves: 2.0 images, 2.1 members and PATCH,
-# 2.3 deactivate/reactivate. Not 2.2 (tasks), 2.4 (metadefs), 2.6+ (interoperable import, stores, cache).
-SERVED = ((3, "CURRENT"), (1, "SUPPORTED"), (0, "SUPPORTED"))
+# 2.3 deactivate/reactivate, 2.6 interoperable import (glance-direct) and /v2/info/import, 2.7 os_hidden,
+# 2.8 stores (/v2/info/stores, one store). Not 2.2 (the tasks API), 2.4 (metadefs), 2.9 (copy-image),
+# 2.10+ (cache, locations), though an image's own tasks (2.12's GET /v2/images/{id}/tasks) are served.
+SERVED = ((8, "CURRENT"), (7, "SUPPORTED"), (6, "SUPPORTED"), (3, "SUPPORTED"), (1, "SUPPORTED"), (0, "SUPPORTED"))
 
 
 async def versions(request: web.Request) -> web.Response:
@@ -100,14 +102,6 @@ async def show_image(request: web.Request) -> web.Response:
     return web.json_response(db.view(row))
 
 
-async def image_tasks(request: web.Request) -> web.Response:
-    """Glance 2.12's tasks of an image: its interoperable-import and location tasks. This image service
-    runs no tasks (uploads are direct, no import), so a visible image has none; an unseen one is a 404."""
-    async with request.config_dict[ENGINE].connect() as conn:
-        await db.get(conn, context(request), request.match_info["image_id"])
-    return web.json_response({"tasks": []})
-
-
 async def download(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     async with request.config_dict[ENGINE].connect() as conn:
@@ -155,7 +149,6 @@ def make_image_app() -> web.Application:
     app.router.add_get("/v2/images", list_images)
     app.router.add_get("/v2/images/{image_id}", show_image)
     app.router.add_get("/v2/images/{image_id}/file", download)
-    app.router.add_get("/v2/images/{image_id}/tasks", image_tasks)
     app.router.add_get("/v2/schemas/image", schema_image)
     app.router.add_get("/v2/schemas/images", schema_images)
     app.router.add_get("/v2/schemas/member", schema_member)
@@ -163,4 +156,5 @@ def make_image_app() -> web.Application:
     upload.add_routes(app)  # create, upload, delete: api/image/upload.py
     patch.add_routes(app)  # PATCH, deactivate, reactivate: api/image/patch.py
     members.add_routes(app)  # sharing: api/image/members.py
+    imports.add_routes(app)  # stage, import, their tasks, the import and store info: api/image/imports.py
     return app

@@ -14,6 +14,7 @@ from cells import errors
 from cells.context import RequestContext
 from cells.db.fast import AnyRow, Fast
 
+STORE_ID = "file"  # the one store (Glance's name for a filesystem store): /v2/info/stores, api/image/imports.py
 # the core keys of the Glance v2 image schema; anything else in `properties` is shown flat beside them
 CORE = ("id", "name", "status", "visibility", "protected", "os_hidden", "checksum", "os_hash_algo",
         "os_hash_value", "owner", "size", "virtual_size", "min_ram", "min_disk", "disk_format",
@@ -72,7 +73,7 @@ def get_of(conn: Connection, ctx: RequestContext, image_id: str) -> AnyRow:
 
 
 def view(row: AnyRow) -> dict[str, Any]:
-    """Glance v2's image document."""
+    """Glance v2's image document; `stores` (2.8) once the data is the image's (a staged image's is not yet)."""
     doc: dict[str, Any] = {k: v for k, v in dict(row.properties or {}).items() if k not in CORE}
     for key in CORE:
         doc[key] = getattr(row, key)
@@ -82,6 +83,8 @@ def view(row: AnyRow) -> dict[str, Any]:
     doc["self"] = f"/v2/images/{row.id}"
     doc["file"] = f"/v2/images/{row.id}/file"
     doc["schema"] = "/v2/schemas/image"
+    if row.content_address and row.status in ("active", "deactivated"):
+        doc["stores"] = STORE_ID
     return doc
 
 

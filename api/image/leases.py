@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.db.schema import images
@@ -100,16 +100,21 @@ def _abandoned(image_dir: str, image_id: str) -> bool:
     return True
 
 
+# an upload in flight: `saving`, or `uploading` with no data yet (a stage, api/image/imports.py; once staged
+# the data is there and the image waits for its import, whoever holds no lease)
+_IN_FLIGHT = or_(images.c.status == "saving", and_(images.c.status == "uploading", images.c.content_address.is_(None)))
+
+
 async def sweep(engine: AsyncEngine, image_dir: str) -> list[str]:
-    """Put images left `saving` by a dead upload back to `queued`; returns their ids."""
+    """Put images left `saving` (or staging) by a dead upload back to `queued`; returns their ids."""
     async with engine.connect() as conn:
-        saving = [r.id for r in await conn.execute(select(images.c.id).where(images.c.status == "saving"))]
+        saving = [r.id for r in await conn.execute(select(images.c.id).where(_IN_FLIGHT))]
     taken: list[str] = []
     for image_id in saving:
         if not is_uuid(image_id) or not await asyncio.to_thread(_abandoned, image_dir, image_id):
             continue
         async with engine.begin() as conn:
-            done = await conn.execute(update(images).where(and_(images.c.id == image_id, images.c.status == "saving"))
+            done = await conn.execute(update(images).where(and_(images.c.id == image_id, _IN_FLIGHT))
                                       .values(status="queued", updated_at=utcnow()))
         if done.rowcount:
             LOG.warning("image %s was left saving by an upload that died: back to queued, partial data removed",

@@ -23,7 +23,15 @@ from api.db.schema import images
 from api.http import allowed, authorize, context, json_body
 from api.image import images as db
 from api.image.schemas import _FORMATS_CONTAINER, _FORMATS_DISK
-from api.image.upload import MAX_PROPERTIES, READ_ONLY, VISIBILITIES, ImageForbidden, _non_negative, _string
+from api.image.upload import (
+    MAX_PROPERTIES,
+    READ_ONLY,
+    RESERVED_PREFIX,
+    VISIBILITIES,
+    ImageForbidden,
+    _non_negative,
+    _string,
+)
 from api.keys import ENGINE
 from api.timeutil import utcnow
 from cells import errors
@@ -87,6 +95,8 @@ def _apply(row: Any, ops: list[tuple[str, str, Any]], sets_owner: bool = False) 
             continue
         if key in _IMMUTABLE:
             raise ImageForbidden(reason=f"Attribute '{key}' is read-only.")
+        if key.startswith(RESERVED_PREFIX):
+            raise ImageForbidden(reason=f"Attribute '{key}' is reserved.")
         if key in _SETTABLE:
             if op == "remove":
                 raise ImageForbidden(reason=f"Attribute '{key}' cannot be removed.")

@@ -48,6 +48,7 @@ def image_schema() -> dict[str, Any]:
             "self": dict(_STR, readOnly=True),
             "file": dict(_STR, readOnly=True),
             "schema": dict(_STR, readOnly=True),
+            "stores": dict(_STR, readOnly=True, description="The stores holding the image's data, comma-separated"),
         },
     }
 

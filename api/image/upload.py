@@ -40,6 +40,9 @@ READ_ONLY = ("status", "checksum", "os_hash_algo", "os_hash_value", "size", "vir
              "updated_at", "self", "file", "schema", "direct_url", "locations")
 VISIBILITIES = ("public", "private", "shared", "community")
 MAX_PROPERTIES = 128
+# Glance's own namespace (os_glance_import_task, os_glance_failed_import, ...): what clients read of an
+# import's progress, so a tenant may neither set nor remove one
+RESERVED_PREFIX = "os_glance"
 
 
 class ImageForbidden(errors.Forbidden):
@@ -88,6 +91,8 @@ def validate_create(ctx: RequestContext, body: Any) -> dict[str, Any]:
     if len(extra) > MAX_PROPERTIES:
         raise errors.Invalid(f"Maximum number of image properties ({MAX_PROPERTIES}) exceeded.")
     for key, value in extra.items():
+        if key.startswith(RESERVED_PREFIX):
+            raise ImageForbidden(reason=f"Attribute '{key}' is reserved.")
         if not isinstance(value, str):
             raise errors.Invalid(f"Invalid value for property {key!r}: additional properties must be strings.")
     for flag in ("protected", "os_hidden"):
@@ -160,26 +165,29 @@ async def upload(request: web.Request) -> web.Response:
 
 
 async def save_data(engine: Any, store: ImageStore, bounds: Bounds, row: Any, data: AsyncIterator[bytes],
-                    length: int | None) -> None:
+                    length: int | None, staged: bool = False) -> None:
     """A queued image's data (`length` bytes when known), as an upload and a server's snapshot
-    (api/compute/server_snapshots.py) save it: under the image's lease, bounded, inspected, then active."""
+    (api/compute/server_snapshots.py) save it: under the image's lease, bounded, inspected, then active;
+    `staged` (Glance's stage call, api/image/imports.py): uploading while it streams and after, until an
+    import makes it active."""
+    during, after = ("uploading", "uploading") if staged else ("saving", "active")
     lease = UploadLease(store.root, row.id)
     if not await asyncio.to_thread(lease.acquire):
-        raise errors.Conflict(f"Image status transition from {row.status} to saving is not allowed")
+        raise errors.Conflict(f"Image status transition from {row.status} to {during} is not allowed")
     try:
-        await _owned_upload(engine, store, bounds, row, data, length)
+        await _owned_upload(engine, store, bounds, row, data, length, during, after)
     finally:
         await asyncio.shield(asyncio.to_thread(lease.release))
 
 
 async def _owned_upload(engine: Any, store: ImageStore, bounds: Bounds, row: Any, data: AsyncIterator[bytes],
-                        length: int | None) -> None:
+                        length: int | None, during: str, after: str) -> None:
     """The upload once it holds the image's lease: claim, stream + inspect, activate (or back to queued)."""
     async with engine.begin() as conn:  # check, then claim the upload in one conditional UPDATE
         claimed = await conn.execute(update(images).where(and_(images.c.id == row.id, images.c.status == "queued"))
-                                     .values(status="saving", updated_at=utcnow()))
+                                     .values(status=during, updated_at=utcnow()))
         if claimed.rowcount != 1:
-            raise errors.Conflict(f"Image status transition from {row.status} to saving is not allowed")
+            raise errors.Conflict(f"Image status transition from {row.status} to {during} is not allowed")
         used = await conn.run_sync(used_by, row.owner, row.id)
     inspector = StreamInspector()
     try:
@@ -196,8 +204,8 @@ async def _owned_upload(engine: Any, store: ImageStore, bounds: Bounds, row: Any
     try:
         async with engine.begin() as conn:
             check_total(bounds, await conn.run_sync(used_by, row.owner, row.id), blob.size)  # racing uploads
-            done = await conn.execute(update(images).where(and_(images.c.id == row.id, images.c.status == "saving"))
-                                      .values(status="active", checksum=blob.md5, os_hash_algo="sha512",
+            done = await conn.execute(update(images).where(and_(images.c.id == row.id, images.c.status == during))
+                                      .values(status=after, checksum=blob.md5, os_hash_algo="sha512",
                                               os_hash_value=blob.sha512, size=blob.size,
                                               virtual_size=found.virtual_size, content_address=blob.address,
                                               updated_at=utcnow()))

@@ -416,7 +416,12 @@ IMAGE: dict[tuple[str, str], str] = {
     ("GET", "/v2/images"): "get_images",
     ("POST", "/v2/images"): "add_image",
     ("GET", _I): "get_image",
-    ("GET", _I + "/tasks"): "get_image",  # Glance 2.12's image tasks: what may see the image (none run here)
+    ("GET", _I + "/tasks"): "get_image",  # Glance 2.12's image tasks: what may see the image
+    ("PUT", _I + "/stage"): "modify_image",  # Glance's stage and import have no rule of their own
+    ("POST", _I + "/import"): "modify_image",
+    ("GET", "/v2/info/import"): ANY_TOKEN,
+    ("GET", "/v2/info/stores"): ANY_TOKEN,
+    ("GET", "/v2/info/stores/detail"): "stores_info_detail",
     ("PATCH", _I): "modify_image",
     ("DELETE", _I): "delete_image",
     ("GET", _I + "/file"): "download_image",

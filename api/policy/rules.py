@@ -149,6 +149,7 @@ GLANCE = {
     "deactivate": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
     "reactivate": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
     "add_member": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
+    "stores_info_detail": "rule:context_is_admin",
     "delete_member": "rule:context_is_admin or (role:member and project_id:%(owner)s)",
     "get_member": "rule:context_is_admin or (role:reader and (project_id:%(owner)s or project_id:%(member_id)s))",
     "get_members": "rule:context_is_admin or (role:reader and (project_id:%(owner)s or project_id:%(member_id)s))",

@@ -258,3 +258,23 @@ async def test_a_live_upload_keeps_its_image_while_it_streams(
     release.set()
     assert await upload == (204, "")
     assert (await status(client, headers, image_id))["status"] == "active"
+
+
+async def test_a_dead_stage_goes_back_to_queued_and_a_staged_image_waits_for_its_import(
+        bounded: tuple[ClusterConfig, TestClient[Any, Any], dict[str, str]]) -> None:
+    """An image `uploading` with no data is a stage (api/image/imports.py) whose process died: the sweep
+    takes it back to queued. Once staged (its data stored) it waits for its import, lease or none."""
+    cluster, client, headers = bounded
+    dead = await create(client, headers, "raw")
+    staged = await create(client, headers, "raw")
+    resp = await client.put(f"/image/v2/images/{staged}/stage", data=bytes(MIB),
+                            headers={**headers, "Content-Type": "application/octet-stream"})
+    assert resp.status == 204, await resp.text()
+    engine = make_engine(cluster.api.db)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(update(images).where(images.c.id == dead).values(status="uploading"))
+        assert await leases.sweep(engine, cluster.api.image_dir) == [dead]
+    finally:
+        await engine.dispose()
+    assert (await _db_status(cluster, dead), await _db_status(cluster, staged)) == ("queued", "uploading")

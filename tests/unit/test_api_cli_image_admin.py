@@ -68,4 +68,4 @@ async def test_image_set_unset_deactivate_share_and_save(tmp_path: Path) -> None
 
         async with aiohttp.ClientSession() as http, http.get(f"{one}/image/versions") as resp:
             ids = [v["id"] for v in (await resp.json())["versions"]]
-        assert ids == ["v2.3", "v2.1", "v2.0"]
+        assert ids == ["v2.8", "v2.7", "v2.6", "v2.3", "v2.1", "v2.0"]

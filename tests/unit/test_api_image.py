@@ -86,8 +86,9 @@ async def test_name_or_unknown_id_is_404(client: TestClient[Any, Any], demo_head
 
 async def test_an_images_tasks_are_none_and_an_unseen_images_a_404(
         client: TestClient[Any, Any], cluster: ClusterConfig, demo_headers: dict[str, str]) -> None:
-    """GET /v2/images/{id}/tasks (Glance 2.12): this service runs no import tasks, so an image the caller
-    sees has an empty list; another project's private image and an unknown id are 404s."""
+    """GET /v2/images/{id}/tasks (Glance 2.12): an image never imported (api/image/imports.py) has no
+    task, so an image the caller sees has an empty list; another project's private image and an unknown id
+    are 404s."""
     (img,) = (await _images(client, demo_headers))["images"]
     resp = await client.get(f"/image/v2/images/{img['id']}/tasks", headers=demo_headers)
     assert resp.status == 200 and await resp.json() == {"tasks": []}
