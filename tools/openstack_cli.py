@@ -20,7 +20,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,43 @@ _WAITS = (("osc_lib.utils", "wait_for_status", "sleep_time"), ("osc_lib.utils", 
           ("openstack.resource", "wait_for_status", "interval"), ("openstack.resource", "wait_for_delete", "interval"))
 
 
+# the modules whose `time.sleep` is the waits' pause (osc-lib's two waits; openstacksdk's iterate_timeout)
+_WAIT_CLOCKS = ("osc_lib.utils", "openstack.utils")
+
+
+class _WaitClock:
+    """The `time` module as the waits' modules see it: sleep(s) pauses as devcluster.wait_for does (from
+    0.05 s, doubling, never longer than s), anew for each wait, so a server ACTIVE 0.1 s after a check is
+    seen then and not after a whole WAIT_POLL. Everything else is the real `time`."""
+
+    def __init__(self) -> None:
+        self.pauses: Iterator[float] | None = None
+
+    def restart(self) -> None:
+        self.pauses = None
+
+    def next_pause(self, seconds: float) -> float:
+        from tools.devcluster import poll_pauses  # not at import: devcluster imports this module
+
+        if self.pauses is None:
+            self.pauses = poll_pauses(WAIT_POLL)
+        return min(seconds, next(self.pauses))
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(self.next_pause(seconds))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 def _quick_waits() -> None:
-    """Cap the poll interval of the CLI's waits at WAIT_POLL (the commands look these functions up at call time)."""
+    """Cap the poll interval of the CLI's waits at WAIT_POLL (the commands look these functions up at call time),
+    their first pauses shorter still (_WaitClock)."""
     import functools
     import importlib
     import inspect
+
+    clock = _WaitClock()
 
     def capped(original: Any, param: str) -> Any:
         signature = inspect.signature(original)
@@ -54,6 +88,7 @@ def _quick_waits() -> None:
             bound.apply_defaults()
             given = bound.arguments.get(param)
             bound.arguments[param] = WAIT_POLL if given is None else min(given, WAIT_POLL)
+            clock.restart()
             return original(*bound.args, **bound.kwargs)
         return wait
 
@@ -64,6 +99,13 @@ def _quick_waits() -> None:
             continue
         if hasattr(module, name):
             setattr(module, name, capped(getattr(module, name), param))
+    for module_name in _WAIT_CLOCKS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if getattr(module, "time", None) is time:
+            module.time = clock  # type: ignore[attr-defined]
 
 
 def _send(conn: socket.socket, message: dict[str, Any]) -> None:
