@@ -486,6 +486,10 @@ class NetworkController:
 
     async def host_config(self, ctx: RequestContext, host: str) -> dict[str, Any]:
         require_host(ctx, host, "host_config")
+        plumbing = self.plumbing
+        if plumbing is not None and getattr(plumbing, "shared_with_compute", False) and plumbing.host == host:
+            # the compute's agent is this network host's one owner of its devices: routers included
+            return await self._read(lambda c: l3_host.network_host_config(c, str(host)))
         return await self._read(lambda c: instance_ports.host_config(c, str(host)))
 
     async def host_changed(self, ctx: RequestContext, host: str, network_ids: Any) -> None:

@@ -18,6 +18,7 @@ SNAPSHOT_VERSION = "1.5"  # make/read/drop_snapshot (release 5, issue 16)
 CONSOLE_VERSION = "1.5"
 INTERFACE_VERSION = "1.5"  # attach/detach_interface (issue 16)  # console_* (release 5, issue 16)
 DIAGNOSTICS_VERSION = "1.6"  # get_diagnostics (issue 16)
+SHARED_NETWORK_HOST_VERSION = "1.6"  # sync_network (issue 17: a network host that runs a compute)
 INSTANCE = {"instance": "Instance"}  # a versioned object (cells/objects/versions.py)
 SURFACE = surface(
     Method("build_and_run_instance", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
@@ -32,6 +33,9 @@ SURFACE = surface(
     Method("detach_interface", NORMAL, retry_safe=True, version=INTERFACE_VERSION, callers=callers(CONDUCTOR)),
     # the network controller: something this host's guests depend on changed (cells/network/fanout.py)
     Method("refresh_network", FAST, cast=True, version=AGENT_REFRESH_VERSION, callers=callers(NETWORK)),
+    # the network controller whose network host is this compute's host: the agent, the host's one owner of
+    # its devices, syncs the host's whole configuration (routers included) before answering
+    Method("sync_network", NORMAL, version=SHARED_NETWORK_HOST_VERSION, callers=callers(NETWORK)),
     # the guests this host's hypervisor holds (an operator's check that none outlived its server:
     # the kill matrix's leak report, tools/chaos.py)
     Method("guest_inventory", FAST, retry_safe=True, version=INVENTORY_VERSION, callers=callers(OPERATOR)),
@@ -87,6 +91,10 @@ class ComputeAPI:
 
     async def refresh_network(self, ctx: RequestContext, host: str) -> None:
         await self.caller.cast(topic(host), M["refresh_network"], {}, ctx)
+
+    async def sync_network(self, ctx: RequestContext, host: str) -> None:
+        """The host's agent syncs its whole network configuration now; returns once it is applied."""
+        await self.caller.call(topic(host), M["sync_network"], {}, ctx)
 
     async def get_console_output(self, ctx: RequestContext, host: str, uuid: str, length: int | None) -> str:
         """The guest's serial console log: the last `length` lines (None: all of it, up to a size cap)."""

@@ -274,6 +274,11 @@ class ComputeManager:
     async def refresh_network(self, ctx: RequestContext) -> None:
         await self.network.refresh()
 
+    async def sync_network(self, ctx: RequestContext) -> None:
+        if not self.network.enabled:
+            raise errors.Conflict(reason=f"network plumbing is off on {self.host}: {self.network.reason}")
+        await self.network.sync()
+
     async def terminate_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         uuid = str(instance["uuid"])
         async with self._locks(uuid):

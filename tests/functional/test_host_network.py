@@ -11,7 +11,8 @@ guest outside the default group cannot; a subnet's host_routes reach a guest as 
 option 121 (with the default route) once set, and its moved gateway as the router; a
 gateway-less subnet's guest leases its address from the DHCP port's address with no
 router; a re-sync changes nothing; a deleted port's tap and DHCP entry go; leftovers
-of a crashed agent are removed.
+of a crashed agent are removed. And a network host that also runs a compute: the compute's
+agent applies the routers too (cells/network/shared_host.py), so its own syncs keep them.
 """
 from __future__ import annotations
 
@@ -29,10 +30,14 @@ from sqlalchemy import Connection
 from cells.conductor.flows.boot import validate_build
 from cells.context import RequestContext
 from cells.db import instances as idb
+from cells.db.schema import create_schema
 from cells.network.controller import NetworkController
+from cells.network.shared_host import ComputeAgentNetworkHost
 from cells.objects.instance import utcnow_iso
+from node.network.agent import NetworkAgent
 from node.network.linux import LinuxNetworkDriver, detect_capabilities
 from tests.network_support import controller
+from tests.unit.test_network_agent import DirectNetworkAPI
 
 __all__ = ["controller"]  # fixture used by name
 
@@ -225,3 +230,78 @@ async def test_dhcp_vxlan_gateway_and_security_groups(hosts: list[str], controll
     for host in (H1, H2):
         driver = LinuxNetworkDriver(str(tmp_path / host), netns=host, tunnel_ip=WAN[host], capabilities=CAPS)
         await asyncio.get_running_loop().run_in_executor(None, driver.stop_all_dhcp)
+
+
+class _ComputeOf:
+    """ComputeAPI's network calls straight into the host's compute agent (the process boundary)."""
+
+    def __init__(self, agent: NetworkAgent) -> None:
+        self.agent = agent
+        self.synced = 0
+
+    async def sync_network(self, ctx: RequestContext, host: str) -> None:
+        assert host == self.agent.host
+        self.synced += 1
+        await self.agent.sync()
+
+    async def refresh_network(self, ctx: RequestContext, host: str) -> None:
+        if host == self.agent.host:
+            await self.agent.refresh()
+
+
+async def test_network_host_that_runs_a_compute_plumbs_routers_through_its_agent(
+        hosts: list[str], tmp_path: Path) -> None:
+    """One owner of the host's devices: the controller's network host on H1 asks H1's compute agent to
+    sync (sync_network) and that agent's configuration carries the routers, so a floating IP is in the
+    host's NAT table when the API call returns, and the agent's own syncs (a plug, a refresh) keep the
+    external bridge and the NAT table instead of removing them as another driver's leftovers."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/cell.db"
+    await create_schema(url)
+    shared = ComputeAgentNetworkHost(H1, WAN[H1])
+    c = NetworkController(db_url=url, plumbing=shared)
+    driver = LinuxNetworkDriver(str(tmp_path / H1), netns=H1, tunnel_ip=WAN[H1], capabilities=CAPS)
+    agent = NetworkAgent(H1, str(tmp_path / H1), enabled=True, reason="test", tunnel_ip=WAN[H1], driver=driver,
+                         metadata_address=None)
+    agent._api = DirectNetworkAPI(c)  # type: ignore[assignment]
+    compute = _ComputeOf(agent)
+    await c.start()
+    shared._compute = compute
+    c._compute = compute  # type: ignore[assignment]
+    admin = RequestContext(project="admin", roles=("admin",))
+    try:
+        public = await c.network_create(admin, {"name": "public", "router:external": True})
+        await c.subnet_create(admin, {"network_id": public["id"], "cidr": "203.0.113.0/24"})
+        net = await c.network_create(DEMO, {"name": "routed"})
+        sub = await c.subnet_create(DEMO, {"network_id": net["id"], "cidr": "10.77.5.0/24"})
+        router = await c.router_create(DEMO, {"name": "r", "external_gateway_info": {"network_id": public["id"]}})
+        await c.router_add_interface(DEMO, router["id"], {"subnet_id": sub["id"]})
+        guest = await guest_port(c, DEMO, net["id"], H1)
+        await plug_guest(guest)
+        await agent.sync()  # the compute's own sync (a plug): the router comes with it
+        fip = await c.floatingip_create(DEMO, {"floating_network_id": public["id"]})
+        fip = await c.floatingip_update(DEMO, fip["id"], {"port_id": guest["id"]})
+        assert compute.synced >= 1  # applied through the agent, before the call returned
+        table = (await ash("ip", "netns", "exec", H1, "nft", "list", "table", "ip", "cellcloud_l3")).stdout
+        fixed = guest["fixed_ips"][0]["ip_address"]
+        assert f"{fip['floating_ip_address']} : {fixed}" in table
+        ext_bridge = next(e["bridge"] for e in (await c.host_config(admin, H1))["l3"]["external_networks"])
+
+        await agent.refresh()  # a compute-side re-sync (refresh_network) keeps the routers' devices
+        links = (await ash("ip", "-n", H1, "-br", "link")).stdout
+        assert ext_bridge in links and guest["vif"]["tap"] in links
+        assert f"{fip['floating_ip_address']} : {fixed}" in (
+            await ash("ip", "netns", "exec", H1, "nft", "list", "table", "ip", "cellcloud_l3")).stdout
+        gateway = sub["gateway_ip"]
+        assert f"{gateway}/24" in (await ash("ip", "-n", H1, "-br", "addr")).stdout  # the router's subnet gateway
+
+        await c.floatingip_update(DEMO, fip["id"], {"port_id": None})  # gone when the call returns
+        assert fixed not in (await ash("ip", "netns", "exec", H1, "nft", "list", "table", "ip", "cellcloud_l3")).stdout
+        await c.port_delete(DEMO, guest["id"])
+        await c.floatingip_delete(DEMO, fip["id"])
+        await c.router_remove_interface(DEMO, router["id"], {"subnet_id": sub["id"]})
+        await c.router_delete(DEMO, router["id"])
+        await agent.sync()
+        assert ext_bridge not in (await ash("ip", "-n", H1, "-br", "link")).stdout  # nothing left with the router
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, driver.stop_all_dhcp)
+        await c.stop()

@@ -17,7 +17,7 @@ from cells.db.schema import create_schema
 from cells.network.controller import NetworkController
 from node.network import validate
 from node.network.l3 import nat_changes, render_l3_nftables
-from node.network.network_host import plumbing_decision
+from node.network.network_host import plumbing_decision, shared_decision
 
 DEMO = RequestContext(project="demo", roles=("member",))
 ADMIN = RequestContext(project="admin", roles=("admin",))
@@ -129,3 +129,14 @@ def test_the_agent_drops_a_router_with_a_bad_value_and_keeps_the_others() -> Non
 def test_a_controller_plumbs_only_on_a_netns_host_without_a_compute(mode: str, own_netns: bool, runs_compute: bool,
                                                                      enabled: bool) -> None:
     assert plumbing_decision(mode, own_netns, runs_compute)[0] is enabled
+
+
+@pytest.mark.parametrize(("mode", "compute_options", "shared"), [
+    ("auto", {"network_plumbing": "on", "virt_uri": "qemu:///embed"}, True),  # the compute's agent plumbs
+    ("on", {"network_plumbing": "on", "virt_uri": "qemu:///embed"}, True),
+    ("off", {"network_plumbing": "on", "virt_uri": "qemu:///embed"}, False),  # the controller's own "off"
+    ("auto", {"network_plumbing": "off", "virt_uri": "qemu:///embed"}, False),
+    ("auto", {"virt_uri": "test:///default"}, False)])  # the test hypervisor's agent plumbs nothing
+def test_a_network_host_that_runs_a_compute_plumbs_through_that_agent_when_it_plumbs(
+        mode: str, compute_options: dict[str, str], shared: bool) -> None:
+    assert shared_decision(mode, compute_options)[0] is shared
