@@ -216,6 +216,7 @@ VOLUME: dict[tuple[str, str], str] = {
     ("PUT", _V + "/types/{type_id}/extra_specs/{key}"): "volume_extension:types_extra_specs:update",
     ("DELETE", _V + "/types/{type_id}/extra_specs/{key}"): "volume_extension:types_extra_specs:delete",
     ("GET", _V + "/os-services"): "volume_extension:services:index",
+    ("PUT", _V + "/os-services/{action}"): "volume_extension:services:update",
     ("GET", _V + "/scheduler-stats/get_pools"): "scheduler_extension:scheduler_stats:get_pools",
     ("GET", _V + "/capabilities/{host}"): "volume_extension:capabilities",
     ("GET", _V + "/os-hosts"): "volume_extension:hosts",

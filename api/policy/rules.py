@@ -273,7 +273,8 @@ CINDER = {
     "volume_extension:volume_host_attribute": "rule:admin_api",  # os-vol-host-attr:host and the like in views
     "volume:get_all_tenants": "rule:admin_api",  # all_tenants on volume and snapshot lists
     **{name: "rule:admin_api" for name in (
-        "volume_extension:services:index", "scheduler_extension:scheduler_stats:get_pools",
+        "volume_extension:services:index", "volume_extension:services:update",
+        "scheduler_extension:scheduler_stats:get_pools",
         "volume_extension:capabilities", "volume_extension:hosts",
         "volume_extension:volume_type_access:addProjectAccess",
         "volume_extension:volume_type_access:removeProjectAccess",

@@ -73,14 +73,19 @@ async def _cells_and_hosts(request: web.Request) -> tuple[list[tuple[str, bool, 
             for path in sorted(request.config_dict[ROUTER].cells)], hosts
 
 
-def _service(binary: str, host: str, up: bool, updated: str | None, version: tuple[int, int]) -> dict[str, Any]:
-    out: dict[str, Any] = {"binary": binary, "host": host, "zone": DEFAULT_ZONE, "status": "enabled",
+def _service(binary: str, host: str, up: bool, updated: str | None, version: tuple[int, int],
+             marks: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Cinder's service view; `marks`: a volume host's os-services state (api/volume/services.py)."""
+    marks = marks or {}
+    out: dict[str, Any] = {"binary": binary, "host": host, "zone": DEFAULT_ZONE,
+                           "status": "disabled" if marks.get("disabled") else "enabled",
                            "state": "up" if up else "down", "updated_at": iso_naive_micro(updated),
-                           "disabled_reason": None}
+                           "disabled_reason": marks.get("disabled_reason")}
     if version >= (3, 7):
         out["cluster"] = None
     if binary == "cinder-volume":
-        out.update({"frozen": False, "replication_status": "disabled", "active_backend_id": None})
+        out.update({"frozen": bool(marks.get("frozen")), "replication_status": "disabled",
+                    "active_backend_id": None})
         if version >= (3, 49):
             out["backend_state"] = "up" if up else "down"
     return out
@@ -90,7 +95,7 @@ async def services(request: web.Request) -> web.Response:
     version, query = version_of(request), request.query
     schedulers, hosts = await _cells_and_hosts(request)
     out = [_service("cinder-scheduler", path, up, when, version) for path, up, when in schedulers]
-    out += [_service("cinder-volume", backend_name(h), bool(h["up"]), h.get("updated_at"), version) for h in hosts]
+    out += [_service("cinder-volume", backend_name(h), bool(h["up"]), h.get("updated_at"), version, h) for h in hosts]
     if query.get("binary"):
         out = [s for s in out if s["binary"] == query["binary"]]
     if query.get("host"):  # Cinder matches the host with or without its @backend

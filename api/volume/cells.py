@@ -56,6 +56,14 @@ async def _find(router: CellRouter, ctx: RequestContext,
     raise missing
 
 
+async def set_volume_host(router: CellRouter, ctx: RequestContext, host: str,
+                          values: dict[str, Any]) -> dict[str, Any]:
+    """A volume host's os-services state, set by the cell that has it (admin); 404 when none has it."""
+    _, changed = await _find(router, ctx, lambda api, c: api.volume_host_set(c, host, values),
+                             errors.NotFound(f"Host {host} could not be found."))
+    return changed
+
+
 async def _newest_first(router: CellRouter, ctx: RequestContext,
                         fetch: Callable[[VolumeConductorAPI, RequestContext], Awaitable[list[dict[str, Any]]]],
                         strict: bool) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from api.volume import (
     microversions,
     qos,
     quotas,
+    services,
     snapshots,
     transfers,
     type_access,
@@ -99,4 +100,5 @@ def make_volume_app() -> web.Application:
     types.add_routes(app)
     group_types.add_routes(app)
     quotas.add_routes(app)
+    services.add_routes(app)
     return app

@@ -484,6 +484,9 @@ class ConductorManager:
     async def volume_host_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
         return await self.volumes.volume_host_list(ctx)
 
+    async def volume_host_set(self, ctx: RequestContext, host: str, values: dict[str, Any]) -> dict[str, Any]:
+        return await self.volumes.volume_host_set(ctx, host, values)
+
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> AttachmentRecord:
         return await self.volumes.volume_attach(ctx, volume_id, instance_uuid, device)

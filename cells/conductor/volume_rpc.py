@@ -70,6 +70,9 @@ class VolumeConductor:
     async def volume_host_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
         return await volume_states.volume_host_list(self.env, ctx)
 
+    async def volume_host_set(self, ctx: RequestContext, host: str, values: dict[str, Any]) -> dict[str, Any]:
+        return await volume_states.volume_host_set(self.env, ctx, host, values)
+
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> AttachmentRecord:
         return await volumes.volume_attach(self.env, ctx, volume_id, instance_uuid, device)

@@ -152,6 +152,11 @@ volume_nodes = Table(
     # c0004 (issue 18): the name a volume type's volume_backend_name matches (cluster.yaml backend_name)
     Column("backend_name", String(255), nullable=True),
     Column("updated_at", TIME, nullable=False),
+    # c0012: Cinder's os-services state of the host's cinder-volume, set by admins: a disabled or frozen
+    # host takes no new volume (placement skips it); what it holds stays served
+    Column("disabled", Boolean, nullable=False, default=False, server_default=false()),
+    Column("disabled_reason", String(255), nullable=True),
+    Column("frozen", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 WIRE_FIELDS = tuple(c.name for c in volumes.columns if c.name not in ("deleted_at", "conductor_id"))

@@ -289,3 +289,54 @@ async def test_image_metadata_actions_set_show_unset_and_refuse_others(cloud: Cl
     assert await _act(cloud, "demo", vid, {"os-show_image_metadata": {}}) == (200, {"metadata": {"b": "3", "c": "4"}})
     listed = (await cloud.req("GET", "demo", "/volumes/detail"))[1]["volumes"]
     assert [v["volume_image_metadata"] for v in listed if v["id"] == vid] == [{"b": "3", "c": "4"}]
+
+
+async def test_volume_service_disable_enable_freeze_thaw(cloud: Cloud) -> None:
+    """os-services actions on the cinder-volume of node1 (admins): disabled with a reason or frozen, os-services
+    shows it and the cell's placement gives the host no new volume (the create ends in error); enabled or
+    thawed, volumes are made there again. Members are refused (403); a missing reason, a cinder-scheduler or
+    a malformed host is a 400, an unknown binary or host a 404 for enable/disable and a 400 for freeze/thaw,
+    each changing nothing."""
+    async def act(user: str, name: str, body: object) -> tuple[int, Any]:
+        return await cloud.req("PUT", user, f"/os-services/{name}", body)
+
+    async def service() -> dict[str, Any]:
+        _, body = await cloud.req("GET", "admin", "/os-services?binary=cinder-volume")
+        return dict(body["services"][0])
+
+    volume = {"host": "node1@file", "binary": "cinder-volume"}
+    assert (await act("demo", "disable", volume))[0] == 403
+    refused = [("disable-log-reason", {**volume, "disabled_reason": None}, 400),
+               ("disable-log-reason", {**volume, "disabled_reason": "x" * 256}, 400),
+               ("disable", {"host": "node1", "binary": "cinder-scheduler"}, 400),
+               ("disable", {"host": "node1", "binary": "invalid_binary"}, 404),
+               ("enable", {"host": "invalid_host", "binary": "cinder-volume"}, 404),
+               ("disable", {"host": 7, "binary": "cinder-volume"}, 400),
+               ("freeze", {"host": "invalid_host"}, 400), ("thaw", {"host": "invalid_host"}, 400),
+               ("failover_host", {"host": "node1"}, 404)]
+    for name, body, code in refused:
+        assert (await act("admin", name, body))[0] == code, (name, body)
+    assert (await service())["status"] == "enabled"
+
+    status, body = await act("admin", "disable-log-reason", {**volume, "disabled_reason": "disk swap"})
+    assert (status, body) == (200, {"disabled": True, "status": "disabled", "host": "node1@file",
+                                    "service": "cinder-volume", "binary": "cinder-volume",
+                                    "disabled_reason": "disk swap"})
+    shown = await service()
+    assert (shown["status"], shown["disabled_reason"], shown["frozen"]) == ("disabled", "disk swap", False)
+    vid = (await cloud.create())["id"]
+    await cloud.wait_status("demo", vid, "error")
+    status, body = await act("admin", "enable", {"host": "node1", "binary": "cinder-volume"})
+    assert status == 200 and (body["status"], body["disabled_reason"]) == ("enabled", None)
+    await cloud.wait_status("demo", (await cloud.create())["id"], "available")
+    status, body = await act("admin", "disable", volume)
+    assert (status, body) == (200, {"disabled": True, "status": "disabled", "host": "node1@file",
+                                    "service": "cinder-volume", "binary": "cinder-volume"})
+    assert (await act("admin", "enable", volume))[0] == 200
+
+    assert (await act("admin", "freeze", {"host": "node1@file"}))[0] == 200
+    assert (await service())["frozen"] is True
+    await cloud.wait_status("demo", (await cloud.create())["id"], "error")
+    assert (await act("admin", "thaw", {"host": "node1@file"}))[0] == 200
+    assert (await service())["frozen"] is False
+    await cloud.wait_status("demo", (await cloud.create())["id"], "available")

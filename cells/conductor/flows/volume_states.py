@@ -16,7 +16,7 @@ import uuid as uuidlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, update
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx
@@ -317,6 +317,30 @@ def _hosts(conn: Connection) -> list[tuple[Any, int, int, int, int]]:
     return out
 
 
+SERVICE_FIELDS: dict[str, Any] = {"disabled": bool, "frozen": bool, "disabled_reason": (str, type(None))}
+
+
+async def volume_host_set(env: FlowEnv, ctx: RequestContext, host: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Admin: a volume host's os-services state (disabled, disabled_reason, frozen); a 404 for a host this
+    cell has no volume worker on."""
+    _admin(ctx, "changing a volume service")
+    if not isinstance(host, str) or not isinstance(values, Mapping) or not values \
+            or any(k not in SERVICE_FIELDS or not isinstance(v, SERVICE_FIELDS[k]) for k, v in values.items()) \
+            or len(values.get("disabled_reason") or "") > 255:
+        raise errors.Invalid(reason="a volume service change is disabled, frozen (booleans) and disabled_reason "
+                                    "(at most 255 characters)")
+
+    def act(conn: Connection) -> dict[str, Any]:
+        if vdb.node(conn, host) is None:
+            raise errors.NotFound(f"Host {host} could not be found.")
+        conn.execute(update(vdb.volume_nodes).where(vdb.volume_nodes.c.host == host).values(**values))
+        node = vdb.node(conn, host)
+        assert node is not None
+        return {"host": host, "disabled": bool(node.disabled), "frozen": bool(node.frozen),
+                "disabled_reason": node.disabled_reason}
+    return await env.db.write(act)
+
+
 async def volume_host_list(env: FlowEnv, ctx: RequestContext) -> list[dict[str, Any]]:
     """Admin: each volume host of the cell with its capacity, what it holds and whether it is up now
     (its worker in the directory)."""
@@ -325,6 +349,7 @@ async def volume_host_list(env: FlowEnv, ctx: RequestContext) -> list[dict[str, 
     return [{"host": n.host, "backend": n.backend, "backend_name": n.backend_name or n.backend,
              "capacity_gb": int(n.capacity_gb), "allocated_gb": int(n.allocated_gb), "targets": list(n.targets),
              "updated_at": n.updated_at, "up": n.host in live, "cell": env.cell, "volume_count": nv,
+             "disabled": bool(n.disabled), "disabled_reason": n.disabled_reason, "frozen": bool(n.frozen),
              "volume_gb": gv, "snapshot_count": ns, "snapshot_gb": gs}
             for n, nv, gv, ns, gs in sorted(await env.db.read(_hosts), key=lambda t: str(t[0].host))]
 

@@ -242,6 +242,7 @@ def place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[s
     only = source_host(conn, vol) if (vol.snapshot_id or vol.source_volid) else None
     wanted = vol.volume_backend_name  # its type's volume_backend_name: only hosts of that backend
     candidates = sorted((n for n in vdb.nodes(conn) if n.host in live and (only is None or n.host == only)
+                         and not (n.disabled or n.frozen)  # an admin took it out of service (os-services)
                          and (wanted is None or (n.backend_name or n.backend) == wanted)),
                         key=lambda n: n.capacity_gb - n.allocated_gb, reverse=True)
     for node in candidates:  # most free space first; each try is an atomic conditional UPDATE
