@@ -252,18 +252,25 @@ def create_rule(conn: Connection, ctx: RequestContext, body: Mapping[str, Any]) 
             raise errors.Invalid(reason=f"remote_ip_prefix {prefix!r} is not a CIDR") from None
         if f"IPv{net.version}" != ethertype:
             raise errors.Invalid(reason=f"remote_ip_prefix {prefix} does not match ethertype {ethertype}")
-        prefix = str(net)
+        # kept as given, with its mask added (Neutron: 10.2.3.124/24 stays so, 10.0.0.5 is 10.0.0.5/32);
+        # the rule matches the network it names (node/network/linux.py renders that)
+        prefix = str(ipaddress.ip_interface(str(prefix)))
     if remote_group is not None:
         group_row(conn, ctx, str(remote_group))
     for r in conn.execute(select(security_group_rules).where(security_group_rules.c.security_group_id == group.id)):
-        if (r.direction, r.ethertype, r.protocol, r.port_range_min, r.port_range_max, r.remote_ip_prefix,
-                r.remote_group_id) == (direction, ethertype, protocol, pmin, pmax, prefix, remote_group):
+        if (r.direction, r.ethertype, r.protocol, r.port_range_min, r.port_range_max, _network(r.remote_ip_prefix),
+                r.remote_group_id) == (direction, ethertype, protocol, pmin, pmax, _network(prefix), remote_group):
             raise errors.Conflict(reason=f"Security group rule already exists. Rule id is {r.id}.")
     description = body.get("description") or ""
     rid = _insert_rule(conn, group.id, group.project_id, direction, ethertype, protocol, pmin, pmax, prefix,
                        remote_group, str(description)[:255])
     row = conn.execute(select(security_group_rules).where(security_group_rules.c.id == rid)).one()
     return rule_record(row)
+
+
+def _network(prefix: str | None) -> str | None:
+    """The network a stored prefix matches (two spellings of one network are the same rule)."""
+    return None if prefix is None else str(ipaddress.ip_network(prefix, strict=False))
 
 
 def rule_row(conn: Connection, ctx: RequestContext, rid: str) -> Row[Any]:

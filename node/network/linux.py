@@ -300,8 +300,8 @@ def _rule_match(rule: dict[str, Any], members: dict[str, list[str]], ingress: bo
         return "ether type ip6" if not rule["remote_ip_prefix"] and not rule["remote_group_id"] else None
     parts = ["ether type ip"]
     side = "saddr" if ingress else "daddr"
-    if rule["remote_ip_prefix"]:
-        parts.append(f"ip {side} {rule['remote_ip_prefix']}")
+    if rule["remote_ip_prefix"]:  # kept with host bits as given (Neutron's way): the network it names
+        parts.append(f"ip {side} {ipaddress.ip_network(rule['remote_ip_prefix'], strict=False)}")
     elif rule["remote_group_id"]:
         addrs = members.get(rule["remote_group_id"]) or []
         if not addrs:

@@ -23,6 +23,7 @@ from cells.rpc.directory import SURFACE as DIRECTORY_SURFACE
 from cells.rpc.directory import Directory, DirectoryView, Member
 from cells.rpc.server import RpcServer
 from cells.rpcapi.network import SURFACE as NETWORK_SURFACE
+from node.network.linux import render_nftables
 from tests.conftest import free_port
 from tests.unit.api_support import PUBLIC_URL, SECRETS, auth_body, make_cluster, token
 from tools import openstack_cli
@@ -151,6 +152,30 @@ async def test_security_groups_and_rules(tmp_path: Path) -> None:
         assert resp.status == 400
         groups = (await (await client.get("/network/v2.0/security-groups", headers=demo)).json())["security_groups"]
         assert sorted(g["name"] for g in groups) == ["default", "web"]
+
+
+async def test_a_rules_prefix_keeps_its_host_bits_and_one_network_is_one_rule(tmp_path: Path) -> None:
+    """A remote_ip_prefix with host bits is kept as given, a bare address gets /32 (Neutron's way, which
+    Nova's proxy and Tempest show back); the same network spelled another way is the same rule (409)."""
+    async with api_client(tmp_path) as (client, demo, _):
+        group = (await (await client.post("/network/v2.0/security-groups", headers=demo, json={
+            "security_group": {"name": "cidrs"}})).json())["security_group"]
+        base = {"security_group_id": group["id"], "direction": "ingress", "protocol": "tcp", "ethertype": "IPv4",
+                "port_range_min": 22, "port_range_max": 22}
+        for given, stored in (("10.2.3.124/24", "10.2.3.124/24"), ("192.0.2.7", "192.0.2.7/32")):
+            resp = await client.post("/network/v2.0/security-group-rules", headers=demo,
+                                     json={"security_group_rule": {**base, "remote_ip_prefix": given}})
+            assert resp.status == 201, await resp.text()
+            assert (await resp.json())["security_group_rule"]["remote_ip_prefix"] == stored
+        resp = await client.post("/network/v2.0/security-group-rules", headers=demo,
+                                 json={"security_group_rule": {**base, "remote_ip_prefix": "10.2.3.0/24"}})
+        assert resp.status == 409, await resp.text()
+    rule = {**base, "remote_ip_prefix": "10.2.3.124/24", "remote_group_id": None}
+    port = {"id": "p1", "tap": "tapabc", "mac": "fa:16:3e:00:00:01", "network_id": "n1", "bridge": "brqn1",
+            "device_id": "d", "ips": ["10.0.0.5"], "security_groups": ["g1"]}
+    text = render_nftables({"ports": [port], "security_groups": {"rules": {"g1": [rule]}, "members": {}}},
+                           {"n1": {"id": "n1"}}, conntrack=False)
+    assert "ip saddr 10.2.3.0/24 ip protocol tcp" in text and "10.2.3.124" not in text  # the network it names
 
 
 async def test_network_and_subnet_updates_bulk_create_and_ports_without_a_subnet(tmp_path: Path) -> None:
