@@ -190,11 +190,13 @@ def _rule_body(spec: dict[str, Any], parent: str) -> dict[str, Any]:
     if spec.get("group_id"):
         body["remote_group_id"] = _group_id(str(spec["group_id"]))
     else:
+        cidr = str(spec.get("cidr") or "0.0.0.0/0")
         try:
-            network = ipaddress.ip_network(str(spec.get("cidr") or "0.0.0.0/0"), strict=False)
+            network = ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise errors.Invalid(f"Invalid CIDR {spec.get('cidr')}") from None
-        body.update(remote_ip_prefix=str(network), ethertype="IPv6" if network.version == 6 else "IPv4")
+        # as given (Nova's parse_cidr checks it, Neutron keeps its host bits): Nova shows back what was asked
+        body.update(remote_ip_prefix=cidr, ethertype="IPv6" if network.version == 6 else "IPv4")
     return body
 
 

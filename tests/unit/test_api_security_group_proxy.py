@@ -24,11 +24,11 @@ async def test_security_group_proxy(tmp_path: Path) -> None:
         default = next(g for g in listed if g["name"] == "default")
 
         resp = await client.post(RULES, headers=demo, json={"security_group_rule": {
-            "parent_group_id": web["id"], "ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr": "10.0.0.0/8"}})
+            "parent_group_id": web["id"], "ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr": "10.2.3.124/8"}})
         assert resp.status == 200, await resp.text()
         ssh = (await resp.json())["security_group_rule"]
         assert ssh == {"id": ssh["id"], "parent_group_id": web["id"], "ip_protocol": "tcp", "from_port": 22,
-                       "to_port": 22, "ip_range": {"cidr": "10.0.0.0/8"}, "group": {}}
+                       "to_port": 22, "ip_range": {"cidr": "10.2.3.124/8"}, "group": {}}  # host bits as given
         resp = await client.post(RULES, headers=demo, json={"security_group_rule": {
             "parent_group_id": web["id"], "ip_protocol": "icmp", "from_port": -1, "to_port": -1,
             "group_id": default["id"]}})
@@ -41,7 +41,7 @@ async def test_security_group_proxy(tmp_path: Path) -> None:
 
         bad_rules: list[dict[str, Any]] = [
             {"parent_group_id": web["id"], "ip_protocol": "tcp", "from_port": 22, "to_port": 22,
-             "cidr": "10.0.0.0/8"},  # exists already (Neutron's 409, Nova's 400)
+             "cidr": "10.0.0.0/8"},  # the same network exists already (Neutron's 409, Nova's 400)
             {"parent_group_id": web["id"], "ip_protocol": "gre", "from_port": 1, "to_port": 2},
             {"parent_group_id": web["id"], "ip_protocol": "tcp", "from_port": "x", "to_port": 2},
             {"parent_group_id": web["id"], "ip_protocol": "tcp", "from_port": 1, "to_port": 65536},
