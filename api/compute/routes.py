@@ -27,6 +27,7 @@ from api.compute import (
     server_tags,
     servers,
     tenant_usage,
+    usage_audit_log,
     volume_proxy,
 )
 from api.errors import compute_body, error_middleware
@@ -71,6 +72,7 @@ def make_compute_app() -> web.Application:
     image_proxy.add_routes(app)  # images and their metadata, up to 2.35 (issue 16)
     volume_proxy.add_routes(app)  # os-volumes, os-snapshots, up to 2.35 (issue 16)
     security_group_proxy.add_routes(app)  # os-security-groups, -rules, a server's (issue 16)
-    floating_ips.add_routes(app)  # os-floating-ips, Nova's read-only proxy of Neutron's (issue 17)
+    floating_ips.add_routes(app)  # os-floating-ips and -pools, Nova's proxy of Neutron's (issue 17, writes 16)
+    usage_audit_log.add_routes(app)  # os-instance_usage_audit_log, admins (issue 16)
     remote_consoles.add_routes(app)  # remote-consoles and the serial console's websocket (issue 16)
     return app

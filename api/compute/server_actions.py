@@ -14,6 +14,7 @@
     {"restore": null}  {"forceDelete": null}     api/compute/deferred_delete.py (soft delete: reclaim_instance_interval)
     {"shelve": null}  {"shelveOffload": null}  {"unshelve": ...}   api/compute/shelve.py
     {"injectNetworkInfo": null}  {"resetNetwork": null}   api/compute/admin_actions.py (admin)
+    {"addFloatingIp": {"address"}}  {"removeFloatingIp": {"address"}}   api/compute/floating_ips.py (to 2.43)
 
 The power actions answer 202 at once: the server shows its task state
 (REBOOT, HARD_REBOOT, REBUILD, or ACTIVE/SHUTOFF with a task) until the compute
@@ -32,6 +33,7 @@ from api import quota
 from api.compute import (
     admin_actions,
     deferred_delete,
+    floating_ips,
     keypairs,
     mappings,
     move_actions,
@@ -226,6 +228,8 @@ async def server_action(request: web.Request) -> web.Response:
         return await remote_consoles.action(request, server_id, name, spec)
     if name in admin_actions.ACTIONS:  # injectNetworkInfo, resetNetwork (issue 16)
         return await admin_actions.admin_action(request, ctx, server_id, name, spec)
+    if name in floating_ips.ACTIONS:  # addFloatingIp, removeFloatingIp (Nova's proxy of Neutron's, to 2.43)
+        return await floating_ips.action(request, ctx, server_id, name, spec)
     if name in security_groups.ACTIONS:  # addSecurityGroup, removeSecurityGroup (issue 5)
         await service.change_security_group(cc, ctx, server_id, security_groups.group_name(spec),
                                             add=name == "addSecurityGroup")

@@ -123,7 +123,7 @@ async def create(request: web.Request) -> web.Response:
         return await _bulk_create(request, resource, key, body[key + "s"])
     if not isinstance(body, dict) or not isinstance(body.get(key), dict):
         raise errors.Invalid(reason=f"Resource body required: {{\"{key}\": {{...}}}}")
-    return web.json_response({key: await _create_one(request, ctx, resource, body[key])}, status=201)
+    return web.json_response({key: await create_resource(request, ctx, resource, body[key])}, status=201)
 
 
 async def _bulk_create(request: web.Request, resource: str, key: str, items: list[Any]) -> web.Response:
@@ -137,7 +137,7 @@ async def _bulk_create(request: web.Request, resource: str, key: str, items: lis
     made: list[dict[str, Any]] = []
     try:
         for item in items:
-            made.append(await _create_one(request, ctx, resource, item))
+            made.append(await create_resource(request, ctx, resource, item))
     except Exception:
         for record in reversed(made):
             try:
@@ -149,7 +149,10 @@ async def _bulk_create(request: web.Request, resource: str, key: str, items: lis
     return web.json_response({f"{key}s": made}, status=201)
 
 
-async def _create_one(request: web.Request, ctx: RequestContext, resource: str, item: dict[str, Any]) -> dict[str, Any]:
+async def create_resource(request: web.Request, ctx: RequestContext, resource: str,
+                          item: dict[str, Any]) -> dict[str, Any]:
+    """One create as POST /v2.0/<collection> makes it (its cell, its owner, its quota); Nova's proxies
+    (api/compute/floating_ips.py) make theirs through here too."""
     api = NetworkAPI(network_cells(request.config_dict[ROUTER])[0])
     parent = item.get("network_id") if resource in ("subnet", "port") else \
         item.get("floating_network_id") if resource == "floatingip" else \
@@ -179,9 +182,8 @@ async def update(request: web.Request) -> web.Response:
         raise errors.Invalid(reason=f"Resource body required: {{\"{key}\": {{...}}}}")
     # Neutron's If-Match: revision_number=N, honoured on floating IPs (where two moves may race)
     if_match = _if_match(request.headers.get("If-Match")) if resource == "floatingip" else None
-    api, _ = await find_cell(request.config_dict[ROUTER], ctx, resource, request.match_info["id"])
-    return web.json_response({key: await api.update(ctx, resource, request.match_info["id"], body[key],
-                                                    if_match=if_match)})
+    return web.json_response({key: await update_resource(request, ctx, resource, request.match_info["id"], body[key],
+                                                         if_match)})
 
 
 def _if_match(header: str | None) -> int | None:
@@ -193,11 +195,23 @@ def _if_match(header: str | None) -> int | None:
     return int(value)
 
 
+async def update_resource(request: web.Request, ctx: RequestContext, resource: str, id: str,
+                          changes: dict[str, Any], if_match: int | None = None) -> dict[str, Any]:
+    """One update as PUT /v2.0/<collection>/{id} makes it, in the cell holding `id`."""
+    api, _ = await find_cell(request.config_dict[ROUTER], ctx, resource, id)
+    result: dict[str, Any] = await api.update(ctx, resource, id, changes, if_match=if_match)
+    return result
+
+
+async def delete_resource(request: web.Request, ctx: RequestContext, resource: str, id: str) -> None:
+    """One delete as DELETE /v2.0/<collection>/{id} makes it, in the cell holding `id`."""
+    api, _ = await find_cell(request.config_dict[ROUTER], ctx, resource, id)
+    await api.delete(ctx, resource, id)
+
+
 async def delete(request: web.Request) -> web.Response:
     resource, _ = _resource(request.match_info["collection"])
-    ctx = context(request)
-    api, _ = await find_cell(request.config_dict[ROUTER], ctx, resource, request.match_info["id"])
-    await api.delete(ctx, resource, request.match_info["id"])
+    await delete_resource(request, context(request), resource, request.match_info["id"])
     return web.Response(status=204)
 
 

@@ -150,6 +150,11 @@ COMPUTE: dict[tuple[str, str], str] = {
     ("GET", _S + "/os-security-groups"): _N + "os-security-groups:list",
     ("GET", "/v2.1/os-floating-ips"): _N + "os-floating-ips:list",
     ("GET", "/v2.1/os-floating-ips/{id}"): _N + "os-floating-ips:show",
+    ("POST", "/v2.1/os-floating-ips"): _N + "os-floating-ips:create",
+    ("DELETE", "/v2.1/os-floating-ips/{id}"): _N + "os-floating-ips:delete",
+    ("GET", "/v2.1/os-floating-ip-pools"): _N + "os-floating-ip-pools:list",
+    ("GET", "/v2.1/os-instance_usage_audit_log"): _N + "os-instance-usage-audit-log:list",
+    ("GET", "/v2.1/os-instance_usage_audit_log/{before}"): _N + "os-instance-usage-audit-log:show",
 }
 
 # POST /servers/{id}/action: the body's one key -> Nova's rule for that action
@@ -167,6 +172,7 @@ COMPUTE_ACTIONS: dict[str, str] = {
     "injectNetworkInfo": _N + "os-admin-actions:inject_network_info",
     "resetNetwork": _N + "os-admin-actions:reset_network",
     "addSecurityGroup": _N + "os-security-groups:add", "removeSecurityGroup": _N + "os-security-groups:remove",
+    "addFloatingIp": _N + "os-floating-ips:add", "removeFloatingIp": _N + "os-floating-ips:remove",
     "forceDelete": _N + "os-deferred-delete:force", "restore": _N + "os-deferred-delete:restore",
     "rescue": _N + "os-rescue", "unrescue": _N + "os-unrescue",
     **{name: _N + "os-remote-consoles" for name in ("os-getSerialConsole", "os-getVNCConsole", "os-getSPICEConsole",

@@ -242,7 +242,8 @@ NOVA = {
         "os-server-tags:update", "os-server-tags:delete", "os-security-groups:add", "os-security-groups:remove",
         "os-deferred-delete:force", "os-deferred-delete:restore", "os-rescue", "os-unrescue",
         "os-security-groups:create", "os-security-groups:update", "os-security-groups:delete",
-        "os-security-groups:rule_create", "os-security-groups:rule_delete",
+        "os-security-groups:rule_create", "os-security-groups:rule_delete", "os-floating-ips:create",
+        "os-floating-ips:delete", "os-floating-ips:add", "os-floating-ips:remove",
         *(f"os-volumes:{p}{verb}" for p in ("", "snapshots:") for verb in ("create", "delete")))},
     # os-shelve (Nova's defaults): a member shelves and unshelves; offloading and naming a host are an admin's
     "os_compute_api:os-server-password:show": "rule:project_reader_or_admin",  # Nova's defaults
@@ -255,6 +256,9 @@ NOVA = {
     "os_compute_api:limits": "@",
     "os_compute_api:extensions": "@",  # Nova's default: anyone with a token
     "os_compute_api:os-availability-zone:list": "@",
+    "os_compute_api:os-floating-ip-pools:list": "@",  # Nova's default: anyone with a token
+    "os_compute_api:os-instance-usage-audit-log:list": "rule:admin_api",  # Nova's defaults
+    "os_compute_api:os-instance-usage-audit-log:show": "rule:admin_api",
 }
 
 CINDER = {

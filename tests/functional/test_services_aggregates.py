@@ -232,3 +232,77 @@ def test_a_servers_interfaces_are_its_ports(cluster: RunningCluster) -> None:
     cluster.ok("port", "delete", "given")
     cluster.ok("server", "delete", "--wait", sid)
     cluster.ok("network", "delete", "ifnet")
+
+
+def test_nova_floating_ip_proxy_moves_addresses_between_real_servers(cluster: RunningCluster) -> None:
+    """Nova's os-floating-ips writes (2.35) and addFloatingIp / removeFloatingIp (2.43) on booted servers,
+    through the Neutron API: a second address on one fixed IP is a 400, an address already on another server
+    moves, removing it from a server it is not on is a 409, an unknown address 404, another project's server
+    404, and from 2.44 the actions are gone (404)."""
+    admin = {"X-Auth-Token": cluster.token("admin")}
+    demo = {"X-Auth-Token": cluster.token("demo")}
+    net = f"{cluster.endpoint}/network/v2.0"
+    pool = requests.post(f"{net}/networks", headers=admin, timeout=30,
+                         json={"network": {"name": "fippool", "router:external": True}}).json()["network"]
+    made = requests.post(f"{net}/subnets", headers=admin, timeout=30, json={
+        "subnet": {"network_id": pool["id"], "cidr": "198.51.100.0/24", "ip_version": 4}})
+    assert made.status_code == 201, made.text
+    sids = [boot(cluster, f"fip{i}") for i in range(2)]
+    [private] = requests.get(f"{net}/networks?name=private", headers=demo, timeout=30).json()["networks"]
+    router = requests.post(f"{net}/routers", headers=demo, timeout=30, json={"router": {
+        "name": "fip-router", "external_gateway_info": {"network_id": pool["id"]}}}).json()["router"]
+    joined = requests.put(f"{net}/routers/{router['id']}/add_router_interface", headers=demo, timeout=30,
+                          json={"subnet_id": private["subnets"][0]})
+    assert joined.status_code == 200, joined.text
+
+    compute = f"{cluster.endpoint}/compute/v2.1"
+    v235, v243 = {**demo, "OpenStack-API-Version": "compute 2.35"}, {**demo, "OpenStack-API-Version": "compute 2.43"}
+
+    def act(sid: str, body: dict[str, Any], headers: dict[str, str] = v243) -> requests.Response:
+        return requests.post(f"{compute}/servers/{sid}/action", json=body, headers=headers, timeout=30)
+
+    def fip_of(fid: str) -> Any:
+        return requests.get(f"{compute}/os-floating-ips/{fid}", headers=v235, timeout=30).json()["floating_ip"]
+    first, second = (requests.post(f"{compute}/os-floating-ips", json={"pool": "fippool"}, headers=v235,
+                                   timeout=30).json()["floating_ip"] for _ in range(2))
+    fixed = {sid: shown(cluster, sid)["addresses"]["private"][0] for sid in sids}
+    assert act(sids[0], {"addFloatingIp": {"address": first["ip"]}}).status_code == 202
+    assert (fip_of(first["id"])["instance_id"], fip_of(first["id"])["fixed_ip"]) == (sids[0], fixed[sids[0]])
+    on_port = requests.get(f"{net}/floatingips/{first['id']}", headers=demo, timeout=30).json()["floatingip"]
+    assert on_port["fixed_ip_address"] == fixed[sids[0]] and on_port["router_id"] == router["id"], on_port
+    again = act(sids[0], {"addFloatingIp": {"address": second["ip"]}})
+    assert again.status_code == 400, again.text
+    alt = {"X-Auth-Token": cluster.token("alt_demo"), "OpenStack-API-Version": "compute 2.43"}
+    assert act(sids[0], {"removeFloatingIp": {"address": first["ip"]}}, alt).status_code == 404
+    assert act(sids[1], {"addFloatingIp": {"address": first["ip"]}}).status_code == 202  # moves
+    assert fip_of(first["id"])["instance_id"] == sids[1]
+    assert act(sids[0], {"removeFloatingIp": {"address": first["ip"]}}).status_code == 409
+    assert act(sids[0], {"addFloatingIp": {"address": "0.0.0.0"}}).status_code == 404
+    assert act(sids[0], {"addFloatingIp": {"address": ""}}).status_code == 400
+    gone = {**demo, "OpenStack-API-Version": "compute 2.44"}
+    assert act(sids[1], {"removeFloatingIp": {"address": first["ip"]}}, gone).status_code == 404
+    assert act(sids[1], {"removeFloatingIp": {"address": first["ip"]}}).status_code == 202
+    assert fip_of(first["id"])["instance_id"] is None
+    for fip in (first, second):
+        assert requests.delete(f"{compute}/os-floating-ips/{fip['id']}", headers=v235, timeout=30).status_code == 202
+    for sid in sids:
+        cluster.ok("server", "delete", "--wait", sid)
+    requests.put(f"{net}/routers/{router['id']}/remove_router_interface", headers=demo, timeout=30,
+                 json={"subnet_id": private["subnets"][0]}).raise_for_status()
+    requests.delete(f"{net}/routers/{router['id']}", headers=demo, timeout=30).raise_for_status()
+
+
+def test_usage_audit_log_lists_every_compute_host_as_not_run(cluster: RunningCluster) -> None:
+    """os-instance_usage_audit_log (admins): Nova's monthly period before now or a given time, and both compute
+    hosts not run (no compute here runs the usage audit); a member's 403, a bad timestamp's 400."""
+    url = f"{cluster.endpoint}/compute/v2.1/os-instance_usage_audit_log"
+    admin = {"X-Auth-Token": cluster.token("admin")}
+    logs = requests.get(url, headers=admin, timeout=30).json()["instance_usage_audit_logs"]
+    assert (sorted(logs["hosts_not_run"]), logs["num_hosts"], logs["num_hosts_done"], logs["log"]) == \
+        (["node1", "node2"], 2, 0, {}), logs
+    assert logs["overall_status"] == "0 of 2 hosts done. 0 errors."
+    one = requests.get(f"{url}/2012-07-05 10:00:00.5", headers=admin, timeout=30).json()["instance_usage_audit_log"]
+    assert (one["period_beginning"], one["period_ending"]) == ("2012-06-01 00:00:00", "2012-07-01 00:00:00")
+    assert requests.get(f"{url}/yesterday", headers=admin, timeout=30).status_code == 400
+    demo = {"X-Auth-Token": cluster.token("demo")}
+    assert requests.get(url, headers=demo, timeout=30).status_code == 403

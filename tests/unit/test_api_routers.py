@@ -326,25 +326,56 @@ async def test_cluster_yaml_external_network_is_made_once_at_start(tmp_path: Pat
     assert seen[0][0][:2] == ("public", True)
 
 
-async def test_compute_os_floating_ips_proxy_is_read_only_and_gone_at_2_36(tmp_path: Path) -> None:
+async def test_compute_os_floating_ips_proxy_allocates_releases_in_the_project_and_is_gone_at_2_36(
+        tmp_path: Path) -> None:
+    """Nova's os-floating-ips up to 2.35 through the Neutron API: allocate from a pool by name or id (an
+    unknown pool 404, over the project's Neutron quota 403), show and list in Nova's view, the pools, release
+    (202, then 404); another project sees none of it and cannot release it (404); from 2.36 all of it 404."""
     async with api_client(tmp_path) as (client, demo, admin):
         public, _ = await _public(client, admin)
-        fip = (await _post(client, "floatingips", demo, {"floatingip": {"floating_network_id": public["id"]}}))[
-            "floatingip"]
         old = {**demo, "X-OpenStack-Nova-API-Version": "2.35"}
-        resp = await client.get("/compute/v2.1/os-floating-ips", headers=old)
+        resp = await client.post("/compute/v2.1/os-floating-ips", headers=old, json={"pool": "public"})
         assert resp.status == 200, await resp.text()
-        assert (await resp.json())["floating_ips"] == [{"id": fip["id"], "ip": fip["floating_ip_address"],
-                                                         "fixed_ip": None, "instance_id": None, "pool": "public"}]
-        shown = await (await client.get(f"/compute/v2.1/os-floating-ips/{fip['id']}", headers=old)).json()
-        assert shown["floating_ip"]["ip"] == fip["floating_ip_address"]
+        made = (await resp.json())["floating_ip"]
+        assert made["ip"].startswith("203.0.113.") and \
+            {k: made[k] for k in ("fixed_ip", "instance_id", "pool")} == {"fixed_ip": None, "instance_id": None,
+                                                                         "pool": "public"}
+        by_id = (await (await client.post("/compute/v2.1/os-floating-ips", headers=old,
+                                          json={"pool": public["id"]})).json())["floating_ip"]
+        neutron = (await (await client.get(f"{N}/floatingips", headers=demo)).json())["floatingips"]
+        assert sorted(f["id"] for f in neutron) == sorted([made["id"], by_id["id"]])  # Neutron's own records
+        listed = (await (await client.get("/compute/v2.1/os-floating-ips", headers=old)).json())["floating_ips"]
+        assert made in listed and by_id in listed
+        shown = await (await client.get(f"/compute/v2.1/os-floating-ips/{made['id']}", headers=old)).json()
+        assert shown["floating_ip"] == made
+        pools = await (await client.get("/compute/v2.1/os-floating-ip-pools", headers=old)).json()
+        assert pools == {"floating_ip_pools": [{"name": "public"}]}
+        resp = await client.post("/compute/v2.1/os-floating-ips", headers=old, json={"pool": "no-such-pool"})
+        assert resp.status == 404 and "itemNotFound" in await resp.json()
+
         alt = {"X-Auth-Token": await token(client, "alt_demo", SECRETS["alt_demo_password"], "alt_demo"),
                "X-OpenStack-Nova-API-Version": "2.35"}
-        assert (await client.get(f"/compute/v2.1/os-floating-ips/{fip['id']}", headers=alt)).status == 404
+        assert (await client.get(f"/compute/v2.1/os-floating-ips/{made['id']}", headers=alt)).status == 404
+        assert (await client.delete(f"/compute/v2.1/os-floating-ips/{made['id']}", headers=alt)).status == 404
         assert (await (await client.get("/compute/v2.1/os-floating-ips", headers=alt)).json())["floating_ips"] == []
+
+        demo_project = neutron[0]["project_id"]
+        await _put(client, f"quotas/{demo_project}", admin, {"quota": {"floatingip": 2}})
+        resp = await client.post("/compute/v2.1/os-floating-ips", headers=old, json={"pool": "public"})
+        assert resp.status == 403, await resp.text()
+        assert "over quota" in (await resp.json())["forbidden"]["message"]
+
+        assert (await client.delete(f"/compute/v2.1/os-floating-ips/{made['id']}", headers=old)).status == 202
+        assert (await client.get(f"/compute/v2.1/os-floating-ips/{made['id']}", headers=old)).status == 404
+        assert (await client.get(f"{N}/floatingips/{made['id']}", headers=demo)).status == 404
+        assert (await client.delete(f"/compute/v2.1/os-floating-ips/{made['id']}", headers=old)).status == 404
+
         new = {**demo, "X-OpenStack-Nova-API-Version": "2.36"}
-        assert (await client.get("/compute/v2.1/os-floating-ips", headers=new)).status == 404
-        assert (await client.post("/compute/v2.1/os-floating-ips", headers=old, json={})).status in (404, 405)
+        for method, path in (("GET", "os-floating-ips"), ("POST", "os-floating-ips"),
+                             ("DELETE", f"os-floating-ips/{by_id['id']}"), ("GET", "os-floating-ip-pools")):
+            resp = await client.request(method, f"/compute/v2.1/{path}", headers=new, json={"pool": "public"})
+            assert resp.status == 404, (method, path, resp.status)
+        assert (await client.get(f"{N}/floatingips/{by_id['id']}", headers=demo)).status == 200  # 2.36 deleted none
 
 
 async def test_subnet_without_gateway_gets_a_dhcp_port_and_no_router(tmp_path: Path) -> None:
