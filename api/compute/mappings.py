@@ -147,6 +147,15 @@ async def remove(db: Database, uuids: Sequence[str]) -> None:
     await db.write(lambda conn: _remove(conn, list(uuids)))
 
 
+async def of_reservation(db: Database, reservation_id: str, project_id: str | None) -> list[str]:
+    """The servers one boot request made (Nova's reservation_id list filter), within a project when given
+    (the project's index narrows it; an all-projects admin listing reads every mapping)."""
+    query = select(instance_mappings.c.instance_uuid).where(instance_mappings.c.reservation_id == reservation_id)
+    if project_id is not None:
+        query = query.where(instance_mappings.c.project_id == project_id)
+    return [str(uuid) for uuid in await db.read(lambda conn: conn.execute(query).scalars().all())]
+
+
 _GET = Fast(select(instance_mappings).where(instance_mappings.c.instance_uuid == bindparam("b_uuid")))  # every show
 
 

@@ -197,9 +197,11 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     ctx, query = context(request), request.query
     _check_query_keys(query, version_of(request))
     filters, statuses = _filters(request, ctx, query)
+    cc = service.ComputeContext.of(request)
+    if query.get("reservation_id"):  # kept in the API's mappings, not the cells: the cells get its servers' ids
+        filters["uuid"] = await mappings.of_reservation(cc.db, query["reservation_id"], filters.get("project_id"))
     sort_keys, sort_dirs = _sort(query)
     limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
-    cc = service.ComputeContext.of(request)
     records = await service.list_servers(cc, ctx, service.ServerQuery(
         filters, sort_keys, sort_dirs, limit, statuses, query.get("marker")))
     if detail:

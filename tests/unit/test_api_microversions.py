@@ -237,6 +237,12 @@ async def test_return_reservation_id_answers_the_reservation(cloud: Cloud) -> No
     listed = (await (await cloud.client.get("/compute/v2.1/servers/detail?all_tenants=1",
                                             headers=at(cloud.admin, "2.3"))).json())["servers"]
     assert [s["OS-EXT-SRV-ATTR:reservation_id"] for s in listed] == [reservation] * 2
+    lone = {"server": {"name": "lone", "flavorRef": "1", "imageRef": cloud.image_id}}
+    assert (await cloud.client.post("/compute/v2.1/servers", json=lone, headers=cloud.demo)).status == 202
+    # Nova's reservation_id filter: that boot's servers only, not the lone one (nor any, for another reservation)
+    for query, count in ((f"reservation_id={reservation}", 2), ("reservation_id=r-none", 0)):
+        found = (await (await cloud.client.get(f"/compute/v2.1/servers/detail?{query}", headers=cloud.demo)).json())
+        assert len(found["servers"]) == count and all(s["name"] != "lone" for s in found["servers"]), found
 
 
 def test_rebuild_bodies_by_version() -> None:
