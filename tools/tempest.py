@@ -137,6 +137,13 @@ def projects(workers: int) -> list[str]:
     return ["demo", "alt_demo", *(f"tempest{i}" for i in range(2 * max(0, workers - 1)))]
 
 
+def managers(workers: int) -> list[str]:
+    """The projects with a project manager (Keystone's `manager` role, on a member): every member project, since
+    Tempest takes a class's project_manager from its primary's project (the migrations class asks for one even
+    where it does not use it), and weighs projects by how many of manager, member and reader they have."""
+    return projects(workers)
+
+
 def admins(workers: int) -> list[str]:
     """The admin users of a run: the bootstrap's, and one more per extra worker (each admin test class holds one)."""
     return ["admin", *(f"tempest_admin{i}" for i in range(max(0, workers - 1)))]
@@ -151,6 +158,9 @@ def extra_users(workers: int) -> tuple[list[UserSpec], dict[str, str]]:
         for role, user in roles:
             specs.append(UserSpec(user, f"{user}_password", ((project, role),)))
             passwords[f"{user}_password"] = secrets.token_urlsafe(18)
+    for project in managers(workers):  # a member here; project_managers() adds Keystone's manager role
+        specs.append(UserSpec(f"{project}_manager", f"{project}_manager_password", ((project, "member"),)))
+        passwords[f"{project}_manager_password"] = secrets.token_urlsafe(18)
     for user in admins(workers)[1:]:
         specs.append(UserSpec(user, f"{user}_password", (("admin", "admin"),)))
         passwords[f"{user}_password"] = secrets.token_urlsafe(18)
@@ -179,6 +189,12 @@ def accounts(cluster_secrets: Mapping[str, str], passwords: Mapping[str, str], w
                         "domain_name": "Default", "roles": [role],
                         # the project's own network (made by project_routers), Tempest's tenant network
                         "resources": {"network": DEFAULT_NETWORK_NAME}})
+    for project in managers(workers):
+        user = f"{project}_manager"
+        out.append({"username": user, "project_name": project, "password": every[f"{user}_password"],
+                    # only "manager" here: Tempest never takes it as a project's member (primary)
+                    "domain_name": "Default", "roles": ["manager"],
+                    "resources": {"network": DEFAULT_NETWORK_NAME}})
     for user in admins(workers):
         out.append({"username": user, "project_name": "admin", "password": every[f"{user}_password"],
                     "domain_name": "Default", "roles": ["admin"], "types": ["admin"]})
@@ -229,6 +245,28 @@ def public_network(cluster: RunningCluster) -> str:
         "subnet": {"network_id": network_id, "cidr": PUBLIC_NETWORK["cidr"], "ip_version": 4}})
     subnet.raise_for_status()
     return network_id
+
+
+def project_managers(cluster: RunningCluster, workers: int) -> None:
+    """Keystone's `manager` role (made here when the cloud has none) granted to each project manager of the
+    run (extra_users made them members), through the identity API as the admin."""
+    import requests  # the tempest extra brings it (see _image_ids)
+    identity, headers = f"{cluster.endpoint}/identity/v3", {"X-Auth-Token": cluster.token("admin")}
+
+    def one(kind: str, name: str) -> str | None:
+        got = requests.get(f"{identity}/{kind}", params={"name": name}, headers=headers, timeout=30)
+        got.raise_for_status()
+        found = got.json()[kind]
+        return str(found[0]["id"]) if found else None
+    role = one("roles", "manager")
+    if role is None:
+        made = requests.post(f"{identity}/roles", json={"role": {"name": "manager"}}, headers=headers, timeout=30)
+        made.raise_for_status()
+        role = str(made.json()["role"]["id"])
+    for project in managers(workers):
+        granted = requests.put(f"{identity}/projects/{one('projects', project)}/users/"
+                               f"{one('users', f'{project}_manager')}/roles/{role}", headers=headers, timeout=30)
+        granted.raise_for_status()
 
 
 def project_routers(cluster: RunningCluster, passwords: Mapping[str, str], workers: int, public_id: str) -> None:
@@ -362,6 +400,7 @@ def run(regex: str, workspace: Path, concurrency: int = 2, name: str | None = No
         specs, passwords = extra_users(concurrency)
         asyncio.run(bootstrap.ensure_users(ClusterConfig.load(cluster.state / "cluster.json"), specs, passwords))
         give_projects_room(cluster, projects(concurrency))
+        project_managers(cluster, concurrency)
         (workspace / "accounts.yaml").write_text(yaml.safe_dump(accounts(cluster.config["secrets"], passwords,
                                                                          concurrency)))
         public_id = public_network(cluster)
