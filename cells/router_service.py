@@ -78,6 +78,7 @@ class CellRouterService(Directory):
         self.service: Service | None = None
         self.parent_view: DirectoryView | None = None
         self._rr = itertools.count()
+        self._topics: tuple[int, dict[str, list[Member]]] = (-1, {})  # (table version, topic -> members)
 
     async def start(self, service: Service) -> None:
         self.service = service
@@ -105,7 +106,15 @@ class CellRouterService(Directory):
         return subtree_summaries(self.liveness.members.values(), self.cell)
 
     def _live(self, topic: str) -> list[Member]:
-        return sorted((m for m in self.liveness.members.values() if topic in m.topics), key=lambda m: m.id)
+        """The topic's live members: indexed once per table version, not scanned per relay (a cell of
+        thousands of hosts relays to one of them at a time)."""
+        if self._topics[0] != self.liveness.version:
+            index: dict[str, list[Member]] = {}
+            for m in sorted(self.liveness.members.values(), key=lambda m: m.id):
+                for t in m.topics:
+                    index.setdefault(t, []).append(m)
+            self._topics = (self.liveness.version, index)
+        return self._topics[1].get(topic, [])
 
     async def relay(self, ctx: RequestContext, path: str, topic: str, method: str, args: dict[str, Any],
                     timeout: float) -> Any:

@@ -105,10 +105,22 @@ def measure(root: Path, hosts: int, per_process: int, burst: int, concurrency: i
                  timeout=120 + hosts / 5, interval=2)
         rss, processes = simulated_rss_mb(cluster)
         row: dict[str, Any] = {"hosts": hosts, "up_s": up, "mem_mb_per_host": rss / hosts, "sim_rss_mb": rss,
-                               "processes": processes, "router_cpu_pct": router_cpu_pct(cluster)}
+                               "processes": processes, "router_cpu_pct": router_cpu_pct(cluster),
+                               "status_s": status_seconds(cluster), "load": os.getloadavg()[0]}
         row["boots_per_s"], row["list_p50_s"] = asyncio.run(boots_and_list(cluster, burst, concurrency))
         row["sched_p50_s"], row["sched_p99_s"] = scheduler_call_seconds(cluster)
         return row
+
+
+def status_seconds(cluster: RunningCluster, runs: int = 3) -> float:
+    """Median wall time of `cellctl status` (the summarised view) of the running cloud, the CLI's own
+    start (python + imports) included, as an operator waits for it."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        cluster.cellctl("status", str(cluster.cluster_file), check=False, timeout=120)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
 
 
 def _hosts_alive(cluster: RunningCluster) -> int:
@@ -122,7 +134,7 @@ def _hosts_alive(cluster: RunningCluster) -> int:
 
 COLUMNS = (("up_s", "up s"), ("mem_mb_per_host", "MB/host"), ("router_cpu_pct", "router %cpu"),
            ("boots_per_s", "boots/s"), ("list_p50_s", "list p50 s"), ("sched_p50_s", "sched p50 s"),
-           ("sched_p99_s", "sched p99 s"))
+           ("sched_p99_s", "sched p99 s"), ("status_s", "cellctl status s"))
 
 
 def report(rows: list[dict[str, Any]]) -> None:
@@ -138,6 +150,8 @@ def report(rows: list[dict[str, Any]]) -> None:
         marginal = (rows[-1]["sim_rss_mb"] - base["sim_rss_mb"]) / (rows[-1]["hosts"] - base["hosts"])
         print(f"memory: {marginal:.2f} MB per added simulated host ({base['hosts']} -> {rows[-1]['hosts']} hosts; "
               f"MB/host above includes each process's base)")
+    print("load average (1 min) at each size's measurement: " + ", ".join(
+        f"{r['hosts']}: {r['load']:.1f}" for r in rows))
     print("router CPU per 100 hosts: " + ", ".join(
         f"{r['hosts']}: {100 * r['router_cpu_pct'] / r['hosts']:.2f}%" for r in rows))
     print("ratios are against the smallest size in this run; sched = the conductor's select_destinations "
@@ -145,7 +159,8 @@ def report(rows: list[dict[str, Any]]) -> None:
 
 
 UNITS = {"up_s": "seconds", "mem_mb_per_host": "MB", "router_cpu_pct": "% of a core", "boots_per_s": "boots/s",
-         "list_p50_s": "seconds", "sched_p50_s": "seconds", "sched_p99_s": "seconds"}
+         "list_p50_s": "seconds", "sched_p50_s": "seconds", "sched_p99_s": "seconds",
+         "status_s": "seconds"}
 
 
 def plot(rows: list[dict[str, Any]], directory: Path) -> list[Path]:
