@@ -9,7 +9,8 @@ the scheduler (p50/p99: the upper bound of its Prometheus histogram bucket, cell
 Each metric is also drawn against host count as an SVG in --plots (default docs/scale/, shown in the
 README; tools/bench/svgplot.py says why SVG and not matplotlib).
 
-    .venv/bin/python -m tools.bench.scale [--sizes 100,1000,3000] [--burst 100] [--per-process 250] [--plots DIR]
+    .venv/bin/python -m tools.bench.scale [--sizes 100,1000,3000] [--cells 1] [--burst 100] [--per-process 250]
+                                          [--plots DIR]
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def _rss_mb(pid: int) -> float:
 
 def simulated_rss_mb(cluster: RunningCluster) -> tuple[float, int]:
     """(RSS of every process serving simulated hosts, how many processes)."""
-    pids = [int(p.read_text()) for p in (cluster.state / "run").glob("cell1_sim-*.pid")]
+    pids = [int(p.read_text()) for p in (cluster.state / "run").glob("cell*_sim-*.pid")]
     return sum(_rss_mb(p) for p in pids), len(pids)
 
 
@@ -95,16 +96,17 @@ async def boots_and_list(cluster: RunningCluster, burst: int, concurrency: int) 
         return rate, pct(lists, 0.5)
 
 
-def measure(root: Path, hosts: int, per_process: int, burst: int, concurrency: int) -> dict[str, Any]:
+def measure(root: Path, hosts: int, per_process: int, burst: int, concurrency: int, cells: int = 1) -> dict[str, Any]:
+    """`cells`: the hosts split evenly over that many cells (the router figures are cell1's)."""
     started = time.monotonic()
     with running_cluster(root / f"scale{hosts}", hosts=1, name=f"scale-{uuidlib.uuid4().hex[:6]}",
-                         simulated=(hosts,), per_process=per_process, ctl_metrics=True,
+                         simulated=(hosts // cells,) * cells, per_process=per_process, ctl_metrics=True,
                          up_timeout=120 + hosts / 5) as cluster:
         up = time.monotonic() - started
         wait_for("every simulated host's resources reported", lambda: _hosts_alive(cluster) >= hosts + 1,
                  timeout=120 + hosts / 5, interval=2)
         rss, processes = simulated_rss_mb(cluster)
-        row: dict[str, Any] = {"hosts": hosts, "up_s": up, "mem_mb_per_host": rss / hosts, "sim_rss_mb": rss,
+        row: dict[str, Any] = {"hosts": hosts, "cells": cells, "up_s": up, "mem_mb_per_host": rss / hosts, "sim_rss_mb": rss,
                                "processes": processes, "router_cpu_pct": router_cpu_pct(cluster),
                                "status_s": status_seconds(cluster), "load": os.getloadavg()[0]}
         row["boots_per_s"], row["list_p50_s"] = asyncio.run(boots_and_list(cluster, burst, concurrency))
@@ -152,8 +154,8 @@ def report(rows: list[dict[str, Any]]) -> None:
               f"MB/host above includes each process's base)")
     print("load average (1 min) at each size's measurement: " + ", ".join(
         f"{r['hosts']}: {r['load']:.1f}" for r in rows))
-    print("router CPU per 100 hosts: " + ", ".join(
-        f"{r['hosts']}: {100 * r['router_cpu_pct'] / r['hosts']:.2f}%" for r in rows))
+    print("cell1's router CPU per 100 hosts of its cell: " + ", ".join(
+        f"{r['hosts']}: {100 * r['router_cpu_pct'] / (r['hosts'] / r['cells']):.2f}%" for r in rows))
     print("ratios are against the smallest size in this run; sched = the conductor's select_destinations "
           "call (histogram bucket bound)")
 
@@ -186,13 +188,14 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--per-process", type=int, default=250)
+    parser.add_argument("--cells", type=int, default=1, help="each size's hosts split evenly over this many cells")
     parser.add_argument("--plots", type=Path, default=Path("docs/scale"), help="where the SVG per metric goes")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="cellcloud-scale-") as tmp:
         for hosts in (int(s) for s in args.sizes.split(",")):
             try:
-                rows.append(measure(Path(tmp), hosts, args.per_process, args.burst, args.concurrency))
+                rows.append(measure(Path(tmp), hosts, args.per_process, args.burst, args.concurrency, args.cells))
             except Exception as exc:  # noqa: BLE001 - where it breaks is a result: report it, keep the sizes before
                 print(f"{hosts} hosts: broke: {type(exc).__name__}: {str(exc)[:500]}")
                 break
