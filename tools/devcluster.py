@@ -248,12 +248,10 @@ def cluster_yaml(hosts: int = 1, virt_uri: str = "test:///default", heartbeat: f
 
 def _add_simulated(doc: dict[str, Any], counts: tuple[int, ...], per_process: int) -> None:
     cells = doc["sites"][0]["cells"]
-    first = free_port_run(sum(counts)) if counts else 0
-    for i, count in enumerate(counts):
-        block: dict[str, Any] = {"simulated": count, "rpc_port": first}
+    for i, count in enumerate(counts):  # a run of ports per cell: 3 cells x 1,000 is more than one run holds
+        block: dict[str, Any] = {"simulated": count, "rpc_port": free_port_run(count)}
         if per_process:
             block["per_process"] = per_process
-        first += count
         if i == 0:
             cells[0]["hosts"].append(block)
             continue
