@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -92,8 +92,10 @@ def make_app(cluster: ClusterConfig, router: CellRouter | None = None, service_i
     return app
 
 
-async def serve(cluster: ClusterConfig, spec: ServiceSpec, stop: asyncio.Event | None = None) -> None:
-    """Listen on spec.bind ("127.0.0.1:8774") until SIGTERM/SIGINT (or `stop` is set)."""
+async def serve(cluster: ClusterConfig, spec: ServiceSpec, stop: asyncio.Event | None = None,
+                on_serving: Callable[[], None] | None = None) -> None:
+    """Listen on spec.bind ("127.0.0.1:8774") until SIGTERM/SIGINT (or `stop` is set); `on_serving` runs once
+    the app is built and listening."""
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -109,6 +111,8 @@ async def serve(cluster: ClusterConfig, spec: ServiceSpec, stop: asyncio.Event |
         shared = int(spec.options.get("workers", 1)) > 1
         site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=shared or None)
         await site.start()
+        if on_serving is not None:
+            on_serving()
         LOG.info("API serving on http://%s:%d (public %s)", host, port, cluster.api.public_url)
         if cluster.api.metrics_listen:
             mhost, mport = host_port(cluster.api.metrics_listen)

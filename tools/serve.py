@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -63,15 +64,25 @@ def _cell_service(cluster: ClusterConfig, spec: ServiceSpec) -> tuple[Any, dict[
     raise SystemExit(f"service {spec.id}: unknown kind {spec.kind!r}")
 
 
+def _freeze_startup_heap() -> None:
+    """What start-up made (imported modules, table metadata, compiled statements, the handler) lives as
+    long as the process: gc.freeze moves it out of the collector's sight, so a full collection walks only
+    what serving made since. Measured on the boot bench (h7, issue 22): without it the full collections
+    cost 0.37 / 0.20 / 0.09 ms of CPU per server in api / conductor / compute (150-200k start-up objects);
+    with it, a few microseconds. Nothing is exempt from collection that serving makes."""
+    gc.freeze()
+
+
 async def run(cluster: ClusterConfig, spec: ServiceSpec) -> None:
     if spec.kind == "api":
         from api.app import serve
-        await serve(cluster, spec)
+        await serve(cluster, spec, on_serving=_freeze_startup_heap)
         return
     from cells.objects.versions import pin_from_env
     from cells.service_process import Service
     pin_from_env(spec.id)  # rolling-upgrade tests run one service as the previous release
     handler, surface, topics = _cell_service(cluster, spec)
+    _freeze_startup_heap()
     await Service(cluster, spec, handler, surface, topics).run()
 
 
