@@ -125,8 +125,11 @@ async def export_to(env: FlowEnv, ctx: RequestContext, record: Mapping[str, Any]
     await env.db.write(recorded)
 
 
-def settle(conn: Connection, instance_uuid: str) -> None:
-    """The guest runs on its root volume: attaching -> in-use (in the caller's unit of work)."""
+def settle(conn: Connection, instance_uuid: str, image: Any) -> None:
+    """The guest runs on its root volume: attaching -> in-use (in the caller's unit of work). A boot whose
+    record names no root volume (`image`) reserved none: no attachment to read."""
+    if root_volume_id(image) is None:
+        return
     for att in vdb.attachments_for_instances(conn, [instance_uuid])[instance_uuid]:
         if att.status == "attaching" and att.device == ROOT_DEVICE:
             vdb.update_attachment(conn, att.volume_id, {"status": "attached"})

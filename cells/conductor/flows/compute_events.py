@@ -57,7 +57,7 @@ def _carriers(conn: Connection, row: AnyRow, new: dict[str, Any],
     def finish_build() -> None:
         action_records.finish_event(conn, row.uuid, boot.CREATE, boot.EV_BUILD, action_records.SUCCESS, host=row.host)
         action_records.finish_action(conn, row.uuid, boot.CREATE)
-        boot_volume.settle(conn, row.uuid)  # a root volume is in-use once its guest runs
+        boot_volume.settle(conn, row.uuid, row.image)  # a root volume is in-use once its guest runs
         after_commit(conn, BOOTS.labels("active").inc)
 
     def failed_delete() -> None:
