@@ -15,6 +15,7 @@ from cells.context import RequestContext
 from cells.db.fast import AnyRow, Fast
 
 STORE_ID = "file"  # the one store (Glance's name for a filesystem store): /v2/info/stores, api/image/imports.py
+IMPORT_METHODS = ("glance-direct",)  # what /v2/info/import offers and an image create's headers announce
 # the core keys of the Glance v2 image schema; anything else in `properties` is shown flat beside them
 CORE = ("id", "name", "status", "visibility", "protected", "os_hidden", "checksum", "os_hash_algo",
         "os_hash_value", "owner", "size", "virtual_size", "min_ram", "min_disk", "disk_format",

@@ -31,7 +31,7 @@ from api.keys import CLUSTER, ENGINE, STORE
 from api.timeutil import iso_micro, utcnow
 from cells import errors
 
-METHODS = ("glance-direct",)
+METHODS = db.IMPORT_METHODS
 STORE_ID = db.STORE_ID
 TASK_TTL = timedelta(hours=48)  # Glance's task_time_to_live: what expires_at says
 

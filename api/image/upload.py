@@ -129,8 +129,11 @@ async def create_image(request: web.Request) -> web.Response:
             raise errors.Conflict(f"Image with identifier {values['id']} already exists!")
         await conn.execute(insert(images).values(**values))
         row = (await conn.execute(select(images).where(images.c.id == values["id"]))).one()
+    # Glance announces how the new image's data may come (clients choose import or upload from these)
     return web.json_response(db.view(row), status=201,
-                             headers={"Location": f"{request.url.origin()}/image/v2/images/{row.id}"})
+                             headers={"Location": f"{request.url.origin()}/image/v2/images/{row.id}",
+                                      "OpenStack-image-import-methods": ",".join(db.IMPORT_METHODS),
+                                      "OpenStack-image-store-ids": db.STORE_ID})
 
 
 async def _chunks(data: AsyncIterator[bytes], guard: UploadGuard, inspector: StreamInspector) -> AsyncIterator[bytes]:

@@ -197,3 +197,41 @@ async def test_is_domain_projects(client: TestClient[Any, Any], admin_headers: d
     await _call(client, "DELETE", f"/projects/{did}", admin_headers, 204)
     await _call(client, "GET", f"/domains/{did}", admin_headers, 404)
     await _call(client, "GET", f"/projects/{inner['id']}", admin_headers, 404)  # what it held went with it
+
+
+async def test_a_domain_admin_stays_in_their_domain(client: TestClient[Any, Any], admin_headers: dict[str, str],
+                                                    demo_headers: dict[str, str]) -> None:
+    """A domain's admin tags its projects and grants its roles there, and nothing else: no tag on another
+    domain's project, no role of another domain, no domain role or domain of its own making."""
+    roles = await _roles(client, admin_headers)
+    dom = (await _call(client, "POST", "/domains", admin_headers, 201, {"domain": {"name": "da"}}))["domain"]["id"]
+    far = (await _call(client, "POST", "/domains", admin_headers, 201, {"domain": {"name": "da-far"}}))["domain"]["id"]
+    boss = (await _call(client, "POST", "/users", admin_headers, 201,
+                        {"user": {"name": "da-boss", "domain_id": dom, "password": "boss-pw"}}))["user"]["id"]
+    await _call(client, "PUT", f"/domains/{dom}/users/{boss}/roles/{roles['admin']}", admin_headers, 204)
+    body = auth_body("da-boss", "boss-pw")
+    body["auth"]["identity"]["password"]["user"]["domain"] = {"id": dom}
+    body["auth"]["scope"] = {"domain": {"id": dom}}
+    resp = await client.post(f"{V3}/auth/tokens", json=body)
+    assert resp.status == 201
+    boss_h = {"X-Auth-Token": resp.headers["X-Subject-Token"]}
+    ours = (await _call(client, "POST", "/projects", boss_h, 201,
+                        {"project": {"name": "da-team", "domain_id": dom, "tags": ["ours"]}}))["project"]
+    assert ours["tags"] == ["ours"]
+    await _call(client, "PUT", f"/projects/{ours['id']}/tags/more", boss_h, 201)
+    demo = (await _call(client, "GET", "/projects?name=demo", admin_headers, 200))["projects"][0]["id"]
+    await _call(client, "PUT", f"/projects/{demo}/tags/mine", boss_h, 403)
+    await _call(client, "GET", f"/projects/{demo}/tags", boss_h, 403)
+    far_role = (await _call(client, "POST", "/roles", admin_headers, 201,
+                            {"role": {"name": "da-far-role", "domain_id": far}}))["role"]["id"]
+    worker = (await _call(client, "POST", "/users", boss_h, 201,
+                          {"user": {"name": "da-worker", "domain_id": dom, "password": "w-pw"}}))["user"]["id"]
+    await _call(client, "PUT", f"/projects/{ours['id']}/users/{worker}/roles/{far_role}", boss_h, 403)
+    await _call(client, "PUT", f"/projects/{ours['id']}/users/{worker}/roles/{roles['member']}", boss_h, 204)
+    await _call(client, "POST", "/roles", boss_h, 403, {"role": {"name": "da-own", "domain_id": dom}})
+    await _call(client, "GET", f"/roles?domain_id={dom}", boss_h, 403)
+    await _call(client, "POST", "/projects", boss_h, 403, {"project": {"name": "da-dom", "is_domain": True}})
+    await _call(client, "PATCH", f"/projects/{dom}", boss_h, 403, {"project": {"description": "x"}})
+    await _call(client, "PATCH", f"/projects/{far}", boss_h, 403, {"project": {"enabled": False}})
+    await _call(client, "GET", "/projects?is_domain=true", boss_h, 403)
+    await _call(client, "PUT", f"/system/users/{worker}/roles/{roles['reader']}", boss_h, 403)

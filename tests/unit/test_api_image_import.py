@@ -53,7 +53,12 @@ async def test_import_and_store_info(client: TestClient[Any, Any], demo_headers:
 
 async def test_stage_then_glance_direct_import(client: TestClient[Any, Any], demo_headers: dict[str, str],
                                                admin_headers: dict[str, str]) -> None:
-    img = await _create(client, demo_headers)
+    made = await client.post("/image/v2/images", headers=demo_headers,
+                             json={"name": "imp", "disk_format": "raw", "container_format": "bare"})
+    assert made.status == 201
+    assert (made.headers["OpenStack-image-import-methods"], made.headers["OpenStack-image-store-ids"]) == (
+        "glance-direct", "file")  # what clients decide to import or upload from
+    img = await made.json()
     assert (await _import(client, demo_headers, img["id"], "glance-direct")).status == 409  # nothing staged
     resp = await _stage(client, demo_headers, img["id"], DATA)
     assert resp.status == 204, await resp.text()
