@@ -10,6 +10,10 @@
                               null (unpins the server) and an admin may name a "host". A zone or host for a
                               server that is not offloaded is a 409, an unknown one a 400, as Nova.
 
+A server booted from a volume is shelved as Nova does it: no image; its guest powered off and offloaded at once
+(whatever shelved_offload_time), its volumes staying attached; unshelve makes the guest on its root volume on the
+host the scheduler chooses (cells/conductor/flows/shelve.py).
+
 The shelve image is the createImage flow's (api/compute/server_snapshots.py take: the compute's snapshot
 file pulled into the image store), reported to the cell's conductor as shelve steps
 (cells/conductor/flows/shelve.py). The mapping keeps the image's id (Nova's system_metadata
@@ -107,6 +111,15 @@ async def shelve(cc: ComputeContext, ctx: RequestContext, snaps: Snapshots, mapp
     conductor = ConductorAPI(cell)
     record = await conductor.shelve_begin(ctx, uuid)  # 409 before anything is made
     target = Target(conductor, ComputeAPI(cell), uuid, str(record["host"]), progress=conductor.shelve_progress)
+    if not (record.get("image") or {}).get("id"):  # booted from a volume: Nova makes no image, it offloads
+        try:
+            await conductor.shelve_progress(ctx, uuid, lifecycle.SHELVE_UPLOADING, None)  # no data to take
+        except BaseException as exc:
+            await asyncio.shield(server_snapshots.end_step(target, ctx, lifecycle.SHELVE_FAILED,
+                                                           server_snapshots.why_failed(exc)))
+            raise
+        await conductor.shelve_progress(ctx, uuid, lifecycle.SHELVE_DONE, None)  # a compute away ends its task
+        return ""
     owner = dataclasses.replace(ctx, project=str(record["project_id"]))  # the image is the server's project's
     lease: UploadLease | None = None
     try:
@@ -263,7 +276,8 @@ async def unshelve(cc: ComputeContext, ctx: RequestContext, snaps: Snapshots, ma
             raise errors.Conflict(reason=f"The availability_zone or host of instance {uuid} can only be "
                                          "given when it is SHELVED_OFFLOADED")
         where = await placement(cc, mapping, spec) if offloaded else None
-    image = await _shelve_image(cc, ctx, mapping) if offloaded else None
+    volume_backed = not (server.get("image") or {}).get("id")  # its guest is made on its root volume again
+    image = await _shelve_image(cc, ctx, mapping) if offloaded and not volume_backed else None
     await conductor.unshelve(ctx, uuid, image, where)
     if "availability_zone" in spec:  # 2.77 pins the server to the zone, 2.91's null unpins it
         await mappings.set_attributes(cc.db, uuid, {"pinned_availability_zone": spec["availability_zone"]})

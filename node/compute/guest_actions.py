@@ -145,8 +145,8 @@ class GuestActions:
         if image is None:
             await self.driver.power.power_on(uuid)
             return VmState.ACTIVE
-        if not isinstance(image, dict) or not image.get("id"):
-            raise errors.Invalid(reason="unshelve needs the shelve image's record")
+        if not isinstance(image, dict) or not (image.get("id") or image.get("root_volume_id")):
+            raise errors.Invalid(reason="unshelve needs the shelve image's record (or the server's root volume)")
         await self.driver.destroy(uuid)
         await self.driver.remove_files(uuid)
         try:

@@ -68,3 +68,50 @@ def test_a_volume_follows_migrate_resize_and_revert(cluster: RunningCluster) -> 
     assert f"volume {vid} detached from {sid}" in cluster.log(f"cell1/compute/{second}")
     cluster.ok("server", "delete", "--wait", sid)
     cluster.ok("volume", "delete", vid)
+
+
+def volume_shown(cluster: RunningCluster, vid: str) -> Any:
+    return cluster.ok("volume", "show", "-f", "json", vid)
+
+
+def volume_status(cluster: RunningCluster, vid: str, status: str) -> None:
+    wait_for(f"{vid} {status}", lambda: volume_shown(cluster, vid)["status"] == status, 60, 0.3)
+
+
+def test_shelve_of_a_volume_backed_server_offloads_it_and_unshelve_boots_the_same_volume_elsewhere(
+        cluster: RunningCluster) -> None:
+    """Nova's shelve of a server booted from a volume: no image, the guest offloaded at once (no host, its
+    volumes still attached and in-use); an admin's unshelve to the other host (2.91) carries the volumes there,
+    makes the guest on the same root volume and plugs the data volume into it; delete then frees both."""
+    root = cluster.ok("volume", "create", "--image", "tiny-raw", "--size", "1", "--bootable", "-f", "json",
+                      "shelf-root")["id"]
+    data = cluster.ok("volume", "create", "--size", "1", "-f", "json", "shelf-data")["id"]
+    for vid in (root, data):
+        volume_status(cluster, vid, "available")
+    sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--volume", root, "--wait", "-f", "json",
+                     "shelver")["id"]
+    cluster.ok("server", "add", "volume", sid, data)
+    volume_status(cluster, data, "in-use")
+    first = shown(cluster, sid)["OS-EXT-SRV-ATTR:host"]
+
+    cluster.ok("server", "shelve", sid)
+    offloaded = settled(cluster, sid, "SHELVED_OFFLOADED")
+    assert offloaded["OS-EXT-SRV-ATTR:host"] in (None, ""), offloaded
+    assert cluster.ok("image", "list", "--name", "shelver-shelved", "-f", "json") == []  # Nova makes no image
+    for vid in (root, data):
+        volume = volume_shown(cluster, vid)
+        assert volume["status"] == "in-use" and [a["server_id"] for a in volume["attachments"]] == [sid], volume
+
+    other = next(h for h in ("node1", "node2") if h != first)
+    cluster.ok("--os-compute-api-version", "2.91", "server", "unshelve", "--host", other, sid, who="admin")
+    back = settled(cluster, sid, "ACTIVE")
+    assert back["OS-EXT-SRV-ATTR:host"] == other, back
+    assert sorted(a["id"] for a in back["volumes_attached"]) == sorted([root, data]), back
+    wait_for("the data volume plugged on the new host", lambda: plugs(cluster, other, data, sid) == 1, 60, 0.5)
+    for vid in (root, data):
+        assert volume_shown(cluster, vid)["status"] == "in-use"
+
+    cluster.ok("server", "delete", "--wait", sid)
+    for vid in (root, data):
+        volume_status(cluster, vid, "available")
+        cluster.ok("volume", "delete", vid)

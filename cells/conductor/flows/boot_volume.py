@@ -61,8 +61,8 @@ def root_volume_id(image: Any) -> str | None:
 
 
 def refuse_for_root_volume(image: Any, uuid: str, action: str) -> None:
-    """What a server on a root volume cannot do yet: rebuild (its root disk is the volume, not an image),
-    shelve. A 409 before anything changes, rather than an action that fails half way. (Moves carry
+    """What a server on a root volume cannot do yet: rebuild (its root disk is the volume, not an image).
+    A 409 before anything changes, rather than an action that fails half way. (Moves and an unshelve carry
     volumes: flows/move_volumes.py.)"""
     if root_volume_id(image) is not None:
         raise errors.Conflict(reason=f"Cannot '{action}' instance {uuid}: it was booted from a volume, and "
@@ -70,9 +70,10 @@ def refuse_for_root_volume(image: Any, uuid: str, action: str) -> None:
 
 
 def refuse_move_with_volumes(conn: Connection, image: Any, uuid: str, action: str) -> None:
-    """What takes no volume with it yet (shelve: an unshelve elsewhere makes its guest without them): a
-    server booted from a volume, or with volumes attached, is a 409 before anything changes, rather than a
-    guest that comes back without its disks."""
+    """What takes no volume with it yet (shelve of a server booted from an image: an unshelve elsewhere makes
+    its guest from the shelve image, without them): a server with volumes attached is a 409 before anything
+    changes, rather than a guest that comes back without its disks (a volume-backed one is shelved as Nova does:
+    flows/shelve.py)."""
     refuse_for_root_volume(image, uuid, action)
     attached = [a.volume_id for a in vdb.attachments_for_instances(conn, [uuid])[uuid]]
     if attached:

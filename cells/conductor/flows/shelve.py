@@ -2,8 +2,9 @@
 into an image, and its host given back.
 
     shelve_begin     validate -> lock the row -> check (cells/lifecycle.py begin_shelve: active, stopped,
-                     paused or suspended with no task; not locked; booted from an image and with no volume
-                     attached, as moves: a guest made elsewhere would come up without them; host alive) ->
+                     paused or suspended with no task; not locked; booted from an image with no volume
+                     attached, as moves: a guest made elsewhere would come up without them, or booted from
+                     a volume with none being attached or detached; host alive) ->
                      task shelving_image_pending_upload, action shelve with compute_shelve_instance open;
                      returns the record (the API makes the `NAME-shelved` image and pulls the disk into it,
                      as createImage: api/compute/shelve.py)
@@ -20,6 +21,10 @@ into an image, and its host given back.
                      host / unpin) -> lock -> check again -> host set, task unshelving, action unshelve ->
                      the compute makes the guest from the shelve image; a claim whose check failed or whose
                      cast found no compute is released
+    volume-backed    (Nova's: no image) the API reports the shelve's image done at once: the guest is powered
+                     off and offloaded whatever shelved_offload_time, its volumes staying attached; an
+                     unshelve carries them (flows/move_volumes.py) to the host the scheduler chose before the
+                     compute makes the guest on the root volume, then plugs the data volumes
     offload_due      the conductor's sweep: SHELVED servers older than shelved_offload_time (>0) are offloaded
 
 Kill-safety: the compute steps are user actions, so a compute killed mid-way ends them at its restart
@@ -35,7 +40,7 @@ from sqlalchemy import Connection, select
 
 from cells import errors, lifecycle
 from cells.conductor.env import FlowEnv, background_ctx, state_of
-from cells.conductor.flows import boot_volume, server_actions, server_snapshots
+from cells.conductor.flows import boot_volume, move_volumes, server_actions, server_snapshots
 from cells.conductor.flows.delete import visible
 from cells.context import RequestContext, admin_context
 from cells.db import action_records, claims
@@ -67,8 +72,10 @@ def _begin(conn: Connection, env: FlowEnv, ctx: RequestContext, uuid: str) -> In
     row = _row(conn, ctx, uuid)
     lifecycle.check_unlocked(row.locked_by, ctx.is_admin, uuid)
     state = lifecycle.begin_shelve(state_of(row), uuid)
-    # its disk is a volume, or its volumes would not come back with an unshelve elsewhere (409, as moves)
-    boot_volume.refuse_move_with_volumes(conn, row.image, uuid, ACTION)
+    if boot_volume.root_volume_id(row.image) is not None:  # Nova: no image, its volumes stay attached (offloaded)
+        move_volumes.refuse_busy(conn, uuid, ACTION)
+    else:  # an image-backed guest made elsewhere would come up without its volumes (409, as moves)
+        boot_volume.refuse_move_with_volumes(conn, row.image, uuid, ACTION)
     return server_snapshots.start_on_host(conn, env, ctx, row, state.task_state, ACTION, EVENT)
 
 
@@ -131,8 +138,12 @@ def after_action(conn: Connection, env: FlowEnv, row: Any, action: str, ok: bool
             action == "unshelve" and not ok and row.vm_state == VmState.SHELVED_OFFLOADED:
         claims.release_claim(conn, uuid)  # the host is free of it: hypervisor stats and placement usage
         new["host"] = None
-    if action == "shelve" and ok and env.shelved_offload_time == 0:
-        _begin_offload(conn, env, row, new)
+    volume_backed = boot_volume.root_volume_id(row.image) is not None
+    if action == "shelve" and ok and (env.shelved_offload_time == 0 or volume_backed):
+        _begin_offload(conn, env, row, new)  # Nova offloads a volume-backed server at once, whatever the time
+    if action == "unshelve" and ok and volume_backed and row.vm_state == VmState.SHELVED_OFFLOADED:
+        record = env.record({**row._mapping, **new})  # its guest was made on the root volume: the data ones now
+        after_commit(conn, lambda: env.spawn(move_volumes.plug(env, admin_context(), record, str(row.host))))
 
 
 def _begin_offload(conn: Connection, env: FlowEnv, row: Any, new: dict[str, Any]) -> None:
@@ -217,7 +228,10 @@ async def unshelve(env: FlowEnv, ctx: RequestContext, uuid: str, image: Any = No
             raise errors.Conflict(reason=f"The availability_zone or host of instance {uuid} can only be given "
                                          "when it is SHELVED_OFFLOADED")
         return await server_actions.instance_action(env, ctx, uuid, "unshelve", {})
-    if shelve_image is None:
+    volume_backed = boot_volume.root_volume_id(row.image) is not None
+    if volume_backed:  # its guest is made on its root volume, carried to the chosen host first
+        shelve_image = dict(row.image)
+    elif shelve_image is None:
         raise errors.Invalid(reason=f"Instance {uuid} is offloaded: unshelve needs its shelve image")
     spec = _spec(row, where)
     [chosen] = await SchedulerAPI(env.service).select_destinations(ctx, spec, [uuid], [])
@@ -228,6 +242,8 @@ async def unshelve(env: FlowEnv, ctx: RequestContext, uuid: str, image: Any = No
         await env.db.write(lambda conn: _unclaim(conn, uuid))
         raise
     try:
+        if volume_backed:
+            await move_volumes.carry(env, ctx, uuid, host)
         await ComputeAPI(env.service).run_instance_action(ctx, host, record, "unshelve", {"image": shelve_image})
     except errors.CellcloudError as exc:
         LOG.warning("unshelve of %s not sent to %s: %s", uuid, host, exc)
