@@ -4,8 +4,9 @@ node/compute/guest_moves.py): a delete in VERIFY_RESIZE or mid-move releases bot
 both copies; a move whose conductor dies is finished or rolled back by the other one,
 noticed on the directory's leave event or by the sweep; same-host resize only where the
 cell allows it; a migration with no other host with room leaves the server where it was; a
-volume attached to a server whose move's conductor dies is carried again by the adopter (a real
-volume worker, file backend, behind a one-initiator network target without its daemon)."""
+volume attached to a server whose move's conductor dies is carried again by the adopter, and one whose move
+fails at the destination is carried back and plugged into the source guest again (a real volume worker, file
+backend, behind a one-initiator network target without its daemon)."""
 from __future__ import annotations
 
 import asyncio
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 
+from cells import errors
 from cells.conductor.flows import moves
 from cells.config import ServiceSpec
 from cells.context import RequestContext, admin_context
@@ -58,6 +60,7 @@ class MovingCompute(FakeCompute):
         self.guests: dict[str, dict[str, Any]] = {}
         self.disk_from: dict[str, str | None] = {}  # uuid -> the host finish_move was asked to copy from
         self.hold: set[str] = set()
+        self.fail: set[str] = set()  # steps that fail here, as a compute whose step raised answers
         self.plugged: dict[tuple[str, str], dict[str, Any]] = {}  # (instance, volume) -> its connection_info
         self.release = asyncio.Event()
         self.entered: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
@@ -67,6 +70,8 @@ class MovingCompute(FakeCompute):
         self.entered[step].set()
         if step in self.hold:
             await self.release.wait()
+        if step in self.fail:
+            raise errors.Conflict(reason=f"{step} failed on {self.host}")
 
     async def build_and_run_instance(self, ctx: RequestContext, instance: dict[str, Any]) -> None:
         self.guests[instance["uuid"]] = {"flavor": instance["flavor"]["id"], "running": True}
@@ -581,7 +586,6 @@ async def test_a_moves_placement_is_kept_with_the_row_and_bounds_the_destination
     """The API's placement (its aggregates' hosts) is refused when malformed, kept in the row's request
     spec (an adopting conductor schedules the same way), and the scheduler keeps to it: only the source
     allowed -> no host, the server stays where it was; the bound lifted -> it moves."""
-    from cells import errors
     uuid = (await cell.boot("zoned"))["uuid"]
     source = (await cell.wait_state(uuid, VmState.ACTIVE))["host"]
     mover = MoveConductorAPI(cell.api)
@@ -646,6 +650,57 @@ async def test_a_conductor_killed_mid_move_with_a_volume_attached_the_adopter_ca
         assert (await migration(two, uuid))["conductor_id"] != owner
     finally:
         await two.close()
+
+
+async def test_a_move_failing_at_the_destination_carries_its_volume_back_and_plugs_it_at_the_source(
+        tmp_path: Path, db_url: str) -> None:
+    """The destination's finish_move fails after the volume was exported there: the roll back exports it to
+    the source again (the only host admitted), the attachment names the source and its new connection, and the
+    source guest, started again, has it plugged with that connection (move_volumes.carry_back, then plug);
+    the server is ACTIVE on its source with its old flavor, the migration in error."""
+    cell = moving_cell(tmp_path, db_url=db_url, kind=VolumeMovingCell)
+    assert isinstance(cell, VolumeMovingCell)
+    await started(cell)
+    try:
+        cell.run("volume/node1")
+        await until_async(lambda: _volume_host_ready(cell), 10)
+        volumes = VolumeConductorAPI(cell.api)
+        uuid = (await cell.boot("mover"))["uuid"]
+        source = (await cell.wait_state(uuid, VmState.ACTIVE))["host"]
+        dest = "node2" if source == "node1" else "node1"
+        vid = str(uuidlib.uuid4())
+        await volumes.volume_create(USER, {"id": vid, "size": 1, "name": "data", "project_id": USER.project})
+        await until_async(lambda: _volume_status(cell, vid, "available"), 10)
+        await volumes.volume_attach(USER, vid, uuid)
+        await until_async(lambda: _volume_status(cell, vid, "in-use"), 10)
+        source_compute = cell.computes[source]
+        assert isinstance(source_compute, MovingCompute)
+        source_compute.plugged.clear()  # what follows must plug it again
+        cell.computes[dest].fail.add("finish_move")  # type: ignore[attr-defined]
+
+        await MoveConductorAPI(cell.api).move_instance(USER, uuid, "resize", SMALL)
+        await until_async(lambda: _migration_status(cell, uuid, "error"), 10)
+        rec = await wait_task(cell, uuid, None, VmState.ACTIVE, timeout=10)
+        assert (rec["host"], rec["flavor"]["id"]) == (source, "1")
+        assert cell.target.exports == [(vid, source), (vid, dest), (vid, source)]  # there, and back
+        assert cell.target.admitted == {vid: source}
+        [att] = (await volumes.volume_attachments(USER, [uuid]))[uuid]
+        assert att["instance_host"] == source and att["status"] == "attached"
+        assert att["connection_info"]["data"]["host"] == source
+        await until_async(lambda: _plugged(source_compute, uuid, vid), 10)
+        assert source_compute.plugged == {(uuid, vid): att["connection_info"]}
+        assert guests(cell, uuid) == {source: {"flavor": "1", "running": True}}
+        assert await _volume_status(cell, vid, "in-use")
+    finally:
+        await cell.close()
+
+
+async def _migration_status(c: Cell, uuid: str, status: str) -> bool:
+    return bool((await migration(c, uuid))["status"] == status)
+
+
+async def _plugged(compute: MovingCompute, uuid: str, vid: str) -> bool:
+    return (uuid, vid) in compute.plugged
 
 
 async def test_a_volume_exported_by_another_target_leaves_the_previous_one(tmp_path: Path) -> None:
