@@ -62,6 +62,8 @@ async def action(request: web.Request) -> web.Response:
     if binary not in BINARIES:
         raise errors.NotFound(f"Service {binary} could not be found.")
     if binary == "cinder-scheduler":
+        if body.get("host") not in router.cells:  # a cinder-scheduler is a cell's conductor, named by its path
+            raise errors.NotFound(f"Service cinder-scheduler on host {body.get('host')} could not be found.")
         raise errors.Invalid("Invalid input received: a cell's cinder-scheduler (its conductor) cannot be disabled "
                              "here; disable its cinder-volume hosts")
     changed = await cells.set_volume_host(router, ctx, host, values)

@@ -308,7 +308,8 @@ async def test_volume_service_disable_enable_freeze_thaw(cloud: Cloud) -> None:
     assert (await act("demo", "disable", volume))[0] == 403
     refused = [("disable-log-reason", {**volume, "disabled_reason": None}, 400),
                ("disable-log-reason", {**volume, "disabled_reason": "x" * 256}, 400),
-               ("disable", {"host": "node1", "binary": "cinder-scheduler"}, 400),
+               ("disable", {"host": "cell1", "binary": "cinder-scheduler"}, 400),
+               ("enable", {"host": "invalid_host", "binary": "cinder-scheduler"}, 404),
                ("disable", {"host": "node1", "binary": "invalid_binary"}, 404),
                ("enable", {"host": "invalid_host", "binary": "cinder-volume"}, 404),
                ("disable", {"host": 7, "binary": "cinder-volume"}, 400),
