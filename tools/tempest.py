@@ -36,9 +36,9 @@ from api import bootstrap
 from api.bootstrap import UserSpec
 from api.compute.microversions import MAX_VERSION, MIN_VERSION
 from api.network.routes import EXTENSIONS as NEUTRON_EXTENSIONS
-from api.volume import backends as volume_backends
 from api.volume import microversions as volume_versions
 from cells.config import ClusterConfig
+from cells.db.volumes import VENDOR as VOLUME_VENDOR
 from cells.network.resources import DEFAULT_NETWORK_NAME
 from tools.devcluster import RunningCluster, running_cluster, without_cloud_variables
 
@@ -337,7 +337,7 @@ def tempest_conf(cluster: RunningCluster, workspace: Path, images: list[str], pu
         "volume": {"region": region, "endpoint_type": "publicURL", "catalog_type": "block-storage",
                    "build_timeout": 120, "volume_size": 1, "min_microversion": volume_versions.fmt(volume_versions.MIN_VERSION),
                    "max_microversion": volume_versions.fmt(volume_versions.MAX_VERSION),
-                   "vendor_name": volume_backends.VENDOR},  # what get_pools' capabilities say (api/volume/backends.py)
+                   "vendor_name": VOLUME_VENDOR},  # what get_pools' capabilities say (cells/db/volumes.py)
         "network": {"region": region, "endpoint_type": "publicURL", "build_timeout": 120,
                     "shared_physical_network": False, "public_network_id": public_network_id,
                     "floating_network_name": PUBLIC_NETWORK["name"]},

@@ -287,7 +287,7 @@ CINDER = {
     **{name: "rule:project_reader_or_admin" for name in (
         "volume:get_all", "volume:get", "volume:get_all_snapshots", "volume:get_snapshot",
         "volume:get_volume_metadata", "volume:get_snapshot_metadata", "volume:get_all_transfers",
-        "volume:get_transfer", "volume_extension:volume_image_metadata:show",
+        "volume:get_transfer", "volume_extension:volume_image_metadata:show", "message:get_all", "message:get",
         "volume_extension:types_extra_specs:index", "volume_extension:types_extra_specs:show")},
     **{name: "rule:project_member_or_admin" for name in (
         "volume:create", "volume:update", "volume:delete", "volume:extend", "volume:create_snapshot",
@@ -297,6 +297,7 @@ CINDER = {
         "volume:create_volume_metadata", "volume:update_volume_metadata",
         "volume:delete_volume_metadata", "volume:update_snapshot_metadata", "volume:delete_snapshot_metadata",
         "volume_extension:volume_image_metadata:set", "volume_extension:volume_image_metadata:remove",
+        "message:delete",
         *(f"volume_extension:volume_actions:{a}" for a in (
             "reserve", "unreserve", "attach", "detach", "begin_detaching", "roll_detaching",
             "update_readonly_flag")))},

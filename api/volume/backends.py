@@ -28,11 +28,9 @@ from api.timeutil import iso_naive_micro, utcnow
 from api.volume import cells
 from api.volume.microversions import version_of
 from cells import errors
+from cells.db.volumes import DRIVER_VERSION, VENDOR, storage_protocols
 
-VENDOR = "Cellcloud"
 EPOCH = "1970-01-01T00:00:00"  # a cell that did not answer now: no heartbeat time here, and Cinder's schema wants one
-DRIVER_VERSION = "1.0"
-PROTOCOLS = {"tgt": "iSCSI", "lio": "iSCSI", "nbd": "NBD", "local": "local"}  # export target -> protocol
 EXTENSIONS = (  # (alias, name, description) of what this API serves
     ("os-hosts", "Hosts", "Admin-only host administration."),
     ("os-vol-tenant-attr", "VolumeTenantAttribute", "Expose the internal project_id as an attribute of a volume."),
@@ -104,9 +102,8 @@ async def services(request: web.Request) -> web.Response:
 
 
 def _capabilities(host: Mapping[str, Any]) -> dict[str, Any]:
-    targets = list(host.get("targets") or [])
     return {"volume_backend_name": str(host["backend_name"]), "vendor_name": VENDOR, "driver_version": DRIVER_VERSION,
-            "storage_protocol": PROTOCOLS.get(targets[0], str(targets[0])) if targets else "local"}
+            "storage_protocol": storage_protocols(list(host.get("targets") or []))[0]}
 
 
 async def pools(request: web.Request) -> web.Response:

@@ -64,6 +64,17 @@ async def set_volume_host(router: CellRouter, ctx: RequestContext, host: str,
     return changed
 
 
+async def messages(router: CellRouter, ctx: RequestContext) -> list[dict[str, Any]]:
+    """The caller's user messages of every cell (admins: every project's), newest first."""
+    return await _newest_first(router, ctx, lambda api, c: api.message_list(c), False)
+
+
+async def find_message(router: CellRouter, ctx: RequestContext,
+                       message_id: str) -> tuple[VolumeConductorAPI, dict[str, Any]]:
+    return await _find(router, ctx, lambda api, c: api.message_get(c, message_id),
+                       errors.NotFound(f"Message {message_id} could not be found."))
+
+
 async def _newest_first(router: CellRouter, ctx: RequestContext,
                         fetch: Callable[[VolumeConductorAPI, RequestContext], Awaitable[list[dict[str, Any]]]],
                         strict: bool) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from api.volume import (
     backends,
     encryption,
     group_types,
+    messages,
     metadata,
     microversions,
     qos,
@@ -101,4 +102,5 @@ def make_volume_app() -> web.Application:
     group_types.add_routes(app)
     quotas.add_routes(app)
     services.add_routes(app)
+    messages.add_routes(app)
     return app

@@ -38,6 +38,7 @@ from api.volume.views import volume_brief, volume_detail
 from cells import errors
 from cells.conductor.flows.volumes import MAX_SIZE_GB
 from cells.context import RequestContext
+from cells.db.volumes import CAPABILITY_SPECS
 from cells.rpcapi.volume import VolumeConductorAPI
 
 MAX_LIMIT = 1000
@@ -252,8 +253,12 @@ async def create_volume(request: web.Request, ctx: RequestContext, project: str,
         raise errors.Invalid(f"Volume type {vtype['name']} asks for encryption, which this cloud's volume hosts "
                              "do not do")
     stored_type = None if vtype["id"] == types.DEFAULT_TYPE_ID else str(vtype["name"])
-    spec = {**spec, "volume_type": stored_type,
-            "volume_backend_name": (vtype.get("extra_specs") or {}).get(types.BACKEND_KEY)}
+    specs = dict(vtype.get("extra_specs") or {})
+    wanted = {k: str(specs.get(k, specs.get(f"capabilities:{k}"))) for k in CAPABILITY_SPECS
+              if specs.get(k, specs.get(f"capabilities:{k}")) is not None}
+    spec = {**spec, "volume_type": stored_type, "volume_backend_name": specs.get(types.BACKEND_KEY)}
+    if wanted:  # sent only when asked (Cinder's CapabilitiesFilter): placement matches the volume hosts'
+        spec["capabilities"] = wanted
     volume = {"id": str(uuidlib.uuid4()), "project_id": project, "user_id": ctx.user, **spec}
     listed, listed_ids = await cells.project_usage(router, ctx, project)
     vid, size = str(volume["id"]), int(spec["size"])

@@ -487,6 +487,15 @@ class ConductorManager:
     async def volume_host_set(self, ctx: RequestContext, host: str, values: dict[str, Any]) -> dict[str, Any]:
         return await self.volumes.volume_host_set(ctx, host, values)
 
+    async def message_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        return await self.volumes.message_list(ctx)
+
+    async def message_get(self, ctx: RequestContext, message_id: str) -> dict[str, Any]:
+        return await self.volumes.message_get(ctx, message_id)
+
+    async def message_delete(self, ctx: RequestContext, message_id: str) -> dict[str, Any]:
+        return await self.volumes.message_delete(ctx, message_id)
+
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> AttachmentRecord:
         return await self.volumes.volume_attach(ctx, volume_id, instance_uuid, device)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cells.conductor.env import FlowEnv
-from cells.conductor.flows import volume_extend, volume_snapshots, volume_states, volume_upload, volumes
+from cells.conductor.flows import messages, volume_extend, volume_snapshots, volume_states, volume_upload, volumes
 from cells.context import RequestContext
 from cells.db.volumes import ensure_volume_schema
 from cells.objects.records import AttachmentRecord, VolumeRecord
@@ -72,6 +72,15 @@ class VolumeConductor:
 
     async def volume_host_set(self, ctx: RequestContext, host: str, values: dict[str, Any]) -> dict[str, Any]:
         return await volume_states.volume_host_set(self.env, ctx, host, values)
+
+    async def message_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        return await messages.message_list(self.env, ctx)
+
+    async def message_get(self, ctx: RequestContext, message_id: str) -> dict[str, Any]:
+        return await messages.message_get(self.env, ctx, message_id)
+
+    async def message_delete(self, ctx: RequestContext, message_id: str) -> dict[str, Any]:
+        return await messages.message_delete(self.env, ctx, message_id)
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> AttachmentRecord:

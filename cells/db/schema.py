@@ -52,7 +52,8 @@ SCHEMA_VERSION = 5  # the hand-written runner's last version (frozen: Alembic re
 ALEMBIC_REVISIONS = ("c0001_baseline", "c0002_snapshots", "c0003_instance_lock", "c0004_volume_backend_names",
                      "c0005_volume_images", "c0006_routers_floatingips", "c0007_service_marks",
                      "c0008_instance_password", "c0009_snapshot_progress", "c0010_volume_image_metadata",
-                     "c0011_subnet_routes_fip_revision", "c0012_volume_service_state")
+                     "c0011_subnet_routes_fip_revision", "c0012_volume_service_state",
+                     "c0013_volume_messages")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]  # = SCHEMA_VERSION 5
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 TIME = String(32)  # "2026-11-21T12:00:00.123456Z"

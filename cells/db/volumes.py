@@ -101,6 +101,9 @@ volumes = Table(
     # c0010: Cinder's volume_image_metadata once a user changed it (os-set/unset_image_metadata), whole;
     # None: shown from `image`. Only shown: a boot or an upload reads `image`, the record the API checked
     Column("image_metadata", JSON, nullable=True),
+    # c0013: the capabilities its volume type asks of a volume host (vendor_name, storage_protocol; Cinder's
+    # CapabilitiesFilter); None: any
+    Column("capabilities", JSON, nullable=True),
     # the usual tenant listing: WHERE project_id=? AND deleted=? ORDER BY created_at
     Index("ix_volumes_project_deleted_created", "project_id", "deleted", "created_at"),
 )
@@ -158,6 +161,45 @@ volume_nodes = Table(
     Column("disabled_reason", String(255), nullable=True),
     Column("frozen", Boolean, nullable=False, default=False, server_default=false()),
 )
+
+# c0013: Cinder's user messages (/messages, 3.3): what failed for a project, kept until expires_at
+# (cells/conductor/flows/messages.py)
+messages = Table(
+    "messages", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(255), nullable=False),
+    Column("request_id", String(255), nullable=False),
+    Column("resource_type", String(32), nullable=False),
+    Column("resource_uuid", String(36), nullable=True),
+    Column("event_id", String(64), nullable=False),
+    Column("message_level", String(16), nullable=False),
+    Column("user_message", Text, nullable=False),
+    Column("created_at", TIME, nullable=False),
+    Column("expires_at", TIME, nullable=False, index=True),
+    Index("ix_messages_project_created", "project_id", "created_at"),
+)
+
+# what a volume host offers a volume type's capability specs (and the API's get_pools shows)
+VENDOR = "Cellcloud"
+DRIVER_VERSION = "1.0"
+PROTOCOLS = {"tgt": "iSCSI", "lio": "iSCSI", "nbd": "NBD", "local": "local"}  # export target -> protocol
+CAPABILITY_SPECS = ("vendor_name", "storage_protocol")  # the ones placement matches (others: not kept)
+
+
+def storage_protocols(targets: Sequence[str]) -> list[str]:
+    return [PROTOCOLS.get(t, str(t)) for t in targets] or ["local"]
+
+
+def offers(node: Any, wanted: Mapping[str, str] | None) -> bool:
+    """Whether a volume host has the capabilities a volume type asks for: its vendor, and a protocol one
+    of its export targets speaks (case-insensitive, as Cinder canonicalizes iSCSI)."""
+    for key, value in (wanted or {}).items():
+        if key == "vendor_name" and value != VENDOR:
+            return False
+        if key == "storage_protocol" and value.lower() not in [p.lower() for p in storage_protocols(node.targets)]:
+            return False
+    return True
+
 
 WIRE_FIELDS = tuple(c.name for c in volumes.columns if c.name not in ("deleted_at", "conductor_id"))
 ATTACHMENT_FIELDS = tuple(c.name for c in volume_attachments.columns)

@@ -175,6 +175,7 @@ class VolumeRecord(TypedDict):
     volume_backend_name: str | None  # what its volume type asks for (None: any volume host)
     image: BootImage | None  # the image it was made from, as the creating project saw it
     image_metadata: dict[str, str] | None  # volume_image_metadata as a user changed it (None: from `image`)
+    capabilities: dict[str, str] | None  # what its type asks of a volume host (vendor_name, storage_protocol)
     attachments: list[AttachmentRecord]
     cell: str | None
 

@@ -26,7 +26,7 @@ CONDUCTOR_TOPIC = "conductor"
 UPLOAD = 3600.0  # a volume's bytes through the image API: a large volume on a slow disk
 CONNECTION_VERSION = "1.4"  # conductor volume_connection: a compute resolves what it plugs itself
 STATES_VERSION = "1.5"  # conductor volume_action / snapshot_action (release 5)
-SERVICE_VERSION = "1.6"  # conductor volume_host_set (os-services disable/enable/freeze/thaw)
+SERVICE_VERSION = "1.6"  # conductor volume_host_set (os-services disable/enable/freeze/thaw), message_*
 
 SURFACE = surface(
     # retry-safe: a repeat finds the volume made (node/volume/backends), so a create the volume
@@ -71,6 +71,10 @@ CONDUCTOR_METHODS = (
     Method("volume_host_list", FAST, retry_safe=True, version=STATES_VERSION, callers=callers(API)),
     # admin: os-services disable/enable/freeze/thaw of a volume host (placement skips it)
     Method("volume_host_set", FAST, retry_safe=True, version=SERVICE_VERSION, callers=callers(API)),
+    # Cinder's user messages of the cell's volume failures (cells/conductor/flows/messages.py)
+    Method("message_list", FAST, retry_safe=True, version=SERVICE_VERSION, callers=callers(API)),
+    Method("message_get", FAST, retry_safe=True, version=SERVICE_VERSION, callers=callers(API)),
+    Method("message_delete", FAST, retry_safe=True, version=SERVICE_VERSION, callers=callers(API)),
     # from compute workers: the connection of the volume a compute is plugging (it asks, never takes one)
     Method("volume_connection", FAST, retry_safe=True, version=CONNECTION_VERSION, callers=callers(COMPUTE)),
     # from volume workers
@@ -223,6 +227,16 @@ class VolumeConductorAPI:
     async def volume_host_set(self, ctx: RequestContext, host: str, values: dict[str, Any]) -> dict[str, Any]:
         """A volume host's os-services state: disabled, disabled_reason, frozen (admin)."""
         return map_reply(await self._call("volume_host_set", ctx, host=host, values=values))
+
+    async def message_list(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        """The caller's project's user messages in this cell (admins: every project's), newest first."""
+        return list_reply(await self._call("message_list", ctx))
+
+    async def message_get(self, ctx: RequestContext, message_id: str) -> dict[str, Any]:
+        return map_reply(await self._call("message_get", ctx, message_id=message_id))
+
+    async def message_delete(self, ctx: RequestContext, message_id: str) -> dict[str, Any]:
+        return map_reply(await self._call("message_delete", ctx, message_id=message_id))
 
     async def volume_attach(self, ctx: RequestContext, volume_id: str, instance_uuid: str,
                             device: str | None = None) -> dict[str, Any]:

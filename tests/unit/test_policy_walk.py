@@ -34,7 +34,7 @@ SERVICE_NAMES: dict[str, Callable[[str], bool]] = {  # how each service's rules 
     "/identity": lambda r: r.startswith("identity:"),
     "/compute": lambda r: r.startswith("os_compute_api:"),
     "/volume": lambda r: r.startswith(("volume:", "volume_extension:", "limits_extension:", "scheduler_extension:",
-                                       "snapshot_extension:", "group:")),
+                                       "snapshot_extension:", "group:", "message:")),
     "/image": lambda r: r in rules.GLANCE,
     "/network": lambda r: r in rules.NEUTRON,
     "/dashboard": lambda r: r in rules.DASHBOARD,

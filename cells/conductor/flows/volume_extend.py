@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx
+from cells.conductor.flows import messages
 from cells.conductor.flows.volumes import _get_visible, record, validate_size
 from cells.context import RequestContext
 from cells.db import volumes as vdb
@@ -83,9 +84,11 @@ async def extend_on_host(env: FlowEnv, ctx: RequestContext, rec: VolumeRecord, o
 
         def back(conn: Connection) -> None:
             if old_size is None:
-                vdb.transition(conn, vid, [S.EXTENDING], {"status": S.ERROR_EXTENDING, "error": reason})
+                if vdb.transition(conn, vid, [S.EXTENDING], {"status": S.ERROR_EXTENDING, "error": reason}):
+                    messages.record(conn, rec["project_id"], ctx.request_id, vid, "extend")
             elif vdb.transition(conn, vid, [S.EXTENDING], {"status": done, "size": old_size, "error": reason}):
                 vdb.release(conn, vdb.volume_host(rec), int(rec["size"]) - old_size)
+                messages.record(conn, rec["project_id"], ctx.request_id, vid, "extend")
         await env.db.write(back)
         return
     await env.db.write(lambda conn: vdb.transition(conn, vid, [S.EXTENDING], {"status": done}))

@@ -35,6 +35,7 @@ from sqlalchemy import Connection
 
 from cells import errors
 from cells.conductor.env import FlowEnv, background_ctx, through_host_restart
+from cells.conductor.flows import messages
 from cells.context import RequestContext
 from cells.db import instances as idb
 from cells.db import volume_snapshots as sdb
@@ -159,7 +160,17 @@ def validate_create(volume: Any, now: str) -> dict[str, Any]:
             "created_at": now, "updated_at": now, "deleted": False, "deleted_at": None,
             "snapshot_id": sources.get("snapshot_id"), "source_volid": sources.get("source_volid"),
             "volume_backend_name": _text(volume.get("volume_backend_name"), "volume_backend_name"), "image": image,
-            "image_metadata": None}
+            "image_metadata": None, "capabilities": _capabilities(volume.get("capabilities"))}
+
+
+def _capabilities(value: Any) -> dict[str, str] | None:
+    """What a volume type asks of a volume host (vdb.CAPABILITY_SPECS), as the API resolved the type."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or any(k not in vdb.CAPABILITY_SPECS or not isinstance(v, str) or len(v) > 255
+                                             for k, v in value.items()):
+        raise errors.Invalid(reason=f"capabilities must map {', '.join(vdb.CAPABILITY_SPECS)} to strings")
+    return dict(value) or None
 
 
 def next_device(used: list[str]) -> str:
@@ -235,7 +246,8 @@ def source_host(conn: Connection, volume: Any) -> str | None:
     return None
 
 
-def place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[str, Any] | None:
+def place(conn: Connection, volume_id: str, size: int, live: set[str],
+          request_id: str | None = None) -> dict[str, Any] | None:
     vol = vdb.get_row(conn, volume_id)
     if vol is None:
         return None
@@ -243,6 +255,7 @@ def place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[s
     wanted = vol.volume_backend_name  # its type's volume_backend_name: only hosts of that backend
     candidates = sorted((n for n in vdb.nodes(conn) if n.host in live and (only is None or n.host == only)
                          and not (n.disabled or n.frozen)  # an admin took it out of service (os-services)
+                         and vdb.offers(n, vol.capabilities)
                          and (wanted is None or (n.backend_name or n.backend) == wanted)),
                         key=lambda n: n.capacity_gb - n.allocated_gb, reverse=True)
     for node in candidates:  # most free space first; each try is an atomic conditional UPDATE
@@ -253,12 +266,15 @@ def place(conn: Connection, volume_id: str, size: int, live: set[str]) -> dict[s
     reason = NO_HOST.format(size=size) if only is None else NO_SOURCE_ROOM.format(host=only, size=size)
     if wanted is not None:
         reason += f" (the volume type asks for volume_backend_name {wanted!r})"
-    vdb.transition(conn, volume_id, [S.CREATING], {"status": S.ERROR, "error": reason})
+    if vol.capabilities:
+        reason += f" (the volume type asks for {', '.join(f'{k}={v}' for k, v in sorted(vol.capabilities.items()))})"
+    if vdb.transition(conn, volume_id, [S.CREATING], {"status": S.ERROR, "error": reason}):
+        messages.record(conn, vol.project_id, request_id, volume_id, "create", "no_backend")
     return None
 
 
 async def place_and_create(env: FlowEnv, ctx: RequestContext, volume_id: str, size: int) -> None:
-    row = await env.db.write(lambda conn: place(conn, volume_id, size, live_volume_hosts(env)))
+    row = await env.db.write(lambda conn: place(conn, volume_id, size, live_volume_hosts(env), ctx.request_id))
     if row is None:
         LOG.warning("volume %s: no volume host could take it", volume_id)
         return
@@ -520,7 +536,8 @@ async def _roll_back_attach(env: FlowEnv, ctx: RequestContext, volume: VolumeRec
     def roll_back(conn: Connection) -> None:
         if _still_ours(conn, vid, attachment_id):
             vdb.delete_attachment(conn, vid)
-            vdb.transition(conn, vid, [S.ATTACHING], {"status": status, "error": f"attach failed: {reason}"})
+            if vdb.transition(conn, vid, [S.ATTACHING], {"status": status, "error": f"attach failed: {reason}"}):
+                messages.record(conn, volume["project_id"], ctx.request_id, vid, "attach")
     await env.db.write(roll_back)
 
 
