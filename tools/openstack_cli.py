@@ -51,16 +51,18 @@ class _WaitClock:
     seen then and not after a whole WAIT_POLL. Everything else is the real `time`."""
 
     def __init__(self) -> None:
+        # here, not at import (devcluster imports this module): the server makes its clock before it forks
+        from tools.devcluster import poll_pauses
+
+        self.poll_pauses = poll_pauses
         self.pauses: Iterator[float] | None = None
 
     def restart(self) -> None:
         self.pauses = None
 
     def next_pause(self, seconds: float) -> float:
-        from tools.devcluster import poll_pauses  # not at import: devcluster imports this module
-
         if self.pauses is None:
-            self.pauses = poll_pauses(WAIT_POLL)
+            self.pauses = self.poll_pauses(WAIT_POLL)
         return min(seconds, next(self.pauses))
 
     def sleep(self, seconds: float) -> None:
