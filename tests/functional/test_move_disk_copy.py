@@ -12,6 +12,9 @@ own cached image), not made again from the image. A revert starts the source gue
 again on its own disk; a confirm removes it. The resize action's compute_finish_resize
 event says the disk was copied.
 
+An image of a server booted from a volume (issue 18) boots a guest whose root and data volumes are made
+from the volumes' snapshots: it boots and reads the data volume's marker.
+
 Volumes move with the server (issue 18): n1 is a volume host too (its local target serves n1, tgt or NBD
 the other host), and a server booted from a volume with a data volume attached migrates, reverts and
 resizes between the hosts; each time the guest on its new host boots from the volume and reads the
@@ -233,3 +236,53 @@ def test_a_boot_volume_and_a_data_volume_move_with_the_guest(cluster: RunningClu
     for vid in (boot, data):
         volume_status(c, vid, "available")
         c.ok("volume", "delete", vid)
+
+
+def test_an_image_of_a_volume_backed_guest_boots_a_guest_reading_the_snapshots(cluster: RunningCluster) -> None:
+    """Issue 18's createImage of a server booted from a volume, bytes through a real guest: the image holds no
+    data, only the mappings of the volumes' snapshots; the server booted from it boots from a root volume made
+    from the root's snapshot and sees the data volume's marker through the volume made from its snapshot."""
+    reason = volume_targets_missing()
+    if reason is not None:
+        pytest.skip(f"n1 exports volumes to n2 through tgt or nbd: {reason}")
+    c = cluster
+    net = c.ok("network", "list", "-f", "json")[0]["ID"]
+    boot = c.ok("volume", "create", "--image", "tiny-linux", "--size", "1", "--bootable", "-f", "json",
+                f"imgroot{TAG}")["id"]
+    data = c.ok("volume", "create", "--size", "1", "-f", "json", f"imgdata{TAG}")["id"]
+    volume_status(c, boot, "available")
+    volume_status(c, data, "available")
+    with (c.state / "hosts" / "n1" / "volumes" / f"volume-{data}.raw").open("r+b") as f:
+        f.write(MARK.encode())
+    sid = c.ok("server", "create", "--volume", boot, "--flavor", "m1.tiny", "--network", net, "--wait",
+               "-f", "json", f"imgsrc{TAG}")["id"]
+    c.ok("server", "add", "volume", sid, data)
+    volume_status(c, data, "in-use")
+    both = sorted([BOOT_HEAD, MARK])
+    assert disks_of_boot(c, sid, 1) == both
+
+    c.ok("server", "image", "create", "--name", f"vbimg{TAG}", "--wait", sid)
+    assert c.ok("image", "show", f"vbimg{TAG}", "-f", "json")["size"] == 0
+    def snapshots_available() -> bool:
+        listed = [s for s in c.ok("volume", "snapshot", "list", "-f", "json")
+                  if s["Name"] == f"snapshot for vbimg{TAG}"]
+        assert len(listed) == 2, listed  # the root's and the data volume's
+        return all(s["Status"] == "available" for s in listed)
+    wait_for("both snapshots available", snapshots_available, timeout=120, interval=0.5)
+    clone = c.ok("server", "create", "--image", f"vbimg{TAG}", "--flavor", "m1.tiny", "--network", net, "--wait",
+                 "-f", "json", f"imgclone{TAG}")["id"]
+    assert disks_of_boot(c, clone, 1) == both  # its root from one snapshot, its data volume from the other
+    made = [v["id"] for v in settled(c, clone, "ACTIVE")["volumes_attached"]]
+    assert len(made) == 2 and not {boot, data} & set(made)
+
+    for server in (clone, sid):
+        c.ok("server", "delete", "--wait", server)
+    c.ok("image", "delete", f"vbimg{TAG}")
+    for vid in made:
+        volume_status(c, vid, "available")
+        c.ok("volume", "delete", vid)
+    for vid in (boot, data):
+        volume_status(c, vid, "available")
+    wait_for("the clones gone", lambda: not {v["ID"] for v in c.ok("volume", "list", "-f", "json")} & set(made),
+             timeout=60, interval=0.5)
+    c.ok("volume", "delete", "--purge", boot, data)
