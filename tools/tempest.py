@@ -35,6 +35,7 @@ import yaml
 from api import bootstrap
 from api.bootstrap import UserSpec
 from api.compute.microversions import MAX_VERSION, MIN_VERSION
+from api.image.default import tiny_raw
 from api.network.routes import EXTENSIONS as NEUTRON_EXTENSIONS
 from api.volume import microversions as volume_versions
 from cells.config import ClusterConfig
@@ -129,6 +130,26 @@ def _image_ids(cluster: RunningCluster) -> list[str]:
     if not ids:
         raise RuntimeError("the cluster has no active image for Tempest's image_ref")
     return ids
+
+
+ALT_IMAGE = "tiny-raw-alt"
+
+
+def alt_image(cluster: RunningCluster, images: list[str]) -> list[str]:
+    """The run's images with a second one when the cluster has a single image: tiny-raw's bytes under another
+    name (public, as the admin), so image_ref_alt differs from image_ref (Tempest's image filter tests need two)."""
+    if len(images) > 1:
+        return images
+    import requests  # the tempest extra brings it (see _image_ids)
+    headers = {"X-Auth-Token": cluster.token("admin")}
+    made = requests.post(f"{cluster.endpoint}/image/v2/images", headers=headers, timeout=30, json={
+        "name": ALT_IMAGE, "disk_format": "raw", "container_format": "bare", "visibility": "public"})
+    made.raise_for_status()
+    image_id = str(made.json()["id"])
+    put = requests.put(f"{cluster.endpoint}/image/v2/images/{image_id}/file", data=tiny_raw(), timeout=60,
+                       headers={**headers, "Content-Type": "application/octet-stream"})
+    put.raise_for_status()
+    return [*images, image_id]
 
 
 def projects(workers: int) -> list[str]:
@@ -396,7 +417,7 @@ def run(regex: str, workspace: Path, concurrency: int = 2, name: str | None = No
     (workspace / "locks").mkdir(exist_ok=True)
     with running_cluster(workspace / "cluster", hosts=2, volumes=True,
                          name=name or f"tempest{os.getpid()}") as cluster:
-        images = _image_ids(cluster)
+        images = alt_image(cluster, _image_ids(cluster))
         specs, passwords = extra_users(concurrency)
         asyncio.run(bootstrap.ensure_users(ClusterConfig.load(cluster.state / "cluster.json"), specs, passwords))
         give_projects_room(cluster, projects(concurrency))
