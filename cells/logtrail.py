@@ -11,6 +11,7 @@ import json
 import logging
 import logging.handlers
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -90,6 +91,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+class RotatingFile(logging.handlers.RotatingFileHandler):
+    """The stdlib's size rotation, each record formatted once: its shouldRollover formats every record a
+    second time for the size check and stats the file's path twice (a service's hot path logs a line per
+    boot). Same rule, on the open file's size: rotate before a record that would take it to max_bytes;
+    never rotate what is not a regular file (bpo-45401)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record) + self.terminator
+            if self.stream is None:
+                self.stream = self._open()
+            if self.maxBytes > 0:
+                st = os.fstat(self.stream.fileno())
+                if stat.S_ISREG(st.st_mode) and st.st_size + len(msg) >= self.maxBytes:
+                    self.doRollover()
+                    if self.stream is None:
+                        self.stream = self._open()
+            self.stream.write(msg)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001  # as logging does: a failed write is reported, never raised
+            self.handleError(record)
+
+
 def text_formatter(service_id: str) -> logging.Formatter:
     return logging.Formatter(f"%(asctime)s %(levelname)s [{service_id}] [%(request_id)s] %(name)s: %(message)s",
                              datefmt=None)
@@ -104,8 +130,7 @@ def setup(service_id: str, level: str, log_file: str | None = None, fmt: str = "
     if log_file:
         # append mode: the supervisor's fd on the same file keeps taking what escapes logging (a crash
         # before this ran); after a rotation that goes to the newest rotated file
-        handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=backups,
-                                                       encoding="utf-8")
+        handler = RotatingFile(log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter(service_id))

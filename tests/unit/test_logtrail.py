@@ -87,6 +87,30 @@ def test_log_file_rotates_by_size_keeping_the_configured_backups(tmp_path: Path,
     assert "line 199 " in log_file.read_text()
 
 
+def test_log_file_formats_each_record_once_and_rotates_before_the_limit(tmp_path: Path, root_logging: None) -> None:
+    """The rotating file formats a record once (the stdlib's formatted it again for its size check), and a
+    file never passes max_bytes: every line whole, none lost, in order across the rotated files."""
+    formatted = []
+
+    class Counting(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            formatted.append(record.getMessage())
+            return super().format(record)
+
+    log_file = tmp_path / "svc.log"
+    logtrail.setup("api", "INFO", str(log_file), max_bytes=1000, backups=3)
+    handler = logging.getLogger().handlers[0]
+    handler.setFormatter(Counting("%(message)s"))
+    for n in range(80):
+        logging.getLogger("t").info("line %02d %s", n, "y" * 60)
+    assert formatted == [f"line {n:02d} {'y' * 60}" for n in range(80)]
+    files = [log_file.with_name(f"svc.log.{i}") for i in (3, 2, 1)] + [log_file]
+    assert all(f.stat().st_size < 1000 for f in files)
+    lines = [line for f in files for line in f.read_text().splitlines()]
+    assert lines == [f"line {n:02d} {'y' * 60}" for n in range(80 - len(lines), 80)]
+    assert len(lines) > 3 * (1000 // 70)  # the three rotated files are full, not one line each
+
+
 def test_trail_merges_services_in_time_order_with_tracebacks_and_rotations(tmp_path: Path) -> None:
     rid, other = new_request_id(), new_request_id()
     (tmp_path / "api.log").write_text(
