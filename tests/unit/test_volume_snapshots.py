@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select, update
 
 from cells import errors
+from cells.conductor.flows import messages
 from cells.conductor.flows import volume_extend as extend
 from cells.conductor.flows import volume_recovery as recovery
 from cells.conductor.flows import volume_snapshots as snaps
@@ -390,3 +391,27 @@ async def test_image_metadata_changes_show_but_leave_the_image_a_boot_reads(tmp_
             and vol["image"]["name"] == IMAGE_ID
     finally:
         await env.close()
+
+
+async def test_a_failed_extend_and_a_failed_attach_each_leave_one_message_for_the_project(env: VolumeCell) -> None:
+    """The hypervisor refuses a grow, then a plug: each failure leaves one message for the volume's project, with
+    Cinder's event id and fixed text (not the hypervisor's words), which another project does not see."""
+    vid = await create(env, size=1)
+    uid = await add_instance(env)
+    await flows.volume_attach(env.env, DEMO, vid, uid)
+    await env.settle()
+    env.compute.fail = "blockResize refused"
+    await extend.volume_extend(env.env, DEMO, vid, 2)
+    await env.settle()
+    env.compute.fail = None
+    await flows.volume_detach(env.env, DEMO, vid, uid)
+    await env.settle()
+    env.compute.fail = "attachDeviceFlags refused"
+    await flows.volume_attach(env.env, DEMO, vid, uid)
+    await env.settle()
+    assert await status(env, vid) == "available"
+    listed = await messages.message_list(env.env, DEMO)
+    assert sorted((m["event_id"], m["user_message"], m["resource_uuid"]) for m in listed) == [
+        ("VOLUME_VOLUME_002_001", "attach volume:An unknown error occurred.", vid),
+        ("VOLUME_VOLUME_007_001", "extend volume:An unknown error occurred.", vid)]
+    assert await messages.message_list(env.env, OTHER) == []
