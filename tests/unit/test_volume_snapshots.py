@@ -17,11 +17,10 @@ import pytest
 from sqlalchemy import select, update
 
 from cells import errors
-from cells.conductor.flows import messages
+from cells.conductor.flows import messages, volume_upload
 from cells.conductor.flows import volume_extend as extend
 from cells.conductor.flows import volume_recovery as recovery
 from cells.conductor.flows import volume_snapshots as snaps
-from cells.conductor.flows import volume_upload
 from cells.conductor.flows import volumes as flows
 from cells.db import volumes as vdb
 from node.volume.backends import VolumeStorage
