@@ -158,6 +158,13 @@ def limits_of(conn: Connection, project_id: str) -> dict[str, int]:
     return out
 
 
+def checked_class_name(name: str) -> str:
+    """A quota class's name as both Nova and Cinder take it from the URL: 1 to 255 characters."""
+    if not 1 <= len(name) <= 255:
+        raise errors.Invalid("Quota class name must be 1 to 255 characters long.")
+    return name
+
+
 async def class_limits(engine: AsyncEngine, class_name: str = DEFAULT_CLASS) -> dict[str, int]:
     async with engine.connect() as conn:
         return await conn.run_sync(class_limits_of, class_name)

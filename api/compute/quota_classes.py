@@ -21,7 +21,6 @@ from api.compute.quotas import QUOTA_SET_RESOURCES, check_limit
 from api.http import authorize, json_body
 from api.keys import ENGINE
 from api.validation import validate
-from cells import errors
 
 _NETWORK = ("fixed_ips", "floating_ips", "security_group_rules", "security_groups")  # gone from 2.50
 _SERVER_GROUPS = ("server_groups", "server_group_members")  # shown from 2.50
@@ -44,16 +43,9 @@ def update_schema(version: Microversion) -> dict[str, Any]:
             "required": ["quota_class_set"], "additionalProperties": False}
 
 
-def _class_name(request: web.Request) -> str:
-    name = request.match_info["class_name"]
-    if not 1 <= len(name) <= 255:
-        raise errors.Invalid("Quota class name must be 1 to 255 characters long.")
-    return name
-
-
 async def show(request: web.Request) -> web.Response:
     authorize(request, "os_compute_api:os-quota-class-sets:show")
-    name = _class_name(request)
+    name = quota.checked_class_name(request.match_info["class_name"])
     limits = await quota.class_limits(request.config_dict[ENGINE], name)
     return web.json_response({"quota_class_set": {"id": name, **{r: limits[r]
                                                                 for r in resources_at(version_of(request))}}})
@@ -61,7 +53,7 @@ async def show(request: web.Request) -> web.Response:
 
 async def update(request: web.Request) -> web.Response:
     authorize(request, "os_compute_api:os-quota-class-sets:update")
-    name = _class_name(request)
+    name = quota.checked_class_name(request.match_info["class_name"])
     version = version_of(request)
     body = await json_body(request)
     validate(update_schema(version), body)

@@ -100,18 +100,11 @@ async def update(request: web.Request) -> web.Response:
     return web.json_response({"quota_set": {**{r: limits[r] for r in SETTABLE}, **await _per_type(request, limits)}})
 
 
-def _class_name(request: web.Request) -> str:
-    name = request.match_info["class_name"]
-    if not 1 <= len(name) <= 255:
-        raise errors.Invalid("Quota class name must be 1 to 255 characters long.")
-    return name
-
-
 async def class_show(request: web.Request) -> web.Response:
     """GET os-quota-class-sets/{name}: the class's limits (a class never set: Cinder's defaults). Only the
     "default" class means anything: every project without a limit of its own has its limits."""
     context(request)
-    name = _class_name(request)
+    name = quota.checked_class_name(request.match_info["class_name"])
     limits = await quota.class_limits(request.config_dict[ENGINE], name)
     return web.json_response({"quota_class_set": {"id": name, **{r: limits[r] for r in SETTABLE},
                                                   **await _per_type(request, limits)}})
@@ -120,7 +113,7 @@ async def class_show(request: web.Request) -> web.Response:
 async def class_update(request: web.Request) -> web.Response:
     """PUT os-quota-class-sets/{name} {"quota_class_set": {...}}: the class after (no id), as Cinder."""
     context(request)
-    name = _class_name(request)
+    name = quota.checked_class_name(request.match_info["class_name"])
     body = await json_body(request)
     values = await _checked_values(request, body.get("quota_class_set") if isinstance(body, dict) else None,
                                    "quota_class_set")
