@@ -23,6 +23,9 @@ BASE = {
     "project_member_or_admin": "rule:project_member_api or rule:context_is_admin",
     # Keystone's names for the same ideas
     "admin_required": "rule:context_is_admin",
+    # Keystone's SYSTEM_READER: a reader role on a system-scoped token (system roles are the admin
+    # project's here) reads every identity resource; it changes none
+    "system_reader_api": "role:reader and system_scope:all",
     "service_or_admin": "rule:admin_required or rule:service_api",
     "owner": "user_id:%(user_id)s",
     "token_subject": "user_id:%(target.token.user_id)s",
@@ -133,6 +136,23 @@ KEYSTONE = {
     "identity:ec2_create_credential": "rule:admin_required or rule:owner",
     "identity:ec2_delete_credential": "rule:admin_required or user_id:%(target.credential.user_id)s",
 }
+
+# Keystone's defaults let a system reader do every identity read (SYSTEM_READER in keystone/common/policies:
+# "admin or system reader or ..."); Tempest's identity admin tests read as one (`[identity] use_system_token`)
+SYSTEM_READS = frozenset({
+    "get_project", "list_projects", "list_user_projects", "get_user", "list_users",
+    "get_role", "list_roles", "get_domain_role", "list_domain_roles",
+    "get_implied_role", "check_implied_role", "list_implied_roles", "list_role_inference_rules",
+    "get_domain", "list_domains", "get_group", "list_groups", "list_groups_for_user", "list_users_in_group",
+    "check_user_in_group", "check_grant", "list_grants", "list_role_assignments",
+    "check_system_grant_for_user", "list_system_grants_for_user",
+    "check_system_grant_for_group", "list_system_grants_for_group",
+    "list_project_tags", "get_project_tag", "get_service", "list_services", "get_endpoint", "list_endpoints",
+    "get_application_credential", "list_application_credentials", "ec2_get_credential", "ec2_list_credentials",
+})
+for _read in SYSTEM_READS:
+    KEYSTONE[f"identity:{_read}"] = f"rule:system_reader_api or {KEYSTONE[f'identity:{_read}']}"
+
 
 GLANCE = {
     "get_images": "rule:context_is_admin or role:reader",

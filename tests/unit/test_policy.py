@@ -66,6 +66,32 @@ def test_admin_only_from_the_admin_project_or_system_scope() -> None:
     assert not policy.check("modify_image", reader, {"owner": "team2"})
 
 
+def test_a_system_reader_reads_identity_and_changes_none() -> None:
+    """Keystone's SYSTEM_READER: reader on a system-scoped token may show and list users, projects, roles,
+    groups, domains and grants, and create or change none of them; a reader of a project other than the
+    admin one gets none of those reads, and a system reader is no cloud admin."""
+    policy = Policy(None)
+    system_reader = RequestContext(project=None, user="r", roles=("reader",), is_admin_project=False,
+                                   system_scope=True)
+    project_reader = RequestContext(project="team2", user="r", roles=("reader",), is_admin_project=False)
+    reads = ("identity:list_roles", "identity:get_role", "identity:list_domains", "identity:list_groups",
+             "identity:list_role_assignments", "identity:list_system_grants_for_user", "identity:list_implied_roles")
+    for action in reads:
+        assert policy.check(action, system_reader), action
+        assert not policy.check(action, project_reader), action
+    user = {"target.user.id": "u2", "target.user.domain_id": "default"}
+    project = {"target.project.id": "p2", "target.project.domain_id": "default"}
+    assert policy.check("identity:get_user", system_reader, user)
+    assert policy.check("identity:get_project", system_reader, project)
+    assert policy.check("identity:list_grants", system_reader, {**user, **project})
+    for write, target in (("identity:create_user", user), ("identity:create_project", project),
+                          ("identity:create_role", {}), ("identity:create_domain", {}),
+                          ("identity:create_grant", {**user, **project}),
+                          ("identity:create_system_grant_for_user", user), ("identity:delete_group", {})):
+        assert not policy.check(write, system_reader, target), write
+    assert not policy.check("context_is_admin", system_reader)
+
+
 def test_every_default_parses_and_every_rule_reference_resolves() -> None:
     rules = enforce.merged({})
     assert len(rules) > 50
