@@ -51,7 +51,7 @@ DEFAULTS: dict[str, int] = {
     "server_groups": 10, "server_group_members": 10,
     # nova-network leftovers that the 2.1 quota set still shows
     "fixed_ips": -1, "floating_ips": 10, "security_groups": 10, "security_group_rules": 20,
-    # Cinder (no backups or groups are made here: their limits are kept and shown, and bind nothing yet;
+    # Cinder (no backups are made here: their limits are kept and shown, and bind nothing; groups bind groups;
     # per_volume_gigabytes caps one volume's size, -1: only the service's own cap)
     "volumes": 10, "gigabytes": 1000, "snapshots": 10, "backups": 10, "backup_gigabytes": 1000, "groups": 10,
     "per_volume_gigabytes": -1,

@@ -357,6 +357,29 @@ volume_transfers = Table(
     Column("created_at", DateTime, nullable=False),
 )
 
+# a0021: Cinder's generic volume groups (api/volume/groups.py). Volumes live in the cells: a group keeps its
+# members' ids here (one group per volume), and a member whose volume is gone is simply not listed
+volume_groups = Table(
+    "volume_groups", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("user_id", String(64), nullable=True),
+    Column("name", String(255), nullable=True),
+    Column("description", Text, nullable=True),
+    Column("group_type_id", String(36), nullable=False),
+    Column("volume_types", JSON, nullable=False),  # the ids of the volume types its members may have
+    Column("availability_zone", String(255), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+volume_group_members = Table(
+    "volume_group_members", metadata,
+    Column("volume_id", String(36), primary_key=True),
+    Column("group_id", String(36), ForeignKey("volume_groups.id", ondelete="CASCADE"), nullable=False, index=True),
+)
+
 # --- image ------------------------------------------------------------------
 
 images = Table(
@@ -561,7 +584,7 @@ ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reserva
                      "a0013_identity_domains_hierarchy", "a0014_volume_transfers",
                      "a0015_qos_encryption", "a0016_implied_roles",
                      "a0017_volume_type_access", "a0018_identity_tags_domain_roles", "a0019_group_types",
-                     "a0020_image_tasks")
+                     "a0020_image_tasks", "a0021_volume_groups")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

@@ -259,6 +259,12 @@ VOLUME: dict[tuple[str, str], str] = {
                              ("GET", "/{group_type_id}/group_specs/{key}", "group:group_types_specs:get"),
                              ("PUT", "/{group_type_id}/group_specs/{key}", "group:group_types_specs:update"),
                              ("DELETE", "/{group_type_id}/group_specs/{key}", "group:group_types_specs:delete"))},
+    ("GET", _V + "/groups"): "group:get_all",
+    ("GET", _V + "/groups/detail"): "group:get_all",
+    ("POST", _V + "/groups"): "group:create",
+    ("GET", _V + "/groups/{group_id}"): "group:get",
+    ("PUT", _V + "/groups/{group_id}"): "group:update",
+    ("POST", _V + "/groups/{group_id}/action"): "volume:group_action",  # the action's own rule: GROUP_ACTIONS
     ("GET", _V + "/limits"): "limits_extension:used_limits",
     ("GET", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:show",
     ("PUT", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:update",
@@ -292,6 +298,7 @@ SNAPSHOT_ACTIONS: dict[str, str] = {
     "os-force_delete": "volume_extension:snapshot_admin_actions:force_delete",
     "os-update_snapshot_status": "snapshot_extension:snapshot_actions:update_snapshot_status",
 }
+GROUP_ACTIONS: dict[str, str] = {"delete": "group:delete", "reset_status": "group:reset_status"}
 TYPE_ACTIONS: dict[str, str] = {
     "addProjectAccess": "volume_extension:volume_type_access:addProjectAccess",
     "removeProjectAccess": "volume_extension:volume_type_access:removeProjectAccess",
@@ -474,6 +481,8 @@ def resolve(table: Mapping[tuple[str, str], str], method: str, template: str, ma
         return VOLUME_ACTIONS.get(_action_name(body) or "")
     if rule == "volume:snapshot_action":
         return SNAPSHOT_ACTIONS.get(_action_name(body) or "")
+    if rule == "volume:group_action":
+        return GROUP_ACTIONS.get(_action_name(body) or "")
     if rule == "volume:type_action":
         return TYPE_ACTIONS.get(_action_name(body) or "")
     if rule == _N + "os-aggregates:action":

@@ -329,6 +329,10 @@ CINDER = {
     **{f"group:group_types:{v}": "rule:admin_api" for v in ("create", "update", "delete")},
     **{f"group:group_types_specs:{v}": "rule:admin_api" for v in ("get", "get_all", "create", "update", "delete")},
     "group:access_group_types_specs": "rule:admin_api",
+    # volume groups (api/volume/groups.py), Cinder's defaults
+    **{f"group:{v}": "rule:project_reader_or_admin" for v in ("get", "get_all")},
+    **{f"group:{v}": "rule:project_member_or_admin" for v in ("create", "update", "delete")},
+    "group:reset_status": "rule:admin_api",
     "volume_extension:type_get_all": "@",
     "volume_extension:type_get": "@",
     "volume_extension:type_create": "rule:admin_api",

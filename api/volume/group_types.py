@@ -3,8 +3,8 @@
 Global (API DB `group_types`), made, changed and deleted by admins (group:group_types_manage, specs
 group:group_types_specs); everyone lists and shows the public ones, admins the private ones too
 (`?is_public=None|false`), and only admins see group_specs (group:access_group_types_specs), as Cinder.
-Groups of this type are not served yet (README Tempest, Volume), so no spec means anything to placement:
-they are kept and shown. Below 3.11 the routes are a 404, as Cinder's (the resource did not exist).
+Groups of a type are served (api/volume/groups.py) but no spec means anything to placement: they are kept
+and shown. Below 3.11 the routes are a 404, as Cinder's (the resource did not exist).
 """
 from __future__ import annotations
 

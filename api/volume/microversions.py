@@ -6,8 +6,9 @@ views read the negotiated version with `version_of(request)`. MAX_VERSION is the
 whose changes to what this API serves are all implemented (api/volume/views.py, volumes.py):
   3.13 group_id, 3.21 provider_id (admins), 3.48 shared_targets and service_uuid in volume views;
   3.45 `count` in volume lists (with_count=true); 3.60 created_at/updated_at filters with gt/gte/lt/lte/eq/neq.
-3.3 user messages (api/volume/messages.py) and 3.11 group types (api/volume/group_types.py) exist from their
-version (a 404 below). The others up to 3.60 change resources this API does not serve (clusters, groups, group
+3.3 user messages (api/volume/messages.py), 3.11 group types (api/volume/group_types.py) and 3.13 groups
+(api/volume/groups.py: 3.20 reset_status, 3.25 volumes, 3.38 replication_status, 3.58 project_id) exist from
+their version (a 404 below). The others up to 3.60 change resources this API does not serve (clusters, group
 snapshots, backups, attachments, workers...): their routes stay 404.
 """
 from __future__ import annotations

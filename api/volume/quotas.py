@@ -4,8 +4,9 @@ holds the logic).
 Every limit comes from the same quota tables as the compute quotas: a project's own, else the "default"
 quota class's (os-quota-class-sets/default, admins), else Cinder's defaults. volumes, gigabytes,
 snapshots and the per-type ones bind creates; per_volume_gigabytes caps one volume's size (413, as
-Cinder); backups, backup_gigabytes and groups are kept and shown (nothing here makes backups or groups
-yet, so they bind nothing). Non-admins see their own project only; admins change limits.
+Cinder); groups binds a group's create (api/volume/groups.py, 413); backups and backup_gigabytes are kept and
+shown (nothing here makes backups, so they bind nothing). Non-admins see their own project only; admins
+change limits.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from api import quota
 from api.db.schema import volume_types
 from api.http import allowed, authorize, context, json_body, parse_bool
 from api.keys import DB, ENGINE
+from api.volume import groups
 from api.volume.volumes import usage
 from cells import errors
 from cells.context import RequestContext
@@ -46,7 +48,7 @@ async def _quota_set(request: web.Request, ctx: RequestContext, project: str, wi
     limits = await quota.limits(request.config_dict[ENGINE], project)
     values: dict[str, Any] = {**{r: limits[r] for r in SETTABLE}, **await _per_type(request, limits)}
     if with_usage:
-        used = await usage(request, ctx, project)
+        used = {**await usage(request, ctx, project), "groups": await groups.count(request, project)}
         values = {r: {"limit": v, "in_use": used.get(r, 0), "reserved": 0, "allocated": 0}
                   for r, v in values.items()}
     return {"id": project, **values}

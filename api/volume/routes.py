@@ -10,6 +10,7 @@
     os-volume-transfer, volume-transfers (3.55)    api/volume/transfers.py
     qos-specs, types/{id}/encryption               api/volume/qos.py, api/volume/encryption.py (stored, shown)
     types/{id}/os-volume-type-access, /action      api/volume/type_access.py
+    groups[/detail|/{id}[/action]] (3.13+)         api/volume/groups.py
 
 Microversions 3.0 to 3.60 (api/volume/microversions.py: negotiation, and what each changes here). The project in the URL must be the token's project
 ("Malformed request url" otherwise, as Cinder). Errors come in Cinder's shape,
@@ -30,6 +31,7 @@ from api.volume import (
     backends,
     encryption,
     group_types,
+    groups,
     messages,
     metadata,
     microversions,
@@ -100,6 +102,7 @@ def make_volume_app() -> web.Application:
     type_access.add_routes(app)
     types.add_routes(app)
     group_types.add_routes(app)
+    groups.add_routes(app)
     quotas.add_routes(app)
     services.add_routes(app)
     messages.add_routes(app)

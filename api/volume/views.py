@@ -81,7 +81,7 @@ def volume_detail(base: str, project_id: str, record: dict[str, Any], is_admin: 
         view["os-vol-mig-status-attr:migstat"] = None
         view["os-vol-mig-status-attr:name_id"] = None
     if version >= (3, 13):
-        view["group_id"] = None  # no volume groups here
+        view["group_id"] = record.get("group_id")  # api/volume/groups.py (volumes.py with_groups)
     if version >= (3, 21) and is_admin:
         view["provider_id"] = None
     if version >= (3, 48):

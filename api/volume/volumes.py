@@ -32,7 +32,7 @@ from api import quota
 from api.http import allowed, context, is_uuid, json_body, parse_bool, query_int
 from api.keys import DB, ROUTER, public_url
 from api.timeutil import parse
-from api.volume import actions, cells, image_metadata, source_images, types, upload
+from api.volume import actions, cells, groups, image_metadata, source_images, types, upload
 from api.volume.microversions import version_of
 from api.volume.views import volume_brief, volume_detail
 from cells import errors
@@ -46,10 +46,10 @@ TARGET_KEY = "cellcloud:target"
 TARGETS = ("local", "tgt", "nbd", "lio")
 # create-body keys this cloud cannot honour when they are set
 UNSUPPORTED_SOURCES = {"backup_id": "a backup", "consistencygroup_id": "a consistency group",
-                       "group_id": "a group", "source_replica": "a replica"}
+                       "source_replica": "a replica"}
 CREATE_KEYS = {"size", "name", "display_name", "description", "display_description", "availability_zone",
                "volume_type", "metadata", "multiattach", "OS-SCH-HNT:scheduler_hints", "snapshot_id", "source_volid",
-               "imageRef", *UNSUPPORTED_SOURCES}
+               "imageRef", "group_id", *UNSUPPORTED_SOURCES}
 UPDATE_KEYS = {"name", "display_name", "description", "display_description", "metadata"}
 SORT_KEYS = ("created_at", "updated_at", "name", "size", "status", "id")
 SORT_ALIASES = {"display_name": "name"}  # Cinder's older name of the key (Tempest sorts snapshots by it)
@@ -127,7 +127,8 @@ def validate_create(body: Any) -> dict[str, Any]:
     if ("size" not in item or item["size"] is None) and not sources:
         raise errors.Invalid("Invalid input received: a volume size is required")
     size = None if item.get("size") is None else validate_size(item["size"])
-    return {"size": size, **sources, **_names(item), "volume_type": _string(item.get("volume_type"), "volume_type"),
+    group = {"group_id": _source_id(item["group_id"], "group_id")} if item.get("group_id") is not None else {}
+    return {"size": size, **sources, **group, **_names(item), "volume_type": _string(item.get("volume_type"), "volume_type"),
             "availability_zone": _string(item.get("availability_zone"), "availability_zone"),
             "metadata": validate_metadata(item.get("metadata"))}
 
@@ -256,6 +257,7 @@ async def create_volume(request: web.Request, ctx: RequestContext, project: str,
     specs = dict(vtype.get("extra_specs") or {})
     wanted = {k: str(specs.get(k, specs.get(f"capabilities:{k}"))) for k in CAPABILITY_SPECS
               if specs.get(k, specs.get(f"capabilities:{k}")) is not None}
+    group_id = spec.pop("group_id", None)
     spec = {**spec, "volume_type": stored_type, "volume_backend_name": specs.get(types.BACKEND_KEY)}
     if wanted:  # sent only when asked (Cinder's CapabilitiesFilter): placement matches the volume hosts'
         spec["capabilities"] = wanted
@@ -266,10 +268,15 @@ async def create_volume(request: web.Request, ctx: RequestContext, project: str,
     await db.write(lambda conn: quota.reserve_volume(conn, project, vid, size, listed, listed_ids,
                                                      volume_type=stored_type))
     try:
-        return await api.volume_create(ctx, volume)
+        if group_id:  # joined before it is made: a refused or failed create leaves no member behind
+            await groups.join_new_volume(request, ctx, group_id, vid, str(vtype["id"]))
+        record = await api.volume_create(ctx, volume)
     except BaseException:
+        if group_id:
+            await groups.leave(request, vid)
         await asyncio.shield(db.write(lambda conn: quota.release_volume(conn, vid)))
         raise
+    return {**record, "group_id": group_id}
 
 
 async def _source(request: web.Request, ctx: RequestContext,
@@ -339,7 +346,7 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     records = sort_records(records, order)
     matched = len(records)  # 3.45's count: every match, whatever the page
     records = after_marker(records, query)[offset:]
-    page = records[:limit]
+    page = await with_groups(request, records[:limit], version)
     base = public_url(request)
     body: dict[str, Any] = {"volumes": [volume_detail(base, project, r, allowed(request, "volume_extension:volume_host_attribute"), version=version) if detail
                                         else volume_brief(base, project, r) for r in page]}
@@ -366,9 +373,19 @@ async def find(request: web.Request, ctx: RequestContext, volume_id: str) -> tup
     return await cells.find(request.config_dict[ROUTER], ctx, volume_id.lower())
 
 
+async def with_groups(request: web.Request, records: list[dict[str, Any]],
+                      version: tuple[int, int]) -> list[dict[str, Any]]:
+    """The records with their group's id (3.13 group_id; asked of the API DB only from 3.13)."""
+    if version < groups.MIN_VERSION:
+        return records
+    of = await groups.groups_of(request, [str(r["id"]) for r in records])
+    return [{**r, "group_id": of.get(str(r["id"]))} for r in records]
+
+
 async def show(request: web.Request) -> web.Response:
     ctx = context(request)
     _, record = await find(request, ctx, request.match_info["volume_id"])
+    record = (await with_groups(request, [record], version_of(request)))[0]
     return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, allowed(request, "volume_extension:volume_host_attribute"),
                                                        version=version_of(request))})
 
@@ -379,6 +396,7 @@ async def update(request: web.Request) -> web.Response:
     api, record = await find(request, ctx, request.match_info["volume_id"])
     if values:
         record = await api.volume_update(ctx, record["id"], values)
+    record = (await with_groups(request, [record], version_of(request)))[0]
     return web.json_response({"volume": volume_detail(public_url(request), _project(request), record, allowed(request, "volume_extension:volume_host_attribute"),
                                                        extended=False, version=version_of(request))})
 

@@ -65,6 +65,8 @@ def _cases() -> list[Case]:
                 out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.SNAPSHOT_ACTIONS.items()]
             elif rule == "volume:type_action":
                 out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.TYPE_ACTIONS.items()]
+            elif rule == "volume:group_action":
+                out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.GROUP_ACTIONS.items()]
             elif rule == "os_compute_api:os-aggregates:action":
                 out += [Case(prefix, method, template, r, body={a: {}}) for a, r in routes.AGGREGATE_ACTIONS.items()]
             elif rule == "os_compute_api:flavors:action":
