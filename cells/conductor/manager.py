@@ -34,10 +34,10 @@ from cells.conductor.flows import (
     update,
     usage,
 )
+from cells.conductor.resource_reports import ReportBatcher
 from cells.conductor.volume_rpc import VolumeConductor
 from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
-from cells.db import claims
 from cells.db import hosts as hdb
 from cells.db import instances as idb
 from cells.db import volumes as vdb
@@ -67,6 +67,7 @@ class ConductorManager:
     (`volumes`, cells/conductor/volume_rpc.py), made when the service starts."""
 
     volumes: VolumeConductor
+    reports: ReportBatcher
 
     def __init__(self, cluster: ClusterConfig, spec: ServiceSpec) -> None:
         if spec.cell is None:
@@ -100,6 +101,7 @@ class ConductorManager:
                             shelved_offload_time=self.cluster.shelved_offload_time)
         # a previous run of this conductor died mid-flow: its scheduling builds have no owner now
         await hosts.orphaned_builds(self._env, [self.spec.id])
+        self.reports = ReportBatcher(db)
         self.volumes = VolumeConductor(self._env)
         await self.volumes.start()
         service.view.listeners.append(self._on_membership)
@@ -125,6 +127,7 @@ class ConductorManager:
             coro.close()
         self._pending.clear()
         if self._env is not None:
+            self.reports.close()
             await self._env.db.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -298,11 +301,7 @@ class ConductorManager:
             value = resources.get(key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise errors.Invalid(reason=f"resources.{key} must be a non-negative integer, not {value!r}")
-
-        def write(conn: Connection) -> None:
-            claims.upsert_node(conn, host, resources)
-            hdb.reported(conn, host)  # a deleted compute service that reports again is back
-        await self.env.db.write(write)
+        await self.reports.report(host, resources)  # with the others of this tick (cells/conductor/resource_reports.py)
 
     async def instance_event(self, ctx: RequestContext, uuid: str, host: str, event: str,
                              power_state: int | None = None, fault: dict[str, Any] | None = None,

@@ -114,6 +114,10 @@ _SELECT_CLAIM = Fast(select(claims).where(_cl.instance_uuid == bindparam("b_uuid
 _USED_ON_HOST = select(func.coalesce(func.sum(_cl.vcpus), 0), func.coalesce(func.sum(_cl.memory_mb), 0),
                        func.coalesce(func.sum(_cl.local_gb), 0)).where(_cl.host == bindparam("b_host"))
 _UPDATE_NODE = update(compute_nodes).where(_cn.host == bindparam("b_host"))
+_USED_BY_HOSTS = select(_cl.host, func.coalesce(func.sum(_cl.vcpus), 0), func.coalesce(func.sum(_cl.memory_mb), 0),
+                        func.coalesce(func.sum(_cl.local_gb), 0)) \
+    .where(_cl.host.in_(bindparam("b_hosts", expanding=True))).group_by(_cl.host)
+_KNOWN_NODES = select(_cn.host).where(_cn.host.in_(bindparam("b_hosts", expanding=True)))
 
 
 def _host_state(row: Any) -> HostState:
@@ -191,17 +195,44 @@ def claim_of(conn: Connection, instance_uuid: str) -> dict[str, Any] | None:
 
 def upsert_node(conn: Connection, host: str, resources: Mapping[str, Any]) -> None:
     """Insert or update a node's capacity; usage is recomputed from its claims (self-healing)."""
+    used = conn.execute(_USED_ON_HOST, {"b_host": host}).one()
+    now = utcnow_iso()
+    values = _node_values(resources, used, now)
+    if conn.execute(_UPDATE_NODE, {"b_host": host, **values}).rowcount != 1:
+        _insert_node(conn, host, values, now)
+
+
+def upsert_nodes(conn: Connection, reports: Mapping[str, Mapping[str, Any]]) -> None:
+    """Several hosts' reports in one unit of work, each host's row from its own report as upsert_node
+    writes it: their usage is read in one grouped query and the rows of one shape updated in one
+    executemany, instead of three statements per host (a start-up storm of reports, issue 21)."""
+    hosts = list(reports)
+    used = {r[0]: r[1:] for r in conn.execute(_USED_BY_HOSTS, {"b_hosts": hosts})}
+    known = set(conn.execute(_KNOWN_NODES, {"b_hosts": hosts}).scalars())
+    now = utcnow_iso()
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for host, resources in reports.items():
+        values = _node_values(resources, used.get(host, (0, 0, 0)), now)
+        if host in known:
+            shapes.setdefault(tuple(sorted(values)), []).append({"b_host": host, **values})
+        else:
+            _insert_node(conn, host, values, now)
+    for rows in shapes.values():
+        conn.execute(_UPDATE_NODE, rows)
+
+
+def _node_values(resources: Mapping[str, Any], used: Any, now: str) -> dict[str, Any]:
     values: dict[str, Any] = {k: resources[k] for k in _NODE_KEYS if resources.get(k) is not None}
     for k in ("vcpus", "memory_mb", "local_gb"):
         if k in values:
             values[k] = int(values[k])
     stats = {k: v for k, v in resources.items() if k not in _NODE_KEYS and not k.endswith("_used")}
-    used = conn.execute(_USED_ON_HOST, {"b_host": host}).one()
-    now = utcnow_iso()
     values.update(vcpus_used=int(used[0]), memory_mb_used=int(used[1]), local_gb_used=int(used[2]),
                   stats=stats, updated_at=now)
-    if conn.execute(_UPDATE_NODE, {"b_host": host, **values}).rowcount == 1:
-        return
+    return values
+
+
+def _insert_node(conn: Connection, host: str, values: dict[str, Any], now: str) -> None:
     row = {"vcpus": 0, "memory_mb": 0, "local_gb": 0, **DEFAULT_RATIOS, **values, "host": host, "created_at": now}
     try:
         with conn.begin_nested():  # another conductor may insert the same host at once (PostgreSQL)
