@@ -21,6 +21,10 @@ peers it talks to): a key is the principal compute@<host>, and a compute may spe
 only (the directory takes the batched beat only for the hosts of the sender's own process); its
 directory member and liveness, resource report, hypervisor (a private test driver), image cache (its
 files), locks and flows.
+- the start: hosts start a random pause apart (up to START_SPREAD) and at most START_IN_FLIGHT at once,
+  each holding its place until it is ready (reported and reconciled with the conductor) or START_HOLD
+  passed. All 1,000 hosts of a cell starting in the same second made every process of the cell miss its
+  own beats on a loaded box and the conductor drop thousands of reports (issue 21).
 A host whose service fails takes the process down with it (the TaskGroup), and the supervisor
 restarts the chunk: its hosts fail together, as the hosts of one rack behind one switch would.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import random
 
 from cells.config import ClusterConfig, ServiceSpec
 from cells.rpc.beat_group import GroupView
@@ -39,6 +44,9 @@ from node.imagecache import image_store_client
 
 LOG = logging.getLogger(__name__)
 SHARED_POOL = 8  # libvirt threads of a whole simulated-host process (the test driver answers in microseconds)
+START_IN_FLIGHT = 25  # hosts of one process starting at once
+START_SPREAD = 2.0  # seconds: a host's random pause before it queues to start, so processes don't start in step
+START_HOLD = 30.0  # seconds a starting host holds its place at most (no conductor answering: the rest start anyway)
 
 
 async def serve(cluster: ClusterConfig, specs: list[ServiceSpec]) -> None:
@@ -48,13 +56,29 @@ async def serve(cluster: ClusterConfig, specs: list[ServiceSpec]) -> None:
     try:
         cell = cluster.cell(specs[0].cell or "")
         beats = GroupView(cell.router, cluster.heartbeat_interval, cluster.router_key(cell.path))
-        services = [Service(cluster, spec, ComputeManager(cluster, spec, pool=pool, fetcher=images), COMPUTE,
-                            (f"compute.{spec.host}",), beats) for spec in specs]
+        hosts = [ComputeManager(cluster, spec, pool=pool, fetcher=images) for spec in specs]
+        services = [Service(cluster, spec, host, COMPUTE, (f"compute.{spec.host}",), beats)
+                    for spec, host in zip(specs, hosts, strict=True)]
         LOG.info("serving %d simulated hosts", len(services))
+        gate = asyncio.Semaphore(START_IN_FLIGHT)
         async with asyncio.TaskGroup() as tg:
             beating = tg.create_task(beats.run())
-            await asyncio.gather(*(tg.create_task(service.run(stop)) for service in services))
+            await asyncio.gather(*(tg.create_task(_start_then_serve(tg, gate, service, host, stop))
+                                   for service, host in zip(services, hosts, strict=True)))
             beating.cancel()  # every host has left the directory
     finally:
         await images.close()
         pool.shutdown(wait=False)
+
+
+async def _start_then_serve(tg: asyncio.TaskGroup, gate: asyncio.Semaphore, service: Service,
+                            host: ComputeManager, stop: asyncio.Event) -> None:
+    await asyncio.sleep(random.uniform(0, START_SPREAD))
+    async with gate:
+        if stop.is_set():
+            return  # stopped before it started: it never joined
+        serving = tg.create_task(service.run(stop))
+        ready = asyncio.ensure_future(host.until_ready())
+        await asyncio.wait((serving, ready), timeout=START_HOLD, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+    await serving

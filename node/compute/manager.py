@@ -18,6 +18,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -580,14 +581,21 @@ class ComputeManager:
     # --- helpers -------------------------------------------------------------------
 
     async def _until_answered(self, what: str, func: Callable[[], Awaitable[T]]) -> T:
+        """Retried with a doubling, jittered pause: the hosts that a slow conductor failed together
+        must not all ask again in the same instant (issue 21's start-up storm: ~2,000 dropped calls)."""
         delay = 0.1
         while True:
             try:
                 return await func()
             except errors.CellcloudError as exc:
-                LOG.info("%s: conductor not answering yet (%s); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
+                pause = delay * random.uniform(0.5, 1.5)
+                LOG.info("%s: conductor not answering yet (%s); retrying in %.1fs", what, exc, pause)
+            await asyncio.sleep(pause)
             delay = min(delay * 2, RETRY_MAX_DELAY)
+
+    async def until_ready(self) -> None:
+        """Returns once the host has reported and reconciled with the conductor (serves builds from then)."""
+        await self._ready.wait()
 
     async def _through_conductor_restart(self, what: str, func: Callable[[], Awaitable[T]]) -> T:
         """A build's report to the conductor, sent again while the conductor is unreachable (killed

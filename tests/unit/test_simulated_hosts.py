@@ -123,3 +123,67 @@ def test_the_scale_example_is_3000_simulated_hosts_in_30_cells_one_process_each(
     assert len(sims) == 3000 and len(cfg.cells) == 30
     assert len({s.options["process"] for s in sims}) == 30
     assert {s.bind for s in sims} == {f"tcp://127.0.0.1:{p}" for p in range(20000, 23000)}
+
+
+class _StartingHost:
+    """Stands in for one simulated host's Service and ComputeManager (tools/serve_simulated.py drives only
+    service.run and host.until_ready): ready `ready_after` seconds into its run, or never (None)."""
+
+    running = 0
+    most = 0
+
+    def __init__(self, ready_after: float | None) -> None:
+        self.ready_after = ready_after
+        self.ready = asyncio.Event()
+        self.started = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.started = True
+        cls = type(self)
+        cls.running += 1
+        cls.most = max(cls.most, cls.running)
+        if self.ready_after is None:  # starting for good
+            await stop.wait()
+            return
+        await asyncio.sleep(self.ready_after)
+        self.ready.set()
+        cls.running -= 1  # from here it serves: no longer starting
+        await stop.wait()
+
+    async def until_ready(self) -> None:
+        await self.ready.wait()
+
+
+async def _start_all(hosts: list[_StartingHost], in_flight: int) -> None:
+    from tools import serve_simulated
+    gate, stop = asyncio.Semaphore(in_flight), asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        starts = [tg.create_task(serve_simulated._start_then_serve(tg, gate, h, h, stop))  # type: ignore[arg-type]
+                  for h in hosts]
+        for _ in range(200):
+            if all(h.started for h in hosts):
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*starts)
+
+
+async def test_simulated_hosts_start_a_bounded_number_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """40 hosts arriving within 10 ms, 5 in flight: 5 start together, never more, and all start."""
+    from tools import serve_simulated
+    monkeypatch.setattr(serve_simulated, "START_SPREAD", 0.01)
+    hosts = [_StartingHost(0.02) for _ in range(40)]
+    await _start_all(hosts, 5)
+    assert all(h.started for h in hosts)
+    assert _StartingHost.most == 5
+
+
+async def test_simulated_hosts_never_ready_hold_their_places_at_most_the_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As many hosts as places never get ready (no conductor answers them): each lets the next in after
+    START_HOLD, so every host of the process still starts."""
+    from tools import serve_simulated
+    monkeypatch.setattr(serve_simulated, "START_SPREAD", 0.0)
+    monkeypatch.setattr(serve_simulated, "START_HOLD", 0.2)
+    hosts = [_StartingHost(None) for _ in range(3)] + [_StartingHost(0.01) for _ in range(6)]
+    await _start_all(hosts, 3)
+    assert all(h.started for h in hosts)
