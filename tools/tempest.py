@@ -4,6 +4,8 @@ fresh cluster of real processes.
     python -m tools.tempest                  tempest.api.compute, .volume, .image, .identity, .network
     python -m tools.tempest --quick          QUICK: a handful of stable tests (make test runs them)
     python -m tools.tempest --regex R        any selection; --keep DIR keeps the workspace there
+    python -m tools.tempest --legacy-admin   ... under the legacy "admin of any project is a cloud admin" rule
+    python -m tools.tempest --policy FILE    ... under an operator's policy.yaml (rule: "expression")
 
 It starts a cluster (tools/devcluster.py: one cell, two compute hosts on libvirt's test hypervisor so
 resize and migrate have somewhere to go, the first a volume host too), writes tempest.conf from it (pre-provisioned credentials: this Keystone has no user or
@@ -12,6 +14,9 @@ in each of those projects and more project pairs for parallel workers, added to 
 a feature flag true only for what this cloud serves, FEATURES), runs stestr, prints the passed /
 failed / skipped counts and each failure's and skip's name, and stops the cluster. Exit status 1 when
 a test failed or none ran. The caller's OS_* variables never reach Tempest.
+
+--policy and --legacy-admin run Tempest under an operator's policy choice, written as the cluster's
+`<state>/policy.yaml` before any test starts; the default is the cloud's own rules (api/policy/rules.py).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +43,8 @@ from api.bootstrap import UserSpec
 from api.compute.microversions import MAX_VERSION, MIN_VERSION
 from api.image.default import tiny_raw
 from api.network.routes import EXTENSIONS as NEUTRON_EXTENSIONS
+from api.policy.enforce import POLICY_FILE, RECHECK_EVERY, load_overrides, merged
+from api.policy.engine import PolicyError
 from api.volume import microversions as volume_versions
 from cells.config import ClusterConfig
 from cells.db.volumes import VENDOR as VOLUME_VENDOR
@@ -105,6 +113,36 @@ FEATURES: dict[str, dict[str, Any]] = {
                                  "trust": False, "access_rules": False},
     "validation": {"run_validation": False},
 }
+
+
+# Nova's and Keystone's legacy meaning of admin, an operator's choice (--legacy-admin): the admin role on any
+# project is a cloud administrator. Not the default: a project's admin here administers that project only
+# (api/policy/rules.py), and Tempest's dynamic-credential admins (an admin of a project Tempest makes,
+# force_tenant_isolation) pass only under this rule
+LEGACY_ADMIN = {"context_is_admin": "role:admin"}
+
+
+def policy_overrides(policy_file: Path | None = None, legacy_admin: bool = False) -> dict[str, str]:
+    """The rules a run writes to the cluster's policy.yaml: `policy_file`'s, then LEGACY_ADMIN's when asked.
+    Checked as the API checks them (every rule parses, every rule:NAME exists): PolicyError before any cluster
+    starts, where the API would log the file refused and keep its defaults (a run under the wrong rules)."""
+    overrides: dict[str, str] = {}
+    if policy_file is not None:
+        if not policy_file.is_file():
+            raise PolicyError(f"{policy_file}: no such policy file")
+        overrides.update(load_overrides(policy_file))
+    if legacy_admin:
+        overrides.update(LEGACY_ADMIN)
+    merged(overrides)
+    return overrides
+
+
+def write_policy(state: Path, overrides: Mapping[str, str]) -> bool:
+    """`overrides` as the cluster's `<state>/policy.yaml` (nothing when empty); whether it wrote one."""
+    if not overrides:
+        return False
+    (state / POLICY_FILE).write_text(yaml.safe_dump(dict(overrides), sort_keys=True))
+    return True
 
 
 @dataclass
@@ -416,12 +454,17 @@ def parse(stream: bytes) -> Outcome:
 
 
 def run(regex: str, workspace: Path, concurrency: int = 2, name: str | None = None,
-        timeout: float = 7200) -> tuple[Outcome, str]:
-    """Start a cluster under `workspace`, run the Tempest tests matching `regex` against it, stop it."""
+        timeout: float = 7200, policy: Mapping[str, str] | None = None) -> tuple[Outcome, str]:
+    """Start a cluster under `workspace`, run the Tempest tests matching `regex` against it, stop it.
+    `policy`: rules the cluster's policy.yaml overrides for the run (policy_overrides())."""
     workspace.mkdir(parents=True, exist_ok=True)
     (workspace / "locks").mkdir(exist_ok=True)
     with running_cluster(workspace / "cluster", hosts=2, volumes=True,
                          name=name or f"tempest{os.getpid()}") as cluster:
+        if write_policy(cluster.state, policy or {}):
+            # an API worker looks at the file's mtime on a request at most every RECHECK_EVERY seconds: any
+            # request after that sees the new rules (api/policy/enforce.py), no restart
+            time.sleep(RECHECK_EVERY + 0.1)
         images = alt_image(cluster, _image_ids(cluster))
         specs, passwords = extra_users(concurrency)
         asyncio.run(bootstrap.ensure_users(ClusterConfig.load(cluster.state / "cluster.json"), specs, passwords))
@@ -452,13 +495,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regex", default=None, help=f"the tests to run (default {FULL})")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--keep", default=None, help="the workspace directory (kept); default: a temporary one")
+    parser.add_argument("--policy", type=Path, default=None,
+                        help="an operator's policy.yaml (rule: \"expression\") the cluster runs the tests under")
+    parser.add_argument("--legacy-admin", action="store_true",
+                        help='the legacy rule context_is_admin: "role:admin" (the admin of any project is a cloud '
+                             "admin, as Nova's and Keystone's old defaults): an operator's choice, not the default")
     args = parser.parse_args(argv)
     regex = args.regex or (QUICK if args.quick else FULL)
+    try:
+        policy = policy_overrides(args.policy, args.legacy_admin)
+    except PolicyError as exc:
+        parser.error(str(exc))
+    if policy:
+        print(f"policy overrides for this run: {policy}")
     if args.keep:
-        outcome, output = run(regex, Path(args.keep).resolve(), args.concurrency)
+        outcome, output = run(regex, Path(args.keep).resolve(), args.concurrency, policy=policy)
     else:
         with tempfile.TemporaryDirectory(prefix="cc-tempest-") as tmp:
-            outcome, output = run(regex, Path(tmp), args.concurrency)
+            outcome, output = run(regex, Path(tmp), args.concurrency, policy=policy)
     for test in outcome.failed:
         print(f"FAILED  {test}")
     for test, reason in sorted(outcome.skipped.items()):
