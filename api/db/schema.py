@@ -380,6 +380,32 @@ volume_group_members = Table(
     Column("group_id", String(36), ForeignKey("volume_groups.id", ondelete="CASCADE"), nullable=False, index=True),
 )
 
+# a0022: Cinder's group snapshots (api/volume/group_snapshots.py): a snapshot of each member of a group, taken
+# together; its member snapshots (cell snapshots) are listed here
+group_snapshots = Table(
+    "group_snapshots", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("group_id", String(36), nullable=False, index=True),
+    Column("project_id", String(64), nullable=False, index=True),
+    Column("user_id", String(64), nullable=True),
+    Column("name", String(255), nullable=True),
+    Column("description", Text, nullable=True),
+    Column("group_type_id", String(36), nullable=False),
+    Column("status", String(32), nullable=False),
+    # a member's snapshot failed: the others are being deleted (each once it leaves `creating`)
+    Column("removing", Boolean, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+group_snapshot_members = Table(
+    "group_snapshot_members", metadata,
+    Column("snapshot_id", String(36), primary_key=True),
+    Column("group_snapshot_id", String(36), ForeignKey("group_snapshots.id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    Column("volume_id", String(36), nullable=False),
+)
+
 # --- image ------------------------------------------------------------------
 
 images = Table(
@@ -584,7 +610,7 @@ ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reserva
                      "a0013_identity_domains_hierarchy", "a0014_volume_transfers",
                      "a0015_qos_encryption", "a0016_implied_roles",
                      "a0017_volume_type_access", "a0018_identity_tags_domain_roles", "a0019_group_types",
-                     "a0020_image_tasks", "a0021_volume_groups")
+                     "a0020_image_tasks", "a0021_volume_groups", "a0022_group_snapshots")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

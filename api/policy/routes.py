@@ -265,6 +265,13 @@ VOLUME: dict[tuple[str, str], str] = {
     ("GET", _V + "/groups/{group_id}"): "group:get",
     ("PUT", _V + "/groups/{group_id}"): "group:update",
     ("POST", _V + "/groups/{group_id}/action"): "volume:group_action",  # the action's own rule: GROUP_ACTIONS
+    ("POST", _V + "/groups/action"): "group:create",  # create-from-src: Cinder checks group:create
+    ("GET", _V + "/group_snapshots"): "group:get_all_group_snapshots",
+    ("GET", _V + "/group_snapshots/detail"): "group:get_all_group_snapshots",
+    ("POST", _V + "/group_snapshots"): "group:create_group_snapshot",
+    ("GET", _V + "/group_snapshots/{group_snapshot_id}"): "group:get_group_snapshot",
+    ("DELETE", _V + "/group_snapshots/{group_snapshot_id}"): "group:delete_group_snapshot",
+    ("POST", _V + "/group_snapshots/{group_snapshot_id}/action"): "group:reset_group_snapshot_status",
     ("GET", _V + "/limits"): "limits_extension:used_limits",
     ("GET", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:show",
     ("PUT", _V + "/os-quota-sets/{target}"): "volume_extension:quotas:update",

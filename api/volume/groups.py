@@ -21,7 +21,7 @@ from aiohttp import web
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from api import cell_choice, quota
-from api.db.schema import group_types, volume_group_members, volume_groups
+from api.db.schema import group_snapshots, group_types, volume_group_members, volume_groups
 from api.http import allowed, context, is_uuid, json_body, parse_bool
 from api.keys import DB, ROUTER
 from api.timeutil import iso_naive_micro, utcnow
@@ -339,6 +339,10 @@ async def _delete(request: web.Request, ctx: RequestContext, group: dict[str, An
         raise errors.Invalid(f"Invalid value for 'delete-volumes': {raw!r} (true or false)")
     if group["status"] not in ("available", "error"):
         raise InvalidGroup(reason=f"group {group['id']} is {group['status']}: it must be available or error")
+    snapshotted = await request.config_dict[DB].read(lambda conn: conn.execute(
+        select(group_snapshots.c.id).where(group_snapshots.c.group_id == group["id"])).first())
+    if snapshotted is not None:
+        raise InvalidGroup(reason=f"group {group['id']} has group snapshots: delete them first")
     members = await member_ids(request, ctx, group)
     if members and not with_volumes:
         raise InvalidGroup(reason=f"group {group['id']} still has volumes: delete them with it (delete-volumes) or "

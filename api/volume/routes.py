@@ -11,6 +11,7 @@
     qos-specs, types/{id}/encryption               api/volume/qos.py, api/volume/encryption.py (stored, shown)
     types/{id}/os-volume-type-access, /action      api/volume/type_access.py
     groups[/detail|/{id}[/action]] (3.13+)         api/volume/groups.py
+    group_snapshots[...] (3.14+), groups/action     api/volume/group_snapshots.py
 
 Microversions 3.0 to 3.60 (api/volume/microversions.py: negotiation, and what each changes here). The project in the URL must be the token's project
 ("Malformed request url" otherwise, as Cinder). Errors come in Cinder's shape,
@@ -30,6 +31,7 @@ from api.policy import routes as policy_routes
 from api.volume import (
     backends,
     encryption,
+    group_snapshots,
     group_types,
     groups,
     messages,
@@ -103,6 +105,7 @@ def make_volume_app() -> web.Application:
     types.add_routes(app)
     group_types.add_routes(app)
     groups.add_routes(app)
+    group_snapshots.add_routes(app)
     quotas.add_routes(app)
     services.add_routes(app)
     messages.add_routes(app)

@@ -15,13 +15,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 
 from api import quota
 from api.cell_router import CellRouter
+from api.db.schema import group_snapshot_members
 from api.http import allowed, context, is_uuid, json_body, query_int
 from api.keys import DB, ROUTER
 from api.timeutil import iso_naive_micro
 from api.volume import actions, cells
+from api.volume.microversions import version_of
 from api.volume.volumes import (
     MAX_LIMIT,
     _names,
@@ -39,6 +42,7 @@ from cells.db.engine import Database
 from cells.rpcapi.volume import VolumeConductorAPI
 
 CREATE_KEYS = {"volume_id", "force", "name", "display_name", "description", "display_description", "metadata"}
+_sm = group_snapshot_members.c
 _TRUE, _FALSE = ("true", "1", "yes", "on", "t", "y"), ("false", "0", "no", "off", "f", "n")
 
 
@@ -146,7 +150,23 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     records = await cells.list_snapshots(request.config_dict[ROUTER], ctx, _filters(request, ctx, query))
     records = after_marker(sort_records(records, order), query)[offset:offset + limit]
     view = snapshot_detail if detail else snapshot_brief
-    return web.json_response({"snapshots": [view(r) for r in records]})
+    return web.json_response({"snapshots": [await _in_group(request, view(r)) for r in records]})
+
+
+async def _in_group(request: web.Request, view: dict[str, Any]) -> dict[str, Any]:
+    """3.14: the group snapshot a snapshot belongs to (api/volume/group_snapshots.py)."""
+    if version_of(request) < (3, 14):
+        return view
+    return {**view, "group_snapshot_id": (await group_snapshots_of(request, [view["id"]])).get(view["id"])}
+
+
+async def group_snapshots_of(request: web.Request, snapshot_ids: list[str]) -> dict[str, str]:
+    """snapshot id -> the group snapshot holding it (api/volume/group_snapshots.py)."""
+    if not snapshot_ids:
+        return {}
+    rows = await request.config_dict[DB].read(lambda conn: conn.execute(
+        select(_sm.snapshot_id, _sm.group_snapshot_id).where(_sm.snapshot_id.in_(snapshot_ids))).all())
+    return {r.snapshot_id: r.group_snapshot_id for r in rows}
 
 
 async def index(request: web.Request) -> web.Response:
@@ -159,7 +179,7 @@ async def detail(request: web.Request) -> web.Response:
 
 async def show(request: web.Request) -> web.Response:
     _, record = await find(request, context(request))
-    return web.json_response({"snapshot": snapshot_detail(record)})
+    return web.json_response({"snapshot": await _in_group(request, snapshot_detail(record))})
 
 
 async def update(request: web.Request) -> web.Response:
@@ -174,6 +194,9 @@ async def update(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     ctx = context(request)
     api, record = await find(request, ctx)
+    if await group_snapshots_of(request, [record["id"]]):
+        raise errors.Invalid(f"Invalid snapshot: snapshot {record['id']} is part of a group snapshot and cannot be "
+                             "deleted alone")
     await api.snapshot_delete(ctx, record["id"])
     return web.Response(status=202)
 

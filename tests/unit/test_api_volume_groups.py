@@ -5,10 +5,16 @@ checks refuse the rest and change nothing), 3.13's group_id on volumes, another 
 an admin's reset_status; below 3.13 there are no groups."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-from tests.unit.api_support import SECRETS
-from tests.unit.test_api_volumes import Cloud, cloud
+import pytest_asyncio
+
+from tests.unit.api_fake_cell import fake_cell
+from tests.unit.api_support import SECRETS, make_cluster, start_client
+from tests.unit.test_api_volumes import Cloud, VolumeCellConductor, cloud
+from tests.volume_fakes import volume_cell
 
 __all__ = ["cloud"]
 V320 = {"OpenStack-API-Version": "volume 3.20"}
@@ -128,3 +134,142 @@ async def test_group_quota_and_admin_reset_status(cloud: Cloud) -> None:
     assert status == 400, body  # a group in error takes no new volume
     assert (await cloud.req("GET", "demo", "/volumes"))[1]["volumes"] == []
     assert (await _req(cloud, "POST", "demo", f"/groups/{gid}/action", {"delete": {}}))[0] == 202
+
+
+V314 = {"OpenStack-API-Version": "volume 3.14"}
+
+
+@pytest_asyncio.fixture
+async def roomy_cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
+    """test_api_volumes' cloud with a volume host of 20 GiB: two groups of two volumes and their snapshots."""
+    cell = await volume_cell(tmp_path / "cell", capacity_gb=20)
+    conductor = VolumeCellConductor(cell)
+    async with fake_cell(handler=conductor) as fake:
+        client = await start_client(make_cluster(tmp_path, router=fake.router))
+        try:
+            c = Cloud(client, cell, conductor)
+            await c.login("demo", SECRETS["demo_password"])
+            await c.login("admin", SECRETS["admin_password"])
+            yield c
+        finally:
+            await client.close()
+            await cell.close()
+
+
+async def _group_of_two(cloud: Cloud) -> tuple[str, list[str]]:
+    gtype, vtype = await _types(cloud)
+    status, body = await _req(cloud, "POST", "demo", "/groups", {"group": {"group_type": gtype,
+                                                                            "volume_types": [vtype]}})
+    assert status == 202, body
+    gid = body["group"]["id"]
+    vids = [(await cloud.create(volume_type="grouped", group_id=gid))["id"] for _ in range(2)]
+    for vid in vids:
+        await cloud.wait_status("demo", vid, "available")
+    return gid, vids
+
+
+async def _wait_group_snapshot(cloud: Cloud, gsid: str, wanted: str) -> dict[str, Any]:
+    for _ in range(200):
+        await cloud.cell.settle()
+        status, body = await _req(cloud, "GET", "demo", f"/group_snapshots/{gsid}")
+        assert status == 200, body
+        if body["group_snapshot"]["status"] == wanted:
+            return dict(body["group_snapshot"])
+    raise AssertionError(f"group snapshot {gsid} stayed {body['group_snapshot']['status']}, not {wanted}")
+
+
+async def test_group_snapshot_and_groups_made_from_it_and_from_a_group(roomy_cloud: Cloud) -> None:
+    cloud = roomy_cloud
+    gid, vids = await _group_of_two(cloud)
+    assert (await cloud.req("POST", "demo", "/group_snapshots", {"group_snapshot": {"group_id": gid}},
+                            headers={"OpenStack-API-Version": "volume 3.13"}))[0] == 404  # from 3.14
+    status, body = await _req(cloud, "POST", "demo", "/group_snapshots", {"group_snapshot": {"group_id": gid,
+                                                                                           "name": "gs"}})
+    assert status == 202, body
+    gsid = body["group_snapshot"]["id"]
+    shown = await _wait_group_snapshot(cloud, gsid, "available")
+    assert shown["group_id"] == gid and shown["name"] == "gs"
+    await cloud.login("alt_demo", SECRETS["alt_demo_password"])
+    assert (await _req(cloud, "GET", "alt_demo", f"/group_snapshots/{gsid}"))[0] == 404
+    assert (await _req(cloud, "GET", "alt_demo", "/group_snapshots"))[1] == {"group_snapshots": []}
+    assert (await _req(cloud, "POST", "alt_demo", "/groups/action",
+                       {"create-from-src": {"group_snapshot_id": gsid}}))[0] == 404
+
+    # one snapshot per member, each naming its group snapshot from 3.14; none deleted alone
+    snaps = (await cloud.req("GET", "demo", "/snapshots/detail", headers=V314))[1]["snapshots"]
+    assert sorted(s["volume_id"] for s in snaps) == sorted(vids)
+    assert {s["group_snapshot_id"] for s in snaps} == {gsid} and {s["status"] for s in snaps} == {"available"}
+    assert (await cloud.req("DELETE", "demo", f"/snapshots/{snaps[0]['id']}"))[0] == 400
+    status, body = await _req(cloud, "POST", "demo", f"/groups/{gid}/action", {"delete": {"delete-volumes": True}})
+    assert status == 400 and "group snapshots" in str(body)
+
+    # a group from the group snapshot: a volume per member snapshot, of its volume's type, in the new group
+    assert (await _req(cloud, "POST", "demo", "/groups/action", {"create-from-src": {}}))[0] == 400
+    status, body = await _req(cloud, "POST", "demo", "/groups/action",
+                              {"create-from-src": {"group_snapshot_id": gsid, "name": "copy"}})
+    assert status == 202, body
+    copy = body["group"]["id"]
+    volumes = (await cloud.req("GET", "demo", "/volumes/detail", headers=V320))[1]["volumes"]
+    made = [v for v in volumes if v["group_id"] == copy]
+    assert sorted(v["snapshot_id"] for v in made) == sorted(s["id"] for s in snaps)
+    assert {v["volume_type"] for v in made} == {"grouped"}
+    status, body = await _req(cloud, "POST", "demo", "/groups/action", {"create-from-src": {"source_group_id": gid}})
+    assert status == 202, body
+    clone = body["group"]["id"]
+    volumes = (await cloud.req("GET", "demo", "/volumes/detail", headers=V320))[1]["volumes"]
+    assert sorted(v["source_volid"] for v in volumes if v["group_id"] == clone) == sorted(vids)
+
+    # reset_status (admin, 3.19), then a delete takes the member snapshots with it
+    reset = {"reset_status": {"status": "error"}}
+    assert (await _req(cloud, "POST", "demo", f"/group_snapshots/{gsid}/action", reset))[0] == 403
+    assert (await _req(cloud, "POST", "admin", f"/group_snapshots/{gsid}/action", reset))[0] == 202
+    assert (await _req(cloud, "GET", "demo", f"/group_snapshots/{gsid}"))[1]["group_snapshot"]["status"] == "error"
+    for v in made:  # volumes made from the snapshots go first (a snapshot with clones is kept by its host)
+        await cloud.wait_status("demo", v["id"], "available")
+    assert (await _req(cloud, "DELETE", "demo", f"/group_snapshots/{gsid}"))[0] == 202
+    assert (await _req(cloud, "GET", "demo", f"/group_snapshots/{gsid}"))[0] == 404
+    for _ in range(200):
+        await cloud.cell.settle()
+        if not (await cloud.req("GET", "demo", "/snapshots"))[1]["snapshots"]:
+            break
+    assert (await cloud.req("GET", "demo", "/snapshots"))[1]["snapshots"] == []
+
+
+async def test_a_group_snapshot_over_the_snapshots_quota_is_413_and_makes_nothing(cloud: Cloud) -> None:
+    gid, _ = await _group_of_two(cloud)
+    project = cloud.who["demo"][1]
+    assert (await cloud.req("PUT", "admin", f"/os-quota-sets/{project}", {"quota_set": {"snapshots": 1}}))[0] == 200
+    status, body = await _req(cloud, "POST", "demo", "/group_snapshots", {"group_snapshot": {"group_id": gid}})
+    assert status == 413 and "snapshots" in str(body), body
+    assert (await _req(cloud, "GET", "demo", "/group_snapshots"))[1] == {"group_snapshots": []}
+    assert (await cloud.req("GET", "demo", "/snapshots"))[1]["snapshots"] == []
+    # a group from a group, over the volumes quota: 413 and no group, no volume made
+    assert (await cloud.req("PUT", "admin", f"/os-quota-sets/{project}", {"quota_set": {"volumes": 3}}))[0] == 200
+    status, body = await _req(cloud, "POST", "demo", "/groups/action", {"create-from-src": {"source_group_id": gid}})
+    assert status == 413, body
+    assert len((await _req(cloud, "GET", "demo", "/groups"))[1]["groups"]) == 1
+    assert len((await cloud.req("GET", "demo", "/volumes"))[1]["volumes"]) == 2
+
+
+async def test_a_member_snapshot_failing_on_its_host_ends_the_group_snapshot_error_without_snapshots(
+        cloud: Cloud) -> None:
+    """The volume host holds 5 GiB: volumes of 1 and 3 GiB leave room for the first's snapshot, not the second's."""
+    gtype, vtype = await _types(cloud)
+    status, body = await _req(cloud, "POST", "demo", "/groups", {"group": {"group_type": gtype,
+                                                                            "volume_types": [vtype]}})
+    gid = body["group"]["id"]
+    for size in (1, 3):
+        vid = (await cloud.create(volume_type="grouped", group_id=gid, size=size))["id"]
+        await cloud.wait_status("demo", vid, "available")
+    status, body = await _req(cloud, "POST", "demo", "/group_snapshots", {"group_snapshot": {"group_id": gid}})
+    assert status == 202, body
+    gsid = body["group_snapshot"]["id"]
+    await _wait_group_snapshot(cloud, gsid, "error")
+    for _ in range(200):  # the first member's snapshot is deleted once it is made
+        await cloud.cell.settle()
+        if not (await cloud.req("GET", "demo", "/snapshots"))[1]["snapshots"]:
+            break
+        await _req(cloud, "GET", "demo", f"/group_snapshots/{gsid}")
+    assert (await cloud.req("GET", "demo", "/snapshots"))[1]["snapshots"] == []
+    assert (await _req(cloud, "DELETE", "demo", f"/group_snapshots/{gsid}"))[0] == 202
+    assert (await _req(cloud, "POST", "demo", f"/groups/{gid}/action", {"delete": {"delete-volumes": True}}))[0] == 202
