@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,24 @@ def test_admin_only_from_the_admin_project_or_system_scope() -> None:
     reader = RequestContext(project="team2", user="r", roles=("reader",), is_admin_project=False)
     assert policy.check("get_image", reader, {"owner": "team2", "visibility": "private"})
     assert not policy.check("modify_image", reader, {"owner": "team2"})
+
+
+def test_an_override_of_context_is_admin_reaches_the_cells(tmp_path: Path) -> None:
+    """A context carrying the API's engine is admin as the engine's context_is_admin says, and sends that verdict
+    over the wire, so a cell (no engine) judges the same: the legacy "role:admin" makes a project's admin a cloud
+    admin in both; the defaults make it one in neither; a member is none under either."""
+    team_admin = RequestContext(project="team2", user="u", roles=("admin", "member", "reader"),
+                                is_admin_project=False)
+    member = RequestContext(project="team2", user="m", roles=("member", "reader"), is_admin_project=False)
+    strict = Policy(None)
+    (tmp_path / enforce.POLICY_FILE).write_text('context_is_admin: "role:admin"\n')
+    legacy = Policy(tmp_path)
+    for policy, admin in ((strict, False), (legacy, True)):
+        at_api = replace(team_admin, policy=policy)
+        in_cell = RequestContext.from_wire(at_api.to_wire())
+        assert at_api.is_admin is admin and in_cell.is_admin is admin
+        assert not RequestContext.from_wire(replace(member, policy=policy).to_wire()).is_admin
+    assert RequestContext.from_wire(team_admin.to_wire()).is_admin_project is False  # no engine: as issued
 
 
 def test_a_system_reader_reads_identity_and_changes_none() -> None:
