@@ -2,7 +2,7 @@
 
 A user makes one from a project-scoped token (`openstack application credential create ci
 --role member`): it is bound to that project and to the roles asked for, which must be among
-the token's; the secret is shown once and stored hashed. Authenticating with it
+the user's roles there now (the token's when none are asked for); the secret is shown once and stored hashed. Authenticating with it
 (api/identity/appcred_auth.py) gives a token with those roles on that project and nothing
 else; deleting it, or its expiry, ends it and every token made with it. A token made with an
 application credential cannot make another (Keystone's rule against a credential minting
@@ -22,7 +22,7 @@ from api.http import json_body
 from api.identity.passwords import hash_password
 from api.identity.resources import authorize
 from api.identity.tokens import new_id
-from api.keys import ENGINE, public_url
+from api.keys import ENGINE, TOKENS, public_url
 from api.timeutil import parse as parse_time
 from api.timeutil import utcnow
 from cells import errors
@@ -63,19 +63,23 @@ def _expiry(value: Any) -> datetime | None:
     return when
 
 
-def _roles(asked: Any, held: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
-    """The roles asked for (by id or name), each one the token holds; all the token's when none asked."""
+def _check_roles_shape(asked: Any) -> None:
+    if asked is not None and (not isinstance(asked, list) or not all(isinstance(r, dict) for r in asked)):
+        raise errors.Invalid("Invalid input for field 'roles': expected a list of {id} or {name}")
+
+
+def _roles(asked: Any, held: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> list[dict[str, str]]:
+    """The roles asked for (by id or name), each one of `held`; all of `held` when none asked."""
+    _check_roles_shape(asked)
     if asked is None:
         return [{"id": i, "name": n} for i, n in held]
-    if not isinstance(asked, list) or not all(isinstance(r, dict) for r in asked):
-        raise errors.Invalid("Invalid input for field 'roles': expected a list of {id} or {name}")
     out: dict[str, dict[str, str]] = {}
     for spec in asked:
         match = [(i, n) for i, n in held if i == spec.get("id") or n == spec.get("name")]
         if not match:
             wanted = spec.get("id") or spec.get("name")
             raise errors.Forbidden(f"You are not authorized to create an application credential with role "
-                                   f"{wanted}: the token does not carry it.")
+                                   f"{wanted}: you have no such role on the project.")
         out[match[0][0]] = {"id": match[0][0], "name": match[0][1]}
     return list(out.values())
 
@@ -107,8 +111,16 @@ async def create(request: web.Request) -> web.Response:
     secret = doc.get("secret") or secrets.token_urlsafe(48)
     if not isinstance(secret, str) or len(secret) > 4096:
         raise errors.Invalid("Invalid input for field 'secret': expected a string")
+    asked = doc.get("roles")
+    _check_roles_shape(asked)
+    held: tuple[tuple[str, str], ...] | list[tuple[str, str]] = token.roles
+    if asked is not None:
+        # asked-for roles are checked against the user's roles on the project now, as Keystone checks them
+        # against the assignments: a token keeps the roles it was issued with, and a role granted since counts
+        async with request.config_dict[ENGINE].connect() as conn:
+            held = await request.config_dict[TOKENS].roles_on(conn, token.user.id, token.project.id)
     values = {"id": new_id(), "name": name, "user_id": user_id, "project_id": token.project.id,
-              "description": description, "roles": _roles(doc.get("roles"), token.roles),
+              "description": description, "roles": _roles(asked, held),
               "unrestricted": False, "expires_at": _expiry(doc.get("expires_at")), "created_at": utcnow(),
               "secret_hash": await hash_password(secret)}
     async with request.config_dict[ENGINE].begin() as conn:

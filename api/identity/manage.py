@@ -395,7 +395,8 @@ async def delete_user(request: web.Request) -> web.Response:
 
 
 async def change_password(request: web.Request) -> web.Response:
-    """POST /v3/users/{user_id}/password: a user changes their own, proving the current one."""
+    """POST /v3/users/{user_id}/password: a user changes their own (or a cloud admin anyone's), proving the
+    current one."""
     user_id = request.match_info["user_id"]
     token = await caller(request)
     await authorize(request, "change_password", {"target.user.id": user_id, "user_id": token.user.id})

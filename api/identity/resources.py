@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.db.schema import domains, projects, roles, users
 from api.identity import hierarchy, tag_store
-from api.identity.tokens import Token, granted_project_ids
+from api.identity.tokens import Token, granted_domain_ids, granted_project_ids
 from api.keys import ENGINE, POLICY, TOKENS, public_url
 from cells import errors
 
@@ -209,6 +209,17 @@ async def auth_projects(request: web.Request) -> web.Response:
     return collection(request, "projects", (project_view(base, r, tags) for r in rows if r.enabled))
 
 
+async def auth_domains(request: web.Request) -> web.Response:
+    """GET /v3/auth/domains: the enabled domains the token's user may scope to (a role there, or a group's)."""
+    token = await authorize(request, "get_auth_domains")
+    query = (select(domains).where(domains.c.id.in_(granted_domain_ids(token.user.id)), domains.c.enabled == true())
+             .order_by(domains.c.name))
+    async with request.config_dict[ENGINE].connect() as conn:
+        rows = (await conn.execute(query)).all()
+    base = public_url(request)
+    return collection(request, "domains", (domain_view(base, r) for r in rows))
+
+
 # --- users ---------------------------------------------------------------------------
 
 async def list_users(request: web.Request) -> web.Response:
@@ -272,6 +283,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v3/projects", list_projects)
     app.router.add_get("/v3/projects/{project_id}", show_project)
     app.router.add_get("/v3/auth/projects", auth_projects)
+    app.router.add_get("/v3/auth/domains", auth_domains)
     app.router.add_get("/v3/users", list_users)
     app.router.add_get("/v3/users/{user_id}", show_user)
     app.router.add_get("/v3/users/{user_id}/projects", user_projects)

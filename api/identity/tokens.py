@@ -83,6 +83,15 @@ def granted_project_ids(user_id: str) -> Any:
     return union(direct, through_groups)
 
 
+def granted_domain_ids(user_id: str) -> Any:
+    """A query of the ids of the domains the user has a role on, directly or through a group."""
+    direct = select(domain_role_assignments.c.domain_id).where(domain_role_assignments.c.user_id == user_id)
+    through_groups = (select(group_domain_role_assignments.c.domain_id)
+                      .join(group_members, group_members.c.group_id == group_domain_role_assignments.c.group_id)
+                      .where(group_members.c.user_id == user_id))
+    return union(direct, through_groups)
+
+
 async def implications(conn: AsyncConnection) -> dict[str, set[str]]:
     """role name -> the names it implies directly: Keystone's bootstrap ones and those an admin added."""
     out: dict[str, set[str]] = {prior: set(implied) for prior, implied in IMPLIED_ROLES.items()}

@@ -353,6 +353,7 @@ IDENTITY: dict[tuple[str, str], str] = {
     ("GET", "/v3/projects"): _K + "list_projects",
     ("GET", _P): _K + "get_project",
     ("GET", "/v3/auth/projects"): _K + "get_auth_projects",
+    ("GET", "/v3/auth/domains"): _K + "get_auth_domains",
     ("GET", "/v3/users"): _K + "list_users",
     ("GET", _U): _K + "get_user",
     ("GET", _U + "/projects"): _K + "list_user_projects",

@@ -62,7 +62,9 @@ KEYSTONE = {
     "identity:create_user": _USER_DOMAIN_ADMIN,
     "identity:update_user": _USER_DOMAIN_ADMIN,
     "identity:delete_user": _USER_DOMAIN_ADMIN,
-    "identity:change_password": "user_id:%(target.user.id)s",
+    # the user, or a cloud admin (who may set it outright with update_user), always with the original password
+    # (Keystone serves this route with no rule at all: the original password is the proof)
+    "identity:change_password": "user_id:%(target.user.id)s or rule:admin_required",
     "identity:get_role": "rule:admin_required",
     "identity:list_roles": "rule:admin_required",
     "identity:create_role": "rule:admin_required",
@@ -126,6 +128,7 @@ KEYSTONE = {
     "identity:revoke_token": "rule:service_admin_or_token_subject",
     "identity:get_auth_catalog": "@",
     "identity:get_auth_projects": "@",
+    "identity:get_auth_domains": "@",
     "identity:get_auth_system": "@",
     "identity:get_application_credential": "rule:admin_required or rule:owner",
     "identity:list_application_credentials": "rule:admin_required or rule:owner",
