@@ -9,8 +9,9 @@
 
 FILE defaults to ./cluster.yaml. Exit codes: 0 healthy / done, 1 something is
 down (or did not come up), 2 the cluster file is invalid (nothing started).
-Imports stay lean here: zmq, SQLAlchemy and the API load only in the commands
-that need them.
+Imports stay lean here: zmq, SQLAlchemy, the API and the cluster file's resolver
+(tools/clusterfile.py) load only in the commands that need them; `status` of a running
+cluster reads the file's state_dir alone, then the cluster.json it started with.
 """
 from __future__ import annotations
 
@@ -24,8 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from tools import clusterfile
-from tools.clusterfile_fields import ClusterFileError
+from tools.clusterfile_fields import ClusterFileError, read_yaml, state_dir_of
 from tools.private_files import write_private
 from tools.supervisor import PROJECT_ROOT, pid_alive, read_pid, running_supervisor
 
@@ -42,10 +42,12 @@ def _err(message: str) -> None:
 
 
 def _state_of(args: argparse.Namespace) -> Path:
-    """--state wins (so down/status work even if the file broke since); else the file's state_dir."""
+    """--state wins; else the file's state_dir, read alone: the rest of the file is resolved only where no
+    cluster runs from that state (down/status work even if the file broke since, and a 3,000-host file
+    costs `status` no resolution of its hosts)."""
     if args.state:
         return Path(args.state).resolve()
-    return Path(clusterfile.load(args.file).state_dir)
+    return state_dir_of(Path(args.file), read_yaml(Path(args.file), args.file))
 
 
 def _running_config(args: argparse.Namespace) -> ClusterConfig:
@@ -55,12 +57,15 @@ def _running_config(args: argparse.Namespace) -> ClusterConfig:
     state = _state_of(args)
     if (state / "cluster.json").exists():
         return ClusterConfig.load(state / "cluster.json")
+    from tools import clusterfile
     return clusterfile.load(args.file, state)
 
 
 # --- up -----------------------------------------------------------------------------
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from tools import clusterfile
+
     cluster = clusterfile.resolve(args.file, args.state)  # validates first: a bad file starts nothing
     state = Path(cluster.state_dir)
     path = clusterfile.cluster_json(cluster)
@@ -312,6 +317,15 @@ class UpProgress:
         if self.tty and self.width:
             self.out.write("\n")
             self.out.flush()
+
+
+class _Version(argparse.Action):
+    """--version: the version is looked up only when asked (importlib.metadata costs every command ~10 ms)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"cellctl (cellcloud) {version()}")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 def version() -> str:
@@ -568,7 +582,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cellctl", description="Bring a Cellcloud cluster up, down, and "
                                      "show its health.")
-    parser.add_argument("--version", action="version", version=f"cellctl (cellcloud) {version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {"up": "validate FILE, create the state dir and DBs, start every service, wait until healthy",
              "down": "stop the supervisor and so every service, and wait",

@@ -113,7 +113,7 @@ from cells.db import settings as dbsettings
 from cells.network.policy import DEFAULT_MIN_PREFIX
 from cells.rpc.liveness import DEFAULT_GRACE
 from tools import pgserver, remote, simulated_hosts
-from tools.clusterfile_fields import ClusterFileError, FieldParser, got, read_yaml
+from tools.clusterfile_fields import ClusterFileError, FieldParser, got, read_yaml, state_dir_of
 from tools.private_files import write_private
 
 VIA = ("local", "netns", "ssh")
@@ -592,7 +592,7 @@ def load(path: str | Path, state_dir: str | Path | None = None) -> ClusterConfig
     if state_dir is not None:
         state = Path(state_dir).resolve()
     else:
-        state = (p.base_dir / p.string(top.get("state_dir", "var"), "state_dir", "a directory path")).resolve()
+        state = state_dir_of(file, top, p)
     interval = p.seconds(top.get("heartbeat_interval", 1.0), "heartbeat_interval", 0, 60)
     dead_after = top.get("dead_after", DEFAULT_GRACE)
     if isinstance(dead_after, bool) or not isinstance(dead_after, (int, float)) \

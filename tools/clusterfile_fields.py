@@ -39,6 +39,13 @@ def read_yaml(path: Path, label: str) -> Any:
         raise ClusterFileError(label, where, f"invalid YAML: {problem}") from None
 
 
+def state_dir_of(path: Path, top: Any, parser: FieldParser | None = None) -> Path:
+    """The state directory of cluster.yaml's top mapping `top`: its `state_dir` (default var), relative to
+    the file's directory."""
+    value = top.get("state_dir", "var") if isinstance(top, dict) else "var"
+    return (path.resolve().parent / (parser or FieldParser(str(path))).string(value, "state_dir", "a directory path")).resolve()
+
+
 # --- small typed validators -------------------------------------------------------
 
 def got(value: Any) -> str:
