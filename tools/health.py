@@ -66,7 +66,7 @@ class Prober:
             else:  # never started here: nothing can answer, probe with a throw-away key
                 keys = security.throwaway_keys()
         self.cluster = cluster
-        self.client = RpcClient(keys)
+        self.client = RpcClient(keys, metrics=False)  # a CLI: no /metrics to count on
 
     def close(self) -> None:
         self.client.close()

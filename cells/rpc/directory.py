@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from cells import errors, metrics
+from cells import errors
 from cells.context import RequestContext
 from cells.rpc import principal, wire
 
@@ -297,6 +297,7 @@ class Directory:
             late = now - self.liveness.last_seen.get(mid, now) > 1.5 * self.liveness.interval
             key = (member.service or "unknown", "late" if late else "alive")
             counts[key] = counts.get(key, 0) + 1
+        from cells import metrics  # here: a CLI's view (cellctl status) never publishes, nor pays prometheus_client
         metrics.set_states(metrics.DIRECTORY_MEMBERS, counts)
 
 

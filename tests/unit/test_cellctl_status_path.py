@@ -55,13 +55,16 @@ def test_a_state_dir_that_is_no_path_is_refused_by_status_as_by_the_resolver(tmp
             read()
 
 
-def test_status_of_a_started_cluster_imports_neither_the_resolver_nor_the_db_nor_the_api(tmp_path: Path) -> None:
-    """What the status path loads, in a fresh interpreter: the cluster file's resolver (tools/clusterfile.py,
-    and through it the DB settings), SQLAlchemy, aiohttp and importlib.metadata stay unloaded."""
+def test_status_of_a_started_cluster_imports_neither_the_resolver_nor_the_db_nor_the_api_nor_prometheus(
+        tmp_path: Path) -> None:
+    """What the status path loads, in a fresh interpreter, up to its prober's RPC client: the cluster file's
+    resolver (tools/clusterfile.py, and through it the DB settings), SQLAlchemy, aiohttp, importlib.metadata
+    and prometheus_client (the CLI serves no /metrics) stay unloaded."""
     path = _started(tmp_path)
     code = ("import argparse, sys\nfrom tools import cellctl, health\nimport cells.rpc.client\n"
-            f"cellctl.build_parser()\ncellctl._running_config(argparse.Namespace(file={str(path)!r}, state=None))\n"
+            f"cellctl.build_parser()\ncluster = cellctl._running_config(argparse.Namespace(file={str(path)!r}, state=None))\n"
+            "health.Prober(cluster).close()\n"
             "print(sorted(m for m in ('tools.clusterfile', 'cells.db.settings', 'sqlalchemy', 'aiohttp', "
-            "'importlib.metadata') if m in sys.modules))")
+            "'importlib.metadata', 'prometheus_client', 'cells.metrics') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
