@@ -33,6 +33,9 @@ from cells.context import RequestContext
 
 MIN_VERSION = (3, 14)
 STATUSES = ("available", "creating", "deleting", "error", "error_deleting")
+# stored while this API makes the member snapshots, shown as `creating`: only then does the status follow the
+# members (an admin's reset_status to creating stays creating, as Cinder's)
+MAKING = "making"
 _s, _sm = group_snapshots.c, group_snapshot_members.c
 
 
@@ -43,7 +46,7 @@ def _gate(request: web.Request) -> None:
 
 def detail_view(request: web.Request, row: Mapping[str, Any]) -> dict[str, Any]:
     view = {"id": row["id"], "group_id": row["group_id"], "name": row.get("name"),
-            "description": row.get("description"), "status": row["status"],
+            "description": row.get("description"), "status": "creating" if row["status"] == MAKING else row["status"],
             "created_at": iso_naive_micro(row["created_at"]), "group_type_id": row["group_type_id"]}
     if version_of(request) >= (3, 58):
         view["project_id"] = row["project_id"]
@@ -106,9 +109,9 @@ async def _remove_members(request: web.Request, ctx: RequestContext, gsid: str) 
 
 
 async def _settled(request: web.Request, ctx: RequestContext, row: dict[str, Any]) -> dict[str, Any]:
-    """A `creating` group snapshot follows its members: all available, available; one in error, error and
+    """A group snapshot being made follows its members: all available, available; one in error, error and
     the others deleted (started by the read whose change wins, carried on by later reads)."""
-    if row["status"] == "creating":
+    if row["status"] == MAKING:
         statuses = []
         for sid, _ in await _members(request, row["id"]):
             try:
@@ -116,9 +119,9 @@ async def _settled(request: web.Request, ctx: RequestContext, row: dict[str, Any
             except errors.NotFound:
                 statuses.append("error")
         if statuses and all(s == "available" for s in statuses):
-            await _set_status(request, row["id"], "available", ("creating",))
+            await _set_status(request, row["id"], "available", (MAKING,))
             row = {**row, "status": "available"}
-        elif "error" in statuses and await _set_status(request, row["id"], "error", ("creating",), removing=True):
+        elif "error" in statuses and await _set_status(request, row["id"], "error", (MAKING,), removing=True):
             row = {**row, "status": "error", "removing": True}
     if row["removing"]:
         await _remove_members(request, ctx, row["id"])
@@ -159,7 +162,7 @@ async def create(request: web.Request) -> web.Response:
     now = utcnow()
     row = {"id": str(uuidlib.uuid4()), "group_id": group["id"], "project_id": group["project_id"],
            "user_id": ctx.user, "name": name, "description": description, "group_type_id": group["group_type_id"],
-           "status": "creating", "removing": False, "created_at": now, "updated_at": now}
+           "status": MAKING, "removing": False, "created_at": now, "updated_at": now}
     db = request.config_dict[DB]
     await db.write(lambda conn: conn.execute(insert(group_snapshots).values(**row)))
     try:
@@ -199,9 +202,12 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     conds = []
     if not (parse_bool(request.query.get("all_tenants", "false")) and allowed(request, "volume:get_all_tenants")):
         conds.append(_s.project_id == ctx.project)
-    for key in ("name", "status", "group_id"):
+    for key in ("name", "group_id"):
         if request.query.get(key):
             conds.append(getattr(_s, key) == request.query[key])
+    if request.query.get("status"):
+        wanted = request.query["status"]
+        conds.append(_s.status.in_([wanted, MAKING] if wanted == "creating" else [wanted]))
     rows = await request.config_dict[DB].read(lambda conn: [dict(r._mapping) for r in conn.execute(
         select(group_snapshots).where(*conds).order_by(_s.created_at.desc(), _s.id.desc()))])
     rows = [await _settled(request, ctx, r) for r in rows]

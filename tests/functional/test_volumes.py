@@ -132,3 +132,40 @@ def test_boot_from_a_volume_made_from_an_image_with_the_cli(cluster: RunningClus
     cluster.ok("volume", "delete", attached["id"])
     wait_for("the kept volume deleted", lambda: attached["id"] not in json.dumps(
         cluster.ok("volume", "list", "-f", "json")), 60, 0.5)
+
+
+def test_volume_groups_and_group_snapshots_with_the_cli(cluster: RunningCluster) -> None:
+    """Cinder's generic groups through `openstack --os-volume-api-version 3.14`: a group of a group type and a
+    volume type, a volume added to it, a group snapshot of it (one snapshot per member), a group made from the
+    group snapshot (a volume per member snapshot, in the new group), then the deletes (--force takes the
+    volumes with the group)."""
+    v = ("--os-volume-api-version", "3.14")
+    cluster.ok(*v, "volume", "group", "type", "create", "gt-cli", who="admin")
+    cluster.ok("volume", "type", "create", "vt-cli", who="admin")
+    group = cluster.ok(*v, "volume", "group", "create", "--volume-group-type", "gt-cli", "--volume-type", "vt-cli",
+                       "--name", "g1", "-f", "json")
+    made = cluster.ok("volume", "create", "--size", "1", "--type", "vt-cli", "gv1", "-f", "json")
+    wait_volume(cluster, "gv1", "available")
+    cluster.ok(*v, "volume", "group", "add", "volume", "g1", "gv1")
+    shown = cluster.ok(*v, "volume", "group", "show", "g1", "-f", "json")
+    assert shown["ID"] == group["ID"] and shown["Status"] == "available"
+    assert cluster.ok("--os-volume-api-version", "3.13", "volume", "show", "gv1", "-f", "json")["group_id"] == group["ID"]
+
+    cluster.ok(*v, "volume", "group", "snapshot", "create", "g1", "--name", "gs1")
+    wait_for("group snapshot gs1 available", lambda: cluster.ok(
+        *v, "volume", "group", "snapshot", "show", "gs1", "-f", "json")["Status"] == "available", 60, 0.5)
+    [snap] = cluster.ok("volume", "snapshot", "list", "-f", "json")
+    cluster.ok(*v, "volume", "group", "create", "--group-snapshot", "gs1", "--name", "g2")
+    g2 = cluster.ok(*v, "volume", "group", "show", "g2", "-f", "json")
+    [copy] = [x for x in cluster.ok("volume", "list", "--long", "-f", "json") if x["ID"] != made["id"]]
+    copied = wait_volume(cluster, copy["ID"], "available")
+    assert copied["snapshot_id"] == snap["ID"] and copied["type"] == "vt-cli"
+    assert cluster.ok("--os-volume-api-version", "3.13", "volume", "show", copy["ID"], "-f", "json")[
+        "group_id"] == g2["ID"]
+
+    cluster.ok(*v, "volume", "group", "delete", "--force", "g2")
+    cluster.ok(*v, "volume", "group", "snapshot", "delete", "gs1")
+    cluster.ok(*v, "volume", "group", "delete", "--force", "g1")
+    wait_for("the groups' volumes deleted", lambda: cluster.ok("volume", "list", "-f", "json") == [], 60, 0.5)
+    assert cluster.ok(*v, "volume", "group", "list", "-f", "json") == []
+    cluster.ok("volume", "type", "delete", "vt-cli", who="admin")

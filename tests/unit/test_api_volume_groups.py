@@ -220,6 +220,10 @@ async def test_group_snapshot_and_groups_made_from_it_and_from_a_group(roomy_clo
     assert sorted(v["source_volid"] for v in volumes if v["group_id"] == clone) == sorted(vids)
 
     # reset_status (admin, 3.19), then a delete takes the member snapshots with it
+    reset = {"reset_status": {"status": "creating"}}  # stays so: no longer being made, it follows nothing
+    assert (await _req(cloud, "POST", "admin", f"/group_snapshots/{gsid}/action", reset))[0] == 202
+    await cloud.cell.settle()
+    assert (await _req(cloud, "GET", "demo", f"/group_snapshots/{gsid}"))[1]["group_snapshot"]["status"] == "creating"
     reset = {"reset_status": {"status": "error"}}
     assert (await _req(cloud, "POST", "demo", f"/group_snapshots/{gsid}/action", reset))[0] == 403
     assert (await _req(cloud, "POST", "admin", f"/group_snapshots/{gsid}/action", reset))[0] == 202
