@@ -31,7 +31,9 @@ SERVICES: dict[str, tuple[dict[str, wire.Method], type]] = {
     "compute": (COMPUTE_SURFACE, ComputeManager),
     "volume": (VOLUME_SURFACE, VolumeManager),
 }
-LIFECYCLE = {"start", "stop", "background"}  # cells/service_process.py hooks, not RPC
+# process hooks, not RPC: cells/service_process.py's, and the compute's until_ready that tools/serve_simulated.py
+# awaits to pace its hosts' start
+LIFECYCLE = {"start", "stop", "background", "until_ready"}
 
 
 def _public_handlers(cls: type) -> set[str]:

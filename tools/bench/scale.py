@@ -181,7 +181,8 @@ def plot(rows: list[dict[str, Any]], directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for key, title in COLUMNS:
-        points = [(float(r["hosts"]), float(r[key])) for r in rows if r[key] == r[key]]  # NaN: not measured
+        points = [(float(r["hosts"]), float(r[key])) for r in rows
+                  if key in r and r[key] == r[key]]  # absent or NaN: not measured
         if not points:
             continue
         path = directory / f"{key}.svg"
