@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Executable, delete, insert, select, update
 
 from api import quota
 from api.db.schema import group_snapshot_members, group_snapshots, volume_group_members, volume_groups
-from api.http import allowed, context, is_uuid, json_body, parse_bool
+from api.http import allowed, context, json_body, parse_bool
 from api.keys import DB, ENGINE, ROUTER
 from api.timeutil import iso_naive_micro, utcnow
 from api.volume import cells, groups, snapshots, volumes
@@ -129,14 +129,7 @@ async def _settled(request: web.Request, ctx: RequestContext, row: dict[str, Any
 
 
 async def find(request: web.Request, ctx: RequestContext, gsid: str) -> dict[str, Any]:
-    missing = errors.NotFound(f"GroupSnapshot {gsid} could not be found.")
-    if not is_uuid(gsid):
-        raise missing
-    row = await request.config_dict[DB].read(
-        lambda conn: conn.execute(select(group_snapshots).where(_s.id == gsid.lower())).first())
-    if row is None or (row.project_id != ctx.project and not allowed(request, "volume:get_all_tenants")):
-        raise missing
-    return await _settled(request, ctx, dict(row._mapping))
+    return await _settled(request, ctx, await groups.owned_row(request, ctx, group_snapshots, gsid, "GroupSnapshot"))
 
 
 # --- handlers ------------------------------------------------------------------------------

@@ -77,16 +77,22 @@ def group_detail(request: web.Request, row: Mapping[str, Any], volume_ids: list[
 
 # --- lookups -----------------------------------------------------------------------------
 
-async def find(request: web.Request, ctx: RequestContext, group_id: str) -> dict[str, Any]:
-    """The group, if the caller's project owns it (admins: any); GroupNotFound (404) otherwise."""
-    missing = errors.NotFound(f"Group {group_id} could not be found.")
-    if not is_uuid(group_id):
+async def owned_row(request: web.Request, ctx: RequestContext, table: Any, row_id: str, noun: str) -> dict[str, Any]:
+    """A row of `table` (a group or a group snapshot) by id, if the caller's project owns it (admins: any);
+    Cinder's "<noun> <id> could not be found." (404) otherwise, the same for a malformed id."""
+    missing = errors.NotFound(f"{noun} {row_id} could not be found.")
+    if not is_uuid(row_id):
         raise missing
     row = await request.config_dict[DB].read(
-        lambda conn: conn.execute(select(volume_groups).where(_g.id == group_id.lower())).first())
+        lambda conn: conn.execute(select(table).where(table.c.id == row_id.lower())).first())
     if row is None or (row.project_id != ctx.project and not allowed(request, "volume:get_all_tenants")):
         raise missing
     return dict(row._mapping)
+
+
+async def find(request: web.Request, ctx: RequestContext, group_id: str) -> dict[str, Any]:
+    """The group, if the caller's project owns it (admins: any); GroupNotFound (404) otherwise."""
+    return await owned_row(request, ctx, volume_groups, group_id, "Group")
 
 
 async def member_ids(request: web.Request, ctx: RequestContext, group: Mapping[str, Any]) -> list[str]:
