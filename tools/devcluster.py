@@ -148,14 +148,23 @@ def free_port() -> int:
 # PORT_RANGE, a run of RUN_BLOCK per lock file, held as PORT_RANGE's blocks are
 RUN_RANGE = (10000, 20000)
 RUN_BLOCK = 1000
-_runs_held: list[int] = []
+_runs_held: list[list[int]] = []  # [lock fd, first port, ports of it handed out]
 
 
 def free_port_run(count: int) -> int:
-    """The first of `count` (at most RUN_BLOCK) consecutive loopback ports this process alone holds."""
+    """The first of `count` (at most RUN_BLOCK) consecutive loopback ports this process alone holds: the
+    rest of a block it holds when that is enough (30 cells x 100 is 3 blocks, not 30), else a new block."""
     assert 0 < count <= RUN_BLOCK, count
+    for held in _runs_held:
+        if held[2] + count <= RUN_BLOCK:
+            start = held[1] + held[2]
+            if all(_bindable(port) for port in range(start, start + count)):
+                held[2] += count
+                return start
     PORT_LOCK_DIR.mkdir(mode=0o1777, parents=True, exist_ok=True)
     for first in range(RUN_RANGE[0], RUN_RANGE[1], RUN_BLOCK):
+        if any(held[1] == first for held in _runs_held):
+            continue
         fd = os.open(PORT_LOCK_DIR / f"run-{first}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -163,7 +172,7 @@ def free_port_run(count: int) -> int:
             os.close(fd)
             continue
         if all(_bindable(port) for port in range(first, first + count)):
-            _runs_held.append(fd)
+            _runs_held.append([fd, first, count])
             return first
         os.close(fd)
     raise RuntimeError(f"no run of {count} free ports in {RUN_RANGE[0]}-{RUN_RANGE[1]} is free of other holders")

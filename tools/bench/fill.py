@@ -3,7 +3,13 @@
 user's listing costs as the cloud grows:
 - the first page of 1,000 servers of the project across every cell (GET /servers/detail?limit=1000), p50;
 - a `changes-since` poll (GET /servers/detail?changes-since=T, T just before the level's last burst), p50:
-  it should cost what it returns, not what the cloud holds.
+  it should cost what it returns, not what the cloud holds;
+- boots/s of that last burst (`--concurrency` multi-creates at once, timed until none is building): the
+  boot throughput of the cloud at that fill, beside the first level's (nearly empty) in the same run;
+- the resident memory of every process of the cloud (services and simulated-host processes), and their
+  CPU while nothing is asked of the cloud (heartbeats, reports, sweeps: the cost of merely running).
+The first level starts once every simulated host has reported and the cloud's idle CPU has stopped falling
+(the start-up's work done), so the nearly empty cloud's figures are not the start-up's.
 Each level's figures are printed beside the first level's (ratio), measured in the same run.
 
 It stops at the target, or when the time budget is spent, or when a burst fails: the last line says
@@ -27,6 +33,7 @@ from typing import Any
 import aiohttp
 
 from tools.bench.boot import image_id, lift_quota, pct, token_for
+from tools.bench.scale import cloud_cpu_pct, cloud_rss_gb, settled
 from tools.devcluster import RunningCluster, running_cluster
 
 MICROVERSION = {"OpenStack-API-Version": "compute 2.37"}  # networks "none": a /24 per project caps the fill
@@ -49,7 +56,7 @@ class Filler:
                 raise RuntimeError(f"multi-create of {n} answered {r.status}: {(await r.text())[:300]}")
         self.made += n
 
-    async def settle(self, timeout: float = 600) -> None:
+    async def settle(self, timeout: float = 600, poll: float = 0.5) -> None:
         """Wait until no server of the project is building; a server in ERROR stops the fill."""
         give_up = time.monotonic() + timeout
         while True:
@@ -61,7 +68,7 @@ class Filler:
                     return
             if time.monotonic() > give_up:
                 raise RuntimeError(f"servers still building {timeout:.0f} s after their burst")
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(poll)
 
     async def timed_get(self, query: str) -> tuple[float, int]:
         t = time.perf_counter()
@@ -92,27 +99,37 @@ async def fill(cluster: RunningCluster, target: int, burst: int, concurrency: in
         for level in [lv for lv in sorted(levels) if lv <= target] or [target]:
             t0, made0 = time.monotonic(), f.made
             try:
-                while f.made < level - burst:
+                last = burst * concurrency  # the level's last, timed, burst
+                while f.made < level - last:
                     if time.monotonic() - started > budget_s:
                         rate = (f.made - made0) / (time.monotonic() - t0)
                         return rows, (f"the time budget ({budget_s:.0f} s) ran out at {f.made} servers, filling "
                                       f"at {rate:.1f} servers/s (ACTIVE): {target} would take "
                                       f"~{(target - f.made) / max(rate, 1e-9) / 60:.0f} more minutes here")
-                    sizes = [min(burst, level - burst - f.made - i * burst) for i in range(concurrency)]
-                    await asyncio.gather(*(f.burst(n) for n in sizes if n > 0))
+                    await asyncio.gather(*(f.burst(n) for n in _split(level - last - f.made, burst, concurrency)))
                     await f.settle()
                 await asyncio.sleep(1.1)  # changes-since has a second's resolution
                 since = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 await asyncio.sleep(1.1)
-                await f.burst(level - f.made)
-                await f.settle()
+                t_last, n_last = time.perf_counter(), level - f.made
+                await asyncio.gather(*(f.burst(n) for n in _split(n_last, burst, concurrency)))
+                await f.settle(poll=0.1)
+                boots_per_s = n_last / (time.perf_counter() - t_last)
             except RuntimeError as exc:
                 return rows, f"it failed at {f.made} servers: {exc}"
             row = await f.measure(since)
             row["fill_rate"] = (f.made - made0) / (time.monotonic() - t0)
+            row["boots_per_s"], row["rss_gb"] = boots_per_s, cloud_rss_gb(cluster)
+            row["idle_cpu_pct"] = await asyncio.to_thread(cloud_cpu_pct, cluster)
             rows.append(row)
             print(f"level {f.made}: {row}", flush=True)
         return rows, f"reached {f.made} servers (the last level asked)"
+
+
+def _split(n: int, burst: int, concurrency: int) -> list[int]:
+    """Up to `concurrency` multi-create sizes of at most `burst` adding up to at most `n`."""
+    sizes = [min(burst, n - i * burst) for i in range(concurrency)]
+    return [k for k in sizes if k > 0]
 
 
 def main() -> None:
@@ -131,6 +148,8 @@ def main() -> None:
             running_cluster(Path(tmp) / "fill", hosts=1, name=f"fill-{uuidlib.uuid4().hex[:6]}",
                             simulated=(args.hosts,) * args.cells, per_process=args.per_process,
                             up_timeout=120 + args.hosts * args.cells / 5) as cluster:
+        print(f"settled: the cloud's idle CPU {settled(cluster, args.cells * args.hosts):.0f}% of a core",
+              flush=True)
         rows, stop = asyncio.run(fill(cluster, args.target, args.burst, args.concurrency, levels,
                                       60 * args.minutes))
     report(args, rows, stop)
@@ -140,12 +159,13 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]], stop: str) -> N
     print(f"fill: {args.cells} cells x {args.hosts} simulated hosts, multi-create bursts of {args.burst}, "
           f"{args.concurrency} in flight")
     print(f"{'servers':>8} {'page p50 s':>18} {'(rows)':>6} {'changes-since p50 s':>22} {'(rows)':>6} "
-          f"{'fill/s':>7} {'load':>5}")
+          f"{'boots/s':>16} {'fill/s':>7} {'RSS GB':>6} {'idle CPU %':>10} {'load':>5}")
     for r in rows:
         base = rows[0]
         print(f"{r['servers']:>8.0f} {r['page_p50_s']:>9.3f} ({r['page_p50_s'] / base['page_p50_s']:5.2f}x)"
               f" {r['page_len']:>6.0f} {r['poll_p50_s']:>13.3f} ({r['poll_p50_s'] / base['poll_p50_s']:5.2f}x)"
-              f" {r['poll_len']:>6.0f} {r['fill_rate']:>7.1f} {r['load']:>5.1f}")
+              f" {r['poll_len']:>6.0f} {r['boots_per_s']:>7.1f} ({r['boots_per_s'] / base['boots_per_s']:5.2f}x)"
+              f" {r['fill_rate']:>7.1f} {r['rss_gb']:>6.2f} {r['idle_cpu_pct']:>10.0f} {r['load']:>5.1f}")
     print(f"stopped: {stop}")
 
 

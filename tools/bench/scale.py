@@ -2,14 +2,15 @@
 sizes, each a fresh throw-away cluster under the real supervisor, every figure printed beside the
 smallest size's in the same run (ratio), so the machine's load cancels out.
 
-Per size: memory per simulated host (RSS of the processes serving them / hosts), the cell router's CPU
+Per size, once every host has reported and the cloud's idle CPU has stopped falling (start-up done):
+the whole cloud's idle CPU (% of a core: what merely running costs), memory per simulated host (RSS of the processes serving them / hosts), the cell router's CPU
 while idle (% of a core, and per 100 hosts), a burst of boots (boots/s to ACTIVE), the first page of
 a server listing (GET /servers/detail?limit=1000, p50), and the conductor's select_destinations call to
 the scheduler (p50/p99: the upper bound of its Prometheus histogram bucket, cells/metrics.py).
 Each metric is also drawn against host count as an SVG in --plots (default docs/scale/, shown in the
 README; tools/bench/svgplot.py says why SVG and not matplotlib).
 
-    .venv/bin/python -m tools.bench.scale [--sizes 100,1000,3000] [--cells 1] [--burst 100] [--per-process 250]
+    .venv/bin/python -m tools.bench.scale [--sizes 100,1000,3000] [--cells 1 | --hosts-per-cell N] [--burst 100] [--per-process 250]
                                           [--plots DIR]
 """
 from __future__ import annotations
@@ -104,11 +105,11 @@ def measure(root: Path, hosts: int, per_process: int, burst: int, concurrency: i
                          simulated=(hosts // cells,) * cells, per_process=per_process, ctl_metrics=True,
                          up_timeout=120 + hosts / 5) as cluster:
         up = time.monotonic() - started
-        wait_for("every simulated host's resources reported", lambda: _hosts_alive(cluster) >= hosts + 1,
-                 timeout=120 + hosts / 5, interval=2)
+        idle = settled(cluster, hosts, limit=120 + hosts / 5)
         rss, processes = simulated_rss_mb(cluster)
         row: dict[str, Any] = {"hosts": hosts, "cells": cells, "up_s": up, "mem_mb_per_host": rss / hosts, "sim_rss_mb": rss,
                                "processes": processes, "router_cpu_pct": router_cpu_pct(cluster),
+                               "idle_cpu_pct": idle,
                                "load": os.getloadavg()[0]}
         row["status_s"], row["status_cpu_s"] = status_seconds(cluster)
         row["boots_per_s"], row["list_p50_s"] = asyncio.run(boots_and_list(cluster, burst, concurrency))
@@ -134,7 +135,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _hosts_alive(cluster: RunningCluster) -> int:
+def hosts_alive(cluster: RunningCluster) -> int:
     import json
     out = cluster.cellctl("status", str(cluster.cluster_file), "--json", check=False, timeout=120)
     try:
@@ -143,9 +144,54 @@ def _hosts_alive(cluster: RunningCluster) -> int:
         return 0
 
 
+def _proc_files(cluster: RunningCluster, name: str) -> list[str]:
+    """/proc/<pid>/<name> of every process the cloud's supervisor started (its pid files)."""
+    texts = []
+    for pid_file in (cluster.state / "run").glob("*.pid"):
+        try:
+            texts.append(Path(f"/proc/{int(pid_file.read_text())}/{name}").read_text())
+        except (OSError, ValueError):
+            continue
+    return texts
+
+
+def cloud_rss_gb(cluster: RunningCluster) -> float:
+    """Resident memory of every process of the cloud, in GB."""
+    return sum(next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+               for status in _proc_files(cluster, "status")) / 1024 / 1024
+
+
+def _cloud_cpu_s(cluster: RunningCluster) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum((int(f[11]) + int(f[12])) / tick for f in
+               (stat.rsplit(")", 1)[1].split() for stat in _proc_files(cluster, "stat")))
+
+
+def cloud_cpu_pct(cluster: RunningCluster, window: float = 10.0) -> float:
+    """CPU of every process of the cloud over `window` seconds, in % of one core."""
+    before, t = _cloud_cpu_s(cluster), time.monotonic()
+    time.sleep(window)
+    return 100 * (_cloud_cpu_s(cluster) - before) / (time.monotonic() - t)
+
+
+def settled(cluster: RunningCluster, hosts: int, limit: float = 300) -> float:
+    """Wait until every simulated host (and node1) has reported, then until the cloud's idle CPU stops
+    falling (within 10% of the window before, or `limit` seconds); that CPU, % of a core."""
+    wait_for("every simulated host's resources reported", lambda: hosts_alive(cluster) >= hosts + 1,
+             timeout=limit, interval=2)
+    give_up, last = time.monotonic() + limit, cloud_cpu_pct(cluster)
+    while time.monotonic() < give_up:
+        now = cloud_cpu_pct(cluster)
+        if now > 0.9 * last:
+            return now
+        last = now
+    return last
+
+
 COLUMNS = (("up_s", "up s"), ("mem_mb_per_host", "MB/host"), ("router_cpu_pct", "router %cpu"),
            ("boots_per_s", "boots/s"), ("list_p50_s", "list p50 s"), ("sched_p50_s", "sched p50 s"),
-           ("sched_p99_s", "sched p99 s"), ("status_s", "cellctl status s"), ("status_cpu_s", "status cpu s"))
+           ("sched_p99_s", "sched p99 s"), ("status_s", "cellctl status s"), ("status_cpu_s", "status cpu s"),
+           ("idle_cpu_pct", "cloud idle %cpu"))
 
 
 def report(rows: list[dict[str, Any]]) -> None:
@@ -171,7 +217,7 @@ def report(rows: list[dict[str, Any]]) -> None:
 
 UNITS = {"up_s": "seconds", "mem_mb_per_host": "MB", "router_cpu_pct": "% of a core", "boots_per_s": "boots/s",
          "list_p50_s": "seconds", "sched_p50_s": "seconds", "sched_p99_s": "seconds",
-         "status_s": "seconds", "status_cpu_s": "CPU seconds"}
+         "status_s": "seconds", "status_cpu_s": "CPU seconds", "idle_cpu_pct": "% of a core"}
 
 
 def plot(rows: list[dict[str, Any]], directory: Path) -> list[Path]:
@@ -199,13 +245,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--per-process", type=int, default=250)
     parser.add_argument("--cells", type=int, default=1, help="each size's hosts split evenly over this many cells")
+    parser.add_argument("--hosts-per-cell", type=int, default=0,
+                        help="instead of --cells: as many cells as each size needs at this many hosts each "
+                             "(1000: 100 and 1,000 hosts in one cell, 3,000 in three)")
     parser.add_argument("--plots", type=Path, default=Path("docs/scale"), help="where the SVG per metric goes")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="cellcloud-scale-") as tmp:
         for hosts in (int(s) for s in args.sizes.split(",")):
             try:
-                rows.append(measure(Path(tmp), hosts, args.per_process, args.burst, args.concurrency, args.cells))
+                cells = -(-hosts // args.hosts_per_cell) if args.hosts_per_cell else args.cells
+                rows.append(measure(Path(tmp), hosts, args.per_process, args.burst, args.concurrency, cells))
             except Exception as exc:  # noqa: BLE001 - where it breaks is a result: report it, keep the sizes before
                 print(f"{hosts} hosts: broke: {type(exc).__name__}: {str(exc)[:500]}")
                 break
