@@ -36,7 +36,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from cells import errors
@@ -76,9 +76,12 @@ class Member:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def to_wire(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["topics"] = list(self.topics)
-        return d
+        """The member as its heartbeat sends it. By hand, not dataclasses.asdict: that deep-copies `meta`,
+        and a conductor's carries a verdict per host of its cell (9 ms a beat at 1,000 hosts). Shallow is
+        enough: `meta` is replaced, never changed in place (MemberView.set_meta), and the dict is packed."""
+        return {"id": self.id, "address": self.address, "topics": list(self.topics), "host": self.host,
+                "service": self.service, "version": self.version, "public_key": self.public_key,
+                "meta": self.meta}
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Member:

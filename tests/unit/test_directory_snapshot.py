@@ -63,3 +63,17 @@ def test_a_view_that_applies_deltas_gets_only_the_changes_and_ends_with_the_same
         old = await d.heartbeat(ctx, _member(1).to_wire(), reply["version"])
         assert "delta" not in old and len(old["members"]) == len(d.liveness.members)
     asyncio.run(main())
+
+
+def test_a_members_wire_form_carries_every_field_and_reads_back_equal() -> None:
+    """to_wire is written by hand (asdict deep-copied a conductor's per-host verdicts every beat): it must
+    still carry every field of Member, so one added later cannot be left off the wire."""
+    import dataclasses
+    member = Member(id="cell1/conductor", address="tcp://127.0.0.1:1", topics=("conductor",), host="ctl",
+                    service="conductor", version="1", public_key=b"k" * 40,
+                    meta={"hosts": {"h1": "alive", "h2": "suspect"}})
+    wire = member.to_wire()
+    assert set(wire) == {f.name for f in dataclasses.fields(Member)}
+    assert wire["topics"] == ["conductor"]
+    again = Member.from_wire(wire)
+    assert again == member and again.meta == member.meta

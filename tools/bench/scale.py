@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
+import signal
 import tempfile
 import time
 import urllib.request
@@ -114,7 +116,33 @@ def measure(root: Path, hosts: int, per_process: int, burst: int, concurrency: i
         row["status_s"], row["status_cpu_s"] = status_seconds(cluster)
         row["boots_per_s"], row["list_p50_s"] = asyncio.run(boots_and_list(cluster, burst, concurrency))
         row["sched_p50_s"], row["sched_p99_s"] = scheduler_call_seconds(cluster)
+        row["suspect_s"] = suspect_seconds(cluster)
         return row
+
+
+def suspect_seconds(cluster: RunningCluster, timeout: float = 60) -> float:
+    """Seconds from a SIGKILL of cell1's first simulated-host process until its conductor judges every
+    host of it suspect (or worse), seen by `cellctl status --json` polled back to back (each poll ~0.2-0.3
+    s, part of the figure). The supervisor is held (SIGSTOP) meanwhile so it does not restart them at once."""
+    def states() -> dict[str, str | None]:
+        out = cluster.cellctl("status", str(cluster.cluster_file), "--json", check=False, timeout=60)
+        cell1 = next(c for c in json.loads(out.stdout)["cells"] if c["path"] == "cell1")
+        return {h["name"]: h.get("state") for h in cell1["hosts"]}
+    chunk = _pid(cluster, "cell1/sim-1")
+    doomed = {s["id"].split("/", 1)[1] for s in cluster.config["services"]
+              if s["id"].startswith("compute/") and s.get("options", {}).get("process") == "cell1/sim-1"}
+    supervisor = int((cluster.state / "run" / "supervisor.pid").read_text())
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        os.kill(chunk, signal.SIGKILL)
+        t = time.monotonic()
+        while time.monotonic() - t < timeout:
+            seen = states()
+            if doomed and all(seen.get(h) in ("suspect", "dead", "fenced") for h in doomed):
+                return time.monotonic() - t
+        return float("nan")
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
 
 
 def status_seconds(cluster: RunningCluster, runs: int = 3) -> tuple[float, float]:
@@ -136,7 +164,6 @@ def _children_cpu() -> float:
 
 
 def hosts_alive(cluster: RunningCluster) -> int:
-    import json
     out = cluster.cellctl("status", str(cluster.cluster_file), "--json", check=False, timeout=120)
     try:
         return sum(int((c.get("capacity") or {}).get("hosts_alive") or 0) for c in json.loads(out.stdout)["cells"])
@@ -191,7 +218,7 @@ def settled(cluster: RunningCluster, hosts: int, limit: float = 300) -> float:
 COLUMNS = (("up_s", "up s"), ("mem_mb_per_host", "MB/host"), ("router_cpu_pct", "router %cpu"),
            ("boots_per_s", "boots/s"), ("list_p50_s", "list p50 s"), ("sched_p50_s", "sched p50 s"),
            ("sched_p99_s", "sched p99 s"), ("status_s", "cellctl status s"), ("status_cpu_s", "status cpu s"),
-           ("idle_cpu_pct", "cloud idle %cpu"))
+           ("idle_cpu_pct", "cloud idle %cpu"), ("suspect_s", "suspect after s"))
 
 
 def report(rows: list[dict[str, Any]]) -> None:
@@ -217,7 +244,7 @@ def report(rows: list[dict[str, Any]]) -> None:
 
 UNITS = {"up_s": "seconds", "mem_mb_per_host": "MB", "router_cpu_pct": "% of a core", "boots_per_s": "boots/s",
          "list_p50_s": "seconds", "sched_p50_s": "seconds", "sched_p99_s": "seconds",
-         "status_s": "seconds", "status_cpu_s": "CPU seconds", "idle_cpu_pct": "% of a core"}
+         "status_s": "seconds", "status_cpu_s": "CPU seconds", "idle_cpu_pct": "% of a core", "suspect_s": "seconds"}
 
 
 def plot(rows: list[dict[str, Any]], directory: Path) -> list[Path]:
