@@ -4,12 +4,15 @@ user's listing costs as the cloud grows:
 - the first page of 1,000 servers of the project across every cell (GET /servers/detail?limit=1000), p50;
 - a `changes-since` poll (GET /servers/detail?changes-since=T, T just before the level's last burst), p50:
   it should cost what it returns, not what the cloud holds;
-- boots/s of that last burst (`--concurrency` multi-creates at once, timed until none is building): the
-  boot throughput of the cloud at that fill, beside the first level's (nearly empty) in the same run;
+- boots/s: the median of the level's last 3 bursts (`--concurrency` multi-creates of `--burst` at once,
+  each started on a quiet cloud and timed until none is building): the boot throughput of the cloud at
+  that fill, beside the first level's (nearly empty) in the same run;
 - the resident memory of every process of the cloud (services and simulated-host processes), and their
   CPU while nothing is asked of the cloud (heartbeats, reports, sweeps: the cost of merely running).
 The first level starts once every simulated host has reported and the cloud's idle CPU has stopped falling
-(the start-up's work done), so the nearly empty cloud's figures are not the start-up's.
+(the start-up's work done), so the nearly empty cloud's figures are not the start-up's; each level's
+listings are taken once the cloud's CPU has stopped falling after its bursts. `--hold S` keeps the
+cloud up S seconds after the report (its state dir printed), to look at it further.
 Each level's figures are printed beside the first level's (ratio), measured in the same run.
 
 It stops at the target, or when the time budget is spent, or when a burst fails: the last line says
@@ -33,11 +36,12 @@ from typing import Any
 import aiohttp
 
 from tools.bench.boot import image_id, lift_quota, pct, token_for
-from tools.bench.scale import cloud_cpu_pct, cloud_rss_gb, settled
+from tools.bench.scale import cloud_rss_gb, quiet, settled
 from tools.devcluster import RunningCluster, running_cluster
 
 MICROVERSION = {"OpenStack-API-Version": "compute 2.37"}  # networks "none": a /24 per project caps the fill
 SAMPLES = 10  # requests each p50 is taken over
+TIMED = 3  # timed bursts at each level (the median is shown)
 
 
 class Filler:
@@ -88,8 +92,8 @@ class Filler:
 
 async def fill(cluster: RunningCluster, target: int, burst: int, concurrency: int, levels: list[int],
                budget_s: float) -> tuple[list[dict[str, float]], str]:
-    """Fill to each level (the last burst of each alone, after the rest settled, so a `changes-since` from
-    just before it returns that burst), measure, go on; (rows, why it stopped)."""
+    """Fill to each level (its last TIMED bursts timed, each alone on a quiet cloud; a `changes-since` from
+    just before the last returns that burst), measure, go on; (rows, why it stopped)."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency + 4)) as session:
         token, project = await token_for(session, cluster)
         await lift_quota(session, cluster, project)
@@ -99,28 +103,35 @@ async def fill(cluster: RunningCluster, target: int, burst: int, concurrency: in
         for level in [lv for lv in sorted(levels) if lv <= target] or [target]:
             t0, made0 = time.monotonic(), f.made
             try:
-                last = burst * concurrency  # the level's last, timed, burst
-                while f.made < level - last:
+                last = burst * concurrency  # one timed burst: `concurrency` multi-creates at once
+                while f.made < level - TIMED * last:
                     if time.monotonic() - started > budget_s:
                         rate = (f.made - made0) / (time.monotonic() - t0)
                         return rows, (f"the time budget ({budget_s:.0f} s) ran out at {f.made} servers, filling "
                                       f"at {rate:.1f} servers/s (ACTIVE): {target} would take "
                                       f"~{(target - f.made) / max(rate, 1e-9) / 60:.0f} more minutes here")
-                    await asyncio.gather(*(f.burst(n) for n in _split(level - last - f.made, burst, concurrency)))
+                    await asyncio.gather(*(f.burst(n) for n in _split(level - TIMED * last - f.made, burst,
+                                                                      concurrency)))
                     await f.settle()
-                await asyncio.sleep(1.1)  # changes-since has a second's resolution
-                since = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                await asyncio.sleep(1.1)
-                t_last, n_last = time.perf_counter(), level - f.made
-                await asyncio.gather(*(f.burst(n) for n in _split(n_last, burst, concurrency)))
-                await f.settle(poll=0.1)
-                boots_per_s = n_last / (time.perf_counter() - t_last)
+                rates = []
+                for k in range(TIMED):  # each from a quiet cloud, so every level's bursts start alike
+                    await asyncio.to_thread(quiet, cluster)
+                    if k == TIMED - 1:
+                        await asyncio.sleep(1.1)  # changes-since has a second's resolution
+                        since = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                        await asyncio.sleep(1.1)
+                    t_burst, n = time.perf_counter(), level - f.made - (TIMED - 1 - k) * last
+                    await asyncio.gather(*(f.burst(size) for size in _split(n, burst, concurrency)))
+                    await f.settle(poll=0.1)
+                    rates.append(n / (time.perf_counter() - t_burst))
+                boots_per_s = sorted(rates)[len(rates) // 2]
             except RuntimeError as exc:
                 return rows, f"it failed at {f.made} servers: {exc}"
+            fill_rate = (f.made - made0) / (time.monotonic() - t0)
+            idle = await asyncio.to_thread(quiet, cluster)  # a user's listing of a cloud not busy booting
             row = await f.measure(since)
-            row["fill_rate"] = (f.made - made0) / (time.monotonic() - t0)
-            row["boots_per_s"], row["rss_gb"] = boots_per_s, cloud_rss_gb(cluster)
-            row["idle_cpu_pct"] = await asyncio.to_thread(cloud_cpu_pct, cluster)
+            row["fill_rate"], row["boots_per_s"], row["rss_gb"] = fill_rate, boots_per_s, cloud_rss_gb(cluster)
+            row["idle_cpu_pct"] = idle
             rows.append(row)
             print(f"level {f.made}: {row}", flush=True)
         return rows, f"reached {f.made} servers (the last level asked)"
@@ -140,8 +151,10 @@ def main() -> None:
     parser.add_argument("--target", type=int, default=100_000)
     parser.add_argument("--burst", type=int, default=100, help="servers per multi-create request")
     parser.add_argument("--concurrency", type=int, default=4, help="multi-create requests in flight")
-    parser.add_argument("--levels", default="1000,5000,20000,50000,100000")
+    parser.add_argument("--levels", default="3000,10000,30000,60000,100000",
+                        help=f"each at least {TIMED} x burst x concurrency")
     parser.add_argument("--minutes", type=float, default=15.0, help="time budget of the fill")
+    parser.add_argument("--hold", type=float, default=0.0, help="seconds the cloud stays up after the report")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",") if x]
     with tempfile.TemporaryDirectory(prefix="cellcloud-fill-") as tmp, \
@@ -152,7 +165,10 @@ def main() -> None:
               flush=True)
         rows, stop = asyncio.run(fill(cluster, args.target, args.burst, args.concurrency, levels,
                                       60 * args.minutes))
-    report(args, rows, stop)
+        report(args, rows, stop)
+        if args.hold:
+            print(f"holding the cloud up {args.hold:.0f} s: {cluster.state}", flush=True)
+            time.sleep(args.hold)
 
 
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], stop: str) -> None:

@@ -206,6 +206,12 @@ def settled(cluster: RunningCluster, hosts: int, limit: float = 300) -> float:
     falling (within 10% of the window before, or `limit` seconds); that CPU, % of a core."""
     wait_for("every simulated host's resources reported", lambda: hosts_alive(cluster) >= hosts + 1,
              timeout=limit, interval=2)
+    return quiet(cluster, limit)
+
+
+def quiet(cluster: RunningCluster, limit: float = 300) -> float:
+    """Wait until the cloud's CPU stops falling (a 10 s window within 10% of the one before, or `limit`
+    seconds): what is left is what merely running costs; that CPU, % of a core."""
     give_up, last = time.monotonic() + limit, cloud_cpu_pct(cluster)
     while time.monotonic() < give_up:
         now = cloud_cpu_pct(cluster)
