@@ -348,8 +348,10 @@ async def list_servers(cc: ComputeContext, ctx: RequestContext, q: ServerQuery) 
     if q.limit == 0 or (q.statuses and not q.filters.get("vm_state")):  # an empty page; no state has those statuses
         return []
 
-    async def down_records(paths: list[str]) -> list[DownRecord]:
-        return await down_cells.records(cc.engine, paths, q.filters)
+    default_order = q.sort_keys == ["created_at", "uuid"] and q.sort_dirs == ["desc", "desc"]
+
+    async def down_records(paths: list[str]) -> list[DownRecord]:  # the page's worth, in the default order
+        return await down_cells.records(cc.engine, paths, q.filters, q.limit if default_order else None, marker)
     records = await cc.router.list_instances(ctx, q.filters, q.sort_keys, q.sort_dirs, q.limit, marker,
                                              down_records=down_records if q.with_down else None)
     return await _kept(records, q.filters, q.statuses)
