@@ -27,7 +27,7 @@ import base64
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, select, update
@@ -342,32 +342,47 @@ RESERVATION_TTL = 60.0  # seconds a volume reservation counts (a create's cell l
 _r = volume_reservations.c
 
 
-def _pending(conn: Connection, project_id: str, listed_ids: set[str]) -> dict[str, int]:
+def _pending(conn: Connection, project_id: str, listed_ids: set[str], listed_since: datetime | None) -> dict[str, int]:
     """What creates reserved and the cells do not list yet (expired reservations dropped first), overall
-    and per volume type (volumes_<type>, ...)."""
+    and per volume type (volumes_<type>, ...). A reservation whose volume exists (made_at: volume_made(), or
+    set here when the listing shows it) and that a listing begun after that (`listed_since`, taken before it)
+    does not show is of a deleted volume: it goes instead of counting on. A listing begun earlier may predate
+    the volume's row, so it still counts there."""
     conn.execute(delete(volume_reservations).where(_r.created_at < utcnow() - timedelta(seconds=RESERVATION_TTL)))
     out = {"volumes": 0, "snapshots": 0, "gigabytes": 0}
-    rows = conn.execute(select(_r.volume_id, _r.gigabytes, _r.resource, _r.volume_type)
+    rows = conn.execute(select(_r.volume_id, _r.gigabytes, _r.resource, _r.volume_type, _r.made_at)
                         .where(_r.project_id == project_id))
+    seen, gone = [], []
     for r in rows:
         if r.volume_id in listed_ids:
+            if r.made_at is None:
+                seen.append(r.volume_id)
+            continue
+        if r.made_at is not None and listed_since is not None and r.made_at < listed_since:
+            gone.append(r.volume_id)
             continue
         count = "snapshots" if r.resource == "snapshot" else "volumes"
         for suffix in ("", f"_{r.volume_type}") if r.volume_type else ("",):
             out[count + suffix] = out.get(count + suffix, 0) + 1
             out["gigabytes" + suffix] = out.get("gigabytes" + suffix, 0) + int(r.gigabytes)
+    if seen:
+        conn.execute(update(volume_reservations).where(_r.volume_id.in_(seen)).values(made_at=utcnow()))
+    if gone:
+        conn.execute(delete(volume_reservations).where(_r.volume_id.in_(gone)))
     return out
 
 
 def reserve_volume(conn: Connection, project_id: str, volume_id: str, gigabytes: int, listed: Mapping[str, int],
-                   listed_ids: set[str], resource: str = "volume", volume_type: str | None = None) -> None:
+                   listed_ids: set[str], resource: str = "volume", volume_type: str | None = None,
+                   listed_since: datetime | None = None) -> None:
     """Check a new volume (or, `resource` "snapshot", a snapshot) of `volume_type` against the project's
     volumes (snapshots) and gigabytes quotas, overall and the type's own, and reserve it, in the caller's
     write unit of the API DB (API workers queue on its write lock). `listed`: what the cells list for the
     project (read just before; gigabytes of volumes and snapshots together, as Cinder counts them, and per
-    type: gigabytes_<type>, ...), `listed_ids` the volumes and snapshots they listed; those reserved by
-    creates the cells do not list yet count too, each once. 413 VolumeOverLimit when over."""
-    pending = _pending(conn, project_id, listed_ids)
+    type: gigabytes_<type>, ...), `listed_ids` the volumes and snapshots they listed, `listed_since` when that
+    listing began (cells.project_usage); those reserved by creates the cells do not list yet count too, each
+    once. 413 VolumeOverLimit when over."""
+    pending = _pending(conn, project_id, listed_ids, listed_since)
     used = {k: listed.get(k, 0) + pending.get(k, 0) for k in {*listed, *pending}}
     count = "snapshots" if resource == "snapshot" else "volumes"
     limit = limits_of(conn, project_id)
@@ -380,10 +395,11 @@ def reserve_volume(conn: Connection, project_id: str, volume_id: str, gigabytes:
 
 
 def check_volume_growth(conn: Connection, project_id: str, gigabytes: int, listed: Mapping[str, int],
-                        listed_ids: set[str], volume_type: str | None = None, new_size: int | None = None) -> None:
+                        listed_ids: set[str], volume_type: str | None = None, new_size: int | None = None,
+                        listed_since: datetime | None = None) -> None:
     """An extend growing a volume by `gigabytes` (to `new_size`), against the project's gigabytes quotas
     (overall and the type's) and per_volume_gigabytes, counted as reserve_volume counts; 413 when over."""
-    pending = _pending(conn, project_id, listed_ids)
+    pending = _pending(conn, project_id, listed_ids, listed_since)
     used = {k: listed.get(k, 0) + pending.get(k, 0) for k in {*listed, *pending}}
     limit = limits_of(conn, project_id)
     if new_size is not None:
@@ -392,13 +408,19 @@ def check_volume_growth(conn: Connection, project_id: str, gigabytes: int, liste
 
 
 def check_type_move(conn: Connection, project_id: str, volume_type: str, gigabytes: int,
-                    listed: Mapping[str, int], listed_ids: set[str]) -> None:
+                    listed: Mapping[str, int], listed_ids: set[str], listed_since: datetime | None = None) -> None:
     """A retype bringing one volume of `gigabytes` into `volume_type`: against that type's own volumes and
     gigabytes quotas only (the overall ones do not change), counted as reserve_volume counts; 413 when over."""
-    pending = _pending(conn, project_id, listed_ids)
+    pending = _pending(conn, project_id, listed_ids, listed_since)
     used = {k: listed.get(k, 0) + pending.get(k, 0) for k in {*listed, *pending}}
     unchanged = {"volumes": -1, "gigabytes": -1}  # the overall counts stay as they are
     check_volumes({**limits_of(conn, project_id), **unchanged}, used, 1, gigabytes, "volumes", volume_type)
+
+
+def volume_made(conn: Connection, volume_id: str) -> None:
+    """The volume's (or snapshot's) create returned: its cell has its row from now on (see _pending)."""
+    conn.execute(update(volume_reservations).where(_r.volume_id == volume_id, _r.made_at.is_(None))
+                 .values(made_at=utcnow()))
 
 
 def release_volume(conn: Connection, volume_id: str) -> None:

@@ -253,11 +253,11 @@ async def reserve(cc: ComputeContext, ctx: RequestContext, image: dict[str, Any]
     if not sizes:
         return []
     project = str(ctx.project)
-    listed, listed_ids = await volume_cells.project_usage(cc.router, ctx, project)
+    listed, listed_ids, since = await volume_cells.project_usage(cc.router, ctx, project)
 
     def reserve_all(conn: Connection) -> None:  # one unit: over quota reserves none of them
         for volume_id, size in sizes:  # each counts the ones reserved before it
-            quota.reserve_volume(conn, project, volume_id, size, listed, listed_ids)
+            quota.reserve_volume(conn, project, volume_id, size, listed, listed_ids, listed_since=since)
     try:
         await cc.db.write(reserve_all)
     except quota.VolumeOverLimit as exc:

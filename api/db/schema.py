@@ -281,7 +281,8 @@ queued_deletes = Table(
 )
 
 # Volumes being created (issue 14): what a create takes from its project's volume quota until its
-# cell lists the volume (api/quota.py reserve_volume); a row outlives that by at most RESERVATION_TTL.
+# cell lists the volume (api/quota.py reserve_volume); a row outlives that by at most RESERVATION_TTL, and
+# stops counting once a cell listed the volume and a later listing no longer does (deleted).
 volume_reservations = Table(
     "volume_reservations", metadata,
     Column("volume_id", String(36), primary_key=True),
@@ -292,6 +293,9 @@ volume_reservations = Table(
     Column("resource", String(16), nullable=False, server_default="volume"),
     # a0006 (issue 18): the volume type's name (per-type quotas: gigabytes_<type>, ...); None: the default
     Column("volume_type", String(255), nullable=True),
+    # a0023: since when the volume is known to exist in its cell (its create returned, or a listing showed it);
+    # None: not yet. A listing begun after it that does not show the volume: deleted, the row no longer counts
+    Column("made_at", DateTime, nullable=True),
 )
 
 # a0006 (issue 18): Cinder's volume types (global, made by admins; api/volume/types.py). Only the
@@ -610,7 +614,8 @@ ALEMBIC_REVISIONS = ("a0001_baseline", "a0002_server_attributes", "a0003_reserva
                      "a0013_identity_domains_hierarchy", "a0014_volume_transfers",
                      "a0015_qos_encryption", "a0016_implied_roles",
                      "a0017_volume_type_access", "a0018_identity_tags_domain_roles", "a0019_group_types",
-                     "a0020_image_tasks", "a0021_volume_groups", "a0022_group_snapshots")
+                     "a0020_image_tasks", "a0021_volume_groups", "a0022_group_snapshots",
+                     "a0023_reservation_made_at")
 ALEMBIC_BASELINE = ALEMBIC_REVISIONS[0]
 ALEMBIC_HEAD = ALEMBIC_REVISIONS[-1]
 

@@ -82,10 +82,10 @@ async def _retype_args(request: web.Request, ctx: RequestContext, record: dict[s
     stored = None if vtype["id"] == types.DEFAULT_TYPE_ID else str(vtype["name"])
     if stored:  # the volume now counts against the new type's own quotas
         project = str(record["project_id"])
-        listed, listed_ids = await cells.project_usage(request.config_dict[ROUTER], ctx, project)
+        listed, listed_ids, since = await cells.project_usage(request.config_dict[ROUTER], ctx, project)
         size = int(record["size"])
         await request.config_dict[DB].write(lambda conn: quota.check_type_move(
-            conn, project, stored, size, listed, listed_ids))
+            conn, project, stored, size, listed, listed_ids, since))
     return {"volume_type": stored, "volume_backend_name": (vtype.get("extra_specs") or {}).get(types.BACKEND_KEY)}
 
 

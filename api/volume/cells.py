@@ -12,11 +12,13 @@ in the zone: its conductor then puts the volume in `error` with the reason.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from api import cell_choice
 from api.cell_router import Cell, CellClient, CellRouter
 from api.scatter import answered, scatter
+from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
 from cells.rpcapi.volume import VolumeConductorAPI
@@ -116,10 +118,13 @@ async def volume_hosts(router: CellRouter, ctx: RequestContext) -> tuple[set[str
     return {cell.path for cell, _ in answers}, hosts
 
 
-async def project_usage(router: CellRouter, ctx: RequestContext, project: str) -> tuple[dict[str, int], set[str]]:
+async def project_usage(router: CellRouter, ctx: RequestContext,
+                        project: str) -> tuple[dict[str, int], set[str], datetime]:
     """What the project holds in every cell (a cell that cannot answer fails the request): volumes,
     snapshots and their gigabytes together (as Cinder counts them), the same per volume type
-    (volumes_<type>, snapshots_<type>, gigabytes_<type>), and the ids listed."""
+    (volumes_<type>, snapshots_<type>, gigabytes_<type>), the ids listed, and when the listing began (a
+    reservation of a volume listed before that and not now is of a deleted one: api/quota.py)."""
+    began = utcnow()
     volumes = await list_all(router, ctx, {"project_id": project}, strict=True)
     snapshots = await list_snapshots(router, ctx, {"project_id": project}, strict=True)
     used = {"volumes": 0, "snapshots": 0, "gigabytes": 0}
@@ -130,7 +135,7 @@ async def project_usage(router: CellRouter, ctx: RequestContext, project: str) -
             for suffix in ("", f"_{vtype}") if vtype else ("",):
                 used[count + suffix] = used.get(count + suffix, 0) + 1
                 used["gigabytes" + suffix] = used.get("gigabytes" + suffix, 0) + int(r["size"])
-    return used, {str(r["id"]) for r in (*volumes, *snapshots)}
+    return used, {str(r["id"]) for r in (*volumes, *snapshots)}, began
 
 
 def has_volume_host(cell: Cell) -> bool | None:

@@ -184,7 +184,7 @@ async def _check_members(request: web.Request, ctx: RequestContext, project: str
             raise errors.Invalid(f"Invalid volume: volume {vid} is {volume['status']}: a group snapshot needs "
                                  "its volumes available or in-use")
         sizes.append(int(volume["size"]))
-    used, _ = await cells.project_usage(router, ctx, project)
+    used = (await cells.project_usage(router, ctx, project))[0]
     quota.check_volumes(await quota.limits(request.config_dict[ENGINE], project), used, len(sizes), sum(sizes),
                         count="snapshots")
 
@@ -315,7 +315,7 @@ async def _check_volume_quota(request: web.Request, ctx: RequestContext, project
     """The volumes and gigabytes of every member together checked before any is made (each create reserves
     its own again): a group the quota cannot hold is a 413 that made nothing."""
     router = request.config_dict[ROUTER]
-    used, _ = await cells.project_usage(router, ctx, project)
+    used = (await cells.project_usage(router, ctx, project))[0]
     sizes = [int((await cells.find(router, ctx, src["volume_id"]))[1]["size"]) for src in sources]
     limits = await quota.limits(request.config_dict[ENGINE], project)
     quota.check_volumes(limits, used, len(sizes), sum(sizes))

@@ -113,16 +113,18 @@ async def make_snapshot(router: CellRouter, db: Database, ctx: RequestContext, p
     booted from a volume: api/compute/volume_backed_images.py)."""
     api, volume = await cells.find(router, ctx, str(spec["volume_id"]).lower())
     sid, size = str(uuidlib.uuid4()), int(volume["size"])
-    listed, listed_ids = await cells.project_usage(router, ctx, project)
+    listed, listed_ids, since = await cells.project_usage(router, ctx, project)
     await db.write(lambda conn: quota.reserve_volume(conn, project, sid, size, listed, listed_ids, "snapshot",
-                                                     volume.get("volume_type")))
+                                                     volume.get("volume_type"), since))
     snapshot = {"id": sid, "volume_id": volume["id"], "project_id": project, "user_id": ctx.user,
                 "name": spec.get("name"), "description": spec.get("description"), "metadata": spec["metadata"]}
     try:
-        return await api.snapshot_create(ctx, snapshot, force=spec["force"])
+        made = await api.snapshot_create(ctx, snapshot, force=spec["force"])
     except BaseException:
         await asyncio.shield(db.write(lambda conn: quota.release_volume(conn, sid)))
         raise
+    await db.write(lambda conn: quota.volume_made(conn, sid))
+    return made
 
 
 async def create(request: web.Request) -> web.Response:

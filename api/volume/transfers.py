@@ -181,14 +181,15 @@ async def accept(request: web.Request) -> web.Response:
     snapshots = [] if row.no_snapshots else await cells.list_snapshots(router, service, {"volume_id": volume["id"]},
                                                                        strict=True)
     project = str(ctx.project)
-    listed, listed_ids = await cells.project_usage(router, ctx, project)
+    listed, listed_ids, since = await cells.project_usage(router, ctx, project)
 
     def take(conn: Connection) -> None:
         """The receiving project's quotas, then the transfer removed: one write unit (one accept wins)."""
         for rid, size, resource in ((volume["id"], int(volume["size"]), "volume"),
                                     *((s["id"], int(s["size"]), "snapshot") for s in snapshots)):
             quota.release_volume(conn, rid)  # a create's reservation of the id, counted for the giver
-            quota.reserve_volume(conn, project, rid, size, listed, listed_ids, resource, volume.get("volume_type"))
+            quota.reserve_volume(conn, project, rid, size, listed, listed_ids, resource, volume.get("volume_type"),
+                                 since)
         if conn.execute(delete(volume_transfers).where(_t.id == row.id)).rowcount != 1:
             raise errors.NotFound(f"Transfer {row.id} could not be found.")
     await db.write(take)

@@ -262,11 +262,11 @@ async def create_volume(request: web.Request, ctx: RequestContext, project: str,
     if wanted:  # sent only when asked (Cinder's CapabilitiesFilter): placement matches the volume hosts'
         spec["capabilities"] = wanted
     volume = {"id": str(uuidlib.uuid4()), "project_id": project, "user_id": ctx.user, **spec}
-    listed, listed_ids = await cells.project_usage(router, ctx, project)
+    listed, listed_ids, since = await cells.project_usage(router, ctx, project)
     vid, size = str(volume["id"]), int(spec["size"])
     # checked and reserved in one API DB write unit: creates of every API worker queue on it (api/quota.py)
     await db.write(lambda conn: quota.reserve_volume(conn, project, vid, size, listed, listed_ids,
-                                                     volume_type=stored_type))
+                                                     volume_type=stored_type, listed_since=since))
     try:
         if group_id:  # joined before it is made: a refused or failed create leaves no member behind
             await groups.join_new_volume(request, ctx, group_id, vid, str(vtype["id"]))
@@ -276,6 +276,7 @@ async def create_volume(request: web.Request, ctx: RequestContext, project: str,
             await groups.leave(request, vid)
         await asyncio.shield(db.write(lambda conn: quota.release_volume(conn, vid)))
         raise
+    await db.write(lambda conn: quota.volume_made(conn, vid))
     return {**record, "group_id": group_id}
 
 
@@ -440,9 +441,9 @@ async def action(request: web.Request) -> web.Response:
     api, record = await find(request, ctx, request.match_info["volume_id"])
     growth, project = new_size - int(record["size"]), str(record["project_id"])
     if growth > 0:  # the flow refuses a shrink itself; a growth must fit the gigabytes quotas (413)
-        listed, listed_ids = await cells.project_usage(request.config_dict[ROUTER], ctx, project)
+        listed, listed_ids, since = await cells.project_usage(request.config_dict[ROUTER], ctx, project)
         await request.config_dict[DB].write(lambda conn: quota.check_volume_growth(
-            conn, project, growth, listed, listed_ids, record.get("volume_type"), new_size))
+            conn, project, growth, listed, listed_ids, record.get("volume_type"), new_size, since))
     await api.volume_extend(ctx, record["id"], new_size)
     return web.Response(status=202)
 

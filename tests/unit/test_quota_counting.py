@@ -142,6 +142,51 @@ async def test_a_reservation_counts_until_its_cell_lists_the_volume_and_not_twic
         await engine.dispose()
 
 
+async def test_a_deleted_volume_stops_counting_once_a_later_listing_misses_it(api_db: str) -> None:
+    """A project at its volumes quota deletes a volume and makes another at once (Cinder gives the room back
+    on delete): the reservation of a volume whose create returned (volume_made) counts no more for a listing
+    begun after that which does not show it. A listing begun before it may predate the volume's row: there it
+    still counts, as does a reservation whose create has not returned."""
+    db = make_database(api_db)
+    engine = make_engine(api_db)
+    try:
+        await quota.set_limits(engine, "p1", {"volumes": 1, "gigabytes": 100})
+        before = utcnow() - timedelta(seconds=1)
+        await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v1", 10, {}, set(), listed_since=before))
+        with pytest.raises(quota.VolumeOverLimit):  # v1's create has not returned: listed nowhere, it counts
+            await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v2", 10, {}, set(), listed_since=utcnow()))
+        await db.write(lambda conn: quota.volume_made(conn, "v1"))
+        with pytest.raises(quota.VolumeOverLimit):  # a listing begun before v1 was made may just not show it yet
+            await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v2", 10, {}, set(), listed_since=before))
+        # v1 deleted: a listing begun now does not show it, and it counts no more
+        await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v2", 10, {}, set(), listed_since=utcnow()))
+        with pytest.raises(quota.VolumeOverLimit):  # v2 holds the room now
+            await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v3", 10, {}, set(), listed_since=utcnow()))
+    finally:
+        await db.close()
+        await engine.dispose()
+
+
+async def test_a_listing_that_shows_a_volume_marks_it_made(api_db: str) -> None:
+    """A reservation whose create never said so (a boot's volumes, made by the cell) is marked made once a
+    listing shows the volume; after that, a later listing that misses it (deleted) no longer counts it."""
+    db = make_database(api_db)
+    engine = make_engine(api_db)
+    try:
+        await quota.set_limits(engine, "p1", {"volumes": 2, "gigabytes": 100})
+        await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v1", 10, {}, set(), listed_since=utcnow()))
+        listed = {"volumes": 1, "gigabytes": 10}
+        await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v2", 10, listed, {"v1"},
+                                                         listed_since=utcnow()))
+        # v1 deleted; v2 not listed yet (its create has not returned): v2 counts, v1 does not
+        await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v3", 10, {}, set(), listed_since=utcnow()))
+        with pytest.raises(quota.VolumeOverLimit):
+            await db.write(lambda conn: quota.reserve_volume(conn, "p1", "v4", 10, {}, set(), listed_since=utcnow()))
+    finally:
+        await db.close()
+        await engine.dispose()
+
+
 async def test_a_multi_create_is_cut_to_what_fits_and_refused_below_min_count(api_db: str) -> None:
     db = make_database(api_db)
     try:
