@@ -1,12 +1,16 @@
-"""Scale benchmark (issue 21): one cell of simulated compute hosts (tools/simulated_hosts.py) at growing
+"""Scale benchmark (issue 21): cells of simulated compute hosts (tools/simulated_hosts.py) at growing
 sizes, each a fresh throw-away cluster under the real supervisor, every figure printed beside the
 smallest size's in the same run (ratio), so the machine's load cancels out.
 
 Per size, once every host has reported and the cloud's idle CPU has stopped falling (start-up done):
-the whole cloud's idle CPU (% of a core: what merely running costs), memory per simulated host (RSS of the processes serving them / hosts), the cell router's CPU
+the whole cloud's idle CPU (% of a core: what merely running costs), the open sockets of cell1's
+conductor and router and of the API (a cell's services should hold O(cell size), not O(cloud)), memory
+per simulated host (RSS of the processes serving them / hosts), the cell router's CPU
 while idle (% of a core, and per 100 hosts), a burst of boots (boots/s to ACTIVE), the first page of
 a server listing (GET /servers/detail?limit=1000, p50), and the conductor's select_destinations call to
-the scheduler (p50/p99: the upper bound of its Prometheus histogram bucket, cells/metrics.py).
+the scheduler (p50/p99: the upper bound of its Prometheus histogram bucket, cells/metrics.py), the
+`cellctl status` an operator waits for, and last the seconds from a SIGKILL of a simulated-host process
+until its cell's conductor judges all its hosts suspect (bound: 3 missed beats, then the verdict's beat).
 Each metric is also drawn against host count as an SVG in --plots (default docs/scale/, shown in the
 README; tools/bench/svgplot.py says why SVG and not matplotlib).
 
@@ -57,6 +61,17 @@ def simulated_rss_mb(cluster: RunningCluster) -> tuple[float, int]:
     """(RSS of every process serving simulated hosts, how many processes)."""
     pids = [int(p.read_text()) for p in (cluster.state / "run").glob("cell*_sim-*.pid")]
     return sum(_rss_mb(p) for p in pids), len(pids)
+
+
+def sockets(pid: int) -> int:
+    """Open sockets of a process (its fds that are sockets: TCP, and ZeroMQ's own socketpairs)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            continue
+    return count
 
 
 def router_cpu_pct(cluster: RunningCluster) -> float:
@@ -111,7 +126,9 @@ def measure(root: Path, hosts: int, per_process: int, burst: int, concurrency: i
         rss, processes = simulated_rss_mb(cluster)
         row: dict[str, Any] = {"hosts": hosts, "cells": cells, "up_s": up, "mem_mb_per_host": rss / hosts, "sim_rss_mb": rss,
                                "processes": processes, "router_cpu_pct": router_cpu_pct(cluster),
-                               "idle_cpu_pct": idle,
+                               "idle_cpu_pct": idle, "conductor_sockets": sockets(_pid(cluster, "cell1/conductor")),
+                               "router_sockets": sockets(_pid(cluster, "cell1/router")),
+                               "api_sockets": sockets(_pid(cluster, "api")),
                                "load": os.getloadavg()[0]}
         row["status_s"], row["status_cpu_s"] = status_seconds(cluster)
         row["boots_per_s"], row["list_p50_s"] = asyncio.run(boots_and_list(cluster, burst, concurrency))
@@ -224,7 +241,9 @@ def quiet(cluster: RunningCluster, limit: float = 300) -> float:
 COLUMNS = (("up_s", "up s"), ("mem_mb_per_host", "MB/host"), ("router_cpu_pct", "router %cpu"),
            ("boots_per_s", "boots/s"), ("list_p50_s", "list p50 s"), ("sched_p50_s", "sched p50 s"),
            ("sched_p99_s", "sched p99 s"), ("status_s", "cellctl status s"), ("status_cpu_s", "status cpu s"),
-           ("idle_cpu_pct", "cloud idle %cpu"), ("suspect_s", "suspect after s"))
+           ("idle_cpu_pct", "cloud idle %cpu"), ("suspect_s", "suspect after s"),
+           ("conductor_sockets", "conductor sockets"), ("router_sockets", "router sockets"),
+           ("api_sockets", "api sockets"))
 
 
 def report(rows: list[dict[str, Any]]) -> None:
@@ -250,7 +269,8 @@ def report(rows: list[dict[str, Any]]) -> None:
 
 UNITS = {"up_s": "seconds", "mem_mb_per_host": "MB", "router_cpu_pct": "% of a core", "boots_per_s": "boots/s",
          "list_p50_s": "seconds", "sched_p50_s": "seconds", "sched_p99_s": "seconds",
-         "status_s": "seconds", "status_cpu_s": "CPU seconds", "idle_cpu_pct": "% of a core", "suspect_s": "seconds"}
+         "status_s": "seconds", "status_cpu_s": "CPU seconds", "idle_cpu_pct": "% of a core", "suspect_s": "seconds",
+         "conductor_sockets": "sockets", "router_sockets": "sockets", "api_sockets": "sockets"}
 
 
 def plot(rows: list[dict[str, Any]], directory: Path) -> list[Path]:
