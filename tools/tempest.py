@@ -44,7 +44,6 @@ import yaml
 from api import bootstrap
 from api.bootstrap import UserSpec
 from api.compute.microversions import MAX_VERSION, MIN_VERSION
-from api.image.default import tiny_raw
 from api.network.routes import EXTENSIONS as NEUTRON_EXTENSIONS
 from api.policy.enforce import POLICY_FILE, RECHECK_EVERY, load_overrides, merged
 from api.policy.engine import PolicyError
@@ -198,24 +197,34 @@ def _image_ids(cluster: RunningCluster) -> list[str]:
     return ids
 
 
-ALT_IMAGE = "tiny-raw-alt"
+# the run's image_ref: a raw disk of devstack's CirrOS size (cirros-0.6.2-x86_64-disk.img, 21 MB), the image
+# Tempest's compute tests are written against. On the test hypervisor a snapshot is a copy of the booted image
+# (node/compute/server_snapshots.py) uploaded to the image store: of the cluster's 1 MiB tiny-raw it was some
+# twenty times cheaper than of any real guest image, and the first createImage of Tempest's
+# test_create_second_image_when_first_image_is_being_saved could end before its second one arrived. The
+# cluster's own image stays, as image_ref_alt (Tempest's image filter tests need two distinct images).
+CIRROS_SIZED = "cirros-sized"
+CIRROS_BYTES = 21 * 1024 * 1024
 
 
-def alt_image(cluster: RunningCluster, images: list[str]) -> list[str]:
-    """The run's images with a second one when the cluster has a single image: tiny-raw's bytes under another
-    name (public, as the admin), so image_ref_alt differs from image_ref (Tempest's image filter tests need two)."""
-    if len(images) > 1:
-        return images
+def cirros_sized() -> bytes:
+    """CIRROS_BYTES of a raw disk: a marker sector, then random bytes (nothing on the way shrinks them)."""
+    first = f"CELLCLOUD {CIRROS_SIZED}: a raw test disk of CirrOS's size for Tempest\n".encode().ljust(512, b"\0")
+    return first + os.urandom(CIRROS_BYTES - len(first))
+
+
+def run_images(cluster: RunningCluster, images: list[str]) -> list[str]:
+    """[image_ref, image_ref_alt]: CIRROS_SIZED, made here (public, as the admin), then the cluster's first image."""
     import requests  # the tempest extra brings it (see _image_ids)
     headers = {"X-Auth-Token": cluster.token("admin")}
     made = requests.post(f"{cluster.endpoint}/image/v2/images", headers=headers, timeout=30, json={
-        "name": ALT_IMAGE, "disk_format": "raw", "container_format": "bare", "visibility": "public"})
+        "name": CIRROS_SIZED, "disk_format": "raw", "container_format": "bare", "visibility": "public"})
     made.raise_for_status()
     image_id = str(made.json()["id"])
-    put = requests.put(f"{cluster.endpoint}/image/v2/images/{image_id}/file", data=tiny_raw(), timeout=60,
+    put = requests.put(f"{cluster.endpoint}/image/v2/images/{image_id}/file", data=cirros_sized(), timeout=120,
                        headers={**headers, "Content-Type": "application/octet-stream"})
     put.raise_for_status()
-    return [*images, image_id]
+    return [image_id, images[0]]
 
 
 def projects(workers: int) -> list[str]:
@@ -540,7 +549,7 @@ def run(selection: str | list[str], workspace: Path, concurrency: int = 2, name:
             # an API worker looks at the file's mtime on a request at most every RECHECK_EVERY seconds: any
             # request after that sees the new rules (api/policy/enforce.py), no restart
             time.sleep(RECHECK_EVERY + 0.1)
-        images = alt_image(cluster, _image_ids(cluster))
+        images = run_images(cluster, _image_ids(cluster))
         specs, passwords = extra_users(concurrency)
         asyncio.run(bootstrap.ensure_users(ClusterConfig.load(cluster.state / "cluster.json"), specs, passwords))
         give_projects_room(cluster, projects(concurrency))

@@ -127,3 +127,15 @@ def test_every_legacy_admin_entry_names_tests_tempest_has(tmp_path: Path) -> Non
         assert any(re.search(pattern, test) for test in ids), pattern
     moved = [test for test in ids if tempest.under_legacy_admin(test)]
     assert len(moved) == 34, moved  # the 23 failures under the cloud's rules, 3 of them whole classes (14 tests)
+
+
+def test_the_run_image_is_a_raw_disk_of_cirros_size(tmp_path: Path) -> None:
+    """image_ref's data: CIRROS_BYTES (devstack's CirrOS disk, 21 MB) that the image service's format inspection
+    takes as a plain raw disk; two runs get different bytes (random: nothing on the way shrinks them)."""
+    from cells import imageformat
+    data = tempest.cirros_sized()
+    assert len(data) == tempest.CIRROS_BYTES == 21 * 1024 * 1024
+    (tmp_path / "disk").write_bytes(data)
+    found = imageformat.inspect_file(str(tmp_path / "disk"))
+    assert (found.format, found.unsafe) == ("raw", None)
+    assert tempest.cirros_sized()[512:] != data[512:]
