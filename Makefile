@@ -12,9 +12,11 @@ STAMP := $(VENV)/.deps-installed
 # its own sshd (own config and host key) inside a netns host it makes.
 # postgresql: its binaries only (/usr/lib/postgresql/N/bin): cellctl and the tests run private servers
 # (tools/pgserver.py); the package's own cluster service is never used.
+# novnc: its page and scripts (/usr/share/novnc) are what the API serves for a VNC console
+# (api/compute/novnc.py); its websockify proxy is never run.
 APT_PACKAGES := python3-venv gcc python3-dev libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu \
 	qemu-system-x86 qemu-utils qemu-block-extra dnsmasq-base tgt nftables iproute2 iputils-ping lz4 busybox-static \
-	openssh-client openssh-server postgresql
+	openssh-client openssh-server postgresql novnc
 
 # Debian's chromium, for the dashboard's browser test only (tests/functional/test_dashboard.py drives it with
 # Playwright's Python package): make test installs it, make up and make deps do not.

@@ -64,7 +64,8 @@ def _count(request: web.Request, status: int, seconds: float) -> None:
     API_LATENCY.labels(method, route).observe(seconds)
 
 
-SECRET_QUERY_KEYS = frozenset({"token"})  # a console URL's token (api/compute/remote_consoles.py) opens a console
+# a console URL's token (api/compute/remote_consoles.py) opens a console; noVNC's page has it in its `path`
+SECRET_QUERY_KEYS = frozenset({"token", "path"})
 
 
 def logged_path(request: web.BaseRequest) -> str:

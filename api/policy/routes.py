@@ -104,6 +104,9 @@ COMPUTE: dict[tuple[str, str], str] = {
     ("GET", _S + "/migrations"): _N + "servers:migrations:index",
     ("POST", _S + "/remote-consoles"): _N + "os-remote-consoles",
     ("GET", "/serial-console"): PUBLIC,  # the websocket carries its own console token (api/compute/remote_consoles.py)
+    ("GET", "/vnc-console"): PUBLIC,  # the same for a VNC display
+    # noVNC's page and scripts (api/compute/novnc.py): files of Debian's novnc package, no data
+    **{("GET", p): PUBLIC for p in ("/vnc_lite.html", "/core/{name}", "/vendor/{name}")},
     ("GET", "/v2.1/os-services"): _N + "os-services:list",
     ("PUT", "/v2.1/os-services/{service_id}"): _N + "os-services:update",
     ("DELETE", "/v2.1/os-services/{service_id}"): _N + "os-services:delete",

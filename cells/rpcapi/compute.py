@@ -19,6 +19,7 @@ CONSOLE_VERSION = "1.5"
 INTERFACE_VERSION = "1.5"  # attach/detach_interface (issue 16)  # console_* (release 5, issue 16)
 DIAGNOSTICS_VERSION = "1.6"  # get_diagnostics (issue 16)
 SHARED_NETWORK_HOST_VERSION = "1.6"  # sync_network (issue 17: a network host that runs a compute)
+VNC_CONSOLE_VERSION = "1.6"  # console_open takes the console_type its token was made for (serial, novnc)
 INSTANCE = {"instance": "Instance"}  # a versioned object (cells/objects/versions.py)
 SURFACE = surface(
     Method("build_and_run_instance", NORMAL, cast=True, callers=callers(CONDUCTOR), args=INSTANCE),
@@ -44,10 +45,11 @@ SURFACE = surface(
     Method("make_snapshot", SLOW, version=SNAPSHOT_VERSION, callers=callers(API)),
     Method("read_snapshot", NORMAL, retry_safe=True, version=SNAPSHOT_VERSION, callers=callers(API)),
     Method("drop_snapshot", NORMAL, retry_safe=True, version=SNAPSHOT_VERSION, callers=callers(API)),
-    # remote serial consoles (issue 16): the API's websocket proxy (api/compute/remote_consoles.py) gets a
-    # token for one server and project, then relays the guest's console (node/compute/serial_console.py)
+    # remote consoles (issue 16): the API's websocket proxies (api/compute/remote_consoles.py) get a token
+    # for one server, project and console type, then relay the guest's serial console or VNC display
+    # (node/compute/remote_consoles.py)
     Method("console_authorize", FAST, version=CONSOLE_VERSION, callers=callers(API)),
-    Method("console_open", FAST, version=CONSOLE_VERSION, callers=callers(API)),
+    Method("console_open", FAST, version=VNC_CONSOLE_VERSION, callers=callers(API)),
     Method("console_read", FAST, version=CONSOLE_VERSION, callers=callers(API)),
     Method("console_write", FAST, version=CONSOLE_VERSION, callers=callers(API)),
     Method("console_close", FAST, retry_safe=True, version=CONSOLE_VERSION, callers=callers(API)),
@@ -133,10 +135,12 @@ class ComputeAPI:
             topic(host), M["console_authorize"],
             {"uuid": uuid, "project": project, "console_type": console_type}, ctx))
 
-    async def console_open(self, ctx: RequestContext, host: str, uuid: str, project: str, secret: str) -> str:
-        """The session id of the guest's console, opened for the holder of `secret`."""
+    async def console_open(self, ctx: RequestContext, host: str, uuid: str, project: str, secret: str,
+                           console_type: str) -> str:
+        """The session id of the guest's console of `console_type`, opened for the holder of `secret`."""
         return _text(host, "console_open", await self.caller.call(
-            topic(host), M["console_open"], {"uuid": uuid, "project": project, "secret": secret}, ctx))
+            topic(host), M["console_open"],
+            {"uuid": uuid, "project": project, "secret": secret, "console_type": console_type}, ctx))
 
     async def console_read(self, ctx: RequestContext, host: str, uuid: str, session: str, wait: float) -> bytes:
         data = await self.caller.call(topic(host), M["console_read"], {"uuid": uuid, "session": session,

@@ -21,6 +21,7 @@ DISK_FORMATS = frozenset({"raw", "qcow2"})
 DISK_BUSES = frozenset({"virtio", "ide", "sata", "scsi", "usb"})
 BUS_DEV_PREFIX = {"virtio": "vd", "ide": "hd", "sata": "sd", "scsi": "sd", "usb": "sd"}
 VIRT_TYPES = frozenset({"kvm", "qemu", "test"})
+VNC_LISTEN = "127.0.0.1"  # Nova's [vnc] server_listen default: the display is reachable from this host only
 # flavor key -> element of the flavor recorded in the domain's metadata
 FLAVOR_FIELDS = (("ram", "memory"), ("disk", "disk"), ("swap", "swap"), ("ephemeral", "ephemeral"), ("vcpus", "vcpus"))
 
@@ -117,6 +118,8 @@ def build_domain_xml(instance: dict[str, Any], virt_type: str, paths: DomainPath
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
+    if virt_type != "test":  # a real guest gets a display, as Nova's libvirt driver gives it with [vnc] enabled
+        _display(devices)
     _sub(devices, "memballoon", model="none")
     return ET.tostring(dom, encoding="unicode")
 
@@ -166,6 +169,17 @@ def _backing_chain(disk: ET.Element, paths: DomainPaths) -> None:
     _sub(store, "format", type=paths.backing_format if paths.backing_format in DISK_FORMATS else "raw")
     _sub(store, "source", file=paths.backing)
     _sub(store, "backingStore")
+
+
+def _display(devices: ET.Element) -> None:
+    """Nova's VNC display: QEMU's VNC server on loopback only, at a port libvirt picks (the API's noVNC
+    proxy, relayed by the compute, is the only way in: node/compute/vnc_console.py), a USB tablet so the
+    pointer follows the viewer's (Nova's pointer_model usbtablet), and a virtio video card (Nova's x86
+    default: VGA-compatible for a guest without the virtio-gpu driver)."""
+    _sub(devices, "input", type="tablet", bus="usb")
+    _sub(devices, "graphics", type="vnc", autoport="yes", listen=VNC_LISTEN)
+    video = _sub(devices, "video")
+    _sub(video, "model", type="virtio")
 
 
 def _interface(devices: ET.Element, vif: dict[str, Any]) -> None:

@@ -39,7 +39,7 @@ from node.compute.guest_actions import SHUTDOWN_TIMEOUT, GuestActions, fault_of
 from node.compute.guest_moves import GuestMoves
 from node.compute.guest_volumes import VolumeAttachments
 from node.compute.interface_hotplug import GuestInterfaces
-from node.compute.serial_console import SerialConsoles
+from node.compute.remote_consoles import ConsoleHandlers, RemoteConsoles
 from node.compute.server_snapshots import GuestSnapshots
 from node.compute.spawner import GuestSpawner
 from node.imagecache import ImageCache, ImageFetcher, image_store_client
@@ -97,7 +97,7 @@ def _is_deleted(inst: Mapping[str, Any]) -> bool:
         or inst.get("task_state") == TaskState.DELETING
 
 
-class ComputeManager:
+class ComputeManager(ConsoleHandlers):  # console_*: node/compute/remote_consoles.py
     """The worker's own flows (build, delete, reconciliation, power sweeps) and its collaborators,
     made when the service starts (they talk to the conductor and other computes):
     server actions (node/compute/guest_actions.py), moves (node/compute/guest_moves.py), volume
@@ -133,7 +133,7 @@ class ComputeManager:
         self._locks = KeyedLocks()
         self.spawner = GuestSpawner(self.driver, self.images, self.network)  # builds, rebuilds, moves
         self.snapshots = GuestSnapshots(self.driver, self._locks)  # createImage
-        self.consoles = SerialConsoles(self.driver)  # remote serial consoles, relayed by the API
+        self.consoles = RemoteConsoles(self.driver)  # serial and VNC consoles, relayed by the API
         self._building: set[str] = set()  # builds received, from arrival to end (guards reconciliation)
         self._ready = asyncio.Event()  # set once the start-up reconciliation is done
         self._wake = asyncio.Event()  # a domain event asks for an early power sweep
@@ -295,22 +295,6 @@ class ComputeManager:
     async def get_diagnostics(self, ctx: RequestContext, uuid: str) -> dict[str, Any]:
         """os-server-diagnostics: what the hypervisor says of the guest now (node/compute/diagnostics.py)."""
         return await self.driver.diagnostics(uuid)
-
-    # remote serial consoles (node/compute/serial_console.py): the API's websocket proxy relays them
-    async def console_authorize(self, ctx: RequestContext, uuid: str, project: str, console_type: str) -> str:
-        return await self.consoles.authorize(uuid, project, console_type)
-
-    async def console_open(self, ctx: RequestContext, uuid: str, project: str, secret: str) -> str:
-        return await self.consoles.open(uuid, project, secret)
-
-    async def console_read(self, ctx: RequestContext, uuid: str, session: str, wait: float) -> bytes:
-        return await self.consoles.read(uuid, session, wait)
-
-    async def console_write(self, ctx: RequestContext, uuid: str, session: str, data: bytes) -> None:
-        await self.consoles.write(uuid, session, data)
-
-    async def console_close(self, ctx: RequestContext, uuid: str, session: str) -> None:
-        await self.consoles.close(uuid, session)
 
     # createImage (node/compute/server_snapshots.py): the API makes, reads and drops the disk's snapshot file
     async def make_snapshot(self, ctx: RequestContext, uuid: str, image_id: str) -> dict[str, Any]:

@@ -1,9 +1,7 @@
 """A guest's serial console for the API's websocket proxy (Nova's remote consoles, issue 16): mechanism
-on the compute host.
+on the compute host, behind the token check of remote_consoles.py.
 
-  authorize(uuid, project) -> secret     a short-lived console token (Nova's console_auth_tokens), kept here,
-                                         hashed, for one server and its project; the API hands it out in a URL
-  open(uuid, project, secret) -> session the guest's console as a libvirt stream (virDomainOpenConsole,
+  open(uuid) -> session                  the guest's console as a libvirt stream (virDomainOpenConsole,
                                          forced: the newest connection takes the console from an older one)
   read(uuid, session, wait) -> bytes     what the guest wrote since the last read (waits up to `wait` s)
   write(uuid, session, data)             keystrokes to the guest
@@ -12,19 +10,16 @@ on the compute host.
 The API relays over RPC (long-polled reads), so the compute never listens on another port and nothing
 but the `api` principal reaches a console. The stream is non-blocking: libvirt's event thread reads what
 the guest wrote into the session's bounded buffer and wakes the reader. A session nobody reads for
-IDLE_TIMEOUT is closed (the API process that held it died). libvirt's test hypervisor has no consoles:
-ConsoleTypeUnavailable, Nova's 400.
+IDLE_TIMEOUT is closed (the API process that held it died).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,21 +30,12 @@ from node.compute.disks import checked_uuid
 from node.compute.hypervisor import Hypervisor
 
 LOG = logging.getLogger(__name__)
-TOKEN_TTL = 600.0  # seconds a console URL stays usable (Nova's [consoleauth] token_ttl)
-MAX_TOKENS = 1024  # unexpired tokens kept on a host; the oldest goes first (a tenant asking in a loop)
 IDLE_TIMEOUT = 60.0  # a session nobody reads for this long is closed
 MAX_WAIT = 5.0  # longest a read waits for output
 MAX_BUFFER = 64 * 1024  # what the guest wrote and nobody read yet; older bytes are dropped beyond it
 MAX_WRITE = 4096  # bytes per write call
 READ_SIZE = 4096
 SERIAL = "serial"
-
-
-@dataclass(frozen=True)
-class Grant:
-    uuid: str
-    project: str
-    expires: float
 
 
 @dataclass
@@ -75,56 +61,21 @@ class Session:
         self.woken.set()
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 class SerialConsoles:
     def __init__(self, hv: Hypervisor) -> None:
         self.hv = hv
-        self._grants: OrderedDict[str, Grant] = OrderedDict()  # sha256(secret) -> grant
         self._sessions: dict[str, Session] = {}  # instance uuid -> its one session
-
-    # --- tokens ----------------------------------------------------------------------------------
-
-    async def authorize(self, uuid: str, project: str, console_type: str = SERIAL) -> str:
-        uuid = checked_uuid(uuid)
-        if console_type != SERIAL:
-            raise errors.ConsoleTypeInvalid(console_type=console_type)
-        if self.hv.is_test:
-            raise errors.ConsoleTypeUnavailable(console_type=console_type)
-        await self._running(uuid)
-        self._forget_expired()
-        while len(self._grants) >= MAX_TOKENS:
-            self._grants.popitem(last=False)
-        secret = secrets.token_urlsafe(32)
-        self._grants[_hash(secret)] = Grant(uuid, str(project), time.monotonic() + TOKEN_TTL)
-        return secret
-
-    def _forget_expired(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, g in self._grants.items() if g.expires <= now]:
-            del self._grants[key]
-
-    def _granted(self, uuid: str, project: str, secret: Any) -> Grant:
-        """The grant `secret` names, if it is for this server and project and still valid (one answer for
-        every mismatch: a guess learns nothing)."""
-        grant = self._grants.get(_hash(secret)) if isinstance(secret, str) else None
-        if grant is None or grant.expires <= time.monotonic() or not hmac.compare_digest(grant.uuid, uuid) \
-                or not hmac.compare_digest(grant.project, str(project)):
-            raise errors.Unauthorized("The console token is invalid or has expired.")
-        return grant
 
     # --- sessions --------------------------------------------------------------------------------
 
-    async def open(self, uuid: str, project: str, secret: Any) -> str:
-        uuid = checked_uuid(uuid)
-        self._granted(uuid, project, secret)
-        await self.sweep()
+    def holds(self, session_id: Any) -> bool:
+        return any(s.id == session_id for s in self._sessions.values())
+
+    async def open(self, uuid: str) -> str:
+        """A new session on the running guest `uuid`'s console (the caller checked the token)."""
         old = self._sessions.pop(uuid, None)
         if old is not None:  # one console per guest, as a serial port has: the newest connection wins
             await self._finish(old)
-        await self._running(uuid)
         session = Session(secrets.token_hex(16), uuid, None, asyncio.get_running_loop())
         try:
             session.stream = await self.hv._run(self._open_stream, session)
@@ -216,7 +167,6 @@ class SerialConsoles:
 
     async def sweep(self) -> int:
         """Close the sessions nobody read for IDLE_TIMEOUT; how many."""
-        self._forget_expired()
         now = time.monotonic()
         idle = [s for s in self._sessions.values() if now - s.last_read > IDLE_TIMEOUT]
         for session in idle:
@@ -233,17 +183,6 @@ class SerialConsoles:
         session.end()
         if session.stream is not None:
             await self.hv._run(_abort, session.stream)
-
-    async def _running(self, uuid: str) -> None:
-        """InstanceNotReady (Nova's 409) unless the guest runs here."""
-        def state() -> int:
-            return int(self.hv.domain(uuid).state()[0])
-        try:
-            running = await self.hv._run(state) == libvirt.VIR_DOMAIN_RUNNING
-        except errors.InstanceNotFound:
-            running = False
-        if not running:
-            raise errors.InstanceNotReady(instance_id=uuid)
 
 
 def _send_all(stream: Any, data: bytes) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from node.compute import domain_schema
 from node.compute.domain_xml import METADATA_NS, DomainPaths, build_domain_xml, domain_name, uuid_from_name, with_flavor
 
 UUID = "6f1e9c1a-3b7e-4d43-9a55-0c2f3e6b7a10"
@@ -69,6 +70,24 @@ def test_serial_console_on_pty_logs_to_file() -> None:
     assert log is not None and log.get("file") == "/i/console.log"
     console = root.find("devices/console/target")
     assert console is not None and console.get("type") == "serial"
+
+
+def test_a_real_guest_has_novas_vnc_display_on_loopback_and_the_test_hypervisors_has_none() -> None:
+    """qemu/kvm: Nova's <graphics type='vnc' listen='127.0.0.1' autoport='yes'/>, a virtio video card and a USB
+    tablet, and libvirt's own schema takes the document; test:/// guests run nothing and get no display."""
+    xml = build_domain_xml(instance(), "qemu", DomainPaths(console_log="/i/console.log", disk="/i/disk"))
+    devices = parse(xml).find("devices")
+    assert devices is not None
+    graphics = devices.findall("graphics")
+    assert [g.attrib for g in graphics] == [{"type": "vnc", "autoport": "yes", "listen": "127.0.0.1"}]
+    assert [m.get("type") for m in devices.findall("video/model")] == ["virtio"]
+    assert [i.attrib for i in devices.findall("input")] == [{"type": "tablet", "bus": "usb"}]
+    checker = domain_schema.schema()
+    if checker is not None:  # where libvirt's domain.rng is installed (make deps: libvirt-daemon)
+        checker.check(xml)
+    test_devices = parse(build_domain_xml(instance(), "test", DomainPaths(console_log="/c.log"))).find("devices")
+    assert test_devices is not None
+    assert test_devices.find("graphics") is None and test_devices.find("video") is None
 
 
 def test_metadata_names_owner_flavor_and_image() -> None:

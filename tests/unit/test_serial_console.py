@@ -1,11 +1,10 @@
-"""The compute host's console tokens (node/compute/serial_console.py): a token opens only its own server's
-console, for its own project, until it expires; a host without consoles or a guest that is not running
-gives none; the token never reaches the API's access log. (The stream itself, on a real QEMU guest: tests/functional/test_real_guests.py.)"""
+"""The compute host's console tokens (node/compute/remote_consoles.py, console_tokens.py): a token opens only
+its own server's console, for its own project and console type, until it expires; a host without consoles or
+a guest that is not running gives none; the token never reaches the API's access log. (The stream itself, on
+a real QEMU guest: tests/functional/test_real_guests.py; the VNC sessions: tests/unit/test_vnc_console.py.)"""
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import libvirt  # type: ignore[import-untyped]
 import pytest
@@ -13,72 +12,44 @@ from aiohttp.test_utils import make_mocked_request
 
 from api.middleware import logged_path
 from cells import errors
-from node.compute import serial_console
-from node.compute.serial_console import SerialConsoles
+from node.compute import console_tokens
+from node.compute.remote_consoles import RemoteConsoles
+from tests.unit.test_vnc_console import Host
 
-T = TypeVar("T")
 PROJECT = "p1"
 
 
-class Domain:
-    def __init__(self, state: int) -> None:
-        self._state = state
-
-    def state(self) -> list[int]:
-        return [self._state, 0]
-
-
-class Host:
-    """The Hypervisor protocol over a dict of guest states (uuid -> libvirt state): no stream ever opens."""
-
-    call_timeout = 5.0
-    instances_dir = ""
-
-    def __init__(self, is_test: bool = False) -> None:
-        self.is_test = is_test
-        self.guests: dict[str, int] = {}
-
-    @property
-    def conn(self) -> Any:
-        raise AssertionError("no stream is opened by these tests")
-
-    async def _run(self, func: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
-        return func(*args)
-
-    def instance_dir(self, uuid: str) -> str:
-        return f"/nowhere/{uuid}"
-
-    def domain(self, uuid: str) -> Domain:
-        if uuid not in self.guests:
-            raise errors.InstanceNotFound(instance_id=uuid)
-        return Domain(self.guests[uuid])
+def _test_host() -> Host:
+    """libvirt's test hypervisor: it runs no guest."""
+    host = Host()
+    host.is_test = True
+    return host
 
 
 def _guest(host: Host, state: int = libvirt.VIR_DOMAIN_RUNNING) -> str:
-    uuid = str(uuidlib.uuid4())
-    host.guests[uuid] = state
-    return uuid
+    return host.add("<domain><devices/></domain>", state)
 
 
 async def test_a_token_opens_nothing_but_its_own_servers_console_in_its_own_project() -> None:
     host = Host()
-    consoles = SerialConsoles(host)
+    consoles = RemoteConsoles(host)
     mine, other = _guest(host), _guest(host)
     secret = await consoles.authorize(mine, PROJECT)
-    refused = [(other, PROJECT, secret), (mine, "p2", secret), (mine, PROJECT, secret[:-1] + "x"),
-               (mine, PROJECT, None), (mine, PROJECT, "")]
-    for uuid, project, guess in refused:
+    refused = [(other, PROJECT, secret, "serial"), (mine, "p2", secret, "serial"),
+               (mine, PROJECT, secret[:-1] + "x", "serial"), (mine, PROJECT, None, "serial"), (mine, PROJECT, "", "serial"),
+               (mine, PROJECT, secret, "novnc"), (mine, PROJECT, secret, None)]  # a serial token opens no display
+    for uuid, project, guess, kind in refused:
         with pytest.raises(errors.Unauthorized):
-            await consoles.open(uuid, project, guess)
+            await consoles.open(uuid, project, guess, kind)
     with pytest.raises(errors.Invalid):  # never a path or anything else but an instance uuid
         await consoles.open("../../etc", PROJECT, secret)
 
 
 async def test_an_expired_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     host = Host()
-    consoles = SerialConsoles(host)
+    consoles = RemoteConsoles(host)
     uuid = _guest(host)
-    monkeypatch.setattr(serial_console, "TOKEN_TTL", -1.0)
+    monkeypatch.setattr(console_tokens, "TOKEN_TTL", -1.0)
     secret = await consoles.authorize(uuid, PROJECT)
     with pytest.raises(errors.Unauthorized):
         await consoles.open(uuid, PROJECT, secret)
@@ -86,11 +57,13 @@ async def test_an_expired_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
 
 async def test_no_token_without_a_console_or_a_running_guest() -> None:
     with pytest.raises(errors.ConsoleTypeUnavailable, match="Unavailable console type serial."):
-        await SerialConsoles(Host(is_test=True)).authorize(str(uuidlib.uuid4()), PROJECT)
+        await RemoteConsoles(_test_host()).authorize(str(uuidlib.uuid4()), PROJECT)
+    with pytest.raises(errors.ConsoleTypeUnavailable, match="Unavailable console type novnc."):
+        await RemoteConsoles(_test_host()).authorize(str(uuidlib.uuid4()), PROJECT, "novnc")
     host = Host()
-    consoles = SerialConsoles(host)
+    consoles = RemoteConsoles(host)
     with pytest.raises(errors.ConsoleTypeInvalid):
-        await consoles.authorize(_guest(host), PROJECT, "novnc")
+        await consoles.authorize(_guest(host), PROJECT, "xvpvnc")
     for uuid in (_guest(host, libvirt.VIR_DOMAIN_SHUTOFF), str(uuidlib.uuid4())):  # stopped; not on this host
         with pytest.raises(errors.InstanceNotReady):
             await consoles.authorize(uuid, PROJECT)
@@ -98,9 +71,9 @@ async def test_no_token_without_a_console_or_a_running_guest() -> None:
 
 async def test_the_tokens_kept_are_bounded_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
     host = Host()
-    consoles = SerialConsoles(host)
+    consoles = RemoteConsoles(host)
     uuid = _guest(host)
-    monkeypatch.setattr(serial_console, "MAX_TOKENS", 3)
+    monkeypatch.setattr(console_tokens, "MAX_TOKENS", 3)
     first = await consoles.authorize(uuid, PROJECT)
     for _ in range(3):
         await consoles.authorize(uuid, PROJECT)
@@ -110,7 +83,7 @@ async def test_the_tokens_kept_are_bounded_oldest_first(monkeypatch: pytest.Monk
 
 async def test_reading_or_writing_a_session_that_is_not_open_is_gone() -> None:
     host = Host()
-    consoles = SerialConsoles(host)
+    consoles = RemoteConsoles(host)
     uuid = _guest(host)
     with pytest.raises(errors.ConsoleSessionGone):
         await consoles.read(uuid, "no-such-session", 0.0)
