@@ -256,13 +256,15 @@ def test_admins_list_the_compute_services_up(cluster: RunningCluster) -> None:
 
 
 def test_no_console_on_the_test_hypervisor_is_novas_400_and_the_proxy_wants_a_token(cluster: RunningCluster) -> None:
-    """libvirt's test hypervisor has no console: `console url show --serial` is Nova's 400 for an unavailable
-    console type; so is any graphics console; a stopped server's is a 409; before 2.6 there is no
-    remote-consoles resource; the websocket without a valid console token is a 401."""
+    """libvirt's test hypervisor has no console: `console url show --serial` and `--novnc` are Nova's 400 for
+    an unavailable console type; so is any graphics console; a stopped server's is a 409; before 2.6 there
+    is no remote-consoles resource; the websockets without a valid console token are a 401."""
     sid = cluster.ok("server", "create", "--flavor", "m1.tiny", "--image", "tiny-raw", "--wait", "-f", "json",
                      "console1")["id"]
     err = refused(cluster, "console", "url", "show", "--serial", sid)
     assert "Unavailable console type serial." in err and "400" in err, err
+    err = refused(cluster, "console", "url", "show", "--novnc", sid)
+    assert "Unavailable console type novnc." in err and "400" in err, err
     token = cluster.token()
 
     def post(path: str, body: dict[str, Any], version: str = "2.6") -> requests.Response:
@@ -276,6 +278,8 @@ def test_no_console_on_the_test_hypervisor_is_novas_400_and_the_proxy_wants_a_to
     assert vnc.status_code == 400 and "Unavailable console type novnc." in vnc.text, vnc.text
     mismatched = remote("serial", "novnc")
     assert mismatched.status_code == 400 and "Invalid console type novnc" in mismatched.text, mismatched.text
+    gone = remote("vnc", "xvpvnc")  # Nova's XVP proxy is gone: an invalid type for its compute
+    assert gone.status_code == 400 and "Invalid console type xvpvnc" in gone.text, gone.text
     assert remote("serial", "serial", port="1").status_code == 400  # unknown member
     assert remote("mks", "webmks").status_code == 400  # not before 2.8
     assert remote("serial", "serial", version="2.5").status_code == 404
@@ -286,9 +290,9 @@ def test_no_console_on_the_test_hypervisor_is_novas_400_and_the_proxy_wants_a_to
     wait_for("SHUTOFF", lambda: status(cluster, sid) == "SHUTOFF", timeout=30, interval=0.3)
     stopped = remote("serial", "serial")
     assert stopped.status_code == 409 and f"Instance {sid} is not ready" in stopped.text, stopped.text
-    proxy = f"{cluster.endpoint}/compute/serial-console"
-    for bad in ("", sid, f"{sid}.guessed", f"{sid.replace('-', '')}.x"):
-        assert requests.get(proxy, params={"token": bad}, timeout=30).status_code == 401, bad
+    for proxy in (f"{cluster.endpoint}/compute/serial-console", f"{cluster.endpoint}/compute/vnc-console"):
+        for bad in ("", sid, f"{sid}.guessed", f"{sid.replace('-', '')}.x"):
+            assert requests.get(proxy, params={"token": bad}, timeout=30).status_code == 401, (proxy, bad)
     cluster.ok("server", "delete", "--wait", sid)
 
 

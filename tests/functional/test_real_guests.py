@@ -4,8 +4,9 @@ on the serial console (read back with os-getConsoleOutput and the openstack CLI)
 reboots soft and hard (a new boot each), stops and starts, survives a compute
 restart, is seen SHUTOFF when its QEMU dies behind our back, and is deleted
 with its domain and overlay; its serial console (`openstack console url show --serial`)
-reaches the guest's shell over the API's websocket. Bad images end in ERROR and leave
-nothing behind."""
+reaches the guest's shell over the API's websocket, and its novnc console (`--novnc`) serves
+noVNC's page whose websocket completes an RFB handshake with the guest's own VNC server.
+Bad images end in ERROR and leave nothing behind."""
 from __future__ import annotations
 
 import asyncio
@@ -15,16 +16,19 @@ import os
 import shutil
 import signal
 import sqlite3
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import openstack
 import pytest
 import requests
 
+from api.compute import novnc
 from node.compute import driver as driver_mod
 from tools.devcluster import RunningCluster, running_cluster
 from tools.openstack_cli import WAIT_POLL
@@ -265,7 +269,62 @@ async def _shell_session(url: str) -> tuple[bytes, aiohttp.WSMsgType]:
         return echoed, msg.type
 
 
-def test_the_serial_console_url_reaches_the_guests_shell(cluster: RunningCluster) -> None:
+class Received:
+    """What a websocket brought, read by size across its binary frames (RFB does not follow frames)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws, self.buffer = ws, b""
+
+    async def take(self, size: int) -> bytes:
+        async with asyncio.timeout(30):
+            while len(self.buffer) < size:
+                msg = await self.ws.receive()
+                assert msg.type == aiohttp.WSMsgType.BINARY, f"{msg.type} after {self.buffer!r}"
+                self.buffer += msg.data
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+
+async def _rfb_handshake(url: str) -> tuple[bytes, bytes, int, int, str]:
+    """RFB 3.8 through the websocket as noVNC speaks it, security type None: (the server's version, the
+    security types it offers, the framebuffer's width and height, the desktop's name)."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=("binary",)) as ws:
+        got = Received(ws)
+        version = await got.take(12)
+        await ws.send_bytes(b"RFB 003.008\n")
+        offered = await got.take((await got.take(1))[0])
+        await ws.send_bytes(b"\x01")  # None
+        assert await got.take(4) == b"\0\0\0\0", "SecurityResult is not OK"
+        await ws.send_bytes(b"\x01")  # ClientInit: shared
+        width, height = struct.unpack(">HH", await got.take(4))
+        await got.take(16)  # the pixel format
+        name = await got.take(struct.unpack(">I", await got.take(4))[0])
+        return version, offered, width, height, name.decode()
+
+
+def _check_novnc(cluster: RunningCluster, sid: str, other: str) -> None:
+    """`console url show --novnc` gives noVNC's page; its websocket reaches the guest's VNC server; a
+    guessed token or one of another server opens nothing."""
+    shown = cluster.ok("console", "url", "show", "--novnc", "-f", "json", "console1")
+    url = str(shown["url"])
+    assert shown["type"] == "novnc" and urlsplit(url).path == "/compute/vnc_lite.html", shown
+    page = requests.get(url, timeout=30)
+    assert page.status_code == 200 and "<title>noVNC</title>" in page.text and "./core/rfb.js" in page.text
+    parts = urlsplit(url)
+    websocket = f"ws://{parts.netloc}/{parse_qs(parts.query)['path'][0]}"
+    version, offered, width, height, name = asyncio.run(_rfb_handshake(websocket))
+    assert version.startswith(b"RFB 003.00") and 1 in offered, (version, offered)
+    assert width > 0 and height > 0 and sid in name, (width, height, name)  # QEMU's "QEMU (cc-<uuid>)"
+    base, token = websocket.split("?token=", 1)
+    secret = token.split(".", 1)[1]
+    http = base.replace("ws://", "http://", 1)
+    for bad in (f"{sid}.{secret[:-2]}xx", f"{other}.{secret}"):
+        assert requests.get(http, params={"token": bad}, timeout=30).status_code == 401, bad
+
+
+def test_the_serial_and_novnc_console_urls_reach_the_guest(cluster: RunningCluster) -> None:
+    if novnc.missing() is not None:
+        pytest.skip(str(novnc.missing()))
     conn = sdk(cluster)
     sid = boot(conn, "console1")
     wait_status(conn, sid, "ACTIVE")
@@ -285,6 +344,7 @@ def test_the_serial_console_url_reaches_the_guests_shell(cluster: RunningCluster
     other = boot(conn, "console2")
     wait_status(conn, other, "ACTIVE")
     assert requests.get(base, params={"token": f"{other}.{secret}"}, timeout=30).status_code == 401
+    _check_novnc(cluster, sid, other)
     action(conn, sid, {"os-stop": None})
     wait_status(conn, sid, "SHUTOFF")
     stopped = conn.compute.post(f"/servers/{sid}/remote-consoles", json={"remote_console": {
