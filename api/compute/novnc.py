@@ -35,8 +35,9 @@ def missing() -> str | None:
     return f"noVNC is not installed on this API host ({NOVNC_DIR / PAGE} is missing: Debian package novnc)"
 
 
-def check_installed() -> None:
-    reason = missing()
+async def check_installed() -> None:
+    """Nova's 400 for a novnc console, saying what is missing, unless this host can serve the page."""
+    reason = await asyncio.get_running_loop().run_in_executor(None, missing)
     if reason is not None:
         raise errors.ConsoleTypeUnavailable(f"Unavailable console type {NOVNC}: {reason}", console_type=NOVNC)
 

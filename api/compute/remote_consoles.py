@@ -91,7 +91,7 @@ async def _console_url(request: web.Request, server_id: str, protocol: str, cons
     if PROTOCOL_OF.get(console_type) != protocol:  # Nova's compute: xvpvnc is gone, serial is no VNC
         raise errors.ConsoleTypeInvalid(console_type=console_type)
     if console_type == NOVNC:
-        novnc.check_installed()  # no URL to a page this API cannot serve
+        await novnc.check_installed()  # no URL to a page this API cannot serve
     record = await service.get(cc, ctx, server_id)
     if record.get("vm_state") != "active" or not record.get("host"):
         raise errors.InstanceNotReady(instance_id=record["uuid"])
