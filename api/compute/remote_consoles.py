@@ -117,7 +117,10 @@ async def create(request: web.Request) -> web.Response:
 
 
 async def action(request: web.Request, server_id: str, name: str, spec: Any) -> web.Response:
-    """The legacy action `name` (ACTIONS): {"console": {"type", "url"}}."""
+    """The legacy action `name` (ACTIONS): {"console": {"type", "url"}}; Nova's 2.1-2.5 only (remote-consoles
+    replaced them at 2.6: a 404 from there on, as Nova's versioned action)."""
+    if service.ComputeContext.of(request).at_least(*REMOTE_CONSOLES_VERSION):
+        raise errors.NotFound("The resource could not be found.")
     validate(action_schema(ACTIONS[name]), spec, name)
     protocol = SERIAL if name == "os-getSerialConsole" else name.removeprefix("os-get").removesuffix("Console")
     url = await _console_url(request, server_id, protocol.lower(), spec["type"])

@@ -1,5 +1,5 @@
-"""The VNC console through the API (api/compute/remote_consoles.py, novnc.py): remote-consoles and
-os-getVNCConsole answer Nova's novnc URL (noVNC's vnc_lite.html, the websocket's path and token in its `path`
+"""The VNC console through the API (api/compute/remote_consoles.py, novnc.py): remote-consoles (2.6+) and
+os-getVNCConsole (2.1-2.5) answer Nova's novnc URL (noVNC's vnc_lite.html, the websocket's path and token in its `path`
 query), with Nova's 400s for other types; the page and its scripts are noVNC's own files, nothing outside
 them; the websocket completes an RFB handshake with the guest's display and refuses (401, before any
 upgrade) a guessed token, another server's and a serial console's; a text frame, a frame past the bound and
@@ -109,6 +109,10 @@ async def test_the_novnc_url_is_novas_and_its_websocket_reaches_the_display(cons
     legacy = await console.cloud.client.post(f"/compute/v2.1/servers/{console.server}/action",
                                              json={"os-getVNCConsole": {"type": "novnc"}}, headers=console.cloud.demo)
     assert legacy.status == 200 and (await legacy.json())["console"]["type"] == "novnc"
+    newer = await console.cloud.client.post(f"/compute/v2.1/servers/{console.server}/action",
+                                            json={"os-getVNCConsole": {"type": "novnc"}},
+                                            headers={**console.cloud.demo, "OpenStack-API-Version": "compute 2.6"})
+    assert newer.status == 404, await newer.text()  # Nova's legacy console actions end at 2.5
     async with console.cloud.client.ws_connect(path, protocols=("binary",)) as ws:
         assert ws.protocol == "binary"
         assert await _received(ws, 12) == b"RFB 003.008\n"
