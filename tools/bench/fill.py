@@ -1,7 +1,8 @@
 """Fill benchmark (issue 21): fill a cloud of simulated hosts through the API, in multi-create bursts
 (`min_count` = `max_count`), toward a target number of servers, and at each fill level measure what a
 user's listing costs as the cloud grows:
-- the first page of 1,000 servers of the project across every cell (GET /servers/detail?limit=1000), p50;
+- the first page of 1,000 servers of the project across every cell (GET /servers/detail?limit=1000), p50,
+  and the CPU the whole cloud spends per such page (what it costs, whatever the box's load);
 - a `changes-since` poll (GET /servers/detail?changes-since=T, T just before the level's last burst), p50:
   it should cost what it returns, not what the cloud holds;
 - boots/s: the median of the level's last 3 bursts (`--concurrency` multi-creates of `--burst` at once,
@@ -36,7 +37,7 @@ from typing import Any
 import aiohttp
 
 from tools.bench.boot import image_id, lift_quota, pct, token_for
-from tools.bench.scale import cloud_rss_gb, quiet, settled
+from tools.bench.scale import cloud_cpu_s, cloud_rss_gb, quiet, settled
 from tools.devcluster import RunningCluster, running_cluster
 
 MICROVERSION = {"OpenStack-API-Version": "compute 2.37"}  # networks "none": a /24 per project caps the fill
@@ -82,10 +83,15 @@ class Filler:
             servers = (await r.json())["servers"]
         return time.perf_counter() - t, len(servers)
 
-    async def measure(self, since: str) -> dict[str, float]:
+    async def measure(self, since: str, cluster: RunningCluster, idle_pct: float) -> dict[str, float]:
+        """p50s of the first page and of the poll, and the CPU the cloud spent per first page (all its
+        processes, less what it spends idle over the same time): the page's cost, whatever the load."""
+        cpu, t = cloud_cpu_s(cluster), time.monotonic()
         pages = [await self.timed_get("limit=1000") for _ in range(SAMPLES)]
+        page_cpu = cloud_cpu_s(cluster) - cpu - idle_pct / 100 * (time.monotonic() - t)
         polls = [await self.timed_get(f"changes-since={since}") for _ in range(SAMPLES)]
         return {"servers": self.made, "page_p50_s": pct([t for t, _ in pages], 0.5),
+                "page_cpu_ms": 1000 * page_cpu / SAMPLES,
                 "page_len": pages[0][1], "poll_p50_s": pct([t for t, _ in polls], 0.5),
                 "poll_len": polls[0][1], "load": os.getloadavg()[0]}
 
@@ -129,7 +135,7 @@ async def fill(cluster: RunningCluster, target: int, burst: int, concurrency: in
                 return rows, f"it failed at {f.made} servers: {exc}"
             fill_rate = (f.made - made0) / (time.monotonic() - t0)
             idle = await asyncio.to_thread(quiet, cluster)  # a user's listing of a cloud not busy booting
-            row = await f.measure(since)
+            row = await f.measure(since, cluster, idle)
             row["fill_rate"], row["boots_per_s"], row["rss_gb"] = fill_rate, boots_per_s, cloud_rss_gb(cluster)
             row["idle_cpu_pct"] = idle
             rows.append(row)
@@ -174,11 +180,12 @@ def main() -> None:
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], stop: str) -> None:
     print(f"fill: {args.cells} cells x {args.hosts} simulated hosts, multi-create bursts of {args.burst}, "
           f"{args.concurrency} in flight")
-    print(f"{'servers':>8} {'page p50 s':>18} {'(rows)':>6} {'changes-since p50 s':>22} {'(rows)':>6} "
+    print(f"{'servers':>8} {'page p50 s':>18} {'page CPU ms':>11} {'(rows)':>6} {'changes-since p50 s':>22} {'(rows)':>6} "
           f"{'boots/s':>16} {'fill/s':>7} {'RSS GB':>6} {'idle CPU %':>10} {'load':>5}")
     for r in rows:
         base = rows[0]
         print(f"{r['servers']:>8.0f} {r['page_p50_s']:>9.3f} ({r['page_p50_s'] / base['page_p50_s']:5.2f}x)"
+              f" {r['page_cpu_ms']:>11.0f}"
               f" {r['page_len']:>6.0f} {r['poll_p50_s']:>13.3f} ({r['poll_p50_s'] / base['poll_p50_s']:5.2f}x)"
               f" {r['poll_len']:>6.0f} {r['boots_per_s']:>7.1f} ({r['boots_per_s'] / base['boots_per_s']:5.2f}x)"
               f" {r['fill_rate']:>7.1f} {r['rss_gb']:>6.2f} {r['idle_cpu_pct']:>10.0f} {r['load']:>5.1f}")

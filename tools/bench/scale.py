@@ -146,8 +146,8 @@ def suspect_seconds(cluster: RunningCluster, timeout: float = 60) -> float:
         cell1 = next(c for c in json.loads(out.stdout)["cells"] if c["path"] == "cell1")
         return {h["name"]: h.get("state") for h in cell1["hosts"]}
     chunk = _pid(cluster, "cell1/sim-1")
-    doomed = {s["id"].split("/", 1)[1] for s in cluster.config["services"]
-              if s["id"].startswith("compute/") and s.get("options", {}).get("process") == "cell1/sim-1"}
+    doomed = {s["host"] for s in cluster.config["services"]
+              if s["kind"] == "compute" and s.get("options", {}).get("process") == "cell1/sim-1"}
     supervisor = int((cluster.state / "run" / "supervisor.pid").read_text())
     os.kill(supervisor, signal.SIGSTOP)
     try:
@@ -205,7 +205,8 @@ def cloud_rss_gb(cluster: RunningCluster) -> float:
                for status in _proc_files(cluster, "status")) / 1024 / 1024
 
 
-def _cloud_cpu_s(cluster: RunningCluster) -> float:
+def cloud_cpu_s(cluster: RunningCluster) -> float:
+    """CPU seconds every process of the cloud has used so far."""
     tick = os.sysconf("SC_CLK_TCK")
     return sum((int(f[11]) + int(f[12])) / tick for f in
                (stat.rsplit(")", 1)[1].split() for stat in _proc_files(cluster, "stat")))
@@ -213,9 +214,9 @@ def _cloud_cpu_s(cluster: RunningCluster) -> float:
 
 def cloud_cpu_pct(cluster: RunningCluster, window: float = 10.0) -> float:
     """CPU of every process of the cloud over `window` seconds, in % of one core."""
-    before, t = _cloud_cpu_s(cluster), time.monotonic()
+    before, t = cloud_cpu_s(cluster), time.monotonic()
     time.sleep(window)
-    return 100 * (_cloud_cpu_s(cluster) - before) / (time.monotonic() - t)
+    return 100 * (cloud_cpu_s(cluster) - before) / (time.monotonic() - t)
 
 
 def settled(cluster: RunningCluster, hosts: int, limit: float = 300) -> float:
