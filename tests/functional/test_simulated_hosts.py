@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 import uuid as uuidlib
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,7 @@ from tools.devcluster import RunningCluster, running_cluster, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 SIZE = int(os.environ.get("CELLCLOUD_SIM_HOSTS", "20"))  # simulated hosts per cell
 PER_PROCESS = SIZE // 2
+HEARTBEAT_S = 1.0  # running_cluster's heartbeat interval
 GRACE = 15.0  # dead_after: long enough to see every host of the chunk suspect first
 TINY = "1"
 # two a host at 2 x 20; at 2 x 200 at most 200: the project's default network in a cell is a /24 (253
@@ -54,6 +56,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
     with running_cluster(root / "cluster", hosts=1, dead_after=GRACE, name=f"sim-{uuidlib.uuid4().hex[:6]}",
                          simulated=(SIZE, SIZE), per_process=PER_PROCESS, up_timeout=60 + SIZE) as c:
         wait_for("every host's resources reported", lambda: hosts_reported(c) == 2 * SIZE + 1, timeout=60 + SIZE)
+        # the API ranks cells by the capacity summaries its own directory view holds, which follow what
+        # status read by up to a heartbeat of the view and one of the router: until then a cell whose hosts
+        # were still reporting looks smaller, and every burst goes to the other one
+        time.sleep(3 * HEARTBEAT_S)
         yield c
 
 
