@@ -29,6 +29,7 @@ import tempfile
 import time
 import urllib.request
 import uuid as uuidlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,32 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _pids(cluster: RunningCluster, pattern: str = "*.pid") -> list[int]:
+    """The processes the cloud's supervisor started whose pid files match `pattern` (all of them by default)."""
+    pids = []
+    for pid_file in (cluster.state / "run").glob(pattern):
+        try:
+            pids.append(int(pid_file.read_text()))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _sum_alive(pids: list[int], read: Callable[[int], float]) -> float:
+    """`read` summed over the processes, those gone meanwhile left out."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += read(pid)
+        except OSError:
+            continue
+    return total
+
+
 def simulated_rss_mb(cluster: RunningCluster) -> tuple[float, int]:
     """(RSS of every process serving simulated hosts, how many processes)."""
-    pids = [int(p.read_text()) for p in (cluster.state / "run").glob("cell*_sim-*.pid")]
-    return sum(_rss_mb(p) for p in pids), len(pids)
+    pids = _pids(cluster, "cell*_sim-*.pid")
+    return _sum_alive(pids, _rss_mb), len(pids)
 
 
 def sockets(pid: int) -> int:
@@ -142,9 +165,7 @@ def suspect_seconds(cluster: RunningCluster, timeout: float = 60) -> float:
     host of it suspect (or worse), seen by `cellctl status --json` polled back to back (each poll ~0.2-0.3
     s, part of the figure). The supervisor is held (SIGSTOP) meanwhile so it does not restart them at once."""
     def states() -> dict[str, str | None]:
-        out = cluster.cellctl("status", str(cluster.cluster_file), "--json", check=False, timeout=60)
-        cell1 = next(c for c in json.loads(out.stdout)["cells"] if c["path"] == "cell1")
-        return {h["name"]: h.get("state") for h in cell1["hosts"]}
+        return {h["name"]: h.get("state") for c in status_cells(cluster) if c["path"] == "cell1" for h in c["hosts"]}
     chunk = _pid(cluster, "cell1/sim-1")
     doomed = {s["host"] for s in cluster.config["services"]
               if s["kind"] == "compute" and s.get("options", {}).get("process") == "cell1/sim-1"}
@@ -180,36 +201,27 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def hosts_alive(cluster: RunningCluster) -> int:
+def status_cells(cluster: RunningCluster) -> list[dict[str, Any]]:
+    """The cells of `cellctl status --json` (none while it cannot answer)."""
     out = cluster.cellctl("status", str(cluster.cluster_file), "--json", check=False, timeout=120)
     try:
-        return sum(int((c.get("capacity") or {}).get("hosts_alive") or 0) for c in json.loads(out.stdout)["cells"])
+        return list(json.loads(out.stdout)["cells"])
     except ValueError:
-        return 0
+        return []
 
 
-def _proc_files(cluster: RunningCluster, name: str) -> list[str]:
-    """/proc/<pid>/<name> of every process the cloud's supervisor started (its pid files)."""
-    texts = []
-    for pid_file in (cluster.state / "run").glob("*.pid"):
-        try:
-            texts.append(Path(f"/proc/{int(pid_file.read_text())}/{name}").read_text())
-        except (OSError, ValueError):
-            continue
-    return texts
+def hosts_alive(cluster: RunningCluster) -> int:
+    return sum(int((c.get("capacity") or {}).get("hosts_alive") or 0) for c in status_cells(cluster))
 
 
 def cloud_rss_gb(cluster: RunningCluster) -> float:
     """Resident memory of every process of the cloud, in GB."""
-    return sum(next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-               for status in _proc_files(cluster, "status")) / 1024 / 1024
+    return _sum_alive(_pids(cluster), _rss_mb) / 1024
 
 
 def cloud_cpu_s(cluster: RunningCluster) -> float:
     """CPU seconds every process of the cloud has used so far."""
-    tick = os.sysconf("SC_CLK_TCK")
-    return sum((int(f[11]) + int(f[12])) / tick for f in
-               (stat.rsplit(")", 1)[1].split() for stat in _proc_files(cluster, "stat")))
+    return _sum_alive(_pids(cluster), _cpu)
 
 
 def cloud_cpu_pct(cluster: RunningCluster, window: float = 10.0) -> float:
