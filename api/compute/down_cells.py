@@ -53,12 +53,14 @@ async def records(engine: AsyncEngine, paths: list[str], filters: dict[str, Any]
         stmt = stmt.where(m.project_id == filters["project_id"])
     if filters.get("user_id") is not None:
         stmt = stmt.where(m.user_id == filters["user_id"])
-    bounded = page is not None and not filters.get("name")
-    if bounded and after is not None and parse(after.get("created_at")) is not None:
-        created, uuid = parse(after.get("created_at")), str(after["uuid"])
-        stmt = stmt.where(or_(m.created_at < created, and_(m.created_at == created, m.instance_uuid < uuid)))
+    if filters.get("name"):
+        page = None
+    created = parse(after.get("created_at")) if page is not None and after is not None else None
+    if after is not None and created is not None:
+        stmt = stmt.where(or_(m.created_at < created,
+                              and_(m.created_at == created, m.instance_uuid < str(after["uuid"]))))
     stmt = stmt.order_by(m.created_at.desc(), m.instance_uuid.desc()).limit(
-        page if bounded and page is not None else MAX_KNOWN * len(paths))
+        MAX_KNOWN * len(paths) if page is None else page)
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).all()
     out = [record(r) for r in rows]
