@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
 
-from api import cell_choice
+from api import cell_choice, listing_merge
 from api.scatter import Down, scatter
 from cells import errors
 from cells.config import CellSpec, ClusterConfig
@@ -266,10 +266,11 @@ class CellRouter:
                              down_records: DownRecords | None = None) -> list[Listed]:
         """Instances of every cell, merge-sorted by (sort_keys, sort_dirs), after `marker` (a record).
 
-        Each cell is first asked for its share of the page plus a margin (not the whole page:
-        with N cells that would be N pages of work for one). A cell whose whole batch sorts
-        inside the page may hold more that belongs there: it is asked for the next batch (twice
-        as big) after its own last record, until no cell can change the page. A cell that fails
+        Keys first (api/listing_merge.py): each cell gives the sort values of up to a page of its servers
+        after the marker's (a seek in its DB, whichever cell holds the marker); the merge picks the page
+        and one more call per cell fetches the winners' records. A conductor older than KEYS_VERSION is
+        asked for full records as before: its share of the page plus a margin, and while its whole batch
+        sorts inside the page, the next batch (twice as big) after its own last record. A cell that fails
         or does not answer within `bound` (default: the router's) is down: `down_records(paths)` gives
         what is known of its servers without it (the API's instance mappings), merged in the same order."""
         bound = self.bound if bound is None else bound
@@ -277,34 +278,51 @@ class CellRouter:
         key = sort_key(sort_keys, sort_dirs)
         deadline = ctx.with_timeout(bound)
         batch = limit if len(cells) <= 1 else min(limit, max(MIN_BATCH, math.ceil(limit * OVERFETCH / len(cells))))
+        names = listing_merge.key_names(sort_keys, sort_dirs)
+        pivot = listing_merge.pivot_of(marker, names)
 
-        async def first(cell: Cell, bounded: RequestContext) -> list[InstanceRecord]:
+        async def first(cell: Cell, bounded: RequestContext) -> list[InstanceRecord] | listing_merge.Keys:
+            if not cell.reachable():  # its top-level router has been silent for 3 beats: no need to wait
+                raise errors.RpcError(reason=f"cell {cell.path} is unreachable")
+            if limit <= listing_merge.MAX_KEYS:
+                try:
+                    return listing_merge.Keys(await cell.conductor.instance_keys(
+                        bounded, filters, sort_keys, sort_dirs, limit, None, pivot))
+                except (errors.UnsupportedVersion, errors.UnknownMethod):  # an older conductor: full records
+                    pass
             return await self._list_cell(cell, bounded, filters, sort_keys, sort_dirs, batch, marker)
         got: dict[str, list[Listed]] = {}
+        keyed: dict[str, list[list[Any]]] = {}  # cells that answered keys: up to `limit` each, nothing more needed
         more: set[str] = set()  # cells that filled their batch: they may hold more
         down: list[str] = []
         for cell, result in await scatter(cells, deadline, bound, first):
             if isinstance(result, Down):
                 LOG.warning("cell %s is down for a listing: %s", cell.path, result.reason)
                 down.append(cell.path)
-                continue
-            got[cell.path] = list(result)
-            if len(result) >= batch:
-                more.add(cell.path)
+            elif isinstance(result, listing_merge.Keys):
+                keyed[cell.path] = result.rows
+            else:
+                got[cell.path] = list(result)
+                if len(result) >= batch:
+                    more.add(cell.path)
         known: list[Listed] = []
         if down and down_records is not None:
             known = sorted(await down_records(down), key=key)
             if marker is not None:
-                pivot = key(marker)
-                known = [r for r in known if key(r) > pivot]
+                pivot_key = key(marker)
+                known = [r for r in known if key(r) > pivot_key]
             known = known[:limit]
         while True:
-            page = [r for _, r in zip(range(limit), heapq.merge(*got.values(), known, key=key))]
+            streams = [*got.values(), known, *(listing_merge.key_rows(rows, names, path) for path, rows in keyed.items())]
+            page: list[Mapping[str, Any]] = [r for _, r in zip(range(limit), heapq.merge(*streams, key=key))]
             cut = key(page[-1]) if len(page) == limit else None
             # a cell whose last record is still inside the page could have more records before the cut
             needy = [self.cells[p] for p in more if got[p] and (cut is None or key(got[p][-1]) < cut)]
             if not needy:
-                return page
+                # a fresh bound for the records (the cells asked have just answered): a silent cell that
+                # used up round 1's bound must not leave the live ones no time to send the page
+                return await listing_merge.records_of(self.cells, page, ctx, bound, filters, sort_keys,
+                                                      sort_dirs, down_records)
             batch = min(limit, batch * 2)
 
             async def next_batch(cell: Cell, bounded: RequestContext, size: int = batch) -> list[InstanceRecord]:
@@ -324,8 +342,6 @@ class CellRouter:
     async def _list_cell(self, cell: Cell, ctx: RequestContext, filters: dict[str, Any],
                          sort_keys: list[str], sort_dirs: list[str], limit: int,
                          marker: Listed | None) -> list[InstanceRecord]:
-        if not cell.reachable():  # its top-level router has been silent for 3 beats: no need to wait
-            raise errors.RpcError(reason=f"cell {cell.path} is unreachable")
         if marker is None:
             return await cell.conductor.instance_list(ctx, filters, sort_keys, sort_dirs, limit, None)
         if marker.get("cell") == cell.path:

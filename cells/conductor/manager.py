@@ -12,7 +12,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from sqlalchemy import Connection, false, select
+from sqlalchemy import ColumnElement, Connection, false, select
 
 from cells import errors
 from cells.conductor import capacity
@@ -60,6 +60,13 @@ def _known_hosts(conn: Connection) -> tuple[set[str], set[str], set[str]]:
     known = set(conn.execute(select(compute_nodes.c.host)).scalars())
     down, fenced = hdb.read_marks(conn)
     return known, down, fenced
+
+
+def _tenant_scope(ctx: RequestContext) -> list[ColumnElement[bool]]:
+    """A listing's extra condition: a tenant sees its own project only (admins and services see all)."""
+    if not (ctx.is_admin or "service" in ctx.roles) and ctx.project is not None:
+        return [instances.c.project_id == ctx.project]
+    return []
 
 
 class ConductorManager:
@@ -281,12 +288,20 @@ class ConductorManager:
     async def instance_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
                             sort_keys: list[str] | None = None, sort_dirs: list[str] | None = None,
                             limit: int | None = None, marker: str | None = None) -> list[InstanceRecord]:
-        scope = []
-        if not (ctx.is_admin or "service" in ctx.roles) and ctx.project is not None:
-            scope.append(instances.c.project_id == ctx.project)  # a tenant sees its own project only
+        scope = _tenant_scope(ctx)
         rows = await self.env.db.read(
             lambda conn: idb.list_rows(conn, dict(filters or {}), sort_keys, sort_dirs, limit, marker, scope))
         return [self.env.record(r) for r in rows]
+
+    async def instance_keys(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
+                            sort_keys: list[str] | None = None, sort_dirs: list[str] | None = None,
+                            limit: int = 0, marker: str | None = None,
+                            after: dict[str, Any] | None = None) -> list[list[Any]]:
+        """instance_list's rows (same scope and filters) as their sort-key values only, in sort_params
+        order (uuid among them): the API merges these across cells, then fetches the page's records."""
+        scope = _tenant_scope(ctx)
+        return await self.env.db.read(
+            lambda conn: idb.list_keys(conn, dict(filters or {}), sort_keys, sort_dirs, limit, marker, after, scope))
 
     async def instance_delete(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
         return await delete.instance_delete(self.env, ctx, uuid)

@@ -274,19 +274,63 @@ def keyset_after(order: Sequence[tuple[str, str]], marker: Mapping[Any, Any]) ->
 def list_rows(conn: Connection, filters: Mapping[str, Any], sort_keys: Sequence[str] | None,
                     sort_dirs: Sequence[str] | None, limit: int | None, marker: str | None,
                     extra: Iterable[ColumnElement[bool]] = ()) -> list[Row[Any]]:
+    return _listing(conn, filters, sort_params(sort_keys, sort_dirs), limit, marker, None, extra, WIRE_COLUMNS)
+
+
+def list_keys(conn: Connection, filters: Mapping[str, Any], sort_keys: Sequence[str] | None,
+              sort_dirs: Sequence[str] | None, limit: int, marker: str | None, after: Any = None,
+              extra: Iterable[ColumnElement[bool]] = ()) -> list[list[Any]]:
+    """list_rows' listing as each row's sort-key values only, in sort_params order (the keys given, then
+    created_at and uuid): what a merge across cells needs to choose a page before it fetches the winners'
+    records. Only those columns are read (plus name/addresses where a matcher runs here, not in SQL).
+    `after`: {sort key: value} of a pivot that may live in another cell: the rows after it, by a keyset
+    seek. `limit` is required (at most MAX_KEYS)."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_KEYS:
+        raise errors.Invalid(reason=f"limit must be an integer from 0 to {MAX_KEYS}, not {limit!r}")
     order = sort_params(sort_keys, sort_dirs)
+    names = [k for k, _ in order]
+    pivot = None if after is None else _pivot(names, after)
+    if pivot is not None and marker is not None:
+        raise errors.Invalid(reason="give a marker or an after pivot, not both")
+    # the columns the row matchers read where they run here, not in SQL (list_rows' name and ip filters)
+    matched = [k for k, wanted in (("name", filters.get("name")), ("addresses", filters.get("ip") or filters.get("ip6")))
+               if wanted and k not in names]
+    rows = _listing(conn, filters, order, limit, marker, pivot, extra,
+                    [instances.c[k] for k in names] + [instances.c[k] for k in matched])
+    width = len(names)
+    return [list(r[:width]) for r in rows]
+
+
+MAX_KEYS = 10_000  # keys one instance_keys call returns at most (a page is at most 1000 servers)
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _pivot(names: Sequence[str], after: Any) -> dict[str, Any]:
+    if not isinstance(after, dict) or set(after) != set(names) \
+            or not all(isinstance(v, _SCALARS) for v in after.values()):
+        raise errors.Invalid(reason=f"after must map exactly the sort keys {names} to plain values")
+    return after
+
+
+def _listing(conn: Connection, filters: Mapping[str, Any], order: Sequence[tuple[str, str]], limit: int | None,
+             marker: str | None, pivot: Mapping[Any, Any] | None, extra: Iterable[ColumnElement[bool]],
+             columns: Sequence[Column[Any]]) -> list[Row[Any]]:
+    """The listing's rows (these columns), filtered, after `marker` (a uuid of this cell) or `pivot`
+    (sort values), in `order`, up to `limit`."""
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise errors.Invalid(reason=f"limit must be a non-negative integer, not {limit!r}")
     # SQLite runs the name matcher itself; elsewhere it runs here, over the rows in order, up to the limit
     name = str(filters.get("name") or "") if conn.dialect.name != "sqlite" else ""
     ip_ok = fixed_ip_matcher(filters)  # addresses are JSON: matched here, over the rows in order
-    stmt: Select[Any] = select(*WIRE_COLUMNS).where(*filter_conditions(filters, name_in_sql=not name), *extra)
+    stmt: Select[Any] = select(*columns).where(*filter_conditions(filters, name_in_sql=not name), *extra)
     if marker is not None:
         # the marker may be any instance of this cell, deleted ones too (as Nova)
         mrow = conn.execute(select(*[instances.c[k] for k, _ in order]).where(instances.c.uuid == marker)).first()
         if mrow is None:
             raise errors.MarkerNotFound(marker=marker)
-        stmt = stmt.where(keyset_after(order, mrow._mapping))
+        pivot = mrow._mapping
+    if pivot is not None:
+        stmt = stmt.where(keyset_after(order, pivot))
     for key, direction in order:
         stmt = stmt.order_by(ordered(instances.c[key], direction))
     if name or ip_ok is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cells import errors
 from cells.context import RequestContext
 from cells.objects.records import InstanceRecord, ShownInstance, shown
 from cells.rpc.principal import API, COMPUTE, NETWORK, OPERATOR, callers
@@ -22,6 +23,7 @@ OPS_VERSION = "1.5"  # instance_lock, snapshot_begin/progress (issue 16): releas
 BACKUP_VERSION = "1.6"  # snapshot_begin/progress take the action: createImage or createBackup
 DIAGNOSTICS_VERSION = "1.6"  # instance_diagnostics (issue 16)
 SHELVE_VERSION = "1.6"  # shelve_begin/progress, unshelve, password_get/clear/post (issue 16)
+KEYS_VERSION = "1.7"  # instance_keys: a listing's sort keys only, for the API's keys-first merge (issue 21)
 SURFACE = surface(
     # from the API
     # retry-safe: a repeat gets the rows the first one made (flows/boot.py _insert_build), so a build
@@ -31,6 +33,8 @@ SURFACE = surface(
     Method("instance_show", FAST, retry_safe=True, version=SHOW_VERSION, callers=callers(API),
            result="Instance@instance"),  # {"instance": an Instance, the rest plain}
     Method("instance_list", FAST, retry_safe=True, callers=callers(API)),
+    # instance_list's rows as [sort values...] only (api/listing_merge.py picks a page from them)
+    Method("instance_keys", FAST, retry_safe=True, version=KEYS_VERSION, callers=callers(API)),
     # retry-safe: a repeated delete re-sends the terminate under the same action (flows/delete.py)
     Method("instance_delete", NORMAL, retry_safe=True, callers=callers(API)),
     # from compute workers
@@ -123,6 +127,20 @@ class ConductorAPI:
         return instances_reply(await self.caller.call(TOPIC, M["instance_list"],
                                       {"filters": filters, "sort_keys": sort_keys, "sort_dirs": sort_dirs,
                                        "limit": limit, "marker": marker}, ctx))
+
+    async def instance_keys(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
+                            sort_dirs: list[str], limit: int, marker: str | None = None,
+                            after: dict[str, Any] | None = None) -> list[list[Any]]:
+        """instance_list as each row's sort values (in the cell's sort_params order, uuid among them),
+        after `marker` (a uuid of this cell) or `after` ({sort key: value}, a pivot from any cell).
+        UnsupportedVersion from a conductor older than KEYS_VERSION (UnknownMethod through relays)."""
+        answer = await self.caller.call(TOPIC, M["instance_keys"],
+                                        {"filters": filters, "sort_keys": sort_keys, "sort_dirs": sort_dirs,
+                                         "limit": limit, "marker": marker, "after": after}, ctx)
+        rows = list_reply(answer)
+        if not all(isinstance(row, list) for row in rows):
+            raise errors.RpcError(reason="instance_keys: a peer answered rows that are not lists of key values")
+        return rows
 
     async def instance_delete(self, ctx: RequestContext, uuid: str) -> InstanceRecord:
         return instance_reply(await self.caller.call(TOPIC, M["instance_delete"], {"uuid": uuid}, ctx))

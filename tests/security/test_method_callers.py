@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import Connection
 
 from cells import errors
-from cells.context import RequestContext
+from cells.context import RequestContext, admin_context
 from cells.db import claims
 from cells.objects.instance import VmState
 from tests.security.curve_cell import CurveCell
@@ -28,6 +28,22 @@ async def test_a_compute_key_cannot_call_api_only_conductor_methods(cell: CurveC
     with pytest.raises(errors.RpcForbidden):
         await cell.call_as(NODE1, "cell1/conductor", "instance_list", {"filters": {}}, USER)
     assert await cell.call_as("api", "cell1/conductor", "instance_list", {"filters": {}}, USER) == []
+
+
+async def test_instance_keys_is_the_apis_and_a_member_sees_only_its_project(cell: CurveCell) -> None:
+    """instance_keys (the keys-first listing's round 1) refuses a compute's key; with the API's key a member
+    of p1 gets the key rows of p1's server only (another project's uuid never appears, even asked for by a
+    uuid filter), an admin both."""
+    own, other = await cell.boot("mine"), await cell.boot("theirs", project="p2")
+    args = {"filters": {}, "sort_keys": ["created_at", "uuid"], "sort_dirs": ["desc", "desc"], "limit": 10}
+    with pytest.raises(errors.RpcForbidden):
+        await cell.call_as(NODE1, "cell1/conductor", "instance_keys", args, USER)
+    rows = await cell.call_as("api", "cell1/conductor", "instance_keys", args, USER)
+    assert rows == [[own["created_at"], own["uuid"]]]
+    asked = {**args, "filters": {"uuid": [other["uuid"], own["uuid"]]}}
+    assert [r[-1] for r in await cell.call_as("api", "cell1/conductor", "instance_keys", asked, USER)] == [own["uuid"]]
+    everyone = await cell.call_as("api", "cell1/conductor", "instance_keys", args, admin_context())
+    assert sorted(r[-1] for r in everyone) == sorted([own["uuid"], other["uuid"]])
 
 
 async def test_a_compute_key_cannot_call_the_scheduler(cell: CurveCell) -> None:

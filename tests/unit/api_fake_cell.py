@@ -18,7 +18,7 @@ from typing import Any
 from api.cell_router import sort_key
 from cells import errors, linear_regex
 from cells.context import RequestContext
-from cells.db.instances import fixed_ip_matcher
+from cells.db.instances import fixed_ip_matcher, sort_params
 from cells.objects import versions
 from cells.objects.instance import PowerState, VmState, utcnow_iso
 from cells.rpc.client import RpcClient
@@ -40,6 +40,7 @@ class FakeConductor:
     lose_next_build_reply: errors.CellcloudError | None = None  # the build is made, the reply lost: this raised
     fail_deletes: int = 0  # instance_delete calls still to fail (the conductor down)
     list_calls: int = 0
+    keys_calls: int = 0  # instance_keys (RPC 1.7) answered
     show_calls: int = 0  # instance_show (RPC 1.2) answered
     auto_after: float | None = None  # when set: builds go ACTIVE and deletes finish after this many seconds
     actions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # uuid -> instance actions
@@ -98,6 +99,19 @@ class FakeConductor:
             pivot = key(self.records[marker])
             recs = [r for r in recs if key(r) > pivot]
         return recs[:limit] if limit is not None else recs
+
+    async def instance_keys(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
+                            sort_dirs: list[str], limit: int, marker: str | None = None,
+                            after: dict[str, Any] | None = None) -> list[list[Any]]:
+        """instance_list's rows as their sort values, in the cell DB's key order (RPC 1.7)."""
+        self.keys_calls += 1
+        names = [k for k, _ in sort_params(sort_keys, sort_dirs)]
+        recs = await self.instance_list(ctx, filters, sort_keys, sort_dirs, None, marker)
+        self.list_calls -= 1  # not a records listing
+        if after is not None:
+            pivot = sort_key(sort_keys, sort_dirs)(after)
+            recs = [r for r in recs if sort_key(sort_keys, sort_dirs)(r) > pivot]
+        return [[r.get(k) for k in names] for r in recs[:limit]]
 
     @staticmethod
     def _match(rec: dict[str, Any], filters: dict[str, Any]) -> bool:
