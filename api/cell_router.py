@@ -50,6 +50,7 @@ DEFAULT_BOUND = 1.0  # seconds each cell has to answer a scatter-gather (cluster
 PAGE = 1000
 OVERFETCH = 1.5  # a cell's first batch: its even share of the page times this
 MIN_BATCH = 50
+KEYS_BATCH = 100  # a cell's first keys at least: a multi-create burst's worth (100 servers, one created_at)
 
 
 class CellClient:
@@ -266,11 +267,13 @@ class CellRouter:
                              down_records: DownRecords | None = None) -> list[Listed]:
         """Instances of every cell, merge-sorted by (sort_keys, sort_dirs), after `marker` (a record).
 
-        Keys first (api/listing_merge.py): each cell gives the sort values of up to a page of its servers
-        after the marker's (a seek in its DB, whichever cell holds the marker); the merge picks the page
-        and one more call per cell fetches the winners' records. A conductor older than KEYS_VERSION is
-        asked for full records as before: its share of the page plus a margin, and while its whole batch
-        sorts inside the page, the next batch (twice as big) after its own last record. A cell that fails
+        Keys first (api/listing_merge.py): each cell gives the sort values of its share of the page plus a
+        margin (KEYS_BATCH at least: a multi-create's worth) after the marker's (a seek in its DB, whichever
+        cell holds the marker); a cell whose keys all sort inside the page gives the rest of a page of keys
+        after its last; the merge picks the page and one more call per cell fetches the winners' records.
+        A conductor older than KEYS_VERSION is asked for full records as before: its share of the page plus
+        a margin, and while its whole batch sorts inside the page, the next batch (twice as big) after its
+        own last record. A cell that fails
         or does not answer within `bound` (default: the router's) is down: `down_records(paths)` gives
         what is known of its servers without it (the API's instance mappings), merged in the same order."""
         bound = self.bound if bound is None else bound
@@ -278,6 +281,7 @@ class CellRouter:
         key = sort_key(sort_keys, sort_dirs)
         deadline = ctx.with_timeout(bound)
         batch = limit if len(cells) <= 1 else min(limit, max(MIN_BATCH, math.ceil(limit * OVERFETCH / len(cells))))
+        keys_batch = limit if len(cells) <= 1 else min(limit, max(KEYS_BATCH, batch))
         names = listing_merge.key_names(sort_keys, sort_dirs)
         pivot = listing_merge.pivot_of(marker, names)
 
@@ -287,12 +291,12 @@ class CellRouter:
             if limit <= listing_merge.MAX_KEYS:
                 try:
                     return listing_merge.Keys(await cell.conductor.instance_keys(
-                        bounded, filters, sort_keys, sort_dirs, limit, None, pivot))
+                        bounded, filters, sort_keys, sort_dirs, keys_batch, None, pivot))
                 except (errors.UnsupportedVersion, errors.UnknownMethod):  # an older conductor: full records
                     pass
             return await self._list_cell(cell, bounded, filters, sort_keys, sort_dirs, batch, marker)
         got: dict[str, list[Listed]] = {}
-        keyed: dict[str, list[list[Any]]] = {}  # cells that answered keys: up to `limit` each, nothing more needed
+        keyed: dict[str, list[list[Any]]] = {}  # cells that answered keys: their rows of sort values
         more: set[str] = set()  # cells that filled their batch: they may hold more
         down: list[str] = []
         for cell, result in await scatter(cells, deadline, bound, first):
@@ -301,6 +305,8 @@ class CellRouter:
                 down.append(cell.path)
             elif isinstance(result, listing_merge.Keys):
                 keyed[cell.path] = result.rows
+                if len(result.rows) >= keys_batch:
+                    more.add(cell.path)
             else:
                 got[cell.path] = list(result)
                 if len(result) >= batch:
@@ -316,8 +322,11 @@ class CellRouter:
             streams = [*got.values(), known, *(listing_merge.key_rows(rows, names, path) for path, rows in keyed.items())]
             page: list[Mapping[str, Any]] = [r for _, r in zip(range(limit), heapq.merge(*streams, key=key))]
             cut = key(page[-1]) if len(page) == limit else None
+
+            def last(path: str) -> tuple[Any, ...]:
+                return key(got[path][-1]) if path in got else key(listing_merge.KeyRow(zip(names, keyed[path][-1])))
             # a cell whose last record is still inside the page could have more records before the cut
-            needy = [self.cells[p] for p in more if got[p] and (cut is None or key(got[p][-1]) < cut)]
+            needy = [self.cells[p] for p in more if (got.get(p) or keyed.get(p)) and (cut is None or last(p) < cut)]
             if not needy:
                 # a fresh bound for the records (the cells asked have just answered): a silent cell that
                 # used up round 1's bound must not leave the live ones no time to send the page
@@ -325,7 +334,12 @@ class CellRouter:
                                                       sort_dirs, down_records)
             batch = min(limit, batch * 2)
 
-            async def next_batch(cell: Cell, bounded: RequestContext, size: int = batch) -> list[InstanceRecord]:
+            async def next_batch(cell: Cell, bounded: RequestContext,
+                                 size: int = batch) -> list[InstanceRecord] | listing_merge.Keys:
+                if cell.path in keyed:  # the rest of a page of keys after its last: never asked again
+                    return listing_merge.Keys(await cell.conductor.instance_keys(
+                        bounded, filters, sort_keys, sort_dirs, limit - len(keyed[cell.path]), None,
+                        dict(zip(names, keyed[cell.path][-1]))))
                 return await cell.conductor.instance_list(bounded, filters, sort_keys, sort_dirs, size,
                                                           got[cell.path][-1]["uuid"])
             # what is left of the listing's bound (a cell past it has had its chance)
@@ -333,6 +347,10 @@ class CellRouter:
             for cell, result in await scatter(needy, deadline, remaining, next_batch):
                 if isinstance(result, Down):  # answered once, then not: keep what it gave
                     LOG.warning("cell %s is down for a listing: %s", cell.path, result.reason)
+                    more.discard(cell.path)
+                    continue
+                if isinstance(result, listing_merge.Keys):
+                    keyed[cell.path] = [*keyed[cell.path], *result.rows]
                     more.discard(cell.path)
                     continue
                 got[cell.path] = [*got[cell.path], *result]

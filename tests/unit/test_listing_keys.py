@@ -42,7 +42,7 @@ MEMBER = RequestContext(project="p1", user="u1", roles=("member",))
 DEFAULT = (["created_at", "uuid"], ["desc", "desc"])
 BY_NAME = (["name", "created_at", "uuid"], ["asc", "asc", "asc"])
 BASE = datetime(2026, 12, 7, 8, 0, 0, tzinfo=UTC)
-BURST = 20
+BURST = 25
 
 
 class RecordingCell(CellClient):
@@ -86,12 +86,12 @@ def _cluster(tmp_path: Path) -> ClusterConfig:
 
 
 def _bursts() -> dict[str, list[dict[str, Any]]]:
-    """12 bursts of BURST servers over the three cells (uneven: k1 gets half), two bursts per created_at;
-    every fifth server is another project's."""
+    """12 bursts of BURST servers, two per created_at: k1 holds the newest six, k2 and k3 the older ones,
+    a burst each per created_at; every fifth server is another project's."""
     out: dict[str, list[dict[str, Any]]] = {n: [] for n in NAMES}
     draw = random.Random(21)  # the same uuids every run: the pages' markers fall in every cell
     for burst in range(12):
-        cell = NAMES[0] if burst % 2 == 0 else NAMES[1 + burst // 2 % 2]
+        cell = NAMES[0] if burst >= 6 else NAMES[1 + burst % 2]  # k1 the newest half; k2 and k3 tie
         created = (BASE + timedelta(seconds=burst // 2)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         for i, row in enumerate(seed_rows(burst * BURST, BURST, BASE)):
             row.update(uuid=str(uuid.UUID(int=draw.getrandbits(128), version=4)), name=f"web{(burst * BURST + i) % 7}", created_at=created,
@@ -160,7 +160,7 @@ async def test_every_page_is_the_slice_of_the_sorted_union(cloud: Cloud, order: 
     """Pages of 25 (markers in every cell) and a first page of 1000 equal the slices of the member's servers
     sorted across cells; no other project's server appears; every cell answered keys, then records once per page."""
     expected = _sorted(cloud.visible, order)
-    assert len(expected) == 192 and len({r["created_at"] for r in cloud.visible}) == 6  # ties, across cells
+    assert len(expected) == 240 and len({r["created_at"] for r in cloud.visible}) == 6  # ties, across cells
     pages = await _walk(cloud.router, order, 25)
     assert [[r["uuid"] for r in p] for p in pages] == [expected[i:i + 25] for i in range(0, len(expected), 25)]
     assert {r["project_id"] for p in pages for r in p} == {"p1"}
@@ -173,15 +173,28 @@ async def test_every_page_is_the_slice_of_the_sorted_union(cloud: Cloud, order: 
     assert all(c.methods == ["instance_keys", "instance_list"] for c in cloud.clients.values())
 
 
+async def test_a_cell_whose_first_keys_all_fall_inside_the_page_gives_the_rest(cloud: Cloud) -> None:
+    """A page of 150 over 3 cells asks each for 100 keys (a burst's worth); k1 holds the member's newest
+    120 servers, all 100 of its keys sort inside the page, so it is asked for the next 50 keys after its
+    last, once; the others are not asked again. The page is the sorted union's first 150."""
+    expected = _sorted(cloud.visible, DEFAULT)
+    assert sum(r["cell"] == "k1" for r in cloud.visible) == 120
+    page = await cloud.router.list_instances(MEMBER, {}, *DEFAULT, 150, None)
+    assert [r["uuid"] for r in page] == expected[:150]
+    assert cloud.clients["k1"].methods == ["instance_keys", "instance_keys", "instance_list"]
+    assert all(cloud.clients[n].methods == ["instance_keys", "instance_list"] for n in ("k2", "k3"))
+
+
 async def test_a_server_deleted_between_the_rounds_drops_out(cloud: Cloud) -> None:
     """A server of the page deleted after its cell gave its keys is left out of that page (no error, no
     refetch); the next listing fills the page again."""
     expected = _sorted(cloud.visible, DEFAULT)
-    gone = next(u for u in expected[:30] if any(r["uuid"] == u and r["cell"] == "k3" for r in cloud.visible))
+    gone = expected[3]
+    cell = next(r["cell"] for r in cloud.visible if r["uuid"] == gone)
 
     async def delete() -> None:
-        await cloud.dbs["k3"].write(lambda conn: idb.update_row(conn, gone, {"deleted": True}))
-    cloud.clients["k3"].after_keys = delete
+        await cloud.dbs[cell].write(lambda conn: idb.update_row(conn, gone, {"deleted": True}))
+    cloud.clients[cell].after_keys = delete
     page = await cloud.router.list_instances(MEMBER, {}, *DEFAULT, 30, None)
     assert [r["uuid"] for r in page] == [u for u in expected[:30] if u != gone]
     again = await cloud.router.list_instances(MEMBER, {}, *DEFAULT, 30, None)
@@ -215,14 +228,14 @@ async def test_an_older_conductor_is_merged_from_its_records(cloud: Cloud) -> No
 async def test_instance_keys_seeks_past_a_pivot_from_another_cell_and_refuses_bad_arguments(cloud: Cloud) -> None:
     """A cell's keys after another cell's record (its sort values, `after`) are its rows past that position,
     in order; sort keys, limit and pivot are checked like instance_list's."""
-    conductor = cloud.router.conductor("k1")
-    pivot = next(r for r in sorted(cloud.visible, key=sort_key(*DEFAULT)) if r["cell"] == "k3")
+    conductor = cloud.router.conductor("k2")
+    pivot = [r for r in sorted(cloud.visible, key=sort_key(*DEFAULT)) if r["cell"] == "k3"][5]
     after = {k: pivot[k] for k in ("created_at", "uuid")}
     rows = await conductor.instance_keys(MEMBER, {}, *DEFAULT, 1000, None, after)
     key = sort_key(*DEFAULT)
-    mine = sorted((r for r in cloud.visible if r["cell"] == "k1"), key=key)
+    mine = sorted((r for r in cloud.visible if r["cell"] == "k2"), key=key)
     assert [row[-1] for row in rows] == [r["uuid"] for r in mine if key(r) > key(pivot)]
-    assert rows and all(len(row) == 2 for row in rows)
+    assert 0 < len(rows) < len(mine) and all(len(row) == 2 for row in rows)
     admin_rows = await conductor.instance_keys(admin_context(), {}, *DEFAULT, 1000, None)
     assert len(admin_rows) > len(await conductor.instance_keys(MEMBER, {}, *DEFAULT, 1000, None))
     for bad in ({"sort_keys": ["flavor"]}, {"limit": idb.MAX_KEYS + 1}, {"limit": None},
