@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from api import cell_choice
 from api.cell_router import Cell, CellClient, CellRouter
-from api.scatter import answered, scatter
+from api.scatter import Down, answered, scatter
 from api.timeutil import utcnow
 from cells import errors
 from cells.context import RequestContext
@@ -46,15 +46,21 @@ async def _each(router: CellRouter, ctx: RequestContext,
 async def _find(router: CellRouter, ctx: RequestContext,
                 fetch: Callable[[VolumeConductorAPI, RequestContext], Awaitable[dict[str, Any]]],
                 missing: errors.CellcloudError) -> tuple[VolumeConductorAPI, dict[str, Any]]:
-    """(the conductor of the cell whose `fetch` found the record, the record); `missing` when none did."""
-    async def get(api: VolumeConductorAPI, c: RequestContext) -> dict[str, Any] | None:
+    """(the conductor of the cell whose `fetch` found the record, the record); `missing` when every cell
+    said it has none. A cell that did not answer may hold it: then a 503 that names the cell, never a 404
+    (a client takes a 404 for "deleted")."""
+    async def one(cell: Cell, bounded: RequestContext) -> dict[str, Any] | None:
         try:
-            return await fetch(api, c)
+            return await fetch(VolumeConductorAPI(cell), bounded)
         except errors.NotFound:
             return None
-    for cell, record in await _each(router, ctx, get):
+    results = await scatter(_cells(router), ctx, router.bound, one)
+    for cell, record in answered(results, "a volume look-up"):
         if record is not None:
             return VolumeConductorAPI(cell), record
+    silent = [f"{cell.path} ({result.reason})" for cell, result in results if isinstance(result, Down)]
+    if silent:
+        raise errors.RpcError(reason=f"cell {', '.join(silent)} did not answer; the record may be there")
     raise missing
 
 

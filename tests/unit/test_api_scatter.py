@@ -116,3 +116,38 @@ def test_the_router_takes_its_bound_from_the_cluster() -> None:
     finally:
         for cell in router.tops.values():
             cell.close()
+
+
+@dataclass(frozen=True)
+class VolumeCell:
+    """A cell whose conductor answers volume_get: with `held` (or NotFound), or not before `delay`."""
+    path: str
+    held: dict[str, str] | None = None
+    delay: float = 0.0
+
+    async def call(self, topic: str, method: object, args: dict[str, str], ctx: RequestContext,
+                   timeout: float | None = None) -> dict[str, str]:
+        await asyncio.sleep(self.delay)
+        if self.held is None or self.held["id"] != args["volume_id"]:
+            raise errors.VolumeNotFound(volume_id=args["volume_id"])
+        return self.held
+
+
+async def test_a_look_up_with_a_silent_cell_is_a_503_naming_it_never_a_404() -> None:
+    """A volume show asks every cell: one that does not answer within the bound may hold the volume, so
+    the look-up is a 503 (RpcError) that names it; a 404 only when every cell said it has none."""
+    from types import SimpleNamespace
+
+    from api.volume import cells as volume_cells
+
+    def router(*cells: VolumeCell) -> CellRouter:
+        return SimpleNamespace(cells={c.path: c for c in cells}, bound=0.2)  # type: ignore[return-value]
+    record = {"id": "vol-1", "status": "available"}
+    slow = VolumeCell("slow", held=record, delay=1.0)
+    with pytest.raises(errors.RpcError, match=r"cell slow \(no answer within 0.2 s\) did not answer") as err:
+        await volume_cells.find(router(VolumeCell("a"), slow), CTX, "vol-1")
+    assert err.value.http_status == 503
+    with pytest.raises(errors.VolumeNotFound):
+        await volume_cells.find(router(VolumeCell("a"), VolumeCell("b")), CTX, "vol-1")
+    _, found = await volume_cells.find(router(VolumeCell("a", held=record), slow), CTX, "vol-1")
+    assert found == record  # the cell that has it answered: the silent one changes nothing
