@@ -338,6 +338,12 @@ class RunningCluster:
         path = self.state / "log" / (service_id.replace("/", "_") + ".log")
         return path.read_text() if path.exists() else ""
 
+    def troubles(self, last: int = 40) -> str:
+        """The last `last` WARNING and ERROR lines of every service's log, for a failing test's message."""
+        lines = [f"{path.stem}: {line}" for path in sorted((self.state / "log").glob("*.log"))
+                 for line in path.read_text(errors="replace").splitlines() if " WARNING " in line or " ERROR " in line]
+        return "\n".join(lines[-last:])
+
 
 @contextmanager
 def running_cluster(root: Path, hosts: int = 1, virt_uri: str = "test:///default",

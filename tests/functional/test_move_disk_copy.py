@@ -175,8 +175,16 @@ def volume_status(c: RunningCluster, vid: str, status: str) -> Any:
 
 
 def settled(c: RunningCluster, sid: str, status: str) -> Any:
-    return wait_for(f"{sid} {status}", lambda: (s := c.ok("server", "show", sid, "-f", "json", who="admin"))[
-        "status"] == status and s["OS-EXT-STS:task_state"] is None and s, timeout=180, interval=1)
+    seen: dict[str, Any] = {}
+
+    def there() -> Any:
+        seen.update(c.ok("server", "show", sid, "-f", "json", who="admin"))
+        return seen["status"] == status and seen["OS-EXT-STS:task_state"] is None and dict(seen)
+    try:
+        return wait_for(f"{sid} {status}", there, timeout=180, interval=1)
+    except AssertionError as e:  # say where it stopped and what the services complained of
+        raise AssertionError(f"{e}: last {seen.get('status')}/{seen.get('OS-EXT-STS:task_state')}, fault "
+                             f"{seen.get('fault')}\n{c.troubles()}") from None
 
 
 def served_by(c: RunningCluster, *volume_ids: str) -> set[str]:
