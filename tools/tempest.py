@@ -123,9 +123,9 @@ FEATURES: dict[str, dict[str, Any]] = {
         "swap_volume": False, "volume_multiattach": False, "ide_bus": False, "hostname_fqdn_sanitization": False,
         "can_migrate_between_any_hosts": False, "volume_backed_live_migration": False,
         # Tempest's default list and the same_host / different_host hints (cells/scheduler/filters.py)
-        "scheduler_enabled_filters": ",".join(["ComputeFilter", "ComputeCapabilitiesFilter", "ImagePropertiesFilter",
-                                              "ServerGroupAntiAffinityFilter", "ServerGroupAffinityFilter",
-                                              "SameHostFilter", "DifferentHostFilter"]),
+        "scheduler_enabled_filters": "ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter,"
+                                     "ServerGroupAntiAffinityFilter,ServerGroupAffinityFilter,SameHostFilter,"
+                                     "DifferentHostFilter",
     },
     "service_available": {"nova": True, "glance": True, "cinder": True, "neutron": True, "swift": False,
                           "heat": False, "horizon": False, "placement": False},
