@@ -534,6 +534,8 @@ class ComputeManager(ConsoleHandlers):  # console_*: node/compute/remote_console
                 return
             if inst is not None and inst.get("vm_state") == "resized" and not _is_deleted(inst):
                 return  # the source copy of a resize awaiting confirm: confirm or revert decides
+            if inst is not None and inst.get("task_state") is not None and not _is_deleted(inst):
+                return  # a move's new guest before the record names this host: the move decides
             LOG.warning("destroying orphan domain of instance %s", uuid)
             await self._cleanup(uuid)
             if inst is not None and _is_deleted(inst) and inst.get("host") == self.host:

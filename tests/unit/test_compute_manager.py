@@ -321,6 +321,21 @@ async def test_power_sweep_reports_differences(manager: ComputeManager, conducto
     assert len(conductor.calls) == calls
 
 
+async def test_a_moves_new_guest_is_no_orphan_until_the_move_is_over(manager: ComputeManager,
+                                                                      conductor: FakeConductor) -> None:
+    """A guest made here for a move whose record still names the source host (the conductor has
+    not yet recorded the move's end) survives the power sweep; once the record names another host
+    and no task, it is an orphan and goes."""
+    rec = conductor.add(new_uuid())
+    await manager.build_and_run_instance(CTX, dict(rec))
+    conductor.instances[rec["uuid"]].update(host="node2", task_state=TaskState.RESIZE_FINISH)
+    await manager._sync_power_states()
+    assert f"cc-{rec['uuid']}" in domain_names()
+    conductor.instances[rec["uuid"]].update(task_state=None)  # the move is over; the server is on node2
+    await manager._sync_power_states()
+    assert f"cc-{rec['uuid']}" not in domain_names()
+
+
 async def test_domain_event_triggers_an_early_sweep(tmp_path: Path, conductor: FakeConductor,
                                                     fetcher: FakeFetcher) -> None:
     m = make_manager(tmp_path, fetcher)
