@@ -338,6 +338,20 @@ class RunningCluster:
         path = self.state / "log" / (service_id.replace("/", "_") + ".log")
         return path.read_text() if path.exists() else ""
 
+    def settled(self, sid: str, status: str, timeout: float = 180) -> Any:
+        """Wait until the server (shown as admin) has `status` and no task, and return it; on timeout, fail
+        saying where it stopped (status, task, fault) and what the services complained of."""
+        seen: dict[str, Any] = {}
+
+        def there() -> Any:
+            seen.update(self.ok("server", "show", sid, "-f", "json", who="admin"))
+            return seen["status"] == status and seen["OS-EXT-STS:task_state"] is None and dict(seen)
+        try:
+            return wait_for(f"{sid} {status}", there, timeout=timeout, interval=1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: last {seen.get('status')}/{seen.get('OS-EXT-STS:task_state')}, fault "
+                                 f"{seen.get('fault')}\n{self.troubles()}") from None
+
     def troubles(self, last: int = 40) -> str:
         """The last `last` WARNING and ERROR lines of every service's log, for a failing test's message."""
         lines = [f"{path.stem}: {line}" for path in sorted((self.state / "log").glob("*.log"))

@@ -174,19 +174,6 @@ def volume_status(c: RunningCluster, vid: str, status: str) -> Any:
                     == status and v, timeout=120, interval=0.5)
 
 
-def settled(c: RunningCluster, sid: str, status: str) -> Any:
-    seen: dict[str, Any] = {}
-
-    def there() -> Any:
-        seen.update(c.ok("server", "show", sid, "-f", "json", who="admin"))
-        return seen["status"] == status and seen["OS-EXT-STS:task_state"] is None and dict(seen)
-    try:
-        return wait_for(f"{sid} {status}", there, timeout=180, interval=1)
-    except AssertionError as e:  # say where it stopped and what the services complained of
-        raise AssertionError(f"{e}: last {seen.get('status')}/{seen.get('OS-EXT-STS:task_state')}, fault "
-                             f"{seen.get('fault')}\n{c.troubles()}") from None
-
-
 def served_by(c: RunningCluster, *volume_ids: str) -> set[str]:
     """The kinds of export the volumes' attachments record (local on n1, iSCSI or NBD for n2)."""
     db = sqlite3.connect(c.state / "cells" / "cell1.db")
@@ -224,19 +211,19 @@ def test_a_boot_volume_and_a_data_volume_move_with_the_guest(cluster: RunningClu
     assert served_by(c, boot, data) == expected_export(first)
 
     c.ok("server", "migrate", "--wait", sid, who="admin")
-    second = settled(c, sid, "VERIFY_RESIZE")["OS-EXT-SRV-ATTR:host"]
+    second = c.settled(sid, "VERIFY_RESIZE")["OS-EXT-SRV-ATTR:host"]
     assert second != first and served_by(c, boot, data) == expected_export(second)  # a local export moves too
     assert disks_of_boot(c, sid, 1) == both  # a fresh guest on the new host, its first boot there
     c.ok("server", "resize", "revert", sid)
-    assert settled(c, sid, "ACTIVE")["OS-EXT-SRV-ATTR:host"] == first
+    assert c.settled(sid, "ACTIVE")["OS-EXT-SRV-ATTR:host"] == first
     assert disks_of_boot(c, sid, 2) == both  # the source guest again, with the volumes carried back
     assert served_by(c, boot, data) == expected_export(first)
 
     c.ok("server", "resize", "--flavor", "m1.small", "--wait", sid)
-    assert settled(c, sid, "VERIFY_RESIZE")["OS-EXT-SRV-ATTR:host"] == second
+    assert c.settled(sid, "VERIFY_RESIZE")["OS-EXT-SRV-ATTR:host"] == second
     assert disks_of_boot(c, sid, 1) == both  # the destination's console starts again with its guest
     c.ok("server", "resize", "confirm", sid)
-    shown = settled(c, sid, "ACTIVE")
+    shown = c.settled(sid, "ACTIVE")
     assert sorted(v["id"] for v in shown["volumes_attached"]) == sorted([boot, data])
     for vid in (boot, data):
         assert [a["server_id"] for a in volume_status(c, vid, "in-use")["attachments"]] == [sid]
@@ -280,7 +267,7 @@ def test_an_image_of_a_volume_backed_guest_boots_a_guest_reading_the_snapshots(c
     clone = c.ok("server", "create", "--image", f"vbimg{TAG}", "--flavor", "m1.tiny", "--network", net, "--wait",
                  "-f", "json", f"imgclone{TAG}")["id"]
     assert disks_of_boot(c, clone, 1) == both  # its root from one snapshot, its data volume from the other
-    made = [v["id"] for v in settled(c, clone, "ACTIVE")["volumes_attached"]]
+    made = [v["id"] for v in c.settled(clone, "ACTIVE")["volumes_attached"]]
     assert len(made) == 2 and not {boot, data} & set(made)
 
     for server in (clone, sid):

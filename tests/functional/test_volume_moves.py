@@ -24,11 +24,6 @@ def shown(cluster: RunningCluster, sid: str) -> Any:
     return cluster.ok("server", "show", "-f", "json", sid, who="admin")
 
 
-def settled(cluster: RunningCluster, sid: str, status: str) -> Any:
-    return wait_for(f"{sid} {status}", lambda: (s := shown(cluster, sid))["status"] == status
-                    and s["OS-EXT-STS:task_state"] is None and s, timeout=90, interval=0.5)
-
-
 def plugs(cluster: RunningCluster, host: str, vid: str, sid: str) -> int:
     """How many times the compute of `host` plugged the volume into the server's guest."""
     return cluster.log(f"cell1/compute/{host}").count(f"volume {vid} attached to {sid}")
@@ -47,16 +42,16 @@ def test_a_volume_follows_migrate_resize_and_revert(cluster: RunningCluster) -> 
     assert plugs(cluster, first, vid, sid) == 1
 
     cluster.ok("server", "migrate", sid, who="admin")
-    second = settled(cluster, sid, "VERIFY_RESIZE")["OS-EXT-SRV-ATTR:host"]
+    second = cluster.settled(sid, "VERIFY_RESIZE")["OS-EXT-SRV-ATTR:host"]
     assert second != first and plugs(cluster, second, vid, sid) == 1  # plugged into the guest made there
     cluster.ok("server", "resize", "confirm", sid)
-    settled(cluster, sid, "ACTIVE")
+    cluster.settled(sid, "ACTIVE")
 
     cluster.ok("server", "resize", "--flavor", "m1.small", sid)
-    assert settled(cluster, sid, "VERIFY_RESIZE")["OS-EXT-SRV-ATTR:host"] == first
+    assert cluster.settled(sid, "VERIFY_RESIZE")["OS-EXT-SRV-ATTR:host"] == first
     assert plugs(cluster, first, vid, sid) == 2
     cluster.ok("server", "resize", "revert", sid)
-    back = settled(cluster, sid, "ACTIVE")
+    back = cluster.settled(sid, "ACTIVE")
     assert back["OS-EXT-SRV-ATTR:host"] == second
     assert [a["id"] for a in back["volumes_attached"]] == [vid], back
     volume = cluster.ok("volume", "show", "-f", "json", vid)
@@ -95,7 +90,7 @@ def test_shelve_of_a_volume_backed_server_offloads_it_and_unshelve_boots_the_sam
     first = shown(cluster, sid)["OS-EXT-SRV-ATTR:host"]
 
     cluster.ok("server", "shelve", sid)
-    offloaded = settled(cluster, sid, "SHELVED_OFFLOADED")
+    offloaded = cluster.settled(sid, "SHELVED_OFFLOADED")
     assert offloaded["OS-EXT-SRV-ATTR:host"] in (None, ""), offloaded
     assert cluster.ok("image", "list", "--name", "shelver-shelved", "-f", "json") == []  # Nova makes no image
     for vid in (root, data):
@@ -104,7 +99,7 @@ def test_shelve_of_a_volume_backed_server_offloads_it_and_unshelve_boots_the_sam
 
     other = next(h for h in ("node1", "node2") if h != first)
     cluster.ok("--os-compute-api-version", "2.91", "server", "unshelve", "--host", other, sid, who="admin")
-    back = settled(cluster, sid, "ACTIVE")
+    back = cluster.settled(sid, "ACTIVE")
     assert back["OS-EXT-SRV-ATTR:host"] == other, back
     assert sorted(a["id"] for a in back["volumes_attached"]) == sorted([root, data]), back
     wait_for("the data volume plugged on the new host", lambda: plugs(cluster, other, data, sid) == 1, 60, 0.5)
