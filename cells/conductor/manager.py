@@ -30,6 +30,7 @@ from cells.conductor.flows import (
     server_actions,
     server_password,
     server_snapshots,
+    server_views,
     shelve,
     update,
     usage,
@@ -40,12 +41,10 @@ from cells.config import ClusterConfig, ServiceSpec
 from cells.context import RequestContext
 from cells.db import hosts as hdb
 from cells.db import instances as idb
-from cells.db import volumes as vdb
 from cells.db.engine import Database
 from cells.db.fast import AnyRow
 from cells.db.schema import compute_nodes, ensure_schema, instances
-from cells.network import instance_ports
-from cells.objects.records import AttachmentRecord, InstanceRecord, VolumeRecord
+from cells.objects.records import AttachmentRecord, InstanceRecord, ShownInstance, VolumeRecord
 from cells.rpc.directory import MISSED_BEATS
 from cells.rpc.liveness import HostLiveness
 from cells.rpc.principal import require_host
@@ -276,14 +275,14 @@ class ConductorManager:
 
     async def instance_show(self, ctx: RequestContext, uuid: str, groups: bool = False) -> dict[str, Any]:
         """A server view's reads in one unit of work (every poll of a booting server is one)."""
-        def read(conn: Connection) -> tuple[AnyRow, list[str], list[str] | None]:
+        def read(conn: Connection) -> tuple[AnyRow, server_views.Views]:
             row = idb.get_row(conn, uuid)
             if row is None or row.deleted or not delete.visible(ctx, row):
                 raise errors.InstanceNotFound(instance_id=uuid)
-            volumes = [a.volume_id for a in vdb.attachments_for_instances(conn, [uuid])[uuid]]
-            return row, volumes, instance_ports.group_names(conn, ctx, [uuid]).get(uuid, []) if groups else None
-        row, volumes, names = await self.env.db.read(read)
-        return {"instance": self.env.record(row), "volumes_attached": volumes, "security_groups": names}
+            return row, server_views.views_of(conn, ctx, [uuid], bool(groups))
+        row, (attached, names) = await self.env.db.read(read)
+        return {"instance": self.env.record(row), "volumes_attached": attached.get(uuid, []),
+                "security_groups": None if names is None else names.get(uuid, [])}
 
     async def instance_list(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
                             sort_keys: list[str] | None = None, sort_dirs: list[str] | None = None,
@@ -292,6 +291,15 @@ class ConductorManager:
         rows = await self.env.db.read(
             lambda conn: idb.list_rows(conn, dict(filters or {}), sort_keys, sort_dirs, limit, marker, scope))
         return [self.env.record(r) for r in rows]
+
+    async def instance_list_views(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
+                                  sort_keys: list[str] | None = None, sort_dirs: list[str] | None = None,
+                                  limit: int | None = None, marker: str | None = None,
+                                  groups: bool = False) -> list[ShownInstance]:
+        """instance_list's records (same scope and filters), each with what a server view adds, as
+        instance_show's: a detail listing's page in one call per cell (issue 21)."""
+        return await server_views.instance_list_views(self.env, ctx, dict(filters or {}), sort_keys, sort_dirs,
+                                                      limit, marker, _tenant_scope(ctx), groups)
 
     async def instance_keys(self, ctx: RequestContext, filters: dict[str, Any] | None = None,
                             sort_keys: list[str] | None = None, sort_dirs: list[str] | None = None,

@@ -24,6 +24,8 @@ BACKUP_VERSION = "1.6"  # snapshot_begin/progress take the action: createImage o
 DIAGNOSTICS_VERSION = "1.6"  # instance_diagnostics (issue 16)
 SHELVE_VERSION = "1.6"  # shelve_begin/progress, unshelve, password_get/clear/post (issue 16)
 KEYS_VERSION = "1.7"  # instance_keys: a listing's sort keys only, for the API's keys-first merge (issue 21)
+# instance_list_views: a detail listing's records with their views' volumes and security groups (issue 21)
+VIEWS_VERSION = "1.8"
 SURFACE = surface(
     # from the API
     # retry-safe: a repeat gets the rows the first one made (flows/boot.py _insert_build), so a build
@@ -35,6 +37,8 @@ SURFACE = surface(
     Method("instance_list", FAST, retry_safe=True, callers=callers(API)),
     # instance_list's rows as [sort values...] only (api/listing_merge.py picks a page from them)
     Method("instance_keys", FAST, retry_safe=True, version=KEYS_VERSION, callers=callers(API)),
+    # instance_list's records with what their server views add (as instance_show): round 2 of a detail listing
+    Method("instance_list_views", FAST, retry_safe=True, version=VIEWS_VERSION, callers=callers(API)),
     # retry-safe: a repeated delete re-sends the terminate under the same action (flows/delete.py)
     Method("instance_delete", NORMAL, retry_safe=True, callers=callers(API)),
     # from compute workers
@@ -97,6 +101,13 @@ SURFACE = surface(
 M = SURFACE
 
 
+def _names(value: Any, what: str) -> list[str]:
+    """A view's list of ids or names from a suspect peer: strings only, else the reply is refused."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise errors.RpcError(reason=f"instance_list_views: a peer answered {what} that is not a list of strings")
+    return value
+
+
 class ConductorAPI:
     def __init__(self, caller: Caller) -> None:
         self.caller = caller
@@ -127,6 +138,24 @@ class ConductorAPI:
         return instances_reply(await self.caller.call(TOPIC, M["instance_list"],
                                       {"filters": filters, "sort_keys": sort_keys, "sort_dirs": sort_dirs,
                                        "limit": limit, "marker": marker}, ctx))
+
+    async def instance_list_views(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
+                                  sort_dirs: list[str], limit: int | None, marker: str | None,
+                                  groups: bool) -> list[ShownInstance]:
+        """instance_list's records, each with what instance_show adds: "volumes_attached" and, when `groups`
+        (the cell has a network controller), "security_groups". UnsupportedVersion from a conductor older
+        than VIEWS_VERSION (UnknownMethod through relays)."""
+        answer = await self.caller.call(TOPIC, M["instance_list_views"],
+                                        {"filters": filters, "sort_keys": sort_keys, "sort_dirs": sort_dirs,
+                                         "limit": limit, "marker": marker, "groups": groups}, ctx)
+        records = [shown(r) for r in instances_reply(answer)]
+        for record in records:
+            record["volumes_attached"] = _names(record.get("volumes_attached"), "volumes_attached")
+            if groups:
+                record["security_groups"] = _names(record.get("security_groups"), "security_groups")
+            else:
+                record.pop("security_groups", None)
+        return records
 
     async def instance_keys(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
                             sort_dirs: list[str], limit: int, marker: str | None = None,

@@ -46,6 +46,21 @@ async def test_instance_keys_is_the_apis_and_a_member_sees_only_its_project(cell
     assert sorted(r[-1] for r in everyone) == sorted([own["uuid"], other["uuid"]])
 
 
+async def test_instance_list_views_is_the_apis_and_a_member_sees_only_its_project(cell: CurveCell) -> None:
+    """instance_list_views (a detail listing's records round) refuses a compute's key; with the API's key a
+    member of p1 gets its own server only, with its (empty) volumes and group names, even asking for the other
+    project's uuid; a non-boolean `groups` is a 400."""
+    own, other = await cell.boot("mine"), await cell.boot("theirs", project="p2")
+    args = {"filters": {"uuid": [other["uuid"], own["uuid"]]}, "sort_keys": ["created_at", "uuid"],
+            "sort_dirs": ["desc", "desc"], "limit": 10, "groups": True}
+    with pytest.raises(errors.RpcForbidden):
+        await cell.call_as(NODE1, "cell1/conductor", "instance_list_views", args, USER)
+    listed = await cell.call_as("api", "cell1/conductor", "instance_list_views", args, USER)
+    assert [(r["uuid"], r["volumes_attached"], r["security_groups"]) for r in listed] == [(own["uuid"], [], [])]
+    with pytest.raises(errors.Invalid):
+        await cell.call_as("api", "cell1/conductor", "instance_list_views", {**args, "groups": 1}, USER)
+
+
 async def test_a_compute_key_cannot_call_the_scheduler(cell: CurveCell) -> None:
     """select_destinations (it claims resources) is the conductor's alone."""
     with pytest.raises(errors.RpcForbidden):
