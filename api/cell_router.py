@@ -264,8 +264,11 @@ class CellRouter:
     async def list_instances(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
                              sort_dirs: list[str], limit: int, marker: Listed | None,
                              bound: float | None = None,
-                             down_records: DownRecords | None = None) -> list[Listed]:
+                             down_records: DownRecords | None = None,
+                             views: listing_merge.ViewsOf | None = None) -> list[Listed]:
         """Instances of every cell, merge-sorted by (sort_keys, sort_dirs), after `marker` (a record).
+        `views` (a detail listing): keyed cells' records come with their server views' volumes and
+        security groups where their conductors can give them (listing_merge.records_of).
 
         Keys first (api/listing_merge.py): each cell gives the sort values of its share of the page plus a
         margin (KEYS_BATCH at least: a multi-create's worth) after the marker's (a seek in its DB, whichever
@@ -331,7 +334,7 @@ class CellRouter:
                 # a fresh bound for the records (the cells asked have just answered): a silent cell that
                 # used up round 1's bound must not leave the live ones no time to send the page
                 return await listing_merge.records_of(self.cells, page, ctx, bound, filters, sort_keys,
-                                                      sort_dirs, down_records)
+                                                      sort_dirs, down_records, views)
             batch = min(limit, batch * 2)
 
             async def next_batch(cell: Cell, bounded: RequestContext,

@@ -5,6 +5,9 @@ instance_keys: a few short columns per row, no record built or packed); the rout
 with the full records of cells that cannot answer keys (an older conductor: today's batches, or a
 down cell's mappings) and cuts the page. Round 2 (`records_of`) fetches the records of the page's
 keyed servers, one instance_list per cell filtered by their uuids, and puts them in the merged order.
+For a detail listing (`views`) that call is instance_list_views (RPC 1.8): each record comes with its
+server view's volumes and security group names, so the API asks no other service for them; a conductor
+older than that answers instance_list's plain records, which the API completes as before.
 A server deleted (or no longer matching) between the rounds drops out of the page: it is not
 looked for again. A cell that answered the keys but not the records shows those servers from its
 mappings (`down_records`) when the caller gives them, else leaves them out (and logs it).
@@ -12,11 +15,12 @@ mappings (`down_records`) when the caller gives them, else leaves them out (and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from api.scatter import Down, scatter
+from cells import errors
 from cells.context import RequestContext
 from cells.db.instances import MAX_KEYS, sort_params
 from cells.objects.records import InstanceRecord
@@ -25,7 +29,9 @@ if TYPE_CHECKING:
     from api.cell_router import Cell, DownRecords, Listed
 
 LOG = logging.getLogger(__name__)
-__all__ = ["MAX_KEYS", "KeyRow", "Keys", "key_names", "key_rows", "pivot_of", "records_of"]
+__all__ = ["MAX_KEYS", "KeyRow", "Keys", "ViewsOf", "key_names", "key_rows", "pivot_of", "records_of"]
+# a detail listing's: for a cell's path, whether its records carry security group names (a network controller)
+ViewsOf = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,10 @@ def key_rows(rows: list[list[Any]], names: list[str], path: str) -> Iterator[Key
 
 async def records_of(cells: Mapping[str, Cell], page: Sequence[Mapping[str, Any]], ctx: RequestContext,
                      bound: float, filters: dict[str, Any], sort_keys: list[str], sort_dirs: list[str],
-                     down_records: DownRecords | None) -> list[Listed]:
+                     down_records: DownRecords | None, views: ViewsOf | None = None) -> list[Listed]:
     """The page with each KeyRow replaced by its server's record (one call per cell, all at once, each
-    within `bound` and `ctx`'s own deadline), in the page's order."""
+    within `bound` and `ctx`'s own deadline), in the page's order; with `views`, records that carry their
+    server views' volumes (and, where `views(path)`, security group names) from conductors that can."""
     wanted: dict[str, list[str]] = {}
     for entry in page:
         if isinstance(entry, KeyRow):
@@ -69,11 +76,17 @@ async def records_of(cells: Mapping[str, Cell], page: Sequence[Mapping[str, Any]
     if not wanted:
         return cast("list[Listed]", list(page))
 
-    async def fetch(cell: Cell, bounded: RequestContext) -> list[InstanceRecord]:
+    async def fetch(cell: Cell, bounded: RequestContext) -> Sequence[InstanceRecord]:
         uuids = wanted[cell.path]
         # the listing's own filters again: a server that stopped matching since round 1 drops out
-        return await cell.conductor.instance_list(bounded, {**filters, "uuid": uuids}, sort_keys, sort_dirs,
-                                                  len(uuids), None)
+        by_uuid = {**filters, "uuid": uuids}
+        if views is not None:
+            try:
+                return await cell.conductor.instance_list_views(bounded, by_uuid, sort_keys, sort_dirs, len(uuids),
+                                                                None, views(cell.path))
+            except (errors.UnsupportedVersion, errors.UnknownMethod):  # an older conductor: plain records
+                pass
+        return await cell.conductor.instance_list(bounded, by_uuid, sort_keys, sort_dirs, len(uuids), None)
     found: dict[tuple[str, str], Listed] = {}
     lost: list[str] = []
     for cell, result in await scatter([cells[p] for p in wanted], ctx, bound, fetch):

@@ -203,10 +203,11 @@ async def _list(request: web.Request, detail: bool) -> web.Response:
     sort_keys, sort_dirs = _sort(query)
     limit = min(query_int(query, "limit", MAX_LIMIT) or 0, MAX_LIMIT)
     records = await service.list_servers(cc, ctx, service.ServerQuery(
-        filters, sort_keys, sort_dirs, limit, statuses, query.get("marker")))
-    if detail:
-        await asyncio.gather(volume_attachments.add_volume_ids(cc, ctx, records),
-                             security_groups.add_group_names(cc, ctx, records),
+        filters, sort_keys, sort_dirs, limit, statuses, query.get("marker"), views=detail))
+    if detail:  # records of conductors older than instance_list_views come without their volumes and groups
+        bare = [r for r in records if "volumes_attached" not in r]
+        await asyncio.gather(volume_attachments.add_volume_ids(cc, ctx, bare),
+                             security_groups.add_group_names(cc, ctx, bare),
                              service.for_views(cc, ctx, records))
     base, extended = public_url(request), allowed(request, "os_compute_api:os-extended-server-attributes")
     body: dict[str, Any] = {"servers": [

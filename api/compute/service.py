@@ -268,6 +268,7 @@ class ServerQuery:
     statuses: list[str] | None = None  # Nova statuses to keep (None: any)
     marker: str | None = None  # the id of the last server of the previous page
     with_down: bool = True  # a down cell's servers from the instance mappings (status UNKNOWN)
+    views: bool = False  # a detail listing: records with their views' volumes and groups where cells can
 
 
 async def show(cc: ComputeContext, ctx: RequestContext, server_id: str, view: bool = False) -> ShownInstance:
@@ -352,8 +353,11 @@ async def list_servers(cc: ComputeContext, ctx: RequestContext, q: ServerQuery) 
 
     async def down_records(paths: list[str]) -> list[DownRecord]:  # the page's worth, in the default order
         return await down_cells.records(cc.engine, paths, q.filters, q.limit if default_order else None, marker)
+    def views(path: str) -> bool:  # groups where the cell has a network controller, as show() asks them
+        return security_groups.cell_has_network(cc.cluster, path)
     records = await cc.router.list_instances(ctx, q.filters, q.sort_keys, q.sort_dirs, q.limit, marker,
-                                             down_records=down_records if q.with_down else None)
+                                             down_records=down_records if q.with_down else None,
+                                             views=views if q.views else None)
     return await _kept(records, q.filters, q.statuses)
 
 

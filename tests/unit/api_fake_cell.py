@@ -42,6 +42,7 @@ class FakeConductor:
     list_calls: int = 0
     keys_calls: int = 0  # instance_keys (RPC 1.7) answered
     show_calls: int = 0  # instance_show (RPC 1.2) answered
+    views_calls: int = 0  # instance_list_views (RPC 1.8) answered
     auto_after: float | None = None  # when set: builds go ACTIVE and deletes finish after this many seconds
     actions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # uuid -> instance actions
     _timers: list[asyncio.TimerHandle] = field(default_factory=list)
@@ -99,6 +100,18 @@ class FakeConductor:
             pivot = key(self.records[marker])
             recs = [r for r in recs if key(r) > pivot]
         return recs[:limit] if limit is not None else recs
+
+    async def instance_list_views(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
+                                  sort_dirs: list[str], limit: int | None, marker: str | None,
+                                  groups: bool = False) -> list[dict[str, Any]]:
+        """instance_list's records with instance_show's volumes and (empty) group names (RPC 1.8)."""
+        self.views_calls += 1
+        recs = await self.instance_list(ctx, filters, sort_keys, sort_dirs, limit, marker)
+        self.list_calls -= 1  # counted as views
+        attachments = getattr(self, "volume_attachments", None)  # a fake with the real volume flows has them
+        found = await attachments(ctx, [r["uuid"] for r in recs]) if attachments is not None and recs else {}
+        return [{**r, "volumes_attached": [a["volume_id"] for a in found.get(r["uuid"], [])],
+                 **({"security_groups": []} if groups else {})} for r in recs]
 
     async def instance_keys(self, ctx: RequestContext, filters: dict[str, Any], sort_keys: list[str],
                             sort_dirs: list[str], limit: int, marker: str | None = None,
