@@ -532,10 +532,11 @@ class ComputeManager(ConsoleHandlers):  # console_*: node/compute/remote_console
                 inst = None
             if inst is not None and inst.get("host") == self.host and not _is_deleted(inst):
                 return
-            if inst is not None and inst.get("vm_state") == "resized" and not _is_deleted(inst):
-                return  # the source copy of a resize awaiting confirm: confirm or revert decides
-            if inst is not None and inst.get("task_state") is not None and not _is_deleted(inst):
-                return  # a move's new guest before the record names this host: the move decides
+            # the source copy of a resize awaiting confirm (vm_state resized), or a move's new guest before the
+            # record names this host (a task in flight): the confirm, revert or move decides, not the sweep
+            if inst is not None and not _is_deleted(inst) and (
+                    inst.get("vm_state") == "resized" or inst.get("task_state") is not None):
+                return
             LOG.warning("destroying orphan domain of instance %s", uuid)
             await self._cleanup(uuid)
             if inst is not None and _is_deleted(inst) and inst.get("host") == self.host:
